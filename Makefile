@@ -1,0 +1,44 @@
+# The README's two commands: `make demo` and `make test`. Both start from
+# nothing: they create .venv, install the package and fetch the data set from
+# Debian's archive when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
+PYTEST_WORKERS ?= 2
+export KERAS_BACKEND := tensorflow
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: demo test venv data lint bench clean
+
+$(STAMP): setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+data:
+	@if [ ! -f $(FMNIST) ]; then \
+	  echo "Installing Fashion-MNIST from Debian (dataset-fashion-mnist)"; \
+	  $(SUDO) apt-get update -q && \
+	  $(SUDO) apt-get install -y -q dataset-fashion-mnist; \
+	fi
+
+demo: venv data
+	$(PY) -m tfcomp.demo --out artifacts
+
+test: venv
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q tests
+
+lint: venv
+	$(VENV)/bin/ruff check tfcomp tests benchmarks
+
+bench: venv data
+	$(PY) benchmarks/prune_speed.py
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache

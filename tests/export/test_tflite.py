@@ -1,0 +1,81 @@
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tfcomp.export import (export_tflite, measure_latencies, measure_latency)
+from tfcomp.export.runtime import make_interpreter, run_interpreter
+
+
+def _tiny_model():
+    keras.utils.set_random_seed(1)
+    inp = keras.Input((12, 12, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inp)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(5)(x)
+    return keras.Model(inp, out)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return np.random.default_rng(0).uniform(size=(64, 12, 12, 1)).astype(
+        "float32")
+
+
+@pytest.mark.parametrize("mode,tol,min_agree", [
+    (None, 1e-4, 1.0), ("float16", 1e-2, 0.95), ("dynamic", 0.1, 0.9),
+    ("int8", 0.2, 0.9)])
+def test_export_modes_verify(tmp_path, data, mode, tol, min_agree):
+    model = _tiny_model()
+    path = str(tmp_path / f"m_{mode}.tflite")
+    rep = export_tflite(model, path, quantization=mode,
+                        representative_data=data)
+    assert os.path.getsize(path) == rep.size_bytes
+    assert rep.num_verified == 64
+    assert rep.max_abs_error < tol
+    assert rep.top1_agreement >= min_agree
+    assert rep.runtime in ("ai_edge_litert", "tflite_runtime", "tf.lite")
+    interp, _ = make_interpreter(path)
+    if mode == "int8":
+        assert interp.get_input_details()[0]["dtype"] == np.int8
+    out = run_interpreter(interp, data[:3])
+    assert out.shape == (3, 5)
+
+
+def test_int8_is_about_4x_smaller_than_float(tmp_path, data):
+    inp = keras.Input((64,))
+    x = keras.layers.Dense(512, activation="relu")(inp)
+    model = keras.Model(inp, keras.layers.Dense(10)(x))
+    x_cal = np.random.default_rng(0).normal(size=(64, 64)).astype("float32")
+    f32 = export_tflite(model, str(tmp_path / "f.tflite"),
+                        representative_data=x_cal)
+    i8 = export_tflite(model, str(tmp_path / "q.tflite"), "int8",
+                       representative_data=x_cal)
+    assert 3.0 < f32.size_bytes / i8.size_bytes < 4.5
+
+
+def test_int8_without_data_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="representative_data"):
+        export_tflite(_tiny_model(), str(tmp_path / "x.tflite"), "int8")
+    assert not os.listdir(tmp_path)  # nothing half-written
+
+
+def test_bad_mode(tmp_path):
+    with pytest.raises(ValueError, match="quantization"):
+        export_tflite(_tiny_model(), str(tmp_path / "x.tflite"), "int4")
+
+
+def test_measure_latency(tmp_path, data):
+    path = str(tmp_path / "m.tflite")
+    export_tflite(_tiny_model(), path, verify=False)
+    r = measure_latency(path, runs=5, warmup=1)
+    assert 0 < r.min_ms <= r.median_ms <= r.p90_ms
+    assert r.runs == 5 and r.runtime
+    both = measure_latencies({"a": path, "b": path}, runs=6, rounds=2)
+    assert set(both) == {"a", "b"} and both["a"].runs == 6
+    with pytest.raises(ValueError, match="runs"):
+        measure_latency(path, runs=0)

@@ -1,0 +1,119 @@
+import keras
+import numpy as np
+import pytest
+
+import tfcomp
+from tfcomp.profile import profile
+
+
+def test_mobilenet_v1_macs_match_paper():
+    p = profile(keras.applications.MobileNet(weights=None))
+    assert abs(p.macs - 569e6) / 569e6 < 0.01
+    assert p.params == 4253864
+
+
+def test_mobilenet_v2_macs_match_paper():
+    p = profile(keras.applications.MobileNetV2(weights=None))
+    assert abs(p.macs - 300e6) / 300e6 < 0.01
+
+
+def _single(layer, in_shape):
+    inp = keras.Input(in_shape)
+    model = keras.Model(inp, layer(inp))
+    return profile(model).by_name(layer.name)
+
+
+@pytest.mark.parametrize("kwargs,in_shape,expected", [
+    # Conv2D: Ho*Wo*Cout*Cin*k*k
+    (dict(filters=8, kernel_size=3, padding="same"), (10, 10, 4),
+     10 * 10 * 8 * 4 * 9),
+    (dict(filters=8, kernel_size=3, strides=2, padding="valid"), (11, 11, 4),
+     5 * 5 * 8 * 4 * 9),
+    (dict(filters=8, kernel_size=3, dilation_rate=2, padding="valid"),
+     (11, 11, 4), 7 * 7 * 8 * 4 * 9),
+    (dict(filters=8, kernel_size=3, groups=2, padding="same"), (6, 6, 4),
+     6 * 6 * 8 * 2 * 9),
+])
+def test_conv2d_macs(kwargs, in_shape, expected):
+    rec = _single(keras.layers.Conv2D(**kwargs), in_shape)
+    assert rec.macs == expected
+
+
+def test_conv1d_depthwise_separable_transpose_dense_macs():
+    assert _single(keras.layers.Conv1D(6, 3), (10, 4)).macs == 8 * 6 * 4 * 3
+    assert _single(keras.layers.DepthwiseConv2D(3, depth_multiplier=2,
+                                                padding="same"),
+                   (5, 5, 3)).macs == 5 * 5 * 3 * 2 * 9
+    sep = _single(keras.layers.SeparableConv2D(7, 3, padding="same"),
+                  (5, 5, 3))
+    assert sep.macs == 5 * 5 * 3 * 9 + 5 * 5 * 3 * 7
+    tr = _single(keras.layers.Conv2DTranspose(5, 3, strides=2), (4, 4, 3))
+    assert tr.macs == 4 * 4 * 3 * 5 * 9
+    dense = _single(keras.layers.Dense(6), (7, 5))  # rank-3 input
+    assert dense.macs == 7 * 5 * 6
+
+
+def test_zero_mac_layers_and_unknown_layer_note():
+    class Mystery(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    inp = keras.Input((4, 4, 3))
+    x = keras.layers.BatchNormalization()(inp)
+    x = keras.layers.MaxPooling2D()(x)
+    y = Mystery(name="mystery")(x)
+    out = keras.layers.Add()([x, y])
+    p = profile(keras.Model(inp, out))
+    assert p.macs == 0
+    rec = p.by_name("mystery")
+    assert rec.macs == 0 and "unknown" in rec.note
+    assert p.unknown_layers == ["mystery"]
+    assert p.by_name("batch_normalization").params == 12
+
+
+def test_nested_model_and_bits_bops():
+    inner_in = keras.Input((6, 6, 3))
+    inner = keras.Model(inner_in, keras.layers.Conv2D(
+        4, 1, name="c")(inner_in), name="inner")
+    inp = keras.Input((6, 6, 3))
+    out = keras.layers.Dense(2, name="d")(
+        keras.layers.Flatten()(inner(inp)))
+    p = profile(keras.Model(inp, out), bits={"inner/c": (4, 8)})
+    conv = p.by_name("inner/c")
+    assert conv.macs == 36 * 4 * 3
+    assert conv.bops == conv.macs * 4 * 8
+    assert conv.act_bytes == 6 * 6 * 4 * 8 / 8
+    assert p.by_name("d").bops == p.by_name("d").macs * 32 * 32
+    assert p.macs == 36 * 12 + 144 * 2
+
+
+def test_summary_and_to_dict_are_consistent():
+    model = tfcomp.zoo.resnet(depth=8)
+    p = profile(model)
+    text = p.summary(print_fn=None)
+    assert "Total MACs" in text and "stem_conv (Conv2D)" in text
+    d = p.to_dict()
+    import json
+    assert json.loads(json.dumps(d))["macs"] == p.macs
+    assert p.params == model.count_params()
+
+
+def test_profile_errors():
+    with pytest.raises(TypeError, match="keras.Model"):
+        profile("not a model")
+    with pytest.raises(ValueError, match="bits"):
+        profile(tfcomp.zoo.resnet(depth=8), bits={"stem_conv": 4})
+    unbuilt = keras.Sequential([keras.layers.Dense(3)])
+    with pytest.raises(ValueError, match="not built"):
+        profile(unbuilt)
+
+
+def test_profile_bits_from_layer_attributes():
+    class FakeQuantDense(keras.layers.Dense):
+        w_bits = 4
+        a_bits = 6
+
+    inp = keras.Input((5,))
+    p = profile(keras.Model(inp, FakeQuantDense(3, name="q")(inp)))
+    assert p.by_name("q").bops == 15 * 4 * 6
+    assert np.isclose(p.weight_bytes, (15 + 3) * 4 / 8)

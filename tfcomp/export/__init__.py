@@ -1,0 +1,14 @@
+"""Exporters: verified TFLite files and bit-serial accelerator descriptors.
+
+Example:
+    >>> from tfcomp.export import export_tflite, measure_latency
+    >>> report = export_tflite(model, "model.tflite")
+    >>> measure_latency(report.path).median_ms
+"""
+
+from tfcomp.export.latency import (LatencyResult, measure_latencies,
+                                   measure_latency)
+from tfcomp.export.tflite import ExportReport, convert_to_tflite, export_tflite
+
+__all__ = ["ExportReport", "LatencyResult", "convert_to_tflite",
+           "export_tflite", "measure_latencies", "measure_latency"]

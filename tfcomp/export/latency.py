@@ -1,0 +1,119 @@
+"""Latency of a ``.tflite`` file measured in the on-device runtime.
+
+Example:
+    >>> r = measure_latency("m.tflite", runs=50)
+    >>> r.median_ms, r.runtime
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+
+from tfcomp.export.runtime import make_interpreter
+
+__all__ = ["LatencyResult", "measure_latency", "measure_latencies"]
+
+
+@dataclasses.dataclass
+class LatencyResult:
+    """Timing of single-input inferences (batch as stored in the file).
+
+    Attributes:
+        median_ms, min_ms, p90_ms: statistics over ``runs`` invocations.
+        runs, threads: how it was measured.
+        runtime: ``ai_edge_litert``, ``tflite_runtime`` or ``tf.lite``.
+    """
+
+    median_ms: float
+    min_ms: float
+    p90_ms: float
+    runs: int
+    threads: int
+    runtime: str
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _random_inputs(interp, rng):
+    feeds = []
+    for d in interp.get_input_details():
+        if np.issubdtype(d["dtype"], np.integer):
+            info = np.iinfo(d["dtype"])
+            x = rng.integers(info.min, info.max, size=d["shape"],
+                             endpoint=True).astype(d["dtype"])
+        else:
+            x = rng.uniform(0, 1, size=d["shape"]).astype(d["dtype"])
+        feeds.append((d["index"], x))
+    return feeds
+
+
+def measure_latency(tflite_path, runs: int = 50, warmup: int = 5,
+                    threads: int = 1, seed: int = 0) -> LatencyResult:
+    """Times ``invoke()`` of a TFLite model on random inputs.
+
+    Args:
+        tflite_path: path to the file, or its bytes.
+        runs: timed invocations.
+        warmup: untimed invocations first.
+        threads: interpreter threads.
+        seed: seed of the random inputs.
+
+    Returns:
+        A ``LatencyResult`` naming the runtime used.
+
+    Example:
+        >>> measure_latency("m.tflite").median_ms
+    """
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1. Received: runs={runs}")
+    if warmup < 0:
+        raise ValueError(f"warmup must be >= 0. Received: warmup={warmup}")
+    interp, runtime = make_interpreter(tflite_path, threads=threads)
+    rng = np.random.default_rng(seed)
+    for index, x in _random_inputs(interp, rng):
+        interp.set_tensor(index, x)
+    for _ in range(warmup):
+        interp.invoke()
+    times = np.empty(runs)
+    for i in range(runs):
+        t0 = time.perf_counter()
+        interp.invoke()
+        times[i] = time.perf_counter() - t0
+    times *= 1e3
+    return LatencyResult(
+        median_ms=float(np.median(times)), min_ms=float(times.min()),
+        p90_ms=float(np.percentile(times, 90)), runs=runs, threads=threads,
+        runtime=runtime)
+
+
+def measure_latencies(paths: dict, runs: int = 50, warmup: int = 5,
+                      threads: int = 1, rounds: int = 3) -> dict:
+    """Measures several files side by side, interleaved over ``rounds``.
+
+    Interleaving keeps slow drifts of a shared machine from favouring one
+    file; each file's result is the median over all its timed runs.
+
+    Example:
+        >>> measure_latencies({"dense": "a.tflite", "pruned": "b.tflite"})
+    """
+    per_round = max(1, runs // rounds)
+    samples: dict = {k: [] for k in paths}
+    last: dict = {}
+    for _ in range(rounds):
+        for key, path in paths.items():
+            r = measure_latency(path, runs=per_round, warmup=warmup,
+                                threads=threads)
+            samples[key].append(r.median_ms)
+            last[key] = r
+    return {
+        key: dataclasses.replace(
+            last[key], median_ms=float(np.median(samples[key])),
+            min_ms=float(np.min(samples[key])),
+            p90_ms=float(np.percentile(samples[key], 90)),
+            runs=per_round * rounds)
+        for key in paths
+    }

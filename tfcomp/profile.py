@@ -1,0 +1,327 @@
+"""Per-layer cost profile of a Keras model: params, MACs, bits, BOPs, bytes.
+
+One profile feeds every consumer in tfcomp: the summary table, pruning
+budgets (``target_macs``), tuner rewards, hardware models and reports.
+
+Conventions (the ones the MobileNet papers use, so published figures match):
+
+* MACs count multiply-accumulates of convolutions and dense layers, batch 1.
+  Element-wise layers (BatchNormalization, activations, pooling, merges) are
+  listed with 0 MACs and a note; BN is folded into the conv at deployment.
+* ``Conv2DTranspose`` MACs are counted over *input* positions (each input
+  pixel scatters a ``k x k x cout`` patch).
+* Bits default to 32/32 (float). A layer carrying ``w_bits`` / ``a_bits``
+  attributes (tfcomp's quantized layers) contributes its own widths; the
+  ``bits`` argument overrides both.
+* BOPs = MACs * w_bits * a_bits; activation bytes = output elements * a_bits/8.
+
+Example:
+    >>> import keras, tfcomp
+    >>> m = keras.applications.MobileNet(weights=None)
+    >>> p = tfcomp.profile(m)
+    >>> round(p.macs / 1e6)
+    569
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Iterable
+
+import keras
+
+__all__ = ["LayerProfile", "ModelProfile", "profile"]
+
+FLOAT_BITS = 32
+
+# Layers with no MACs by convention (element-wise or data movement).
+_ZERO_MAC_LAYERS = (
+    "InputLayer", "BatchNormalization", "LayerNormalization",
+    "GroupNormalization", "UnitNormalization", "Activation", "ReLU", "PReLU",
+    "LeakyReLU", "ELU", "Softmax", "Dropout", "SpatialDropout1D",
+    "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
+    "GaussianDropout", "AlphaDropout", "ActivityRegularization",
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D",
+    "AveragePooling2D", "AveragePooling3D", "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D", "GlobalMaxPooling3D", "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D", "GlobalAveragePooling3D", "Add", "Subtract",
+    "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
+    "Flatten", "Reshape", "Permute", "RepeatVector", "Cropping1D",
+    "Cropping2D", "Cropping3D", "ZeroPadding1D", "ZeroPadding2D",
+    "ZeroPadding3D", "UpSampling1D", "UpSampling2D", "UpSampling3D",
+    "Rescaling", "Normalization", "Resizing", "CenterCrop", "Identity",
+    "Masking", "QuantActivation", "ActivationQuantizer",
+)
+
+
+@dataclasses.dataclass
+class LayerProfile:
+    """Cost record of one layer (batch size 1).
+
+    Attributes:
+        name: layer name; ``outer/inner`` inside nested models.
+        type: the layer's class name.
+        output_shape: output shape without the batch axis.
+        params: number of weights (trainable and not).
+        macs: multiply-accumulates.
+        w_bits: weight bit-width (32 = float).
+        a_bits: activation (output) bit-width (32 = float).
+        bops: ``macs * w_bits * a_bits``.
+        act_bytes: bytes of the output activation at ``a_bits``.
+        note: why MACs are zero or approximate, empty otherwise.
+    """
+
+    name: str
+    type: str
+    output_shape: tuple
+    params: int
+    macs: int
+    w_bits: int = FLOAT_BITS
+    a_bits: int = FLOAT_BITS
+    bops: int = 0
+    act_bytes: float = 0.0
+    note: str = ""
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["output_shape"] = list(self.output_shape)
+        return d
+
+
+@dataclasses.dataclass
+class ModelProfile:
+    """Per-layer records plus totals for a whole model.
+
+    Example:
+        >>> p = tfcomp.profile(model)
+        >>> p.summary()
+        >>> p.by_name("conv1").macs
+    """
+
+    name: str
+    layers: list
+
+    @property
+    def macs(self) -> int:
+        return int(sum(r.macs for r in self.layers))
+
+    @property
+    def params(self) -> int:
+        return int(sum(r.params for r in self.layers))
+
+    @property
+    def bops(self) -> int:
+        return int(sum(r.bops for r in self.layers))
+
+    @property
+    def weight_bytes(self) -> float:
+        """Bytes of all weights stored at their own bit-widths."""
+        return float(sum(r.params * r.w_bits / 8 for r in self.layers))
+
+    @property
+    def unknown_layers(self) -> list:
+        return [r.name for r in self.layers if r.note.startswith("unknown")]
+
+    def by_name(self, name: str) -> LayerProfile:
+        for r in self.layers:
+            if r.name == name:
+                return r
+        raise KeyError(
+            f"No layer named {name!r} in profile of {self.name!r}. "
+            f"Known: {[r.name for r in self.layers][:20]}"
+        )
+
+    def layer_macs(self, name: str) -> int:
+        return self.by_name(name).macs
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "macs": self.macs,
+            "params": self.params,
+            "bops": self.bops,
+            "weight_bytes": self.weight_bytes,
+            "layers": [r.to_dict() for r in self.layers],
+        }
+
+    def summary(self, print_fn=print, max_rows: int | None = None) -> str:
+        """Prints (and returns) an aligned table like ``model.summary()``."""
+        head = ("Layer (type)", "Output shape", "Params", "MACs", "W/A bits",
+                "BOPs", "Note")
+        rows = []
+        for r in self.layers[:max_rows]:
+            rows.append((
+                f"{r.name} ({r.type})", str(tuple(r.output_shape)),
+                f"{r.params:,}", f"{r.macs:,}", f"{r.w_bits}/{r.a_bits}",
+                f"{r.bops:,}", r.note,
+            ))
+        widths = [max(len(h), *(len(row[i]) for row in rows)) if rows
+                  else len(h) for i, h in enumerate(head)]
+        fmt = "  ".join("{:<%d}" % w for w in widths)
+        line = "-" * (sum(widths) + 2 * (len(widths) - 1))
+        out = [f'Profile: "{self.name}"', line, fmt.format(*head), line]
+        out += [fmt.format(*row) for row in rows]
+        out += [
+            line,
+            f"Total params: {self.params:,}",
+            f"Total MACs:   {self.macs:,} ({self.macs / 1e6:.2f} M)",
+            f"Total BOPs:   {self.bops:,}",
+            f"Weight bytes: {self.weight_bytes:,.0f}",
+        ]
+        if self.unknown_layers:
+            out.append(f"Unknown layers (0 MACs): {self.unknown_layers}")
+        text = "\n".join(out)
+        if print_fn is not None:
+            print_fn(text)
+        return text
+
+
+def _shape(t) -> tuple:
+    return tuple(int(d) if d is not None else None for d in t.shape)
+
+
+def _first(x):
+    while isinstance(x, (list, tuple)):
+        x = x[0]
+    return x
+
+
+def _io_shapes(layer) -> tuple[list, list]:
+    """Input and output shapes (with batch axis) of a layer's first call."""
+    try:
+        ins = layer.input
+        outs = layer.output
+    except (AttributeError, ValueError):
+        return [], []
+    ins = keras.tree.flatten(ins)
+    outs = keras.tree.flatten(outs)
+    return [_shape(t) for t in ins], [_shape(t) for t in outs]
+
+
+def _prod(xs: Iterable) -> int:
+    return int(math.prod(int(x) for x in xs))
+
+
+def _count_macs(layer, in_shapes, out_shapes) -> tuple[int, str]:
+    """MACs of one layer (batch 1) and a note."""
+    cls = type(layer).__name__
+    base = _keras_base_name(layer)
+    if not in_shapes or not out_shapes:
+        return 0, "not called in the graph"
+    x, y = in_shapes[0], out_shapes[0]
+    if base in ("Conv1D", "Conv2D", "Conv3D"):
+        kernel = layer.kernel.shape  # (*k, cin/groups, cout)
+        return _prod(y[1:-1]) * _prod(kernel), ""
+    if base in ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"):
+        kernel = layer.kernel.shape  # (*k, cout, cin)
+        return _prod(x[1:-1]) * _prod(kernel), ""
+    if base in ("DepthwiseConv1D", "DepthwiseConv2D"):
+        kernel = layer.kernel.shape  # (*k, cin, dm)
+        return _prod(y[1:-1]) * _prod(kernel), ""
+    if base in ("SeparableConv1D", "SeparableConv2D"):
+        dk = layer.depthwise_kernel.shape  # (*k, cin, dm)
+        pk = layer.pointwise_kernel.shape  # (1.., cin*dm, cout)
+        return _prod(y[1:-1]) * (_prod(dk) + _prod(pk)), ""
+    if base in ("Dense", "EinsumDense"):
+        if base == "Dense":
+            return _prod(x[1:-1]) * _prod(layer.kernel.shape), ""
+        return _prod(y[1:]) * _prod(x[1:]) // max(1, _prod(y[1:-1])), (
+            "EinsumDense: approximate")
+    if cls in _ZERO_MAC_LAYERS or base in _ZERO_MAC_LAYERS:
+        return 0, ""
+    if hasattr(layer, "tfcomp_macs"):
+        return int(layer.tfcomp_macs(in_shapes, out_shapes)), ""
+    return 0, f"unknown layer type {cls}: counted as 0 MACs"
+
+
+def _keras_base_name(layer) -> str:
+    """Name of the first keras.layers class in the layer's MRO.
+
+    tfcomp's own layers subclass Keras ones (QuantConv2D -> Conv2D), so they
+    are counted like their parent.
+    """
+    for klass in type(layer).__mro__:
+        if klass.__module__.startswith("keras") and hasattr(
+                keras.layers, klass.__name__):
+            return klass.__name__
+    return type(layer).__name__
+
+
+def _layer_bits(layer, bits: dict | None, name: str) -> tuple[int, int]:
+    if bits and name in bits:
+        w, a = bits[name]
+    elif bits and layer.name in bits:
+        w, a = bits[layer.name]
+    else:
+        w = getattr(layer, "w_bits", FLOAT_BITS) or FLOAT_BITS
+        a = getattr(layer, "a_bits", FLOAT_BITS) or FLOAT_BITS
+    return int(w), int(a)
+
+
+def _is_model(layer) -> bool:
+    return isinstance(layer, keras.Model)
+
+
+def _walk(model, prefix: str, bits, records: list) -> None:
+    for layer in model.layers:
+        name = f"{prefix}{layer.name}"
+        if _is_model(layer) and hasattr(layer, "layers") and layer.layers:
+            _walk(layer, name + "/", bits, records)
+            continue
+        in_shapes, out_shapes = _io_shapes(layer)
+        macs, note = _count_macs(layer, in_shapes, out_shapes)
+        w_bits, a_bits = _layer_bits(layer, bits, name)
+        params = int(sum(_prod(w.shape) for w in layer.weights))
+        out_shape = tuple(out_shapes[0][1:]) if out_shapes else ()
+        if params == 0:
+            w_bits = FLOAT_BITS if not hasattr(layer, "w_bits") else w_bits
+        act_elems = sum(_prod(s[1:]) for s in out_shapes if None not in s[1:])
+        records.append(LayerProfile(
+            name=name,
+            type=type(layer).__name__,
+            output_shape=out_shape,
+            params=params,
+            macs=int(macs),
+            w_bits=w_bits,
+            a_bits=a_bits,
+            bops=int(macs) * w_bits * a_bits,
+            act_bytes=act_elems * a_bits / 8,
+            note=note,
+        ))
+
+
+def profile(model: keras.Model, bits: dict[str, Any] | None = None
+            ) -> ModelProfile:
+    """Profiles a built Keras model layer by layer (batch size 1).
+
+    Args:
+        model: a built functional or Sequential ``keras.Model``; nested
+            functional models are recursed into.
+        bits: optional ``{layer_name: (w_bits, a_bits)}`` overriding the
+            layers' own widths (names as in the profile, ``outer/inner``
+            for nested models, or the bare layer name).
+
+    Returns:
+        A ``ModelProfile`` with per-layer ``LayerProfile`` records.
+
+    Example:
+        >>> p = tfcomp.profile(tfcomp.zoo.resnet(depth=20))
+        >>> print(p.macs, p.params)
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"profile() expects a keras.Model. Received: {type(model)!r}")
+    if not model.built:
+        raise ValueError(
+            f"Model {model.name!r} is not built; call it on data or build it "
+            "with an input shape before profiling.")
+    if bits is not None:
+        for k, v in bits.items():
+            if not (isinstance(v, (tuple, list)) and len(v) == 2):
+                raise ValueError(
+                    f"bits[{k!r}] must be a (w_bits, a_bits) pair. "
+                    f"Received: {v!r}")
+    records: list[LayerProfile] = []
+    _walk(model, "", bits, records)
+    return ModelProfile(name=model.name, layers=records)
