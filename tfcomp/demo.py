@@ -111,7 +111,8 @@ def stage_export_baseline(ctx: DemoContext):
 
     model = ctx.models["baseline"]
     prof = profile(model)
-    prof.summary(max_rows=0)
+    print(f"[profile] {model.name}: {prof.params:,} params, "
+          f"{prof.macs / 1e6:.2f} M MACs, {len(prof.layers)} layers")
     acc = ctx.evaluate(model)
     calib = ctx.x_train[:500]
     for quant, tag in ((None, "float32"), ("int8", "int8")):
