@@ -41,6 +41,9 @@ class DemoContext:
         self.depth = depth
         self.seed = seed
         self.rows: list[dict] = []
+        self.accuracy: dict = {}
+        self.baseline_key = ""
+        self.prune_epochs = int(os.environ.get("DEMO_PRUNE_EPOCHS", 2))
         self.models: dict = {}
         self.tflite: dict = {}
         os.makedirs(out, exist_ok=True)
@@ -84,6 +87,7 @@ def stage_train(ctx: DemoContext):
     key = hashlib.sha1(json.dumps(
         [ctx.depth, ctx.epochs, ctx.train_size, ctx.seed, "v1"]).encode()
     ).hexdigest()[:10]
+    ctx.baseline_key = key
     cached = os.path.join(CACHE_DIR, f"resnet{ctx.depth}-fmnist-{key}.keras")
     if os.path.exists(cached):
         print(f"[train] loading cached baseline {cached}")
@@ -104,31 +108,105 @@ def stage_train(ctx: DemoContext):
     ctx.models["baseline"] = model
 
 
+def _cached_model(ctx: DemoContext, name: str, params: dict, build):
+    """Loads ``out/name.keras`` if it was built with the same ``params``.
+
+    ``build()`` returns the model (and optionally extra JSON-able info that
+    is cached beside it).
+    """
+    import keras
+
+    import tfcomp.layers  # noqa: F401  (registers tfcomp's layers)
+
+    key = hashlib.sha1(json.dumps(
+        [ctx.baseline_key, params], sort_keys=True, default=str).encode()
+    ).hexdigest()[:12]
+    path = os.path.join(ctx.out, f"{name}.keras")
+    stamp = os.path.join(ctx.out, f"{name}.stamp.json")
+    if os.path.exists(path) and os.path.exists(stamp):
+        with open(stamp) as f:
+            meta = json.load(f)
+        if meta.get("key") == key:
+            print(f"[{name}] loading cached {path}")
+            return keras.saving.load_model(path), meta.get("info")
+    result = build()
+    model, info = result if isinstance(result, tuple) else (result, None)
+    tmp = path + ".tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+    with open(stamp + ".tmp", "w") as f:
+        json.dump({"key": key, "params": params, "info": info}, f,
+                  default=str)
+    os.replace(stamp + ".tmp", stamp)
+    return model, info
+
+
+def _export_row(ctx: DemoContext, stage: str, model, accuracy: float,
+                quantization: str | None, **extra):
+    """Exports ``model`` to TFLite, verifies it and adds a table row."""
+    from tfcomp import profile
+    from tfcomp.export import export_tflite
+
+    tag = stage.replace(" ", "_").replace("/", "-")
+    path = os.path.join(ctx.out, f"{tag}.tflite")
+    rep = export_tflite(model, path, quantization=quantization,
+                        representative_data=ctx.x_train[:500],
+                        verify_data=ctx.x_test, num_verify=len(ctx.x_test))
+    prof = profile(model)
+    print(f"[export] {path}: {rep.size_bytes:,} B, max|err| "
+          f"{rep.max_abs_error:.4g}, top-1 agreement with Keras "
+          f"{rep.top1_agreement:.4f}")
+    if quantization is not None:
+        accuracy = _tflite_accuracy(path, ctx)
+    ctx.add_row(stage=stage, accuracy=accuracy, macs=prof.macs,
+                params=prof.params, tflite_bytes=rep.size_bytes,
+                agreement=rep.top1_agreement, tflite=path, **extra)
+    return rep
+
+
 def stage_export_baseline(ctx: DemoContext):
     """Profiles the baseline and exports float32 and int8 TFLite files."""
     from tfcomp import profile
-    from tfcomp.export import export_tflite
 
     model = ctx.models["baseline"]
     prof = profile(model)
     print(f"[profile] {model.name}: {prof.params:,} params, "
           f"{prof.macs / 1e6:.2f} M MACs, {len(prof.layers)} layers")
+    ctx.dense_macs = prof.macs
     acc = ctx.evaluate(model)
-    calib = ctx.x_train[:500]
-    for quant, tag in ((None, "float32"), ("int8", "int8")):
-        path = os.path.join(ctx.out, f"baseline_{tag}.tflite")
-        rep = export_tflite(model, path, quantization=quant,
-                            representative_data=calib,
-                            verify_data=ctx.x_test, num_verify=len(
-                                ctx.x_test))
-        ctx.tflite[f"baseline {tag}"] = path
-        print(f"[export] {path}: {rep.size_bytes:,} B, max|err| "
-              f"{rep.max_abs_error:.4g}, top-1 agreement "
-              f"{rep.top1_agreement:.4f}")
-        ctx.add_row(stage=f"baseline {tag}", accuracy=acc if quant is None
-                    else _tflite_accuracy(path, ctx), macs=prof.macs,
-                    params=prof.params, tflite_bytes=rep.size_bytes,
-                    agreement=rep.top1_agreement, tflite=path)
+    ctx.accuracy["baseline"] = acc
+    _export_row(ctx, "baseline float32", model, acc, None)
+    _export_row(ctx, "baseline int8", model, acc, "int8")
+
+
+def stage_prune(ctx: DemoContext):
+    """FPGM soft filter pruning to 50% MACs during a short fine-tune."""
+    import keras
+
+    from tfcomp.pruning.fpgm import FPGMPruning
+    from tfcomp.pruning.strip import apply_fpgm, strip
+
+    params = {"method": "fpgm", "target": 0.5, "epochs": ctx.prune_epochs,
+              "lr": 1e-3}
+
+    def build():
+        keras.utils.set_random_seed(ctx.seed)
+        soft = apply_fpgm(ctx.models["baseline"])
+        _compile(soft, lr=params["lr"])
+        cb = FPGMPruning(rate=0.4, criterion="fpgm",
+                                 target_macs=params["target"], verbose=1)
+        print(f"[prune] FPGM to {params['target']:.0%} of dense MACs, "
+              f"{ctx.prune_epochs} epochs of soft pruning")
+        soft.fit(ctx.x_train, ctx.y_train, batch_size=128,
+                 epochs=ctx.prune_epochs, callbacks=[cb], verbose=2)
+        return strip(soft), {"rate": cb.effective_rate}
+
+    small, info = _cached_model(ctx, "pruned_fpgm", params, build)
+    ctx.models["pruned"] = small
+    acc = ctx.evaluate(small)
+    ctx.accuracy["pruned"] = acc
+    _export_row(ctx, "FPGM 50% MACs float32", small, acc, None)
+    _export_row(ctx, "FPGM 50% MACs int8", small, acc, "int8")
 
 
 def _tflite_accuracy(path: str, ctx: DemoContext) -> float:
@@ -152,7 +230,7 @@ def stage_latency(ctx: DemoContext):
             row["runtime"] = results[row["stage"]].runtime
 
 
-STAGES = [stage_train, stage_export_baseline]
+STAGES = [stage_train, stage_export_baseline, stage_prune]
 FINAL_STAGES = [stage_latency]
 
 

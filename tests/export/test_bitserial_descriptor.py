@@ -1,0 +1,204 @@
+"""Descriptor writing, schema validation, blob layout and integrity errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tfcomp.export.bitserial import (
+    BlobIntegrityError,
+    DescriptorError,
+    SchemaVersionError,
+    integer_reference,
+    load_schema,
+    random_ir,
+    simulate_bitserial,
+    unpack_bitplanes,
+    unpack_values,
+    validate_descriptor,
+    write_descriptor,
+)
+from tfcomp.export.bitserial.descriptor import weight_rows
+from tfcomp.export.bitserial.validator import schema_errors
+
+
+@pytest.fixture(scope="module")
+def ir():
+    return random_ir(seed=7, head="flatten")
+
+
+def _write(ir, tmp_path, target="bismo", **kw):
+    path = str(tmp_path / "model.json")
+    desc = write_descriptor(ir, path, target=target, **kw)
+    return path, desc
+
+
+@pytest.mark.parametrize("target", ["bismo", "bitfusion"])
+def test_descriptor_validates_and_records_layers(ir, tmp_path, target):
+    path, desc = _write(ir, tmp_path, target)
+    assert os.path.exists(str(tmp_path / "model.bin"))
+    got = validate_descriptor(path)
+    with open(path) as f:
+        assert got == json.load(f) == desc
+    assert got["schema_version"] == 1 and got["target"] == target
+    assert schema_errors(got, load_schema()) == []
+    assert [la["name"] for la in got["layers"]] == [op.name for op in ir.ops]
+    for op, la in zip(ir.ops, got["layers"]):
+        assert la["op"] == op.op
+        if not op.is_gemm:
+            continue
+        g = la["gemm"]
+        assert g["groups"] * g["N"] == op.out_channels == len(la["bias"])
+        assert la["weights"]["bits"] == op.w_bits
+        assert la["lhs"]["bits"] == ir.quant(op.inputs[0]).bits
+        assert la["requant"]["multiplier"] == [int(m) for m in op.multiplier]
+        assert la["schedule"]["kind"] == target
+        assert la["cost"]["cycles"] >= la["cost"]["compute_cycles"] > 0
+        assert la["cost"]["latency_s"] > 0
+    assert (got["totals"]["energy_j"] is None) == (target == "bismo")
+
+
+def test_bismo_program_has_all_instruction_kinds(ir, tmp_path):
+    _, desc = _write(ir, tmp_path)
+    la = next(la for la in desc["layers"] if la["op"] == "conv2d")
+    body = la["schedule"]["body"]
+    kinds = {i["op"] for i in body}
+    assert kinds == {"Fetch", "Exec", "Result", "Sync"}
+    execs = [i for i in body if i["op"] == "Exec"]
+    assert len(execs) == la["lhs"]["bits"] * la["weights"]["bits"]
+    assert sorted({e["shift"] for e in execs}) == list(
+        range(la["lhs"]["bits"] + la["weights"]["bits"] - 1))
+
+
+@pytest.mark.parametrize("target", ["bismo", "bitfusion"])
+def test_blob_holds_packed_weights_at_recorded_offsets(ir, tmp_path, target):
+    _, desc = _write(ir, tmp_path, target)
+    blob = (tmp_path / "model.bin").read_bytes()
+    assert len(blob) == desc["blob"]["nbytes"]
+    for op, la in zip(ir.ops, desc["layers"]):
+        if not op.is_gemm:
+            continue
+        w = la["weights"]
+        data = blob[w["offset"]:w["offset"] + w["nbytes"]]
+        assert w["offset"] % desc["blob"]["alignment"] == 0
+        if target == "bismo":
+            planes = np.frombuffer(data, "<u8").reshape(w["bits"], w["rows"],
+                                                        -1)
+            got = unpack_bitplanes(planes, w["k"], w["signed"])
+        else:
+            got = unpack_values(data, w["rows"] * w["k"], w["bits"],
+                                w["signed"]).reshape(w["rows"], w["k"])
+        np.testing.assert_array_equal(got, weight_rows(op))
+
+
+def test_truncated_blob_is_a_clear_error(ir, tmp_path):
+    path, _ = _write(ir, tmp_path)
+    blob = tmp_path / "model.bin"
+    blob.write_bytes(blob.read_bytes()[:-5])
+    with pytest.raises(BlobIntegrityError, match="truncated"):
+        validate_descriptor(path)
+    with pytest.raises(BlobIntegrityError, match="truncated"):
+        simulate_bitserial(path, np.zeros((1,) + ir.input_shape))
+
+
+def test_corrupt_blob_is_a_clear_error(ir, tmp_path):
+    path, _ = _write(ir, tmp_path)
+    blob = tmp_path / "model.bin"
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0x10
+    blob.write_bytes(bytes(data))
+    with pytest.raises(BlobIntegrityError, match="corrupt: sha256"):
+        simulate_bitserial(path, np.zeros((1,) + ir.input_shape))
+
+
+def test_missing_blob_is_a_clear_error(ir, tmp_path):
+    path, _ = _write(ir, tmp_path)
+    os.remove(str(tmp_path / "model.bin"))
+    with pytest.raises(BlobIntegrityError, match="cannot read the weight"):
+        validate_descriptor(path)
+
+
+def test_newer_schema_version_is_a_clear_error(ir, tmp_path):
+    path, desc = _write(ir, tmp_path)
+    desc["schema_version"] = 2
+    with open(path, "w") as f:
+        json.dump(desc, f)
+    with pytest.raises(SchemaVersionError,
+                       match="schema_version 2, newer than the 1"):
+        simulate_bitserial(path, np.zeros((1,) + ir.input_shape))
+    assert issubclass(SchemaVersionError, ValueError)
+
+
+def test_corrupt_json_is_a_clear_error(ir, tmp_path):
+    path, _ = _write(ir, tmp_path)
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text[: len(text) // 2])
+    with pytest.raises(DescriptorError, match="not valid JSON"):
+        validate_descriptor(path)
+    with open(path, "w") as f:
+        f.write("[1, 2]")
+    with pytest.raises(DescriptorError, match="JSON object"):
+        validate_descriptor(path)
+    with open(path, "w") as f:
+        json.dump({"format": "something-else"}, f)
+    with pytest.raises(DescriptorError, match="not a tfcomp bit-serial"):
+        validate_descriptor(path)
+
+
+def test_schema_violations_name_the_field(ir, tmp_path):
+    _, desc = _write(ir, tmp_path)
+    bad = json.loads(json.dumps(desc))
+    bad["layers"][0]["op"] = "conv3d"
+    del bad["layers"][1]["requant"]
+    bad["blob"]["sha256"] = "xyz"
+    with pytest.raises(DescriptorError) as err:
+        validate_descriptor(bad)
+    msg = str(err.value)
+    assert "$.layers[0].op: 'conv3d' is not one of" in msg
+    assert "$.layers[1]: missing required property 'requant'" in msg
+    assert "$.blob.sha256" in msg
+    bad = json.loads(json.dumps(desc))
+    bad["layers"][0]["bias"] = bad["layers"][0]["bias"][:-1]
+    with pytest.raises(DescriptorError, match="bias has"):
+        validate_descriptor(bad)
+    bad = json.loads(json.dumps(desc))
+    bad["layers"][0]["weights"]["offset"] = desc["blob"]["nbytes"]
+    with pytest.raises(DescriptorError, match="beyond the blob"):
+        validate_descriptor(bad)
+
+
+def test_schema_is_valid_json_schema_when_jsonschema_exists(ir, tmp_path):
+    jsonschema = pytest.importorskip("jsonschema")
+    _, desc = _write(ir, tmp_path)
+    jsonschema.Draft7Validator.check_schema(load_schema())
+    jsonschema.validate(desc, load_schema())
+
+
+def test_writes_are_atomic_and_overwrite(ir, tmp_path):
+    _write(ir, tmp_path, "bismo")
+    path, _ = _write(ir, tmp_path, "bitfusion")
+    assert sorted(os.listdir(tmp_path)) == ["model.bin", "model.json"]
+    assert validate_descriptor(path)["target"] == "bitfusion"
+    x = np.random.default_rng(0).uniform(-1, 1, (2,) + ir.input_shape)
+    np.testing.assert_array_equal(simulate_bitserial(path, x),
+                                  integer_reference(ir, x))
+
+
+def test_bad_arguments(ir, tmp_path):
+    with pytest.raises(ValueError, match="target must be one of"):
+        _write(ir, tmp_path, "tpu")
+    with pytest.raises(TypeError, match="ir must be an IntegerIR"):
+        write_descriptor({"ops": []}, str(tmp_path / "m.json"))
+    with pytest.raises(ValueError, match="batch must be"):
+        _write(ir, tmp_path, batch=0)
+    with pytest.raises(ValueError, match="dk a multiple of 64"):
+        _write(ir, tmp_path, hardware={"dk": 32})
+    wide = random_ir(seed=0, bits=(8, 8))
+    wide.ops[0].w_bits = 9  # Bit Fusion fuses at most 8 bits
+    with pytest.raises(ValueError, match="w_bits"):
+        _write(wide, tmp_path, "bitfusion")
+    with pytest.raises(DescriptorError, match="cannot read descriptor"):
+        validate_descriptor(str(tmp_path / "nope.json"))

@@ -1,0 +1,333 @@
+"""FPGM soft filter pruning: METHODS.md faithfulness checks, coupled groups,
+channels returning, gradient masking, save/resume, MirroredStrategy."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import tfcomp
+from tfcomp.pruning.fpgm import FPGMPruning, select_channels
+from tfcomp.pruning.strip import apply_fpgm, strip
+
+
+def _residual():
+    inp = keras.Input((8, 8, 3))
+    s = keras.layers.Conv2D(8, 3, padding="same", use_bias=False,
+                            name="stem")(inp)
+    s = keras.layers.BatchNormalization(name="stem_bn")(s)
+    s = keras.layers.ReLU()(s)
+    a = keras.layers.Conv2D(8, 3, padding="same", use_bias=False,
+                            name="a")(s)
+    a = keras.layers.BatchNormalization(name="a_bn")(a)
+    a = keras.layers.ReLU()(a)
+    b = keras.layers.Conv2D(8, 3, padding="same", use_bias=False,
+                            name="b")(a)
+    b = keras.layers.BatchNormalization(name="b_bn")(b)
+    x = keras.layers.ReLU()(keras.layers.Add()([b, s]))
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="c")(x)
+    x = keras.layers.BatchNormalization(name="c_bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(4, name="head")(x)
+    return keras.Model(inp, out, name="res")
+
+
+def _data(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, 8, 8, 3)).astype("float32"),
+            rng.integers(0, 4, n))
+
+
+def _compile(model, opt=None):
+    model.compile(opt or keras.optimizers.Adam(1e-2),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _mask(model, name):
+    return keras.ops.convert_to_numpy(model.get_layer(name).channel_mask_var)
+
+
+def _filters_zero(model, name):
+    k = keras.ops.convert_to_numpy(model.get_layer(name).kernel)
+    return np.abs(k.reshape(-1, k.shape[-1])).max(axis=0) == 0
+
+
+def _planted_model():
+    """A 1x1 conv whose 8 filters are: 4 spread around a centroid m with
+    large norm, 2 planted at m (large norm, most replaceable) and 2 tiny."""
+    inp = keras.Input((4, 4, 4))
+    x = keras.layers.Conv2D(8, 1, use_bias=False, name="pl")(inp)
+    x = keras.layers.BatchNormalization(name="pl_bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(3, name="head")(x))
+    m = np.array([10.0, 0, 0, 0])
+    d1, d2 = np.array([0, 3.0, 0, 0]), np.array([0, 0, 3.0, 0])
+    e = np.array([0, 0, 0, 0.01])
+    filters = [m + d1, m - d1, m + d2, m - d2,       # 0-3 spread
+               m + e, m - e,                         # 4-5 planted
+               10 * e, -10 * e]                      # 6-7 tiny norm
+    kernel = np.stack(filters, axis=1).reshape(1, 1, 4, 8)
+    model.get_layer("pl").kernel.assign(kernel.astype("float32"))
+    return model
+
+
+@pytest.mark.parametrize("criterion, expected", [
+    ("fpgm", [4, 5]), ("l2", [6, 7]), ("l1", [6, 7])])
+def test_planted_centroid_filters(criterion, expected):
+    model = apply_fpgm(_planted_model())
+    cb = FPGMPruning(rate=0.25, criterion=criterion)
+    cb.set_model(model)
+    selected = cb.update_masks()
+    assert selected["pl"].tolist() == expected
+    assert np.flatnonzero(_mask(model, "pl") == 0).tolist() == expected
+    assert np.flatnonzero(_filters_zero(model, "pl")).tolist() == expected
+    # the BN of the group is masked with the same channels
+    assert np.flatnonzero(_mask(model, "pl_bn") == 0).tolist() == expected
+
+
+def test_fpgm_mix_takes_norm_share_then_geometric_median():
+    model = apply_fpgm(_planted_model())
+    cb = FPGMPruning(rate=0.25, criterion="fpgm_mix", mix_norm_rate=0.125)
+    cb.set_model(model)
+    chosen = set(cb.update_masks()["pl"].tolist())
+    # 1 of 8 by smallest L2 norm (a tiny filter), 1 by distance (planted)
+    assert len(chosen & {6, 7}) == 1 and len(chosen & {4, 5}) == 1
+
+
+def test_select_channels_matches_importance_fpgm():
+    graph = tfcomp.DependencyGraph(_planted_model())
+    g = graph.group("pl")
+    scores = tfcomp.pruning.importance.fpgm(g)
+    ours = select_channels(g, 3, "fpgm")
+    np.testing.assert_array_equal(ours, np.sort(np.argsort(scores)[:3]))
+
+
+class _RawZeroEveryStep(keras.callbacks.Callback):
+    """Largest |w| of masked filters after every step."""
+
+    def __init__(self):
+        super().__init__()
+        self.max_abs = []
+        self.active = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        m = self.model
+        worst = 0.0
+        for n in ("stem", "a", "b", "c"):
+            k = keras.ops.convert_to_numpy(m.get_layer(n).kernel)
+            dead = _mask(m, n) == 0
+            worst = max(worst, float(np.abs(k[..., dead]).max(initial=0)))
+        self.max_abs.append(worst)
+        self.active.append(float(keras.ops.convert_to_numpy(
+            m.get_layer("a").mask_active)))
+
+
+class _EpochCheck(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        m = self.model
+        self.rows.append({
+            "stem": _mask(m, "stem"), "b": _mask(m, "b"),
+            "stem_bn": _mask(m, "stem_bn"), "b_bn": _mask(m, "b_bn"),
+            "a": _mask(m, "a"), "c": _mask(m, "c"),
+            "zero": {n: _filters_zero(m, n) for n in ("stem", "a", "b", "c")},
+        })
+
+
+def test_floor_np_zero_filters_per_group_after_each_epoch(tmp_path):
+    # SGD with momentum: stale momentum must not move masked filters
+    model = _compile(apply_fpgm(_residual()),
+                     keras.optimizers.SGD(0.1, momentum=0.9))
+    cb = FPGMPruning(rate=0.3)
+    check = _EpochCheck()
+    rec = _RawZeroEveryStep()
+    x, y = _data()
+    model.fit(x, y, epochs=3, batch_size=16, verbose=0,
+              callbacks=[cb, check, rec])
+    assert len(rec.max_abs) == 6 and max(rec.max_abs) == 0.0
+    assert set(rec.active) == {1.0}
+    assert sorted(i.group.id for i in cb._groups) == ["a", "c", "stem"]
+    assert [r["epoch"] for r in cb.history] == [-1, 0, 1, 2]
+    for row in check.rows:
+        # stem and b feed one residual sum: one coupled group of 8
+        for name in ("stem", "b", "stem_bn", "b_bn"):
+            np.testing.assert_array_equal(row[name], row["stem"])
+        assert int((row["stem"] == 0).sum()) == 2   # floor(8 * 0.3)
+        assert int((row["a"] == 0).sum()) == 2
+        assert int((row["c"] == 0).sum()) == 4      # floor(16 * 0.3)
+        for n in ("stem", "a", "b", "c"):
+            np.testing.assert_array_equal(row["zero"][n], row[n] == 0)
+
+    # .keras mid-training: masks and outputs survive, resume does not
+    # re-prune at train begin and keeps updating per epoch.
+    path = os.path.join(tmp_path, "fpgm.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    for n in ("stem", "a", "b", "c", "stem_bn", "c_bn"):
+        np.testing.assert_array_equal(_mask(loaded, n), _mask(model, n))
+    np.testing.assert_allclose(loaded(x), model(x), atol=1e-5)
+    resumed = FPGMPruning(rate=0.3)
+    loaded.fit(x, y, epochs=4, initial_epoch=3, batch_size=16, verbose=0,
+               callbacks=[resumed])
+    assert [r["epoch"] for r in resumed.history] == [3]
+    assert int((_mask(loaded, "c") == 0).sum()) == 4
+
+
+def test_without_gradient_masking_filters_regrow_within_the_epoch():
+    model = apply_fpgm(_residual())
+    for layer in model.layers:  # ReLU'(0) = 0: regrowth needs beta > 0
+        if hasattr(layer, "beta"):
+            layer.beta.assign(np.full(layer.beta.shape, 0.5, "float32"))
+    model = _compile(model)
+    rec = _RawZeroEveryStep()
+    check = _EpochCheck()
+    x, y = _data()
+    model.fit(x, y, epochs=1, batch_size=16, verbose=0,
+              callbacks=[FPGMPruning(rate=0.5, mask_gradients=False), rec,
+                         check])
+    assert set(rec.active) == {0.0}      # mask off while training
+    assert max(rec.max_abs) > 0.0        # zeroed filters got gradients
+    for row in check.rows:               # ... but re-zeroed at epoch end
+        assert int((row["a"] == 0).sum()) == 4
+        np.testing.assert_array_equal(row["zero"]["a"], row["a"] == 0)
+    assert float(keras.ops.convert_to_numpy(
+        model.get_layer("a").mask_active)) == 1.0
+
+
+class _MakeOutlier(keras.callbacks.Callback):
+    """Before FPGM's epoch-0 update, turns one masked filter of ``a`` into
+    an outlier far from the geometric median."""
+
+    def __init__(self):
+        super().__init__()
+        self.revived = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch != 0:
+            return
+        layer = self.model.get_layer("a")
+        j = int(np.flatnonzero(_mask(self.model, "a") == 0)[0])
+        k = keras.ops.convert_to_numpy(layer.kernel)
+        k[..., j] = 50.0
+        layer.kernel.assign(k)
+        self.revived = j
+
+
+def test_a_channel_can_return():
+    model = _compile(apply_fpgm(_residual()))
+    cb = FPGMPruning(rate=0.25)
+    outlier = _MakeOutlier()
+    check = _EpochCheck()
+    x, y = _data()
+    model.fit(x, y, epochs=2, batch_size=16, verbose=0,
+              callbacks=[outlier, cb, check])
+    j = outlier.revived
+    assert j in cb.history[0]["masked"]["a"]        # masked before epoch 0
+    assert j not in cb.history[1]["masked"]["a"]    # back after epoch 0
+    assert check.rows[0]["a"][j] == 1.0
+    assert len(cb.history[1]["masked"]["a"]) == 2   # still floor(8 * .25)
+    assert not check.rows[1]["zero"]["a"][j]        # trained while back
+
+
+def test_target_macs_budget_met_and_strip_matches():
+    model = apply_fpgm(_residual())
+    dense = tfcomp.profile(model).macs
+    cb = FPGMPruning(target_macs=0.5, criterion="l1")
+    cb.set_model(model)
+    cb.on_train_begin()  # what fit does first: choose the rate, mask
+    x, _ = _data()
+    assert 0 < cb.effective_rate < 1
+    assert cb.history[-1]["macs"] <= 0.5 * dense
+    small = strip(model)
+    assert tfcomp.profile(small).macs == cb.history[-1]["macs"]
+    np.testing.assert_allclose(small(x), model(x), atol=1e-4)
+
+
+def test_errors():
+    for bad in (1.0, -0.1, 1.5):
+        with pytest.raises(ValueError,
+                           match=r"rate must be in \[0, 1\)\. Received"):
+            FPGMPruning(rate=bad)
+    with pytest.raises(ValueError, match="criterion"):
+        FPGMPruning(criterion="taylor2")
+    with pytest.raises(ValueError, match="update_every_epochs"):
+        FPGMPruning(update_every_epochs=0)
+    x, y = _data(16)
+    plain = _compile(_residual())
+    with pytest.raises(ValueError, match="apply_fpgm"):
+        plain.fit(x, y, epochs=1, verbose=0, callbacks=[FPGMPruning()])
+    inp = keras.Input((6,))
+    linear = _compile(apply_fpgm(
+        keras.Model(inp, keras.layers.Dense(4)(inp))))
+    with pytest.raises(ValueError, match="nothing prunable"):
+        linear.fit(np.zeros((8, 6)), np.zeros(8), epochs=1, verbose=0,
+                   callbacks=[FPGMPruning()])
+    model = _compile(apply_fpgm(_residual()))
+    with pytest.raises(ValueError, match="nothing prunable"):
+        model.fit(x, y, epochs=1, verbose=0,
+                  callbacks=[FPGMPruning(skip=("stem", "a", "c"))])
+
+
+_MIRRORED = textwrap.dedent("""
+    import json, os
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np
+    from tfcomp.pruning import fpgm, strip as st
+    keras.utils.set_random_seed(0)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        inp = keras.Input((8, 8, 3))
+        x = keras.layers.Conv2D(8, 3, padding="same", name="a")(inp)
+        x = keras.layers.BatchNormalization(name="a_bn")(x)
+        x = keras.layers.ReLU()(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        model = st.apply_fpgm(keras.Model(inp, keras.layers.Dense(4)(x)))
+        model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                      keras.losses.SparseCategoricalCrossentropy(
+                          from_logits=True))
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(32, 8, 8, 3)).astype("float32")
+    ys = rng.integers(0, 4, 32)
+    cb = fpgm.FPGMPruning(rate=0.5)
+    model.fit(xs, ys, epochs=1, batch_size=8, verbose=0, callbacks=[cb])
+    layer = model.get_layer("a")
+    k = keras.ops.convert_to_numpy(layer.kernel)
+    mask = keras.ops.convert_to_numpy(layer.channel_mask_var)
+    small = st.strip(model)
+    print(json.dumps({
+        "replicas": strategy.num_replicas_in_sync,
+        "mirrored": type(layer.channel_mask_var.value).__name__,
+        "masked": int((mask == 0).sum()),
+        "dead_max": float(np.abs(k[..., mask == 0]).max()),
+        "small_filters": int(small.get_layer("a").kernel.shape[-1]),
+        "err": float(np.abs(keras.ops.convert_to_numpy(small(xs))
+                            - keras.ops.convert_to_numpy(model(xs))).max())}))
+""")
+
+
+def test_mirrored_strategy_two_replicas():
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    out = subprocess.run([sys.executable, "-c", _MIRRORED], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["replicas"] == 2
+    assert res["mirrored"] == "MirroredVariable"
+    assert res["masked"] == 4 and res["dead_max"] == 0.0
+    assert res["small_filters"] == 4 and res["err"] < 1e-4

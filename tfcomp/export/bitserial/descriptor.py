@@ -1,0 +1,471 @@
+"""Versioned bit-serial descriptor (JSON) + packed weight blob: write, load,
+validate.
+
+A descriptor ``model.json`` sits beside its blob ``model.bin``. The JSON
+holds, per layer: op, shapes, the grouped GEMM view (M, K, N), operand bits
+and signedness, scales / zero points, int32 bias, per-channel requantization
+(multiplier, shift), the weights' offset and size in the blob, the target's
+schedule (BISMO: tiling + Fetch/Exec/Result/Sync program; Bit Fusion: loop
+tiling and order) and the layer's cycles / latency / energy. The blob holds
+only weights: BISMO bit planes ``(w_bits, rows, words)`` of little-endian
+uint64, Bit Fusion packed ``w_bits``-bit fields; rows are output channels
+(depthwise: ``channel * multiplier + m``), K in (kh, kw, cin) order. The blob
+is covered by its length and sha256. The JSON Schema ships as
+``tfcomp/export/schemas/bitserial_descriptor.schema.json``.
+
+Example:
+    >>> desc = write_descriptor(ir, "out/model.json", target="bismo")
+    >>> validate_descriptor("out/model.json")["schema_version"]
+    1
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+
+import numpy as np
+
+from tfcomp.export.bitserial import packing
+from tfcomp.export.bitserial.errors import (
+    BlobIntegrityError,
+    DescriptorError,
+    SchemaVersionError,
+)
+from tfcomp.export.bitserial.hardware_hook import (
+    layer_cost,
+    perf_factor,
+    resolve_hardware,
+)
+from tfcomp.export.bitserial.ir import IntegerIR, IntOp
+from tfcomp.export.bitserial.schedule import bismo_schedule, bitfusion_schedule
+from tfcomp.export.bitserial.validator import schema_errors
+
+__all__ = [
+    "FORMAT",
+    "SCHEMA_VERSION",
+    "TARGETS",
+    "blob_path_for",
+    "load_descriptor",
+    "load_schema",
+    "schema_path",
+    "validate_descriptor",
+    "weight_rows",
+    "write_descriptor",
+]
+
+SCHEMA_VERSION = 1
+FORMAT = "tfcomp-bitserial"
+TARGETS = ("bismo", "bitfusion")
+ALIGNMENT = 64
+ROUNDING = "tflite_single_rounding"  # see fixedpoint.py
+
+
+def schema_path() -> str:
+    """Path of the shipped JSON Schema.
+
+    Example:
+        >>> os.path.basename(schema_path())
+        'bitserial_descriptor.schema.json'
+    """
+    return os.path.join(os.path.dirname(os.path.dirname(__file__)),
+                        "schemas", "bitserial_descriptor.schema.json")
+
+
+def load_schema() -> dict:
+    """The descriptor JSON Schema as a dict.
+
+    Example:
+        >>> load_schema()["title"]
+        'tfcomp bit-serial accelerator descriptor'
+    """
+    with open(schema_path(), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def blob_path_for(path: str) -> str:
+    """``model.json`` -> ``model.bin`` (else ``path + ".bin"``).
+
+    Example:
+        >>> blob_path_for("out/net.json")
+        'out/net.bin'
+    """
+    root, ext = os.path.splitext(path)
+    return root + ".bin" if ext.lower() == ".json" else path + ".bin"
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
+                               suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def weight_rows(op: IntOp) -> np.ndarray:
+    """(rows = output channels, K) weight matrix in blob order.
+
+    Example:
+        >>> weight_rows(ir.ops[0]).shape   # conv 3x3x3 -> 8 filters
+        (8, 27)
+    """
+    w = np.asarray(op.weights, np.int64)
+    if op.op == "depthwise_conv2d":
+        kh, kw, c, m = w.shape
+        return w.reshape(kh * kw, c * m).T
+    return w.reshape(-1, w.shape[-1]).T
+
+
+def _gemm_view(op: IntOp, in_shape, out_shape, batch) -> dict:
+    if op.op == "dense":
+        m = batch * int(np.prod(in_shape[:-1], dtype=np.int64))
+        return {"groups": 1, "M": m, "K": int(in_shape[-1]),
+                "N": int(out_shape[-1]), "kernel_positions": 1,
+                "k_order": ["cin"]}
+    kh, kw = op.attrs["kernel"]
+    m = batch * int(out_shape[0]) * int(out_shape[1])
+    if op.op == "conv2d":
+        return {"groups": 1, "M": m, "K": kh * kw * int(in_shape[2]),
+                "N": int(out_shape[2]), "kernel_positions": kh * kw,
+                "k_order": ["kh", "kw", "cin"]}
+    return {"groups": int(in_shape[2]), "M": m, "K": kh * kw,
+            "N": int(op.weights.shape[3]), "kernel_positions": kh * kw,
+            "k_order": ["kh", "kw"]}
+
+
+def _quant(q) -> dict:
+    return q.to_dict()
+
+
+def _ints(a) -> list:
+    return [int(v) for v in np.ravel(a)]
+
+
+def _gemm_layer(op, ir, shapes, target, hw, batch, blob) -> dict:
+    in_shape, out_shape = shapes[op.inputs[0]], shapes[op.name]
+    a = ir.quant(op.inputs[0])
+    gemm = _gemm_view(op, in_shape, out_shape, batch)
+    rows = weight_rows(op)
+    if target == "bismo":
+        data = packing.pack_bitplanes(rows, op.w_bits, op.w_signed).tobytes()
+        packing_kind = "bitplanes_u64"
+    else:
+        data = packing.pack_values(rows, op.w_bits, op.w_signed)
+        packing_kind = "packed_bits"
+    blob.extend(b"\0" * (-len(blob) % ALIGNMENT))
+    offset = len(blob)
+    blob.extend(data)
+    weights = {"bits": op.w_bits, "signed": op.w_signed,
+               "shape": _ints(op.weights.shape),
+               "zero_point": _ints(op.w_zero_point),
+               "scale": [float(s) for s in np.ravel(op.w_scale)] if
+               op.w_scale is not None else [],
+               "packing": packing_kind, "rows": int(rows.shape[0]),
+               "k": int(rows.shape[1]), "offset": offset,
+               "nbytes": len(data)}
+    sp = hw.schedule_params
+    if target == "bismo":
+        weights["words_per_row"] = packing.words_for(rows.shape[1])
+        sched = bismo_schedule(gemm["groups"], gemm["M"], gemm["K"],
+                               gemm["N"], a.bits, op.w_bits, a.signed,
+                               op.w_signed, **sp)
+        compute = sched["exec_cycles"]
+    else:
+        sched = bitfusion_schedule(
+            gemm["groups"], gemm["M"], gemm["K"], gemm["N"],
+            gemm["kernel_positions"], perf_factor(hw, op.w_bits, a.bits),
+            sp["rows"], sp["cols"], a.bits, op.w_bits)
+        compute = sched["compute_cycles"]
+    cost = layer_cost(hw, op, in_shape, out_shape, batch, op.w_bits, a.bits,
+                      compute)
+    layer = {"name": op.name, "op": op.op, "inputs": list(op.inputs),
+             "input_shapes": [list(in_shape)],
+             "output_shape": list(out_shape), "out_quant": _quant(op.out),
+             "act_min": op.act_min, "act_max": op.act_max,
+             "engine": "array", "gemm": gemm, "lhs": _quant(a),
+             "weights": weights, "bias": _ints(op.bias),
+             "requant": {"multiplier": _ints(op.multiplier),
+                         "shift": _ints(op.shift), "rounding": ROUNDING},
+             "schedule": sched, "cost": cost}
+    if op.op != "dense":
+        layer["attrs"] = {"kernel": list(op.attrs["kernel"]),
+                          "strides": list(op.attrs["strides"]),
+                          "pads": list(op.attrs["pads"])}
+    return layer
+
+
+def _host_layer(op, ir, shapes) -> dict:
+    layer = {"name": op.name, "op": op.op, "inputs": list(op.inputs),
+             "input_shapes": [list(shapes[n]) for n in op.inputs],
+             "output_shape": list(shapes[op.name]),
+             "out_quant": _quant(op.out), "act_min": op.act_min,
+             "act_max": op.act_max, "engine": "host",
+             "cost": {"cycles": 0, "latency_s": 0.0, "energy_j": None,
+                      "source": "host op (not costed)"}}
+    at = op.attrs
+    if op.op in ("add", "requantize", "avg_pool", "global_avg_pool"):
+        layer["input_quants"] = [_quant(ir.quant(n)) for n in op.inputs]
+    if op.op == "add":
+        layer["requant"] = {
+            "left_shift": int(at["left_shift"]),
+            "input_multipliers": _ints(at["multipliers"]),
+            "input_shifts": _ints(at["shifts"]),
+            "output_multiplier": int(at["output_multiplier"]),
+            "output_shift": int(at["output_shift"])}
+    elif op.op == "requantize":
+        layer["requant"] = {"multiplier": int(at["multiplier"]),
+                            "shift": int(at["shift"])}
+    elif op.op in ("avg_pool", "global_avg_pool"):
+        layer["requant"] = {"count_multipliers": [
+            [int(c), int(m), int(s)] for c, m, s in at["count_requant"]]}
+    elif op.op == "reshape":
+        layer["attrs"] = {"shape": list(at["shape"])}
+    if "requant" in layer:
+        layer["requant"]["rounding"] = ROUNDING
+    if op.op in ("max_pool", "avg_pool"):
+        layer["attrs"] = {"pool": list(at["pool"]),
+                          "strides": list(at["strides"]),
+                          "pads": list(at["pads"])}
+    return layer
+
+
+def _total(costs, key, cast):
+    vals = [c[key] for c in costs]
+    return cast(sum(vals)) if None not in vals else None
+
+
+def write_descriptor(ir: IntegerIR, path: str, target: str = "bismo",
+                     hardware=None, batch: int = 1) -> dict:
+    """Writes ``path`` (JSON) and its weight blob, both atomically.
+
+    Args:
+        ir: the integer network.
+        path: descriptor path; the blob goes to ``blob_path_for(path)``.
+        target: "bismo" (bit-plane packed weights, Fetch/Exec/Result/Sync
+            program) or "bitfusion" (packed b-bit weights, loop tiling).
+        hardware: None (the target's default ``tfcomp.hardware`` model:
+            ``BISMO()`` or ``BitFusion("edge")``), a dict of that model's
+            constructor arguments (BISMO also takes ``lhs_depth`` /
+            ``rhs_depth`` buffer entries for the program's blocking), or a
+            model object with ``layer_cost(spec, w_bits, a_bits)``.
+        batch: samples per program run (GEMM M and cycle counts scale).
+
+    Returns:
+        The descriptor dict that was written.
+
+    Example:
+        >>> d = write_descriptor(random_ir(seed=0), "/tmp/m.json",
+        ...                      target="bitfusion")
+        >>> d["layers"][0]["schedule"]["kind"]
+        'bitfusion'
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}. Received: "
+                         f"target={target!r}")
+    if not isinstance(ir, IntegerIR):
+        raise TypeError(f"ir must be an IntegerIR. Received: "
+                        f"{type(ir).__name__}")
+    if not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch must be an int >= 1. Received: "
+                         f"batch={batch!r}")
+    shapes = ir.validate()
+    hw = resolve_hardware(target, hardware)
+    blob = bytearray()
+    layers = []
+    for op in ir.ops:
+        if op.is_gemm:
+            layers.append(_gemm_layer(op, ir, shapes, target, hw, int(batch),
+                                      blob))
+        else:
+            layers.append(_host_layer(op, ir, shapes))
+    from tfcomp.export.bitserial import __version__
+    blob_bytes = bytes(blob)
+    blob_file = blob_path_for(path)
+    arr = [la["cost"] for la in layers if la["engine"] == "array"]
+    desc = {
+        "format": FORMAT, "schema_version": SCHEMA_VERSION,
+        "generator": f"tfcomp {__version__}", "name": ir.name,
+        "target": target, "batch": int(batch),
+        "blob": {"file": os.path.basename(blob_file),
+                 "nbytes": len(blob_bytes),
+                 "sha256": hashlib.sha256(blob_bytes).hexdigest(),
+                 "alignment": ALIGNMENT, "byte_order": "little"},
+        "hardware": {"name": hw.name, "config": hw.config,
+                     "schedule_params": hw.schedule_params,
+                     "cost_source": hw.source},
+        "input": {"name": ir.input_name, "shape": list(ir.input_shape),
+                  "quant": _quant(ir.input_quant)},
+        "output": ir.output,
+        "layers": layers,
+        "totals": {
+            "cycles": _total(arr, "cycles", int),
+            "latency_s": _total(arr, "latency_s", float),
+            "energy_j": _total(arr, "energy_j", float),
+            "compute_cycles": int(sum(c["compute_cycles"] for c in arr))},
+    }
+    _atomic_write(blob_file, blob_bytes)
+    _atomic_write(path, json.dumps(desc, indent=1).encode("utf-8"))
+    return desc
+
+
+def _semantic_errors(desc: dict) -> list[str]:
+    errs = []
+    names = {desc["input"]["name"]}
+    for i, la in enumerate(desc["layers"]):
+        where = f"$.layers[{i}] ({la['name']!r})"
+        for n in la["inputs"]:
+            if n not in names:
+                errs.append(f"{where}: input {n!r} is not defined before use")
+        if la["name"] in names:
+            errs.append(f"{where}: duplicate name")
+        names.add(la["name"])
+        if la["engine"] != "array":
+            continue
+        g = la["gemm"]
+        n_out = g["groups"] * g["N"]
+        for key, arr in (("bias", la["bias"]),
+                         ("requant.multiplier", la["requant"]["multiplier"]),
+                         ("requant.shift", la["requant"]["shift"]),
+                         ("weights.zero_point", la["weights"]["zero_point"])):
+            if len(arr) != n_out:
+                errs.append(f"{where}: {key} has {len(arr)} entries, "
+                            f"expected {n_out}")
+        w = la["weights"]
+        if w["rows"] != n_out or w["k"] != g["K"]:
+            errs.append(f"{where}: weights are {w['rows']}x{w['k']}, GEMM "
+                        f"needs {n_out}x{g['K']}")
+        if la["schedule"]["kind"] != desc["target"]:
+            errs.append(f"{where}: schedule kind {la['schedule']['kind']!r} "
+                        f"!= target {desc['target']!r}")
+        expect = (w["bits"] * w["rows"] * 8 * packing.words_for(w["k"])
+                  if w["packing"] == "bitplanes_u64"
+                  else -(-w["rows"] * w["k"] * w["bits"] // 8))
+        if w["nbytes"] != expect:
+            errs.append(f"{where}: weights.nbytes={w['nbytes']}, the "
+                        f"packing needs {expect}")
+        if w["offset"] + w["nbytes"] > desc["blob"]["nbytes"]:
+            errs.append(f"{where}: weights [{w['offset']}, "
+                        f"{w['offset'] + w['nbytes']}) lie beyond the blob "
+                        f"({desc['blob']['nbytes']} bytes)")
+    if desc["output"] not in names:
+        errs.append(f"$.output: {desc['output']!r} is not a tensor")
+    return errs
+
+
+def _read_json(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise DescriptorError(f"cannot read descriptor {path!r}: {e}") from e
+    try:
+        desc = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DescriptorError(f"descriptor {path!r} is not valid JSON "
+                              f"(line {e.lineno}, column {e.colno}: "
+                              f"{e.msg})") from e
+    if not isinstance(desc, dict):
+        raise DescriptorError(f"descriptor {path!r} must hold a JSON object. "
+                              f"Received: {type(desc).__name__}")
+    return desc
+
+
+def _check_document(desc: dict, origin: str) -> None:
+    if desc.get("format") != FORMAT:
+        raise DescriptorError(f"{origin} is not a tfcomp bit-serial "
+                              f"descriptor (format={desc.get('format')!r}, "
+                              f"expected {FORMAT!r})")
+    version = desc.get("schema_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise DescriptorError(f"{origin}: schema_version must be an integer."
+                              f" Received: {version!r}")
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{origin} has schema_version {version}, newer than the "
+            f"{SCHEMA_VERSION} this tfcomp reads; upgrade tfcomp to load it")
+    errs = schema_errors(desc, load_schema())
+    if not errs:
+        errs = _semantic_errors(desc)
+    if errs:
+        more = "" if len(errs) < 20 else "\n  ..."
+        raise DescriptorError(f"{origin} is not a valid descriptor:\n  " +
+                              "\n  ".join(errs) + more)
+
+
+def _read_blob(desc: dict, path: str) -> bytes:
+    blob_file = os.path.join(os.path.dirname(os.path.abspath(path)),
+                             desc["blob"]["file"])
+    try:
+        with open(blob_file, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise BlobIntegrityError(f"cannot read the weight blob {blob_file!r}"
+                                 f" of {path!r}: {e}") from e
+    want = desc["blob"]["nbytes"]
+    if len(data) != want:
+        kind = "truncated" if len(data) < want else "longer than recorded"
+        raise BlobIntegrityError(f"weight blob {blob_file!r} is {kind}: "
+                                 f"{len(data)} bytes, descriptor records "
+                                 f"{want}")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != desc["blob"]["sha256"]:
+        raise BlobIntegrityError(f"weight blob {blob_file!r} is corrupt: "
+                                 f"sha256 {digest} != recorded "
+                                 f"{desc['blob']['sha256']}")
+    return data
+
+
+def load_descriptor(path: str) -> tuple[dict, bytes]:
+    """Reads, validates and integrity-checks a descriptor and its blob.
+
+    Args:
+        path: the descriptor JSON path.
+
+    Returns:
+        ``(descriptor dict, blob bytes)``.
+
+    Raises:
+        DescriptorError: unreadable / invalid JSON or schema violations.
+        SchemaVersionError: a newer schema version than this tfcomp reads.
+        BlobIntegrityError: blob missing, truncated or corrupt.
+
+    Example:
+        >>> desc, blob = load_descriptor("out/model.json")
+    """
+    desc = _read_json(path)
+    _check_document(desc, repr(path))
+    return desc, _read_blob(desc, path)
+
+
+def validate_descriptor(path, check_blob: bool = True) -> dict:
+    """Validates a descriptor against the shipped schema and its blob.
+
+    Args:
+        path: descriptor path, or an already-decoded descriptor dict (then
+            the blob is not checked).
+        check_blob: also verify the blob's length and sha256.
+
+    Returns:
+        The descriptor dict.
+
+    Example:
+        >>> validate_descriptor("out/model.json")["target"]
+        'bismo'
+    """
+    if isinstance(path, dict):
+        _check_document(path, "descriptor")
+        return path
+    desc = _read_json(path)
+    _check_document(desc, repr(path))
+    if check_blob:
+        _read_blob(desc, path)
+    return desc

@@ -1,0 +1,191 @@
+"""Random, calibrated integer networks for tests and examples.
+
+Weights are random integers at random bits (2..8, signed or unsigned with a
+per-channel zero point); every activation's scale and zero point is
+calibrated on random inputs (min / max of the real values), so outputs are
+neither all saturated nor all zero.
+
+Example:
+    >>> ir = random_ir(seed=3, bits=(2, 4))
+    >>> sorted({op.op for op in ir.ops})[:3]
+    ['add', 'avg_pool', 'conv2d']
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfcomp.export.bitserial.builder import IRBuilder, _pads
+from tfcomp.export.bitserial.ir import IntegerIR, IntOp, QuantParams
+from tfcomp.export.bitserial.reference import gemm_accumulator, run_op
+
+__all__ = ["calibrated_quant", "random_ir"]
+
+
+def calibrated_quant(values, bits: int, signed: bool,
+                     relu: bool = False) -> QuantParams:
+    """Min/max calibration of a tensor's QuantParams.
+
+    With ``relu`` real 0 maps to the lowest code; otherwise the range is
+    asymmetric with a zero point.
+
+    Args:
+        values: real samples of the tensor.
+        bits: code width.
+        signed: code range (two's complement or unsigned).
+        relu: the tensor is non-negative.
+
+    Returns:
+        A :class:`QuantParams`.
+
+    Example:
+        >>> calibrated_quant(np.array([0., 3.]), 2, False, relu=True).scale
+        1.0
+    """
+    v = np.asarray(values, np.float64)
+    lo = 0.0 if relu else min(0.0, float(v.min()))
+    hi = max(float(v.max()), lo + 1e-6)
+    qmin = -(1 << (bits - 1)) if signed else 0
+    qmax = qmin + (1 << bits) - 1
+    scale = (hi - lo) / (qmax - qmin)
+    zp = int(np.clip(np.round(qmin - lo / scale), qmin, qmax))
+    return QuantParams(bits, signed, scale, zp)
+
+
+class _RandomNet:
+    def __init__(self, seed, input_shape, bits, n_calib):
+        self.rng = np.random.default_rng(seed)
+        self.bits = bits
+        rng = self.rng
+        x = rng.uniform(-1.0, 1.0, (n_calib,) + tuple(input_shape))
+        q = calibrated_quant(x, self.rbits(), bool(rng.integers(2)))
+        self.b = IRBuilder(input_shape, q, name=f"random_{seed}")
+        self.t = {"input": q.quantize(x)}
+
+    def rbits(self):
+        return int(self.rng.integers(self.bits[0], self.bits[1] + 1))
+
+    def _run_last(self):
+        op = self.b.ops[-1]
+        self.t[op.name] = run_op(op, [self.t[n] for n in op.inputs],
+                                 [self.b.quant(n) for n in op.inputs])
+        return op.name
+
+    def gemm(self, kind, name, x, cout, kernel=3, strides=1, padding="same",
+             relu=True, mult=1):
+        rng, b = self.rng, self.b
+        cin = b.shape(x)[-1]
+        wb = self.rbits()
+        w_signed = bool(rng.random() < 0.7)
+        if kind == "conv2d":
+            shape = (kernel, kernel, cin, cout)
+        elif kind == "depthwise_conv2d":
+            shape = (kernel, kernel, cin, mult)
+        else:
+            shape = (cin, cout)
+        n = cin * mult if kind == "depthwise_conv2d" else cout
+        if w_signed:
+            w = rng.integers(-(1 << (wb - 1)), 1 << (wb - 1), shape)
+            zp = np.zeros(n, np.int64)
+        else:
+            w = rng.integers(0, 1 << wb, shape)
+            zp = np.clip((1 << (wb - 1)) + rng.integers(-1, 2, n), 0,
+                         (1 << wb) - 1)
+        k = int(np.prod(shape[:2])) if kind == "depthwise_conv2d" else int(
+            np.prod(shape[:-1]))
+        w_scale = rng.uniform(0.5, 1.5, n) / ((1 << (wb - 1)) * np.sqrt(k))
+        a = b.quant(x)
+        bias = np.round(rng.normal(0, 0.2, n) / (a.scale * w_scale))
+        attrs = {}
+        if kind != "dense":
+            kk = (kernel, kernel)
+            st = (strides, strides)
+            attrs = {"kernel": kk, "strides": st,
+                     "pads": _pads(padding, b.shape(x), kk, st)}
+        probe = IntOp(name, kind, [x], QuantParams(8, True, 1.0), attrs,
+                      weights=np.asarray(w, np.int64), w_bits=wb,
+                      w_signed=w_signed, w_zero_point=zp, w_scale=w_scale,
+                      bias=bias.astype(np.int64))
+        acc = gemm_accumulator(probe, self.t[x], a)
+        real = acc * a.scale * w_scale
+        signed = bool(rng.random() < (0.2 if relu else 0.6))
+        out = calibrated_quant(real, self.rbits(), signed, relu=relu)
+        kwargs = {"w_bits": wb, "w_signed": w_signed, "w_zero_point": zp,
+                  "relu": relu}
+        if kind != "dense":
+            kwargs.update(strides=strides, padding=padding)
+        getattr(b, kind)(name, x, w, w_scale, bias.astype(np.int64), out,
+                         **kwargs)
+        return self._run_last()
+
+    def add(self, name, a, c, relu=True):
+        real = (self.b.quant(a).dequantize(self.t[a]).astype(np.float64) +
+                self.b.quant(c).dequantize(self.t[c]))
+        out = calibrated_quant(real, self.rbits(), bool(self.rng.integers(2)),
+                               relu=relu)
+        self.b.add(name, a, c, out, relu=relu)
+        return self._run_last()
+
+    def host(self, method, name, x, **kw):
+        getattr(self.b, method)(name, x, **kw)
+        return self._run_last()
+
+
+def random_ir(seed: int = 0, input_shape=(8, 8, 3), bits=(2, 8),
+              num_classes: int = 10, width: int = 8, head: str | None = None,
+              n_calib: int = 16) -> IntegerIR:
+    """A random calibrated network covering every IR op.
+
+    conv3x3 -> depthwise3x3/2 (multiplier 1 or 2) -> conv1x1 -> residual
+    block (conv, conv, add + ReLU) -> avg_pool 3x3/1 same -> max_pool 2 ->
+    requantize (new grid) -> head: ``"gap"`` (global average pool -> dense) or ``"flatten"``
+    (flatten -> dense + ReLU6 clamp -> reshape -> dense).
+
+    Args:
+        seed: random seed (weights, bits, signedness, calibration data).
+        input_shape: (H, W, C), H and W at least 4.
+        bits: inclusive (min, max) bits for weights and activations.
+        num_classes: output width.
+        width: channels of the convolutions.
+        head: "gap", "flatten" or None (chosen by the seed).
+        n_calib: calibration samples.
+
+    Returns:
+        A validated :class:`IntegerIR`.
+
+    Example:
+        >>> random_ir(seed=0, head="gap").ops[-1].op
+        'dense'
+    """
+    lo, hi = bits
+    if not 1 <= lo <= hi <= 8:
+        raise ValueError(f"bits must be (min, max) within [1, 8]. Received: "
+                         f"bits={bits}")
+    net = _RandomNet(seed, input_shape, bits, n_calib)
+    rng = net.rng
+    head = head or ("gap" if rng.integers(2) else "flatten")
+    if head not in ("gap", "flatten"):
+        raise ValueError(f"head must be 'gap' or 'flatten'. Received: "
+                         f"head={head!r}")
+    h = net.gemm("conv2d", "conv1", "input", width)
+    h = net.gemm("depthwise_conv2d", "dw2", h, None, strides=2,
+                 mult=int(rng.integers(1, 3)))
+    h = net.gemm("conv2d", "pw3", h, width, kernel=1)
+    r = net.gemm("conv2d", "res_a", h, width)
+    r = net.gemm("conv2d", "res_b", r, width, relu=False)
+    h = net.add("add", h, r)
+    h = net.host("avg_pool", "avgpool", h, pool=3, strides=1,
+                 padding="same")
+    h = net.host("max_pool", "maxpool", h, pool=2)
+    real = net.b.quant(h).dequantize(net.t[h])
+    h = net.host("requantize", "requant", h, out=calibrated_quant(
+        real, net.rbits(), bool(rng.integers(2))))
+    if head == "gap":
+        h = net.host("global_avg_pool", "gap", h)
+    else:
+        h = net.host("flatten", "flatten", h)
+        h = net.gemm("dense", "fc1", h, 16)
+        h = net.host("relu", "relu6", h, max_value=6.0)
+        h = net.host("reshape", "reshape", h, shape=(16,))
+    net.gemm("dense", "logits", h, num_classes, relu=False)
+    return net.b.build()

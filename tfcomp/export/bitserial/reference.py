@@ -1,0 +1,155 @@
+"""Pure-numpy integer reference executor of an :class:`IntegerIR`.
+
+GEMMs are ordinary integer matrix products (computed in float64, which is
+exact because :meth:`IntegerIR.validate` bounds every accumulator by
+2**31 - 1 < 2**53), followed by fixed-point requantization.
+
+Example:
+    >>> ir = random_ir(seed=0)
+    >>> x = np.random.default_rng(0).uniform(-1, 1, (2,) + ir.input_shape)
+    >>> integer_reference(ir, x).shape
+    (2, 10)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfcomp.export.bitserial import kernels
+from tfcomp.export.bitserial.ir import IntegerIR, IntOp, QuantParams
+
+__all__ = ["gemm_accumulator", "integer_reference", "prepare_input"]
+
+
+def prepare_input(x, quant: QuantParams, shape) -> np.ndarray:
+    """Float input -> quantized int64; integer input -> range-checked.
+
+    Args:
+        x: ``(B,) + shape`` array; floats are quantized with ``quant``.
+        quant: the input tensor's quantization.
+        shape: input shape without batch.
+
+    Returns:
+        int64 array.
+
+    Example:
+        >>> prepare_input(np.array([[0.5]]), QuantParams(4, False, 0.1), (1,))
+        array([[5]])
+    """
+    x = np.asarray(x)
+    if x.shape[1:] != tuple(shape):
+        raise ValueError(f"x must have shape (batch,) + {tuple(shape)}. "
+                         f"Received: x.shape={x.shape}")
+    if np.issubdtype(x.dtype, np.floating):
+        return quant.quantize(x)
+    if not np.issubdtype(x.dtype, np.integer):
+        raise TypeError(f"x must be a float or integer array. Received: "
+                        f"dtype={x.dtype}")
+    if x.size and (x.min() < quant.qmin or x.max() > quant.qmax):
+        raise ValueError(f"integer x must lie in [{quant.qmin}, "
+                         f"{quant.qmax}]. Received: [{x.min()}, {x.max()}]")
+    return x.astype(np.int64)
+
+
+def _weight_matrix(op: IntOp) -> np.ndarray:
+    """(G, K, Nper) weight view minus the weight zero point."""
+    w = np.asarray(op.weights, np.int64)
+    if op.op == "depthwise_conv2d":
+        kh, kw, c, m = w.shape
+        zp = np.asarray(op.w_zero_point, np.int64).reshape(c, m)
+        return w.reshape(kh * kw, c, m).transpose(1, 0, 2) - zp[:, None, :]
+    k = int(np.prod(w.shape[:-1]))
+    return (w.reshape(k, w.shape[-1]) - np.asarray(op.w_zero_point,
+                                                   np.int64))[None]
+
+
+def gemm_accumulator(op: IntOp, x, a_quant: QuantParams) -> np.ndarray:
+    """The int32 accumulators of a GEMM op (bias included), channels last.
+
+    Args:
+        op: a conv2d / depthwise_conv2d / dense ``IntOp``.
+        x: its integer input.
+        a_quant: the input's quantization (zero point used for padding).
+
+    Returns:
+        int64 accumulators shaped like the op's output.
+
+    Example:
+        >>> op = ir.ops[0]
+        >>> acc = gemm_accumulator(op, xq, ir.input_quant)
+    """
+    a = kernels.lhs_matrix(op.op, x, op.attrs.get("kernel"),
+                           op.attrs.get("strides"), op.attrs.get("pads"),
+                           a_quant.zero_point)
+    a = a.astype(np.float64) - a_quant.zero_point
+    acc = np.matmul(a, _weight_matrix(op).astype(np.float64))
+    acc = np.rint(acc).astype(np.int64)
+    out = kernels.gemm_output(acc, op.op, x.shape, op.attrs.get("kernel"),
+                              op.attrs.get("strides"), op.attrs.get("pads"))
+    return out + np.asarray(op.bias, np.int64)
+
+
+def run_op(op: IntOp, ins: list, quants: list) -> np.ndarray:
+    """Executes one op on integer inputs."""
+    if op.is_gemm:
+        acc = gemm_accumulator(op, ins[0], quants[0])
+        return kernels.requantize(acc, op.multiplier, op.shift,
+                                  op.out.zero_point, op.act_min, op.act_max)
+    x = ins[0]
+    if op.op == "add":
+        a = op.attrs
+        return kernels.add_op(ins[0], ins[1], quants[0].zero_point,
+                              quants[1].zero_point, a["left_shift"],
+                              a["multipliers"], a["shifts"],
+                              a["output_multiplier"], a["output_shift"],
+                              op.out.zero_point, op.act_min, op.act_max)
+    if op.op == "requantize":
+        return kernels.requantize_op(x, quants[0].zero_point,
+                                     op.attrs["multiplier"],
+                                     op.attrs["shift"], op.out.zero_point,
+                                     op.act_min, op.act_max)
+    if op.op in ("max_pool", "avg_pool"):
+        return kernels.pool_op(op.op, x, op.attrs["pool"],
+                               op.attrs["strides"], op.attrs["pads"],
+                               quants[0].zero_point,
+                               op.attrs.get("count_requant"),
+                               op.out.zero_point, op.act_min, op.act_max)
+    if op.op == "global_avg_pool":
+        return kernels.global_avg_pool_op(
+            x, quants[0].zero_point, op.attrs["count_requant"],
+            op.out.zero_point, op.act_min, op.act_max)
+    if op.op == "flatten":
+        return x.reshape(x.shape[0], -1)
+    if op.op == "reshape":
+        return x.reshape((x.shape[0],) + tuple(op.attrs["shape"]))
+    return np.clip(x, op.act_min, op.act_max)  # clamp
+
+
+def integer_reference(ir: IntegerIR, x, return_all: bool = False):
+    """Runs the IR with ordinary integer arithmetic.
+
+    Args:
+        ir: the integer network.
+        x: ``(B,) + ir.input_shape``; floats are quantized with
+            ``ir.input_quant``, integers are used as they are.
+        return_all: also return every intermediate tensor.
+
+    Returns:
+        The int64 output tensor, or ``(output, {name: tensor})`` when
+        ``return_all``.
+
+    Example:
+        >>> y = integer_reference(ir, x)
+        >>> ir.quant(ir.output).dequantize(y)   # real values
+    """
+    if not isinstance(ir, IntegerIR):
+        raise TypeError(f"ir must be an IntegerIR. Received: "
+                        f"{type(ir).__name__}")
+    ir.validate()
+    tensors = {ir.input_name: prepare_input(x, ir.input_quant,
+                                            ir.input_shape)}
+    for op in ir.ops:
+        tensors[op.name] = run_op(op, [tensors[n] for n in op.inputs],
+                                  [ir.quant(n) for n in op.inputs])
+    out = tensors[ir.output]
+    return (out, tensors) if return_all else out

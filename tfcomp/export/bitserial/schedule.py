@@ -1,0 +1,205 @@
+"""Target schedules: BISMO tiling + instruction program, Bit Fusion tiling.
+
+Both work on a layer's grouped GEMM view: ``groups`` independent GEMMs of
+``M x K`` activations (lhs) by ``K x N`` weights (rhs); depthwise convs have
+one group per channel and N = depth multiplier. Schedules describe *how* a
+layer runs (tiles, blocks, instruction stream, loop order) and count the
+compute cycles of that program; the time, memory stalls and energy of a
+layer come from ``tfcomp.hardware`` (see ``hardware_hook``).
+
+BISMO (Umuroglu et al., FPL 2018, arXiv 1806.08862): a ``dm x dk x dn``
+array of binary dot-product units. One Exec step multiplies one lhs bit
+plane tile (dm x dk) by one rhs bit plane tile (dk x dn), AND + popcount,
+shifted by ``i + j`` and negated for one signed MSB plane, so
+``exec_cycles = groups * tiles_m * tiles_n * tiles_k * a_bits * w_bits``
+(the same count as ``tfcomp.hardware.BISMO.exec_cycles``). Operands are
+fetched in blocks that fit the lhs/rhs buffers (``lhs_depth`` /
+``rhs_depth`` entries of dk bits per buffer; 1024 as in the paper's
+instances); the program is a loop nest (group, m_block, n_block, k_block)
+over a body of Fetch / Exec / Result / Sync instructions.
+
+Bit Fusion (Sharma et al., ISCA 2018, arXiv 1712.01507): ``rows`` (input
+channels) x ``cols`` (output channels) fusion units, ``perf`` fused PEs per
+unit; loop nest (group, oc_tile, m, kernel, ic_tile) with oc tiles of
+``cols`` and ic tiles of ``rows * perf`` channels, one cycle per innermost
+trip, i.e. the compute cycles of ``tfcomp.hardware.BitFusion``.
+
+Example:
+    >>> s = bismo_schedule(1, 64, 144, 16, a_bits=4, w_bits=2,
+    ...                    a_signed=False, w_signed=True)
+    >>> s["exec_cycles"] == 32 * 3 * 8 * 4 * 2
+    True
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BISMO_BUFFER_DEFAULTS",
+    "bismo_exec_list",
+    "bismo_schedule",
+    "bitfusion_schedule",
+    "split_blocks",
+]
+
+BISMO_BUFFER_DEFAULTS = {"lhs_depth": 1024, "rhs_depth": 1024}
+
+
+def _ceil(a, b):
+    return -(-int(a) // int(b))
+
+
+def split_blocks(total: int, block: int) -> list[tuple[int, int]]:
+    """``[(start, size), ...]`` covering ``range(total)`` in blocks.
+
+    Args:
+        total: length to cover.
+        block: block length.
+
+    Returns:
+        ``[(start, size), ...]``.
+
+    Example:
+        >>> split_blocks(5, 2)
+        [(0, 2), (2, 2), (4, 1)]
+    """
+    return [(s, min(block, total - s)) for s in range(0, total, block)]
+
+
+def bismo_exec_list(a_bits, w_bits, a_signed, w_signed) -> list[dict]:
+    """One Exec per (rhs weight plane i, lhs activation plane j).
+
+    Each adds ``(-1 if negate) * 2**(i + j) * popcount(lhs_j & rhs_i)``;
+    ``negate`` is set when exactly one of the two planes is a signed MSB.
+
+    Args:
+        a_bits, w_bits: activation (lhs) and weight (rhs) bits.
+        a_signed, w_signed: their signedness.
+
+    Returns:
+        ``w_bits * a_bits`` Exec instruction dicts.
+
+    Example:
+        >>> [e["negate"] for e in bismo_exec_list(1, 2, False, True)]
+        [False, True]
+    """
+    out = []
+    for i in range(w_bits):
+        for j in range(a_bits):
+            neg = (w_signed and i == w_bits - 1) != (a_signed and
+                                                      j == a_bits - 1)
+            out.append({"op": "Exec", "stage": "exec", "lhs_plane": j,
+                        "rhs_plane": i, "shift": i + j, "negate": neg})
+    return out
+
+
+def bismo_schedule(groups, m, k, n, a_bits, w_bits, a_signed, w_signed,
+                   dm=2, dk=64, dn=2, lhs_depth=1024, rhs_depth=1024) -> dict:
+    """Tiling and blocked Fetch/Exec/Result/Sync program for BISMO.
+
+    Args:
+        groups, m, k, n: the grouped GEMM view.
+        a_bits, w_bits: lhs (activation) and rhs (weight) bits.
+        a_signed, w_signed: signedness of the operands.
+        dm, dk, dn: array size (dk a multiple of 64, one packed word).
+        lhs_depth, rhs_depth: buffer entries (of dk bits) per array row /
+            column memory.
+
+    Returns:
+        JSON-ready dict: array, buffers, tiles, block, blocks, loop_order,
+        body, counts (hardware instructions), traffic_bits, exec_cycles.
+
+    Example:
+        >>> bismo_schedule(1, 4, 64, 2, 8, 8, False, True)["tiles"]
+        {'m': 2, 'k': 1, 'n': 1}
+    """
+    dm, dk, dn = int(dm), int(dk), int(dn)
+    if min(dm, dk, dn) < 1 or dk % 64:
+        raise ValueError("BISMO needs dm, dn >= 1 and dk a multiple of 64 "
+                         f"(one packed word). Received: dm={dm}, dk={dk}, "
+                         f"dn={dn}")
+    tm, tk, tn = _ceil(m, dm), _ceil(k, dk), _ceil(n, dn)
+    bk = max(1, min(tk, lhs_depth // a_bits, rhs_depth // w_bits))
+    bm = max(1, min(tm, lhs_depth // (bk * a_bits)))
+    bn = max(1, min(tn, rhs_depth // (bk * w_bits)))
+    mb, nb, kb = _ceil(tm, bm), _ceil(tn, bn), _ceil(tk, bk)
+    body = [
+        {"op": "Sync", "stage": "fetch", "action": "wait",
+         "token": "exec_free"},
+        {"op": "Fetch", "stage": "fetch", "operand": "lhs",
+         "planes": a_bits, "m_tiles": bm, "k_tiles": bk},
+        {"op": "Fetch", "stage": "fetch", "operand": "rhs",
+         "planes": w_bits, "n_tiles": bn, "k_tiles": bk},
+        {"op": "Sync", "stage": "fetch", "action": "signal",
+         "token": "fetch_done"},
+        {"op": "Sync", "stage": "exec", "action": "wait",
+         "token": "fetch_done"},
+        *bismo_exec_list(a_bits, w_bits, a_signed, w_signed),
+        {"op": "Sync", "stage": "exec", "action": "signal",
+         "token": "exec_free"},
+        {"op": "Sync", "stage": "exec", "action": "signal",
+         "token": "exec_done", "when": "last_k_block"},
+        {"op": "Sync", "stage": "result", "action": "wait",
+         "token": "exec_done", "when": "last_k_block"},
+        {"op": "Result", "stage": "result", "m_tiles": bm, "n_tiles": bn,
+         "when": "last_k_block"},
+    ]
+    return {
+        "kind": "bismo",
+        "array": {"dm": dm, "dk": dk, "dn": dn},
+        "buffers": {"lhs_depth": int(lhs_depth), "rhs_depth": int(rhs_depth)},
+        "tiles": {"m": tm, "k": tk, "n": tn},
+        "block": {"m_tiles": bm, "k_tiles": bk, "n_tiles": bn},
+        "blocks": {"group": groups, "m": mb, "n": nb, "k": kb},
+        "loop_order": ["group", "m_block", "n_block", "k_block"],
+        "body": body,
+        "counts": {
+            "Fetch": 2 * groups * mb * nb * kb,
+            # one hardware Exec per output tile, plane pair and k block
+            "Exec": groups * tm * tn * kb * a_bits * w_bits,
+            "Result": groups * tm * tn,
+            "Sync": groups * mb * nb * (4 * kb + 2),
+        },
+        # bits this blocked program moves (lhs re-fetched per n block)
+        "traffic_bits": {"lhs": groups * nb * tm * dm * tk * dk * a_bits,
+                         "rhs": groups * mb * tn * dn * tk * dk * w_bits,
+                         "result": groups * tm * dm * tn * dn * 32},
+        "exec_cycles": groups * tm * tn * tk * a_bits * w_bits,
+    }
+
+
+def bitfusion_schedule(groups, m, k, n, kernel_positions, perf, rows=16,
+                       cols=32, a_bits=8, w_bits=8) -> dict:
+    """Loop tiling and order for Bit Fusion.
+
+    Args:
+        groups, m, k, n: the grouped GEMM view (m = batch * OH * OW).
+        kernel_positions: kh * kw (1 for dense); IC = k / kernel_positions.
+        perf: fused PEs per fusion unit at these bits
+            (``tfcomp.hardware.BitFusion.perf_factor``).
+        rows, cols: array size (rows span input channels, cols output
+            channels, as in the authors' simulator).
+        a_bits, w_bits: operand bits (recorded with their fused widths).
+
+    Returns:
+        JSON-ready dict: array, perf_factor, fused_bits, tile_sizes, tiles,
+        loop_order, compute_cycles.
+
+    Example:
+        >>> bitfusion_schedule(1, 100, 27, 16, 9, perf=4)["compute_cycles"]
+        900
+    """
+    ic = k // kernel_positions
+    t_oc, t_ic = _ceil(n, cols), _ceil(ic, rows * perf)
+    fused = {b: 2 if b <= 2 else 4 if b <= 4 else 8 for b in (a_bits,
+                                                              w_bits)}
+    return {
+        "kind": "bitfusion",
+        "array": {"rows": int(rows), "cols": int(cols)},
+        "perf_factor": int(perf),
+        "fused_bits": {"w": fused[w_bits], "a": fused[a_bits]},
+        "tile_sizes": {"oc": int(cols), "ic": int(rows * perf)},
+        "tiles": {"group": groups, "oc": t_oc, "m": m,
+                  "kernel": kernel_positions, "ic": t_ic},
+        "loop_order": ["group", "oc_tile", "m", "kernel", "ic_tile"],
+        "compute_cycles": groups * t_oc * m * kernel_positions * t_ic,
+    }

@@ -1,0 +1,345 @@
+"""Reads a functional / Sequential Keras model into a flat list of call nodes.
+
+The connectivity comes from the model's own serialised graph
+(``model.get_config()``: every layer's ``inbound_nodes`` with
+``keras_history`` references), shapes from the same references and from the
+public ``layer.output`` / ``model.outputs`` tensors. Nothing is traced and no
+private attribute is read. Functional and Sequential models nested inside the
+model (called once) are flattened: their layers get ``outer/inner`` paths and
+their input / output tensors are aliased to the outer tensors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import keras
+
+__all__ = ["Node", "ParsedModel", "is_tensor_ref", "model_kind", "parse_model"]
+
+
+@dataclasses.dataclass
+class Node:
+    """One call of one operation (layer or ``keras.ops`` op) in the graph."""
+
+    key: str  # "<layer path>#<node index>"
+    path: str  # layer path, "outer/inner" inside nested models
+    op: Any  # the Layer / Operation object
+    node_index: int
+    inputs: list  # tensor ids (resolved through aliases)
+    outputs: list  # tensor ids
+    constants: list  # non-tensor positional arguments (ops such as x + 3.0)
+    barrier_reason: str | None = None  # set for leaves we refuse to enter
+
+
+@dataclasses.dataclass
+class ParsedModel:
+    nodes: list  # topological order
+    shapes: dict  # tensor id -> shape tuple (with batch axis)
+    inputs: list  # model input tensor ids
+    outputs: list  # model output tensor ids
+    layers: dict  # layer path -> op object (leaves only)
+    nested: dict  # nested model path -> model object (flattened ones)
+    nested_inputs: dict  # path of a nested model's InputLayer -> tensor id
+    alias: dict  # tensor id -> tensor id it stands for
+
+    def resolve(self, tid: str) -> str:
+        seen = 0
+        while tid in self.alias:
+            tid = self.alias[tid]
+            seen += 1
+            if seen > 10000:  # pragma: no cover - defensive
+                raise RuntimeError(f"alias cycle at tensor {tid}")
+        return tid
+
+
+def is_tensor_ref(obj) -> bool:
+    return (isinstance(obj, dict) and obj.get("class_name") == "__keras_tensor__"
+            and "keras_history" in obj.get("config", {}))
+
+
+def _walk_refs(obj, out: list) -> None:
+    """Collects ``__keras_tensor__`` dicts in call-argument order."""
+    if is_tensor_ref(obj):
+        out.append(obj)
+    elif isinstance(obj, dict):
+        for k in obj:
+            _walk_refs(obj[k], out)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _walk_refs(v, out)
+
+
+def _walk_constants(obj, out: list) -> None:
+    if is_tensor_ref(obj):
+        return
+    if isinstance(obj, dict) and obj.get("class_name") is None:
+        for k in obj:
+            _walk_constants(obj[k], out)
+    elif isinstance(obj, (list, tuple)):
+        for v in obj:
+            _walk_constants(v, out)
+    else:
+        out.append(obj)
+
+
+def _flat_io_refs(struct) -> list:
+    """Flattens ``input_layers`` / ``output_layers`` into [name, node, idx]."""
+    if (isinstance(struct, (list, tuple)) and len(struct) == 3
+            and isinstance(struct[0], str) and isinstance(struct[1], int)):
+        return [tuple(struct)]
+    out = []
+    if isinstance(struct, dict):
+        for k in sorted(struct):
+            out += _flat_io_refs(struct[k])
+    elif isinstance(struct, (list, tuple)):
+        for v in struct:
+            out += _flat_io_refs(v)
+    return out
+
+
+def _shape(t) -> tuple:
+    return tuple(None if d is None else int(d) for d in t.shape)
+
+
+def model_kind(model) -> str:
+    """'sequential', 'functional' or 'subclassed' (public API only)."""
+    if isinstance(model, keras.Sequential):
+        return "sequential"
+    try:
+        cfg = model.get_config()
+    except Exception:  # noqa: BLE001 - any failure means no graph config
+        return "subclassed"
+    if isinstance(cfg, dict) and "layers" in cfg and "input_layers" in cfg \
+            and "output_layers" in cfg:
+        return "functional"
+    return "subclassed"
+
+
+class _Parser:
+    def __init__(self):
+        self.nodes: list[Node] = []
+        self.shapes: dict = {}
+        self.alias: dict = {}
+        self.layers: dict = {}
+        self.nested: dict = {}
+        self.nested_inputs: dict = {}
+
+    # -- helpers ---------------------------------------------------------
+    @staticmethod
+    def tid(prefix: str, name: str, ni: int, ti: int) -> str:
+        return f"{prefix}{name}:{ni}:{ti}"
+
+    def add_leaf(self, path, op, ni, inputs, outputs, constants,
+                 reason=None):
+        self.layers[path] = op
+        self.nodes.append(Node(f"{path}#{ni}", path, op, ni, list(inputs),
+                               list(outputs), list(constants), reason))
+
+    # -- functional ------------------------------------------------------
+    def functional(self, model, prefix: str, cfg: dict | None,
+                   outer_inputs: list | None, outer_outputs: list | None):
+        cfg = cfg if cfg is not None else model.get_config()
+        ops = {op.name: op for op in model.operations}
+        # Input correspondences of a nested model.
+        in_refs = _flat_io_refs(cfg["input_layers"])
+        out_refs = _flat_io_refs(cfg["output_layers"])
+        if outer_inputs is not None:
+            if len(outer_inputs) != len(in_refs):
+                raise ValueError(
+                    f"Nested model {model.name!r} was called with "
+                    f"{len(outer_inputs)} tensors but has {len(in_refs)} "
+                    "inputs.")
+            for (name, ni, ti), outer in zip(in_refs, outer_inputs):
+                inner = self.tid(prefix, name, ni, ti)
+                self.alias[inner] = outer
+                self.nested_inputs[prefix + name] = inner
+        # Shapes of model outputs.
+        for (name, ni, ti), t in zip(out_refs, keras.tree.flatten(
+                model.outputs)):
+            self.shapes.setdefault(self.tid(prefix, name, ni, ti), _shape(t))
+        if outer_outputs is not None:
+            for (name, ni, ti), outer in zip(out_refs, outer_outputs):
+                self.alias[outer] = self.tid(prefix, name, ni, ti)
+        for entry in cfg["layers"]:
+            name = entry.get("name") or entry["config"]["name"]
+            op = ops.get(name)
+            if op is None:
+                raise ValueError(
+                    f"Layer {name!r} of model {model.name!r} appears in its "
+                    "config but not in model.operations.")
+            path = prefix + name
+            nodes = entry.get("inbound_nodes") or []
+            if type(op).__name__ == "InputLayer" or (
+                    not nodes and isinstance(op, keras.layers.InputLayer)):
+                if outer_inputs is None:
+                    out = self.tid(prefix, name, 0, 0)
+                    self.shapes.setdefault(out, _shape(op.output))
+                    self.add_leaf(path, op, 0, [], [out], [])
+                continue
+            for ni, node in enumerate(nodes):
+                refs: list = []
+                _walk_refs(node, refs)
+                consts: list = []
+                _walk_constants(node.get("args", []), consts)
+                inputs = []
+                for r in refs:
+                    h = r["config"]["keras_history"]
+                    t = self.tid(prefix, h[0], int(h[1]), int(h[2]))
+                    inputs.append(t)
+                    shape = r["config"].get("shape")
+                    if shape is not None:
+                        self.shapes.setdefault(t, tuple(shape))
+                n_out = self._num_outputs(op)
+                outputs = [self.tid(prefix, name, ni, j) for j in range(n_out)]
+                if ni == 0:
+                    for j, t in enumerate(self._outputs_of(op)):
+                        self.shapes.setdefault(outputs[j], _shape(t))
+                if isinstance(op, keras.Model):
+                    self.nested_model(op, path, ni, len(nodes), inputs,
+                                      outputs, entry)
+                else:
+                    self.add_leaf(path, op, ni, inputs, outputs, consts)
+
+    @staticmethod
+    def _outputs_of(op) -> list:
+        try:
+            return keras.tree.flatten(op.output)
+        except (AttributeError, ValueError, RuntimeError):
+            return []
+
+    def _num_outputs(self, op) -> int:
+        return max(1, len(self._outputs_of(op)))
+
+    def nested_model(self, op, path, ni, n_calls, inputs, outputs, entry):
+        kind = model_kind(op)
+        reason = None
+        if n_calls > 1:
+            reason = f"nested model called {n_calls} times"
+        elif kind == "subclassed":
+            reason = (f"subclassed nested model (class "
+                      f"{type(op).__name__}) has no readable graph")
+        if reason is not None:
+            self.add_leaf(path, op, ni, inputs, outputs, [], reason)
+            return
+        self.nested[path] = op
+        if kind == "sequential":
+            self.sequential(op, path + "/", entry.get("config"), inputs,
+                            outputs)
+        else:
+            self.functional(op, path + "/", entry.get("config"), inputs,
+                            outputs)
+
+    # -- sequential ------------------------------------------------------
+    def sequential(self, model, prefix: str, cfg: dict | None,
+                   outer_inputs: list | None, outer_outputs: list | None):
+        cfg = cfg if cfg is not None else model.get_config()
+        entries = list(cfg["layers"])
+        layers = list(model.layers)
+        if entries and entries[0]["class_name"] == "InputLayer":
+            in_name = entries[0]["config"]["name"]
+        else:
+            in_name = f"{model.name}_input"
+        prev = self.tid(prefix, in_name, 0, 0)
+        if outer_inputs is not None:
+            self.alias[prev] = outer_inputs[0]
+            self.nested_inputs[prefix + in_name] = prev
+        else:
+            self.shapes[prev] = _shape(model.inputs[0])
+            in_layer = None
+            for op in getattr(model, "operations", []):
+                if isinstance(op, keras.layers.InputLayer):
+                    in_layer = op
+            self.add_leaf(prefix + in_name, in_layer, 0, [], [prev], [])
+        for layer in layers:
+            path = prefix + layer.name
+            out = self.tid(prefix, layer.name, 0, 0)
+            try:
+                self.shapes[out] = _shape(layer.output)
+            except Exception as e:
+                raise ValueError(
+                    f"Layer {layer.name!r} of Sequential model "
+                    f"{model.name!r} has no output shape; build the model "
+                    "first.") from e
+            if isinstance(layer, keras.Model):
+                self.nested_model(layer, path, 0, 1, [prev], [out],
+                                  {"config": layer.get_config()
+                                   if model_kind(layer) != "subclassed"
+                                   else None})
+            else:
+                self.add_leaf(path, layer, 0, [prev], [out], [])
+            prev = out
+        if outer_outputs is not None:
+            self.alias[outer_outputs[0]] = prev
+        self.seq_output = prev
+
+
+def _toposort(nodes: list, resolve) -> list:
+    produced = {}
+    for n in nodes:
+        for t in n.outputs:
+            produced[resolve(t)] = n.key
+    deps = {n.key: {produced[resolve(t)] for t in n.inputs
+                    if resolve(t) in produced} for n in nodes}
+    order, done = [], set()
+    by_key = {n.key: n for n in nodes}
+    pending = [n.key for n in nodes]
+    while pending:
+        progressed = False
+        rest = []
+        for k in pending:
+            if deps[k] <= done:
+                order.append(by_key[k])
+                done.add(k)
+                progressed = True
+            else:
+                rest.append(k)
+        if not progressed:
+            raise ValueError(f"Cycle in model graph near {rest[:5]}")
+        pending = rest
+    return order
+
+
+def parse_model(model) -> ParsedModel:
+    """Flattens ``model`` into call nodes; raises TypeError if subclassed."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            "DependencyGraph expects a keras.Model. Received: "
+            f"model={type(model).__name__}")
+    kind = model_kind(model)
+    if kind == "subclassed":
+        raise TypeError(
+            f"Model {model.name!r} (class {type(model).__name__}) is a "
+            "subclassed keras.Model: its layer graph is Python code that "
+            "tfcomp cannot read without tracing. Rebuild it as a functional "
+            "or Sequential model (keras.Input -> layers -> keras.Model).")
+    if not model.built:
+        raise ValueError(
+            f"Model {model.name!r} is not built; call it on data or give it "
+            "an input shape first.")
+    p = _Parser()
+    if kind == "sequential":
+        p.sequential(model, "", None, None, None)
+        outputs = [p.seq_output]
+        inputs = [n.outputs[0] for n in p.nodes if not n.inputs][:1]
+    else:
+        cfg = model.get_config()
+        p.functional(model, "", cfg, None, None)
+        outputs = [p.tid("", *r) for r in _flat_io_refs(cfg["output_layers"])]
+        inputs = [p.tid("", *r) for r in _flat_io_refs(cfg["input_layers"])]
+    parsed = ParsedModel(nodes=[], shapes={}, inputs=[], outputs=[],
+                         layers=p.layers, nested=p.nested,
+                         nested_inputs=p.nested_inputs, alias=p.alias)
+    res = parsed.resolve
+    for n in p.nodes:
+        n.inputs = [res(t) for t in n.inputs]
+        n.outputs = [res(t) for t in n.outputs]
+    shapes = {}
+    for t, s in p.shapes.items():
+        shapes.setdefault(res(t), s)
+    parsed.shapes = shapes
+    parsed.nodes = _toposort(p.nodes, res)
+    parsed.inputs = [res(t) for t in inputs]
+    parsed.outputs = [res(t) for t in outputs]
+    return parsed

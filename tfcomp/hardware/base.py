@@ -1,0 +1,251 @@
+"""Hardware cost model interface: ``Cost``, ``ModelCost``, ``HardwareModel``.
+
+A hardware model answers one question: what does this layer cost at these
+weight and activation bit-widths? ``model_cost`` sums that over a model (or a
+list of ``LayerSpec``), so tuners can cost a candidate pruning or
+quantization policy without building it.
+
+Example:
+    >>> hw = BitFusion("edge")
+    >>> hw.model_cost(model, bits={"conv1": (4, 4)}).latency_s
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+
+import keras
+
+from tfcomp.hardware.spec import LayerSpec, extract_specs
+
+__all__ = [
+    "Cost",
+    "HardwareModel",
+    "ModelCost",
+    "as_specs",
+    "resolve_bits",
+]
+
+
+def _add_opt(a, b):
+    return None if a is None or b is None else a + b
+
+
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """Cost of one layer (or a sum of layers).
+
+    Attributes:
+        cycles: accelerator clock cycles (None for measured latencies).
+        latency_s: seconds.
+        energy_j: joules, or None where the model has no energy figures.
+        breakdown: optional named parts (e.g. compute/memory cycles); not
+            compared for equality.
+
+    Example:
+        >>> (Cost(10, 1e-6) + Cost(5, 5e-7)).cycles
+        15
+    """
+
+    cycles: float | None
+    latency_s: float
+    energy_j: float | None = None
+    breakdown: dict | None = dataclasses.field(default=None, compare=False)
+
+    def __add__(self, other: Cost) -> Cost:
+        return Cost(_add_opt(self.cycles, other.cycles),
+                    self.latency_s + other.latency_s,
+                    _add_opt(self.energy_j, other.energy_j))
+
+    def to_dict(self) -> dict:
+        return {"cycles": self.cycles, "latency_s": self.latency_s,
+                "energy_j": self.energy_j}
+
+
+ZERO = Cost(0, 0.0, 0.0)
+
+
+@dataclasses.dataclass
+class ModelCost:
+    """Total and per-layer cost of a model.
+
+    Attributes:
+        cycles, latency_s, energy_j: totals (``latency_s`` includes
+            ``overhead_s``; cycles/energy are None when any layer lacks them).
+        layers: ``{layer_name: Cost}``.
+        bits: ``{layer_name: (w_bits, a_bits)}`` that were costed.
+        overhead_s: fixed per-inference time added once (measured tables).
+
+    Example:
+        >>> c = hw.model_cost(model)
+        >>> c.latency_s, c.layers["conv1"].cycles
+    """
+
+    cycles: float | None
+    latency_s: float
+    energy_j: float | None
+    layers: dict
+    bits: dict
+    overhead_s: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "cycles": self.cycles, "latency_s": self.latency_s,
+            "energy_j": self.energy_j, "overhead_s": self.overhead_s,
+            "layers": {k: v.to_dict() for k, v in self.layers.items()},
+            "bits": {k: list(v) for k, v in self.bits.items()},
+        }
+
+
+def as_specs(model_or_specs, batch: int = 1) -> list[LayerSpec]:
+    """A model's specs, or a list of specs checked and returned as is."""
+    if isinstance(model_or_specs, keras.Model):
+        return extract_specs(model_or_specs, batch=batch)
+    if isinstance(model_or_specs, LayerSpec):
+        return [model_or_specs]
+    specs = list(model_or_specs)
+    bad = [s for s in specs if not isinstance(s, LayerSpec)]
+    if bad:
+        raise TypeError(
+            "model_or_specs must be a keras.Model or LayerSpec records. "
+            f"Received an item of type {type(bad[0])!r}")
+    return specs
+
+
+def _check_pair(pair, where: str) -> tuple[int, int]:
+    if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+        raise ValueError(f"{where} must be a (w_bits, a_bits) pair. "
+                         f"Received: {pair!r}")
+    w, a = pair
+    for v in (w, a):
+        if isinstance(v, bool) or not isinstance(v, (int,)) and not (
+                hasattr(v, "__index__")):
+            raise ValueError(f"{where} must hold integers. Received: "
+                             f"{pair!r}")
+    return int(w), int(a)
+
+
+def resolve_bits(specs: Iterable[LayerSpec], bits=None,
+                 default_bits=(8, 8)) -> dict:
+    """Per-layer (w_bits, a_bits): ``bits`` > the layer's own > default.
+
+    Args:
+        specs: the layers.
+        bits: None, one ``(w, a)`` pair for every layer, or
+            ``{layer_name: (w, a)}``.
+        default_bits: for layers not in ``bits`` that are float (32-bit) in
+            their model.
+
+    Returns:
+        ``{layer_name: (w_bits, a_bits)}``.
+
+    Raises:
+        ValueError: on malformed pairs or names that are not costed layers.
+
+    Example:
+        >>> resolve_bits(specs, {"conv1": (4, 6)})["conv1"]
+        (4, 6)
+    """
+    specs = list(specs)
+    default = _check_pair(default_bits, "default_bits")
+    uniform = None
+    table: Mapping = {}
+    if bits is None:
+        pass
+    elif isinstance(bits, Mapping):
+        names = {s.name for s in specs}
+        unknown = sorted(set(bits) - names)
+        if unknown:
+            raise ValueError(
+                f"bits names layers that are not costed: {unknown[:10]}. "
+                f"Costed layers: {sorted(names)[:20]}")
+        table = {k: _check_pair(v, f"bits[{k!r}]") for k, v in bits.items()}
+    else:
+        uniform = _check_pair(bits, "bits")
+    out = {}
+    for s in specs:
+        if uniform is not None:
+            out[s.name] = uniform
+        elif s.name in table:
+            out[s.name] = table[s.name]
+        else:
+            w = s.w_bits if s.w_bits < 32 else default[0]
+            a = s.a_bits if s.a_bits < 32 else default[1]
+            out[s.name] = (w, a)
+    return out
+
+
+class HardwareModel:
+    """Base class: the cost of a layer at given bit-widths.
+
+    Subclasses implement ``layer_cost`` and ``get_config``; ``model_cost``
+    sums layers. ``min_bits``/``max_bits`` bound the supported widths.
+
+    Example:
+        >>> class Flat(HardwareModel):
+        ...     name = "flat"
+        ...     def layer_cost(self, spec, w_bits, a_bits):
+        ...         return Cost(spec.macs, spec.macs * 1e-9)
+        >>> Flat().model_cost(specs).cycles
+    """
+
+    name = "hardware"
+    min_bits = 1
+    max_bits = 32
+    overhead_s = 0.0
+
+    def check_bits(self, w_bits, a_bits, spec: LayerSpec | None = None):
+        """Raises ValueError when a width is outside [min_bits, max_bits]."""
+        for what, v in (("w_bits", w_bits), ("a_bits", a_bits)):
+            if isinstance(v, bool) or not isinstance(v, int) or not (
+                    self.min_bits <= v <= self.max_bits):
+                where = f" (layer {spec.name!r})" if spec is not None else ""
+                raise ValueError(
+                    f"{self.name} supports {what} in [{self.min_bits}, "
+                    f"{self.max_bits}]. Received: {what}={v!r}{where}")
+
+    def layer_cost(self, spec: LayerSpec, w_bits: int, a_bits: int) -> Cost:
+        """Cost of one layer. Subclasses implement this."""
+        raise NotImplementedError
+
+    def model_cost(self, model_or_specs, bits=None, default_bits=(8, 8),
+                   batch: int = 1) -> ModelCost:
+        """Sums ``layer_cost`` over a model's costed layers.
+
+        Args:
+            model_or_specs: a built ``keras.Model`` or ``LayerSpec`` records.
+            bits: None, one ``(w, a)`` pair, or ``{layer_name: (w, a)}``.
+            default_bits: widths for float layers missing from ``bits``.
+            batch: batch size when a model is given.
+
+        Returns:
+            A ``ModelCost``.
+
+        Example:
+            >>> BISMO().model_cost(model, bits=(4, 4)).latency_s
+        """
+        specs = as_specs(model_or_specs, batch=batch)
+        per = resolve_bits(specs, bits, default_bits)
+        layers = {}
+        total = ZERO
+        for s in specs:
+            w, a = per[s.name]
+            c = self.layer_cost(s, int(w), int(a))
+            layers[s.name] = c
+            total = total + c
+        return ModelCost(
+            cycles=total.cycles, latency_s=total.latency_s + self.overhead_s,
+            energy_j=total.energy_j, layers=layers, bits=per,
+            overhead_s=self.overhead_s)
+
+    def get_config(self) -> dict:
+        return {}
+
+    def describe(self) -> dict:
+        """``{"name": ..., "config": ...}`` as stored in latency tables."""
+        return {"name": self.name, "config": self.get_config()}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"

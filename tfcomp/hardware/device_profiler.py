@@ -1,0 +1,293 @@
+"""Standalone on-device profiler: times single-layer TFLite models.
+
+This module imports only the standard library, numpy and a TFLite runtime
+(``ai_edge_litert``, else ``tflite_runtime``), so it runs on a phone or a
+Raspberry Pi without Keras or TensorFlow. Copy this one file to the device
+with the archive written by ``tfcomp.hardware.export_layer_archive`` and
+run::
+
+    python device_profiler.py layers.tar out.json [--runs 50] [--threads 1]
+
+(or ``python -m tfcomp.hardware.device_profiler ...`` where tfcomp is
+installed). ``out.json`` is a latency table that
+``tfcomp.hardware.LatencyTable.load`` reads on the host.
+
+Every layer's time is the median over ``runs`` invocations, taken in
+``rounds`` interleaved passes over all models so slow drifts of the device
+(thermal throttling, background load) spread evenly. The median time of a
+trivial one-op model (``overhead.tflite``) is the fixed per-invoke overhead:
+it is subtracted from every layer and stored once as ``overhead_s``.
+
+Example:
+    >>> table_doc = profile_archive("layers.tar", runs=50)
+    >>> table_doc["overhead_s"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tarfile
+import tempfile
+import time
+
+import numpy as np
+
+__all__ = [
+    "ARCHIVE_FORMAT",
+    "FORMAT",
+    "VERSION",
+    "interpreter_class",
+    "main",
+    "profile_archive",
+    "time_models",
+    "time_samples",
+]
+
+FORMAT = "tfcomp.latency_table"
+VERSION = 1
+ARCHIVE_FORMAT = "tfcomp.layer_archive"
+ARCHIVE_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def interpreter_class():
+    """``(runtime_name, Interpreter class)``: ai_edge_litert, tflite_runtime.
+
+    Raises:
+        ImportError: when neither runtime is installed.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        return "ai_edge_litert", Interpreter
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter
+        return "tflite_runtime", Interpreter
+    except (ImportError, AttributeError):
+        pass
+    raise ImportError(
+        "No TFLite runtime found: install ai-edge-litert (pip install "
+        "ai-edge-litert) or tflite-runtime.")
+
+
+def _feed_random(interp, rng) -> None:
+    for d in interp.get_input_details():
+        dtype = np.dtype(d["dtype"])
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            x = rng.integers(info.min, info.max, size=d["shape"],
+                             endpoint=True).astype(dtype)
+        else:
+            x = rng.uniform(0.0, 1.0, size=d["shape"]).astype(dtype)
+        interp.set_tensor(d["index"], x)
+
+
+def time_models(models, runs: int = 50, warmup: int = 5, threads: int = 1,
+                rounds: int = 5, seed: int = 0, interpreter_cls=None,
+                progress=None) -> list[float]:
+    """Median ``invoke()`` seconds of each TFLite model.
+
+    Same arguments as ``time_samples``.
+
+    Example:
+        >>> time_models([open("a.tflite", "rb").read()], runs=20)
+    """
+    return [float(np.median(s)) for s in time_samples(
+        models, runs=runs, warmup=warmup, threads=threads, rounds=rounds,
+        seed=seed, interpreter_cls=interpreter_cls, progress=progress)]
+
+
+def time_samples(models, runs: int = 50, warmup: int = 5, threads: int = 1,
+                 rounds: int = 5, seed: int = 0, interpreter_cls=None,
+                 progress=None) -> list:
+    """Every timed ``invoke()`` (seconds) of each TFLite model.
+
+    Args:
+        models: list of flatbuffers (bytes) or paths.
+        runs: timed invocations per model, split over ``rounds``.
+        warmup: untimed invocations per model first.
+        threads: interpreter threads.
+        rounds: interleaved passes over all models.
+        seed: seed of the random inputs.
+        interpreter_cls: an Interpreter class (default: ``interpreter_class``).
+        progress: optional ``callable(done, total)``.
+
+    Returns:
+        One ``np.ndarray`` of seconds per model, in order.
+
+    Example:
+        >>> time_samples([open("a.tflite", "rb").read()], runs=20)[0].min()
+    """
+    for name, v, lo in (("runs", runs, 1), ("warmup", warmup, 0),
+                        ("threads", threads, 1), ("rounds", rounds, 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise ValueError(f"{name} must be an int >= {lo}. Received: "
+                             f"{name}={v!r}")
+    if interpreter_cls is None:
+        interpreter_cls = interpreter_class()[1]
+    rng = np.random.default_rng(seed)
+    interps = []
+    for m in models:
+        kw = ({"model_content": bytes(m)} if isinstance(m, (bytes, bytearray))
+              else {"model_path": str(m)})
+        it = interpreter_cls(num_threads=threads, **kw)
+        it.allocate_tensors()
+        _feed_random(it, rng)
+        for _ in range(warmup):
+            it.invoke()
+        interps.append(it)
+    per_round = max(1, -(-runs // rounds))
+    samples = [[] for _ in interps]
+    total = rounds * len(interps)
+    perf = time.perf_counter
+    for r in range(rounds):
+        for i, it in enumerate(interps):
+            invoke = it.invoke
+            s = samples[i]
+            for _ in range(per_round):
+                t0 = perf()
+                invoke()
+                s.append(perf() - t0)
+            if progress is not None:
+                progress(r * len(interps) + i + 1, total)
+    return [np.asarray(s) for s in samples]
+
+
+def _read_archive(path):
+    with tarfile.open(path, "r") as tar:
+        try:
+            manifest = json.load(tar.extractfile(MANIFEST))
+        except (KeyError, TypeError):
+            raise ValueError(f"{path} has no {MANIFEST}; write it with "
+                             "tfcomp.hardware.export_layer_archive.") from None
+        if manifest.get("format") != ARCHIVE_FORMAT:
+            raise ValueError(f"{path} is not a tfcomp layer archive "
+                             f"(format={manifest.get('format')!r}).")
+        if int(manifest.get("version", 0)) > ARCHIVE_VERSION:
+            raise ValueError(
+                f"{path} was written by a newer tfcomp (archive version "
+                f"{manifest.get('version')}); this profiler reads up to "
+                f"{ARCHIVE_VERSION}.")
+        names = [e["file"] for e in manifest["layers"]]
+        blobs = {}
+        for n in names + [manifest["overhead_file"]]:
+            member = tar.extractfile(n)
+            if member is None:
+                raise ValueError(f"{path}: missing member {n!r}")
+            blobs[n] = member.read()
+        extra = [m.name for m in tar.getmembers()
+                 if m.name.endswith(".tflite") and m.name not in blobs]
+        if extra:
+            raise ValueError(f"{path}: .tflite files not in the manifest: "
+                             f"{extra[:5]}")
+    return manifest, blobs
+
+
+STATISTICS = {"median": np.median, "min": np.min}
+
+
+def profile_archive(path: str, runs: int = 50, warmup: int = 5,
+                    threads: int = 1, rounds: int = 5, seed: int = 0,
+                    statistic: str = "median", verbose: bool = True) -> dict:
+    """Times every model of a layer archive; returns a table document.
+
+    ``statistic`` ("median" or "min") summarises each model's timings; "min"
+    is the less load-sensitive choice on a busy device.
+
+    Example:
+        >>> doc = profile_archive("layers.tar")
+        >>> len(doc["entries"])
+    """
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic must be one of {sorted(STATISTICS)}. "
+                         f"Received: statistic={statistic!r}")
+    manifest, blobs = _read_archive(path)
+    runtime, cls = interpreter_class()
+    files = [e["file"] for e in manifest["layers"]]
+    order = [manifest["overhead_file"]] + files
+
+    def report(done, total):
+        if verbose and (done == total or done % 25 == 0):
+            sys.stderr.write(f"\rtimed {done}/{total}")
+            sys.stderr.flush()
+
+    samples = time_samples([blobs[n] for n in order], runs=runs,
+                           warmup=warmup, threads=threads, rounds=rounds,
+                           seed=seed, interpreter_cls=cls, progress=report)
+    times = [float(STATISTICS[statistic](s)) for s in samples]
+    if verbose:
+        sys.stderr.write("\n")
+    overhead = times[0]
+    entries = []
+    for e, t in zip(manifest["layers"], times[1:]):
+        entries.append({"spec": e["spec"],
+                        "costs": [[32, 32, max(0.0, t - overhead), None,
+                                   None]]})
+    return {
+        "format": FORMAT, "version": VERSION,
+        "hardware": {"name": "tflite", "config": {
+            "runtime": runtime, "threads": threads,
+            "machine": platform.machine(), "node": platform.node(),
+            "system": platform.system()}},
+        "bit_invariant": True, "overhead_s": overhead,
+        "meta": {"source": "measured", "runs": runs, "warmup": warmup,
+                 "rounds": rounds, "statistic": statistic,
+                 "archive": os.path.basename(str(path)),
+                 "channel_fractions": manifest.get("channel_fractions"),
+                 "channel_multiple": manifest.get("channel_multiple"),
+                 "model": manifest.get("model")},
+        "entries": entries,
+    }
+
+
+def _write_json_atomic(path: str, doc: dict) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
+                               suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(doc, f, indent=1)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def main(argv=None) -> int:
+    """Command line: ``device_profiler layers.tar out.json [options]``."""
+    p = argparse.ArgumentParser(
+        prog="device_profiler",
+        description="Time the single-layer TFLite models of a tfcomp layer "
+                    "archive and write a latency table (JSON).")
+    p.add_argument("archive", help="layers.tar from export_layer_archive")
+    p.add_argument("out", help="output latency table (.json)")
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--statistic", choices=sorted(STATISTICS),
+                   default="median")
+    p.add_argument("--quiet", action="store_true")
+    args = p.parse_args(argv)
+    doc = profile_archive(args.archive, runs=args.runs, warmup=args.warmup,
+                          threads=args.threads, rounds=args.rounds,
+                          seed=args.seed, statistic=args.statistic,
+                          verbose=not args.quiet)
+    _write_json_atomic(args.out, doc)
+    if not args.quiet:
+        print(f"wrote {len(doc['entries'])} layer timings to {args.out} "
+              f"({doc['hardware']['config']['runtime']}, overhead "
+              f"{doc['overhead_s'] * 1e6:.1f} us)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,487 @@
+"""Layer specs: the hardware-relevant geometry of one Keras layer.
+
+A ``LayerSpec`` is what a hardware model or a latency table needs to cost a
+layer: the operation, input size, channels, kernel, stride, groups and batch.
+``extract_specs`` reads them from a built functional or Sequential model,
+taking names, output shapes, MACs and the layers' own bit-widths from
+``tfcomp.profile`` records and the geometry from each layer's config.
+
+Costed operations (``OPS``): ``conv`` (``Conv2D``, incl. grouped), ``depthwise``
+(``DepthwiseConv2D``), ``dense``, ``add``, ``avgpool``, ``maxpool``,
+``global_avgpool``, ``global_maxpool``. Batch normalisation and activations
+are treated as free (folded or fused by every deployment target); any other
+layer type is reported as skipped.
+
+Example:
+    >>> specs = extract_specs(tfcomp.zoo.resnet(depth=20))
+    >>> specs[0].op, specs[0].cin, specs[0].cout
+    ('conv', 1, 16)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+
+__all__ = ["GEMM_OPS", "OPS", "LayerSpec", "extract_specs"]
+
+OPS = ("conv", "depthwise", "dense", "add", "avgpool", "maxpool",
+       "global_avgpool", "global_maxpool")
+GEMM_OPS = ("conv", "depthwise", "dense")
+# Ops whose output channels equal their input channels.
+_TIED_OPS = ("depthwise", "add", "avgpool", "maxpool", "global_avgpool",
+             "global_maxpool")
+_PADDINGS = ("same", "valid")
+
+# Layer types that cost nothing at deployment (folded into the producing
+# conv, fused as its activation, or pure metadata) and are not "skipped".
+_FREE_LAYERS = (
+    "InputLayer", "BatchNormalization", "Activation", "ReLU", "PReLU",
+    "LeakyReLU", "ELU", "Softmax", "Dropout", "SpatialDropout1D",
+    "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+    "ActivityRegularization", "Flatten", "Reshape", "Identity",
+    "QuantActivation", "ActivationQuantizer",
+)
+
+
+def _pair(v, what: str, name: str) -> tuple[int, int]:
+    if isinstance(v, int):
+        v = (v, v)
+    v = tuple(int(x) for x in v)
+    if len(v) != 2 or min(v) < 1:
+        raise ValueError(
+            f"{what} must be a positive int or a pair of them. Received: "
+            f"{what}={v!r} (layer {name!r})")
+    return v
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """Geometry of one costed layer (NHWC).
+
+    Attributes:
+        name: layer name (``outer/inner`` inside nested models).
+        op: one of ``OPS``.
+        in_h, in_w: input height and width (for ``dense``: the product of
+            the input's middle axes, and 1).
+        cin, cout: input and output channels.
+        kernel, stride, dilation: (h, w) pairs (pool size for pooling).
+        groups: convolution groups (``cin`` for depthwise).
+        batch: batch size the cost is for.
+        padding: ``"same"`` or ``"valid"``.
+        n_inputs: number of summed tensors (``add``).
+        w_bits, a_bits: the bit-widths the layer carries in its model (32 =
+            float); not part of the signature.
+        fixed_in, fixed_out: whether cin (cout) is tied to the model's input
+            (output) and so cannot be pruned; not part of the signature.
+
+    Example:
+        >>> s = LayerSpec("c1", "conv", 28, 28, 16, 32, kernel=(3, 3))
+        >>> s.macs, s.gemm_shape()
+        (3612672, (1, 784, 144, 32))
+    """
+
+    name: str
+    op: str
+    in_h: int
+    in_w: int
+    cin: int
+    cout: int
+    kernel: tuple = (1, 1)
+    stride: tuple = (1, 1)
+    dilation: tuple = (1, 1)
+    groups: int = 1
+    batch: int = 1
+    padding: str = "valid"
+    n_inputs: int = 1
+    w_bits: int = dataclasses.field(default=32, compare=False)
+    a_bits: int = dataclasses.field(default=32, compare=False)
+    fixed_in: bool = dataclasses.field(default=False, compare=False)
+    fixed_out: bool = dataclasses.field(default=False, compare=False)
+
+    def __post_init__(self):
+        if self.op not in OPS:
+            raise ValueError(
+                f"op must be one of {OPS}. Received: op={self.op!r} "
+                f"(layer {self.name!r})")
+        for field in ("in_h", "in_w", "cin", "cout", "groups", "batch",
+                      "n_inputs"):
+            v = getattr(self, field)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(
+                    f"{field} must be a positive int. Received: {field}={v!r}"
+                    f" (layer {self.name!r})")
+        for field in ("kernel", "stride", "dilation"):
+            object.__setattr__(self, field,
+                               _pair(getattr(self, field), field, self.name))
+        if self.padding not in _PADDINGS:
+            raise ValueError(
+                f"padding must be 'same' or 'valid'. Received: "
+                f"padding={self.padding!r} (layer {self.name!r})")
+        if self.op in _TIED_OPS and self.op != "depthwise" and (
+                self.cin != self.cout):
+            raise ValueError(
+                f"{self.op} keeps its channels, so cin must equal cout. "
+                f"Received: cin={self.cin}, cout={self.cout} "
+                f"(layer {self.name!r})")
+        if self.op == "depthwise" and (
+                self.groups != self.cin or self.cout % self.cin):
+            raise ValueError(
+                "depthwise needs groups == cin and cout a multiple of cin. "
+                f"Received: cin={self.cin}, cout={self.cout}, "
+                f"groups={self.groups} (layer {self.name!r})")
+        if self.op == "conv" and (self.cin % self.groups
+                                  or self.cout % self.groups):
+            raise ValueError(
+                f"groups={self.groups} must divide cin={self.cin} and "
+                f"cout={self.cout} (layer {self.name!r})")
+
+    # -- derived geometry ------------------------------------------------
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        """Output (height, width)."""
+        if self.op in ("dense", "add"):
+            return self.in_h, self.in_w
+        if self.op.startswith("global_"):
+            return 1, 1
+        out = []
+        for size, k, s, d in zip((self.in_h, self.in_w), self.kernel,
+                                 self.stride, self.dilation):
+            if self.padding == "same":
+                out.append(-(-size // s))
+            else:
+                out.append(max(0, (size - d * (k - 1) - 1) // s + 1))
+        return tuple(out)
+
+    @property
+    def depth_multiplier(self) -> int:
+        return self.cout // self.cin if self.op == "depthwise" else 1
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates (0 for element-wise and pooling ops)."""
+        if self.op not in GEMM_OPS:
+            return 0
+        oh, ow = self.out_hw
+        kk = self.kernel[0] * self.kernel[1]
+        if self.op == "dense":
+            return self.batch * self.in_h * self.in_w * self.cin * self.cout
+        return self.batch * oh * ow * kk * (self.cin // self.groups) * (
+            self.cout)
+
+    @property
+    def weight_count(self) -> int:
+        """Number of kernel weights (no bias)."""
+        if self.op == "dense":
+            return self.cin * self.cout
+        if self.op in ("conv", "depthwise"):
+            kk = self.kernel[0] * self.kernel[1]
+            return kk * (self.cin // self.groups) * self.cout
+        return 0
+
+    @property
+    def input_elems(self) -> int:
+        return self.batch * self.in_h * self.in_w * self.cin * self.n_inputs
+
+    @property
+    def output_elems(self) -> int:
+        oh, ow = self.out_hw
+        return self.batch * oh * ow * self.cout
+
+    def gemm_shape(self) -> tuple[int, int, int, int]:
+        """(groups, M, K, N) of the layer lowered to matrix products.
+
+        A convolution is ``groups`` GEMMs of M = batch*Ho*Wo output pixels,
+        K = (cin/groups)*kh*kw and N = cout/groups; dense is one GEMM with
+        M = batch * (middle axes).
+
+        Raises:
+            ValueError: for ops that are not GEMMs.
+        """
+        if self.op not in GEMM_OPS:
+            raise ValueError(
+                f"{self.op} is not a matrix product (layer {self.name!r})")
+        if self.op == "dense":
+            return 1, self.batch * self.in_h * self.in_w, self.cin, self.cout
+        oh, ow = self.out_hw
+        kk = self.kernel[0] * self.kernel[1]
+        g = self.groups
+        return g, self.batch * oh * ow, (self.cin // g) * kk, self.cout // g
+
+    # -- keys --------------------------------------------------------------
+    def _shape_key(self) -> str:
+        kh, kw = self.kernel
+        sh, sw = self.stride
+        dh, dw = self.dilation
+        return (f"{self.op}|b{self.batch}|{self.in_h}x{self.in_w}|"
+                f"k{kh}x{kw}|s{sh}x{sw}|d{dh}x{dw}|{self.padding}|"
+                f"n{self.n_inputs}")
+
+    def signature(self) -> str:
+        """Key of this exact layer shape (name and bits excluded).
+
+        Example:
+            >>> LayerSpec("a", "add", 7, 7, 64, 64, n_inputs=2).signature()
+            'add|b1|7x7|k1x1|s1x1|d1x1|valid|n2|c64>64|g1'
+        """
+        return (f"{self._shape_key()}|c{self.cin}>{self.cout}|"
+                f"g{self.groups}")
+
+    def family(self) -> str:
+        """Key shared by the layer at any channel count (for interpolation).
+
+        Depthwise layers keep their depth multiplier; grouped convolutions
+        keep their group count.
+        """
+        if self.op == "depthwise":
+            return f"{self._shape_key()}|m{self.depth_multiplier}"
+        return f"{self._shape_key()}|g{self.groups}"
+
+    @property
+    def tied_channels(self) -> bool:
+        """True when cout is determined by cin (depthwise, add, pooling)."""
+        return self.op in _TIED_OPS
+
+    def with_channels(self, cin: int | None = None,
+                      cout: int | None = None) -> LayerSpec:
+        """A copy at other channel counts (as after channel pruning).
+
+        For depthwise, add and pooling only ``cin`` is free: cout (and the
+        depthwise groups) follow it.
+
+        Example:
+            >>> s.with_channels(cin=8, cout=24).cin
+            8
+        """
+        cin = self.cin if cin is None else int(cin)
+        if self.tied_channels:
+            if cout is not None and self.op != "depthwise" and cout != cin:
+                raise ValueError(
+                    f"{self.op} keeps its channels; got cin={cin}, "
+                    f"cout={cout} (layer {self.name!r})")
+            dm = self.depth_multiplier
+            return dataclasses.replace(
+                self, cin=cin, cout=cin * dm,
+                groups=cin if self.op == "depthwise" else self.groups)
+        cout = self.cout if cout is None else int(cout)
+        return dataclasses.replace(self, cin=cin, cout=cout)
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict of the signature fields (no name, bits, hints)."""
+        return {
+            "op": self.op, "in_h": self.in_h, "in_w": self.in_w,
+            "cin": self.cin, "cout": self.cout, "kernel": list(self.kernel),
+            "stride": list(self.stride), "dilation": list(self.dilation),
+            "groups": self.groups, "batch": self.batch,
+            "padding": self.padding, "n_inputs": self.n_inputs,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict, name: str = "") -> LayerSpec:
+        """Inverse of ``to_dict``.
+
+        Raises:
+            TypeError: if ``d`` is not a dict.
+            ValueError: on missing or malformed fields.
+        """
+        if not isinstance(d, dict):
+            raise TypeError(f"a layer spec must be a dict. Received: {d!r}")
+        missing = [k for k in ("op", "in_h", "in_w", "cin", "cout")
+                   if k not in d]
+        if missing:
+            raise ValueError(f"layer spec is missing {missing}. Received: "
+                             f"{d!r}")
+        keys = ("op", "in_h", "in_w", "cin", "cout", "kernel", "stride",
+                "dilation", "groups", "batch", "padding", "n_inputs")
+        unknown = sorted(set(d) - set(keys))
+        if unknown:
+            raise ValueError(f"layer spec has unknown fields {unknown}. "
+                             f"Received: {d!r}")
+        kwargs = {k: d[k] for k in keys if k in d}
+        for k in ("kernel", "stride", "dilation"):
+            if k in kwargs:
+                kwargs[k] = tuple(kwargs[k])
+        return cls(name=name or d.get("name", ""), **kwargs)
+
+
+# -- extraction from a Keras model -----------------------------------------
+
+def _shape_of(t) -> tuple:
+    return tuple(None if d is None else int(d) for d in t.shape)
+
+
+def _unwrap(layer):
+    while isinstance(layer, keras.layers.Wrapper):
+        layer = layer.layer
+    return layer
+
+
+def _channels_last(layer, name):
+    fmt = getattr(layer, "data_format", "channels_last")
+    if fmt != "channels_last":
+        raise ValueError(
+            f"Only channels_last layers can be costed. Received: "
+            f"data_format={fmt!r} (layer {name!r})")
+
+
+def _hw(shape, name) -> tuple[int, int]:
+    if len(shape) != 4 or None in shape[1:]:
+        raise ValueError(
+            f"Layer {name!r} needs a fully defined NHWC input shape to be "
+            f"costed. Received: {shape}")
+    return shape[1], shape[2]
+
+
+def _spec_for(layer, name, in_shapes, out_shape, batch):
+    """(LayerSpec | None, skip reason)."""
+    inner = _unwrap(layer)
+    common = {"name": name, "batch": batch}
+    if isinstance(inner, keras.layers.DepthwiseConv2D):
+        _channels_last(inner, name)
+        h, w = _hw(in_shapes[0], name)
+        cin = in_shapes[0][-1]
+        return LayerSpec(
+            op="depthwise", in_h=h, in_w=w, cin=cin, cout=out_shape[-1],
+            kernel=inner.kernel_size, stride=inner.strides,
+            dilation=inner.dilation_rate, groups=cin,
+            padding=inner.padding, **common), ""
+    if isinstance(inner, keras.layers.Conv2D):
+        _channels_last(inner, name)
+        h, w = _hw(in_shapes[0], name)
+        return LayerSpec(
+            op="conv", in_h=h, in_w=w, cin=in_shapes[0][-1],
+            cout=out_shape[-1], kernel=inner.kernel_size,
+            stride=inner.strides, dilation=inner.dilation_rate,
+            groups=int(getattr(inner, "groups", 1) or 1),
+            padding=inner.padding, **common), ""
+    if isinstance(inner, keras.layers.Dense):
+        shape = in_shapes[0]
+        if None in shape[1:]:
+            raise ValueError(f"Layer {name!r} needs a defined input shape. "
+                             f"Received: {shape}")
+        mid = math.prod(shape[1:-1]) if len(shape) > 2 else 1
+        return LayerSpec(op="dense", in_h=int(mid), in_w=1, cin=shape[-1],
+                         cout=out_shape[-1], **common), ""
+    if isinstance(inner, keras.layers.Add):
+        shape = in_shapes[0]
+        h, w = (shape[1], shape[2]) if len(shape) == 4 else (1, 1)
+        if None in (h, w):
+            raise ValueError(f"Layer {name!r} needs a defined input shape. "
+                             f"Received: {shape}")
+        return LayerSpec(op="add", in_h=h, in_w=w, cin=shape[-1],
+                         cout=shape[-1], n_inputs=len(in_shapes),
+                         **common), ""
+    pools = ((keras.layers.AveragePooling2D, "avgpool"),
+             (keras.layers.MaxPooling2D, "maxpool"),
+             (keras.layers.GlobalAveragePooling2D, "global_avgpool"),
+             (keras.layers.GlobalMaxPooling2D, "global_maxpool"))
+    for cls, op in pools:
+        if isinstance(inner, cls):
+            _channels_last(inner, name)
+            h, w = _hw(in_shapes[0], name)
+            extra = {}
+            if not op.startswith("global_"):
+                extra = {"kernel": inner.pool_size, "stride": inner.strides,
+                         "padding": inner.padding}
+            return LayerSpec(op=op, in_h=h, in_w=w, cin=in_shapes[0][-1],
+                             cout=in_shapes[0][-1], **extra, **common), ""
+    cls_name = type(inner).__name__
+    if cls_name in _FREE_LAYERS or any(
+            k.__name__ in _FREE_LAYERS for k in type(inner).__mro__):
+        return None, ""
+    return None, f"no cost model for {cls_name}"
+
+
+def _walk(model, prefix, out):
+    for layer in model.layers:
+        name = prefix + layer.name
+        if isinstance(layer, keras.Model) and getattr(layer, "layers", None):
+            _walk(layer, name + "/", out)
+            continue
+        out.append((name, layer))
+
+
+def extract_specs(model: keras.Model, batch: int = 1,
+                  return_skipped: bool = False):
+    """Reads the costed layers of a built model as ``LayerSpec`` records.
+
+    Names, output shapes, MACs and the layers' own ``w_bits``/``a_bits``
+    come from ``tfcomp.profile``; kernel, stride, padding and groups from the
+    layer config. Nested functional models are recursed into (``outer/inner``
+    names, as in the profile).
+
+    Args:
+        model: a built functional or Sequential ``keras.Model``.
+        batch: batch size to cost for.
+        return_skipped: also return ``[(layer_name, reason)]`` for layers
+            that may cost time but have no cost model (e.g. Concatenate).
+
+    Returns:
+        ``list[LayerSpec]`` in layer order, or ``(specs, skipped)``.
+
+    Raises:
+        TypeError: if ``model`` is not a ``keras.Model``.
+        ValueError: if a layer's shapes cannot be read (subclassed models,
+            undefined spatial sizes, channels_first).
+
+    Example:
+        >>> specs = extract_specs(tfcomp.zoo.mobilenet_v2())
+        >>> sum(s.macs for s in specs) == tfcomp.profile(model).macs
+        True
+    """
+    from tfcomp.profile import profile
+
+    if not isinstance(model, keras.Model):
+        raise TypeError(
+            f"extract_specs expects a keras.Model. Received: {type(model)!r}")
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive int. Received: "
+                         f"batch={batch!r}")
+    records = {r.name: r for r in profile(model).layers}
+    layers: list = []
+    _walk(model, "", layers)
+    try:
+        in_ids = {id(t) for t in keras.tree.flatten(model.inputs)}
+        out_ids = {id(t) for t in keras.tree.flatten(model.outputs)}
+    except (AttributeError, ValueError):
+        in_ids, out_ids = set(), set()
+    specs, skipped = [], []
+    for name, layer in layers:
+        rec = records.get(name)
+        try:
+            ins = keras.tree.flatten(layer.input)
+            outs = keras.tree.flatten(layer.output)
+        except (AttributeError, ValueError) as e:
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            raise ValueError(
+                f"Cannot read the input/output shapes of layer {name!r} "
+                f"({type(layer).__name__}); costing needs a built functional "
+                f"or Sequential model. ({e})") from e
+        in_shapes = [_shape_of(t) for t in ins]
+        out_shape = _shape_of(outs[0])
+        spec, reason = _spec_for(layer, name, in_shapes, out_shape, batch)
+        if spec is None:
+            if reason:
+                skipped.append((name, reason))
+            continue
+        if rec is not None:
+            w_bits, a_bits = int(rec.w_bits), int(rec.a_bits)
+            # Cross-check the geometry where the profile counts MACs (it
+            # reports 0 for layer types it does not know, e.g. wrappers).
+            if spec.op in GEMM_OPS and rec.macs and (
+                    rec.macs != spec.macs // batch):
+                raise ValueError(
+                    f"Layer {name!r}: spec MACs {spec.macs // batch} differ "
+                    f"from the profile's {rec.macs}; its geometry could not "
+                    "be read reliably.")
+        else:
+            w_bits = a_bits = 32
+        spec = dataclasses.replace(
+            spec, w_bits=w_bits, a_bits=a_bits,
+            fixed_in=any(id(t) in in_ids for t in ins),
+            fixed_out=any(id(t) in out_ids for t in outs))
+        specs.append(spec)
+    return (specs, skipped) if return_skipped else specs

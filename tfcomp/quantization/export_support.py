@@ -1,0 +1,312 @@
+"""The bridge between tfcomp's QAT models and the TFLite converter.
+
+Contract (used by ``tfcomp.export.export_tflite(..., quantization="int8")``):
+
+``is_qat_model(model) -> bool``
+    True when the model holds tfcomp quantization layers (QuantConv2D,
+    QuantDepthwiseConv2D, QuantDense, QuantActivation, QuantReLU).
+
+``prepare_for_tflite(model) -> (keras_model, converter_kwargs)``
+    Returns a *clone* of the QAT model whose quantizers emit TensorFlow
+    FakeQuant ops (``keras.quantizers.fake_quant_with_min_max_vars``) and
+    the converter attributes to set. The caller converts the clone with
+    ``tf.lite.TFLiteConverter.from_keras_model(clone)``, sets
+    ``target_spec.supported_ops = [TFLITE_BUILTINS_INT8]`` (and int8 or
+    float32 I/O types as it likes), then ``setattr(converter, k, v)`` for
+    every item of ``converter_kwargs`` (``optimizations=[DEFAULT]``,
+    ``representative_dataset=None``: the converter's QAT mode takes every
+    range from the FakeQuant ops; a representative dataset would re-
+    calibrate them). The clone computes the same function as the QAT model
+    in inference mode, so the file should be verified against the QAT
+    model itself. Call it only for ``quantization="int8"``; other modes
+    convert the QAT model as is (its quantizers are ordinary float ops).
+
+How b-bit layers map onto int8 TFLite (TF 2.21's converter only accepts
+8-bit FakeQuant; ``num_bits < 8`` fails to legalise):
+
+* weights: the kernel is replaced by its dequantized b-bit values
+  ``codes * s`` and fake-quantized per output channel with
+  ``narrow_range=True`` on ``[-127 s, 127 s]``, so the int8 tensor stores the
+  b-bit integer codes themselves with scale ``s``: at most ``2^b - 1``
+  distinct levels per output channel. Dense layers are emitted as 1x1
+  CONV_2D (the converter cannot keep per-channel ranges through
+  FULLY_CONNECTED's transpose).
+* activations at ``b < 8`` bits: the int8 tensor gets the b-bit scale and
+  zero point, and a MINIMUM op clamps at the top of the b-bit range, so
+  TFLite rounds and clips exactly like the QAT model.
+* every other tensor takes its range from an 8-bit ``QuantActivation``
+  inserted by ``quantize_model``.
+
+Raises ``ValueError`` for uncalibrated quantizers (never trained or
+``calibrate``d), float conv / dense layers, float activations of quantized
+layers, and DNAS supernet layers.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+__all__ = ["is_qat_model", "prepare_for_tflite", "check_exportable",
+           "quantization_params", "tflite_weight_levels", "convert_int8"]
+
+_WEIGHT_CLASSES = ("QuantConv2D", "QuantDepthwiseConv2D", "QuantDense")
+_ACT_CLASSES = ("QuantActivation", "QuantReLU")
+_MIXED_CLASSES = ("MixedQuantConv2D", "MixedQuantDepthwiseConv2D",
+                  "MixedQuantDense")
+_FLOAT_KERNELS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense",
+                  "SeparableConv2D", "Conv2DTranspose", "EinsumDense")
+
+
+def _layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _layers(layer)
+        else:
+            yield layer
+
+
+def is_qat_model(model) -> bool:
+    """Whether a model contains tfcomp quantization layers.
+
+    Example:
+        >>> is_qat_model(quantize_model(model))
+        True
+    """
+    if not isinstance(model, keras.Model):
+        return False
+    names = _WEIGHT_CLASSES + _ACT_CLASSES + _MIXED_CLASSES
+    return any(type(layer).__name__ in names for layer in _layers(model))
+
+
+def check_exportable(model) -> None:
+    """Raises ``ValueError`` when a QAT model cannot become an int8 file.
+
+    Example:
+        >>> check_exportable(qat_model)  # silent when ready
+    """
+    mixed, floats, float_in, uncal = [], [], [], []
+    for layer in _layers(model):
+        cls = type(layer).__name__
+        if cls in _MIXED_CLASSES:
+            mixed.append(layer.name)
+        elif cls in _FLOAT_KERNELS:
+            floats.append(layer.name)
+        elif cls in _WEIGHT_CLASSES:
+            if layer.w_bits > 8:
+                floats.append(layer.name)
+            if layer.input_quantizer is None:
+                float_in.append(layer.name)
+            elif not layer.input_quantizer.calibrated:
+                uncal.append(layer.name)
+        elif cls in _ACT_CLASSES and not layer.quantizer.calibrated:
+            uncal.append(layer.name)
+    if mixed:
+        raise ValueError(
+            f"Layers {mixed} are DNAS supernet layers; derive bits with "
+            "tfcomp.quantization.dnas.derive() and quantize_model them "
+            "before int8 export.")
+    if uncal:
+        raise ValueError(
+            "Exporting int8 needs calibrated activation ranges, but these "
+            f"layers never saw data: {uncal[:10]}"
+            f"{' ...' if len(uncal) > 10 else ''}. Run "
+            "tfcomp.quantization.calibrate(model, data) or train the model "
+            "first.")
+    if floats:
+        raise ValueError(
+            f"Layers {floats} have float weights (skipped or w_bits=32); a "
+            "full-integer int8 file needs every conv / dense layer "
+            "quantized. Quantize them or export with quantization=None / "
+            "'dynamic'.")
+    if float_in:
+        raise ValueError(
+            f"Layers {float_in} have float inputs (a_bits=32); a "
+            "full-integer int8 file needs every activation quantized.")
+
+
+def _per_channel(scale, n_out: int) -> np.ndarray:
+    s = np.asarray(scale, np.float32).reshape(-1)
+    if s.size == 1:
+        s = np.full((n_out,), float(s[0]), np.float32)
+    if s.size != n_out:
+        raise ValueError(f"scale has {s.size} entries, expected {n_out}")
+    return s
+
+
+def quantization_params(model) -> dict:
+    """Integer weights, scales and activation grids of a QAT model.
+
+    For every quantized layer: ``w_bits``, ``a_bits``, ``codes`` (int32,
+    kernel layout), ``scale`` (per output channel), ``bias`` (float or
+    None), and ``input`` = ``(scale, zero_point, bits)`` of its input
+    quantizer; for activation quantizer layers ``output`` likewise. This is
+    what integer back ends (TFLite, bit-serial descriptors) consume.
+
+    Example:
+        >>> p = quantization_params(qat)["s1b1_conv1"]
+        >>> p["codes"].dtype, p["scale"].shape
+    """
+    out = {}
+    for layer in _layers(model):
+        cls = type(layer).__name__
+        if cls in _WEIGHT_CLASSES:
+            kernel = keras.ops.convert_to_numpy(layer.kernel)
+            n_out = (int(np.prod(kernel.shape[2:]))
+                     if cls == "QuantDepthwiseConv2D" else kernel.shape[-1])
+            entry = {"type": cls, "w_bits": layer.w_bits,
+                     "a_bits": layer.a_bits,
+                     "bias": (keras.ops.convert_to_numpy(layer.bias)
+                              if layer.use_bias else None)}
+            if layer.weight_quantizer is not None:
+                codes, scale = layer.weight_quantizer.integer_codes(kernel)
+                entry["codes"] = codes
+                entry["scale"] = _per_channel(scale, n_out)
+                entry["weight_quantizer"] = type(
+                    layer.weight_quantizer).__name__
+            iq = layer.input_quantizer
+            entry["input"] = None
+            if iq is not None and iq.calibrated:
+                s, z = iq.numpy_grid()
+                entry["input"] = (s, z, iq.bits)
+            out[layer.name] = entry
+        elif cls in _ACT_CLASSES:
+            q = layer.quantizer
+            grid = None
+            if q.calibrated:
+                s, z = q.numpy_grid()
+                grid = (s, z, q.bits)
+            out[layer.name] = {"type": cls, "a_bits": q.bits,
+                               "output": grid}
+    return out
+
+
+def prepare_for_tflite(model):
+    """A FakeQuant clone of a QAT model and the converter kwargs to use.
+
+    Args:
+        model: a calibrated / trained QAT model from ``quantize_model``.
+
+    Returns:
+        ``(clone, converter_kwargs)``; see the module docstring.
+
+    Raises:
+        ValueError: when ``check_exportable`` fails.
+
+    Example:
+        >>> clone, kwargs = prepare_for_tflite(qat)
+        >>> converter = tf.lite.TFLiteConverter.from_keras_model(clone)
+        >>> for k, v in kwargs.items(): setattr(converter, k, v)
+    """
+    import tensorflow as tf  # only the converter needs it
+
+    if not is_qat_model(model):
+        raise ValueError(
+            f"Model {model.name!r} is not a tfcomp quantization-aware model.")
+    check_exportable(model)
+    params = quantization_params(model)
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    for layer in _layers(clone):
+        cls = type(layer).__name__
+        if layer.name not in params:
+            continue
+        p = params[layer.name]
+        if cls in _WEIGHT_CLASSES:
+            n_out = p["scale"].shape[0]
+            scale_b = p["scale"].reshape(
+                (1,) * (p["codes"].ndim - 1) + (-1,))
+            if cls == "QuantDepthwiseConv2D":
+                scale_b = p["scale"].reshape(p["codes"].shape[2:])
+            layer.kernel.assign((p["codes"] * scale_b).astype(np.float32))
+            layer._tfcomp_export = {"fq_max": 127.0 * p["scale"],
+                                    "input": p["input"], "n_out": n_out}
+        elif cls in _ACT_CLASSES:
+            layer._tfcomp_export = {"output": p["output"]}
+    # The QAT path needs no representative dataset, but TF's converter only
+    # knows the graph holds FakeQuant ops after a first check that demands
+    # one whenever supported_ops is TFLITE_BUILTINS_INT8 alone: use a
+    # default TargetSpec (every op here is int8 anyway; convert_int8 checks).
+    kwargs = {"optimizations": [tf.lite.Optimize.DEFAULT],
+              "representative_dataset": None,
+              "target_spec": tf.lite.TargetSpec()}
+    return clone, kwargs
+
+
+def convert_int8(model, io_type: str = "float32") -> bytes:
+    """Converts a QAT model to a full-integer TFLite flatbuffer.
+
+    The same steps ``tfcomp.export.export_tflite(..., "int8")`` takes, for
+    callers that want the bytes without writing or verifying a file.
+
+    Args:
+        model: a calibrated / trained QAT model.
+        io_type: "float32" (QUANTIZE / DEQUANTIZE at the ends) or "int8".
+
+    Returns:
+        The ``.tflite`` flatbuffer.
+
+    Example:
+        >>> flatbuffer = convert_int8(qat)
+    """
+    import contextlib
+    import io
+
+    import tensorflow as tf
+
+    if io_type not in ("float32", "int8"):
+        raise ValueError(
+            f"io_type must be 'float32' or 'int8'. Received: {io_type!r}")
+    clone, kwargs = prepare_for_tflite(model)
+    with contextlib.redirect_stdout(io.StringIO()):
+        converter = tf.lite.TFLiteConverter.from_keras_model(clone)
+        if io_type == "int8":
+            converter.inference_input_type = tf.int8
+            converter.inference_output_type = tf.int8
+        for key, value in kwargs.items():
+            setattr(converter, key, value)
+        return converter.convert()
+
+
+def _interpreter(model):
+    kwargs = ({"model_content": bytes(model)}
+              if isinstance(model, (bytes, bytearray))
+              else {"model_path": str(model)})
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # pragma: no cover - fallback runtime
+        import tensorflow as tf
+        Interpreter = tf.lite.Interpreter
+    interp = Interpreter(**kwargs)
+    interp.allocate_tensors()
+    return interp
+
+
+def tflite_weight_levels(model) -> dict:
+    """Distinct integer levels per output channel of a file's int8 weights.
+
+    Args:
+        model: ``.tflite`` path or flatbuffer bytes.
+
+    Returns:
+        ``{tensor_name: [levels of channel 0, 1, ...]}`` for every int8
+        constant tensor with per-channel quantization.
+
+    Example:
+        >>> max(max(v) for v in tflite_weight_levels("m.tflite").values())
+    """
+    interp = _interpreter(model)
+    out = {}
+    for d in interp.get_tensor_details():
+        qp = d.get("quantization_parameters", {})
+        scales = qp.get("scales", np.zeros(0))
+        if d["dtype"] != np.int8 or len(scales) <= 1:
+            continue
+        try:
+            w = interp.get_tensor(d["index"])
+        except ValueError:
+            continue
+        axis = int(qp.get("quantized_dimension", 0))
+        w = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+        out[d["name"]] = [int(np.unique(row).size) for row in w]
+    return out

@@ -1,0 +1,358 @@
+"""Shared machinery of the AMC and HAQ searches (keras-tuner Oracles).
+
+Not public API. ``DDPGOracle`` is a ``keras_tuner.Oracle`` whose trials are
+whole reinforcement-learning episodes: ``populate_space`` rolls out the DDPG
+actor over every layer of a search *space* (an environment object that owns
+the state embedding, the action -> value mapping and the budget wall) and
+returns all per-layer values at once; ``end_trial`` stores the episode's
+transitions in the agent's replay buffer with the trial's reward and runs the
+agent updates.
+
+State follows keras-tuner: ``get_state`` / ``set_state`` carry the episode
+counter, the pending (proposed, not yet rewarded) episodes and the name of
+the agent checkpoint; the agent's weights, Adam moments, replay buffer,
+random state and reward baseline are files beside ``oracle.json``
+(``agent_NNNNNN.json/.weights.npz/.replay.npz``, written by ``DDPG.save``).
+Every file is written atomically and ``oracle.json`` last, so a search that
+is killed at any point resumes from a consistent state: the trial that was
+running is re-run with the same values and none is lost or repeated.
+
+This module imports keras_tuner; ``tfcomp.tuners`` only imports it lazily.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import tempfile
+
+import keras_tuner as kt
+import numpy as np
+from keras_tuner.engine.trial import TrialStatus
+
+from tfcomp.tuners.ddpg import DDPG
+
+__all__ = ["DDPGOracle", "minmax_columns", "atomic_write_text",
+           "accuracy", "as_xy", "as_images", "check_fraction"]
+
+_STATE_KEY = "tfcomp"
+_STATE_VERSION = 1
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Writes ``text`` to ``path`` via a temp file and ``os.replace``."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
+                               suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def minmax_columns(features) -> np.ndarray:
+    """Min-max normalises each column to [0, 1] (constant columns -> 0).
+
+    This is how AMC and HAQ normalise their static layer embeddings.
+
+    Example:
+        >>> minmax_columns([[1, 5], [3, 5]])
+        array([[0., 0.], [1., 0.]], dtype=float32)
+    """
+    f = np.asarray(features, dtype=np.float64)
+    if f.ndim != 2:
+        raise ValueError(f"features must be 2-D. Received shape {f.shape}")
+    lo = f.min(axis=0)
+    span = f.max(axis=0) - lo
+    out = np.where(span > 0, (f - lo) / np.where(span > 0, span, 1.0), 0.0)
+    return out.astype(np.float32)
+
+
+def check_fraction(name: str, value, lo_open: bool = True) -> float:
+    """A float in (0, 1] (or [0, 1] with ``lo_open=False``)."""
+    ok = isinstance(value, (int, float, np.floating, np.integer)) and \
+        not isinstance(value, bool) and math.isfinite(float(value))
+    if ok:
+        v = float(value)
+        ok = (0.0 < v if lo_open else 0.0 <= v) and v <= 1.0
+    if not ok:
+        br = "(" if lo_open else "["
+        raise ValueError(f"{name} must be in {br}0, 1]. Received: "
+                         f"{name}={value!r}")
+    return float(value)
+
+
+def as_xy(data, name: str):
+    """``(x, y)`` numpy arrays from an ``(x, y)`` pair; labels as ints."""
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise ValueError(f"{name} must be an (x, y) pair of arrays. "
+                         f"Received: {type(data).__name__}")
+    x = np.asarray(data[0], dtype=np.float32)
+    y = np.asarray(data[1])
+    if x.shape[0] == 0 or x.shape[0] != y.shape[0]:
+        raise ValueError(
+            f"{name} must hold the same non-zero number of inputs and labels."
+            f" Received: x.shape={x.shape}, y.shape={y.shape}")
+    if y.ndim > 1 and y.shape[-1] > 1:
+        y = y.argmax(-1)
+    return x, y.reshape(-1).astype(np.int64)
+
+
+def as_images(data, name: str) -> np.ndarray:
+    """Input array from an array or an ``(x, y)`` pair."""
+    if isinstance(data, (tuple, list)) and len(data) == 2:
+        data = data[0]
+    x = np.asarray(data, dtype=np.float32)
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty batch of inputs. "
+                         f"Received shape {x.shape}")
+    return x
+
+
+def accuracy(model, x, y, batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``model`` (eager calls, no tf.function tracing)."""
+    import keras
+
+    correct = 0
+    for a in range(0, len(x), batch_size):
+        out = model(x[a:a + batch_size], training=False)
+        if isinstance(out, (list, tuple)):
+            out = out[0]
+        pred = np.asarray(keras.ops.convert_to_numpy(out)).argmax(-1)
+        correct += int((pred == y[a:a + batch_size]).sum())
+    return correct / max(1, len(x))
+
+
+def _jsonable_transitions(transitions) -> list:
+    return [[np.asarray(s, np.float32).tolist(),
+             np.asarray(a, np.float32).tolist(),
+             np.asarray(s2, np.float32).tolist(), bool(d)]
+            for s, a, s2, d in transitions]
+
+
+class DDPGOracle(kt.Oracle):
+    """A keras-tuner Oracle that proposes whole DDPG episodes.
+
+    Subclasses pass a *space* with ``names`` (step identifiers),
+    ``state_dim`` and ``rollout(policy) -> (values, transitions, info)``,
+    where ``policy(state) -> action in [0, 1]``.
+
+    Args:
+        space: the search environment (see above).
+        max_trials: episodes to run.
+        seed: seeds the agent (weights, exploration, replay sampling).
+        agent_config: keyword arguments of ``DDPG``.
+        updates_per_episode: agent updates after each finished episode
+            (None: one per transition, as the official AMC/HAQ code);
+            updates start once the warm-up episodes are done.
+        reward_metric: the metric of a trial that is the agent's reward.
+        objective: keras-tuner objective (default ``reward``, maximised).
+        **kwargs: other ``keras_tuner.Oracle`` arguments.
+    """
+
+    def __init__(self, space, max_trials: int, seed: int = 0,
+                 agent_config: dict | None = None,
+                 updates_per_episode: int | None = None,
+                 reward_metric: str = "reward", objective=None, **kwargs):
+        if isinstance(max_trials, bool) or not isinstance(
+                max_trials, (int, np.integer)) or max_trials < 1:
+            raise ValueError(f"max_trials must be an int >= 1. Received: "
+                             f"max_trials={max_trials!r}")
+        if isinstance(seed, bool) or not isinstance(
+                seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be an int >= 0. Received: "
+                             f"seed={seed!r}")
+        if updates_per_episode is not None and (
+                isinstance(updates_per_episode, bool)
+                or not isinstance(updates_per_episode, (int, np.integer))
+                or updates_per_episode < 0):
+            raise ValueError(
+                "updates_per_episode must be None or an int >= 0. Received: "
+                f"updates_per_episode={updates_per_episode!r}")
+        super().__init__(
+            objective=objective or kt.Objective(reward_metric, "max"),
+            max_trials=int(max_trials), seed=int(seed) + 1, **kwargs)
+        # keras-tuner replaces a falsy seed by a random one; keep ours.
+        self.seed = int(seed)
+        self._seed_state = int(seed)
+        self.space = space
+        self.reward_metric = reward_metric
+        config = {"state_dim": space.state_dim, "seed": int(seed)}
+        config.update(agent_config or {})
+        self.agent = DDPG(**config)
+        self.updates_per_episode = updates_per_episode
+        self._episode = 0
+        self._pending: dict = {}
+        self._history: list = []
+        self._agent_file: str | None = None
+        self._agent_counter = 0
+        self._agent_dirty = True
+
+    # -- proposing -----------------------------------------------------
+    @property
+    def episode(self) -> int:
+        """Episodes proposed so far (the next episode's index)."""
+        return self._episode
+
+    def populate_space(self, trial_id):
+        """Rolls out one episode and returns all its per-layer values."""
+        episode = self._episode
+
+        def policy(state):
+            return self.agent.select_action(state, episode)
+
+        values, transitions, info = self.space.rollout(policy)
+        self._episode += 1
+        self._agent_dirty = True
+        self._pending[str(trial_id)] = {
+            "episode": episode,
+            "transitions": _jsonable_transitions(transitions),
+            "info": info,
+        }
+        return {"status": TrialStatus.RUNNING,
+                "values": values}
+
+    # -- learning ------------------------------------------------------
+    def _trial_reward(self, trial):
+        name = self.reward_metric
+        if trial.metrics.exists(name):
+            r = trial.metrics.get_last_value(name)
+        else:
+            r = trial.score
+        if r is None:
+            return None
+        r = float(r)
+        return r if math.isfinite(r) else None
+
+    def _learn(self, trial_id: str) -> None:
+        """Feeds a finished trial's episode to the agent (once)."""
+        entry = self._pending.get(trial_id)
+        trial = self.trials.get(trial_id)
+        if entry is None or trial is None:
+            return
+        status = trial.status
+        if status == TrialStatus.COMPLETED:
+            reward = self._trial_reward(trial)
+            if reward is not None:
+                steps = [(np.asarray(s, np.float32),
+                          np.asarray(a, np.float32),
+                          np.asarray(s2, np.float32), d)
+                         for s, a, s2, d in entry["transitions"]]
+                self.agent.observe_episode(steps, reward)
+                n = self.updates_per_episode
+                n = len(steps) if n is None else n
+                if entry["episode"] >= self.agent.warmup:
+                    for _ in range(n):
+                        self.agent.update()
+                self._agent_dirty = True
+                self._history.append([trial_id, entry["episode"], reward])
+            self._pending.pop(trial_id)
+        elif status == TrialStatus.FAILED:
+            self._pending.pop(trial_id)
+        # INVALID trials are retried with the same values: keep the episode.
+
+    @kt.synchronized
+    def end_trial(self, trial):
+        """Ends a trial (keras-tuner), then learns from its episode."""
+        super().end_trial(trial)
+        self._learn(str(trial.trial_id))
+        self.save()
+
+    # -- state -----------------------------------------------------------
+    def get_state(self):
+        state = super().get_state()
+        state[_STATE_KEY] = {
+            "version": _STATE_VERSION,
+            "space": list(self.space.names),
+            "episode": self._episode,
+            "pending": self._pending,
+            "history": self._history,
+            "agent_file": self._agent_file,
+            "agent_counter": self._agent_counter,
+        }
+        return state
+
+    def set_state(self, state):
+        mine = state.get(_STATE_KEY)
+        if not isinstance(mine, dict):
+            raise ValueError(
+                f"{self._oracle_file()} was not written by a tfcomp "
+                f"{type(self).__name__}; use overwrite=True or another "
+                "project_name.")
+        if int(mine.get("version", 0)) > _STATE_VERSION:
+            raise ValueError(
+                f"{self._oracle_file()} was written by a newer tfcomp "
+                f"(state version {mine.get('version')}).")
+        if list(mine["space"]) != list(self.space.names):
+            raise ValueError(
+                f"The project at {self._project_dir} was created for another"
+                f" search space (steps {mine['space'][:4]}...; this search "
+                f"has {list(self.space.names)[:4]}...). Use overwrite=True "
+                "or another project_name.")
+        super().set_state(state)
+        self._episode = int(mine["episode"])
+        self._pending = dict(mine["pending"])
+        self._history = list(mine.get("history", []))
+        self._agent_counter = int(mine["agent_counter"])
+        self._agent_file = mine["agent_file"]
+        if self._agent_file is not None:
+            agent = DDPG.load(os.path.join(self._project_dir,
+                                           self._agent_file))
+            if agent.state_dim != self.space.state_dim:
+                raise ValueError(
+                    f"Saved agent has state_dim={agent.state_dim}, this "
+                    f"search needs {self.space.state_dim}.")
+            self.agent = agent
+        self._agent_dirty = False
+
+    def _oracle_file(self) -> str:
+        return os.path.join(self._project_dir, "oracle.json")
+
+    def save(self):
+        """Writes the agent files (when changed), then ``oracle.json``.
+
+        Both atomically, the JSON last, so the JSON always names a
+        complete agent checkpoint; older checkpoints are then removed.
+        """
+        directory = self._project_dir
+        if self._agent_dirty or self._agent_file is None:
+            self._agent_counter += 1
+            name = f"agent_{self._agent_counter:06d}"
+            self.agent.save(os.path.join(directory, name))
+            self._agent_file = name
+            self._agent_dirty = False
+        atomic_write_text(self._oracle_file(),
+                          json.dumps(self.get_state()))
+        keep = set(DDPG.paths(os.path.join(directory,
+                                           self._agent_file)).values())
+        for path in glob.glob(os.path.join(directory, "agent_*")):
+            if path not in keep:
+                try:
+                    os.remove(path)
+                except OSError:  # pragma: no cover - concurrent cleanup
+                    pass
+
+    def reload(self):
+        """Reloads trials and state; finishes learning interrupted ends."""
+        super().reload()
+        done = (TrialStatus.COMPLETED, TrialStatus.FAILED)
+        # A kill between a trial's trial.json and oracle.json leaves it
+        # "ongoing" in oracle.json although it ended: do not re-run it.
+        finished = [t for t in self._retry_queue
+                    if self.trials[t].status in done]
+        for trial_id in finished:
+            self._retry_queue.remove(trial_id)
+            if trial_id not in self.end_order:
+                self.end_order.append(trial_id)
+        # ... and learn from any ended trial whose episode is still pending.
+        for trial_id in list(self._pending):
+            trial = self.trials.get(trial_id)
+            if trial is not None and trial.status in done:
+                self._learn(trial_id)

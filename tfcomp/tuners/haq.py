@@ -1,0 +1,612 @@
+"""HAQ: Hardware-Aware Automated Quantization as a keras-tuner search.
+
+keras-tuner's split (DESIGN.md, "Tuners"):
+
+* ``HAQHyperModel`` owns the float model, the space and the evaluation:
+  ``Int`` hyperparameters ``"w_bits/<layer>"`` and ``"a_bits/<layer>"`` in
+  ``[b_min, b_max]`` for every quantizable layer but the first and the last
+  (kept at 8/8), ``build(hp)`` quantizes the model with
+  :func:`tfcomp.quantization.quantize_model` and calibrates it, ``fit``
+  fine-tunes it briefly and returns ``{"reward", "accuracy", "cost",
+  "cost_ratio"}`` with reward ``0.1 * (acc_q - acc_float)`` (accuracies in
+  percent, as the official code). Any keras-tuner tuner can search it.
+* ``HAQOracle`` proposes one episode per trial: the DDPG actor picks the
+  weight bits, then the activation bits, of every layer (two steps per
+  layer), then HAQ's backward resource wall lowers bits until the policy
+  fits the budget; it learns from the reward when the trial ends.
+* ``HAQTuner`` runs the trials; ``get_best_policy()`` returns
+  ``{layer: (w_bits, a_bits)}``.
+
+The resource is the latency or energy of a ``HardwareModel`` /
+``LatencyTable`` (``BitFusion``, ``BISMO``, a table built from them), the
+weight size, or BOPs (MACs * w_bits * a_bits); the budget is a fraction of
+the cost of the whole model at 8/8 bits.
+
+Reference: Wang et al., HAQ: Hardware-Aware Automated Quantization with
+Mixed Precision, CVPR 2019, arXiv:1811.08886.
+
+Example:
+    >>> hm = HAQHyperModel(model, (x, y), (x_val, y_val),
+    ...                    hardware=BitFusion("edge"), budget=0.6)
+    >>> tuner = HAQTuner(hm, max_trials=600, directory="runs")
+    >>> tuner.search()
+    >>> tuner.get_best_policy()
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import keras
+import keras_tuner as kt
+import numpy as np
+
+from tfcomp.tuners._common import (DDPGOracle, accuracy, as_images, as_xy,
+                                   atomic_write_text, check_fraction,
+                                   minmax_columns)
+
+__all__ = ["HAQHyperModel", "HAQOracle", "HAQTuner", "action_to_bits"]
+
+_TARGETS = ("latency", "energy", "size", "bops")
+_FIXED = (8, 8)
+
+
+def action_to_bits(action: float, b_min: int = 2, b_max: int = 8) -> int:
+    """HAQ's action -> bit-width mapping.
+
+    ``[0, 1]`` is split into ``b_max - b_min + 1`` equal bins
+    (``round(b_min - 0.5 + a * (b_max - b_min + 1))``, the official
+    mapping, with ties and the end point resolved into the range), so
+    ``a = 0`` gives ``b_min`` and ``a = 1`` gives ``b_max``.
+
+    Example:
+        >>> action_to_bits(0.0), action_to_bits(1.0), action_to_bits(0.5)
+        (2, 8, 5)
+    """
+    a = float(np.clip(action, 0.0, 1.0))
+    b = math.floor(b_min + a * (b_max - b_min + 1))
+    return int(min(b_max, max(b_min, b)))
+
+
+class _HAQSpace:
+    """Layers, state embedding, action mapping and resource wall of HAQ."""
+
+    state_dim = 10
+
+    def __init__(self, model, hardware, target: str, budget: float,
+                 b_min: int, b_max: int):
+        from tfcomp.hardware import extract_specs
+        from tfcomp.quantization import quantizable_layers
+
+        self.target, self.budget = target, budget
+        self.b_min, self.b_max = b_min, b_max
+        layers = quantizable_layers(model)
+        if not layers:
+            raise ValueError(
+                f"HAQ: model {model.name!r} has no quantizable layers "
+                "(Conv2D, DepthwiseConv2D or Dense).")
+        if len(layers) < 3:
+            raise ValueError(
+                f"HAQ: model {model.name!r} has {len(layers)} quantizable "
+                f"layer(s) {layers}; the first and last stay at 8/8 bits, so"
+                " there is nothing to search (needs at least 3).")
+        specs, _ = extract_specs(model, return_skipped=True)
+        by_name = {s.name: s for s in specs}
+        missing = [n for n in layers if n not in by_name]
+        if missing:
+            raise ValueError(
+                f"HAQ: quantizable layers {missing} have no cost spec "
+                "(nested models are not supported).")
+        self.layers = layers
+        self.free = layers[1:-1]
+        self.names = []
+        for n in self.free:
+            self.names += ["w_bits/" + n, "a_bits/" + n]
+        nb = b_max - b_min + 1
+        self.free_specs = [by_name[n] for n in self.free]
+        fixed = [by_name[layers[0]], by_name[layers[-1]]]
+        others = [s for s in specs if s.name not in set(layers)]
+
+        def layer_cost(spec, w, a):
+            if target == "size":
+                return spec.weight_count * w / 8.0
+            if target == "bops":
+                return float(spec.macs) * w * a
+            try:
+                c = hardware.layer_cost(spec, int(w), int(a))
+            except ValueError as e:
+                raise ValueError(
+                    f"HAQ: {getattr(hardware, 'name', hardware)!r} cannot "
+                    f"cost layer {spec.name!r} at w_bits={w}, a_bits={a}: "
+                    f"{e}") from None
+            v = c.latency_s if target == "latency" else c.energy_j
+            if v is None:
+                raise ValueError(
+                    f"HAQ: target='energy' but hardware "
+                    f"{getattr(hardware, 'name', hardware)!r} has no energy "
+                    f"figure for layer {spec.name!r}; use BitFusion or "
+                    "target='latency'.")
+            return float(v)
+
+        self.table = np.zeros((len(self.free), nb, nb))
+        for i, s in enumerate(self.free_specs):
+            for wi in range(nb):
+                for ai in range(nb):
+                    self.table[i, wi, ai] = layer_cost(s, b_min + wi,
+                                                       b_min + ai)
+        self.constant = sum(layer_cost(s, *_FIXED) for s in fixed)
+        if target in ("latency", "energy"):
+            self.constant += sum(layer_cost(s, *_FIXED) for s in others
+                                 if s.op not in ("conv", "depthwise",
+                                                 "dense"))
+            if target == "latency":
+                self.constant += float(getattr(hardware, "overhead_s", 0.0))
+        eight = [self._cost_of(i, 8, 8) for i in range(len(self.free))]
+        self.full_cost = self.constant + float(sum(eight))
+        self.budget_cost = budget * self.full_cost
+        self.min_cost = self.constant + float(self.table[:, 0, 0].sum())
+        if self.min_cost > self.budget_cost * (1 + 1e-9):
+            raise ValueError(
+                f"HAQ: budget={budget} of the 8/8-bit {target} cannot be "
+                f"reached: with every searched layer at {b_min}/{b_min} bits"
+                " (first and last layers at 8/8) the model still costs "
+                f"{self.min_cost:.6g} = {self.min_cost / self.full_cost:.4f} "
+                f"of the 8/8 cost {self.full_cost:.6g}. The minimum "
+                "reachable budget is "
+                f"{math.ceil(self.min_cost / self.full_cost * 1e4) / 1e4}.")
+        # whether a dimension can change the cost at all (size ignores a)
+        self._a_matters = bool(np.any(np.diff(self.table, axis=2) != 0))
+        self._w_matters = bool(np.any(np.diff(self.table, axis=1) != 0))
+        self._static = self._static_features(layers)
+
+    def _cost_of(self, i, w, a) -> float:
+        if self.b_min <= w <= self.b_max and self.b_min <= a <= self.b_max:
+            return float(self.table[i, w - self.b_min, a - self.b_min])
+        raise ValueError(f"bits ({w}, {a}) outside [{self.b_min}, "
+                         f"{self.b_max}]")
+
+    def cost(self, policy) -> float:
+        """Cost of ``policy`` (array (n_free, 2) of (w, a))."""
+        p = np.asarray(policy, dtype=np.int64) - self.b_min
+        idx = np.arange(len(self.free))
+        return self.constant + float(self.table[idx, p[:, 0], p[:, 1]].sum())
+
+    def _static_features(self, layers) -> np.ndarray:
+        rows = []
+        for s in self.free_specs:
+            rows.append([layers.index(s.name), s.cin, s.cout, s.stride[0],
+                         s.kernel[0], s.weight_count, s.in_h * s.in_w,
+                         1.0 if s.op == "depthwise" else 0.0])
+        return minmax_columns(rows)
+
+    # -- the wall ----------------------------------------------------------
+    def wall(self, policy) -> np.ndarray:
+        """HAQ's backward resource wall.
+
+        While the cost exceeds the budget: walk from the last searched
+        layer to the first lowering activation bits by one (never below
+        ``b_min``), stopping as soon as the budget is met; then the same
+        for weight bits; repeat. The first and last layers stay 8/8 (they
+        are not searched). A dimension that cannot change the cost (the
+        activation bits for ``target="size"``) is left alone.
+        """
+        p = np.array(policy, dtype=np.int64).reshape(-1, 2).copy()
+        limit = self.budget_cost * (1 + 1e-9)
+        cost = self.cost(p)
+        order = range(len(self.free) - 1, -1, -1)
+        dims = [d for d, ok in ((1, self._a_matters), (0, self._w_matters))
+                if ok]
+        while cost > limit:
+            changed = False
+            for d in dims:
+                for i in order:
+                    if p[i, d] > self.b_min:
+                        old = self._cost_of(i, *p[i])
+                        p[i, d] -= 1
+                        cost += self._cost_of(i, *p[i]) - old
+                        changed = True
+                        if cost <= limit:
+                            break
+                if cost <= limit:
+                    break
+            if not changed:  # pragma: no cover - excluded at construction
+                raise RuntimeError("HAQ wall could not meet the budget.")
+        return p
+
+    # -- episode -----------------------------------------------------------
+    def values(self, policy) -> dict:
+        out = {}
+        for i, n in enumerate(self.free):
+            out["w_bits/" + n] = int(policy[i][0])
+            out["a_bits/" + n] = int(policy[i][1])
+        return out
+
+    def policy_from_values(self, values) -> np.ndarray:
+        p = np.full((len(self.free), 2), 8, dtype=np.int64)
+        for i, n in enumerate(self.free):
+            for d, key in ((0, "w_bits/"), (1, "a_bits/")):
+                v = values.get(key + n)
+                if v is not None:
+                    p[i, d] = int(min(self.b_max, max(self.b_min, int(v))))
+        return p
+
+    def rollout(self, policy_fn):
+        """One HAQ episode: ``(values, transitions, info)``.
+
+        Stored actions are the actor's (pre-wall) actions, as the official
+        code stores them.
+        """
+        states, actions = [], []
+        proposal = np.full((len(self.free), 2), 8, dtype=np.int64)
+        prev = 1.0
+        for i in range(len(self.free)):
+            for d in (0, 1):
+                s = np.concatenate([self._static[i], [float(d), prev]]
+                                   ).astype(np.float32)
+                a = float(np.clip(np.asarray(policy_fn(s), np.float64)
+                                  .reshape(-1)[0], 0.0, 1.0))
+                proposal[i, d] = action_to_bits(a, self.b_min, self.b_max)
+                states.append(s)
+                actions.append([a])
+                prev = a
+        final = self.wall(proposal)
+        n = len(states)
+        transitions = [(states[j], actions[j],
+                        states[j + 1] if j + 1 < n else states[j],
+                        j == n - 1) for j in range(n)]
+        cost = self.cost(final)
+        return self.values(final), transitions, {
+            "cost": cost, "cost_ratio": cost / self.full_cost,
+            "proposed": proposal.tolist()}
+
+
+def _values(hp) -> dict:
+    if isinstance(hp, dict):
+        return hp
+    return dict(hp.values)
+
+
+class HAQHyperModel(kt.HyperModel):
+    """HAQ's mixed-precision search space (a keras-tuner HyperModel).
+
+    Hyperparameters: ``"w_bits/<layer>"`` and ``"a_bits/<layer>"``
+    (``Int`` in ``[b_min, b_max]``, default 8) for every quantizable
+    layer (Conv2D, DepthwiseConv2D, Dense) except the first and the last,
+    which stay at 8/8 (the input image is 8-bit; HAQ's convention). A
+    proposal that exceeds the budget is lowered by HAQ's backward wall,
+    so every model any tuner evaluates meets it. ``a_bits`` are the bits
+    of the layer's input activations.
+
+    ``build(hp)``: ``quantize_model`` with the policy, then ``calibrate``
+    on ``calibration_data``. ``fit(hp, model)``: ``finetune_epochs`` of SGD
+    (momentum 0.9) on ``train_data`` (at most ``finetune_steps`` batches
+    per epoch), then top-1 accuracy on ``validation_data``; returns
+    ``{"reward", "accuracy", "cost", "cost_ratio"}`` with reward
+    ``0.1 * (acc_q - acc_float)`` in percent points.
+
+    Args:
+        model: the trained float ``keras.Model`` (left untouched).
+        train_data: ``(x, y)`` for the short fine-tune.
+        validation_data: held-out ``(x, y)`` for the reward.
+        hardware: a ``HardwareModel`` (``BitFusion()``, ``BISMO()``) or
+            ``LatencyTable``; needed for ``target`` "latency" / "energy".
+        target: "latency", "energy", "size" (weight bytes) or "bops"
+            (MACs * w_bits * a_bits).
+        budget: allowed cost as a fraction of the 8/8-bit cost, in (0, 1].
+        b_min, b_max: bit range (paper: 2 and 8).
+        calibration_data: inputs for activation ranges (default: the first
+            512 training images).
+        finetune_epochs: fine-tune epochs (paper: 1; 0 skips).
+        finetune_steps: batches per epoch (None: the whole ``train_data``);
+            a CPU-scale knob.
+        batch_size: fine-tune / evaluation batch size.
+        learning_rate: SGD learning rate of the fine-tune.
+        from_logits: whether the model outputs logits (None: True unless
+            its last layer applies softmax).
+        seed: seeds the fine-tune.
+        name: HyperModel name.
+
+    Raises:
+        ValueError: no (or too few) quantizable layers, an unreachable
+            budget (the message gives the minimum), hardware that cannot
+            cost a layer, bad arguments.
+
+    Reference: Wang et al., arXiv:1811.08886.
+
+    Example:
+        >>> hm = HAQHyperModel(model, (x, y), (xv, yv),
+        ...                    hardware=BISMO(), budget=0.5)
+        >>> hm.policy({"w_bits/s1b1_conv1": 4})["s1b1_conv1"]
+        (4, 8)
+    """
+
+    def __init__(self, model: keras.Model, train_data, validation_data, *,
+                 hardware=None, target: str = "latency", budget: float = 0.5,
+                 b_min: int = 2, b_max: int = 8, calibration_data=None,
+                 finetune_epochs: int = 1, finetune_steps: int | None = None,
+                 batch_size: int = 128, learning_rate: float = 1e-3,
+                 from_logits: bool | None = None, seed: int = 0,
+                 name: str = "haq"):
+        super().__init__(name=name)
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"model must be a keras.Model. Received: "
+                            f"{type(model).__name__}")
+        if target not in _TARGETS:
+            raise ValueError(f"target must be one of {_TARGETS}. Received: "
+                             f"target={target!r}")
+        budget = check_fraction("budget", budget)
+        for nm, v in (("b_min", b_min), ("b_max", b_max)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) \
+                    or not 1 <= v <= 8:
+                raise ValueError(f"{nm} must be an int in [1, 8]. Received: "
+                                 f"{nm}={v!r}")
+        if b_min > b_max:
+            raise ValueError(f"b_min must be <= b_max. Received: b_min="
+                             f"{b_min}, b_max={b_max}")
+        for nm, v, lo in (("finetune_epochs", finetune_epochs, 0),
+                          ("batch_size", batch_size, 1), ("seed", seed, 0)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) \
+                    or v < lo:
+                raise ValueError(f"{nm} must be an int >= {lo}. Received: "
+                                 f"{nm}={v!r}")
+        if finetune_steps is not None and (
+                isinstance(finetune_steps, bool) or not isinstance(
+                    finetune_steps, (int, np.integer)) or finetune_steps < 1):
+            raise ValueError("finetune_steps must be None or an int >= 1. "
+                             f"Received: finetune_steps={finetune_steps!r}")
+        if target in ("latency", "energy"):
+            from tfcomp.hardware import HardwareModel
+            if not isinstance(hardware, HardwareModel):
+                raise ValueError(
+                    f"target={target!r} needs hardware=a HardwareModel "
+                    "(BitFusion('edge'), BISMO()) or a LatencyTable. "
+                    f"Received: hardware={hardware!r}")
+        self.model = model
+        self.hardware, self.target, self.budget = hardware, target, budget
+        self.b_min, self.b_max = int(b_min), int(b_max)
+        self.train_data = as_xy(train_data, "train_data")
+        self.validation_data = as_xy(validation_data, "validation_data")
+        self.calibration_x = (self.train_data[0][:512]
+                              if calibration_data is None else
+                              as_images(calibration_data, "calibration_data"))
+        self.finetune_epochs = int(finetune_epochs)
+        self.finetune_steps = finetune_steps
+        self.batch_size = int(batch_size)
+        self.learning_rate = float(learning_rate)
+        if from_logits is None:
+            act = getattr(model.layers[-1], "activation", None)
+            from_logits = getattr(act, "__name__", "") != "softmax"
+        self.from_logits = bool(from_logits)
+        self.seed = int(seed)
+        self.space = _HAQSpace(model, hardware, target, budget, self.b_min,
+                               self.b_max)
+        self._float_accuracy = None
+
+    # -- introspection -----------------------------------------------------
+    @property
+    def layers(self) -> list:
+        """All quantizable layers (the first and last stay 8/8)."""
+        return list(self.space.layers)
+
+    @property
+    def searched_layers(self) -> list:
+        """Layers whose bits are searched."""
+        return list(self.space.free)
+
+    @property
+    def full_cost(self) -> float:
+        """Cost of the model at 8/8 bits."""
+        return self.space.full_cost
+
+    @property
+    def min_cost(self) -> float:
+        """Cost with every searched layer at ``b_min``."""
+        return self.space.min_cost
+
+    def float_accuracy(self) -> float:
+        """Accuracy of the float model on the validation split (cached)."""
+        if self._float_accuracy is None:
+            self._float_accuracy = accuracy(self.model,
+                                            *self.validation_data,
+                                            self.batch_size)
+        return self._float_accuracy
+
+    # -- the space ---------------------------------------------------------
+    def declare_hyperparameters(self, hp) -> None:
+        for name in self.space.names:
+            hp.Int(name, self.b_min, self.b_max, default=self.b_max)
+
+    def policy(self, hp, wall: bool = True) -> dict:
+        """``{layer: (w_bits, a_bits)}`` for every quantizable layer.
+
+        Args:
+            hp: ``HyperParameters`` or a ``{name: bits}`` dict (missing
+                names: 8 bits).
+            wall: apply the resource wall (bits only lowered).
+
+        Example:
+            >>> hm.policy(tuner.get_best_hyperparameters()[0])
+        """
+        p = self.space.policy_from_values(_values(hp))
+        if wall:
+            p = self.space.wall(p)
+        out = {self.space.layers[0]: _FIXED}
+        for n, (w, a) in zip(self.space.free, p):
+            out[n] = (int(w), int(a))
+        out[self.space.layers[-1]] = _FIXED
+        return out
+
+    def policy_cost(self, policy: dict) -> float:
+        """Cost of a ``{layer: (w, a)}`` policy (searched layers read)."""
+        p = np.array([policy.get(n, _FIXED) for n in self.space.free])
+        return self.space.cost(p)
+
+    def build(self, hp):
+        """The calibrated quantization-aware model of the proposal."""
+        from tfcomp.quantization import calibrate, quantize_model
+
+        if not isinstance(hp, dict):
+            for name in self.space.names:
+                hp.Int(name, self.b_min, self.b_max, default=self.b_max)
+        q = quantize_model(self.model, bits=self.policy(hp))
+        calibrate(q, self.calibration_x, batch_size=self.batch_size)
+        return q
+
+    def fit(self, hp, model, *args, validation_data=None, **kwargs):
+        """Short fine-tune, then the reward on the held-out split.
+
+        Returns:
+            ``{"reward", "accuracy", "cost", "cost_ratio"}``.
+        """
+        x, y = (self.validation_data if validation_data is None
+                else as_xy(validation_data, "validation_data"))
+        if self.finetune_epochs > 0:
+            keras.utils.set_random_seed(self.seed)
+            model.compile(
+                optimizer=keras.optimizers.SGD(self.learning_rate,
+                                               momentum=0.9),
+                loss=keras.losses.SparseCategoricalCrossentropy(
+                    from_logits=self.from_logits))
+            xt, yt = self.train_data
+            model.fit(xt, yt, batch_size=self.batch_size,
+                      epochs=self.finetune_epochs,
+                      steps_per_epoch=self.finetune_steps, shuffle=True,
+                      verbose=0)
+        acc = accuracy(model, x, y, self.batch_size)
+        base = self.float_accuracy() if validation_data is None else \
+            accuracy(self.model, x, y, self.batch_size)
+        cost = self.policy_cost(self.policy(hp))
+        return {"reward": float(0.1 * 100.0 * (acc - base)),
+                "accuracy": float(acc), "cost": float(cost),
+                "cost_ratio": float(cost / self.space.full_cost)}
+
+
+class HAQOracle(DDPGOracle):
+    """Proposes HAQ episodes with a DDPG agent (keras-tuner Oracle).
+
+    One trial is one episode of two steps per searched layer (weight bits,
+    then activation bits). State (10 features): layer index, c_in, c_out,
+    stride, kernel size, #params, input H*W, depthwise flag (min-max
+    normalised over the layers), the weight/activation flag and the
+    previous action. Action ``a`` -> bits by :func:`action_to_bits`; after
+    the episode HAQ's backward wall enforces the budget. When the trial
+    ends, every transition enters the replay buffer with the trial's
+    reward and, after the warm-up, the agent makes one update per
+    transition.
+
+    Defaults are the paper's: 600 episodes, 20 warm-up episodes, sigma 0.5
+    decaying by 0.99 per episode, replay of 128 transitions per layer.
+
+    Args:
+        hypermodel: an ``HAQHyperModel``.
+        max_trials: episodes.
+        seed: seeds the agent.
+        warmup, sigma_decay, init_sigma: exploration schedule.
+        updates_per_episode: None = one update per transition.
+        agent_config: further ``DDPG`` arguments.
+        **kwargs: ``keras_tuner.Oracle`` arguments.
+
+    Reference: Wang et al., arXiv:1811.08886.
+
+    Example:
+        >>> tuner = HAQTuner(hm, oracle=HAQOracle(hm, max_trials=600))
+    """
+
+    def __init__(self, hypermodel: HAQHyperModel, max_trials: int = 600,
+                 seed: int = 0, warmup: int = 20, sigma_decay: float = 0.99,
+                 init_sigma: float = 0.5,
+                 updates_per_episode: int | None = None,
+                 agent_config: dict | None = None, **kwargs):
+        if not isinstance(hypermodel, HAQHyperModel):
+            raise TypeError("hypermodel must be an HAQHyperModel. Received: "
+                            f"{type(hypermodel).__name__}")
+        config = {"warmup": warmup, "sigma_decay": sigma_decay,
+                  "init_sigma": init_sigma,
+                  "buffer_size": 128 * len(hypermodel.space.free)}
+        config.update(agent_config or {})
+        super().__init__(hypermodel.space, max_trials=max_trials, seed=seed,
+                         agent_config=config,
+                         updates_per_episode=updates_per_episode, **kwargs)
+
+
+class HAQTuner(kt.Tuner):
+    """Runs a HAQ search (or any keras-tuner oracle over its space).
+
+    Each trial quantizes, calibrates and briefly fine-tunes the model with
+    the proposed policy, reports ``reward``, ``accuracy``, ``cost`` and
+    ``cost_ratio``, and writes ``<trial dir>/policy.json``. Distributed
+    search: keras-tuner's chief/worker mode (see ``AMCTuner``).
+
+    Args:
+        hypermodel: an ``HAQHyperModel``.
+        oracle: None for an ``HAQOracle``, or any keras-tuner oracle whose
+            objective is ``reward``.
+        max_trials: episodes (HAQOracle only; default 600).
+        seed: seeds the HAQOracle's agent.
+        directory, project_name, overwrite, tuner_id: as keras-tuner.
+        **oracle_kwargs: further ``HAQOracle`` arguments.
+
+    Example:
+        >>> tuner = HAQTuner(hm, max_trials=30, warmup=5, directory="runs")
+        >>> tuner.search(verbose=0)
+        >>> tuner.get_best_policy()
+    """
+
+    def __init__(self, hypermodel: HAQHyperModel, oracle=None,
+                 max_trials: int | None = None, seed: int = 0,
+                 directory=None, project_name: str = "haq",
+                 overwrite: bool = False, tuner_id=None, **oracle_kwargs):
+        if not isinstance(hypermodel, HAQHyperModel):
+            raise TypeError("hypermodel must be an HAQHyperModel. Received: "
+                            f"{type(hypermodel).__name__}")
+        if oracle is None:
+            oracle = HAQOracle(hypermodel, max_trials=max_trials or 600,
+                               seed=seed, **oracle_kwargs)
+        elif oracle_kwargs or max_trials is not None:
+            raise ValueError(
+                "max_trials and oracle arguments go to the oracle you pass. "
+                f"Received: max_trials={max_trials!r}, "
+                f"{sorted(oracle_kwargs)}")
+        super().__init__(oracle=oracle, hypermodel=hypermodel,
+                         directory=directory, project_name=project_name,
+                         overwrite=overwrite, tuner_id=tuner_id)
+
+    def _populate_initial_space(self):
+        hp = self.oracle.get_space()
+        self.hypermodel.declare_hyperparameters(hp)
+        self.oracle.update_space(hp)
+
+    def on_search_begin(self):
+        if not self._is_worker():
+            self.save()
+
+    def run_trial(self, trial, *args, **kwargs):
+        hp = trial.hyperparameters
+        model = self.hypermodel.build(hp)
+        metrics = self.hypermodel.fit(hp, model, *args, **kwargs)
+        policy = self.hypermodel.policy(hp)
+        atomic_write_text(
+            os.path.join(self.get_trial_dir(trial.trial_id), "policy.json"),
+            json.dumps({k: list(v) for k, v in policy.items()}, indent=1))
+        return metrics
+
+    def load_model(self, trial):
+        """The trial's model, rebuilt and fine-tuned again."""
+        hp = trial.hyperparameters
+        model = self.hypermodel.build(hp)
+        self.hypermodel.fit(hp, model)
+        return model
+
+    def get_best_policy(self) -> dict:
+        """``{layer: (w_bits, a_bits)}`` of the best trial.
+
+        Example:
+            >>> qat = tfcomp.quantization.quantize_model(
+            ...     model, bits=tuner.get_best_policy())
+        """
+        trials = self.oracle.get_best_trials(1)
+        if not trials:
+            raise ValueError("No trial has finished yet: run search() first.")
+        return self.hypermodel.policy(trials[0].hyperparameters)
