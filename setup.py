@@ -19,6 +19,9 @@ setup(
         "tensorflow-cpu>=2.16; platform_machine=='x86_64'",
         "tensorflow>=2.16; platform_machine!='x86_64'",
         "keras-tuner>=1.4.7",
+        # keras-tuner's Tuner imports tensorboard's hparams API on the
+        # TensorFlow backend; tensorflow-cpu 2.21 no longer pulls it in.
+        "tensorboard>=2.16",
         "numpy>=1.26",
         "scipy>=1.11",
         "scikit-learn>=1.3",

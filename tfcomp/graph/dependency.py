@@ -162,6 +162,52 @@ class Group:
                 seen.append(m.layer)
         return seen
 
+    def emptied_members(self, units) -> list:
+        """Members that would lose every one of their positions.
+
+        A member touching only part of the group (one operand of a
+        ``Concatenate`` feeding a residual ``Add``) can be emptied even when
+        the group keeps channels; such a plan cannot be built.
+        """
+        gone = np.zeros(self.size, dtype=bool)
+        gone[np.asarray(units, dtype=int)] = True
+        return [m for m in self.members
+                if len(m.units) and gone[m.units].all()]
+
+    def pick_removal(self, order, n_remove: int) -> np.ndarray:
+        """The first ``n_remove`` units of ``order`` that empty no member.
+
+        Args:
+            order: unit indices, least important first.
+            n_remove: how many to take (fewer when every member must keep
+                one unit and the order runs out).
+
+        Returns:
+            Sorted int array of units to remove.
+
+        Example:
+            >>> g.pick_removal(np.argsort(scores), 4)
+        """
+        n_remove = min(int(n_remove), self.size - 1)
+        if n_remove <= 0:
+            return np.zeros(0, dtype=int)
+        left = [len(np.unique(m.units)) for m in self.members]
+        of_unit = defaultdict(list)
+        for i, m in enumerate(self.members):
+            for u in np.unique(m.units):
+                of_unit[int(u)].append(i)
+        out = []
+        for u in np.asarray(order, dtype=int).ravel():
+            if len(out) == n_remove:
+                break
+            owners = of_unit.get(int(u), [])
+            if any(left[i] <= 1 for i in owners):
+                continue
+            for i in owners:
+                left[i] -= 1
+            out.append(int(u))
+        return np.sort(np.asarray(out, dtype=int))
+
     def member_matrix(self, member: Member, variables=None,
                       include_bias: bool = False, weights=None):
         """Per-unit weights of one member.

@@ -147,8 +147,9 @@ def select_channels(group, n_remove: int, criterion="fpgm",
         by_norm = norm_order[:n_norm]
         rest = np.sort(norm_order[n_norm:])
         scores = _gm_scores_among(group, rest)
-        by_dist = rest[np.argsort(scores, kind="stable")[:n_remove - n_norm]]
-        return np.sort(np.concatenate([by_norm, by_dist]).astype(int))
+        by_dist = rest[np.argsort(scores, kind="stable")]
+        return group.pick_removal(np.concatenate([by_norm, by_dist]),
+                                  n_remove)
     if criterion == "fpgm":
         scores = _gm_scores_among(group, np.arange(group.size))
     elif callable(criterion):
@@ -160,7 +161,7 @@ def select_channels(group, n_remove: int, criterion="fpgm",
         raise ValueError(
             f"criterion returned {scores.shape} scores for group "
             f"{group.id!r} of size {group.size}.")
-    return np.sort(np.argsort(scores, kind="stable")[:n_remove]).astype(int)
+    return group.pick_removal(np.argsort(scores, kind="stable"), n_remove)
 
 
 class _GroupInfo:
@@ -336,9 +337,10 @@ class FPGMPruning(keras.callbacks.Callback):
         def macs(rate):
             removed = {}
             for info in self._groups:
-                n = math.floor(info.group.size * rate + 1e-9)
+                g = info.group
+                n = math.floor(g.size * rate + 1e-9)
                 if n:
-                    removed[info.group.id] = np.arange(n)
+                    removed[g.id] = g.pick_removal(np.arange(g.size), n)
             return estimate_macs(graph, Plan.from_removed(graph, removed))
 
         dense = macs(0.0)

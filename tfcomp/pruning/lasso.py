@@ -278,8 +278,10 @@ def resolve_targets(graph: DependencyGraph, ratio, groups=None,
         budget *= dense
 
     def macs_at(r):
-        keep = {g.id: np.arange(_n_keep(g.size, r)) for g in targets}
-        return estimate_macs(graph, Plan.from_keep(graph, keep))
+        removed = {g.id: g.pick_removal(np.arange(g.size),
+                                        g.size - _n_keep(g.size, r))
+                   for g in targets}
+        return estimate_macs(graph, Plan.from_removed(graph, removed))
 
     if dense <= budget:
         r_used = 0.0

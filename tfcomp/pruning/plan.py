@@ -249,6 +249,13 @@ def _check_units(group, units) -> None:
         raise ValueError(
             f"Group {group.id!r}: a plan may not remove all {group.size} "
             "channels of a group.")
+    emptied = group.emptied_members(units) if len(units) else []
+    if emptied:
+        raise ValueError(
+            f"Group {group.id!r}: the plan removes every channel that "
+            f"{emptied[0].layer!r} ({emptied[0].port}) carries; each layer "
+            "must keep at least one. Received: removed="
+            f"{list(units)[:10]}")
 
 
 # ---------------------------------------------------------------------------
@@ -421,7 +428,7 @@ def make_plan(model, ratio: float | dict = 0.3,
             r = r_of(g)
             n_remove = g.size - _n_keep(g.size, r, round_to)
             if n_remove > 0:
-                out[g.index] = np.sort(orders[g.id][:n_remove])
+                out[g.index] = g.pick_removal(orders[g.id], n_remove)
         return out
 
     meta = {"importance": name, "round_to": round_to, "seed": int(seed)}
