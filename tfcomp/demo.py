@@ -4,12 +4,19 @@ Stages, each cached under ``--out`` (and the trained baseline under
 ``~/.cache/tfcomp``) so a rerun is quick:
 
 1. train a zoo ResNet on Fashion-MNIST;
-2. profile it; export float32 and full-integer int8 TFLite files, verify
-   them against Keras and measure their latency side by side;
-3. later stages (pruning, quantization, search, bit-serial export) plug in
-   through ``STAGES``.
+2. profile it; export float32 and full-integer int8 TFLite files;
+3. prune: FPGM soft filter pruning to 50% of the MACs during a short
+   fine-tune (or an AMC search with ``DEMO_SEARCH=1``), then ``strip``;
+4. quantize: a HAQ search for per-layer (w_bits, a_bits) at half the 8/8
+   latency of the Bit Fusion (edge) model, then QAT fine-tuning;
+5. export the mixed-precision model as int8 TFLite and as a Bit Fusion
+   descriptor, and run the descriptor in the bit-serial simulator;
+6. measure every TFLite file side by side and write ``report.md`` + plots.
 
 Prints one results table and writes ``results.json`` / ``results.md``.
+Knobs (environment): ``DEMO_EPOCHS``, ``DEMO_TRAIN_SIZE``, ``DEMO_DEPTH``,
+``DEMO_PRUNE_EPOCHS``, ``DEMO_SEARCH`` (1: AMC instead of FPGM),
+``DEMO_HAQ_TRIALS``, ``DEMO_QAT_EPOCHS``, ``DEMO_SIM_IMAGES``.
 
 Example:
     $ python -m tfcomp.demo --out artifacts
@@ -25,7 +32,7 @@ import time
 
 import numpy as np
 
-__all__ = ["main", "DemoContext", "STAGES"]
+__all__ = ["STAGES", "DemoContext", "main"]
 
 CACHE_DIR = os.path.join(os.path.expanduser("~"), ".cache", "tfcomp")
 
@@ -43,7 +50,14 @@ class DemoContext:
         self.rows: list[dict] = []
         self.accuracy: dict = {}
         self.baseline_key = ""
-        self.prune_epochs = int(os.environ.get("DEMO_PRUNE_EPOCHS", 2))
+        env = os.environ.get
+        self.prune_epochs = int(env("DEMO_PRUNE_EPOCHS", "2"))
+        self.search = env("DEMO_SEARCH", "0") not in ("", "0")
+        self.amc_trials = int(env("DEMO_AMC_TRIALS", "12"))
+        self.haq_trials = int(env("DEMO_HAQ_TRIALS", "6"))
+        self.qat_epochs = int(env("DEMO_QAT_EPOCHS", "1"))
+        self.sim_images = int(env("DEMO_SIM_IMAGES", "1000"))
+        self.extra: dict = {}
         self.models: dict = {}
         self.tflite: dict = {}
         os.makedirs(out, exist_ok=True)
@@ -85,7 +99,7 @@ def stage_train(ctx: DemoContext):
     from tfcomp import zoo
 
     key = hashlib.sha1(json.dumps(
-        [ctx.depth, ctx.epochs, ctx.train_size, ctx.seed, "v1"]).encode()
+        [ctx.depth, ctx.epochs, ctx.train_size, ctx.seed, "v2"]).encode()
     ).hexdigest()[:10]
     ctx.baseline_key = key
     cached = os.path.join(CACHE_DIR, f"resnet{ctx.depth}-fmnist-{key}.keras")
@@ -96,7 +110,10 @@ def stage_train(ctx: DemoContext):
         print(f"[train] ResNet-{ctx.depth} on {ctx.train_size} Fashion-MNIST "
               f"images, {ctx.epochs} epochs")
         keras.utils.set_random_seed(ctx.seed)
-        model = _compile(zoo.resnet(depth=ctx.depth))
+        steps = ctx.epochs * -(-len(ctx.x_train) // 128)
+        model = _compile(zoo.resnet(depth=ctx.depth),
+                         lr=keras.optimizers.schedules.CosineDecay(3e-3,
+                                                                   steps))
         model.fit(ctx.x_train, ctx.y_train, batch_size=128,
                   epochs=ctx.epochs, validation_data=(ctx.x_val, ctx.y_val),
                   verbose=2)
@@ -179,8 +196,17 @@ def stage_export_baseline(ctx: DemoContext):
     _export_row(ctx, "baseline int8", model, acc, "int8")
 
 
+def _accel_ms(model, bits=None) -> float:
+    """Bit Fusion (edge) latency of ``model`` in ms (8/8 unless ``bits``)."""
+    from tfcomp.hardware import BitFusion
+
+    return BitFusion("edge").model_cost(model, bits=bits).latency_s * 1e3
+
+
 def stage_prune(ctx: DemoContext):
-    """FPGM soft filter pruning to 50% MACs during a short fine-tune."""
+    """Prunes to 50% MACs: FPGM during fit, or AMC with ``DEMO_SEARCH=1``."""
+    if ctx.search:
+        return _stage_prune_amc(ctx)
     import keras
 
     from tfcomp.pruning.fpgm import FPGMPruning
@@ -201,37 +227,206 @@ def stage_prune(ctx: DemoContext):
                  epochs=ctx.prune_epochs, callbacks=[cb], verbose=2)
         return strip(soft), {"rate": cb.effective_rate}
 
-    small, info = _cached_model(ctx, "pruned_fpgm", params, build)
+    small, _ = _cached_model(ctx, "pruned_fpgm", params, build)
     ctx.models["pruned"] = small
     acc = ctx.evaluate(small)
     ctx.accuracy["pruned"] = acc
-    _export_row(ctx, "FPGM 50% MACs float32", small, acc, None)
-    _export_row(ctx, "FPGM 50% MACs int8", small, acc, "int8")
+    _record_pruned(ctx, "FPGM 50% MACs", small, acc)
 
 
-def _tflite_accuracy(path: str, ctx: DemoContext) -> float:
-    from tfcomp.export.runtime import make_interpreter, run_interpreter
-
-    interp, _ = make_interpreter(path)
-    y = run_interpreter(interp, ctx.x_test, batch_size=500)
-    return float(np.mean(y.argmax(-1) == ctx.y_test))
-
-
-def stage_latency(ctx: DemoContext):
-    """Measures every exported file side by side (interleaved rounds)."""
-    from tfcomp.export import measure_latencies
-
-    paths = {row["stage"]: row["tflite"] for row in ctx.rows
-             if row.get("tflite")}
-    results = measure_latencies(paths, runs=60, warmup=10, rounds=3)
-    for row in ctx.rows:
-        if row["stage"] in results:
-            row["latency_ms"] = results[row["stage"]].median_ms
-            row["runtime"] = results[row["stage"]].runtime
+def _record_pruned(ctx: DemoContext, label: str, small, acc: float):
+    base = ctx.models["baseline"]
+    ctx.extra["channels"] = _kept_channels(base, small)
+    _export_row(ctx, f"{label} float32", small, acc, None)
+    _export_row(ctx, f"{label} int8", small, acc, "int8")
+    for row in ctx.rows[-2:]:
+        row["accel_ms"] = _accel_ms(small)
 
 
-STAGES = [stage_train, stage_export_baseline, stage_prune]
-FINAL_STAGES = [stage_latency]
+def _kept_channels(base, small) -> dict:
+    """``{layer: [kept, total]}`` for conv / dense layers of the pruned net."""
+    out = {}
+    for layer in small.layers:
+        cfg = layer.get_config()
+        key = "filters" if "filters" in cfg else (
+            "units" if "units" in cfg else None)
+        if key is None:
+            continue
+        total = base.get_layer(layer.name).get_config()[key]
+        out[layer.name] = [int(cfg[key]), int(total)]
+    return out
+
+
+def _stage_prune_amc(ctx: DemoContext):
+    """AMC: a DDPG search for per-layer ratios at 50% MACs, then fine-tune.
+
+    CPU scale: ``DEMO_AMC_TRIALS`` episodes (paper: 100 warm-up + 800).
+    """
+
+    from tfcomp.tuners.amc import AMCHyperModel, AMCTuner
+
+    params = {"method": "amc", "target": 0.5, "trials": ctx.amc_trials,
+              "epochs": ctx.prune_epochs, "lr": 1e-3}
+
+    def build():
+        base = ctx.models["baseline"]
+        hm = AMCHyperModel(base, ctx.x_train[:256],
+                           (ctx.x_val[:2000], ctx.y_val[:2000]),
+                           budget=params["target"], round_to=1)
+        tuner = AMCTuner(hm, max_trials=ctx.amc_trials,
+                         warmup=max(1, ctx.amc_trials // 2), seed=ctx.seed,
+                         directory=os.path.join(ctx.out, "search"),
+                         project_name="amc", overwrite=True)
+        print(f"[prune] AMC search, {ctx.amc_trials} episodes at "
+              f"{params['target']:.0%} of dense MACs")
+        tuner.search(verbose=0)
+        small, _ = hm.prune(tuner.get_best_hyperparameters()[0])
+        _compile(small, lr=params["lr"])
+        small.fit(ctx.x_train, ctx.y_train, batch_size=128,
+                  epochs=ctx.prune_epochs, verbose=2)
+        return small
+
+    small, _ = _cached_model(ctx, "pruned_amc", params, build)
+    ctx.models["pruned"] = small
+    acc = ctx.evaluate(small)
+    ctx.accuracy["pruned"] = acc
+    _record_pruned(ctx, "AMC 50% MACs", small, acc)
+
+
+def stage_quantize(ctx: DemoContext):
+    """HAQ on the Bit Fusion model, then QAT of the best policy.
+
+    The latency budget is halfway between the all-2-bit floor and 8/8
+    (HAQ's paper budgets are fractions of 8/8 on ImageNet-sized layers,
+    which a tiny Fashion-MNIST net cannot reach on Bit Fusion's array).
+
+    CPU scale: ``DEMO_HAQ_TRIALS`` episodes of 20 fine-tune batches each
+    (paper: 20 warm-up + 600 episodes of one epoch).
+    """
+    import keras
+
+    from tfcomp.hardware import BitFusion
+    from tfcomp.quantization import calibrate, quantize_model
+    from tfcomp.tuners.haq import HAQHyperModel, HAQTuner
+
+    params = {"method": "haq", "hardware": "bitfusion-edge", "budget": 0.5,
+              "budget_is": "fraction of the way from the 2-bit floor to 8/8",
+              "trials": ctx.haq_trials, "qat_epochs": ctx.qat_epochs,
+              "lr": 1e-4, "pruned_by": "amc" if ctx.search else "fpgm"}
+    pruned = ctx.models["pruned"]
+
+    def make(budget):
+        return HAQHyperModel(
+            pruned, (ctx.x_train, ctx.y_train),
+            (ctx.x_val[:2000], ctx.y_val[:2000]),
+            hardware=BitFusion("edge"), target="latency",
+            budget=budget, finetune_steps=20, seed=ctx.seed)
+
+    # Small layers fill Bit Fusion's 16x32 array poorly, so lower bits buy
+    # less on a tiny net than on ImageNet models: the budget is set halfway
+    # between the 2-bit floor (first/last layers at 8 bits) and 8/8.
+    probe = make(1.0)
+    floor = probe.min_cost / probe.full_cost
+    params["budget"] = round(floor + params["budget"] * (1.0 - floor), 4)
+
+    def build():
+        hm = make(params["budget"])
+        tuner = HAQTuner(hm, max_trials=ctx.haq_trials,
+                         warmup=max(1, ctx.haq_trials // 2), seed=ctx.seed,
+                         directory=os.path.join(ctx.out, "search"),
+                         project_name="haq", overwrite=True)
+        print(f"[quantize] HAQ search on Bit Fusion (edge), "
+              f"{ctx.haq_trials} episodes, budget {params['budget']:.1%} "
+              f"of the 8/8 latency (the all-2-bit floor is {floor:.1%})")
+        tuner.search(verbose=0)
+        policy = tuner.get_best_policy()
+        qat = quantize_model(pruned, bits=policy)
+        calibrate(qat, ctx.x_train[:512])
+        qat.compile(
+            optimizer=keras.optimizers.Adam(params["lr"]),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"])
+        print(f"[quantize] QAT fine-tune of the best policy, "
+              f"{ctx.qat_epochs} epoch(s)")
+        qat.fit(ctx.x_train, ctx.y_train, batch_size=128,
+                epochs=ctx.qat_epochs, verbose=2)
+        return qat, {"policy": {k: list(v) for k, v in policy.items()}}
+
+    qat, info = _cached_model(ctx, "quantized_haq", params, build)
+    policy = {k: tuple(v) for k, v in info["policy"].items()}
+    ctx.models["quantized"] = qat
+    ctx.extra["bits"] = {k: list(v) for k, v in policy.items()}
+    acc = ctx.evaluate(qat)
+    ctx.accuracy["quantized"] = acc
+    _export_row(ctx, "HAQ mixed-precision int8 TFLite", qat, acc, "int8")
+    ctx.rows[-1]["accel_ms"] = _accel_ms(pruned, policy)
+    ctx.rows[-1]["qat_accuracy"] = acc
+    ctx.extra["hardware_table"] = _bitfusion_heatmap(pruned)
+
+
+def _bitfusion_heatmap(model) -> dict:
+    """Per-layer Bit Fusion latency at w = a = 2..8 bits, for the report."""
+    from tfcomp.hardware import BitFusion
+
+    hw = BitFusion("edge")
+    bits = list(range(2, 9))
+    costs = [hw.model_cost(model, bits=(b, b)) for b in bits]
+    names = list(costs[0].layers)
+    return {"name": "BitFusion-edge (w = a bits)", "layers": names,
+            "bits": bits,
+            "latency_ms": [[c.layers[n].latency_s * 1e3 for c in costs]
+                           for n in names]}
+
+
+def stage_bitserial(ctx: DemoContext):
+    """Bit Fusion descriptor of the QAT model, run in the simulator.
+
+    ``export_bitserial`` checks the simulator against the integer reference
+    bit for bit on 64 images; the simulator then classifies the first
+    ``DEMO_SIM_IMAGES`` test images from the files alone.
+    """
+    from tfcomp.export.bitserial import export_bitserial, simulate_bitserial
+
+    qat = ctx.models["quantized"]
+    path = os.path.join(ctx.out, "haq_bitfusion.json")
+    rep = export_bitserial(qat, path, target="bitfusion",
+                           calibration_x=ctx.x_train[:256],
+                           verify_x=ctx.x_test[:64])
+    x, y = ctx.x_test[:ctx.sim_images], ctx.y_test[:ctx.sim_images]
+    print(f"[bitserial] {path}: {rep.size_bytes:,} B (packed weights "
+          f"{rep.blob_bytes:,} B), {rep.cycles:,} cycles = "
+          f"{rep.latency_s * 1e3:.4f} ms; simulator == integer reference: "
+          f"{rep.simulator_exact}. Simulating {len(x)} test images")
+    sim = np.asarray(simulate_bitserial(path, x, dequantize=True))
+    sim = sim.reshape(len(x), -1).argmax(-1)
+    keras_top1 = qat.predict(x, batch_size=500, verbose=0).argmax(-1)
+    agreement = float(np.mean(sim == keras_top1))
+    print(f"[bitserial] top-1 agreement with the QAT Keras model "
+          f"{agreement:.4f}")
+    ctx.add_row(stage="HAQ Bit Fusion descriptor (simulated)",
+                accuracy=float(np.mean(sim == y)),
+                macs=ctx.rows[-1]["macs"], params=ctx.rows[-1]["params"],
+                descriptor_bytes=rep.size_bytes,
+                accel_ms=rep.latency_s * 1e3, agreement=agreement,
+                simulator_exact=rep.simulator_exact,
+                note=f"first {len(x)} test images")
+
+
+def stage_report(ctx: DemoContext):
+    """``report.md`` + PNG plots next to the results."""
+    from tfcomp.report import write_report
+
+    path = write_report(_results(ctx), os.path.join(ctx.out, "report"))
+    print(f"[report] {path}")
+
+
+def _results(ctx: DemoContext) -> dict:
+    return {"rows": [dict(r) for r in ctx.rows], **ctx.extra}
+
+
+STAGES = [stage_train, stage_export_baseline, stage_prune, stage_quantize,
+          stage_bitserial]
+FINAL_STAGES = [stage_latency, stage_report]
 
 
 def format_table(rows: list[dict]) -> str:
@@ -241,7 +436,7 @@ def format_table(rows: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |",
              "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
-        def f(key, fmt, scale=1.0):
+        def f(key, fmt, scale=1.0, r=r):
             v = r.get(key)
             return "-" if v is None else fmt.format(v / scale)
         lines.append("| " + " | ".join([
@@ -258,11 +453,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="artifacts",
                         help="directory for models, .tflite files, results")
     parser.add_argument("--epochs", type=int,
-                        default=int(os.environ.get("DEMO_EPOCHS", 3)))
+                        default=int(os.environ.get("DEMO_EPOCHS", "4")))
     parser.add_argument("--train-size", type=int,
-                        default=int(os.environ.get("DEMO_TRAIN_SIZE", 20000)))
+                        default=int(os.environ.get("DEMO_TRAIN_SIZE", "30000")))
     parser.add_argument("--depth", type=int,
-                        default=int(os.environ.get("DEMO_DEPTH", 8)))
+                        default=int(os.environ.get("DEMO_DEPTH", "8")))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
@@ -279,13 +474,14 @@ def main(argv=None) -> int:
     print("\nResults (Fashion-MNIST test set, 10,000 images; latency: "
           "batch 1, 1 thread, median)\n")
     print(table)
-    serialisable = [{k: v for k, v in r.items()} for r in ctx.rows]
     with open(os.path.join(args.out, "results.json.tmp"), "w") as f:
-        json.dump(serialisable, f, indent=2)
+        json.dump(_results(ctx), f, indent=2, default=str)
     os.replace(os.path.join(args.out, "results.json.tmp"),
                os.path.join(args.out, "results.json"))
-    with open(os.path.join(args.out, "results.md"), "w") as f:
+    with open(os.path.join(args.out, "results.md.tmp"), "w") as f:
         f.write(table + "\n")
+    os.replace(os.path.join(args.out, "results.md.tmp"),
+               os.path.join(args.out, "results.md"))
     print(f"\nArtifacts in {os.path.abspath(args.out)}/ "
           f"(total {time.time() - t0:.0f} s)")
     return 0

@@ -12,6 +12,9 @@ benchmarks write it::
                         "latency_ms": [[...], ...]}}   # layers x bits
 
 Every key but ``rows`` is optional; each present key gets a plot.
+:func:`collect_results` builds such a dict from models (profile, accuracy,
+measured TFLite latency, latency-table cost), as ``tfcomp report --model``
+does.
 
 Example:
     >>> write_report("artifacts/results.json", "artifacts/report")
@@ -25,7 +28,8 @@ import os
 
 import numpy as np
 
-__all__ = ["write_report", "pareto_front"]
+__all__ = ["write_report", "pareto_front", "load_results", "merge_results",
+           "collect_results", "hardware_table"]
 
 
 def pareto_front(costs, accs) -> list[int]:
@@ -42,6 +46,221 @@ def pareto_front(costs, accs) -> list[int]:
             front.append(int(i))
             best = accs[i]
     return front
+
+
+
+_NUMERIC = ("accuracy", "macs", "params", "tflite_bytes", "latency_ms",
+            "accel_ms")
+
+
+def load_results(results) -> dict:
+    """Reads and checks a results dict (or the JSON file holding one).
+
+    Args:
+        results: a dict with a ``rows`` list, a bare list of rows, or the
+            path of a JSON file holding either.
+
+    Returns:
+        The results dict; rows without a ``stage`` are named ``row <i>``.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: invalid JSON, no ``rows`` list, a row that is not an
+            object or a non-numeric metric.
+
+    Example:
+        >>> load_results([{"stage": "a", "accuracy": 0.9}])["rows"][0]
+        {'stage': 'a', 'accuracy': 0.9}
+    """
+    if isinstance(results, (str, os.PathLike)):
+        if not os.path.isfile(results):
+            raise FileNotFoundError(f"results file not found: {results!r}")
+        try:
+            with open(results) as f:
+                results = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(
+                f"results file {str(results)!r} is not valid JSON: {e}"
+            ) from e
+    if isinstance(results, list):
+        results = {"rows": results}
+    if not isinstance(results, dict) or not isinstance(
+            results.get("rows"), list):
+        raise ValueError(
+            "results must be a dict with a 'rows' list (or a list of rows). "
+            f"Received: {type(results).__name__}")
+    rows = []
+    for i, r in enumerate(results["rows"]):
+        if not isinstance(r, dict):
+            raise ValueError(f"results rows[{i}] must be an object. "
+                             f"Received: {r!r}")
+        r = dict(r)
+        r.setdefault("stage", f"row {i}")
+        r["stage"] = str(r["stage"])
+        for key in _NUMERIC:
+            v = r.get(key)
+            if v is not None and (isinstance(v, bool) or not isinstance(
+                    v, (int, float))):
+                raise ValueError(f"results rows[{i}][{key!r}] must be a "
+                                 f"number. Received: {v!r}")
+        rows.append(r)
+    return {**results, "rows": rows}
+
+
+def merge_results(base, extra) -> dict:
+    """Rows of both; other keys from ``base`` unless only ``extra`` has them.
+
+    Example:
+        >>> merge_results({"rows": [{"stage": "a"}]},
+        ...               {"rows": [{"stage": "b"}], "bits": {}})["rows"]
+        [{'stage': 'a'}, {'stage': 'b'}]
+    """
+    base, extra = load_results(base), load_results(extra)
+    out = {**extra, **base}
+    out["rows"] = base["rows"] + extra["rows"]
+    for key in ("channels", "bits", "hardware_table"):
+        if not base.get(key) and extra.get(key):
+            out[key] = extra[key]
+    return out
+
+
+_CHANNEL_TYPES = ("Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D",
+                  "Dense", "QuantConv2D", "QuantDepthwiseConv2D",
+                  "QuantDense")
+
+
+def _channels(profile) -> dict:
+    return {r.name: int(r.output_shape[-1]) for r in profile.layers
+            if r.type in _CHANNEL_TYPES and r.output_shape}
+
+
+def hardware_table(hardware, model, bits=None) -> dict:
+    """Per-layer latency (ms) of ``model`` over bit-widths, for the heatmap.
+
+    Args:
+        hardware: a ``tfcomp.hardware.LatencyTable`` or ``HardwareModel``.
+        model: the model whose layers are the rows.
+        bits: widths (w = a) for the columns; default: the table's w = a
+            pairs (one float column for bit-invariant tables), or 2..8.
+
+    Returns:
+        ``{"name", "layers", "bits", "latency_ms"}`` (layers the hardware
+        cannot cost are left out).
+
+    Example:
+        >>> t = hardware_table(BitFusion("edge"), tfcomp.zoo.resnet(8))
+        >>> len(t["latency_ms"]) == len(t["layers"])
+        True
+    """
+    from tfcomp.hardware import extract_specs
+
+    invariant = bool(getattr(hardware, "bit_invariant", False))
+    if bits is None:
+        if invariant:
+            bits = [32]
+        elif hasattr(hardware, "bit_pairs"):
+            bits = sorted({w for w, a in hardware.bit_pairs if w == a})
+        if not bits:
+            bits = list(range(2, 9))
+    bits = [int(b) for b in bits]
+    desc = getattr(hardware, "hardware", None)
+    name = (desc.get("name") if isinstance(desc, dict) else None) or getattr(
+        hardware, "name", type(hardware).__name__)
+    layers, lat = [], []
+    for spec in extract_specs(model):
+        try:
+            row = [hardware.layer_cost(spec, b, b).latency_s * 1e3
+                   for b in bits]
+        except (ValueError, KeyError):
+            continue
+        layers.append(spec.name)
+        lat.append(row)
+    return {"name": str(name), "layers": layers, "bits": bits,
+            "bits_label": "float32 (measured)" if invariant
+            else "bits (w = a)", "latency_ms": lat}
+
+
+def collect_results(models: dict, data=None, tflite=None, table=None,
+                    num_images: int = 1000, runs: int = 50) -> dict:
+    """A results dict (see the module doc) measured from models.
+
+    Args:
+        models: ``{label: keras.Model}`` in order; the first is the
+            reference whose channel counts are "original".
+        data: optional ``(x_test, y_test)`` for top-1 accuracy.
+        tflite: optional ``{label: path}``; each file's size and measured
+            median latency go to that label's row.
+        table: optional ``LatencyTable`` / ``HardwareModel``: ``accel_ms``
+            per model (layers at their own bits, 8/8 for float ones) and the
+            heatmap of the reference model.
+        num_images: test images used for accuracy.
+        runs: timed runs per TFLite file.
+
+    Returns:
+        ``{"rows": [...], "channels": ..., "bits": ..., "hardware_table":
+        ...}`` with the keys that apply. Channels: the last model whose
+        conv / dense widths differ from the reference, ``{layer: [kept,
+        original]}``. Bits: the last model with quantized layers, ``{layer:
+        [w_bits, a_bits]}``.
+
+    Example:
+        >>> res = collect_results({"dense": m, "pruned": small},
+        ...                       data=(x_test, y_test))
+        >>> write_report(res, "report")
+    """
+    from tfcomp.profile import profile
+
+    tflite = dict(tflite or {})
+    unknown = sorted(set(tflite) - set(models))
+    if unknown:
+        raise ValueError(f"tflite labels {unknown} match no model label "
+                         f"({sorted(models)})")
+    rows, profiles = [], {}
+    for label, model in models.items():
+        p = profile(model)
+        profiles[label] = p
+        row = {"stage": str(label), "macs": int(p.macs),
+               "params": int(p.params)}
+        if data is not None:
+            x, y = data[0][:num_images], np.asarray(data[1][:num_images])
+            out = np.asarray(model.predict(x, batch_size=256, verbose=0))
+            row["accuracy"] = float(np.mean(
+                out.reshape(len(x), -1).argmax(-1) == y))
+        if label in tflite:
+            from tfcomp.export import measure_latency
+
+            row["tflite_bytes"] = int(os.path.getsize(tflite[label]))
+            row["latency_ms"] = float(
+                measure_latency(tflite[label], runs=runs).median_ms)
+        if table is not None:
+            try:
+                row["accel_ms"] = float(
+                    table.model_cost(model).latency_s * 1e3)
+            except (ValueError, KeyError):
+                pass  # a layer shape the table does not cover
+        rows.append(row)
+    out = {"rows": rows}
+    labels = list(models)
+    if labels:
+        ref = _channels(profiles[labels[0]])
+        for label in reversed(labels[1:]):
+            ch = _channels(profiles[label])
+            diff = {n: [ch[n], ref[n]] for n in ch if n in ref}
+            if any(k != t for k, t in diff.values()):
+                out["channels"] = diff
+                break
+        for label in reversed(labels):
+            bits = {r.name: [int(r.w_bits), int(r.a_bits)]
+                    for r in profiles[label].layers
+                    if r.w_bits < 32 or r.a_bits < 32}
+            if bits:
+                out["bits"] = bits
+                break
+        if table is not None:
+            heat = hardware_table(table, models[labels[0]])
+            if heat["layers"]:
+                out["hardware_table"] = heat
+    return out
 
 
 def _plt():
@@ -159,18 +378,7 @@ def write_report(results, out_dir: str = "report",
         >>> write_report({"rows": [{"stage": "a", "accuracy": .9,
         ...                         "macs": 1e6}]}, "out")
     """
-    if isinstance(results, (str, os.PathLike)):
-        if not os.path.isfile(results):
-            raise FileNotFoundError(f"results file not found: {results!r}")
-        with open(results) as f:
-            results = json.load(f)
-    if isinstance(results, list):
-        results = {"rows": results}
-    if not isinstance(results, dict) or not isinstance(
-            results.get("rows"), list):
-        raise ValueError(
-            "results must be a dict with a 'rows' list (or a list of rows). "
-            f"Received: {type(results).__name__}")
+    results = load_results(results)
     rows = results["rows"]
     os.makedirs(out_dir, exist_ok=True)
     sections = [f"# {title}", "", _markdown_table(rows), ""]

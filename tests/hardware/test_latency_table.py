@@ -191,3 +191,56 @@ def test_interpolation_mixes_points_from_several_layers():
             hw.layer_cost(q, 8, 8).latency_s, rel=1e-9)
     with pytest.raises(LatencyTableError, match="Cannot interpolate"):
         table.lookup(a.with_channels(cin=12, cout=24), 8, 8)  # no rectangle
+
+
+class Staircase(HardwareModel):
+    """Cost linear in cin and a staircase in cout (tiles of 16 outputs),
+    as XNNPACK's GEMM kernels behave on a CPU."""
+
+    name = "staircase"
+
+    def layer_cost(self, spec, w_bits, a_bits):
+        tiles = -(-spec.cout // 16)
+        lat = 1e-6 * tiles * (2 + spec.cin)
+        return Cost(None, lat, None)
+
+
+def test_step_interpolation_follows_the_output_channel_staircase():
+    hw = Staircase()
+    spec = LayerSpec("c", "conv", 8, 8, 64, 64, kernel=3, padding="same")
+    # measured at multiples of 16 in cout (tile boundaries), 4 cin points
+    table = LatencyTable.build([spec], hw, bits=[(8, 8)],
+                               channel_fractions=(0.25, 0.5, 0.75, 1.0),
+                               progress=False)
+    assert table.interpolation == "linear"
+    q = spec.with_channels(cin=40, cout=20)  # cout 20 costs 2 tiles
+    want = hw.layer_cost(q, 8, 8).latency_s
+    assert want == pytest.approx(1e-6 * 2 * 42)
+    linear = table.lookup(q, 8, 8).latency_s
+    table.interpolation = "step"  # clears the lookup cache
+    step = table.lookup(q, 8, 8).latency_s
+    assert step == pytest.approx(want, rel=1e-12)
+    assert linear == pytest.approx(1e-6 * 1.25 * 42, rel=1e-12)
+    for cin, cout in ((16, 16), (24, 33), (56, 47), (17, 64)):
+        q = spec.with_channels(cin=cin, cout=cout)
+        assert table.lookup(q, 8, 8).latency_s == pytest.approx(
+            hw.layer_cost(q, 8, 8).latency_s, rel=1e-12)
+    with pytest.raises(LatencyTableError, match="Cannot interpolate"):
+        table.lookup(spec.with_channels(cin=8, cout=16), 8, 8)  # cin < 16
+
+
+def test_interpolation_mode_round_trips_and_is_validated(tmp_path):
+    spec = LayerSpec("c", "conv", 8, 8, 16, 16, kernel=3, padding="same")
+    table = LatencyTable.build([spec], Staircase(), bits=[(8, 8)],
+                               channel_fractions=(0.5, 1.0), progress=False)
+    table.interpolation = "step"
+    path = table.save(str(tmp_path / "t.json"))
+    assert LatencyTable.load(path).interpolation == "step"
+    doc = json.load(open(path))
+    del doc["interpolation"]  # files written before the field: linear
+    assert LatencyTable.from_dict(doc).interpolation == "linear"
+    doc["interpolation"] = "cubic"
+    with pytest.raises(LatencyTableError, match="interpolation"):
+        LatencyTable.from_dict(doc)
+    with pytest.raises(ValueError, match="interpolation=.cubic."):
+        LatencyTable(interpolation="cubic")

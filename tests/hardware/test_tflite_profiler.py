@@ -49,6 +49,7 @@ def test_measure_tflite_table(tmp_path):
     table = measure_tflite_table(model, channel_fractions=FRACTIONS, runs=6,
                                  warmup=1, rounds=2, progress=False)
     assert table.bit_invariant and table.hardware["name"] == "tflite"
+    assert table.interpolation == "step"  # CPU latency: staircase in cout
     assert table.hardware["config"]["runtime"] in (
         "ai_edge_litert", "tflite_runtime", "tf.lite")
     assert 0 < table.overhead_s < 1e-2
@@ -103,7 +104,7 @@ def test_archive_and_standalone_device_profiler(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     table = LatencyTable.load(str(out))
     assert len(table) == 5 and table.bit_invariant
-    assert table.overhead_s > 0
+    assert table.overhead_s > 0 and table.interpolation == "step"
     assert np.isfinite(table.model_cost(model).latency_s)
 
 

@@ -288,7 +288,8 @@ _MIRRORED = textwrap.dedent("""
     tf.config.set_logical_device_configuration(
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, numpy as np
-    from tfcomp.pruning import fpgm, strip as st
+    from tfcomp.pruning import fpgm
+    from tfcomp.pruning.strip import apply_fpgm
     keras.utils.set_random_seed(0)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
@@ -297,7 +298,7 @@ _MIRRORED = textwrap.dedent("""
         x = keras.layers.BatchNormalization(name="a_bn")(x)
         x = keras.layers.ReLU()(x)
         x = keras.layers.GlobalAveragePooling2D()(x)
-        model = st.apply_fpgm(keras.Model(inp, keras.layers.Dense(4)(x)))
+        model = apply_fpgm(keras.Model(inp, keras.layers.Dense(4)(x)))
         model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
                       keras.losses.SparseCategoricalCrossentropy(
                           from_logits=True))

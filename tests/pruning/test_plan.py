@@ -173,3 +173,36 @@ def test_subclassed_model_error():
     net(np.zeros((1, 4), "float32"))
     with pytest.raises(TypeError, match="subclassed"):
         make_plan(net, ratio=0.5)
+
+
+def _concat_into_residual():
+    inp = keras.Input((6, 6, 2))
+    x = keras.layers.Conv2D(3, 3, padding="same", name="stem")(inp)
+    a = keras.layers.Conv2D(3, 1, name="a")(x)
+    b = keras.layers.Conv2D(3, 1, name="b")(x)
+    cat = keras.layers.Concatenate(name="cat")([a, x, b])
+    y = keras.layers.Conv2D(9, 1, name="c2")(cat)
+    x = keras.layers.Add(name="add")([cat, y])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(2, name="out")(x))
+
+
+def test_a_concatenated_operand_of_a_residual_keeps_a_channel():
+    # The Add couples all 9 concatenated channels into one group; a 60% cut
+    # of that group could take all 3 channels of "a" without the
+    # per-member rule.
+    model = _concat_into_residual()
+    graph = tfcomp.DependencyGraph(model)
+    for seed in range(30):
+        plan = make_plan(graph, ratio=0.6, importance="random", seed=seed)
+        small = prune_channels(model, plan)
+        for name in ("stem", "a", "b", "c2"):
+            assert small.get_layer(name).get_config()["filters"] >= 1
+    group = next(g for g in graph.groups if g.size == 9)
+    a_units = np.unique(next(m for m in group.members
+                             if m.layer == "a").units)
+    with pytest.raises(ValueError, match="must keep at least one"):
+        Plan.from_removed(graph, {group.id: a_units})
+    picked = group.pick_removal(np.concatenate(
+        [a_units, np.setdiff1d(np.arange(9), a_units)]), 5)
+    assert len(picked) == 5 and not set(a_units) <= set(picked)

@@ -6,6 +6,7 @@ fake metrics (a reward computed from the proposal) so no model is pruned.
 
 import json
 import os
+from typing import ClassVar
 
 import keras
 import keras_tuner as kt
@@ -96,7 +97,7 @@ def test_pruned_models_meet_the_macs_target(model, data):
                        max_images=8)
     dense = tfcomp.profile(model).macs
     for seed in range(2):
-        values, _, info = hm.space.rollout(_random_policy(seed))
+        values, _, _ = hm.space.rollout(_random_policy(seed))
         small, plan = hm.prune(values)
         assert tfcomp.profile(small).macs <= 0.5 * dense
         assert tfcomp.profile(small).macs == plan.meta["macs_after"]
@@ -234,7 +235,7 @@ def test_reload_gives_the_same_next_proposal(model, data, tmp_path):
 
 class _KillAt(AMCTuner):
     kill_at = None
-    runs = []
+    runs: ClassVar[list] = []
 
     def run_trial(self, trial, *args, **kwargs):
         if trial.trial_id == self.kill_at:
@@ -325,3 +326,38 @@ def test_amc_tuner_accepts_another_oracle(model, data, tmp_path):
     assert len(tuner.oracle.trials) == 3
     assert isinstance(tuner.get_best_plan(), Plan)
     assert isinstance(AMCOracle(hm, max_trials=3), kt.Oracle)
+
+
+def test_resume_after_a_kill_while_proposing(model, data, tmp_path):
+    # Killed inside create_trial after the new trial's trial.json but before
+    # oracle.json: the resumed search proposes that episode again under the
+    # same id; nothing is lost or repeated.
+    x, y = data
+    hm = FakeAMC(model, x, (x, y), budget=0.5, round_to=1)
+    ref = _tuner(hm, tmp_path / "ref", 5)
+    ref.search(verbose=0)
+    ids = ["0", "1", "2", "3", "4"]
+    killed = _tuner(hm, tmp_path / "run", 5)
+    oracle, plain_save = killed.oracle, killed.oracle.save
+
+    def save():
+        if "3" in oracle.start_order and "3" not in oracle.end_order:
+            raise KeyboardInterrupt
+        plain_save()
+
+    oracle.save = save
+    with pytest.raises(KeyboardInterrupt):
+        killed.search(verbose=0)
+    assert (tmp_path / "run" / "p" / "trial_3" / "trial.json").exists()
+    resumed = _tuner(hm, tmp_path / "run", 5, overwrite=False)
+    assert sorted(resumed.oracle.trials) == ids[:3]
+    resumed.search(verbose=0)
+    trials = resumed.oracle.trials
+    assert sorted(trials) == ids
+    assert all(trials[t].status == "COMPLETED" for t in ids)
+    assert [trials[t].hyperparameters.values for t in ids] == [
+        ref.oracle.trials[t].hyperparameters.values for t in ids]
+    state = json.loads((tmp_path / "run" / "p" / "oracle.json").read_text())
+    assert [h[0] for h in state["tfcomp"]["history"]] == ids
+    np.testing.assert_array_equal(resumed.oracle.agent.actor.params[0],
+                                  ref.oracle.agent.actor.params[0])

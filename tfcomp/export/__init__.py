@@ -6,9 +6,24 @@ Example:
     >>> measure_latency(report.path).median_ms
 """
 
-from tfcomp.export.latency import (LatencyResult, measure_latencies,
-                                   measure_latency)
+from tfcomp.export.bitserial import (
+                                     BitSerialReport,
+                                     export_bitserial,
+                                     simulate_bitserial,
+                                     validate_descriptor,
+)
+from tfcomp.export.latency import LatencyResult, measure_latencies, measure_latency
 from tfcomp.export.tflite import ExportReport, convert_to_tflite, export_tflite
 
-__all__ = ["ExportReport", "LatencyResult", "convert_to_tflite",
-           "export_tflite", "measure_latencies", "measure_latency"]
+__all__ = [
+                                     "BitSerialReport",
+                                     "ExportReport",
+                                     "LatencyResult",
+                                     "convert_to_tflite",
+                                     "export_bitserial",
+                                     "export_tflite",
+                                     "measure_latencies",
+                                     "measure_latency",
+                                     "simulate_bitserial",
+                                     "validate_descriptor",
+]

@@ -235,6 +235,9 @@ def profile_archive(path: str, runs: int = 50, warmup: int = 5,
             "machine": platform.machine(), "node": platform.node(),
             "system": platform.system()}},
         "bit_invariant": True, "overhead_s": overhead,
+        # CPU latency is a staircase in the output channels
+        # (tfcomp.hardware.latency_table): step interpolation.
+        "interpolation": "step",
         "meta": {"source": "measured", "runs": runs, "warmup": warmup,
                  "rounds": rounds, "statistic": statistic,
                  "archive": os.path.basename(str(path)),

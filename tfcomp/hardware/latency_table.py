@@ -5,15 +5,31 @@ groups, batch) and a (w_bits, a_bits) pair to a latency, and to cycles and
 energy where known. It is built from an analytic ``HardwareModel``
 (``LatencyTable.build``) or by timing single-layer TFLite models
 (``measure_tflite_table``, or ``device_profiler`` on a phone). Channel
-counts the table has not seen are interpolated (bilinear in (cin, cout),
-linear for ops whose channels are tied) between measured neighbours of the
-same layer family; outside the measured range it raises.
+counts the table has not seen are interpolated between measured neighbours
+of the same layer family; outside the measured range it raises. Two
+interpolation modes:
+
+* ``"linear"`` (analytic tables): bilinear in (cin, cout), linear for ops
+  whose channels are tied.
+* ``"step"`` (measured CPU tables): piecewise constant in ``cout`` (the
+  nearest measured count at or above it) and linear in ``cin``. CPU GEMM
+  kernels (XNNPACK) pad the output channels to the micro-kernel's tile
+  width (16 floats on this AVX2 host) and loop over input channels without
+  padding, so measured latency is a staircase in ``cout`` and about linear
+  in ``cin``: on this host a 3x3 conv on 14x14x16 takes 10.5 us for every
+  cout in 4..16, 19.7 us for 18..32 and 40 us for 34..40, while its cost
+  rises by ~1.2 us per 2 input channels. Linear interpolation across a step
+  mispredicts by up to 2x; the step rule is exact whenever the measured
+  counts include the tile boundaries (measure multiples of 8 or 16, e.g.
+  ``channel_multiple=8``), and otherwise errs high.
 
 File format (``FORMAT`` / ``VERSION``)::
 
     {"format": "tfcomp.latency_table", "version": 1,
      "hardware": {"name": ..., "config": {...}},
-     "bit_invariant": false, "overhead_s": 0.0, "meta": {...},
+     "bit_invariant": false, "overhead_s": 0.0,
+     "interpolation": "linear" | "step" (optional; default "linear"),
+     "meta": {...},
      "entries": [{"spec": {LayerSpec.to_dict()},
                   "costs": [[w_bits, a_bits, latency_s, cycles|null,
                              energy_j|null], ...]}, ...]}
@@ -45,6 +61,7 @@ __all__ = [
 ]
 
 FLOAT_BITS = 32
+INTERPOLATIONS = ("linear", "step")
 
 
 class LatencyTableError(ValueError):
@@ -189,6 +206,20 @@ def _interp2(points: dict, x: int, y: int):
     return None
 
 
+def _interp_step(points: dict, x: int, y: int):
+    """Step in y (nearest measured y >= the query), linear in x.
+
+    Rows at or above ``y`` are tried in increasing order; the first row
+    whose measured x values bracket ``x`` answers. None if none does.
+    """
+    for y1 in sorted({p[1] for p in points if p[1] >= y}):
+        row = {p[0]: c for p, c in points.items() if p[1] == y1}
+        cost = _interp1(row, x)
+        if cost is not None:
+            return cost
+    return None
+
+
 def _bit_pairs(bits) -> list[tuple[int, int]]:
     bits = list(bits)
     if not bits:
@@ -217,6 +248,9 @@ class LatencyTable(HardwareModel):
             (measured tables: the interpreter's invoke overhead, subtracted
             from every single-layer measurement).
         meta: free-form provenance (runs, threads, runtime, host).
+        interpolation: ``"linear"`` (bilinear in (cin, cout)) or
+            ``"step"`` (piecewise constant in cout, linear in cin; for
+            measured CPU tables, see the module docstring).
 
     Example:
         >>> t = LatencyTable(hardware={"name": "mine", "config": {}})
@@ -227,7 +261,9 @@ class LatencyTable(HardwareModel):
 
     def __init__(self, hardware: dict | None = None,
                  bit_invariant: bool = False, overhead_s: float = 0.0,
-                 meta: dict | None = None):
+                 meta: dict | None = None, interpolation: str = "linear"):
+        self._cache: dict[tuple, Cost] = {}
+        self.interpolation = interpolation
         self.hardware = dict(hardware or {"name": "unknown", "config": {}})
         self.name = f"LatencyTable({self.hardware.get('name', 'unknown')})"
         self.bit_invariant = bool(bit_invariant)
@@ -240,6 +276,19 @@ class LatencyTable(HardwareModel):
         self._exact: dict[tuple, Cost] = {}
         self._families: dict[tuple, dict] = {}
         self._cache: dict[tuple, Cost] = {}
+
+    @property
+    def interpolation(self) -> str:
+        """``"linear"`` or ``"step"``; settable (clears the lookup cache)."""
+        return self._interpolation
+
+    @interpolation.setter
+    def interpolation(self, value: str) -> None:
+        if value not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}"
+                             f". Received: interpolation={value!r}")
+        self._interpolation = value
+        self._cache.clear()
 
     # -- contents -----------------------------------------------------------
     def _bits_key(self, w_bits, a_bits):
@@ -320,7 +369,9 @@ class LatencyTable(HardwareModel):
             cost = _interp1(fam, spec.cin)
             known = f"channels {min(fam)}..{max(fam)}"
         else:
-            cost = _interp2(fam, spec.cin, spec.cout)
+            interp = _interp_step if self.interpolation == "step" \
+                else _interp2
+            cost = interp(fam, spec.cin, spec.cout)
             cins = sorted({p[0] for p in fam})
             couts = sorted({p[1] for p in fam})
             known = (f"cin {cins[0]}..{cins[-1]}, cout "
@@ -365,7 +416,8 @@ class LatencyTable(HardwareModel):
 
     def get_config(self) -> dict:
         return {"hardware": self.hardware, "bit_invariant": self.bit_invariant,
-                "overhead_s": self.overhead_s}
+                "overhead_s": self.overhead_s,
+                "interpolation": self.interpolation}
 
     # -- construction ------------------------------------------------------
     @classmethod
@@ -428,7 +480,8 @@ class LatencyTable(HardwareModel):
         return {
             "format": FORMAT, "version": VERSION, "hardware": self.hardware,
             "bit_invariant": self.bit_invariant,
-            "overhead_s": self.overhead_s, "meta": self.meta,
+            "overhead_s": self.overhead_s,
+            "interpolation": self.interpolation, "meta": self.meta,
             "entries": [{"spec": self._specs[sig].to_dict(), "costs": costs}
                         for sig, costs in rows.items()],
         }
@@ -472,9 +525,15 @@ class LatencyTable(HardwareModel):
         meta = doc.get("meta", {})
         if not isinstance(meta, dict):
             raise bad("meta must be an object")
+        # Absent in files written before the field existed: linear.
+        interpolation = doc.get("interpolation", "linear")
+        if interpolation not in INTERPOLATIONS:
+            raise bad(f"interpolation must be one of {INTERPOLATIONS}, got "
+                      f"{interpolation!r}")
         table = cls(hardware=doc["hardware"],
                     bit_invariant=doc["bit_invariant"],
-                    overhead_s=float(overhead), meta=meta)
+                    overhead_s=float(overhead), meta=meta,
+                    interpolation=interpolation)
         num = (int, float)
         for i, entry in enumerate(doc["entries"]):
             if not isinstance(entry, dict) or set(entry) != {"spec",

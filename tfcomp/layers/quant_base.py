@@ -133,13 +133,38 @@ class QuantMixin:
             return self.kernel
         return self.weight_quantizer(self.kernel)
 
-    def _apply_bias_activation(self, y, channels_last: bool = True):
+    def _quantized_bias(self):
+        """The bias on the int32 accumulator grid ``s_in * s_w`` (STE).
+
+        Integer inference (TFLite, bit-serial back ends) adds the bias to the
+        int32 accumulator, i.e. rounded to multiples of ``s_in * s_w[c]``.
+        At low bit-widths that step is coarse (2-bit inputs and weights:
+        about a fifth of an output step), so the QAT forward pass rounds the
+        bias the same way; the gradient passes straight through. Until the
+        input quantizer has seen data (or with float weights / inputs) the
+        float bias is used.
+        """
+        if (not self.use_bias or self.weight_quantizer is None
+                or self.input_quantizer is None):
+            return self.bias
+        s_in = ops.stop_gradient(self.input_quantizer.grid()[0])
+        s_w = ops.stop_gradient(ops.reshape(
+            self.weight_quantizer.channel_scale(self.kernel), (-1,)))
+        step = s_in * s_w
+        r = self.bias / step
+        q = ops.sign(r) * ops.floor(ops.abs(r) + 0.5) * step
+        q = ops.where(self.input_quantizer.seen > 0, q, self.bias)
+        return qz._ste(self.bias, q)
+
+    def _apply_bias_activation(self, y, channels_last: bool = True,
+                               bias=None):
         if self.use_bias:
+            bias = self.bias if bias is None else bias
             if channels_last:
-                y = ops.add(y, self.bias)
+                y = ops.add(y, bias)
             else:
                 shape = (1, -1) + (1,) * (len(y.shape) - 2)
-                y = ops.add(y, ops.reshape(self.bias, shape))
+                y = ops.add(y, ops.reshape(bias, shape))
         if self.activation is not None:
             y = self.activation(y)
         return y
@@ -161,6 +186,18 @@ class QuantMixin:
         """
         if self.weight_quantizer is not None:
             self.weight_quantizer.refresh(self.kernel)
+
+    def quantized_bias(self):
+        """The bias as the forward pass adds it (numpy; None without bias):
+        rounded to the accumulator grid ``s_in * s_w`` once the input
+        quantizer has seen data.
+
+        Example:
+            >>> b = layer.quantized_bias()
+        """
+        if not self.use_bias:
+            return None
+        return keras.ops.convert_to_numpy(self._quantized_bias())
 
     def quantized_kernel(self) -> np.ndarray:
         """The kernel as the forward pass sees it (numpy).

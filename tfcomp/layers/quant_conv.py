@@ -90,14 +90,16 @@ class QuantConv2D(QuantMixin, keras.layers.Conv2D):
             x = self._export_inputs(inputs)
             k = fake_quant_weights(self.kernel, self._tfcomp_export["fq_max"],
                                    axis=-1)
+            bias = None
         else:
             x = self._quantized_inputs(inputs, training)
             k = self._quantized_kernel()
+            bias = self._quantized_bias()
         y = ops.conv(x, k, strides=self.strides, padding=self.padding,
                      data_format=self.data_format,
                      dilation_rate=self.dilation_rate)
         return self._apply_bias_activation(
-            y, self.data_format == "channels_last")
+            y, self.data_format == "channels_last", bias)
 
     def get_config(self):
         config = super().get_config()
@@ -164,15 +166,17 @@ class QuantDepthwiseConv2D(QuantMixin, keras.layers.DepthwiseConv2D):
             k = ops.reshape(self.kernel, (1, kh, kw, cin * mult))
             k = fake_quant_weights(k, self._tfcomp_export["fq_max"], axis=-1)
             k = ops.reshape(k, (kh, kw, cin, mult))
+            bias = None
         else:
             x = self._quantized_inputs(inputs, training)
             k = self._quantized_kernel()
+            bias = self._quantized_bias()
         y = ops.depthwise_conv(x, k, strides=self.strides,
                                padding=self.padding,
                                dilation_rate=self.dilation_rate,
                                data_format=self.data_format)
         return self._apply_bias_activation(
-            y, self.data_format == "channels_last")
+            y, self.data_format == "channels_last", bias)
 
     def get_config(self):
         config = super().get_config()

@@ -64,7 +64,7 @@ class QuantDense(QuantMixin, keras.layers.Dense):
             return self._export_call(inputs)
         x = self._quantized_inputs(inputs, training)
         y = ops.matmul(x, self._quantized_kernel())
-        return self._apply_bias_activation(y)
+        return self._apply_bias_activation(y, bias=self._quantized_bias())
 
     def _export_call(self, inputs):
         # TFLite's converter cannot keep per-channel FakeQuant ranges through

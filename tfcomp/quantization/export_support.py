@@ -141,7 +141,9 @@ def quantization_params(model) -> dict:
     kernel layout), ``scale`` (per output channel), ``bias`` (float or
     None), and ``input`` = ``(scale, zero_point, bits)`` of its input
     quantizer; for activation quantizer layers ``output`` likewise. This is
-    what integer back ends (TFLite, bit-serial descriptors) consume.
+    what integer back ends (TFLite, bit-serial descriptors) consume. The
+    bias is the one the forward pass adds: rounded to the int32 accumulator
+    grid ``input scale * weight scale`` (see ``QuantMixin.quantized_bias``).
 
     Example:
         >>> p = quantization_params(qat)["s1b1_conv1"]
@@ -156,8 +158,7 @@ def quantization_params(model) -> dict:
                      if cls == "QuantDepthwiseConv2D" else kernel.shape[-1])
             entry = {"type": cls, "w_bits": layer.w_bits,
                      "a_bits": layer.a_bits,
-                     "bias": (keras.ops.convert_to_numpy(layer.bias)
-                              if layer.use_bias else None)}
+                     "bias": layer.quantized_bias()}
             if layer.weight_quantizer is not None:
                 codes, scale = layer.weight_quantizer.integer_codes(kernel)
                 entry["codes"] = codes
@@ -219,6 +220,8 @@ def prepare_for_tflite(model):
             if cls == "QuantDepthwiseConv2D":
                 scale_b = p["scale"].reshape(p["codes"].shape[2:])
             layer.kernel.assign((p["codes"] * scale_b).astype(np.float32))
+            if p["bias"] is not None:  # already on the s_in * s_w grid
+                layer.bias.assign(np.asarray(p["bias"], np.float32))
             layer._tfcomp_export = {"fq_max": 127.0 * p["scale"],
                                     "input": p["input"], "n_out": n_out}
         elif cls in _ACT_CLASSES:

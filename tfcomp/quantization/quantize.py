@@ -570,7 +570,8 @@ def strip(model: keras.Model) -> keras.Model:
     """A plain Keras model with the QAT model's quantized weights baked in.
 
     Quantized layers become their Keras counterparts whose kernels hold the
-    dequantized b-bit weights (``codes * scale``); activation quantizers are
+    dequantized b-bit weights (``codes * scale``) and the bias as the QAT
+    forward pass adds it (on the accumulator grid); activation quantizers are
     dropped (``QuantReLU`` becomes ``ReLU``), so activations run in float.
     For integer deployment use ``tfcomp.export.export_tflite(qat_model,
     path, quantization="int8")``, which reads the QAT ranges directly.
@@ -615,7 +616,7 @@ def strip(model: keras.Model) -> keras.Model:
             y = new(new_in)
             new.kernel.assign(layer.quantized_kernel())
             if layer.use_bias:
-                new.bias.assign(keras.ops.convert_to_numpy(layer.bias))
+                new.bias.assign(layer.quantized_bias())
         elif cls == "QuantActivation":
             y = new_in
         elif cls == "QuantReLU":

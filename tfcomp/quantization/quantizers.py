@@ -309,6 +309,12 @@ class WeightQuantizer(Quantizer):
         """
         raise NotImplementedError
 
+    def channel_scale(self, kernel):
+        """The per-output-channel scale of ``integer_codes`` as a tensor
+        (keepdims layout, ``keras.ops``); used to put the bias on the
+        ``s_in * s_w`` accumulator grid."""
+        raise NotImplementedError
+
 
 class SymmetricQuantizer(WeightQuantizer):
     """Symmetric linear weight quantizer, per output channel by default.
@@ -402,6 +408,9 @@ class SymmetricQuantizer(WeightQuantizer):
         t = kl_optimal_threshold(normed, 2 ** (self.bits - 1))
         self.clip_ratio.assign(float(min(max(t, 1e-3), 1.0)))
 
+    def channel_scale(self, kernel):
+        return self.scale(ops.convert_to_tensor(kernel))
+
     def integer_codes(self, kernel):
         w = keras.ops.convert_to_tensor(np.asarray(kernel, np.float32))
         s = self.scale(w)
@@ -480,6 +489,11 @@ class KMeansQuantizer(WeightQuantizer):
         self.centroids.assign(kmeans_1d(w, 2 ** self.bits, self.iters,
                                         self.seed))
         self.fitted.assign(1.0)
+
+    def channel_scale(self, kernel):
+        q = self.quantize(ops.convert_to_tensor(kernel))
+        amax = ops.max(ops.abs(q), axis=self._reduce_axes, keepdims=True)
+        return ops.maximum(amax, 1e-12) / 127.0
 
     def integer_codes(self, kernel):
         """Codes on an 8-bit symmetric per-channel grid (see class doc)."""

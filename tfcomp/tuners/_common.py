@@ -34,8 +34,15 @@ from keras_tuner.engine.trial import TrialStatus
 
 from tfcomp.tuners.ddpg import DDPG
 
-__all__ = ["DDPGOracle", "minmax_columns", "atomic_write_text",
-           "accuracy", "as_xy", "as_images", "check_fraction"]
+__all__ = [
+    "DDPGOracle",
+    "accuracy",
+    "as_images",
+    "as_xy",
+    "atomic_write_text",
+    "check_fraction",
+    "minmax_columns",
+]
 
 _STATE_KEY = "tfcomp"
 _STATE_VERSION = 1
@@ -342,6 +349,14 @@ class DDPGOracle(kt.Oracle):
     def reload(self):
         """Reloads trials and state; finishes learning interrupted ends."""
         super().reload()
+        # A kill inside create_trial, after the new trial's trial.json but
+        # before oracle.json, leaves a trial the oracle never recorded (its
+        # episode was not counted either). keras-tuner would keep it as a
+        # never-run RUNNING trial and count it against max_trials; drop it
+        # so the same episode is proposed again under the same id.
+        known = set(self.start_order)
+        for trial_id in [t for t in self.trials if t not in known]:
+            del self.trials[trial_id]
         done = (TrialStatus.COMPLETED, TrialStatus.FAILED)
         # A kill between a trial's trial.json and oracle.json leaves it
         # "ongoing" in oracle.json although it ended: do not re-run it.

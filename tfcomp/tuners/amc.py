@@ -47,9 +47,15 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
-from tfcomp.tuners._common import (DDPGOracle, accuracy, as_images, as_xy,
-                                   atomic_write_text, check_fraction,
-                                   minmax_columns)
+from tfcomp.tuners._common import (
+    DDPGOracle,
+    accuracy,
+    as_images,
+    as_xy,
+    atomic_write_text,
+    check_fraction,
+    minmax_columns,
+)
 
 __all__ = ["AMCHyperModel", "AMCOracle", "AMCTuner"]
 
@@ -387,8 +393,7 @@ class _Pruner:
     def __init__(self, model, graph, steps, x, selector, samples_per_image,
                  batch_size, seed, ridge=1e-6):
         from tfcomp.graph import DependencyGraph
-        from tfcomp.pruning.reconstruction import layer_kernel, \
-            sample_patches
+        from tfcomp.pruning.reconstruction import layer_kernel, sample_patches
 
         self.model, self.graph, self.steps = model, graph, steps
         self.x = x
@@ -459,11 +464,13 @@ class _Pruner:
     def run(self, counts) -> dict:
         """Prunes the work model to ``counts`` (masked); returns keeps."""
         from tfcomp.pruning.plan import Plan
-        from tfcomp.pruning.reconstruction import (LayerSamples,
-                                                   layer_kernel,
-                                                   least_squares_refit,
-                                                   sample_patches,
-                                                   select_channels)
+        from tfcomp.pruning.reconstruction import (
+            LayerSamples,
+            layer_kernel,
+            least_squares_refit,
+            sample_patches,
+            select_channels,
+        )
         from tfcomp.pruning.surgery import mask_channels
 
         self.work.set_weights(self.original_weights)
@@ -849,7 +856,11 @@ class AMCTuner(kt.Tuner):
     Distributed search uses keras-tuner's chief/worker mode: run the same
     script with ``KERASTUNER_TUNER_ID=chief`` (the oracle and its agent live
     there) and with ``KERASTUNER_TUNER_ID=tuner<i>`` on the workers, all
-    with ``KERASTUNER_ORACLE_IP`` / ``KERASTUNER_ORACLE_PORT``.
+    with ``KERASTUNER_ORACLE_IP`` / ``KERASTUNER_ORACLE_PORT``; each process
+    uses its own ``directory`` (the chief's holds ``oracle.json`` and the
+    agent). Deviation from the paper's sequential loop: with several
+    workers, an episode is proposed while earlier ones are still running,
+    so it uses the agent as updated by the episodes finished so far.
 
     Args:
         hypermodel: an ``AMCHyperModel``.

@@ -4,8 +4,9 @@ keras-tuner's split (DESIGN.md, "Tuners"):
 
 * ``HAQHyperModel`` owns the float model, the space and the evaluation:
   ``Int`` hyperparameters ``"w_bits/<layer>"`` and ``"a_bits/<layer>"`` in
-  ``[b_min, b_max]`` for every quantizable layer but the first and the last
-  (kept at 8/8), ``build(hp)`` quantizes the model with
+  ``[b_min, b_max]`` for every quantizable layer, except the first layer's
+  weights and the last layer (kept at 8 bits, as the official code),
+  ``build(hp)`` quantizes the model with
   :func:`tfcomp.quantization.quantize_model` and calibrates it, ``fit``
   fine-tunes it briefly and returns ``{"reward", "accuracy", "cost",
   "cost_ratio"}`` with reward ``0.1 * (acc_q - acc_float)`` (accuracies in
@@ -43,9 +44,15 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
-from tfcomp.tuners._common import (DDPGOracle, accuracy, as_images, as_xy,
-                                   atomic_write_text, check_fraction,
-                                   minmax_columns)
+from tfcomp.tuners._common import (
+    DDPGOracle,
+    accuracy,
+    as_images,
+    as_xy,
+    atomic_write_text,
+    check_fraction,
+    minmax_columns,
+)
 
 __all__ = ["HAQHyperModel", "HAQOracle", "HAQTuner", "action_to_bits"]
 
@@ -71,7 +78,17 @@ def action_to_bits(action: float, b_min: int = 2, b_max: int = 8) -> int:
 
 
 class _HAQSpace:
-    """Layers, state embedding, action mapping and resource wall of HAQ."""
+    """Layers, state embedding, action mapping and resource wall of HAQ.
+
+    An episode covers every quantizable layer, two steps per layer (weight
+    bits, then activation bits), as the paper and the official code. The
+    first layer's weights and the last layer's weights and activations are
+    fixed at 8 bits (``fixed``): the agent acts on those steps too, but its
+    action is overridden (the official ``_keep_first_last_layer``). The
+    first layer's activation bits are searched (the official code leaves
+    them free). Bits are held as an ``(n_layers, 2)`` array of
+    ``(w_bits, a_bits)``.
+    """
 
     state_dim = 10
 
@@ -86,12 +103,14 @@ class _HAQSpace:
         if not layers:
             raise ValueError(
                 f"HAQ: model {model.name!r} has no quantizable layers "
-                "(Conv2D, DepthwiseConv2D or Dense).")
-        if len(layers) < 3:
+                "(Conv2D, DepthwiseConv2D or Dense); there is nothing to "
+                "quantize.")
+        if len(layers) < 2:
             raise ValueError(
-                f"HAQ: model {model.name!r} has {len(layers)} quantizable "
-                f"layer(s) {layers}; the first and last stay at 8/8 bits, so"
-                " there is nothing to search (needs at least 3).")
+                f"HAQ: model {model.name!r} has 1 quantizable layer "
+                f"{layers}; it is both the first and the last layer, which "
+                "stay at 8/8 bits, so there is nothing to search (needs at "
+                "least 2).")
         specs, _ = extract_specs(model, return_skipped=True)
         by_name = {s.name: s for s in specs}
         missing = [n for n in layers if n not in by_name]
@@ -99,14 +118,21 @@ class _HAQSpace:
             raise ValueError(
                 f"HAQ: quantizable layers {missing} have no cost spec "
                 "(nested models are not supported).")
+        n = len(layers)
         self.layers = layers
-        self.free = layers[1:-1]
+        self.specs = [by_name[x] for x in layers]
+        # free[i, d]: whether bits d (0 weights, 1 activations) of layer i
+        # are searched.
+        self.free = np.ones((n, 2), dtype=bool)
+        self.free[0, 0] = False
+        self.free[n - 1, :] = False
         self.names = []
-        for n in self.free:
-            self.names += ["w_bits/" + n, "a_bits/" + n]
-        nb = b_max - b_min + 1
-        self.free_specs = [by_name[n] for n in self.free]
-        fixed = [by_name[layers[0]], by_name[layers[-1]]]
+        self._slots = []
+        for i, x in enumerate(layers):
+            for d, key in ((0, "w_bits/"), (1, "a_bits/")):
+                if self.free[i, d]:
+                    self.names.append(key + x)
+                    self._slots.append((i, d))
         others = [s for s in specs if s.name not in set(layers)]
 
         def layer_cost(spec, w, a):
@@ -130,54 +156,67 @@ class _HAQSpace:
                     "target='latency'.")
             return float(v)
 
-        self.table = np.zeros((len(self.free), nb, nb))
-        for i, s in enumerate(self.free_specs):
-            for wi in range(nb):
-                for ai in range(nb):
-                    self.table[i, wi, ai] = layer_cost(s, b_min + wi,
-                                                       b_min + ai)
-        self.constant = sum(layer_cost(s, *_FIXED) for s in fixed)
+        # table[i, w, a] (bits index directly; NaN where never needed)
+        searched = list(range(b_min, b_max + 1))
+        self.table = np.full((n, 9, 9), np.nan)
+        for i, s in enumerate(self.specs):
+            ws = sorted(set(searched) | {8}) if self.free[i, 0] else [8]
+            as_ = sorted(set(searched) | {8}) if self.free[i, 1] else [8]
+            for w in ws:
+                for a in as_:
+                    self.table[i, w, a] = layer_cost(s, w, a)
+        self.constant = 0.0
         if target in ("latency", "energy"):
             self.constant += sum(layer_cost(s, *_FIXED) for s in others
                                  if s.op not in ("conv", "depthwise",
                                                  "dense"))
             if target == "latency":
                 self.constant += float(getattr(hardware, "overhead_s", 0.0))
-        eight = [self._cost_of(i, 8, 8) for i in range(len(self.free))]
-        self.full_cost = self.constant + float(sum(eight))
+        self.full_cost = self.cost(np.full((n, 2), 8, dtype=np.int64))
         self.budget_cost = budget * self.full_cost
-        self.min_cost = self.constant + float(self.table[:, 0, 0].sum())
+        self.min_policy = np.where(self.free, b_min, 8).astype(np.int64)
+        self.min_cost = self.cost(self.min_policy)
         if self.min_cost > self.budget_cost * (1 + 1e-9):
             raise ValueError(
                 f"HAQ: budget={budget} of the 8/8-bit {target} cannot be "
-                f"reached: with every searched layer at {b_min}/{b_min} bits"
-                " (first and last layers at 8/8) the model still costs "
-                f"{self.min_cost:.6g} = {self.min_cost / self.full_cost:.4f} "
-                f"of the 8/8 cost {self.full_cost:.6g}. The minimum "
-                "reachable budget is "
+                f"reached: with every searched bit-width at b_min={b_min} "
+                "(first layer weights and last layer at 8 bits) the model "
+                f"still costs {self.min_cost:.6g} = "
+                f"{self.min_cost / self.full_cost:.4f} of the 8/8 cost "
+                f"{self.full_cost:.6g}. The minimum reachable budget is "
                 f"{math.ceil(self.min_cost / self.full_cost * 1e4) / 1e4}.")
         # whether a dimension can change the cost at all (size ignores a)
-        self._a_matters = bool(np.any(np.diff(self.table, axis=2) != 0))
-        self._w_matters = bool(np.any(np.diff(self.table, axis=1) != 0))
+        self._matters = []
+        for d in (0, 1):
+            p = np.full((n, 2), 8, dtype=np.int64)
+            p[:, d] = np.where(self.free[:, d], b_min, 8)
+            self._matters.append(self.cost(p) != self.full_cost)
         self._static = self._static_features(layers)
 
     def _cost_of(self, i, w, a) -> float:
-        if self.b_min <= w <= self.b_max and self.b_min <= a <= self.b_max:
-            return float(self.table[i, w - self.b_min, a - self.b_min])
-        raise ValueError(f"bits ({w}, {a}) outside [{self.b_min}, "
-                         f"{self.b_max}]")
+        v = self.table[i, w, a] if 1 <= w <= 8 and 1 <= a <= 8 else np.nan
+        if np.isnan(v):
+            raise ValueError(
+                f"bits ({w}, {a}) of layer {self.layers[i]!r} outside the "
+                f"space ([{self.b_min}, {self.b_max}], fixed layers 8)")
+        return float(v)
 
     def cost(self, policy) -> float:
-        """Cost of ``policy`` (array (n_free, 2) of (w, a))."""
-        p = np.asarray(policy, dtype=np.int64) - self.b_min
-        idx = np.arange(len(self.free))
-        return self.constant + float(self.table[idx, p[:, 0], p[:, 1]].sum())
+        """Cost of ``policy`` (array (n_layers, 2) of (w, a))."""
+        p = np.asarray(policy, dtype=np.int64).reshape(len(self.layers), 2)
+        if p.min() < 1 or p.max() > 8:
+            raise ValueError(f"bits must be in [1, 8]. Received {p.tolist()}")
+        v = self.table[np.arange(len(self.layers)), p[:, 0], p[:, 1]]
+        if np.isnan(v).any():
+            i = int(np.flatnonzero(np.isnan(v))[0])
+            self._cost_of(i, *p[i])
+        return self.constant + float(v.sum())
 
     def _static_features(self, layers) -> np.ndarray:
         rows = []
-        for s in self.free_specs:
-            rows.append([layers.index(s.name), s.cin, s.cout, s.stride[0],
-                         s.kernel[0], s.weight_count, s.in_h * s.in_w,
+        for i, s in enumerate(self.specs):
+            rows.append([i, s.cin, s.cout, s.stride[0], s.kernel[0],
+                         s.weight_count, s.in_h * s.in_w,
                          1.0 if s.op == "depthwise" else 0.0])
         return minmax_columns(rows)
 
@@ -185,24 +224,25 @@ class _HAQSpace:
     def wall(self, policy) -> np.ndarray:
         """HAQ's backward resource wall.
 
-        While the cost exceeds the budget: walk from the last searched
-        layer to the first lowering activation bits by one (never below
-        ``b_min``), stopping as soon as the budget is met; then the same
-        for weight bits; repeat. The first and last layers stay 8/8 (they
-        are not searched). A dimension that cannot change the cost (the
-        activation bits for ``target="size"``) is left alone.
+        While the cost exceeds the budget: walk from the last layer to the
+        first lowering each searched activation bit-width by one (never
+        below ``b_min``), stopping as soon as the budget is met; then the
+        same for weight bits; repeat (the official ``_final_action_wall``).
+        Fixed bits (first layer weights, last layer) stay 8. A dimension
+        that cannot change the cost (activation bits for ``target="size"``)
+        is left alone.
         """
         p = np.array(policy, dtype=np.int64).reshape(-1, 2).copy()
+        p[~self.free] = 8
         limit = self.budget_cost * (1 + 1e-9)
         cost = self.cost(p)
-        order = range(len(self.free) - 1, -1, -1)
-        dims = [d for d, ok in ((1, self._a_matters), (0, self._w_matters))
-                if ok]
+        order = range(len(self.layers) - 1, -1, -1)
+        dims = [d for d in (1, 0) if self._matters[d]]
         while cost > limit:
             changed = False
             for d in dims:
                 for i in order:
-                    if p[i, d] > self.b_min:
+                    if self.free[i, d] and p[i, d] > self.b_min:
                         old = self._cost_of(i, *p[i])
                         p[i, d] -= 1
                         cost += self._cost_of(i, *p[i]) - old
@@ -217,19 +257,17 @@ class _HAQSpace:
 
     # -- episode -----------------------------------------------------------
     def values(self, policy) -> dict:
-        out = {}
-        for i, n in enumerate(self.free):
-            out["w_bits/" + n] = int(policy[i][0])
-            out["a_bits/" + n] = int(policy[i][1])
-        return out
+        p = np.asarray(policy).reshape(-1, 2)
+        return {name: int(p[i, d])
+                for name, (i, d) in zip(self.names, self._slots)}
 
     def policy_from_values(self, values) -> np.ndarray:
-        p = np.full((len(self.free), 2), 8, dtype=np.int64)
-        for i, n in enumerate(self.free):
-            for d, key in ((0, "w_bits/"), (1, "a_bits/")):
-                v = values.get(key + n)
-                if v is not None:
-                    p[i, d] = int(min(self.b_max, max(self.b_min, int(v))))
+        """Bits array from ``{name: bits}`` (missing: ``b_max``; fixed: 8)."""
+        p = np.where(self.free, self.b_max, 8).astype(np.int64)
+        for name, (i, d) in zip(self.names, self._slots):
+            v = values.get(name)
+            if v is not None:
+                p[i, d] = int(min(self.b_max, max(self.b_min, int(v))))
         return p
 
     def rollout(self, policy_fn):
@@ -239,15 +277,17 @@ class _HAQSpace:
         code stores them.
         """
         states, actions = [], []
-        proposal = np.full((len(self.free), 2), 8, dtype=np.int64)
-        prev = 1.0
-        for i in range(len(self.free)):
+        proposal = np.full((len(self.layers), 2), 8, dtype=np.int64)
+        prev = 1.0  # the official code's initial "last action"
+        for i in range(len(self.layers)):
             for d in (0, 1):
                 s = np.concatenate([self._static[i], [float(d), prev]]
                                    ).astype(np.float32)
                 a = float(np.clip(np.asarray(policy_fn(s), np.float64)
                                   .reshape(-1)[0], 0.0, 1.0))
-                proposal[i, d] = action_to_bits(a, self.b_min, self.b_max)
+                if self.free[i, d]:
+                    proposal[i, d] = action_to_bits(a, self.b_min,
+                                                    self.b_max)
                 states.append(s)
                 actions.append([a])
                 prev = a
@@ -272,12 +312,14 @@ class HAQHyperModel(kt.HyperModel):
     """HAQ's mixed-precision search space (a keras-tuner HyperModel).
 
     Hyperparameters: ``"w_bits/<layer>"`` and ``"a_bits/<layer>"``
-    (``Int`` in ``[b_min, b_max]``, default 8) for every quantizable
-    layer (Conv2D, DepthwiseConv2D, Dense) except the first and the last,
-    which stay at 8/8 (the input image is 8-bit; HAQ's convention). A
-    proposal that exceeds the budget is lowered by HAQ's backward wall,
-    so every model any tuner evaluates meets it. ``a_bits`` are the bits
-    of the layer's input activations.
+    (``Int`` in ``[b_min, b_max]``, default ``b_max``) for every
+    quantizable layer (Conv2D, DepthwiseConv2D, Dense), except the bits
+    HAQ fixes at 8: the first layer's weights and the last layer's weights
+    and activations (the official ``_keep_first_last_layer``; the first
+    layer's activation bits are searched, as there). A proposal that
+    exceeds the budget is lowered by HAQ's backward wall, so every model
+    any tuner evaluates meets it. ``a_bits`` are the bits of the layer's
+    input activations.
 
     ``build(hp)``: ``quantize_model`` with the policy, then ``calibrate``
     on ``calibration_data``. ``fit(hp, model)``: ``finetune_epochs`` of SGD
@@ -285,6 +327,12 @@ class HAQHyperModel(kt.HyperModel):
     per epoch), then top-1 accuracy on ``validation_data``; returns
     ``{"reward", "accuracy", "cost", "cost_ratio"}`` with reward
     ``0.1 * (acc_q - acc_float)`` in percent points.
+
+    Deviations: the paper fixes the first layer's weights at 8 bits and
+    feeds it the (8-bit) image; like the official code we search that
+    layer's input-activation bits (``"a_bits/<first layer>"``). For CPU
+    scale, ``finetune_steps`` can cut the 1-epoch fine-tune short and
+    activation ranges are calibrated on 512 training images by default.
 
     Args:
         model: the trained float ``keras.Model`` (left untouched).
@@ -387,13 +435,24 @@ class HAQHyperModel(kt.HyperModel):
     # -- introspection -----------------------------------------------------
     @property
     def layers(self) -> list:
-        """All quantizable layers (the first and last stay 8/8)."""
+        """All quantizable layers, in episode order."""
         return list(self.space.layers)
 
     @property
     def searched_layers(self) -> list:
-        """Layers whose bits are searched."""
-        return list(self.space.free)
+        """Layers with at least one searched bit-width (all but the last)."""
+        return [n for n, f in zip(self.space.layers, self.space.free)
+                if f.any()]
+
+    @property
+    def hyperparameter_names(self) -> list:
+        """The searched ``"w_bits/<layer>"`` / ``"a_bits/<layer>"`` names.
+
+        Example:
+            >>> hm.hyperparameter_names[:2]
+            ['a_bits/stem_conv', 'w_bits/s1b1_conv1']
+        """
+        return list(self.space.names)
 
     @property
     def full_cost(self) -> float:
@@ -423,7 +482,7 @@ class HAQHyperModel(kt.HyperModel):
 
         Args:
             hp: ``HyperParameters`` or a ``{name: bits}`` dict (missing
-                names: 8 bits).
+                names: ``b_max``; values outside the range are clipped).
             wall: apply the resource wall (bits only lowered).
 
         Example:
@@ -432,15 +491,12 @@ class HAQHyperModel(kt.HyperModel):
         p = self.space.policy_from_values(_values(hp))
         if wall:
             p = self.space.wall(p)
-        out = {self.space.layers[0]: _FIXED}
-        for n, (w, a) in zip(self.space.free, p):
-            out[n] = (int(w), int(a))
-        out[self.space.layers[-1]] = _FIXED
-        return out
+        return {n: (int(w), int(a)) for n, (w, a) in zip(self.space.layers,
+                                                         p)}
 
     def policy_cost(self, policy: dict) -> float:
-        """Cost of a ``{layer: (w, a)}`` policy (searched layers read)."""
-        p = np.array([policy.get(n, _FIXED) for n in self.space.free])
+        """Cost of a ``{layer: (w, a)}`` policy (missing layers: 8/8)."""
+        p = np.array([policy.get(n, _FIXED) for n in self.space.layers])
         return self.space.cost(p)
 
     def build(self, hp):
@@ -486,8 +542,10 @@ class HAQHyperModel(kt.HyperModel):
 class HAQOracle(DDPGOracle):
     """Proposes HAQ episodes with a DDPG agent (keras-tuner Oracle).
 
-    One trial is one episode of two steps per searched layer (weight bits,
-    then activation bits). State (10 features): layer index, c_in, c_out,
+    One trial is one episode of two steps per quantizable layer (weight
+    bits, then activation bits); the actions of the steps HAQ fixes at 8
+    bits (first layer weights, last layer) are stored but overridden, as
+    the official code. State (10 features): layer index, c_in, c_out,
     stride, kernel size, #params, input H*W, depthwise flag (min-max
     normalised over the layers), the weight/activation flag and the
     previous action. Action ``a`` -> bits by :func:`action_to_bits`; after
@@ -538,6 +596,8 @@ class HAQTuner(kt.Tuner):
     the proposed policy, reports ``reward``, ``accuracy``, ``cost`` and
     ``cost_ratio``, and writes ``<trial dir>/policy.json``. Distributed
     search: keras-tuner's chief/worker mode (see ``AMCTuner``).
+    ``overwrite=False`` resumes a killed search: no trial is lost or run
+    twice, and the agent continues exactly as it would have.
 
     Args:
         hypermodel: an ``HAQHyperModel``.

@@ -1,0 +1,436 @@
+"""HAQ search: resource wall, action mapping, keras-tuner glue, resume.
+
+Tiny models (ResNet-8, 12x12 inputs; width 16 for Bit Fusion, whose 16x32
+array tiling hides bit-widths on narrower layers). The oracle / resume tests
+use fake metrics (a reward computed from the proposal), so nothing is
+quantized or trained; one test runs a real 2-trial search.
+"""
+
+import json
+import os
+import re
+from typing import ClassVar
+
+import keras
+import keras_tuner as kt
+import numpy as np
+import pytest
+
+import tfcomp
+from tfcomp.hardware import BISMO, BitFusion
+from tfcomp.quantization import quantize_model
+from tfcomp.tuners.haq import HAQHyperModel, HAQOracle, HAQTuner, action_to_bits
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(1)
+    return tfcomp.zoo.resnet(depth=8, width=4, input_shape=(12, 12, 1))
+
+
+@pytest.fixture(scope="module")
+def wide_model():
+    keras.utils.set_random_seed(2)
+    return tfcomp.zoo.resnet(depth=8, width=16, input_shape=(12, 12, 1))
+
+
+@pytest.fixture(scope="module")
+def three_layer_model():
+    """Conv -> Conv -> Dense: three searched bit-widths (cheap for BO)."""
+    keras.utils.set_random_seed(3)
+    inp = keras.Input((12, 12, 1))
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(inp)
+    h = keras.layers.Conv2D(8, 3, strides=2, activation="relu",
+                            name="c2")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inp, keras.layers.Dense(10, name="fc")(h))
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (32, 12, 12, 1)).astype("float32")
+    y = rng.integers(0, 10, 32)
+    return x, y
+
+
+def _fake_reward(policy):
+    """Peaked at 5-bit weights, 6-bit activations."""
+    return -sum((w - 5) ** 2 + (a - 6) ** 2 for w, a in policy.values()) / 50
+
+
+class FakeHAQ(HAQHyperModel):
+    """Fake metrics computed from the (walled) proposal; nothing is
+    quantized or trained."""
+
+    def build(self, hp):
+        return self.model
+
+    def fit(self, hp, model, *args, **kwargs):
+        policy = self.policy(hp)
+        cost = self.policy_cost(policy)
+        return {"reward": _fake_reward(policy), "cost": cost,
+                "cost_ratio": cost / self.full_cost}
+
+
+def _random_policy(seed):
+    rng = np.random.default_rng(seed)
+    return lambda state: rng.uniform(0.0, 1.0, 1)
+
+
+def _check_rules(hm, policy):
+    first, last = hm.layers[0], hm.layers[-1]
+    assert set(policy) == set(hm.layers)
+    assert policy[first][0] == 8
+    assert policy[last] == (8, 8)
+    for w, a in policy.values():
+        assert hm.b_min <= w <= 8 and hm.b_min <= a <= 8
+
+
+CASES = [("bitfusion", (0.75, 0.85, 0.95)), ("bismo", (0.2, 0.5, 0.8))]
+
+
+@pytest.mark.parametrize("hw_name,budgets", CASES)
+def test_wall_meets_budget_lowers_only_and_keeps_first_last(
+        model, wide_model, data, hw_name, budgets):
+    x, y = data
+    hw, net = ((BitFusion("edge"), wide_model) if hw_name == "bitfusion"
+               else (BISMO(), model))
+    full = hw.model_cost(net, bits=(8, 8)).latency_s
+    lowered = 0
+    for budget in budgets:
+        hm = HAQHyperModel(net, (x, y), (x, y), hardware=hw, budget=budget)
+        assert hm.full_cost == pytest.approx(full, rel=1e-9)
+        for seed in range(40):
+            values, transitions, info = hm.space.rollout(_random_policy(seed))
+            # the oracle's proposal before the wall, as a policy dict
+            proposed = {n: tuple(p) for n, p in zip(hm.layers,
+                                                    info["proposed"])}
+            final = hm.policy(values)
+            _check_rules(hm, final)
+            _check_rules(hm, proposed)
+            # latency from the hardware model itself, not the space's table
+            lat = hw.model_cost(net, bits=final).latency_s
+            assert lat == pytest.approx(info["cost"], rel=1e-9)
+            assert lat <= budget * full * (1 + 1e-9)
+            for n in hm.layers:
+                assert final[n][0] <= proposed[n][0]
+                assert final[n][1] <= proposed[n][1]
+            lowered += final != proposed
+            assert len(transitions) == 2 * len(hm.layers)
+            # walled values are a fixed point of the wall
+            assert hm.policy(values) == hm.policy(values, wall=False)
+        # arbitrary values (as other tuners propose them) are walled too
+        rng = np.random.default_rng(7)
+        for _ in range(20):
+            values = {n: int(rng.integers(hm.b_min, hm.b_max + 1))
+                      for n in hm.hyperparameter_names}
+            raw, walled = hm.policy(values, wall=False), hm.policy(values)
+            _check_rules(hm, walled)
+            assert hm.policy_cost(walled) <= budget * full * (1 + 1e-9)
+            assert all(walled[n][d] <= raw[n][d] for n in hm.layers
+                       for d in (0, 1))
+    assert lowered > 0  # the wall was exercised
+
+
+def test_wall_leaves_a_policy_under_budget_alone(model, data):
+    x, y = data
+    hm = HAQHyperModel(model, (x, y), (x, y), hardware=BISMO(), budget=0.5)
+    rng = np.random.default_rng(1)
+    for _ in range(30):
+        values = {n: int(rng.integers(2, 9)) for n in hm.hyperparameter_names}
+        raw = hm.policy(values, wall=False)
+        if hm.policy_cost(raw) <= 0.5 * hm.full_cost:
+            assert hm.policy(values) == raw
+    full = HAQHyperModel(model, (x, y), (x, y), hardware=BISMO(), budget=1.0)
+    values, _, _ = full.space.rollout(lambda s: [1.0])
+    assert full.policy(values) == {n: (8, 8) for n in full.layers}
+
+
+def test_action_to_bits_mapping():
+    for b_min, b_max in ((2, 8), (1, 8), (3, 6), (4, 4)):
+        assert action_to_bits(0.0, b_min, b_max) == b_min
+        assert action_to_bits(1.0, b_min, b_max) == b_max
+        grid = np.linspace(0, 1, 7001)
+        bits = [action_to_bits(a, b_min, b_max) for a in grid]
+        assert np.all(np.diff(bits) >= 0)
+        # equal bins: every bit-width gets 1 / (b_max - b_min + 1) of [0, 1]
+        counts = np.bincount(bits, minlength=9)[b_min:b_max + 1]
+        nb = b_max - b_min + 1
+        assert np.all(np.abs(counts / len(grid) - 1 / nb) < 2e-3)
+    # out-of-range actions are clipped
+    assert action_to_bits(-0.5) == 2 and action_to_bits(1.5) == 8
+
+
+def test_episode_actions_map_through_the_space(model, data):
+    x, y = data
+    hm = HAQHyperModel(model, (x, y), (x, y), target="bops", budget=1.0,
+                       b_min=3, b_max=7)
+    for a, want in ((0.0, 3), (1.0, 7)):
+        values, transitions, info = hm.space.rollout(lambda s, a=a: [a])
+        assert set(values.values()) == {want}
+        policy = hm.policy(values)
+        _check_rules(hm, policy)
+        assert policy[hm.layers[0]] == (8, want)  # first layer's a searched
+        assert info["cost"] == pytest.approx(hm.policy_cost(policy))
+        for s, act, s2, done in transitions:
+            assert s.shape == (10,) and np.all((s >= 0) & (s <= 1))
+            assert act == [a]
+        # state: weight/activation flag alternates, previous action carried
+        assert [t[0][8] for t in transitions[:4]] == [0, 1, 0, 1]
+        assert transitions[1][0][9] == pytest.approx(a)
+        assert [t[3] for t in transitions] == [False] * (
+            len(transitions) - 1) + [True]
+
+
+def test_unreachable_budget_says_the_minimum(model, data):
+    x, y = data
+    with pytest.raises(ValueError, match="minimum reachable budget is") as e:
+        HAQHyperModel(model, (x, y), (x, y), hardware=BISMO(), budget=0.05)
+    minimum = float(re.search(r"minimum reachable budget is ([0-9]+\.[0-9]+)",
+                              str(e.value)).group(1))
+    assert 0.05 < minimum < 1
+    hm = HAQHyperModel(model, (x, y), (x, y), hardware=BISMO(),
+                       budget=minimum)
+    assert hm.min_cost <= minimum * hm.full_cost
+    assert hm.min_cost / hm.full_cost == pytest.approx(minimum, abs=1e-4)
+    with pytest.raises(ValueError, match="minimum reachable budget is"):
+        HAQHyperModel(model, (x, y), (x, y), hardware=BISMO(),
+                      budget=minimum - 2e-4)
+
+
+def test_model_without_quantizable_layers(data):
+    x, y = data
+    inp = keras.Input((12, 12, 1))
+    out = keras.layers.Activation("softmax")(
+        keras.layers.Flatten()(keras.layers.MaxPooling2D(2)(inp)))
+    with pytest.raises(ValueError, match="no quantizable layers"):
+        HAQHyperModel(keras.Model(inp, out), (x, y), (x, y), target="bops")
+    out = keras.layers.Dense(10)(keras.layers.Flatten()(inp))
+    with pytest.raises(ValueError, match="nothing to search"):
+        HAQHyperModel(keras.Model(inp, out), (x, y), (x, y), target="bops")
+
+
+def test_bad_arguments(model, data):
+    x, y = data
+    with pytest.raises(ValueError, match="budget must be in"):
+        HAQHyperModel(model, (x, y), (x, y), hardware=BISMO(), budget=0.0)
+    with pytest.raises(ValueError, match="needs hardware"):
+        HAQHyperModel(model, (x, y), (x, y), target="latency")
+    with pytest.raises(ValueError, match="b_min must be <= b_max"):
+        HAQHyperModel(model, (x, y), (x, y), target="bops", b_min=6,
+                      b_max=4)
+    with pytest.raises(TypeError, match="HAQHyperModel"):
+        HAQOracle(object())
+
+
+def _tuner(hm, directory, max_trials, overwrite=True, cls=HAQTuner,
+           project="p"):
+    return cls(hm, max_trials=max_trials, seed=0, warmup=2,
+               agent_config={"batch_size": 8, "hidden": (32, 32)},
+               directory=str(directory), project_name=project,
+               overwrite=overwrite)
+
+
+def test_reload_gives_the_same_next_proposal(model, data, tmp_path):
+    x, y = data
+    hm = FakeHAQ(model, (x, y), (x, y), hardware=BISMO(), budget=0.5)
+    tuner = _tuner(hm, tmp_path, 4)
+    tuner.search(verbose=0)
+    assert tuner.oracle.agent.num_updates == 2 * 2 * len(hm.layers)
+    state = json.loads((tmp_path / "p" / "oracle.json").read_text())
+    assert state["tfcomp"]["episode"] == 4
+    assert len(state["tfcomp"]["history"]) == 4
+    again = _tuner(hm, tmp_path, 4, overwrite=False)
+    assert again.oracle.episode == 4
+    assert again.oracle.agent.num_updates == tuner.oracle.agent.num_updates
+    a = tuner.oracle.populate_space("next")["values"]
+    b = again.oracle.populate_space("next")["values"]
+    assert a == b
+    c = again.oracle.populate_space("after")["values"]
+    assert c == tuner.oracle.populate_space("after")["values"]
+    other = _tuner(hm, tmp_path, 4, project="q")  # fresh project, seed 0
+    other_seed = HAQTuner(hm, max_trials=4, seed=1, warmup=2,
+                          agent_config={"hidden": (32, 32)},
+                          directory=str(tmp_path), project_name="r")
+    first = [other_seed.oracle.populate_space(str(i))["values"]
+             for i in range(2)]
+    mine = [other.oracle.populate_space(str(i))["values"] for i in range(2)]
+    assert first != mine
+
+
+class _KillAt(HAQTuner):
+    kill_at = None
+    runs: ClassVar[list] = []
+
+    def run_trial(self, trial, *args, **kwargs):
+        if trial.trial_id == self.kill_at:
+            raise KeyboardInterrupt  # a kill in the middle of the trial
+        _KillAt.runs.append(trial.trial_id)
+        return super().run_trial(trial, *args, **kwargs)
+
+
+def _reference(hm, tmp_path, n):
+    ref = _tuner(hm, tmp_path / "ref", n)
+    ref.search(verbose=0)
+    return ref, [ref.oracle.get_trial(t).hyperparameters.values
+                 for t in sorted(ref.oracle.trials)]
+
+
+def _check_resumed(resumed, ref, expected, n):
+    trials = resumed.oracle.trials
+    ids = [str(i) for i in range(n)]
+    assert sorted(trials) == ids
+    assert all(t.status == "COMPLETED" for t in trials.values())
+    assert [trials[t].hyperparameters.values for t in ids] == expected
+    assert [trials[t].score for t in ids] == [
+        ref.oracle.trials[t].score for t in ids]
+    np.testing.assert_array_equal(resumed.oracle.agent.actor.params[0],
+                                  ref.oracle.agent.actor.params[0])
+    assert resumed.oracle.agent.num_updates == ref.oracle.agent.num_updates
+
+
+def test_resume_after_a_kill_in_a_trial(model, data, tmp_path):
+    x, y = data
+    hm = FakeHAQ(model, (x, y), (x, y), hardware=BISMO(), budget=0.5)
+    ref, expected = _reference(hm, tmp_path, 6)
+    _KillAt.runs = []
+    _KillAt.kill_at = "3"
+    killed = _tuner(hm, tmp_path / "run", 6, cls=_KillAt)
+    with pytest.raises(KeyboardInterrupt):
+        killed.search(verbose=0)
+    _KillAt.kill_at = None
+    resumed = _tuner(hm, tmp_path / "run", 6, overwrite=False, cls=_KillAt)
+    resumed.search(verbose=0)
+    assert _KillAt.runs == ["0", "1", "2", "3", "4", "5"]
+    _check_resumed(resumed, ref, expected, 6)
+
+
+KILL_POINTS = {
+    # inside create_trial: trial.json written, oracle.json not
+    "proposing": lambda o, k: k in o.start_order and k not in o.end_order,
+    # inside end_trial: trial ended in oracle.json, episode not learnt yet
+    "ending": lambda o, k: k in o.end_order and k in o._pending,
+    # inside end_trial: learnt, the new agent checkpoint not yet named
+    "learning": lambda o, k: k in o.end_order and k not in o._pending,
+}
+
+
+class _KillOnSave(HAQTuner):
+    """Killed when the oracle saves at a given point of trial ``kill_at``."""
+
+    runs: ClassVar[list] = []
+
+    def __init__(self, *args, kill_at=None, point=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        oracle = self.oracle
+        plain_save = oracle.save
+
+        def save():
+            if kill_at is not None and KILL_POINTS[point](oracle, kill_at):
+                raise KeyboardInterrupt
+            plain_save()
+
+        oracle.save = save
+
+    def run_trial(self, trial, *args, **kwargs):
+        _KillOnSave.runs.append(trial.trial_id)
+        return super().run_trial(trial, *args, **kwargs)
+
+
+@pytest.mark.parametrize("point", sorted(KILL_POINTS))
+def test_resume_after_a_kill_while_the_oracle_saves(model, data, tmp_path,
+                                                    point):
+    x, y = data
+    hm = FakeHAQ(model, (x, y), (x, y), hardware=BISMO(), budget=0.5)
+    ref, expected = _reference(hm, tmp_path, 5)
+    kw = {"max_trials": 5, "seed": 0, "warmup": 2,
+          "agent_config": {"batch_size": 8, "hidden": (32, 32)},
+          "directory": str(tmp_path), "project_name": "run"}
+    _KillOnSave.runs = []
+    killed = _KillOnSave(hm, kill_at="2", point=point, overwrite=True, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        killed.search(verbose=0)
+    assert os.path.exists(tmp_path / "run" / "trial_2" / "trial.json")
+    resumed = _KillOnSave(hm, overwrite=False, **kw)
+    if point == "proposing":
+        # the never-run trial is dropped and proposed again
+        assert sorted(resumed.oracle.trials) == ["0", "1"]
+    resumed.search(verbose=0)
+    assert _KillOnSave.runs == ["0", "1", "2", "3", "4"]
+    _check_resumed(resumed, ref, expected, 5)
+
+
+def test_tiny_real_search_and_best_policy(three_layer_model, data,
+                                          tmp_path):
+    x, y = data
+    model = three_layer_model
+    hm = HAQHyperModel(model, (x, y), (x, y), hardware=BISMO(), budget=0.5,
+                       finetune_steps=1, batch_size=16)
+    tuner = HAQTuner(hm, max_trials=2, seed=0, warmup=1,
+                     agent_config={"hidden": (16, 16)},
+                     directory=str(tmp_path), project_name="real")
+    tuner.search(verbose=0)
+    trials = tuner.oracle.trials
+    assert sorted(trials) == ["0", "1"]
+    assert all(t.status == "COMPLETED" for t in trials.values())
+    best_trial = tuner.oracle.get_best_trials(1)[0]
+    assert set(best_trial.metrics.metrics) >= {"reward", "accuracy", "cost",
+                                               "cost_ratio"}
+    acc = best_trial.metrics.get_last_value("accuracy")
+    assert best_trial.score == pytest.approx(
+        0.1 * 100 * (acc - hm.float_accuracy()), abs=1e-4)
+    best = tuner.get_best_policy()
+    _check_rules(hm, best)
+    assert all(isinstance(v, tuple) and len(v) == 2 for v in best.values())
+    cost = BISMO().model_cost(model, bits=best).latency_s
+    assert cost <= 0.5 * hm.full_cost * (1 + 1e-9)
+    assert best_trial.metrics.get_last_value("cost") == pytest.approx(cost)
+    with open(os.path.join(tuner.get_trial_dir(best_trial.trial_id),
+                           "policy.json")) as f:
+        saved = json.load(f)
+    assert {k: tuple(v) for k, v in saved.items()} == best
+    # the policy drives quantize_model directly
+    qat = quantize_model(model, bits=best)
+    prof = tfcomp.profile(qat)
+    for name, (w, a) in best.items():
+        rec = prof.by_name(name)
+        assert (rec.w_bits, rec.a_bits) == (w, a)
+    assert qat(x[:2]).shape == (2, 10)
+
+
+@pytest.mark.parametrize("tuner_cls", ["RandomSearch", "BayesianOptimization"])
+def test_keras_tuner_baselines_run_on_the_hypermodel(three_layer_model, data,
+                                                     tmp_path, tuner_cls):
+    x, y = data
+    hm = FakeHAQ(three_layer_model, (x, y), (x, y), target="bops",
+                 budget=0.5)
+    assert hm.hyperparameter_names == ["a_bits/c1", "w_bits/c2",
+                                       "a_bits/c2"]
+    # BayesianOptimization: 2 random points, then 1 GP step (each GP step
+    # runs 50 L-BFGS restarts, ~10 s on a loaded 2-core box).
+    extra = {"num_initial_points": 2} if tuner_cls != "RandomSearch" else {}
+    n = 3 if extra else 4
+    tuner = getattr(kt, tuner_cls)(
+        hm, objective=kt.Objective("reward", "max"), max_trials=n, seed=1,
+        directory=str(tmp_path), project_name=tuner_cls, **extra)
+    tuner.search(verbose=0)
+    done = [t for t in tuner.oracle.trials.values()
+            if t.status == "COMPLETED"]
+    assert len(done) == n
+    best = tuner.get_best_hyperparameters()[0]
+    assert set(best.values) == set(hm.hyperparameter_names)
+    policy = hm.policy(best)
+    _check_rules(hm, policy)
+    assert hm.policy_cost(policy) <= 0.5 * hm.full_cost * (1 + 1e-9)
+    assert max(t.score for t in done) == pytest.approx(_fake_reward(policy))
+    if extra:
+        return
+    # HAQTuner runs any keras-tuner oracle over the same space
+    oracle = kt.oracles.RandomSearchOracle(
+        objective=kt.Objective("reward", "max"), max_trials=2, seed=0)
+    t2 = HAQTuner(hm, oracle=oracle, directory=str(tmp_path),
+                  project_name=tuner_cls + "_haq")
+    t2.search(verbose=0)
+    assert len(t2.oracle.trials) == 2
+    _check_rules(hm, t2.get_best_policy())
