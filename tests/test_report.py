@@ -40,3 +40,68 @@ def test_write_report_errors(tmp_path):
         write_report(str(tmp_path / "none.json"), str(tmp_path))
     with pytest.raises(ValueError, match="rows"):
         write_report({"nope": 1}, str(tmp_path))
+
+
+def test_load_results_checks_rows(tmp_path):
+    from tfcomp.report import load_results
+
+    res = load_results([{"accuracy": 0.5, "macs": 10}])
+    assert res["rows"] == [{"accuracy": 0.5, "macs": 10, "stage": "row 0"}]
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_results(str(bad))
+    with pytest.raises(ValueError, match=r"rows\[1\] must be an object"):
+        load_results({"rows": [{"stage": "a"}, 3]})
+    with pytest.raises(ValueError, match=r"rows\[0\]\['macs'\] must be a "):
+        load_results({"rows": [{"stage": "a", "macs": "many"}]})
+
+
+def test_merge_results_keeps_base_plots():
+    from tfcomp.report import merge_results
+
+    out = merge_results(
+        {"rows": [{"stage": "a"}], "bits": {"c": [4, 4]}},
+        {"rows": [{"stage": "b"}], "bits": {"c": [8, 8]},
+         "channels": {"c": [2, 4]}})
+    assert [r["stage"] for r in out["rows"]] == ["a", "b"]
+    assert out["bits"] == {"c": [4, 4]}
+    assert out["channels"] == {"c": [2, 4]}
+
+
+def test_collect_results_channels_bits_and_heatmap(tmp_path):
+    import numpy as np
+
+    import tfcomp
+    from tfcomp.hardware import BISMO, LatencyTable
+    from tfcomp.report import collect_results, hardware_table
+
+    model = tfcomp.zoo.resnet(depth=8, width=4, input_shape=(12, 12, 1))
+    plan = tfcomp.pruning.make_plan(model, ratio=0.5)
+    small = tfcomp.pruning.prune_channels(model, plan)
+    qat = tfcomp.quantization.quantize_model(model, bits=4)
+    table = LatencyTable.build(model, BISMO(), bits=[2, 8], progress=False)
+    x = np.random.default_rng(0).uniform(0, 1, (8, 12, 12, 1)).astype("f4")
+    y = np.zeros(8, "int64")
+    res = collect_results({"dense": model, "pruned": small, "q": qat},
+                          data=(x, y), table=table)
+    rows = {r["stage"]: r for r in res["rows"]}
+    assert rows["pruned"]["macs"] == tfcomp.profile(small).macs
+    assert rows["pruned"]["macs"] < rows["dense"]["macs"]
+    assert all(0 <= r["accuracy"] <= 1 for r in res["rows"])
+    assert rows["dense"]["accel_ms"] == pytest.approx(
+        table.model_cost(model).latency_s * 1e3)
+    assert res["channels"]["stem_conv"] == [2, 4]
+    assert res["channels"]["logits"] == [10, 10]
+    assert res["bits"]["s1b1_conv1"] == [4, 4]
+    assert res["bits"]["stem_conv"] == [8, 8]
+    heat = res["hardware_table"]
+    assert heat["bits"] == [2, 8]
+    assert len(heat["latency_ms"]) == len(heat["layers"]) > 0
+    assert all(lo <= hi for lo, hi in heat["latency_ms"])
+    assert any(lo < hi for lo, hi in heat["latency_ms"])
+    assert hardware_table(BISMO(), model)["bits"] == list(range(2, 9))
+    md = write_report(res, str(tmp_path / "r"))
+    assert "hardware_table.png" in open(md).read()
+    with pytest.raises(ValueError, match="match no model"):
+        collect_results({"dense": model}, tflite={"other": "x.tflite"})

@@ -289,7 +289,7 @@ _MIRRORED = textwrap.dedent("""
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, numpy as np
     from tfcomp.pruning import fpgm
-    from tfcomp.pruning.strip import apply_fpgm
+    from tfcomp.pruning.strip import apply_fpgm, strip
     keras.utils.set_random_seed(0)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
@@ -310,7 +310,7 @@ _MIRRORED = textwrap.dedent("""
     layer = model.get_layer("a")
     k = keras.ops.convert_to_numpy(layer.kernel)
     mask = keras.ops.convert_to_numpy(layer.channel_mask_var)
-    small = st.strip(model)
+    small = strip(model)
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync,
         "mirrored": type(layer.channel_mask_var.value).__name__,
