@@ -4,8 +4,8 @@ keras-tuner's split (DESIGN.md, "Tuners"):
 
 * ``HAQHyperModel`` owns the float model, the space and the evaluation:
   ``Int`` hyperparameters ``"w_bits/<layer>"`` and ``"a_bits/<layer>"`` in
-  ``[b_min, b_max]`` for every quantizable layer, except the first layer's
-  weights and the last layer (kept at 8 bits, as the official code),
+  ``[b_min, b_max]`` for every quantizable layer, except the first and the
+  last layer (kept at 8/8: the input image is already 8-bit),
   ``build(hp)`` quantizes the model with
   :func:`tfcomp.quantization.quantize_model` and calibrates it, ``fit``
   fine-tunes it briefly and returns ``{"reward", "accuracy", "cost",
@@ -82,12 +82,10 @@ class _HAQSpace:
 
     An episode covers every quantizable layer, two steps per layer (weight
     bits, then activation bits), as the paper and the official code. The
-    first layer's weights and the last layer's weights and activations are
-    fixed at 8 bits (``fixed``): the agent acts on those steps too, but its
-    action is overridden (the official ``_keep_first_last_layer``). The
-    first layer's activation bits are searched (the official code leaves
-    them free). Bits are held as an ``(n_layers, 2)`` array of
-    ``(w_bits, a_bits)``.
+    first and the last layer are fixed at 8/8 (``fixed``; the first layer's
+    input is the 8-bit image): the agent acts on those steps too, but its
+    action is overridden (the official ``_keep_first_last_layer``). Bits
+    are held as an ``(n_layers, 2)`` array of ``(w_bits, a_bits)``.
     """
 
     state_dim = 10
@@ -124,7 +122,7 @@ class _HAQSpace:
         # free[i, d]: whether bits d (0 weights, 1 activations) of layer i
         # are searched.
         self.free = np.ones((n, 2), dtype=bool)
-        self.free[0, 0] = False
+        self.free[0, :] = False
         self.free[n - 1, :] = False
         self.names = []
         self._slots = []
@@ -180,7 +178,7 @@ class _HAQSpace:
             raise ValueError(
                 f"HAQ: budget={budget} of the 8/8-bit {target} cannot be "
                 f"reached: with every searched bit-width at b_min={b_min} "
-                "(first layer weights and last layer at 8 bits) the model "
+                "(first and last layer at 8/8) the model "
                 f"still costs {self.min_cost:.6g} = "
                 f"{self.min_cost / self.full_cost:.4f} of the 8/8 cost "
                 f"{self.full_cost:.6g}. The minimum reachable budget is "
@@ -228,7 +226,7 @@ class _HAQSpace:
         first lowering each searched activation bit-width by one (never
         below ``b_min``), stopping as soon as the budget is met; then the
         same for weight bits; repeat (the official ``_final_action_wall``).
-        Fixed bits (first layer weights, last layer) stay 8. A dimension
+        Fixed bits (first and last layer) stay 8. A dimension
         that cannot change the cost (activation bits for ``target="size"``)
         is left alone.
         """
@@ -313,10 +311,9 @@ class HAQHyperModel(kt.HyperModel):
 
     Hyperparameters: ``"w_bits/<layer>"`` and ``"a_bits/<layer>"``
     (``Int`` in ``[b_min, b_max]``, default ``b_max``) for every
-    quantizable layer (Conv2D, DepthwiseConv2D, Dense), except the bits
-    HAQ fixes at 8: the first layer's weights and the last layer's weights
-    and activations (the official ``_keep_first_last_layer``; the first
-    layer's activation bits are searched, as there). A proposal that
+    quantizable layer (Conv2D, DepthwiseConv2D, Dense), except the first
+    and the last layer, which HAQ keeps at 8/8 (the official
+    ``_keep_first_last_layer``; the input image is 8-bit). A proposal that
     exceeds the budget is lowered by HAQ's backward wall, so every model
     any tuner evaluates meets it. ``a_bits`` are the bits of the layer's
     input activations.
@@ -328,10 +325,7 @@ class HAQHyperModel(kt.HyperModel):
     ``{"reward", "accuracy", "cost", "cost_ratio"}`` with reward
     ``0.1 * (acc_q - acc_float)`` in percent points.
 
-    Deviations: the paper fixes the first layer's weights at 8 bits and
-    feeds it the (8-bit) image; like the official code we search that
-    layer's input-activation bits (``"a_bits/<first layer>"``). For CPU
-    scale, ``finetune_steps`` can cut the 1-epoch fine-tune short and
+    Deviations: for CPU scale, ``finetune_steps`` can cut the 1-epoch fine-tune short and
     activation ranges are calibrated on 512 training images by default.
 
     Args:
@@ -544,7 +538,7 @@ class HAQOracle(DDPGOracle):
 
     One trial is one episode of two steps per quantizable layer (weight
     bits, then activation bits); the actions of the steps HAQ fixes at 8
-    bits (first layer weights, last layer) are stored but overridden, as
+    bits (first and last layer) are stored but overridden, as
     the official code. State (10 features): layer index, c_in, c_out,
     stride, kernel size, #params, input H*W, depthwise flag (min-max
     normalised over the layers), the weight/activation flag and the
