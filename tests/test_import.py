@@ -21,3 +21,13 @@ def test_public_names_resolve():
     assert tfcomp.zoo.resnet is not None
     assert tfcomp.export_tflite is not None
     assert "profile" in tfcomp.__all__
+
+
+def test_import_tfcomp_does_not_load_tensorflow():
+    # ``tfcomp --help`` must be instant: Keras / TF load on first real use.
+    code = ("import sys, tfcomp, tfcomp.cli\n"
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False False"

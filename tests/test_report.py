@@ -27,7 +27,8 @@ def test_write_report_with_all_plots(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps(results))
     md = write_report(str(path), str(tmp_path / "out"))
-    text = open(md).read()
+    with open(md) as f:
+        text = f.read()
     for png in ("acc_vs_macs.png", "acc_vs_latency.png", "acc_vs_accel.png",
                 "channels.png", "bits.png", "hardware_table.png"):
         assert png in text
@@ -102,6 +103,7 @@ def test_collect_results_channels_bits_and_heatmap(tmp_path):
     assert any(lo < hi for lo, hi in heat["latency_ms"])
     assert hardware_table(BISMO(), model)["bits"] == list(range(2, 9))
     md = write_report(res, str(tmp_path / "r"))
-    assert "hardware_table.png" in open(md).read()
+    with open(md) as f:
+        assert "hardware_table.png" in f.read()
     with pytest.raises(ValueError, match="match no model"):
         collect_results({"dense": model}, tflite={"other": "x.tflite"})

@@ -25,7 +25,7 @@ import math
 import os
 import sys
 
-__all__ = ["main", "build_parser", "CLIError"]
+__all__ = ["CLIError", "build_parser", "main"]
 
 _PRUNE_METHODS = ("l1", "l2", "fpgm", "bn_scale", "random", "taylor",
                   "lasso", "dcp")
@@ -465,12 +465,14 @@ def cmd_lut(args) -> None:
         table = hardware.LatencyTable.build(model, hw, bits=args.bits,
                                             progress=not _QUIET, **kw)
     table.save(args.output)
-    cost = table.model_cost(model)
-    print(f"{len(table)} entries; model latency {cost.latency_s * 1e3:.4f} "
-          f"ms at its own bits (8/8 for float layers)"
-          if not table.bit_invariant else
-          f"{len(table)} entries; model latency "
-          f"{cost.latency_s * 1e3:.4f} ms (measured)")
+    try:
+        ms = f"{table.model_cost(model).latency_s * 1e3:.4f} ms"
+    except (ValueError, KeyError):  # e.g. 8/8 not tabulated
+        ms = None
+    where = ("measured" if table.bit_invariant
+             else "at its own bits, 8/8 for float layers")
+    print(f"{len(table)} entries" + ("" if ms is None else
+                                     f"; model latency {ms} ({where})"))
     print(f"wrote {args.output}")
 
 
@@ -478,6 +480,13 @@ def _split(data, val_size: int):
     (x, y), (xt, yt) = data
     v = min(val_size, len(x))
     return (x, y), (x[-v:], y[-v:]), (xt, yt)
+
+
+def _best_trial(tuner):
+    trials = tuner.oracle.get_best_trials(1)
+    if not trials:
+        raise CLIError("no trial finished (see the messages above)")
+    return trials[0]
 
 
 def cmd_search(args) -> None:
@@ -508,7 +517,7 @@ def cmd_search(args) -> None:
         _info(f"AMC search: {args.trials} trial(s), budget {args.budget} of "
               f"dense {cost}, {len(hm.group_ids)} group(s)")
         tuner.search(verbose=_verbose())
-        best = tuner.oracle.get_best_trials(1)[0]
+        best = _best_trial(tuner)
         result, plan = hm.prune(best.hyperparameters)
         if args.plan:
             _atomic_write_text(args.plan, plan.to_json(indent=1))
@@ -534,7 +543,7 @@ def cmd_search(args) -> None:
         _info(f"HAQ search: {args.trials} trial(s), budget {args.budget} of "
               f"8-bit {cost}, {len(hm.searched_layers)} searched layer(s)")
         tuner.search(verbose=_verbose())
-        best = tuner.oracle.get_best_trials(1)[0]
+        best = _best_trial(tuner)
         policy = hm.policy(best.hyperparameters)
         result = hm.build(best.hyperparameters)
         hm.fit(best.hyperparameters, result)
@@ -577,8 +586,6 @@ def cmd_report(args) -> None:
         first = next(iter(models.values()), None)
         data = _load_data(args.data, required=False, model=first)
         table = _hardware(args.lut) if args.lut else None
-        if table is not None and not args.lut.endswith(".json"):
-            raise CLIError("--lut must be a latency table .json")
         _info(f"collecting results for {len(models)} model(s)")
         extra = report.collect_results(
             models, data=None if data is None else data[1],
@@ -728,10 +735,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dcp: per-stage fine-tune epochs")
     s.add_argument("--finetune-epochs", type=_nonneg_int, default=0,
                    help="fine-tune the pruned model (needs --data)")
-    s.add_argument("--lr", type=float, default=1e-3)
-    s.add_argument("--batch-size", type=_positive_int, default=128)
+    s.add_argument("--lr", type=float, default=1e-3,
+                   help="fine-tune learning rate (Adam)")
+    s.add_argument("--batch-size", type=_positive_int, default=128,
+                   help="fine-tune batch size")
     s.add_argument("--plan", help="also write the plan JSON here")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0,
+                   help="seed of random / lasso / dcp")
     s.set_defaults(func=cmd_prune)
 
     s = sub.add_parser(
@@ -752,9 +762,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="QAT fine-tune epochs (0 = calibrate only)")
     s.add_argument("--steps-per-epoch", type=_positive_int, default=None,
                    help="limit the batches per fine-tune epoch")
-    s.add_argument("--lr", type=float, default=1e-4)
-    s.add_argument("--batch-size", type=_positive_int, default=128)
-    s.add_argument("--calibration-size", type=_positive_int, default=512)
+    s.add_argument("--lr", type=float, default=1e-4,
+                   help="QAT fine-tune learning rate (Adam)")
+    s.add_argument("--batch-size", type=_positive_int, default=128,
+                   help="QAT fine-tune batch size")
+    s.add_argument("--calibration-size", type=_positive_int, default=512,
+                   help="training images for activation ranges")
     s.set_defaults(func=cmd_quantize)
 
     s = sub.add_parser(
@@ -788,15 +801,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="HAQ: fine-tune epochs per trial")
     s.add_argument("--finetune-steps", type=_positive_int, default=None,
                    help="HAQ: batches per fine-tune epoch")
-    s.add_argument("--calibration-size", type=_positive_int, default=256)
-    s.add_argument("--val-size", type=_positive_int, default=1000)
+    s.add_argument("--calibration-size", type=_positive_int, default=256,
+                   help="training images for AMC's refit / HAQ's "
+                        "calibration")
+    s.add_argument("--val-size", type=_positive_int, default=1000,
+                   help="last training images used for the reward")
     s.add_argument("--plan", help="also write the best plan (amc) or "
                    "policy {layer: [w, a]} (haq) JSON here")
     s.add_argument("--directory", default="tfcomp_search",
                    help="keras-tuner project directory")
     s.add_argument("--overwrite", action="store_true",
                    help="start afresh instead of resuming")
-    s.add_argument("--seed", type=_nonneg_int, default=0)
+    s.add_argument("--seed", type=_nonneg_int, default=0,
+                   help="seeds the agent and the refit / fine-tune")
     s.set_defaults(func=cmd_search)
 
     s = sub.add_parser("lut", help="hardware latency lookup tables",
@@ -811,20 +828,24 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("model", help="input .keras file")
     b.add_argument("output", help="output table .json")
     b.add_argument("--hardware", default="bitfusion-edge",
-                   choices=[*_HARDWARE, "tflite"])
+                   choices=[*_HARDWARE, "bitfusion", "tflite"],
+                   help="analytic accelerator model (bitfusion = "
+                        "bitfusion-edge) or tflite: measured on this host")
     b.add_argument("--bits", type=_parse_bits_list, default="2-8",
                    help="analytic models: widths (every (w, a) pair)")
     b.add_argument("--channel-fractions", type=_fractions, default=None,
                    help="e.g. 0.2,0.4,0.6,0.8,1.0 (default: 1.0 analytic, "
                         "0.2..1.0 tflite)")
-    b.add_argument("--channel-multiple", type=_positive_int, default=None)
+    b.add_argument("--channel-multiple", type=_positive_int, default=None,
+                   help="round tabulated channel counts to this multiple")
     b.add_argument("--runs", type=_positive_int, default=50,
                    help="tflite: timed invocations per layer")
     b.add_argument("--warmup", type=_nonneg_int, default=5,
                    help="tflite: untimed invocations")
     b.add_argument("--rounds", type=_positive_int, default=5,
                    help="tflite: interleaved passes")
-    b.add_argument("--threads", type=_positive_int, default=1)
+    b.add_argument("--threads", type=_positive_int, default=1,
+                   help="tflite: interpreter threads")
     b.set_defaults(func=cmd_lut)
 
     s = sub.add_parser("export", help="export to TFLite or bit-serial",
@@ -846,7 +867,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="verification inputs (0 = do not verify)")
     t.add_argument("--latency", action="store_true",
                    help="also measure the file's latency")
-    t.add_argument("--runs", type=_positive_int, default=50)
+    t.add_argument("--runs", type=_positive_int, default=50,
+                   help="timed runs for --latency")
     t.set_defaults(func=cmd_export)
     b = ex.add_parser("bitserial", formatter_class=fmt,
                       help="BISMO / Bit Fusion descriptor",
@@ -897,7 +919,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tflite", action="append", default=[],
                    metavar="LABEL=FILE.tflite",
                    help="measure this file's latency for the model LABEL")
-    s.add_argument("--lut", help="latency table .json: heatmap and "
+    s.add_argument("--lut", help="latency table .json (or bismo, "
+                   "bitfusion-edge, bitfusion-server): heatmap and "
                    "accelerator latency per model")
     s.add_argument("--data", help=_DATA_HELP + "; test accuracy per model")
     s.add_argument("--num", type=_positive_int, default=1000,
@@ -938,9 +961,11 @@ def main(argv=None) -> int:
         return e.code if isinstance(e.code, int) else (0 if e.code is None
                                                         else 2)
     _QUIET = bool(args.quiet)
-    verb = args.command + ("" if getattr(args, "format", None) is None
-                           or args.command != "export"
-                           else f" {args.format}")
+    verb = args.command
+    if args.command == "export":
+        verb += f" {args.format}"
+    elif args.command == "lut":
+        verb += f" {args.lut_command}"
     try:
         args.func(args)
     except CLIError as e:
@@ -951,7 +976,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"tfcomp {verb}: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # noqa: BLE001  (one line, not a traceback)
+    except Exception as e:
         if args.traceback:
             raise
         kind = "" if isinstance(e, (ValueError, TypeError)) else \

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
-import keras
+if TYPE_CHECKING:  # Keras is imported on first use: ``import tfcomp`` and
+    import keras   # ``tfcomp --help`` stay free of TensorFlow.
 
 __all__ = ["LayerProfile", "ModelProfile", "profile"]
 
@@ -194,6 +195,8 @@ def _io_shapes(layer) -> tuple[list, list]:
         outs = layer.output
     except (AttributeError, ValueError):
         return [], []
+    import keras
+
     ins = keras.tree.flatten(ins)
     outs = keras.tree.flatten(outs)
     return [_shape(t) for t in ins], [_shape(t) for t in outs]
@@ -241,6 +244,8 @@ def _keras_base_name(layer) -> str:
     tfcomp's own layers subclass Keras ones (QuantConv2D -> Conv2D), so they
     are counted like their parent.
     """
+    import keras
+
     for klass in type(layer).__mro__:
         if klass.__module__.startswith("keras") and hasattr(
                 keras.layers, klass.__name__):
@@ -260,6 +265,8 @@ def _layer_bits(layer, bits: dict | None, name: str) -> tuple[int, int]:
 
 
 def _is_model(layer) -> bool:
+    import keras
+
     return isinstance(layer, keras.Model)
 
 
@@ -309,6 +316,8 @@ def profile(model: keras.Model, bits: dict[str, Any] | None = None
         >>> p = tfcomp.profile(tfcomp.zoo.resnet(depth=20))
         >>> print(p.macs, p.params)
     """
+    import keras
+
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"profile() expects a keras.Model. Received: {type(model)!r}")

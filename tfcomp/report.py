@@ -28,8 +28,14 @@ import os
 
 import numpy as np
 
-__all__ = ["write_report", "pareto_front", "load_results", "merge_results",
-           "collect_results", "hardware_table"]
+__all__ = [
+    "collect_results",
+    "hardware_table",
+    "load_results",
+    "merge_results",
+    "pareto_front",
+    "write_report",
+]
 
 
 def pareto_front(costs, accs) -> list[int]:
@@ -86,14 +92,14 @@ def load_results(results) -> dict:
         results = {"rows": results}
     if not isinstance(results, dict) or not isinstance(
             results.get("rows"), list):
-        raise ValueError(
+        raise ValueError(  # noqa: TRY004  (a malformed file, not a type)
             "results must be a dict with a 'rows' list (or a list of rows). "
             f"Received: {type(results).__name__}")
     rows = []
     for i, r in enumerate(results["rows"]):
         if not isinstance(r, dict):
-            raise ValueError(f"results rows[{i}] must be an object. "
-                             f"Received: {r!r}")
+            raise ValueError(  # noqa: TRY004
+                f"results rows[{i}] must be an object. Received: {r!r}")
         r = dict(r)
         r.setdefault("stage", f"row {i}")
         r["stage"] = str(r["stage"])
