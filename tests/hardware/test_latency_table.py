@@ -236,7 +236,8 @@ def test_interpolation_mode_round_trips_and_is_validated(tmp_path):
     table.interpolation = "step"
     path = table.save(str(tmp_path / "t.json"))
     assert LatencyTable.load(path).interpolation == "step"
-    doc = json.load(open(path))
+    with open(path, encoding="utf-8") as f:
+        doc = json.load(f)
     del doc["interpolation"]  # files written before the field: linear
     assert LatencyTable.from_dict(doc).interpolation == "linear"
     doc["interpolation"] = "cubic"
