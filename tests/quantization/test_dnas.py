@@ -207,11 +207,6 @@ def test_training_output_is_gumbel_mixture_of_candidates():
         np.testing.assert_allclose(y, expected, atol=1e-4, err_msg=kind)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "MixedMixin adds the float bias, QuantConv2D/QuantDense round the bias "
-    "to the int32 accumulator grid s_in*s_w once the input quantizer has "
-    "seen data (QuantMixin._quantized_bias), so a candidate differs from "
-    "the layer quantize_model deploys when bias != 0"))
 def test_candidate_equals_standalone_with_nonzero_bias():
     mixed, refs, x = _mixed_and_refs(
         "dense", bias=lambda rng, s: rng.normal(0, 0.3, s))

@@ -130,9 +130,17 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
             "model with known inputs to export.")
     converter_kwargs: dict = {}
     support = _qat_support()
-    qat = bool(support is not None and support.is_qat_model(model))
+    # A QAT model goes through the integer path for "int8" (its ranges come
+    # from training); the float modes convert ``strip(model)``: quantized
+    # weights baked into plain layers, activations in float.
+    is_qat = bool(support is not None and support.is_qat_model(model))
+    qat = is_qat and quantization == "int8"
     if qat:
         model, converter_kwargs = support.prepare_for_tflite(model)
+    elif is_qat:
+        from tfcomp.quantization import strip as strip_qat
+
+        model = strip_qat(model)
     if quantization == "int8" and representative_data is None and not qat:
         raise ValueError(
             "quantization='int8' needs representative_data (a few hundred "
@@ -185,6 +193,9 @@ def export_tflite(model: keras.Model, path: str,
     ``quantization="int8"`` is full-integer quantization: every op in int8,
     activation ranges calibrated on ``representative_data`` (or taken from
     a tfcomp quantization-aware model, whose ranges are used as trained).
+    The float modes export a QAT model as ``tfcomp.quantization.strip``
+    does (its b-bit weights baked in, activations in float), so its
+    verification against the QAT model shows the cost of float activations.
 
     Args:
         model: a built single-input Keras model.

@@ -70,6 +70,25 @@ def fake_quant_weights(kernel, fq_max, axis: int):
     return _fq(kernel, -m, m, num_bits=8, narrow_range=True, axis=axis)
 
 
+def round_bias(bias, kernel, weight_quantizer, input_quantizer):
+    """``bias`` rounded to the accumulator grid ``s_in * s_w`` (STE).
+
+    The float bias while either quantizer is None (float weights / inputs)
+    or before the input quantizer has seen data. Shared by the QAT layers
+    and every candidate of the DNAS mixed layers.
+    """
+    if weight_quantizer is None or input_quantizer is None:
+        return bias
+    s_in = ops.stop_gradient(input_quantizer.grid()[0])
+    s_w = ops.stop_gradient(ops.reshape(
+        weight_quantizer.channel_scale(kernel), (-1,)))
+    step = s_in * s_w
+    r = bias / step
+    q = ops.sign(r) * ops.floor(ops.abs(r) + 0.5) * step
+    q = ops.where(input_quantizer.seen > 0, q, bias)
+    return qz._ste(bias, q)
+
+
 class QuantMixin:
     """Quantization state and helpers shared by QuantConv2D & co.
 
@@ -144,17 +163,10 @@ class QuantMixin:
         input quantizer has seen data (or with float weights / inputs) the
         float bias is used.
         """
-        if (not self.use_bias or self.weight_quantizer is None
-                or self.input_quantizer is None):
+        if not self.use_bias:
             return self.bias
-        s_in = ops.stop_gradient(self.input_quantizer.grid()[0])
-        s_w = ops.stop_gradient(ops.reshape(
-            self.weight_quantizer.channel_scale(self.kernel), (-1,)))
-        step = s_in * s_w
-        r = self.bias / step
-        q = ops.sign(r) * ops.floor(ops.abs(r) + 0.5) * step
-        q = ops.where(self.input_quantizer.seen > 0, q, self.bias)
-        return qz._ste(self.bias, q)
+        return round_bias(self.bias, self.kernel, self.weight_quantizer,
+                          self.input_quantizer)
 
     def _apply_bias_activation(self, y, channels_last: bool = True,
                                bias=None):

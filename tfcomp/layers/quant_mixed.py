@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcomp.layers.quant_base import QuantMixin
+from tfcomp.layers.quant_base import QuantMixin, round_bias
 from tfcomp.quantization import quantizers as qz
 from tfcomp.quantization.gumbel import gumbel_softmax
 
@@ -162,6 +162,7 @@ class MixedMixin(QuantMixin):
         qkernels = {w: (q(self.kernel) if q is not None else self.kernel)
                     for w, q in self.weight_quantizers.items()}
         y = None
+        bias = None
         for a, q in self.input_quantizers.items():
             x = inputs if q is None else q(inputs, training=bool(training))
             k = None
@@ -170,9 +171,15 @@ class MixedMixin(QuantMixin):
                     continue
                 term = m[i] * qkernels[wb]
                 k = term if k is None else k + term
+                if self.use_bias:
+                    # each candidate adds its bias on its own int32 grid,
+                    # as the layer quantize_model would deploy does
+                    b = m[i] * round_bias(self.bias, self.kernel,
+                                          self.weight_quantizers[wb], q)
+                    bias = b if bias is None else bias + b
             out = self._op(x, k)
             y = out if y is None else y + out
-        return y
+        return y, bias
 
     def refresh_weight_quantizer(self) -> None:
         for q in self.weight_quantizers.values():
@@ -245,9 +252,9 @@ class MixedQuantConv2D(MixedMixin, keras.layers.Conv2D):
                         dilation_rate=self.dilation_rate)
 
     def call(self, inputs, training=None):
-        y = self._mixed_forward(inputs, training)
+        y, bias = self._mixed_forward(inputs, training)
         return self._apply_bias_activation(
-            y, self.data_format == "channels_last")
+            y, self.data_format == "channels_last", bias=bias)
 
     def get_config(self):
         config = super().get_config()
@@ -310,9 +317,9 @@ class MixedQuantDepthwiseConv2D(MixedMixin, keras.layers.DepthwiseConv2D):
                                   data_format=self.data_format)
 
     def call(self, inputs, training=None):
-        y = self._mixed_forward(inputs, training)
+        y, bias = self._mixed_forward(inputs, training)
         return self._apply_bias_activation(
-            y, self.data_format == "channels_last")
+            y, self.data_format == "channels_last", bias=bias)
 
     def get_config(self):
         config = super().get_config()
@@ -369,8 +376,8 @@ class MixedQuantDense(MixedMixin, keras.layers.Dense):
         return ops.matmul(x, k)
 
     def call(self, inputs, training=None):
-        return self._apply_bias_activation(
-            self._mixed_forward(inputs, training))
+        y, bias = self._mixed_forward(inputs, training)
+        return self._apply_bias_activation(y, bias=bias)
 
     def get_config(self):
         config = super().get_config()

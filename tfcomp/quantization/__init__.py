@@ -22,6 +22,7 @@ from tfcomp.quantization.export_support import (is_qat_model,
                                                 tflite_weight_levels)
 from tfcomp.quantization.quantize import (QuantizationReport,
                                           fold_batchnorm_weights,
+                                          link_shared_inputs,
                                           quantizable_layers, quantize_model,
                                           strip)
 from tfcomp.quantization import dnas
@@ -33,4 +34,5 @@ __all__ = [
     "quantize_model", "quantizable_layers", "QuantizationReport",
     "fold_batchnorm_weights", "strip", "is_qat_model", "prepare_for_tflite",
     "quantization_params", "tflite_weight_levels", "dnas",
+    "link_shared_inputs",
 ]

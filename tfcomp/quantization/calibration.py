@@ -113,6 +113,9 @@ def calibrate(model: keras.Model, data, batch_size: int = 64,
             "method must be 'auto', 'max' or 'kl'. Received: "
             f"method={method!r}")
     read_graph(model, "calibrate")
+    from tfcomp.quantization.quantize import link_shared_inputs
+
+    link_shared_inputs(model)
     targets = activation_quantizers(model)
     if not targets:
         raise ValueError(

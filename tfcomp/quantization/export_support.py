@@ -204,6 +204,9 @@ def prepare_for_tflite(model):
     if not is_qat_model(model):
         raise ValueError(
             f"Model {model.name!r} is not a tfcomp quantization-aware model.")
+    from tfcomp.quantization.quantize import link_shared_inputs
+
+    link_shared_inputs(model)
     check_exportable(model)
     params = quantization_params(model)
     clone = keras.models.clone_model(model)

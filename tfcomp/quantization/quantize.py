@@ -35,7 +35,8 @@ from tfcomp.quantization import quantizers as qz
 from tfcomp.quantization._graph import (clone_layer, new_inputs, read_graph)
 
 __all__ = ["quantize_model", "QuantizationReport", "fold_batchnorm_weights",
-           "strip", "resolve_bits", "quantizable_layers"]
+           "strip", "resolve_bits", "quantizable_layers",
+           "link_shared_inputs"]
 
 _QUANT_NAMES = {"Conv2D": "QuantConv2D",
                 "DepthwiseConv2D": "QuantDepthwiseConv2D",
@@ -563,7 +564,56 @@ def quantize_model(model: keras.Model, bits=8, fold_batchnorm: bool = True,
     obs = iq_template.copy()
     new = _rebuild(analysis, make_layer, observers, observer_quantizer=obs)
     new.quantization_report = report
+    link_shared_inputs(new)
     return new
+
+
+_WEIGHT_LAYERS = ("QuantConv2D", "QuantDepthwiseConv2D", "QuantDense")
+
+
+def link_shared_inputs(model) -> list:
+    """Links input quantizers to the observer that already quantizes their
+    input at the same bit-width (see ``ActivationQuantizer.share_range``).
+
+    A tensor with several consumers (a residual block's input) gets an
+    8-bit ``QuantActivation``; an 8-bit conv reading it would otherwise
+    round it a second time onto its own, slightly different grid, while the
+    int8 TFLite tensor has one grid. Idempotent; ``quantize_model``,
+    ``calibrate`` and int8 export call it.
+
+    Args:
+        model: a QAT model.
+
+    Returns:
+        Names of the linked layers.
+
+    Example:
+        >>> link_shared_inputs(keras.saving.load_model("qat.keras"))
+    """
+    observers = {}
+    for layer in model.layers:
+        if _cls(layer) == "QuantActivation":
+            try:
+                observers[id(layer.output)] = layer
+            except (AttributeError, ValueError):
+                continue
+    linked = []
+    for layer in model.layers:
+        iq = getattr(layer, "input_quantizer", None)
+        if _cls(layer) not in _WEIGHT_LAYERS or iq is None:
+            continue
+        try:
+            obs = observers.get(id(layer.input))
+        except (AttributeError, ValueError):
+            continue
+        if obs is None:
+            continue
+        oq = obs.quantizer
+        if (oq.bits == iq.bits and oq.signed == iq.signed
+                and oq.range_mode == iq.range_mode):
+            iq.share_range(oq)
+            linked.append(layer.name)
+    return linked
 
 
 def strip(model: keras.Model) -> keras.Model:

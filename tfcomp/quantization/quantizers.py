@@ -555,6 +555,36 @@ class ActivationQuantizer(Quantizer):
         self.range_mode = range_mode
         self.momentum = float(momentum)
         self.init_range = float(init_range)
+        self._source = None
+
+    def share_range(self, source) -> None:
+        """Takes the grid from ``source`` (another built quantizer of the same
+        bits and signedness) instead of this quantizer's own range.
+
+        ``quantize_model`` links a layer's input quantizer to the 8-bit
+        ``QuantActivation`` that already quantizes its input (a tensor with
+        several consumers): re-quantizing onto a slightly different grid of
+        the same width would round twice, which an int8 TFLite tensor (one
+        scale per tensor) cannot represent. With the shared grid the second
+        quantization is the identity. The link lives in memory;
+        ``link_shared_inputs`` (called by ``quantize_model``, ``calibrate``
+        and int8 export) restores it on a loaded model.
+
+        Example:
+            >>> layer.input_quantizer.share_range(observer.quantizer)
+        """
+        if source is not None and (
+                source.bits != self.bits or source.signed != self.signed
+                or source.range_mode != self.range_mode):
+            raise ValueError(
+                "share_range needs a quantizer with the same bits, "
+                f"signedness and range mode. Received: {source!r} for "
+                f"{self!r}")
+        self._source = source
+
+    def _ranges(self):
+        src = self._source if self._source is not None else self
+        return src.range_min, src.range_max
 
     @property
     def levels(self) -> int:
@@ -599,8 +629,9 @@ class ActivationQuantizer(Quantizer):
     def grid(self):
         """``(scale, zero_point, lo, hi)`` tensors of the current grid
         (``lo``/``hi`` differentiable for learned ranges)."""
-        hi = ops.maximum(self.range_max, 0.0)
-        lo = ops.minimum(self.range_min, 0.0) if self.signed else 0.0
+        range_min, range_max = self._ranges()
+        hi = ops.maximum(range_max, 0.0)
+        lo = ops.minimum(range_min, 0.0) if self.signed else 0.0
         s = ops.maximum(hi - lo, _EPS) / float(self.levels)
         if self.signed:
             z = ops.clip(_floor_round(ops.stop_gradient(-lo / s)), 0.0,
@@ -649,8 +680,9 @@ class ActivationQuantizer(Quantizer):
     # -- numpy helpers ----------------------------------------------------
     def numpy_grid(self):
         """``(scale, zero_point)`` as Python floats / ints (for export)."""
-        hi = max(float(keras.ops.convert_to_numpy(self.range_max)), 0.0)
-        lo = (min(float(keras.ops.convert_to_numpy(self.range_min)), 0.0)
+        range_min, range_max = self._ranges()
+        hi = max(float(keras.ops.convert_to_numpy(range_max)), 0.0)
+        lo = (min(float(keras.ops.convert_to_numpy(range_min)), 0.0)
               if self.signed else 0.0)
         s = max(hi - lo, _EPS) / self.levels
         z = int(min(max(math.floor(-lo / s + 0.5), 0), self.levels))
