@@ -19,12 +19,17 @@ different grids (a QuantActivation, then a layer's input quantizer) a
 (hand-built models without observers) take a min/max grid calibrated on
 ``calibration_x`` (8 bits; the model output 16 bits).
 
-Deviations from the QAT model's float simulation (why the integer network
-agrees on top-1 but not bit for bit): fixed-point requantization rounds
-once where Keras rounds a float; average pools round to their input grid
-before the next quantizer; int32 bias is the float bias rounded to
-``input_scale * weight_scale``. Float (32-bit) weights are quantized to 8
-bits per channel; binary (1-bit) +-1 weights are exported as 2-bit signed
+The int32 bias is the layer's bias on the accumulator grid ``input_scale
+* weight_scale``; QAT layers add their bias rounded to that grid in the
+forward pass too (``QuantMixin.quantized_bias``), so the integer network
+reproduces the QAT model's codes except where a float rounding tie falls
+the other way (fixed-point requantization vs. float32 FakeQuant). A bias
+off that grid (a layer whose forward pass adds the float bias) is rounded
+and reported in ``ir.notes``: at 2-4 bits that step can exceed an output
+step, which cost ~4% top-1 agreement on a HAQ ResNet-8. Other
+approximations: an average pool that no quantizer follows is rounded to
+its input's grid; float (32-bit) weights are quantized to 8 bits per
+channel (noted); binary (1-bit) +-1 weights are exported as 2-bit signed
 codes; a final softmax is dropped (argmax-invariant).
 
 Example:
@@ -227,10 +232,21 @@ class _Importer:
             keras.ops.convert_to_numpy(layer.bias) if layer.use_bias
             else None)
         n = w_scale.size
-        bias_int = np.zeros(n, np.int64) if bias is None else np.clip(
-            np.round(np.asarray(bias, np.float64).reshape(-1) /
-                     (a.scale * w_scale)), -(2**31), 2**31 - 1).astype(
-            np.int64)
+        bias_int = np.zeros(n, np.int64)
+        if bias is not None:
+            step = a.scale * w_scale
+            r = np.asarray(bias, np.float64).reshape(-1) / step
+            bias_int = np.clip(np.round(r), -(2**31), 2**31 - 1).astype(
+                np.int64)
+            # QAT layers add the bias already rounded to s_in * s_w; a bias
+            # off that grid (float-bias forward pass) makes the integer
+            # network deviate by up to half an accumulator step per channel
+            off = np.abs(r - np.round(r)) * step / grid.scale
+            if off.size and float(off.max()) > 0.01:
+                self.notes.append(
+                    f"{layer.name}: bias is not on the accumulator grid "
+                    f"s_in * s_w; rounding it moves outputs by up to "
+                    f"{float(off.max()):.2f} output steps")
         act = st.relu if relu == "linear" else relu
         kw = {"w_bits": w_bits, "relu": act != "linear",
               "relu_max": 6.0 if act == "relu6" else None}
@@ -384,6 +400,15 @@ class _Importer:
                              "mapping in the bit-serial exporter")
 
 
+def _link_shared_inputs(model) -> None:
+    """Shares an observer's grid with the same-width input quantizers that
+    read its tensor, as int8 TFLite export does, so both exporters see one
+    grid per tensor (``tfcomp.quantization.quantize.link_shared_inputs``)."""
+    from tfcomp.quantization.quantize import link_shared_inputs
+
+    link_shared_inputs(model)
+
+
 def build_ir_from_keras(model, calibration_x=None, default_bits: int = 8,
                         output_bits: int = 16) -> IntegerIR:
     """Maps a quantization-aware Keras model to an :class:`IntegerIR`.
@@ -403,6 +428,10 @@ def build_ir_from_keras(model, calibration_x=None, default_bits: int = 8,
         default_bits: bits of such calibrated intermediate grids.
         output_bits: bits of a calibrated model-output grid.
 
+    Like ``calibrate`` and int8 TFLite export, this links same-width input
+    quantizers to the observer grid of their input (in place), so the
+    descriptor and an int8 TFLite file of the model share every grid.
+
     Returns:
         A validated :class:`IntegerIR` whose op names follow the Keras
         layer names; ``ir.notes`` lists approximations made and
@@ -421,6 +450,7 @@ def build_ir_from_keras(model, calibration_x=None, default_bits: int = 8,
         if not isinstance(v, int) or not 2 <= v <= 16:
             raise ValueError(f"{name} must be an int in [2, 16]. Received: "
                              f"{name}={v!r}")
+    _link_shared_inputs(model)
     imp = _Importer(model, calibration_x, default_bits, output_bits)
     ir = imp.run()
     ir.notes = imp.notes
