@@ -371,3 +371,52 @@ class DDPGOracle(kt.Oracle):
             trial = self.trials.get(trial_id)
             if trial is not None and trial.status in done:
                 self._learn(trial_id)
+
+
+class DDPGSearchTuner(kt.Tuner):
+    """What AMCTuner and HAQTuner share: the default DDPG oracle, declaring
+    the (flat) search space, and saving before the first trial.
+
+    Subclasses set ``hypermodel_cls``, ``oracle_cls`` and
+    ``default_trials`` (the paper's episode count).
+    """
+
+    hypermodel_cls: type = kt.HyperModel
+    oracle_cls: type = DDPGOracle
+    default_trials: int = 100
+
+    def __init__(self, hypermodel, oracle=None, max_trials: int | None = None,
+                 seed: int = 0, directory=None, project_name: str | None = None,
+                 overwrite: bool = False, tuner_id=None, **oracle_kwargs):
+        want = self.hypermodel_cls.__name__
+        if not isinstance(hypermodel, self.hypermodel_cls):
+            article = "an" if want[0] in "AEIOUH" else "a"
+            raise TypeError(f"hypermodel must be {article} {want}. Received: "
+                            f"{type(hypermodel).__name__}")
+        if oracle is None:
+            oracle = self.oracle_cls(
+                hypermodel, max_trials=max_trials or self.default_trials,
+                seed=seed, **oracle_kwargs)
+        elif oracle_kwargs or max_trials is not None:
+            raise ValueError(
+                "max_trials and oracle arguments go to the oracle you pass. "
+                f"Received: max_trials={max_trials!r}, "
+                f"{sorted(oracle_kwargs)}")
+        super().__init__(oracle=oracle, hypermodel=hypermodel,
+                         directory=directory,
+                         project_name=project_name or hypermodel.name,
+                         overwrite=overwrite, tuner_id=tuner_id)
+
+    def _populate_initial_space(self):
+        # The space has no conditional entries: declaring it is enough
+        # (keras-tuner would otherwise build, i.e. prune / quantize, a model
+        # here).
+        hp = self.oracle.get_space()
+        self.hypermodel.declare_hyperparameters(hp)
+        self.oracle.update_space(hp)
+
+    def on_search_begin(self):
+        # Save before the first trial so a search killed during it resumes.
+        if not self._is_worker():
+            self.save()
+

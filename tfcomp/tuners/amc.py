@@ -49,6 +49,7 @@ import numpy as np
 
 from tfcomp.tuners._common import (
     DDPGOracle,
+    DDPGSearchTuner,
     accuracy,
     as_images,
     as_xy,
@@ -845,7 +846,7 @@ class AMCOracle(DDPGOracle):
                          updates_per_episode=updates_per_episode, **kwargs)
 
 
-class AMCTuner(kt.Tuner):
+class AMCTuner(DDPGSearchTuner):
     """Runs an AMC search (or any keras-tuner oracle over its space).
 
     Each trial prunes the reference model with the proposed preserve
@@ -879,36 +880,9 @@ class AMCTuner(kt.Tuner):
         >>> plan = tuner.get_best_plan()
     """
 
-    def __init__(self, hypermodel: AMCHyperModel, oracle=None,
-                 max_trials: int | None = None, seed: int = 0,
-                 directory=None, project_name: str = "amc",
-                 overwrite: bool = False, tuner_id=None, **oracle_kwargs):
-        if not isinstance(hypermodel, AMCHyperModel):
-            raise TypeError("hypermodel must be an AMCHyperModel. Received: "
-                            f"{type(hypermodel).__name__}")
-        if oracle is None:
-            oracle = AMCOracle(hypermodel, max_trials=max_trials or 800,
-                               seed=seed, **oracle_kwargs)
-        elif oracle_kwargs or max_trials is not None:
-            raise ValueError(
-                "max_trials and oracle arguments go to the oracle you pass. "
-                f"Received: max_trials={max_trials!r}, "
-                f"{sorted(oracle_kwargs)}")
-        super().__init__(oracle=oracle, hypermodel=hypermodel,
-                         directory=directory, project_name=project_name,
-                         overwrite=overwrite, tuner_id=tuner_id)
-
-    def _populate_initial_space(self):
-        # The space has no conditional entries: declaring it is enough
-        # (keras-tuner would otherwise build, i.e. prune, a model here).
-        hp = self.oracle.get_space()
-        self.hypermodel.declare_hyperparameters(hp)
-        self.oracle.update_space(hp)
-
-    def on_search_begin(self):
-        # Save before the first trial so a search killed during it resumes.
-        if not self._is_worker():
-            self.save()
+    hypermodel_cls = AMCHyperModel
+    oracle_cls = AMCOracle
+    default_trials = 800
 
     def run_trial(self, trial, *args, **kwargs):
         metrics, plan = self.hypermodel.evaluate(

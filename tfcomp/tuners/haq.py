@@ -46,6 +46,7 @@ import numpy as np
 
 from tfcomp.tuners._common import (
     DDPGOracle,
+    DDPGSearchTuner,
     accuracy,
     as_images,
     as_xy,
@@ -583,7 +584,7 @@ class HAQOracle(DDPGOracle):
                          updates_per_episode=updates_per_episode, **kwargs)
 
 
-class HAQTuner(kt.Tuner):
+class HAQTuner(DDPGSearchTuner):
     """Runs a HAQ search (or any keras-tuner oracle over its space).
 
     Each trial quantizes, calibrates and briefly fine-tunes the model with
@@ -608,33 +609,9 @@ class HAQTuner(kt.Tuner):
         >>> tuner.get_best_policy()
     """
 
-    def __init__(self, hypermodel: HAQHyperModel, oracle=None,
-                 max_trials: int | None = None, seed: int = 0,
-                 directory=None, project_name: str = "haq",
-                 overwrite: bool = False, tuner_id=None, **oracle_kwargs):
-        if not isinstance(hypermodel, HAQHyperModel):
-            raise TypeError("hypermodel must be an HAQHyperModel. Received: "
-                            f"{type(hypermodel).__name__}")
-        if oracle is None:
-            oracle = HAQOracle(hypermodel, max_trials=max_trials or 600,
-                               seed=seed, **oracle_kwargs)
-        elif oracle_kwargs or max_trials is not None:
-            raise ValueError(
-                "max_trials and oracle arguments go to the oracle you pass. "
-                f"Received: max_trials={max_trials!r}, "
-                f"{sorted(oracle_kwargs)}")
-        super().__init__(oracle=oracle, hypermodel=hypermodel,
-                         directory=directory, project_name=project_name,
-                         overwrite=overwrite, tuner_id=tuner_id)
-
-    def _populate_initial_space(self):
-        hp = self.oracle.get_space()
-        self.hypermodel.declare_hyperparameters(hp)
-        self.oracle.update_space(hp)
-
-    def on_search_begin(self):
-        if not self._is_worker():
-            self.save()
+    hypermodel_cls = HAQHyperModel
+    oracle_cls = HAQOracle
+    default_trials = 600
 
     def run_trial(self, trial, *args, **kwargs):
         hp = trial.hyperparameters
