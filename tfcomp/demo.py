@@ -412,6 +412,27 @@ def stage_bitserial(ctx: DemoContext):
                 note=f"first {len(x)} test images")
 
 
+def _tflite_accuracy(path: str, ctx: DemoContext) -> float:
+    from tfcomp.export.runtime import make_interpreter, run_interpreter
+
+    interp, _ = make_interpreter(path)
+    y = run_interpreter(interp, ctx.x_test, batch_size=500)
+    return float(np.mean(y.argmax(-1) == ctx.y_test))
+
+
+def stage_latency(ctx: DemoContext):
+    """Measures every exported file side by side (interleaved rounds)."""
+    from tfcomp.export import measure_latencies
+
+    paths = {row["stage"]: row["tflite"] for row in ctx.rows
+             if row.get("tflite")}
+    results = measure_latencies(paths, runs=60, warmup=10, rounds=3)
+    for row in ctx.rows:
+        if row["stage"] in results:
+            row["latency_ms"] = results[row["stage"]].median_ms
+            row["runtime"] = results[row["stage"]].runtime
+
+
 def stage_report(ctx: DemoContext):
     """``report.md`` + PNG plots next to the results."""
     from tfcomp.report import write_report
