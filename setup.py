@@ -30,7 +30,8 @@ setup(
     ],
     extras_require={
         "tfmot": ["tensorflow-model-optimization>=0.8", "tf-keras>=2.16"],
-        "dev": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "ruff>=0.4"],
+        "dev": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "ruff>=0.4",
+                "jsonschema>=4"],
     },
     entry_points={"console_scripts": ["tfcomp=tfcomp.cli:main"]},
 )
