@@ -287,6 +287,7 @@ def test_export_bitserial_then_simulate(ws, capsys):
         assert main(["-q", "quantize", str(d / "model.keras"),
                      str(d / "q4.keras"), "--bits", "4", "--data",
                      str(d / "data.npz")]) == 0
+        capsys.readouterr()  # drop quantize's output
     code, out, err = run(["export", "bitserial", d / "q4.keras",
                           d / "q4.json", "--target", "bismo", "--data",
                           d / "data.npz", "--verify", "8"], capsys)

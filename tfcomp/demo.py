@@ -367,8 +367,8 @@ def stage_quantize(ctx: DemoContext):
     ctx.add_row(stage="HAQ mixed precision, QAT Keras model", accuracy=acc,
                 macs=prof.macs, params=prof.params, bops=prof.bops,
                 accel_ms=accel)
-    # TFLite has no sub-8-bit kernels: the file runs the b-bit weights and
-    # activations on int8 grids, which can drift from the QAT model.
+    # TFLite has no sub-8-bit kernels: the file holds the b-bit codes in
+    # int8 storage and follows the QAT model's grids exactly.
     _export_row(ctx, "HAQ mixed precision, int8 TFLite", qat, acc, "int8")
     ctx.rows[-1]["accel_ms"] = accel
     ctx.extra["hardware_table"] = _bitfusion_heatmap(pruned)
