@@ -635,38 +635,28 @@ def _fractions(text: str) -> tuple:
     return out
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be an integer. Received: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1. Received: {v}")
-    return v
+def _int_in(lo: int, hi: int | None = None):
+    """An argparse type: an integer in [lo, hi] (no upper bound if None)."""
+    what = "an integer" if hi is None else f"an integer in [{lo}, {hi}]"
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"must be {what}. Received: {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(
+                f"must be {bound}. Received: {v}")
+        return v
+
+    return parse
 
 
-def _nonneg_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be an integer. Received: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0. Received: {v}")
-    return v
-
-
-def _bits(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"must be an integer in [1, 8]. Received: {text!r}") from None
-    if not 1 <= v <= 8:
-        raise argparse.ArgumentTypeError(
-            f"must be in [1, 8]. Received: {v}")
-    return v
+_positive_int = _int_in(1)
+_nonneg_int = _int_in(0)
+_bits = _int_in(1, 8)
 
 
 _DATA_HELP = "fashion-mnist or FILE.npz (x_train, y_train, x_test, y_test)"
