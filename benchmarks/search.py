@@ -69,17 +69,20 @@ CACHE = os.path.join(os.path.expanduser("~"), ".cache", "tfcomp", "search")
 SEED = 0
 TRAIN_N = 20000          # baseline: first 20k training images
 TRAIN_EPOCHS = 4
-VAL = (50000, 51000)     # held-out training images: search rewards
+VAL = (50000, 53000)     # held-out training images: search rewards
 CAL_N = 128              # AMC least-squares calibration images
 FT_N = 5000              # AMC fine-tune: 1 epoch on these images
 TEST_N = 10000           # final accuracies: the whole test set
 BUDGET = 0.5
-AMC_EPISODES, AMC_WARMUP = 12, 4
-RS_TRIALS = BO_TRIALS = 10
-BO_INITIAL = 5
-LAT_EPISODES, LAT_WARMUP = 10, 4
+AMC_EPISODES, AMC_WARMUP = 60, 15
+RS_TRIALS = BO_TRIALS = 30
+BO_INITIAL = 10
+LAT_EPISODES, LAT_WARMUP = 40, 10
 LAT_FRACTIONS = tuple(k / 8 for k in range(1, 9))
-HAQ_EPISODES, HAQ_WARMUP = 3, 2
+HAQ_EPISODES, HAQ_WARMUP = 16, 4
+# exploration noise 0.5 * decay^(episode - warm-up) reaches 0.05 at the last
+# episode (the paper decays by 0.99 over 580 episodes, to ~0.0015)
+HAQ_SIGMA_DECAY = 0.1 ** (1 / (HAQ_EPISODES - HAQ_WARMUP))
 HAQ_STEPS = 20           # fine-tune batches (of 128) per HAQ trial
 HAQ_WIDTHS = (4, 5, 6)
 HAQ_AT = 4               # HAQ searches at the latency of uniform 4-bit
@@ -335,7 +338,8 @@ def haq(base, data, workdir):
         hm = HAQHyperModel(base, data["ft"], data["val"], hardware=hw,
                            budget=min(1.0, ratio), **kw)
         tuner = HAQTuner(hm, max_trials=HAQ_EPISODES, warmup=HAQ_WARMUP,
-                         seed=SEED, directory=workdir,
+                         sigma_decay=HAQ_SIGMA_DECAY, seed=SEED,
+                         directory=workdir,
                          project_name=f"haq_{name}", overwrite=True)
         values, dt, stats = run_tuner(tuner, f"haq {name}")
         found = _eval_policy(hm, values, data)
@@ -392,7 +396,10 @@ def to_markdown(res: dict) -> str:
         (f"- Same short fine-tune for every pruned model: 1 epoch of SGD "
          f"(0.01, momentum 0.9) on {s['ft_n']} training images."),
         (f"- HAQ: {s['haq_episodes']} episodes ({s['haq_warmup']} warm-up) "
-         "instead of 600 (20); each trial fine-tunes "
+         "instead of 600 (20), exploration noise decaying by "
+         f"{s.get('haq_sigma_decay', 0.99):.3f} per episode so that it "
+         "reaches 0.05 at the last episode (paper: 0.99 per episode over "
+         "580); each trial fine-tunes "
          f"{s['haq_steps']} batches of 128 (paper: one epoch). Uniform "
          "baselines and HAQ policies get exactly that fine-tune. First "
          "layer weights and the last layer stay at 8 bits in all of "
@@ -554,6 +561,10 @@ def main(argv=None) -> int:
                     help="smoke test: 2-3 trials each, results to --out")
     ap.add_argument("--out", default=RESULTS,
                     help="directory for search.{md,json}")
+    ap.add_argument("--parts", default="pruning,haq",
+                    help="comma-separated parts to run: pruning (AMC, "
+                    "RS, BO, latency AMC) and/or haq; parts not run are "
+                    "kept from the existing search.json in --out")
     ap.add_argument("--from-json", default=None,
                     help="only rewrite search.md from this search.json")
     args = ap.parse_args(argv)
@@ -573,12 +584,36 @@ def main(argv=None) -> int:
     keras.utils.set_random_seed(SEED)
     data = load_data()
     base, binfo = baseline(data, args.retrain)
+    parts = set(args.parts.split(","))
+    if not parts or parts - {"pruning", "haq"}:
+        ap.error(f"--parts must name pruning and/or haq. Received: "
+                 f"{args.parts!r}")
+    old = {}
+    if parts != {"pruning", "haq"}:
+        with open(os.path.join(args.out, "search.json"),
+                  encoding="utf-8") as f:
+            old = json.load(f)
     if os.path.isdir(args.workdir):
         shutil.rmtree(args.workdir)
-    hm, pruning, models = amc_macs(base, data, args.workdir)
-    pruning["group_sizes"] = {g.id: int(g.size) for g in hm.space.steps}
-    amc_lat, lat = amc_latency(base, data, args.workdir, models)
-    haq_res = haq(base, data, args.workdir)
+    seconds = dict(old.get("part_seconds", {}))
+    t_part = time.time()
+    if "pruning" in parts:
+        hm, pruning, models = amc_macs(base, data, args.workdir)
+        pruning["group_sizes"] = {g.id: int(g.size)
+                                  for g in hm.space.steps}
+        amc_lat, lat = amc_latency(base, data, args.workdir, models)
+        seconds["pruning"] = time.time() - t_part
+    else:
+        pruning, amc_lat, lat = (old["pruning"], old["amc_latency"],
+                                 old["latency"])
+    t_part = time.time()
+    if "haq" in parts:
+        haq_res = haq(base, data, args.workdir)
+        seconds["haq"] = time.time() - t_part
+    else:
+        haq_res = old["haq"]
+        haq_res["uniform"] = {int(k): v
+                              for k, v in haq_res["uniform"].items()}
     targets = {
         "amc_ge_uniform_before_ft": pruning["amc"]["test_accuracy_before_ft"]
         >= pruning["uniform"]["test_accuracy_before_ft"],
@@ -607,6 +642,7 @@ def main(argv=None) -> int:
             "lat_episodes": LAT_EPISODES, "lat_warmup": LAT_WARMUP,
             "haq_episodes": HAQ_EPISODES, "haq_warmup": HAQ_WARMUP,
             "haq_steps": HAQ_STEPS, "haq_widths": list(HAQ_WIDTHS),
+            "haq_sigma_decay": HAQ_SIGMA_DECAY,
             "cpus": os.cpu_count(),
             "load_start": load_start, "load_end": os.getloadavg()[0],
             "python": sys.version.split()[0], "keras": keras.__version__,
@@ -614,7 +650,9 @@ def main(argv=None) -> int:
         },
         "baseline": binfo, "pruning": pruning, "amc_latency": amc_lat,
         "latency": lat, "haq": haq_res, "targets": targets,
-        "wall_seconds": time.time() - t_start,
+        "part_seconds": seconds, "parts_run": sorted(parts),
+        "wall_seconds": (time.time() - t_start if not old
+                         else sum(seconds.values())),
     }
     os.makedirs(args.out, exist_ok=True)
     _write(os.path.join(args.out, "search.json"),

@@ -616,3 +616,39 @@ def test_sample_architectures_follow_p_theta_and_are_seedable(conv_sn):
         assert np.max(np.abs(counts / n - p)) < 0.09, name
         assert stats.chisquare(counts, n * p).pvalue > 1e-3, name
     assert {a["c1"] for a in archs} == {(8, 8)}
+
+
+def test_select_best_trains_each_architecture_once_and_keeps_the_best(
+        monkeypatch):
+    """The paper's last step: train the sampled architectures, keep the
+    most accurate. A 1-bit architecture cannot fit the task that its 8-bit
+    sibling fits; duplicates are trained once; scores keep input order."""
+    from tfcomp.quantization import quantize as quantize_module
+
+    model = _dense_model()
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (300, 6)).astype("float32")
+    y = (x[:, 0] > 0.5).astype("int64") + (x[:, 1] > 0.5)
+    model.compile(keras.optimizers.Adam(0.03),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.fit(x, y, epochs=30, batch_size=30, verbose=0)
+    names = ["d0", "d1", "d2", "out"]
+    good = {n: (8, 8) for n in names}
+    bad = {**good, "d1": (1, 1), "d2": (1, 1)}
+    calls = []
+    real = quantize_module.quantize_model
+    monkeypatch.setattr(quantize_module, "quantize_model",
+                        lambda m, bits, **kw: calls.append(bits) or
+                        real(m, bits=bits, **kw))
+    best, scores = dnas.select_best(model, [bad, good, dict(bad)], x, y,
+                                    (x, y), epochs=2, batch_size=30)
+    assert best == good
+    assert [s["bits"] for s in scores] == [bad, good, bad]
+    assert scores[0]["val_accuracy"] == scores[2]["val_accuracy"]
+    assert scores[1]["val_accuracy"] > scores[0]["val_accuracy"]
+    assert scores[1]["val_accuracy"] > 0.8
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match="architectures"):
+        dnas.select_best(model, [], x, y, (x, y))
+    with pytest.raises(ValueError, match="epochs"):
+        dnas.select_best(model, [good], x, y, (x, y), epochs=0)

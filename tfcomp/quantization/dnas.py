@@ -15,6 +15,9 @@
 4. ``derive``: the per-layer bits (argmax of theta, or sampled from
    ``P_theta``), optionally lowered greedily until a cost budget is met,
    ready for ``quantize_model(model, bits=...)``.
+5. ``select_best``: the paper's last step -- train a few derived / sampled
+   architectures briefly (quantization-aware) and keep the one with the
+   best held-out accuracy.
 
 Details the paper leaves open (no official code; unverified): the expected
 cost uses ``softmax(theta)`` (the exact expectation under ``P_theta``)
@@ -52,6 +55,7 @@ from tfcomp.quantization.quantize import _analyse, _cls, _rebuild
 __all__ = ["build_supernet", "DNASLoss", "TemperatureAnnealing", "search",
            "derive", "sample_architectures", "expected_cost",
            "expected_bits", "architecture_cost", "mixed_layers",
+           "select_best",
            "gumbel_softmax", "DEFAULT_CANDIDATES", "DNASInfo"]
 
 DEFAULT_CANDIDATES = tuple(itertools.product((2, 4, 8), (4, 8)))
@@ -533,3 +537,71 @@ def sample_architectures(supernet, n: int, seed: int = 0) -> list:
     return [derive(supernet, mode="sample",
                    seed=int(rng.integers(0, 2 ** 31 - 1)))
             for _ in range(int(n))]
+
+
+def select_best(model: keras.Model, architectures, x, y, validation_data,
+                epochs: int = 1, batch_size: int = 64,
+                learning_rate: float = 5e-4, from_logits: bool = True,
+                seed: int = 0, verbose: int = 0):
+    """Trains each architecture briefly and keeps the most accurate one.
+
+    DNAS samples a few architectures from ``P_theta``, trains them and keeps
+    the best; this does that with a short quantization-aware fine-tune of
+    the float ``model`` per architecture (``quantize_model`` + Adam), scored
+    by top-1 accuracy on ``validation_data`` (use held-out *training*
+    images, not the test set). Duplicate architectures are trained once.
+
+    Args:
+        model: the float model the supernet was built from.
+        architectures: ``{layer: (w_bits, a_bits)}`` dicts (``derive`` /
+            ``sample_architectures``).
+        x, y: training arrays of the short fine-tune.
+        validation_data: ``(x_val, y_val)`` arrays.
+        epochs: fine-tune epochs per architecture (paper: full training;
+            one epoch at CPU scale).
+        batch_size, learning_rate: of the fine-tune.
+        from_logits: whether the model outputs logits.
+        seed: every architecture is trained from the same seed.
+        verbose: Keras verbosity of ``fit``.
+
+    Returns:
+        ``(best_bits, scores)``: the winning architecture and a list of
+        ``{"bits", "val_accuracy"}`` in input order.
+
+    Reference: Wu et al., arXiv:1812.00090 (sample, train, keep the best).
+
+    Example:
+        >>> archs = [derive(sn, budget=b)] + [
+        ...     derive(sn, "sample", seed=s, budget=b) for s in range(4)]
+        >>> bits, scores = select_best(float_model, archs, x, y, (xv, yv))
+    """
+    from tfcomp.quantization.quantize import quantize_model
+
+    archs = [dict(a) for a in architectures]
+    if not archs:
+        raise ValueError("architectures must be a non-empty list of "
+                         "{layer: (w_bits, a_bits)} dicts. Received: "
+                         f"{architectures!r}")
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be >= 1. Received: epochs={epochs}")
+    xv, yv = (np.asarray(v) for v in validation_data)
+    seen, scores = {}, []
+    for bits in archs:
+        key = tuple(sorted((k, tuple(v)) for k, v in bits.items()))
+        if key not in seen:
+            keras.utils.set_random_seed(int(seed))
+            q = quantize_model(model, bits=bits)
+            q.compile(optimizer=keras.optimizers.Adam(float(learning_rate)),
+                      loss=keras.losses.SparseCategoricalCrossentropy(
+                          from_logits=from_logits), jit_compile=False)
+            q.fit(np.asarray(x), np.asarray(y), batch_size=int(batch_size),
+                  epochs=int(epochs), shuffle=True, verbose=verbose)
+            correct = 0
+            for a in range(0, len(xv), 500):
+                out = keras.ops.convert_to_numpy(q(xv[a:a + 500],
+                                                   training=False))
+                correct += int((out.argmax(-1) == yv[a:a + 500]).sum())
+            seen[key] = correct / max(1, len(xv))
+        scores.append({"bits": bits, "val_accuracy": seen[key]})
+    best = max(range(len(scores)), key=lambda i: scores[i]["val_accuracy"])
+    return archs[best], scores
