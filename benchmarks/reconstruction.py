@@ -49,6 +49,7 @@ import tfcomp  # noqa: E402
 from tfcomp.graph import DependencyGraph  # noqa: E402
 from tfcomp.pruning.dcp import dcp_prune  # noqa: E402
 from tfcomp.pruning.lasso import lasso_prune, resolve_targets  # noqa: E402
+from tfcomp.pruning.batchnorm import recalibrate_batchnorm  # noqa: E402
 from tfcomp.pruning.plan import make_plan  # noqa: E402
 from tfcomp.pruning.surgery import prune_channels  # noqa: E402
 
@@ -121,9 +122,12 @@ def train_base(name, x, y, epochs, seed, cache):
 
 
 def finetune(model, x, y, epochs, seed):
+    """The common fine-tune, then BatchNorm statistics re-estimated on the
+    same images (a short SGD pass leaves the moving averages stale)."""
     keras.utils.set_random_seed(seed)
     compile_model(model, 0.01)
     model.fit(x, y, batch_size=128, epochs=epochs, verbose=0)
+    recalibrate_batchnorm(model, x, batch_size=128)
     return model
 
 
@@ -201,7 +205,8 @@ def to_markdown(res: dict) -> str:
         f"(Adam 1e-3); calibration: {cfg['calib_images']} training images "
         f"(10 locations per image for LASSO / L1+LS); fine-tune: "
         f"{cfg['finetune_epochs']} epoch(s) on {cfg['finetune_images']} "
-        f"images (SGD 0.01, Nesterov 0.9, batch 128); test: "
+        f"images (SGD 0.01, Nesterov 0.9, batch 128), then BatchNorm "
+        f"statistics re-estimated on them (`recalibrate_batchnorm`); test: "
         f"{cfg['test_images']} test images. Every method prunes the same "
         f"groups to the same kept counts (same architecture, "
         f"~{cfg['target']:.0%} of the dense MACs). Small budgets: the "

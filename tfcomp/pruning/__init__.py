@@ -11,6 +11,7 @@ Example:
 """
 
 from tfcomp.pruning import importance
+from tfcomp.pruning.batchnorm import recalibrate_batchnorm
 from tfcomp.pruning.dcp import dcp_prune
 
 # The verbs of the training-time and reconstruction methods. ``strip`` and
@@ -35,6 +36,7 @@ __all__ = [
     "ConstantSparsity", "FPGMPruning", "LayerKeep", "MagnitudePruning",
     "Plan", "PolynomialDecay", "apply_fpgm", "apply_magnitude_pruning",
     "dcp_prune", "estimate_macs", "importance", "lasso_prune", "make_plan",
-    "mask_channels", "prune_channels", "reconstruct_layer", "scratch",
+    "mask_channels", "prune_channels", "reconstruct_layer",
+    "recalibrate_batchnorm", "scratch",
     "scratch_epochs", "strip", "weight_masks",
 ]

@@ -550,7 +550,10 @@ class HAQOracle(DDPGOracle):
     transition.
 
     Defaults are the paper's: 600 episodes, 20 warm-up episodes, sigma 0.5
-    decaying by 0.99 per episode, replay of 128 transitions per layer.
+    decaying by 0.99 per episode, replay of 128 transitions per layer. A
+    much shorter search keeps exploring almost at random with that decay;
+    ``sigma_decay=0.1 ** (1 / (max_trials - warmup))`` ends it at 0.05
+    (``benchmarks/search.py`` does so for its 16 episodes).
 
     Args:
         hypermodel: an ``HAQHyperModel``.
