@@ -59,7 +59,7 @@ def mixed_qat():
     # and moves the biases off the accumulator grid
     y = (x.reshape(len(x), -1) @ rng.normal(size=(100, 10))).argmax(1)
     calibrate(qat, x[:100])
-    qat.compile(optimizer=keras.optimizers.Adam(3e-3),
+    qat.compile(optimizer=keras.optimizers.Adam(1e-3),
                 loss=keras.losses.SparseCategoricalCrossentropy(
                     from_logits=True))
     qat.fit(x[:300], y[:300], batch_size=30, epochs=2, verbose=0)

@@ -204,3 +204,31 @@ def test_kmeans_weight_sharing_option(resnet):
     q = quantize_model(resnet, bits=3, weight_quantizer="kmeans")
     k = q.get_layer("s1b1_conv2").quantized_kernel()
     assert np.unique(k).size <= 8
+
+
+def test_calibrate_kl_ignores_exact_zeros_of_relu_outputs():
+    """A ReLU output is mostly exact zeros, which an unsigned grid holds
+    exactly: the KL clip is chosen on the positive values alone (with the
+    zeros in the histogram it collapsed towards 0 at 4 bits)."""
+    from tfcomp.quantization.quantizers import kl_optimal_threshold
+
+    rng = np.random.default_rng(0)
+    inp = keras.Input((64,))
+    h = keras.layers.Dense(64, activation="relu", name="d1")(inp)
+    out = keras.layers.Dense(3, name="d2")(h)
+    model = keras.Model(inp, out)
+    # bias pushes 90% of d1's outputs below zero
+    w, b = model.get_layer("d1").get_weights()
+    model.get_layer("d1").set_weights([w, b - 1.3 * np.abs(w).sum(0) / 8])
+    x = rng.standard_exponential((256, 64)).astype("float32")
+    q = quantize_model(model, bits={"d1": (8, 8), "d2": (4, 4)})
+    ranges = calibrate(q, x, batch_size=64)
+    act = _np(keras.Model(q.inputs, q.get_layer("d2").input)(x))
+    act = _np(keras.activations.relu(act)) if act.min() < 0 else act
+    positive = act[act > 0]
+    assert (act == 0).mean() > 0.5
+    with_zeros = kl_optimal_threshold(act, 16)
+    lo, hi = ranges["d2/input"]
+    assert lo == 0.0
+    assert hi > 0.25 * positive.max()
+    assert hi > 2 * with_zeros, (hi, with_zeros)

@@ -93,6 +93,9 @@ def calibrate(model: keras.Model, data, batch_size: int = 64,
         batch_size: batch size for arrays.
         steps: maximum number of batches per pass (None = all).
         method: "auto" (max for b >= 5, KL for b < 5), "max" or "kl".
+            The KL histogram of an unsigned quantizer leaves out exact
+            zeros (most of a ReLU output), which its grid represents
+            exactly; with them a 4-bit clip collapsed towards 0.
         max_range: optional cap on ``c`` (HAQ uses 6 for ReLU6 networks).
         refresh_weights: also refresh weight quantizers' KL clip ratios.
 
@@ -169,7 +172,9 @@ def calibrate(model: keras.Model, data, batch_size: int = 64,
                 layer, q, kind = targets[j]
                 v = values(layer, kind, ys)
                 top = max(abs(lo[j]) if q.signed else 0.0, hi[j], 1e-12)
-                mag = np.abs(v) if q.signed else np.maximum(v, 0.0)
+                # exact zeros (most of a ReLU output) are represented
+                # exactly on an unsigned grid: they must not pull the clip
+                mag = np.abs(v) if q.signed else v[v > 0]
                 h, edges = np.histogram(mag, bins=_BINS, range=(0.0, top))
                 if j in hists:
                     hists[j][0] += h
