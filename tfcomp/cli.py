@@ -545,7 +545,7 @@ def cmd_search(args) -> None:
         tuner.search(verbose=_verbose())
         best = _best_trial(tuner)
         policy = hm.policy(best.hyperparameters)
-        result = hm.build(best.hyperparameters)
+        result = hm.quantized_model(best.hyperparameters)
         hm.fit(best.hyperparameters, result)
         if args.plan:
             _atomic_write_text(args.plan, json.dumps(

@@ -316,7 +316,8 @@ def stage_quantize(ctx: DemoContext):
     params = {"method": "haq", "hardware": "bitfusion-edge", "budget": 0.5,
               "budget_is": "fraction of the way from the 2-bit floor to 8/8",
               "trials": ctx.haq_trials, "qat_epochs": ctx.qat_epochs,
-              "lr": 1e-4, "pruned_by": "amc" if ctx.search else "fpgm"}
+              "lr": 1e-4, "pruned_by": "amc" if ctx.search else "fpgm",
+              "wall": "next cheaper width"}
     pruned = ctx.models["pruned"]
 
     def make(budget):

@@ -16,6 +16,7 @@ from tfcomp.quantization.quantizers import (ActivationQuantizer,
                                             deserialize, get,
                                             kl_optimal_threshold, serialize)
 from tfcomp.quantization.calibration import calibrate
+from tfcomp.quantization.dynamic_bits import DynamicBits, make_bits_dynamic
 from tfcomp.quantization.export_support import (is_qat_model,
                                                 prepare_for_tflite,
                                                 quantization_params,
@@ -34,5 +35,5 @@ __all__ = [
     "quantize_model", "quantizable_layers", "QuantizationReport",
     "fold_batchnorm_weights", "strip", "is_qat_model", "prepare_for_tflite",
     "quantization_params", "tflite_weight_levels", "dnas",
-    "link_shared_inputs",
+    "link_shared_inputs", "make_bits_dynamic", "DynamicBits",
 ]

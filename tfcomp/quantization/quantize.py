@@ -590,6 +590,19 @@ def link_shared_inputs(model) -> list:
     Example:
         >>> link_shared_inputs(keras.saving.load_model("qat.keras"))
     """
+    linked = []
+    for layer, obs in input_observers(model):
+        iq, oq = layer.input_quantizer, obs.quantizer
+        if (oq.bits == iq.bits and oq.signed == iq.signed
+                and oq.range_mode == iq.range_mode):
+            iq.share_range(oq)
+            linked.append(layer.name)
+    return linked
+
+
+def input_observers(model) -> list:
+    """``[(layer, observer)]``: quantized weight layers whose input is the
+    output of a ``QuantActivation`` observer."""
     observers = {}
     for layer in model.layers:
         if _cls(layer) == "QuantActivation":
@@ -597,7 +610,7 @@ def link_shared_inputs(model) -> list:
                 observers[id(layer.output)] = layer
             except (AttributeError, ValueError):
                 continue
-    linked = []
+    out = []
     for layer in model.layers:
         iq = getattr(layer, "input_quantizer", None)
         if _cls(layer) not in _WEIGHT_LAYERS or iq is None:
@@ -606,14 +619,9 @@ def link_shared_inputs(model) -> list:
             obs = observers.get(id(layer.input))
         except (AttributeError, ValueError):
             continue
-        if obs is None:
-            continue
-        oq = obs.quantizer
-        if (oq.bits == iq.bits and oq.signed == iq.signed
-                and oq.range_mode == iq.range_mode):
-            iq.share_range(oq)
-            linked.append(layer.name)
-    return linked
+        if obs is not None:
+            out.append((layer, obs))
+    return out
 
 
 def strip(model: keras.Model) -> keras.Model:

@@ -251,6 +251,52 @@ class Quantizer:
         self.bits = check_bits(bits, "bits", allow_float=False)
         self._layer = None
         self._prefix = None
+        self._bits_var = None
+
+    # -- bit-widths that change without rebuilding the graph (searches) ----
+    @property
+    def dynamic(self) -> bool:
+        """Whether the bit-width is read from a variable at run time."""
+        return self._bits_var is not None
+
+    def enable_dynamic_bits(self) -> None:
+        """Reads the bit-width from a variable from now on, so that
+        ``set_bits`` changes what an already traced graph computes (a search
+        then trains many policies with one traced model). Needs a built
+        quantizer and ``bits >= 2``. The variable is search state only: it
+        is not a layer weight and is not saved.
+
+        Example:
+            >>> layer.input_quantizer.enable_dynamic_bits()
+            >>> layer.input_quantizer.set_bits(3)
+        """
+        if not self.built:
+            raise ValueError(f"{self!r} must be built before its bits can be "
+                             "made dynamic.")
+        if self._bits_var is None:
+            self._check_dynamic_bits(self.bits)
+            self._bits_var = keras.Variable(
+                float(self.bits), trainable=False, dtype="float32",
+                name=f"{self._prefix}_dynamic_bits")
+
+    def _check_dynamic_bits(self, bits: int) -> None:
+        if bits < 2:
+            raise ValueError(
+                f"Dynamic bit-widths must be in [2, 8] ({type(self).__name__}"
+                f" of layer {getattr(self._layer, 'name', None)!r}). "
+                f"Received: bits={bits}")
+
+    def set_bits(self, bits: int) -> None:
+        """Changes the bit-width of a quantizer made dynamic by
+        ``enable_dynamic_bits`` (Python attribute and variable)."""
+        if self._bits_var is None:
+            raise ValueError(
+                f"{self!r} has static bits; call enable_dynamic_bits() "
+                "first (or rebuild the model with quantize_model).")
+        b = check_bits(bits, "bits", allow_float=False)
+        self._check_dynamic_bits(b)
+        self.bits = b
+        self._bits_var.assign(float(b))
 
     @property
     def built(self) -> bool:
@@ -360,6 +406,18 @@ class SymmetricQuantizer(WeightQuantizer):
     def qmax(self) -> int:
         return max(2 ** (self.bits - 1) - 1, 1)
 
+    def _qmax_tensor(self):
+        if self._bits_var is None:
+            return float(self.qmax)
+        return ops.maximum(ops.power(2.0, self._bits_var - 1.0) - 1.0, 1.0)
+
+    def enable_dynamic_bits(self) -> None:
+        super().enable_dynamic_bits()
+        if self.clip_ratio is None:  # built at b >= 5: no KL ratio yet
+            self.clip_ratio = keras.Variable(
+                1.0, trainable=False, dtype="float32",
+                name=f"{self._prefix}_dynamic_clip_ratio")
+
     def get_config(self) -> dict:
         return {"bits": self.bits, "per_channel": self.per_channel,
                 "clip": self.clip}
@@ -385,14 +443,15 @@ class SymmetricQuantizer(WeightQuantizer):
         c = self._absmax(w)
         if self.clip_ratio is not None:
             c = c * self.clip_ratio
-        return c / float(self.qmax) + _EPS
+        return c / self._qmax_tensor() + _EPS
 
     def quantize(self, w):
         """Fake-quantized ``w`` (forward values only, no STE)."""
         s = self.scale(w)
         if self.bits == 1:
             return ops.where(w >= 0, s, -s)
-        codes = ops.clip(ops.round(w / s), -self.qmax, self.qmax)
+        qmax = self._qmax_tensor()
+        codes = ops.clip(ops.round(w / s), -qmax, qmax)
         return codes * s
 
     def __call__(self, w):
@@ -401,6 +460,9 @@ class SymmetricQuantizer(WeightQuantizer):
 
     def refresh(self, kernel) -> None:
         if self.clip_ratio is None:
+            return
+        if not self.uses_kl:  # dynamic bits now at b >= 5: max clip
+            self.clip_ratio.assign(1.0)
             return
         w = np.asarray(keras.ops.convert_to_numpy(kernel), dtype=np.float64)
         amax = np.max(np.abs(w), axis=self._reduce_axes, keepdims=True)
@@ -451,6 +513,11 @@ class KMeansQuantizer(WeightQuantizer):
 
     def get_config(self) -> dict:
         return {"bits": self.bits, "iters": self.iters, "seed": self.seed}
+
+    def enable_dynamic_bits(self) -> None:
+        raise TypeError(
+            "KMeansQuantizer cannot change bits at run time: its codebook "
+            "has 2^bits variables; rebuild the model with quantize_model.")
 
     def build(self, layer, kernel_shape, reduce_axes, name: str = "kernel"):
         super().build(layer, kernel_shape, reduce_axes, name)
@@ -556,6 +623,7 @@ class ActivationQuantizer(Quantizer):
         self.momentum = float(momentum)
         self.init_range = float(init_range)
         self._source = None
+        self._link_var = None
 
     def share_range(self, source) -> None:
         """Takes the grid from ``source`` (another built quantizer of the same
@@ -583,12 +651,49 @@ class ActivationQuantizer(Quantizer):
         self._source = source
 
     def _ranges(self):
+        if self._link_var is not None:
+            # dynamic bits: shared only while the bit-widths match
+            src, on = self._link_source, self._link_var > 0
+            lo = (ops.where(on, src.range_min, self.range_min)
+                  if self.signed else None)
+            return lo, ops.where(on, src.range_max, self.range_max)
         src = self._source if self._source is not None else self
         return src.range_min, src.range_max
 
     @property
     def levels(self) -> int:
         return 2 ** self.bits - 1
+
+    def _levels_tensor(self):
+        if self._bits_var is None:
+            return float(self.levels)
+        return ops.power(2.0, self._bits_var) - 1.0
+
+    def enable_dynamic_bits(self, range_source=None) -> None:
+        """As ``Quantizer.enable_dynamic_bits``; ``range_source`` is the
+        observer whose grid this quantizer shares (see ``share_range``)
+        while both have the same bits, at run time."""
+        super().enable_dynamic_bits()
+        if range_source is not None and self._link_var is None:
+            if (range_source.signed != self.signed
+                    or range_source.range_mode != self.range_mode):
+                raise ValueError(
+                    "range_source needs the same signedness and range mode."
+                    f" Received: {range_source!r} for {self!r}")
+            self._link_source = range_source
+            self._link_var = keras.Variable(
+                0.0, trainable=False, dtype="float32",
+                name=f"{self._prefix}_dynamic_link")
+        self._update_link()
+
+    def set_bits(self, bits: int) -> None:
+        super().set_bits(bits)
+        self._update_link()
+
+    def _update_link(self) -> None:
+        if self._link_var is not None:
+            self._link_var.assign(
+                1.0 if self._link_source.bits == self.bits else 0.0)
 
     def get_config(self) -> dict:
         return {"bits": self.bits, "signed": self.signed,
@@ -632,10 +737,11 @@ class ActivationQuantizer(Quantizer):
         range_min, range_max = self._ranges()
         hi = ops.maximum(range_max, 0.0)
         lo = ops.minimum(range_min, 0.0) if self.signed else 0.0
-        s = ops.maximum(hi - lo, _EPS) / float(self.levels)
+        levels = self._levels_tensor()
+        s = ops.maximum(hi - lo, _EPS) / levels
         if self.signed:
             z = ops.clip(_floor_round(ops.stop_gradient(-lo / s)), 0.0,
-                         float(self.levels))
+                         levels)
         else:
             z = 0.0
         return s, z, lo, hi
@@ -647,16 +753,27 @@ class ActivationQuantizer(Quantizer):
         ``keras.quantizers.fake_quant_with_min_max_vars`` (TensorFlow's
         FakeQuant kernel on the TF backend: the same nudged grid TFLite
         uses, clipped-STE input gradient and PACT-style range gradients);
+        With dynamic bits the op (whose bit-width is a constant) is chosen
+        at run time among one per bit-width (``keras.ops.switch``);
         ``b = 1`` uses the explicit formula below.
         """
         s, z, lo, hi = self.grid()
         if self.bits >= 2:
             lo_t = ops.convert_to_tensor(lo, "float32")
             hi_t = ops.maximum(hi, lo_t + _EPS)
-            return keras.quantizers.fake_quant_with_min_max_vars(
-                x, lo_t, hi_t, num_bits=self.bits, narrow_range=False)
+            if self._bits_var is None:
+                return keras.quantizers.fake_quant_with_min_max_vars(
+                    x, lo_t, hi_t, num_bits=self.bits, narrow_range=False)
+            branches = [
+                (lambda v, a, b, n=n: keras.quantizers
+                 .fake_quant_with_min_max_vars(v, a, b, num_bits=n,
+                                               narrow_range=False))
+                for n in range(2, 9)]
+            index = ops.cast(self._bits_var, "int32") - 2
+            return ops.switch(index, branches, x, lo_t, hi_t)
         sg_s = ops.stop_gradient(s)
-        codes = ops.clip(_floor_round(x / sg_s) + z, 0.0, float(self.levels))
+        levels = self._levels_tensor()
+        codes = ops.clip(_floor_round(x / sg_s) + z, 0.0, levels)
         q = (codes - z) * sg_s
         # Clipped straight-through: gradient 1 inside the range; for learned
         # ranges the clip also carries PACT's gradient to lo / hi.
@@ -664,7 +781,7 @@ class ActivationQuantizer(Quantizer):
             y = ops.minimum(x, hi)
             y = ops.maximum(y, lo) if self.signed else ops.maximum(y, 0.0)
         else:
-            y = ops.clip(x, -z * sg_s, (float(self.levels) - z) * sg_s)
+            y = ops.clip(x, -z * sg_s, (levels - z) * sg_s)
         return _ste(y, q)
 
     def __call__(self, x, training=False):

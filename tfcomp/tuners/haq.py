@@ -184,12 +184,6 @@ class _HAQSpace:
                 f"{self.min_cost / self.full_cost:.4f} of the 8/8 cost "
                 f"{self.full_cost:.6g}. The minimum reachable budget is "
                 f"{math.ceil(self.min_cost / self.full_cost * 1e4) / 1e4}.")
-        # whether a dimension can change the cost at all (size ignores a)
-        self._matters = []
-        for d in (0, 1):
-            p = np.full((n, 2), 8, dtype=np.int64)
-            p[:, d] = np.where(self.free[:, d], b_min, 8)
-            self._matters.append(self.cost(p) != self.full_cost)
         self._static = self._static_features(layers)
 
     def _cost_of(self, i, w, a) -> float:
@@ -227,27 +221,41 @@ class _HAQSpace:
         first lowering each searched activation bit-width by one (never
         below ``b_min``), stopping as soon as the budget is met; then the
         same for weight bits; repeat (the official ``_final_action_wall``).
-        Fixed bits (first and last layer) stay 8. A dimension
-        that cannot change the cost (activation bits for ``target="size"``)
-        is left alone.
+        Fixed bits (first and last layer) stay 8.
+
+        Deviation: a step goes down to the next bit-width that *lowers the
+        layer's cost* (skipping widths that cost the same), and a width
+        that no lower width makes cheaper is left alone. On cost models
+        strictly monotone in the bits (BISMO, BOPs, size) this is exactly
+        the paper's wall; on Bit Fusion, where 3-bit operands cost as
+        4-bit and 5-7 as 8-bit, the paper's wall would lower 4 to 3 (and 8
+        to 7, 6, 5) for no saving, losing accuracy for nothing. (For
+        ``target="size"`` activation bits never change the cost, so they
+        are never lowered.)
         """
         p = np.array(policy, dtype=np.int64).reshape(-1, 2).copy()
         p[~self.free] = 8
         limit = self.budget_cost * (1 + 1e-9)
         cost = self.cost(p)
         order = range(len(self.layers) - 1, -1, -1)
-        dims = [d for d in (1, 0) if self._matters[d]]
         while cost > limit:
             changed = False
-            for d in dims:
+            for d in (1, 0):
                 for i in order:
-                    if self.free[i, d] and p[i, d] > self.b_min:
-                        old = self._cost_of(i, *p[i])
-                        p[i, d] -= 1
-                        cost += self._cost_of(i, *p[i]) - old
-                        changed = True
-                        if cost <= limit:
+                    if not self.free[i, d] or p[i, d] <= self.b_min:
+                        continue
+                    old = self._cost_of(i, *p[i])
+                    q = p[i].copy()
+                    for b in range(int(p[i, d]) - 1, self.b_min - 1, -1):
+                        q[d] = b
+                        new = self._cost_of(i, *q)
+                        if new < old:
+                            p[i] = q
+                            cost += new - old
+                            changed = True
                             break
+                    if cost <= limit:
+                        break
                 if cost <= limit:
                     break
             if not changed:  # pragma: no cover - excluded at construction
@@ -326,6 +334,17 @@ class HAQHyperModel(kt.HyperModel):
     ``{"reward", "accuracy", "cost", "cost_ratio"}`` with reward
     ``0.1 * (acc_q - acc_float)`` in percent points.
 
+    ``reuse_graph=True`` (default) builds one QAT model for the whole
+    search and makes its bit-widths variables
+    (:func:`tfcomp.quantization.make_bits_dynamic`): ``build`` restores its
+    initial weights, sets the policy and calibrates, and ``fit`` resets the
+    optimizer and fine-tunes with the training graph traced once. For a
+    policy it computes what a fresh ``quantize_model`` model computes
+    (see ``make_bits_dynamic`` for the round-off caveat), about 2x faster
+    per trial on a CPU, where tracing a new QAT graph costs more than a
+    short fine-tune. ``build`` then returns the same model object every
+    time; ``quantized_model(hp)`` gives an independent one.
+
     Deviations: for CPU scale, ``finetune_steps`` can cut the 1-epoch fine-tune short and
     activation ranges are calibrated on 512 training images by default.
 
@@ -349,6 +368,9 @@ class HAQHyperModel(kt.HyperModel):
         from_logits: whether the model outputs logits (None: True unless
             its last layer applies softmax).
         seed: seeds the fine-tune.
+        reuse_graph: evaluate every policy with one QAT model whose
+            bit-widths are variables (see above); False builds a new model
+            per trial.
         name: HyperModel name.
 
     Raises:
@@ -371,7 +393,7 @@ class HAQHyperModel(kt.HyperModel):
                  finetune_epochs: int = 1, finetune_steps: int | None = None,
                  batch_size: int = 128, learning_rate: float = 1e-3,
                  from_logits: bool | None = None, seed: int = 0,
-                 name: str = "haq"):
+                 reuse_graph: bool = True, name: str = "haq"):
         super().__init__(name=name)
         if not isinstance(model, keras.Model):
             raise TypeError(f"model must be a keras.Model. Received: "
@@ -426,6 +448,8 @@ class HAQHyperModel(kt.HyperModel):
         self.space = _HAQSpace(model, hardware, target, budget, self.b_min,
                                self.b_max)
         self._float_accuracy = None
+        self.reuse_graph = bool(reuse_graph)
+        self._search = None  # (model, DynamicBits, weights, optimizer state)
 
     # -- introspection -----------------------------------------------------
     @property
@@ -495,15 +519,49 @@ class HAQHyperModel(kt.HyperModel):
         return self.space.cost(p)
 
     def build(self, hp):
-        """The calibrated quantization-aware model of the proposal."""
-        from tfcomp.quantization import calibrate, quantize_model
-
+        """The calibrated quantization-aware model of the proposal (with
+        ``reuse_graph``, the search's one model reconfigured)."""
         if not isinstance(hp, dict):
             for name in self.space.names:
                 hp.Int(name, self.b_min, self.b_max, default=self.b_max)
+        if not self.reuse_graph:
+            return self.quantized_model(hp)
+        from tfcomp.quantization import (calibrate, make_bits_dynamic,
+                                         quantize_model)
+
+        policy = self.policy(hp)
+        if self._search is None:
+            q = quantize_model(self.model, bits=policy)
+            dyn = make_bits_dynamic(q)
+            weights = q.get_weights()  # before calibration: ranges unseen
+            self._compile(q)
+            q.optimizer.build(q.trainable_variables)
+            opt_state = [keras.ops.convert_to_numpy(v)
+                         for v in q.optimizer.variables]
+            self._search = (q, dyn, weights, opt_state)
+        q, dyn, weights, _ = self._search
+        q.set_weights(weights)
+        dyn.set_policy(policy)
+        calibrate(q, self.calibration_x, batch_size=self.batch_size)
+        return q
+
+    def quantized_model(self, hp):
+        """A new calibrated QAT model of the proposal (never shared).
+
+        Example:
+            >>> q = hm.quantized_model(tuner.get_best_hyperparameters()[0])
+        """
+        from tfcomp.quantization import calibrate, quantize_model
+
         q = quantize_model(self.model, bits=self.policy(hp))
         calibrate(q, self.calibration_x, batch_size=self.batch_size)
         return q
+
+    def _compile(self, model):
+        model.compile(
+            optimizer=keras.optimizers.SGD(self.learning_rate, momentum=0.9),
+            loss=keras.losses.SparseCategoricalCrossentropy(
+                from_logits=self.from_logits))
 
     def fit(self, hp, model, *args, validation_data=None, **kwargs):
         """Short fine-tune, then the reward on the held-out split.
@@ -513,19 +571,22 @@ class HAQHyperModel(kt.HyperModel):
         """
         x, y = (self.validation_data if validation_data is None
                 else as_xy(validation_data, "validation_data"))
+        shared = self._search is not None and model is self._search[0]
         if self.finetune_epochs > 0:
             keras.utils.set_random_seed(self.seed)
-            model.compile(
-                optimizer=keras.optimizers.SGD(self.learning_rate,
-                                               momentum=0.9),
-                loss=keras.losses.SparseCategoricalCrossentropy(
-                    from_logits=self.from_logits))
+            if shared:  # a fresh optimizer, without retracing
+                for v, value in zip(model.optimizer.variables,
+                                    self._search[3]):
+                    v.assign(value)
+            else:
+                self._compile(model)
             xt, yt = self.train_data
             model.fit(xt, yt, batch_size=self.batch_size,
                       epochs=self.finetune_epochs,
                       steps_per_epoch=self.finetune_steps, shuffle=True,
                       verbose=0)
-        acc = accuracy(model, x, y, self.batch_size)
+        acc = accuracy(model, x, y, max(self.batch_size, 512) if shared
+                       else self.batch_size, traced=shared)
         base = self.float_accuracy() if validation_data is None else \
             accuracy(self.model, x, y, self.batch_size)
         cost = self.policy_cost(self.policy(hp))
@@ -553,7 +614,7 @@ class HAQOracle(DDPGOracle):
     decaying by 0.99 per episode, replay of 128 transitions per layer. A
     much shorter search keeps exploring almost at random with that decay;
     ``sigma_decay=0.1 ** (1 / (max_trials - warmup))`` ends it at 0.05
-    (``benchmarks/search.py`` does so for its 16 episodes).
+    (``benchmarks/search.py`` does so for its 100 episodes).
 
     Args:
         hypermodel: an ``HAQHyperModel``.
@@ -629,7 +690,7 @@ class HAQTuner(DDPGSearchTuner):
     def load_model(self, trial):
         """The trial's model, rebuilt and fine-tuned again."""
         hp = trial.hyperparameters
-        model = self.hypermodel.build(hp)
+        model = self.hypermodel.quantized_model(hp)
         self.hypermodel.fit(hp, model)
         return model
 

@@ -1,0 +1,151 @@
+"""Bit-widths of a QAT model as run-time variables.
+
+A bit-width search (HAQ) trains and evaluates hundreds of policies. Built
+with ``quantize_model`` each policy is a new model, and TensorFlow traces
+its training and inference graphs again: on a CPU that costs more than the
+short fine-tune itself. ``make_bits_dynamic`` turns the bit-widths of one
+QAT model into variables instead; ``set_policy`` then reconfigures it in
+place and the traced graphs are reused.
+
+For a given policy the dynamic model computes what
+``quantize_model(model, bits=policy)`` computes: the same quantizers and
+grids (the fused FakeQuant op, which takes the bit-width as a constant, is
+picked per bit-width at run time), and an input quantizer shares its 8-bit
+observer's grid exactly while its bits equal the observer's
+(``ActivationQuantizer.share_range``). Eager outputs are identical
+(tested). Traced graphs of either model differ from eager execution by
+the float round-off of fused kernels, which at 2-4 bits flips some codes
+at rounding boundaries: single evaluations after a short fine-tune then
+differ by up to about a point of accuracy, in both directions.
+The variables are search state, not layer weights: to keep or export a
+policy, rebuild it with ``quantize_model(model, bits=dyn.policy())``.
+
+Example:
+    >>> qat = quantize_model(model, bits=8)
+    >>> dyn = make_bits_dynamic(qat)
+    >>> initial = qat.get_weights()
+    >>> for policy in policies:
+    ...     qat.set_weights(initial)   # weights, ranges, "seen" flags
+    ...     dyn.set_policy(policy)
+    ...     calibrate(qat, x_cal)
+    ...     qat.fit(x, y, epochs=1)    # traced once, reused
+"""
+
+from __future__ import annotations
+
+from tfcomp.quantization import quantizers as qz
+
+__all__ = ["DynamicBits", "make_bits_dynamic"]
+
+
+class DynamicBits:
+    """Sets the ``(w_bits, a_bits)`` of a QAT model's layers in place.
+
+    Created by :func:`make_bits_dynamic`.
+
+    Attributes:
+        model: the QAT model.
+        layers: names of the layers whose bits can change.
+    """
+
+    def __init__(self, model, layers: dict):
+        self.model = model
+        self._layers = layers
+
+    @property
+    def layers(self) -> list:
+        return list(self._layers)
+
+    def policy(self) -> dict:
+        """``{layer: (w_bits, a_bits)}`` now in effect."""
+        return {n: (int(l.w_bits), int(l.a_bits))
+                for n, l in self._layers.items()}
+
+    def set_policy(self, bits: dict) -> None:
+        """Sets ``{layer: (w_bits, a_bits)}`` (layers not listed keep theirs).
+
+        The weight quantizers' clip ratios (KL at <= 4 bits) are refreshed
+        from the current kernels, as ``quantize_model`` does; activation
+        ranges need ``calibrate`` (or training) afterwards.
+
+        Raises:
+            ValueError: an unknown layer or bits outside [2, 8].
+        """
+        if not isinstance(bits, dict):
+            raise ValueError("bits must be a {layer: (w_bits, a_bits)} dict."
+                             f" Received: {type(bits).__name__}")
+        unknown = sorted(set(bits) - set(self._layers))
+        if unknown:
+            raise ValueError(
+                f"Layers {unknown} have no dynamic bit-widths in model "
+                f"{self.model.name!r}. Known: {self.layers}")
+        checked = {}
+        for name, wa in bits.items():
+            if not (isinstance(wa, (tuple, list)) and len(wa) == 2):
+                raise ValueError(
+                    f"bits of layer {name!r} must be a (w_bits, a_bits) "
+                    f"pair. Received: {wa!r}")
+            w, a = (qz.check_bits(v, f"bits of layer {name!r}",
+                                  allow_float=False) for v in wa)
+            for v in (w, a):
+                if v < 2:
+                    raise ValueError(
+                        f"Dynamic bit-widths must be in [2, 8]. Received: "
+                        f"{(w, a)} for layer {name!r}")
+            checked[name] = (w, a)
+        for name, (w, a) in checked.items():
+            layer = self._layers[name]
+            layer.weight_quantizer.set_bits(w)
+            layer.input_quantizer.set_bits(a)
+            layer.w_bits, layer.a_bits = w, a
+            layer.refresh_weight_quantizer()
+        report = getattr(self.model, "quantization_report", None)
+        if report is not None:
+            report.quantized.update(checked)
+
+
+def make_bits_dynamic(model) -> DynamicBits:
+    """Makes the bit-widths of a QAT model's quantized conv / dense layers
+    run-time variables (in place; see the module doc).
+
+    Call it before the model's first ``fit`` / ``predict``: graphs traced
+    earlier keep the static bits.
+
+    Args:
+        model: a model from ``quantize_model`` with linear (symmetric)
+            weight quantizers. Layers kept float (32 bits) stay float.
+
+    Returns:
+        A :class:`DynamicBits` controller.
+
+    Raises:
+        ValueError: the model has no quantized conv / dense layer, or a
+            layer is at 1 bit (dynamic bit-widths are 2-8).
+        TypeError: k-means weight quantizers (their codebook size depends
+            on the bits).
+
+    Example:
+        >>> dyn = make_bits_dynamic(quantize_model(model, bits=8))
+        >>> dyn.set_policy({"s1b1_conv1": (4, 3)})
+    """
+    from tfcomp.quantization.quantize import _WEIGHT_LAYERS, input_observers
+
+    sources = {layer.name: obs.quantizer
+               for layer, obs in input_observers(model)}
+    layers = {}
+    for layer in model.layers:
+        if type(layer).__name__ not in _WEIGHT_LAYERS:
+            continue
+        wq = getattr(layer, "weight_quantizer", None)
+        iq = getattr(layer, "input_quantizer", None)
+        if wq is None or iq is None:
+            continue
+        wq.enable_dynamic_bits()
+        iq.enable_dynamic_bits(range_source=sources.get(layer.name))
+        layers[layer.name] = layer
+    if not layers:
+        raise ValueError(
+            f"Model {model.name!r} has no quantized Conv2D / "
+            "DepthwiseConv2D / Dense layer (quantize it with "
+            "quantize_model first).")
+    return DynamicBits(model, layers)
