@@ -541,8 +541,9 @@ class HAQHyperModel(kt.HyperModel):
             self._search = (q, dyn, weights, opt_state)
         q, dyn, weights, _ = self._search
         q.set_weights(weights)
-        dyn.set_policy(policy)
-        calibrate(q, self.calibration_x, batch_size=self.batch_size)
+        dyn.set_policy(policy)  # also refreshes the weight clip ratios
+        calibrate(q, self.calibration_x, batch_size=self.batch_size,
+                  refresh_weights=False)
         return q
 
     def quantized_model(self, hp):
