@@ -398,11 +398,8 @@ def haq_long(base, data, haq_res):
     rows = {}
     for label, values in policies.items():
         t0 = time.time()
-        seeds = []
-        for seed, h in short.items():
-            q = h.quantized_model(dict(values))
-            h.fit(dict(values), q)
-            seeds.append(accuracy(q, *data["test"]))
+        seeds = [_eval_policy(h, values, data)["test_accuracy"]
+                 for h in short.values()]
         q = hm.quantized_model(dict(values))
         calib = accuracy(q, *data["test"])
         hm.fit(dict(values), q)
