@@ -170,7 +170,13 @@ def kl_threshold_from_histogram(hist, edges, num_levels: int) -> float:
     # At most ~256 candidate thresholds (TensorRT tries every bin; the
     # coarser sweep changes the threshold by < 1/256 of the range).
     step = max(1, (num_bins - num_levels) // 256)
+    nonzero_below = np.cumsum(hist > 0)
     for i in range(num_levels, num_bins + 1, step):
+        if nonzero_below[i - 1] < num_levels:
+            # Fewer distinct magnitudes below t than levels: Q copies P and
+            # the KL is 0 however much is clipped (on a sparse histogram,
+            # e.g. 3x3 depthwise kernels, this picked t ~ 0).
+            continue
         sliced = hist[:i]
         p = sliced.copy()
         p[-1] += total - csum[i - 1]
