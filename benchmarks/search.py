@@ -44,7 +44,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import sys
 import time
 
@@ -94,6 +93,11 @@ HAQ_STEPS = 20           # fine-tune batches (of 128) per HAQ trial
 HAQ_WIDTHS = (4, 5, 6)
 HAQ_AT = 4               # HAQ searches at the latency of uniform 4-bit
 HAQ_LONG_STEPS = 300     # the longer QAT fine-tune of the found policies
+MBV2_ALPHA = 0.5         # HAQ on the paper's own model: MobileNetV2-tiny
+MBV2_EPISODES, MBV2_WARMUP = 100, 20
+PARTS = ("pruning", "haq", "haq_long", "mbv2", "mbv2_rescore",
+         "mbv2_long")
+RESCORE_TOP_K = 5        # HAQTuner.rescore: best trials re-evaluated
 
 
 def _write(path, text):
@@ -127,19 +131,23 @@ def load_data():
     }
 
 
-def baseline(data, retrain: bool = False):
-    """The trained ResNet-20 (trained once, then loaded from the cache)."""
+def baseline(data, retrain: bool = False, arch: str = "resnet20"):
+    """The trained ResNet-20 or MobileNetV2 (``arch="mobilenet_v2"``,
+    ``MBV2_ALPHA``), trained once, then loaded from the cache."""
     os.makedirs(CACHE, exist_ok=True)
-    path = os.path.join(CACHE, f"resnet20_fmnist_{TRAIN_N}x{TRAIN_EPOCHS}"
+    tag = "resnet20" if arch == "resnet20" else f"mbv2_{MBV2_ALPHA}"
+    path = os.path.join(CACHE, f"{tag}_fmnist_{TRAIN_N}x{TRAIN_EPOCHS}"
                         f"_s{SEED}.weights.h5")
     keras.utils.set_random_seed(SEED)
-    model = tfcomp.zoo.resnet(depth=20)
+    model = (tfcomp.zoo.resnet(depth=20) if arch == "resnet20"
+             else tfcomp.zoo.mobilenet_v2(alpha=MBV2_ALPHA))
     info = {"path": path, "cached": os.path.exists(path) and not retrain}
     if info["cached"]:
         model.load_weights(path)
         info["train_seconds"] = 0.0
     else:
-        log(f"training the baseline ({TRAIN_EPOCHS} epochs on {TRAIN_N})")
+        log(f"training the {arch} baseline ({TRAIN_EPOCHS} epochs on "
+            f"{TRAIN_N})")
         t0 = time.time()
         x, y = data["train"]
         model.compile(optimizer=keras.optimizers.Adam(1e-3),
@@ -154,7 +162,8 @@ def baseline(data, retrain: bool = False):
     info["test_accuracy"] = accuracy(model, *data["test"])
     info["val_accuracy"] = accuracy(model, *data["val"])
     info["macs"] = tfcomp.profile(model).macs
-    log(f"baseline test accuracy {info['test_accuracy']:.4f}")
+    info["params"] = int(model.count_params())
+    log(f"{arch} baseline test accuracy {info['test_accuracy']:.4f}")
     return model, info
 
 
@@ -328,13 +337,15 @@ def _eval_policy(hm, values, data):
             }
 
 
-def haq(base, data, workdir):
+def haq(base, data, workdir, episodes=None, warmup=None, tag="haq"):
     """Uniform 4/5/6-bit (evaluated once: the model does not depend on the
     hardware) and HAQ at the latency of uniform ``HAQ_AT``-bit per
-    hardware."""
-    hws = {"bitfusion_edge": BitFusion("edge"), "bismo": BISMO()}
-    kw = {"target": "latency", "finetune_steps": HAQ_STEPS, "seed": SEED,
-          "calibration_data": data["cal"]}
+    hardware (``episodes`` / ``warmup`` default to ``HAQ_EPISODES`` /
+    ``HAQ_WARMUP``; the noise decays to 0.05 at the last episode)."""
+    episodes = episodes or HAQ_EPISODES
+    warmup = warmup or HAQ_WARMUP
+    decay = 0.1 ** (1 / max(1, episodes - warmup))
+    hws, kw = _haq_setup(data)
     probes = {name: HAQHyperModel(base, data["ft"], data["val"],
                                   hardware=hw, budget=1.0, **kw)
               for name, hw in hws.items()}
@@ -351,15 +362,16 @@ def haq(base, data, workdir):
         uniform[b] = r
         log(f"uniform {b}-bit: test acc {r['test_accuracy']:.4f}, latency "
             f"ratios {r['cost_ratio']}")
-    out = {"uniform": uniform, "haq_at_bits": HAQ_AT, "hardware": {}}
+    out = {"uniform": uniform, "haq_at_bits": HAQ_AT, "hardware": {},
+           "episodes": episodes, "warmup": warmup, "sigma_decay": decay}
     for name, hw in hws.items():
         ratio = uniform[HAQ_AT]["cost_ratio"][name]
         hm = HAQHyperModel(base, data["ft"], data["val"], hardware=hw,
                            budget=min(1.0, ratio), **kw)
-        tuner = HAQTuner(hm, max_trials=HAQ_EPISODES, warmup=HAQ_WARMUP,
-                         sigma_decay=HAQ_SIGMA_DECAY, seed=SEED,
+        tuner = HAQTuner(hm, max_trials=episodes, warmup=warmup,
+                         sigma_decay=decay, seed=SEED,
                          directory=workdir,
-                         project_name=f"haq_{name}", overwrite=True)
+                         project_name=f"{tag}_{name}", overwrite=True)
         values, dt, stats = run_tuner(tuner, f"haq {name}")
         found = _eval_policy(hm, values, data)
         found.update(search_seconds=dt, budget=ratio, **stats)
@@ -369,8 +381,64 @@ def haq(base, data, workdir):
         out["hardware"][name] = {
             "float_val_accuracy": hm.float_accuracy(),
             "full_cost_s": hm.full_cost, "haq": found,
-            "layers": hm.layers}
+            "layers": hm.layers, "rescored": _rescore(hm, tuner, data)}
     return out
+
+
+def _haq_setup(data):
+    """The accelerators and the HAQHyperModel arguments of every search."""
+    hws = {"bitfusion_edge": BitFusion("edge"), "bismo": BISMO()}
+    kw = {"target": "latency", "finetune_steps": HAQ_STEPS, "seed": SEED,
+          "calibration_data": data["cal"]}
+    return hws, kw
+
+
+def _values_of(hm, policy):
+    """Hyperparameter values of a ``{layer: (w, a)}`` policy."""
+    return {n: policy[n.split("/", 1)[1]][0 if n.startswith("w_") else 1]
+            for n in hm.hyperparameter_names}
+
+
+def _rescore(hm, tuner, data):
+    """``HAQTuner.rescore``: the ``RESCORE_TOP_K`` best trials re-evaluated
+    with the ``FT_SEEDS`` data orders; the pick evaluated like the search's
+    own pick (not in the paper: the remedy for the winner's curse)."""
+    t0 = time.time()
+    ranked = tuner.rescore(RESCORE_TOP_K, FT_SEEDS)
+    best = ranked[0]
+    found = _eval_policy(hm, _values_of(hm, best["policy"]), data)
+    found.update(
+        trial_id=best["trial_id"], val_mean=best["accuracy"],
+        search_accuracy=best["search_accuracy"],
+        ranked=[{k: r[k] for k in ("trial_id", "search_accuracy",
+                                   "accuracy", "accuracies")}
+                for r in ranked])
+    found["seconds"] = time.time() - t0
+    log(f"re-scored top {len(ranked)}: trial {best['trial_id']} (val mean "
+        f"{best['accuracy']:.4f}, in the search "
+        f"{best['search_accuracy']:.4f}), test acc "
+        f"{found['test_accuracy']:.4f}")
+    return found
+
+
+def haq_rescore(base, data, workdir, res, tag):
+    """``_rescore`` for searches already run (their trials reloaded from
+    ``workdir``), for results made before the re-scoring step existed."""
+    hws, kw = _haq_setup(data)
+    for name, hw in hws.items():
+        v = res["hardware"][name]
+        hm = HAQHyperModel(base, data["ft"], data["val"], hardware=hw,
+                           budget=min(1.0, v["haq"]["budget"]), **kw)
+        tuner = HAQTuner(hm, max_trials=res["episodes"],
+                         warmup=res["warmup"], sigma_decay=res["sigma_decay"],
+                         seed=SEED, directory=workdir,
+                         project_name=f"{tag}_{name}", overwrite=False)
+        if len(tuner.oracle.trials) < res["episodes"]:
+            raise RuntimeError(
+                f"{tag}_{name} in {workdir} holds {len(tuner.oracle.trials)} "
+                f"trials, not the {res['episodes']} of the results: rerun "
+                "the search part.")
+        v["rescored"] = _rescore(hm, tuner, data)
 
 
 def haq_long(base, data, haq_res):
@@ -391,12 +459,17 @@ def haq_long(base, data, haq_res):
     policies = {f"uniform {b}-bit": _uniform_policy(hm, b)
                 for b in (HAQ_AT, HAQ_AT + 1)}
     for hw, v in haq_res["hardware"].items():
-        pol = v["haq"]["policy"]
-        policies[f"HAQ for {hw}"] = {
-            n: pol[n.split("/", 1)[1]][0 if n.startswith("w_") else 1]
-            for n in hm.hyperparameter_names}
+        policies[f"HAQ for {hw}"] = _values_of(hm, v["haq"]["policy"])
+        if "rescored" in v:
+            policies[f"HAQ for {hw}, re-scored"] = _values_of(
+                hm, v["rescored"]["policy"])
     rows = {}
     for label, values in policies.items():
+        same = next((k for k, v in policies.items()
+                     if k in rows and v == values), None)
+        if same:  # the re-scored pick is the search's own pick
+            rows[label] = dict(rows[same], same_as=same)
+            continue
         t0 = time.time()
         seeds = [_eval_policy(h, values, data)["test_accuracy"]
                  for h in short.values()]
@@ -431,6 +504,207 @@ def _after(r):
     if seeds and len(seeds) > 1:
         text += " (" + " / ".join(_acc(v) for v in seeds) + ")"
     return text
+
+
+def _target_text(label, v, h, u=None) -> str:
+    """``HAQ x % -> met`` for one evaluation, the mean of the data orders
+    and the long fine-tune (``u``: where the uniform numbers are)."""
+    u = u or v
+
+    def verdict(ok):
+        return f"**{'met' if ok else 'NOT met'}**"
+
+    text = (f"{label} {_acc(v['haq_acc'])} % vs {_acc(u['uniform_acc'])} % "
+            f"-> {verdict(v['met'])}")
+    if "seeds_met" in v:
+        text += (f"; the same fine-tune, mean of "
+                 f"{len(h['long_finetune']['seeds'])} data orders: uniform "
+                 f"{_acc(v['uniform_seeds'])} %, {label} "
+                 f"{_acc(v['haq_seeds'])} % -> {verdict(v['seeds_met'])}")
+    if "long_met" in v:
+        text += (f"; after the longer fine-tune below: uniform "
+                 f"{_acc(v['uniform_long'])} %, {label} "
+                 f"{_acc(v['haq_long'])} % -> {verdict(v['long_met'])}")
+    return text
+
+
+def _haq_section(h: dict, t3: dict, s: dict, heading: str,
+                 intro: str = "") -> list:
+    """Markdown of one HAQ comparison (uniform widths vs HAQ per
+    accelerator, targets, re-evaluation, policies)."""
+    out = [
+        "", heading, "", *([intro, ""] if intro else []),
+        ("Uniform policies (every searched weight and activation at b "
+         "bits; first layer weights and last layer at 8) get the same "
+         "quantization-aware fine-tune as a HAQ trial. Latency ratio = "
+         "latency / latency at 8/8 bits on each accelerator model."), "",
+        ("| policy | Bit Fusion latency ratio | BISMO latency ratio | "
+         "test acc | val acc |"),
+        "|---|---|---|---|---|",
+    ]
+    for bits, r in h["uniform"].items():
+        out.append(f"| uniform {bits}-bit | "
+                   f"{r['cost_ratio']['bitfusion_edge']:.3f} | "
+                   f"{r['cost_ratio']['bismo']:.3f} | "
+                   f"{_acc(r['test_accuracy'])} | "
+                   f"{_acc(r['val_accuracy'])} |")
+    for hw, v in h["hardware"].items():
+        f = v["haq"]
+        bf = f"{f['cost_ratio']:.3f}" if hw == "bitfusion_edge" else "-"
+        bi = f"{f['cost_ratio']:.3f}" if hw == "bismo" else "-"
+        out.append(f"| HAQ for {hw} (budget {f['budget']:.3f}, "
+                   f"{f['trials']} episodes, {f['search_seconds']:.0f} s) | "
+                   f"{bf} | {bi} | {_acc(f['test_accuracy'])} | "
+                   f"{_acc(f['val_accuracy'])} |")
+        r = v.get("rescored")
+        if r:
+            bf = f"{r['cost_ratio']:.3f}" if hw == "bitfusion_edge" else "-"
+            bi = f"{r['cost_ratio']:.3f}" if hw == "bismo" else "-"
+            out.append(
+                f"| HAQ for {hw}, re-scored: trial {r['trial_id']}"
+                + (" (the search's pick)" if r["trial_id"] == _best_trial_id(r)
+                   else "") + f" of the best {len(r['ranked'])} (val mean "
+                f"{_acc(r['val_mean'])} over {len(s['ft_seeds'])} orders, "
+                f"{r['seconds']:.0f} s) | {bf} | {bi} | "
+                f"{_acc(r['test_accuracy'])} | {_acc(r['val_accuracy'])} |")
+    out += ["", (f"Target HAQ >= uniform at equal cost (HAQ at the latency "
+                 f"of uniform {h['haq_at_bits']}-bit on each accelerator; "
+                 "the most accurate uniform width that fits that budget):"),
+            ""]
+    for hw, v in t3.items():
+        out.append(
+            f"- {hw}: best uniform within the budget = "
+            f"{v['best_uniform']}-bit ({_acc(v['uniform_acc'])} %); "
+            + _target_text("HAQ", v, h))
+        if "rescored" in v:
+            out.append(f"- {hw}, re-scored pick: "
+                       + _target_text("HAQ", v["rescored"], h, v))
+    lf = h.get("long_finetune")
+    if lf:
+        seeded = all("short_finetune" in r for r in lf["rows"].values())
+        out += [
+            "", "### The same policies evaluated again", "",
+            ("Each policy quantized and calibrated again (test accuracy "
+             "right after calibration); then a search trial's fine-tune "
+             f"({s['haq_steps']} batches) repeated with "
+             f"{len(lf.get('seeds', []))} data orders (mean, per-seed "
+             "values in brackets: one such evaluation of a low-bit model "
+             "moves by about a point between data orders, as rounding flips "
+             "at code boundaries compound), and fine-tuned "
+             f"{lf['steps']} batches of 128 from the 20k training images "
+             "with the same SGD." if seeded else
+             "Each policy quantized and calibrated again (test accuracy "
+             f"right after calibration), then fine-tuned {lf['steps']} "
+             "batches of 128 from the 20k training images with the same "
+             f"SGD, instead of a search trial's {s['haq_steps']}."), "",
+            ("| policy | test acc after calibration only | "
+             + (f"after {s['haq_steps']} batches | " if seeded else "")
+             + f"test acc after {lf['steps']} batches |"),
+            "|---|---|---|" + ("---|" if seeded else "")]
+        for label, r in lf["rows"].items():
+            mid = ""
+            if seeded:
+                mid = (_acc(r["short_finetune"]) + " (" + " / ".join(
+                    _acc(v) for v in r["short_finetune_seeds"]) + ") | ")
+            out.append(f"| {label} | {_acc(r['calibration_only'])} | "
+                       f"{mid}{_acc(r['long_finetune'])} |")
+    cols = {}
+    for hw, v in h["hardware"].items():
+        cols[hw] = v["haq"]["policy"]
+        if "rescored" in v:
+            cols[f"{hw}, re-scored"] = v["rescored"]["policy"]
+    out += ["", "### HAQ policies found (w_bits/a_bits per layer)", "",
+            "| layer | " + " | ".join(cols) + " |",
+            "|---|" + "---|" * len(cols)]
+    for layer in next(iter(h["hardware"].values()))["layers"]:
+        cells = ["{}/{}".format(*pol[layer]) for pol in cols.values()]
+        out.append(f"| {layer} | " + " | ".join(cells) + " |")
+    out.append("")
+    return out
+
+
+def _mbv2_intro(res: dict) -> str:
+    h = res["haq_mbv2"]
+    b = h["baseline"]
+    u = h["uniform"][h["haq_at_bits"]]["cost_ratio"]
+    return (
+        f"The same protocol on the HAQ paper's own kind of model: zoo "
+        f"MobileNetV2-tiny (alpha {MBV2_ALPHA}, 28x28x1, "
+        f"{b['macs'] / 1e6:.2f} M MACs, {b['params']} parameters), trained "
+        f"like the ResNet-20: test accuracy {_acc(b['test_accuracy'])} %. "
+        "Its depthwise, expansion and projection layers differ in cost and "
+        "in sensitivity, which is what a per-layer search can exploit. "
+        f"{h['episodes']} episodes ({h['warmup']} warm-up), noise decay "
+        f"{h['sigma_decay']:.3f} per episode. On the Bit Fusion model this "
+        "network's latency hardly depends on the bit-widths (outputs are "
+        "written to DRAM at 32 bits, and its narrow layers leave the array "
+        f"idle: uniform {h['haq_at_bits']}-bit costs "
+        f"{u['bitfusion_edge']:.3f} of 8/8), so the Bit Fusion budget "
+        "barely constrains that search; BISMO's "
+        f"({u['bismo']:.3f} of 8/8) does.")
+
+
+def _haq_reading(h: dict, s: dict) -> list:
+    """Honest-reading bullets of one HAQ comparison."""
+    out = []
+    lf = h.get("long_finetune")
+    if lf:
+        r4 = lf["rows"].get(f"uniform {h['haq_at_bits']}-bit", {})
+        haq_rows = {k: v for k, v in lf["rows"].items()
+                    if k.startswith("HAQ")}
+        long4 = r4.get("long_finetune", float("nan"))
+        out.append(
+            f"- Right after calibration uniform {h['haq_at_bits']}-bit "
+            f"scores {_acc(r4.get('calibration_only', float('nan')))} % and "
+            "the HAQ policies "
+            + ", ".join(f"{_acc(v['calibration_only'])} % ({k})"
+                        for k, v in haq_rows.items())
+            + f"; after {lf['steps']} fine-tune batches instead of a "
+            f"trial's {s['haq_steps']}: uniform {_acc(long4)} %, HAQ "
+            + ", ".join(f"{_acc(v['long_finetune'])} % ({k})"
+                        for k, v in haq_rows.items())
+            + ". The search ranks policies by the short fine-tune; whether "
+            "its winner stays ahead after a longer one is what this row "
+            "checks.")
+    rs = [v["rescored"] for v in h["hardware"].values()
+          if "rescored" in v]
+    if lf and all("short_finetune" in r for r in lf["rows"].values()):
+        best_val = {hw: v["float_val_accuracy"] + v["haq"]["best_reward"] / 10
+                    for hw, v in h["hardware"].items()}
+        out.append(
+            "- Winner's curse: HAQ's best trial scored "
+            + " / ".join(f"{_acc(a)} % ({hw})" for hw, a in best_val.items())
+            + " on the validation split during the search, but "
+            + " / ".join(f"{_acc(v['haq']['val_accuracy'])} %"
+                         for v in h["hardware"].values())
+            + " rebuilt from the same policy (uniform 4-bit: "
+            f"{_acc(h['uniform'][h['haq_at_bits']]['val_accuracy'])} %). "
+            f"The best of {h.get('episodes', s['haq_episodes'])} "
+            "evaluations that each move by about a point between data "
+            "orders is biased upwards."
+            + (" `HAQTuner.rescore` (not in the paper) re-evaluates the "
+               f"best {len(rs[0]['ranked'])} trials over "
+               f"{len(rs[0]['ranked'][0]['accuracies'])} data orders and "
+               "picks the best mean: "
+               + "; ".join(
+                   f"{hw}: trial {r['trial_id']} (search "
+                   f"{_acc(r['search_accuracy'])} %, mean "
+                   f"{_acc(r['val_mean'])} %; the search's best trial "
+                   + next(f"{_acc(x['accuracy'])} %" for x in r["ranked"]
+                          if x["trial_id"] == _best_trial_id(r)) + ")"
+                   for hw, r in ((k, v["rescored"]) for k, v in
+                                 h["hardware"].items()
+                                 if "rescored" in v))
+               + "." if rs else
+               " Re-evaluating the best few trials with several seeds "
+               "before picking one is the remedy (`HAQTuner.rescore`, not "
+               "in the paper; not run on these searches)."))
+    return out
+
+
+def _best_trial_id(r):
+    """The search's own best trial among the re-scored ones."""
+    return max(r["ranked"], key=lambda x: x["search_accuracy"])["trial_id"]
 
 
 def to_markdown(res: dict) -> str:
@@ -557,88 +831,16 @@ def to_markdown(res: dict) -> str:
              f"{lat['measured_ms']['amc_latency']:.3f} ms = "
              f"{lat['ratio_to_target']:.3f} x target. Target <= 1.05 x: "
              f"**{'met' if res['targets']['latency_within_5pct'] else 'NOT met'}**."),
-        "", "## 3. HAQ vs uniform bit-widths at equal latency", "",
-        ("Uniform policies (every searched weight and activation at b "
-         "bits; first layer weights and last layer at 8) get the same "
-         "quantization-aware fine-tune as a HAQ trial. Latency ratio = "
-         "latency / latency at 8/8 bits on each accelerator model."), "",
-        ("| policy | Bit Fusion latency ratio | BISMO latency ratio | "
-         "test acc | val acc |"),
-        "|---|---|---|---|---|",
     ]
+    out += _haq_section(
+        res["haq"], res["targets"]["haq"], s,
+        "## 3. HAQ vs uniform bit-widths at equal latency (ResNet-20)")
+    if "haq_mbv2" in res:
+        out += _haq_section(
+            res["haq_mbv2"], res["targets"]["haq_mbv2"], s,
+            "## 4. HAQ on MobileNetV2 (the paper's model)",
+            _mbv2_intro(res))
     h = res["haq"]
-    for bits, r in h["uniform"].items():
-        out.append(f"| uniform {bits}-bit | "
-                   f"{r['cost_ratio']['bitfusion_edge']:.3f} | "
-                   f"{r['cost_ratio']['bismo']:.3f} | "
-                   f"{_acc(r['test_accuracy'])} | "
-                   f"{_acc(r['val_accuracy'])} |")
-    for hw, v in h["hardware"].items():
-        f = v["haq"]
-        bf = f"{f['cost_ratio']:.3f}" if hw == "bitfusion_edge" else "-"
-        bi = f"{f['cost_ratio']:.3f}" if hw == "bismo" else "-"
-        out.append(f"| HAQ for {hw} (budget {f['budget']:.3f}, "
-                   f"{f['trials']} episodes, {f['search_seconds']:.0f} s) | "
-                   f"{bf} | {bi} | {_acc(f['test_accuracy'])} | "
-                   f"{_acc(f['val_accuracy'])} |")
-    t3 = res["targets"]["haq"]
-    out += ["", (f"Target HAQ >= uniform at equal cost (HAQ at the latency "
-                 f"of uniform {h['haq_at_bits']}-bit on each accelerator; "
-                 "the most accurate uniform width that fits that budget):"),
-            ""]
-    for hw, v in t3.items():
-        out.append(
-            f"- {hw}: best uniform within the budget = "
-            f"{v['best_uniform']}-bit ({_acc(v['uniform_acc'])} %), HAQ "
-            f"{_acc(v['haq_acc'])} % -> **{'met' if v['met'] else 'NOT met'}"
-            "**" + ("" if "seeds_met" not in v else
-                    f"; the same fine-tune, mean of "
-                    f"{len(h['long_finetune']['seeds'])} data orders: "
-                    f"uniform {_acc(v['uniform_seeds'])} %, HAQ "
-                    f"{_acc(v['haq_seeds'])} % -> "
-                    f"**{'met' if v['seeds_met'] else 'NOT met'}**")
-            + ("" if "long_met" not in v else
-               f"; after the longer fine-tune below: uniform "
-               f"{_acc(v['uniform_long'])} %, HAQ {_acc(v['haq_long'])}"
-               f" % -> **{'met' if v['long_met'] else 'NOT met'}**"))
-    lf = h.get("long_finetune")
-    if lf:
-        seeded = all("short_finetune" in r for r in lf["rows"].values())
-        out += [
-            "", "### The same policies evaluated again", "",
-            ("Each policy quantized and calibrated again (test accuracy "
-             "right after calibration); then a search trial's fine-tune "
-             f"({s['haq_steps']} batches) repeated with "
-             f"{len(lf.get('seeds', []))} data orders (mean, per-seed "
-             "values in brackets: one such evaluation of a low-bit model "
-             "moves by about a point between data orders, as rounding flips "
-             "at code boundaries compound), and fine-tuned "
-             f"{lf['steps']} batches of 128 from the 20k training images "
-             "with the same SGD." if seeded else
-             "Each policy quantized and calibrated again (test accuracy "
-             f"right after calibration), then fine-tuned {lf['steps']} "
-             "batches of 128 from the 20k training images with the same "
-             f"SGD, instead of a search trial's {s['haq_steps']}."), "",
-            ("| policy | test acc after calibration only | "
-             + (f"after {s['haq_steps']} batches | " if seeded else "")
-             + f"test acc after {lf['steps']} batches |"),
-            "|---|---|---|" + ("---|" if seeded else "")]
-        for label, r in lf["rows"].items():
-            mid = ""
-            if seeded:
-                mid = (_acc(r["short_finetune"]) + " (" + " / ".join(
-                    _acc(v) for v in r["short_finetune_seeds"]) + ") | ")
-            out.append(f"| {label} | {_acc(r['calibration_only'])} | "
-                       f"{mid}{_acc(r['long_finetune'])} |")
-    hws = list(h["hardware"])
-    out += ["", "### HAQ policies found (w_bits/a_bits per layer)", "",
-            "| layer | " + " | ".join(hws) + " |",
-            "|---|" + "---|" * len(hws)]
-    for layer in h["hardware"][hws[0]]["layers"]:
-        cells = ["{}/{}".format(*h["hardware"][hw]["haq"]["policy"][layer])
-                 for hw in hws]
-        out.append(f"| {layer} | " + " | ".join(cells) + " |")
-    out.append("")
     out += [
         "## Honest reading", "",
         ("- One run, one seed, few episodes: differences of a few tenths "
@@ -656,40 +858,10 @@ def to_markdown(res: dict) -> str:
         ("- The short fine-tune is the same for every model and not tuned "
          "per model."),
     ]
-    lf = h.get("long_finetune")
-    if lf:
-        r4 = lf["rows"].get(f"uniform {h['haq_at_bits']}-bit", {})
-        haq_rows = {k: v for k, v in lf["rows"].items()
-                    if k.startswith("HAQ")}
-        long4 = r4.get("long_finetune", float("nan"))
-        out.append(
-            f"- Right after calibration uniform {h['haq_at_bits']}-bit "
-            f"scores {_acc(r4.get('calibration_only', float('nan')))} % and "
-            "the HAQ policies "
-            + ", ".join(f"{_acc(v['calibration_only'])} % ({k})"
-                        for k, v in haq_rows.items())
-            + f"; after {lf['steps']} fine-tune batches instead of a "
-            f"trial's {s['haq_steps']}: uniform {_acc(long4)} %, HAQ "
-            + ", ".join(f"{_acc(v['long_finetune'])} % ({k})"
-                        for k, v in haq_rows.items())
-            + ". The search ranks policies by the short fine-tune; whether "
-            "its winner stays ahead after a longer one is what this row "
-            "checks.")
-    if lf and all("short_finetune" in r for r in lf["rows"].values()):
-        best_val = {hw: v["float_val_accuracy"] + v["haq"]["best_reward"] / 10
-                    for hw, v in h["hardware"].items()}
-        out.append(
-            "- Winner's curse: HAQ's best trial scored "
-            + " / ".join(f"{_acc(a)} % ({hw})" for hw, a in best_val.items())
-            + " on the validation split during the search, but "
-            + " / ".join(f"{_acc(v['haq']['val_accuracy'])} %"
-                         for v in h["hardware"].values())
-            + " rebuilt from the same policy (uniform 4-bit: "
-            f"{_acc(h['uniform'][h['haq_at_bits']]['val_accuracy'])} %). "
-            "The best of a hundred evaluations that each move by about a "
-            "point between data orders is biased upwards; re-evaluating "
-            "the best few trials with several seeds before picking one "
-            "would be the remedy (not in the paper, not done here).")
+    out += _haq_reading(h, s)
+    if "haq_mbv2" in res:
+        out += ["- MobileNetV2: " + x[2:] for x in
+                _haq_reading(res["haq_mbv2"], s)]
     if p["random_search"]["keep"] == p["bayesian_optimization"]["keep"]:
         out.append(
             "- BayesianOptimization's best trial is one of its initial "
@@ -706,7 +878,7 @@ def to_markdown(res: dict) -> str:
     return "\n".join(out)
 
 
-def compute_targets(pruning, lat, haq_res) -> dict:
+def compute_targets(pruning, lat, haq_res, mbv2_res=None) -> dict:
     """The benchmark's targets from its results (also for --from-json)."""
     targets = {
         "amc_ge_uniform_before_ft": pruning["amc"]["test_accuracy_before_ft"]
@@ -714,29 +886,47 @@ def compute_targets(pruning, lat, haq_res) -> dict:
         "amc_ge_uniform_after_ft": pruning["amc"]["test_accuracy_after_ft"]
         >= pruning["uniform"]["test_accuracy_after_ft"],
         "latency_within_5pct": lat["ratio_to_target"] <= 1.05,
-        "haq": {},
+        "haq": _haq_targets(haq_res),
     }
+    if mbv2_res:
+        targets["haq_mbv2"] = _haq_targets(mbv2_res)
+    return targets
+
+
+def _haq_targets(haq_res) -> dict:
+    """HAQ >= the most accurate uniform width within its budget, per
+    accelerator: the search's pick and (when run) the re-scored pick, each
+    on one evaluation, on the mean of the data orders and after the long
+    fine-tune."""
+    lrows = haq_res.get("long_finetune", {}).get("rows", {})
+    targets = {}
     for hw, v in haq_res["hardware"].items():
         budget = v["haq"]["budget"]
         fits = {bits: r for bits, r in haq_res["uniform"].items()
                 if r["cost_ratio"][hw] <= budget * (1 + 1e-9)}
         best = max(fits, key=lambda k: (fits[k]["test_accuracy"], -k))
-        targets["haq"][hw] = {
-            "best_uniform": best,
-            "uniform_acc": fits[best]["test_accuracy"],
-            "haq_acc": v["haq"]["test_accuracy"],
-            "met": v["haq"]["test_accuracy"] >= fits[best]["test_accuracy"]}
-        lrows = haq_res.get("long_finetune", {}).get("rows", {})
-        u, hq = lrows.get(f"uniform {best}-bit"), lrows.get(f"HAQ for {hw}")
-        if u and hq:
-            targets["haq"][hw].update(
-                uniform_long=u["long_finetune"], haq_long=hq["long_finetune"],
-                long_met=hq["long_finetune"] >= u["long_finetune"])
-        if u and hq and "short_finetune" in u:
-            targets["haq"][hw].update(
-                uniform_seeds=u["short_finetune"],
-                haq_seeds=hq["short_finetune"],
-                seeds_met=hq["short_finetune"] >= u["short_finetune"])
+        u = lrows.get(f"uniform {best}-bit")
+
+        def check(found, row, u=u, acc=fits[best]["test_accuracy"]):
+            t = {"haq_acc": found["test_accuracy"],
+                 "met": found["test_accuracy"] >= acc}
+            if u and row:
+                t.update(uniform_long=u["long_finetune"],
+                         haq_long=row["long_finetune"],
+                         long_met=row["long_finetune"] >= u["long_finetune"])
+            if u and row and "short_finetune" in u:
+                t.update(uniform_seeds=u["short_finetune"],
+                         haq_seeds=row["short_finetune"],
+                         seeds_met=row["short_finetune"]
+                         >= u["short_finetune"])
+            return t
+
+        targets[hw] = {"best_uniform": best,
+                       "uniform_acc": fits[best]["test_accuracy"],
+                       **check(v["haq"], lrows.get(f"HAQ for {hw}"))}
+        if "rescored" in v:
+            targets[hw]["rescored"] = check(
+                v["rescored"], lrows.get(f"HAQ for {hw}, re-scored"))
     return targets
 
 
@@ -749,22 +939,26 @@ def main(argv=None) -> int:
                     help="smoke test: 2-3 trials each, results to --out")
     ap.add_argument("--out", default=RESULTS,
                     help="directory for search.{md,json}")
-    ap.add_argument("--parts", default="pruning,haq,haq_long",
+    ap.add_argument("--parts", default=",".join(PARTS),
                     help="comma-separated parts to run: pruning (AMC, "
                     "RS, BO, latency AMC), haq (the searches) and haq_long "
-                    "(the found policies with a longer fine-tune); parts "
-                    "not run are kept from the existing search.json in "
-                    "--out")
+                    "(the found policies with a longer fine-tune) on "
+                    "ResNet-20, mbv2, mbv2_rescore (re-scoring the "
+                    "best trials of finished mbv2 searches) and mbv2_long "
+                    "(the same on MobileNetV2); parts not run are kept from the existing "
+                    "search.json in --out")
     ap.add_argument("--from-json", default=None,
                     help="only rewrite search.md from this search.json")
     args = ap.parse_args(argv)
     if args.from_json:
         with open(args.from_json, encoding="utf-8") as f:
             res = json.load(f)
-        res["haq"]["uniform"] = {int(k): v for k, v in
-                                 res["haq"]["uniform"].items()}
+        for key in ("haq", "haq_mbv2"):
+            if key in res:
+                res[key]["uniform"] = {int(k): v for k, v in
+                                       res[key]["uniform"].items()}
         res["targets"] = compute_targets(res["pruning"], res["latency"],
-                                         res["haq"])
+                                         res["haq"], res.get("haq_mbv2"))
         _write(os.path.join(args.out, "search.md"), to_markdown(res))
         return 0
     if args.quick:
@@ -772,24 +966,28 @@ def main(argv=None) -> int:
         for k in ("AMC_EPISODES", "RS_TRIALS", "BO_TRIALS", "LAT_EPISODES"):
             g[k] = 3
         g.update(AMC_WARMUP=2, LAT_WARMUP=2, BO_INITIAL=2, HAQ_EPISODES=1,
-                 HAQ_WARMUP=1, FT_N=500, HAQ_WIDTHS=(4,))
+                 HAQ_WARMUP=1, FT_N=500, HAQ_WIDTHS=(4,), MBV2_EPISODES=1,
+                 MBV2_WARMUP=1, HAQ_LONG_STEPS=5, RESCORE_TOP_K=1)
     t_start = time.time()
     load_start = os.getloadavg()[0]
     keras.utils.set_random_seed(SEED)
     data = load_data()
-    base, binfo = baseline(data, args.retrain)
     parts = set(args.parts.split(","))
-    every = {"pruning", "haq", "haq_long"}
+    every = set(PARTS)
     if not parts or parts - every:
-        ap.error(f"--parts must name some of {sorted(every)}. Received: "
+        ap.error(f"--parts must name some of {list(PARTS)}. Received: "
                  f"{args.parts!r}")
     old = {}
     if parts != every:
         with open(os.path.join(args.out, "search.json"),
                   encoding="utf-8") as f:
             old = json.load(f)
-    if os.path.isdir(args.workdir):
-        shutil.rmtree(args.workdir)
+    if parts & {"pruning", "haq", "haq_long"}:
+        base, binfo = baseline(data, args.retrain)
+    else:
+        base, binfo = None, old["baseline"]
+    # Each part's tuners overwrite their own project folders; the others'
+    # trials stay (a later re-scoring study can read them).
     seconds = dict(old.get("part_seconds", {}))
     t_part = time.time()
     if "pruning" in parts:
@@ -813,7 +1011,27 @@ def main(argv=None) -> int:
     if "haq_long" in parts:
         haq_res["long_finetune"] = haq_long(base, data, haq_res)
         seconds["haq_long"] = time.time() - t_part
-    targets = compute_targets(pruning, lat, haq_res)
+    mbv2_res = old.get("haq_mbv2")
+    if mbv2_res:
+        mbv2_res["uniform"] = {int(k): v
+                               for k, v in mbv2_res["uniform"].items()}
+    if parts & {"mbv2", "mbv2_rescore", "mbv2_long"}:
+        mbv2, mbv2_info = baseline(data, args.retrain, arch="mobilenet_v2")
+    t_part = time.time()
+    if "mbv2" in parts:
+        mbv2_res = haq(mbv2, data, args.workdir, MBV2_EPISODES, MBV2_WARMUP,
+                       tag="haq_mbv2")
+        mbv2_res["baseline"] = mbv2_info
+        seconds["mbv2"] = time.time() - t_part
+    t_part = time.time()
+    if "mbv2_rescore" in parts and "mbv2" not in parts:
+        haq_rescore(mbv2, data, args.workdir, mbv2_res, "haq_mbv2")
+        seconds["mbv2_rescore"] = time.time() - t_part
+    t_part = time.time()
+    if "mbv2_long" in parts:
+        mbv2_res["long_finetune"] = haq_long(mbv2, data, mbv2_res)
+        seconds["mbv2_long"] = time.time() - t_part
+    targets = compute_targets(pruning, lat, haq_res, mbv2_res)
     res = {
         "setup": {
             "seed": SEED, "train_n": TRAIN_N, "train_epochs": TRAIN_EPOCHS,
@@ -834,6 +1052,7 @@ def main(argv=None) -> int:
         },
         "baseline": binfo, "pruning": pruning, "amc_latency": amc_lat,
         "latency": lat, "haq": haq_res, "targets": targets,
+        **({"haq_mbv2": mbv2_res} if mbv2_res else {}),
         "part_seconds": seconds, "parts_run": sorted(parts),
         "wall_seconds": (time.time() - t_start if not old
                          else sum(seconds.values())),

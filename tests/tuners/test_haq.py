@@ -436,6 +436,36 @@ def test_tiny_real_search_and_best_policy(three_layer_model, data,
     assert qat(x[:2]).shape == (2, 10)
 
 
+def test_rescore_ranks_the_best_trials_by_their_mean_over_seeds(
+        three_layer_model, data, tmp_path):
+    x, y = data
+    hm = HAQHyperModel(three_layer_model, (x, y), (x, y), hardware=BISMO(),
+                       budget=0.85, finetune_steps=1, batch_size=16)
+    tuner = HAQTuner(hm, max_trials=3, seed=0, warmup=3,
+                     directory=str(tmp_path), project_name="rescore")
+    with pytest.raises(ValueError, match="No trial"):
+        tuner.rescore()
+    tuner.search(verbose=0)
+    for bad in ({"top_k": 0}, {"top_k": 1.5}, {"seeds": []},
+                {"seeds": [-1]}, {"seeds": "01"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            tuner.rescore(**bad)
+    ranked = tuner.rescore(top_k=2, seeds=(0, 5))
+    assert len(ranked) == 2
+    assert ranked[0]["accuracy"] >= ranked[1]["accuracy"]
+    best_ids = [t.trial_id for t in tuner.oracle.get_best_trials(2)]
+    assert sorted(r["trial_id"] for r in ranked) == sorted(best_ids)
+    for r in ranked:
+        assert r["accuracy"] == pytest.approx(np.mean(r["accuracies"]))
+        _check_rules(hm, r["policy"])
+        trial = tuner.oracle.trials[r["trial_id"]]
+        assert r["policy"] == hm.policy(trial.hyperparameters)
+        # each seed is the trial's fine-tune on a fresh model, that order
+        again = hm.fit(trial.hyperparameters,
+                       hm.quantized_model(trial.hyperparameters), seed=5)
+        assert again["accuracy"] == pytest.approx(r["accuracies"][1])
+
+
 def test_reused_graph_scores_a_policy_as_a_fresh_model(model, data):
     x, y = data
     kw = {"hardware": BISMO(), "budget": 0.9, "finetune_steps": 2,
