@@ -722,11 +722,12 @@ class HAQTuner(DDPGSearchTuner):
                 or top_k < 1:
             raise ValueError(f"top_k must be an int >= 1. Received: "
                              f"top_k={top_k!r}")
-        seeds = list(seeds) if not isinstance(seeds, (str, bytes)) else None
+        given = seeds
+        seeds = [] if isinstance(seeds, (str, bytes)) else list(seeds)
         if not seeds or any(isinstance(v, bool) or not isinstance(
                 v, (int, np.integer)) or v < 0 for v in seeds):
             raise ValueError(f"seeds must be a non-empty list of ints >= 0. "
-                             f"Received: seeds={seeds!r}")
+                             f"Received: seeds={given!r}")
         trials = self.oracle.get_best_trials(int(top_k))
         if not trials:
             raise ValueError("No trial has finished yet: run search() first.")
