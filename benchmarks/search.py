@@ -395,8 +395,7 @@ def _haq_setup(data):
 
 def _values_of(hm, policy):
     """Hyperparameter values of a ``{layer: (w, a)}`` policy."""
-    return {n: policy[n.split("/", 1)[1]][0 if n.startswith("w_") else 1]
-            for n in hm.hyperparameter_names}
+    return hm.space.values([policy[n] for n in hm.layers])
 
 
 def _rescore(hm, tuner, data):
