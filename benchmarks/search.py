@@ -21,13 +21,17 @@ trained weights are cached under ``~/.cache/tfcomp/search``):
    weights and last layer at 8, as HAQ fixes them), costed on Bit Fusion
    (edge) and BISMO, and HAQ (``HAQTuner``) searched for each accelerator
    at the latency of uniform 4-bit there; every policy gets the same short
-   quantization-aware fine-tune.
+   quantization-aware fine-tune. The same again on a zoo MobileNetV2-tiny
+   (parts ``mbv2``, ``mbv2_rescore``, ``mbv2_long``).
 
 Deviations from the papers (CPU scale, stated in the report): few episodes
 (AMC paper: 800 with 100 warm-up; HAQ: 600 with 20, here with the noise
-decay compressed to the episode budget), reward on a 3000-image validation
-split, HAQ fine-tune of ``HAQ_STEPS`` batches instead of one epoch of
-ImageNet, a baseline trained for a few epochs on a subset. Pruned models
+decay compressed to the episode budget), AMC reward on a 3000-image
+validation split, HAQ reward on ``HAQ_VAL`` (10k held-out images: on 3000
+one evaluation moved by about half a point, more than most single-layer
+bit changes) after one epoch of ``FT_N`` images (``HAQ_STEPS`` batches)
+instead of one epoch of ImageNet, a baseline trained for a few epochs on
+a subset. Pruned models
 get the same short fine-tune followed by BatchNorm recalibration, repeated
 over ``FT_SEEDS`` data orders and averaged.
 
@@ -74,7 +78,8 @@ CACHE = os.path.join(os.path.expanduser("~"), ".cache", "tfcomp", "search")
 SEED = 0
 TRAIN_N = 20000          # baseline: first 20k training images
 TRAIN_EPOCHS = 4
-VAL = (50000, 53000)     # held-out training images: search rewards
+VAL = (50000, 53000)     # held-out training images: AMC search rewards
+HAQ_VAL = (50000, 60000)  # held-out training images: HAQ search rewards
 CAL_N = 128              # AMC least-squares calibration images
 FT_N = 5000              # AMC fine-tune: 1 epoch on these images
 FT_SEEDS = (0, 1, 2)     # the fine-tune is repeated (data order) and averaged
@@ -89,7 +94,8 @@ HAQ_EPISODES, HAQ_WARMUP = 100, 20   # warm-up as the paper
 # exploration noise 0.5 * decay^(episode - warm-up) reaches 0.05 at the last
 # episode (the paper decays by 0.99 over 580 episodes, to ~0.0015)
 HAQ_SIGMA_DECAY = 0.1 ** (1 / (HAQ_EPISODES - HAQ_WARMUP))
-HAQ_STEPS = 20           # fine-tune batches (of 128) per HAQ trial
+HAQ_STEPS = 40           # fine-tune batches (of 128) per HAQ trial: one
+#                          epoch of the FT_N images, as the paper
 HAQ_WIDTHS = (4, 5, 6)
 HAQ_AT = 4               # HAQ searches at the latency of uniform 4-bit
 HAQ_LONG_STEPS = 300     # the longer QAT fine-tune of the found policies
@@ -123,6 +129,7 @@ def log(msg):
 def load_data():
     (x, y), (xt, yt) = tfcomp.data.load_fashion_mnist()
     return {
+        "pool": (x, y),  # all 60k training images: held-out splits
         "train": (x[:TRAIN_N], y[:TRAIN_N]),
         "val": (x[VAL[0]:VAL[1]], y[VAL[0]:VAL[1]]),
         "cal": x[:CAL_N],
@@ -345,8 +352,8 @@ def haq(base, data, workdir, episodes=None, warmup=None, tag="haq"):
     episodes = episodes or HAQ_EPISODES
     warmup = warmup or HAQ_WARMUP
     decay = 0.1 ** (1 / max(1, episodes - warmup))
-    hws, kw = _haq_setup(data)
-    probes = {name: HAQHyperModel(base, data["ft"], data["val"],
+    hws, kw, val = _haq_setup(data)
+    probes = {name: HAQHyperModel(base, data["ft"], val,
                                   hardware=hw, budget=1.0, **kw)
               for name, hw in hws.items()}
     first = next(iter(probes.values()))
@@ -363,10 +370,12 @@ def haq(base, data, workdir, episodes=None, warmup=None, tag="haq"):
         log(f"uniform {b}-bit: test acc {r['test_accuracy']:.4f}, latency "
             f"ratios {r['cost_ratio']}")
     out = {"uniform": uniform, "haq_at_bits": HAQ_AT, "hardware": {},
-           "episodes": episodes, "warmup": warmup, "sigma_decay": decay}
+           "episodes": episodes, "warmup": warmup, "sigma_decay": decay,
+           "steps": HAQ_STEPS, "val_range": list(HAQ_VAL),
+           "wall": "per_layer"}
     for name, hw in hws.items():
         ratio = uniform[HAQ_AT]["cost_ratio"][name]
-        hm = HAQHyperModel(base, data["ft"], data["val"], hardware=hw,
+        hm = HAQHyperModel(base, data["ft"], val, hardware=hw,
                            budget=min(1.0, ratio), **kw)
         tuner = HAQTuner(hm, max_trials=episodes, warmup=warmup,
                          sigma_decay=decay, seed=SEED,
@@ -385,12 +394,17 @@ def haq(base, data, workdir, episodes=None, warmup=None, tag="haq"):
     return out
 
 
-def _haq_setup(data):
-    """The accelerators and the HAQHyperModel arguments of every search."""
+def _haq_setup(data, res=None):
+    """The accelerators, the HAQHyperModel arguments and the reward split
+    of every search; ``res``: the protocol of an earlier run's results
+    (default: the current one)."""
+    steps, (lo, hi) = ((res["steps"], res["val_range"]) if res else
+                       (HAQ_STEPS, HAQ_VAL))
+    x, y = data["pool"]
     hws = {"bitfusion_edge": BitFusion("edge"), "bismo": BISMO()}
-    kw = {"target": "latency", "finetune_steps": HAQ_STEPS, "seed": SEED,
+    kw = {"target": "latency", "finetune_steps": steps, "seed": SEED,
           "calibration_data": data["cal"]}
-    return hws, kw
+    return hws, kw, (x[lo:hi], y[lo:hi])
 
 
 def _values_of(hm, policy):
@@ -423,10 +437,10 @@ def _rescore(hm, tuner, data):
 def haq_rescore(base, data, workdir, res, tag):
     """``_rescore`` for searches already run (their trials reloaded from
     ``workdir``), for results made before the re-scoring step existed."""
-    hws, kw = _haq_setup(data)
+    hws, kw, val = _haq_setup(data, res)
     for name, hw in hws.items():
         v = res["hardware"][name]
-        hm = HAQHyperModel(base, data["ft"], data["val"], hardware=hw,
+        hm = HAQHyperModel(base, data["ft"], val, hardware=hw,
                            budget=min(1.0, v["haq"]["budget"]), **kw)
         tuner = HAQTuner(hm, max_trials=res["episodes"],
                          warmup=res["warmup"], sigma_decay=res["sigma_decay"],
@@ -444,16 +458,18 @@ def haq_long(base, data, haq_res):
     """Uniform 4/5-bit and the HAQ policies again, each from a fresh
     ``quantize_model`` model: test accuracy right after calibration, after
     a search trial's fine-tune repeated with the ``FT_SEEDS`` data orders
-    (one evaluation of a low-bit model after 20 SGD steps moves by about a
-    point from seed to seed: rounding flips at code boundaries compound),
+    (one evaluation of a low-bit model after a few SGD steps moves by about
+    a point from seed to seed: rounding flips at code boundaries compound),
     and after a longer fine-tune (``HAQ_LONG_STEPS`` batches of 128 from
     the 20k training images, same SGD)."""
+    _, setup, val = _haq_setup(data, haq_res)
+    steps = setup["finetune_steps"]
     kw = {"hardware": BitFusion("edge"), "budget": 1.0, "target": "latency",
           "calibration_data": data["cal"]}
-    short = {seed: HAQHyperModel(base, data["ft"], data["val"],
-                                 finetune_steps=HAQ_STEPS, seed=seed, **kw)
+    short = {seed: HAQHyperModel(base, data["ft"], val,
+                                 finetune_steps=steps, seed=seed, **kw)
              for seed in FT_SEEDS}
-    hm = HAQHyperModel(base, data["train"], data["val"],
+    hm = HAQHyperModel(base, data["train"], val,
                        finetune_steps=HAQ_LONG_STEPS, seed=SEED, **kw)
     policies = {f"uniform {b}-bit": _uniform_policy(hm, b)
                 for b in (HAQ_AT, HAQ_AT + 1)}
@@ -480,11 +496,11 @@ def haq_long(base, data, haq_res):
                        "short_finetune_seeds": seeds,
                        "long_finetune": accuracy(q, *data["test"]),
                        "seconds": time.time() - t0}
-        log(f"{label}: calibrated {calib:.4f}, after {HAQ_STEPS} batches "
+        log(f"{label}: calibrated {calib:.4f}, after {steps} batches "
             f"{rows[label]['short_finetune']:.4f} (mean of {seeds}), "
             f"after {HAQ_LONG_STEPS} batches "
             f"{rows[label]['long_finetune']:.4f}")
-    return {"steps": HAQ_LONG_STEPS, "short_steps": HAQ_STEPS,
+    return {"steps": HAQ_LONG_STEPS, "short_steps": steps,
             "seeds": list(FT_SEEDS), "rows": rows}
 
 
@@ -531,8 +547,20 @@ def _haq_section(h: dict, t3: dict, s: dict, heading: str,
                  intro: str = "") -> list:
     """Markdown of one HAQ comparison (uniform widths vs HAQ per
     accelerator, targets, re-evaluation, policies)."""
+    steps = h["steps"]
+    lo, hi = h["val_range"]
     out = [
         "", heading, "", *([intro, ""] if intro else []),
+        (f"Reward of a trial: accuracy on {hi - lo} held-out training "
+         f"images (numbers {lo}-{hi - 1}) after {steps} fine-tune batches "
+         f"of 128 from the first {s['ft_n']} training images"
+         + (" (one epoch, as the paper)."
+            if steps * 128 >= s["ft_n"] else " (paper: one epoch).")
+         + (" This run is older than the current code: its resource wall "
+            "lowered the activation widths of all layers before any weight "
+            "width (the official wall, now ours, lowers each layer's "
+            "activation then weight width, from the last layer back)."
+            if h.get("wall") == "activations_first" else "")), "",
         ("Uniform policies (every searched weight and activation at b "
          "bits; first layer weights and last layer at 8) get the same "
          "quantization-aware fine-tune as a HAQ trial. Latency ratio = "
@@ -585,7 +613,7 @@ def _haq_section(h: dict, t3: dict, s: dict, heading: str,
             "", "### The same policies evaluated again", "",
             ("Each policy quantized and calibrated again (test accuracy "
              "right after calibration); then a search trial's fine-tune "
-             f"({s['haq_steps']} batches) repeated with "
+             f"({steps} batches) repeated with "
              f"{len(lf.get('seeds', []))} data orders (mean, per-seed "
              "values in brackets: one such evaluation of a low-bit model "
              "moves by about a point between data orders, as rounding flips "
@@ -595,9 +623,9 @@ def _haq_section(h: dict, t3: dict, s: dict, heading: str,
              "Each policy quantized and calibrated again (test accuracy "
              f"right after calibration), then fine-tuned {lf['steps']} "
              "batches of 128 from the 20k training images with the same "
-             f"SGD, instead of a search trial's {s['haq_steps']}."), "",
+             f"SGD, instead of a search trial's {steps}."), "",
             ("| policy | test acc after calibration only | "
-             + (f"after {s['haq_steps']} batches | " if seeded else "")
+             + (f"after {steps} batches | " if seeded else "")
              + f"test acc after {lf['steps']} batches |"),
             "|---|---|---|" + ("---|" if seeded else "")]
         for label, r in lf["rows"].items():
@@ -659,7 +687,7 @@ def _haq_reading(h: dict, s: dict) -> list:
             + ", ".join(f"{_acc(v['calibration_only'])} % ({k})"
                         for k, v in haq_rows.items())
             + f"; after {lf['steps']} fine-tune batches instead of a "
-            f"trial's {s['haq_steps']}: uniform {_acc(long4)} %, HAQ "
+            f"trial's {h['steps']}: uniform {_acc(long4)} %, HAQ "
             + ", ".join(f"{_acc(v['long_finetune'])} % ({k})"
                         for k, v in haq_rows.items())
             + ". The search ranks policies by the short fine-tune; whether "
@@ -723,10 +751,12 @@ def to_markdown(res: dict) -> str:
          f"1e-3, {s['train_epochs']} epochs on the first {s['train_n']} "
          f"training images: test accuracy {_acc(b['test_accuracy'])} %, "
          f"{b['macs'] / 1e6:.2f} M MACs."),
-        (f"- Search reward: accuracy on {s['val_n']} held-out training "
-         "images (AMC: no fine-tuning, R = -error; HAQ: "
-         f"{s['haq_steps']} fine-tune batches, R = 0.1 (acc_q - acc_float)"
-         "). Reported accuracies are on the whole test set (10k)."),
+        (f"- Search reward: AMC: accuracy on {s['val_n']} held-out "
+         "training images, no fine-tuning, R = -error; HAQ: accuracy on "
+         "held-out training images after a short fine-tune, R = 0.1 "
+         "(acc_q - acc_float), with the split and fine-tune stated in "
+         "each HAQ section. Reported accuracies are on the whole test set "
+         "(10k)."),
         (f"- AMC: {s['amc_episodes']} episodes ({s['amc_warmup']} warm-up) "
          "instead of the paper's 800 (100); latency-targeted AMC "
          f"{s['lat_episodes']} ({s['lat_warmup']}). Preserve ratio in "
@@ -750,8 +780,8 @@ def to_markdown(res: dict) -> str:
          "instead of 600 (20), exploration noise decaying by "
          f"{s.get('haq_sigma_decay', 0.99):.3f} per episode so that it "
          "reaches 0.05 at the last episode (paper: 0.99 per episode over "
-         "580); each trial fine-tunes "
-         f"{s['haq_steps']} batches of 128 (paper: one epoch). Uniform "
+         "580); each trial fine-tunes for the number of batches of 128 "
+         "stated in its section (paper: one epoch). Uniform "
          "baselines and HAQ policies get exactly that fine-tune. First "
          "layer weights and the last layer stay at 8 bits in all of "
          "them. A search evaluates its trials on one QAT model whose "
@@ -966,7 +996,8 @@ def main(argv=None) -> int:
             g[k] = 3
         g.update(AMC_WARMUP=2, LAT_WARMUP=2, BO_INITIAL=2, HAQ_EPISODES=1,
                  HAQ_WARMUP=1, FT_N=500, HAQ_WIDTHS=(4,), MBV2_EPISODES=1,
-                 MBV2_WARMUP=1, HAQ_LONG_STEPS=5, RESCORE_TOP_K=1)
+                 MBV2_WARMUP=1, HAQ_LONG_STEPS=5, RESCORE_TOP_K=1,
+                 HAQ_STEPS=4)
     t_start = time.time()
     load_start = os.getloadavg()[0]
     keras.utils.set_random_seed(SEED)

@@ -134,12 +134,14 @@ def test_wall_meets_budget_lowers_only_and_keeps_first_last(
 
 
 def _paper_wall(space, policy):
-    """The official _final_action_wall (one-bit steps), for comparison."""
+    """The official _final_action_wall (one-bit steps), for comparison:
+    from the last layer back, each layer's activation bits, then its
+    weight bits, one bit each, checking the budget after every step."""
     p = np.array(policy).copy()
     limit = space.budget_cost * (1 + 1e-9)
     while space.cost(p) > limit:
-        for d in (1, 0):
-            for i in range(len(p) - 1, -1, -1):
+        for i in range(len(p) - 1, -1, -1):
+            for d in (1, 0):
                 if space.free[i, d] and p[i, d] > space.b_min:
                     p[i, d] -= 1
                 if space.cost(p) <= limit:

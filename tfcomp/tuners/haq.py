@@ -218,10 +218,10 @@ class _HAQSpace:
         """HAQ's backward resource wall.
 
         While the cost exceeds the budget: walk from the last layer to the
-        first lowering each searched activation bit-width by one (never
-        below ``b_min``), stopping as soon as the budget is met; then the
-        same for weight bits; repeat (the official ``_final_action_wall``).
-        Fixed bits (first and last layer) stay 8.
+        first; at each layer lower the activation bit-width by one, then
+        the weight bit-width by one (never below ``b_min``), stopping as
+        soon as the budget is met; repeat (the official
+        ``_final_action_wall``). Fixed bits (first and last layer) stay 8.
 
         Deviation: a step goes down to the next bit-width that *lowers the
         layer's cost* (skipping widths that cost the same), and a width
@@ -237,11 +237,10 @@ class _HAQSpace:
         p[~self.free] = 8
         limit = self.budget_cost * (1 + 1e-9)
         cost = self.cost(p)
-        order = range(len(self.layers) - 1, -1, -1)
         while cost > limit:
             changed = False
-            for d in (1, 0):
-                for i in order:
+            for i in range(len(self.layers) - 1, -1, -1):
+                for d in (1, 0):
                     if not self.free[i, d] or p[i, d] <= self.b_min:
                         continue
                     old = self._cost_of(i, *p[i])
