@@ -102,7 +102,8 @@ HAQ_LONG_STEPS = 300     # the longer QAT fine-tune of the found policies
 MBV2_ALPHA = 0.5         # HAQ on the paper's own model: MobileNetV2-tiny
 MBV2_EPISODES, MBV2_WARMUP = 100, 20
 PARTS = ("pruning", "haq", "haq_long", "mbv2", "mbv2_rescore",
-         "mbv2_long")
+         "mbv2_long", "mbv2_at5", "mbv2_at5_long")
+AT5_HARDWARE = ("bismo",)  # on Bit Fusion uniform 5-bit costs as 8/8
 RESCORE_TOP_K = 5        # HAQTuner.rescore: best trials re-evaluated
 
 
@@ -344,21 +345,27 @@ def _eval_policy(hm, values, data):
             }
 
 
-def haq(base, data, workdir, episodes=None, warmup=None, tag="haq"):
+def haq(base, data, workdir, episodes=None, warmup=None, tag="haq",
+        at_bits=None, only=None, uniform=None):
     """Uniform 4/5/6-bit (evaluated once: the model does not depend on the
-    hardware) and HAQ at the latency of uniform ``HAQ_AT``-bit per
-    hardware (``episodes`` / ``warmup`` default to ``HAQ_EPISODES`` /
-    ``HAQ_WARMUP``; the noise decays to 0.05 at the last episode)."""
+    hardware; ``uniform``: results of an earlier call, reused) and HAQ at
+    the latency of uniform ``at_bits``-bit (default ``HAQ_AT``) per
+    hardware (``only``: a subset of the accelerators; ``episodes`` /
+    ``warmup`` default to ``HAQ_EPISODES`` / ``HAQ_WARMUP``; the noise
+    decays to 0.05 at the last episode)."""
     episodes = episodes or HAQ_EPISODES
     warmup = warmup or HAQ_WARMUP
+    at_bits = at_bits or HAQ_AT
     decay = 0.1 ** (1 / max(1, episodes - warmup))
     hws, kw, val = _haq_setup(data)
     probes = {name: HAQHyperModel(base, data["ft"], val,
                                   hardware=hw, budget=1.0, **kw)
               for name, hw in hws.items()}
     first = next(iter(probes.values()))
-    uniform = {}
-    for b in HAQ_WIDTHS:
+    uniform = dict(uniform or {})
+    for b in sorted(set(HAQ_WIDTHS) | {at_bits}):
+        if b in uniform:
+            continue
         t0 = time.time()
         r = _eval_policy(first, _uniform_policy(first, b), data)
         r.pop("cost"), r.pop("cost_ratio")
@@ -369,12 +376,14 @@ def haq(base, data, workdir, episodes=None, warmup=None, tag="haq"):
         uniform[b] = r
         log(f"uniform {b}-bit: test acc {r['test_accuracy']:.4f}, latency "
             f"ratios {r['cost_ratio']}")
-    out = {"uniform": uniform, "haq_at_bits": HAQ_AT, "hardware": {},
+    out = {"uniform": uniform, "haq_at_bits": at_bits, "hardware": {},
            "episodes": episodes, "warmup": warmup, "sigma_decay": decay,
            "steps": HAQ_STEPS, "val_range": list(HAQ_VAL),
            "wall": "per_layer"}
     for name, hw in hws.items():
-        ratio = uniform[HAQ_AT]["cost_ratio"][name]
+        if only and name not in only:
+            continue
+        ratio = uniform[at_bits]["cost_ratio"][name]
         hm = HAQHyperModel(base, data["ft"], val, hardware=hw,
                            budget=min(1.0, ratio), **kw)
         tuner = HAQTuner(hm, max_trials=episodes, warmup=warmup,
@@ -384,7 +393,7 @@ def haq(base, data, workdir, episodes=None, warmup=None, tag="haq"):
         values, dt, stats = run_tuner(tuner, f"haq {name}")
         found = _eval_policy(hm, values, data)
         found.update(search_seconds=dt, budget=ratio, **stats)
-        log(f"{name} HAQ at the {HAQ_AT}-bit latency: cost ratio "
+        log(f"{name} HAQ at the {at_bits}-bit latency: cost ratio "
             f"{found['cost_ratio']:.3f}, test acc "
             f"{found['test_accuracy']:.4f}")
         out["hardware"][name] = {
@@ -471,8 +480,9 @@ def haq_long(base, data, haq_res):
              for seed in FT_SEEDS}
     hm = HAQHyperModel(base, data["train"], val,
                        finetune_steps=HAQ_LONG_STEPS, seed=SEED, **kw)
+    at = haq_res["haq_at_bits"]
     policies = {f"uniform {b}-bit": _uniform_policy(hm, b)
-                for b in (HAQ_AT, HAQ_AT + 1)}
+                for b in (at, at + 1)}
     for hw, v in haq_res["hardware"].items():
         policies[f"HAQ for {hw}"] = _values_of(hm, v["haq"]["policy"])
         if "rescored" in v:
@@ -704,7 +714,8 @@ def _haq_reading(h: dict, s: dict) -> list:
             + " on the validation split during the search, but "
             + " / ".join(f"{_acc(v['haq']['val_accuracy'])} %"
                          for v in h["hardware"].values())
-            + " rebuilt from the same policy (uniform 4-bit: "
+            + " rebuilt from the same policy (uniform "
+            f"{h['haq_at_bits']}-bit: "
             f"{_acc(h['uniform'][h['haq_at_bits']]['val_accuracy'])} %). "
             f"The best of {h.get('episodes', s['haq_episodes'])} "
             "evaluations that each move by about a point between data "
@@ -869,6 +880,17 @@ def to_markdown(res: dict) -> str:
             res["haq_mbv2"], res["targets"]["haq_mbv2"], s,
             "## 4. HAQ on MobileNetV2 (the paper's model)",
             _mbv2_intro(res))
+    if "haq_mbv2_at5" in res:
+        out += _haq_section(
+            res["haq_mbv2_at5"], res["targets"]["haq_mbv2_at5"], s,
+            "## 5. HAQ on MobileNetV2 at the latency of uniform 5-bit "
+            "(BISMO)",
+            "The same MobileNetV2 and protocol as section 4, with the "
+            "BISMO budget at uniform 5-bit's latency: there a policy can "
+            "give the sensitive layers 6-8 bits and pay with 4-bit "
+            "operands, not 2- or 3-bit ones. (On Bit Fusion uniform 5-bit "
+            "costs as much as 8/8, so that budget constrains nothing and "
+            "is not searched.)")
     h = res["haq"]
     out += [
         "## Honest reading", "",
@@ -891,6 +913,9 @@ def to_markdown(res: dict) -> str:
     if "haq_mbv2" in res:
         out += ["- MobileNetV2: " + x[2:] for x in
                 _haq_reading(res["haq_mbv2"], s)]
+    if "haq_mbv2_at5" in res:
+        out += ["- MobileNetV2 at the 5-bit budget: " + x[2:] for x in
+                _haq_reading(res["haq_mbv2_at5"], s)]
     if p["random_search"]["keep"] == p["bayesian_optimization"]["keep"]:
         out.append(
             "- BayesianOptimization's best trial is one of its initial "
@@ -907,7 +932,8 @@ def to_markdown(res: dict) -> str:
     return "\n".join(out)
 
 
-def compute_targets(pruning, lat, haq_res, mbv2_res=None) -> dict:
+def compute_targets(pruning, lat, haq_res, mbv2_res=None,
+                    at5_res=None) -> dict:
     """The benchmark's targets from its results (also for --from-json)."""
     targets = {
         "amc_ge_uniform_before_ft": pruning["amc"]["test_accuracy_before_ft"]
@@ -919,6 +945,8 @@ def compute_targets(pruning, lat, haq_res, mbv2_res=None) -> dict:
     }
     if mbv2_res:
         targets["haq_mbv2"] = _haq_targets(mbv2_res)
+    if at5_res:
+        targets["haq_mbv2_at5"] = _haq_targets(at5_res)
     return targets
 
 
@@ -982,12 +1010,13 @@ def main(argv=None) -> int:
     if args.from_json:
         with open(args.from_json, encoding="utf-8") as f:
             res = json.load(f)
-        for key in ("haq", "haq_mbv2"):
+        for key in ("haq", "haq_mbv2", "haq_mbv2_at5"):
             if key in res:
                 res[key]["uniform"] = {int(k): v for k, v in
                                        res[key]["uniform"].items()}
         res["targets"] = compute_targets(res["pruning"], res["latency"],
-                                         res["haq"], res.get("haq_mbv2"))
+                                         res["haq"], res.get("haq_mbv2"),
+                                         res.get("haq_mbv2_at5"))
         _write(os.path.join(args.out, "search.md"), to_markdown(res))
         return 0
     if args.quick:
@@ -1045,7 +1074,12 @@ def main(argv=None) -> int:
     if mbv2_res:
         mbv2_res["uniform"] = {int(k): v
                                for k, v in mbv2_res["uniform"].items()}
-    if parts & {"mbv2", "mbv2_rescore", "mbv2_long"}:
+    at5_res = old.get("haq_mbv2_at5")
+    if at5_res:
+        at5_res["uniform"] = {int(k): v
+                              for k, v in at5_res["uniform"].items()}
+    if parts & {"mbv2", "mbv2_rescore", "mbv2_long", "mbv2_at5",
+                "mbv2_at5_long"}:
         mbv2, mbv2_info = baseline(data, args.retrain, arch="mobilenet_v2")
     t_part = time.time()
     if "mbv2" in parts:
@@ -1061,7 +1095,19 @@ def main(argv=None) -> int:
     if "mbv2_long" in parts:
         mbv2_res["long_finetune"] = haq_long(mbv2, data, mbv2_res)
         seconds["mbv2_long"] = time.time() - t_part
-    targets = compute_targets(pruning, lat, haq_res, mbv2_res)
+    t_part = time.time()
+    if "mbv2_at5" in parts:
+        at5_res = haq(mbv2, data, args.workdir, MBV2_EPISODES, MBV2_WARMUP,
+                      tag="haq_mbv2_at5", at_bits=5, only=AT5_HARDWARE,
+                      uniform=mbv2_res["uniform"] if mbv2_res and
+                      mbv2_res.get("steps") == HAQ_STEPS and
+                      mbv2_res.get("val_range") == list(HAQ_VAL) else None)
+        seconds["mbv2_at5"] = time.time() - t_part
+    t_part = time.time()
+    if "mbv2_at5_long" in parts:
+        at5_res["long_finetune"] = haq_long(mbv2, data, at5_res)
+        seconds["mbv2_at5_long"] = time.time() - t_part
+    targets = compute_targets(pruning, lat, haq_res, mbv2_res, at5_res)
     res = {
         "setup": {
             "seed": SEED, "train_n": TRAIN_N, "train_epochs": TRAIN_EPOCHS,
@@ -1083,6 +1129,7 @@ def main(argv=None) -> int:
         "baseline": binfo, "pruning": pruning, "amc_latency": amc_lat,
         "latency": lat, "haq": haq_res, "targets": targets,
         **({"haq_mbv2": mbv2_res} if mbv2_res else {}),
+        **({"haq_mbv2_at5": at5_res} if at5_res else {}),
         "part_seconds": seconds, "parts_run": sorted(parts),
         "wall_seconds": (time.time() - t_start if not old
                          else sum(seconds.values())),
