@@ -468,6 +468,28 @@ def test_rescore_ranks_the_best_trials_by_their_mean_over_seeds(
         assert again["accuracy"] == pytest.approx(r["accuracies"][1])
 
 
+def test_rescore_evaluates_a_repeated_policy_once(three_layer_model, data,
+                                                 tmp_path, monkeypatch):
+    x, y = data
+    hm = HAQHyperModel(three_layer_model, (x, y), (x, y), hardware=BISMO(),
+                       budget=0.85, finetune_steps=1, batch_size=16)
+    tuner = HAQTuner(hm, max_trials=2, seed=0, warmup=2,
+                     directory=str(tmp_path), project_name="rescore_dup")
+    tuner.search(verbose=0)
+    best = tuner.oracle.get_best_trials(2)
+    same = best[0].hyperparameters
+    monkeypatch.setattr(tuner.oracle, "get_best_trials",
+                        lambda n: [best[0], best[0]][:n])
+    calls = []
+    fit = hm.fit
+    monkeypatch.setattr(hm, "fit", lambda *a, **k: calls.append(1)
+                        or fit(*a, **k))
+    ranked = tuner.rescore(top_k=2, seeds=(0, 1))
+    assert len(ranked) == 2 and len(calls) == 2  # one policy, two seeds
+    assert ranked[0]["accuracies"] == ranked[1]["accuracies"]
+    assert ranked[0]["policy"] == hm.policy(same)
+
+
 def test_reused_graph_scores_a_policy_as_a_fresh_model(model, data):
     x, y = data
     kw = {"hardware": BISMO(), "budget": 0.9, "finetune_steps": 2,

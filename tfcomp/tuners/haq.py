@@ -707,7 +707,8 @@ class HAQTuner(DDPGSearchTuner):
         of the ``top_k`` best trials' policies once per seed (a fresh
         ``quantized_model`` and the trial's fine-tune with that data order)
         and ranks them by mean accuracy. Not in the HAQ paper; it costs
-        ``top_k * len(seeds)`` trials and leaves the oracle unchanged.
+        ``top_k * len(seeds)`` trials at most (trials with the same policy
+        are evaluated once) and leaves the oracle unchanged.
 
         Returns:
             Dicts, best mean first: ``trial_id``, ``policy``,
@@ -731,14 +732,18 @@ class HAQTuner(DDPGSearchTuner):
         if not trials:
             raise ValueError("No trial has finished yet: run search() first.")
         hm = self.hypermodel
-        out = []
+        out, done = [], {}
         for trial in trials:
             hp = trial.hyperparameters
-            runs = [hm.fit(hp, hm.quantized_model(hp), seed=int(v))
-                    for v in seeds]
+            policy = hm.policy(hp)
+            key = tuple(sorted(policy.items()))
+            if key not in done:  # a converged search repeats its policy
+                done[key] = [hm.fit(hp, hm.quantized_model(hp), seed=int(v))
+                             for v in seeds]
+            runs = done[key]
             accs = [r["accuracy"] for r in runs]
             out.append({
-                "trial_id": trial.trial_id, "policy": hm.policy(hp),
+                "trial_id": trial.trial_id, "policy": policy,
                 "search_accuracy":
                     trial.metrics.get_last_value("accuracy"),
                 "accuracy": float(np.mean(accs)), "accuracies": accs,
