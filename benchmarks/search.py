@@ -617,6 +617,10 @@ def _haq_section(h: dict, t3: dict, s: dict, heading: str,
         if "rescored" in v:
             out.append(f"- {hw}, re-scored pick: "
                        + _target_text("HAQ", v["rescored"], h, v))
+    out.append("- Reward noise or the agent? `benchmarks/haq_agent.py` "
+               "runs the same searches on a synthetic accuracy landscape "
+               "with exact rewards (MobileNetV2-tiny's costs, up to 600 "
+               "episodes): `haq_agent.md`.")
     lf = h.get("long_finetune")
     if lf:
         seeded = all("short_finetune" in r for r in lf["rows"].values())
