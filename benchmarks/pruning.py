@@ -281,10 +281,10 @@ def xnnpack_experiment(workdir, x, y, xt, yt, args) -> dict:
                verbose=0, callbacks=[cb])
     sparse = strip(masked)
     sparse_acc = accuracy(sparse, xt3, yt)
-    pw = [l for l in sparse.layers if l.name.endswith("_pw")]
-    zeros = sum(int(np.sum(keras.ops.convert_to_numpy(l.kernel) == 0))
-                for l in pw)
-    total = sum(int(np.prod(l.kernel.shape)) for l in pw)
+    pw = [lyr for lyr in sparse.layers if lyr.name.endswith("_pw")]
+    zeros = sum(int(np.sum(keras.ops.convert_to_numpy(lyr.kernel) == 0))
+                for lyr in pw)
+    total = sum(int(np.prod(lyr.kernel.shape)) for lyr in pw)
     res = {"dense_accuracy": dense_acc, "sparse_accuracy": sparse_acc,
            "pointwise_sparsity": zeros / total,
            "block_size": list(cb.block_size), "resolutions": {}}

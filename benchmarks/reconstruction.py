@@ -47,9 +47,9 @@ import numpy as np  # noqa: E402
 
 import tfcomp  # noqa: E402
 from tfcomp.graph import DependencyGraph  # noqa: E402
+from tfcomp.pruning.batchnorm import recalibrate_batchnorm  # noqa: E402
 from tfcomp.pruning.dcp import dcp_prune  # noqa: E402
 from tfcomp.pruning.lasso import lasso_prune, resolve_targets  # noqa: E402
-from tfcomp.pruning.batchnorm import recalibrate_batchnorm  # noqa: E402
 from tfcomp.pruning.plan import make_plan  # noqa: E402
 from tfcomp.pruning.surgery import prune_channels  # noqa: E402
 

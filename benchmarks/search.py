@@ -538,7 +538,7 @@ def _target_text(label, v, h, u=None) -> str:
     u = u or v
 
     def verdict(ok):
-        return f"**{'met' if ok else 'NOT met'}**"
+        return f"**{_met(ok)}**"
 
     text = (f"{label} {_acc(v['haq_acc'])} % vs {_acc(u['uniform_acc'])} % "
             f"-> {verdict(v['met'])}")
@@ -552,6 +552,10 @@ def _target_text(label, v, h, u=None) -> str:
                  f"{_acc(v['uniform_long'])} %, {label} "
                  f"{_acc(v['haq_long'])} % -> {verdict(v['long_met'])}")
     return text
+
+
+def _met(ok: bool) -> str:
+    return "met" if ok else "NOT met"
 
 
 def _haq_section(h: dict, t3: dict, s: dict, heading: str,
@@ -828,8 +832,8 @@ def to_markdown(res: dict) -> str:
     t1 = res["targets"]
     out += [
         "", (f"Target AMC >= uniform accuracy at equal MACs: before "
-             f"fine-tune **{'met' if t1['amc_ge_uniform_before_ft'] else 'NOT met'}**"
-             f", after fine-tune **{'met' if t1['amc_ge_uniform_after_ft'] else 'NOT met'}**."),
+             f"fine-tune **{_met(t1['amc_ge_uniform_before_ft'])}**"
+             f", after fine-tune **{_met(t1['amc_ge_uniform_after_ft'])}**."),
         "", "Channels kept per searched group (AMC | uniform):", "",
         "| group | size | AMC | uniform | RS | BO |", "|---|---|---|---|---|---|",
     ]
@@ -875,7 +879,7 @@ def to_markdown(res: dict) -> str:
              f"dense {dense_ms:.3f} ms); latency-targeted AMC measured "
              f"{lat['measured_ms']['amc_latency']:.3f} ms = "
              f"{lat['ratio_to_target']:.3f} x target. Target <= 1.05 x: "
-             f"**{'met' if res['targets']['latency_within_5pct'] else 'NOT met'}**."),
+             f"**{_met(res['targets']['latency_within_5pct'])}**."),
     ]
     out += _haq_section(
         res["haq"], res["targets"]["haq"], s,

@@ -19,9 +19,9 @@ def test_models_build_and_run(builder):
 
 def test_resnet20_structure():
     m = zoo.resnet(depth=20)
-    convs = [l for l in m.layers if isinstance(l, keras.layers.Conv2D)]
+    convs = [lyr for lyr in m.layers if isinstance(lyr, keras.layers.Conv2D)]
     assert len(convs) == 19 + 2  # 19 3x3 convs + 2 projections
-    assert len([l for l in m.layers if isinstance(l, keras.layers.Add)]) == 9
+    assert len([lyr for lyr in m.layers if isinstance(lyr, keras.layers.Add)]) == 9
     assert abs(m.count_params() - 0.27e6) / 0.27e6 < 0.05
 
 
@@ -33,8 +33,8 @@ def test_filters_override_builds_narrower_model():
 
 def test_mobilenet_v2_has_inverted_residuals():
     m = zoo.mobilenet_v2()
-    assert any(isinstance(l, keras.layers.DepthwiseConv2D) for l in m.layers)
-    assert any(isinstance(l, keras.layers.Add) for l in m.layers)
+    assert any(isinstance(lyr, keras.layers.DepthwiseConv2D) for lyr in m.layers)
+    assert any(isinstance(lyr, keras.layers.Add) for lyr in m.layers)
 
 
 def test_zoo_errors():

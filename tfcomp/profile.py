@@ -30,7 +30,7 @@ import math
 from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:  # Keras is imported on first use: ``import tfcomp`` and
-    import keras   # ``tfcomp --help`` stay free of TensorFlow.
+    import keras  # ``tfcomp --help`` stay free of TensorFlow.
 
 __all__ = ["LayerProfile", "ModelProfile", "profile"]
 

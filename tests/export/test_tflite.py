@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from tfcomp.export import (export_tflite, measure_latencies, measure_latency)
+from tfcomp.export import export_tflite, measure_latencies, measure_latency
 from tfcomp.export.runtime import make_interpreter, run_interpreter
 
 

@@ -5,11 +5,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfcomp.layers import (MixedQuantConv2D, MixedQuantDense,
-                           MixedQuantDepthwiseConv2D, QuantActivation,
-                           QuantConv2D, QuantDense, QuantDepthwiseConv2D,
-                           QuantReLU)
+from tfcomp.layers import (
+    MixedQuantConv2D,
+    MixedQuantDense,
+    MixedQuantDepthwiseConv2D,
+    QuantActivation,
+    QuantConv2D,
+    QuantDense,
+    QuantDepthwiseConv2D,
+    QuantReLU,
+)
 from tfcomp.testing import run_layer_test
+
 
 def _f(v):
     return float(keras.ops.convert_to_numpy(v))

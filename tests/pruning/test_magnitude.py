@@ -110,7 +110,7 @@ def test_skip_and_xnnpack_pattern_select_layers():
     assert cb.block_size == (1, 4)
     cb.set_model(model)
     cb.update_masks(0.8)
-    assert [l.name for l in cb._layers] == ["pw"]
+    assert [lyr.name for lyr in cb._layers] == ["pw"]
     pw = keras.ops.convert_to_numpy(model.get_layer("pw").kernel)
     assert np.mean(pw == 0) == pytest.approx(0.8, abs=0.02)
     blocks = (pw.reshape(8, 4, 4) != 0)
@@ -121,7 +121,7 @@ def test_skip_and_xnnpack_pattern_select_layers():
     cb2 = MagnitudePruning(0.5, skip=("c1", MaskedDense))
     cb2.set_model(model)
     cb2.update_masks(0.5)
-    assert sorted(l.name for l in cb2._layers) == ["dw", "pw"]
+    assert sorted(lyr.name for lyr in cb2._layers) == ["dw", "pw"]
 
 
 def test_xnnpack_warns_below_two_thirds():

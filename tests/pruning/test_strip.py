@@ -46,7 +46,7 @@ def test_strip_fpgm_resnet_equals_masked_model():
     x = _x()
     small = strip(model)
     assert not has_pruning_state(small)
-    assert not any(isinstance(l, MaskedLayer) for l in small.layers)
+    assert not any(isinstance(lyr, MaskedLayer) for lyr in small.layers)
     np.testing.assert_allclose(small(x), model(x), atol=1e-5)
     np.testing.assert_allclose(small(x, training=False),
                                model(x, training=False), atol=1e-5)

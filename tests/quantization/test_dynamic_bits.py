@@ -6,8 +6,12 @@ import numpy as np
 import pytest
 
 from tfcomp import zoo
-from tfcomp.quantization import (calibrate, make_bits_dynamic,
-                                 quantizable_layers, quantize_model)
+from tfcomp.quantization import (
+    calibrate,
+    make_bits_dynamic,
+    quantizable_layers,
+    quantize_model,
+)
 
 
 @pytest.fixture(scope="module")

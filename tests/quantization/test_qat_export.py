@@ -191,7 +191,7 @@ def test_activation_ranges_come_from_the_qat_model(exported):
     interp, tensors = _tensors(exported["path"])
     qat = [(s, z - 128) for s, z in exported["grids"].values()]
     seen = set()
-    for d, v in tensors:
+    for d, _ in tensors:
         s, z = d["quantization"]
         if d["dtype"] != np.int8 or s == 0:  # per-channel weights: s == 0
             continue

@@ -8,8 +8,13 @@ import pytest
 
 from tfcomp import zoo
 from tfcomp.layers import QuantActivation, QuantConv2D, QuantDense
-from tfcomp.quantization import (calibrate, fold_batchnorm_weights,
-                                 quantizable_layers, quantize_model, strip)
+from tfcomp.quantization import (
+    calibrate,
+    fold_batchnorm_weights,
+    quantizable_layers,
+    quantize_model,
+    strip,
+)
 
 
 def _randomize_bn(model, seed=0):

@@ -128,7 +128,7 @@ def test_state_and_action_mapping(model, data):
     hm = AMCHyperModel(model, x, (x, y), budget=1.0, round_to=1)
     values, transitions, _ = hm.space.rollout(lambda s: [1.0])
     assert all(v == 1.0 for v in values.values())
-    for s, a, s2, done in transitions:
+    for s, a, _s2, _done in transitions:
         assert s.shape == (10,) and np.all((s >= 0) & (s <= 1))
         assert a == [1.0]
     assert [t[3] for t in transitions] == [False] * (

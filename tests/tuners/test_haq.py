@@ -212,7 +212,7 @@ def test_episode_actions_map_through_the_space(model, data):
         assert policy[hm.layers[0]] == (8, 8)  # first layer fixed at 8/8
         assert policy[hm.layers[1]] == (want, want)
         assert info["cost"] == pytest.approx(hm.policy_cost(policy))
-        for s, act, s2, done in transitions:
+        for s, act, _s2, _done in transitions:
             assert s.shape == (10,) and np.all((s >= 0) & (s <= 1))
             assert act == [a]
         # state: weight/activation flag alternates, previous action carried

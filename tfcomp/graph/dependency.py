@@ -574,7 +574,8 @@ class DependencyGraph:
             return self._parsed.layers[path]
         except KeyError:
             raise ValueError(
-                f"No layer {path!r} in the graph of {self.model.name!r}.")
+                f"No layer {path!r} in the graph of {self.model.name!r}."
+            ) from None
 
     def group(self, group_id: str) -> Group:
         """The group with this id.
@@ -588,7 +589,8 @@ class DependencyGraph:
             known = [g.id for g in self.groups][:12]
             raise ValueError(
                 f"No group {group_id!r} in the graph of model "
-                f"{self.model.name!r}. Known groups include {known}.")
+                f"{self.model.name!r}. Known groups include {known}."
+            ) from None
 
     def __getitem__(self, group_id: str) -> Group:
         return self.group(group_id)

@@ -7,21 +7,21 @@ runtime (``ai_edge_litert``, else ``tflite_runtime``, else ``tf.lite``).
 The same models can be written to a tar archive and timed on a phone with
 ``tfcomp.hardware.device_profiler``.
 
-What a measured table predicts: the latency of a whole model as the sum of
-its layers' single-layer latencies (each minus the runtime's fixed invoke
-overhead, timed on a trivial one-op model in the same rounds) plus that
-overhead once. On the 2-core x86 development host the corrected sum of the
-dense zoo ResNet-20's layers came within 2 % of the whole model and
-MobileNet-V2's within 1.5 % (no cache or fusion correction was needed at
-these sizes; ``benchmarks/latency_table.py`` checks pruned models). Unmeasured channel counts are
-interpolated with the table's ``"step"`` rule (CPU latency is a staircase in
-the output channels), so measure the counts a search visits: with
-``channel_multiple=8`` (AMC's ``round_to``) and fractions on multiples of
-1/8 every count a ResNet-20 search visits is measured exactly. Convolutions are measured with a bias and
-no activation, which is what BatchNormalization folding and activation
-fusion leave at deployment; layers without a cost model (e.g. Concatenate,
-ZeroPadding2D) are not counted (``extract_specs(..., return_skipped=True)``
-lists them).
+What a measured table predicts: the latency of a whole model as the sum of its
+layers' single-layer latencies (each minus the runtime's fixed invoke overhead,
+timed on a trivial one-op model in the same rounds) plus that overhead once. On
+the 2-core x86 development host the corrected sum of the dense zoo ResNet-20's
+layers came within 2 % of the whole model and MobileNet-V2's within 1.5 % (no
+cache or fusion correction was needed at these sizes;
+``benchmarks/latency_table.py`` checks pruned models). Unmeasured channel
+counts are interpolated with the table's ``"step"`` rule (CPU latency is a
+staircase in the output channels), so measure the counts a search visits: with
+``channel_multiple=8`` (AMC's ``round_to``) and fractions on multiples of 1/8
+every count a ResNet-20 search visits is measured exactly. Convolutions are
+measured with a bias and no activation, which is what BatchNormalization
+folding and activation fusion leave at deployment; layers without a cost model
+(e.g. Concatenate, ZeroPadding2D) are not counted (``extract_specs(...,
+return_skipped=True)`` lists them).
 
 Example:
     >>> table = measure_tflite_table(model, channel_fractions=(0.5, 1.0))

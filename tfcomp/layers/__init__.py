@@ -12,10 +12,12 @@ Example:
 from tfcomp.layers.quant_activation import QuantActivation, QuantReLU
 from tfcomp.layers.quant_conv import QuantConv2D, QuantDepthwiseConv2D
 from tfcomp.layers.quant_dense import QuantDense
-from tfcomp.layers.quant_mixed import (MixedQuantConv2D,
-                                       MixedQuantDense,
-                                       MixedQuantDepthwiseConv2D,
-                                       gumbel_softmax)
+from tfcomp.layers.quant_mixed import (
+    MixedQuantConv2D,
+    MixedQuantDense,
+    MixedQuantDepthwiseConv2D,
+    gumbel_softmax,
+)
 
 __all__ = [
     "QuantActivation", "QuantReLU", "QuantConv2D", "QuantDepthwiseConv2D",

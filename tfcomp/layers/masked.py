@@ -13,16 +13,16 @@ switches:
   soft filter pruning, FPGM). ``mask_active = 0`` switches the channel mask
   off without forgetting the selection.
 
-The forward pass multiplies the kernel by ``kernel_mask`` and by the
-channel gate (and the bias, BN gamma and beta by the gate; the output
-itself only when the fused activation maps 0 to a non-zero value), which is
-cheaper than gating activations and gives the same outputs. Because the
-masks act inside the forward pass, masked weights receive exactly zero
-gradient with any optimizer; in addition the masks are installed as a *projection* on the trainable
-variables (Keras applies variable constraints after every optimizer step),
-so the stored kernel entries of masked weights stay exactly 0 even with
-momentum or Adam state left over from before they were masked. The user's
-own ``kernel_constraint`` still runs first.
+The forward pass multiplies the kernel by ``kernel_mask`` and by the channel
+gate (and the bias, BN gamma and beta by the gate; the output itself only when
+the fused activation maps 0 to a non-zero value), which is cheaper than gating
+activations and gives the same outputs. Because the masks act inside the
+forward pass, masked weights receive exactly zero gradient with any optimizer;
+in addition the masks are installed as a *projection* on the trainable
+variables (Keras applies variable constraints after every optimizer step), so
+the stored kernel entries of masked weights stay exactly 0 even with momentum
+or Adam state left over from before they were masked. The user's own
+``kernel_constraint`` still runs first.
 
 Masks live in layer variables, so ``.keras`` files, ``save_weights`` and
 ``ModelCheckpoint`` keep them, and they are mirrored under

@@ -61,17 +61,17 @@ def fake_quant_activation(x, scale: float, zero_point: int, bits: int):
 def exact_requantize(x, code: int = 127):
     """Routes an int8 tensor through a 1x1 identity DEPTHWISE_CONV_2D.
 
-    A tensor quantized on one grid (an 8-bit observer) and read by a layer
-    on another (a b-bit input quantizer) needs an int8 -> int8
-    requantization. TFLite emits a QUANTIZE op for it, which the default
-    runtime (XNNPACK) runs with a low-precision multiplier: measured on a
-    4-bit ResNet-8, 1.6% of the codes differ from the QAT model's
-    ``Q_b(Q_8(x))`` (and from an exact requantization). A depthwise convolution with unit
-    weights (int8 code ``code``, scale ``1 / code``) computes the same
-    value but requantizes its accumulator with a full-precision scale, so
-    the file rounds where the QAT model does. Consumers of one tensor must
-    use different codes: the converter merges identical ops, and the merged
-    op would requantize one consumer's grid from the other's.
+    A tensor quantized on one grid (an 8-bit observer) and read by a layer on
+    another (a b-bit input quantizer) needs an int8 -> int8 requantization.
+    TFLite emits a QUANTIZE op for it, which the default runtime (XNNPACK) runs
+    with a low-precision multiplier: measured on a 4-bit ResNet-8, 1.6% of the
+    codes differ from the QAT model's ``Q_b(Q_8(x))`` (and from an exact
+    requantization). A depthwise convolution with unit weights (int8 code
+    ``code``, scale ``1 / code``) computes the same value but requantizes its
+    accumulator with a full-precision scale, so the file rounds where the QAT
+    model does. Consumers of one tensor must use different codes: the converter
+    merges identical ops, and the merged op would requantize one consumer's
+    grid from the other's.
 
     Args:
         x: float tensor whose last axis is channels.

@@ -371,8 +371,8 @@ class FPGMPruning(keras.callbacks.Callback):
 
     def _current_masked(self) -> int:
         return int(sum(np.count_nonzero(
-            keras.ops.convert_to_numpy(l.channel_mask_var) == 0)
-            for l in self._layers))
+            keras.ops.convert_to_numpy(lyr.channel_mask_var) == 0)
+            for lyr in self._layers))
 
     def update_masks(self, epoch: int | None = None) -> dict:
         """Recomputes the selection of every managed group now.

@@ -233,9 +233,9 @@ class MagnitudePruning(keras.callbacks.Callback):
                 f"MagnitudePruning: model {model.name!r} has no weight-masked "
                 "layers. Prepare it first: model = tfcomp.pruning."
                 "apply_magnitude_pruning(model), then compile and fit.")
-        chosen = [l for l in candidates if not self._skipped(l)]
+        chosen = [lyr for lyr in candidates if not self._skipped(lyr)]
         if self.pattern == "xnnpack":
-            chosen = [l for l in chosen if _xnnpack_eligible(l)]
+            chosen = [lyr for lyr in chosen if _xnnpack_eligible(lyr)]
         if not chosen:
             raise ValueError(
                 f"MagnitudePruning: nothing to prune in model {model.name!r}:"
@@ -245,8 +245,8 @@ class MagnitudePruning(keras.callbacks.Callback):
 
     # -- state -----------------------------------------------------------
     def _read_step(self) -> int:
-        steps = [int(keras.ops.convert_to_numpy(l.pruning_step))
-                 for l in self._layers]
+        steps = [int(keras.ops.convert_to_numpy(lyr.pruning_step))
+                 for lyr in self._layers]
         return max(steps) if steps else 0
 
     def _write_step(self, layers=None) -> None:

@@ -112,7 +112,7 @@ def _wrap(model, weight_mask: bool, channel_mask: bool, layers=None):
     _check_model(model)
     names = None if layers is None else set(layers)
     if names is not None:
-        known = {l.name for l in _iter_layers(model)}
+        known = {lyr.name for lyr in _iter_layers(model)}
         missing = sorted(names - known)
         if missing:
             raise ValueError(f"layers {missing} are not in model "

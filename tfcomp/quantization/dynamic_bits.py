@@ -58,8 +58,8 @@ class DynamicBits:
 
     def policy(self) -> dict:
         """``{layer: (w_bits, a_bits)}`` now in effect."""
-        return {n: (int(l.w_bits), int(l.a_bits))
-                for n, l in self._layers.items()}
+        return {n: (int(lyr.w_bits), int(lyr.a_bits))
+                for n, lyr in self._layers.items()}
 
     def set_policy(self, bits: dict) -> None:
         """Sets ``{layer: (w_bits, a_bits)}`` (layers not listed keep theirs).

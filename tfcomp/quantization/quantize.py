@@ -32,7 +32,7 @@ import keras
 import numpy as np
 
 from tfcomp.quantization import quantizers as qz
-from tfcomp.quantization._graph import (clone_layer, new_inputs, read_graph)
+from tfcomp.quantization._graph import clone_layer, new_inputs, read_graph
 
 __all__ = ["quantize_model", "QuantizationReport", "fold_batchnorm_weights",
            "strip", "resolve_bits", "quantizable_layers",

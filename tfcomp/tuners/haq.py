@@ -344,8 +344,9 @@ class HAQHyperModel(kt.HyperModel):
     short fine-tune. ``build`` then returns the same model object every
     time; ``quantized_model(hp)`` gives an independent one.
 
-    Deviations: for CPU scale, ``finetune_steps`` can cut the 1-epoch fine-tune short and
-    activation ranges are calibrated on 512 training images by default.
+    Deviations: for CPU scale, ``finetune_steps`` can cut the 1-epoch
+    fine-tune short and activation ranges are calibrated on 512 training
+    images by default.
 
     Args:
         model: the trained float ``keras.Model`` (left untouched).
@@ -525,8 +526,7 @@ class HAQHyperModel(kt.HyperModel):
                 hp.Int(name, self.b_min, self.b_max, default=self.b_max)
         if not self.reuse_graph:
             return self.quantized_model(hp)
-        from tfcomp.quantization import (calibrate, make_bits_dynamic,
-                                         quantize_model)
+        from tfcomp.quantization import calibrate, make_bits_dynamic, quantize_model
 
         policy = self.policy(hp)
         if self._search is None:

@@ -138,8 +138,8 @@ def random_ir(seed: int = 0, input_shape=(8, 8, 3), bits=(2, 8),
 
     conv3x3 -> depthwise3x3/2 (multiplier 1 or 2) -> conv1x1 -> residual
     block (conv, conv, add + ReLU) -> avg_pool 3x3/1 same -> max_pool 2 ->
-    requantize (new grid) -> head: ``"gap"`` (global average pool -> dense) or ``"flatten"``
-    (flatten -> dense + ReLU6 clamp -> reshape -> dense).
+    requantize (new grid) -> head: ``"gap"`` (global average pool -> dense)
+    or ``"flatten"`` (flatten -> dense + ReLU6 clamp -> reshape -> dense).
 
     Args:
         seed: random seed (weights, bits, signedness, calibration data).
