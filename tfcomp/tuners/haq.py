@@ -621,13 +621,14 @@ class HAQOracle(DDPGOracle):
     (``benchmarks/search.py`` does so for its 100 episodes).
 
     What to expect: with exact rewards on a synthetic landscape
-    (``benchmarks/haq_agent.py``, MobileNetV2-tiny's 54 steps) the agent
-    mostly learns to propose high bit-widths everywhere, which the wall
-    turns into (nearly) the uniform width that fits the budget; after 600
-    episodes it ended at most 0.15 points above uniform 4-bit (often
-    below), where a greedy allocation that knew the sensitivities gained
-    2-3 points. Compare a search's pick with
-    the uniform policies at the same budget before using it.
+    (``benchmarks/haq_agent.py``, MobileNetV2-tiny's 54 searched widths)
+    the agent mostly learns to propose high bit-widths everywhere, which
+    the wall turns into (nearly) the uniform width that fits the budget;
+    after 600 episodes it ended at most 0.15 points above uniform 4-bit
+    (often below), where a greedy allocation that knew the sensitivities
+    gained 2-3 points. Compare a search's pick with ``hm.policy({})`` (8
+    bits everywhere, walled: the near-uniform policy at the same budget)
+    before using it.
 
     Args:
         hypermodel: an ``HAQHyperModel``.
