@@ -17,7 +17,7 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from tfcomp.profile import LayerProfile, ModelProfile, profile  # noqa: E402
+from tfcomp.cost import LayerProfile, ModelProfile, profile  # noqa: E402
 
 __version__ = "0.1.0"
 

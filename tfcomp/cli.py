@@ -235,7 +235,7 @@ def _read_policy(path: str) -> dict:
 
 
 def cmd_profile(args) -> None:
-    from tfcomp import profile
+    from tfcomp.cost import profile
 
     model = _load_model(args.model)
     bits = _read_policy(args.policy) if args.policy else None
@@ -251,7 +251,8 @@ def cmd_profile(args) -> None:
 
 
 def cmd_prune(args) -> None:
-    from tfcomp import profile, pruning
+    from tfcomp import pruning
+    from tfcomp.cost import profile
 
     _check_output(args.output, ".keras", "output model")
     given = sum(v is not None for v in (args.ratio, args.target_macs,

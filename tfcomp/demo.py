@@ -162,7 +162,7 @@ def _cached_model(ctx: DemoContext, name: str, params: dict, build):
 def _export_row(ctx: DemoContext, stage: str, model, accuracy: float,
                 quantization: str | None, **extra):
     """Exports ``model`` to TFLite, verifies it and adds a table row."""
-    from tfcomp import profile
+    from tfcomp.cost import profile
     from tfcomp.export import export_tflite
 
     tag = re.sub(r"[^A-Za-z0-9.-]+", "_", stage).strip("_")
@@ -184,7 +184,7 @@ def _export_row(ctx: DemoContext, stage: str, model, accuracy: float,
 
 def stage_export_baseline(ctx: DemoContext):
     """Profiles the baseline and exports float32 and int8 TFLite files."""
-    from tfcomp import profile
+    from tfcomp.cost import profile
 
     model = ctx.models["baseline"]
     prof = profile(model)
@@ -308,7 +308,7 @@ def stage_quantize(ctx: DemoContext):
     """
     import keras
 
-    from tfcomp import profile
+    from tfcomp.cost import profile
     from tfcomp.hardware import BitFusion
     from tfcomp.quantization import calibrate, quantize_model
     from tfcomp.tuners.haq import HAQHyperModel, HAQTuner

@@ -214,7 +214,7 @@ def collect_results(models: dict, data=None, tflite=None, table=None,
         ...                       data=(x_test, y_test))
         >>> write_report(res, "report")
     """
-    from tfcomp.profile import profile
+    from tfcomp.cost import profile
 
     tflite = dict(tflite or {})
     unknown = sorted(set(tflite) - set(models))

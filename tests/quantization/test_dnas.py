@@ -17,7 +17,7 @@ from tfcomp.layers import (
     QuantDense,
     QuantDepthwiseConv2D,
 )
-from tfcomp.profile import profile
+from tfcomp.cost import profile
 from tfcomp.quantization import dnas, quantize_model
 from tfcomp.quantization.gumbel import gumbel_softmax
 

@@ -431,7 +431,7 @@ def extract_specs(model: keras.Model, batch: int = 1,
         >>> sum(s.macs for s in specs) == tfcomp.profile(model).macs
         True
     """
-    from tfcomp.profile import profile
+    from tfcomp.cost import profile
 
     if not isinstance(model, keras.Model):
         raise TypeError(

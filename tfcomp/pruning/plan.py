@@ -267,7 +267,7 @@ class _MacsModel:
     conventions: conv/dense MACs scale with kept in x out channels)."""
 
     def __init__(self, graph: DependencyGraph):
-        from tfcomp.profile import profile
+        from tfcomp.cost import profile
 
         self.graph = graph
         prof = profile(graph.model)

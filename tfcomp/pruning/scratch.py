@@ -203,7 +203,7 @@ def _macs(model_or_macs) -> int | None:
     if model_or_macs is None:
         return None
     if isinstance(model_or_macs, keras.Model):
-        from tfcomp.profile import profile
+        from tfcomp.cost import profile
 
         return int(profile(model_or_macs).macs)
     if isinstance(model_or_macs, bool) or not isinstance(
@@ -247,7 +247,7 @@ def scratch(pruned_model: keras.Model, mode: str = "B", base_epochs: int = 1,
         >>> setup = scratch(small, "B", base_epochs=10, dense_macs=big)
         >>> setup.epochs
     """
-    from tfcomp.profile import profile
+    from tfcomp.cost import profile
     from tfcomp.pruning.strip import has_pruning_state, strip
 
     if not isinstance(pruned_model, keras.Model):

@@ -98,7 +98,7 @@ def _cost_fn(model, cost):
         raise ValueError(
             "cost must be 'size', 'bops' or a callable (layer_name, w_bits, "
             f"a_bits) -> float. Received: cost={cost!r}")
-    from tfcomp.profile import profile
+    from tfcomp.cost import profile
 
     prof = profile(model)
     records = {r.name: r for r in prof.layers}

@@ -151,7 +151,7 @@ class _AMCSpace:
                  lbound: float, round_to: int):
         from tfcomp.graph import DependencyGraph
         from tfcomp.hardware import extract_specs
-        from tfcomp.profile import profile
+        from tfcomp.cost import profile
         from tfcomp.pruning.lasso import resolve_targets
 
         self.target, self.budget = target, budget

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import tfcomp
-from tfcomp.profile import profile
+from tfcomp.cost import profile
 
 
 def test_mobilenet_v1_macs_match_paper():

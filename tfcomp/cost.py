@@ -1,7 +1,9 @@
-"""Per-layer cost profile of a Keras model: params, MACs, bits, BOPs, bytes.
+"""The cost model: the only MACs / BOPs / size formulas in tfcomp.
 
+Per-layer cost profile of a Keras model: params, MACs, bits, BOPs, bytes.
 One profile feeds every consumer in tfcomp: the summary table, pruning
 budgets (``target_macs``), tuner rewards, hardware models and reports.
+``tfcomp.profile`` is :func:`profile` of this module.
 
 Conventions (the ones the MobileNet papers use, so published figures match):
 
@@ -264,18 +266,10 @@ def _layer_bits(layer, bits: dict | None, name: str) -> tuple[int, int]:
     return int(w), int(a)
 
 
-def _is_model(layer) -> bool:
-    import keras
-
-    return isinstance(layer, keras.Model)
-
-
 def _walk(model, prefix: str, bits, records: list) -> None:
-    for layer in model.layers:
-        name = f"{prefix}{layer.name}"
-        if _is_model(layer) and hasattr(layer, "layers") and layer.layers:
-            _walk(layer, name + "/", bits, records)
-            continue
+    from tfcomp.graph.walk import iter_leaf_layers
+
+    for name, layer in iter_leaf_layers(model, prefix):
         in_shapes, out_shapes = _io_shapes(layer)
         macs, note = _count_macs(layer, in_shapes, out_shapes)
         w_bits, a_bits = _layer_bits(layer, bits, name)
