@@ -44,33 +44,65 @@ How other methods use the graph (FPGM, LASSO/DCP, AMC, AutoSlim, ...):
 * **Extend**: ``register_channel_handler(MyLayer, handler)`` (see
   :mod:`tfcomp.graph.handlers`).
 
+* **Kept channels of a removal** (what ``prune_channels`` / ``estimate_macs``
+  use; no private attribute needed)::
+
+      keep = graph.channel_keep(plan.resolve(graph))  # or {group_id: units}
+      for p in graph.layer_ports("conv1"):            # Port: name, role,
+          keep.port(p)                                # size, weights...
+      keep.tensor(tid)                                # bool mask per channel
+      keep.layer("conv1").port("out").sum()           # LayerKeep
+      graph.handler("conv1")                          # its ChannelHandler
+      graph.parsed                                    # the ParsedModel
+
+* **Read a model's graph** (the one model reader; quantization, DCP and the
+  graph itself use it)::
+
+      parsed = tfcomp.graph.parse_model(model)
+      for node in parsed.nodes:            # topological; one per call
+          node.path, node.layer            # "outer/inner" for nested models
+          node.inputs, node.outputs        # tensor ids "layer:call:index"
+      parsed.producer(tid), parsed.consumers(tid), parsed.shapes[tid]
+      parsed.inputs, parsed.outputs        # model input / output tensor ids
+      parsed.nodes_of(path), parsed.shared_layers, parsed.layer(path)
+      parsed.upstream(tids, stop=feeds), parsed.downstream(paths)
+
+  Nested functional / Sequential models (called once) are flattened; a
+  shared layer gives one node per call; subclassed models raise TypeError.
+  ``iter_leaf_layers(model)`` walks leaf layers without reading the graph.
+
 Example:
     >>> graph = tfcomp.DependencyGraph(tfcomp.zoo.resnet(depth=8))
     >>> graph.summary(prunable_only=True)
 """
 
-from tfcomp.graph.dependency import DependencyGraph, Group, Member
-from tfcomp.graph.handlers import (
-                                   CONSUMER,
-                                   PASS_THROUGH,
-                                   PRODUCER,
-                                   SOURCE,
-                                   ChannelHandler,
-                                   NodeContext,
-                                   get_channel_handler,
-                                   register_channel_handler,
+from tfcomp.graph._parse import model_kind, parse_model
+from tfcomp.graph.builder import Port
+from tfcomp.graph.context import (
+    CONSUMER,
+    PASS_THROUGH,
+    PRODUCER,
+    ROLES,
+    SOURCE,
+    ChannelHandler,
+    NodeContext,
 )
+from tfcomp.graph.dependency import DependencyGraph  # registers the handlers
+from tfcomp.graph.group import Group, Member
+from tfcomp.graph.keep import ChannelKeep, LayerKeep
+from tfcomp.graph.parsed import Node, ParsedModel, is_tensor_ref
+from tfcomp.graph.registry import get_channel_handler, register_channel_handler
+from tfcomp.graph.walk import iter_leaf_layers, leaf_layers
 
 __all__ = [
-                                   "CONSUMER",
-                                   "PASS_THROUGH",
-                                   "PRODUCER",
-                                   "SOURCE",
-                                   "ChannelHandler",
-                                   "DependencyGraph",
-                                   "Group",
-                                   "Member",
-                                   "NodeContext",
-                                   "get_channel_handler",
-                                   "register_channel_handler",
+    # roles of a group member
+    "CONSUMER", "PASS_THROUGH", "PRODUCER", "ROLES", "SOURCE",
+    # channel groups
+    "ChannelKeep", "DependencyGraph", "Group", "LayerKeep", "Member", "Port",
+    # extending the graph
+    "ChannelHandler", "NodeContext", "get_channel_handler",
+    "register_channel_handler",
+    # reading a model
+    "Node", "ParsedModel", "is_tensor_ref", "iter_leaf_layers",
+    "leaf_layers", "model_kind", "parse_model",
 ]

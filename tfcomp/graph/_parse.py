@@ -1,4 +1,5 @@
-"""Reads a functional / Sequential Keras model into a flat list of call nodes.
+"""The one model reader: a functional / Sequential Keras model as a flat,
+topologically ordered list of call nodes (:func:`parse_model`).
 
 The connectivity comes from the model's own serialised graph
 (``model.get_config()``: every layer's ``inbound_nodes`` with
@@ -6,57 +7,29 @@ The connectivity comes from the model's own serialised graph
 public ``layer.output`` / ``model.outputs`` tensors. Nothing is traced and no
 private attribute is read. Functional and Sequential models nested inside the
 model (called once) are flattened: their layers get ``outer/inner`` paths and
-their input / output tensors are aliased to the outer tensors.
+their input / output tensors are aliased to the outer tensors. A layer called
+several times (shared) gives one :class:`Node` per call.
+
+Tensors are named by string ids ``"<outer/>layer:node:index"``; the result
+is a :class:`~tfcomp.graph.parsed.ParsedModel`.
+
+Example:
+    >>> from tfcomp.graph import parse_model
+    >>> parsed = parse_model(model)
+    >>> for node in parsed.nodes:                 # topological order
+    ...     node.path, node.layer, node.inputs, node.outputs
+    >>> parsed.consumers(parsed.inputs[0])        # nodes reading the input
+    >>> parsed.producer(parsed.outputs[0]).path   # the last layer
+    >>> parsed.shared_layers                      # paths called > once
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
 import keras
 
+from tfcomp.graph.parsed import Node, ParsedModel, _tid, is_tensor_ref
+
 __all__ = ["Node", "ParsedModel", "is_tensor_ref", "model_kind", "parse_model"]
-
-
-@dataclasses.dataclass
-class Node:
-    """One call of one operation (layer or ``keras.ops`` op) in the graph."""
-
-    key: str  # "<layer path>#<node index>"
-    path: str  # layer path, "outer/inner" inside nested models
-    op: Any  # the Layer / Operation object
-    node_index: int
-    inputs: list  # tensor ids (resolved through aliases)
-    outputs: list  # tensor ids
-    constants: list  # non-tensor positional arguments (ops such as x + 3.0)
-    barrier_reason: str | None = None  # set for leaves we refuse to enter
-
-
-@dataclasses.dataclass
-class ParsedModel:
-    nodes: list  # topological order
-    shapes: dict  # tensor id -> shape tuple (with batch axis)
-    inputs: list  # model input tensor ids
-    outputs: list  # model output tensor ids
-    layers: dict  # layer path -> op object (leaves only)
-    nested: dict  # nested model path -> model object (flattened ones)
-    nested_inputs: dict  # path of a nested model's InputLayer -> tensor id
-    alias: dict  # tensor id -> tensor id it stands for
-
-    def resolve(self, tid: str) -> str:
-        seen = 0
-        while tid in self.alias:
-            tid = self.alias[tid]
-            seen += 1
-            if seen > 10000:  # pragma: no cover - defensive
-                raise RuntimeError(f"alias cycle at tensor {tid}")
-        return tid
-
-
-def is_tensor_ref(obj) -> bool:
-    return (isinstance(obj, dict) and obj.get("class_name") == "__keras_tensor__"
-            and "keras_history" in obj.get("config", {}))
 
 
 def _walk_refs(obj, out: list) -> None:
@@ -104,7 +77,12 @@ def _shape(t) -> tuple:
 
 
 def model_kind(model) -> str:
-    """'sequential', 'functional' or 'subclassed' (public API only)."""
+    """'sequential', 'functional' or 'subclassed' (public API only).
+
+    Example:
+        >>> model_kind(keras.Sequential([keras.layers.Dense(2)]))
+        'sequential'
+    """
     if isinstance(model, keras.Sequential):
         return "sequential"
     try:
@@ -126,16 +104,14 @@ class _Parser:
         self.nested: dict = {}
         self.nested_inputs: dict = {}
 
-    # -- helpers ---------------------------------------------------------
-    @staticmethod
-    def tid(prefix: str, name: str, ni: int, ti: int) -> str:
-        return f"{prefix}{name}:{ni}:{ti}"
+    tid = staticmethod(_tid)
 
     def add_leaf(self, path, op, ni, inputs, outputs, constants,
-                 reason=None):
+                 reason=None, call_config=None):
         self.layers[path] = op
         self.nodes.append(Node(f"{path}#{ni}", path, op, ni, list(inputs),
-                               list(outputs), list(constants), reason))
+                               list(outputs), list(constants), reason,
+                               call_config))
 
     # -- functional ------------------------------------------------------
     def functional(self, model, prefix: str, cfg: dict | None,
@@ -171,8 +147,7 @@ class _Parser:
                     "config but not in model.operations.")
             path = prefix + name
             nodes = entry.get("inbound_nodes") or []
-            if type(op).__name__ == "InputLayer" or (
-                    not nodes and isinstance(op, keras.layers.InputLayer)):
+            if isinstance(op, keras.layers.InputLayer):
                 if outer_inputs is None:
                     out = self.tid(prefix, name, 0, 0)
                     self.shapes.setdefault(out, _shape(op.output))
@@ -200,7 +175,8 @@ class _Parser:
                     self.nested_model(op, path, ni, len(nodes), inputs,
                                       outputs, entry)
                 else:
-                    self.add_leaf(path, op, ni, inputs, outputs, consts)
+                    self.add_leaf(path, op, ni, inputs, outputs, consts,
+                                  call_config=node)
 
     @staticmethod
     def _outputs_of(op) -> list:
@@ -302,10 +278,24 @@ def _toposort(nodes: list, resolve) -> list:
 
 
 def parse_model(model) -> ParsedModel:
-    """Flattens ``model`` into call nodes; raises TypeError if subclassed."""
+    """Reads ``model``'s call graph into a :class:`ParsedModel`.
+
+    Args:
+        model: a built functional or Sequential ``keras.Model`` (nested
+            functional / Sequential models are flattened).
+
+    Raises:
+        TypeError: for non-models and subclassed models.
+        ValueError: for models that are not built.
+
+    Example:
+        >>> parsed = parse_model(tfcomp.zoo.resnet(depth=8))
+        >>> [n.path for n in parsed.nodes][:3]
+        ['input_layer', 'stem_conv', 'stem_bn']
+    """
     if not isinstance(model, keras.Model):
         raise TypeError(
-            "DependencyGraph expects a keras.Model. Received: "
+            "Expected a keras.Model (functional or Sequential). Received: "
             f"model={type(model).__name__}")
     kind = model_kind(model)
     if kind == "subclassed":

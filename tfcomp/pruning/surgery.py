@@ -22,61 +22,18 @@ import copy
 import keras
 import numpy as np
 
-from tfcomp.graph import DependencyGraph
-from tfcomp.graph._parse import is_tensor_ref, model_kind
+from tfcomp.graph import (
+    DependencyGraph,
+    LayerKeep,
+    is_tensor_ref,
+    model_kind,
+)
 
 __all__ = ["LayerKeep", "mask_channels", "prune_channels", "weight_masks"]
 
 
-class LayerKeep:
-    """Kept-channel masks of one layer, handed to ``update_config``.
-
-    Example:
-        >>> keep.port("out").sum()      # filters left
-        >>> keep.input(0)               # bool mask of input 0's channels
-    """
-
-    def __init__(self, graph, rc, path):
-        self.path = path
-        self._ports = {}
-        for p in graph._layer_ports(path):
-            if p.node_key is not None and not p.node_key.endswith("#0"):
-                continue
-            if p.name in self._ports and p.node_key is not None:
-                continue
-            self._ports[p.name] = (p, graph._port_keep(p, rc))
-        nodes = graph._b.layer_nodes.get(path, [])
-        node = nodes[0] if nodes else None
-        self._inputs = ([graph._tensor_keep(t, rc) for t in node.inputs]
-                        if node else [])
-        self._outputs = ([graph._tensor_keep(t, rc) for t in node.outputs]
-                         if node else [])
-        self.config_ports = {p.config_key: int(m.sum())
-                             for p, m in self._ports.values() if p.config_key}
-
-    def has_port(self, name) -> bool:
-        return name in self._ports
-
-    def port(self, name) -> np.ndarray:
-        return self._ports[name][1]
-
-    def port_role(self, name) -> str:
-        return self._ports[name][0].role
-
-    def input(self, i: int = 0) -> np.ndarray:
-        return self._inputs[i]
-
-    def output(self, j: int = 0) -> np.ndarray:
-        return self._outputs[j]
-
-    @property
-    def changed(self) -> bool:
-        masks = [m for _, m in self._ports.values()]
-        masks += self._inputs + self._outputs
-        return any(not m.all() for m in masks)
-
-
-def _graph_and_removed(model, plan, graph):
+def _graph_and_keep(model, plan, graph):
+    """The graph of ``model`` and the :class:`ChannelKeep` of ``plan``."""
     from tfcomp.pruning.plan import Plan
 
     if not isinstance(plan, Plan):
@@ -85,41 +42,53 @@ def _graph_and_removed(model, plan, graph):
             f"plan={type(plan).__name__}")
     if graph is None or graph.model is not model:
         graph = DependencyGraph(model)
-    removed = plan.resolve(graph)
-    return graph, removed, graph._removed_comps(removed)
+    return graph, graph.channel_keep(plan.resolve(graph))
 
 
-def _arrays(graph, rc, path, layer, mode):
+def _weighted_layers(graph):
+    """``(path, layer)`` of every graph layer that has weights."""
+    for path, layer in graph.parsed.layers.items():
+        if layer is not None and getattr(layer, "weights", None):
+            yield path, layer
+
+
+def _removed_slices(graph, keep, path):
+    """``(port, keep mask, (name, axis, fill))`` for every weight axis of
+    ``path`` that loses positions."""
+    for p in graph.layer_ports(path):
+        if not p.weights:
+            continue
+        mask = keep.port(p)
+        if mask.all():
+            continue
+        for spec in p.weights:
+            fill = float(spec[2]) if len(spec) > 2 else 0.0
+            yield p, mask, (spec[0], int(spec[1]), fill)
+
+
+def _arrays(graph, keep, path, layer, mode):
     variables = list(getattr(layer, "weights", []))
     arrays = [keras.ops.convert_to_numpy(v) for v in variables]
     names = [v.name for v in variables]
     touched = set()
-    for p in graph._layer_ports(path):
-        if not p.weights:
-            continue
-        mask = graph._port_keep(p, rc)
-        if mask.all():
-            continue
-        for spec in p.weights:
-            name, axis = spec[0], int(spec[1])
-            fill = float(spec[2]) if len(spec) > 2 else 0.0
-            for i, n in enumerate(names):
-                if n != name:
-                    continue
-                arr = arrays[i]
-                if arr.ndim == 0 or arr.shape[axis] != p.size:
-                    raise ValueError(
-                        f"Layer {path!r}: variable {name!r} has shape "
-                        f"{arr.shape}, expected {p.size} on axis {axis}.")
-                if mode == "prune":
-                    arrays[i] = np.take(arr, np.flatnonzero(mask), axis=axis)
-                else:
-                    arr = arr.copy()
-                    idx = [slice(None)] * arr.ndim
-                    idx[axis] = ~mask
-                    arr[tuple(idx)] = fill
-                    arrays[i] = arr
-                touched.add(i)
+    for p, mask, (name, axis, fill) in _removed_slices(graph, keep, path):
+        for i, n in enumerate(names):
+            if n != name:
+                continue
+            arr = arrays[i]
+            if arr.ndim == 0 or arr.shape[axis] != p.size:
+                raise ValueError(
+                    f"Layer {path!r}: variable {name!r} has shape "
+                    f"{arr.shape}, expected {p.size} on axis {axis}.")
+            if mode == "prune":
+                arrays[i] = np.take(arr, np.flatnonzero(mask), axis=axis)
+            else:
+                arr = arr.copy()
+                idx = [slice(None)] * arr.ndim
+                idx[axis] = ~mask
+                arr[tuple(idx)] = fill
+                arrays[i] = arr
+            touched.add(i)
     return variables, arrays, touched
 
 
@@ -145,24 +114,24 @@ def _assign(layer, arrays, path):
         v.assign(a)
 
 
-def _rewrite(graph, rc, cfg, prefix, kind, seq_input=None):
-    parsed = graph._parsed
+def _rewrite(graph, keep, cfg, prefix, kind):
+    parsed = graph.parsed
     for entry in cfg["layers"]:
         name = entry.get("name") or entry["config"]["name"]
         path = prefix + name
         for node in entry.get("inbound_nodes") or []:
-            _fix_refs(graph, rc, node, prefix)
+            _fix_refs(graph, keep, node, prefix)
         if path in parsed.nested:
             entry.pop("build_config", None)
             sub = parsed.nested[path]
-            _rewrite(graph, rc, entry["config"], path + "/",
+            _rewrite(graph, keep, entry["config"], path + "/",
                      model_kind(sub))
             continue
         if entry["class_name"] == "InputLayer":
             if path in parsed.nested_inputs:
                 tid = parsed.resolve(parsed.nested_inputs[path])
-                if tid in graph._b.tensors:
-                    n = int(graph._tensor_keep(tid, rc).sum())
+                if graph.has_tensor(tid):
+                    n = int(keep.tensor(tid).sum())
                     shape = list(entry["config"]["batch_shape"])
                     shape[-1] = n
                     entry["config"]["batch_shape"] = shape
@@ -173,32 +142,31 @@ def _rewrite(graph, rc, cfg, prefix, kind, seq_input=None):
             continue
         if path not in parsed.layers:
             continue
-        keep = LayerKeep(graph, rc, path)
-        if not keep.changed:
+        layer_keep = keep.layer(path)
+        if not layer_keep.changed:
             continue
-        handler = graph._b.handlers.get(path)
+        handler = graph.handler(path)
         if handler is not None:
             entry["config"] = handler.update_config(
-                copy.deepcopy(entry["config"]), keep)
+                copy.deepcopy(entry["config"]), layer_keep)
         entry.pop("build_config", None)
 
 
-def _fix_refs(graph, rc, obj, prefix):
+def _fix_refs(graph, keep, obj, prefix):
     if is_tensor_ref(obj):
-        h = obj["config"]["keras_history"]
-        tid = graph._parsed.resolve(f"{prefix}{h[0]}:{int(h[1])}:{int(h[2])}")
+        tid = graph.parsed.tensor_id(obj, prefix)
         shape = obj["config"].get("shape")
-        if tid in graph._b.tensors and shape:
+        if graph.has_tensor(tid) and shape:
             shape = list(shape)
-            shape[-1] = int(graph._tensor_keep(tid, rc).sum())
+            shape[-1] = int(keep.tensor(tid).sum())
             obj["config"]["shape"] = shape
         return
     if isinstance(obj, dict):
         for v in obj.values():
-            _fix_refs(graph, rc, v, prefix)
+            _fix_refs(graph, keep, v, prefix)
     elif isinstance(obj, list):
         for v in obj:
-            _fix_refs(graph, rc, v, prefix)
+            _fix_refs(graph, keep, v, prefix)
 
 
 def prune_channels(model: keras.Model, plan, graph: DependencyGraph | None
@@ -225,16 +193,14 @@ def prune_channels(model: keras.Model, plan, graph: DependencyGraph | None
         >>> small = tfcomp.prune_channels(model, plan)
         >>> small.save("small.keras")
     """
-    graph, _, rc = _graph_and_removed(model, plan, graph)
+    graph, keep = _graph_and_keep(model, plan, graph)
     ser = keras.saving.serialize_keras_object(model)
     ser.pop("compile_config", None)
     ser = copy.deepcopy(ser)
-    _rewrite(graph, rc, ser["config"], "", model_kind(model))
+    _rewrite(graph, keep, ser["config"], "", model_kind(model))
     new = keras.saving.deserialize_keras_object(ser)
-    for path, layer in graph._parsed.layers.items():
-        if layer is None or not getattr(layer, "weights", None):
-            continue
-        _, arrays, _ = _arrays(graph, rc, path, layer, "prune")
+    for path, layer in _weighted_layers(graph):
+        _, arrays, _ = _arrays(graph, keep, path, layer, "prune")
         _assign(_get_layer(new, path), arrays, path)
     return new
 
@@ -262,17 +228,15 @@ def mask_channels(model: keras.Model, plan, inplace: bool = False,
     Example:
         >>> soft = tfcomp.pruning.mask_channels(model, plan)
     """
-    graph, _, rc = _graph_and_removed(model, plan, graph)
+    graph, keep = _graph_and_keep(model, plan, graph)
     if inplace:
         new = model
     else:
         ser = copy.deepcopy(keras.saving.serialize_keras_object(model))
         ser.pop("compile_config", None)
         new = keras.saving.deserialize_keras_object(ser)
-    for path, layer in graph._parsed.layers.items():
-        if layer is None or not getattr(layer, "weights", None):
-            continue
-        _, arrays, touched = _arrays(graph, rc, path, layer, "mask")
+    for path, layer in _weighted_layers(graph):
+        _, arrays, touched = _arrays(graph, keep, path, layer, "mask")
         target = layer if inplace else _get_layer(new, path)
         if inplace:
             for i in touched:
@@ -296,23 +260,17 @@ def weight_masks(model: keras.Model, plan,
         >>> masks = tfcomp.pruning.weight_masks(model, plan)
         >>> masks[("conv1", "kernel")].mean()
     """
-    graph, _, rc = _graph_and_removed(model, plan, graph)
+    graph, keep = _graph_and_keep(model, plan, graph)
     out = {}
-    for path, layer in graph._parsed.layers.items():
-        if layer is None or not getattr(layer, "weights", None):
-            continue
+    for path, layer in _weighted_layers(graph):
         variables = list(layer.weights)
         ones = [np.ones(tuple(v.shape), "float32") for v in variables]
         names = [v.name for v in variables]
-        for p in graph._layer_ports(path):
-            mask = graph._port_keep(p, rc)
-            if not p.weights or mask.all():
-                continue
-            for spec in p.weights:
-                for i, n in enumerate(names):
-                    if n == spec[0]:
-                        idx = [slice(None)] * ones[i].ndim
-                        idx[int(spec[1])] = ~mask
-                        ones[i][tuple(idx)] = 0.0
-                        out[(path, n)] = ones[i]
+        for _, mask, (name, axis, _) in _removed_slices(graph, keep, path):
+            for i, n in enumerate(names):
+                if n == name:
+                    idx = [slice(None)] * ones[i].ndim
+                    idx[axis] = ~mask
+                    ones[i][tuple(idx)] = 0.0
+                    out[(path, n)] = ones[i]
     return out
