@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import tfcomp
-from tfcomp.pruning.fpgm import FPGMPruning, select_channels
-from tfcomp.pruning.strip import apply_fpgm, strip
+from tfcomp.pruning.fpgm import FPGMPruning, channels_to_remove
+from tfcomp.pruning.wrappers import apply_fpgm, strip_pruning
 
 
 def _residual():
@@ -83,7 +83,7 @@ def _planted_model():
     ("fpgm", [4, 5]), ("l2", [6, 7]), ("l1", [6, 7])])
 def test_planted_centroid_filters(criterion, expected):
     model = apply_fpgm(_planted_model())
-    cb = FPGMPruning(rate=0.25, criterion=criterion)
+    cb = FPGMPruning(ratio=0.25, criterion=criterion)
     cb.set_model(model)
     selected = cb.update_masks()
     assert selected["pl"].tolist() == expected
@@ -95,7 +95,7 @@ def test_planted_centroid_filters(criterion, expected):
 
 def test_fpgm_mix_takes_norm_share_then_geometric_median():
     model = apply_fpgm(_planted_model())
-    cb = FPGMPruning(rate=0.25, criterion="fpgm_mix", mix_norm_rate=0.125)
+    cb = FPGMPruning(ratio=0.25, criterion="fpgm_mix", mix_norm_ratio=0.125)
     cb.set_model(model)
     chosen = set(cb.update_masks()["pl"].tolist())
     # 1 of 8 by smallest L2 norm (a tiny filter), 1 by distance (planted)
@@ -106,7 +106,7 @@ def test_select_channels_matches_importance_fpgm():
     graph = tfcomp.DependencyGraph(_planted_model())
     g = graph.group("pl")
     scores = tfcomp.pruning.importance.fpgm(g)
-    ours = select_channels(g, 3, "fpgm")
+    ours = channels_to_remove(g, 3, "fpgm")
     np.testing.assert_array_equal(ours, np.sort(np.argsort(scores)[:3]))
 
 
@@ -149,7 +149,7 @@ def test_floor_np_zero_filters_per_group_after_each_epoch(tmp_path):
     # SGD with momentum: stale momentum must not move masked filters
     model = _compile(apply_fpgm(_residual()),
                      keras.optimizers.SGD(0.1, momentum=0.9))
-    cb = FPGMPruning(rate=0.3)
+    cb = FPGMPruning(ratio=0.3)
     check = _EpochCheck()
     rec = _RawZeroEveryStep()
     x, y = _data()
@@ -177,7 +177,7 @@ def test_floor_np_zero_filters_per_group_after_each_epoch(tmp_path):
     for n in ("stem", "a", "b", "c", "stem_bn", "c_bn"):
         np.testing.assert_array_equal(_mask(loaded, n), _mask(model, n))
     np.testing.assert_allclose(loaded(x), model(x), atol=1e-5)
-    resumed = FPGMPruning(rate=0.3)
+    resumed = FPGMPruning(ratio=0.3)
     loaded.fit(x, y, epochs=4, initial_epoch=3, batch_size=16, verbose=0,
                callbacks=[resumed])
     assert [r["epoch"] for r in resumed.history] == [3]
@@ -194,7 +194,7 @@ def test_without_gradient_masking_filters_regrow_within_the_epoch():
     check = _EpochCheck()
     x, y = _data()
     model.fit(x, y, epochs=1, batch_size=16, verbose=0,
-              callbacks=[FPGMPruning(rate=0.5, mask_gradients=False), rec,
+              callbacks=[FPGMPruning(ratio=0.5, mask_gradients=False), rec,
                          check])
     assert set(rec.active) == {0.0}      # mask off while training
     assert max(rec.max_abs) > 0.0        # zeroed filters got gradients
@@ -226,7 +226,7 @@ class _MakeOutlier(keras.callbacks.Callback):
 
 def test_a_channel_can_return():
     model = _compile(apply_fpgm(_residual()))
-    cb = FPGMPruning(rate=0.25)
+    cb = FPGMPruning(ratio=0.25)
     outlier = _MakeOutlier()
     check = _EpochCheck()
     x, y = _data()
@@ -247,9 +247,9 @@ def test_target_macs_budget_met_and_strip_matches():
     cb.set_model(model)
     cb.on_train_begin()  # what fit does first: choose the rate, mask
     x, _ = _data()
-    assert 0 < cb.effective_rate < 1
+    assert 0 < cb.effective_ratio < 1
     assert cb.history[-1]["macs"] <= 0.5 * dense
-    small = strip(model)
+    small = strip_pruning(model)
     assert tfcomp.profile(small).macs == cb.history[-1]["macs"]
     np.testing.assert_allclose(small(x), model(x), atol=1e-4)
 
@@ -257,8 +257,8 @@ def test_target_macs_budget_met_and_strip_matches():
 def test_errors():
     for bad in (1.0, -0.1, 1.5):
         with pytest.raises(ValueError,
-                           match=r"rate must be in \[0, 1\)\. Received"):
-            FPGMPruning(rate=bad)
+                           match=r"ratio must be in \[0, 1\)\. Received"):
+            FPGMPruning(ratio=bad)
     with pytest.raises(ValueError, match="criterion"):
         FPGMPruning(criterion="taylor2")
     with pytest.raises(ValueError, match="update_every_epochs"):
@@ -276,7 +276,55 @@ def test_errors():
     model = _compile(apply_fpgm(_residual()))
     with pytest.raises(ValueError, match="nothing prunable"):
         model.fit(x, y, epochs=1, verbose=0,
-                  callbacks=[FPGMPruning(skip=("stem", "a", "c"))])
+                  callbacks=[FPGMPruning(ignored_layers=("stem", "a", "c"))])
+
+
+@pytest.mark.parametrize("round_to", [4, 8])
+def test_round_to_kept_counts_are_multiples(round_to):
+    model = apply_fpgm(tfcomp.zoo.resnet(depth=8))
+    dense = tfcomp.profile(model).macs
+    for kwargs in ({"ratio": 0.6}, {"target_macs": 0.5}):
+        cb = FPGMPruning(round_to=round_to, criterion="l1", **kwargs)
+        cb.set_model(model)
+        cb.on_train_begin()
+        masked = cb.update_masks(epoch=0)
+        for info in cb._groups:
+            g = info.group
+            kept = g.size - len(masked[g.id])
+            assert kept == cb.keep[g.id]
+            assert kept % round_to == 0 or kept == g.size
+        if "target_macs" in kwargs:
+            assert cb.history[-1]["macs"] <= 0.5 * dense
+    with pytest.raises(ValueError, match="round_to"):
+        FPGMPruning(round_to=0)
+
+
+def test_deprecated_names_warn():
+    with pytest.warns(DeprecationWarning, match="ratio="):
+        cb = FPGMPruning(rate=0.3)
+    assert cb.ratio == 0.3
+    with pytest.warns(DeprecationWarning, match="effective_ratio"):
+        assert cb.effective_rate == 0.3
+    with pytest.warns(DeprecationWarning, match="ratio"):
+        assert cb.rate == 0.3
+    with pytest.warns(DeprecationWarning, match="ignored_layers"):
+        cb = FPGMPruning(skip=("stem",))
+    assert cb.ignored_layers == ("stem",)
+    with pytest.warns(DeprecationWarning, match="ignored_layers"):
+        assert cb.skip == ("stem",)
+    with pytest.warns(DeprecationWarning, match="mix_norm_ratio="):
+        cb = FPGMPruning(mix_norm_rate=0.2)
+    assert cb.mix_norm_ratio == 0.2
+    with pytest.warns(DeprecationWarning), \
+            pytest.raises(ValueError, match=r"rate must be in \[0, 1\)"):
+        FPGMPruning(rate=1.0)
+    from tfcomp.graph import DependencyGraph
+    from tfcomp.pruning.fpgm import select_channels
+
+    g = DependencyGraph(_residual()).group("stem")
+    with pytest.warns(DeprecationWarning, match="channels_to_remove"):
+        old = select_channels(g, 3, "l1")
+    np.testing.assert_array_equal(old, channels_to_remove(g, 3, "l1"))
 
 
 _MIRRORED = textwrap.dedent("""
@@ -289,7 +337,7 @@ _MIRRORED = textwrap.dedent("""
         cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras, numpy as np
     from tfcomp.pruning import fpgm
-    from tfcomp.pruning.strip import apply_fpgm, strip
+    from tfcomp.pruning.wrappers import apply_fpgm, strip_pruning
     keras.utils.set_random_seed(0)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with strategy.scope():
@@ -305,12 +353,12 @@ _MIRRORED = textwrap.dedent("""
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(32, 8, 8, 3)).astype("float32")
     ys = rng.integers(0, 4, 32)
-    cb = fpgm.FPGMPruning(rate=0.5)
+    cb = fpgm.FPGMPruning(ratio=0.5)
     model.fit(xs, ys, epochs=1, batch_size=8, verbose=0, callbacks=[cb])
     layer = model.get_layer("a")
     k = keras.ops.convert_to_numpy(layer.kernel)
     mask = keras.ops.convert_to_numpy(layer.channel_mask_var)
-    small = strip(model)
+    small = strip_pruning(model)
     print(json.dumps({
         "replicas": strategy.num_replicas_in_sync,
         "mirrored": type(layer.channel_mask_var.value).__name__,

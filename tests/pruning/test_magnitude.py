@@ -10,7 +10,7 @@ import pytest
 from tfcomp.layers.masked import MaskedConv2D, MaskedDense
 from tfcomp.pruning.magnitude import MagnitudePruning, magnitude_mask
 from tfcomp.pruning.schedules import ConstantSparsity, PolynomialDecay
-from tfcomp.pruning.strip import apply_magnitude_pruning, masked_layers
+from tfcomp.pruning.wrappers import apply_magnitude_pruning, masked_layers
 
 
 def _tiny(pointwise=False):
@@ -103,6 +103,14 @@ def test_sparsity_follows_schedule_and_masked_weights_stay_zero(opt):
     assert all(v == pytest.approx(0.75, abs=0.02) for v in final.values())
 
 
+def test_skip_is_a_deprecated_alias_of_ignored_layers():
+    with pytest.warns(DeprecationWarning, match="ignored_layers"):
+        cb = MagnitudePruning(0.5, skip=("c1",))
+    assert cb.ignored_layers == ("c1",)
+    with pytest.warns(DeprecationWarning, match="ignored_layers"):
+        assert cb.skip == ("c1",)
+
+
 def test_skip_and_xnnpack_pattern_select_layers():
     model = apply_magnitude_pruning(_tiny(pointwise=True))
     cb = MagnitudePruning(ConstantSparsity(0.8, frequency=1),
@@ -118,7 +126,7 @@ def test_skip_and_xnnpack_pattern_select_layers():
     untouched = keras.ops.convert_to_numpy(model.get_layer("c1").kernel)
     assert np.count_nonzero(untouched) == untouched.size
 
-    cb2 = MagnitudePruning(0.5, skip=("c1", MaskedDense))
+    cb2 = MagnitudePruning(0.5, ignored_layers=("c1", MaskedDense))
     cb2.set_model(model)
     cb2.update_masks(0.5)
     assert sorted(lyr.name for lyr in cb2._layers) == ["dw", "pw"]
@@ -174,7 +182,7 @@ def test_errors():
     model = _compile(apply_magnitude_pruning(_tiny()))
     with pytest.raises(ValueError, match="nothing to prune"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[
-            MagnitudePruning(skip=(MaskedConv2D, "dw", "head"))])
+            MagnitudePruning(ignored_layers=(MaskedConv2D, "dw", "head"))])
     with pytest.raises(ValueError, match="block_size"):
         MagnitudePruning(block_size=(0, 4))
     with pytest.raises(ValueError, match="pattern"):

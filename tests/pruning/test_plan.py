@@ -206,3 +206,13 @@ def test_a_concatenated_operand_of_a_residual_keeps_a_channel():
     picked = group.pick_removal(np.concatenate(
         [a_units, np.setdiff1d(np.arange(9), a_units)]), 5)
     assert len(picked) == 5 and not set(a_units) <= set(picked)
+
+
+def test_ignored_layers_are_left_whole(resnet):
+    plan = make_plan(resnet, ratio=0.5, ignored_layers=["s1b1_conv1"])
+    assert "s1b1_conv1" not in plan.removed and len(plan) > 0
+    assert plan.meta["ignored_layers"] == ["s1b1_conv1"]
+    plan = make_plan(resnet, target_macs=0.6, round_to=4,
+                     ignored_layers="s1b1_conv1")
+    assert "s1b1_conv1" not in plan.removed
+    assert plan.meta["macs_after"] <= 0.6 * plan.meta["macs_before"]

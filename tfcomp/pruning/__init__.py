@@ -1,4 +1,9 @@
-"""Structured (channel) pruning: importance, plans, physical surgery.
+"""Structured (channel) pruning: importance, targets, plans, surgery.
+
+Every structured method turns its target (``ratio``, ``target_macs``,
+``round_to``, ``ignored_layers``) into kept channel counts with
+:mod:`tfcomp.pruning.targets`, whose :func:`~tfcomp.pruning.targets.
+channel_macs` is the one cost of channel counts.
 
 Example:
     >>> import tfcomp
@@ -10,33 +15,46 @@ Example:
     True
 """
 
-from tfcomp.pruning import importance
+import warnings
+
+from tfcomp.pruning import importance, targets
 from tfcomp.pruning.batchnorm import recalibrate_batchnorm
 from tfcomp.pruning.dcp import dcp_prune
-
-# The verbs of the training-time and reconstruction methods. ``strip`` and
-# ``scratch`` are functions here; their modules stay importable as
-# ``from tfcomp.pruning.strip import ...``.
 from tfcomp.pruning.fpgm import FPGMPruning
 from tfcomp.pruning.lasso import lasso_prune
 from tfcomp.pruning.magnitude import MagnitudePruning
 from tfcomp.pruning.plan import Plan, estimate_macs, make_plan
 from tfcomp.pruning.reconstruction import reconstruct_layer
+from tfcomp.pruning.rethinking import scratch_epochs, scratch_setup
 from tfcomp.pruning.schedules import ConstantSparsity, PolynomialDecay
-from tfcomp.pruning.scratch import scratch, scratch_epochs
-from tfcomp.pruning.strip import apply_fpgm, apply_magnitude_pruning, strip
-from tfcomp.pruning.surgery import (
-                                    LayerKeep,
-                                    mask_channels,
-                                    prune_channels,
-                                    weight_masks,
-)
+from tfcomp.pruning.surgery import LayerKeep, mask_channels, prune_channels
+from tfcomp.pruning.surgery import weight_masks as weight_masks
+from tfcomp.pruning.targets import channel_macs, resolve_keep_counts
+from tfcomp.pruning.wrappers import apply_fpgm, apply_magnitude_pruning, strip_pruning
 
 __all__ = [
     "ConstantSparsity", "FPGMPruning", "LayerKeep", "MagnitudePruning",
     "Plan", "PolynomialDecay", "apply_fpgm", "apply_magnitude_pruning",
-    "dcp_prune", "estimate_macs", "importance", "lasso_prune", "make_plan",
-    "mask_channels", "prune_channels", "reconstruct_layer",
-    "recalibrate_batchnorm", "scratch",
-    "scratch_epochs", "strip", "weight_masks",
+    "channel_macs", "dcp_prune", "estimate_macs", "importance",
+    "lasso_prune", "make_plan", "mask_channels", "prune_channels",
+    "reconstruct_layer", "recalibrate_batchnorm", "resolve_keep_counts",
+    "scratch_epochs", "scratch_setup", "strip_pruning", "targets",
+    "weight_masks",
 ]
+
+# Old names kept for one release: (new name, object).
+_DEPRECATED = {
+    "strip": ("strip_pruning", strip_pruning),
+    "scratch": ("scratch_setup", scratch_setup),
+}
+
+
+def __getattr__(name):
+    if name in _DEPRECATED:
+        new, obj = _DEPRECATED[name]
+        warnings.warn(f"tfcomp.pruning.{name} is deprecated; use "
+                      f"tfcomp.pruning.{new}.", DeprecationWarning,
+                      stacklevel=2)
+        return obj
+    raise AttributeError(
+        f"module 'tfcomp.pruning' has no attribute {name!r}")

@@ -21,17 +21,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from tfcomp._io import check_positive_int
+from tfcomp.graph.walk import leaf_layers
+
 __all__ = ["recalibrate_batchnorm"]
-
-
-def _bn_layers(model) -> list:
-    out = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            out.append(layer)
-        elif isinstance(layer, keras.Model):
-            out.extend(_bn_layers(layer))
-    return out
 
 
 def recalibrate_batchnorm(model: keras.Model, x, batch_size: int = 128,
@@ -62,21 +55,17 @@ def recalibrate_batchnorm(model: keras.Model, x, batch_size: int = 128,
         >>> recalibrate_batchnorm(pruned, x_train[:2048], batch_size=128)
         19
     """
-    if isinstance(batch_size, bool) or not isinstance(
-            batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError("batch_size must be an int >= 1. Received: "
-                         f"batch_size={batch_size!r}")
-    if steps is not None and (isinstance(steps, bool) or not isinstance(
-            steps, (int, np.integer)) or steps < 1):
-        raise ValueError(f"steps must be None or an int >= 1. Received: "
-                         f"steps={steps!r}")
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if steps is not None:
+        steps = check_positive_int(steps, "steps")
     inputs = [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) \
         else [np.asarray(x)]
     n = len(inputs[0])
     if n == 0:
         raise ValueError("x is empty: recalibrate_batchnorm needs at least "
                          "one batch of inputs.")
-    bns = _bn_layers(model)
+    bns = [layer for layer in leaf_layers(model)
+           if isinstance(layer, keras.layers.BatchNormalization)]
     if not bns:
         return 0
     momentum = [bn.momentum for bn in bns]

@@ -5,7 +5,7 @@ How it runs (He et al., CVPR 2019, and their official code):
 1. Before the first epoch and at the end of every ``update_every_epochs``
    epochs, for every coupled channel group of the
    :class:`tfcomp.graph.DependencyGraph` (a conv's filters with its BN; all
-   the convs feeding one residual sum), the ``floor(N * rate)`` channels
+   the convs feeding one residual sum), the ``floor(N * ratio)`` channels
    chosen by the criterion are selected: ``fpgm`` takes those with the
    smallest summed Euclidean distance to the other filters (nearest the
    geometric median, the most replaceable); ``fpgm_mix`` first takes 10%
@@ -15,7 +15,8 @@ How it runs (He et al., CVPR 2019, and their official code):
 2. The selected channels' producer filters and biases are set to zero and
    their ``channel_mask`` entries to 0 in every producer *and* every BN /
    depthwise layer of the group, so the channel is exactly 0 wherever it
-   appears (needed for residual sums, and so that :func:`strip` can remove
+   appears (needed for residual sums, and so that :func:`strip_pruning`
+   can remove
    it without changing the outputs).
 3. Soft: the selection is recomputed from the current weights at every
    update, with no memory of the previous one, so a channel pruned in one
@@ -57,41 +58,46 @@ Example:
     >>> model.compile(keras.optimizers.SGD(0.01, momentum=0.9),
     ...               "sparse_categorical_crossentropy", metrics=["accuracy"])
     >>> model.fit(x, y, epochs=10,
-    ...           callbacks=[tfcomp.pruning.FPGMPruning(rate=0.4)])
-    >>> small = tfcomp.pruning.strip(model)
+    ...           callbacks=[tfcomp.pruning.FPGMPruning(ratio=0.4)])
+    >>> small = tfcomp.pruning.strip_pruning(model)
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable
 
 import keras
 import numpy as np
 from scipy.spatial.distance import cdist
 
+from tfcomp._io import check_positive_int
 from tfcomp.graph import PASS_THROUGH, PRODUCER, DependencyGraph
+from tfcomp.graph.walk import iter_leaf_layers
 from tfcomp.layers.masked import MaskedLayer
 from tfcomp.pruning import importance as imp
-from tfcomp.pruning.strip import _iter_paths, masked_layers
+from tfcomp.pruning.targets import (
+    ChannelMacs,
+    check_ratio,
+    check_target_macs,
+    ignored_group_ids,
+    resolve,
+)
+from tfcomp.pruning.wrappers import masked_layers
 
-__all__ = ["CRITERIA", "FPGMPruning", "select_channels"]
+__all__ = ["CRITERIA", "FPGMPruning", "channels_to_remove", "select_channels"]
 
 logger = logging.getLogger("tfcomp.pruning")
 
 CRITERIA = ("fpgm", "fpgm_mix", "l1", "l2", "random")
+_BISECTION_STEPS = 20  # FPGM's own search used 20 halvings (kept: same masks)
 
 
-def _check_rate(rate) -> float:
-    if isinstance(rate, bool) or not isinstance(
-            rate, (int, float, np.integer, np.floating)):
-        raise TypeError(f"rate must be a float in [0, 1). Received: "
-                        f"rate={rate!r}")
-    rate = float(rate)
-    if math.isnan(rate) or not 0.0 <= rate < 1.0:
-        raise ValueError(f"rate must be in [0, 1). Received: rate={rate}")
-    return rate
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"{old} is deprecated; use {new}.", DeprecationWarning,
+                  stacklevel=3)
 
 
 def _gm_scores_among(group, units: np.ndarray) -> np.ndarray:
@@ -118,16 +124,17 @@ def _gm_scores_among(group, units: np.ndarray) -> np.ndarray:
     return total
 
 
-def select_channels(group, n_remove: int, criterion="fpgm",
-                    mix_norm_rate: float = 0.1, seed: int = 0) -> np.ndarray:
-    """Unit indices of ``group`` to mask, by criterion (sorted).
+def channels_to_remove(group, n_remove: int, criterion="fpgm",
+                       mix_norm_ratio: float = 0.1, seed: int = 0
+                       ) -> np.ndarray:
+    """Unit indices of ``group`` to remove (mask), by criterion (sorted).
 
     Args:
         group: a :class:`tfcomp.graph.Group`.
         n_remove: how many units to select.
         criterion: ``fpgm``, ``fpgm_mix``, ``l1``, ``l2``, ``random`` or a
             callable ``group -> scores`` (lowest scores are selected).
-        mix_norm_rate: for ``fpgm_mix``, the fraction of the group's
+        mix_norm_ratio: for ``fpgm_mix``, the fraction of the group's
             channels taken by smallest L2 norm first.
         seed: seed of ``random``.
 
@@ -135,13 +142,13 @@ def select_channels(group, n_remove: int, criterion="fpgm",
         Sorted int array of ``n_remove`` units.
 
     Example:
-        >>> select_channels(graph.group("conv1"), 4, "fpgm")
+        >>> channels_to_remove(graph.group("conv1"), 4, "fpgm")
     """
     n_remove = int(n_remove)
     if n_remove <= 0:
         return np.zeros(0, dtype=int)
     if criterion == "fpgm_mix":
-        n_norm = min(n_remove, int(math.floor(group.size * mix_norm_rate
+        n_norm = min(n_remove, int(math.floor(group.size * mix_norm_ratio
                                               + 1e-9)))
         norm_order = np.argsort(imp.l2(group), kind="stable")
         by_norm = norm_order[:n_norm]
@@ -164,6 +171,16 @@ def select_channels(group, n_remove: int, criterion="fpgm",
     return group.pick_removal(np.argsort(scores, kind="stable"), n_remove)
 
 
+def select_channels(*args, **kwargs) -> np.ndarray:
+    """Deprecated alias of :func:`channels_to_remove` (it returns the
+    channels to *remove*, unlike
+    ``tfcomp.pruning.reconstruction.select_channels``)."""
+    _deprecated("tfcomp.pruning.fpgm.select_channels", "channels_to_remove")
+    if "mix_norm_rate" in kwargs:
+        kwargs["mix_norm_ratio"] = kwargs.pop("mix_norm_rate")
+    return channels_to_remove(*args, **kwargs)
+
+
 class _GroupInfo:
     """One managed group: which masked layers / positions carry it."""
 
@@ -183,30 +200,38 @@ class FPGMPruning(keras.callbacks.Callback):
     written between steps.
 
     Args:
-        rate: fraction P of channels masked in every managed group
+        ratio: fraction P of channels masked in every managed group
             (``floor(N * P)`` each), in [0, 1).
         criterion: ``fpgm`` (default), ``fpgm_mix``, ``l1``, ``l2``,
             ``random`` (a fixed seeded selection, a baseline) or a callable
             ``group -> scores``.
         target_macs: optional MACs budget of the compact model (a fraction
-            of the dense MACs if <= 1, else absolute); ``rate`` is then the
-            smallest uniform rate whose compact model meets it.
-        skip: names of producer layers whose channel groups are left whole
-            (a group is skipped when any of its producers is named), or
-            group ids.
+            of the dense MACs if <= 1, else absolute); the ratio is then
+            the smallest uniform ratio whose compact model meets it
+            (:func:`tfcomp.pruning.targets.resolve`).
+        ignored_layers: names of producer layers whose channel groups are
+            left whole (a group is skipped when any of its producers is
+            named), or group ids.
         update_every_epochs: epochs between re-selections (the official
             code: 1). The last epoch always updates.
         mask_gradients: zero the gradients of masked filters during the
             epoch (official FPGM); False gives SFP-style free regrowth.
-        mix_norm_rate: share of channels chosen by L2 norm in ``fpgm_mix``
+        mix_norm_ratio: share of channels chosen by L2 norm in ``fpgm_mix``
             (the paper: 10%).
         seed: seed of ``criterion="random"``.
         verbose: 1 prints a line per update.
+        round_to: kept channel counts are multiples of this (capped at the
+            group size).
+        rate: deprecated name of ``ratio``.
+        skip: deprecated name of ``ignored_layers``.
+        mix_norm_rate: deprecated name of ``mix_norm_ratio``.
 
     Attributes:
-        history: one record per update: epoch, rate, masked units per
+        history: one record per update: epoch, ratio, masked units per
             group, estimated compact MACs.
         skipped: ``{group_id: reason}`` for groups left whole.
+        effective_ratio: the ratio in use (found from ``target_macs``).
+        keep: ``{group_id: kept channels}`` of every managed group.
 
     Raises:
         ValueError: bad arguments; (in ``on_train_begin``) a model without
@@ -223,46 +248,70 @@ class FPGMPruning(keras.callbacks.Callback):
         ...           callbacks=[FPGMPruning(target_macs=0.5)])
     """
 
-    def __init__(self, rate: float = 0.4, criterion: str | Callable = "fpgm",
-                 target_macs: float | None = None, skip=(),
+    def __init__(self, ratio: float = 0.4,
+                 criterion: str | Callable = "fpgm",
+                 target_macs: float | None = None, ignored_layers=(),
                  update_every_epochs: int = 1, mask_gradients: bool = True,
-                 mix_norm_rate: float = 0.1, seed: int = 0,
-                 verbose: int = 0):
+                 mix_norm_ratio: float = 0.1, seed: int = 0,
+                 verbose: int = 0, round_to: int = 1, *, rate=None,
+                 skip=None, mix_norm_rate=None):
         super().__init__()
-        self.rate = _check_rate(rate)
+        name = "ratio"
+        if rate is not None:
+            _deprecated("FPGMPruning(rate=...)", "ratio=")
+            ratio, name = rate, "rate"
+        self.ratio = check_ratio(ratio, name)
         if not callable(criterion) and criterion not in CRITERIA:
             raise ValueError(f"criterion must be one of {CRITERIA} or a "
                              f"callable. Received: criterion={criterion!r}")
         self.criterion = criterion
         if target_macs is not None:
-            if isinstance(target_macs, bool) or not isinstance(
-                    target_macs, (int, float, np.integer, np.floating)) \
-                    or target_macs <= 0:
-                raise ValueError("target_macs must be a number > 0 (a "
-                                 "fraction of the dense MACs if <= 1). "
-                                 f"Received: target_macs={target_macs!r}")
+            check_target_macs(target_macs)
         self.target_macs = target_macs
-        if isinstance(skip, str):
-            skip = (skip,)
-        self.skip = tuple(skip or ())
-        if isinstance(update_every_epochs, bool) or not isinstance(
-                update_every_epochs, (int, np.integer)) or \
-                update_every_epochs < 1:
-            raise ValueError(
-                "update_every_epochs must be an integer >= 1. Received: "
-                f"update_every_epochs={update_every_epochs!r}")
-        self.update_every_epochs = int(update_every_epochs)
+        if skip is not None:
+            _deprecated("FPGMPruning(skip=...)", "ignored_layers=")
+            ignored_layers = skip
+        if isinstance(ignored_layers, str):
+            ignored_layers = (ignored_layers,)
+        self.ignored_layers = tuple(ignored_layers or ())
+        self.update_every_epochs = check_positive_int(
+            update_every_epochs, "update_every_epochs")
         self.mask_gradients = bool(mask_gradients)
-        self.mix_norm_rate = _check_rate(mix_norm_rate)
+        if mix_norm_rate is not None:
+            _deprecated("FPGMPruning(mix_norm_rate=...)", "mix_norm_ratio=")
+            mix_norm_ratio = mix_norm_rate
+        self.mix_norm_ratio = check_ratio(mix_norm_ratio, "mix_norm_ratio")
         self.seed = int(seed)
         self.verbose = int(verbose)
+        self.round_to = check_positive_int(round_to, "round_to")
         self.history: list = []
         self.skipped: dict = {}
+        self.keep: dict = {}
         self._groups: list = []
         self._layers: list = []
         self._graph = None
+        self._cost = None
         self._in_epoch = False
-        self.effective_rate = self.rate
+        self.effective_ratio = self.ratio
+
+    # -- deprecated names ------------------------------------------------
+    @property
+    def rate(self) -> float:
+        """Deprecated: use ``ratio``."""
+        _deprecated("FPGMPruning.rate", "ratio")
+        return self.ratio
+
+    @property
+    def effective_rate(self) -> float:
+        """Deprecated: use ``effective_ratio``."""
+        _deprecated("FPGMPruning.effective_rate", "effective_ratio")
+        return self.effective_ratio
+
+    @property
+    def skip(self) -> tuple:
+        """Deprecated: use ``ignored_layers``."""
+        _deprecated("FPGMPruning.skip", "ignored_layers")
+        return self.ignored_layers
 
     # -- setup -----------------------------------------------------------
     def _setup(self, model) -> None:
@@ -273,18 +322,17 @@ class FPGMPruning(keras.callbacks.Callback):
                 "layers. Prepare it first: model = tfcomp.pruning."
                 "apply_fpgm(model), then compile and fit.")
         graph = DependencyGraph(model)
-        layers = dict(_iter_paths(model))
+        layers = dict(iter_leaf_layers(model))
         self._graph = graph
+        self._cost = None
         self._groups = []
         self.skipped = {}
+        ignored = ignored_group_ids(graph, self.ignored_layers)
         for g in graph.groups:
             if not g.prunable:
                 self.skipped[g.id] = g.reason
                 continue
-            if g.id in self.skip or any(
-                    m.layer in self.skip
-                    or m.layer.rsplit("/", 1)[-1] in self.skip
-                    for m in g.producers):
+            if g.id in ignored:
                 self.skipped[g.id] = "skipped by the user"
                 continue
             info, reason = self._group_info(g, layers)
@@ -329,40 +377,22 @@ class FPGMPruning(keras.callbacks.Callback):
             return None, "no producer"
         return _GroupInfo(g, outputs, producers), None
 
-    def _rate_for_target(self) -> float:
-        from tfcomp.pruning.plan import Plan, estimate_macs
+    def _resolve_targets(self) -> None:
+        """Kept counts of the managed groups (one resolver for all
+        methods): ``ratio`` or the smallest uniform ratio meeting
+        ``target_macs``, rounded to ``round_to``.
 
-        graph = self._graph
-
-        def macs(rate):
-            removed = {}
-            for info in self._groups:
-                g = info.group
-                n = math.floor(g.size * rate + 1e-9)
-                if n:
-                    removed[g.id] = g.pick_removal(np.arange(g.size), n)
-            return estimate_macs(graph, Plan.from_removed(graph, removed))
-
-        dense = macs(0.0)
-        budget = float(self.target_macs)
-        if budget <= 1.0:
-            budget *= dense
-        if dense <= budget:
-            return 0.0
-        hi = 1.0 - 1e-9
-        if macs(hi) > budget:
-            raise ValueError(
-                f"target_macs={self.target_macs!r} cannot be reached by the "
-                f"prunable groups: at most {dense - macs(hi):,} of {dense:,} "
-                "MACs can be removed.")
-        lo = 0.0
-        for _ in range(20):
-            mid = 0.5 * (lo + hi)
-            if macs(mid) <= budget:
-                hi = mid
-            else:
-                lo = mid
-        return hi
+        FPGM keeps its historical 20 bisection steps, so its budgets (and
+        published figures) reproduce; the ratio may then sit up to 1e-6
+        above the smallest one, removing a channel more in a few groups.
+        """
+        found = resolve(
+            self._graph, self.ratio, target_macs=self.target_macs,
+            round_to=self.round_to,
+            groups=[info.group.id for info in self._groups],
+            bisection_steps=_BISECTION_STEPS)
+        self.effective_ratio = found.ratio
+        self.keep = found.keep
 
     # -- masks -----------------------------------------------------------
     def _set_active(self, value: float) -> None:
@@ -386,6 +416,7 @@ class FPGMPruning(keras.callbacks.Callback):
         """
         if self._graph is None:
             self._setup(self.model)
+            self._resolve_targets()
         masks = {}
         for layer in self._layers:
             masks[id(layer)] = np.ones(
@@ -394,10 +425,9 @@ class FPGMPruning(keras.callbacks.Callback):
         selected = {}
         for info in self._groups:
             g = info.group
-            n = math.floor(g.size * self.effective_rate + 1e-9)
-            n = min(n, g.size - 1)
-            units = select_channels(g, n, self.criterion,
-                                    self.mix_norm_rate, self.seed)
+            units = channels_to_remove(g, g.size - self.keep[g.id],
+                                       self.criterion,
+                                       self.mix_norm_ratio, self.seed)
             selected[g.id] = units
             if units.size == 0:
                 continue
@@ -422,7 +452,7 @@ class FPGMPruning(keras.callbacks.Callback):
             layer.channel_mask_var.assign(masks[id(layer)])
         for var, arr in kernels.values():
             var.assign(arr)
-        record = {"epoch": epoch, "rate": self.effective_rate,
+        record = {"epoch": epoch, "ratio": self.effective_ratio,
                   "masked": {k: v.tolist() for k, v in selected.items()},
                   "num_masked": int(sum(v.size for v in selected.values()))}
         record["macs"] = self._compact_macs(selected)
@@ -434,21 +464,19 @@ class FPGMPruning(keras.callbacks.Callback):
         return selected
 
     def _compact_macs(self, selected) -> int:
-        from tfcomp.pruning.plan import Plan, estimate_macs
-
-        plan = Plan.from_removed(
-            self._graph, {k: v for k, v in selected.items() if v.size})
-        return int(estimate_macs(self._graph, plan))
+        if self._cost is None:
+            self._cost = ChannelMacs(self._graph)
+        graph = self._graph
+        return self._cost.removed_macs(
+            {graph.group(k).index: v for k, v in selected.items() if v.size})
 
     # -- callback hooks --------------------------------------------------
     def on_train_begin(self, logs=None):
         self._setup(self.model)
+        self._resolve_targets()
         if self.target_macs is not None:
-            self.effective_rate = self._rate_for_target()
-            logger.info("FPGMPruning: target_macs=%s -> rate %.4f",
-                        self.target_macs, self.effective_rate)
-        else:
-            self.effective_rate = self.rate
+            logger.info("FPGMPruning: target_macs=%s -> ratio %.4f",
+                        self.target_macs, self.effective_ratio)
         if self._current_masked() == 0:
             # fresh start: prune before the first epoch (official code)
             self.update_masks(epoch=-1)

@@ -24,6 +24,7 @@ import keras
 import numpy as np
 from scipy.spatial.distance import cdist
 
+from tfcomp._io import check_positive_int
 from tfcomp.graph import PASS_THROUGH, PRODUCER
 
 __all__ = [
@@ -118,7 +119,8 @@ def bn_scale(group) -> np.ndarray:
     """
     bn = [m for m in group.members if m.role == PASS_THROUGH
           and any(w[0] == "gamma" for w in m.weights)
-          and m.layer_type.endswith("BatchNormalization")]
+          and isinstance(group.graph.layer(m.layer),
+                         keras.layers.BatchNormalization)]
     if not bn:
         return l1(group)
     return _aggregate(group, lambda w: np.abs(w).sum(axis=1),
@@ -168,13 +170,9 @@ class Taylor:
             self.x, self.y = data
         else:
             self.x, self.y = data, None
-        if batch_size < 1 or max_batches < 1:
-            raise ValueError(
-                "batch_size and max_batches must be >= 1. Received: "
-                f"batch_size={batch_size}, max_batches={max_batches}")
         self.loss = loss
-        self.batch_size = int(batch_size)
-        self.max_batches = int(max_batches)
+        self.batch_size = check_positive_int(batch_size, "batch_size")
+        self.max_batches = check_positive_int(max_batches, "max_batches")
         self._cache: dict = {}
 
     def _loss_fn(self, model):

@@ -24,7 +24,7 @@ Example:
     >>> cb = MagnitudePruning(PolynomialDecay(0.0, 0.8, 0, 2000,
     ...                                       frequency=100))
     >>> model.fit(x, y, epochs=5, callbacks=[cb])
-    >>> deploy = tfcomp.pruning.strip(model)
+    >>> deploy = tfcomp.pruning.strip_pruning(model)
 
 Reference: Han et al., Learning both Weights and Connections for Efficient
 Neural Networks / Deep Compression, arXiv:1506.02626, arXiv:1510.00149;
@@ -42,7 +42,8 @@ import numpy as np
 
 from tfcomp.layers.masked import MaskedConv2D, MaskedDepthwiseConv2D
 from tfcomp.pruning.schedules import PolynomialDecay, get_schedule
-from tfcomp.pruning.strip import masked_layers
+from tfcomp.pruning.targets import check_ratio
+from tfcomp.pruning.wrappers import masked_layers
 
 __all__ = [
     "PATTERNS",
@@ -161,11 +162,12 @@ class MagnitudePruning(keras.callbacks.Callback):
         block_size: ``(rows, output channels)`` block pruned as a unit
             (default ``(1, 1)``: unstructured; ``(1, 4)`` when
             ``pattern="xnnpack"``).
-        skip: layer names or layer classes left dense.
+        ignored_layers: layer names or layer classes left dense.
         pattern: None (every masked layer) or ``"xnnpack"`` (only 1x1
             stride-1 convolutions, the ones XNNPACK's sparse inference runs).
         block_pooling: ``"avg"`` or ``"max"`` |w| per block.
         verbose: 1 prints every mask update.
+        skip: deprecated name of ``ignored_layers``.
 
     Attributes:
         history: one record per update: step, target sparsity, per-layer
@@ -184,9 +186,9 @@ class MagnitudePruning(keras.callbacks.Callback):
         >>> model.fit(x, y, epochs=2, callbacks=[cb])
     """
 
-    def __init__(self, schedule=None, block_size=None, skip=(),
+    def __init__(self, schedule=None, block_size=None, ignored_layers=(),
                  pattern: str | None = None, block_pooling: str = "avg",
-                 verbose: int = 0):
+                 verbose: int = 0, *, skip=None):
         super().__init__()
         if schedule is None:
             schedule = PolynomialDecay(0.0, 0.8, begin_step=0, end_step=1000,
@@ -203,13 +205,17 @@ class MagnitudePruning(keras.callbacks.Callback):
             raise ValueError("block_pooling must be 'avg' or 'max'. "
                              f"Received: block_pooling={block_pooling!r}")
         self.block_pooling = block_pooling
-        if isinstance(skip, (str, type)):
-            skip = (skip,)
-        self.skip = tuple(skip or ())
-        for s in self.skip:
+        if skip is not None:
+            warnings.warn("MagnitudePruning(skip=...) is deprecated; use "
+                          "ignored_layers=.", DeprecationWarning, stacklevel=2)
+            ignored_layers = skip
+        if isinstance(ignored_layers, (str, type)):
+            ignored_layers = (ignored_layers,)
+        self.ignored_layers = tuple(ignored_layers or ())
+        for s in self.ignored_layers:
             if not isinstance(s, (str, type)):
                 raise TypeError(
-                    "skip must hold layer names or layer classes. "
+                    "ignored_layers must hold layer names or layer classes. "
                     f"Received: {s!r}")
         self.verbose = int(verbose)
         self.history: list = []
@@ -217,9 +223,16 @@ class MagnitudePruning(keras.callbacks.Callback):
         self._step = 0
         self._epoch_start = 0
 
+    @property
+    def skip(self) -> tuple:
+        """Deprecated: use ``ignored_layers``."""
+        warnings.warn("MagnitudePruning.skip is deprecated; use "
+                      "ignored_layers.", DeprecationWarning, stacklevel=2)
+        return self.ignored_layers
+
     # -- selection -------------------------------------------------------
     def _skipped(self, layer) -> bool:
-        for s in self.skip:
+        for s in self.ignored_layers:
             if isinstance(s, str) and layer.name == s:
                 return True
             if isinstance(s, type) and isinstance(layer, s):
@@ -240,7 +253,8 @@ class MagnitudePruning(keras.callbacks.Callback):
             raise ValueError(
                 f"MagnitudePruning: nothing to prune in model {model.name!r}:"
                 f" all {len(candidates)} weight-masked layers are skipped "
-                f"(skip={self.skip!r}, pattern={self.pattern!r}).")
+                f"(ignored_layers={self.ignored_layers!r}, "
+                f"pattern={self.pattern!r}).")
         return chosen
 
     # -- state -----------------------------------------------------------
@@ -276,10 +290,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         """
         if not self._layers:
             self._layers = self._select(self.model)
-        sparsity = float(sparsity)
-        if not 0.0 <= sparsity < 1.0:
-            raise ValueError(
-                f"sparsity must be in [0, 1). Received: sparsity={sparsity}")
+        sparsity = check_ratio(float(sparsity), "sparsity")
         achieved = {}
         for layer in self._layers:
             kernel_var = layer._raw_kernel()

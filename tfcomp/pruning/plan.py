@@ -12,15 +12,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
-import os
-import tempfile
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from tfcomp._io import atomic_write_text, check_positive_int
 from tfcomp.graph import DependencyGraph
+from tfcomp.pruning import importance as imp
+from tfcomp.pruning.targets import ChannelMacs, resolve
 
 __all__ = ["Plan", "estimate_macs", "make_plan"]
 
@@ -206,17 +206,7 @@ class Plan:
 
     def save(self, path: str) -> None:
         """Writes the JSON atomically."""
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-plan-")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(self.to_json(indent=1))
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(path, self.to_json(indent=1))
 
     @classmethod
     def load(cls, path: str) -> Plan:
@@ -262,52 +252,13 @@ def _check_units(group, units) -> None:
 # MACs
 
 
-class _MacsModel:
-    """Analytic MACs of pruned versions of one graph (exact for profile's
-    conventions: conv/dense MACs scale with kept in x out channels)."""
-
-    def __init__(self, graph: DependencyGraph):
-        from tfcomp.cost import profile
-
-        self.graph = graph
-        prof = profile(graph.model)
-        self.dense = prof.macs
-        self.items = []  # (macs, layer, handler, [(port, name, macs_flag)])
-        for rec in prof.layers:
-            if not rec.macs or rec.name not in graph._parsed.layers:
-                continue
-            path = rec.name
-            ports = []
-            for p in graph._layer_ports(path):
-                if p.node_key is not None and not p.node_key.endswith("#0"):
-                    continue
-                ports.append(p)
-            self.items.append((rec.macs, graph.layer(path),
-                               graph._b.handlers.get(path), ports))
-
-    def __call__(self, removed: dict) -> int:
-        g = self.graph
-        rc = g._removed_comps(removed)
-        total = 0
-        for macs, layer, handler, ports in self.items:
-            fr = {p.name: float(g._port_keep(p, rc).sum()) / p.size
-                  for p in ports if p.size}
-            scale = handler.macs_scale(fr, layer) if handler else None
-            if scale is None:
-                scale = 1.0
-                for p in ports:
-                    if p.macs and p.size:
-                        scale *= fr[p.name]
-            total += round(macs * scale)
-        return int(total)
-
-
 def estimate_macs(model_or_graph, plan: Plan | None = None) -> int:
     """MACs of the model after ``plan`` without building it.
 
     Uses ``tfcomp.profile`` of the dense model and scales every layer by its
     kept input/output fractions (exact for convolutions, depthwise,
-    separable and dense layers under profile's conventions).
+    separable and dense layers under profile's conventions); the cost model
+    is :class:`tfcomp.pruning.targets.ChannelMacs`.
 
     Example:
         >>> estimate_macs(model, plan) == tfcomp.profile(
@@ -316,47 +267,30 @@ def estimate_macs(model_or_graph, plan: Plan | None = None) -> int:
     """
     graph = _graph(model_or_graph)
     removed = plan.resolve(graph) if plan is not None else {}
-    return _MacsModel(graph)(removed)
+    return ChannelMacs(graph).removed_macs(removed)
 
 
 # ---------------------------------------------------------------------------
 # make_plan
 
 
-def _n_keep(size: int, ratio: float, round_to: int) -> int:
-    n_remove = math.floor(size * ratio + 1e-9)
-    keep = size - n_remove
-    if round_to > 1:
-        keep = min(size, math.ceil(keep / round_to) * round_to)
-    return max(1, keep)
-
-
-def _check_ratio(r, name="ratio") -> float:
-    if isinstance(r, bool) or not isinstance(r, (int, float, np.floating,
-                                                 np.integer)):
-        raise TypeError(f"{name} must be a float in [0, 1). Received: "
-                        f"{name}={r!r}")
-    r = float(r)
-    if not 0.0 <= r < 1.0 or math.isnan(r):
-        raise ValueError(f"{name} must be in [0, 1). Received: {name}={r}")
-    return r
-
-
 def make_plan(model, ratio: float | dict = 0.3,
               importance: str | Callable = "l1", round_to: int = 1,
               target_macs: float | None = None, data=None,
-              seed: int = 0) -> Plan:
+              seed: int = 0, ignored_layers=None) -> Plan:
     """Chooses the channels to remove, group by group, by importance.
 
     Each prunable group loses ``floor(size * ratio)`` channels (the kept
     count rounded up to a multiple of ``round_to``; at least one channel is
-    always kept), those with the lowest importance scores.
+    always kept), those with the lowest importance scores. The target is
+    resolved by :func:`tfcomp.pruning.targets.resolve`.
 
     Args:
         model: a functional / Sequential ``keras.Model`` or its
             ``DependencyGraph``.
         ratio: fraction of channels removed in every prunable group, or
-            ``{group_id: ratio}`` (other groups untouched). In [0, 1).
+            ``{group_id_or_layer: ratio}`` (other groups untouched). In
+            [0, 1).
         importance: ``"l1"``, ``"l2"``, ``"fpgm"``, ``"bn_scale"``,
             ``"random"``, ``"taylor"`` or a callable ``group -> scores``.
         round_to: kept channel counts are multiples of this (e.g. 8 for
@@ -368,6 +302,8 @@ def make_plan(model, ratio: float | dict = 0.3,
             fraction of the dense model's MACs.
         data: ``(x, y)`` for ``importance="taylor"``.
         seed: seed for ``importance="random"``.
+        ignored_layers: layer names (or group ids) whose channel groups are
+            left whole.
 
     Returns:
         A :class:`Plan`; ``plan.meta`` records the criterion, the ratio and
@@ -382,93 +318,39 @@ def make_plan(model, ratio: float | dict = 0.3,
         >>> plan = make_plan(model, ratio=0.5, importance="fpgm")
         >>> plan = make_plan(model, target_macs=0.5, round_to=8)
     """
-    from tfcomp.pruning import importance as imp
-
     graph = _graph(model)
-    if isinstance(round_to, bool) or not isinstance(round_to, (int, np.integer)) \
-            or round_to < 1:
-        raise ValueError(f"round_to must be an integer >= 1. Received: "
-                         f"round_to={round_to!r}")
-    round_to = int(round_to)
-    if isinstance(ratio, dict):
-        if target_macs is not None:
-            raise ValueError(
-                "Give either target_macs or a per-group ratio dict, not "
-                "both. Received: ratio=dict, target_macs="
-                f"{target_macs!r}")
-        ratios = {}
-        for gid, r in ratio.items():
-            g = graph.group(gid)
-            r = _check_ratio(r, f"ratio[{gid!r}]")
-            if r > 0 and not g.prunable:
-                raise ValueError(
-                    f"Group {gid!r} cannot be pruned ({g.reason}). Received:"
-                    f" ratio[{gid!r}]={r}")
-            ratios[g.id] = r
-        targets = [graph.group(gid) for gid in ratios]
-    else:
-        uniform = _check_ratio(ratio)
-        targets = graph.prunable_groups
+    round_to = check_positive_int(round_to, "round_to")
     criterion = imp.get(importance, seed=seed, data=data)
     name = importance if isinstance(importance, str) else getattr(
         importance, "__name__", type(importance).__name__)
-    orders = {}
-    for g in targets:
+
+    def order_of(g) -> np.ndarray:
         s = np.asarray(criterion(g), dtype="float64").ravel()
         if s.shape != (g.size,) or not np.all(np.isfinite(s)):
             raise ValueError(
                 f"importance {name!r} returned {s.shape} scores for group "
                 f"{g.id!r} of size {g.size}; expected ({g.size},) finite "
                 "values.")
-        orders[g.id] = np.argsort(s, kind="stable")
+        return np.argsort(s, kind="stable")
 
-    def select(r_of) -> dict:
-        out = {}
-        for g in targets:
-            r = r_of(g)
-            n_remove = g.size - _n_keep(g.size, r, round_to)
-            if n_remove > 0:
-                out[g.index] = g.pick_removal(orders[g.id], n_remove)
-        return out
-
+    found = resolve(graph, ratio, target_macs=target_macs,
+                    round_to=round_to, ignored_layers=ignored_layers,
+                    orders=order_of)
+    removed = {}
+    for gid, keep in found.keep.items():
+        g = graph.group(gid)
+        if keep < g.size:
+            removed[g.id] = g.pick_removal(found.orders[g.id],
+                                           g.size - keep)
     meta = {"importance": name, "round_to": round_to, "seed": int(seed)}
-    macs_model = None
-    if target_macs is not None:
-        macs_model = _MacsModel(graph)
-        budget = float(target_macs)
-        if budget <= 0:
-            raise ValueError(f"target_macs must be > 0. Received: "
-                             f"target_macs={target_macs!r}")
-        if budget <= 1.0:
-            budget = budget * macs_model.dense
-        hi = 1.0 - 1e-9
-        if macs_model(select(lambda g: 0.0)) <= budget:
-            uniform = 0.0
-        else:
-            smallest = macs_model(select(lambda g: hi))
-            if smallest > budget:
-                raise ValueError(
-                    f"target_macs={target_macs!r} cannot be reached: keeping "
-                    f"{round_to} channel(s) per group still costs "
-                    f"{smallest:,} MACs (dense: {macs_model.dense:,}).")
-            lo = 0.0
-            for _ in range(40):
-                mid = 0.5 * (lo + hi)
-                if macs_model(select(lambda g, m=mid: m)) <= budget:
-                    hi = mid
-                else:
-                    lo = mid
-            uniform = hi
-        meta["target_macs"] = int(budget)
-    if isinstance(ratio, dict):
-        removed = select(lambda g: ratios[g.id])
-        meta["ratio"] = dict(ratios)
-    else:
-        removed = select(lambda g: uniform)
-        meta["ratio"] = float(uniform)
-    if macs_model is not None:
-        meta["macs_before"] = int(macs_model.dense)
-        meta["macs_after"] = int(macs_model(removed))
-    by_index = {g.index: g.id for g in graph.groups}
-    return Plan.from_removed(
-        graph, {by_index[i]: u for i, u in removed.items()}, meta)
+    if ignored_layers:
+        meta["ignored_layers"] = ([ignored_layers]
+                                  if isinstance(ignored_layers, str)
+                                  else list(ignored_layers))
+    if found.target_macs is not None:
+        meta["target_macs"] = found.target_macs
+    meta["ratio"] = found.ratio
+    if found.target_macs is not None:
+        meta["macs_before"] = found.dense_macs
+        meta["macs_after"] = found.macs
+    return Plan.from_removed(graph, removed, meta)

@@ -17,10 +17,10 @@ Example:
 
 from __future__ import annotations
 
-import math
-
 import keras
 import numpy as np
+
+from tfcomp.pruning.targets import check_ratio
 
 __all__ = [
     "ConstantSparsity",
@@ -28,18 +28,6 @@ __all__ = [
     "PruningSchedule",
     "get_schedule",
 ]
-
-
-def _check_sparsity(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(
-            value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a float in [0, 1). Received: "
-                        f"{name}={value!r}")
-    value = float(value)
-    if math.isnan(value) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1). Received: "
-                         f"{name}={value}")
-    return value
 
 
 def _check_int(value, name: str, minimum: int) -> int:
@@ -127,7 +115,7 @@ class ConstantSparsity(PruningSchedule):
 
     def __init__(self, target_sparsity: float, begin_step: int = 0,
                  end_step: int = -1, frequency: int = 100):
-        self.target_sparsity = _check_sparsity(target_sparsity,
+        self.target_sparsity = check_ratio(target_sparsity,
                                                "target_sparsity")
         self.begin_step = _check_int(begin_step, "begin_step", 0)
         self.end_step = _check_int(end_step, "end_step", -1)
@@ -178,9 +166,9 @@ class PolynomialDecay(PruningSchedule):
     def __init__(self, initial_sparsity: float, final_sparsity: float,
                  begin_step: int, end_step: int, power: float = 3,
                  frequency: int = 100):
-        self.initial_sparsity = _check_sparsity(initial_sparsity,
+        self.initial_sparsity = check_ratio(initial_sparsity,
                                                 "initial_sparsity")
-        self.final_sparsity = _check_sparsity(final_sparsity,
+        self.final_sparsity = check_ratio(final_sparsity,
                                                "final_sparsity")
         self.begin_step = _check_int(begin_step, "begin_step", 0)
         self.end_step = _check_int(end_step, "end_step", 0)

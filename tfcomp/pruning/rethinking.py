@@ -1,7 +1,8 @@
 """Rethinking the Value of Network Pruning: train the pruned architecture
 from scratch.
 
-``scratch(pruned_model, mode, base_epochs, dense_macs)`` keeps only the
+``scratch_setup(pruned_model, mode, base_epochs, dense_macs)`` keeps only
+the
 pruned model's architecture (its channel counts), re-initialises every
 weight, and says how long to train it:
 
@@ -15,9 +16,9 @@ CIFAR schedule), via :class:`LearningRateDrops` or
 :meth:`ScratchSetup.lr_schedule`.
 
 Example:
-    >>> small = tfcomp.pruning.strip(fpgm_model)
-    >>> setup = tfcomp.pruning.scratch(small, mode="B", base_epochs=20,
-    ...                                dense_macs=dense_model)
+    >>> small = tfcomp.pruning.strip_pruning(fpgm_model)
+    >>> setup = tfcomp.pruning.scratch_setup(small, mode="B", base_epochs=20,
+    ...                                      dense_macs=dense_model)
     >>> setup.model.compile(keras.optimizers.SGD(0.1, momentum=0.9), ...)
     >>> setup.model.fit(x, y, epochs=setup.epochs,
     ...                 callbacks=setup.callbacks)
@@ -33,7 +34,11 @@ import math
 
 import keras
 
-__all__ = ["LearningRateDrops", "ScratchSetup", "scratch", "scratch_epochs"]
+from tfcomp.cost import profile
+from tfcomp.pruning.wrappers import has_pruning_state, strip_pruning
+
+__all__ = ["LearningRateDrops", "ScratchSetup", "scratch_epochs",
+           "scratch_setup"]
 
 MODES = ("E", "B")
 
@@ -203,8 +208,6 @@ def _macs(model_or_macs) -> int | None:
     if model_or_macs is None:
         return None
     if isinstance(model_or_macs, keras.Model):
-        from tfcomp.cost import profile
-
         return int(profile(model_or_macs).macs)
     if isinstance(model_or_macs, bool) or not isinstance(
             model_or_macs, (int, float)) or model_or_macs <= 0:
@@ -213,14 +216,15 @@ def _macs(model_or_macs) -> int | None:
     return int(model_or_macs)
 
 
-def scratch(pruned_model: keras.Model, mode: str = "B", base_epochs: int = 1,
-            dense_macs=None, max_epoch_factor: float | None = None,
-            seed: int | None = 0, lr_drops=(0.5, 0.75),
-            lr_factor: float = 0.1) -> ScratchSetup:
+def scratch_setup(pruned_model: keras.Model, mode: str = "B",
+                  base_epochs: int = 1, dense_macs=None,
+                  max_epoch_factor: float | None = None,
+                  seed: int | None = 0, lr_drops=(0.5, 0.75),
+                  lr_factor: float = 0.1) -> ScratchSetup:
     """Fresh-initialised copy of a pruned architecture and its epoch budget.
 
     A model still holding training-time pruning state (masked layers) is
-    first :func:`tfcomp.pruning.strip`-ped, so "the pruned architecture" is
+    first :func:`tfcomp.pruning.strip_pruning`-ped, so "the pruned architecture" is
     the compact one. No weight is inherited: every layer is rebuilt from
     its config and its initialisers run again.
 
@@ -244,19 +248,16 @@ def scratch(pruned_model: keras.Model, mode: str = "B", base_epochs: int = 1,
     2019, arXiv:1810.05270.
 
     Example:
-        >>> setup = scratch(small, "B", base_epochs=10, dense_macs=big)
+        >>> setup = scratch_setup(small, "B", base_epochs=10, dense_macs=big)
         >>> setup.epochs
     """
-    from tfcomp.cost import profile
-    from tfcomp.pruning.strip import has_pruning_state, strip
-
     if not isinstance(pruned_model, keras.Model):
         raise TypeError("pruned_model must be a keras.Model. Received: "
                         f"{type(pruned_model).__name__}")
     if mode not in MODES:
         raise ValueError(f"mode must be 'E' or 'B'. Received: mode={mode!r}")
     if has_pruning_state(pruned_model):
-        pruned_model = strip(pruned_model)
+        pruned_model = strip_pruning(pruned_model)
     dense = _macs(dense_macs)
     macs = int(profile(pruned_model).macs)
     epochs = scratch_epochs(base_epochs, mode, dense, macs, max_epoch_factor)

@@ -1,4 +1,4 @@
-"""strip(): masked training-time models -> plain deployable Keras models."""
+"""strip_pruning(): masked training-time models -> plain deployable Keras models."""
 
 import os
 import warnings
@@ -11,11 +11,11 @@ import tfcomp
 from tfcomp.layers.masked import MaskedLayer
 from tfcomp.pruning.fpgm import FPGMPruning
 from tfcomp.pruning.magnitude import MagnitudePruning
-from tfcomp.pruning.strip import (
+from tfcomp.pruning.wrappers import (
     apply_fpgm,
     apply_magnitude_pruning,
     has_pruning_state,
-    strip,
+    strip_pruning,
 )
 
 
@@ -40,11 +40,11 @@ def _perturb_bn(model, seed=0):
 def test_strip_fpgm_resnet_equals_masked_model():
     model = apply_fpgm(tfcomp.zoo.resnet(depth=8, width=8))
     _perturb_bn(model)
-    cb = FPGMPruning(rate=0.5)
+    cb = FPGMPruning(ratio=0.5)
     cb.set_model(model)
     cb.update_masks()
     x = _x()
-    small = strip(model)
+    small = strip_pruning(model)
     assert not has_pruning_state(small)
     assert not any(isinstance(lyr, MaskedLayer) for lyr in small.layers)
     np.testing.assert_allclose(small(x), model(x), atol=1e-5)
@@ -58,14 +58,14 @@ def test_strip_fpgm_resnet_equals_masked_model():
 def test_strip_after_keras_round_trip(tmp_path):
     model = apply_fpgm(tfcomp.zoo.resnet(depth=8, width=8))
     _perturb_bn(model, 1)
-    cb = FPGMPruning(rate=0.25, criterion="l2")
+    cb = FPGMPruning(ratio=0.25, criterion="l2")
     cb.set_model(model)
     cb.update_masks()
     path = os.path.join(tmp_path, "m.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
     x = _x(seed=1)
-    np.testing.assert_allclose(strip(loaded)(x), model(x), atol=1e-5)
+    np.testing.assert_allclose(strip_pruning(loaded)(x), model(x), atol=1e-5)
 
 
 def test_strip_magnitude_gives_plain_layers_with_zeros():
@@ -74,7 +74,7 @@ def test_strip_magnitude_gives_plain_layers_with_zeros():
     cb = MagnitudePruning(0.7)
     cb.set_model(model)
     cb.update_masks(0.7)
-    plain = strip(model)
+    plain = strip_pruning(model)
     x = _x()
     np.testing.assert_allclose(plain(x), model(x), atol=1e-5)
     for name in ("stem_conv", "s2b1_conv2", "logits"):
@@ -91,11 +91,11 @@ def test_strip_without_pruning_state_returns_model_with_note(caplog):
     model = tfcomp.zoo.resnet(depth=8, width=8)
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        out = strip(model)
+        out = strip_pruning(model)
     assert out is model
     assert any("no tfcomp pruning state" in str(m.message) for m in w)
 
 
 def test_strip_rejects_non_models():
     with pytest.raises(TypeError, match="keras.Model"):
-        strip("model.keras")
+        strip_pruning("model.keras")

@@ -1,17 +1,18 @@
-"""Wrapping models into masked layers, and ``strip``: back to plain Keras.
+"""Wrapping models into masked layers, and ``strip_pruning``: back to
+plain Keras.
 
 ``apply_magnitude_pruning`` / ``apply_fpgm`` return a clone of a model in
 which every supported layer is replaced by its masked twin from
 :mod:`tfcomp.layers.masked` (same name, same config, same weights, masks
-all ones). ``strip`` does the reverse for deployment: magnitude masks
-become zeros in ordinary layers, FPGM channel masks become physically
+all ones). ``strip_pruning`` does the reverse for deployment: magnitude
+masks become zeros in ordinary layers, FPGM channel masks become physically
 removed channels (``tfcomp.pruning.prune_channels``).
 
 Example:
     >>> model = tfcomp.pruning.apply_fpgm(tfcomp.zoo.resnet(depth=8))
     >>> model.compile("sgd", "sparse_categorical_crossentropy")
     >>> model.fit(x, y, epochs=3, callbacks=[tfcomp.pruning.FPGMPruning(0.5)])
-    >>> small = tfcomp.pruning.strip(model)   # fewer channels, same outputs
+    >>> small = tfcomp.pruning.strip_pruning(model)  # fewer channels
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import warnings
 import keras
 import numpy as np
 
+from tfcomp.graph import PASS_THROUGH, PRODUCER, DependencyGraph
+from tfcomp.graph.walk import iter_leaf_layers, leaf_layers
 from tfcomp.layers.masked import MaskedLayer, masked_class_for, plain_class_of
 
 __all__ = [
@@ -29,7 +32,7 @@ __all__ = [
     "apply_magnitude_pruning",
     "has_pruning_state",
     "masked_layers",
-    "strip",
+    "strip_pruning",
 ]
 
 logger = logging.getLogger("tfcomp.pruning")
@@ -39,21 +42,6 @@ _WEIGHT_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
                  keras.layers.Dense)
 
 
-def _iter_paths(model, prefix: str = ""):
-    """``(path, layer)`` for every leaf layer (``outer/inner`` if nested)."""
-    for layer in model.layers:
-        if isinstance(layer, keras.Model) and hasattr(layer, "layers"):
-            yield from _iter_paths(layer, f"{prefix}{layer.name}/")
-        else:
-            yield f"{prefix}{layer.name}", layer
-
-
-def _iter_layers(model):
-    """Every leaf layer of a (possibly nested) model."""
-    for _, layer in _iter_paths(model):
-        yield layer
-
-
 def masked_layers(model, kind: str | None = None) -> list:
     """Masked layers of a model (``kind``: None, "weight" or "channel").
 
@@ -61,7 +49,7 @@ def masked_layers(model, kind: str | None = None) -> list:
         >>> [l.name for l in masked_layers(model, "weight")]
     """
     out = []
-    for layer in _iter_layers(model):
+    for layer in leaf_layers(model):
         if not isinstance(layer, MaskedLayer):
             continue
         if kind == "weight" and not layer.weight_mask:
@@ -94,8 +82,8 @@ def _check_model(model, name="model"):
 
 def _copy_weights(src_model, dst_model, transform=None) -> None:
     """Copies variables by layer path and variable name."""
-    src = dict(_iter_paths(src_model))
-    for path, layer in _iter_paths(dst_model):
+    src = dict(iter_leaf_layers(src_model))
+    for path, layer in iter_leaf_layers(dst_model):
         old = src.get(path)
         if old is None or not old.weights:
             continue
@@ -112,7 +100,7 @@ def _wrap(model, weight_mask: bool, channel_mask: bool, layers=None):
     _check_model(model)
     names = None if layers is None else set(layers)
     if names is not None:
-        known = {lyr.name for lyr in _iter_layers(model)}
+        known = {lyr.name for lyr in leaf_layers(model)}
         missing = sorted(names - known)
         if missing:
             raise ValueError(f"layers {missing} are not in model "
@@ -194,7 +182,7 @@ def apply_fpgm(model: keras.Model, layers=None) -> keras.Model:
 
 
 # ---------------------------------------------------------------------------
-# strip
+# strip_pruning
 
 
 def _effective_arrays(layer) -> dict:
@@ -241,11 +229,10 @@ def _channel_plan(masked_model, plain):
     """A Plan removing every channel that is masked in all the places that
     could make it non-zero (every producer and every weighted
     pass-through layer of its group)."""
-    from tfcomp.graph import PASS_THROUGH, PRODUCER, DependencyGraph
     from tfcomp.pruning.plan import Plan
 
     graph = DependencyGraph(plain)
-    layers = dict(_iter_paths(masked_model))
+    layers = dict(iter_leaf_layers(masked_model))
     removed = {}
     for g in graph.prunable_groups:
         dead = np.ones(g.size, bool)
@@ -271,11 +258,11 @@ def _channel_plan(masked_model, plain):
         if dead.all():  # never remove a whole group; keep one channel
             dead[np.flatnonzero(dead)[0]] = False
         removed[g.id] = np.flatnonzero(dead)
-    return graph, Plan.from_removed(graph, removed,
-                                    meta={"source": "tfcomp.pruning.strip"})
+    meta = {"source": "tfcomp.pruning.strip_pruning"}
+    return graph, Plan.from_removed(graph, removed, meta=meta)
 
 
-def strip(model: keras.Model) -> keras.Model:
+def strip_pruning(model: keras.Model) -> keras.Model:
     """Turns training-time pruning state into a plain deployable model.
 
     * Weight (magnitude) masks are folded into ordinary Keras layers: the
@@ -298,14 +285,14 @@ def strip(model: keras.Model) -> keras.Model:
         A new ``keras.Model`` of plain Keras layers (not compiled).
 
     Example:
-        >>> small = tfcomp.pruning.strip(model)
+        >>> small = tfcomp.pruning.strip_pruning(model)
         >>> np.allclose(small(x), model(x), atol=1e-5)
         True
     """
     _check_model(model)
     if not has_pruning_state(model):
-        msg = (f"strip: model {model.name!r} has no tfcomp pruning state "
-               "(no masked layers); returning it unchanged.")
+        msg = (f"strip_pruning: model {model.name!r} has no tfcomp pruning "
+               "state (no masked layers); returning it unchanged.")
         logger.warning(msg)
         warnings.warn(msg, UserWarning, stacklevel=2)
         return model
@@ -318,7 +305,7 @@ def strip(model: keras.Model) -> keras.Model:
     if not plan.removed:
         return plain
     small = prune_channels(plain, plan, graph=graph)
-    logger.info("strip: removed %d channels in %d groups of %r",
+    logger.info("strip_pruning: removed %d channels in %d groups of %r",
                 plan.num_removed(), len(plan.removed), model.name)
     return small
 

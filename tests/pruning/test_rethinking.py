@@ -6,8 +6,12 @@ import pytest
 
 import tfcomp
 from tfcomp.pruning.fpgm import FPGMPruning
-from tfcomp.pruning.scratch import LearningRateDrops, scratch, scratch_epochs
-from tfcomp.pruning.strip import apply_fpgm, strip
+from tfcomp.pruning.rethinking import (
+    LearningRateDrops,
+    scratch_epochs,
+    scratch_setup,
+)
+from tfcomp.pruning.wrappers import apply_fpgm, strip_pruning
 
 
 def test_scratch_b_epoch_formula():
@@ -27,15 +31,15 @@ def test_scratch_b_epoch_formula():
 def _pruned_pair():
     dense = tfcomp.zoo.resnet(depth=8, width=8)
     masked = apply_fpgm(dense)
-    cb = FPGMPruning(rate=0.5)
+    cb = FPGMPruning(ratio=0.5)
     cb.set_model(masked)
     cb.update_masks()
-    return dense, masked, strip(masked)
+    return dense, masked, strip_pruning(masked)
 
 
 def test_scratch_model_shares_no_weights_and_keeps_architecture():
     dense, masked, small = _pruned_pair()
-    setup = scratch(small, mode="B", base_epochs=4, dense_macs=dense, seed=3)
+    setup = scratch_setup(small, mode="B", base_epochs=4, dense_macs=dense, seed=3)
     fresh = setup.model
     assert setup.macs == tfcomp.profile(small).macs
     assert setup.dense_macs == tfcomp.profile(dense).macs
@@ -50,7 +54,7 @@ def test_scratch_model_shares_no_weights_and_keeps_architecture():
             assert not np.allclose(keras.ops.convert_to_numpy(a),
                                    keras.ops.convert_to_numpy(b))
     # a masked model is stripped first: same compact architecture
-    setup_e = scratch(masked, mode="E", base_epochs=4)
+    setup_e = scratch_setup(masked, mode="E", base_epochs=4)
     assert setup_e.epochs == 4
     assert [tuple(v.shape) for v in setup_e.model.weights] == \
         [tuple(v.shape) for v in small.weights]
@@ -70,15 +74,15 @@ def test_learning_rate_drops_at_half_and_three_quarters():
                      callbacks=[cb])
     np.testing.assert_allclose(hist.history["learning_rate"],
                                [0.2, 0.2, 0.02, 0.002], rtol=1e-6)
-    setup_sched = scratch(model, "E", base_epochs=4).lr_schedule(0.2, 10)
+    setup_sched = scratch_setup(model, "E", base_epochs=4).lr_schedule(0.2, 10)
     assert float(setup_sched(25)) == pytest.approx(0.02)
 
 
 def test_scratch_errors():
     with pytest.raises(TypeError, match="keras.Model"):
-        scratch("small.keras")
+        scratch_setup("small.keras")
     model = tfcomp.zoo.resnet(depth=8, width=8)
     with pytest.raises(ValueError, match="mode must be"):
-        scratch(model, mode="X")
+        scratch_setup(model, mode="X")
     with pytest.raises(ValueError, match="dense_macs"):
-        scratch(model, mode="B", base_epochs=3, dense_macs=-5)
+        scratch_setup(model, mode="B", base_epochs=3, dense_macs=-5)
