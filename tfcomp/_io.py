@@ -27,7 +27,7 @@ import numpy as np
 __all__ = [
     "atomic_path", "atomic_write_bytes", "atomic_write_text",
     "atomic_write_json", "atomic_save_keras", "as_arrays", "iter_batches",
-    "check_fraction", "check_positive_int",
+    "check_fraction", "check_positive_int", "read_json",
 ]
 
 
@@ -333,3 +333,27 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
         raise ValueError(f"{name} must be an integer >= {minimum}. "
                          f"Received: {name}={value!r}")
     return int(value)
+
+
+# ------------------------------------------------------------- reading
+
+
+def read_json(path, what: str = "file"):
+    """The JSON document in ``path``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message names
+            ``what``).
+        ValueError: the file is not valid JSON.
+
+    Example:
+        >>> read_json("results.json", "results file")["rows"]
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} not found: {path!r}")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} {path!r} is not valid JSON: {e}") from e

@@ -16,6 +16,13 @@ Conventions (the ones the MobileNet papers use, so published figures match):
   attributes (tfcomp's quantized layers) contributes its own widths; the
   ``bits`` argument overrides both.
 * BOPs = MACs * w_bits * a_bits; activation bytes = output elements * a_bits/8.
+* Size = params * w_bits / 8 bytes, bias included.
+
+The formulas are public so that every consumer uses the same ones:
+:func:`weight_count`, :func:`param_count`, :func:`layer_macs`,
+:func:`bops`, :func:`size_bytes`, :func:`activation_bytes`
+(``tfcomp.hardware.LayerSpec``, HAQ / DNAS costs and pruning targets call
+them; none keeps a formula of its own).
 
 Example:
     >>> import keras, tfcomp
@@ -28,15 +35,104 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:  # Keras is imported on first use: ``import tfcomp`` and
     import keras  # ``tfcomp --help`` stay free of TensorFlow.
 
-__all__ = ["LayerProfile", "ModelProfile", "profile"]
+__all__ = [
+    "FLOAT_BITS", "LayerProfile", "ModelProfile", "activation_bytes", "bops",
+    "layer_macs", "param_count", "profile", "size_bytes", "weight_count",
+]
 
 FLOAT_BITS = 32
+
+
+# ------------------------------------------------------------- the formulas
+
+
+def weight_count(kernel_size, cin: int, cout: int, groups: int = 1) -> int:
+    """Kernel weights of a convolution or dense layer (no bias):
+    ``prod(kernel_size) * (cin // groups) * cout``.
+
+    Args:
+        kernel_size: spatial kernel, e.g. ``(3, 3)``; ``()`` for dense.
+        cin, cout: input and output channels.
+        groups: convolution groups (``cin`` for a depthwise convolution,
+            whose ``cout`` is ``cin * depth_multiplier``).
+
+    Example:
+        >>> weight_count((3, 3), 16, 32)
+        4608
+        >>> weight_count((3, 3), 8, 16, groups=8)  # depthwise, multiplier 2
+        144
+    """
+    cin, cout, groups = int(cin), int(cout), int(groups)
+    if groups < 1 or cin % groups:
+        raise ValueError(f"groups must divide cin. Received: groups={groups},"
+                         f" cin={cin}")
+    return _prod(kernel_size) * (cin // groups) * cout
+
+
+def param_count(kernel_size, cin: int, cout: int, groups: int = 1,
+                use_bias: bool = True) -> int:
+    """Parameters of a convolution or dense layer: kernel weights plus
+    ``cout`` biases when ``use_bias``.
+
+    Example:
+        >>> param_count((), 64, 10)  # Dense(10) on 64 features
+        650
+    """
+    return weight_count(kernel_size, cin, cout, groups) + (
+        int(cout) if use_bias else 0)
+
+
+def layer_macs(positions: int, kernel_size, cin: int, cout: int,
+               groups: int = 1) -> int:
+    """MACs of a convolution or dense layer: ``positions`` (output pixels
+    times batch; input pixels for a transposed convolution; the input's
+    middle axes for dense) times :func:`weight_count`.
+
+    Example:
+        >>> layer_macs(14 * 14, (3, 3), 16, 32)  # 3x3 conv, 14x14 output
+        903168
+    """
+    return int(positions) * weight_count(kernel_size, cin, cout, groups)
+
+
+def bops(macs: int, w_bits: int, a_bits: int) -> int:
+    """Bit operations: ``macs * w_bits * a_bits``.
+
+    Example:
+        >>> bops(1000, 4, 8)
+        32000
+    """
+    return int(macs) * int(w_bits) * int(a_bits)
+
+
+def size_bytes(params: int, w_bits: int) -> float:
+    """Bytes of ``params`` weights stored at ``w_bits`` bits:
+    ``params * w_bits / 8`` (the profile's size; pass the bias in
+    ``params``).
+
+    Example:
+        >>> size_bytes(650, 4)
+        325.0
+    """
+    return int(params) * int(w_bits) / 8
+
+
+def activation_bytes(elements: int, a_bits: int) -> float:
+    """Bytes of ``elements`` activations at ``a_bits`` bits.
+
+    Example:
+        >>> activation_bytes(1024, 8)
+        1024.0
+    """
+    return int(elements) * int(a_bits) / 8
+
 
 # Layers with no MACs by convention (element-wise or data movement).
 _ZERO_MAC_LAYERS = (
@@ -86,6 +182,11 @@ class LayerProfile:
     act_bytes: float = 0.0
     note: str = ""
 
+    @property
+    def size_bytes(self) -> float:
+        """Bytes of the layer's weights at ``w_bits`` (:func:`size_bytes`)."""
+        return size_bytes(self.params, self.w_bits)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["output_shape"] = list(self.output_shape)
@@ -105,22 +206,18 @@ class ModelProfile:
     name: str
     layers: list
 
-    @property
-    def macs(self) -> int:
-        return int(sum(r.macs for r in self.layers))
+    def _total(self, key: str) -> int:
+        return int(sum(getattr(r, key) for r in self.layers))
 
-    @property
-    def params(self) -> int:
-        return int(sum(r.params for r in self.layers))
-
-    @property
-    def bops(self) -> int:
-        return int(sum(r.bops for r in self.layers))
+    macs = property(lambda self: self._total("macs"), doc="Total MACs.")
+    params = property(lambda self: self._total("params"),
+                      doc="Total parameters.")
+    bops = property(lambda self: self._total("bops"), doc="Total BOPs.")
 
     @property
     def weight_bytes(self) -> float:
         """Bytes of all weights stored at their own bit-widths."""
-        return float(sum(r.params * r.w_bits / 8 for r in self.layers))
+        return float(sum(r.size_bytes for r in self.layers))
 
     @property
     def unknown_layers(self) -> list:
@@ -184,12 +281,6 @@ def _shape(t) -> tuple:
     return tuple(int(d) if d is not None else None for d in t.shape)
 
 
-def _first(x):
-    while isinstance(x, (list, tuple)):
-        x = x[0]
-    return x
-
-
 def _io_shapes(layer) -> tuple[list, list]:
     """Input and output shapes (with batch axis) of a layer's first call."""
     try:
@@ -208,51 +299,63 @@ def _prod(xs: Iterable) -> int:
     return int(math.prod(int(x) for x in xs))
 
 
+def _kernel_macs(positions: int, kernel_shape) -> int:
+    """:func:`layer_macs` of a kernel ``(*k, cin/groups, cout)`` (or
+    ``(*k, cout, cin)``: the product is the same)."""
+    shape = tuple(int(d) for d in kernel_shape)
+    return layer_macs(positions, shape[:-2], shape[-2], shape[-1])
+
+
+@functools.lru_cache(maxsize=None)
+def _keras_classes(names: tuple) -> tuple:
+    import keras
+
+    return tuple(c for c in (getattr(keras.layers, n, None) for n in names)
+                 if isinstance(c, type))
+
+
 def _count_macs(layer, in_shapes, out_shapes) -> tuple[int, str]:
-    """MACs of one layer (batch 1) and a note."""
+    """MACs of one layer (batch 1) and a note.
+
+    tfcomp's own layers subclass Keras ones (QuantConv2D -> Conv2D), so the
+    ``isinstance`` checks count them like their parent.
+    """
+    import keras
+
     cls = type(layer).__name__
-    base = _keras_base_name(layer)
+    L = keras.layers
     if not in_shapes or not out_shapes:
         return 0, "not called in the graph"
     x, y = in_shapes[0], out_shapes[0]
-    if base in ("Conv1D", "Conv2D", "Conv3D"):
+    if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)):
         kernel = layer.kernel.shape  # (*k, cin/groups, cout)
-        return _prod(y[1:-1]) * _prod(kernel), ""
-    if base in ("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"):
+        return _kernel_macs(_prod(y[1:-1]), kernel), ""
+    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose,
+                          L.Conv3DTranspose)):
         kernel = layer.kernel.shape  # (*k, cout, cin)
-        return _prod(x[1:-1]) * _prod(kernel), ""
-    if base in ("DepthwiseConv1D", "DepthwiseConv2D"):
+        return _kernel_macs(_prod(x[1:-1]), kernel), ""
+    if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
         kernel = layer.kernel.shape  # (*k, cin, dm)
-        return _prod(y[1:-1]) * _prod(kernel), ""
-    if base in ("SeparableConv1D", "SeparableConv2D"):
+        return _kernel_macs(_prod(y[1:-1]), kernel), ""
+    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
         dk = layer.depthwise_kernel.shape  # (*k, cin, dm)
         pk = layer.pointwise_kernel.shape  # (1.., cin*dm, cout)
-        return _prod(y[1:-1]) * (_prod(dk) + _prod(pk)), ""
-    if base in ("Dense", "EinsumDense"):
-        if base == "Dense":
-            return _prod(x[1:-1]) * _prod(layer.kernel.shape), ""
+        positions = _prod(y[1:-1])
+        return (_kernel_macs(positions, dk)
+                + _kernel_macs(positions, pk)), ""
+    if isinstance(layer, L.Dense):
+        return _kernel_macs(_prod(x[1:-1]), layer.kernel.shape), ""
+    if isinstance(layer, L.EinsumDense):
         return _prod(y[1:]) * _prod(x[1:]) // max(1, _prod(y[1:-1])), (
             "EinsumDense: approximate")
-    if cls in _ZERO_MAC_LAYERS or base in _ZERO_MAC_LAYERS:
+    # tfcomp's activation quantizers are matched by name: this module sits
+    # below tfcomp.layers and cannot import them.
+    if cls in _ZERO_MAC_LAYERS or isinstance(
+            layer, _keras_classes(_ZERO_MAC_LAYERS)):
         return 0, ""
     if hasattr(layer, "tfcomp_macs"):
         return int(layer.tfcomp_macs(in_shapes, out_shapes)), ""
     return 0, f"unknown layer type {cls}: counted as 0 MACs"
-
-
-def _keras_base_name(layer) -> str:
-    """Name of the first keras.layers class in the layer's MRO.
-
-    tfcomp's own layers subclass Keras ones (QuantConv2D -> Conv2D), so they
-    are counted like their parent.
-    """
-    import keras
-
-    for klass in type(layer).__mro__:
-        if klass.__module__.startswith("keras") and hasattr(
-                keras.layers, klass.__name__):
-            return klass.__name__
-    return type(layer).__name__
 
 
 def _layer_bits(layer, bits: dict | None, name: str) -> tuple[int, int]:
@@ -286,8 +389,8 @@ def _walk(model, prefix: str, bits, records: list) -> None:
             macs=int(macs),
             w_bits=w_bits,
             a_bits=a_bits,
-            bops=int(macs) * w_bits * a_bits,
-            act_bytes=act_elems * a_bits / 8,
+            bops=bops(macs, w_bits, a_bits),
+            act_bytes=activation_bytes(act_elems, a_bits),
             note=note,
         ))
 

@@ -23,10 +23,11 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
+
+from tfcomp._io import atomic_path, atomic_write_text, read_json
 
 __all__ = [
     "collect_results",
@@ -79,15 +80,7 @@ def load_results(results) -> dict:
         {'stage': 'a', 'accuracy': 0.9}
     """
     if isinstance(results, (str, os.PathLike)):
-        if not os.path.isfile(results):
-            raise FileNotFoundError(f"results file not found: {results!r}")
-        try:
-            with open(results) as f:
-                results = json.load(f)
-        except json.JSONDecodeError as e:
-            raise ValueError(
-                f"results file {str(results)!r} is not valid JSON: {e}"
-            ) from e
+        results = read_json(results, "results file")
     if isinstance(results, list):
         results = {"rows": results}
     if not isinstance(results, dict) or not isinstance(
@@ -130,14 +123,20 @@ def merge_results(base, extra) -> dict:
     return out
 
 
-_CHANNEL_TYPES = ("Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D",
-                  "Dense", "QuantConv2D", "QuantDepthwiseConv2D",
-                  "QuantDense")
+def _channels(model, profile) -> dict:
+    """``{layer: output channels}`` of the conv / dense layers (tfcomp's
+    quantized layers subclass them)."""
+    import keras
 
+    from tfcomp.graph.walk import iter_leaf_layers
 
-def _channels(profile) -> dict:
+    L = keras.layers
+    kinds = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D,
+             L.Dense)
+    paths = {path for path, layer in iter_leaf_layers(model)
+             if isinstance(layer, kinds)}
     return {r.name: int(r.output_shape[-1]) for r in profile.layers
-            if r.type in _CHANNEL_TYPES and r.output_shape}
+            if r.name in paths and r.output_shape}
 
 
 def hardware_table(hardware, model, bits=None) -> dict:
@@ -248,9 +247,9 @@ def collect_results(models: dict, data=None, tflite=None, table=None,
     out = {"rows": rows}
     labels = list(models)
     if labels:
-        ref = _channels(profiles[labels[0]])
+        ref = _channels(models[labels[0]], profiles[labels[0]])
         for label in reversed(labels[1:]):
-            ch = _channels(profiles[label])
+            ch = _channels(models[label], profiles[label])
             diff = {n: [ch[n], ref[n]] for n in ch if n in ref}
             if any(k != t for k, t in diff.values()):
                 out["channels"] = diff
@@ -278,6 +277,11 @@ def _plt():
     return plt
 
 
+def _savefig(fig, path: str) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+
+
 def _scatter(rows, key, label, path, scale=1.0):
     pts = [(r[key] / scale, r["accuracy"], r["stage"]) for r in rows
            if r.get(key) is not None and r.get("accuracy") is not None]
@@ -299,7 +303,7 @@ def _scatter(rows, key, label, path, scale=1.0):
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _savefig(fig, path)
     plt.close(fig)
     return path
 
@@ -320,7 +324,7 @@ def _bars(mapping: dict, title: str, ylabel: str, path: str, pair_names):
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _savefig(fig, path)
     plt.close(fig)
     return path
 
@@ -338,7 +342,7 @@ def _heatmap(table: dict, path: str):
     ax.set_title(f"{table.get('name', 'hardware')} latency per layer (ms)")
     fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    _savefig(fig, path)
     plt.close(fig)
     return path
 
@@ -413,8 +417,5 @@ def write_report(results, out_dir: str = "report",
             sections += [f"## {heading}", "",
                          f"![{heading}]({os.path.basename(path)})", ""]
     md = os.path.join(out_dir, "report.md")
-    tmp = md + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("\n".join(sections))
-    os.replace(tmp, md)
+    atomic_write_text(md, "\n".join(sections))
     return md

@@ -30,7 +30,7 @@ def ir():
 
 def _write(ir, tmp_path, target="bismo", **kw):
     path = str(tmp_path / "model.json")
-    desc = write_descriptor(ir, path, target=target, **kw)
+    desc = write_descriptor(ir, path, hardware=target, **kw)
     return path, desc
 
 
@@ -188,14 +188,14 @@ def test_writes_are_atomic_and_overwrite(ir, tmp_path):
 
 
 def test_bad_arguments(ir, tmp_path):
-    with pytest.raises(ValueError, match="target must be one of"):
+    with pytest.raises(ValueError, match="hardware must be one of"):
         _write(ir, tmp_path, "tpu")
     with pytest.raises(TypeError, match="ir must be an IntegerIR"):
         write_descriptor({"ops": []}, str(tmp_path / "m.json"))
     with pytest.raises(ValueError, match="batch must be"):
         _write(ir, tmp_path, batch=0)
     with pytest.raises(ValueError, match="dk a multiple of 64"):
-        _write(ir, tmp_path, hardware={"dk": 32})
+        _write(ir, tmp_path, hardware_config={"dk": 32})
     wide = random_ir(seed=0, bits=(8, 8))
     wide.ops[0].w_bits = 9  # Bit Fusion fuses at most 8 bits
     with pytest.raises(ValueError, match="w_bits"):

@@ -34,7 +34,7 @@ def resnet_qat():
 def test_resnet_qat_export_matches_keras(resnet_qat, tmp_path, target):
     qat, x = resnet_qat
     path = str(tmp_path / "r8.json")
-    report = export_bitserial(qat, path, target=target, verify_x=x)
+    report = export_bitserial(qat, path, hardware=target, verify_x=x)
     assert report.simulator_exact is True
     assert report.num_verified == len(x)
     assert report.top1_agreement >= 0.99
@@ -94,7 +94,7 @@ def test_hand_built_qat_model_needs_and_uses_calibration(tmp_path):
     with pytest.raises(ValueError, match="output of layer 'c1'"):
         build_ir_from_keras(model)
     report = export_bitserial(model, str(tmp_path / "h.json"), "bismo",
-                              calibration_x=x[:64], verify_x=x[64:])
+                              calibration_data=x[:64], verify_x=x[64:])
     assert report.simulator_exact is True
     assert report.top1_agreement >= 0.95
     assert any("softmax dropped" in n for n in report.notes)
@@ -102,6 +102,16 @@ def test_hand_built_qat_model_needs_and_uses_calibration(tmp_path):
     ops = [op.op for op in ir.ops]
     assert "depthwise_conv2d" in ops and "add" in ops and "avg_pool" in ops
     assert ir.quant(ir.output).bits == 16  # calibrated logits grid
+    with pytest.warns(DeprecationWarning, match="calibration_data"):
+        old = build_ir_from_keras(model, calibration_x=x[:64])
+    assert [op.op for op in old.ops] == ops
+    old_path = str(tmp_path / "old.json")
+    with pytest.warns(DeprecationWarning, match="target= is deprecated"):
+        export_bitserial(model, old_path, target="bismo",
+                         calibration_x=x[:64], verify=False)
+    with open(old_path[:-5] + ".bin", "rb") as f, open(
+            str(tmp_path / "h.bin"), "rb") as g:
+        assert f.read() == g.read()
 
 
 def test_unsupported_layers_are_named():

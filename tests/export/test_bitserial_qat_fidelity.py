@@ -90,7 +90,7 @@ def test_mixed_precision_residual_qat_matches_integer_ir(mixed_qat):
 def test_mixed_precision_residual_qat_simulator(mixed_qat, tmp_path):
     qat, x = mixed_qat
     report = export_bitserial(qat, str(tmp_path / "m.json"),
-                              target="bitfusion", verify_x=x[:128])
+                              hardware="bitfusion", verify_x=x[:128])
     assert report.simulator_exact is True
     assert report.top1_agreement >= 0.99
 

@@ -29,7 +29,7 @@ def test_simulator_equals_integer_reference_mixed_bits(tmp_path, target,
     ir = random_ir(seed=seed, bits=(2, 8))
     x = _x(ir, seed=seed)
     path = str(tmp_path / "net.json")
-    write_descriptor(ir, path, target=target)
+    write_descriptor(ir, path, hardware=target)
     want = integer_reference(ir, x)
     got = simulate_bitserial(path, x)
     assert got.dtype == np.int64 and got.shape == want.shape
@@ -60,7 +60,7 @@ def test_simulator_exact_at_extreme_bits(tmp_path, bits, target):
     ir = random_ir(seed=11, bits=bits, head="flatten")
     x = _x(ir, n=2)
     path = str(tmp_path / "net.json")
-    write_descriptor(ir, path, target=target)
+    write_descriptor(ir, path, hardware=target)
     np.testing.assert_array_equal(simulate_bitserial(path, x),
                                   integer_reference(ir, x))
 
@@ -70,7 +70,7 @@ def test_bismo_blocking_over_m_n_k_blocks_is_exact(tmp_path):
     x = _x(ir, n=2)
     path = str(tmp_path / "net.json")
     hw = {"dm": 4, "dn": 4, "dk": 64, "lhs_depth": 16, "rhs_depth": 16}
-    desc = write_descriptor(ir, path, target="bismo", hardware=hw)
+    desc = write_descriptor(ir, path, hardware="bismo", hardware_config=hw)
     blocks = [la["schedule"]["blocks"] for la in desc["layers"]
               if la["engine"] == "array"]
     assert max(b["m"] for b in blocks) > 1
@@ -91,7 +91,7 @@ def test_counted_cycles_match_hardware_model(tmp_path, target):
     from tfcomp.hardware import BISMO, BitFusion
     ir = random_ir(seed=2)
     path = str(tmp_path / "net.json")
-    desc = write_descriptor(ir, path, target=target)
+    desc = write_descriptor(ir, path, hardware=target)
     _, stats = simulate_bitserial(path, _x(ir, n=2), return_stats=True)
     assert stats.runs == 2 and stats.batch == 1
     model = BISMO() if target == "bismo" else BitFusion("edge")
@@ -139,7 +139,7 @@ def test_descriptor_batch_groups_samples_into_runs(tmp_path):
     ir = random_ir(seed=4)
     x = _x(ir, n=4)
     path = str(tmp_path / "b2.json")
-    desc = write_descriptor(ir, path, target="bismo", batch=2)
+    desc = write_descriptor(ir, path, hardware="bismo", batch=2)
     y, stats = simulate_bitserial(path, x, return_stats=True)
     np.testing.assert_array_equal(y, integer_reference(ir, x))
     assert stats.runs == 2
@@ -153,7 +153,7 @@ def test_simulator_follows_the_exec_program(tmp_path):
     ir = random_ir(seed=1)
     x = _x(ir)
     path = tmp_path / "net.json"
-    write_descriptor(ir, str(path), target="bismo")
+    write_descriptor(ir, str(path), hardware="bismo")
     ref = integer_reference(ir, x)
     desc = json.loads(path.read_text())
     execs = [i for i in desc["layers"][0]["schedule"]["body"]
@@ -168,7 +168,7 @@ def test_integer_and_float_inputs_and_dequantize(tmp_path):
     x = _x(ir)
     xq = ir.input_quant.quantize(x)
     path = str(tmp_path / "net.json")
-    write_descriptor(ir, path, target="bitfusion")
+    write_descriptor(ir, path, hardware="bitfusion")
     y = simulate_bitserial(path, xq)
     np.testing.assert_array_equal(y, integer_reference(ir, x))
     yf = simulate_bitserial(path, x, dequantize=True)
@@ -196,6 +196,6 @@ def test_tiny_resnet_runs(tmp_path):
     x = _x(ir, n=4)
     for target in TARGETS:
         path = str(tmp_path / f"{target}.json")
-        write_descriptor(ir, path, target=target)
+        write_descriptor(ir, path, hardware=target)
         np.testing.assert_array_equal(simulate_bitserial(path, x),
                                       integer_reference(ir, x))

@@ -4,7 +4,7 @@ import keras
 import pytest
 
 import tfcomp
-from tfcomp.hardware import LayerSpec, extract_specs, resolve_bits
+from tfcomp.hardware import LayerSpec, extract_specs, resolve_spec_bits
 
 
 def _small_model():
@@ -67,13 +67,40 @@ def test_batch_and_bits_from_layers():
     specs = extract_specs(model, batch=4)
     assert specs[0].batch == 4
     assert specs[0].macs == 4 * tfcomp.profile(model).by_name("c1").macs
-    bits = resolve_bits(specs, {"c1": (4, 6)}, default_bits=(8, 8))
+    bits = resolve_spec_bits(specs, {"c1": (4, 6)}, default_bits=(8, 8))
     assert bits["c1"] == (4, 6) and bits["fc"] == (8, 8)
-    assert set(resolve_bits(specs, (3, 5)).values()) == {(3, 5)}
+    assert set(resolve_spec_bits(specs, (3, 5)).values()) == {(3, 5)}
     with pytest.raises(ValueError, match="not costed"):
-        resolve_bits(specs, {"nope": (4, 4)})
+        resolve_spec_bits(specs, {"nope": (4, 4)})
     with pytest.raises(ValueError, match="pair"):
-        resolve_bits(specs, {"c1": 4})
+        resolve_spec_bits(specs, {"c1": 4})
+
+
+def test_resolve_bits_is_a_deprecated_alias():
+    import tfcomp.hardware as hw
+
+    specs = extract_specs(_small_model())
+    with pytest.warns(DeprecationWarning, match="resolve_spec_bits"):
+        old = hw.resolve_bits(specs, {"c1": (4, 6)})
+    assert old == resolve_spec_bits(specs, {"c1": (4, 6)})
+
+
+def test_params_bops_and_size_follow_the_cost_formulas():
+    model = _small_model()
+    prof = tfcomp.profile(model)
+    for s in extract_specs(model):
+        rec = prof.by_name(s.name)
+        assert s.macs == rec.macs
+        if s.op in ("conv", "depthwise", "dense"):
+            assert s.use_bias and s.params == rec.params
+            assert s.size_bytes(4) == rec.params * 4 / 8
+            assert s.bops(3, 5) == rec.macs * 15
+        else:
+            assert s.params == 0 and s.size_bytes(4) == 0
+    d = LayerSpec("d", "dense", 1, 1, 64, 10)
+    assert not d.use_bias and d.params == d.weight_count == 640
+    assert LayerSpec("d", "dense", 1, 1, 64, 10, use_bias=True).params == 650
+    assert d == LayerSpec("d", "dense", 1, 1, 64, 10, use_bias=True)
 
 
 def test_with_channels_and_keys():

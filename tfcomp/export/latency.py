@@ -8,11 +8,10 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import time
 
 import numpy as np
 
-from tfcomp.export.runtime import make_interpreter
+from tfcomp.hardware.runtime import time_invokes
 
 __all__ = ["LatencyResult", "measure_latency", "measure_latencies"]
 
@@ -38,19 +37,6 @@ class LatencyResult:
         return dataclasses.asdict(self)
 
 
-def _random_inputs(interp, rng):
-    feeds = []
-    for d in interp.get_input_details():
-        if np.issubdtype(d["dtype"], np.integer):
-            info = np.iinfo(d["dtype"])
-            x = rng.integers(info.min, info.max, size=d["shape"],
-                             endpoint=True).astype(d["dtype"])
-        else:
-            x = rng.uniform(0, 1, size=d["shape"]).astype(d["dtype"])
-        feeds.append((d["index"], x))
-    return feeds
-
-
 def measure_latency(tflite_path, runs: int = 50, warmup: int = 5,
                     threads: int = 1, seed: int = 0) -> LatencyResult:
     """Times ``invoke()`` of a TFLite model on random inputs.
@@ -72,18 +58,9 @@ def measure_latency(tflite_path, runs: int = 50, warmup: int = 5,
         raise ValueError(f"runs must be >= 1. Received: runs={runs}")
     if warmup < 0:
         raise ValueError(f"warmup must be >= 0. Received: warmup={warmup}")
-    interp, runtime = make_interpreter(tflite_path, threads=threads)
-    rng = np.random.default_rng(seed)
-    for index, x in _random_inputs(interp, rng):
-        interp.set_tensor(index, x)
-    for _ in range(warmup):
-        interp.invoke()
-    times = np.empty(runs)
-    for i in range(runs):
-        t0 = time.perf_counter()
-        interp.invoke()
-        times[i] = time.perf_counter() - t0
-    times *= 1e3
+    seconds, runtime = time_invokes(tflite_path, runs=runs, warmup=warmup,
+                                    threads=threads, seed=seed)
+    times = seconds * 1e3
     return LatencyResult(
         median_ms=float(np.median(times)), min_ms=float(times.min()),
         p90_ms=float(np.percentile(times, 90)), runs=runs, threads=threads,

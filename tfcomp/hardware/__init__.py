@@ -1,13 +1,18 @@
 """Hardware cost models and latency lookup tables.
 
-* ``LayerSpec`` / ``extract_specs``: the geometry of a model's costed layers.
+* ``LayerSpec`` / ``extract_specs``: the geometry of a model's costed layers
+  (MACs, parameters, BOPs and size from the ``tfcomp.cost`` formulas).
 * ``HardwareModel``: ``layer_cost(spec, w_bits, a_bits) -> Cost`` and
   ``model_cost(model, bits)``; analytic ``BISMO`` and ``BitFusion``.
+* ``schedule``: BISMO and Bit Fusion tiling, cycle counts and array defaults
+  (the one copy; the bit-serial exporter uses it too).
 * ``LatencyTable``: versioned JSON lookup table (built from a hardware model
   or measured), interpolating unseen channel counts.
 * ``measure_tflite_table`` / ``export_layer_archive``: measured tables for
   this host, or for a device via ``python -m
   tfcomp.hardware.device_profiler layers.tar out.json``.
+* ``runtime``: the TFLite runtime finder (ai-edge-litert, tflite-runtime,
+  tf.lite) and interpreter helpers.
 
 Importing this package creates no TFLite interpreter.
 
@@ -17,7 +22,15 @@ Example:
     >>> table.model_cost(model, bits=(4, 4)).latency_s
 """
 
-from tfcomp.hardware.base import Cost, HardwareModel, ModelCost, resolve_bits
+from tfcomp.hardware.base import (
+    RESOURCES,
+    Cost,
+    HardwareModel,
+    ModelCost,
+    layer_resource,
+    resolve_bits,
+    resolve_spec_bits,
+)
 from tfcomp.hardware.bismo import BISMO
 from tfcomp.hardware.bitfusion import BITFUSION_CONFIGS, BitFusion
 from tfcomp.hardware.latency_table import (
@@ -25,6 +38,20 @@ from tfcomp.hardware.latency_table import (
     LatencyTableError,
     channel_variants,
     scaled_channels,
+)
+from tfcomp.hardware.schedule import (
+    BISMO_ARRAY_DEFAULTS,
+    BISMO_BUFFER_DEFAULTS,
+    BITFUSION_ARRAY_DEFAULTS,
+    bismo_exec_cycles,
+    bismo_exec_list,
+    bismo_schedule,
+    bismo_tiles,
+    bitfusion_compute_cycles,
+    bitfusion_perf_factor,
+    bitfusion_schedule,
+    fused_bits,
+    split_blocks,
 )
 from tfcomp.hardware.spec import LayerSpec, extract_specs
 from tfcomp.hardware.tflite_profiler import (
@@ -36,8 +63,12 @@ from tfcomp.hardware.tflite_profiler import (
 
 __all__ = [
     "BISMO",
+    "BISMO_ARRAY_DEFAULTS",
+    "BISMO_BUFFER_DEFAULTS",
+    "BITFUSION_ARRAY_DEFAULTS",
     "BITFUSION_CONFIGS",
     "DEFAULT_FRACTIONS",
+    "RESOURCES",
     "BitFusion",
     "Cost",
     "HardwareModel",
@@ -45,11 +76,22 @@ __all__ = [
     "LatencyTableError",
     "LayerSpec",
     "ModelCost",
+    "bismo_exec_cycles",
+    "bismo_exec_list",
+    "bismo_schedule",
+    "bismo_tiles",
+    "bitfusion_compute_cycles",
+    "bitfusion_perf_factor",
+    "bitfusion_schedule",
     "build_layer_model",
     "channel_variants",
     "export_layer_archive",
     "extract_specs",
+    "fused_bits",
+    "layer_resource",
     "measure_tflite_table",
     "resolve_bits",
+    "resolve_spec_bits",
     "scaled_channels",
+    "split_blocks",
 ]

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Iterable, Mapping
 
 import keras
@@ -20,12 +21,19 @@ import keras
 from tfcomp.hardware.spec import LayerSpec, extract_specs
 
 __all__ = [
+    "RESOURCES",
     "Cost",
     "HardwareModel",
     "ModelCost",
     "as_specs",
+    "layer_resource",
     "resolve_bits",
+    "resolve_spec_bits",
 ]
+
+# What a budget can limit (``resource=``): seconds, joules, multiply-
+# accumulates, bit operations or weight bytes.
+RESOURCES = ("latency", "energy", "macs", "bops", "size")
 
 
 def _add_opt(a, b):
@@ -76,10 +84,14 @@ class ModelCost:
         layers: ``{layer_name: Cost}``.
         bits: ``{layer_name: (w_bits, a_bits)}`` that were costed.
         overhead_s: fixed per-inference time added once (measured tables).
+        macs, bops, size_bytes: MACs, BOPs and weight bytes (bias included)
+            of the costed layers at ``bits``, from the ``tfcomp.cost``
+            formulas: the same numbers as ``tfcomp.profile(model, bits)``
+            gives for those layers, whatever the hardware.
 
     Example:
         >>> c = hw.model_cost(model)
-        >>> c.latency_s, c.layers["conv1"].cycles
+        >>> c.latency_s, c.layers["conv1"].cycles, c.value("size")
     """
 
     cycles: float | None
@@ -88,11 +100,31 @@ class ModelCost:
     layers: dict
     bits: dict
     overhead_s: float = 0.0
+    macs: int = 0
+    bops: int = 0
+    size_bytes: float = 0.0
+
+    def value(self, resource: str) -> float | None:
+        """The total of one resource (``RESOURCES``): ``"latency"``
+        (seconds), ``"energy"`` (joules, None without an energy model),
+        ``"macs"``, ``"bops"`` or ``"size"`` (bytes).
+
+        Example:
+            >>> BISMO().model_cost(model, bits=(4, 4)).value("bops")
+        """
+        if resource not in RESOURCES:
+            raise ValueError(f"resource must be one of {RESOURCES}. "
+                             f"Received: resource={resource!r}")
+        return {"latency": self.latency_s, "energy": self.energy_j,
+                "macs": self.macs, "bops": self.bops,
+                "size": self.size_bytes}[resource]
 
     def to_dict(self) -> dict:
         return {
             "cycles": self.cycles, "latency_s": self.latency_s,
             "energy_j": self.energy_j, "overhead_s": self.overhead_s,
+            "macs": self.macs, "bops": self.bops,
+            "size_bytes": self.size_bytes,
             "layers": {k: v.to_dict() for k, v in self.layers.items()},
             "bits": {k: list(v) for k, v in self.bits.items()},
         }
@@ -126,8 +158,8 @@ def _check_pair(pair, where: str) -> tuple[int, int]:
     return int(w), int(a)
 
 
-def resolve_bits(specs: Iterable[LayerSpec], bits=None,
-                 default_bits=(8, 8)) -> dict:
+def resolve_spec_bits(specs: Iterable[LayerSpec], bits=None,
+                      default_bits=(8, 8)) -> dict:
     """Per-layer (w_bits, a_bits): ``bits`` > the layer's own > default.
 
     Args:
@@ -144,7 +176,7 @@ def resolve_bits(specs: Iterable[LayerSpec], bits=None,
         ValueError: on malformed pairs or names that are not costed layers.
 
     Example:
-        >>> resolve_bits(specs, {"conv1": (4, 6)})["conv1"]
+        >>> resolve_spec_bits(specs, {"conv1": (4, 6)})["conv1"]
         (4, 6)
     """
     specs = list(specs)
@@ -174,6 +206,58 @@ def resolve_bits(specs: Iterable[LayerSpec], bits=None,
             a = s.a_bits if s.a_bits < 32 else default[1]
             out[s.name] = (w, a)
     return out
+
+
+def resolve_bits(specs, bits=None, default_bits=(8, 8)) -> dict:
+    """Deprecated alias of :func:`resolve_spec_bits` (not to be confused
+    with ``tfcomp.quantization.resolve_bits``).
+
+    Example:
+        >>> resolve_spec_bits(specs, (4, 4))  # use this instead
+    """
+    warnings.warn(
+        "tfcomp.hardware.resolve_bits is deprecated; use "
+        "tfcomp.hardware.resolve_spec_bits.", DeprecationWarning,
+        stacklevel=2)
+    return resolve_spec_bits(specs, bits, default_bits)
+
+
+def layer_resource(spec: LayerSpec, w_bits: int, a_bits: int,
+                   resource: str, hardware=None) -> float:
+    """One layer's cost in one resource (``RESOURCES``).
+
+    ``"macs"``, ``"bops"`` and ``"size"`` (bytes, bias included) come from
+    the ``tfcomp.cost`` formulas and need no hardware; ``"latency"``
+    (seconds) and ``"energy"`` (joules) from ``hardware.layer_cost``.
+
+    Raises:
+        ValueError: an unknown resource, no ``hardware`` for latency /
+            energy, or a hardware model without energy figures.
+
+    Example:
+        >>> layer_resource(spec, 4, 8, "size") == spec.size_bytes(4)
+        True
+    """
+    if resource == "macs":
+        return float(spec.macs)
+    if resource == "bops":
+        return float(spec.bops(w_bits, a_bits))
+    if resource == "size":
+        return float(spec.size_bytes(w_bits))
+    if resource not in RESOURCES:
+        raise ValueError(f"resource must be one of {RESOURCES}. Received: "
+                         f"resource={resource!r}")
+    if hardware is None:
+        raise ValueError(f"resource={resource!r} needs a hardware model "
+                         "(e.g. BitFusion('edge') or a LatencyTable). "
+                         "Received: hardware=None")
+    c = hardware.layer_cost(spec, int(w_bits), int(a_bits))
+    v = c.latency_s if resource == "latency" else c.energy_j
+    if v is None:
+        raise ValueError(
+            f"hardware {getattr(hardware, 'name', hardware)!r} has no "
+            f"{resource} figure for layer {spec.name!r}.")
+    return float(v)
 
 
 class HardwareModel:
@@ -226,18 +310,24 @@ class HardwareModel:
             >>> BISMO().model_cost(model, bits=(4, 4)).latency_s
         """
         specs = as_specs(model_or_specs, batch=batch)
-        per = resolve_bits(specs, bits, default_bits)
+        per = resolve_spec_bits(specs, bits, default_bits)
         layers = {}
         total = ZERO
+        macs = bops = 0
+        size = 0.0
         for s in specs:
             w, a = per[s.name]
             c = self.layer_cost(s, int(w), int(a))
             layers[s.name] = c
             total = total + c
+            macs += s.macs
+            bops += s.bops(w, a)
+            size += s.size_bytes(w)
         return ModelCost(
             cycles=total.cycles, latency_s=total.latency_s + self.overhead_s,
             energy_j=total.energy_j, layers=layers, bits=per,
-            overhead_s=self.overhead_s)
+            overhead_s=self.overhead_s, macs=macs, bops=bops,
+            size_bytes=size)
 
     def get_config(self) -> dict:
         return {}

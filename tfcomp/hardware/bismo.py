@@ -12,13 +12,17 @@ Example:
 from __future__ import annotations
 
 from tfcomp.hardware.base import Cost, HardwareModel
+from tfcomp.hardware.schedule import (
+    BISMO_ARRAY_DEFAULTS,
+    bismo_exec_cycles,
+    bismo_tiles,
+    ceil_div,
+)
 from tfcomp.hardware.spec import GEMM_OPS, LayerSpec
 
 __all__ = ["BISMO"]
 
-
-def _ceil(a: int, b: int) -> int:
-    return -(-int(a) // int(b))
+_D = BISMO_ARRAY_DEFAULTS
 
 
 class BISMO(HardwareModel):
@@ -68,7 +72,8 @@ class BISMO(HardwareModel):
     min_bits = 1
     max_bits = 32
 
-    def __init__(self, dm: int = 2, dk: int = 64, dn: int = 2,
+    def __init__(self, dm: int = _D["dm"], dk: int = _D["dk"],
+                 dn: int = _D["dn"],
                  freq_mhz: float = 200.0, read_bits_per_cycle: int = 64,
                  write_bits_per_cycle: int = 64, acc_bits: int = 32):
         for k, v in (("dm", dm), ("dk", dk), ("dn", dn),
@@ -96,8 +101,7 @@ class BISMO(HardwareModel):
 
     def _tiles(self, spec: LayerSpec):
         g, m, k, n = spec.gemm_shape()
-        return g, _ceil(m, self.dm), _ceil(k, self.dk), _ceil(n, self.dn), \
-            m, n
+        return (g, *bismo_tiles(m, k, n, self.dm, self.dk, self.dn), m, n)
 
     def exec_cycles(self, spec: LayerSpec, w_bits: int, a_bits: int) -> int:
         """Exec-stage cycles: tiles * w_bits * a_bits (0 for non-GEMM ops).
@@ -108,8 +112,9 @@ class BISMO(HardwareModel):
         self.check_bits(w_bits, a_bits, spec)
         if spec.op not in GEMM_OPS:
             return 0
-        g, tm, tk, tn, _, _ = self._tiles(spec)
-        return g * tm * tk * tn * w_bits * a_bits
+        g, m, k, n = spec.gemm_shape()
+        return bismo_exec_cycles(g, m, k, n, w_bits, a_bits, self.dm,
+                                 self.dk, self.dn)
 
     def layer_cost(self, spec: LayerSpec, w_bits: int, a_bits: int) -> Cost:
         """Cycles and latency of one layer (energy None).
@@ -121,12 +126,12 @@ class BISMO(HardwareModel):
         if spec.op not in GEMM_OPS:
             return Cost(0, 0.0, None, {"exec": 0, "fetch": 0, "result": 0})
         g, tm, tk, tn, m, n = self._tiles(spec)
-        exec_c = g * tm * tk * tn * w_bits * a_bits
+        exec_c = self.exec_cycles(spec, w_bits, a_bits)
         lhs_bits = tm * self.dm * tk * self.dk * a_bits
         rhs_bits = tk * self.dk * tn * self.dn * w_bits
-        fetch_c = _ceil(g * (lhs_bits + rhs_bits), self.read_bits_per_cycle)
-        result_c = _ceil(g * m * n * self.acc_bits,
-                         self.write_bits_per_cycle)
+        fetch_c = ceil_div(g * (lhs_bits + rhs_bits), self.read_bits_per_cycle)
+        result_c = ceil_div(g * m * n * self.acc_bits,
+                            self.write_bits_per_cycle)
         cycles = max(exec_c, fetch_c, result_c)
         return Cost(cycles, cycles / (self.freq_mhz * 1e6), None,
                     {"exec": exec_c, "fetch": fetch_c, "result": result_c})

@@ -12,6 +12,13 @@ Example:
 from __future__ import annotations
 
 from tfcomp.hardware.base import Cost, HardwareModel
+from tfcomp.hardware.schedule import (
+    BITFUSION_ARRAY_DEFAULTS,
+    bitfusion_compute_cycles,
+    bitfusion_perf_factor,
+    ceil_div,
+    fused_bits,
+)
 from tfcomp.hardware.spec import GEMM_OPS, LayerSpec
 
 __all__ = ["BITFUSION_CONFIGS", "BITFUSION_ENERGY_PJ", "BitFusion"]
@@ -26,10 +33,10 @@ __all__ = ["BITFUSION_CONFIGS", "BITFUSION_ENERGY_PJ", "BitFusion"]
 # buffer, 4096-bit interface); the paper's scaled-up GPU comparison point
 # could not be checked against the paper text here (unverified).
 BITFUSION_CONFIGS = {
-    "edge": {"rows": 16, "cols": 32, "freq_mhz": 500.0,
+    "edge": {**BITFUSION_ARRAY_DEFAULTS, "freq_mhz": 500.0,
              "wbuf_kb": 64, "ibuf_kb": 32, "obuf_kb": 16,
              "mem_if_bits": 192},
-    "server": {"rows": 16, "cols": 32, "freq_mhz": 980.0,
+    "server": {**BITFUSION_ARRAY_DEFAULTS, "freq_mhz": 980.0,
                "wbuf_kb": 128, "ibuf_kb": 128, "obuf_kb": 128,
                "mem_if_bits": 4096},
 }
@@ -45,15 +52,6 @@ BITFUSION_ENERGY_PJ = {"bitbrick": 0.23 / 16, "sram_bit": 10.0 / 64,
                        "dram_bit": 1300.0 / 64}
 
 _OUT_BITS = 32  # the simulator writes 32-bit outputs (oprec = 32)
-
-
-def _ceil(a, b) -> int:
-    return -(-int(a) // int(b))
-
-
-def _fused_bits(b: int) -> int:
-    """Operand width a fused PE is built for: 2, 4 or 8 bits."""
-    return 2 if b <= 2 else 4 if b <= 4 else 8
 
 
 class BitFusion(HardwareModel):
@@ -141,8 +139,8 @@ class BitFusion(HardwareModel):
 
     @staticmethod
     def perf_factor(w_bits: int, a_bits: int) -> int:
-        """floor(8/max(a,2)) * floor(8/max(w,2)) = fused PEs per unit."""
-        return (8 // _fused_bits(a_bits)) * (8 // _fused_bits(w_bits))
+        """Fused PEs per unit: ``tfcomp.hardware.bitfusion_perf_factor``."""
+        return bitfusion_perf_factor(w_bits, a_bits)
 
     def _dims(self, spec: LayerSpec):
         """(groups, batch*, oh, ow, k^2, ic', oc') as the simulator sees it."""
@@ -166,8 +164,8 @@ class BitFusion(HardwareModel):
             return 0
         g, b, oh, ow, kk, ic, oc = self._dims(spec)
         perf = self.perf_factor(w_bits, a_bits)
-        return g * b * _ceil(oc, self.cols) * oh * ow * kk * _ceil(
-            ic, self.rows * perf)
+        return bitfusion_compute_cycles(g, b * oh * ow, kk, ic, oc, perf,
+                                        self.rows, self.cols)
 
     def _memory(self, spec: LayerSpec, pw: int, pa: int):
         """(dram bits, load/store latency cycles, middle memory cycles)."""
@@ -181,14 +179,14 @@ class BitFusion(HardwareModel):
         if w_total <= w_cap or a_total <= a_cap:
             reads = w_total + a_total
         else:
-            n_w = _ceil(w_total, w_cap)
-            n_a = _ceil(a_total, a_cap)
+            n_w = ceil_div(w_total, w_cap)
+            n_a = ceil_div(a_total, a_cap)
             reads = min(w_total + a_total * n_w, a_total + w_total * n_a)
         first = min(w_total, w_cap) + min(a_total, a_cap)
         last = min(o_total, o_cap)
         middle = max(0, reads + o_total - first - last)
-        latency = _ceil(first, if_bits) + _ceil(last, if_bits)
-        return reads + o_total, latency, _ceil(middle, if_bits)
+        latency = ceil_div(first, if_bits) + ceil_div(last, if_bits)
+        return reads + o_total, latency, ceil_div(middle, if_bits)
 
     def layer_cost(self, spec: LayerSpec, w_bits: int, a_bits: int) -> Cost:
         """Cycles, latency and energy of one layer.
@@ -201,7 +199,7 @@ class BitFusion(HardwareModel):
         if spec.op not in GEMM_OPS:
             return Cost(0, 0.0, 0.0, {"compute": 0, "memory": 0,
                                       "load_store": 0})
-        pw, pa = _fused_bits(w_bits), _fused_bits(a_bits)
+        pw, pa = fused_bits(w_bits), fused_bits(a_bits)
         compute = self.compute_cycles(spec, w_bits, a_bits)
         dram_bits, load_store, memory = self._memory(spec, pw, pa)
         cycles = compute + max(0, memory - compute) + load_store

@@ -12,6 +12,13 @@ run::
 installed). ``out.json`` is a latency table that
 ``tfcomp.hardware.LatencyTable.load`` reads on the host.
 
+Because it must run alone, this file is tfcomp's one TFLite runtime finder
+(:func:`interpreter_classes`) and timing loop (:func:`time_interpreters`):
+``tfcomp.hardware.runtime`` (and through it ``tfcomp.export``) and the
+measured latency tables import them from here, so no second copy exists.
+For the same reason it keeps a small atomic JSON writer of its own instead
+of ``tfcomp._io``.
+
 Every layer's time is the median over ``runs`` invocations, taken in
 ``rounds`` interleaved passes over all models so slow drifts of the device
 (thermal throttling, background load) spread evenly. The median time of a
@@ -40,9 +47,12 @@ __all__ = [
     "ARCHIVE_FORMAT",
     "FORMAT",
     "VERSION",
+    "feed_random",
     "interpreter_class",
+    "interpreter_classes",
     "main",
     "profile_archive",
+    "time_interpreters",
     "time_models",
     "time_samples",
 ]
@@ -54,28 +64,58 @@ ARCHIVE_VERSION = 1
 MANIFEST = "manifest.json"
 
 
-def interpreter_class():
-    """``(runtime_name, Interpreter class)``: ai_edge_litert, tflite_runtime.
+def interpreter_classes(tf_fallback: bool = True):
+    """Yields ``(runtime_name, Interpreter class)`` of every installed TFLite
+    runtime, best first: ``ai_edge_litert``, ``tflite_runtime``, then
+    ``tf.lite`` (only with ``tf_fallback`` and TensorFlow installed).
 
-    Raises:
-        ImportError: when neither runtime is installed.
+    Example:
+        >>> [name for name, _ in interpreter_classes()]
+        ['ai_edge_litert', 'tf.lite']
     """
     try:
         from ai_edge_litert.interpreter import Interpreter
-        return "ai_edge_litert", Interpreter
+        yield "ai_edge_litert", Interpreter
     except ImportError:
         pass
     try:
         from tflite_runtime.interpreter import Interpreter
-        return "tflite_runtime", Interpreter
+        yield "tflite_runtime", Interpreter
     except (ImportError, AttributeError):
         pass
+    if tf_fallback:
+        try:
+            import tensorflow as tf
+        except ImportError:
+            return
+        yield "tf.lite", tf.lite.Interpreter
+
+
+def interpreter_class(tf_fallback: bool = False):
+    """``(runtime_name, Interpreter class)`` of the best installed runtime:
+    ai_edge_litert, tflite_runtime (then tf.lite with ``tf_fallback``).
+
+    Raises:
+        ImportError: when no runtime is installed.
+
+    Example:
+        >>> interpreter_class()[0]
+        'ai_edge_litert'
+    """
+    for found in interpreter_classes(tf_fallback):
+        return found
     raise ImportError(
         "No TFLite runtime found: install ai-edge-litert (pip install "
         "ai-edge-litert) or tflite-runtime.")
 
 
-def _feed_random(interp, rng) -> None:
+def feed_random(interp, rng) -> None:
+    """Sets every input of ``interp`` to random values of its dtype (the
+    full integer range, or uniform [0, 1) floats) drawn from ``rng``.
+
+    Example:
+        >>> feed_random(interp, np.random.default_rng(0))
+    """
     for d in interp.get_input_details():
         dtype = np.dtype(d["dtype"])
         if np.issubdtype(dtype, np.integer):
@@ -137,10 +177,34 @@ def time_samples(models, runs: int = 50, warmup: int = 5, threads: int = 1,
               else {"model_path": str(m)})
         it = interpreter_cls(num_threads=threads, **kw)
         it.allocate_tensors()
-        _feed_random(it, rng)
+        feed_random(it, rng)
+        interps.append(it)
+    return time_interpreters(interps, runs=runs, warmup=warmup,
+                             rounds=rounds, progress=progress)
+
+
+def time_interpreters(interps, runs: int = 50, warmup: int = 5,
+                      rounds: int = 5, progress=None) -> list:
+    """The timing loop: every timed ``invoke()`` (seconds) of each
+    allocated, fed interpreter.
+
+    Each interpreter is invoked ``warmup`` times untimed, then ``rounds``
+    interleaved passes time ``ceil(runs / rounds)`` invocations of each.
+
+    Args:
+        interps: allocated interpreters with their inputs set.
+        runs, warmup, rounds, progress: as in :func:`time_samples`.
+
+    Returns:
+        One ``np.ndarray`` of seconds per interpreter, in order.
+
+    Example:
+        >>> time_interpreters([interp], runs=20, rounds=1)[0].size
+        20
+    """
+    for it in interps:
         for _ in range(warmup):
             it.invoke()
-        interps.append(it)
     per_round = max(1, -(-runs // rounds))
     samples = [[] for _ in interps]
     total = rounds * len(interps)
@@ -249,6 +313,7 @@ def profile_archive(path: str, runs: int = 50, warmup: int = 5,
 
 
 def _write_json_atomic(path: str, doc: dict) -> None:
+    # Not tfcomp._io: this file runs on devices without tfcomp.
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",

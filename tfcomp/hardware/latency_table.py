@@ -45,9 +45,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import os
-import tempfile
 
+from tfcomp._io import atomic_write_text
 from tfcomp.hardware.base import Cost, HardwareModel, as_specs
 from tfcomp.hardware.device_profiler import FORMAT, VERSION
 from tfcomp.hardware.spec import LayerSpec
@@ -66,21 +65,6 @@ INTERPOLATIONS = ("linear", "step")
 
 class LatencyTableError(ValueError):
     """A table file is corrupt or too new, or a lookup cannot be answered."""
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
-                               suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def scaled_channels(c: int, fractions, multiple: int | None = None,
@@ -572,7 +556,7 @@ class LatencyTable(HardwareModel):
         Example:
             >>> table.save("tables/bitfusion_edge.json")
         """
-        _atomic_write_text(str(path), json.dumps(self.to_dict(), indent=1))
+        atomic_write_text(str(path), json.dumps(self.to_dict(), indent=1))
         return str(path)
 
     @classmethod

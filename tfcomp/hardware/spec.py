@@ -25,6 +25,10 @@ import math
 
 import keras
 
+from tfcomp import cost
+from tfcomp.graph.walk import iter_leaf_layers
+from tfcomp.layers import QuantActivation, QuantReLU
+
 __all__ = ["GEMM_OPS", "OPS", "LayerSpec", "extract_specs"]
 
 OPS = ("conv", "depthwise", "dense", "add", "avgpool", "maxpool",
@@ -37,13 +41,12 @@ _PADDINGS = ("same", "valid")
 
 # Layer types that cost nothing at deployment (folded into the producing
 # conv, fused as its activation, or pure metadata) and are not "skipped".
-_FREE_LAYERS = (
+_FREE_LAYERS = tuple(getattr(keras.layers, n) for n in (
     "InputLayer", "BatchNormalization", "Activation", "ReLU", "PReLU",
     "LeakyReLU", "ELU", "Softmax", "Dropout", "SpatialDropout1D",
     "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
     "ActivityRegularization", "Flatten", "Reshape", "Identity",
-    "QuantActivation", "ActivationQuantizer",
-)
+)) + (QuantActivation, QuantReLU)
 
 
 def _pair(v, what: str, name: str) -> tuple[int, int]:
@@ -76,6 +79,11 @@ class LayerSpec:
             float); not part of the signature.
         fixed_in, fixed_out: whether cin (cout) is tied to the model's input
             (output) and so cannot be pruned; not part of the signature.
+        use_bias: whether the layer has a bias (counted in ``params`` and
+            so in ``size_bytes``); not part of the signature.
+
+    MACs, weights, parameters, BOPs and size come from the formulas of
+    ``tfcomp.cost``, so they equal ``tfcomp.profile``'s.
 
     Example:
         >>> s = LayerSpec("c1", "conv", 28, 28, 16, 32, kernel=(3, 3))
@@ -100,6 +108,7 @@ class LayerSpec:
     a_bits: int = dataclasses.field(default=32, compare=False)
     fixed_in: bool = dataclasses.field(default=False, compare=False)
     fixed_out: bool = dataclasses.field(default=False, compare=False)
+    use_bias: bool = dataclasses.field(default=False, compare=False)
 
     def __post_init__(self):
         if self.op not in OPS:
@@ -160,26 +169,65 @@ class LayerSpec:
         return self.cout // self.cin if self.op == "depthwise" else 1
 
     @property
+    def _kernel_size(self) -> tuple:
+        return () if self.op == "dense" else tuple(self.kernel)
+
+    @property
+    def _positions(self) -> int:
+        """Batch times output positions (dense: times the middle axes)."""
+        oh, ow = self.out_hw
+        return self.batch * oh * ow
+
+    @property
     def macs(self) -> int:
-        """Multiply-accumulates (0 for element-wise and pooling ops)."""
+        """Multiply-accumulates (0 for element-wise and pooling ops):
+        ``tfcomp.cost.layer_macs``."""
         if self.op not in GEMM_OPS:
             return 0
-        oh, ow = self.out_hw
-        kk = self.kernel[0] * self.kernel[1]
-        if self.op == "dense":
-            return self.batch * self.in_h * self.in_w * self.cin * self.cout
-        return self.batch * oh * ow * kk * (self.cin // self.groups) * (
-            self.cout)
+        return cost.layer_macs(self._positions, self._kernel_size, self.cin,
+                               self.cout, self.groups)
 
     @property
     def weight_count(self) -> int:
-        """Number of kernel weights (no bias)."""
-        if self.op == "dense":
-            return self.cin * self.cout
-        if self.op in ("conv", "depthwise"):
-            kk = self.kernel[0] * self.kernel[1]
-            return kk * (self.cin // self.groups) * self.cout
-        return 0
+        """Number of kernel weights (no bias): ``tfcomp.cost.weight_count``.
+        """
+        if self.op not in GEMM_OPS:
+            return 0
+        return cost.weight_count(self._kernel_size, self.cin, self.cout,
+                                 self.groups)
+
+    @property
+    def params(self) -> int:
+        """Kernel weights plus the bias when ``use_bias``
+        (``tfcomp.cost.param_count``; 0 for ops without weights).
+
+        Example:
+            >>> LayerSpec("d", "dense", 1, 1, 64, 10, use_bias=True).params
+            650
+        """
+        if self.op not in GEMM_OPS:
+            return 0
+        return cost.param_count(self._kernel_size, self.cin, self.cout,
+                                self.groups, self.use_bias)
+
+    def bops(self, w_bits: int, a_bits: int) -> int:
+        """``macs * w_bits * a_bits`` (``tfcomp.cost.bops``).
+
+        Example:
+            >>> LayerSpec("d", "dense", 1, 1, 64, 10).bops(4, 8)
+            20480
+        """
+        return cost.bops(self.macs, w_bits, a_bits)
+
+    def size_bytes(self, w_bits: int) -> float:
+        """``params * w_bits / 8`` bytes (``tfcomp.cost.size_bytes``).
+
+        Example:
+            >>> LayerSpec("d", "dense", 1, 1, 64, 10, use_bias=True
+            ...           ).size_bytes(4)
+            325.0
+        """
+        return cost.size_bytes(self.params, w_bits)
 
     @property
     def input_elems(self) -> int:
@@ -387,20 +435,9 @@ def _spec_for(layer, name, in_shapes, out_shape, batch):
                          "padding": inner.padding}
             return LayerSpec(op=op, in_h=h, in_w=w, cin=in_shapes[0][-1],
                              cout=in_shapes[0][-1], **extra, **common), ""
-    cls_name = type(inner).__name__
-    if cls_name in _FREE_LAYERS or any(
-            k.__name__ in _FREE_LAYERS for k in type(inner).__mro__):
+    if isinstance(inner, _FREE_LAYERS):
         return None, ""
-    return None, f"no cost model for {cls_name}"
-
-
-def _walk(model, prefix, out):
-    for layer in model.layers:
-        name = prefix + layer.name
-        if isinstance(layer, keras.Model) and getattr(layer, "layers", None):
-            _walk(layer, name + "/", out)
-            continue
-        out.append((name, layer))
+    return None, f"no cost model for {type(inner).__name__}"
 
 
 def extract_specs(model: keras.Model, batch: int = 1,
@@ -431,17 +468,14 @@ def extract_specs(model: keras.Model, batch: int = 1,
         >>> sum(s.macs for s in specs) == tfcomp.profile(model).macs
         True
     """
-    from tfcomp.cost import profile
-
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"extract_specs expects a keras.Model. Received: {type(model)!r}")
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive int. Received: "
                          f"batch={batch!r}")
-    records = {r.name: r for r in profile(model).layers}
-    layers: list = []
-    _walk(model, "", layers)
+    records = {r.name: r for r in cost.profile(model).layers}
+    layers = list(iter_leaf_layers(model))
     try:
         in_ids = {id(t) for t in keras.tree.flatten(model.inputs)}
         out_ids = {id(t) for t in keras.tree.flatten(model.outputs)}
@@ -481,6 +515,8 @@ def extract_specs(model: keras.Model, batch: int = 1,
             w_bits = a_bits = 32
         spec = dataclasses.replace(
             spec, w_bits=w_bits, a_bits=a_bits,
+            use_bias=spec.op in GEMM_OPS and bool(
+                getattr(_unwrap(layer), "use_bias", False)),
             fixed_in=any(id(t) in in_ids for t in ins),
             fixed_out=any(id(t) in out_ids for t in outs))
         specs.append(spec)

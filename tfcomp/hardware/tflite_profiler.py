@@ -33,15 +33,15 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import tarfile
-import tempfile
 
 import keras
 
+from tfcomp._io import atomic_path
 from tfcomp.hardware import device_profiler as _dp
 from tfcomp.hardware.base import Cost, as_specs
 from tfcomp.hardware.latency_table import (
+    INTERPOLATIONS,
     LatencyTable,
     channel_variants,
     unique_signatures,
@@ -151,14 +151,6 @@ def _convert_all(variants, seed, progress, what):
     return blobs
 
 
-def _interpreter():
-    try:
-        return _dp.interpreter_class()
-    except ImportError:
-        import tensorflow as tf
-        return "tf.lite", tf.lite.Interpreter
-
-
 def measure_tflite_table(model, channel_fractions=DEFAULT_FRACTIONS,
                          channel_multiple: int | None = None,
                          runs: int = 50, warmup: int = 5, threads: int = 1,
@@ -207,7 +199,6 @@ def measure_tflite_table(model, channel_fractions=DEFAULT_FRACTIONS,
     if statistic not in _dp.STATISTICS:
         raise ValueError(f"statistic must be one of {sorted(_dp.STATISTICS)}"
                          f". Received: statistic={statistic!r}")
-    from tfcomp.hardware.latency_table import INTERPOLATIONS
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}. "
                          f"Received: interpolation={interpolation!r}")
@@ -219,7 +210,7 @@ def measure_tflite_table(model, channel_fractions=DEFAULT_FRACTIONS,
             raise TypeError(f"reference_models[{name!r}] must be a "
                             f"keras.Model. Received: {type(ref)!r}")
     blobs += [layer_to_tflite(ref) for ref in refs.values()]
-    runtime, cls = _interpreter()
+    runtime, cls = _dp.interpreter_class(tf_fallback=True)
     bar = keras.utils.Progbar(rounds * len(blobs), unit_name="model") \
         if progress else None
     if bar is not None:
@@ -290,12 +281,7 @@ def export_layer_archive(model, path: str,
                                             for f in channel_fractions),
                 "channel_multiple": channel_multiple,
                 "overhead_file": "overhead.tflite", "layers": layers}
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
-                               suffix=os.path.basename(path))
-    os.close(fd)
-    try:
+    with atomic_path(str(path)) as tmp:
         with tarfile.open(tmp, "w") as tar:
             items = [(_dp.MANIFEST, json.dumps(manifest, indent=1).encode())]
             items += list(files.items())
@@ -303,9 +289,4 @@ def export_layer_archive(model, path: str,
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return str(path)

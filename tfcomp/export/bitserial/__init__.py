@@ -16,7 +16,7 @@ Example:
     ...     write_descriptor, simulate_bitserial)
     >>> ir = random_ir(seed=0)
     >>> x = np.random.default_rng(0).uniform(-1, 1, (4,) + ir.input_shape)
-    >>> _ = write_descriptor(ir, "/tmp/net.json", target="bismo")
+    >>> _ = write_descriptor(ir, "/tmp/net.json", hardware="bismo")
     >>> bool((simulate_bitserial("/tmp/net.json", x)
     ...       == integer_reference(ir, x)).all())
     True
@@ -51,12 +51,12 @@ from tfcomp.export.bitserial.packing import (
 )
 from tfcomp.export.bitserial.random_ir import random_ir
 from tfcomp.export.bitserial.reference import integer_reference
-from tfcomp.export.bitserial.schedule import bismo_schedule, bitfusion_schedule
 from tfcomp.export.bitserial.simulator import (
     LayerStats,
     SimulationStats,
     simulate_bitserial,
 )
+from tfcomp.hardware.schedule import bismo_schedule, bitfusion_schedule
 
 __version__ = "0.1.0"
 

@@ -14,7 +14,7 @@ is covered by its length and sha256. The JSON Schema ships as
 ``tfcomp/export/schemas/bitserial_descriptor.schema.json``.
 
 Example:
-    >>> desc = write_descriptor(ir, "out/model.json", target="bismo")
+    >>> desc = write_descriptor(ir, "out/model.json", hardware="bismo")
     >>> validate_descriptor("out/model.json")["schema_version"]
     1
 """
@@ -24,10 +24,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
 
+from tfcomp._io import atomic_write_bytes
 from tfcomp.export.bitserial import packing
 from tfcomp.export.bitserial.errors import (
     BlobIntegrityError,
@@ -35,13 +35,16 @@ from tfcomp.export.bitserial.errors import (
     SchemaVersionError,
 )
 from tfcomp.export.bitserial.hardware_hook import (
+    HARDWARE,
+    ResolvedHardware,
+    hardware_args,
     layer_cost,
     perf_factor,
     resolve_hardware,
 )
 from tfcomp.export.bitserial.ir import IntegerIR, IntOp
-from tfcomp.export.bitserial.schedule import bismo_schedule, bitfusion_schedule
 from tfcomp.export.bitserial.validator import schema_errors
+from tfcomp.hardware import bismo_schedule, bitfusion_schedule
 
 __all__ = [
     "FORMAT",
@@ -58,7 +61,7 @@ __all__ = [
 
 SCHEMA_VERSION = 1
 FORMAT = "tfcomp-bitserial"
-TARGETS = ("bismo", "bitfusion")
+TARGETS = HARDWARE  # the accelerators, as the descriptor's "target" names
 ALIGNMENT = 64
 ROUNDING = "tflite_single_rounding"  # see fixedpoint.py
 
@@ -94,21 +97,6 @@ def blob_path_for(path: str) -> str:
     """
     root, ext = os.path.splitext(path)
     return root + ".bin" if ext.lower() == ".json" else path + ".bin"
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
-                               suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def weight_rows(op: IntOp) -> np.ndarray:
@@ -243,42 +231,49 @@ def _total(costs, key, cast):
     return cast(sum(vals)) if None not in vals else None
 
 
-def write_descriptor(ir: IntegerIR, path: str, target: str = "bismo",
-                     hardware=None, batch: int = 1) -> dict:
+def write_descriptor(ir: IntegerIR, path: str, hardware="bismo",
+                     hardware_config: dict | None = None, batch: int = 1, *,
+                     target: str | None = None) -> dict:
     """Writes ``path`` (JSON) and its weight blob, both atomically.
 
     Args:
         ir: the integer network.
         path: descriptor path; the blob goes to ``blob_path_for(path)``.
-        target: "bismo" (bit-plane packed weights, Fetch/Exec/Result/Sync
-            program) or "bitfusion" (packed b-bit weights, loop tiling).
-        hardware: None (the target's default ``tfcomp.hardware`` model:
-            ``BISMO()`` or ``BitFusion("edge")``), a dict of that model's
-            constructor arguments (BISMO also takes ``lhs_depth`` /
-            ``rhs_depth`` buffer entries for the program's blocking), or a
-            model object with ``layer_cost(spec, w_bits, a_bits)``.
+        hardware: the accelerator: "bismo" (bit-plane packed weights,
+            Fetch/Exec/Result/Sync program) or "bitfusion" (packed b-bit
+            weights, loop tiling), costed by the default ``tfcomp.hardware``
+            model (``BISMO()`` / ``BitFusion("edge")``); or a cost model
+            (a ``BISMO`` / ``BitFusion`` instance, or any object with
+            ``layer_cost(spec, w_bits, a_bits)`` named "BISMO" or
+            "BitFusion"); or a ``ResolvedHardware``.
+        hardware_config: constructor arguments of the default model; BISMO
+            also takes ``lhs_depth`` / ``rhs_depth`` buffer entries for the
+            program's blocking (the only keys allowed with a model).
         batch: samples per program run (GEMM M and cycle counts scale).
+        target: deprecated name of the accelerator (use ``hardware``).
 
     Returns:
         The descriptor dict that was written.
 
     Example:
         >>> d = write_descriptor(random_ir(seed=0), "/tmp/m.json",
-        ...                      target="bitfusion")
+        ...                      hardware="bitfusion")
         >>> d["layers"][0]["schedule"]["kind"]
         'bitfusion'
     """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {TARGETS}. Received: "
-                         f"target={target!r}")
+    if isinstance(hardware, ResolvedHardware):
+        hw = hardware
+    else:
+        hw = resolve_hardware(*hardware_args(hardware, hardware_config,
+                                             target))
     if not isinstance(ir, IntegerIR):
         raise TypeError(f"ir must be an IntegerIR. Received: "
                         f"{type(ir).__name__}")
     if not isinstance(batch, (int, np.integer)) or batch < 1:
         raise ValueError(f"batch must be an int >= 1. Received: "
                          f"batch={batch!r}")
+    target = hw.kind
     shapes = ir.validate()
-    hw = resolve_hardware(target, hardware)
     blob = bytearray()
     layers = []
     for op in ir.ops:
@@ -312,8 +307,8 @@ def write_descriptor(ir: IntegerIR, path: str, target: str = "bismo",
             "energy_j": _total(arr, "energy_j", float),
             "compute_cycles": int(sum(c["compute_cycles"] for c in arr))},
     }
-    _atomic_write(blob_file, blob_bytes)
-    _atomic_write(path, json.dumps(desc, indent=1).encode("utf-8"))
+    atomic_write_bytes(blob_file, blob_bytes)
+    atomic_write_bytes(path, json.dumps(desc, indent=1).encode("utf-8"))
     return desc
 
 

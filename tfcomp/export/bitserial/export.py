@@ -1,7 +1,7 @@
 """``export_bitserial``: QAT Keras model -> verified bit-serial descriptor.
 
 Example:
-    >>> report = export_bitserial(qat, "out/net.json", target="bitfusion",
+    >>> report = export_bitserial(qat, "out/net.json", hardware="bitfusion",
     ...                           verify_x=x_test[:64])
     >>> report.top1_agreement, report.latency_s
 """
@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 
 import keras
 import numpy as np
 
+from tfcomp._io import as_arrays
 from tfcomp.export.bitserial.descriptor import blob_path_for, write_descriptor
+from tfcomp.export.bitserial.hardware_hook import (
+    hardware_args,
+    resolve_hardware,
+)
 from tfcomp.export.bitserial.keras_import import build_ir_from_keras
 from tfcomp.export.bitserial.reference import integer_reference
 from tfcomp.export.bitserial.simulator import simulate_bitserial
@@ -31,7 +37,8 @@ class BitSerialReport:
         blob_path: packed weight blob path.
         size_bytes: descriptor + blob bytes.
         blob_bytes: blob bytes (the packed weights).
-        target: "bismo" or "bitfusion".
+        target: the accelerator, "bismo" or "bitfusion" (the descriptor's
+            ``target`` field).
         num_layers: IR ops (array and host).
         cycles, latency_s, energy_j: descriptor totals (hardware model).
         compute_cycles: array compute cycles (per ``batch`` samples).
@@ -81,9 +88,11 @@ def _eager_outputs(model, x, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(outs, axis=0)
 
 
-def export_bitserial(model, path: str, target: str = "bismo", hardware=None,
-                     calibration_x=None, verify_x=None, batch: int = 1,
-                     verify: bool = True) -> BitSerialReport:
+def export_bitserial(model, path: str, hardware="bismo",
+                     hardware_config: dict | None = None,
+                     calibration_data=None, verify_x=None, batch: int = 1,
+                     verify: bool = True, *, target: str | None = None,
+                     calibration_x=None) -> BitSerialReport:
     """Writes a QAT model as a bit-serial descriptor + blob and verifies it.
 
     The model is mapped to an integer IR (:func:`build_ir_from_keras`),
@@ -96,13 +105,18 @@ def export_bitserial(model, path: str, target: str = "bismo", hardware=None,
     Args:
         model: a calibrated / trained QAT model (``quantize_model``).
         path: descriptor path (``.json``; the blob goes beside it).
-        target: "bismo" or "bitfusion".
-        hardware: see :func:`write_descriptor`.
-        calibration_x: inputs for tensors the model does not quantize.
-        verify_x: verification inputs (default: ``calibration_x``).
+        hardware: the accelerator: "bismo", "bitfusion" or a cost model
+            (see :func:`write_descriptor`).
+        hardware_config: parameters of the accelerator's default model
+            (see :func:`write_descriptor`).
+        calibration_data: inputs for tensors the model does not quantize
+            (an array, ``(x, y)`` or batches, as ``fit`` takes).
+        verify_x: verification inputs (default: the calibration inputs).
         batch: samples per program run recorded in the descriptor.
         verify: simulate and compare (needs ``verify_x`` or
-            ``calibration_x``).
+            ``calibration_data``).
+        target: deprecated name of ``hardware``.
+        calibration_x: deprecated name of ``calibration_data``.
 
     Returns:
         A :class:`BitSerialReport`.
@@ -112,20 +126,27 @@ def export_bitserial(model, path: str, target: str = "bismo", hardware=None,
         >>> r.simulator_exact, r.top1_agreement
         (True, 1.0)
     """
-    ir = build_ir_from_keras(model, calibration_x)
-    desc = write_descriptor(ir, path, target=target, hardware=hardware,
-                            batch=batch)
+    hw = resolve_hardware(*hardware_args(hardware, hardware_config, target))
+    if calibration_x is not None:
+        warnings.warn("calibration_x= is deprecated; use calibration_data=.",
+                      DeprecationWarning, stacklevel=2)
+        if calibration_data is None:
+            calibration_data = calibration_x
+    cal_x = None if calibration_data is None else as_arrays(
+        calibration_data, model=model)[0]
+    ir = build_ir_from_keras(model, cal_x)
+    desc = write_descriptor(ir, path, hw, batch=batch)
     blob = blob_path_for(path)
     totals = desc["totals"]
     report = BitSerialReport(
         path=path, blob_path=blob,
         size_bytes=os.path.getsize(path) + os.path.getsize(blob),
-        blob_bytes=os.path.getsize(blob), target=target,
+        blob_bytes=os.path.getsize(blob), target=desc["target"],
         num_layers=len(ir.ops), cycles=totals["cycles"],
         latency_s=totals["latency_s"], energy_j=totals["energy_j"],
         compute_cycles=totals["compute_cycles"],
         notes=list(ir.notes))
-    x = verify_x if verify_x is not None else calibration_x
+    x = verify_x if verify_x is not None else cal_x
     if not verify or x is None:
         return report
     x = np.asarray(x, np.float32)

@@ -1,10 +1,10 @@
 """Bridge from the descriptor writer to ``tfcomp.hardware`` cost models.
 
-The schedules in ``schedule.py`` say how a layer runs; the cycles, latency
-and energy recorded in a descriptor come from ``tfcomp.hardware.BISMO`` /
-``tfcomp.hardware.BitFusion`` (``layer_cost(spec, w_bits, a_bits)``), which
-this module imports lazily. Where that package cannot be imported, layers
-record only the schedule's compute cycles (``cost.source`` says so).
+The schedules (``tfcomp.hardware.schedule``) say how a layer runs; the
+cycles, latency and energy recorded in a descriptor come from
+``tfcomp.hardware.BISMO`` / ``tfcomp.hardware.BitFusion``
+(``layer_cost(spec, w_bits, a_bits)``). Array sizes, buffer depths and
+their defaults come from ``tfcomp.hardware`` too.
 
 Example:
     >>> hw = resolve_hardware("bismo", {"dm": 4})
@@ -15,95 +15,170 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import warnings
 
 import numpy as np
 
 from tfcomp.export.bitserial.ir import same_padding
-from tfcomp.export.bitserial.schedule import BISMO_BUFFER_DEFAULTS
+from tfcomp.hardware import (
+    BISMO,
+    BISMO_ARRAY_DEFAULTS,
+    BISMO_BUFFER_DEFAULTS,
+    BITFUSION_ARRAY_DEFAULTS,
+    BitFusion,
+    LayerSpec,
+    bitfusion_perf_factor,
+)
 
-__all__ = ["ResolvedHardware", "layer_cost", "layer_spec", "perf_factor",
-           "resolve_hardware"]
+__all__ = ["HARDWARE", "ResolvedHardware", "hardware_args", "layer_cost",
+           "layer_spec", "perf_factor", "resolve_hardware"]
 
-_CLASSES = {"bismo": "BISMO", "bitfusion": "BitFusion"}
-_ARRAY_KEYS = {"bismo": ("dm", "dk", "dn"), "bitfusion": ("rows", "cols")}
-_ARRAY_DEFAULTS = {"bismo": {"dm": 2, "dk": 64, "dn": 2},
-                   "bitfusion": {"rows": 16, "cols": 32}}
+HARDWARE = ("bismo", "bitfusion")
+_CLASSES = {"bismo": BISMO, "bitfusion": BitFusion}
+_ARRAY_DEFAULTS = {"bismo": BISMO_ARRAY_DEFAULTS,
+                   "bitfusion": BITFUSION_ARRAY_DEFAULTS}
 _OPS = {"conv2d": "conv", "depthwise_conv2d": "depthwise", "dense": "dense"}
 
 
 @dataclasses.dataclass
 class ResolvedHardware:
-    """A target's cost model (or None) and the schedule parameters.
+    """An accelerator's cost model and the schedule parameters.
+
+    Attributes:
+        kind: "bismo" or "bitfusion" (the descriptor's ``target``).
+        name: the model's name.
+        model: the cost model (``layer_cost(spec, w_bits, a_bits)``).
+        schedule_params: array size (and BISMO buffer depths).
+        config: the model's ``get_config()``.
+        source: ``module.Class`` of the model.
 
     Example:
         >>> resolve_hardware("bismo").source
         'tfcomp.hardware.bismo.BISMO'
     """
 
-    target: str
+    kind: str
     name: str
-    model: object | None
+    model: object
     schedule_params: dict
     config: dict
     source: str
 
 
-def _hardware_module():
-    try:
-        return importlib.import_module("tfcomp.hardware")
-    except ImportError:
-        return None
+def _kind_of(model) -> str | None:
+    """"bismo" / "bitfusion" for those models (or any whose ``name`` is
+    BISMO / BitFusion), else None."""
+    for kind, cls in _CLASSES.items():
+        if isinstance(model, cls):
+            return kind
+    name = str(getattr(model, "name", "")).lower()
+    return name if name in HARDWARE else None
 
 
-def resolve_hardware(target: str, hardware=None) -> ResolvedHardware:
-    """Picks the cost model and schedule parameters for ``target``.
+def hardware_args(hardware, hardware_config=None, target=None,
+                  stacklevel: int = 3):
+    """Normalises the accelerator arguments of ``write_descriptor`` /
+    ``export_bitserial``, old forms included.
+
+    Old forms (each with a ``DeprecationWarning``): ``target="bismo"``
+    with ``hardware`` a dict of parameters or a model; ``hardware`` a dict
+    of BISMO parameters; a model passed as ``hardware_config``.
+
+    Returns:
+        ``(hardware, hardware_config, kind)`` for :func:`resolve_hardware`:
+        a name or a model, None or a dict, and the accelerator a model
+        stands for (None: from the model itself).
+
+    Example:
+        >>> hardware_args("bitfusion", {"rows": 8})
+        ('bitfusion', {'rows': 8}, None)
+    """
+    def warn(msg):
+        warnings.warn(msg, DeprecationWarning, stacklevel=stacklevel + 1)
+
+    if target is not None:
+        warn("target= is deprecated: name the accelerator with hardware= "
+             "('bismo', 'bitfusion' or a BISMO / BitFusion model) and give "
+             "its parameters as hardware_config=.")
+        if hardware is None or isinstance(hardware, dict):
+            return target, (hardware if hardware is not None
+                            else hardware_config), None
+        if isinstance(hardware, str) and hardware != target:
+            raise ValueError(f"target={target!r} and hardware={hardware!r} "
+                             "name different accelerators")
+        return hardware, hardware_config, target
+    if isinstance(hardware, dict):
+        warn("hardware= as a dict of parameters is deprecated: pass "
+             "hardware='bismo' (or 'bitfusion') and hardware_config=.")
+        return "bismo", hardware, None
+    if hardware_config is not None and not isinstance(hardware_config, dict):
+        warn("a cost model as hardware_config is deprecated: pass it as "
+             "hardware=.")
+        return hardware_config, None, hardware
+    return ("bismo" if hardware is None else hardware), hardware_config, None
+
+
+def resolve_hardware(hardware="bismo", config=None,
+                     kind: str | None = None) -> ResolvedHardware:
+    """Picks the cost model and schedule parameters of an accelerator.
 
     Args:
-        target: "bismo" or "bitfusion".
-        hardware: None (the default ``tfcomp.hardware`` model of the
-            target), a dict of constructor arguments for that model (for
-            BISMO also ``lhs_depth`` / ``rhs_depth`` buffer entries), or a
-            model object with ``layer_cost(spec, w_bits, a_bits)``.
+        hardware: "bismo" or "bitfusion" (the default ``tfcomp.hardware``
+            model, ``BISMO()`` or ``BitFusion("edge")``), or a model
+            object with ``layer_cost(spec, w_bits, a_bits)``: a ``BISMO``
+            / ``BitFusion`` instance, or one whose ``name`` is one of those.
+        config: None or a dict: constructor arguments of the default model
+            (with a name), plus for BISMO ``lhs_depth`` / ``rhs_depth``
+            buffer entries (with a name or a model).
+        kind: for a model, the accelerator it stands for ("bismo" /
+            "bitfusion"); default: from the model.
 
     Returns:
         A :class:`ResolvedHardware`.
+
+    Raises:
+        ValueError: an unknown accelerator or bad parameters.
+        TypeError: a model without ``layer_cost``.
 
     Example:
         >>> resolve_hardware("bitfusion").schedule_params
         {'rows': 16, 'cols': 32}
     """
-    buffers = dict(BISMO_BUFFER_DEFAULTS) if target == "bismo" else {}
-    model = hardware
-    if hardware is None or isinstance(hardware, dict):
-        kwargs = dict(hardware or {})
-        for key in list(kwargs):
-            if key in buffers:
-                buffers[key] = int(kwargs.pop(key))
-        hw = _hardware_module()
-        if hw is None:
-            if kwargs:
-                raise ValueError("hardware parameters need tfcomp.hardware, "
-                                 "which cannot be imported")
-            params = dict(_ARRAY_DEFAULTS[target], **buffers)
-            return ResolvedHardware(target, _CLASSES[target], None, params,
-                                    {}, "schedule compute cycles only "
-                                    "(tfcomp.hardware unavailable)")
+    config = dict(config or {})
+    model = None
+    if isinstance(hardware, str):
+        kind = hardware
+    else:
+        model = hardware
+        if not callable(getattr(model, "layer_cost", None)):
+            raise TypeError("hardware must be 'bismo', 'bitfusion' or an "
+                            "object with layer_cost(spec, w_bits, a_bits). "
+                            f"Received: {type(model).__name__}")
+        kind = kind or _kind_of(model)
+    if kind not in HARDWARE:
+        raise ValueError(f"hardware must be one of {HARDWARE}, or a BISMO /"
+                         " BitFusion model (or one named so). Received: "
+                         f"hardware={hardware!r}")
+    buffers = dict(BISMO_BUFFER_DEFAULTS) if kind == "bismo" else {}
+    for key in list(config):
+        if key in buffers:
+            buffers[key] = int(config.pop(key))
+    if model is None:
         try:
-            model = getattr(hw, _CLASSES[target])(**kwargs)
+            model = _CLASSES[kind](**config)
         except TypeError as e:
-            raise ValueError(f"bad hardware parameters for {target}: {e}. "
-                             f"Received: hardware={hardware!r}") from e
-    if not callable(getattr(model, "layer_cost", None)):
-        raise TypeError("hardware must be None, a dict of parameters or an "
-                        "object with layer_cost(spec, w_bits, a_bits). "
-                        f"Received: {type(model).__name__}")
-    params = {k: int(getattr(model, k, _ARRAY_DEFAULTS[target][k]))
-              for k in _ARRAY_KEYS[target]}
+            raise ValueError(f"bad hardware parameters for {kind}: {e}. "
+                             f"Received: hardware_config={config!r}") from e
+    elif config:
+        raise ValueError("hardware_config may only hold buffer depths when "
+                         "hardware is a model. Received: hardware_config="
+                         f"{config!r}")
+    params = {k: int(getattr(model, k, v))
+              for k, v in _ARRAY_DEFAULTS[kind].items()}
     params.update(buffers)
     config = model.get_config() if hasattr(model, "get_config") else {}
     name = getattr(model, "name", type(model).__name__)
-    return ResolvedHardware(target, name, model, params, config,
+    return ResolvedHardware(kind, name, model, params, config,
                             f"{type(model).__module__}.{type(model).__name__}")
 
 
@@ -117,7 +192,7 @@ def perf_factor(hw: ResolvedHardware, w_bits: int, a_bits: int) -> int:
     fn = getattr(hw.model, "perf_factor", None)
     if fn is not None:
         return int(fn(w_bits, a_bits))
-    return (8 // max(a_bits, 2)) * (8 // max(w_bits, 2))
+    return bitfusion_perf_factor(w_bits, a_bits)
 
 
 def _padding(in_shape, out_shape, kernel, strides, pads) -> str:
@@ -132,23 +207,20 @@ def _padding(in_shape, out_shape, kernel, strides, pads) -> str:
 
 
 def layer_spec(op, in_shape, out_shape, batch: int):
-    """``tfcomp.hardware.LayerSpec`` of a GEMM op (None without hardware).
+    """``tfcomp.hardware.LayerSpec`` of a GEMM op.
 
     Example:
         >>> layer_spec(ir.ops[0], (8, 8, 3), (8, 8, 8), 1).op
         'conv'
     """
-    hw = _hardware_module()
-    if hw is None:
-        return None
     common = {"name": op.name, "op": _OPS[op.op], "batch": int(batch),
               "cin": int(in_shape[-1]), "cout": int(out_shape[-1])}
     if op.op == "dense":
         h = int(np.prod(in_shape[:-1], dtype=np.int64)) if len(
             in_shape) > 1 else 1
-        return hw.LayerSpec(in_h=h, in_w=1, **common)
+        return LayerSpec(in_h=h, in_w=1, **common)
     at = op.attrs
-    return hw.LayerSpec(
+    return LayerSpec(
         in_h=int(in_shape[0]), in_w=int(in_shape[1]),
         kernel=tuple(at["kernel"]), stride=tuple(at["strides"]),
         groups=int(in_shape[2]) if op.op == "depthwise_conv2d" else 1,
@@ -177,10 +249,6 @@ def layer_cost(hw: ResolvedHardware, op, in_shape, out_shape, batch,
         >>> layer_cost(hw, op, (8, 8, 3), (8, 8, 8), 1, 4, 4, 576)["cycles"]
     """
     spec = layer_spec(op, in_shape, out_shape, batch)
-    if hw.model is None or spec is None:
-        return {"cycles": int(compute_cycles), "latency_s": None,
-                "energy_j": None, "source": hw.source,
-                "compute_cycles": int(compute_cycles)}
     cost = hw.model.layer_cost(spec, int(w_bits), int(a_bits))
     out = {"cycles": None if cost.cycles is None else int(cost.cycles),
            "latency_s": float(cost.latency_s),

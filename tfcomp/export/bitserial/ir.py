@@ -189,6 +189,22 @@ class IntOp:
         return int(self.weights.shape[-1])
 
 
+def find_named(items, name: str, what: str):
+    """The first of ``items`` whose ``.name`` is ``name``.
+
+    Raises:
+        KeyError: none is, naming ``what`` was looked for.
+
+    Example:
+        >>> find_named(ir.ops, "conv1", "op").op
+        'conv2d'
+    """
+    for item in items:
+        if item.name == name:
+            return item
+    raise KeyError(f"no {what} named {name!r}")
+
+
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     """TF ``padding="same"``: (before, after) for one spatial axis.
 
@@ -274,10 +290,7 @@ class IntegerIR:
 
     def op(self, name: str) -> IntOp:
         """The op called ``name``."""
-        for op in self.ops:
-            if op.name == name:
-                return op
-        raise KeyError(f"no op named {name!r}")
+        return find_named(self.ops, name, "op")
 
     def shapes(self) -> dict:
         """Shapes (without batch) of every tensor; validates the IR."""

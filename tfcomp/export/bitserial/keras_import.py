@@ -17,7 +17,7 @@ integer-only deployment does. Where a tensor is quantized twice on
 different grids (a QuantActivation, then a layer's input quantizer) a
 ``requantize`` op is inserted. Tensors that the model never quantizes
 (hand-built models without observers) take a min/max grid calibrated on
-``calibration_x`` (8 bits; the model output 16 bits).
+``calibration_data`` (8 bits; the model output 16 bits).
 
 The int32 bias is the layer's bias on the accumulator grid ``input_scale
 * weight_scale``; QAT layers add their bias rounded to that grid in the
@@ -41,22 +41,40 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import keras
 import numpy as np
 
+from tfcomp._io import as_arrays
 from tfcomp.export.bitserial.builder import IRBuilder
 from tfcomp.export.bitserial.ir import IntegerIR, QuantParams
 from tfcomp.export.bitserial.random_ir import calibrated_quant
+from tfcomp.layers import (
+    MixedQuantConv2D,
+    MixedQuantDense,
+    MixedQuantDepthwiseConv2D,
+    QuantActivation,
+    QuantConv2D,
+    QuantDense,
+    QuantDepthwiseConv2D,
+    QuantReLU,
+)
+from tfcomp.quantization._analysis import act_name, relu_kind
 
 __all__ = ["build_ir_from_keras"]
 
-_GEMM = {"QuantConv2D": "conv2d", "QuantDepthwiseConv2D": "depthwise_conv2d",
-         "QuantDense": "dense", "Conv2D": "conv2d",
-         "DepthwiseConv2D": "depthwise_conv2d", "Dense": "dense"}
-_IDENTITY = ("Dropout", "SpatialDropout2D", "GaussianNoise",
-             "GaussianDropout", "AlphaDropout", "ActivityRegularization",
-             "Identity")
+L = keras.layers
+# Layers are matched by exact type, not isinstance: a subclass may change
+# what ``call`` computes (masks, extra terms), so it is not taken for its
+# parent.
+_GEMM = {QuantConv2D: "conv2d", QuantDepthwiseConv2D: "depthwise_conv2d",
+         QuantDense: "dense", L.Conv2D: "conv2d",
+         L.DepthwiseConv2D: "depthwise_conv2d", L.Dense: "dense"}
+_MIXED = (MixedQuantConv2D, MixedQuantDepthwiseConv2D, MixedQuantDense)
+_IDENTITY = (L.Dropout, L.SpatialDropout2D, L.GaussianNoise,
+             L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization,
+             L.Identity)
 
 
 @dataclasses.dataclass
@@ -72,26 +90,7 @@ class _Pending:
 
 
 def _act(layer) -> str:
-    fn = getattr(layer, "activation", None)
-    if fn is None:
-        return "linear"
-    name = keras.activations.serialize(fn)
-    if isinstance(name, dict):
-        name = name.get("config", {}).get("name", str(name))
-    return str(name)
-
-
-def _relu_of(layer) -> str | None:
-    cls = type(layer).__name__
-    if cls == "ReLU":
-        cfg = layer.get_config()
-        if cfg.get("negative_slope", 0) or cfg.get("threshold", 0):
-            return None
-        mv = cfg.get("max_value")
-        return "relu" if mv is None else "relu6" if float(mv) == 6 else None
-    if cls == "Activation" and _act(layer) in ("relu", "relu6"):
-        return _act(layer)
-    return None
+    return act_name(getattr(layer, "activation", None))
 
 
 def _grid(entry) -> QuantParams | None:
@@ -102,14 +101,15 @@ def _grid(entry) -> QuantParams | None:
 
 
 class _Importer:
-    def __init__(self, model, calibration_x, default_bits, output_bits):
+    def __init__(self, model, calibration_data, default_bits, output_bits):
         from tfcomp.quantization import quantization_params
         from tfcomp.quantization._graph import read_graph
 
         self.model = model
         self.graph = read_graph(model, "build_ir_from_keras")
         self.params = quantization_params(model)
-        self.cal_x = calibration_x
+        self.cal_x = None if calibration_data is None else as_arrays(
+            calibration_data, model=model)[0]
         self.default_bits = default_bits
         self.output_bits = output_bits
         self.state: dict = {}  # id(KerasTensor) -> str (IR name) | _Pending
@@ -140,7 +140,7 @@ class _Importer:
             where = "the model input" if prod is None else \
                 f"the output of layer {prod.name!r}"
             raise ValueError(
-                "calibration_x is needed: no quantizer covers "
+                "calibration_data is needed: no quantizer covers "
                 f"{where}; pass calibration inputs or quantize the model "
                 "with tfcomp.quantization.quantize_model")
         if id(tensor) == id(self.inputs[0]):
@@ -207,7 +207,7 @@ class _Importer:
 
     def _emit_gemm(self, st: _Pending, grid: QuantParams, relu: str) -> str:
         layer, b = st.layer, self.builder
-        kind = _GEMM[type(layer).__name__]
+        kind = _GEMM[type(layer)]
         p = self.params.get(layer.name, {})
         if "codes" in p:
             codes = np.asarray(p["codes"], np.int64)
@@ -268,7 +268,7 @@ class _Importer:
             raise ValueError(f"layer {layer.name!r}: ReLU6 after average "
                              "pooling has no integer form here")
         name = self.name(layer.name)
-        if type(layer).__name__ == "GlobalAveragePooling2D":
+        if type(layer) is L.GlobalAveragePooling2D:
             return b.global_avg_pool(name, st.x, grid, relu=relu == "relu")
         return b.avg_pool(name, st.x, tuple(layer.pool_size),
                           tuple(layer.strides), layer.padding, grid,
@@ -297,15 +297,15 @@ class _Importer:
 
     def visit(self, node) -> None:
         layer = node.layer
-        cls = type(layer).__name__
+        cls = type(layer)
         ins = node.input_list()
         outs = node.output_list()
         out = outs[0]
         p = self.params.get(layer.name)
+        if isinstance(layer, _MIXED):
+            raise ValueError(f"layer {layer.name!r} is a DNAS supernet "
+                             "layer; derive its bits first")
         if cls in _GEMM:
-            if cls.startswith("Mixed"):
-                raise ValueError(f"layer {layer.name!r} is a DNAS supernet "
-                                 "layer; derive its bits first")
             grid = _grid(p["input"]) if p else None
             if p and getattr(layer, "input_quantizer", None) is not None \
                     and grid is None:
@@ -318,14 +318,14 @@ class _Importer:
                 raise ValueError(f"layer {layer.name!r}: activation {act!r} "
                                  "has no integer form")
             self.state[id(out)] = _Pending("gemm", layer, x, relu=act)
-        elif cls in ("QuantActivation", "QuantReLU"):
+        elif cls in (QuantActivation, QuantReLU):
             grid = _grid(p["output"])
             if grid is None:
                 raise ValueError(f"layer {layer.name!r}: quantizer never saw "
                                  "data; calibrate or train the model first")
             relu = "linear"
-            if cls == "QuantReLU":
-                relu = _relu_of(keras.layers.ReLU(
+            if cls is QuantReLU:
+                relu = relu_kind(keras.layers.ReLU(
                     max_value=layer.max_value,
                     negative_slope=layer.negative_slope,
                     threshold=layer.threshold))
@@ -334,8 +334,8 @@ class _Importer:
                                      "ReLU6 have an integer form")
             self.state[id(out)] = self.materialize(ins[0], grid, relu,
                                                    base=layer.name)
-        elif _relu_of(layer) is not None:
-            relu = _relu_of(layer)
+        elif relu_kind(layer) is not None:
+            relu = relu_kind(layer)
             st = self.state[id(ins[0])]
             if isinstance(st, _Pending) and st.kind in ("gemm", "add") and (
                     st.relu == "linear"):
@@ -345,26 +345,26 @@ class _Importer:
                 self.state[id(out)] = self.builder.relu(
                     self.name(layer.name), x, 6.0 if relu == "relu6"
                     else None)
-        elif cls == "Add":
+        elif cls is L.Add:
             if len(ins) != 2:
                 raise ValueError(f"layer {layer.name!r}: Add of {len(ins)} "
                                  "tensors; only 2 are supported")
             xs = tuple(self.as_int(t, f"{layer.name}_in{i}")
                        for i, t in enumerate(ins))
             self.state[id(out)] = _Pending("add", layer, inputs=xs)
-        elif cls == "MaxPooling2D":
+        elif cls is L.MaxPooling2D:
             x = self.as_int(ins[0], layer.name)
             self.state[id(out)] = self.builder.max_pool(
                 self.name(layer.name), x, tuple(layer.pool_size),
                 tuple(layer.strides), layer.padding)
-        elif cls in ("AveragePooling2D", "GlobalAveragePooling2D"):
+        elif cls in (L.AveragePooling2D, L.GlobalAveragePooling2D):
             if getattr(layer, "keepdims", False):
                 raise ValueError(f"layer {layer.name!r}: keepdims=True is "
                                  "not supported")
             # the exact mean goes straight onto the next quantizer's grid
             x = self.as_int(ins[0], layer.name)
             self.state[id(out)] = _Pending("avg", layer, x)
-        elif cls == "GlobalMaxPooling2D":
+        elif cls is L.GlobalMaxPooling2D:
             if getattr(layer, "keepdims", False):
                 raise ValueError(f"layer {layer.name!r}: keepdims=True is "
                                  "not supported")
@@ -373,9 +373,9 @@ class _Importer:
             h, w = b.shape(x)[:2]
             self.state[id(out)] = b.flatten(self.name(layer.name), b.max_pool(
                 self.name(f"{layer.name}_max"), x, (h, w)))
-        elif cls in ("Flatten", "Reshape"):
+        elif cls in (L.Flatten, L.Reshape):
             x = self.as_int(ins[0], layer.name)
-            if cls == "Flatten":
+            if cls is L.Flatten:
                 y = self.builder.flatten(self.name(layer.name), x)
             else:
                 y = self.builder.reshape(self.name(layer.name), x,
@@ -384,20 +384,20 @@ class _Importer:
         elif cls in _IDENTITY:
             self.state[id(out)] = self.state[id(ins[0])]
             self.source[id(out)] = self.source.get(id(ins[0]), ins[0])
-        elif cls in ("Activation", "Softmax") and (
-                cls == "Softmax" or _act(layer) == "softmax") and \
+        elif cls in (L.Activation, L.Softmax) and (
+                cls is L.Softmax or _act(layer) == "softmax") and \
                 any(out is t for t in keras.tree.flatten(self.model.outputs)):
             self.state[id(out)] = self.state[id(ins[0])]
             self.source[id(out)] = ins[0]
             self.notes.append(f"{layer.name}: final softmax dropped "
                               "(argmax-invariant)")
-        elif cls == "BatchNormalization":
+        elif cls is L.BatchNormalization:
             raise ValueError(f"layer {layer.name!r}: BatchNormalization must "
                              "be folded (quantize_model(..., "
                              "fold_batchnorm=True))")
         else:
-            raise ValueError(f"layer {layer.name!r} ({cls}) has no integer "
-                             "mapping in the bit-serial exporter")
+            raise ValueError(f"layer {layer.name!r} ({cls.__name__}) has no "
+                             "integer mapping in the bit-serial exporter")
 
 
 def _link_shared_inputs(model) -> None:
@@ -409,8 +409,9 @@ def _link_shared_inputs(model) -> None:
     link_shared_inputs(model)
 
 
-def build_ir_from_keras(model, calibration_x=None, default_bits: int = 8,
-                        output_bits: int = 16) -> IntegerIR:
+def build_ir_from_keras(model, calibration_data=None, default_bits: int = 8,
+                        output_bits: int = 16, *,
+                        calibration_x=None) -> IntegerIR:
     """Maps a quantization-aware Keras model to an :class:`IntegerIR`.
 
     Supported layers: QuantConv2D / QuantDepthwiseConv2D / QuantDense
@@ -422,11 +423,12 @@ def build_ir_from_keras(model, calibration_x=None, default_bits: int = 8,
     Args:
         model: a calibrated or trained QAT model (single input and output,
             functional or Sequential).
-        calibration_x: inputs used only for tensors the model never
-            quantizes (min/max grids); may be None for ``quantize_model``
-            output.
+        calibration_data: inputs used only for tensors the model never
+            quantizes (min/max grids): an array, ``(x, y)`` or batches, as
+            ``fit`` takes; may be None for ``quantize_model`` output.
         default_bits: bits of such calibrated intermediate grids.
         output_bits: bits of a calibrated model-output grid.
+        calibration_x: deprecated name of ``calibration_data``.
 
     Like ``calibrate`` and int8 TFLite export, this links same-width input
     quantizers to the observer grid of their input (in place), so the
@@ -442,6 +444,11 @@ def build_ir_from_keras(model, calibration_x=None, default_bits: int = 8,
         >>> ir = build_ir_from_keras(qat_model)
         >>> y = integer_reference(ir, x_test[:8])
     """
+    if calibration_x is not None:
+        warnings.warn("calibration_x= is deprecated; use calibration_data=.",
+                      DeprecationWarning, stacklevel=2)
+        if calibration_data is None:
+            calibration_data = calibration_x
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a keras.Model. Received: "
                         f"{type(model).__name__}")
@@ -451,7 +458,7 @@ def build_ir_from_keras(model, calibration_x=None, default_bits: int = 8,
             raise ValueError(f"{name} must be an int in [2, 16]. Received: "
                              f"{name}={v!r}")
     _link_shared_inputs(model)
-    imp = _Importer(model, calibration_x, default_bits, output_bits)
+    imp = _Importer(model, calibration_data, default_bits, output_bits)
     ir = imp.run()
     ir.notes = imp.notes
     ir.keras_output = imp.keras_output

@@ -17,7 +17,7 @@ Result instructions it runs. Bit Fusion descriptors are executed per output
 channel tile and the compute cycles counted from the loop nest trip counts.
 
 Example:
-    >>> write_descriptor(ir, "m.json", target="bismo")
+    >>> write_descriptor(ir, "m.json", hardware="bismo")
     >>> y, stats = simulate_bitserial("m.json", x, return_stats=True)
     >>> stats.by_name("conv1").compute_cycles
 """
@@ -30,9 +30,9 @@ import numpy as np
 
 from tfcomp.export.bitserial import kernels, packing
 from tfcomp.export.bitserial.descriptor import load_descriptor
-from tfcomp.export.bitserial.ir import QuantParams
+from tfcomp.export.bitserial.ir import QuantParams, find_named
 from tfcomp.export.bitserial.reference import prepare_input
-from tfcomp.export.bitserial.schedule import bismo_exec_list, split_blocks
+from tfcomp.hardware import bismo_exec_list, split_blocks
 
 __all__ = ["LayerStats", "SimulationStats", "simulate_bitserial"]
 
@@ -93,10 +93,7 @@ class SimulationStats:
 
     def by_name(self, name: str) -> LayerStats:
         """The stats of layer ``name``."""
-        for la in self.layers:
-            if la.name == name:
-                return la
-        raise KeyError(f"no layer named {name!r}")
+        return find_named(self.layers, name, "layer")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

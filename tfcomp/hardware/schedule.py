@@ -1,18 +1,22 @@
-"""Target schedules: BISMO tiling + instruction program, Bit Fusion tiling.
+"""BISMO and Bit Fusion tiling: the one place it is computed.
+
+The analytic models (``BISMO.exec_cycles``, ``BitFusion.compute_cycles``)
+and the bit-serial exporter (descriptor programs, simulator) all take their
+tiles, cycle counts, fused widths and array defaults from here.
 
 Both work on a layer's grouped GEMM view: ``groups`` independent GEMMs of
 ``M x K`` activations (lhs) by ``K x N`` weights (rhs); depthwise convs have
 one group per channel and N = depth multiplier. Schedules describe *how* a
 layer runs (tiles, blocks, instruction stream, loop order) and count the
 compute cycles of that program; the time, memory stalls and energy of a
-layer come from ``tfcomp.hardware`` (see ``hardware_hook``).
+layer come from the ``BISMO`` / ``BitFusion`` models.
 
 BISMO (Umuroglu et al., FPL 2018, arXiv 1806.08862): a ``dm x dk x dn``
 array of binary dot-product units. One Exec step multiplies one lhs bit
 plane tile (dm x dk) by one rhs bit plane tile (dk x dn), AND + popcount,
 shifted by ``i + j`` and negated for one signed MSB plane, so
 ``exec_cycles = groups * tiles_m * tiles_n * tiles_k * a_bits * w_bits``
-(the same count as ``tfcomp.hardware.BISMO.exec_cycles``). Operands are
+(:func:`bismo_exec_cycles`, which ``BISMO.exec_cycles`` calls). Operands are
 fetched in blocks that fit the lhs/rhs buffers (``lhs_depth`` /
 ``rhs_depth`` entries of dk bits per buffer; 1024 as in the paper's
 instances); the program is a loop nest (group, m_block, n_block, k_block)
@@ -22,7 +26,8 @@ Bit Fusion (Sharma et al., ISCA 2018, arXiv 1712.01507): ``rows`` (input
 channels) x ``cols`` (output channels) fusion units, ``perf`` fused PEs per
 unit; loop nest (group, oc_tile, m, kernel, ic_tile) with oc tiles of
 ``cols`` and ic tiles of ``rows * perf`` channels, one cycle per innermost
-trip, i.e. the compute cycles of ``tfcomp.hardware.BitFusion``.
+trip (:func:`bitfusion_compute_cycles`, which ``BitFusion.compute_cycles``
+calls).
 
 Example:
     >>> s = bismo_schedule(1, 64, 144, 16, a_bits=4, w_bits=2,
@@ -34,18 +39,86 @@ Example:
 from __future__ import annotations
 
 __all__ = [
-    "BISMO_BUFFER_DEFAULTS",
-    "bismo_exec_list",
-    "bismo_schedule",
-    "bitfusion_schedule",
+    "BISMO_ARRAY_DEFAULTS", "BISMO_BUFFER_DEFAULTS",
+    "BITFUSION_ARRAY_DEFAULTS", "bismo_exec_cycles", "bismo_exec_list",
+    "bismo_schedule", "bismo_tiles", "bitfusion_compute_cycles",
+    "bitfusion_perf_factor", "bitfusion_schedule", "ceil_div", "fused_bits",
     "split_blocks",
 ]
 
+# The paper's PYNQ-Z1 BISMO instance (Umuroglu et al., FPL 2018).
+BISMO_ARRAY_DEFAULTS = {"dm": 2, "dk": 64, "dn": 2}
 BISMO_BUFFER_DEFAULTS = {"lhs_depth": 1024, "rhs_depth": 1024}
+# Bit Fusion's array in the authors' simulator configurations (both).
+BITFUSION_ARRAY_DEFAULTS = {"rows": 16, "cols": 32}
 
 
-def _ceil(a, b):
+def ceil_div(a, b) -> int:
+    """``ceil(a / b)`` for integers.
+
+    Example:
+        >>> ceil_div(7, 2)
+        4
+    """
     return -(-int(a) // int(b))
+
+
+def bismo_tiles(m, k, n, dm, dk, dn) -> tuple[int, int, int]:
+    """``(tiles_m, tiles_k, tiles_n)`` of an ``M x K`` by ``K x N`` GEMM on
+    a ``dm x dk x dn`` BISMO array.
+
+    Example:
+        >>> bismo_tiles(64, 144, 16, 2, 64, 2)
+        (32, 3, 8)
+    """
+    return ceil_div(m, dm), ceil_div(k, dk), ceil_div(n, dn)
+
+
+def bismo_exec_cycles(groups, m, k, n, w_bits, a_bits, dm, dk, dn) -> int:
+    """Exec-stage cycles: ``groups * tiles_m * tiles_n * tiles_k * a_bits
+    * w_bits`` (one bit-plane pair of one tile per cycle).
+
+    Example:
+        >>> bismo_exec_cycles(1, 64, 144, 16, 2, 4, 2, 64, 2)
+        6144
+    """
+    tm, tk, tn = bismo_tiles(m, k, n, dm, dk, dn)
+    return groups * tm * tn * tk * a_bits * w_bits
+
+
+def fused_bits(b: int) -> int:
+    """Operand width a Bit Fusion fused PE is built for: 2, 4 or 8 bits.
+
+    Example:
+        >>> [fused_bits(b) for b in (1, 3, 5)]
+        [2, 4, 8]
+    """
+    return 2 if b <= 2 else 4 if b <= 4 else 8
+
+
+def bitfusion_perf_factor(w_bits: int, a_bits: int) -> int:
+    """Fused PEs per Bit Fusion unit: ``(8 / p(a)) * (8 / p(w))`` with
+    ``p = fused_bits``.
+
+    Example:
+        >>> bitfusion_perf_factor(3, 4)
+        4
+    """
+    return (8 // fused_bits(a_bits)) * (8 // fused_bits(w_bits))
+
+
+def bitfusion_compute_cycles(groups, m, kernel_positions, ic, oc, perf,
+                             rows, cols) -> int:
+    """Array cycles of the loop nest (group, oc_tile, m, kernel, ic_tile):
+    ``groups * ceil(oc / cols) * m * kernel_positions * ceil(ic / (rows *
+    perf))`` with ``ic`` / ``oc`` the channels per group.
+
+    Example:
+        >>> bitfusion_compute_cycles(1, 100, 9, 3, 16, 4, 16, 32)
+        900
+    """
+    return groups * ceil_div(oc, cols) * m * kernel_positions * ceil_div(
+        ic, rows * perf)
 
 
 def split_blocks(total: int, block: int) -> list[tuple[int, int]]:
@@ -93,7 +166,11 @@ def bismo_exec_list(a_bits, w_bits, a_signed, w_signed) -> list[dict]:
 
 
 def bismo_schedule(groups, m, k, n, a_bits, w_bits, a_signed, w_signed,
-                   dm=2, dk=64, dn=2, lhs_depth=1024, rhs_depth=1024) -> dict:
+                   dm=BISMO_ARRAY_DEFAULTS["dm"],
+                   dk=BISMO_ARRAY_DEFAULTS["dk"],
+                   dn=BISMO_ARRAY_DEFAULTS["dn"],
+                   lhs_depth=BISMO_BUFFER_DEFAULTS["lhs_depth"],
+                   rhs_depth=BISMO_BUFFER_DEFAULTS["rhs_depth"]) -> dict:
     """Tiling and blocked Fetch/Exec/Result/Sync program for BISMO.
 
     Args:
@@ -117,11 +194,11 @@ def bismo_schedule(groups, m, k, n, a_bits, w_bits, a_signed, w_signed,
         raise ValueError("BISMO needs dm, dn >= 1 and dk a multiple of 64 "
                          f"(one packed word). Received: dm={dm}, dk={dk}, "
                          f"dn={dn}")
-    tm, tk, tn = _ceil(m, dm), _ceil(k, dk), _ceil(n, dn)
+    tm, tk, tn = bismo_tiles(m, k, n, dm, dk, dn)
     bk = max(1, min(tk, lhs_depth // a_bits, rhs_depth // w_bits))
     bm = max(1, min(tm, lhs_depth // (bk * a_bits)))
     bn = max(1, min(tn, rhs_depth // (bk * w_bits)))
-    mb, nb, kb = _ceil(tm, bm), _ceil(tn, bn), _ceil(tk, bk)
+    mb, nb, kb = ceil_div(tm, bm), ceil_div(tn, bn), ceil_div(tk, bk)
     body = [
         {"op": "Sync", "stage": "fetch", "action": "wait",
          "token": "exec_free"},
@@ -163,19 +240,22 @@ def bismo_schedule(groups, m, k, n, a_bits, w_bits, a_signed, w_signed,
         "traffic_bits": {"lhs": groups * nb * tm * dm * tk * dk * a_bits,
                          "rhs": groups * mb * tn * dn * tk * dk * w_bits,
                          "result": groups * tm * dm * tn * dn * 32},
-        "exec_cycles": groups * tm * tn * tk * a_bits * w_bits,
+        "exec_cycles": bismo_exec_cycles(groups, m, k, n, w_bits, a_bits,
+                                         dm, dk, dn),
     }
 
 
-def bitfusion_schedule(groups, m, k, n, kernel_positions, perf, rows=16,
-                       cols=32, a_bits=8, w_bits=8) -> dict:
+def bitfusion_schedule(groups, m, k, n, kernel_positions, perf,
+                       rows=BITFUSION_ARRAY_DEFAULTS["rows"],
+                       cols=BITFUSION_ARRAY_DEFAULTS["cols"], a_bits=8,
+                       w_bits=8) -> dict:
     """Loop tiling and order for Bit Fusion.
 
     Args:
         groups, m, k, n: the grouped GEMM view (m = batch * OH * OW).
         kernel_positions: kh * kw (1 for dense); IC = k / kernel_positions.
         perf: fused PEs per fusion unit at these bits
-            (``tfcomp.hardware.BitFusion.perf_factor``).
+            (:func:`bitfusion_perf_factor`).
         rows, cols: array size (rows span input channels, cols output
             channels, as in the authors' simulator).
         a_bits, w_bits: operand bits (recorded with their fused widths).
@@ -189,17 +269,16 @@ def bitfusion_schedule(groups, m, k, n, kernel_positions, perf, rows=16,
         900
     """
     ic = k // kernel_positions
-    t_oc, t_ic = _ceil(n, cols), _ceil(ic, rows * perf)
-    fused = {b: 2 if b <= 2 else 4 if b <= 4 else 8 for b in (a_bits,
-                                                              w_bits)}
+    t_oc, t_ic = ceil_div(n, cols), ceil_div(ic, rows * perf)
     return {
         "kind": "bitfusion",
         "array": {"rows": int(rows), "cols": int(cols)},
         "perf_factor": int(perf),
-        "fused_bits": {"w": fused[w_bits], "a": fused[a_bits]},
+        "fused_bits": {"w": fused_bits(w_bits), "a": fused_bits(a_bits)},
         "tile_sizes": {"oc": int(cols), "ic": int(rows * perf)},
         "tiles": {"group": groups, "oc": t_oc, "m": m,
                   "kernel": kernel_positions, "ic": t_ic},
         "loop_order": ["group", "oc_tile", "m", "kernel", "ic_tile"],
-        "compute_cycles": groups * t_oc * m * kernel_positions * t_ic,
+        "compute_cycles": bitfusion_compute_cycles(
+            groups, m, kernel_positions, ic, n, perf, rows, cols),
     }

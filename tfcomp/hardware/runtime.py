@@ -1,0 +1,132 @@
+"""The on-device TFLite runtime: ai-edge-litert, else tflite-runtime, else TF.
+
+The runtime finder and the timing loop are those of
+``tfcomp.hardware.device_profiler`` (the file that runs alone on a device);
+this module adds what tfcomp needs on the host: an interpreter that falls
+back to the next runtime when one cannot load a model, batched inference
+with input quantization, and timing of one model. ``tfcomp.export.runtime``
+re-exports it.
+
+Example:
+    >>> interp, name = make_interpreter("model.tflite", threads=1)
+    >>> name
+    'ai_edge_litert'
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfcomp.hardware.device_profiler import (
+    feed_random,
+    interpreter_class,
+    interpreter_classes,
+    time_interpreters,
+    time_samples,
+)
+
+__all__ = ["dequantize_output", "feed_random", "interpreter_class",
+           "interpreter_classes", "make_interpreter", "quantize_input",
+           "run_interpreter", "time_interpreters", "time_invokes",
+           "time_samples"]
+
+
+def make_interpreter(model, threads: int = 1):
+    """Creates an allocated interpreter from a path or flatbuffer bytes.
+
+    Args:
+        model: path to a ``.tflite`` file, or its bytes.
+        threads: number of CPU threads for the interpreter.
+
+    Returns:
+        ``(interpreter, runtime_name)``.
+
+    Example:
+        >>> interp, runtime = make_interpreter("m.tflite")
+    """
+    if threads < 1:
+        raise ValueError(f"threads must be >= 1. Received: threads={threads}")
+    kwargs = ({"model_content": bytes(model)}
+              if isinstance(model, (bytes, bytearray))
+              else {"model_path": str(model)})
+    errors = []
+    for name, cls in interpreter_classes():
+        try:
+            interp = cls(num_threads=threads, **kwargs)
+            interp.allocate_tensors()
+            return interp, name
+        except (ValueError, RuntimeError) as e:  # try the next runtime
+            errors.append(f"{name}: {e}")
+    if not errors:
+        raise RuntimeError("No TFLite runtime is installed: install "
+                           "ai-edge-litert, tflite-runtime or tensorflow.")
+    raise RuntimeError("No TFLite runtime could load the model: "
+                       + "; ".join(errors))
+
+
+def time_invokes(model, runs: int = 50, warmup: int = 5, threads: int = 1,
+                 seed: int = 0) -> tuple:
+    """Times ``invoke()`` of one TFLite model on random inputs.
+
+    Args:
+        model: a ``.tflite`` path or its bytes.
+        runs: timed invocations.
+        warmup: untimed invocations first.
+        threads: interpreter threads.
+        seed: seed of the random inputs.
+
+    Returns:
+        ``(seconds, runtime_name)``: an array of ``runs`` timings.
+
+    Example:
+        >>> seconds, runtime = time_invokes("m.tflite", runs=20)
+    """
+    interp, runtime = make_interpreter(model, threads=threads)
+    feed_random(interp, np.random.default_rng(seed))
+    return time_interpreters([interp], runs=runs, warmup=warmup,
+                             rounds=1)[0], runtime
+
+
+def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Casts/quantizes a float array to an input tensor's dtype."""
+    dtype = detail["dtype"]
+    if np.issubdtype(dtype, np.integer):
+        scale, zero = detail["quantization"]
+        info = np.iinfo(dtype)
+        q = np.round(x / scale + zero)
+        return np.clip(q, info.min, info.max).astype(dtype)
+    return x.astype(dtype)
+
+
+def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
+    """Converts an output tensor back to float32."""
+    if np.issubdtype(detail["dtype"], np.integer):
+        scale, zero = detail["quantization"]
+        return (y.astype(np.float32) - zero) * scale
+    return y.astype(np.float32)
+
+
+def run_interpreter(interp, x: np.ndarray, batch_size: int = 64
+                    ) -> np.ndarray:
+    """Runs a single-input, single-output interpreter over ``x`` in batches.
+
+    Example:
+        >>> y = run_interpreter(interp, x_test[:100])
+    """
+    inp = interp.get_input_details()[0]
+    out_detail = interp.get_output_details()[0]
+    outs = []
+    current = None
+    for start in range(0, len(x), batch_size):
+        chunk = x[start:start + batch_size]
+        if current != len(chunk):
+            interp.resize_tensor_input(inp["index"],
+                                       [len(chunk), *inp["shape"][1:]])
+            interp.allocate_tensors()
+            current = len(chunk)
+            out_detail = interp.get_output_details()[0]
+        interp.set_tensor(inp["index"], quantize_input(chunk, inp))
+        interp.invoke()
+        outs.append(dequantize_output(
+            interp.get_tensor(out_detail["index"]), out_detail))
+    return np.concatenate(outs, axis=0)
