@@ -34,24 +34,28 @@ def _informative_model(seed=0, n=512):
 
 
 _FULL_BATCH = dict(num_stages=1, finetune_epochs=0, batch_size=512,
-                   grad_batches=1, eval_batches=1, verbose=0,
-                   return_info=True)
+                   grad_batches=1, eval_batches=1, verbose=0)
+
+
+def _run(*args, **kwargs):
+    """``(model, plan, report)`` of a dcp_prune call."""
+    result = dcp_prune(*args, **kwargs)
+    return (*result, result.report)
 
 
 def test_label_informative_channels_chosen_and_lambda_zero_is_reconstruction():
     model, x, y = _informative_model()
-    _, p0, i0 = dcp_prune(model, (x, y), {"fc1": 0.5}, lam=0.0,
-                          **_FULL_BATCH)
-    _, p0b, _ = dcp_prune(model, (x, np.random.default_rng(1).permutation(y)),
-                          {"fc1": 0.5}, lam=0.0, **_FULL_BATCH)
-    small, p5, i5 = dcp_prune(model, (x, y), {"fc1": 0.5}, lam=5.0,
-                              **_FULL_BATCH)
+    _, p0, i0 = _run(model, (x, y), {"fc1": 0.5}, lam=0.0, **_FULL_BATCH)
+    _, p0b, _ = _run(model, (x, np.random.default_rng(1).permutation(y)),
+                     {"fc1": 0.5}, lam=0.0, **_FULL_BATCH)
+    small, p5, i5 = _run(model, (x, y), {"fc1": 0.5}, lam=5.0,
+                         **_FULL_BATCH)
     # lam = 0: pure reconstruction -> the loud channels, labels irrelevant
     assert p0.kept("fc1") == [0, 1, 2, 3]
     assert p0b.kept("fc1") == p0.kept("fc1")
     np.testing.assert_allclose(i0["groups"]["fc1"]["loss_history"],
-                               dcp_prune(model, (x, 1 - y), {"fc1": 0.5},
-                                         lam=0.0, **_FULL_BATCH)[2]
+                               _run(model, (x, 1 - y), {"fc1": 0.5},
+                                    lam=0.0, **_FULL_BATCH)[2]
                                ["groups"]["fc1"]["loss_history"], rtol=1e-5)
     # lam > 0: the planted label-informative channels
     assert p5.kept("fc1") == [4, 5, 6, 7]
@@ -63,10 +67,9 @@ def test_label_informative_channels_chosen_and_lambda_zero_is_reconstruction():
 
 def test_loss_never_increases_and_count_is_exact():
     model, x, y = _informative_model(seed=1, n=256)
-    _, plan, info = dcp_prune(model, (x, y), {"fc1": 0.3, "fc2": 0.6},
-                              lam=1.0, num_stages=1, finetune_epochs=0,
-                              batch_size=64, sgd_steps=5, verbose=0,
-                              return_info=True)
+    _, plan, info = _run(model, (x, y), {"fc1": 0.3, "fc2": 0.6},
+                         lam=1.0, num_stages=1, finetune_epochs=0,
+                         batch_size=64, sgd_steps=5, verbose=0)
     for gid, c, eta in (("fc1", 8, 0.3), ("fc2", 8, 0.6)):
         hist = np.asarray(info["groups"][gid]["loss_history"])
         assert len(hist) == c - int(np.floor(eta * c)) + 1
@@ -96,11 +99,9 @@ def test_heads_removed_and_stages():
     rng = np.random.default_rng(0)
     x = rng.random((48, 12, 12, 1)).astype("float32")
     y = rng.integers(0, 3, 48)
-    small, plan, info = dcp_prune(model, (x, y), {"c1": 0.5, "c3": 0.5},
-                                  num_stages=2,
-                                  finetune_epochs=1, head_epochs=1,
-                                  sgd_steps=2, batch_size=24, verbose=1,
-                                  return_info=True)
+    small, plan, info = _run(model, (x, y), {"c1": 0.5, "c3": 0.5},
+                             num_stages=2, finetune_epochs=1, head_epochs=1,
+                             sgd_steps=2, batch_size=24, verbose=1)
     assert info["stage_ends"] == ["r2"]
     assert info["heads"] == {"r2": "dcp_aux1"}
     assert {g: v["stage"] for g, v in info["groups"].items()} == {
@@ -126,7 +127,7 @@ def test_errors():
         dcp_prune(model, (x[:0], y[:0]), verbose=0)
     with pytest.raises(ValueError, match="shape"):
         dcp_prune(model, (x[:, :5], y), verbose=0)
-    with pytest.raises(ValueError, match="empty the layer"):
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
         dcp_prune(model, (x, y), {"fc1": 1.0}, verbose=0)
     with pytest.raises(ValueError, match="lam"):
         dcp_prune(model, (x, y), lam=-1.0, verbose=0)
@@ -134,3 +135,19 @@ def test_errors():
         dcp_prune(model, (x, y + 5), verbose=0)
     with pytest.raises(ValueError, match="stage_ends"):
         dcp_prune(model, (x, y), stage_ends=["nope"], verbose=0)
+
+
+def test_round_to_and_deprecated_keywords():
+    model, x, y = _informative_model(n=64)
+    kw = dict(num_stages=1, finetune_epochs=0, sgd_steps=1, batch_size=64,
+              grad_batches=1, eval_batches=1, verbose=0)
+    small, plan = dcp_prune(model, (x, y), ratio=0.7, round_to=3,
+                            ignored_layers=["fc2"], **kw)
+    assert len(plan.kept("fc1")) == 3 and plan.meta["round_to"] == 3
+    assert small.get_layer("fc2").units == 8
+    with pytest.warns(DeprecationWarning, match="data="):
+        old = dcp_prune(model, data=(x, y), ratio={"fc1": 0.5}, **kw)
+    assert len(old.plan.kept("fc1")) == 4
+    with pytest.warns(DeprecationWarning, match="return_info"):
+        assert len(dcp_prune(model, (x, y), {"fc1": 0.5}, return_info=True,
+                             **kw)) == 3

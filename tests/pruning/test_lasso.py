@@ -8,6 +8,7 @@ import tfcomp
 from tfcomp.graph import DependencyGraph
 from tfcomp.pruning.lasso import calibration_data, lasso_prune
 from tfcomp.pruning.plan import Plan, estimate_macs
+from tfcomp.pruning.result import PruneResult
 
 
 def _randomize_bn(model, seed=0):
@@ -67,17 +68,18 @@ def test_planted_model_lasso_beats_l1_beats_random():
     ref = keras.ops.convert_to_numpy(model(x))
     res = {}
     for sel in ("lasso", "l1"):
-        small, plan, info = lasso_prune(model, x, {"conv1": 0.5},
-                                        selector=sel, verbose=0,
-                                        return_info=True)
-        res[sel] = info["groups"]["conv1"]["consumers"]["conv2"]["error"]
+        result = lasso_prune(model, x, {"conv1": 0.5}, selector=sel,
+                             verbose=0)
+        small, plan = result
+        res[sel] = (result.report["groups"]["conv1"]["consumers"]["conv2"]
+                    ["error"])
         assert small.get_layer("conv1").filters == 8
         assert small.get_layer("conv2").kernel.shape == (3, 3, 8, 6)
         if sel == "lasso":
             kept = kind[plan.kept("conv1")]
             out = keras.ops.convert_to_numpy(small(x))
     rand = np.mean([lasso_prune(model, x, {"conv1": 0.5}, selector="random",
-                                seed=s, verbose=0, return_info=True)[2]
+                                seed=s, verbose=0).report
                     ["groups"]["conv1"]["consumers"]["conv2"]["error"]
                     for s in range(4)])
     assert res["lasso"] < res["l1"] < rand
@@ -90,8 +92,8 @@ def test_planted_model_lasso_beats_l1_beats_random():
 def test_coupled_residual_groups_stay_consistent():
     model = _tiny_resnet()
     x = np.random.default_rng(0).random((24, 12, 12, 1)).astype("float32")
-    small, plan, info = lasso_prune(model, x, ratio=0.5, samples_per_image=4,
-                                    verbose=0, return_info=True)
+    result = lasso_prune(model, x, ratio=0.5, samples_per_image=4, verbose=0)
+    (small, plan), info = result, result.report
     graph = DependencyGraph(model)
     for g in graph.prunable_groups:
         want = g.size - g.size // 2
@@ -141,8 +143,8 @@ def test_flatten_dense_consumer():
     model = _randomize_bn(tfcomp.zoo.vgg_small(width=4,
                                                input_shape=(16, 16, 1)))
     x = np.random.default_rng(3).random((20, 16, 16, 1)).astype("float32")
-    small, plan, info = lasso_prune(model, x, {"s3c2_conv": 0.5},
-                                    verbose=0, return_info=True)
+    result = lasso_prune(model, x, {"s3c2_conv": 0.5}, verbose=0)
+    small, info = result.model, result.report
     # 2x2 spatial positions x 8 kept channels feed fc1
     assert small.get_layer("fc1").kernel.shape == (32, 128)
     assert info["groups"]["s3c2_conv"]["exact"]
@@ -158,9 +160,9 @@ def test_errors():
         lasso_prune(model, None, verbose=0)
     with pytest.raises(ValueError, match=r"shape \('N', 12, 12, 1\)"):
         lasso_prune(model, np.zeros((4, 10, 10, 1)), verbose=0)
-    with pytest.raises(ValueError, match="empty the layer"):
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
         lasso_prune(model, x, ratio=1.0, verbose=0)
-    with pytest.raises(ValueError, match="empty the layer"):
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
         lasso_prune(model, x, {"s1b1_conv1": 1.0}, verbose=0)
     with pytest.raises(ValueError, match="ratio"):
         lasso_prune(model, x, ratio=-0.1, verbose=0)
@@ -179,13 +181,54 @@ def test_calibration_data_forms():
     model = _tiny_resnet()
     x = np.random.default_rng(4).random((10, 12, 12, 1)).astype("float32")
     y = np.arange(10) % 3
-    a, la = calibration_data((x, keras.utils.to_categorical(y, 10)), model)
+    with pytest.warns(DeprecationWarning, match="as_arrays"):
+        a, la = calibration_data((x, keras.utils.to_categorical(y, 10)),
+                                 model)
     assert a.shape == (10, 12, 12, 1) and list(la) == list(y)
     batches = [(x[:4], y[:4]), (x[4:], y[4:])]
     b, lb = calibration_data(batches, model, max_images=6)
     assert b.shape == (6, 12, 12, 1) and list(lb) == list(y[:6])
     with pytest.raises(ValueError, match="labels"):
         calibration_data(x, model, need_labels=True)
-    with pytest.raises(ValueError, match="one entry per image"):
+    with pytest.raises(ValueError, match="one entry per"):
         calibration_data((x, y[:3]), model)
     assert isinstance(Plan, type)
+
+
+def test_round_to_ignored_layers_and_result_shape():
+    model = _tiny_resnet()
+    x = np.random.default_rng(5).random((12, 12, 12, 1)).astype("float32")
+    graph = DependencyGraph(model)
+    result = lasso_prune(model, x, ratio=0.6, round_to=3, selector="l1",
+                         samples_per_image=2, verbose=0,
+                         ignored_layers=["s1b1_conv1"])
+    assert isinstance(result, PruneResult) and len(result) == 2
+    small, plan = result
+    assert result.model is small and result.plan is plan
+    assert "s1b1_conv1" not in result.report["groups"]
+    assert plan.kept("s1b1_conv1") == list(range(graph.group(
+        "s1b1_conv1").size))
+    for gid in result.report["groups"]:
+        size = graph.group(gid).size
+        kept = len(plan.kept(gid))
+        assert kept % 3 == 0 or kept == size
+        assert kept < size
+    assert plan.meta["round_to"] == 3
+
+
+def test_deprecated_keywords():
+    model = _tiny_resnet()
+    x = np.random.default_rng(6).random((6, 12, 12, 1)).astype("float32")
+    kw = dict(selector="l1", samples_per_image=1, verbose=0)
+    ref = lasso_prune(model, calibration_data=x, ratio={"s1b1_conv1": 0.5},
+                      **kw)
+    with pytest.warns(DeprecationWarning, match="data="):
+        old = lasso_prune(model, data=x, ratio={"s1b1_conv1": 0.5}, **kw)
+    assert old.plan.removed == ref.plan.removed
+    with pytest.warns(DeprecationWarning, match="return_info"):
+        triple = lasso_prune(model, x, {"s1b1_conv1": 0.5},
+                             return_info=True, **kw)
+    assert len(triple) == 3 and triple[2]["groups"].keys() == \
+        ref.report["groups"].keys()
+    with pytest.raises(ValueError, match="not both"):
+        lasso_prune(model, x, data=x, **kw)

@@ -151,7 +151,7 @@ def test_latency_target_with_a_table(data):
     model = tfcomp.zoo.resnet(depth=8, width=16, input_shape=(12, 12, 1))
     table = LatencyTable.build(model, BitFusion("edge"), bits=[(8, 8)],
                                channel_fractions=FRACTIONS, progress=False)
-    hm = AMCHyperModel(model, x, (x, y), target="latency", budget=0.6,
+    hm = AMCHyperModel(model, x, (x, y), resource="latency", budget=0.6,
                        hardware=table, round_to=1, max_images=8)
     dense = table.model_cost(model).latency_s
     assert hm.dense_cost == pytest.approx(dense)
@@ -174,14 +174,14 @@ def test_table_that_cannot_cost_a_layer(model, data):
     full_only = LatencyTable.build(model, BitFusion("edge"), bits=[(8, 8)],
                                    progress=False)
     with pytest.raises(ValueError, match="cannot cost layer"):
-        AMCHyperModel(model, x, (x, y), target="latency", budget=0.6,
+        AMCHyperModel(model, x, (x, y), resource="latency", budget=0.6,
                       hardware=full_only)
     other = tfcomp.zoo.vgg_small(width=4, input_shape=(12, 12, 1))
     other_table = LatencyTable.build(other, BitFusion("edge"), bits=[(8, 8)],
                                      channel_fractions=FRACTIONS,
                                      progress=False)
     with pytest.raises(ValueError, match="no same-shaped layer"):
-        AMCHyperModel(model, x, (x, y), target="latency", budget=0.6,
+        AMCHyperModel(model, x, (x, y), resource="latency", budget=0.6,
                       hardware=other_table)
 
 
@@ -197,10 +197,35 @@ def test_bad_arguments(model, data):
     x, y = data
     with pytest.raises(ValueError, match="budget must be in"):
         AMCHyperModel(model, x, (x, y), budget=1.5)
-    with pytest.raises(ValueError, match="target must be one of"):
-        AMCHyperModel(model, x, (x, y), target="energy")
+    with pytest.raises(ValueError, match="resource must be one of"):
+        AMCHyperModel(model, x, (x, y), resource="energy")
     with pytest.raises(ValueError, match="needs hardware"):
-        AMCHyperModel(model, x, (x, y), target="latency")
+        AMCHyperModel(model, x, (x, y), resource="latency")
+    with pytest.raises(ValueError, match="not both"):
+        AMCHyperModel(model, x, (x, y), budget=0.5, target_macs=0.5)
+
+
+def test_deprecated_target_keyword_target_macs_and_ignored_layers(model,
+                                                                   data):
+    x, y = data
+    with pytest.warns(DeprecationWarning, match="resource="):
+        old = AMCHyperModel(model, x, (x, y), target="macs", budget=0.5,
+                            round_to=1)
+    new = AMCHyperModel(model, x, (x, y), resource="macs", round_to=1,
+                        target_macs=0.5)
+    assert old.resource == new.resource == "macs"
+    assert old.space.budget_cost == new.space.budget_cost
+    dense = tfcomp.profile(model).macs
+    absolute = AMCHyperModel(model, x, (x, y), round_to=1,
+                             target_macs=dense // 2)
+    assert absolute.budget == pytest.approx((dense // 2) / dense)
+    with pytest.warns(DeprecationWarning):
+        assert old.target == "macs"
+    hm = AMCHyperModel(model, x, (x, y), budget=0.6, round_to=2,
+                       ignored_layers=["s1b1_conv1"])
+    assert "s1b1_conv1" not in hm.group_ids
+    counts = hm.keep_counts({n: 0.5 for n in hm.space.names})
+    assert all(c % 2 == 0 for c in counts.values())
 
 
 def _tuner(hm, directory, max_trials, overwrite=True, cls=AMCTuner):

@@ -9,20 +9,23 @@ Example:
     >>> agent = DDPG(state_dim=10, seed=0)
 """
 
-import importlib
-
 from tfcomp.tuners.ddpg import DDPG, ReplayBuffer
 
-_LAZY = {
-    "AMCHyperModel": "tfcomp.tuners.amc", "AMCOracle": "tfcomp.tuners.amc",
-    "AMCTuner": "tfcomp.tuners.amc", "HAQHyperModel": "tfcomp.tuners.haq",
-    "HAQOracle": "tfcomp.tuners.haq", "HAQTuner": "tfcomp.tuners.haq",
-}
+_AMC = ("AMCHyperModel", "AMCOracle", "AMCTuner")
+_HAQ = ("HAQHyperModel", "HAQOracle", "HAQTuner")
 
-__all__ = ["DDPG", "ReplayBuffer", *_LAZY]
+__all__ = ["DDPG", "ReplayBuffer", *_AMC, *_HAQ]
 
 
 def __getattr__(name):
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    # Plain imports on first use: keras_tuner is loaded only when an AMC /
+    # HAQ name is asked for.
+    if name in _AMC:
+        from tfcomp.tuners import amc
+
+        return getattr(amc, name)
+    if name in _HAQ:
+        from tfcomp.tuners import haq
+
+        return getattr(haq, name)
     raise AttributeError(f"module 'tfcomp.tuners' has no attribute {name!r}")

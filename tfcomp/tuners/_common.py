@@ -26,42 +26,35 @@ import glob
 import json
 import math
 import os
-import tempfile
+import warnings
 
+import keras
 import keras_tuner as kt
 import numpy as np
 from keras_tuner.engine.trial import TrialStatus
 
+from tfcomp._io import as_arrays, atomic_write_text
+from tfcomp._io import check_fraction as _check_fraction
 from tfcomp.tuners.ddpg import DDPG
 
 __all__ = [
     "DDPGOracle",
+    "EpisodeOracle",
     "accuracy",
     "as_images",
     "as_xy",
     "atomic_write_text",
     "check_fraction",
+    "check_ints",
+    "check_model",
+    "legacy_resource",
     "minmax_columns",
+    "renamed_property",
+    "space_property",
 ]
 
 _STATE_KEY = "tfcomp"
 _STATE_VERSION = 1
-
-
-def atomic_write_text(path: str, text: str) -> None:
-    """Writes ``text`` to ``path`` via a temp file and ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
-                               suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def minmax_columns(features) -> np.ndarray:
@@ -83,44 +76,99 @@ def minmax_columns(features) -> np.ndarray:
 
 
 def check_fraction(name: str, value, lo_open: bool = True) -> float:
-    """A float in (0, 1] (or [0, 1] with ``lo_open=False``)."""
-    ok = isinstance(value, (int, float, np.floating, np.integer)) and \
-        not isinstance(value, bool) and math.isfinite(float(value))
-    if ok:
-        v = float(value)
-        ok = (0.0 < v if lo_open else 0.0 <= v) and v <= 1.0
-    if not ok:
+    """A float in (0, 1] (or [0, 1] with ``lo_open=False``), checked by
+    ``tfcomp._io.check_fraction``.
+
+    Example:
+        >>> check_fraction("budget", 0.5)
+        0.5
+    """
+    try:
+        return _check_fraction(value, name, include_low=not lo_open,
+                               include_high=True)
+    except ValueError:
         br = "(" if lo_open else "["
         raise ValueError(f"{name} must be in {br}0, 1]. Received: "
-                         f"{name}={value!r}")
-    return float(value)
+                         f"{name}={value!r}") from None
 
 
 def as_xy(data, name: str):
-    """``(x, y)`` numpy arrays from an ``(x, y)`` pair; labels as ints."""
-    if not (isinstance(data, (tuple, list)) and len(data) == 2):
-        raise ValueError(f"{name} must be an (x, y) pair of arrays. "
-                         f"Received: {type(data).__name__}")
-    x = np.asarray(data[0], dtype=np.float32)
-    y = np.asarray(data[1])
-    if x.shape[0] == 0 or x.shape[0] != y.shape[0]:
-        raise ValueError(
-            f"{name} must hold the same non-zero number of inputs and labels."
-            f" Received: x.shape={x.shape}, y.shape={y.shape}")
-    if y.ndim > 1 and y.shape[-1] > 1:
-        y = y.argmax(-1)
-    return x, y.reshape(-1).astype(np.int64)
+    """``(x, y)`` numpy arrays (labels as int class indices) from any form
+    ``tfcomp._io.as_arrays`` takes; labels are required.
+
+    Example:
+        >>> x, y = as_xy((x_val, y_val), "validation_data")
+    """
+    return as_arrays(data, need_labels=True, name=name)
 
 
-def as_images(data, name: str) -> np.ndarray:
-    """Input array from an array or an ``(x, y)`` pair."""
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        data = data[0]
-    x = np.asarray(data, dtype=np.float32)
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty batch of inputs. "
-                         f"Received shape {x.shape}")
-    return x
+def as_images(data, name: str, model=None, max_items: int | None = None
+              ) -> np.ndarray:
+    """Input array from an array, an ``(x, y)`` pair or batches (see
+    ``tfcomp._io.as_arrays``; labels are dropped).
+
+    Example:
+        >>> x = as_images(x_train[:256], "calibration_data")
+    """
+    return as_arrays(data, model=model, max_items=max_items, name=name)[0]
+
+
+def legacy_resource(resource: str, target, owner: str) -> str:
+    """``resource``, or the deprecated ``target=`` keyword of ``owner``
+    (warned; it named what the budget limits).
+
+    Example:
+        >>> resource = legacy_resource(resource, target, "AMCHyperModel")
+    """
+    if target is None:
+        return resource
+    warnings.warn(f"{owner}(target=...) is deprecated; use resource= (what "
+                  "the budget limits).", DeprecationWarning, stacklevel=3)
+    return target
+
+
+def renamed_property(old: str, new: str) -> property:
+    """A property ``old`` that warns and returns ``self.<new>``.
+
+    Example:
+        >>> target = renamed_property("target", "resource")
+    """
+
+    def get(self):
+        warnings.warn(f"{type(self).__name__}.{old} is deprecated; use "
+                      f".{new}.", DeprecationWarning, stacklevel=2)
+        return getattr(self, new)
+
+    return property(get, doc=f"Deprecated: ``{new}``.")
+
+
+def space_property(name: str, doc: str) -> property:
+    """A read-only property returning ``self.space.<name>``.
+
+    Example:
+        >>> dense_cost = space_property("dense_cost", "Unpruned cost.")
+    """
+    return property(lambda self: getattr(self.space, name), doc=doc)
+
+
+def check_model(model) -> None:
+    """A ``keras.Model``, or a TypeError naming what was received."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model. Received: "
+                        f"{type(model).__name__}")
+
+
+def check_ints(**checks) -> None:
+    """``name=(value, minimum)``: each value an int >= its minimum.
+
+    Example:
+        >>> check_ints(batch_size=(256, 1), seed=(0, 0))
+    """
+    for nm, (v, lo) in checks.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) \
+                or v < lo:
+            raise ValueError(f"{nm} must be an int >= {lo}. Received: "
+                             f"{nm}={v!r}")
 
 
 def accuracy(model, x, y, batch_size: int = 256, traced: bool = False
@@ -128,8 +176,6 @@ def accuracy(model, x, y, batch_size: int = 256, traced: bool = False
     """Top-1 accuracy of ``model``: eager calls (a model evaluated once is
     not worth tracing), or ``model.predict`` (``traced=True``: a model
     evaluated again and again, whose predict function Keras keeps)."""
-    import keras
-
     if traced:
         out = model.predict(x, batch_size=batch_size, verbose=0)
         if isinstance(out, (list, tuple)):
@@ -379,6 +425,53 @@ class DDPGOracle(kt.Oracle):
             trial = self.trials.get(trial_id)
             if trial is not None and trial.status in done:
                 self._learn(trial_id)
+
+
+class EpisodeOracle(DDPGOracle):
+    """A :class:`DDPGOracle` over a hypermodel's ``space``, with the
+    paper's agent defaults as class attributes (what the AMC and HAQ
+    oracles share).
+
+    Subclasses set ``hypermodel_cls``, ``defaults`` (``warmup``,
+    ``sigma_decay``, ``init_sigma``), ``default_trials`` and
+    ``replay_per_step`` (the replay buffer holds that many transitions per
+    step of an episode, :meth:`episode_steps`); an argument left None takes
+    the default.
+    """
+
+    hypermodel_cls: type = kt.HyperModel
+    defaults: dict = {"warmup": 100, "sigma_decay": 0.95, "init_sigma": 0.5}
+    replay_per_step: int = 100
+    default_trials: int = 100
+
+    def __init__(self, hypermodel, max_trials: int | None = None,
+                 seed: int = 0, warmup: int | None = None,
+                 sigma_decay: float | None = None,
+                 init_sigma: float | None = None,
+                 updates_per_episode: int | None = None,
+                 agent_config: dict | None = None, **kwargs):
+        want = self.hypermodel_cls.__name__
+        if not isinstance(hypermodel, self.hypermodel_cls):
+            article = "an" if want[0] in "AEIOUH" else "a"
+            raise TypeError(f"hypermodel must be {article} {want}. Received: "
+                            f"{type(hypermodel).__name__}")
+        given = {"warmup": warmup, "sigma_decay": sigma_decay,
+                 "init_sigma": init_sigma}
+        config = {k: self.defaults[k] if v is None else v
+                  for k, v in given.items()}
+        config["buffer_size"] = self.replay_per_step * self.episode_steps(
+            hypermodel.space)
+        config.update(agent_config or {})
+        super().__init__(hypermodel.space,
+                         max_trials=(self.default_trials if max_trials is None
+                                     else max_trials),
+                         seed=seed, agent_config=config,
+                         updates_per_episode=updates_per_episode, **kwargs)
+
+    @staticmethod
+    def episode_steps(space) -> int:
+        """Steps of one episode (default: one per searched name)."""
+        return len(space.names)
 
 
 class DDPGSearchTuner(kt.Tuner):

@@ -23,31 +23,16 @@ import contextlib
 import io
 import json
 import math
-import os
-import tempfile
 
 import numpy as np
+
+from tfcomp._io import atomic_write_bytes
 
 __all__ = ["DDPG", "ReplayBuffer"]
 
 _FORMAT = "tfcomp.ddpg"
 _VERSION = 1
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8  # torch.optim.Adam defaults
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
-                               suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _npz_bytes(arrays: dict) -> bytes:
@@ -533,16 +518,18 @@ class DDPG:
             >>> agent.save("search_dir/agent")
         """
         files = self.paths(path)
-        _atomic_write(files["weights"],
-                      _npz_bytes(dict(self._named_arrays())))
-        _atomic_write(files["replay"], _npz_bytes(self.buffer.to_arrays()))
+        atomic_write_bytes(files["weights"],
+                           _npz_bytes(dict(self._named_arrays())))
+        atomic_write_bytes(files["replay"],
+                           _npz_bytes(self.buffer.to_arrays()))
         state = {"format": _FORMAT, "version": _VERSION,
                  "config": self.get_config(), "num_updates": self.num_updates,
                  "moving_average": self.moving_average,
                  "adam_steps": {"actor": self.actor_opt.t,
                                 "critic": self.critic_opt.t},
                  "rng_state": self.rng.bit_generator.state}
-        _atomic_write(files["json"], json.dumps(state, indent=1).encode())
+        atomic_write_bytes(files["json"],
+                           json.dumps(state, indent=1).encode())
         return files
 
     @classmethod
