@@ -1,6 +1,7 @@
 # The README's two commands: `make demo` and `make test`. Both start from
 # nothing: they create .venv, install the package and fetch the data set from
-# Debian's archive when it is missing.
+# Debian's archive when it is missing. `make test-fast` skips the tests
+# marked `@pytest.mark.slow` (pytest.ini).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ PYTEST_WORKERS ?= 2
 export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test venv data lint bench clean
+.PHONY: demo test test-fast venv data lint bench clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +34,9 @@ demo: venv data
 
 test: venv
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q tests
+
+test-fast: venv
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q -m "not slow" tests
 
 lint: venv
 	$(VENV)/bin/ruff check tfcomp tests benchmarks

@@ -28,7 +28,7 @@ add the bit with the largest accuracy gain per unit of cost that fits):
 a reference for what a search could reach.
 
 Usage (writes benchmarks/results/haq_agent.{md,json}; ~15 min on 2 cores):
-    cd /work/main && nice .venv/bin/python benchmarks/haq_agent.py
+    nice .venv/bin/python benchmarks/haq_agent.py
     nice .venv/bin/python benchmarks/haq_agent.py --quick   # smoke run
     # only the report again, from the results:
     .venv/bin/python benchmarks/haq_agent.py --from-json \
@@ -39,7 +39,6 @@ Reference: Wang et al., HAQ, arXiv:1811.08886.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -52,13 +51,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras_tuner as kt
 import numpy as np
+from _common import parser, read_json, write_text
 
 import tfcomp
 from tfcomp.hardware import BISMO, BitFusion
 from tfcomp.tuners.haq import HAQHyperModel, HAQTuner
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                       "results")
 FLOAT_ACC = 86.1           # the real MobileNetV2-tiny's test accuracy (%)
 UNIFORM4_DROP = 5.0        # points lost by uniform 4-bit (real: 86.1->81.1)
 LANDSCAPE_SEED = 0
@@ -173,17 +171,15 @@ def kt_run(hm, workdir, name, cls, trials) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--quick", action="store_true",
                     help="30/40 episodes, one seed, 15 RS/BO trials")
-    ap.add_argument("--out", default=RESULTS)
     ap.add_argument("--from-json", default=None,
                     help="only rewrite haq_agent.md from this JSON")
     args = ap.parse_args(argv)
     if args.from_json:
-        with open(args.from_json, encoding="utf-8") as f:
-            res = json.load(f)
-        _write(os.path.join(args.out, "haq_agent.md"), to_markdown(res))
+        res = read_json(args.from_json)
+        write_text(os.path.join(args.out, "haq_agent.md"), to_markdown(res))
         return 0
     short, long_ = (30, 40) if args.quick else (SHORT, LONG)
     short_seeds, long_seeds = ((0,), (0,)) if args.quick else (
@@ -227,18 +223,12 @@ def main(argv=None) -> int:
                                    kt.BayesianOptimization, bo_trials)
             res["hardware"][name] = r
     res["wall_seconds"] = time.time() - t0
-    os.makedirs(args.out, exist_ok=True)
-    _write(os.path.join(args.out, "haq_agent.json"), json.dumps(res, indent=1))
-    _write(os.path.join(args.out, "haq_agent.md"), to_markdown(res))
+    write_text(os.path.join(args.out, "haq_agent.json"),
+               json.dumps(res, indent=1))
+    write_text(os.path.join(args.out, "haq_agent.md"), to_markdown(res))
     print(to_markdown(res))
     sys.stdout.flush()
     os._exit(0)  # as search.py: TF teardown has hung after the results
-
-
-def _write(path, text):
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
 
 
 def _row(label, acc, cost=None, extra="") -> str:

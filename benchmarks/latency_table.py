@@ -30,8 +30,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import sys
@@ -42,6 +40,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import numpy as np
+from _common import parser, write_results
 from scipy.stats import spearmanr
 
 import tfcomp
@@ -52,8 +51,6 @@ from tfcomp.hardware import (
     scaled_channels,
 )
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                       "results")
 GRID = (0.25, 0.5, 0.75, 1.0)
 MULTIPLE = 8
 KEEP = (1.0, 0.9, 0.75, 0.6, 0.5, 0.4, 0.3, 0.25)
@@ -79,13 +76,6 @@ def uniformly_pruned(build, base, keep: float) -> keras.Model:
     if len(extract_specs(model)) != len(extract_specs(base)):
         raise RuntimeError(f"pruning to {keep} changed the architecture")
     return model
-
-
-def _write(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def _errors(pred, meas):
@@ -209,8 +199,8 @@ def to_markdown(res: dict) -> str:
     per_arch = {k: v for k, v in res["summary"].items() if k != "all"}
     out = [
         "# Latency-table fidelity (measured TFLite, this host)", "",
-        ("Reproduce: `cd /work/main && nice .venv/bin/python "
-         "benchmarks/latency_table.py` (about 5 minutes)."), "",
+        ("Reproduce: `nice .venv/bin/python benchmarks/latency_table.py` "
+         "(about 5 minutes)."), "",
         method, "", host, "", "## Summary (step rule, all keeps)", "",
         ("| model | mean abs error | max abs error | mean signed error | "
          "Spearman | on-grid mean abs err | off-grid mean abs err | "
@@ -294,7 +284,7 @@ def to_markdown(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--runs", type=int, default=60)
     p.add_argument("--rounds", type=int, default=6)
     p.add_argument("--statistic", choices=sorted(device_profiler.STATISTICS),
@@ -304,10 +294,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     keras.utils.set_random_seed(0)
     res = run(args.runs, args.rounds, args.statistic, args.archs)
-    os.makedirs(RESULTS, exist_ok=True)
-    _write(os.path.join(RESULTS, "latency_table.json"),
-           json.dumps(res, indent=1))
-    _write(os.path.join(RESULTS, "latency_table.md"), to_markdown(res))
+    write_results(args.out, "latency_table", res, to_markdown(res))
     print(to_markdown(res))
     return 0
 

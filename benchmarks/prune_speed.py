@@ -19,8 +19,6 @@ Writes ``benchmarks/results/prune_speed.json`` and ``.md``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import sys
@@ -31,15 +29,13 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
+from _common import parser, time_tflite, write_results
 
 import tfcomp
-from tfcomp.export import export_tflite, measure_latencies
+from tfcomp.export import export_tflite
 from tfcomp.export.runtime import make_interpreter
 from tfcomp.graph import DependencyGraph
 from tfcomp.pruning import estimate_macs, make_plan, prune_channels
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
 
 ZOO = {
     "resnet20": lambda **kw: tfcomp.zoo.resnet(depth=20, **kw),
@@ -51,14 +47,6 @@ APPS = [("MobileNet", 32), ("MobileNetV2", 32), ("MobileNetV3Small", 32),
         ("ConvNeXtTiny", 32), ("EfficientNetV2B0", 32),
         ("InceptionV3", 75), ("InceptionResNetV2", 75),
         ("NASNetMobile", 32)]
-
-
-def atomic_write(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def widths(model) -> dict:
@@ -122,8 +110,7 @@ def bench_zoo(runs: int, rounds: int, tmp: str) -> list:
                          "params": prof.params, "bytes": rep.size_bytes,
                          "max_abs_error": rep.max_abs_error,
                          "round_to": rt}
-        lat = measure_latencies(paths, runs=runs, warmup=10, threads=1,
-                                rounds=rounds)
+        lat = time_tflite(paths, runs=runs, rounds=rounds, warmup=10)
         for key in models:
             r = info[key]
             r.update(model=name, variant=key,
@@ -232,11 +219,10 @@ def to_markdown(env: dict, zoo_rows: list, app_rows: list) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--runs", type=int, default=600)
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--no-apps", action="store_true")
-    ap.add_argument("--out", default=RESULTS)
     args = ap.parse_args(argv)
     env = {"date": time.strftime("%Y-%m-%d %H:%M"),
            "machine": platform.machine() + " " + platform.processor(),
@@ -248,11 +234,9 @@ def main(argv=None) -> int:
     env["runtime"] = zoo_rows[0]["runtime"]
     app_rows = [] if args.no_apps else bench_apps()
     result = {"env": env, "zoo": zoo_rows, "applications": app_rows}
-    atomic_write(os.path.join(args.out, "prune_speed.json"),
-                 json.dumps(result, indent=1, default=float))
-    atomic_write(os.path.join(args.out, "prune_speed.md"),
-                 to_markdown(env, zoo_rows, app_rows))
-    print(to_markdown(env, zoo_rows, app_rows))
+    markdown = to_markdown(env, zoo_rows, app_rows)
+    write_results(args.out, "prune_speed", result, markdown, default=float)
+    print(markdown)
     return 0
 
 

@@ -5,11 +5,11 @@ Rows (all from the same dense checkpoint, same fine-tune budget):
 * dense: the baseline, trained ``E`` epochs, then ``F`` more plain epochs
   (its fine-tune epochs are the "plain fit" timing reference);
 * FPGM / L1 / random: soft filter pruning with ``FPGMPruning`` at 50% of the
-  dense MACs (``target_macs=0.5``), ``F`` epochs, then ``strip``;
+  dense MACs (``target_macs=0.5``), ``F`` epochs, then ``strip_pruning``;
 * Scratch-B: the FPGM architecture re-initialised and trained
   ``floor(E * MACs_dense / MACs_pruned)`` epochs, LR drops at 50% / 75%;
 * magnitude 50% / 80%: ``MagnitudePruning`` (polynomial schedule), ``F``
-  epochs, then ``strip`` (zeros in ordinary layers);
+  epochs, then ``strip_pruning`` (zeros in ordinary layers);
 * TFMOT ``prune_low_magnitude`` at 80% (peer), in a subprocess with
   ``TF_USE_LEGACY_KERAS=1``, skipped with a note when not installed.
 
@@ -35,70 +35,45 @@ Writes ``pruning.json`` and ``pruning.md`` into ``--out``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import subprocess
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import _tfmot
 import keras
 import numpy as np
+from _common import (
+    StepTimer,
+    accuracy,
+    clone_with_weights,
+    compile_model,
+    fashion_mnist_subset,
+    log,
+    parser,
+    time_tflite,
+    write_results,
+)
 
 import tfcomp
-from tfcomp.export import export_tflite, measure_latencies
-from tfcomp.export.tflite import atomic_write_bytes
-from tfcomp.pruning.fpgm import FPGMPruning
-from tfcomp.pruning.magnitude import MagnitudePruning
-from tfcomp.pruning.schedules import PolynomialDecay
-from tfcomp.pruning.scratch import scratch
-from tfcomp.pruning.strip import apply_fpgm, apply_magnitude_pruning, strip
-
-LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Wall time of every epoch (training steps + callbacks)."""
-
-    def __init__(self):
-        super().__init__()
-        self.times = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._t = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._t)
-
-    def steady(self) -> float:
-        """Median epoch time without the first (tracing) epoch."""
-        t = self.times[1:] or self.times
-        return float(np.median(t))
+from tfcomp.export import export_tflite
+from tfcomp.pruning import (
+    FPGMPruning,
+    MagnitudePruning,
+    PolynomialDecay,
+    apply_fpgm,
+    apply_magnitude_pruning,
+    scratch_setup,
+    strip_pruning,
+)
 
 
-def compile_model(model, lr):
-    model.compile(keras.optimizers.Adam(lr), LOSS, metrics=["accuracy"])
-    return model
-
-
-def clone_with_weights(model):
-    new = keras.models.clone_model(model)
-    new.set_weights(model.get_weights())
-    return new
-
-
-def accuracy(model, x, y) -> float:
-    logits = model.predict(x, batch_size=256, verbose=0)
-    return float(np.mean(np.argmax(logits, -1) == y))
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+def compile_adam(model, lr):
+    return compile_model(model, keras.optimizers.Adam(lr))
 
 
 def export_sizes(model, workdir, key, rep, sparse=False) -> dict:
@@ -109,7 +84,7 @@ def export_sizes(model, workdir, key, rep, sparse=False) -> dict:
         num_verify=16).size_bytes
     out["fp32_path"] = path
     q = export_tflite(model, os.path.join(workdir, f"{key}_int8.tflite"),
-                      quantization="int8", representative_data=rep,
+                      quantization="int8", calibration_data=rep,
                       verify=False)
     out["int8_bytes"] = q.size_bytes
     if sparse:
@@ -122,112 +97,18 @@ def export_sizes(model, workdir, key, rep, sparse=False) -> dict:
 
 
 # ---------------------------------------------------------------------------
-# TFMOT peer (subprocess, legacy Keras)
-
-_TFMOT_SCRIPT = r"""
-import json, os, sys, time
-os.environ["TF_USE_LEGACY_KERAS"] = "1"
-import numpy as np
-import tensorflow as tf
-import tensorflow_model_optimization as tfmot
-import tf_keras as K
-
-args = json.loads(sys.argv[1])
-data = np.load(args["data"])
-x, y, xt, yt = data["x"], data["y"], data["xt"], data["yt"]
-weights = dict(np.load(args["weights"]))
-
-def conv(x, name, n, s=1, k=3):
-    return K.layers.Conv2D(n, k, strides=s, padding="same", use_bias=False,
-                           name=name)(x)
-
-def bn(x, name):
-    return K.layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
-                                       name=name)(x)
-
-inp = K.Input((28, 28, 1), name="input")
-h = K.layers.ReLU(name="stem_relu")(bn(conv(inp, "stem_conv", 16),
-                                         "stem_bn"))
-for stage in range(3):
-    out = 16 * 2 ** stage
-    for block in range(3):
-        p = f"s{stage + 1}b{block + 1}"
-        s = 2 if stage > 0 and block == 0 else 1
-        sc = h
-        t = K.layers.ReLU(name=f"{p}_relu1")(bn(conv(h, f"{p}_conv1", out, s),
-                                                f"{p}_bn1"))
-        t = bn(conv(t, f"{p}_conv2", out), f"{p}_bn2")
-        if stage > 0 and block == 0:
-            sc = bn(conv(h, f"{p}_proj", out, s, 1), f"{p}_proj_bn")
-        h = K.layers.ReLU(name=f"{p}_out")(K.layers.Add(name=f"{p}_add")(
-            [t, sc]))
-h = K.layers.GlobalAveragePooling2D(name="gap")(h)
-model = K.Model(inp, K.layers.Dense(10, name="logits")(h))
-for layer in model.layers:
-    ws = [weights[f"{layer.name}/{i}"] for i in range(len(layer.weights))]
-    if ws:
-        layer.set_weights(ws)
-
-steps = int(np.ceil(len(x) / args["batch"])) * args["finetune"]
-sched = tfmot.sparsity.keras.PolynomialDecay(
-    0.0, args["sparsity"], 0, max(1, int(0.6 * steps)),
-    frequency=max(1, steps // 8))
-pruned = tfmot.sparsity.keras.prune_low_magnitude(model, pruning_schedule=sched)
-pruned.compile(K.optimizers.Adam(args["lr"]),
-               K.losses.SparseCategoricalCrossentropy(from_logits=True),
-               metrics=["accuracy"])
-times = []
-class T(K.callbacks.Callback):
-    def on_epoch_begin(self, e, logs=None): self.t = time.perf_counter()
-    def on_epoch_end(self, e, logs=None): times.append(time.perf_counter() - self.t)
-pruned.fit(x, y, batch_size=args["batch"], epochs=args["finetune"],
-           verbose=0, callbacks=[tfmot.sparsity.keras.UpdatePruningStep(), T()])
-final = tfmot.sparsity.keras.strip_pruning(pruned)
-final.compile(metrics=["accuracy"],
-              loss=K.losses.SparseCategoricalCrossentropy(from_logits=True))
-acc = float(final.evaluate(xt, yt, verbose=0, batch_size=256)[1])
-conv = tf.lite.TFLiteConverter.from_keras_model(final)
-flat = conv.convert()
-with open(args["tflite"], "wb") as f:
-    f.write(flat)
-print(json.dumps({"accuracy": acc, "epoch_times": times,
-                  "fp32_bytes": len(flat),
-                  "params": int(final.count_params())}))
-"""
-
-
-def tfmot_available() -> tuple[bool, str]:
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
-    r = subprocess.run(
-        [sys.executable, "-c",
-         "import tensorflow_model_optimization, tf_keras"],
-        env=env, capture_output=True, text=True, timeout=300)
-    if r.returncode == 0:
-        return True, ""
-    last = (r.stderr.strip().splitlines() or ["unknown error"])[-1]
-    return False, last
+# TFMOT peer (subprocess, legacy Keras: benchmarks/_tfmot.py)
 
 
 def run_tfmot(workdir, x, y, xt, yt, dense, args) -> dict:
     data = os.path.join(workdir, "tfmot_data.npz")
     np.savez(data, x=x, y=y, xt=xt, yt=yt)
-    weights = {}
-    for layer in dense.layers:
-        for i, v in enumerate(layer.weights):
-            weights[f"{layer.name}/{i}"] = keras.ops.convert_to_numpy(v)
-    wpath = os.path.join(workdir, "tfmot_weights.npz")
-    np.savez(wpath, **weights)
-    cfg = {"data": data, "weights": wpath, "batch": args.batch,
-           "finetune": args.finetune, "lr": args.finetune_lr,
-           "sparsity": 0.8,
+    cfg = {"data": data, "batch": args.batch, "finetune": args.finetune,
+           "lr": args.finetune_lr, "sparsity": 0.8,
+           "weights": _tfmot.save_weights(
+               dense, os.path.join(workdir, "tfmot_weights.npz")),
            "tflite": os.path.join(workdir, "tfmot_fp32.tflite")}
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
-    r = subprocess.run([sys.executable, "-c", _TFMOT_SCRIPT,
-                        json.dumps(cfg)], env=env, capture_output=True,
-                       text=True, timeout=3600)
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr[-1500:])
-    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res = _tfmot.run("prune", cfg, workdir, timeout=3600)
     res["fp32_path"] = cfg["tflite"]
     return res
 
@@ -268,18 +149,18 @@ def xnn_net(input_shape=(28, 28, 3), num_classes=10, name="xnn_net"):
 def xnnpack_experiment(workdir, x, y, xt, yt, args) -> dict:
     x3, xt3 = np.repeat(x, 3, axis=-1), np.repeat(xt, 3, axis=-1)
     keras.utils.set_random_seed(args.seed)
-    dense = compile_model(xnn_net(), args.lr)
+    dense = compile_adam(xnn_net(), args.lr)
     dense.fit(x3, y, batch_size=args.batch, epochs=args.xnn_epochs,
               verbose=0)
     dense_acc = accuracy(dense, xt3, yt)
-    masked = compile_model(apply_magnitude_pruning(dense), args.finetune_lr)
+    masked = compile_adam(apply_magnitude_pruning(dense), args.finetune_lr)
     steps = int(np.ceil(len(x3) / args.batch)) * args.xnn_epochs
     cb = MagnitudePruning(
         PolynomialDecay(0.0, args.xnn_sparsity, 0, max(1, steps // 2),
                         frequency=max(1, steps // 10)), pattern="xnnpack")
     masked.fit(x3, y, batch_size=args.batch, epochs=args.xnn_epochs,
                verbose=0, callbacks=[cb])
-    sparse = strip(masked)
+    sparse = strip_pruning(masked)
     sparse_acc = accuracy(sparse, xt3, yt)
     pw = [lyr for lyr in sparse.layers if lyr.name.endswith("_pw")]
     zeros = sum(int(np.sum(keras.ops.convert_to_numpy(lyr.kernel) == 0))
@@ -303,8 +184,8 @@ def xnnpack_experiment(workdir, x, y, xt, yt, args) -> dict:
                 export_tflite(big, ps, sparsity=True, verify=True,
                               verify_data=rep, num_verify=8)
                 paths["sparse_sparse_encoding"] = ps
-        lat = measure_latencies(paths, runs=args.latency_runs,
-                                rounds=args.latency_rounds, threads=1)
+        lat = time_tflite(paths, runs=args.latency_runs,
+                          rounds=args.latency_rounds)
         base = lat["dense_dense_encoding"].median_ms
         res["resolutions"][str(hw)] = {
             k: {"median_ms": v.median_ms, "ratio": v.median_ms / base,
@@ -317,7 +198,7 @@ def xnnpack_experiment(workdir, x, y, xt, yt, args) -> dict:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = parser(__doc__)
     p.add_argument("--train", type=int, default=2048)
     p.add_argument("--test", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=4, help="dense epochs E")
@@ -334,8 +215,6 @@ def parse_args(argv=None):
     p.add_argument("--xnn-resolutions", type=int, nargs="+",
                    default=[28, 112])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "results"))
     return p.parse_args(argv)
 
 
@@ -343,11 +222,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     t_start = time.time()
     keras.utils.set_random_seed(args.seed)
-    (x, y), (xt, yt) = tfcomp.data.load_fashion_mnist()
-    rng = np.random.default_rng(args.seed)
-    tr = rng.permutation(len(x))[:args.train]
-    te = rng.permutation(len(xt))[:args.test]
-    x, y, xt, yt = x[tr], y[tr], xt[te], yt[te]
+    (x, y), (xt, yt) = fashion_mnist_subset(args.train, args.test, args.seed)
     rep = x[:256]
     workdir = tempfile.mkdtemp(prefix="tfcomp-bench-pruning-")
     rows: dict = {}
@@ -356,7 +231,7 @@ def main(argv=None) -> dict:
 
     # dense checkpoint (E epochs)
     log(f"dense: {args.epochs} epochs on {len(x)} images")
-    dense = compile_model(tfcomp.zoo.resnet(depth=20), args.lr)
+    dense = compile_adam(tfcomp.zoo.resnet(depth=20), args.lr)
     dense.fit(x, y, batch_size=args.batch, epochs=args.epochs, verbose=0)
     dense_macs = tfcomp.profile(dense).macs
 
@@ -374,8 +249,8 @@ def main(argv=None) -> dict:
             f"epoch {row['epoch_time_s']}")
 
     # dense baseline: F more plain epochs (the timing reference)
-    base = compile_model(clone_with_weights(dense), args.finetune_lr)
-    timer = EpochTimer()
+    base = compile_adam(clone_with_weights(dense), args.finetune_lr)
+    timer = StepTimer("epoch", skip=1)
     base.fit(x, y, batch_size=args.batch, epochs=args.finetune, verbose=0,
              callbacks=[timer])
     finish("dense", base, timer)
@@ -384,26 +259,26 @@ def main(argv=None) -> dict:
     fpgm_small = None
     for crit in ("fpgm", "l1", "random"):
         log(f"{crit}: soft pruning to {args.target_macs:.0%} MACs")
-        masked = compile_model(apply_fpgm(clone_with_weights(dense)),
+        masked = compile_adam(apply_fpgm(clone_with_weights(dense)),
                                args.finetune_lr)
         cb = FPGMPruning(target_macs=args.target_macs, criterion=crit,
                          seed=args.seed)
-        timer = EpochTimer()
+        timer = StepTimer("epoch", skip=1)
         masked.fit(x, y, batch_size=args.batch, epochs=args.finetune,
                    verbose=0, callbacks=[cb, timer])
-        small = strip(masked)
+        small = strip_pruning(masked)
         masked_acc = accuracy(masked, xt, yt)
         finish(crit, small, timer,
-               {"rate": cb.effective_rate, "masked_accuracy": masked_acc})
+               {"rate": cb.effective_ratio, "masked_accuracy": masked_acc})
         if crit == "fpgm":
             fpgm_small = small
 
     # Scratch-B of the FPGM architecture
-    setup = scratch(fpgm_small, mode="B", base_epochs=args.epochs,
+    setup = scratch_setup(fpgm_small, mode="B", base_epochs=args.epochs,
                     dense_macs=dense_macs, seed=args.seed)
     log(f"scratch-B: {setup.epochs} epochs")
-    model = compile_model(setup.model, args.lr)
-    timer = EpochTimer()
+    model = compile_adam(setup.model, args.lr)
+    timer = StepTimer("epoch", skip=1)
     model.fit(x, y, batch_size=args.batch, epochs=setup.epochs, verbose=0,
               callbacks=setup.callbacks + [timer])
     finish("scratch_b", model, timer, {"scratch_epochs": setup.epochs})
@@ -412,20 +287,20 @@ def main(argv=None) -> dict:
     for s in (0.5, 0.8):
         key = f"magnitude_{int(s * 100)}"
         log(f"{key}")
-        masked = compile_model(apply_magnitude_pruning(
+        masked = compile_adam(apply_magnitude_pruning(
             clone_with_weights(dense)), args.finetune_lr)
         total = steps_per_epoch * args.finetune
         cb = MagnitudePruning(PolynomialDecay(
             0.0, s, begin_step=0, end_step=max(1, int(0.6 * total)),
             frequency=max(1, total // 8)))
-        timer = EpochTimer()
+        timer = StepTimer("epoch", skip=1)
         masked.fit(x, y, batch_size=args.batch, epochs=args.finetune,
                    verbose=0, callbacks=[cb, timer])
-        finish(key, strip(masked), timer, {"sparsity": cb.sparsity()},
+        finish(key, strip_pruning(masked), timer, {"sparsity": cb.sparsity()},
                sparse=True)
 
     # TFMOT peer
-    ok, why = tfmot_available()
+    ok, why = _tfmot.available()
     if ok:
         log("tfmot: prune_low_magnitude 80% (subprocess)")
         try:
@@ -451,8 +326,8 @@ def main(argv=None) -> dict:
     for k, r in rows.items():
         if "fp32_sparse_path" in r:
             paths[f"{k}_sparse_encoding"] = r["fp32_sparse_path"]
-    lat = measure_latencies(paths, runs=args.latency_runs,
-                            rounds=args.latency_rounds, threads=1)
+    lat = time_tflite(paths, runs=args.latency_runs,
+                      rounds=args.latency_rounds)
     dense_ms = lat["dense"].median_ms
     plain_epoch = rows["dense"]["epoch_time_s"]
     for k, r in rows.items():
@@ -483,11 +358,7 @@ def main(argv=None) -> dict:
         "runtime_s": time.time() - t_start,
         "latency_runtime": lat["dense"].runtime,
     }
-    os.makedirs(args.out, exist_ok=True)
-    atomic_write_bytes(os.path.join(args.out, "pruning.json"),
-                       json.dumps(result, indent=1).encode())
-    atomic_write_bytes(os.path.join(args.out, "pruning.md"),
-                       render_markdown(result).encode())
+    write_results(args.out, "pruning", result, render_markdown(result))
     log(f"done in {result['runtime_s']:.0f} s")
     return result
 

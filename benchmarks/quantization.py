@@ -4,7 +4,7 @@ Rows (every quantized row starts from the same trained float checkpoint and
 gets the same fine-tune budget, ``--qat-epochs`` epochs of ``fit``):
 
 * float: ``tfcomp.zoo.resnet(depth=20)`` trained ``--float-epochs`` epochs;
-* int8 PTQ: ``export_tflite(float, "int8", representative_data=512
+* int8 PTQ: ``export_tflite(float, "int8", calibration_data=512
   training images)`` (no training);
 * 8-bit QAT, uniform 4-bit and 2-bit QAT: ``quantize_model(float, bits=b)``
   (first and last layer at 8/8, HAQ's convention), fine-tuned;
@@ -62,19 +62,32 @@ arXiv:1712.05877 (integer-only inference, QAT).
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import _tfmot
+import keras
 import numpy as np
+from _common import (
+    StepTimer,
+    compile_model,
+    fashion_mnist_subset,
+    parser,
+    time_tflite,
+    write_results,
+)
+from _common import log as _common_log
+from _tfmot import interleaved_step_times
+
+import tfcomp
+from tfcomp.export import export_tflite
+from tfcomp.export.runtime import make_interpreter, run_interpreter
+from tfcomp.quantization import dnas, quantization_report, quantize_model
 
 T0 = time.time()
 
@@ -82,147 +95,33 @@ T0 = time.time()
 DNAS_CANDIDATES = tuple((w, a) for w in (2, 3, 4, 5, 6, 8) for a in (4, 8))
 
 
-def interleaved_step_times(models: dict, xb, yb, rounds: int = 6,
-                           steps: int = 8) -> dict:
-    """Median ``train_on_batch`` time per model, the models alternating in
-    ``rounds`` rounds of ``steps`` steps (load drift hits all alike).
-
-    Works for Keras 3 and tf_keras models that are already compiled; their
-    weights change (time them after evaluating them)."""
-    for m in models.values():
-        m.train_on_batch(xb, yb)  # trace outside the timed steps
-    times = {k: [] for k in models}
-    names = list(models)
-    for r in range(rounds):
-        for k in (names if r % 2 == 0 else names[::-1]):
-            for _ in range(steps):
-                t = time.perf_counter()
-                models[k].train_on_batch(xb, yb)
-                times[k].append(time.perf_counter() - t)
-    return {k: float(np.median(v)) for k, v in times.items()}
-
-
 def log(msg):
-    print(f"[{time.time() - T0:7.1f}s] {msg}", flush=True)
+    _common_log(msg, since=T0)
 
 
 # ---------------------------------------------------------------------------
-# TFMOT peer (subprocess, legacy Keras).
+# TFMOT peer (subprocess, legacy Keras: benchmarks/_tfmot.py).
 # ---------------------------------------------------------------------------
-
-def tfmot_worker(spec_path: str) -> None:
-    """Runs in a subprocess with TF_USE_LEGACY_KERAS=1."""
-    import tensorflow as tf
-    import tensorflow_model_optimization as tfmot
-    import tf_keras
-
-    with open(spec_path) as f:
-        spec = json.load(f)
-    data = np.load(spec["data"])
-    weights = np.load(spec["weights"], allow_pickle=True)["weights"].item()
-    x, y, xt = data["x"], data["y"], data["xt"]
-    tf_keras.utils.set_random_seed(spec["seed"])
-    L = tf_keras.layers
-
-    def conv(t, name, n, s=1, k=3):
-        return L.Conv2D(n, k, strides=s, padding="same", use_bias=False,
-                        name=name)(t)
-
-    def bn(t, name):
-        return L.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)(t)
-
-    def build():
-        inp = tf_keras.Input((28, 28, 1), name="input")
-        t = L.ReLU(name="stem_relu")(bn(conv(inp, "stem_conv", 16),
-                                        "stem_bn"))
-        n = (20 - 2) // 6
-        for stage in range(3):
-            out = 16 * 2 ** stage
-            for block in range(n):
-                p = f"s{stage + 1}b{block + 1}"
-                s = 2 if (stage > 0 and block == 0) else 1
-                h = L.ReLU(name=f"{p}_relu1")(bn(conv(t, f"{p}_conv1", out, s),
-                                                 f"{p}_bn1"))
-                h = bn(conv(h, f"{p}_conv2", out), f"{p}_bn2")
-                sc = t
-                if stage > 0 and block == 0:
-                    sc = bn(conv(t, f"{p}_proj", out, s, k=1), f"{p}_proj_bn")
-                t = L.ReLU(name=f"{p}_out")(L.Add(name=f"{p}_add")([h, sc]))
-        t = L.GlobalAveragePooling2D(name="gap")(t)
-        return tf_keras.Model(inp, L.Dense(10, name="logits")(t))
-
-    loss = tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    # The same tf_keras model in float (TFMOT's own step-time baseline,
-    # timed side by side with the QAT model below).
-    fl = build()
-    for layer in fl.layers:
-        if layer.name in weights:
-            layer.set_weights(list(weights[layer.name]))
-    fl.compile(tf_keras.optimizers.Adam(spec["lr"]), loss)
-
-    model = build()
-    for layer in model.layers:
-        if layer.name in weights:
-            layer.set_weights(list(weights[layer.name]))
-    q = tfmot.quantization.keras.quantize_model(model)
-    q.compile(tf_keras.optimizers.Adam(spec["lr"]), loss,
-              metrics=["accuracy"])
-    q.fit(x, y, batch_size=spec["batch"], epochs=spec["epochs"], verbose=0,
-          shuffle=True)
-    logits = q.predict(xt, batch_size=256, verbose=0)
-    converter = tf.lite.TFLiteConverter.from_keras_model(q)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    # QAT mode: ranges from TFMOT's FakeQuant ops (no representative data);
-    # restricting supported_ops to INT8 would demand a dataset.
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    flat = converter.convert()
-    with open(spec["tflite"], "wb") as f:
-        f.write(flat)
-    np.save(spec["logits"], logits)
-    # side by side: float and QAT steps alternate (after the evaluation)
-    st = interleaved_step_times({"float": fl, "qat": q},
-                                x[:spec["batch"]], y[:spec["batch"]])
-    float_step, qat_step = st["float"], st["qat"]
-    with open(spec["result"], "w") as f:
-        json.dump({"float_step_s": float_step, "qat_step_s": qat_step,
-                   "steps_per_epoch": int(np.ceil(len(x) / spec["batch"])),
-                   "tfmot_version": tfmot.__version__}, f)
-
 
 def run_tfmot(float_model, x, y, xt, args, workdir) -> dict:
-    try:
-        import importlib.util
-        if (importlib.util.find_spec("tensorflow_model_optimization") is None
-                or importlib.util.find_spec("tf_keras") is None):
-            return {"skipped": "tensorflow-model-optimization / tf-keras not "
-                               "installed (pip install 'tfcomp[tfmot]')"}
-    except Exception as e:  # noqa: BLE001
-        return {"skipped": f"could not look for TFMOT: {e}"}
-    weights = {layer.name: [np.asarray(w) for w in layer.get_weights()]
-               for layer in float_model.layers if layer.get_weights()}
+    ok, why = _tfmot.available()
+    if not ok:
+        return {"skipped": "tensorflow-model-optimization / tf-keras not "
+                           f"installed (pip install 'tfcomp[tfmot]'): {why}"}
     paths = {k: os.path.join(workdir, f"tfmot_{k}") for k in
-             ("data.npz", "weights.npz", "spec.json", "result.json",
-              "logits.npy")}
+             ("data.npz", "weights.npz", "logits.npy")}
     np.savez(paths["data.npz"], x=x, y=y, xt=xt)
-    np.savez(paths["weights.npz"], weights=np.array(weights, dtype=object))
-    spec = {"data": paths["data.npz"], "weights": paths["weights.npz"],
-            "result": paths["result.json"], "logits": paths["logits.npy"],
+    spec = {"data": paths["data.npz"],
+            "weights": _tfmot.save_weights(float_model,
+                                           paths["weights.npz"]),
+            "logits": paths["logits.npy"],
             "tflite": os.path.join(workdir, "tfmot_qat8.tflite"),
             "seed": args.seed, "lr": args.qat_lr, "batch": args.batch,
             "epochs": args.qat_epochs}
-    with open(paths["spec.json"], "w") as f:
-        json.dump(spec, f)
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1")
-    proc = subprocess.run(  # noqa: PLW1510 - return code checked below
-        [sys.executable, os.path.abspath(__file__), "--tfmot-worker",
-         paths["spec.json"]], env=env, capture_output=True, text=True,
-        timeout=1800)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout)[-1500:]
-        return {"skipped": f"TFMOT subprocess failed: {tail}"}
-    with open(paths["result.json"]) as f:
-        res = json.load(f)
+    try:
+        res = _tfmot.run("qat", spec, workdir, timeout=1800)
+    except RuntimeError as e:
+        return {"skipped": f"TFMOT subprocess failed: {e}"}
     res["tflite"] = spec["tflite"]
     res["logits"] = np.load(paths["logits.npy"])
     return res
@@ -233,7 +132,7 @@ def run_tfmot(float_model, x, y, xt, args, workdir) -> dict:
 # ---------------------------------------------------------------------------
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--train", type=int, default=4000)
     p.add_argument("--test", type=int, default=4000)
     p.add_argument("--float-epochs", type=int, default=3)
@@ -247,58 +146,24 @@ def main(argv=None):
     p.add_argument("--qat-lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--latency-runs", type=int, default=150)
-    p.add_argument("--out", default=os.path.join(
-        os.path.dirname(os.path.abspath(__file__)), "results"))
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes, to check the script end to end")
     p.add_argument("--no-tfmot", action="store_true")
-    p.add_argument("--tfmot-worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.tfmot_worker:
-        tfmot_worker(args.tfmot_worker)
-        return
     if args.smoke:
         args.train, args.test, args.float_epochs = 512, 256, 1
         args.qat_epochs, args.dnas_epochs, args.latency_runs = 1, 1, 6
         args.dnas_samples = 1
 
-    import keras
-
-    import tfcomp
-    from tfcomp.export import export_tflite, measure_latencies
-    from tfcomp.export.runtime import make_interpreter, run_interpreter
-    from tfcomp.quantization import dnas, quantize_model
-
     keras.utils.set_random_seed(args.seed)
-    (x_all, y_all), (xt_all, yt_all) = tfcomp.data.load_fashion_mnist()
-    rng = np.random.default_rng(args.seed)
-    tr = rng.permutation(len(x_all))[:args.train]
-    te = rng.permutation(len(xt_all))[:args.test]
-    x, y = x_all[tr], y_all[tr]
-    xt, yt = xt_all[te], yt_all[te]
+    (x, y), (xt, yt) = fashion_mnist_subset(args.train, args.test, args.seed)
     x_cal = x[:512]
     workdir = tempfile.mkdtemp(prefix="tfcomp-qbench-")
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     steps_per_epoch = int(np.ceil(len(x) / args.batch))
 
-    class Steps(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.times = []
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self._t = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.times.append(time.perf_counter() - self._t)
-
-        def steady(self) -> float:
-            return float(np.median(self.times[3:] or self.times))
-
     def train(model, epochs, lr):
-        model.compile(keras.optimizers.Adam(lr), loss, metrics=["accuracy"],
-                      jit_compile=False)
-        cb = Steps()
+        compile_model(model, keras.optimizers.Adam(lr), jit_compile=False)
+        cb = StepTimer("batch", skip=3)
         t = time.perf_counter()
         model.fit(x, y, batch_size=args.batch, epochs=epochs, verbose=0,
                   callbacks=[cb], shuffle=True)
@@ -353,7 +218,7 @@ def main(argv=None):
     log("int8 PTQ")
     path = os.path.join(workdir, "ptq_int8.tflite")
     rep = export_tflite(float_model, path, quantization="int8",
-                        representative_data=x_cal, verify=False)
+                        calibration_data=x_cal, verify=False)
     rows.append({"row": "int8 PTQ", "keras_acc": None,
                  **cost({n: (8, 8) for n in conv_names}),
                  "tflite_bytes": rep.size_bytes, "tflite": path,
@@ -363,7 +228,7 @@ def main(argv=None):
     def qat_row(label, bits, extra=None):
         log(f"{label}: QAT {args.qat_epochs} epochs")
         q = quantize_model(float_model, bits=bits)
-        per_layer = dict(q.quantization_report.quantized)
+        per_layer = dict(quantization_report(q).quantized)
         step, wall = train(q, args.qat_epochs, args.qat_lr)
         logits = predict(q)
         acc = float(np.mean(logits.argmax(1) == yt))
@@ -470,8 +335,8 @@ def main(argv=None):
         tm["epoch_ratio"] = tm["step_s"] / float_step
 
     log("latency (interleaved)")
-    lat = measure_latencies({r["row"]: r["tflite"] for r in rows},
-                            runs=args.latency_runs, rounds=3, threads=1)
+    lat = time_tflite({r["row"]: r["tflite"] for r in rows},
+                      runs=args.latency_runs, rounds=3)
     for r in rows:
         r["latency_ms"] = lat[r["row"]].median_ms
         r["latency_min_ms"] = lat[r["row"]].min_ms
@@ -539,7 +404,7 @@ def main(argv=None):
         "command": "nice -n 10 .venv/bin/python benchmarks/quantization.py"
                    + (" --smoke" if args.smoke else ""),
     }
-    write_results(args.out, rows, targets, notes, meta)
+    write_report(args.out, rows, targets, notes, meta)
     log(f"done in {time.time() - T0:.0f}s")
 
 
@@ -547,15 +412,10 @@ def _fmt(v, f="{:.2f}"):
     return "" if v is None else f.format(v)
 
 
-def write_results(out, rows, targets, notes, meta):
-    from tfcomp.export.tflite import atomic_write_bytes
-
-    os.makedirs(out, exist_ok=True)
+def write_report(out, rows, targets, notes, meta):
     clean = [{k: v for k, v in r.items() if k != "tflite"} for r in rows]
     payload = {"meta": meta, "rows": clean, "targets": targets,
                "notes": notes}
-    atomic_write_bytes(os.path.join(out, "quantization.json"),
-                       json.dumps(payload, indent=1, default=float).encode())
     float_bops = rows[0]["bops"]
     lines = [
         "# Quantization: PTQ, QAT, DNAS mixed precision, TFMOT peer",
@@ -572,7 +432,7 @@ def write_results(out, rows, targets, notes, meta):
         f"{meta['qat_lr']}), DNAS searched {meta['dnas_epochs']} epoch(s); "
         f"batch {meta['batch']}, `jit_compile=False`; one run, no averaging."),
         "",
-        "Reproduce: `cd /work/main && " + meta["command"] + "`",
+        "Reproduce: `" + meta["command"] + "`",
         "",
         ("| row | Keras acc % | TFLite acc % | top-1 agreement % | BOPs | "
         "BOPs vs float | weight KB (true bits) | TFLite KB | latency ms | "
@@ -678,8 +538,8 @@ def write_results(out, rows, targets, notes, meta):
     if notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
     lines.append("")
-    atomic_write_bytes(os.path.join(out, "quantization.md"),
-                       "\n".join(lines).encode())
+    write_results(out, "quantization", payload, "\n".join(lines),
+                  default=float)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,6 @@ Writes ``benchmarks/results/reconstruction.json`` and ``.md``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import sys
@@ -42,51 +40,29 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
+import keras
+from _common import (
+    accuracy,
+    compile_model,
+    fashion_mnist_subset,
+    finetune,
+    parser,
+    write_results,
+)
 
-import tfcomp  # noqa: E402
-from tfcomp.graph import DependencyGraph  # noqa: E402
-from tfcomp.pruning.batchnorm import recalibrate_batchnorm  # noqa: E402
-from tfcomp.pruning.dcp import dcp_prune  # noqa: E402
-from tfcomp.pruning.lasso import lasso_prune, resolve_targets  # noqa: E402
-from tfcomp.pruning.plan import make_plan  # noqa: E402
-from tfcomp.pruning.surgery import prune_channels  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-RESULTS = os.path.join(HERE, "results")
+import tfcomp
+from tfcomp.graph import DependencyGraph
+from tfcomp.pruning.dcp import dcp_prune
+from tfcomp.pruning.lasso import lasso_prune
+from tfcomp.pruning.plan import make_plan
+from tfcomp.pruning.reconstruction.engine import reconstruction_targets
+from tfcomp.pruning.surgery import prune_channels
 
 MODELS = {
     "resnet20": lambda: tfcomp.zoo.resnet(depth=20),
     "vgg_small": lambda: tfcomp.zoo.vgg_small(),
 }
 STAGES = {"resnet20": 3, "vgg_small": 2}  # the paper's P for ResNet / VGG
-
-
-def atomic_write(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def compile_model(model, lr, optimizer="sgd"):
-    opt = (keras.optimizers.Adam(lr) if optimizer == "adam" else
-           keras.optimizers.SGD(lr, momentum=0.9, nesterov=True))
-    model.compile(opt, keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True), metrics=["accuracy"], jit_compile=False)
-    return model
-
-
-def accuracy(model, x, y, batch_size=256) -> float:
-    pred = model.predict(x, batch_size=batch_size, verbose=0)
-    return float(np.mean(np.argmax(pred, axis=1) == y))
 
 
 def pruned_groups(name, model) -> list:
@@ -111,7 +87,7 @@ def train_base(name, x, y, epochs, seed, cache):
         return keras.saving.load_model(path, compile=False), 0.0
     keras.utils.set_random_seed(seed)
     model = MODELS[name]()
-    compile_model(model, 1e-3, "adam")
+    compile_model(model, keras.optimizers.Adam(1e-3), jit_compile=False)
     t = time.time()
     model.fit(x, y, batch_size=128, epochs=epochs, verbose=2)
     took = time.time() - t
@@ -119,16 +95,6 @@ def train_base(name, x, y, epochs, seed, cache):
         os.makedirs(cache, exist_ok=True)
         model.save(path)
     return model, took
-
-
-def finetune(model, x, y, epochs, seed):
-    """The common fine-tune, then BatchNorm statistics re-estimated on the
-    same images (a short SGD pass leaves the moving averages stale)."""
-    keras.utils.set_random_seed(seed)
-    compile_model(model, 0.01)
-    model.fit(x, y, batch_size=128, epochs=epochs, verbose=0)
-    recalibrate_batchnorm(model, x, batch_size=128)
-    return model
 
 
 def run_model(name, data, args) -> dict:
@@ -150,7 +116,8 @@ def run_model(name, data, args) -> dict:
         prune_s = time.time() - t
         acc0 = accuracy(small, xt, yt)
         t = time.time()
-        finetune(small, xf, yf, args.finetune_epochs, args.seed)
+        finetune(small, xf, yf, args.finetune_epochs, args.seed,
+                 nesterov=True, jit_compile=False)
         ft_s = time.time() - t
         acc1 = accuracy(small, xt, yt)
         macs = tfcomp.profile(small).macs
@@ -165,7 +132,9 @@ def run_model(name, data, args) -> dict:
         rows.append(row)
         return plan
 
-    _, _, ratio = resolve_targets(graph, 0.5, groups, args.target)
+    found, _ = reconstruction_targets(graph, 0.5, target_macs=args.target,
+                                      groups=groups)
+    ratio = found.ratio
     ratios = {g: ratio for g in groups}
     if "lasso" in args.methods:
         record("LASSO + LS", lambda: lasso_prune(
@@ -255,7 +224,7 @@ def to_markdown(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = parser(__doc__)
     p.add_argument("--models", default="resnet20")
     p.add_argument("--methods", default="lasso,l1ls,dcp,l1,fpgm")
     p.add_argument("--train-images", type=int, default=8000)
@@ -269,18 +238,14 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cache", default=os.path.join(
         tempfile.gettempdir(), "tfcomp_bench_cache"))
-    p.add_argument("--out", default=RESULTS)
     args = p.parse_args(argv)
     args.methods = args.methods.split(",")
-    (x, y), (xt, yt) = tfcomp.data.load_fashion_mnist()
-    rng = np.random.default_rng(args.seed)
-    idx = rng.permutation(len(x))
-    tr = idx[:args.train_images]
+    (x, y), test = fashion_mnist_subset(args.train_images, args.test_images,
+                                        args.seed)
     # calibration and fine-tune images come from the training subset
-    xc, yc = x[tr[:args.calib_images]], y[tr[:args.calib_images]]
-    xf, yf = x[tr[:args.finetune_images]], y[tr[:args.finetune_images]]
-    te = rng.permutation(len(xt))[:args.test_images]
-    data = ((x[tr], y[tr]), (xf, yf), (xc, yc), (xt[te], yt[te]))
+    xc, yc = x[:args.calib_images], y[:args.calib_images]
+    xf, yf = x[:args.finetune_images], y[:args.finetune_images]
+    data = ((x, y), (xf, yf), (xc, yc), test)
     res = {
         "benchmark": "reconstruction",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
@@ -299,10 +264,7 @@ def main(argv=None) -> int:
             p.error(f"unknown model {name!r}; choose from {sorted(MODELS)}")
         res["models"].append(run_model(name, data, args))
         res["total_seconds"] = time.time() - t0
-        atomic_write(os.path.join(args.out, "reconstruction.json"),
-                     json.dumps(res, indent=1))
-        atomic_write(os.path.join(args.out, "reconstruction.md"),
-                     to_markdown(res))
+        write_results(args.out, "reconstruction", res, to_markdown(res))
     print(to_markdown(res))
     return 0
 

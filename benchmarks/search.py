@@ -38,15 +38,13 @@ over ``FT_SEEDS`` data orders and averaged.
 
 Usage (writes benchmarks/results/search.{md,json}; about 45 min on 2
     shared cores with the baseline cached, +8 min to train it):
-    cd /work/main && nice .venv/bin/python benchmarks/search.py
+    nice .venv/bin/python benchmarks/search.py
     # one part again, keeping the others from search.json:
     nice .venv/bin/python benchmarks/search.py --parts haq_long
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import platform
 import sys
@@ -58,8 +56,19 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import keras_tuner as kt
 import numpy as np
+from _common import accuracy as _accuracy
+from _common import (
+    compile_model,
+    finetune,
+    log,
+    parser,
+    read_json,
+    write_results,
+    write_text,
+)
 
 import tfcomp
+from tfcomp._io import atomic_path
 from tfcomp.hardware import (
     BISMO,
     BitFusion,
@@ -67,12 +76,9 @@ from tfcomp.hardware import (
     measure_tflite_table,
 )
 from tfcomp.hardware.tflite_profiler import layer_to_tflite
-from tfcomp.pruning import recalibrate_batchnorm
 from tfcomp.tuners.amc import AMCHyperModel, AMCTuner
 from tfcomp.tuners.haq import HAQHyperModel, HAQTuner
 
-RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                       "results")
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "tfcomp", "search")
 
 # ---- CPU-scale settings (the paper defaults are in the docstring) -------
@@ -108,20 +114,9 @@ AT5_HARDWARE = ("bismo",)  # on Bit Fusion uniform 5-bit costs as 8/8
 RESCORE_TOP_K = 5        # HAQTuner.rescore: best trials re-evaluated
 
 
-def _write(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def accuracy(model, x, y, batch_size=500) -> float:
-    logits = model.predict(x, batch_size=batch_size, verbose=0)
-    return float(np.mean(np.argmax(logits, -1) == y))
-
-
-def log(msg):
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+def accuracy(model, x, y) -> float:
+    """Top-1 accuracy, predicted in batches of 500."""
+    return _accuracy(model, x, y, batch_size=500)
 
 
 # ---------------------------------------------------------------------------
@@ -159,14 +154,11 @@ def baseline(data, retrain: bool = False, arch: str = "resnet20"):
             f"{TRAIN_N})")
         t0 = time.time()
         x, y = data["train"]
-        model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                      loss=keras.losses.SparseCategoricalCrossentropy(
-                          from_logits=True))
+        compile_model(model, keras.optimizers.Adam(1e-3))
         model.fit(x, y, batch_size=128, epochs=TRAIN_EPOCHS, shuffle=True,
                   verbose=2)
-        tmp = path[:-len(".weights.h5")] + ".tmp.weights.h5"
-        model.save_weights(tmp)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".weights.h5") as tmp:
+            model.save_weights(tmp)
         info["train_seconds"] = time.time() - t0
     info["test_accuracy"] = accuracy(model, *data["test"])
     info["val_accuracy"] = accuracy(model, *data["val"])
@@ -174,20 +166,6 @@ def baseline(data, retrain: bool = False, arch: str = "resnet20"):
     info["params"] = int(model.count_params())
     log(f"{arch} baseline test accuracy {info['test_accuracy']:.4f}")
     return model, info
-
-
-def finetune(model, data, seed=SEED):
-    """The same short fine-tune for every pruned model, then BatchNorm
-    statistics re-estimated on the fine-tune images (after 40 SGD steps
-    Keras' momentum-0.99 moving averages are still two-thirds stale)."""
-    keras.utils.set_random_seed(seed)
-    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
-                  loss=keras.losses.SparseCategoricalCrossentropy(
-                      from_logits=True))
-    x, y = data["ft"]
-    model.fit(x, y, batch_size=128, epochs=1, shuffle=True, verbose=0)
-    recalibrate_batchnorm(model, x, batch_size=128)
-    return model
 
 
 # ---------------------------------------------------------------------------
@@ -240,7 +218,7 @@ def evaluate_pruned(hm, values, data, label):
     after = []
     for seed in FT_SEEDS:  # a fresh copy of the pruned model per seed
         tuned = model if seed == FT_SEEDS[0] else hm.prune(values)[0]
-        finetune(tuned, data, seed)
+        finetune(tuned, *data["ft"], epochs=1, seed=seed)
         after.append(accuracy(tuned, *data["test"]))
     res["test_accuracy_after_ft"] = float(np.mean(after))
     res["test_accuracy_after_ft_seeds"] = after
@@ -251,10 +229,10 @@ def evaluate_pruned(hm, values, data, label):
 
 
 def amc_macs(base, data, workdir):
-    hm = AMCHyperModel(base, data["cal"], data["val"], target="macs",
+    hm = AMCHyperModel(base, data["cal"], data["val"], resource="macs",
                        budget=BUDGET, seed=SEED)
     # uniform: same space, selection and refit, but exact channel counts
-    hm1 = AMCHyperModel(base, data["cal"], data["val"], target="macs",
+    hm1 = AMCHyperModel(base, data["cal"], data["val"], resource="macs",
                         budget=BUDGET, seed=SEED, round_to=1)
     out, models = {}, {}
     vals, r = uniform_values(hm1)
@@ -295,7 +273,8 @@ def amc_latency(base, data, workdir, macs_models):
                                  progress=False, seed=SEED)
     t_table = time.time() - t0
     log(f"latency table: {len(table)} entries in {t_table:.0f}s")
-    hm = AMCHyperModel(base, data["cal"], data["val"], target="latency",
+    hm = AMCHyperModel(base, data["cal"], data["val"],
+                       resource="latency",
                        hardware=table, budget=BUDGET, seed=SEED)
     tuner = AMCTuner(hm, max_trials=LAT_EPISODES, warmup=LAT_WARMUP,
                      seed=SEED, directory=workdir, project_name="amc_lat",
@@ -412,7 +391,7 @@ def _haq_setup(data, res=None):
                        (HAQ_STEPS, HAQ_VAL))
     x, y = data["pool"]
     hws = {"bitfusion_edge": BitFusion("edge"), "bismo": BISMO()}
-    kw = {"target": "latency", "finetune_steps": steps, "seed": SEED,
+    kw = {"resource": "latency", "finetune_steps": steps, "seed": SEED,
           "calibration_data": data["cal"]}
     return hws, kw, (x[lo:hi], y[lo:hi])
 
@@ -474,7 +453,8 @@ def haq_long(base, data, haq_res):
     the 20k training images, same SGD)."""
     _, setup, val = _haq_setup(data, haq_res)
     steps = setup["finetune_steps"]
-    kw = {"hardware": BitFusion("edge"), "budget": 1.0, "target": "latency",
+    kw = {"hardware": BitFusion("edge"), "budget": 1.0,
+          "resource": "latency",
           "calibration_data": data["cal"]}
     short = {seed: HAQHyperModel(base, data["ft"], val,
                                  finetune_steps=steps, seed=seed, **kw)
@@ -758,7 +738,7 @@ def to_markdown(res: dict) -> str:
     s, b = res["setup"], res["baseline"]
     out = [
         "# AMC / HAQ search on Fashion-MNIST (ResNet-20, CPU scale)", "",
-        ("Reproduce: `cd /work/main && nice .venv/bin/python "
+        ("Reproduce: `nice .venv/bin/python "
          "benchmarks/search.py` (one run, seed 0; the trained baseline is "
          "cached in `~/.cache/tfcomp/search`, `--retrain` retrains it)."),
         "",
@@ -1007,14 +987,12 @@ def _int_width_keys(res: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = parser(__doc__)
     ap.add_argument("--retrain", action="store_true",
                     help="retrain the cached baseline")
     ap.add_argument("--workdir", default=os.path.join(CACHE, "runs"))
     ap.add_argument("--quick", action="store_true",
                     help="smoke test: 2-3 trials each, results to --out")
-    ap.add_argument("--out", default=RESULTS,
-                    help="directory for search.{md,json}")
     ap.add_argument("--parts", default=",".join(PARTS),
                     help="comma-separated parts to run: pruning (AMC, "
                     "RS, BO, latency AMC), haq (the searches) and haq_long "
@@ -1029,13 +1007,11 @@ def main(argv=None) -> int:
                     help="only rewrite search.md from this search.json")
     args = ap.parse_args(argv)
     if args.from_json:
-        with open(args.from_json, encoding="utf-8") as f:
-            res = json.load(f)
-        _int_width_keys(res)
+        res = _int_width_keys(read_json(args.from_json))
         res["targets"] = compute_targets(res["pruning"], res["latency"],
                                          res["haq"], res.get("haq_mbv2"),
                                          res.get("haq_mbv2_at5"))
-        _write(os.path.join(args.out, "search.md"), to_markdown(res))
+        write_text(os.path.join(args.out, "search.md"), to_markdown(res))
         return 0
     if args.quick:
         g = globals()
@@ -1056,9 +1032,8 @@ def main(argv=None) -> int:
                  f"{args.parts!r}")
     old = {}
     if parts != every:
-        with open(os.path.join(args.out, "search.json"),
-                  encoding="utf-8") as f:
-            old = _int_width_keys(json.load(f))
+        old = _int_width_keys(read_json(os.path.join(args.out,
+                                                     "search.json")))
     if parts & {"pruning", "haq", "haq_long"}:
         base, binfo = baseline(data, args.retrain)
     else:
@@ -1145,10 +1120,8 @@ def main(argv=None) -> int:
         "wall_seconds": (time.time() - t_start if not old
                          else sum(seconds.values())),
     }
-    os.makedirs(args.out, exist_ok=True)
-    _write(os.path.join(args.out, "search.json"),
-           json.dumps(res, indent=1, default=_jsonable))
-    _write(os.path.join(args.out, "search.md"), to_markdown(res))
+    write_results(args.out, "search", res, to_markdown(res),
+                  default=_jsonable)
     print(to_markdown(res))
     return 0
 

@@ -72,6 +72,19 @@ def test_help_for_every_verb(verb, capsys):
     assert "--help" in out
 
 
+def test_vocabulary_flags_keep_their_old_names():
+    from tfcomp.cli import build_parser
+
+    parse = build_parser().parse_args
+    for flag in ("--resource", "--cost"):
+        args = parse(["search", "haq", "m.keras", "o.keras", flag, "size"])
+        assert args.cost == "size"
+    for flag in ("--hardware", "--target"):
+        args = parse(["export", "bitserial", "m.keras", "o.json", flag,
+                      "bitfusion"])
+        assert args.hardware == "bitfusion"
+
+
 def test_missing_verb_is_a_usage_error(capsys):
     assert main([]) == 2
     assert "required" in capsys.readouterr().err
@@ -144,6 +157,30 @@ def test_prune_reconstruction_methods(ws, method, capsys):
     small = load(out_path)
     assert tfcomp.profile(small).macs < 0.75 * macs
     assert small.output_shape == (None, 10)
+
+
+@pytest.mark.parametrize("method", ["l1", "l2", "fpgm", "bn_scale",
+                                    "random", "taylor", "lasso", "dcp"])
+def test_prune_round_to_applies_to_every_method(ws, tiny_models, method,
+                                                capsys):
+    """``--round-to 4``: every kept channel count is a multiple of 4."""
+    d, _ = ws
+    src = d / "residual12.keras"
+    if not src.exists():
+        tiny_models.residual(input_shape=SHAPE, width=12).save(src)
+    out_path = d / f"round_{method}.keras"
+    extra = (["--dcp-stage-epochs", "0", "--dcp-head-epochs", "1",
+              "--dcp-stages", "1"] if method == "dcp" else [])
+    code, _, err = run(["prune", src, out_path, "--method", method,
+                        "--ratio", "0.5", "--round-to", "4", "--data",
+                        d / "data.npz", "--calibration-size", "32", *extra],
+                       capsys)
+    assert code == 0, err
+    convs = {layer.name: layer.filters for layer in load(out_path).layers
+             if isinstance(layer, keras.layers.Conv2D)}
+    # 12 channels at ratio 0.5 keep 6 without rounding, 8 with it
+    assert convs and all(n % 4 == 0 for n in convs.values()), convs
+    assert min(convs.values()) == 8, convs
 
 
 @pytest.mark.parametrize("args, code, message", [

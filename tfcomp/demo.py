@@ -6,7 +6,8 @@ Stages, each cached under ``--out`` (and the trained baseline under
 1. train a zoo ResNet on Fashion-MNIST;
 2. profile it; export float32 and full-integer int8 TFLite files;
 3. prune: FPGM soft filter pruning to 50% of the MACs during a short
-   fine-tune (or an AMC search with ``DEMO_SEARCH=1``), then ``strip``;
+   fine-tune (or an AMC search with ``DEMO_SEARCH=1``), then
+   ``strip_pruning``;
 4. quantize: a HAQ search for per-layer (w_bits, a_bits) at half the 8/8
    latency of the Bit Fusion (edge) model, then QAT fine-tuning;
 5. export the mixed-precision model as int8 TFLite and as a Bit Fusion
@@ -32,6 +33,8 @@ import re
 import time
 
 import numpy as np
+
+from tfcomp._io import atomic_save_keras, atomic_write_text
 
 __all__ = ["STAGES", "DemoContext", "main"]
 
@@ -118,11 +121,8 @@ def stage_train(ctx: DemoContext):
         model.fit(ctx.x_train, ctx.y_train, batch_size=128,
                   epochs=ctx.epochs, validation_data=(ctx.x_val, ctx.y_val),
                   verbose=2)
-        os.makedirs(CACHE_DIR, exist_ok=True)
-        tmp = cached + ".tmp.keras"
-        model.save(tmp)
-        os.replace(tmp, cached)
-    model.save(os.path.join(ctx.out, "baseline.keras"))
+        atomic_save_keras(model, cached)
+    atomic_save_keras(model, os.path.join(ctx.out, "baseline.keras"))
     ctx.models["baseline"] = model
 
 
@@ -149,13 +149,9 @@ def _cached_model(ctx: DemoContext, name: str, params: dict, build):
             return keras.saving.load_model(path), meta.get("info")
     result = build()
     model, info = result if isinstance(result, tuple) else (result, None)
-    tmp = path + ".tmp.keras"
-    model.save(tmp)
-    os.replace(tmp, path)
-    with open(stamp + ".tmp", "w") as f:
-        json.dump({"key": key, "params": params, "info": info}, f,
-                  default=str)
-    os.replace(stamp + ".tmp", stamp)
+    atomic_save_keras(model, path)
+    atomic_write_text(stamp, json.dumps(
+        {"key": key, "params": params, "info": info}, default=str))
     return model, info
 
 
@@ -168,7 +164,7 @@ def _export_row(ctx: DemoContext, stage: str, model, accuracy: float,
     tag = re.sub(r"[^A-Za-z0-9.-]+", "_", stage).strip("_")
     path = os.path.join(ctx.out, f"{tag}.tflite")
     rep = export_tflite(model, path, quantization=quantization,
-                        representative_data=ctx.x_train[:500],
+                        calibration_data=ctx.x_train[:500],
                         verify_data=ctx.x_test, num_verify=len(ctx.x_test))
     prof = profile(model)
     print(f"[export] {path}: {rep.size_bytes:,} B, max|err| "
@@ -212,8 +208,7 @@ def stage_prune(ctx: DemoContext):
         return _stage_prune_amc(ctx)
     import keras
 
-    from tfcomp.pruning.fpgm import FPGMPruning
-    from tfcomp.pruning.strip import apply_fpgm, strip
+    from tfcomp.pruning import FPGMPruning, apply_fpgm, strip_pruning
 
     params = {"method": "fpgm", "target": 0.5, "epochs": ctx.prune_epochs,
               "lr": 1e-3}
@@ -222,13 +217,13 @@ def stage_prune(ctx: DemoContext):
         keras.utils.set_random_seed(ctx.seed)
         soft = apply_fpgm(ctx.models["baseline"])
         _compile(soft, lr=params["lr"])
-        cb = FPGMPruning(rate=0.4, criterion="fpgm",
-                                 target_macs=params["target"], verbose=1)
+        cb = FPGMPruning(ratio=0.4, criterion="fpgm",
+                         target_macs=params["target"], verbose=1)
         print(f"[prune] FPGM to {params['target']:.0%} of dense MACs, "
               f"{ctx.prune_epochs} epochs of soft pruning")
         soft.fit(ctx.x_train, ctx.y_train, batch_size=128,
                  epochs=ctx.prune_epochs, callbacks=[cb], verbose=2)
-        return strip(soft), {"rate": cb.effective_rate}
+        return strip_pruning(soft), {"rate": cb.effective_ratio}
 
     small, _ = _cached_model(ctx, "pruned_fpgm", params, build)
     ctx.models["pruned"] = small
@@ -324,7 +319,7 @@ def stage_quantize(ctx: DemoContext):
         return HAQHyperModel(
             pruned, (ctx.x_train, ctx.y_train),
             (ctx.x_val[:2000], ctx.y_val[:2000]),
-            hardware=BitFusion("edge"), target="latency",
+            hardware=BitFusion("edge"), resource="latency",
             budget=budget, finetune_steps=20, seed=ctx.seed)
 
     # Small layers fill Bit Fusion's 16x32 array poorly, so lower bits buy
@@ -400,8 +395,8 @@ def stage_bitserial(ctx: DemoContext):
 
     qat = ctx.models["quantized"]
     path = os.path.join(ctx.out, "haq_bitfusion.json")
-    rep = export_bitserial(qat, path, target="bitfusion",
-                           calibration_x=ctx.x_train[:256],
+    rep = export_bitserial(qat, path, hardware="bitfusion",
+                           calibration_data=ctx.x_train[:256],
                            verify_x=ctx.x_test[:64])
     x, y = ctx.x_test[:ctx.sim_images], ctx.y_test[:ctx.sim_images]
     print(f"[bitserial] {path}: {rep.size_bytes:,} B (packed weights "
@@ -507,14 +502,9 @@ def main(argv=None) -> int:
     print("\nResults (Fashion-MNIST test set, 10,000 images; latency: "
           "batch 1, 1 thread, median)\n")
     print(table)
-    with open(os.path.join(args.out, "results.json.tmp"), "w") as f:
-        json.dump(_results(ctx), f, indent=2, default=str)
-    os.replace(os.path.join(args.out, "results.json.tmp"),
-               os.path.join(args.out, "results.json"))
-    with open(os.path.join(args.out, "results.md.tmp"), "w") as f:
-        f.write(table + "\n")
-    os.replace(os.path.join(args.out, "results.md.tmp"),
-               os.path.join(args.out, "results.md"))
+    atomic_write_text(os.path.join(args.out, "results.json"),
+                      json.dumps(_results(ctx), indent=2, default=str))
+    atomic_write_text(os.path.join(args.out, "results.md"), table + "\n")
     print(f"\nArtifacts in {os.path.abspath(args.out)}/ "
           f"(total {time.time() - t0:.0f} s)")
     return 0

@@ -75,6 +75,29 @@ class _Builder:
     def relu(x, name, max_value=None):
         return layers.ReLU(max_value=max_value, name=name)(x)
 
+    def conv_bn(self, x, names, n, k=3, s=1, max_value=None):
+        """Conv2D -> BatchNorm (-> ReLU): ``names`` = (conv, bn[, relu])."""
+        x = self.bn(self.conv(x, names[0], n, k=k, s=s), names[1])
+        return self.relu(x, names[2], max_value) if len(names) > 2 else x
+
+    def dw_bn_relu(self, x, name, s=1, max_value=6.0):
+        """DepthwiseConv2D ``name`` -> ``name_bn`` -> ``name_relu``."""
+        x = self.bn(self.dw(x, name, s=s), f"{name}_bn")
+        return self.relu(x, f"{name}_relu", max_value)
+
+
+def _unit(prefix: str, relu: bool = True) -> tuple:
+    """Layer names ``(prefix, prefix_bn[, prefix_relu])``."""
+    names = (prefix, f"{prefix}_bn", f"{prefix}_relu")
+    return names if relu else names[:2]
+
+
+def _classifier(inputs, x, num_classes: int, name: str) -> keras.Model:
+    """Global average pooling, the ``logits`` layer, the model."""
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    outputs = layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name)
+
 
 def resnet(depth: int = 20, width: int = 16, input_shape=(28, 28, 1),
            num_classes: int = 10, filters: dict | None = None,
@@ -110,28 +133,22 @@ def resnet(depth: int = 20, width: int = 16, input_shape=(28, 28, 1),
     b = _Builder(filters, weight_decay)
     n = (depth - 2) // 6
     inputs = keras.Input(input_shape, name="input")
-    x = b.conv(inputs, "stem_conv", width)
-    x = b.bn(x, "stem_bn")
-    x = b.relu(x, "stem_relu")
+    x = b.conv_bn(inputs, ("stem_conv", "stem_bn", "stem_relu"), width)
     for stage in range(3):
         out = width * (2 ** stage)
         for block in range(n):
             p = f"s{stage + 1}b{block + 1}"
             stride = 2 if (stage > 0 and block == 0) else 1
             shortcut = x
-            y = b.conv(x, f"{p}_conv1", out, s=stride)
-            y = b.bn(y, f"{p}_bn1")
-            y = b.relu(y, f"{p}_relu1")
-            y = b.conv(y, f"{p}_conv2", out)
-            y = b.bn(y, f"{p}_bn2")
+            y = b.conv_bn(x, (f"{p}_conv1", f"{p}_bn1", f"{p}_relu1"), out,
+                          s=stride)
+            y = b.conv_bn(y, (f"{p}_conv2", f"{p}_bn2"), out)
             if stride != 1 or (stage > 0 and block == 0):
-                shortcut = b.conv(x, f"{p}_proj", out, k=1, s=stride)
-                shortcut = b.bn(shortcut, f"{p}_proj_bn")
+                shortcut = b.conv_bn(x, _unit(f"{p}_proj", relu=False), out,
+                                     k=1, s=stride)
             x = layers.Add(name=f"{p}_add")([y, shortcut])
             x = b.relu(x, f"{p}_out")
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name=name or f"resnet{depth}")
+    return _classifier(inputs, x, num_classes, name or f"resnet{depth}")
 
 
 def mobilenet_v1(alpha: float = 1.0, input_shape=(28, 28, 1),
@@ -148,26 +165,26 @@ def mobilenet_v1(alpha: float = 1.0, input_shape=(28, 28, 1),
     Example:
         >>> m = mobilenet_v1(alpha=0.5)
     """
+    b, inputs, x = _mobilenet_stem(alpha, input_shape, num_classes, filters)
+    cfg = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
+           (512, 1), (512, 1), (1024, 1)]
+    for i, (c, s) in enumerate(cfg, start=1):
+        x = b.dw_bn_relu(x, f"b{i}_dw", s=s)
+        x = b.conv_bn(x, _unit(f"b{i}_pw"), _divisible(c * alpha), k=1,
+                      max_value=6.0)
+    return _classifier(inputs, x, num_classes, name or "mobilenet_v1")
+
+
+def _mobilenet_stem(alpha, input_shape, num_classes, filters):
+    """Checks the arguments; ``(builder, inputs, stem output)``."""
     _check_common(input_shape, num_classes)
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0. Received: alpha={alpha}")
     b = _Builder(filters)
-    cfg = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-           (512, 1), (512, 1), (1024, 1)]
     inputs = keras.Input(input_shape, name="input")
-    x = b.conv(inputs, "stem_conv", _divisible(32 * alpha))
-    x = b.bn(x, "stem_bn")
-    x = b.relu(x, "stem_relu", 6.0)
-    for i, (c, s) in enumerate(cfg, start=1):
-        x = b.dw(x, f"b{i}_dw", s=s)
-        x = b.bn(x, f"b{i}_dw_bn")
-        x = b.relu(x, f"b{i}_dw_relu", 6.0)
-        x = b.conv(x, f"b{i}_pw", _divisible(c * alpha), k=1)
-        x = b.bn(x, f"b{i}_pw_bn")
-        x = b.relu(x, f"b{i}_pw_relu", 6.0)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name=name or "mobilenet_v1")
+    x = b.conv_bn(inputs, ("stem_conv", "stem_bn", "stem_relu"),
+                  _divisible(32 * alpha), max_value=6.0)
+    return b, inputs, x
 
 
 def mobilenet_v2(alpha: float = 1.0, input_shape=(28, 28, 1),
@@ -185,16 +202,9 @@ def mobilenet_v2(alpha: float = 1.0, input_shape=(28, 28, 1),
     Example:
         >>> m = mobilenet_v2(alpha=0.5)
     """
-    _check_common(input_shape, num_classes)
-    if alpha <= 0:
-        raise ValueError(f"alpha must be > 0. Received: alpha={alpha}")
-    b = _Builder(filters)
+    b, inputs, x = _mobilenet_stem(alpha, input_shape, num_classes, filters)
     cfg = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 2, 2),
            (6, 96, 1, 1)]
-    inputs = keras.Input(input_shape, name="input")
-    x = b.conv(inputs, "stem_conv", _divisible(32 * alpha))
-    x = b.bn(x, "stem_bn")
-    x = b.relu(x, "stem_relu", 6.0)
     block = 0
     for t, c, n, s in cfg:
         out = _divisible(c * alpha)
@@ -205,23 +215,16 @@ def mobilenet_v2(alpha: float = 1.0, input_shape=(28, 28, 1),
             cin = x.shape[-1]
             y = x
             if t != 1:
-                y = b.conv(y, f"{p}_expand", cin * t, k=1)
-                y = b.bn(y, f"{p}_expand_bn")
-                y = b.relu(y, f"{p}_expand_relu", 6.0)
-            y = b.dw(y, f"{p}_dw", s=stride)
-            y = b.bn(y, f"{p}_dw_bn")
-            y = b.relu(y, f"{p}_dw_relu", 6.0)
-            y = b.conv(y, f"{p}_project", out, k=1)
-            y = b.bn(y, f"{p}_project_bn")
+                y = b.conv_bn(y, _unit(f"{p}_expand"), cin * t, k=1,
+                              max_value=6.0)
+            y = b.dw_bn_relu(y, f"{p}_dw", s=stride)
+            y = b.conv_bn(y, _unit(f"{p}_project", relu=False), out, k=1)
             if stride == 1 and cin == y.shape[-1]:
                 y = layers.Add(name=f"{p}_add")([x, y])
             x = y
-    x = b.conv(x, "head_conv", _divisible(640 * alpha), k=1)
-    x = b.bn(x, "head_bn")
-    x = b.relu(x, "head_relu", 6.0)
-    x = layers.GlobalAveragePooling2D(name="gap")(x)
-    outputs = layers.Dense(num_classes, name="logits")(x)
-    return keras.Model(inputs, outputs, name=name or "mobilenet_v2")
+    x = b.conv_bn(x, ("head_conv", "head_bn", "head_relu"),
+                  _divisible(640 * alpha), k=1, max_value=6.0)
+    return _classifier(inputs, x, num_classes, name or "mobilenet_v2")
 
 
 def vgg_small(width: int = 32, input_shape=(28, 28, 1), num_classes: int = 10,
@@ -248,9 +251,7 @@ def vgg_small(width: int = 32, input_shape=(28, 28, 1), num_classes: int = 10,
         c = width * 2 ** stage
         for j in range(2):
             p = f"s{stage + 1}c{j + 1}"
-            x = b.conv(x, f"{p}_conv", c)
-            x = b.bn(x, f"{p}_bn")
-            x = b.relu(x, f"{p}_relu")
+            x = b.conv_bn(x, (f"{p}_conv", f"{p}_bn", f"{p}_relu"), c)
         x = layers.MaxPooling2D(2, name=f"s{stage + 1}_pool")(x)
     x = layers.Flatten(name="flatten")(x)
     x = layers.Dense(b.width("fc1", 128), name="fc1")(x)

@@ -1,0 +1,27 @@
+"""``tfcomp profile MODEL``: per-layer params / MACs / bits / BOPs.
+
+Example:
+    $ tfcomp profile model.keras --json --output profile.json
+"""
+
+from __future__ import annotations
+
+import json
+
+from tfcomp.cli import _common as common
+
+
+def run(args) -> None:
+    """Prints the profile table (or JSON) of ``args.model``."""
+    from tfcomp.cost import profile
+
+    model = common.load_model(args.model)
+    bits = common.read_policy(args.policy) if args.policy else None
+    p = profile(model, bits=bits)
+    if args.json:
+        print(json.dumps(p.to_dict(), indent=2, default=str))
+    else:
+        p.summary()
+    if args.output:
+        common.write_text(args.output,
+                          json.dumps(p.to_dict(), indent=1, default=str))
