@@ -8,9 +8,9 @@ requantization per consumer grid (the converter must not merge them).
 import keras
 import numpy as np
 
+from tfcomp.export.int8 import convert_int8
 from tfcomp.export.runtime import make_interpreter
 from tfcomp.quantization import calibrate, quantize_model
-from tfcomp.quantization.export_support import convert_int8
 
 
 def _residual_model():

@@ -33,7 +33,7 @@ def test_export_modes_verify(tmp_path, data, mode, tol, min_agree):
     model = _tiny_model()
     path = str(tmp_path / f"m_{mode}.tflite")
     rep = export_tflite(model, path, quantization=mode,
-                        representative_data=data)
+                        calibration_data=data)
     assert os.path.getsize(path) == rep.size_bytes
     assert rep.num_verified == 64
     assert rep.max_abs_error < tol
@@ -52,14 +52,14 @@ def test_int8_is_about_4x_smaller_than_float(tmp_path, data):
     model = keras.Model(inp, keras.layers.Dense(10)(x))
     x_cal = np.random.default_rng(0).normal(size=(64, 64)).astype("float32")
     f32 = export_tflite(model, str(tmp_path / "f.tflite"),
-                        representative_data=x_cal)
+                        calibration_data=x_cal)
     i8 = export_tflite(model, str(tmp_path / "q.tflite"), "int8",
-                       representative_data=x_cal)
+                       calibration_data=x_cal)
     assert 3.0 < f32.size_bytes / i8.size_bytes < 4.5
 
 
 def test_int8_without_data_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="representative_data"):
+    with pytest.raises(ValueError, match="calibration_data"):
         export_tflite(_tiny_model(), str(tmp_path / "x.tflite"), "int8")
     assert not os.listdir(tmp_path)  # nothing half-written
 
@@ -79,3 +79,33 @@ def test_measure_latency(tmp_path, data):
     assert set(both) == {"a", "b"} and both["a"].runs == 6
     with pytest.raises(ValueError, match="runs"):
         measure_latency(path, runs=0)
+
+
+def test_deprecated_representative_data_and_atomic_write(tmp_path, data):
+    from tfcomp.export.tflite import atomic_write_bytes, convert_to_tflite
+
+    model = _tiny_model()
+    new = convert_to_tflite(model, "int8", calibration_data=data)
+    with pytest.warns(DeprecationWarning, match="calibration_data"):
+        old = convert_to_tflite(model, "int8", representative_data=data)
+    assert old == new
+    with pytest.warns(DeprecationWarning, match="calibration_data"):
+        rep = export_tflite(model, str(tmp_path / "m.tflite"), "int8",
+                            representative_data=data)
+    assert rep.size_bytes == len(new)
+    with pytest.warns(DeprecationWarning, match="_io.atomic_write_bytes"):
+        atomic_write_bytes(str(tmp_path / "b.bin"), b"abc")
+    assert (tmp_path / "b.bin").read_bytes() == b"abc"
+
+
+def test_calibration_data_as_dataset_of_batches(data):
+    """Calibration data in any form tfcomp._io.as_arrays takes."""
+    import tensorflow as tf
+
+    from tfcomp.export import convert_to_tflite
+
+    model = _tiny_model()
+    ds = tf.data.Dataset.from_tensor_slices(
+        (data, np.zeros(len(data), "int64"))).batch(16)
+    assert convert_to_tflite(model, "int8", calibration_data=ds) == (
+        convert_to_tflite(model, "int8", calibration_data=data))

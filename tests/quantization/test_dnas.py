@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
+from tfcomp.cost import profile
 from tfcomp.layers import (
     MixedQuantConv2D,
     MixedQuantDense,
@@ -17,9 +18,8 @@ from tfcomp.layers import (
     QuantDense,
     QuantDepthwiseConv2D,
 )
-from tfcomp.cost import profile
+from tfcomp.layers.gumbel import gumbel_softmax
 from tfcomp.quantization import dnas, quantize_model
-from tfcomp.quantization.gumbel import gumbel_softmax
 
 
 def _np(t):
@@ -275,7 +275,8 @@ def test_expected_cost_by_hand():
         thetas = _set_thetas(sn)
 
         def c(name, wb, ab, cost=cost):
-            return PARAMS[name] * wb if cost == "size" else (
+            # size in bytes, as tfcomp.profile's weight_bytes
+            return PARAMS[name] * wb / 8 if cost == "size" else (
                 MACS[name] * wb * ab)
 
         # first / last at 8/8, the skipped d2 at float (32/32)
@@ -623,7 +624,7 @@ def test_select_best_trains_each_architecture_once_and_keeps_the_best(
     """The paper's last step: train the sampled architectures, keep the
     most accurate. A 1-bit architecture cannot fit the task that its 8-bit
     sibling fits; duplicates are trained once; scores keep input order."""
-    from tfcomp.quantization import quantize as quantize_module
+    from tfcomp.quantization import dnas_search as search_module
 
     model = _dense_model()
     rng = np.random.default_rng(0)
@@ -636,8 +637,8 @@ def test_select_best_trains_each_architecture_once_and_keeps_the_best(
     good = {n: (8, 8) for n in names}
     bad = {**good, "d1": (1, 1), "d2": (1, 1)}
     calls = []
-    real = quantize_module.quantize_model
-    monkeypatch.setattr(quantize_module, "quantize_model",
+    real = search_module.quantize_model
+    monkeypatch.setattr(search_module, "quantize_model",
                         lambda m, bits, **kw: calls.append(bits) or
                         real(m, bits=bits, **kw))
     best, scores = dnas.select_best(model, [bad, good, dict(bad)], x, y,
@@ -652,3 +653,20 @@ def test_select_best_trains_each_architecture_once_and_keeps_the_best(
         dnas.select_best(model, [], x, y, (x, y))
     with pytest.raises(ValueError, match="epochs"):
         dnas.select_best(model, [good], x, y, (x, y), epochs=0)
+
+
+@pytest.mark.parametrize("cost", ["size", "bops"])
+def test_supernet_costs_are_the_profiles(cost):
+    """DNAS's size / BOPs of an architecture equal tfcomp.profile(model,
+    bits=...)'s: the one cost model (size in bytes, bias included)."""
+    model = _conv_model()
+    sn = dnas.build_supernet(model, candidates=SN_CANDS, cost=cost)
+    for seed in range(3):
+        _set_thetas(sn, seed)
+        bits = dnas.derive(sn, mode="sample", seed=seed)
+        prof = profile(model, bits=bits)
+        records = [prof.by_name(n) for n in bits]
+        want = (sum(r.size_bytes for r in records) if cost == "size"
+                else sum(r.bops for r in records))
+        assert dnas.architecture_cost(sn, bits) == pytest.approx(
+            want, rel=1e-12)

@@ -13,16 +13,16 @@ import keras
 import numpy as np
 import pytest
 
-from tfcomp.export import export_tflite
+from tfcomp.export import export_tflite, tflite_weight_levels
+from tfcomp.export.int8 import convert_int8
 from tfcomp.export.runtime import make_interpreter, run_interpreter
 from tfcomp.quantization import (
     calibrate,
     dnas,
     quantization_params,
+    quantization_report,
     quantize_model,
-    tflite_weight_levels,
 )
-from tfcomp.quantization.export_support import convert_int8
 
 BITS = {"dw": (3, 4), "c2": (2, 2), "d1": (5, 3)}
 
@@ -92,7 +92,7 @@ def exported(tmp_path_factory):
     out = {"path": path, "report": report, "params": params, "grids": grids,
            "biases": biases, "xv": xv, "keras": _np(q(xv, training=False)),
            "train_acc": hist.history["accuracy"][-1], "float_io": float_io,
-           "bits": dict(q.quantization_report.quantized)}
+           "bits": dict(quantization_report(q).quantized)}
     keras.backend.clear_session()
     return out
 
@@ -318,7 +318,7 @@ def test_never_built_model_raises():
     with pytest.raises(ValueError, match="never built"):
         dnas.build_supernet(seq)
     seq.build((None, 6, 6, 1))  # once built it quantizes
-    assert quantize_model(seq, bits=4).quantization_report.quantized
+    assert quantization_report(quantize_model(seq, bits=4)).quantized
 
 
 def test_int8_export_without_calibration_raises(tmp_path):
@@ -329,7 +329,7 @@ def test_int8_export_without_calibration_raises(tmp_path):
     assert "c1" in str(info.value)  # names the uncalibrated layers
     assert not os.path.exists(path)
     # a float model needs representative data for int8
-    with pytest.raises(ValueError, match="representative_data"):
+    with pytest.raises(ValueError, match="calibration_data"):
         export_tflite(_float_model(), path, quantization="int8")
 
 

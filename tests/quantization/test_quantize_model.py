@@ -1,4 +1,5 @@
-"""quantize_model, BN folding, calibrate, strip, errors, .keras round trip."""
+"""quantize_model, BN folding, calibrate, strip_quantization, errors, .keras
+round trip."""
 
 import os
 
@@ -12,8 +13,9 @@ from tfcomp.quantization import (
     calibrate,
     fold_batchnorm_weights,
     quantizable_layers,
+    quantization_report,
     quantize_model,
-    strip,
+    strip_quantization,
 )
 
 
@@ -75,7 +77,7 @@ def test_float_bits_reproduce_the_model_exactly(resnet, data):
 
 def test_uniform_bits_with_8bit_first_and_last(resnet):
     q = quantize_model(resnet, bits=4)
-    rep = q.quantization_report
+    rep = quantization_report(q)
     names = quantizable_layers(resnet)
     assert list(rep.quantized) == names
     assert rep.quantized[names[0]] == (8, 8)
@@ -96,10 +98,10 @@ def test_uniform_bits_with_8bit_first_and_last(resnet):
 
 def test_dict_bits_and_pairs(resnet):
     q = quantize_model(resnet, bits={"s1b1_conv1": (2, 3)})
-    assert q.quantization_report.quantized["s1b1_conv1"] == (2, 3)
-    assert q.quantization_report.quantized["s1b1_conv2"] == (8, 8)
+    assert quantization_report(q).quantized["s1b1_conv1"] == (2, 3)
+    assert quantization_report(q).quantized["s1b1_conv2"] == (8, 8)
     q2 = quantize_model(resnet, bits=(4, 8), first_last_bits=None)
-    assert set(q2.quantization_report.quantized.values()) == {(4, 8)}
+    assert set(quantization_report(q2).quantized.values()) == {(4, 8)}
 
 
 @pytest.mark.parametrize("bits,match", [
@@ -136,7 +138,7 @@ def test_unbuilt_and_subclassed_models_raise():
 def test_skip_keeps_layer_float_and_reports(resnet):
     q = quantize_model(resnet, bits=8, skip=["s2b1_proj"])
     assert type(q.get_layer("s2b1_proj")).__name__ == "Conv2D"
-    assert "skip" in q.quantization_report.skipped["s2b1_proj"]
+    assert "skip" in quantization_report(q).skipped["s2b1_proj"]
     with pytest.raises(ValueError, match="does not have"):
         quantize_model(resnet, skip=["ghost"])
 
@@ -195,14 +197,14 @@ def test_training_updates_ranges_and_keras_round_trip(resnet, data, tmp_path):
 def test_strip_bakes_quantized_weights(resnet, data):
     q = quantize_model(resnet, bits=4)
     calibrate(q, data)
-    plain = strip(q)
+    plain = strip_quantization(q)
     types = {type(layer).__name__ for layer in plain.layers}
     assert not any(t.startswith("Quant") for t in types)
     np.testing.assert_array_equal(
         _np(plain.get_layer("s1b1_conv1").kernel),
         q.get_layer("s1b1_conv1").quantized_kernel())
     with pytest.raises(ValueError, match="quantization-aware"):
-        strip(resnet)
+        strip_quantization(resnet)
 
 
 def test_kmeans_weight_sharing_option(resnet):
@@ -237,3 +239,47 @@ def test_calibrate_kl_ignores_exact_zeros_of_relu_outputs():
     assert lo == 0.0
     assert hi > 0.25 * positive.max()
     assert hi > 2 * with_zeros, (hi, with_zeros)
+
+
+def test_quantization_report_is_read_from_the_layers(resnet, tmp_path):
+    q = quantize_model(resnet, bits=4, skip=["s2b1_proj"])
+    rep = quantization_report(q)
+    assert rep.quantized == q.quantization_report.quantized  # deprecated
+    assert "skip" in rep.skipped["s2b1_proj"] and len(rep.folded) == 8
+    quantization_report(q).quantized.clear()  # a new object each call
+    assert quantization_report(q).quantized == rep.quantized
+    path = os.path.join(tmp_path, "qat.keras")
+    q.save(path)
+    loaded = quantization_report(keras.saving.load_model(path))
+    assert loaded.quantized == quantization_report(q).quantized
+    assert sorted(loaded.observers) == sorted(rep.observers)
+    assert loaded.skipped == {"s2b1_proj": "kept float"}
+    assert loaded.folded == {} and loaded.fused == {}
+
+
+def test_deprecated_names_warn_and_still_work(resnet, data):
+    import importlib
+    import sys
+
+    from tfcomp.quantization import strip
+    from tfcomp.quantization.calibration import iterate_batches
+    from tfcomp.quantization.quantize import resolve_bits
+
+    q = quantize_model(resnet, bits=4)
+    with pytest.warns(DeprecationWarning, match="calibration_data"):
+        ranges = calibrate(q, data=data)
+    fresh = quantize_model(resnet, bits=4)
+    assert ranges == calibrate(fresh, calibration_data=data)
+    with pytest.warns(DeprecationWarning, match="strip_quantization"):
+        plain = strip(q)
+    np.testing.assert_array_equal(_np(plain(data)),
+                                  _np(strip_quantization(q)(data)))
+    with pytest.warns(DeprecationWarning, match="per_layer_bits"):
+        assert resolve_bits(4, ["a", "b", "c"], "a", "c", 8) == {
+            "a": (8, 8), "b": (4, 4), "c": (8, 8)}
+    with pytest.warns(DeprecationWarning, match="iter_batches"):
+        batches = list(iterate_batches(data, batch_size=16))
+    assert [len(b) for b in batches] == [16, 16]
+    sys.modules.pop("tfcomp.quantization.gumbel", None)
+    with pytest.warns(DeprecationWarning, match="tfcomp.layers.gumbel"):
+        importlib.import_module("tfcomp.quantization.gumbel")

@@ -185,6 +185,53 @@ def test_wall_leaves_a_policy_under_budget_alone(model, data):
     assert full.policy(values) == {n: (8, 8) for n in full.layers}
 
 
+@pytest.mark.parametrize("resource", ["size", "bops"])
+def test_size_and_bops_are_the_profiles(model, data, resource):
+    """HAQ's size / BOPs of a policy equal tfcomp.profile(model, bits=...)'s
+    (the one cost model: size counts the bias, in bytes)."""
+    x, y = data
+    hm = HAQHyperModel(model, (x, y), (x, y), resource=resource, budget=1.0)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        values = {n: int(rng.integers(2, 9)) for n in hm.hyperparameter_names}
+        policy = hm.policy(values)
+        prof = tfcomp.profile(model, bits=policy)
+        records = [prof.by_name(n) for n in policy]
+        want = (sum(r.size_bytes for r in records) if resource == "size"
+                else sum(r.bops for r in records))
+        assert hm.policy_cost(policy) == pytest.approx(want, rel=1e-12)
+    full = tfcomp.profile(model, bits={n: (8, 8) for n in hm.layers})
+    if resource == "size":
+        assert hm.full_cost == sum(full.by_name(n).size_bytes
+                                   for n in hm.layers)
+
+
+def test_nested_model_layers_as_quantize_model_names_them(data):
+    x, y = data
+    keras.utils.set_random_seed(4)
+    inner_in = keras.Input((12, 12, 1))
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="conv")(inner_in)
+    backbone = keras.Model(inner_in, h, name="backbone")
+    inp = keras.Input((12, 12, 1))
+    h = keras.layers.Conv2D(4, 3, activation="relu", name="c2")(backbone(inp))
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    nested = keras.Model(inp, keras.layers.Dense(10, name="fc")(h))
+    hm = HAQHyperModel(nested, (x, y), (x, y), resource="size", budget=0.8)
+    assert hm.layers == ["backbone_conv", "c2", "fc"]
+    policy = hm.policy({})
+    q = quantize_model(nested, bits=policy)
+    assert tfcomp.quantization.quantization_report(q).quantized == policy
+
+
+def test_target_keyword_is_a_deprecated_alias(model, data):
+    x, y = data
+    with pytest.warns(DeprecationWarning, match="resource"):
+        hm = HAQHyperModel(model, (x, y), (x, y), target="bops", budget=0.5)
+    assert hm.resource == "bops"
+    with pytest.warns(DeprecationWarning, match="resource"):
+        assert hm.target == "bops"
+
+
 def test_action_to_bits_mapping():
     for b_min, b_max in ((2, 8), (1, 8), (3, 6), (4, 4)):
         assert action_to_bits(0.0, b_min, b_max) == b_min
@@ -202,7 +249,7 @@ def test_action_to_bits_mapping():
 
 def test_episode_actions_map_through_the_space(model, data):
     x, y = data
-    hm = HAQHyperModel(model, (x, y), (x, y), target="bops", budget=1.0,
+    hm = HAQHyperModel(model, (x, y), (x, y), resource="bops", budget=1.0,
                        b_min=3, b_max=7)
     for a, want in ((0.0, 3), (1.0, 7)):
         values, transitions, info = hm.space.rollout(lambda s, a=a: [a])
@@ -244,10 +291,10 @@ def test_model_without_quantizable_layers(data):
     out = keras.layers.Activation("softmax")(
         keras.layers.Flatten()(keras.layers.MaxPooling2D(2)(inp)))
     with pytest.raises(ValueError, match="no quantizable layers"):
-        HAQHyperModel(keras.Model(inp, out), (x, y), (x, y), target="bops")
+        HAQHyperModel(keras.Model(inp, out), (x, y), (x, y), resource="bops")
     out = keras.layers.Dense(10)(keras.layers.Flatten()(inp))
     with pytest.raises(ValueError, match="nothing to search"):
-        HAQHyperModel(keras.Model(inp, out), (x, y), (x, y), target="bops")
+        HAQHyperModel(keras.Model(inp, out), (x, y), (x, y), resource="bops")
 
 
 def test_bad_arguments(model, data):
@@ -255,9 +302,9 @@ def test_bad_arguments(model, data):
     with pytest.raises(ValueError, match="budget must be in"):
         HAQHyperModel(model, (x, y), (x, y), hardware=BISMO(), budget=0.0)
     with pytest.raises(ValueError, match="needs hardware"):
-        HAQHyperModel(model, (x, y), (x, y), target="latency")
+        HAQHyperModel(model, (x, y), (x, y), resource="latency")
     with pytest.raises(ValueError, match="b_min must be <= b_max"):
-        HAQHyperModel(model, (x, y), (x, y), target="bops", b_min=6,
+        HAQHyperModel(model, (x, y), (x, y), resource="bops", b_min=6,
                       b_max=4)
     with pytest.raises(TypeError, match="HAQHyperModel"):
         HAQOracle(object())
@@ -523,7 +570,7 @@ def test_reused_graph_scores_a_policy_as_a_fresh_model(model, data):
 def test_keras_tuner_baselines_run_on_the_hypermodel(three_layer_model, data,
                                                      tmp_path, tuner_cls):
     x, y = data
-    hm = FakeHAQ(three_layer_model, (x, y), (x, y), target="bops",
+    hm = FakeHAQ(three_layer_model, (x, y), (x, y), resource="bops",
                  budget=0.5)
     assert hm.hyperparameter_names == ["w_bits/c2", "a_bits/c2"]
     # BayesianOptimization: 2 random points, then 1 GP step (each GP step

@@ -2,7 +2,7 @@
 
 Example:
     >>> report = export_tflite(model, "m_int8.tflite", quantization="int8",
-    ...                        representative_data=x_train[:256])
+    ...                        calibration_data=x_train[:256])
     >>> report.size_bytes, report.top1_agreement
 """
 
@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
 import io
-import os
 import tempfile
+import warnings
 
 import keras
 import numpy as np
+import tensorflow as tf
 
+from tfcomp import _io
+from tfcomp.export.int8 import prepare_for_tflite
 from tfcomp.export.runtime import make_interpreter, run_interpreter
+from tfcomp.quantization import is_qat_model, strip_quantization
 
 __all__ = ["ExportReport", "export_tflite", "convert_to_tflite",
            "atomic_write_bytes"]
@@ -55,41 +58,40 @@ class ExportReport:
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Writes ``data`` to ``path`` via a temp file and ``os.replace``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
-                               suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Deprecated alias of :func:`tfcomp._io.atomic_write_bytes`.
+
+    Example:
+        >>> from tfcomp._io import atomic_write_bytes
+        >>> atomic_write_bytes("model.tflite", flatbuffer)
+    """
+    warnings.warn("tfcomp.export.tflite.atomic_write_bytes is deprecated; "
+                  "use tfcomp._io.atomic_write_bytes.", DeprecationWarning,
+                  stacklevel=2)
+    _io.atomic_write_bytes(path, data)
 
 
-def _qat_support():
-    """The quantization package's export hook, if installed and applicable."""
-    try:
-        return importlib.import_module("tfcomp.quantization.export_support")
-    except ImportError:
-        return None
+def _calibration_data(calibration_data, representative_data, verb: str):
+    """``calibration_data``, or the deprecated ``representative_data``."""
+    if representative_data is not None:
+        warnings.warn(
+            f"{verb}(representative_data=...) is deprecated; use "
+            "calibration_data=...", DeprecationWarning, stacklevel=3)
+        if calibration_data is None:
+            return representative_data
+    return calibration_data
 
 
 def _representative_gen(data, limit: int = 512):
-    x = np.asarray(data, dtype=np.float32)
+    x, _ = _io.as_arrays(data, max_items=limit)
+
     def gen():
-        for i in range(min(len(x), limit)):
+        for i in range(len(x)):
             yield [x[i:i + 1]]
     return gen
 
 
 def _make_converter(model):
     """A converter from the Keras model (weights frozen as constants)."""
-    import tensorflow as tf
-
     try:
         return tf.lite.TFLiteConverter.from_keras_model(model)
     except (ValueError, TypeError, AttributeError):
@@ -100,23 +102,27 @@ def _make_converter(model):
 
 
 def convert_to_tflite(model: keras.Model, quantization: str | None = None,
-                      representative_data=None, sparsity: bool = False,
-                      io_type: str = "int8") -> bytes:
+                      calibration_data=None, sparsity: bool = False,
+                      io_type: str = "int8", *,
+                      representative_data=None) -> bytes:
     """Converts a Keras model to a TFLite flatbuffer (no file, no checks).
 
     Args:
         model: a built single-input Keras model.
         quantization: None (float32), "dynamic", "float16" or "int8".
-        representative_data: calibration inputs for "int8".
+        calibration_data: calibration inputs for "int8" (an array, an
+            ``(x, y)`` tuple or an iterable / ``tf.data`` of batches; the
+            first 512 inputs are used).
         sparsity: let the converter encode sparse weights (XNNPACK sparse
             inference for block-sparse 1x1 convolutions).
         io_type: "int8" or "float32" model inputs/outputs for "int8".
+        representative_data: deprecated name of ``calibration_data``.
 
     Example:
         >>> flatbuffer = convert_to_tflite(model, "float16")
     """
-    import tensorflow as tf
-
+    calibration_data = _calibration_data(
+        calibration_data, representative_data, "convert_to_tflite")
     if quantization not in QUANTIZATION_MODES:
         raise ValueError(
             f"quantization must be one of {QUANTIZATION_MODES}. Received: "
@@ -129,23 +135,20 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
             f"Model {model.name!r} must be a built functional or Sequential "
             "model with known inputs to export.")
     converter_kwargs: dict = {}
-    support = _qat_support()
     # A QAT model goes through the integer path for "int8" (its ranges come
-    # from training); the float modes convert ``strip(model)``: quantized
-    # weights baked into plain layers, activations in float.
-    is_qat = bool(support is not None and support.is_qat_model(model))
+    # from training); the float modes convert ``strip_quantization(model)``:
+    # quantized weights baked into plain layers, activations in float.
+    is_qat = is_qat_model(model)
     qat = is_qat and quantization == "int8"
     if qat:
-        model, converter_kwargs = support.prepare_for_tflite(model)
+        model, converter_kwargs = prepare_for_tflite(model)
     elif is_qat:
-        from tfcomp.quantization import strip as strip_qat
-
-        model = strip_qat(model)
-    if quantization == "int8" and representative_data is None and not qat:
+        model = strip_quantization(model)
+    if quantization == "int8" and calibration_data is None and not qat:
         raise ValueError(
-            "quantization='int8' needs representative_data (a few hundred "
+            "quantization='int8' needs calibration_data (a few hundred "
             "training inputs) to calibrate activation ranges. Received: "
-            "representative_data=None")
+            "calibration_data=None")
 
     with contextlib.redirect_stdout(io.StringIO()):
         converter = _make_converter(model)
@@ -158,9 +161,9 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
     if quantization == "int8":
-        if representative_data is not None:
+        if calibration_data is not None:
             converter.representative_dataset = _representative_gen(
-                representative_data)
+                calibration_data)
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if io_type == "int8":
@@ -172,11 +175,11 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
         return converter.convert()
 
 
-def _verification_inputs(model, verify_data, representative_data, n, seed):
+def _verification_inputs(model, verify_data, calibration_data, n, seed):
     if verify_data is not None:
-        return np.asarray(verify_data, dtype=np.float32)[:n]
-    if representative_data is not None:
-        return np.asarray(representative_data, dtype=np.float32)[:n]
+        return _io.as_arrays(verify_data, max_items=n, name="verify_data")[0]
+    if calibration_data is not None:
+        return _io.as_arrays(calibration_data, max_items=n)[0]
     rng = np.random.default_rng(seed)
     shape = [n, *model.inputs[0].shape[1:]]
     return rng.uniform(0, 1, size=shape).astype(np.float32)
@@ -184,25 +187,28 @@ def _verification_inputs(model, verify_data, representative_data, n, seed):
 
 def export_tflite(model: keras.Model, path: str,
                   quantization: str | None = None,
-                  representative_data=None, verify: bool = True,
+                  calibration_data=None, verify: bool = True,
                   sparsity: bool = False, verify_data=None,
                   num_verify: int = 256, io_type: str = "int8",
-                  seed: int = 0) -> ExportReport:
+                  seed: int = 0, *, representative_data=None
+                  ) -> ExportReport:
     """Converts a Keras model to ``.tflite``, writes it atomically, verifies it.
 
     ``quantization="int8"`` is full-integer quantization: every op in int8,
-    activation ranges calibrated on ``representative_data`` (or taken from
+    activation ranges calibrated on ``calibration_data`` (or taken from
     a tfcomp quantization-aware model, whose ranges are used as trained).
-    The float modes export a QAT model as ``tfcomp.quantization.strip``
-    does (its b-bit weights baked in, activations in float), so its
-    verification against the QAT model shows the cost of float activations.
+    The float modes export a QAT model as
+    ``tfcomp.quantization.strip_quantization`` does (its b-bit weights baked
+    in, activations in float), so its verification against the QAT model
+    shows the cost of float activations.
 
     Args:
         model: a built single-input Keras model.
         path: output ``.tflite`` path.
         quantization: None (float32), "dynamic", "float16" or "int8".
-        representative_data: calibration inputs (required for "int8" unless
-            the model is quantization-aware).
+        calibration_data: calibration inputs (required for "int8" unless
+            the model is quantization-aware): an array, an ``(x, y)``
+            tuple or an iterable / ``tf.data`` of batches.
         verify: run the file in the runtime and compare with Keras.
         sparsity: emit sparse weights (see ``convert_to_tflite``).
         verify_data: inputs for verification (default: the representative
@@ -210,6 +216,7 @@ def export_tflite(model: keras.Model, path: str,
         num_verify: number of verification inputs.
         io_type: input/output type of "int8" models.
         seed: seed of the random verification inputs.
+        representative_data: deprecated name of ``calibration_data``.
 
     Returns:
         An ``ExportReport``.
@@ -219,16 +226,17 @@ def export_tflite(model: keras.Model, path: str,
         >>> r.max_abs_error < 1e-4
         True
     """
+    calibration_data = _calibration_data(
+        calibration_data, representative_data, "export_tflite")
     flatbuffer = convert_to_tflite(
-        model, quantization=quantization,
-        representative_data=representative_data, sparsity=sparsity,
-        io_type=io_type)
-    atomic_write_bytes(path, flatbuffer)
+        model, quantization=quantization, calibration_data=calibration_data,
+        sparsity=sparsity, io_type=io_type)
+    _io.atomic_write_bytes(path, flatbuffer)
     report = ExportReport(path=str(path), size_bytes=len(flatbuffer),
                           quantization=quantization)
     if not verify:
         return report
-    x = _verification_inputs(model, verify_data, representative_data,
+    x = _verification_inputs(model, verify_data, calibration_data,
                              num_verify, seed)
     interp, runtime = make_interpreter(flatbuffer)
     y_lite = run_interpreter(interp, x)

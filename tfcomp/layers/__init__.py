@@ -2,25 +2,53 @@
 
 Quantization-aware layers take their Keras counterpart's arguments plus
 ``w_bits`` / ``a_bits`` and quantizer options; DNAS mixed layers hold several
-``(w_bits, a_bits)`` candidates sharing one float kernel.
+``(w_bits, a_bits)`` candidates sharing one float kernel; masked layers carry
+pruning masks. The quantizers (:mod:`tfcomp.layers.quantizers`) live here,
+next to the layers that hold their state.
 
 Example:
     >>> from tfcomp.layers import QuantConv2D
     >>> layer = QuantConv2D(16, 3, padding="same", w_bits=4, a_bits=4)
 """
 
+from tfcomp.layers import quantizers
+from tfcomp.layers.gumbel import gumbel_softmax
+from tfcomp.layers.masked import (
+    MASKED_CLASSES,
+    MaskedBatchNormalization,
+    MaskedConv2D,
+    MaskedDense,
+    MaskedDepthwiseConv2D,
+    MaskedLayer,
+    masked_class_for,
+    plain_class_of,
+)
 from tfcomp.layers.quant_activation import QuantActivation, QuantReLU
+from tfcomp.layers.quant_base import QuantMixin
 from tfcomp.layers.quant_conv import QuantConv2D, QuantDepthwiseConv2D
 from tfcomp.layers.quant_dense import QuantDense
 from tfcomp.layers.quant_mixed import (
+    MixedMixin,
     MixedQuantConv2D,
     MixedQuantDense,
     MixedQuantDepthwiseConv2D,
-    gumbel_softmax,
 )
+
+#: Quantization-aware layers with a kernel (one bit-width pair each).
+QUANT_WEIGHT_LAYERS = (QuantConv2D, QuantDepthwiseConv2D, QuantDense)
+#: Activation quantizer layers.
+QUANT_ACTIVATION_LAYERS = (QuantActivation, QuantReLU)
+#: DNAS supernet layers (several candidate bit-width pairs).
+MIXED_LAYERS = (MixedQuantConv2D, MixedQuantDepthwiseConv2D, MixedQuantDense)
+#: Every tfcomp quantization layer.
+QUANT_LAYERS = QUANT_WEIGHT_LAYERS + QUANT_ACTIVATION_LAYERS + MIXED_LAYERS
 
 __all__ = [
     "QuantActivation", "QuantReLU", "QuantConv2D", "QuantDepthwiseConv2D",
-    "QuantDense", "MixedQuantConv2D", "MixedQuantDepthwiseConv2D",
-    "MixedQuantDense", "gumbel_softmax",
+    "QuantDense", "QuantMixin", "MixedMixin", "MixedQuantConv2D",
+    "MixedQuantDepthwiseConv2D", "MixedQuantDense", "gumbel_softmax",
+    "MaskedLayer", "MaskedConv2D", "MaskedDepthwiseConv2D", "MaskedDense",
+    "MaskedBatchNormalization", "MASKED_CLASSES", "masked_class_for",
+    "plain_class_of", "quantizers", "QUANT_WEIGHT_LAYERS",
+    "QUANT_ACTIVATION_LAYERS", "MIXED_LAYERS", "QUANT_LAYERS",
 ]

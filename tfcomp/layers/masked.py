@@ -28,7 +28,7 @@ Masks live in layer variables, so ``.keras`` files, ``save_weights`` and
 ``ModelCheckpoint`` keep them, and they are mirrored under
 ``tf.distribute.MirroredStrategy`` like any weight. A mask is changed only by
 pruning callbacks (``tfcomp.pruning.MagnitudePruning``,
-``tfcomp.pruning.FPGMPruning``) between steps; ``tfcomp.pruning.strip``
+``tfcomp.pruning.FPGMPruning``) between steps; ``tfcomp.pruning.strip_pruning``
 turns the layers back into plain Keras layers.
 
 Example:
@@ -90,6 +90,14 @@ class MaskedLayer:
 
     _kernel_attr: str | None = "_kernel"
     _has_kernel = True
+
+    def __init__(self, *args, weight_mask: bool = False,
+                 channel_mask: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._init_masks(weight_mask, channel_mask)
+
+    def get_config(self):
+        return {**super().get_config(), **self._mask_config()}
 
     def _init_masks(self, weight_mask, channel_mask):
         if not isinstance(weight_mask, bool):
@@ -190,6 +198,21 @@ class MaskedLayer:
             return bias
         return bias * ops.cast(gate, bias.dtype)
 
+    def _bias_activation_gate(self, outputs, channels: int):
+        """Adds the masked bias, applies the activation and gates the
+        outputs (conv layers; ``channels`` output channels)."""
+        channels_last = self.data_format == "channels_last"
+        if self.use_bias:
+            if channels_last:
+                shape = (1,) * (self.rank + 1) + (channels,)
+            else:
+                shape = (1, channels) + (1,) * self.rank
+            outputs = ops.add(outputs, ops.reshape(self.masked_bias(),
+                                                   shape))
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return self._gate_outputs(outputs, -1 if channels_last else 1)
+
     def _gate_outputs(self, outputs, channel_axis: int = -1):
         """Multiplies outputs by the channel gate when the activation could
         turn a zeroed pre-activation into a non-zero output."""
@@ -217,12 +240,25 @@ class MaskedLayer:
             v.assign(store[str(offset + i)])
 
 
-def _own_offset(layer) -> int:
-    return 1 + int(getattr(layer, "bias", None) is not None)
+class _SavesMasks:
+    """Conv2D and Dense save only kernel and bias; the masks follow them."""
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        if self.built:
+            self._save_masks(store, self._own_offset())
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        if self.built:
+            self._load_masks(store, self._own_offset())
+
+    def _own_offset(self) -> int:
+        return 1 + int(getattr(self, "bias", None) is not None)
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")
-class MaskedConv2D(MaskedLayer, keras.layers.Conv2D):
+class MaskedConv2D(_SavesMasks, MaskedLayer, keras.layers.Conv2D):
     """``keras.layers.Conv2D`` with pruning masks.
 
     Args:
@@ -236,45 +272,17 @@ class MaskedConv2D(MaskedLayer, keras.layers.Conv2D):
         >>> conv.channel_mask_var.assign([1, 1, 0, 1, 1, 1, 1, 0])
     """
 
-    def __init__(self, *args, weight_mask: bool = False,
-                 channel_mask: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_masks(weight_mask, channel_mask)
-
     def build(self, input_shape):
         super().build(input_shape)
         self._build_masks(self.filters)
 
     def call(self, inputs):
         outputs = self.convolution_op(inputs, self.effective_kernel())
-        if self.use_bias:
-            if self.data_format == "channels_last":
-                shape = (1,) * (self.rank + 1) + (self.filters,)
-            else:
-                shape = (1, self.filters) + (1,) * self.rank
-            outputs = ops.add(outputs, ops.reshape(self.masked_bias(),
-                                                   shape))
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        axis = -1 if self.data_format == "channels_last" else 1
-        return self._gate_outputs(outputs, axis)
-
-    def get_config(self):
-        return {**super().get_config(), **self._mask_config()}
-
-    def save_own_variables(self, store):
-        super().save_own_variables(store)
-        if self.built:
-            self._save_masks(store, _own_offset(self))
-
-    def load_own_variables(self, store):
-        super().load_own_variables(store)
-        if self.built:
-            self._load_masks(store, _own_offset(self))
+        return self._bias_activation_gate(outputs, self.filters)
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")
-class MaskedDense(MaskedLayer, keras.layers.Dense):
+class MaskedDense(_SavesMasks, MaskedLayer, keras.layers.Dense):
     """``keras.layers.Dense`` with pruning masks.
 
     Args:
@@ -285,11 +293,6 @@ class MaskedDense(MaskedLayer, keras.layers.Dense):
     Example:
         >>> dense = MaskedDense(10, weight_mask=True)
     """
-
-    def __init__(self, *args, weight_mask: bool = False,
-                 channel_mask: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_masks(weight_mask, channel_mask)
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -302,19 +305,6 @@ class MaskedDense(MaskedLayer, keras.layers.Dense):
         if self.activation is not None:
             x = self.activation(x)
         return self._gate_outputs(x, -1)
-
-    def get_config(self):
-        return {**super().get_config(), **self._mask_config()}
-
-    def save_own_variables(self, store):
-        super().save_own_variables(store)
-        if self.built:
-            self._save_masks(store, _own_offset(self))
-
-    def load_own_variables(self, store):
-        super().load_own_variables(store)
-        if self.built:
-            self._load_masks(store, _own_offset(self))
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")
@@ -335,11 +325,6 @@ class MaskedDepthwiseConv2D(MaskedLayer, keras.layers.DepthwiseConv2D):
 
     _kernel_attr = "kernel"
 
-    def __init__(self, *args, weight_mask: bool = False,
-                 channel_mask: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_masks(weight_mask, channel_mask)
-
     def build(self, input_shape):
         super().build(input_shape)
         k = self.kernel.shape
@@ -354,20 +339,7 @@ class MaskedDepthwiseConv2D(MaskedLayer, keras.layers.DepthwiseConv2D):
             inputs, kernel, strides=self.strides, padding=self.padding,
             dilation_rate=self.dilation_rate, data_format=self.data_format)
         channels = int(kernel.shape[-2]) * int(kernel.shape[-1])
-        if self.use_bias:
-            if self.data_format == "channels_last":
-                shape = (1,) * (self.rank + 1) + (channels,)
-            else:
-                shape = (1, channels) + (1,) * self.rank
-            outputs = ops.add(outputs, ops.reshape(self.masked_bias(),
-                                                   shape))
-        if self.activation is not None:
-            outputs = self.activation(outputs)
-        axis = -1 if self.data_format == "channels_last" else 1
-        return self._gate_outputs(outputs, axis)
-
-    def get_config(self):
-        return {**super().get_config(), **self._mask_config()}
+        return self._bias_activation_gate(outputs, channels)
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")
@@ -389,11 +361,6 @@ class MaskedBatchNormalization(MaskedLayer, keras.layers.BatchNormalization):
 
     _kernel_attr = None
     _has_kernel = False
-
-    def __init__(self, *args, weight_mask: bool = False,
-                 channel_mask: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._init_masks(weight_mask, channel_mask)
 
     def build(self, input_shape):
         super().build(input_shape)
@@ -442,9 +409,6 @@ class MaskedBatchNormalization(MaskedLayer, keras.layers.BatchNormalization):
             x=x, mean=mean, variance=variance, axis=self._mask_axis,
             offset=beta, scale=gamma, epsilon=self.epsilon)
         return ops.cast(outputs, self.compute_dtype)
-
-    def get_config(self):
-        return {**super().get_config(), **self._mask_config()}
 
 
 MASKED_CLASSES = {

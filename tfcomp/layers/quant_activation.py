@@ -1,11 +1,16 @@
-"""Activation quantizer layers: QuantActivation and QuantReLU."""
+"""Activation quantizer layers: QuantActivation and QuantReLU.
+
+Example:
+    >>> from tfcomp.layers import QuantReLU
+    >>> y = QuantReLU(a_bits=4, quantizer="pact")(x)
+"""
 
 from __future__ import annotations
 
 import keras
 
-from tfcomp.layers.quant_base import fake_quant_activation
-from tfcomp.quantization import quantizers as qz
+from tfcomp.layers import quantizers as qz
+from tfcomp.layers.quant_base import fake_quant_activation, typed_quantizer
 
 __all__ = ["QuantActivation", "QuantReLU"]
 
@@ -17,12 +22,9 @@ class _ActQuantBase(keras.layers.Layer):
 
     def _init_aq(self, a_bits, quantizer):
         self.a_bits = qz.check_bits(a_bits, "a_bits", allow_float=False)
-        q = qz.get(quantizer if quantizer is not None
-                   else self._default_quantizer)
-        if not isinstance(q, qz.ActivationQuantizer):
-            raise TypeError(
-                f"quantizer of layer {self.name!r} must be an "
-                f"ActivationQuantizer. Received: {q!r}")
+        q = typed_quantizer(quantizer, self._default_quantizer,
+                            qz.ActivationQuantizer, "quantizer",
+                            "an ActivationQuantizer", self.name)
         self.quantizer = q.with_bits(self.a_bits)
         self._q_config = qz.serialize(self.quantizer)
         self._tfcomp_export = None

@@ -6,10 +6,14 @@ bit-width of the layer's *input* activations, the convention of HAQ and of
 BOPs = MACs * w_bits * a_bits.
 
 It also holds the TFLite export path: ``prepare_for_tflite`` (in
-``tfcomp.quantization.export_support``) sets ``_tfcomp_export`` on layers of
-a clone, after which ``call`` emits TensorFlow FakeQuant ops (through
+``tfcomp.export.int8``) sets ``_tfcomp_export`` on layers of a clone, after
+which ``call`` emits TensorFlow FakeQuant ops (through
 ``keras.quantizers.fake_quant_with_min_max_vars``) that the TFLite converter
 reads ranges and integer grids from.
+
+Example:
+    >>> from tfcomp.layers.quant_base import fake_quant_weights
+    >>> k = fake_quant_weights(kernel, 127 * scale, axis=-1)
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcomp.quantization import quantizers as qz
+from tfcomp.layers import quantizers as qz
+from tfcomp.layers.quantizers.base import _ste
 
-__all__ = ["QuantMixin", "exact_requantize", "fake_quant_activation",
-           "fake_quant_weights"]
+__all__ = ["KernelLayerMixin", "QuantMixin", "exact_requantize",
+           "fake_quant_activation", "fake_quant_weights", "round_bias"]
 
 _fq = keras.quantizers.fake_quant_with_min_max_vars
 
@@ -126,16 +131,112 @@ def round_bias(bias, kernel, weight_quantizer, input_quantizer):
     r = bias / step
     q = ops.sign(r) * ops.floor(ops.abs(r) + 0.5) * step
     q = ops.where(input_quantizer.seen > 0, q, bias)
-    return qz._ste(bias, q)
+    return _ste(bias, q)
 
 
-class QuantMixin:
+def pop_unsupported(kwargs: dict, keys, default_name: str) -> None:
+    """Removes Keras-only arguments (LoRA, Keras' own quantization) from
+    ``kwargs``; a value other than None raises ``ValueError``."""
+    for key in keys:
+        value = kwargs.pop(key, None)
+        if value is not None:
+            raise ValueError(
+                f"{key} is not supported by tfcomp's quantization-aware layer "
+                f"{kwargs.get('name', default_name)!r} (use a plain Keras "
+                f"layer). Received: {key}={value!r}")
+
+
+def typed_quantizer(identifier, default: str, cls, arg: str, kind: str,
+                    layer_name: str):
+    """``quantizers.get(identifier or default)``, or a TypeError naming the
+    argument when it is not a ``cls``."""
+    q = qz.get(identifier if identifier is not None else default)
+    if not isinstance(q, cls):
+        raise TypeError(f"{arg} of layer {layer_name!r} must be {kind}. "
+                        f"Received: {q!r}")
+    return q
+
+
+def base_quantizers(layer_name: str, weight_quantizer, input_quantizer):
+    """``(weight quantizer, input quantizer)`` resolved from aliases /
+    dicts / instances (defaults "symmetric" and "unsigned"), type-checked."""
+    wq = typed_quantizer(weight_quantizer, "symmetric", qz.WeightQuantizer,
+                         "weight_quantizer",
+                         "a weight quantizer (symmetric, kmeans)",
+                         layer_name)
+    iq = typed_quantizer(input_quantizer, "unsigned", qz.ActivationQuantizer,
+                         "input_quantizer", "an ActivationQuantizer",
+                         layer_name)
+    return wq, iq
+
+
+def refresh_quietly(quantizer, kernel) -> None:
+    """``quantizer.refresh(kernel)``; skipped when built inside a trace
+    (the state keeps its default until the next eager refresh)."""
+    try:
+        quantizer.refresh(kernel)
+    except Exception:  # noqa: BLE001 - needs eager values
+        pass
+
+
+class KernelLayerMixin:
+    """``build`` / ``get_config`` / bias-and-activation shared by the
+    quantization-aware and DNAS mixed kernel layers.
+
+    Subclasses implement ``_build_state`` (variables created after the Keras
+    layer's own), ``_state_config`` (their ``__init__`` arguments) and
+    ``_op(x, kernel)`` (the convolution / matmul); ``_config_overrides``
+    adjusts the Keras parent's config.
+    """
+
+    _config_overrides: dict = {}
+    _config_drop: tuple = ()
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_state()
+
+    def get_config(self):
+        config = super().get_config()
+        config["activity_regularizer"] = keras.regularizers.serialize(
+            self.activity_regularizer)
+        for key in self._config_drop:
+            config.pop(key, None)
+        config.update(self._config_overrides)
+        config.update(self._state_config())
+        return config
+
+    def _channels_last(self) -> bool:
+        return getattr(self, "data_format", "channels_last") == (
+            "channels_last")
+
+    def _apply_bias_activation(self, y, bias=None):
+        if self.use_bias:
+            bias = self.bias if bias is None else bias
+            if self._channels_last():
+                y = ops.add(y, bias)
+            else:
+                shape = (1, -1) + (1,) * (len(y.shape) - 2)
+                y = ops.add(y, ops.reshape(bias, shape))
+        if self.activation is not None:
+            y = self.activation(y)
+        return y
+
+    def save_own_variables(self, store):
+        # Keras' conv / dense layers save only kernel and bias; tfcomp layers
+        # also carry quantizer state, so use the generic Layer behaviour.
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
+
+
+class QuantMixin(KernelLayerMixin):
     """Quantization state and helpers shared by QuantConv2D & co.
 
-    Subclasses call ``_init_quant`` in ``__init__``, ``_build_quant`` at the
-    end of ``build`` and use ``_quantized_inputs`` / ``_quantized_kernel`` in
-    ``call``. ``_kernel_reduce_axes`` gives the axes a per-channel scale
-    reduces over.
+    Subclasses call ``_init_quant`` in ``__init__`` and implement ``_op``
+    and ``_export_kernel`` (the FakeQuant kernel of the TFLite path).
+    ``_kernel_reduce_axes`` gives the axes a per-channel scale reduces over.
     """
 
     _kernel_reduce_axes: tuple = ()
@@ -143,18 +244,7 @@ class QuantMixin:
     def _init_quant(self, w_bits, a_bits, weight_quantizer, input_quantizer):
         self.w_bits = qz.check_bits(w_bits, "w_bits")
         self.a_bits = qz.check_bits(a_bits, "a_bits")
-        wq = qz.get(weight_quantizer if weight_quantizer is not None
-                    else "symmetric")
-        if not isinstance(wq, qz.WeightQuantizer):
-            raise TypeError(
-                f"weight_quantizer of layer {self.name!r} must be a weight "
-                f"quantizer (symmetric, kmeans). Received: {wq!r}")
-        iq = qz.get(input_quantizer if input_quantizer is not None
-                    else "unsigned")
-        if not isinstance(iq, qz.ActivationQuantizer):
-            raise TypeError(
-                f"input_quantizer of layer {self.name!r} must be an "
-                f"ActivationQuantizer. Received: {iq!r}")
+        wq, iq = base_quantizers(self.name, weight_quantizer, input_quantizer)
         if self.w_bits != qz.FLOAT_BITS:
             wq = wq.with_bits(self.w_bits)
         if self.a_bits != qz.FLOAT_BITS:
@@ -165,23 +255,31 @@ class QuantMixin:
         self.input_quantizer = iq if self.a_bits != qz.FLOAT_BITS else None
         self._tfcomp_export = None
 
-    def _quant_config(self) -> dict:
+    def _state_config(self) -> dict:
         return {"w_bits": self.w_bits, "a_bits": self.a_bits,
                 "weight_quantizer": self._wq_config,
                 "input_quantizer": self._iq_config}
 
-    def _build_quant(self):
+    def _build_state(self):
         if self.weight_quantizer is not None:
             self.weight_quantizer.build(self, self.kernel.shape,
                                         self._kernel_reduce_axes, "kernel")
-            try:  # needs eager values; skipped if built inside a trace
-                self.weight_quantizer.refresh(self.kernel)
-            except Exception:  # noqa: BLE001 - state keeps its default
-                pass
+            refresh_quietly(self.weight_quantizer, self.kernel)
         if self.input_quantizer is not None:
             self.input_quantizer.build(self, "input")
 
-    # -- forward helpers ----------------------------------------------------
+    # -- forward --------------------------------------------------------------
+    def call(self, inputs, training=None):
+        if self._tfcomp_export is not None:
+            return self._export_call(inputs)
+        x = self._quantized_inputs(inputs, training)
+        y = self._op(x, self._quantized_kernel())
+        return self._apply_bias_activation(y, self._quantized_bias())
+
+    def _export_call(self, inputs):
+        y = self._op(self._export_inputs(inputs), self._export_kernel())
+        return self._apply_bias_activation(y)
+
     def _quantized_inputs(self, inputs, training):
         if self.input_quantizer is None:
             return inputs
@@ -207,19 +305,6 @@ class QuantMixin:
             return self.bias
         return round_bias(self.bias, self.kernel, self.weight_quantizer,
                           self.input_quantizer)
-
-    def _apply_bias_activation(self, y, channels_last: bool = True,
-                               bias=None):
-        if self.use_bias:
-            bias = self.bias if bias is None else bias
-            if channels_last:
-                y = ops.add(y, bias)
-            else:
-                shape = (1, -1) + (1,) * (len(y.shape) - 2)
-                y = ops.add(y, ops.reshape(bias, shape))
-        if self.activation is not None:
-            y = self.activation(y)
-        return y
 
     def _export_inputs(self, inputs):
         spec = self._tfcomp_export
@@ -261,11 +346,3 @@ class QuantMixin:
             True
         """
         return keras.ops.convert_to_numpy(self._quantized_kernel())
-
-    def save_own_variables(self, store):
-        # Keras' conv / dense layers save only kernel and bias; tfcomp layers
-        # also carry quantizer state, so use the generic Layer behaviour.
-        keras.layers.Layer.save_own_variables(self, store)
-
-    def load_own_variables(self, store):
-        keras.layers.Layer.load_own_variables(self, store)

@@ -11,6 +11,10 @@ so a layer costs one convolution per distinct ``a_bits``, not per pair.
 
 Reference: Wu et al., Mixed Precision Quantization of ConvNets via
 Differentiable Neural Architecture Search, arXiv:1812.00090.
+
+Example:
+    >>> from tfcomp.layers import MixedQuantConv2D
+    >>> layer = MixedQuantConv2D(16, 3, candidates=[(2, 4), (4, 4), (8, 8)])
 """
 
 from __future__ import annotations
@@ -19,9 +23,16 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcomp.layers.quant_base import QuantMixin, round_bias
-from tfcomp.quantization import quantizers as qz
-from tfcomp.quantization.gumbel import gumbel_softmax
+from tfcomp.layers import quantizers as qz
+from tfcomp.layers._kernel_ops import ConvOp, DenseOp, DepthwiseOp
+from tfcomp.layers.gumbel import gumbel_softmax
+from tfcomp.layers.quant_base import (
+    QuantMixin,
+    base_quantizers,
+    pop_unsupported,
+    refresh_quietly,
+    round_bias,
+)
 
 __all__ = ["gumbel_softmax", "MixedQuantConv2D", "MixedQuantDepthwiseConv2D",
            "MixedQuantDense", "MixedMixin"]
@@ -53,6 +64,15 @@ class MixedMixin(QuantMixin):
     Subclasses implement ``_op(x, kernel)`` (the convolution / matmul).
     """
 
+    def __init__(self, *args, candidates=((4, 4), (8, 8)),
+                 weight_quantizer=None, input_quantizer=None,
+                 temperature=5.0, seed=None, **kwargs):
+        pop_unsupported(kwargs, ("lora_rank", "lora_alpha",
+                                 "quantization_config"), "mixed_layer")
+        super().__init__(*args, **kwargs)
+        self._init_mixed(candidates, weight_quantizer, input_quantizer,
+                         temperature, seed)
+
     def _init_mixed(self, candidates, weight_quantizer, input_quantizer,
                     temperature, seed):
         self.candidates = _check_candidates(candidates, self.name)
@@ -62,18 +82,8 @@ class MixedMixin(QuantMixin):
                 f"{temperature}")
         self.initial_temperature = float(temperature)
         self.seed = seed
-        wq = qz.get(weight_quantizer if weight_quantizer is not None
-                    else "symmetric")
-        iq = qz.get(input_quantizer if input_quantizer is not None
-                    else "unsigned")
-        if not isinstance(wq, qz.WeightQuantizer):
-            raise TypeError(
-                f"weight_quantizer of layer {self.name!r} must be a weight "
-                f"quantizer. Received: {wq!r}")
-        if not isinstance(iq, qz.ActivationQuantizer):
-            raise TypeError(
-                f"input_quantizer of layer {self.name!r} must be an "
-                f"ActivationQuantizer. Received: {iq!r}")
+        wq, iq = base_quantizers(self.name, weight_quantizer,
+                                 input_quantizer)
         self._wq_config = qz.serialize(wq)
         self._iq_config = qz.serialize(iq)
         self.weight_quantizers = {
@@ -85,13 +95,13 @@ class MixedMixin(QuantMixin):
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._tfcomp_export = None
 
-    def _mixed_config(self) -> dict:
+    def _state_config(self) -> dict:
         return {"candidates": [list(c) for c in self.candidates],
                 "weight_quantizer": self._wq_config,
                 "input_quantizer": self._iq_config,
                 "temperature": self.initial_temperature, "seed": self.seed}
 
-    def _build_mixed(self):
+    def _build_state(self):
         k = len(self.candidates)
         self.theta = self.add_weight(
             name="theta", shape=(k,), initializer="zeros", trainable=True)
@@ -106,10 +116,7 @@ class MixedMixin(QuantMixin):
             if q is not None:
                 q.build(self, self.kernel.shape, self._kernel_reduce_axes,
                         f"kernel_w{w}")
-                try:
-                    q.refresh(self.kernel)
-                except Exception:  # noqa: BLE001 - needs eager values
-                    pass
+                refresh_quietly(q, self.kernel)
         for a, q in self.input_quantizers.items():
             if q is not None:
                 q.build(self, f"input_a{a}")
@@ -157,8 +164,13 @@ class MixedMixin(QuantMixin):
             c[1] for c in self.candidates)
 
     # -- forward ----------------------------------------------------------------
+    def call(self, inputs, training=None):
+        y, bias = self._mixed_forward(inputs, training)
+        return self._apply_bias_activation(y, bias)
+
     def _mixed_forward(self, inputs, training):
-        m = self.mixing_weights(training)
+        # compute dtype: float16 under a mixed_float16 policy
+        m = ops.cast(self.mixing_weights(training), self.compute_dtype)
         qkernels = {w: (q(self.kernel) if q is not None else self.kernel)
                     for w, q in self.weight_quantizers.items()}
         y = None
@@ -201,14 +213,12 @@ _MIXED_DOC = """
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")
-class MixedQuantConv2D(MixedMixin, keras.layers.Conv2D):
+class MixedQuantConv2D(ConvOp, MixedMixin, keras.layers.Conv2D):
     """Conv2D supernet layer for DNAS mixed-precision search.
 
     Args:
-        filters, kernel_size, strides, padding, data_format, dilation_rate,
-        groups, activation, use_bias, kernel_initializer, bias_initializer,
-        kernel_regularizer, bias_regularizer, activity_regularizer,
-        kernel_constraint, bias_constraint: as ``keras.layers.Conv2D``.
+        *args, **kwargs: ``keras.layers.Conv2D`` arguments (filters,
+            kernel_size, strides, padding, ...).
     """ + _MIXED_DOC + """
     Reference: Wu et al., arXiv:1812.00090.
 
@@ -216,64 +226,15 @@ class MixedQuantConv2D(MixedMixin, keras.layers.Conv2D):
         >>> layer = MixedQuantConv2D(16, 3, candidates=[(2, 4), (4, 4), (8, 8)])
     """
 
-    _kernel_reduce_axes = (0, 1, 2)
-
-    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid",
-                 data_format=None, dilation_rate=(1, 1), groups=1,
-                 activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None,
-                 bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None,
-                 candidates=((4, 4), (8, 8)), weight_quantizer=None,
-                 input_quantizer=None, temperature=5.0, seed=None, **kwargs):
-        super().__init__(
-            filters=filters, kernel_size=kernel_size, strides=strides,
-            padding=padding, data_format=data_format,
-            dilation_rate=dilation_rate, groups=groups,
-            activation=activation, use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            bias_initializer=bias_initializer,
-            kernel_regularizer=kernel_regularizer,
-            bias_regularizer=bias_regularizer,
-            activity_regularizer=activity_regularizer,
-            kernel_constraint=kernel_constraint,
-            bias_constraint=bias_constraint, **kwargs)
-        self._init_mixed(candidates, weight_quantizer, input_quantizer,
-                         temperature, seed)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_mixed()
-
-    def _op(self, x, k):
-        return ops.conv(x, k, strides=self.strides, padding=self.padding,
-                        data_format=self.data_format,
-                        dilation_rate=self.dilation_rate)
-
-    def call(self, inputs, training=None):
-        y, bias = self._mixed_forward(inputs, training)
-        return self._apply_bias_activation(
-            y, self.data_format == "channels_last", bias=bias)
-
-    def get_config(self):
-        config = super().get_config()
-        config["activity_regularizer"] = keras.regularizers.serialize(
-            self.activity_regularizer)
-        config.update(self._mixed_config())
-        return config
-
 
 @keras.saving.register_keras_serializable(package="tfcomp")
-class MixedQuantDepthwiseConv2D(MixedMixin, keras.layers.DepthwiseConv2D):
+class MixedQuantDepthwiseConv2D(DepthwiseOp, MixedMixin,
+                                keras.layers.DepthwiseConv2D):
     """DepthwiseConv2D supernet layer for DNAS mixed-precision search.
 
     Args:
-        kernel_size, strides, padding, depth_multiplier, data_format,
-        dilation_rate, activation, use_bias, depthwise_initializer,
-        bias_initializer, depthwise_regularizer, bias_regularizer,
-        activity_regularizer, depthwise_constraint, bias_constraint: as
-        ``keras.layers.DepthwiseConv2D``.
+        *args, **kwargs: ``keras.layers.DepthwiseConv2D`` arguments
+            (kernel_size, strides, padding, depth_multiplier, ...).
     """ + _MIXED_DOC + """
     Reference: Wu et al., arXiv:1812.00090.
 
@@ -281,61 +242,15 @@ class MixedQuantDepthwiseConv2D(MixedMixin, keras.layers.DepthwiseConv2D):
         >>> layer = MixedQuantDepthwiseConv2D(3, candidates=[(4, 4), (8, 8)])
     """
 
-    _kernel_reduce_axes = (0, 1)
-
-    def __init__(self, kernel_size, strides=(1, 1), padding="valid",
-                 depth_multiplier=1, data_format=None, dilation_rate=(1, 1),
-                 activation=None, use_bias=True,
-                 depthwise_initializer="glorot_uniform",
-                 bias_initializer="zeros", depthwise_regularizer=None,
-                 bias_regularizer=None, activity_regularizer=None,
-                 depthwise_constraint=None, bias_constraint=None,
-                 candidates=((4, 4), (8, 8)), weight_quantizer=None,
-                 input_quantizer=None, temperature=5.0, seed=None, **kwargs):
-        super().__init__(
-            kernel_size=kernel_size, strides=strides, padding=padding,
-            depth_multiplier=depth_multiplier, data_format=data_format,
-            dilation_rate=dilation_rate, activation=activation,
-            use_bias=use_bias, depthwise_initializer=depthwise_initializer,
-            bias_initializer=bias_initializer,
-            depthwise_regularizer=depthwise_regularizer,
-            bias_regularizer=bias_regularizer,
-            activity_regularizer=activity_regularizer,
-            depthwise_constraint=depthwise_constraint,
-            bias_constraint=bias_constraint, **kwargs)
-        self._init_mixed(candidates, weight_quantizer, input_quantizer,
-                         temperature, seed)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_mixed()
-
-    def _op(self, x, k):
-        return ops.depthwise_conv(x, k, strides=self.strides,
-                                  padding=self.padding,
-                                  dilation_rate=self.dilation_rate,
-                                  data_format=self.data_format)
-
-    def call(self, inputs, training=None):
-        y, bias = self._mixed_forward(inputs, training)
-        return self._apply_bias_activation(
-            y, self.data_format == "channels_last", bias=bias)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(self._mixed_config())
-        return config
-
 
 @keras.saving.register_keras_serializable(package="tfcomp")
-class MixedQuantDense(MixedMixin, keras.layers.Dense):
+class MixedQuantDense(DenseOp, MixedMixin, keras.layers.Dense):
     """Dense supernet layer for DNAS mixed-precision search.
 
     Args:
-        units, activation, use_bias, kernel_initializer, bias_initializer,
-        kernel_regularizer, bias_regularizer, activity_regularizer,
-        kernel_constraint, bias_constraint: as ``keras.layers.Dense``
-        (LoRA and Keras' own quantization are not supported).
+        *args, **kwargs: ``keras.layers.Dense`` arguments (units,
+            activation, use_bias, ...; LoRA and Keras' own quantization are
+            not supported).
     """ + _MIXED_DOC + """
     Reference: Wu et al., arXiv:1812.00090.
 
@@ -343,46 +258,4 @@ class MixedQuantDense(MixedMixin, keras.layers.Dense):
         >>> layer = MixedQuantDense(10, candidates=[(4, 8), (8, 8)])
     """
 
-    _kernel_reduce_axes = (0,)
-
-    def __init__(self, units, activation=None, use_bias=True,
-                 kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None,
-                 bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None,
-                 candidates=((4, 4), (8, 8)), weight_quantizer=None,
-                 input_quantizer=None, temperature=5.0, seed=None, **kwargs):
-        for key in ("lora_rank", "lora_alpha", "quantization_config"):
-            if kwargs.pop(key, None) is not None:
-                raise ValueError(
-                    f"{key} is not supported by MixedQuantDense.")
-        super().__init__(
-            units=units, activation=activation, use_bias=use_bias,
-            kernel_initializer=kernel_initializer,
-            bias_initializer=bias_initializer,
-            kernel_regularizer=kernel_regularizer,
-            bias_regularizer=bias_regularizer,
-            activity_regularizer=activity_regularizer,
-            kernel_constraint=kernel_constraint,
-            bias_constraint=bias_constraint, **kwargs)
-        self._init_mixed(candidates, weight_quantizer, input_quantizer,
-                         temperature, seed)
-
-    def build(self, input_shape):
-        super().build(input_shape)
-        self._build_mixed()
-
-    def _op(self, x, k):
-        return ops.matmul(x, k)
-
-    def call(self, inputs, training=None):
-        y, bias = self._mixed_forward(inputs, training)
-        return self._apply_bias_activation(y, bias=bias)
-
-    def get_config(self):
-        config = super().get_config()
-        config["activity_regularizer"] = keras.regularizers.serialize(
-            self.activity_regularizer)
-        config.pop("quantization_config", None)
-        config.update(self._mixed_config())
-        return config
+    _config_drop = ("quantization_config",)

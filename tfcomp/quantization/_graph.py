@@ -1,53 +1,178 @@
-"""A minimal, public-API view of a functional / Sequential model's graph.
+"""Quantization's view of a model graph, read by :func:`tfcomp.graph.parse_model`.
 
-Connectivity comes from ``layer.input`` / ``layer.output`` (the KerasTensors
-of each layer's single call) and ``model.inputs`` / ``model.outputs``. Layers
-called more than once (shared layers) are refused with a clear error.
+``read_graph(model)`` wraps the one model reader's ``ParsedModel``: nested
+functional / Sequential models are flattened (their layers get ``outer_inner``
+names in the models quantization builds), a layer called several times
+(shared) gives one node per call, and ``keras.ops`` calls between layers are
+ordinary nodes. Tensors are the reader's string ids. The graph also rebuilds
+a node's call on new tensors (``Node.call``) and evaluates tensors eagerly
+(``Graph.evaluate``), so nothing needs a layer's single ``input`` / ``output``.
+
+Example:
+    >>> graph = read_graph(model)
+    >>> [n.name for n in graph.nodes][:2]
+    ['stem_conv', 'stem_bn']
 """
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import keras
 
-__all__ = ["Node", "Graph", "read_graph", "clone_layer"]
+from tfcomp.graph import is_tensor_ref, model_kind, parse_model
+
+__all__ = ["Node", "Graph", "read_graph", "clone_layer", "new_inputs",
+           "check_model"]
 
 
-@dataclasses.dataclass
+class TensorId(str):
+    """A tensor id inside a node's call arguments (not a plain string)."""
+
+
+@dataclasses.dataclass(eq=False)
 class Node:
-    layer: object
-    inputs: object  # nested structure of KerasTensors (the call's first arg)
-    outputs: object  # KerasTensor or nested structure
+    """One call of one layer / op.
 
-    @property
-    def name(self) -> str:
-        return self.layer.name
+    Attributes:
+        parsed: the reader's node (``key``, ``path``, ``op``, ...).
+        layer, path, key: the reader's ``op``, ``path`` and ``key``.
+        name: the layer's name in the flat models quantization builds
+            (``path`` with ``/`` replaced by ``_``; shared layers: one name).
+        args, kwargs: the call's arguments with :class:`TensorId` s.
+        inputs, outputs: tensor ids (inputs in call order, repeats kept).
+    """
 
+    parsed: object
+    name: str
+    args: tuple
+    kwargs: dict
+    inputs: list
+    outputs: list
+    graph: object = None
+
+    def __post_init__(self):
+        self.layer = self.parsed.op
+        self.path = self.parsed.path
+        self.key = self.parsed.key
+
+    def call(self, layer, tensors: dict, **extra):
+        """``layer(*args, **kwargs)`` with tensor ids replaced from
+        ``tensors`` (``{tensor id: tensor}``)."""
+        def sub(v):
+            return tensors[v] if isinstance(v, TensorId) else v
+
+        args = keras.tree.map_structure(sub, self.args)
+        kwargs = keras.tree.map_structure(sub, self.kwargs)
+        kwargs.update(extra)
+        return layer(*args, **kwargs)
+
+    # -- compatibility: the original KerasTensors where they exist --------
     def input_list(self) -> list:
-        return keras.tree.flatten(self.inputs)
+        return [self.graph.keras_tensor(t) for t in self.inputs]
 
     def output_list(self) -> list:
-        return keras.tree.flatten(self.outputs)
+        return [self.graph.keras_tensor(t) for t in self.outputs]
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(eq=False)
 class Graph:
+    """Nodes in topological order (model inputs excluded) and the tensors
+    between them.
+
+    Attributes:
+        model: the model read.
+        parsed: the reader's ``ParsedModel``.
+        nodes: the calls, in topological order.
+        inputs, outputs: model input / output tensor ids.
+    """
+
     model: object
-    nodes: list  # topological order, InputLayers excluded
-    consumers: dict  # id(tensor) -> [Node]
-    producers: dict  # id(tensor) -> Node
-    input_ids: list
-    output_ids: list
+    parsed: object
+    nodes: list
+    inputs: list
+    outputs: list
+    _consumers: dict
+    _producers: dict
+    _by_path: dict
+    _keras: dict | None = None
 
-    def consumers_of(self, tensor) -> list:
-        return self.consumers.get(id(tensor), [])
+    def consumers(self, tid) -> list:
+        """Nodes reading ``tid``, once per use (``Add([x, x])`` twice)."""
+        return self._consumers.get(self._tid(tid), [])
 
-    def producer_of(self, tensor):
-        return self.producers.get(id(tensor))
+    def producer(self, tid):
+        """The node computing ``tid`` (None for model inputs)."""
+        return self._producers.get(self._tid(tid))
 
-    def is_output(self, tensor) -> bool:
-        return id(tensor) in self.output_ids
+    def is_output(self, tid) -> bool:
+        return self._tid(tid) in self.outputs
+
+    def shape(self, tid) -> tuple:
+        return tuple(self.parsed.shapes[tid])
+
+    def nodes_of(self, path: str) -> list:
+        """The calls of the layer at ``path`` (several when shared)."""
+        return self._by_path.get(path, [])
+
+    def layers(self) -> list:
+        """``[(name, layer, nodes)]`` per leaf layer, in first-call order."""
+        return [(nodes[0].name, nodes[0].layer, nodes)
+                for nodes in self._by_path.values()]
+
+    def evaluate(self, x, tids) -> list:
+        """Values of the tensors ``tids`` for inputs ``x`` (eager, inference
+        mode: what the model computes, one layer call after the other).
+
+        Example:
+            >>> [h] = graph.evaluate(x, [graph.nodes[0].outputs[0]])
+        """
+        xs = x if isinstance(x, (list, tuple)) else [x]
+        values = {t: keras.ops.convert_to_tensor(v)
+                  for t, v in zip(self.inputs, xs)}
+        wanted = {n.key for n in self.parsed.upstream(list(tids))}
+        for node in self.nodes:
+            if node.key not in wanted:
+                continue
+            extra = {"training": False} if _takes_training(node.layer) else {}
+            y = node.call(node.layer, values, **extra)
+            for t, v in zip(node.outputs, keras.tree.flatten(y)):
+                values[t] = v
+        return [values[t] for t in tids]
+
+    # -- compatibility with tensor-object callers ---------------------------
+    def keras_tensor(self, tid):
+        """The model's own KerasTensor of ``tid`` (see
+        ``ParsedModel.keras_tensor``); ValueError where there is none."""
+        return self.parsed.keras_tensor(tid)
+
+    def _tid(self, t):
+        """The id of a tensor given as an id or as a model KerasTensor."""
+        if isinstance(t, str):
+            return t
+        if self._keras is None:
+            self._keras = {}
+            for tid in self.inputs + [o for n in self.nodes
+                                      for o in n.outputs]:
+                try:
+                    self._keras.setdefault(id(self.keras_tensor(tid)), tid)
+                except (AttributeError, ValueError):
+                    continue
+        return self._keras.get(id(t), t)
+
+    consumers_of = consumers
+    producer_of = producer
+
+
+def _takes_training(layer) -> bool:
+    call = getattr(layer, "call", None)
+    if call is None:
+        return False
+    try:
+        return "training" in inspect.signature(call).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def check_model(model, verb: str) -> None:
@@ -55,16 +180,10 @@ def check_model(model, verb: str) -> None:
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"{verb} expects a keras.Model. Received: {type(model)!r}")
-    if not isinstance(model, keras.Sequential):
-        try:
-            cfg = model.get_config()
-        except NotImplementedError:
-            cfg = None
-        if not (isinstance(cfg, dict) and "layers" in cfg
-                and "input_layers" in cfg):
-            raise ValueError(
-                f"{verb} supports functional and Sequential models; model "
-                f"{model.name!r} is subclassed. Rebuild it functionally.")
+    if model_kind(model) == "subclassed":
+        raise ValueError(
+            f"{verb} supports functional and Sequential models; model "
+            f"{model.name!r} is subclassed. Rebuild it functionally.")
     try:
         inputs = model.inputs
     except (AttributeError, ValueError):
@@ -76,62 +195,89 @@ def check_model(model, verb: str) -> None:
             "with keras.Input, or call model.build(input_shape) first).")
 
 
+def _call_args(parsed, pnode) -> tuple:
+    """``(args, kwargs)`` of a call with :class:`TensorId` placeholders."""
+    cfg = pnode.call_config
+    if not isinstance(cfg, dict):  # Sequential layers, opaque nested models
+        ins = [TensorId(t) for t in pnode.inputs]
+        return (ins[0] if len(ins) == 1 else ins,), {}
+    prefix = pnode.path[:pnode.path.rfind("/") + 1]
+
+    def sub(obj):
+        if is_tensor_ref(obj):
+            return TensorId(parsed.tensor_id(obj, prefix))
+        if isinstance(obj, dict):
+            if obj.get("class_name") == "__tuple__":
+                return tuple(sub(v) for v in obj["config"]["value"])
+            if "class_name" in obj and "config" in obj:
+                return keras.saving.deserialize_keras_object(obj)
+            return {k: sub(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return [sub(v) for v in obj]
+        return obj
+
+    args = tuple(sub(a) for a in cfg.get("args", []))
+    kwargs = {k: sub(v) for k, v in cfg.get("kwargs", {}).items()}
+    return args, kwargs
+
+
+def _flat_name(path: str, used: set) -> str:
+    base = path.replace("/", "_")
+    name, i = base, 1
+    while name in used:
+        name = f"{base}_{i}"
+        i += 1
+    return name
+
+
 def read_graph(model, verb: str = "quantize_model") -> Graph:
-    """Reads the model's layers, their inputs/outputs and consumers."""
+    """Reads the model's calls, their tensors and consumers.
+
+    Args:
+        model: a built functional or Sequential model.
+        verb: the caller's name, for error messages.
+
+    Example:
+        >>> graph = read_graph(model, "calibrate")
+    """
     check_model(model, verb)
-    nodes = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
+    parsed = parse_model(model)
+    top = {p for p in parsed.layers if "/" not in p}
+    names, used = {}, set(top)
+    nodes, by_path, consumers, producers = [], {}, {}, {}
+    for pnode in parsed.nodes:
+        if pnode.is_input:
             continue
-        try:
-            inputs, outputs = layer.input, layer.output
-        except (AttributeError, ValueError) as e:
-            raise ValueError(
-                f"Layer {layer.name!r} of model {model.name!r} is called "
-                f"more than once (shared) or never; {verb} supports layers "
-                f"called exactly once. ({e})") from None
-        nodes.append(Node(layer, inputs, outputs))
-    producers = {}
-    for n in nodes:
-        for t in n.output_list():
-            producers[id(t)] = n
-    # Topological order (model.layers is already; this guards against
-    # anything unexpected).
-    known = {id(t) for t in keras.tree.flatten(model.inputs)}
-    ordered, pending = [], list(nodes)
-    while pending:
-        progressed = False
-        rest = []
-        for n in pending:
-            if all(id(t) in known for t in n.input_list()):
-                ordered.append(n)
-                known.update(id(t) for t in n.output_list())
-                progressed = True
-            else:
-                rest.append(n)
-        if not progressed:
-            names = [n.name for n in rest][:10]
-            raise ValueError(
-                f"{verb} could not order layers {names} of model "
-                f"{model.name!r}: their inputs do not come from the model's "
-                "layers (keras.ops calls between layers are not supported).")
-        pending = rest
-    consumers: dict = {}
-    for n in ordered:
-        for t in n.input_list():
-            consumers.setdefault(id(t), []).append(n)
-    return Graph(
-        model=model, nodes=ordered, consumers=consumers, producers=producers,
-        input_ids=[id(t) for t in keras.tree.flatten(model.inputs)],
-        output_ids=[id(t) for t in keras.tree.flatten(model.outputs)])
+        if pnode.path not in names:
+            names[pnode.path] = (pnode.path if "/" not in pnode.path
+                                 else _flat_name(pnode.path, used))
+            used.add(names[pnode.path])
+        args, kwargs = _call_args(parsed, pnode)
+        ins = list(pnode.inputs)
+        node = Node(pnode, names[pnode.path], args, kwargs, ins,
+                    list(pnode.outputs))
+        nodes.append(node)
+        by_path.setdefault(pnode.path, []).append(node)
+        for t in node.outputs:
+            producers[t] = node
+        for t in ins:
+            consumers.setdefault(t, []).append(node)
+    graph = Graph(model, parsed, nodes, list(parsed.inputs),
+                  list(parsed.outputs), consumers, producers, by_path)
+    for node in nodes:
+        node.graph = graph
+    return graph
 
 
-def clone_layer(layer):
+def clone_layer(layer, name: str | None = None):
     """A fresh, unbuilt copy of a layer from its config (weights copied by
-    the caller once it is built)."""
+    the caller once it is built), renamed to ``name`` when given."""
     if isinstance(layer, keras.Model):
         return keras.models.clone_model(layer)
-    return type(layer).from_config(layer.get_config())
+    cfg = layer.get_config()
+    if name is not None and "name" in cfg:
+        cfg["name"] = name
+    return type(layer).from_config(cfg)
 
 
 def new_inputs(model) -> list:

@@ -4,15 +4,26 @@ Post-training calibration as HAQ describes it: for each activation
 quantizer, ``c = max`` of the observed values for ``b >= 5`` and the
 KL-optimal threshold for ``b < 5`` (optionally capped, e.g. at 6 for ReLU6
 networks). Weight quantizers' KL clip ratios are refreshed at the same time.
+A shared layer's input quantizer covers the inputs of all its calls.
+
+Example:
+    >>> from tfcomp.quantization import calibrate
+    >>> ranges = calibrate(qat_model, calibration_data=x_train[:512])
 """
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 
-from tfcomp.quantization import quantizers as qz
+from tfcomp._io import iter_batches
+from tfcomp.graph import iter_leaf_layers
+from tfcomp.layers import QuantActivation, QuantReLU
+from tfcomp.layers import quantizers as qz
 from tfcomp.quantization._graph import read_graph
+from tfcomp.quantization.quantize import link_shared_inputs
 
 __all__ = ["calibrate", "activation_quantizers", "iterate_batches"]
 
@@ -28,11 +39,10 @@ def activation_quantizers(model) -> list:
         >>> [l.name for l, q, k in activation_quantizers(qat)][:2]
     """
     out = []
-    for layer in model.layers:
-        cls = type(layer).__name__
-        if cls == "QuantReLU":
+    for _, layer in iter_leaf_layers(model):
+        if isinstance(layer, QuantReLU):
             out.append((layer, layer.quantizer, "relu"))
-        elif cls == "QuantActivation":
+        elif isinstance(layer, QuantActivation):
             out.append((layer, layer.quantizer, "input"))
         elif hasattr(layer, "activation_quantizers"):
             for q in layer.activation_quantizers():
@@ -43,53 +53,34 @@ def activation_quantizers(model) -> list:
 
 
 def iterate_batches(data, batch_size: int = 64, steps: int | None = None):
-    """Yields numpy input batches from an array, an ``(x, y)`` tuple, or an
-    iterable / ``tf.data.Dataset`` of ``x`` or ``(x, y, ...)`` batches.
+    """Deprecated alias of :func:`tfcomp._io.iter_batches` (the one
+    calibration-data adapter).
 
     Example:
-        >>> next(iterate_batches(np.zeros((10, 4)), batch_size=4)).shape
+        >>> next(iter_batches(np.zeros((10, 4)), batch_size=4)).shape
         (4, 4)
     """
-    if isinstance(data, (tuple, list)) and len(data) >= 1 and hasattr(
-            data[0], "shape") and not hasattr(data, "shape"):
-        data = data[0]
-    if hasattr(data, "shape") and hasattr(data, "__getitem__"):
-        x = np.asarray(data, dtype=np.float32)
-        if x.ndim == 0 or len(x) == 0:
-            raise ValueError(
-                f"calibration data is empty. Received shape {x.shape}")
-        n = len(x)
-        count = 0
-        for i in range(0, n, batch_size):
-            if steps is not None and count >= steps:
-                return
-            yield x[i:i + batch_size]
-            count += 1
-        return
-    count = 0
-    for batch in data:
-        if steps is not None and count >= steps:
-            return
-        if isinstance(batch, (tuple, list)):
-            batch = batch[0]
-        yield np.asarray(keras.ops.convert_to_numpy(batch), np.float32)
-        count += 1
+    warnings.warn(
+        "tfcomp.quantization.calibration.iterate_batches is deprecated; use "
+        "tfcomp._io.iter_batches.", DeprecationWarning, stacklevel=2)
+    return iter_batches(data, batch_size, steps)
 
 
-def calibrate(model: keras.Model, data, batch_size: int = 64,
-              steps: int | None = None, method: str = "auto",
-              max_range: float | None = None,
-              refresh_weights: bool = True) -> dict:
+def calibrate(model: keras.Model, calibration_data=None,
+              batch_size: int = 64, steps: int | None = None,
+              method: str = "auto", max_range: float | None = None,
+              refresh_weights: bool = True, *, data=None) -> dict:
     """Sets every activation quantizer's range from data (in place).
 
     Quantizers that have not seen data pass their input through, so one
-    pass over ``data`` sees float activations of the (weight-quantized)
-    model. Two passes are made: ranges, then histograms for KL.
+    pass over ``calibration_data`` sees float activations of the
+    (weight-quantized) model. Two passes are made: ranges, then histograms
+    for KL.
 
     Args:
         model: a QAT model (``quantize_model`` / ``dnas.build_supernet``).
-        data: inputs: an array, an ``(x, y)`` tuple, or an iterable /
-            ``tf.data.Dataset`` of batches.
+        calibration_data: inputs: an array, an ``(x, y)`` tuple, or an
+            iterable / ``tf.data.Dataset`` of batches.
         batch_size: batch size for arrays.
         steps: maximum number of batches per pass (None = all).
         method: "auto" (max for b >= 5, KL for b < 5), "max" or "kl".
@@ -98,6 +89,7 @@ def calibrate(model: keras.Model, data, batch_size: int = 64,
             exactly; with them a 4-bit clip collapsed towards 0.
         max_range: optional cap on ``c`` (HAQ uses 6 for ReLU6 networks).
         refresh_weights: also refresh weight quantizers' KL clip ratios.
+        data: deprecated name of ``calibration_data``.
 
     Returns:
         ``{"layer/quantizer": (lo, hi)}`` of the ranges set.
@@ -109,54 +101,65 @@ def calibrate(model: keras.Model, data, batch_size: int = 64,
     Reference: Wang et al., HAQ, arXiv:1811.08886 (KL for b < 5).
 
     Example:
-        >>> ranges = calibrate(qat_model, x_train[:512])
+        >>> ranges = calibrate(qat_model, calibration_data=x_train[:512])
     """
+    if data is not None:
+        warnings.warn("calibrate(data=...) is deprecated; use "
+                      "calibration_data=...", DeprecationWarning,
+                      stacklevel=2)
+        if calibration_data is None:
+            calibration_data = data
     if method not in ("auto", "max", "kl"):
         raise ValueError(
             "method must be 'auto', 'max' or 'kl'. Received: "
             f"method={method!r}")
-    read_graph(model, "calibrate")
-    from tfcomp.quantization.quantize import link_shared_inputs
-
+    graph = read_graph(model, "calibrate")
     link_shared_inputs(model)
     targets = activation_quantizers(model)
     if not targets:
         raise ValueError(
             f"Model {model.name!r} has no activation quantizers to "
             "calibrate (quantize it with quantize_model first).")
+    calls = {id(layer): nodes for _, layer, nodes in graph.layers()}
     tensors, index = [], {}
     for layer, _, _ in targets:
-        t = layer.input
-        if id(t) not in index:
-            index[id(t)] = len(tensors)
-            tensors.append(t)
-    probe = keras.Model(model.inputs, tensors)
+        for node in calls[id(layer)]:
+            t = node.inputs[0]
+            if t not in index:
+                index[t] = len(tensors)
+                tensors.append(t)
 
     def outputs(batch):
-        # Eager calls: calibration sees a few batches, and tracing the probe
+        # Eager calls: calibration sees a few batches, and tracing a probe
         # (a graph full of quantizer ops) costs more than running it.
-        ys = probe(batch, training=False)
-        ys = ys if isinstance(ys, (list, tuple)) else [ys]
-        return [keras.ops.convert_to_numpy(y) for y in ys]
+        return [keras.ops.convert_to_numpy(y)
+                for y in graph.evaluate(batch, tensors)]
 
     def values(layer, kind, ys):
-        v = ys[index[id(layer.input)]]
-        if kind == "relu":
-            v = keras.ops.convert_to_numpy(keras.activations.relu(
-                v, negative_slope=layer.negative_slope,
-                max_value=layer.max_value, threshold=layer.threshold))
-        return np.asarray(v)
+        """The quantizer's inputs, one array per call of the layer."""
+        out = []
+        for node in calls[id(layer)]:
+            v = ys[index[node.inputs[0]]]
+            if kind == "relu":
+                v = keras.ops.convert_to_numpy(keras.activations.relu(
+                    v, negative_slope=layer.negative_slope,
+                    max_value=layer.max_value, threshold=layer.threshold))
+            out.append(np.asarray(v))
+        return out
+
+    def batches():
+        return iter_batches(calibration_data, batch_size, steps)
 
     lo = [np.inf] * len(targets)
     hi = [-np.inf] * len(targets)
     seen = False
-    for batch in iterate_batches(data, batch_size, steps):
+    for batch in batches():
         seen = True
         ys = outputs(batch)
         for j, (layer, _, kind) in enumerate(targets):
-            v = values(layer, kind, ys)
-            lo[j] = min(lo[j], float(v.min()))
-            hi[j] = max(hi[j], float(v.max()))
+            for v in values(layer, kind, ys):
+                lo[j] = min(lo[j], float(v.min()))
+                hi[j] = max(hi[j], float(v.max()))
     if not seen:
         raise ValueError("calibrate received no data batches.")
 
@@ -166,20 +169,22 @@ def calibrate(model: keras.Model, data, batch_size: int = 64,
     kl_targets = [j for j, (_, q, _) in enumerate(targets) if wants_kl(q)]
     hists = {}
     if kl_targets:
-        for batch in iterate_batches(data, batch_size, steps):
+        for batch in batches():
             ys = outputs(batch)
             for j in kl_targets:
                 layer, q, kind = targets[j]
-                v = values(layer, kind, ys)
                 top = max(abs(lo[j]) if q.signed else 0.0, hi[j], 1e-12)
-                # exact zeros (most of a ReLU output) are represented
-                # exactly on an unsigned grid: they must not pull the clip
-                mag = np.abs(v) if q.signed else v[v > 0]
-                h, edges = np.histogram(mag, bins=_BINS, range=(0.0, top))
-                if j in hists:
-                    hists[j][0] += h
-                else:
-                    hists[j] = [h, edges]
+                for v in values(layer, kind, ys):
+                    # exact zeros (most of a ReLU output) are represented
+                    # exactly on an unsigned grid: they must not pull the
+                    # clip
+                    mag = np.abs(v) if q.signed else v[v > 0]
+                    h, edges = np.histogram(mag, bins=_BINS,
+                                            range=(0.0, top))
+                    if j in hists:
+                        hists[j][0] += h
+                    else:
+                        hists[j] = [h, edges]
     result = {}
     for j, (layer, q, _) in enumerate(targets):
         low = min(lo[j], 0.0) if q.signed else 0.0
@@ -200,7 +205,7 @@ def calibrate(model: keras.Model, data, batch_size: int = 64,
         q.set_range(low, high)
         result[f"{layer.name}/{q._prefix}"] = (float(low), float(high))
     if refresh_weights:
-        for layer in model.layers:
+        for _, layer in iter_leaf_layers(model):
             if hasattr(layer, "refresh_weight_quantizer"):
                 layer.refresh_weight_quantizer()
     return result

@@ -33,7 +33,9 @@ Example:
 
 from __future__ import annotations
 
-from tfcomp.quantization import quantizers as qz
+from tfcomp.layers import QUANT_WEIGHT_LAYERS
+from tfcomp.layers import quantizers as qz
+from tfcomp.quantization.quantize import input_observers
 
 __all__ = ["DynamicBits", "make_bits_dynamic"]
 
@@ -99,6 +101,7 @@ class DynamicBits:
             layer.input_quantizer.set_bits(a)
             layer.w_bits, layer.a_bits = w, a
             layer.refresh_weight_quantizer()
+        # the deprecated attribute (quantization_report() reads the layers)
         report = getattr(self.model, "quantization_report", None)
         if report is not None:
             report.quantized.update(checked)
@@ -128,13 +131,11 @@ def make_bits_dynamic(model) -> DynamicBits:
         >>> dyn = make_bits_dynamic(quantize_model(model, bits=8))
         >>> dyn.set_policy({"s1b1_conv1": (4, 3)})
     """
-    from tfcomp.quantization.quantize import _WEIGHT_LAYERS, input_observers
-
     sources = {layer.name: obs.quantizer
                for layer, obs in input_observers(model)}
     layers = {}
     for layer in model.layers:
-        if type(layer).__name__ not in _WEIGHT_LAYERS:
+        if not isinstance(layer, QUANT_WEIGHT_LAYERS):
             continue
         wq = getattr(layer, "weight_quantizer", None)
         iq = getattr(layer, "input_quantizer", None)

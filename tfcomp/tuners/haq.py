@@ -18,10 +18,12 @@ keras-tuner's split (DESIGN.md, "Tuners"):
 * ``HAQTuner`` runs the trials; ``get_best_policy()`` returns
   ``{layer: (w_bits, a_bits)}``.
 
-The resource is the latency or energy of a ``HardwareModel`` /
-``LatencyTable`` (``BitFusion``, ``BISMO``, a table built from them), the
-weight size, or BOPs (MACs * w_bits * a_bits); the budget is a fraction of
-the cost of the whole model at 8/8 bits.
+The resource (``resource=``, what the budget limits) is the latency or
+energy of a ``HardwareModel`` / ``LatencyTable`` (``BitFusion``, ``BISMO``,
+a table built from them), the weight size (bytes, as ``tfcomp.profile``)
+or BOPs (MACs * w_bits * a_bits); the budget is a fraction of the cost of
+the whole model at 8/8 bits. The space and its wall are
+:class:`tfcomp.tuners.haq_space.HAQSpace`.
 
 Reference: Wang et al., HAQ: Hardware-Aware Automated Quantization with
 Mixed Precision, CVPR 2019, arXiv:1811.08886.
@@ -37,275 +39,31 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import os
+import warnings
+from typing import ClassVar
 
 import keras
 import keras_tuner as kt
 import numpy as np
 
+from tfcomp.hardware import HardwareModel
+from tfcomp.quantization import calibrate, make_bits_dynamic, quantize_model
 from tfcomp.tuners._common import (
-    DDPGOracle,
     DDPGSearchTuner,
+    EpisodeOracle,
     accuracy,
     as_images,
     as_xy,
     atomic_write_text,
     check_fraction,
-    minmax_columns,
+    check_ints,
+    check_model,
+    space_property,
 )
+from tfcomp.tuners.haq_space import _FIXED, RESOURCES, HAQSpace, action_to_bits
 
 __all__ = ["HAQHyperModel", "HAQOracle", "HAQTuner", "action_to_bits"]
-
-_TARGETS = ("latency", "energy", "size", "bops")
-_FIXED = (8, 8)
-
-
-def action_to_bits(action: float, b_min: int = 2, b_max: int = 8) -> int:
-    """HAQ's action -> bit-width mapping.
-
-    ``[0, 1]`` is split into ``b_max - b_min + 1`` equal bins
-    (``round(b_min - 0.5 + a * (b_max - b_min + 1))``, the official
-    mapping, with ties and the end point resolved into the range), so
-    ``a = 0`` gives ``b_min`` and ``a = 1`` gives ``b_max``.
-
-    Example:
-        >>> action_to_bits(0.0), action_to_bits(1.0), action_to_bits(0.5)
-        (2, 8, 5)
-    """
-    a = float(np.clip(action, 0.0, 1.0))
-    b = math.floor(b_min + a * (b_max - b_min + 1))
-    return int(min(b_max, max(b_min, b)))
-
-
-class _HAQSpace:
-    """Layers, state embedding, action mapping and resource wall of HAQ.
-
-    An episode covers every quantizable layer, two steps per layer (weight
-    bits, then activation bits), as the paper and the official code. The
-    first and the last layer are fixed at 8/8 (``fixed``; the first layer's
-    input is the 8-bit image): the agent acts on those steps too, but its
-    action is overridden (the official ``_keep_first_last_layer``). Bits
-    are held as an ``(n_layers, 2)`` array of ``(w_bits, a_bits)``.
-    """
-
-    state_dim = 10
-
-    def __init__(self, model, hardware, target: str, budget: float,
-                 b_min: int, b_max: int):
-        from tfcomp.hardware import extract_specs
-        from tfcomp.quantization import quantizable_layers
-
-        self.target, self.budget = target, budget
-        self.b_min, self.b_max = b_min, b_max
-        layers = quantizable_layers(model)
-        if not layers:
-            raise ValueError(
-                f"HAQ: model {model.name!r} has no quantizable layers "
-                "(Conv2D, DepthwiseConv2D or Dense); there is nothing to "
-                "quantize.")
-        if len(layers) < 2:
-            raise ValueError(
-                f"HAQ: model {model.name!r} has 1 quantizable layer "
-                f"{layers}; it is both the first and the last layer, which "
-                "stay at 8/8 bits, so there is nothing to search (needs at "
-                "least 2).")
-        specs, _ = extract_specs(model, return_skipped=True)
-        by_name = {s.name: s for s in specs}
-        missing = [n for n in layers if n not in by_name]
-        if missing:
-            raise ValueError(
-                f"HAQ: quantizable layers {missing} have no cost spec "
-                "(nested models are not supported).")
-        n = len(layers)
-        self.layers = layers
-        self.specs = [by_name[x] for x in layers]
-        # free[i, d]: whether bits d (0 weights, 1 activations) of layer i
-        # are searched.
-        self.free = np.ones((n, 2), dtype=bool)
-        self.free[0, :] = False
-        self.free[n - 1, :] = False
-        self.names = []
-        self._slots = []
-        for i, x in enumerate(layers):
-            for d, key in ((0, "w_bits/"), (1, "a_bits/")):
-                if self.free[i, d]:
-                    self.names.append(key + x)
-                    self._slots.append((i, d))
-        others = [s for s in specs if s.name not in set(layers)]
-
-        def layer_cost(spec, w, a):
-            if target == "size":
-                return spec.weight_count * w / 8.0
-            if target == "bops":
-                return float(spec.macs) * w * a
-            try:
-                c = hardware.layer_cost(spec, int(w), int(a))
-            except ValueError as e:
-                raise ValueError(
-                    f"HAQ: {getattr(hardware, 'name', hardware)!r} cannot "
-                    f"cost layer {spec.name!r} at w_bits={w}, a_bits={a}: "
-                    f"{e}") from None
-            v = c.latency_s if target == "latency" else c.energy_j
-            if v is None:
-                raise ValueError(
-                    f"HAQ: target='energy' but hardware "
-                    f"{getattr(hardware, 'name', hardware)!r} has no energy "
-                    f"figure for layer {spec.name!r}; use BitFusion or "
-                    "target='latency'.")
-            return float(v)
-
-        # table[i, w, a] (bits index directly; NaN where never needed)
-        searched = list(range(b_min, b_max + 1))
-        self.table = np.full((n, 9, 9), np.nan)
-        for i, s in enumerate(self.specs):
-            ws = sorted(set(searched) | {8}) if self.free[i, 0] else [8]
-            as_ = sorted(set(searched) | {8}) if self.free[i, 1] else [8]
-            for w in ws:
-                for a in as_:
-                    self.table[i, w, a] = layer_cost(s, w, a)
-        self.constant = 0.0
-        if target in ("latency", "energy"):
-            self.constant += sum(layer_cost(s, *_FIXED) for s in others
-                                 if s.op not in ("conv", "depthwise",
-                                                 "dense"))
-            if target == "latency":
-                self.constant += float(getattr(hardware, "overhead_s", 0.0))
-        self.full_cost = self.cost(np.full((n, 2), 8, dtype=np.int64))
-        self.budget_cost = budget * self.full_cost
-        self.min_policy = np.where(self.free, b_min, 8).astype(np.int64)
-        self.min_cost = self.cost(self.min_policy)
-        if self.min_cost > self.budget_cost * (1 + 1e-9):
-            raise ValueError(
-                f"HAQ: budget={budget} of the 8/8-bit {target} cannot be "
-                f"reached: with every searched bit-width at b_min={b_min} "
-                "(first and last layer at 8/8) the model "
-                f"still costs {self.min_cost:.6g} = "
-                f"{self.min_cost / self.full_cost:.4f} of the 8/8 cost "
-                f"{self.full_cost:.6g}. The minimum reachable budget is "
-                f"{math.ceil(self.min_cost / self.full_cost * 1e4) / 1e4}.")
-        self._static = self._static_features(layers)
-
-    def _cost_of(self, i, w, a) -> float:
-        v = self.table[i, w, a] if 1 <= w <= 8 and 1 <= a <= 8 else np.nan
-        if np.isnan(v):
-            raise ValueError(
-                f"bits ({w}, {a}) of layer {self.layers[i]!r} outside the "
-                f"space ([{self.b_min}, {self.b_max}], fixed layers 8)")
-        return float(v)
-
-    def cost(self, policy) -> float:
-        """Cost of ``policy`` (array (n_layers, 2) of (w, a))."""
-        p = np.asarray(policy, dtype=np.int64).reshape(len(self.layers), 2)
-        if p.min() < 1 or p.max() > 8:
-            raise ValueError(f"bits must be in [1, 8]. Received {p.tolist()}")
-        v = self.table[np.arange(len(self.layers)), p[:, 0], p[:, 1]]
-        if np.isnan(v).any():
-            i = int(np.flatnonzero(np.isnan(v))[0])
-            self._cost_of(i, *p[i])
-        return self.constant + float(v.sum())
-
-    def _static_features(self, layers) -> np.ndarray:
-        rows = []
-        for i, s in enumerate(self.specs):
-            rows.append([i, s.cin, s.cout, s.stride[0], s.kernel[0],
-                         s.weight_count, s.in_h * s.in_w,
-                         1.0 if s.op == "depthwise" else 0.0])
-        return minmax_columns(rows)
-
-    # -- the wall ----------------------------------------------------------
-    def wall(self, policy) -> np.ndarray:
-        """HAQ's backward resource wall.
-
-        While the cost exceeds the budget: walk from the last layer to the
-        first; at each layer lower the activation bit-width by one, then
-        the weight bit-width by one (never below ``b_min``), stopping as
-        soon as the budget is met; repeat (the official
-        ``_final_action_wall``). Fixed bits (first and last layer) stay 8.
-
-        Deviation: a step goes down to the next bit-width that *lowers the
-        layer's cost* (skipping widths that cost the same), and a width
-        that no lower width makes cheaper is left alone. On cost models
-        strictly monotone in the bits (BISMO, BOPs, size) this is exactly
-        the paper's wall; on Bit Fusion, where 3-bit operands cost as
-        4-bit and 5-7 as 8-bit, the paper's wall would lower 4 to 3 (and 8
-        to 7, 6, 5) for no saving, losing accuracy for nothing. (For
-        ``target="size"`` activation bits never change the cost, so they
-        are never lowered.)
-        """
-        p = np.array(policy, dtype=np.int64).reshape(-1, 2).copy()
-        p[~self.free] = 8
-        limit = self.budget_cost * (1 + 1e-9)
-        cost = self.cost(p)
-        while cost > limit:
-            changed = False
-            for i in range(len(self.layers) - 1, -1, -1):
-                for d in (1, 0):
-                    if not self.free[i, d] or p[i, d] <= self.b_min:
-                        continue
-                    old = self._cost_of(i, *p[i])
-                    q = p[i].copy()
-                    for b in range(int(p[i, d]) - 1, self.b_min - 1, -1):
-                        q[d] = b
-                        new = self._cost_of(i, *q)
-                        if new < old:
-                            p[i] = q
-                            cost += new - old
-                            changed = True
-                            break
-                    if cost <= limit:
-                        break
-                if cost <= limit:
-                    break
-            if not changed:  # pragma: no cover - excluded at construction
-                raise RuntimeError("HAQ wall could not meet the budget.")
-        return p
-
-    # -- episode -----------------------------------------------------------
-    def values(self, policy) -> dict:
-        p = np.asarray(policy).reshape(-1, 2)
-        return {name: int(p[i, d])
-                for name, (i, d) in zip(self.names, self._slots)}
-
-    def policy_from_values(self, values) -> np.ndarray:
-        """Bits array from ``{name: bits}`` (missing: ``b_max``; fixed: 8)."""
-        p = np.where(self.free, self.b_max, 8).astype(np.int64)
-        for name, (i, d) in zip(self.names, self._slots):
-            v = values.get(name)
-            if v is not None:
-                p[i, d] = int(min(self.b_max, max(self.b_min, int(v))))
-        return p
-
-    def rollout(self, policy_fn):
-        """One HAQ episode: ``(values, transitions, info)``.
-
-        Stored actions are the actor's (pre-wall) actions, as the official
-        code stores them.
-        """
-        states, actions = [], []
-        proposal = np.full((len(self.layers), 2), 8, dtype=np.int64)
-        prev = 1.0  # the official code's initial "last action"
-        for i in range(len(self.layers)):
-            for d in (0, 1):
-                s = np.concatenate([self._static[i], [float(d), prev]]
-                                   ).astype(np.float32)
-                a = float(np.clip(np.asarray(policy_fn(s), np.float64)
-                                  .reshape(-1)[0], 0.0, 1.0))
-                if self.free[i, d]:
-                    proposal[i, d] = action_to_bits(a, self.b_min,
-                                                    self.b_max)
-                states.append(s)
-                actions.append([a])
-                prev = a
-        final = self.wall(proposal)
-        n = len(states)
-        transitions = [(states[j], actions[j],
-                        states[j + 1] if j + 1 < n else states[j],
-                        j == n - 1) for j in range(n)]
-        cost = self.cost(final)
-        return self.values(final), transitions, {
-            "cost": cost, "cost_ratio": cost / self.full_cost,
-            "proposed": proposal.tolist()}
 
 
 def _values(hp) -> dict:
@@ -353,9 +111,10 @@ class HAQHyperModel(kt.HyperModel):
         train_data: ``(x, y)`` for the short fine-tune.
         validation_data: held-out ``(x, y)`` for the reward.
         hardware: a ``HardwareModel`` (``BitFusion()``, ``BISMO()``) or
-            ``LatencyTable``; needed for ``target`` "latency" / "energy".
-        target: "latency", "energy", "size" (weight bytes) or "bops"
-            (MACs * w_bits * a_bits).
+            ``LatencyTable``; needed for ``resource`` "latency" / "energy".
+        resource: what the budget limits: "latency", "energy", "size"
+            (weight bytes, bias included, as ``tfcomp.profile``) or "bops"
+            (MACs * w_bits * a_bits). ``target=`` is a deprecated alias.
         budget: allowed cost as a fraction of the 8/8-bit cost, in (0, 1].
         b_min, b_max: bit range (paper: 2 and 8).
         calibration_data: inputs for activation ranges (default: the first
@@ -388,19 +147,23 @@ class HAQHyperModel(kt.HyperModel):
     """
 
     def __init__(self, model: keras.Model, train_data, validation_data, *,
-                 hardware=None, target: str = "latency", budget: float = 0.5,
-                 b_min: int = 2, b_max: int = 8, calibration_data=None,
-                 finetune_epochs: int = 1, finetune_steps: int | None = None,
-                 batch_size: int = 128, learning_rate: float = 1e-3,
-                 from_logits: bool | None = None, seed: int = 0,
-                 reuse_graph: bool = True, name: str = "haq"):
+                 hardware=None, resource: str = "latency",
+                 budget: float = 0.5, b_min: int = 2, b_max: int = 8,
+                 calibration_data=None, finetune_epochs: int = 1,
+                 finetune_steps: int | None = None, batch_size: int = 128,
+                 learning_rate: float = 1e-3, from_logits: bool | None = None,
+                 seed: int = 0, reuse_graph: bool = True, name: str = "haq",
+                 target: str | None = None):
         super().__init__(name=name)
-        if not isinstance(model, keras.Model):
-            raise TypeError(f"model must be a keras.Model. Received: "
-                            f"{type(model).__name__}")
-        if target not in _TARGETS:
-            raise ValueError(f"target must be one of {_TARGETS}. Received: "
-                             f"target={target!r}")
+        check_model(model)
+        if target is not None:
+            warnings.warn("HAQHyperModel(target=...) is deprecated; use "
+                          "resource= (what the budget limits).",
+                          DeprecationWarning, stacklevel=2)
+            resource = target
+        if resource not in RESOURCES:
+            raise ValueError(f"resource must be one of {RESOURCES}. "
+                             f"Received: resource={resource!r}")
         budget = check_fraction("budget", budget)
         for nm, v in (("b_min", b_min), ("b_max", b_max)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) \
@@ -410,26 +173,18 @@ class HAQHyperModel(kt.HyperModel):
         if b_min > b_max:
             raise ValueError(f"b_min must be <= b_max. Received: b_min="
                              f"{b_min}, b_max={b_max}")
-        for nm, v, lo in (("finetune_epochs", finetune_epochs, 0),
-                          ("batch_size", batch_size, 1), ("seed", seed, 0)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) \
-                    or v < lo:
-                raise ValueError(f"{nm} must be an int >= {lo}. Received: "
-                                 f"{nm}={v!r}")
-        if finetune_steps is not None and (
-                isinstance(finetune_steps, bool) or not isinstance(
-                    finetune_steps, (int, np.integer)) or finetune_steps < 1):
-            raise ValueError("finetune_steps must be None or an int >= 1. "
-                             f"Received: finetune_steps={finetune_steps!r}")
-        if target in ("latency", "energy"):
-            from tfcomp.hardware import HardwareModel
-            if not isinstance(hardware, HardwareModel):
-                raise ValueError(
-                    f"target={target!r} needs hardware=a HardwareModel "
-                    "(BitFusion('edge'), BISMO()) or a LatencyTable. "
-                    f"Received: hardware={hardware!r}")
+        check_ints(finetune_epochs=(finetune_epochs, 0),
+                   batch_size=(batch_size, 1), seed=(seed, 0))
+        if finetune_steps is not None:
+            check_ints(finetune_steps=(finetune_steps, 1))
+        if resource in ("latency", "energy") and not isinstance(
+                hardware, HardwareModel):
+            raise ValueError(
+                f"resource={resource!r} needs hardware=a HardwareModel "
+                "(BitFusion('edge'), BISMO()) or a LatencyTable. "
+                f"Received: hardware={hardware!r}")
         self.model = model
-        self.hardware, self.target, self.budget = hardware, target, budget
+        self.hardware, self.resource, self.budget = hardware, resource, budget
         self.b_min, self.b_max = int(b_min), int(b_max)
         self.train_data = as_xy(train_data, "train_data")
         self.validation_data = as_xy(validation_data, "validation_data")
@@ -445,11 +200,18 @@ class HAQHyperModel(kt.HyperModel):
             from_logits = getattr(act, "__name__", "") != "softmax"
         self.from_logits = bool(from_logits)
         self.seed = int(seed)
-        self.space = _HAQSpace(model, hardware, target, budget, self.b_min,
-                               self.b_max)
+        self.space = HAQSpace(model, hardware, resource, budget, self.b_min,
+                              self.b_max)
         self._float_accuracy = None
         self.reuse_graph = bool(reuse_graph)
         self._search = None  # (model, DynamicBits, weights, optimizer state)
+
+    @property
+    def target(self) -> str:
+        """Deprecated: ``resource``."""
+        warnings.warn("HAQHyperModel.target is deprecated; use .resource.",
+                      DeprecationWarning, stacklevel=2)
+        return self.resource
 
     # -- introspection -----------------------------------------------------
     @property
@@ -473,15 +235,9 @@ class HAQHyperModel(kt.HyperModel):
         """
         return list(self.space.names)
 
-    @property
-    def full_cost(self) -> float:
-        """Cost of the model at 8/8 bits."""
-        return self.space.full_cost
-
-    @property
-    def min_cost(self) -> float:
-        """Cost with every searched layer at ``b_min``."""
-        return self.space.min_cost
+    full_cost = space_property("full_cost", "Cost of the model at 8/8 bits.")
+    min_cost = space_property(
+        "min_cost", "Cost with every searched layer at ``b_min``.")
 
     def float_accuracy(self) -> float:
         """Accuracy of the float model on the validation split (cached)."""
@@ -526,8 +282,6 @@ class HAQHyperModel(kt.HyperModel):
                 hp.Int(name, self.b_min, self.b_max, default=self.b_max)
         if not self.reuse_graph:
             return self.quantized_model(hp)
-        from tfcomp.quantization import calibrate, make_bits_dynamic, quantize_model
-
         policy = self.policy(hp)
         if self._search is None:
             q = quantize_model(self.model, bits=policy)
@@ -551,8 +305,6 @@ class HAQHyperModel(kt.HyperModel):
         Example:
             >>> q = hm.quantized_model(tuner.get_best_hyperparameters()[0])
         """
-        from tfcomp.quantization import calibrate, quantize_model
-
         q = quantize_model(self.model, bits=self.policy(hp))
         calibrate(q, self.calibration_x, batch_size=self.batch_size)
         return q
@@ -599,7 +351,7 @@ class HAQHyperModel(kt.HyperModel):
                 "cost_ratio": float(cost / self.space.full_cost)}
 
 
-class HAQOracle(DDPGOracle):
+class HAQOracle(EpisodeOracle):
     """Proposes HAQ episodes with a DDPG agent (keras-tuner Oracle).
 
     One trial is one episode of two steps per quantizable layer (weight
@@ -645,21 +397,16 @@ class HAQOracle(DDPGOracle):
         >>> tuner = HAQTuner(hm, oracle=HAQOracle(hm, max_trials=600))
     """
 
-    def __init__(self, hypermodel: HAQHyperModel, max_trials: int = 600,
-                 seed: int = 0, warmup: int = 20, sigma_decay: float = 0.99,
-                 init_sigma: float = 0.5,
-                 updates_per_episode: int | None = None,
-                 agent_config: dict | None = None, **kwargs):
-        if not isinstance(hypermodel, HAQHyperModel):
-            raise TypeError("hypermodel must be an HAQHyperModel. Received: "
-                            f"{type(hypermodel).__name__}")
-        config = {"warmup": warmup, "sigma_decay": sigma_decay,
-                  "init_sigma": init_sigma,
-                  "buffer_size": 128 * len(hypermodel.space.free)}
-        config.update(agent_config or {})
-        super().__init__(hypermodel.space, max_trials=max_trials, seed=seed,
-                         agent_config=config,
-                         updates_per_episode=updates_per_episode, **kwargs)
+    hypermodel_cls = HAQHyperModel
+    defaults: ClassVar[dict] = {"warmup": 20, "sigma_decay": 0.99,
+                                "init_sigma": 0.5}
+    replay_per_step = 128
+    default_trials = 600
+
+    @staticmethod
+    def episode_steps(space) -> int:
+        """The replay buffer holds 128 transitions per layer."""
+        return len(space.free)
 
 
 class HAQTuner(DDPGSearchTuner):

@@ -1,10 +1,7 @@
-"""The bridge between tfcomp's QAT models and the TFLite converter.
+"""Full-integer (int8) TFLite conversion of tfcomp's QAT models.
 
-Contract (used by ``tfcomp.export.export_tflite(..., quantization="int8")``):
-
-``is_qat_model(model) -> bool``
-    True when the model holds tfcomp quantization layers (QuantConv2D,
-    QuantDepthwiseConv2D, QuantDense, QuantActivation, QuantReLU).
+Contract (used by ``tfcomp.export.export_tflite(..., quantization="int8")``;
+``tfcomp.quantization.is_qat_model`` tells whether a model is one):
 
 ``prepare_for_tflite(model) -> (keras_model, converter_kwargs)``
     Returns a *clone* of the QAT model whose quantizers emit TensorFlow
@@ -47,43 +44,51 @@ How b-bit layers map onto int8 TFLite (TF 2.21's converter only accepts
 Raises ``ValueError`` for uncalibrated quantizers (never trained or
 ``calibrate``d), float conv / dense layers, float activations of quantized
 layers, and DNAS supernet layers.
+
+Example:
+    >>> from tfcomp.export.int8 import convert_int8
+    >>> flatbuffer = convert_int8(calibrated_qat_model)
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+
 import keras
 import numpy as np
+import tensorflow as tf
 
-__all__ = ["is_qat_model", "prepare_for_tflite", "check_exportable",
-           "quantization_params", "tflite_weight_levels", "convert_int8"]
+from tfcomp.export.runtime import make_interpreter
+from tfcomp.graph import iter_leaf_layers, parse_model
+from tfcomp.layers import (
+    MIXED_LAYERS,
+    QUANT_ACTIVATION_LAYERS,
+    QUANT_WEIGHT_LAYERS,
+    QuantDepthwiseConv2D,
+)
+from tfcomp.quantization import (
+    is_qat_model,
+    link_shared_inputs,
+    quantization_params,
+)
 
-_WEIGHT_CLASSES = ("QuantConv2D", "QuantDepthwiseConv2D", "QuantDense")
-_ACT_CLASSES = ("QuantActivation", "QuantReLU")
-_MIXED_CLASSES = ("MixedQuantConv2D", "MixedQuantDepthwiseConv2D",
-                  "MixedQuantDense")
+__all__ = ["prepare_for_tflite", "check_exportable", "convert_int8",
+           "tflite_weight_levels"]
+
 _FLOAT_KERNELS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense",
                   "SeparableConv2D", "Conv2DTranspose", "EinsumDense")
+_SAME_SCALE = ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "Flatten",
+               "Reshape", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+               "Cropping1D", "Cropping2D", "Cropping3D", "Dropout",
+               "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
+               "GaussianNoise", "GaussianDropout", "AlphaDropout",
+               "ActivityRegularization", "Identity")
 
 
-def _layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            yield from _layers(layer)
-        else:
-            yield layer
-
-
-def is_qat_model(model) -> bool:
-    """Whether a model contains tfcomp quantization layers.
-
-    Example:
-        >>> is_qat_model(quantize_model(model))
-        True
-    """
-    if not isinstance(model, keras.Model):
-        return False
-    names = _WEIGHT_CLASSES + _ACT_CLASSES + _MIXED_CLASSES
-    return any(type(layer).__name__ in names for layer in _layers(model))
+def _classes(names) -> tuple:
+    return tuple(c for c in (getattr(keras.layers, n, None) for n in names)
+                 if isinstance(c, type))
 
 
 def check_exportable(model) -> None:
@@ -93,20 +98,20 @@ def check_exportable(model) -> None:
         >>> check_exportable(qat_model)  # silent when ready
     """
     mixed, floats, float_in, uncal = [], [], [], []
-    for layer in _layers(model):
-        cls = type(layer).__name__
-        if cls in _MIXED_CLASSES:
+    for _, layer in iter_leaf_layers(model):
+        if isinstance(layer, MIXED_LAYERS):
             mixed.append(layer.name)
-        elif cls in _FLOAT_KERNELS:
-            floats.append(layer.name)
-        elif cls in _WEIGHT_CLASSES:
+        elif isinstance(layer, QUANT_WEIGHT_LAYERS):
             if layer.w_bits > 8:
                 floats.append(layer.name)
             if layer.input_quantizer is None:
                 float_in.append(layer.name)
             elif not layer.input_quantizer.calibrated:
                 uncal.append(layer.name)
-        elif cls in _ACT_CLASSES and not layer.quantizer.calibrated:
+        elif isinstance(layer, _classes(_FLOAT_KERNELS)):
+            floats.append(layer.name)
+        elif (isinstance(layer, QUANT_ACTIVATION_LAYERS)
+              and not layer.quantizer.calibrated):
             uncal.append(layer.name)
     if mixed:
         raise ValueError(
@@ -132,109 +137,35 @@ def check_exportable(model) -> None:
             "full-integer int8 file needs every activation quantized.")
 
 
-def _per_channel(scale, n_out: int) -> np.ndarray:
-    s = np.asarray(scale, np.float32).reshape(-1)
-    if s.size == 1:
-        s = np.full((n_out,), float(s[0]), np.float32)
-    if s.size != n_out:
-        raise ValueError(f"scale has {s.size} entries, expected {n_out}")
-    return s
-
-
-def quantization_params(model) -> dict:
-    """Integer weights, scales and activation grids of a QAT model.
-
-    For every quantized layer: ``w_bits``, ``a_bits``, ``codes`` (int32,
-    kernel layout), ``scale`` (per output channel), ``bias`` (float or
-    None), and ``input`` = ``(scale, zero_point, bits)`` of its input
-    quantizer; for activation quantizer layers ``output`` likewise. This is
-    what integer back ends (TFLite, bit-serial descriptors) consume. The
-    bias is the one the forward pass adds: rounded to the int32 accumulator
-    grid ``input scale * weight scale`` (see ``QuantMixin.quantized_bias``).
-
-    Example:
-        >>> p = quantization_params(qat)["s1b1_conv1"]
-        >>> p["codes"].dtype, p["scale"].shape
-    """
-    out = {}
-    for layer in _layers(model):
-        cls = type(layer).__name__
-        if cls in _WEIGHT_CLASSES:
-            kernel = keras.ops.convert_to_numpy(layer.kernel)
-            n_out = (int(np.prod(kernel.shape[2:]))
-                     if cls == "QuantDepthwiseConv2D" else kernel.shape[-1])
-            entry = {"type": cls, "w_bits": layer.w_bits,
-                     "a_bits": layer.a_bits,
-                     "bias": layer.quantized_bias()}
-            if layer.weight_quantizer is not None:
-                codes, scale = layer.weight_quantizer.integer_codes(kernel)
-                entry["codes"] = codes
-                entry["scale"] = _per_channel(scale, n_out)
-                entry["weight_quantizer"] = type(
-                    layer.weight_quantizer).__name__
-            iq = layer.input_quantizer
-            entry["input"] = None
-            if iq is not None and iq.calibrated:
-                s, z = iq.numpy_grid()
-                entry["input"] = (s, z, iq.bits)
-            out[layer.name] = entry
-        elif cls in _ACT_CLASSES:
-            q = layer.quantizer
-            grid = None
-            if q.calibrated:
-                s, z = q.numpy_grid()
-                grid = (s, z, q.bits)
-            out[layer.name] = {"type": cls, "a_bits": q.bits,
-                               "output": grid}
-    return out
-
-
-_SAME_SCALE = ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "Flatten",
-               "Reshape", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
-               "Cropping1D", "Cropping2D", "Cropping3D", "Dropout",
-               "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
-               "GaussianNoise", "GaussianDropout", "AlphaDropout",
-               "ActivityRegularization", "Identity")
-
-
 def _requantized_inputs(model, params) -> dict:
     """``{layer name: weight code}`` of the quantized layers whose input the
     int8 file must requantize: the input is an activation quantizer's output
     (possibly through same-scale layers such as max pooling) on a different
     grid. Their export path requantizes with ``exact_requantize`` (see its
     docstring); readers of one tensor get distinct codes 127, 126, ..."""
-    producers = {}
-    for layer in _layers(model):
-        try:
-            outs = layer.output
-        except (AttributeError, ValueError):
+    parsed = parse_model(model)
+    same_scale = _classes(_SAME_SCALE)
+    out, per_tensor, seen = {}, {}, set()
+    for node in parsed.nodes:
+        layer = node.layer
+        if node.path in seen or not isinstance(
+                layer, QUANT_WEIGHT_LAYERS) or params.get(
+                layer.name, {}).get("input") is None or not node.inputs:
             continue
-        for t in keras.tree.flatten(outs):
-            producers[id(t)] = layer
-    out, per_tensor = {}, {}
-    for layer in _layers(model):
-        cls = type(layer).__name__
-        if cls not in _WEIGHT_CLASSES or params.get(layer.name, {}).get(
-                "input") is None:
+        seen.add(node.path)
+        t = node.inputs[0]
+        prod = parsed.producer(t)
+        while prod is not None and isinstance(prod.layer, same_scale):
+            prod = parsed.producer(prod.inputs[0]) if prod.inputs else None
+        if prod is None or not isinstance(prod.layer,
+                                          QUANT_ACTIVATION_LAYERS):
             continue
-        try:
-            t = layer.input
-        except (AttributeError, ValueError):
-            continue
-        prod = producers.get(id(t))
-        while prod is not None and type(prod).__name__ in _SAME_SCALE:
-            try:
-                prod = producers.get(id(prod.input))
-            except (AttributeError, ValueError):
-                prod = None
-        if prod is None or type(prod).__name__ not in _ACT_CLASSES:
-            continue
-        grid = params.get(prod.name, {}).get("output")
+        grid = params.get(prod.layer.name, {}).get("output")
         s, z, _ = params[layer.name]["input"]
         if grid is None or not (np.isclose(grid[0], s, rtol=1e-6, atol=0)
                                 and grid[1] == z):
-            n = per_tensor.get(id(t), 0)
-            per_tensor[id(t)] = n + 1
+            n = per_tensor.get(t, 0)
+            per_tensor[t] = n + 1
             out[layer.name] = 127 - n % 127
     return out
 
@@ -256,29 +187,24 @@ def prepare_for_tflite(model):
         >>> converter = tf.lite.TFLiteConverter.from_keras_model(clone)
         >>> for k, v in kwargs.items(): setattr(converter, k, v)
     """
-    import tensorflow as tf  # only the converter needs it
-
     if not is_qat_model(model):
         raise ValueError(
             f"Model {model.name!r} is not a tfcomp quantization-aware model.")
-    from tfcomp.quantization.quantize import link_shared_inputs
-
     link_shared_inputs(model)
     check_exportable(model)
     params = quantization_params(model)
     requant = _requantized_inputs(model, params)
     clone = keras.models.clone_model(model)
     clone.set_weights(model.get_weights())
-    for layer in _layers(clone):
-        cls = type(layer).__name__
+    for _, layer in iter_leaf_layers(clone):
         if layer.name not in params:
             continue
         p = params[layer.name]
-        if cls in _WEIGHT_CLASSES:
+        if isinstance(layer, QUANT_WEIGHT_LAYERS):
             n_out = p["scale"].shape[0]
             scale_b = p["scale"].reshape(
                 (1,) * (p["codes"].ndim - 1) + (-1,))
-            if cls == "QuantDepthwiseConv2D":
+            if isinstance(layer, QuantDepthwiseConv2D):
                 scale_b = p["scale"].reshape(p["codes"].shape[2:])
             layer.kernel.assign((p["codes"] * scale_b).astype(np.float32))
             if p["bias"] is not None:  # already on the s_in * s_w grid
@@ -286,7 +212,7 @@ def prepare_for_tflite(model):
             layer._tfcomp_export = {"fq_max": 127.0 * p["scale"],
                                     "input": p["input"], "n_out": n_out,
                                     "requantize": requant.get(layer.name, 0)}
-        elif cls in _ACT_CLASSES:
+        elif isinstance(layer, QUANT_ACTIVATION_LAYERS):
             layer._tfcomp_export = {"output": p["output"]}
     # The QAT path needs no representative dataset, but TF's converter only
     # knows the graph holds FakeQuant ops after a first check that demands
@@ -314,11 +240,6 @@ def convert_int8(model, io_type: str = "float32") -> bytes:
     Example:
         >>> flatbuffer = convert_int8(qat)
     """
-    import contextlib
-    import io
-
-    import tensorflow as tf
-
     if io_type not in ("float32", "int8"):
         raise ValueError(
             f"io_type must be 'float32' or 'int8'. Received: {io_type!r}")
@@ -331,20 +252,6 @@ def convert_int8(model, io_type: str = "float32") -> bytes:
         for key, value in kwargs.items():
             setattr(converter, key, value)
         return converter.convert()
-
-
-def _interpreter(model):
-    kwargs = ({"model_content": bytes(model)}
-              if isinstance(model, (bytes, bytearray))
-              else {"model_path": str(model)})
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # pragma: no cover - fallback runtime
-        import tensorflow as tf
-        Interpreter = tf.lite.Interpreter
-    interp = Interpreter(**kwargs)
-    interp.allocate_tensors()
-    return interp
 
 
 def tflite_weight_levels(model) -> dict:
@@ -360,7 +267,7 @@ def tflite_weight_levels(model) -> dict:
     Example:
         >>> max(max(v) for v in tflite_weight_levels("m.tflite").values())
     """
-    interp = _interpreter(model)
+    interp, _ = make_interpreter(model)
     out = {}
     for d in interp.get_tensor_details():
         qp = d.get("quantization_parameters", {})

@@ -1,0 +1,286 @@
+"""DNAS training: the cost-aware loss, temperature annealing, the
+alternating weight / architecture search and the final selection (see
+:mod:`tfcomp.quantization.dnas`).
+
+Reference: Wu et al., arXiv:1812.00090.
+
+Example:
+    >>> from tfcomp.quantization.dnas_search import search
+    >>> hist = search(sn, x_train, y_train, epochs=4)
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from tfcomp.quantization.dnas_supernet import (
+    _info,
+    expected_bits,
+    expected_cost,
+    mixed_layers,
+)
+from tfcomp.quantization.quantize import quantize_model
+
+__all__ = ["DNASLoss", "TemperatureAnnealing", "search", "select_best"]
+
+
+class DNASLoss(keras.losses.Loss):
+    """``CE * beta * (log E[cost])^gamma`` for a DNAS supernet.
+
+    Args:
+        supernet: the model from ``build_supernet``.
+        beta: multiplier of the cost factor.
+        gamma: exponent of the cost factor (the accuracy / cost trade-off).
+        from_logits: whether the model outputs logits.
+        name: loss name.
+
+    Reference: Wu et al., arXiv:1812.00090, eq. for ``C(Cost(a))``.
+
+    Example:
+        >>> sn.compile("adam", loss=DNASLoss(sn, beta=0.2, gamma=0.6))
+    """
+
+    def __init__(self, supernet, beta: float = 0.2, gamma: float = 0.6,
+                 from_logits: bool = True, name: str = "dnas_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        _info(supernet)
+        if not float(beta) > 0:
+            raise ValueError(f"beta must be > 0. Received: beta={beta}")
+        if not float(gamma) >= 0:
+            raise ValueError(f"gamma must be >= 0. Received: gamma={gamma}")
+        self.supernet = supernet
+        self.beta = float(beta)
+        self.gamma = float(gamma)
+        self.from_logits = bool(from_logits)
+
+    def cost_factor(self):
+        c = ops.maximum(expected_cost(self.supernet), math.e)
+        return self.beta * ops.power(ops.log(c), self.gamma)
+
+    def call(self, y_true, y_pred):
+        ce = keras.losses.sparse_categorical_crossentropy(
+            y_true, y_pred, from_logits=self.from_logits)
+        return ce * self.cost_factor()
+
+    def get_config(self):
+        return {"name": self.name, "beta": self.beta, "gamma": self.gamma,
+                "from_logits": self.from_logits}
+
+
+class TemperatureAnnealing(keras.callbacks.Callback):
+    """Sets ``tau = max(initial * decay^epoch, minimum)`` on every mixed layer
+    at the start of each epoch.
+
+    Args:
+        initial: temperature at epoch 0 (FBNet: 5.0).
+        decay: per-epoch factor (FBNet: 0.956).
+        minimum: floor.
+
+    Example:
+        >>> sn.fit(x, y, callbacks=[TemperatureAnnealing(5.0, 0.956)])
+    """
+
+    def __init__(self, initial: float = 5.0, decay: float = 0.956,
+                 minimum: float = 0.05):
+        super().__init__()
+        if not float(initial) > 0:
+            raise ValueError(f"initial must be > 0. Received: initial="
+                             f"{initial}")
+        if not 0 < float(decay) <= 1:
+            raise ValueError(f"decay must be in (0, 1]. Received: decay="
+                             f"{decay}")
+        self.initial = float(initial)
+        self.decay = float(decay)
+        self.minimum = float(minimum)
+        self.history = []
+
+    def set_model(self, model):
+        super().set_model(model)
+        if not mixed_layers(model):
+            raise ValueError(
+                f"TemperatureAnnealing needs a DNAS supernet; model "
+                f"{model.name!r} has no mixed layers.")
+
+    def temperature(self, epoch: int) -> float:
+        return max(self.initial * self.decay ** int(epoch), self.minimum)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        tau = self.temperature(epoch)
+        for layer in mixed_layers(self.model):
+            layer.temperature.assign(tau)
+        self.history.append((int(epoch), tau))
+
+    def get_config(self):
+        return {"initial": self.initial, "decay": self.decay,
+                "minimum": self.minimum}
+
+
+def _set_phase(supernet, theta_phase: bool, weight_vars: list) -> None:
+    for layer in mixed_layers(supernet):
+        layer.theta.trainable = theta_phase
+    for v in weight_vars:
+        v.trainable = not theta_phase
+
+
+def search(supernet: keras.Model, x, y, epochs: int = 4,
+           batch_size: int = 64, beta: float = 0.2, gamma: float = 0.6,
+           weight_optimizer=None, theta_optimizer=None,
+           weight_fraction: float = 0.8, annealing=None, seed: int = 0,
+           verbose: int = 1) -> dict:
+    """Alternating DNAS search: weights on 80% of the data, theta on 20%.
+
+    Each epoch runs one pass of weight updates (theta frozen) on the weight
+    split, then one pass of theta updates (weights frozen) on the theta
+    split, both with ``DNASLoss``. The temperature follows ``annealing``.
+
+    Args:
+        supernet: from ``build_supernet``.
+        x, y: training inputs and integer labels (arrays).
+        epochs: search epochs.
+        batch_size: batch size of both phases.
+        beta, gamma: ``DNASLoss`` coefficients.
+        weight_optimizer: optimizer of the weights (default Adam(1e-3)).
+        theta_optimizer: optimizer of theta (default Adam(0.01), FBNet).
+        weight_fraction: share of the data for weight updates (paper: 0.8).
+        annealing: a ``TemperatureAnnealing`` (default 5.0 * 0.956^epoch).
+        seed: seed of the data split.
+        verbose: Keras verbosity of the two ``fit`` calls per epoch.
+
+    Returns:
+        ``{"epochs": [{"epoch", "temperature", "weight_loss",
+        "theta_loss", "expected_cost", "expected_w_bits",
+        "expected_a_bits"}]}``.
+
+    Reference: Wu et al., arXiv:1812.00090.
+
+    Example:
+        >>> hist = search(sn, x_train, y_train, epochs=4)
+    """
+    _info(supernet)
+    if not 0 < float(weight_fraction) < 1:
+        raise ValueError(
+            "weight_fraction must be in (0, 1). Received: "
+            f"weight_fraction={weight_fraction}")
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be >= 1. Received: epochs={epochs}")
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if len(x) != len(y):
+        raise ValueError(
+            f"x and y lengths differ: {len(x)} != {len(y)}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(x))
+    cut = int(round(len(x) * float(weight_fraction)))
+    if cut < 1 or cut >= len(x):
+        raise ValueError(
+            f"Too few samples ({len(x)}) to split {weight_fraction:.0%} / "
+            f"{1 - weight_fraction:.0%}.")
+    xw, yw = x[perm[:cut]], y[perm[:cut]]
+    xt, yt = x[perm[cut:]], y[perm[cut:]]
+    opt_w = weight_optimizer or keras.optimizers.Adam(1e-3)
+    opt_t = theta_optimizer or keras.optimizers.Adam(0.01)
+    annealing = annealing or TemperatureAnnealing()
+    theta_ids = {id(layer.theta) for layer in mixed_layers(supernet)}
+    weight_vars = [v for v in supernet.trainable_variables
+                   if id(v) not in theta_ids]
+    loss = DNASLoss(supernet, beta=beta, gamma=gamma)
+    history = []
+    try:
+        for epoch in range(int(epochs)):
+            _set_phase(supernet, False, weight_vars)
+            supernet.compile(optimizer=opt_w, loss=loss, jit_compile=False)
+            hw = supernet.fit(xw, yw, batch_size=batch_size,
+                              epochs=epoch + 1, initial_epoch=epoch,
+                              callbacks=[annealing], verbose=verbose)
+            _set_phase(supernet, True, weight_vars)
+            supernet.compile(optimizer=opt_t, loss=loss, jit_compile=False)
+            ht = supernet.fit(xt, yt, batch_size=batch_size,
+                              epochs=epoch + 1, initial_epoch=epoch,
+                              verbose=verbose)
+            eb = expected_bits(supernet)
+            history.append({
+                "epoch": epoch,
+                "temperature": annealing.temperature(epoch),
+                "weight_loss": float(hw.history["loss"][-1]),
+                "theta_loss": float(ht.history["loss"][-1]),
+                "expected_cost": float(keras.ops.convert_to_numpy(
+                    expected_cost(supernet))),
+                "expected_w_bits": eb["w_bits"],
+                "expected_a_bits": eb["a_bits"],
+            })
+    finally:
+        for v in weight_vars:
+            v.trainable = True
+        for layer in mixed_layers(supernet):
+            layer.theta.trainable = True
+    return {"epochs": history}
+
+
+def select_best(model: keras.Model, architectures, x, y, validation_data,
+                epochs: int = 1, batch_size: int = 64,
+                learning_rate: float = 5e-4, from_logits: bool = True,
+                seed: int = 0, verbose: int = 0):
+    """Trains each architecture briefly and keeps the most accurate one.
+
+    DNAS samples a few architectures from ``P_theta``, trains them and keeps
+    the best; this does that with a short quantization-aware fine-tune of
+    the float ``model`` per architecture (``quantize_model`` + Adam), scored
+    by top-1 accuracy on ``validation_data`` (use held-out *training*
+    images, not the test set). Duplicate architectures are trained once.
+
+    Args:
+        model: the float model the supernet was built from.
+        architectures: ``{layer: (w_bits, a_bits)}`` dicts (``derive`` /
+            ``sample_architectures``).
+        x, y: training arrays of the short fine-tune.
+        validation_data: ``(x_val, y_val)`` arrays.
+        epochs: fine-tune epochs per architecture (paper: full training;
+            one epoch at CPU scale).
+        batch_size, learning_rate: of the fine-tune.
+        from_logits: whether the model outputs logits.
+        seed: every architecture is trained from the same seed.
+        verbose: Keras verbosity of ``fit``.
+
+    Returns:
+        ``(best_bits, scores)``: the winning architecture and a list of
+        ``{"bits", "val_accuracy"}`` in input order.
+
+    Reference: Wu et al., arXiv:1812.00090 (sample, train, keep the best).
+
+    Example:
+        >>> archs = [derive(sn, budget=b)] + [
+        ...     derive(sn, "sample", seed=s, budget=b) for s in range(4)]
+        >>> bits, scores = select_best(float_model, archs, x, y, (xv, yv))
+    """
+    archs = [dict(a) for a in architectures]
+    if not archs:
+        raise ValueError("architectures must be a non-empty list of "
+                         "{layer: (w_bits, a_bits)} dicts. Received: "
+                         f"{architectures!r}")
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be >= 1. Received: epochs={epochs}")
+    xv, yv = (np.asarray(v) for v in validation_data)
+    seen, scores = {}, []
+    for bits in archs:
+        key = tuple(sorted((k, tuple(v)) for k, v in bits.items()))
+        if key not in seen:
+            keras.utils.set_random_seed(int(seed))
+            q = quantize_model(model, bits=bits)
+            q.compile(optimizer=keras.optimizers.Adam(float(learning_rate)),
+                      loss=keras.losses.SparseCategoricalCrossentropy(
+                          from_logits=from_logits), jit_compile=False)
+            q.fit(np.asarray(x), np.asarray(y), batch_size=int(batch_size),
+                  epochs=int(epochs), shuffle=True, verbose=verbose)
+            correct = 0
+            for a in range(0, len(xv), 500):
+                out = keras.ops.convert_to_numpy(q(xv[a:a + 500],
+                                                   training=False))
+                correct += int((out.argmax(-1) == yv[a:a + 500]).sum())
+            seen[key] = correct / max(1, len(xv))
+        scores.append({"bits": bits, "val_accuracy": seen[key]})
+    best = max(range(len(scores)), key=lambda i: scores[i]["val_accuracy"])
+    return archs[best], scores

@@ -1,0 +1,115 @@
+"""``strip_quantization``: a QAT model as a plain Keras model with its
+quantized weights baked in.
+
+Example:
+    >>> from tfcomp.quantization import strip_quantization
+    >>> plain = strip_quantization(qat_model)
+"""
+
+from __future__ import annotations
+
+import keras
+
+from tfcomp.layers import (
+    MIXED_LAYERS,
+    QuantActivation,
+    QuantConv2D,
+    QuantDense,
+    QuantDepthwiseConv2D,
+    QuantReLU,
+)
+from tfcomp.quantization._graph import clone_layer, new_inputs, read_graph
+from tfcomp.quantization.params import is_qat_model
+
+__all__ = ["strip_quantization"]
+
+_BASES = {QuantConv2D: keras.layers.Conv2D,
+          QuantDepthwiseConv2D: keras.layers.DepthwiseConv2D,
+          QuantDense: keras.layers.Dense}
+_QUANT_KEYS = ("w_bits", "a_bits", "weight_quantizer", "input_quantizer",
+               "lora_rank", "lora_alpha", "quantization_config")
+
+
+def _replacement(layer, name):
+    """``(new layer, needs weights)`` for one layer of the QAT model."""
+    base = _BASES.get(type(layer))
+    if base is None:
+        for cls, plain in _BASES.items():
+            if isinstance(layer, cls):
+                base = plain
+    if base is not None:
+        cfg = layer.get_config()
+        for k in _QUANT_KEYS:
+            cfg.pop(k, None)
+        cfg["name"] = name
+        return base.from_config(cfg), "quantized"
+    if isinstance(layer, QuantReLU):
+        return keras.layers.ReLU(max_value=layer.max_value,
+                                 negative_slope=layer.negative_slope,
+                                 threshold=layer.threshold, name=name), None
+    return clone_layer(layer, name), "float"
+
+
+def strip_quantization(model: keras.Model) -> keras.Model:
+    """A plain Keras model with the QAT model's quantized weights baked in.
+
+    Quantized layers become their Keras counterparts whose kernels hold the
+    dequantized b-bit weights (``codes * scale``) and the bias as the QAT
+    forward pass adds it (on the accumulator grid); activation quantizers are
+    dropped (``QuantReLU`` becomes ``ReLU``), so activations run in float.
+    For integer deployment use ``tfcomp.export.export_tflite(qat_model,
+    path, quantization="int8")``, which reads the QAT ranges directly.
+    (``tfcomp.pruning.strip_pruning`` is the pruning counterpart.)
+
+    Args:
+        model: a QAT model from ``quantize_model``.
+
+    Returns:
+        A new ``keras.Model`` with only Keras layers.
+
+    Raises:
+        ValueError: a model without tfcomp quantized layers, or a DNAS
+            supernet (derive its bits first).
+
+    Example:
+        >>> plain = strip_quantization(qat_model)
+    """
+    graph = read_graph(model, "strip_quantization")
+    if not is_qat_model(model):
+        raise ValueError(
+            "strip_quantization expects a quantization-aware model (from "
+            f"quantize_model). Model {model.name!r} has no tfcomp quantized "
+            "layers.")
+    inputs = new_inputs(model)
+    tmap = dict(zip(graph.inputs, inputs))
+    made = {}
+    for node in graph.nodes:
+        layer = node.layer
+        if isinstance(layer, MIXED_LAYERS):
+            raise ValueError(
+                f"Layer {layer.name!r} is a DNAS supernet layer: derive bits "
+                "with tfcomp.quantization.dnas.derive() and quantize_model "
+                "them first.")
+        if isinstance(layer, QuantActivation):
+            y = tmap[node.inputs[0]]
+        else:
+            first = node.name not in made
+            if first:
+                made[node.name] = _replacement(layer, node.name)
+            new, kind = made[node.name]
+            y = node.call(new, tmap)
+            if first and kind == "quantized":
+                new.kernel.assign(layer.quantized_kernel())
+                if layer.use_bias:
+                    new.bias.assign(layer.quantized_bias())
+            elif first and kind == "float" and isinstance(
+                    new, keras.layers.Layer):
+                new.set_weights(layer.get_weights())
+        for to, tn in zip(node.outputs, keras.tree.flatten(y)):
+            tmap[to] = tn
+    outputs = keras.tree.pack_sequence_as(
+        model.outputs, [tmap[t] for t in graph.outputs])
+    if len(outputs) == 1:
+        outputs = outputs[0]
+    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs,
+                       name=f"{model.name}_stripped")
