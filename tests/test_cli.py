@@ -109,6 +109,7 @@ def test_profile_table_json_and_file(ws, capsys):
 # ------------------------------------------------------------------ prune
 
 
+@pytest.mark.slow
 def test_prune_ratio_plan_and_replay(ws, capsys):
     d, macs = ws
     code, out, _ = run(["prune", d / "model.keras", d / "l1.keras",
@@ -145,6 +146,7 @@ def test_prune_target_macs(ws, method, capsys):
 
 
 @pytest.mark.parametrize("method", ["lasso", "dcp"])
+@pytest.mark.slow
 def test_prune_reconstruction_methods(ws, method, capsys):
     d, macs = ws
     out_path = d / f"{method}.keras"
@@ -246,6 +248,7 @@ def test_bad_input_exits_non_zero_with_one_line(ws, args, code, message,
 # ------------------------------------------------------------------ quantize
 
 
+@pytest.mark.slow
 def test_quantize_uniform_and_policy(ws, capsys):
     d, _ = ws
     code, out, err = run(["quantize", d / "model.keras", d / "q4.keras",
@@ -296,6 +299,7 @@ def test_quantize_uniform_and_policy(ws, capsys):
 # ------------------------------------------------------------------ export
 
 
+@pytest.mark.slow
 def test_export_tflite_float_and_int8(ws, capsys):
     d, _ = ws
     code, out, err = run(["export", "tflite", d / "model.keras",
@@ -318,6 +322,7 @@ def test_export_tflite_float_and_int8(ws, capsys):
     assert rep["size_bytes"] < os.path.getsize(d / "model.tflite")
 
 
+@pytest.mark.slow
 def test_export_bitserial_then_simulate(ws, capsys):
     d, _ = ws
     if not (d / "q4.keras").exists():
@@ -348,6 +353,7 @@ def test_export_bitserial_then_simulate(ws, capsys):
 # ------------------------------------------------------------------ lut
 
 
+@pytest.mark.slow
 def test_lut_build_analytic_and_measured(ws, capsys):
     from tfcomp.hardware import LatencyTable
 
@@ -379,6 +385,7 @@ def test_lut_build_analytic_and_measured(ws, capsys):
 # ------------------------------------------------------------------ search
 
 
+@pytest.mark.slow
 def test_search_amc_and_haq(ws, capsys):
     d, macs = ws
     code, out, err = run(["search", "amc", d / "model.keras",
@@ -438,6 +445,7 @@ def test_report_from_results_json(ws, capsys):
     assert code == 1 and "not valid JSON" in err
 
 
+@pytest.mark.slow
 def test_report_from_models(ws, capsys):
     d, _ = ws
     for name, args in (("l1.keras", ["prune", d / "model.keras",
@@ -480,6 +488,7 @@ def _start(*args):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
+@pytest.mark.slow
 def test_real_exit_codes(ws):
     d, macs = ws
     # both processes at once: each pays the TensorFlow import

@@ -70,6 +70,7 @@ def test_merge_results_keeps_base_plots():
     assert out["channels"] == {"c": [2, 4]}
 
 
+@pytest.mark.slow
 def test_collect_results_channels_bits_and_heatmap(tmp_path):
     import numpy as np
 

@@ -2,9 +2,12 @@
 and argument checks. Every module that writes a file or takes data uses
 these; none writes its own copy.
 
-Atomic writes go to a temporary file in the destination's folder, are
-flushed and synced, then ``os.replace``-d onto the final name, so a killed
-process never leaves a truncated file under that name.
+Atomic writes go to a temporary file in the destination's folder named
+after its writer (``.tmp-<name>-p<pid>h<host>-...``), are flushed and synced,
+then ``os.replace``-d onto the final name (the folder synced after), so a
+killed process never leaves a truncated file under that name; the next
+write of that name removes what a killed writer left
+(:func:`remove_stale_temps`).
 
 Example:
     >>> from tfcomp._io import atomic_write_json, as_arrays
@@ -15,23 +18,205 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import numbers
 import os
+import re
 import shutil
 import tempfile
+import time
 from typing import Any
 
 import numpy as np
 
 __all__ = [
-    "atomic_path", "atomic_write_bytes", "atomic_write_text",
-    "atomic_write_json", "atomic_save_keras", "as_arrays", "iter_batches",
-    "check_fraction", "check_positive_int", "read_json",
+    "STALE_TEMP_SECONDS", "ParentNotADirectoryError", "atomic_path",
+    "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+    "atomic_save_keras", "remove_stale_temps", "make_dirs", "as_arrays",
+    "iter_batches", "check_fraction", "check_number", "check_positive_int",
+    "read_json", "read_text",
 ]
 
 
 # ------------------------------------------------------------ atomic writes
+
+#: Temporary files of writers that may still be running (another host, a
+#: live process, or a name without an owner) are removed by the next write to
+#: the same final path only once they are older than this many seconds.
+STALE_TEMP_SECONDS = 3600.0
+
+# Test hook: ``callable(stage, path, tmp)`` called at "open" (temporary name
+# reserved, nothing written), "chunk" (after each chunk of
+# ``atomic_write_bytes``), "written" (temporary file complete and synced) and
+# "replaced" (renamed onto the final name, before the folder is synced).
+# The kill tests stop a writer there.
+_hook = None
+
+_TMP_PREFIX = ".tmp-"
+_CHUNK = 1 << 20
+
+
+class ParentNotADirectoryError(NotADirectoryError, ValueError):
+    """A file's parent path is a file: an ``OSError`` and a ``ValueError``.
+
+    Example:
+        >>> issubclass(ParentNotADirectoryError, ValueError)
+        True
+    """
+
+
+def _fire(stage: str, path: str, tmp: str) -> None:
+    if _hook is not None:
+        _hook(stage, path, tmp)
+
+
+@functools.lru_cache(maxsize=1)
+def _host_tag() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+
+
+def _temp_stem(base: str) -> str:
+    """``.tmp-<name>-`` (the name cut to 100 characters)."""
+    return f"{_TMP_PREFIX}{base[:100]}-"
+
+
+def _is_stale_temp(entry: str, full: str, stem: str) -> bool:
+    owner = re.match(r"p(\d+)h([0-9a-f]{6})-", entry[len(stem):])
+    if owner and owner.group(2) == _host_tag() and os.name != "nt":
+        pid = int(owner.group(1))  # (os.kill(pid, 0) signals on Windows)
+        if pid == os.getpid():
+            return False  # this process: another thread may be writing
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True  # its writer is dead
+        except OSError:
+            pass  # alive, another user's
+    try:
+        return time.time() - os.lstat(full).st_mtime > STALE_TEMP_SECONDS
+    except OSError:
+        return False
+
+
+def remove_stale_temps(path: str) -> list:
+    """Removes the temporary files that killed writers of ``path`` left.
+
+    A temporary file of ``path`` is ``.tmp-<name>-p<pid>h<host>-<random>``
+    beside it. It is stale when its writer (``pid`` on this host) is no
+    longer running; one of another host, of a live ``pid`` (which may have
+    been reused) or without an owner (older tfcomp) once it is older than
+    :data:`STALE_TEMP_SECONDS`. A concurrent writer's file is left alone.
+    Every atomic write of ``path`` calls this first.
+
+    Returns:
+        The removed paths.
+
+    Example:
+        >>> remove_stale_temps("plan.json")
+        []
+    """
+    directory = os.path.dirname(os.path.abspath(os.fspath(path)))
+    stem = _temp_stem(os.path.basename(os.fspath(path)))
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        full = os.path.join(directory, entry)
+        if entry.startswith(stem) and _is_stale_temp(entry, full, stem):
+            _remove(full)  # failures (another writer, permissions) ignored
+            if not os.path.lexists(full):
+                removed.append(full)
+    return removed
+
+
+def make_dirs(directory, what: str | None = None) -> str:
+    """Creates ``directory`` (and its parents) when missing.
+
+    Raises:
+        ParentNotADirectoryError: ``directory`` or one of its parents is a
+            file (the message names it and ``what`` is being written).
+
+    Example:
+        >>> make_dirs("report/plots")
+        'report/plots'
+    """
+    directory = os.fspath(directory) or "."
+    what = what if what is not None else repr(directory)
+    probe = directory
+    while probe and not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if probe and os.path.exists(probe) and not os.path.isdir(probe):
+        raise ParentNotADirectoryError(
+            f"cannot write {what}: {probe!r} is a file, not a folder.")
+    os.makedirs(directory, exist_ok=True)
+    return directory
+
+
+def _fsync_path(p: str) -> None:
+    """fsync a file or a folder where the platform supports it."""
+    if os.name == "nt" and os.path.isdir(p):
+        return
+    with contextlib.suppress(OSError):  # e.g. no folder fsync
+        fd = os.open(p, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove(p: str) -> None:
+    if os.path.isdir(p) and not os.path.islink(p):
+        shutil.rmtree(p, ignore_errors=True)
+    elif os.path.lexists(p):
+        with contextlib.suppress(OSError):
+            os.unlink(p)
+
+
+@contextlib.contextmanager
+def _atomic(path, suffix: str | None, sync_file: bool):
+    path = os.fspath(path)
+    base = os.path.basename(path)
+    if not base:
+        raise ValueError(f"path must name a file. Received: path={path!r}")
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    make_dirs(os.path.dirname(path) or ".", repr(path))
+    remove_stale_temps(path)
+    ext = suffix if suffix is not None else os.path.splitext(base)[1]
+    fd, tmp = tempfile.mkstemp(
+        dir=directory, suffix=ext,
+        prefix=f"{_temp_stem(base)}p{os.getpid()}h{_host_tag()}-")
+    os.close(fd)
+    os.unlink(tmp)  # the writer creates it (some refuse an existing file)
+    try:
+        _fire("open", path, tmp)
+        yield tmp
+        if not os.path.lexists(tmp):
+            raise FileNotFoundError(
+                f"the writer of {path!r} created no file at {tmp!r}")
+        tmp_is_dir = os.path.isdir(tmp)
+        if sync_file and not tmp_is_dir:
+            _fsync_path(tmp)
+        _fire("written", path, tmp)
+        if os.path.isdir(path) and not os.path.islink(path):
+            if not tmp_is_dir:
+                raise IsADirectoryError(
+                    f"cannot write {path!r}: it is a folder.")
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        _remove(tmp)
+        raise
+    _fire("replaced", path, tmp)
+    _fsync_path(directory)
 
 
 @contextlib.contextmanager
@@ -39,37 +224,24 @@ def atomic_path(path: str, suffix: str | None = None):
     """Yields a temporary path beside ``path``; renames it onto ``path`` when
     the block ends without an exception, removes it otherwise.
 
-    The temporary name keeps ``path``'s extension (``suffix`` overrides it)
-    because some writers check it (``model.save`` wants ``.keras``). A
-    directory written at the temporary path is moved as a whole.
+    The temporary name is ``.tmp-<name>-p<pid>h<host>-<random><ext>``: it
+    keeps ``path``'s extension (``suffix`` overrides it) because some
+    writers check it (``model.save`` wants ``.keras``), and names its
+    writer, so the next write of ``path`` removes what a killed writer left
+    (:func:`remove_stale_temps`). The file is synced before the rename and
+    the folder after it. A directory written at the temporary path is moved
+    as a whole.
+
+    Raises:
+        ParentNotADirectoryError: a parent of ``path`` is a file.
+        IsADirectoryError: ``path`` is a folder and a file was written.
 
     Example:
         >>> with atomic_path("model.keras") as tmp:
         ...     model.save(tmp)
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, exist_ok=True)
-    base = os.path.basename(path)
-    ext = suffix if suffix is not None else os.path.splitext(base)[1]
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".tmp-{base}-",
-                               suffix=ext)
-    os.close(fd)
-    os.unlink(tmp)  # the writer creates it (some refuse an existing file)
-    try:
+    with _atomic(path, suffix, sync_file=True) as tmp:
         yield tmp
-        if not os.path.exists(tmp):
-            raise FileNotFoundError(
-                f"the writer of {path!r} created no file at {tmp!r}")
-        if os.path.isdir(tmp) and os.path.isdir(path):
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -78,9 +250,12 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     Example:
         >>> atomic_write_bytes("model.tflite", flatbuffer)
     """
-    with atomic_path(path) as tmp:
+    view = memoryview(data).cast("B")
+    with _atomic(path, None, sync_file=False) as tmp:
         with open(tmp, "wb") as f:
-            f.write(data)
+            for start in range(0, max(len(view), 1), _CHUNK):
+                f.write(view[start:start + _CHUNK])
+                _fire("chunk", os.fspath(path), tmp)
             f.flush()
             os.fsync(f.fileno())
 
@@ -140,6 +315,15 @@ def _is_array(data) -> bool:
                 and not hasattr(data, "element_spec")))
 
 
+def _iterate(data, name: str):
+    try:
+        return iter(data)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an array, a tuple (x, y) or an iterable of "
+            f"batches. Received: {type(data).__name__}") from None
+
+
 def as_arrays(data, model=None, max_items: int | None = None,
               need_labels: bool = False, name: str = "calibration_data"
               ) -> tuple:
@@ -186,13 +370,7 @@ def as_arrays(data, model=None, max_items: int | None = None,
                          f"{name}=()")
     else:
         xs, ys, count = [], [], 0
-        try:
-            iterator = iter(data)
-        except TypeError:
-            raise TypeError(
-                f"{name} must be an array, a tuple (x, y) or an iterable of "
-                f"batches. Received: {type(data).__name__}") from None
-        for batch in iterator:
+        for batch in _iterate(data, name):
             if isinstance(batch, dict):
                 raise TypeError(
                     f"{name} batches must be arrays or (x, y) tuples. "
@@ -277,14 +455,8 @@ def iter_batches(data, batch_size: int = 64, steps: int | None = None,
         return
     if data is None:
         raise ValueError(f"{name} is empty. Received: {name}=None")
-    try:
-        iterator = iter(data)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be an array, a tuple (x, y) or an iterable of "
-            f"batches. Received: {type(data).__name__}") from None
     count = 0
-    for batch in iterator:
+    for batch in _iterate(data, name):
         if steps is not None and count >= steps:
             return
         if isinstance(batch, (tuple, list)):
@@ -335,7 +507,69 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def check_number(value, name: str, minimum: float | None = None,
+                 maximum: float | None = None, *, min_open: bool = False,
+                 max_open: bool = False, hint: str = "") -> float:
+    """``value`` as a finite float inside ``[minimum, maximum]`` (``min_open``
+    / ``max_open`` exclude the bound), or an error naming the argument and
+    the value received (``hint``, e.g. what the number means, is added to
+    the message).
+
+    Raises:
+        TypeError: not a real number (a string, None, a bool, ...).
+        ValueError: NaN, infinite or out of range.
+
+    Example:
+        >>> check_number(0.5, "target_macs", 0, min_open=True)
+        0.5
+    """
+    lo = "" if minimum is None else (
+        f" > {minimum:g}" if min_open else f" >= {minimum:g}")
+    hi = "" if maximum is None else (
+        f" < {maximum:g}" if max_open else f" <= {maximum:g}")
+    bounds = lo + ("," if lo and hi else "") + hi
+    hint = f" ({hint})" if hint else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number{bounds}{hint}. Received: "
+                        f"{name}={value!r} ({type(value).__name__})")
+    v = float(value)
+    if not np.isfinite(v) or (minimum is not None and (
+            v <= minimum if min_open else v < minimum)) or (
+            maximum is not None and (v >= maximum if max_open
+                                     else v > maximum)):
+        raise ValueError(f"{name} must be a finite number{bounds}{hint}. "
+                         f"Received: {name}={value!r}")
+    return v
+
+
 # ------------------------------------------------------------- reading
+
+
+def read_text(path, what: str = "file") -> str:
+    """The UTF-8 text of ``path``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist (the message names
+            ``what`` and the path).
+        ValueError: ``path`` is a folder, or not UTF-8 text.
+
+    Example:
+        >>> read_text("results.md", "report")[:9]
+        '# Results'
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} not found: {path!r}")
+    if os.path.isdir(path):
+        raise ValueError(f"{what} {path!r} is a folder, not a file.")
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{what} {path!r} is not UTF-8 text (byte "
+                         f"{e.start}: {data[e.start:e.start + 1]!r}); is it "
+                         "the right file?") from None
 
 
 def read_json(path, what: str = "file"):
@@ -344,16 +578,19 @@ def read_json(path, what: str = "file"):
     Raises:
         FileNotFoundError: ``path`` does not exist (the message names
             ``what``).
-        ValueError: the file is not valid JSON.
+        ValueError: the file is empty, not UTF-8 or not valid JSON (the
+            message names the path).
 
     Example:
         >>> read_json("results.json", "results file")["rows"]
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} not found: {path!r}")
+    text = read_text(path, what)
+    if not text.strip():
+        raise ValueError(f"{what} {path!r} is empty.")
     try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        return json.loads(text)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{what} {path!r} is not valid JSON: {e}") from e
+        raise ValueError(f"{what} {path!r} is not valid JSON: corrupt JSON "
+                         f"at line {e.lineno}, column {e.colno} ({e.msg}); "
+                         "it may be truncated.") from None

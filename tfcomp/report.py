@@ -27,7 +27,13 @@ import os
 
 import numpy as np
 
-from tfcomp._io import atomic_path, atomic_write_text, read_json
+from tfcomp._io import (
+    atomic_path,
+    atomic_write_text,
+    check_positive_int,
+    make_dirs,
+    read_json,
+)
 
 __all__ = [
     "collect_results",
@@ -208,6 +214,12 @@ def collect_results(models: dict, data=None, tflite=None, table=None,
         original]}``. Bits: the last model with quantized layers, ``{layer:
         [w_bits, a_bits]}``.
 
+    Raises:
+        FileNotFoundError: a TFLite file does not exist.
+        ValueError: a TFLite file is truncated or corrupt (checked before
+            anything is measured; the message names it), a label that
+            matches no model, bad counts.
+
     Example:
         >>> res = collect_results({"dense": m, "pruned": small},
         ...                       data=(x_test, y_test))
@@ -220,6 +232,13 @@ def collect_results(models: dict, data=None, tflite=None, table=None,
     if unknown:
         raise ValueError(f"tflite labels {unknown} match no model label "
                          f"({sorted(models)})")
+    num_images = check_positive_int(num_images, "num_images")
+    runs = check_positive_int(runs, "runs")
+    if tflite:
+        from tfcomp.hardware.runtime import read_tflite
+
+        for path in tflite.values():
+            read_tflite(path)  # a missing or corrupt file, named, first
     rows, profiles = [], {}
     for label, model in models.items():
         p = profile(model)
@@ -390,7 +409,7 @@ def write_report(results, out_dir: str = "report",
     """
     results = load_results(results)
     rows = results["rows"]
-    os.makedirs(out_dir, exist_ok=True)
+    make_dirs(out_dir, f"the report into {os.fspath(out_dir)!r}")
     sections = [f"# {title}", "", _markdown_table(rows), ""]
     plots = [
         ("Accuracy vs MACs", _scatter(

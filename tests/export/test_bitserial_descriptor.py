@@ -11,6 +11,7 @@ from tfcomp.export.bitserial import (
     DescriptorError,
     SchemaVersionError,
     integer_reference,
+    load_descriptor,
     load_schema,
     random_ir,
     simulate_bitserial,
@@ -19,7 +20,11 @@ from tfcomp.export.bitserial import (
     validate_descriptor,
     write_descriptor,
 )
-from tfcomp.export.bitserial.descriptor import weight_rows
+from tfcomp.export.bitserial.descriptor import (
+    blob_path_for,
+    descriptor_blob_path,
+    weight_rows,
+)
 from tfcomp.export.bitserial.validator import schema_errors
 
 
@@ -34,10 +39,20 @@ def _write(ir, tmp_path, target="bismo", **kw):
     return path, desc
 
 
+def _blob(tmp_path):
+    """The blob ``model.json`` names (content-addressed)."""
+    import pathlib
+
+    return pathlib.Path(descriptor_blob_path(str(tmp_path / "model.json")))
+
+
 @pytest.mark.parametrize("target", ["bismo", "bitfusion"])
 def test_descriptor_validates_and_records_layers(ir, tmp_path, target):
     path, desc = _write(ir, tmp_path, target)
-    assert os.path.exists(str(tmp_path / "model.bin"))
+    blob = _blob(tmp_path)
+    assert blob.exists() and blob.name == "model.%s.bin" % desc["blob"][
+        "sha256"][:16] == desc["blob"]["file"]
+    assert str(blob) == blob_path_for(path, desc["blob"]["sha256"])
     got = validate_descriptor(path)
     with open(path) as f:
         assert got == json.load(f) == desc
@@ -74,7 +89,7 @@ def test_bismo_program_has_all_instruction_kinds(ir, tmp_path):
 @pytest.mark.parametrize("target", ["bismo", "bitfusion"])
 def test_blob_holds_packed_weights_at_recorded_offsets(ir, tmp_path, target):
     _, desc = _write(ir, tmp_path, target)
-    blob = (tmp_path / "model.bin").read_bytes()
+    blob = _blob(tmp_path).read_bytes()
     assert len(blob) == desc["blob"]["nbytes"]
     for op, la in zip(ir.ops, desc["layers"]):
         if not op.is_gemm:
@@ -94,7 +109,7 @@ def test_blob_holds_packed_weights_at_recorded_offsets(ir, tmp_path, target):
 
 def test_truncated_blob_is_a_clear_error(ir, tmp_path):
     path, _ = _write(ir, tmp_path)
-    blob = tmp_path / "model.bin"
+    blob = _blob(tmp_path)
     blob.write_bytes(blob.read_bytes()[:-5])
     with pytest.raises(BlobIntegrityError, match="truncated"):
         validate_descriptor(path)
@@ -104,7 +119,7 @@ def test_truncated_blob_is_a_clear_error(ir, tmp_path):
 
 def test_corrupt_blob_is_a_clear_error(ir, tmp_path):
     path, _ = _write(ir, tmp_path)
-    blob = tmp_path / "model.bin"
+    blob = _blob(tmp_path)
     data = bytearray(blob.read_bytes())
     data[len(data) // 2] ^= 0x10
     blob.write_bytes(bytes(data))
@@ -114,7 +129,7 @@ def test_corrupt_blob_is_a_clear_error(ir, tmp_path):
 
 def test_missing_blob_is_a_clear_error(ir, tmp_path):
     path, _ = _write(ir, tmp_path)
-    os.remove(str(tmp_path / "model.bin"))
+    os.remove(str(_blob(tmp_path)))
     with pytest.raises(BlobIntegrityError, match="cannot read the weight"):
         validate_descriptor(path)
 
@@ -180,7 +195,8 @@ def test_schema_is_valid_json_schema_when_jsonschema_exists(ir, tmp_path):
 def test_writes_are_atomic_and_overwrite(ir, tmp_path):
     _write(ir, tmp_path, "bismo")
     path, _ = _write(ir, tmp_path, "bitfusion")
-    assert sorted(os.listdir(tmp_path)) == ["model.bin", "model.json"]
+    assert sorted(os.listdir(tmp_path)) == [_blob(tmp_path).name,
+                                            "model.json"]
     assert validate_descriptor(path)["target"] == "bitfusion"
     x = np.random.default_rng(0).uniform(-1, 1, (2,) + ir.input_shape)
     np.testing.assert_array_equal(simulate_bitserial(path, x),
@@ -202,3 +218,72 @@ def test_bad_arguments(ir, tmp_path):
         _write(wide, tmp_path, "bitfusion")
     with pytest.raises(DescriptorError, match="cannot read descriptor"):
         validate_descriptor(str(tmp_path / "nope.json"))
+
+
+def test_descriptor_of_the_previous_version_loads_and_is_replaced(ir,
+                                                                  tmp_path):
+    """Before content-addressed blobs: ``model.json`` + ``model.bin``."""
+    path, desc = _write(ir, tmp_path, "bismo")
+    os.replace(str(_blob(tmp_path)), str(tmp_path / "model.bin"))
+    desc["blob"]["file"] = "model.bin"
+    with open(path, "w") as f:
+        json.dump(desc, f)
+    assert blob_path_for(path) == str(tmp_path / "model.bin")
+    loaded, blob = load_descriptor(path)
+    assert loaded == desc and len(blob) == desc["blob"]["nbytes"]
+    x = np.random.default_rng(0).uniform(-1, 1, (2,) + ir.input_shape)
+    np.testing.assert_array_equal(simulate_bitserial(path, x),
+                                  integer_reference(ir, x))
+    _write(ir, tmp_path, "bitfusion")  # the old blob goes with its JSON
+    assert sorted(os.listdir(tmp_path)) == [_blob(tmp_path).name,
+                                            "model.json"]
+
+
+def test_pair_is_replaced_blob_first_json_last(ir, tmp_path, monkeypatch):
+    from tfcomp import _io
+
+    path, old = _write(ir, tmp_path, "bismo")
+    order = []
+    monkeypatch.setattr(_io, "_hook", lambda stage, p, tmp: order.append(
+        (stage, os.path.basename(p))) if stage == "replaced" else None)
+    _, new = _write(ir, tmp_path, "bitfusion")
+    assert [name for _, name in order] == [new["blob"]["file"], "model.json"]
+    assert new["blob"]["file"] != old["blob"]["file"] or new["blob"][
+        "sha256"] == old["blob"]["sha256"]
+
+
+def test_reader_follows_a_pair_replaced_while_it_reads(tmp_path, monkeypatch):
+    """A reader that read the old JSON and finds its blob removed by a
+    writer reads the new pair."""
+    import tfcomp.export.bitserial.descriptor as d
+
+    old_ir, new_ir = random_ir(seed=1), random_ir(seed=2)
+    path = str(tmp_path / "model.json")
+    write_descriptor(old_ir, path)
+    real = d._read_blob
+    calls = []
+
+    def racing(desc, p):
+        if not calls:
+            write_descriptor(new_ir, path)  # replaces the pair meanwhile
+        calls.append(desc["name"])
+        return real(desc, p)
+
+    monkeypatch.setattr(d, "_read_blob", racing)
+    desc, blob = load_descriptor(path)
+    assert len(calls) == 2 and desc == validate_descriptor(path)
+    x = np.random.default_rng(0).uniform(-1, 1, (2,) + new_ir.input_shape)
+    monkeypatch.setattr(d, "_read_blob", real)
+    np.testing.assert_array_equal(simulate_bitserial(path, x),
+                                  integer_reference(new_ir, x))
+
+
+def test_nan_inputs_name_the_input(ir, tmp_path):
+    path, _ = _write(ir, tmp_path)
+    x = np.zeros((2,) + ir.input_shape)
+    x.flat[-1] = np.nan
+    with pytest.raises(ValueError, match="x holds 1 NaN or infinite"):
+        simulate_bitserial(path, x)
+    x.flat[-1] = -np.inf
+    with pytest.raises(ValueError, match="x holds 1 NaN or infinite"):
+        integer_reference(ir, x)

@@ -8,7 +8,11 @@ import warnings
 import pytest
 
 import tfcomp.hardware as hw
-from tfcomp.export.bitserial import random_ir, write_descriptor
+from tfcomp.export.bitserial import (
+    descriptor_blob_path,
+    random_ir,
+    write_descriptor,
+)
 from tfcomp.export.bitserial.hardware_hook import resolve_hardware
 
 
@@ -20,7 +24,7 @@ def ir():
 def _bytes(path):
     with open(path, "rb") as f:
         a = f.read()
-    with open(path[:-5] + ".bin", "rb") as f:
+    with open(descriptor_blob_path(path), "rb") as f:
         return a, f.read()
 
 
@@ -41,7 +45,7 @@ def test_name_config_and_model_write_the_same_files(ir, tmp_path, kind,
                      hardware_config=config)
     by_model = _write(ir, str(tmp_path / "b.json"), hardware=model)
     assert by_name[1] == by_model[1]
-    assert by_name[0] == by_model[0].replace(b'"b.bin"', b'"a.bin"')
+    assert by_name[0] == by_model[0].replace(b'"b.', b'"a.')
     with pytest.warns(DeprecationWarning, match="target= is deprecated"):
         write_descriptor(ir, str(tmp_path / "a.json"), target=kind,
                          hardware=config)

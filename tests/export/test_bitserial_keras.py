@@ -9,6 +9,7 @@ import pytest
 import tfcomp
 from tfcomp.export.bitserial import (
     build_ir_from_keras,
+    descriptor_blob_path,
     export_bitserial,
     integer_reference,
 )
@@ -57,6 +58,7 @@ def test_resnet_qat_export_matches_keras(resnet_qat, tmp_path, target):
         assert layers[spec.name]["lhs"]["bits"] == layer.a_bits
 
 
+@pytest.mark.slow
 def test_resnet_ir_equals_keras_codes(resnet_qat):
     qat, x = resnet_qat
     ir = build_ir_from_keras(qat)
@@ -109,8 +111,8 @@ def test_hand_built_qat_model_needs_and_uses_calibration(tmp_path):
     with pytest.warns(DeprecationWarning, match="target= is deprecated"):
         export_bitserial(model, old_path, target="bismo",
                          calibration_x=x[:64], verify=False)
-    with open(old_path[:-5] + ".bin", "rb") as f, open(
-            str(tmp_path / "h.bin"), "rb") as g:
+    with open(descriptor_blob_path(old_path), "rb") as f, open(
+            descriptor_blob_path(str(tmp_path / "h.json")), "rb") as g:
         assert f.read() == g.read()
 
 

@@ -66,6 +66,7 @@ def mixed_qat():
     return qat, x[300:]
 
 
+@pytest.mark.slow
 def test_mixed_precision_residual_qat_matches_integer_ir(mixed_qat):
     qat, x = mixed_qat
     got = {n: (qat.get_layer(n).w_bits, qat.get_layer(n).a_bits)

@@ -16,6 +16,7 @@ import tempfile
 
 import keras
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from keras import layers as L
@@ -124,6 +125,7 @@ def widths_of(model):
 @settings(max_examples=12, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(specs())
+@pytest.mark.slow
 def test_random_graphs_prune_equals_mask(spec):
     model = build(spec)
     randomize(model, spec["seed"])

@@ -44,6 +44,7 @@ def test_build_layer_model_matches_spec():
     assert flat[4:8] == b"TFL3"
 
 
+@pytest.mark.slow
 def test_measure_tflite_table(tmp_path):
     model = _model()
     table = measure_tflite_table(model, channel_fractions=FRACTIONS, runs=6,
@@ -120,3 +121,46 @@ def test_archive_errors(tmp_path):
         measure_tflite_table(keras.Sequential([keras.Input((3,)),
                                                keras.layers.ReLU()]),
                              progress=False)
+
+
+def test_device_profiler_writer_cleans_after_dead_writers(tmp_path):
+    """The standalone writer keeps tfcomp._io's discipline: temporary names
+    that name the writer, stale ones of dead writers removed."""
+    from tfcomp import _io
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = _io._host_tag()
+    stale = tmp_path / f".tmp-out.json-p{dead.pid}h{host}-x1.json"
+    live = tmp_path / f".tmp-out.json-p{os.getpid()}h{host}-x2.json"
+    other = tmp_path / f".tmp-other.json-p{dead.pid}h{host}-x3.json"
+    for p in (stale, live, other):
+        p.write_text("partial")
+    device_profiler._write_json_atomic(str(tmp_path / "out.json"), {"a": 1})
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["out.json", live.name, other.name])
+    assert json.loads((tmp_path / "out.json").read_text()) == {"a": 1}
+    # tfcomp._io removes the device profiler's stale temporary files too
+    _io.atomic_write_text(str(tmp_path / "other.json"), "{}")
+    assert not other.exists()
+
+
+def test_corrupt_layer_in_archive_is_named(tmp_path):
+    path = tmp_path / "layers.tar"
+    manifest = {"format": device_profiler.ARCHIVE_FORMAT, "version": 1,
+                "overhead_file": "overhead.tflite",
+                "layers": [{"file": "layer_0000.tflite", "spec": {}}]}
+    import io
+
+    with tarfile.open(path, "w") as tar:
+        for name, data in (("manifest.json", json.dumps(manifest).encode()),
+                           ("overhead.tflite", b"\x1c\0\0\0TFL3" + b"\0" * 8),
+                           ("layer_0000.tflite", b"")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    with pytest.raises(ValueError, match="member 'layer_0000.tflite'"):
+        device_profiler.profile_archive(str(path), runs=1, verbose=False)
+    path.write_bytes(path.read_bytes()[:700])  # a truncated archive
+    with pytest.raises(ValueError, match="layers.tar"):
+        device_profiler.profile_archive(str(path), runs=1, verbose=False)

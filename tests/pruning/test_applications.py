@@ -53,6 +53,7 @@ def _randomize_bn(model, seed=0):
 
 
 @pytest.mark.parametrize("name,size", PRUNE)
+@pytest.mark.slow
 def test_application_prunes_with_pruned_equal_masked(name, size):
     model = _build(name, size)
     _randomize_bn(model)
@@ -78,6 +79,7 @@ def test_application_prunes_with_pruned_equal_masked(name, size):
 
 
 @pytest.mark.parametrize("name,size", GRAPH_ONLY)
+@pytest.mark.slow
 def test_application_graph_builds(name, size):
     model = _build(name, size)
     graph = DependencyGraph(model)

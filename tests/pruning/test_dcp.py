@@ -90,6 +90,7 @@ def _tiny_cnn():
     return keras.Model(inp, keras.layers.Dense(3, name="logits")(h))
 
 
+@pytest.mark.slow
 def test_heads_removed_and_stages():
     model = _tiny_cnn()
     assert find_stage_ends(model, 2) == ["r2"]

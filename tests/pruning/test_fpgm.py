@@ -145,6 +145,7 @@ class _EpochCheck(keras.callbacks.Callback):
         })
 
 
+@pytest.mark.slow
 def test_floor_np_zero_filters_per_group_after_each_epoch(tmp_path):
     # SGD with momentum: stale momentum must not move masked filters
     model = _compile(apply_fpgm(_residual()),
@@ -184,6 +185,7 @@ def test_floor_np_zero_filters_per_group_after_each_epoch(tmp_path):
     assert int((_mask(loaded, "c") == 0).sum()) == 4
 
 
+@pytest.mark.slow
 def test_without_gradient_masking_filters_regrow_within_the_epoch():
     model = apply_fpgm(_residual())
     for layer in model.layers:  # ReLU'(0) = 0: regrowth needs beta > 0
@@ -224,6 +226,7 @@ class _MakeOutlier(keras.callbacks.Callback):
         self.revived = j
 
 
+@pytest.mark.slow
 def test_a_channel_can_return():
     model = _compile(apply_fpgm(_residual()))
     cb = FPGMPruning(ratio=0.25)
@@ -370,6 +373,7 @@ _MIRRORED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_two_replicas():
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     out = subprocess.run([sys.executable, "-c", _MIRRORED], env=env,

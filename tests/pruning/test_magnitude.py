@@ -140,6 +140,7 @@ def test_xnnpack_warns_below_two_thirds():
             MagnitudePruning(ConstantSparsity(0.5), pattern="xnnpack")])
 
 
+@pytest.mark.slow
 def test_save_load_mid_training_resumes_schedule(tmp_path):
     model = _compile(apply_magnitude_pruning(_tiny()))
     sched = PolynomialDecay(0.0, 0.6, begin_step=0, end_step=16,

@@ -488,6 +488,7 @@ def searched():
     return {beta: _run_search(beta) for beta in (BETA_SMALL, BETA_LARGE)}
 
 
+@pytest.mark.slow
 def test_search_alternates_weight_and_theta_phases(searched):
     r = searched[BETA_LARGE]
     assert r["mixed"] == ["d1", "d2"]
@@ -619,6 +620,7 @@ def test_sample_architectures_follow_p_theta_and_are_seedable(conv_sn):
     assert {a["c1"] for a in archs} == {(8, 8)}
 
 
+@pytest.mark.slow
 def test_select_best_trains_each_architecture_once_and_keeps_the_best(
         monkeypatch):
     """The paper's last step: train the sampled architectures, keep the

@@ -38,6 +38,7 @@ def _policy(model, seed):
     return pol
 
 
+@pytest.mark.slow
 def test_dynamic_model_matches_quantize_model_per_policy(float_model, data):
     x, _ = data
     qat = quantize_model(float_model, bits=6)
@@ -59,6 +60,7 @@ def test_dynamic_model_matches_quantize_model_per_policy(float_model, data):
         assert np.mean(got.argmax(-1) == want.argmax(-1)) >= 0.95
 
 
+@pytest.mark.slow
 def test_training_reuses_one_traced_graph(float_model, data):
     x, y = data
     qat = quantize_model(float_model, bits=8)

@@ -135,6 +135,7 @@ def _weight_tensors(exported):
     return found
 
 
+@pytest.mark.slow
 def test_qat_model_learned_the_task(exported):
     assert exported["train_acc"] > 0.9
     assert exported["bits"]["c1"] == (8, 8)
@@ -246,6 +247,7 @@ def test_file_outputs_agree_with_the_qat_model(exported):
     np.testing.assert_allclose(lite32, lite, atol=1.01 * out_scale)
 
 
+@pytest.mark.slow
 def test_uniform_8bit_file_matches_qat_model_to_one_step(tmp_path):
     x, y = _stripes(256, 0)
     xv, _ = _stripes(256, 2)

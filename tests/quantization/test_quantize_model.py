@@ -177,6 +177,7 @@ def test_calibrate_sets_max_and_kl_ranges(resnet, data):
         calibrate(q, data, method="mean")
 
 
+@pytest.mark.slow
 def test_training_updates_ranges_and_keras_round_trip(resnet, data, tmp_path):
     q = quantize_model(resnet, bits=4)
     q.compile(keras.optimizers.SGD(0.01), keras.losses.

@@ -52,6 +52,7 @@ def _random_policy(seed):
     return lambda state: rng.uniform(0.0, 1.0, 1)
 
 
+@pytest.mark.slow
 def test_macs_never_exceed_target_for_random_actions(model, data):
     x, y = data
     for budget in (0.3, 0.5, 0.8):
@@ -315,6 +316,7 @@ def test_tuner_search_and_best_plan(model, data, tmp_path):
 
 
 @pytest.mark.parametrize("tuner_cls", ["RandomSearch", "BayesianOptimization"])
+@pytest.mark.slow
 def test_keras_tuner_baselines_run_on_the_hypermodel(model, data, tmp_path,
                                                      tuner_cls):
     x, y = data

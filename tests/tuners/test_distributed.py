@@ -65,6 +65,7 @@ def _wait(proc, deadline, work_dir, role):
     assert rc == 0, f"{role} exited with {rc}.\n{_logs(work_dir)}"
 
 
+@pytest.mark.slow
 def test_chief_and_two_workers_finish_the_search(tmp_path):
     work = tmp_path
     port = _free_port()

@@ -447,6 +447,7 @@ def test_resume_after_a_kill_while_the_oracle_saves(model, data, tmp_path,
     _check_resumed(resumed, ref, expected, 5)
 
 
+@pytest.mark.slow
 def test_tiny_real_search_and_best_policy(three_layer_model, data,
                                           tmp_path):
     x, y = data
@@ -485,6 +486,7 @@ def test_tiny_real_search_and_best_policy(three_layer_model, data,
     assert qat(x[:2]).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_rescore_ranks_the_best_trials_by_their_mean_over_seeds(
         three_layer_model, data, tmp_path):
     x, y = data
@@ -515,6 +517,7 @@ def test_rescore_ranks_the_best_trials_by_their_mean_over_seeds(
         assert again["accuracy"] == pytest.approx(r["accuracies"][1])
 
 
+@pytest.mark.slow
 def test_rescore_evaluates_a_repeated_policy_once(three_layer_model, data,
                                                  tmp_path, monkeypatch):
     x, y = data
@@ -537,6 +540,7 @@ def test_rescore_evaluates_a_repeated_policy_once(three_layer_model, data,
     assert ranked[0]["policy"] == hm.policy(same)
 
 
+@pytest.mark.slow
 def test_reused_graph_scores_a_policy_as_a_fresh_model(model, data):
     x, y = data
     kw = {"hardware": BISMO(), "budget": 0.9, "finetune_steps": 2,
@@ -567,6 +571,7 @@ def test_reused_graph_scores_a_policy_as_a_fresh_model(model, data):
 
 
 @pytest.mark.parametrize("tuner_cls", ["RandomSearch", "BayesianOptimization"])
+@pytest.mark.slow
 def test_keras_tuner_baselines_run_on_the_hypermodel(three_layer_model, data,
                                                      tmp_path, tuner_cls):
     x, y = data

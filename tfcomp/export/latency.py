@@ -11,6 +11,7 @@ import dataclasses
 
 import numpy as np
 
+from tfcomp._io import check_positive_int
 from tfcomp.hardware.runtime import time_invokes
 
 __all__ = ["LatencyResult", "measure_latency", "measure_latencies"]
@@ -51,13 +52,17 @@ def measure_latency(tflite_path, runs: int = 50, warmup: int = 5,
     Returns:
         A ``LatencyResult`` naming the runtime used.
 
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a truncated or corrupt file (``TFLiteModelError``,
+            naming it; the process never crashes on one), or bad counts.
+
     Example:
         >>> measure_latency("m.tflite").median_ms
     """
-    if runs < 1:
-        raise ValueError(f"runs must be >= 1. Received: runs={runs}")
-    if warmup < 0:
-        raise ValueError(f"warmup must be >= 0. Received: warmup={warmup}")
+    runs = check_positive_int(runs, "runs")
+    warmup = check_positive_int(warmup, "warmup", minimum=0)
+    threads = check_positive_int(threads, "threads")
     seconds, runtime = time_invokes(tflite_path, runs=runs, warmup=warmup,
                                     threads=threads, seed=seed)
     times = seconds * 1e3
@@ -77,6 +82,8 @@ def measure_latencies(paths: dict, runs: int = 50, warmup: int = 5,
     Example:
         >>> measure_latencies({"dense": "a.tflite", "pruned": "b.tflite"})
     """
+    runs = check_positive_int(runs, "runs")
+    rounds = check_positive_int(rounds, "rounds")
     per_round = max(1, runs // rounds)
     samples: dict = {k: [] for k in paths}
     last: dict = {}

@@ -8,15 +8,17 @@ Example:
 """
 
 from tfcomp.hardware.runtime import (
+    TFLiteModelError,
     dequantize_output,
     interpreter_class,
     interpreter_classes,
     make_interpreter,
     quantize_input,
+    read_tflite,
     run_interpreter,
     time_invokes,
 )
 
-__all__ = ["dequantize_output", "interpreter_class", "interpreter_classes",
-           "make_interpreter", "quantize_input", "run_interpreter",
-           "time_invokes"]
+__all__ = ["TFLiteModelError", "dequantize_output", "interpreter_class",
+           "interpreter_classes", "make_interpreter", "quantize_input",
+           "read_tflite", "run_interpreter", "time_invokes"]

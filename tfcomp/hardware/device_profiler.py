@@ -17,7 +17,12 @@ Because it must run alone, this file is tfcomp's one TFLite runtime finder
 ``tfcomp.hardware.runtime`` (and through it ``tfcomp.export``) and the
 measured latency tables import them from here, so no second copy exists.
 For the same reason it keeps a small atomic JSON writer of its own instead
-of ``tfcomp._io``.
+of ``tfcomp._io``, with the same discipline (a temporary name that names its
+writer, synced before the rename, the folder synced after it, stale
+temporary files of dead writers removed by the next write), and it is where
+a ``.tflite`` file is checked before any runtime reads it
+(:func:`read_tflite`): a truncated or corrupt file is a ``ValueError``
+naming it, never a crashed interpreter.
 
 Every layer's time is the median over ``runs`` invocations, taken in
 ``rounds`` interleaved passes over all models so slow drifts of the device
@@ -33,9 +38,14 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import os
 import platform
+import re
+import socket
+import struct
 import sys
 import tarfile
 import tempfile
@@ -46,12 +56,15 @@ import numpy as np
 __all__ = [
     "ARCHIVE_FORMAT",
     "FORMAT",
+    "TFLiteModelError",
     "VERSION",
     "feed_random",
     "interpreter_class",
     "interpreter_classes",
     "main",
+    "new_interpreter",
     "profile_archive",
+    "read_tflite",
     "time_interpreters",
     "time_models",
     "time_samples",
@@ -107,6 +120,155 @@ def interpreter_class(tf_fallback: bool = False):
     raise ImportError(
         "No TFLite runtime found: install ai-edge-litert (pip install "
         "ai-edge-litert) or tflite-runtime.")
+
+
+# ------------------------------------------------------ checking a .tflite
+
+TFLITE_IDENTIFIER = b"TFL3"
+
+
+class TFLiteModelError(ValueError):
+    """A ``.tflite`` file (or buffer) is empty, truncated or corrupt.
+
+    Example:
+        >>> issubclass(TFLiteModelError, ValueError)
+        True
+    """
+
+
+def _tflite_problem(buf: bytes) -> str | None:
+    """Why ``buf`` cannot be a TFLite flatbuffer, or None.
+
+    Checks the header (size, ``TFL3`` identifier, root offset) and that
+    every subgraph and weight buffer (inline, or stored after the
+    flatbuffer) lies inside the bytes, where a truncated file fails; the
+    runtime's own verifier checks the rest.
+    """
+    if len(buf) < 8:
+        return f"{len(buf)} bytes, too short for a TFLite model"
+    if bytes(buf[4:8]) != TFLITE_IDENTIFIER:
+        return (f"no TFLite identifier (bytes 4..8 are {bytes(buf[4:8])!r}, "
+                f"expected {TFLITE_IDENTIFIER!r})")
+
+    def get(fmt, pos):
+        if pos < 0 or pos + struct.calcsize(fmt) > len(buf):
+            raise IndexError(pos)
+        return struct.unpack_from(fmt, buf, pos)[0]
+
+    def field(table, index):  # position of a table's field, None if absent
+        vtable = table - get("<i", table)
+        if 4 + 2 * index + 2 > get("<H", vtable):
+            return None
+        off = get("<H", vtable + 4 + 2 * index)
+        return table + off if off else None
+
+    def vector(pos, elem=4):  # (first element, length), bounds-checked
+        start = pos + get("<I", pos)
+        n = get("<I", start)
+        if n:
+            get("B", start + 4 + n * elem - 1)  # its last byte is inside
+        return start + 4, n
+
+    def tables(pos):  # the tables of a vector of tables
+        start, n = vector(pos) if pos is not None else (0, 0)
+        return [start + 4 * i + get("<I", start + 4 * i) for i in range(n)]
+
+    try:
+        root = get("<I", 0)
+        subgraphs = tables(field(root, 2))
+        if not subgraphs:
+            return "no subgraph"
+        for table in subgraphs:
+            field(table, 0)  # its vtable is inside
+        for i, table in enumerate(tables(field(root, 4))):  # buffers
+            data, off, size = (field(table, k) for k in (0, 1, 2))
+            if data is not None:
+                vector(data, 1)
+            if off is not None and size is not None:
+                end = get("<Q", off) + get("<Q", size)
+                if get("<Q", off) > 1 and end > len(buf):
+                    return (f"weight buffer {i} ends at byte {end}, beyond "
+                            f"its {len(buf)} bytes")
+    except (IndexError, struct.error):
+        return "an offset points beyond the end of the file"
+    return None
+
+
+def read_tflite(model, name: str | None = None) -> bytes:
+    """The bytes of a ``.tflite`` file (or flatbuffer bytes), checked.
+
+    Every interpreter in tfcomp is made from these checked bytes
+    (``model_content``), so a runtime's own flatbuffer verifier runs too: a
+    runtime given a path (``model_path``) maps the file unverified and a
+    corrupt one can crash the process.
+
+    Args:
+        model: a path, or the flatbuffer's bytes.
+        name: how errors name the model (default: the path, or "(bytes)").
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        TFLiteModelError: (a ``ValueError``) empty, truncated or not a
+            TFLite flatbuffer; the message names the file.
+        TypeError: neither a path nor bytes.
+
+    Example:
+        >>> len(read_tflite("model.tflite")) > 8
+        True
+    """
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        buf = bytes(model)
+        label = name or "(bytes)"
+    elif isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        label = name or repr(path)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"TFLite file not found: {path!r}")
+        if os.path.isdir(path):
+            raise ValueError(f"TFLite model {label} is a folder, not a "
+                             ".tflite file.")
+        with open(path, "rb") as f:
+            buf = f.read()
+    else:
+        raise TypeError("model must be a .tflite path or its bytes. "
+                        f"Received: {type(model).__name__}")
+    problem = _tflite_problem(buf)
+    if problem:
+        raise TFLiteModelError(f"TFLite model {label} is truncated or not a "
+                               f"TFLite file: {problem}.")
+    return buf
+
+
+def _is_invalid_model_error(error: Exception) -> bool:
+    text = str(error).lower()
+    return ("flatbuffer" in text or "schema version" in text
+            or "no subgraph" in text)
+
+
+def new_interpreter(cls, model, threads: int = 1, name: str | None = None):
+    """An allocated ``cls`` interpreter of a checked ``.tflite`` (path or
+    bytes), made from its bytes so the runtime verifies them.
+
+    Raises:
+        FileNotFoundError, TFLiteModelError: see :func:`read_tflite`; also
+            a ``TFLiteModelError`` naming the model when the runtime's
+            verifier rejects it.
+
+    Example:
+        >>> interp = new_interpreter(interpreter_class()[1], "m.tflite")
+    """
+    buf = read_tflite(model, name)
+    try:
+        it = cls(model_content=buf, num_threads=threads)
+    except ValueError as e:
+        if _is_invalid_model_error(e):
+            label = name or (repr(os.fspath(model)) if isinstance(
+                model, (str, os.PathLike)) else "(bytes)")
+            raise TFLiteModelError(f"TFLite model {label} is corrupt: the "
+                                   f"runtime rejected it ({e}).") from None
+        raise
+    it.allocate_tensors()
+    return it
 
 
 def feed_random(interp, rng) -> None:
@@ -172,11 +334,9 @@ def time_samples(models, runs: int = 50, warmup: int = 5, threads: int = 1,
         interpreter_cls = interpreter_class()[1]
     rng = np.random.default_rng(seed)
     interps = []
-    for m in models:
-        kw = ({"model_content": bytes(m)} if isinstance(m, (bytes, bytearray))
-              else {"model_path": str(m)})
-        it = interpreter_cls(num_threads=threads, **kw)
-        it.allocate_tensors()
+    for i, m in enumerate(models):
+        label = None if isinstance(m, (str, os.PathLike)) else f"models[{i}]"
+        it = new_interpreter(interpreter_cls, m, threads, name=label)
         feed_random(it, rng)
         interps.append(it)
     return time_interpreters(interps, runs=runs, warmup=warmup,
@@ -223,15 +383,29 @@ def time_interpreters(interps, runs: int = 50, warmup: int = 5,
 
 
 def _read_archive(path):
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"layer archive not found: {path!r}")
+    try:
+        return _read_archive_members(path)
+    except (tarfile.TarError, EOFError, OSError, KeyError,
+            json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path!r} is not a readable layer archive (a tar "
+                         f"file, truncated or corrupt?): {e}") from None
+
+
+def _read_archive_members(path):
     with tarfile.open(path, "r") as tar:
         try:
             manifest = json.load(tar.extractfile(MANIFEST))
         except (KeyError, TypeError):
             raise ValueError(f"{path} has no {MANIFEST}; write it with "
                              "tfcomp.hardware.export_layer_archive.") from None
-        if manifest.get("format") != ARCHIVE_FORMAT:
+        if not isinstance(manifest, dict) or manifest.get(
+                "format") != ARCHIVE_FORMAT:
+            fmt = manifest.get("format") if isinstance(manifest, dict) \
+                else None
             raise ValueError(f"{path} is not a tfcomp layer archive "
-                             f"(format={manifest.get('format')!r}).")
+                             f"(format={fmt!r}).")
         if int(manifest.get("version", 0)) > ARCHIVE_VERSION:
             raise ValueError(
                 f"{path} was written by a newer tfcomp (archive version "
@@ -243,7 +417,8 @@ def _read_archive(path):
             member = tar.extractfile(n)
             if member is None:
                 raise ValueError(f"{path}: missing member {n!r}")
-            blobs[n] = member.read()
+            blobs[n] = read_tflite(member.read(),
+                                   name=f"{path!r} member {n!r}")
         extra = [m.name for m in tar.getmembers()
                  if m.name.endswith(".tflite") and m.name not in blobs]
         if extra:
@@ -312,20 +487,53 @@ def profile_archive(path: str, runs: int = 50, warmup: int = 5,
     }
 
 
+def _stale(entry: str, stem: str) -> bool:
+    """Whether ``entry`` is a temporary file of ``stem`` whose writer, a
+    process of this host, is dead."""
+    host = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+    owner = re.match(re.escape(stem) + rf"p(\d+)h{host}-", entry)
+    if owner is None or os.name == "nt":  # os.kill(pid, 0) signals there
+        return False
+    try:
+        os.kill(int(owner.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        pass
+    return False
+
+
 def _write_json_atomic(path: str, doc: dict) -> None:
-    # Not tfcomp._io: this file runs on devices without tfcomp.
+    # Not tfcomp._io (this file runs on devices without tfcomp), with the
+    # same discipline: a temporary ``.tmp-<name>-p<pid>h<host>-...`` beside
+    # the file, synced, renamed, the folder synced; temporary files that
+    # dead writers (on this host) of the same file left are removed first.
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
-                               suffix=os.path.basename(path))
+    stem = f".tmp-{os.path.basename(path)[:100]}-"
+    for entry in os.listdir(directory):
+        if _stale(entry, stem):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(directory, entry))
+    host = hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+    fd, tmp = tempfile.mkstemp(dir=directory,
+                               suffix=os.path.splitext(path)[1],
+                               prefix=f"{stem}p{os.getpid()}h{host}-")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(doc, f, indent=1)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    if os.name != "nt":
+        fd = os.open(directory, os.O_RDONLY)
+        with contextlib.suppress(OSError):
+            os.fsync(fd)
+        os.close(fd)
 
 
 def main(argv=None) -> int:

@@ -46,7 +46,7 @@ import itertools
 import json
 import math
 
-from tfcomp._io import atomic_write_text
+from tfcomp._io import atomic_write_text, read_json
 from tfcomp.hardware.base import Cost, HardwareModel, as_specs
 from tfcomp.hardware.device_profiler import FORMAT, VERSION
 from tfcomp.hardware.spec import LayerSpec
@@ -571,12 +571,11 @@ class LatencyTable(HardwareModel):
         Example:
             >>> table = LatencyTable.load("bitfusion_edge.json")
         """
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
         try:
-            doc = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise LatencyTableError(
-                f"{path} is not a valid latency table: corrupt JSON ({e}). "
-                "Rebuild or re-measure it.") from None
+            doc = read_json(path, "latency table")
+        except FileNotFoundError:
+            raise
+        except ValueError as e:  # empty, not UTF-8, corrupt JSON, a folder
+            raise LatencyTableError(f"{e} Rebuild or re-measure it.") \
+                from None
         return cls.from_dict(doc, source=str(path))

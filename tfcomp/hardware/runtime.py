@@ -3,9 +3,15 @@
 The runtime finder and the timing loop are those of
 ``tfcomp.hardware.device_profiler`` (the file that runs alone on a device);
 this module adds what tfcomp needs on the host: an interpreter that falls
-back to the next runtime when one cannot load a model, batched inference
-with input quantization, and timing of one model. ``tfcomp.export.runtime``
-re-exports it.
+back to the next runtime when one cannot run a model (an op it lacks),
+batched inference with input quantization, and timing of one model.
+``tfcomp.export.runtime`` re-exports it.
+
+A model is checked (:func:`read_tflite`) and handed to every runtime as
+verified bytes, never as a path the runtime maps unverified; a truncated or
+corrupt file is a ``ValueError`` naming it, and a model the first runtime
+rejects as corrupt is not retried with the next (``tf.lite`` crashes the
+process on such files).
 
 Example:
     >>> interp, name = make_interpreter("model.tflite", threads=1)
@@ -15,20 +21,25 @@ Example:
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from tfcomp.hardware.device_profiler import (
+    TFLiteModelError,
     feed_random,
     interpreter_class,
     interpreter_classes,
+    new_interpreter,
+    read_tflite,
     time_interpreters,
     time_samples,
 )
 
-__all__ = ["dequantize_output", "feed_random", "interpreter_class",
-           "interpreter_classes", "make_interpreter", "quantize_input",
-           "run_interpreter", "time_interpreters", "time_invokes",
-           "time_samples"]
+__all__ = ["TFLiteModelError", "dequantize_output", "feed_random", "interpreter_class",
+           "interpreter_classes", "make_interpreter", "new_interpreter",
+           "quantize_input", "read_tflite", "run_interpreter",
+           "time_interpreters", "time_invokes", "time_samples"]
 
 
 def make_interpreter(model, threads: int = 1):
@@ -41,26 +52,34 @@ def make_interpreter(model, threads: int = 1):
     Returns:
         ``(interpreter, runtime_name)``.
 
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: a truncated or corrupt model (naming the file), or bad
+            ``threads``.
+        RuntimeError: no installed runtime can run the model.
+
     Example:
         >>> interp, runtime = make_interpreter("m.tflite")
     """
-    if threads < 1:
-        raise ValueError(f"threads must be >= 1. Received: threads={threads}")
-    kwargs = ({"model_content": bytes(model)}
-              if isinstance(model, (bytes, bytearray))
-              else {"model_path": str(model)})
+    if isinstance(threads, bool) or not isinstance(threads, int) \
+            or threads < 1:
+        raise ValueError(f"threads must be an int >= 1. Received: "
+                         f"threads={threads!r}")
+    label = (repr(os.fspath(model)) if isinstance(model, (str, os.PathLike))
+             else "(bytes)")
+    buf = read_tflite(model, label)
     errors = []
     for name, cls in interpreter_classes():
         try:
-            interp = cls(num_threads=threads, **kwargs)
-            interp.allocate_tensors()
-            return interp, name
-        except (ValueError, RuntimeError) as e:  # try the next runtime
+            return new_interpreter(cls, buf, threads, name=label), name
+        except TFLiteModelError:
+            raise  # never hand a rejected model to the next runtime
+        except (ValueError, RuntimeError) as e:  # e.g. an op it lacks
             errors.append(f"{name}: {e}")
     if not errors:
         raise RuntimeError("No TFLite runtime is installed: install "
                            "ai-edge-litert, tflite-runtime or tensorflow.")
-    raise RuntimeError("No TFLite runtime could load the model: "
+    raise RuntimeError(f"No TFLite runtime could load {label}: "
                        + "; ".join(errors))
 
 

@@ -266,7 +266,7 @@ class FPGMPruning(keras.callbacks.Callback):
                              f"callable. Received: criterion={criterion!r}")
         self.criterion = criterion
         if target_macs is not None:
-            check_target_macs(target_macs)
+            check_target_macs(target_macs)  # NaN / inf / a string: error
         self.target_macs = target_macs
         if skip is not None:
             _deprecated("FPGMPruning(skip=...)", "ignored_layers=")
@@ -281,8 +281,9 @@ class FPGMPruning(keras.callbacks.Callback):
             _deprecated("FPGMPruning(mix_norm_rate=...)", "mix_norm_ratio=")
             mix_norm_ratio = mix_norm_rate
         self.mix_norm_ratio = check_ratio(mix_norm_ratio, "mix_norm_ratio")
-        self.seed = int(seed)
-        self.verbose = int(verbose)
+        self.seed = check_positive_int(seed, "seed", minimum=0)
+        self.verbose = int(verbose) if isinstance(verbose, bool) else \
+            check_positive_int(verbose, "verbose", minimum=0)
         self.round_to = check_positive_int(round_to, "round_to")
         self.history: list = []
         self.skipped: dict = {}

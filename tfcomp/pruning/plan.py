@@ -12,15 +12,22 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import numbers
+import os
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from tfcomp._io import atomic_write_text, check_positive_int
+from tfcomp._io import atomic_write_text, check_positive_int, read_json
 from tfcomp.graph import DependencyGraph
 from tfcomp.pruning import importance as imp
-from tfcomp.pruning.targets import ChannelMacs, resolve
+from tfcomp.pruning.targets import (
+    ChannelMacs,
+    check_ratio,
+    check_target_macs,
+    resolve,
+)
 
 __all__ = ["Plan", "estimate_macs", "make_plan"]
 
@@ -181,20 +188,60 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict) -> Plan:
+        """A plan from :meth:`to_dict`'s record.
+
+        Raises:
+            ValueError: not a plan record (another format, a newer version,
+                a missing or wrongly typed field; the message says which).
+
+        Example:
+            >>> Plan.from_dict(plan.to_dict()) == plan
+            True
+        """
+        if not isinstance(d, dict):
+            raise ValueError("A pruning plan must be a JSON object. "
+                             f"Received: {type(d).__name__}")
         if d.get("format") != FORMAT:
             raise ValueError(
                 f"Not a tfcomp pruning plan: format={d.get('format')!r}")
-        if int(d.get("version", 0)) > VERSION:
+        version = d.get("version", 0)
+        if isinstance(version, bool) or not isinstance(version,
+                                                       numbers.Integral):
+            raise ValueError("Plan field 'version' must be an integer. "
+                             f"Received: version={version!r}")
+        if version > VERSION:
             raise ValueError(
-                f"Plan version {d.get('version')} is newer than this tfcomp "
+                f"Plan version {version} is newer than this tfcomp "
                 f"({VERSION}).")
-        return cls(removed={k: list(map(int, v))
-                            for k, v in d["removed"].items()},
-                   sizes={k: int(v) for k, v in d["sizes"].items()},
-                   order=list(d["order"]),
+        removed = _field(d, "removed", dict)
+        sizes = _field(d, "sizes", dict)
+        order = _field(d, "order", list)
+        meta = _field(d, "meta", dict, {})
+        for key in ("model_name", "fingerprint"):
+            _field(d, key, str, "")
+        if not all(isinstance(g, str) for g in order):
+            raise ValueError("Plan field 'order' must list group ids "
+                             f"(strings). Received: {order[:5]!r}")
+        for gid, n in sizes.items():
+            if isinstance(n, bool) or not isinstance(
+                    n, numbers.Integral) or n < 1:
+                raise ValueError(f"Plan field 'sizes' must map group ids to "
+                                 f"integers >= 1. Received: sizes[{gid!r}]="
+                                 f"{n!r}")
+        for gid, units in removed.items():
+            if not isinstance(units, (list, tuple)) or not all(
+                    isinstance(u, numbers.Integral)
+                    and not isinstance(u, bool) and u >= 0 for u in units):
+                raise ValueError(
+                    "Plan field 'removed' must map group ids to lists of "
+                    f"channel indices (integers >= 0). Received: "
+                    f"removed[{gid!r}]={units!r}"[:300])
+        return cls(removed={k: [int(u) for u in v]
+                            for k, v in removed.items()},
+                   sizes={k: int(v) for k, v in sizes.items()},
+                   order=list(order),
                    model_name=d.get("model_name", ""),
-                   fingerprint=d.get("fingerprint", ""),
-                   meta=dict(d.get("meta", {})))
+                   fingerprint=d.get("fingerprint", ""), meta=dict(meta))
 
     def to_json(self, indent: int | None = None) -> str:
         """Example: ``Plan.from_json(plan.to_json()) == plan``."""
@@ -202,16 +249,66 @@ class Plan:
 
     @classmethod
     def from_json(cls, text: str) -> Plan:
-        return cls.from_dict(json.loads(text))
+        """A plan from :meth:`to_json`'s text.
+
+        Raises:
+            ValueError: invalid JSON or not a plan record.
+
+        Example:
+            >>> Plan.from_json(plan.to_json()) == plan
+            True
+        """
+        if not isinstance(text, (str, bytes, bytearray)):
+            raise TypeError("text must be a JSON string. Received: "
+                            f"{type(text).__name__}")
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"Not a pruning plan: invalid JSON (line "
+                             f"{e.lineno}, column {e.colno}: {e.msg}).") \
+                from None
+        return cls.from_dict(doc)
 
     def save(self, path: str) -> None:
-        """Writes the JSON atomically."""
+        """Writes the JSON atomically (``tfcomp._io.atomic_write_text``).
+
+        Example:
+            >>> plan.save("plan.json")
+        """
         atomic_write_text(path, self.to_json(indent=1))
 
     @classmethod
     def load(cls, path: str) -> Plan:
-        with open(path) as f:
-            return cls.from_json(f.read())
+        """Reads a plan written by :meth:`save`.
+
+        Raises:
+            FileNotFoundError: ``path`` does not exist.
+            ValueError: an empty, truncated, non-UTF-8 or non-JSON file, or
+                JSON that is not a plan; the message names the path and
+                what is wrong.
+
+        Example:
+            >>> plan = Plan.load("plan.json")
+        """
+        doc = read_json(path, "pruning plan")
+        try:
+            return cls.from_dict(doc)
+        except ValueError as e:
+            raise ValueError(f"pruning plan {os.fspath(path)!r}: {e}") \
+                from None
+
+
+def _field(d: dict, key: str, kind: type, default=None):
+    """``d[key]``, checked to be a ``kind`` (required unless a default)."""
+    if key not in d:
+        if default is not None:
+            return default
+        raise ValueError(f"Plan has no {key!r} field.")
+    value = d[key]
+    if not isinstance(value, kind):
+        raise ValueError(f"Plan field {key!r} must be a {kind.__name__}. "
+                         f"Received: {type(value).__name__}")
+    return value
 
 
 def _jsonable(obj: Any):
@@ -310,16 +407,27 @@ def make_plan(model, ratio: float | dict = 0.3,
         the MACs before / after.
 
     Raises:
-        ValueError: ratio outside [0, 1), unknown importance or group id,
-            unreachable ``target_macs``.
-        TypeError: subclassed models.
+        ValueError: ratio outside [0, 1), ``target_macs`` NaN, infinite or
+            <= 0, ``round_to`` < 1, unknown importance or group id,
+            unreachable ``target_macs`` (checked before the model is read;
+            messages name the argument and the value).
+        TypeError: a non-numeric ``ratio`` / ``target_macs``; subclassed
+            models.
 
     Example:
         >>> plan = make_plan(model, ratio=0.5, importance="fpgm")
         >>> plan = make_plan(model, target_macs=0.5, round_to=8)
     """
-    graph = _graph(model)
     round_to = check_positive_int(round_to, "round_to")
+    seed = check_positive_int(seed, "seed", minimum=0)
+    if target_macs is not None:
+        check_target_macs(target_macs)
+    if isinstance(ratio, dict):
+        for key, r in ratio.items():
+            check_ratio(r, f"ratio[{key!r}]")
+    elif ratio is not None:
+        check_ratio(ratio)
+    graph = _graph(model)
     criterion = imp.get(importance, seed=seed, data=data)
     name = importance if isinstance(importance, str) else getattr(
         importance, "__name__", type(importance).__name__)

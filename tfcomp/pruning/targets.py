@@ -32,7 +32,7 @@ import numbers
 
 import numpy as np
 
-from tfcomp._io import check_positive_int
+from tfcomp._io import check_number, check_positive_int
 from tfcomp.graph import DependencyGraph
 
 __all__ = ["ChannelMacs", "Targets", "channel_macs", "check_ratio",
@@ -253,20 +253,21 @@ def ignored_group_ids(graph: DependencyGraph, ignored_layers) -> set:
                 for m in g.producers)}
 
 
-def check_target_macs(target_macs) -> float:
-    """``target_macs`` as a float > 0 (a fraction of the dense MACs if
-    <= 1, else absolute).
+def check_target_macs(target_macs, name: str = "target_macs") -> float:
+    """``target_macs`` as a finite float > 0 (a fraction of the dense MACs
+    if <= 1, else absolute).
+
+    Raises:
+        TypeError: not a real number (a string, None, a bool).
+        ValueError: NaN, infinite or <= 0.
 
     Example:
         >>> check_target_macs(0.5)
         0.5
     """
-    if isinstance(target_macs, bool) or not isinstance(
-            target_macs, numbers.Real) or not target_macs > 0:
-        raise ValueError("target_macs must be a number > 0 (a fraction of "
-                         "the dense MACs if <= 1). Received: "
-                         f"target_macs={target_macs!r}")
-    return float(target_macs)
+    return check_number(target_macs, name, 0, min_open=True,
+                        hint="a fraction of the dense MACs if <= 1, else "
+                             "absolute")
 
 
 def _uniform_targets(graph, groups, ignored) -> list:
@@ -309,8 +310,13 @@ def resolve(graph, ratio=None, *, target_macs=None, round_to: int = 1,
         >>> t.macs <= t.target_macs
         True
     """
-    graph = _as_graph(graph)
     round_to = check_positive_int(round_to, "round_to")
+    steps = check_positive_int(bisection_steps, "bisection_steps")
+    if target_macs is not None:
+        check_target_macs(target_macs)
+    if ratio is not None and not isinstance(ratio, dict):
+        check_ratio(ratio)
+    graph = _as_graph(graph)
     ignored = ignored_group_ids(graph, ignored_layers)
     if isinstance(ratio, dict):
         if target_macs is not None:
@@ -369,8 +375,7 @@ def resolve(graph, ratio=None, *, target_macs=None, round_to: int = 1,
                 f"{round_to} channel(s) per pruned group still costs "
                 f"{smallest:,} MACs (dense: {cost.dense:,}).")
         lo = 0.0
-        for _ in range(check_positive_int(bisection_steps,
-                                          "bisection_steps")):
+        for _ in range(steps):
             mid = 0.5 * (lo + hi)
             if macs_at(mid) <= budget:
                 hi = mid

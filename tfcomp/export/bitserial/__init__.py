@@ -25,6 +25,7 @@ Example:
 from tfcomp.export.bitserial.builder import IRBuilder
 from tfcomp.export.bitserial.descriptor import (
     SCHEMA_VERSION,
+    descriptor_blob_path,
     load_descriptor,
     load_schema,
     schema_path,
@@ -75,6 +76,7 @@ __all__ = [
     "bismo_schedule",
     "bitfusion_schedule",
     "build_ir_from_keras",
+    "descriptor_blob_path",
     "export_bitserial",
     "integer_reference",
     "load_descriptor",

@@ -1,7 +1,9 @@
 """Versioned bit-serial descriptor (JSON) + packed weight blob: write, load,
 validate.
 
-A descriptor ``model.json`` sits beside its blob ``model.bin``. The JSON
+A descriptor ``model.json`` sits beside its blob ``model.<sha256[:16]>.bin``
+(the name the JSON's ``blob.file`` records; descriptors written before blobs
+were content-addressed name ``model.bin`` and still load). The JSON
 holds, per layer: op, shapes, the grouped GEMM view (M, K, N), operand bits
 and signedness, scales / zero points, int32 bias, per-channel requantization
 (multiplier, shift), the weights' offset and size in the blob, the target's
@@ -12,6 +14,15 @@ uint64, Bit Fusion packed ``w_bits``-bit fields; rows are output channels
 (depthwise: ``channel * multiplier + m``), K in (kh, kw, cin) order. The blob
 is covered by its length and sha256. The JSON Schema ships as
 ``tfcomp/export/schemas/bitserial_descriptor.schema.json``.
+
+Writing is crash-safe as a pair: the blob goes first under its
+content-addressed name, the JSON is replaced last (both atomically), then
+the blobs of this descriptor that no longer are referenced are removed. A
+reader (or a process killed at any point) sees the old pair or the new pair,
+never a JSON whose blob is another one's. Blobs left by a writer killed
+before its JSON landed are removed by the next write of that descriptor.
+Two descriptors whose names differ only by ``.json`` (``net`` and
+``net.json``) share a blob stem: do not keep both in one folder.
 
 Example:
     >>> desc = write_descriptor(ir, "out/model.json", hardware="bismo")
@@ -24,10 +35,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 
 import numpy as np
 
-from tfcomp._io import atomic_write_bytes
+from tfcomp._io import atomic_write_bytes, remove_stale_temps
 from tfcomp.export.bitserial import packing
 from tfcomp.export.bitserial.errors import (
     BlobIntegrityError,
@@ -51,6 +63,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "TARGETS",
     "blob_path_for",
+    "descriptor_blob_path",
     "load_descriptor",
     "load_schema",
     "schema_path",
@@ -88,15 +101,90 @@ def load_schema() -> dict:
         return json.load(f)
 
 
-def blob_path_for(path: str) -> str:
-    """``model.json`` -> ``model.bin`` (else ``path + ".bin"``).
+def _blob_stem(path: str) -> str:
+    root, ext = os.path.splitext(os.fspath(path))
+    return root if ext.lower() == ".json" else os.fspath(path)
+
+
+def blob_path_for(path: str, sha256: str | None = None) -> str:
+    """The blob path of descriptor ``path``: ``model.json`` ->
+    ``model.<sha256[:16]>.bin`` for a blob of that sha256 (what
+    :func:`write_descriptor` writes); without ``sha256`` the name
+    descriptors written before blobs were content-addressed used,
+    ``model.bin`` (else ``path + ".bin"``). The blob a descriptor uses is
+    the one its JSON names: :func:`descriptor_blob_path`.
 
     Example:
         >>> blob_path_for("out/net.json")
         'out/net.bin'
+        >>> blob_path_for("out/net.json", "ab" * 32)
+        'out/net.abababababababab.bin'
     """
-    root, ext = os.path.splitext(path)
-    return root + ".bin" if ext.lower() == ".json" else path + ".bin"
+    stem = _blob_stem(path)
+    if sha256 is None:
+        return stem + ".bin"
+    if not re.fullmatch(r"[0-9a-f]{16,64}", str(sha256)):
+        raise ValueError("sha256 must be a lowercase hex digest. Received: "
+                         f"sha256={sha256!r}")
+    return f"{stem}.{sha256[:16]}.bin"
+
+
+def descriptor_blob_path(path: str, desc: dict | None = None) -> str:
+    """The blob the descriptor at ``path`` names (its ``blob.file``, beside
+    it).
+
+    Example:
+        >>> os.path.basename(descriptor_blob_path("out/net.json"))
+        'net.3f2a9c0d1e2b4a5c.bin'
+    """
+    if desc is None:
+        desc = _read_json(path)
+    blob = desc.get("blob") if isinstance(desc, dict) else None
+    if not isinstance(blob, dict) or not isinstance(blob.get("file"), str):
+        raise DescriptorError(f"descriptor {path!r} names no blob file "
+                              "($.blob.file).")
+    return os.path.join(os.path.dirname(os.fspath(path)), blob["file"])
+
+
+def _referenced_blob(path: str) -> str | None:
+    """``blob.file`` of the JSON now at ``path`` (None if unreadable)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            name = json.load(f)["blob"]["file"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return name if isinstance(name, str) else None
+
+
+def _remove_stale_blobs(path: str, keep: str, replaced: str | None) -> None:
+    """Removes this descriptor's blobs that its JSON no longer names.
+
+    ``keep`` is the blob just written; ``replaced`` the one the replaced JSON
+    named (the legacy ``model.bin`` is only removed as such). Content-
+    addressed blobs of this stem that the JSON now on disk does not name
+    are left over from killed or earlier writes and go too.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    current = _referenced_blob(path)  # a concurrent writer's JSON wins
+    protect = {keep, current}
+    pattern = re.compile(re.escape(os.path.basename(_blob_stem(path)))
+                         + r"\.[0-9a-f]{16}\.bin")
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    doomed = [n for n in names if pattern.fullmatch(n)]
+    if replaced == os.path.basename(blob_path_for(path)):
+        doomed.append(replaced)  # the blob name of older tfcomp versions
+    for name in set(doomed) - protect:
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass  # already gone, or not ours to remove
+    # temporary files of blobs of other contents (a killed write)
+    temp = re.compile(re.escape(".tmp-") + "(" + pattern.pattern + ")-")
+    for base in {m.group(1) for m in map(temp.match, names) if m}:
+        remove_stale_temps(os.path.join(directory, base))
 
 
 def weight_rows(op: IntOp) -> np.ndarray:
@@ -231,15 +319,20 @@ def _total(costs, key, cast):
     return cast(sum(vals)) if None not in vals else None
 
 
-def write_descriptor(ir: IntegerIR, path: str, hardware="bismo",
+def write_descriptor(ir: IntegerIR, path: str, hardware=None,
                      hardware_config: dict | None = None, batch: int = 1, *,
                      target: str | None = None) -> dict:
-    """Writes ``path`` (JSON) and its weight blob, both atomically.
+    """Writes ``path`` (JSON) and its weight blob as a crash-safe pair.
+
+    The blob is written (atomically) under its content-addressed name
+    ``blob_path_for(path, sha256)``, then the JSON naming it replaces the
+    old one, then blobs of ``path`` that the JSON no longer names are
+    removed: a reader sees the old pair or the new pair.
 
     Args:
         ir: the integer network.
-        path: descriptor path; the blob goes to ``blob_path_for(path)``.
-        hardware: the accelerator: "bismo" (bit-plane packed weights,
+        path: descriptor path; the blob goes beside it (see above).
+        hardware: the accelerator, default "bismo" (bit-plane packed weights,
             Fetch/Exec/Result/Sync program) or "bitfusion" (packed b-bit
             weights, loop tiling), costed by the default ``tfcomp.hardware``
             model (``BISMO()`` / ``BitFusion("edge")``); or a cost model
@@ -284,7 +377,8 @@ def write_descriptor(ir: IntegerIR, path: str, hardware="bismo",
             layers.append(_host_layer(op, ir, shapes))
     from tfcomp.export.bitserial import __version__
     blob_bytes = bytes(blob)
-    blob_file = blob_path_for(path)
+    digest = hashlib.sha256(blob_bytes).hexdigest()
+    blob_file = blob_path_for(path, digest)
     arr = [la["cost"] for la in layers if la["engine"] == "array"]
     desc = {
         "format": FORMAT, "schema_version": SCHEMA_VERSION,
@@ -292,7 +386,7 @@ def write_descriptor(ir: IntegerIR, path: str, hardware="bismo",
         "target": target, "batch": int(batch),
         "blob": {"file": os.path.basename(blob_file),
                  "nbytes": len(blob_bytes),
-                 "sha256": hashlib.sha256(blob_bytes).hexdigest(),
+                 "sha256": digest,
                  "alignment": ALIGNMENT, "byte_order": "little"},
         "hardware": {"name": hw.name, "config": hw.config,
                      "schedule_params": hw.schedule_params,
@@ -307,8 +401,15 @@ def write_descriptor(ir: IntegerIR, path: str, hardware="bismo",
             "energy_j": _total(arr, "energy_j", float),
             "compute_cycles": int(sum(c["compute_cycles"] for c in arr))},
     }
-    atomic_write_bytes(blob_file, blob_bytes)
-    atomic_write_bytes(path, json.dumps(desc, indent=1).encode("utf-8"))
+    text = json.dumps(desc, indent=1).encode("utf-8")
+    replaced = _referenced_blob(path)
+    atomic_write_bytes(blob_file, blob_bytes)  # 1. the new blob
+    atomic_write_bytes(path, text)             # 2. the JSON naming it
+    _remove_stale_blobs(path, os.path.basename(blob_file), replaced)
+    if not os.path.exists(blob_file) and _referenced_blob(path) == \
+            os.path.basename(blob_file):
+        atomic_write_bytes(blob_file, blob_bytes)  # a concurrent writer's
+        # clean-up removed it between our steps; ours is the live pair
     return desc
 
 
@@ -362,6 +463,11 @@ def _read_json(path: str) -> dict:
             text = f.read()
     except OSError as e:
         raise DescriptorError(f"cannot read descriptor {path!r}: {e}") from e
+    except UnicodeDecodeError:
+        raise DescriptorError(f"descriptor {path!r} is not UTF-8 text; is it "
+                              "the JSON (not the blob)?") from None
+    if not text.strip():
+        raise DescriptorError(f"descriptor {path!r} is empty.")
     try:
         desc = json.loads(text)
     except json.JSONDecodeError as e:
@@ -397,8 +503,7 @@ def _check_document(desc: dict, origin: str) -> None:
 
 
 def _read_blob(desc: dict, path: str) -> bytes:
-    blob_file = os.path.join(os.path.dirname(os.path.abspath(path)),
-                             desc["blob"]["file"])
+    blob_file = descriptor_blob_path(path, desc)
     try:
         with open(blob_file, "rb") as f:
             data = f.read()
@@ -419,6 +524,22 @@ def _read_blob(desc: dict, path: str) -> bytes:
     return data
 
 
+def _read_pair(path: str, check_blob: bool = True) -> tuple:
+    """``(desc, blob or None)``; a blob that vanished because a writer
+    replaced the pair meanwhile is read again from the new JSON."""
+    for attempt in range(3):
+        desc = _read_json(path)
+        _check_document(desc, repr(path))
+        if not check_blob:
+            return desc, None
+        try:
+            return desc, _read_blob(desc, path)
+        except BlobIntegrityError:
+            if attempt == 2 or _referenced_blob(path) == desc["blob"]["file"]:
+                raise  # not a replaced pair: the blob itself is bad
+    raise AssertionError("unreachable")
+
+
 def load_descriptor(path: str) -> tuple[dict, bytes]:
     """Reads, validates and integrity-checks a descriptor and its blob.
 
@@ -436,9 +557,7 @@ def load_descriptor(path: str) -> tuple[dict, bytes]:
     Example:
         >>> desc, blob = load_descriptor("out/model.json")
     """
-    desc = _read_json(path)
-    _check_document(desc, repr(path))
-    return desc, _read_blob(desc, path)
+    return _read_pair(path)
 
 
 def validate_descriptor(path, check_blob: bool = True) -> dict:
@@ -459,8 +578,4 @@ def validate_descriptor(path, check_blob: bool = True) -> dict:
     if isinstance(path, dict):
         _check_document(path, "descriptor")
         return path
-    desc = _read_json(path)
-    _check_document(desc, repr(path))
-    if check_blob:
-        _read_blob(desc, path)
-    return desc
+    return _read_pair(path, check_blob)[0]

@@ -16,7 +16,10 @@ import keras
 import numpy as np
 
 from tfcomp._io import as_arrays
-from tfcomp.export.bitserial.descriptor import blob_path_for, write_descriptor
+from tfcomp.export.bitserial.descriptor import (
+    descriptor_blob_path,
+    write_descriptor,
+)
 from tfcomp.export.bitserial.hardware_hook import (
     hardware_args,
     resolve_hardware,
@@ -88,7 +91,7 @@ def _eager_outputs(model, x, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(outs, axis=0)
 
 
-def export_bitserial(model, path: str, hardware="bismo",
+def export_bitserial(model, path: str, hardware=None,
                      hardware_config: dict | None = None,
                      calibration_data=None, verify_x=None, batch: int = 1,
                      verify: bool = True, *, target: str | None = None,
@@ -105,8 +108,8 @@ def export_bitserial(model, path: str, hardware="bismo",
     Args:
         model: a calibrated / trained QAT model (``quantize_model``).
         path: descriptor path (``.json``; the blob goes beside it).
-        hardware: the accelerator: "bismo", "bitfusion" or a cost model
-            (see :func:`write_descriptor`).
+        hardware: the accelerator (default "bismo"): "bismo", "bitfusion"
+            or a cost model (see :func:`write_descriptor`).
         hardware_config: parameters of the accelerator's default model
             (see :func:`write_descriptor`).
         calibration_data: inputs for tensors the model does not quantize
@@ -134,9 +137,21 @@ def export_bitserial(model, path: str, hardware="bismo",
             calibration_data = calibration_x
     cal_x = None if calibration_data is None else as_arrays(
         calibration_data, model=model)[0]
+    x = verify_x if verify_x is not None else cal_x
+    if verify and x is not None:  # checked before anything is written
+        x = as_arrays(x, model=model, name="verify_x" if verify_x is not None
+                      else "calibration_data")[0]
+        if isinstance(batch, bool) or not isinstance(
+                batch, (int, np.integer)) or batch < 1:
+            raise ValueError(f"batch must be an int >= 1. Received: "
+                             f"batch={batch!r}")
+        n = (len(x) // batch) * batch
+        if n == 0:
+            raise ValueError(f"verify_x must hold at least batch={batch} "
+                             f"samples. Received: {len(x)}")
     ir = build_ir_from_keras(model, cal_x)
     desc = write_descriptor(ir, path, hw, batch=batch)
-    blob = blob_path_for(path)
+    blob = descriptor_blob_path(path, desc)
     totals = desc["totals"]
     report = BitSerialReport(
         path=path, blob_path=blob,
@@ -146,14 +161,8 @@ def export_bitserial(model, path: str, hardware="bismo",
         latency_s=totals["latency_s"], energy_j=totals["energy_j"],
         compute_cycles=totals["compute_cycles"],
         notes=list(ir.notes))
-    x = verify_x if verify_x is not None else cal_x
     if not verify or x is None:
         return report
-    x = np.asarray(x, np.float32)
-    n = (len(x) // batch) * batch
-    if n == 0:
-        raise ValueError(f"verify_x must hold at least batch={batch} "
-                         f"samples. Received: {len(x)}")
     x = x[:n]
     y_sim = simulate_bitserial(path, x)
     report.simulator_exact = bool(np.array_equal(y_sim,

@@ -21,32 +21,45 @@ from tfcomp.export.bitserial.ir import IntegerIR, IntOp, QuantParams
 __all__ = ["gemm_accumulator", "integer_reference", "prepare_input"]
 
 
-def prepare_input(x, quant: QuantParams, shape) -> np.ndarray:
+def prepare_input(x, quant: QuantParams, shape, name: str = "x"
+                  ) -> np.ndarray:
     """Float input -> quantized int64; integer input -> range-checked.
 
     Args:
         x: ``(B,) + shape`` array; floats are quantized with ``quant``.
         quant: the input tensor's quantization.
         shape: input shape without batch.
+        name: the argument's name, for error messages.
 
     Returns:
         int64 array.
+
+    Raises:
+        ValueError: wrong shape, NaN / infinite floats, integers outside
+            the input's range.
+        TypeError: neither floats nor integers.
 
     Example:
         >>> prepare_input(np.array([[0.5]]), QuantParams(4, False, 0.1), (1,))
         array([[5]])
     """
     x = np.asarray(x)
-    if x.shape[1:] != tuple(shape):
-        raise ValueError(f"x must have shape (batch,) + {tuple(shape)}. "
-                         f"Received: x.shape={x.shape}")
+    if x.ndim == 0 or x.shape[1:] != tuple(shape):
+        raise ValueError(f"{name} must have shape (batch,) + {tuple(shape)}."
+                         f" Received: {name}.shape={x.shape}")
     if np.issubdtype(x.dtype, np.floating):
+        bad = ~np.isfinite(x)
+        if bad.any():
+            raise ValueError(
+                f"{name} holds {int(bad.sum())} NaN or infinite value(s) "
+                f"(first at index {tuple(int(i) for i in np.argwhere(bad)[0])}"
+                "); the accelerator's inputs must be finite.")
         return quant.quantize(x)
     if not np.issubdtype(x.dtype, np.integer):
-        raise TypeError(f"x must be a float or integer array. Received: "
-                        f"dtype={x.dtype}")
+        raise TypeError(f"{name} must be a float or integer array. Received:"
+                        f" dtype={x.dtype}")
     if x.size and (x.min() < quant.qmin or x.max() > quant.qmax):
-        raise ValueError(f"integer x must lie in [{quant.qmin}, "
+        raise ValueError(f"integer {name} must lie in [{quant.qmin}, "
                          f"{quant.qmax}]. Received: [{x.min()}, {x.max()}]")
     return x.astype(np.int64)
 
