@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "BadInputError",
     "STALE_TEMP_SECONDS", "ParentNotADirectoryError", "atomic_path",
     "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
     "atomic_save_keras", "remove_stale_temps", "make_dirs", "as_arrays",
@@ -57,7 +58,18 @@ _TMP_PREFIX = ".tmp-"
 _CHUNK = 1 << 20
 
 
-class ParentNotADirectoryError(NotADirectoryError, ValueError):
+class BadInputError(ValueError):
+    """Base of tfcomp's errors about a bad file or argument given by the
+    user (a corrupt file, a wrong shape...): the CLI maps them to exit
+    code 2, as it does its own argument errors.
+
+    Example:
+        >>> issubclass(BadInputError, ValueError)
+        True
+    """
+
+
+class ParentNotADirectoryError(NotADirectoryError, BadInputError):
     """A file's parent path is a file: an ``OSError`` and a ``ValueError``.
 
     Example:

@@ -388,3 +388,15 @@ def test_resume_after_a_kill_while_proposing(model, data, tmp_path):
     assert [h[0] for h in state["tfcomp"]["history"]] == ids
     np.testing.assert_array_equal(resumed.oracle.agent.actor.params[0],
                                   ref.oracle.agent.actor.params[0])
+
+
+def test_search_cost_agrees_with_the_one_channel_cost(model, data):
+    """AMC's per-layer evaluator (the budget wall's fast path) and the one
+    cost of channel counts (``pruning.targets.ChannelMacs``) agree."""
+    x, y = data
+    hm = AMCHyperModel(model, x, (x, y), budget=0.5, round_to=1)
+    space = hm.space
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        counts = np.array([int(rng.integers(1, s + 1)) for s in space.sizes])
+        assert space.cost(counts) == pytest.approx(space.macs(counts))

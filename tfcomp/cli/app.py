@@ -15,6 +15,7 @@ import argparse
 import os
 import sys
 
+from tfcomp._io import BadInputError
 from tfcomp.cli import (
     export,
     lut,
@@ -321,6 +322,19 @@ def _verb(args) -> str:
     return args.command
 
 
+def _bad_input_errors() -> tuple:
+    """Errors about a file or value the user gave (exit code 2).
+
+    ``TFLiteModelError`` lives in the device profiler, which runs alone on
+    a phone and so cannot derive from ``tfcomp._io.BadInputError``; it
+    can only have been raised if its module is loaded.
+    """
+    profiler = sys.modules.get("tfcomp.hardware.device_profiler")
+    if profiler is None:
+        return (BadInputError,)
+    return (BadInputError, profiler.TFLiteModelError)
+
+
 def main(argv=None) -> int:
     """Entry point of the ``tfcomp`` console script.
 
@@ -347,6 +361,11 @@ def main(argv=None) -> int:
     try:
         args.func(args)
     except CLIError as e:
+        if args.traceback:
+            raise
+        print(f"tfcomp {verb}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except _bad_input_errors() as e:  # a corrupt file or bad value given
         if args.traceback:
             raise
         print(f"tfcomp {verb}: error: {_one_line(e)}", file=sys.stderr)

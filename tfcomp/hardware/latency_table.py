@@ -46,7 +46,7 @@ import itertools
 import json
 import math
 
-from tfcomp._io import atomic_write_text, read_json
+from tfcomp._io import BadInputError, atomic_write_text, read_json
 from tfcomp.hardware.base import Cost, HardwareModel, as_specs
 from tfcomp.hardware.device_profiler import FORMAT, VERSION
 from tfcomp.hardware.spec import LayerSpec
@@ -63,7 +63,7 @@ FLOAT_BITS = 32
 INTERPOLATIONS = ("linear", "step")
 
 
-class LatencyTableError(ValueError):
+class LatencyTableError(BadInputError):
     """A table file is corrupt or too new, or a lookup cannot be answered."""
 
 

@@ -36,8 +36,8 @@ from tfcomp._io import check_number, check_positive_int
 from tfcomp.graph import DependencyGraph
 
 __all__ = ["ChannelMacs", "Targets", "channel_macs", "check_ratio",
-           "check_target_macs", "ignored_group_ids", "n_keep", "resolve",
-           "resolve_keep_counts"]
+           "check_target_macs", "group_for_key", "ignored_group_ids",
+           "n_keep", "resolve", "resolve_keep_counts"]
 
 # Bisection steps on the uniform ratio (the interval is below 1e-12 then).
 _ITERATIONS = 40
@@ -215,8 +215,13 @@ class Targets:
     orders: dict | None = None
 
 
-def _group_for_key(graph: DependencyGraph, key: str):
-    """A group from its id or from a layer producing it."""
+def group_for_key(graph: DependencyGraph, key: str):
+    """A group from its id or from a layer producing it.
+
+    Example:
+        >>> group_for_key(graph, "conv1").id == graph.producer_group("conv1").id
+        True
+    """
     if key in graph:
         return graph.group(key)
     try:
@@ -278,7 +283,7 @@ def _uniform_targets(graph, groups, ignored) -> list:
             groups = [groups]
         candidates = []
         for key in groups:
-            g = _group_for_key(graph, key)
+            g = group_for_key(graph, key)
             if not g.prunable:
                 raise ValueError(f"Group {g.id!r} cannot be pruned "
                                  f"({g.reason}). Received: groups={groups!r}")
@@ -329,7 +334,7 @@ def resolve(graph, ratio=None, *, target_macs=None, round_to: int = 1,
                              f"groups={groups!r}")
         ratios = {}
         for key, r in ratio.items():
-            g = _group_for_key(graph, key)
+            g = group_for_key(graph, key)
             r = check_ratio(r, f"ratio[{key!r}]")
             if r > 0 and not g.prunable:
                 raise ValueError(

@@ -1,6 +1,6 @@
 """AMC: AutoML for Model Compression as a keras-tuner search.
 
-keras-tuner's split (DESIGN.md, "Tuners"):
+keras-tuner's split (docs/ARCHITECTURE.md):
 
 * ``AMCHyperModel`` owns the reference model, the search space and the
   evaluation: one keras-tuner ``Float`` hyperparameter per prunable channel

@@ -1,6 +1,6 @@
 """HAQ: Hardware-Aware Automated Quantization as a keras-tuner search.
 
-keras-tuner's split (DESIGN.md, "Tuners"):
+keras-tuner's split (docs/ARCHITECTURE.md):
 
 * ``HAQHyperModel`` owns the float model, the space and the evaluation:
   ``Int`` hyperparameters ``"w_bits/<layer>"`` and ``"a_bits/<layer>"`` in

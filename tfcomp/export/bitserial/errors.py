@@ -8,10 +8,12 @@ Example:
     DescriptorError
 """
 
+from tfcomp._io import BadInputError
+
 __all__ = ["BlobIntegrityError", "DescriptorError", "SchemaVersionError"]
 
 
-class DescriptorError(ValueError):
+class DescriptorError(BadInputError):
     """The descriptor is unreadable, malformed or inconsistent.
 
     Example:

@@ -426,7 +426,7 @@ def reconstruction_targets(graph, ratio, *, target_macs=None,
             raise ValueError(f"{what}: ratio dict is empty.")
         if target_macs is None and groups is None:
             for key in ratio:
-                g = tg._group_for_key(graph, key)
+                g = tg.group_for_key(graph, key)
                 why = (f"it cannot be pruned: {g.reason}" if not g.prunable
                        else consumer_support(graph, g))
                 if why is not None:
@@ -458,7 +458,7 @@ def reconstructible_groups(graph, groups=None, ignored_layers=None,
     else:
         candidates = []
         for key in [groups] if isinstance(groups, str) else groups:
-            g = tg._group_for_key(graph, key)
+            g = tg.group_for_key(graph, key)
             if not g.prunable:
                 raise ValueError(f"Group {g.id!r} cannot be pruned: "
                                  f"{g.reason}.")

@@ -143,7 +143,7 @@ def test_simulator_agrees_with_int8_tflite_at_8_bits(tmp_path):
     x = x.astype("float32")
     calibrate(qat, x[:64])
     tfl = str(tmp_path / "r8.tflite")
-    export_tflite(qat, tfl, quantization="int8", representative_data=x[:64],
+    export_tflite(qat, tfl, quantization="int8", calibration_data=x[:64],
                   verify=False)
     interp, _ = make_interpreter(tfl)
     y_tfl = np.asarray(run_interpreter(interp, x[64:])).reshape(32, -1)

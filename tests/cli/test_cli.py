@@ -17,7 +17,7 @@ import pytest
 import tfcomp
 from tfcomp.cli import main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHAPE = (12, 12, 1)
 
 
@@ -501,3 +501,22 @@ def test_real_exit_codes(ws):
     assert not (d / "o.keras").exists()
     assert good.returncode == 0, err_good
     assert f"Total MACs:   {macs:,}" in out_good
+
+
+def test_corrupt_inputs_exit_2_with_one_line(ws, capsys, tmp_path):
+    """A corrupt .tflite or latency table is bad input: exit 2, one line."""
+    d, _ = ws
+    bad_tflite = tmp_path / "bad.tflite"
+    bad_tflite.write_bytes(b"\x1c\x00\x00\x00TFL3" + b"\x00" * 8)
+    bad_lut = tmp_path / "bad.json"
+    bad_lut.write_text('{"format": "tfcomp-latency-table", "version"')
+    for args, name in (
+            (["report", "--model", f"dense={d / 'model.keras'}",
+              "--tflite", f"dense={bad_tflite}", "--runs", "1",
+              "--output", tmp_path / "rep"], "bad.tflite"),
+            (["report", "--model", f"dense={d / 'model.keras'}",
+              "--lut", bad_lut, "--output", tmp_path / "rep2"], "bad.json")):
+        code, _, err = run(args, capsys)
+        assert code == 2, err
+        lines = [x for x in err.splitlines() if x.strip()]
+        assert len(lines) == 1 and name in lines[0], err
