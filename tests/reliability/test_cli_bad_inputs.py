@@ -251,6 +251,7 @@ def test_case_table_is_large_and_unique():
     assert len({c[0] for c in CASES}) == len(CASES)
 
 
+@pytest.mark.slow
 def test_diverging_fine_tune_fails_before_saving(inputs, tmp_path, capsys):
     """A finite but absurd --lr is work that fails (exit 1): nothing saved."""
     out = tmp_path / "out.keras"
