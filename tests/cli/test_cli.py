@@ -211,7 +211,7 @@ def test_prune_round_to_applies_to_every_method(ws, tiny_models, method,
     (["prune", "{d}/model.keras", "{d}/o.keras", "--ratio", "0.5",
       "--data", "{d}/wrong_shape.npz"], 2, "the model expects (12, 12, 1)"),
     (["prune", "{d}/broken.keras", "{d}/o.keras", "--ratio", "0.5"], 2,
-     "cannot load model"),
+     "is not a .keras file (not a zip archive)"),
     (["prune", "{d}/model.keras", "{d}/o.keras", "--target-macs", "10"], 1,
      "cannot be reached"),
     (["quantize", "{d}/model.keras", "{d}/o.keras", "--bits", "9"], 2,
@@ -442,7 +442,7 @@ def test_report_from_results_json(ws, capsys):
         assert png in text and (d / "rep1" / png).stat().st_size > 1000
     (d / "bad_results.json").write_text("{not json")
     code, _, err = run(["report", d / "bad_results.json"], capsys)
-    assert code == 1 and "not valid JSON" in err
+    assert code == 2 and "not valid JSON" in err  # bad input
 
 
 @pytest.mark.slow

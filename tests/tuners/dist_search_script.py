@@ -6,6 +6,11 @@ Run by tests/tuners/test_distributed.py, once per role, with
 serves the AMCOracle (keras-tuner's gRPC server); workers run trials with
 fake metrics (no pruning) and log the ids they ran to ``ran_<id>.txt``.
 
+Optional environment: ``TFCOMP_DIST_LEASE`` (the oracle's lease_timeout,
+seconds) and ``TFCOMP_DIST_HANG`` (a worker id: that worker writes
+``hang_<id>.txt`` with its first trial's id and then sleeps in that trial
+until it is killed).
+
 Usage: python dist_search_script.py WORK_DIR MAX_TRIALS
 """
 
@@ -35,6 +40,9 @@ def main(work_dir: str, max_trials: int) -> None:
 
     role = os.environ["KERASTUNER_TUNER_ID"]
     log = os.path.join(work_dir, f"ran_{role}.txt")
+    hang = os.environ.get("TFCOMP_DIST_HANG") == role
+    lease = os.environ.get("TFCOMP_DIST_LEASE")
+    extra = {"lease_timeout": float(lease)} if lease else {}
 
     class FakeAMC(AMCHyperModel):
         """Reward -sum((ratio - 0.6)^2); nothing is pruned."""
@@ -53,6 +61,11 @@ def main(work_dir: str, max_trials: int) -> None:
         def run_trial(self, trial, *args, **kwargs):
             with open(log, "a") as f:
                 f.write(trial.trial_id + "\n")
+            if hang:
+                with open(os.path.join(work_dir, f"hang_{role}.txt"),
+                          "w") as f:
+                    f.write(trial.trial_id + "\n")
+                time.sleep(3600)  # until the test kills this worker
             return super().run_trial(trial, *args, **kwargs)
 
     keras.utils.set_random_seed(1)
@@ -64,7 +77,7 @@ def main(work_dir: str, max_trials: int) -> None:
     tuner = LoggingTuner(hm, max_trials=max_trials, seed=0, warmup=2,
                          agent_config={"batch_size": 8, "hidden": (32, 32)},
                          directory=os.path.join(work_dir, role),
-                         project_name="dist", overwrite=True)
+                         project_name="dist", overwrite=True, **extra)
     if role != "chief":
         # Start both workers' searches together (test coordination only;
         # the trials are handed out by keras-tuner's chief).

@@ -4,11 +4,14 @@ A chief and two workers on 127.0.0.1 run tests/tuners/dist_search_script.py
 as subprocesses (fake metrics, so trials take ~0.3 s; the workers start
 searching together). keras-tuner's chief
 polls for its exit every 20 s once a worker is told to stop, so the whole
-test takes 20-50 s on a loaded 2-core box.
+test takes 20-50 s on a loaded 2-core box. The second test SIGKILLs a
+worker in the middle of a trial: the oracle's lease hands the trial to the
+other worker, and the chief exits.
 """
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +25,7 @@ SCRIPT = os.path.join(os.path.dirname(__file__), "dist_search_script.py")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 MAX_TRIALS = 6
+LEASE = 5.0
 
 
 def _free_port() -> int:
@@ -30,8 +34,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(role, work_dir, port):
+def _start(role, work_dir, port, extra_env=None):
     env = dict(os.environ)
+    env.update(extra_env or {})
     env.update({
         "KERASTUNER_TUNER_ID": role, "KERASTUNER_ORACLE_IP": "127.0.0.1",
         "KERASTUNER_ORACLE_PORT": str(port), "KERAS_BACKEND": "tensorflow",
@@ -88,17 +93,27 @@ def test_chief_and_two_workers_finish_the_search(tmp_path):
             out.close()
 
     ids = [f"{i}" for i in range(MAX_TRIALS)]
-    ran = {}
+    ran = _ran(work)
     for role in ("tuner0", "tuner1"):
-        path = work / f"ran_{role}.txt"
-        ran[role] = path.read_text().split() if path.exists() else []
         assert (work / f"done_{role}.txt").exists()
     runs = ran["tuner0"] + ran["tuner1"]
     # every trial ran exactly once, on one worker; both workers took part
     assert sorted(runs) == ids, (ran, _logs(work))
     assert ran["tuner0"] and ran["tuner1"], ran
     assert (work / "done_chief.txt").exists()
+    _check_project(work, ids)
 
+
+def _ran(work) -> dict:
+    ran = {}
+    for role in ("tuner0", "tuner1"):
+        path = work / f"ran_{role}.txt"
+        ran[role] = path.read_text().split() if path.exists() else []
+    return ran
+
+
+def _check_project(work, ids) -> None:
+    """The chief's project: every trial completed and learnt from once."""
     project = work / "chief" / "dist"
     state = json.loads((project / "oracle.json").read_text())
     assert sorted(state["start_order"]) == ids
@@ -120,3 +135,53 @@ def test_chief_and_two_workers_finish_the_search(tmp_path):
     # the workers hold no oracle state of their own
     for role in ("tuner0", "tuner1"):
         assert not (work / role / "dist" / "oracle.json").exists()
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_trial_loses_no_trial(tmp_path):
+    """tuner1 hangs in its first trial (heartbeating), is SIGKILLed and not
+    restarted: tuner0 runs that trial after the lease, the chief exits."""
+    work = tmp_path
+    port = _free_port()
+    extra = {"TFCOMP_DIST_LEASE": str(LEASE), "TFCOMP_DIST_HANG": "tuner1"}
+    started = time.monotonic()
+    procs = []
+    try:
+        procs.append(("chief",) + _start("chief", work, port, extra))
+        for role in ("tuner0", "tuner1"):
+            procs.append((role,) + _start(role, work, port, extra))
+        victim_proc = procs[2][1]
+        marker = work / "hang_tuner1.txt"
+        while not (marker.exists() and marker.read_text().strip()):
+            if time.monotonic() > started + 120 or \
+                    victim_proc.poll() is not None:
+                pytest.fail(f"tuner1 did not start a trial.\n{_logs(work)}")
+            time.sleep(0.1)
+        victim = marker.read_text().split()[0]
+        # Alive and heartbeating, tuner1 keeps its trial past the lease
+        # (tuner0 meanwhile ends the others and waits).
+        time.sleep(LEASE * 1.4)
+        assert victim not in _ran(work)["tuner0"], _logs(work)
+        assert procs[0][1].poll() is None
+        os.kill(victim_proc.pid, signal.SIGKILL)
+        victim_proc.wait(timeout=10)
+        _wait(procs[1][1], time.monotonic() + 90, work, "tuner0")
+        # the chief exits once tuner0 is told to stop (no 20 s poll: by then
+        # no trial is ongoing and no worker is left)
+        _wait(procs[0][1], time.monotonic() + 45, work, "chief")
+    finally:
+        for _, proc, out in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+            out.close()
+
+    ids = [f"{i}" for i in range(MAX_TRIALS)]
+    ran = _ran(work)
+    assert ran["tuner1"] == [victim], ran
+    assert sorted(ran["tuner0"]) == ids, (ran, _logs(work))  # victim's too
+    assert (work / "done_tuner0.txt").exists()
+    assert not (work / "done_tuner1.txt").exists()
+    assert (work / "done_chief.txt").exists()
+    assert "sent nothing" in (work / "chief.log").read_text()
+    _check_project(work, ids)

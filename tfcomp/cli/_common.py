@@ -13,17 +13,18 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
+import zipfile
 
 __all__ = [
     "CLIError", "DATA_HELP", "HARDWARE", "set_quiet", "is_quiet", "info",
-    "warn", "verbosity", "check_output", "write_text", "load_model",
-    "save_model", "load_data", "predict_logits", "evaluate", "fit",
-    "hardware_model", "read_policy", "label_path", "ratio", "fractions",
-    "int_in", "positive_int", "nonneg_int", "bits", "bits_list",
+    "warn", "verbosity", "check_output", "check_writable", "check_folder",
+    "write_text", "load_model", "save_model", "load_data",
+    "predict_logits", "evaluate", "fit", "hardware_model", "read_policy",
+    "check_policy_layers", "label_path", "ratio", "fractions", "int_in",
+    "positive_int", "nonneg_int", "bits", "bits_list", "positive_float",
 ]
 
 HARDWARE = ("bitfusion-edge", "bitfusion-server", "bismo")
@@ -67,10 +68,82 @@ def verbosity() -> int:
 # ------------------------------------------------------------ files
 
 
+def _existing_ancestor(path: str) -> str:
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    return parent
+
+
+def check_writable(path: str, what: str = "output") -> None:
+    """Raises ``CLIError`` unless a file can be written at ``path``: it is
+    not a folder, no existing part of its parent path is a file, and the
+    nearest existing folder is writable. Verbs call this for every output
+    before any work, so a bad output path leaves nothing on disk."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise CLIError(f"{what} {path!r} is a folder; give a file path")
+    parent = _existing_ancestor(path)
+    if not os.path.isdir(parent):
+        raise CLIError(f"cannot write {what} {path!r}: {parent!r} is a "
+                       "file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CLIError(f"cannot write {what} {path!r}: folder {parent!r} "
+                       "is not writable")
+
+
+def check_folder(path: str, what: str) -> None:
+    """Raises ``CLIError`` unless ``path`` is, or can be created as, a
+    folder (an output or project directory)."""
+    path = os.fspath(path)
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            raise CLIError(f"{what} {path!r} is a file, not a folder")
+        return
+    parent = _existing_ancestor(path)
+    if not os.path.isdir(parent):
+        raise CLIError(f"cannot create {what} {path!r}: {parent!r} is a "
+                       "file, not a folder")
+
+
 def check_output(path: str, suffix: str, what: str = "output") -> None:
-    """Raises ``CLIError`` unless ``path`` ends in ``suffix``."""
+    """Raises ``CLIError`` unless ``path`` ends in ``suffix`` and can be
+    written (:func:`check_writable`)."""
     if not path.endswith(suffix):
         raise CLIError(f"{what} must end in {suffix}. Received: {path!r}")
+    check_writable(path, what)
+
+
+def _check_zip(path: str, what: str, kind: str,
+               member: str | None = None) -> None:
+    """A ``CLIError`` naming ``path`` unless it is a complete zip archive
+    (``.keras`` and ``.npz`` files are zips) holding ``member``."""
+    size = os.path.getsize(path)
+    if size == 0:
+        raise CLIError(f"{what} {path!r} is empty (0 bytes)")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head == b"PK\x03\x04":
+            raise CLIError(
+                f"{what} {path!r} is truncated: an incomplete {kind} zip "
+                f"archive ({size:,} bytes, its end is missing); write it "
+                "again")
+        raise CLIError(f"{what} {path!r} is not a {kind} file (not a zip "
+                       "archive)")
+    try:
+        with zipfile.ZipFile(path) as z:
+            broken = z.testzip()
+            names = z.namelist()
+    except Exception as e:  # noqa: BLE001 - zlib / zipfile / OS errors
+        raise CLIError(f"{what} {path!r} is a corrupt {kind} zip archive: "
+                       f"{type(e).__name__}: {e}") from e
+    if broken is not None:
+        raise CLIError(f"{what} {path!r} is corrupt: its member {broken!r} "
+                       "fails the CRC check")
+    if member is not None and member not in names:
+        raise CLIError(f"{what} {path!r} is a zip archive but not a {kind} "
+                       f"file (no {member})")
 
 
 def write_text(path: str, text: str) -> None:
@@ -82,11 +155,15 @@ def write_text(path: str, text: str) -> None:
 
 
 def load_model(path: str):
-    """Loads a ``.keras`` file (tfcomp's layers registered)."""
-    if not os.path.isfile(path):
+    """Loads a ``.keras`` file (tfcomp's layers registered); a missing,
+    empty, truncated or corrupt file is a ``CLIError`` naming it."""
+    if not os.path.exists(path):
         raise CLIError(f"model file not found: {path!r}")
+    if os.path.isdir(path):
+        raise CLIError(f"model {path!r} is a folder, not a .keras file")
     if not path.endswith(".keras"):
         raise CLIError(f"model must be a .keras file. Received: {path!r}")
+    _check_zip(path, "model file", ".keras", member="config.json")
     import keras
 
     import tfcomp.layers  # noqa: F401  (registers tfcomp's layers)
@@ -94,7 +171,7 @@ def load_model(path: str):
     info(f"loading {path}")
     try:
         return keras.saving.load_model(path)
-    except Exception as e:  # corrupt zip, unknown layer, ...
+    except Exception as e:  # unknown layer, bad weights, ...
         raise CLIError(f"cannot load model {path!r}: "
                        f"{type(e).__name__}: {e}") from e
 
@@ -125,6 +202,7 @@ def load_data(spec: str | None, required: bool = True, model=None):
     elif spec.endswith(".npz"):
         if not os.path.isfile(spec):
             raise CLIError(f"data file not found: {spec!r}")
+        _check_zip(spec, "data file", ".npz")
         loader, args = data.load_npz, (spec,)
     else:
         raise CLIError("--data must be 'fashion-mnist' or a path ending in "
@@ -132,16 +210,21 @@ def load_data(spec: str | None, required: bool = True, model=None):
     info(f"loading data {spec}")
     try:
         (x, y), (xt, yt) = loader(*args)
-    except (FileNotFoundError, ValueError, OSError) as e:
-        raise CLIError(str(e)) from e
+    except Exception as e:  # noqa: BLE001 - any unreadable data is input
+        raise CLIError(f"cannot read data {spec!r}: {e}") from e
     import numpy as np
 
-    y, yt = np.asarray(y).astype("int64"), np.asarray(yt).astype("int64")
     if len(x) != len(y) or len(xt) != len(yt) or len(x) == 0:
         raise CLIError(
             f"data {spec!r}: x/y lengths must match and be > 0. Received: "
             f"x_train {len(x)}, y_train {len(y)}, x_test {len(xt)}, "
             f"y_test {len(yt)}")
+    for name, arr in (("x_train", x), ("x_test", xt)):
+        bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise CLIError(f"data {spec!r}: {name} holds {bad:,} non-finite"
+                           " values (NaN or inf)")
+    classes = None
     if model is not None:
         want = tuple(model.inputs[0].shape[1:])
         for name, arr in (("x_train", x), ("x_test", xt)):
@@ -151,18 +234,54 @@ def load_data(spec: str | None, required: bool = True, model=None):
                 raise CLIError(
                     f"data {spec!r}: {name} images have shape {got} but "
                     f"the model expects {want}")
+        out = model.outputs[0].shape[-1]
+        classes = out if out is not None and out > 1 else None
+    y = _labels(y, "y_train", spec, classes)
+    yt = _labels(yt, "y_test", spec, classes)
     return (x, y), (xt, yt)
 
 
+def _labels(y, name: str, spec: str, classes: int | None):
+    """Integer class labels as int64 (``(N,)`` or ``(N, 1)``), in
+    ``[0, classes)`` when the model's number of outputs is known."""
+    import numpy as np
+
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer)
+                           or np.issubdtype(y.dtype, np.floating)):
+        raise CLIError(f"data {spec!r}: {name} must hold integer class "
+                       f"labels, shape (N,). Received: {y.dtype} array of "
+                       f"shape {y.shape}")
+    if np.issubdtype(y.dtype, np.floating) and not (
+            np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+        raise CLIError(f"data {spec!r}: {name} must hold integer class "
+                       "labels; it holds non-integer or non-finite values")
+    y = y.astype("int64")
+    lo, hi = (int(y.min()), int(y.max())) if len(y) else (0, 0)
+    if lo < 0 or (classes is not None and hi >= classes):
+        top = "" if classes is None else f", < {classes} (the model's " \
+            "outputs)"
+        raise CLIError(f"data {spec!r}: {name} labels must be >= 0{top}. "
+                       f"Received labels in [{lo}, {hi}]")
+    return y
+
+
+POLICY_BITS = (*range(1, 9), 16, 32)
+
+
 def read_policy(path: str) -> dict:
-    """``{layer: (w_bits, a_bits)}`` from a JSON policy file."""
-    if not os.path.isfile(path):
+    """``{layer: (w_bits, a_bits)}`` from a JSON policy file; bits are
+    integers in [1, 8], 16 or 32 (float)."""
+    from tfcomp._io import read_json
+
+    if not os.path.exists(path):
         raise CLIError(f"policy file not found: {path!r}")
     try:
-        with open(path) as f:
-            doc = json.load(f)
-    except json.JSONDecodeError as e:
-        raise CLIError(f"policy {path!r} is not valid JSON: {e}") from e
+        doc = read_json(path, "policy")
+    except ValueError as e:
+        raise CLIError(str(e)) from e
     if isinstance(doc, dict) and isinstance(doc.get("policy"), dict):
         doc = doc["policy"]
     if not isinstance(doc, dict) or not doc:
@@ -173,11 +292,28 @@ def read_policy(path: str) -> dict:
         if isinstance(v, int) and not isinstance(v, bool):
             v = [v, v]
         if (not isinstance(v, list) or len(v) != 2 or not all(
-                isinstance(b, int) and not isinstance(b, bool) for b in v)):
+                isinstance(b, int) and not isinstance(b, bool)
+                and b in POLICY_BITS for b in v)):
             raise CLIError(f"policy {path!r}: layer {name!r} must map to "
-                           f"[w_bits, a_bits]. Received: {v!r}")
+                           "[w_bits, a_bits], each an integer in [1, 8], 16 "
+                           f"or 32. Received: {v!r}")
         out[str(name)] = (v[0], v[1])
     return out
+
+
+def check_policy_layers(policy: dict, model, path: str) -> None:
+    """Raises ``CLIError`` naming the policy's layers that are not in
+    ``model`` (names as in ``tfcomp profile``: ``outer/inner`` or bare)."""
+    from tfcomp.graph.walk import iter_leaf_layers
+
+    names = set()
+    for p, layer in iter_leaf_layers(model):
+        names.update((p, layer.name))
+    unknown = sorted(set(policy) - names)
+    if unknown:
+        more = f" and {len(unknown) - 8} more" if len(unknown) > 8 else ""
+        raise CLIError(f"policy {path!r} names layer(s) that are not in the "
+                       f"model: {unknown[:8]}{more}")
 
 
 def label_path(text: str, flag: str) -> tuple[str, str]:
@@ -238,16 +374,32 @@ def _from_logits(model) -> bool:
 
 def fit(model, x, y, epochs: int, lr: float, batch_size: int,
         steps: int | None = None) -> None:
-    """Fine-tunes with Adam and the Keras progress bar."""
+    """Fine-tunes with Adam and the Keras progress bar.
+
+    Raises:
+        FloatingPointError: training left NaN / inf in the weights (the
+            caller has saved nothing yet).
+    """
     import keras
+    import numpy as np
 
     model.compile(
         optimizer=keras.optimizers.Adam(lr),
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=_from_logits(model)),
         metrics=["accuracy"])
-    model.fit(x, y, batch_size=batch_size, epochs=epochs,
-              steps_per_epoch=steps, verbose=verbosity())
+    history = model.fit(x, y, batch_size=batch_size, epochs=epochs,
+                        steps_per_epoch=steps, verbose=verbosity())
+    bad = [w.path for w in model.weights if not np.all(np.isfinite(
+        keras.ops.convert_to_numpy(w)))]
+    losses = np.asarray(history.history.get("loss", []), dtype=float)
+    if bad or not np.all(np.isfinite(losses)):
+        more = f" and {len(bad) - 4} more" if len(bad) > 4 else ""
+        what = (f"left NaN or inf in the weights ({', '.join(bad[:4])}"
+                f"{more})" if bad else f"diverged (loss {losses.tolist()})")
+        raise FloatingPointError(
+            f"fine-tuning with --lr {lr:g} {what}; nothing was saved. Try "
+            "a smaller --lr.")
 
 
 # ------------------------------------------------------------ argparse types
@@ -300,6 +452,15 @@ def int_in(lo: int, hi: int | None = None):
 positive_int = int_in(1)
 nonneg_int = int_in(0)
 bits = int_in(1, 8)
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (learning rates, budgets)."""
+    v = _parse(text, float, "must be a number > 0")
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number > 0. Received: {text}")
+    return v
 
 
 def _bit_range(text: str) -> list:

@@ -34,12 +34,31 @@ from tfcomp.cli._common import (
     bits_list,
     fractions,
     nonneg_int,
+    positive_float,
     positive_int,
     ratio,
     set_quiet,
 )
 
 __all__ = ["build_parser", "main"]
+
+
+class UsageError(Exception):
+    """A command-line usage error of the parser named ``prog``
+    (``tfcomp prune``, ...): printed as one line, exit code 2."""
+
+    def __init__(self, prog: str, message: str):
+        super().__init__(message)
+        self.prog = prog
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise :class:`UsageError` (printed
+    by ``main`` as one line) instead of printing the usage and exiting."""
+
+    def error(self, message):
+        raise UsageError(self.prog, message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     from tfcomp import __version__
 
     fmt = argparse.ArgumentDefaultsHelpFormatter
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="tfcomp",
         description="Model compression for Keras 3: profile, prune, "
                     "quantize, search, build latency tables, export, "
@@ -88,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(reconstruction methods; need --data)")
     s.add_argument("--ratio", type=ratio,
                    help="fraction of channels removed per group, in [0, 1)")
-    s.add_argument("--target-macs", type=float,
+    s.add_argument("--target-macs", type=positive_float,
                    help="MACs budget: a fraction of the dense MACs in "
                         "(0, 1] or an absolute count")
     s.add_argument("--apply-plan", metavar="PLAN.json",
@@ -109,12 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dcp: per-stage fine-tune epochs")
     s.add_argument("--finetune-epochs", type=nonneg_int, default=0,
                    help="fine-tune the pruned model (needs --data)")
-    s.add_argument("--lr", type=float, default=1e-3,
+    s.add_argument("--lr", type=positive_float, default=1e-3,
                    help="fine-tune learning rate (Adam)")
     s.add_argument("--batch-size", type=positive_int, default=128,
                    help="fine-tune batch size")
     s.add_argument("--plan", help="also write the plan JSON here")
-    s.add_argument("--seed", type=int, default=0,
+    s.add_argument("--seed", type=nonneg_int, default=0,
                    help="seed of random / lasso / dcp")
     s.set_defaults(func=prune.run)
 
@@ -136,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="QAT fine-tune epochs (0 = calibrate only)")
     s.add_argument("--steps-per-epoch", type=positive_int, default=None,
                    help="limit the batches per fine-tune epoch")
-    s.add_argument("--lr", type=float, default=1e-4,
+    s.add_argument("--lr", type=positive_float, default=1e-4,
                    help="QAT fine-tune learning rate (Adam)")
     s.add_argument("--batch-size", type=positive_int, default=128,
                    help="QAT fine-tune batch size")
@@ -352,8 +371,14 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # --help, --version, usage errors
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:
+            raise UsageError(f"tfcomp {_verb(args)}", "unrecognized "
+                             f"arguments: {' '.join(extra)}")
+    except UsageError as e:  # one line, like every other error
+        print(f"{e.prog}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    except SystemExit as e:  # --help, --version
         return e.code if isinstance(e.code, int) else (0 if e.code is None
                                                         else 2)
     set_quiet(args.quiet)

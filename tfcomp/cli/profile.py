@@ -15,8 +15,12 @@ def run(args) -> None:
     """Prints the profile table (or JSON) of ``args.model``."""
     from tfcomp.cost import profile
 
-    model = common.load_model(args.model)
+    if args.output:
+        common.check_writable(args.output, "--output")
     bits = common.read_policy(args.policy) if args.policy else None
+    model = common.load_model(args.model)
+    if bits is not None:
+        common.check_policy_layers(bits, model, args.policy)
     p = profile(model, bits=bits)
     if args.json:
         print(json.dumps(p.to_dict(), indent=2, default=str))

@@ -24,10 +24,8 @@ def _check_targets(args) -> None:
     if given != 1:
         raise common.CLIError("give exactly one of --ratio, --target-macs "
                               "or --apply-plan")
-    if args.target_macs is not None and args.target_macs <= 0:
-        raise common.CLIError(
-            "--target-macs must be > 0 (a fraction in (0, 1] or a MACs "
-            f"count). Received: {args.target_macs}")
+    if args.finetune_epochs > 0 and args.data is None:
+        raise common.CLIError("--finetune-epochs needs --data")
 
 
 def _prune(args, model, data):
@@ -39,9 +37,17 @@ def _prune(args, model, data):
         if not os.path.isfile(args.apply_plan):
             raise common.CLIError(
                 f"plan file not found: {args.apply_plan!r}")
-        plan = pruning.Plan.load(args.apply_plan)
+        try:
+            plan = pruning.Plan.load(args.apply_plan)
+        except (ValueError, OSError) as e:
+            raise common.CLIError(str(e)) from e
         common.info(f"applying plan {args.apply_plan}")
-        return pruning.prune_channels(model, plan), plan
+        try:
+            return pruning.prune_channels(model, plan), plan
+        except (ValueError, KeyError) as e:
+            raise common.CLIError(
+                f"plan {args.apply_plan!r} does not fit model "
+                f"{args.model!r}: {e}") from e
     targets = ({"ratio": args.ratio} if args.ratio is not None
                else {"target_macs": args.target_macs})
     targets["round_to"] = args.round_to
@@ -71,6 +77,8 @@ def run(args) -> None:
     from tfcomp.cost import profile
 
     common.check_output(args.output, ".keras", "output model")
+    if args.plan:
+        common.check_writable(args.plan, "--plan")
     _check_targets(args)
     model = common.load_model(args.model)
     needs_data = args.method in ("lasso", "dcp", "taylor") and (

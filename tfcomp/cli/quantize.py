@@ -22,8 +22,16 @@ def run(args) -> None:
     if args.policy:
         policy = common.read_policy(args.policy)
     model = common.load_model(args.model)
+    if args.policy:
+        common.check_policy_layers(policy, model, args.policy)
     data = common.load_data(args.data, required=False, model=model)
-    qat = quantization.quantize_model(model, bits=policy)
+    try:
+        qat = quantization.quantize_model(model, bits=policy)
+    except (ValueError, TypeError) as e:  # the policy or the model given
+        where = f"with policy {args.policy!r}" if args.policy else \
+            f"at {policy} bits"
+        raise common.CLIError(f"cannot quantize {args.model!r} {where}: "
+                              f"{e}") from e
     if not common.is_quiet():
         print(quantization.quantization_report(qat).summary())
     if data is None:

@@ -46,12 +46,16 @@ def run(args) -> None:
     if args.results is None and not args.model:
         raise common.CLIError("give a results .json or at least one "
                               "--model LABEL=FILE.keras")
+    common.check_folder(args.output, "--output")
     results = {"rows": []}
     if args.results is not None:
         if not os.path.isfile(args.results):
             raise common.CLIError(
                 f"results file not found: {args.results!r}")
-        results = report.load_results(args.results)
+        try:
+            results = report.load_results(args.results)
+        except ValueError as e:
+            raise common.CLIError(str(e)) from e
     if args.model or args.lut:
         results = report.merge_results(results, _measured(args))
     path = report.write_report(results, args.output, title=args.title)

@@ -84,6 +84,9 @@ def _haq(args, model, xy, val):
 def run(args) -> None:
     """Searches, prints the best trial's metrics and saves its model."""
     common.check_output(args.output, ".keras", "output model")
+    if args.plan:
+        common.check_writable(args.plan, "--plan")
+    common.check_folder(args.directory, "--directory")
     if args.trials < 1:
         raise common.CLIError(
             f"--trials must be >= 1. Received: {args.trials}")

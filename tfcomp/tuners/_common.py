@@ -35,6 +35,13 @@ from keras_tuner.engine.trial import TrialStatus
 
 from tfcomp._io import as_arrays, atomic_write_text
 from tfcomp._io import check_fraction as _check_fraction
+from tfcomp.tuners._lease import (
+    DEFAULT_LEASE_TIMEOUT,
+    Heartbeat,
+    LeasedOracle,
+    check_state_file,
+    paced_create_trial,
+)
 from tfcomp.tuners.ddpg import DDPG
 
 __all__ = [
@@ -198,7 +205,7 @@ def _jsonable_transitions(transitions) -> list:
             for s, a, s2, d in transitions]
 
 
-class DDPGOracle(kt.Oracle):
+class DDPGOracle(LeasedOracle):
     """A keras-tuner Oracle that proposes whole DDPG episodes.
 
     Subclasses pass a *space* with ``names`` (step identifiers),
@@ -215,13 +222,20 @@ class DDPGOracle(kt.Oracle):
             updates start once the warm-up episodes are done.
         reward_metric: the metric of a trial that is the agent's reward.
         objective: keras-tuner objective (default ``reward``, maximised).
+        lease_timeout: distributed search: seconds a worker may go without
+            reporting before its trial is handed to another worker (default
+            600; None: never). Workers report at least every
+            ``lease_timeout / 4`` s while a trial runs, so only a dead or
+            hung worker loses its trial (``tfcomp.tuners._lease``).
         **kwargs: other ``keras_tuner.Oracle`` arguments.
     """
 
     def __init__(self, space, max_trials: int, seed: int = 0,
                  agent_config: dict | None = None,
                  updates_per_episode: int | None = None,
-                 reward_metric: str = "reward", objective=None, **kwargs):
+                 reward_metric: str = "reward", objective=None,
+                 lease_timeout: float | None = DEFAULT_LEASE_TIMEOUT,
+                 **kwargs):
         if isinstance(max_trials, bool) or not isinstance(
                 max_trials, (int, np.integer)) or max_trials < 1:
             raise ValueError(f"max_trials must be an int >= 1. Received: "
@@ -239,7 +253,8 @@ class DDPGOracle(kt.Oracle):
                 f"updates_per_episode={updates_per_episode!r}")
         super().__init__(
             objective=objective or kt.Objective(reward_metric, "max"),
-            max_trials=int(max_trials), seed=int(seed) + 1, **kwargs)
+            max_trials=int(max_trials), seed=int(seed) + 1,
+            lease_timeout=lease_timeout, **kwargs)
         # keras-tuner replaces a falsy seed by a random one; keep ours.
         self.seed = int(seed)
         self._seed_state = int(seed)
@@ -321,10 +336,13 @@ class DDPGOracle(kt.Oracle):
 
     @kt.synchronized
     def end_trial(self, trial):
-        """Ends a trial (keras-tuner), then learns from its episode."""
-        super().end_trial(trial)
+        """Ends a trial (keras-tuner), then learns from its episode (once:
+        a second report of a reclaimed trial is ignored)."""
+        if not super().end_trial(trial):
+            return False
         self._learn(str(trial.trial_id))
         self.save()
+        return True
 
     # -- state -----------------------------------------------------------
     def get_state(self):
@@ -476,7 +494,10 @@ class EpisodeOracle(DDPGOracle):
 
 class DDPGSearchTuner(kt.Tuner):
     """What AMCTuner and HAQTuner share: the default DDPG oracle, declaring
-    the (flat) search space, and saving before the first trial.
+    the (flat) search space, saving before the first trial and, as a
+    distributed worker, keeping its trial's lease (a heartbeat every
+    ``lease_timeout / 4`` s during a trial, a pause of ``idle_pause`` s
+    after an ``IDLE`` answer of the chief).
 
     Subclasses set ``hypermodel_cls``, ``oracle_cls`` and
     ``default_trials`` (the paper's episode count).
@@ -485,6 +506,7 @@ class DDPGSearchTuner(kt.Tuner):
     hypermodel_cls: type = kt.HyperModel
     oracle_cls: type = DDPGOracle
     default_trials: int = 100
+    idle_pause: float = 0.5
 
     def __init__(self, hypermodel, oracle=None, max_trials: int | None = None,
                  seed: int = 0, directory=None, project_name: str | None = None,
@@ -507,6 +529,12 @@ class DDPGSearchTuner(kt.Tuner):
                          directory=directory,
                          project_name=project_name or hypermodel.name,
                          overwrite=overwrite, tuner_id=tuner_id)
+        # On a worker self.oracle is now keras-tuner's client of the chief.
+        self._lease_timeout = getattr(oracle, "lease_timeout", None)
+        self._heartbeat = None
+        if self._is_worker():
+            self.oracle.create_trial = paced_create_trial(
+                self.oracle.create_trial, self.idle_pause)
 
     def _populate_initial_space(self):
         # The space has no conditional entries: declaring it is enough
@@ -520,4 +548,34 @@ class DDPGSearchTuner(kt.Tuner):
         # Save before the first trial so a search killed during it resumes.
         if not self._is_worker():
             self.save()
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        if self._is_worker() and self._lease_timeout is not None:
+            trial_id = trial.trial_id
+            oracle = self.oracle
+            self._heartbeat = Heartbeat(lambda: oracle.get_trial(trial_id),
+                                        self._lease_timeout / 4)
+
+    def on_trial_end(self, trial):
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+            self._heartbeat = None
+        super().on_trial_end(trial)
+
+    def save(self):
+        """Saves the oracle (chief / single process) and this tuner's
+        state file, atomically."""
+        if not self._is_worker():
+            self.oracle.save()
+        atomic_write_text(self._get_tuner_fname(),
+                          json.dumps(self.get_state()))
+
+    def reload(self):
+        """Resumes the project; a truncated or corrupt state file is a
+        ``ValueError`` naming it."""
+        if not self._is_worker():
+            self.oracle.reload()
+        self.set_state(check_state_file(self._get_tuner_fname(),
+                                        "keras-tuner tuner state"))
 

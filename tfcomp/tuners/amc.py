@@ -395,6 +395,10 @@ class AMCOracle(common.EpisodeOracle):
         updates_per_episode: None = one update per transition.
         agent_config: further ``DDPG`` arguments (``hidden``, ``batch_size``,
             ``buffer_size``, learning rates, ...).
+        lease_timeout: distributed search: seconds a worker may go without
+            reporting (tfcomp workers report every ``lease_timeout / 4`` s
+            during a trial) before its trial is handed to another worker;
+            default 600, None = never.
         **kwargs: ``keras_tuner.Oracle`` arguments (``max_retries_per_trial``
             ...).
 
@@ -427,7 +431,12 @@ class AMCTuner(common.DDPGSearchTuner):
     uses its own ``directory`` (the chief's holds ``oracle.json`` and the
     agent). Deviation from the paper's sequential loop: with several
     workers, an episode is proposed while earlier ones are still running,
-    so it uses the agent as updated by the episodes finished so far.
+    so it uses the agent as updated by the episodes finished so far. A
+    worker that dies mid-trial loses its lease after ``lease_timeout``
+    seconds (an oracle argument, default 600) and its trial is run by
+    another worker; a worker restarted with the same id before that
+    resumes its trial. Workers stay until the last trial has ended, so the
+    chief exits.
 
     Args:
         hypermodel: an ``AMCHyperModel``.

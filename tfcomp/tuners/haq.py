@@ -389,6 +389,9 @@ class HAQOracle(EpisodeOracle):
         warmup, sigma_decay, init_sigma: exploration schedule.
         updates_per_episode: None = one update per transition.
         agent_config: further ``DDPG`` arguments.
+        lease_timeout: distributed search: seconds a worker may go without
+            reporting before its trial is handed to another worker (default
+            600, None = never; see ``AMCTuner``).
         **kwargs: ``keras_tuner.Oracle`` arguments.
 
     Reference: Wang et al., arXiv:1811.08886.
