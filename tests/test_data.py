@@ -71,3 +71,15 @@ def test_real_fashion_mnist():
     (x, y), (xt, yt) = data.load_fashion_mnist()
     assert x.shape == (60000, 28, 28, 1) and xt.shape == (10000, 28, 28, 1)
     assert set(np.unique(y)) == set(range(10))
+
+
+def test_corrupt_npz_is_a_clear_error(tmp_path):
+    import pytest
+
+    from tfcomp._io import BadInputError
+    from tfcomp.data import load_npz
+
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(BadInputError, match="bad.npz"):
+        load_npz(str(bad))

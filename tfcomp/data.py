@@ -108,15 +108,24 @@ def load_npz(path: str):
     Example:
         >>> (x, y), (xt, yt) = load_npz("my_data.npz")
     """
+    from tfcomp._io import BadInputError
+
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No such .npz file: {path!r}")
-    with np.load(path) as f:
-        missing = [k for k in _FILES if k not in f.files]
-        if missing:
-            raise ValueError(
-                f"{path!r} lacks arrays {missing}; it holds {f.files}.")
-        return ((f["x_train"].astype(np.float32), f["y_train"]),
-                (f["x_test"].astype(np.float32), f["y_test"]))
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            missing = [k for k in _FILES if k not in f.files]
+            if missing:
+                raise BadInputError(
+                    f"{path!r} lacks arrays {missing}; it holds {f.files}.")
+            return ((f["x_train"].astype(np.float32), f["y_train"]),
+                    (f["x_test"].astype(np.float32), f["y_test"]))
+    except BadInputError:
+        raise
+    except Exception as e:  # BadZipFile, truncated member, object arrays
+        raise BadInputError(
+            f"{path!r} is not a readable .npz file of arrays: "
+            f"{type(e).__name__}: {e}") from e
 
 
 def load(name_or_path: str):
