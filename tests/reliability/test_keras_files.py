@@ -197,6 +197,7 @@ def test_every_kind_loads_after_import_keras_tfcomp(saved, order):
         schedules
 
 
+@pytest.mark.slow
 def test_every_registered_class_is_known_after_import_keras_tfcomp():
     decorated = _decorated_classes()
     assert "tfcomp.layers.quant_conv" in decorated
@@ -218,6 +219,7 @@ def test_every_registered_class_is_known_after_import_keras_tfcomp():
     assert want <= set(result["registered"])
 
 
+@pytest.mark.slow
 def test_registration_when_a_tfcomp_module_imports_keras():
     # ``import tfcomp.layers`` first: Keras is imported half-way through
     # it; registration waits until tfcomp.layers is complete (no warning,
@@ -243,6 +245,7 @@ def test_import_tfcomp_stays_light():
     assert result["loaded"] == []
 
 
+@pytest.mark.slow
 def test_unknown_class_error_names_the_package(tmp_path):
     """``tfcomp.load_model`` of a file with a class nobody registered in
     this process names the class, its module and the package to import."""
