@@ -3,8 +3,11 @@
 Structured and unstructured pruning, mixed-precision quantization,
 hardware-aware search (AMC, HAQ) and verified TFLite / bit-serial export.
 
-``import tfcomp`` stays light: keras-tuner and the TFLite runtime are only
-imported by the functions that need them.
+``import tfcomp`` stays light: Keras, TensorFlow, keras-tuner and the
+TFLite runtime are only imported by the functions that need them. tfcomp's
+Keras classes are registered as soon as Keras is imported (before or after
+tfcomp), so ``import keras, tfcomp`` is enough to load any tfcomp
+``.keras`` file with ``keras.saving.load_model`` (see ``tfcomp._saving``).
 
 Example:
     >>> import tfcomp
@@ -17,6 +20,7 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+from tfcomp import _saving  # noqa: E402
 from tfcomp.cost import LayerProfile, ModelProfile, profile  # noqa: E402
 
 __version__ = "0.1.0"
@@ -32,6 +36,7 @@ _LAZY = {
     "quantize_model": ("tfcomp.quantization", "quantize_model"),
     "export_tflite": ("tfcomp.export", "export_tflite"),
     "measure_latency": ("tfcomp.export", "measure_latency"),
+    "load_model": ("tfcomp._saving", "load_model"),
 }
 _SUBMODULES = ("zoo", "data", "graph", "pruning", "quantization", "layers",
                "hardware", "tuners", "export", "testing")
@@ -46,3 +51,8 @@ def __getattr__(name):
     if name in _SUBMODULES:
         return importlib.import_module(f"tfcomp.{name}")
     raise AttributeError(f"module 'tfcomp' has no attribute {name!r}")
+
+
+# Last: registers tfcomp's Keras classes now if Keras is imported, else
+# when it is (tfcomp is complete by then).
+_saving.install()

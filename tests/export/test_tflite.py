@@ -109,3 +109,118 @@ def test_calibration_data_as_dataset_of_batches(data):
         (data, np.zeros(len(data), "int64"))).batch(16)
     assert convert_to_tflite(model, "int8", calibration_data=ds) == (
         convert_to_tflite(model, "int8", calibration_data=data))
+
+
+# ------------------------------------------------- no silently wrong files
+
+
+def _classifier():
+    """A linear classifier whose top-1 class varies over [0, 1) inputs."""
+    inp = keras.Input((12, 12, 1))
+    out = keras.layers.Dense(5)(keras.layers.Flatten()(inp))
+    model = keras.Model(inp, out)
+    w = np.random.default_rng(2).normal(size=(144, 5)).astype("float32")
+    model.layers[-1].set_weights([w, -0.5 * w.sum(0)])
+    return model
+
+
+def test_calibration_on_another_scale_raises_and_writes_nothing(tmp_path,
+                                                                data):
+    from tfcomp.export import VerificationError
+
+    model = _classifier()
+    assert len(set(model.predict(data, verbose=0).argmax(1))) >= 4
+    path = tmp_path / "m.tflite"
+    path.write_bytes(b"old file")
+    with pytest.raises(VerificationError, match="min_agreement") as info:
+        export_tflite(model, str(path), "int8", calibration_data=data * 255,
+                      verify_data=data)
+    msg = str(info.value)
+    assert "m.tflite" in msg and "not written" in msg
+    assert "calibration_data spans" in msg  # the likely cause
+    assert info.value.report.top1_agreement < 0.9
+    assert isinstance(info.value, ValueError)
+    assert path.read_bytes() == b"old file"  # the old file is untouched
+    assert os.listdir(tmp_path) == ["m.tflite"]  # and no temp file left
+    # the same data on one scale verifies
+    rep = export_tflite(model, str(path), "int8", calibration_data=data,
+                        verify_data=data)
+    assert rep.top1_agreement >= 0.9 and path.read_bytes() != b"old file"
+
+
+def test_min_agreement_is_settable_and_checked(tmp_path, data):
+    model = _classifier()
+    path = str(tmp_path / "low.tflite")
+    rep = export_tflite(model, path, "int8", calibration_data=data * 255,
+                        verify_data=data, min_agreement=0.0)
+    assert rep.top1_agreement < 0.9 and os.path.getsize(path) > 0
+    for bad, err in ((1.5, ValueError), (-0.1, ValueError),
+                     (float("nan"), ValueError), ("high", TypeError)):
+        with pytest.raises(err, match="min_agreement"):
+            export_tflite(model, str(tmp_path / "x.tflite"),
+                          min_agreement=bad)
+    assert sorted(os.listdir(tmp_path)) == ["low.tflite"]
+
+
+@pytest.mark.parametrize("bad,err,needle", [
+    (np.zeros((0, 12, 12, 1), "float32"), ValueError, "empty"),
+    ([], ValueError, "empty"),
+    (iter([]), ValueError, "empty"),
+    (np.zeros((8, 10, 10, 1), "float32"), ValueError, "(8, 10, 10, 1)"),
+    (np.zeros((8, 144), "float32"), ValueError, "(8, 144)"),
+    (np.full((8, 12, 12, 1), "a"), TypeError, "<U1"),
+    (np.full((8, 12, 12, 1), np.nan, "float32"), ValueError, "NaN"),
+    (np.full((8, 12, 12, 1), np.inf, "float32"), ValueError, "infinite"),
+], ids=["empty_array", "empty_list", "empty_iterable", "wrong_shape",
+        "wrong_rank", "strings", "nan", "inf"])
+def test_bad_calibration_data_is_a_clear_error(tmp_path, bad, err, needle):
+    with pytest.raises(err, match="calibration_data") as info:
+        export_tflite(_tiny_model(), str(tmp_path / "m.tflite"), "int8",
+                      calibration_data=bad)
+    assert needle in str(info.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_bad_verify_data_is_a_clear_error(tmp_path, data):
+    with pytest.raises(ValueError, match="verify_data") as info:
+        export_tflite(_tiny_model(), str(tmp_path / "m.tflite"),
+                      verify_data=data[:, :10, :10])
+    assert "(64, 10, 10, 1)" in str(info.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_single_pass_calibration_iterable_calibrates_and_verifies(tmp_path,
+                                                                  data):
+    batches = (data[i:i + 16] for i in range(0, len(data), 16))
+    rep = export_tflite(_classifier(), str(tmp_path / "m.tflite"), "int8",
+                        calibration_data=batches)
+    assert rep.num_verified == len(data) and rep.top1_agreement >= 0.9
+
+
+def test_int8_request_never_writes_a_float_file(tmp_path, data,
+                                                monkeypatch):
+    """If the converter ever returned a float file for "int8" (as an empty
+    representative dataset once did), the export raises, verified or not."""
+    import tfcomp.export.tflite as tfl
+    from tfcomp.export import VerificationError
+
+    real = tfl.convert_to_tflite
+    monkeypatch.setattr(
+        tfl, "convert_to_tflite",
+        lambda model, quantization=None, **kw: real(model, None))
+    for verify in (True, False):
+        with pytest.raises(VerificationError, match="integer"):
+            export_tflite(_tiny_model(), str(tmp_path / "m.tflite"), "int8",
+                          calibration_data=data, verify=verify)
+    assert os.listdir(tmp_path) == []
+
+
+def test_non_finite_outputs_fail_verification(tmp_path, data):
+    from tfcomp.export import VerificationError
+
+    model = _tiny_model()
+    kernel, bias = model.layers[-1].get_weights()
+    model.layers[-1].set_weights([kernel, np.full_like(bias, np.inf)])
+    with pytest.raises(VerificationError, match="not all finite"):
+        export_tflite(model, str(tmp_path / "m.tflite"), verify_data=data)
+    assert os.listdir(tmp_path) == []

@@ -135,6 +135,36 @@ def test_unbuilt_and_subclassed_models_raise():
         quantize_model("model")
 
 
+def test_quantizing_a_quantized_model_raises(resnet, data, tmp_path):
+    """A QAT (or DNAS) model cannot be quantized again: its new bits would
+    be ignored and activation quantizers stacked."""
+    from tfcomp._io import BadInputError
+    from tfcomp.quantization import dnas
+
+    q = quantize_model(resnet, bits=8)
+    calibrate(q, data)
+    path = str(tmp_path / "q.keras")
+    q.save(path)
+    loaded = keras.saving.load_model(path)
+    sn = dnas.build_supernet(resnet, candidates=[(2, 4), (8, 8)])
+    for model in (q, loaded, sn):
+        for call in (lambda m: quantize_model(m, bits=4),
+                     lambda m: dnas.build_supernet(m),
+                     quantizable_layers):
+            with pytest.raises(BadInputError, match="already quantized") \
+                    as info:
+                call(model)
+            msg = str(info.value)
+            assert "strip_quantization" in msg and "float model" in msg
+            assert repr(model.name) in msg
+    # the documented way out: strip, then quantize with the new bits
+    q4 = quantize_model(strip_quantization(q), bits=4)
+    bits = quantization_report(q4).quantized
+    assert 4 in {w for w, _ in bits.values()}
+    assert sum(isinstance(layer, QuantActivation) for layer in q4.layers) \
+        == sum(isinstance(layer, QuantActivation) for layer in q.layers)
+
+
 def test_skip_keeps_layer_float_and_reports(resnet):
     q = quantize_model(resnet, bits=8, skip=["s2b1_proj"])
     assert type(q.get_layer("s2b1_proj")).__name__ == "Conv2D"

@@ -18,11 +18,16 @@ from tfcomp.export.bitserial import (
 )
 from tfcomp.export.int8 import convert_int8, tflite_weight_levels
 from tfcomp.export.latency import LatencyResult, measure_latencies, measure_latency
-from tfcomp.export.tflite import ExportReport, convert_to_tflite, export_tflite
+from tfcomp.export.tflite import (
+    ExportReport,
+    VerificationError,
+    convert_to_tflite,
+    export_tflite,
+)
 
 __all__ = [
     "BitSerialReport", "ExportReport", "LatencyResult", "convert_int8",
     "convert_to_tflite", "export_bitserial", "export_tflite",
     "measure_latencies", "measure_latency", "simulate_bitserial",
-    "tflite_weight_levels", "validate_descriptor",
+    "tflite_weight_levels", "validate_descriptor", "VerificationError",
 ]

@@ -23,10 +23,22 @@ from tfcomp.export.int8 import prepare_for_tflite
 from tfcomp.export.runtime import make_interpreter, run_interpreter
 from tfcomp.quantization import is_qat_model, strip_quantization
 
-__all__ = ["ExportReport", "export_tflite", "convert_to_tflite",
-           "atomic_write_bytes"]
+__all__ = ["ExportReport", "VerificationError", "export_tflite",
+           "convert_to_tflite", "atomic_write_bytes", "DEFAULT_MIN_AGREEMENT"]
 
 QUANTIZATION_MODES = (None, "dynamic", "float16", "int8")
+
+#: Default ``min_agreement`` of :func:`export_tflite`: the fraction of
+#: verification inputs whose TFLite top-1 class must equal Keras'. Float
+#: files agree ~100%, tfcomp QAT int8 files >= 99.9% and int8 PTQ of a
+#: trained float model ~99%; 0.9 leaves room for untrained models and
+#: small verification sets while a file calibrated on other inputs than it
+#: is run on (0..255 vs 0..1) agrees about at chance and fails.
+DEFAULT_MIN_AGREEMENT = 0.9
+
+# Calibration inputs read once by export_tflite (conversion uses the first
+# 512, verification the first ``num_verify``).
+_CALIBRATION_ITEMS = 512
 
 
 @dataclasses.dataclass
@@ -57,6 +69,26 @@ class ExportReport:
         return dataclasses.asdict(self)
 
 
+class VerificationError(_io.BadInputError):
+    """A converted ``.tflite`` file does not compute what its Keras model
+    does (top-1 agreement below ``min_agreement``, non-finite outputs, or
+    an "int8" file that is not integer). Nothing was written under the
+    final name; ``error.report`` holds the measurements.
+
+    Example:
+        >>> try:
+        ...     export_tflite(model, "m.tflite", "int8",
+        ...                   calibration_data=x_train * 255,
+        ...                   verify_data=x_test)
+        ... except VerificationError as e:
+        ...     e.report.top1_agreement
+    """
+
+    def __init__(self, message: str, report: ExportReport):
+        super().__init__(message)
+        self.report = report
+
+
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Deprecated alias of :func:`tfcomp._io.atomic_write_bytes`.
 
@@ -81,13 +113,30 @@ def _calibration_data(calibration_data, representative_data, verb: str):
     return calibration_data
 
 
-def _representative_gen(data, limit: int = 512):
-    x, _ = _io.as_arrays(data, max_items=limit)
+def _calibration_arrays(data, model, limit: int = _CALIBRATION_ITEMS):
+    """``calibration_data`` as a float32 array: non-empty, numeric,
+    finite and shaped like the model's input (errors name it)."""
+    return _io.as_arrays(data, model=model, max_items=limit,
+                         name="calibration_data")[0]
+
+
+def _representative_gen(data, model=None, limit: int = _CALIBRATION_ITEMS):
+    x = _calibration_arrays(data, model, limit)
 
     def gen():
         for i in range(len(x)):
             yield [x[i:i + 1]]
     return gen
+
+
+def _check_modes(quantization, io_type) -> None:
+    if quantization not in QUANTIZATION_MODES:
+        raise ValueError(
+            f"quantization must be one of {QUANTIZATION_MODES}. Received: "
+            f"quantization={quantization!r}")
+    if io_type not in ("int8", "float32"):
+        raise ValueError(
+            f"io_type must be 'int8' or 'float32'. Received: {io_type!r}")
 
 
 def _make_converter(model):
@@ -112,7 +161,8 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
         quantization: None (float32), "dynamic", "float16" or "int8".
         calibration_data: calibration inputs for "int8" (an array, an
             ``(x, y)`` tuple or an iterable / ``tf.data`` of batches; the
-            first 512 inputs are used).
+            first 512 inputs are used). Checked: non-empty, numeric, finite
+            and shaped like the model's input (errors name it).
         sparsity: let the converter encode sparse weights (XNNPACK sparse
             inference for block-sparse 1x1 convolutions).
         io_type: "int8" or "float32" model inputs/outputs for "int8".
@@ -123,13 +173,7 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
     """
     calibration_data = _calibration_data(
         calibration_data, representative_data, "convert_to_tflite")
-    if quantization not in QUANTIZATION_MODES:
-        raise ValueError(
-            f"quantization must be one of {QUANTIZATION_MODES}. Received: "
-            f"quantization={quantization!r}")
-    if io_type not in ("int8", "float32"):
-        raise ValueError(
-            f"io_type must be 'int8' or 'float32'. Received: {io_type!r}")
+    _check_modes(quantization, io_type)
     if not model.built or not model.inputs:
         raise ValueError(
             f"Model {model.name!r} must be a built functional or Sequential "
@@ -163,7 +207,7 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
     if quantization == "int8":
         if calibration_data is not None:
             converter.representative_dataset = _representative_gen(
-                calibration_data)
+                calibration_data, model)
         converter.target_spec.supported_ops = [
             tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         if io_type == "int8":
@@ -175,14 +219,85 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
         return converter.convert()
 
 
-def _verification_inputs(model, verify_data, calibration_data, n, seed):
+def _verification_inputs(model, verify_data, x_cal, n, seed):
     if verify_data is not None:
-        return _io.as_arrays(verify_data, max_items=n, name="verify_data")[0]
-    if calibration_data is not None:
-        return _io.as_arrays(calibration_data, max_items=n)[0]
+        return _io.as_arrays(verify_data, model=model, max_items=n,
+                             name="verify_data")[0]
+    if x_cal is not None:
+        return x_cal[:n]
     rng = np.random.default_rng(seed)
     shape = [n, *model.inputs[0].shape[1:]]
     return rng.uniform(0, 1, size=shape).astype(np.float32)
+
+
+def _check_integer_file(interp, io_type: str, report: ExportReport) -> None:
+    """An "int8" file must run integer kernels (never a float fallback)."""
+    details = interp.get_tensor_details()
+    int8 = [d for d in details if np.dtype(d["dtype"]) == np.int8]
+    want = np.int8 if io_type == "int8" else np.float32
+    got = np.dtype(interp.get_input_details()[0]["dtype"])
+    if not int8 or got != want:
+        raise VerificationError(
+            f"the converter did not produce an integer file for "
+            f"quantization='int8' (input type {got}, {len(int8)} int8 "
+            f"tensors); {report.path!r} was not written.", report)
+
+
+def _range(x) -> str:
+    return f"[{float(np.min(x)):.4g}, {float(np.max(x)):.4g}]"
+
+
+def _scale_hint(x_cal, x_verify) -> str:
+    """A sentence when calibration and verification inputs differ in
+    scale (e.g. 0..255 vs 0..1), the usual cause of a failed int8 file."""
+    if x_cal is None or x_verify is None:
+        return ""
+    span_c = float(np.max(x_cal) - np.min(x_cal))
+    span_v = float(np.max(x_verify) - np.min(x_verify))
+    lo, hi = sorted((span_c, span_v))
+    if hi > 0 and (lo == 0 or hi / lo > 4):
+        return (f" calibration_data spans {_range(x_cal)} but the "
+                f"verification inputs span {_range(x_verify)}: calibrate "
+                "on inputs scaled as the model sees them at inference.")
+    return ""
+
+
+def _verify(model, flatbuffer, x, report, min_agreement, quantization,
+            io_type, x_cal) -> None:
+    """Runs ``flatbuffer`` on ``x``, fills ``report``, raises
+    ``VerificationError`` when it disagrees with ``model``."""
+    interp, runtime = make_interpreter(flatbuffer)
+    report.runtime = runtime
+    if quantization == "int8":
+        _check_integer_file(interp, io_type, report)
+    y_lite = run_interpreter(interp, x)
+    y_keras = np.concatenate([
+        keras.ops.convert_to_numpy(model(x[i:i + 256], training=False))
+        for i in range(0, len(x), 256)])
+    y_keras = y_keras.reshape(y_lite.shape)
+    report.max_abs_error = float(np.max(np.abs(y_lite - y_keras)))
+    report.num_verified = int(len(x))
+    if y_lite.ndim == 2 and y_lite.shape[1] > 1:
+        report.top1_agreement = float(np.mean(
+            y_lite.argmax(1) == y_keras.argmax(1)))
+    where = f"{report.path!r} was not written"
+    if not np.isfinite(report.max_abs_error):
+        bad = "TFLite" if not np.all(np.isfinite(y_lite)) else "Keras"
+        raise VerificationError(
+            f"the {bad} outputs of {report.num_verified} verification "
+            f"inputs are not all finite (quantization={quantization!r}); "
+            f"{where}.", report)
+    if report.top1_agreement is not None \
+            and report.top1_agreement < min_agreement:
+        raise VerificationError(
+            f"the TFLite file (quantization={quantization!r}) agrees with "
+            f"the Keras model on the top-1 class of "
+            f"{report.top1_agreement:.1%} of {report.num_verified} "
+            f"verification inputs, below min_agreement={min_agreement:g} "
+            f"(max |error| {report.max_abs_error:.4g}); {where}."
+            + _scale_hint(x_cal, x)
+            + " Pass min_agreement=... to accept a lower agreement.",
+            report)
 
 
 def export_tflite(model: keras.Model, path: str,
@@ -190,9 +305,11 @@ def export_tflite(model: keras.Model, path: str,
                   calibration_data=None, verify: bool = True,
                   sparsity: bool = False, verify_data=None,
                   num_verify: int = 256, io_type: str = "int8",
-                  seed: int = 0, *, representative_data=None
+                  seed: int = 0, *, representative_data=None,
+                  min_agreement: float = DEFAULT_MIN_AGREEMENT
                   ) -> ExportReport:
-    """Converts a Keras model to ``.tflite``, writes it atomically, verifies it.
+    """Converts a Keras model to ``.tflite``, verifies it, writes it
+    atomically.
 
     ``quantization="int8"`` is full-integer quantization: every op in int8,
     activation ranges calibrated on ``calibration_data`` (or taken from
@@ -202,24 +319,47 @@ def export_tflite(model: keras.Model, path: str,
     in, activations in float), so its verification against the QAT model
     shows the cost of float activations.
 
+    Verification runs the converted bytes in the TFLite runtime on
+    ``verify_data`` (else the calibration inputs, else uniform random
+    inputs) and compares with Keras. It fails when, for class-score
+    outputs (``(N, classes)``), fewer than ``min_agreement`` of the inputs
+    get the same top-1 class, when an output is not finite, or when an
+    "int8" file is not integer. A failed file raises
+    ``VerificationError`` and is not written: ``path`` keeps what it held.
+    Calibration inputs on another scale than the inputs the model is run on
+    (0..255 vs 0..1) give such a file.
+
     Args:
         model: a built single-input Keras model.
         path: output ``.tflite`` path.
         quantization: None (float32), "dynamic", "float16" or "int8".
         calibration_data: calibration inputs (required for "int8" unless
             the model is quantization-aware): an array, an ``(x, y)``
-            tuple or an iterable / ``tf.data`` of batches.
+            tuple or an iterable / ``tf.data`` of batches, read once (the
+            first 512 inputs). Checked: non-empty, numeric, finite and
+            shaped like the model's input.
         verify: run the file in the runtime and compare with Keras.
         sparsity: emit sparse weights (see ``convert_to_tflite``).
-        verify_data: inputs for verification (default: the representative
-            data, else uniform random inputs).
+        verify_data: inputs for verification (default: the calibration
+            data, else uniform random inputs in [0, 1)); checked like
+            ``calibration_data``.
         num_verify: number of verification inputs.
         io_type: input/output type of "int8" models.
         seed: seed of the random verification inputs.
         representative_data: deprecated name of ``calibration_data``.
+        min_agreement: the lowest accepted top-1 agreement with Keras, in
+            [0, 1] (default :data:`DEFAULT_MIN_AGREEMENT` = 0.9, every
+            mode; 0 disables the check). Only class-score outputs are
+            checked.
 
     Returns:
         An ``ExportReport``.
+
+    Raises:
+        VerificationError: the file failed verification (nothing written;
+            ``error.report`` has the numbers).
+        ValueError / TypeError: bad arguments or data (the message names
+            the argument).
 
     Example:
         >>> r = export_tflite(model, "m.tflite")
@@ -228,26 +368,28 @@ def export_tflite(model: keras.Model, path: str,
     """
     calibration_data = _calibration_data(
         calibration_data, representative_data, "export_tflite")
+    _check_modes(quantization, io_type)
+    min_agreement = _io.check_number(min_agreement, "min_agreement", 0, 1)
+    if verify:
+        num_verify = _io.check_positive_int(num_verify, "num_verify")
+    x_cal = None
+    if calibration_data is not None and model.built and model.inputs:
+        # read once (an iterable may be single-pass), checked against the
+        # model's input
+        x_cal = _calibration_arrays(
+            calibration_data, model,
+            max(_CALIBRATION_ITEMS, num_verify if verify else 1))
     flatbuffer = convert_to_tflite(
-        model, quantization=quantization, calibration_data=calibration_data,
+        model, quantization=quantization,
+        calibration_data=None if x_cal is None else x_cal[:_CALIBRATION_ITEMS],
         sparsity=sparsity, io_type=io_type)
-    _io.atomic_write_bytes(path, flatbuffer)
     report = ExportReport(path=str(path), size_bytes=len(flatbuffer),
                           quantization=quantization)
-    if not verify:
-        return report
-    x = _verification_inputs(model, verify_data, calibration_data,
-                             num_verify, seed)
-    interp, runtime = make_interpreter(flatbuffer)
-    y_lite = run_interpreter(interp, x)
-    y_keras = np.concatenate([
-        keras.ops.convert_to_numpy(model(x[i:i + 256], training=False))
-        for i in range(0, len(x), 256)])
-    y_keras = y_keras.reshape(y_lite.shape)
-    report.max_abs_error = float(np.max(np.abs(y_lite - y_keras)))
-    report.num_verified = int(len(x))
-    report.runtime = runtime
-    if y_lite.ndim == 2 and y_lite.shape[1] > 1:
-        report.top1_agreement = float(np.mean(
-            y_lite.argmax(1) == y_keras.argmax(1)))
+    if verify:
+        x = _verification_inputs(model, verify_data, x_cal, num_verify, seed)
+        _verify(model, flatbuffer, x, report, min_agreement, quantization,
+                io_type, x_cal)
+    elif quantization == "int8":
+        _check_integer_file(make_interpreter(flatbuffer)[0], io_type, report)
+    _io.atomic_write_bytes(path, flatbuffer)
     return report

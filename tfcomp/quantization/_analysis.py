@@ -18,6 +18,7 @@ import functools
 import keras
 import numpy as np
 
+from tfcomp._io import BadInputError
 from tfcomp.layers import QUANT_ACTIVATION_LAYERS, QUANT_LAYERS, QuantReLU
 from tfcomp.quantization._graph import read_graph
 from tfcomp.quantization.report import QuantizationReport
@@ -226,9 +227,28 @@ def _plan_layer(graph, name, layer, nodes, fold_batchnorm, report,
     return plan
 
 
+def _check_float_model(model, graph, verb: str) -> None:
+    """Raises when ``model`` already holds tfcomp quantization layers:
+    quantizing again would ignore the new bits of those layers and stack
+    activation quantizers, and their float weights are gone."""
+    found = []
+    for name, layer, _ in graph.layers():
+        if is_quant_layer(layer):
+            found.append(f"{name} ({type(layer).__name__})")
+    if found:
+        shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+        raise BadInputError(
+            f"{verb} needs a float model, but model {model.name!r} is "
+            f"already quantized ({len(found)} tfcomp quantization layers: "
+            f"{shown}). Start from the float model, or convert this one "
+            "with tfcomp.quantization.strip_quantization(model) first "
+            "(its weights then keep their quantized values).")
+
+
 def analyse(model, fold_batchnorm: bool, skip, verb: str) -> Analysis:
     """Plans the quantization of ``model`` (see the module docstring)."""
     graph = read_graph(model, verb)
+    _check_float_model(model, graph, verb)
     report = QuantizationReport()
     skip = set(skip or ())
     names = {n.name for n in graph.nodes} | {n.path for n in graph.nodes}

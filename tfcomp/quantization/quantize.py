@@ -104,8 +104,10 @@ def quantize_model(model: keras.Model, bits=8, fold_batchnorm: bool = True,
         (the ``new.quantization_report`` attribute is deprecated).
 
     Raises:
-        ValueError: bits outside [1, 8] / 32, unknown layer names, or a model
-            that was never built.
+        ValueError: bits outside [1, 8] / 32, unknown layer names, a model
+            that was never built, or a model that is already quantized
+            (holds tfcomp quantization or DNAS layers: quantize the float
+            model, or ``strip_quantization`` it first).
 
     Reference: Wang et al., HAQ, arXiv:1811.08886.
 
