@@ -164,13 +164,11 @@ def load_model(path: str):
     if not path.endswith(".keras"):
         raise CLIError(f"model must be a .keras file. Received: {path!r}")
     _check_zip(path, "model file", ".keras", member="config.json")
-    import keras
-
-    import tfcomp.layers  # noqa: F401  (registers tfcomp's layers)
+    from tfcomp._saving import load_model as load_keras
 
     info(f"loading {path}")
-    try:
-        return keras.saving.load_model(path)
+    try:  # tfcomp's classes registered; an unknown class names its package
+        return load_keras(path)
     except Exception as e:  # unknown layer, bad weights, ...
         raise CLIError(f"cannot load model {path!r}: "
                        f"{type(e).__name__}: {e}") from e
