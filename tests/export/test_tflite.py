@@ -224,3 +224,22 @@ def test_non_finite_outputs_fail_verification(tmp_path, data):
     with pytest.raises(VerificationError, match="not all finite"):
         export_tflite(model, str(tmp_path / "m.tflite"), verify_data=data)
     assert os.listdir(tmp_path) == []
+
+
+def test_subclassed_model_is_a_clear_error(tmp_path):
+    """A subclassed model has no symbolic inputs: a ValueError that says how
+    to wrap it, not an AttributeError; nothing is written."""
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.d(x)
+
+    m = Sub()
+    m(np.zeros((1, 4), "float32"))
+    with pytest.raises(ValueError, match="functional or Sequential"):
+        export_tflite(m, str(tmp_path / "m.tflite"))
+    assert not list(tmp_path.iterdir())

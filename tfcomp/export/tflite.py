@@ -150,6 +150,22 @@ def _make_converter(model):
         return tf.lite.TFLiteConverter.from_saved_model(tmp)
 
 
+def _check_exportable_model(model, verb: str) -> None:
+    """A built functional / Sequential model with symbolic inputs, or a
+    ``TypeError`` / ``ValueError`` naming the model (a subclassed model has
+    no ``inputs``: wrap it in a functional model first)."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"{verb} expects a keras.Model. Received: "
+                        f"model={type(model).__name__}")
+    inputs = getattr(model, "inputs", None) if model.built else None
+    if not inputs:
+        raise ValueError(
+            f"{verb}: model {model.name!r} ({type(model).__name__}) must be a "
+            "built functional or Sequential model with known inputs; a "
+            "subclassed model can be wrapped first: inputs = keras.Input("
+            "shape); keras.Model(inputs, model(inputs)).")
+
+
 def convert_to_tflite(model: keras.Model, quantization: str | None = None,
                       calibration_data=None, sparsity: bool = False,
                       io_type: str = "int8", *,
@@ -174,10 +190,7 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
     calibration_data = _calibration_data(
         calibration_data, representative_data, "convert_to_tflite")
     _check_modes(quantization, io_type)
-    if not model.built or not model.inputs:
-        raise ValueError(
-            f"Model {model.name!r} must be a built functional or Sequential "
-            "model with known inputs to export.")
+    _check_exportable_model(model, "convert_to_tflite")
     converter_kwargs: dict = {}
     # A QAT model goes through the integer path for "int8" (its ranges come
     # from training); the float modes convert ``strip_quantization(model)``:
@@ -373,7 +386,8 @@ def export_tflite(model: keras.Model, path: str,
     if verify:
         num_verify = _io.check_positive_int(num_verify, "num_verify")
     x_cal = None
-    if calibration_data is not None and model.built and model.inputs:
+    _check_exportable_model(model, "export_tflite")
+    if calibration_data is not None:
         # read once (an iterable may be single-pass), checked against the
         # model's input
         x_cal = _calibration_arrays(
