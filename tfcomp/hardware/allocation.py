@@ -1,0 +1,481 @@
+"""Exact mixed-precision bit allocation: minimise summed sensitivity under a
+hardware budget with an integer program (HAWQ-V3 / MCT style).
+
+One binary ``x[layer, choice]`` per quantizable layer and candidate
+``(w_bits, a_bits)``; one choice per layer; ``sum cost * x <= budget``;
+tied layers take equal choices (``x[i, k] == x[j, k]``); objective ``sum
+sensitivity * x``. Solved exactly by ``scipy.optimize.milp`` (HiGHS).
+
+Costs come from the one cost model, priced as HAQ prices a policy: size
+and BOPs from the ``tfcomp.cost`` formulas, latency and energy from the
+``HardwareModel`` / ``LatencyTable``'s ``layer_cost``
+(:func:`tfcomp.hardware.layer_resource`). A budget is a fraction of the
+cost with every quantizable layer at 8/8 bits; for latency and energy the
+model's other costed layers (adds, pooling) count at 8/8 and a table's
+``overhead_s`` is added, as in ``HAQSpace``.
+
+Reference: Yao et al., HAWQ-V3, arXiv:2011.10680; Dong et al., HAWQ-V2,
+arXiv:1911.03852; Wang et al., HAQ, arXiv:1811.08886 (first / last layer
+at 8 bits, budget as a fraction of the 8-bit cost).
+
+Example:
+    >>> s = tfcomp.quantization.sensitivity(model, (x, y))
+    >>> policy = allocate_bits(model, s, "latency", BISMO(), budget=0.4)
+    >>> qat = tfcomp.quantize_model(model, bits=policy)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+import numpy as np
+
+from tfcomp._io import check_number, check_positive_int
+from tfcomp.hardware.base import HardwareModel, layer_resource
+from tfcomp.hardware.spec import extract_specs
+from tfcomp.quantization.quantize import quantizable_layers
+from tfcomp.quantization.sensitivity_result import Sensitivity
+from tfcomp.quantization.ties import residual_ties
+
+__all__ = ["RESOURCES", "Allocation", "FrontPoint", "CostTable",
+           "allocate_bits", "policy_cost"]
+
+RESOURCES = ("latency", "energy", "size", "bops")
+_FIXED = (8, 8)
+_TOL = 1e-9
+
+FrontPoint = namedtuple("FrontPoint", "budget cost sensitivity policy")
+FrontPoint.__doc__ = """One point of the Pareto front: the budget asked
+(fraction of the 8/8 cost), the policy's cost (same unit), its summed
+sensitivity and the policy ``{layer: (w_bits, a_bits)}``."""
+
+
+def _check_resource(resource, hardware) -> str:
+    if resource not in RESOURCES:
+        raise ValueError(f"resource must be one of {RESOURCES}. Received: "
+                         f"resource={resource!r}")
+    if hardware is not None and not isinstance(hardware, HardwareModel):
+        raise TypeError("hardware must be None, a HardwareModel (BISMO(), "
+                        "BitFusion()) or a LatencyTable. Received: "
+                        f"hardware={hardware!r}")
+    if resource in ("latency", "energy") and hardware is None:
+        raise ValueError(f"resource={resource!r} needs a hardware model "
+                         "(e.g. BISMO(), BitFusion('edge') or a "
+                         "LatencyTable). Received: hardware=None")
+    return resource
+
+
+class CostTable:
+    """Per-layer cost of a model's quantizable layers at any bit pair.
+
+    Args:
+        model: the float model.
+        resource: ``"latency"``, ``"energy"``, ``"size"`` or ``"bops"``.
+        hardware: a ``HardwareModel`` / ``LatencyTable`` (latency, energy).
+
+    Attributes:
+        layers: quantizable layer names (``quantize_model``'s).
+        constant: cost that no bit choice changes (latency / energy of the
+            other costed layers at 8/8, plus ``overhead_s``).
+        full_cost: the cost with every quantizable layer at 8/8.
+
+    Example:
+        >>> t = CostTable(model, "size")
+        >>> t.ratio(4)  # uniform 4-bit (first / last at 8) vs all 8/8
+    """
+
+    def __init__(self, model, resource: str, hardware=None):
+        self.resource = _check_resource(resource, hardware)
+        self.hardware = hardware
+        self.layers = quantizable_layers(model)
+        if not self.layers:
+            raise ValueError(f"model {model.name!r} has no quantizable layers "
+                             "(Conv2D, DepthwiseConv2D or Dense).")
+        specs, _ = extract_specs(model, return_skipped=True)
+        by_name = {s.name.replace("/", "_"): s for s in specs}
+        by_name.update({s.name: s for s in specs})
+        missing = [n for n in self.layers if n not in by_name]
+        if missing:
+            raise ValueError(f"quantizable layers {missing} have no cost "
+                             "spec (tfcomp.hardware.extract_specs).")
+        self.specs = {n: by_name[n] for n in self.layers}
+        self._cache = {}
+        chosen = {id(s) for s in self.specs.values()}
+        if resource == "energy" and hardware.layer_cost(
+                self.specs[self.layers[0]], *_FIXED).energy_j is None:
+            raise ValueError(
+                f"resource='energy' needs a hardware model with energy "
+                f"figures (e.g. BitFusion). Received: hardware="
+                f"{getattr(hardware, 'name', hardware)!r}, which has none; "
+                "use resource='latency'.")
+        self.constant = 0.0
+        if resource in ("latency", "energy"):
+            self.constant = sum(
+                self._price(s, *_FIXED) for s in specs
+                if id(s) not in chosen
+                and s.op not in ("conv", "depthwise", "dense"))
+            if resource == "latency":
+                self.constant += float(getattr(hardware, "overhead_s", 0.0))
+        self.full_cost = self.constant + sum(
+            self.cost(n, *_FIXED) for n in self.layers)
+
+    def _price(self, spec, w, a) -> float:
+        try:
+            return layer_resource(spec, int(w), int(a), self.resource,
+                                  self.hardware)
+        except ValueError as e:
+            name = getattr(self.hardware, "name", self.hardware)
+            raise ValueError(
+                f"{self.resource} of layer {spec.name!r} at w_bits={w}, "
+                f"a_bits={a} cannot be priced by {name!r}: {e} Give "
+                "candidates= that the hardware supports.") from None
+
+    def cost(self, layer: str, w_bits: int, a_bits: int) -> float:
+        """One quantizable layer's cost at ``(w_bits, a_bits)``."""
+        key = (layer, int(w_bits), int(a_bits))
+        if key not in self._cache:
+            self._cache[key] = self._price(self.specs[layer], w_bits, a_bits)
+        return self._cache[key]
+
+    def total(self, policy: dict) -> float:
+        """Cost of ``{layer: (w, a)}`` (layers not listed at 8/8)."""
+        return self.constant + sum(
+            self.cost(n, *policy.get(n, _FIXED)) for n in self.layers)
+
+    def ratio(self, bits, first_last_8bit: bool = True) -> float:
+        """Cost of a policy as a fraction of :attr:`full_cost`. ``bits``:
+        ``{layer: (w, a)}``, a ``(w, a)`` pair or one int (w = a); uniform
+        bits keep the first and last layer at 8/8 when
+        ``first_last_8bit``."""
+        if not isinstance(bits, dict):
+            pair = tuple(bits) if isinstance(bits, (tuple, list)) \
+                else (bits, bits)
+            bits = {n: pair for n in self.layers}
+            if first_last_8bit:
+                bits[self.layers[0]] = bits[self.layers[-1]] = _FIXED
+        return self.total(bits) / self.full_cost
+
+
+def policy_cost(model, bits, resource: str = "latency", hardware=None,
+                first_last_8bit: bool = True) -> float:
+    """A policy's cost as a fraction of the 8/8 cost, priced as
+    :func:`allocate_bits` prices it (so ``budget=policy_cost(model, 4,
+    ...)`` is "at uniform 4-bit's cost").
+
+    Example:
+        >>> budget = policy_cost(model, 4, "latency", BISMO())
+    """
+    return CostTable(model, resource, hardware).ratio(bits, first_last_8bit)
+
+
+class Allocation(dict):
+    """``{layer: (w_bits, a_bits)}`` found by :func:`allocate_bits`, with
+    what it cost.
+
+    Attributes:
+        resource, budget: what was limited and the budget (fraction).
+        cost: the policy's cost as a fraction of the 8/8 cost.
+        full_cost: the absolute 8/8 cost (seconds, joules, BOPs, bytes).
+        sensitivity: summed sensitivity of the policy.
+        min_budget: the cheapest reachable cost (fraction).
+        front: ``[FrontPoint]`` when ``return_front=True``, else None.
+
+    Example:
+        >>> alloc = allocate_bits(model, s, "size", budget=0.5)
+        >>> dict(alloc), alloc.cost
+    """
+
+    resource = None
+    budget = cost = full_cost = sensitivity = min_budget = None
+    front = None
+
+
+# ------------------------------------------------------------- problem
+
+
+def _candidates(candidates, a_bits, sens: Sensitivity) -> list:
+    if a_bits != "same":
+        a_bits = check_positive_int(a_bits, "a_bits")
+    rule = (lambda w: w) if a_bits == "same" else (lambda w: a_bits)
+    if candidates is None:
+        candidates = list(sens.bits)
+    try:
+        items = list(candidates)
+    except TypeError:
+        raise ValueError("candidates must be None, a list of weight "
+                         "bit-widths or of (w_bits, a_bits) pairs. "
+                         f"Received: candidates={candidates!r}") from None
+    pairs = []
+    for c in items:
+        if isinstance(c, (tuple, list)) and len(c) == 2:
+            pair = (c[0], c[1])
+        elif isinstance(c, (int, np.integer)) and not isinstance(c, bool):
+            pair = (int(c), rule(int(c)))
+        else:
+            raise ValueError("candidates must hold weight bit-widths or "
+                             f"(w_bits, a_bits) pairs. Received item: {c!r}")
+        for v, what in zip(pair, ("w_bits", "a_bits")):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) \
+                    or not 1 <= int(v) <= 8:
+                raise ValueError(f"candidates {what} must be integers in "
+                                 f"[1, 8]. Received: {c!r}")
+        pair = (int(pair[0]), int(pair[1]))
+        if pair[0] not in sens.bits:
+            raise ValueError(
+                f"candidate {pair} needs the sensitivity at w_bits="
+                f"{pair[0]}, but the sensitivity table has bits "
+                f"{sens.bits}. Measure it with sensitivity(..., bits=...).")
+        if pair not in pairs:
+            pairs.append(pair)
+    if not pairs:
+        raise ValueError("candidates must not be empty.")
+    return pairs
+
+
+def _tie_groups(model, tie, layers) -> list:
+    if tie is None:
+        return []
+    if tie == "residual":
+        return residual_ties(model)
+    if isinstance(tie, str):
+        raise ValueError("tie must be None, 'residual' or a list of groups "
+                         f"of layer names. Received: tie={tie!r}")
+    groups = [list(g) for g in tie]
+    unknown = sorted({n for g in groups for n in g} - set(layers))
+    if unknown:
+        raise ValueError(f"tie names layers that are not quantizable: "
+                         f"{unknown}. Quantizable layers: {layers}")
+    return [g for g in groups if len(g) > 1]
+
+
+def _check_sensitivity(sens, layers, model) -> None:
+    if not isinstance(sens, Sensitivity):
+        raise TypeError("sensitivity must be a Sensitivity (from "
+                        "tfcomp.quantization.sensitivity or "
+                        "Sensitivity.from_json). Received: "
+                        f"{type(sens).__name__}")
+    if set(sens.layers) != set(layers):
+        missing = [n for n in layers if n not in sens.layers]
+        extra = [n for n in sens.layers if n not in layers]
+        raise ValueError(
+            f"sensitivity does not match model {model.name!r}: layers "
+            f"missing from it {missing[:8]}, layers the model does not have "
+            f"{extra[:8]}. Measure the sensitivity on this model.")
+
+
+class _Problem:
+    """Layers x choices: costs, sensitivities, allowed choices, ties."""
+
+    def __init__(self, table, sens, pairs, fixed, groups):
+        self.table = table
+        self.layers = table.layers
+        self.choices = list(pairs) + ([_FIXED] if _FIXED not in pairs else [])
+        n, k = len(self.layers), len(self.choices)
+        # a tie group holding a fixed layer is fixed as a whole
+        fixed = set(fixed)
+        for g in groups:
+            if fixed & set(g):
+                fixed |= set(g)
+        self.fixed = fixed
+        self.allowed = np.zeros((n, k), bool)
+        self.cost = np.zeros((n, k))
+        self.sens = np.zeros((n, k))
+        for i, name in enumerate(self.layers):
+            for j, (w, a) in enumerate(self.choices):
+                ok = (w, a) == _FIXED if name in fixed else (w, a) in pairs
+                self.allowed[i, j] = ok
+                if ok:
+                    self.cost[i, j] = table.cost(name, w, a)
+                    self.sens[i, j] = sens.value(name, w) \
+                        if w in sens.bits else 0.0
+        index = {x: i for i, x in enumerate(self.layers)}
+        self.ties = [[index[x] for x in g] for g in groups]
+
+    def min_cost(self) -> float:
+        """Cheapest reachable cost (tie groups choose together)."""
+        groups = _merge(self.ties)
+        seen = set().union(*groups) if groups else set()
+        total = self.table.constant
+        for members in groups:
+            idx = sorted(members)
+            ok = np.all(self.allowed[idx], axis=0)
+            if not ok.any():
+                raise ValueError(
+                    f"tied layers {[self.layers[i] for i in idx]} have no "
+                    "candidate (w_bits, a_bits) in common.")
+            total += float(np.min(np.where(ok, self.cost[idx].sum(axis=0),
+                                           np.inf)))
+        for i in range(len(self.layers)):
+            if i not in seen:
+                total += float(np.min(self.cost[i][self.allowed[i]]))
+        return total
+
+    def solve(self, limit: float) -> np.ndarray:
+        """Choice index per layer minimising sensitivity, cost <= limit."""
+        from scipy.optimize import Bounds, LinearConstraint, milp
+        n, k = self.cost.shape
+        scale_s = float(np.max(np.abs(self.sens))) or 1.0
+        full = self.table.full_cost
+        c = (self.sens / scale_s).ravel()
+        one = np.zeros((n, n * k))
+        for i in range(n):
+            one[i, i * k:(i + 1) * k] = 1.0
+        rows = [LinearConstraint(one, 1.0, 1.0)]
+        tie_rows = []
+        for g in self.ties:
+            for i in g[1:]:
+                for j in range(k):
+                    r = np.zeros(n * k)
+                    r[g[0] * k + j], r[i * k + j] = 1.0, -1.0
+                    tie_rows.append(r)
+        if tie_rows:
+            rows.append(LinearConstraint(np.array(tie_rows), 0.0, 0.0))
+        cost_row = (self.cost / full).ravel()
+        rhs = (limit - self.table.constant) / full
+        for _ in range(5):
+            res = milp(c, integrality=np.ones(n * k),
+                       bounds=Bounds(0, self.allowed.ravel().astype(float)),
+                       constraints=rows + [LinearConstraint(
+                           cost_row[None, :], -np.inf, rhs)],
+                       options={"mip_rel_gap": 0.0})
+            if res.x is None:
+                raise RuntimeError(f"The integer program failed: "
+                                   f"{res.message}")
+            pick = np.round(res.x).reshape(n, k).argmax(axis=1)
+            over = self.cost[np.arange(n), pick].sum() + \
+                self.table.constant - limit
+            if over <= 0:
+                return pick
+            rhs -= over / full + 1e-12  # HiGHS' feasibility tolerance
+        raise RuntimeError("The integer program could not meet the budget "
+                           "within the solver's tolerance.")
+
+    def policy(self, pick) -> dict:
+        return {x: self.choices[j] for x, j in zip(self.layers, pick)}
+
+    def summary(self, pick) -> tuple:
+        rows = np.arange(len(self.layers))
+        cost = float(self.cost[rows, pick].sum()) + self.table.constant
+        return cost, float(self.sens[rows, pick].sum())
+
+
+def _merge(sets: list) -> list:
+    """Unions of overlapping sets."""
+    out = []
+    for s in sets:
+        s = set(s)
+        keep = []
+        for t in out:
+            if t & s:
+                s |= t
+            else:
+                keep.append(t)
+        out = keep + [s]
+    return out
+
+
+# ------------------------------------------------------------- the verb
+
+
+def allocate_bits(model, sensitivity: Sensitivity, resource: str = "latency",
+                  hardware=None, budget: float = 0.5, candidates=None,
+                  first_last_8bit: bool = True, tie=None,
+                  return_front: bool = False, *, a_bits="same",
+                  front_points: int = 20) -> Allocation:
+    """Per-layer ``(w_bits, a_bits)`` minimising summed sensitivity under a
+    cost budget, solved exactly as an integer program (``scipy`` HiGHS).
+
+    Activation bits: the sensitivity is weights-only, so ``a_bits`` follows
+    a rule: ``"same"`` (a = w, the default; uniform b-bit is then a
+    candidate policy) or a fixed int; or give explicit ``(w, a)`` pairs in
+    ``candidates`` (the cheapest ``a`` then wins for a given ``w``, as
+    activation sensitivity is not measured).
+
+    Args:
+        model: the float model the sensitivity was measured on.
+        sensitivity: a :class:`~tfcomp.quantization.Sensitivity`.
+        resource: ``"latency"``, ``"energy"`` (need ``hardware``),
+            ``"size"`` or ``"bops"``.
+        hardware: a ``HardwareModel`` (``BISMO()``, ``BitFusion()``) or a
+            ``LatencyTable``.
+        budget: allowed cost as a fraction of the all-8/8 cost.
+        candidates: None (the sensitivity's bits), weight bit-widths, or
+            ``(w_bits, a_bits)`` pairs.
+        first_last_8bit: keep the first and last quantizable layers at 8/8
+            (HAQ's rule); a tie group holding one of them stays at 8/8 too.
+        tie: None, ``"residual"`` (layers whose outputs an ``Add`` sums
+            share bits, :func:`~tfcomp.quantization.residual_ties`) or a
+            list of groups of layer names.
+        return_front: also solve over ``front_points`` budgets from the
+            cheapest reachable cost to 1.0 and store the Pareto front in
+            ``.front``.
+        a_bits: the activation rule for weight-only candidates.
+        front_points: number of budgets on the front.
+
+    Returns:
+        An :class:`Allocation`: ``{layer: (w_bits, a_bits)}`` for every
+        quantizable layer (pass it to ``quantize_model(model, bits=...)``),
+        with ``.cost``, ``.sensitivity``, ``.min_budget``, ``.front``.
+
+    Raises:
+        ValueError: an unknown resource, latency / energy without hardware,
+            a budget below the cheapest reachable cost (the message gives
+            it), a sensitivity measured on other layers, candidates outside
+            [1, 8] or not in the sensitivity's bits.
+
+    Reference: Yao et al., HAWQ-V3, arXiv:2011.10680.
+
+    Example:
+        >>> s = sensitivity(model, (x, y))
+        >>> bits = allocate_bits(model, s, "size",
+        ...                      budget=policy_cost(model, 4, "size"))
+        >>> qat = quantize_model(model, bits=dict(bits))
+    """
+    _check_resource(resource, hardware)
+    budget = check_number(budget, "budget", 0, min_open=True,
+                          hint="a fraction of the all-8/8 cost")
+    front_points = check_positive_int(front_points, "front_points", 2)
+    table = CostTable(model, resource, hardware)
+    layers = table.layers
+    _check_sensitivity(sensitivity, layers, model)
+    pairs = _candidates(candidates, a_bits, sensitivity)
+    fixed = [layers[0], layers[-1]] if first_last_8bit else []
+    problem = _Problem(table, sensitivity, pairs, fixed,
+                       _tie_groups(model, tie, layers))
+    full = table.full_cost
+    min_cost = problem.min_cost()
+    min_ratio = min_cost / full
+    if budget * full < min_cost * (1 - _TOL):
+        raise ValueError(
+            f"budget={budget} of the all-8/8 {resource} cannot be reached: "
+            f"the cheapest policy (every layer at its cheapest candidate"
+            f"{', first / last at 8/8' if first_last_8bit else ''}) costs "
+            f"{min_ratio:.4f} of it. The minimum budget is "
+            f"{math.ceil(min_ratio * 1e4) / 1e4}.")
+    pick = problem.solve(max(budget * full, min_cost) * (1 + _TOL))
+    out = Allocation(problem.policy(pick))
+    cost, total = problem.summary(pick)
+    out.resource, out.budget, out.full_cost = resource, budget, full
+    out.cost, out.sensitivity, out.min_budget = cost / full, total, min_ratio
+    if return_front:
+        out.front = _front(problem, min_cost, front_points)
+    return out
+
+
+def _front(problem, min_cost, points) -> list:
+    full = problem.table.full_cost
+    most = float(np.sum(np.max(np.where(problem.allowed, problem.cost,
+                                        -np.inf), axis=1)))
+    top = max(1.0, (most + problem.table.constant) / full)
+    front, seen = [], set()
+    for b in np.linspace(min_cost / full, top, points):
+        pick = problem.solve(max(b * full, min_cost) * (1 + _TOL))
+        key = tuple(pick)
+        if key in seen:
+            continue
+        seen.add(key)
+        cost, total = problem.summary(pick)
+        front.append(FrontPoint(float(b), cost / full, total,
+                                problem.policy(pick)))
+    return front
