@@ -1,11 +1,19 @@
 """The target resolver: ratios, budgets, round_to, ignored layers, cost."""
 
+import keras
 import numpy as np
 import pytest
+from keras import layers as L
 
 import tfcomp
 from tfcomp.graph import DependencyGraph
-from tfcomp.pruning import Plan, prune_channels
+from tfcomp.pruning import (
+    Plan,
+    estimate_macs,
+    make_plan,
+    mask_channels,
+    prune_channels,
+)
 from tfcomp.pruning.targets import (
     ChannelMacs,
     channel_macs,
@@ -13,6 +21,7 @@ from tfcomp.pruning.targets import (
     n_keep,
     resolve,
     resolve_keep_counts,
+    unit_round_to,
 )
 
 
@@ -134,3 +143,74 @@ def test_argument_errors(graph):
         resolve_keep_counts(graph)
     with pytest.raises(ValueError, match=r"ratio must be in \[0, 1\)"):
         resolve_keep_counts(graph, 1.0)
+
+
+# ------------------------------------------ grouped convs and whole-model MACs
+
+
+def _grouped(groups=4, width=32):
+    inp = keras.Input((6, 6, 8))
+    x = L.Conv2D(width, 3, padding="same", name="c1")(inp)
+    x = L.Conv2D(width, 3, padding="same", groups=groups, name="gconv")(x)
+    x = L.Conv2D(8, 1, name="c3")(L.BatchNormalization()(x))
+    out = L.Dense(2)(L.GlobalAveragePooling2D()(x))
+    return keras.Model(inp, out, name="grouped")
+
+
+@pytest.mark.parametrize("ratio,round_to,filters", [
+    (0.5, 8, 16),    # was 32 (multiples of 8 per conv group): nothing pruned
+    (0.75, 4, 8),    # was 16 (4 per conv group)
+    (0.75, 1, 8),    # round_to=1: unchanged
+    (0.5, 3, 24),    # lcm(3, 4) = 12: 16 -> 24
+])
+def test_round_to_counts_a_grouped_convs_total_channels(ratio, round_to,
+                                                         filters):
+    model = _grouped()
+    graph = DependencyGraph(model)
+    g = graph.group("gconv")
+    assert g.size == 8 and g.unit_width == 4
+    assert unit_round_to(g, 8) == 2 and unit_round_to(g, 6) == 3
+    plan = make_plan(graph, ratio=ratio, round_to=round_to)
+    small = prune_channels(model, plan, graph=graph)
+    for name in ("c1", "gconv"):  # gconv's input and output sides
+        assert small.get_layer(name).filters == filters
+        assert filters % round_to == 0 and filters % 4 == 0
+    assert small.get_layer("gconv").groups == 4
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 8)).astype("float32")
+    y_small = np.asarray(small(x))
+    y_mask = np.asarray(mask_channels(model, plan, graph=graph)(x))
+    assert np.abs(y_small - y_mask).max() <= 1e-5 * np.abs(y_mask).max()
+
+
+def _vit():
+    inp = keras.Input((16, 16, 3))
+    x = L.Reshape((16, 16))(L.Conv2D(16, 4, strides=4, name="patch")(inp))
+    h = L.LayerNormalization(name="ln1")(x)
+    x = L.Add()([x, L.MultiHeadAttention(2, 8, name="mha")(h, h)])
+    h = L.Dense(32, activation="gelu", name="mlp1")(
+        L.LayerNormalization(name="ln2")(x))
+    x = L.Add()([x, L.Dense(16, name="mlp2")(h)])
+    out = L.Dense(10, name="head")(L.GlobalAveragePooling1D()(x))
+    return keras.Model(inp, out, name="vit")
+
+
+def test_budget_is_a_fraction_of_the_whole_model_with_attention():
+    model = _vit()
+    graph = DependencyGraph(model)
+    dense = tfcomp.profile(model).macs
+    assert ChannelMacs(graph).dense == dense == 53408  # attention included
+    # only the MLP can shrink: 0.5 is out of reach and the error says the
+    # minimum and which layers hold it
+    with pytest.raises(ValueError, match="cannot be reached") as e:
+        make_plan(graph, target_macs=0.5)
+    msg = str(e.value)
+    floor = dense - 2 * 16 * 31 * 16  # mlp1 / mlp2 keep one hidden unit
+    assert f"{floor:,} MACs, {floor / dense:.3f} of the dense" in msg
+    assert "'mha' (MultiHeadAttention, 24,576 MACs" in msg
+    assert "LayerNormalization normalises over all channels" in msg
+    # a reachable budget is met against the whole model
+    plan = make_plan(graph, target_macs=0.9)
+    after = prune_channels(model, plan, graph=graph)
+    assert plan.meta["macs_before"] == dense
+    assert tfcomp.profile(after).macs == plan.meta["macs_after"] == \
+        estimate_macs(graph, plan) <= 0.9 * dense

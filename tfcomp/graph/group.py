@@ -111,6 +111,27 @@ class Group:
         """Why the group cannot be pruned (None when prunable)."""
         return "; ".join(self.reasons) if self.reasons else None
 
+    @property
+    def unit_width(self) -> int:
+        """Channels of a producer layer that one unit removes together.
+
+        1 for plain convolutions and dense layers; ``groups`` for a
+        grouped convolution's filters (the same in-group position in every
+        conv group is one unit, so each group keeps the same count) and for
+        the layer feeding it; the group size of a ``GroupNormalization``
+        (whole normalisation groups are one unit). The largest over the
+        producers.
+
+        Example:
+            >>> graph.group("grouped_conv").unit_width   # groups=4
+            4
+        """
+        width = 1
+        for m in self.producers:
+            if len(m.units):
+                width = max(width, int(np.bincount(m.units).max()))
+        return width
+
     def _role(self, role) -> list:
         return [m for m in self.members if m.role == role]
 

@@ -178,10 +178,22 @@ class BatchNormHandler(ChannelHandler):
 class LayerNormHandler(ChannelHandler):
     """LayerNormalization / GroupNormalization.
 
-    When the statistics run over the channel axis, pruning changes them: the
-    pruned model normalises over the kept channels only, so it equals the
-    masked model only approximately. Group norms prune the same in-group
-    positions in every group.
+    Pruning must not change the statistics, so that the pruned model equals
+    the masked one:
+
+    * statistics over the channel axis (LayerNormalization on the last
+      axis, ConvNeXt / ViT style; GroupNormalization with ``groups=1``):
+      a barrier, every channel is needed for the mean and variance;
+    * GroupNormalization with ``1 < groups < channels``: whole groups are
+      pruned (the channels of one normalisation group are one unit), so
+      the kept groups' statistics are unchanged; ``groups`` shrinks;
+    * one group per channel (``groups=-1`` or ``channels``) and statistics
+      over other axes only: per-channel, pruned freely.
+
+    Example:
+        >>> graph = tfcomp.DependencyGraph(model)   # Conv2D -> LN -> Dense
+        >>> graph.barriers["ln"]
+        'LayerNormalization normalises over all channels: pruning would change it'
     """
 
     def connect(self, ctx):
@@ -189,24 +201,34 @@ class LayerNormHandler(ChannelHandler):
         rank = len(ctx.input_shapes[0])
         c = ctx.in_channels()
         axes = _axes(layer.axis, rank)
+        cls = type(layer).__name__
         if isinstance(layer, keras.layers.GroupNormalization) or hasattr(
                 layer, "groups"):
             if axes != [rank - 1]:
                 return ctx.barrier("group norm over a non-channel axis")
             g = int(layer.groups)
             g = c if g == -1 else g
+            if g == 1:
+                return ctx.barrier(
+                    f"{cls}(groups=1) normalises over all channels: pruning "
+                    "would change it")
             p = _channel_port(ctx, [("gamma", 0), ("beta", 0)], shared=True)
-            if 1 < g < c:
-                ctx.tie(p, p, np.arange(c) % (c // g))
+            if g < c:
+                # channels of one normalisation group are one unit
+                size = c // g
+                ctx.tie(p, p, (np.arange(c) // size) * size)
         elif rank - 1 in axes:
-            _channel_port(ctx, [("gamma", -1), ("beta", -1)], shared=True)
+            return ctx.barrier(f"{cls} normalises over all channels: "
+                               "pruning would change it")
         else:
             _channel_port(ctx)
 
     def update_config(self, config, keep):
         g = config.get("groups")
-        if g is not None and int(g) == keep.input(0).size:
-            config["groups"] = int(keep.input(0).sum())  # one per channel
+        mask = keep.input(0)
+        if g is not None and int(g) not in (-1, 1) and mask.size:
+            per_group = mask.size // int(g)
+            config["groups"] = int(mask.sum()) // per_group
         return config
 
 

@@ -391,7 +391,10 @@ def make_plan(model, ratio: float | dict = 0.3,
         importance: ``"l1"``, ``"l2"``, ``"fpgm"``, ``"bn_scale"``,
             ``"random"``, ``"taylor"`` or a callable ``group -> scores``.
         round_to: kept channel counts are multiples of this (e.g. 8 for
-            SIMD-friendly widths), capped at the group size.
+            SIMD-friendly widths), capped at the group size. A grouped conv
+            keeps the same count in every conv group, so its total is a
+            multiple of ``lcm(round_to, groups)``
+            (:func:`tfcomp.pruning.targets.unit_round_to`).
         target_macs: a MACs budget; ``ratio`` (a float) is then ignored and
             the smallest uniform ratio whose pruned model meets the budget
             is found by bisection on an analytic MACs count (exact under

@@ -8,7 +8,13 @@ turns it into ``{group_id: kept channels}`` here:
 * ``target_macs``: a MACs budget, a fraction (0, 1] of the dense model's
   MACs or an absolute count; the smallest uniform ratio meeting it is found
   by one bisection on :func:`channel_macs`;
-* ``round_to``: kept counts are multiples of it (capped at the group size);
+* ``round_to``: the producer layers' kept channel counts are multiples of
+  it (capped at the group size). A unit spanning ``w`` channels (a grouped
+  conv with ``w`` groups: one in-group position of every conv group; a
+  whole ``GroupNormalization`` group; :attr:`tfcomp.graph.Group.unit_width`)
+  keeps a multiple of ``round_to / gcd(round_to, w)`` units, so a
+  ``groups=4`` conv with ``round_to=8`` keeps 8, 16, ... filters, two, four,
+  ... per conv group, every conv group the same (:func:`unit_round_to`);
 * ``ignored_layers``: layers whose channel groups are left whole;
 * ``groups``: restricts a uniform ratio / budget to some groups.
 
@@ -37,7 +43,7 @@ from tfcomp.graph import DependencyGraph
 
 __all__ = ["ChannelMacs", "Targets", "channel_macs", "check_ratio",
            "check_target_macs", "group_for_key", "ignored_group_ids",
-           "n_keep", "resolve", "resolve_keep_counts"]
+           "n_keep", "resolve", "resolve_keep_counts", "unit_round_to"]
 
 # Bisection steps on the uniform ratio (the interval is below 1e-12 then).
 _ITERATIONS = 40
@@ -82,6 +88,21 @@ def n_keep(size: int, ratio: float, round_to: int = 1) -> int:
     return max(1, keep)
 
 
+def unit_round_to(group, round_to: int) -> int:
+    """``round_to`` in units of ``group``: kept units are multiples of
+    ``round_to / gcd(round_to, group.unit_width)``, so the producer's kept
+    channels (units x width) are multiples of ``round_to`` and of the
+    width (each conv group keeps the same count).
+
+    Example:
+        >>> g = graph.group("gconv")     # Conv2D(32, 3, groups=4)
+        >>> g.size, g.unit_width, unit_round_to(g, 8)
+        (8, 4, 2)
+    """
+    round_to = int(round_to)
+    return round_to // math.gcd(round_to, int(group.unit_width))
+
+
 def _as_graph(model_or_graph) -> DependencyGraph:
     if isinstance(model_or_graph, DependencyGraph):
         return model_or_graph
@@ -115,20 +136,28 @@ class ChannelMacs:
         self.graph = graph
         prof = profile(graph.model)
         self.dense = int(prof.macs)
-        self._items = []  # (macs, layer, handler, ports)
+        self._items = []  # (macs, layer, handler, ports, name)
         layers = graph.layers
         for rec in prof.layers:
             if not rec.macs or rec.name not in layers:
                 continue
             ports = graph.layer_ports(rec.name, first_call_only=True)
             self._items.append((rec.macs, layers[rec.name],
-                                graph.handler(rec.name), ports))
+                                graph.handler(rec.name), ports, rec.name))
+        # MACs of layers the graph does not see (inside subclassed models)
+        self._outside = self.dense - sum(it[0] for it in self._items)
 
-    def removed_macs(self, removed: dict) -> int:
-        """MACs after removing ``{group_index: unit indices}``."""
+    def layer_macs(self, removed: dict) -> dict:
+        """``{layer path: MACs}`` after removing ``{group_index: units}``,
+        for every layer with MACs the graph sees.
+
+        Example:
+            >>> ChannelMacs(graph).layer_macs({})["conv1"]
+            86016
+        """
         keep = self.graph.channel_keep(removed)
-        total = 0
-        for macs, layer, handler, ports in self._items:
+        out = {}
+        for macs, layer, handler, ports, name in self._items:
             fr = {p.name: float(keep.port(p).sum()) / p.size
                   for p in ports if p.size}
             scale = handler.macs_scale(fr, layer) if handler else None
@@ -137,8 +166,38 @@ class ChannelMacs:
                 for p in ports:
                     if p.macs and p.size:
                         scale *= fr[p.name]
-            total += round(macs * scale)
-        return int(total)
+            out[name] = round(macs * scale)
+        return out
+
+    def removed_macs(self, removed: dict) -> int:
+        """MACs after removing ``{group_index: unit indices}`` (layers the
+        graph cannot see, inside a subclassed model, count unchanged)."""
+        return int(sum(self.layer_macs(removed).values()) + self._outside)
+
+    def fixed_layers(self, removed: dict, top: int = 3) -> list:
+        """The ``top`` layers with the most MACs that ``removed`` leaves
+        unchanged, as ``"name (Type, N MACs[: why])"`` strings (for
+        messages about unreachable budgets).
+
+        Example:
+            >>> ChannelMacs(vit_graph).fixed_layers({})[0]
+            "mha (MultiHeadAttention, 1,234 MACs: no channel handler ...)"
+        """
+        dense = {it[4]: it[0] for it in self._items}
+        types = {it[4]: type(it[1]).__name__ for it in self._items}
+        after = self.layer_macs(removed)
+        fixed = sorted((n for n in after if after[n] == dense[n]),
+                       key=lambda n: -dense[n])
+        out = []
+        for n in fixed[:top]:
+            why = self.graph.barriers.get(n)
+            group = self.graph.producer_group(n)
+            if why is None and group is not None and not group.prunable:
+                why = group.reasons[0] + ("; ..." if len(group.reasons) > 1
+                                          else "")
+            out.append(f"{n!r} ({types[n]}, {dense[n]:,} MACs"
+                       + (f": {why})" if why else ")"))
+        return out
 
     def removal(self, keep_counts: dict, orders: dict | None = None) -> dict:
         """``{group_index: units removed}`` for ``{group_id: kept count}``.
@@ -345,7 +404,8 @@ def resolve(graph, ratio=None, *, target_macs=None, round_to: int = 1,
                     f"Group {g.id!r} is in ignored_layers but ratio[{key!r}]"
                     f"={r} prunes it.")
             ratios[g.id] = r
-        keep = {gid: n_keep(graph.group(gid).size, r, round_to)
+        keep = {gid: n_keep(graph.group(gid).size, r,
+                            unit_round_to(graph.group(gid), round_to))
                 for gid, r in ratios.items()}
         return Targets(keep=keep, ratio=ratios,
                        orders=_orders(graph, keep, orders))
@@ -356,8 +416,10 @@ def resolve(graph, ratio=None, *, target_macs=None, round_to: int = 1,
     targets = _uniform_targets(graph, groups, ignored)
     orders = _orders(graph, [g.id for g in targets], orders)
 
+    steps_of = {g.id: unit_round_to(g, round_to) for g in targets}
+
     def keep_at(r) -> dict:
-        return {g.id: n_keep(g.size, r, round_to) for g in targets}
+        return {g.id: n_keep(g.size, r, steps_of[g.id]) for g in targets}
 
     if target_macs is None:
         return Targets(keep=keep_at(uniform), ratio=uniform, orders=orders)
@@ -375,10 +437,14 @@ def resolve(graph, ratio=None, *, target_macs=None, round_to: int = 1,
         hi = _HI
         smallest = macs_at(hi)
         if smallest > budget:
+            fixed = cost.fixed_layers(cost.removal(keep_at(hi), orders))
             raise ValueError(
                 f"target_macs={target_macs!r} cannot be reached: keeping "
                 f"{round_to} channel(s) per pruned group still costs "
-                f"{smallest:,} MACs (dense: {cost.dense:,}).")
+                f"{smallest:,} MACs, {smallest / max(cost.dense, 1):.3f} of "
+                f"the dense {cost.dense:,} (the minimum reachable). The "
+                "largest layers pruning cannot reduce: "
+                f"{', '.join(fixed) or 'none'}.")
         lo = 0.0
         for _ in range(steps):
             mid = 0.5 * (lo + hi)
@@ -388,9 +454,12 @@ def resolve(graph, ratio=None, *, target_macs=None, round_to: int = 1,
                 lo = mid
         uniform = hi
     keep = keep_at(uniform)
+    macs = cost(keep, orders)
+    if macs > budget:  # pragma: no cover - the bisection keeps hi feasible
+        raise ValueError(f"target_macs={target_macs!r} was not met: "
+                         f"{macs:,} > {int(budget):,} MACs.")
     return Targets(keep=keep, ratio=float(uniform), target_macs=int(budget),
-                   dense_macs=cost.dense, macs=cost(keep, orders),
-                   orders=orders)
+                   dense_macs=cost.dense, macs=macs, orders=orders)
 
 
 def resolve_keep_counts(graph, ratio=None, *, target_macs=None,
@@ -407,8 +476,10 @@ def resolve_keep_counts(graph, ratio=None, *, target_macs=None,
             the smallest uniform ratio whose model meets the budget is
             found by bisection on :func:`channel_macs`. Values in (0, 1]
             are a fraction of the dense model's MACs, larger ones absolute.
-        round_to: kept counts are multiples of this, capped at the group
-            size (at least one channel is always kept).
+        round_to: the producers' kept channel counts are multiples of
+            this, capped at the group size (at least one channel is always
+            kept); units spanning several channels (grouped convs) follow
+            :func:`unit_round_to`.
         ignored_layers: layer names (or group ids) whose channel groups are
             left whole: a group is ignored when any producer is named.
         groups: group ids or layer names restricting a uniform ratio /
