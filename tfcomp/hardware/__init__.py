@@ -2,12 +2,15 @@
 
 * ``LayerSpec`` / ``extract_specs``: the geometry of a model's costed layers
   (MACs, parameters, BOPs and size from the ``tfcomp.cost`` formulas).
-* ``HardwareModel``: ``layer_cost(spec, w_bits, a_bits) -> Cost`` and
-  ``model_cost(model, bits)``; analytic ``BISMO`` and ``BitFusion``.
+* ``HardwareModel``: ``layer_cost(spec, w_bits, a_bits) -> Cost``,
+  ``model_cost(model, bits)`` and ``distinct_bits()`` / ``snap_bits(b)``
+  (the widths at which cost changes); analytic ``BISMO`` and ``BitFusion``
+  following the authors' overlay / simulator.
 * ``schedule``: BISMO and Bit Fusion tiling, cycle counts and array defaults
   (the one copy; the bit-serial exporter uses it too).
 * ``LatencyTable``: versioned JSON lookup table (built from a hardware model
-  or measured), interpolating unseen channel counts.
+  or measured, or HAQ's released ``.npy`` via ``LatencyTable.from_haq``),
+  interpolating unseen channel counts.
 * ``measure_tflite_table`` / ``export_layer_archive``: measured tables for
   this host, or for a device via ``python -m
   tfcomp.hardware.device_profiler layers.tar out.json``.
@@ -31,8 +34,12 @@ from tfcomp.hardware.base import (
     resolve_bits,
     resolve_spec_bits,
 )
-from tfcomp.hardware.bismo import BISMO
-from tfcomp.hardware.bitfusion import BITFUSION_CONFIGS, BitFusion
+from tfcomp.hardware.bismo import BISMO, exec_tile_overhead
+from tfcomp.hardware.bitfusion import (
+    BITFUSION_CONFIGS,
+    OUT_BITS_MODES,
+    BitFusion,
+)
 from tfcomp.hardware.latency_table import (
     LatencyTable,
     LatencyTableError,
@@ -76,6 +83,7 @@ __all__ = [
     "LatencyTableError",
     "LayerSpec",
     "ModelCost",
+    "OUT_BITS_MODES",
     "bismo_exec_cycles",
     "bismo_exec_list",
     "bismo_schedule",
@@ -84,6 +92,7 @@ __all__ = [
     "bitfusion_perf_factor",
     "bitfusion_schedule",
     "build_layer_model",
+    "exec_tile_overhead",
     "channel_variants",
     "export_layer_archive",
     "extract_specs",

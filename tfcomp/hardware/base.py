@@ -293,8 +293,44 @@ class HardwareModel:
         """Cost of one layer. Subclasses implement this."""
         raise NotImplementedError
 
+    def distinct_bits(self) -> tuple[int, ...]:
+        """The widths at which this hardware's cost changes, ascending.
+
+        A width between two of them costs what the next one up costs (the
+        datapath runs it at that width), so a search should only propose
+        these (``snap_bits``). The base class: every width in
+        ``[min_bits, max_bits]``.
+
+        Example:
+            >>> BitFusion().distinct_bits()
+            (2, 4, 8)
+        """
+        return tuple(range(self.min_bits, self.max_bits + 1))
+
+    def snap_bits(self, bits: int) -> int:
+        """The smallest width of ``distinct_bits()`` that is >= ``bits``.
+
+        Raises:
+            ValueError: ``bits`` is not an int or above the largest one.
+
+        Example:
+            >>> BitFusion().snap_bits(5), BitFusion().snap_bits(1)
+            (8, 2)
+        """
+        if isinstance(bits, bool) or not isinstance(bits, int) and not (
+                hasattr(bits, "__index__")):
+            raise ValueError(f"bits must be an int. Received: bits={bits!r}")
+        bits = int(bits)
+        widths = self.distinct_bits()
+        for b in widths:
+            if b >= bits:
+                return b
+        raise ValueError(
+            f"{self.name} runs widths {list(widths)}; nothing is >= "
+            f"bits={bits}. Received: bits={bits}")
+
     def model_cost(self, model_or_specs, bits=None, default_bits=(8, 8),
-                   batch: int = 1) -> ModelCost:
+                   batch: int = 1, layer_cost=None) -> ModelCost:
         """Sums ``layer_cost`` over a model's costed layers.
 
         Args:
@@ -302,6 +338,8 @@ class HardwareModel:
             bits: None, one ``(w, a)`` pair, or ``{layer_name: (w, a)}``.
             default_bits: widths for float layers missing from ``bits``.
             batch: batch size when a model is given.
+            layer_cost: for subclasses: ``(spec, w, a) -> Cost`` used
+                instead of ``self.layer_cost`` (e.g. with extra context).
 
         Returns:
             A ``ModelCost``.
@@ -311,13 +349,14 @@ class HardwareModel:
         """
         specs = as_specs(model_or_specs, batch=batch)
         per = resolve_spec_bits(specs, bits, default_bits)
+        cost_fn = self.layer_cost if layer_cost is None else layer_cost
         layers = {}
         total = ZERO
         macs = bops = 0
         size = 0.0
         for s in specs:
             w, a = per[s.name]
-            c = self.layer_cost(s, int(w), int(a))
+            c = cost_fn(s, int(w), int(a))
             layers[s.name] = c
             total = total + c
             macs += s.macs

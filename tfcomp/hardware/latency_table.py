@@ -42,12 +42,17 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
+import os
 
 from tfcomp._io import BadInputError, atomic_write_text, read_json
 from tfcomp.hardware.base import Cost, HardwareModel, as_specs
+from tfcomp.hardware.channels import (
+    channel_variants,
+    scaled_channels,
+    unique_signatures,
+)
 from tfcomp.hardware.device_profiler import FORMAT, VERSION
 from tfcomp.hardware.spec import LayerSpec
 
@@ -57,6 +62,8 @@ __all__ = [
     "LatencyTable",
     "LatencyTableError",
     "channel_variants",
+    "scaled_channels",
+    "unique_signatures",
 ]
 
 FLOAT_BITS = 32
@@ -65,79 +72,6 @@ INTERPOLATIONS = ("linear", "step")
 
 class LatencyTableError(BadInputError):
     """A table file is corrupt or too new, or a lookup cannot be answered."""
-
-
-def scaled_channels(c: int, fractions, multiple: int | None = None,
-                    fixed: bool = False) -> list[int]:
-    """Channel counts ``fractions`` of ``c`` (what a search keeps).
-
-    Counts are ``max(1, round(f * c))``, or with ``multiple`` (AMC's
-    ``round_to``) ``max(multiple, round(f * c / multiple) * multiple)``
-    capped at ``c``; ``f = 1`` is always ``c``.
-
-    Example:
-        >>> scaled_channels(64, (0.2, 0.5, 1.0), multiple=8)
-        [16, 32, 64]
-    """
-    if fixed:
-        return [c]
-    out = set()
-    for f in fractions:
-        if f >= 1.0:
-            out.add(c)
-        elif multiple:
-            out.add(min(c, max(multiple, round(f * c / multiple) * multiple)))
-        else:
-            out.add(max(1, round(f * c)))
-    return sorted(out)
-
-
-def _check_fractions(fractions, multiple):
-    fractions = sorted({float(f) for f in fractions})
-    if not fractions or fractions[0] <= 0 or fractions[-1] > 1:
-        raise ValueError("channel_fractions must lie in (0, 1]. Received: "
-                         f"channel_fractions={fractions}")
-    if multiple is not None and (isinstance(multiple, bool) or not isinstance(
-            multiple, int) or multiple < 1):
-        raise ValueError("channel_multiple must be a positive int or None. "
-                         f"Received: channel_multiple={multiple!r}")
-    return fractions
-
-
-def channel_variants(spec: LayerSpec, fractions,
-                     multiple: int | None = None) -> list[LayerSpec]:
-    """The spec at every combination of channel counts a search visits.
-
-    Channels tied to the model's input (``fixed_in``) or output
-    (``fixed_out``) are kept; the others take ``scaled_channels``. Variants
-    with equal signatures are returned once.
-
-    Example:
-        >>> [v.cout for v in channel_variants(spec, (0.5, 1.0))]
-    """
-    fractions = _check_fractions(fractions, multiple)
-    out = []
-    if spec.tied_channels:
-        for c in scaled_channels(spec.cin, fractions, multiple,
-                                 spec.fixed_in or spec.fixed_out):
-            out.append(spec.with_channels(cin=c))
-        return unique_signatures(out)
-    g = spec.groups
-    for cin, cout in itertools.product(
-            scaled_channels(spec.cin, fractions, multiple, spec.fixed_in),
-            scaled_channels(spec.cout, fractions, multiple, spec.fixed_out)):
-        if g > 1:  # keep grouped convs valid: multiples of the groups
-            cin, cout = max(g, cin // g * g), max(g, cout // g * g)
-        out.append(spec.with_channels(cin=cin, cout=cout))
-    return unique_signatures(out)
-
-
-def unique_signatures(specs) -> list[LayerSpec]:
-    """The first spec of each distinct signature, in order."""
-    seen: dict[str, LayerSpec] = {}
-    for s in specs:
-        seen.setdefault(s.signature(), s)
-    return list(seen.values())
 
 
 def _lerp(c0: Cost, c1: Cost, t: float) -> Cost:
@@ -311,6 +245,27 @@ class LatencyTable(HardwareModel):
         """The (w_bits, a_bits) pairs present in the table."""
         return sorted({k[1:] for k in self._exact})
 
+    def distinct_bits(self) -> tuple[int, ...]:
+        """The widths at which the table's cost changes.
+
+        ``meta["distinct_bits"]`` when the table records it (``build``
+        stores its hardware's, kept to the widths tabulated; ``from_haq``
+        1-8), else every width the table holds. A bit-invariant table
+        costs every width alike: 1-32 (nothing to snap).
+
+        Example:
+            >>> LatencyTable.build(model, BitFusion()).distinct_bits()
+            (2, 4, 8)
+        """
+        if self.bit_invariant:
+            return tuple(range(1, FLOAT_BITS + 1))
+        widths = sorted({b for pair in self.bit_pairs for b in pair})
+        known = self.meta.get("distinct_bits")
+        if isinstance(known, list) and known:
+            return tuple(int(b) for b in known if b in widths) or tuple(
+                widths)
+        return tuple(widths)
+
     # -- lookup -------------------------------------------------------------
     def lookup(self, spec: LayerSpec, w_bits: int = FLOAT_BITS,
                a_bits: int = FLOAT_BITS) -> Cost:
@@ -442,7 +397,9 @@ class LatencyTable(HardwareModel):
                     meta={"source": "analytic",
                           "channel_fractions": sorted(
                               float(f) for f in channel_fractions),
-                          "channel_multiple": channel_multiple})
+                          "channel_multiple": channel_multiple,
+                          "distinct_bits": [
+                              int(b) for b in hardware.distinct_bits()]})
         bar = None
         if progress:
             import keras
@@ -452,6 +409,64 @@ class LatencyTable(HardwareModel):
                 table.add(v, w, a, hardware.layer_cost(v, w, a))
             if bar is not None:
                 bar.update(i + 1)
+        return table
+
+    @classmethod
+    def from_haq(cls, npy_path: str, model, unit_s: float = 1e-9,
+                 batch: int = 1) -> LatencyTable:
+        """A table in HAQ's released format, laid onto a Keras model.
+
+        HAQ's ``.npy`` tables (``table[i, w_bits - 1, a_bits - 1]``, i over
+        the conv / linear modules in module order) are mapped in order onto
+        ``model``'s Conv2D / DepthwiseConv2D / Dense layers; the counts
+        must match (keras.applications MobileNetV2, alpha 1.0, has the 53
+        of HAQ's released MobileNetV2 table). Values become ``cycles`` and
+        ``latency_s = value * unit_s``; only ratios are meaningful.
+        Add and pooling layers cost 0 (HAQ's tables hold conv / linear
+        layers only). Entries are keyed by shape: same-shaped layers share
+        the mean of
+        their rows (equal in the released table). A model of other input
+        size gets the table's costs by position. See
+        ``tfcomp.hardware.haq_table``.
+
+        Raises:
+            LatencyTableError: the file is not an (L, B, B) table, or its
+                layer count differs from the model's (says both).
+
+        Example:
+            >>> t = LatencyTable.from_haq("haq_latency.npy",
+            ...     keras.applications.MobileNetV2(weights=None))
+            >>> t.model_cost(model, (4, 4)).latency_s
+        """
+        from tfcomp.hardware.haq_table import read_haq_table
+
+        if not (isinstance(unit_s, (int, float)) and unit_s > 0):
+            raise ValueError(f"unit_s must be > 0. Received: unit_s="
+                             f"{unit_s!r}")
+        try:
+            values, specs, others = read_haq_table(npy_path, model,
+                                                   batch=batch)
+        except BadInputError as e:
+            raise LatencyTableError(str(e)) from None
+        nb = values.shape[1]
+        table = cls(hardware={"name": "HAQ", "config": {
+                        "source": os.path.basename(os.fspath(npy_path))}},
+                    meta={"source": "haq", "unit_s": float(unit_s),
+                          "distinct_bits": list(range(1, nb + 1)),
+                          "layers": [s.name for s in specs]})
+        rows: dict[str, list] = {}
+        for i, spec in enumerate(specs):
+            rows.setdefault(spec.signature(), []).append(i)
+        for idx in rows.values():  # same-shaped layers: their mean
+            spec, v = specs[idx[0]], values[idx].mean(axis=0)
+            for w in range(1, nb + 1):
+                for a in range(1, nb + 1):
+                    x = float(v[w - 1, a - 1])
+                    table.add(spec, w, a, Cost(x, x * unit_s))
+        for other in others:  # HAQ's tables hold conv / linear layers only
+            for w in range(1, nb + 1):
+                for a in range(1, nb + 1):
+                    table.add(other, w, a, Cost(0, 0.0))
         return table
 
     # -- (de)serialisation ---------------------------------------------------

@@ -31,7 +31,7 @@ calls).
 
 Example:
     >>> s = bismo_schedule(1, 64, 144, 16, a_bits=4, w_bits=2,
-    ...                    a_signed=False, w_signed=True)
+    ...                    a_signed=False, w_signed=True, dm=2, dk=64, dn=2)
     >>> s["exec_cycles"] == 32 * 3 * 8 * 4 * 2
     True
 """
@@ -46,8 +46,12 @@ __all__ = [
     "split_blocks",
 ]
 
-# The paper's PYNQ-Z1 BISMO instance (Umuroglu et al., FPL 2018).
-BISMO_ARRAY_DEFAULTS = {"dm": 2, "dk": 64, "dn": 2}
+# The paper's PYNQ-Z1 BISMO instance (Umuroglu et al., FPL 2018): 8 x 256
+# x 8, the M/K/N defaults of the paper-era Makefile and Main.scala
+# (github.com/EECS-NTNU/bismo, commit fd69f89, 2018-06); its lhs/rhs
+# memories hold 64 * 32 * 1024 / (8 * 256) = 1024 entries. The later
+# repository default, 2 x 64 x 2 at 200 MHz, is the Ultra96 (PYNQU96) one.
+BISMO_ARRAY_DEFAULTS = {"dm": 8, "dk": 256, "dn": 8}
 BISMO_BUFFER_DEFAULTS = {"lhs_depth": 1024, "rhs_depth": 1024}
 # Bit Fusion's array in the authors' simulator configurations (both).
 BITFUSION_ARRAY_DEFAULTS = {"rows": 16, "cols": 32}
