@@ -136,11 +136,11 @@ def test_missing_blob_is_a_clear_error(ir, tmp_path):
 
 def test_newer_schema_version_is_a_clear_error(ir, tmp_path):
     path, desc = _write(ir, tmp_path)
-    desc["schema_version"] = 2
+    desc["schema_version"] = 3
     with open(path, "w") as f:
         json.dump(desc, f)
     with pytest.raises(SchemaVersionError,
-                       match="schema_version 2, newer than the 1"):
+                       match="schema_version 3, newer than the 2"):
         simulate_bitserial(path, np.zeros((1,) + ir.input_shape))
     assert issubclass(SchemaVersionError, ValueError)
 

@@ -67,6 +67,8 @@ class IRBuilder:
         input_quant: quantization of the integer input.
         input_name: name of the input tensor.
         name: model name.
+        input_rescale: ``(scale, offset)`` applied to float inputs before
+            quantization (see :class:`IntegerIR`).
 
     Example:
         >>> b = IRBuilder((8,), QuantParams(8, False, 1 / 255))
@@ -77,7 +79,8 @@ class IRBuilder:
     """
 
     def __init__(self, input_shape, input_quant: QuantParams,
-                 input_name: str = "input", name: str = "model"):
+                 input_name: str = "input", name: str = "model",
+                 input_rescale=None):
         if not isinstance(input_quant, QuantParams):
             raise TypeError("input_quant must be a QuantParams. Received: "
                             f"{type(input_quant).__name__}")
@@ -85,6 +88,7 @@ class IRBuilder:
         self.name = name
         self.input_shape = tuple(int(d) for d in input_shape)
         self.input_quant = input_quant
+        self.input_rescale = input_rescale
         self.ops: list[IntOp] = []
         self._shapes = {input_name: self.input_shape}
         self._quants = {input_name: input_quant}
@@ -146,16 +150,19 @@ class IRBuilder:
 
     def conv2d(self, name, x, weights, w_scale, bias, out, *, w_bits,
                w_signed=True, w_zero_point=0, strides=1, padding="same",
-               relu=False, relu_max=None) -> str:
-        """Adds a conv2d; ``weights`` int ``(kh, kw, cin, cout)``.
+               relu=False, relu_max=None, groups=1) -> str:
+        """Adds a conv2d; ``weights`` int ``(kh, kw, cin / groups, cout)``.
 
         ``bias`` is int32 in units of ``input_scale * w_scale``; the real
         requantization multiplier is ``input_scale * w_scale / out.scale``.
+        ``groups > 1`` is a grouped conv (one GEMM per group).
         """
         kernel = tuple(int(k) for k in np.shape(weights)[:2])
         strides = _pair(strides, "strides")
         attrs = {"kernel": kernel, "strides": strides,
                  "pads": _pads(padding, self.shape(x), kernel, strides)}
+        if int(groups) != 1:
+            attrs["groups"] = int(groups)
         return self._gemm("conv2d", name, x, weights, w_scale, bias, out,
                           w_bits, w_signed, w_zero_point, relu, relu_max,
                           attrs)
@@ -257,6 +264,22 @@ class IRBuilder:
                                   {"multiplier": m, "shift": s},
                                   act_min=lo, act_max=hi))
 
+    def pad(self, name, x, pads, interior=None) -> str:
+        """Adds a pad with ``x``'s zero point (keeps the grid): ``pads``
+        ``[before, after]`` per non-batch axis, ``interior`` values between
+        neighbours per axis (default none)."""
+        rank = len(self.shape(x))
+        attrs = {"pads": [[int(a), int(b)] for a, b in pads],
+                 "interior": [0] * rank if interior is None else
+                 [int(i) for i in interior]}
+        return self._append(IntOp(name, "pad", [x], self.quant(x), attrs))
+
+    def lut(self, name, x, table, out: QuantParams) -> str:
+        """Adds an element-wise table lookup onto grid ``out``: ``table``
+        ``(1 or C, 2**in_bits)`` integers indexed by ``q - in_qmin``."""
+        t = [[int(v) for v in row] for row in np.asarray(table, np.int64)]
+        return self._append(IntOp(name, "lut", [x], out, {"table": t}))
+
     def relu(self, name, x, max_value=None) -> str:
         """Adds a clamp at real 0 (and ``max_value`` if given)."""
         q = self.quant(x)
@@ -268,6 +291,6 @@ class IRBuilder:
         """Returns the validated :class:`IntegerIR`."""
         ir = IntegerIR(self.input_shape, self.input_quant, list(self.ops),
                        output=output, input_name=self.input_name,
-                       name=self.name)
+                       name=self.name, input_rescale=self.input_rescale)
         ir.validate()
         return ir

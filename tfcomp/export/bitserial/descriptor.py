@@ -15,6 +15,20 @@ uint64, Bit Fusion packed ``w_bits``-bit fields; rows are output channels
 is covered by its length and sha256. The JSON Schema ships as
 ``tfcomp/export/schemas/bitserial_descriptor.schema.json``.
 
+Schema versions: a descriptor records the lowest version that has every
+feature it uses, so networks of version-1 features stay readable by older
+tfcomp; this tfcomp reads versions 1 and 2.
+
+- 1: conv2d, depthwise_conv2d, dense, add, max/avg/global_avg_pool,
+  flatten, reshape, clamp, requantize.
+- 2: adds the ``lut`` op (``attrs.table``: an element-wise function as
+  one row, or one row per channel, of ``2**in_bits`` integers), the
+  ``pad`` op (``attrs.pads`` / ``attrs.interior``: zero padding, the zero
+  insertion of a transposed conv), grouped conv2d (``attrs.groups`` > 1:
+  ``gemm.groups`` GEMMs of N = cout / groups; weight rows stay output
+  channels) and ``input.rescale`` (a folded Keras ``Rescaling`` applied to
+  float inputs before quantization).
+
 Writing is crash-safe as a pair: the blob goes first under its
 content-addressed name, the JSON is replaced last (both atomically), then
 the blobs of this descriptor that no longer are referenced are removed. A
@@ -41,6 +55,7 @@ import numpy as np
 
 from tfcomp._io import atomic_write_bytes, remove_stale_temps
 from tfcomp.export.bitserial import packing
+from tfcomp.export.bitserial.descriptor_checks import semantic_errors
 from tfcomp.export.bitserial.errors import (
     BlobIntegrityError,
     DescriptorError,
@@ -54,7 +69,7 @@ from tfcomp.export.bitserial.hardware_hook import (
     perf_factor,
     resolve_hardware,
 )
-from tfcomp.export.bitserial.ir import IntegerIR, IntOp
+from tfcomp.export.bitserial.ir import IntegerIR, IntOp, groups_of
 from tfcomp.export.bitserial.validator import schema_errors
 from tfcomp.hardware import bismo_schedule, bitfusion_schedule
 
@@ -66,13 +81,14 @@ __all__ = [
     "descriptor_blob_path",
     "load_descriptor",
     "load_schema",
+    "required_version",
     "schema_path",
     "validate_descriptor",
     "weight_rows",
     "write_descriptor",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the newest version this tfcomp reads
 FORMAT = "tfcomp-bitserial"
 TARGETS = HARDWARE  # the accelerators, as the descriptor's "target" names
 ALIGNMENT = 64
@@ -210,8 +226,9 @@ def _gemm_view(op: IntOp, in_shape, out_shape, batch) -> dict:
     kh, kw = op.attrs["kernel"]
     m = batch * int(out_shape[0]) * int(out_shape[1])
     if op.op == "conv2d":
-        return {"groups": 1, "M": m, "K": kh * kw * int(in_shape[2]),
-                "N": int(out_shape[2]), "kernel_positions": kh * kw,
+        g = groups_of(op)
+        return {"groups": g, "M": m, "K": kh * kw * int(in_shape[2]) // g,
+                "N": int(out_shape[2]) // g, "kernel_positions": kh * kw,
                 "k_order": ["kh", "kw", "cin"]}
     return {"groups": int(in_shape[2]), "M": m, "K": kh * kw,
             "N": int(op.weights.shape[3]), "kernel_positions": kh * kw,
@@ -261,8 +278,11 @@ def _gemm_layer(op, ir, shapes, target, hw, batch, blob) -> dict:
             gemm["kernel_positions"], perf_factor(hw, op.w_bits, a.bits),
             sp["rows"], sp["cols"], a.bits, op.w_bits)
         compute = sched["compute_cycles"]
+    src = op.inputs[0]
+    while src != ir.input_name and ir.op(src).op == "reshape":
+        src = ir.op(src).inputs[0]  # a layout-only view of ...
     cost = layer_cost(hw, op, in_shape, out_shape, batch, op.w_bits, a.bits,
-                      compute)
+                      compute, reads_input=src == ir.input_name)
     layer = {"name": op.name, "op": op.op, "inputs": list(op.inputs),
              "input_shapes": [list(in_shape)],
              "output_shape": list(out_shape), "out_quant": _quant(op.out),
@@ -276,6 +296,8 @@ def _gemm_layer(op, ir, shapes, target, hw, batch, blob) -> dict:
         layer["attrs"] = {"kernel": list(op.attrs["kernel"]),
                           "strides": list(op.attrs["strides"]),
                           "pads": list(op.attrs["pads"])}
+        if groups_of(op) > 1:
+            layer["attrs"]["groups"] = groups_of(op)
     return layer
 
 
@@ -288,7 +310,8 @@ def _host_layer(op, ir, shapes) -> dict:
              "cost": {"cycles": 0, "latency_s": 0.0, "energy_j": None,
                       "source": "host op (not costed)"}}
     at = op.attrs
-    if op.op in ("add", "requantize", "avg_pool", "global_avg_pool"):
+    if op.op in ("add", "requantize", "avg_pool", "global_avg_pool",
+                 "lut"):
         layer["input_quants"] = [_quant(ir.quant(n)) for n in op.inputs]
     if op.op == "add":
         layer["requant"] = {
@@ -305,6 +328,11 @@ def _host_layer(op, ir, shapes) -> dict:
             [int(c), int(m), int(s)] for c, m, s in at["count_requant"]]}
     elif op.op == "reshape":
         layer["attrs"] = {"shape": list(at["shape"])}
+    elif op.op == "lut":
+        layer["attrs"] = {"table": [_ints(r) for r in at["table"]]}
+    elif op.op == "pad":
+        layer["attrs"] = {"pads": [[int(a), int(b)] for a, b in at["pads"]],
+                          "interior": _ints(at["interior"])}
     if "requant" in layer:
         layer["requant"]["rounding"] = ROUNDING
     if op.op in ("max_pool", "avg_pool"):
@@ -312,6 +340,20 @@ def _host_layer(op, ir, shapes) -> dict:
                           "strides": list(at["strides"]),
                           "pads": list(at["pads"])}
     return layer
+
+
+def required_version(ir: IntegerIR) -> int:
+    """The lowest schema version that has every feature ``ir`` uses.
+
+    Example:
+        >>> required_version(random_ir(seed=0))
+        1
+    """
+    v2 = ir.input_rescale is not None or any(
+        op.op in ("pad", "lut") or (op.op == "conv2d" and
+                                    groups_of(op) > 1)
+        for op in ir.ops)
+    return 2 if v2 else 1
 
 
 def _total(costs, key, cast):
@@ -381,7 +423,7 @@ def write_descriptor(ir: IntegerIR, path: str, hardware=None,
     blob_file = blob_path_for(path, digest)
     arr = [la["cost"] for la in layers if la["engine"] == "array"]
     desc = {
-        "format": FORMAT, "schema_version": SCHEMA_VERSION,
+        "format": FORMAT, "schema_version": required_version(ir),
         "generator": f"tfcomp {__version__}", "name": ir.name,
         "target": target, "batch": int(batch),
         "blob": {"file": os.path.basename(blob_file),
@@ -401,6 +443,9 @@ def write_descriptor(ir: IntegerIR, path: str, hardware=None,
             "energy_j": _total(arr, "energy_j", float),
             "compute_cycles": int(sum(c["compute_cycles"] for c in arr))},
     }
+    if ir.input_rescale is not None:
+        desc["input"]["rescale"] = {"scale": list(ir.input_rescale[0]),
+                                    "offset": list(ir.input_rescale[1])}
     text = json.dumps(desc, indent=1).encode("utf-8")
     replaced = _referenced_blob(path)
     atomic_write_bytes(blob_file, blob_bytes)  # 1. the new blob
@@ -411,50 +456,6 @@ def write_descriptor(ir: IntegerIR, path: str, hardware=None,
         atomic_write_bytes(blob_file, blob_bytes)  # a concurrent writer's
         # clean-up removed it between our steps; ours is the live pair
     return desc
-
-
-def _semantic_errors(desc: dict) -> list[str]:
-    errs = []
-    names = {desc["input"]["name"]}
-    for i, la in enumerate(desc["layers"]):
-        where = f"$.layers[{i}] ({la['name']!r})"
-        for n in la["inputs"]:
-            if n not in names:
-                errs.append(f"{where}: input {n!r} is not defined before use")
-        if la["name"] in names:
-            errs.append(f"{where}: duplicate name")
-        names.add(la["name"])
-        if la["engine"] != "array":
-            continue
-        g = la["gemm"]
-        n_out = g["groups"] * g["N"]
-        for key, arr in (("bias", la["bias"]),
-                         ("requant.multiplier", la["requant"]["multiplier"]),
-                         ("requant.shift", la["requant"]["shift"]),
-                         ("weights.zero_point", la["weights"]["zero_point"])):
-            if len(arr) != n_out:
-                errs.append(f"{where}: {key} has {len(arr)} entries, "
-                            f"expected {n_out}")
-        w = la["weights"]
-        if w["rows"] != n_out or w["k"] != g["K"]:
-            errs.append(f"{where}: weights are {w['rows']}x{w['k']}, GEMM "
-                        f"needs {n_out}x{g['K']}")
-        if la["schedule"]["kind"] != desc["target"]:
-            errs.append(f"{where}: schedule kind {la['schedule']['kind']!r} "
-                        f"!= target {desc['target']!r}")
-        expect = (w["bits"] * w["rows"] * 8 * packing.words_for(w["k"])
-                  if w["packing"] == "bitplanes_u64"
-                  else -(-w["rows"] * w["k"] * w["bits"] // 8))
-        if w["nbytes"] != expect:
-            errs.append(f"{where}: weights.nbytes={w['nbytes']}, the "
-                        f"packing needs {expect}")
-        if w["offset"] + w["nbytes"] > desc["blob"]["nbytes"]:
-            errs.append(f"{where}: weights [{w['offset']}, "
-                        f"{w['offset'] + w['nbytes']}) lie beyond the blob "
-                        f"({desc['blob']['nbytes']} bytes)")
-    if desc["output"] not in names:
-        errs.append(f"$.output: {desc['output']!r} is not a tensor")
-    return errs
 
 
 def _read_json(path: str) -> dict:
@@ -495,7 +496,7 @@ def _check_document(desc: dict, origin: str) -> None:
             f"{SCHEMA_VERSION} this tfcomp reads; upgrade tfcomp to load it")
     errs = schema_errors(desc, load_schema())
     if not errs:
-        errs = _semantic_errors(desc)
+        errs = semantic_errors(desc)
     if errs:
         more = "" if len(errs) < 20 else "\n  ..."
         raise DescriptorError(f"{origin} is not a valid descriptor:\n  " +

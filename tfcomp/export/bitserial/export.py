@@ -105,6 +105,18 @@ def export_bitserial(model, path: str, hardware=None,
     with the model's inference-mode output (eager calls; max abs error,
     top-1 agreement).
 
+    Supported layers: Conv1D, Conv2D (also grouped), Conv2DTranspose,
+    DepthwiseConv2D, Dense (QAT or float: 8-bit weights), QuantActivation,
+    QuantReLU, ReLU / ReLU6 / linear activations, Add (two inputs),
+    Max/Average/GlobalAverage/GlobalMaxPooling 1D/2D, ZeroPadding1D/2D,
+    Rescaling of the model input, Flatten, Reshape, dropout-like
+    identities and a final softmax; see :func:`build_ir_from_keras`. Any
+    other layer (Embedding, MultiHeadAttention / EinsumDense,
+    LayerNormalization, GroupNormalization, an unfolded BatchNormalization,
+    Conv3D, Multiply, Lambda, ``keras.ops`` calls, hard-swish, ...) raises a
+    ValueError naming the layer, its type and the supported types, before
+    anything is written.
+
     Args:
         model: a calibrated / trained QAT model (``quantize_model``).
         path: descriptor path (``.json``; the blob goes beside it).

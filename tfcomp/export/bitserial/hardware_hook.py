@@ -206,15 +206,19 @@ def _padding(in_shape, out_shape, kernel, strides, pads) -> str:
         -(-s // st) for s, st in zip(in_shape[:2], strides)) else "valid"
 
 
-def layer_spec(op, in_shape, out_shape, batch: int):
-    """``tfcomp.hardware.LayerSpec`` of a GEMM op.
+def layer_spec(op, in_shape, out_shape, batch: int,
+               reads_input: bool = False):
+    """``tfcomp.hardware.LayerSpec`` of a GEMM op (``reads_input``: it reads
+    the model input, ``LayerSpec.fixed_in``).
 
     Example:
         >>> layer_spec(ir.ops[0], (8, 8, 3), (8, 8, 8), 1).op
         'conv'
     """
+    use_bias = op.attrs.get("use_bias", bool(np.any(op.bias)))
     common = {"name": op.name, "op": _OPS[op.op], "batch": int(batch),
-              "cin": int(in_shape[-1]), "cout": int(out_shape[-1])}
+              "cin": int(in_shape[-1]), "cout": int(out_shape[-1]),
+              "use_bias": bool(use_bias), "fixed_in": bool(reads_input)}
     if op.op == "dense":
         h = int(np.prod(in_shape[:-1], dtype=np.int64)) if len(
             in_shape) > 1 else 1
@@ -223,13 +227,15 @@ def layer_spec(op, in_shape, out_shape, batch: int):
     return LayerSpec(
         in_h=int(in_shape[0]), in_w=int(in_shape[1]),
         kernel=tuple(at["kernel"]), stride=tuple(at["strides"]),
-        groups=int(in_shape[2]) if op.op == "depthwise_conv2d" else 1,
+        groups=int(in_shape[2]) if op.op == "depthwise_conv2d" else int(
+            at.get("groups", 1)),
         padding=_padding(in_shape, out_shape, at["kernel"], at["strides"],
                          at["pads"]), **common)
 
 
 def layer_cost(hw: ResolvedHardware, op, in_shape, out_shape, batch,
-               w_bits, a_bits, compute_cycles) -> dict:
+               w_bits, a_bits, compute_cycles,
+               reads_input: bool = False) -> dict:
     """The descriptor's ``cost`` entry of one GEMM layer.
 
     Args:
@@ -248,7 +254,7 @@ def layer_cost(hw: ResolvedHardware, op, in_shape, out_shape, batch,
     Example:
         >>> layer_cost(hw, op, (8, 8, 3), (8, 8, 8), 1, 4, 4, 576)["cycles"]
     """
-    spec = layer_spec(op, in_shape, out_shape, batch)
+    spec = layer_spec(op, in_shape, out_shape, batch, reads_input)
     cost = hw.model.layer_cost(spec, int(w_bits), int(a_bits))
     out = {"cycles": None if cost.cycles is None else int(cost.cycles),
            "latency_s": float(cost.latency_s),
@@ -256,6 +262,21 @@ def layer_cost(hw: ResolvedHardware, op, in_shape, out_shape, batch,
                cost.energy_j),
            "source": hw.source, "compute_cycles": int(compute_cycles)}
     if getattr(cost, "breakdown", None):
-        out["breakdown"] = {k: (int(v) if float(v).is_integer() else
-                                float(v)) for k, v in cost.breakdown.items()}
+        out["breakdown"] = {k: _plain(v) for k, v in cost.breakdown.items()}
     return out
+
+
+def _plain(v):
+    """A breakdown value as JSON: integral numbers as int, other numbers
+    as float, sequences / mappings element-wise, anything else as str."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_plain(x) for x in np.asarray(v, object).ravel()]
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    return int(f) if f.is_integer() else f

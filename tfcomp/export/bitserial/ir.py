@@ -7,7 +7,9 @@ Every tensor is an integer array ``q`` whose real value is
 
 Ops (``IntOp.op``):
 
-- ``conv2d``: weights ``(kh, kw, cin, cout)``; ``attrs`` strides, pads.
+- ``conv2d``: weights ``(kh, kw, cin / groups, cout)``; ``attrs`` strides,
+  pads and ``groups`` (default 1; output channel ``o`` belongs to group
+  ``o // (cout / groups)``, as Keras).
 - ``depthwise_conv2d``: weights ``(kh, kw, cin, multiplier)``.
 - ``dense``: weights ``(cin, cout)``, applied to the last axis.
 - ``add``: two inputs, TFLite-style integer rescaling (``attrs``).
@@ -18,6 +20,15 @@ Ops (``IntOp.op``):
 - ``global_avg_pool``: mean over H and W, requantized as avg_pool.
 - ``flatten`` / ``reshape``: layout only (``attrs["shape"]`` for reshape).
 - ``clamp``: ``act_min <= q <= act_max`` (a ReLU on quantized values).
+- ``pad``: writes the input's zero point (real 0) around and between the
+  values, keeping the grid: ``attrs["pads"]`` ``[[before, after], ...]``
+  per non-batch axis, ``attrs["interior"]`` values inserted between
+  neighbours per axis (XLA's Pad; zero insertion of a transposed conv).
+- ``lut``: an element-wise function as a table: ``out = table[c][q -
+  in_qmin]`` with ``attrs["table"]`` one row (every channel) or one row per
+  channel (last axis) of ``2**in_bits`` output integers (a folded
+  Rescaling, an inference BatchNormalization or an activation, computed by
+  Keras itself on every input value, so it is exact).
 - ``requantize``: to another grid, ``out_zp + MBQM(q - in_zp, attrs
   multiplier, shift)`` then clamped (TFLite's int-to-int QUANTIZE).
 
@@ -48,13 +59,16 @@ __all__ = [
     "IntOp",
     "IntegerIR",
     "QuantParams",
+    "check_rescale",
+    "groups_of",
+    "pad_shape",
     "conv_output_size",
     "same_padding",
 ]
 
 GEMM_OPS = ("conv2d", "depthwise_conv2d", "dense")
 OPS = GEMM_OPS + ("add", "max_pool", "avg_pool", "global_avg_pool",
-                  "flatten", "reshape", "clamp", "requantize")
+                  "flatten", "reshape", "clamp", "requantize", "pad", "lut")
 ADD_LEFT_SHIFT = 20
 
 
@@ -256,6 +270,10 @@ class IntegerIR:
         output: name of the output tensor (default: the last op).
         input_name: name of the input tensor.
         name: model name.
+        input_rescale: ``(scale, offset)`` tuples of floats (one value, or
+            one per input channel) applied to float inputs in float32
+            (``x * scale + offset``, a folded Keras ``Rescaling``) before
+            they are quantized with ``input_quant``; None for none.
         notes: approximations an importer made (informational).
         keras_output: for imported models, the Keras tensor the output
             stands for (informational; not compared).
@@ -272,6 +290,7 @@ class IntegerIR:
     output: str | None = None
     input_name: str = "input"
     name: str = "model"
+    input_rescale: tuple | None = None
     notes: list = dataclasses.field(default_factory=list, compare=False,
                                     repr=False)
     keras_output: object = dataclasses.field(default=None, compare=False,
@@ -279,6 +298,9 @@ class IntegerIR:
 
     def __post_init__(self):
         self.input_shape = tuple(int(d) for d in self.input_shape)
+        if self.input_rescale is not None:
+            self.input_rescale = check_rescale(self.input_rescale,
+                                               self.input_shape)
         if self.output is None and self.ops:
             self.output = self.ops[-1].name
 
@@ -342,10 +364,13 @@ def _infer_shape(op: IntOp, ins: list) -> tuple:
                              f"C) input. Received shape: {s}")
         ho, wo = _window_out(s, op.attrs, op.name)
         if op.op == "conv2d":
-            if op.weights.shape[2] != s[2]:
+            g = groups_of(op)
+            if op.weights.shape[2] * g != s[2] or op.weights.shape[3] % g:
                 raise ValueError(f"layer {op.name!r}: weights expect "
-                                 f"{op.weights.shape[2]} input channels. "
-                                 f"Received: {s[2]}")
+                                 f"{op.weights.shape[2] * g} input channels"
+                                 f" and groups={g} to divide "
+                                 f"{op.weights.shape[3]} filters. Received:"
+                                 f" {s[2]} input channels")
             return (ho, wo, int(op.weights.shape[3]))
         if op.op == "depthwise_conv2d":
             if op.weights.shape[2] != s[2]:
@@ -375,6 +400,8 @@ def _infer_shape(op: IntOp, ins: list) -> tuple:
             raise ValueError(f"layer {op.name!r}: cannot reshape {s} to "
                              f"{new}")
         return new
+    if op.op == "pad":
+        return pad_shape(s, op.attrs, op.name)
     return tuple(s)  # clamp, requantize
 
 
@@ -389,11 +416,22 @@ def _validate_op(op: IntOp, ir: IntegerIR, shapes: dict) -> None:
             raise ValueError(f"layer {op.name!r}: {op.op} needs "
                              "attrs['count_requant']")
         return
-    if op.op in ("max_pool", "flatten", "reshape", "clamp"):
+    if op.op in ("max_pool", "flatten", "reshape", "clamp", "pad"):
         if op.out != qin[0]:
             raise ValueError(f"layer {op.name!r} ({op.op}) keeps its input's"
                              f" quantization. Received: out={op.out}, "
                              f"input={qin[0]}")
+        return
+    if op.op == "lut":
+        t = np.asarray(op.attrs.get("table"), np.int64)
+        n = 1 << qin[0].bits
+        c = shapes[op.name][-1]
+        if t.ndim != 2 or t.shape[0] not in (1, c) or t.shape[1] != n:
+            raise ValueError(f"layer {op.name!r}: lut table must be (1 or "
+                             f"{c}, {n}). Received: {t.shape}")
+        if t.min() < op.act_min or t.max() > op.act_max:
+            raise ValueError(f"layer {op.name!r}: lut values outside "
+                             f"[{op.act_min}, {op.act_max}]")
         return
     if op.op == "requantize":
         for key in ("multiplier", "shift"):
@@ -437,6 +475,71 @@ def _validate_op(op: IntOp, ir: IntegerIR, shapes: dict) -> None:
         raise ValueError(f"layer {op.name!r}: the int32 accumulator may "
                          f"overflow (worst case {bound}); lower the bits or "
                          "split the layer")
+
+
+def groups_of(op: IntOp) -> int:
+    """Convolution groups of a GEMM op (``attrs["groups"]``, default 1).
+
+    Example:
+        >>> groups_of(ir.ops[0])
+        1
+    """
+    g = op.attrs.get("groups", 1) if op.op == "conv2d" else 1
+    if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or g < 1:
+        raise ValueError(f"layer {op.name!r}: groups must be an int >= 1. "
+                         f"Received: groups={g!r}")
+    return int(g)
+
+
+def pad_shape(shape, attrs: dict, name: str = "pad") -> tuple:
+    """Output shape of a ``pad`` op (validates its attrs).
+
+    Args:
+        shape: input shape without batch.
+        attrs: ``{"pads": [[before, after], ...], "interior": [...]}``.
+        name: the op's name, for errors.
+
+    Example:
+        >>> pad_shape((3, 4), {"pads": [[1, 1], [0, 0]], "interior": [1, 0]})
+        (7, 4)
+    """
+    pads = [tuple(int(v) for v in p) for p in attrs.get("pads", ())]
+    interior = [int(v) for v in attrs.get("interior", [0] * len(shape))]
+    if len(pads) != len(shape) or len(interior) != len(shape) or any(
+            len(p) != 2 or min(p) < 0 for p in pads) or min(
+            interior, default=0) < 0:
+        raise ValueError(f"layer {name!r}: pad needs [before, after] >= 0 "
+                         f"and an interior >= 0 per axis of {tuple(shape)}."
+                         f" Received: pads={attrs.get('pads')}, "
+                         f"interior={attrs.get('interior')}")
+    return tuple(int(d + (d - 1) * i + a + b) for d, i, (a, b) in
+                 zip(shape, interior, pads))
+
+
+def check_rescale(rescale, input_shape) -> tuple:
+    """Validates an input ``(scale, offset)``: tuples of finite floats of
+    length 1 or the input's channels; scales > 0.
+
+    Example:
+        >>> check_rescale((1 / 255, 0.0), (8, 8, 3))
+        ((0.00392156862745098,), (0.0,))
+    """
+    try:
+        scale, offset = rescale
+        scale = tuple(float(v) for v in np.ravel(scale))
+        offset = tuple(float(v) for v in np.ravel(offset))
+    except (TypeError, ValueError):
+        raise ValueError("input_rescale must be (scale, offset). Received: "
+                         f"{rescale!r}") from None
+    c = int(input_shape[-1]) if input_shape else 1
+    for what, v in (("scale", scale), ("offset", offset)):
+        if len(v) not in (1, c) or not all(math.isfinite(t) for t in v):
+            raise ValueError(f"input_rescale {what} needs 1 or {c} finite "
+                             f"values. Received: {v}")
+    if min(scale) <= 0:
+        raise ValueError("input_rescale scales must be > 0. Received: "
+                         f"{scale}")
+    return scale, offset
 
 
 def requant_params(real_multipliers) -> tuple[np.ndarray, np.ndarray]:

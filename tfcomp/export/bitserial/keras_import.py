@@ -46,9 +46,20 @@ import warnings
 import keras
 import numpy as np
 
+from tfcomp import layers as _tfcomp_layers
 from tfcomp._io import as_arrays
 from tfcomp.export.bitserial.builder import IRBuilder
 from tfcomp.export.bitserial.ir import IntegerIR, QuantParams
+from tfcomp.export.bitserial.keras_layers import (
+    LUT_ACTIVATIONS,
+    conv_pads,
+    gemm_weights,
+    lut_table,
+    rescale_of,
+    transpose_geometry,
+    unsupported_layer_error,
+    zero_pads,
+)
 from tfcomp.export.bitserial.random_ir import calibrated_quant
 from tfcomp.layers import (
     MixedQuantConv2D,
@@ -66,11 +77,17 @@ __all__ = ["build_ir_from_keras"]
 
 L = keras.layers
 # Layers are matched by exact type, not isinstance: a subclass may change
-# what ``call`` computes (masks, extra terms), so it is not taken for its
-# parent.
+# what ``call`` computes (masks, extra terms).
 _GEMM = {QuantConv2D: "conv2d", QuantDepthwiseConv2D: "depthwise_conv2d",
          QuantDense: "dense", L.Conv2D: "conv2d",
-         L.DepthwiseConv2D: "depthwise_conv2d", L.Dense: "dense"}
+         L.DepthwiseConv2D: "depthwise_conv2d", L.Dense: "dense",
+         L.Conv1D: "conv1d", L.Conv2DTranspose: "conv2d_transpose"}
+for _name, _kind in (("QuantConv1D", "conv1d"),
+                     ("QuantConv2DTranspose", "conv2d_transpose")):
+    if getattr(_tfcomp_layers, _name, None) is not None:  # QAT forms
+        _GEMM[getattr(_tfcomp_layers, _name)] = _kind
+_WINDOW_1D = (L.MaxPooling1D, L.AveragePooling1D, L.GlobalAveragePooling1D,
+              L.GlobalMaxPooling1D)
 _MIXED = (MixedQuantConv2D, MixedQuantDepthwiseConv2D, MixedQuantDense)
 _IDENTITY = (L.Dropout, L.SpatialDropout2D, L.GaussianNoise,
              L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization,
@@ -81,12 +98,21 @@ _IDENTITY = (L.Dropout, L.SpatialDropout2D, L.GaussianNoise,
 class _Pending:
     """A float value not yet on an integer grid."""
 
-    kind: str  # "gemm" | "add" | "avg" | "input"
+    kind: str  # "gemm" | "add" | "avg" | "input" | "pad" | "lut"
     layer: object = None
     x: str | None = None  # IR input (gemm)
     inputs: tuple = ()  # IR inputs (add)
     relu: str = "linear"  # "linear" | "relu" | "relu6"
-    keras_tensor: object = None
+    keras_tensor: object = None  # pad: the padded Keras tensor
+    pads: tuple = (0, 0, 0, 0)  # gemm: folded zero padding; pad: per axis
+    out_shape: tuple = ()  # the Keras output shape (no batch)
+    rescale: tuple | None = None  # input: a folded Rescaling
+
+
+def _window(v) -> tuple:
+    """A pooling window / stride as (h, w); 1D windows are (1, w)."""
+    v = tuple(int(i) for i in v)
+    return (1,) + v if len(v) == 1 else v
 
 
 def _act(layer) -> str:
@@ -125,6 +151,8 @@ class _Importer:
         self.source: dict = {}  # id(tensor) -> tensor it merely forwards
         self.keras_output = None
         self.used: set = set()
+        self.views: dict = {}  # reshape op -> the tensor it views
+        self.has_bias: dict = {}  # GEMM op -> whether the layer has a bias
 
     # -- naming / calibration ------------------------------------------
     def name(self, base: str) -> str:
@@ -161,6 +189,14 @@ class _Importer:
     def materialize(self, tensor, grid: QuantParams | None,
                     relu: str = "linear", base: str = "t") -> str:
         st = self.state[id(tensor)]
+        if isinstance(st, _Pending) and st.kind == "pad":
+            # padding with real 0 commutes with quantization and ReLU
+            src = self.materialize(st.keras_tensor, grid, relu, base)
+            key = (id(tensor), src)
+            if key not in self.cache:
+                self.cache[key] = self.builder.pad(
+                    self.name(st.layer.name), src, st.pads)
+            return self.cache[key]
         if grid is None:
             if isinstance(st, str) and relu == "linear":
                 return st
@@ -179,10 +215,15 @@ class _Importer:
         if isinstance(st, _Pending) and st.kind == "input":
             if b is None:
                 self.builder = b = IRBuilder(self.in_shape, grid,
-                                             name=self.model.name)
+                                             name=self.model.name,
+                                             input_rescale=st.rescale)
                 st = self.state[id(tensor)] = "input"
             else:
-                raise AssertionError("input materialised twice")
+                raise ValueError(
+                    "the model input is read both before and after a "
+                    "Rescaling layer; only a Rescaling that every reader "
+                    "of the input goes through folds into the input "
+                    "quantization")
             out = "input"
             if on:
                 out = b.relu(self.name(f"{base}_relu"), out, relu_max)
@@ -197,6 +238,8 @@ class _Importer:
             out = self._emit_gemm(st, grid, relu)
         elif st.kind == "avg":
             out = self._emit_avg(st, grid, relu)
+        elif st.kind == "lut":
+            out = self._emit_lut(st, grid, relu)
         else:  # add
             act = st.relu if relu == "linear" else relu
             out = b.add(self.name(st.layer.name), *st.inputs, grid,
@@ -208,26 +251,12 @@ class _Importer:
     def _emit_gemm(self, st: _Pending, grid: QuantParams, relu: str) -> str:
         layer, b = st.layer, self.builder
         kind = _GEMM[type(layer)]
+        op = "dense" if kind == "dense" else (
+            "depthwise_conv2d" if kind == "depthwise_conv2d" else "conv2d")
         p = self.params.get(layer.name, {})
-        if "codes" in p:
-            codes = np.asarray(p["codes"], np.int64)
-            w_scale = np.asarray(p["scale"], np.float64)
-            w_bits = int(layer.w_bits)
-        else:  # float weights: 8-bit symmetric per output channel
-            k = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
-            axes = (0, 1) if kind == "depthwise_conv2d" else tuple(
-                range(k.ndim - 1))
-            amax = np.maximum(np.abs(k).max(axis=axes, keepdims=True), 1e-12)
-            s = amax / 127.0
-            codes = np.clip(np.round(k / s), -127, 127).astype(np.int64)
-            w_scale, w_bits = s.reshape(-1), 8
-            self.notes.append(f"{layer.name}: float weights quantized to 8 "
-                              "bits")
-        if w_bits == 1:
-            w_bits = 2
-            self.notes.append(f"{layer.name}: binary weights exported as "
-                              "2-bit codes")
-        a = b.quant(st.x)
+        codes, w_scale, w_bits = gemm_weights(layer, kind, p, self.notes)
+        x = st.x
+        a = b.quant(x)
         bias = p.get("bias") if p else (
             keras.ops.convert_to_numpy(layer.bias) if layer.use_bias
             else None)
@@ -250,17 +279,60 @@ class _Importer:
         act = st.relu if relu == "linear" else relu
         kw = {"w_bits": w_bits, "relu": act != "linear",
               "relu_max": 6.0 if act == "relu6" else None}
-        if kind != "dense":
-            if tuple(layer.dilation_rate) != (1, 1):
-                raise ValueError(f"layer {layer.name!r}: dilation_rate must "
-                                 f"be 1. Received: {layer.dilation_rate}")
-            if kind == "conv2d" and getattr(layer, "groups", 1) != 1:
-                raise ValueError(f"layer {layer.name!r}: grouped convs are "
-                                 f"not supported. Received: groups="
-                                 f"{layer.groups}")
-            kw.update(strides=tuple(layer.strides), padding=layer.padding)
-        return getattr(b, kind)(self.name(layer.name), st.x, codes, w_scale,
-                                bias_int, grid, **kw)
+        name = self.name(layer.name)
+        self.has_bias[name] = bias is not None  # costed by the hardware
+        if op == "dense":
+            return b.dense(name, x, codes, w_scale, bias_int, grid, **kw)
+        if kind == "conv1d":
+            x = self.view(x, (1,) + tuple(b.shape(x)), f"{layer.name}_in2d")
+            strides = (1, int(layer.strides[0]))
+        else:
+            strides = tuple(int(v) for v in layer.strides)
+        in_hw = b.shape(x)[:2]
+        if kind == "conv2d_transpose":
+            interior, pads = transpose_geometry(layer, in_hw,
+                                                st.out_shape[:2])
+            if any(interior):
+                x = b.pad(self.name(f"{layer.name}_zero_insert"), x,
+                          [[0, 0]] * 3, list(interior) + [0])
+                self.notes.append(
+                    f"{layer.name}: Conv2DTranspose runs as a stride-1 conv "
+                    "over the zero-inserted input (stride**2 x its MACs)")
+            strides = (1, 1)
+        else:
+            pads = conv_pads(layer, kind, in_hw, codes.shape[:2], strides,
+                             st.pads)
+        kw.update(strides=strides, padding=pads)
+        if op == "depthwise_conv2d":
+            return b.depthwise_conv2d(name, x, codes, w_scale, bias_int,
+                                      grid, **kw)
+        y = b.conv2d(name, x, codes, w_scale, bias_int, grid,
+                     groups=int(getattr(layer, "groups", 1)), **kw)
+        if kind == "conv1d":
+            y = self.view(y, tuple(b.shape(y)[1:]), f"{layer.name}_1d")
+        return y
+
+    def _emit_lut(self, st: _Pending, grid: QuantParams, relu: str) -> str:
+        """The element-wise layer as a table onto ``grid``."""
+        layer, b = st.layer, self.builder
+        act = st.relu if relu == "linear" else relu
+        table = lut_table(layer, b.quant(st.x), int(b.shape(st.x)[-1]),
+                          len(st.out_shape), grid, act)
+        return b.lut(self.name(layer.name), st.x, table, grid)
+
+    def view(self, x: str, shape: tuple, base: str) -> str:
+        """``x`` reshaped to ``shape`` (a layout-only reshape op, skipped
+        when ``x`` is itself a view of a tensor of that shape)."""
+        b = self.builder
+        shape = tuple(int(d) for d in shape)
+        if b.shape(x) == shape:
+            return x
+        src = self.views.get(x)
+        if src is not None and b.shape(src) == shape:
+            return src
+        y = b.reshape(self.name(base), x, shape)
+        self.views[y] = x
+        return y
 
     def _emit_avg(self, st: _Pending, grid: QuantParams, relu: str) -> str:
         layer, b = st.layer, self.builder
@@ -268,11 +340,14 @@ class _Importer:
             raise ValueError(f"layer {layer.name!r}: ReLU6 after average "
                              "pooling has no integer form here")
         name = self.name(layer.name)
-        if type(layer) is L.GlobalAveragePooling2D:
-            return b.global_avg_pool(name, st.x, grid, relu=relu == "relu")
-        return b.avg_pool(name, st.x, tuple(layer.pool_size),
-                          tuple(layer.strides), layer.padding, grid,
-                          relu=relu == "relu")
+        if type(layer) in (L.GlobalAveragePooling2D,
+                           L.GlobalAveragePooling1D):
+            y = b.global_avg_pool(name, st.x, grid, relu=relu == "relu")
+            return self.view(y, st.out_shape, f"{layer.name}_keepdims")
+        y = b.avg_pool(name, st.x, _window(layer.pool_size),
+                       _window(layer.strides), layer.padding, grid,
+                       relu=relu == "relu")
+        return self.view(y, st.out_shape, f"{layer.name}_1d")
 
     def as_int(self, tensor, base: str) -> str:
         st = self.state[id(tensor)]
@@ -293,7 +368,14 @@ class _Importer:
         if not isinstance(st, str):
             st = self.materialize(self.keras_output, self.calibrated(
                 self.keras_output, self.output_bits), base="output")
-        return self.builder.build(output=st)
+        b = self.builder
+        used = {st} | {n for op in b.ops for n in op.inputs}
+        b.ops = [op for op in b.ops if op.name in used or op.name not in
+                 self.views]  # drop view-backs no one reads
+        for op in b.ops:
+            if op.name in self.has_bias:
+                op.attrs["use_bias"] = self.has_bias[op.name]
+        return b.build(output=st)
 
     def visit(self, node) -> None:
         layer = node.layer
@@ -312,12 +394,23 @@ class _Importer:
                 raise ValueError(f"layer {layer.name!r}: its input "
                                  "quantizer never saw data; calibrate or "
                                  "train the model first")
-            x = self.materialize(ins[0], grid, base=f"{layer.name}_in")
             act = _act(layer)
             if act not in ("linear", "relu", "relu6"):
                 raise ValueError(f"layer {layer.name!r}: activation {act!r} "
                                  "has no integer form")
-            self.state[id(out)] = _Pending("gemm", layer, x, relu=act)
+            src, pads = ins[0], (0, 0, 0, 0)
+            st = self.state[id(src)]
+            if isinstance(st, _Pending) and st.kind == "pad" and _GEMM[
+                    cls] in ("conv2d", "depthwise_conv2d", "conv1d"):
+                # a ZeroPadding read by a conv folds into the conv's pads
+                spatial = st.pads[:-1]
+                pads = tuple(v for ax in ([[0, 0]] + spatial if len(
+                    spatial) == 1 else spatial) for v in ax)
+                src = st.keras_tensor
+            x = self.materialize(src, grid, base=f"{layer.name}_in")
+            self.state[id(out)] = _Pending(
+                "gemm", layer, x, relu=act, pads=pads,
+                out_shape=tuple(int(d) for d in out.shape[1:]))
         elif cls in (QuantActivation, QuantReLU):
             grid = _grid(p["output"])
             if grid is None:
@@ -337,8 +430,8 @@ class _Importer:
         elif relu_kind(layer) is not None:
             relu = relu_kind(layer)
             st = self.state[id(ins[0])]
-            if isinstance(st, _Pending) and st.kind in ("gemm", "add") and (
-                    st.relu == "linear"):
+            if isinstance(st, _Pending) and st.kind in (
+                    "gemm", "add", "lut") and st.relu == "linear":
                 self.state[id(out)] = dataclasses.replace(st, relu=relu)
             else:
                 x = self.as_int(ins[0], layer.name)
@@ -352,27 +445,60 @@ class _Importer:
             xs = tuple(self.as_int(t, f"{layer.name}_in{i}")
                        for i, t in enumerate(ins))
             self.state[id(out)] = _Pending("add", layer, inputs=xs)
-        elif cls is L.MaxPooling2D:
+        elif cls in (L.ZeroPadding1D, L.ZeroPadding2D):
+            self.state[id(out)] = _Pending("pad", layer, keras_tensor=ins[0],
+                                           pads=zero_pads(layer))
+        elif cls is L.Rescaling and isinstance(
+                self.state[id(ins[0])], _Pending) and self.state[
+                id(ins[0])].kind == "input" and self.state[
+                id(ins[0])].rescale is None:
+            # the float model input: fold into the input quantization
+            self.state[id(out)] = _Pending("input", layer,
+                                           rescale=rescale_of(layer))
+        elif cls is L.Rescaling or cls is L.BatchNormalization or (
+                cls is L.Activation and _act(layer) in LUT_ACTIVATIONS):
+            st = self.state[id(ins[0])]
+            if cls is L.BatchNormalization and isinstance(
+                    st, _Pending) and st.kind == "gemm":
+                raise ValueError(f"layer {layer.name!r}: BatchNormalization "
+                                 "must be folded (quantize_model(..., "
+                                 "fold_batchnorm=True))")
+            if getattr(layer, "data_format", "channels_last") not in (
+                    "channels_last",) or getattr(layer, "axis", -1) not in (
+                    -1, len(out.shape) - 1):
+                raise ValueError(f"layer {layer.name!r}: only channels-last "
+                                 "element-wise layers have a table form")
             x = self.as_int(ins[0], layer.name)
-            self.state[id(out)] = self.builder.max_pool(
-                self.name(layer.name), x, tuple(layer.pool_size),
-                tuple(layer.strides), layer.padding)
-        elif cls in (L.AveragePooling2D, L.GlobalAveragePooling2D):
-            if getattr(layer, "keepdims", False):
-                raise ValueError(f"layer {layer.name!r}: keepdims=True is "
-                                 "not supported")
+            if self.builder.quant(x).bits > 12:
+                raise ValueError(f"layer {layer.name!r}: its input has "
+                                 f"{self.builder.quant(x).bits} bits; a "
+                                 "table needs <= 12")
+            self.state[id(out)] = _Pending(
+                "lut", layer, x, out_shape=tuple(int(d) for d in
+                                                 out.shape[1:]))
+        elif cls in (L.MaxPooling2D, L.MaxPooling1D):
+            x = self.window_input(ins[0], layer)
+            y = self.builder.max_pool(
+                self.name(layer.name), x, _window(layer.pool_size),
+                _window(layer.strides), layer.padding)
+            self.state[id(out)] = self.view(y, tuple(out.shape[1:]),
+                                            f"{layer.name}_1d")
+        elif cls in (L.AveragePooling2D, L.GlobalAveragePooling2D,
+                     L.AveragePooling1D, L.GlobalAveragePooling1D):
             # the exact mean goes straight onto the next quantizer's grid
-            x = self.as_int(ins[0], layer.name)
-            self.state[id(out)] = _Pending("avg", layer, x)
-        elif cls is L.GlobalMaxPooling2D:
-            if getattr(layer, "keepdims", False):
-                raise ValueError(f"layer {layer.name!r}: keepdims=True is "
-                                 "not supported")
-            x = self.as_int(ins[0], layer.name)
+            x = self.window_input(ins[0], layer)
+            self.state[id(out)] = _Pending(
+                "avg", layer, x, out_shape=tuple(int(d) for d in
+                                                 out.shape[1:]))
+        elif cls in (L.GlobalMaxPooling2D, L.GlobalMaxPooling1D):
+            x = self.window_input(ins[0], layer)
             b = self.builder
             h, w = b.shape(x)[:2]
-            self.state[id(out)] = b.flatten(self.name(layer.name), b.max_pool(
-                self.name(f"{layer.name}_max"), x, (h, w)))
+            y = b.max_pool(self.name(f"{layer.name}_max"), x, (h, w))
+            self.state[id(out)] = self.view(
+                y, tuple(out.shape[1:]), layer.name) if getattr(
+                layer, "keepdims", False) else b.flatten(
+                self.name(layer.name), y)
         elif cls in (L.Flatten, L.Reshape):
             x = self.as_int(ins[0], layer.name)
             if cls is L.Flatten:
@@ -381,7 +507,8 @@ class _Importer:
                 y = self.builder.reshape(self.name(layer.name), x,
                                          tuple(out.shape[1:]))
             self.state[id(out)] = y
-        elif cls in _IDENTITY:
+        elif cls in _IDENTITY or (cls is L.Activation and _act(layer) ==
+                                  "linear"):
             self.state[id(out)] = self.state[id(ins[0])]
             self.source[id(out)] = self.source.get(id(ins[0]), ins[0])
         elif cls in (L.Activation, L.Softmax) and (
@@ -391,22 +518,20 @@ class _Importer:
             self.source[id(out)] = ins[0]
             self.notes.append(f"{layer.name}: final softmax dropped "
                               "(argmax-invariant)")
-        elif cls is L.BatchNormalization:
-            raise ValueError(f"layer {layer.name!r}: BatchNormalization must "
-                             "be folded (quantize_model(..., "
-                             "fold_batchnorm=True))")
         else:
-            raise ValueError(f"layer {layer.name!r} ({cls.__name__}) has no "
-                             "integer mapping in the bit-serial exporter")
+            raise unsupported_layer_error(layer)
 
-
-def _link_shared_inputs(model) -> None:
-    """Shares an observer's grid with the same-width input quantizers that
-    read its tensor, as int8 TFLite export does, so both exporters see one
-    grid per tensor (``tfcomp.quantization.quantize.link_shared_inputs``)."""
-    from tfcomp.quantization.quantize import link_shared_inputs
-
-    link_shared_inputs(model)
+    def window_input(self, tensor, layer) -> str:
+        """The integer input of a pooling layer ((1, L, C) for 1D ones)."""
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
+            raise ValueError(f"layer {layer.name!r}: only data_format="
+                             f"'channels_last' is supported. Received: "
+                             f"{layer.data_format!r}")
+        x = self.as_int(tensor, layer.name)
+        if isinstance(layer, _WINDOW_1D):
+            x = self.view(x, (1,) + tuple(self.builder.shape(x)),
+                          f"{layer.name}_in2d")
+        return x
 
 
 def build_ir_from_keras(model, calibration_data=None, default_bits: int = 8,
@@ -414,11 +539,18 @@ def build_ir_from_keras(model, calibration_data=None, default_bits: int = 8,
                         calibration_x=None) -> IntegerIR:
     """Maps a quantization-aware Keras model to an :class:`IntegerIR`.
 
-    Supported layers: QuantConv2D / QuantDepthwiseConv2D / QuantDense
-    (BatchNorm folded, linear / ReLU / ReLU6 activation), QuantActivation,
-    QuantReLU, ReLU / Activation("relu"|"relu6"), Add (two inputs),
-    Max/AveragePooling2D, GlobalAverage/MaxPooling2D, Flatten, Reshape,
-    Dropout-like identities and a final softmax (dropped).
+    Supported layers (``keras_layers.SUPPORTED_LAYERS``): Conv1D (a
+    ``1 x k`` conv2d), Conv2D (grouped too), Conv2DTranspose (a stride-1
+    conv over the zero-inserted input), DepthwiseConv2D, Dense (QAT forms,
+    or float: 8-bit weights; linear / ReLU / ReLU6), QuantActivation,
+    QuantReLU, ReLU, Add (two inputs), pooling 1D/2D, ZeroPadding1D/2D
+    (folded into a conv's padding, else a ``pad`` op), Rescaling (folded
+    into a float input, else a table), a BatchNormalization that reads a
+    quantized tensor and element-wise activations (``lut`` tables),
+    Flatten, Reshape, dropout-like identities, a final softmax (dropped).
+    Other layers (Embedding, attention, LayerNormalization, Conv3D,
+    Multiply, Lambda, ``keras.ops`` calls, ...) raise a ValueError naming
+    the layer, its type and the supported types.
 
     Args:
         model: a calibrated or trained QAT model (single input and output,
@@ -457,7 +589,9 @@ def build_ir_from_keras(model, calibration_data=None, default_bits: int = 8,
         if not isinstance(v, int) or not 2 <= v <= 16:
             raise ValueError(f"{name} must be an int in [2, 16]. Received: "
                              f"{name}={v!r}")
-    _link_shared_inputs(model)
+    from tfcomp.quantization.quantize import link_shared_inputs
+
+    link_shared_inputs(model)  # one grid per tensor, as int8 TFLite export
     imp = _Importer(model, calibration_data, default_bits, output_bits)
     ir = imp.run()
     ir.notes = imp.notes

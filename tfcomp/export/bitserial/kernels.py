@@ -26,6 +26,8 @@ __all__ = [
     "global_avg_pool_op",
     "im2col",
     "lhs_matrix",
+    "lut_op",
+    "pad_op",
     "pool_op",
     "requantize",
     "requantize_op",
@@ -62,10 +64,11 @@ def im2col(x, kernel, strides, pads, pad_value) -> np.ndarray:
 
 
 def lhs_matrix(kind, x, kernel=None, strides=None, pads=None,
-               pad_value=0) -> np.ndarray:
+               pad_value=0, groups=1) -> np.ndarray:
     """The activation side of a layer's grouped GEMM: ``(G, M, K)``.
 
-    conv2d: G=1, M=B*Ho*Wo, K=kh*kw*cin in (kh, kw, cin) order.
+    conv2d: G=groups, M=B*Ho*Wo, K=kh*kw*cin/groups in (kh, kw, cin) order
+    (group g reads input channels ``g * cin/groups ...``).
     depthwise_conv2d: G=C, M=B*Ho*Wo, K=kh*kw in (kh, kw) order.
     dense: G=1, M=prod(leading dims), K=cin.
 
@@ -74,6 +77,7 @@ def lhs_matrix(kind, x, kernel=None, strides=None, pads=None,
         x: the integer input tensor (batch first).
         kernel, strides, pads: window geometry (not for dense).
         pad_value: the input zero point (real 0).
+        groups: conv2d groups.
 
     Returns:
         ``(G, M, K)`` array.
@@ -88,7 +92,11 @@ def lhs_matrix(kind, x, kernel=None, strides=None, pads=None,
     cols = im2col(x, kernel, strides, pads, pad_value)
     b, ho, wo, kh, kw, c = cols.shape
     if kind == "conv2d":
-        return cols.reshape(1, b * ho * wo, kh * kw * c)
+        g = int(groups)
+        if g == 1:
+            return cols.reshape(1, b * ho * wo, kh * kw * c)
+        cols = cols.reshape(b * ho * wo, kh, kw, g, c // g)
+        return cols.transpose(3, 0, 1, 2, 4).reshape(g, b * ho * wo, -1)
     if kind == "depthwise_conv2d":
         return cols.reshape(b * ho * wo, kh * kw, c).transpose(2, 0, 1)
     raise ValueError(f"kind must be a GEMM op. Received: kind={kind!r}")
@@ -293,3 +301,54 @@ def global_avg_pool_op(x, in_zero_point, table, out_zero_point, act_min,
     y = _count_requant(total, np.full(total.shape, x.shape[1] * x.shape[2]),
                        table)
     return np.clip(y + int(out_zero_point), act_min, act_max)
+
+
+def pad_op(x, pads, interior=None, value=0) -> np.ndarray:
+    """Pads a batch-first tensor: ``interior[a]`` values between neighbours
+    and ``pads[a] = [before, after]`` at the ends of each non-batch axis.
+
+    Args:
+        x: integer tensor ``(B, ...)``.
+        pads: ``[before, after]`` per non-batch axis.
+        interior: values inserted between neighbours per axis (default 0).
+        value: the fill (the tensor's zero point, real 0).
+
+    Returns:
+        The padded tensor.
+
+    Example:
+        >>> pad_op(np.array([[1, 2]]), [[1, 0]], [1], value=7)
+        array([[7, 1, 7, 2]])
+    """
+    x = np.asarray(x, np.int64)
+    interior = [0] * (x.ndim - 1) if interior is None else list(interior)
+    shape = [x.shape[0]] + [int(d + (d - 1) * i) if d else 0 for d, i in
+                            zip(x.shape[1:], interior)]
+    y = np.full(shape, int(value), np.int64)
+    y[(slice(None),) + tuple(slice(None, None, int(i) + 1)
+                             for i in interior)] = x
+    return np.pad(y, [(0, 0)] + [(int(a), int(b)) for a, b in pads],
+                  constant_values=int(value))
+
+
+def lut_op(x, table, in_min) -> np.ndarray:
+    """Table lookup ``table[c][x - in_min]`` (one row, or one per channel on
+    the last axis).
+
+    Args:
+        x: integer tensor.
+        table: ``(1 or C, 2**in_bits)`` output integers.
+        in_min: the input's lowest integer (row index 0).
+
+    Returns:
+        The looked-up integers.
+
+    Example:
+        >>> lut_op(np.array([[0, 2]]), [[5, 6, 7, 8]], 0)
+        array([[5, 7]])
+    """
+    t = np.asarray(table, np.int64)
+    idx = np.asarray(x, np.int64) - int(in_min)
+    if t.shape[0] == 1:
+        return t[0][idx]
+    return t[np.arange(t.shape[0]), idx]

@@ -16,13 +16,18 @@ from __future__ import annotations
 import numpy as np
 
 from tfcomp.export.bitserial import kernels
-from tfcomp.export.bitserial.ir import IntegerIR, IntOp, QuantParams
+from tfcomp.export.bitserial.ir import (
+    IntegerIR,
+    IntOp,
+    QuantParams,
+    groups_of,
+)
 
 __all__ = ["gemm_accumulator", "integer_reference", "prepare_input"]
 
 
-def prepare_input(x, quant: QuantParams, shape, name: str = "x"
-                  ) -> np.ndarray:
+def prepare_input(x, quant: QuantParams, shape, name: str = "x",
+                  rescale=None) -> np.ndarray:
     """Float input -> quantized int64; integer input -> range-checked.
 
     Args:
@@ -30,6 +35,9 @@ def prepare_input(x, quant: QuantParams, shape, name: str = "x"
         quant: the input tensor's quantization.
         shape: input shape without batch.
         name: the argument's name, for error messages.
+        rescale: ``(scale, offset)`` applied to float inputs in float32
+            before quantizing (a folded Keras ``Rescaling``); integer
+            inputs are codes already and are not rescaled.
 
     Returns:
         int64 array.
@@ -54,6 +62,9 @@ def prepare_input(x, quant: QuantParams, shape, name: str = "x"
                 f"{name} holds {int(bad.sum())} NaN or infinite value(s) "
                 f"(first at index {tuple(int(i) for i in np.argwhere(bad)[0])}"
                 "); the accelerator's inputs must be finite.")
+        if rescale is not None:  # float32, as keras.layers.Rescaling
+            scale, offset = (np.asarray(v, np.float32) for v in rescale)
+            x = x.astype(np.float32) * scale + offset
         return quant.quantize(x)
     if not np.issubdtype(x.dtype, np.integer):
         raise TypeError(f"{name} must be a float or integer array. Received:"
@@ -71,9 +82,9 @@ def _weight_matrix(op: IntOp) -> np.ndarray:
         kh, kw, c, m = w.shape
         zp = np.asarray(op.w_zero_point, np.int64).reshape(c, m)
         return w.reshape(kh * kw, c, m).transpose(1, 0, 2) - zp[:, None, :]
-    k = int(np.prod(w.shape[:-1]))
-    return (w.reshape(k, w.shape[-1]) - np.asarray(op.w_zero_point,
-                                                   np.int64))[None]
+    k, n, g = int(np.prod(w.shape[:-1])), w.shape[-1], groups_of(op)
+    w = w.reshape(k, n) - np.asarray(op.w_zero_point, np.int64)
+    return w.reshape(k, g, n // g).transpose(1, 0, 2)
 
 
 def gemm_accumulator(op: IntOp, x, a_quant: QuantParams) -> np.ndarray:
@@ -93,7 +104,7 @@ def gemm_accumulator(op: IntOp, x, a_quant: QuantParams) -> np.ndarray:
     """
     a = kernels.lhs_matrix(op.op, x, op.attrs.get("kernel"),
                            op.attrs.get("strides"), op.attrs.get("pads"),
-                           a_quant.zero_point)
+                           a_quant.zero_point, groups_of(op))
     a = a.astype(np.float64) - a_quant.zero_point
     acc = np.matmul(a, _weight_matrix(op).astype(np.float64))
     acc = np.rint(acc).astype(np.int64)
@@ -131,6 +142,11 @@ def run_op(op: IntOp, ins: list, quants: list) -> np.ndarray:
         return kernels.global_avg_pool_op(
             x, quants[0].zero_point, op.attrs["count_requant"],
             op.out.zero_point, op.act_min, op.act_max)
+    if op.op == "lut":
+        return kernels.lut_op(x, op.attrs["table"], quants[0].qmin)
+    if op.op == "pad":
+        return kernels.pad_op(x, op.attrs["pads"], op.attrs.get("interior"),
+                              quants[0].zero_point)
     if op.op == "flatten":
         return x.reshape(x.shape[0], -1)
     if op.op == "reshape":
@@ -160,7 +176,8 @@ def integer_reference(ir: IntegerIR, x, return_all: bool = False):
                         f"{type(ir).__name__}")
     ir.validate()
     tensors = {ir.input_name: prepare_input(x, ir.input_quant,
-                                            ir.input_shape)}
+                                            ir.input_shape,
+                                            rescale=ir.input_rescale)}
     for op in ir.ops:
         tensors[op.name] = run_op(op, [tensors[n] for n in op.inputs],
                                   [ir.quant(n) for n in op.inputs])

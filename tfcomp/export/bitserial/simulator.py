@@ -209,7 +209,8 @@ def _gemm_layer(layer, x, blob, target, batch, stats):
     kernel, strides, pads = at.get("kernel"), at.get("strides"), \
         at.get("pads")
     a = kernels.lhs_matrix(layer["op"], x, kernel, strides, pads,
-                           lhs["zero_point"])  # (G, B*Mps, K)
+                           lhs["zero_point"], at.get("groups", 1))
+    # (G, B*Mps, K)
     g, m_all, k = a.shape
     runs = x.shape[0] // batch
     if m_all != runs * gm["M"] or k != gm["K"]:
@@ -278,6 +279,14 @@ def _host_layer(layer, ins):
                                    layer["act_min"], layer["act_max"])
         return kernels.global_avg_pool_op(x, zin, table, zout,
                                           layer["act_min"], layer["act_max"])
+    if op == "lut":
+        q = layer["input_quants"][0]
+        qmin = -(1 << (q["bits"] - 1)) if q["signed"] else 0
+        return kernels.lut_op(x, layer["attrs"]["table"], qmin)
+    if op == "pad":
+        at = layer["attrs"]
+        return kernels.pad_op(x, at["pads"], at.get("interior"),
+                              layer["out_quant"]["zero_point"])
     if op == "flatten":
         return x.reshape(x.shape[0], -1)
     if op == "reshape":
@@ -313,7 +322,9 @@ def simulate_bitserial(path: str, x, return_stats: bool = False,
     desc, blob = load_descriptor(path)
     inp = desc["input"]
     in_quant = QuantParams.from_dict(inp["quant"])
-    xq = prepare_input(x, in_quant, inp["shape"])
+    rescale = inp.get("rescale")
+    xq = prepare_input(x, in_quant, inp["shape"], rescale=None if rescale
+                       is None else (rescale["scale"], rescale["offset"]))
     batch = desc["batch"]
     if xq.shape[0] % batch:
         raise ValueError(f"x must hold a multiple of the descriptor's batch "

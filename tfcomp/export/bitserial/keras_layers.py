@@ -1,0 +1,278 @@
+"""Keras layer geometry for the bit-serial importer.
+
+How the Keras layers the IR has no op of its own map onto IR ops, exactly:
+
+- ``Conv1D`` is a ``1 x k`` conv2d on the ``(1, L, C)`` view of its input
+  (``padding="causal"`` pads ``k - 1`` on the left); groups allowed.
+- ``Conv2DTranspose`` is a stride-1 conv2d with the spatially flipped,
+  in/out-swapped kernel over the input with ``stride - 1`` zero points
+  inserted between neighbours (a ``pad`` op) and ``k - 1 - p`` padded at
+  the edges, where ``p`` is the forward conv's padding (TF's
+  ``conv2d_backprop_input``); the accelerator runs ``stride**2`` times the
+  transposed conv's MACs.
+- ``ZeroPadding1D/2D`` pad with the zero point (real 0): folded into the
+  padding of a conv that reads them, else a ``pad`` op.
+- ``Rescaling`` of the model input is folded into the input: float inputs
+  are rescaled (float32, as Keras) before quantization.
+
+Example:
+    >>> kernel_as_conv2d("conv1d", np.zeros((3, 4, 8))).shape
+    (1, 3, 4, 8)
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from tfcomp.export.bitserial.ir import QuantParams, same_padding
+
+__all__ = [
+    "LUT_ACTIVATIONS",
+    "SUPPORTED_LAYERS",
+    "conv_pads",
+    "gemm_weights",
+    "kernel_as_conv2d",
+    "lut_table",
+    "rescale_of",
+    "transpose_geometry",
+    "unsupported_layer_error",
+    "zero_pads",
+]
+
+# element-wise activations exported as a table (lut op)
+LUT_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "tanh", "swish", "silu",
+                   "hard_swish", "hard_silu", "gelu", "elu", "selu",
+                   "softplus", "softsign", "leaky_relu", "mish")
+
+SUPPORTED_LAYERS = (
+    "Conv1D", "Conv2D (groups >= 1)", "Conv2DTranspose", "DepthwiseConv2D",
+    "Dense", "their tfcomp Quant* forms", "QuantActivation", "QuantReLU",
+    "ReLU", "Activation('relu' | 'relu6' | 'linear' | element-wise)",
+    "BatchNormalization (folded, or on a quantized tensor)",
+    "Add (2 inputs)",
+    "MaxPooling1D/2D", "AveragePooling1D/2D",
+    "GlobalAveragePooling1D/2D", "GlobalMaxPooling1D/2D", "ZeroPadding1D/2D",
+    "Rescaling", "Flatten", "Reshape",
+    "Dropout-like identities", "a final softmax (dropped)")
+
+
+def unsupported_layer_error(layer) -> ValueError:
+    """The error for a layer (or ``keras.ops`` call) with no integer form.
+
+    Example:
+        >>> str(unsupported_layer_error(keras.layers.LayerNormalization(
+        ...     name="ln")))[:40]
+        "layer 'ln' (LayerNormalization) has no "
+    """
+    cls = type(layer).__name__
+    what = (f"layer {layer.name!r} ({cls})" if isinstance(
+        layer, keras.layers.Layer) else
+        f"keras.ops call {getattr(layer, 'name', cls)!r} ({cls})")
+    return ValueError(
+        f"{what} has no integer mapping in the bit-serial exporter. "
+        f"Supported layer types: {', '.join(SUPPORTED_LAYERS)}. Replace or "
+        "remove the layer, or export the model to int8 TFLite instead "
+        "(tfcomp.export.export_tflite).")
+
+
+def kernel_as_conv2d(kind: str, kernel) -> np.ndarray:
+    """A Keras kernel (or its integer codes) as conv2d weights
+    ``(kh, kw, cin / groups, cout)``.
+
+    Args:
+        kind: "conv1d" (``(k, cin, cout)``), "conv2d_transpose"
+            (``(kh, kw, cout, cin)``: flipped and swapped) or a kind whose
+            kernel is already in conv2d layout.
+        kernel: the array.
+
+    Example:
+        >>> kernel_as_conv2d("conv2d_transpose", np.zeros((3, 2, 8, 4))).shape
+        (3, 2, 4, 8)
+    """
+    k = np.asarray(kernel)
+    if kind == "conv1d":
+        return k[None]
+    if kind == "conv2d_transpose":
+        return k[::-1, ::-1].transpose(0, 1, 3, 2)
+    return k
+
+
+def _check(layer) -> None:
+    fmt = getattr(layer, "data_format", "channels_last")
+    if fmt != "channels_last":
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): "
+                         "only data_format='channels_last' is supported. "
+                         f"Received: data_format={fmt!r}")
+
+
+def conv_pads(layer, kind: str, in_hw, kernel, strides,
+              extra=(0, 0, 0, 0)) -> tuple:
+    """(top, bottom, left, right) pads of a conv over an input that a
+    folded ``ZeroPadding`` grows by ``extra`` (both pad with real 0).
+
+    Args:
+        layer: the Keras conv layer (``padding``, ``dilation_rate``).
+        kind: "conv2d", "depthwise_conv2d" or "conv1d".
+        in_hw: the unpadded input (H, W) (``(1, L)`` for conv1d).
+        kernel, strides: the conv2d geometry.
+        extra: folded zero padding.
+
+    Example:
+        >>> conv_pads(keras.layers.Conv1D(4, 3, padding="causal"), "conv1d",
+        ...           (1, 10), (1, 3), (1, 1))
+        (0, 0, 2, 0)
+    """
+    _check(layer)
+    if any(int(d) != 1 for d in layer.dilation_rate):
+        raise ValueError(f"layer {layer.name!r}: dilation_rate must be 1. "
+                         f"Received: dilation_rate={layer.dilation_rate}")
+    h = in_hw[0] + extra[0] + extra[1]
+    w = in_hw[1] + extra[2] + extra[3]
+    padding = layer.padding.lower()
+    if padding == "causal":
+        own = (0, 0, kernel[1] - 1, 0)
+    elif padding == "same":
+        own = same_padding(h, kernel[0], strides[0]) + same_padding(
+            w, kernel[1], strides[1])
+    else:
+        own = (0, 0, 0, 0)
+    return tuple(int(a + b) for a, b in zip(own, extra))
+
+
+def transpose_geometry(layer, in_hw, out_hw) -> tuple:
+    """``(interior, pads)`` of a Conv2DTranspose as a stride-1 conv:
+    ``stride - 1`` zero points between inputs, ``pads`` (top, bottom, left,
+    right) so the conv yields the Keras output size ``out_hw``.
+
+    Example:
+        >>> transpose_geometry(keras.layers.Conv2DTranspose(
+        ...     4, 3, strides=2, padding="same"), (4, 4), (8, 8))
+        ((1, 1), (2, 1, 2, 1))
+    """
+    _check(layer)
+    if any(int(d) != 1 for d in layer.dilation_rate):
+        raise ValueError(f"layer {layer.name!r}: dilation_rate must be 1. "
+                         f"Received: dilation_rate={layer.dilation_rate}")
+    pads = []
+    for size, out, k, s in zip(in_hw, out_hw, layer.kernel_size,
+                               layer.strides):
+        before = 0  # the forward conv (out -> size) pads `before`
+        if layer.padding.lower() == "same":
+            before = max((size - 1) * s + k - out, 0) // 2
+        left = k - 1 - before
+        right = out + k - 1 - left - ((size - 1) * s + 1)
+        if left < 0 or right < 0:
+            raise ValueError(f"layer {layer.name!r}: this Conv2DTranspose "
+                             "geometry has no stride-1 conv form. Received:"
+                             f" kernel_size={layer.kernel_size}, strides="
+                             f"{layer.strides}, padding={layer.padding!r}")
+        pads += [left, right]
+    interior = tuple(int(s) - 1 for s in layer.strides)
+    return interior, tuple(pads)
+
+
+def zero_pads(layer) -> list:
+    """``[[before, after], ...]`` per non-batch axis of a ZeroPadding1D /
+    ZeroPadding2D output (channels unpadded).
+
+    Example:
+        >>> zero_pads(keras.layers.ZeroPadding2D(((1, 2), (0, 3))))
+        [[1, 2], [0, 3], [0, 0]]
+    """
+    _check(layer)
+    p = layer.padding
+    if isinstance(layer, keras.layers.ZeroPadding1D):
+        return [[int(p[0]), int(p[1])], [0, 0]]
+    return [[int(p[0][0]), int(p[0][1])], [int(p[1][0]), int(p[1][1])],
+            [0, 0]]
+
+
+def rescale_of(layer) -> tuple:
+    """``(scale, offset)`` of a ``Rescaling`` layer as float tuples.
+
+    Example:
+        >>> rescale_of(keras.layers.Rescaling(1 / 127.5, offset=-1))
+        ((0.00784313725490196,), (-1.0,))
+    """
+    scale = tuple(float(v) for v in np.ravel(np.asarray(layer.scale,
+                                                        np.float64)))
+    offset = tuple(float(v) for v in np.ravel(np.asarray(layer.offset,
+                                                         np.float64)))
+    if min(scale) <= 0:
+        raise ValueError(f"layer {layer.name!r} (Rescaling): only positive "
+                         f"scales fold into the input quantization. "
+                         f"Received: scale={layer.scale}")
+    return scale, offset
+
+
+def lut_table(layer, q_in: QuantParams, channels: int, rank: int,
+              grid: QuantParams, act: str = "linear") -> np.ndarray:
+    """The ``lut`` table of an element-wise layer: Keras computes it on
+    every value of the input grid (inference mode), then ReLU / ReLU6
+    (``act``) and quantization onto ``grid``.
+
+    Args:
+        layer: the Keras layer (Rescaling, BatchNormalization, Activation).
+        q_in: the input grid.
+        channels: the last axis' size.
+        rank: the layer input's rank without batch.
+        grid: the output grid.
+        act: "linear", "relu" or "relu6" applied after the layer.
+
+    Returns:
+        ``(1 or channels, 2**q_in.bits)`` int64 (one row when every channel
+        has the same table).
+
+    Example:
+        >>> lut_table(keras.layers.Rescaling(2.0), QuantParams(2, False, 1.0),
+        ...           3, 3, QuantParams(4, False, 1.0))
+        array([[0, 2, 4, 6]])
+    """
+    codes = np.arange(q_in.qmin, q_in.qmax + 1)
+    v = np.repeat(q_in.dequantize(codes)[:, None], channels, axis=1)
+    probe = v.reshape((1,) * (rank - 1) + v.shape)
+    kw = {"training": False} if isinstance(
+        layer, keras.layers.BatchNormalization) else {}
+    y = keras.ops.convert_to_numpy(layer(probe, **kw)).reshape(v.shape)
+    if act != "linear":
+        y = np.maximum(y, np.float32(0))
+    if act == "relu6":
+        y = np.minimum(y, np.float32(6))
+    table = grid.quantize(y).T
+    return table[:1] if np.all(table == table[:1]) else table
+
+
+def gemm_weights(layer, kind: str, p: dict, notes: list) -> tuple:
+    """``(codes, w_scale, w_bits)`` of a GEMM layer in conv2d / dense
+    layout: the QAT codes from ``quantization_params`` entry ``p``, else
+    the float kernel quantized to 8 bits per output channel (noted).
+
+    Example:
+        >>> codes, s, b = gemm_weights(keras.layers.Dense(2), "dense", {},
+        ...                            [])
+    """
+    kernel = keras.ops.convert_to_numpy(layer.kernel)
+    if "codes" in p:
+        codes = kernel_as_conv2d(kind, np.asarray(p["codes"], np.int64))
+        w_scale = np.asarray(p["scale"], np.float64).reshape(-1)
+        w_bits = int(layer.w_bits)
+        if w_scale.size != codes.shape[-1] and kind != "depthwise_conv2d":
+            raise ValueError(f"layer {layer.name!r}: expected one weight "
+                             f"scale per output channel "
+                             f"({codes.shape[-1]}). Received: "
+                             f"{w_scale.size}")
+    else:  # float weights: 8-bit symmetric per output channel
+        k = kernel_as_conv2d(kind, kernel.astype(np.float64))
+        axes = (0, 1) if kind == "depthwise_conv2d" else tuple(
+            range(k.ndim - 1))
+        amax = np.maximum(np.abs(k).max(axis=axes, keepdims=True), 1e-12)
+        s = amax / 127.0
+        codes = np.clip(np.round(k / s), -127, 127).astype(np.int64)
+        w_scale, w_bits = s.reshape(-1), 8
+        notes.append(f"{layer.name}: float weights quantized to 8 bits")
+    if w_bits == 1:
+        w_bits = 2
+        notes.append(f"{layer.name}: binary weights exported as 2-bit "
+                     "codes")
+    return codes, w_scale, w_bits
