@@ -152,13 +152,13 @@ def test_latency_target_with_a_table(data):
     model = tfcomp.zoo.resnet(depth=8, width=16, input_shape=(12, 12, 1))
     table = LatencyTable.build(model, BitFusion("edge"), bits=[(8, 8)],
                                channel_fractions=FRACTIONS, progress=False)
-    hm = AMCHyperModel(model, x, (x, y), resource="latency", budget=0.6,
+    hm = AMCHyperModel(model, x, (x, y), resource="latency", budget=0.7,
                        hardware=table, round_to=1, max_images=8)
     dense = table.model_cost(model).latency_s
     assert hm.dense_cost == pytest.approx(dense)
     for seed in range(20):
         values, _, info = hm.space.rollout(_random_policy(seed))
-        assert info["cost"] <= 0.6 * dense * (1 + 1e-9)
+        assert info["cost"] <= 0.7 * dense * (1 + 1e-9)
     small, plan = hm.prune(values)
     assert table.model_cost(small).latency_s == pytest.approx(
         plan.meta["predicted_cost"], rel=1e-6)

@@ -87,7 +87,14 @@ def _check_rules(hm, policy):
         assert hm.b_min <= w <= 8 and hm.b_min <= a <= 8
 
 
-CASES = [("bitfusion", (0.8, 0.88, 0.95)), ("bismo", (0.25, 0.5, 0.8))]
+# The wall tests need a landscape where both weight and activation bits
+# matter: the small 2x64x2 instance without refetch and drain costs on
+# these tiny models (the paper's
+# 8x256x8 default is fetch-bound here, so weight bits barely matter).
+TINY_BISMO = {"dm": 2, "dk": 64, "dn": 2, "tile_overhead": 0,
+              "lhs_refetch": False}
+
+CASES = [("bitfusion", (0.8, 0.88, 0.95)), ("bismo", (0.45, 0.6, 0.85))]
 
 
 @pytest.mark.parametrize("hw_name,budgets", CASES)
@@ -155,8 +162,8 @@ def test_wall_is_the_papers_on_bismo_and_skips_free_steps_on_bitfusion(
         model, wide_model, data):
     x, y = data
     rng = np.random.default_rng(3)
-    bismo = HAQHyperModel(model, (x, y), (x, y), hardware=BISMO(),
-                          budget=0.3).space
+    bismo = HAQHyperModel(model, (x, y), (x, y), hardware=BISMO(**TINY_BISMO),
+                          budget=0.45).space
     bf = HAQHyperModel(wide_model, (x, y), (x, y), hardware=BitFusion("edge"),
                        budget=0.8).space
     for _ in range(30):
@@ -165,10 +172,10 @@ def test_wall_is_the_papers_on_bismo_and_skips_free_steps_on_bitfusion(
         p = np.where(bf.free, rng.integers(2, 9, bf.free.shape), 8)
         out = bf.wall(p)
         assert bf.cost(out) <= bf.budget_cost * (1 + 1e-9)
-        # every width the wall changed saves cost against one bit more:
-        # Bit Fusion costs 3 as 4 and 5-7 as 8, so lowered widths are 2 or 4
-        changed = out != p
-        assert set(out[changed].tolist()) <= {2, 4}
+        # every layer the wall changed got cheaper (it skips widths that
+        # save nothing, e.g. 5 -> 4 activation bits after its weights fell)
+        for i in np.flatnonzero((out != p).any(axis=1)):
+            assert bf._cost_of(i, *out[i]) < bf._cost_of(i, *p[i])
 
 
 def test_wall_leaves_a_policy_under_budget_alone(model, data):
@@ -490,7 +497,7 @@ def test_tiny_real_search_and_best_policy(three_layer_model, data,
 def test_rescore_ranks_the_best_trials_by_their_mean_over_seeds(
         three_layer_model, data, tmp_path):
     x, y = data
-    hm = HAQHyperModel(three_layer_model, (x, y), (x, y), hardware=BISMO(),
+    hm = HAQHyperModel(three_layer_model, (x, y), (x, y), hardware=BISMO(**TINY_BISMO),
                        budget=0.85, finetune_steps=1, batch_size=16)
     tuner = HAQTuner(hm, max_trials=3, seed=0, warmup=3,
                      directory=str(tmp_path), project_name="rescore")
@@ -521,7 +528,7 @@ def test_rescore_ranks_the_best_trials_by_their_mean_over_seeds(
 def test_rescore_evaluates_a_repeated_policy_once(three_layer_model, data,
                                                  tmp_path, monkeypatch):
     x, y = data
-    hm = HAQHyperModel(three_layer_model, (x, y), (x, y), hardware=BISMO(),
+    hm = HAQHyperModel(three_layer_model, (x, y), (x, y), hardware=BISMO(**TINY_BISMO),
                        budget=0.85, finetune_steps=1, batch_size=16)
     tuner = HAQTuner(hm, max_trials=2, seed=0, warmup=2,
                      directory=str(tmp_path), project_name="rescore_dup")
