@@ -37,6 +37,8 @@ _LAZY = {
     "export_tflite": ("tfcomp.export", "export_tflite"),
     "measure_latency": ("tfcomp.export", "measure_latency"),
     "load_model": ("tfcomp._saving", "load_model"),
+    "sensitivity": ("tfcomp.quantization.sensitivity", "sensitivity"),
+    "allocate_bits": ("tfcomp.hardware.allocation", "allocate_bits"),
 }
 _SUBMODULES = ("zoo", "data", "graph", "pruning", "quantization", "layers",
                "hardware", "tuners", "export", "testing")

@@ -25,6 +25,13 @@ Example:
     >>> table.model_cost(model, bits=(4, 4)).latency_s
 """
 
+from tfcomp.hardware.allocation import (
+    Allocation,
+    CostTable,
+    FrontPoint,
+    allocate_bits,
+    policy_cost,
+)
 from tfcomp.hardware.base import (
     RESOURCES,
     Cost,
@@ -74,7 +81,12 @@ __all__ = [
     "BISMO_BUFFER_DEFAULTS",
     "BITFUSION_ARRAY_DEFAULTS",
     "BITFUSION_CONFIGS",
+    "Allocation",
+    "CostTable",
     "DEFAULT_FRACTIONS",
+    "FrontPoint",
+    "allocate_bits",
+    "policy_cost",
     "RESOURCES",
     "BitFusion",
     "Cost",
