@@ -40,10 +40,11 @@ def _slots_by_variable(opt, model) -> dict:
         owner = slot.path
         if owner.startswith(opt.name + "/"):
             owner = owner[len(opt.name) + 1:]
-        for flat, rel in names.items():
-            if owner.startswith(flat + "_"):
-                out[(rel, owner[len(flat) + 1:])] = slot
-                break
+        # longest match: 'd1_kernel' must not take 'd1_kernel_2's slots
+        hits = [flat for flat in names if owner.startswith(flat + "_")]
+        if hits:
+            flat = max(hits, key=len)
+            out[(names[flat], owner[len(flat) + 1:])] = slot
     return out
 
 

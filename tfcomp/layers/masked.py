@@ -1,35 +1,33 @@
 """Keras layers carrying pruning masks in their own (non-trainable) variables.
 
-``MaskedConv2D``, ``MaskedDepthwiseConv2D``, ``MaskedDense`` and
-``MaskedBatchNormalization`` take their Keras parent's arguments plus two
-switches:
+Every layer type ``tfcomp.pruning.make_plan`` prunes has a masked twin
+(``MASKED_CLASSES``): Conv1D/2D/3D (grouped too), Conv1D/2D/3DTranspose,
+DepthwiseConv1D/2D, SeparableConv1D/2D, Dense, BatchNormalization and
+GroupNormalization. Each takes its parent's arguments plus two switches:
 
-* ``weight_mask=True`` adds ``kernel_mask`` (same shape as the kernel, 0/1)
+* ``weight_mask=True`` adds ``kernel_mask`` (same shape as the kernel, 0/1;
+  separable convs: ``depthwise_kernel_mask`` and ``pointwise_kernel_mask``)
   and a ``pruning_step`` counter: the forward pass uses ``kernel *
   kernel_mask`` (unstructured or block magnitude pruning).
 * ``channel_mask=True`` adds ``channel_mask`` (one 0/1 entry per output
-  channel) and the scalar ``mask_active``: while ``mask_active`` is 1 the
-  layer's output channels are multiplied by ``channel_mask`` (structured /
-  soft filter pruning, FPGM). ``mask_active = 0`` switches the channel mask
-  off without forgetting the selection.
+  channel; separable convs: the pointwise filters) and the scalar
+  ``mask_active``: while it is 1 the output channels are multiplied by
+  ``channel_mask`` (structured / soft filter pruning, FPGM); 0 switches the
+  mask off without forgetting the selection.
 
-The forward pass multiplies the kernel by ``kernel_mask`` and by the channel
-gate (and the bias, BN gamma and beta by the gate; the output itself only when
-the fused activation maps 0 to a non-zero value), which is cheaper than gating
-activations and gives the same outputs. Because the masks act inside the
-forward pass, masked weights receive exactly zero gradient with any optimizer;
-in addition the masks are installed as a *projection* on the trainable
-variables (Keras applies variable constraints after every optimizer step), so
-the stored kernel entries of masked weights stay exactly 0 even with momentum
-or Adam state left over from before they were masked. The user's own
-``kernel_constraint`` still runs first.
+The forward pass multiplies the kernel by ``kernel_mask`` and the channel
+gate (the bias, BN gamma and beta by the gate; the output only when the
+activation maps 0 elsewhere): cheaper than gating activations, same outputs.
+Masked weights get exactly zero gradient with any optimizer, and the masks
+are installed as a *projection* on the variables (a Keras constraint, after
+the user's own), so masked entries stay exactly 0 even with momentum or
+Adam state left over from before they were masked.
 
 Masks live in layer variables, so ``.keras`` files, ``save_weights`` and
-``ModelCheckpoint`` keep them, and they are mirrored under
-``tf.distribute.MirroredStrategy`` like any weight. A mask is changed only by
-pruning callbacks (``tfcomp.pruning.MagnitudePruning``,
-``tfcomp.pruning.FPGMPruning``) between steps; ``tfcomp.pruning.strip_pruning``
-turns the layers back into plain Keras layers.
+``ModelCheckpoint`` keep them, and ``tf.distribute.MirroredStrategy`` mirrors
+them. Only pruning callbacks (``tfcomp.pruning.MagnitudePruning``,
+``tfcomp.pruning.FPGMPruning``) change a mask, between steps;
+``tfcomp.pruning.strip_pruning`` turns the layers back into plain Keras ones.
 
 Example:
     >>> layer = MaskedConv2D(16, 3, padding="same", weight_mask=True)
@@ -44,13 +42,12 @@ import keras
 from keras import ops
 
 __all__ = [
-    "MASKED_CLASSES",
-    "MaskedBatchNormalization",
-    "MaskedConv2D",
-    "MaskedDense",
-    "MaskedDepthwiseConv2D",
-    "MaskedLayer",
-    "masked_class_for",
+    "MASKED_CLASSES", "MaskedBatchNormalization", "MaskedConv1D",
+    "MaskedConv1DTranspose", "MaskedConv2D", "MaskedConv2DTranspose",
+    "MaskedConv3D", "MaskedConv3DTranspose", "MaskedDense",
+    "MaskedDepthwiseConv1D", "MaskedDepthwiseConv2D",
+    "MaskedGroupNormalization", "MaskedLayer",
+    "MaskedSeparableConv1D", "MaskedSeparableConv2D", "masked_class_for",
     "plain_class_of",
 ]
 
@@ -81,14 +78,23 @@ class _Projection:
 class MaskedLayer:
     """Mix-in with the mask variables shared by all masked layer types.
 
-    Subclasses set ``_kernel_attr`` (the raw kernel variable attribute) and
-    implement ``_channel_count`` / ``_channel_shape_for`` helpers.
+    Subclasses set ``_kernel_attr`` (the kernel variable attribute whose
+    output channels the channel gate scales), optionally
+    ``_extra_kernel_attrs`` (further kernels with a weight mask of their
+    own) and override ``_kernel_channel_shape`` when the output channels
+    are not the kernel's last axis.
+
+    Args (of every masked layer):
+        *args, **kwargs: the Keras parent layer's arguments.
+        weight_mask: add an element-wise ``kernel_mask`` per kernel.
+        channel_mask: add a per-output-channel ``channel_mask``.
 
     Example:
         >>> isinstance(layer, tfcomp.layers.MaskedLayer)
     """
 
     _kernel_attr: str | None = "_kernel"
+    _extra_kernel_attrs: tuple = ()
     _has_kernel = True
 
     def __init__(self, *args, weight_mask: bool = False,
@@ -113,6 +119,7 @@ class MaskedLayer:
         self.weight_mask = weight_mask
         self.channel_mask = channel_mask
         self.kernel_mask = None
+        self.kernel_masks = {}
         self.channel_mask_var = None
         self.mask_active = None
         self.pruning_step = None
@@ -121,12 +128,19 @@ class MaskedLayer:
     def _raw_kernel(self):
         return getattr(self, self._kernel_attr) if self._kernel_attr else None
 
+    def _kernel_attrs(self) -> tuple:
+        if not self._kernel_attr:
+            return ()
+        return (*self._extra_kernel_attrs, self._kernel_attr)
+
     def _build_masks(self, channels: int):
         if self.weight_mask:
-            kernel = self._raw_kernel()
-            self.kernel_mask = self.add_weight(
-                name="kernel_mask", shape=tuple(kernel.shape),
-                initializer="ones", trainable=False, dtype="float32")
+            for attr in self._kernel_attrs():
+                kernel = getattr(self, attr)
+                self.kernel_masks[attr] = self.add_weight(
+                    name=f"{kernel.name}_mask", shape=tuple(kernel.shape),
+                    initializer="ones", trainable=False, dtype="float32")
+            self.kernel_mask = self.kernel_masks.get(self._kernel_attr)
             self.pruning_step = self.add_weight(
                 name="pruning_step", shape=(), initializer="zeros",
                 trainable=False, dtype="int64")
@@ -140,17 +154,28 @@ class MaskedLayer:
         self._install_projections()
 
     def _install_projections(self):
-        kernel = self._raw_kernel()
-        if kernel is not None and (self.weight_mask or self.channel_mask):
-            kernel.constraint = _Projection(self, kernel.constraint, "kernel")
+        if not (self.weight_mask or self.channel_mask):
+            return
+        for attr in self._kernel_attrs():
+            kernel = getattr(self, attr)
+            kernel.constraint = _Projection(self, kernel.constraint, attr)
         bias = getattr(self, "bias", None)
         if bias is not None and self.channel_mask:
             bias.constraint = _Projection(self, bias.constraint, "bias")
 
+    def weight_masks(self) -> list:
+        """``[(kernel variable, its kernel_mask variable), ...]`` (empty
+        without ``weight_mask``).
+
+        Example: ``[m.name for _, m in separable.weight_masks()]``
+        """
+        return [(getattr(self, attr), mask)
+                for attr, mask in self.kernel_masks.items()]
+
     @property
     def mask_variables(self) -> list:
         """The mask-related variables (in save order)."""
-        return [v for v in (self.kernel_mask, self.pruning_step,
+        return [v for v in (*self.kernel_masks.values(), self.pruning_step,
                             self.channel_mask_var, self.mask_active)
                 if v is not None]
 
@@ -171,21 +196,23 @@ class MaskedLayer:
     def _multiplier(self, which: str):
         if which == "bias":
             return self.channel_gate()
-        kernel = self._raw_kernel()
         mult = None
-        if self.weight_mask:
-            mult = ops.convert_to_tensor(self.kernel_mask)
-        gate = self.channel_gate()
+        if which in self.kernel_masks:
+            mult = ops.convert_to_tensor(self.kernel_masks[which])
+        gate = self.channel_gate() if which == self._kernel_attr else None
         if gate is not None:
-            gate = ops.reshape(gate, self._kernel_channel_shape(kernel.shape))
+            shape = self._kernel_channel_shape(getattr(self, which).shape)
+            gate = ops.reshape(gate, shape)
             mult = gate if mult is None else mult * gate
         return mult
 
-    def effective_kernel(self):
+    def effective_kernel(self, attr: str | None = None):
         """The kernel the forward pass uses (``kernel * masks``; the
-        channel gate is folded in along the output-channel axis)."""
-        kernel = self.kernel
-        mult = self._multiplier("kernel")
+        channel gate is folded in along the output-channel axis).
+        ``attr`` names another kernel (``"depthwise_kernel"``)."""
+        attr = attr or self._kernel_attr
+        kernel = self.kernel if attr == "_kernel" else getattr(self, attr)
+        mult = self._multiplier(attr)
         if mult is None:
             return kernel
         return kernel * ops.cast(mult, kernel.dtype)
@@ -213,14 +240,16 @@ class MaskedLayer:
             outputs = self.activation(outputs)
         return self._gate_outputs(outputs, -1 if channels_last else 1)
 
-    def _gate_outputs(self, outputs, channel_axis: int = -1):
-        """Multiplies outputs by the channel gate when the activation could
-        turn a zeroed pre-activation into a non-zero output."""
+    def _gate_outputs(self, outputs, channel_axis: int = -1,
+                      always: bool = False):
+        """Multiplies outputs by the channel gate (``always``, or when the
+        activation could turn a zeroed pre-activation into non-zero)."""
         gate = self.channel_gate()
         if gate is None:
             return outputs
         act = getattr(self, "activation", None)
-        if act is None or getattr(act, "__name__", "") in _ZERO_PRESERVING:
+        if not always and (act is None or getattr(
+                act, "__name__", "") in _ZERO_PRESERVING):
             return outputs  # kernel and bias are gated already
         shape = [1] * len(outputs.shape)
         shape[channel_axis] = -1
@@ -241,7 +270,7 @@ class MaskedLayer:
 
 
 class _SavesMasks:
-    """Conv2D and Dense save only kernel and bias; the masks follow them."""
+    """Conv and Dense save only kernel and bias; the masks follow them."""
 
     def save_own_variables(self, store):
         super().save_own_variables(store)
@@ -257,71 +286,52 @@ class _SavesMasks:
         return 1 + int(getattr(self, "bias", None) is not None)
 
 
-@keras.saving.register_keras_serializable(package="tfcomp")
-class MaskedConv2D(_SavesMasks, MaskedLayer, keras.layers.Conv2D):
-    """``keras.layers.Conv2D`` with pruning masks.
-
-    Args:
-        *args, **kwargs: ``keras.layers.Conv2D`` arguments.
-        weight_mask: add an element-wise ``kernel_mask``.
-        channel_mask: add a per-filter ``channel_mask`` (output channels).
-
-    Example:
-        >>> conv = MaskedConv2D(8, 3, padding="same", channel_mask=True)
-        >>> conv.build((None, 8, 8, 3))
-        >>> conv.channel_mask_var.assign([1, 1, 0, 1, 1, 1, 1, 0])
-    """
+class _MaskedConv(_SavesMasks, MaskedLayer):
+    """Conv1D/2D/3D (grouped included; Conv1D's causal padding too)."""
 
     def build(self, input_shape):
         super().build(input_shape)
         self._build_masks(self.filters)
 
     def call(self, inputs):
-        outputs = self.convolution_op(inputs, self.effective_kernel())
+        kernel = self.effective_kernel()
+        if self.padding != "causal":
+            outputs = self.convolution_op(inputs, kernel)
+        else:
+            left = int(self.dilation_rate[0]) * (int(self.kernel_size[0]) - 1)
+            pad = [[0, 0], [left, 0], [0, 0]]
+            if self.data_format != "channels_last":
+                pad = [[0, 0], [0, 0], [left, 0]]
+            outputs = ops.conv(
+                ops.pad(inputs, pad), kernel, strides=list(self.strides),
+                padding="valid", dilation_rate=self.dilation_rate,
+                data_format=self.data_format)
         return self._bias_activation_gate(outputs, self.filters)
 
 
-@keras.saving.register_keras_serializable(package="tfcomp")
-class MaskedDense(_SavesMasks, MaskedLayer, keras.layers.Dense):
-    """``keras.layers.Dense`` with pruning masks.
+class _MaskedConvTranspose(MaskedLayer):
+    """ConvXDTranspose: kernel (*k, filters, in); filters on axis -2."""
 
-    Args:
-        *args, **kwargs: ``keras.layers.Dense`` arguments.
-        weight_mask: add an element-wise ``kernel_mask``.
-        channel_mask: add a per-unit ``channel_mask``.
-
-    Example:
-        >>> dense = MaskedDense(10, weight_mask=True)
-    """
+    _kernel_attr = "kernel"
 
     def build(self, input_shape):
         super().build(input_shape)
-        self._build_masks(self.units)
+        self._build_masks(self.filters)
 
-    def call(self, inputs, training=None):
-        x = ops.matmul(inputs, self.effective_kernel())
-        if self.bias is not None:
-            x = ops.add(x, self.masked_bias())
-        if self.activation is not None:
-            x = self.activation(x)
-        return self._gate_outputs(x, -1)
+    def _kernel_channel_shape(self, kernel_shape):
+        return (int(kernel_shape[-2]), 1)
+
+    def call(self, inputs):
+        outputs = ops.conv_transpose(
+            inputs, self.effective_kernel(), strides=list(self.strides),
+            padding=self.padding, output_padding=self.output_padding,
+            dilation_rate=self.dilation_rate, data_format=self.data_format)
+        return self._bias_activation_gate(outputs, self.filters)
 
 
-@keras.saving.register_keras_serializable(package="tfcomp")
-class MaskedDepthwiseConv2D(MaskedLayer, keras.layers.DepthwiseConv2D):
-    """``keras.layers.DepthwiseConv2D`` with pruning masks.
-
-    The channel mask covers the ``in_channels * depth_multiplier`` output
-    channels.
-
-    Args:
-        *args, **kwargs: ``keras.layers.DepthwiseConv2D`` arguments.
-        weight_mask: add an element-wise ``kernel_mask``.
-        channel_mask: add a per-output-channel ``channel_mask``.
-
-    Example:
-        >>> dw = MaskedDepthwiseConv2D(3, padding="same", channel_mask=True)
-    """
+class _MaskedDepthwise(MaskedLayer):
+    """DepthwiseConv1D/2D: the channel mask covers the ``in_channels *
+    depth_multiplier`` output channels."""
 
     _kernel_attr = "kernel"
 
@@ -342,18 +352,141 @@ class MaskedDepthwiseConv2D(MaskedLayer, keras.layers.DepthwiseConv2D):
         return self._bias_activation_gate(outputs, channels)
 
 
-@keras.saving.register_keras_serializable(package="tfcomp")
+class _MaskedSeparable(MaskedLayer):
+    """SeparableConv1D/2D: the channel mask gates the pointwise filters;
+    both kernels get a weight mask."""
+
+    _kernel_attr = "pointwise_kernel"
+    _extra_kernel_attrs = ("depthwise_kernel",)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_masks(self.filters)
+
+    def call(self, inputs):
+        outputs = ops.separable_conv(
+            inputs, self.effective_kernel("depthwise_kernel"),
+            self.effective_kernel(), strides=self.strides,
+            padding=self.padding, dilation_rate=self.dilation_rate,
+            data_format=self.data_format)
+        return self._bias_activation_gate(outputs, self.filters)
+
+
+def _register(cls):
+    return keras.saving.register_keras_serializable(package="tfcomp")(cls)
+
+
+@_register
+class MaskedConv1D(_MaskedConv, keras.layers.Conv1D):
+    """Masked ``Conv1D`` (causal padding too), e.g.
+    ``MaskedConv1D(8, 3, padding="causal", channel_mask=True)``."""
+
+
+@_register
+class MaskedConv2D(_MaskedConv, keras.layers.Conv2D):
+    """``keras.layers.Conv2D`` with pruning masks (``groups > 1`` too).
+
+    Example:
+        >>> conv = MaskedConv2D(8, 3, padding="same", channel_mask=True)
+        >>> conv.build((None, 8, 8, 3))
+        >>> conv.channel_mask_var.assign([1, 1, 0, 1, 1, 1, 1, 0])
+    """
+
+
+@_register
+class MaskedConv3D(_MaskedConv, keras.layers.Conv3D):
+    """Masked ``Conv3D``: ``MaskedConv3D(8, 3, channel_mask=True)``."""
+
+
+@_register
+class MaskedConv1DTranspose(_MaskedConvTranspose,
+                            keras.layers.Conv1DTranspose):
+    """Masked ``Conv1DTranspose``, e.g.
+    ``MaskedConv1DTranspose(8, 2, strides=2, channel_mask=True)``."""
+
+
+@_register
+class MaskedConv2DTranspose(_MaskedConvTranspose,
+                            keras.layers.Conv2DTranspose):
+    """``keras.layers.Conv2DTranspose`` with pruning masks; the channel
+    mask covers the ``filters`` (kernel axis -2).
+
+    Example:
+        >>> up = MaskedConv2DTranspose(8, 2, strides=2, channel_mask=True)
+    """
+
+
+@_register
+class MaskedConv3DTranspose(_MaskedConvTranspose,
+                            keras.layers.Conv3DTranspose):
+    """Masked ``Conv3DTranspose``, e.g.
+    ``MaskedConv3DTranspose(8, 2, strides=2, channel_mask=True)``."""
+
+
+@_register
+class MaskedDense(_SavesMasks, MaskedLayer, keras.layers.Dense):
+    """``keras.layers.Dense`` with pruning masks.
+
+    Example:
+        >>> dense = MaskedDense(10, weight_mask=True)
+    """
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_masks(self.units)
+
+    def call(self, inputs, training=None):
+        x = ops.matmul(inputs, self.effective_kernel())
+        if self.bias is not None:
+            x = ops.add(x, self.masked_bias())
+        if self.activation is not None:
+            x = self.activation(x)
+        return self._gate_outputs(x, -1)
+
+
+@_register
+class MaskedDepthwiseConv1D(_MaskedDepthwise, keras.layers.DepthwiseConv1D):
+    """Masked ``DepthwiseConv1D``, e.g.
+    ``MaskedDepthwiseConv1D(3, padding="same", channel_mask=True)``."""
+
+
+@_register
+class MaskedDepthwiseConv2D(_MaskedDepthwise, keras.layers.DepthwiseConv2D):
+    """``keras.layers.DepthwiseConv2D`` with pruning masks (the channel
+    mask covers the ``in_channels * depth_multiplier`` output channels).
+
+    Example:
+        >>> dw = MaskedDepthwiseConv2D(3, padding="same", channel_mask=True)
+    """
+
+
+@_register
+class MaskedSeparableConv1D(_MaskedSeparable, keras.layers.SeparableConv1D):
+    """Masked ``SeparableConv1D``, e.g.
+    ``MaskedSeparableConv1D(8, 3, weight_mask=True)``."""
+
+
+@_register
+class MaskedSeparableConv2D(_MaskedSeparable, keras.layers.SeparableConv2D):
+    """``keras.layers.SeparableConv2D`` with pruning masks.
+
+    ``channel_mask`` gates the pointwise filters (the output channels; the
+    depthwise part feeds only this layer), ``weight_mask`` adds
+    ``depthwise_kernel_mask`` and ``pointwise_kernel_mask`` (``kernel_mask``
+    is the pointwise one).
+
+    Example:
+        >>> sep = MaskedSeparableConv2D(16, 3, padding="same",
+        ...                             channel_mask=True)
+    """
+
+
+@_register
 class MaskedBatchNormalization(MaskedLayer, keras.layers.BatchNormalization):
-    """``keras.layers.BatchNormalization`` whose outputs can be channel-masked.
-
-    Only ``channel_mask`` is supported (there is no kernel). The output of a
-    masked channel is exactly 0 (gamma and beta are left untouched, so the
-    channel can come back when the mask is lifted).
-
-    Args:
-        *args, **kwargs: ``keras.layers.BatchNormalization`` arguments.
-        weight_mask: must be False.
-        channel_mask: add a per-channel ``channel_mask``.
+    """``keras.layers.BatchNormalization`` whose outputs can be channel-masked
+    (``channel_mask`` only: there is no kernel). The output of a masked
+    channel is exactly 0 (gamma and beta are left untouched, so the channel
+    can come back when the mask is lifted).
 
     Example:
         >>> bn = MaskedBatchNormalization(channel_mask=True)
@@ -380,10 +513,7 @@ class MaskedBatchNormalization(MaskedLayer, keras.layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         if mask is not None or self.renorm:
             outputs = super().call(inputs, training=training, mask=mask)
-            shape = [1] * len(outputs.shape)
-            shape[self._mask_axis] = -1
-            gate = ops.reshape(self.channel_gate(), shape)
-            return outputs * ops.cast(gate, outputs.dtype)
+            return self._gate_outputs(outputs, self._mask_axis, always=True)
         # Same computation as BatchNormalization with gamma and beta
         # multiplied by the gate (cheaper than gating the output tensor).
         dtype = keras.backend.result_type(inputs.dtype, "float32")
@@ -411,20 +541,49 @@ class MaskedBatchNormalization(MaskedLayer, keras.layers.BatchNormalization):
         return ops.cast(outputs, self.compute_dtype)
 
 
+@_register
+class MaskedGroupNormalization(MaskedLayer, keras.layers.GroupNormalization):
+    """``keras.layers.GroupNormalization`` whose outputs can be
+    channel-masked (``channel_mask`` only). The dependency graph prunes
+    whole normalisation groups, so masking them (output 0) and removing
+    them leave the other groups' statistics, and outputs, the same.
+
+    Example: ``MaskedGroupNormalization(groups=4, channel_mask=True)``
+    """
+
+    _kernel_attr = None
+    _has_kernel = False
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self._build_masks(int(input_shape[self.axis]))
+
+    def call(self, inputs):
+        return self._gate_outputs(super().call(inputs), self.axis,
+                                  always=True)
+
+
 MASKED_CLASSES = {
+    keras.layers.Conv1D: MaskedConv1D,
     keras.layers.Conv2D: MaskedConv2D,
+    keras.layers.Conv3D: MaskedConv3D,
+    keras.layers.Conv1DTranspose: MaskedConv1DTranspose,
+    keras.layers.Conv2DTranspose: MaskedConv2DTranspose,
+    keras.layers.Conv3DTranspose: MaskedConv3DTranspose,
     keras.layers.Dense: MaskedDense,
+    keras.layers.DepthwiseConv1D: MaskedDepthwiseConv1D,
     keras.layers.DepthwiseConv2D: MaskedDepthwiseConv2D,
+    keras.layers.SeparableConv1D: MaskedSeparableConv1D,
+    keras.layers.SeparableConv2D: MaskedSeparableConv2D,
     keras.layers.BatchNormalization: MaskedBatchNormalization,
+    keras.layers.GroupNormalization: MaskedGroupNormalization,
 }
 
 
 def masked_class_for(layer):
     """The masked class for a plain Keras layer (exact type), else None.
 
-    Example:
-        >>> masked_class_for(keras.layers.Conv2D(8, 3)) is MaskedConv2D
-        True
+    Example: ``masked_class_for(keras.layers.Conv2D(8, 3))  # MaskedConv2D``
     """
     return MASKED_CLASSES.get(type(layer))
 
@@ -432,9 +591,7 @@ def masked_class_for(layer):
 def plain_class_of(layer):
     """The Keras class a masked layer extends (None if not masked).
 
-    Example:
-        >>> plain_class_of(MaskedDense(4)) is keras.layers.Dense
-        True
+    Example: ``plain_class_of(MaskedDense(4))  # keras.layers.Dense``
     """
     for plain, masked in MASKED_CLASSES.items():
         if type(layer) is masked:

@@ -40,7 +40,14 @@ import warnings
 import keras
 import numpy as np
 
-from tfcomp.layers.masked import MaskedConv2D, MaskedDepthwiseConv2D
+from tfcomp.layers.masked import (
+    MaskedConv1DTranspose,
+    MaskedConv2D,
+    MaskedConv2DTranspose,
+    MaskedConv3DTranspose,
+    MaskedDepthwiseConv1D,
+    MaskedDepthwiseConv2D,
+)
 from tfcomp.pruning.schedules import PolynomialDecay, get_schedule
 from tfcomp.pruning.targets import check_ratio
 from tfcomp.pruning.wrappers import masked_layers
@@ -57,6 +64,8 @@ logger = logging.getLogger("tfcomp.pruning")
 PATTERNS = (None, "xnnpack")
 XNNPACK_MIN_SPARSITY = 2.0 / 3.0
 XNNPACK_BLOCK = (1, 4)
+_TRANSPOSED = (MaskedConv1DTranspose, MaskedConv2DTranspose,
+               MaskedConv3DTranspose)
 
 
 def _as_2d(kernel: np.ndarray, depthwise: bool) -> np.ndarray:
@@ -119,6 +128,13 @@ def magnitude_mask(kernel, sparsity: float, block_size=(1, 1),
     return full.reshape(np.shape(kernel)).astype("float32")
 
 
+def _is_depthwise(layer, kernel_var) -> bool:
+    """Whether ``kernel_var`` is laid out (*k, cin, multiplier)."""
+    if isinstance(layer, (MaskedDepthwiseConv1D, MaskedDepthwiseConv2D)):
+        return True
+    return kernel_var.name == "depthwise_kernel"
+
+
 def _xnnpack_eligible(layer) -> bool:
     return (type(layer) is MaskedConv2D
             and tuple(layer.kernel_size) == (1, 1)
@@ -146,6 +162,9 @@ class MagnitudePruning(keras.callbacks.Callback):
     recomputed from the current |kernel| so that a fraction ``s`` of its
     weights (of its blocks, with ``block_size``) is zero, and the kernel is
     multiplied by the mask. Between updates masked weights stay exactly 0.
+    Separable convolutions prune both kernels (each to the sparsity);
+    blocks of a transposed convolution run along its filters (kernel axis
+    -2).
 
     The step counter is the number of training batches seen under pruning;
     it is stored in each layer's ``pruning_step`` variable, so a checkpoint
@@ -293,15 +312,22 @@ class MagnitudePruning(keras.callbacks.Callback):
         sparsity = check_ratio(float(sparsity), "sparsity")
         achieved = {}
         for layer in self._layers:
-            kernel_var = layer._raw_kernel()
-            mask_old = keras.ops.convert_to_numpy(layer.kernel_mask)
-            w = keras.ops.convert_to_numpy(kernel_var) * mask_old
-            mask = magnitude_mask(
-                w, sparsity, self.block_size, self.block_pooling,
-                depthwise=isinstance(layer, MaskedDepthwiseConv2D))
-            layer.kernel_mask.assign(mask)
-            kernel_var.assign((w * mask).astype(w.dtype))
-            achieved[layer.name] = float(1.0 - mask.mean())
+            zeros = total = 0
+            for kernel_var, mask_var in layer.weight_masks():
+                mask_old = keras.ops.convert_to_numpy(mask_var)
+                w = keras.ops.convert_to_numpy(kernel_var) * mask_old
+                # transposed convs hold their filters on axis -2
+                swap = isinstance(layer, _TRANSPOSED)
+                mask = magnitude_mask(
+                    np.swapaxes(w, -1, -2) if swap else w, sparsity,
+                    self.block_size, self.block_pooling,
+                    depthwise=_is_depthwise(layer, kernel_var))
+                mask = np.swapaxes(mask, -1, -2) if swap else mask
+                mask_var.assign(mask)
+                kernel_var.assign((w * mask).astype(w.dtype))
+                zeros += int(mask.size - np.count_nonzero(mask))
+                total += int(mask.size)
+            achieved[layer.name] = zeros / total if total else 0.0
         record = {"step": int(self._step if step is None else step),
                   "sparsity": sparsity, "layers": achieved}
         self.history.append(record)
@@ -320,9 +346,10 @@ class MagnitudePruning(keras.callbacks.Callback):
         """
         zeros = total = 0
         for layer in self._layers:
-            m = keras.ops.convert_to_numpy(layer.kernel_mask)
-            zeros += int(m.size - np.count_nonzero(m))
-            total += int(m.size)
+            for _, mask_var in layer.weight_masks():
+                m = keras.ops.convert_to_numpy(mask_var)
+                zeros += int(m.size - np.count_nonzero(m))
+                total += int(m.size)
         return zeros / total if total else 0.0
 
     # -- callback hooks --------------------------------------------------

@@ -34,7 +34,9 @@ import math
 
 import keras
 
+from tfcomp._compile import carry_compile
 from tfcomp.cost import profile
+from tfcomp.graph.copy import clone_model
 from tfcomp.pruning.wrappers import has_pruning_state, strip_pruning
 
 __all__ = ["LearningRateDrops", "ScratchSetup", "scratch_epochs",
@@ -166,7 +168,8 @@ class ScratchSetup:
     """What :func:`scratch` returns.
 
     Attributes:
-        model: the re-initialised model (same architecture, not compiled).
+        model: the re-initialised model (same architecture; compiled like
+            the pruned model, with a fresh optimizer state, if that was).
         epochs: epochs to train it for.
         mode: ``"E"`` or ``"B"``.
         base_epochs: E of the large model.
@@ -216,6 +219,21 @@ def _macs(model_or_macs) -> int | None:
     return int(model_or_macs)
 
 
+def _compiled_fresh(source, fresh):
+    """``fresh`` compiled like ``source`` (optimizer configuration, loss,
+    metrics) but with a fresh optimizer state: training from scratch
+    starts at step 0 with zero moments."""
+    fresh = carry_compile(source, fresh, what="the scratch model")
+    opt = getattr(fresh, "optimizer", None)
+    if opt is None or not fresh.compiled:
+        return fresh
+    opt.iterations.assign(0)
+    for var in opt.variables:  # slots; scalars (learning rate, scales) kept
+        if len(var.shape) and "learning_rate" not in var.name:
+            var.assign(keras.ops.zeros(var.shape, var.dtype))
+    return fresh
+
+
 def scratch_setup(pruned_model: keras.Model, mode: str = "B",
                   base_epochs: int = 1, dense_macs=None,
                   max_epoch_factor: float | None = None,
@@ -226,7 +244,11 @@ def scratch_setup(pruned_model: keras.Model, mode: str = "B",
     A model still holding training-time pruning state (masked layers) is
     first :func:`tfcomp.pruning.strip_pruning`-ped, so "the pruned architecture" is
     the compact one. No weight is inherited: every layer is rebuilt from
-    its config and its initialisers run again.
+    its config and its initialisers run again (``Lambda`` layers keep their
+    functions, :mod:`tfcomp.graph.copy`). A compiled ``pruned_model`` gives
+    a model compiled the same way (optimizer class and hyper-parameters,
+    loss, metrics) with a fresh optimizer state (``iterations`` 0, zero
+    moments); compile it again for another recipe.
 
     Args:
         pruned_model: the pruned (compact) model.
@@ -263,7 +285,7 @@ def scratch_setup(pruned_model: keras.Model, mode: str = "B",
     epochs = scratch_epochs(base_epochs, mode, dense, macs, max_epoch_factor)
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
-    fresh = keras.models.clone_model(pruned_model)
+    fresh = _compiled_fresh(pruned_model, clone_model(pruned_model))
     return ScratchSetup(
         model=fresh, epochs=epochs, mode=mode, base_epochs=base_epochs,
         macs=macs, dense_macs=dense,

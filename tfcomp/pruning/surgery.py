@@ -22,12 +22,14 @@ import copy
 import keras
 import numpy as np
 
+from tfcomp._compile import carry_compile
 from tfcomp.graph import (
     DependencyGraph,
     LayerKeep,
     is_tensor_ref,
     model_kind,
 )
+from tfcomp.graph.copy import model_from_config
 
 __all__ = ["LayerKeep", "mask_channels", "prune_channels", "weight_masks"]
 
@@ -175,7 +177,12 @@ def prune_channels(model: keras.Model, plan, graph: DependencyGraph | None
 
     The model is rebuilt from its own config with the new widths and
     sliced weights; the input model is untouched. Inputs and outputs keep
-    their shapes. The result is not compiled.
+    their shapes. ``Lambda`` layers keep their in-memory Python functions
+    (no bytecode deserialisation, so no ``safe_mode`` error; see
+    :mod:`tfcomp.graph.copy`). A compiled ``model`` gives a model compiled
+    the same way (:func:`tfcomp._compile.carry_compile`: optimizer class,
+    hyper-parameters and ``iterations``, loss, metrics; optimizer slots of
+    sliced weights restart from zero, with a warning).
 
     Args:
         model: a functional or Sequential ``keras.Model``.
@@ -198,11 +205,11 @@ def prune_channels(model: keras.Model, plan, graph: DependencyGraph | None
     ser.pop("compile_config", None)
     ser = copy.deepcopy(ser)
     _rewrite(graph, keep, ser["config"], "", model_kind(model))
-    new = keras.saving.deserialize_keras_object(ser)
+    new = model_from_config(ser, model)
     for path, layer in _weighted_layers(graph):
         _, arrays, _ = _arrays(graph, keep, path, layer, "prune")
         _assign(_get_layer(new, path), arrays, path)
-    return new
+    return carry_compile(model, new, what="the pruned model")
 
 
 def mask_channels(model: keras.Model, plan, inplace: bool = False,
@@ -214,6 +221,9 @@ def mask_channels(model: keras.Model, plan, inplace: bool = False,
     input slices of every removed channel are set to zero, so the removed
     channels are exactly zero after BN and are ignored downstream:
     ``mask_channels(m, p)(x)`` equals ``prune_channels(m, p)(x)``.
+
+    A copy (not ``inplace``) is compiled like a compiled ``model``, as in
+    :func:`prune_channels`.
 
     Args:
         model: a functional or Sequential ``keras.Model``.
@@ -234,7 +244,7 @@ def mask_channels(model: keras.Model, plan, inplace: bool = False,
     else:
         ser = copy.deepcopy(keras.saving.serialize_keras_object(model))
         ser.pop("compile_config", None)
-        new = keras.saving.deserialize_keras_object(ser)
+        new = model_from_config(ser, model)
     for path, layer in _weighted_layers(graph):
         _, arrays, touched = _arrays(graph, keep, path, layer, "mask")
         target = layer if inplace else _get_layer(new, path)
@@ -243,7 +253,8 @@ def mask_channels(model: keras.Model, plan, inplace: bool = False,
                 target.weights[i].assign(arrays[i])
         else:
             _assign(target, arrays, path)
-    return new
+    return new if inplace else carry_compile(model, new,
+                                             what="the masked model")
 
 
 def weight_masks(model: keras.Model, plan,

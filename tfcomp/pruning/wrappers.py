@@ -23,7 +23,9 @@ import warnings
 import keras
 import numpy as np
 
+from tfcomp._compile import carry_compile
 from tfcomp.graph import PASS_THROUGH, PRODUCER, DependencyGraph
+from tfcomp.graph.copy import clone_model, copy_weights
 from tfcomp.graph.walk import iter_leaf_layers, leaf_layers
 from tfcomp.layers.masked import MaskedLayer, masked_class_for, plain_class_of
 
@@ -38,8 +40,6 @@ __all__ = [
 logger = logging.getLogger("tfcomp.pruning")
 
 _MASK_KEYS = ("weight_mask", "channel_mask")
-_WEIGHT_TYPES = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
-                 keras.layers.Dense)
 
 
 def masked_layers(model, kind: str | None = None) -> list:
@@ -80,23 +80,54 @@ def _check_model(model, name="model"):
             "model (subclassed models cannot be cloned layer by layer).")
 
 
-def _copy_weights(src_model, dst_model, transform=None) -> None:
-    """Copies variables by layer path and variable name."""
-    src = dict(iter_leaf_layers(src_model))
-    for path, layer in iter_leaf_layers(dst_model):
-        old = src.get(path)
-        if old is None or not old.weights:
-            continue
-        values = {v.name: v for v in old.weights}
-        arrays = (transform(old) if transform is not None else None) or {}
-        for v in layer.weights:
-            if v.name in arrays:
-                v.assign(arrays[v.name])
-            elif v.name in values:
-                v.assign(values[v.name])
+def _has_kernel(layer) -> bool:
+    """A trainable weight of rank >= 2 (a kernel or an embedding table)."""
+    return any(len(v.shape) >= 2 for v in layer.trainable_weights)
 
 
-def _wrap(model, weight_mask: bool, channel_mask: bool, layers=None):
+def _group_blockers(model, names) -> list:
+    """``(path, layer)`` of plain layers with per-channel weights in a
+    prunable channel group: the group cannot be masked without them."""
+    try:
+        graph = DependencyGraph(model)
+    except (TypeError, ValueError) as exc:  # reported by FPGMPruning later
+        logger.debug("apply_fpgm: no dependency graph: %s", exc)
+        return []
+    layers = dict(iter_leaf_layers(model))
+    out = {}
+    for g in graph.prunable_groups:
+        for m in g.members:
+            layer = layers.get(m.layer)
+            if layer is None or isinstance(layer, MaskedLayer) or \
+                    masked_class_for(layer) is not None or \
+                    (names is not None and layer.name not in names):
+                continue
+            held = {v.name for v in layer.weights}
+            if m.role == PRODUCER or (
+                    m.role == PASS_THROUGH and m.port in ("out", "channels")
+                    and any(spec[0] in held for spec in m.weights)):
+                out[m.layer] = layer
+    return list(out.items())
+
+
+def _warn_unwrapped(model, skipped: list, what: str) -> None:
+    """One warning naming the layers ``what`` leaves plain."""
+    if not skipped:
+        return
+    shown = ", ".join(f"{p!r} ({type(lyr).__name__})"
+                      for p, lyr in skipped[:12])
+    more = f" and {len(skipped) - 12} more" if len(skipped) > 12 else ""
+    msg = (f"{what}: {len(skipped)} layer(s) of model {model.name!r} with "
+           f"prunable weights have no masked twin and stay plain and "
+           f"unpruned: {shown}{more}. Their weights are copied unchanged, "
+           "channel groups that need them are left whole, and a "
+           "target_macs budget still counts their MACs.")
+    logger.warning(msg)
+    warnings.warn(msg, UserWarning, stacklevel=4)
+
+
+def _wrap(model, weight_mask: bool, channel_mask: bool, layers=None,
+          what: str = "apply_fpgm"):
     _check_model(model)
     names = None if layers is None else set(layers)
     if names is not None:
@@ -105,11 +136,20 @@ def _wrap(model, weight_mask: bool, channel_mask: bool, layers=None):
         if missing:
             raise ValueError(f"layers {missing} are not in model "
                              f"{model.name!r}.")
+    skipped = [(p, lyr) for p, lyr in iter_leaf_layers(model)
+               if (names is None or lyr.name in names)
+               and not isinstance(lyr, MaskedLayer)
+               and masked_class_for(lyr) is None and _has_kernel(lyr)]
+    if channel_mask:
+        known = {p for p, _ in skipped}
+        skipped += [(p, lyr) for p, lyr in _group_blockers(model, names)
+                    if p not in known]
 
     def clone(layer):
+        if not isinstance(layer, keras.layers.Layer) or (
+                names is not None and layer.name not in names):
+            return None
         cfg = layer.get_config()
-        if names is not None and layer.name not in names:
-            return layer.__class__.from_config(cfg)
         if isinstance(layer, MaskedLayer):
             cfg["weight_mask"] = bool(cfg.get("weight_mask")) or (
                 weight_mask and layer._has_kernel)
@@ -118,29 +158,44 @@ def _wrap(model, weight_mask: bool, channel_mask: bool, layers=None):
             return layer.__class__.from_config(cfg)
         cls = masked_class_for(layer)
         if cls is None:
-            return layer.__class__.from_config(cfg)
-        wm = weight_mask and isinstance(layer, _WEIGHT_TYPES)
-        cm = channel_mask
-        if not (wm or cm):
-            return layer.__class__.from_config(cfg)
+            return None
+        wm = weight_mask and cls._has_kernel
+        if not (wm or channel_mask):
+            return None
         return cls.from_config({**cfg, "weight_mask": wm,
-                                "channel_mask": cm})
+                                "channel_mask": channel_mask})
 
-    new = keras.models.clone_model(model, clone_function=clone,
-                                   recursive=True)
-    _copy_weights(model, new)
-    return new
+    new = clone_model(model, clone)
+    copy_weights(model, new)
+    _warn_unwrapped(model, skipped, what)
+    return carry_compile(model, new, what=f"the {what} model")
+
+
+_COPY_DOC = """
+    The copy is made in memory (:mod:`tfcomp.graph.copy`): ``Lambda``
+    layers keep their Python functions and ``keras.ops`` calls are kept,
+    with Keras' ``safe_mode`` left on. Weights are copied per layer path and
+    variable order. A compiled ``model`` gives a model compiled the same
+    way (:func:`tfcomp._compile.carry_compile`: optimizer class and
+    hyper-parameters with its ``iterations`` and slots, loss, metrics), so
+    ``fit`` can follow without ``compile``; compile again to change them.
+    Layers with a kernel but no masked twin (``MultiHeadAttention`` /
+    ``EinsumDense``, ``Embedding``, subclasses of Keras layers) stay plain
+    with their weights unchanged, and one ``UserWarning`` lists them.
+"""
 
 
 def apply_magnitude_pruning(model: keras.Model, layers=None) -> keras.Model:
-    """A copy of ``model`` whose Conv2D / DepthwiseConv2D / Dense layers
-    carry element-wise weight masks (all ones), ready for
+    """A copy of ``model`` whose kernel layers (Conv1D/2D/3D, their
+    transposes, DepthwiseConv1D/2D, SeparableConv1D/2D: both kernels,
+    Dense) carry element-wise weight masks (all ones), ready for
     :class:`tfcomp.pruning.MagnitudePruning`.
 
     Call it before ``compile`` (and inside ``strategy.scope()`` when training
     with a ``tf.distribute`` strategy). Which wrapped layers are actually
-    pruned, and how, is chosen by the callback (``skip``, ``pattern``).
-
+    pruned, and how, is chosen by the callback (``ignored_layers``,
+    ``pattern``).
+    {copy}
     Args:
         model: a built functional or Sequential model.
         layers: optional layer names to wrap (default: all supported).
@@ -153,18 +208,24 @@ def apply_magnitude_pruning(model: keras.Model, layers=None) -> keras.Model:
         >>> model.compile("adam", "sparse_categorical_crossentropy")
         >>> model.fit(x, y, callbacks=[MagnitudePruning(ConstantSparsity(.5))])
     """
-    return _wrap(model, weight_mask=True, channel_mask=False, layers=layers)
+    return _wrap(model, weight_mask=True, channel_mask=False, layers=layers,
+                 what="apply_magnitude_pruning")
 
 
 def apply_fpgm(model: keras.Model, layers=None) -> keras.Model:
-    """A copy of ``model`` whose Conv2D / DepthwiseConv2D / Dense /
-    BatchNormalization layers carry per-channel output masks (all ones),
-    ready for :class:`tfcomp.pruning.FPGMPruning`.
+    """A copy of ``model`` whose prunable layers (Conv1D/2D/3D, grouped
+    convs included, their transposes, DepthwiseConv1D/2D, SeparableConv1D/2D
+    (pointwise filters), Dense, BatchNormalization, GroupNormalization)
+    carry per-channel output masks (all ones), ready for
+    :class:`tfcomp.pruning.FPGMPruning`.
 
-    BatchNormalization (and depthwise) layers are masked too, so a pruned
+    Normalisation (and depthwise) layers are masked too, so a pruned
     channel is exactly zero everywhere in its coupled group and removing it
-    later does not change the outputs.
-
+    later does not change the outputs. A channel group that passes through
+    a plain layer with per-channel weights (PReLU, a layer without masked
+    twin) is left whole by the callback (named in the warning), and its
+    MACs stay in a ``target_macs`` budget.
+    {copy}
     Args:
         model: a built functional or Sequential model.
         layers: optional layer names to wrap (default: all supported).
@@ -178,7 +239,13 @@ def apply_fpgm(model: keras.Model, layers=None) -> keras.Model:
     Example:
         >>> model = apply_fpgm(tfcomp.zoo.resnet(depth=20))
     """
-    return _wrap(model, weight_mask=False, channel_mask=True, layers=layers)
+    return _wrap(model, weight_mask=False, channel_mask=True, layers=layers,
+                 what="apply_fpgm")
+
+
+apply_magnitude_pruning.__doc__ = apply_magnitude_pruning.__doc__.replace(
+    "{copy}", _COPY_DOC)
+apply_fpgm.__doc__ = apply_fpgm.__doc__.replace("{copy}", _COPY_DOC)
 
 
 # ---------------------------------------------------------------------------
@@ -191,10 +258,11 @@ def _effective_arrays(layer) -> dict:
     gate = None
     if layer.channel_mask:
         gate = keras.ops.convert_to_numpy(layer.channel_gate())
-    kernel = layer._raw_kernel()
-    if kernel is not None and (layer.weight_mask or gate is not None):
-        out[kernel.name] = keras.ops.convert_to_numpy(
-            layer.effective_kernel())
+    for attr in layer._kernel_attrs():
+        if layer._multiplier(attr) is not None:
+            kernel = getattr(layer, attr)
+            out[kernel.name] = keras.ops.convert_to_numpy(
+                layer.effective_kernel(attr))
     if gate is not None:
         for var in layer.weights:
             if var.name in ("bias", "gamma", "beta", "moving_mean"):
@@ -206,22 +274,21 @@ def _unwrap(model) -> keras.Model:
     """Plain clone with the masks folded into the weights."""
 
     def clone(layer):
-        cfg = layer.get_config()
         plain = plain_class_of(layer)
         if plain is None:
-            return layer.__class__.from_config(cfg)
+            return None
+        cfg = layer.get_config()
         for key in _MASK_KEYS:
             cfg.pop(key, None)
         return plain.from_config(cfg)
 
-    new = keras.models.clone_model(model, clone_function=clone,
-                                   recursive=True)
+    new = clone_model(model, clone)
 
     def transform(old):
         return _effective_arrays(old) if isinstance(old, MaskedLayer) \
             else None
 
-    _copy_weights(model, new, transform)
+    copy_weights(model, new, transform)
     return new
 
 
@@ -276,13 +343,19 @@ def strip_pruning(model: keras.Model) -> keras.Model:
       is 0).
 
     A model without pruning state is returned unchanged, with a warning.
+    ``Lambda`` layers and ``keras.ops`` calls are copied in memory (the
+    Lambda functions are reused, nothing is deserialised from bytecode, see
+    :mod:`tfcomp.graph.copy`). A compiled ``model`` gives a model compiled
+    the same way (:func:`tfcomp._compile.carry_compile`: optimizer with its
+    ``iterations``, loss, metrics; optimizer slots of removed channels
+    change shape and restart from zero, with a warning).
 
     Args:
         model: a model prepared with ``apply_magnitude_pruning`` /
             ``apply_fpgm`` (possibly loaded back from ``.keras``).
 
     Returns:
-        A new ``keras.Model`` of plain Keras layers (not compiled).
+        A new ``keras.Model`` of plain Keras layers.
 
     Example:
         >>> small = tfcomp.pruning.strip_pruning(model)
@@ -297,15 +370,14 @@ def strip_pruning(model: keras.Model) -> keras.Model:
         warnings.warn(msg, UserWarning, stacklevel=2)
         return model
     plain = _unwrap(model)
-    if not masked_layers(model, "channel"):
-        return plain
-    from tfcomp.pruning.surgery import prune_channels
+    if masked_layers(model, "channel"):
+        from tfcomp.pruning.surgery import prune_channels
 
-    graph, plan = _channel_plan(model, plain)
-    if not plan.removed:
-        return plain
-    small = prune_channels(plain, plan, graph=graph)
-    logger.info("strip_pruning: removed %d channels in %d groups of %r",
-                plan.num_removed(), len(plan.removed), model.name)
-    return small
+        graph, plan = _channel_plan(model, plain)
+        if plan.removed:
+            plain = prune_channels(plain, plan, graph=graph)
+            logger.info("strip_pruning: removed %d channels in %d groups "
+                        "of %r", plan.num_removed(), len(plan.removed),
+                        model.name)
+    return carry_compile(model, plain, what="the stripped model")
 

@@ -1,0 +1,221 @@
+"""In-memory copies of a user's Keras model: no file, no unsafe
+deserialization.
+
+Keras rebuilds a layer from its config (``from_config``). For a ``Lambda``
+layer that means re-creating its Python function from marshalled bytecode,
+which Keras refuses unless ``safe_mode=False`` (and the re-created function
+loses its module's globals, so ``lambda t: keras.ops.relu(t)`` would fail
+later with a ``NameError``). The model tfcomp copies is the user's own
+in-memory object, so nothing has to come back from bytes: the copies made
+here hand every rebuilt ``Lambda`` layer the *same* function objects as the
+original (closure and globals included) through a custom-object scope, and
+keep Keras' ``safe_mode`` on for everything else. ``keras.ops`` calls in a
+functional model are copied as Keras copies them.
+
+* :func:`clone_layer`: a new layer of the same class and config.
+* :func:`clone_model`: ``keras.models.clone_model(..., recursive=True)``
+  with :func:`clone_layer` as the default (or your ``clone_function``).
+* :func:`copy_weights`: values from one model to a structurally equal one,
+  leaf layer by leaf layer (``outer/inner`` paths), variable by name and
+  order (four ``kernel`` variables inside a ``MultiHeadAttention`` go to
+  the four in the copy).
+* :func:`model_from_config`: ``keras.saving.deserialize_keras_object`` of a
+  (possibly rewritten) ``serialize_keras_object(model)``, with the
+  ``Lambda`` functions taken from ``model``.
+
+Example:
+    >>> from tfcomp.graph.copy import clone_model, copy_weights
+    >>> twin = clone_model(model)          # Lambda layers included
+    >>> copy_weights(model, twin)
+    >>> ser = keras.saving.serialize_keras_object(model)
+    >>> same = model_from_config(ser, model)
+"""
+
+from __future__ import annotations
+
+import keras
+
+from tfcomp.graph.walk import iter_leaf_layers
+
+__all__ = ["clone_layer", "clone_model", "copy_weights", "model_from_config"]
+
+# Lambda config key -> the Lambda attribute holding the in-memory object.
+_FUNCTION_ATTRS = {"function": "function", "output_shape": "_output_shape",
+                   "mask": "mask"}
+
+
+def _is_function_config(value) -> bool:
+    return isinstance(value, dict) and value.get("class_name") in (
+        "__lambda__", "function")
+
+
+def _use_live_functions(layer, config: dict, objects: dict) -> None:
+    """Points a Lambda config's functions at ``layer``'s own objects
+    (registered in ``objects`` under unique names)."""
+    for key, attr in _FUNCTION_ATTRS.items():
+        if not _is_function_config(config.get(key)):
+            continue
+        fn = getattr(layer, attr, None)
+        if not callable(fn):
+            continue
+        name = f"tfcomp_copy>{key}_{id(fn)}"
+        objects[name] = fn
+        config[key] = {"module": None, "class_name": "function",
+                       "config": name, "registered_name": name}
+
+
+def clone_layer(layer, config: dict | None = None):
+    """A new, unbuilt layer of ``layer``'s class from ``config`` (default:
+    ``layer.get_config()``).
+
+    A ``Lambda`` layer gets ``layer``'s own function objects instead of a
+    bytecode round trip, so Python lambdas copy under ``safe_mode``.
+
+    Args:
+        layer: a Keras layer (or a ``keras.ops`` operation of a graph).
+        config: optional (modified) config of ``layer``.
+
+    Returns:
+        The new layer.
+
+    Example:
+        >>> twin = clone_layer(keras.layers.Lambda(lambda t: t * 2.0))
+    """
+    config = layer.get_config() if config is None else dict(config)
+    if not isinstance(layer, keras.layers.Lambda):
+        return layer.__class__.from_config(config)
+    objects = {}
+    _use_live_functions(layer, config, objects)
+    with keras.saving.custom_object_scope(objects):
+        return layer.__class__.from_config(config)
+
+
+def clone_model(model: keras.Model, clone_function=None) -> keras.Model:
+    """``keras.models.clone_model(model, recursive=True)`` that copies
+    ``Lambda`` layers and ``keras.ops`` calls (weights are not copied; see
+    :func:`copy_weights`).
+
+    Args:
+        model: a functional or Sequential model.
+        clone_function: optional ``layer -> new layer``; returning None
+            falls back to :func:`clone_layer`.
+
+    Returns:
+        The new model.
+
+    Example:
+        >>> twin = clone_model(model, lambda l: None)
+    """
+
+    def clone(layer):
+        new = clone_function(layer) if clone_function is not None else None
+        return clone_layer(layer) if new is None else new
+
+    return keras.models.clone_model(model, clone_function=clone,
+                                    recursive=True)
+
+
+def _keyed(variables) -> dict:
+    """``{(name, k): variable}``: the k-th variable called ``name``."""
+    seen, out = {}, {}
+    for v in variables:
+        k = seen.get(v.name, 0)
+        seen[v.name] = k + 1
+        out[(v.name, k)] = v
+    return out
+
+
+def copy_weights(source: keras.Model, target: keras.Model,
+                 transform=None) -> int:
+    """Copies variable values from ``source`` into ``target``.
+
+    Leaf layers are matched by path (``outer/inner``), variables inside a
+    layer by name and order of appearance, so layers with several
+    variables of one name (``MultiHeadAttention``) and wrapped layers
+    with extra variables (masks) copy correctly. Variables without a match
+    are left as they are.
+
+    Args:
+        source: the model to read.
+        target: the model to write (same layer paths).
+        transform: optional ``source_layer -> {variable name: array}``
+            giving replacement values (names unique in the layer).
+
+    Returns:
+        The number of variables copied.
+
+    Raises:
+        ValueError: a matched variable has another shape.
+
+    Example:
+        >>> copy_weights(model, clone_model(model))
+    """
+    src = dict(iter_leaf_layers(source))
+    copied = 0
+    for path, layer in iter_leaf_layers(target):
+        old = src.get(path)
+        if old is None or not old.weights:
+            continue
+        arrays = (transform(old) if transform is not None else None) or {}
+        values = _keyed(old.weights)
+        for key, var in _keyed(layer.weights).items():
+            if key not in values:
+                continue
+            value = arrays.get(key[0], values[key]) if key[1] == 0 else \
+                values[key]
+            if tuple(value.shape) != tuple(var.shape):
+                raise ValueError(
+                    f"copy_weights: variable {key[0]!r} of layer {path!r} "
+                    f"({type(layer).__name__}) has shape {tuple(var.shape)}"
+                    f" in the copy but {tuple(value.shape)} in the source.")
+            var.assign(value)
+            copied += 1
+    return copied
+
+
+def _live_functions(cfg: dict, prefix: str, layers: dict, by_name: dict,
+                    objects: dict) -> None:
+    for entry in cfg.get("layers") or []:
+        sub = entry.get("config") if isinstance(entry, dict) else None
+        if not isinstance(sub, dict):
+            continue
+        path = prefix + str(entry.get("name") or sub.get("name"))
+        if entry.get("class_name") == "Lambda":
+            layer = layers.get(path)
+            if not isinstance(layer, keras.layers.Lambda):
+                layer = by_name.get(sub.get("name"))
+            if layer is not None:
+                _use_live_functions(layer, sub, objects)
+        elif "layers" in sub:
+            _live_functions(sub, path + "/", layers, by_name, objects)
+
+
+def model_from_config(serialized: dict, source: keras.Model) -> keras.Model:
+    """Deserialises ``serialized`` (``serialize_keras_object(source)``,
+    possibly rewritten) with ``source``'s own ``Lambda`` functions.
+
+    ``serialized`` is modified in place (pass a copy to keep it).
+
+    Args:
+        serialized: the serialised model dict.
+        source: the in-memory model it was made from.
+
+    Returns:
+        The new model (weights freshly initialised).
+
+    Example:
+        >>> ser = copy.deepcopy(keras.saving.serialize_keras_object(model))
+        >>> twin = model_from_config(ser, model)
+    """
+    layers = dict(iter_leaf_layers(source))
+    lambdas = [lyr for lyr in layers.values()
+               if isinstance(lyr, keras.layers.Lambda)]
+    objects = {}
+    if lambdas:
+        names = [lyr.name for lyr in lambdas]
+        by_name = {lyr.name: lyr for lyr in lambdas
+                   if names.count(lyr.name) == 1}
+        _live_functions(serialized.get("config") or {}, "", layers, by_name,
+                        objects)
+    with keras.saving.custom_object_scope(objects):
+        return keras.saving.deserialize_keras_object(serialized)
