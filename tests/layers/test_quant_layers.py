@@ -10,9 +10,14 @@ from tfcomp.layers import (
     MixedQuantDense,
     MixedQuantDepthwiseConv2D,
     QuantActivation,
+    QuantConv1D,
     QuantConv2D,
+    QuantConv2DTranspose,
+    QuantConv3D,
     QuantDense,
     QuantDepthwiseConv2D,
+    QuantEinsumDense,
+    QuantEmbedding,
     QuantReLU,
 )
 from tfcomp.testing import run_layer_test
@@ -47,6 +52,16 @@ LAYER_CASES = [
                                      seed=1), (2, 8, 8, 3), (2, 6, 6, 3)),
     (MixedQuantDense, dict(units=3, candidates=[(2, 4), (8, 8)], seed=1),
      (2, 7), (2, 3)),
+    (QuantConv1D, dict(filters=4, kernel_size=3, padding="causal", w_bits=4,
+                       a_bits=4, dilation_rate=2), (2, 9, 3), (2, 9, 4)),
+    (QuantConv3D, dict(filters=4, kernel_size=3, padding="same", w_bits=8,
+                       a_bits=8), (2, 4, 4, 4, 2), (2, 4, 4, 4, 4)),
+    (QuantConv2DTranspose, dict(filters=4, kernel_size=3, strides=2,
+                                padding="same", w_bits=4, a_bits=8),
+     (2, 4, 4, 3), (2, 8, 8, 4)),
+    (QuantEinsumDense, dict(equation="abc,cde->abde", output_shape=(None, 2, 3),
+                            bias_axes="de", w_bits=4, a_bits=8),
+     (2, 5, 4), (2, 5, 2, 3)),
 ]
 
 
@@ -56,6 +71,20 @@ LAYER_CASES = [
 def test_layer_contract(cls, kwargs, in_shape, out_shape):
     layer = run_layer_test(cls, kwargs, in_shape, out_shape)
     assert layer.built
+
+
+def test_quant_embedding_contract():
+    ids = np.random.default_rng(0).integers(0, 10, (2, 6)).astype("int32")
+    layer = run_layer_test(QuantEmbedding, dict(input_dim=10, output_dim=4,
+                                                w_bits=4),
+                           (2, 6), (2, 6, 4), input_data=ids, train=False)
+    table = layer.quantized_kernel()
+    assert np.unique(table).size <= 15  # one 4-bit grid for the table
+
+
+def test_einsum_dense_needs_a_dense_like_equation():
+    with pytest.raises(ValueError, match="dense-like"):
+        QuantEinsumDense("abc,acd->abd", (None, 4))
 
 
 @pytest.mark.parametrize("kwargs", [dict(w_bits=9), dict(a_bits=0),

@@ -61,29 +61,29 @@ import tensorflow as tf
 
 from tfcomp.export.runtime import make_interpreter
 from tfcomp.graph import iter_leaf_layers, parse_model
+from tfcomp.graph.copy import clone_model
 from tfcomp.layers import (
     MIXED_LAYERS,
     QUANT_ACTIVATION_LAYERS,
     QUANT_WEIGHT_LAYERS,
-    QuantDepthwiseConv2D,
 )
 from tfcomp.quantization import (
+    channel_shape,
     is_qat_model,
     link_shared_inputs,
     quantization_params,
 )
+from tfcomp.quantization._analysis import SAME_SCALE
 
 __all__ = ["prepare_for_tflite", "check_exportable", "convert_int8",
            "tflite_weight_levels"]
 
 _FLOAT_KERNELS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense",
-                  "SeparableConv2D", "Conv2DTranspose", "EinsumDense")
-_SAME_SCALE = ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "Flatten",
-               "Reshape", "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
-               "Cropping1D", "Cropping2D", "Cropping3D", "Dropout",
-               "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
-               "GaussianNoise", "GaussianDropout", "AlphaDropout",
-               "ActivityRegularization", "Identity")
+                  "SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D",
+                  "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+                  "EinsumDense", "Embedding", "MultiHeadAttention",
+                  "GroupedQueryAttention")
+_SAME_SCALE = SAME_SCALE
 
 
 def _classes(names) -> tuple:
@@ -104,12 +104,14 @@ def check_exportable(model) -> None:
         elif isinstance(layer, QUANT_WEIGHT_LAYERS):
             if layer.w_bits > 8:
                 floats.append(layer.name)
+            if not getattr(layer, "quantizes_inputs", True):
+                continue
             if layer.input_quantizer is None:
                 float_in.append(layer.name)
             elif not layer.input_quantizer.calibrated:
                 uncal.append(layer.name)
         elif isinstance(layer, _classes(_FLOAT_KERNELS)):
-            floats.append(layer.name)
+            floats.append(f"{layer.name} ({type(layer).__name__})")
         elif (isinstance(layer, QUANT_ACTIVATION_LAYERS)
               and not layer.quantizer.calibrated):
             uncal.append(layer.name)
@@ -127,10 +129,11 @@ def check_exportable(model) -> None:
             "first.")
     if floats:
         raise ValueError(
-            f"Layers {floats} have float weights (skipped or w_bits=32); a "
-            "full-integer int8 file needs every conv / dense layer "
+            f"Layers {floats} have float weights (skipped, w_bits=32, or a "
+            "layer type quantize_model keeps float: see the warning it "
+            "gave); a full-integer int8 file needs every layer with weights "
             "quantized. Quantize them or export with quantization=None / "
-            "'dynamic'.")
+            "'dynamic' / 'float16'.")
     if float_in:
         raise ValueError(
             f"Layers {float_in} have float inputs (a_bits=32); a "
@@ -194,7 +197,7 @@ def prepare_for_tflite(model):
     check_exportable(model)
     params = quantization_params(model)
     requant = _requantized_inputs(model, params)
-    clone = keras.models.clone_model(model)
+    clone = clone_model(model)  # Lambda layers keep their function
     clone.set_weights(model.get_weights())
     for _, layer in iter_leaf_layers(clone):
         if layer.name not in params:
@@ -202,10 +205,8 @@ def prepare_for_tflite(model):
         p = params[layer.name]
         if isinstance(layer, QUANT_WEIGHT_LAYERS):
             n_out = p["scale"].shape[0]
-            scale_b = p["scale"].reshape(
-                (1,) * (p["codes"].ndim - 1) + (-1,))
-            if isinstance(layer, QuantDepthwiseConv2D):
-                scale_b = p["scale"].reshape(p["codes"].shape[2:])
+            scale_b = p["scale"][:int(np.prod(channel_shape(layer)))
+                                 ].reshape(channel_shape(layer))
             layer.kernel.assign((p["codes"] * scale_b).astype(np.float32))
             if p["bias"] is not None:  # already on the s_in * s_w grid
                 layer.bias.assign(np.asarray(p["bias"], np.float32))

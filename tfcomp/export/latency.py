@@ -12,7 +12,8 @@ import dataclasses
 import numpy as np
 
 from tfcomp._io import check_positive_int
-from tfcomp.hardware.runtime import time_invokes
+from tfcomp.export.runtime import feed_inputs, make_interpreter
+from tfcomp.hardware.runtime import time_interpreters
 
 __all__ = ["LatencyResult", "measure_latency", "measure_latencies"]
 
@@ -40,7 +41,8 @@ class LatencyResult:
 
 def measure_latency(tflite_path, runs: int = 50, warmup: int = 5,
                     threads: int = 1, seed: int = 0) -> LatencyResult:
-    """Times ``invoke()`` of a TFLite model on random inputs.
+    """Times ``invoke()`` of a TFLite model on random inputs (integer id
+    inputs get valid ids: see ``tfcomp.export.runtime.feed_inputs``).
 
     Args:
         tflite_path: path to the file, or its bytes.
@@ -63,8 +65,10 @@ def measure_latency(tflite_path, runs: int = 50, warmup: int = 5,
     runs = check_positive_int(runs, "runs")
     warmup = check_positive_int(warmup, "warmup", minimum=0)
     threads = check_positive_int(threads, "threads")
-    seconds, runtime = time_invokes(tflite_path, runs=runs, warmup=warmup,
-                                    threads=threads, seed=seed)
+    interp, runtime = make_interpreter(tflite_path, threads=threads)
+    feed_inputs(interp, np.random.default_rng(seed))
+    seconds = time_interpreters([interp], runs=runs, warmup=warmup,
+                                rounds=1)[0]
     times = seconds * 1e3
     return LatencyResult(
         median_ms=float(np.median(times)), min_ms=float(times.min()),

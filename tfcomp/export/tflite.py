@@ -21,6 +21,7 @@ import tensorflow as tf
 from tfcomp import _io
 from tfcomp.export.int8 import prepare_for_tflite
 from tfcomp.export.runtime import make_interpreter, run_interpreter
+from tfcomp.graph import parse_model
 from tfcomp.quantization import is_qat_model, strip_quantization
 
 __all__ = ["ExportReport", "VerificationError", "export_tflite",
@@ -113,11 +114,30 @@ def _calibration_data(calibration_data, representative_data, verb: str):
     return calibration_data
 
 
+def _input_dtype(model):
+    """The numpy dtype of the model's (first) input."""
+    try:
+        return np.dtype(keras.backend.standardize_dtype(
+            model.inputs[0].dtype))
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return np.dtype("float32")
+
+
+def _as_input_dtype(x, model):
+    """``x`` cast to the model's input dtype (integer ids stay integers)."""
+    dtype = _input_dtype(model) if model is not None else np.dtype(
+        "float32")
+    if np.issubdtype(dtype, np.integer):
+        return np.round(x).astype(dtype)
+    return x
+
+
 def _calibration_arrays(data, model, limit: int = _CALIBRATION_ITEMS):
-    """``calibration_data`` as a float32 array: non-empty, numeric,
-    finite and shaped like the model's input (errors name it)."""
-    return _io.as_arrays(data, model=model, max_items=limit,
-                         name="calibration_data")[0]
+    """``calibration_data`` as an array of the model's input dtype:
+    non-empty, numeric, finite and shaped like the model's input (errors
+    name it)."""
+    return _as_input_dtype(_io.as_arrays(data, model=model, max_items=limit,
+                                         name="calibration_data")[0], model)
 
 
 def _representative_gen(data, model=None, limit: int = _CALIBRATION_ITEMS):
@@ -166,6 +186,25 @@ def _check_exportable_model(model, verb: str) -> None:
             "shape); keras.Model(inputs, model(inputs)).")
 
 
+def _check_float32_policy(model, verb: str) -> None:
+    """A model whose layers compute in float16 / bfloat16 (a
+    ``mixed_float16`` policy) fails in TF's converter with no hint; name
+    the layers and say how to export it."""
+    mixed = [layer.name for layer in model._flatten_layers(include_self=False)
+             if str(getattr(getattr(layer, "dtype_policy", None),
+                            "compute_dtype", "float32")) in ("float16",
+                                                             "bfloat16")]
+    if mixed:
+        raise ValueError(
+            f"{verb}: model {model.name!r} computes in reduced precision "
+            f"(a 'mixed_float16' / 'mixed_bfloat16' dtype policy; layers "
+            f"{mixed[:5]}{' ...' if len(mixed) > 5 else ''}), which the "
+            "TFLite converter cannot convert. Rebuild the model under "
+            "keras.config.set_dtype_policy('float32'), copy the weights "
+            "(new.set_weights(model.get_weights())) and export that; use "
+            "quantization='float16' for a half-precision file.")
+
+
 def convert_to_tflite(model: keras.Model, quantization: str | None = None,
                       calibration_data=None, sparsity: bool = False,
                       io_type: str = "int8", *,
@@ -191,6 +230,7 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
         calibration_data, representative_data, "convert_to_tflite")
     _check_modes(quantization, io_type)
     _check_exportable_model(model, "convert_to_tflite")
+    _check_float32_policy(model, "convert_to_tflite")
     converter_kwargs: dict = {}
     # A QAT model goes through the integer path for "int8" (its ranges come
     # from training); the float modes convert ``strip_quantization(model)``:
@@ -232,14 +272,35 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
         return converter.convert()
 
 
+def _id_bound(model) -> int | None:
+    """``input_dim`` of the Embedding(s) the model's input feeds (the
+    smallest), or None."""
+    parsed = parse_model(model)
+    bounds = [int(c.layer.input_dim) for t in parsed.inputs[:1]
+              for c in parsed.consumers(t)
+              if isinstance(c.layer, keras.layers.Embedding)]
+    return min(bounds) if bounds else None
+
+
 def _verification_inputs(model, verify_data, x_cal, n, seed):
     if verify_data is not None:
-        return _io.as_arrays(verify_data, model=model, max_items=n,
-                             name="verify_data")[0]
+        return _as_input_dtype(_io.as_arrays(
+            verify_data, model=model, max_items=n, name="verify_data")[0],
+            model)
     if x_cal is not None:
         return x_cal[:n]
     rng = np.random.default_rng(seed)
     shape = [n, *model.inputs[0].shape[1:]]
+    dtype = _input_dtype(model)
+    if np.issubdtype(dtype, np.integer):
+        bound = _id_bound(model)
+        if bound is None:
+            raise ValueError(
+                f"export_tflite: the input of model {model.name!r} is "
+                f"integer ({dtype}) and feeds no Embedding, so valid random "
+                "inputs are unknown: pass verify_data (or calibration_data)"
+                " or verify=False.")
+        return rng.integers(0, bound, size=shape).astype(dtype)
     return rng.uniform(0, 1, size=shape).astype(np.float32)
 
 
@@ -249,6 +310,8 @@ def _check_integer_file(interp, io_type: str, report: ExportReport) -> None:
     int8 = [d for d in details if np.dtype(d["dtype"]) == np.int8]
     want = np.int8 if io_type == "int8" else np.float32
     got = np.dtype(interp.get_input_details()[0]["dtype"])
+    if np.issubdtype(got, np.integer) and got != np.int8:
+        want = got  # integer ids (Embedding inputs) stay integer
     if not int8 or got != want:
         raise VerificationError(
             f"the converter did not produce an integer file for "

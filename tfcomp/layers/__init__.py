@@ -16,10 +16,19 @@ from tfcomp.layers.gumbel import gumbel_softmax
 from tfcomp.layers.masked import (
     MASKED_CLASSES,
     MaskedBatchNormalization,
+    MaskedConv1D,
+    MaskedConv1DTranspose,
     MaskedConv2D,
+    MaskedConv2DTranspose,
+    MaskedConv3D,
+    MaskedConv3DTranspose,
     MaskedDense,
+    MaskedDepthwiseConv1D,
     MaskedDepthwiseConv2D,
+    MaskedGroupNormalization,
     MaskedLayer,
+    MaskedSeparableConv1D,
+    MaskedSeparableConv2D,
     masked_class_for,
     plain_class_of,
 )
@@ -27,15 +36,19 @@ from tfcomp.layers.quant_activation import QuantActivation, QuantReLU
 from tfcomp.layers.quant_base import QuantMixin
 from tfcomp.layers.quant_conv import QuantConv2D, QuantDepthwiseConv2D
 from tfcomp.layers.quant_dense import QuantDense
+from tfcomp.layers.quant_einsum import QuantEinsumDense, QuantEmbedding
 from tfcomp.layers.quant_mixed import (
     MixedMixin,
     MixedQuantConv2D,
     MixedQuantDense,
     MixedQuantDepthwiseConv2D,
 )
+from tfcomp.layers.quant_nd import QuantConv1D, QuantConv2DTranspose, QuantConv3D
 
 #: Quantization-aware layers with a kernel (one bit-width pair each).
-QUANT_WEIGHT_LAYERS = (QuantConv2D, QuantDepthwiseConv2D, QuantDense)
+QUANT_WEIGHT_LAYERS = (QuantConv2D, QuantDepthwiseConv2D, QuantDense,
+                       QuantConv1D, QuantConv3D, QuantConv2DTranspose,
+                       QuantEinsumDense, QuantEmbedding)
 #: Activation quantizer layers.
 QUANT_ACTIVATION_LAYERS = (QuantActivation, QuantReLU)
 #: DNAS supernet layers (several candidate bit-width pairs).
@@ -45,10 +58,15 @@ QUANT_LAYERS = QUANT_WEIGHT_LAYERS + QUANT_ACTIVATION_LAYERS + MIXED_LAYERS
 
 __all__ = [
     "QuantActivation", "QuantReLU", "QuantConv2D", "QuantDepthwiseConv2D",
-    "QuantDense", "QuantMixin", "MixedMixin", "MixedQuantConv2D",
+    "QuantDense", "QuantConv1D", "QuantConv3D", "QuantConv2DTranspose",
+    "QuantEinsumDense", "QuantEmbedding", "QuantMixin", "MixedMixin",
+    "MixedQuantConv2D",
     "MixedQuantDepthwiseConv2D", "MixedQuantDense", "gumbel_softmax",
-    "MaskedLayer", "MaskedConv2D", "MaskedDepthwiseConv2D", "MaskedDense",
-    "MaskedBatchNormalization", "MASKED_CLASSES", "masked_class_for",
+    "MaskedLayer", "MaskedConv1D", "MaskedConv2D", "MaskedConv3D",
+    "MaskedConv1DTranspose", "MaskedConv2DTranspose", "MaskedConv3DTranspose",
+    "MaskedDepthwiseConv1D", "MaskedDepthwiseConv2D", "MaskedSeparableConv1D",
+    "MaskedSeparableConv2D", "MaskedDense", "MaskedBatchNormalization",
+    "MaskedGroupNormalization", "MASKED_CLASSES", "masked_class_for",
     "plain_class_of", "quantizers", "QUANT_WEIGHT_LAYERS",
     "QUANT_ACTIVATION_LAYERS", "MIXED_LAYERS", "QUANT_LAYERS",
 ]

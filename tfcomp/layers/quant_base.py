@@ -106,12 +106,15 @@ def fake_quant_weights(kernel, fq_max, axis: int):
     """Per-channel symmetric narrow-range int8 FakeQuant of a kernel.
 
     ``fq_max = 127 * scale`` per channel, so a kernel already holding
-    ``codes * scale`` is stored as the integer codes themselves.
+    ``codes * scale`` is stored as the integer codes themselves. With
+    ``axis=None`` the kernel has one scale (``fq_max``'s first entry).
 
     Example:
         >>> k = fake_quant_weights(kernel, 127 * s, axis=-1)
     """
     m = np.asarray(fq_max, np.float32)
+    if axis is None:
+        m = np.float32(m.reshape(-1)[0])
     return _fq(kernel, -m, m, num_bits=8, narrow_range=True, axis=axis)
 
 

@@ -15,7 +15,11 @@ from tfcomp.quantization import dnas, quantizers
 from tfcomp.quantization.bits import per_layer_bits
 from tfcomp.quantization.calibration import calibrate
 from tfcomp.quantization.dynamic_bits import DynamicBits, make_bits_dynamic
-from tfcomp.quantization.params import is_qat_model, quantization_params
+from tfcomp.quantization.params import (
+    channel_shape,
+    is_qat_model,
+    quantization_params,
+)
 from tfcomp.quantization.quantize import (
     fold_batchnorm_weights,
     link_shared_inputs,
@@ -32,5 +36,5 @@ __all__ = quantizers.__all__ + [
     "QuantizationReport", "quantization_report", "fold_batchnorm_weights",
     "strip_quantization", "strip", "is_qat_model", "quantization_params",
     "dnas", "link_shared_inputs", "make_bits_dynamic", "DynamicBits",
-    "per_layer_bits",
+    "per_layer_bits", "channel_shape",
 ]

@@ -20,17 +20,24 @@ import numpy as np
 
 from tfcomp._io import BadInputError
 from tfcomp.layers import QUANT_ACTIVATION_LAYERS, QUANT_LAYERS, QuantReLU
+from tfcomp.layers._kernel_ops import parse_dense_equation
 from tfcomp.quantization._graph import read_graph
 from tfcomp.quantization.report import QuantizationReport
 
 __all__ = ["Plan", "Analysis", "analyse", "fold_batchnorm_weights",
-           "act_name", "relu_kind", "fixed_range", "is_quant_layer",
-           "keras_classes", "FIXED_RANGE_ACTS"]
+           "QUANT_KINDS", "BASIC_KINDS", "quantizable_kernel", "has_kernel",
+           "float_kernel_warning", "plan_bias", "act_name", "relu_kind",
+           "fixed_range", "is_quant_layer",
+           "keras_classes", "FIXED_RANGE_ACTS", "SAME_SCALE"]
 
-_UNSUPPORTED_KERNELS = ("Conv1D", "Conv3D", "Conv1DTranspose",
-                        "Conv2DTranspose", "Conv3DTranspose",
-                        "SeparableConv1D", "SeparableConv2D",
-                        "DepthwiseConv1D", "EinsumDense", "Embedding")
+#: Keras layer types ``quantize_model`` replaces (exact types).
+QUANT_KINDS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense",
+               "SeparableConv2D", "Conv2DTranspose", "EinsumDense",
+               "Embedding", "BatchNormalization")
+#: The subset DNAS supernets support.
+BASIC_KINDS = ("Conv2D", "DepthwiseConv2D", "Dense")
+_KERNEL_WEIGHTS = ("kernel", "embeddings", "depthwise_kernel",
+                   "pointwise_kernel")
 TRANSPARENT = ("Dropout", "SpatialDropout1D", "SpatialDropout2D",
                "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
                "AlphaDropout", "ActivityRegularization", "Identity")
@@ -42,6 +49,13 @@ _NONNEG_PRESERVING = TRANSPARENT + (
     "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D",
     "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling2D",
     "UpSampling3D", "Add", "Concatenate", "Maximum", "Average", "Multiply")
+#: Ops TFLite runs in int8 with the same scale on input and output (the
+#: converter refuses other ranges): their output keeps the grid of their
+#: quantized input, no new activation quantizer.
+SAME_SCALE = ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
+              "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
+              "Cropping1D", "Cropping2D", "Cropping3D", "Reshape", "Flatten",
+              "Permute") + TRANSPARENT
 RELU_FUSING_PRODUCERS = ("Add", "Subtract")
 FIXED_RANGE_ACTS = ("softmax", "sigmoid", "tanh", "hard_sigmoid")
 
@@ -53,10 +67,34 @@ def keras_classes(names: tuple) -> tuple:
                  if isinstance(c, type))
 
 
-def quantizable_kernel(layer) -> bool:
-    """A plain Conv2D / DepthwiseConv2D / Dense (exact class)."""
-    return type(layer) in (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
-                           keras.layers.Dense)
+def quantizable_kernel(layer, kinds: tuple = BASIC_KINDS) -> bool:
+    """A plain Keras layer of one of ``kinds`` (exact class; EinsumDense
+    only with a dense-like equation).
+
+    Example:
+        >>> quantizable_kernel(keras.layers.Conv2D(4, 3))
+        True
+    """
+    if type(layer) not in keras_classes(tuple(kinds)):
+        return False
+    if type(layer) is keras.layers.EinsumDense:
+        return parse_dense_equation(layer.equation,
+                                    layer.bias_axes) is not None
+    return True
+
+
+def has_kernel(layer) -> bool:
+    """Whether a layer holds a weight matrix (kernel, embedding table),
+    its own or a sublayer's (MultiHeadAttention's projections).
+
+    Example:
+        >>> has_kernel(keras.layers.BatchNormalization())
+        False
+    """
+    if isinstance(layer, keras.Model):
+        return False
+    return any(str(getattr(v, "path", v.name)).rsplit("/", 1)[-1]
+               in _KERNEL_WEIGHTS for v in getattr(layer, "weights", ()))
 
 
 def is_quant_layer(layer) -> bool:
@@ -100,12 +138,15 @@ def fixed_range(layer) -> bool:
     return False
 
 
-def fold_batchnorm_weights(layer, bn):
+def fold_batchnorm_weights(layer, bn, kernel=None, bias=None):
     """Kernel and bias of ``layer`` with ``bn`` (inference mode) folded in.
 
     Args:
-        layer: a built Conv2D, DepthwiseConv2D or Dense.
+        layer: a built Conv1D / Conv2D / Conv3D, DepthwiseConv2D,
+            Conv2DTranspose or Dense.
         bn: the BatchNormalization that follows it (last-axis).
+        kernel, bias: the weights to fold (default: the layer's own; a
+            SeparableConv2D passes its pointwise kernel).
 
     Returns:
         ``(kernel, bias)`` numpy arrays.
@@ -114,11 +155,15 @@ def fold_batchnorm_weights(layer, bn):
         >>> k, b = fold_batchnorm_weights(model.get_layer("conv"),
         ...                               model.get_layer("bn"))
     """
-    depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
-    kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
-    n_out = int(np.prod(kernel.shape[2:])) if depthwise else kernel.shape[-1]
-    bias = (keras.ops.convert_to_numpy(layer.bias).astype(np.float64)
-            if layer.use_bias else np.zeros(n_out))
+    if kernel is None:
+        kernel = keras.ops.convert_to_numpy(layer.kernel)
+        bias = (keras.ops.convert_to_numpy(layer.bias) if layer.use_bias
+                else None)
+    kernel = np.asarray(kernel, np.float64)
+    shape = _channel_shape(layer, kernel.shape)
+    n_out = int(np.prod(shape))
+    bias = (np.asarray(bias, np.float64) if bias is not None
+            else np.zeros(n_out))
     gamma = (keras.ops.convert_to_numpy(bn.gamma) if bn.scale
              else np.ones(n_out))
     beta = (keras.ops.convert_to_numpy(bn.beta) if bn.center
@@ -127,18 +172,30 @@ def fold_batchnorm_weights(layer, bn):
     var = keras.ops.convert_to_numpy(bn.moving_variance)
     scale = np.asarray(gamma, np.float64) / np.sqrt(
         np.asarray(var, np.float64) + float(bn.epsilon))
-    if depthwise:
-        kernel = kernel * scale.reshape(kernel.shape[2:])
-    else:
-        kernel = kernel * scale
+    kernel = kernel * scale.reshape(shape)
     bias = (bias - mean) * scale + beta
     return kernel.astype(np.float32), bias.astype(np.float32)
+
+
+def _channel_shape(layer, kernel_shape) -> tuple:
+    """The kernel's shape with every axis but the output channels' set to 1
+    (broadcasts a per-output-channel vector against the kernel)."""
+    if isinstance(layer, keras.layers.DepthwiseConv2D):
+        return (1, 1) + tuple(kernel_shape[2:])
+    if isinstance(layer, keras.layers.Conv2DTranspose):
+        return (1,) * (len(kernel_shape) - 2) + (kernel_shape[-2], 1)
+    return (1,) * (len(kernel_shape) - 1) + (kernel_shape[-1],)
 
 
 @dataclasses.dataclass
 class Plan:
     """How one layer is replaced: its calls, folded BN, fused ReLU, the
-    folded weights and the tensor each call's result stands for."""
+    folded weights and the tensor each call's result stands for.
+
+    ``kind`` names the Keras class whose quantized counterpart is built
+    (a SeparableConv2D becomes a depthwise ``pre`` plan followed by a 1x1
+    "Conv2D"); ``policy_name`` is the layer whose bits it takes.
+    """
 
     name: str
     layer: object
@@ -152,10 +209,58 @@ class Plan:
     bias: np.ndarray = None
     first: bool = False
     last: bool = False
+    kind: str = ""
+    pre: object = None
+    policy_name: str = ""
+    config: dict = dataclasses.field(default_factory=dict)
+    fixed_bits: tuple | None = None
 
     @property
     def node(self):
         return self.nodes[0]
+
+    def base_config(self) -> dict:
+        """The replacement's Keras config (before the quantization
+        arguments are added)."""
+        cfg = dict(self.config)
+        for k in ("lora_rank", "lora_alpha", "quantization_config",
+                  "gptq_unpacked_column_size"):
+            cfg.pop(k, None)
+        cfg["name"] = self.name
+        if self.kind != "Embedding":
+            cfg["activation"] = self.activation
+        if self.bias is not None and "use_bias" in cfg:
+            cfg["use_bias"] = True
+        return cfg
+
+
+_SEPARABLE_DW = ("kernel_size", "strides", "padding", "data_format",
+                 "dilation_rate", "depth_multiplier", "trainable", "dtype")
+
+
+def _separable_parts(plan, layer) -> None:
+    """Turns ``plan`` (a SeparableConv2D) into a depthwise ``pre`` plan and
+    a 1x1 Conv2D (the pointwise part, which keeps the layer's name)."""
+    cfg = layer.get_config()
+    dw_cfg = {k: cfg[k] for k in _SEPARABLE_DW if k in cfg}
+    dw_cfg.update(use_bias=False,
+                  depthwise_initializer=cfg["depthwise_initializer"],
+                  depthwise_regularizer=cfg["depthwise_regularizer"],
+                  depthwise_constraint=cfg["depthwise_constraint"])
+    plan.pre = Plan(name=f"{plan.name}_depthwise", layer=layer,
+                    nodes=plan.nodes, kind="DepthwiseConv2D",
+                    policy_name=plan.name, config=dw_cfg,
+                    kernel=keras.ops.convert_to_numpy(layer.depthwise_kernel))
+    pw_cfg = {k: cfg[k] for k in ("filters", "data_format", "use_bias",
+                                  "bias_initializer", "bias_regularizer",
+                                  "bias_constraint", "activity_regularizer",
+                                  "trainable", "dtype") if k in cfg}
+    pw_cfg.update(kernel_size=(1, 1), strides=(1, 1), padding="valid",
+                  kernel_initializer=cfg["pointwise_initializer"],
+                  kernel_regularizer=cfg["pointwise_regularizer"],
+                  kernel_constraint=cfg["pointwise_constraint"])
+    plan.kind, plan.config = "Conv2D", pw_cfg
+    plan.kernel = keras.ops.convert_to_numpy(layer.pointwise_kernel)
 
 
 @dataclasses.dataclass
@@ -167,9 +272,11 @@ class Analysis:
     report: QuantizationReport
 
     def quantized_names(self) -> list:
-        """Planned layer names in graph order (a shared layer once)."""
-        return list(dict.fromkeys(n.name for n in self.graph.nodes
-                                  if n.name in self.plans))
+        """Planned layer names in graph order (a shared layer once); the
+        standalone BatchNorms (fixed 8-bit) are not listed."""
+        return list(dict.fromkeys(
+            n.name for n in self.graph.nodes if n.name in self.plans
+            and self.plans[n.name].fixed_bits is None))
 
     def path_aliases(self) -> dict:
         """``{"outer/inner": "outer_inner"}`` for layers of nested models."""
@@ -192,23 +299,32 @@ def _bn_foldable(graph, bn_node, tid) -> bool:
 
 def _plan_layer(graph, name, layer, nodes, fold_batchnorm, report,
                 absorbed) -> Plan:
-    plan = Plan(name=name, layer=layer, nodes=nodes,
-                activation=act_name(layer.activation))
+    embedding = type(layer) is keras.layers.Embedding
+    plan = Plan(name=name, layer=layer, nodes=nodes, policy_name=name,
+                kind=type(layer).__name__, config=layer.get_config(),
+                activation=("linear" if embedding
+                            else act_name(layer.activation)))
     plan.tails = {n.key: n.outputs[0] for n in nodes}
-    plan.kernel = keras.ops.convert_to_numpy(layer.kernel)
-    plan.bias = (keras.ops.convert_to_numpy(layer.bias)
-                 if layer.use_bias else None)
+    plan.bias = plan_bias(layer)
+    if embedding:
+        plan.kernel = keras.ops.convert_to_numpy(layer.embeddings)
+        return plan
+    if type(layer) is keras.layers.SeparableConv2D:
+        _separable_parts(plan, layer)
+    else:
+        plan.kernel = keras.ops.convert_to_numpy(layer.kernel)
+    foldable = type(layer) is not keras.layers.EinsumDense
     linear = plan.activation == "linear"
     if len(nodes) == 1:
         node = nodes[0]
         tail = node.outputs[0]
         cons = graph.consumers(tail)
-        if (fold_batchnorm and linear and len(cons) == 1
+        if (fold_batchnorm and foldable and linear and len(cons) == 1
                 and not graph.is_output(tail)
                 and _bn_foldable(graph, cons[0], tail)):
             plan.bn = cons[0]
-            plan.kernel, plan.bias = fold_batchnorm_weights(layer,
-                                                            cons[0].layer)
+            plan.kernel, plan.bias = fold_batchnorm_weights(
+                layer, cons[0].layer, plan.kernel, plan.bias)
             tail = cons[0].outputs[0]
             absorbed.add(cons[0].key)
             report.folded[name] = cons[0].name
@@ -225,6 +341,51 @@ def _plan_layer(graph, name, layer, nodes, fold_batchnorm, report,
         plan.post_activation = keras.activations.serialize(layer.activation)
         plan.activation = "linear"
     return plan
+
+
+def _plan_batchnorm(graph, name, layer, node, report, absorbed) -> Plan:
+    """A BatchNormalization that follows no conv (pre-activation ResNets,
+    a BN after an ``Add``), or a Rescaling, as an 8-bit 1x1 depthwise
+    conv: ``x * scale + offset`` per channel, its ReLU fused. Its one
+    weight per channel is exact at 8 bits, so this is the same function,
+    and int8 TFLite runs it
+    as one DEPTHWISE_CONV_2D with ranges from the QAT model (a bare
+    BatchNorm is a float MUL + ADD in the file)."""
+    channels = int(graph.shape(node.inputs[0])[-1])
+    if type(layer) is keras.layers.Rescaling:  # x * scale + offset
+        kernel = np.broadcast_to(np.asarray(layer.scale, np.float32),
+                                 (channels,)).reshape(1, 1, channels, 1)
+        bias = np.broadcast_to(np.asarray(layer.offset, np.float32),
+                               (channels,)).copy()
+    else:
+        kernel, bias = fold_batchnorm_weights(
+            keras.layers.DepthwiseConv2D(1), layer,
+            np.ones((1, 1, channels, 1), np.float32), None)
+    cfg = {"kernel_size": (1, 1), "depth_multiplier": 1, "use_bias": True,
+           "padding": "valid", "dtype": layer.get_config().get("dtype")}
+    plan = Plan(name=name, layer=layer, nodes=[node], policy_name=name,
+                kind="DepthwiseConv2D", config=cfg, kernel=kernel,
+                bias=bias, fixed_bits=(8, 8))
+    tail = node.outputs[0]
+    cons = graph.consumers(tail)
+    if (len(cons) == 1 and not graph.is_output(tail)
+            and relu_kind(cons[0].layer) is not None):
+        plan.relu = cons[0]
+        plan.activation = relu_kind(cons[0].layer)
+        tail = cons[0].outputs[0]
+        absorbed.add(cons[0].key)
+        report.fused[name] = cons[0].name
+    plan.tails = {node.key: tail}
+    report.quantized[name] = (8, 8)
+    return plan
+
+
+def plan_bias(layer):
+    """A layer's bias as numpy, or None."""
+    bias = getattr(layer, "bias", None)
+    if bias is None or not getattr(layer, "use_bias", True):
+        return None
+    return keras.ops.convert_to_numpy(bias)
 
 
 def _check_float_model(model, graph, verb: str) -> None:
@@ -245,8 +406,11 @@ def _check_float_model(model, graph, verb: str) -> None:
             "(its weights then keep their quantized values).")
 
 
-def analyse(model, fold_batchnorm: bool, skip, verb: str) -> Analysis:
-    """Plans the quantization of ``model`` (see the module docstring)."""
+def analyse(model, fold_batchnorm: bool, skip, verb: str,
+            kinds: tuple = BASIC_KINDS) -> Analysis:
+    """Plans the quantization of ``model`` (see the module docstring):
+    layers of ``kinds`` (Keras class names) are planned, every other layer
+    holding a kernel is listed in ``report.skipped`` with the reason."""
     graph = read_graph(model, verb)
     _check_float_model(model, graph, verb)
     report = QuantizationReport()
@@ -257,32 +421,69 @@ def analyse(model, fold_batchnorm: bool, skip, verb: str) -> Analysis:
         raise ValueError(
             f"skip names layers that model {model.name!r} does not have: "
             f"{unknown}")
-    kernels = keras_classes(("Conv2D", "DepthwiseConv2D", "Dense")
-                            + _UNSUPPORTED_KERNELS)
     plans, absorbed = {}, set()
     for name, layer, nodes in graph.layers():
         if any(n.key in absorbed for n in nodes):
             continue
-        if quantizable_kernel(layer):
+        if ("BatchNormalization" in kinds and fold_batchnorm
+                and len(nodes) == 1 and name not in skip
+                and nodes[0].inputs
+                and len(graph.shape(nodes[0].inputs[0])) == 4
+                and (_bn_foldable(graph, nodes[0], nodes[0].inputs[0])
+                     or type(layer) is keras.layers.Rescaling)):
+            plans[name] = _plan_batchnorm(graph, name, layer, nodes[0],
+                                          report, absorbed)
+        elif quantizable_kernel(layer, kinds):
             if name in skip or nodes[0].path in skip:
                 report.skipped[name] = "listed in skip (kept float)"
             elif any(len(n.outputs) != 1 for n in nodes):
-                report.skipped[name] = "multiple outputs"
+                report.skipped[name] = "multiple outputs (kept float)"
             else:
                 plans[name] = _plan_layer(graph, name, layer, nodes,
                                           fold_batchnorm, report, absorbed)
-        elif isinstance(layer, kernels) and not is_quant_layer(layer):
-            report.skipped[name] = (f"{type(layer).__name__} has no tfcomp "
-                                    "quantized counterpart (kept float)")
         elif isinstance(layer, keras.Model):
             report.skipped[name] = (
                 "nested model (kept float: tfcomp cannot read its graph)")
-    order = [n.name for n in graph.nodes if n.name in plans]
+        elif has_kernel(layer) and not is_quant_layer(layer):
+            report.skipped[name] = _float_reason(layer, kinds)
+    order = [n.name for n in graph.nodes if n.name in plans
+             and plans[n.name].fixed_bits is None]
     if order:
         plans[order[0]].first = True
         plans[order[-1]].last = True
     nonneg = _nonneg_map(graph, plans, absorbed)
     return Analysis(graph, plans, absorbed, nonneg, report)
+
+
+def _float_reason(layer, kinds) -> str:
+    cls = type(layer).__name__
+    if type(layer) is keras.layers.EinsumDense and cls in kinds:
+        return (f"EinsumDense equation {layer.equation!r} (bias_axes="
+                f"{layer.bias_axes!r}) is not dense-like (kept float)")
+    if cls in QUANT_KINDS:
+        return (f"{cls} is not among the layer types this verb quantizes "
+                f"({', '.join(kinds)}; kept float)")
+    return f"{cls} has no tfcomp quantized counterpart (kept float)"
+
+
+def float_kernel_warning(report, verb: str) -> str | None:
+    """One sentence listing the layers with weights left float (skip-listed
+    ones excepted), or None.
+
+    Example:
+        >>> float_kernel_warning(analysis.report, "quantize_model")
+    """
+    left = {n: r for n, r in report.skipped.items()
+            if not r.startswith("listed in skip")}
+    if not left:
+        return None
+    shown = "; ".join(f"{n!r}: {r}" for n, r in list(left.items())[:8])
+    more = f"; and {len(left) - 8} more" if len(left) > 8 else ""
+    return (f"{verb} kept {len(left)} layer(s) with weights in float: "
+            f"{shown}{more}. Training and float export work; a "
+            "full-integer int8 TFLite export will refuse the model (export "
+            "with quantization='dynamic' or 'float16', or replace these "
+            "layers).")
 
 
 def _nonneg_map(graph, plans, absorbed) -> dict:

@@ -22,6 +22,8 @@ import inspect
 import keras
 
 from tfcomp.graph import is_tensor_ref, model_kind, parse_model
+from tfcomp.graph.copy import clone_layer as copy_layer
+from tfcomp.graph.copy import clone_model as copy_model
 
 __all__ = ["Node", "Graph", "read_graph", "clone_layer", "new_inputs",
            "check_model"]
@@ -271,13 +273,15 @@ def read_graph(model, verb: str = "quantize_model") -> Graph:
 
 def clone_layer(layer, name: str | None = None):
     """A fresh, unbuilt copy of a layer from its config (weights copied by
-    the caller once it is built), renamed to ``name`` when given."""
+    the caller once it is built), renamed to ``name`` when given. A
+    ``Lambda`` keeps the user's in-memory function (no unsafe
+    deserialization; see ``tfcomp.graph.copy``)."""
     if isinstance(layer, keras.Model):
-        return keras.models.clone_model(layer)
+        return copy_model(layer)
     cfg = layer.get_config()
     if name is not None and "name" in cfg:
         cfg["name"] = name
-    return type(layer).from_config(cfg)
+    return copy_layer(layer, cfg)
 
 
 def new_inputs(model) -> list:

@@ -18,6 +18,7 @@ from tfcomp.layers import quantizers as qz
 from tfcomp.quantization._analysis import (
     FIXED_RANGE_ACTS,
     RELU_FUSING_PRODUCERS,
+    SAME_SCALE,
     TRANSPARENT,
     fixed_range,
     is_observer,
@@ -38,17 +39,6 @@ def unique_name(base: str, used: set) -> str:
         i += 1
     used.add(name)
     return name
-
-
-def _base_config(plan) -> dict:
-    cfg = plan.layer.get_config()
-    for k in ("lora_rank", "lora_alpha", "quantization_config"):
-        cfg.pop(k, None)
-    cfg["name"] = plan.name
-    cfg["activation"] = plan.activation
-    if plan.bias is not None:
-        cfg["use_bias"] = True
-    return cfg
 
 
 class _FakeProducer:
@@ -72,6 +62,7 @@ class _Builder:
             self.graph.parsed.layers)
         self.tmap = {}
         self.layers = {}  # layer name -> replacement / clone
+        self.on_grid = set()  # tensor ids holding quantized values
 
     # -- observers ------------------------------------------------------------
     def is_quant_consumer(self, node) -> bool:
@@ -105,6 +96,7 @@ class _Builder:
         return True
 
     def observe(self, tensor_new, tid, base_name):
+        self.on_grid.add(tid)
         signed = not self.a.nonneg.get(tid, False)
         q = qz.get(self.obs_template)
         q.signed = signed
@@ -113,20 +105,42 @@ class _Builder:
         return QuantActivation(a_bits=8, quantizer=q, name=name)(tensor_new)
 
     # -- calls ------------------------------------------------------------------
-    def planned(self, node, plan):
+    def _made(self, plan, signed):
+        """``(layer, first)``: the plan's replacement, made once."""
         layer = self.layers.get(plan.name)
-        first = layer is None
+        if layer is not None:
+            return layer, False
+        if plan.pre is not None:
+            self.used.add(plan.pre.name)
+        layer = self.make_layer(plan, plan.base_config(), signed)
+        self.layers[plan.name] = layer
+        return layer, True
+
+    @staticmethod
+    def _load(layer, plan):
+        layer.kernel.assign(plan.kernel)
+        if plan.bias is not None:
+            layer.bias.assign(plan.bias)
+        layer.refresh_weight_quantizer()
+
+    def planned(self, node, plan):
+        signed = not all(self.a.nonneg.get(n.inputs[0], False)
+                         for n in plan.nodes)
+        if plan.pre is not None:  # SeparableConv2D: depthwise, then 1x1
+            pre, first = self._made(plan.pre, signed)
+            y = node.call(pre, self.tmap)
+            if first:
+                self._load(pre, plan.pre)
+            layer, first = self._made(plan, True)
+            y = layer(y)
+        elif plan.fixed_bits is not None:  # a BatchNorm as a 1x1 depthwise
+            layer, first = self._made(plan, signed)
+            y = layer(self.tmap[node.inputs[0]])
+        else:
+            layer, first = self._made(plan, signed)
+            y = node.call(layer, self.tmap)
         if first:
-            signed = not all(self.a.nonneg.get(n.inputs[0], False)
-                             for n in plan.nodes)
-            layer = self.make_layer(plan, _base_config(plan), signed)
-            self.layers[plan.name] = layer
-        y = node.call(layer, self.tmap)
-        if first:
-            layer.kernel.assign(plan.kernel)
-            if plan.bias is not None:
-                layer.bias.assign(plan.bias)
-            layer.refresh_weight_quantizer()
+            self._load(layer, plan)
         if plan.post_activation is not None:
             y = self.observe(y, None, node.name) if self.observers else y
             y = keras.layers.Activation(
@@ -146,8 +160,13 @@ class _Builder:
         y = node.call(layer, self.tmap)
         if first and isinstance(layer, keras.layers.Layer):
             layer.set_weights(node.layer.get_weights())
+        keeps_grid = (self.observers and node.inputs
+                      and isinstance(node.layer, keras_classes(SAME_SCALE))
+                      and all(t in self.on_grid for t in node.inputs))
         for to, tn in zip(node.outputs, keras.tree.flatten(y)):
-            if self.needs_observer(to, node):
+            if keeps_grid:  # max pool, padding, reshape...: the input's grid
+                self.on_grid.add(to)
+            elif self.needs_observer(to, node):
                 tn = self.observe(tn, to, node.name)
             self.tmap[to] = tn
 

@@ -19,10 +19,9 @@ from tfcomp.layers import (
     QUANT_ACTIVATION_LAYERS,
     QUANT_LAYERS,
     QUANT_WEIGHT_LAYERS,
-    QuantDepthwiseConv2D,
 )
 
-__all__ = ["is_qat_model", "quantization_params"]
+__all__ = ["is_qat_model", "quantization_params", "channel_shape"]
 
 
 def is_qat_model(model) -> bool:
@@ -37,6 +36,21 @@ def is_qat_model(model) -> bool:
         return False
     return any(isinstance(layer, QUANT_LAYERS)
                for _, layer in iter_leaf_layers(model))
+
+
+def channel_shape(layer) -> tuple:
+    """A quantized layer's kernel shape with the axes its per-channel
+    weight scale reduces over set to 1 (``(1, 1, 1, out)`` for a Conv2D,
+    ``(1, 1, in, mult)`` for a depthwise conv, ``(1, 1)`` for an embedding
+    table's one scale).
+
+    Example:
+        >>> channel_shape(qat.get_layer("conv"))
+        (1, 1, 1, 16)
+    """
+    reduce = set(layer._kernel_reduce_axes)
+    return tuple(1 if i in reduce else int(d)
+                 for i, d in enumerate(layer.kernel.shape))
 
 
 def _per_channel(scale, n_out: int) -> np.ndarray:
@@ -68,9 +82,7 @@ def quantization_params(model) -> dict:
         cls = type(layer).__name__
         if isinstance(layer, QUANT_WEIGHT_LAYERS):
             kernel = keras.ops.convert_to_numpy(layer.kernel)
-            n_out = (int(np.prod(kernel.shape[2:]))
-                     if isinstance(layer, QuantDepthwiseConv2D)
-                     else kernel.shape[-1])
+            n_out = int(np.prod(channel_shape(layer)))
             entry = {"type": cls, "w_bits": layer.w_bits,
                      "a_bits": layer.a_bits,
                      "bias": layer.quantized_bias()}

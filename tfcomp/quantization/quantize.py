@@ -2,8 +2,15 @@
 
 Steps (each listed in :func:`~tfcomp.quantization.quantization_report`):
 
-1. Conv2D / DepthwiseConv2D / Dense layers become QuantConv2D /
-   QuantDepthwiseConv2D / QuantDense with the requested bits.
+1. Conv1D / Conv2D (grouped too) / Conv3D / DepthwiseConv2D / Dense /
+   Conv2DTranspose / EinsumDense (dense-like equations) / Embedding layers
+   become their ``Quant*`` counterparts with the requested bits; a
+   SeparableConv2D becomes a QuantDepthwiseConv2D (``<name>_depthwise``)
+   followed by a 1x1 QuantConv2D (``<name>``), both with its bits. Layers
+   with weights that stay float (MultiHeadAttention, other EinsumDense
+   equations, subclasses of these layers...) are listed in
+   ``quantization_report(new).skipped`` and named in one warning: a
+   full-integer int8 export refuses them.
 2. A BatchNormalization that is the only consumer of a linear conv / dense is
    folded into it (``W' = W * g / sqrt(v + e)``, ``b' = (b - m) g /
    sqrt(v + e) + beta``), so training quantizes the weights inference uses.
@@ -22,6 +29,9 @@ default (HAQ's convention). Models are read by ``tfcomp.graph``'s one model
 reader: nested functional / Sequential models are flattened (their layers
 are named ``outer_inner``) and a shared layer (called several times) stays
 one shared quantized layer (its BatchNorm / ReLU are not folded / fused).
+``Lambda`` layers are copied with the user's in-memory function (Keras'
+``safe_mode`` stays on; nothing is deserialized from bytecode), and a
+compiled model gives a model compiled the same way.
 
 Reference: Wang et al., HAQ, arXiv:1811.08886; Jacob et al.,
 arXiv:1712.05877 (BN folding, EMA ranges).
@@ -36,15 +46,28 @@ import warnings
 
 import keras
 
+from tfcomp._compile import carry_compile
 from tfcomp.layers import (
     QUANT_WEIGHT_LAYERS,
     QuantActivation,
+    QuantConv1D,
     QuantConv2D,
+    QuantConv2DTranspose,
+    QuantConv3D,
     QuantDense,
     QuantDepthwiseConv2D,
+    QuantEinsumDense,
+    QuantEmbedding,
 )
 from tfcomp.layers import quantizers as qz
-from tfcomp.quantization._analysis import analyse, fold_batchnorm_weights
+from tfcomp.quantization._analysis import (
+    QUANT_KINDS,
+    SAME_SCALE,
+    analyse,
+    float_kernel_warning,
+    fold_batchnorm_weights,
+    keras_classes,
+)
 from tfcomp.quantization._graph import read_graph
 from tfcomp.quantization._rebuild import rebuild
 from tfcomp.quantization.bits import per_layer_bits
@@ -55,9 +78,13 @@ __all__ = ["quantize_model", "QuantizationReport", "fold_batchnorm_weights",
            "strip_quantization", "per_layer_bits", "quantizable_layers",
            "link_shared_inputs", "input_observers", "strip", "resolve_bits"]
 
-_QUANT_CLASSES = {keras.layers.Conv2D: QuantConv2D,
-                  keras.layers.DepthwiseConv2D: QuantDepthwiseConv2D,
-                  keras.layers.Dense: QuantDense}
+_QUANT_CLASSES = {"Conv1D": QuantConv1D, "Conv2D": QuantConv2D,
+                  "Conv3D": QuantConv3D,
+                  "DepthwiseConv2D": QuantDepthwiseConv2D,
+                  "Dense": QuantDense,
+                  "Conv2DTranspose": QuantConv2DTranspose,
+                  "EinsumDense": QuantEinsumDense,
+                  "Embedding": QuantEmbedding}
 
 
 def quantizable_layers(model) -> list:
@@ -68,7 +95,8 @@ def quantizable_layers(model) -> list:
         >>> quantizable_layers(tfcomp.zoo.resnet(depth=8))[:2]
         ['stem_conv', 's1b1_conv1']
     """
-    return analyse(model, True, (), "quantizable_layers").quantized_names()
+    return analyse(model, True, (), "quantizable_layers",
+                   QUANT_KINDS).quantized_names()
 
 
 def quantize_model(model: keras.Model, bits=8, fold_batchnorm: bool = True,
@@ -99,7 +127,10 @@ def quantize_model(model: keras.Model, bits=8, fold_batchnorm: bool = True,
             needs a range (see the module doc).
 
     Returns:
-        A new ``keras.Model`` with tfcomp quantized layers;
+        A new ``keras.Model`` with tfcomp quantized layers, compiled like
+        ``model`` when ``model`` is compiled (optimizer, loss, metrics and
+        the optimizer's iterations carried over; see
+        ``tfcomp._compile.carry_compile``);
         ``tfcomp.quantization.quantization_report(new)`` says what was done
         (the ``new.quantization_report`` attribute is deprecated).
 
@@ -115,7 +146,8 @@ def quantize_model(model: keras.Model, bits=8, fold_batchnorm: bool = True,
         >>> qat = quantize_model(tfcomp.zoo.resnet(depth=20), bits=4)
         >>> qat.compile("adam", "sparse_categorical_crossentropy")
     """
-    analysis = analyse(model, fold_batchnorm, skip, "quantize_model")
+    analysis = analyse(model, fold_batchnorm, skip, "quantize_model",
+                       QUANT_KINDS)
     names = analysis.quantized_names()
     first = names[0] if names else None
     last = names[-1] if names else None
@@ -133,20 +165,29 @@ def quantize_model(model: keras.Model, bits=8, fold_batchnorm: bool = True,
     report = analysis.report
     for name in names:
         report.quantized[name] = per_layer[name]
+    if per_layer and all(v == (qz.FLOAT_BITS,) * 2
+                         for v in per_layer.values()):
+        for plan in analysis.plans.values():  # all float: BNs stay float
+            if plan.fixed_bits is not None:
+                plan.fixed_bits = report.quantized[plan.name] = (
+                    qz.FLOAT_BITS, qz.FLOAT_BITS)
 
     def make_layer(plan, cfg, signed):
-        w, a = per_layer[plan.name]
+        w, a = plan.fixed_bits or per_layer[plan.policy_name]
         iq = iq_template.copy()
         iq.signed = signed
         cfg.update(w_bits=w, a_bits=a, weight_quantizer=qz.serialize(wq),
                    input_quantizer=qz.serialize(iq))
-        return _QUANT_CLASSES[type(plan.layer)].from_config(cfg)
+        return _QUANT_CLASSES[plan.kind].from_config(cfg)
 
     obs = iq_template.copy()
     new = rebuild(analysis, make_layer, observers, observer_quantizer=obs)
     attach_record(new, report)
     link_shared_inputs(new)
-    return new
+    message = float_kernel_warning(report, "quantize_model")
+    if message:
+        warnings.warn(message, stacklevel=2)
+    return carry_compile(model, new, what="the quantization-aware model")
 
 
 def link_shared_inputs(model) -> list:
@@ -180,19 +221,30 @@ def link_shared_inputs(model) -> list:
 
 def input_observers(model) -> list:
     """``[(layer, observer)]``: quantized weight layers whose input (every
-    call's, for a shared layer) is the output of one ``QuantActivation``.
+    call's, for a shared layer) is the output of one ``QuantActivation``,
+    directly or through ops that keep its grid (max pooling, padding,
+    reshape, dropout...).
 
     Example:
         >>> [(l.name, o.name) for l, o in input_observers(qat)][:1]
         [('s1b1_conv1', 'stem_conv_aq')]
     """
     graph = read_graph(model, "link_shared_inputs")
+    same_scale = keras_classes(SAME_SCALE)
+
+    def producer(tid):  # through max pooling, padding, reshape...
+        p = graph.producer(tid)
+        while p is not None and isinstance(p.layer, same_scale) \
+                and p.inputs:
+            p = graph.producer(p.inputs[0])
+        return p
+
     out = []
     for _, layer, nodes in graph.layers():
         if not isinstance(layer, QUANT_WEIGHT_LAYERS) or getattr(
                 layer, "input_quantizer", None) is None:
             continue
-        producers = [graph.producer(n.inputs[0]) if n.inputs else None
+        producers = [producer(n.inputs[0]) if n.inputs else None
                      for n in nodes]
         obs = {id(p.layer): p.layer for p in producers if p is not None}
         if (None not in producers and len(obs) == 1

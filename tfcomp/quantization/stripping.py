@@ -10,12 +10,18 @@ from __future__ import annotations
 
 import keras
 
+from tfcomp._compile import carry_compile
 from tfcomp.layers import (
     MIXED_LAYERS,
     QuantActivation,
+    QuantConv1D,
     QuantConv2D,
+    QuantConv2DTranspose,
+    QuantConv3D,
     QuantDense,
     QuantDepthwiseConv2D,
+    QuantEinsumDense,
+    QuantEmbedding,
     QuantReLU,
 )
 from tfcomp.quantization._graph import clone_layer, new_inputs, read_graph
@@ -25,7 +31,12 @@ __all__ = ["strip_quantization"]
 
 _BASES = {QuantConv2D: keras.layers.Conv2D,
           QuantDepthwiseConv2D: keras.layers.DepthwiseConv2D,
-          QuantDense: keras.layers.Dense}
+          QuantDense: keras.layers.Dense,
+          QuantConv1D: keras.layers.Conv1D,
+          QuantConv3D: keras.layers.Conv3D,
+          QuantConv2DTranspose: keras.layers.Conv2DTranspose,
+          QuantEinsumDense: keras.layers.EinsumDense,
+          QuantEmbedding: keras.layers.Embedding}
 _QUANT_KEYS = ("w_bits", "a_bits", "weight_quantizer", "input_quantizer",
                "lora_rank", "lora_alpha", "quantization_config")
 
@@ -65,7 +76,9 @@ def strip_quantization(model: keras.Model) -> keras.Model:
         model: a QAT model from ``quantize_model``.
 
     Returns:
-        A new ``keras.Model`` with only Keras layers.
+        A new ``keras.Model`` with only Keras layers, compiled like
+        ``model`` when it is compiled. ``Lambda`` layers keep their
+        in-memory function (no unsafe deserialization).
 
     Raises:
         ValueError: a model without tfcomp quantized layers, or a DNAS
@@ -99,7 +112,9 @@ def strip_quantization(model: keras.Model) -> keras.Model:
             new, kind = made[node.name]
             y = node.call(new, tmap)
             if first and kind == "quantized":
-                new.kernel.assign(layer.quantized_kernel())
+                kernel = (new.embeddings if isinstance(
+                    new, keras.layers.Embedding) else new.kernel)
+                kernel.assign(layer.quantized_kernel())
                 if layer.use_bias:
                     new.bias.assign(layer.quantized_bias())
             elif first and kind == "float" and isinstance(
@@ -111,5 +126,6 @@ def strip_quantization(model: keras.Model) -> keras.Model:
         model.outputs, [tmap[t] for t in graph.outputs])
     if len(outputs) == 1:
         outputs = outputs[0]
-    return keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs,
-                       name=f"{model.name}_stripped")
+    plain = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs,
+                        name=f"{model.name}_stripped")
+    return carry_compile(model, plain, what="the stripped model")
