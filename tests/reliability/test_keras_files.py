@@ -120,6 +120,38 @@ def _base():
     return keras.Model(inp, keras.layers.Dense(5)(x))
 
 
+def _wide_base():
+    """Every layer type the wrappers and quantize_model handle, in one
+    model with the single (8, 8, 3) input (1D / 3D views by Reshape)."""
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((8, 8, 3))
+    a = L.Conv2D(8, 3, padding="same", groups=1)(inp)
+    a = L.BatchNormalization()(a)
+    a = L.DepthwiseConv2D(3, padding="same")(a)
+    a = L.Conv2D(8, 3, padding="same", groups=2)(a)
+    a = L.SeparableConv2D(8, 3, padding="same")(a)
+    a = L.Conv2DTranspose(4, 3, strides=2, padding="same")(a)
+    a = L.GroupNormalization(groups=2)(a)
+    a = L.GlobalAveragePooling2D()(a)
+    b = L.Reshape((64, 3))(inp)
+    b = L.Conv1D(6, 3, padding="causal")(b)
+    b = L.SeparableConv1D(6, 3, padding="same")(b)
+    b = L.DepthwiseConv1D(3, padding="same")(b)
+    b = L.Conv1DTranspose(4, 3, padding="same")(b)
+    b = L.GlobalAveragePooling1D()(b)
+    c = L.Reshape((4, 4, 4, 3))(inp)
+    c = L.Conv3D(4, 2, padding="same")(c)
+    c = L.Conv3DTranspose(4, 2, padding="same")(c)
+    c = L.GlobalAveragePooling3D()(c)
+    d = L.Embedding(10, 4)(L.Reshape((192,))(inp))  # ids: int(x) = 0
+    d = L.GlobalAveragePooling1D()(d)
+    x = L.Concatenate()([a, b, c, d])
+    x = L.EinsumDense("ab,bc->ac", output_shape=12)(x)
+    x = L.Dense(6, activation="relu")(x)
+    return keras.Model(inp, L.Dense(5)(x))
+
+
 def _layers_model():
     """The layers no model kind above uses on its own."""
     inp = keras.Input((8, 8, 3))
@@ -129,7 +161,7 @@ def _layers_model():
 
 
 def _kinds(x):
-    qat = quantize_model(_base(), bits=4)
+    qat = quantize_model(_wide_base(), bits=4)
     calibrate(qat, x)
     dynamic = make_bits_dynamic(quantize_model(_base(), bits=4))
     calibrate(dynamic.model, x)
@@ -137,8 +169,8 @@ def _kinds(x):
     supernet = build_supernet(_base(), candidates=[(2, 4), (8, 8)],
                               first_last_bits=None)
     calibrate(supernet, x)
-    fpgm = apply_fpgm(_base())
-    magnitude = apply_magnitude_pruning(_base())
+    fpgm = apply_fpgm(_wide_base())
+    magnitude = apply_magnitude_pruning(_wide_base())
     for model in (fpgm, magnitude):  # non-trivial masks
         for layer in model.layers:
             for var in getattr(layer, "weights", []):
