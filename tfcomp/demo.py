@@ -312,7 +312,9 @@ def stage_quantize(ctx: DemoContext):
               "budget_is": "fraction of the way from the 2-bit floor to 8/8",
               "trials": ctx.haq_trials, "qat_epochs": ctx.qat_epochs,
               "lr": 1e-4, "pruned_by": "amc" if ctx.search else "fpgm",
-              "wall": "next cheaper width"}
+              "wall": "next cheaper width", "bits": "native",
+              "costs": "bitfusion simulator formulas (im2col stem, 32-bit "
+                       "padded outputs)"}
     pruned = ctx.models["pruned"]
 
     def make(budget):

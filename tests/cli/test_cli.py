@@ -296,6 +296,90 @@ def test_quantize_uniform_and_policy(ws, capsys):
     assert code == 2 and "[w_bits, a_bits]" in err
 
 
+def _auto_model(d):
+    """Four quantizable layers (two searched), saved once."""
+    path = d / "auto.keras"
+    if not path.exists():
+        keras.utils.set_random_seed(2)
+        inp = keras.Input(SHAPE)
+        h = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(inp)
+        h = keras.layers.Conv2D(8, 3, activation="relu", name="c2")(h)
+        h = keras.layers.Conv2D(8, 3, strides=2, activation="relu",
+                                name="c3")(h)
+        h = keras.layers.GlobalAveragePooling2D()(h)
+        keras.Model(inp, keras.layers.Dense(10, name="fc")(h)).save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_quantize_auto_allocates_under_the_budget(ws, capsys):
+    from tfcomp.hardware import BISMO, policy_cost
+    d, _ = ws
+    src = _auto_model(d)
+    model = load(src)
+    budget = round(policy_cost(model, 4, "latency", BISMO()), 4)
+    code, out, err = run(["quantize", src, d / "qa.keras", "--auto",
+                          "--resource", "latency", "--hardware", "bismo",
+                          "--budget", budget, "--data", d / "data.npz",
+                          "--method", "distortion", "--sensitivity-samples",
+                          "16", "--calibration-size", "16", "--plan",
+                          d / "auto_policy.json"], capsys)
+    assert code == 0, err
+    # the policy table: every quantizable layer with bits, sensitivity, cost
+    lines = out.splitlines()
+    assert lines[0].split() == ["layer", "w", "a", "sensitivity", "cost", "%"]
+    table = {ln.split()[0]: ln.split()[1:] for ln in lines[1:5]}
+    assert set(table) == {"c1", "c2", "c3", "fc"}
+    assert table["c1"][:2] == ["8", "8"] and table["fc"][:2] == ["8", "8"]
+    assert f"(budget {budget}" in out
+    policy = {k: tuple(v) for k, v in json.loads(
+        (d / "auto_policy.json").read_text()).items()}
+    assert policy == {k: (int(v[0]), int(v[1])) for k, v in table.items()}
+    assert policy_cost(model, policy, "latency", BISMO()) <= budget + 1e-9
+    # the QAT model (written atomically) holds that policy, calibrated
+    qat = load(d / "qa.keras")
+    assert tfcomp.quantization.quantization_report(qat).quantized == policy
+    assert "test accuracy: float" in out
+    # size: every width in 2-8 is a candidate; --candidate-bits narrows it
+    code, out, err = run(["quantize", src, d / "qa.keras", "--auto",
+                          "--resource", "size", "--budget", "0.5",
+                          "--candidate-bits", "2,4,8", "--data",
+                          d / "data.npz", "--method", "distortion",
+                          "--sensitivity-samples", "16"], capsys)
+    assert code == 0, err
+    bits = {r.name: r.w_bits for r in tfcomp.profile(load(
+        d / "qa.keras")).layers if r.w_bits < 32}
+    assert set(bits.values()) <= {2, 4, 8}
+
+
+def test_quantize_auto_bad_input(ws, capsys):
+    d, _ = ws
+    src = _auto_model(d)
+    cases = [
+        (["--auto"], "needs --data"),
+        (["--budget", "0.4"], "--budget applies only with --auto"),
+        (["--resource", "size", "--method", "hessian"],
+         "--resource, --method apply only with --auto"),
+        (["--auto", "--bits", "4", "--data", d / "data.npz"],
+         "not several"),
+        (["--auto", "--budget", "1.5", "--data", d / "data.npz"],
+         "--budget must be in (0, 1]"),
+        (["--auto", "--hardware", "tpu", "--data", d / "data.npz"],
+         "--hardware must be one of"),
+        # fails fast, before the sensitivity is measured
+        (["--auto", "--hardware", "bismo", "--budget", "0.05", "--data",
+          d / "data.npz"], "cannot be reached with widths [2, 3, 4, 5, 6, "
+         "7, 8]: the cheapest policy costs at least"),
+    ]
+    for extra, message in cases:
+        code, out, err = run(["quantize", src, d / "o.keras", *extra],
+                             capsys)
+        assert code == 2, (extra, err)
+        assert message in err, (extra, err)
+        assert "Traceback" not in err
+        assert not (d / "o.keras").exists()
+
+
 # ------------------------------------------------------------------ export
 
 

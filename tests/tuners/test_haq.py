@@ -459,7 +459,8 @@ def test_tiny_real_search_and_best_policy(three_layer_model, data,
                                           tmp_path):
     x, y = data
     model = three_layer_model
-    hm = HAQHyperModel(model, (x, y), (x, y), hardware=BISMO(), budget=0.85,
+    hw = BISMO(**TINY_BISMO)  # the 8x256x8 default cannot reach 0.85 here
+    hm = HAQHyperModel(model, (x, y), (x, y), hardware=hw, budget=0.85,
                        finetune_steps=1, batch_size=16)
     tuner = HAQTuner(hm, max_trials=2, seed=0, warmup=1,
                      agent_config={"hidden": (16, 16)},
@@ -477,7 +478,7 @@ def test_tiny_real_search_and_best_policy(three_layer_model, data,
     best = tuner.get_best_policy()
     _check_rules(hm, best)
     assert all(isinstance(v, tuple) and len(v) == 2 for v in best.values())
-    cost = BISMO().model_cost(model, bits=best).latency_s
+    cost = hw.model_cost(model, bits=best).latency_s
     assert cost <= 0.85 * hm.full_cost * (1 + 1e-9)
     assert best_trial.metrics.get_last_value("cost") == pytest.approx(cost)
     with open(os.path.join(tuner.get_trial_dir(best_trial.trial_id),
@@ -612,3 +613,171 @@ def test_keras_tuner_baselines_run_on_the_hypermodel(three_layer_model, data,
     t2.search(verbose=0)
     assert len(t2.oracle.trials) == 2
     _check_rules(hm, t2.get_best_policy())
+
+
+# -- one pricing, hardware-native widths, warm start ------------------------
+
+
+def test_space_prices_with_the_allocators_cost_table(model, data):
+    """HAQ and allocate_bits share one pricing (CostTable)."""
+    from tfcomp.hardware import CostTable
+    x, y = data
+    hm = HAQHyperModel(model, (x, y), (x, y), hardware=BISMO(), budget=1.0)
+    assert isinstance(hm.space.costs, CostTable)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        values = {n: int(rng.integers(2, 9)) for n in hm.hyperparameter_names}
+        policy = hm.policy(values)
+        assert hm.policy_cost(policy) == pytest.approx(
+            hm.space.costs.total(policy), rel=1e-12)
+    assert hm.full_cost == pytest.approx(hm.space.costs.full_cost,
+                                         rel=1e-12)
+
+
+def test_bitfusion_searches_only_its_native_widths(wide_model, data):
+    x, y = data
+    hm = HAQHyperModel(wide_model, (x, y), (x, y), hardware=BitFusion("edge"),
+                       budget=0.9)
+    assert hm.widths == (2, 4, 8)
+    # an action mapping to 5 bits is snapped up to 8
+    assert action_to_bits(0.5) == 5 and hm.space.snap(5) == 8
+    values, _, info = hm.space.rollout(lambda s: [0.5])
+    assert np.all(np.asarray(info["proposed"]) == 8)
+    for seed in range(20):
+        values, _, info = hm.space.rollout(_random_policy(seed))
+        policy = hm.policy(values)
+        _check_rules(hm, policy)
+        held = {b for pair in policy.values() for b in pair}
+        assert held <= {2, 4, 8}, held  # never 3, 5, 6 or 7
+        assert set(np.ravel(info["proposed"])) <= {2, 4, 8}
+    # values other tuners propose are snapped up too
+    name = hm.hyperparameter_names[0]
+    assert hm.policy({name: 5}, wall=False)[name.split("/", 1)[1]][0] == 8
+    # keras-tuner sees a Choice of the native widths
+    hp = kt.HyperParameters()
+    hm.declare_hyperparameters(hp)
+    assert hp._hps[name][0].values == [2, 4, 8]
+    # bits="all": every width, as the paper
+    every = HAQHyperModel(wide_model, (x, y), (x, y),
+                          hardware=BitFusion("edge"), budget=0.9, bits="all")
+    assert every.widths == tuple(range(2, 9))
+    assert every.policy({name: 5}, wall=False)[name.split("/", 1)[1]][0] == 5
+
+
+def test_widths_without_hardware_and_bad_widths(model, data):
+    x, y = data
+    hm = HAQHyperModel(model, (x, y), (x, y), resource="size", budget=0.8)
+    assert hm.widths == tuple(range(2, 9))  # size: every width is native
+    listed = HAQHyperModel(model, (x, y), (x, y), resource="bops",
+                           budget=0.8, bits=[2, 4, 8, 16])
+    assert listed.widths == (2, 4, 8)
+    with pytest.raises(ValueError, match="bits must be"):
+        HAQHyperModel(model, (x, y), (x, y), resource="bops", bits="some")
+    with pytest.raises(ValueError, match=r"\[5, 7\].*bits='all'"):
+        HAQHyperModel(model, (x, y), (x, y), hardware=BitFusion("edge"),
+                      budget=1.0, b_min=5, b_max=7)
+
+
+def _allocation(hm, budget):
+    """An allocate_bits policy from a made-up sensitivity."""
+    from tfcomp.hardware import allocate_bits
+    from tfcomp.quantization.sensitivity import Sensitivity
+    layers = hm.layers
+    rng = np.random.default_rng(5)
+    table = np.sort(rng.uniform(0, 1, (len(layers), 4)))[:, ::-1]
+    sens = Sensitivity(layers, [2, 3, 4, 8], table)
+    return allocate_bits(hm.model, sens, hm.resource, hm.hardware,
+                         budget=budget)
+
+
+def test_warm_start_replays_the_policy_then_its_neighbours(model, data,
+                                                           tmp_path):
+    x, y = data
+    hm = FakeHAQ(model, (x, y), (x, y), hardware=BISMO(), budget=0.85)
+    alloc = _allocation(hm, 0.85)
+    assert dict(alloc) != hm.policy({})  # not the walled all-8 policy
+    tuner = HAQTuner(hm, max_trials=5, seed=0, warmup=4, warm_start=alloc,
+                     warm_start_neighbours=2,
+                     agent_config={"batch_size": 8, "hidden": (32, 32)},
+                     directory=str(tmp_path), project_name="warm")
+    assert len(tuner.oracle.scripted) == 3
+    tuner.search(verbose=0)
+    trials = tuner.oracle.trials
+    policies = [hm.policy(trials[str(i)].hyperparameters) for i in range(5)]
+    assert policies[0] == dict(alloc)  # the first trial is the given one
+    # neighbours: one searched width of one layer one step up or down,
+    # then the wall (which keeps them within budget)
+    space, widths = hm.space, list(hm.widths)
+    base = np.array([alloc[n] for n in hm.layers])
+    near = set()
+    for i, d in zip(*np.nonzero(space.free)):
+        k = widths.index(base[i, d])
+        for j in (k - 1, k + 1):
+            if 0 <= j < len(widths):
+                q = base.copy()
+                q[i, d] = widths[j]
+                near.add(tuple(map(tuple, space.wall(q).tolist())))
+    for p in policies[1:3]:
+        assert p != policies[0]
+        assert tuple(p[n] for n in hm.layers) in near
+        assert hm.policy_cost(p) <= 0.85 * hm.full_cost * (1 + 1e-9)
+    # every warm-start episode is in the replay buffer with its reward
+    assert len(tuner.oracle.agent.buffer) == 5 * 2 * len(hm.layers)
+    assert all(tuner.oracle._history[i][1] == i for i in range(5))
+    # off by default
+    plain = _tuner(hm, tmp_path, 2, project="plain")
+    assert plain.oracle.scripted == []
+
+
+def test_warm_start_is_mapped_onto_the_space_with_a_warning(wide_model,
+                                                            data):
+    x, y = data
+    hm = FakeHAQ(wide_model, (x, y), (x, y), hardware=BitFusion("edge"),
+                 budget=1.0)
+    inner = hm.searched_layers[1]
+    with pytest.warns(UserWarning, match=rf"{inner} \(5, 3\) -> \(8, 4\)"):
+        oracle = HAQOracle(hm, max_trials=3, warm_start={inner: (5, 3)},
+                           warm_start_neighbours=0)
+    actions = iter(oracle.scripted[0])
+    values, _, _ = hm.space.rollout(lambda s: [next(actions)])
+    assert hm.policy(values)[inner] == (8, 4)
+    with pytest.raises(ValueError, match="not quantizable"):
+        HAQOracle(hm, max_trials=3, warm_start={"nope": (4, 4)})
+    with pytest.raises(ValueError, match="pair of ints"):
+        HAQOracle(hm, max_trials=3, warm_start={inner: 4})
+
+
+def test_resume_after_a_kill_during_the_warm_start(model, data, tmp_path):
+    x, y = data
+    hm = FakeHAQ(model, (x, y), (x, y), hardware=BISMO(), budget=0.85)
+    alloc = _allocation(hm, 0.85)
+
+    def tuner(directory, cls=HAQTuner, overwrite=True):
+        return cls(hm, max_trials=5, seed=0, warmup=2, warm_start=alloc,
+                   warm_start_neighbours=2,
+                   agent_config={"batch_size": 8, "hidden": (32, 32)},
+                   directory=str(directory), project_name="p",
+                   overwrite=overwrite)
+
+    ref = tuner(tmp_path / "ref")
+    ref.search(verbose=0)
+    expected = [ref.oracle.get_trial(t).hyperparameters.values
+                for t in sorted(ref.oracle.trials)]
+    assert hm.policy(expected[0]) == dict(alloc)
+    _KillAt.runs = []
+    _KillAt.kill_at = "1"  # inside the warm-start episodes
+    killed = tuner(tmp_path / "run", cls=_KillAt)
+    with pytest.raises(KeyboardInterrupt):
+        killed.search(verbose=0)
+    _KillAt.kill_at = None
+    # a resumed project replays the episodes it was started with, even
+    # when warm_start is not given again
+    with pytest.warns(UserWarning, match="other scripted"):
+        other = HAQTuner(hm, max_trials=5, seed=0, warmup=2,
+                         directory=str(tmp_path / "run"), project_name="p",
+                         overwrite=False)
+    assert other.oracle.scripted == ref.oracle.scripted
+    resumed = tuner(tmp_path / "run", cls=_KillAt, overwrite=False)
+    resumed.search(verbose=0)
+    assert _KillAt.runs == ["0", "1", "2", "3", "4"]
+    _check_resumed(resumed, ref, expected, 5)

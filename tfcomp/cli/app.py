@@ -141,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
         "quantize", formatter_class=fmt,
         help="quantization-aware (QAT) model, uniform or per-layer bits",
         description="Wrap conv / dense layers with fake-quantized QAT "
-                    "layers; calibrate on --data and optionally fine-tune.")
+                    "layers; calibrate on --data and optionally fine-tune. "
+                    "--auto chooses per-layer bits: per-layer sensitivity "
+                    "on --data, then the exact (integer program) allocation"
+                    " minimising it under --budget of the --resource.")
     s.add_argument("model", help="input .keras file")
     s.add_argument("output", help="output .keras file")
     s.add_argument("--bits", type=bits, default=None,
@@ -161,6 +164,35 @@ def build_parser() -> argparse.ArgumentParser:
                    help="QAT fine-tune batch size")
     s.add_argument("--calibration-size", type=positive_int, default=512,
                    help="training images for activation ranges")
+    a = s.add_argument_group(
+        "--auto", "per-layer bits from sensitivity + exact allocation "
+        "(tfcomp.sensitivity, tfcomp.allocate_bits); first and last layers "
+        "stay 8/8, activation bits follow weight bits",
+        argument_default=argparse.SUPPRESS)  # defaults in quantize.run
+    a.add_argument("--auto", action="store_true", default=False,
+                   help="choose the bits (needs --data)")
+    a.add_argument("--resource", choices=["latency", "energy", "size",
+                                          "bops"],
+                   help="what the budget limits (default latency)")
+    a.add_argument("--hardware",
+                   help="bitfusion-edge (default), bitfusion-server, bismo "
+                        "or a latency table .json (latency / energy)")
+    a.add_argument("--budget", type=positive_float,
+                   help="allowed cost as a fraction of the all-8/8 cost, in"
+                        " (0, 1] (default 0.5)")
+    a.add_argument("--method", choices=["hessian", "distortion"],
+                   help="sensitivity: hessian (HAWQ-V2 trace, default) or "
+                        "distortion (output MSE)")
+    a.add_argument("--candidate-bits", type=bits_list,
+                   help="weight widths to choose from, e.g. 2-8 or 2,4,8 "
+                        "(default: the hardware's native widths in 2-8)")
+    a.add_argument("--tie", choices=["none", "residual"],
+                   help="residual: layers whose outputs are added share "
+                        "bits (default none)")
+    a.add_argument("--sensitivity-samples", type=positive_int,
+                   help="training images for the sensitivity (default 256)")
+    a.add_argument("--plan", help="also write the chosen policy "
+                   "{layer: [w, a]} JSON here")
     s.set_defaults(func=quantize.run)
 
     s = sub.add_parser(

@@ -1,12 +1,123 @@
-"""``tfcomp quantize MODEL OUTPUT``: a quantization-aware (QAT) model.
+"""``tfcomp quantize MODEL OUTPUT``: a quantization-aware (QAT) model, at
+uniform bits, a given policy, or (``--auto``) per-layer bits chosen by
+sensitivity + exact allocation under a hardware budget.
 
 Example:
     $ tfcomp quantize model.keras q4.keras --bits 4 --data fashion-mnist
+    $ tfcomp quantize model.keras qa.keras --auto --resource latency \
+        --hardware bismo --budget 0.4 --data fashion-mnist
 """
 
 from __future__ import annotations
 
+import json
+
 from tfcomp.cli import _common as common
+
+# --auto's options, their defaults, and what they mean without --auto
+AUTO_DEFAULTS = {"resource": "latency", "hardware": "bitfusion-edge",
+                 "budget": 0.5, "method": "hessian", "candidate_bits": None,
+                 "tie": "none", "sensitivity_samples": 256, "plan": None}
+
+
+def _check_args(args) -> None:
+    if args.bits is not None and args.policy:
+        raise common.CLIError("give --bits or --policy, not both")
+    if args.auto:
+        if args.bits is not None or args.policy:
+            raise common.CLIError("give --auto, --bits or --policy, not "
+                                  "several")
+        if not args.data:
+            raise common.CLIError("--auto (sensitivity + allocation) needs "
+                                  "--data")
+    else:
+        given = [f"--{k.replace('_', '-')}" for k in AUTO_DEFAULTS
+                 if getattr(args, k, None) is not None]
+        if given:
+            verb = "applies" if len(given) == 1 else "apply"
+            raise common.CLIError(f"{', '.join(given)} {verb} only with "
+                                  "--auto")
+    for k, v in AUTO_DEFAULTS.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    if args.auto and not 0 < args.budget <= 1:
+        raise common.CLIError(
+            f"--budget must be in (0, 1]. Received: {args.budget}")
+    if args.plan:
+        common.check_writable(args.plan, "--plan")
+
+
+def _candidates(args, hw) -> list:
+    """--candidate-bits, else the hardware's native widths in [2, 8]."""
+    if args.candidate_bits:
+        return sorted(set(args.candidate_bits))
+    if hw is None:
+        return list(range(2, 9))
+    widths = [b for b in hw.distinct_bits() if 2 <= b <= 8]
+    if not widths:
+        raise common.CLIError(f"hardware {args.hardware!r} runs no width in "
+                              "[2, 8]; give --candidate-bits")
+    return widths
+
+
+def _check_reachable(table, bits, budget) -> None:
+    """Fails fast (before the sensitivity) on a budget below a lower bound
+    of the cheapest policy (first / last 8/8, others at their cheapest
+    candidate width, a = w); ``allocate_bits`` gives the exact minimum."""
+    layers = table.layers
+    low = table.constant + sum(
+        table.cost(n, 8, 8) if n in (layers[0], layers[-1]) else
+        min(table.cost(n, b, b) for b in bits) for n in layers)
+    if budget * table.full_cost < low * (1 - 1e-9):
+        raise common.CLIError(
+            f"--budget {budget} of the all-8/8 {table.resource} cannot be "
+            f"reached with widths {bits}: the cheapest policy costs at "
+            f"least {low / table.full_cost:.4f} of it")
+
+
+def _policy_table(table, alloc, sens) -> str:
+    rows = [f"{'layer':<28} {'w':>2} {'a':>2} {'sensitivity':>12} "
+            f"{'cost %':>7}"]
+    for name, (w, a) in alloc.items():
+        s = sens.value(name, w) if w in sens.bits else 0.0
+        share = 100 * table.cost(name, w, a) / table.full_cost
+        rows.append(f"{name:<28} {w:>2} {a:>2} {s:>12.4g} {share:>7.2f}")
+    rows.append(f"{table.resource} {alloc.cost:.4f} of 8/8 (budget "
+                f"{alloc.budget}, cheapest reachable {alloc.min_budget:.4f})"
+                f", summed sensitivity {alloc.sensitivity:.4g}")
+    return "\n".join(rows)
+
+
+def _auto_policy(args, model, x, y) -> dict:
+    """Sensitivity on the training images, then ``allocate_bits``."""
+    from tfcomp.hardware import CostTable, allocate_bits
+    from tfcomp.quantization.sensitivity import sensitivity
+
+    hw = (common.hardware_model(args.hardware)
+          if args.resource in ("latency", "energy") else None)
+    bits = _candidates(args, hw)
+    try:
+        table = CostTable(model, args.resource, hw)
+    except ValueError as e:
+        raise common.CLIError(f"--auto: {e}") from e
+    _check_reachable(table, bits, args.budget)
+    n = min(len(x), args.sensitivity_samples)
+    common.info(f"sensitivity ({args.method}) of every layer at bits {bits} "
+                f"on {n} images")
+    try:
+        sens = sensitivity(model, (x[:n], y[:n]), method=args.method,
+                           bits=bits)
+        alloc = allocate_bits(model, sens, args.resource, hw,
+                              budget=args.budget,
+                              tie=None if args.tie == "none" else args.tie)
+    except (ValueError, NotImplementedError) as e:
+        raise common.CLIError(f"--auto: {e}") from e
+    print(_policy_table(table, alloc, sens))
+    policy = {k: (int(w), int(a)) for k, (w, a) in alloc.items()}
+    if args.plan:
+        common.write_text(args.plan, json.dumps(
+            {k: list(v) for k, v in policy.items()}, indent=1))
+    return policy
 
 
 def run(args) -> None:
@@ -14,8 +125,7 @@ def run(args) -> None:
     from tfcomp import quantization
 
     common.check_output(args.output, ".keras", "output model")
-    if args.bits is not None and args.policy:
-        raise common.CLIError("give --bits or --policy, not both")
+    _check_args(args)
     if args.epochs > 0 and not args.data:
         raise common.CLIError("--epochs (QAT fine-tune) needs --data")
     policy: object = 8 if args.bits is None else args.bits
@@ -25,11 +135,13 @@ def run(args) -> None:
     if args.policy:
         common.check_policy_layers(policy, model, args.policy)
     data = common.load_data(args.data, required=False, model=model)
+    if args.auto:
+        policy = _auto_policy(args, model, *data[0])
     try:
         qat = quantization.quantize_model(model, bits=policy)
     except (ValueError, TypeError) as e:  # the policy or the model given
         where = f"with policy {args.policy!r}" if args.policy else \
-            f"at {policy} bits"
+            "with the --auto policy" if args.auto else f"at {policy} bits"
         raise common.CLIError(f"cannot quantize {args.model!r} {where}: "
                               f"{e}") from e
     if not common.is_quiet():

@@ -27,7 +27,9 @@ channels) x ``cols`` (output channels) fusion units, ``perf`` fused PEs per
 unit; loop nest (group, oc_tile, m, kernel, ic_tile) with oc tiles of
 ``cols`` and ic tiles of ``rows * perf`` channels, one cycle per innermost
 trip (:func:`bitfusion_compute_cycles`, which ``BitFusion.compute_cycles``
-calls).
+calls). A first layer (one reading the model input) runs in im2col form
+in the authors' simulator (``BitFusion.uses_im2col``): one kernel position
+and ic tiles over all ``k = kh * kw * IC`` products (``im2col=True``).
 
 Example:
     >>> s = bismo_schedule(1, 64, 144, 16, a_bits=4, w_bits=2,
@@ -252,7 +254,7 @@ def bismo_schedule(groups, m, k, n, a_bits, w_bits, a_signed, w_signed,
 def bitfusion_schedule(groups, m, k, n, kernel_positions, perf,
                        rows=BITFUSION_ARRAY_DEFAULTS["rows"],
                        cols=BITFUSION_ARRAY_DEFAULTS["cols"], a_bits=8,
-                       w_bits=8) -> dict:
+                       w_bits=8, im2col: bool = False) -> dict:
     """Loop tiling and order for Bit Fusion.
 
     Args:
@@ -263,18 +265,26 @@ def bitfusion_schedule(groups, m, k, n, kernel_positions, perf,
         rows, cols: array size (rows span input channels, cols output
             channels, as in the authors' simulator).
         a_bits, w_bits: operand bits (recorded with their fused widths).
+        im2col: the im2col form (``BitFusion.uses_im2col``, a first layer):
+            one kernel position, ic tiles over all ``k`` products; the
+            schedule then holds ``"im2col": True``.
 
     Returns:
         JSON-ready dict: array, perf_factor, fused_bits, tile_sizes, tiles,
-        loop_order, compute_cycles.
+        loop_order, compute_cycles (and ``im2col`` when set).
 
     Example:
         >>> bitfusion_schedule(1, 100, 27, 16, 9, perf=4)["compute_cycles"]
         900
+        >>> bitfusion_schedule(1, 100, 27, 16, 9, perf=4,
+        ...                    im2col=True)["compute_cycles"]
+        100
     """
+    if im2col:
+        kernel_positions = 1
     ic = k // kernel_positions
     t_oc, t_ic = ceil_div(n, cols), ceil_div(ic, rows * perf)
-    return {
+    out = {
         "kind": "bitfusion",
         "array": {"rows": int(rows), "cols": int(cols)},
         "perf_factor": int(perf),
@@ -286,3 +296,6 @@ def bitfusion_schedule(groups, m, k, n, kernel_positions, perf,
         "compute_cycles": bitfusion_compute_cycles(
             groups, m, kernel_positions, ic, n, perf, rows, cols),
     }
+    if im2col:
+        out["im2col"] = True
+    return out

@@ -210,7 +210,8 @@ class DDPGOracle(LeasedOracle):
 
     Subclasses pass a *space* with ``names`` (step identifiers),
     ``state_dim`` and ``rollout(policy) -> (values, transitions, info)``,
-    where ``policy(state) -> action in [0, 1]``.
+    where ``policy(state) -> action in [0, 1]``. ``scripted``: action lists
+    of the first episodes, replayed instead of the agent's (a warm start).
 
     Args:
         space: the search environment (see above).
@@ -270,6 +271,8 @@ class DDPGOracle(LeasedOracle):
         self._agent_file: str | None = None
         self._agent_counter = 0
         self._agent_dirty = True
+        # episodes replayed before the agent acts: one action list each
+        self.scripted: list = []
 
     # -- proposing -----------------------------------------------------
     @property
@@ -280,11 +283,17 @@ class DDPGOracle(LeasedOracle):
     def populate_space(self, trial_id):
         """Rolls out one episode and returns all its per-layer values."""
         episode = self._episode
+        script = (iter(self.scripted[episode])
+                  if episode < len(self.scripted) else None)
 
         def policy(state):
+            if script is not None:  # a scripted (warm-start) episode
+                return [next(script)]
             return self.agent.select_action(state, episode)
 
         values, transitions, info = self.space.rollout(policy)
+        if script is not None:
+            info = dict(info, scripted=True)
         self._episode += 1
         self._agent_dirty = True
         self._pending[str(trial_id)] = {
@@ -355,6 +364,7 @@ class DDPGOracle(LeasedOracle):
             "history": self._history,
             "agent_file": self._agent_file,
             "agent_counter": self._agent_counter,
+            "scripted": self.scripted,
         }
         return state
 
@@ -381,6 +391,14 @@ class DDPGOracle(LeasedOracle):
         self._history = list(mine.get("history", []))
         self._agent_counter = int(mine["agent_counter"])
         self._agent_file = mine["agent_file"]
+        saved = mine.get("scripted", [])
+        if saved != self.scripted:  # the project's episodes are the truth
+            if self._episode < max(len(saved), len(self.scripted)):
+                warnings.warn(f"{type(self).__name__}: the project at "
+                              f"{self._project_dir} was started with other "
+                              "scripted (warm-start) episodes; resuming "
+                              "with the saved ones.", stacklevel=2)
+            self.scripted = saved
         if self._agent_file is not None:
             agent = DDPG.load(os.path.join(self._project_dir,
                                            self._agent_file))

@@ -3,9 +3,10 @@
 keras-tuner's split (docs/ARCHITECTURE.md):
 
 * ``HAQHyperModel`` owns the float model, the space and the evaluation:
-  ``Int`` hyperparameters ``"w_bits/<layer>"`` and ``"a_bits/<layer>"`` in
-  ``[b_min, b_max]`` for every quantizable layer, except the first and the
-  last layer (kept at 8/8: the input image is already 8-bit),
+  hyperparameters ``"w_bits/<layer>"`` and ``"a_bits/<layer>"`` over the
+  searched widths (``Int`` in ``[b_min, b_max]``, or a ``Choice`` of the
+  hardware's native widths) for every quantizable layer, except the first
+  and the last layer (kept at 8/8: the input image is already 8-bit),
   ``build(hp)`` quantizes the model with
   :func:`tfcomp.quantization.quantize_model` and calibrates it, ``fit``
   fine-tunes it briefly and returns ``{"reward", "accuracy", "cost",
@@ -22,8 +23,15 @@ The resource (``resource=``, what the budget limits) is the latency or
 energy of a ``HardwareModel`` / ``LatencyTable`` (``BitFusion``, ``BISMO``,
 a table built from them), the weight size (bytes, as ``tfcomp.profile``)
 or BOPs (MACs * w_bits * a_bits); the budget is a fraction of the cost of
-the whole model at 8/8 bits. The space and its wall are
-:class:`tfcomp.tuners.haq_space.HAQSpace`.
+the whole model at 8/8 bits, priced by :class:`tfcomp.hardware.CostTable`
+(as :func:`tfcomp.hardware.allocate_bits` prices it). The space and its
+wall are :class:`tfcomp.tuners.haq_space.HAQSpace`.
+
+Stated deviations from the paper: only hardware-native widths are
+searched by default (``bits="native"``: ``hardware.distinct_bits()``, e.g.
+2, 4, 8 on Bit Fusion, an action mapping to 5 is snapped up to 8;
+``bits="all"`` as the paper), and ``warm_start=policy`` (off by default)
+replays a given policy and its neighbours before the agent explores.
 
 Reference: Wang et al., HAQ: Hardware-Aware Automated Quantization with
 Mixed Precision, CVPR 2019, arXiv:1811.08886.
@@ -61,7 +69,12 @@ from tfcomp.tuners._common import (
     check_model,
     space_property,
 )
-from tfcomp.tuners.haq_space import _FIXED, RESOURCES, HAQSpace, action_to_bits
+from tfcomp.tuners.haq_space import (
+    _FIXED,
+    RESOURCES,
+    HAQSpace,
+    action_to_bits,
+)
 
 __all__ = ["HAQHyperModel", "HAQOracle", "HAQTuner", "action_to_bits"]
 
@@ -76,7 +89,8 @@ class HAQHyperModel(kt.HyperModel):
     """HAQ's mixed-precision search space (a keras-tuner HyperModel).
 
     Hyperparameters: ``"w_bits/<layer>"`` and ``"a_bits/<layer>"``
-    (``Int`` in ``[b_min, b_max]``, default ``b_max``) for every
+    (``Int`` in ``[b_min, b_max]``, or ``Choice`` of :attr:`widths` when
+    not every width is searched; default the largest) for every
     quantizable layer (Conv2D, DepthwiseConv2D, Dense), except the first
     and the last layer, which HAQ keeps at 8/8 (the official
     ``_keep_first_last_layer``; the input image is 8-bit). A proposal that
@@ -117,6 +131,9 @@ class HAQHyperModel(kt.HyperModel):
             (MACs * w_bits * a_bits). ``target=`` is a deprecated alias.
         budget: allowed cost as a fraction of the 8/8-bit cost, in (0, 1].
         b_min, b_max: bit range (paper: 2 and 8).
+        bits: the searched widths: ``"native"`` (default: the hardware's
+            ``distinct_bits()`` within ``[b_min, b_max]``, every width
+            without hardware), ``"all"`` (every width, the paper) or a list.
         calibration_data: inputs for activation ranges (default: the first
             512 training images).
         finetune_epochs: fine-tune epochs (paper: 1; 0 skips).
@@ -149,7 +166,7 @@ class HAQHyperModel(kt.HyperModel):
     def __init__(self, model: keras.Model, train_data, validation_data, *,
                  hardware=None, resource: str = "latency",
                  budget: float = 0.5, b_min: int = 2, b_max: int = 8,
-                 calibration_data=None, finetune_epochs: int = 1,
+                 bits="native", calibration_data=None, finetune_epochs: int = 1,
                  finetune_steps: int | None = None, batch_size: int = 128,
                  learning_rate: float = 1e-3, from_logits: bool | None = None,
                  seed: int = 0, reuse_graph: bool = True, name: str = "haq",
@@ -201,7 +218,7 @@ class HAQHyperModel(kt.HyperModel):
         self.from_logits = bool(from_logits)
         self.seed = int(seed)
         self.space = HAQSpace(model, hardware, resource, budget, self.b_min,
-                              self.b_max)
+                              self.b_max, bits)
         self._float_accuracy = None
         self.reuse_graph = bool(reuse_graph)
         self._search = None  # (model, DynamicBits, weights, optimizer state)
@@ -236,6 +253,7 @@ class HAQHyperModel(kt.HyperModel):
         return list(self.space.names)
 
     full_cost = space_property("full_cost", "Cost of the model at 8/8 bits.")
+    widths = space_property("widths", "The searched bit-widths, ascending.")
     min_cost = space_property(
         "min_cost", "Cost with every searched layer at ``b_min``.")
 
@@ -249,15 +267,20 @@ class HAQHyperModel(kt.HyperModel):
 
     # -- the space ---------------------------------------------------------
     def declare_hyperparameters(self, hp) -> None:
+        widths = list(self.space.widths)
         for name in self.space.names:
-            hp.Int(name, self.b_min, self.b_max, default=self.b_max)
+            if widths == list(range(self.b_min, self.b_max + 1)):
+                hp.Int(name, self.b_min, self.b_max, default=self.b_max)
+            else:
+                hp.Choice(name, widths, default=widths[-1])
 
     def policy(self, hp, wall: bool = True) -> dict:
         """``{layer: (w_bits, a_bits)}`` for every quantizable layer.
 
         Args:
             hp: ``HyperParameters`` or a ``{name: bits}`` dict (missing
-                names: ``b_max``; values outside the range are clipped).
+                names: ``b_max``; values outside the range are clipped,
+                then snapped up to a searched width).
             wall: apply the resource wall (bits only lowered).
 
         Example:
@@ -278,8 +301,7 @@ class HAQHyperModel(kt.HyperModel):
         """The calibrated quantization-aware model of the proposal (with
         ``reuse_graph``, the search's one model reconfigured)."""
         if not isinstance(hp, dict):
-            for name in self.space.names:
-                hp.Int(name, self.b_min, self.b_max, default=self.b_max)
+            self.declare_hyperparameters(hp)
         if not self.reuse_graph:
             return self.quantized_model(hp)
         policy = self.policy(hp)
@@ -382,10 +404,27 @@ class HAQOracle(EpisodeOracle):
     bits everywhere, walled: the near-uniform policy at the same budget)
     before using it.
 
+    Warm start (``warm_start=policy``, a stated deviation from the paper,
+    off by default): episode 0 proposes ``policy`` (e.g. the
+    :class:`~tfcomp.hardware.Allocation` of ``allocate_bits``) and the next
+    ``warm_start_neighbours`` episodes its neighbours (one searched
+    bit-width one searched width up or down, walled, in a seeded order);
+    their actions and rewards enter the replay buffer like any episode's,
+    then the warm-up and the agent go on as usual (the warm-start episodes
+    count as the first warm-up and search episodes). The policy is mapped
+    onto the space first (widths clipped to ``[b_min, b_max]`` and snapped
+    to searched ones, first / last layer 8/8, the wall), with a warning
+    when that changes it. A resumed search replays the episodes it was
+    started with.
+
     Args:
         hypermodel: an ``HAQHyperModel``.
         max_trials: episodes.
-        seed: seeds the agent.
+        seed: seeds the agent (and the neighbours' order).
+        warm_start: None or ``{layer: (w_bits, a_bits)}`` (layers not
+            listed at 8/8).
+        warm_start_neighbours: neighbours replayed after ``warm_start``
+            (None: half the warm-up episodes, at least 1).
         warmup, sigma_decay, init_sigma: exploration schedule.
         updates_per_episode: None = one update per transition.
         agent_config: further ``DDPG`` arguments.
@@ -398,6 +437,8 @@ class HAQOracle(EpisodeOracle):
 
     Example:
         >>> tuner = HAQTuner(hm, oracle=HAQOracle(hm, max_trials=600))
+        >>> alloc = tfcomp.allocate_bits(model, s, "latency", BISMO(), 0.4)
+        >>> HAQOracle(hm, max_trials=100, warm_start=alloc)
     """
 
     hypermodel_cls = HAQHyperModel
@@ -405,6 +446,32 @@ class HAQOracle(EpisodeOracle):
                                 "init_sigma": 0.5}
     replay_per_step = 128
     default_trials = 600
+
+    def __init__(self, hypermodel, max_trials: int | None = None,
+                 seed: int = 0, *, warm_start: dict | None = None,
+                 warm_start_neighbours: int | None = None, **kwargs):
+        super().__init__(hypermodel, max_trials=max_trials, seed=seed,
+                         **kwargs)
+        if warm_start is None:
+            return
+        if warm_start_neighbours is None:
+            warm_start_neighbours = max(1, self.agent.warmup // 2)
+        check_ints(warm_start_neighbours=(warm_start_neighbours, 0))
+        space = hypermodel.space
+        base = space.policy_array(warm_start)
+        got = {n: (int(w), int(a)) for n, (w, a) in zip(space.layers, base)}
+        changed = [n for n in space.layers
+                   if tuple(warm_start.get(n, _FIXED)) != got[n]]
+        if changed:
+            warnings.warn(
+                f"HAQ warm_start: {len(changed)} layer(s) changed to fit the "
+                f"space (widths {list(space.widths)}, first / last 8/8, "
+                f"budget {hypermodel.budget}): " + ", ".join(
+                    f"{n} {tuple(warm_start.get(n, _FIXED))} -> {got[n]}"
+                    for n in changed[:4]), stacklevel=2)
+        policies = [base, *space.neighbours(base, warm_start_neighbours,
+                                            seed)]
+        self.scripted = [space.actions(p) for p in policies]
 
     @staticmethod
     def episode_steps(space) -> int:
@@ -428,11 +495,14 @@ class HAQTuner(DDPGSearchTuner):
             objective is ``reward``.
         max_trials: episodes (HAQOracle only; default 600).
         seed: seeds the HAQOracle's agent.
+        warm_start, warm_start_neighbours: replay a policy and its
+            neighbours first (``HAQOracle``; off by default).
         directory, project_name, overwrite, tuner_id: as keras-tuner.
         **oracle_kwargs: further ``HAQOracle`` arguments.
 
     Example:
-        >>> tuner = HAQTuner(hm, max_trials=30, warmup=5, directory="runs")
+        >>> tuner = HAQTuner(hm, max_trials=30, warmup=5, directory="runs",
+        ...                  warm_start=tfcomp.allocate_bits(...))
         >>> tuner.search(verbose=0)
         >>> tuner.get_best_policy()
     """

@@ -68,6 +68,7 @@ from tfcomp.export.bitserial.hardware_hook import (
     layer_cost,
     perf_factor,
     resolve_hardware,
+    uses_im2col,
 )
 from tfcomp.export.bitserial.ir import IntegerIR, IntOp, groups_of
 from tfcomp.export.bitserial.validator import schema_errors
@@ -266,6 +267,10 @@ def _gemm_layer(op, ir, shapes, target, hw, batch, blob) -> dict:
                "k": int(rows.shape[1]), "offset": offset,
                "nbytes": len(data)}
     sp = hw.schedule_params
+    src = op.inputs[0]
+    while src != ir.input_name and ir.op(src).op == "reshape":
+        src = ir.op(src).inputs[0]  # a layout-only view of ...
+    reads_input = src == ir.input_name
     if target == "bismo":
         weights["words_per_row"] = packing.words_for(rows.shape[1])
         sched = bismo_schedule(gemm["groups"], gemm["M"], gemm["K"],
@@ -276,13 +281,12 @@ def _gemm_layer(op, ir, shapes, target, hw, batch, blob) -> dict:
         sched = bitfusion_schedule(
             gemm["groups"], gemm["M"], gemm["K"], gemm["N"],
             gemm["kernel_positions"], perf_factor(hw, op.w_bits, a.bits),
-            sp["rows"], sp["cols"], a.bits, op.w_bits)
+            sp["rows"], sp["cols"], a.bits, op.w_bits,
+            im2col=uses_im2col(hw, op, in_shape, out_shape, batch,
+                               reads_input))
         compute = sched["compute_cycles"]
-    src = op.inputs[0]
-    while src != ir.input_name and ir.op(src).op == "reshape":
-        src = ir.op(src).inputs[0]  # a layout-only view of ...
     cost = layer_cost(hw, op, in_shape, out_shape, batch, op.w_bits, a.bits,
-                      compute, reads_input=src == ir.input_name)
+                      compute, reads_input=reads_input)
     layer = {"name": op.name, "op": op.op, "inputs": list(op.inputs),
              "input_shapes": [list(in_shape)],
              "output_shape": list(out_shape), "out_quant": _quant(op.out),

@@ -31,7 +31,7 @@ from tfcomp.hardware import (
 )
 
 __all__ = ["HARDWARE", "ResolvedHardware", "hardware_args", "layer_cost",
-           "layer_spec", "perf_factor", "resolve_hardware"]
+           "layer_spec", "perf_factor", "resolve_hardware", "uses_im2col"]
 
 HARDWARE = ("bismo", "bitfusion")
 _CLASSES = {"bismo": BISMO, "bitfusion": BitFusion}
@@ -231,6 +231,21 @@ def layer_spec(op, in_shape, out_shape, batch: int,
             at.get("groups", 1)),
         padding=_padding(in_shape, out_shape, at["kernel"], at["strides"],
                          at["pads"]), **common)
+
+
+def uses_im2col(hw: ResolvedHardware, op, in_shape, out_shape, batch,
+                reads_input: bool = False) -> bool:
+    """Whether the model runs this GEMM op in im2col form (Bit Fusion's
+    first layer, ``BitFusion.uses_im2col``); the schedule must match.
+
+    Example:
+        >>> uses_im2col(hw, ir.ops[0], (8, 8, 3), (8, 8, 8), 1, True)
+        True
+    """
+    fn = getattr(hw.model, "uses_im2col", None)
+    if fn is None or not reads_input:
+        return False
+    return bool(fn(layer_spec(op, in_shape, out_shape, batch, reads_input)))
 
 
 def layer_cost(hw: ResolvedHardware, op, in_shape, out_shape, batch,
