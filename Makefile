@@ -12,7 +12,7 @@ PYTEST_WORKERS ?= 2
 export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test test-fast venv data lint bench clean
+.PHONY: demo test test-fast venv data lint bench clean coverage-matrix
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,15 @@ test: venv
 
 test-fast: venv
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q -m "not slow" tests
+
+# Runs tests/models (slow ones included) and rewrites README.md's coverage
+# matrix from their outcomes; exits non-zero when a test failed.
+COVERAGE_JSON := build/coverage.json
+coverage-matrix: venv
+	rm -f $(COVERAGE_JSON)
+	status=0; TFCOMP_COVERAGE_JSON=$(COVERAGE_JSON) $(PY) -m pytest -q \
+	  tests/models || status=$$?; \
+	$(PY) tools/coverage_matrix.py --json $(COVERAGE_JSON) && exit $$status
 
 lint: venv
 	$(VENV)/bin/ruff check tfcomp tests benchmarks

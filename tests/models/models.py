@@ -1,0 +1,405 @@
+"""User-style Keras models for the pipeline tests (issue #17).
+
+Each :class:`Case` is a model written the way a Keras user writes one
+(keras.io examples, narrowed so every pipeline step runs in about a second),
+or a ``keras.applications`` model at 32x32 (``weights=None``, marked slow).
+A case records the coverage-matrix rows (:data:`ROWS`) its layers fall in;
+``layer_rows(model)`` derives them from a built model and a test checks that
+the two agree.
+
+Example:
+    case = CASES["unet"]
+    model = case.build()
+    x, y = case.data(32)
+"""
+
+import dataclasses
+from typing import Callable
+
+import keras
+import numpy as np
+
+L = keras.layers
+
+# Rows of the README coverage matrix, in order.
+ROWS = (
+    "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D",
+    "Conv2DTranspose", "grouped Conv2D", "Dense",
+    "EinsumDense / MultiHeadAttention", "BatchNormalization",
+    "LayerNormalization", "GroupNormalization", "Embedding", "pooling",
+    "padding", "Rescaling / Normalization",
+    "Add / Concatenate / Multiply",
+    "Reshape / Flatten", "nested Model", "Lambda / keras.ops",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One user model: how to build it, its data, its matrix rows.
+
+    Attributes:
+        name: short id used in test ids and the coverage JSON.
+        build: zero-argument builder (seeded inside).
+        rows: the :data:`ROWS` its layers fall in.
+        input_shape: input shape without the batch axis.
+        input_kind: ``"float"``, ``"pixels"`` (0..255) or ``"tokens"``
+            (int32 ids below ``vocab``).
+        label_shape: label shape without the batch axis (``()``: one class
+            per sample; ``(h, w)``: one per pixel).
+        num_classes: number of classes of the softmax output.
+        vocab: vocabulary size of token inputs.
+        slow: the steps take more than a few seconds (keras.applications).
+    """
+
+    name: str
+    build: Callable
+    rows: tuple
+    input_shape: tuple
+    input_kind: str = "float"
+    label_shape: tuple = ()
+    num_classes: int = 10
+    vocab: int = 0
+    slow: bool = False
+
+    def data(self, n: int = 32, seed: int = 0) -> tuple:
+        """``(x, y)``: ``n`` synthetic inputs of this case and labels."""
+        rng = np.random.default_rng(seed)
+        shape = (n, *self.input_shape)
+        if self.input_kind == "tokens":
+            x = rng.integers(1, self.vocab, shape).astype("int32")
+        elif self.input_kind == "pixels":
+            x = rng.uniform(0, 255, shape).astype("float32")
+        else:
+            x = rng.uniform(0, 1, shape).astype("float32")
+        y = rng.integers(0, self.num_classes, (n, *self.label_shape))
+        return x, y.astype("int64")
+
+
+# ------------------------------------------------------------ user models
+
+
+def mnist_convnet():
+    """keras.io "Simple MNIST convnet" (Sequential), narrow, 16x16."""
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input(shape=(16, 16, 1)),
+        L.Conv2D(8, kernel_size=(3, 3), activation="relu"),
+        L.MaxPooling2D(pool_size=(2, 2)),
+        L.Conv2D(16, kernel_size=(3, 3), activation="relu"),
+        L.MaxPooling2D(pool_size=(2, 2)),
+        L.Flatten(),
+        L.Dropout(0.5),
+        L.Dense(10, activation="softmax"),
+    ])
+
+
+def unet():
+    """keras.io-style U-Net: Conv2D + BN down, Conv2DTranspose up,
+    Concatenate skips, per-pixel softmax."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(16, 16, 3))
+    c1 = L.Conv2D(8, 3, padding="same", use_bias=False)(inputs)
+    c1 = L.Activation("relu")(L.BatchNormalization()(c1))
+    p1 = L.MaxPooling2D(2)(c1)
+    c2 = L.Conv2D(16, 3, padding="same", use_bias=False)(p1)
+    c2 = L.Activation("relu")(L.BatchNormalization()(c2))
+    u1 = L.Conv2DTranspose(8, 3, strides=2, padding="same")(c2)
+    u1 = L.Concatenate()([u1, c1])
+    c3 = L.Conv2D(8, 3, padding="same", activation="relu")(u1)
+    outputs = L.Conv2D(3, 1, activation="softmax")(c3)
+    return keras.Model(inputs, outputs, name="unet")
+
+
+def text_conv1d():
+    """keras.io "Text classification from scratch": Embedding, Conv1D,
+    GlobalMaxPooling1D, Dense."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(24,), dtype="int32")
+    x = L.Embedding(50, 8)(inputs)
+    x = L.Dropout(0.5)(x)
+    x = L.Conv1D(16, 3, padding="valid", activation="relu", strides=2)(x)
+    x = L.Conv1D(16, 3, padding="valid", activation="relu", strides=2)(x)
+    x = L.GlobalMaxPooling1D()(x)
+    x = L.Dense(16, activation="relu")(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="text_conv1d")
+
+
+def audio_conv1d():
+    """A float waveform classifier: Conv1D + BN + pooling."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(64, 1))
+    x = L.Conv1D(8, 5, padding="same", use_bias=False)(inputs)
+    x = L.ReLU()(L.BatchNormalization()(x))
+    x = L.MaxPooling1D(2)(x)
+    x = L.Conv1D(16, 3, padding="same", activation="relu")(x)
+    x = L.GlobalAveragePooling1D()(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="audio_conv1d")
+
+
+def xception_mini():
+    """keras.io "Image classification from scratch" (a small Xception):
+    Rescaling, SeparableConv2D blocks with strided residual adds."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(16, 16, 3))
+    x = L.Rescaling(1.0 / 255)(inputs)
+    x = L.Conv2D(8, 3, strides=2, padding="same")(x)
+    x = L.BatchNormalization()(x)
+    x = L.Activation("relu")(x)
+    previous = x
+    for size in (8, 16):
+        x = L.Activation("relu")(x)
+        x = L.SeparableConv2D(size, 3, padding="same")(x)
+        x = L.BatchNormalization()(x)
+        x = L.Activation("relu")(x)
+        x = L.SeparableConv2D(size, 3, padding="same")(x)
+        x = L.BatchNormalization()(x)
+        x = L.MaxPooling2D(3, strides=2, padding="same")(x)
+        residual = L.Conv2D(size, 1, strides=2, padding="same")(previous)
+        x = L.add([x, residual])
+        previous = x
+    x = L.GlobalAveragePooling2D()(x)
+    x = L.Dropout(0.25)(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="xception_mini")
+
+
+def tiny_vit():
+    """keras.io-style ViT: patch Conv2D, Reshape, pre-norm transformer
+    block (MultiHeadAttention, LayerNormalization, MLP, Add)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(16, 16, 3))
+    x = L.Conv2D(16, 4, strides=4)(inputs)  # 4x4 patches
+    x = L.Reshape((16, 16))(x)
+    h = L.LayerNormalization(epsilon=1e-6)(x)
+    h = L.MultiHeadAttention(num_heads=2, key_dim=8, dropout=0.1)(h, h)
+    x = L.Add()([h, x])
+    h = L.LayerNormalization(epsilon=1e-6)(x)
+    h = L.Dense(32, activation="gelu")(h)
+    h = L.Dense(16)(h)
+    x = L.Add()([h, x])
+    x = L.LayerNormalization(epsilon=1e-6)(x)
+    x = L.GlobalAveragePooling1D()(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="tiny_vit")
+
+
+def grouped_conv():
+    """ResNeXt-style grouped convolutions (Conv2D groups=4)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(12, 12, 3))
+    x = L.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    x = L.Conv2D(16, 3, padding="same", groups=4, use_bias=False)(x)
+    x = L.ReLU()(L.BatchNormalization()(x))
+    x = L.Conv2D(32, 1, groups=4, activation="relu")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="grouped_conv")
+
+
+def conv3d():
+    """keras.io "3D image classification from CT scans", tiny volume."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 8, 1))
+    x = L.Conv3D(4, 3, activation="relu")(inputs)
+    x = L.MaxPooling3D(2)(x)
+    x = L.BatchNormalization()(x)
+    x = L.Conv3D(8, 3, padding="same", activation="relu")(x)
+    x = L.GlobalAveragePooling3D()(x)
+    x = L.Dense(16, activation="relu")(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="conv3d")
+
+
+def group_norm():
+    """Conv2D + GroupNormalization (small-batch training style)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3))
+    x = L.Conv2D(8, 3, padding="same")(inputs)
+    x = L.Activation("relu")(L.GroupNormalization(groups=4)(x))
+    x = L.Conv2D(16, 3, strides=2, padding="same")(x)
+    x = L.Activation("relu")(L.GroupNormalization(groups=4)(x))
+    x = L.GlobalAveragePooling2D()(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="group_norm")
+
+
+def nested():
+    """A functional backbone used as a layer of a functional model, after
+    a ZeroPadding2D."""
+    keras.utils.set_random_seed(0)
+    inner_in = keras.Input((14, 14, 3))
+    h = L.Conv2D(8, 3, use_bias=False)(inner_in)
+    h = L.ReLU()(L.BatchNormalization()(h))
+    h = L.Conv2D(16, 3, strides=2, padding="same", activation="relu")(h)
+    backbone = keras.Model(inner_in, h, name="backbone")
+    inputs = keras.Input((12, 12, 3))
+    x = L.ZeroPadding2D(1)(inputs)
+    x = backbone(x)
+    x = L.Conv2D(16, 1, activation="relu")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="nested")
+
+
+def lambda_ops():
+    """A Lambda layer and keras.ops calls between layers."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3))
+    x = L.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = L.Conv2D(16, 3, padding="same")(x)
+    x = L.Lambda(lambda t: t * 0.5)(x)
+    x = keras.ops.relu(x)
+    x = L.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = keras.ops.mean(x, axis=(1, 2))
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="lambda_ops")
+
+
+def squeeze_excite():
+    """A MobileNetV3-style block: depthwise conv, then squeeze-and-excitation
+    (GAP, Reshape, two Dense, Multiply)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3))
+    x = L.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
+    x = L.ReLU()(L.BatchNormalization()(x))
+    x = L.DepthwiseConv2D(3, padding="same", use_bias=False)(x)
+    x = L.ReLU()(L.BatchNormalization()(x))
+    se = L.GlobalAveragePooling2D()(x)
+    se = L.Reshape((1, 1, 16))(se)
+    se = L.Dense(4, activation="relu")(se)
+    se = L.Dense(16, activation="sigmoid")(se)
+    x = L.Multiply()([x, se])
+    x = L.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="squeeze_excite")
+
+
+def application(name: str, size: int = 32) -> Callable:
+    """A builder of ``keras.applications.<name>`` at ``size`` x ``size``."""
+
+    def build():
+        keras.utils.set_random_seed(0)
+        return getattr(keras.applications, name)(
+            weights=None, input_shape=(size, size, 3), include_top=True,
+            classes=10)
+
+    build.__name__ = name
+    return build
+
+
+# ------------------------------------------------------------ the cases
+
+_BASE = ("Conv2D", "Dense", "pooling")
+CASES = {c.name: c for c in [
+    Case("mnist_convnet", mnist_convnet,
+         _BASE + ("Reshape / Flatten",), (16, 16, 1)),
+    Case("unet", unet,
+         ("Conv2D", "Conv2DTranspose", "BatchNormalization", "pooling",
+          "Add / Concatenate / Multiply"), (16, 16, 3), label_shape=(16, 16),
+         num_classes=3),
+    Case("text_conv1d", text_conv1d,
+         ("Conv1D", "Dense", "Embedding", "pooling"), (24,),
+         input_kind="tokens", vocab=50),
+    Case("audio_conv1d", audio_conv1d,
+         ("Conv1D", "Dense", "BatchNormalization", "pooling"), (64, 1)),
+    Case("xception_mini", xception_mini,
+         ("Conv2D", "SeparableConv2D", "Dense", "BatchNormalization",
+          "pooling", "Rescaling / Normalization", "Add / Concatenate / Multiply"),
+         (16, 16, 3), input_kind="pixels"),
+    Case("tiny_vit", tiny_vit,
+         ("Conv2D", "Dense", "EinsumDense / MultiHeadAttention",
+          "LayerNormalization", "pooling", "Add / Concatenate / Multiply",
+          "Reshape / Flatten"), (16, 16, 3)),
+    Case("grouped_conv", grouped_conv,
+         _BASE + ("grouped Conv2D", "BatchNormalization"), (12, 12, 3)),
+    Case("conv3d", conv3d,
+         ("Conv3D", "Dense", "BatchNormalization", "pooling"), (8, 8, 8, 1)),
+    Case("group_norm", group_norm,
+         _BASE + ("GroupNormalization",), (12, 12, 3)),
+    Case("nested", nested,
+         _BASE + ("BatchNormalization", "padding", "nested Model"),
+         (12, 12, 3)),
+    Case("lambda_ops", lambda_ops,
+         ("Conv2D", "Dense", "Lambda / keras.ops"), (12, 12, 3)),
+    Case("squeeze_excite", squeeze_excite,
+         _BASE + ("DepthwiseConv2D", "BatchNormalization",
+                  "Add / Concatenate / Multiply", "Reshape / Flatten"),
+         (12, 12, 3)),
+    Case("MobileNetV3Small", application("MobileNetV3Small"),
+         ("Conv2D", "pooling", "DepthwiseConv2D", "BatchNormalization",
+          "padding", "Rescaling / Normalization", "Add / Concatenate / Multiply",
+          "Reshape / Flatten", "Lambda / keras.ops"),
+         (32, 32, 3), input_kind="pixels", slow=True),
+    Case("EfficientNetB0", application("EfficientNetB0"),
+         _BASE + ("DepthwiseConv2D", "BatchNormalization", "padding",
+                  "Rescaling / Normalization",
+                  "Add / Concatenate / Multiply",
+                  "Reshape / Flatten"),
+         (32, 32, 3), input_kind="pixels", slow=True),
+    Case("DenseNet121", application("DenseNet121"),
+         _BASE + ("BatchNormalization", "padding",
+                  "Add / Concatenate / Multiply"),
+         (32, 32, 3), slow=True),
+    Case("ResNet50V2", application("ResNet50V2"),
+         _BASE + ("BatchNormalization", "padding",
+                  "Add / Concatenate / Multiply"),
+         (32, 32, 3), slow=True),
+    Case("ConvNeXtTiny", application("ConvNeXtTiny"),
+         _BASE + ("grouped Conv2D", "LayerNormalization", "nested Model",
+                  "Rescaling / Normalization", "Lambda / keras.ops"),
+         (32, 32, 3), input_kind="pixels", slow=True),
+]}
+
+
+# ------------------------------------------------------------ derived rows
+
+_ROW_OF = [  # (classes, row); the first match wins
+    ((L.Conv2DTranspose,), "Conv2DTranspose"),
+    ((L.SeparableConv2D,), "SeparableConv2D"),
+    ((L.DepthwiseConv2D,), "DepthwiseConv2D"),
+    ((L.Conv1D,), "Conv1D"),
+    ((L.Conv3D,), "Conv3D"),
+    ((L.Dense,), "Dense"),
+    ((L.EinsumDense, L.MultiHeadAttention),
+     "EinsumDense / MultiHeadAttention"),
+    ((L.BatchNormalization,), "BatchNormalization"),
+    ((L.LayerNormalization,), "LayerNormalization"),
+    ((L.GroupNormalization,), "GroupNormalization"),
+    ((L.Embedding,), "Embedding"),
+    ((L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.AveragePooling1D,
+      L.AveragePooling2D, L.AveragePooling3D, L.GlobalMaxPooling1D,
+      L.GlobalMaxPooling2D, L.GlobalMaxPooling3D, L.GlobalAveragePooling1D,
+      L.GlobalAveragePooling2D, L.GlobalAveragePooling3D), "pooling"),
+    ((L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D), "padding"),
+    ((L.Rescaling, L.Normalization), "Rescaling / Normalization"),
+    ((L.Add, L.Concatenate, L.Multiply), "Add / Concatenate / Multiply"),
+    ((L.Reshape, L.Flatten), "Reshape / Flatten"),
+    ((L.Lambda,), "Lambda / keras.ops"),
+]
+
+
+def layer_rows(model) -> set:
+    """The :data:`ROWS` the operations of a built model fall in.
+
+    Example:
+        >>> sorted(layer_rows(mnist_convnet()))[:2]
+        ['Conv2D', 'Dense']
+    """
+    rows = set()
+    for op in getattr(model, "operations", None) or model.layers:
+        if isinstance(op, keras.Model):
+            rows.add("nested Model")
+            rows |= layer_rows(op)
+        elif not isinstance(op, L.Layer):
+            rows.add("Lambda / keras.ops")  # a keras.ops call
+        elif isinstance(op, L.Conv2D):
+            rows.add("grouped Conv2D" if op.groups > 1 else "Conv2D")
+        else:
+            for classes, row in _ROW_OF:
+                if isinstance(op, classes):
+                    rows.add(row)
+                    break
+    return rows

@@ -1,0 +1,413 @@
+"""Every user model through every step of the pipeline (issue #17).
+
+For each model of ``models.CASES``, one test per step:
+
+* ``profile``: ``tfcomp.profile`` equals MACs counted here by hand from the
+  layer configs (attention included), layer by layer;
+* ``prune``: ``make_plan`` + ``prune_channels``: pruned == masked, MACs fall;
+* ``fpgm``: ``apply_fpgm``, a 1-epoch fit with ``FPGMPruning``,
+  ``strip_pruning``: equal outputs, the MACs of a plan with the same ratio;
+* ``magnitude``: ``apply_magnitude_pruning``, a 1-epoch fit with
+  ``MagnitudePruning``, ``strip_pruning``: equal outputs, sparse kernels;
+* ``qat``: ``quantize_model`` + ``calibrate`` + a 1-epoch QAT fit; every
+  weight layer quantized or reported as skipped;
+* ``int8``: ``export_tflite(quantization="int8")``: >= 99% top-1 agreement
+  with the QAT model;
+* ``bitserial``: ``export_bitserial`` + simulation: exact.
+
+A step either works or raises the documented clear error listed in
+:data:`EXPECTED_UNSUPPORTED`; anything else fails. Outcomes are recorded for
+the README's coverage matrix (see ``conftest.py``).
+"""
+
+import math
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from models import CASES
+
+import tfcomp
+from tfcomp.export import export_bitserial, export_tflite
+from tfcomp.export.runtime import make_interpreter, run_interpreter
+from tfcomp.pruning import (
+    ConstantSparsity,
+    FPGMPruning,
+    MagnitudePruning,
+    apply_fpgm,
+    apply_magnitude_pruning,
+    make_plan,
+    mask_channels,
+    prune_channels,
+    strip_pruning,
+)
+from tfcomp.quantization import calibrate, quantization_report, quantize_model
+
+L = keras.layers
+
+# (model, step) -> (error type, message fragment, why[, matrix rows it is
+# about]). A listed step passes when it works or raises exactly this.
+_NO_BITSERIAL = "has no integer mapping in the bit-serial exporter"
+EXPECTED_UNSUPPORTED = {
+    ("unet", "bitserial"): (
+        ValueError, "(Concatenate) " + _NO_BITSERIAL,
+        "Concatenate has no integer op in the bit-serial IR",
+        ("Add / Concatenate / Multiply",)),
+    ("squeeze_excite", "bitserial"): (
+        ValueError, "(Multiply) " + _NO_BITSERIAL,
+        "Multiply (squeeze-excite) has no integer op in the bit-serial IR",
+        ("Add / Concatenate / Multiply",)),
+    ("text_conv1d", "bitserial"): (
+        ValueError, "(QuantEmbedding) " + _NO_BITSERIAL,
+        "Embedding (a table lookup) is not a bit-serial GEMM",
+        ("Embedding",)),
+    ("tiny_vit", "bitserial"): (
+        ValueError, "(LayerNormalization) " + _NO_BITSERIAL,
+        "LayerNormalization and attention have no integer ops in the "
+        "bit-serial IR", ("LayerNormalization",
+                          "EinsumDense / MultiHeadAttention")),
+    ("conv3d", "bitserial"): (
+        ValueError, "(QuantConv3D) " + _NO_BITSERIAL,
+        "Conv3D has no integer op in the bit-serial IR", ("Conv3D",)),
+    ("group_norm", "bitserial"): (
+        ValueError, "(GroupNormalization) " + _NO_BITSERIAL,
+        "GroupNormalization has no integer op in the bit-serial IR",
+        ("GroupNormalization",)),
+    ("MobileNetV3Small", "bitserial"): (
+        ValueError, "keras.ops call 'add' (Add) " + _NO_BITSERIAL,
+        "hard-swish's keras.ops calls have no integer ops in the bit-serial "
+        "IR", ("Lambda / keras.ops",)),
+    ("EfficientNetB0", "bitserial"): (
+        ValueError, "(Normalization) " + _NO_BITSERIAL,
+        "Normalization has no integer op in the bit-serial IR",
+        ("Rescaling / Normalization",)),
+    ("ConvNeXtTiny", "bitserial"): (
+        ValueError, "(Normalization) " + _NO_BITSERIAL,
+        "Normalization has no integer op in the bit-serial IR",
+        ("Rescaling / Normalization",)),
+    ("DenseNet121", "bitserial"): (
+        ValueError, "(Concatenate) " + _NO_BITSERIAL,
+        "Concatenate has no integer op in the bit-serial IR",
+        ("Add / Concatenate / Multiply",)),
+    ("lambda_ops", "bitserial"): (
+        ValueError, "(Lambda) " + _NO_BITSERIAL,
+        "a Lambda / keras.ops call is arbitrary Python: no integer op",
+        ("Lambda / keras.ops",)),
+}
+
+CASE_PARAMS = [pytest.param(c, id=c.name,
+                            marks=[pytest.mark.slow] if c.slow else [])
+               for c in CASES.values()]
+_QAT: dict = {}  # model name -> (qat model, x) or the exception raised
+
+
+def _np(t):
+    return keras.ops.convert_to_numpy(t)
+
+
+def _close(a, b, what: str, tol: float = 1e-4):
+    a, b = _np(a), _np(b)
+    err = np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)
+    assert err < tol, f"{what}: relative error {err:.3g}"
+
+
+def _randomize_stats(model, seed=0):
+    """Normalization statistics away from the identity, so masked channels
+    would show in the outputs if pruning got them wrong."""
+    rng = np.random.default_rng(seed)
+    for v in model.weights:
+        name = v.path.split("/")[-1]
+        if name in ("gamma", "moving_variance"):
+            v.assign(rng.uniform(0.5, 1.5, v.shape).astype(v.dtype))
+        elif name in ("beta", "moving_mean", "bias"):
+            v.assign((0.1 * rng.normal(size=v.shape)).astype(v.dtype))
+
+
+def _compile(model):
+    """Eager training: a step of a tiny model costs less than tracing it
+    (graph-mode training is covered by the tests of each method)."""
+    model.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(),
+                  run_eagerly=True, jit_compile=False)
+
+
+def _sharpen(model, x, spread: float = 4.0):
+    """Scales the last weight layer so that the untrained model's class
+    scores are as far apart as a trained model's: its pre-activation
+    outputs get a standard deviation ``spread`` over the classes
+    (near-uniform softmax scores tie at the int8 output's resolution)."""
+    last = list(_weight_layers(model))[-1][1]
+    activation, last.activation = last.activation, keras.activations.linear
+    logits = _np(keras.Model(model.inputs, last.output)(x))
+    last.activation = activation
+    factor = spread / max(float(np.std(logits, axis=-1).mean()), 1e-6)
+    last.kernel.assign(last.kernel * factor)
+    if getattr(last, "bias", None) is not None:
+        last.bias.assign(last.bias * factor)
+
+
+# ------------------------------------------------------------ MACs by hand
+
+_ZERO_MACS = (
+    L.InputLayer, L.BatchNormalization, L.LayerNormalization,
+    L.GroupNormalization, L.Activation, L.ReLU, L.Dropout, L.Add,
+    L.Concatenate, L.Multiply, L.Reshape, L.Flatten, L.Rescaling,
+    L.Normalization, L.Lambda, L.Embedding, L.ZeroPadding1D,
+    L.ZeroPadding2D, L.ZeroPadding3D, L.MaxPooling1D, L.MaxPooling2D,
+    L.MaxPooling3D, L.AveragePooling2D, L.GlobalMaxPooling1D,
+    L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
+    L.GlobalAveragePooling3D,
+)
+
+
+def _shapes(tensors):
+    return [tuple(t.shape) for t in keras.tree.flatten(tensors)]
+
+
+def _layer_macs(layer) -> int:
+    """MACs of one call of ``layer`` (batch 1), from its config."""
+    if isinstance(layer, L.InputLayer):
+        return 0
+    x = _shapes(layer.input)[0]
+    y = _shapes(layer.output)[0]
+    cin, k = x[-1], math.prod(getattr(layer, "kernel_size", ()) or (1,))
+    positions = math.prod(y[1:-1])
+    if isinstance(layer, L.Conv2DTranspose):
+        return math.prod(x[1:-1]) * k * cin * layer.filters
+    if isinstance(layer, L.DepthwiseConv2D):
+        return positions * k * cin * layer.depth_multiplier
+    if isinstance(layer, L.SeparableConv2D):
+        mid = cin * layer.depth_multiplier
+        return positions * (k * mid + mid * layer.filters)
+    if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)):
+        return positions * k * (cin // layer.groups) * layer.filters
+    if isinstance(layer, L.Dense):
+        return math.prod(x[1:-1]) * cin * layer.units
+    if isinstance(layer, L.MultiHeadAttention):
+        q, v = _shapes(layer.input)[:2]  # called as mha(query, value)
+        tq, tv = math.prod(q[1:-1]), math.prod(v[1:-1])
+        h, kd = layer.num_heads, layer.key_dim
+        vd = layer.value_dim or kd
+        projections = tq * q[-1] * h * kd + tv * v[-1] * h * (kd + vd)
+        attention = h * tq * tv * (kd + vd)  # q.k scores, scores.v
+        return projections + attention + tq * h * vd * y[-1]
+    if isinstance(layer, _ZERO_MACS) or type(layer).__name__ == "LayerScale":
+        return 0
+    raise AssertionError(f"no hand formula for {type(layer).__name__}")
+
+
+def hand_macs(model, prefix: str = "") -> dict:
+    """``{path: MACs}`` of every leaf layer, nested models as outer/inner.
+
+    Example:
+        >>> sum(hand_macs(model).values()) == tfcomp.profile(model).macs
+        True
+    """
+    out = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            out.update(hand_macs(layer, f"{prefix}{layer.name}/"))
+        else:
+            out[prefix + layer.name] = _layer_macs(layer)
+    return out
+
+
+# ------------------------------------------------------------ the steps
+
+
+def check_profile(case):
+    model = case.build()
+    expected = hand_macs(model)
+    got = {r.name: r.macs for r in tfcomp.profile(model).layers}
+    wrong = {n: (got.get(n), m) for n, m in expected.items()
+             if got.get(n) != m}
+    assert not wrong, f"(profile, by hand): {wrong}"
+    assert tfcomp.profile(model).macs == sum(expected.values())
+
+
+def check_prune(case):
+    model = case.build()
+    _randomize_stats(model)
+    x, _ = case.data(8)
+    plan = make_plan(model, ratio=0.5, importance="l1")
+    pruned = prune_channels(model, plan)
+    masked = mask_channels(model, plan)
+    _close(pruned(x), masked(x), "pruned vs masked")
+    before, after = tfcomp.profile(model).macs, tfcomp.profile(pruned).macs
+    assert after < before, f"MACs {before} -> {after}"
+    return after
+
+
+def check_fpgm(case):
+    model = case.build()
+    x, y = case.data(32)
+    plan_macs = tfcomp.profile(prune_channels(
+        model, make_plan(model, ratio=0.5))).macs
+    soft = apply_fpgm(model)
+    _compile(soft)
+    soft.fit(x, y, epochs=1, batch_size=32, verbose=0,
+             callbacks=[FPGMPruning(ratio=0.5)])
+    small = strip_pruning(soft)
+    _close(small(x), soft(x), "stripped vs soft-pruned")
+    after = tfcomp.profile(small).macs
+    # FPGM manages the groups make_plan prunes: the same MACs
+    assert after <= plan_macs * 1.01, f"FPGM {after} vs plan {plan_macs}"
+
+
+def _weight_layers(model, prefix: str = ""):
+    """``(path, layer)`` of every leaf layer with a kernel (nested models
+    as outer/inner; MultiHeadAttention as one layer)."""
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            yield from _weight_layers(layer, f"{prefix}{layer.name}/")
+        elif isinstance(layer, L.MultiHeadAttention) or any(
+                isinstance(getattr(layer, a, None), keras.Variable)
+                for a in ("kernel", "depthwise_kernel")):
+            yield prefix + layer.name, layer
+
+
+def _kernels(model):
+    """``(layer name, kernel)`` of every kernel, attention's included."""
+    for _, layer in _weight_layers(model):
+        subs = [layer]
+        if isinstance(layer, L.MultiHeadAttention):
+            subs = [layer.query_dense, layer.key_dense, layer.value_dense,
+                    layer.output_dense]
+        for sub in subs:
+            for attr in ("kernel", "depthwise_kernel", "pointwise_kernel"):
+                if isinstance(getattr(sub, attr, None), keras.Variable):
+                    yield layer.name, getattr(sub, attr)
+
+
+def check_magnitude(case):
+    model = case.build()
+    x, y = case.data(32)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sparse = apply_magnitude_pruning(model)
+        _compile(sparse)
+        sparse.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[
+            MagnitudePruning(ConstantSparsity(0.5, frequency=1))])
+    plain = strip_pruning(sparse)
+    _close(plain(x), sparse(x), "stripped vs masked")
+    said = " ".join(str(w.message) for w in caught)
+    dense = [name for name, k in _kernels(plain)
+             if np.mean(_np(k) == 0) < 0.4 and name not in said]
+    assert not dense, f"left dense without a warning: {dense}"
+
+
+def get_qat(case):
+    """The calibrated, 1-epoch-trained QAT model of ``case`` and its data
+    (built once; the int8 and bit-serial steps reuse it)."""
+    if case.name not in _QAT:
+        try:
+            model = case.build()
+            x, y = case.data(64)
+            _randomize_stats(model)  # deep untrained nets: constant outputs
+            _sharpen(model, x)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                q = quantize_model(model)
+            report = quantization_report(q)
+            said = " ".join(str(w.message) for w in caught)
+            silent = [n for n in report.skipped if n not in said]
+            assert not silent, f"left float without a warning: {silent}"
+            calibrate(q, x)
+            _compile(q)
+            q.fit(x[:32], y[:32], epochs=1, batch_size=32, verbose=0)
+            _QAT[case.name] = (q, model, x)
+        except Exception as err:  # re-raised for every step that needs it
+            err.pipeline_step = "qat"
+            _QAT[case.name] = err
+    if isinstance(_QAT[case.name], Exception):
+        raise _QAT[case.name]
+    return _QAT[case.name]
+
+
+def check_qat(case):
+    q, model, x = get_qat(case)
+    report = quantization_report(q)
+    known = " ".join([*report.quantized, *report.skipped])
+    unreported = [path for path, _ in _weight_layers(model)
+                  if path.replace("/", "_") not in known
+                  and path.split("/")[-1] not in known]
+    assert not unreported, f"neither quantized nor skipped: {unreported}"
+    y = _np(q(x))
+    assert np.all(np.isfinite(y)), "QAT outputs are not finite"
+
+
+def check_int8(case, tmp_path):
+    q, _, x = get_qat(case)
+    path = str(tmp_path / f"{case.name}_int8.tflite")
+    # agreement is checked below, on the inputs the int8 output can decide
+    export_tflite(q, path, quantization="int8", calibration_data=x,
+                  verify=False)
+    interp = make_interpreter(path)[0]
+    step_size = interp.get_output_details()[0]["quantization"][0]
+    y_lite = run_interpreter(interp, x)
+    y_q = _np(q(x, training=False))
+    top2 = np.sort(y_q, axis=-1)[..., -2:]
+    decisive = (top2[..., 1] - top2[..., 0]) > 2 * step_size
+    assert decisive.mean() >= 0.5, f"{decisive.mean():.2f} decisive outputs"
+    agree = np.mean((y_lite.argmax(-1) == y_q.argmax(-1))[decisive])
+    assert agree >= 0.99, f"int8 vs QAT top-1 agreement {agree:.3f}"
+
+
+def check_bitserial(case, tmp_path):
+    q, _, x = get_qat(case)
+    path = str(tmp_path / f"{case.name}.json")
+    report = export_bitserial(q, path, hardware="bismo", calibration_data=x,
+                              verify_x=x[:16])
+    assert report.simulator_exact is True, report
+    if report.top1_agreement is not None:
+        assert report.top1_agreement >= 0.99, report
+
+
+# ------------------------------------------------------------ the tests
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_layer_rows_are_declared(case):
+    from models import layer_rows
+
+    assert layer_rows(case.build()) == set(case.rows)
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_profile(case, step):
+    step(case, "profile", lambda: check_profile(case), EXPECTED_UNSUPPORTED)
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_prune(case, step):
+    step(case, "prune", lambda: check_prune(case), EXPECTED_UNSUPPORTED)
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_fpgm(case, step):
+    step(case, "fpgm", lambda: check_fpgm(case), EXPECTED_UNSUPPORTED)
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_magnitude(case, step):
+    step(case, "magnitude", lambda: check_magnitude(case),
+         EXPECTED_UNSUPPORTED)
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_qat(case, step):
+    step(case, "qat", lambda: check_qat(case), EXPECTED_UNSUPPORTED)
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_int8(case, step, tmp_path):
+    step(case, "int8", lambda: check_int8(case, tmp_path),
+         EXPECTED_UNSUPPORTED, upstream=("qat",))
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_bitserial(case, step, tmp_path):
+    step(case, "bitserial", lambda: check_bitserial(case, tmp_path),
+         EXPECTED_UNSUPPORTED, upstream=("qat",))
+    _QAT.pop(case.name, None)  # the last step that needs it
