@@ -90,6 +90,14 @@ EXPECTED_UNSUPPORTED = {
         ValueError, "(Concatenate) " + _NO_BITSERIAL,
         "Concatenate has no integer op in the bit-serial IR",
         ("Add / Concatenate / Multiply",)),
+    ("conv3d", "int8"): (
+        ValueError, "(MaxPooling3D)'] have no int8 TFLite kernel",
+        "TFLite has no 3D pooling builtin", ("pooling",)),
+    ("tiny_vit", "int8"): (
+        ValueError, "(MultiHeadAttention)'] have float weights",
+        "quantize_model keeps MultiHeadAttention float (with a warning), so "
+        "a full-integer file refuses it; export float / dynamic instead",
+        ("EinsumDense / MultiHeadAttention",)),
     ("lambda_ops", "bitserial"): (
         ValueError, "(Lambda) " + _NO_BITSERIAL,
         "a Lambda / keras.ops call is arbitrary Python: no integer op",

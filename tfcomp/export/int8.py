@@ -91,14 +91,20 @@ def _classes(names) -> tuple:
                  if isinstance(c, type))
 
 
+#: Keras layers the TFLite converter cannot lower to int8 builtins.
+_NO_INT8_OPS = (keras.layers.MaxPooling3D, keras.layers.AveragePooling3D)
+
+
 def check_exportable(model) -> None:
     """Raises ``ValueError`` when a QAT model cannot become an int8 file.
 
     Example:
         >>> check_exportable(qat_model)  # silent when ready
     """
-    mixed, floats, float_in, uncal = [], [], [], []
+    mixed, floats, float_in, uncal, no_int8 = [], [], [], [], []
     for _, layer in iter_leaf_layers(model):
+        if isinstance(layer, _NO_INT8_OPS):
+            no_int8.append(f"{layer.name} ({type(layer).__name__})")
         if isinstance(layer, MIXED_LAYERS):
             mixed.append(layer.name)
         elif isinstance(layer, QUANT_WEIGHT_LAYERS):
@@ -115,6 +121,11 @@ def check_exportable(model) -> None:
         elif (isinstance(layer, QUANT_ACTIVATION_LAYERS)
               and not layer.quantizer.calibrated):
             uncal.append(layer.name)
+    if no_int8:
+        raise ValueError(
+            f"Layers {no_int8} have no int8 TFLite kernel (TFLite has no "
+            "3D pooling builtin); replace them (e.g. a strided Conv3D, or "
+            "GlobalAveragePooling3D) or export with quantization=None.")
     if mixed:
         raise ValueError(
             f"Layers {mixed} are DNAS supernet layers; derive bits with "

@@ -77,6 +77,9 @@ def quantizable_kernel(layer, kinds: tuple = BASIC_KINDS) -> bool:
     """
     if type(layer) not in keras_classes(tuple(kinds)):
         return False
+    if type(layer) in (keras.layers.BatchNormalization,
+                       keras.layers.Rescaling):
+        return False  # no kernel: folded, or a 1x1 depthwise on 4D only
     if type(layer) is keras.layers.EinsumDense:
         return parse_dense_equation(layer.equation,
                                     layer.bias_axes) is not None
