@@ -3,6 +3,7 @@ an int8 TFLite export that agrees with the QAT model, or gets a clear,
 documented error (issue #17's layer-coverage matrix, QAT / int8 columns)."""
 
 import os
+import re
 import warnings
 
 import keras
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from tfcomp.export import export_tflite, measure_latency
-from tfcomp.export.runtime import make_interpreter
+from tfcomp.export.runtime import make_interpreter, run_interpreter
 from tfcomp.layers import (
     QuantConv1D,
     QuantConv2D,
@@ -315,11 +316,28 @@ def test_float_kernels_named_in_one_warning():
 
 # ------------------------------------------------ keras.applications (slow)
 
-#: Top-1 agreement of the int8 file with the QAT model reached on untrained
-#: (BN statistics adapted) 32x32 models; below 0.99 is a known gap (see the
-#: issue #17 report): these deep random nets amplify one-step rounding
-#: differences of TFLite's int8 kernels.
-APP_AGREEMENT = {"DenseNet121": 0.99, "ConvNeXtTiny": 0.99}
+#: TFLite op -> the Keras layer types whose output it computes (``_op_codes``
+#: checks an op only when the layer its output tensor is named after has
+#: one of these types; fused tails such as ADD + RELU6 are named after the
+#: ReLU and skipped).
+_OP_LAYERS = {"CONV_2D": "weights", "DEPTHWISE_CONV_2D": "weights",
+              "ADD": (L.Add,), "MUL": (L.Multiply,),
+              "MEAN": (L.GlobalAveragePooling2D,),
+              "MAX_POOL_2D": (L.MaxPooling2D,),
+              "AVERAGE_POOL_2D": (L.AveragePooling2D,),
+              "CONCATENATION": (L.Concatenate,),
+              "HARD_SWISH": (L.Activation,), "LOGISTIC": (L.Activation,)}
+#: An Activation layer is checked against the one op that computes all of
+#: it; swish / silu (EfficientNet) is LOGISTIC then MUL in the file, with the
+#: sigmoid rounded to 1/256 in between, and is not checked op by op.
+_OP_ACTIVATIONS = {"HARD_SWISH": ("hard_swish", "hard_silu"),
+                   "LOGISTIC": ("sigmoid",)}
+#: TFLite's int8 HARD_SWISH kernel evaluates hard-swish in 16-bit fixed
+#: point: up to a few percent of its codes are one step off the exactly
+#: rounded value the QAT model computes (measured <= 2.4% on
+#: MobileNetV3Small); every other op must round like the QAT model but
+#: for exact ties (measured <= 6e-5 of the codes).
+_OP_TOLERANCE = {"HARD_SWISH": 0.05}
 
 
 def _integer_ops(path) -> bool:
@@ -333,11 +351,128 @@ def _integer_ops(path) -> bool:
     return True
 
 
+def _op_codes(q, path, x) -> dict:
+    """Runs the file on ``x`` keeping every tensor, then feeds each checked
+    op's own (dequantized) input tensors to the QAT layer its output is
+    named after and rounds the result onto the op's output grid.
+
+    Returns ``{(op, layer): (fraction of codes that differ, max |diff|)}``.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # pragma: no cover - TF's copy of the runtime
+        import tensorflow as tf
+        Interpreter = tf.lite.Interpreter
+    from tfcomp.graph import parse_model
+    from tfcomp.layers import QUANT_WEIGHT_LAYERS
+
+    # the default kernels (XNNPACK), as export verification runs them
+    interp = Interpreter(model_path=path,
+                         experimental_preserve_all_tensors=True)
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], list(x.shape))
+    interp.allocate_tensors()
+    interp.set_tensor(inp["index"], x)
+    interp.invoke()
+    det = interp.get_tensor_details()
+    ops = interp._get_ops_details()
+    produced = {i for op in ops for i in op["outputs"]}
+    parsed = parse_model(q)
+    node_of = {id(n.layer): n for n in parsed.nodes}
+    layers = {layer.name: layer for layer in q.layers}
+
+    def layer_of(tensor_name):
+        parts = tensor_name.split(";")[0].split("/")
+        name = parts[1] if len(parts) > 1 else ""
+        # TF names a layer's ops in a scope "<layer>_<n>" (n = 1, 2, ...)
+        for cand in (re.sub(r"_\d+$", "", name), name):
+            if cand in layers:
+                return layers[cand]
+        return None
+
+    def deq(i):
+        s, z = det[i]["quantization"]
+        return (interp.get_tensor(i).astype(np.float32) - z) * s
+
+    out = {}
+    for op in ops:
+        kinds = _OP_LAYERS.get(op["op_name"])
+        o = op["outputs"][0]
+        layer = layer_of(det[o]["name"])
+        if kinds is None or layer is None or det[o]["dtype"] != np.int8:
+            continue
+        if not isinstance(layer, QUANT_WEIGHT_LAYERS if kinds == "weights"
+                          else kinds):
+            continue
+        if isinstance(layer, L.Activation) and getattr(
+                layer.activation, "__name__", "") not in _OP_ACTIVATIONS[
+                    op["op_name"]]:
+            continue
+        xs = [deq(i) for i in op["inputs"] if i in produced]
+        node = node_of[id(layer)]
+        prev = parsed.producer(node.inputs[0])
+        if (len(xs) == 1 and prev is not None
+                and isinstance(prev.layer, L.ZeroPadding2D)
+                and xs[0].shape[1:] != tuple(prev.layer.output.shape[1:])):
+            xs = [_np(prev.layer(xs[0]))]  # the PAD fused into the conv
+        y = _np(layer(xs if len(xs) > 1 else xs[0]))
+        s, z = det[o]["quantization"]
+        want = np.clip(np.round(y / s) + z, -128, 127)
+        diff = np.abs(interp.get_tensor(o).astype(np.float32) - want)
+        out[(op["op_name"], layer.name)] = (float(np.mean(diff > 0)),
+                                            float(diff.max()))
+    return out
+
+
+def _one_code_flips(q, x, step, pixels=((16, 16, 0), (5, 20, 1),
+                                          (27, 3, 2), (10, 10, 1))) -> float:
+    """Fraction of (input, pixel) pairs whose QAT top-1 changes when one
+    input value moves by one input-quantizer step."""
+    top = _np(q(x)).argmax(1)
+    flips = []
+    for i, j, c in pixels:
+        xp = x.copy()
+        xp[:, i, j, c] += np.where(xp[:, i, j, c] > 128, -step, step)
+        flips.append(_np(q(xp)).argmax(1) != top)
+    return float(np.mean(flips))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["MobileNetV3Small", "EfficientNetB0",
                                   "DenseNet121", "ResNet50V2",
                                   "ConvNeXtTiny"])
 def test_keras_application_qat_int8(name, tmp_path):
+    """QAT -> int8 file of an untrained keras.applications model at 32x32.
+
+    What is measured, and why:
+
+    1. Op by op, the file computes the QAT model: every CONV_2D /
+       DEPTHWISE_CONV_2D / ADD / MUL / MEAN / pooling / CONCATENATION /
+       HARD_SWISH / LOGISTIC op, fed its own input tensors from the file,
+       gives the QAT layer's output codes (``_op_codes``): at most 1e-3 of
+       the codes differ (exact ties), 5% for HARD_SWISH (TFLite's 16-bit
+       fixed-point kernel), never by more than one step.
+    2. End to end, top-1 agreement with the QAT model >= 99% and logits
+       within 5% (relative L2) -- asserted when the QAT model is a stable
+       function of its input. These untrained nets, whose BatchNorm
+       statistics are set from 8 random images, usually are not: BN with
+       data statistics on random weights makes deep nets chaotic (Yang et
+       al., "A Mean Field Theory of Batch Normalization", ICLR 2019: the
+       part of a perturbation orthogonal to the batch mean grows by
+       ~sqrt(pi / (pi - 1)) per BN-ReLU layer). Measured: the float
+       model's relative output change / relative input change is 104
+       (ResNet50V2), 21 (MobileNetV3Small), 690 (EfficientNetB0); moving
+       ONE input value by ONE quantization step changes the QAT model's
+       own top-1 on 34% / 9% / 56% of the inputs, and TFLite's two int8
+       kernel sets (XNNPACK, reference) disagree with each other by a
+       relative logit error of 0.3-0.8. No int8 implementation can agree
+       with such a function; the one-op rounding differences of item 1
+       (1 code in 30000) grow ~1.2x per block to logit errors of 0.2-0.9.
+       The test measures that instability (``_one_code_flips``: one-step
+       changes of 4 input values) and asserts the end-to-end numbers only
+       where no such change moves the QAT top-1; DenseNet121 and
+       ConvNeXtTiny are stable here and agree 100%.
+    """
     keras.utils.set_random_seed(0)
     model = getattr(keras.applications, name)(
         weights=None, input_shape=(32, 32, 3), classes=10,
@@ -357,11 +492,22 @@ def test_keras_application_qat_int8(name, tmp_path):
                            verify_data=x, num_verify=8, io_type="float32",
                            min_agreement=0.0)
     assert _integer_ops(report.path)  # no same-scale error, no float op
-    want = APP_AGREEMENT.get(name)
-    if want is None:
-        pytest.xfail(f"{name}: int8 file agrees {report.top1_agreement:.0%}"
-                     " with the QAT model (known gap, issue #17)")
-    assert report.top1_agreement >= want
+    codes = _op_codes(q, report.path, x)
+    weight_ops = [k for k in codes if k[0].endswith("CONV_2D")]
+    assert len(weight_ops) >= 0.9 * sum(
+        isinstance(layer, (QuantConv2D, QuantDepthwiseConv2D))
+        for layer in q.layers)
+    bad = {k: v for k, v in codes.items()
+           if v[0] > _OP_TOLERANCE.get(k[0], 1e-3) or v[1] > 1}
+    assert not bad, f"{name}: ops that do not round like the QAT model: {bad}"
+    y_q = _np(q(x))
+    interp, _ = make_interpreter(report.path)
+    y_t = run_interpreter(interp, x)
+    rel = np.linalg.norm(y_t - y_q) / np.linalg.norm(y_q)
+    step = interp.get_input_details()[0]["quantization"][0] or 1.0
+    if _one_code_flips(q, x, step) == 0:
+        assert report.top1_agreement >= 0.99
+        assert rel <= 0.05, f"{name}: logits relative error {rel:.3f}"
 
 
 def test_mixed_float16_export_gives_a_clear_error(tmp_path):
