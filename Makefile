@@ -1,7 +1,9 @@
 # The README's two commands: `make demo` and `make test`. Both start from
 # nothing: they create .venv, install the package and fetch the data set from
 # Debian's archive when it is missing. `make test-fast` skips the tests
-# marked `@pytest.mark.slow` (pytest.ini).
+# marked `@pytest.mark.slow` (pytest.ini); `make test` skips only the
+# keras.applications tier (`@pytest.mark.apps`, ~15 min on 2 cores), which
+# `make test-apps` and `make coverage-matrix` run.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +14,7 @@ PYTEST_WORKERS ?= 2
 export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: demo test test-fast venv data lint bench clean coverage-matrix
+.PHONY: demo test test-fast test-apps venv data lint bench clean coverage-matrix
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +35,10 @@ demo: venv data
 	$(PY) -m tfcomp.demo --out artifacts
 
 test: venv
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -q tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q -m "not apps" tests
+
+test-apps: venv
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q -m apps tests
 
 test-fast: venv
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q -m "not slow" tests
@@ -48,7 +53,7 @@ coverage-matrix: venv
 	$(PY) tools/coverage_matrix.py --json $(COVERAGE_JSON) && exit $$status
 
 lint: venv
-	$(VENV)/bin/ruff check tfcomp tests benchmarks
+	$(VENV)/bin/ruff check tfcomp tests benchmarks tools
 
 bench: venv data
 	$(PY) benchmarks/prune_speed.py

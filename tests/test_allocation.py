@@ -56,10 +56,10 @@ def _hardware(name, model):
                               bits=range(2, 9), progress=False)
 
 
-@pytest.fixture(scope="module")
-def residual():
-    from conftest import build_residual
-    return build_residual()
+@pytest.fixture
+def residual(residual_model):
+    # (not `from conftest import ...`: tests/models has a conftest too)
+    return residual_model
 
 
 @pytest.mark.parametrize("resource,hw", [

@@ -105,7 +105,8 @@ EXPECTED_UNSUPPORTED = {
 }
 
 CASE_PARAMS = [pytest.param(c, id=c.name,
-                            marks=[pytest.mark.slow] if c.slow else [])
+                            marks=[pytest.mark.slow, pytest.mark.apps]
+                            if c.slow else [])
                for c in CASES.values()]
 _QAT: dict = {}  # model name -> (qat model, x) or the exception raised
 

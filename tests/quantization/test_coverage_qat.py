@@ -438,6 +438,7 @@ def _one_code_flips(q, x, step, pixels=((16, 16, 0), (5, 20, 1),
 
 
 @pytest.mark.slow
+@pytest.mark.apps
 @pytest.mark.parametrize("name", [
     "MobileNetV3Small", "EfficientNetB0", "ResNet50V2",
     pytest.param("DenseNet121", marks=pytest.mark.xfail(
