@@ -170,3 +170,31 @@ def test_default_loss_matches_the_compiled_one(tiny_models):
     probs.compile(loss="categorical_crossentropy")  # one-hot labels made
     compiled = sensitivity(probs, (x, y), bits=4, max_probes=3)
     np.testing.assert_allclose(compiled.table, base.table, rtol=1e-4)
+
+
+def test_every_kind_quantize_model_quantizes_is_measured():
+    """sensitivity lists the layers quantize_model quantizes (Embedding,
+    Conv1D, EinsumDense, Conv2DTranspose too). allocate_bits cannot price
+    them yet (hardware.extract_specs knows Conv2D / depthwise / Dense
+    only): it says so by name instead of a mismatch."""
+    from tfcomp.hardware import allocate_bits
+    from tfcomp.quantization.quantize import quantizable_layers
+
+    L = keras.layers
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16,), dtype="int32")
+    x = L.Conv1D(8, 3, padding="same")(L.Embedding(20, 8)(inp))
+    x = L.EinsumDense("abc,cd->abd", output_shape=(16, 6), bias_axes="d")(x)
+    x = L.Conv2DTranspose(4, 3, strides=2, padding="same")(
+        L.Reshape((4, 4, 6))(x))
+    model = keras.Model(inp, L.Dense(5)(L.GlobalAveragePooling2D()(x)))
+    rng = np.random.default_rng(0)
+    data = (rng.integers(0, 20, (32, 16)).astype("int32"),
+            rng.integers(0, 5, 32))
+    s = sensitivity(model, data, method="distortion", bits=[2, 8])
+    assert s.layers == quantizable_layers(model)
+    assert np.all(s.table[:, 0] >= s.table[:, 1])
+    with pytest.raises(ValueError, match=r"\['embedding', 'conv1d', "
+                       r"'einsum_dense', 'conv2d_transpose'\] have no cost"):
+        allocate_bits(model, s, resource="size", budget=0.8,
+                      candidates=[2, 8])

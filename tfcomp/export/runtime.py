@@ -2,8 +2,8 @@
 timing loop live in ``tfcomp.hardware.runtime`` (re-exported here).
 
 Integer inputs that are not quantized (token ids of an Embedding model:
-an int32 tensor with scale 0) are passed through as integers by
-:func:`quantize_input` / :func:`run_interpreter` here, and
+an int32 tensor with scale 0) are cast, not divided by the scale, by
+``tfcomp.hardware.runtime.quantize_input`` (and so by ``run_interpreter``);
 :func:`feed_inputs` fills them with valid ids (``[0, n)`` with ``n`` the
 smallest table the file gathers from), never with random int32 values.
 
@@ -24,7 +24,9 @@ from tfcomp.hardware.runtime import (
     interpreter_class,
     interpreter_classes,
     make_interpreter,
+    quantize_input,
     read_tflite,
+    run_interpreter,
     time_invokes,
 )
 
@@ -38,45 +40,6 @@ def _is_raw_integer(detail) -> bool:
     """An integer input that is not quantized (ids, not int8 codes)."""
     scale = detail.get("quantization", (0.0, 0))[0]
     return np.issubdtype(np.dtype(detail["dtype"]), np.integer) and not scale
-
-
-def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
-    """Casts / quantizes an array to an input tensor's dtype (integer ids
-    of an unquantized integer input are cast, not divided by a scale).
-
-    Example:
-        >>> quantize_input(x, interp.get_input_details()[0])
-    """
-    if _is_raw_integer(detail):
-        return np.asarray(x).astype(detail["dtype"])
-    return _hw.quantize_input(x, detail)
-
-
-def run_interpreter(interp, x: np.ndarray, batch_size: int = 64
-                    ) -> np.ndarray:
-    """Runs a single-input, single-output interpreter over ``x`` in batches
-    (``tfcomp.hardware.runtime.run_interpreter`` that also takes integer
-    id inputs).
-
-    Example:
-        >>> y = run_interpreter(interp, x_test[:100])
-    """
-    inp = interp.get_input_details()[0]
-    if not _is_raw_integer(inp):
-        return _hw.run_interpreter(interp, x, batch_size)
-    outs, current = [], None
-    for start in range(0, len(x), batch_size):
-        chunk = x[start:start + batch_size]
-        if current != len(chunk):
-            interp.resize_tensor_input(inp["index"],
-                                       [len(chunk), *inp["shape"][1:]])
-            interp.allocate_tensors()
-            current = len(chunk)
-        interp.set_tensor(inp["index"], quantize_input(chunk, inp))
-        interp.invoke()
-        out = interp.get_output_details()[0]
-        outs.append(dequantize_output(interp.get_tensor(out["index"]), out))
-    return np.concatenate(outs, axis=0)
 
 
 def integer_id_bound(interp, tensor_index: int) -> int:

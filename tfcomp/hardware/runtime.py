@@ -107,10 +107,18 @@ def time_invokes(model, runs: int = 50, warmup: int = 5, threads: int = 1,
 
 
 def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
-    """Casts/quantizes a float array to an input tensor's dtype."""
+    """Casts/quantizes an array to an input tensor's dtype. An integer
+    input with scale 0 is not quantized (token ids of an Embedding
+    model): its values are cast, not divided by the scale.
+
+    Example:
+        >>> quantize_input(x, interp.get_input_details()[0])
+    """
     dtype = detail["dtype"]
     if np.issubdtype(dtype, np.integer):
         scale, zero = detail["quantization"]
+        if not scale:
+            return np.asarray(x).astype(dtype)
         info = np.iinfo(dtype)
         q = np.round(x / scale + zero)
         return np.clip(q, info.min, info.max).astype(dtype)

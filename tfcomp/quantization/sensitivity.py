@@ -42,9 +42,9 @@ import keras
 import numpy as np
 
 from tfcomp._io import as_arrays, check_number, check_positive_int
-from tfcomp.layers import QuantConv2D, QuantDense, QuantDepthwiseConv2D
 from tfcomp.layers import quantizers as qz
-from tfcomp.quantization._analysis import analyse
+from tfcomp.quantization._analysis import QUANT_KINDS, analyse
+from tfcomp.quantization.quantize import _QUANT_CLASSES
 from tfcomp.quantization.sensitivity_result import Sensitivity
 
 __all__ = ["METHODS", "DEFAULT_BITS", "Sensitivity", "sensitivity",
@@ -52,9 +52,38 @@ __all__ = ["METHODS", "DEFAULT_BITS", "Sensitivity", "sensitivity",
 
 METHODS = ("hessian", "distortion")
 DEFAULT_BITS = (2, 3, 4, 5, 6, 7, 8)
-_REDUCE_AXES = ((keras.layers.DepthwiseConv2D, QuantDepthwiseConv2D),
-                (keras.layers.Conv2D, QuantConv2D),
-                (keras.layers.Dense, QuantDense))
+
+
+def _weight(layer):
+    """The variable QAT quantizes: the kernel, or an Embedding's table."""
+    if isinstance(layer, keras.layers.Embedding):
+        return layer.embeddings
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        raise NotImplementedError(
+            f"sensitivity does not measure SeparableConv2D yet (QAT splits "
+            f"it into a depthwise and a 1x1 conv). Received: layer "
+            f"{layer.name!r}")
+    return layer.kernel
+
+
+def _reduce_axes(layer) -> tuple:
+    """The axes the per-channel weight scale reduces over, from the QAT
+    class ``quantize_model`` builds for ``layer`` (one table, so every
+    quantized kind is covered)."""
+    quant_cls = _QUANT_CLASSES.get(type(layer).__name__)
+    if quant_cls is None:
+        for cls in type(layer).__mro__:  # QAT layers, subclasses
+            quant_cls = _QUANT_CLASSES.get(cls.__name__)
+            if quant_cls is not None:
+                break
+    if quant_cls is None:
+        raise TypeError(
+            "quantized_kernel needs a layer quantize_model quantizes ("
+            f"{', '.join(sorted(_QUANT_CLASSES))}). Received: layer "
+            f"{layer.name!r} ({type(layer).__name__})")
+    if quant_cls.__name__ == "QuantEinsumDense":  # axes depend on equation
+        return quant_cls.from_config(layer.get_config())._kernel_reduce_axes
+    return quant_cls._kernel_reduce_axes
 
 
 # ------------------------------------------------------------- checks
@@ -88,8 +117,9 @@ def _check_method(method) -> str:
 
 def quantized_kernel(layer, bits: int, weight_quantizer="symmetric",
                      kernel=None) -> np.ndarray:
-    """``Q_b(W)``: a Conv2D / DepthwiseConv2D / Dense kernel on the grid
-    ``quantize_model`` trains at ``bits`` weight bits.
+    """``Q_b(W)``: the kernel (an Embedding's table) of any layer kind
+    ``quantize_model`` quantizes, on the grid it trains at ``bits`` weight
+    bits.
 
     Args:
         layer: the float layer.
@@ -104,16 +134,9 @@ def quantized_kernel(layer, bits: int, weight_quantizer="symmetric",
     Example:
         >>> q4 = quantized_kernel(model.get_layer("conv1"), 4)
     """
-    for classes, quant_cls in _REDUCE_AXES:
-        if isinstance(layer, classes):
-            axes = quant_cls._kernel_reduce_axes
-            break
-    else:
-        raise TypeError(f"quantized_kernel needs a Conv2D, DepthwiseConv2D "
-                        f"or Dense. Received: layer {layer.name!r} "
-                        f"({type(layer).__name__})")
+    axes = _reduce_axes(layer)
     w = np.asarray(keras.ops.convert_to_numpy(
-        layer.kernel if kernel is None else kernel), np.float32)
+        _weight(layer) if kernel is None else kernel), np.float32)
     q = qz.get(weight_quantizer or "symmetric")
     if not isinstance(q, qz.WeightQuantizer):
         raise TypeError("weight_quantizer must be a weight quantizer. "
@@ -270,10 +293,13 @@ def _hessian_traces(model, kernels, x, targets, fn, batch_size, tol,
         with tf.GradientTape() as outer:
             with tf.GradientTape() as inner:
                 loss = tf.reduce_mean(fn(yb, model(xb, training=False)))
-            grads = inner.gradient(loss, kernels)
+            # dense tensors: an Embedding's gradient is IndexedSlices
+            grads = [None if g is None else tf.convert_to_tensor(g)
+                     for g in inner.gradient(loss, kernels)]
             gv = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vs)
                            if g is not None])
-        return outer.gradient(gv, kernels)
+        return [None if h is None else tf.convert_to_tensor(h)
+                for h in outer.gradient(gv, kernels)]
 
     n = len(x)
     slices = _batches(n, batch_size)
@@ -370,12 +396,12 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
         raise NotImplementedError(
             f"sensitivity supports single-input models; model "
             f"{model.name!r} has {len(model.inputs or [])} inputs.")
-    analysis = analyse(model, True, (), "sensitivity")
+    analysis = analyse(model, True, (), "sensitivity", QUANT_KINDS)
     plans = analysis.plans
     names = analysis.quantized_names()
     if not names:
         raise ValueError(f"model {model.name!r} has no quantizable layers "
-                         "(Conv2D, DepthwiseConv2D or Dense).")
+                         "(see quantize_model).")
     x, y = as_arrays(calibration_data, model=model, max_items=num_samples,
                      name="calibration_data")
     start = time.perf_counter()
@@ -384,7 +410,7 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
     noise = np.zeros((len(names), len(bits)))
     qkernels = {}
     for i, layer in enumerate(layers):
-        w = np.asarray(keras.ops.convert_to_numpy(layer.kernel), np.float64)
+        w = np.asarray(keras.ops.convert_to_numpy(_weight(layer)), np.float64)
         for j, b in enumerate(bits):
             q = quantized_kernel(layer, b, weight_quantizer)
             qkernels[i, j] = q
@@ -392,7 +418,7 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
     meta = {"num_samples": int(len(x)), "batch_size": batch_size,
             "weight_quantizer": qz.serialize(qz.get(
                 weight_quantizer or "symmetric")),
-            "n_weights": {n: int(np.prod(lay.kernel.shape))
+            "n_weights": {n: int(np.prod(_weight(lay).shape))
                           for n, lay in zip(names, layers)},
             "quant_noise": {n: noise[i].tolist()
                             for i, n in enumerate(names)}}
@@ -420,7 +446,7 @@ def _hessian_table(model, names, layers, x, y, float_out, noise, loss,
     fn, kind = _loss_fn(model, loss, _probabilities(out2d))
     targets = _targets(kind, y, float_out)
     _check_loss(fn, targets, float_out, model.name)
-    kernels = [lay.kernel for lay in layers]
+    kernels = [_weight(lay) for lay in layers]
     traces, probes = _hessian_traces(model, kernels, x, targets, fn,
                                      batch_size, tol, max_probes,
                                      min_probes, seed)
@@ -443,12 +469,12 @@ def _distortion_table(model, layers, x, float_out, qkernels, bits,
                       batch_size):
     table = np.zeros((len(layers), len(bits)))
     for i, layer in enumerate(layers):
-        original = keras.ops.convert_to_numpy(layer.kernel)
+        original = keras.ops.convert_to_numpy(_weight(layer))
         try:
             for j in range(len(bits)):
-                layer.kernel.assign(qkernels[i, j].astype(original.dtype))
+                _weight(layer).assign(qkernels[i, j].astype(original.dtype))
                 out = _predict(model, x, batch_size)
                 table[i, j] = float(np.mean((out - float_out) ** 2))
         finally:
-            layer.kernel.assign(original)
+            _weight(layer).assign(original)
     return table

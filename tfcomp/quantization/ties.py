@@ -9,7 +9,12 @@ Example:
 
 from __future__ import annotations
 
-from tfcomp.quantization._analysis import TRANSPARENT, analyse, keras_classes
+from tfcomp.quantization._analysis import (
+    QUANT_KINDS,
+    TRANSPARENT,
+    analyse,
+    keras_classes,
+)
 
 __all__ = ["residual_ties"]
 
@@ -57,7 +62,7 @@ def residual_ties(model) -> list:
         >>> residual_ties(model)
         [['b1_conv2', 'b1_shortcut']]
     """
-    analysis = analyse(model, True, (), "residual_ties")
+    analysis = analyse(model, True, (), "residual_ties", QUANT_KINDS)
     graph, plans = analysis.graph, analysis.plans
     order = {n: i for i, n in enumerate(analysis.quantized_names())}
     parent = {}
