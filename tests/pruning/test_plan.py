@@ -216,3 +216,14 @@ def test_ignored_layers_are_left_whole(resnet):
                      ignored_layers="s1b1_conv1")
     assert "s1b1_conv1" not in plan.removed
     assert plan.meta["macs_after"] <= 0.6 * plan.meta["macs_before"]
+
+
+def test_make_plan_warns_when_nothing_is_prunable():
+    import warnings
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        plan = make_plan(model, 0.5)
+    assert any("no prunable channel group" in str(w.message) for w in caught)
+    assert not plan.removed

@@ -14,6 +14,7 @@ import hashlib
 import json
 import numbers
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -371,6 +372,24 @@ def estimate_macs(model_or_graph, plan: Plan | None = None) -> int:
 # make_plan
 
 
+def _warn_if_nothing_prunable(graph, ratio, target_macs) -> None:
+    """Warns (once per call) when a pruning request meets a model with no
+    prunable channel group, so an empty plan is never a silent surprise."""
+    asks = target_macs is not None or (
+        isinstance(ratio, dict) and bool(ratio)) or (
+        not isinstance(ratio, dict) and ratio)
+    if not asks or graph.prunable_groups:
+        return
+    shown = ", ".join(f"{k!r} ({v})" for k, v in
+                      list(graph.barriers.items())[:5]) or (
+        "none: every layer's channels reach the model's outputs")
+    warnings.warn(
+        "make_plan: the model has no prunable channel group, so the plan "
+        "removes nothing. Barrier layers (first 5): " + shown + ". The "
+        "model's outputs and inputs never shrink; see README's coverage "
+        "matrix for the layers tfcomp can prune.", stacklevel=3)
+
+
 def make_plan(model, ratio: float | dict = 0.3,
               importance: str | Callable = "l1", round_to: int = 1,
               target_macs: float | None = None, data=None,
@@ -431,6 +450,7 @@ def make_plan(model, ratio: float | dict = 0.3,
     elif ratio is not None:
         check_ratio(ratio)
     graph = _graph(model)
+    _warn_if_nothing_prunable(graph, ratio, target_macs)
     criterion = imp.get(importance, seed=seed, data=data)
     name = importance if isinstance(importance, str) else getattr(
         importance, "__name__", type(importance).__name__)
