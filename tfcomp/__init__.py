@@ -41,7 +41,7 @@ _LAZY = {
     "allocate_bits": ("tfcomp.hardware.allocation", "allocate_bits"),
 }
 _SUBMODULES = ("zoo", "data", "graph", "pruning", "quantization", "layers",
-               "hardware", "tuners", "export", "testing")
+               "hardware", "tuners", "export", "testing", "tensorized")
 
 __all__ = ["LayerProfile", "ModelProfile", "profile", *_LAZY, *_SUBMODULES]
 

@@ -22,7 +22,7 @@ import pytest
 
 import tfcomp
 from tfcomp import _saving
-from tfcomp.layers import QuantReLU
+from tfcomp.layers import QuantReLU, TuckerConv2D
 from tfcomp.pruning import (
     ConstantSparsity,
     PolynomialDecay,
@@ -31,6 +31,7 @@ from tfcomp.pruning import (
 )
 from tfcomp.quantization import calibrate, make_bits_dynamic, quantize_model
 from tfcomp.quantization.dnas import build_supernet
+from tfcomp.tensorized import tnet
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
@@ -156,6 +157,7 @@ def _layers_model():
     """The layers no model kind above uses on its own."""
     inp = keras.Input((8, 8, 3))
     x = QuantReLU(max_value=6.0, a_bits=4, name="qrelu")(inp)
+    x = TuckerConv2D(4, 3, ranks=(2, 2, 2, 3), padding="same")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inp, keras.layers.Dense(5)(x))
 
@@ -180,7 +182,13 @@ def _kinds(x):
                     var.assign(value)
     layers = _layers_model()
     calibrate(layers, x)
-    return {"fpgm": fpgm, "magnitude": magnitude, "qat": qat,
+    inp = keras.Input((8, 8, 3))
+    t = keras.layers.Conv2D(4, 3, padding="same")(inp)
+    for _ in range(2):
+        t = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(t)
+    t = keras.layers.GlobalAveragePooling2D()(t)
+    tnet_model = tnet(keras.Model(inp, keras.layers.Dense(5)(t)), ranks=0.5)
+    return {"tnet": tnet_model, "fpgm": fpgm, "magnitude": magnitude, "qat": qat,
             "dynamic_bits": dynamic.model, "dnas_supernet": supernet,
             "layers": layers}
 
@@ -211,7 +219,7 @@ def test_every_kind_loads_after_import_keras_tfcomp(saved, order):
     files = [r for r in results if "file" in r]
     assert [r["file"] for r in files] == [
         "dnas_supernet.keras", "dynamic_bits.keras", "fpgm.keras",
-        "layers.keras", "magnitude.keras", "qat.keras"]
+        "layers.keras", "magnitude.keras", "qat.keras", "tnet.keras"]
     for r in files:
         assert "error" not in r, r
         assert r["max_diff"] <= 1e-5, r
