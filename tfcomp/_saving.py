@@ -44,7 +44,8 @@ __all__ = ["REGISTERING_MODULES", "install", "register_classes",
 #: The modules that define tfcomp's Keras-serialisable classes (layers,
 #: quantizers, pruning schedules). ``tests/reliability/test_keras_files.py``
 #: checks that importing them registers every ``tfcomp>`` class.
-REGISTERING_MODULES = ("tfcomp.layers", "tfcomp.pruning.schedules")
+REGISTERING_MODULES = ("tfcomp.layers", "tfcomp.pruning.schedules",
+                       "tfcomp.pruning.gal")
 
 _lock = threading.Lock()
 _state = {"pending": False, "done": False, "running": False}

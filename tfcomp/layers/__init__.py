@@ -44,6 +44,7 @@ from tfcomp.layers.quant_mixed import (
     MixedQuantDepthwiseConv2D,
 )
 from tfcomp.layers.quant_nd import QuantConv1D, QuantConv2DTranspose, QuantConv3D
+from tfcomp.layers.soft_mask import FISTA, SoftMask
 from tfcomp.layers.tucker import TNetConv2D, TuckerConv2D, TuckerTensor
 
 #: Quantization-aware layers with a kernel (one bit-width pair each).
@@ -70,5 +71,5 @@ __all__ = [
     "MaskedGroupNormalization", "MASKED_CLASSES", "masked_class_for",
     "plain_class_of", "quantizers", "QUANT_WEIGHT_LAYERS",
     "QUANT_ACTIVATION_LAYERS", "MIXED_LAYERS", "QUANT_LAYERS",
-    "TuckerConv2D", "TuckerTensor", "TNetConv2D",
+    "TuckerConv2D", "TuckerTensor", "TNetConv2D", "SoftMask", "FISTA",
 ]

@@ -363,6 +363,12 @@ def strip_pruning(model: keras.Model) -> keras.Model:
         True
     """
     _check_model(model)
+    from tfcomp.layers.soft_mask import has_soft_masks
+
+    if has_soft_masks(model):  # GAL's soft masks: zero structures removed
+        from tfcomp.pruning.gal import strip_gal
+
+        return strip_gal(model)
     if not has_pruning_state(model):
         msg = (f"strip_pruning: model {model.name!r} has no tfcomp pruning "
                "state (no masked layers); returning it unchanged.")

@@ -1,4 +1,4 @@
-"""Search agents and keras-tuner searches (AMC, HAQ).
+"""Search agents and keras-tuner searches (AMC, HAQ, MetaPruning's evolution).
 
 ``DDPG`` is the reinforcement-learning agent both searches share. Importing
 this package does not import keras_tuner; the AMC / HAQ names below are
@@ -13,8 +13,9 @@ from tfcomp.tuners.ddpg import DDPG, ReplayBuffer
 
 _AMC = ("AMCHyperModel", "AMCOracle", "AMCTuner")
 _HAQ = ("HAQHyperModel", "HAQOracle", "HAQTuner")
+_META = ("MetaPruningOracle", "metaprune")
 
-__all__ = ["DDPG", "ReplayBuffer", *_AMC, *_HAQ]
+__all__ = ["DDPG", "ReplayBuffer", *_AMC, *_HAQ, *_META]
 
 
 def __getattr__(name):
@@ -28,4 +29,8 @@ def __getattr__(name):
         from tfcomp.tuners import haq
 
         return getattr(haq, name)
+    if name in _META:
+        from tfcomp.tuners import metapruning
+
+        return getattr(metapruning, name)
     raise AttributeError(f"module 'tfcomp.tuners' has no attribute {name!r}")

@@ -1,0 +1,233 @@
+"""Learned structured pruning on Fashion-MNIST: MetaPruning and GAL.
+
+Part ``meta`` (each model, each target in ``--targets``, each seed):
+MetaPruning (PruningNet ``--meta-epochs``, evolution ``--generations`` x
+``--population``) vs uniform width (``make_plan`` at the same target, one
+ratio for every group) vs AMC (DDPG, ``--amc-trials`` episodes); every
+found architecture is trained from scratch for ``--epochs`` epochs (the
+same recipe for every row, Scratch-E). AutoSlim is not in this script
+(its own benchmark).
+
+Part ``gal``: GAL (channel masks, ``--gal-epochs`` adversarial epochs,
+``--gal-lambda``) reaches some MACs; L1 (``make_plan``) and FPGM
+(``FPGMPruning``) are pruned to the same MACs; all three are fine-tuned
+``--finetune`` epochs with the same SGD recipe.
+
+Every row: test accuracy, MACs (fraction of dense), wall time of the
+method (search / training) measured in this run; mean and std over
+``--seeds``. Dense baselines are cached under ``~/.cache/tfcomp/
+learned_pruning``. CPU scale: a training subset, few epochs, small
+populations; numbers compare methods under one budget, not the papers'.
+
+Usage:
+    nice python benchmarks/learned_pruning.py --quick      # < 2 min smoke
+    nice python benchmarks/learned_pruning.py [--parts meta,gal]
+
+Writes ``learned_pruning.json`` / ``.md`` into ``--out`` after each part.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import _common as bc
+import keras
+import numpy as np
+
+import tfcomp
+from tfcomp.pruning import make_plan, prune_channels
+from tfcomp.pruning.rethinking import scratch_setup
+
+CACHE = os.path.expanduser("~/.cache/tfcomp/learned_pruning")
+
+
+def _args():
+    p = bc.parser(__doc__)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--parts", default="meta,gal")
+    p.add_argument("--models", default="resnet20,mobilenet_v2")
+    p.add_argument("--targets", default="0.5,0.25")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--train", type=int, default=4096)
+    p.add_argument("--test", type=int, default=2000)
+    p.add_argument("--base-epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--finetune", type=int, default=2)
+    p.add_argument("--meta-epochs", type=int, default=3)
+    p.add_argument("--generations", type=int, default=6)
+    p.add_argument("--population", type=int, default=16)
+    p.add_argument("--amc-trials", type=int, default=30)
+    p.add_argument("--gal-epochs", type=int, default=2)
+    p.add_argument("--gal-lambda", type=float, default=0.05)
+    a = p.parse_args()
+    if a.quick:
+        a.models, a.targets, a.seeds = "resnet8", "0.5", 1
+        a.train, a.test, a.base_epochs, a.epochs, a.finetune = \
+            512, 500, 1, 1, 1
+        a.meta_epochs, a.generations, a.population = 1, 2, 4
+        a.amc_trials, a.gal_epochs = 3, 1
+    return a
+
+
+def _model(name):
+    if name == "resnet8":
+        return tfcomp.zoo.resnet(depth=8, width=8)
+    if name == "resnet20":
+        return tfcomp.zoo.resnet(depth=20)
+    return tfcomp.zoo.mobilenet_v2(alpha=0.5)
+
+
+def _dense(name, a, x, y):
+    path = os.path.join(CACHE, f"{name}_{a.train}_{a.base_epochs}.keras")
+    if os.path.exists(path):
+        return keras.saving.load_model(path)
+    keras.utils.set_random_seed(0)
+    model = bc.compile_model(_model(name), keras.optimizers.Adam(2e-3))
+    model.fit(x, y, epochs=a.base_epochs, batch_size=128, verbose=0)
+    os.makedirs(CACHE, exist_ok=True)
+    tfcomp._io.atomic_save_keras(model, path)
+    return model
+
+
+def _scratch(small, a, x, y, seed):
+    fresh = scratch_setup(small, mode="E", base_epochs=a.epochs,
+                          seed=seed).model
+    return bc.finetune(fresh, x, y, epochs=a.epochs, seed=seed, lr=0.05)
+
+
+def _amc_plan(model, x, y, target, a, seed):
+    from tfcomp.tuners import AMCHyperModel, AMCTuner
+
+    hm = AMCHyperModel(model, x[:256], (x[256:768], y[256:768]),
+                       budget=target)
+    tuner = AMCTuner(hm, max_trials=a.amc_trials, seed=seed,
+                     directory=tempfile.mkdtemp(), warmup=1)
+    tuner.search(verbose=0)
+    return tuner.get_best_plan()
+
+
+def _row(model, small, xt, yt, secs):
+    dense = tfcomp.profile(model).macs
+    return {"acc": bc.accuracy(small, xt, yt),
+            "macs": tfcomp.profile(small).macs / dense, "secs": secs}
+
+
+def _meta_part(a, data, out, result):
+    from tfcomp.tuners.metapruning import metaprune
+
+    (x, y), (xt, yt) = data
+    n = len(x) // 10
+    for name in a.models.split(","):
+        model = _dense(name, a, x, y)
+        for target in [float(t) for t in a.targets.split(",")]:
+            for seed in range(a.seeds):
+                rows = {}
+                t0 = time.time()
+                plan = metaprune(model, (x[n:], y[n:]), (x[:n], y[:n]),
+                                 target_macs=target, epochs=a.meta_epochs,
+                                 generations=a.generations,
+                                 population=a.population,
+                                 mutations=a.population // 2,
+                                 crossovers=a.population // 2,
+                                 top_k=max(2, a.population // 5),
+                                 seed=seed, verbose=0)
+                plans = {"metapruning": (plan, time.time() - t0)}
+                t0 = time.time()
+                plans["uniform"] = (make_plan(model, target_macs=target,
+                                              importance="l1"),
+                                    time.time() - t0)
+                try:
+                    t0 = time.time()
+                    plans["amc"] = (_amc_plan(model, x, y, target, a, seed),
+                                    time.time() - t0)
+                except Exception as e:  # noqa: BLE001 - reported in the row
+                    rows["amc"] = {"error": f"{type(e).__name__}: {e}"}
+                for key, (p, secs) in plans.items():
+                    small = _scratch(prune_channels(model, p), a, x, y, seed)
+                    rows[key] = _row(model, small, xt, yt, secs)
+                    bc.log(f"{name} {target} seed {seed} {key}: "
+                           f"{rows[key]}")
+                result["meta"].append({"model": name, "target": target,
+                                       "seed": seed, "rows": rows})
+                _write(out, result)
+
+
+def _gal_part(a, data, out, result):
+    from tfcomp.pruning import FPGMPruning, apply_fpgm, strip_pruning
+    from tfcomp.pruning.gal import GAL, apply_gal, strip_gal
+
+    (x, y), (xt, yt) = data
+    for name in a.models.split(","):
+        model = _dense(name, a, x, y)
+        for seed in range(a.seeds):
+            keras.utils.set_random_seed(seed)
+            rows = {}
+            t0 = time.time()
+            student = apply_gal(model, "channels")
+            gal = GAL(student, model, lam=a.gal_lambda, mask_step=20)
+            gal.compile(keras.optimizers.SGD(0.01, momentum=0.9))
+            gal.fit(x, epochs=a.gal_epochs, batch_size=128, verbose=0)
+            small = strip_gal(student)
+            secs = time.time() - t0
+            frac = max(0.05, tfcomp.profile(small).macs
+                       / tfcomp.profile(model).macs)
+            smalls = {"gal": (small, secs)}
+            t0 = time.time()
+            smalls["l1"] = (prune_channels(model, make_plan(
+                model, target_macs=frac, importance="l1")), time.time() - t0)
+            t0 = time.time()
+            fp = apply_fpgm(model)
+            bc.compile_model(fp, keras.optimizers.SGD(0.01, momentum=0.9))
+            fp.fit(x, y, epochs=a.finetune, batch_size=128, verbose=0,
+                   callbacks=[FPGMPruning(target_macs=frac)])
+            smalls["fpgm"] = (strip_pruning(fp), time.time() - t0)
+            for key, (sm, secs) in smalls.items():
+                sm = bc.finetune(sm, x, y, epochs=a.finetune, seed=seed)
+                rows[key] = _row(model, sm, xt, yt, secs)
+                bc.log(f"{name} gal seed {seed} {key}: {rows[key]}")
+            result["gal"].append({"model": name, "seed": seed,
+                                  "target": frac, "rows": rows})
+            _write(out, result)
+
+
+def _markdown(result) -> str:
+    lines = ["# Learned structured pruning (Fashion-MNIST)", "",
+             f"Settings: `{result['settings']}`", "",
+             "| part | model | target | method | acc (mean ± std) | MACs "
+             "| time s |", "|---|---|---|---|---|---|---|"]
+    for part in ("meta", "gal"):
+        groups = {}
+        for r in result[part]:
+            for key, row in r["rows"].items():
+                if "acc" in row:
+                    groups.setdefault((r["model"], round(r["target"], 3),
+                                       key), []).append(row)
+        for (model, target, key), rows in sorted(groups.items()):
+            acc = np.array([r["acc"] for r in rows])
+            lines.append(
+                f"| {part} | {model} | {target} | {key} | {acc.mean():.4f} "
+                f"± {acc.std():.4f} | {np.mean([r['macs'] for r in rows]):.3f}"
+                f" | {np.mean([r['secs'] for r in rows]):.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _write(out, result):
+    bc.write_results(out, "learned_pruning", result, _markdown(result))
+
+
+def main():
+    a = _args()
+    data = bc.fashion_mnist_subset(a.train, a.test)
+    result = {"settings": {k: v for k, v in vars(a).items() if k != "out"},
+              "meta": [], "gal": []}
+    t0 = time.time()
+    for part in a.parts.split(","):
+        {"meta": _meta_part, "gal": _gal_part}[part](a, data, a.out, result)
+        bc.log(f"part {part} done", since=t0)
+    _write(a.out, result)
+
+
+if __name__ == "__main__":
+    main()

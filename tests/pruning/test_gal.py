@@ -1,0 +1,335 @@
+"""GAL: soft masks, FISTA, losses by hand, stripping, save/resume,
+MirroredStrategy (METHODS.md checks)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import tfcomp
+from tfcomp.layers.soft_mask import FISTA, SoftMask
+from tfcomp.pruning.gal import GAL, apply_gal, gal_masks, strip_gal
+from tfcomp.testing import run_layer_test
+
+
+def _residual(classes=4):
+    inp = keras.Input((8, 8, 3))
+    s = keras.layers.Conv2D(8, 3, padding="same", use_bias=False,
+                            name="stem")(inp)
+    s = keras.layers.BatchNormalization(name="stem_bn")(s)
+    s = keras.layers.ReLU(name="stem_relu")(s)
+    a = keras.layers.Conv2D(8, 3, padding="same", name="a")(s)
+    a = keras.layers.BatchNormalization(name="a_bn")(a)
+    a = keras.layers.ReLU(name="a_relu")(a)
+    b = keras.layers.Conv2D(8, 3, padding="same", name="b")(a)
+    b = keras.layers.BatchNormalization(name="b_bn")(b)
+    x = keras.layers.ReLU(name="out1")(keras.layers.Add(name="add1")([b, s]))
+    c = keras.layers.Conv2D(8, 1, name="c")(x)
+    x = keras.layers.ReLU(name="out2")(keras.layers.Add(name="add2")([x, c]))
+    x = keras.layers.Conv2D(16, 3, strides=2, padding="same", name="d")(x)
+    x = keras.layers.BatchNormalization(name="d_bn")(x)
+    x = keras.layers.ReLU(name="d_relu")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = keras.layers.Dense(classes, name="head")(x)
+    return keras.Model(inp, out, name="res")
+
+
+def _x(n=16, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, 8, 8, 3)).astype(
+        "float32")
+
+
+def _np(t):
+    return keras.ops.convert_to_numpy(t)
+
+
+def test_soft_mask_layer_contract():
+    run_layer_test(SoftMask, {"per_channel": True}, input_shape=(2, 4, 4, 3),
+                   expected_output_shape=(2, 4, 4, 3),
+                   expected_num_trainable_weights=1)
+    run_layer_test(SoftMask, {"per_channel": False, "initial_value": 0.5},
+                   input_shape=(2, 5), expected_output_shape=(2, 5))
+
+
+def test_fista_step_is_the_closed_form_soft_threshold():
+    v = keras.Variable(np.array([1.0, 0.3, 0.05, 0.0, 2.0], "float32"))
+    g = np.array([0.5, -1.0, 0.1, -0.2, 0.0], "float32")
+    lr, lam = 0.1, 2.0
+    opt = FISTA(lr, lam=lam, mask_step=1)
+    x0 = _np(v).copy()
+    opt.apply([g], [v])
+    # first step (alpha = 1, y = x): soft(x - lr g, lr lam), clamped at 0
+    z = x0 - lr * g
+    closed = np.maximum(np.sign(z) * np.maximum(np.abs(z) - lr * lam, 0), 0)
+    np.testing.assert_allclose(_np(v), closed, atol=1e-7)
+    # second step: extrapolation with alpha_1 = 1, alpha_2 = (1+sqrt5)/2
+    x1 = _np(v).copy()
+    opt.apply([g], [v])
+    a2 = (1 + np.sqrt(1 + 4 * 1.0)) / 2
+    y = x1 + (1.0 - 1.0) / a2 * (x1 - x0)
+    np.testing.assert_allclose(_np(v), np.maximum(y - lr * g - lr * lam, 0),
+                               atol=1e-7)
+    # third step uses (alpha_2 - 1) / alpha_3 * (x2 - x1)
+    x2 = _np(v).copy()
+    opt.apply([-g], [v])
+    a3 = (1 + np.sqrt(1 + 4 * a2 ** 2)) / 2
+    y = x2 + (a2 - 1) / a3 * (x2 - x1)
+    np.testing.assert_allclose(_np(v), np.maximum(y + lr * g - lr * lam, 0),
+                               atol=1e-6)
+
+
+def test_fista_every_mask_step_and_reset_on_lr_decay():
+    v = keras.Variable(np.array([1.0, 1.0], "float32"))
+    lr = keras.Variable(0.1)
+    opt = FISTA(lambda: lr.value, lam=0.0, mask_step=3)
+    g = np.array([1.0, 2.0], "float32")
+    seen = []
+    for _ in range(6):
+        opt.apply([g], [v])
+        seen.append(_np(v).copy())
+    np.testing.assert_array_equal(seen[0], [1.0, 1.0])  # steps 1, 2 skip
+    np.testing.assert_allclose(seen[2], [0.9, 0.8], atol=1e-7)
+    np.testing.assert_array_equal(seen[3], seen[2])
+    lr.assign(0.01)  # a decay: alpha = 1, no extrapolation
+    for _ in range(3):
+        opt.apply([g], [v])
+    np.testing.assert_allclose(_np(v), seen[5] - 0.01 * g, atol=1e-6)
+
+
+def test_apply_gal_structures_and_identity():
+    model = _residual()
+    x = _x()
+    blocks = apply_gal(model, "blocks")
+    assert sorted(gal_masks(blocks)) == ["gal_mask_add1", "gal_mask_add2"]
+    # the branch of add2 is c (one conv), the shortcut x (none)
+    add2 = blocks.get_layer("add2")
+    assert add2.input[1].name != add2.input[0].name
+    channels = apply_gal(model, "channels")
+    masks = gal_masks(channels)
+    assert all(m.shape == (8,) or m.shape == (16,) for m in masks.values())
+    assert {"gal_mask_stem", "gal_mask_a"} <= set(masks)
+    for student in (blocks, channels):
+        np.testing.assert_array_equal(_np(student(x)), _np(model(x)))
+
+
+@pytest.mark.parametrize("structures", ["blocks", "channels"])
+def test_strip_zero_masks_leaves_logits_unchanged(structures):
+    keras.utils.set_random_seed(1)
+    model = _residual()
+    student = apply_gal(model, structures)
+    rng = np.random.default_rng(0)
+    for layer in student.layers:
+        if isinstance(layer, SoftMask):
+            m = rng.uniform(0.2, 1.5, size=layer.mask.shape)
+            if structures == "channels":
+                m[::2] = 0.0
+            elif layer.name == "gal_mask_add1":
+                m = 0.0
+            layer.mask.assign(np.asarray(m, "float32"))
+    x = _x()
+    small = strip_gal(student)
+    assert not any(isinstance(lyr, SoftMask) for lyr in small.layers)
+    np.testing.assert_allclose(_np(small(x)), _np(student(x)), atol=1e-4)
+    # the library's one strip verb does the same for GAL students
+    same = tfcomp.pruning.strip_pruning(student)
+    np.testing.assert_allclose(_np(same(x)), _np(small(x)), atol=1e-6)
+    names = {lyr.name for lyr in small.layers}
+    if structures == "blocks":
+        assert "a" not in names and "b" not in names and "c" in names
+    else:
+        assert small.get_layer("a").kernel.shape[-1] == 4
+        assert small.get_layer("stem").kernel.shape[-1] == 4
+    assert small.count_params() < model.count_params()
+
+
+def _tiny():
+    inp = keras.Input((3,))
+    return keras.Model(inp, keras.layers.Dense(2, name="fc")(
+        SoftMask(name="m")(inp)), name="tiny")
+
+
+def _softplus(z):
+    return np.logaddexp(0.0, z)
+
+
+def _mlp(d, z):
+    for layer in d.layers[1:]:
+        w, b = (_np(v) for v in layer.weights)
+        z = z @ w + b
+        if layer.get_config()["activation"] == "relu":
+            z = np.maximum(z, 0)
+    return z
+
+
+def test_losses_equal_hand_computation():
+    keras.utils.set_random_seed(3)
+    teacher = keras.Model(*(lambda i: (i, keras.layers.Dense(2)(i)))(
+        keras.Input((3,))))
+    student = _tiny()
+    gal = GAL(student, teacher, lam=0.3, mu=2.0, mask_step=1)
+    x = np.random.default_rng(0).normal(size=(8, 3)).astype("float32")
+    t, s = _np(teacher(x)), _np(student(x))
+    d = gal.discriminator
+    dt, ds = _mlp(d, t), _mlp(d, s)
+    d_hand = _softplus(-dt).mean() + _softplus(ds).mean()
+    got = {k: float(v) for k, v in gal.losses_on(x).items()}
+    assert got["d_loss"] == pytest.approx(d_hand, rel=1e-5)
+    assert got["mse"] == pytest.approx(2.0 * ((t - s) ** 2).mean(), rel=1e-5)
+    assert got["adv"] == pytest.approx(_softplus(-ds).mean(), rel=1e-5)
+    assert got["sparse"] == pytest.approx(0.3 * 3.0, rel=1e-6)
+    # one training step: the logged terms are these, D updated first
+    gal.compile(keras.optimizers.SGD(0.1))
+    hist = gal.fit(x, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    assert hist.history["d_loss"][0] == pytest.approx(d_hand, rel=1e-5)
+    assert hist.history["mse"][0] == pytest.approx(got["mse"], rel=1e-5)
+    adv_new = _softplus(-_mlp(d, s)).mean()  # new D on the old student
+    assert hist.history["adv"][0] == pytest.approx(adv_new, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_larger_lambda_zeroes_more_masks():
+    x = _x(32)
+    zeros, means = [], []
+    for lam in (0.0, 1.0, 20.0):
+        keras.utils.set_random_seed(0)
+        teacher = _residual()
+        student = apply_gal(teacher, "channels")
+        rng = np.random.default_rng(0)
+        for layer in student.layers:  # spread masks: small ones go first
+            if isinstance(layer, SoftMask):
+                layer.mask.assign(rng.uniform(0.1, 2.0, layer.mask.shape)
+                                  .astype("float32"))
+        gal = GAL(student, teacher, lam=lam, mask_step=1)
+        gal.compile(keras.optimizers.SGD(0.1))
+        gal.fit(x, batch_size=16, epochs=2, verbose=0, shuffle=False)
+        zeros.append(sum(int((m == 0).sum())
+                         for m in gal_masks(gal.student).values()))
+        means.append(np.mean(np.concatenate(
+            list(gal_masks(gal.student).values()))))
+    assert zeros[0] == 0 and zeros[0] <= zeros[1] <= zeros[2] == 32
+    assert 0 < zeros[1] < 32 and means[0] > means[1] > means[2] == 0.0
+    assert all(m.min() >= 0 for m in gal_masks(gal.student).values())
+
+
+def test_errors():
+    teacher = _residual()
+    student = apply_gal(teacher, "blocks")
+    with pytest.raises(ValueError, match="lam must be"):
+        GAL(student, teacher, lam=-0.1)
+    with pytest.raises(ValueError, match="teacher outputs must match"):
+        GAL(student, _residual(classes=5))
+    with pytest.raises(ValueError, match="no GAL soft masks"):
+        GAL(teacher, teacher)
+    with pytest.raises(ValueError, match="mask_step"):
+        GAL(student, teacher, mask_step=0)
+    with pytest.raises(ValueError, match="structures must be"):
+        apply_gal(teacher, "layers")
+    with pytest.raises(ValueError, match="no GAL soft masks"):
+        strip_gal(teacher)
+    with pytest.raises(ValueError, match="lam must be"):
+        FISTA(0.1, lam=-1.0)
+    gal = GAL(student, teacher)
+    assert gal.lam == 0.6  # the paper's ResNet-56 (block masks) value
+
+
+@pytest.mark.slow
+def test_resume_from_keras_save_matches_uninterrupted(tmp_path):
+    x = _x(32)
+    keras.utils.set_random_seed(0)
+    teacher = _residual()
+    gal = GAL(apply_gal(teacher, "channels"), teacher, lam=0.05,
+              mask_step=3)
+    gal.compile(keras.optimizers.SGD(0.05, momentum=0.9),
+                metrics=["sparse_categorical_accuracy"])
+    y = np.arange(32) % 4
+    gal.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    path = os.path.join(tmp_path, "gal.keras")
+    gal.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_array_equal(_np(loaded(x)), _np(gal(x)))
+    for a, b in ((gal.optimizer, loaded.optimizer),
+                 (gal.mask_optimizer, loaded.mask_optimizer),
+                 (gal.d_optimizer, loaded.d_optimizer)):
+        assert len(a.variables) == len(b.variables)
+        for u, v in zip(a.variables, b.variables):
+            np.testing.assert_array_equal(_np(u), _np(v))
+    for model in (gal, loaded):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    np.testing.assert_allclose(_np(loaded(x)), _np(gal(x)), atol=1e-5)
+    for a, b in zip(gal_masks(gal.student).values(),
+                    gal_masks(loaded.student).values()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+_MIRRORED = textwrap.dedent("""
+    import json, os
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np
+    from tfcomp.pruning.gal import GAL, apply_gal, gal_masks, strip_gal
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(32, 8, 8, 3)).astype("float32")
+
+    def net():
+        inp = keras.Input((8, 8, 3))
+        x = keras.layers.Conv2D(8, 3, padding="same", name="a")(inp)
+        x = keras.layers.BatchNormalization(name="a_bn")(x)
+        x = keras.layers.ReLU()(x)
+        x = keras.layers.Conv2D(8, 3, padding="same", name="b")(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inp, keras.layers.Dense(4, name="fc")(x))
+
+    def run(strategy):
+        keras.utils.set_random_seed(0)
+        with strategy.scope():
+            teacher = net()
+            gal = GAL(apply_gal(teacher, "channels"), teacher, lam=1.0,
+                      mask_step=1)
+            gal.compile(keras.optimizers.SGD(0.1))
+        gal.fit(xs, batch_size=16, epochs=2, verbose=0, shuffle=False)
+        return gal
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    gal = run(mirrored)
+    one = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    masks = np.concatenate([m.ravel()
+                            for m in gal_masks(gal.student).values()])
+    masks1 = np.concatenate([m.ravel()
+                             for m in gal_masks(one.student).values()])
+    first = gal.mask_variables()[0]
+    half = np.arange(first.shape[0]) % 2
+    first.assign(np.where(half, first.numpy(), 0.0).astype("float32"))
+    small = strip_gal(gal.student)
+    print(json.dumps({
+        "replicas": mirrored.num_replicas_in_sync,
+        "mirrored": type(gal.mask_variables()[0].value).__name__,
+        "mask_diff": float(np.abs(masks - masks1).max()),
+        "moved": float(np.abs(masks1 - 1.0).min()),
+        "kept": int(small.get_layer("a").kernel.shape[-1]),
+        "err": float(np.abs(keras.ops.convert_to_numpy(small(xs))
+                            - keras.ops.convert_to_numpy(gal(xs))).max())}))
+""")
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_two_replicas():
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    out = subprocess.run([sys.executable, "-c", _MIRRORED], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["replicas"] == 2
+    assert res["mirrored"] == "MirroredVariable"
+    # the two replicas' gradients are averaged: same masks as one device
+    assert res["mask_diff"] < 1e-4 and res["moved"] > 0.05
+    assert res["kept"] == 4 and res["err"] < 1e-4

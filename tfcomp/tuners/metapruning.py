@@ -1,0 +1,324 @@
+"""MetaPruning's evolutionary search as a keras-tuner Oracle, and
+``metaprune``, the whole method.
+
+``MetaPruningOracle`` proposes one candidate per trial: a width scale per
+prunable channel group (hyperparameters ``"width/<group id>"``, indices
+into ``scales``). Generation 0 is ``population`` random candidates within
+the budget; every later generation is ``mutations`` mutants (each gene
+resampled with probability ``mutation_prob``) and ``crossovers``
+crossovers (each gene from one of two parents) of the ``top_k`` best
+candidates so far; candidates over the budget (or already evaluated) are
+rejected and redrawn. A trial reports ``fitness`` (held-out accuracy of
+the PruningNet's weights at those widths, BatchNorm statistics
+recomputed). Defaults: the paper's population 50, 25 mutations (p = 0.1),
+25 crossovers, 20 generations, top-k 10 (official ``select_num``). State
+(generation, queue, scores, top-k, the random generator) is JSON in
+``oracle.json``, written atomically after each trial: a killed search
+resumes with the same next population.
+
+``metaprune(model, train_data, val_data, target_macs=0.5)`` trains the
+:class:`tfcomp.pruning.metapruning.PruningNet`, runs the search and
+returns the best candidate's :class:`tfcomp.pruning.Plan`; retrain it from
+scratch with :func:`tfcomp.pruning.rethinking.scratch_setup` (the paper
+trains the found network from scratch).
+
+Reference: Liu et al., MetaPruning, ICCV 2019, arXiv:1903.10258.
+
+Example:
+    >>> plan = metaprune(model, (x, y), (xv, yv), target_macs=0.5)
+    >>> small = tfcomp.prune_channels(model, plan)
+    >>> setup = tfcomp.pruning.scratch_setup(small, base_epochs=20,
+    ...                                      dense_macs=model)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras_tuner as kt
+import numpy as np
+from keras_tuner.engine.trial import TrialStatus
+
+from tfcomp._io import atomic_write_text, check_positive_int
+from tfcomp.pruning.metapruning import PAPER_SCALES, PruningNet, kept_count
+from tfcomp.pruning.targets import ChannelMacs, check_target_macs
+from tfcomp.tuners import _common as common
+
+__all__ = ["MetaPruningOracle", "metaprune"]
+
+_KEY = "tfcomp_metapruning"
+
+
+class MetaPruningOracle(kt.Oracle):
+    """Evolutionary search over per-group widths under a budget.
+
+    Args:
+        sizes: ``{group id: channels}`` (``PruningNet.sizes``).
+        cost: ``{group id: kept channels} -> cost`` (e.g. a
+            :class:`tfcomp.pruning.targets.ChannelMacs`, or latencies).
+        budget: the largest cost a candidate may have.
+        scales: width scales (paper: 0.1..1.0 step 0.03).
+        population, top_k, mutations, mutation_prob, crossovers,
+        generations: the evolution (paper: 50, 10, 25, 0.1, 25, 20).
+        seed: seeds the random choices.
+        max_draws: draws per candidate before giving up on a generation.
+
+    Example:
+        >>> oracle = MetaPruningOracle(net.sizes, ChannelMacs(graph),
+        ...                            budget=0.5 * dense_macs)
+    """
+
+    def __init__(self, sizes: dict, cost, budget: float,
+                 scales=PAPER_SCALES, population: int = 50, top_k: int = 10,
+                 mutations: int = 25, mutation_prob: float = 0.1,
+                 crossovers: int = 25, generations: int = 20, seed: int = 0,
+                 max_draws: int = 200, **kwargs):
+        common.check_ints(population=(population, 1), top_k=(top_k, 1),
+                          mutations=(mutations, 0), crossovers=(crossovers, 0),
+                          generations=(generations, 1), seed=(seed, 0),
+                          max_draws=(max_draws, 1))
+        self.sizes = {str(k): int(v) for k, v in sizes.items()}
+        self.groups = list(self.sizes)
+        self.scales = [float(s) for s in scales]
+        self.cost = cost
+        self.budget = float(budget)
+        smallest = self.cost_of([0] * len(self.groups))
+        if smallest > self.budget:
+            raise ValueError(
+                f"budget {self.budget:,.0f} is below what the smallest "
+                f"scales reach ({smallest:,.0f} at scale {min(self.scales)}"
+                " in every group). Received: budget / target too small")
+        self.population, self.top_k = int(population), int(top_k)
+        self.mutations, self.crossovers = int(mutations), int(crossovers)
+        self.mutation_prob = common.check_fraction("mutation_prob",
+                                                   mutation_prob, False)
+        self.generations, self.max_draws = int(generations), int(max_draws)
+        hp = kt.HyperParameters()
+        for g in self.groups:
+            hp.Int(f"width/{g}", 0, len(self.scales) - 1)
+        budget_trials = population + (generations - 1) * (mutations
+                                                          + crossovers)
+        super().__init__(objective=kt.Objective("fitness", "max"),
+                         max_trials=budget_trials, hyperparameters=hp,
+                         allow_new_entries=False, tune_new_entries=False,
+                         seed=int(seed) + 1, **kwargs)
+        self._rng = np.random.default_rng(int(seed))
+        self.generation = -1
+        self._queue: list = []
+        self._pending: dict = {}
+        self._scored: list = []
+        self._top: list = []
+        self._seen: set = set()
+        self.best_history: list = []
+        self._display.verbose = 0  # one line per trial is too much here
+
+    # -- candidates ------------------------------------------------------
+    def widths(self, genes) -> dict:
+        """``{group id: kept channels}`` of a candidate (scale indices)."""
+        return {g: kept_count(self.scales[int(i)], self.sizes[g])
+                for g, i in zip(self.groups, genes)}
+
+    def cost_of(self, genes) -> float:
+        """The cost of a candidate."""
+        return float(self.cost(self.widths(genes)))
+
+    def _draw(self, make, count) -> list:
+        """``count`` new candidates within the budget (fewer if draws run
+        out); candidates are unique by their channel counts."""
+        out = []
+        for _ in range(count * self.max_draws):
+            if len(out) == count:
+                break
+            genes = [int(i) for i in make()]
+            key = tuple(self.widths(genes).values())
+            if key not in self._seen and self.cost_of(genes) <= self.budget:
+                self._seen.add(key)
+                out.append(genes)
+        return out
+
+    def _next_generation(self) -> None:
+        self.generation += 1
+        n, s = len(self.groups), len(self.scales)
+        rng = self._rng
+        if self.generation == 0:
+            self._queue = self._draw(lambda: rng.integers(0, s, n),
+                                     self.population)
+            return
+        pool = sorted(self._top + self._scored, key=lambda c: -c[1])
+        self._top = pool[:self.top_k]
+        self._scored = []
+        self.best_history.append(self._top[0][1])
+        parents = [c[0] for c in self._top]
+
+        def mutate():
+            p = parents[rng.integers(len(parents))]
+            flip = rng.random(n) < self.mutation_prob
+            return np.where(flip, rng.integers(0, s, n), p)
+
+        def cross():
+            a = parents[rng.integers(len(parents))]
+            b = parents[rng.integers(len(parents))]
+            return np.where(rng.random(n) < 0.5, a, b)
+
+        self._queue = self._draw(mutate, self.mutations) + self._draw(
+            cross, self.crossovers)
+
+    def populate_space(self, trial_id):
+        while not self._queue:
+            if self._pending:
+                return {"status": TrialStatus.IDLE}
+            if self.generation + 1 >= self.generations:
+                if self._scored:  # fold in the last generation
+                    pool = sorted(self._top + self._scored,
+                                  key=lambda c: -c[1])
+                    self._top = pool[:self.top_k]
+                    self.best_history.append(self._top[0][1])
+                    self._scored = []
+                return {"status": TrialStatus.STOPPED}
+            self._next_generation()
+            if not self._queue and self.generation + 1 >= self.generations:
+                return {"status": TrialStatus.STOPPED}
+        genes = self._queue.pop(0)
+        self._pending[str(trial_id)] = genes
+        return {"status": TrialStatus.RUNNING,
+                "values": {f"width/{g}": int(i)
+                           for g, i in zip(self.groups, genes)}}
+
+    @kt.synchronized
+    def end_trial(self, trial):
+        genes = self._pending.pop(str(trial.trial_id), None)
+        if genes is not None and trial.status == TrialStatus.COMPLETED:
+            fit = trial.metrics.get_last_value("fitness") if \
+                trial.metrics.exists("fitness") else None
+            if fit is not None:
+                self._scored.append([genes, float(fit)])
+        return super().end_trial(trial)
+
+    @property
+    def best(self):
+        """``(widths, fitness)`` of the best candidate so far."""
+        pool = sorted(self._top + self._scored, key=lambda c: -c[1])
+        return (self.widths(pool[0][0]), pool[0][1]) if pool else (None,
+                                                                    None)
+
+    # -- state -----------------------------------------------------------
+    def get_state(self):
+        state = super().get_state()
+        state[_KEY] = {
+            "groups": self.groups, "generation": self.generation,
+            "queue": self._queue, "pending": self._pending,
+            "scored": self._scored, "top": self._top,
+            "seen": [list(k) for k in sorted(self._seen)],
+            "best_history": self.best_history,
+            "rng": self._rng.bit_generator.state}
+        return state
+
+    def set_state(self, state):
+        mine = state.get(_KEY)
+        if not isinstance(mine, dict) or mine["groups"] != self.groups:
+            raise ValueError(f"{self._project_dir} holds another search; "
+                             "use another project_name or overwrite.")
+        super().set_state(state)
+        self.generation = int(mine["generation"])
+        self._queue = [list(c) for c in mine["queue"]]
+        self._pending = dict(mine["pending"])
+        self._scored = [list(c) for c in mine["scored"]]
+        self._top = [list(c) for c in mine["top"]]
+        self._seen = {tuple(k) for k in mine["seen"]}
+        self.best_history = list(mine["best_history"])
+        self._rng.bit_generator.state = mine["rng"]
+
+    def save(self):
+        """Writes ``oracle.json`` atomically."""
+        atomic_write_text(os.path.join(self._project_dir, "oracle.json"),
+                          json.dumps(self.get_state()))
+
+    def reload(self):
+        """Reloads the state; a trial that was running is proposed again."""
+        super().reload()
+        for trial_id, genes in list(self._pending.items()):
+            trial = self.trials.get(trial_id)
+            if trial is None or trial.status != TrialStatus.COMPLETED:
+                self._pending.pop(trial_id)
+                self._queue.insert(0, genes)
+                self.trials.pop(trial_id, None)
+                if trial_id in self.start_order:
+                    self.start_order.remove(trial_id)
+        self._retry_queue = []
+        self.ongoing_trials = {}
+
+
+def metaprune(model, train_data, val_data, target_macs: float = 0.5,
+              scales=PAPER_SCALES, epochs: int = 10, batch_size: int = 128,
+              optimizer=None, bn_samples: int = 1024, directory=None,
+              project_name: str = "metapruning", overwrite: bool = False,
+              seed: int = 0, verbose: int = 1, **oracle_kwargs):
+    """MetaPruning end to end: PruningNet training, evolutionary search.
+
+    Args:
+        model: the functional model to prune (untouched).
+        train_data: ``(x, y)`` for the PruningNet and BN recomputation.
+        val_data: held-out ``(x, y)`` for the fitness.
+        target_macs: fraction of the model's MACs (<= 1) or absolute MACs.
+        scales: width scales; epochs, batch_size, optimizer: PruningNet
+            training (default SGD 0.05, momentum 0.9).
+        bn_samples: training images to recompute BN statistics on.
+        directory, project_name, overwrite: where the oracle state lives
+            (None: a temporary directory).
+        seed: seeds the PruningNet widths and the search.
+        **oracle_kwargs: :class:`MetaPruningOracle` arguments
+            (``population``, ``generations``, ...).
+
+    Returns:
+        The best candidate's :class:`tfcomp.pruning.Plan` (``meta``:
+        widths, fitness, macs, per-generation best fitness).
+
+    Example:
+        >>> plan = metaprune(model, (x, y), (xv, yv), target_macs=0.25)
+    """
+    import tempfile
+
+    import keras
+
+    common.check_model(model)
+    check_positive_int(epochs, "epochs", minimum=0)
+    x, y = common.as_xy(train_data, "train_data")
+    xv, yv = common.as_xy(val_data, "val_data")
+    net = PruningNet(model, scales=scales, seed=seed)
+    macs = ChannelMacs(net.graph)
+    target = check_target_macs(target_macs)
+    budget = target * macs.dense if target <= 1 else target
+    oracle = MetaPruningOracle(net.sizes, macs, budget, scales=scales,
+                               seed=seed, **oracle_kwargs)
+    oracle._set_project_dir(directory or tempfile.mkdtemp(), project_name)
+    resumed = os.path.exists(os.path.join(oracle._project_dir,
+                                          "oracle.json")) and not overwrite
+    if epochs:
+        net.compile(optimizer or keras.optimizers.SGD(0.05, momentum=0.9),
+                    keras.losses.SparseCategoricalCrossentropy(
+                        from_logits=True), jit_compile=False)
+        net.fit(x, y, epochs=epochs, batch_size=batch_size,
+                verbose=verbose)
+    if resumed:
+        oracle.reload()
+    xb = x[:bn_samples]
+    while True:
+        trial = oracle.create_trial("metaprune")
+        if trial.status != TrialStatus.RUNNING:
+            if trial.status == TrialStatus.STOPPED:
+                break
+            continue
+        genes = [trial.hyperparameters.values[f"width/{g}"]
+                 for g in oracle.groups]
+        small = net.sample(oracle.widths(genes), xb, batch_size=batch_size)
+        fit = common.accuracy(small, xv, yv, batch_size=batch_size)
+        oracle.update_trial(trial.trial_id, {"fitness": fit})
+        trial.status = TrialStatus.COMPLETED
+        oracle.end_trial(trial)
+    widths, fitness = oracle.best
+    plan = net.plan(widths)
+    plan.meta.update({"widths": widths, "fitness": fitness,
+                      "macs": int(macs(widths)), "dense_macs": macs.dense,
+                      "best_history": oracle.best_history})
+    return plan
