@@ -39,6 +39,12 @@ _LAZY = {
     "load_model": ("tfcomp._saving", "load_model"),
     "sensitivity": ("tfcomp.quantization.sensitivity", "sensitivity"),
     "allocate_bits": ("tfcomp.hardware.allocation", "allocate_bits"),
+    "to_slimmable": ("tfcomp.pruning.slimmable", "to_slimmable"),
+    "set_width": ("tfcomp.pruning.slimmable", "set_width"),
+    "export_width": ("tfcomp.pruning.slimmable", "export_width"),
+    "recalibrate_widths": ("tfcomp.pruning.slimmable", "recalibrate_widths"),
+    "autoslim": ("tfcomp.pruning.autoslim", "autoslim"),
+    "tnet": ("tfcomp.tensorized", "tnet"),
 }
 _SUBMODULES = ("zoo", "data", "graph", "pruning", "quantization", "layers",
                "hardware", "tuners", "export", "testing", "tensorized")

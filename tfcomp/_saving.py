@@ -45,7 +45,7 @@ __all__ = ["REGISTERING_MODULES", "install", "register_classes",
 #: quantizers, pruning schedules). ``tests/reliability/test_keras_files.py``
 #: checks that importing them registers every ``tfcomp>`` class.
 REGISTERING_MODULES = ("tfcomp.layers", "tfcomp.pruning.schedules",
-                       "tfcomp.pruning.gal")
+                       "tfcomp.pruning.gal", "tfcomp.pruning.slimmable")
 
 _lock = threading.Lock()
 _state = {"pending": False, "done": False, "running": False}

@@ -27,7 +27,9 @@ from tfcomp.pruning import (
     ConstantSparsity,
     PolynomialDecay,
     apply_fpgm,
+    apply_gal,
     apply_magnitude_pruning,
+    to_slimmable,
 )
 from tfcomp.quantization import calibrate, make_bits_dynamic, quantize_model
 from tfcomp.quantization.dnas import build_supernet
@@ -162,6 +164,18 @@ def _layers_model():
     return keras.Model(inp, keras.layers.Dense(5)(x))
 
 
+def _slim_base():
+    """Conv + BN + depthwise + dense: every slimmable layer class."""
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inp)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(8, activation="relu")(x)
+    return keras.Model(inp, keras.layers.Dense(5)(x))
+
+
 def _kinds(x):
     qat = quantize_model(_wide_base(), bits=4)
     calibrate(qat, x)
@@ -188,7 +202,9 @@ def _kinds(x):
         t = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(t)
     t = keras.layers.GlobalAveragePooling2D()(t)
     tnet_model = tnet(keras.Model(inp, keras.layers.Dense(5)(t)), ranks=0.5)
-    return {"tnet": tnet_model, "fpgm": fpgm, "magnitude": magnitude, "qat": qat,
+    slim = to_slimmable(_slim_base(), widths=(0.5, 1.0))
+    gal = apply_gal(_slim_base(), "channels")
+    return {"tnet": tnet_model, "slimmable": slim, "gal": gal, "fpgm": fpgm, "magnitude": magnitude, "qat": qat,
             "dynamic_bits": dynamic.model, "dnas_supernet": supernet,
             "layers": layers}
 
@@ -219,7 +235,8 @@ def test_every_kind_loads_after_import_keras_tfcomp(saved, order):
     files = [r for r in results if "file" in r]
     assert [r["file"] for r in files] == [
         "dnas_supernet.keras", "dynamic_bits.keras", "fpgm.keras",
-        "layers.keras", "magnitude.keras", "qat.keras", "tnet.keras"]
+        "gal.keras", "layers.keras", "magnitude.keras", "qat.keras",
+        "slimmable.keras", "tnet.keras"]
     for r in files:
         assert "error" not in r, r
         assert r["max_diff"] <= 1e-5, r

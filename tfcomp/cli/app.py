@@ -1,7 +1,7 @@
 """The ``tfcomp`` parser (every verb's options, as docs/CLI.md lists them)
 and the entry point ``main``. Each verb's work lives in its own module
 (``tfcomp.cli.profile``, ``prune``, ``quantize``, ``search``, ``lut``,
-``export``, ``simulate``, ``report``) as ``run(args)``.
+``export``, ``simulate``, ``report``, ``slim``) as ``run(args)``.
 
 Example:
     >>> from tfcomp.cli.app import main
@@ -18,6 +18,7 @@ import sys
 from tfcomp._io import BadInputError
 from tfcomp.cli import (
     export,
+    learned,
     lut,
     profile,
     prune,
@@ -25,6 +26,7 @@ from tfcomp.cli import (
     report,
     search,
     simulate,
+    slim,
 )
 from tfcomp.cli._common import (
     DATA_HELP,
@@ -102,9 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
                     "exactly one of --ratio, --target-macs, --apply-plan.")
     s.add_argument("model", help="input .keras file")
     s.add_argument("output", help="output .keras file")
-    s.add_argument("--method", default="l1", choices=prune.METHODS,
+    s.add_argument("--method", default="l1",
+                   choices=prune.METHODS + learned.METHODS,
                    help="importance criterion, or lasso / dcp "
-                        "(reconstruction methods; need --data)")
+                        "(reconstruction methods; need --data), or the "
+                        "learned methods gal / metapruning (need --data)")
     s.add_argument("--ratio", type=ratio,
                    help="fraction of channels removed per group, in [0, 1)")
     s.add_argument("--target-macs", type=positive_float,
@@ -126,6 +130,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dcp: epochs fitting each auxiliary head")
     s.add_argument("--dcp-stage-epochs", type=nonneg_int, default=1,
                    help="dcp: per-stage fine-tune epochs")
+    s.add_argument("--gal-structures", default="channels",
+                   choices=("channels", "blocks"),
+                   help="gal: mask channels or residual blocks")
+    s.add_argument("--gal-lambda", type=positive_float, default=None,
+                   help="gal: L1 weight of the masks (default: the paper's "
+                        "0.6 blocks / 1e-3 channels)")
+    s.add_argument("--gal-epochs", type=positive_int, default=10,
+                   help="gal: adversarial training epochs")
+    s.add_argument("--gal-lr", type=positive_float, default=0.01,
+                   help="gal: SGD learning rate")
+    s.add_argument("--mask-step", type=positive_int, default=200,
+                   help="gal: batches between FISTA mask steps")
+    s.add_argument("--meta-epochs", type=positive_int, default=10,
+                   help="metapruning: PruningNet training epochs")
+    s.add_argument("--meta-generations", type=positive_int, default=20,
+                   help="metapruning: evolution generations")
+    s.add_argument("--meta-population", type=positive_int, default=50,
+                   help="metapruning: population size")
     s.add_argument("--finetune-epochs", type=nonneg_int, default=0,
                    help="fine-tune the pruned model (needs --data)")
     s.add_argument("--lr", type=positive_float, default=1e-3,
@@ -136,6 +158,58 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=nonneg_int, default=0,
                    help="seed of random / lasso / dcp")
     s.set_defaults(func=prune.run)
+
+    s = sub.add_parser(
+        "slim", formatter_class=fmt,
+        help="train a slimmable network, export every width",
+        description="Convert to a slimmable network (switchable widths), "
+                    "train it with the sandwich rule and in-place "
+                    "distillation, recalibrate BN per width and write "
+                    "slimmable.keras plus one plain width_NNN.keras per "
+                    "width.")
+    s.add_argument("model", help="input .keras file")
+    s.add_argument("out_dir", help="output folder")
+    s.add_argument("--widths", type=fractions, default=(0.25, 0.5, 0.75, 1.0),
+                   help="comma-separated width switches in (0, 1]")
+    s.add_argument("--universal", action="store_true",
+                   help="universally slimmable (any width in [min, max])")
+    s.add_argument("--data", help=DATA_HELP)
+    s.add_argument("--epochs", type=nonneg_int, default=1,
+                   help="sandwich-rule training epochs")
+    s.add_argument("--steps", type=positive_int,
+                   help="steps per epoch (default: the whole data)")
+    s.add_argument("--lr", type=positive_float, default=1e-3,
+                   help="learning rate (Adam)")
+    s.add_argument("--batch-size", type=positive_int, default=128,
+                   help="training batch size")
+    s.add_argument("--round-to", type=positive_int, default=1,
+                   help="channel counts of each width are multiples of it")
+    s.add_argument("--calibration-size", type=positive_int, default=2048,
+                   help="training images for BN recalibration per width")
+    s.set_defaults(func=slim.run_slim)
+
+    s = sub.add_parser(
+        "autoslim", formatter_class=fmt,
+        help="AutoSlim greedy search of channel counts",
+        description="Greedily slim a (slimmable) model: each step removes "
+                    "one channel step from the group whose removal raises "
+                    "the held-out loss least; writes a plan per MACs "
+                    "target (apply with `tfcomp prune --apply-plan`).")
+    s.add_argument("model", help="input .keras file (slimmable.keras from "
+                   "`tfcomp slim --universal`, or a plain model)")
+    s.add_argument("out_dir", help="output folder")
+    s.add_argument("--data", help=DATA_HELP + " (the last batches of the "
+                   "training split are the held-out batches)")
+    s.add_argument("--target-macs", type=fractions, default=(0.75, 0.5, 0.25),
+                   help="comma-separated MACs targets, fractions in (0, 1]")
+    s.add_argument("--step", type=positive_float, default=0.1,
+                   help="channels removed per step: a fraction (< 1) of "
+                        "each group or a count (>= 1)")
+    s.add_argument("--batches", type=positive_int, default=4,
+                   help="held-out batches per evaluation")
+    s.add_argument("--batch-size", type=positive_int, default=64,
+                   help="held-out batch size")
+    s.set_defaults(func=slim.run_autoslim)
 
     s = sub.add_parser(
         "quantize", formatter_class=fmt,

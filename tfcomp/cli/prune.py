@@ -74,6 +74,10 @@ def _prune(args, model, data):
 
 def run(args) -> None:
     """Prunes ``args.model`` into ``args.output``; prints MACs / accuracy."""
+    from tfcomp.cli import learned
+
+    if args.method in learned.METHODS:
+        return learned.run(args)
     from tfcomp.cost import profile
 
     common.check_output(args.output, ".keras", "output model")

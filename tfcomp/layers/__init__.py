@@ -44,6 +44,12 @@ from tfcomp.layers.quant_mixed import (
     MixedQuantDepthwiseConv2D,
 )
 from tfcomp.layers.quant_nd import QuantConv1D, QuantConv2DTranspose, QuantConv3D
+from tfcomp.layers.slimmable import (
+    SlimmableConv2D,
+    SlimmableDense,
+    SlimmableDepthwiseConv2D,
+    SwitchableBatchNormalization,
+)
 from tfcomp.layers.soft_mask import FISTA, SoftMask
 from tfcomp.layers.tucker import TNetConv2D, TuckerConv2D, TuckerTensor
 
@@ -72,4 +78,6 @@ __all__ = [
     "plain_class_of", "quantizers", "QUANT_WEIGHT_LAYERS",
     "QUANT_ACTIVATION_LAYERS", "MIXED_LAYERS", "QUANT_LAYERS",
     "TuckerConv2D", "TuckerTensor", "TNetConv2D", "SoftMask", "FISTA",
+    "SlimmableConv2D", "SlimmableDense", "SlimmableDepthwiseConv2D",
+    "SwitchableBatchNormalization",
 ]

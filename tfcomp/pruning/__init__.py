@@ -17,22 +17,35 @@ Example:
 
 import warnings
 
-from tfcomp.pruning import importance, targets
+from tfcomp.pruning import autoslim, importance, targets
+from tfcomp.pruning.autoslim import AutoSlimResult
 from tfcomp.pruning.batchnorm import recalibrate_batchnorm
 from tfcomp.pruning.dcp import dcp_prune
 from tfcomp.pruning.fpgm import FPGMPruning
+from tfcomp.pruning.gal import GAL, apply_gal, strip_gal
 from tfcomp.pruning.lasso import lasso_prune
 from tfcomp.pruning.magnitude import MagnitudePruning
+from tfcomp.pruning.metapruning import PruningNet
 from tfcomp.pruning.plan import Plan, estimate_macs, make_plan
 from tfcomp.pruning.reconstruction import reconstruct_layer
 from tfcomp.pruning.rethinking import scratch_epochs, scratch_setup
 from tfcomp.pruning.schedules import ConstantSparsity, PolynomialDecay
+from tfcomp.pruning.slimmable import (
+    SlimmableModel,
+    export_width,
+    recalibrate_widths,
+    set_width,
+    to_slimmable,
+)
 from tfcomp.pruning.surgery import LayerKeep, mask_channels, prune_channels
 from tfcomp.pruning.surgery import weight_masks as weight_masks
 from tfcomp.pruning.targets import channel_macs, resolve_keep_counts
 from tfcomp.pruning.wrappers import apply_fpgm, apply_magnitude_pruning, strip_pruning
 
 __all__ = [
+    "AutoSlimResult", "SlimmableModel", "autoslim", "export_width",
+    "recalibrate_widths", "set_width", "to_slimmable",
+    "GAL", "PruningNet", "apply_gal", "strip_gal",
     "ConstantSparsity", "FPGMPruning", "LayerKeep", "MagnitudePruning",
     "Plan", "PolynomialDecay", "apply_fpgm", "apply_magnitude_pruning",
     "channel_macs", "dcp_prune", "estimate_macs", "importance",

@@ -1,0 +1,245 @@
+"""Slimmable networks: conversion over coupled groups, sandwich training,
+export equality and MACs, BN ablation, .keras round trip, MirroredStrategy,
+errors."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+import tfcomp
+from tfcomp.graph.walk import leaf_layers
+from tfcomp.pruning.slimmable import (
+    SlimmableModel,
+    export_width,
+    group_counts,
+    recalibrate_widths,
+    set_width,
+    to_slimmable,
+)
+
+
+def _residual(concat=True, momentum=0.99):
+    bn = keras.layers.BatchNormalization
+    inp = keras.Input((8, 8, 3))
+    s = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inp)
+    s = bn(momentum=momentum, name="stem_bn")(s)
+    s = keras.layers.ReLU()(s)
+    a = keras.layers.Conv2D(8, 3, padding="same", name="a")(s)
+    a = bn(momentum=momentum, name="a_bn")(a)
+    a = keras.layers.ReLU()(a)
+    b = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(a)
+    b = keras.layers.Conv2D(8, 1, name="b")(b)
+    b = bn(momentum=momentum, name="b_bn")(b)
+    x = keras.layers.ReLU()(keras.layers.Add()([b, s]))
+    if concat:
+        c1 = keras.layers.Conv2D(8, 3, strides=2, padding="same",
+                                 name="c1")(x)
+        c2 = keras.layers.Conv2D(12, 3, strides=2, padding="same",
+                                 name="c2")(x)
+        x = keras.layers.Concatenate()([c1, c2])
+        x = bn(momentum=momentum, name="c_bn")(x)
+        x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(12, activation="relu", name="fc")(x)
+    return keras.Model(inp, keras.layers.Dense(4, name="head")(x),
+                       name="res")
+
+
+def _data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8, 8, 3)).astype("float32")
+    w = np.random.default_rng(99).normal(size=(3, 4))
+    return x, np.argmax(x.mean(axis=(1, 2)) @ w, axis=1)
+
+
+def _compile(model, lr=1e-2):
+    model.compile(keras.optimizers.Adam(lr),
+                  keras.losses.SparseCategoricalCrossentropy(
+                      from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def _np(t):
+    return keras.ops.convert_to_numpy(t)
+
+
+def test_width_one_equals_original_and_groups_couple():
+    model = _residual()
+    x, _ = _data(8)
+    slim = to_slimmable(model)
+    np.testing.assert_allclose(_np(slim(x)), _np(model(x)), atol=1e-5)
+    counts = group_counts(slim, 0.25)
+    # stem / b / the residual add are one group; c1, c2 (concat) separate
+    assert "b" not in counts and counts["stem"] == 2
+    assert counts["c1"] == 2 and counts["c2"] == 3 and counts["fc"] == 3
+    assert "head" not in counts  # classifier outputs never shrink
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("concat", [True, False])
+def test_export_equals_slimmable_and_has_width_macs(concat):
+    model = _residual(concat)
+    x, y = _data()
+    slim = _compile(to_slimmable(model))
+    slim.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    recalibrate_widths(slim, x)
+    dense = tfcomp.profile(model).macs
+    cost = tfcomp.pruning.targets.ChannelMacs(tfcomp.DependencyGraph(model))
+    macs = []
+    for w in (0.25, 0.75, 1.0):
+        set_width(slim, w)
+        small = export_width(slim, w)
+        assert not any(type(layer).__module__.startswith("tfcomp")
+                       for layer in leaf_layers(small))
+        np.testing.assert_allclose(_np(small(x)), _np(slim(x)), atol=1e-4)
+        macs.append(tfcomp.profile(small).macs)
+        assert macs[-1] == cost(group_counts(slim, w))
+    assert macs == sorted(macs) and macs[-1] == dense
+
+
+@pytest.mark.slow
+def test_sandwich_training_learns_every_width():
+    x, y = _data(192)
+    slim = _compile(to_slimmable(_residual(), widths=(0.25, 0.5, 1.0)))
+    hist = slim.fit(x, y, epochs=5, batch_size=32, verbose=0)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    recalibrate_widths(slim, x)
+    for w in slim.widths:
+        set_width(slim, w)
+        acc = slim.evaluate(x, y, verbose=0, return_dict=True)["accuracy"]
+        assert acc > (0.5 if w == 1.0 else 0.35), (w, acc)  # chance .25
+
+
+def _chain(depth=4):
+    inp = keras.Input((8, 8, 3))
+    h = inp
+    for _ in range(depth):
+        h = keras.layers.Conv2D(16, 3, padding="same", use_bias=False)(h)
+        h = keras.layers.BatchNormalization(momentum=0.9)(h)
+        h = keras.layers.ReLU()(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inp, keras.layers.Dense(4)(h))
+
+
+@pytest.mark.slow
+def test_shared_bn_collapses_smallest_width_switchable_keeps_it():
+    """The paper's ablation: one BN shared by every width mixes their
+    statistics, the smallest width collapses; private BN keeps it."""
+    x, y = _data(256)
+    res = {}
+    for shared in (False, True):
+        keras.utils.set_random_seed(0)
+        slim = _compile(to_slimmable(_chain(), widths=(0.25, 1.0),
+                                     shared_bn=shared))
+        slim.fit(x, y, epochs=6, batch_size=32, verbose=0)
+        set_width(slim, 0.25)
+        res[shared] = slim.evaluate(x, y, verbose=0, return_dict=True)
+    assert res[True]["loss"] > res[False]["loss"] + 0.25, res
+    assert res[False]["accuracy"] > res[True]["accuracy"] + 0.1, res
+
+
+@pytest.mark.slow
+def test_keras_round_trip_keeps_every_width_bn(tmp_path):
+    x, y = _data()
+    slim = _compile(to_slimmable(_residual(), widths=(0.5, 1.0),
+                                 universal=True))
+    slim.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    recalibrate_widths(slim, x)
+    path = str(tmp_path / "slim.keras")
+    slim.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, SlimmableModel) and loaded.universal
+    assert loaded.widths == slim.widths
+    for a, b in zip(leaf_layers(slim), leaf_layers(loaded)):
+        for va, vb in zip(a.weights, b.weights):
+            np.testing.assert_array_equal(_np(va), _np(vb))
+    for w in (0.5, 0.6, 1.0):
+        set_width(slim, w)
+        set_width(loaded, w)
+        np.testing.assert_allclose(_np(loaded(x)), _np(slim(x)), atol=1e-6)
+    assert int(_np(loaded.optimizer.iterations)) == 2
+
+
+def test_errors():
+    with pytest.raises(ValueError, match=r"widths must all be in \(0, 1\]"):
+        to_slimmable(_residual(), widths=(0.0, 1.0))
+    with pytest.raises(ValueError, match=r"widths must all be in \(0, 1\]"):
+        to_slimmable(_residual(), widths=(0.5, 1.5))
+    inp = keras.Input((4,))
+    plain = keras.Model(inp, keras.layers.Dense(3)(inp))
+    with pytest.raises(ValueError, match="nothing slimmable"):
+        to_slimmable(plain)
+    slim = to_slimmable(_residual(), widths=(0.5, 1.0))
+    with pytest.raises(ValueError, match="not one this slimmable network "
+                                         "was trained at"):
+        set_width(slim, 0.75)
+    with pytest.raises(ValueError, match="No slimmable group"):
+        set_width(slim, {"nope": 2})
+    with pytest.raises(TypeError, match="SlimmableModel"):
+        set_width(plain, 0.5)
+
+
+_MIRRORED = textwrap.dedent("""
+    import json, os
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np
+    from tfcomp.pruning.slimmable import (to_slimmable, set_width,
+                                          export_width)
+    keras.utils.set_random_seed(0)
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    with strategy.scope():
+        inp = keras.Input((8, 8, 3))
+        x = keras.layers.Conv2D(8, 3, padding="same", name="a")(inp)
+        x = keras.layers.BatchNormalization(name="a_bn")(x)
+        x = keras.layers.ReLU()(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        slim = to_slimmable(keras.Model(inp, keras.layers.Dense(4)(x)),
+                            universal=True)
+        slim.compile(keras.optimizers.SGD(0.1, momentum=0.9),
+                     keras.losses.SparseCategoricalCrossentropy(
+                         from_logits=True))
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(32, 8, 8, 3)).astype("float32")
+    ys = rng.integers(0, 4, 32)
+    ckpt = os.path.join(os.environ["OUT_DIR"], "ck.keras")
+    cb = keras.callbacks.ModelCheckpoint(ckpt)
+    h = slim.fit(xs, ys, epochs=2, batch_size=8, verbose=0, callbacks=[cb])
+    with strategy.scope():
+        loaded = keras.saving.load_model(ckpt)
+    loaded.fit(xs, ys, epochs=1, batch_size=8, verbose=0)
+    set_width(slim, 0.5)
+    small = export_width(slim, 0.5)
+    layer = slim.get_layer("a")
+    print(json.dumps({
+        "replicas": strategy.num_replicas_in_sync,
+        "mirrored": type(layer.kernel.value).__name__,
+        "loss": [float(v) for v in h.history["loss"]],
+        "resumed_iters": int(loaded.optimizer.iterations.numpy()),
+        "filters": int(small.get_layer("a").kernel.shape[-1]),
+        "err": float(np.abs(np.asarray(small(xs)) - np.asarray(slim(xs))
+                            ).max())}))
+""")
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_two_replicas_and_checkpoint_resume(tmp_path):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OUT_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", _MIRRORED], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["replicas"] == 2 and res["mirrored"] == "MirroredVariable"
+    assert all(np.isfinite(res["loss"]))
+    assert res["resumed_iters"] == 12
+    assert res["filters"] == 4 and res["err"] < 1e-4
