@@ -30,8 +30,11 @@ setup(
     ],
     extras_require={
         "tfmot": ["tensorflow-model-optimization>=0.8", "tf-keras>=2.16"],
+        # per-layer float16 / int8 / int4 LiteRT files (export_tflite with a
+        # precision policy, measure_tflite_table(precisions=...))
+        "litert": ["ai-edge-quantizer>=0.10"],
         "dev": ["pytest>=7", "pytest-xdist>=3", "hypothesis>=6", "ruff>=0.4",
-                "jsonschema>=4"],
+                "jsonschema>=4", "ai-edge-quantizer>=0.10"],
     },
     entry_points={"console_scripts": ["tfcomp=tfcomp.cli:main"]},
 )

@@ -229,3 +229,73 @@ def test_costs_are_haq_costs(residual, resource):
     assert table.full_cost == pytest.approx(space.full_cost, rel=1e-12)
     assert table.total(named) == pytest.approx(space.cost(policy),
                                                rel=1e-12)
+
+
+def _precision_model():
+    x = keras.Input((8, 8, 3))
+    y = keras.layers.Conv2D(8, 3, padding="same", name="c1")(x)
+    y = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(y)
+    y = keras.layers.Conv2D(16, 1, name="c2")(y)
+    y = keras.layers.Conv2D(16, 3, padding="same", name="c3")(y)
+    y = keras.layers.GlobalAveragePooling2D()(y)
+    return keras.Model(x, keras.layers.Dense(4, name="fc")(y))
+
+
+def test_precision_axis_size_equals_brute_force():
+    """Candidates as LiteRT precisions: names out, budget met, depthwise
+    never int4w, the optimum equals brute force, bit results unchanged."""
+    from tfcomp.hardware.precision import PRECISION_BITS, PRECISIONS
+
+    model = _precision_model()
+    layers = quantizable_layers(model)
+    sens = _random_sensitivity(layers, bits=[4, 8], seed=3)
+    table = CostTable(model, "size", precision=True)
+    assert table.fixed == PRECISION_BITS["int8"]
+    half = policy_cost(model, "int4w", "size", first_last_8bit=False)
+    assert 0.5 < half < 1.0  # depthwise stays int8
+    for budget in (half, 0.75, 1.5):
+        alloc = allocate_bits(model, sens, "size", budget=budget,
+                              candidates=PRECISIONS, first_last_8bit=False)
+        assert set(alloc.values()) <= set(PRECISIONS)
+        assert alloc["dw"] != "int4w"
+        assert table.total(dict(alloc)) <= budget * table.full_cost * (
+            1 + 1e-9)
+        best = None
+        for combo in itertools.product(PRECISIONS, repeat=len(layers)):
+            pol = dict(zip(layers, combo))
+            if pol["dw"] == "int4w" or table.total(pol) > \
+                    budget * table.full_cost * (1 + 1e-9):
+                continue
+            v = sum(0.0 if PRECISION_BITS[p][0] > 8 else sens.value(
+                n, PRECISION_BITS[p][0]) for n, p in pol.items())
+            best = v if best is None else min(best, v)
+        assert alloc.sensitivity == pytest.approx(best, abs=1e-9)
+    assert allocate_bits(model, sens, "size", budget=1.5,
+                         candidates=PRECISIONS)["c1"] == "int8"  # first
+    with pytest.raises(ValueError, match="all be precisions"):
+        allocate_bits(model, sens, "size", candidates=["int8", 4])
+    with pytest.raises(ValueError, match="w_bits=4"):
+        allocate_bits(model, _random_sensitivity(layers, bits=[8]), "size",
+                      candidates=PRECISIONS)
+
+
+def test_precision_axis_latency_from_table():
+    from tfcomp.hardware.base import Cost
+    from tfcomp.hardware.precision import PRECISION_BITS
+    from tfcomp.hardware.spec import extract_specs
+
+    model = _precision_model()
+    layers = quantizable_layers(model)
+    table = LatencyTable(hardware={"name": "fake", "config": {}},
+                         meta={"precisions": ["int8", "int4w"]})
+    speed = {"int8": 1.0, "int4w": 2.0}  # int4 slower, as on x86
+    for s in extract_specs(model):
+        for p, f in speed.items():
+            table.add(s, *PRECISION_BITS[p], Cost(None, f * 1e-6 * (
+                1 + s.macs / 1e4), None))
+    sens = _random_sensitivity(layers, bits=[4, 8], seed=1)
+    alloc = allocate_bits(model, sens, "latency", table, budget=1.0,
+                          candidates=("int8", "int4w"),
+                          first_last_8bit=False)
+    assert set(alloc.values()) == {"int8"}  # int4w only costs time here
+    assert table.model_cost(model, (8, 32)).latency_s > 0

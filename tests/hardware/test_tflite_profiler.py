@@ -164,3 +164,66 @@ def test_corrupt_layer_in_archive_is_named(tmp_path):
     path.write_bytes(path.read_bytes()[:700])  # a truncated archive
     with pytest.raises(ValueError, match="layers.tar"):
         device_profiler.profile_archive(str(path), runs=1, verbose=False)
+
+
+def _dw_model():
+    x = keras.Input((8, 8, 8))
+    y = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    y = keras.layers.Conv2D(16, 1, name="pw")(y)
+    y = keras.layers.GlobalAveragePooling2D(name="gap")(y)
+    return keras.Model(x, keras.layers.Dense(4, name="fc")(y))
+
+
+def test_precision_axis_table_and_archive(tmp_path):
+    """Each weighted layer is timed at every precision (its file quantized
+    as a LiteRT export is), stored at PRECISION_BITS; the device profiler
+    writes the same keys from an archive."""
+    pytest.importorskip("ai_edge_quantizer")
+    from tfcomp.hardware.precision import (
+        PRECISION_BITS,
+        op_precisions,
+        weight_ops,
+    )
+    from tfcomp.hardware.tflite_profiler import quantize_layer_file
+
+    model = _dw_model()
+    precisions = ("float32", "float16", "int8", "int4w")
+    spec = next(s for s in extract_specs(model) if s.name == "pw")
+    blob = layer_to_tflite(build_layer_model(spec))
+    assert list(op_precisions(quantize_layer_file(blob, "int4w")).values()
+                ) == ["int4w"]
+    assert weight_ops(quantize_layer_file(blob, "float16"))[0].dtype == \
+        "FLOAT16"
+    table = measure_tflite_table(model, channel_fractions=(1.0,), runs=2,
+                                 warmup=1, rounds=1, progress=False,
+                                 precisions=precisions)
+    assert not table.bit_invariant
+    assert table.meta["precisions"] == list(precisions)
+    assert sorted(table.bit_pairs) == sorted(PRECISION_BITS.values())
+    for s in extract_specs(model):
+        for p in precisions:
+            assert table.lookup(s, *PRECISION_BITS[p]).latency_s >= 0
+    assert table.model_cost(model).latency_s > 0  # float32 by default
+    with pytest.raises(ValueError, match="precisions"):
+        measure_tflite_table(model, progress=False, precisions=("int3",))
+
+    path = export_layer_archive(model, str(tmp_path / "layers.tar"),
+                                channel_fractions=(1.0,), progress=False,
+                                precisions=precisions)
+    doc = device_profiler.profile_archive(path, runs=2, warmup=1, rounds=1,
+                                          verbose=False)
+    device = LatencyTable.from_dict(doc)
+    assert not device.bit_invariant
+    assert device.bit_pairs == table.bit_pairs
+    assert len(device) == len(table)
+
+
+def test_version_1_archive_still_bit_invariant(tmp_path):
+    path = export_layer_archive(_model(), str(tmp_path / "l.tar"),
+                                channel_fractions=(1.0,), progress=False)
+    with tarfile.open(path) as tar:
+        assert json.load(tar.extractfile("manifest.json"))["version"] == 1
+    doc = device_profiler.profile_archive(path, runs=1, warmup=0, rounds=1,
+                                          verbose=False)
+    assert doc["bit_invariant"] and all(
+        [c[:2] for c in e["costs"]] == [[32, 32]] for e in doc["entries"])

@@ -354,12 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
     t = ex.add_parser("tflite", formatter_class=fmt,
                       help="verified .tflite file",
                       description="Convert to .tflite (float32, dynamic, "
-                                  "float16 or full int8) and verify it in "
-                                  "the TFLite runtime.")
+                                  "float16, full int8, or per-layer "
+                                  "float16/int8/int4 weights) and verify "
+                                  "it in the TFLite runtime.")
     t.add_argument("model", help="input .keras file")
     t.add_argument("output", help="output .tflite file")
     t.add_argument("--quantization", default=None,
-                   choices=["dynamic", "float16", "int8"])
+                   help="dynamic | float16 | int8 | int4w, or a .json "
+                        "policy {layer: float32|float16|int8|int4w} "
+                        "(float models need tfcomp[litert])")
     t.add_argument("--data", help=DATA_HELP + "; int8 calibration of "
                    "float models and verification inputs")
     t.add_argument("--verify", type=nonneg_int, default=256,

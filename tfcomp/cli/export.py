@@ -3,6 +3,7 @@
 Example:
     $ tfcomp export tflite model.keras model.tflite --quantization int8 \
         --data fashion-mnist
+    $ tfcomp export tflite model.keras mix.tflite --quantization policy.json
     $ tfcomp export bitserial q4.keras q4.json --hardware bismo --data x.npz
 """
 
@@ -24,11 +25,31 @@ def _print_report(report: dict, path: str) -> None:
     print(f"wrote {path}")
 
 
+def _quantization(value):
+    """``--quantization``: a mode, "int4w", or a ``.json`` file holding a
+    ``{layer: "float32" | "float16" | "int8" | "int4w"}`` policy (e.g. a
+    saved ``allocate_bits(..., candidates=PRECISIONS)`` result)."""
+    if not isinstance(value, str) or not value.endswith(".json"):
+        return value
+    from tfcomp._io import read_json
+
+    try:
+        policy = read_json(value, "quantization policy")
+    except (OSError, ValueError) as e:
+        raise common.CLIError(f"--quantization {value!r}: {e}") from None
+    if not isinstance(policy, dict):
+        raise common.CLIError(
+            f"--quantization {value!r} must hold a JSON object {{layer: "
+            f"precision}}. Received: {type(policy).__name__}")
+    return policy
+
+
 def run_tflite(args) -> None:
     """Converts ``args.model`` to a verified ``.tflite`` file."""
     from tfcomp.export import export_tflite, measure_latency
 
     common.check_output(args.output, ".tflite")
+    args.quantization = _quantization(args.quantization)
     model = common.load_model(args.model)
     needs = args.quantization == "int8" and not _is_qat(model)
     if needs and not args.data:
@@ -38,8 +59,9 @@ def run_tflite(args) -> None:
     data = common.load_data(args.data, required=False, model=model)
     rep_data = None if data is None else data[0][0][:500]
     verify = None if data is None else data[1][0][:args.verify]
-    common.info(f"converting to TFLite ({args.quantization or 'float32'}) "
-                "and verifying")
+    mode = "per-layer policy" if isinstance(args.quantization, dict) \
+        else args.quantization or "float32"
+    common.info(f"converting to TFLite ({mode}) and verifying")
     report = export_tflite(model, args.output,
                            quantization=args.quantization,
                            calibration_data=rep_data,

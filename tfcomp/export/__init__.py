@@ -18,6 +18,7 @@ from tfcomp.export.bitserial import (
 )
 from tfcomp.export.int8 import convert_int8, tflite_weight_levels
 from tfcomp.export.latency import LatencyResult, measure_latencies, measure_latency
+from tfcomp.export.litert_quant import layer_precisions
 from tfcomp.export.tflite import (
     ExportReport,
     VerificationError,
@@ -30,4 +31,5 @@ __all__ = [
     "convert_to_tflite", "export_bitserial", "export_tflite",
     "measure_latencies", "measure_latency", "simulate_bitserial",
     "tflite_weight_levels", "validate_descriptor", "VerificationError",
+    "layer_precisions",
 ]

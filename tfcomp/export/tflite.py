@@ -28,6 +28,9 @@ __all__ = ["ExportReport", "VerificationError", "export_tflite",
            "convert_to_tflite", "atomic_write_bytes", "DEFAULT_MIN_AGREEMENT"]
 
 QUANTIZATION_MODES = (None, "dynamic", "float16", "int8")
+#: Per-layer modes (:mod:`tfcomp.export.litert_quant`): "int4w" or a
+#: ``{layer name: "float32" | "float16" | "int8" | "int4w"}`` dict.
+MIXED_MODES = ("int4w",)
 
 #: Default ``min_agreement`` of :func:`export_tflite`: the fraction of
 #: verification inputs whose TFLite top-1 class must equal Keras'. Float
@@ -56,6 +59,12 @@ class ExportReport:
             (None when not verified or outputs are not class scores).
         num_verified: number of verification inputs.
         runtime: the runtime that ran the file.
+        layer_precisions: per-layer files ("int4w" or a policy dict):
+            ``{layer: precision}`` read back from the file's weight types.
+        int8_fallback: per-layer files: ``{layer: reason}`` for the
+            layers asked (or, in a QAT model, due) as int4w that stayed
+            int8 (an op without int4 support, e.g. DEPTHWISE_CONV_2D in
+            ai-edge-quantizer 0.10).
     """
 
     path: str
@@ -65,6 +74,8 @@ class ExportReport:
     top1_agreement: float | None = None
     num_verified: int = 0
     runtime: str | None = None
+    layer_precisions: dict | None = None
+    int8_fallback: dict | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -149,11 +160,18 @@ def _representative_gen(data, model=None, limit: int = _CALIBRATION_ITEMS):
     return gen
 
 
-def _check_modes(quantization, io_type) -> None:
-    if quantization not in QUANTIZATION_MODES:
+def _is_mixed(quantization) -> bool:
+    return isinstance(quantization, dict) or (
+        isinstance(quantization, str) and quantization in MIXED_MODES)
+
+
+def _check_modes(quantization, io_type, mixed: bool = False) -> None:
+    if not (quantization in QUANTIZATION_MODES
+            or (mixed and _is_mixed(quantization))):
+        also = " or 'int4w' / a {layer: precision} dict" if mixed else ""
         raise ValueError(
-            f"quantization must be one of {QUANTIZATION_MODES}. Received: "
-            f"quantization={quantization!r}")
+            f"quantization must be one of {QUANTIZATION_MODES}{also}. "
+            f"Received: quantization={quantization!r}")
     if io_type not in ("int8", "float32"):
         raise ValueError(
             f"io_type must be 'int8' or 'float32'. Received: {io_type!r}")
@@ -339,12 +357,12 @@ def _scale_hint(x_cal, x_verify) -> str:
 
 
 def _verify(model, flatbuffer, x, report, min_agreement, quantization,
-            io_type, x_cal) -> None:
+            io_type, x_cal, integer: bool | None = None) -> None:
     """Runs ``flatbuffer`` on ``x``, fills ``report``, raises
     ``VerificationError`` when it disagrees with ``model``."""
     interp, runtime = make_interpreter(flatbuffer)
     report.runtime = runtime
-    if quantization == "int8":
+    if quantization == "int8" if integer is None else integer:
         _check_integer_file(interp, io_type, report)
     y_lite = run_interpreter(interp, x)
     y_keras = np.concatenate([
@@ -408,7 +426,16 @@ def export_tflite(model: keras.Model, path: str,
     Args:
         model: a built single-input Keras model.
         path: output ``.tflite`` path.
-        quantization: None (float32), "dynamic", "float16" or "int8".
+        quantization: None (float32), "dynamic", "float16", "int8", or
+            per layer (:mod:`tfcomp.export.litert_quant`, needs the extra
+            ``tfcomp[litert]`` for float models): a ``{layer name:
+            "float32" | "float16" | "int8" | "int4w"}`` policy (float
+            models: unlisted layers stay float32; int8 / int4w are
+            dynamic-range int8 / int4 weights) or "int4w" (every weight
+            layer int4w). A QAT model exports full-integer with int4
+            weights, exactly its integer weights, for its w_bits <= 4
+            layers (or the policy's int4w layers); layers that cannot be
+            int4 stay int8 and are named in ``report.int8_fallback``.
         calibration_data: calibration inputs (required for "int8" unless
             the model is quantization-aware): an array, an ``(x, y)``
             tuple or an iterable / ``tf.data`` of batches, read once (the
@@ -444,7 +471,8 @@ def export_tflite(model: keras.Model, path: str,
     """
     calibration_data = _calibration_data(
         calibration_data, representative_data, "export_tflite")
-    _check_modes(quantization, io_type)
+    _check_modes(quantization, io_type, mixed=True)
+    mixed = _is_mixed(quantization)
     min_agreement = _io.check_number(min_agreement, "min_agreement", 0, 1)
     if verify:
         num_verify = _io.check_positive_int(num_verify, "num_verify")
@@ -456,6 +484,10 @@ def export_tflite(model: keras.Model, path: str,
         x_cal = _calibration_arrays(
             calibration_data, model,
             max(_CALIBRATION_ITEMS, num_verify if verify else 1))
+    if mixed:
+        return _export_mixed(model, path, quantization, io_type, verify,
+                             verify_data, x_cal, num_verify, seed,
+                             min_agreement)
     flatbuffer = convert_to_tflite(
         model, quantization=quantization,
         calibration_data=None if x_cal is None else x_cal[:_CALIBRATION_ITEMS],
@@ -467,6 +499,34 @@ def export_tflite(model: keras.Model, path: str,
         _verify(model, flatbuffer, x, report, min_agreement, quantization,
                 io_type, x_cal)
     elif quantization == "int8":
+        _check_integer_file(make_interpreter(flatbuffer)[0], io_type, report)
+    _io.atomic_write_bytes(path, flatbuffer)
+    return report
+
+
+def _export_mixed(model, path, quantization, io_type, verify, verify_data,
+                  x_cal, num_verify, seed, min_agreement) -> ExportReport:
+    """``export_tflite`` of a per-layer policy (see
+    :mod:`tfcomp.export.litert_quant`): convert, verify, write."""
+    from tfcomp.export.litert_quant import convert_mixed
+
+    _check_float32_policy(model, "export_tflite")
+    qat = is_qat_model(model)
+    flatbuffer, precisions, fallback = convert_mixed(model, quantization,
+                                                     io_type)
+    label = quantization if isinstance(quantization, str) else "mixed"
+    report = ExportReport(path=str(path), size_bytes=len(flatbuffer),
+                          quantization=label, layer_precisions=precisions,
+                          int8_fallback=fallback)
+    if fallback:
+        warnings.warn(
+            f"export_tflite: layers {sorted(fallback)} stay int8 instead of "
+            f"int4w: {fallback}", stacklevel=3)
+    if verify:
+        x = _verification_inputs(model, verify_data, x_cal, num_verify, seed)
+        _verify(model, flatbuffer, x, report, min_agreement, label,
+                io_type, x_cal, integer=qat)
+    elif qat:
         _check_integer_file(make_interpreter(flatbuffer)[0], io_type, report)
     _io.atomic_write_bytes(path, flatbuffer)
     return report

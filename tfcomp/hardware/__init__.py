@@ -53,6 +53,12 @@ from tfcomp.hardware.latency_table import (
     channel_variants,
     scaled_channels,
 )
+from tfcomp.hardware.precision import (
+    PRECISION_BITS,
+    PRECISIONS,
+    op_precisions,
+    quantize_tflite,
+)
 from tfcomp.hardware.schedule import (
     BISMO_ARRAY_DEFAULTS,
     BISMO_BUFFER_DEFAULTS,
@@ -73,9 +79,15 @@ from tfcomp.hardware.tflite_profiler import (
     build_layer_model,
     export_layer_archive,
     measure_tflite_table,
+    quantize_layer_file,
 )
 
 __all__ = [
+    "PRECISIONS",
+    "PRECISION_BITS",
+    "op_precisions",
+    "quantize_tflite",
+    "quantize_layer_file",
     "BISMO",
     "BISMO_ARRAY_DEFAULTS",
     "BISMO_BUFFER_DEFAULTS",

@@ -14,6 +14,20 @@ cost with every quantizable layer at 8/8 bits; for latency and energy the
 model's other costed layers (adds, pooling) count at 8/8 and a table's
 ``overhead_s`` is added, as in ``HAQSpace``.
 
+Precision axis (LiteRT files, :mod:`tfcomp.hardware.precision`): with
+``candidates=("float32", "float16", "int8", "int4w")`` (any of them) each
+layer chooses a precision of a per-layer LiteRT file instead of a bit
+pair; the result maps layers to precision names (``export_tflite(model,
+path, quantization=dict(allocation))`` writes that file). Costs are priced
+at each precision's ``PRECISION_BITS`` pair (int4w = (4, 32): size 4 bits
+a weight; latency from a table measured with ``measure_tflite_table(...,
+precisions=...)``), budgets are fractions of the all-int8 cost, "first /
+last 8-bit" keeps them int8, the sensitivity of int8 / int4w is the
+table's at 8 / 4 bits and float32 / float16 count 0 (float16 rounding,
+2^-11 relative, is far below int8's unless measured at 16 bits), and
+depthwise layers cannot take int4w (ai-edge-quantizer has no int4
+depthwise recipe: they would stay int8).
+
 Reference: Yao et al., HAWQ-V3, arXiv:2011.10680; Dong et al., HAWQ-V2,
 arXiv:1911.03852; Wang et al., HAQ, arXiv:1811.08886 (first / last layer
 at 8 bits, budget as a fraction of the 8-bit cost).
@@ -33,6 +47,11 @@ import numpy as np
 
 from tfcomp._io import check_number, check_positive_int
 from tfcomp.hardware.base import HardwareModel, layer_resource
+from tfcomp.hardware.precision import (
+    PRECISION_BITS,
+    PRECISIONS,
+    bits_precision,
+)
 from tfcomp.hardware.spec import extract_specs
 from tfcomp.quantization.quantize import quantizable_layers
 from tfcomp.quantization.sensitivity_result import Sensitivity
@@ -43,6 +62,7 @@ __all__ = ["RESOURCES", "Allocation", "FrontPoint", "CostTable",
 
 RESOURCES = ("latency", "energy", "size", "bops")
 _FIXED = (8, 8)
+_NO_INT4_SPECS = ("depthwise",)  # precision.NO_INT4_OPS as LayerSpec ops
 _TOL = 1e-9
 
 FrontPoint = namedtuple("FrontPoint", "budget cost sensitivity policy")
@@ -73,6 +93,8 @@ class CostTable:
         model: the float model.
         resource: ``"latency"``, ``"energy"``, ``"size"`` or ``"bops"``.
         hardware: a ``HardwareModel`` / ``LatencyTable`` (latency, energy).
+        precision: price LiteRT precisions (the reference is all-int8,
+            ``PRECISION_BITS["int8"]``, instead of 8/8).
 
     Attributes:
         layers: quantizable layer names (``quantize_model``'s).
@@ -85,8 +107,11 @@ class CostTable:
         >>> t.ratio(4)  # uniform 4-bit (first / last at 8) vs all 8/8
     """
 
-    def __init__(self, model, resource: str, hardware=None):
+    def __init__(self, model, resource: str, hardware=None,
+                 precision: bool = False):
         self.resource = _check_resource(resource, hardware)
+        self.precision = bool(precision)
+        self.fixed = PRECISION_BITS["int8"] if precision else _FIXED
         self.hardware = hardware
         self.layers = quantizable_layers(model)
         if not self.layers:
@@ -103,7 +128,7 @@ class CostTable:
         self._cache = {}
         chosen = {id(s) for s in self.specs.values()}
         if resource == "energy" and hardware.layer_cost(
-                self.specs[self.layers[0]], *_FIXED).energy_j is None:
+                self.specs[self.layers[0]], *self.fixed).energy_j is None:
             raise ValueError(
                 f"resource='energy' needs a hardware model with energy "
                 f"figures (e.g. BitFusion). Received: hardware="
@@ -112,13 +137,13 @@ class CostTable:
         self.constant = 0.0
         if resource in ("latency", "energy"):
             self.constant = sum(
-                self._price(s, *_FIXED) for s in specs
+                self._price(s, *self.fixed) for s in specs
                 if id(s) not in chosen
                 and s.op not in ("conv", "depthwise", "dense"))
             if resource == "latency":
                 self.constant += float(getattr(hardware, "overhead_s", 0.0))
         self.full_cost = self.constant + sum(
-            self.cost(n, *_FIXED) for n in self.layers)
+            self.cost(n, *self.fixed) for n in self.layers)
 
     def _price(self, spec, w, a) -> float:
         try:
@@ -138,10 +163,22 @@ class CostTable:
             self._cache[key] = self._price(self.specs[layer], w_bits, a_bits)
         return self._cache[key]
 
+    def allows(self, layer: str, w_bits: int, a_bits: int) -> bool:
+        """Whether ``layer`` can take the pair (precision tables: no int4w
+        depthwise layer)."""
+        return not (self.precision and (w_bits, a_bits) == PRECISION_BITS[
+            "int4w"] and self.specs[layer].op in _NO_INT4_SPECS)
+
+    def _pair(self, value) -> tuple:
+        return PRECISION_BITS[value] if isinstance(value, str) \
+            else tuple(value)
+
     def total(self, policy: dict) -> float:
-        """Cost of ``{layer: (w, a)}`` (layers not listed at 8/8)."""
+        """Cost of ``{layer: (w, a)}`` or ``{layer: precision}`` (layers
+        not listed at 8/8, or int8)."""
         return self.constant + sum(
-            self.cost(n, *policy.get(n, _FIXED)) for n in self.layers)
+            self.cost(n, *self._pair(policy.get(n, self.fixed)))
+            for n in self.layers)
 
     def ratio(self, bits, first_last_8bit: bool = True) -> float:
         """Cost of a policy as a fraction of :attr:`full_cost`. ``bits``:
@@ -150,10 +187,12 @@ class CostTable:
         ``first_last_8bit``."""
         if not isinstance(bits, dict):
             pair = tuple(bits) if isinstance(bits, (tuple, list)) \
+                else PRECISION_BITS[bits] if isinstance(bits, str) \
                 else (bits, bits)
-            bits = {n: pair for n in self.layers}
+            bits = {n: pair if self.allows(n, *pair) else self.fixed
+                    for n in self.layers}
             if first_last_8bit:
-                bits[self.layers[0]] = bits[self.layers[-1]] = _FIXED
+                bits[self.layers[0]] = bits[self.layers[-1]] = self.fixed
         return self.total(bits) / self.full_cost
 
 
@@ -161,12 +200,18 @@ def policy_cost(model, bits, resource: str = "latency", hardware=None,
                 first_last_8bit: bool = True) -> float:
     """A policy's cost as a fraction of the 8/8 cost, priced as
     :func:`allocate_bits` prices it (so ``budget=policy_cost(model, 4,
-    ...)`` is "at uniform 4-bit's cost").
+    ...)`` is "at uniform 4-bit's cost"). A precision name (``"int4w"``)
+    or a ``{layer: precision}`` dict is priced against the all-int8 cost
+    (depthwise layers stay int8 under a uniform "int4w").
 
     Example:
         >>> budget = policy_cost(model, 4, "latency", BISMO())
+        >>> policy_cost(model, "int4w", "size", first_last_8bit=False)
     """
-    return CostTable(model, resource, hardware).ratio(bits, first_last_8bit)
+    values = bits.values() if isinstance(bits, dict) else [bits]
+    precision = any(isinstance(v, str) for v in values)
+    return CostTable(model, resource, hardware, precision).ratio(
+        bits, first_last_8bit)
 
 
 class Allocation(dict):
@@ -194,7 +239,41 @@ class Allocation(dict):
 # ------------------------------------------------------------- problem
 
 
+def _precision_candidates(items, sens: Sensitivity) -> list:
+    """Precision names as their ``PRECISION_BITS`` pairs (int8 / int4w
+    need the sensitivity at 8 / 4 bits)."""
+    pairs = []
+    for c in items:
+        if not isinstance(c, str) or c not in PRECISIONS:
+            raise ValueError(f"candidates must all be precisions "
+                             f"{PRECISIONS} or all bit-widths. Received "
+                             f"item: {c!r}")
+        w = PRECISION_BITS[c][0]
+        if w <= 8 and w not in sens.bits:
+            raise ValueError(
+                f"candidate {c!r} needs the sensitivity at w_bits={w}, but "
+                f"the sensitivity table has bits {sens.bits}. Measure it "
+                "with sensitivity(..., bits=...).")
+        if PRECISION_BITS[c] not in pairs:
+            pairs.append(PRECISION_BITS[c])
+    return pairs
+
+
+def _is_precision(candidates) -> bool:
+    if isinstance(candidates, str):
+        return True
+    return candidates is not None and isinstance(candidates, (list, tuple)) \
+        and any(isinstance(c, str) for c in candidates)
+
+
 def _candidates(candidates, a_bits, sens: Sensitivity) -> list:
+    if isinstance(candidates, str):
+        candidates = [candidates]
+    if _is_precision(candidates):
+        pairs = _precision_candidates(list(candidates), sens)
+        if not pairs:
+            raise ValueError("candidates must not be empty.")
+        return pairs
     if a_bits != "same":
         a_bits = check_positive_int(a_bits, "a_bits")
     rule = (lambda w: w) if a_bits == "same" else (lambda w: a_bits)
@@ -270,7 +349,8 @@ class _Problem:
     def __init__(self, table, sens, pairs, fixed, groups):
         self.table = table
         self.layers = table.layers
-        self.choices = list(pairs) + ([_FIXED] if _FIXED not in pairs else [])
+        ref = table.fixed
+        self.choices = list(pairs) + ([ref] if ref not in pairs else [])
         n, k = len(self.layers), len(self.choices)
         # a tie group holding a fixed layer is fixed as a whole
         fixed = set(fixed)
@@ -283,7 +363,8 @@ class _Problem:
         self.sens = np.zeros((n, k))
         for i, name in enumerate(self.layers):
             for j, (w, a) in enumerate(self.choices):
-                ok = (w, a) == _FIXED if name in fixed else (w, a) in pairs
+                ok = (w, a) == ref if name in fixed else (
+                    (w, a) in pairs and table.allows(name, w, a))
                 self.allowed[i, j] = ok
                 if ok:
                     self.cost[i, j] = table.cost(name, w, a)
@@ -352,6 +433,9 @@ class _Problem:
                            "within the solver's tolerance.")
 
     def policy(self, pick) -> dict:
+        if self.table.precision:
+            return {x: bits_precision(*self.choices[j])
+                    for x, j in zip(self.layers, pick)}
         return {x: self.choices[j] for x, j in zip(self.layers, pick)}
 
     def summary(self, pick) -> tuple:
@@ -400,8 +484,10 @@ def allocate_bits(model, sensitivity: Sensitivity, resource: str = "latency",
         hardware: a ``HardwareModel`` (``BISMO()``, ``BitFusion()``) or a
             ``LatencyTable``.
         budget: allowed cost as a fraction of the all-8/8 cost.
-        candidates: None (the sensitivity's bits), weight bit-widths, or
-            ``(w_bits, a_bits)`` pairs.
+        candidates: None (the sensitivity's bits), weight bit-widths,
+            ``(w_bits, a_bits)`` pairs, or LiteRT precisions (some of
+            ``("float32", "float16", "int8", "int4w")``: the result maps
+            layers to precision names; see the module docstring).
         first_last_8bit: keep the first and last quantizable layers at 8/8
             (HAQ's rule); a tie group holding one of them stays at 8/8 too.
         tie: None, ``"residual"`` (layers whose outputs an ``Add`` sums
@@ -436,7 +522,8 @@ def allocate_bits(model, sensitivity: Sensitivity, resource: str = "latency",
     budget = check_number(budget, "budget", 0, min_open=True,
                           hint="a fraction of the all-8/8 cost")
     front_points = check_positive_int(front_points, "front_points", 2)
-    table = CostTable(model, resource, hardware)
+    table = CostTable(model, resource, hardware,
+                      precision=_is_precision(candidates))
     layers = table.layers
     _check_sensitivity(sensitivity, layers, model)
     pairs = _candidates(candidates, a_bits, sensitivity)

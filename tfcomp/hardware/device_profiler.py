@@ -73,7 +73,9 @@ __all__ = [
 FORMAT = "tfcomp.latency_table"
 VERSION = 1
 ARCHIVE_FORMAT = "tfcomp.layer_archive"
-ARCHIVE_VERSION = 1
+# 2: layer entries may carry "bits" (a precision archive, see
+# tfcomp.hardware.tflite_profiler); version 1 archives are read as before.
+ARCHIVE_VERSION = 2
 MANIFEST = "manifest.json"
 
 
@@ -462,18 +464,22 @@ def profile_archive(path: str, runs: int = 50, warmup: int = 5,
     if verbose:
         sys.stderr.write("\n")
     overhead = times[0]
-    entries = []
+    pairs = [list(b) for b in manifest.get("precision_bits") or ()]
+    by_spec = {}
     for e, t in zip(manifest["layers"], times[1:]):
-        entries.append({"spec": e["spec"],
-                        "costs": [[32, 32, max(0.0, t - overhead), None,
-                                   None]]})
+        key = json.dumps(e["spec"], sort_keys=True)
+        entry = by_spec.setdefault(key, {"spec": e["spec"], "costs": []})
+        bits = [e["bits"]] if e.get("bits") else (pairs or [[32, 32]])
+        entry["costs"] += [[int(w), int(a), max(0.0, t - overhead), None,
+                            None] for w, a in bits]
+    entries = list(by_spec.values())
     return {
         "format": FORMAT, "version": VERSION,
         "hardware": {"name": "tflite", "config": {
             "runtime": runtime, "threads": threads,
             "machine": platform.machine(), "node": platform.node(),
             "system": platform.system()}},
-        "bit_invariant": True, "overhead_s": overhead,
+        "bit_invariant": not pairs, "overhead_s": overhead,
         # CPU latency is a staircase in the output channels
         # (tfcomp.hardware.latency_table): step interpolation.
         "interpolation": "step",
@@ -482,7 +488,9 @@ def profile_archive(path: str, runs: int = 50, warmup: int = 5,
                  "archive": os.path.basename(str(path)),
                  "channel_fractions": manifest.get("channel_fractions"),
                  "channel_multiple": manifest.get("channel_multiple"),
-                 "model": manifest.get("model")},
+                 "model": manifest.get("model"),
+                 **({"precisions": manifest["precisions"]}
+                    if manifest.get("precisions") else {})},
         "entries": entries,
     }
 

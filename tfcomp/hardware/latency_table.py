@@ -338,7 +338,7 @@ class LatencyTable(HardwareModel):
                 ``LayerSpec`` records.
             bits: None, one (w, a) pair, or ``{layer_name: (w, a)}``.
             default_bits: widths for layers not in ``bits``; defaults to
-                (8, 8), or 32/32 for bit-invariant tables.
+                (8, 8), or 32/32 for bit-invariant and precision tables.
             batch: batch size when a model is given.
 
         Returns:
@@ -348,8 +348,8 @@ class LatencyTable(HardwareModel):
             >>> table.model_cost(pruned_model).latency_s
         """
         if default_bits is None:
-            default_bits = (FLOAT_BITS, FLOAT_BITS) if self.bit_invariant \
-                else (8, 8)
+            default_bits = (FLOAT_BITS, FLOAT_BITS) if (
+                self.bit_invariant or self.meta.get("precisions")) else (8, 8)
         return super().model_cost(as_specs(model_or_specs, batch), bits,
                                   default_bits)
 

@@ -23,6 +23,18 @@ folding and activation fusion leave at deployment; layers without a cost model
 (e.g. Concatenate, ZeroPadding2D) are not counted (``extract_specs(...,
 return_skipped=True)`` lists them).
 
+Precision axis: with ``precisions=("float32", "float16", "int8", "int4w")``
+each conv / depthwise / dense model is also quantized as a LiteRT file is
+(:mod:`tfcomp.hardware.precision`, ai-edge-quantizer: float16 weights,
+int8 / int4 dynamic-range weights) and timed; the table stores each at its
+``PRECISION_BITS`` pair (float32 (32, 32), float16 (16, 32), int8 (8, 32),
+int4w (4, 32)) and is not bit-invariant, so ``allocate_bits(...,
+candidates=PRECISIONS)`` sees what each precision costs on this host (on
+the x86 host int4w is slower than int8: XNNPACK has no int4 convolution).
+Ops without weights (adds, pooling) run in float in every such file and
+are stored once per pair. Depthwise layers have no int4 recipe: their
+int4w entry is the int8 file's time.
+
 Example:
     >>> table = measure_tflite_table(model, channel_fractions=(0.5, 1.0))
     >>> table.model_cost(pruned_model).latency_s
@@ -46,6 +58,13 @@ from tfcomp.hardware.latency_table import (
     channel_variants,
     unique_signatures,
 )
+from tfcomp.hardware.precision import (
+    PRECISION_BITS,
+    check_precision,
+    quantize_tflite,
+    require_quantizer,
+    weight_ops,
+)
 from tfcomp.hardware.spec import LayerSpec
 
 __all__ = [
@@ -54,6 +73,7 @@ __all__ = [
     "export_layer_archive",
     "layer_to_tflite",
     "measure_tflite_table",
+    "quantize_layer_file",
 ]
 
 # Covers AMC's preserve-ratio lower bound of 0.2 (arXiv:1802.03494).
@@ -138,17 +158,66 @@ def _variants(model_or_specs, channel_fractions, channel_multiple, batch):
         for v in channel_variants(s, channel_fractions, channel_multiple))
 
 
-def _convert_all(variants, seed, progress, what):
+_WEIGHTED = ("conv", "depthwise", "dense")
+
+
+def _check_precisions(precisions):
+    """None, or the precisions as a tuple (checked, the extra present)."""
+    if precisions is None:
+        return None
+    if isinstance(precisions, str):
+        precisions = (precisions,)
+    out = tuple(dict.fromkeys(
+        check_precision(p, "precisions") for p in precisions))
+    if not out:
+        raise ValueError("precisions must not be empty. Received: "
+                         "precisions=()")
+    if any(p != "float32" for p in out):
+        require_quantizer()
+    return out
+
+
+def quantize_layer_file(flatbuffer: bytes, precision: str) -> bytes:
+    """A single-layer float file with its weight op(s) at ``precision``.
+
+    Example:
+        >>> int4 = quantize_layer_file(layer_to_tflite(m), "int4w")
+    """
+    return quantize_tflite(flatbuffer, {w.index: precision
+                                        for w in weight_ops(flatbuffer)})
+
+
+def _convert_all(variants, seed, progress, what, precisions=None):
+    """The overhead model's file, then one file per variant (and per
+    precision of a weighted variant), with ``[(variant, bits | None)]``
+    saying what each file after the first is."""
     bar = keras.utils.Progbar(len(variants) + 1, unit_name="model") \
         if progress else None
     if bar is not None:
         print(f"Converting {len(variants)} single-layer models ({what})")
-    blobs = [layer_to_tflite(_overhead_model())]
+    blobs, keys = [layer_to_tflite(_overhead_model())], []
     for i, v in enumerate(variants):
-        blobs.append(layer_to_tflite(build_layer_model(v, seed=seed)))
+        blob = layer_to_tflite(build_layer_model(v, seed=seed))
+        if precisions is None or v.op not in _WEIGHTED:
+            blobs.append(blob)
+            keys.append((v, None))
+        else:
+            for p in precisions:
+                blobs.append(blob if p == "float32"
+                             else quantize_layer_file(blob, p))
+                keys.append((v, PRECISION_BITS[p]))
         if bar is not None:
             bar.update(i + 2)
-    return blobs
+    return blobs, keys
+
+
+def _add_entries(table, keys, layer_times, overhead, precisions) -> None:
+    pairs = [PRECISION_BITS[p] for p in precisions] if precisions \
+        else [(32, 32)]
+    for (v, bits), t in zip(keys, layer_times):
+        cost = Cost(None, max(0.0, t - overhead), None)
+        for w, a in ([bits] if bits is not None else pairs):
+            table.add(v, w, a, cost)
 
 
 def measure_tflite_table(model, channel_fractions=DEFAULT_FRACTIONS,
@@ -159,7 +228,8 @@ def measure_tflite_table(model, channel_fractions=DEFAULT_FRACTIONS,
                          reference_models: dict | None = None,
                          interpolation: str = "step",
                          progress: bool = True,
-                         seed: int = 0) -> LatencyTable:
+                         seed: int = 0,
+                         precisions=None) -> LatencyTable:
     """Builds a latency table for this host by timing single-layer models.
 
     Args:
@@ -187,10 +257,15 @@ def measure_tflite_table(model, channel_fractions=DEFAULT_FRACTIONS,
             table against, e.g. ``table.model_cost(model)``).
         progress: show ``keras.utils.Progbar`` bars.
         seed: seed of the layer weights and the random inputs.
+        precisions: None (float32 only, a bit-invariant table), or some of
+            ``("float32", "float16", "int8", "int4w")``: each weighted
+            layer is timed at each, stored at its ``PRECISION_BITS`` pair
+            (needs ``tfcomp[litert]``; see the module docstring).
 
     Returns:
-        A bit-invariant ``LatencyTable`` (float32 TFLite) whose
-        ``overhead_s`` is the measured per-invoke overhead.
+        A ``LatencyTable`` whose ``overhead_s`` is the measured
+        per-invoke overhead: bit-invariant (float32 TFLite) without
+        ``precisions``, else keyed by precision (``meta["precisions"]``).
 
     Example:
         >>> table = measure_tflite_table(tfcomp.zoo.resnet(depth=20))
@@ -202,8 +277,10 @@ def measure_tflite_table(model, channel_fractions=DEFAULT_FRACTIONS,
     if interpolation not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}. "
                          f"Received: interpolation={interpolation!r}")
+    precisions = _check_precisions(precisions)
     variants = _variants(model, channel_fractions, channel_multiple, batch)
-    blobs = _convert_all(variants, seed, progress, "measure")
+    blobs, keys = _convert_all(variants, seed, progress, "measure",
+                               precisions)
     refs = dict(reference_models or {})
     for name, ref in refs.items():
         if not isinstance(ref, keras.Model):
@@ -221,15 +298,15 @@ def measure_tflite_table(model, channel_fractions=DEFAULT_FRACTIONS,
         progress=(lambda d, t: bar.update(d)) if bar is not None else None)
     times = [float(_dp.STATISTICS[statistic](s)) for s in samples]
     overhead = times[0]
-    layer_times = times[1:1 + len(variants)]
-    ref_times = dict(zip(refs, times[1 + len(variants):]))
+    layer_times = times[1:1 + len(keys)]
+    ref_times = dict(zip(refs, times[1 + len(keys):]))
     import platform
     table = LatencyTable(
         hardware={"name": "tflite", "config": {
             "runtime": runtime, "threads": threads,
             "machine": platform.machine(), "node": platform.node(),
             "system": platform.system()}},
-        bit_invariant=True, overhead_s=overhead,
+        bit_invariant=precisions is None, overhead_s=overhead,
         interpolation=interpolation,
         meta={"source": "measured", "runs": runs, "warmup": warmup,
               "rounds": rounds, "statistic": statistic,
@@ -237,16 +314,17 @@ def measure_tflite_table(model, channel_fractions=DEFAULT_FRACTIONS,
                                           for f in channel_fractions),
               "channel_multiple": channel_multiple,
               "model": getattr(model, "name", None),
-              "reference_latency_s": ref_times})
-    for v, t in zip(variants, layer_times):
-        table.add(v, 32, 32, Cost(None, max(0.0, t - overhead), None))
+              "reference_latency_s": ref_times,
+              **({"precisions": list(precisions)} if precisions else {})})
+    _add_entries(table, keys, layer_times, overhead, precisions)
     return table
 
 
 def export_layer_archive(model, path: str,
                          channel_fractions=DEFAULT_FRACTIONS,
                          channel_multiple: int | None = None, batch: int = 1,
-                         progress: bool = True, seed: int = 0) -> str:
+                         progress: bool = True, seed: int = 0,
+                         precisions=None) -> str:
     """Writes the single-layer TFLite models of ``model`` to a tar archive.
 
     The archive holds ``manifest.json`` (each file's ``LayerSpec``),
@@ -257,8 +335,10 @@ def export_layer_archive(model, path: str,
     Args:
         model: a built ``keras.Model`` (or ``LayerSpec`` records).
         path: the ``.tar`` file to write.
-        channel_fractions, channel_multiple, batch, seed: as in
-            ``measure_tflite_table``.
+        channel_fractions, channel_multiple, batch, seed, precisions: as
+            in ``measure_tflite_table`` (with precisions, each layer file
+            has its ``"bits"`` in the manifest and the device profiler
+            writes a table keyed by precision).
         progress: show a progress bar.
 
     Returns:
@@ -267,20 +347,28 @@ def export_layer_archive(model, path: str,
     Example:
         >>> export_layer_archive(model, "layers.tar")
     """
+    precisions = _check_precisions(precisions)
     variants = _variants(model, channel_fractions, channel_multiple, batch)
-    blobs = _convert_all(variants, seed, progress, "archive")
+    blobs, keys = _convert_all(variants, seed, progress, "archive",
+                               precisions)
     files = {"overhead.tflite": blobs[0]}
     layers = []
-    for i, (v, blob) in enumerate(zip(variants, blobs[1:])):
+    for i, ((v, bits), blob) in enumerate(zip(keys, blobs[1:])):
         name = f"layer_{i:04d}.tflite"
         files[name] = blob
-        layers.append({"file": name, "spec": v.to_dict()})
-    manifest = {"format": _dp.ARCHIVE_FORMAT, "version": _dp.ARCHIVE_VERSION,
+        layers.append({"file": name, "spec": v.to_dict(),
+                       **({"bits": list(bits)} if bits else {})})
+    manifest = {"format": _dp.ARCHIVE_FORMAT,
+                "version": 1 if precisions is None else 2,
                 "model": getattr(model, "name", None),
                 "channel_fractions": sorted(float(f)
                                             for f in channel_fractions),
                 "channel_multiple": channel_multiple,
                 "overhead_file": "overhead.tflite", "layers": layers}
+    if precisions:
+        manifest["precisions"] = list(precisions)
+        manifest["precision_bits"] = [list(PRECISION_BITS[p])
+                                      for p in precisions]
     with atomic_path(str(path)) as tmp:
         with tarfile.open(tmp, "w") as tar:
             items = [(_dp.MANIFEST, json.dumps(manifest, indent=1).encode())]
