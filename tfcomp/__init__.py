@@ -45,9 +45,13 @@ _LAZY = {
     "recalibrate_widths": ("tfcomp.pruning.slimmable", "recalibrate_widths"),
     "autoslim": ("tfcomp.pruning.autoslim", "autoslim"),
     "tnet": ("tfcomp.tensorized", "tnet"),
+    "Distiller": ("tfcomp.distill", "Distiller"),
+    "SnapshotDistillation": ("tfcomp.distill", "SnapshotDistillation"),
+    "BENN": ("tfcomp.binary", "BENN"),
 }
 _SUBMODULES = ("zoo", "data", "graph", "pruning", "quantization", "layers",
-               "hardware", "tuners", "export", "testing", "tensorized")
+               "hardware", "tuners", "export", "testing", "tensorized",
+               "distill", "binary")
 
 __all__ = ["LayerProfile", "ModelProfile", "profile", *_LAZY, *_SUBMODULES]
 

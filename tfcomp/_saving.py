@@ -45,7 +45,8 @@ __all__ = ["REGISTERING_MODULES", "install", "register_classes",
 #: quantizers, pruning schedules). ``tests/reliability/test_keras_files.py``
 #: checks that importing them registers every ``tfcomp>`` class.
 REGISTERING_MODULES = ("tfcomp.layers", "tfcomp.pruning.schedules",
-                       "tfcomp.pruning.gal", "tfcomp.pruning.slimmable")
+                       "tfcomp.pruning.gal", "tfcomp.pruning.slimmable",
+                       "tfcomp.distill.distiller", "tfcomp.binary.vote")
 
 _lock = threading.Lock()
 _state = {"pending": False, "done": False, "running": False}

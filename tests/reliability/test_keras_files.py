@@ -22,7 +22,7 @@ import pytest
 
 import tfcomp
 from tfcomp import _saving
-from tfcomp.layers import QuantReLU, TuckerConv2D
+from tfcomp.layers import BinaryConv2D, BinaryDense, QuantReLU, TuckerConv2D
 from tfcomp.pruning import (
     ConstantSparsity,
     PolynomialDecay,
@@ -160,8 +160,9 @@ def _layers_model():
     inp = keras.Input((8, 8, 3))
     x = QuantReLU(max_value=6.0, a_bits=4, name="qrelu")(inp)
     x = TuckerConv2D(4, 3, ranks=(2, 2, 2, 3), padding="same")(x)
+    x = BinaryConv2D(4, 3, padding="same")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inp, keras.layers.Dense(5)(x))
+    return keras.Model(inp, BinaryDense(5)(x))
 
 
 def _slim_base():
@@ -204,7 +205,8 @@ def _kinds(x):
     tnet_model = tnet(keras.Model(inp, keras.layers.Dense(5)(t)), ranks=0.5)
     slim = to_slimmable(_slim_base(), widths=(0.5, 1.0))
     gal = apply_gal(_slim_base(), "channels")
-    return {"tnet": tnet_model, "slimmable": slim, "gal": gal, "fpgm": fpgm, "magnitude": magnitude, "qat": qat,
+    return {"tnet": tnet_model, "slimmable": slim, "gal": gal, "fpgm": fpgm,
+            "magnitude": magnitude, "qat": qat,
             "dynamic_bits": dynamic.model, "dnas_supernet": supernet,
             "layers": layers}
 

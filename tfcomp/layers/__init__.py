@@ -12,6 +12,7 @@ Example:
 """
 
 from tfcomp.layers import quantizers
+from tfcomp.layers.binary import BinaryConv2D, BinaryDense
 from tfcomp.layers.gumbel import gumbel_softmax
 from tfcomp.layers.masked import (
     MASKED_CLASSES,
@@ -79,5 +80,5 @@ __all__ = [
     "QUANT_ACTIVATION_LAYERS", "MIXED_LAYERS", "QUANT_LAYERS",
     "TuckerConv2D", "TuckerTensor", "TNetConv2D", "SoftMask", "FISTA",
     "SlimmableConv2D", "SlimmableDense", "SlimmableDepthwiseConv2D",
-    "SwitchableBatchNormalization",
+    "SwitchableBatchNormalization", "BinaryConv2D", "BinaryDense",
 ]

@@ -133,6 +133,8 @@ class IRBuilder:
     def _gemm(self, op_type, name, x, weights, w_scale, bias, out, w_bits,
               w_signed, w_zero_point, relu, relu_max, attrs):
         weights = np.asarray(weights, np.int64)
+        if int(w_bits) == 1 and w_signed and np.any(weights == 1):
+            attrs = dict(attrs, sign_weights=True)  # signs, not {-1, 0}
         n = weights.shape[2] * weights.shape[3] if op_type == \
             "depthwise_conv2d" else weights.shape[-1]
         w_scale = np.broadcast_to(np.asarray(w_scale, np.float64),

@@ -11,7 +11,9 @@ schedule (BISMO: tiling + Fetch/Exec/Result/Sync program; Bit Fusion: loop
 tiling and order) and the layer's cycles / latency / energy. The blob holds
 only weights: BISMO bit planes ``(w_bits, rows, words)`` of little-endian
 uint64, Bit Fusion packed ``w_bits``-bit fields; rows are output channels
-(depthwise: ``channel * multiplier + m``), K in (kh, kw, cin) order. The blob
+(depthwise: ``channel * multiplier + m``), K in (kh, kw, cin) order.
+Layers with ``attrs.sign_weights`` (binary layers; 1-bit signed weights)
+hold signs: the plane bit 1 is +1, 0 is -1 (``w = 2b - 1``). The blob
 is covered by its length and sha256. The JSON Schema ships as
 ``tfcomp/export/schemas/bitserial_descriptor.schema.json``.
 
@@ -249,6 +251,9 @@ def _gemm_layer(op, ir, shapes, target, hw, batch, blob) -> dict:
     a = ir.quant(op.inputs[0])
     gemm = _gemm_view(op, in_shape, out_shape, batch)
     rows = weight_rows(op)
+    sign = bool(op.attrs.get("sign_weights"))
+    if sign:  # signs: plane bit 1 is +1 (two's complement packing of -b)
+        rows = -(np.asarray(rows) > 0).astype(np.int64)
     if target == "bismo":
         data = packing.pack_bitplanes(rows, op.w_bits, op.w_signed).tobytes()
         packing_kind = "bitplanes_u64"
@@ -302,6 +307,8 @@ def _gemm_layer(op, ir, shapes, target, hw, batch, blob) -> dict:
                           "pads": list(op.attrs["pads"])}
         if groups_of(op) > 1:
             layer["attrs"]["groups"] = groups_of(op)
+    if sign:
+        layer.setdefault("attrs", {})["sign_weights"] = True
     return layer
 
 

@@ -106,7 +106,8 @@ def export_bitserial(model, path: str, hardware=None,
     top-1 agreement).
 
     Supported layers: Conv1D, Conv2D (also grouped), Conv2DTranspose,
-    DepthwiseConv2D, Dense (QAT or float: 8-bit weights), QuantActivation,
+    DepthwiseConv2D, Dense (QAT or float: 8-bit weights), BinaryConv2D /
+    BinaryDense (1-bit sign weights, ``keras_binary``), QuantActivation,
     QuantReLU, ReLU / ReLU6 / linear activations, Add (two inputs),
     Max/Average/GlobalAverage/GlobalMaxPooling 1D/2D, ZeroPadding1D/2D,
     Rescaling of the model input, Flatten, Reshape, dropout-like

@@ -453,6 +453,12 @@ def _validate_op(op: IntOp, ir: IntegerIR, shapes: dict) -> None:
     lo = -(1 << (wb - 1)) if op.w_signed else 0
     hi = (1 << (wb - 1)) - 1 if op.w_signed else (1 << wb) - 1
     w = np.asarray(op.weights)
+    if op.attrs.get("sign_weights"):  # binary layers: w in {-1, +1}
+        lo, hi = -1, 1
+        if wb != 1 or not op.w_signed or np.any(w == 0) or np.any(
+                np.asarray(op.w_zero_point)):
+            raise ValueError(f"layer {op.name!r}: sign weights are 1-bit "
+                             "signed, -1 or +1, with zero point 0")
     if w.size and (w.min() < lo or w.max() > hi):
         raise ValueError(f"layer {op.name!r}: weights outside [{lo}, {hi}] "
                          f"for w_bits={wb}, w_signed={op.w_signed}")

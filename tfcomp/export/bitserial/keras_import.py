@@ -29,7 +29,7 @@ and reported in ``ir.notes``: at 2-4 bits that step can exceed an output
 step, which cost ~4% top-1 agreement on a HAQ ResNet-8. Other
 approximations: an average pool that no quantizer follows is rounded to
 its input's grid; float (32-bit) weights are quantized to 8 bits per
-channel (noted); binary (1-bit) +-1 weights are exported as 2-bit signed
+channel (noted); binary (1-bit) +-1 weights are exported as 1-bit sign
 codes; a final softmax is dropped (argmax-invariant).
 
 Example:
@@ -50,6 +50,7 @@ from tfcomp import layers as _tfcomp_layers
 from tfcomp._io import as_arrays
 from tfcomp.export.bitserial.builder import IRBuilder
 from tfcomp.export.bitserial.ir import IntegerIR, QuantParams
+from tfcomp.export.bitserial.keras_binary import BINARY_GEMM, round_bias, sign_input
 from tfcomp.export.bitserial.keras_layers import (
     LUT_ACTIVATIONS,
     conv_pads,
@@ -81,7 +82,8 @@ L = keras.layers
 _GEMM = {QuantConv2D: "conv2d", QuantDepthwiseConv2D: "depthwise_conv2d",
          QuantDense: "dense", L.Conv2D: "conv2d",
          L.DepthwiseConv2D: "depthwise_conv2d", L.Dense: "dense",
-         L.Conv1D: "conv1d", L.Conv2DTranspose: "conv2d_transpose"}
+         L.Conv1D: "conv1d", L.Conv2DTranspose: "conv2d_transpose",
+         **BINARY_GEMM}
 for _name, _kind in (("QuantConv1D", "conv1d"),
                      ("QuantConv2DTranspose", "conv2d_transpose")):
     if getattr(_tfcomp_layers, _name, None) is not None:  # QAT forms
@@ -265,8 +267,8 @@ class _Importer:
         if bias is not None:
             step = a.scale * w_scale
             r = np.asarray(bias, np.float64).reshape(-1) / step
-            bias_int = np.clip(np.round(r), -(2**31), 2**31 - 1).astype(
-                np.int64)
+            bias_int = np.clip(round_bias(layer, r), -(2**31),
+                               2**31 - 1).astype(np.int64)
             # QAT layers add the bias already rounded to s_in * s_w; a bias
             # off that grid (float-bias forward pass) makes the integer
             # network deviate by up to half an accumulator step per channel
@@ -408,6 +410,8 @@ class _Importer:
                     spatial) == 1 else spatial) for v in ax)
                 src = st.keras_tensor
             x = self.materialize(src, grid, base=f"{layer.name}_in")
+            if getattr(layer, "binary_activations", False):
+                x = sign_input(self, x, layer)  # binary activations
             self.state[id(out)] = _Pending(
                 "gemm", layer, x, relu=act, pads=pads,
                 out_shape=tuple(int(d) for d in out.shape[1:]))
@@ -500,13 +504,9 @@ class _Importer:
                 layer, "keepdims", False) else b.flatten(
                 self.name(layer.name), y)
         elif cls in (L.Flatten, L.Reshape):
-            x = self.as_int(ins[0], layer.name)
-            if cls is L.Flatten:
-                y = self.builder.flatten(self.name(layer.name), x)
-            else:
-                y = self.builder.reshape(self.name(layer.name), x,
-                                         tuple(out.shape[1:]))
-            self.state[id(out)] = y
+            x, nm = self.as_int(ins[0], layer.name), self.name(layer.name)
+            self.state[id(out)] = self.builder.flatten(nm, x) if cls is \
+                L.Flatten else self.builder.reshape(nm, x, tuple(out.shape[1:]))
         elif cls in _IDENTITY or (cls is L.Activation and _act(layer) ==
                                   "linear"):
             self.state[id(out)] = self.state[id(ins[0])]

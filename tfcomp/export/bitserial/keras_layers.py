@@ -253,10 +253,12 @@ def gemm_weights(layer, kind: str, p: dict, notes: list) -> tuple:
         ...                            [])
     """
     kernel = keras.ops.convert_to_numpy(layer.kernel)
+    if hasattr(layer, "sign_codes"):  # tfcomp.layers.binary: alpha * sign
+        p = {"codes": layer.sign_codes(), "scale": layer.alpha()}
     if "codes" in p:
         codes = kernel_as_conv2d(kind, np.asarray(p["codes"], np.int64))
         w_scale = np.asarray(p["scale"], np.float64).reshape(-1)
-        w_bits = int(layer.w_bits)
+        w_bits = int(getattr(layer, "w_bits", 1))
         if w_scale.size != codes.shape[-1] and kind != "depthwise_conv2d":
             raise ValueError(f"layer {layer.name!r}: expected one weight "
                              f"scale per output channel "
@@ -271,8 +273,4 @@ def gemm_weights(layer, kind: str, p: dict, notes: list) -> tuple:
         codes = np.clip(np.round(k / s), -127, 127).astype(np.int64)
         w_scale, w_bits = s.reshape(-1), 8
         notes.append(f"{layer.name}: float weights quantized to 8 bits")
-    if w_bits == 1:
-        w_bits = 2
-        notes.append(f"{layer.name}: binary weights exported as 2-bit "
-                     "codes")
-    return codes, w_scale, w_bits
+    return codes, w_scale, w_bits  # 1 bit: sign codes {-1, +1}

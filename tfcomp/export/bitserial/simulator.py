@@ -2,8 +2,9 @@
 
 It reads nothing but the descriptor JSON and its weight blob. Every GEMM is
 computed bit-serially: activations are split into bit planes (two's
-complement for signed tensors, MSB plane weighted ``-2**(b-1)``), packed
-into uint64 words along K, and for each weight plane ``i`` and activation
+complement for signed tensors, MSB plane weighted ``-2**(b-1)``; 1-bit
+signed weights are signs ``2b - 1``, corrected by the activation row
+sums), packed into uint64 words along K, and for each weight plane ``i`` and activation
 plane ``j`` the simulator adds ``(+-)2**(i+j) * popcount(A_j & W_i)`` into an
 integer accumulator. Zero points are handled with the usual correction
 terms (``- a_zp * colsum(W) - w_zp * rowsum(A) + K * a_zp * w_zp``), the row
@@ -113,6 +114,13 @@ def _plane_weights(bits, signed):
     if signed:
         c[-1] = -c[-1]
     return c
+
+
+def _rowsum(ap, lhs) -> np.ndarray:
+    """Row sums of the activation codes by popcount: (G, R, M)."""
+    ac = _plane_weights(lhs["bits"], lhs["signed"])
+    return np.tensordot(ac, packing.popcount(ap).sum(-1, dtype=np.int64),
+                        axes=(0, 0))
 
 
 def _popcount_dot(ap, wp, jj, ii, coef) -> np.ndarray:
@@ -230,16 +238,16 @@ def _gemm_layer(layer, x, blob, target, batch, stats):
         acc = _run_bitfusion(ap, wp, sched, jj, ii, coef, stats)
     az = int(lhs["zero_point"])
     wz = np.asarray(w["zero_point"], np.int64).reshape(g, 1, 1, -1)
+    sign_w = bool(at.get("sign_weights"))
+    if sign_w:  # w = 2b - 1: the Execs (b a negated MSB) gave -sum(a * b)
+        acc = -2 * acc - _rowsum(ap, lhs)[..., None]
     if az:
-        wc = _plane_weights(w["bits"], w["signed"])
-        colsum = np.tensordot(wc, packing.popcount(wp).sum(-1,
-                              dtype=np.int64), axes=(0, 0))  # (G, N)
-        acc -= az * colsum[:, None, None, :] - k * az * wz
+        pc = packing.popcount(wp).sum(-1, dtype=np.int64)
+        colsum = 2 * pc[0] - k if sign_w else np.tensordot(
+            _plane_weights(w["bits"], w["signed"]), pc, axes=(0, 0))
+        acc -= az * colsum[:, None, None, :] - k * az * wz  # (G, N)
     if np.any(wz):
-        ac = _plane_weights(lhs["bits"], lhs["signed"])
-        rowsum = np.tensordot(ac, packing.popcount(ap).sum(-1,
-                              dtype=np.int64), axes=(0, 0))  # (G, R, M)
-        acc -= wz * rowsum[..., None]
+        acc -= wz * _rowsum(ap, lhs)[..., None]
     acc = acc.reshape(g, m_all, -1)
     out = kernels.gemm_output(acc, layer["op"], x.shape, kernel, strides,
                               pads) + np.asarray(layer["bias"], np.int64)

@@ -1,0 +1,166 @@
+"""Distiller: the KD loss by hand, logits / probabilities, shape errors,
+training in place, pruned and QAT students, .keras resume."""
+
+import keras
+import numpy as np
+import pytest
+
+from tfcomp.distill import Distiller, kd_loss
+
+
+def _net(n_out=4, softmax=False, width=8, name=None):
+    inp = keras.Input((6,))
+    x = keras.layers.Dense(width, activation="relu")(inp)
+    out = keras.layers.Dense(n_out, activation="softmax" if softmax
+                             else None)(x)
+    return keras.Model(inp, out, name=name)
+
+
+def _softmax(z):
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _data(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, 6)).astype("float32"),
+            rng.integers(0, 4, n))
+
+
+def test_kd_loss_by_hand():
+    keras.utils.set_random_seed(0)
+    s, t = _net(name="s"), _net(name="t")
+    x, y = _data()
+    kd = Distiller(s, t, alpha=0.3, temperature=2.0)
+    got = float(kd.compute_loss(x, y, kd(x)))
+    zs = keras.ops.convert_to_numpy(s(x)).astype(np.float64)
+    zt = keras.ops.convert_to_numpy(t(x)).astype(np.float64)
+    ce = -np.log(_softmax(zs)[np.arange(len(y)), y]).mean()
+    pt, ps = _softmax(zt / 2), _softmax(zs / 2)
+    kl = (pt * (np.log(pt) - np.log(ps))).sum(-1).mean()
+    assert got == pytest.approx(0.7 * ce + 0.3 * 4 * kl, rel=1e-5)
+    per = keras.ops.convert_to_numpy(kd_loss(zt, zs, 2.0))
+    np.testing.assert_allclose(per.mean(), 4 * kl, rtol=1e-5)
+
+
+def test_probability_outputs_read_as_logits():
+    keras.utils.set_random_seed(1)
+    s, t = _net(), _net()
+    sp, tp = _net(softmax=True), _net(softmax=True)
+    sp.set_weights(s.get_weights())
+    tp.set_weights(t.get_weights())
+    x, y = _data()
+    a = float(Distiller(s, t, 0.5, 3.0).compute_loss(x, y, s(x)))
+    kd = Distiller(sp, tp, 0.5, 3.0)
+    b = float(kd.compute_loss(x, y, sp(x)))
+    assert a == pytest.approx(b, rel=1e-4)
+    forced = Distiller(sp, tp, 0.5, 3.0, student_outputs="probabilities",
+                       teacher_outputs="probabilities")
+    assert float(forced.compute_loss(x, y, sp(x))) == pytest.approx(
+        b, rel=1e-5)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="output shape"):
+        Distiller(_net(4), _net(5))
+    with pytest.raises(ValueError, match="alpha"):
+        Distiller(_net(), _net(), alpha=1.5)
+    with pytest.raises(ValueError, match="temperature"):
+        Distiller(_net(), _net(), temperature=0)
+    with pytest.raises(TypeError, match="student"):
+        Distiller("model", _net())
+    with pytest.raises(ValueError, match="student_outputs"):
+        Distiller(_net(), _net(), student_outputs="logit")
+
+
+def test_fit_trains_student_in_place_teacher_frozen():
+    keras.utils.set_random_seed(2)
+    s, t = _net(), _net()
+    s0, t0 = s.get_weights(), t.get_weights()
+    kd = Distiller(s, t)
+    kd.compile(keras.optimizers.SGD(0.1), metrics=["accuracy"])
+    x, y = _data(32)
+    hist = kd.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert "accuracy" in hist.history and np.isfinite(hist.history["loss"]).all()
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(s.get_weights(), s0))
+    for a, b in zip(t.get_weights(), t0):
+        np.testing.assert_array_equal(a, b)
+    assert len(kd.trainable_weights) == len(s.trainable_weights)
+
+
+def test_one_hot_labels_and_compiled_loss():
+    keras.utils.set_random_seed(3)
+    s, t = _net(), _net()
+    x, y = _data()
+    kd = Distiller(s, t, alpha=0.0)
+    sparse = float(kd.compute_loss(x, y, s(x)))
+    onehot = float(kd.compute_loss(x, np.eye(4)[y], s(x)))
+    assert sparse == pytest.approx(onehot, rel=1e-5)
+    kd.compile("sgd", loss=keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    assert float(kd.compute_loss(x, y, s(x))) == pytest.approx(sparse,
+                                                               rel=1e-5)
+
+
+def test_pruned_and_qat_students():
+    import tfcomp
+    from tfcomp.quantization import quantize_model
+
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu",
+                            name="c1")(inp)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu",
+                            name="c2")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    teacher = keras.Model(inp, keras.layers.Dense(4, name="head")(h))
+    plan = tfcomp.pruning.make_plan(teacher, ratio=0.5, importance="l1")
+    pruned = tfcomp.prune_channels(teacher, plan)
+    qat = quantize_model(teacher, bits=4)
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype(
+        "float32")
+    y = np.arange(16) % 4
+    for student in (pruned, qat):
+        kd = Distiller(student, teacher)
+        kd.compile(keras.optimizers.Adam(1e-3))
+        loss = kd.fit(x, y, epochs=1, batch_size=8, verbose=0).history[
+            "loss"][0]
+        assert np.isfinite(loss)
+
+
+def test_save_load_resume(tmp_path):
+    keras.utils.set_random_seed(5)
+    s, t = _net(), _net()
+    kd = Distiller(s, t, alpha=0.4, temperature=3.0)
+    kd.compile(keras.optimizers.Adam(1e-2))
+    x, y = _data(32)
+    kd.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    path = str(tmp_path / "kd.keras")
+    kd.save(path)
+    back = keras.saving.load_model(path)
+    assert isinstance(back, Distiller)
+    assert back.alpha == 0.4 and back.temperature == 3.0
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(back(x)),
+                               keras.ops.convert_to_numpy(kd(x)), atol=1e-6)
+    for a, b in zip(back.teacher.get_weights(), t.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert int(back.optimizer.iterations) == 4
+    kd.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    back.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(back(x)),
+                               keras.ops.convert_to_numpy(kd(x)), atol=1e-5)
+
+
+def test_teacher_flag_untouched_and_not_trained():
+    keras.utils.set_random_seed(6)
+    s, t = _net(), _net()
+    kd = Distiller(s, t)
+    assert t.trainable is True
+    assert {id(v) for v in kd.trainable_weights} == {
+        id(v) for v in s.trainable_weights}
+    kd.compile(keras.optimizers.Adam(1e-2))
+    t0 = t.get_weights()
+    x, y = _data(16)
+    kd.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    for a, b in zip(t.get_weights(), t0):
+        np.testing.assert_array_equal(a, b)

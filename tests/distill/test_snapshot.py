@@ -1,0 +1,177 @@
+"""Snapshot Distillation: cosine cycles, the teacher frozen within a cycle
+and replaced exactly at its boundaries, resume, MirroredStrategy."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from tfcomp.distill import Distiller, SnapshotDistillation, cosine_cycle_lr
+
+
+def _net():
+    inp = keras.Input((6,))
+    x = keras.layers.Dense(8, activation="relu")(inp)
+    return keras.Model(inp, keras.layers.Dense(4)(x))
+
+
+def _data(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, 6)).astype("float32"),
+            rng.integers(0, 4, n))
+
+
+class _Recorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        kd = self.model
+        self.rows.append({
+            "t": int(kd.optimizer.iterations),
+            "lr": float(keras.ops.convert_to_numpy(
+                kd.optimizer.learning_rate)),
+            "kd": float(keras.ops.convert_to_numpy(kd.kd_scale)),
+            "teacher": [w.copy() for w in kd.teacher.get_weights()],
+            "student": [w.copy() for w in kd.student.get_weights()]})
+
+
+def _same(a, b):
+    return all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def test_cosine_lr():
+    assert cosine_cycle_lr(0, 10, 0.1) == pytest.approx(0.1)
+    assert cosine_cycle_lr(5, 10, 0.1) == pytest.approx(0.05)
+    assert cosine_cycle_lr(10, 10, 0.1, 0.01) == pytest.approx(0.1)
+    assert cosine_cycle_lr(9, 10, 0.1) == pytest.approx(
+        0.05 * (1 + math.cos(math.pi * 0.9)))
+
+
+def test_teacher_replaced_exactly_at_cycle_boundaries():
+    keras.utils.set_random_seed(0)
+    kd = Distiller(_net(), teacher=None, alpha=0.5, temperature=2.0)
+    kd.compile(keras.optimizers.SGD(0.2, momentum=0.9))
+    assert float(kd.kd_scale) == 0.0
+    x, y = _data(32)
+    sd, rec = SnapshotDistillation(cycles=3), _Recorder()
+    kd.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[sd, rec])
+    assert sd.cycle_steps == 4 and sd.boundaries == [4, 8]
+    rows = rec.rows
+    assert [r["t"] for r in rows] == list(range(12))
+    for r in rows:
+        assert r["lr"] == pytest.approx(cosine_cycle_lr(r["t"], 4, 0.2),
+                                        rel=1e-6)
+        assert r["kd"] == (0.0 if r["t"] < 4 else 1.0)
+    for prev, r in zip(rows, rows[1:]):
+        if r["t"] in (4, 8):   # the last snapshot of the cycle
+            assert _same(r["teacher"], r["student"])
+            assert not _same(r["teacher"], prev["teacher"])
+        else:                  # frozen within a cycle
+            assert _same(r["teacher"], prev["teacher"])
+
+
+def test_resume_from_keras_save(tmp_path):
+    x, y = _data(24)
+
+    def fresh():
+        keras.utils.set_random_seed(1)
+        kd = Distiller(_net(), teacher=None, temperature=2.0)
+        kd.compile(keras.optimizers.SGD(0.1, momentum=0.9))
+        return kd
+
+    full = fresh()
+    full.fit(x, y, epochs=4, batch_size=8, verbose=0, shuffle=False,
+             callbacks=[SnapshotDistillation(cycles=3)])
+    part = fresh()
+    part.fit(x, y, epochs=2, batch_size=8, verbose=0, shuffle=False,
+             callbacks=[SnapshotDistillation(cycles=3, total_steps=12)])
+    path = str(tmp_path / "sd.keras")
+    part.save(path)
+    back = keras.saving.load_model(path)
+    sd = SnapshotDistillation(cycles=3, max_lr=0.1)
+    back.fit(x, y, epochs=4, initial_epoch=2, batch_size=8, verbose=0,
+             shuffle=False, callbacks=[sd])
+    assert sd.boundaries == [8]
+    for a, b in zip(back.student.get_weights(), full.student.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="cycles"):
+        SnapshotDistillation(cycles=0)
+    with pytest.raises(ValueError, match="max_lr"):
+        SnapshotDistillation(max_lr=-1.0)
+    model = _net()
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(True))
+    x, y = _data(8)
+    with pytest.raises(TypeError, match="Distiller"):
+        model.fit(x, y, verbose=0, callbacks=[SnapshotDistillation()])
+
+
+_MIRRORED = textwrap.dedent("""
+    import json, os
+    os.environ["KERAS_BACKEND"] = "tensorflow"
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    import keras, numpy as np
+    from tfcomp.distill import Distiller, SnapshotDistillation
+
+    def net():
+        inp = keras.Input((6,))
+        h = keras.layers.Dense(8, activation="relu")(inp)
+        return keras.Model(inp, keras.layers.Dense(4)(h))
+
+    keras.utils.set_random_seed(0)
+    s0, t0 = net().get_weights(), net().get_weights()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = rng.integers(0, 4, 32)
+
+    def run(strategy):
+        with strategy.scope():
+            s, t = net(), net()
+            s.set_weights(s0)
+            t.set_weights(t0)
+            kd = Distiller(s, t, alpha=0.5, temperature=2.0)
+            kd.compile(keras.optimizers.SGD(0.1))
+        kd.fit(x, y, epochs=2, batch_size=16, verbose=0, shuffle=False)
+        with strategy.scope():
+            sd_model = Distiller(net(), None, alpha=0.5)
+            sd_model.compile(keras.optimizers.SGD(0.1))
+        sd = SnapshotDistillation(cycles=2)
+        h = sd_model.fit(x, y, epochs=2, batch_size=16, verbose=0,
+                         callbacks=[sd])
+        return s.get_weights(), sd.boundaries, h.history["loss"], kd
+
+    mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    wm, bm, lm, kd = run(mirrored)
+    w1, b1, l1, _ = run(tf.distribute.get_strategy())
+    print(json.dumps({
+        "replicas": mirrored.num_replicas_in_sync,
+        "mirrored": type(kd.kd_scale.value).__name__,
+        "max_diff": max(float(np.abs(a - b).max()) for a, b in zip(wm, w1)),
+        "boundaries": bm, "finite": bool(np.isfinite(lm).all())}))
+""")
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_two_replicas():
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
+    out = subprocess.run([sys.executable, "-c", _MIRRORED], env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["replicas"] == 2 and res["mirrored"] == "MirroredVariable"
+    assert res["max_diff"] < 1e-5      # same steps as on one device
+    assert res["boundaries"] == [2] and res["finite"]

@@ -1,0 +1,317 @@
+"""BENN: ensembles of binary networks by bagging or boosting.
+
+``BENN(build_fn, members=K)`` trains K networks built by ``build_fn`` (binary
+ones: ``tfcomp.layers.BinaryConv2D`` / ``BinaryDense``, see
+:func:`binary_net`) and combines them by a hard or soft vote inside one
+Keras model (:class:`~tfcomp.binary.vote.EnsembleVote`).
+
+* ``mode="bagging"``: member k is trained on a bootstrap sample (n draws
+  with replacement, ``samples_[k]``); every member votes with weight 1.
+* ``mode="boosting"``: SAMME (Zhu, Zou, Rosset, Hastie 2009, the
+  multi-class AdaBoost BENN uses): sample weights start uniform; after
+  member m, ``err_m = sum w_i [wrong_i] / sum w_i``,
+  ``alpha_m = log((1 - err_m) / err_m) + log(C - 1)``, ``w_i <- w_i *
+  exp(alpha_m [wrong_i])`` renormalised; member m votes with ``alpha_m``.
+  Members are trained with the weights as Keras ``sample_weight`` (scaled
+  to mean 1; BENN's code also offers re-sampling). A member no better than
+  chance (``err_m >= 1 - 1/C``) gets ``alpha_m = 0`` and leaves the
+  weights unchanged (SAMME stops there; we keep K members, noted in
+  ``notes``).
+
+Deviations: CPU scale (Fashion-MNIST, small members, few epochs) instead of
+BENN's CIFAR-10 / ImageNet networks; soft vote with boosting averages the
+members' probabilities with weights ``alpha_m`` (not SAMME.R).
+
+Reference: Zhu, Xu, Wang, Wei, Tang, "Binary Ensemble Neural Network: More
+Bits per Network or More Networks per Bit?", CVPR 2019, arXiv 1806.07550
+(official code: github XinDongol/BENN-PyTorch); Zhu, Zou, Rosset, Hastie,
+"Multi-class AdaBoost" (SAMME), 2009.
+
+Example:
+    >>> benn = BENN(lambda: binary_net((28, 28, 1), 10), members=3,
+    ...             mode="bagging", vote="hard", seed=0)
+    >>> benn.fit(x_train, y_train, epochs=2, batch_size=128)
+    >>> benn.model.predict(x_test).argmax(-1)
+    >>> benn.save("benn.keras")
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import keras
+import numpy as np
+
+from tfcomp._io import as_arrays, atomic_path, check_positive_int
+from tfcomp.binary.fold import fold_binary_batchnorm
+from tfcomp.binary.vote import EnsembleVote
+from tfcomp.layers.binary import BinaryConv2D, BinaryDense
+
+__all__ = ["BENN", "binary_net", "samme_update"]
+
+
+def samme_update(weights: np.ndarray, wrong: np.ndarray, num_classes: int
+                 ) -> tuple:
+    """One SAMME step: ``(err, alpha, new normalised weights)``.
+
+    Example:
+        >>> samme_update(np.full(4, 0.25), np.array([1, 0, 0, 0], bool), 3)[1]
+        1.791...
+    """
+    w = np.asarray(weights, np.float64)
+    wrong = np.asarray(wrong, bool)
+    err = float(np.sum(w * wrong) / np.sum(w))
+    if err >= 1.0 - 1.0 / num_classes:
+        return err, 0.0, w / w.sum()
+    e = min(max(err, 1e-10), 1 - 1e-10)
+    alpha = math.log((1 - e) / e) + math.log(num_classes - 1)
+    new = w * np.exp(alpha * wrong)
+    return err, alpha, new / new.sum()
+
+
+def binary_net(input_shape, num_classes: int, width: int = 32,
+               binary_activations: bool = True, name: str | None = None
+               ) -> keras.Model:
+    """A small binary CNN (XNOR-Net blocks: binary conv -> BN -> pool).
+
+    The first convolution reads the real-valued image (binary weights only,
+    as XNOR-Net / BENN keep the first layer's input real); later layers
+    binarize their inputs when ``binary_activations``. The output is
+    logits of a bias-free binary dense layer (a bias would fall off the
+    integer accumulator grid ``alpha`` of binary inputs at export).
+
+    Example:
+        >>> m = binary_net((28, 28, 1), 10)
+    """
+    inp = keras.Input(tuple(input_shape))
+    h = BinaryConv2D(width, 3, padding="same", use_bias=False,
+                     name="bconv1")(inp)
+    h = keras.layers.BatchNormalization(name="bn1")(h)
+    h = keras.layers.MaxPooling2D(2, name="pool1")(h)
+    h = BinaryConv2D(2 * width, 3, padding="same", use_bias=False,
+                     binary_activations=binary_activations, name="bconv2")(h)
+    h = keras.layers.BatchNormalization(name="bn2")(h)
+    h = keras.layers.MaxPooling2D(2, name="pool2")(h)
+    h = keras.layers.Flatten(name="flatten")(h)
+    out = BinaryDense(num_classes, binary_activations=binary_activations,
+                      use_bias=False, name="bdense")(h)
+    return keras.Model(inp, out, name=name)
+
+
+class BENN:
+    """K binary members trained by bagging or SAMME boosting; one voting
+    Keras model.
+
+    Args:
+        build_fn: ``() -> keras.Model``, a fresh classifier (compiled or
+            not; an uncompiled one gets Adam(1e-3) and sparse cross entropy
+            on its logits / probabilities).
+        members: K >= 1.
+        mode: "bagging" or "boosting".
+        vote: "hard" or "soft".
+        seed: seed of the bootstrap draws and of each member's init.
+
+    Attributes (after ``fit``):
+        members_: the trained member models.
+        samples_: bagging: the bootstrap indices of each member.
+        sample_weights_: boosting: the (normalised) weights member k was
+            trained with.
+        member_weights_: vote weights (1 or SAMME's ``alpha_m``).
+        errors_: boosting: weighted training errors ``err_m``.
+        model: the ensemble ``keras.Model`` (members + vote).
+        notes: what was adapted.
+
+    Example:
+        >>> benn = BENN(build, members=5, mode="boosting", vote="hard")
+        >>> benn.fit(x, y, epochs=2).model.evaluate(x_test, y_test)
+    """
+
+    def __init__(self, build_fn, members: int = 5, mode: str = "bagging",
+                 vote: str = "hard", seed: int = 0):
+        if not callable(build_fn):
+            raise TypeError(f"build_fn must be callable (() -> keras.Model). "
+                            f"Received: build_fn={build_fn!r}")
+        self.build_fn = build_fn
+        self.members = check_positive_int(members, "members")
+        if mode not in ("bagging", "boosting"):
+            raise ValueError(f"mode must be 'bagging' or 'boosting'. "
+                             f"Received: mode={mode!r}")
+        if vote not in ("hard", "soft"):
+            raise ValueError(f"vote must be 'hard' or 'soft'. Received: "
+                             f"vote={vote!r}")
+        self.mode, self.vote, self.seed = mode, vote, int(seed)
+        self.members_: list = []
+        self.samples_: list = []
+        self.sample_weights_: list = []
+        self.member_weights_: list = []
+        self.errors_: list = []
+        self.notes: list = []
+        self.model: keras.Model | None = None
+
+    # -- training ----------------------------------------------------------
+    def _build(self, k: int) -> keras.Model:
+        keras.utils.set_random_seed(self.seed * 1000 + k)
+        m = self.build_fn()
+        if not isinstance(m, keras.Model):
+            raise TypeError(f"build_fn must return a keras.Model. Received: "
+                            f"{type(m).__name__}")
+        if getattr(m, "optimizer", None) is None or not m.compiled:
+            m.compile(keras.optimizers.Adam(1e-3),
+                      keras.losses.SparseCategoricalCrossentropy(
+                          from_logits=not _ends_in_softmax(m)),
+                      metrics=["accuracy"])
+        return m
+
+    def fit(self, x, y=None, epochs: int = 1, batch_size: int = 128,
+            verbose: int = 0, **fit_kwargs) -> "BENN":
+        """Trains the K members, then builds :attr:`model`.
+
+        Args:
+            x, y: training inputs and integer labels (or ``(x, y)`` as x).
+            epochs, batch_size, verbose: per member, passed to ``fit``.
+            **fit_kwargs: more ``Model.fit`` arguments (not
+                ``sample_weight``).
+
+        Returns:
+            self.
+        """
+        if "sample_weight" in fit_kwargs:
+            raise ValueError("BENN sets sample_weight itself; do not pass "
+                             "sample_weight=")
+        x, y = as_arrays((x, y) if y is not None else x, need_labels=True,
+                         name="x")
+        y = np.asarray(y).reshape(-1).astype(np.int64)
+        n = len(x)
+        if n == 0 or len(y) != n:
+            raise ValueError(f"x and y must be non-empty and equally long. "
+                             f"Received: {n} inputs, {len(y)} labels")
+        rng = np.random.default_rng(self.seed)
+        w = np.full(n, 1.0 / n)
+        self.members_, self.samples_, self.sample_weights_ = [], [], []
+        self.member_weights_, self.errors_, self.notes = [], [], []
+        for k in range(self.members):
+            m = self._build(k)
+            num_classes = int(m.outputs[0].shape[-1])
+            if self.mode == "bagging":
+                idx = rng.integers(0, n, n)
+                self.samples_.append(idx)
+                m.fit(x[idx], y[idx], epochs=epochs, batch_size=batch_size,
+                      verbose=verbose, **fit_kwargs)
+                self.member_weights_.append(1.0)
+            else:
+                self.sample_weights_.append(w.copy())
+                m.fit(x, y, sample_weight=(w * n).astype(np.float32),
+                      epochs=epochs, batch_size=batch_size, verbose=verbose,
+                      **fit_kwargs)
+                pred = np.asarray(m.predict(x, batch_size=512, verbose=0))
+                wrong = pred.argmax(-1) != y
+                err, alpha, w = samme_update(w, wrong, num_classes)
+                self.errors_.append(err)
+                self.member_weights_.append(alpha)
+                if alpha == 0.0:
+                    self.notes.append(f"member {k}: weighted error {err:.3f}"
+                                      " >= 1 - 1/C; it gets no vote")
+            self.members_.append(m)
+        if sum(self.member_weights_) <= 0:
+            self.member_weights_ = [1.0] * self.members
+            self.notes.append("no member beat chance; equal votes")
+        self.model = self.ensemble()
+        return self
+
+    # -- the ensemble model ---------------------------------------------------
+    def ensemble(self, vote: str | None = None) -> keras.Model:
+        """The members and the vote as one ``keras.Model``."""
+        self._check_fitted()
+        first = self.members_[0]
+        inp = keras.Input(tuple(first.inputs[0].shape[1:]), name="input")
+        outs = []
+        for k, m in enumerate(self.members_):
+            sub = keras.Model(m.inputs[0], m.outputs[0], name=f"member_{k}")
+            outs.append(sub(inp))
+        out = EnsembleVote(self.member_weights_, vote or self.vote,
+                           name="vote")(outs)
+        return keras.Model(inp, out, name=f"benn_{self.mode}")
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        """The ensemble's vote shares ``(n, classes)``."""
+        self._check_fitted()
+        return np.asarray(self.model.predict(x, batch_size=batch_size,
+                                             verbose=0))
+
+    def save(self, path: str) -> None:
+        """Writes :attr:`model` as ``.keras`` (atomically)."""
+        self._check_fitted()
+        with atomic_path(path) as tmp:
+            self.model.save(tmp)
+
+    @classmethod
+    def load(cls, path: str) -> "BENN":
+        """A BENN from a file :meth:`save` wrote (members and vote)."""
+        model = keras.saving.load_model(path)
+        vote = model.get_layer("vote")
+        mode = "boosting" if model.name.endswith("boosting") else "bagging"
+        subs = [la for la in model.layers if la.name.startswith("member_")]
+        benn = cls(lambda: None, members=len(subs), mode=mode,
+                   vote=vote.vote)
+        benn.members_ = subs
+        benn.member_weights_ = list(vote.member_weights)
+        benn.model = model
+        return benn
+
+    def _check_fitted(self):
+        if not self.members_:
+            raise ValueError("the BENN has no members yet; call fit first")
+
+    # -- export ----------------------------------------------------------------
+    def deploy_members(self) -> list:
+        """Members with their BatchNormalizations folded (export form)."""
+        self._check_fitted()
+        return [fold_binary_batchnorm(m) for m in self.members_]
+
+    def export_bitserial(self, directory: str, calibration_data,
+                         verify_x=None, hardware="bismo", **kwargs) -> list:
+        """Each member as a verified bit-serial descriptor
+        ``<directory>/member_<k>.json`` (binary weights as 1-bit sign codes,
+        see ``tfcomp.export.bitserial.keras_binary``).
+
+        Returns:
+            One :class:`~tfcomp.export.bitserial.BitSerialReport` per member.
+        """
+        from tfcomp.export.bitserial import export_bitserial
+
+        os.makedirs(directory, exist_ok=True)
+        return [export_bitserial(m, os.path.join(directory,
+                                                 f"member_{k}.json"),
+                                 hardware, calibration_data=calibration_data,
+                                 verify_x=verify_x, **kwargs)
+                for k, m in enumerate(self.deploy_members())]
+
+    def export_tflite(self, path: str, calibration_data, **kwargs):
+        """The voting ensemble as an int8 TFLite file (members' weights are
+        ``+-alpha`` per channel, exact on the int8 per-channel grid).
+
+        Returns:
+            ``tfcomp.export.export_tflite``'s report.
+        """
+        from tfcomp.export import export_tflite
+
+        self._check_fitted()
+        members = self.deploy_members()
+        inp = keras.Input(tuple(members[0].inputs[0].shape[1:]))
+        outs = [keras.Model(m.inputs[0], m.outputs[0], name=f"member_{k}")(inp)
+                for k, m in enumerate(members)]
+        out = EnsembleVote(self.member_weights_, self.vote, name="vote")(outs)
+        kwargs.setdefault("quantization", "int8")
+        return export_tflite(keras.Model(inp, out), path,
+                             calibration_data=calibration_data, **kwargs)
+
+
+def _ends_in_softmax(model) -> bool:
+    layer = model.layers[-1]
+    if isinstance(layer, keras.layers.Softmax):
+        return True
+    act = getattr(layer, "activation", None)
+    return act is not None and getattr(act, "__name__", "") == "softmax"
+
+
