@@ -112,6 +112,9 @@ def test_save_load(tmp_path, bagged):
     assert back.vote == "soft" and back.mode == "bagging"
     assert len(back.members_) == 3
     np.testing.assert_allclose(back.predict(x), benn.predict(x), atol=1e-6)
+    # the ensemble is compiled: evaluate reports the vote's accuracy
+    _, acc = back.model.evaluate(x, y, verbose=0)
+    assert acc == pytest.approx(np.mean(benn.predict(x).argmax(-1) == y))
 
 
 def test_fold_batchnorm_equals_inference():

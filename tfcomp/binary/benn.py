@@ -231,7 +231,12 @@ class BENN:
             outs.append(sub(inp))
         out = EnsembleVote(self.member_weights_, vote or self.vote,
                            name="vote")(outs)
-        return keras.Model(inp, out, name=f"benn_{self.mode}")
+        model = keras.Model(inp, out, name=f"benn_{self.mode}")
+        # compiled so that ``benn.model.evaluate(x, y)`` reports accuracy;
+        # the vote shares are probabilities (not logits), nothing trains it
+        model.compile(loss=keras.losses.SparseCategoricalCrossentropy(),
+                      metrics=["accuracy"])
+        return model
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
         """The ensemble's vote shares ``(n, classes)``."""
