@@ -94,3 +94,27 @@ def test_errors():
         net.sample({"stem_conv": 99})
     with pytest.raises(TypeError, match="keras.Model"):
         PruningNet("model")
+
+
+def test_trains_a_thin_strided_1x1_conv_with_an_odd_batch():
+    # regression: oneDNN's kernel gradient of a stride-2 1x1 convolution
+    # with < 16 input channels corrupted the heap on odd batch sizes (a
+    # crash inside fit); PruningNet subsamples, then convolves at stride 1
+    keras.utils.set_random_seed(0)
+    model = tfcomp.zoo.resnet(depth=8, width=8, input_shape=(16, 16, 3),
+                              num_classes=4)
+    assert model.get_layer("s2b1_proj").kernel.shape[:3] == (1, 1, 8)
+    net = PruningNet(model)
+    x = np.random.default_rng(0).normal(size=(77, 16, 16, 3)).astype(
+        "float32")
+    net.compile(keras.optimizers.SGD(0.01),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                jit_compile=False)
+    hist = net.fit(x, np.arange(77) % 4, batch_size=77, epochs=2, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all()
+    widths = {g: max(1, n // 2) for g, n in net.sizes.items()}
+    small = net.sample(widths, x)
+    net.set_widths(widths)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(small(x, training=True)),
+        keras.ops.convert_to_numpy(net(x)), atol=1e-4)

@@ -19,7 +19,9 @@ beyond the width (the same outputs as slicing, fixed tensor shapes for
 ``tf.function``); the generators' last bias starts at the model's trained
 kernels (``init_from_model=True``; the paper trains the PruningNet from
 scratch: pass False); biases of convolutions / dense layers are shared
-parameters cropped like the kernels (not generated).
+parameters cropped like the kernels (not generated). A strided 1x1
+convolution runs as a subsample and a stride-1 convolution (the same
+outputs; avoids a oneDNN crash in its kernel gradient).
 
 Reference: Liu et al., MetaPruning: Meta Learning for Automatic Neural
 Network Channel Pruning, ICCV 2019, arXiv:1903.10258.
@@ -76,6 +78,22 @@ def _channel_units(graph, groups, tids):
                 hit = member[t] & ~keep.tensor(t)
                 out[t][1][hit] += 1 << b
     return out
+
+
+def _pointwise_strided(layer) -> bool:
+    """A channels-last 1x1 Conv2D with a stride > 1.
+
+    PruningNet runs it as a subsample then a stride-1 convolution: the
+    same outputs for "same" and "valid" padding (a 1x1 kernel pads
+    nothing), and TensorFlow's oneDNN kernel for the kernel gradient of a
+    strided 1x1 convolution with fewer than 16 input channels corrupts the
+    heap on some batch sizes (odd ones: a crash inside ``fit``; oneDNN
+    issue uxlfoundation/oneDNN#6035, seen with TF 2.21 on AVX-512).
+    """
+    return (isinstance(layer, keras.layers.Conv2D)
+            and tuple(layer.kernel_size) == (1, 1)
+            and max(layer.strides) > 1
+            and layer.data_format == "channels_last")
 
 
 class _Ref:
@@ -258,7 +276,14 @@ class PruningNet(keras.Model):
                                    padding=layer.padding,
                                    dilation_rate=layer.dilation_rate)
         elif isinstance(layer, keras.layers.Conv2D):
-            y = ops.conv(x, w, strides=layer.strides, padding=layer.padding,
+            strides = tuple(layer.strides)
+            if _pointwise_strided(layer):
+                # the same outputs (a 1x1 kernel pads nothing), and avoids
+                # oneDNN's 1x1 strided backward-weights kernel (see
+                # _pointwise_strided)
+                x = x[:, ::strides[0], ::strides[1], :]
+                strides = (1, 1)
+            y = ops.conv(x, w, strides=strides, padding=layer.padding,
                          dilation_rate=layer.dilation_rate)
         else:
             y = ops.matmul(x, w)
