@@ -153,6 +153,9 @@ def test_clear_errors(residual):
         allocate_bits(residual, other, "size")
     with pytest.raises(ValueError, match="w_bits=5"):
         allocate_bits(residual, sens, "size", candidates=[4, 5])
+    acts = Sensitivity(sens.layers, sens.bits, sens.table, kind="activations")
+    with pytest.raises(ValueError, match="kind must be 'weights'.*'activations'"):
+        allocate_bits(residual, acts, "size")
     with pytest.raises(ValueError, match="budget"):
         allocate_bits(residual, sens, "size", budget=-1)
     with pytest.raises(ValueError, match="tie must be"):

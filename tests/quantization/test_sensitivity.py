@@ -198,3 +198,51 @@ def test_every_kind_quantize_model_quantizes_is_measured():
                        r"'einsum_dense', 'conv2d_transpose'\] have no cost"):
         allocate_bits(model, s, resource="size", budget=0.8,
                       candidates=[2, 8])
+
+
+# --------------------------------------------------------- activations
+
+
+def test_fake_quant_input_grids():
+    from tfcomp.quantization.sensitivity import fake_quant_input
+
+    x = np.linspace(-1.0, 3.0, 41, dtype=np.float32)
+    u = keras.ops.convert_to_numpy(fake_quant_input(np.abs(x), 2, 0.0, 3.0))
+    assert set(np.round(u, 6)) <= {0.0, 1.0, 2.0, 3.0}  # 2^2 levels on [0,3]
+    s = keras.ops.convert_to_numpy(fake_quant_input(x, 3, -1.0, 3.0))
+    assert set(np.round(s, 6)) <= {k for k in np.round(
+        np.arange(-3, 4) * 1.0, 6)}  # 7 symmetric levels of max|x| / 3
+
+
+def test_activation_distortion_by_hand_and_weights_unchanged(
+        residual_model, synthetic_data):
+    from tfcomp.quantization.sensitivity import fake_quant_input
+
+    x = synthetic_data[0][:32]
+    w1 = sensitivity(residual_model, x, method="distortion", bits=[2, 4, 8])
+    a = sensitivity(residual_model, x, method="distortion", bits=[2, 4, 8],
+                    kind="activations")
+    w2 = sensitivity(residual_model, x, method="distortion", bits=[2, 4, 8])
+    np.testing.assert_array_equal(w1.table, w2.table)  # weights unchanged
+    assert a.kind == "activations" and a.layers == w1.layers
+    assert "activation bit-width" in str(a)
+    assert np.all(a.table[:, 0] > a.table[:, 2])
+    # the first layer's input is the model input: quantize it by hand
+    lo, hi = a.meta["input_range"][a.layers[0]]
+    assert (lo, hi) == pytest.approx((float(x.min()), float(x.max())))
+    ref = keras.ops.convert_to_numpy(residual_model(x, training=False))
+    for j, b in enumerate(a.bits):
+        out = keras.ops.convert_to_numpy(residual_model(
+            fake_quant_input(x, b, lo, hi), training=False))
+        assert a.table[0, j] == pytest.approx(
+            float(np.mean((out.astype(np.float64) - ref) ** 2)), rel=1e-4)
+    for layer in residual_model.layers:  # no patched call left behind
+        assert "call" not in vars(layer)
+
+
+def test_activation_kind_errors(residual_model, synthetic_data):
+    with pytest.raises(ValueError, match="kind must be one of"):
+        sensitivity(residual_model, synthetic_data, kind="outputs")
+    with pytest.raises(NotImplementedError, match="distortion"):
+        sensitivity(residual_model, synthetic_data, method="hessian",
+                    kind="activations")

@@ -32,6 +32,12 @@ from tfcomp.hardware.allocation import (
     allocate_bits,
     policy_cost,
 )
+from tfcomp.hardware.allocation_report import (
+    AllocationTable,
+    allocation_table,
+    plot_front,
+    uniform_points,
+)
 from tfcomp.hardware.base import (
     RESOURCES,
     Cost,
@@ -99,6 +105,10 @@ __all__ = [
     "FrontPoint",
     "allocate_bits",
     "policy_cost",
+    "AllocationTable",
+    "allocation_table",
+    "plot_front",
+    "uniform_points",
     "RESOURCES",
     "BitFusion",
     "Cost",

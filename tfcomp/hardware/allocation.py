@@ -334,6 +334,12 @@ def _check_sensitivity(sens, layers, model) -> None:
                         "tfcomp.quantization.sensitivity or "
                         "Sensitivity.from_json). Received: "
                         f"{type(sens).__name__}")
+    if sens.kind != "weights":
+        raise ValueError(
+            f"sensitivity.kind must be 'weights' (the table is indexed by "
+            f"weight bits); received {sens.kind!r}. To count activations, "
+            "add their table to the weights' (same layers and bits) and "
+            "pass a Sensitivity(kind='weights').")
     if set(sens.layers) != set(layers):
         missing = [n for n in layers if n not in sens.layers]
         extra = [n for n in sens.layers if n not in layers]

@@ -3,7 +3,9 @@
 1. ``build_supernet(model, candidates)``: every conv / dense layer (except the
    first and last, kept at 8/8 as in HAQ) becomes a mixed layer whose
    candidate ``(w_bits, a_bits)`` ops share one float kernel and are mixed by
-   Gumbel-softmax weights ``m ~ GS(theta_layer, tau)``. Per-candidate costs
+   Gumbel-softmax weights ``m ~ GS(theta_layer, tau)``. Given
+   ``hardware=``, only its native widths (``distinct_bits()``) are
+   searched (``bits="all"``: every candidate, the paper). Per-candidate costs
    come from ``tfcomp.cost`` (``"size"``: params * w_bits / 8 bytes, bias
    included; ``"bops"``: MACs * w_bits * a_bits) or from a callable (e.g. a
    hardware model).
@@ -55,10 +57,12 @@ from tfcomp.quantization.dnas_supernet import (
     expected_bits,
     expected_cost,
     mixed_layers,
+    native_candidates,
     sample_architectures,
 )
 
 __all__ = ["build_supernet", "DNASLoss", "TemperatureAnnealing", "search",
            "derive", "sample_architectures", "expected_cost",
            "expected_bits", "architecture_cost", "mixed_layers",
-           "select_best", "gumbel_softmax", "DEFAULT_CANDIDATES", "DNASInfo"]
+           "select_best", "gumbel_softmax", "native_candidates",
+           "DEFAULT_CANDIDATES", "DNASInfo"]

@@ -36,7 +36,8 @@ from tfcomp.quantization.report import attach_record
 
 __all__ = ["build_supernet", "derive", "sample_architectures",
            "expected_cost", "expected_bits", "architecture_cost",
-           "mixed_layers", "DEFAULT_CANDIDATES", "DNASInfo"]
+           "mixed_layers", "native_candidates", "DEFAULT_CANDIDATES",
+           "DNASInfo"]
 
 DEFAULT_CANDIDATES = tuple(itertools.product((2, 4, 8), (4, 8)))
 _QUANT_CLS = {keras.layers.Conv2D: QuantConv2D,
@@ -87,17 +88,63 @@ def _cost_fn(model, cost):
     return BitCosts(model).cost_fn(cost), cost
 
 
-def build_supernet(model: keras.Model, candidates=DEFAULT_CANDIDATES,
+def native_candidates(candidates, hardware, bits="native") -> list:
+    """``candidates`` on a hardware's native widths.
+
+    With ``bits="native"`` every width is snapped up to the smallest of
+    ``hardware.distinct_bits()`` that is >= it (a width in between costs
+    what that one costs there, e.g. 5 -> 8 on Bit Fusion) and duplicates
+    are dropped; ``bits="all"`` (or ``hardware=None``) keeps them as given.
+
+    Example:
+        >>> native_candidates([(3, 4), (5, 8)], BitFusion())
+        [(4, 4), (8, 8)]
+    """
+    if bits not in ("native", "all"):
+        raise ValueError(f"bits must be 'native' or 'all'. Received: "
+                         f"bits={bits!r}")
+    cands = [(int(w), int(a)) for w, a in candidates]
+    if hardware is None or bits == "all":
+        return cands
+    if not callable(getattr(hardware, "distinct_bits", None)):
+        raise TypeError("hardware must be None or a hardware model with "
+                        "distinct_bits() (BISMO(), BitFusion(), a "
+                        f"LatencyTable). Received: hardware={hardware!r}")
+    widths = sorted(int(b) for b in hardware.distinct_bits())
+
+    def snap(b):
+        up = [v for v in widths if v >= b]
+        if not up:
+            name = getattr(hardware, "name", hardware)
+            raise ValueError(
+                f"candidate width {b} is above the widths {widths} that "
+                f"hardware={name!r} runs. Received: candidates="
+                f"{candidates!r}")
+        return up[0]
+
+    out = []
+    for w, a in cands:
+        pair = (snap(w), snap(a))
+        if pair not in out:
+            out.append(pair)
+    return out
+
+
+def build_supernet(model: keras.Model, candidates=None,
                    cost="bops", fold_batchnorm: bool = True, skip=(), *,
                    first_last_bits: int | None = 8, temperature: float = 5.0,
                    weight_quantizer="symmetric", input_quantizer=None,
-                   seed: int = 0) -> keras.Model:
+                   seed: int = 0, hardware=None,
+                   bits: str = "native") -> keras.Model:
     """Clones a float model into a DNAS supernet of mixed-precision layers.
 
     Args:
         model: a built functional / Sequential float model (not modified).
         candidates: ``(w_bits, a_bits)`` pairs offered to every searched
-            layer (default: w in {2, 4, 8} x a in {4, 8}).
+            layer (None: ``DEFAULT_CANDIDATES``, w in {2, 4, 8} x a in
+            {4, 8}); with ``hardware`` and ``bits="native"`` they are
+            snapped up to the hardware's native widths
+            (:func:`native_candidates`).
         cost: "bops" (MACs * w * a), "size" (params * w / 8 bytes, as
             ``tfcomp.profile``) or a callable ``(layer_name, w_bits,
             a_bits) -> float`` such as a hardware model's latency.
@@ -109,6 +156,13 @@ def build_supernet(model: keras.Model, candidates=DEFAULT_CANDIDATES,
         weight_quantizer: base weight quantizer.
         input_quantizer: base activation quantizer template.
         seed: seed of the Gumbel noise (layer ``i`` uses ``seed + i``).
+        hardware: None or a hardware model (``BISMO()``, ``BitFusion()``, a
+            ``LatencyTable``) whose ``distinct_bits()`` limit the searched
+            widths (a 5-bit candidate on Bit Fusion costs 8-bit's, so it
+            becomes 8). Its costs are not used: pass ``cost=`` e.g.
+            ``CostTable(model, "latency", hardware).cost``.
+        bits: ``"native"`` (default; only with ``hardware``) or ``"all"``
+            (every candidate as given, the paper).
 
     Returns:
         The supernet (a ``keras.Model``) with ``dnas_info`` (``DNASInfo``).
@@ -119,7 +173,9 @@ def build_supernet(model: keras.Model, candidates=DEFAULT_CANDIDATES,
         >>> sn = build_supernet(tfcomp.zoo.resnet(depth=20), cost="bops")
     """
     cands = [(qz.check_bits(w, "w_bits"), qz.check_bits(a, "a_bits"))
-             for w, a in candidates]
+             for w, a in (DEFAULT_CANDIDATES if candidates is None
+                          else candidates)]
+    cands = native_candidates(cands, hardware, bits)
     analysis = analyse(model, fold_batchnorm, skip, "build_supernet")
     fn, kind = _cost_fn(model, cost)
     names = analysis.quantized_names()

@@ -14,9 +14,14 @@ output distortion, for every quantizable layer and weight bit-width.
   the float model's outputs and the outputs with only that layer's weights
   quantized to ``b`` bits, on the calibration inputs.
 
-Weights only: activation sensitivity is not measured (HAWQ-V2's
-activation term needs Hessians with respect to intermediate tensors);
-:func:`tfcomp.hardware.allocate_bits` ties activation bits to a rule.
+``kind="activations"`` (``method="distortion"`` only) measures the same
+output distortion with only one layer's *input activations* quantized to
+``b`` bits (a uniform grid over the calibration range: unsigned on
+``[0, max]`` for non-negative inputs, else symmetric on ``max |x|``;
+QAT's calibration may clip tighter at low bits). The Hessian term for
+activations (HAWQ-V2's, with Hessians with respect to intermediate tensors)
+is not implemented; :func:`tfcomp.hardware.allocate_bits` uses weight
+sensitivity and ties activation bits to a rule.
 
 ``Q_b`` is ``quantize_model``'s weight quantizer (symmetric per output
 channel, max clip at b >= 5 and KL clip at b <= 4) applied to the layer's
@@ -47,10 +52,11 @@ from tfcomp.quantization._analysis import QUANT_KINDS, analyse
 from tfcomp.quantization.quantize import _QUANT_CLASSES
 from tfcomp.quantization.sensitivity_result import Sensitivity
 
-__all__ = ["METHODS", "DEFAULT_BITS", "Sensitivity", "sensitivity",
+__all__ = ["METHODS", "KINDS", "DEFAULT_BITS", "Sensitivity", "sensitivity",
            "hutchinson_trace", "quantized_kernel"]
 
 METHODS = ("hessian", "distortion")
+KINDS = ("weights", "activations")
 DEFAULT_BITS = (2, 3, 4, 5, 6, 7, 8)
 
 
@@ -343,7 +349,7 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
                 *, num_samples: int = 256, batch_size: int = 64,
                 loss=None, weight_quantizer="symmetric", tol: float = 0.01,
                 max_probes: int = 100, min_probes: int = 3,
-                seed: int = 0) -> Sensitivity:
+                seed: int = 0, kind: str = "weights") -> Sensitivity:
     """Per quantizable layer and weight bit-width, the expected loss increase
     when only that layer's weights are quantized.
 
@@ -366,6 +372,9 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
         tol, max_probes, min_probes: Hutchinson's stopping rule (running
             mean of every layer's trace moves by < ``tol``).
         seed: seed of the Rademacher probes.
+        kind: ``"weights"`` (default) or ``"activations"`` (each layer's
+            input activations quantized instead; ``method="distortion"``
+            only; the table's bits are then activation bits).
 
     Returns:
         A :class:`Sensitivity` (``.layers``, ``.bits``, ``.table``;
@@ -386,6 +395,13 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
         >>> s.value("conv1", 4)
     """
     method = _check_method(method)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}. Received: "
+                         f"kind={kind!r}")
+    if kind == "activations" and method != "distortion":
+        raise NotImplementedError(
+            "sensitivity(kind='activations') is measured with "
+            f"method='distortion' only. Received: method={method!r}")
     bits = _check_bits(bits)
     num_samples = check_positive_int(num_samples, "num_samples")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -407,6 +423,14 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
     start = time.perf_counter()
     layers = [plans[n].layer for n in names]
     float_out = _predict(model, x, batch_size)
+    if kind == "activations":
+        table, ranges = _activation_table(model, layers, x, float_out, bits,
+                                          batch_size)
+        meta = {"num_samples": int(len(x)), "batch_size": batch_size,
+                "input_range": {n: list(r) for n, r in zip(names, ranges)},
+                "seconds": time.perf_counter() - start}
+        return Sensitivity(names, bits, table, method=method,
+                           kind="activations", meta=meta)
     noise = np.zeros((len(names), len(bits)))
     qkernels = {}
     for i, layer in enumerate(layers):
@@ -478,3 +502,50 @@ def _distortion_table(model, layers, x, float_out, qkernels, bits,
         finally:
             _weight(layer).assign(original)
     return table
+
+
+def fake_quant_input(x, bits: int, lo: float, hi: float):
+    """``x`` on a ``bits``-bit grid over the calibration range: unsigned on
+    ``[0, hi]`` when ``lo >= 0``, else symmetric on ``max(|lo|, |hi|)``."""
+    ops = keras.ops
+    if lo >= 0:
+        scale = max(hi, 1e-12) / (2 ** bits - 1)
+        return ops.clip(ops.round(x / scale), 0, 2 ** bits - 1) * scale
+    m = max(abs(lo), abs(hi), 1e-12)
+    levels = max(2 ** (bits - 1) - 1, 1)
+    scale = m / levels
+    return ops.clip(ops.round(x / scale), -levels, levels) * scale
+
+
+def _input_ranges(model, layers, x, batch_size) -> list:
+    probe = keras.Model(model.inputs, [lay.input for lay in layers])
+    lo = np.full(len(layers), np.inf)
+    hi = np.full(len(layers), -np.inf)
+    for sl in _batches(len(x), batch_size):
+        outs = probe(x[sl], training=False)
+        outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        for i, t in enumerate(outs):
+            t = keras.ops.convert_to_numpy(t)
+            lo[i], hi[i] = min(lo[i], t.min()), max(hi[i], t.max())
+    return list(zip(lo.tolist(), hi.tolist()))
+
+
+def _activation_table(model, layers, x, float_out, bits, batch_size):
+    ranges = _input_ranges(model, layers, x, batch_size)
+    table = np.zeros((len(layers), len(bits)))
+    for i, layer in enumerate(layers):
+        original = layer.call
+        lo, hi = ranges[i]
+        for j, b in enumerate(bits):
+            def call(inputs, *args, _f=original, _q=(b, lo, hi), **kwargs):
+                return _f(fake_quant_input(inputs, *_q), *args, **kwargs)
+
+            layer.call = call  # this layer's inputs only, eager passes
+            try:
+                out = _predict(model, x, batch_size)
+            finally:
+                layer.call = original
+                if "call" in vars(layer):
+                    del layer.call
+            table[i, j] = float(np.mean((out - float_out) ** 2))
+    return table, ranges

@@ -41,8 +41,10 @@ class Sensitivity:
         bits: the weight bit-widths, ascending.
         table: float64 array ``[len(layers), len(bits)]``.
         method: ``"hessian"`` or ``"distortion"``.
-        kind: what was quantized: ``"weights"`` (activations are not
-            measured; see :func:`~tfcomp.quantization.sensitivity`).
+        kind: what was quantized: ``"weights"`` or ``"activations"``
+            (each layer's input activations, ``sensitivity(...,
+            kind="activations")``; ``bits`` are then activation bits;
+            see :func:`~tfcomp.quantization.sensitivity`).
         meta: provenance (Hessian traces, probes, samples, seconds, ...).
 
     Example:
@@ -170,8 +172,9 @@ class Sensitivity:
             f" {f'{b}-bit':>10}" for b in self.bits)
         what = ("output MSE" if self.method == "distortion"
                 else "expected loss increase")
+        operand = "activation" if self.kind == "activations" else "weight"
         lines = [f"Sensitivity ({self.method}, {self.kind}: {what} per "
-                 "layer and weight bit-width)", head, "-" * len(head)]
+                 f"layer and {operand} bit-width)", head, "-" * len(head)]
         for name, row in zip(self.layers, self.table):
             lines.append(f"{name:<{name_w}}" + "".join(
                 f" {v:>10.3e}" for v in row))
