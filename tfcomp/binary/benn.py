@@ -293,8 +293,18 @@ class BENN:
                 for k, m in enumerate(self.deploy_members())]
 
     def export_tflite(self, path: str, calibration_data, **kwargs):
-        """The voting ensemble as an int8 TFLite file (members' weights are
-        ``+-alpha`` per channel, exact on the int8 per-channel grid).
+        """The voting ensemble as a TFLite file with int8 weights (members'
+        weights are ``+-alpha`` per channel, exact on the int8 per-channel
+        grid).
+
+        The default ``quantization="dynamic"`` keeps activations float:
+        with full-integer ``"int8"`` every value before a binary activation
+        that lies within half an int8 step of zero rounds to 0 and can flip
+        its sign, and the flips compound (measured on Fashion-MNIST, 3
+        boosted members, 2 epochs: top-1 agreement with the Keras ensemble
+        0.84 for ``"int8"``, 0.996 for ``"dynamic"``, files of 186 and 179
+        kB). Pass ``quantization="int8"`` for integer-only accelerators and
+        check the report's agreement.
 
         Returns:
             ``tfcomp.export.export_tflite``'s report.
@@ -307,7 +317,7 @@ class BENN:
         outs = [keras.Model(m.inputs[0], m.outputs[0], name=f"member_{k}")(inp)
                 for k, m in enumerate(members)]
         out = EnsembleVote(self.member_weights_, self.vote, name="vote")(outs)
-        kwargs.setdefault("quantization", "int8")
+        kwargs.setdefault("quantization", "dynamic")
         return export_tflite(keras.Model(inp, out), path,
                              calibration_data=calibration_data, **kwargs)
 
