@@ -256,6 +256,12 @@ def test_precision_axis_size_equals_brute_force():
     assert table.fixed == PRECISION_BITS["int8"]
     half = policy_cost(model, "int4w", "size", first_last_8bit=False)
     assert 0.5 < half < 1.0  # depthwise stays int8
+    # a dict asking int4w of the depthwise layer is priced as the file
+    # gets it (int8), so such a policy's cost is a reachable budget
+    every = {n: "int4w" for n in layers}
+    assert policy_cost(model, every, "size") == pytest.approx(
+        policy_cost(model, {**every, "dw": "int8"}, "size"))
+    assert policy_cost(model, every, "size") == pytest.approx(half)
     for budget in (half, 0.75, 1.5):
         alloc = allocate_bits(model, sens, "size", budget=budget,
                               candidates=PRECISIONS, first_last_8bit=False)

@@ -175,10 +175,15 @@ class CostTable:
 
     def total(self, policy: dict) -> float:
         """Cost of ``{layer: (w, a)}`` or ``{layer: precision}`` (layers
-        not listed at 8/8, or int8)."""
-        return self.constant + sum(
-            self.cost(n, *self._pair(policy.get(n, self.fixed)))
-            for n in self.layers)
+        not listed at 8/8, or int8). A pair a layer cannot take (an int4w
+        depthwise layer) is priced as int8, which the exporter writes
+        instead (``ExportReport.int8_fallback``)."""
+        total = self.constant
+        for n in self.layers:
+            pair = self._pair(policy.get(n, self.fixed))
+            total += self.cost(n, *(pair if self.allows(n, *pair)
+                                    else self.fixed))
+        return total
 
     def ratio(self, bits, first_last_8bit: bool = True) -> float:
         """Cost of a policy as a fraction of :attr:`full_cost`. ``bits``:
