@@ -44,6 +44,8 @@ _LAZY = {
     "export_width": ("tfcomp.pruning.slimmable", "export_width"),
     "recalibrate_widths": ("tfcomp.pruning.slimmable", "recalibrate_widths"),
     "autoslim": ("tfcomp.pruning.autoslim", "autoslim"),
+    "compress": ("tfcomp.joint", "compress"),
+    "JointResult": ("tfcomp.joint", "JointResult"),
     "tnet": ("tfcomp.tensorized", "tnet"),
     "Distiller": ("tfcomp.distill", "Distiller"),
     "SnapshotDistillation": ("tfcomp.distill", "SnapshotDistillation"),
@@ -51,7 +53,7 @@ _LAZY = {
 }
 _SUBMODULES = ("zoo", "data", "graph", "pruning", "quantization", "layers",
                "hardware", "tuners", "export", "testing", "tensorized",
-               "distill", "binary")
+               "distill", "binary", "joint")
 
 __all__ = ["LayerProfile", "ModelProfile", "profile", *_LAZY, *_SUBMODULES]
 

@@ -1,7 +1,8 @@
 """The ``tfcomp`` parser (every verb's options, as docs/CLI.md lists them)
 and the entry point ``main``. Each verb's work lives in its own module
 (``tfcomp.cli.profile``, ``prune``, ``quantize``, ``search``, ``lut``,
-``export``, ``simulate``, ``report``, ``slim``) as ``run(args)``.
+``export``, ``simulate``, ``report``, ``slim``, ``compress``) as
+``run(args)``.
 
 Example:
     >>> from tfcomp.cli.app import main
@@ -17,6 +18,7 @@ import sys
 
 from tfcomp._io import BadInputError
 from tfcomp.cli import (
+    compress,
     export,
     learned,
     lut,
@@ -268,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--plan", help="also write the chosen policy "
                    "{layer: [w, a]} JSON here")
     s.set_defaults(func=quantize.run)
+
+    compress.add_parser(sub, fmt)
 
     s = sub.add_parser(
         "search", formatter_class=fmt,

@@ -17,7 +17,7 @@ Example:
 
 import warnings
 
-from tfcomp.pruning import autoslim, importance, targets
+from tfcomp.pruning import autoslim, importance, prune_sensitivity, targets
 from tfcomp.pruning.autoslim import AutoSlimResult
 from tfcomp.pruning.batchnorm import recalibrate_batchnorm
 from tfcomp.pruning.dcp import dcp_prune
@@ -27,6 +27,7 @@ from tfcomp.pruning.lasso import lasso_prune
 from tfcomp.pruning.magnitude import MagnitudePruning
 from tfcomp.pruning.metapruning import PruningNet
 from tfcomp.pruning.plan import Plan, estimate_macs, make_plan
+from tfcomp.pruning.prune_sensitivity import PruningSensitivity, sensitivity
 from tfcomp.pruning.reconstruction import reconstruct_layer
 from tfcomp.pruning.rethinking import scratch_epochs, scratch_setup
 from tfcomp.pruning.schedules import ConstantSparsity, PolynomialDecay
@@ -52,7 +53,7 @@ __all__ = [
     "lasso_prune", "make_plan", "mask_channels", "prune_channels",
     "reconstruct_layer", "recalibrate_batchnorm", "resolve_keep_counts",
     "scratch_epochs", "scratch_setup", "strip_pruning", "targets",
-    "weight_masks",
+    "weight_masks", "PruningSensitivity", "sensitivity", "prune_sensitivity",
 ]
 
 # Old names kept for one release: (new name, object).

@@ -14,8 +14,9 @@ from tfcomp.tuners.ddpg import DDPG, ReplayBuffer
 _AMC = ("AMCHyperModel", "AMCOracle", "AMCTuner")
 _HAQ = ("HAQHyperModel", "HAQOracle", "HAQTuner")
 _META = ("MetaPruningOracle", "metaprune")
+_JOINT = ("JointHyperModel", "JointOracle", "JointTuner")
 
-__all__ = ["DDPG", "ReplayBuffer", *_AMC, *_HAQ, *_META]
+__all__ = ["DDPG", "ReplayBuffer", *_AMC, *_HAQ, *_META, *_JOINT]
 
 
 def __getattr__(name):
@@ -33,4 +34,8 @@ def __getattr__(name):
         from tfcomp.tuners import metapruning
 
         return getattr(metapruning, name)
+    if name in _JOINT:
+        from tfcomp.tuners import joint
+
+        return getattr(joint, name)
     raise AttributeError(f"module 'tfcomp.tuners' has no attribute {name!r}")
