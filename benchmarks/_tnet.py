@@ -63,7 +63,11 @@ from _common import (  # noqa: E402
 )
 
 import tfcomp  # noqa: E402
-from tfcomp.pruning import make_plan, prune_channels  # noqa: E402
+from tfcomp.pruning import (  # noqa: E402
+    make_plan,
+    prune_channels,
+    recalibrate_batchnorm,
+)
 from tfcomp.tensorized import tnet, to_dense  # noqa: E402
 
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "tfcomp", "tnet")
@@ -91,15 +95,20 @@ def allconv(width: int, input_shape=(28, 28, 1), classes: int = 10):
 
 
 def _dense_baseline(x, y, epochs: int, width: int, seed: int = 0):
-    """The dense net trained ``epochs`` epochs (Adam 1e-3), cached."""
+    """The dense net trained ``epochs`` epochs (Adam 1e-3), its BatchNorm
+    statistics then re-estimated on the training images, cached. (Without
+    the re-estimate the moving statistics trail the fast-changing weights
+    of this skip-free net: the stem's moving variance was 2.8x the data's
+    and the dense model scored 13% in inference mode, 83% after it.)"""
     path = os.path.join(CACHE, f"dense_w{width}_n{len(x)}_e{epochs}_"
-                        f"s{seed}.keras")
+                        f"s{seed}_bn.keras")
     if os.path.exists(path):
         return keras.saving.load_model(path), 0.0
     t0 = time.time()
     keras.utils.set_random_seed(seed)
     model = compile_model(allconv(width), keras.optimizers.Adam(1e-3))
     model.fit(x, y, batch_size=128, epochs=epochs, shuffle=True, verbose=0)
+    recalibrate_batchnorm(model, x, batch_size=128)
     seconds = time.time() - t0
     os.makedirs(CACHE, exist_ok=True)
     tfcomp._io.atomic_save_keras(model, path)
