@@ -17,7 +17,9 @@ Parts (``--parts``; the results json is rewritten after each part):
   the distillation weight 0 (same LR schedule, same epochs), 3 seeds.
 * ``benn``: ``tfcomp.binary.binary_net`` members (binary weights and
   activations), K = 5 trained per mode; the ensembles of the first 1, 3, 5
-  members (bagging: independent bootstrap members; boosting: SAMME after
+  members (bagging: independent bootstrap members; boosting: SAMME with
+  shrinkage 0.2, weighted resampling and each member warm-started from
+  the previous one, the official code's BoostD "seq" defaults; SAMME after
   1, 3, 5 rounds) with hard and soft votes. Member 0 of the bagging
   ensemble is exported as a BISMO descriptor (verified in the simulator)
   and the 5-member bagging ensemble as an int8 TFLite file. Target:

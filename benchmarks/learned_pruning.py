@@ -56,7 +56,7 @@ import keras
 import numpy as np
 
 import tfcomp
-from tfcomp.pruning import make_plan, prune_channels
+from tfcomp.pruning import make_plan, prune_channels, recalibrate_batchnorm
 from tfcomp.pruning.rethinking import scratch_setup
 
 CACHE = os.path.expanduser("~/.cache/tfcomp/learned_pruning")
@@ -105,13 +105,21 @@ def _model(name):
 
 
 def _dense(name, a, x, y, result=None, xt=None, yt=None):
-    path = os.path.join(CACHE, f"{name}_{a.train}_{a.base_epochs}.keras")
+    """The dense baseline (AMC's reference, MetaPruning's initial weights,
+    GAL's teacher): Adam 2e-3 decayed to 0 by a cosine, then BatchNorm
+    statistics re-estimated on the training images. (A constant learning
+    rate without the re-estimate left ResNet-20 at 59% test accuracy: its
+    moving statistics trailed the weights.)"""
+    path = os.path.join(CACHE, f"{name}_{a.train}_{a.base_epochs}_cos.keras")
     if os.path.exists(path):
         model = keras.saving.load_model(path)
     else:
         keras.utils.set_random_seed(0)
-        model = bc.compile_model(_model(name), keras.optimizers.Adam(2e-3))
+        steps = a.base_epochs * -(-len(x) // 128)
+        model = bc.compile_model(_model(name), keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(2e-3, steps)))
         model.fit(x, y, epochs=a.base_epochs, batch_size=128, verbose=0)
+        recalibrate_batchnorm(model, x, batch_size=128)
         os.makedirs(CACHE, exist_ok=True)
         tfcomp._io.atomic_save_keras(model, path)
     if result is not None:

@@ -1,5 +1,6 @@
-"""BENN: bootstrap samples, SAMME weights, the vote equals a hand vote,
-save/load, BN folding, 1-bit member export, TFLite, errors."""
+"""BENN: bootstrap samples, SAMME weights (with shrinkage), weighted
+resampling, warm start, the vote equals a hand vote, save/load, BN folding,
+1-bit member export, TFLite, errors."""
 
 import keras
 import numpy as np
@@ -12,6 +13,7 @@ from tfcomp.binary import (
     fold_binary_batchnorm,
     samme_update,
 )
+from tfcomp.binary.benn import _Resampled
 from tfcomp.layers.binary import BinaryDense
 
 
@@ -27,12 +29,13 @@ def _build():
     return binary_net((8, 8, 1), 4, width=4)
 
 
-def _tiny():
+def _tiny(lr=1e-2):
     inp = keras.Input((8, 8, 1))
     h = keras.layers.Flatten()(inp)
     out = BinaryDense(4, name="bd")(h)
     m = keras.Model(inp, out)
-    m.compile(keras.optimizers.Adam(1e-2),
+    m.compile(keras.optimizers.SGD(0.0) if lr == 0 else
+              keras.optimizers.Adam(lr),
               keras.losses.SparseCategoricalCrossentropy(True),
               jit_compile=False)
     return m
@@ -77,13 +80,15 @@ def test_bagging_draws_bootstrap_samples(bagged):
 
 def test_boosting_weights_follow_samme(boosted):
     x, y, benn = boosted
+    assert benn.learning_rate == 0.2 and benn.sampling == "resample"
     w = np.full(64, 1 / 64)
     for k, m in enumerate(benn.members_):
         np.testing.assert_allclose(benn.sample_weights_[k], w)
         wrong = m.predict(x, verbose=0).argmax(-1) != y
         err = (w * wrong).sum() / w.sum()
         assert benn.errors_[k] == pytest.approx(err)
-        alpha = np.log((1 - err) / err) + np.log(3) if err < 0.75 else 0.0
+        alpha = 0.2 * (np.log((1 - err) / err) + np.log(3)) \
+            if err < 0.75 else 0.0
         assert benn.member_weights_[k] == pytest.approx(alpha)
         if alpha:
             w = w * np.exp(alpha * wrong)
@@ -92,6 +97,50 @@ def test_boosting_weights_follow_samme(boosted):
                                                              bool), 3)
     assert err == .25 and alpha == pytest.approx(np.log(3) + np.log(2))
     np.testing.assert_allclose(new, np.array([6, 1, 1, 1]) / 9)
+    _, half, new = samme_update(np.full(4, .25), np.array([1, 0, 0, 0],
+                                                          bool), 3, 0.5)
+    assert half == pytest.approx(alpha / 2)
+    np.testing.assert_allclose(new, np.array([6 ** .5, 1, 1, 1])
+                               / (6 ** .5 + 3))
+
+
+def test_boosting_resamples_by_weight(boosted):
+    _, _, benn = boosted
+    rng = np.random.default_rng(0)           # the BENN's seed
+    for k in range(3):                       # one row of n draws per epoch
+        want = rng.choice(64, (2, 64), p=benn.sample_weights_[k])
+        np.testing.assert_array_equal(benn.samples_[k], want)
+
+
+def test_resampled_feeds_one_draw_per_epoch():
+    x, y = _data(40)
+    draws = np.random.default_rng(0).integers(0, 40, (3, 40))
+    seen = []
+
+    class Spy(_Resampled):
+        def __getitem__(self, i):
+            bx, by = super().__getitem__(i)
+            seen.append((max(self.epoch, 0), bx))
+            return bx, by
+
+    m = _tiny()
+    m.fit(Spy(x, y, draws, 16), epochs=3, verbose=0)
+    for e in range(3):
+        got = np.sort(np.concatenate([b.reshape(len(b), -1)[:, 0]
+                                      for ep, b in seen[-9:] if ep == e]))
+        np.testing.assert_array_equal(got, np.sort(x[draws[e], 0, 0, 0]))
+
+
+def test_warm_start_copies_previous_member():
+    x, y = _data()
+    still = BENN(lambda: _tiny(0), members=2, mode="boosting").fit(x, y)
+    a, b = (m.get_weights() for m in still.members_)
+    assert still.warm_start and all(np.array_equal(u, v) for u, v in zip(a, b))
+    cold = BENN(lambda: _tiny(0), members=2, mode="boosting",
+                warm_start=False, sampling="weights").fit(x, y)
+    a, b = (m.get_weights() for m in cold.members_)
+    assert not all(np.array_equal(u, v) for u, v in zip(a, b))
+    assert not BENN(_tiny, mode="bagging").warm_start
 
 
 @pytest.mark.parametrize("vote", ["hard", "soft"])
@@ -167,6 +216,19 @@ def test_errors():
         BENN(_build).ensemble()
     with pytest.raises(ValueError, match="weights"):
         EnsembleVote([0.0, 0.0])
+    for bad in (0, 1.5, True, "0.2"):
+        with pytest.raises(ValueError, match="learning_rate"):
+            BENN(_build, learning_rate=bad)
+    with pytest.raises(ValueError, match="sampling"):
+        BENN(_build, sampling="bootstrap")
+    with pytest.raises(TypeError, match="warm_start"):
+        BENN(_build, warm_start="yes")
     x, y = _data(8)
     with pytest.raises(ValueError, match="sample_weight"):
         BENN(_build).fit(x, y, sample_weight=np.ones(8))
+    with pytest.raises(ValueError, match="epochs"):
+        BENN(_build).fit(x, y, epochs=0)
+    widths = iter([4, 8])
+    with pytest.raises(ValueError, match="same architecture"):
+        BENN(lambda: binary_net((8, 8, 1), 4, width=next(widths)),
+             members=2, mode="boosting").fit(x, y)

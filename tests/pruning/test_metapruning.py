@@ -118,3 +118,23 @@ def test_trains_a_thin_strided_1x1_conv_with_an_odd_batch():
     np.testing.assert_allclose(
         keras.ops.convert_to_numpy(small(x, training=True)),
         keras.ops.convert_to_numpy(net(x)), atol=1e-4)
+
+
+def test_depthwise_model_builds_and_samples():
+    """MobileNetV2-style inverted residuals (DepthwiseConv2D's weight is
+    ``kernel`` in Keras 3): the sampled plain model equals the net."""
+    keras.utils.set_random_seed(0)
+    model = tfcomp.zoo.mobilenet_v2(alpha=0.25, input_shape=(8, 8, 3),
+                                    num_classes=4)
+    net = PruningNet(model, seed=0)
+    rng = np.random.default_rng(1)
+    widths = {g: kept_count(PAPER_SCALES[rng.integers(31)], n)
+              for g, n in net.sizes.items()}
+    x = _x(8)
+    small = net.sample(widths, x)
+    net.set_widths(widths)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(small(x, training=True)),
+        keras.ops.convert_to_numpy(net(x)), atol=1e-4)
+    net.set_widths(None)
+    assert small.count_params() < model.count_params()

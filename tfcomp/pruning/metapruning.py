@@ -163,8 +163,7 @@ class PruningNet(keras.Model):
         self.built = True
 
     def _generator(self, path, layer):
-        kernel = layer.depthwise_kernel if isinstance(
-            layer, keras.layers.DepthwiseConv2D) else layer.kernel
+        kernel = layer.kernel  # DepthwiseConv2D too, in Keras 3
         shape = tuple(int(d) for d in kernel.shape)
         size = int(np.prod(shape))
         init = keras.ops.convert_to_numpy(kernel).ravel() \
