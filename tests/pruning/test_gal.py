@@ -189,6 +189,9 @@ def test_losses_equal_hand_computation():
     assert hist.history["mse"][0] == pytest.approx(got["mse"], rel=1e-5)
     adv_new = _softplus(-_mlp(d, s)).mean()  # new D on the old student
     assert hist.history["adv"][0] == pytest.approx(adv_new, rel=1e-5)
+    # the user's teacher is left trainable and unchanged (GAL freezes a copy)
+    assert teacher.trainable and len(teacher.trainable_weights) == 2
+    np.testing.assert_array_equal(_np(teacher(x)), t)
 
 
 @pytest.mark.slow

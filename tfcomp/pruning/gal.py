@@ -62,7 +62,7 @@ from keras import ops
 from tfcomp._compile import carry_compile
 from tfcomp._io import check_number, check_positive_int
 from tfcomp.graph import CONSUMER, DependencyGraph, parse_model
-from tfcomp.graph.copy import clone_layer, copy_weights
+from tfcomp.graph.copy import clone_layer, clone_model, copy_weights
 from tfcomp.graph.walk import iter_leaf_layers
 from tfcomp.layers.soft_mask import FISTA, SoftMask, gal_masks, has_soft_masks
 from tfcomp.pruning.wrappers import _check_model
@@ -262,7 +262,8 @@ class GAL(keras.Model):
 
     Args:
         student: the model from :func:`apply_gal` (trained in place).
-        teacher: the frozen baseline (same output size; set untrainable).
+        teacher: the baseline (same output size); GAL keeps a frozen
+            copy, the model passed in is left as it is.
         lam: L1 weight of the masks (None: the paper's 0.6 for block
             masks, 1e-3 for channel masks).
         mu: MSE weight (paper: 1). mask_step: batches between FISTA
@@ -306,8 +307,12 @@ class GAL(keras.Model):
                             f"l1_in_gradient={l1_in_gradient!r}")
         self.l1_in_gradient = l1_in_gradient
         self.student = student
-        self.teacher = teacher
-        teacher.trainable = False
+        # a frozen copy: freezing the user's model in place would leave it
+        # untrainable afterwards (a later fine-tune of it, or of a model
+        # pruned from it, silently did nothing)
+        self.teacher = clone_model(teacher)
+        copy_weights(teacher, self.teacher)
+        self.teacher.trainable = False
         self.discriminator = discriminator or make_discriminator(
             int(s_shape[-1]))
         self._mask_layers = masks
