@@ -273,13 +273,26 @@ def _batches(n: int, batch_size: int) -> list:
     return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
 
 
-def _predict(model, x, batch_size: int) -> np.ndarray:
+def _forward(model):
+    """The model's inference call, compiled once (a ``tf.function`` on
+    TensorFlow: variables are read at every call, so assigning a kernel
+    between calls needs no retrace), eager elsewhere."""
+    if keras.backend.backend() != "tensorflow":
+        return lambda t: model(t, training=False)
+    import tensorflow as tf
+    return tf.function(lambda t: model(t, training=False),
+                       reduce_retracing=True)
+
+
+def _predict(model, x, batch_size: int, forward=None) -> np.ndarray:
     """The model's outputs on ``x`` (several outputs: flattened, side by
-    side), float64."""
+    side), float64; ``forward`` (:func:`_forward`) replaces the eager
+    call."""
+    forward = forward or (lambda t: model(t, training=False))
     outs = []
     for sl in _batches(len(x), batch_size):
         parts = [np.asarray(keras.ops.convert_to_numpy(t), np.float64)
-                 for t in keras.tree.flatten(model(x[sl], training=False))]
+                 for t in keras.tree.flatten(forward(x[sl]))]
         outs.append(parts[0] if len(parts) == 1 else np.concatenate(
             [p.reshape(len(p), -1) for p in parts], axis=1))
     return np.concatenate(outs, axis=0)
@@ -492,29 +505,33 @@ def _hessian_table(model, names, layers, x, y, float_out, noise, loss,
 def _distortion_table(model, layers, x, float_out, qkernels, bits,
                       batch_size):
     table = np.zeros((len(layers), len(bits)))
+    forward = _forward(model)
     for i, layer in enumerate(layers):
         original = keras.ops.convert_to_numpy(_weight(layer))
         try:
             for j in range(len(bits)):
                 _weight(layer).assign(qkernels[i, j].astype(original.dtype))
-                out = _predict(model, x, batch_size)
+                out = _predict(model, x, batch_size, forward)
                 table[i, j] = float(np.mean((out - float_out) ** 2))
         finally:
             _weight(layer).assign(original)
     return table
 
 
+def input_grid(bits: int, lo: float, hi: float) -> tuple:
+    """``(scale, qmin, qmax)`` of :func:`fake_quant_input`'s grid."""
+    if lo >= 0:
+        return max(hi, 1e-12) / (2 ** bits - 1), 0, 2 ** bits - 1
+    levels = max(2 ** (bits - 1) - 1, 1)
+    return max(abs(lo), abs(hi), 1e-12) / levels, -levels, levels
+
+
 def fake_quant_input(x, bits: int, lo: float, hi: float):
     """``x`` on a ``bits``-bit grid over the calibration range: unsigned on
     ``[0, hi]`` when ``lo >= 0``, else symmetric on ``max(|lo|, |hi|)``."""
+    scale, qmin, qmax = input_grid(bits, lo, hi)
     ops = keras.ops
-    if lo >= 0:
-        scale = max(hi, 1e-12) / (2 ** bits - 1)
-        return ops.clip(ops.round(x / scale), 0, 2 ** bits - 1) * scale
-    m = max(abs(lo), abs(hi), 1e-12)
-    levels = max(2 ** (bits - 1) - 1, 1)
-    scale = m / levels
-    return ops.clip(ops.round(x / scale), -levels, levels) * scale
+    return ops.clip(ops.round(x / scale), qmin, qmax) * scale
 
 
 def _input_ranges(model, layers, x, batch_size) -> list:
@@ -531,21 +548,39 @@ def _input_ranges(model, layers, x, batch_size) -> list:
 
 
 def _activation_table(model, layers, x, float_out, bits, batch_size):
+    """Every layer's input passes through a switchable fake quantizer whose
+    grid lives in variables, so one compiled forward serves every (layer,
+    width) pair: the layer under test is switched on, the others pass
+    their input through unchanged."""
     ranges = _input_ranges(model, layers, x, batch_size)
     table = np.zeros((len(layers), len(bits)))
-    for i, layer in enumerate(layers):
-        original = layer.call
-        lo, hi = ranges[i]
-        for j, b in enumerate(bits):
-            def call(inputs, *args, _f=original, _q=(b, lo, hi), **kwargs):
-                return _f(fake_quant_input(inputs, *_q), *args, **kwargs)
+    grid = keras.Variable(np.zeros((len(layers), 4), np.float32),
+                          trainable=False, name="input_grid")
+    originals = [lay.call for lay in layers]
 
-            layer.call = call  # this layer's inputs only, eager passes
-            try:
-                out = _predict(model, x, batch_size)
-            finally:
-                layer.call = original
-                if "call" in vars(layer):
-                    del layer.call
-            table[i, j] = float(np.mean((out - float_out) ** 2))
+    def hooked(i, f):
+        def call(inputs, *args, **kwargs):
+            ops = keras.ops
+            on, scale, qmin, qmax = (ops.cast(grid[i, k], inputs.dtype)
+                                     for k in range(4))
+            q = ops.clip(ops.round(inputs / scale), qmin, qmax) * scale
+            return f(ops.where(on > 0, q, inputs), *args, **kwargs)
+        return call
+
+    try:
+        for i, layer in enumerate(layers):
+            layer.call = hooked(i, originals[i])
+        forward = _forward(model)
+        for i in range(len(layers)):
+            for j, b in enumerate(bits):
+                rows = np.zeros((len(layers), 4), np.float32)
+                rows[:, 1] = 1.0
+                rows[i] = (1.0, *input_grid(b, *ranges[i]))
+                grid.assign(rows)
+                out = _predict(model, x, batch_size, forward)
+                table[i, j] = float(np.mean((out - float_out) ** 2))
+    finally:
+        for layer in layers:
+            if "call" in vars(layer):
+                del layer.call
     return table, ranges
