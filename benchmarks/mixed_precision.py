@@ -14,7 +14,10 @@ first ``TEST_N`` test images (mean, spread and per-seed values):
   the weights plus that of the layer's input activations, summed) sensitivity,
   a = w;
 * HAQ (``HAQTuner``, DDPG, hardware-native widths) as today, and HAQ
-  warm-started from the distortion ILP policy (``warm_start=``);
+  warm-started from the distortion ILP policy (``warm_start=``; it
+  searches the ILP's widths where the native set lacks some the ILP chose,
+  e.g. 3/5/6 bits on Bit Fusion, priced at their raw traffic: the native
+  space would snap them up and lose the start);
 * DNAS (``tfcomp.quantization.dnas``: supernet over a = w candidates on
   the hardware's native widths, a short search, ``derive(budget=...)``);
 * keras-tuner ``RandomSearch`` over the same ``HAQHyperModel`` (HAQ's wall
@@ -384,8 +387,19 @@ def run_setting(part, model, data, uni, ev, sens_cache, workdir):
     t0 = time.time()  # tracing, not counted in the per-episode time
     hm.fit({}, hm.build({}))
     res["search_trace_seconds"] = time.time() - t0
+    # the warm start searches the ILP's widths when the hardware's native
+    # set lacks some of them (Bit Fusion: the ILP may pick 3, 5, 6 bits,
+    # priced at their raw traffic; HAQ's native space would snap them up)
+    used = {b for pair in warm.values() for b in pair} - {8}
+    hm_warm = hm
+    if not used <= set(hm.space.widths):
+        hm_warm = FastHM(model, data["ft"], data["val"],
+                         bits=sorted(SENS_BITS), **kw)
+        hm_warm.fit({}, hm_warm.build({}))
+        res["haq_warm_widths"] = list(hm_warm.space.widths)
     for label, extra in (("haq", {}), ("haq_warm", {"warm_start": warm})):
-        tuner = HAQTuner(hm, max_trials=HAQ_EPISODES, warmup=HAQ_WARMUP,
+        tuner = HAQTuner(hm_warm if label == "haq_warm" else hm,
+                         max_trials=HAQ_EPISODES, warmup=HAQ_WARMUP,
                          sigma_decay=decay, seed=SEED, directory=workdir,
                          project_name=f"{part}_{label}", overwrite=True,
                          **extra)
