@@ -2,11 +2,25 @@
 
 Part ``meta`` (each model, each target in ``--targets``, each seed):
 MetaPruning (PruningNet ``--meta-epochs``, evolution ``--generations`` x
-``--population``) vs uniform width (``make_plan`` at the same target, one
-ratio for every group) vs AMC (DDPG, ``--amc-trials`` episodes); every
-found architecture is trained from scratch for ``--epochs`` epochs (the
-same recipe for every row, Scratch-E). AutoSlim is not in this script
-(its own benchmark).
+``--population``, candidates kept within ``[--meta-lower * target,
+target]`` MACs as the official ResNet search does) vs uniform width
+(``make_plan``, one ratio for every group, at the MACs MetaPruning's
+network reached: equal cost) vs AMC (DDPG, ``--amc-trials`` episodes, at
+the target; its action wall lands on it); every found architecture is
+trained from scratch for ``--epochs`` epochs (the same recipe for every
+row, Scratch-E). ``--methods`` picks the rows. AutoSlim is not in this
+script (its own benchmark). Both searches score candidates on the same
+held-out split: ``--meta-val`` Fashion-MNIST training images outside the
+``--train`` subset (the official code holds out training images too);
+the PruningNet trains on the whole ``--train`` subset.
+
+Part ``search`` (diagnostic, no retraining): MetaPruning's search alone
+for each ``--search-lowers`` (default ``0`` (only the upper bound, as
+before) and 0.95): the MACs and fitness of the found network.
+
+``--merge``: rows of this run replace the same (part, model, target,
+seed, method) rows of the existing results json in ``--out``; the others
+are kept.
 
 Part ``gal``: GAL (channel masks, ``--gal-epochs`` adversarial epochs,
 ``--gal-lambda``) reaches some MACs; L1 (``make_plan``) and FPGM
@@ -36,11 +50,14 @@ Time (2 shared CPU cores, load ~4.5, defaults): ~30 min per seed
 ~5 s per candidate (``--population`` x ``--generations``), ~11 s per
 ``--amc-trials``, ~25 s per ``--epochs`` per row; MobileNetV2 about half;
 part ``gal`` ~7 min per seed). ``--seeds 3`` (the issue's protocol) is
-~90 min; every count above scales its term linearly.
+~90 min; every count above scales its term linearly. Under a load of ~10
+one search took ~12 min. Part ``search`` is two searches per target.
 
 Usage:
-    nice python benchmarks/learned_pruning.py --quick      # < 1 min smoke
+    nice python benchmarks/learned_pruning.py --quick      # ~2-5 min smoke
     nice python benchmarks/learned_pruning.py [--parts meta,gal]
+    nice python benchmarks/learned_pruning.py --parts meta --models resnet20 \
+        --methods metapruning,uniform --merge   # MetaPruning rows only
 
 Writes ``learned_pruning.json`` / ``.md`` into ``--out`` after each part.
 """
@@ -66,6 +83,10 @@ def _args():
     p = bc.parser(__doc__)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--parts", default="meta,gal")
+    p.add_argument("--methods", default="metapruning,uniform,amc",
+                   help="rows of part meta (uniform needs metapruning)")
+    p.add_argument("--merge", action="store_true",
+                   help="merge into the existing results json")
     p.add_argument("--models", default="resnet20,mobilenet_v2")
     p.add_argument("--targets", default="0.5,0.25")
     p.add_argument("--seeds", type=int, default=1)
@@ -77,6 +98,9 @@ def _args():
     p.add_argument("--meta-epochs", type=int, default=1)
     p.add_argument("--generations", type=int, default=3)
     p.add_argument("--population", type=int, default=8)
+    p.add_argument("--meta-lower", type=float, default=0.95)
+    p.add_argument("--meta-val", type=int, default=2000)
+    p.add_argument("--search-lowers", default="0,0.95")
     p.add_argument("--amc-trials", type=int, default=10)
     p.add_argument("--gal-epochs", type=int, default=2)
     p.add_argument("--gal-lambda", type=float, default=0.18)
@@ -87,6 +111,7 @@ def _args():
         a.train, a.test, a.base_epochs, a.epochs, a.finetune = \
             512, 500, 1, 1, 1
         a.meta_epochs, a.generations, a.population = 1, 2, 4
+        a.meta_val = 256
         a.amc_trials, a.gal_epochs = 3, 1
         a.gal_lambda = 3.0  # 4 mask steps: zero some masks (smoke)
     # whole batches of 128 only: TF 2.21's oneDNN kernel gradient of a
@@ -133,11 +158,10 @@ def _scratch(small, a, x, y, seed):
     return bc.finetune(fresh, x, y, epochs=a.epochs, seed=seed, lr=0.05)
 
 
-def _amc_plan(model, x, y, target, a, seed):
+def _amc_plan(model, x, val, target, a, seed):
     from tfcomp.tuners import AMCHyperModel, AMCTuner
 
-    hm = AMCHyperModel(model, x[:256], (x[256:768], y[256:768]),
-                       budget=target, round_to=1)
+    hm = AMCHyperModel(model, x[:256], val, budget=target, round_to=1)
     tuner = AMCTuner(hm, max_trials=a.amc_trials, seed=seed,
                      directory=tempfile.mkdtemp(), warmup=1)
     tuner.search(verbose=0)
@@ -150,51 +174,95 @@ def _row(model, small, xt, yt, secs):
             "macs": tfcomp.profile(small).macs / dense, "secs": secs}
 
 
-def _meta_part(a, data, out, result):
+def _metaprune(model, x, y, val, target, a, seed, lower):
     from tfcomp.tuners.metapruning import metaprune
 
-    (x, y), (xt, yt) = data
-    n = len(x) // 10
+    return metaprune(model, (x, y), val, target_macs=target,
+                     epochs=a.meta_epochs, generations=a.generations,
+                     population=a.population, mutations=a.population // 2,
+                     crossovers=a.population // 2,
+                     top_k=max(2, a.population // 5), lower=lower,
+                     seed=seed, verbose=0)
+
+
+def _meta_part(a, data, out, result):
+    (x, y), (xt, yt), val = data
+    methods = a.methods.split(",")
     for name in a.models.split(","):
         model = _dense(name, a, x, y, result, xt, yt)
         for target in [float(t) for t in a.targets.split(",")]:
             for seed in range(a.seeds):
-                rows = {}
-                t0 = time.time()
-                plan = metaprune(model, (x[n:], y[n:]), (x[:n], y[:n]),
-                                 target_macs=target, epochs=a.meta_epochs,
-                                 generations=a.generations,
-                                 population=a.population,
-                                 mutations=a.population // 2,
-                                 crossovers=a.population // 2,
-                                 top_k=max(2, a.population // 5),
-                                 seed=seed, verbose=0)
-                plans = {"metapruning": (plan, time.time() - t0)}
-                t0 = time.time()
-                plans["uniform"] = (make_plan(model, target_macs=target,
-                                              importance="l1"),
-                                    time.time() - t0)
-                try:
+                rows, plans = {}, {}
+                reached = target
+                if "metapruning" in methods:
                     t0 = time.time()
-                    plans["amc"] = (_amc_plan(model, x, y, target, a, seed),
-                                    time.time() - t0)
-                except Exception as e:  # noqa: BLE001 - reported in the row
-                    rows["amc"] = {"error": f"{type(e).__name__}: {e}"}
+                    plan = _metaprune(model, x, y, val, target, a, seed,
+                                      a.meta_lower)
+                    plans["metapruning"] = (plan, time.time() - t0)
+                    reached = plan.meta["macs"] / plan.meta["dense_macs"]
+                if "uniform" in methods:  # at MetaPruning's MACs
+                    t0 = time.time()
+                    plans["uniform"] = (make_plan(
+                        model, target_macs=reached, importance="l1"),
+                        time.time() - t0)
+                if "amc" in methods:
+                    try:
+                        t0 = time.time()
+                        plans["amc"] = (_amc_plan(model, x, val, target, a,
+                                                  seed), time.time() - t0)
+                    except Exception as e:  # noqa: BLE001 - in the row
+                        rows["amc"] = {"error": f"{type(e).__name__}: {e}"}
                 for key, (p, secs) in plans.items():
                     small = _scratch(prune_channels(model, p), a, x, y, seed)
                     rows[key] = _row(model, small, xt, yt, secs)
                     bc.log(f"{name} {target} seed {seed} {key}: "
                            f"{rows[key]}")
-                result["meta"].append({"model": name, "target": target,
-                                       "seed": seed, "rows": rows})
+                _add(result, "meta", {"model": name, "target": target,
+                                      "seed": seed, "rows": rows})
                 _write(out, result)
+
+
+def _search_part(a, data, out, result):
+    """The search alone, with and without the lower bound."""
+    (x, y), _, val = data
+    for name in a.models.split(","):
+        model = _dense(name, a, x, y)
+        for target in [float(t) for t in a.targets.split(",")]:
+            for seed in range(a.seeds):
+                rows = {}
+                for lower in [float(v) for v in
+                              a.search_lowers.split(",")]:
+                    t0 = time.time()
+                    plan = _metaprune(model, x, y, val, target, a, seed,
+                                      lower)
+                    m = plan.meta
+                    rows[f"lower={lower:g}"] = {
+                        "macs": m["macs"] / m["dense_macs"],
+                        "fitness": m["fitness"],
+                        "best_history": m["best_history"],
+                        "secs": time.time() - t0}
+                    bc.log(f"search {name} {target} seed {seed} lower "
+                           f"{lower:g}: {rows[f'lower={lower:g}']}")
+                _add(result, "search", {"model": name, "target": target,
+                                        "seed": seed, "rows": rows})
+                _write(out, result)
+
+
+def _add(result, part, entry):
+    """Adds ``entry``; rows of the same (model, target, seed) entry are
+    replaced one by one (``--merge`` keeps the others)."""
+    for old in result.setdefault(part, []):
+        if all(old[k] == entry[k] for k in ("model", "target", "seed")):
+            old["rows"].update(entry["rows"])
+            return
+    result[part].append(entry)
 
 
 def _gal_part(a, data, out, result):
     from tfcomp.pruning import FPGMPruning, apply_fpgm, strip_pruning
     from tfcomp.pruning.gal import GAL, apply_gal, strip_gal
 
-    (x, y), (xt, yt) = data
+    (x, y), (xt, yt), _ = data
     for name in a.models.split(","):
         model = _dense(name, a, x, y, result, xt, yt)
         for seed in range(a.seeds):
@@ -224,6 +292,8 @@ def _gal_part(a, data, out, result):
                 sm = bc.finetune(sm, x, y, epochs=a.finetune, seed=seed)
                 rows[key] = _row(model, sm, xt, yt, secs)
                 bc.log(f"{name} gal seed {seed} {key}: {rows[key]}")
+            result["gal"] = [r for r in result["gal"] if (
+                r["model"], r["seed"]) != (name, seed)]
             result["gal"].append({"model": name, "seed": seed,
                                   "target": frac, "rows": rows})
             _write(out, result)
@@ -231,11 +301,14 @@ def _gal_part(a, data, out, result):
 
 def _markdown(result) -> str:
     lines = ["# Learned structured pruning (Fashion-MNIST)", "",
-             f"Settings: `{result['settings']}`", "",
-             "Dense test accuracy: " + ", ".join(
-                 f"{k} {v:.4f}" for k, v in result["dense"].items()), "",
-             "| part | model | target | method | acc (mean ± std) | MACs "
-             "| time s |", "|---|---|---|---|---|---|---|"]
+             f"Settings: `{result['settings']}`", ""]
+    for r in result.get("reruns", []):
+        lines += [f"Merged rerun (its rows replace the earlier ones): `{r}`",
+                  ""]
+    lines += ["Dense test accuracy: " + ", ".join(
+                  f"{k} {v:.4f}" for k, v in result["dense"].items()), "",
+              "| part | model | target | method | acc (mean ± std) | MACs "
+              "| time s |", "|---|---|---|---|---|---|---|"]
     errors = []
     for part in ("meta", "gal"):
         groups = {}
@@ -256,6 +329,16 @@ def _markdown(result) -> str:
                 f"| {part} | {model} | {target} | {key} | {acc.mean():.4f} "
                 f"± {acc.std():.4f} | {np.mean([r['macs'] for r in rows]):.3f}"
                 f" | {np.mean([r['secs'] for r in rows]):.1f} |")
+    if result.get("search"):
+        lines += ["", "Search alone (no retraining): MACs (fraction of "
+                  "dense) and held-out fitness of the found network", "",
+                  "| model | target | seed | candidates | MACs | fitness "
+                  "| time s |", "|---|---|---|---|---|---|---|"]
+        for r in result["search"]:
+            for key, row in r["rows"].items():
+                lines.append(f"| {r['model']} | {r['target']} | {r['seed']}"
+                             f" | {key} | {row['macs']:.3f} | "
+                             f"{row['fitness']:.4f} | {row['secs']:.1f} |")
     if errors:
         lines += ["", "Errors:", ""] + errors
     return "\n".join(lines) + "\n"
@@ -265,14 +348,42 @@ def _write(out, result):
     bc.write_results(out, "learned_pruning", result, _markdown(result))
 
 
+def _data(a):
+    """``(train, test, held-out)``: the held-out images are the
+    ``--meta-val`` Fashion-MNIST training images after the ``--train``
+    subset in the same permutation (the training subset and the test set
+    are those of ``fashion_mnist_subset(train, test)``)."""
+    (x, y), test = bc.fashion_mnist_subset(a.train + a.meta_val, a.test)
+    return (x[:a.train], y[:a.train]), test, (x[a.train:], y[a.train:])
+
+
+def _start(a):
+    """A fresh result, or the existing json in ``--out`` (``--merge``)."""
+    import json
+
+    settings = {k: v for k, v in vars(a).items() if k != "out"}
+    path = os.path.join(a.out, "learned_pruning.json")
+    if not a.merge:
+        return {"settings": settings, "dense": {}, "meta": [], "gal": []}
+    if not os.path.exists(path):
+        raise SystemExit(f"--merge: {path} does not exist")
+    with open(path) as f:
+        result = json.load(f)
+    result.setdefault("reruns", []).append(settings)
+    return result
+
+
 def main():
     a = _args()
-    data = bc.fashion_mnist_subset(a.train, a.test)
-    result = {"settings": {k: v for k, v in vars(a).items() if k != "out"},
-              "dense": {}, "meta": [], "gal": []}
+    if "uniform" in a.methods and "metapruning" not in a.methods:
+        raise SystemExit("--methods: uniform is placed at MetaPruning's "
+                         "MACs; add metapruning")
+    data = _data(a)
+    result = _start(a)
     t0 = time.time()
+    parts = {"meta": _meta_part, "gal": _gal_part, "search": _search_part}
     for part in a.parts.split(","):
-        {"meta": _meta_part, "gal": _gal_part}[part](a, data, a.out, result)
+        parts[part](a, data, a.out, result)
         bc.log(f"part {part} done", since=t0)
     _write(a.out, result)
 
