@@ -10,8 +10,8 @@ import tfcomp.demo as demo
 def test_stages_are_callables_in_order():
     names = [f.__name__ for f in demo.STAGES + demo.FINAL_STAGES]
     assert names == ["stage_train", "stage_export_baseline", "stage_prune",
-                     "stage_quantize", "stage_bitserial", "stage_latency",
-                     "stage_report"]
+                     "stage_quantize", "stage_bitserial", "stage_joint",
+                     "stage_latency", "stage_report"]
 
 
 def test_format_table_renders_every_row_and_missing_values():

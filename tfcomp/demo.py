@@ -12,9 +12,14 @@ Stages, each cached under ``--out`` (and the trained baseline under
    latency of the Bit Fusion (edge) model, then QAT fine-tuning;
 5. export the mixed-precision model as int8 TFLite and as a Bit Fusion
    descriptor, and run the descriptor in the bit-serial simulator;
-6. measure every TFLite file side by side and write ``report.md`` + plots.
+6. joint: kept channels and bits chosen together (``tfcomp.joint``) on the
+   baseline at the chain's Bit Fusion cost, the same QAT fine-tune, and
+   which of the two (FPGM -> HAQ or joint) is more accurate at that cost
+   (``tfcomp.demo_joint``);
+7. measure every TFLite file side by side and write ``report.md`` + plots.
 
-Prints one results table and writes ``results.json`` / ``results.md``.
+Prints one results table (the better of the two at equal cost marked) and
+writes ``results.json`` / ``results.md`` (with the comparison line).
 Knobs (environment): ``DEMO_EPOCHS``, ``DEMO_TRAIN_SIZE``, ``DEMO_DEPTH``,
 ``DEMO_PRUNE_EPOCHS``, ``DEMO_SEARCH`` (1: AMC instead of FPGM),
 ``DEMO_HAQ_TRIALS``, ``DEMO_QAT_EPOCHS``, ``DEMO_SIM_IMAGES``.
@@ -135,6 +140,7 @@ def _cached_model(ctx: DemoContext, name: str, params: dict, build):
     import keras
 
     import tfcomp.layers  # noqa: F401  (registers tfcomp's layers)
+    from tfcomp.quantization import is_qat_model, link_shared_inputs
 
     key = hashlib.sha1(json.dumps(
         [ctx.baseline_key, params], sort_keys=True, default=str).encode()
@@ -146,7 +152,10 @@ def _cached_model(ctx: DemoContext, name: str, params: dict, build):
             meta = json.load(f)
         if meta.get("key") == key:
             print(f"[{name}] loading cached {path}")
-            return keras.saving.load_model(path), meta.get("info")
+            model = keras.saving.load_model(path)
+            if is_qat_model(model):  # files saved before the link was
+                link_shared_inputs(model)  # saved: compute as when built
+            return model, meta.get("info")
     result = build()
     model, info = result if isinstance(result, tuple) else (result, None)
     atomic_save_keras(model, path)
@@ -303,7 +312,6 @@ def stage_quantize(ctx: DemoContext):
     """
     import keras
 
-    from tfcomp.cost import profile
     from tfcomp.hardware import BitFusion
     from tfcomp.quantization import calibrate, quantize_model
     from tfcomp.tuners.haq import HAQHyperModel, HAQTuner
@@ -361,14 +369,9 @@ def stage_quantize(ctx: DemoContext):
     acc = ctx.evaluate(qat)
     ctx.accuracy["quantized"] = acc
     accel = _accel_ms(pruned, policy)
-    prof = profile(qat)
-    ctx.add_row(stage="HAQ mixed precision, QAT Keras model", accuracy=acc,
-                macs=prof.macs, params=prof.params, bops=prof.bops,
-                accel_ms=accel)
     # TFLite has no sub-8-bit kernels: the file holds the b-bit codes in
     # int8 storage and follows the QAT model's grids exactly.
-    _export_row(ctx, "HAQ mixed precision, int8 TFLite", qat, acc, "int8")
-    ctx.rows[-1]["accel_ms"] = accel
+    _add_quantized_rows(ctx, "HAQ mixed precision", qat, acc, accel)
     ctx.extra["hardware_table"] = _bitfusion_heatmap(pruned)
 
 
@@ -421,6 +424,64 @@ def stage_bitserial(ctx: DemoContext):
                 note=f"first {len(x)} test images")
 
 
+def stage_joint(ctx: DemoContext):
+    """Joint channels + bits at the prune -> HAQ chain's Bit Fusion cost,
+    the chain's final fine-tune, and which of the two is better
+    (:mod:`tfcomp.demo_joint`)."""
+    from tfcomp import demo_joint
+
+    base, pruned = ctx.models["baseline"], ctx.models["pruned"]
+    chain_ms = _accel_ms(pruned, {k: tuple(v)
+                                  for k, v in ctx.extra["bits"].items()})
+    dense_ms = _accel_ms(base)
+    params = demo_joint.joint_params(ctx, chain_ms / dense_ms)
+    try:
+        qat, info = _cached_model(ctx, "joint", params,
+                                  lambda: demo_joint.build_joint(ctx, params))
+    except ValueError as e:  # the chain's cost is below the joint floor
+        if "cannot be reached" not in str(e):
+            raise
+        print(f"[joint] skipped: {e}")
+        ctx.extra["joint_vs_chain"] = f"joint stage skipped: {e}"
+        return
+    demo_joint.write_artifacts(ctx.out, info)
+    acc, accel = ctx.evaluate(qat), _accel_ms(qat)
+    row = _add_quantized_rows(ctx, "joint channels + bits", qat, acc, accel)
+    row.update(descriptor_bytes=info["descriptor"]["bytes"],
+               simulator_exact=info["descriptor"]["simulator_exact"])
+    chain_row = next(r for r in ctx.rows if r["stage"].startswith(
+        "HAQ mixed precision, QAT"))
+    winner, text = demo_joint.verdict(
+        {"accuracy": ctx.accuracy["quantized"], "accel_ms": chain_ms,
+         "cost": chain_ms / dense_ms},
+        {"accuracy": acc, "accel_ms": accel, "cost": accel / dense_ms},
+        "AMC -> HAQ" if ctx.search else "FPGM -> HAQ")
+    (row if winner == "joint" else chain_row)["stage"] += \
+        " (better at equal cost)"
+    print(f"[joint] {text}")
+    ctx.accuracy["joint"] = acc
+    ctx.extra["joint_vs_chain"] = text
+    ctx.extra["joint"] = {"keep": info["result"]["keep"],
+                          "bits": info["result"]["bits"],
+                          "cost": info["result"]["cost"],
+                          "descriptor": info["descriptor"]}
+
+
+def _add_quantized_rows(ctx: DemoContext, label: str, qat, acc: float,
+                        accel: float) -> dict:
+    """The QAT Keras row and its int8 TFLite row; returns the first."""
+    from tfcomp.cost import profile
+
+    prof = profile(qat)
+    ctx.add_row(stage=f"{label}, QAT Keras model", accuracy=acc,
+                macs=prof.macs, params=prof.params, bops=prof.bops,
+                accel_ms=accel)
+    row = ctx.rows[-1]
+    _export_row(ctx, f"{label}, int8 TFLite", qat, acc, "int8")
+    ctx.rows[-1]["accel_ms"] = accel
+    return row
+
+
 def _tflite_accuracy(path: str, ctx: DemoContext) -> float:
     from tfcomp.export.runtime import make_interpreter, run_interpreter
 
@@ -455,7 +516,7 @@ def _results(ctx: DemoContext) -> dict:
 
 
 STAGES = [stage_train, stage_export_baseline, stage_prune, stage_quantize,
-          stage_bitserial]
+          stage_bitserial, stage_joint]
 FINAL_STAGES = [stage_latency, stage_report]
 
 
@@ -501,6 +562,8 @@ def main(argv=None) -> int:
         stage(ctx)
         print(f"[{stage.__name__}] done in {time.time() - t:.1f} s")
     table = format_table(ctx.rows)
+    if ctx.extra.get("joint_vs_chain"):
+        table += "\n\n" + ctx.extra["joint_vs_chain"]
     print("\nResults (Fashion-MNIST test set, 10,000 images; latency: "
           "batch 1, 1 thread, median)\n")
     print(table)

@@ -134,13 +134,6 @@ def run(args) -> None:
     except (ValueError, NotImplementedError) as e:
         raise common.CLIError(str(e)) from e
     print(res.summary())
-    if args.report:
-        res.save(args.report)
-    if args.plan:
-        res.plan.save(args.plan)
-    if args.policy:
-        common.write_text(args.policy, json.dumps(
-            {k: list(v) for k, v in res.bits.items()}, indent=1))
     qat = quantization.quantize_model(res.model, bits=res.bits)
     m = min(len(x), args.calibration_size)
     common.info(f"calibrating on {m} images")
@@ -153,3 +146,12 @@ def run(args) -> None:
           f"pruned (refit) {common.evaluate(res.model, xt, yt):.4f}, "
           f"compressed {common.evaluate(qat, xt, yt):.4f}")
     common.save_model(qat, args.output)
+    # the side files only once the model is written: a failed fine-tune
+    # leaves nothing behind
+    if args.report:
+        res.save(args.report)
+    if args.plan:
+        res.plan.save(args.plan)
+    if args.policy:
+        common.write_text(args.policy, json.dumps(
+            {k: list(v) for k, v in res.bits.items()}, indent=1))

@@ -26,6 +26,7 @@ from tfcomp.layers import quantizers as qz
 from tfcomp.layers.quantizers.base import _ste
 
 __all__ = ["KernelLayerMixin", "QuantMixin", "exact_requantize",
+           "save_linked_variables",
            "fake_quant_activation", "fake_quant_weights", "round_bias"]
 
 _fq = keras.quantizers.fake_quant_with_min_max_vars
@@ -137,6 +138,28 @@ def round_bias(bias, kernel, weight_quantizer, input_quantizer):
     return _ste(bias, q)
 
 
+def save_linked_variables(layer, store, quantizers) -> None:
+    """Keras' ``Layer.save_own_variables``, except that the range of each
+    quantizer of ``quantizers`` linked by ``share_range`` (the link lives in
+    memory) is saved as its source's: the loaded model, before anything
+    relinks it, computes what the saved one does.
+
+    Example:
+        >>> save_linked_variables(self, store, [self.input_quantizer])
+    """
+    swap = {}
+    for q in quantizers:
+        src = getattr(q, "_source", None)
+        if src is None or getattr(q, "_link_var", None) is not None:
+            continue
+        swap[id(q.range_max)] = src.range_max
+        if q.range_min is not None and src.range_min is not None:
+            swap[id(q.range_min)] = src.range_min
+    own = layer._trainable_variables + layer._non_trainable_variables
+    for i, v in enumerate(own):
+        store[f"{i}"] = swap.get(id(v), v)
+
+
 def pop_unsupported(kwargs: dict, keys, default_name: str) -> None:
     """Removes Keras-only arguments (LoRA, Keras' own quantization) from
     ``kwargs``; a value other than None raises ``ValueError``."""
@@ -227,8 +250,10 @@ class KernelLayerMixin:
 
     def save_own_variables(self, store):
         # Keras' conv / dense layers save only kernel and bias; tfcomp layers
-        # also carry quantizer state, so use the generic Layer behaviour.
-        keras.layers.Layer.save_own_variables(self, store)
+        # also carry quantizer state, so save every variable, as Keras' Layer
+        # does (a linked input quantizer with its source's range).
+        save_linked_variables(self, store,
+                              [getattr(self, "input_quantizer", None)])
 
     def load_own_variables(self, store):
         keras.layers.Layer.load_own_variables(self, store)
