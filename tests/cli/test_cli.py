@@ -604,3 +604,28 @@ def test_corrupt_inputs_exit_2_with_one_line(ws, capsys, tmp_path):
         assert code == 2, err
         lines = [x for x in err.splitlines() if x.strip()]
         assert len(lines) == 1 and name in lines[0], err
+
+
+@pytest.mark.slow
+def test_prune_metapruning_band(ws, capsys):
+    """``--method metapruning`` keeps the found widths inside
+    ``[--meta-lower x budget, budget]``."""
+    d, macs = ws
+    out_path = d / "meta.keras"
+    code, _, err = run(["prune", d / "model.keras", out_path, "--method",
+                        "metapruning", "--target-macs", "0.6", "--data",
+                        d / "data.npz", "--meta-epochs", "1",
+                        "--meta-generations", "2", "--meta-population", "6",
+                        "--meta-lower", "0.5", "--batch-size", "32"], capsys)
+    assert code == 0, err
+    got = tfcomp.profile(load(out_path)).macs
+    assert 0.5 * 0.6 * macs <= got <= 0.6 * macs
+
+
+def test_prune_metapruning_rejects_bad_lower(ws, capsys):
+    d, _ = ws
+    code, _, err = run(["prune", d / "model.keras", d / "x.keras",
+                        "--method", "metapruning", "--target-macs", "0.6",
+                        "--meta-lower", "1.5"], capsys)
+    assert code == 2
+    assert "--meta-lower" in err and "1.5" in err

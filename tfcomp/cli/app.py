@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="metapruning: evolution generations")
     s.add_argument("--meta-population", type=positive_int, default=50,
                    help="metapruning: population size")
+    s.add_argument("--meta-lower", type=ratio, default=0.95,
+                   help="metapruning: candidates cost at least this share "
+                        "of the budget (official ResNet search: 0.95)")
     s.add_argument("--finetune-epochs", type=nonneg_int, default=0,
                    help="fine-tune the pruned model (needs --data)")
     s.add_argument("--lr", type=positive_float, default=1e-3,

@@ -57,7 +57,8 @@ def _metapruning(args, model, data):
         model, (x[n:], y[n:]), (x[:n], y[:n]), target_macs=args.target_macs,
         epochs=getattr(args, "meta_epochs", 1), batch_size=args.batch_size,
         generations=getattr(args, "meta_generations", 20),
-        population=getattr(args, "meta_population", 50), seed=args.seed,
+        population=getattr(args, "meta_population", 50),
+        lower=getattr(args, "meta_lower", 0.95), seed=args.seed,
         verbose=common.verbosity())
     common.info(f"MetaPruning: best held-out fitness "
                 f"{plan.meta['fitness']:.4f}")
