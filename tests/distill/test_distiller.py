@@ -164,3 +164,67 @@ def test_teacher_flag_untouched_and_not_trained():
     kd.fit(x, y, epochs=1, batch_size=8, verbose=0)
     for a, b in zip(t.get_weights(), t0):
         np.testing.assert_array_equal(a, b)
+
+
+def test_defaults_are_hintons_high_soft_weight():
+    kd = Distiller(_net(), _net())
+    assert kd.alpha == 0.9 and kd.temperature == 10.0
+
+
+def _reg_net(name):
+    inp = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="relu",
+                           kernel_regularizer=keras.regularizers.L2(0.1))(inp)
+    return keras.Model(inp, keras.layers.Dense(
+        4, kernel_regularizer=keras.regularizers.L2(0.1))(h), name=name)
+
+
+def test_student_regularization_unscaled_teacher_left_out():
+    keras.utils.set_random_seed(7)
+    s, t = _reg_net("s"), _reg_net("t")
+    x, y = _data()
+    zs = keras.ops.convert_to_numpy(s(x)).astype(np.float64)
+    zt = keras.ops.convert_to_numpy(t(x)).astype(np.float64)
+    ce = -np.log(_softmax(zs)[np.arange(len(y)), y]).mean()
+    pt, ps = _softmax(zt / 3), _softmax(zs / 3)
+    kl = (pt * (np.log(pt) - np.log(ps))).sum(-1).mean()
+    reg = sum(0.1 * (w ** 2).sum() for w in
+              (s.layers[1].kernel.numpy(), s.layers[2].kernel.numpy()))
+    want = 0.2 * ce + 0.8 * 9 * kl + reg
+    kd = Distiller(s, t, alpha=0.8, temperature=3.0)
+    assert len(kd.losses) == 2     # the student's two, not the teacher's
+    assert float(kd.compute_loss(x, y, kd(x))) == pytest.approx(want,
+                                                                rel=1e-5)
+    kd.compile("sgd", loss=keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    assert float(kd.compute_loss(x, y, kd(x))) == pytest.approx(want,
+                                                                rel=1e-5)
+
+
+def _bn_net():
+    inp = keras.Input((6,))
+    h = keras.layers.BatchNormalization(momentum=0.5)(
+        keras.layers.Dense(8)(inp))
+    return keras.Model(inp, keras.layers.Dense(4)(keras.layers.ReLU()(h)))
+
+
+def test_batchnorm_teacher_inference_student_training():
+    keras.utils.set_random_seed(8)
+    s, t = _bn_net(), _bn_net()
+    x, y = _data(32)
+    kd = Distiller(s, t, alpha=0.5, temperature=2.0)
+    # the teacher term uses the teacher in inference mode (moving stats)
+    zt = keras.ops.convert_to_numpy(t(x, training=False)).astype(np.float64)
+    zs = keras.ops.convert_to_numpy(s(x, training=True)).astype(np.float64)
+    ce = -np.log(_softmax(zs)[np.arange(len(y)), y]).mean()
+    pt, ps = _softmax(zt / 2), _softmax(zs / 2)
+    kl = (pt * (np.log(pt) - np.log(ps))).sum(-1).mean()
+    got = float(kd.compute_loss(x, y, kd(x, training=True)))
+    assert got == pytest.approx(0.5 * ce + 0.5 * 4 * kl, rel=1e-5)
+    t_stats = [w.copy() for w in t.layers[2].get_weights()]
+    s_stats = [w.copy() for w in s.layers[2].get_weights()]
+    kd.compile(keras.optimizers.SGD(0.0))      # moving stats only
+    kd.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    for a, b in zip(t.layers[2].get_weights(), t_stats):
+        np.testing.assert_array_equal(a, b)     # teacher BN not updated
+    assert not np.allclose(s.layers[2].get_weights()[2], s_stats[2])

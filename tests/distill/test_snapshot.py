@@ -175,3 +175,41 @@ def test_mirrored_strategy_two_replicas():
     assert res["replicas"] == 2 and res["mirrored"] == "MirroredVariable"
     assert res["max_diff"] < 1e-5      # same steps as on one device
     assert res["boundaries"] == [2] and res["finite"]
+
+
+def test_teacher_is_a_frozen_copy_of_the_cycle_end_not_a_live_reference():
+    """At a boundary the teacher computes exactly the student's function
+    (BatchNorm moving statistics included, inference mode); its variables
+    are its own, so the next steps move the student only."""
+    keras.utils.set_random_seed(3)
+
+    def bn_net():
+        inp = keras.Input((6,))
+        h = keras.layers.BatchNormalization(momentum=0.5)(
+            keras.layers.Dense(8)(inp))
+        h = keras.layers.Dense(8, activation="relu")(h)
+        h = keras.layers.BatchNormalization(momentum=0.5)(h)
+        return keras.Model(inp, keras.layers.Dense(4)(h))
+
+    kd = Distiller(bn_net(), teacher=None, alpha=0.5, temperature=2.0)
+    kd.compile(keras.optimizers.SGD(0.2, momentum=0.9))
+    assert not {id(v) for v in kd.teacher.weights} & {
+        id(v) for v in kd.student.weights}
+    x, y = _data(32)
+    seen = {}
+
+    class Check(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            t = int(self.model.optimizer.iterations)
+            zt = keras.ops.convert_to_numpy(
+                self.model.teacher(x, training=False))
+            zs = keras.ops.convert_to_numpy(
+                self.model.student(x, training=False))
+            seen[t] = float(np.abs(zt - zs).max())
+
+    sd = SnapshotDistillation(cycles=2)
+    kd.fit(x, y, epochs=2, batch_size=8, verbose=0, shuffle=False,
+           callbacks=[sd, Check()])
+    assert sd.boundaries == [4]
+    assert seen[4] == 0.0           # the weights after the cycle's last step
+    assert seen[5] > 1e-4 and seen[3] > 1e-4   # frozen, student moves on
