@@ -93,6 +93,11 @@ def _classes(names) -> tuple:
 
 #: Keras layers the TFLite converter cannot lower to int8 builtins.
 _NO_INT8_OPS = (keras.layers.MaxPooling3D, keras.layers.AveragePooling3D)
+#: Normalizations TFLite has no int8 builtin for: the converter decomposes
+#: them (MEAN, SQUARED_DIFFERENCE, RSQRT, MUL...) and, with no QAT range for
+#: those intermediate tensors, keeps them float in the "int8" file.
+_FLOAT_NORMS = (keras.layers.LayerNormalization,
+                keras.layers.GroupNormalization)
 
 
 def check_exportable(model) -> None:
@@ -102,9 +107,12 @@ def check_exportable(model) -> None:
         >>> check_exportable(qat_model)  # silent when ready
     """
     mixed, floats, float_in, uncal, no_int8 = [], [], [], [], []
+    norms = []
     for _, layer in iter_leaf_layers(model):
         if isinstance(layer, _NO_INT8_OPS):
             no_int8.append(f"{layer.name} ({type(layer).__name__})")
+        if isinstance(layer, _FLOAT_NORMS):
+            norms.append(f"{layer.name} ({type(layer).__name__})")
         if isinstance(layer, MIXED_LAYERS):
             mixed.append(layer.name)
         elif isinstance(layer, QUANT_WEIGHT_LAYERS):
@@ -149,6 +157,14 @@ def check_exportable(model) -> None:
         raise ValueError(
             f"Layers {float_in} have float inputs (a_bits=32); a "
             "full-integer int8 file needs every activation quantized.")
+    if norms:
+        raise ValueError(
+            f"Layers {norms[:6]}{' ...' if len(norms) > 6 else ''} have no "
+            "int8 TFLite builtin: the converter would keep their MEAN / "
+            "RSQRT decomposition in float (the QAT model has no ranges for "
+            "it), not a full-integer file. Export with quantization=None / "
+            "'dynamic' / 'float16', or replace them (e.g. BatchNormalization)"
+            ".")
 
 
 def _requantized_inputs(model, params) -> dict:

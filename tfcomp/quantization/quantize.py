@@ -48,6 +48,7 @@ import keras
 
 from tfcomp._compile import carry_compile
 from tfcomp.layers import (
+    QUANT_ACTIVATION_LAYERS,
     QUANT_WEIGHT_LAYERS,
     QuantActivation,
     QuantConv1D,
@@ -215,6 +216,44 @@ def link_shared_inputs(model) -> list:
         if (oq.bits == iq.bits and oq.signed == iq.signed
                 and oq.range_mode == iq.range_mode):
             iq.share_range(oq)
+            linked.append(layer.name)
+    return linked + _link_pool_observers(model)
+
+
+_AVERAGE_POOLS = ("AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
+
+
+def _link_pool_observers(model) -> list:
+    """Gives the observer after an average pooling its input's grid.
+
+    TFLite's int8 AVERAGE_POOL_2D keeps its input's scale and zero point
+    (the converter refuses other ranges: "quantization parameters violate
+    the same scale constraint"; DenseNet's transition pools): it rounds
+    the mean of the codes onto the input grid. The ``QuantActivation``
+    after the pool then shares the range of the activation quantizer
+    before it (through padding / reshape...), so the QAT model rounds the
+    same way. Returns the linked observers' names.
+    """
+    graph = read_graph(model, "link_shared_inputs")
+    pools, same_scale = keras_classes(_AVERAGE_POOLS), keras_classes(
+        SAME_SCALE)
+    linked = []
+    for _, layer, nodes in graph.layers():
+        if not isinstance(layer, QuantActivation) or len(nodes) != 1:
+            continue
+        pool = graph.producer(nodes[0].inputs[0])
+        if pool is None or not isinstance(pool.layer, pools):
+            continue
+        src = graph.producer(pool.inputs[0])
+        while src is not None and isinstance(src.layer, same_scale) \
+                and src.inputs:
+            src = graph.producer(src.inputs[0])
+        if src is None or not isinstance(src.layer, QUANT_ACTIVATION_LAYERS):
+            continue
+        oq, sq = layer.quantizer, src.layer.quantizer
+        if (oq.bits == sq.bits and oq.signed == sq.signed
+                and oq.range_mode == sq.range_mode):
+            oq.share_range(sq)
             linked.append(layer.name)
     return linked
 
