@@ -11,7 +11,10 @@ Rows (all from the same dense checkpoint, same fine-tune budget):
 * magnitude 50% / 80%: ``MagnitudePruning`` (polynomial schedule), ``F``
   epochs, then ``strip_pruning`` (zeros in ordinary layers);
 * TFMOT ``prune_low_magnitude`` at 80% (peer), in a subprocess with
-  ``TF_USE_LEGACY_KERAS=1``, skipped with a note when not installed.
+  ``TF_USE_LEGACY_KERAS=1``, skipped with a note when not installed;
+* FPGM + KD: the FPGM row trained through ``tfcomp.distill.Distiller``
+  (teacher: the dense checkpoint; alpha 0.5, T 4, the library's defaults)
+  beside the plain FPGM row re-run from the same seed: target KD >= plain.
 
 Columns: test accuracy, MACs, params, TFLite bytes (float32, int8), float32
 TFLite latency ratio vs dense (measured in this run, interleaved), and the
@@ -22,15 +25,19 @@ that satisfies XNNPACK's sparse-subgraph rules is pruned with
 ``MagnitudePruning(pattern="xnnpack")`` and exported with and without
 ``sparsity=True``; both files are timed.
 
-CPU scale: a training subset, few epochs (see ``--train``, ``--epochs``);
-the numbers are for comparing methods under one budget, not for matching
-the papers.
+CPU scale: a training subset, few epochs (see ``--train``, ``--epochs``):
+numbers for comparing methods under one budget, not the papers'.
 
-Usage:
-    nice python benchmarks/pruning.py [--train 2048] [--test 2000]
-        [--epochs 4] [--finetune 2] [--out benchmarks/results]
+The dense checkpoint is cached under ``~/.cache/tfcomp/pruning``; ``--rows
+kd`` runs only the KD pair (and the dense F-epoch reference for the ratios)
+from it and merges the two rows into the existing results (same settings).
+
+Usage (the recorded run; ``--quick``: a smoke, ``pruning_quick.*``):
+    nice python benchmarks/pruning.py --train 8000 --test 2000 --epochs 5
+        --finetune 2 [--rows all|kd] [--out benchmarks/results]
 
 Writes ``pruning.json`` and ``pruning.md`` into ``--out``.
+Reference (KD row): Hinton et al., arXiv 1503.02531.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import _kd
 import _tfmot
 import keras
 import numpy as np
@@ -74,6 +82,48 @@ from tfcomp.pruning import (
 
 def compile_adam(model, lr):
     return compile_model(model, keras.optimizers.Adam(lr))
+
+
+def dense_checkpoint(x, y, args, reuse: bool):
+    """The E-epoch dense ResNet-20, cached (keyed by the settings) with
+    where it came from; the full run always trains (``reuse=False``: its
+    later rows keep the random stream they had before the cache)."""
+    def train():
+        log(f"dense: {args.epochs} epochs on {len(x)} images")
+        dense = compile_adam(tfcomp.zoo.resnet(depth=20), args.lr)
+        dense.fit(x, y, batch_size=args.batch, epochs=args.epochs,
+                  verbose=0)
+        return dense
+
+    return _kd.cached_checkpoint(
+        "pruning", f"resnet20_n{len(x)}_e{args.epochs}_b{args.batch}_lr"
+        f"{args.lr:g}_s{args.seed}", train, reuse)
+
+
+def kd_pair(dense, x, y, xt, yt, args, finish) -> None:
+    """FPGM soft pruning, ``F`` epochs, plain and through ``Distiller``
+    (teacher: the dense checkpoint), each from the same seed; rows
+    ``fpgm_pair_plain`` and ``fpgm_kd``."""
+    for kd in (False, True):
+        key = "fpgm_kd" if kd else "fpgm_pair_plain"
+        log(f"{key}: soft pruning to {args.target_macs:.0%} MACs")
+        keras.utils.set_random_seed(args.seed)
+        masked = apply_fpgm(clone_with_weights(dense))
+        cb = (_kd.on_student(FPGMPruning) if kd else FPGMPruning)(
+            target_macs=args.target_macs, criterion="fpgm", seed=args.seed)
+        if kd:
+            model = _kd.distiller(masked, dense,
+                                  keras.optimizers.Adam(args.finetune_lr))
+        else:
+            model = compile_adam(masked, args.finetune_lr)
+        timer = StepTimer("epoch", skip=1)
+        model.fit(x, y, batch_size=args.batch, epochs=args.finetune,
+                  verbose=0, callbacks=[cb, timer])
+        extra = {"rate": cb.effective_ratio,
+                 "masked_accuracy": accuracy(masked, xt, yt)}
+        if kd:
+            extra["kd"] = _kd.info(f"dense {args.epochs}-epoch checkpoint")
+        finish(key, strip_pruning(masked), timer, extra)
 
 
 def export_sizes(model, workdir, key, rep, sparse=False) -> dict:
@@ -215,12 +265,33 @@ def parse_args(argv=None):
     p.add_argument("--xnn-resolutions", type=int, nargs="+",
                    default=[28, 112])
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    p.add_argument("--rows", choices=("all", "kd"), default="all",
+                   help="kd: only the KD pair, merged into the results")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke sizes; writes pruning_quick.{json,md}")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.train, args.test, args.epochs, args.finetune = 512, 256, 1, 1
+        args.latency_runs, args.latency_rounds = 5, 1
+        args.xnn_epochs, args.xnn_resolutions = 1, [28]
+    return args
+
+
+# settings a --rows kd run shares with the results it joins; its command
+_SAME = ("train", "test", "epochs", "finetune", "batch", "lr", "finetune_lr",
+         "target_macs", "seed")
+_CMD = ("train", "test", "epochs", "finetune")
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     t_start = time.time()
+    name = "pruning_quick" if args.quick else "pruning"
+    old = None
+    if args.rows == "kd":  # fail before any training
+        old = _kd.results_to_merge(
+            os.path.join(args.out, f"{name}.json"), "settings",
+            {k: getattr(args, k) for k in _SAME})
     keras.utils.set_random_seed(args.seed)
     (x, y), (xt, yt) = fashion_mnist_subset(args.train, args.test, args.seed)
     rep = x[:256]
@@ -230,9 +301,8 @@ def main(argv=None) -> dict:
     steps_per_epoch = int(np.ceil(len(x) / args.batch))
 
     # dense checkpoint (E epochs)
-    log(f"dense: {args.epochs} epochs on {len(x)} images")
-    dense = compile_adam(tfcomp.zoo.resnet(depth=20), args.lr)
-    dense.fit(x, y, batch_size=args.batch, epochs=args.epochs, verbose=0)
+    dense, source, cache_path = dense_checkpoint(x, y, args, old is not None)
+    fp = _kd.fingerprint(dense)  # before any use
     dense_macs = tfcomp.profile(dense).macs
 
     def finish(key, model, timer, extra=None, sparse=False):
@@ -249,11 +319,17 @@ def main(argv=None) -> dict:
             f"epoch {row['epoch_time_s']}")
 
     # dense baseline: F more plain epochs (the timing reference)
+    if old is not None:  # --rows kd: a dense reference, then the pair
+        keras.utils.set_random_seed(args.seed)
     base = compile_adam(clone_with_weights(dense), args.finetune_lr)
     timer = StepTimer("epoch", skip=1)
     base.fit(x, y, batch_size=args.batch, epochs=args.finetune, verbose=0,
              callbacks=[timer])
     finish("dense", base, timer)
+    if old is not None:
+        kd_pair(dense, x, y, xt, yt, args, finish)
+        ratios(rows, args)
+        return merge_kd(old, rows, args, name, t_start, fp, source, cache_path)
 
     # FPGM / L1 / random soft pruning to target MACs
     fpgm_small = None
@@ -320,7 +396,39 @@ def main(argv=None) -> dict:
             f"are not importable here ({why}); install the [tfmot] extra to "
             "run it.")
 
-    # latency (float32 TFLite, interleaved)
+    # FPGM + KD beside a plain FPGM re-run (both seeded alike; after the
+    # other rows, so those keep their random stream)
+    kd_pair(dense, x, y, xt, yt, args, finish)
+
+    lat = ratios(rows, args)
+
+    log("xnnpack experiment")
+    xnn = xnnpack_experiment(workdir, x, y, xt, yt, args)
+
+    result = {
+        "benchmark": "pruning",
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "model": "tfcomp.zoo.resnet(depth=20), 28x28x1",
+        "dense_macs": int(dense_macs),
+        "steps_per_epoch": steps_per_epoch,
+        "rows": rows, "xnnpack": xnn, "notes": notes,
+        "machine": {"platform": platform.platform(),
+                    "processor": platform.processor(),
+                    "cpu_count": os.cpu_count(),
+                    "load_average": list(os.getloadavg())},
+        "runtime_s": time.time() - t_start,
+        "latency_runtime": lat["dense"].runtime,
+        "dense_checkpoint": cache_path,
+        "dense_fingerprint": fp,
+    }
+    write_results(args.out, name, result, render_markdown(result))
+    log(f"done in {result['runtime_s']:.0f} s")
+    return result
+
+
+def ratios(rows: dict, args) -> dict:
+    """Float32 TFLite latency (interleaved) and epoch time of every row
+    relative to the ``dense`` row of the same run; returns the timings."""
     log("latency")
     paths = {k: r["fp32_path"] for k, r in rows.items()}
     for k, r in rows.items():
@@ -340,27 +448,21 @@ def main(argv=None) -> dict:
             r["epoch_time_ratio"] = r["epoch_time_s"] / plain_epoch
         r.pop("fp32_path", None)
         r.pop("fp32_sparse_path", None)
+    return lat
 
-    log("xnnpack experiment")
-    xnn = xnnpack_experiment(workdir, x, y, xt, yt, args)
 
-    result = {
-        "benchmark": "pruning",
-        "settings": {k: v for k, v in vars(args).items() if k != "out"},
-        "model": "tfcomp.zoo.resnet(depth=20), 28x28x1",
-        "dense_macs": int(dense_macs),
-        "steps_per_epoch": steps_per_epoch,
-        "rows": rows, "xnnpack": xnn, "notes": notes,
-        "machine": {"platform": platform.platform(),
-                    "processor": platform.processor(),
-                    "cpu_count": os.cpu_count(),
-                    "load_average": list(os.getloadavg())},
-        "runtime_s": time.time() - t_start,
-        "latency_runtime": lat["dense"].runtime,
-    }
-    write_results(args.out, "pruning", result, render_markdown(result))
-    log(f"done in {result['runtime_s']:.0f} s")
-    return result
+def merge_kd(old: dict, rows: dict, args, name, t_start, fp, source,
+             cache_path) -> dict:
+    """``old`` with the KD pair of a ``--rows kd`` run (other rows kept;
+    this run's dense reference in ``kd_run``), json and md rewritten."""
+    old["rows"].update({k: rows[k] for k in ("fpgm_pair_plain", "fpgm_kd")})
+    opts = " ".join(f"--{k} {getattr(args, k)}" for k in _CMD)
+    old["kd_run"] = _kd.run_record(
+        f"nice python benchmarks/pruning.py {'--quick' if args.quick else opts}"
+        " --rows kd", fp, source, cache_path, t_start,
+        old.get("dense_fingerprint"), dense_reference=rows["dense"])
+    write_results(args.out, name, old, render_markdown(old))
+    return old
 
 
 _LABELS = {
@@ -372,6 +474,8 @@ _LABELS = {
     "magnitude_50": "Magnitude 50% (unstructured)",
     "magnitude_80": "Magnitude 80% (unstructured)",
     "tfmot_80": "TFMOT prune_low_magnitude 80% (peer)",
+    "fpgm_pair_plain": "FPGM soft, 50% MACs (plain, beside + KD)",
+    "fpgm_kd": "FPGM soft, 50% MACs + KD",
 }
 
 
@@ -434,6 +538,20 @@ def render_markdown(res: dict) -> str:
                 f"epoch time (target <= 1.05): "
                 f"{'met' if ratio <= 1.05 else 'NOT met'} (shared machine: "
                 "timings are noisy).")
+    if "fpgm_kd" in rows:
+        kd = rows["fpgm_kd"]
+        text, met = _kd.check_line(kd["accuracy"],
+                                   rows["fpgm_pair_plain"]["accuracy"],
+                                   "FPGM", percent=False)
+        lines.append(f"* KD >= plain: {text}: {'met' if met else 'NOT met'}. "
+                     + _kd.SETUP.format(what="FPGM soft pruning", **kd["kd"]))
+    run = res.get("kd_run")
+    if run:
+        lines.append(
+            "* " + _kd.run_note(run, "FPGM", "E-epoch dense checkpoint")
+            + " Their latency / epoch-time ratios are against a dense "
+            "F-epoch reference of that run (accuracy "
+            f"{run['dense_reference']['accuracy']:.4f}).")
     for key in ("magnitude_50", "magnitude_80"):
         if key in rows:
             r = rows[key]

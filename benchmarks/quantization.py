@@ -21,6 +21,10 @@ gets the same fine-tune budget, ``--qat-epochs`` epochs of ``fit``):
   with Adam(``--dnas-theta-lr`` 0.05; FBNet 0.01 over thousands of steps)
   and the temperature decays from 5 to ``--dnas-final-tau`` 0.5 over the
   search (FBNet: 5 * 0.956^epoch);
+* 4-bit QAT + KD: the 4-bit QAT fine-tune trained through
+  ``tfcomp.distill.Distiller`` (teacher: the float checkpoint; alpha 0.5,
+  T 4, the library's defaults) beside the 4-bit QAT row re-run from the
+  same seed: target KD >= plain;
 * TFMOT 8-bit QAT (peer): the same architecture rebuilt in ``tf_keras``
   with the float checkpoint's weights, ``tfmot.quantization.keras.
   quantize_model``, the same fine-tune, converted full-integer; run in a
@@ -45,19 +49,26 @@ subset of ``--train`` training images, few epochs, ``--test`` test images,
 one run (no seeds averaged). The numbers compare methods under one small
 budget; they are not the papers' accuracies.
 
+The float checkpoint is cached under ``~/.cache/tfcomp/quantization``;
+``--rows kd`` runs only the KD pair (and the float step / latency
+references) from it and merges the two rows and the KD target into the
+existing results (same settings), re-rendering the markdown.
+
 Usage (the run recorded in benchmarks/results/quantization.md):
-    nice -n 10 .venv/bin/python benchmarks/quantization.py
+    nice -n 10 .venv/bin/python benchmarks/quantization.py [--rows kd]
 
     Options: [--train 4000] [--test 4000] [--float-epochs 3]
     [--qat-epochs 2] [--dnas-epochs 3] [--dnas-theta-lr 0.05]
     [--dnas-final-tau 0.5] [--dnas-samples 4] [--batch 64] [--seed 0]
-    [--out benchmarks/results] [--smoke]
+    [--out benchmarks/results] [--smoke | --quick]
 
-Writes ``quantization.json`` and ``quantization.md`` into ``--out``.
+Writes ``quantization.json`` and ``quantization.md`` into ``--out``
+(``--smoke``: ``quantization_quick.*``).
 
 Reference: Wang et al., HAQ, arXiv:1811.08886 (linear quantizers, 8-bit
 first / last layer); Wu et al., DNAS, arXiv:1812.00090; Jacob et al.,
-arXiv:1712.05877 (integer-only inference, QAT).
+arXiv:1712.05877 (integer-only inference, QAT); Hinton et al.,
+arXiv:1503.02531 (KD).
 """
 
 from __future__ import annotations
@@ -70,6 +81,7 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import _kd
 import _tfmot
 import keras
 import numpy as np
@@ -79,9 +91,9 @@ from _common import (
     fashion_mnist_subset,
     parser,
     time_tflite,
-    write_results,
 )
 from _common import log as _common_log
+from _quantization_md import write_report
 from _tfmot import interleaved_step_times
 
 import tfcomp
@@ -93,6 +105,11 @@ T0 = time.time()
 
 
 DNAS_CANDIDATES = tuple((w, a) for w in (2, 3, 4, 5, 6, 8) for a in (4, 8))
+KD_ROWS = ("4-bit QAT (plain, beside + KD)", "4-bit QAT + KD")
+KD_TARGET = "KD >= plain (4-bit QAT + KD vs 4-bit QAT re-run beside it)"
+# settings a --rows kd run shares with the results it joins
+_SAME = ("train", "test", "float_epochs", "qat_epochs", "batch", "lr",
+         "qat_lr", "seed")
 
 
 def log(msg):
@@ -146,14 +163,22 @@ def main(argv=None):
     p.add_argument("--qat-lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--latency-runs", type=int, default=150)
-    p.add_argument("--smoke", action="store_true",
+    p.add_argument("--smoke", "--quick", action="store_true",
                    help="tiny sizes, to check the script end to end")
     p.add_argument("--no-tfmot", action="store_true")
+    p.add_argument("--rows", choices=("all", "kd"), default="all",
+                   help="kd: only the KD pair, merged into the results")
     args = p.parse_args(argv)
     if args.smoke:
         args.train, args.test, args.float_epochs = 512, 256, 1
         args.qat_epochs, args.dnas_epochs, args.latency_runs = 1, 1, 6
         args.dnas_samples = 1
+    name = "quantization_quick" if args.smoke else "quantization"
+    old = None
+    if args.rows == "kd":  # fail before any training
+        old = _kd.results_to_merge(
+            os.path.join(args.out, f"{name}.json"), "meta",
+            {k: getattr(args, k) for k in _SAME})
 
     keras.utils.set_random_seed(args.seed)
     (x, y), (xt, yt) = fashion_mnist_subset(args.train, args.test, args.seed)
@@ -161,13 +186,19 @@ def main(argv=None):
     workdir = tempfile.mkdtemp(prefix="tfcomp-qbench-")
     steps_per_epoch = int(np.ceil(len(x) / args.batch))
 
-    def train(model, epochs, lr):
-        compile_model(model, keras.optimizers.Adam(lr), jit_compile=False)
+    def train(model, epochs, lr, teacher=None):
+        """Fits ``model`` (through a Distiller when ``teacher``); returns
+        the steady step time, the wall time and the model that was fit."""
+        if teacher is None:
+            compile_model(model, keras.optimizers.Adam(lr), jit_compile=False)
+        else:
+            model = _kd.distiller(model, teacher, keras.optimizers.Adam(lr),
+                                  jit_compile=False)
         cb = StepTimer("batch", skip=3)
         t = time.perf_counter()
         model.fit(x, y, batch_size=args.batch, epochs=epochs, verbose=0,
                   callbacks=[cb], shuffle=True)
-        return cb.steady(), time.perf_counter() - t
+        return cb.steady(), time.perf_counter() - t, model
 
     def predict(model):
         return np.concatenate([
@@ -201,9 +232,26 @@ def main(argv=None):
         return {"bops": int(bops), "weight_bytes": float(wbytes)}
 
     rows, notes = [], []
+    float_step, float_wall = float("nan"), None  # unless trained here
+
+    def train_float():
+        nonlocal float_step, float_wall
+        log(f"float training: {len(x)} images, {args.float_epochs} epochs")
+        float_step, float_wall, _ = train(float_model, args.float_epochs,
+                                          args.lr)
+        return float_model
+
+    # the full run always trains (its later rows keep their random
+    # stream); --rows kd loads the cached checkpoint when present
+    float_model, source, ckpt = _kd.cached_checkpoint(
+        "quantization", f"resnet20_n{len(x)}_e{args.float_epochs}_b"
+        f"{args.batch}_lr{args.lr:g}_s{args.seed}", train_float,
+        old is not None)
+    if source == "cache":  # compiled as train() does, for the step timing
+        compile_model(float_model, keras.optimizers.Adam(args.lr),
+                      jit_compile=False)
+    float_fingerprint = _kd.fingerprint(float_model)
     timed = {"float": float_model}  # models timed side by side at the end
-    log(f"float training: {len(x)} images, {args.float_epochs} epochs")
-    float_step, float_wall = train(float_model, args.float_epochs, args.lr)
     float_logits = predict(float_model)
     float_acc = float(np.mean(float_logits.argmax(1) == yt))
     log(f"float acc {float_acc:.4f}, step {float_step * 1e3:.1f} ms")
@@ -215,28 +263,21 @@ def main(argv=None):
                  "step_s": float_step, "epoch_ratio": 1.0,
                  "train_wall_s": float_wall, "kind": "float32"})
 
-    log("int8 PTQ")
-    path = os.path.join(workdir, "ptq_int8.tflite")
-    rep = export_tflite(float_model, path, quantization="int8",
-                        calibration_data=x_cal, verify=False)
-    rows.append({"row": "int8 PTQ", "keras_acc": None,
-                 **cost({n: (8, 8) for n in conv_names}),
-                 "tflite_bytes": rep.size_bytes, "tflite": path,
-                 **tflite_eval(path, float_logits), "kind": "int8",
-                 "vs": "float Keras model"})
-
-    def qat_row(label, bits, extra=None):
+    def qat_row(label, bits, extra=None, start=None, teacher=None):
+        """A QAT row from ``start`` (default ``float_model``), fine-tuned
+        plainly or through a Distiller (``teacher``)."""
         log(f"{label}: QAT {args.qat_epochs} epochs")
-        q = quantize_model(float_model, bits=bits)
+        q = quantize_model(float_model if start is None else start,
+                           bits=bits)
         per_layer = dict(quantization_report(q).quantized)
-        step, wall = train(q, args.qat_epochs, args.qat_lr)
+        step, wall, fit = train(q, args.qat_epochs, args.qat_lr, teacher)
         logits = predict(q)
         acc = float(np.mean(logits.argmax(1) == yt))
         path = os.path.join(workdir, f"{label.replace(' ', '_')}.tflite")
         t = time.perf_counter()
         rep = export_tflite(q, path, quantization="int8", verify=False)
         export_s = time.perf_counter() - t
-        timed[label] = q
+        timed[label] = fit  # the Distiller for KD: its step is timed
         row = {"row": label, "keras_acc": acc, **cost(per_layer),
                "tflite_bytes": rep.size_bytes, "tflite": path,
                **tflite_eval(path, logits), "step_s": step,
@@ -249,6 +290,31 @@ def main(argv=None):
         log(f"{label}: keras {acc:.4f} tflite {row['tflite_acc']:.4f} "
             f"agree {row['agreement']:.4f}")
         return row
+
+    def kd_pair(start):
+        """4-bit QAT from the float checkpoint ``start``, plainly and
+        through a Distiller (teacher ``start``), each from the same seed."""
+        for label, teacher in zip(KD_ROWS, (None, start), strict=True):
+            keras.utils.set_random_seed(args.seed)
+            qat_row(label, 4, start=start, teacher=teacher, extra=None
+                    if teacher is None else {"kd": _kd.info("float "
+                                                            "checkpoint")})
+
+    if old is not None:  # --rows kd: only the pair (and the references)
+        kd_pair(float_model)
+        timings(rows, timed, x[:args.batch], y[:args.batch], args)
+        return merge_kd(old, rows, args, name, float_fingerprint, source,
+                        ckpt)
+
+    log("int8 PTQ")
+    path = os.path.join(workdir, "ptq_int8.tflite")
+    rep = export_tflite(float_model, path, quantization="int8",
+                        calibration_data=x_cal, verify=False)
+    rows.append({"row": "int8 PTQ", "keras_acc": None,
+                 **cost({n: (8, 8) for n in conv_names}),
+                 "tflite_bytes": rep.size_bytes, "tflite": path,
+                 **tflite_eval(path, float_logits), "kind": "int8",
+                 "vs": "float Keras model"})
 
     qat_row("8-bit QAT", 8)
     u4 = qat_row("4-bit QAT", 4)
@@ -319,28 +385,15 @@ def main(argv=None):
     # Reference for the 8-bit target: the float model trained as many more
     # epochs as the QAT rows were fine-tuned (same lr).
     log(f"float +{args.qat_epochs} epochs (reference)")
-    more_step, _ = train(float_model, args.qat_epochs, args.qat_lr)
+    more_step, _, _ = train(float_model, args.qat_epochs, args.qat_lr)
     float_more_acc = float(np.mean(predict(float_model).argmax(1) == yt))
     log(f"float +{args.qat_epochs}: {float_more_acc:.4f}")
 
-    log("training step times (interleaved)")
-    steps = interleaved_step_times(timed, x[:args.batch], y[:args.batch])
-    for r in rows:
-        if r["row"] in steps:
-            r["step_s"] = steps[r["row"]]
-            r["epoch_ratio"] = steps[r["row"]] / steps["float"]
-    float_step = steps["float"]
-    if "TFMOT 8-bit QAT" in (r["row"] for r in rows):
-        tm = next(r for r in rows if r["row"] == "TFMOT 8-bit QAT")
-        tm["epoch_ratio"] = tm["step_s"] / float_step
+    # 4-bit QAT + KD beside a plain 4-bit QAT re-run, both from the float
+    # checkpoint as cached (float_model has trained on), seeded alike
+    kd_pair(keras.saving.load_model(ckpt))
 
-    log("latency (interleaved)")
-    lat = time_tflite({r["row"]: r["tflite"] for r in rows},
-                      runs=args.latency_runs, rounds=3)
-    for r in rows:
-        r["latency_ms"] = lat[r["row"]].median_ms
-        r["latency_min_ms"] = lat[r["row"]].min_ms
-        r["latency_runtime"] = lat[r["row"]].runtime
+    timings(rows, timed, x[:args.batch], y[:args.batch], args)
 
     by = {r["row"]: r for r in rows}
     targets = []
@@ -374,6 +427,7 @@ def main(argv=None):
                   ">= 99%",
         "value": ", ".join(f"{k} {v * 100:.2f}%" for k, v in agree.items()),
         "met": bool(min(agree.values()) >= 0.99)})
+    targets.append(kd_target(by))
     if "TFMOT 8-bit QAT" in by:
         tm = by["TFMOT 8-bit QAT"]
         targets.append({
@@ -400,146 +454,63 @@ def main(argv=None):
         "seed": args.seed, "steps_per_epoch": steps_per_epoch,
         "float_more_acc": float_more_acc, "float_more_step_s": more_step,
         "latency_runs": args.latency_runs, "wall_s": time.time() - T0,
-        "smoke": bool(args.smoke),
+        "smoke": bool(args.smoke), "float_checkpoint": ckpt,
+        "float_fingerprint": float_fingerprint,
         "command": "nice -n 10 .venv/bin/python benchmarks/quantization.py"
                    + (" --smoke" if args.smoke else ""),
     }
-    write_report(args.out, rows, targets, notes, meta)
+    write_report(args.out, rows, targets, notes, meta, name)
     log(f"done in {time.time() - T0:.0f}s")
 
 
-def _fmt(v, f="{:.2f}"):
-    return "" if v is None else f.format(v)
-
-
-def write_report(out, rows, targets, notes, meta):
-    clean = [{k: v for k, v in r.items() if k != "tflite"} for r in rows]
-    payload = {"meta": meta, "rows": clean, "targets": targets,
-               "notes": notes}
-    float_bops = rows[0]["bops"]
-    lines = [
-        "# Quantization: PTQ, QAT, DNAS mixed precision, TFMOT peer",
-        "",
-        (f"Measured {meta['date']} on {meta['machine']}, load average "
-        f"{meta['load_avg_start']:.1f} at start; total wall time "
-        f"{meta['wall_s'] / 60:.1f} min."),
-        "",
-        (f"Fashion-MNIST, zoo ResNet-20 (`tfcomp.zoo.resnet(depth=20)`), CPU "
-        f"scale: a random subset of {meta['train']} training images and "
-        f"{meta['test']} test images (seed {meta['seed']}); float trained "
-        f"{meta['float_epochs']} epochs (Adam {meta['lr']}), every QAT row "
-        f"fine-tuned {meta['qat_epochs']} epochs from that checkpoint (Adam "
-        f"{meta['qat_lr']}), DNAS searched {meta['dnas_epochs']} epoch(s); "
-        f"batch {meta['batch']}, `jit_compile=False`; one run, no averaging."),
-        "",
-        "Reproduce: `" + meta["command"] + "`",
-        "",
-        ("| row | Keras acc % | TFLite acc % | top-1 agreement % | BOPs | "
-        "BOPs vs float | weight KB (true bits) | TFLite KB | latency ms | "
-        "epoch-time ratio |"),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+def timings(rows, timed, xb, yb, args) -> None:
+    """Training step time of the ``timed`` models side by side (ratio vs
+    ``"float"``) and int8 / float TFLite latency of every row, interleaved;
+    written into ``rows``."""
+    log("training step times (interleaved)")
+    steps = interleaved_step_times(timed, xb, yb)
     for r in rows:
-        lines.append(
-            f"| {r['row']} | {_fmt(r['keras_acc'] and r['keras_acc'] * 100)}"
-            f" | {_fmt(r.get('tflite_acc') and r['tflite_acc'] * 100)} | "
-            f"{_fmt(r.get('agreement') and r['agreement'] * 100)} | "
-            f"{r['bops']:.3e} | {r['bops'] / float_bops:.4f} | "
-            f"{r['weight_bytes'] / 1024:.1f} | {r['tflite_bytes'] / 1024:.1f}"
-            f" | {_fmt(r.get('latency_ms'), '{:.3f}')} | "
-            f"{_fmt(r.get('epoch_ratio'))} |")
-    lines += [
-        "",
-        ("Keras acc: the float / QAT Keras model on the test subset. TFLite "
-        "acc and top-1 agreement: the `.tflite` file (float32 for the float "
-        "row, full-integer int8 otherwise) and how often its argmax equals "
-        "that of the Keras model it came from (the float model for PTQ). "
-        "BOPs = sum of MACs x w_bits x a_bits over conv / dense layers "
-        "(a_bits = input bits); weight KB = kernels at w_bits plus 32-bit "
-        "biases (BN folded). Latency: `measure_latencies` (ai_edge_litert, "
-        "1 thread, batch 1, files interleaved over 3 rounds, median). "
-        "Epoch-time ratio: training step time / float step time, measured "
-        "side by side after all training (`train_on_batch` on one batch, "
-        "the float and QAT models alternating in 6 rounds of 8 steps, "
-        "median; TFMOT the same way against its own tf_keras float model in "
-        "its subprocess)."),
-        "",
-        "## Targets",
-        "",
-        "| target | measured | met |",
-        "|---|---|:---:|",
-    ]
-    for t in targets:
-        met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
-        lines.append(f"| {t['target']} | {t['value']} | {met} |")
-    dn = next((r for r in rows if r["row"] == "DNAS mixed"), None)
-    if dn:
-        hist = dn.get("dnas_history") or [{}]
-        lines += [
-            "",
-            "## DNAS",
-            "",
-            (f"Search {dn['dnas_search_s']:.0f} s "
-            f"({dn['search_epoch_ratio']:.2f}x a float epoch per search "
-            f"epoch); budget = BOPs of uniform 4-bit "
-            f"({dn['dnas_budget_bops']:.4g}); argmax architecture "
-            f"{dn['dnas_argmax_bops']:.4g} BOPs before the budget walk; final "
-            f"expected bits w {hist[-1].get('expected_w_bits', 0):.2f} / a "
-            f"{hist[-1].get('expected_a_bits', 0):.2f}."),
-            "",
-            ("Search settings (CPU-scale deviations, see the module doc): "
-             "candidates w in {2, 3, 4, 5, 6, 8} x a in {4, 8}; theta "
-             f"Adam({meta.get('dnas_theta_lr', 0.01)}); temperature 5 -> "
-             f"{hist[-1].get('temperature', 5.0):.2f} over "
-             f"{len(hist)} epoch(s)."),
-            "",
-            ("Sample, train, keep the best (`dnas.select_best`, 1 QAT epoch "
-             "each on 80% of the training subset, accuracy on the other "
-             f"20%, {dn.get('dnas_select_s', 0):.0f} s): " + ", ".join(
-                 f"{c['kind']} {100 * c['val_accuracy']:.2f}% at "
-                 f"{c['bops']:.4g} BOPs"
-                 for c in dn.get("dnas_candidates", []))),
-            "",
-            "Kept bits (w/a): " + ", ".join(
-                f"{k} {v[0]}/{v[1]}" for k, v in dn["bits"].items()),
-        ]
-    tm = next((r for r in rows if r["row"] == "TFMOT 8-bit QAT"), None)
-    if tm:
-        lines += [
-            "",
-            "## TFMOT",
-            "",
-            (f"tensorflow-model-optimization {tm['tfmot_version']} "
-            "(`pip install 'tensorflow-model-optimization>=0.8' "
-            "'tf-keras>=2.16'`, the `[tfmot]` extra), subprocess with "
-            "`TF_USE_LEGACY_KERAS=1`, the same architecture in tf_keras "
-            "with the float checkpoint's weights, default 8-bit scheme, "
-            "converted full-integer (int8 I/O). Its step time is "
-            f"{tm['tfmot_own_ratio']:.2f}x its own tf_keras float step "
-            f"({tm['tfmot_float_step_s'] * 1e3:.1f} ms; the two timed side "
-            "by side in the subprocess) and "
-            f"{tm['epoch_ratio']:.2f}x tfcomp's float step (timed in "
-            "another process, indicative only)."),
-        ]
-    notes = list(notes) + [
-        ("The float row is the checkpoint every other row starts from; the "
-        "QAT rows train for more epochs in total, so the fair float "
-        "reference for the 8-bit target is 'float + the same fine-tune "
-        "epochs' (second target row)."),
-        ("QAT folds BatchNorm statically into the conv weights (moving "
-        "statistics), so a tfcomp QAT step has no BN and can be cheaper "
-        "than a float step (ratio < 1); TFMOT keeps BN in training."),
-        ("int8 files of b-bit QAT models: where a tensor with several "
-        "consumers (a residual block's input) is observed at 8 bits and "
-        "feeds b-bit layers, the exporter requantizes it to the b-bit grid "
-        "through an exact identity depthwise op, so the file computes what "
-        "the QAT model computes (agreement column)."),
-    ]
-    if notes:
-        lines += ["", "## Notes", ""] + [f"- {n}" for n in notes]
-    lines.append("")
-    write_results(out, "quantization", payload, "\n".join(lines),
-                  default=float)
+        if r["row"] in steps:
+            r["step_s"] = steps[r["row"]]
+            r["epoch_ratio"] = steps[r["row"]] / steps["float"]
+    if "TFMOT 8-bit QAT" in (r["row"] for r in rows):
+        tm = next(r for r in rows if r["row"] == "TFMOT 8-bit QAT")
+        tm["epoch_ratio"] = tm["step_s"] / steps["float"]
+
+    log("latency (interleaved)")
+    lat = time_tflite({r["row"]: r["tflite"] for r in rows},
+                      runs=args.latency_runs, rounds=3)
+    for r in rows:
+        r["latency_ms"] = lat[r["row"]].median_ms
+        r["latency_min_ms"] = lat[r["row"]].min_ms
+        r["latency_runtime"] = lat[r["row"]].runtime
+
+
+def kd_target(by: dict) -> dict:
+    """The target "KD >= plain" of the 4-bit KD pair."""
+    text, met = _kd.check_line(by[KD_ROWS[1]]["keras_acc"],
+                               by[KD_ROWS[0]]["keras_acc"], "4-bit QAT")
+    return {"target": KD_TARGET, "value": text, "met": met}
+
+
+def merge_kd(old, rows, args, name, fp, source, ckpt) -> None:
+    """The KD pair of a ``--rows kd`` run put into ``old`` (other rows and
+    targets untouched; this run's float reference in ``meta["kd_run"]``),
+    json and markdown rewritten."""
+    by = {r["row"]: r for r in rows}
+    keep = [r for r in old["rows"] if r["row"] not in KD_ROWS]
+    keep += [{k: v for k, v in by[k].items() if k != "tflite"}
+             for k in KD_ROWS]
+    targets = [t for t in old["targets"] if t["target"] != KD_TARGET]
+    cmd = old["meta"]["command"] + " --rows kd"
+    old["meta"]["kd_run"] = _kd.run_record(
+        cmd, fp, source, ckpt, T0, old["meta"].get("float_fingerprint"),
+        float_reference={
+            k: by["float"].get(k) for k in ("keras_acc", "step_s",
+                                            "latency_ms")})
+    write_report(args.out, keep, targets + [kd_target(by)], old["notes"],
+                 old["meta"], name)
+    log(f"kd rows merged into {name}.json")
 
 
 if __name__ == "__main__":
