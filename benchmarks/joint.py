@@ -38,7 +38,11 @@ measured once per model on ``SENS_N`` training images and shared by the
 sequential and joint rows. Settings: BISMO (8x256x8) at 25% and 15% for
 ResNet-20 and MobileNetV2-tiny (alpha 0.5); Bit Fusion (edge) for ResNet-20
 only (HAQ's released table has no channel axis; MobileNetV2 is depthwise
-bound on Bit Fusion).
+bound on Bit Fusion), at 75% and 70% instead of the issue's 25% / 15%:
+every ResNet-20 point costs at least 0.66 of the dense 8/8 Bit Fusion
+latency (0.63 with ``out_bits="consumer"``; every group at 25% of its
+channels, every layer at 2 bits, first / last 8/8), so those budgets are
+unreachable; uniform 4-bit costs 0.78.
 
 Deviations (CPU scale, 2 shared cores): baselines trained ``TRAIN_EPOCHS``
 epochs on ``TRAIN_N`` images (cached under ``~/.cache/tfcomp/joint``); the
@@ -110,8 +114,10 @@ SETTINGS = {  # part: (model, hardware, budget)
     "bismo_resnet20_15": ("resnet20", "bismo", 0.15),
     "bismo_mbv2_25": ("mbv2", "bismo", 0.25),
     "bismo_mbv2_15": ("mbv2", "bismo", 0.15),
-    "bitfusion_resnet20_25": ("resnet20", "bitfusion", 0.25),
-    "bitfusion_resnet20_15": ("resnet20", "bitfusion", 0.15),
+    # the issue's 25% / 15% lie below ResNet-20's reachable minimum on Bit
+    # Fusion (0.66 of dense 8/8: see the module docstring)
+    "bitfusion_resnet20_75": ("resnet20", "bitfusion", 0.75),
+    "bitfusion_resnet20_70": ("resnet20", "bitfusion", 0.70),
 }
 PARTS = tuple(SETTINGS)
 QUICK_PARTS = ("bismo_resnet20_25",)
