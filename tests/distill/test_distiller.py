@@ -228,3 +228,43 @@ def test_batchnorm_teacher_inference_student_training():
     for a, b in zip(t.layers[2].get_weights(), t_stats):
         np.testing.assert_array_equal(a, b)     # teacher BN not updated
     assert not np.allclose(s.layers[2].get_weights()[2], s_stats[2])
+
+
+def test_pruning_callbacks_prune_the_student_during_kd():
+    """FPGM / magnitude pruning inside ``Distiller.fit``: the callbacks get
+    the wrapper and prune its student."""
+    from tfcomp.pruning import (
+        ConstantSparsity,
+        FPGMPruning,
+        MagnitudePruning,
+        apply_fpgm,
+        apply_magnitude_pruning,
+        strip_pruning,
+    )
+
+    keras.utils.set_random_seed(5)
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu",
+                            name="c1")(inp)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu",
+                            name="c2")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    teacher = keras.Model(inp, keras.layers.Dense(4, name="head")(h))
+    x = np.random.default_rng(0).normal(size=(16, 8, 8, 1)).astype(
+        "float32")
+    y = np.arange(16) % 4
+    for prepare, callback, kind in (
+            (apply_fpgm, FPGMPruning(ratio=0.5), "channel"),
+            (apply_magnitude_pruning,
+             MagnitudePruning(ConstantSparsity(0.5, frequency=1)), "weight")):
+        student = prepare(teacher)
+        kd = Distiller(student, teacher)
+        kd.compile(keras.optimizers.Adam(1e-3))
+        kd.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[callback])
+        plain = strip_pruning(student)
+        kernel = keras.ops.convert_to_numpy(plain.get_layer("c1").kernel)
+        if kind == "channel":
+            assert kernel.shape[-1] == 4 or np.sum(
+                np.all(kernel == 0, axis=(0, 1, 2))) == 4
+        else:
+            assert np.mean(kernel == 0) >= 0.4

@@ -85,7 +85,7 @@ from tfcomp.pruning.targets import (
     ignored_group_ids,
     resolve,
 )
-from tfcomp.pruning.wrappers import masked_layers
+from tfcomp.pruning.wrappers import masked_layers, pruning_target
 
 __all__ = ["CRITERIA", "FPGMPruning", "channels_to_remove", "select_channels"]
 
@@ -316,6 +316,7 @@ class FPGMPruning(keras.callbacks.Callback):
 
     # -- setup -----------------------------------------------------------
     def _setup(self, model) -> None:
+        model = pruning_target(model)
         self._layers = masked_layers(model, "channel")
         if not self._layers:
             raise ValueError(

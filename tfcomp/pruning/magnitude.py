@@ -50,7 +50,7 @@ from tfcomp.layers.masked import (
 )
 from tfcomp.pruning.schedules import PolynomialDecay, get_schedule
 from tfcomp.pruning.targets import check_ratio
-from tfcomp.pruning.wrappers import masked_layers
+from tfcomp.pruning.wrappers import masked_layers, pruning_target
 
 __all__ = [
     "PATTERNS",
@@ -259,6 +259,7 @@ class MagnitudePruning(keras.callbacks.Callback):
         return False
 
     def _select(self, model) -> list:
+        model = pruning_target(model)
         candidates = masked_layers(model, "weight")
         if not candidates:
             raise ValueError(

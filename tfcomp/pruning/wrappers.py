@@ -34,12 +34,27 @@ __all__ = [
     "apply_magnitude_pruning",
     "has_pruning_state",
     "masked_layers",
+    "pruning_target",
     "strip_pruning",
 ]
 
 logger = logging.getLogger("tfcomp.pruning")
 
 _MASK_KEYS = ("weight_mask", "channel_mask")
+
+
+def pruning_target(model):
+    """The model a pruning callback works on: the ``student`` of a training
+    wrapper that exposes one (``tfcomp.distill.Distiller``: ``fit`` hands
+    the callbacks the wrapper, whose graph is Python code), else ``model``.
+
+    Example:
+        >>> kd = Distiller(apply_fpgm(model), teacher)
+        >>> pruning_target(kd) is kd.student
+        True
+    """
+    student = getattr(model, "student", None)
+    return student if isinstance(student, keras.Model) else model
 
 
 def masked_layers(model, kind: str | None = None) -> list:
