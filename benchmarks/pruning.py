@@ -13,8 +13,9 @@ Rows (all from the same dense checkpoint, same fine-tune budget):
 * TFMOT ``prune_low_magnitude`` at 80% (peer), in a subprocess with
   ``TF_USE_LEGACY_KERAS=1``, skipped with a note when not installed;
 * FPGM + KD: the FPGM row trained through ``tfcomp.distill.Distiller``
-  (teacher: the dense checkpoint; alpha 0.5, T 4, the library's defaults)
-  beside the plain FPGM row re-run from the same seed: target KD >= plain.
+  (teacher: the dense checkpoint; alpha 0.5, T 4, the distillation
+  benchmark's best setting) beside the plain FPGM row re-run from the
+  same seed: target KD >= plain.
 
 Columns: test accuracy, MACs, params, TFLite bytes (float32, int8), float32
 TFLite latency ratio vs dense (measured in this run, interleaved), and the
