@@ -30,7 +30,7 @@ from tfcomp._io import atomic_save_keras
 from tfcomp.distill import Distiller
 
 __all__ = ["KD_ALPHA", "KD_TEMPERATURE", "SETUP", "cached_checkpoint",
-           "check_line", "distiller", "fingerprint", "info", "on_student",
+           "check_line", "distiller", "fingerprint", "info",
            "results_to_merge", "run_note", "run_record"]
 
 CACHE = os.path.join(os.path.expanduser("~"), ".cache", "tfcomp")
@@ -81,19 +81,6 @@ def distiller(student, teacher, optimizer, jit_compile="auto"):
                    temperature=KD_TEMPERATURE)
     kd.compile(optimizer, metrics=["accuracy"], jit_compile=jit_compile)
     return kd
-
-
-def on_student(callback_cls):
-    """A subclass of ``callback_cls`` that binds to a ``Distiller``'s
-    student: ``fit`` hands callbacks the Distiller, whose subclassed graph
-    tfcomp's model reader cannot parse."""
-
-    class OnStudent(callback_cls):
-        def set_model(self, model):
-            super().set_model(getattr(model, "student", model))
-
-    OnStudent.__name__ = f"{callback_cls.__name__}OnStudent"
-    return OnStudent
 
 
 def results_to_merge(path: str, section: str, now: dict) -> dict:

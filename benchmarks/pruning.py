@@ -103,15 +103,15 @@ def dense_checkpoint(x, y, args, reuse: bool):
 
 def kd_pair(dense, x, y, xt, yt, args, finish) -> None:
     """FPGM soft pruning, ``F`` epochs, plain and through ``Distiller``
-    (teacher: the dense checkpoint), each from the same seed; rows
-    ``fpgm_pair_plain`` and ``fpgm_kd``."""
+    (teacher: the dense checkpoint; FPGMPruning prunes its student), each
+    from the same seed; rows ``fpgm_pair_plain`` and ``fpgm_kd``."""
     for kd in (False, True):
         key = "fpgm_kd" if kd else "fpgm_pair_plain"
         log(f"{key}: soft pruning to {args.target_macs:.0%} MACs")
         keras.utils.set_random_seed(args.seed)
         masked = apply_fpgm(clone_with_weights(dense))
-        cb = (_kd.on_student(FPGMPruning) if kd else FPGMPruning)(
-            target_macs=args.target_macs, criterion="fpgm", seed=args.seed)
+        cb = FPGMPruning(target_macs=args.target_macs, criterion="fpgm",
+                         seed=args.seed)
         if kd:
             model = _kd.distiller(masked, dense,
                                   keras.optimizers.Adam(args.finetune_lr))

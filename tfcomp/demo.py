@@ -40,6 +40,7 @@ import time
 import numpy as np
 
 from tfcomp._io import atomic_save_keras, atomic_write_text
+from tfcomp.demo_common import compile_classifier, qat_finetune
 
 __all__ = ["STAGES", "DemoContext", "main"]
 
@@ -91,16 +92,6 @@ class DemoContext:
         self.rows.append(row)
 
 
-def _compile(model, lr=1e-3):
-    import keras
-
-    model.compile(
-        optimizer=keras.optimizers.Adam(lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"])
-    return model
-
-
 def stage_train(ctx: DemoContext):
     """Trains (or loads from cache) the baseline ResNet."""
     import keras
@@ -120,7 +111,7 @@ def stage_train(ctx: DemoContext):
               f"images, {ctx.epochs} epochs")
         keras.utils.set_random_seed(ctx.seed)
         steps = ctx.epochs * -(-len(ctx.x_train) // 128)
-        model = _compile(zoo.resnet(depth=ctx.depth),
+        model = compile_classifier(zoo.resnet(depth=ctx.depth),
                          lr=keras.optimizers.schedules.CosineDecay(3e-3,
                                                                    steps))
         model.fit(ctx.x_train, ctx.y_train, batch_size=128,
@@ -225,7 +216,7 @@ def stage_prune(ctx: DemoContext):
     def build():
         keras.utils.set_random_seed(ctx.seed)
         soft = apply_fpgm(ctx.models["baseline"])
-        _compile(soft, lr=params["lr"])
+        compile_classifier(soft, lr=params["lr"])
         cb = FPGMPruning(ratio=0.4, criterion="fpgm",
                          target_macs=params["target"], verbose=1)
         print(f"[prune] FPGM to {params['target']:.0%} of dense MACs, "
@@ -288,7 +279,7 @@ def _stage_prune_amc(ctx: DemoContext):
               f"{params['target']:.0%} of dense MACs")
         tuner.search(verbose=0)
         small, _ = hm.prune(tuner.get_best_hyperparameters()[0])
-        _compile(small, lr=params["lr"])
+        compile_classifier(small, lr=params["lr"])
         small.fit(ctx.x_train, ctx.y_train, batch_size=128,
                   epochs=ctx.prune_epochs, verbose=2)
         return small
@@ -310,10 +301,8 @@ def stage_quantize(ctx: DemoContext):
     CPU scale: ``DEMO_HAQ_TRIALS`` episodes of 20 fine-tune batches each
     (paper: 20 warm-up + 600 episodes of one epoch).
     """
-    import keras
 
     from tfcomp.hardware import BitFusion
-    from tfcomp.quantization import calibrate, quantize_model
     from tfcomp.tuners.haq import HAQHyperModel, HAQTuner
 
     params = {"method": "haq", "hardware": "bitfusion-edge", "budget": 0.5,
@@ -350,16 +339,10 @@ def stage_quantize(ctx: DemoContext):
               f"of the 8/8 latency (the all-2-bit floor is {floor:.1%})")
         tuner.search(verbose=0)
         policy = tuner.get_best_policy()
-        qat = quantize_model(pruned, bits=policy)
-        calibrate(qat, ctx.x_train[:512])
-        qat.compile(
-            optimizer=keras.optimizers.Adam(params["lr"]),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"])
-        print(f"[quantize] QAT fine-tune of the best policy, "
-              f"{ctx.qat_epochs} epoch(s)")
-        qat.fit(ctx.x_train, ctx.y_train, batch_size=128,
-                epochs=ctx.qat_epochs, verbose=2)
+        qat = qat_finetune(ctx, pruned, policy, params["lr"],
+                           ctx.qat_epochs,
+                           f"[quantize] QAT fine-tune of the best policy, "
+                           f"{ctx.qat_epochs} epoch(s)")
         return qat, {"policy": {k: list(v) for k, v in policy.items()}}
 
     qat, info = _cached_model(ctx, "quantized_haq", params, build)

@@ -52,10 +52,10 @@ def build_joint(ctx, params: dict) -> tuple:
     """
     import keras
 
+    from tfcomp.demo_common import qat_finetune
     from tfcomp.export.bitserial import export_bitserial
     from tfcomp.hardware import BitFusion
     from tfcomp.joint import compress
-    from tfcomp.quantization import calibrate, quantize_model
 
     n = SAMPLES
     print(f"[joint] channels + bits together on Bit Fusion (edge), budget "
@@ -67,16 +67,10 @@ def build_joint(ctx, params: dict) -> tuple:
                    budget=params["budget"], num_samples=n, seed=ctx.seed)
     print(res.summary())
     keras.utils.set_random_seed(ctx.seed)
-    qat = quantize_model(res.model, bits=res.bits)
-    calibrate(qat, ctx.x_train[:512])
-    qat.compile(
-        optimizer=keras.optimizers.Adam(params["lr"]),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"])
-    print(f"[joint] QAT fine-tune (the chain's final stage), "
-          f"{params['qat_epochs']} epoch(s)")
-    qat.fit(ctx.x_train, ctx.y_train, batch_size=128,
-            epochs=params["qat_epochs"], verbose=2)
+    qat = qat_finetune(ctx, res.model, res.bits, params["lr"],
+                       params["qat_epochs"],
+                       f"[joint] QAT fine-tune (the chain's final stage), "
+                       f"{params['qat_epochs']} epoch(s)")
     rep = export_bitserial(qat, os.path.join(ctx.out, "joint_bitfusion.json"),
                            hardware="bitfusion",
                            calibration_data=ctx.x_train[:256],

@@ -155,8 +155,12 @@ def save_linked_variables(layer, store, quantizers) -> None:
         swap[id(q.range_max)] = src.range_max
         if q.range_min is not None and src.range_min is not None:
             swap[id(q.range_min)] = src.range_min
-    own = layer._trainable_variables + layer._non_trainable_variables
-    for i, v in enumerate(own):
+    # ``weights`` lists the layer's own variables in the order Keras' Layer
+    # saves and loads them (trainable, then non-trainable, as created),
+    # then its sublayers'. tfcomp's kernel layers have no sublayers (the
+    # quantizers are plain objects whose state is the layer's add_weight),
+    # so ``weights`` is exactly their own variables.
+    for i, v in enumerate(layer.weights):
         store[f"{i}"] = swap.get(id(v), v)
 
 

@@ -1,0 +1,179 @@
+"""GAL's strip step and the graph rebuild GAL's model edits share.
+
+``strip_gal(student)`` turns a GAL student (:func:`tfcomp.pruning.apply_gal`)
+into a plain, smaller model with the same logits: zero block masks remove
+their branch (the ``Add`` becomes its shortcut), other block masks are
+folded into the branch's last BatchNormalization (or a ``Rescaling``),
+channel masks are folded into their consumers' input weights, and
+zero-mask channels are removed by :func:`tfcomp.pruning.surgery.prune_channels`.
+Re-exported by :mod:`tfcomp.pruning.gal` and :mod:`tfcomp.pruning`.
+
+Reference: Lin et al., Towards Optimal Structured CNN Pruning via
+Generative Adversarial Learning, CVPR 2019, arXiv:1903.09291.
+
+Example:
+    >>> small = strip_gal(gal.student)  # small(x) == gal.student(x)
+"""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+
+from tfcomp._compile import carry_compile
+from tfcomp.graph import CONSUMER, DependencyGraph, parse_model
+from tfcomp.graph.copy import clone_layer, copy_weights
+from tfcomp.graph.walk import iter_leaf_layers
+from tfcomp.layers.soft_mask import SoftMask, has_soft_masks
+from tfcomp.pruning.wrappers import _check_model
+
+__all__ = ["strip_gal"]
+
+logger = logging.getLogger("tfcomp.pruning")
+
+
+def _rebuild(model, call_function):
+    """``keras.models.clone_model`` with tfcomp's layer copier and a
+    ``call_function`` that sees the source layer's path."""
+    paths = {id(lyr): p for p, lyr in iter_leaf_layers(model)}
+    origin = {}
+
+    def clone(layer):
+        new = clone_layer(layer)
+        origin[id(new)] = paths.get(id(layer))
+        return new
+
+    def call(layer, *args, **kwargs):
+        return call_function(origin.get(id(layer)), layer, args, kwargs)
+
+    return keras.models.clone_model(model, clone_function=clone,
+                                    call_function=call, recursive=True)
+
+
+def _mask_sites(student):
+    """``(channel masks {consumer path: m}, blocks {add path: (branch
+    index, m, foldable BN path or None, mask name)})``."""
+    parsed = parse_model(student)
+    chan, blocks = {}, {}
+    for node in parsed.nodes:
+        if not isinstance(node.layer, SoftMask):
+            continue
+        m = keras.ops.convert_to_numpy(node.layer.mask).astype("float64")
+        out = parsed.resolve(node.outputs[0])
+        for c in parsed.consumers(out):
+            if node.layer.per_channel:
+                chan[c.path] = m
+                continue
+            src = parsed.producer(node.inputs[0])
+            bn = None
+            if src is not None and isinstance(
+                    src.layer, keras.layers.BatchNormalization) and \
+                    src.layer.scale and src.layer.center and \
+                    len(parsed.consumers(node.inputs[0])) == 1:
+                bn = src.path
+            blocks[c.path] = (c.inputs.index(out), float(m), bn,
+                              node.layer.name)
+    return chan, blocks
+
+
+def _consumer_scaled(graph, path, layer, m) -> dict:
+    """The consumer's input-side weights scaled by the channel mask."""
+    out = {}
+    for p in graph.layer_ports(path):
+        if p.role != CONSUMER or p.name != "in":
+            continue
+        for spec in p.weights:
+            name, axis = spec[0], int(spec[1])
+            var = next(v for v in layer.weights if v.name == name)
+            arr = keras.ops.convert_to_numpy(var)
+            shape = [1] * arr.ndim
+            shape[axis] = arr.shape[axis]
+            out[name] = (arr * m.reshape(shape)).astype(arr.dtype)
+    return out
+
+
+def strip_gal(model: keras.Model) -> keras.Model:
+    """The plain, smaller model of a GAL student (logits unchanged).
+
+    A zero block mask removes the block's branch (the ``Add`` becomes its
+    shortcut); a non-zero one is folded into the branch's last
+    BatchNormalization (or kept as a ``keras.layers.Rescaling``). Channel
+    masks are folded into their consumers' input weights and channels with
+    a zero mask are removed with
+    :func:`tfcomp.pruning.surgery.prune_channels` (a group keeps at least
+    one channel). A compiled ``model`` gives a model compiled the same way.
+
+    Args:
+        model: a GAL student (:func:`apply_gal`), also loaded from .keras.
+
+    Returns:
+        A new model of plain Keras layers.
+
+    Example:
+        >>> small = strip_gal(gal.student)  # small(x) == gal.student(x)
+    """
+    _check_model(model)
+    if not has_soft_masks(model):
+        raise ValueError(f"strip_gal: model {model.name!r} has no GAL soft "
+                         "masks (make the student with apply_gal).")
+    chan, blocks = _mask_sites(model)
+    scales = {}
+
+    def call(path, layer, args, kwargs):
+        if isinstance(layer, SoftMask):
+            return args[0]
+        if path in blocks:
+            idx, m, bn, name = blocks[path]
+            if m == 0.0:
+                return args[0][1 - idx]
+            if bn is None:
+                parts = list(args[0])
+                parts[idx] = keras.layers.Rescaling(
+                    m, name=f"{name}_scale")(parts[idx])
+                args = (parts,) + args[1:]
+            else:
+                scales[bn] = m
+        return layer(*args, **kwargs)
+
+    plain = _rebuild(model, call)
+    graph = DependencyGraph(plain)
+    plain_layers = dict(iter_leaf_layers(plain))
+
+    def transform(old):
+        path = paths.get(id(old))
+        if path in chan and path in plain_layers:
+            return _consumer_scaled(graph, path, old, chan[path])
+        if path in scales:
+            return {n: keras.ops.convert_to_numpy(getattr(old, n)) *
+                    scales[path] for n in ("gamma", "beta")}
+        return None
+
+    paths = {id(lyr): p for p, lyr in iter_leaf_layers(model)}
+    copy_weights(model, plain, transform)
+    removed = {}
+    for g in graph.prunable_groups:
+        dead = None
+        for mem in g.consumers:
+            if mem.layer in chan and mem.port == "in":
+                m = chan[mem.layer]
+                units = set(mem.units[m[mem.indices] == 0].tolist())
+                dead = units if dead is None else dead & units
+        if dead:
+            dead = sorted(dead)
+            if len(dead) == g.size:  # never remove a whole group
+                dead = dead[1:]
+            if dead:
+                removed[g.id] = dead
+    gone = sum(m == 0.0 for _, m, _, _ in blocks.values())
+    if removed:
+        from tfcomp.pruning.plan import Plan
+        from tfcomp.pruning.surgery import prune_channels
+
+        plan = Plan.from_removed(graph, removed,
+                                 meta={"source": "tfcomp.pruning.strip_gal"})
+        plain = prune_channels(plain, plan, graph=graph)
+    logger.info("strip_gal: %r: %d blocks removed, %d channels removed in "
+                "%d groups", model.name, gone,
+                sum(len(v) for v in removed.values()), len(removed))
+    return carry_compile(model, plain, what="the stripped GAL model")
