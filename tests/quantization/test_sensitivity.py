@@ -241,8 +241,10 @@ def test_activation_distortion_by_hand_and_weights_unchanged(
 
 
 def test_activation_kind_errors(residual_model, synthetic_data):
+    """Every method measures activations now (the Hessian term:
+    test_sensitivity_activations.py); a bad kind still says so."""
     with pytest.raises(ValueError, match="kind must be one of"):
         sensitivity(residual_model, synthetic_data, kind="outputs")
-    with pytest.raises(NotImplementedError, match="distortion"):
+    with pytest.raises(ValueError, match="kind must be one of"):
         sensitivity(residual_model, synthetic_data, method="hessian",
-                    kind="activations")
+                    kind=None)

@@ -481,11 +481,15 @@ def allocate_bits(model, sensitivity: Sensitivity, resource: str = "latency",
     """Per-layer ``(w_bits, a_bits)`` minimising summed sensitivity under a
     cost budget, solved exactly as an integer program (``scipy`` HiGHS).
 
-    Activation bits: the sensitivity is weights-only, so ``a_bits`` follows
-    a rule: ``"same"`` (a = w, the default; uniform b-bit is then a
+    Activation bits: the table is indexed by weight bits, so ``a_bits``
+    follows a rule: ``"same"`` (a = w, the default; uniform b-bit is then a
     candidate policy) or a fixed int; or give explicit ``(w, a)`` pairs in
-    ``candidates`` (the cheapest ``a`` then wins for a given ``w``, as
-    activation sensitivity is not measured).
+    ``candidates`` (the cheapest ``a`` then wins for a given ``w``: the
+    table has no activation axis). With a = w, sum an activation table in
+    (``sensitivity(..., kind="activations")``, same method, layers and
+    bits: HAWQ-V2's Hessian terms share a scale) so that a width also pays
+    for its activations: ``Sensitivity(w.layers, w.bits, w.table +
+    a.table)``.
 
     Args:
         model: the float model the sensitivity was measured on.

@@ -14,16 +14,19 @@ output distortion, for every quantizable layer and weight bit-width.
   the float model's outputs and the outputs with only that layer's weights
   quantized to ``b`` bits, on the calibration inputs.
 
-``kind="activations"`` (``method="distortion"`` only) measures the same
-output distortion with only one layer's *input activations* quantized to
-``b`` bits (a uniform grid over the calibration range: unsigned on
-``[0, max]`` for non-negative inputs, else symmetric on ``max |x|``;
-QAT's calibration may clip tighter at low bits). The Hessian term for
-activations (HAWQ-V2's, with Hessians with respect to intermediate tensors)
-is not implemented; :func:`tfcomp.hardware.allocate_bits` uses weight
-sensitivity and ties activation bits to a rule.
+``kind="activations"`` measures each layer's *input activations* instead
+(the table's bits are then activation bits), quantized on a uniform grid
+over the calibration range (:func:`fake_quant_input`: unsigned on ``[0,
+max]`` for non-negative inputs, else symmetric on ``max |x|``; QAT's
+calibration may clip tighter at low bits): with ``"distortion"`` the output
+MSE with only that layer's input quantized; with ``"hessian"`` HAWQ-V2's
+activation term ``Tr(H_i) / n_i * ||Q_b(A_i) - A_i||^2``, ``H_i`` the
+Hessian of the loss with respect to the layer's input over all calibration
+samples (:mod:`tfcomp.quantization.hessian`), on the weight table's scale:
+with ``a = w`` the two tables add per layer and width (pass the sum, a
+``kind="weights"`` table, to :func:`tfcomp.hardware.allocate_bits`).
 
-``Q_b`` is ``quantize_model``'s weight quantizer (symmetric per output
+For weights, ``Q_b`` is ``quantize_model``'s weight quantizer (symmetric per output
 channel, max clip at b >= 5 and KL clip at b <= 4) applied to the layer's
 own kernel. Per-channel symmetric quantization commutes with the per-channel
 scale of BatchNorm folding, so the grid equals the one QAT uses on the
@@ -34,6 +37,8 @@ arXiv:2011.10680; Sony Model Compression Toolkit (MCT) mixed precision.
 
 Example:
     >>> s = sensitivity(model, (x[:256], y[:256]), method="hessian")
+    >>> a = sensitivity(model, (x[:256], y[:256]), kind="activations")
+    >>> both = Sensitivity(s.layers, s.bits, s.table + a.table)
     >>> print(s)
     >>> s.to_json("sensitivity.json")
 """
@@ -41,14 +46,21 @@ Example:
 from __future__ import annotations
 
 import time
-import warnings
 
 import keras
 import numpy as np
 
-from tfcomp._io import as_arrays, check_number, check_positive_int
+from tfcomp._io import as_arrays, check_positive_int
 from tfcomp.layers import quantizers as qz
 from tfcomp.quantization._analysis import QUANT_KINDS, analyse
+from tfcomp.quantization.hessian import (  # noqa: F401 - public re-exports
+    _batches,
+    _probabilities,
+    activation_traces,
+    hessian_table,
+    hutchinson_trace,
+    weight_traces,
+)
 from tfcomp.quantization.quantize import _QUANT_CLASSES
 from tfcomp.quantization.sensitivity_result import Sensitivity
 
@@ -155,122 +167,7 @@ def quantized_kernel(layer, bits: int, weight_quantizer="symmetric",
         keras.ops.convert_to_tensor(w))), np.float32)
 
 
-# ------------------------------------------------------------- Hutchinson
-
-
-def hutchinson_trace(hvp, shapes, *, tol: float = 0.01,
-                     max_probes: int = 100, min_probes: int = 3,
-                     seed: int = 0) -> tuple:
-    """Hutchinson's estimate of the traces of a Hessian's diagonal blocks.
-
-    Each probe draws one Rademacher vector ``v`` (blocks ``v_i``) and adds
-    ``v_i . (H v)_i`` to block ``i``'s running mean (an unbiased estimate of
-    ``Tr(H_ii)``). The loop stops after ``min_probes`` once every block's
-    running mean moved by less than ``tol`` of its magnitude in the last
-    probe (a block whose mean is below 1e-3 of the largest block's is
-    measured against that floor, so a near-zero trace does not stall the
-    loop), or after ``max_probes``.
-
-    Args:
-        hvp: ``fn(list of arrays v_i) -> list of arrays (H v)_i``.
-        shapes: the block shapes.
-        tol: relative change of the running mean that counts as settled.
-        max_probes, min_probes: probe limits.
-        seed: seed of the Rademacher draws.
-
-    Returns:
-        ``(traces, probes)``: float64 array of per-block traces and the
-        number of probes used.
-
-    Reference: Hutchinson 1990; Yao et al., PyHessian, arXiv:1912.07145.
-
-    Example:
-        >>> A = np.diag([1.0, 2.0, 3.0])
-        >>> hutchinson_trace(lambda v: [A @ v[0]], [(3,)])[0]
-        array([6.])
-    """
-    tol = check_number(tol, "tol", 0, min_open=True)
-    max_probes = check_positive_int(max_probes, "max_probes")
-    min_probes = min(check_positive_int(min_probes, "min_probes"),
-                     max_probes)
-    shapes = [tuple(int(d) for d in s) for s in shapes]
-    rng = np.random.default_rng(seed)
-    sums = np.zeros(len(shapes))
-    mean = None
-    k = 0
-    for k in range(1, max_probes + 1):
-        v = [(rng.integers(0, 2, size=s) * 2 - 1).astype(np.float32)
-             for s in shapes]
-        hv = hvp(v)
-        sums += [float(np.sum(np.asarray(h, np.float64) * vi))
-                 for vi, h in zip(v, hv)]
-        new = sums / k
-        if mean is not None and k >= min_probes:
-            floor = 1e-3 * float(np.max(np.abs(mean)))
-            scale = np.maximum(np.abs(mean), max(floor, 1e-30))
-            if np.all(np.abs(new - mean) <= tol * scale):
-                mean = new
-                break
-        mean = new
-    return mean, k
-
-
-def _probabilities(out: np.ndarray) -> bool:
-    """Outputs that look like softmax probabilities (rows sum to 1)."""
-    if out.ndim < 2 or out.shape[-1] < 2:
-        return False
-    return bool(np.all(out >= -1e-6) and np.all(out <= 1 + 1e-6) and np.allclose(
-        out.sum(axis=-1), 1.0, atol=1e-3))
-
-
-def _loss_fn(model, loss, probs: bool):
-    """``(fn(y, p) -> per-sample or scalar loss, kind)``; kind "sparse",
-    "onehot" (categorical cross-entropy) or "raw"."""
-    if loss is None:
-        loss = getattr(model, "loss", None)
-    if loss is None:
-        return (keras.losses.SparseCategoricalCrossentropy(
-            from_logits=not probs), "sparse")
-    if isinstance(loss, (dict, list, tuple)):
-        raise NotImplementedError(
-            "sensitivity needs one loss for a single-output model. Received: "
-            f"loss={loss!r}; pass loss=<one loss> instead.")
-    fn = keras.losses.get(loss) if isinstance(loss, str) else loss
-    if not callable(fn):
-        raise ValueError(f"loss must be a Keras loss or callable. Received: "
-                         f"loss={loss!r}")
-    name = str(getattr(fn, "name", None) or getattr(fn, "__name__", "")
-               or type(fn).__name__).lower()
-    if "sparse_categorical" in name or "sparsecategorical" in name:
-        return fn, "sparse"
-    if "categorical_crossentropy" in name or "categoricalcrossentropy" in name:
-        return fn, "onehot"
-    return fn, "raw"
-
-
-def _targets(kind: str, y, out: np.ndarray):
-    """Loss targets: labels as the loss wants them, or the float model's own
-    predictions when there are no labels."""
-    if y is None:
-        if kind == "raw":
-            return out.astype(np.float32)
-        y = out.reshape(out.shape[0], -1).argmax(axis=-1)
-    if kind in ("sparse", "onehot"):
-        n = int(out.shape[-1])
-        if y.min() < 0 or y.max() >= n:
-            raise ValueError(
-                f"calibration_data labels must be class indices in [0, {n}) "
-                f"for a model with {n} outputs. Received: labels in "
-                f"[{y.min()}, {y.max()}]")
-    if kind == "onehot":
-        return np.eye(out.shape[-1], dtype=np.float32)[y]
-    if kind == "raw":
-        return y.astype(np.float32)
-    return y
-
-
-def _batches(n: int, batch_size: int) -> list:
-    return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+# ------------------------------------------------------------- forward
 
 
 def _forward(model):
@@ -298,63 +195,6 @@ def _predict(model, x, batch_size: int, forward=None) -> np.ndarray:
     return np.concatenate(outs, axis=0)
 
 
-def _hessian_traces(model, kernels, x, targets, fn, batch_size, tol,
-                    max_probes, min_probes, seed) -> tuple:
-    if keras.backend.backend() != "tensorflow":
-        raise NotImplementedError(
-            "sensitivity(method='hessian') needs the TensorFlow backend "
-            "(double backprop with tf.GradientTape). Received: backend "
-            f"{keras.backend.backend()!r}; use method='distortion'.")
-    import tensorflow as tf
-
-    @tf.function(reduce_retracing=True)
-    def hvp_batch(xb, yb, vs):
-        with tf.GradientTape() as outer:
-            with tf.GradientTape() as inner:
-                loss = tf.reduce_mean(fn(yb, model(xb, training=False)))
-            # dense tensors: an Embedding's gradient is IndexedSlices
-            grads = [None if g is None else tf.convert_to_tensor(g)
-                     for g in inner.gradient(loss, kernels)]
-            gv = tf.add_n([tf.reduce_sum(g * v) for g, v in zip(grads, vs)
-                           if g is not None])
-        return [None if h is None else tf.convert_to_tensor(h)
-                for h in outer.gradient(gv, kernels)]
-
-    n = len(x)
-    slices = _batches(n, batch_size)
-
-    def hvp(vs):
-        vs = [tf.constant(v) for v in vs]
-        total = None
-        for sl in slices:
-            hv = hvp_batch(x[sl], targets[sl], vs)
-            w = (sl.stop - sl.start) / n
-            part = [np.asarray(h, np.float64) * w if h is not None else
-                    np.zeros(v.shape) for h, v in zip(hv, vs)]
-            total = part if total is None else [a + b for a, b in
-                                                zip(total, part)]
-        return total
-
-    shapes = [tuple(k.shape) for k in kernels]
-    return hutchinson_trace(hvp, shapes, tol=tol, max_probes=max_probes,
-                            min_probes=min_probes, seed=seed)
-
-
-def _check_loss(fn, targets, out, name: str) -> None:
-    try:
-        value = keras.ops.convert_to_numpy(keras.ops.mean(fn(
-            targets[:2], keras.ops.convert_to_tensor(out[:2], "float32"))))
-    except Exception as e:  # noqa: BLE001 - re-raised with context
-        raise ValueError(
-            f"The loss cannot be computed on model {name!r}'s outputs "
-            f"(shape {out.shape[1:]}) and the labels / targets (shape "
-            f"{np.shape(targets)[1:]}): {type(e).__name__}: {e}. Pass "
-            "loss=... or labels that fit it.") from None
-    if not np.isfinite(value):
-        raise ValueError(f"The loss of model {name!r} on the calibration "
-                         "data is not finite.")
-
-
 # ------------------------------------------------------------- the verb
 
 
@@ -363,8 +203,9 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
                 loss=None, weight_quantizer="symmetric", tol: float = 0.01,
                 max_probes: int = 100, min_probes: int = 3,
                 seed: int = 0, kind: str = "weights") -> Sensitivity:
-    """Per quantizable layer and weight bit-width, the expected loss increase
-    when only that layer's weights are quantized.
+    """Per quantizable layer and weight (or activation) bit-width, the
+    expected loss increase when only that layer's weights (input
+    activations) are quantized.
 
     Args:
         model: a built float functional / Sequential model (single input);
@@ -375,7 +216,7 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
             for cross-entropy).
         method: ``"hessian"`` (HAWQ-V2) or ``"distortion"`` (MCT, output
             MSE); see the module docstring.
-        bits: weight bit-widths (default 2..8), an int or a list.
+        bits: bit-widths (default 2..8), an int or a list.
         num_samples: calibration samples used (the first ones).
         batch_size: batch size of the forward / Hessian-vector passes.
         loss: the loss for ``"hessian"``; default the model's compiled
@@ -386,12 +227,17 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
             mean of every layer's trace moves by < ``tol``).
         seed: seed of the Rademacher probes.
         kind: ``"weights"`` (default) or ``"activations"`` (each layer's
-            input activations quantized instead; ``method="distortion"``
-            only; the table's bits are then activation bits).
+            input activations quantized instead, on the grid of
+            :func:`fake_quant_input`; the table's bits are then activation
+            bits; with ``"hessian"`` on the weight table's scale, so the
+            two add; layers with integer inputs, an Embedding's, count 0
+            and are listed in ``meta["not_measured"]``).
 
     Returns:
         A :class:`Sensitivity` (``.layers``, ``.bits``, ``.table``;
-        ``meta["trace"]`` holds the Hessian traces). Negative trace
+        ``meta["trace"]`` holds the Hessian traces, ``meta["quant_noise"]``
+        the squared quantization error per width, ``meta["n_weights"]`` or
+        ``meta["n_activations"]`` the element counts). Negative trace
         estimates (a model away from a minimum) count as 0, with a warning.
 
     Raises:
@@ -401,20 +247,19 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
             backend other than TensorFlow.
 
     Reference: Dong et al., HAWQ-V2, arXiv:1911.03852 (Hessian trace by
-    Hutchinson); Sony MCT (output distortion).
+    Hutchinson, for weights and activations); Sony MCT (output
+    distortion).
 
     Example:
         >>> s = sensitivity(model, (x_val[:256], y_val[:256]))
         >>> s.value("conv1", 4)
+        >>> a = sensitivity(model, (x_val[:256], y_val[:256]),
+        ...                 kind="activations")
     """
     method = _check_method(method)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}. Received: "
                          f"kind={kind!r}")
-    if kind == "activations" and method != "distortion":
-        raise NotImplementedError(
-            "sensitivity(kind='activations') is measured with "
-            f"method='distortion' only. Received: method={method!r}")
     bits = _check_bits(bits)
     num_samples = check_positive_int(num_samples, "num_samples")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -436,12 +281,24 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
     start = time.perf_counter()
     layers = [plans[n].layer for n in names]
     float_out = _predict(model, x, batch_size)
+    hutch = {"tol": tol, "max_probes": max_probes, "min_probes": min_probes,
+             "seed": seed}
+    meta = {"num_samples": int(len(x)), "batch_size": batch_size}
     if kind == "activations":
-        table, ranges = _activation_table(model, layers, x, float_out, bits,
-                                          batch_size)
-        meta = {"num_samples": int(len(x)), "batch_size": batch_size,
-                "input_range": {n: list(r) for n, r in zip(names, ranges)},
-                "seconds": time.perf_counter() - start}
+        ranges, shapes, floating = _input_ranges(model, layers, x,
+                                                 batch_size)
+        meta["input_range"] = {n: list(r) for n, r in zip(names, ranges)}
+        if method == "distortion":
+            table = _activation_table(model, layers, x, float_out, bits,
+                                      batch_size, ranges)
+        else:
+            noise, sizes, traces_of = _activation_terms(
+                model, names, layers, x, bits, batch_size, ranges, shapes,
+                floating, meta, hutch)
+            table = hessian_table(model, names, x, y, float_out, noise, sizes,
+                                  traces_of, loss, meta, tol=tol, seed=seed,
+                                  operand="activations")
+        meta["seconds"] = time.perf_counter() - start
         return Sensitivity(names, bits, table, method=method,
                            kind="activations", meta=meta)
     noise = np.zeros((len(names), len(bits)))
@@ -452,54 +309,25 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
             q = quantized_kernel(layer, b, weight_quantizer)
             qkernels[i, j] = q
             noise[i, j] = float(np.sum((q - w) ** 2))
-    meta = {"num_samples": int(len(x)), "batch_size": batch_size,
-            "weight_quantizer": qz.serialize(qz.get(
-                weight_quantizer or "symmetric")),
-            "n_weights": {n: int(np.prod(_weight(lay).shape))
-                          for n, lay in zip(names, layers)},
-            "quant_noise": {n: noise[i].tolist()
-                            for i, n in enumerate(names)}}
+    meta.update(
+        weight_quantizer=qz.serialize(qz.get(weight_quantizer or "symmetric")),
+        n_weights={n: int(np.prod(_weight(lay).shape))
+                   for n, lay in zip(names, layers)},
+        quant_noise={n: noise[i].tolist() for i, n in enumerate(names)})
     if method == "hessian":
-        table = _hessian_table(model, names, layers, x, y, float_out, noise,
-                               loss, batch_size, tol, max_probes, min_probes,
-                               seed, meta)
+        kernels = [_weight(lay) for lay in layers]
+        table = hessian_table(
+            model, names, x, y, float_out, noise,
+            [meta["n_weights"][n] for n in names],
+            lambda targets, fn: weight_traces(model, kernels, x, targets, fn,
+                                              batch_size, **hutch),
+            loss, meta, tol=tol, seed=seed)
     else:
         table = _distortion_table(model, layers, x, float_out, qkernels,
                                   bits, batch_size)
     meta["seconds"] = time.perf_counter() - start
     return Sensitivity(names, bits, table, method=method, kind="weights",
                        meta=meta)
-
-
-def _hessian_table(model, names, layers, x, y, float_out, noise, loss,
-                   batch_size, tol, max_probes, min_probes, seed, meta):
-    out2d = float_out.reshape(len(float_out), -1) if float_out.ndim > 2 \
-        else float_out
-    if len(model.outputs) != 1:
-        raise NotImplementedError(
-            f"sensitivity(method='hessian') supports single-output models; "
-            f"model {model.name!r} has {len(model.outputs)} outputs. Use "
-            "method='distortion'.")
-    fn, kind = _loss_fn(model, loss, _probabilities(out2d))
-    targets = _targets(kind, y, float_out)
-    _check_loss(fn, targets, float_out, model.name)
-    kernels = [_weight(lay) for lay in layers]
-    traces, probes = _hessian_traces(model, kernels, x, targets, fn,
-                                     batch_size, tol, max_probes,
-                                     min_probes, seed)
-    negative = [n for n, t in zip(names, traces) if t < 0]
-    if negative:
-        warnings.warn(
-            f"sensitivity: negative Hessian trace estimates for layers "
-            f"{negative[:5]} (the model is not at a minimum of the loss, or "
-            "too few probes); their sensitivity counts as 0.", stacklevel=3)
-    n_w = np.array([meta["n_weights"][n] for n in names], np.float64)
-    meta.update(trace={n: float(t) for n, t in zip(names, traces)},
-                probes=int(probes), tol=tol, seed=seed,
-                loss=str(getattr(fn, "name", None) or getattr(
-                    fn, "__name__", type(fn).__name__)),
-                labels="given" if y is not None else "model predictions")
-    return np.maximum(traces, 0.0)[:, None] / n_w[:, None] * noise
 
 
 def _distortion_table(model, layers, x, float_out, qkernels, bits,
@@ -534,25 +362,71 @@ def fake_quant_input(x, bits: int, lo: float, hi: float):
     return ops.clip(ops.round(x / scale), qmin, qmax) * scale
 
 
-def _input_ranges(model, layers, x, batch_size) -> list:
-    probe = keras.Model(model.inputs, [lay.input for lay in layers])
-    lo = np.full(len(layers), np.inf)
-    hi = np.full(len(layers), -np.inf)
+def _input_probe(model, layers, x, batch_size):
+    """Yields, per batch, every layer's input (numpy arrays)."""
+    probe = keras.Model(model.inputs[0], [lay.input for lay in layers])
     for sl in _batches(len(x), batch_size):
         outs = probe(x[sl], training=False)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
+        yield [keras.ops.convert_to_numpy(t) for t in outs]
+
+
+def _input_ranges(model, layers, x, batch_size) -> tuple:
+    """``(ranges, shapes, floating)``: per layer the calibration range
+    ``(lo, hi)`` of its input, one sample's input shape, and whether the
+    input is floating point (an Embedding's indices are not)."""
+    lo = np.full(len(layers), np.inf)
+    hi = np.full(len(layers), -np.inf)
+    shapes, floating = [None] * len(layers), [True] * len(layers)
+    for outs in _input_probe(model, layers, x, batch_size):
         for i, t in enumerate(outs):
-            t = keras.ops.convert_to_numpy(t)
             lo[i], hi[i] = min(lo[i], t.min()), max(hi[i], t.max())
-    return list(zip(lo.tolist(), hi.tolist()))
+            shapes[i] = tuple(t.shape[1:])
+            floating[i] = np.issubdtype(t.dtype, np.floating)
+    return list(zip(lo.tolist(), hi.tolist())), shapes, floating
 
 
-def _activation_table(model, layers, x, float_out, bits, batch_size):
+def _activation_terms(model, names, layers, x, bits, batch_size, ranges,
+                      shapes, floating, meta, hutch) -> tuple:
+    """HAWQ-V2's activation term: ``(noise, sizes, traces_of)`` for
+    :func:`~tfcomp.quantization.hessian.hessian_table`, ``noise[i, j] =
+    ||Q_b(A_i) - A_i||^2`` over all samples, ``sizes`` their element
+    counts. Layers with integer inputs (Embedding) count 0."""
+    noise = np.zeros((len(layers), len(bits)))
+    grids = [[input_grid(b, *r) for b in bits] for r in ranges]
+    for outs in _input_probe(model, layers, x, batch_size):
+        for i, t in enumerate(outs):
+            for j, (scale, qmin, qmax) in enumerate(grids[i] if floating[i]
+                                                    else []):
+                q = np.clip(np.round(t / scale), qmin, qmax) * scale
+                noise[i, j] += float(np.sum((q.astype(np.float64) - t) ** 2))
+    sizes = [len(x) * int(np.prod(s)) for s in shapes]
+    idx = [i for i, f in enumerate(floating) if f]
+    meta.update(n_activations=dict(zip(names, sizes)),
+                probing="sample-disjoint",
+                quant_noise={n: noise[i].tolist() for i, n in enumerate(names)})
+    if len(idx) < len(layers):
+        meta["not_measured"] = [names[i] for i in range(len(layers))
+                                if i not in idx]
+
+    def traces_of(targets, fn):
+        traces = np.zeros(len(layers))
+        if not idx:
+            return traces, 0
+        t, probes = activation_traces(
+            model, [layers[i] for i in idx], [shapes[i] for i in idx], x,
+            targets, fn, batch_size, **hutch)
+        traces[idx] = t
+        return traces, probes
+    return noise, sizes, traces_of
+
+
+def _activation_table(model, layers, x, float_out, bits, batch_size,
+                      ranges):
     """Every layer's input passes through a switchable fake quantizer whose
     grid lives in variables, so one compiled forward serves every (layer,
     width) pair: the layer under test is switched on, the others pass
     their input through unchanged."""
-    ranges = _input_ranges(model, layers, x, batch_size)
     table = np.zeros((len(layers), len(bits)))
     grid = keras.Variable(np.zeros((len(layers), 4), np.float32),
                           trainable=False, name="input_grid")
@@ -583,4 +457,4 @@ def _activation_table(model, layers, x, float_out, bits, batch_size):
         for layer in layers:
             if "call" in vars(layer):
                 del layer.call
-    return table, ranges
+    return table

@@ -2,13 +2,15 @@
 
 The result of :func:`tfcomp.quantization.sensitivity`: a table of the
 expected loss increase (method ``"hessian"``) or output distortion
-(``"distortion"``) when one layer's weights are quantized to ``b`` bits.
+(``"distortion"``) when one layer's weights (``kind="weights"``) or input
+activations (``kind="activations"``) are quantized to ``b`` bits.
 It saves and loads as JSON and prints as a table.
 
 File format (``FORMAT`` / ``VERSION``)::
 
     {"format": "tfcomp.sensitivity", "version": 1,
-     "method": "hessian" | "distortion", "kind": "weights",
+     "method": "hessian" | "distortion",
+     "kind": "weights" | "activations",
      "layers": [name, ...], "bits": [2, ..., 8],
      "table": [[value per bits] per layer], "meta": {...}}
 
@@ -33,19 +35,21 @@ VERSION = 1
 
 
 class Sensitivity:
-    """Per-layer sensitivity to each weight bit-width.
+    """Per-layer sensitivity to each weight (or activation) bit-width.
 
     Attributes:
         layers: quantizable layer names, in model order (as
             ``quantizable_layers`` names them).
-        bits: the weight bit-widths, ascending.
+        bits: the bit-widths, ascending (activation bits for
+            ``kind="activations"``).
         table: float64 array ``[len(layers), len(bits)]``.
         method: ``"hessian"`` or ``"distortion"``.
         kind: what was quantized: ``"weights"`` or ``"activations"``
             (each layer's input activations, ``sensitivity(...,
             kind="activations")``; ``bits`` are then activation bits;
             see :func:`~tfcomp.quantization.sensitivity`).
-        meta: provenance (Hessian traces, probes, samples, seconds, ...).
+        meta: provenance (Hessian traces, probes, samples, seconds,
+            element counts, input ranges for activations, ...).
 
     Example:
         >>> s = tfcomp.quantization.sensitivity(model, x[:256])
