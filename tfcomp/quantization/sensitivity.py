@@ -5,11 +5,15 @@ output distortion, for every quantizable layer and weight bit-width.
   ||Q_b(W_i) - W_i||^2``, where ``H_i`` is the Hessian of the loss with
   respect to layer ``i``'s kernel (``n_i`` weights) and ``Q_b`` the weight
   quantizer QAT uses at ``b`` bits. ``Tr(H_i)`` is estimated with
-  Hutchinson's method: ``E[v^T H v]`` over Rademacher probes ``v``, one
-  probe for all layers at once (``v_i^T (H v)_i`` estimates the trace of
-  the diagonal block ``H_i``), Hessian-vector products by double backprop
-  (``tf.GradientTape``, TensorFlow backend), stopping when every layer's
-  running mean moves by less than ``tol`` (1%).
+  Hutchinson's method: ``E[v_i^T (H v)_i]`` over Rademacher probes ``v``,
+  Hessian-vector products by double backprop (``tf.GradientTape``,
+  TensorFlow backend). Probes are sample-disjoint by default (each
+  calibration sample probes one layer's kernel per product, so no
+  cross-layer term enters and a piecewise-linear net's estimates are
+  never negative; :mod:`tfcomp.quantization.hessian` has the options and
+  their measured errors), stopping when every layer's running mean moves
+  by less than ``tol`` (1%) and its standard error is below ``rel_se``
+  (5%), or at ``max_probes``.
 * ``method="distortion"`` (Sony MCT): the mean squared difference between
   the float model's outputs and the outputs with only that layer's weights
   quantized to ``b`` bits, on the calibration inputs.
@@ -24,7 +28,8 @@ activation term ``Tr(H_i) / n_i * ||Q_b(A_i) - A_i||^2``, ``H_i`` the
 Hessian of the loss with respect to the layer's input over all calibration
 samples (:mod:`tfcomp.quantization.hessian`), on the weight table's scale:
 with ``a = w`` the two tables add per layer and width (pass the sum, a
-``kind="weights"`` table, to :func:`tfcomp.hardware.allocate_bits`).
+``kind="weights"`` table, to :func:`tfcomp.hardware.allocate_bits`:
+:func:`combined_sensitivity`).
 
 For weights, ``Q_b`` is ``quantize_model``'s weight quantizer (symmetric per output
 channel, max clip at b >= 5 and KL clip at b <= 4) applied to the layer's
@@ -38,7 +43,7 @@ arXiv:2011.10680; Sony Model Compression Toolkit (MCT) mixed precision.
 Example:
     >>> s = sensitivity(model, (x[:256], y[:256]), method="hessian")
     >>> a = sensitivity(model, (x[:256], y[:256]), kind="activations")
-    >>> both = Sensitivity(s.layers, s.bits, s.table + a.table)
+    >>> both = combined_sensitivity(model, (x[:256], y[:256]))  # s + a
     >>> print(s)
     >>> s.to_json("sensitivity.json")
 """
@@ -54,6 +59,7 @@ from tfcomp._io import as_arrays, check_positive_int
 from tfcomp.layers import quantizers as qz
 from tfcomp.quantization._analysis import QUANT_KINDS, analyse
 from tfcomp.quantization.hessian import (  # noqa: F401 - public re-exports
+    PROBINGS,
     _batches,
     _probabilities,
     activation_traces,
@@ -65,11 +71,12 @@ from tfcomp.quantization.quantize import _QUANT_CLASSES
 from tfcomp.quantization.sensitivity_result import Sensitivity
 
 __all__ = ["METHODS", "KINDS", "DEFAULT_BITS", "Sensitivity", "sensitivity",
-           "hutchinson_trace", "quantized_kernel"]
+           "combined_sensitivity", "hutchinson_trace", "quantized_kernel"]
 
 METHODS = ("hessian", "distortion")
 KINDS = ("weights", "activations")
 DEFAULT_BITS = (2, 3, 4, 5, 6, 7, 8)
+REL_SE = 0.05  # Hutchinson stops at this relative standard error
 
 
 def _weight(layer):
@@ -202,7 +209,9 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
                 *, num_samples: int = 256, batch_size: int = 64,
                 loss=None, weight_quantizer="symmetric", tol: float = 0.01,
                 max_probes: int = 100, min_probes: int = 3,
-                seed: int = 0, kind: str = "weights") -> Sensitivity:
+                seed: int = 0, kind: str = "weights",
+                probing: str = "disjoint",
+                rel_se: float | None = REL_SE) -> Sensitivity:
     """Per quantizable layer and weight (or activation) bit-width, the
     expected loss increase when only that layer's weights (input
     activations) are quantized.
@@ -225,7 +234,13 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
         weight_quantizer: the weight quantizer (``quantize_model``'s).
         tol, max_probes, min_probes: Hutchinson's stopping rule (running
             mean of every layer's trace moves by < ``tol``).
+        rel_se: and its standard error is below ``rel_se`` of it (None:
+            not checked); layers above it at the end are listed in
+            ``meta["unconverged"]``.
         seed: seed of the Rademacher probes.
+        probing: ``"disjoint"`` (default), ``"joint"`` (one probe over all
+            layers, the estimator before issue #19) or ``"layer"`` (one
+            layer per product); weights only (activations: disjoint).
         kind: ``"weights"`` (default) or ``"activations"`` (each layer's
             input activations quantized instead, on the grid of
             :func:`fake_quant_input`; the table's bits are then activation
@@ -235,7 +250,8 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
 
     Returns:
         A :class:`Sensitivity` (``.layers``, ``.bits``, ``.table``;
-        ``meta["trace"]`` holds the Hessian traces, ``meta["quant_noise"]``
+        ``meta["trace"]`` holds the Hessian traces, ``meta["trace_se"]``
+        their standard errors, ``meta["quant_noise"]``
         the squared quantization error per width, ``meta["n_weights"]`` or
         ``meta["n_activations"]`` the element counts). Negative trace
         estimates (a model away from a minimum) count as 0, with a warning.
@@ -260,6 +276,11 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}. Received: "
                          f"kind={kind!r}")
+    if probing not in PROBINGS or (kind == "activations"
+                                   and probing != "disjoint"):
+        allowed = PROBINGS if kind == "weights" else ("disjoint",)
+        raise ValueError(f"probing must be one of {allowed} for kind="
+                         f"{kind!r}. Received: probing={probing!r}")
     bits = _check_bits(bits)
     num_samples = check_positive_int(num_samples, "num_samples")
     batch_size = check_positive_int(batch_size, "batch_size")
@@ -282,7 +303,7 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
     layers = [plans[n].layer for n in names]
     float_out = _predict(model, x, batch_size)
     hutch = {"tol": tol, "max_probes": max_probes, "min_probes": min_probes,
-             "seed": seed}
+             "seed": seed, "rel_se": rel_se}
     meta = {"num_samples": int(len(x)), "batch_size": batch_size}
     if kind == "activations":
         ranges, shapes, floating = _input_ranges(model, layers, x,
@@ -297,7 +318,7 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
                 floating, meta, hutch)
             table = hessian_table(model, names, x, y, float_out, noise, sizes,
                                   traces_of, loss, meta, tol=tol, seed=seed,
-                                  operand="activations")
+                                  rel_se=rel_se, operand="activations")
         meta["seconds"] = time.perf_counter() - start
         return Sensitivity(names, bits, table, method=method,
                            kind="activations", meta=meta)
@@ -310,6 +331,7 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
             qkernels[i, j] = q
             noise[i, j] = float(np.sum((q - w) ** 2))
     meta.update(
+        probing=probing,
         weight_quantizer=qz.serialize(qz.get(weight_quantizer or "symmetric")),
         n_weights={n: int(np.prod(_weight(lay).shape))
                    for n, lay in zip(names, layers)},
@@ -319,15 +341,49 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
         table = hessian_table(
             model, names, x, y, float_out, noise,
             [meta["n_weights"][n] for n in names],
-            lambda targets, fn: weight_traces(model, kernels, x, targets, fn,
-                                              batch_size, **hutch),
-            loss, meta, tol=tol, seed=seed)
+            lambda targets, fn: weight_traces(
+                model, kernels, x, targets, fn, batch_size, layers=layers,
+                probing=probing, **hutch),
+            loss, meta, tol=tol, seed=seed, rel_se=rel_se)
     else:
         table = _distortion_table(model, layers, x, float_out, qkernels,
                                   bits, batch_size)
     meta["seconds"] = time.perf_counter() - start
     return Sensitivity(names, bits, table, method=method, kind="weights",
                        meta=meta)
+
+
+def combined_sensitivity(model, calibration_data, method: str = "hessian",
+                         bits=None, **kwargs) -> Sensitivity:
+    """Weights' plus input activations' sensitivity, summed per layer and
+    width: the table :func:`tfcomp.hardware.allocate_bits` should get when
+    activation bits follow weight bits (``a = w``), since a width then
+    quantizes both (the weights' table alone gave 2-bit activations to
+    layers with cheap weights). ``kwargs`` go to both :func:`sensitivity`
+    calls (``probing`` to the weights' only). ``meta``: ``operands``
+    ``"w + a"``, the two tables (``weights``, ``activations``), their
+    ``meta`` (``weights_meta``, ``activations_meta``) and the total
+    ``seconds``.
+
+    Example:
+        >>> s = combined_sensitivity(model, (x[:128], y[:128]), bits=[2, 4, 8])
+        >>> alloc = allocate_bits(model, s, "latency", BISMO(), budget=0.5)
+    """
+    if "kind" in kwargs:
+        raise TypeError("combined_sensitivity measures both kinds; do not "
+                        f"pass kind. Received: kind={kwargs['kind']!r}")
+    w = sensitivity(model, calibration_data, method, bits, **kwargs)
+    kwargs.pop("probing", None)
+    a = sensitivity(model, calibration_data, method, bits,
+                    kind="activations", **kwargs)
+    return Sensitivity(w.layers, w.bits, w.table + a.table, method=method,
+                       meta={"operands": "w + a",
+                             "weights": w.table.tolist(),
+                             "activations": a.table.tolist(),
+                             "weights_meta": w.meta,
+                             "activations_meta": a.meta,
+                             "seconds": w.meta["seconds"]
+                             + a.meta["seconds"]})
 
 
 def _distortion_table(model, layers, x, float_out, qkernels, bits,
@@ -410,14 +466,14 @@ def _activation_terms(model, names, layers, x, bits, batch_size, ranges,
                                 if i not in idx]
 
     def traces_of(targets, fn):
-        traces = np.zeros(len(layers))
+        traces, se = np.zeros(len(layers)), np.zeros(len(layers))
         if not idx:
-            return traces, 0
-        t, probes = activation_traces(
+            return traces, 0, se
+        t, probes, e = activation_traces(
             model, [layers[i] for i in idx], [shapes[i] for i in idx], x,
             targets, fn, batch_size, **hutch)
-        traces[idx] = t
-        return traces, probes
+        traces[idx], se[idx] = t, e
+        return traces, probes, se
     return noise, sizes, traces_of
 
 
