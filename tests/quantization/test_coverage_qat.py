@@ -329,7 +329,8 @@ _OP_LAYERS = {"CONV_2D": "weights", "DEPTHWISE_CONV_2D": "weights",
               "HARD_SWISH": (L.Activation,), "LOGISTIC": (L.Activation,)}
 #: An Activation layer is checked against the one op that computes all of
 #: it; swish / silu (EfficientNet) is LOGISTIC then MUL in the file, with the
-#: sigmoid rounded to 1/256 in between, and is not checked op by op.
+#: sigmoid rounded to 1/256 in between, and is not checked op by op (it is
+#: with ``tfcomp.quantization._rebuild.SWISH_AS_LOGISTIC_MUL``).
 _OP_ACTIVATIONS = {"HARD_SWISH": ("hard_swish", "hard_silu"),
                    "LOGISTIC": ("sigmoid",)}
 #: TFLite's int8 HARD_SWISH kernel evaluates hard-swish in 16-bit fixed
@@ -417,7 +418,11 @@ def _op_codes(q, path, x) -> dict:
             xs = [_np(prev.layer(xs[0]))]  # the PAD fused into the conv
         y = _np(layer(xs if len(xs) > 1 else xs[0]))
         s, z = det[o]["quantization"]
-        want = np.clip(np.round(y / s) + z, -128, 127)
+        v = y / s + z
+        if op["op_name"] == "AVERAGE_POOL_2D":  # ties away from zero, as
+            # the kernel and the QAT observer after the pool round them
+            v = np.sign(v) * np.floor(np.abs(v) + 0.5 + 1e-3)
+        want = np.clip(np.round(v), -128, 127)
         diff = np.abs(interp.get_tensor(o).astype(np.float32) - want)
         out[(op["op_name"], layer.name)] = (float(np.mean(diff > 0)),
                                             float(diff.max()))
@@ -441,12 +446,7 @@ def _one_code_flips(q, x, step, pixels=((16, 16, 0), (5, 20, 1),
 @pytest.mark.apps
 @pytest.mark.parametrize("name", [
     "MobileNetV3Small", "EfficientNetB0", "ResNet50V2",
-    pytest.param("DenseNet121", marks=pytest.mark.xfail(
-        reason="known gap: TFLite's CONCATENATION needs one scale for its "
-               "inputs and output, so the converter requantizes pool1 onto "
-               "a grid no QAT quantizer has (conv2_block1_0_bn then differs "
-               "on 73% of its codes); the average-pool grid is fixed",
-        strict=False)),
+    "DenseNet121",  # concatenation inputs on its grid, pool ties
     pytest.param("ConvNeXtTiny", marks=pytest.mark.xfail(
         reason="LayerNormalization has no int8 TFLite builtin: "
                "check_exportable raises the documented ValueError",

@@ -40,6 +40,11 @@ How b-bit layers map onto int8 TFLite (TF 2.21's converter only accepts
   few percent of the codes differently from the QAT model's
   ``Q_b(Q_8(x))`` (a ResNet-8 with a mixed HAQ policy agreed 86.7% top-1
   with its file before, 100% after).
+* an observer whose input is another observer's output on another grid
+  (``quantize_model`` puts one before a Concatenate input that has other
+  readers, on the concatenation's grid) requantizes the same way: two
+  FakeQuant ops in a row make the converter drop the second and refuse
+  the CONCATENATION's same-scale constraint.
 
 Raises ``ValueError`` for uncalibrated quantizers (never trained or
 ``calibrate``d), float conv / dense layers, float activations of quantized
@@ -66,6 +71,7 @@ from tfcomp.layers import (
     MIXED_LAYERS,
     QUANT_ACTIVATION_LAYERS,
     QUANT_WEIGHT_LAYERS,
+    QuantActivation,
 )
 from tfcomp.quantization import (
     channel_shape,
@@ -200,6 +206,42 @@ def _requantized_inputs(model, params) -> dict:
     return out
 
 
+def _requantized_observers(model, params) -> dict:
+    """``{observer name: weight code}`` of the ``QuantActivation`` layers
+    whose input is another activation quantizer's output (through
+    same-scale layers) on a different grid: the observers ``quantize_model``
+    puts before a Concatenate's inputs. Two FakeQuant ops in a row confuse
+    the converter (it drops the second and then refuses the
+    concatenation's same-scale constraint), so these requantize with
+    ``exact_requantize`` (codes 1, 2, ... per tensor; readers requantized
+    by ``_requantized_inputs`` use 127, 126, ...)."""
+    parsed = parse_model(model)
+    same_scale = _classes(_SAME_SCALE)
+    out, per_tensor = {}, {}
+    for node in parsed.nodes:
+        layer = node.layer
+        if not isinstance(layer, QuantActivation) or not node.inputs \
+                or layer.name in out:
+            continue
+        t = node.inputs[0]
+        prod = parsed.producer(t)
+        while prod is not None and isinstance(prod.layer, same_scale):
+            prod = parsed.producer(prod.inputs[0]) if prod.inputs else None
+        if prod is None or not isinstance(prod.layer,
+                                          QUANT_ACTIVATION_LAYERS):
+            continue
+        grid = params.get(prod.layer.name, {}).get("output")
+        mine = params.get(layer.name, {}).get("output")
+        if grid is None or mine is None:
+            continue
+        if not (np.isclose(grid[0], mine[0], rtol=1e-6, atol=0)
+                and grid[1] == mine[1]):
+            n = per_tensor.get(t, 0)
+            per_tensor[t] = n + 1
+            out[layer.name] = 1 + n % 126
+    return out
+
+
 def prepare_for_tflite(model):
     """A FakeQuant clone of a QAT model and the converter kwargs to use.
 
@@ -224,6 +266,7 @@ def prepare_for_tflite(model):
     check_exportable(model)
     params = quantization_params(model)
     requant = _requantized_inputs(model, params)
+    requant_obs = _requantized_observers(model, params)
     clone = clone_model(model)  # Lambda layers keep their function
     clone.set_weights(model.get_weights())
     for _, layer in iter_leaf_layers(clone):
@@ -241,7 +284,9 @@ def prepare_for_tflite(model):
                                     "input": p["input"], "n_out": n_out,
                                     "requantize": requant.get(layer.name, 0)}
         elif isinstance(layer, QUANT_ACTIVATION_LAYERS):
-            layer._tfcomp_export = {"output": p["output"]}
+            layer._tfcomp_export = {
+                "output": p["output"],
+                "requantize": requant_obs.get(layer.name, 0)}
     # The QAT path needs no representative dataset, but TF's converter only
     # knows the graph holds FakeQuant ops after a first check that demands
     # one whenever supported_ops is TFLITE_BUILTINS_INT8 alone: use a

@@ -8,17 +8,51 @@ Example:
 from __future__ import annotations
 
 import keras
+import numpy as np
+from keras import ops
 
 from tfcomp.layers import quantizers as qz
-from tfcomp.layers.quant_base import fake_quant_activation, typed_quantizer
+from tfcomp.layers.quant_base import (
+    exact_requantize,
+    fake_quant_activation,
+    save_linked_variables,
+    typed_quantizer,
+)
 
 __all__ = ["QuantActivation", "QuantReLU"]
+
+
+class _FixedGrid:
+    """A constant range for ``ActivationQuantizer.share_range``: the grid of
+    a quantizer that neither EMA updates nor ``calibrate`` move."""
+
+    def __init__(self, quantizer, lo: float, hi: float):
+        self.bits = quantizer.bits
+        self.signed = quantizer.signed
+        self.range_mode = quantizer.range_mode
+        self.range_min = np.asarray(lo, np.float32) if self.signed else None
+        self.range_max = np.asarray(hi, np.float32)
+
+
+def _check_fixed_range(fixed_range, name):
+    if fixed_range is None:
+        return None
+    try:
+        lo, hi = (float(v) for v in fixed_range)
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
+    if not (lo <= 0.0 < hi):
+        raise ValueError(
+            f"fixed_range of layer {name!r} must be a (lo, hi) pair with "
+            f"lo <= 0 < hi. Received: fixed_range={fixed_range!r}")
+    return (lo, hi)
 
 
 class _ActQuantBase(keras.layers.Layer):
     """State and export path shared by the activation quantizer layers."""
 
     _default_quantizer = "signed"
+    fixed_range = None
 
     def _init_aq(self, a_bits, quantizer):
         self.a_bits = qz.check_bits(a_bits, "a_bits", allow_float=False)
@@ -31,11 +65,22 @@ class _ActQuantBase(keras.layers.Layer):
 
     def build(self, input_shape):
         self.quantizer.build(self, "output")
+        if self.fixed_range is not None:
+            self.quantizer.share_range(_FixedGrid(self.quantizer,
+                                                  *self.fixed_range))
+            self.quantizer.seen.assign(1.0)
         self.built = True
+
+    def save_own_variables(self, store):
+        # a range linked by ``share_range`` (link_shared_inputs) is saved as
+        # its source's, so the loaded layer computes what this one does
+        save_linked_variables(self, store, [self.quantizer])
 
     def _quantize(self, x, training):
         if self._tfcomp_export is not None:
             s, z, b = self._tfcomp_export["output"]
+            if self._tfcomp_export.get("requantize"):  # see int8 export
+                x = exact_requantize(x, self._tfcomp_export["requantize"])
             return fake_quant_activation(x, s, z, b)
         return self.quantizer(x, training=bool(training))
 
@@ -57,29 +102,74 @@ class QuantActivation(_ActQuantBase):
     tensor of an int8 TFLite file gets its range from the QAT model.
     ``quantize_model`` inserts these automatically.
 
+    With ``fixed_range`` the grid is constant (training and ``calibrate``
+    do not move it): ``quantize_model`` puts one on the 1/256 grid
+    ``(0, 255/256)`` after a sigmoid / softmax and on ``(-1, 127/128)``
+    after a tanh, the fixed output grids of TFLite's int8 LOGISTIC /
+    SOFTMAX / TANH kernels.
+
     Args:
         a_bits: bits in [1, 8].
         quantizer: activation quantizer alias / dict / instance ("signed"
             by default: an affine EMA range, safe for any input; "unsigned"
             for non-negative inputs).
+        fixed_range: None, or a constant ``(lo, hi)`` range
+            (``lo <= 0 < hi``; ``lo`` must be 0 for an unsigned quantizer).
+        round_half_away: round ties of the int8 value (code - 128) away
+            from zero, as TFLite's int8 AVERAGE_POOL_2D does
+            (``quantize_model`` sets it on the observer after an average
+            pooling, which shares the pool's input grid).
         **kwargs: base layer arguments (name, dtype, ...).
 
     Reference: Jacob et al., arXiv:1712.05877.
 
     Example:
         >>> y = QuantActivation(8)(x)
+        >>> gate = QuantActivation(8, "unsigned", fixed_range=(0, 255 / 256))(
+        ...     keras.layers.Activation("sigmoid")(x))
     """
 
-    def __init__(self, a_bits=8, quantizer=None, **kwargs):
+    def __init__(self, a_bits=8, quantizer=None, fixed_range=None,
+                 round_half_away: bool = False, **kwargs):
         super().__init__(**kwargs)
         self._init_aq(a_bits, quantizer)
+        self.round_half_away = bool(round_half_away)
+        self.fixed_range = _check_fixed_range(fixed_range, self.name)
+        if (self.fixed_range is not None and self.fixed_range[0] < 0
+                and not self.quantizer.signed):
+            raise ValueError(
+                f"fixed_range of layer {self.name!r} has lo < 0 but its "
+                f"quantizer is unsigned. Received: fixed_range={fixed_range!r}"
+                " (use a signed quantizer)")
 
     def call(self, inputs, training=None):
-        return self._quantize(inputs, training)
+        y = self._quantize(inputs, training)
+        if self.round_half_away and self._tfcomp_export is None:
+            y = y + ops.stop_gradient(self._half_away_shift(inputs, y))
+        return y
+
+    def _half_away_shift(self, x, y):
+        """What moves ``y`` (FakeQuant: half up, through float error) to
+        the code TFLite's int8 AVERAGE_POOL_2D gives: the int8 value
+        ``code - 128`` rounded half away from zero. A mean of n codes is a
+        multiple of 1/n step: the 1e-3 step tolerance finds ties through
+        float error for n < 500."""
+        q = self.quantizer
+        s, z, _, _ = q.grid()
+        s, z = ops.stop_gradient(s), ops.stop_gradient(z)
+        r = ops.stop_gradient(x) / s + z - 128.0
+        raw = ops.sign(r) * ops.floor(ops.abs(r) + 0.5 + 1e-3)
+        code = ops.clip(raw + 128.0, 0.0, float(q.levels))
+        shift = (code - z) * s - ops.stop_gradient(y)
+        return ops.where(q.seen > 0, shift, ops.zeros_like(shift))
 
     def get_config(self):
         config = super().get_config()
         config.update({"a_bits": self.a_bits, "quantizer": self._q_config})
+        if self.fixed_range is not None:
+            config["fixed_range"] = list(self.fixed_range)
+        if self.round_half_away:
+            config["round_half_away"] = True
         return config
 
 

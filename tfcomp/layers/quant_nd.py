@@ -62,12 +62,27 @@ class QuantConv1D(ConvOp, _QuantLayer, keras.layers.Conv1D):
         padding = self.padding
         if padding == "causal":
             x, padding = causal_pad(x, self), "valid"
-        k = fake_quant_weights(ops.expand_dims(self.kernel, 0),
-                               self._tfcomp_export["fq_max"], axis=-1)
+        k = fake_quant_weights(ops.expand_dims(_undilated(
+            self.kernel, self.dilation_rate[0]), 0),
+            self._tfcomp_export["fq_max"], axis=-1)
         y = ops.conv(ops.expand_dims(x, 1), k, strides=(1, self.strides[0]),
-                     padding=padding,
-                     dilation_rate=(1, self.dilation_rate[0]))
+                     padding=padding)
         return self._apply_bias_activation(ops.squeeze(y, 1))
+
+
+def _undilated(kernel, rate: int):
+    """A Conv1D kernel with ``rate - 1`` zero taps between its taps: the
+    same convolution without dilation. TF lowers a dilated convolution to
+    SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND around it, which the int8
+    converter leaves float; zero weights are exact int8 codes."""
+    if rate == 1:
+        return kernel
+    zeros = ops.zeros((rate - 1,) + tuple(kernel.shape[1:]), kernel.dtype)
+    parts = []
+    for i in range(kernel.shape[0]):
+        parts += [kernel[i:i + 1]] + ([zeros] if i < kernel.shape[0] - 1
+                                      else [])
+    return ops.concatenate(parts, axis=0)
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")

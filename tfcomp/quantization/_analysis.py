@@ -27,8 +27,9 @@ from tfcomp.quantization.report import QuantizationReport
 __all__ = ["Plan", "Analysis", "analyse", "fold_batchnorm_weights",
            "QUANT_KINDS", "BASIC_KINDS", "quantizable_kernel", "has_kernel",
            "float_kernel_warning", "plan_bias", "act_name", "relu_kind",
-           "fixed_range", "is_quant_layer",
-           "keras_classes", "FIXED_RANGE_ACTS", "SAME_SCALE"]
+           "fixed_range", "fixed_grid", "is_quant_layer", "SWISH_ACTS",
+           "AVERAGE_POOLS",
+           "keras_classes", "FIXED_RANGE_ACTS", "FIXED_GRIDS", "SAME_SCALE"]
 
 #: Keras layer types ``quantize_model`` replaces (exact types).
 QUANT_KINDS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense",
@@ -58,6 +59,16 @@ SAME_SCALE = ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
               "Permute") + TRANSPARENT
 RELU_FUSING_PRODUCERS = ("Add", "Subtract")
 FIXED_RANGE_ACTS = ("softmax", "sigmoid", "tanh", "hard_sigmoid")
+#: The fixed output grids ``(lo, hi)`` of TFLite's int8 kernels (scale
+#: 1/256, zero point -128; tanh: 1/128, 0): the QAT model rounds these
+#: activations' outputs onto them (a constant-range ``QuantActivation``).
+FIXED_GRIDS = {"sigmoid": (0.0, 255.0 / 256.0),
+               "softmax": (0.0, 255.0 / 256.0),
+               "tanh": (-1.0, 127.0 / 128.0)}
+#: ``x * sigmoid(x)``: TFLite computes it as LOGISTIC (onto the 1/256 grid)
+#: then MUL; the QAT model computes it as these layers too.
+SWISH_ACTS = ("silu", "swish")
+AVERAGE_POOLS = ("AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
 
 
 @functools.lru_cache(maxsize=None)
@@ -139,6 +150,16 @@ def fixed_range(layer) -> bool:
     if type(layer) is keras.layers.Activation:
         return act_name(layer.activation) in FIXED_RANGE_ACTS
     return False
+
+
+def fixed_grid(layer):
+    """``(lo, hi)`` of the fixed int8 output grid of a sigmoid / softmax /
+    tanh layer (see :data:`FIXED_GRIDS`), else None."""
+    if type(layer) is keras.layers.Softmax:
+        return FIXED_GRIDS["softmax"]
+    if type(layer) is keras.layers.Activation:
+        return FIXED_GRIDS.get(act_name(layer.activation))
+    return None
 
 
 def fold_batchnorm_weights(layer, bn, kernel=None, bias=None):
@@ -498,9 +519,11 @@ def _nonneg_map(graph, plans, absorbed) -> dict:
         layer = node.layer
         plan = plans.get(node.name)
         if plan is not None:
+            post = plan.post_activation
             nonneg[plan.tails[node.key]] = (
-                plan.activation in ("relu", "relu6")
-                and plan.post_activation is None)
+                plan.activation in ("relu", "relu6") and post is None) or (
+                isinstance(post, str) and post in (
+                    "sigmoid", "softmax", "hard_sigmoid"))
             continue
         if relu_kind(layer) is not None or isinstance(layer, QuantReLU):
             value = True

@@ -20,7 +20,11 @@ Steps (each listed in :func:`~tfcomp.quantization.quantization_report`):
 4. Every tensor that is not the input of exactly one quantized layer (tensors
    with several consumers, residual sums, model outputs) gets an 8-bit
    ``QuantActivation``, so an int8 TFLite file takes every range from the
-   QAT model.
+   QAT model. They round where TFLite's int8 kernels do: a sigmoid /
+   softmax / tanh output gets a constant grid (1/256; tanh 1/128), a swish
+   becomes sigmoid, that observer and a ``Multiply`` (the file's LOGISTIC
+   and MUL), and the inputs of a Concatenate read by it alone share its
+   grid (``link_shared_inputs``).
 5. Input quantizers are unsigned ``[0, c]`` where the input is provably
    non-negative (after a ReLU) and affine ``[lo, hi]`` otherwise.
 
@@ -62,6 +66,7 @@ from tfcomp.layers import (
 )
 from tfcomp.layers import quantizers as qz
 from tfcomp.quantization._analysis import (
+    AVERAGE_POOLS,
     QUANT_KINDS,
     SAME_SCALE,
     analyse,
@@ -198,8 +203,12 @@ def link_shared_inputs(model) -> list:
     A tensor with several consumers (a residual block's input) gets an
     8-bit ``QuantActivation``; an 8-bit conv reading it would otherwise
     round it a second time onto its own, slightly different grid, while the
-    int8 TFLite tensor has one grid. Idempotent; ``quantize_model``,
-    ``calibrate`` and int8 export call it.
+    int8 TFLite tensor has one grid. The observer after an average pooling
+    takes the pool's input grid and an observer read only by a Concatenate
+    the concatenation's (both as the converter does; see
+    ``_link_pool_observers`` / ``_link_concat_observers``); links follow
+    to the end of a chain (a constant sigmoid grid included). Idempotent;
+    ``quantize_model``, ``calibrate`` and int8 export call it.
 
     Args:
         model: a QAT model.
@@ -210,17 +219,34 @@ def link_shared_inputs(model) -> list:
     Example:
         >>> link_shared_inputs(keras.saving.load_model("qat.keras"))
     """
+    pools = _link_pool_observers(model)
+    concats = _link_concat_observers(model, skip=set(pools))
     linked = []
     for layer, obs in input_observers(model):
-        iq, oq = layer.input_quantizer, obs.quantizer
+        iq, oq = layer.input_quantizer, _range_root(obs.quantizer)
         if (oq.bits == iq.bits and oq.signed == iq.signed
-                and oq.range_mode == iq.range_mode):
+                and oq.range_mode == iq.range_mode and oq is not iq):
             iq.share_range(oq)
             linked.append(layer.name)
-    return linked + _link_pool_observers(model)
+    return linked + pools + concats
 
 
-_AVERAGE_POOLS = ("AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
+def _range_root(q):
+    """The quantizer (or constant grid) whose range ``q`` computes with:
+    ``share_range`` links followed to their end."""
+    seen = set()
+    while getattr(q, "_source", None) is not None and id(q) not in seen:
+        seen.add(id(q))
+        q = q._source
+    return q
+
+
+def _same_kind(a, b) -> bool:
+    return (a.bits == b.bits and a.signed == b.signed
+            and a.range_mode == b.range_mode)
+
+
+_AVERAGE_POOLS = AVERAGE_POOLS
 
 
 def _link_pool_observers(model) -> list:
@@ -250,11 +276,73 @@ def _link_pool_observers(model) -> list:
             src = graph.producer(src.inputs[0])
         if src is None or not isinstance(src.layer, QUANT_ACTIVATION_LAYERS):
             continue
-        oq, sq = layer.quantizer, src.layer.quantizer
-        if (oq.bits == sq.bits and oq.signed == sq.signed
-                and oq.range_mode == sq.range_mode):
+        oq, sq = layer.quantizer, _range_root(src.layer.quantizer)
+        if _same_kind(oq, sq) and sq is not oq \
+                and getattr(layer, "fixed_range", None) is None:
             oq.share_range(sq)
             linked.append(layer.name)
+    return linked
+
+
+def _concat_target(graph, node, calls):
+    """The quantizer that rounds a Concatenate's output: its observer, or
+    the input quantizer of the one quantized layer reading it (through
+    reshape / padding...); None otherwise."""
+    same_scale = keras_classes(SAME_SCALE)
+    tid = node.outputs[0]
+    while True:
+        cons = graph.consumers(tid)
+        if len(cons) != 1 or graph.is_output(tid):
+            return None
+        c = cons[0]
+        if isinstance(c.layer, QuantActivation):
+            return c.layer.quantizer
+        if isinstance(c.layer, QUANT_WEIGHT_LAYERS):
+            iq = getattr(c.layer, "input_quantizer", None)
+            return iq if calls[id(c.layer)] == 1 else None
+        if not (isinstance(c.layer, same_scale) and c.outputs):
+            return None
+        tid = c.outputs[0]
+
+
+def _link_concat_observers(model, skip=()) -> list:
+    """Gives the observers whose only consumer is a Concatenate the grid
+    of the concatenation's output.
+
+    The TFLite converter gives an int8 CONCATENATION one scale and zero
+    point for its inputs and output, the output's (the quantizer after the
+    concatenation, or the input quantizer of the layer reading it): a
+    conv whose output only the concatenation reads writes its codes
+    straight onto that grid (its own ``FakeQuant`` range is dropped), and
+    an input with other readers is requantized (QUANTIZE). Sharing the
+    grid makes the QAT model round each such input once onto the
+    concatenation's grid, as the file does (DenseNet's dense blocks).
+    Fixed-grid (sigmoid...) and pool-linked observers (``skip``) keep
+    theirs. Returns the linked observers' names.
+    """
+    graph = read_graph(model, "link_shared_inputs")
+    concat = keras_classes(("Concatenate",))
+    calls = {id(layer): len(nodes) for _, layer, nodes in graph.layers()}
+    linked = []
+    for node in reversed(graph.nodes):  # an outer concatenation first
+        if not isinstance(node.layer, concat):
+            continue
+        target = _concat_target(graph, node, calls)
+        if target is None:
+            continue
+        root = _range_root(target)
+        for tid in node.inputs:
+            prod = graph.producer(tid)
+            if prod is None or len(graph.consumers(tid)) != 1:
+                continue
+            obs = prod.layer
+            if (not isinstance(obs, QuantActivation) or obs.name in skip
+                    or getattr(obs, "fixed_range", None) is not None):
+                continue
+            q = obs.quantizer
+            if calls[id(obs)] == 1 and q is not root and _same_kind(q, root):
+                q.share_range(root)
+                linked.append(obs.name)
     return linked
 
 
