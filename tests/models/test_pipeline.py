@@ -208,10 +208,9 @@ def _fit_application(model, x, y, epochs: int = 20):
     on the decisive outputs; ResNet50V2 too). EfficientNetB0 stays
     ill-conditioned after it: the top-1 of half of the inputs moves when 1%
     of the input values move one step, so under half of its outputs are
-    decisive and its int8 step fails, even when every op of its file rounds
-    like the QAT model (SE gates on the 1/256 grid, and swish as LOGISTIC +
-    MUL with ``_rebuild.SWISH_AS_LOGISTIC_MUL`` on: top-1 agreement 86%
-    overall, 92% on the decisive 41%; off by default, see there).
+    decisive and its int8 step fails, although every op of its file rounds
+    like the QAT model (swish as LOGISTIC + MUL and the SE gates on the
+    1/256 grid: top-1 agreement 86% overall, 92% on the decisive 41%).
     """
     _data_statistics(model, x)
     model.compile(keras.optimizers.Adam(1e-3),

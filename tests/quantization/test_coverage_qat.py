@@ -328,9 +328,8 @@ _OP_LAYERS = {"CONV_2D": "weights", "DEPTHWISE_CONV_2D": "weights",
               "CONCATENATION": (L.Concatenate,),
               "HARD_SWISH": (L.Activation,), "LOGISTIC": (L.Activation,)}
 #: An Activation layer is checked against the one op that computes all of
-#: it; swish / silu (EfficientNet) is LOGISTIC then MUL in the file, with the
-#: sigmoid rounded to 1/256 in between, and is not checked op by op (it is
-#: with ``tfcomp.quantization._rebuild.SWISH_AS_LOGISTIC_MUL``).
+#: it; quantize_model turns swish / silu (EfficientNet) into a sigmoid, a
+#: fixed 1/256 observer and a Multiply, checked as LOGISTIC and MUL.
 _OP_ACTIVATIONS = {"HARD_SWISH": ("hard_swish", "hard_silu"),
                    "LOGISTIC": ("sigmoid",)}
 #: TFLite's int8 HARD_SWISH kernel evaluates hard-swish in 16-bit fixed

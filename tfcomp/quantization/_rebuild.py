@@ -45,12 +45,12 @@ from tfcomp.quantization._graph import clone_layer, new_inputs
 __all__ = ["rebuild", "unique_name"]
 
 #: Build swish / silu as sigmoid, a fixed 1/256 observer and a ``Multiply``
-#: (what TFLite's int8 file computes: LOGISTIC + MUL). Off: the bit-serial
-#: exporter maps a swish ``Activation`` to one table but refuses the
-#: ``Multiply`` of the decomposed form, so turning this on would stop swish
-#: models from exporting bit-serially; on, the int8 file of a swish model
-#: matches its QAT model op by op (EfficientNetB0: 0 of 239 ops off).
-SWISH_AS_LOGISTIC_MUL = False
+#: (what TFLite's int8 file computes: LOGISTIC + MUL), so the int8 file of a
+#: swish model matches its QAT model op by op (EfficientNetB0: 0 of 239 ops
+#: off). The bit-serial exporter maps the decomposed form to one table over
+#: x's codes (``export.bitserial.keras_patterns``). Off: one swish
+#: ``Activation`` (the QAT model then rounds differently from the file).
+SWISH_AS_LOGISTIC_MUL = True
 
 
 def unique_name(base: str, used: set) -> str:

@@ -46,11 +46,10 @@ import warnings
 import keras
 import numpy as np
 
-from tfcomp import layers as _tfcomp_layers
 from tfcomp._io import as_arrays
 from tfcomp.export.bitserial.builder import IRBuilder
 from tfcomp.export.bitserial.ir import IntegerIR, QuantParams
-from tfcomp.export.bitserial.keras_binary import BINARY_GEMM, round_bias, sign_input
+from tfcomp.export.bitserial.keras_binary import round_bias, sign_input
 from tfcomp.export.bitserial.keras_layers import (
     LUT_ACTIVATIONS,
     conv_pads,
@@ -61,39 +60,18 @@ from tfcomp.export.bitserial.keras_layers import (
     unsupported_layer_error,
     zero_pads,
 )
+from tfcomp.export.bitserial.keras_patterns import GEMM as _GEMM
+from tfcomp.export.bitserial.keras_patterns import IDENTITY as _IDENTITY
+from tfcomp.export.bitserial.keras_patterns import MIXED as _MIXED
+from tfcomp.export.bitserial.keras_patterns import WINDOW_1D as _WINDOW_1D
+from tfcomp.export.bitserial.keras_patterns import find_swish_muls, visit_swish
 from tfcomp.export.bitserial.random_ir import calibrated_quant
-from tfcomp.layers import (
-    MixedQuantConv2D,
-    MixedQuantDense,
-    MixedQuantDepthwiseConv2D,
-    QuantActivation,
-    QuantConv2D,
-    QuantDense,
-    QuantDepthwiseConv2D,
-    QuantReLU,
-)
+from tfcomp.layers import QuantActivation, QuantReLU
 from tfcomp.quantization._analysis import act_name, relu_kind
 
 __all__ = ["build_ir_from_keras"]
 
 L = keras.layers
-# Layers are matched by exact type, not isinstance: a subclass may change
-# what ``call`` computes (masks, extra terms).
-_GEMM = {QuantConv2D: "conv2d", QuantDepthwiseConv2D: "depthwise_conv2d",
-         QuantDense: "dense", L.Conv2D: "conv2d",
-         L.DepthwiseConv2D: "depthwise_conv2d", L.Dense: "dense",
-         L.Conv1D: "conv1d", L.Conv2DTranspose: "conv2d_transpose",
-         **BINARY_GEMM}
-for _name, _kind in (("QuantConv1D", "conv1d"),
-                     ("QuantConv2DTranspose", "conv2d_transpose")):
-    if getattr(_tfcomp_layers, _name, None) is not None:  # QAT forms
-        _GEMM[getattr(_tfcomp_layers, _name)] = _kind
-_WINDOW_1D = (L.MaxPooling1D, L.AveragePooling1D, L.GlobalAveragePooling1D,
-              L.GlobalMaxPooling1D)
-_MIXED = (MixedQuantConv2D, MixedQuantDepthwiseConv2D, MixedQuantDense)
-_IDENTITY = (L.Dropout, L.SpatialDropout2D, L.GaussianNoise,
-             L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization,
-             L.Identity)
 
 
 @dataclasses.dataclass
@@ -155,6 +133,7 @@ class _Importer:
         self.used: set = set()
         self.views: dict = {}  # reshape op -> the tensor it views
         self.has_bias: dict = {}  # GEMM op -> whether the layer has a bias
+        self.swish, self.skipped = find_swish_muls(self.graph)
 
     # -- naming / calibration ------------------------------------------
     def name(self, base: str) -> str:
@@ -380,6 +359,8 @@ class _Importer:
         return b.build(output=st)
 
     def visit(self, node) -> None:
+        if visit_swish(self, node):  # x * q(sigmoid(x)): one table
+            return
         layer = node.layer
         cls = type(layer)
         ins = node.input_list()
@@ -472,14 +453,7 @@ class _Importer:
                     -1, len(out.shape) - 1):
                 raise ValueError(f"layer {layer.name!r}: only channels-last "
                                  "element-wise layers have a table form")
-            x = self.as_int(ins[0], layer.name)
-            if self.builder.quant(x).bits > 12:
-                raise ValueError(f"layer {layer.name!r}: its input has "
-                                 f"{self.builder.quant(x).bits} bits; a "
-                                 "table needs <= 12")
-            self.state[id(out)] = _Pending(
-                "lut", layer, x, out_shape=tuple(int(d) for d in
-                                                 out.shape[1:]))
+            self.lut(layer, ins[0], out)
         elif cls in (L.MaxPooling2D, L.MaxPooling1D):
             x = self.window_input(ins[0], layer)
             y = self.builder.max_pool(
@@ -521,6 +495,16 @@ class _Importer:
         else:
             raise unsupported_layer_error(layer)
 
+    def lut(self, layer, tensor, out) -> None:
+        """``out`` = ``layer`` (element-wise) of ``tensor``: a pending table."""
+        x = self.as_int(tensor, layer.name)
+        if self.builder.quant(x).bits > 12:
+            raise ValueError(f"layer {layer.name!r}: its input has "
+                             f"{self.builder.quant(x).bits} bits; a table "
+                             "needs <= 12")
+        self.state[id(out)] = _Pending("lut", layer, x, out_shape=tuple(
+            int(d) for d in out.shape[1:]))
+
     def window_input(self, tensor, layer) -> str:
         """The integer input of a pooling layer ((1, L, C) for 1D ones)."""
         if getattr(layer, "data_format", "channels_last") != "channels_last":
@@ -546,11 +530,11 @@ def build_ir_from_keras(model, calibration_data=None, default_bits: int = 8,
     QuantReLU, ReLU, Add (two inputs), pooling 1D/2D, ZeroPadding1D/2D
     (folded into a conv's padding, else a ``pad`` op), Rescaling (folded
     into a float input, else a table), a BatchNormalization that reads a
-    quantized tensor and element-wise activations (``lut`` tables),
-    Flatten, Reshape, dropout-like identities, a final softmax (dropped).
-    Other layers (Embedding, attention, LayerNormalization, Conv3D,
-    Multiply, Lambda, ``keras.ops`` calls, ...) raise a ValueError naming
-    the layer, its type and the supported types.
+    quantized tensor and element-wise activations (``lut`` tables; also a
+    swish built as ``x * QuantActivation(fixed)(sigmoid(x))``), Flatten,
+    Reshape, dropout-like identities, a final softmax (dropped). Other
+    layers (Embedding, attention, LayerNormalization, Conv3D, other
+    Multiply, Lambda, ``keras.ops`` calls, ...) raise a ValueError.
 
     Args:
         model: a calibrated or trained QAT model (single input and output,

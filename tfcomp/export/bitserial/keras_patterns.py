@@ -1,0 +1,127 @@
+"""Which Keras layers and layer patterns the bit-serial importer maps to
+which op: the layer-type tables (matched by exact type, not isinstance: a
+subclass may change what ``call`` computes), and decomposed swish.
+
+``quantize_model`` may build swish / silu as TFLite's int8 file computes it
+(``tfcomp.quantization._rebuild.SWISH_AS_LOGISTIC_MUL``):
+``Multiply([x, QuantActivation(fixed_range)(Activation("sigmoid")(x))])``.
+:func:`find_swish_muls` finds those; the importer emits each as one ``lut``
+table over ``x``'s codes computing ``x * q(sigmoid(x))`` with the model's
+own layers (:class:`SwishLogisticMul`), and never emits the sigmoid branch.
+
+Example:
+    >>> muls, skipped = find_swish_muls(read_graph(qat_model))
+"""
+
+from __future__ import annotations
+
+import keras
+
+from tfcomp import layers as _tfcomp_layers
+from tfcomp.export.bitserial.keras_binary import BINARY_GEMM
+from tfcomp.layers import (
+    MixedQuantConv2D,
+    MixedQuantDense,
+    MixedQuantDepthwiseConv2D,
+    QuantActivation,
+    QuantConv2D,
+    QuantDense,
+    QuantDepthwiseConv2D,
+)
+from tfcomp.quantization._analysis import act_name
+
+__all__ = ["GEMM", "IDENTITY", "MIXED", "WINDOW_1D", "SwishLogisticMul",
+           "find_swish_muls", "visit_swish"]
+
+L = keras.layers
+#: GEMM layer type -> its kind.
+GEMM = {QuantConv2D: "conv2d", QuantDepthwiseConv2D: "depthwise_conv2d",
+        QuantDense: "dense", L.Conv2D: "conv2d",
+        L.DepthwiseConv2D: "depthwise_conv2d", L.Dense: "dense",
+        L.Conv1D: "conv1d", L.Conv2DTranspose: "conv2d_transpose",
+        **BINARY_GEMM}
+for _name, _kind in (("QuantConv1D", "conv1d"),
+                     ("QuantConv2DTranspose", "conv2d_transpose")):
+    if getattr(_tfcomp_layers, _name, None) is not None:  # QAT forms
+        GEMM[getattr(_tfcomp_layers, _name)] = _kind
+WINDOW_1D = (L.MaxPooling1D, L.AveragePooling1D, L.GlobalAveragePooling1D,
+             L.GlobalMaxPooling1D)
+MIXED = (MixedQuantConv2D, MixedQuantDepthwiseConv2D, MixedQuantDense)
+IDENTITY = (L.Dropout, L.SpatialDropout2D, L.GaussianNoise,
+            L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization,
+            L.Identity)
+
+
+class SwishLogisticMul:
+    """Stands for the three layers of a decomposed swish in ``lut_table``:
+    ``x * gate(sigmoid(x))``, the gate (a fixed-range ``QuantActivation``)
+    in inference mode, i.e. exactly the QAT model's function.
+
+    Example:
+        >>> f = SwishLogisticMul(sigmoid_layer, gate_layer, "act")
+        >>> y = f(np.linspace(-4, 4, 9, dtype="float32"))
+    """
+
+    def __init__(self, sigmoid, gate, name: str):
+        self.sigmoid, self.gate, self.name = sigmoid, gate, name
+
+    def __call__(self, x):
+        x = keras.ops.convert_to_tensor(x, "float32")
+        return x * self.gate(self.sigmoid(x), training=False)
+
+
+def _only_consumer(graph, tid):
+    """The single node reading ``tid`` (None: several, none, or an output)."""
+    users = graph.consumers(tid)
+    return users[0] if len(users) == 1 and not graph.is_output(tid) else None
+
+
+def find_swish_muls(graph) -> tuple:
+    """``({Multiply node key: (x tensor id, SwishLogisticMul)}, {keys of the
+    sigmoid and gate nodes to skip})`` for every ``Multiply`` of exactly two
+    inputs ``x`` and ``QuantActivation(fixed_range)(Activation("sigmoid")
+    (x))``, the sigmoid and the gate each read only by the next layer.
+
+    Example:
+        >>> muls, skipped = find_swish_muls(graph)
+    """
+    muls, skipped = {}, set()
+    for node in graph.nodes:
+        layer = node.layer
+        if not (type(layer) is L.Activation
+                and act_name(layer.activation) == "sigmoid"
+                and len(node.inputs) == 1 and len(node.outputs) == 1):
+            continue
+        gate = _only_consumer(graph, node.outputs[0])
+        if gate is None or type(gate.layer) is not QuantActivation or \
+                gate.layer.fixed_range is None or len(gate.outputs) != 1:
+            continue
+        mul = _only_consumer(graph, gate.outputs[0])
+        if mul is None or type(mul.layer) is not L.Multiply or \
+                len(mul.inputs) != 2 or mul.key in muls:
+            continue
+        x = node.inputs[0]
+        if sorted(mul.inputs) != sorted([x, gate.outputs[0]]):
+            continue
+        muls[mul.key] = (x, SwishLogisticMul(node.layer, gate.layer,
+                                             mul.layer.name))
+        skipped.update((node.key, gate.key))
+    return muls, skipped
+
+
+def visit_swish(imp, node) -> bool:
+    """Whether the importer ``imp`` handled ``node`` as part of a decomposed
+    swish (``imp.swish``, ``imp.skipped`` from :func:`find_swish_muls`):
+    the sigmoid branch is skipped, the ``Multiply`` becomes a pending table
+    over ``x``.
+
+    Example:
+        >>> if visit_swish(importer, node): ...
+    """
+    if node.key in imp.skipped:
+        return True
+    if node.key not in imp.swish:
+        return False
+    x, f = imp.swish[node.key]
+    imp.lut(f, imp.graph.keras_tensor(x), node.output_list()[0])
+    return True
