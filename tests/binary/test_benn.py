@@ -13,7 +13,6 @@ from tfcomp.binary import (
     fold_binary_batchnorm,
     samme_update,
 )
-from tfcomp.binary.benn import _Resampled
 from tfcomp.layers.binary import BinaryDense
 
 
@@ -110,25 +109,6 @@ def test_boosting_resamples_by_weight(boosted):
     for k in range(3):                       # one row of n draws per epoch
         want = rng.choice(64, (2, 64), p=benn.sample_weights_[k])
         np.testing.assert_array_equal(benn.samples_[k], want)
-
-
-def test_resampled_feeds_one_draw_per_epoch():
-    x, y = _data(40)
-    draws = np.random.default_rng(0).integers(0, 40, (3, 40))
-    seen = []
-
-    class Spy(_Resampled):
-        def __getitem__(self, i):
-            bx, by = super().__getitem__(i)
-            seen.append((max(self.epoch, 0), bx))
-            return bx, by
-
-    m = _tiny()
-    m.fit(Spy(x, y, draws, 16), epochs=3, verbose=0)
-    for e in range(3):
-        got = np.sort(np.concatenate([b.reshape(len(b), -1)[:, 0]
-                                      for ep, b in seen[-9:] if ep == e]))
-        np.testing.assert_array_equal(got, np.sort(x[draws[e], 0, 0, 0]))
 
 
 def test_warm_start_copies_previous_member():

@@ -229,19 +229,33 @@ class BENN:
         return m
 
     def fit(self, x, y=None, epochs: int = 1, batch_size: int = 128,
-            verbose: int = 0, **fit_kwargs) -> "BENN":
+            verbose: int = 0, checkpoint: str | None = None,
+            **fit_kwargs) -> "BENN":
         """Trains the K members, then builds :attr:`model`.
+
+        Call it inside ``strategy.scope()`` to train the members under a
+        ``tf.distribute`` strategy (they are built inside ``fit``).
 
         Args:
             x, y: training inputs and integer labels (or ``(x, y)`` as x).
             epochs, batch_size, verbose: per member, passed to ``fit``.
+            checkpoint: a ``.keras`` path: the ensemble of the members
+                trained so far is written there (atomically) after each
+                member; when the file exists, its members are reused and
+                training goes on with the next member, with the draws,
+                sample weights and seeds of an uninterrupted run (same
+                BENN arguments and data).
             **fit_kwargs: more ``Model.fit`` arguments (not
                 ``sample_weight``).
 
         Returns:
             self.
+
+        Example:
+            >>> benn.fit(x, y, epochs=2, checkpoint="benn_partial.keras")
         """
         check_positive_int(epochs, "epochs")
+        done = self._resume(checkpoint)
         if "sample_weight" in fit_kwargs:
             raise ValueError("BENN sets sample_weight itself; do not pass "
                              "sample_weight=")
@@ -257,23 +271,36 @@ class BENN:
         self.members_, self.samples_, self.sample_weights_ = [], [], []
         self.member_weights_, self.errors_, self.notes = [], [], []
         for k in range(self.members):
-            prev = self.members_[-1] if self.warm_start and k else None
-            m = self._build(k, prev)
+            if k < len(done):            # trained before: replay the draws
+                m, train = done[k], False
+            else:
+                prev = self.members_[-1] if self.warm_start and k else None
+                m, train = self._build(k, prev), True
             num_classes = int(m.outputs[0].shape[-1])
             if self.mode == "bagging":
                 idx = rng.integers(0, n, n)
                 self.samples_.append(idx)
-                m.fit(x[idx], y[idx], epochs=epochs, batch_size=batch_size,
-                      verbose=verbose, **fit_kwargs)
+                if train:
+                    m.fit(x[idx], y[idx], epochs=epochs,
+                          batch_size=batch_size, verbose=verbose,
+                          **fit_kwargs)
                 self.member_weights_.append(1.0)
             else:
                 self.sample_weights_.append(w.copy())
                 if self.sampling == "resample":
-                    data = _Resampled(x, y, rng.choice(n, (epochs, n), p=w),
-                                      batch_size)
-                    self.samples_.append(data.draws)
-                    m.fit(data, epochs=epochs, verbose=verbose, **fit_kwargs)
-                else:
+                    # one fit call per epoch on that epoch's draw: a
+                    # PyDataset that switches rows in on_epoch_begin is
+                    # read an epoch ahead under tf.distribute strategies
+                    draws = rng.choice(n, (epochs, n), p=w)
+                    self.samples_.append(draws)
+                    kw = {**fit_kwargs, "shuffle": False}
+                    for e, idx in enumerate(draws if train else []):
+                        m.fit(x[idx], y[idx], batch_size=batch_size,
+                              epochs=e + 1, initial_epoch=e,
+                              verbose=verbose, **kw)
+                        if m.stop_training:
+                            break
+                elif train:
                     m.fit(x, y, sample_weight=(w * n).astype(np.float32),
                           epochs=epochs, batch_size=batch_size,
                           verbose=verbose, **fit_kwargs)
@@ -287,23 +314,52 @@ class BENN:
                     self.notes.append(f"member {k}: weighted error {err:.3f}"
                                       " >= 1 - 1/C; it gets no vote")
             self.members_.append(m)
+            if checkpoint and train and k + 1 < self.members:
+                votes = self.member_weights_            # replayed on resume
+                self._write(checkpoint, self._ensemble(
+                    votes if sum(votes) > 0 else [1.0] * len(votes)))
         if sum(self.member_weights_) <= 0:
             self.member_weights_ = [1.0] * self.members
             self.notes.append("no member beat chance; equal votes")
         self.model = self.ensemble()
+        if checkpoint:
+            self._write(checkpoint, self.model)
         return self
+
+    def _resume(self, checkpoint) -> list:
+        """The members a checkpoint of :meth:`fit` holds (``[]`` if none)."""
+        if checkpoint is not None and not str(checkpoint).endswith(".keras"):
+            raise ValueError(f"checkpoint must be a path ending in .keras. "
+                             f"Received: checkpoint={checkpoint!r}")
+        if checkpoint is None or not os.path.exists(checkpoint):
+            return []
+        done = BENN.load(checkpoint)
+        if done.mode != self.mode or len(done.members_) > self.members:
+            raise ValueError(
+                f"checkpoint={checkpoint!r} holds {len(done.members_)} "
+                f"{done.mode} members; this BENN trains {self.members} "
+                f"{self.mode} members")
+        return done.members_
+
+    @staticmethod
+    def _write(path, model):
+        with atomic_path(path) as tmp:
+            model.save(tmp)
 
     # -- the ensemble model ---------------------------------------------------
     def ensemble(self, vote: str | None = None) -> keras.Model:
         """The members and the vote as one ``keras.Model``."""
         self._check_fitted()
+        return self._ensemble(self.member_weights_, vote)
+
+    def _ensemble(self, weights, vote=None) -> keras.Model:
         first = self.members_[0]
         inp = keras.Input(tuple(first.inputs[0].shape[1:]), name="input")
         outs = []
         for k, m in enumerate(self.members_):
             sub = keras.Model(m.inputs[0], m.outputs[0], name=f"member_{k}")
             outs.append(sub(inp))
-        out = EnsembleVote(self.member_weights_, vote or self.vote,
+        out = EnsembleVote(list(weights), vote or self.vote,
                            name="vote")(outs)
         model = keras.Model(inp, out, name=f"benn_{self.mode}")
         # compiled so that ``benn.model.evaluate(x, y)`` reports accuracy;
@@ -394,28 +450,6 @@ class BENN:
         kwargs.setdefault("quantization", "dynamic")
         return export_tflite(keras.Model(inp, out), path,
                              calibration_data=calibration_data, **kwargs)
-
-
-class _Resampled(keras.utils.PyDataset):
-    """Batches of ``x[draws[e]]`` in epoch ``e`` (one row of draws per
-    epoch, as a weighted sampler redraws each epoch)."""
-
-    def __init__(self, x, y, draws, batch_size):
-        super().__init__()
-        self.x, self.y, self.draws = x, y, draws
-        self.batch_size = int(batch_size)
-        self.epoch = -1      # Keras peeks at batches before epoch 0 begins
-
-    def __len__(self):
-        return -(-self.draws.shape[1] // self.batch_size)
-
-    def __getitem__(self, i):
-        row = self.draws[min(max(self.epoch, 0), len(self.draws) - 1)]
-        idx = row[i * self.batch_size:(i + 1) * self.batch_size]
-        return self.x[idx], self.y[idx]
-
-    def on_epoch_begin(self):
-        self.epoch += 1
 
 
 def _ends_in_softmax(model) -> bool:
