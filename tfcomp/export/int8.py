@@ -173,6 +173,17 @@ def check_exportable(model) -> None:
             ".")
 
 
+def _quantizer_behind(parsed, t, same_scale):
+    """The activation quantizer node whose output reaches tensor ``t``
+    through same-scale layers (max pooling, padding, reshape...), or None."""
+    prod = parsed.producer(t)
+    while prod is not None and isinstance(prod.layer, same_scale):
+        prod = parsed.producer(prod.inputs[0]) if prod.inputs else None
+    if prod is None or not isinstance(prod.layer, QUANT_ACTIVATION_LAYERS):
+        return None
+    return prod
+
+
 def _requantized_inputs(model, params) -> dict:
     """``{layer name: weight code}`` of the quantized layers whose input the
     int8 file must requantize: the input is an activation quantizer's output
@@ -190,11 +201,8 @@ def _requantized_inputs(model, params) -> dict:
             continue
         seen.add(node.path)
         t = node.inputs[0]
-        prod = parsed.producer(t)
-        while prod is not None and isinstance(prod.layer, same_scale):
-            prod = parsed.producer(prod.inputs[0]) if prod.inputs else None
-        if prod is None or not isinstance(prod.layer,
-                                          QUANT_ACTIVATION_LAYERS):
+        prod = _quantizer_behind(parsed, t, same_scale)
+        if prod is None:
             continue
         grid = params.get(prod.layer.name, {}).get("output")
         s, z, _ = params[layer.name]["input"]
@@ -224,11 +232,8 @@ def _requantized_observers(model, params) -> dict:
                 or layer.name in out:
             continue
         t = node.inputs[0]
-        prod = parsed.producer(t)
-        while prod is not None and isinstance(prod.layer, same_scale):
-            prod = parsed.producer(prod.inputs[0]) if prod.inputs else None
-        if prod is None or not isinstance(prod.layer,
-                                          QUANT_ACTIVATION_LAYERS):
+        prod = _quantizer_behind(parsed, t, same_scale)
+        if prod is None:
             continue
         grid = params.get(prod.layer.name, {}).get("output")
         mine = params.get(layer.name, {}).get("output")

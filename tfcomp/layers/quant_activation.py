@@ -165,11 +165,10 @@ class QuantActivation(_ActQuantBase):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"a_bits": self.a_bits, "quantizer": self._q_config})
-        if self.fixed_range is not None:
-            config["fixed_range"] = list(self.fixed_range)
-        if self.round_half_away:
-            config["round_half_away"] = True
+        config.update({"a_bits": self.a_bits, "quantizer": self._q_config,
+                       "fixed_range": None if self.fixed_range is None
+                       else list(self.fixed_range),
+                       "round_half_away": self.round_half_away})
         return config
 
 
