@@ -45,7 +45,7 @@ instead of epochs; HAQ with ``HAQ_EPISODES`` episodes (paper 600) and
 is extrapolated from the measured per-episode time; RandomSearch with
 ``RS_TRIALS`` trials; DNAS searched for ``DNAS_EPOCHS`` epoch(s) on
 ``DNAS_N`` images (paper: 90 epochs on CIFAR-10) without ``select_best``;
-Hutchinson's estimator capped at ``MAX_PROBES`` probes; sensitivity on
+Hutchinson's estimator with ``MAX_PROBES`` probes (fixed); sensitivity on
 ``SENS_N`` training images at the widths ``SENS_BITS``; fine-tunes draw
 their data order from numpy instead of re-seeding TensorFlow (``FastHM``:
 ``keras.utils.set_random_seed`` clears TF's kernel caches, which made
@@ -329,8 +329,8 @@ def get_sensitivity(model, data, method, cache):
     ``"distortion"``: the output distortion of each."""
     if method not in cache:
         t0 = time.time()
-        kw = {"max_probes": MAX_PROBES, "seed": SEED} \
-            if method == "hessian" else {}
+        kw = {"max_probes": MAX_PROBES, "min_probes": MAX_PROBES,
+              "seed": SEED} if method == "hessian" else {}
         s = sensitivity(model, data["sens"], method=method, bits=SENS_BITS,
                         **kw)
         a = sensitivity(model, data["sens"], method=method, bits=SENS_BITS,

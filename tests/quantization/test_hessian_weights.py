@@ -63,7 +63,7 @@ NAMES = ["c1", "c2", "d1", "d2"]
 def test_default_estimate_matches_the_materialised_hessian():
     model, x, y = _cnn()
     want = _exact_traces(model, x, y, NAMES)
-    s = sensitivity(model, (x, y), bits=[4], batch_size=16)
+    s = sensitivity(model, (x, y), bits=[4], batch_size=16, rel_se=0.05)
     got = np.array([s.meta["trace"][n] for n in NAMES])
     np.testing.assert_allclose(got, want, rtol=0.1)
     assert np.all(got > 0)
@@ -120,15 +120,17 @@ def test_disjoint_probes_are_never_negative_where_joint_ones_are():
 
 def test_stopping_rule_reports_unconverged_layers_and_is_seeded():
     model, x, y = _cnn(1)
-    few = sensitivity(model, (x, y), bits=[4], max_probes=2, seed=3)
+    few = sensitivity(model, (x, y), bits=[4], max_probes=2, seed=3,
+                      rel_se=0.05)
     assert few.meta["probes"] == 2
     assert few.meta["unconverged"]  # 2 probes cannot reach 5%
-    again = sensitivity(model, (x, y), bits=[4], max_probes=2, seed=3)
+    again = sensitivity(model, (x, y), bits=[4], max_probes=2, seed=3,
+                        rel_se=0.05)
     np.testing.assert_array_equal(few.table, again.table)
     other = sensitivity(model, (x, y), bits=[4], max_probes=2, seed=4)
     assert not np.array_equal(few.table, other.table)
-    # rel_se=None: the running-mean rule alone (the old behaviour)
-    loose = sensitivity(model, (x, y), bits=[4], rel_se=None, tol=0.5)
+    # the default (rel_se=None): the running-mean rule alone (HAWQ-V2's)
+    loose = sensitivity(model, (x, y), bits=[4], tol=0.5)
     assert loose.meta["probes"] == 3 and loose.meta["unconverged"] == []
 
 
