@@ -184,3 +184,21 @@ def test_ties_share_bits(residual_model, synthetic_data):
     assert res.bits["b1_conv1"] == res.bits["b1_conv2"]
     assert res.bits["down"] == res.bits["logits"] == (8, 8)  # tied to last
     assert res.cost <= 0.6 * (1 + 1e-9)
+
+
+@pytest.mark.parametrize("method", ["hessian", "distortion"])
+def test_quant_sensitivity_counts_weights_and_activations(method):
+    from tfcomp.joint import measure_quant_sensitivity
+    model = _model()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 12, 12, 3)).astype("float32")
+    y = rng.integers(0, 10, 32)
+    qs = measure_quant_sensitivity(model, (x, y), method, bits=[2, 8],
+                                   num_samples=32)
+    assert qs.meta["operands"] == "w + a"
+    np.testing.assert_allclose(
+        qs.table, np.add(qs.meta["weights"], qs.meta["activations"]))
+    assert np.all(np.asarray(qs.meta["activations"])[:, 0] > 0)
+    w = measure_quant_sensitivity(model, (x, y), method, bits=[2, 8],
+                                  activations=False, num_samples=32)
+    np.testing.assert_allclose(w.table, qs.meta["weights"], rtol=1e-6)

@@ -88,7 +88,7 @@ from tfcomp.pruning.prune_sensitivity import sensitivity as prune_sens
 from tfcomp.pruning.reconstruction.engine import reconstructible_groups
 from tfcomp.pruning.surgery import prune_channels
 from tfcomp.pruning.targets import n_keep, unit_round_to
-from tfcomp.quantization.sensitivity import Sensitivity
+from tfcomp.quantization.sensitivity import Sensitivity, combined_sensitivity
 from tfcomp.quantization.sensitivity import sensitivity as quant_sens
 from tfcomp.quantization.ties import residual_ties
 from tfcomp.tuners.joint_space import JointSpace
@@ -509,27 +509,21 @@ def measure_quant_sensitivity(model, data, method="distortion", bits=None,
                               activations=True, num_samples=256,
                               seed=0) -> Sensitivity:
     """The quantization sensitivity :func:`compress` uses: the weights'
-    (``tfcomp.quantization.sensitivity``), plus, for ``"distortion"`` with
-    ``activations`` (a = w), the output distortion of each layer's input
-    activations at the same width, summed per layer and width (a width
-    then quantizes both; HAWQ-V2's activation term is not implemented, so
-    ``"hessian"`` counts the weights only).
+    (``tfcomp.quantization.sensitivity``), plus, with ``activations``
+    (a = w), each layer's input activations' at the same width, summed per
+    layer and width (a width then quantizes both;
+    :func:`tfcomp.quantization.combined_sensitivity`). ``"distortion"``:
+    the output distortion of each; ``"hessian"``: HAWQ-V2's weight and
+    activation Hessian terms (until issue #19 the weights' alone).
 
     Example:
         >>> qs = measure_quant_sensitivity(model, x[:128], bits=[2, 4, 8])
     """
-    w = quant_sens(model, data, method, bits, num_samples=num_samples,
-                   seed=seed)
-    if method != "distortion" or not activations:
-        return w
-    a = quant_sens(model, data, method, bits, num_samples=num_samples,
-                   kind="activations")
-    return Sensitivity(w.layers, w.bits, w.table + a.table,
-                       method="distortion", meta={
-                           "weights": w.table.tolist(),
-                           "activations": a.table.tolist(),
-                           "seconds": w.meta.get("seconds", 0.0)
-                           + a.meta.get("seconds", 0.0)})
+    if activations:
+        return combined_sensitivity(model, data, method, bits,
+                                    num_samples=num_samples, seed=seed)
+    return quant_sens(model, data, method, bits, num_samples=num_samples,
+                      seed=seed)
 
 
 def _unreachable(budget, resource, ratio) -> ValueError:
