@@ -20,8 +20,8 @@ on the first ``TEST_N`` test images (mean, spread, per seed):
   with the model at 8/8 within a share ``s`` of the dense cost, then bits
   (``allocate_bits``' program on the pruned geometry) for the budget;
   ``s`` from ``SHARES``, chosen by the summed sensitivity (per pruning
-  weight of ``PRUNE_WEIGHTS``, then the best top-1 agreement, as the
-  joint allocator chooses);
+  weight of ``PRUNE_WEIGHTS``, then the best top-1 agreement on the
+  held-out ``VAL`` images, as the joint allocator chooses);
 * sequential, bits first: bits on the dense model within a share ``s``,
   then channels given those bits for the budget; ``s`` likewise;
 * joint allocator: :func:`tfcomp.joint.compress` (the exact program per
@@ -83,7 +83,7 @@ from tfcomp.joint import (
     joint_problem,
     measure_quant_sensitivity,
 )
-from tfcomp.joint.select import select_by_agreement
+from tfcomp.joint.select import DEFAULT_PRUNE_WEIGHTS, select_by_agreement
 from tfcomp.pruning import recalibrate_batchnorm
 from tfcomp.pruning.prune_sensitivity import sensitivity as prune_sens
 from tfcomp.quantization import calibrate, quantize_model
@@ -108,7 +108,7 @@ UNIFORM_K = 3
 SEARCH_TRIALS, SEARCH_WARMUP, SEARCH_STEPS = 12, 4, 4
 RESNET_DEPTH = 20              # the smoke test uses ResNet-8
 ALTERNATING = True             # also run the alternating solver (its gap)
-PRUNE_WEIGHTS = (1.0, 0.25, 0.0625)  # balances tried (tfcomp.joint.select)
+PRUNE_WEIGHTS = DEFAULT_PRUNE_WEIGHTS  # balances tried (tfcomp.joint.select)
 SETTINGS = {  # part: (model, hardware, budget)
     "bismo_resnet20_25": ("resnet20", "bismo", 0.25),
     "bismo_resnet20_15": ("resnet20", "bismo", 0.15),
@@ -231,7 +231,7 @@ def uniform_rows(prob, limit):
     return sorted(out, key=lambda t: -t[0])
 
 
-def sequential(model, prob, limit, first, x):
+def sequential(model, prob, limit, first, x, x_val):
     """Two-step point: per pruning weight of ``PRUNE_WEIGHTS`` the share of
     ``SHARES`` with the smallest weighted sum, then among those the point
     whose quantized model agrees best with the float one (the joint
@@ -266,7 +266,8 @@ def sequential(model, prob, limit, first, x):
     if not runs:
         return None
     if len({(tuple(r["opt"]), tuple(r["pick"])) for r in runs}) > 1:
-        return select_by_agreement(model, prob, runs, x, seed=SEED)[0]
+        return select_by_agreement(model, prob, runs, x, seed=SEED,
+                                   x_eval=x_val)[0]
     return runs[0]
 
 
@@ -279,7 +280,9 @@ def run_setting(part, model, data, info, sens):
     full = prob.space.full_cost
     limit = budget * full * (1 + 1e-9)
     out = {"arch": arch, "hardware": hw_name, "budget": budget,
-           "float": info["test_accuracy"], "widths": bits, "rows": {}}
+           "float": info["test_accuracy"], "widths": bits, "rows": {},
+           "selection": {"prune_weights": list(PRUNE_WEIGHTS),
+                         "on": f"{len(data['val'][0])} held-out images"}}
     rows = out["rows"]
 
     def record(name, keep, pol, seconds, extra=None):
@@ -299,7 +302,7 @@ def run_setting(part, model, data, info, sens):
         exact = compress(model, data["cal"], hardware=hw, budget=budget,
                          bits=bits, prune_sensitivity=ps,
                          quant_sensitivity=qs, prune_weights=PRUNE_WEIGHTS,
-                         seed=SEED)
+                         validation_data=data["val"][0], seed=SEED)
     except ValueError as e:
         out["unreachable"] = str(e)
         log(f"{part}: {e}")
@@ -330,7 +333,8 @@ def run_setting(part, model, data, info, sens):
         rows["uniform"] = dict(rows[best], picked=best)
     for name, first in (("prune_first", "prune"), ("bits_first", "bits")):
         t0 = time.time()
-        seq = sequential(model, prob, limit, first, data["cal"])
+        seq = sequential(model, prob, limit, first, data["cal"],
+                         data["val"][0])
         if seq is not None:
             keep, pol = point(prob, seq["opt"], seq["pick"])
             record(name, keep, pol, time.time() - t0,
@@ -411,6 +415,11 @@ def to_markdown(res) -> str:
                          f"joint rows, not in their times): pruning "
                          f"{ss['pruning']:.0f} s, quantization "
                          f"{ss['quantization']:.0f} s")
+        sel = p.get("selection", {"prune_weights": [1.0, 0.25, 0.0625],
+                                  "on": "the 256 calibration images"})
+        lines.append(f"- pruning-term weights {sel['prune_weights']}; the "
+                     f"allocator's and the sequential rows' point chosen by "
+                     f"top-1 agreement on {sel['on']}")
         g = p.get("gap", {})
         if "gap" in g:
             lines.append(f"- alternating solver: objective {g['objective']:.4g}"

@@ -128,9 +128,12 @@ def test_measured_end_to_end_model_deploys():
     model = _model()
     x = np.random.default_rng(0).uniform(0, 1, (32, 12, 12, 3)).astype(
         "float32")
+    x_val = np.random.default_rng(1).uniform(0, 1, (16, 12, 12, 3)).astype(
+        "float32")
     res = compress(model, x, hardware=BISMO(), budget=0.5, bits=[2, 4, 8],
-                   num_samples=32)
+                   num_samples=32, validation_data=x_val)
     assert res.cost <= 0.5 * (1 + 1e-9)
+    assert res.meta["selected_on"] == "validation (16)"
     assert res.model is not None
     for g, k in res.keep.items():
         assert res.model.get_layer(g).filters == k
@@ -142,10 +145,14 @@ def test_measured_end_to_end_model_deploys():
     assert res.quant_sensitivity.method == "distortion"
     assert "kept channels" in res.summary()
     cands = res.meta["candidates"]
-    assert [c["prune_weight"] for c in cands] == [1.0, 0.25, 0.0625]
+    assert [c["prune_weight"] for c in cands] == [1.0, 0.25, 0.0625,
+                                                  0.015625]
     assert all(c["cost"] <= 0.5 * (1 + 1e-9) for c in cands
                if "cost" in c)
-    assert res.meta["prune_weight"] in (1.0, 0.25, 0.0625)
+    assert res.meta["prune_weight"] in (1.0, 0.25, 0.0625, 0.015625)
+    with pytest.raises(ValueError, match="validation_data"):
+        compress(model, x, hardware=BISMO(), budget=0.5, bits=[2, 4, 8],
+                 num_samples=32, validation_data=x_val[..., :2])
     assert res.to_dict()["plan"]["format"] == "tfcomp.pruning.plan"
 
 

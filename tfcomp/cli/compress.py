@@ -124,8 +124,10 @@ def run(args) -> None:
     common.info(f"sensitivities ({args.objective}) on {n} images, then the "
                 f"{args.method} program at budget {args.budget} of the "
                 f"dense 8/8 {args.resource}")
+    held_out = x[n:n + 512] if len(x) > n else None  # selection images
     try:
         res = compress(model, (x[:n], y[:n]), hardware=hw,
+                       validation_data=held_out,
                        resource=args.resource, budget=args.budget,
                        ratios=args.ratios, bits=args.candidate_bits,
                        method=args.method, objective=args.objective,

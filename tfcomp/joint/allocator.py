@@ -322,7 +322,8 @@ def compress(model, calibration_data=None, hardware=None,
              selector: str = "l1", round_to: int = 1, num_samples: int = 256,
              prune_weights=DEFAULT_PRUNE_WEIGHTS,
              check_gap: bool = True, time_limit: float | None = 60.0,
-             refit: bool = True, seed: int = 0) -> JointResult:
+             refit: bool = True, validation_data=None,
+             seed: int = 0) -> JointResult:
     """Kept channels per group and bits per layer minimising summed pruning +
     quantization sensitivity under one hardware budget (module docstring).
 
@@ -353,6 +354,9 @@ def compress(model, calibration_data=None, hardware=None,
             without calibration data); the points found are measured and
             the one whose quantized, pruned model agrees best with the
             float model wins (:mod:`tfcomp.joint.select`).
+        validation_data: held-out inputs (or ``(x, y)``; labels unused) the
+            candidates' agreement is measured on; default the calibration
+            images (in-sample: the refit fitted them).
         check_gap: with ``method="alternating"``, also solve the exact
             program and report the gap.
         time_limit: seconds per exact program (None: no limit).
@@ -396,6 +400,10 @@ def compress(model, calibration_data=None, hardware=None,
                          "sensitivities and refit=False to go without). "
                          "Received: calibration_data=None")
     data = x if y is None else (x, y)
+    x_val = None
+    if validation_data is not None:
+        x_val, _ = as_arrays(validation_data, model=model,
+                             name="validation_data")
     if prune_sensitivity is None:  # fail fast, before measuring
         _check_reachable(model, hardware, resource, budget, ratios, bits,
                          round_to, first_last_8bit, a_bits)
@@ -432,7 +440,7 @@ def compress(model, calibration_data=None, hardware=None,
     distinct = {(tuple(r["opt"]), tuple(r["pick"])) for r in runs}
     if len(distinct) > 1:
         chosen, built = select_by_agreement(model, prob, runs, x, selector,
-                                            seed)
+                                            seed, x_eval=x_val)
     opt, pick, gap = chosen["opt"], chosen["pick"], chosen["gap"]
     total, ps, qs = chosen["objective"], chosen["prune_part"], \
         chosen["quant_part"]
@@ -449,6 +457,8 @@ def compress(model, calibration_data=None, hardware=None,
     meta = {"method": method, "objective": objective, "resource": resource,
             "budget": budget, "starts": report,
             "prune_weight": chosen["prune_weight"],
+            "selected_on": ("calibration" if x_val is None
+                            else f"validation ({len(x_val)})"),
             "candidates": [{k: r[k] for k in ("prune_weight", "objective",
                                               "agreement", "cost")
                             if k in r} for r in runs],
