@@ -3,7 +3,8 @@ method="hessian")``: sample-disjoint probes (the default) against block
 traces of a Hessian materialised with ``tf.GradientTape`` jacobians, never
 negative for the PSD blocks of a piecewise-linear net (where joint probes
 go negative), the per-layer and joint options, the standard-error stopping
-rule, seeding and the restored layer calls."""
+rule, seeding, the restored layer calls and the sample -> layer rotation
+shared with the activation traces."""
 
 import warnings
 
@@ -218,3 +219,41 @@ def test_fewer_samples_than_layers_and_one_sample_batches():
     got = np.array([full.meta["trace"][n] for n in NAMES])
     se = np.array([full.meta["trace_se"][n] for n in NAMES])
     assert np.all(np.abs(got - want) <= 4 * se + 1e-9)
+
+
+def test_rotation_assigns_each_sample_one_layer_and_rotates():
+    """The sample -> layer rotation shared by weights and activations: per
+    product every sample probes one layer; a group's size in probes sees
+    every (sample, layer) pair once; fewer samples than layers -> groups;
+    kept blocks are scaled by the group size (whole block, or the layer's
+    rows)."""
+    cases = {(4, 6): [[0, 1, 2, 3]], (5, 2): [[0, 3], [1, 4], [2]]}
+    for (n_layers, n), groups in cases.items():
+        for rows in (False, True):
+            seen = []
+
+            def product(vs, keep, seen=seen):
+                seen.append(keep.copy())
+                return [np.ones(v.shape) for v in vs]
+
+            hvp = hessian._rotation(product, n_layers, n, rows=rows)
+            outs = [hvp([np.zeros((n, 2))] * n_layers)
+                    for _ in range(n_layers)]
+            # (probe, group, layer, sample)
+            keeps = np.array(seen).reshape(n_layers, len(groups), n_layers, n)
+            assert np.all(keeps.sum(axis=2) == 1)  # one layer per sample
+            assert not np.array_equal(keeps[0], keeps[1])  # rotates
+            for g, members in enumerate(groups):
+                others = [i for i in range(n_layers) if i not in members]
+                assert not keeps[:, g][:, others].any()
+                for p in range(n_layers):  # sample k -> (k + p)-th member
+                    for k in range(n):
+                        assert keeps[p, g, members[(k + p) % len(members)], k]
+                counts = keeps[:len(members), g][:, members].sum(axis=0)
+                assert np.all(counts == 1)
+                for p, out in enumerate(outs):
+                    for i in members:
+                        want = np.full((n, 2), float(len(members)))
+                        if rows:
+                            want[~keeps[p, g, i]] = 0.0
+                        np.testing.assert_array_equal(out[i], want)

@@ -14,10 +14,10 @@ kernel (``n_i`` weights). Probes (``probing=``), each unbiased:
   are taken with respect to the zero tensors ``t_i``. The cross blocks
   ``d^2 L / dt_i dt_j`` are then exactly zero (no sample sees two
   ``t``), so ``v_i . (H v)_i * L`` estimates ``Tr(H_i)`` from the
-  diagonal block alone; the assignment rotates as the activations' does
-  (:func:`_owners`: ``L`` probes see every (sample, layer) pair once, so
-  the factor ``L``, not ``N / |S_i|``, weighs every sample alike when
-  ``N`` is not a multiple of ``L``). In
+  diagonal block alone; the assignment rotates per probe, one rotation
+  for weights and activations (:func:`_rotation`: ``L`` probes see every
+  (sample, layer) pair once, so the factor ``L``, not ``N / |S_i|``,
+  weighs every sample alike when ``N`` is not a multiple of ``L``). In
   a piecewise-linear network (conv / dense, ReLU(6), inference BatchNorm,
   pooling) the output is locally linear in one layer's kernel, so ``H_i``
   is the Gauss-Newton block ``J^T H_out J``, PSD, and every probe's
@@ -94,7 +94,8 @@ Probes for activations are sample-disjoint (:func:`_disjoint`): one
 Hessian-vector product probes each sample's activations at one layer only,
 so a layer's estimate holds no cross-layer term (with joint probes, as for
 weights, the coupling of adjacent layers' activations swamped small
-traces and gave negative estimates); the assignment rotates per probe.
+traces and gave negative estimates); the assignment rotates per probe
+as the weights' does (:func:`_rotation`).
 
 The Hessian-vector product with respect to an intermediate tensor: every
 measured layer's ``call`` is wrapped for the duration (restored on error
@@ -287,20 +288,23 @@ def _tf(what: str):
 
 
 def _full_hvp(hvp_batch, x, targets, batch_size, sliced: bool):
-    """``fn(v) -> H v`` of the calibration-mean loss from per-batch
-    products of batch-mean losses (weighted by the batch share). ``sliced``:
-    the blocks have a sample axis (activations) and each batch gets its
-    rows of ``v``; else every batch gets all of ``v`` (weights)."""
+    """``fn(v, keep=None) -> H v`` of the calibration-mean loss from
+    per-batch products of batch-mean losses (weighted by the batch share).
+    ``sliced``: the blocks have a sample axis (activations) and each batch
+    gets its rows of ``v``; else every batch gets all of ``v`` (weights).
+    ``keep`` (an ``(L, N)`` boolean array), if given, goes to
+    ``hvp_batch`` as a fourth argument, its columns of the batch."""
     import tensorflow as tf
     n = len(x)
     slices = _batches(n, batch_size)
 
-    def hvp(vs):
+    def hvp(vs, keep=None):
         total = [np.zeros(v.shape) for v in vs]
         shared = None if sliced else [tf.constant(v) for v in vs]
         for sl in slices:
             part = [tf.constant(v[sl]) for v in vs] if sliced else shared
-            hv = hvp_batch(x[sl], targets[sl], part)
+            masks = () if keep is None else (tf.constant(keep[:, sl]),)
+            hv = hvp_batch(x[sl], targets[sl], part, *masks)
             w = (sl.stop - sl.start) / n
             for t, h in zip(total, hv):
                 if h is not None:
@@ -315,15 +319,37 @@ def _full_hvp(hvp_batch, x, targets, batch_size, sliced: bool):
 PROBINGS = ("disjoint", "joint", "layer")
 
 
-def _owners(n_layers: int, n: int, p: int) -> list:
-    """Sample-disjoint assignment of probe ``p``: ``[(group, owner)]``, one
-    Hessian-vector product per group of layers, ``owner[k]`` the layer
-    sample ``k`` probes (``(k + p) mod len(group)``-th of the group): ``L``
-    probes see every (sample, layer) pair once; with fewer samples than
-    layers, the layers are split into groups."""
+def _rotation(product, n_layers: int, n: int, *, rows: bool):
+    """The sample -> layer rotation of sample-disjoint probes (weights and
+    activations): ``fn(v) -> H v`` whose ``p``-th call runs one product
+    ``product(v, keep) -> H v`` per group of layers, ``keep`` an ``(L, n)``
+    boolean array with ``keep[i, k]`` where sample ``k`` probes layer ``i``
+    (the ``(k + p) mod len(group)``-th of the group; one layer per sample
+    and product), and keeps each group layer's block times the group's
+    size (a sample probes a layer once in that many probes): ``L`` probes
+    see every (sample, layer) pair once. With fewer samples than layers,
+    the layers are split into groups. ``rows``: the blocks have a sample
+    axis and layer ``i`` keeps its samples' rows only (activations); else
+    its whole block (weights, already restricted by ``product``)."""
     rounds = -(-n_layers // n)
     groups = [np.arange(r, n_layers, rounds) for r in range(rounds)]
-    return [(g, g[(np.arange(n) + p) % len(g)]) for g in groups]
+    probe = [0]
+
+    def hvp(vs):
+        p = probe[0]
+        probe[0] += 1
+        out = [np.zeros(v.shape) for v in vs]
+        for group in groups:
+            owner = group[(np.arange(n) + p) % len(group)]
+            keep = np.stack([owner == i for i in range(n_layers)])
+            hv = product(vs, keep)
+            for i in group:
+                if rows:
+                    out[i][keep[i]] = hv[i][keep[i]] * len(group)
+                else:
+                    out[i] = hv[i] * len(group)
+        return out
+    return hvp
 
 
 def _per_layer(hvp, n_layers: int):
@@ -423,29 +449,8 @@ def weight_traces(model, kernels, x, targets, fn, batch_size, *, tol,
         return [None if h is None else tf.convert_to_tensor(h)
                 for h in outer.gradient(gv, ts)]
 
-    n, n_layers = len(x), len(kernels)
-    slices = _batches(n, batch_size)
-    probe = [0]
-
-    def hvp(vs):
-        p = probe[0]
-        probe[0] += 1
-        out = [np.zeros(v.shape) for v in vs]
-        for group, owner in _owners(n_layers, n, p):
-            keep = np.stack([owner == i for i in range(n_layers)])
-            total = [np.zeros(v.shape) for v in vs]
-            part = [tf.constant(v) for v in vs]
-            for sl in slices:
-                hv = masked_batch(x[sl], targets[sl], part,
-                                  tf.constant(keep[:, sl]))
-                w = (sl.stop - sl.start) / n
-                for t, h in zip(total, hv):
-                    if h is not None:
-                        t += np.asarray(h, np.float64) * w
-            for i in group:
-                out[i] = total[i] * len(group)
-        return out
-
+    hvp = _rotation(_full_hvp(masked_batch, x, targets, batch_size,
+                              sliced=False), len(kernels), len(x), rows=False)
     try:
         _kernel_hooks(layers, kernels, slot)
         return hutchinson_trace(hvp, shapes, **hutch)
@@ -466,21 +471,11 @@ def _disjoint(hvp, n_layers: int, n: int):
     holds no cross-layer term ``v_i^T H_ij v_j``, whose noise would swamp
     a small trace next to a large one (adjacent layers' activations are
     strongly coupled); the estimate stays unbiased. The assignment rotates
-    with the probe (:func:`_owners`)."""
-    probe = [0]
-
-    def masked(vs):
-        p = probe[0]
-        probe[0] += 1
-        out = [np.zeros(v.shape) for v in vs]
-        for group, owner in _owners(n_layers, n, p):
-            keep = [owner == i for i in range(len(vs))]
-            hv = hvp([v * k.reshape(-1, *([1] * (v.ndim - 1)))
-                      for v, k in zip(vs, keep)])
-            for i in group:
-                out[i][keep[i]] = hv[i][keep[i]] * len(group)
-        return out
-    return masked
+    with the probe (:func:`_rotation`)."""
+    return _rotation(
+        lambda vs, keep: hvp([v * k.reshape(-1, *([1] * (v.ndim - 1)))
+                              for v, k in zip(vs, keep)]),
+        n_layers, n, rows=True)
 
 
 def activation_traces(model, layers, shapes, x, targets, fn, batch_size, *,
