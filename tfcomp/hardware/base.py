@@ -27,6 +27,7 @@ __all__ = [
     "ModelCost",
     "as_specs",
     "layer_resource",
+    "parts_cost",
     "resolve_bits",
     "resolve_spec_bits",
 ]
@@ -72,6 +73,23 @@ class Cost:
 
 
 ZERO = Cost(0, 0.0, 0.0)
+
+
+def parts_cost(spec: LayerSpec, part_cost) -> Cost:
+    """A composite spec's cost (``LayerSpec.parts``, e.g. a SeparableConv2D:
+    depthwise + pointwise): the sum of ``part_cost(part, is_last)`` over its
+    parts; ``breakdown["parts"]`` holds each part's breakdown by name.
+
+    Example:
+        >>> parts_cost(sep, lambda p, last: BISMO().layer_cost(p, 4, 4))
+    """
+    parts = spec.parts
+    costs = [part_cost(p, i == len(parts) - 1) for i, p in enumerate(parts)]
+    total = costs[0]
+    for c in costs[1:]:
+        total = total + c
+    return dataclasses.replace(total, breakdown={"parts": {
+        p.name: c.breakdown for p, c in zip(parts, costs)}})
 
 
 @dataclasses.dataclass

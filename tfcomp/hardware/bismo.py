@@ -11,14 +11,14 @@ Example:
 
 from __future__ import annotations
 
-from tfcomp.hardware.base import Cost, HardwareModel
+from tfcomp.hardware.base import Cost, HardwareModel, parts_cost
 from tfcomp.hardware.schedule import (
     BISMO_ARRAY_DEFAULTS,
     bismo_exec_cycles,
     bismo_tiles,
     ceil_div,
 )
-from tfcomp.hardware.spec import GEMM_OPS, LayerSpec
+from tfcomp.hardware.spec import COMPOSITE_OPS, GEMM_OPS, LayerSpec
 
 __all__ = ["BISMO", "exec_tile_overhead"]
 
@@ -82,7 +82,9 @@ class BISMO(HardwareModel):
     per group, summed. With 8 x 256 x 8 and 64-bit DRAM ports most conv
     layers are fetch-bound (the lhs refetch), so their cost follows a_bits
     more than w_bits; 2 x 64 x 2 is closer to compute-bound. Element-wise
-    and pooling ops run on the host and cost 0 here. BISMO has no energy
+    and pooling ops (and an embedding's gather) run on the host and cost
+    0 here; a separable conv costs its depthwise plus its pointwise part
+    (``LayerSpec.parts``). BISMO has no energy
     model: ``energy_j`` is None. The runtime accepts at most 8-bit operands
     (``max_bits = 8``).
 
@@ -181,6 +183,9 @@ class BISMO(HardwareModel):
             >>> BISMO().layer_cost(spec, 4, 8).breakdown
         """
         self.check_bits(w_bits, a_bits, spec)
+        if spec.op in COMPOSITE_OPS:
+            return parts_cost(spec, lambda p, last: self.layer_cost(
+                p, w_bits, a_bits))
         if spec.op not in GEMM_OPS:
             return Cost(0, 0.0, None, {"exec": 0, "drain": 0, "fetch": 0,
                                        "result": 0})

@@ -23,6 +23,7 @@ from tfcomp.hardware.base import (
     Cost,
     HardwareModel,
     as_specs,
+    parts_cost,
     resolve_spec_bits,
 )
 from tfcomp.hardware.schedule import (
@@ -32,7 +33,7 @@ from tfcomp.hardware.schedule import (
     ceil_div,
     fused_bits,
 )
-from tfcomp.hardware.spec import GEMM_OPS, LayerSpec
+from tfcomp.hardware.spec import COMPOSITE_OPS, GEMM_OPS, LayerSpec
 
 __all__ = ["BITFUSION_CONFIGS", "BITFUSION_ENERGY_PJ", "OUT_BITS_MODES",
            "BitFusion"]
@@ -135,8 +136,10 @@ class BitFusion(HardwareModel):
 
     Energy (first-order, see ``BITFUSION_ENERGY_PJ``; unverified against the
     paper): MACs * (p_w * p_a / 4) BitBricks * E_bitbrick + every DRAM bit
-    * (E_dram + 2 E_sram). Pooling and element-wise ops run on the host:
-    cost 0.
+    * (E_dram + 2 E_sram). Pooling and element-wise ops (and an
+    embedding's gather) run on the host: cost 0. A separable conv costs its
+    depthwise plus its pointwise part (``LayerSpec.parts``; the depthwise
+    output is written at ``a_bits`` in ``"consumer"`` mode).
 
     Args:
         config: "edge" or "server" (``BITFUSION_CONFIGS``).
@@ -405,6 +408,9 @@ class BitFusion(HardwareModel):
             >>> c.cycles, c.latency_s, c.energy_j, c.breakdown["tile"]
         """
         self.check_bits(w_bits, a_bits, spec)
+        if spec.op in COMPOSITE_OPS:
+            return parts_cost(spec, lambda p, last: self.layer_cost(
+                p, w_bits, a_bits, out_bits if last else a_bits))
         if spec.op not in GEMM_OPS:
             return self.raw_cost(spec, w_bits, a_bits)
         ob = self._out_bits(a_bits, out_bits)
@@ -436,7 +442,7 @@ class BitFusion(HardwareModel):
         """
         specs = as_specs(model_or_specs, batch=batch)
         if not self._warned_depthwise and any(
-                s.op == "depthwise" for s in specs):
+                p.op == "depthwise" for s in specs for p in s.parts):
             self._warned_depthwise = True
             warnings.warn(
                 "BitFusion: the model has depthwise layers, which the Bit "
@@ -448,7 +454,7 @@ class BitFusion(HardwareModel):
         if self.out_bits == "simulator":
             return super().model_cost(specs, bits, default_bits)
         per = resolve_spec_bits(specs, bits, default_bits)
-        gemm = [s.name for s in specs if s.op in GEMM_OPS]
+        gemm = [s.name for s in specs if s.op in GEMM_OPS + COMPOSITE_OPS]
         nxt = {a: per[b][1] for a, b in zip(gemm, gemm[1:])}
         return super().model_cost(
             specs, bits, default_bits,

@@ -7,10 +7,14 @@ taking names, output shapes, MACs and the layers' own bit-widths from
 ``tfcomp.profile`` records and the geometry from each layer's config.
 
 Costed operations (``OPS``): ``conv`` (``Conv2D``, incl. grouped), ``depthwise``
-(``DepthwiseConv2D``), ``dense``, ``add``, ``avgpool``, ``maxpool``,
-``global_avgpool``, ``global_maxpool``. Batch normalisation and activations
-are treated as free (folded or fused by every deployment target); any other
-layer type is reported as skipped.
+(``DepthwiseConv2D``), ``dense``, ``separable`` (a depthwise plus a 1x1
+conv, priced as the sum of its ``parts``), ``embedding`` (a gather: weights,
+no MACs), ``add``, ``avgpool``, ``maxpool``, ``global_avgpool``,
+``global_maxpool``. Conv1D / Conv3D / Conv2DTranspose / EinsumDense and the
+other layers ``quantize_model`` quantizes are mapped onto these
+(``tfcomp.hardware.spec_layers`` says how and where it approximates). Batch
+normalisation and activations are treated as free (folded or fused by every
+deployment target); any other layer type is reported as skipped.
 
 Example:
     >>> specs = extract_specs(tfcomp.zoo.resnet(depth=20))
@@ -21,32 +25,27 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import keras
 
 from tfcomp import cost
 from tfcomp.graph.walk import iter_leaf_layers
-from tfcomp.layers import QuantActivation, QuantReLU
 
-__all__ = ["GEMM_OPS", "OPS", "LayerSpec", "extract_specs"]
+__all__ = ["COMPOSITE_OPS", "GEMM_OPS", "OPS", "WEIGHTED_OPS", "LayerSpec",
+           "extract_specs"]
 
-OPS = ("conv", "depthwise", "dense", "add", "avgpool", "maxpool",
-       "global_avgpool", "global_maxpool")
+OPS = ("conv", "depthwise", "dense", "separable", "embedding", "add",
+       "avgpool", "maxpool", "global_avgpool", "global_maxpool")
+# One matrix product each (``gemm_shape``).
 GEMM_OPS = ("conv", "depthwise", "dense")
+# Priced as the sum of their ``parts`` (each a GEMM_OPS spec).
+COMPOSITE_OPS = ("separable",)
+# Ops with weights (the layers ``quantize_model`` quantizes).
+WEIGHTED_OPS = GEMM_OPS + COMPOSITE_OPS + ("embedding",)
 # Ops whose output channels equal their input channels.
 _TIED_OPS = ("depthwise", "add", "avgpool", "maxpool", "global_avgpool",
              "global_maxpool")
 _PADDINGS = ("same", "valid")
-
-# Layer types that cost nothing at deployment (folded into the producing
-# conv, fused as its activation, or pure metadata) and are not "skipped".
-_FREE_LAYERS = tuple(getattr(keras.layers, n) for n in (
-    "InputLayer", "BatchNormalization", "Activation", "ReLU", "PReLU",
-    "LeakyReLU", "ELU", "Softmax", "Dropout", "SpatialDropout1D",
-    "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-    "ActivityRegularization", "Flatten", "Reshape", "Identity",
-)) + (QuantActivation, QuantReLU)
 
 
 def _pair(v, what: str, name: str) -> tuple[int, int]:
@@ -68,13 +67,16 @@ class LayerSpec:
         name: layer name (``outer/inner`` inside nested models).
         op: one of ``OPS``.
         in_h, in_w: input height and width (for ``dense``: the product of
-            the input's middle axes, and 1).
-        cin, cout: input and output channels.
+            the input's middle axes, and 1; ``embedding``: the positions
+            looked up, and 1).
+        cin, cout: input and output channels (``embedding``: the table's
+            rows and columns, vocabulary and output dimension).
         kernel, stride, dilation: (h, w) pairs (pool size for pooling).
         groups: convolution groups (``cin`` for depthwise).
         batch: batch size the cost is for.
         padding: ``"same"`` or ``"valid"``.
         n_inputs: number of summed tensors (``add``).
+        multiplier: depth multiplier of a ``separable`` op (1 otherwise).
         w_bits, a_bits: the bit-widths the layer carries in its model (32 =
             float); not part of the signature.
         fixed_in, fixed_out: whether cin (cout) is tied to the model's input
@@ -83,7 +85,11 @@ class LayerSpec:
             so in ``size_bytes``); not part of the signature.
 
     MACs, weights, parameters, BOPs and size come from the formulas of
-    ``tfcomp.cost``, so they equal ``tfcomp.profile``'s.
+    ``tfcomp.cost``, so they equal ``tfcomp.profile``'s. ``separable``: its
+    depthwise part reads ``cin`` channels at the layer's geometry, its
+    pointwise part is a 1x1 conv from ``cin * multiplier`` to ``cout``
+    (``parts``). ``embedding``: ``in_h`` positions gathered from a
+    ``cin`` x ``cout`` table (0 MACs).
 
     Example:
         >>> s = LayerSpec("c1", "conv", 28, 28, 16, 32, kernel=(3, 3))
@@ -104,6 +110,7 @@ class LayerSpec:
     batch: int = 1
     padding: str = "valid"
     n_inputs: int = 1
+    multiplier: int = 1
     w_bits: int = dataclasses.field(default=32, compare=False)
     a_bits: int = dataclasses.field(default=32, compare=False)
     fixed_in: bool = dataclasses.field(default=False, compare=False)
@@ -116,7 +123,7 @@ class LayerSpec:
                 f"op must be one of {OPS}. Received: op={self.op!r} "
                 f"(layer {self.name!r})")
         for field in ("in_h", "in_w", "cin", "cout", "groups", "batch",
-                      "n_inputs"):
+                      "n_inputs", "multiplier"):
             v = getattr(self, field)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ValueError(
@@ -141,6 +148,15 @@ class LayerSpec:
                 "depthwise needs groups == cin and cout a multiple of cin. "
                 f"Received: cin={self.cin}, cout={self.cout}, "
                 f"groups={self.groups} (layer {self.name!r})")
+        if self.multiplier != 1 and self.op != "separable":
+            raise ValueError(
+                f"multiplier is for op='separable' only. Received: "
+                f"multiplier={self.multiplier} (layer {self.name!r}, "
+                f"op={self.op!r})")
+        if self.op in ("separable", "embedding") and self.groups != 1:
+            raise ValueError(
+                f"{self.op} takes groups=1. Received: groups={self.groups} "
+                f"(layer {self.name!r})")
         if self.op == "conv" and (self.cin % self.groups
                                   or self.cout % self.groups):
             raise ValueError(
@@ -151,7 +167,7 @@ class LayerSpec:
     @property
     def out_hw(self) -> tuple[int, int]:
         """Output (height, width)."""
-        if self.op in ("dense", "add"):
+        if self.op in ("dense", "add", "embedding"):
             return self.in_h, self.in_w
         if self.op.startswith("global_"):
             return 1, 1
@@ -166,11 +182,44 @@ class LayerSpec:
 
     @property
     def depth_multiplier(self) -> int:
+        if self.op == "separable":
+            return self.multiplier
         return self.cout // self.cin if self.op == "depthwise" else 1
 
     @property
     def _kernel_size(self) -> tuple:
-        return () if self.op == "dense" else tuple(self.kernel)
+        return () if self.op in ("dense", "embedding") else tuple(
+            self.kernel)
+
+    @property
+    def parts(self) -> tuple:
+        """The specs a hardware model prices: ``(self,)``, or for a
+        ``separable`` op its depthwise conv (``<name>_depthwise``, no bias,
+        as ``quantize_model`` splits it) and its 1x1 pointwise conv on the
+        depthwise output (``<name>``, with the bias). Both carry the
+        layer's bits.
+
+        Example:
+            >>> s = LayerSpec("sep", "separable", 8, 8, 4, 16, kernel=(3, 3),
+            ...               padding="same", multiplier=2)
+            >>> [(p.op, p.cin, p.cout) for p in s.parts]
+            [('depthwise', 4, 8), ('conv', 8, 16)]
+        """
+        if self.op not in COMPOSITE_OPS:
+            return (self,)
+        mid = self.cin * self.multiplier
+        oh, ow = self.out_hw
+        flags = {"batch": self.batch, "w_bits": self.w_bits,
+                 "a_bits": self.a_bits}
+        dw = LayerSpec(
+            f"{self.name}_depthwise", "depthwise", self.in_h, self.in_w,
+            self.cin, mid, kernel=self.kernel, stride=self.stride,
+            dilation=self.dilation, groups=self.cin, padding=self.padding,
+            fixed_in=self.fixed_in, **flags)
+        pw = LayerSpec(self.name, "conv", oh, ow, mid, self.cout,
+                       fixed_out=self.fixed_out, use_bias=self.use_bias,
+                       **flags)
+        return dw, pw
 
     @property
     def _positions(self) -> int:
@@ -182,6 +231,8 @@ class LayerSpec:
     def macs(self) -> int:
         """Multiply-accumulates (0 for element-wise and pooling ops):
         ``tfcomp.cost.layer_macs``."""
+        if self.op in COMPOSITE_OPS:
+            return sum(p.macs for p in self.parts)
         if self.op not in GEMM_OPS:
             return 0
         return cost.layer_macs(self._positions, self._kernel_size, self.cin,
@@ -191,7 +242,9 @@ class LayerSpec:
     def weight_count(self) -> int:
         """Number of kernel weights (no bias): ``tfcomp.cost.weight_count``.
         """
-        if self.op not in GEMM_OPS:
+        if self.op in COMPOSITE_OPS:
+            return sum(p.weight_count for p in self.parts)
+        if self.op not in WEIGHTED_OPS:
             return 0
         return cost.weight_count(self._kernel_size, self.cin, self.cout,
                                  self.groups)
@@ -205,7 +258,9 @@ class LayerSpec:
             >>> LayerSpec("d", "dense", 1, 1, 64, 10, use_bias=True).params
             650
         """
-        if self.op not in GEMM_OPS:
+        if self.op in COMPOSITE_OPS:
+            return sum(p.params for p in self.parts)
+        if self.op not in WEIGHTED_OPS:
             return 0
         return cost.param_count(self._kernel_size, self.cin, self.cout,
                                 self.groups, self.use_bias)
@@ -246,7 +301,8 @@ class LayerSpec:
         M = batch * (middle axes).
 
         Raises:
-            ValueError: for ops that are not GEMMs.
+            ValueError: for ops that are not GEMMs (a ``separable`` op is
+                two: see ``parts``).
         """
         if self.op not in GEMM_OPS:
             raise ValueError(
@@ -275,7 +331,10 @@ class LayerSpec:
             'add|b1|7x7|k1x1|s1x1|d1x1|valid|n2|c64>64|g1'
         """
         return (f"{self._shape_key()}|c{self.cin}>{self.cout}|"
-                f"g{self.groups}")
+                f"g{self.groups}{self._mult_key()}")
+
+    def _mult_key(self) -> str:
+        return f"|m{self.multiplier}" if self.op == "separable" else ""
 
     def family(self) -> str:
         """Key shared by the layer at any channel count (for interpolation).
@@ -285,7 +344,7 @@ class LayerSpec:
         """
         if self.op == "depthwise":
             return f"{self._shape_key()}|m{self.depth_multiplier}"
-        return f"{self._shape_key()}|g{self.groups}"
+        return f"{self._shape_key()}|g{self.groups}{self._mult_key()}"
 
     @property
     def tied_channels(self) -> bool:
@@ -317,14 +376,18 @@ class LayerSpec:
         return dataclasses.replace(self, cin=cin, cout=cout)
 
     def to_dict(self) -> dict:
-        """JSON-ready dict of the signature fields (no name, bits, hints)."""
-        return {
+        """JSON-ready dict of the signature fields (no name, bits, hints;
+        ``multiplier`` only for ``separable``)."""
+        d = {
             "op": self.op, "in_h": self.in_h, "in_w": self.in_w,
             "cin": self.cin, "cout": self.cout, "kernel": list(self.kernel),
             "stride": list(self.stride), "dilation": list(self.dilation),
             "groups": self.groups, "batch": self.batch,
             "padding": self.padding, "n_inputs": self.n_inputs,
         }
+        if self.op == "separable":
+            d["multiplier"] = self.multiplier
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, name: str = "") -> LayerSpec:
@@ -342,7 +405,8 @@ class LayerSpec:
             raise ValueError(f"layer spec is missing {missing}. Received: "
                              f"{d!r}")
         keys = ("op", "in_h", "in_w", "cin", "cout", "kernel", "stride",
-                "dilation", "groups", "batch", "padding", "n_inputs")
+                "dilation", "groups", "batch", "padding", "n_inputs",
+                "multiplier")
         unknown = sorted(set(d) - set(keys))
         if unknown:
             raise ValueError(f"layer spec has unknown fields {unknown}. "
@@ -360,86 +424,6 @@ def _shape_of(t) -> tuple:
     return tuple(None if d is None else int(d) for d in t.shape)
 
 
-def _unwrap(layer):
-    while isinstance(layer, keras.layers.Wrapper):
-        layer = layer.layer
-    return layer
-
-
-def _channels_last(layer, name):
-    fmt = getattr(layer, "data_format", "channels_last")
-    if fmt != "channels_last":
-        raise ValueError(
-            f"Only channels_last layers can be costed. Received: "
-            f"data_format={fmt!r} (layer {name!r})")
-
-
-def _hw(shape, name) -> tuple[int, int]:
-    if len(shape) != 4 or None in shape[1:]:
-        raise ValueError(
-            f"Layer {name!r} needs a fully defined NHWC input shape to be "
-            f"costed. Received: {shape}")
-    return shape[1], shape[2]
-
-
-def _spec_for(layer, name, in_shapes, out_shape, batch):
-    """(LayerSpec | None, skip reason)."""
-    inner = _unwrap(layer)
-    common = {"name": name, "batch": batch}
-    if isinstance(inner, keras.layers.DepthwiseConv2D):
-        _channels_last(inner, name)
-        h, w = _hw(in_shapes[0], name)
-        cin = in_shapes[0][-1]
-        return LayerSpec(
-            op="depthwise", in_h=h, in_w=w, cin=cin, cout=out_shape[-1],
-            kernel=inner.kernel_size, stride=inner.strides,
-            dilation=inner.dilation_rate, groups=cin,
-            padding=inner.padding, **common), ""
-    if isinstance(inner, keras.layers.Conv2D):
-        _channels_last(inner, name)
-        h, w = _hw(in_shapes[0], name)
-        return LayerSpec(
-            op="conv", in_h=h, in_w=w, cin=in_shapes[0][-1],
-            cout=out_shape[-1], kernel=inner.kernel_size,
-            stride=inner.strides, dilation=inner.dilation_rate,
-            groups=int(getattr(inner, "groups", 1) or 1),
-            padding=inner.padding, **common), ""
-    if isinstance(inner, keras.layers.Dense):
-        shape = in_shapes[0]
-        if None in shape[1:]:
-            raise ValueError(f"Layer {name!r} needs a defined input shape. "
-                             f"Received: {shape}")
-        mid = math.prod(shape[1:-1]) if len(shape) > 2 else 1
-        return LayerSpec(op="dense", in_h=int(mid), in_w=1, cin=shape[-1],
-                         cout=out_shape[-1], **common), ""
-    if isinstance(inner, keras.layers.Add):
-        shape = in_shapes[0]
-        h, w = (shape[1], shape[2]) if len(shape) == 4 else (1, 1)
-        if None in (h, w):
-            raise ValueError(f"Layer {name!r} needs a defined input shape. "
-                             f"Received: {shape}")
-        return LayerSpec(op="add", in_h=h, in_w=w, cin=shape[-1],
-                         cout=shape[-1], n_inputs=len(in_shapes),
-                         **common), ""
-    pools = ((keras.layers.AveragePooling2D, "avgpool"),
-             (keras.layers.MaxPooling2D, "maxpool"),
-             (keras.layers.GlobalAveragePooling2D, "global_avgpool"),
-             (keras.layers.GlobalMaxPooling2D, "global_maxpool"))
-    for cls, op in pools:
-        if isinstance(inner, cls):
-            _channels_last(inner, name)
-            h, w = _hw(in_shapes[0], name)
-            extra = {}
-            if not op.startswith("global_"):
-                extra = {"kernel": inner.pool_size, "stride": inner.strides,
-                         "padding": inner.padding}
-            return LayerSpec(op=op, in_h=h, in_w=w, cin=in_shapes[0][-1],
-                             cout=in_shapes[0][-1], **extra, **common), ""
-    if isinstance(inner, _FREE_LAYERS):
-        return None, ""
-    return None, f"no cost model for {type(inner).__name__}"
-
-
 def extract_specs(model: keras.Model, batch: int = 1,
                   return_skipped: bool = False):
     """Reads the costed layers of a built model as ``LayerSpec`` records.
@@ -447,7 +431,9 @@ def extract_specs(model: keras.Model, batch: int = 1,
     Names, output shapes, MACs and the layers' own ``w_bits``/``a_bits``
     come from ``tfcomp.profile``; kernel, stride, padding and groups from the
     layer config. Nested functional models are recursed into (``outer/inner``
-    names, as in the profile).
+    names, as in the profile). Every layer ``quantize_model`` quantizes gets
+    a spec; 1-D / 3-D, transposed, separable, einsum and embedding layers
+    are mapped as ``tfcomp.hardware.spec_layers`` documents.
 
     Args:
         model: a built functional or Sequential ``keras.Model``.
@@ -468,6 +454,8 @@ def extract_specs(model: keras.Model, batch: int = 1,
         >>> sum(s.macs for s in specs) == tfcomp.profile(model).macs
         True
     """
+    from tfcomp.hardware.spec_layers import layer_has_bias, spec_for_layer
+
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"extract_specs expects a keras.Model. Received: {type(model)!r}")
@@ -496,7 +484,8 @@ def extract_specs(model: keras.Model, batch: int = 1,
                 f"or Sequential model. ({e})") from e
         in_shapes = [_shape_of(t) for t in ins]
         out_shape = _shape_of(outs[0])
-        spec, reason = _spec_for(layer, name, in_shapes, out_shape, batch)
+        spec, reason = spec_for_layer(layer, name, in_shapes, out_shape,
+                                      batch)
         if spec is None:
             if reason:
                 skipped.append((name, reason))
@@ -505,7 +494,7 @@ def extract_specs(model: keras.Model, batch: int = 1,
             w_bits, a_bits = int(rec.w_bits), int(rec.a_bits)
             # Cross-check the geometry where the profile counts MACs (it
             # reports 0 for layer types it does not know, e.g. wrappers).
-            if spec.op in GEMM_OPS and rec.macs and (
+            if spec.op in WEIGHTED_OPS and rec.macs and (
                     rec.macs != spec.macs // batch):
                 raise ValueError(
                     f"Layer {name!r}: spec MACs {spec.macs // batch} differ "
@@ -515,8 +504,7 @@ def extract_specs(model: keras.Model, batch: int = 1,
             w_bits = a_bits = 32
         spec = dataclasses.replace(
             spec, w_bits=w_bits, a_bits=a_bits,
-            use_bias=spec.op in GEMM_OPS and bool(
-                getattr(_unwrap(layer), "use_bias", False)),
+            use_bias=spec.op in WEIGHTED_OPS and layer_has_bias(layer),
             fixed_in=any(id(t) in in_ids for t in ins),
             fixed_out=any(id(t) in out_ids for t in outs))
         specs.append(spec)
