@@ -3,27 +3,15 @@ CPU devices, in a subprocess: same steps as on one device), BENN resumed
 from its per-member ``checkpoint`` and a binary member resumed from a
 ``.keras`` ModelCheckpoint."""
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
+from _mirrored import run_mirrored
 
 from tfcomp.binary import binary_net
 
-_MIRRORED = textwrap.dedent("""
-    import json, os
-    os.environ["KERAS_BACKEND"] = "tensorflow"
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras, numpy as np
+# run_mirrored puts _mirrored.PRELUDE (json, os, tf, keras, np) first
+_MIRRORED = """
     from tfcomp.binary import BENN, binary_net
     from tfcomp.layers import BinaryConv2D, BinaryDense
 
@@ -97,16 +85,12 @@ _MIRRORED = textwrap.dedent("""
         "finite": bool(np.isfinite(pn).all()),
         "alphas": [float(a) for a in bn.member_weights_]}
     print(json.dumps(res))
-""")
+"""
 
 
 @pytest.fixture(scope="module")
 def mirrored_result():
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    out = subprocess.run([sys.executable, "-c", _MIRRORED], env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_mirrored(_MIRRORED, timeout=600)
 
 
 @pytest.mark.slow

@@ -22,14 +22,10 @@ SHAPE = (12, 12, 1)
 
 
 @pytest.fixture(scope="module")
-def ws(tmp_path_factory):
+def ws(tmp_path_factory, cli_files):
     """An untrained ResNet-8 (width 4) and a synthetic .npz."""
     d = tmp_path_factory.mktemp("cli")
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, (96,) + SHAPE).astype("float32")
-    y = rng.integers(0, 10, 96).astype("int64")
-    np.savez(d / "data.npz", x_train=x[:64], y_train=y[:64],
-             x_test=x[64:], y_test=y[64:])
+    x, y = cli_files.data(d, SHAPE, n=96, n_train=64, classes=10)
     np.savez(d / "bad.npz", x_train=x[:8], y_train=y[:8])
     np.savez(d / "wrong_shape.npz", x_train=x[:8, :10, :10],
              y_train=y[:8], x_test=x[:8, :10, :10], y_test=y[:8])
@@ -296,26 +292,21 @@ def test_quantize_uniform_and_policy(ws, capsys):
     assert code == 2 and "[w_bits, a_bits]" in err
 
 
-def _auto_model(d):
-    """Four quantizable layers (two searched), saved once."""
+def _auto_model(d, cli_files):
+    """Four quantizable layers (two searched), saved once (in the test, so
+    the CLI run sees the random state the build leaves)."""
     path = d / "auto.keras"
     if not path.exists():
-        keras.utils.set_random_seed(2)
-        inp = keras.Input(SHAPE)
-        h = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(inp)
-        h = keras.layers.Conv2D(8, 3, activation="relu", name="c2")(h)
-        h = keras.layers.Conv2D(8, 3, strides=2, activation="relu",
-                                name="c3")(h)
-        h = keras.layers.GlobalAveragePooling2D()(h)
-        keras.Model(inp, keras.layers.Dense(10, name="fc")(h)).save(path)
+        cli_files.conv_model(path, SHAPE, (4, 8, 8), 10, seed=2,
+                             c3_strides=2)
     return path
 
 
 @pytest.mark.slow
-def test_quantize_auto_allocates_under_the_budget(ws, capsys):
+def test_quantize_auto_allocates_under_the_budget(ws, cli_files, capsys):
     from tfcomp.hardware import BISMO, policy_cost
     d, _ = ws
-    src = _auto_model(d)
+    src = _auto_model(d, cli_files)
     model = load(src)
     budget = round(policy_cost(model, 4, "latency", BISMO()), 4)
     code, out, err = run(["quantize", src, d / "qa.keras", "--auto",
@@ -352,9 +343,9 @@ def test_quantize_auto_allocates_under_the_budget(ws, capsys):
     assert set(bits.values()) <= {2, 4, 8}
 
 
-def test_quantize_auto_bad_input(ws, capsys):
+def test_quantize_auto_bad_input(ws, cli_files, capsys):
     d, _ = ws
-    src = _auto_model(d)
+    src = _auto_model(d, cli_files)
     cases = [
         (["--auto"], "needs --data"),
         (["--budget", "0.4"], "--budget applies only with --auto"),

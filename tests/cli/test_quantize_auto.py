@@ -16,21 +16,10 @@ SHAPE = (10, 10, 1)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, cli_files):
     d = tmp_path_factory.mktemp("qauto")
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, (40,) + SHAPE).astype("float32")
-    y = rng.integers(0, 4, 40).astype("int64")
-    np.savez(d / "data.npz", x_train=x[:32], y_train=y[:32],
-             x_test=x[32:], y_test=y[32:])
-    keras.utils.set_random_seed(0)
-    inp = keras.Input(SHAPE)
-    h = keras.layers.Conv2D(4, 3, activation="relu", name="c1")(inp)
-    h = keras.layers.Conv2D(6, 3, activation="relu", name="c2")(h)
-    h = keras.layers.Conv2D(6, 3, activation="relu", name="c3")(h)
-    h = keras.layers.GlobalAveragePooling2D()(h)
-    keras.Model(inp, keras.layers.Dense(4, name="fc")(h)).save(
-        d / "model.keras")
+    cli_files.data(d, SHAPE, n=40, n_train=32, classes=4)
+    cli_files.conv_model(d / "model.keras", SHAPE, (4, 6, 6), 4, seed=0)
     return d
 
 

@@ -1,16 +1,12 @@
 """Snapshot Distillation: cosine cycles, the teacher frozen within a cycle
 and replaced exactly at its boundaries, resume, MirroredStrategy."""
 
-import json
 import math
-import os
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
+from _mirrored import run_mirrored
 
 from tfcomp.distill import Distiller, SnapshotDistillation, cosine_cycle_lr
 
@@ -116,15 +112,8 @@ def test_errors():
         model.fit(x, y, verbose=0, callbacks=[SnapshotDistillation()])
 
 
-_MIRRORED = textwrap.dedent("""
-    import json, os
-    os.environ["KERAS_BACKEND"] = "tensorflow"
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras, numpy as np
+# run_mirrored puts _mirrored.PRELUDE (json, os, tf, keras, np) first
+_MIRRORED = """
     from tfcomp.distill import Distiller, SnapshotDistillation
 
     def net():
@@ -162,16 +151,11 @@ _MIRRORED = textwrap.dedent("""
         "mirrored": type(kd.kd_scale.value).__name__,
         "max_diff": max(float(np.abs(a - b).max()) for a, b in zip(wm, w1)),
         "boundaries": bm, "finite": bool(np.isfinite(lm).all())}))
-""")
-
+"""
 
 @pytest.mark.slow
 def test_mirrored_strategy_two_replicas():
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    out = subprocess.run([sys.executable, "-c", _MIRRORED], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = run_mirrored(_MIRRORED)
     assert res["replicas"] == 2 and res["mirrored"] == "MirroredVariable"
     assert res["max_diff"] < 1e-5      # same steps as on one device
     assert res["boundaries"] == [2] and res["finite"]

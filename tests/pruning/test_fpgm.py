@@ -1,15 +1,12 @@
 """FPGM soft filter pruning: METHODS.md faithfulness checks, coupled groups,
 channels returning, gradient masking, save/resume, MirroredStrategy."""
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
+from _mirrored import run_mirrored
 
 import tfcomp
 from tfcomp.pruning.fpgm import FPGMPruning, channels_to_remove
@@ -330,15 +327,8 @@ def test_deprecated_names_warn():
     np.testing.assert_array_equal(old, channels_to_remove(g, 3, "l1"))
 
 
-_MIRRORED = textwrap.dedent("""
-    import json, os
-    os.environ["KERAS_BACKEND"] = "tensorflow"
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras, numpy as np
+# run_mirrored puts _mirrored.PRELUDE (json, os, tf, keras, np) first
+_MIRRORED = """
     from tfcomp.pruning import fpgm
     from tfcomp.pruning.wrappers import apply_fpgm, strip_pruning
     keras.utils.set_random_seed(0)
@@ -370,16 +360,11 @@ _MIRRORED = textwrap.dedent("""
         "small_filters": int(small.get_layer("a").kernel.shape[-1]),
         "err": float(np.abs(keras.ops.convert_to_numpy(small(xs))
                             - keras.ops.convert_to_numpy(model(xs))).max())}))
-""")
-
+"""
 
 @pytest.mark.slow
 def test_mirrored_strategy_two_replicas():
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    out = subprocess.run([sys.executable, "-c", _MIRRORED], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = run_mirrored(_MIRRORED)
     assert res["replicas"] == 2
     assert res["mirrored"] == "MirroredVariable"
     assert res["masked"] == 4 and res["dead_max"] == 0.0

@@ -1,15 +1,12 @@
 """GAL: soft masks, FISTA, losses by hand, stripping, save/resume,
 MirroredStrategy (METHODS.md checks)."""
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
+from _mirrored import run_mirrored
 
 import tfcomp
 from tfcomp.layers.soft_mask import FISTA, SoftMask
@@ -269,15 +266,8 @@ def test_resume_from_keras_save_matches_uninterrupted(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-6)
 
 
-_MIRRORED = textwrap.dedent("""
-    import json, os
-    os.environ["KERAS_BACKEND"] = "tensorflow"
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras, numpy as np
+# run_mirrored puts _mirrored.PRELUDE (json, os, tf, keras, np) first
+_MIRRORED = """
     from tfcomp.pruning.gal import GAL, apply_gal, gal_masks, strip_gal
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
@@ -321,16 +311,11 @@ _MIRRORED = textwrap.dedent("""
         "kept": int(small.get_layer("a").kernel.shape[-1]),
         "err": float(np.abs(keras.ops.convert_to_numpy(small(xs))
                             - keras.ops.convert_to_numpy(gal(xs))).max())}))
-""")
-
+"""
 
 @pytest.mark.slow
 def test_mirrored_strategy_two_replicas():
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    out = subprocess.run([sys.executable, "-c", _MIRRORED], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = run_mirrored(_MIRRORED)
     assert res["replicas"] == 2
     assert res["mirrored"] == "MirroredVariable"
     # the two replicas' gradients are averaged: same masks as one device

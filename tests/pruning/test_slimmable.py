@@ -2,15 +2,10 @@
 export equality and MACs, BN ablation, .keras round trip, MirroredStrategy,
 errors."""
 
-import json
-import os
-import subprocess
-import sys
-import textwrap
-
 import keras
 import numpy as np
 import pytest
+from _mirrored import run_mirrored
 
 import tfcomp
 from tfcomp.graph.walk import leaf_layers
@@ -185,15 +180,8 @@ def test_errors():
         set_width(plain, 0.5)
 
 
-_MIRRORED = textwrap.dedent("""
-    import json, os
-    os.environ["KERAS_BACKEND"] = "tensorflow"
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras, numpy as np
+# run_mirrored puts _mirrored.PRELUDE (json, os, tf, keras, np) first
+_MIRRORED = """
     from tfcomp.pruning.slimmable import (to_slimmable, set_width,
                                           export_width)
     keras.utils.set_random_seed(0)
@@ -229,16 +217,12 @@ _MIRRORED = textwrap.dedent("""
         "filters": int(small.get_layer("a").kernel.shape[-1]),
         "err": float(np.abs(np.asarray(small(xs)) - np.asarray(slim(xs))
                             ).max())}))
-""")
+"""
 
 
 @pytest.mark.slow
 def test_mirrored_strategy_two_replicas_and_checkpoint_resume(tmp_path):
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", OUT_DIR=str(tmp_path))
-    out = subprocess.run([sys.executable, "-c", _MIRRORED], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = run_mirrored(_MIRRORED, env={"OUT_DIR": str(tmp_path)})
     assert res["replicas"] == 2 and res["mirrored"] == "MirroredVariable"
     assert all(np.isfinite(res["loss"]))
     assert res["resumed_iters"] == 12

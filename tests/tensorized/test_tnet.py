@@ -2,15 +2,12 @@
 name the layers, training end to end, .keras resume, to_dense + TFLite,
 MirroredStrategy with two logical CPUs."""
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
+from _mirrored import run_mirrored
 
 from tfcomp.layers.tucker import (
     TNetConv2D,
@@ -227,15 +224,8 @@ def test_to_dense_converts_tucker_conv2d_in_nested_models():
         to_dense(_allconv())
 
 
-_MIRRORED = textwrap.dedent("""
-    import json, os
-    os.environ["KERAS_BACKEND"] = "tensorflow"
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(
-        cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    import keras, numpy as np
+# run_mirrored puts _mirrored.PRELUDE (json, os, tf, keras, np) first
+_MIRRORED = """
     from tfcomp.tensorized import tnet, to_dense
     keras.utils.set_random_seed(0)
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -266,16 +256,11 @@ _MIRRORED = textwrap.dedent("""
         "finite": bool(np.isfinite(hist.history["loss"]).all()),
         "err": float(np.abs(keras.ops.convert_to_numpy(dense(xs))
                             - keras.ops.convert_to_numpy(tn(xs))).max())}))
-""")
-
+"""
 
 @pytest.mark.slow
 def test_mirrored_strategy_two_replicas():
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    out = subprocess.run([sys.executable, "-c", _MIRRORED], env=env,
-                         capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = run_mirrored(_MIRRORED)
     assert res["replicas"] == 2
     assert res["mirrored"] == "MirroredVariable"
     assert res["moved"] > 0 and res["finite"]
