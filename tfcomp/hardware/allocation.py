@@ -53,6 +53,7 @@ from tfcomp.hardware.precision import (
     bits_precision,
 )
 from tfcomp.hardware.spec import extract_specs
+from tfcomp.quantization._analysis import QUANT_KINDS
 from tfcomp.quantization.quantize import quantizable_layers
 from tfcomp.quantization.sensitivity_result import Sensitivity
 from tfcomp.quantization.ties import residual_ties
@@ -115,8 +116,10 @@ class CostTable:
         self.hardware = hardware
         self.layers = quantizable_layers(model)
         if not self.layers:
+            kinds = ", ".join(k for k in QUANT_KINDS
+                              if k != "BatchNormalization")
             raise ValueError(f"model {model.name!r} has no quantizable layers "
-                             "(Conv2D, DepthwiseConv2D or Dense).")
+                             f"({kinds}).")
         specs, _ = extract_specs(model, return_skipped=True)
         by_name = {s.name.replace("/", "_"): s for s in specs}
         by_name.update({s.name: s for s in specs})

@@ -24,16 +24,26 @@ folding and activation fusion leave at deployment; layers without a cost model
 return_skipped=True)`` lists them).
 
 Precision axis: with ``precisions=("float32", "float16", "int8", "int4w")``
-each conv / depthwise / dense model is also quantized as a LiteRT file is
-(:mod:`tfcomp.hardware.precision`, ai-edge-quantizer: float16 weights,
-int8 / int4 dynamic-range weights) and timed; the table stores each at its
-``PRECISION_BITS`` pair (float32 (32, 32), float16 (16, 32), int8 (8, 32),
-int4w (4, 32)) and is not bit-invariant, so ``allocate_bits(...,
-candidates=PRECISIONS)`` sees what each precision costs on this host (on
-the x86 host int4w is slower than int8: XNNPACK has no int4 convolution).
-Ops without weights (adds, pooling) run in float in every such file and
-are stored once per pair. Depthwise layers have no int4 recipe: their
-int4w entry is the int8 file's time.
+each conv / depthwise / dense / separable model is also quantized as a
+LiteRT file is (:mod:`tfcomp.hardware.precision`, ai-edge-quantizer:
+float16 weights, int8 / int4 dynamic-range weights) and timed; the table
+stores each at its ``PRECISION_BITS`` pair (float32 (32, 32), float16 (16,
+32), int8 (8, 32), int4w (4, 32)) and is not bit-invariant, so
+``allocate_bits(..., candidates=PRECISIONS)`` sees what each precision costs
+on this host (on the x86 host int4w is slower than int8: XNNPACK has no int4
+convolution).
+Ops without weight ops (adds, pooling, an embedding's GATHER) run in
+float in every such file and are stored once per pair. Depthwise layers
+have no int4 recipe: their int4w entry is the int8 file's time (a
+separable layer's file, DEPTHWISE_CONV_2D + 1x1 CONV_2D, has an int8
+depthwise and an int4 pointwise part under int4w).
+
+Layers that are not NHWC convolutions: a ``separable`` spec is timed as one
+``SeparableConv2D`` (both parts in one file); an ``embedding`` spec as an
+``Embedding`` gathering ``in_h * in_w`` int32 indices, wrapped into the
+table by a ``FLOOR_MOD`` first (the profilers feed random indices from the
+whole int32 range, which GATHER rejects), one element-wise op over the
+positions next to the gather's ``positions x cout`` copies.
 
 Example:
     >>> table = measure_tflite_table(model, channel_fractions=(0.5, 1.0))
@@ -90,6 +100,14 @@ def build_layer_model(spec: LayerSpec, seed: int = 0) -> keras.Model:
     """
     init = keras.initializers.RandomNormal(stddev=0.05, seed=seed)
     b = spec.batch
+    if spec.op == "embedding":
+        # The profilers feed the full int32 range: wrap the indices into
+        # the table (one FLOOR_MOD over the positions) so GATHER runs.
+        x = keras.Input((spec.in_h * spec.in_w,), batch_size=b,
+                        dtype="int32")
+        emb = keras.layers.Embedding(spec.cin, spec.cout,
+                                     embeddings_initializer=init)
+        return keras.Model(x, emb(keras.ops.mod(x, spec.cin)))
     if spec.op == "dense":
         shape = (spec.cin,) if spec.in_h * spec.in_w == 1 else (
             spec.in_h * spec.in_w, spec.cin)
@@ -107,6 +125,11 @@ def build_layer_model(spec: LayerSpec, seed: int = 0) -> keras.Model:
             spec.kernel, strides=spec.stride, padding=spec.padding,
             depth_multiplier=spec.depth_multiplier,
             dilation_rate=spec.dilation, depthwise_initializer=init)(x)
+    elif spec.op == "separable":
+        y = keras.layers.SeparableConv2D(
+            spec.cout, spec.kernel, strides=spec.stride, padding=spec.padding,
+            depth_multiplier=spec.multiplier, dilation_rate=spec.dilation,
+            depthwise_initializer=init, pointwise_initializer=init)(x)
     elif spec.op == "add":
         xs = [x] + [keras.Input((spec.in_h, spec.in_w, spec.cin),
                                 batch_size=b)
@@ -152,13 +175,16 @@ def _variants(model_or_specs, channel_fractions, channel_multiple, batch):
     specs = as_specs(model_or_specs, batch)
     if not specs:
         raise ValueError("The model has no costed layers (conv, depthwise, "
-                         "dense, add, pooling) to measure.")
+                         "dense, separable, embedding, add, pooling) to "
+                         "measure.")
     return unique_signatures(
         v for s in specs
         for v in channel_variants(s, channel_fractions, channel_multiple))
 
 
-_WEIGHTED = ("conv", "depthwise", "dense")
+# Ops whose file has weight ops (precision variants); an embedding's
+# GATHER is not one (WEIGHT_OPS), so it is timed float at every pair.
+_WEIGHTED = ("conv", "depthwise", "dense", "separable")
 
 
 def _check_precisions(precisions):

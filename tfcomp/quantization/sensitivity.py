@@ -31,11 +31,20 @@ with ``a = w`` the two tables add per layer and width (pass the sum, a
 ``kind="weights"`` table, to :func:`tfcomp.hardware.allocate_bits`:
 :func:`combined_sensitivity`).
 
-For weights, ``Q_b`` is ``quantize_model``'s weight quantizer (symmetric per output
-channel, max clip at b >= 5 and KL clip at b <= 4) applied to the layer's
-own kernel. Per-channel symmetric quantization commutes with the per-channel
-scale of BatchNorm folding, so the grid equals the one QAT uses on the
-folded kernel.
+A ``SeparableConv2D``, which ``quantize_model`` quantizes as a depthwise
+conv ``<name>_depthwise`` and a 1x1 conv ``<name>`` at the layer's bits,
+is one row: its weights' sensitivity quantizes both kernels
+(``"distortion"``) or sums the two kernels' terms ``Tr(H_k) / n_k *
+||Q_b(W_k) - W_k||^2`` (``"hessian"``); its activations' quantizes, or
+sums the terms of, the layer's input and the depthwise output the 1x1 conv
+reads. ``meta`` keys the traces and noise by part name
+(``meta["parts"]``: ``{layer: [parts]}``).
+
+For weights, ``Q_b`` is ``quantize_model``'s weight quantizer (symmetric
+per output channel, max clip at b >= 5 and KL clip at b <= 4) applied to
+the layer's own kernel. Per-channel symmetric quantization commutes with
+the per-channel scale of BatchNorm folding, so the grid equals the one QAT
+uses on the folded kernel.
 
 Reference: Dong et al., HAWQ-V2, arXiv:1911.03852; Yao et al., HAWQ-V3,
 arXiv:2011.10680; Sony Model Compression Toolkit (MCT) mixed precision.
@@ -68,6 +77,17 @@ from tfcomp.quantization.hessian import (  # noqa: F401 - public re-exports
     weight_traces,
 )
 from tfcomp.quantization.quantize import _QUANT_CLASSES
+from tfcomp.quantization.sensitivity_activations import (  # noqa: F401
+    activation_table,
+    activation_terms,
+    fake_quant_input,
+    input_grid,
+    input_ranges,
+    operands,
+    parts_meta,
+    rows_sum,
+    split_separable,
+)
 from tfcomp.quantization.sensitivity_result import Sensitivity
 
 __all__ = ["METHODS", "KINDS", "DEFAULT_BITS", "Sensitivity", "sensitivity",
@@ -78,22 +98,43 @@ KINDS = ("weights", "activations")
 DEFAULT_BITS = (2, 3, 4, 5, 6, 7, 8)
 
 
-def _weight(layer):
-    """The variable QAT quantizes: the kernel, or an Embedding's table."""
+_SEPARABLE_PARTS = {"depthwise": ("depthwise_kernel", "DepthwiseConv2D"),
+                    "pointwise": ("pointwise_kernel", "Conv2D")}
+
+
+def _check_part(layer, part):
+    """``part`` if it fits ``layer`` (one of ``_SEPARABLE_PARTS`` for a
+    SeparableConv2D, else None)."""
+    if isinstance(layer, keras.layers.SeparableConv2D):
+        if part not in _SEPARABLE_PARTS:
+            raise ValueError(
+                "part must be 'depthwise' or 'pointwise' for SeparableConv2D"
+                f" layer {layer.name!r} (quantize_model quantizes both "
+                f"kernels at the layer's bits). Received: part={part!r}")
+    elif part is not None:
+        raise ValueError(f"part is for SeparableConv2D layers only. Received:"
+                         f" part={part!r} (layer {layer.name!r}, "
+                         f"{type(layer).__name__})")
+    return part
+
+
+def _weight(layer, part=None):
+    """The variable QAT quantizes: the kernel, an Embedding's table, or a
+    SeparableConv2D's ``part`` ("depthwise" / "pointwise") kernel."""
+    if _check_part(layer, part) is not None:
+        return getattr(layer, _SEPARABLE_PARTS[part][0])
     if isinstance(layer, keras.layers.Embedding):
         return layer.embeddings
-    if isinstance(layer, keras.layers.SeparableConv2D):
-        raise NotImplementedError(
-            f"sensitivity does not measure SeparableConv2D yet (QAT splits "
-            f"it into a depthwise and a 1x1 conv). Received: layer "
-            f"{layer.name!r}")
     return layer.kernel
 
 
-def _reduce_axes(layer) -> tuple:
+def _reduce_axes(layer, part=None) -> tuple:
     """The axes the per-channel weight scale reduces over, from the QAT
     class ``quantize_model`` builds for ``layer`` (one table, so every
-    quantized kind is covered)."""
+    quantized kind is covered; a SeparableConv2D's parts: its depthwise
+    and 1x1 Conv2D halves)."""
+    if _check_part(layer, part) is not None:
+        return _QUANT_CLASSES[_SEPARABLE_PARTS[part][1]]._kernel_reduce_axes
     quant_cls = _QUANT_CLASSES.get(type(layer).__name__)
     if quant_cls is None:
         for cls in type(layer).__mro__:  # QAT layers, subclasses
@@ -140,10 +181,11 @@ def _check_method(method) -> str:
 
 
 def quantized_kernel(layer, bits: int, weight_quantizer="symmetric",
-                     kernel=None) -> np.ndarray:
+                     kernel=None, part=None) -> np.ndarray:
     """``Q_b(W)``: the kernel (an Embedding's table) of any layer kind
     ``quantize_model`` quantizes, on the grid it trains at ``bits`` weight
-    bits.
+    bits (a SeparableConv2D: the ``part`` kernel, "depthwise" or
+    "pointwise"; both are quantized at the layer's bits).
 
     Args:
         layer: the float layer.
@@ -151,16 +193,21 @@ def quantized_kernel(layer, bits: int, weight_quantizer="symmetric",
         weight_quantizer: quantizer alias / dict / instance (as
             ``quantize_model``'s).
         kernel: the kernel value (default: the layer's).
+        part: for a SeparableConv2D, "depthwise" or "pointwise" (its
+            halves' kernels, per-channel as ``quantize_model``'s
+            DepthwiseConv2D and 1x1 Conv2D); None otherwise.
 
     Returns:
         The fake-quantized kernel (numpy float32).
 
     Example:
         >>> q4 = quantized_kernel(model.get_layer("conv1"), 4)
+        >>> dw4 = quantized_kernel(model.get_layer("sep"), 4,
+        ...                        part="depthwise")
     """
-    axes = _reduce_axes(layer)
+    axes = _reduce_axes(layer, part)
     w = np.asarray(keras.ops.convert_to_numpy(
-        _weight(layer) if kernel is None else kernel), np.float32)
+        _weight(layer, part) if kernel is None else kernel), np.float32)
     q = qz.get(weight_quantizer or "symmetric")
     if not isinstance(q, qz.WeightQuantizer):
         raise TypeError("weight_quantizer must be a weight quantizer. "
@@ -257,7 +304,8 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
         ``meta["trace"]`` holds the Hessian traces, ``meta["trace_se"]``
         their standard errors, ``meta["quant_noise"]``
         the squared quantization error per width, ``meta["n_weights"]`` or
-        ``meta["n_activations"]`` the element counts). Negative trace
+        ``meta["n_activations"]`` the element counts; a SeparableConv2D's
+        per part, ``meta["parts"]`` naming them). Negative trace
         estimates (a model away from a minimum) count as 0, with a warning.
 
     Raises:
@@ -309,49 +357,58 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
     hutch = {"tol": tol, "max_probes": max_probes, "min_probes": min_probes,
              "seed": seed, "rel_se": rel_se}
     meta = {"num_samples": int(len(x)), "batch_size": batch_size}
+    ops = operands(names, layers)
+    parts = parts_meta(ops)
+    if parts:
+        meta["parts"] = parts
     if kind == "activations":
-        ranges, shapes, floating = _input_ranges(model, layers, x,
-                                                 batch_size)
-        meta["input_range"] = {n: list(r) for n, r in zip(names, ranges)}
-        if method == "distortion":
-            table = _activation_table(model, layers, x, float_out, bits,
-                                      batch_size, ranges)
-        else:
-            noise, sizes, traces_of = _activation_terms(
-                model, names, layers, x, bits, batch_size, ranges, shapes,
-                floating, meta, hutch)
-            table = hessian_table(model, names, x, y, float_out, noise, sizes,
-                                  traces_of, loss, meta, tol=tol, seed=seed,
-                                  rel_se=rel_se, operand="activations")
+        with split_separable(ops) as ops:
+            ranges, shapes, floating = input_ranges(model, ops, x,
+                                                    batch_size)
+            meta["input_range"] = {o.name: list(r)
+                                   for o, r in zip(ops, ranges)}
+            if method == "distortion":
+                table = activation_table(
+                    model, ops, len(names), x, float_out, bits, batch_size,
+                    ranges, _forward, _predict)
+            else:
+                noise, sizes, traces_of = activation_terms(
+                    model, ops, x, bits, batch_size, ranges, shapes,
+                    floating, meta, hutch)
+                table = rows_sum(hessian_table(
+                    model, [o.name for o in ops], x, y, float_out, noise,
+                    sizes, traces_of, loss, meta, tol=tol, seed=seed,
+                    rel_se=rel_se, operand="activations"), ops, len(names))
         meta["seconds"] = time.perf_counter() - start
         return Sensitivity(names, bits, table, method=method,
                            kind="activations", meta=meta)
-    noise = np.zeros((len(names), len(bits)))
+    noise = np.zeros((len(ops), len(bits)))
     qkernels = {}
-    for i, layer in enumerate(layers):
-        w = np.asarray(keras.ops.convert_to_numpy(_weight(layer)), np.float64)
+    for i, o in enumerate(ops):
+        w = np.asarray(keras.ops.convert_to_numpy(_weight(o.layer, o.part)),
+                       np.float64)
         for j, b in enumerate(bits):
-            q = quantized_kernel(layer, b, weight_quantizer)
+            q = quantized_kernel(o.layer, b, weight_quantizer, part=o.part)
             qkernels[i, j] = q
             noise[i, j] = float(np.sum((q - w) ** 2))
     meta.update(
         probing=probing,
         weight_quantizer=qz.serialize(qz.get(weight_quantizer or "symmetric")),
-        n_weights={n: int(np.prod(_weight(lay).shape))
-                   for n, lay in zip(names, layers)},
-        quant_noise={n: noise[i].tolist() for i, n in enumerate(names)})
+        n_weights={o.name: int(np.prod(_weight(o.layer, o.part).shape))
+                   for o in ops},
+        quant_noise={o.name: noise[i].tolist() for i, o in enumerate(ops)})
     if method == "hessian":
-        kernels = [_weight(lay) for lay in layers]
-        table = hessian_table(
-            model, names, x, y, float_out, noise,
-            [meta["n_weights"][n] for n in names],
+        kernels = [_weight(o.layer, o.part) for o in ops]
+        table = rows_sum(hessian_table(
+            model, [o.name for o in ops], x, y, float_out, noise,
+            [meta["n_weights"][o.name] for o in ops],
             lambda targets, fn: weight_traces(
-                model, kernels, x, targets, fn, batch_size, layers=layers,
-                probing=probing, **hutch),
-            loss, meta, tol=tol, seed=seed, rel_se=rel_se)
+                model, kernels, x, targets, fn, batch_size,
+                layers=[o.layer for o in ops], probing=probing, **hutch),
+            loss, meta, tol=tol, seed=seed, rel_se=rel_se), ops, len(names))
     else:
-        table = _distortion_table(model, layers, x, float_out, qkernels,
-                                  bits, batch_size)
+        table = _distortion_table(model, ops, len(names), x, float_out,
+                                  qkernels, bits, batch_size)
     meta["seconds"] = time.perf_counter() - start
     return Sensitivity(names, bits, table, method=method, kind="weights",
                        meta=meta)
@@ -390,131 +447,23 @@ def combined_sensitivity(model, calibration_data, method: str = "hessian",
                              + a.meta["seconds"]})
 
 
-def _distortion_table(model, layers, x, float_out, qkernels, bits,
+def _distortion_table(model, ops, n_rows, x, float_out, qkernels, bits,
                       batch_size):
-    table = np.zeros((len(layers), len(bits)))
+    """Output MSE per layer and width with only that layer's kernels (both
+    of a SeparableConv2D) quantized."""
+    table = np.zeros((n_rows, len(bits)))
     forward = _forward(model)
-    for i, layer in enumerate(layers):
-        original = keras.ops.convert_to_numpy(_weight(layer))
+    for r in range(n_rows):
+        mine = [i for i, o in enumerate(ops) if o.row == r]
+        variables = [_weight(ops[i].layer, ops[i].part) for i in mine]
+        originals = [keras.ops.convert_to_numpy(v) for v in variables]
         try:
             for j in range(len(bits)):
-                _weight(layer).assign(qkernels[i, j].astype(original.dtype))
+                for i, v, orig in zip(mine, variables, originals):
+                    v.assign(qkernels[i, j].astype(orig.dtype))
                 out = _predict(model, x, batch_size, forward)
-                table[i, j] = float(np.mean((out - float_out) ** 2))
+                table[r, j] = float(np.mean((out - float_out) ** 2))
         finally:
-            _weight(layer).assign(original)
-    return table
-
-
-def input_grid(bits: int, lo: float, hi: float) -> tuple:
-    """``(scale, qmin, qmax)`` of :func:`fake_quant_input`'s grid."""
-    if lo >= 0:
-        return max(hi, 1e-12) / (2 ** bits - 1), 0, 2 ** bits - 1
-    levels = max(2 ** (bits - 1) - 1, 1)
-    return max(abs(lo), abs(hi), 1e-12) / levels, -levels, levels
-
-
-def fake_quant_input(x, bits: int, lo: float, hi: float):
-    """``x`` on a ``bits``-bit grid over the calibration range: unsigned on
-    ``[0, hi]`` when ``lo >= 0``, else symmetric on ``max(|lo|, |hi|)``."""
-    scale, qmin, qmax = input_grid(bits, lo, hi)
-    ops = keras.ops
-    return ops.clip(ops.round(x / scale), qmin, qmax) * scale
-
-
-def _input_probe(model, layers, x, batch_size):
-    """Yields, per batch, every layer's input (numpy arrays)."""
-    probe = keras.Model(model.inputs[0], [lay.input for lay in layers])
-    for sl in _batches(len(x), batch_size):
-        outs = probe(x[sl], training=False)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        yield [keras.ops.convert_to_numpy(t) for t in outs]
-
-
-def _input_ranges(model, layers, x, batch_size) -> tuple:
-    """``(ranges, shapes, floating)``: per layer the calibration range
-    ``(lo, hi)`` of its input, one sample's input shape, and whether the
-    input is floating point (an Embedding's indices are not)."""
-    lo = np.full(len(layers), np.inf)
-    hi = np.full(len(layers), -np.inf)
-    shapes, floating = [None] * len(layers), [True] * len(layers)
-    for outs in _input_probe(model, layers, x, batch_size):
-        for i, t in enumerate(outs):
-            lo[i], hi[i] = min(lo[i], t.min()), max(hi[i], t.max())
-            shapes[i] = tuple(t.shape[1:])
-            floating[i] = np.issubdtype(t.dtype, np.floating)
-    return list(zip(lo.tolist(), hi.tolist())), shapes, floating
-
-
-def _activation_terms(model, names, layers, x, bits, batch_size, ranges,
-                      shapes, floating, meta, hutch) -> tuple:
-    """HAWQ-V2's activation term: ``(noise, sizes, traces_of)`` for
-    :func:`~tfcomp.quantization.hessian.hessian_table`, ``noise[i, j] =
-    ||Q_b(A_i) - A_i||^2`` over all samples, ``sizes`` their element
-    counts. Layers with integer inputs (Embedding) count 0."""
-    noise = np.zeros((len(layers), len(bits)))
-    grids = [[input_grid(b, *r) for b in bits] for r in ranges]
-    for outs in _input_probe(model, layers, x, batch_size):
-        for i, t in enumerate(outs):
-            for j, (scale, qmin, qmax) in enumerate(grids[i] if floating[i]
-                                                    else []):
-                q = np.clip(np.round(t / scale), qmin, qmax) * scale
-                noise[i, j] += float(np.sum((q.astype(np.float64) - t) ** 2))
-    sizes = [len(x) * int(np.prod(s)) for s in shapes]
-    idx = [i for i, f in enumerate(floating) if f]
-    meta.update(n_activations=dict(zip(names, sizes)),
-                probing="sample-disjoint",
-                quant_noise={n: noise[i].tolist() for i, n in enumerate(names)})
-    if len(idx) < len(layers):
-        meta["not_measured"] = [names[i] for i in range(len(layers))
-                                if i not in idx]
-
-    def traces_of(targets, fn):
-        traces, se = np.zeros(len(layers)), np.zeros(len(layers))
-        if not idx:
-            return traces, 0, se
-        t, probes, e = activation_traces(
-            model, [layers[i] for i in idx], [shapes[i] for i in idx], x,
-            targets, fn, batch_size, **hutch)
-        traces[idx], se[idx] = t, e
-        return traces, probes, se
-    return noise, sizes, traces_of
-
-
-def _activation_table(model, layers, x, float_out, bits, batch_size,
-                      ranges):
-    """Every layer's input passes through a switchable fake quantizer whose
-    grid lives in variables, so one compiled forward serves every (layer,
-    width) pair: the layer under test is switched on, the others pass
-    their input through unchanged."""
-    table = np.zeros((len(layers), len(bits)))
-    grid = keras.Variable(np.zeros((len(layers), 4), np.float32),
-                          trainable=False, name="input_grid")
-    originals = [lay.call for lay in layers]
-
-    def hooked(i, f):
-        def call(inputs, *args, **kwargs):
-            ops = keras.ops
-            on, scale, qmin, qmax = (ops.cast(grid[i, k], inputs.dtype)
-                                     for k in range(4))
-            q = ops.clip(ops.round(inputs / scale), qmin, qmax) * scale
-            return f(ops.where(on > 0, q, inputs), *args, **kwargs)
-        return call
-
-    try:
-        for i, layer in enumerate(layers):
-            layer.call = hooked(i, originals[i])
-        forward = _forward(model)
-        for i in range(len(layers)):
-            for j, b in enumerate(bits):
-                rows = np.zeros((len(layers), 4), np.float32)
-                rows[:, 1] = 1.0
-                rows[i] = (1.0, *input_grid(b, *ranges[i]))
-                grid.assign(rows)
-                out = _predict(model, x, batch_size, forward)
-                table[i, j] = float(np.mean((out - float_out) ** 2))
-    finally:
-        for layer in layers:
-            if "call" in vars(layer):
-                del layer.call
+            for v, orig in zip(variables, originals):
+                v.assign(orig)
     return table
