@@ -83,6 +83,7 @@ from tfcomp.joint import (
     joint_problem,
     measure_quant_sensitivity,
 )
+from tfcomp.joint.allocator import OBJECTIVES
 from tfcomp.joint.select import DEFAULT_PRUNE_WEIGHTS, select_by_agreement
 from tfcomp.pruning import recalibrate_batchnorm
 from tfcomp.pruning.prune_sensitivity import sensitivity as prune_sens
@@ -108,6 +109,8 @@ UNIFORM_K = 3
 SEARCH_TRIALS, SEARCH_WARMUP, SEARCH_STEPS = 12, 4, 4
 RESNET_DEPTH = 20              # the smoke test uses ResNet-8
 ALTERNATING = True             # also run the alternating solver (its gap)
+OBJECTIVE = "distortion"  # --objective
+SEARCH = True  # --no-search skips the DDPG row
 PRUNE_WEIGHTS = DEFAULT_PRUNE_WEIGHTS  # balances tried (tfcomp.joint.select)
 SETTINGS = {  # part: (model, hardware, budget)
     "bismo_resnet20_25": ("resnet20", "bismo", 0.25),
@@ -302,7 +305,8 @@ def run_setting(part, model, data, info, sens):
         exact = compress(model, data["cal"], hardware=hw, budget=budget,
                          bits=bits, prune_sensitivity=ps,
                          quant_sensitivity=qs, prune_weights=PRUNE_WEIGHTS,
-                         validation_data=data["val"][0], seed=SEED)
+                         validation_data=data["val"][0], seed=SEED,
+                         objective=OBJECTIVE)
     except ValueError as e:
         out["unreachable"] = str(e)
         log(f"{part}: {e}")
@@ -341,6 +345,10 @@ def run_setting(part, model, data, info, sens):
                    {k: seq[k] for k in ("share", "objective",
                                         "prune_weight", "agreement")
                     if k in seq})
+    out["objective"] = OBJECTIVE
+    if not SEARCH:
+        out["targets"] = targets(rows)
+        return out
     t0 = time.time()
     hm = JointHyperModel(model, data["ft"], data["val"], hardware=hw,
                          budget=budget, bits=bits, finetune_epochs=1,
@@ -469,9 +477,17 @@ def main(argv=None) -> int:
                     "kept from the existing json in --out")
     ap.add_argument("--from-json", action="store_true",
                     help="only rewrite the .md from the json in --out")
+    ap.add_argument("--objective", choices=("distortion", "loss"),
+                    default="distortion",
+                    help="sensitivities: output distortion (pruning: MSE "
+                    "after the refit) or loss (pruning: loss increase; "
+                    "quantization: HAWQ-V2 Hessian, weights + activations)")
+    ap.add_argument("--no-search", action="store_true",
+                    help="skip the DDPG joint search row (experiments)")
     args = ap.parse_args(argv)
     if args.quick:
         quick_mode()
+    globals().update(OBJECTIVE=args.objective, SEARCH=not args.no_search)
     jpath = os.path.join(args.out, f"{NAME}.json")
     res = read_json(jpath) if os.path.exists(jpath) else {}
     if args.from_json:
@@ -494,12 +510,14 @@ def main(argv=None) -> int:
             if arch not in models:
                 model, info = baseline(data, arch)
                 t1 = time.time()
-                ps = prune_sens(model, data["sens"], RATIOS, seed=SEED,
+                pm, qm = OBJECTIVES[OBJECTIVE]
+                ps = prune_sens(model, data["sens"], RATIOS, pm, seed=SEED,
                                 num_samples=SENS_N)
                 t2 = time.time()
                 qs = measure_quant_sensitivity(
-                    model, data["sens"], "distortion",
-                    bits=(2, 3, 4, 5, 6, 7, 8), num_samples=SENS_N)
+                    model, data["sens"], qm,
+                    bits=(2, 3, 4, 5, 6, 7, 8), num_samples=SENS_N,
+                    seed=SEED)
                 info["sensitivity_seconds"] = {
                     "pruning": t2 - t1, "quantization": time.time() - t2}
                 models[arch] = (model, info, (ps, qs))

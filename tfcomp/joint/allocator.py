@@ -391,9 +391,11 @@ def compress(model, calibration_data=None, hardware=None,
     pmethod, qmethod = OBJECTIVES[objective]
     x = y = None
     if calibration_data is not None:
+        measure = prune_sensitivity is None or quant_sensitivity is None
         x, y = as_arrays(calibration_data, model=model,
-                         max_items=num_samples, need_labels=objective ==
-                         "loss", name="calibration_data")
+                         max_items=num_samples,
+                         need_labels=objective == "loss" and measure,
+                         name="calibration_data")
     elif prune_sensitivity is None or quant_sensitivity is None or refit:
         raise ValueError("calibration_data is needed to measure the "
                          "sensitivities and to refit (give both "
