@@ -209,3 +209,17 @@ def test_quant_sensitivity_counts_weights_and_activations(method):
     w = measure_quant_sensitivity(model, (x, y), method, bits=[2, 8],
                                   activations=False, num_samples=32)
     np.testing.assert_allclose(w.table, qs.meta["weights"], rtol=1e-6)
+
+
+def test_loss_objective_with_given_sensitivities_needs_no_labels():
+    model = _model()
+    ps, qs = _tables(3)
+    x = np.random.default_rng(0).uniform(0, 1, (16, 12, 12, 3)).astype(
+        "float32")
+    res = compress(model, x, hardware=BISMO(), budget=0.5, bits=[2, 4, 8],
+                   objective="loss", prune_sensitivity=ps,
+                   quant_sensitivity=qs, num_samples=16)
+    assert res.cost <= 0.5 * (1 + 1e-9)
+    with pytest.raises(ValueError, match="labels"):
+        compress(model, x, hardware=BISMO(), budget=0.5, bits=[2, 4, 8],
+                 objective="loss", quant_sensitivity=qs, num_samples=16)
