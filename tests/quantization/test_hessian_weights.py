@@ -257,3 +257,50 @@ def test_rotation_assigns_each_sample_one_layer_and_rotates():
                         if rows:
                             want[~keeps[p, g, i]] = 0.0
                         np.testing.assert_array_equal(out[i], want)
+
+
+def test_second_pass_indices_are_the_mask_padded_with_distinct_others():
+    keep = np.array([[1, 0, 0, 1, 0], [0, 1, 0, 0, 0], [0, 0, 1, 0, 1]],
+                    bool)
+    idx = hessian._indices(keep, 2)
+    assert [i[:, 0].tolist() for i in idx] == [[0, 3], [1, 0], [2, 4]]
+    assert all(i.shape == (2, 1) and i.dtype == np.int32 for i in idx)
+    # a short batch: no more than its samples; a full row: all of them
+    assert [i[:, 0].tolist() for i in hessian._indices(keep[:, :1], 2)] \
+        == [[0], [0], [0]]
+    assert hessian._indices(np.ones((1, 4), bool), 2)[0].shape == (4, 1)
+
+
+def test_separable_and_depthwise_kernels_against_the_materialised_hessian():
+    """A SeparableConv2D's two kernels (one layer hooked twice: the inner
+    hook runs plain in the outer one's second pass) and a depthwise conv,
+    whose second passes see a few gathered samples only."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 6, 2))
+    h = L.SeparableConv2D(3, 3, padding="same", activation="relu",
+                          name="sep")(inp)
+    h = L.DepthwiseConv2D(3, name="dw")(h)
+    model = keras.Model(inp, L.Dense(3, name="fc")(L.Flatten()(
+        L.ReLU()(h))))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 6, 6, 2)).astype("float32")
+    y = rng.integers(0, 3, 40)
+    sep = model.get_layer("sep")
+    kernels = [sep.depthwise_kernel, sep.pointwise_kernel,
+               model.get_layer("dw").kernel, model.get_layer("fc").kernel]
+    fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with tf.GradientTape(persistent=True) as outer:
+        with tf.GradientTape() as inner:
+            loss = tf.reduce_mean(fn(y, model(x, training=False)))
+        grads = inner.gradient(loss, kernels)
+    want = [np.trace(np.reshape(outer.jacobian(g, k).numpy(),
+                                (int(np.prod(k.shape)),) * 2))
+            for g, k in zip(grads, kernels)]
+    s = sensitivity(model, (x, y), bits=[4], batch_size=16, rel_se=0.05,
+                    max_probes=200)
+    names = ["sep_depthwise", "sep", "dw", "fc"]
+    assert list(s.meta["trace"]) == names
+    got = np.array([s.meta["trace"][n] for n in names])
+    se = np.array([s.meta["trace_se"][n] for n in names])
+    assert np.all(np.abs(got - want) <= 4 * se + 1e-9)
+    np.testing.assert_allclose(got, want, rtol=0.2)

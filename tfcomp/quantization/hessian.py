@@ -10,10 +10,10 @@ kernel (``n_i`` weights). Probes (``probing=``), each unbiased:
 * ``"disjoint"`` (default): in one product each calibration sample
   perturbs one layer's kernel: layer ``i`` runs with kernel ``W_i + t_i``
   on its samples ``S_i`` (``keras.StatelessScope``, a second pass of the
-  layer) and ``W_i`` on the others, and the products
-  are taken with respect to the zero tensors ``t_i``. The cross blocks
-  ``d^2 L / dt_i dt_j`` are then exactly zero (no sample sees two
-  ``t``), so ``v_i . (H v)_i * L`` estimates ``Tr(H_i)`` from the
+  layer on ``S_i`` alone, scattered back) and ``W_i`` on the others, and
+  the products are taken with respect to the zero tensors ``t_i``. The
+  cross blocks ``d^2 L / dt_i dt_j`` are then exactly zero (no sample
+  sees two ``t``), so ``v_i . (H v)_i * L`` estimates ``Tr(H_i)`` from the
   diagonal block alone; the assignment rotates per probe, one rotation
   for weights and activations (:func:`_rotation`: ``L`` probes see every
   (sample, layer) pair once, so the factor ``L``, not ``N / |S_i|``,
@@ -69,7 +69,10 @@ worst-case error per second. Weights + activations at 24 probes each
 on that host, no negative trace. MobileNetV2-tiny's weights-only ILP
 (BISMO, uniform-4-bit latency) fine-tuned to 77.9% with 24 disjoint
 probes (joint, 12 probes: 2-bit expand layers, 9.3%; weights +
-activations 77.5%).
+activations 77.5%). Session 13 (second passes on ``S_i`` alone; numpy on
+kept rows only), 24 probes, old / new interleaved, idle host: weights
+29.3 / 16.7 s (ResNet-20), 13.7 / 12.2 s (MobileNetV2-tiny), activations
+15.5 / 14.5 s, 11.6 / 10.6 s; traces equal to 5e-7.
 
 Activations (HAWQ-V2's extension to mixed-precision activations applies
 the same metric to a layer's input activations ``A_i``): ``H_i`` is the
@@ -174,8 +177,8 @@ def hutchinson_trace(hvp, shapes, *, tol: float = 0.01,
     mean, se = None, np.full(len(shapes), np.inf)
     k = 0
     for k in range(1, max_probes + 1):
-        v = [(rng.integers(0, 2, size=s) * 2 - 1).astype(np.float32)
-             for s in shapes]
+        v = [rng.integers(0, 2, size=s).astype(np.float32) * 2 - 1
+             for s in shapes]  # +-1, the draws of (r * 2 - 1) in int64
         hv = hvp(v)
         e = np.array([float(np.sum(np.asarray(h, np.float64) * vi))
                       for vi, h in zip(v, hv)])
@@ -292,8 +295,9 @@ def _full_hvp(hvp_batch, x, targets, batch_size, sliced: bool):
     per-batch products of batch-mean losses (weighted by the batch share).
     ``sliced``: the blocks have a sample axis (activations) and each batch
     gets its rows of ``v``; else every batch gets all of ``v`` (weights).
-    ``keep`` (an ``(L, N)`` boolean array), if given, goes to
-    ``hvp_batch`` as a fourth argument, its columns of the batch."""
+    ``keep`` (an ``(L, N)`` boolean array), if given, goes to ``hvp_batch``
+    (its batch columns), or with ``sliced`` keeps block ``i``'s rows
+    ``keep[i]`` only."""
     import tensorflow as tf
     n = len(x)
     slices = _batches(n, batch_size)
@@ -303,15 +307,16 @@ def _full_hvp(hvp_batch, x, targets, batch_size, sliced: bool):
         shared = None if sliced else [tf.constant(v) for v in vs]
         for sl in slices:
             part = [tf.constant(v[sl]) for v in vs] if sliced else shared
-            masks = () if keep is None else (tf.constant(keep[:, sl]),)
+            masks = () if keep is None or sliced else (keep[:, sl],)
             hv = hvp_batch(x[sl], targets[sl], part, *masks)
             w = (sl.stop - sl.start) / n
-            for t, h in zip(total, hv):
-                if h is not None:
-                    if sliced:
-                        t[sl] += np.asarray(h, np.float64) * w
-                    else:
-                        t += np.asarray(h, np.float64) * w
+            for i, (t, h) in enumerate(zip(total, hv)):
+                if h is not None and sliced and keep is not None:
+                    rows = keep[i, sl]  # the others are dropped anyway
+                    t[sl][rows] = np.asarray(h)[rows].astype(np.float64) * w
+                elif h is not None:
+                    (t[sl] if sliced else t)[...] += np.asarray(
+                        h, np.float64) * w
         return total
     return hvp
 
@@ -365,31 +370,48 @@ def _per_layer(hvp, n_layers: int):
 
 
 def _kernel_hooks(layers, kernels, slot):
-    """Wraps every layer's ``call`` so that, while ``slot`` holds ``(ts,
-    masks)``, layer ``i``'s output is, on the samples of ``masks[i]``, the
-    one with kernel ``W_i + ts[i]`` (``keras.StatelessScope``), elsewhere
-    the one with ``W_i``: two passes of the layer (gathering the samples
-    apart and stitching them back was 2.4x slower on MobileNetV2-tiny)."""
+    """Wraps every layer's ``call``: while ``slot`` holds ``(ts, masks,
+    idx)``, layer ``i``'s output on the samples ``masks[i]`` is the one with
+    kernel ``W_i + ts[i]`` (``keras.StatelessScope``; a second pass on the
+    samples ``idx[i]`` only: the mask's, padded with others to a fixed
+    length, one trace for every probe), elsewhere the one with ``W_i``; in
+    an outer second pass an inner hook (SeparableConv2D) runs plain."""
     tf = _tf("")
+    busy = []  # inside a second pass
 
     def hooked(i, f):
         def call(inputs, *args, **kwargs):
             plain = f(inputs, *args, **kwargs)
-            if not slot:
+            if not slot or busy:
                 return plain
-            ts, masks = slot[0]
+            ts, masks, idx = slot[0]
+            sub = keras.tree.map_structure(
+                lambda a: tf.gather_nd(a, idx[i]), inputs)
             with keras.StatelessScope([(kernels[i], kernels[i].value
                                         + ts[i])]):
-                moved = f(inputs, *args, **kwargs)
+                busy.append(i)
+                try:
+                    moved = f(sub, *args, **kwargs)
+                finally:
+                    busy.pop()
 
             def pick(p, q):
                 m = tf.reshape(masks[i], [-1] + [1] * (len(p.shape) - 1))
-                return tf.where(m, q, p)
+                return tf.where(m, tf.scatter_nd(
+                    idx[i], q, tf.shape(p, out_type=idx[i].dtype)), p)
             return keras.tree.map_structure(pick, plain, moved)
         return call
 
     for i, layer in enumerate(layers):
         layer.call = hooked(i, layer.call)
+
+
+def _indices(keep, size: int) -> list:
+    """Per row of the boolean ``keep`` (``L`` x batch), ``(size, 1)`` int32
+    sample indices: the row's samples, then others (distinct)."""
+    size = max(min(size, keep.shape[1]), int(keep.sum(axis=1).max()))
+    return [np.concatenate([np.flatnonzero(row), np.flatnonzero(~row)])[
+        :size, None].astype(np.int32) for row in keep]
 
 
 def weight_traces(model, kernels, x, targets, fn, batch_size, *, tol,
@@ -427,16 +449,18 @@ def weight_traces(model, kernels, x, targets, fn, batch_size, *, tol,
             hvp = _per_layer(hvp, len(kernels))
         return hutchinson_trace(hvp, shapes, **hutch)
 
-    slot = []  # (ts, masks) of the batch being traced
+    slot = []  # (ts, masks, idx) of the batch being traced
+    rounds = -(-len(kernels) // len(x))  # size >= samples / layer, batch
+    size = -(-min(batch_size, len(x)) // (len(kernels) // rounds))
 
     @tf.function(reduce_retracing=True, autograph=False)
-    def masked_batch(xb, yb, vs, masks):
+    def masked_batch(xb, yb, vs, masks, idx):
         ts = [tf.zeros(k.shape, k.dtype) for k in kernels]
         with tf.GradientTape() as outer:
             outer.watch(ts)
             with tf.GradientTape() as inner:
                 inner.watch(ts)
-                slot.append((ts, masks))
+                slot.append((ts, masks, idx))
                 try:
                     loss = tf.reduce_mean(fn(yb, model(xb, training=False)))
                 finally:
@@ -449,7 +473,11 @@ def weight_traces(model, kernels, x, targets, fn, batch_size, *, tol,
         return [None if h is None else tf.convert_to_tensor(h)
                 for h in outer.gradient(gv, ts)]
 
-    hvp = _rotation(_full_hvp(masked_batch, x, targets, batch_size,
+    def product(xb, yb, vs, keep):
+        return masked_batch(xb, yb, vs, [tf.constant(k) for k in keep],
+                            [tf.constant(i) for i in _indices(keep, size)])
+
+    hvp = _rotation(_full_hvp(product, x, targets, batch_size,
                               sliced=False), len(kernels), len(x), rows=False)
     try:
         _kernel_hooks(layers, kernels, slot)
@@ -460,7 +488,7 @@ def weight_traces(model, kernels, x, targets, fn, batch_size, *, tol,
                 del layer.call
 
 
-def _disjoint(hvp, n_layers: int, n: int):
+def _disjoint(hvp, n_layers: int, n: int, *, keeps: bool = False):
     """Sample-disjoint probes: ``fn(v) -> H v`` restricted so that, in one
     product, each sample's activations are probed at one layer only (the
     others' probe is zeroed there, and the layer's output is kept on its
@@ -471,10 +499,11 @@ def _disjoint(hvp, n_layers: int, n: int):
     holds no cross-layer term ``v_i^T H_ij v_j``, whose noise would swamp
     a small trace next to a large one (adjacent layers' activations are
     strongly coupled); the estimate stays unbiased. The assignment rotates
-    with the probe (:func:`_rotation`)."""
+    with the probe (:func:`_rotation`); ``keeps``: call ``hvp(v, keep)``."""
     return _rotation(
         lambda vs, keep: hvp([v * k.reshape(-1, *([1] * (v.ndim - 1)))
-                              for v, k in zip(vs, keep)]),
+                              for v, k in zip(vs, keep)],
+                             *((keep,) if keeps else ())),
         n_layers, n, rows=True)
 
 
@@ -497,7 +526,7 @@ def activation_traces(model, layers, shapes, x, targets, fn, batch_size, *,
             return f(inputs, *args, **kwargs)
         return call
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def hvp_batch(xb, yb, vs):
         ds = [tf.zeros_like(v) for v in vs]
         with tf.GradientTape() as outer:
@@ -518,7 +547,8 @@ def activation_traces(model, layers, shapes, x, targets, fn, batch_size, *,
         for i, layer in enumerate(layers):
             layer.call = hooked(i, originals[i])
         hvp = _disjoint(_full_hvp(hvp_batch, x, targets, batch_size,
-                                  sliced=True), len(layers), len(x))
+                                  sliced=True), len(layers), len(x),
+                        keeps=True)
         return hutchinson_trace(
             hvp, [(len(x), *s) for s in shapes], tol=tol,
             max_probes=max_probes, min_probes=min_probes, seed=seed,
