@@ -425,9 +425,12 @@ def to_markdown(res) -> str:
                          f"{ss['quantization']:.0f} s")
         sel = p.get("selection", {"prune_weights": [1.0, 0.25, 0.0625],
                                   "on": "the 256 calibration images"})
-        lines.append(f"- sensitivities: {p.get('objective', 'distortion')}"
-                     " (pruning MSE after the refit + output distortion; "
-                     "or loss increase + HAWQ-V2 Hessian, w + a)")
+        lines.append("- objective: " + {
+            "distortion": "distortion (pruning: output MSE after the refit;"
+                          " quantization: output distortion, w + a)",
+            "loss": "loss (pruning: loss increase after the refit; "
+                    "quantization: HAWQ-V2 Hessian, w + a)"}[
+            p.get("objective", "distortion")])
         lines.append(f"- pruning-term weights {sel['prune_weights']}; the "
                      f"allocator's and the sequential rows' point chosen by "
                      f"top-1 agreement on {sel['on']}")
