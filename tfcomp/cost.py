@@ -52,7 +52,8 @@ if TYPE_CHECKING:  # Keras is imported on first use: ``import tfcomp`` and
 
 __all__ = [
     "FLOAT_BITS", "LayerProfile", "ModelProfile", "activation_bytes",
-    "attention_macs", "bops", "einsum_macs", "layer_macs", "param_count",
+    "attention_macs", "bops", "einsum_axis_sizes", "einsum_macs",
+    "layer_macs", "param_count",
     "profile", "size_bytes", "weight_count",
 ]
 
@@ -111,6 +112,35 @@ def layer_macs(positions: int, kernel_size, cin: int, cout: int,
     return int(positions) * weight_count(kernel_size, cin, cout, groups)
 
 
+def einsum_axis_sizes(equation: str, input_shape, kernel_shape) -> tuple:
+    """``(input letters, kernel letters, output letters, {letter: size},
+    ellipsis size)`` of an ``EinsumDense`` equation at batch 1 (the batch
+    letter counts 1; a leading ``...`` folds into the ellipsis size).
+
+    Example:
+        >>> einsum_axis_sizes("abc,cd->abd", (None, 5, 8), (8, 4))[3]
+        {'a': 1, 'b': 5, 'c': 8, 'd': 4}
+    """
+    lhs, out = str(equation).replace(" ", "").split("->")
+    a, k = lhs.split(",")
+    x = tuple(input_shape)
+    sizes: dict = {}
+    ellipsis = 1
+    if a.startswith("..."):
+        rest = a[3:]
+        n_ell = len(x) - len(rest)
+        ellipsis = _prod(d or 1 for d in x[1:n_ell])
+        axes = zip(rest, x[n_ell:])
+    else:
+        sizes[a[0]] = 1  # the batch axis
+        axes = zip(a[1:], x[1:])
+    for ch, d in axes:
+        sizes.setdefault(ch, int(d or 1))
+    for ch, d in zip(k, tuple(kernel_shape)):
+        sizes.setdefault(ch, int(d))
+    return a, k, out, sizes, ellipsis
+
+
 def einsum_macs(equation: str, input_shape, kernel_shape,
                 output_shape=None) -> int:
     """MACs of an ``EinsumDense`` (batch 1): the product of the sizes of
@@ -131,24 +161,8 @@ def einsum_macs(equation: str, input_shape, kernel_shape,
         >>> einsum_macs("abc,cde->abde", (None, 5, 8), (8, 2, 4))
         320
     """
-    eq = str(equation).replace(" ", "")
-    lhs, out = eq.split("->")
-    a, k = lhs.split(",")
-    x = tuple(input_shape)
-    sizes: dict = {}
-    ellipsis = 1
-    if a.startswith("..."):
-        rest = a[3:]
-        n_ell = len(x) - len(rest)
-        ellipsis = _prod(d or 1 for d in x[1:n_ell])
-        axes = zip(rest, x[n_ell:])
-    else:
-        sizes[a[0]] = 1  # the batch axis
-        axes = zip(a[1:], x[1:])
-    for ch, d in axes:
-        sizes.setdefault(ch, int(d or 1))
-    for ch, d in zip(k, tuple(kernel_shape)):
-        sizes.setdefault(ch, int(d))
+    a, k, out, sizes, ellipsis = einsum_axis_sizes(equation, input_shape,
+                                                   kernel_shape)
     if output_shape is not None:
         y = tuple(output_shape)
         o = out[3:] if out.startswith("...") else out

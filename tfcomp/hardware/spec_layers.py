@@ -57,6 +57,7 @@ import math
 
 import keras
 
+from tfcomp.cost import einsum_axis_sizes
 from tfcomp.hardware.spec import LayerSpec
 from tfcomp.layers import QuantActivation, QuantReLU
 
@@ -165,21 +166,7 @@ def _transposed(layer, name, x) -> dict:
 def _split_einsum(equation: str, x: tuple, kernel: tuple):
     """(G, M, K, N) of an EinsumDense: shared, free input, contracted and
     kernel output axes (batch 1; an ellipsis counts as free input axes)."""
-    lhs, out = str(equation).replace(" ", "").split("->")
-    a, k = lhs.split(",")
-    sizes, m = {}, 1
-    if a.startswith("..."):
-        rest = a[3:]
-        n_ell = len(x) - len(rest)
-        m = math.prod(int(d or 1) for d in x[1:n_ell])
-        axes = zip(rest, x[n_ell:])
-    else:
-        sizes[a[0]] = 1  # the batch axis
-        axes = zip(a[1:], x[1:])
-    for ch, d in axes:
-        sizes.setdefault(ch, int(d or 1))
-    for ch, d in zip(k, kernel):
-        sizes.setdefault(ch, int(d))
+    a, k, out, sizes, m = einsum_axis_sizes(equation, x, kernel)
     a, out = a.replace(".", ""), out.replace(".", "")
     g = kk = n = 1
     for ch in set(a + k):
