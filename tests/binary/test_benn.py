@@ -5,6 +5,7 @@ resampling, warm start, the vote equals a hand vote, save/load, BN folding,
 import keras
 import numpy as np
 import pytest
+from _binary_models import binary_member, xy
 
 from tfcomp.binary import (
     BENN,
@@ -16,16 +17,8 @@ from tfcomp.binary import (
 from tfcomp.layers.binary import BinaryDense
 
 
-def _data(n=64, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 8, 8, 1)).astype("float32")
-    y = (x[:, :4].mean(axis=(1, 2, 3)) > 0).astype(int) + \
-        2 * (x[:, :, :4].mean(axis=(1, 2, 3)) > 0).astype(int)
-    return x, y
-
-
 def _build():
-    return binary_net((8, 8, 1), 4, width=4)
+    return binary_member(compiled=False)     # BENN compiles it
 
 
 def _tiny(lr=1e-2):
@@ -42,14 +35,14 @@ def _tiny(lr=1e-2):
 
 @pytest.fixture(scope="module")
 def boosted():
-    x, y = _data()
+    x, y = xy()
     return x, y, BENN(_tiny, members=3, mode="boosting", vote="hard").fit(
         x, y, epochs=2, batch_size=16)
 
 
 @pytest.fixture(scope="module")
 def bagged():
-    x, y = _data()
+    x, y = xy()
     return x, y, BENN(_tiny, members=3, mode="bagging", vote="soft",
                       seed=1).fit(x, y)
 
@@ -112,7 +105,7 @@ def test_boosting_resamples_by_weight(boosted):
 
 
 def test_warm_start_copies_previous_member():
-    x, y = _data()
+    x, y = xy()
     still = BENN(lambda: _tiny(0), members=2, mode="boosting").fit(x, y)
     a, b = (m.get_weights() for m in still.members_)
     assert still.warm_start and all(np.array_equal(u, v) for u, v in zip(a, b))
@@ -147,7 +140,7 @@ def test_save_load(tmp_path, bagged):
 
 
 def test_fold_batchnorm_equals_inference():
-    x, y = _data()
+    x, y = xy()
     m = _build()
     m.compile("adam", keras.losses.SparseCategoricalCrossentropy(True))
     m.fit(x, y, epochs=2, verbose=0)
@@ -162,7 +155,7 @@ def test_fold_batchnorm_equals_inference():
 def test_member_bismo_descriptor_and_tflite(tmp_path):
     from tfcomp.export.bitserial import load_descriptor
 
-    x, y = _data()
+    x, y = xy()
     benn = BENN(_build, members=2, mode="bagging").fit(x, y, epochs=2)
     reps = benn.export_bitserial(str(tmp_path / "bismo"), x[:32],
                                  verify_x=x[:32])
@@ -203,7 +196,7 @@ def test_errors():
         BENN(_build, sampling="bootstrap")
     with pytest.raises(TypeError, match="warm_start"):
         BENN(_build, warm_start="yes")
-    x, y = _data(8)
+    x, y = xy(8)
     with pytest.raises(ValueError, match="sample_weight"):
         BENN(_build).fit(x, y, sample_weight=np.ones(8))
     with pytest.raises(ValueError, match="epochs"):

@@ -6,6 +6,7 @@ from its per-member ``checkpoint`` and a binary member resumed from a
 import keras
 import numpy as np
 import pytest
+from _binary_models import binary_member, xy
 from _mirrored import run_mirrored
 
 from tfcomp.binary import binary_net
@@ -134,11 +135,7 @@ def test_member_fit_resumes_from_keras_checkpoint(tmp_path):
 
     def build():
         keras.utils.set_random_seed(5)
-        m = binary_net((8, 8, 1), 4, width=4)
-        m.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(True),
-                  jit_compile=False)
-        return m
+        return binary_member()
 
     full = build()
     full.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0)
@@ -157,14 +154,6 @@ def test_member_fit_resumes_from_keras_checkpoint(tmp_path):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def _xy(n=48, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, 8, 8, 1)).astype("float32")
-    y = (x[:, :4].mean(axis=(1, 2, 3)) > 0).astype(int) + \
-        2 * (x[:, :, :4].mean(axis=(1, 2, 3)) > 0).astype(int)
-    return x, y
-
-
 @pytest.mark.parametrize("mode,sampling", [
     pytest.param("bagging", "resample", marks=pytest.mark.slow),
     ("boosting", "resample"),        # ~10 s: the path with the most state
@@ -176,17 +165,10 @@ def test_benn_resumes_from_checkpoint_after_member_1(tmp_path, mode,
     uninterrupted run: members, votes, draws, sample weights."""
     from tfcomp.binary import BENN
 
-    x, y = _xy()
-
-    def build():
-        m = binary_net((8, 8, 1), 4, width=4)
-        m.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(True),
-                  jit_compile=False)     # no XLA compile: a faster test
-        return m
+    x, y = xy(48)
 
     def benn(members):
-        return BENN(build, members=members, mode=mode, seed=3,
+        return BENN(binary_member, members=members, mode=mode, seed=3,
                     sampling=sampling)
 
     full = benn(3).fit(x, y, epochs=2, batch_size=16)
@@ -213,7 +195,7 @@ def test_benn_resumes_from_checkpoint_after_member_1(tmp_path, mode,
 def test_benn_checkpoint_of_another_mode_or_format_is_refused(tmp_path):
     from tfcomp.binary import BENN
 
-    x, y = _xy(16)
+    x, y = xy(16)
     ck = str(tmp_path / "benn.keras")
     BENN(lambda: binary_net((8, 8, 1), 4, width=2), members=1,
          mode="bagging").fit(x, y, checkpoint=ck)
