@@ -73,6 +73,7 @@ import keras
 import numpy as np
 from _common import accuracy as _accuracy
 from _common import compile_model, log, parser, read_json, write_results
+from _joint_report import to_markdown
 
 import tfcomp
 from tfcomp._io import atomic_path
@@ -84,7 +85,12 @@ from tfcomp.joint import (
     measure_quant_sensitivity,
 )
 from tfcomp.joint.allocator import OBJECTIVES
-from tfcomp.joint.select import DEFAULT_PRUNE_WEIGHTS, select_by_agreement
+from tfcomp.joint.select import (
+    DEFAULT_PRUNE_WEIGHTS,
+    AgreementScore,
+    FinetuneScore,
+    select_point,
+)
 from tfcomp.pruning import recalibrate_batchnorm
 from tfcomp.pruning.prune_sensitivity import sensitivity as prune_sens
 from tfcomp.quantization import calibrate, quantize_model
@@ -109,7 +115,8 @@ UNIFORM_K = 3
 SEARCH_TRIALS, SEARCH_WARMUP, SEARCH_STEPS = 12, 4, 4
 RESNET_DEPTH = 20              # the smoke test uses ResNet-8
 ALTERNATING = True             # also run the alternating solver (its gap)
-OBJECTIVE = "distortion"  # --objective
+OBJECTIVE = "distortion"  # --objective (distortion, loss or both)
+SELECTION = "agreement"  # --selection (agreement or finetune)
 SEARCH = True  # --no-search skips the DDPG row
 PRUNE_WEIGHTS = DEFAULT_PRUNE_WEIGHTS  # balances tried (tfcomp.joint.select)
 SETTINGS = {  # part: (model, hardware, budget)
@@ -124,15 +131,6 @@ SETTINGS = {  # part: (model, hardware, budget)
 }
 PARTS = tuple(SETTINGS)
 QUICK_PARTS = ("bismo_resnet20_25",)
-ROWS = ("uniform", "prune_first", "bits_first", "joint_allocator",
-        "joint_search")
-LABELS = {"uniform": "uniform (width x bits grid)",
-          "prune_first": "sequential: prune, then bits",
-          "bits_first": "sequential: bits, then prune",
-          "joint_allocator": "joint allocator (exact program)",
-          "joint_search": "joint search (DDPG, warm-started)"}
-
-
 def quick_mode():
     """Shrinks every knob for the smoke test."""
     g = globals()
@@ -234,11 +232,28 @@ def uniform_rows(prob, limit):
     return sorted(out, key=lambda t: -t[0])
 
 
-def sequential(model, prob, limit, first, x, x_val):
-    """Two-step point: per pruning weight of ``PRUNE_WEIGHTS`` the share of
-    ``SHARES`` with the smallest weighted sum, then among those the point
-    whose quantized model agrees best with the float one (the joint
-    allocator's own selection, so both get the same balance)."""
+def sequential(model, probs, limit, first, x, score):
+    """Two-step point: per objective (``probs``) and pruning weight of
+    ``PRUNE_WEIGHTS`` the share of ``SHARES`` with the smallest weighted
+    sum, then among those the point ``score`` ranks best (the joint
+    allocator's own pool and selection, so both get the same balance)."""
+    runs = []
+    for name, prob in probs.items():
+        runs += _sequential_runs(prob, limit, first, name)
+    if not runs:
+        return None
+    space = next(iter(probs.values())).space
+    for r in runs:
+        r["keep"], r["bits"] = point(probs[r["objective_name"]], r["opt"],
+                                     r["pick"])
+        r["cost"] = space.ratio(r["keep"], r["bits"])
+    if len({(tuple(sorted(r["keep"].items())),
+             tuple(sorted(r["bits"].items()))) for r in runs}) > 1:
+        return select_point(model, space.graph, runs, x, score, seed=SEED)[0]
+    return runs[0]
+
+
+def _sequential_runs(prob, limit, first, name):
     full = prob.space.full_cost
     dense_opt = [len(o) - 1 for o in prob.options]
     eight = [ps.index((8, 8)) if (8, 8) in ps else len(ps) - 1
@@ -265,27 +280,48 @@ def sequential(model, prob, limit, first, x, x_val):
         if best is not None:
             runs.append({"prune_weight": lam, "share": best[1],
                          "opt": best[2], "pick": best[3],
+                         "objective_name": name,
                          "objective": prob.objective(best[2], best[3])[0]})
-    if not runs:
-        return None
-    if len({(tuple(r["opt"]), tuple(r["pick"])) for r in runs}) > 1:
-        return select_by_agreement(model, prob, runs, x, seed=SEED,
-                                   x_eval=x_val)[0]
-    return runs[0]
+    return runs
+
+
+def measure(model, data):
+    """``({objective: (pruning, quantization sensitivity)}, seconds)`` for
+    the objectives ``OBJECTIVE`` names."""
+    names = list(OBJECTIVES) if OBJECTIVE == "both" else [OBJECTIVE]
+    sens, secs = {}, {"pruning": 0.0, "quantization": 0.0}
+    for name in names:
+        pm, qm = OBJECTIVES[name]
+        t1 = time.time()
+        ps = prune_sens(model, data["sens"], RATIOS, pm, seed=SEED,
+                        num_samples=SENS_N)
+        t2 = time.time()
+        qs = measure_quant_sensitivity(model, data["sens"], qm,
+                                       bits=(2, 3, 4, 5, 6, 7, 8),
+                                       num_samples=SENS_N, seed=SEED)
+        secs["pruning"] += t2 - t1
+        secs["quantization"] += time.time() - t2
+        sens[name] = (ps, qs)
+    return sens, secs
 
 
 def run_setting(part, model, data, info, sens):
     arch, hw_name, budget = SETTINGS[part]
     hw = BISMO() if hw_name == "bismo" else BitFusion("edge")
     bits = [b for b in hw.distinct_bits() if 2 <= b <= 8]
-    ps, qs = sens
-    prob = joint_problem(model, ps, qs, hardware=hw, bits=bits)
+    probs = {name: joint_problem(model, ps, qs, hardware=hw, bits=bits)
+             for name, (ps, qs) in sens.items()}
+    prob = next(iter(probs.values()))
     full = prob.space.full_cost
     limit = budget * full * (1 + 1e-9)
+    score = (FinetuneScore(data["ft"], data["val"], steps=FT_STEPS,
+                           batch_size=BATCH, seed=SEED)
+             if SELECTION == "finetune" else AgreementScore(data["val"][0]))
     out = {"arch": arch, "hardware": hw_name, "budget": budget,
            "float": info["test_accuracy"], "widths": bits, "rows": {},
            "selection": {"prune_weights": list(PRUNE_WEIGHTS),
-                         "on": f"{len(data['val'][0])} held-out images"}}
+                         "on": f"{len(data['val'][0])} held-out images",
+                         "how": SELECTION}}
     rows = out["rows"]
 
     def record(name, keep, pol, seconds, extra=None):
@@ -303,10 +339,13 @@ def run_setting(part, model, data, info, sens):
     t0 = time.time()
     try:
         exact = compress(model, data["cal"], hardware=hw, budget=budget,
-                         bits=bits, prune_sensitivity=ps,
-                         quant_sensitivity=qs, prune_weights=PRUNE_WEIGHTS,
-                         validation_data=data["val"][0], seed=SEED,
-                         objective=OBJECTIVE)
+                         bits=bits, prune_sensitivity={
+                             k: v[0] for k, v in sens.items()},
+                         quant_sensitivity={k: v[1] for k, v in sens.items()},
+                         prune_weights=PRUNE_WEIGHTS,
+                         validation_data=data["val"], seed=SEED,
+                         objective=OBJECTIVE, selection=SELECTION,
+                         finetune_data=data["ft"], finetune_steps=FT_STEPS)
     except ValueError as e:
         out["unreachable"] = str(e)
         log(f"{part}: {e}")
@@ -314,8 +353,10 @@ def run_setting(part, model, data, info, sens):
     exact_s = time.time() - t0
     if ALTERNATING:
         t0 = time.time()
+        first = next(iter(sens))
         alt = compress(model, data["cal"], hardware=hw, budget=budget,
-                       bits=bits, prune_sensitivity=ps, quant_sensitivity=qs,
+                       bits=bits, prune_sensitivity=sens[first][0],
+                       quant_sensitivity=sens[first][1], objective=first,
                        refit=False, method="alternating", check_gap=True,
                        prune_weights=(1.0,))
         out["gap"] = alt.gap
@@ -323,6 +364,7 @@ def run_setting(part, model, data, info, sens):
     record("joint_allocator", exact.keep, exact.bits, exact_s,
            {"objective": exact.sensitivity,
             "prune_weight": exact.meta["prune_weight"],
+            "chosen_objective": exact.meta["objective"],
             "candidates": exact.meta["candidates"]})
     t0 = time.time()
     grid = uniform_rows(prob, limit)[:UNIFORM_K]
@@ -337,13 +379,12 @@ def run_setting(part, model, data, info, sens):
         rows["uniform"] = dict(rows[best], picked=best)
     for name, first in (("prune_first", "prune"), ("bits_first", "bits")):
         t0 = time.time()
-        seq = sequential(model, prob, limit, first, data["cal"],
-                         data["val"][0])
+        seq = sequential(model, probs, limit, first, data["cal"], score)
         if seq is not None:
-            keep, pol = point(prob, seq["opt"], seq["pick"])
-            record(name, keep, pol, time.time() - t0,
+            record(name, seq["keep"], seq["bits"], time.time() - t0,
                    {k: seq[k] for k in ("share", "objective",
-                                        "prune_weight", "agreement")
+                                        "prune_weight", "agreement",
+                                        "score", "objective_name")
                     if k in seq})
     out["objective"] = OBJECTIVE
     if not SEARCH:
@@ -384,75 +425,6 @@ def targets(rows) -> dict:
     return out
 
 
-# ---------------------------------------------------------------------------
-# report
-
-
-def to_markdown(res) -> str:
-    s = res.get("setup", {})
-    lines = ["# Joint pruning + quantization at one hardware budget", "",
-             f"Fashion-MNIST; common QAT fine-tune {s.get('ft_steps')} "
-             f"batches x {s.get('ft_seeds')} seeds, test on "
-             f"{s.get('test_n')} images. Reproduce: `nice .venv/bin/python "
-             "benchmarks/joint.py`. Method and deviations: the script's "
-             "docstring.", ""]
-    for part, p in res.get("parts", {}).items():
-        lines += [f"## {part}: {p['arch']} on {p['hardware']}, budget "
-                  f"{p['budget']:g} of dense 8/8 latency (float "
-                  f"{100 * p['float']:.2f}%)", ""]
-        if "unreachable" in p:
-            lines += [f"Unreachable: {p['unreachable']}", ""]
-            continue
-        lines += ["| row | cost | accuracy % (mean ± std) | seeds | time s |",
-                  "|---|---|---|---|---|"]
-        for k in ROWS:
-            r = p["rows"].get(k)
-            if r is None:
-                continue
-            label = LABELS[k] + (f" [{r['picked']}]" if "picked" in r
-                                 else "")
-            lines.append(
-                f"| {label} | {r['cost']:.4f} | {100 * r['accuracy']:.2f} ± "
-                f"{100 * r['std']:.2f} | "
-                + ", ".join(f"{100 * a:.2f}" for a in r["seeds"])
-                + f" | {r['seconds']:.0f} |")
-        ss = p.get("baseline", {}).get("sensitivity_seconds", {})
-        if ss:
-            lines.append("")
-            lines.append(f"- sensitivities (shared by the sequential and "
-                         f"joint rows, not in their times): pruning "
-                         f"{ss['pruning']:.0f} s, quantization "
-                         f"{ss['quantization']:.0f} s")
-        sel = p.get("selection", {"prune_weights": [1.0, 0.25, 0.0625],
-                                  "on": "the 256 calibration images"})
-        lines.append("- objective: " + {
-            "distortion": "distortion (pruning: output MSE after the refit;"
-                          " quantization: output distortion, w + a)",
-            "loss": "loss (pruning: loss increase after the refit; "
-                    "quantization: HAWQ-V2 Hessian, w + a)"}[
-            p.get("objective", "distortion")])
-        lines.append(f"- pruning-term weights {sel['prune_weights']}; the "
-                     f"allocator's and the sequential rows' point chosen by "
-                     f"top-1 agreement on {sel['on']}")
-        g = p.get("gap", {})
-        if "gap" in g:
-            lines.append(f"- alternating solver: objective {g['objective']:.4g}"
-                         f" vs exact {g['exact']:.4g} (gap "
-                         f"{100 * g['relative']:.2f}%, exact proved optimal: "
-                         f"{g['exact_proved_optimal']}, "
-                         f"{g['exact_seconds']:.1f} s)")
-        t = p.get("targets", {})
-        for key, what, need in (("vs_sequential", "best sequential", 0.5),
-                                ("vs_uniform", "best uniform", 1.0)):
-            if f"{key}_points" in t:
-                lines.append(f"- joint vs {what}: "
-                             f"{t[f'{key}_points']:+.2f} points (target "
-                             f">= +{need}) -> "
-                             f"{'met' if t[f'{key}_met'] else 'not met'}")
-        lines.append("")
-    return "\n".join(lines) + "\n"
-
-
 def setup_info():
     keys = ("TRAIN_N", "TRAIN_EPOCHS", "BATCH", "FT_N", "FT_STEPS",
             "FT_SEEDS", "TEST_N", "CAL_N", "SENS_N", "VAL", "RATIOS",
@@ -483,17 +455,24 @@ def main(argv=None) -> int:
                     "kept from the existing json in --out")
     ap.add_argument("--from-json", action="store_true",
                     help="only rewrite the .md from the json in --out")
-    ap.add_argument("--objective", choices=("distortion", "loss"),
+    ap.add_argument("--objective", choices=("distortion", "loss", "both"),
                     default="distortion",
                     help="sensitivities: output distortion (pruning: MSE "
-                    "after the refit) or loss (pruning: loss increase; "
-                    "quantization: HAWQ-V2 Hessian, weights + activations)")
+                    "after the refit), loss (pruning: loss increase; "
+                    "quantization: HAWQ-V2 Hessian, weights + activations) "
+                    "or both (one candidate pool)")
+    ap.add_argument("--selection", choices=("agreement", "finetune"),
+                    default="agreement",
+                    help="how the candidates are chosen on the held-out "
+                    "images: top-1 agreement with the float model, or "
+                    "accuracy after the common fine-tune (one seed)")
     ap.add_argument("--no-search", action="store_true",
                     help="skip the DDPG joint search row (experiments)")
     args = ap.parse_args(argv)
     if args.quick:
         quick_mode()
-    globals().update(OBJECTIVE=args.objective, SEARCH=not args.no_search)
+    globals().update(OBJECTIVE=args.objective, SEARCH=not args.no_search,
+                     SELECTION=args.selection)
     jpath = os.path.join(args.out, f"{NAME}.json")
     res = read_json(jpath) if os.path.exists(jpath) else {}
     if args.from_json:
@@ -515,18 +494,8 @@ def main(argv=None) -> int:
         try:
             if arch not in models:
                 model, info = baseline(data, arch)
-                t1 = time.time()
-                pm, qm = OBJECTIVES[OBJECTIVE]
-                ps = prune_sens(model, data["sens"], RATIOS, pm, seed=SEED,
-                                num_samples=SENS_N)
-                t2 = time.time()
-                qs = measure_quant_sensitivity(
-                    model, data["sens"], qm,
-                    bits=(2, 3, 4, 5, 6, 7, 8), num_samples=SENS_N,
-                    seed=SEED)
-                info["sensitivity_seconds"] = {
-                    "pruning": t2 - t1, "quantization": time.time() - t2}
-                models[arch] = (model, info, (ps, qs))
+                sens, info["sensitivity_seconds"] = measure(model, data)
+                models[arch] = (model, info, sens)
             model, info, sens = models[arch]
             out = run_setting(part, model, data, info, sens)
             out["baseline"] = info

@@ -90,6 +90,8 @@ def test_compress_writes_a_qat_model_under_the_budget(tmp_path, capsys):
     (["--data", "{d}/data.npz", "--budget", "0.001"], "minimum budget is"),
     (["--data", "{d}/data.npz", "--hardware", "tpu"], "--hardware must be"),
     (["--data", "{d}/data.npz", "--ratios", "0.5,1.0"], "--ratios"),
+    (["--data", "{d}/data.npz", "--sensitivity-samples", "48",
+      "--selection", "finetune"], "--selection finetune needs --data"),
 ])
 def test_compress_clear_errors(tmp_path, capsys, extra, message):
     _files(tmp_path)
@@ -100,3 +102,23 @@ def test_compress_clear_errors(tmp_path, capsys, extra, message):
     assert code == 2, err
     assert message in err
     assert not (tmp_path / "out.keras").exists()
+
+
+def test_compress_pool_of_both_objectives_chosen_by_finetune(tmp_path,
+                                                            capsys):
+    _files(tmp_path)
+    code, out, err = _run(
+        ["compress", tmp_path / "model.keras", tmp_path / "out.keras",
+         "--hardware", "bismo", "--budget", "0.7", "--data",
+         tmp_path / "data.npz", "--candidate-bits", "2,4,8",
+         "--sensitivity-samples", "16", "--calibration-size", "16",
+         "--objective", "both", "--selection", "finetune",
+         "--report", tmp_path / "joint.json"], capsys)
+    assert code == 0, err
+    rep = json.loads((tmp_path / "joint.json").read_text())
+    assert rep["cost"] <= 0.7 + 1e-9
+    meta = rep.get("meta", rep)
+    assert meta["selection"] == "finetune"
+    assert meta["objective"] in ("distortion", "loss")
+    assert {c["objective_name"] for c in meta["candidates"]} == {
+        "distortion", "loss"}

@@ -223,3 +223,61 @@ def test_loss_objective_with_given_sensitivities_needs_no_labels():
     with pytest.raises(ValueError, match="labels"):
         compress(model, x, hardware=BISMO(), budget=0.5, bits=[2, 4, 8],
                  objective="loss", quant_sensitivity=qs, num_samples=16)
+
+
+def test_both_objectives_one_pool_chosen_by_finetune():
+    """objective="both": the candidates of both objectives in one pool;
+    selection="finetune" scores each by held-out accuracy after a short
+    fine-tune and records it; the chosen point meets the budget."""
+    model = _model()
+    ps_d, qs_d = _tables(5)
+    ps_l, qs_l = _tables(6)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (48, 12, 12, 3)).astype("float32")
+    y = rng.integers(0, 10, 48)
+    res = compress(model, (x[:32], y[:32]), hardware=BISMO(), budget=0.5,
+                   bits=[2, 4, 8], objective="both",
+                   prune_sensitivity={"distortion": ps_d, "loss": ps_l},
+                   quant_sensitivity={"distortion": qs_d, "loss": qs_l},
+                   prune_weights=(1.0, 0.25), selection="finetune",
+                   validation_data=(x[32:], y[32:]), finetune_steps=1,
+                   num_samples=32)
+    cands = res.meta["candidates"]
+    assert [c["objective_name"] for c in cands] == \
+        ["distortion", "distortion", "loss", "loss"]
+    assert all(0.0 <= c["score"] <= 1.0 for c in cands)
+    assert all(c["cost"] <= 0.5 * (1 + 1e-9) for c in cands)
+    assert res.meta["objective"] in ("distortion", "loss")
+    assert res.meta["selection"] == "finetune"
+    assert "after 1 fine-tune batches" in res.meta["selected_on"]
+    best = max(c["score"] for c in cands)
+    chosen = [c for c in cands
+              if c["objective_name"] == res.meta["objective"]
+              and c["prune_weight"] == res.meta["prune_weight"]][0]
+    assert chosen["score"] == best
+    assert res.cost <= 0.5 * (1 + 1e-9)
+    # the chosen objective's tables come back with the result
+    want = ps_d if res.meta["objective"] == "distortion" else ps_l
+    assert res.prune_sensitivity is want
+
+
+def test_pool_and_selection_clear_errors():
+    model = _model()
+    ps, qs = _tables(0)
+    x = np.random.default_rng(0).uniform(0, 1, (16, 12, 12, 3)).astype(
+        "float32")
+    kw = dict(hardware=BISMO(), budget=0.5, bits=[2, 4, 8], num_samples=16)
+    with pytest.raises(ValueError, match="prune_sensitivity must be None "
+                                         "or a dict"):
+        compress(model, x, objective="both", prune_sensitivity=ps,
+                 quant_sensitivity=qs, **kw)
+    with pytest.raises(ValueError, match="selection must be one of"):
+        compress(model, x, selection="best", prune_sensitivity=ps,
+                 quant_sensitivity=qs, **kw)
+    with pytest.raises(ValueError, match="validation_data"):
+        compress(model, (x, np.zeros(16, int)), selection="finetune",
+                 prune_sensitivity=ps, quant_sensitivity=qs, **kw)
+    with pytest.raises(ValueError, match="labels"):
+        compress(model, x, selection="finetune", prune_sensitivity=ps,
+                 quant_sensitivity=qs, validation_data=(x, np.zeros(16)),
+                 **kw)

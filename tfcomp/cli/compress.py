@@ -19,7 +19,8 @@ from tfcomp.cli import _common as common
 
 __all__ = ["add_parser", "run"]
 
-OBJECTIVES = ("distortion", "loss")
+OBJECTIVES = ("distortion", "loss", "both")
+SELECTIONS = ("agreement", "finetune")
 METHODS = ("exact", "alternating")
 
 
@@ -59,7 +60,13 @@ def add_parser(sub, fmt) -> None:
     s.add_argument("--objective", choices=OBJECTIVES, default="distortion",
                    help="distortion: output MSE (pruning after refit + "
                         "quantization); loss: loss increase (refit loss + "
-                        "HAWQ-V2 Hessian)")
+                        "HAWQ-V2 Hessian); both: the candidates of both, "
+                        "one pool (twice the sensitivity time)")
+    s.add_argument("--selection", choices=SELECTIONS, default="agreement",
+                   help="how the candidates (one per pruning-term weight "
+                        "and objective) are chosen on up to 512 held-out "
+                        "--data images: agreement with the float model, or "
+                        "accuracy after a 16-batch fine-tune (slower)")
     s.add_argument("--method", choices=METHODS, default="exact",
                    help="exact: one integer program; alternating: bits / "
                         "channels programs in turn from several starts")
@@ -124,13 +131,17 @@ def run(args) -> None:
     common.info(f"sensitivities ({args.objective}) on {n} images, then the "
                 f"{args.method} program at budget {args.budget} of the "
                 f"dense 8/8 {args.resource}")
-    held_out = x[n:n + 512] if len(x) > n else None  # selection images
+    held_out = (x[n:n + 512], y[n:n + 512]) if len(x) > n else None
+    if args.selection == "finetune" and held_out is None:
+        raise common.CLIError("--selection finetune needs --data with more "
+                              f"images than --sensitivity-samples ({n})")
     try:
         res = compress(model, (x[:n], y[:n]), hardware=hw,
                        validation_data=held_out,
                        resource=args.resource, budget=args.budget,
                        ratios=args.ratios, bits=args.candidate_bits,
                        method=args.method, objective=args.objective,
+                       selection=args.selection,
                        round_to=args.round_to, num_samples=n,
                        tie=None if args.tie == "none" else args.tie)
     except (ValueError, NotImplementedError) as e:

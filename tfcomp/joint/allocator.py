@@ -67,38 +67,38 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 
 import numpy as np
 
 from tfcomp._io import as_arrays, check_number, check_positive_int
 from tfcomp.graph import DependencyGraph
-from tfcomp.hardware import allocate_bits
+from tfcomp.joint.alternating import solve
 from tfcomp.joint.ilp import JointProblem
 from tfcomp.joint.result import JointResult
 from tfcomp.joint.select import (
     DEFAULT_PRUNE_WEIGHTS,
+    AgreementScore,
+    FinetuneScore,
     build_point,
     check_prune_weights,
-    select_by_agreement,
+    select_point,
 )
-from tfcomp.pruning.plan import Plan
 from tfcomp.pruning.prune_sensitivity import PruningSensitivity, check_keep_ratios
 from tfcomp.pruning.prune_sensitivity import sensitivity as prune_sens
 from tfcomp.pruning.reconstruction.engine import reconstructible_groups
-from tfcomp.pruning.surgery import prune_channels
 from tfcomp.pruning.targets import n_keep, unit_round_to
 from tfcomp.quantization.sensitivity import Sensitivity, combined_sensitivity
 from tfcomp.quantization.sensitivity import sensitivity as quant_sens
 from tfcomp.quantization.ties import residual_ties
 from tfcomp.tuners.joint_space import JointSpace
 
-__all__ = ["METHODS", "OBJECTIVES", "apply_keep", "compress",
+__all__ = ["METHODS", "OBJECTIVES", "SELECTIONS", "apply_keep", "compress",
            "joint_problem", "measure_quant_sensitivity"]
 
 METHODS = ("exact", "alternating")
 OBJECTIVES = {"distortion": ("reconstruction", "distortion"),
               "loss": ("loss", "hessian")}
+SELECTIONS = ("agreement", "finetune")
 _TOL = 1e-9
 
 
@@ -189,126 +189,6 @@ def joint_problem(model, prune_sensitivity, quant_sensitivity, *,
     return prob
 
 
-# ------------------------------------------------------------- solvers
-
-
-class _Alternating:
-    """The two exact subproblems and the loop between them."""
-
-    def __init__(self, model, prob, limit, time_limit):
-        self.model, self.prob, self.limit = model, prob, limit
-        self.time_limit = time_limit
-        self.graph = prob.space.graph
-        self._bits_cache: dict = {}
-        self.solves = 0
-
-    def channels_given_bits(self, pick):
-        self.solves += 1
-        out = self.prob.solve(self.limit, pair_allowed=[[p] for p in pick],
-                              time_limit=self.time_limit)
-        return None if out is None else out[0]
-
-    def bits_given_channels(self, opt):
-        """``allocate_bits`` on the pruned geometry (cached per counts)."""
-        key = tuple(opt)
-        if key in self._bits_cache:
-            return self._bits_cache[key]
-        self.solves += 1
-        prob, space = self.prob, self.prob.space
-        counts = prob.counts(opt)
-        removed = {g.id: g.pick_removal(np.arange(g.size)[::-1],
-                                        g.size - int(k))
-                   for g, k in zip(space.groups, counts) if k < g.size}
-        with warnings.catch_warnings():  # geometry only: no compile state
-            warnings.simplefilter("ignore")
-            small = prune_channels(self.model,
-                                   Plan.from_removed(self.graph, removed))
-        full = space.total(counts, {})
-        try:
-            alloc = allocate_bits(
-                small, prob.quant_sensitivity, space.resource, space.hardware,
-                budget=self.limit * (1 - 2 * _TOL) / full,
-                candidates=[p for p in prob.pairs[_free(prob)]]
-                if _free(prob) is not None else None,
-                first_last_8bit=prob.first_last_8bit, tie=prob.tie)
-        except ValueError as e:
-            if "cannot be reached" not in str(e):
-                raise
-            alloc = None
-        if alloc is not None and abs(alloc.full_cost - full) > 1e-6 * full:
-            raise RuntimeError(
-                "internal: JointSpace and CostTable price the pruned model "
-                f"differently ({full} vs {alloc.full_cost}).")
-        pick = None
-        if alloc is not None:
-            pick = [prob.pairs[i].index(tuple(alloc[n]))
-                    for i, n in enumerate(space.layers)]
-        self._bits_cache[key] = pick
-        return pick
-
-    def run(self, kind: str, value, max_rounds: int = 20):
-        """Alternates from a start; returns ``(opt, pick, rounds)`` or None
-        when the start is infeasible."""
-        prob = self.prob
-        if kind == "channels":
-            opt = list(value)
-            pick = self.bits_given_channels(opt)
-            if pick is None:
-                return None
-        else:
-            pick = list(value)
-            opt = None
-        best = None
-        for rounds in range(1, max_rounds + 1):
-            new_opt = self.channels_given_bits(pick)
-            if new_opt is None:
-                return best
-            new_pick = self.bits_given_channels(new_opt)
-            if new_pick is None:  # cannot happen: pick is feasible
-                new_pick = pick
-            point = (new_opt, new_pick)
-            value_new = prob.objective(*point)[0]
-            if best is not None and value_new >= best[3] - 1e-15 * (
-                    1 + abs(best[3])):
-                return best[:3]
-            best = (new_opt, new_pick, rounds, value_new)
-            if new_opt == opt and new_pick == pick:
-                break
-            opt, pick = new_opt, new_pick
-        return best[:3]
-
-
-def _free(prob):
-    """Index of a layer with the full candidate list (None: all fixed)."""
-    for i, n in enumerate(prob.space.layers):
-        if n not in prob.fixed:
-            return i
-    return None
-
-
-def _starts(prob, n_random: int, seed: int) -> list:
-    out = [("dense channels, bits first", "channels",
-            [len(o) - 1 for o in prob.options])]
-    free = _free(prob)
-    widths = [] if free is None else list(range(len(prob.pairs[free])))
-    for k in sorted(widths, reverse=True):
-        pick = [k if len(ps) > 1 else 0 for ps in prob.pairs]
-        w = prob.pairs[free][k] if free is not None else (8, 8)
-        out.append((f"uniform {w[0]}/{w[1]} bits, channels first", "bits",
-                    pick))
-    ratios = sorted({c / opts[-1] for opts in prob.options for c in opts
-                     if c < opts[-1]})
-    for r in sorted(set(np.round(ratios, 2)), reverse=True)[:6]:
-        opt = [int(np.argmin([abs(c / o[-1] - r) for c in o]))
-               for o in prob.options]
-        out.append((f"keep ratio {r:g}, bits first", "channels", opt))
-    rng = np.random.default_rng(seed)
-    for j in range(n_random):
-        opt = [int(rng.integers(len(o))) for o in prob.options]
-        out.append((f"random {j}, bits first", "channels", opt))
-    return out
-
-
 # ------------------------------------------------------------- the verb
 
 
@@ -316,14 +196,14 @@ def compress(model, calibration_data=None, hardware=None,
              resource: str = "latency", budget: float = 0.25,
              ratios=(0.25, 0.5, 0.75), bits=None, starts: int = 4, *,
              method: str = "exact", objective: str = "distortion",
-             prune_sensitivity: PruningSensitivity | None = None,
-             quant_sensitivity: Sensitivity | None = None,
+             prune_sensitivity=None, quant_sensitivity=None,
              first_last_8bit: bool = True, tie=None, a_bits="same",
              selector: str = "l1", round_to: int = 1, num_samples: int = 256,
              prune_weights=DEFAULT_PRUNE_WEIGHTS,
              check_gap: bool = True, time_limit: float | None = 60.0,
              refit: bool = True, validation_data=None,
-             seed: int = 0) -> JointResult:
+             selection: str = "agreement", finetune_data=None,
+             finetune_steps: int = 16, seed: int = 0) -> JointResult:
     """Kept channels per group and bits per layer minimising summed pruning +
     quantization sensitivity under one hardware budget (module docstring).
 
@@ -344,25 +224,37 @@ def compress(model, calibration_data=None, hardware=None,
         starts: random starts of the alternating solver (on top of the
             deterministic ones).
         method: ``"exact"`` (default) or ``"alternating"``.
-        objective: ``"distortion"`` (output MSE) or ``"loss"``.
-        prune_sensitivity, quant_sensitivity: measured tables to reuse.
+        objective: ``"distortion"`` (output MSE), ``"loss"`` or ``"both"``
+            (the candidates of both objectives, one pool; see
+            ``selection``).
+        prune_sensitivity, quant_sensitivity: measured tables to reuse
+            (with ``objective="both"``: dicts ``{"distortion": ...,
+            "loss": ...}``).
         first_last_8bit, tie, a_bits: as :func:`~tfcomp.hardware.
             allocate_bits` (HAQ's first / last 8-bit rule by default).
         selector, round_to, num_samples: of the pruning sensitivity and
             the refit.
         prune_weights: weights of the pruning term tried (the first alone
-            without calibration data); the points found are measured and
-            the one whose quantized, pruned model agrees best with the
-            float model wins (:mod:`tfcomp.joint.select`).
-        validation_data: held-out inputs (or ``(x, y)``; labels unused) the
-            candidates' agreement is measured on; default the calibration
-            images (in-sample: the refit fitted them).
+            without calibration data); the points found (per objective)
+            are measured and the best-scoring one wins
+            (:mod:`tfcomp.joint.select`).
+        validation_data: held-out inputs (or ``(x, y)``) the candidates are
+            scored on; default the calibration images (in-sample: the
+            refit fitted them). ``selection="finetune"`` needs its labels.
+        selection: ``"agreement"`` (top-1 agreement of the quantized
+            candidate with the float model before any fine-tune; no labels)
+            or ``"finetune"`` (accuracy on ``validation_data`` after
+            ``finetune_steps`` SGD batches of 64 on ``finetune_data``).
+        finetune_data: ``(x, y)`` for ``selection="finetune"`` (default
+            ``calibration_data``, which then needs labels).
+        finetune_steps: batches of that fine-tune.
         check_gap: with ``method="alternating"``, also solve the exact
             program and report the gap.
         time_limit: seconds per exact program (None: no limit).
         refit: build ``result.model``: the pruned model with the chosen
             channels selected and refit group by group (AMC's step).
-        seed: seeds the random starts and the refit samples.
+        seed: seeds the random starts, the refit samples and the
+            selection's fine-tune.
 
     Returns:
         A :class:`~tfcomp.joint.result.JointResult` (``.plan``, ``.bits``,
@@ -370,8 +262,8 @@ def compress(model, calibration_data=None, hardware=None,
 
     Raises:
         ValueError: a budget below the cheapest reachable cost (the message
-            gives it), an unknown method / objective / resource,
-            sensitivities of another model.
+            gives it), an unknown method / objective / resource /
+            selection, sensitivities of another model, missing labels.
 
     Example:
         >>> res = compress(model, x[:256], hardware=BISMO(), budget=0.25)
@@ -381,89 +273,101 @@ def compress(model, calibration_data=None, hardware=None,
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}. Received: "
                          f"method={method!r}")
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {tuple(OBJECTIVES)}. "
-                         f"Received: objective={objective!r}")
+    if objective not in (*OBJECTIVES, "both"):
+        raise ValueError(f"objective must be one of {(*OBJECTIVES, 'both')}"
+                         f". Received: objective={objective!r}")
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {SELECTIONS}. "
+                         f"Received: selection={selection!r}")
     budget = check_number(budget, "budget", 0, min_open=True,
                           hint="a fraction of the dense 8/8 cost")
     starts = check_positive_int(starts, "starts", minimum=0)
+    finetune_steps = check_positive_int(finetune_steps, "finetune_steps")
     weights = check_prune_weights(prune_weights)
-    pmethod, qmethod = OBJECTIVES[objective]
+    names = list(OBJECTIVES) if objective == "both" else [objective]
+    psens = _per_objective(prune_sensitivity, names, "prune_sensitivity")
+    qsens = _per_objective(quant_sensitivity, names, "quant_sensitivity")
+    measure = any(v is None for v in (*psens.values(), *qsens.values()))
     x = y = None
     if calibration_data is not None:
-        measure = prune_sensitivity is None or quant_sensitivity is None
         x, y = as_arrays(calibration_data, model=model,
                          max_items=num_samples,
-                         need_labels=objective == "loss" and measure,
+                         need_labels=("loss" in names and measure) or (
+                             selection == "finetune" and finetune_data
+                             is None),
                          name="calibration_data")
-    elif prune_sensitivity is None or quant_sensitivity is None or refit:
+    elif measure or refit:
         raise ValueError("calibration_data is needed to measure the "
                          "sensitivities and to refit (give both "
                          "sensitivities and refit=False to go without). "
                          "Received: calibration_data=None")
     data = x if y is None else (x, y)
-    x_val = None
-    if validation_data is not None:
-        x_val, _ = as_arrays(validation_data, model=model,
-                             name="validation_data")
-    if prune_sensitivity is None:  # fail fast, before measuring
+    score, selected_on = _score(model, selection, validation_data,
+                                finetune_data, data, finetune_steps, seed)
+    if measure:  # fail fast, before measuring
         _check_reachable(model, hardware, resource, budget, ratios, bits,
                          round_to, first_last_8bit, a_bits)
-    if prune_sensitivity is None:
-        prune_sensitivity = prune_sens(model, data, ratios, pmethod,
-                                       selector=selector, round_to=round_to,
-                                       num_samples=num_samples, seed=seed)
-    if quant_sensitivity is None:
-        quant_sensitivity = measure_quant_sensitivity(
-            model, data, qmethod, _candidate_bits(bits, hardware) + [8],
-            activations=a_bits == "same", num_samples=num_samples,
-            seed=seed)
-    prob = joint_problem(model, prune_sensitivity, quant_sensitivity,
-                         resource=resource, hardware=hardware, bits=bits,
-                         a_bits=a_bits, first_last_8bit=first_last_8bit,
-                         tie=tie)
-    space = prob.space
+    probs = {}
+    for name in names:
+        pmethod, qmethod = OBJECTIVES[name]
+        if psens[name] is None:
+            psens[name] = prune_sens(model, data, ratios, pmethod,
+                                     selector=selector, round_to=round_to,
+                                     num_samples=num_samples, seed=seed)
+        if qsens[name] is None:
+            qsens[name] = measure_quant_sensitivity(
+                model, data, qmethod, _candidate_bits(bits, hardware) + [8],
+                activations=a_bits == "same", num_samples=num_samples,
+                seed=seed)
+        probs[name] = joint_problem(
+            model, psens[name], qsens[name], resource=resource,
+            hardware=hardware, bits=bits, a_bits=a_bits,
+            first_last_8bit=first_last_8bit, tie=tie)
+    space = probs[names[0]].space
     limit = budget * space.full_cost * (1 + _TOL)
-    cheapest = _min_cost(prob)
+    cheapest = min(_min_cost(p) for p in probs.values())
     if cheapest > limit:
         raise _unreachable(budget, resource, cheapest / space.full_cost)
     if x is None:  # nothing to measure the candidates on
         weights = weights[:1]
     runs = []
-    for w in weights:
-        opt, pick, gap, report = _solve(model, prob.weighted(w), limit,
-                                        method, check_gap, starts, seed,
-                                        time_limit)
-        total, ps, qs = prob.objective(opt, pick)
-        runs.append({"prune_weight": w, "opt": opt, "pick": pick,
-                     "gap": gap, "starts": report, "objective": total,
-                     "prune_part": ps, "quant_part": qs})
+    for name in names:
+        prob = probs[name]
+        for w in weights:
+            opt, pick, gap, report = solve(model, prob.weighted(w), limit,
+                                           method, check_gap, starts, seed,
+                                           time_limit)
+            total, ps, qs = prob.objective(opt, pick)
+            keep = {g: int(k) for g, k in zip(space.group_ids,
+                                               prob.counts(opt))}
+            runs.append({"objective_name": name, "prune_weight": w,
+                         "opt": opt, "pick": pick, "gap": gap,
+                         "starts": report, "objective": total,
+                         "prune_part": ps, "quant_part": qs, "keep": keep,
+                         "bits": prob.bits(pick),
+                         "cost": space.ratio(keep, prob.bits(pick))})
     chosen, built = runs[0], None
-    distinct = {(tuple(r["opt"]), tuple(r["pick"])) for r in runs}
-    if len(distinct) > 1:
-        chosen, built = select_by_agreement(model, prob, runs, x, selector,
-                                            seed, x_eval=x_val)
-    opt, pick, gap = chosen["opt"], chosen["pick"], chosen["gap"]
-    total, ps, qs = chosen["objective"], chosen["prune_part"], \
-        chosen["quant_part"]
-    report = chosen["starts"]
-    counts = prob.counts(opt)
-    keep = {g: int(k) for g, k in zip(space.group_ids, counts)}
-    bits_out = prob.bits(pick)
+    distinct = {(tuple(sorted(r["keep"].items())),
+                 tuple(sorted(r["bits"].items()))) for r in runs}
+    if len(distinct) > 1 and x is not None:
+        chosen, built = select_point(model, space.graph, runs, x, score,
+                                     selector, seed)
+    name = chosen["objective_name"]
+    keep, bits_out, gap = chosen["keep"], chosen["bits"], chosen["gap"]
     if built is not None and refit:
         plan, small = built
     else:
-        plan, small = build_point(model, space.graph, keep, x, refit, selector,
-                            seed)
-    cost = space.total(counts, bits_out)
-    meta = {"method": method, "objective": objective, "resource": resource,
-            "budget": budget, "starts": report,
-            "prune_weight": chosen["prune_weight"],
-            "selected_on": ("calibration" if x_val is None
-                            else f"validation ({len(x_val)})"),
-            "candidates": [{k: r[k] for k in ("prune_weight", "objective",
-                                              "agreement", "cost")
-                            if k in r} for r in runs],
+        plan, small = build_point(model, space.graph, keep, x, refit,
+                                  selector, seed)
+    cost = space.total(keep, bits_out)
+    meta = {"method": method, "objective": name, "objectives": names,
+            "resource": resource, "budget": budget,
+            "starts": chosen["starts"],
+            "prune_weight": chosen["prune_weight"], "selection": selection,
+            "selected_on": selected_on,
+            "candidates": [{k: r[k] for k in (
+                "objective_name", "prune_weight", "objective", "score",
+                "agreement", "cost") if k in r} for r in runs],
             "hardware": getattr(hardware, "name", None),
             "seconds": time.perf_counter() - start_time}
     plan.meta.update({"method": "joint", "keep": keep,
@@ -471,50 +375,53 @@ def compress(model, calibration_data=None, hardware=None,
     return JointResult(plan=plan, bits=bits_out, keep=keep,
                        cost=cost / space.full_cost, budget=budget,
                        resource=resource, full_cost=space.full_cost,
-                       sensitivity=total, prune_part=ps, quant_part=qs,
-                       gap=gap, prune_sensitivity=prune_sensitivity,
-                       quant_sensitivity=quant_sensitivity, model=small,
+                       sensitivity=chosen["objective"],
+                       prune_part=chosen["prune_part"],
+                       quant_part=chosen["quant_part"], gap=gap,
+                       prune_sensitivity=psens[name],
+                       quant_sensitivity=qsens[name], model=small,
                        min_budget=cheapest / space.full_cost, meta=meta)
 
 
-def _solve(model, prob, limit, method, check_gap, starts, seed,
-           time_limit) -> tuple:
-    """``(opt, pick, gap, starts report)`` of one (weighted) problem."""
-    report, exact, exact_s = [], None, None
-    if method == "exact" or check_gap:
-        t0 = time.perf_counter()
-        exact = prob.solve(limit, time_limit=time_limit)
-        exact_s = time.perf_counter() - t0
-    candidates = []
-    if exact is not None and method == "exact":
-        candidates.append((exact[0], exact[1]))
-    if method == "alternating" or exact is None or not exact[2]:
-        alt = _Alternating(model, prob, limit, time_limit)
-        for name, kind, value in _starts(prob, starts, seed):
-            t0 = time.perf_counter()
-            out = alt.run(kind, value)
-            entry = {"start": name, "feasible": out is not None,
-                     "seconds": time.perf_counter() - t0}
-            if out is not None:
-                entry.update(objective=prob.objective(out[0], out[1])[0],
-                             rounds=out[2])
-                candidates.append((out[0], out[1]))
-            report.append(entry)
-    if not candidates:
-        raise RuntimeError("neither the exact program (time_limit="
-                           f"{time_limit} s) nor any start of the "
-                           "alternating solver found a point within the "
-                           "budget; raise time_limit.")
-    opt, pick = min(candidates, key=lambda c: prob.objective(*c)[0])
-    total = prob.objective(opt, pick)[0]
-    gap = {"method": method, "objective": total}
-    if exact is not None:
-        ex = prob.objective(exact[0], exact[1])[0]
-        gap.update(exact=ex, exact_proved_optimal=bool(exact[2]),
-                   alternating_runs=len(report),
-                   exact_seconds=exact_s, gap=total - ex,
-                   relative=(total - ex) / ex if ex > 0 else 0.0)
-    return list(opt), list(pick), gap, report
+def _per_objective(value, names, arg) -> dict:
+    """``{objective: table or None}`` from a table, a dict or None."""
+    if value is None:
+        return dict.fromkeys(names)
+    if len(names) == 1 and not isinstance(value, dict):
+        return {names[0]: value}
+    if not isinstance(value, dict) or set(value) - set(names):
+        raise ValueError(
+            f"with objective='both', {arg} must be None or a dict with keys "
+            f"from {names}. Received: {arg}={type(value).__name__}"
+            + (f" with keys {sorted(value)}" if isinstance(value, dict)
+               else ""))
+    return {n: value.get(n) for n in names}
+
+
+def _score(model, selection, validation_data, finetune_data, data, steps,
+           seed):
+    """``(scorer, what it scores on)`` (:mod:`tfcomp.joint.select`)."""
+    if selection == "agreement":
+        x_val = None
+        if validation_data is not None:
+            x_val, _ = as_arrays(validation_data, model=model,
+                                 name="validation_data")
+        return AgreementScore(x_val), ("calibration" if x_val is None
+                                        else f"validation ({len(x_val)})")
+    if validation_data is None:
+        raise ValueError("selection='finetune' needs validation_data=(x, y) "
+                         "(labelled held-out data). Received: "
+                         "validation_data=None")
+    val = as_arrays(validation_data, model=model, need_labels=True,
+                    name="validation_data")
+    train = data if finetune_data is None else as_arrays(
+        finetune_data, model=model, need_labels=True, name="finetune_data")
+    if not isinstance(train, tuple) or train[1] is None:
+        raise ValueError("selection='finetune' needs labelled "
+                         "calibration_data=(x, y) or finetune_data=(x, y). "
+                         "Received: calibration_data without labels")
+    return (FinetuneScore(train, val, steps=steps, seed=seed),
+            f"validation ({len(val[0])}) after {steps} fine-tune batches")
 
 
 def measure_quant_sensitivity(model, data, method="distortion", bits=None,

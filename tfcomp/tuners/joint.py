@@ -41,9 +41,9 @@ import json
 import os
 from typing import ClassVar
 
-import keras
 import keras_tuner as kt
 
+from tfcomp._finetune import outputs_logits, short_finetune
 from tfcomp.hardware import HardwareModel
 from tfcomp.pruning.plan import Plan
 from tfcomp.pruning.reconstruction import SELECTORS, LayerwisePruner
@@ -140,8 +140,7 @@ class JointHyperModel(kt.HyperModel):
         self.space = JointEnv(model, resource, hardware, budget,
                               lbound=lbound, round_to=round_to, b_min=b_min,
                               b_max=b_max, bits=bits)
-        act = getattr(model.layers[-1], "activation", None)
-        self.from_logits = getattr(act, "__name__", "") != "softmax"
+        self.from_logits = outputs_logits(model)
         self._pruner = None
         self._float_accuracy = None
 
@@ -208,16 +207,12 @@ class JointHyperModel(kt.HyperModel):
         x, y = (self.validation_data if validation_data is None
                 else as_xy(validation_data, "validation_data"))
         if self.finetune_epochs > 0:
-            keras.utils.set_random_seed(self.seed)
-            model.compile(
-                optimizer=keras.optimizers.SGD(self.learning_rate,
-                                               momentum=0.9),
-                loss=keras.losses.SparseCategoricalCrossentropy(
-                    from_logits=self.from_logits))
-            xt, yt = self.train_data
-            model.fit(xt, yt, batch_size=self.batch_size,
-                      epochs=self.finetune_epochs,
-                      steps_per_epoch=self.finetune_steps, verbose=0)
+            short_finetune(model, *self.train_data,
+                           steps=self.finetune_steps,
+                           epochs=self.finetune_epochs,
+                           batch_size=self.batch_size,
+                           learning_rate=self.learning_rate, seed=self.seed,
+                           from_logits=self.from_logits)
         acc = accuracy(model, x, y, self.batch_size)
         base = self.float_accuracy() if validation_data is None else \
             accuracy(self.model, x, y, self.batch_size)
