@@ -15,7 +15,8 @@ first ``TEST_N`` test images (mean, spread and per-seed values):
   output distortion of the weights plus that of the input activations,
   summed) sensitivity, a = w;
 * HAQ (``HAQTuner``, DDPG, hardware-native widths) as today, and HAQ
-  warm-started from the distortion ILP policy (``warm_start=``; it
+  warm-started from the Hessian ILP policy (``warm_start=``, ``WARM_FROM``;
+  the distortion one before issue #19's second run; it
   searches the ILP's widths where the native set lacks some the ILP chose,
   e.g. 3/5/6 bits on Bit Fusion, priced at their raw traffic: the native
   space would snap them up and lose the start);
@@ -58,6 +59,9 @@ on 2 shared cores, baselines included):
     nice .venv/bin/python benchmarks/mixed_precision.py
     # one part again, keeping the others from mixed_precision.json:
     nice .venv/bin/python benchmarks/mixed_precision.py --parts bismo_mbv2
+    # some rows of some parts again (the rest kept):
+    nice .venv/bin/python benchmarks/mixed_precision.py --parts bismo_mbv2 \
+        --rows haq_warm
     # smoke test (< 2 min, results to /tmp):
     .venv/bin/python benchmarks/mixed_precision.py --quick --out /tmp/mp
 """
@@ -77,6 +81,7 @@ import keras_tuner as kt
 import numpy as np
 from _common import accuracy as _accuracy
 from _common import compile_model, log, parser, read_json, write_results
+from _mixed_precision_report import to_markdown
 
 import tfcomp
 from tfcomp._io import atomic_path
@@ -108,13 +113,15 @@ VAL = (50000, 50600)           # held-out training images: search rewards
 SEARCH_STEPS = 6               # fine-tune batches per search trial
 HAQ_EPISODES, HAQ_WARMUP = 8, 3
 RS_TRIALS = 5
+# HAQ's warm start: the Hessian ILP policy (the better ILP of issue #19's
+# run; the distortion one until then)
+WARM_FROM = "ilp_hessian"
 DNAS_EPOCHS, DNAS_N = 1, 768
 # a = w; (2, 3, 4, 6, 8) in the bismo_mbv2 / size_mbv2 parts of the
 # committed run: tracing the 5-candidate supernet took 5.5 min a setting
 DNAS_CANDIDATES = tuple((b, b) for b in (2, 4, 8))
 LOSS_POINTS = 2.0              # budget: widest uniform width losing >= 2
 UNIFORM = (3, 4, 5)
-MODELS = ("resnet20", "mbv2", "apps")
 SETTINGS = {  # part: (model, resource, hardware name)
     "bismo_resnet20": ("resnet20", "latency", "bismo"),
     "bismo_mbv2": ("mbv2", "latency", "bismo"),
@@ -127,6 +134,8 @@ PARTS = ("uniform_mbv2", "bismo_mbv2", "size_mbv2", "uniform_resnet20",
          "bismo_resnet20", "bitfusion_resnet20", "uniform_apps",
          "haqtable_apps", "size_resnet20")
 QUICK_PARTS = ("size_mbv2",)
+ROWS = ("ilp_hessian", "ilp_distortion", "haq", "haq_warm", "random_search",
+        "dnas")
 
 
 def quick_mode():
@@ -352,7 +361,10 @@ def run_tuner(tuner):
     return tuner.get_best_policy(), dt, len(trials)
 
 
-def run_setting(part, model, data, uni, ev, sens_cache, workdir):
+def run_setting(part, model, data, uni, ev, sens_cache, workdir,
+                only=None, old=None):
+    """One setting's rows; ``only`` (a set of row keys) reruns just those
+    and keeps the others from ``old`` (the part's previous result)."""
     arch, resource, hw_name = SETTINGS[part]
     hw = hardware_of(hw_name, model)
     table = CostTable(model, resource, hw)
@@ -362,10 +374,22 @@ def run_setting(part, model, data, uni, ev, sens_cache, workdir):
            "budget_bits": at, "budget": budget, "rows": {},
            "native_widths": native_widths(hw),
            "uniform_cost": {b: table.ratio(b) for b in uni["rows"]},
-           "dnas_candidates": [list(c) for c in DNAS_CANDIDATES]}
+           "dnas_candidates": [list(c) for c in DNAS_CANDIDATES],
+           "warm_start_from": WARM_FROM}
     rows = res["rows"]
+    if only is not None:
+        keep = {k: v for k, v in (old or {}).items()
+                if k not in ("rows", "warm_start_from")}
+        res.update(keep)
+        rows.update({k: v for k, v in (old or {}).get("rows", {}).items()
+                     if k not in only})
+        res["warm_start_from"] = WARM_FROM if "haq_warm" in only else \
+            (old or {}).get("warm_start_from", "ilp_distortion")
     log(f"{part}: budget {budget:.4f} (uniform {at}-bit), native widths "
         f"{res['native_widths']}")
+
+    def want(label):
+        return only is None or label in only or label not in rows
 
     def add(label, policy, seconds, **extra):
         r = ev(policy)
@@ -375,33 +399,41 @@ def run_setting(part, model, data, uni, ev, sens_cache, workdir):
             f"{r['cost']:.4f} ({seconds:.0f}s)")
 
     for method in ("hessian", "distortion"):
+        if not want(f"ilp_{method}"):
+            continue
         s, s_dt = get_sensitivity(model, data, method, sens_cache)
         t0 = time.time()
         alloc = allocate_bits(model, s, resource, hw, budget=budget)
         add(f"ilp_{method}", dict(alloc), s_dt + time.time() - t0,
             sensitivity_seconds=s_dt, allocation_seconds=time.time() - t0,
             min_budget=alloc.min_budget, operands="w + a")
-    warm = {k: tuple(v) for k, v in rows["ilp_distortion"]["policy"].items()}
+    warm = {k: tuple(v) for k, v in rows[WARM_FROM]["policy"].items()}
     kw = {"hardware": hw, "resource": resource, "budget": min(1.0, budget),
           "finetune_steps": SEARCH_STEPS, "calibration_data": data["cal"],
           "batch_size": BATCH, "seed": SEED}
     decay = 0.1 ** (1 / max(1, HAQ_EPISODES - HAQ_WARMUP))
-    # one search model for the three searches (its QAT graph traced once)
-    hm = FastHM(model, data["ft"], data["val"], **kw)
-    t0 = time.time()  # tracing, not counted in the per-episode time
-    hm.fit({}, hm.build({}))
-    res["search_trace_seconds"] = time.time() - t0
+    searches = [k for k in ("haq", "haq_warm", "random_search") if want(k)]
+    if searches:
+        # one search model for the searches (its QAT graph traced once)
+        hm = FastHM(model, data["ft"], data["val"], **kw)
+        t0 = time.time()  # tracing, not counted in the per-episode time
+        hm.fit({}, hm.build({}))
+        res["search_trace_seconds"] = time.time() - t0
     # the warm start searches the ILP's widths when the hardware's native
     # set lacks some of them (Bit Fusion: the ILP may pick 3, 5, 6 bits,
     # priced at their raw traffic; HAQ's native space would snap them up)
     used = {b for pair in warm.values() for b in pair} - {8}
-    hm_warm = hm
-    if not used <= set(hm.space.widths):
-        hm_warm = FastHM(model, data["ft"], data["val"],
-                         bits=sorted(SENS_BITS), **kw)
-        hm_warm.fit({}, hm_warm.build({}))
-        res["haq_warm_widths"] = list(hm_warm.space.widths)
+    if "haq_warm" in searches:
+        hm_warm = hm
+        res.pop("haq_warm_widths", None)
+        if not used <= set(hm.space.widths):
+            hm_warm = FastHM(model, data["ft"], data["val"],
+                             bits=sorted(SENS_BITS), **kw)
+            hm_warm.fit({}, hm_warm.build({}))
+            res["haq_warm_widths"] = list(hm_warm.space.widths)
     for label, extra in (("haq", {}), ("haq_warm", {"warm_start": warm})):
+        if label not in searches:
+            continue
         tuner = HAQTuner(hm_warm if label == "haq_warm" else hm,
                          max_trials=HAQ_EPISODES, warmup=HAQ_WARMUP,
                          sigma_decay=decay, seed=SEED, directory=workdir,
@@ -410,21 +442,24 @@ def run_setting(part, model, data, uni, ev, sens_cache, workdir):
         policy, dt, n = run_tuner(tuner)
         add(label, policy, dt, episodes=n, per_episode_seconds=dt / n,
             extrapolated_100_seconds=100 * dt / n)
-    tuner = HAQTuner(hm, oracle=kt.oracles.RandomSearchOracle(
-        objective=kt.Objective("reward", "max"), max_trials=RS_TRIALS,
-        seed=SEED), directory=workdir, project_name=f"{part}_rs",
-        overwrite=True)
-    policy, dt, n = run_tuner(tuner)
-    add("random_search", policy, dt, trials=n)
-    t0 = time.time()
-    sn = dnas.build_supernet(model, candidates=DNAS_CANDIDATES,
-                             cost=table.cost, seed=SEED, hardware=hw)
-    x, y = data["ft"]
-    dnas.search(sn, x[:DNAS_N], y[:DNAS_N], epochs=DNAS_EPOCHS, seed=SEED,
-                verbose=0)
-    limit = budget * table.full_cost - table.constant
-    bits = dnas.derive(sn, budget=limit * (1 - 1e-9))
-    add("dnas", bits, time.time() - t0)
+    if "random_search" in searches:
+        tuner = HAQTuner(hm, oracle=kt.oracles.RandomSearchOracle(
+            objective=kt.Objective("reward", "max"), max_trials=RS_TRIALS,
+            seed=SEED), directory=workdir, project_name=f"{part}_rs",
+            overwrite=True)
+        policy, dt, n = run_tuner(tuner)
+        add("random_search", policy, dt, trials=n)
+    if want("dnas"):
+        t0 = time.time()
+        sn = dnas.build_supernet(model, candidates=DNAS_CANDIDATES,
+                                 cost=table.cost, seed=SEED, hardware=hw)
+        x, y = data["ft"]
+        dnas.search(sn, x[:DNAS_N], y[:DNAS_N], epochs=DNAS_EPOCHS,
+                    seed=SEED, verbose=0)
+        limit = budget * table.full_cost - table.constant
+        bits = dnas.derive(sn, budget=limit * (1 - 1e-9))
+        add("dnas", bits, time.time() - t0)
+    res["rows"] = {k: rows[k] for k in ROWS if k in rows}
     if hw_name == "bitfusion":
         res["mbv2_flatness"] = bitfusion_flatness(data)
     return res
@@ -439,204 +474,6 @@ def bitfusion_flatness(data):
              if t.specs[n].op == "depthwise")
     return {"uniform_2": t.ratio(2), "uniform_4": t.ratio(4),
             "depthwise_share_8bit": dw / t.full_cost}
-
-
-# ---------------------------------------------------------------------------
-# report
-
-LABELS = {"ilp_hessian": "ILP (hessian, w + a)",
-          "ilp_distortion": "ILP (distortion, w + a)",
-          "haq": "HAQ", "haq_warm": "HAQ warm-started from ILP (distortion)",
-          "random_search": "RandomSearch", "dnas": "DNAS"}
-TITLES = {"bismo_resnet20": "(a) BISMO 8x256x8 latency, ResNet-20",
-          "bismo_mbv2": "(a) BISMO 8x256x8 latency, MobileNetV2-tiny",
-          "bitfusion_resnet20": "(b) Bit Fusion (edge) latency, ResNet-20",
-          "size_resnet20": "(c) weight size, ResNet-20",
-          "size_mbv2": "(c) weight size, MobileNetV2-tiny",
-          "haqtable_apps": "(d) HAQ's released bit-serial table, "
-                           "keras.applications MobileNetV2 (alpha 1.0)"}
-
-
-FIVE = [[2, 2], [3, 3], [4, 4], [6, 6], [8, 8]]  # the first two parts
-
-
-def _label(key, row=None) -> str:
-    """A row's label; an ILP (hessian) row from a JSON written before
-    issue #19 (no ``operands``) used the weights' sensitivity alone."""
-    if key == "ilp_hessian" and row is not None and "operands" not in row:
-        return "ILP (hessian, weights only)"
-    return LABELS.get(key, key)
-
-
-def _pct(r):
-    return (f"{100 * r['accuracy']:.2f} ± {100 * r['std']:.2f} | "
-            + " / ".join(f"{100 * a:.2f}" for a in r["seeds"]))
-
-
-def _reference(p, uni):
-    """The uniform row at the budget width and the best uniform row whose
-    cost fits the budget (on Bit Fusion uniform 3-bit costs 4-bit's)."""
-    rows = {int(k): v for k, v in uni["rows"].items()}
-    cost = {int(k): v for k, v in p["uniform_cost"].items()}
-    at = rows[int(p["budget_bits"])]
-    fit = [b for b in rows if cost[b] <= p["budget"] * (1 + 1e-9)]
-    best = max(fit, key=lambda b: rows[b]["accuracy"]) if fit else None
-    return at, (best, rows[best] if best is not None else None)
-
-
-def compute_targets(res) -> dict:
-    out = {}
-    for part, p in res.get("parts", {}).items():
-        if part not in SETTINGS or "rows" not in p:
-            continue
-        uni = res["parts"].get(f"uniform_{p['model']}")
-        if not uni:
-            continue
-        at, (best_b, best) = _reference(p, uni)
-        t = {}
-        for m in ("ilp_hessian", "ilp_distortion"):
-            r = p["rows"].get(m)
-            if not r:
-                continue
-            gain = r["accuracy"] - at["accuracy"]
-            each = all(a > b for a, b in zip(r["seeds"], at["seeds"]))
-            t[m] = {"gain_points": 100 * gain, "better_each_seed": each,
-                    "met": bool(gain >= 0.01 - 1e-12 and each),
-                    "gain_vs_best_uniform_points":
-                        100 * (r["accuracy"] - best["accuracy"])
-                        if best else None, "best_uniform_bits": best_b}
-        w, h = p["rows"].get("haq_warm"), p["rows"].get("ilp_distortion")
-        if w and h:
-            t["warm_haq_ge_ilp"] = {
-                "diff_points": 100 * (w["accuracy"] - h["accuracy"]),
-                "met": bool(w["accuracy"] >= h["accuracy"])}
-        hq = p["rows"].get("haq")
-        if hq:
-            limit = hq["extrapolated_100_seconds"] / 10
-            for m in ("ilp_hessian", "ilp_distortion"):
-                if m in p["rows"]:
-                    sec = p["rows"][m]["seconds"]
-                    t[f"time_{m}"] = {"seconds": sec, "limit": limit,
-                                      "met": bool(sec <= limit)}
-        out[part] = t
-    for m in ("ilp_hessian", "ilp_distortion"):
-        met = [k for k, t in out.items() if t.get(m, {}).get("met")]
-        out[f"{m}_cases_met"] = {"met": met, "of": [
-            k for k, t in out.items() if isinstance(t, dict) and m in t]}
-    return out
-
-
-def _met(ok):
-    return "**met**" if ok else "**not met**"
-
-
-def to_markdown(res: dict) -> str:
-    s = res.get("setup", {})
-    parts = res.get("parts", {})
-    lines = ["# Mixed precision vs uniform bits at equal cost", "",
-             "Generated by `benchmarks/mixed_precision.py` (see its docstring "
-             "for the protocol and every CPU-scale deviation). Fashion-MNIST; "
-             f"every row: the same QAT fine-tune ({s.get('ft_steps')} SGD "
-             f"batches of {s.get('batch', 128)} from {s.get('ft_n')} "
-             "training images, lr 1e-3, "
-             f"momentum 0.9), seeds {s.get('ft_seeds')} (data order), test "
-             f"accuracy on {s.get('test_n')} test images: mean ± std | "
-             "per seed. Cost: fraction of the all-8/8 cost. Time: search "
-             "(for the ILP: sensitivity + allocation; the sensitivity is "
-             "measured once per model and reused by its settings), not the "
-             "final fine-tunes. HAQ's 100-episode time is extrapolated from "
-             "this run's per-episode time (CPU-scale trials: "
-             f"{s.get('search_steps')} batches of {s.get('batch', 128)}, "
-             f"{s.get('val', [0, 0])[1] - s.get('val', [0, 0])[0]} "
-             "validation images).", ""]
-    for arch in MODELS:
-        u = parts.get(f"uniform_{arch}")
-        if not u:
-            continue
-        b = u.get("baseline", {})
-        lines += [f"## Uniform rows, {arch}", "",
-                  f"Float test accuracy {100 * u['float']:.2f} (baseline "
-                  f"{b.get('params')} params). Budget width (widest losing "
-                  f">= {s.get('loss_points')} points): "
-                  f"**{u['budget_bits']}-bit**.", "",
-                  "| uniform | accuracy % | per seed |", "|---|---|---|"]
-        for k, r in sorted(u["rows"].items(), key=lambda kv: -int(kv[0])):
-            lines.append(f"| {k}-bit | {_pct(r)} |")
-        lines.append("")
-    targets = compute_targets(res)
-    for part in SETTINGS:
-        p = parts.get(part)
-        if not p or "rows" not in p:
-            continue
-        uni = parts.get(f"uniform_{p['model']}")
-        lines += [f"## {TITLES[part]}", "",
-                  f"Budget {p['budget']:.4f} of the 8/8 {p['resource']} = "
-                  f"uniform {p['budget_bits']}-bit. Native widths "
-                  f"{p['native_widths']}. DNAS candidates (w, a): "
-                  f"{p.get('dnas_candidates', FIVE)}.",
-                  "",
-                  "| policy | cost | accuracy % | per seed | time s |",
-                  "|---|---|---|---|---|"]
-        for k, r in sorted(uni["rows"].items(), key=lambda kv: -int(kv[0])):
-            c = p["uniform_cost"][str(k)] if str(k) in p["uniform_cost"] \
-                else p["uniform_cost"][k]
-            lines.append(f"| uniform {k}-bit | {c:.4f} | {_pct(r)} | - |")
-        for k, r in p["rows"].items():
-            extra = ""
-            if "extrapolated_100_seconds" in r:
-                extra = (f" ({r['episodes']} episodes; 100 episodes "
-                         f"≈ {r['extrapolated_100_seconds']:.0f})")
-            lines.append(f"| {_label(k, r)} | {r['cost']:.4f} | "
-                         f"{_pct(r)} | {r['seconds']:.0f}{extra} |")
-        t = targets.get(part, {})
-        lines.append("")
-        for m in ("ilp_hessian", "ilp_distortion"):
-            if m in t:
-                v = t[m]
-                vb = v["gain_vs_best_uniform_points"]
-                lines.append(
-                    f"- {_label(m, p['rows'].get(m))} vs uniform "
-                    f"{p['budget_bits']}-bit: "
-                    f"{v['gain_points']:+.2f} points, better in each seed: "
-                    f"{v['better_each_seed']} -> {_met(v['met'])}"
-                    + (f" (vs the best uniform within budget, "
-                       f"{v['best_uniform_bits']}-bit: {vb:+.2f})"
-                       if vb is not None else ""))
-        if "warm_haq_ge_ilp" in t:
-            v = t["warm_haq_ge_ilp"]
-            lines.append(f"- warm-started HAQ >= ILP (distortion): "
-                         f"{v['diff_points']:+.2f} points -> {_met(v['met'])}")
-        for m in ("ilp_hessian", "ilp_distortion"):
-            v = t.get(f"time_{m}")
-            if v:
-                lines.append(f"- {_label(m, p['rows'].get(m))} time "
-                             f"{v['seconds']:.1f}s <= "
-                             f"1/10 of a 100-episode HAQ search "
-                             f"({v['limit']:.0f}s) -> {_met(v['met'])}")
-        if "mbv2_flatness" in p:
-            f = p["mbv2_flatness"]
-            lines.append(
-                f"- Why not MobileNetV2 on Bit Fusion: its uniform 2/4-bit "
-                f"latency is {f['uniform_2']:.3f} / {f['uniform_4']:.3f} of "
-                f"8/8; depthwise layers are "
-                f"{100 * f['depthwise_share_8bit']:.1f}% of the 8/8 "
-                "latency and run one MAC per cycle at any width.")
-        lines.append("")
-    lines += ["## Targets", ""]
-    for m in ("ilp_hessian", "ilp_distortion"):
-        v = targets.get(f"{m}_cases_met")
-        if v and v["of"]:
-            names = {_label(m, parts[k]["rows"].get(m)) for k in v["of"]}
-            name = names.pop() if len(names) == 1 else f"{LABELS[m]} " \
-                "(some parts still weights only)"
-            lines.append(f"- {name} >= budget uniform + 1.0 point (mean, "
-                         f"and in each seed): met in {len(v['met'])} of "
-                         f"{len(v['of'])} cases ({', '.join(v['met']) or '-'})"
-                         "; the target asks 3 of 4 settings.")
-    ps = res.get("part_seconds", {})
-    lines += ["", "Part times (s): " + ", ".join(
-        f"{k} {v:.0f}" for k, v in ps.items()), ""]
-    return "\n".join(lines) + "\n"
 
 
 def _jsonable(o):
@@ -660,7 +497,7 @@ def setup_info():
         "keras": keras.__version__}
 
 
-def run_part(part, res, data, state, workdir):
+def run_part(part, res, data, state, workdir, only=None):
     arch = part[len("uniform_"):] if part.startswith("uniform_") \
         else SETTINGS[part][0]
     if arch not in state:
@@ -679,7 +516,9 @@ def run_part(part, res, data, state, workdir):
         ev = Evaluator(model, d)
     state[arch][3:5] = [uni, ev]
     if part != key:
-        out = run_setting(part, model, d, uni, ev, sens, workdir)
+        old = res["parts"].get(part)
+        out = run_setting(part, model, d, uni, ev, sens, workdir,
+                          only=only if old else None, old=old)
         out["sensitivity_seconds"] = {k: v[1] for k, v in sens.items()}
         res["parts"][part] = _jsonable(out)
 
@@ -691,6 +530,10 @@ def main(argv=None) -> int:
     ap.add_argument("--parts", default=None,
                     help=f"comma-separated parts of {PARTS}; parts not run "
                     "are kept from the existing json in --out")
+    ap.add_argument("--rows", default=None,
+                    help="comma-separated rows (e.g. haq_warm) to rerun in "
+                    "the settings of --parts; the other rows are kept from "
+                    "the existing json")
     ap.add_argument("--from-json", action="store_true",
                     help="only rewrite the .md from the json in --out")
     args = ap.parse_args(argv)
@@ -706,6 +549,10 @@ def main(argv=None) -> int:
     bad = [p for p in parts if p not in PARTS]
     if bad:
         raise SystemExit(f"unknown parts {bad}; choose from {PARTS}")
+    only = set(args.rows.split(",")) if args.rows else None
+    bad = sorted((only or set()) - set(ROWS))
+    if bad:
+        raise SystemExit(f"unknown --rows {bad}; choose from {ROWS}")
     res["setup"] = _jsonable(setup_info())
     res.setdefault("parts", {})
     res.setdefault("part_seconds", {})
@@ -716,7 +563,7 @@ def main(argv=None) -> int:
     for part in parts:
         t0 = time.time()
         try:
-            run_part(part, res, data, state, workdir)
+            run_part(part, res, data, state, workdir, only=only)
         except Exception as e:  # keep the other parts; rerun this one
             import traceback
 
