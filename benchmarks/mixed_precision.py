@@ -134,8 +134,8 @@ PARTS = ("uniform_mbv2", "bismo_mbv2", "size_mbv2", "uniform_resnet20",
          "bismo_resnet20", "bitfusion_resnet20", "uniform_apps",
          "haqtable_apps", "size_resnet20")
 QUICK_PARTS = ("size_mbv2",)
-ROWS = ("ilp_hessian", "ilp_distortion", "haq", "haq_warm", "random_search",
-        "dnas")
+ROWS = ("ilp_hessian", "ilp_distortion", "haq", "haq_warm",
+        "haq_warm_best_reward", "random_search", "dnas")
 
 
 def quick_mode():
@@ -412,6 +412,8 @@ def run_setting(part, model, data, uni, ev, sens_cache, workdir,
           "finetune_steps": SEARCH_STEPS, "calibration_data": data["cal"],
           "batch_size": BATCH, "seed": SEED}
     decay = 0.1 ** (1 / max(1, HAQ_EPISODES - HAQ_WARMUP))
+    if only is not None and "haq_warm" in only:
+        rows.pop("haq_warm_best_reward", None)
     searches = [k for k in ("haq", "haq_warm", "random_search") if want(k)]
     if searches:
         # one search model for the searches (its QAT graph traced once)
@@ -440,8 +442,14 @@ def run_setting(part, model, data, uni, ev, sens_cache, workdir,
                          project_name=f"{part}_{label}", overwrite=True,
                          **extra)
         policy, dt, n = run_tuner(tuner)
+        extra = {}
+        if label == "haq_warm":
+            raw = tuner.get_best_policy(margin=0)  # HAQ's best reward
+            extra["kept_start"] = policy == dict(warm)
+            if raw != policy:
+                add("haq_warm_best_reward", raw, dt, episodes=n)
         add(label, policy, dt, episodes=n, per_episode_seconds=dt / n,
-            extrapolated_100_seconds=100 * dt / n)
+            extrapolated_100_seconds=100 * dt / n, **extra)
     if "random_search" in searches:
         tuner = HAQTuner(hm, oracle=kt.oracles.RandomSearchOracle(
             objective=kt.Objective("reward", "max"), max_trials=RS_TRIALS,

@@ -781,3 +781,45 @@ def test_resume_after_a_kill_during_the_warm_start(model, data, tmp_path):
     resumed.search(verbose=0)
     assert _KillAt.runs == ["0", "1", "2", "3", "4"]
     _check_resumed(resumed, ref, expected, 5)
+
+
+class _StartVsOthers(FakeHAQ):
+    """Validation accuracy 0.80 for the warm start, 0.80 + ``bonus`` for
+    every other policy (HAQ's reward: 10 x the accuracy change)."""
+
+    start, bonus = None, 0.0
+
+    def fit(self, hp, model, *args, **kwargs):
+        out = super().fit(hp, model)
+        acc = 0.80 if self.policy(hp) == self.start else 0.80 + self.bonus
+        out.update(accuracy=acc, reward=10.0 * (acc - 0.80))
+        return out
+
+
+@pytest.mark.parametrize("bonus,keeps_start", [(0.05, True), (0.5, False)])
+def test_warm_start_kept_unless_beaten_beyond_the_noise(model, data,
+                                                        tmp_path, bonus,
+                                                        keeps_start):
+    from tfcomp.tuners.haq_select import noise_margin
+    x, y = data
+    hm = _StartVsOthers(model, (x, y), (x, y), hardware=BISMO(),
+                        budget=0.85)
+    alloc = _allocation(hm, 0.85)
+    hm.start, hm.bonus = dict(alloc), bonus
+    tuner = HAQTuner(hm, max_trials=3, seed=0, warmup=3, warm_start=alloc,
+                     warm_start_neighbours=2,
+                     agent_config={"batch_size": 8, "hidden": (32, 32)},
+                     directory=str(tmp_path), project_name=f"m{bonus}")
+    tuner.search(verbose=0)
+    assert tuner.oracle.warm_policy == dict(alloc)
+    # 2 standard errors of 0.80 on 32 images: 1.41 reward units
+    assert noise_margin(0.80, len(x)) == pytest.approx(
+        20 * np.sqrt(0.8 * 0.2 / 32))
+    best = hm.policy(tuner.oracle.get_best_trials(1)[0].hyperparameters)
+    assert best != dict(alloc)  # a neighbour has the best reward
+    assert tuner.get_best_policy(margin=0) == best  # HAQ's own rule
+    got = tuner.get_best_policy()  # margin="auto"
+    assert got == (dict(alloc) if keeps_start else best)
+    assert tuner.get_best_policy(margin=1e9) == dict(alloc)
+    with pytest.raises(ValueError, match="margin"):
+        tuner.get_best_policy(margin=-1)

@@ -69,6 +69,7 @@ from tfcomp.tuners._common import (
     check_model,
     space_property,
 )
+from tfcomp.tuners.haq_select import best_policy, rescore
 from tfcomp.tuners.haq_space import (
     _FIXED,
     RESOURCES,
@@ -411,7 +412,9 @@ class HAQOracle(EpisodeOracle):
     bit-width one searched width up or down, walled, in a seeded order);
     their actions and rewards enter the replay buffer like any episode's,
     then the warm-up and the agent go on as usual (the warm-start episodes
-    count as the first warm-up and search episodes). The policy is mapped
+    count as the first warm-up and search episodes). ``get_best_policy()``
+    keeps the start unless a trial beats its reward by more than the
+    reward's noise (:mod:`tfcomp.tuners.haq_select`). The policy is mapped
     onto the space first (widths clipped to ``[b_min, b_max]`` and snapped
     to searched ones, first / last layer 8/8, the wall), with a warning
     when that changes it. A resumed search replays the episodes it was
@@ -452,6 +455,7 @@ class HAQOracle(EpisodeOracle):
                  warm_start_neighbours: int | None = None, **kwargs):
         super().__init__(hypermodel, max_trials=max_trials, seed=seed,
                          **kwargs)
+        self.warm_policy = None
         if warm_start is None:
             return
         if warm_start_neighbours is None:
@@ -469,6 +473,7 @@ class HAQOracle(EpisodeOracle):
                 f"budget {hypermodel.budget}): " + ", ".join(
                     f"{n} {tuple(warm_start.get(n, _FIXED))} -> {got[n]}"
                     for n in changed[:4]), stacklevel=2)
+        self.warm_policy = got
         policies = [base, *space.neighbours(base, warm_start_neighbours,
                                             seed)]
         self.scripted = [space.actions(p) for p in policies]
@@ -529,66 +534,23 @@ class HAQTuner(DDPGSearchTuner):
         return model
 
     def rescore(self, top_k: int = 5, seeds=(0, 1, 2)) -> list:
-        """Re-evaluates the best trials over several fine-tune data orders.
-
-        A trial's reward is one short fine-tune, which moves by about a
-        point between data orders at low bit-widths, so the best of many
-        trials is biased upwards (the winner's curse). This rebuilds each
-        of the ``top_k`` best trials' policies once per seed (a fresh
-        ``quantized_model`` and the trial's fine-tune with that data order)
-        and ranks them by mean accuracy. Not in the HAQ paper; it costs
-        ``top_k * len(seeds)`` trials at most (trials with the same policy
-        are evaluated once) and leaves the oracle unchanged.
-
-        Returns:
-            Dicts, best mean first: ``trial_id``, ``policy``,
-            ``search_accuracy`` (the trial's own score), ``accuracy`` (mean),
-            ``accuracies`` (per seed) and ``reward`` (mean).
+        """Re-evaluates the best trials over several fine-tune data orders
+        (:func:`tfcomp.tuners.haq_select.rescore`).
 
         Example:
             >>> best = tuner.rescore(top_k=5)[0]["policy"]
         """
-        if isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer)) \
-                or top_k < 1:
-            raise ValueError(f"top_k must be an int >= 1. Received: "
-                             f"top_k={top_k!r}")
-        given = seeds
-        seeds = [] if isinstance(seeds, (str, bytes)) else list(seeds)
-        if not seeds or any(isinstance(v, bool) or not isinstance(
-                v, (int, np.integer)) or v < 0 for v in seeds):
-            raise ValueError(f"seeds must be a non-empty list of ints >= 0. "
-                             f"Received: seeds={given!r}")
-        trials = self.oracle.get_best_trials(int(top_k))
-        if not trials:
-            raise ValueError("No trial has finished yet: run search() first.")
-        hm = self.hypermodel
-        out, done = [], {}
-        for trial in trials:
-            hp = trial.hyperparameters
-            policy = hm.policy(hp)
-            key = tuple(sorted(policy.items()))
-            if key not in done:  # a converged search repeats its policy
-                done[key] = [hm.fit(hp, hm.quantized_model(hp), seed=int(v))
-                             for v in seeds]
-            runs = done[key]
-            accs = [r["accuracy"] for r in runs]
-            out.append({
-                "trial_id": trial.trial_id, "policy": policy,
-                "search_accuracy":
-                    trial.metrics.get_last_value("accuracy"),
-                "accuracy": float(np.mean(accs)), "accuracies": accs,
-                "reward": float(np.mean([r["reward"] for r in runs]))})
-        out.sort(key=lambda r: -r["accuracy"])
-        return out
+        return rescore(self, top_k, seeds)
 
-    def get_best_policy(self) -> dict:
-        """``{layer: (w_bits, a_bits)}`` of the best trial.
+    def get_best_policy(self, margin="auto") -> dict:
+        """``{layer: (w_bits, a_bits)}`` of the best trial; with a warm
+        start, the start's unless a trial beats its reward by more than
+        ``margin`` (``"auto"``: two standard errors of the start's
+        validation accuracy; 0: the best reward;
+        :func:`tfcomp.tuners.haq_select.best_policy`).
 
         Example:
             >>> qat = tfcomp.quantization.quantize_model(
             ...     model, bits=tuner.get_best_policy())
         """
-        trials = self.oracle.get_best_trials(1)
-        if not trials:
-            raise ValueError("No trial has finished yet: run search() first.")
-        return self.hypermodel.policy(trials[0].hyperparameters)
+        return best_policy(self, margin)
