@@ -267,8 +267,8 @@ def test_pool_and_selection_clear_errors():
     x = np.random.default_rng(0).uniform(0, 1, (16, 12, 12, 3)).astype(
         "float32")
     kw = dict(hardware=BISMO(), budget=0.5, bits=[2, 4, 8], num_samples=16)
-    with pytest.raises(ValueError, match="prune_sensitivity must be None "
-                                         "or a dict"):
+    with pytest.raises(ValueError,
+                       match="prune_sensitivity must be None or a dict"):
         compress(model, x, objective="both", prune_sensitivity=ps,
                  quant_sensitivity=qs, **kw)
     with pytest.raises(ValueError, match="selection must be one of"):

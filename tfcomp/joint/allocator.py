@@ -390,9 +390,12 @@ def _per_objective(value, names, arg) -> dict:
     if len(names) == 1 and not isinstance(value, dict):
         return {names[0]: value}
     if not isinstance(value, dict) or set(value) - set(names):
+        allowed = "None or a dict" if len(names) > 1 else \
+            "None, a table or a dict"
         raise ValueError(
-            f"with objective='both', {arg} must be None or a dict with keys "
-            f"from {names}. Received: {arg}={type(value).__name__}"
+            f"with objective {'both' if len(names) > 1 else names[0]!r}, "
+            f"{arg} must be {allowed} with keys from {names}. Received: "
+            f"{arg}={type(value).__name__}"
             + (f" with keys {sorted(value)}" if isinstance(value, dict)
                else ""))
     return {n: value.get(n) for n in names}

@@ -90,11 +90,17 @@ class JointResult:
                  f"{self.prune_part:.4g} + quantization "
                  f"{self.quant_part:.4g})"]
         if "prune_weight" in self.meta:
-            lines.append(f"pruning term weight {self.meta['prune_weight']:g}"
-                         " (chosen by agreement with the float model among "
-                         + ", ".join(f"{c['prune_weight']:g}" for c in
-                                     self.meta.get("candidates", []))
-                         + ")")
+            how = {"finetune": "held-out accuracy after a short fine-tune",
+                   "agreement": "agreement with the float model"}[
+                self.meta.get("selection", "agreement")]
+            cands = self.meta.get("candidates", [])
+            pool = len({c.get("objective_name") for c in cands}) > 1
+            lines.append(
+                ("objective " + self.meta["objective"] + ", " if pool
+                 else "") + f"pruning term weight "
+                f"{self.meta['prune_weight']:g} (chosen by {how} among "
+                + ", ".join((f"{c['objective_name']} " if pool else "")
+                            + f"{c['prune_weight']:g}" for c in cands) + ")")
         if "exact" in self.gap:
             lines.append(f"exact optimum {self.gap['exact']:.4g} (gap "
                          f"{self.gap['gap']:.3g}, proved optimal: "
