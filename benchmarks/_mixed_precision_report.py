@@ -219,6 +219,13 @@ def to_markdown(res: dict) -> str:
                          f"and in each seed): met in {len(v['met'])} of "
                          f"{len(v['of'])} cases ({', '.join(v['met']) or '-'})"
                          "; the target asks 3 of 4 settings.")
+    warm = {k: t["warm_haq_ge_ilp"] for k, t in targets.items()
+            if isinstance(t, dict) and "warm_haq_ge_ilp" in t}
+    if warm:
+        met = [k for k, v in warm.items() if v["met"]]
+        lines.append(f"- warm-started HAQ >= the ILP it started from: met in "
+                     f"{len(met)} of {len(warm)} cases "
+                     f"({', '.join(met) or '-'}).")
     ps = res.get("part_seconds", {})
     lines += ["", "Part times (s): " + ", ".join(
         f"{k} {v:.0f}" for k, v in ps.items()), ""]

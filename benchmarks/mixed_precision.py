@@ -580,7 +580,11 @@ def main(argv=None) -> int:
             log(f"part {part} FAILED: {e}")
         else:
             res.get("errors", {}).pop(part, None)
-        res["part_seconds"][part] = time.time() - t0
+        if only is None:
+            res["part_seconds"][part] = time.time() - t0
+        else:  # the part's own time stays that of its full run
+            res.setdefault("rows_rerun", {})[part] = {
+                "rows": sorted(only), "seconds": time.time() - t0}
         res["wall_seconds"] = time.time() - t_all
         write_results(args.out, NAME, _jsonable(res),
                       to_markdown(_jsonable(res)))
