@@ -195,12 +195,18 @@ def evaluate(small, bits, data) -> dict:
     calibrate(q, data["cal"])
     start = q.get_weights()
     compile_model(q, keras.optimizers.SGD(1e-3, momentum=0.9))
+    # a fresh optimizer per seed: its iteration, learning rate and momentum
+    # slots as built (until issue #20's rerun every variable was zeroed,
+    # the learning rate included, so no row was fine-tuned at all: only
+    # the BatchNorm statistics moved)
+    q.optimizer.build(q.trainable_variables)
+    fresh = [v.numpy() for v in q.optimizer.variables]
     xt, yt = data["ft"]
     accs = []
     for s in FT_SEEDS:
         q.set_weights(start)
-        for v in q.optimizer.variables:
-            v.assign(np.zeros(v.shape, v.dtype))
+        for v, value in zip(q.optimizer.variables, fresh):
+            v.assign(value)
         idx = np.random.default_rng(s).permutation(len(xt))[
             :FT_STEPS * BATCH]
         q.fit(xt[idx], yt[idx], batch_size=BATCH, epochs=1, shuffle=False,
