@@ -31,6 +31,9 @@ def to_markdown(res) -> str:
              f"{s.get('test_n')} images. Reproduce: `nice .venv/bin/python "
              "benchmarks/joint.py`. Method and deviations: the script's "
              "docstring.", ""]
+    lines += [f"- {n}" for n in res.get("notes", [])]
+    if res.get("notes"):
+        lines.append("")
     for part, p in res.get("parts", {}).items():
         lines += [f"## {part}: {p['arch']} on {p['hardware']}, budget "
                   f"{p['budget']:g} of dense 8/8 latency (float "
