@@ -27,7 +27,7 @@ Reference: Sony MCT (sensitivity measured on the model's outputs);
 Yao et al., HAWQ-V3, arXiv:2011.10680 (an exact program per trade-off).
 
 Example:
-    >>> chosen, (plan, small) = select_by_agreement(model, prob, runs, x)
+    >>> chosen, (plan, small) = select_point(model, graph, runs, x)
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from tfcomp.pruning.surgery import prune_channels
 
 __all__ = ["DEFAULT_PRUNE_WEIGHTS", "AgreementScore", "FinetuneScore",
            "agreement", "build_point", "check_prune_weights",
-           "select_by_agreement", "select_point"]
+           "select_point"]
 
 DEFAULT_PRUNE_WEIGHTS = (1.0, 0.25, 0.0625, 0.015625)
 
@@ -172,25 +172,6 @@ def select_point(model, graph, runs, x, score=None, selector: str = "l1",
         if best is None or rank > best[0]:
             best = (rank, r, built)
     return best[1], best[2]
-
-
-def select_by_agreement(model, prob, runs, x, selector: str = "l1",
-                        seed: int = 0, x_eval=None, score=None) -> tuple:
-    """:func:`select_point` on runs holding ``"opt"`` / ``"pick"`` of
-    ``prob`` (fills in ``"keep"``, ``"bits"`` and ``"cost"``); ``score``
-    defaults to agreement on ``x_eval``.
-
-    Example:
-        >>> chosen, (plan, small) = select_by_agreement(model, prob, runs, x)
-    """
-    space = prob.space
-    for r in runs:
-        r["keep"] = {g: int(k) for g, k in zip(space.group_ids,
-                                               prob.counts(r["opt"]))}
-        r["bits"] = prob.bits(r["pick"])
-        r["cost"] = space.ratio(r["keep"], r["bits"])
-    return select_point(model, space.graph, runs, x,
-                        score or AgreementScore(x_eval), selector, seed)
 
 
 def build_point(model, graph, keep: dict, x, refit: bool = True,
