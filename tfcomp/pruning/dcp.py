@@ -27,6 +27,7 @@ import math
 import keras
 import numpy as np
 
+from tfcomp._finetune import outputs_logits
 from tfcomp._io import as_arrays, check_positive_int
 from tfcomp.graph import DependencyGraph
 from tfcomp.pruning.dcp_greedy import GreedyGroup, GreedySettings, Stage
@@ -130,10 +131,7 @@ def find_stage_ends(model: keras.Model, num_stages: int = 3) -> list:
 
 
 def _output_is_probs(model) -> bool:
-    lay = model.layers[-1]
-    act = getattr(lay, "activation", None)
-    name = getattr(act, "__name__", "")
-    return isinstance(lay, keras.layers.Softmax) or name == "softmax"
+    return not outputs_logits(model)
 
 
 def _make_head(shape, num_classes: int, name: str) -> keras.Model:

@@ -54,6 +54,7 @@ import tensorflow as tf
 from keras import ops
 
 from tfcomp._compile import carry_compile
+from tfcomp._finetune import outputs_logits
 from tfcomp._io import check_positive_int
 from tfcomp.graph import DependencyGraph
 from tfcomp.graph.copy import clone_model
@@ -357,10 +358,7 @@ def to_slimmable(model: keras.Model, widths=DEFAULT_WIDTHS,
             else:
                 layer.set_weights(old[path].get_weights())
     if from_logits is None:
-        last = base.layers[-1]
-        act = getattr(getattr(last, "activation", None), "__name__", "")
-        from_logits = not (act == "softmax" or isinstance(
-            last, keras.layers.Softmax))
+        from_logits = outputs_logits(base)
     slim = SlimmableModel(base.input, base.output, name=model.name,
                           widths=widths, universal=universal,
                           inplace_distillation=inplace_distillation,

@@ -55,6 +55,7 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
+from tfcomp._finetune import data_order, outputs_logits
 from tfcomp.hardware import HardwareModel
 from tfcomp.quantization import calibrate, make_bits_dynamic, quantize_model
 from tfcomp.tuners._common import (
@@ -214,8 +215,7 @@ class HAQHyperModel(kt.HyperModel):
         self.batch_size = int(batch_size)
         self.learning_rate = float(learning_rate)
         if from_logits is None:
-            act = getattr(model.layers[-1], "activation", None)
-            from_logits = getattr(act, "__name__", "") != "softmax"
+            from_logits = outputs_logits(model)
         self.from_logits = bool(from_logits)
         self.seed = int(seed)
         self.space = HAQSpace(model, hardware, resource, budget, self.b_min,
@@ -338,18 +338,6 @@ class HAQHyperModel(kt.HyperModel):
             loss=keras.losses.SparseCategoricalCrossentropy(
                 from_logits=self.from_logits))
 
-    def _data_order(self, n: int, seed) -> np.ndarray:
-        """The fine-tune's sample order: per epoch a permutation from
-        ``numpy`` (``seed``), cut to ``finetune_steps`` batches. Not
-        ``keras.utils.set_random_seed``: it clears TensorFlow's kernel
-        caches, so every trial re-optimised the traced QAT graph (about
-        20 s per call on 2 CPU cores, more than the fine-tune)."""
-        rng = np.random.default_rng(self.seed if seed is None else seed)
-        per = n if self.finetune_steps is None else min(
-            n, self.finetune_steps * self.batch_size)
-        return np.concatenate([rng.permutation(n)[:per]
-                               for _ in range(self.finetune_epochs)])
-
     def fit(self, hp, model, *args, validation_data=None, seed=None,
             **kwargs):
         """Short fine-tune, then the reward on the held-out split.
@@ -371,7 +359,9 @@ class HAQHyperModel(kt.HyperModel):
             else:
                 self._compile(model)
             xt, yt = self.train_data
-            order = self._data_order(len(xt), seed)
+            order = data_order(len(xt), self.finetune_steps,
+                               self.batch_size, self.finetune_epochs,
+                               self.seed if seed is None else seed)
             model.fit(xt[order], yt[order], batch_size=self.batch_size,
                       epochs=1, shuffle=False, verbose=0)
         acc = accuracy(model, x, y, max(self.batch_size, 512) if shared
