@@ -27,7 +27,10 @@ def to_markdown(res) -> str:
     s = res.get("setup", {})
     lines = ["# Joint pruning + quantization at one hardware budget", "",
              f"Fashion-MNIST; common QAT fine-tune {s.get('ft_steps')} "
-             f"batches x {s.get('ft_seeds')} seeds, test on "
+             f"batches of {s.get('batch')} from {s.get('ft_n')} images"
+             + (f", SGD lr {s['ft_lr']:g} cosine-annealed, momentum 0.9"
+                if "ft_lr" in s else "") +
+             f", x {s.get('ft_seeds')} seeds, test on "
              f"{s.get('test_n')} images. Reproduce: `nice .venv/bin/python "
              "benchmarks/joint.py`. Method and deviations: the script's "
              "docstring.", ""]
@@ -71,9 +74,11 @@ def to_markdown(res) -> str:
             "both": "both (the candidates of the distortion and the loss "
                     "objectives in one pool)"}[
             p.get("objective", "distortion")])
+        steps = s.get("select_steps")
         how = ("top-1 agreement with the float model" if sel.get(
-            "how", "agreement") == "agreement" else "accuracy after the "
-            "common fine-tune (one seed)")
+            "how", "agreement") == "agreement" else "accuracy after "
+            + (f"{steps} batches of the common fine-tune's schedule"
+               if steps else "the common fine-tune") + " (one seed)")
         lines.append(f"- pruning-term weights {sel['prune_weights']}; the "
                      f"allocator's and the sequential rows' point chosen by "
                      f"{how} on {sel['on']}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-__all__ = ["data_order", "outputs_logits", "short_finetune"]
+__all__ = ["DECAYS", "data_order", "outputs_logits", "short_finetune"]
 
 
 def outputs_logits(model) -> bool:
@@ -46,21 +46,42 @@ def data_order(n: int, steps: int | None, batch_size: int, epochs: int,
                            for _ in range(max(1, int(epochs)))])
 
 
+DECAYS = ("constant", "cosine")
+
+
 def short_finetune(model, x, y, *, steps: int | None = None,
                    epochs: int = 1, batch_size: int = 128,
                    learning_rate: float = 1e-3, seed: int = 0,
-                   from_logits: bool | None = None):
+                   from_logits: bool | None = None,
+                   decay: str = "constant"):
     """Compiles ``model`` with SGD(``learning_rate``, momentum 0.9) and a
     fresh optimizer, then fits ``epochs`` epochs of at most ``steps``
     batches (None: the whole data) of ``(x, y)`` in :func:`data_order`
-    (``seed``). Returns the model (trained in place)."""
+    (``seed``). Returns the model (trained in place).
+
+    ``decay="cosine"`` anneals the rate to 0 over the fine-tune (Loshchilov
+    & Hutter, SGDR, arXiv:1608.03983): the last batches then move the
+    weights little, so the result depends less on the data order. Measured
+    (issue #20, pruned ResNet-20 QAT at 4-6 bits, Fashion-MNIST, 125
+    batches of 64, three orders): test-accuracy spread 0.2-1.0 points with
+    cosine, 1.3-1.9 at a constant 1e-3. Keep ``learning_rate`` <= 1e-3 for
+    QAT models: their BatchNorm is folded into the kernels (as in the int8
+    file), so they train without normalisation; at 3e-3 the same fine-tune
+    diverged (10% accuracy) while the float model trained at 1e-2."""
+    if decay not in DECAYS:
+        raise ValueError(f"decay must be one of {DECAYS}. Received: "
+                         f"decay={decay!r}")
     if from_logits is None:
         from_logits = outputs_logits(model)
+    order = data_order(len(x), steps, batch_size, epochs, seed)
+    rate = learning_rate
+    if decay == "cosine":
+        total = max(1, -(-len(order) // int(batch_size)))
+        rate = keras.optimizers.schedules.CosineDecay(learning_rate, total)
     model.compile(
-        optimizer=keras.optimizers.SGD(learning_rate, momentum=0.9),
+        optimizer=keras.optimizers.SGD(rate, momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=from_logits))
-    order = data_order(len(x), steps, batch_size, epochs, seed)
     model.fit(np.asarray(x)[order], np.asarray(y)[order],
               batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
     return model

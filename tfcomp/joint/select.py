@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfcomp._finetune import outputs_logits, short_finetune
+from tfcomp._finetune import DECAYS, outputs_logits, short_finetune
 from tfcomp.pruning.plan import Plan, make_plan
 from tfcomp.pruning.reconstruction import LayerwisePruner
 from tfcomp.pruning.surgery import prune_channels
@@ -115,8 +115,12 @@ class FinetuneScore:
     name = "finetune"
 
     def __init__(self, train, val, steps: int = 16, batch_size: int = 64,
-                 learning_rate: float = 1e-3, seed: int = 0):
-        self.train, self.val = train, val
+                 learning_rate: float = 1e-3, seed: int = 0,
+                 decay: str = "cosine"):
+        if decay not in DECAYS:
+            raise ValueError(f"decay must be one of {DECAYS}. Received: "
+                             f"decay={decay!r}")
+        self.train, self.val, self.decay = train, val, decay
         self.steps, self.batch_size = int(steps), int(batch_size)
         self.learning_rate, self.seed = learning_rate, int(seed)
 
@@ -128,7 +132,7 @@ class FinetuneScore:
         short_finetune(q, *self.train, steps=self.steps,
                        batch_size=self.batch_size,
                        learning_rate=self.learning_rate, seed=self.seed,
-                       from_logits=outputs_logits(model))
+                       from_logits=outputs_logits(model), decay=self.decay)
         xv, yv = self.val
         out = q.predict(xv, batch_size=256, verbose=0)
         return float(np.mean(np.argmax(out, -1) == np.asarray(yv)))
