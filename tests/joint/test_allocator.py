@@ -10,6 +10,7 @@ import pytest
 
 from tfcomp.hardware import BISMO, BitFusion, CostTable
 from tfcomp.joint import compress, joint_problem
+from tfcomp.joint.select import DEFAULT_PRUNE_WEIGHTS
 from tfcomp.pruning import Plan, prune_channels
 from tfcomp.pruning.prune_sensitivity import PruningSensitivity
 from tfcomp.quantization import quantize_model
@@ -145,11 +146,11 @@ def test_measured_end_to_end_model_deploys():
     assert res.quant_sensitivity.method == "distortion"
     assert "kept channels" in res.summary()
     cands = res.meta["candidates"]
-    assert [c["prune_weight"] for c in cands] == [1.0, 0.25, 0.0625,
-                                                  0.015625]
+    assert [c["prune_weight"] for c in cands] == list(
+        DEFAULT_PRUNE_WEIGHTS)
     assert all(c["cost"] <= 0.5 * (1 + 1e-9) for c in cands
                if "cost" in c)
-    assert res.meta["prune_weight"] in (1.0, 0.25, 0.0625, 0.015625)
+    assert res.meta["prune_weight"] in DEFAULT_PRUNE_WEIGHTS
     with pytest.raises(ValueError, match="validation_data"):
         compress(model, x, hardware=BISMO(), budget=0.5, bits=[2, 4, 8],
                  num_samples=32, validation_data=x_val[..., :2])

@@ -45,7 +45,7 @@ bits, so the cost is not linear in the choices. Two solvers:
   it is not the default.
 
 Balance of the two terms: the program is solved for each weight of the
-pruning term in ``prune_weights`` (1, 1/4, 1/16 by default) and, with
+pruning term in ``prune_weights`` (1, 4, 1/4, 1/16 by default) and, with
 calibration data, the point whose pruned, refit, quantized model agrees
 best with the float model wins (:mod:`tfcomp.joint.select` says why: the
 refit-only MSE overstates what a fine-tune cannot recover). Without data
