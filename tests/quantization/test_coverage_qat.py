@@ -334,10 +334,28 @@ _OP_ACTIVATIONS = {"HARD_SWISH": ("hard_swish", "hard_silu"),
                    "LOGISTIC": ("sigmoid",)}
 #: TFLite's int8 HARD_SWISH kernel evaluates hard-swish in 16-bit fixed
 #: point: up to a few percent of its codes are one step off the exactly
-#: rounded value the QAT model computes (measured <= 2.4% on
-#: MobileNetV3Small); every other op must round like the QAT model but
-#: for exact ties (measured <= 6e-5 of the codes).
+#: rounded value the QAT model computes (measured <= 2.3% on
+#: MobileNetV3Small), so it is checked by rate.
 _OP_TOLERANCE = {"HARD_SWISH": 0.05}
+#: Every other op must give the QAT code but at near-ties: a code may
+#: differ (by one step) only where the QAT value, in output steps, is
+#: within ``_TIE_DELTA`` of a .5 rounding boundary. Why a delta and not a
+#: rate: the QAT model evaluates in float32 what the file computes in
+#: integers (accumulator, bias quantized to s_in * s_w, requantization by a
+#: 31-bit fixed-point multiplier, or XNNPACK's float32 one), so a value
+#: that is a tie within float32 error rounds either way; a rate is
+#: meaningless on small ops (MobileNetV3Small's expanded_conv_8_project
+#: has 768 codes at 32x32: its one tie is 0.13%). Measured there: the QAT
+#: value is -100.5 exactly in float32, the exact integer result
+#: -100.500017 (the file gives -101, np.round -100), and the QAT values of
+#: that op differ from the exact integer results by <= 1.0e-4 steps. Over
+#: MobileNetV3Small, EfficientNetB0, ResNet50V2 and DenseNet121 (1 + 2 + 6
+#: + 23 ops with differing codes) every differing code's QAT value is
+#: within 3.8e-5 steps of a tie. The delta, 1e-3 steps, is 10x the
+#: float32 error measured and 500x below the 0.5 of a genuine rounding
+#: fault (a wrong scale, bias or zero point moves codes that are not
+#: ties).
+_TIE_DELTA = 1e-3
 
 
 def _integer_ops(path) -> bool:
@@ -356,7 +374,9 @@ def _op_codes(q, path, x) -> dict:
     op's own (dequantized) input tensors to the QAT layer its output is
     named after and rounds the result onto the op's output grid.
 
-    Returns ``{(op, layer): (fraction of codes that differ, max |diff|)}``.
+    Returns ``{(op, layer): (fraction of codes that differ, max |diff|,
+    largest distance of a differing code's QAT value from a .5 rounding
+    boundary, in output steps)}``.
     """
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -418,13 +438,15 @@ def _op_codes(q, path, x) -> dict:
         y = _np(layer(xs if len(xs) > 1 else xs[0]))
         s, z = det[o]["quantization"]
         v = y / s + z
+        tie = np.abs(np.abs(v - np.floor(v)) - 0.5)  # 0: an exact tie
         if op["op_name"] == "AVERAGE_POOL_2D":  # ties away from zero, as
             # the kernel and the QAT observer after the pool round them
             v = np.sign(v) * np.floor(np.abs(v) + 0.5 + 1e-3)
         want = np.clip(np.round(v), -128, 127)
         diff = np.abs(interp.get_tensor(o).astype(np.float32) - want)
-        out[(op["op_name"], layer.name)] = (float(np.mean(diff > 0)),
-                                            float(diff.max()))
+        out[(op["op_name"], layer.name)] = (
+            float(np.mean(diff > 0)), float(diff.max()),
+            float(tie[diff > 0].max(initial=0.0)))
     return out
 
 
@@ -458,9 +480,11 @@ def test_keras_application_qat_int8(name, tmp_path):
     1. Op by op, the file computes the QAT model: every CONV_2D /
        DEPTHWISE_CONV_2D / ADD / MUL / MEAN / pooling / CONCATENATION /
        HARD_SWISH / LOGISTIC op, fed its own input tensors from the file,
-       gives the QAT layer's output codes (``_op_codes``): at most 1e-3 of
-       the codes differ (exact ties), 5% for HARD_SWISH (TFLite's 16-bit
-       fixed-point kernel), never by more than one step.
+       gives the QAT layer's output codes (``_op_codes``): a code differs
+       only at a near-tie (QAT value within ``_TIE_DELTA`` = 1e-3 steps of
+       a .5 rounding boundary: float32 vs integer arithmetic), up to 5%
+       for HARD_SWISH (TFLite's 16-bit fixed-point kernel), never by more
+       than one step.
     2. End to end, top-1 agreement with the QAT model >= 99% and logits
        within 5% (relative L2) -- asserted when the QAT model is a stable
        function of its input. These untrained nets, whose BatchNorm
@@ -506,8 +530,9 @@ def test_keras_application_qat_int8(name, tmp_path):
     assert len(weight_ops) >= 0.9 * sum(
         isinstance(layer, (QuantConv2D, QuantDepthwiseConv2D))
         for layer in q.layers)
-    bad = {k: v for k, v in codes.items()
-           if v[0] > _OP_TOLERANCE.get(k[0], 1e-3) or v[1] > 1}
+    bad = {k: v for k, v in codes.items() if v[1] > 1 or (
+        v[0] > _OP_TOLERANCE[k[0]] if k[0] in _OP_TOLERANCE
+        else v[2] > _TIE_DELTA)}
     assert not bad, f"{name}: ops that do not round like the QAT model: {bad}"
     y_q = _np(q(x))
     interp, _ = make_interpreter(report.path)

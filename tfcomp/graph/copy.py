@@ -33,6 +33,8 @@ Example:
 
 from __future__ import annotations
 
+import re
+
 import keras
 
 from tfcomp.graph.walk import iter_leaf_layers
@@ -115,13 +117,22 @@ def clone_model(model: keras.Model, clone_function=None) -> keras.Model:
                                     recursive=True)
 
 
+# Keras names a variable created without a name "variable_<n>", n from a
+# process-wide counter, so the same variable is called differently in a
+# copy (ConvNeXt's LayerScale gamma: "variable_18" in the model,
+# "variable_54" in its clone): such names match as "variable", by order.
+_AUTO_NAME = re.compile(r"^variable(_\d+)?$")
+
+
 def _keyed(variables) -> dict:
-    """``{(name, k): variable}``: the k-th variable called ``name``."""
+    """``{(name, k): variable}``: the k-th variable called ``name``
+    (auto-generated ``variable_<n>`` names count as ``variable``)."""
     seen, out = {}, {}
     for v in variables:
-        k = seen.get(v.name, 0)
-        seen[v.name] = k + 1
-        out[(v.name, k)] = v
+        name = "variable" if _AUTO_NAME.match(v.name) else v.name
+        k = seen.get(name, 0)
+        seen[name] = k + 1
+        out[(name, k)] = v
     return out
 
 
@@ -132,8 +143,9 @@ def copy_weights(source: keras.Model, target: keras.Model,
     Leaf layers are matched by path (``outer/inner``), variables inside a
     layer by name and order of appearance, so layers with several
     variables of one name (``MultiHeadAttention``) and wrapped layers
-    with extra variables (masks) copy correctly. Variables without a match
-    are left as they are.
+    with extra variables (masks) copy correctly; unnamed variables
+    (Keras' ``variable_<n>``, e.g. ConvNeXt's ``LayerScale``) match by
+    order. Variables without a match are left as they are.
 
     Args:
         source: the model to read.
@@ -161,8 +173,8 @@ def copy_weights(source: keras.Model, target: keras.Model,
         for key, var in _keyed(layer.weights).items():
             if key not in values:
                 continue
-            value = arrays.get(key[0], values[key]) if key[1] == 0 else \
-                values[key]
+            value = arrays.get(values[key].name, values[key]) \
+                if key[1] == 0 else values[key]
             if tuple(value.shape) != tuple(var.shape):
                 raise ValueError(
                     f"copy_weights: variable {key[0]!r} of layer {path!r} "
