@@ -277,6 +277,51 @@ def squeeze_excite():
     return keras.Model(inputs, outputs, name="squeeze_excite")
 
 
+def mobilenet_mini():
+    """A MobileNet-style classifier: a depthwise-separable block
+    (MobileNetV1: strided DepthwiseConv2D, 1x1 Conv2D) and an inverted
+    residual block (MobileNetV2: 1x1 expand, depthwise, linear 1x1
+    project, Add), BN + ReLU6 after each conv; no squeeze-excite."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = L.Conv2D(16, 3, strides=2, padding="same", use_bias=False)(inputs)
+    x = L.ReLU(6.0)(L.BatchNormalization()(x))
+    x = L.DepthwiseConv2D(3, strides=2, padding="same", use_bias=False)(x)
+    x = L.ReLU(6.0)(L.BatchNormalization()(x))
+    x = L.Conv2D(16, 1, use_bias=False)(x)
+    x = L.ReLU(6.0)(L.BatchNormalization()(x))
+    h = L.Conv2D(32, 1, use_bias=False)(x)
+    h = L.ReLU(6.0)(L.BatchNormalization()(h))
+    h = L.DepthwiseConv2D(3, padding="same", use_bias=False)(h)
+    h = L.ReLU(6.0)(L.BatchNormalization()(h))
+    h = L.Conv2D(16, 1, use_bias=False)(h)
+    h = L.BatchNormalization()(h)
+    x = L.Add()([x, h])
+    x = L.GlobalAveragePooling2D()(x)
+    x = L.Dropout(0.2)(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="mobilenet_mini")
+
+
+def conv_denoiser():
+    """keras.io "Convolutional autoencoder for image denoising": Conv2D +
+    MaxPooling2D encoder, strided Conv2DTranspose decoder, a per-pixel head
+    (here a 2-class softmax, ink / background, like ``unet``'s, so the
+    int8 and bit-serial files can be checked by per-pixel top-1)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(16, 16, 1))
+    x = L.Conv2D(8, (3, 3), activation="relu", padding="same")(inputs)
+    x = L.MaxPooling2D((2, 2), padding="same")(x)
+    x = L.Conv2D(8, (3, 3), activation="relu", padding="same")(x)
+    x = L.MaxPooling2D((2, 2), padding="same")(x)
+    x = L.Conv2DTranspose(8, (3, 3), strides=2, activation="relu",
+                          padding="same")(x)
+    x = L.Conv2DTranspose(8, (3, 3), strides=2, activation="relu",
+                          padding="same")(x)
+    outputs = L.Conv2D(2, (3, 3), activation="softmax", padding="same")(x)
+    return keras.Model(inputs, outputs, name="conv_denoiser")
+
+
 def application(name: str, size: int = 32) -> Callable:
     """A builder of ``keras.applications.<name>`` at ``size`` x ``size``."""
 
@@ -328,6 +373,12 @@ CASES = {c.name: c for c in [
          _BASE + ("DepthwiseConv2D", "BatchNormalization",
                   "Add / Concatenate / Multiply", "Reshape / Flatten"),
          (12, 12, 3)),
+    Case("mobilenet_mini", mobilenet_mini,
+         _BASE + ("DepthwiseConv2D", "BatchNormalization",
+                  "Add / Concatenate / Multiply"), (16, 16, 3)),
+    Case("conv_denoiser", conv_denoiser,
+         ("Conv2D", "Conv2DTranspose", "pooling"), (16, 16, 1),
+         label_shape=(16, 16), num_classes=2),
     Case("MobileNetV3Small", application("MobileNetV3Small"),
          ("Conv2D", "pooling", "DepthwiseConv2D", "BatchNormalization",
           "padding", "Rescaling / Normalization", "Add / Concatenate / Multiply",

@@ -483,6 +483,22 @@ def check_bitserial(case, tmp_path):
     report = export_bitserial(q, path, hardware="bismo", calibration_data=x,
                               verify_x=x[:16])
     assert report.simulator_exact is True, report
+    # the dequantized simulator output computes the Keras QAT model's
+    # (logits, before a dropped softmax): the top-1 check alone is weak on
+    # untrained nets that give one class for most inputs
+    ref = q
+    last = q.layers[-1]
+    if isinstance(last, L.Activation) and getattr(
+            last.activation, "__name__", "") == "softmax":
+        ref = keras.Model(q.inputs, last.input)  # the exporter drops it
+    scale = float(np.abs(_np(ref(x[:16], training=False))).max())
+    # user models: exact up to float32 (measured <= 2e-6 of outputs <= 1).
+    # Not asserted on the deep keras.applications nets: one-code rounding
+    # ties grow ~1.2x per block (test_coverage_qat.py), ResNet50V2's logits
+    # differ by up to 1.7-2.0 of 25.8 (top-1 agreement 100%)
+    if not case.slow:
+        assert report.max_abs_error <= 1e-3 * max(scale, 1.0), (
+            report.max_abs_error, scale)
     if report.top1_agreement is not None:
         assert report.top1_agreement >= 0.99, report
 

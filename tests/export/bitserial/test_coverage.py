@@ -2,13 +2,16 @@
 
 ZeroPadding1D/2D, Rescaling, Conv1D, Conv2DTranspose and grouped Conv2D
 are exported, simulated bit for bit equal to the integer reference, and
-agree with the Keras QAT model. quantize_model does not wrap Conv1D /
-Conv2DTranspose (yet), so their models are hand-built QAT models: float
-convs between QuantActivation observers, weights on the 8-bit per-channel
-grid the exporter uses for float layers and biases on the accumulator
-grid, so Keras and the integer network compute the same codes. Other
-layers are refused with a ValueError naming the layer, its type and the
-supported types, and nothing is written.
+agree with the Keras QAT model. The Conv1D and Conv2DTranspose nets here
+are hand-built QAT models: float convs between QuantActivation observers
+(the exporter quantizes a float conv's weights itself), weights on the
+8-bit per-channel grid it uses for float layers and biases on the
+accumulator grid, so Keras and the integer network compute the same codes.
+quantize_model wraps both layers too (QuantConv1D, QuantConv2DTranspose);
+that path is exported exactly by tests/models (audio_conv1d,
+conv_denoiser). The stem net goes through quantize_model. Other layers
+are refused with a ValueError naming the layer, its type and the supported
+types, and nothing is written.
 """
 
 import json

@@ -49,7 +49,9 @@ class BitSerialReport:
         simulator_exact: simulator output == integer reference, bit for bit.
         max_abs_error: max |dequantized simulator - Keras| output (the
             pre-softmax tensor when a final softmax was dropped).
-        top1_agreement: fraction of inputs whose argmax agrees with Keras.
+        top1_agreement: fraction of inputs (of output positions, for
+            per-pixel outputs) whose argmax over the last axis agrees with
+            Keras.
         notes: approximations made by the importer.
 
     Example:
@@ -180,15 +182,17 @@ def export_bitserial(model, path: str, hardware=None,
     y_sim = simulate_bitserial(path, x)
     report.simulator_exact = bool(np.array_equal(y_sim,
                                                  integer_reference(ir, x)))
-    y_real = ir.quant(ir.output).dequantize(y_sim).reshape(n, -1)
     ref = model
     if ir.keras_output is not None and not any(
             ir.keras_output is t for t in keras.tree.flatten(model.outputs)):
         ref = keras.Model(model.inputs, ir.keras_output)  # before softmax
-    y_keras = _eager_outputs(ref, x).reshape(n, -1)
+    y_keras = np.asarray(_eager_outputs(ref, x))
+    if y_keras.ndim < 2:
+        y_keras = y_keras.reshape(n, -1)
+    y_real = ir.quant(ir.output).dequantize(y_sim).reshape(y_keras.shape)
     report.num_verified = n
     report.max_abs_error = float(np.max(np.abs(y_real - y_keras)))
-    if y_keras.shape[1] > 1:
+    if y_keras.shape[-1] > 1:  # per input, or per position (per pixel)
         report.top1_agreement = float(np.mean(
-            y_real.argmax(1) == y_keras.argmax(1)))
+            y_real.argmax(-1) == y_keras.argmax(-1)))
     return report
