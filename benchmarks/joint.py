@@ -86,6 +86,7 @@ from _common import compile_model, log, parser, read_json, write_results
 from _joint_report import to_markdown
 
 import tfcomp
+from tfcomp._finetune import data_order
 from tfcomp._io import atomic_path
 from tfcomp.hardware import BISMO, BitFusion
 from tfcomp.joint import (
@@ -219,8 +220,7 @@ def evaluate(small, bits, data) -> dict:
         q.set_weights(start)
         for v, value in zip(q.optimizer.variables, fresh):
             v.assign(value)
-        idx = np.random.default_rng(s).permutation(len(xt))[
-            :FT_STEPS * BATCH]
+        idx = data_order(len(xt), FT_STEPS, BATCH, 1, s)
         q.fit(xt[idx], yt[idx], batch_size=BATCH, epochs=1, shuffle=False,
               verbose=0)
         accs.append(_accuracy(q, *data["test"], batch_size=500))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-__all__ = ["DECAYS", "data_order", "outputs_logits", "short_finetune"]
+__all__ = ["DECAYS", "check_decay", "data_order", "outputs_logits", "short_finetune"]
 
 
 def outputs_logits(model) -> bool:
@@ -49,6 +49,14 @@ def data_order(n: int, steps: int | None, batch_size: int, epochs: int,
 DECAYS = ("constant", "cosine")
 
 
+def check_decay(decay: str) -> str:
+    """``decay`` if it is one of :data:`DECAYS`, else a clear error."""
+    if decay not in DECAYS:
+        raise ValueError(f"decay must be one of {DECAYS}. Received: "
+                         f"decay={decay!r}")
+    return decay
+
+
 def short_finetune(model, x, y, *, steps: int | None = None,
                    epochs: int = 1, batch_size: int = 128,
                    learning_rate: float = 1e-3, seed: int = 0,
@@ -68,9 +76,7 @@ def short_finetune(model, x, y, *, steps: int | None = None,
     QAT models: their BatchNorm is folded into the kernels (as in the int8
     file), so they train without normalisation; at 3e-3 the same fine-tune
     diverged (10% accuracy) while the float model trained at 1e-2."""
-    if decay not in DECAYS:
-        raise ValueError(f"decay must be one of {DECAYS}. Received: "
-                         f"decay={decay!r}")
+    check_decay(decay)
     if from_logits is None:
         from_logits = outputs_logits(model)
     order = data_order(len(x), steps, batch_size, epochs, seed)

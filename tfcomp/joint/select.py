@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfcomp._finetune import DECAYS, outputs_logits, short_finetune
+from tfcomp._finetune import check_decay, outputs_logits, short_finetune
 from tfcomp.pruning.plan import Plan, make_plan
 from tfcomp.pruning.reconstruction import LayerwisePruner
 from tfcomp.pruning.surgery import prune_channels
@@ -126,10 +126,8 @@ class FinetuneScore:
     def __init__(self, train, val, steps: int = 16, batch_size: int = 64,
                  learning_rate: float = 1e-3, seed: int = 0,
                  decay: str = "cosine"):
-        if decay not in DECAYS:
-            raise ValueError(f"decay must be one of {DECAYS}. Received: "
-                             f"decay={decay!r}")
-        self.train, self.val, self.decay = train, val, decay
+        self.train, self.val = train, val
+        self.decay = check_decay(decay)
         self.steps, self.batch_size = int(steps), int(batch_size)
         self.learning_rate, self.seed = learning_rate, int(seed)
 

@@ -130,10 +130,6 @@ def find_stage_ends(model: keras.Model, num_stages: int = 3) -> list:
     return picks
 
 
-def _output_is_probs(model) -> bool:
-    return not outputs_logits(model)
-
-
 def _make_head(shape, num_classes: int, name: str) -> keras.Model:
     """AvgPool(ReLU(BN(x))) -> Dense (the paper's auxiliary classifier)."""
     inp = keras.Input(shape[1:])
@@ -337,7 +333,7 @@ class _DCPRun:
                  settings: GreedySettings, eval_batches: int):
         self.state, self.x, self.y = state, x, y
         self.stage_ends, self.rng, self.settings = stage_ends, rng, settings
-        self.probs = _output_is_probs(state.model)
+        self.probs = not outputs_logits(state.model)
         self.n_cls = int(state.model.outputs[0].shape[-1])
         bs = settings.batch_size
         self.eval_idx = np.arange(min(x.shape[0], eval_batches * bs))
