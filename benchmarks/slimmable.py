@@ -2,20 +2,24 @@
 
 For the zoo ResNet-20 and MobileNetV2-tiny (``tfcomp.zoo``), two parts each:
 
-1. **Widths** (``<model>_widths``). A universally slimmable supernet
-   (``to_slimmable(universal=True)``, BN slots at widths 0.25 / 0.5 / 0.75 /
-   1.0) trained ``E`` epochs with the sandwich rule (max, min and two random
-   widths per batch) and in-place distillation, BN statistics recalibrated
-   per width (``recalibrate_widths``), evaluated at each width; against the
-   same width trained alone: ``export_width``'s architecture re-initialised
-   by ``scratch_setup(mode="E")`` and trained for the same ``E`` epochs with
-   the same optimizer and schedule (BatchNorm statistics re-estimated on
-   the same images as the supernet's). Every exported width is converted to
+1. **Widths** (``<model>_widths``). Three supernets, each trained ``E``
+   epochs with 4 widths per batch and BN statistics recalibrated per width
+   (``recalibrate_widths``), evaluated at 0.25 / 0.5 / 0.75 / 1.0: the
+   S-Net (``to_slimmable(universal=False, inplace_distillation=False)``:
+   private BN per width, the 4 widths every batch, labels: the S-Net
+   paper's rule), the same with in-place distillation (the US-Nets rule,
+   the library default), and the US-Net AutoSlim searches (part 2). The
+   S-Net is compared with the same width trained alone: ``export_width``'s
+   architecture re-initialised by ``scratch_setup(mode="E")`` and trained
+   for the same ``E`` epochs with the same optimizer and schedule
+   (BatchNorm statistics re-estimated on the same images as the
+   supernet's), ``SEEDS`` seeds. Every exported width is converted to
    float32 TFLite and timed side by side (``time_tflite``: one thread,
    batch 1, interleaved rounds).
 2. **Search** (``<model>_search``). Architectures at 50 % and 25 % of the
    dense MACs from AutoSlim (greedy slimming of the trained supernet on
-   held-out training images), a uniform width (``make_plan(target_macs=...)``
+   held-out training images; the US-Net: ``universal=True``, labels), a
+   uniform width (``make_plan(target_macs=...)``
    , one ratio for every group, the target resolver), FPGM (``apply_fpgm`` +
    ``FPGMPruning(target_macs=...)`` for ``FPGM_EPOCHS`` epochs from the
    dense model, then ``strip_pruning``) and AMC (``AMCTuner``, DDPG over the
@@ -36,14 +40,15 @@ Deviations from the papers (CPU scale; the report repeats them):
   cosine decay for every model (the papers: ImageNet, hundreds of epochs of
   SGD); test accuracy on a fixed random subset of the test set; AutoSlim's
   and AMC's held-out data are other training images.
-* Supernet: one universally slimmable network (US-Nets) serves both parts
-  (the S-Net paper trains the four switches each step with private BN;
-  AutoSlim trains a US-Net-style supernet). Its per-width BN statistics are
-  recalibrated on ``CAL`` training images.
-* The widths trained alone get one seed, or ``SEEDS`` seeds for the cheap
-  widths (``SEED_WIDTHS``); the supernet one seed; the retrained
-  architectures ``RETRAIN_SEEDS`` seeds (mean reported).
-* AutoSlim: a channel step of 10 % of each group (the library default),
+* Supernets: trained on labels at every width (``inplace_distillation=
+  False``), one seed each. In-place distillation (US-Nets, AutoSlim) is
+  measured as a third supernet: at this horizon it loses to labels (the
+  max width's early output is nearly uniform). Per-width BN statistics
+  are recalibrated on ``CAL`` training images.
+* The widths trained alone get ``SEEDS`` seeds (at ``SEED_WIDTHS``); the
+  retrained architectures ``RETRAIN_SEEDS`` seeds (mean reported).
+* AutoSlim: a channel step of ``AS_STEP`` of each group (library default
+  10 %),
   the loss averaged over ``AS_BATCHES`` held-out batches (the released
   code: one batch); the found networks retrained for ``E`` epochs only.
 * AMC: ``AMC_EPISODES`` episodes (``AMC_WARMUP`` warm-up) instead of 800
@@ -92,6 +97,7 @@ from _common import (
     time_tflite,
     write_results,
 )
+from _slimmable_report import compute_targets, render_markdown
 
 import tfcomp
 from tfcomp._io import atomic_path
@@ -116,7 +122,7 @@ CACHE = os.path.join(os.path.expanduser("~"), ".cache", "tfcomp",
 
 # ---- CPU-scale settings (paper values in the docstring) -----------------
 SEED = 0
-N = 2048                 # training images (random subset)
+N = 8192                 # training images (random subset)
 TEST = 3000              # test images (random subset)
 VAL = 256                # held-out training images: AutoSlim / AMC
 CAL = 512                # BN recalibration images (from the training set)
@@ -126,8 +132,8 @@ LR = 2e-3
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 ALONE_WIDTHS = WIDTHS    # widths also trained alone
 SEEDS = 3                # seeds of the cheap widths trained alone
-SEED_WIDTHS = (0.25,)
-RETRAIN_SEEDS = 1
+SEED_WIDTHS = WIDTHS
+RETRAIN_SEEDS = 3
 TARGETS = (0.5, 0.25)
 AS_STEP = 0.2            # AutoSlim channel step (fraction of a group)
 AS_BATCHES, AS_BATCH = 2, 64
@@ -142,6 +148,7 @@ PARTS = tuple(f"{m}_{p}" for m in MODELS for p in ("widths", "search"))
 # eagerly, width 1.0 alone, one target
 QUICK = dict(N=64, TEST=128, VAL=64, CAL=64, EPOCHS=1, SEEDS=1,
              SEED_WIDTHS=(), ALONE_WIDTHS=(1.0,), TARGETS=(0.5,),
+             RETRAIN_SEEDS=1,
              AS_STEP=0.5, AS_BATCHES=1, AMC_EPISODES=2, AMC_WARMUP=1,
              AMC_CAL=32, LAT_RUNS=5, LAT_ROUNDS=1, RESNET_DEPTH=8,
              MBV2_ALPHA=0.35, RUN_EAGERLY=True)
@@ -205,25 +212,35 @@ def fit(model, data, epochs: int, seed: int, callbacks=()) -> float:
 # trained models (cached)
 
 
-def supernet(name: str, data: dict):
-    """The trained, BN-recalibrated universally slimmable ``name``."""
-    if ("supernet", name) in _MEMO:
-        return _MEMO[("supernet", name)]
+# the supernets: to_slimmable options of each (module docstring)
+SUPERNETS = {
+    "snet": dict(universal=False, inplace_distillation=False),
+    "snet_kd": dict(universal=False, inplace_distillation=True),
+    "us": dict(universal=True, inplace_distillation=False),
+}
+
+
+def supernet(name: str, data: dict, kind: str = "snet"):
+    """The trained, BN-recalibrated supernet ``kind`` of ``name``."""
+    if ("supernet", name, kind) in _MEMO:
+        return _MEMO[("supernet", name, kind)]
     keras.utils.set_random_seed(SEED)
-    slim = to_slimmable(build(name), widths=WIDTHS, universal=True,
-                        seed=SEED)
-    path = _cache_path(f"{model_tag(name)}_supernet_s{SEED}")
-    info = {"cached": os.path.exists(path), "train_seconds": 0.0}
+    slim = to_slimmable(build(name), widths=WIDTHS, seed=SEED,
+                        **SUPERNETS[kind])
+    path = _cache_path(f"{model_tag(name)}_{kind}_s{SEED}")
+    info = {"cached": os.path.exists(path), "train_seconds": 0.0,
+            **SUPERNETS[kind]}
     if info["cached"]:
         slim.load_weights(path)
     else:
-        log(f"{name}: training the supernet ({EPOCHS} epochs on {N})")
+        log(f"{name}: training the supernet {kind} ({EPOCHS} epochs on "
+            f"{N})")
         info["train_seconds"] = fit(slim, data, EPOCHS, SEED)
         _save(slim, path)
     t0 = time.time()
     recalibrate_widths(slim, data["cal"])
     info["recalibrate_seconds"] = time.time() - t0
-    _MEMO[("supernet", name)] = slim, info
+    _MEMO[("supernet", name, kind)] = slim, info
     return slim, info
 
 
@@ -280,10 +297,16 @@ def time_models(models: dict, workdir: str, rep) -> dict:
 
 def part_widths(name: str, data: dict, workdir: str) -> dict:
     xt, yt = data["test"]
-    slim, sinfo = supernet(name, data)
+    slim, sinfo = supernet(name, data, "snet")
+    others = {k: supernet(name, data, k) for k in SUPERNETS if k != "snet"}
     dense_macs = tfcomp.profile(build(name)).macs
     rows, exported = {}, {}
     for w in WIDTHS:
+        other_acc = {}
+        for k, (net, _) in others.items():
+            set_width(net, w)
+            other_acc[k] = accuracy(net, xt, yt)
+            set_width(net, WIDTHS[-1])
         set_width(slim, w)
         acc = accuracy(slim, xt, yt)
         small = export_width(slim, w)
@@ -301,7 +324,8 @@ def part_widths(name: str, data: dict, workdir: str) -> dict:
         prof = profile_row(small)
         mean = float(np.mean(alone)) if alone else None
         rows[str(w)] = {
-            "slimmable_accuracy": acc, "alone_accuracy": mean,
+            "slimmable_accuracy": acc, "other_supernets": other_acc,
+            "alone_accuracy": mean,
             "alone_seeds": alone,
             "gap_points": None if mean is None else (acc - mean) * 100,
             "export_max_abs_diff": diff, "macs_ratio": prof["macs"]
@@ -317,7 +341,9 @@ def part_widths(name: str, data: dict, workdir: str) -> dict:
         r.update(latency_ms=lat[w]["median_ms"],
                  latency_ratio=lat[w]["median_ms"] / full,
                  tflite_bytes=lat[w]["bytes"])
-    return {"supernet": sinfo, "dense_macs": int(dense_macs),
+    return {"supernet": sinfo, "other_supernets": {
+                k: info for k, (_, info) in others.items()},
+            "dense_macs": int(dense_macs),
             "widths": rows, "latency_runtime": lat[str(WIDTHS[-1])]
             ["runtime"]}
 
@@ -354,7 +380,7 @@ def _amc(dense, data, target, workdir, name):
 
 def part_search(name: str, data: dict, workdir: str) -> dict:
     xt, yt = data["test"]
-    slim, _ = supernet(name, data)
+    slim, _ = supernet(name, data, "us")
     plain = build(name)
     dense, _ = train_alone(name, export_width(slim, 1.0), "alone1", SEED,
                            data)
@@ -424,162 +450,6 @@ def part_search(name: str, data: dict, workdir: str) -> dict:
 
 # ---------------------------------------------------------------------------
 # report
-
-
-def compute_targets(res: dict) -> dict:
-    out = {}
-    for name in MODELS:
-        r = res.get(name, {})
-        if "widths" in r:
-            out[f"{name}_widths"] = {
-                w: row["gap_points"] >= -1.0
-                for w, row in r["widths"]["widths"].items()
-                if row["gap_points"] is not None}
-        if "search" in r:
-            rows = r["search"]["rows"]
-            out[f"{name}_autoslim"] = {
-                f"{t:g}": rows[f"autoslim@{t:g}"]["accuracy"]
-                >= rows[f"uniform@{t:g}"]["accuracy"] + 0.005
-                for t in TARGETS if f"autoslim@{t:g}" in rows}
-    return out
-
-
-def _met(ok):
-    return "met" if ok else "NOT met"
-
-
-def render_markdown(res: dict) -> str:
-    s = res["settings"]
-    lines = [
-        "# Slimmable networks and AutoSlim: Fashion-MNIST",
-        "",
-        "Reproduce: `cd /work/main && nice .venv/bin/python "
-        "benchmarks/slimmable.py` (one run; trained models cached in "
-        "`~/.cache/tfcomp/slimmable`; `--parts resnet20_search` reruns one "
-        "part).",
-        "",
-        f"CPU scale: {s['N']} random training images, {s['EPOCHS']} epochs "
-        f"for every trained model (supernet, widths alone, retrained "
-        f"architectures), batch {s['BATCH']}, Adam {s['LR']} with cosine "
-        f"decay; test accuracy on {s['TEST']} test images; AutoSlim / AMC "
-        f"search on {s['VAL']} held-out training images; BN recalibrated on "
-        f"{s['CAL']} training images. Supernet: universally slimmable "
-        "(sandwich rule: max, min and 2 random widths per batch; in-place "
-        "distillation; BN slots at the 4 widths). Widths alone: "
-        f"{list(s['ALONE_WIDTHS'])}, {s['SEEDS']} seeds at widths "
-        f"{list(s['SEED_WIDTHS'])}, 1 elsewhere; "
-        f"retrained architectures: {s['RETRAIN_SEEDS']} seed(s). AutoSlim "
-        f"step {s['AS_STEP']:.0%} of a group, loss on {s['AS_BATCHES']} "
-        f"batches of {s['AS_BATCH']}; AMC {s['AMC_EPISODES']} episodes "
-        f"({s['AMC_WARMUP']} warm-up), round_to 1; FPGM "
-        f"{s['FPGM_EPOCHS']} epoch(s) of soft pruning from the dense model. "
-        f"Latency: float32 TFLite, 1 thread, batch 1, median of "
-        f"{s['LAT_RUNS']} runs x {s['LAT_ROUNDS']} interleaved rounds. "
-        f"Total {res['wall_seconds'] / 60:.1f} min on "
-        f"{res['machine']['cpu_count']} shared cores (load "
-        f"{res['machine']['load_start']:.1f} -> "
-        f"{res['machine']['load_end']:.1f}); the numbers compare methods "
-        "under one small budget, they do not reproduce the papers'.",
-    ]
-    if res.get("quick"):
-        lines += ["", "**Quick smoke run (`--quick`): tiny data and "
-                  "models, the numbers mean nothing.**"]
-    tg = res["targets"]
-    for name in MODELS:
-        r = res.get(name)
-        if not r:
-            continue
-        title = (f"ResNet-{s['RESNET_DEPTH']}" if name == "resnet20"
-                 else f"MobileNetV2-tiny (alpha {s['MBV2_ALPHA']})")
-        if "widths" in r:
-            w = r["widths"]
-            sn = w["supernet"]
-            lines += [
-                "", f"## {title}: one slimmable model vs each width alone",
-                "",
-                f"Supernet training {sn['train_seconds']:.0f} s"
-                + (" (cached)" if sn["cached"] else "")
-                + f"; latency runtime {w['latency_runtime']}.", "",
-                "| width | MACs | MACs ratio | params | slimmable acc | "
-                "alone acc (seeds) | gap (points) | export max diff | "
-                "TFLite ms | latency ratio |",
-                "|---|---|---|---|---|---|---|---|---|---|"]
-            for k, row in w["widths"].items():
-                seeds = " / ".join(f"{a:.4f}" for a in row["alone_seeds"])
-                alone = ("not trained" if row["alone_accuracy"] is None
-                         else f"{row['alone_accuracy']:.4f} ({seeds})")
-                gap = ("n/a" if row["gap_points"] is None
-                       else f"{row['gap_points']:+.2f}")
-                lines.append(
-                    f"| {k} | {row['macs'] / 1e6:.2f}M | "
-                    f"{row['macs_ratio']:.3f} | {row['params']:,} | "
-                    f"{row['slimmable_accuracy']:.4f} | {alone} | {gap} | "
-                    f"{row['export_max_abs_diff']:.1e} | "
-                    f"{row['latency_ms']:.3f} | {row['latency_ratio']:.2f} |")
-            ok = tg.get(f"{name}_widths", {})
-            lines += ["", "Target: slimmable within 1 point of the width "
-                      "alone at every width: " + ", ".join(
-                          f"{k} {_met(v)}" for k, v in ok.items()) + "."]
-        if "search" in r:
-            sr = r["search"]
-            lines += [
-                "", f"## {title}: AutoSlim vs uniform vs FPGM vs AMC", "",
-                f"Dense (width 1.0 alone, seed 0): "
-                f"{sr['dense_accuracy']:.4f}, {sr['dense_macs'] / 1e6:.2f}M "
-                f"MACs, {sr['dense_latency_ms']:.3f} ms. AutoSlim: "
-                f"{len(sr['autoslim_history']) - 1} greedy steps.", "",
-                "| target | method | MACs ratio | params | retrained acc "
-                "(seeds) | search s | TFLite ms | latency ratio | notes |",
-                "|---|---|---|---|---|---|---|---|---|"]
-            for row in sr["rows"].values():
-                notes = []
-                if row.get("same_as"):
-                    notes.append(f"same channels as {row['same_as']}")
-                if "soft_pruned_accuracy" in row:
-                    notes.append("soft-pruned (inherited weights) "
-                                 f"{row['soft_pruned_accuracy']:.4f}")
-                if "best_reward" in row:
-                    notes.append(f"search reward {row['best_reward']:.4f}")
-                seeds = " / ".join(f"{a:.4f}" for a in row["seed_accuracies"])
-                lines.append(
-                    f"| {row['target']:.0%} | {row['method']} | "
-                    f"{row['macs_ratio']:.3f} | {row['params']:,} | "
-                    f"{row['accuracy']:.4f} ({seeds}) | "
-                    f"{row['search_seconds']:.0f} | {row['latency_ms']:.3f} "
-                    f"| {row['latency_ratio']:.2f} | {'; '.join(notes)} |")
-            ok = tg.get(f"{name}_autoslim", {})
-            lines += ["", "Target: AutoSlim >= uniform + 0.5 point after "
-                      "the same retraining: " + ", ".join(
-                          f"{float(k):.0%} {_met(v)}" for k, v in ok.items())
-                      + "."]
-            lines += ["", "Channels per layer (output channels):", "",
-                      "| layer | " + " | ".join(sr["rows"]) + " |",
-                      "|---|" + "---|" * len(sr["rows"])]
-            layers = list(next(iter(sr["rows"].values()))["channels"])
-            for layer in layers:
-                lines.append(f"| {layer} | " + " | ".join(
-                    str(row["channels"].get(layer, "")) for row in
-                    sr["rows"].values()) + " |")
-    secs = ", ".join(f"{k} {v / 60:.1f} min"
-                     for k, v in res["part_seconds"].items())
-    lines += [
-        "", "## Honest reading", "",
-        f"- One run; {s['TEST']} test images give a standard error of about "
-        f"{100 * np.sqrt(0.85 * 0.15 / s['TEST']):.1f} point per accuracy, "
-        "the size of both targets: a missed or met target at this scale is "
-        "not evidence either way.",
-        "- Masked slimmable layers cost full-width MACs while training "
-        "(static shapes), and the sandwich rule runs 4 widths per batch: a "
-        "supernet epoch costs about 4 full-width epochs here.",
-        "- The search rows land at different MACs below each target "
-        "(AutoSlim stops at the first greedy step under it, AMC's wall "
-        "and the uniform bisection at their own rounding): read accuracy "
-        "beside the MACs ratio column.",
-        "- The supernet is universally slimmable (US-Nets / AutoSlim), "
-        "not the S-Net of the first paper (private BN affine per switch, "
-        "all switches every step).",
-        f"- Part times: {secs}.", ""]
-    return "\n".join(lines)
 
 
 def _jsonable(o):
