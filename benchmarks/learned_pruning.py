@@ -90,6 +90,9 @@ def _args():
     p.add_argument("--models", default="resnet20,mobilenet_v2")
     p.add_argument("--targets", default="0.5,0.25")
     p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--first-seed", type=int, default=0,
+                   help="seeds run are first-seed .. first-seed + seeds - 1 "
+                   "(with --merge: add seeds to a results file)")
     p.add_argument("--train", type=int, default=4096)
     p.add_argument("--test", type=int, default=2000)
     p.add_argument("--base-epochs", type=int, default=4)
@@ -191,7 +194,7 @@ def _meta_part(a, data, out, result):
     for name in a.models.split(","):
         model = _dense(name, a, x, y, result, xt, yt)
         for target in [float(t) for t in a.targets.split(",")]:
-            for seed in range(a.seeds):
+            for seed in range(a.first_seed, a.first_seed + a.seeds):
                 rows, plans = {}, {}
                 reached = target
                 if "metapruning" in methods:
@@ -228,7 +231,7 @@ def _search_part(a, data, out, result):
     for name in a.models.split(","):
         model = _dense(name, a, x, y)
         for target in [float(t) for t in a.targets.split(",")]:
-            for seed in range(a.seeds):
+            for seed in range(a.first_seed, a.first_seed + a.seeds):
                 rows = {}
                 for lower in [float(v) for v in
                               a.search_lowers.split(",")]:
@@ -265,7 +268,7 @@ def _gal_part(a, data, out, result):
     (x, y), (xt, yt), _ = data
     for name in a.models.split(","):
         model = _dense(name, a, x, y, result, xt, yt)
-        for seed in range(a.seeds):
+        for seed in range(a.first_seed, a.first_seed + a.seeds):
             keras.utils.set_random_seed(seed)
             rows = {}
             t0 = time.time()
