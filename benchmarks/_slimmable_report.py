@@ -65,8 +65,9 @@ def _header(s, res) -> list:
         f"architectures), batch {s['BATCH']}, Adam {s['LR']} with cosine "
         f"decay; test accuracy on {s['TEST']} test images; AutoSlim / AMC "
         f"search on {s['VAL']} held-out training images; BN recalibrated on "
-        f"{s['CAL']} training images. Supernets (one seed each, 4 widths "
-        "per batch): the S-Net (private BN per width, the 4 widths every "
+        f"{s['CAL']} training images. Supernets (4 widths per batch; "
+        f"the S-Net {s.get('SUPERNET_SEEDS', 1)} seed(s), the others one): "
+        "the S-Net (private BN per width, the 4 widths every "
         "batch, labels), the same with in-place distillation (widths below "
         "the max learn from the max width's detached output) and the "
         "US-Net AutoSlim searches (shared BN affine, BN slots at the 4 "
@@ -98,8 +99,9 @@ def _widths(title, w, ok) -> list:
         "", f"## {title}: one slimmable model vs each width alone", "",
         f"Supernet training: {times}; latency runtime "
         f"{w['latency_runtime']}. The gap and the target are the S-Net's "
-        "(the exported width is the S-Net's).", "",
-        "| width | MACs | MACs ratio | params | S-Net acc | "
+        "(means over seeds; the exported width is the first S-Net's).", "",
+        "| width | MACs | MACs ratio | params | S-Net acc (mean ± std; "
+        "seeds) | "
         + "".join(f"{k} acc | " for k in others)
         + "alone acc (mean ± std; seeds) | gap (points) | export max diff "
         "| TFLite ms | latency ratio |",
@@ -111,11 +113,15 @@ def _widths(title, w, ok) -> list:
                  f"({_seeds(row['alone_seeds'])})")
         gap = ("n/a" if row["gap_points"] is None
                else f"{row['gap_points']:+.2f}")
+        snet = (f"{_mean_std(row['slimmable_seeds'])} "
+                f"({_seeds(row['slimmable_seeds'])})"
+                if len(row.get("slimmable_seeds", [])) > 1
+                else f"{row['slimmable_accuracy']:.4f}")
         other = "".join(f"{row.get('other_supernets', {}).get(o, 0):.4f} | "
                         for o in others)
         lines.append(
             f"| {k} | {row['macs'] / 1e6:.2f}M | {row['macs_ratio']:.3f} | "
-            f"{row['params']:,} | {row['slimmable_accuracy']:.4f} | {other}"
+            f"{row['params']:,} | {snet} | {other}"
             f"{alone} | {gap} | {row['export_max_abs_diff']:.1e} | "
             f"{row['latency_ms']:.3f} | {row['latency_ratio']:.2f} |")
     lines += ["", "Target: S-Net within 1 point of the width alone (mean "

@@ -134,6 +134,7 @@ ALONE_WIDTHS = WIDTHS    # widths also trained alone
 SEEDS = 3                # seeds of the cheap widths trained alone
 SEED_WIDTHS = WIDTHS
 RETRAIN_SEEDS = 3
+SUPERNET_SEEDS = 3       # S-Net seeds (the other supernets: one)
 TARGETS = (0.5, 0.25)
 AS_STEP = 0.2            # AutoSlim channel step (fraction of a group)
 AS_BATCHES, AS_BATCH = 2, 64
@@ -148,7 +149,7 @@ PARTS = tuple(f"{m}_{p}" for m in MODELS for p in ("widths", "search"))
 # eagerly, width 1.0 alone, one target
 QUICK = dict(N=64, TEST=128, VAL=64, CAL=64, EPOCHS=1, SEEDS=1,
              SEED_WIDTHS=(), ALONE_WIDTHS=(1.0,), TARGETS=(0.5,),
-             RETRAIN_SEEDS=1,
+             RETRAIN_SEEDS=1, SUPERNET_SEEDS=1,
              AS_STEP=0.5, AS_BATCHES=1, AMC_EPISODES=2, AMC_WARMUP=1,
              AMC_CAL=32, LAT_RUNS=5, LAT_ROUNDS=1, RESNET_DEPTH=8,
              MBV2_ALPHA=0.35, RUN_EAGERLY=True)
@@ -220,27 +221,27 @@ SUPERNETS = {
 }
 
 
-def supernet(name: str, data: dict, kind: str = "snet"):
+def supernet(name: str, data: dict, kind: str = "snet", seed: int = SEED):
     """The trained, BN-recalibrated supernet ``kind`` of ``name``."""
-    if ("supernet", name, kind) in _MEMO:
-        return _MEMO[("supernet", name, kind)]
-    keras.utils.set_random_seed(SEED)
-    slim = to_slimmable(build(name), widths=WIDTHS, seed=SEED,
+    if ("supernet", name, kind, seed) in _MEMO:
+        return _MEMO[("supernet", name, kind, seed)]
+    keras.utils.set_random_seed(seed)
+    slim = to_slimmable(build(name), widths=WIDTHS, seed=seed,
                         **SUPERNETS[kind])
-    path = _cache_path(f"{model_tag(name)}_{kind}_s{SEED}")
+    path = _cache_path(f"{model_tag(name)}_{kind}_s{seed}")
     info = {"cached": os.path.exists(path), "train_seconds": 0.0,
             **SUPERNETS[kind]}
     if info["cached"]:
         slim.load_weights(path)
     else:
-        log(f"{name}: training the supernet {kind} ({EPOCHS} epochs on "
-            f"{N})")
-        info["train_seconds"] = fit(slim, data, EPOCHS, SEED)
+        log(f"{name}: training the supernet {kind} seed {seed} ({EPOCHS} "
+            f"epochs on {N})")
+        info["train_seconds"] = fit(slim, data, EPOCHS, seed)
         _save(slim, path)
     t0 = time.time()
     recalibrate_widths(slim, data["cal"])
     info["recalibrate_seconds"] = time.time() - t0
-    _MEMO[("supernet", name, kind)] = slim, info
+    _MEMO[("supernet", name, kind, seed)] = slim, info
     return slim, info
 
 
@@ -298,6 +299,10 @@ def time_models(models: dict, workdir: str, rep) -> dict:
 def part_widths(name: str, data: dict, workdir: str) -> dict:
     xt, yt = data["test"]
     slim, sinfo = supernet(name, data, "snet")
+    more = [supernet(name, data, "snet", SEED + s)
+            for s in range(1, SUPERNET_SEEDS)]
+    sinfo = dict(sinfo, train_seconds=sinfo["train_seconds"] + sum(
+        i["train_seconds"] for _, i in more), seeds=SUPERNET_SEEDS)
     others = {k: supernet(name, data, k) for k in SUPERNETS if k != "snet"}
     dense_macs = tfcomp.profile(build(name)).macs
     rows, exported = {}, {}
@@ -307,8 +312,13 @@ def part_widths(name: str, data: dict, workdir: str) -> dict:
             set_width(net, w)
             other_acc[k] = accuracy(net, xt, yt)
             set_width(net, WIDTHS[-1])
-        set_width(slim, w)
-        acc = accuracy(slim, xt, yt)
+        seed_accs = []
+        for net in [slim] + [n for n, _ in more]:
+            set_width(net, w)
+            seed_accs.append(accuracy(net, xt, yt))
+        for net, _ in more:
+            set_width(net, WIDTHS[-1])
+        acc = float(np.mean(seed_accs))
         small = export_width(slim, w)
         diff = float(np.max(np.abs(keras.ops.convert_to_numpy(
             slim(xt[:64], training=False) - small(xt[:64], training=False)))))
@@ -324,7 +334,8 @@ def part_widths(name: str, data: dict, workdir: str) -> dict:
         prof = profile_row(small)
         mean = float(np.mean(alone)) if alone else None
         rows[str(w)] = {
-            "slimmable_accuracy": acc, "other_supernets": other_acc,
+            "slimmable_accuracy": acc, "slimmable_seeds": seed_accs,
+            "other_supernets": other_acc,
             "alone_accuracy": mean,
             "alone_seeds": alone,
             "gap_points": None if mean is None else (acc - mean) * 100,
@@ -468,7 +479,7 @@ def _settings() -> dict:
     g = globals()
     keys = ("SEED", "N", "TEST", "VAL", "CAL", "EPOCHS", "BATCH", "LR",
             "WIDTHS", "ALONE_WIDTHS", "SEEDS", "SEED_WIDTHS",
-            "RETRAIN_SEEDS", "TARGETS",
+            "RETRAIN_SEEDS", "SUPERNET_SEEDS", "TARGETS",
             "AS_STEP", "AS_BATCHES", "AS_BATCH", "AMC_EPISODES",
             "AMC_WARMUP", "AMC_CAL", "FPGM_EPOCHS", "LAT_RUNS",
             "LAT_ROUNDS", "RESNET_DEPTH", "MBV2_ALPHA", "RUN_EAGERLY")
