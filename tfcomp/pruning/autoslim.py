@@ -11,13 +11,15 @@ applies to the original model; the paper then retrains it from scratch
 (:meth:`AutoSlimResult.scratch`, through
 :func:`tfcomp.pruning.scratch_setup`).
 
-Deviations: the released code evaluates each candidate on one batch; here
-the loss is the mean over ``batches`` held-out batches (less noise, the
-issue's choice). BatchNorm normalises with each evaluated batch's own
-statistics (the model's moving statistics belong to uniform widths, not to
-the candidate). The paper divides each layer into channel groups; the
-default ``step=0.1`` removes a tenth of a group per step (at least its
-``round_to`` step) (unverified against the released code's group count).
+Deviations: the released code (``train.py``, ``slimming``) ranks each
+candidate by its top-1 error on one training batch; here by the loss
+(smooth, so candidates rarely tie), the mean over ``batches`` held-out
+batches (less noise, the issue's choice). BatchNorm normalises with each
+evaluated batch's own statistics, as the released code does (the model's
+moving statistics belong to uniform widths, not to the candidate). The
+paper divides each layer into channel groups; the default ``step=0.1``
+removes a tenth of a group per step (at least its ``round_to`` step); the
+released code removes a fixed ``divisor`` of channels per layer.
 MACs come from :class:`tfcomp.pruning.targets.ChannelMacs`.
 
 Reference: Yu & Huang, AutoSlim: Towards One-Shot Architecture Search for
