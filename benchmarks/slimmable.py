@@ -41,16 +41,17 @@ Deviations from the papers (CPU scale; the report repeats them):
   SGD); test accuracy on a fixed random subset of the test set; AutoSlim's
   and AMC's held-out data are other training images.
 * Supernets: trained on labels at every width (``inplace_distillation=
-  False``), one seed each. In-place distillation (US-Nets, AutoSlim) is
-  measured as a third supernet: at this horizon it loses to labels (the
-  max width's early output is nearly uniform). Per-width BN statistics
-  are recalibrated on ``CAL`` training images.
+  False``); the S-Net ``SUPERNET_SEEDS`` seeds, the others one. In-place
+  distillation (US-Nets, AutoSlim) is measured as a third supernet: at
+  this horizon it loses to labels (the max width's early output is nearly
+  uniform). Per-width BN statistics are recalibrated on ``CAL`` training
+  images.
 * The widths trained alone get ``SEEDS`` seeds (at ``SEED_WIDTHS``); the
   retrained architectures ``RETRAIN_SEEDS`` seeds (mean reported).
 * AutoSlim: a channel step of ``AS_STEP`` of each group (library default
-  10 %),
-  the loss averaged over ``AS_BATCHES`` held-out batches (the released
-  code: one batch); the found networks retrained for ``E`` epochs only.
+  10 %), the loss averaged over ``AS_BATCHES`` held-out batches (the
+  released code: top-1 error on one batch); the found networks retrained
+  for ``E`` epochs only.
 * AMC: ``AMC_EPISODES`` episodes (``AMC_WARMUP`` warm-up) instead of 800
   (100); channel counts rounded to 1 (the official code: 8, which leaves a
   16-channel group only 8 or 16), calibration ``AMC_CAL`` images.
@@ -131,7 +132,7 @@ BATCH = 64
 LR = 2e-3
 WIDTHS = (0.25, 0.5, 0.75, 1.0)
 ALONE_WIDTHS = WIDTHS    # widths also trained alone
-SEEDS = 3                # seeds of the cheap widths trained alone
+SEEDS = 3                # seeds of each width trained alone
 SEED_WIDTHS = WIDTHS
 RETRAIN_SEEDS = 3
 SUPERNET_SEEDS = 3       # S-Net seeds (the other supernets: one)
