@@ -199,9 +199,9 @@ def render_markdown(res: dict) -> str:
         "the tables.",
         "- In-place distillation (the US-Nets rule, the library's default) "
         "measured worse than labels for every width at this horizon (the "
-        "S-Net + in-place distillation column): early in training the max "
-        "width's output is nearly uniform and the smaller widths are pulled "
-        "towards it. The papers train hundreds of epochs; the S-Net and "
+        "S-Net + in-place distillation column); a likely cause, not measured: "
+        "early in training the max width's outputs are poor targets. The "
+        "papers train hundreds of epochs; the S-Net and "
         "US-Net here train every width on labels (the S-Net paper's rule).",
         "- Masked slimmable layers cost full-width MACs while training "
         "(static shapes), and the sandwich rule runs 4 widths per batch: a "

@@ -43,9 +43,9 @@ Deviations from the papers (CPU scale; the report repeats them):
 * Supernets: trained on labels at every width (``inplace_distillation=
   False``); the S-Net ``SUPERNET_SEEDS`` seeds, the others one. In-place
   distillation (US-Nets, AutoSlim) is measured as a third supernet: at
-  this horizon it loses to labels (the max width's early output is nearly
-  uniform). Per-width BN statistics are recalibrated on ``CAL`` training
-  images.
+  this horizon it loses to labels (likely, not measured: the max width's
+  early outputs are poor targets). Per-width BN statistics are
+  recalibrated on ``CAL`` training images.
 * The widths trained alone get ``SEEDS`` seeds (at ``SEED_WIDTHS``); the
   retrained architectures ``RETRAIN_SEEDS`` seeds (mean reported).
 * AutoSlim: a channel step of ``AS_STEP`` of each group (library default

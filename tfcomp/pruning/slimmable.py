@@ -29,10 +29,10 @@ resume). The S-Net paper trains every switch on labels; in-place
 distillation (US-Nets) is the default here (``inplace_distillation=False``
 gives the S-Net form). Measured on short schedules (ResNet-20, 8192
 Fashion-MNIST images, 3 epochs; ``benchmarks/slimmable.py``), in-place
-distillation lost to labels at every width, the max width included (the
-max width's early output is nearly uniform): use labels when training for
-a few epochs. Widths are ``floor(w * C)`` channels rounded up to
-the group's ``round_to`` step.
+distillation lost to labels at every width, the max width included (a
+likely cause, not measured: the max width's early outputs are poor
+targets): use labels when training for a few epochs. Widths are
+``floor(w * C)`` channels rounded up to the group's ``round_to`` step.
 
 Reference: Yu et al., Slimmable Neural Networks, ICLR 2019,
 arXiv:1812.08928.
