@@ -59,7 +59,7 @@ Deviations from the papers (CPU scale; the report repeats them):
   paper: the whole training schedule).
 * Timings are wall clock on 2 shared cores: indicative only.
 
-Reproduce (about 35 min on 2 shared cores, trained models cached under
+Reproduce (about 100 min from nothing on 2 shared cores; trained models cached under
 ``~/.cache/tfcomp/slimmable``; parts are written to the json as they end):
     nice .venv/bin/python benchmarks/slimmable.py
     # one part again, keeping the others from slimmable.json:

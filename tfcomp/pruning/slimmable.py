@@ -27,8 +27,9 @@ drawn among its switches; random widths come from a stateless generator
 keyed by the optimizer step (same widths on every replica, reproducible on
 resume). The S-Net paper trains every switch on labels; in-place
 distillation (US-Nets) is the default here (``inplace_distillation=False``
-gives the S-Net form). Measured on short schedules (ResNet-20, 8192
-Fashion-MNIST images, 3 epochs; ``benchmarks/slimmable.py``), in-place
+gives the S-Net form). Measured on short schedules (ResNet-20 and
+MobileNetV2-tiny, 8192 Fashion-MNIST images, 3 epochs;
+``benchmarks/slimmable.py``), in-place
 distillation lost to labels at every width, the max width included (a
 likely cause, not measured: the max width's early outputs are poor
 targets): use labels when training for a few epochs. Widths are
