@@ -51,6 +51,16 @@ def _mean_std(accs):
     return f"{np.mean(accs):.4f} ± {np.std(accs):.4f}"
 
 
+def _seed_cell(accs):
+    """``mean ± std (seed / seed / ...)``."""
+    return f"{_mean_std(accs)} ({_seeds(accs)})"
+
+
+def _target_line(text, ok, key=str) -> list:
+    return ["", f"Target: {text}: " + ", ".join(
+        f"{key(k)} {_met(v)}" for k, v in ok.items()) + "."]
+
+
 def _header(s, res) -> list:
     return [
         "# Slimmable networks and AutoSlim: Fashion-MNIST",
@@ -109,12 +119,10 @@ def _widths(title, w, ok) -> list:
         "---|"]
     for k, row in w["widths"].items():
         alone = ("not trained" if row["alone_accuracy"] is None
-                 else f"{_mean_std(row['alone_seeds'])} "
-                 f"({_seeds(row['alone_seeds'])})")
+                 else _seed_cell(row["alone_seeds"]))
         gap = ("n/a" if row["gap_points"] is None
                else f"{row['gap_points']:+.2f}")
-        snet = (f"{_mean_std(row['slimmable_seeds'])} "
-                f"({_seeds(row['slimmable_seeds'])})"
+        snet = (_seed_cell(row["slimmable_seeds"])
                 if len(row.get("slimmable_seeds", [])) > 1
                 else f"{row['slimmable_accuracy']:.4f}")
         other = "".join(f"{row.get('other_supernets', {}).get(o, 0):.4f} | "
@@ -124,9 +132,8 @@ def _widths(title, w, ok) -> list:
             f"{row['params']:,} | {snet} | {other}"
             f"{alone} | {gap} | {row['export_max_abs_diff']:.1e} | "
             f"{row['latency_ms']:.3f} | {row['latency_ratio']:.2f} |")
-    lines += ["", "Target: S-Net within 1 point of the width alone (mean "
-              "of its seeds) at every width: " + ", ".join(
-                  f"{k} {_met(v)}" for k, v in ok.items()) + "."]
+    lines += _target_line("S-Net within 1 point of the width alone (mean "
+                          "of its seeds) at every width", ok)
     return lines
 
 
@@ -153,12 +160,12 @@ def _search(title, sr, ok) -> list:
         lines.append(
             f"| {row['target']:.0%} | {row['method']} | "
             f"{row['macs_ratio']:.3f} | {row['params']:,} | "
-            f"{_mean_std(accs)} ({_seeds(accs)}) | "
+            f"{_seed_cell(accs)} | "
             f"{row['search_seconds']:.0f} | {row['latency_ms']:.3f} "
             f"| {row['latency_ratio']:.2f} | {'; '.join(notes)} |")
-    lines += ["", "Target: AutoSlim >= uniform + 0.5 point after the same "
-              "retraining (means): " + ", ".join(
-                  f"{float(k):.0%} {_met(v)}" for k, v in ok.items()) + "."]
+    lines += _target_line("AutoSlim >= uniform + 0.5 point after the same "
+                          "retraining (means)", ok,
+                          key=lambda k: f"{float(k):.0%}")
     lines += ["", "Channels per layer (output channels):", "",
               "| layer | " + " | ".join(sr["rows"]) + " |",
               "|---|" + "---|" * len(sr["rows"])]
