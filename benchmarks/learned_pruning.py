@@ -108,6 +108,8 @@ def _args():
     p.add_argument("--gal-epochs", type=int, default=2)
     p.add_argument("--gal-lambda", type=float, default=0.18)
     p.add_argument("--gal-mask-step", type=int, default=1)
+    p.add_argument("--gal-structures", default="channels",
+                   choices=("channels", "blocks"))
     a = p.parse_args()
     if a.quick:
         a.models, a.targets, a.seeds = "resnet8", "0.5", 1
@@ -218,6 +220,8 @@ def _meta_part(a, data, out, result):
                 for key, (p, secs) in plans.items():
                     small = _scratch(prune_channels(model, p), a, x, y, seed)
                     rows[key] = _row(model, small, xt, yt, secs)
+                    if "fitness" in p.meta:  # the search's held-out score
+                        rows[key]["fitness"] = p.meta["fitness"]
                     bc.log(f"{name} {target} seed {seed} {key}: "
                            f"{rows[key]}")
                 _add(result, "meta", {"model": name, "target": target,
@@ -261,6 +265,18 @@ def _add(result, part, entry):
     result[part].append(entry)
 
 
+class _MaskTrace(keras.callbacks.Callback):
+    """GAL's mask mean / std / zero entries after every batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.rows.append([float(logs[k]) for k in (
+            "mask_mean", "mask_std", "zero_masks")])
+
+
 def _gal_part(a, data, out, result):
     from tfcomp.pruning import FPGMPruning, apply_fpgm, strip_pruning
     from tfcomp.pruning.gal import GAL, apply_gal, strip_gal
@@ -272,11 +288,13 @@ def _gal_part(a, data, out, result):
             keras.utils.set_random_seed(seed)
             rows = {}
             t0 = time.time()
-            student = apply_gal(model, "channels")
+            student = apply_gal(model, a.gal_structures)
             gal = GAL(student, model, lam=a.gal_lambda,
                       mask_step=a.gal_mask_step)
             gal.compile(keras.optimizers.SGD(0.01, momentum=0.9))
-            gal.fit(x, epochs=a.gal_epochs, batch_size=128, verbose=0)
+            trace = _MaskTrace()
+            gal.fit(x, epochs=a.gal_epochs, batch_size=128, verbose=0,
+                    callbacks=[trace])
             small = strip_gal(student)
             secs = time.time() - t0
             frac = max(0.05, tfcomp.profile(small).macs
@@ -296,9 +314,12 @@ def _gal_part(a, data, out, result):
                 rows[key] = _row(model, sm, xt, yt, secs)
                 bc.log(f"{name} gal seed {seed} {key}: {rows[key]}")
             result["gal"] = [r for r in result["gal"] if (
-                r["model"], r["seed"]) != (name, seed)]
+                r["model"], r["seed"], r.get("structures", "channels"))
+                != (name, seed, a.gal_structures)]
             result["gal"].append({"model": name, "seed": seed,
-                                  "target": frac, "rows": rows})
+                                  "structures": a.gal_structures,
+                                  "target": frac, "rows": rows,
+                                  "mask_trace": trace.rows})
             _write(out, result)
 
 
@@ -317,7 +338,9 @@ def _markdown(result) -> str:
         groups = {}
         for r in result[part]:
             # GAL's target is the MACs GAL reached (per seed): group by model
-            target = round(r["target"], 3) if part == "meta" else "GAL"
+            target = (round(r["target"], 3) if part == "meta" else
+                      "GAL" + ("-blocks" if r.get("structures") == "blocks"
+                               else ""))
             for key, row in r["rows"].items():
                 if "acc" in row:
                     groups.setdefault((r["model"], target, key),
@@ -342,6 +365,21 @@ def _markdown(result) -> str:
                 lines.append(f"| {r['model']} | {r['target']} | {r['seed']}"
                              f" | {key} | {row['macs']:.3f} | "
                              f"{row['fitness']:.4f} | {row['secs']:.1f} |")
+    traces = [r for r in result.get("gal", []) if r.get("mask_trace")]
+    if traces:
+        lines += ["", "GAL's masks during training (mean / std over all "
+                  "entries, zero entries) at 25 / 50 / 75 / 100 % of the "
+                  "batches: a std near 0 while the mean falls is the masks "
+                  "shrinking together (tfcomp.pruning.gal's docstring)", "",
+                  "| model | structures | seed | 25 % | 50 % | 75 % | 100 % "
+                  "|", "|---|---|---|---|---|---|---|"]
+        for r in traces:
+            t = r["mask_trace"]
+            cells = [t[max(0, round(q * len(t)) - 1)]
+                     for q in (0.25, 0.5, 0.75, 1.0)]
+            lines.append(f"| {r['model']} | {r['structures']} | {r['seed']} "
+                         "| " + " | ".join(f"{m:.3f} / {sd:.3f}, {int(z)}"
+                                           for m, sd, z in cells) + " |")
     if errors:
         lines += ["", "Errors:", ""] + errors
     return "\n".join(lines) + "\n"
