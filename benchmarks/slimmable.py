@@ -46,9 +46,10 @@ Deviations from the papers (CPU scale; the report repeats them):
   this horizon it loses to labels (likely, not measured: the max width's
   early outputs are poor targets). Per-width BN statistics are
   recalibrated on ``CAL`` training images. The US-Net AutoSlim searches
-  trains ``US_EPOCHS`` (2 E): at E its middle widths lagged the S-Net by
-  ~5 points; at 2 E they do not, and AutoSlim vs uniform did not improve
-  (the report's reading), so the search time includes a longer supernet.
+  trains ``US_EPOCHS`` (2 E): at E its width 0.5 lagged the S-Net by 5-8
+  points, at 2 E by 0.8-1.3, and AutoSlim vs uniform did not improve
+  (the report's reading). AutoSlim's ``search s`` column counts the
+  greedy search only, not the supernet's training.
 * The widths trained alone get ``SEEDS`` seeds (at ``SEED_WIDTHS``); the
   retrained architectures ``RETRAIN_SEEDS`` seeds (mean reported).
 * AutoSlim: a channel step of ``AS_STEP`` of each group (the library

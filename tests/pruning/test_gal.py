@@ -186,6 +186,11 @@ def test_losses_equal_hand_computation():
     assert hist.history["mse"][0] == pytest.approx(got["mse"], rel=1e-5)
     adv_new = _softplus(-_mlp(d, s)).mean()  # new D on the old student
     assert hist.history["adv"][0] == pytest.approx(adv_new, rel=1e-5)
+    # the mask statistics logged are those of the masks after the step
+    m = np.concatenate([np.ravel(v) for v in gal_masks(student).values()])
+    assert hist.history["mask_mean"][0] == pytest.approx(m.mean(), rel=1e-5)
+    assert hist.history["mask_std"][0] == pytest.approx(m.std(), abs=1e-6)
+    assert hist.history["zero_masks"][0] == (m == 0).sum()
     # the user's teacher is left trainable and unchanged (GAL freezes a copy)
     assert teacher.trainable and len(teacher.trainable_weights) == 2
     np.testing.assert_array_equal(_np(teacher(x)), t)
