@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import math
+import warnings
 
 import keras
 import numpy as np
@@ -316,7 +317,12 @@ class PruningNet(keras.Model):
         """
         counts = ops.convert_to_tensor(self._counts(widths))
         plan = self.plan(widths)
-        small = prune_channels(self._base.obj, plan, graph=self.graph)
+        with warnings.catch_warnings():
+            # every weight is generated below: the base model's optimizer
+            # slots never applied to this model (one note per candidate
+            # flooded a search)
+            warnings.filterwarnings("ignore", ".*optimizer slot variable")
+            small = prune_channels(self._base.obj, plan, graph=self.graph)
         keep = self.graph.channel_keep(plan.resolve(self.graph))
         for n in self._nodes:
             layer = small.get_layer(n.path)
