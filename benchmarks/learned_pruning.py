@@ -18,6 +18,12 @@ Part ``search`` (diagnostic, no retraining): MetaPruning's search alone
 for each ``--search-lowers`` (default ``0`` (only the upper bound, as
 before) and 0.95): the MACs and fitness of the found network.
 
+Part ``rank`` (diagnostic): does the PruningNet's held-out fitness rank
+architectures as retraining from scratch does? ``--rank-candidates``
+random candidates in MetaPruning's MACs band plus the largest uniform one
+under the target, each scored by the PruningNet and retrained from
+scratch (one seed): Spearman's rho of the two.
+
 ``--merge``: rows of this run replace the same (part, model, target,
 seed, method) rows of the existing results json in ``--out``; the others
 are kept.
@@ -115,6 +121,8 @@ def _args():
     p.add_argument("--meta-lower", type=float, default=0.95)
     p.add_argument("--meta-val", type=int, default=2000)
     p.add_argument("--search-lowers", default="0,0.95")
+    p.add_argument("--rank-candidates", type=int, default=12,
+                   help="part rank: random candidates retrained")
     p.add_argument("--amc-trials", type=int, default=10)
     p.add_argument("--gal-epochs", type=int, default=2)
     p.add_argument("--gal-lambda", type=float, default=0.18)
@@ -266,6 +274,63 @@ def _search_part(a, data, out, result):
                 _write(out, result)
 
 
+def _rank_part(a, data, out, result):
+    """Does the PruningNet's held-out fitness rank architectures as
+    retraining from scratch does? ``--rank-candidates`` random candidates
+    within ``[--meta-lower * target, target]`` MACs (the search's own
+    draw) and the largest uniform one under the target: each scored by the
+    PruningNet (the search's fitness) and retrained from scratch (the
+    meta part's recipe, one seed); Spearman's rho of the two."""
+    import keras_tuner as kt  # noqa: F401 - the oracle needs it
+    from scipy.stats import spearmanr
+
+    from tfcomp.pruning.metapruning import PAPER_SCALES, PruningNet
+    from tfcomp.pruning.targets import ChannelMacs
+    from tfcomp.tuners.metapruning import MetaPruningOracle
+
+    (x, y), (xt, yt), (xv, yv) = data
+    for name in a.models.split(","):
+        model = _dense(name, a, x, y, result, xt, yt)
+        for target in [float(t) for t in a.targets.split(",")]:
+            seed = a.first_seed
+            keras.utils.set_random_seed(seed)
+            t0 = time.time()
+            net = PruningNet(model, seed=seed)
+            macs = ChannelMacs(net.graph)
+            net.compile(keras.optimizers.SGD(0.05, momentum=0.9),
+                        keras.losses.SparseCategoricalCrossentropy(
+                            from_logits=True), jit_compile=False)
+            net.fit(x, y, epochs=a.meta_epochs, batch_size=128, verbose=0)
+            oracle = MetaPruningOracle(net.sizes, macs,
+                                       target * macs.dense,
+                                       lower=a.meta_lower, seed=seed)
+            cands = {f"random{i}": g for i, g in enumerate(
+                oracle._random(a.rank_candidates))}
+            n = len(oracle.groups)
+            uni = max((i for i in range(len(PAPER_SCALES)) if
+                       oracle.cost_of([i] * n) <= oracle.budget))
+            cands["uniform"] = [uni] * n
+            rows = {}
+            for key, genes in cands.items():
+                widths = oracle.widths(genes)
+                small = net.sample(widths, x[:1024], steps=None)
+                fit = bc.accuracy(small, xv, yv)
+                trained = _scratch(prune_channels(model, net.plan(widths)),
+                                   a, x, y, seed)
+                rows[key] = {"macs": macs(widths) / macs.dense,
+                             "fitness": fit,
+                             "acc": bc.accuracy(trained, xt, yt)}
+                bc.log(f"rank {name} {target} {key}: {rows[key]}")
+            rho = spearmanr([r["fitness"] for r in rows.values()],
+                            [r["acc"] for r in rows.values()])
+            _add(result, "rank", {"model": name, "target": target,
+                                  "seed": seed, "rows": rows,
+                                  "spearman": float(rho.statistic),
+                                  "p_value": float(rho.pvalue),
+                                  "secs": time.time() - t0})
+            _write(out, result)
+
+
 def _add(result, part, entry):
     """Adds ``entry``; rows of the same (model, target, seed) entry are
     replaced one by one (``--merge`` keeps the others)."""
@@ -391,6 +456,18 @@ def _markdown(result) -> str:
             lines.append(f"| {r['model']} | {r['structures']} | {r['seed']} "
                          "| " + " | ".join(f"{m:.3f} / {sd:.3f}, {int(z)}"
                                            for m, sd, z in cells) + " |")
+    for r in result.get("rank", []):
+        lines += ["", f"Rank check ({r['model']}, target {r['target']}, "
+                  f"seed {r['seed']}, {r['secs']:.0f} s): the PruningNet's "
+                  "held-out fitness vs accuracy after retraining from "
+                  f"scratch; Spearman rho {r['spearman']:.2f} (p "
+                  f"{r['p_value']:.2f})", "",
+                  "| candidate | MACs | fitness | retrained acc |",
+                  "|---|---|---|---|"]
+        for key, row in sorted(r["rows"].items(),
+                               key=lambda kv: -kv[1]["fitness"]):
+            lines.append(f"| {key} | {row['macs']:.3f} | "
+                         f"{row['fitness']:.4f} | {row['acc']:.4f} |")
     if errors:
         lines += ["", "Errors:", ""] + errors
     return "\n".join(lines) + "\n"
@@ -433,7 +510,8 @@ def main():
     data = _data(a)
     result = _start(a)
     t0 = time.time()
-    parts = {"meta": _meta_part, "gal": _gal_part, "search": _search_part}
+    parts = {"meta": _meta_part, "gal": _gal_part, "search": _search_part,
+             "rank": _rank_part}
     for part in a.parts.split(","):
         parts[part](a, data, a.out, result)
         bc.log(f"part {part} done", since=t0)
