@@ -281,7 +281,6 @@ def _rank_part(a, data, out, result):
     draw) and the largest uniform one under the target: each scored by the
     PruningNet (the search's fitness) and retrained from scratch (the
     meta part's recipe, one seed); Spearman's rho of the two."""
-    import keras_tuner as kt  # noqa: F401 - the oracle needs it
     from scipy.stats import spearmanr
 
     from tfcomp.pruning.metapruning import PAPER_SCALES, PruningNet
