@@ -37,7 +37,6 @@ Example:
 from __future__ import annotations
 
 import math
-import warnings
 
 import keras
 import numpy as np
@@ -46,7 +45,7 @@ from keras import ops
 from tfcomp.graph import DependencyGraph
 from tfcomp.pruning.batchnorm import recalibrate_batchnorm
 from tfcomp.pruning.plan import Plan
-from tfcomp.pruning.surgery import prune_channels
+from tfcomp.pruning.surgery import rebuild_pruned
 
 __all__ = ["PAPER_SCALES", "PruningNet", "kept_count"]
 
@@ -304,7 +303,8 @@ class PruningNet(keras.Model):
 
     def sample(self, widths: dict, x=None, batch_size: int = 128,
                steps: int | None = 8) -> keras.Model:
-        """A plain Keras model at ``widths`` with the generated weights.
+        """A plain, uncompiled Keras model at ``widths`` with the generated
+        weights.
 
         Args:
             widths: ``{group id: kept channels}`` (missing groups: whole).
@@ -317,12 +317,9 @@ class PruningNet(keras.Model):
         """
         counts = ops.convert_to_tensor(self._counts(widths))
         plan = self.plan(widths)
-        with warnings.catch_warnings():
-            # every weight is generated below: the base model's optimizer
-            # slots never applied to this model (one note per candidate
-            # flooded a search)
-            warnings.filterwarnings("ignore", ".*optimizer slot variable")
-            small = prune_channels(self._base.obj, plan, graph=self.graph)
+        # every weight is generated below: no compile state carried (per
+        # candidate it built an optimizer and warned about its slots)
+        small = rebuild_pruned(self._base.obj, plan, graph=self.graph)
         keep = self.graph.channel_keep(plan.resolve(self.graph))
         for n in self._nodes:
             layer = small.get_layer(n.path)

@@ -200,6 +200,16 @@ def prune_channels(model: keras.Model, plan, graph: DependencyGraph | None
         >>> small = tfcomp.prune_channels(model, plan)
         >>> small.save("small.keras")
     """
+    return carry_compile(model, rebuild_pruned(model, plan, graph),
+                         what="the pruned model")
+
+
+def rebuild_pruned(model: keras.Model, plan, graph: DependencyGraph | None
+                   = None) -> keras.Model:
+    """:func:`prune_channels` without carrying the compile state: an
+    uncompiled model, for callers that overwrite every weight (a
+    PruningNet's sampled candidates). Example:
+    ``rebuild_pruned(model, plan).compiled is False``."""
     graph, keep = _graph_and_keep(model, plan, graph)
     ser = keras.saving.serialize_keras_object(model)
     ser.pop("compile_config", None)
@@ -209,7 +219,7 @@ def prune_channels(model: keras.Model, plan, graph: DependencyGraph | None
     for path, layer in _weighted_layers(graph):
         _, arrays, _ = _arrays(graph, keep, path, layer, "prune")
         _assign(_get_layer(new, path), arrays, path)
-    return carry_compile(model, new, what="the pruned model")
+    return new
 
 
 def mask_channels(model: keras.Model, plan, inplace: bool = False,
