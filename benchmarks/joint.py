@@ -116,7 +116,7 @@ TRAIN_N, TRAIN_EPOCHS = 8000, 2
 BATCH = 64
 FT_N, FT_STEPS = 8000, 125  # one epoch of the baseline's images
 FT_LR = 1e-3  # cosine-annealed to 0 (module docstring)
-SELECT_STEPS = 48  # fine-tune batches of the candidate selection
+SELECT_STEPS = FT_STEPS  # fine-tune batches of the candidate selection
 FT_SEEDS = (0, 1, 2)
 TEST_N = 3000
 CAL_N = 256
@@ -128,7 +128,7 @@ VAL = (50000, 53000)
 RATIOS = (0.25, 0.5, 0.75)
 SHARES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 UNIFORM_K = 3
-SEARCH_TRIALS, SEARCH_WARMUP, SEARCH_STEPS = 12, 4, 4
+SEARCH_TRIALS, SEARCH_WARMUP, SEARCH_STEPS = 12, 4, FT_STEPS
 RESNET_DEPTH = 20              # the smoke test uses ResNet-8
 ALTERNATING = True             # also run the alternating solver (its gap)
 OBJECTIVE = "distortion"  # --objective (distortion, loss or both)
@@ -418,6 +418,7 @@ def run_setting(part, model, data, info, sens):
     hm = JointHyperModel(model, data["ft"], data["val"], hardware=hw,
                          budget=budget, bits=bits, finetune_epochs=1,
                          finetune_steps=SEARCH_STEPS, batch_size=BATCH,
+                         learning_rate=FT_LR, decay="cosine",
                          max_images=CAL_N, seed=SEED)
     tuner = JointTuner(hm, max_trials=SEARCH_TRIALS, seed=SEED,
                        warmup=SEARCH_WARMUP, warm_start=exact,

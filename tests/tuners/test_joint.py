@@ -95,6 +95,8 @@ def test_unreachable_budget_says_the_minimum(model, data):
         _hm(model, data, budget=0.001)
     with pytest.raises(ValueError, match="needs hardware"):
         JointHyperModel(model, data, data, hardware=None)
+    with pytest.raises(ValueError, match="decay='linear'"):
+        _hm(model, data, decay="linear")
 
 
 def test_warm_start_replays_the_point(model, data, tmp_path):

@@ -43,7 +43,7 @@ from typing import ClassVar
 
 import keras_tuner as kt
 
-from tfcomp._finetune import outputs_logits, short_finetune
+from tfcomp._finetune import check_decay, outputs_logits, short_finetune
 from tfcomp.hardware import HardwareModel
 from tfcomp.pruning.plan import Plan
 from tfcomp.pruning.reconstruction import SELECTORS, LayerwisePruner
@@ -85,6 +85,9 @@ class JointHyperModel(kt.HyperModel):
         selector: channel selection of the refit (``"l1"``, AMC official).
         finetune_epochs, finetune_steps: the short QAT fine-tune.
         batch_size, learning_rate, seed: of the fine-tune.
+        decay: ``"constant"`` or ``"cosine"`` (the rate annealed to 0 over
+            the fine-tune, as :func:`tfcomp.joint.select.FinetuneScore`
+            can: rewards at the horizon the candidates are judged at).
         max_images: calibration / refit images.
         name: HyperModel name.
 
@@ -105,7 +108,7 @@ class JointHyperModel(kt.HyperModel):
                  finetune_epochs: int = 1, finetune_steps: int | None = None,
                  batch_size: int = 128, learning_rate: float = 1e-3,
                  max_images: int = 256, seed: int = 0,
-                 name: str = "joint"):
+                 decay: str = "constant", name: str = "joint"):
         super().__init__(name=name)
         check_model(model)
         if resource not in _RESOURCES:
@@ -133,6 +136,7 @@ class JointHyperModel(kt.HyperModel):
         self.finetune_steps = finetune_steps
         self.batch_size, self.learning_rate = int(batch_size), learning_rate
         self.seed = int(seed)
+        self.decay = check_decay(decay)
         self.train_data = as_xy(train_data, "train_data")
         self.validation_data = as_xy(validation_data, "validation_data")
         self.calibration_x = as_images(self.train_data[0], "train_data",
@@ -212,7 +216,7 @@ class JointHyperModel(kt.HyperModel):
                            epochs=self.finetune_epochs,
                            batch_size=self.batch_size,
                            learning_rate=self.learning_rate, seed=self.seed,
-                           from_logits=self.from_logits)
+                           from_logits=self.from_logits, decay=self.decay)
         acc = accuracy(model, x, y, self.batch_size)
         base = self.float_accuracy() if validation_data is None else \
             accuracy(self.model, x, y, self.batch_size)
