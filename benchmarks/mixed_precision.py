@@ -48,11 +48,10 @@ is extrapolated from the measured per-episode time; RandomSearch with
 ``DNAS_N`` images (paper: 90 epochs on CIFAR-10) without ``select_best``;
 Hutchinson's estimator with ``MAX_PROBES`` probes (fixed); sensitivity on
 ``SENS_N`` training images at the widths ``SENS_BITS``; fine-tunes draw
-their data order from numpy instead of re-seeding TensorFlow (``FastHM``:
+their data order from numpy instead of re-seeding TensorFlow
+(``HAQHyperModel.fit`` through ``tfcomp._finetune.data_order``:
 ``keras.utils.set_random_seed`` clears TF's kernel caches, which made
-every trial re-optimise its QAT graph, about 20 s per call here), so the
-HAQ and RandomSearch trials are not bit-identical to
-``HAQHyperModel.fit``'s.
+every trial re-optimise its QAT graph, about 20 s per call here).
 
 Usage (writes benchmarks/results/mixed_precision.{json,md}; about 70 min
 on 2 shared cores, baselines included):
@@ -220,44 +219,13 @@ def baseline(data, arch):
 # the common evaluation
 
 
-class FastHM(HAQHyperModel):
-    """``HAQHyperModel`` whose fine-tune draws its data order from numpy
-    (``seed``) instead of re-seeding TensorFlow: ``keras.utils.
-    set_random_seed`` clears TF's kernel caches, so every later call of the
-    traced QAT train / predict functions re-instantiates and re-optimises
-    the graph (about 20 s per call on 2 shared cores, more than the
-    fine-tune itself). Same fine-tune otherwise (SGD, reset optimizer)."""
-
-    def fit(self, hp, model, *args, validation_data=None, seed=None,
-            **kwargs):
-        x, y = self.validation_data
-        shared = self._search is not None and model is self._search[0]
-        if shared:
-            for v, value in zip(model.optimizer.variables, self._search[3]):
-                v.assign(value)
-        else:
-            self._compile(model)
-        xt, yt = self.train_data
-        rng = np.random.default_rng(self.seed if seed is None else seed)
-        n = min(len(xt), (self.finetune_steps or len(xt)) * self.batch_size)
-        idx = rng.permutation(len(xt))[:n]
-        model.fit(xt[idx], yt[idx], batch_size=self.batch_size, epochs=1,
-                  shuffle=False, verbose=0)
-        out = model.predict(x, batch_size=512, verbose=0)
-        acc = float(np.mean(np.argmax(out, -1) == y))
-        cost = self.policy_cost(self.policy(hp))
-        return {"reward": float(0.1 * 100.0 * (acc - self.float_accuracy())),
-                "accuracy": acc, "cost": float(cost),
-                "cost_ratio": float(cost / self.space.full_cost)}
-
-
 class Evaluator:
     """The common fine-tune of a policy, once per seed, on one QAT model
     whose bit-widths are variables (``HAQHyperModel(reuse_graph=True)``:
     the same numbers as a fresh ``quantize_model`` model)."""
 
     def __init__(self, model, data):
-        self.hm = FastHM(
+        self.hm = HAQHyperModel(
             model, data["ft"], data["test"], resource="size", budget=1.0,
             bits="all", b_min=1, finetune_steps=FT_STEPS, batch_size=BATCH,
             calibration_data=data["cal"], seed=SEED)
@@ -417,7 +385,7 @@ def run_setting(part, model, data, uni, ev, sens_cache, workdir,
     searches = [k for k in ("haq", "haq_warm", "random_search") if want(k)]
     if searches:
         # one search model for the searches (its QAT graph traced once)
-        hm = FastHM(model, data["ft"], data["val"], **kw)
+        hm = HAQHyperModel(model, data["ft"], data["val"], **kw)
         t0 = time.time()  # tracing, not counted in the per-episode time
         hm.fit({}, hm.build({}))
         res["search_trace_seconds"] = time.time() - t0
@@ -429,7 +397,7 @@ def run_setting(part, model, data, uni, ev, sens_cache, workdir,
         hm_warm = hm
         res.pop("haq_warm_widths", None)
         if not used <= set(hm.space.widths):
-            hm_warm = FastHM(model, data["ft"], data["val"],
+            hm_warm = HAQHyperModel(model, data["ft"], data["val"],
                              bits=sorted(SENS_BITS), **kw)
             hm_warm.fit({}, hm_warm.build({}))
             res["haq_warm_widths"] = list(hm_warm.space.widths)
