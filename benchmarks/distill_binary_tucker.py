@@ -78,7 +78,7 @@ from _common import (
     read_json,
     write_results,
 )
-from _distill_report import kd_markdown, stats
+from _distill_binary_tucker_report import kd_markdown, stats
 
 import tfcomp
 from tfcomp.binary import BENN, binary_net
