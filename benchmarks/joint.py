@@ -37,8 +37,10 @@ batches of the same schedule, one seed, on the held-out ``VAL`` images.
   objective and pruning weight, the best-scoring point; the alternating
   solver's gap at weight 1 is recorded);
 * joint search: :class:`tfcomp.tuners.JointTuner` (DDPG), warm-started
-  from the allocator, ``SEARCH_TRIALS`` episodes, rewards after
-  ``SEARCH_STEPS`` fine-tune batches on ``VAL_N`` held-out images.
+  from the allocator (its point is the first episode; ``--local-episodes
+  N``: the next N are scripted around it), ``SEARCH_TRIALS`` episodes,
+  rewards after ``SEARCH_STEPS`` batches of the common fine-tune's
+  schedule (one seed) on the held-out ``VAL`` images.
 
 All sensitivities (``--objective distortion``: pruning output MSE after the
 refit per group and keep ratio, MCT output distortion of the weights plus
@@ -129,6 +131,7 @@ RATIOS = (0.25, 0.5, 0.75)
 SHARES = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 UNIFORM_K = 3
 SEARCH_TRIALS, SEARCH_WARMUP, SEARCH_STEPS = 12, 4, FT_STEPS
+SEARCH_LOCAL = 0  # --local-episodes: scripted episodes around the warm start
 RESNET_DEPTH = 20              # the smoke test uses ResNet-8
 ALTERNATING = True             # also run the alternating solver (its gap)
 OBJECTIVE = "distortion"  # --objective (distortion, loss or both)
@@ -422,6 +425,7 @@ def run_setting(part, model, data, info, sens):
                          max_images=CAL_N, seed=SEED)
     tuner = JointTuner(hm, max_trials=SEARCH_TRIALS, seed=SEED,
                        warmup=SEARCH_WARMUP, warm_start=exact,
+                       local_episodes=SEARCH_LOCAL,
                        directory=os.path.join(CACHE, "runs"),
                        project_name=part, overwrite=True)
     tuner.search(verbose=0)
@@ -455,7 +459,7 @@ def setup_info():
             "SELECT_STEPS",
             "FT_SEEDS", "TEST_N", "CAL_N", "SENS_N", "VAL", "RATIOS",
             "SHARES", "UNIFORM_K", "SEARCH_TRIALS", "SEARCH_WARMUP",
-            "SEARCH_STEPS")
+            "SEARCH_STEPS", "SEARCH_LOCAL")
     g = globals()
     return {k.lower(): g[k] for k in keys} | {
         "host": platform.node(), "python": sys.version.split()[0],
@@ -492,13 +496,17 @@ def main(argv=None) -> int:
                     help="how the candidates are chosen on the held-out "
                     "images: top-1 agreement with the float model, or "
                     "accuracy after the common fine-tune (one seed)")
+    ap.add_argument("--local-episodes", type=int, default=0,
+                    help="joint search: episodes around the allocator's "
+                    "point after it (JointOracle local_episodes)")
     ap.add_argument("--no-search", action="store_true",
                     help="skip the DDPG joint search row (experiments)")
     args = ap.parse_args(argv)
     if args.quick:
         quick_mode()
     globals().update(OBJECTIVE=args.objective, SEARCH=not args.no_search,
-                     SELECTION=args.selection)
+                     SELECTION=args.selection,
+                     SEARCH_LOCAL=args.local_episodes)
     jpath = os.path.join(args.out, f"{NAME}.json")
     res = read_json(jpath) if os.path.exists(jpath) else {}
     if args.from_json:

@@ -117,6 +117,37 @@ def test_warm_start_replays_the_point(model, data, tmp_path):
         JointOracle(object(), max_trials=1)
 
 
+def test_local_episodes_explore_around_the_warm_start(model, data,
+                                                     tmp_path):
+    hm = _hm(model, data)
+    env = hm.space
+    keep = {g.id: max(o[0], g.size // 2) for g, o in
+            zip(env.space.groups, env.options)}
+    bits = {n: (4, 4) for n in env.space.layers}
+    base = np.asarray(env.actions(keep, bits))
+    tuner = _tuner(hm, tmp_path, 4, warm_start=(keep, bits),
+                   local_episodes=2, local_sigma=0.05)
+    scripted = np.asarray(tuner.oracle.scripted)
+    assert scripted.shape == (3, len(base))
+    np.testing.assert_allclose(scripted[0], base)
+    step = np.abs(scripted[1:] - base)
+    assert 0 < step.max() <= 0.5 and step.mean() < 0.1  # near, not equal
+    assert (scripted >= 0).all() and (scripted <= 1).all()
+    tuner.search(verbose=0)
+    trials = tuner.oracle.trials
+    for t in trials.values():  # walled: every episode within the budget
+        assert hm.cost(t.hyperparameters.values) <= \
+            hm.budget * env.full_cost * (1 + 1e-9)
+    again = _tuner(hm, tmp_path / "b", 4, warm_start=(keep, bits),
+                   local_episodes=2, local_sigma=0.05)
+    np.testing.assert_array_equal(again.oracle.scripted, scripted)
+    with pytest.raises(ValueError, match="local_episodes needs warm_start"):
+        JointOracle(hm, max_trials=2, local_episodes=1)
+    with pytest.raises(ValueError, match="local_sigma"):
+        JointOracle(hm, max_trials=2, warm_start=(keep, bits),
+                    local_sigma=0.0)
+
+
 def test_resume_after_a_kill_loses_and_repeats_nothing(model, data,
                                                        tmp_path):
     hm = _hm(model, data)
