@@ -130,9 +130,17 @@ def test_local_episodes_explore_around_the_warm_start(model, data,
     scripted = np.asarray(tuner.oracle.scripted)
     assert scripted.shape == (3, len(base))
     np.testing.assert_allclose(scripted[0], base)
-    step = np.abs(scripted[1:] - base)
+    fit = np.asarray(env.within_budget(base))  # this warm start overspends
+    step = np.abs(scripted[1:] - fit)
     assert 0 < step.max() <= 0.5 and step.mean() < 0.1  # near, not equal
     assert (scripted >= 0).all() and (scripted <= 1).all()
+    for a in scripted[1:]:  # within the budget before the wall: no 2-bit tail
+        counts, widths = env.unwalled(a)
+        assert env.space.total(counts, env.policy(widths)) <= \
+            hm.budget * env.full_cost * (1 + 1e-9)
+        steps = iter(a)
+        values, _, _ = env.rollout(lambda s, steps=steps: [next(steps)])
+        assert values == env.values((counts, widths))
     tuner.search(verbose=0)
     trials = tuner.oracle.trials
     for t in trials.values():  # walled: every episode within the budget

@@ -202,6 +202,38 @@ class JointEnv:
             self._set(point, t, min(v, self.max_value(t, point)))
         return point
 
+    def unwalled(self, actions) -> tuple:
+        """``(counts, bits)`` of one action per step, without the wall."""
+        counts = self.space.sizes.copy()
+        bits = np.full((len(self.space.layers), 2), 8, np.int64)
+        point = (counts, bits)
+        for t, (kind, _) in enumerate(self.slots):
+            a = float(np.clip(actions[t], 0.0, 1.0))
+            raw = self.lbound + a * (1 - self.lbound) if kind == "g" else \
+                action_to_bits(a, self.b_min, self.b_max)
+            self._set(point, t, self.propose(t, raw))
+        return point
+
+    def within_budget(self, actions, tol: float = 1e-4) -> list:
+        """``actions`` (clipped to [0, 1]) less the smallest common shift
+        (bisection) for which the point meets the budget before the wall,
+        so an overspend is taken from every step alike rather than from
+        the last ones (the wall drives them to their lowest values)."""
+        a = np.clip(np.asarray(actions, np.float64), 0.0, 1.0)
+        limit = self.budget_cost * (1 + 1e-9)
+
+        def fits(shift):
+            return self._cost(*self.unwalled(np.clip(a - shift, 0, 1))) \
+                <= limit
+
+        if fits(0.0):
+            return a.tolist()
+        lo, hi = 0.0, 1.0  # shift 1: the lowest point, checked feasible
+        while hi - lo > tol:
+            mid = (lo + hi) / 2
+            lo, hi = (lo, mid) if fits(mid) else (mid, hi)
+        return np.clip(a - hi, 0.0, 1.0).tolist()
+
     def values(self, point) -> dict:
         out = {}
         for (kind, k), name in zip(self.slots, self.names):
