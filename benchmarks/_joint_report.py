@@ -41,6 +41,9 @@ def to_markdown(res) -> str:
         lines += [f"## {part}: {p['arch']} on {p['hardware']}, budget "
                   f"{p['budget']:g} of dense 8/8 latency (float "
                   f"{100 * p['float']:.2f}%)", ""]
+        lines += [f"*{n}*" for n in p.get("notes", [])]
+        if p.get("notes"):
+            lines.append("")
         if "unreachable" in p:
             lines += [f"Unreachable: {p['unreachable']}", ""]
             continue
@@ -74,7 +77,7 @@ def to_markdown(res) -> str:
             "both": "both (the candidates of the distortion and the loss "
                     "objectives in one pool)"}[
             p.get("objective", "distortion")])
-        steps = s.get("select_steps")
+        steps = p.get("select_steps", s.get("select_steps"))
         how = ("top-1 agreement with the float model" if sel.get(
             "how", "agreement") == "agreement" else "accuracy after "
             + (f"{steps} batches of the common fine-tune's schedule"
