@@ -26,6 +26,7 @@ import numpy as np
 
 import tfcomp
 from tfcomp._io import atomic_write_text
+from tfcomp._unpinned import unpinned
 
 __all__ = [
     "RESULTS", "log", "parser", "write_text", "write_json", "read_json",
@@ -111,7 +112,7 @@ def compile_model(model, optimizer, jit_compile="auto",
                   metrics=("accuracy",)):
     """Compiles a logits classifier (sparse categorical cross-entropy);
     returns ``model``."""
-    model.compile(optimizer=optimizer,
+    model.compile(optimizer=unpinned(optimizer),
                   loss=keras.losses.SparseCategoricalCrossentropy(
                       from_logits=True),
                   metrics=list(metrics), jit_compile=jit_compile)

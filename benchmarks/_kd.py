@@ -27,6 +27,7 @@ import numpy as np
 from _common import log, read_json
 
 from tfcomp._io import atomic_save_keras
+from tfcomp._unpinned import unpinned
 from tfcomp.distill import Distiller
 
 __all__ = ["KD_ALPHA", "KD_TEMPERATURE", "SETUP", "cached_checkpoint",
@@ -79,7 +80,7 @@ def distiller(student, teacher, optimizer, jit_compile="auto"):
     ``optimizer`` and an accuracy metric."""
     kd = Distiller(student, teacher, alpha=KD_ALPHA,
                    temperature=KD_TEMPERATURE)
-    kd.compile(optimizer, metrics=["accuracy"], jit_compile=jit_compile)
+    kd.compile(unpinned(optimizer), metrics=["accuracy"], jit_compile=jit_compile)
     return kd
 
 

@@ -50,6 +50,7 @@ _LAZY = {
     "Distiller": ("tfcomp.distill", "Distiller"),
     "SnapshotDistillation": ("tfcomp.distill", "SnapshotDistillation"),
     "BENN": ("tfcomp.binary", "BENN"),
+    "unpinned": ("tfcomp._unpinned", "unpinned"),
 }
 _SUBMODULES = ("zoo", "data", "graph", "pruning", "quantization", "layers",
                "hardware", "tuners", "export", "testing", "tensorized",

@@ -22,6 +22,8 @@ import warnings
 
 import keras
 
+from tfcomp._unpinned import unpinned
+
 __all__ = ["carry_compile"]
 
 
@@ -82,6 +84,8 @@ def carry_compile(source: keras.Model, target: keras.Model,
                 f"({type(exc).__name__}: {exc}); call compile() on it before "
                 "fit().", stacklevel=3)
             return target
+    if getattr(target, "optimizer", None) is not None:
+        unpinned(target.optimizer)  # copies are often made in loops
     _carry_optimizer_state(source, target, what)
     return target
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from tfcomp._unpinned import unpinned
+
 __all__ = ["DECAYS", "check_decay", "data_order", "outputs_logits", "short_finetune"]
 
 
@@ -85,7 +87,7 @@ def short_finetune(model, x, y, *, steps: int | None = None,
         total = max(1, -(-len(order) // int(batch_size)))
         rate = keras.optimizers.schedules.CosineDecay(learning_rate, total)
     model.compile(
-        optimizer=keras.optimizers.SGD(rate, momentum=0.9),
+        optimizer=unpinned(keras.optimizers.SGD(rate, momentum=0.9)),
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=from_logits))
     model.fit(np.asarray(x)[order], np.asarray(y)[order],

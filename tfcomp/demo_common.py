@@ -17,8 +17,10 @@ def compile_classifier(model, lr: float = 1e-3):
     returns it."""
     import keras
 
+    from tfcomp._unpinned import unpinned
+
     model.compile(
-        optimizer=keras.optimizers.Adam(lr),
+        optimizer=unpinned(keras.optimizers.Adam(lr)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"])
     return model

@@ -71,6 +71,7 @@ import keras
 import numpy as np
 
 from tfcomp._io import as_arrays, atomic_path, check_positive_int
+from tfcomp._unpinned import unpinned
 from tfcomp.binary.fold import fold_binary_batchnorm
 from tfcomp.binary.vote import EnsembleVote
 from tfcomp.layers.binary import BinaryConv2D, BinaryDense
@@ -222,7 +223,7 @@ class BENN:
                                  f"the same architecture every call: {e}"
                                  ) from e
         if getattr(m, "optimizer", None) is None or not m.compiled:
-            m.compile(keras.optimizers.Adam(1e-3),
+            m.compile(unpinned(keras.optimizers.Adam(1e-3)),
                       keras.losses.SparseCategoricalCrossentropy(
                           from_logits=not _ends_in_softmax(m)),
                       metrics=["accuracy"])

@@ -381,8 +381,10 @@ def fit(model, x, y, epochs: int, lr: float, batch_size: int,
     import keras
     import numpy as np
 
+    from tfcomp._unpinned import unpinned
+
     model.compile(
-        optimizer=keras.optimizers.Adam(lr),
+        optimizer=unpinned(keras.optimizers.Adam(lr)),
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=_from_logits(model)),
         metrics=["accuracy"])

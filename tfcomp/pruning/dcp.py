@@ -29,6 +29,7 @@ import numpy as np
 
 from tfcomp._finetune import outputs_logits
 from tfcomp._io import as_arrays, check_positive_int
+from tfcomp._unpinned import unpinned
 from tfcomp.graph import DependencyGraph
 from tfcomp.pruning.dcp_greedy import GreedyGroup, GreedySettings, Stage
 from tfcomp.pruning.reconstruction.engine import (
@@ -343,7 +344,8 @@ class _DCPRun:
 
     def _sgd(self):
         s = self.settings
-        return keras.optimizers.SGD(s.lr, momentum=s.momentum, nesterov=True)
+        return unpinned(keras.optimizers.SGD(s.lr, momentum=s.momentum,
+                                             nesterov=True))
 
     def _fit(self, model, targets, losses, epochs: int) -> None:
         """Fine-tunes ``model`` with removed channels held at zero."""

@@ -77,6 +77,7 @@ import numpy as np
 from keras import ops
 
 from tfcomp._io import check_number, check_positive_int
+from tfcomp._unpinned import unpinned
 from tfcomp.graph import DependencyGraph, parse_model
 from tfcomp.graph.copy import clone_model, copy_weights
 from tfcomp.graph.walk import iter_leaf_layers
@@ -356,6 +357,8 @@ class GAL(keras.Model):
         self._gal_compile = {"optimizer": ser(opt),
                              "d_optimizer": ser(self.d_optimizer),
                              "metrics": ser(metrics)}
+        for o in (opt, self.d_optimizer, self.mask_optimizer):
+            unpinned(o)  # GAL is often run per lambda in one process
         self.optimizer.build(self.student_variables())
         self.d_optimizer.build(self.discriminator.trainable_variables)
         self.mask_optimizer.build(self.mask_variables())

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfcomp._unpinned import unpinned
 from tfcomp.quantization.dnas_supernet import (
     _info,
     expected_bits,
@@ -270,7 +271,8 @@ def select_best(model: keras.Model, architectures, x, y, validation_data,
         if key not in seen:
             keras.utils.set_random_seed(int(seed))
             q = quantize_model(model, bits=bits)
-            q.compile(optimizer=keras.optimizers.Adam(float(learning_rate)),
+            q.compile(optimizer=unpinned(keras.optimizers.Adam(
+                          float(learning_rate))),
                       loss=keras.losses.SparseCategoricalCrossentropy(
                           from_logits=from_logits), jit_compile=False)
             q.fit(np.asarray(x), np.asarray(y), batch_size=int(batch_size),

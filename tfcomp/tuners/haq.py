@@ -56,6 +56,7 @@ import keras_tuner as kt
 import numpy as np
 
 from tfcomp._finetune import data_order, outputs_logits
+from tfcomp._unpinned import unpinned
 from tfcomp.hardware import HardwareModel
 from tfcomp.quantization import calibrate, make_bits_dynamic, quantize_model
 from tfcomp.tuners._common import (
@@ -334,7 +335,8 @@ class HAQHyperModel(kt.HyperModel):
 
     def _compile(self, model):
         model.compile(
-            optimizer=keras.optimizers.SGD(self.learning_rate, momentum=0.9),
+            optimizer=unpinned(keras.optimizers.SGD(self.learning_rate,
+                                                    momentum=0.9)),
             loss=keras.losses.SparseCategoricalCrossentropy(
                 from_logits=self.from_logits))
 

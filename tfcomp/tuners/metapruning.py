@@ -57,6 +57,7 @@ import numpy as np
 from keras_tuner.engine.trial import TrialStatus
 
 from tfcomp._io import atomic_write_text, check_positive_int
+from tfcomp._unpinned import unpinned
 from tfcomp.pruning.metapruning import PAPER_SCALES, PruningNet, kept_count
 from tfcomp.pruning.targets import ChannelMacs, check_target_macs
 from tfcomp.tuners import _common as common
@@ -366,7 +367,8 @@ def metaprune(model, train_data, val_data, target_macs: float = 0.5,
     resumed = os.path.exists(os.path.join(oracle._project_dir,
                                           "oracle.json")) and not overwrite
     if epochs:
-        net.compile(optimizer or keras.optimizers.SGD(0.05, momentum=0.9),
+        net.compile(unpinned(optimizer or keras.optimizers.SGD(
+                        0.05, momentum=0.9)),
                     keras.losses.SparseCategoricalCrossentropy(
                         from_logits=True), jit_compile=False)
         net.fit(x, y, epochs=epochs, batch_size=batch_size,
