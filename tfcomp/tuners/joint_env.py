@@ -191,9 +191,7 @@ class JointEnv:
     def project(self, values: dict) -> tuple:
         """``(counts, bits)`` for ``{name: value}`` after the wall (missing
         names: whole groups, ``b_max``)."""
-        counts = self.space.sizes.copy()
-        bits = np.full((len(self.space.layers), 2), 8, np.int64)
-        point = (counts, bits)
+        point = self._dense_point()
         for t, name in enumerate(self.names):
             raw = values.get(name)
             if raw is None:
@@ -202,15 +200,23 @@ class JointEnv:
             self._set(point, t, min(v, self.max_value(t, point)))
         return point
 
+    def _dense_point(self) -> tuple:
+        """``(counts, bits)`` of the dense 8/8 model."""
+        return (self.space.sizes.copy(),
+                np.full((len(self.space.layers), 2), 8, np.int64))
+
+    def _raw(self, kind: str, a: float):
+        """Action ``a`` in [0, 1] -> a keep ratio (AMC) or bits (HAQ)."""
+        if kind == "g":
+            return self.lbound + a * (1 - self.lbound)
+        return action_to_bits(a, self.b_min, self.b_max)
+
     def unwalled(self, actions) -> tuple:
         """``(counts, bits)`` of one action per step, without the wall."""
-        counts = self.space.sizes.copy()
-        bits = np.full((len(self.space.layers), 2), 8, np.int64)
-        point = (counts, bits)
+        point = self._dense_point()
         for t, (kind, _) in enumerate(self.slots):
             a = float(np.clip(actions[t], 0.0, 1.0))
-            raw = self.lbound + a * (1 - self.lbound) if kind == "g" else \
-                action_to_bits(a, self.b_min, self.b_max)
+            raw = self._raw(kind, a)
             self._set(point, t, self.propose(t, raw))
         return point
 
@@ -285,16 +291,13 @@ class JointEnv:
     def rollout(self, policy):
         """One episode: ``(values, transitions, info)``; stored actions are
         the executed (walled) ones, as AMC stores them."""
-        counts = self.space.sizes.copy()
-        bits = np.full((len(self.space.layers), 2), 8, np.int64)
-        point = (counts, bits)
+        point = self._dense_point()
         prev, states, actions = 1.0, [], []
         for t, (kind, _) in enumerate(self.slots):
             s = self.state(t, point, prev)
             a = float(np.clip(np.asarray(policy(s), np.float64).reshape(-1)
                               [0], 0.0, 1.0))
-            raw = self.lbound + a * (1 - self.lbound) if kind == "g" else \
-                action_to_bits(a, self.b_min, self.b_max)
+            raw = self._raw(kind, a)
             v = min(self.propose(t, raw), self.max_value(t, point))
             self._set(point, t, v)
             if kind == "g":
