@@ -81,6 +81,7 @@ from _common import (
 from _distill_binary_tucker_report import kd_markdown, stats
 
 import tfcomp
+from tfcomp._unpinned import unpinned
 from tfcomp.binary import BENN, binary_net
 from tfcomp.distill import Distiller, SnapshotDistillation
 from tfcomp.pruning import recalibrate_batchnorm
@@ -140,7 +141,7 @@ def _fine_tune(student, teacher, x, y, epochs, kd=None, seed=0):
     opt = keras.optimizers.Adam(5e-4)
     if kd:
         model = Distiller(student, teacher, alpha=kd[0], temperature=kd[1])
-        model.compile(opt)
+        model.compile(unpinned(opt))
     else:
         model = compile_model(student, opt)
     t0 = time.time()
@@ -246,7 +247,7 @@ def _snapshot_runs(x, y, xt, yt, epochs, seeds, alpha=0.5, temperature=2.0):
             kd = Distiller(tfcomp.zoo.resnet(depth=8), teacher=None,
                            alpha=alpha if sd_on else 0.0,
                            temperature=temperature)
-            kd.compile(keras.optimizers.SGD(0.05, momentum=0.9))
+            kd.compile(unpinned(keras.optimizers.SGD(0.05, momentum=0.9)))
             cb = SnapshotDistillation(cycles=3)
             probe = _CycleProbe(cb, x, y, temperature)
             t0 = time.time()
@@ -328,7 +329,7 @@ def part_snapshot_diag(x, y, xt, yt, cfg, quick):
         keras.utils.set_random_seed(0)
         kd = cls(tfcomp.zoo.resnet(depth=8), teacher=None, alpha=alpha,
                  temperature=2.0)
-        kd.compile(keras.optimizers.SGD(0.05, momentum=0.9))
+        kd.compile(unpinned(keras.optimizers.SGD(0.05, momentum=0.9)))
         cb = SnapshotDistillation(cycles=3)
         probe = _CycleProbe(cb, x[:n], y[:n], 2.0)
         kd.fit(x[:n], y[:n], batch_size=BATCH, epochs=cfg["snapshot"],
@@ -355,7 +356,7 @@ def part_benn(x, y, xt, yt, cfg, quick):
 
     def build():
         m = binary_net(x.shape[1:], 10, width=cfg["width"])
-        m.compile(keras.optimizers.Adam(2e-3),
+        m.compile(unpinned(keras.optimizers.Adam(2e-3)),
                   keras.losses.SparseCategoricalCrossentropy(True),
                   metrics=["accuracy"])
         return m

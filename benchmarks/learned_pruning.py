@@ -90,6 +90,7 @@ import keras
 import numpy as np
 
 import tfcomp
+from tfcomp._unpinned import unpinned
 from tfcomp.pruning import make_plan, prune_channels, recalibrate_batchnorm
 from tfcomp.pruning.rethinking import scratch_setup
 
@@ -296,7 +297,7 @@ def _rank_part(a, data, out, result):
             t0 = time.time()
             net = PruningNet(model, seed=seed)
             macs = ChannelMacs(net.graph)
-            net.compile(keras.optimizers.SGD(0.05, momentum=0.9),
+            net.compile(unpinned(keras.optimizers.SGD(0.05, momentum=0.9)),
                         keras.losses.SparseCategoricalCrossentropy(
                             from_logits=True), jit_compile=False)
             net.fit(x, y, epochs=a.meta_epochs, batch_size=128, verbose=0)
