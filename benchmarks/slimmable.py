@@ -413,11 +413,18 @@ def part_search(name: str, data: dict, workdir: str) -> dict:
     as_secs = time.time() - t0
     log(f"{name}: AutoSlim {len(res.history) - 1} greedy steps in "
         f"{as_secs:.0f} s")
+    t0 = time.time()
+    res_mac = autoslim(slim, data["val"], target_macs=TARGETS, step=AS_STEP,
+                       batches=AS_BATCHES, batch_size=AS_BATCH,
+                       criterion="loss_per_mac")
+    mac_secs = time.time() - t0
     for t in TARGETS:
-        archs[("autoslim", t)] = res.prune(plain, t)
-        meta[("autoslim", t)] = {"search_seconds": as_secs,
-                                 "greedy_steps": len(res.history) - 1,
-                                 "search_loss": res.architectures[t]["loss"]}
+        for method, r, secs in (("autoslim", res, as_secs),
+                                ("autoslim_mac", res_mac, mac_secs)):
+            archs[(method, t)] = r.prune(plain, t)
+            meta[(method, t)] = {"search_seconds": secs,
+                                 "greedy_steps": len(r.history) - 1,
+                                 "search_loss": r.architectures[t]["loss"]}
         archs[("uniform", t)] = prune_channels(
             dense, make_plan(dense, target_macs=t, round_to=1))
         meta[("uniform", t)] = {"search_seconds": 0.0}

@@ -72,3 +72,15 @@ def test_errors():
     with pytest.raises(ValueError, match="nothing slimmable"):
         autoslim(keras.Model(inp, keras.layers.Dense(3)(inp)),
                  (np.zeros((4, 4), "float32"), np.zeros(4, "int64")))
+
+
+def test_loss_per_mac_criterion_slims_the_dead_half_first():
+    model = _planted()
+    res = autoslim(model, _data(), target_macs=0.5, step=4, batches=2,
+                   batch_size=64, criterion="loss_per_mac")
+    hist = res.history
+    assert [h["group"] for h in hist[1:3]] == ["mid", "mid"]
+    assert abs(hist[2]["loss"] - hist[0]["loss"]) < 1e-4
+    assert res.architectures[0.5]["macs"] <= 0.5 * res.dense_macs
+    with pytest.raises(ValueError, match="criterion"):
+        autoslim(model, _data(), criterion="accuracy")
