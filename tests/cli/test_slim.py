@@ -54,6 +54,15 @@ def test_slim_then_autoslim(tmp_path, capsys):
     plan = tfcomp.pruning.Plan.load(str(out / "autoslim_050.json"))
     small = tfcomp.prune_channels(model, plan)
     assert tfcomp.profile(small).macs == res["architectures"][0]["macs"]
+    code = main(["--quiet", "autoslim", str(out / "slimmable.keras"),
+                 str(tmp_path / "per_mac"), "--data",
+                 str(tmp_path / "data.npz"), "--target-macs", "0.5",
+                 "--step", "2", "--batches", "2", "--batch-size", "16",
+                 "--criterion", "loss_per_mac"])
+    assert code == 0, capsys.readouterr().err
+    res = json.loads((tmp_path / "per_mac" / "autoslim.json").read_text())
+    assert res["criterion"] == "loss_per_mac"
+    assert res["architectures"][0]["macs"] <= 0.5 * res["dense_macs"]
 
 
 def test_bad_widths_exit_2(tmp_path, capsys):

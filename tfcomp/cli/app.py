@@ -214,6 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out batches per evaluation")
     s.add_argument("--batch-size", type=positive_int, default=64,
                    help="held-out batch size")
+    s.add_argument("--criterion", choices=("loss", "loss_per_mac"),
+                   default="loss",
+                   help="rank steps by the held-out loss (the paper) or by "
+                        "the loss increase per MAC removed (NetAdapt-like)")
     s.set_defaults(func=slim.run_autoslim)
 
     s = sub.add_parser(

@@ -83,6 +83,7 @@ def run_autoslim(args) -> None:
                        step=args.step if args.step < 1 else int(args.step),
                        batches=args.batches,
                        batch_size=args.batch_size,
+                       criterion=getattr(args, "criterion", "loss"),
                        verbose=common.verbosity())
     except (ValueError, TypeError) as e:
         raise common.CLIError(str(e)) from e
@@ -96,4 +97,5 @@ def run_autoslim(args) -> None:
                      "keep": arch["keep"]})
     common.write_text(os.path.join(out, "autoslim.json"), json.dumps(
         {"dense_macs": res.dense_macs, "architectures": rows,
+         "criterion": getattr(args, "criterion", "loss"),
          "steps": len(res.history) - 1}, indent=2))
