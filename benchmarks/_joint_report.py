@@ -99,6 +99,15 @@ def to_markdown(res) -> str:
                          f"{100 * g['relative']:.2f}%, exact proved optimal: "
                          f"{g['exact_proved_optimal']}, "
                          f"{g['exact_seconds']:.1f} s)")
+        ep = (p.get("rows", {}).get("joint_search", {})
+              .get("episode_accuracies"))
+        if ep and ep[0] is not None:
+            rest = [x for x in ep[1:] if x is not None]
+            lines.append(
+                "- joint search episodes (held-out accuracy after the "
+                f"fine-tune, trial order): the warm start {100 * ep[0]:.1f}%"
+                + (f"; the other {len(rest)} {100 * min(rest):.1f}-"
+                   f"{100 * max(rest):.1f}%" if rest else ""))
         t = p.get("targets", {})
         for key, what, need in (("vs_sequential", "best sequential", 0.5),
                                 ("vs_uniform", "best uniform", 1.0)):

@@ -431,8 +431,13 @@ def run_setting(part, model, data, info, sens):
     tuner.search(verbose=0)
     hp = tuner.oracle.get_best_trials(1)[0].hyperparameters
     keep, pol = hm.point(hp)
+    trials = tuner.oracle.trials
     record("joint_search", keep, pol, time.time() - t0,
-           {"trials": SEARCH_TRIALS})
+           {"trials": SEARCH_TRIALS,
+            "episode_accuracies": [
+                trials[k].metrics.get_last_value("accuracy")
+                if trials[k].metrics.exists("accuracy") else None
+                for k in sorted(trials)]})
     out["targets"] = targets(rows)
     return out
 
