@@ -211,6 +211,14 @@ class JointEnv:
             return self.lbound + a * (1 - self.lbound)
         return action_to_bits(a, self.b_min, self.b_max)
 
+    def _action(self, kind: str, raw) -> float:
+        """The inverse of :meth:`_raw`: a keep ratio or bits -> the action
+        in [0, 1] that replays it."""
+        if kind == "g":
+            return float(np.clip((raw - self.lbound) / (1 - self.lbound),
+                                 0, 1))
+        return bits_to_action(raw, self.b_min, self.b_max)
+
     def unwalled(self, actions) -> tuple:
         """``(counts, bits)`` of one action per step, without the wall."""
         point = self._dense_point()
@@ -255,13 +263,10 @@ class JointEnv:
         for kind, k in self.slots:
             if kind == "g":
                 g = self.space.groups[k]
-                r = keep.get(g.id, g.size) / g.size
-                out.append(float(np.clip((r - self.lbound) /
-                                         (1 - self.lbound), 0, 1)))
+                out.append(self._action(kind, keep.get(g.id, g.size) / g.size))
             else:
                 pair = bits.get(self.space.layers[k], _FIXED)
-                b = pair[0 if kind == "w" else 1]
-                out.append(bits_to_action(b, self.b_min, self.b_max))
+                out.append(self._action(kind, pair[0 if kind == "w" else 1]))
         return out
 
     # -- the episode ---------------------------------------------------------
@@ -293,19 +298,15 @@ class JointEnv:
         the executed (walled) ones, as AMC stores them."""
         point = self._dense_point()
         prev, states, actions = 1.0, [], []
-        for t, (kind, _) in enumerate(self.slots):
+        for t, (kind, k) in enumerate(self.slots):
             s = self.state(t, point, prev)
             a = float(np.clip(np.asarray(policy(s), np.float64).reshape(-1)
                               [0], 0.0, 1.0))
             raw = self._raw(kind, a)
             v = min(self.propose(t, raw), self.max_value(t, point))
             self._set(point, t, v)
-            if kind == "g":
-                size = self.space.sizes[self.slots[t][1]]
-                prev = float(np.clip((v / size - self.lbound) /
-                                     (1 - self.lbound), 0, 1))
-            else:
-                prev = bits_to_action(v, self.b_min, self.b_max)
+            prev = self._action(kind, v / self.space.sizes[k]
+                                if kind == "g" else v)
             states.append(s)
             actions.append([prev])
         final = self.state(len(self.slots) - 1, point, prev)
