@@ -99,15 +99,10 @@ def to_markdown(res) -> str:
                          f"{100 * g['relative']:.2f}%, exact proved optimal: "
                          f"{g['exact_proved_optimal']}, "
                          f"{g['exact_seconds']:.1f} s)")
-        ep = (p.get("rows", {}).get("joint_search", {})
-              .get("episode_accuracies"))
+        search = p.get("rows", {}).get("joint_search", {})
+        ep = search.get("episode_accuracies")
         if ep and ep[0] is not None:
-            rest = [x for x in ep[1:] if x is not None]
-            lines.append(
-                "- joint search episodes (held-out accuracy after the "
-                f"fine-tune, trial order): the warm start {100 * ep[0]:.1f}%"
-                + (f"; the other {len(rest)} {100 * min(rest):.1f}-"
-                   f"{100 * max(rest):.1f}%" if rest else ""))
+            lines.append(_episodes_line(ep, search))
         t = p.get("targets", {})
         for key, what, need in (("vs_sequential", "best sequential", 0.5),
                                 ("vs_uniform", "best uniform", 1.0)):
@@ -118,3 +113,22 @@ def to_markdown(res) -> str:
                              f"{'met' if t[f'{key}_met'] else 'not met'}")
         lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _episodes_line(ep, search) -> str:
+    """The search's per-episode held-out accuracies in one line: the warm
+    start, the others' range, how many beat it and where the best was."""
+    rest = [x for x in ep[1:] if x is not None]
+    head = (f"- joint search: {search.get('trials', len(ep))} episodes"
+            + (f" ({search['warmup']} random warm-up)" if "warmup" in search
+               else "") + "; held-out accuracy after the fine-tune: the "
+            f"warm start {100 * ep[0]:.1f}%")
+    if not rest:
+        return head
+    above = [i for i, x in enumerate(ep) if i and x is not None
+             and x > ep[0]]
+    best = max(range(len(ep)), key=lambda i: -1.0 if ep[i] is None
+               else ep[i])
+    return (head + f"; the other {len(rest)} {100 * min(rest):.1f}-"
+            f"{100 * max(rest):.1f}%, {len(above)} above the warm start"
+            + (f", the best at episode {best + 1}" if above else ""))

@@ -433,7 +433,7 @@ def run_setting(part, model, data, info, sens):
     keep, pol = hm.point(hp)
     trials = tuner.oracle.trials
     record("joint_search", keep, pol, time.time() - t0,
-           {"trials": SEARCH_TRIALS,
+           {"trials": SEARCH_TRIALS, "warmup": SEARCH_WARMUP,
             "episode_accuracies": [
                 trials[k].metrics.get_last_value("accuracy")
                 if trials[k].metrics.exists("accuracy") else None
@@ -504,6 +504,11 @@ def main(argv=None) -> int:
     ap.add_argument("--local-episodes", type=int, default=0,
                     help="joint search: episodes around the allocator's "
                     "point after it (JointOracle local_episodes)")
+    ap.add_argument("--search-trials", type=int, default=None,
+                    help="joint search: episodes (default 12; HAQ's paper "
+                    "600)")
+    ap.add_argument("--search-warmup", type=int, default=None,
+                    help="joint search: random warm-up episodes (default 4)")
     ap.add_argument("--no-search", action="store_true",
                     help="skip the DDPG joint search row (experiments)")
     args = ap.parse_args(argv)
@@ -512,6 +517,9 @@ def main(argv=None) -> int:
     globals().update(OBJECTIVE=args.objective, SEARCH=not args.no_search,
                      SELECTION=args.selection,
                      SEARCH_LOCAL=args.local_episodes)
+    for key in ("search_trials", "search_warmup"):
+        if getattr(args, key) is not None:
+            globals()[key.upper()] = getattr(args, key)
     jpath = os.path.join(args.out, f"{NAME}.json")
     res = read_json(jpath) if os.path.exists(jpath) else {}
     if args.from_json:
