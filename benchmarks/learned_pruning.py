@@ -61,6 +61,15 @@ carried by FISTA's momentum. Block masks (before the ``Add``, whose
 shortcut is unscaled) do spread (std 0.17 at mean 0.2): ResNet-20 with
 ``--gal-structures blocks --gal-lambda 2.5`` (probed 1.5 -> 80%, 2.0 ->
 59%, 2.5 -> 48%, 3.0 -> 36% of the MACs) removes 5 of 9 blocks.
+Tried and dropped (session 20, not in the library): running the
+student's BatchNormalization in inference mode during GAL (so a mask's
+scale is no longer normalised away). ResNet-20, channel masks, mask step
+1: with SGD 0.01 (and 0.003) the student diverged within 5 batches (the
+masks' mean jumped 0.99 -> 11, then NaN); with 0.001 it stayed finite
+but in 64 batches the masks still moved together (mean 1 -> 0.977, std
+0.001) while the MSE to the teacher rose to 0.2: frozen statistics make
+the raw weights' scale matter, so the paper's learning rate is too large
+and a stable one too small for this horizon.
 
 Time (2 shared CPU cores, load ~4.5, defaults): ~30 min per seed
 (ResNet-20 per target ~8 min: PruningNet ~50 s per ``--meta-epochs``,
