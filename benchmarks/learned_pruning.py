@@ -24,6 +24,13 @@ random candidates in MetaPruning's MACs band plus the largest uniform one
 under the target, each scored by the PruningNet and retrained from
 scratch (one seed): Spearman's rho of the two.
 
+Part ``ceiling`` (diagnostic, ``benchmarks/_learned_ceiling.py``): is
+there a width allocation a search could find that beats uniform width by
+the issue's margin with this retraining recipe? ``--ceiling-candidates``
+random candidates in MetaPruning's MACs band and the largest uniform one
+under the target, each retrained on ``--ceiling-seeds`` seeds, then the
+``--ceiling-top`` best and uniform on ``--ceiling-fresh`` new seeds.
+
 ``--merge``: rows of this run replace the same (part, model, target,
 seed, method) rows of the existing results json in ``--out``; the others
 are kept.
@@ -97,6 +104,7 @@ import time
 import _common as bc
 import keras
 import numpy as np
+from _learned_ceiling import ceiling_markdown, ceiling_part
 
 import tfcomp
 from tfcomp._unpinned import unpinned
@@ -133,6 +141,11 @@ def _args():
     p.add_argument("--search-lowers", default="0,0.95")
     p.add_argument("--rank-candidates", type=int, default=12,
                    help="part rank: random candidates retrained")
+    p.add_argument("--ceiling-candidates", type=int, default=16,
+                   help="part ceiling: random candidates retrained")
+    p.add_argument("--ceiling-seeds", type=int, default=2)
+    p.add_argument("--ceiling-top", type=int, default=3)
+    p.add_argument("--ceiling-fresh", type=int, default=3)
     p.add_argument("--amc-trials", type=int, default=10)
     p.add_argument("--gal-epochs", type=int, default=2)
     p.add_argument("--gal-lambda", type=float, default=0.18)
@@ -477,6 +490,7 @@ def _markdown(result) -> str:
                                key=lambda kv: -kv[1]["fitness"]):
             lines.append(f"| {key} | {row['macs']:.3f} | "
                          f"{row['fitness']:.4f} | {row['acc']:.4f} |")
+    lines += ceiling_markdown(result)
     if errors:
         lines += ["", "Errors:", ""] + errors
     return "\n".join(lines) + "\n"
@@ -520,6 +534,8 @@ def main():
     result = _start(a)
     t0 = time.time()
     parts = {"meta": _meta_part, "gal": _gal_part, "search": _search_part,
+             "ceiling": lambda *args: ceiling_part(*args, tools={
+                 "dense": _dense, "scratch": _scratch, "write": _write}),
              "rank": _rank_part}
     for part in a.parts.split(","):
         parts[part](a, data, a.out, result)
