@@ -517,9 +517,13 @@ def main(argv=None) -> int:
     globals().update(OBJECTIVE=args.objective, SEARCH=not args.no_search,
                      SELECTION=args.selection,
                      SEARCH_LOCAL=args.local_episodes)
-    for key in ("search_trials", "search_warmup"):
-        if getattr(args, key) is not None:
-            globals()[key.upper()] = getattr(args, key)
+    for key, least in (("search_trials", 1), ("search_warmup", 0)):
+        value = getattr(args, key)
+        if value is not None and value < least:
+            raise SystemExit(f"--{key.replace('_', '-')} must be >= {least}."
+                             f" Received: {value}")
+        if value is not None:  # the row records it ("trials", "warmup")
+            globals()[key.upper()] = value
     jpath = os.path.join(args.out, f"{NAME}.json")
     res = read_json(jpath) if os.path.exists(jpath) else {}
     if args.from_json:
