@@ -23,13 +23,29 @@ import numpy as np
 FRESH_SEED = 100
 
 
+def band_candidates(net, macs, target, a, count, seed):
+    """``(oracle, {name: genes})``: ``count`` random candidates in
+    MetaPruning's MACs band ``[--meta-lower * target, target]`` (the
+    search's own draw) and ``"uniform"``, the largest uniform scale under
+    the target (parts ``rank`` and ``ceiling``)."""
+    from tfcomp.pruning.metapruning import PAPER_SCALES
+    from tfcomp.tuners.metapruning import MetaPruningOracle
+
+    oracle = MetaPruningOracle(net.sizes, macs, target * macs.dense,
+                               lower=a.meta_lower, seed=seed)
+    n = len(oracle.groups)
+    cands = {f"random{i}": g for i, g in enumerate(oracle._random(count))}
+    cands["uniform"] = [max(i for i in range(len(PAPER_SCALES))
+                            if oracle.cost_of([i] * n) <= oracle.budget)] * n
+    return oracle, cands
+
+
 def ceiling_part(a, data, out, result, tools):
     """Runs the diagnostic for each model and target; ``tools``: the
     parent script's ``dense``, ``scratch``, ``write`` helpers."""
     from tfcomp.pruning import prune_channels
-    from tfcomp.pruning.metapruning import PAPER_SCALES, PruningNet
+    from tfcomp.pruning.metapruning import PruningNet
     from tfcomp.pruning.targets import ChannelMacs
-    from tfcomp.tuners.metapruning import MetaPruningOracle
 
     (x, y), (xt, yt), _ = data
     for name in a.models.split(","):
@@ -38,15 +54,9 @@ def ceiling_part(a, data, out, result, tools):
         macs = ChannelMacs(net.graph)
         for target in [float(t) for t in a.targets.split(",")]:
             t0 = time.time()
-            oracle = MetaPruningOracle(net.sizes, macs, target * macs.dense,
-                                       lower=a.meta_lower,
-                                       seed=a.first_seed)
-            n = len(oracle.groups)
-            cands = {f"random{i}": g for i, g in enumerate(
-                oracle._random(a.ceiling_candidates))}
-            cands["uniform"] = [max(
-                i for i in range(len(PAPER_SCALES))
-                if oracle.cost_of([i] * n) <= oracle.budget)] * n
+            oracle, cands = band_candidates(net, macs, target, a,
+                                            a.ceiling_candidates,
+                                            a.first_seed)
 
             def train(key, seed, model=model, net=net, oracle=oracle,
                       cands=cands, label=f"{name} {target}"):

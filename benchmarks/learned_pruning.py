@@ -104,7 +104,7 @@ import time
 import _common as bc
 import keras
 import numpy as np
-from _learned_ceiling import ceiling_markdown, ceiling_part
+from _learned_ceiling import band_candidates, ceiling_markdown, ceiling_part
 
 import tfcomp
 from tfcomp._unpinned import unpinned
@@ -306,9 +306,8 @@ def _rank_part(a, data, out, result):
     meta part's recipe, one seed); Spearman's rho of the two."""
     from scipy.stats import spearmanr
 
-    from tfcomp.pruning.metapruning import PAPER_SCALES, PruningNet
+    from tfcomp.pruning.metapruning import PruningNet
     from tfcomp.pruning.targets import ChannelMacs
-    from tfcomp.tuners.metapruning import MetaPruningOracle
 
     (x, y), (xt, yt), (xv, yv) = data
     for name in a.models.split(","):
@@ -323,15 +322,8 @@ def _rank_part(a, data, out, result):
                         keras.losses.SparseCategoricalCrossentropy(
                             from_logits=True), jit_compile=False)
             net.fit(x, y, epochs=a.meta_epochs, batch_size=128, verbose=0)
-            oracle = MetaPruningOracle(net.sizes, macs,
-                                       target * macs.dense,
-                                       lower=a.meta_lower, seed=seed)
-            cands = {f"random{i}": g for i, g in enumerate(
-                oracle._random(a.rank_candidates))}
-            n = len(oracle.groups)
-            uni = max((i for i in range(len(PAPER_SCALES)) if
-                       oracle.cost_of([i] * n) <= oracle.budget))
-            cands["uniform"] = [uni] * n
+            oracle, cands = band_candidates(net, macs, target, a,
+                                            a.rank_candidates, seed)
             rows = {}
             for key, genes in cands.items():
                 widths = oracle.widths(genes)
