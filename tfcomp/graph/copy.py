@@ -22,6 +22,9 @@ functional model are copied as Keras copies them.
 * :func:`model_from_config`: ``keras.saving.deserialize_keras_object`` of a
   (possibly rewritten) ``serialize_keras_object(model)``, with the
   ``Lambda`` functions taken from ``model``.
+* :func:`functional_view`: a functional model over a Sequential model's
+  own layers (for the rewrites ``clone_model(call_function=...)`` and
+  ``model.input`` need), or the model itself.
 
 Example:
     >>> from tfcomp.graph.copy import clone_model, copy_weights
@@ -39,7 +42,8 @@ import keras
 
 from tfcomp.graph.walk import iter_leaf_layers
 
-__all__ = ["clone_layer", "clone_model", "copy_weights", "model_from_config"]
+__all__ = ["clone_layer", "clone_model", "copy_weights", "functional_view",
+           "model_from_config"]
 
 # Lambda config key -> the Lambda attribute holding the in-memory object.
 _FUNCTION_ATTRS = {"function": "function", "output_shape": "_output_shape",
@@ -90,6 +94,36 @@ def clone_layer(layer, config: dict | None = None):
     _use_live_functions(layer, config, objects)
     with keras.saving.custom_object_scope(objects):
         return layer.__class__.from_config(config)
+
+
+def functional_view(model, what: str = "this step") -> keras.Model:
+    """``model`` itself, or for a Sequential model a functional model over
+    the same layer objects (same names, same weights).
+
+    Args:
+        model: a ``keras.Model``.
+        what: the caller, named in the error.
+
+    Raises:
+        TypeError: not a ``keras.Model``.
+        ValueError: a Sequential model without an input shape.
+
+    Example:
+        >>> view = functional_view(keras.Sequential([keras.Input((4,)),
+        ...                                          keras.layers.Dense(2)]))
+        >>> view.layers[-1].name == "dense"
+        True
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"model must be a keras.Model. Received: "
+                        f"{type(model).__name__}")
+    if isinstance(model, keras.Sequential):
+        if not model.built or not model.inputs:
+            raise ValueError(
+                f"Sequential model {model.name!r} has no input shape yet; "
+                f"build it (keras.Input first) before {what}.")
+        return keras.Model(model.inputs, model.outputs, name=model.name)
+    return model
 
 
 def clone_model(model: keras.Model, clone_function=None) -> keras.Model:

@@ -55,7 +55,12 @@ import numpy as np
 
 from tfcomp._compile import carry_compile
 from tfcomp.graph import parse_model
-from tfcomp.graph.copy import clone_model, copy_weights, model_from_config
+from tfcomp.graph.copy import (
+    clone_model,
+    copy_weights,
+    functional_view,
+    model_from_config,
+)
 from tfcomp.graph.walk import iter_leaf_layers
 from tfcomp.layers.tucker import (
     CONV_MODES,
@@ -71,21 +76,6 @@ __all__ = ["tnet", "to_dense", "shareable_convs", "TNET_MODES"]
 
 #: Mode names of the shared tensor.
 TNET_MODES = ("layers",) + CONV_MODES
-
-
-def _functional(model):
-    """``model`` itself, or a functional view of a Sequential model (same
-    layer objects)."""
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model. Received: "
-                        f"{type(model).__name__}")
-    if isinstance(model, keras.Sequential):
-        if not model.built or not model.inputs:
-            raise ValueError(
-                f"Sequential model {model.name!r} has no input shape yet; "
-                "build it (keras.Input first) before tnet / to_dense.")
-        return keras.Model(model.inputs, model.outputs, name=model.name)
-    return model
 
 
 def _is_plain_conv(layer) -> bool:
@@ -105,7 +95,7 @@ def shareable_convs(model) -> dict:
         >>> shareable_convs(model)
         {(3, 3, 1, 32): ['stem'], (3, 3, 32, 32): ['c1', 'c2', 'c3']}
     """
-    parsed = parse_model(_functional(model))
+    parsed = parse_model(functional_view(model, "tnet / to_dense"))
     out: dict = {}
     for node in parsed.nodes:
         if ("/" in node.path or not _is_plain_conv(node.layer)
@@ -219,7 +209,7 @@ def tnet(model: keras.Model, ranks=None, layers=None,
         >>> tn = tnet(model, ranks=(4, 3, 3, 16, 16))
         >>> tn.get_layer("tnet_tensor").param_count
     """
-    view = _functional(model)
+    view = functional_view(model, "tnet / to_dense")
     parsed = parse_model(view)
     groups = shareable_convs(view)
     names = _select(parsed, groups, layers)
@@ -300,7 +290,7 @@ def to_dense(model: keras.Model) -> keras.Model:
         >>> dense = to_dense(tn)
         >>> tfcomp.export.export_tflite(dense, "tnet.tflite")
     """
-    view = _functional(model)
+    view = functional_view(model, "tnet / to_dense")
     tensors, slices, ser = _tnet_parts(view)
     new = view
     if tensors:
