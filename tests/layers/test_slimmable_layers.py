@@ -96,8 +96,8 @@ def test_active_count_and_bad_widths():
     for bad in (0.0, 1.5, -0.2):
         with pytest.raises(ValueError, match=r"width must be in \(0, 1\]"):
             conv.set_width(bad)
-    with pytest.raises(ValueError, match="groups=1"):
-        SlimmableConv2D(4, 1, groups=2)
+    with pytest.raises(ValueError, match="channels_last"):
+        SlimmableConv2D(4, 1, data_format="channels_first")
 
 
 @pytest.mark.parametrize("cls,kwargs,shape", [

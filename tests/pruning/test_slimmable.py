@@ -227,3 +227,118 @@ def test_mirrored_strategy_two_replicas_and_checkpoint_resume(tmp_path):
     assert all(np.isfinite(res["loss"]))
     assert res["resumed_iters"] == 12
     assert res["filters"] == 4 and res["err"] < 1e-4
+
+
+# -- user-style models: Sequential, attention, Conv1D / 3D, separable,
+# transposed, grouped convs, GroupNormalization ------------------------------
+
+def _sequential():
+    return keras.Sequential([
+        keras.Input((12, 12, 1)),
+        keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(16, 3, activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(10, activation="softmax")], name="seq")
+
+
+def _attention():
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(16, 2, strides=2)(inp)
+    x = keras.layers.Reshape((16, 16))(x)
+    h = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)(x, x)
+    x = keras.layers.Add()([h, x])
+    h = keras.layers.Dense(32, activation="gelu", name="mlp_up")(x)
+    x = keras.layers.Add()([keras.layers.Dense(16)(h), x])
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inp, keras.layers.Dense(4)(x), name="vit")
+
+
+def _conv1d():
+    inp = keras.Input((32, 2))
+    x = keras.layers.Conv1D(8, 5, padding="causal", use_bias=False)(inp)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = keras.layers.SeparableConv1D(12, 3, padding="same")(x)
+    x = keras.layers.Conv1DTranspose(8, 3, strides=2, padding="same")(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inp, keras.layers.Dense(4)(x), name="c1d")
+
+
+def _separable():
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same")(inp)
+    r = x
+    x = keras.layers.SeparableConv2D(8, 3, padding="same",
+                                     depth_multiplier=2)(x)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Add()([x, r])
+    x = keras.layers.Conv2DTranspose(8, 3, strides=2, padding="same")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(4)(x), name="sep")
+
+
+def _conv3d():
+    inp = keras.Input((6, 6, 6, 1))
+    x = keras.layers.Conv3D(4, 3, activation="relu")(inp)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Conv3D(8, 3, padding="same", activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling3D()(x)
+    return keras.Model(inp, keras.layers.Dense(4)(x), name="c3d")
+
+
+def _grouped_gn():
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu")(inp)
+    x = keras.layers.Conv2D(16, 3, padding="same", groups=4)(x)
+    x = keras.layers.GroupNormalization(groups=4)(x)
+    x = keras.layers.Conv2D(8, 1, groups=2, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(4)(x), name="grouped")
+
+
+def _randomize(model):
+    rng = np.random.default_rng(1)
+    for v in model.weights:
+        if "moving_variance" in v.path:
+            v.assign(rng.uniform(0.5, 2.0, v.shape).astype("float32"))
+        elif "moving_mean" in v.path or "beta" in v.path \
+                or "bias" in v.path:
+            v.assign(rng.normal(0, 0.3, v.shape).astype("float32"))
+    return model
+
+
+@pytest.mark.parametrize("build", [_sequential, _attention, _conv1d,
+                                   _separable, _conv3d, _grouped_gn])
+def test_user_models_export_equals_slimmable_and_round_trips(build,
+                                                             tmp_path):
+    keras.utils.set_random_seed(0)
+    model = _randomize(build())
+    x = np.random.default_rng(0).normal(
+        size=(4,) + tuple(model.inputs[0].shape[1:])).astype("float32")
+    slim = to_slimmable(model, widths=(0.5, 1.0))
+    np.testing.assert_allclose(_np(slim(x)), _np(model(x)), atol=1e-5)
+    set_width(slim, 0.5)
+    want = _np(slim(x))
+    small = export_width(slim, 0.5)
+    assert not any(type(layer).__module__.startswith("tfcomp")
+                   for layer in leaf_layers(small))
+    np.testing.assert_allclose(_np(small(x)), want, atol=1e-5)
+    assert tfcomp.profile(small).macs < tfcomp.profile(model).macs
+    path = str(tmp_path / "slim.keras")
+    slim.save(path)
+    loaded = keras.saving.load_model(path)
+    set_width(loaded, 0.5)
+    np.testing.assert_allclose(_np(loaded(x)), want, atol=1e-6)
+
+
+def test_attention_groups_stay_full_width():
+    """MultiHeadAttention is a barrier of the dependency graph: the
+    residual stream through it keeps its width, the MLP slims."""
+    model = _attention()
+    assert "multi_head_attention" in tfcomp.DependencyGraph(model).barriers
+    slim = to_slimmable(model, widths=(0.5, 1.0))
+    assert group_counts(slim, 0.5) == {"mlp_up": 16}
+    small = export_width(slim, 0.5)
+    assert small.get_layer("mlp_up").units == 16
+    mha = small.get_layer("multi_head_attention")
+    assert tuple(mha.get_weights()[0].shape) == (16, 2, 4)

@@ -51,6 +51,16 @@ from tfcomp.layers.slimmable import (
     SlimmableDepthwiseConv2D,
     SwitchableBatchNormalization,
 )
+from tfcomp.layers.slimmable_conv import (
+    SlimmableConv1D,
+    SlimmableConv1DTranspose,
+    SlimmableConv2DTranspose,
+    SlimmableConv3D,
+    SlimmableConv3DTranspose,
+    SlimmableSeparableConv1D,
+    SlimmableSeparableConv2D,
+)
+from tfcomp.layers.slimmable_norm import SlimmableGroupNormalization
 from tfcomp.layers.soft_mask import FISTA, SoftMask
 from tfcomp.layers.tucker import TNetConv2D, TuckerConv2D, TuckerTensor
 
@@ -80,5 +90,9 @@ __all__ = [
     "QUANT_ACTIVATION_LAYERS", "MIXED_LAYERS", "QUANT_LAYERS",
     "TuckerConv2D", "TuckerTensor", "TNetConv2D", "SoftMask", "FISTA",
     "SlimmableConv2D", "SlimmableDense", "SlimmableDepthwiseConv2D",
-    "SwitchableBatchNormalization", "BinaryConv2D", "BinaryDense",
+    "SwitchableBatchNormalization", "SlimmableConv1D", "SlimmableConv3D",
+    "SlimmableConv1DTranspose", "SlimmableConv2DTranspose",
+    "SlimmableConv3DTranspose", "SlimmableSeparableConv1D",
+    "SlimmableSeparableConv2D", "SlimmableGroupNormalization",
+    "BinaryConv2D", "BinaryDense",
 ]

@@ -35,6 +35,16 @@ Kept count of a group of ``size`` units at width ``w`` with step ``s``:
 ``min(size, max(s, ceil(floor(w * size) / s) * s))``; the paper's
 ``floor(w * C)`` when ``s == 1``.
 
+Layers here: ``SlimmableConv2D`` (grouped too), ``SlimmableDepthwiseConv2D``,
+``SlimmableDense``, ``SwitchableBatchNormalization``; Conv1D / Conv3D,
+SeparableConv1D/2D and Conv1D/2D/3DTranspose twins are in
+:mod:`tfcomp.layers.slimmable_conv` (same N-D conv code),
+``SlimmableGroupNormalization`` in :mod:`tfcomp.layers.slimmable_norm`;
+:mod:`tfcomp.layers.slimmable_groups` maps each Keras class to its twin
+(``SLIMMABLE_CLASSES``) and reads a dependency-graph group's segments.
+channels_first layers, LayerNormalization, MultiHeadAttention and other
+layers without a twin keep their groups at full width.
+
 ``SwitchableBatchNormalization`` keeps private gamma, beta and moving
 statistics per width switch (S-Nets); ``shared_affine=True`` shares gamma
 and beta and keeps statistics per switch (universally slimmable networks,
@@ -60,10 +70,9 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["PORT_KEYS", "SLIMMABLE_CLASSES", "SlimmableConv2D", "SlimmableDense",
-           "SlimmableDepthwiseConv2D", "SwitchableBatchNormalization",
-           "active_count", "check_widths", "full_segment", "group_segments",
-           "member_segment", "width_scope"]
+__all__ = ["SlimmableConv2D", "SlimmableDense", "SlimmableDepthwiseConv2D",
+           "SwitchableBatchNormalization", "active_count", "check_widths",
+           "full_segment", "width_scope"]
 
 _EPS = 1e-6
 _SEGMENT_KEYS = ("group", "start", "length", "period", "div", "size", "step")
@@ -270,43 +279,47 @@ def _channels_last(layer):
                          f"only. Received: data_format={layer.data_format!r}")
 
 
-@keras.saving.register_keras_serializable(package="tfcomp")
-class SlimmableConv2D(_SlimMixin, keras.layers.Conv2D):
-    """``Conv2D`` whose active width masks its input and output channels.
-
-    Args:
-        filters, kernel_size: as ``keras.layers.Conv2D`` (``groups=1``,
-            ``channels_last``); every other Conv2D argument is accepted.
-        in_segments, out_segments: channel layout of the input / output
-            (module doc); None: one segment over the whole port.
-
-    Example:
-        >>> conv = SlimmableConv2D(8, 3, padding="same")
-        >>> conv.build((None, 8, 8, 4)); conv.set_width(0.5)
-    """
+class _SlimConvMixin(_SlimMixin):
+    """Conv1D/2D/3D of any rank: kernel ``(*k, in / groups, out)`` masked
+    on its input and output channel axes (``channels_last``). A grouped
+    conv's input mask covers one group's channels (the same positions in
+    every group)."""
 
     _PORTS = (("in_segments", "in_mask"), ("out_segments", "out_mask"))
 
     def __init__(self, filters, kernel_size, in_segments=None,
                  out_segments=None, **kwargs):
         super().__init__(filters, kernel_size, **kwargs)
-        if int(self.groups) != 1:
-            raise ValueError("SlimmableConv2D needs groups=1. Received: "
-                             f"groups={self.groups}")
         _channels_last(self)
         self.in_segments = _check_segments(in_segments, "in_segments")
         self.out_segments = _check_segments(out_segments, "out_segments")
 
     def build(self, input_shape):
         super().build(input_shape)
-        self._add_masks((int(input_shape[-1]), int(self.filters)))
+        self._add_masks(self._port_sizes(int(input_shape[-1])))
+
+    def _port_sizes(self, cin):
+        # a grouped conv's input port is one group's channels (kernel -2)
+        return (cin // int(getattr(self, "groups", 1) or 1), int(self.filters))
+
+    def _masked_kernel(self):
+        return self.kernel * self._mask(0)[:, None] * self._mask(1)
+
+    def _conv(self, inputs, kernel):
+        padding = self.padding
+        if padding == "causal":  # Conv1D: pad on the left, then "valid"
+            left = self.dilation_rate[0] * (self.kernel_size[0] - 1)
+            inputs = ops.pad(inputs, [[0, 0], [left, 0], [0, 0]])
+            padding = "valid"
+        return ops.conv(inputs, kernel, strides=self.strides,
+                        padding=padding, dilation_rate=self.dilation_rate,
+                        data_format=self.data_format)
 
     def call(self, inputs):
-        out_mask = self._mask(1)
-        kernel = self.kernel * self._mask(0)[:, None] * out_mask
-        y = ops.conv(inputs, kernel, strides=self.strides,
-                     padding=self.padding, dilation_rate=self.dilation_rate,
-                     data_format=self.data_format)
+        y = self._conv(inputs, self._masked_kernel())
+        return self._bias_act(y, self._mask(len(self._PORTS) - 1))
+
+    def _bias_act(self, y, out_mask):
         if self.use_bias:
             y = y + self.bias * out_mask
         if self.activation is not None:
@@ -315,6 +328,24 @@ class SlimmableConv2D(_SlimMixin, keras.layers.Conv2D):
 
     def get_config(self):
         return self._slim_config(super().get_config())
+
+
+@keras.saving.register_keras_serializable(package="tfcomp")
+class SlimmableConv2D(_SlimConvMixin, keras.layers.Conv2D):
+    """``Conv2D`` whose active width masks its input and output channels.
+
+    Args:
+        filters, kernel_size: as ``keras.layers.Conv2D``
+            (``channels_last``); every other Conv2D argument is accepted
+            (``groups`` too: ``in_segments`` then describe one group's
+            ``C / groups`` input positions).
+        in_segments, out_segments: channel layout of the input / output
+            (module doc); None: one segment over the whole port.
+
+    Example:
+        >>> conv = SlimmableConv2D(8, 3, padding="same")
+        >>> conv.build((None, 8, 8, 4)); conv.set_width(0.5)
+    """
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")
@@ -524,67 +555,3 @@ class SwitchableBatchNormalization(_SlimMixin, keras.layers.Layer):
                        "momentum": self.momentum, "epsilon": self.epsilon,
                        "center": self.center, "scale": self.scale})
         return self._slim_config(config)
-
-
-#: Slimmable layer classes and the Keras class each one replaces.
-SLIMMABLE_CLASSES = {
-    keras.layers.Conv2D: SlimmableConv2D,
-    keras.layers.DepthwiseConv2D: SlimmableDepthwiseConv2D,
-    keras.layers.Dense: SlimmableDense,
-    keras.layers.BatchNormalization: SwitchableBatchNormalization,
-}
-
-# (layer class, graph port) -> config key of the slimmable twin
-PORT_KEYS = {
-    (keras.layers.Conv2D, "in"): "in_segments",
-    (keras.layers.Conv2D, "out"): "out_segments",
-    (keras.layers.Dense, "in"): "in_segments",
-    (keras.layers.Dense, "out"): "out_segments",
-    (keras.layers.DepthwiseConv2D, "out"): "segments",
-    (keras.layers.DepthwiseConv2D, "in"): None,  # masked through "out"
-    (keras.layers.BatchNormalization, "channels"): "segments",
-}
-
-
-def member_segment(member, group, step):
-    """The segment dict of a member, or None when its layout is not
-    ``start + i -> (i // div) % period``."""
-    order = np.argsort(member.indices)
-    idx, units = member.indices[order], member.units[order]
-    n = len(idx)
-    if not n or not np.array_equal(idx, idx[0] + np.arange(n)) \
-            or units[0] != 0:
-        return None
-    diff = np.flatnonzero(units != units[0])
-    div = int(diff[0]) if diff.size else n
-    period = int(units.max()) + 1
-    if not np.array_equal(units, (np.arange(n) // div) % period):
-        return None
-    return {"group": group.id, "start": int(idx[0]), "length": int(n),
-            "period": period, "div": div, "size": int(group.size),
-            "step": int(step)}
-
-
-def group_segments(graph, group, step):
-    """``([(layer path, config key, segment)], reason)`` of a group."""
-    found = []
-    for m in group.members:
-        if not m.weights:
-            continue
-        layer = graph.layer(m.layer)
-        key = (type(layer), m.port)
-        if key not in PORT_KEYS:
-            return None, (f"{m.layer!r} ({type(layer).__name__}, port "
-                          f"{m.port!r}) has no slimmable twin")
-        if isinstance(layer, keras.layers.Conv2D) and (
-                int(layer.groups) != 1
-                or layer.data_format != "channels_last"):
-            return None, f"{m.layer!r} is a grouped / channels_first conv"
-        if PORT_KEYS[key] is None:
-            continue
-        seg = member_segment(m, group, step)
-        if seg is None:
-            return None, (f"{m.layer!r} carries the group's channels in a "
-                          "layout slimmable layers cannot express")
-        found.append((m.layer, PORT_KEYS[key], seg))
-    return found, None

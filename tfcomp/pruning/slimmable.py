@@ -2,12 +2,19 @@
 
 * :func:`to_slimmable` turns a functional / Sequential model into a
   :class:`SlimmableModel`: every channel group of the dependency graph
-  whose layers are ``Conv2D`` (``groups=1``), ``DepthwiseConv2D``,
-  ``Dense`` and ``BatchNormalization`` becomes switchable (coupled layers
-  of residual adds, concatenations and depthwise convs switch together);
-  the model input and the classifier outputs never shrink; every
-  ``BatchNormalization`` becomes a
-  :class:`~tfcomp.layers.slimmable.SwitchableBatchNormalization`.
+  whose layers are ``Conv1D/2D/3D`` (grouped too), ``Conv1D/2D/3D
+  Transpose``, ``SeparableConv1D/2D``, ``DepthwiseConv2D``, ``Dense``,
+  ``BatchNormalization`` and ``GroupNormalization`` (whole normalisation
+  groups; all ``channels_last``) becomes switchable (coupled layers of
+  residual adds, concatenations, depthwise and grouped convs switch
+  together); the model input and the classifier outputs never shrink;
+  every ``BatchNormalization`` becomes a
+  :class:`~tfcomp.layers.slimmable.SwitchableBatchNormalization`. Groups
+  touching any other layer (``LayerNormalization``, channels_first
+  convs...) keep their full width (``model.skipped_groups`` gives each
+  one's reason), as do the channels of layers the dependency graph treats
+  as barriers (``MultiHeadAttention``); a model with no slimmable group
+  raises a ValueError listing them.
 * ``model.fit`` trains with the sandwich rule: per batch the max width
   (labels), the min width and ``num_random`` random widths (in-place
   distillation from the max width's detached soft output), all losses
@@ -62,19 +69,19 @@ from tfcomp._compile import carry_compile
 from tfcomp._finetune import outputs_logits
 from tfcomp._io import check_positive_int
 from tfcomp.graph import DependencyGraph
-from tfcomp.graph.copy import clone_model
+from tfcomp.graph.copy import clone_model, copy_weights, functional_view
 from tfcomp.graph.walk import iter_leaf_layers
 from tfcomp.layers.slimmable import (
-    SLIMMABLE_CLASSES,
-    SlimmableConv2D,
-    SlimmableDense,
-    SlimmableDepthwiseConv2D,
     SwitchableBatchNormalization,
     _check_width,
     active_count,
     check_widths,
-    group_segments,
     width_scope,
+)
+from tfcomp.layers.slimmable_groups import (
+    SLIMMABLE_CLASSES,
+    SLIMMABLE_TYPES,
+    group_segments,
 )
 from tfcomp.pruning.targets import ignored_group_ids, unit_round_to
 
@@ -85,8 +92,6 @@ __all__ = ["DEFAULT_WIDTHS", "SlimmableModel", "check_widths",
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 _OPTIONS = ("widths", "universal", "inplace_distillation", "from_logits",
             "num_random", "seed", "shared_bn")
-_SLIM_TYPES = (SlimmableConv2D, SlimmableDense, SlimmableDepthwiseConv2D,
-               SwitchableBatchNormalization)
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")
@@ -268,20 +273,18 @@ def _slim_layer(layer, keys, switches, universal):
     return cls.from_config(cfg)
 
 
-def _copy_into_slim(old, new, k, universal):
-    if isinstance(new, SwitchableBatchNormalization):
-        vals = {v.name: keras.ops.convert_to_numpy(v) for v in old.weights}
-        for v in new.weights:
-            if v.name in vals:
-                a = vals[v.name]
-                if len(v.shape) == 2:
-                    a = np.tile(a[None], (k, 1))
-                v.assign(a)
-        return
-    vals = {v.name: keras.ops.convert_to_numpy(v) for v in old.weights}
-    for v in new.weights:
-        if v.name in vals:
-            v.assign(vals[v.name])
+def _bn_rows(k, universal):
+    """``copy_weights`` transform: a BN's vectors as ``(k, C)`` rows (gamma
+    and beta stay ``(C,)`` in a universal model)."""
+    shared = ("gamma", "beta") if universal else ()
+
+    def transform(old):
+        if type(old) is not keras.layers.BatchNormalization:
+            return None
+        return {v.name: np.tile(keras.ops.convert_to_numpy(v)[None], (k, 1))
+                for v in old.weights if v.name not in shared}
+
+    return transform
 
 
 def to_slimmable(model: keras.Model, widths=DEFAULT_WIDTHS,
@@ -313,7 +316,9 @@ def to_slimmable(model: keras.Model, widths=DEFAULT_WIDTHS,
         ``model`` when ``model`` is compiled.
 
     Raises:
-        ValueError: widths outside (0, 1]; a model with nothing slimmable.
+        ValueError: widths outside (0, 1]; a model with nothing slimmable
+            (the message names each group's blocking layer and why); a
+            Sequential model without an input shape.
         TypeError: a subclassed model.
 
     Example:
@@ -324,7 +329,8 @@ def to_slimmable(model: keras.Model, widths=DEFAULT_WIDTHS,
     round_to = check_positive_int(round_to, "round_to")
     if isinstance(model, SlimmableModel):
         raise ValueError(f"Model {model.name!r} is already slimmable.")
-    graph = DependencyGraph(model)
+    view = functional_view(model, "to_slimmable")
+    graph = DependencyGraph(view)
     ignored = ignored_group_ids(graph, ignored_layers)
     segs = defaultdict(lambda: defaultdict(list))
     skipped = {}
@@ -340,8 +346,9 @@ def to_slimmable(model: keras.Model, widths=DEFAULT_WIDTHS,
     if not segs:
         raise ValueError(
             f"Model {model.name!r} has nothing slimmable: no prunable channel "
-            "group made of Conv2D / DepthwiseConv2D / Dense / "
-            f"BatchNormalization layers. Skipped groups: {skipped or 'none'}"
+            "group made of Conv1D/2D/3D, Conv*DTranspose, SeparableConv1D/2D"
+            ", DepthwiseConv2D, Dense, BatchNormalization and "
+            f"GroupNormalization layers. Skipped groups: {skipped or 'none'}"
             f"; barriers: {dict(list(graph.barriers.items())[:5])}.")
     k = 1 if shared_bn else len(widths) + (1 if universal else 0)
     path_of = {id(layer): p for p, layer in graph.layers.items()}
@@ -354,14 +361,8 @@ def to_slimmable(model: keras.Model, widths=DEFAULT_WIDTHS,
             return _slim_layer(layer, segs.get(path, {}), k, universal)
         return None
 
-    base = clone_model(model, clone_function=clone)
-    old = dict(iter_leaf_layers(model))
-    for path, layer in iter_leaf_layers(base):
-        if path in old and old[path].weights:
-            if isinstance(layer, _SLIM_TYPES):
-                _copy_into_slim(old[path], layer, k, universal)
-            else:
-                layer.set_weights(old[path].get_weights())
+    base = clone_model(view, clone_function=clone)
+    copy_weights(view, base, transform=_bn_rows(k, universal))
     if from_logits is None:
         from_logits = outputs_logits(base)
     slim = SlimmableModel(base.input, base.output, name=model.name,
@@ -387,7 +388,7 @@ def _check_slim(model):
 
 def _slim_layers(model):
     return [(p, layer) for p, layer in iter_leaf_layers(model)
-            if isinstance(layer, _SLIM_TYPES)]
+            if isinstance(layer, SLIMMABLE_TYPES)]
 
 
 def _groups(model) -> dict:
@@ -534,20 +535,15 @@ def _full_width_plain(model: SlimmableModel) -> keras.Model:
     slot's parameters."""
     base = clone_model(model, clone_function=_plain_layer)
     plain = keras.Model(base.input, base.output, name=model.name)
-    slim = dict(iter_leaf_layers(model))
-    for path, layer in iter_leaf_layers(plain):
-        src = slim.get(path)
-        if src is None or not src.weights:
-            continue
-        if isinstance(src, SwitchableBatchNormalization):
-            k = int(keras.ops.convert_to_numpy(src.switch))
-            for v in layer.weights:
-                a = keras.ops.convert_to_numpy(getattr(src, v.name))
-                v.assign(a[k] if a.ndim == 2 else a)
-        else:
-            vals = {v.name: v for v in src.weights}
-            for v in layer.weights:
-                v.assign(vals[v.name])
+
+    def bn_row(src):
+        if not isinstance(src, SwitchableBatchNormalization):
+            return None
+        k = int(keras.ops.convert_to_numpy(src.switch))
+        return {v.name: keras.ops.convert_to_numpy(v)[k] for v in src.weights
+                if len(v.shape) == 2}
+
+    copy_weights(model, plain, transform=bn_row)
     return plain
 
 
