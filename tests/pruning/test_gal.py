@@ -1,5 +1,8 @@
 """GAL: soft masks, FISTA, losses by hand, stripping, save/resume,
-MirroredStrategy (METHODS.md checks)."""
+MirroredStrategy (METHODS.md checks); user-style models: Sequential,
+grouped-convolution and GroupNormalization consumers, keras.io-style
+residual blocks (identity / projection shortcut, either operand order,
+three-input add)."""
 
 import os
 
@@ -49,6 +52,8 @@ def test_soft_mask_layer_contract():
     run_layer_test(SoftMask, {"per_channel": True}, input_shape=(2, 4, 4, 3),
                    expected_output_shape=(2, 4, 4, 3),
                    expected_num_trainable_weights=1)
+    run_layer_test(SoftMask, {"units": [0, 1, 0]}, input_shape=(2, 3),
+                   expected_output_shape=(2, 3))
     run_layer_test(SoftMask, {"per_channel": False, "initial_value": 0.5},
                    input_shape=(2, 5), expected_output_shape=(2, 5))
 
@@ -142,6 +147,229 @@ def test_strip_zero_masks_leaves_logits_unchanged(structures):
         assert small.get_layer("a").kernel.shape[-1] == 4
         assert small.get_layer("stem").kernel.shape[-1] == 4
     assert small.count_params() < model.count_params()
+
+
+def _macs(model):
+    return tfcomp.profile(model).macs
+
+
+def _assign_masks(student, zero_every=2, seed=0):
+    """Masks in [0.3, 1.5) with every ``zero_every``-th entry zero."""
+    rng = np.random.default_rng(seed)
+    for layer in student.layers:
+        if isinstance(layer, SoftMask):
+            m = rng.uniform(0.3, 1.5, size=layer.mask.shape)
+            if m.ndim:
+                m[::zero_every] = 0.0
+            layer.mask.assign(np.asarray(m, "float32"))
+
+
+def _sequential():
+    """keras.io "Simple MNIST convnet" style, keras.Input first."""
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([
+        keras.Input((12, 12, 1)),
+        keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.MaxPooling2D(2),
+        keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dropout(0.5),
+        keras.layers.Dense(4)], name="seq")
+
+
+def test_sequential_model_channels_strip_and_fit():
+    model = _sequential()
+    x = np.random.default_rng(0).normal(size=(16, 12, 12, 1)).astype(
+        "float32")
+    student = apply_gal(model, "channels")
+    np.testing.assert_array_equal(_np(student(x)), _np(model(x)))
+    # Flatten -> Dense: one mask entry per channel (tied over the pixels)
+    assert sorted(m.shape for m in gal_masks(student).values()) == [
+        (8,), (8,)]
+    gal = GAL(student, model, lam=0.01, mask_step=1)
+    gal.compile(keras.optimizers.SGD(0.01))
+    hist = gal.fit(x, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(hist.history["loss"][0])
+    _assign_masks(student)
+    small = strip_gal(student)
+    np.testing.assert_allclose(_np(small(x)), _np(student(x)), atol=1e-5)
+    assert [lyr.kernel.shape[-1] for lyr in small.layers
+            if isinstance(lyr, keras.layers.Conv2D)] == [4, 4]
+    assert _macs(small) < _macs(model)
+    with pytest.raises(ValueError, match="no blocks GAL can mask"):
+        apply_gal(model, "blocks")
+
+
+def _grouped(norm="bn"):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu",
+                            name="c1")(inp)
+    # (GroupNormalization groups 4 adjacent channels, a grouped conv ties
+    # channel c to c % 4: together all 16 would be one unit)
+    groups = 4 if norm == "bn" else 1
+    x = keras.layers.Conv2D(16, 3, padding="same", groups=groups,
+                            use_bias=False, name="g1")(x)
+    if norm == "bn":
+        x = keras.layers.BatchNormalization(name="bn")(x)
+    else:
+        x = keras.layers.GroupNormalization(groups=4, name="gn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(32, 1, groups=groups, activation="relu",
+                            name="g2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(4, name="head")(x))
+
+
+def test_grouped_conv_consumer_masks_fold_and_strip():
+    model = _grouped()
+    x = _x()
+    student = apply_gal(model, "channels")
+    np.testing.assert_array_equal(_np(student(x)), _np(model(x)))
+    # a grouped consumer (cin / groups = 4) ties channel c to unit c % 4
+    mask = student.get_layer("gal_mask_c1")
+    assert mask.mask.shape == (4,) and mask.units == (0, 1, 2, 3) * 4
+    _assign_masks(student)  # units 0 and 2 of every group go
+    small = strip_gal(student)
+    np.testing.assert_allclose(_np(small(x)), _np(student(x)), atol=1e-5)
+    assert small.get_layer("c1").kernel.shape[-1] == 8
+    assert small.get_layer("g1").kernel.shape[-2:] == (2, 8)
+    assert small.get_layer("g2").kernel.shape[-2:] == (2, 16)
+    assert _macs(small) < _macs(model)
+
+
+def test_group_norm_channels_share_a_mask_entry():
+    model = _grouped("gn")
+    x = _x()
+    student = apply_gal(model, "channels")
+    # GroupNormalization(4) over 16 channels: 4 channels per entry
+    assert student.get_layer("gal_mask_g1").mask.shape == (4,)
+    _assign_masks(student, zero_every=3)
+    small = strip_gal(student)
+    np.testing.assert_allclose(_np(small(x)), _np(student(x)), atol=1e-5)
+    assert small.get_layer("gn").get_config()["groups"] == 2
+    assert _macs(small) < _macs(model)
+
+
+def test_separable_conv_consumer_mask_folds_into_depthwise():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu",
+                            name="c1")(inp)
+    x = keras.layers.SeparableConv2D(8, 3, padding="same", name="sep")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    model = keras.Model(inp, keras.layers.Dense(4, name="head")(x))
+    student = apply_gal(model, "channels")
+    assert {"gal_mask_c1", "gal_mask_sep"} <= set(gal_masks(student))
+    _assign_masks(student)
+    small = strip_gal(student)
+    x = _x()
+    np.testing.assert_allclose(_np(small(x)), _np(student(x)), atol=1e-5)
+    assert small.get_layer("sep").depthwise_kernel.shape[-2] == 4
+    assert _macs(small) < _macs(model)
+
+
+def _resnet_block(x, filters, project, branch_first):
+    """keras.io-style: Conv-BN-ReLU-Conv-BN + (projected) shortcut."""
+    s = x
+    y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    y = keras.layers.BatchNormalization()(y)
+    y = keras.layers.Activation("relu")(y)
+    y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(y)
+    y = keras.layers.BatchNormalization()(y)
+    if project:
+        s = keras.layers.Conv2D(filters, 1, use_bias=False)(s)
+        s = keras.layers.BatchNormalization()(s)
+    y = keras.layers.Add()([y, s] if branch_first else [s, y])
+    return keras.layers.Activation("relu")(y)
+
+
+def _user_resnet(project=False, branch_first=False):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = _resnet_block(x, 8, False, branch_first)
+    x = _resnet_block(x, 16 if project else 8, project, branch_first)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(4)(x))
+
+
+def _three_input_add():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    a = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    a = keras.layers.Conv2D(8, 3, padding="same")(a)
+    b = keras.layers.Conv2D(8, 1)(x)
+    b = keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3,
+                                          padding="same")(b))
+    x = keras.layers.add([x, a, b])
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(4)(x))
+
+
+@pytest.mark.parametrize("build,branches", [
+    (lambda: _user_resnet(), [[1], [1]]),
+    (lambda: _user_resnet(branch_first=True), [[0], [0]]),
+    (lambda: _user_resnet(project=True), [[1], [1]]),
+    (lambda: _user_resnet(project=True, branch_first=True), [[0], [0]]),
+    (_three_input_add, [[1, 2]]),
+], ids=["identity", "branch_first", "projection", "projection_first",
+        "add3"])
+def test_user_residual_blocks_strip(build, branches):
+    from tfcomp.pruning.gal_sites import block_sites
+
+    model = build()
+    sites, _ = block_sites(model)
+    assert [[i for i, _ in v] for v in sites.values()] == branches
+    x = _x()
+    for structures in ("blocks", "channels"):
+        student = apply_gal(model, structures)
+        np.testing.assert_array_equal(_np(student(x)), _np(model(x)))
+        masks = [lyr for lyr in student.layers if isinstance(lyr, SoftMask)]
+        if structures == "blocks":
+            for i, lyr in enumerate(masks):  # every other branch goes
+                lyr.mask.assign(0.0 if i % 2 == 0 else 0.7)
+        else:
+            _assign_masks(student)
+        small = strip_gal(student)
+        np.testing.assert_allclose(_np(small(x)), _np(student(x)),
+                                   atol=1e-5)
+        assert _macs(small) < _macs(model)
+
+
+def test_gal_fit_on_user_residual_model():
+    teacher = _user_resnet(project=True)
+    x = _x(16)
+    gal = GAL(apply_gal(teacher, "blocks"), teacher, lam=0.6, mask_step=1)
+    gal.compile(keras.optimizers.SGD(0.05))
+    hist = gal.fit(x, batch_size=4, epochs=1, verbose=0)
+    assert np.isfinite(hist.history["loss"][-1])
+    m = np.array(list(gal_masks(gal.student).values()))
+    assert m.shape == (2,) and (m < 1.0).all() and (m >= 0.0).all()
+    small = strip_gal(gal.student)
+    np.testing.assert_allclose(_np(small(x)), _np(gal.student(x)),
+                               atol=1e-5)
+
+
+def test_soft_mask_units():
+    layer = SoftMask(units=[0, 1, 0, 1], name="tied")
+    y = layer(np.ones((2, 3, 4), "float32"))
+    assert layer.mask.shape == (2,) and y.shape == (2, 3, 4)
+    layer.mask.assign(np.array([0.5, 2.0], "float32"))
+    np.testing.assert_allclose(_np(layer(np.ones((1, 4), "float32"))),
+                               [[0.5, 2.0, 0.5, 2.0]])
+    np.testing.assert_allclose(layer.channel_mask(), [0.5, 2.0, 0.5, 2.0])
+    same = SoftMask.from_config(layer.get_config())
+    assert same.units == (0, 1, 0, 1)
+    with pytest.raises(ValueError, match="units must use each"):
+        SoftMask(units=[0, 2])
+    with pytest.raises(ValueError, match="units needs per_channel"):
+        SoftMask(per_channel=False, units=[0])
+    with pytest.raises(TypeError, match="units must be a sequence"):
+        SoftMask(units=3)
+    with pytest.raises(ValueError, match="units has 4 entries"):
+        SoftMask(units=[0, 1, 0, 1])(np.ones((1, 3), "float32"))
 
 
 def _tiny():

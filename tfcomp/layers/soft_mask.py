@@ -3,6 +3,11 @@ one scalar for the whole tensor), the soft mask GAL learns.
 
 The layer multiplies its input by ``mask`` (shape ``(channels,)`` when
 ``per_channel``, else ``()``), initialised to ``initial_value`` (GAL: 1).
+With ``units`` (one entry per input channel) the mask has one entry per
+unit and channel ``c`` is scaled by ``mask[units[c]]``: channels that can
+only be removed together (the input positions a grouped convolution ties
+across its groups, a GroupNormalization group, a flattened feature map's
+channel) share one entry.
 The mask is an ordinary trainable variable, so ``.keras`` files,
 checkpoints and ``tf.distribute`` strategies keep and mirror it; who
 updates it decides that it stays >= 0: GAL's :class:`FISTA`, a Keras
@@ -38,15 +43,19 @@ class SoftMask(keras.layers.Layer):
             scalar for the whole tensor (a residual branch, GAL's block
             mask).
         initial_value: the mask's initial value (GAL: 1.0).
+        units: optional, per_channel only: the mask entry of each input
+            channel (ints ``0..n-1``, each used; the mask has ``n``
+            entries). None: one entry per channel.
         **kwargs: ``keras.layers.Layer`` arguments (``name``, ``dtype``).
 
     Example:
         >>> x = keras.Input((8, 8, 16))
         >>> y = SoftMask(name="branch_mask", per_channel=False)(x)
+        >>> tied = SoftMask(units=[0, 1, 0, 1])  # 4 channels, 2 entries
     """
 
     def __init__(self, per_channel: bool = True, initial_value: float = 1.0,
-                 **kwargs):
+                 units=None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(per_channel, bool):
             raise TypeError("per_channel must be a bool. Received: "
@@ -57,6 +66,7 @@ class SoftMask(keras.layers.Layer):
                              f"Received: initial_value={initial_value!r}")
         self.per_channel = per_channel
         self.initial_value = float(initial_value)
+        self.units = _check_units(units, per_channel)
         self.mask = None
 
     def build(self, input_shape):
@@ -68,20 +78,59 @@ class SoftMask(keras.layers.Layer):
                     f"SoftMask {self.name!r} needs a known channel axis. "
                     f"Received: input_shape={input_shape}")
             shape = (int(channels),)
+            if self.units is not None:
+                if len(self.units) != int(channels):
+                    raise ValueError(
+                        f"SoftMask {self.name!r}: units has {len(self.units)}"
+                        f" entries but the input has {channels} channels. "
+                        f"Received: input_shape={input_shape}")
+                shape = (max(self.units) + 1,)
         self.mask = self.add_weight(
             name="mask", shape=shape,
             initializer=keras.initializers.Constant(self.initial_value),
             trainable=True, dtype="float32")
 
     def call(self, inputs):
-        return inputs * ops.cast(self.mask, inputs.dtype)
+        mask = self.mask
+        if self.units is not None:
+            mask = ops.take(mask, ops.convert_to_tensor(self.units, "int32"))
+        return inputs * ops.cast(mask, inputs.dtype)
+
+    def channel_mask(self):
+        """The mask per input channel as a numpy array (``mask`` expanded
+        by ``units``; a scalar mask as a 0-d array).
+
+        Example:
+            >>> SoftMask(units=[0, 1, 0])  # channel_mask(): [m0, m1, m0]
+        """
+        m = keras.ops.convert_to_numpy(self.mask)
+        return m if self.units is None else m[list(self.units)]
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
         return {**super().get_config(), "per_channel": self.per_channel,
-                "initial_value": self.initial_value}
+                "initial_value": self.initial_value,
+                "units": None if self.units is None else list(self.units)}
+
+
+def _check_units(units, per_channel):
+    """``units`` as a tuple of ints (or None), validated."""
+    if units is None:
+        return None
+    if not per_channel:
+        raise ValueError("units needs per_channel=True. Received: "
+                         f"per_channel={per_channel!r}, units={units!r}")
+    try:
+        out = tuple(int(u) for u in units)
+    except (TypeError, ValueError):
+        raise TypeError("units must be a sequence of ints. Received: "
+                        f"units={units!r}") from None
+    if not out or min(out) < 0 or set(out) != set(range(max(out) + 1)):
+        raise ValueError("units must use each of 0..n-1 (n mask entries). "
+                         f"Received: units={units!r}")
+    return out
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")

@@ -4,9 +4,14 @@
 :class:`tfcomp.layers.soft_mask.SoftMask` layers (>= 0, init 1):
 ``"channels"``, a vector per prunable channel group of the
 :class:`tfcomp.graph.DependencyGraph` where its consumers read it (a zero
-entry makes the channel unused everywhere); ``"blocks"``, a scalar per
-residual branch (of each two-input ``Add``, the operand with more weighted
-layers since the common ancestor; the shortcut is kept). ``GAL(student,
+entry makes the channel unused everywhere; channels removable only
+together, as a grouped convolution's ``c % (cin / groups)`` or a
+GroupNormalization group, share an entry); ``"blocks"``, a scalar per
+residual branch (of each ``Add``, every operand with more weighted layers
+since the common ancestors than the shallowest one, the shortcut, which is
+kept). Placement rules and skip reasons: :mod:`tfcomp.pruning.gal_sites`;
+a Sequential model is read through
+:func:`tfcomp.graph.copy.functional_view`. ``GAL(student,
 teacher, lam, mu=1, mask_step=200)`` is a ``keras.Model`` whose
 ``train_step`` steps the discriminator (MLP on logits, classes -> 128 ->
 256 -> 128 -> 1) on ``BCE(D(f_t), 1) + BCE(D(f_s), 0)``, then the student's
@@ -70,18 +75,16 @@ Example:
 from __future__ import annotations
 
 import logging
-import re
 
 import keras
-import numpy as np
 from keras import ops
 
 from tfcomp._io import check_number, check_positive_int
 from tfcomp._unpinned import unpinned
-from tfcomp.graph import DependencyGraph, parse_model
-from tfcomp.graph.copy import clone_model, copy_weights
+from tfcomp.graph.copy import clone_model, copy_weights, functional_view
 from tfcomp.graph.walk import iter_leaf_layers
 from tfcomp.layers.soft_mask import FISTA, SoftMask, gal_masks, has_soft_masks
+from tfcomp.pruning.gal_sites import block_sites, channel_sites
 from tfcomp.pruning.gal_strip import _rebuild, strip_gal
 from tfcomp.pruning.wrappers import _check_model
 
@@ -94,78 +97,30 @@ STRUCTURES = ("channels", "blocks")
 PAPER_LAMBDA = {"blocks": 0.6, "channels": 1e-3}
 
 
-# ---------------------------------------------------------------------------
-# finding structures
-
-
-def _mask_name(key: str) -> str:
-    return "gal_mask_" + re.sub(r"[^0-9A-Za-z_]", "_", key)
-
-
-def _has_kernel(layer) -> bool:
-    return any(len(v.shape) >= 2 for v in getattr(layer, "weights", []))
-
-
-def _channel_sites(model):
-    """``({consumer path: mask name}, skipped)``."""
-    graph = DependencyGraph(model)
-    sites, skipped = {}, {}
-    for g in graph.prunable_groups:
-        cons = [m for m in g.consumers if m.port == "in"]
-        bad = [m.layer for m in g.consumers
-               if not (m.port == "in" and m.covers_all
-                       and np.array_equal(m.units, np.arange(g.size))
-                       and len(graph.parsed.nodes_of(m.layer)) == 1)]
-        if not cons or bad:
-            skipped[g.id] = ("a consumer reads the channels mixed with "
-                             f"others or is shared: {bad}" if bad else
-                             "no consumer layer")
-            continue
-        sites.update({m.layer: _mask_name(g.id) for m in cons})
-    return sites, skipped
-
-
-def _branch_index(parsed, node):
-    """Which operand of a two-input ``Add`` node is the residual branch
-    (None when it is ambiguous)."""
-    if len(node.inputs) != 2:
-        return None
-    anc = [{n.key for n in parsed.upstream([t])} for t in node.inputs]
-    count = [sum(_has_kernel(parsed.node(k).layer) for k in a - b)
-             for a, b in ((anc[0], anc[1]), (anc[1], anc[0]))]
-    if count[0] == count[1]:
-        return None
-    return int(count[1] > count[0])
-
-
-def _block_sites(model):
-    """``({add path: (branch index, mask name)}, skipped)``."""
-    parsed = parse_model(model)
-    sites, skipped = {}, {}
-    for node in parsed.nodes:
-        if not isinstance(node.layer, keras.layers.Add):
-            continue
-        idx = _branch_index(parsed, node)
-        if idx is None or len(parsed.nodes_of(node.path)) != 1:
-            skipped[node.path] = "no single residual branch"
-            continue
-        sites[node.path] = (idx, _mask_name(node.path))
-    return sites, skipped
-
-
 def apply_gal(model: keras.Model, structures: str = "channels"
               ) -> keras.Model:
     """A copy of ``model`` with GAL's soft masks (all 1) inserted.
 
+    Where masks go and why a group / ``Add`` is left unmasked:
+    :mod:`tfcomp.pruning.gal_sites`.
+
     Args:
-        model: a built functional or Sequential model (the teacher).
-        structures: ``"channels"`` (a mask per channel of every prunable
-            channel group, at its consumers' inputs) or ``"blocks"`` (a
-            scalar per residual branch, before its ``Add``).
+        model: a built functional or Sequential model (the teacher; a
+            Sequential model needs its input shape, e.g. ``keras.Input``
+            first, and gives a functional student).
+        structures: ``"channels"`` (a mask per unit of every prunable
+            channel group, at its consumers' inputs; grouped-convolution,
+            GroupNormalization and ``Flatten -> Dense`` consumers share an
+            entry between the channels removed together) or ``"blocks"``
+            (a scalar per residual branch, before its ``Add``).
 
     Returns:
         The student (weights copied; ``model`` untouched; groups / adds
         that cannot be masked are logged).
+
+    Raises:
+        ValueError: ``structures`` unknown, or nothing can be masked (the
+            message gives each group's / ``Add``'s reason).
 
     Example:
         >>> student = apply_gal(tfcomp.zoo.resnet(depth=20), "blocks")
@@ -176,27 +131,33 @@ def apply_gal(model: keras.Model, structures: str = "channels"
     if structures not in STRUCTURES:
         raise ValueError(f"structures must be one of {STRUCTURES}. "
                          f"Received: structures={structures!r}")
+    model = functional_view(model, "apply_gal")
     masks = {}
     if structures == "channels":
-        sites, skipped = _channel_sites(model)
+        sites, skipped = channel_sites(model)
     else:
-        sites, skipped = _block_sites(model)
+        sites, skipped = block_sites(model)
     if not sites:
+        what = skipped or ("no keras.layers.Add; a residual sum written as "
+                           "`x + y` / keras.ops.add is not masked"
+                           if structures == "blocks"
+                           else "no prunable channel group")
         raise ValueError(f"apply_gal: model {model.name!r} has no "
-                         f"{structures} GAL can mask ({skipped or 'none'}).")
+                         f"{structures} GAL can mask ({what}).")
 
-    def mask_layer(name, per_channel):
+    def mask_layer(name, **kw):
         if name not in masks:
-            masks[name] = SoftMask(per_channel=per_channel, name=name)
+            masks[name] = SoftMask(name=name, **kw)
         return masks[name]
 
     def call(path, layer, args, kwargs):
         if path in sites and structures == "channels":
-            args = (mask_layer(sites[path], True)(args[0]),) + args[1:]
+            name, units = sites[path]
+            args = (mask_layer(name, units=units)(args[0]),) + args[1:]
         elif path in sites:
-            idx, name = sites[path]
             ops_ = list(args[0])
-            ops_[idx] = mask_layer(name, False)(ops_[idx])
+            for idx, name in sites[path]:
+                ops_[idx] = mask_layer(name, per_channel=False)(ops_[idx])
             args = (ops_,) + args[1:]
         return layer(*args, **kwargs)
 
@@ -232,6 +193,15 @@ def _bce(label: float, logits):
         from_logits=True))
 
 
+def _rows(logits):
+    """``(batch, ..., classes)`` logits as ``(-1, classes)`` rows: a
+    per-pixel output (segmentation, denoising) is scored position by
+    position by the discriminator."""
+    if len(logits.shape) <= 2:
+        return logits
+    return ops.reshape(logits, (-1, logits.shape[-1]))
+
+
 def _num_replicas() -> int:
     import tensorflow as tf  # tf.distribute: no Keras equivalent
 
@@ -259,7 +229,8 @@ class GAL(keras.Model):
     (``lam * ||m||_1``), ``zero_masks`` (mask entries at 0),
     ``mask_mean`` / ``mask_std`` (over all mask entries: a std near 0
     while the mean falls means the masks shrink together, see the module
-    docstring). Saves and
+    docstring). Outputs with spatial axes (``(batch, h, w, classes)``
+    segmentation maps) are scored by the discriminator per position. Saves and
     loads as ``.keras`` (optimizers and FISTA state included); works
     under ``tf.distribute`` strategies (build it in ``strategy.scope()``).
 
@@ -401,6 +372,7 @@ class GAL(keras.Model):
         return self._student_terms(t, s, with_d=True)
 
     def _student_terms(self, t, s, with_d=False):
+        t, s = _rows(t), _rows(s)
         mse = self.mu * ops.mean(ops.square(t - s))
         adv = _bce(1.0, self.discriminator(s))
         sparse = self.lam * sum(ops.sum(ops.abs(m))
@@ -416,6 +388,7 @@ class GAL(keras.Model):
         import tensorflow as tf  # GradientTape: TensorFlow backend
 
         d = self.discriminator
+        t, s = _rows(t), _rows(s)
         with tf.GradientTape() as tape:
             loss = _bce(1.0, d(t, training=True)) + _bce(
                 0.0, d(ops.stop_gradient(s), training=True))

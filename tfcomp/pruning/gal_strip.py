@@ -2,10 +2,12 @@
 
 ``strip_gal(student)`` turns a GAL student (:func:`tfcomp.pruning.apply_gal`)
 into a plain, smaller model with the same logits: zero block masks remove
-their branch (the ``Add`` becomes its shortcut), other block masks are
-folded into the branch's last BatchNormalization (or a ``Rescaling``),
-channel masks are folded into their consumers' input weights, and
-zero-mask channels are removed by :func:`tfcomp.pruning.surgery.prune_channels`.
+their branch (the ``Add`` drops that operand, or becomes its shortcut),
+other block masks are folded into the branch's last BatchNormalization (or
+a ``Rescaling``), channel masks are folded into their consumers' input
+weights (:func:`tfcomp.pruning.gal_sites.fold_channel_mask`: grouped
+convolutions included), and units every consumer reads with a zero mask
+are removed by :func:`tfcomp.pruning.surgery.prune_channels`.
 Re-exported by :mod:`tfcomp.pruning.gal` and :mod:`tfcomp.pruning`.
 
 Reference: Lin et al., Towards Optimal Structured CNN Pruning via
@@ -20,12 +22,14 @@ from __future__ import annotations
 import logging
 
 import keras
+import numpy as np
 
 from tfcomp._compile import carry_compile
-from tfcomp.graph import CONSUMER, DependencyGraph, parse_model
-from tfcomp.graph.copy import clone_layer, copy_weights
+from tfcomp.graph import DependencyGraph, parse_model
+from tfcomp.graph.copy import clone_layer, copy_weights, functional_view
 from tfcomp.graph.walk import iter_leaf_layers
 from tfcomp.layers.soft_mask import SoftMask, has_soft_masks
+from tfcomp.pruning.gal_sites import fold_channel_mask, input_weights, tensor_units
 from tfcomp.pruning.wrappers import _check_model
 
 __all__ = ["strip_gal"]
@@ -52,14 +56,14 @@ def _rebuild(model, call_function):
 
 
 def _mask_sites(student):
-    """``(channel masks {consumer path: m}, blocks {add path: (branch
-    index, m, foldable BN path or None, mask name)})``."""
+    """``(channel masks {consumer path: per-channel mask}, blocks {add
+    path: {operand index: (m, foldable BN path or None, mask name)}})``."""
     parsed = parse_model(student)
     chan, blocks = {}, {}
     for node in parsed.nodes:
         if not isinstance(node.layer, SoftMask):
             continue
-        m = keras.ops.convert_to_numpy(node.layer.mask).astype("float64")
+        m = node.layer.channel_mask().astype("float64")
         out = parsed.resolve(node.outputs[0])
         for c in parsed.consumers(out):
             if node.layer.per_channel:
@@ -72,40 +76,67 @@ def _mask_sites(student):
                     src.layer.scale and src.layer.center and \
                     len(parsed.consumers(node.inputs[0])) == 1:
                 bn = src.path
-            blocks[c.path] = (c.inputs.index(out), float(m), bn,
-                              node.layer.name)
+            blocks.setdefault(c.path, {})[c.inputs.index(out)] = (
+                float(m), bn, node.layer.name)
     return chan, blocks
 
 
 def _consumer_scaled(graph, path, layer, m) -> dict:
     """The consumer's input-side weights scaled by the channel mask."""
     out = {}
-    for p in graph.layer_ports(path):
-        if p.role != CONSUMER or p.name != "in":
-            continue
-        for spec in p.weights:
-            name, axis = spec[0], int(spec[1])
-            var = next(v for v in layer.weights if v.name == name)
-            arr = keras.ops.convert_to_numpy(var)
-            shape = [1] * arr.ndim
-            shape[axis] = arr.shape[axis]
-            out[name] = (arr * m.reshape(shape)).astype(arr.dtype)
+    for name, axis, arr in input_weights(graph, path, layer):
+        folded = fold_channel_mask(layer, name, axis, arr, m)
+        if folded is None:
+            raise ValueError(
+                f"strip_gal: cannot fold the channel mask ({m.size} "
+                f"entries) into variable {name!r} {arr.shape} of layer "
+                f"{path!r} ({type(layer).__name__}).")
+        out[name] = folded.astype(arr.dtype)
     return out
+
+
+def _dead_units(graph, chan) -> dict:
+    """``{group id: units}`` whose channels every consumer reads with a
+    zero mask (a group keeps at least one unit)."""
+    removed = {}
+    for g in graph.prunable_groups:
+        cons = [m for m in g.consumers if m.port == "in"]
+        if not cons or any(m.layer not in chan for m in g.consumers):
+            continue
+        dead = np.ones(g.size, bool)
+        for mem in cons:
+            nodes = graph.parsed.nodes_of(mem.layer)
+            units = tensor_units(graph, nodes[0].inputs[0], g)
+            m = chan[mem.layer]
+            if units is None or units.size != m.size:
+                dead[:] = False
+                break
+            alive = np.zeros(g.size, bool)
+            np.logical_or.at(alive, units, m != 0.0)
+            dead &= ~alive
+        dead = np.flatnonzero(dead)
+        if len(dead) == g.size:  # never remove a whole group
+            dead = dead[1:]
+        if len(dead):
+            removed[g.id] = dead.tolist()
+    return removed
 
 
 def strip_gal(model: keras.Model) -> keras.Model:
     """The plain, smaller model of a GAL student (logits unchanged).
 
-    A zero block mask removes the block's branch (the ``Add`` becomes its
-    shortcut); a non-zero one is folded into the branch's last
-    BatchNormalization (or kept as a ``keras.layers.Rescaling``). Channel
-    masks are folded into their consumers' input weights and channels with
-    a zero mask are removed with
+    A zero block mask removes the block's branch (the ``Add`` drops the
+    operand; with one operand left it becomes the shortcut); a non-zero
+    one is folded into the branch's last BatchNormalization (or kept as a
+    ``keras.layers.Rescaling``). Channel masks are folded into their
+    consumers' input weights (grouped convolutions included) and the
+    units every consumer reads with a zero mask are removed with
     :func:`tfcomp.pruning.surgery.prune_channels` (a group keeps at least
-    one channel). A compiled ``model`` gives a model compiled the same way.
+    one unit). A compiled ``model`` gives a model compiled the same way.
 
     Args:
-        model: a GAL student (:func:`apply_gal`), also loaded from .keras.
+        model: a GAL student (:func:`apply_gal`), also loaded from .keras
+            (functional, or Sequential with an input shape).
 
     Returns:
         A new model of plain Keras layers.
@@ -117,6 +148,8 @@ def strip_gal(model: keras.Model) -> keras.Model:
     if not has_soft_masks(model):
         raise ValueError(f"strip_gal: model {model.name!r} has no GAL soft "
                          "masks (make the student with apply_gal).")
+    source = model
+    model = functional_view(model, "strip_gal")
     chan, blocks = _mask_sites(model)
     scales = {}
 
@@ -124,16 +157,19 @@ def strip_gal(model: keras.Model) -> keras.Model:
         if isinstance(layer, SoftMask):
             return args[0]
         if path in blocks:
-            idx, m, bn, name = blocks[path]
-            if m == 0.0:
-                return args[0][1 - idx]
-            if bn is None:
-                parts = list(args[0])
-                parts[idx] = keras.layers.Rescaling(
-                    m, name=f"{name}_scale")(parts[idx])
-                args = (parts,) + args[1:]
-            else:
-                scales[bn] = m
+            parts = []
+            for i, t in enumerate(args[0]):
+                m, bn, name = blocks[path].get(i, (1.0, None, None))
+                if m == 0.0:
+                    continue
+                if name is not None and bn is None:
+                    t = keras.layers.Rescaling(m, name=f"{name}_scale")(t)
+                elif name is not None:
+                    scales[bn] = m
+                parts.append(t)
+            if len(parts) == 1:  # the shortcut alone
+                return parts[0]
+            args = (parts,) + args[1:]
         return layer(*args, **kwargs)
 
     plain = _rebuild(model, call)
@@ -151,21 +187,9 @@ def strip_gal(model: keras.Model) -> keras.Model:
 
     paths = {id(lyr): p for p, lyr in iter_leaf_layers(model)}
     copy_weights(model, plain, transform)
-    removed = {}
-    for g in graph.prunable_groups:
-        dead = None
-        for mem in g.consumers:
-            if mem.layer in chan and mem.port == "in":
-                m = chan[mem.layer]
-                units = set(mem.units[m[mem.indices] == 0].tolist())
-                dead = units if dead is None else dead & units
-        if dead:
-            dead = sorted(dead)
-            if len(dead) == g.size:  # never remove a whole group
-                dead = dead[1:]
-            if dead:
-                removed[g.id] = dead
-    gone = sum(m == 0.0 for _, m, _, _ in blocks.values())
+    removed = _dead_units(graph, chan)
+    gone = sum(m == 0.0 for ops_ in blocks.values()
+               for m, _, _ in ops_.values())
     if removed:
         from tfcomp.pruning.plan import Plan
         from tfcomp.pruning.surgery import prune_channels
@@ -176,4 +200,4 @@ def strip_gal(model: keras.Model) -> keras.Model:
     logger.info("strip_gal: %r: %d blocks removed, %d channels removed in "
                 "%d groups", model.name, gone,
                 sum(len(v) for v in removed.values()), len(removed))
-    return carry_compile(model, plain, what="the stripped GAL model")
+    return carry_compile(source, plain, what="the stripped GAL model")
