@@ -1,11 +1,15 @@
 """MetaPruning's PruningNet: a weight-generating supernet over channel widths.
 
 ``PruningNet(model)`` reads the model's prunable channel groups
-(:class:`tfcomp.graph.DependencyGraph`). Every Conv2D / DepthwiseConv2D /
-Dense layer gets a generator: ``FC(encoding -> 32) -> ReLU -> FC(-> the
-full kernel)``, where the encoding is the layer's (input, output) channel
-scale; the generated kernel is cropped to the sampled widths (the first
-``k`` channels of each group). BatchNormalization layers become
+(:class:`tfcomp.graph.DependencyGraph`). Every convolution (Conv1D / 2D /
+3D, grouped, transposed, depthwise; SeparableConv's depthwise and pointwise
+kernels) and Dense kernel gets a generator: ``FC(encoding -> 32) -> ReLU ->
+FC(-> the flattened kernel)``, where the encoding is the layer's (input,
+output) channel scale; the generated kernel is cropped to the sampled
+widths (the first ``k`` channels of each group), on the axes the layer's
+channel handler names (``graph.layer_ports``), so a transposed kernel
+``(..., out, in)`` or a grouped one ``(..., in / groups, out)`` is cropped
+like ``prune_channels`` slices it. BatchNormalization layers become
 non-affine and use the batch statistics (each width has its own
 statistics, recomputed when a width is sampled). Each training batch draws
 a random width per group from ``scales`` (the paper's 31 scales 0.1, 0.13,
@@ -13,13 +17,25 @@ a random width per group from ``scales`` (the paper's 31 scales 0.1, 0.13,
 ``pruningnet.sample(widths)`` returns a plain Keras model at those widths
 (``tfcomp.pruning.surgery.prune_channels`` of the original architecture)
 with the generated weights, BatchNorm statistics recomputed on ``x``.
+Nested functional models and ``keras.ops`` / ``Lambda`` calls run as in
+the model (each call with its own arguments).
 
 Deviations (CPU scale, stated): cropping is done by zeroing the channels
 beyond the width (the same outputs as slicing, fixed tensor shapes for
 ``tf.function``); the generators' last bias starts at the model's trained
 kernels (``init_from_model=True``; the paper trains the PruningNet from
 scratch: pass False); biases of convolutions / dense layers are shared
-parameters cropped like the kernels (not generated). A strided 1x1
+parameters cropped like the kernels (not generated). Layers the paper has
+no generator for (its networks have only convolutions, BatchNorm and FC):
+Embedding, LayerNormalization, GroupNormalization, MultiHeadAttention /
+EinsumDense and any other layer with weights are *not generated*: their
+weights are ordinary trainable weights of the PruningNet, initialised from
+the model, used as they are where their channels are in no sampled group
+(the graph's barriers: a LayerNormalization over the channels, an
+attention block) and cropped like ``prune_channels`` crops them where they
+are (GroupNormalization's gamma / beta). A group one of whose weights
+cannot be cropped consistently (a handler naming a weight the layer lacks)
+is kept at full width, with the reason in ``net.excluded``. A strided 1x1
 convolution runs as a subsample and a stride-1 convolution (the same
 outputs; avoids a oneDNN crash in its kernel gradient).
 
@@ -42,42 +58,26 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcomp.graph import DependencyGraph
+from tfcomp.graph import DependencyGraph, iter_leaf_layers
 from tfcomp.pruning.batchnorm import recalibrate_batchnorm
+from tfcomp.pruning.metapruning_weights import (
+    channel_units,
+    crop_value,
+    make_generator,
+    weight_specs,
+)
 from tfcomp.pruning.plan import Plan
 from tfcomp.pruning.surgery import rebuild_pruned
+from tfcomp.quantization._graph import read_graph
 
 __all__ = ["PAPER_SCALES", "PruningNet", "kept_count"]
 
 PAPER_SCALES = tuple(round(0.1 + 0.03 * i, 2) for i in range(31))
-_GENERATED = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D,
-              keras.layers.Dense)
 
 
 def kept_count(scale: float, size: int) -> int:
     """Channels a group of ``size`` keeps at ``scale`` (at least 1)."""
     return max(1, int(math.ceil(scale * size - 1e-9)))
-
-
-def _channel_units(graph, groups, tids):
-    """``{tid: (group index or -1, unit)}`` per channel, through
-    ``graph.channel_keep`` (removing a group's units with bit b set)."""
-    out = {}
-    for t in tids:
-        c = graph.tensor_channels(t)
-        out[t] = (np.full(c, -1, np.int32), np.zeros(c, np.int32))
-    for gi, g in enumerate(groups):
-        keep = graph.channel_keep({g.id: np.arange(g.size)})
-        member = {t: ~keep.tensor(t) for t in tids}
-        for t in tids:
-            out[t][0][member[t]] = gi
-        for b in range(max(1, int(g.size - 1).bit_length())):
-            units = np.flatnonzero((np.arange(g.size) >> b) & 1)
-            keep = graph.channel_keep({g.id: units})
-            for t in tids:
-                hit = member[t] & ~keep.tensor(t)
-                out[t][1][hit] += 1 << b
-    return out
 
 
 def _pointwise_strided(layer) -> bool:
@@ -92,8 +92,22 @@ def _pointwise_strided(layer) -> bool:
     """
     return (isinstance(layer, keras.layers.Conv2D)
             and tuple(layer.kernel_size) == (1, 1)
-            and max(layer.strides) > 1
+            and max(layer.strides) > 1 and int(layer.groups) == 1
             and layer.data_format == "channels_last")
+
+
+class _Values(dict):
+    """``{tensor id: tensor}`` that follows nested-model aliases."""
+
+    def __init__(self, parsed):
+        super().__init__()
+        self.parsed = parsed
+
+    def __missing__(self, tid):
+        real = self.parsed.resolve(tid)
+        if real == tid:
+            raise KeyError(tid)
+        return self[real]
 
 
 class _Ref:
@@ -107,15 +121,16 @@ class PruningNet(keras.Model):
     """The MetaPruning supernet of a functional model (see module doc).
 
     Args:
-        model: a built functional model of Conv2D / DepthwiseConv2D /
-            Dense / BatchNormalization and weightless layers.
+        model: a built functional or Sequential model (nested models,
+            ``keras.ops`` calls and any layer with a channel handler).
         scales: width scales drawn per group (paper: 0.1..1.0 step 0.03).
         hidden: generator hidden units (paper: 32).
         init_from_model: start the generators at ``model``'s kernels.
         seed: seeds the random widths.
 
     Attributes:
-        sizes: ``{group id: channels}`` of the prunable groups.
+        sizes: ``{group id: channels}`` of the searched groups.
+        excluded: ``{group id: reason}`` of prunable groups kept whole.
 
     Example:
         >>> net = PruningNet(tfcomp.zoo.resnet(depth=8))
@@ -138,56 +153,67 @@ class PruningNet(keras.Model):
         self.init_from_model = bool(init_from_model)
         self.seed = int(seed)
         self.graph = DependencyGraph(model)
-        self.groups = self.graph.prunable_groups
-        self.sizes = {g.id: g.size for g in self.groups}
         parsed = self.graph.parsed
         self._nodes = [n for n in parsed.nodes if not n.is_input]
-        tids = [t for n in parsed.nodes for t in n.outputs
-                if self.graph.has_tensor(t)] + list(parsed.inputs)
-        self._units = _channel_units(self.graph, self.groups, tids)
-        self._gens, self._gen_layers = {}, []
+        self._calls = _Ref({n.key: n for n in read_graph(
+            model, "PruningNet").nodes})
+        self._specs, problems = {}, {}
         for n in self._nodes:
             layer = n.layer
-            if isinstance(layer, _GENERATED):
-                self._gens[n.path] = self._generator(n.path, layer)
-            elif layer.weights and not isinstance(
-                    layer, keras.layers.BatchNormalization):
-                raise ValueError(
-                    f"PruningNet: layer {n.path!r} ({type(layer).__name__})"
-                    " has weights but no generator (supported: Conv2D, "
-                    "DepthwiseConv2D, Dense, BatchNormalization).")
+            if n.path in self._specs or isinstance(
+                    layer, keras.layers.BatchNormalization) or not getattr(
+                    layer, "weights", None):
+                continue
+            self._specs[n.path], bad = weight_specs(self.graph, n.path, layer)
+            problems.update(bad)
+        self.excluded = self._exclusions(problems)
+        self.groups = [g for g in self.graph.prunable_groups
+                       if g.id not in self.excluded]
+        self.sizes = {g.id: g.size for g in self.groups}
+        tids = [t for n in parsed.nodes for t in n.outputs
+                if self.graph.has_tensor(t)] + list(parsed.inputs)
+        ports = [a[1] for specs in self._specs.values() for s in specs
+                 for a in s.axes]
+        self._units = channel_units(self.graph, self.groups, tids, ports)
+        self._gens, self._gen_layers, self._owned = {}, [], {}
+        for path, specs in self._specs.items():
+            for spec in specs:
+                if spec.generated:
+                    fc1, fc2, shape = make_generator(
+                        path, spec, self.hidden, self.init_from_model)
+                    self._gen_layers += [fc1, fc2]
+                    self._gens.setdefault(path, {})[spec.name] = (fc1, fc2,
+                                                                  shape)
+                else:
+                    self._owned[(path, spec.index)] = self._copy(path, spec)
         self._sizes_t = np.array([g.size for g in self.groups] + [1 << 30],
                                  "float32")
         self._fixed = None
         self._seed_gen = keras.random.SeedGenerator(self.seed)
         self.built = True
 
-    def _generator(self, path, layer):
-        kernel = layer.kernel  # DepthwiseConv2D too, in Keras 3
-        shape = tuple(int(d) for d in kernel.shape)
-        size = int(np.prod(shape))
-        init = keras.ops.convert_to_numpy(kernel).ravel() \
-            if self.init_from_model else np.zeros(size, "float32")
-        std = float(np.std(init)) or math.sqrt(2.0 / max(1, size // shape[-1]))
-        fc1 = keras.layers.Dense(self.hidden, activation="relu",
-                                 name=f"gen_{path}_fc1".replace("/", "_"))
-        fc2 = keras.layers.Dense(
-            size, name=f"gen_{path}_fc2".replace("/", "_"),
-            kernel_initializer=keras.initializers.RandomNormal(
-                0.0, std / math.sqrt(self.hidden)
-                * (0.01 if self.init_from_model else 1.0)),
-            bias_initializer=keras.initializers.Constant(init))
-        fc1.build((None, 2))
-        fc2.build((None, self.hidden))
-        self._gen_layers += [fc1, fc2]
-        bias = None
-        if getattr(layer, "use_bias", False):
-            bias = self.add_weight(
-                name=f"bias_{path}".replace("/", "_"),
-                shape=tuple(layer.bias.shape),
-                initializer=keras.initializers.Constant(
-                    keras.ops.convert_to_numpy(layer.bias)))
-        return fc1, fc2, shape, bias
+    def _exclusions(self, problems: dict) -> dict:
+        """``{group id: reason}`` of the groups touching a port whose
+        weights cannot be cropped."""
+        out = {}
+        whole = self.graph.channel_keep({})
+        for port, reason in problems.items():
+            for g in self.graph.prunable_groups:
+                gone = self.graph.channel_keep({g.id: np.arange(g.size)})
+                if (whole.port(port) & ~gone.port(port)).any():
+                    out.setdefault(g.id, reason)
+        return out
+
+    def _copy(self, path, spec):
+        """A weight of the net holding ``spec``'s variable (from the
+        model)."""
+        v = spec.variable
+        w = self.add_weight(
+            name=f"{path}_{spec.name}".replace("/", "_"),
+            shape=tuple(v.shape), dtype=v.dtype, initializer="zeros",
+            trainable=bool(v.trainable))
+        w.assign(keras.ops.convert_to_numpy(v))
+        return w
 
     # -- widths ----------------------------------------------------------
     def set_widths(self, widths: dict | None) -> None:
@@ -225,70 +251,87 @@ class PruningNet(keras.Model):
                                  ops.take(counts, gidx)), "float32")
 
     def _scale(self, tid, counts):
+        tid = self.graph.parsed.resolve(tid)
+        if tid not in self._units:
+            return ops.ones(())
         gidx = self._units[tid][0]
         g = int(gidx.max()) if gidx.size and gidx.max() >= 0 else -1
         if g < 0:
             return ops.ones(())
         return counts[g] / self._sizes_t[g]
 
-    def generated_kernel(self, path, in_tid, out_tid, counts):
-        """The kernel of layer ``path`` at the given counts (cropped by
-        zeroing the channels beyond each width)."""
-        fc1, fc2, shape, _ = self._gens[path]
+    def generated_kernel(self, path, in_tid, out_tid, counts,
+                         name: str = "kernel"):
+        """The variable ``name`` (default the kernel) of layer ``path``
+        generated from the channel scales of tensors ``in_tid`` /
+        ``out_tid`` at the given counts, cropped by zeroing the channels
+        beyond each width."""
+        fc1, fc2, shape = self._gens[path][name]
         code = ops.reshape(ops.stack([self._scale(in_tid, counts),
                                       self._scale(out_tid, counts)]), (1, 2))
-        w = ops.reshape(fc2(fc1(code)), shape)
-        m_in, m_out = self._mask(in_tid, counts), self._mask(out_tid, counts)
-        if len(shape) == 4 and shape[-1] == 1 and shape[-2] == m_in.shape[0] \
-                and isinstance(self.graph.layer(path),
-                               keras.layers.DepthwiseConv2D):
-            return w * ops.reshape(m_in, (1, 1, -1, 1))
-        lead = (1,) * (len(shape) - 2)
-        return w * ops.reshape(m_in, lead + (-1, 1)) * ops.reshape(
-            m_out, lead + (1, -1))
+        spec = next(s for s in self._specs[path] if s.name == name)
+        return self._crop(spec, ops.reshape(fc2(fc1(code)), shape), counts)
+
+    def _crop(self, spec, value, counts):
+        """``value`` with the positions beyond the widths set to their
+        fill (0; 1 for a variance) on every channel axis of ``spec``."""
+        for axis, port, fill in spec.axes:
+            shape = [1] * len(value.shape)
+            shape[axis] = -1
+            m = ops.reshape(self._mask(port.key, counts), shape)
+            value = value * m + fill * (1.0 - m) if fill else value * m
+        return value
+
+    def _weights(self, node, counts) -> list:
+        """``[(layer variable, value at the counts)]`` of a layer with
+        weights."""
+        out = []
+        for spec in self._specs[node.path]:
+            if spec.generated:
+                v = self.generated_kernel(node.path, node.inputs[0],
+                                          node.outputs[0], counts, spec.name)
+            else:
+                v = self._crop(spec, self._owned[(node.path, spec.index)],
+                               counts)
+            out.append((spec.variable, ops.cast(v, spec.variable.dtype)))
+        return out
 
     def call(self, inputs, training=None):
         counts = (ops.convert_to_tensor(self._fixed) if self._fixed
                   is not None else self._random_counts())
         parsed = self.graph.parsed
-        values = {parsed.inputs[0]: inputs}
+        values = _Values(parsed)
+        values[parsed.resolve(parsed.inputs[0])] = inputs
         for n in self._nodes:
-            args = [values[parsed.resolve(t)] for t in n.inputs]
-            out_tid = n.outputs[0]
             layer = n.layer
-            if n.path in self._gens:
-                y = self._apply(n, layer, args[0], counts)
-            elif isinstance(layer, keras.layers.BatchNormalization):
-                mean, var = ops.moments(args[0], axes=list(range(
-                    len(args[0].shape) - 1)))
-                y = (args[0] - mean) / ops.sqrt(var + layer.epsilon)
+            if isinstance(layer, keras.layers.BatchNormalization):
+                x = values[n.inputs[0]]
+                mean, var = ops.moments(x, axes=list(range(len(x.shape) - 1)))
+                y = (x - mean) / ops.sqrt(var + layer.epsilon)
+            elif n.path in self._specs:
+                weights = self._weights(n, counts)
+                if _pointwise_strided(layer):
+                    y = self._pointwise(layer, values[n.inputs[0]],
+                                        dict((id(v), w) for v, w in weights))
+                else:
+                    with keras.StatelessScope(state_mapping=weights):
+                        y = self._calls.obj[n.key].call(layer, values)
             else:
-                y = layer(args if len(args) > 1 else args[0])
-            values[parsed.resolve(out_tid)] = y
-        return values[parsed.resolve(parsed.outputs[0])]
+                y = self._calls.obj[n.key].call(layer, values)
+            for tid, out in zip(n.outputs, keras.tree.flatten(y)):
+                values[parsed.resolve(tid)] = out
+        return values[parsed.outputs[0]]
 
-    def _apply(self, node, layer, x, counts):
-        in_tid, out_tid = node.inputs[0], node.outputs[0]
-        w = self.generated_kernel(node.path, in_tid, out_tid, counts)
-        if isinstance(layer, keras.layers.DepthwiseConv2D):
-            y = ops.depthwise_conv(x, w, strides=layer.strides,
-                                   padding=layer.padding,
-                                   dilation_rate=layer.dilation_rate)
-        elif isinstance(layer, keras.layers.Conv2D):
-            strides = tuple(layer.strides)
-            if _pointwise_strided(layer):
-                # the same outputs (a 1x1 kernel pads nothing), and avoids
-                # oneDNN's 1x1 strided backward-weights kernel (see
-                # _pointwise_strided)
-                x = x[:, ::strides[0], ::strides[1], :]
-                strides = (1, 1)
-            y = ops.conv(x, w, strides=strides, padding=layer.padding,
-                         dilation_rate=layer.dilation_rate)
-        else:
-            y = ops.matmul(x, w)
-        bias = self._gens[node.path][3]
-        if bias is not None:
-            y = y + bias * self._mask(out_tid, counts)
+    @staticmethod
+    def _pointwise(layer, x, weights):
+        """A strided 1x1 Conv2D as a subsample and a stride-1 convolution:
+        the same outputs (a 1x1 kernel pads nothing), and avoids oneDNN's
+        1x1 strided backward-weights kernel (see ``_pointwise_strided``)."""
+        sh, sw = tuple(layer.strides)
+        y = ops.conv(x[:, ::sh, ::sw, :], weights[id(layer.kernel)],
+                     padding=layer.padding, dilation_rate=layer.dilation_rate)
+        if layer.use_bias:
+            y = y + weights[id(layer.bias)]
         return layer.activation(y)
 
     # -- sampling --------------------------------------------------------
@@ -321,28 +364,26 @@ class PruningNet(keras.Model):
         # candidate it built an optimizer and warned about its slots)
         small = rebuild_pruned(self._base.obj, plan, graph=self.graph)
         keep = self.graph.channel_keep(plan.resolve(self.graph))
+        leaves = dict(iter_leaf_layers(small))
+        done = set()
         for n in self._nodes:
-            layer = small.get_layer(n.path)
-            if n.path in self._gens:
-                w = keras.ops.convert_to_numpy(self.generated_kernel(
-                    n.path, n.inputs[0], n.outputs[0], counts))
-                ki = keep.tensor(n.inputs[0])
-                ko = keep.tensor(n.outputs[0])
-                dw = isinstance(layer, keras.layers.DepthwiseConv2D)
-                w = np.compress(ki, w, axis=-2)
-                if not dw:
-                    w = np.compress(ko, w, axis=-1)
-                arrays = [w]
-                bias = self._gens[n.path][3]
-                if bias is not None:
-                    arrays.append(np.compress(
-                        ko, keras.ops.convert_to_numpy(bias)))
-                layer.set_weights(arrays)
-            elif isinstance(layer, keras.layers.BatchNormalization):
+            layer = leaves.get(n.path)  # None for keras.ops calls
+            if n.path in done or layer is None:
+                continue
+            done.add(n.path)
+            if isinstance(layer, keras.layers.BatchNormalization):
                 layer.set_weights([np.ones(v.shape, "float32") if
                                    v.name in ("gamma", "moving_variance")
                                    else np.zeros(v.shape, "float32")
                                    for v in layer.weights])
+            elif n.path in self._specs:
+                arrays = [keras.ops.convert_to_numpy(v)
+                          for v in layer.weights]
+                specs = self._specs[n.path]
+                for spec, (_, w) in zip(specs, self._weights(n, counts)):
+                    arrays[spec.index] = crop_value(
+                        keras.ops.convert_to_numpy(w), spec, keep)
+                layer.set_weights(arrays)
         if x is not None:
             recalibrate_batchnorm(small, x, batch_size=batch_size,
                                   steps=steps)
