@@ -36,6 +36,10 @@ COLUMNS = {
     "QAT": ("qat",),
     "int8 TFLite": ("int8",),
     "bit-serial": ("bitserial",),
+    "slimmable": ("slimmable",),
+    "MetaPruning": ("metapruning",),
+    "GAL channels": ("gal_channels",),
+    "GAL blocks": ("gal_blocks",),
 }
 
 

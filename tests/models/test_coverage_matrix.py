@@ -7,10 +7,12 @@ import os
 import pytest
 from models import CASES, ROWS
 from test_pipeline import EXPECTED_UNSUPPORTED
+from test_pipeline_structured import EXPECTED_UNSUPPORTED as STRUCTURED
 
 TOOL = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir,
                     "tools", "coverage_matrix.py")
-STEPS = {"profile", "prune", "fpgm", "magnitude", "qat", "int8", "bitserial"}
+STEPS = {"profile", "prune", "fpgm", "magnitude", "qat", "int8", "bitserial",
+         "slimmable", "metapruning", "gal_channels", "gal_blocks"}
 
 
 def _tool():
@@ -30,7 +32,8 @@ def test_cells_follow_the_outcomes():
         "b": {"prune": {"outcome": "clear error", "note": "ValueError: e",
                         "rows": ["Embedding"]}}}}
     table = _tool().render(data).splitlines()
-    assert table[2] == "| Conv2D | – | ok | – | – | FAIL [1] | – |"
+    assert table[2] == ("| Conv2D | – | ok | – | – | FAIL [1] | – | – | – | – "
+                        "| – |")
     assert table[3].startswith("| Embedding | – | no [2] |")
     assert table[4].startswith("| Dense | – | ok |")  # b's error: Embedding
     assert table[6].startswith("[1] unexpected failure: TypeError: x (a int8)")
@@ -46,7 +49,8 @@ def test_rewrite_between_markers():
 
 
 def test_expected_unsupported_is_well_formed():
-    for (model, step), entry in EXPECTED_UNSUPPORTED.items():
+    for (model, step), entry in {**EXPECTED_UNSUPPORTED,
+                                 **STRUCTURED}.items():
         assert model in CASES and step in STEPS
         assert issubclass(entry[0], Exception) and entry[1] and entry[2]
         assert set(entry[3] if len(entry) > 3 else ()) <= set(ROWS)

@@ -1,0 +1,137 @@
+"""Every user model through the width-learning pruning methods.
+
+For each model of ``models.CASES``, one test per step (the same outcome
+recording as ``test_pipeline.py``, for the README's coverage matrix):
+
+* ``slimmable``: ``to_slimmable(widths=(0.5, 1.0))`` equals the model at
+  width 1.0; a 1-epoch sandwich-rule fit; ``export_width(0.5)`` equals the
+  slimmable model at 0.5 and has fewer MACs;
+* ``metapruning``: ``PruningNet`` trains 1 epoch with random widths;
+  ``sample`` at half widths (BN statistics recomputed on the inputs)
+  equals the PruningNet at those widths on the same inputs and has fewer
+  MACs;
+* ``gal_channels`` / ``gal_blocks``: ``apply_gal`` equals the model at
+  masks 1; a 1-epoch ``GAL`` fit (mask step 1); with half the mask entries
+  zeroed, ``strip_pruning`` leaves the outputs unchanged and removes MACs.
+
+A step either works or raises the documented clear error listed in
+:data:`EXPECTED_UNSUPPORTED`; anything else fails.
+"""
+
+import keras
+import numpy as np
+import pytest
+from test_pipeline import CASE_PARAMS, _close, _compile, _np, _randomize_stats
+
+import tfcomp
+from tfcomp.graph.walk import iter_leaf_layers
+from tfcomp.layers.soft_mask import SoftMask
+from tfcomp.pruning import (
+    GAL,
+    PruningNet,
+    apply_gal,
+    export_width,
+    set_width,
+    strip_pruning,
+    to_slimmable,
+)
+
+# (model, step) -> (error type, message fragment, why[, matrix rows]); rows
+# () when the limit is the model's shape, not one of its layer types.
+_NO_BLOCKS = "has no blocks GAL can mask"
+EXPECTED_UNSUPPORTED = {
+    (name, "gal_blocks"): (
+        ValueError, _NO_BLOCKS,
+        "no residual Add block: GAL's block masks need one", ())
+    for name in ("mnist_convnet", "unet", "text_conv1d", "audio_conv1d",
+                 "grouped_conv", "conv3d", "group_norm", "nested",
+                 "lambda_ops", "squeeze_excite", "conv_denoiser",
+                 "DenseNet121")  # DenseNet: Concatenate skips, no Add
+}
+EXPECTED_UNSUPPORTED[("ConvNeXtTiny", "gal_blocks")] = (
+    ValueError, _NO_BLOCKS, "residual sums written as `x + y` (keras.ops "
+    "add), not Add layers: GAL's block masks need an Add layer",
+    ("Lambda / keras.ops",))
+
+
+def _macs(model) -> int:
+    return tfcomp.profile(model).macs
+
+
+def check_slimmable(case):
+    model = case.build()
+    _randomize_stats(model)
+    x, y = case.data(32)
+    slim = to_slimmable(model, widths=(0.5, 1.0), inplace_distillation=False)
+    set_width(slim, 1.0)
+    _close(slim(x), model(x), "width 1.0 vs model")
+    _compile(slim)
+    slim.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    set_width(slim, 0.5)
+    small = export_width(slim, 0.5)
+    _close(small(x), slim(x), "exported width 0.5 vs slimmable")
+    assert _macs(small) < _macs(model), (_macs(small), _macs(model))
+
+
+def check_metapruning(case):
+    model = case.build()
+    x, y = case.data(32)
+    net = PruningNet(model)
+    _compile(net)
+    net.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    widths = {g: max(1, n // 2) for g, n in net.sizes.items()}
+    small = net.sample(widths, x, steps=1)  # BN statistics of x
+    net.set_widths(widths)  # the net normalises with the batch's
+    _close(small(x), net(x), "sampled vs PruningNet")
+    net.set_widths(None)
+    assert _macs(small) < _macs(model), (_macs(small), _macs(model))
+
+
+def check_gal(case, structures):
+    model = case.build()
+    _randomize_stats(model)
+    x, y = case.data(32)
+    student = apply_gal(model, structures=structures)
+    _close(student(x), model(x), "student at masks 1 vs model")
+    gal = GAL(student, model, lam=0.01, mask_step=1)
+    gal.compile(keras.optimizers.SGD(1e-3), run_eagerly=True)
+    gal.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert np.all(np.isfinite(_np(student(x)))), "student not finite"
+    rng = np.random.default_rng(0)
+    masks = [layer.mask for _, layer in iter_leaf_layers(student)
+             if isinstance(layer, SoftMask)]
+    for i, mask in enumerate(masks):
+        m = _np(mask).copy()
+        if m.size == 1:  # a block: every other one removed
+            m[...] = float(i % 2)
+        else:  # channels: about half, never a whole group
+            m[rng.uniform(size=m.shape) < 0.5] = 0.0
+            m.flat[0] = 1.0
+        mask.assign(m)
+    small = strip_pruning(student)
+    _close(small(x), student(x), "stripped vs student")
+    assert _macs(small) < _macs(model), (_macs(small), _macs(model))
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_slimmable(case, step):
+    step(case, "slimmable", lambda: check_slimmable(case),
+         EXPECTED_UNSUPPORTED)
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_metapruning(case, step):
+    step(case, "metapruning", lambda: check_metapruning(case),
+         EXPECTED_UNSUPPORTED)
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_gal_channels(case, step):
+    step(case, "gal_channels", lambda: check_gal(case, "channels"),
+         EXPECTED_UNSUPPORTED)
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_gal_blocks(case, step):
+    step(case, "gal_blocks", lambda: check_gal(case, "blocks"),
+         EXPECTED_UNSUPPORTED)
