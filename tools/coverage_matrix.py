@@ -40,6 +40,7 @@ COLUMNS = {
     "MetaPruning": ("metapruning",),
     "GAL channels": ("gal_channels",),
     "GAL blocks": ("gal_blocks",),
+    "joint (compress)": ("joint",),
 }
 
 

@@ -12,7 +12,11 @@ recording as ``test_pipeline.py``, for the README's coverage matrix):
   MACs;
 * ``gal_channels`` / ``gal_blocks``: ``apply_gal`` equals the model at
   masks 1; a 1-epoch ``GAL`` fit (mask step 1); with half the mask entries
-  zeroed, ``strip_pruning`` leaves the outputs unchanged and removes MACs.
+  zeroed, ``strip_pruning`` leaves the outputs unchanged and removes MACs;
+* ``joint``: ``tfcomp.compress`` to 90% of the dense 8/8 BISMO latency
+  (pruning and quantization sensitivities measured on the inputs): the
+  point's cost is within the budget, the refit pruned model has at most
+  the model's MACs and quantizes with the chosen bits.
 
 A step either works or raises the documented clear error listed in
 :data:`EXPECTED_UNSUPPORTED`; anything else fails.
@@ -25,6 +29,7 @@ from test_pipeline import CASE_PARAMS, _close, _compile, _np, _randomize_stats
 
 import tfcomp
 from tfcomp.graph.walk import iter_leaf_layers
+from tfcomp.hardware import BISMO
 from tfcomp.layers.soft_mask import SoftMask
 from tfcomp.pruning import (
     GAL,
@@ -35,6 +40,7 @@ from tfcomp.pruning import (
     strip_pruning,
     to_slimmable,
 )
+from tfcomp.quantization import quantize_model
 
 # (model, step) -> (error type, message fragment, why[, matrix rows]); rows
 # () when the limit is the model's shape, not one of its layer types.
@@ -113,6 +119,20 @@ def check_gal(case, structures):
     assert _macs(small) < _macs(model), (_macs(small), _macs(model))
 
 
+def check_joint(case, budget=0.9):
+    model = case.build()
+    _randomize_stats(model)
+    x, _ = case.data(32)
+    res = tfcomp.compress(model, x, hardware=BISMO(), budget=budget,
+                          num_samples=32, starts=1, check_gap=False)
+    assert res.cost <= budget + 1e-9, res.cost
+    small = res.model if res.model is not None else tfcomp.prune_channels(
+        model, res.plan)
+    assert _macs(small) <= _macs(model)
+    q = quantize_model(small, bits=res.bits)
+    assert np.all(np.isfinite(_np(q(x)))), "quantized outputs not finite"
+
+
 @pytest.mark.parametrize("case", CASE_PARAMS)
 def test_slimmable(case, step):
     step(case, "slimmable", lambda: check_slimmable(case),
@@ -135,3 +155,8 @@ def test_gal_channels(case, step):
 def test_gal_blocks(case, step):
     step(case, "gal_blocks", lambda: check_gal(case, "blocks"),
          EXPECTED_UNSUPPORTED)
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_joint(case, step):
+    step(case, "joint", lambda: check_joint(case), EXPECTED_UNSUPPORTED)

@@ -167,20 +167,40 @@ def fake_quant_input(x, bits: int, lo: float, hi: float):
 
 def _input_probe(model, ops, x, batch_size):
     """Yields, per batch, every operand's input (numpy arrays): a layer's
-    input, or for a pointwise half its layer's depthwise output."""
+    input, or for a pointwise half its layer's depthwise output. The inputs
+    are recorded by the layers' own calls during an eager forward pass, so
+    layers inside nested models are reached too (their symbolic ``input``
+    belongs to the inner model's graph, which the outer inputs do not
+    feed)."""
     layers = list({id(o.layer): o.layer for o in ops}.values())
-    where = {id(lay): k for k, lay in enumerate(layers)}
-    probe = keras.Model(model.inputs[0], [lay.input for lay in layers])
-    for sl in _batches(len(x), batch_size):
-        outs = probe(x[sl], training=False)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        got = []
-        for o in ops:
-            t = outs[where[id(o.layer)]]
-            if isinstance(o.target, _Pointwise):
-                t = o.target.depthwise(t)
-            got.append(keras.ops.convert_to_numpy(t))
-        yield got
+    seen: dict = {}
+    saved = {id(lay): vars(lay).get("call") for lay in layers}
+
+    def recorder(key, f):
+        def call(inputs, *args, **kwargs):
+            seen[key] = inputs
+            return f(inputs, *args, **kwargs)
+        return call
+
+    try:
+        for lay in layers:
+            lay.call = recorder(id(lay), lay.call)
+        for sl in _batches(len(x), batch_size):
+            seen.clear()
+            model(x[sl], training=False)
+            got = []
+            for o in ops:
+                t = seen[id(o.layer)]
+                if isinstance(o.target, _Pointwise):
+                    t = o.target.depthwise(t)
+                got.append(keras.ops.convert_to_numpy(t))
+            yield got
+    finally:
+        for lay in layers:
+            if saved[id(lay)] is None:
+                del lay.call
+            else:
+                lay.call = saved[id(lay)]
 
 
 def input_ranges(model, ops, x, batch_size) -> tuple:
@@ -252,6 +272,8 @@ def activation_table(model, ops, n_rows, x, float_out, bits, batch_size,
     def hooked(i, f):
         def call(inputs, *args, **kwargs):
             kops = keras.ops
+            if not keras.backend.is_float_dtype(inputs.dtype):
+                return f(inputs, *args, **kwargs)  # token ids: exact
             on, scale, qmin, qmax = (kops.cast(grid[i, k], inputs.dtype)
                                      for k in range(4))
             q = kops.clip(kops.round(inputs / scale), qmin, qmax) * scale

@@ -90,6 +90,7 @@ class JointSpace:
         self.units, self.deps = [], []
         self.constant = float(getattr(hardware, "overhead_s", 0.0)) \
             if resource == "latency" else 0.0
+        self._cache: dict = {}  # _price's, used below already
         for i, s in enumerate(specs):
             layer = owner.get(i)
             if layer is None and (resource not in ("latency", "energy")
@@ -102,7 +103,6 @@ class JointSpace:
                 continue
             self.units.append((i, layer))
             self.deps.append(deps)
-        self._cache: dict = {}
         self.full_cost = self.table.full_cost
 
     # -- pricing -------------------------------------------------------------

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from tfcomp.graph import DependencyGraph
+from tfcomp.graph.copy import clone_model, copy_weights
 from tfcomp.pruning import targets as tg
 from tfcomp.pruning.plan import Plan, estimate_macs
 from tfcomp.pruning.reconstruction.refit import (
@@ -178,9 +179,11 @@ class PruningState:
     def __init__(self, model, graph: DependencyGraph | None = None):
         self.model = model
         self.graph = graph if graph is not None else DependencyGraph(model)
-        self.work = keras.models.clone_model(model)
-        self._original_weights = model.get_weights()
-        self.work.set_weights(self._original_weights)
+        # tfcomp's copier: Lambda layers keep their functions (Keras'
+        # clone_model refuses to rebuild them), weights matched by name
+        self.work = clone_model(model)
+        copy_weights(model, self.work)
+        self._original_weights = self.work.get_weights()
         self.work_graph = DependencyGraph(self.work)
         self.removed: dict = {}
         self.keeps: dict = {}
