@@ -327,24 +327,20 @@ def label_path(text: str, flag: str) -> tuple[str, str]:
 
 
 def hardware_model(spec: str):
-    """A HardwareModel from a name or a LatencyTable JSON path."""
-    from tfcomp import hardware
+    """A HardwareModel from a name or a LatencyTable JSON path
+    (``tfcomp.hardware.get_hardware``)."""
+    from tfcomp.hardware import get_hardware
 
-    if spec == "bismo":
-        return hardware.BISMO()
-    if spec in ("bitfusion", "bitfusion-edge"):
-        return hardware.BitFusion("edge")
-    if spec == "bitfusion-server":
-        return hardware.BitFusion("server")
-    if spec.endswith(".json"):
-        if not os.path.isfile(spec):
-            raise CLIError(f"latency table not found: {spec!r}")
-        try:
-            return hardware.LatencyTable.load(spec)
-        except (ValueError, OSError) as e:
-            raise CLIError(f"cannot read latency table {spec!r}: {e}") from e
-    raise CLIError(f"--hardware must be one of {', '.join(HARDWARE)} or a "
-                   f"latency table .json. Received: {spec!r}")
+    try:
+        return get_hardware(spec, "--hardware")
+    except FileNotFoundError as e:
+        raise CLIError(f"latency table not found: {spec!r}") from e
+    except (ValueError, OSError) as e:
+        if not spec.endswith(".json"):
+            raise CLIError(f"--hardware must be one of {', '.join(HARDWARE)}"
+                           f" or a latency table .json. Received: {spec!r}"
+                           ) from e
+        raise CLIError(f"cannot read latency table {spec!r}: {e}") from e
 
 
 # ------------------------------------------------------------ models

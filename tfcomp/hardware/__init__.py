@@ -59,6 +59,7 @@ from tfcomp.hardware.latency_table import (
     channel_variants,
     scaled_channels,
 )
+from tfcomp.hardware.names import HARDWARE_NAMES, get_hardware
 from tfcomp.hardware.precision import (
     PRECISION_BITS,
     PRECISIONS,
@@ -95,6 +96,8 @@ __all__ = [
     "quantize_tflite",
     "quantize_layer_file",
     "BISMO",
+    "HARDWARE_NAMES",
+    "get_hardware",
     "BISMO_ARRAY_DEFAULTS",
     "BISMO_BUFFER_DEFAULTS",
     "BITFUSION_ARRAY_DEFAULTS",

@@ -46,7 +46,8 @@ from collections import namedtuple
 import numpy as np
 
 from tfcomp._io import check_number, check_positive_int
-from tfcomp.hardware.base import HardwareModel, layer_resource
+from tfcomp.hardware.base import layer_resource
+from tfcomp.hardware.names import get_hardware
 from tfcomp.hardware.precision import (
     PRECISION_BITS,
     PRECISIONS,
@@ -76,10 +77,6 @@ def _check_resource(resource, hardware) -> str:
     if resource not in RESOURCES:
         raise ValueError(f"resource must be one of {RESOURCES}. Received: "
                          f"resource={resource!r}")
-    if hardware is not None and not isinstance(hardware, HardwareModel):
-        raise TypeError("hardware must be None, a HardwareModel (BISMO(), "
-                        "BitFusion()) or a LatencyTable. Received: "
-                        f"hardware={hardware!r}")
     if resource in ("latency", "energy") and hardware is None:
         raise ValueError(f"resource={resource!r} needs a hardware model "
                          "(e.g. BISMO(), BitFusion('edge') or a "
@@ -93,7 +90,8 @@ class CostTable:
     Args:
         model: the float model.
         resource: ``"latency"``, ``"energy"``, ``"size"`` or ``"bops"``.
-        hardware: a ``HardwareModel`` / ``LatencyTable`` (latency, energy).
+        hardware: a ``HardwareModel`` / ``LatencyTable`` (latency, energy),
+            or its name (``"bismo"``, ``"bitfusion"``, a table ``.json``).
         precision: price LiteRT precisions (the reference is all-int8,
             ``PRECISION_BITS["int8"]``, instead of 8/8).
 
@@ -110,6 +108,7 @@ class CostTable:
 
     def __init__(self, model, resource: str, hardware=None,
                  precision: bool = False):
+        hardware = get_hardware(hardware)
         self.resource = _check_resource(resource, hardware)
         self.precision = bool(precision)
         self.fixed = PRECISION_BITS["int8"] if precision else _FIXED
@@ -536,6 +535,7 @@ def allocate_bits(model, sensitivity: Sensitivity, resource: str = "latency",
         ...                      budget=policy_cost(model, 4, "size"))
         >>> qat = quantize_model(model, bits=dict(bits))
     """
+    hardware = get_hardware(hardware)
     _check_resource(resource, hardware)
     budget = check_number(budget, "budget", 0, min_open=True,
                           hint="a fraction of the all-8/8 cost")

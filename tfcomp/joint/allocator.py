@@ -72,6 +72,7 @@ import numpy as np
 
 from tfcomp._io import as_arrays, check_number, check_positive_int
 from tfcomp.graph import DependencyGraph
+from tfcomp.hardware.names import get_hardware
 from tfcomp.joint.alternating import solve
 from tfcomp.joint.ilp import JointProblem
 from tfcomp.joint.result import JointResult
@@ -214,7 +215,8 @@ def compress(model, calibration_data=None, hardware=None,
             may be None when both sensitivities are given and
             ``refit=False``.
         hardware: a ``HardwareModel`` (``BISMO()``, ``BitFusion()``) or
-            ``LatencyTable``, for latency / energy.
+            ``LatencyTable``, for latency / energy, or its name
+            (``"bismo"``, ``"bitfusion"``, a table ``.json``).
         resource: ``"latency"``, ``"energy"``, ``"size"`` or ``"bops"``.
         budget: allowed cost as a fraction of the dense model at 8/8.
         ratios: keep ratios measured per group (whole groups are always an
@@ -271,6 +273,7 @@ def compress(model, calibration_data=None, hardware=None,
         >>> res.bits, res.keep, res.cost
     """
     start_time = time.perf_counter()
+    hardware = get_hardware(hardware)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}. Received: "
                          f"method={method!r}")
