@@ -66,7 +66,7 @@ import tensorflow as tf
 
 from tfcomp.export.runtime import make_interpreter
 from tfcomp.graph import iter_leaf_layers, parse_model
-from tfcomp.graph.copy import clone_model
+from tfcomp.graph.copy import clone_model, refresh_state
 from tfcomp.layers import (
     MIXED_LAYERS,
     QUANT_ACTIVATION_LAYERS,
@@ -274,6 +274,7 @@ def prepare_for_tflite(model):
     requant_obs = _requantized_observers(model, params)
     clone = clone_model(model)  # Lambda layers keep their function
     clone.set_weights(model.get_weights())
+    refresh_state(clone)
     for _, layer in iter_leaf_layers(clone):
         if layer.name not in params:
             continue

@@ -22,6 +22,10 @@ functional model are copied as Keras copies them.
 * :func:`model_from_config`: ``keras.saving.deserialize_keras_object`` of a
   (possibly rewritten) ``serialize_keras_object(model)``, with the
   ``Lambda`` functions taken from ``model``.
+* :func:`refresh_state`: after a layer's variables were assigned, layers
+  caching tensors derived from them (an adapted ``Normalization``'s mean
+  and variance) recompute those, as Keras' loader does; every copy here
+  calls it.
 * :func:`functional_view`: a functional model over a Sequential model's
   own layers (for the rewrites ``clone_model(call_function=...)`` and
   ``model.input`` need), or the model itself.
@@ -43,7 +47,7 @@ import keras
 from tfcomp.graph.walk import iter_leaf_layers
 
 __all__ = ["clone_layer", "clone_model", "copy_weights", "functional_view",
-           "model_from_config"]
+           "model_from_config", "refresh_state"]
 
 # Lambda config key -> the Lambda attribute holding the in-memory object.
 _FUNCTION_ATTRS = {"function": "function", "output_shape": "_output_shape",
@@ -94,6 +98,27 @@ def clone_layer(layer, config: dict | None = None):
     _use_live_functions(layer, config, objects)
     with keras.saving.custom_object_scope(objects):
         return layer.__class__.from_config(config)
+
+
+def refresh_state(layer) -> None:
+    """Lets ``layer`` recompute what it caches from its variables after they
+    were assigned: an adapted ``keras.layers.Normalization`` keeps its mean
+    and variance as tensors made from its variables (``finalize_state``,
+    which Keras' loader calls after loading and ``set_weights`` does not):
+    without it a copy normalises with the values it was built with.
+    Nested models: every leaf layer.
+
+    Example:
+        >>> twin.get_layer("norm").set_weights(norm.get_weights())
+        >>> refresh_state(twin.get_layer("norm"))
+    """
+    if isinstance(layer, keras.Model):
+        for _, leaf in iter_leaf_layers(layer):
+            refresh_state(leaf)
+        return
+    finalize = getattr(layer, "finalize_state", None)
+    if callable(finalize) and layer.built:
+        finalize()
 
 
 def functional_view(model, what: str = "this step") -> keras.Model:
@@ -216,6 +241,7 @@ def copy_weights(source: keras.Model, target: keras.Model,
                     f" in the copy but {tuple(value.shape)} in the source.")
             var.assign(value)
             copied += 1
+        refresh_state(layer)
     return copied
 
 

@@ -6,7 +6,10 @@ Keras' momentum 0.99 a 40-step fine-tune moves them only a third of the way.
 ``recalibrate_batchnorm`` replaces every BatchNormalization layer's moving
 mean / variance with the average of its batch statistics over ``x``
 (momentum ``i / (i + 1)`` at batch ``i``), the "BN calibration" step of
-slimmable networks and AutoSlim.
+slimmable networks and AutoSlim. Only the layers holding moving statistics
+run in training mode (:func:`statistics_mode`): Dropout, noise and other
+training-time behaviour stay off, so the statistics are those of the
+inference-time activations.
 
 Reference: Yu & Huang, Universally Slimmable Networks and Improved Training
 Techniques, ICCV 2019 (post-training BN statistics calibration).
@@ -18,13 +21,54 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import numpy as np
 
 from tfcomp._io import check_positive_int
 from tfcomp.graph.walk import leaf_layers
 
-__all__ = ["recalibrate_batchnorm"]
+__all__ = ["recalibrate_batchnorm", "statistics_mode"]
+
+_STATISTICS = ("moving_mean", "moving_variance")
+
+
+def _keeps_statistics(layer) -> bool:
+    return any(v.name in _STATISTICS for v in layer.weights)
+
+
+@contextlib.contextmanager
+def statistics_mode(model: keras.Model):
+    """Inside it, ``model(x, training=True)`` runs only the layers holding
+    moving statistics (BatchNormalization, switchable BN) in training mode;
+    every other leaf layer gets ``training=False`` (Dropout, GaussianNoise,
+    attention dropout off; EfficientNet's stochastic depth too).
+
+    Example:
+        >>> with statistics_mode(model):
+        ...     model(x, training=True)   # BN statistics from x, no dropout
+    """
+    saved = []
+    for layer in leaf_layers(model):
+        if _keeps_statistics(layer):
+            continue
+
+        def call(*args, _f=layer.call, **kwargs):
+            if "training" in kwargs:
+                kwargs["training"] = False
+            return _f(*args, **kwargs)
+
+        saved.append((layer, vars(layer).get("call")))
+        layer.call = call
+    try:
+        yield model
+    finally:
+        for layer, own in saved:
+            if own is None:
+                del layer.call
+            else:
+                layer.call = own
 
 
 def recalibrate_batchnorm(model: keras.Model, x, batch_size: int = 128,
@@ -32,10 +76,10 @@ def recalibrate_batchnorm(model: keras.Model, x, batch_size: int = 128,
     """Sets every BatchNormalization layer's moving statistics to the
     average of its batch statistics over ``x``.
 
-    The model runs forward in training mode (eager calls, no weight
-    update); layers other than BatchNormalization that keep state in
-    training mode (e.g. EMA activation ranges of QAT layers) would update
-    too, so call it on float models.
+    The model runs forward in :func:`statistics_mode` (eager calls, no
+    weight update): the BatchNormalization layers in training mode, every
+    other layer in inference mode (no dropout; QAT layers' EMA ranges do
+    not move).
 
     Args:
         model: a built Keras model.
@@ -73,11 +117,12 @@ def recalibrate_batchnorm(model: keras.Model, x, batch_size: int = 128,
     if steps is not None:
         starts = starts[:int(steps)]
     try:
-        for i, a in enumerate(starts):
-            for bn in bns:
-                bn.momentum = i / (i + 1.0)
-            batch = [t[a:a + int(batch_size)] for t in inputs]
-            model(batch if len(batch) > 1 else batch[0], training=True)
+        with statistics_mode(model):
+            for i, a in enumerate(starts):
+                for bn in bns:
+                    bn.momentum = i / (i + 1.0)
+                batch = [t[a:a + int(batch_size)] for t in inputs]
+                model(batch if len(batch) > 1 else batch[0], training=True)
     finally:
         for bn, m in zip(bns, momentum):
             bn.momentum = m

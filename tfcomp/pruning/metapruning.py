@@ -59,6 +59,7 @@ import numpy as np
 from keras import ops
 
 from tfcomp.graph import DependencyGraph, iter_leaf_layers
+from tfcomp.graph.copy import refresh_state
 from tfcomp.pruning.batchnorm import recalibrate_batchnorm
 from tfcomp.pruning.metapruning_weights import (
     channel_units,
@@ -384,6 +385,7 @@ class PruningNet(keras.Model):
                     arrays[spec.index] = crop_value(
                         keras.ops.convert_to_numpy(w), spec, keep)
                 layer.set_weights(arrays)
+                refresh_state(layer)
         if x is not None:
             recalibrate_batchnorm(small, x, batch_size=batch_size,
                                   steps=steps)

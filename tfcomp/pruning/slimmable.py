@@ -83,6 +83,7 @@ from tfcomp.layers.slimmable_groups import (
     SLIMMABLE_TYPES,
     group_segments,
 )
+from tfcomp.pruning.batchnorm import recalibrate_batchnorm, statistics_mode
 from tfcomp.pruning.targets import ignored_group_ids, unit_round_to
 
 __all__ = ["DEFAULT_WIDTHS", "SlimmableModel", "check_widths",
@@ -500,10 +501,11 @@ def recalibrate_widths(model: SlimmableModel, x, widths=None,
     try:
         for w in widths:
             set_width(model, w)
-            for i, a in enumerate(starts):
-                for bn in bns:
-                    bn.momentum = i / (i + 1.0)
-                model(x[a:a + batch_size], training=True)
+            with statistics_mode(model):  # BN in training mode, no dropout
+                for i, a in enumerate(starts):
+                    for bn in bns:
+                        bn.momentum = i / (i + 1.0)
+                    model(x[a:a + batch_size], training=True)
     finally:
         for bn, m in zip(bns, momentum):
             bn.momentum = m
@@ -572,7 +574,6 @@ def export_width(model: SlimmableModel, width, calibration_data=None,
         >>> tfcomp.export_tflite(small, "w050.tflite")
     """
     from tfcomp._io import as_arrays
-    from tfcomp.pruning.batchnorm import recalibrate_batchnorm
     from tfcomp.pruning.plan import Plan
     from tfcomp.pruning.surgery import prune_channels
 

@@ -29,7 +29,7 @@ from tfcomp.graph import (
     is_tensor_ref,
     model_kind,
 )
-from tfcomp.graph.copy import model_from_config
+from tfcomp.graph.copy import model_from_config, refresh_state
 
 __all__ = ["LayerKeep", "mask_channels", "prune_channels", "weight_masks"]
 
@@ -114,6 +114,7 @@ def _assign(layer, arrays, path):
                 f"{tuple(v.shape)} after rebuilding but the sliced weight "
                 f"has shape {a.shape}.")
         v.assign(a)
+    refresh_state(layer)
 
 
 def _rewrite(graph, keep, cfg, prefix, kind):
@@ -261,6 +262,7 @@ def mask_channels(model: keras.Model, plan, inplace: bool = False,
         if inplace:
             for i in touched:
                 target.weights[i].assign(arrays[i])
+            refresh_state(target)
         else:
             _assign(target, arrays, path)
     return new if inplace else carry_compile(model, new,

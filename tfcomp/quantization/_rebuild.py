@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import keras
 
+from tfcomp.graph.copy import refresh_state
 from tfcomp.layers import QuantActivation
 from tfcomp.layers import quantizers as qz
 from tfcomp.quantization._analysis import (
@@ -236,6 +237,7 @@ class _Builder:
         y = node.call(layer, tensors)
         if first and isinstance(layer, keras.layers.Layer):
             layer.set_weights(node.layer.get_weights())
+            refresh_state(layer)
         keeps_grid = (self.observers and node.inputs
                       and isinstance(node.layer, keras_classes(SAME_SCALE))
                       and all(t in self.on_grid for t in node.inputs))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 
 from tfcomp._compile import carry_compile
+from tfcomp.graph.copy import refresh_state
 from tfcomp.layers import (
     MIXED_LAYERS,
     QuantActivation,
@@ -120,6 +121,7 @@ def strip_quantization(model: keras.Model) -> keras.Model:
             elif first and kind == "float" and isinstance(
                     new, keras.layers.Layer):
                 new.set_weights(layer.get_weights())
+                refresh_state(new)
         for to, tn in zip(node.outputs, keras.tree.flatten(y)):
             tmap[to] = tn
     outputs = keras.tree.pack_sequence_as(

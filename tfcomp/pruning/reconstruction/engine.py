@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from tfcomp.graph import DependencyGraph
-from tfcomp.graph.copy import clone_model, copy_weights
+from tfcomp.graph.copy import clone_model, copy_weights, refresh_state
 from tfcomp.pruning import targets as tg
 from tfcomp.pruning.plan import Plan, estimate_macs
 from tfcomp.pruning.reconstruction.refit import (
@@ -191,6 +191,7 @@ class PruningState:
     def reset(self) -> None:
         """Back to the original weights, nothing removed."""
         self.work.set_weights(self._original_weights)
+        refresh_state(self.work)
         self.removed, self.keeps = {}, {}
 
     def out_mask(self, path: str, size: int):
