@@ -343,6 +343,30 @@ def _iterate(data, name: str):
             f"batches. Received: {type(data).__name__}") from None
 
 
+def _class_labels(y, model, name: str):
+    """int64 class indices: one per sample, or one per output position when
+    the model's output has positions (a U-Net's per-pixel classes); one-hot
+    labels (the output's shape) are converted with argmax."""
+    out = None
+    if model is not None and getattr(model, "outputs", None):
+        out = tuple(model.outputs[0].shape[1:])
+    if out and y.shape[1:] == out[:-1]:
+        return y.astype("int64")  # sparse, per sample or per position
+    if out and out[-1] > 1 and y.shape[1:] == out:
+        return y.argmax(axis=-1).astype("int64")  # one-hot
+    if y.ndim == 2 and y.shape[1] > 1 and (out is None or len(out) == 1):
+        return y.argmax(axis=1).astype("int64")  # one-hot, no model given
+    if y.ndim > 1 and int(np.prod(y.shape[1:])) == 1:
+        return y.reshape(-1).astype("int64")  # (N, 1)
+    if y.ndim > 1:
+        raise ValueError(
+            f"{name} labels of shape {y.shape} do not match the model's "
+            f"output shape {('N',) + out if out else 'unknown'}: give one "
+            "class index per sample (or per output position), or one-hot "
+            "labels of the output's shape.")
+    return y.astype("int64")
+
+
 def as_arrays(data, model=None, max_items: int | None = None,
               need_labels: bool = False, name: str = "calibration_data"
               ) -> tuple:
@@ -360,7 +384,9 @@ def as_arrays(data, model=None, max_items: int | None = None,
 
     Returns:
         ``(x, y)``: float32 inputs; ``y`` None when there are no labels,
-        else int64 class indices (one-hot labels are converted).
+        else int64 class indices, per sample or, for a model whose output
+        keeps positions (per-pixel classes), per position (one-hot labels
+        are converted).
 
     Raises:
         ValueError: empty data, inputs that do not fit the model, labels
@@ -437,11 +463,7 @@ def as_arrays(data, model=None, max_items: int | None = None,
             raise ValueError(
                 f"{name} labels must have one entry per input ({x.shape[0]})."
                 f" Received: labels.shape={y.shape}")
-        y = y[:x.shape[0]]
-        if y.ndim == 2 and y.shape[1] > 1:
-            y = y.argmax(axis=1)
-        y = y.reshape(y.shape[0], -1)[:, 0] if y.ndim > 1 else y
-        y = y.astype("int64")
+        y = _class_labels(y[:x.shape[0]], model, name)
     if need_labels and y is None:
         raise ValueError(
             f"{name} must hold labels: give (x, y) or batches of (x, y).")

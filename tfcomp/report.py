@@ -248,8 +248,9 @@ def collect_results(models: dict, data=None, tflite=None, table=None,
         if data is not None:
             x, y = data[0][:num_images], np.asarray(data[1][:num_images])
             out = np.asarray(model.predict(x, batch_size=256, verbose=0))
-            row["accuracy"] = float(np.mean(
-                out.reshape(len(x), -1).argmax(-1) == y))
+            pred = out.argmax(-1) if y.ndim > 1 or out.ndim == 2 else \
+                out.reshape(len(x), -1).argmax(-1)
+            row["accuracy"] = float(np.mean(pred == y))
         if label in tflite:
             from tfcomp.export import measure_latency
 

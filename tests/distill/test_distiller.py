@@ -268,3 +268,29 @@ def test_pruning_callbacks_prune_the_student_during_kd():
                 np.all(kernel == 0, axis=(0, 1, 2))) == 4
         else:
             assert np.mean(kernel == 0) >= 0.4
+
+
+def test_per_pixel_outputs_per_position_losses():
+    """A segmentation net (per-pixel classes): the hard loss is the sparse
+    cross entropy averaged over positions, the soft loss kd_loss's."""
+    keras.utils.set_random_seed(0)
+
+    def seg():
+        inputs = keras.Input((6, 6, 2))
+        h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(
+            inputs)
+        return keras.Model(inputs, keras.layers.Conv2D(3, 1)(h))
+
+    student, teacher = seg(), seg()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 6, 6, 2)).astype("float32")
+    y = rng.integers(0, 3, (4, 6, 6))
+    kd = Distiller(student, teacher, alpha=0.25, temperature=2.0)
+    kd.compile("adam")
+    got = float(kd.compute_loss(x, y, student(x)))
+    zs, zt = student(x), teacher(x)
+    hard = float(keras.ops.mean(keras.losses.sparse_categorical_crossentropy(
+        y, zs, from_logits=True)))
+    soft = float(keras.ops.mean(kd_loss(zt, zs, 2.0)))
+    assert got == pytest.approx(0.75 * hard + 0.25 * soft, rel=1e-5)
+    kd.fit(x, y, epochs=1, batch_size=2, verbose=0)

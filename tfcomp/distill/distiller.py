@@ -74,7 +74,8 @@ def as_logits(out, kind: str = "auto"):
 
 
 def kd_loss(teacher_logits, student_logits, temperature: float):
-    """Per-sample ``T**2 * KL(softmax(t / T) || softmax(s / T))``.
+    """Per-sample (per-position for per-pixel outputs) ``T**2 *
+    KL(softmax(t / T) || softmax(s / T))`` over the last axis.
 
     Example:
         >>> kd_loss(keras.ops.ones((2, 3)), keras.ops.zeros((2, 3)), 4.0)
@@ -195,19 +196,29 @@ class Distiller(keras.Model):
         if y_rank == len(z.shape) and y.shape[-1] == z.shape[-1] \
                 and z.shape[-1] != 1:
             ce = -ops.sum(ops.cast(y, "float32") * ops.log_softmax(z), -1)
-        else:
-            y = ops.cast(ops.reshape(y, (-1,)), "int32")
-            ce = -ops.take_along_axis(ops.log_softmax(z), y[:, None],
-                                      axis=-1)[:, 0]
+        else:  # class indices: per sample, or per position (a U-Net)
+            y = ops.cast(y, "int32")
+            if y_rank == len(z.shape) and y.shape[-1] == 1:
+                y = ops.squeeze(y, -1)
+            ce = -ops.take_along_axis(ops.log_softmax(z), y[..., None],
+                                      axis=-1)[..., 0]
         return self._reduce(ce, sample_weight)
 
     @staticmethod
-    def _reduce(per_sample, sample_weight):
-        n = ops.cast(ops.shape(per_sample)[0], "float32")
+    def _reduce(loss, sample_weight):
+        """Mean over the batch (a per-position loss: over its positions
+        first), weighted, per replica."""
+        n = ops.cast(ops.shape(loss)[0], "float32")
         if sample_weight is not None:
-            per_sample = per_sample * ops.reshape(
-                ops.cast(sample_weight, "float32"), (-1,))
-        return ops.sum(per_sample) / ops.maximum(n, 1.0) / _replicas()
+            w = ops.cast(sample_weight, "float32")
+            if len(w.shape) > len(loss.shape):
+                w = ops.reshape(w, ops.shape(loss))  # (N, 1) weights
+            while len(w.shape) < len(loss.shape):
+                w = ops.expand_dims(w, -1)
+            loss = loss * w
+        if len(loss.shape) > 1:
+            loss = ops.mean(loss, axis=tuple(range(1, len(loss.shape))))
+        return ops.sum(loss) / ops.maximum(n, 1.0) / _replicas()
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None,
                      training=True):

@@ -98,7 +98,9 @@ def _classes(names) -> tuple:
 
 
 #: Keras layers the TFLite converter cannot lower to int8 builtins.
-_NO_INT8_OPS = (keras.layers.MaxPooling3D, keras.layers.AveragePooling3D)
+#: Layers TFLite has no builtin for (float or int8): 3D pooling.
+NO_TFLITE_OPS = (keras.layers.MaxPooling3D, keras.layers.AveragePooling3D)
+_NO_INT8_OPS = NO_TFLITE_OPS
 #: Normalizations TFLite has no int8 builtin for: the converter decomposes
 #: them (MEAN, SQUARED_DIFFERENCE, RSQRT, MUL...) and, with no QAT range for
 #: those intermediate tensors, keeps them float in the "int8" file.
@@ -138,8 +140,8 @@ def check_exportable(model) -> None:
     if no_int8:
         raise ValueError(
             f"Layers {no_int8} have no int8 TFLite kernel (TFLite has no "
-            "3D pooling builtin); replace them (e.g. a strided Conv3D, or "
-            "GlobalAveragePooling3D) or export with quantization=None.")
+            "3D pooling builtin, float or int8); replace them (e.g. a "
+            "strided Conv3D, or GlobalAveragePooling3D).")
     if mixed:
         raise ValueError(
             f"Layers {mixed} are DNAS supernet layers; derive bits with "

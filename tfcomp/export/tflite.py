@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcomp import _io
-from tfcomp.export.int8 import prepare_for_tflite
+from tfcomp.export.int8 import NO_TFLITE_OPS, prepare_for_tflite
 from tfcomp.export.runtime import make_interpreter, run_interpreter
 from tfcomp.graph import parse_model
 from tfcomp.quantization import is_qat_model, strip_quantization
@@ -204,6 +204,21 @@ def _check_exportable_model(model, verb: str) -> None:
             "shape); keras.Model(inputs, model(inputs)).")
 
 
+def _check_builtins(model, verb: str) -> None:
+    """A ``ValueError`` naming the layers TFLite has no builtin op for (the
+    converter would fail with an MLIR error)."""
+    from tfcomp.graph.walk import iter_leaf_layers
+
+    bad = [f"{path} ({type(layer).__name__})"
+           for path, layer in iter_leaf_layers(model)
+           if isinstance(layer, NO_TFLITE_OPS)]
+    if bad:
+        raise ValueError(
+            f"{verb}: layers {bad} of model {model.name!r} have no TFLite "
+            "builtin op (TFLite has no 3D pooling); replace them (e.g. a "
+            "strided Conv3D, or GlobalAveragePooling3D) before exporting.")
+
+
 def _check_float32_policy(model, verb: str) -> None:
     """A model whose layers compute in float16 / bfloat16 (a
     ``mixed_float16`` policy) fails in TF's converter with no hint; name
@@ -259,6 +274,8 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
         model, converter_kwargs = prepare_for_tflite(model)
     elif is_qat:
         model = strip_quantization(model)
+    if not qat:  # the QAT int8 path: prepare_for_tflite's check says it
+        _check_builtins(model, "convert_to_tflite")
     if quantization == "int8" and calibration_data is None and not qat:
         raise ValueError(
             "quantization='int8' needs calibration_data (a few hundred "

@@ -98,7 +98,8 @@ class DynamicBits:
         for name, (w, a) in checked.items():
             layer = self._layers[name]
             layer.weight_quantizer.set_bits(w)
-            layer.input_quantizer.set_bits(a)
+            if layer.input_quantizer is not None:
+                layer.input_quantizer.set_bits(a)
             layer.w_bits, layer.a_bits = w, a
             layer.refresh_weight_quantizer()
         # the deprecated attribute (quantization_report() reads the layers)
@@ -139,10 +140,11 @@ def make_bits_dynamic(model) -> DynamicBits:
             continue
         wq = getattr(layer, "weight_quantizer", None)
         iq = getattr(layer, "input_quantizer", None)
-        if wq is None or iq is None:
+        if wq is None:
             continue
         wq.enable_dynamic_bits()
-        iq.enable_dynamic_bits(range_source=sources.get(layer.name))
+        if iq is not None:  # None: an Embedding (integer ids, a_bits noted)
+            iq.enable_dynamic_bits(range_source=sources.get(layer.name))
         layers[layer.name] = layer
     if not layers:
         raise ValueError(

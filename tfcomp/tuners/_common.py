@@ -99,14 +99,14 @@ def check_fraction(name: str, value, lo_open: bool = True) -> float:
                          f"{name}={value!r}") from None
 
 
-def as_xy(data, name: str):
-    """``(x, y)`` numpy arrays (labels as int class indices) from any form
-    ``tfcomp._io.as_arrays`` takes; labels are required.
+def as_xy(data, name: str, model=None):
+    """``(x, y)`` numpy arrays from any form ``tfcomp._io.as_arrays`` takes
+    (labels required; with ``model``, per-pixel labels kept).
 
     Example:
-        >>> x, y = as_xy((x_val, y_val), "validation_data")
+        >>> x, y = as_xy((x_val, y_val), "validation_data", model)
     """
-    return as_arrays(data, need_labels=True, name=name)
+    return as_arrays(data, model=model, need_labels=True, name=name)
 
 
 def as_images(data, name: str, model=None, max_items: int | None = None
@@ -180,9 +180,10 @@ def check_ints(**checks) -> None:
 
 def accuracy(model, x, y, batch_size: int = 256, traced: bool = False
              ) -> float:
-    """Top-1 accuracy of ``model``: eager calls (a model evaluated once is
-    not worth tracing), or ``model.predict`` (``traced=True``: a model
-    evaluated again and again, whose predict function Keras keeps)."""
+    """Top-1 accuracy of ``model`` (per position for per-pixel labels):
+    eager calls (a model evaluated once is not worth tracing), or
+    ``model.predict`` (``traced=True``: a model evaluated again and again,
+    whose predict function Keras keeps)."""
     if traced:
         out = model.predict(x, batch_size=batch_size, verbose=0)
         if isinstance(out, (list, tuple)):
@@ -195,7 +196,7 @@ def accuracy(model, x, y, batch_size: int = 256, traced: bool = False
             out = out[0]
         pred = np.asarray(keras.ops.convert_to_numpy(out)).argmax(-1)
         correct += int((pred == y[a:a + batch_size]).sum())
-    return correct / max(1, len(x))
+    return correct / max(1, np.size(y))  # per position for per-pixel labels
 
 
 def _jsonable_transitions(transitions) -> list:

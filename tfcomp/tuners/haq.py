@@ -206,8 +206,9 @@ class HAQHyperModel(kt.HyperModel):
         self.model = model
         self.hardware, self.resource, self.budget = hardware, resource, budget
         self.b_min, self.b_max = int(b_min), int(b_max)
-        self.train_data = as_xy(train_data, "train_data")
-        self.validation_data = as_xy(validation_data, "validation_data")
+        self.train_data = as_xy(train_data, "train_data", model)
+        self.validation_data = as_xy(validation_data, "validation_data",
+                                     model)
         self.calibration_x = (self.train_data[0][:512]
                               if calibration_data is None else
                               as_images(calibration_data, "calibration_data"))
@@ -351,7 +352,7 @@ class HAQHyperModel(kt.HyperModel):
             ``{"reward", "accuracy", "cost", "cost_ratio"}``.
         """
         x, y = (self.validation_data if validation_data is None
-                else as_xy(validation_data, "validation_data"))
+                else as_xy(validation_data, "validation_data", self.model))
         shared = self._search is not None and model is self._search[0]
         if self.finetune_epochs > 0:
             if shared:  # a fresh optimizer, without retracing

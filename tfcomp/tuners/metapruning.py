@@ -355,8 +355,8 @@ def metaprune(model, train_data, val_data, target_macs: float = 0.5,
 
     common.check_model(model)
     check_positive_int(epochs, "epochs", minimum=0)
-    x, y = common.as_xy(train_data, "train_data")
-    xv, yv = common.as_xy(val_data, "val_data")
+    x, y = common.as_xy(train_data, "train_data", model)
+    xv, yv = common.as_xy(val_data, "val_data", model)
     net = PruningNet(model, scales=scales, seed=seed)
     macs = ChannelMacs(net.graph)
     target = check_target_macs(target_macs)

@@ -1,0 +1,65 @@
+"""Inputs and outputs of user models that are not one class per image:
+per-pixel labels, token inputs, 3D pooling."""
+
+import keras
+import numpy as np
+import pytest
+
+from tfcomp._io import as_arrays
+from tfcomp.export import export_tflite
+from tfcomp.quantization import make_bits_dynamic, quantize_model
+from tfcomp.tuners._common import accuracy
+
+L = keras.layers
+
+
+def _segmenter():
+    inputs = keras.Input((6, 6, 2))
+    h = L.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    return keras.Model(inputs, L.Conv2D(3, 1)(h))
+
+
+def test_per_pixel_labels_are_kept_and_scored_per_pixel():
+    model = _segmenter()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 6, 6, 2)).astype("float32")
+    y = rng.integers(0, 3, (5, 6, 6))
+    _, got = as_arrays((x, y), model=model, need_labels=True)
+    np.testing.assert_array_equal(got, y)  # before: y[:, 0, 0], silently
+    onehot = np.eye(3)[y]
+    np.testing.assert_array_equal(
+        as_arrays((x, onehot), model=model, need_labels=True)[1], y)
+    pred = keras.ops.convert_to_numpy(model(x)).argmax(-1)
+    assert accuracy(model, x, y) == pytest.approx(np.mean(pred == y))
+    with pytest.raises(ValueError, match=r"labels of shape \(5, 7\)"):
+        as_arrays((x, rng.integers(0, 3, (5, 7))), model=model,
+                  need_labels=True)
+    # one class per sample, as before
+    clf = keras.Sequential([keras.Input((4,)), L.Dense(3)])
+    xs = rng.normal(size=(5, 4)).astype("float32")
+    for labels in (np.arange(5) % 3, (np.arange(5) % 3)[:, None],
+                   np.eye(3)[np.arange(5) % 3]):
+        np.testing.assert_array_equal(
+            as_arrays((xs, labels), model=clf, need_labels=True)[1],
+            np.arange(5) % 3)
+
+
+def test_dynamic_bits_cover_an_embedding_table():
+    inputs = keras.Input((8,), dtype="int32")
+    h = L.Embedding(20, 4)(inputs)
+    h = L.Conv1D(4, 3, activation="relu")(h)
+    outputs = L.Dense(3)(L.GlobalAveragePooling1D()(h))
+    q = quantize_model(keras.Model(inputs, outputs))
+    dyn = make_bits_dynamic(q)
+    name = next(n for n in dyn.layers if "embedding" in n)
+    dyn.set_policy({name: (4, 8)})  # before: "no dynamic bit-widths"
+    assert dyn.policy()[name][0] == 4
+
+
+def test_3d_pooling_float_export_is_a_clear_error(tmp_path):
+    inputs = keras.Input((4, 4, 4, 1))
+    h = L.MaxPooling3D(2)(L.Conv3D(2, 3, padding="same")(inputs))
+    model = keras.Model(inputs, L.Dense(2)(L.Flatten()(h)))
+    with pytest.raises(ValueError, match="no TFLite builtin op"):
+        export_tflite(model, str(tmp_path / "m.tflite"))
+    assert not list(tmp_path.iterdir())
