@@ -36,6 +36,8 @@ COLUMNS = {
     "QAT": ("qat",),
     "int8 TFLite": ("int8",),
     "bit-serial": ("bitserial",),
+    "LASSO": ("lasso",),
+    "distill": ("distill",),
     "slimmable": ("slimmable",),
     "MetaPruning": ("metapruning",),
     "GAL channels": ("gal_channels",),

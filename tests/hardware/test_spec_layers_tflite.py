@@ -47,8 +47,9 @@ def _text_net():
 def _covered(model, table, pairs):
     """Every quantizable layer has a finite entry at every pair; the
     layers under test (timed at 2-20x the ~0.6 us invoke overhead) a
-    positive one (the dense heads' ~0.05 us can round to 0 after the
-    overhead is subtracted)."""
+    positive one (the dense heads' ~0.05 us and an embedding lookup's can
+    round to 0 after the overhead is subtracted: the embedding did on a
+    loaded host)."""
     specs = {s.name: s for s in extract_specs(model)}
     names = quantizable_layers(model)
     assert names and set(names) <= set(specs)
@@ -56,7 +57,7 @@ def _covered(model, table, pairs):
         for w, a in pairs:
             t = table.lookup(specs[name], w, a).latency_s
             assert math.isfinite(t) and t >= 0, (name, w, a, t)
-            if specs[name].op != "dense":
+            if specs[name].op not in ("dense", "embedding"):
                 assert t > 0, (name, w, a, t)
     assert table.model_cost(model).latency_s > table.overhead_s > 0
 

@@ -12,7 +12,8 @@ from test_pipeline_structured import EXPECTED_UNSUPPORTED as STRUCTURED
 TOOL = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir,
                     "tools", "coverage_matrix.py")
 STEPS = {"profile", "prune", "fpgm", "magnitude", "qat", "int8", "bitserial",
-         "slimmable", "metapruning", "gal_channels", "gal_blocks", "joint"}
+         "slimmable", "metapruning", "gal_channels", "gal_blocks", "joint",
+         "lasso", "distill"}
 
 
 def _tool():
@@ -33,7 +34,7 @@ def test_cells_follow_the_outcomes():
                         "rows": ["Embedding"]}}}}
     table = _tool().render(data).splitlines()
     assert table[2] == ("| Conv2D | – | ok | – | – | FAIL [1] | – | – | – | – "
-                        "| – | – |")
+                        "| – | – | – | – |")
     assert table[3].startswith("| Embedding | – | no [2] |")
     assert table[4].startswith("| Dense | – | ok |")  # b's error: Embedding
     assert table[6].startswith("[1] unexpected failure: TypeError: x (a int8)")

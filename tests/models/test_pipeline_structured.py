@@ -13,6 +13,10 @@ recording as ``test_pipeline.py``, for the README's coverage matrix):
 * ``gal_channels`` / ``gal_blocks``: ``apply_gal`` equals the model at
   masks 1; a 1-epoch ``GAL`` fit (mask step 1); with half the mask entries
   zeroed, ``strip_pruning`` leaves the outputs unchanged and removes MACs;
+* ``lasso``: ``lasso_prune`` to half the channels (LASSO channel selection,
+  least-squares refit on the inputs): fewer MACs, finite outputs;
+* ``distill``: a 1-epoch ``Distiller`` fit of a fresh copy from the
+  model (per-position losses for per-pixel outputs): finite loss;
 * ``joint``: ``tfcomp.compress`` to 90% of the dense 8/8 BISMO latency
   (pruning and quantization sensitivities measured on the inputs): the
   point's cost is within the budget, the refit pruned model has at most
@@ -28,6 +32,7 @@ import pytest
 from test_pipeline import CASE_PARAMS, _close, _compile, _np, _randomize_stats
 
 import tfcomp
+from tfcomp.distill import Distiller
 from tfcomp.graph.walk import iter_leaf_layers
 from tfcomp.hardware import BISMO
 from tfcomp.layers.soft_mask import SoftMask
@@ -36,6 +41,7 @@ from tfcomp.pruning import (
     PruningNet,
     apply_gal,
     export_width,
+    lasso_prune,
     set_width,
     strip_pruning,
     to_slimmable,
@@ -119,6 +125,24 @@ def check_gal(case, structures):
     assert _macs(small) < _macs(model), (_macs(small), _macs(model))
 
 
+def check_lasso(case):
+    model = case.build()
+    _randomize_stats(model)
+    x, _ = case.data(32)
+    small = lasso_prune(model, x, ratio=0.5, max_images=16, verbose=0).model
+    assert np.all(np.isfinite(_np(small(x)))), "pruned outputs not finite"
+    assert _macs(small) < _macs(model), (_macs(small), _macs(model))
+
+
+def check_distill(case):
+    teacher = case.build()
+    x, y = case.data(32)
+    kd = Distiller(case.build(), teacher)
+    kd.compile(keras.optimizers.Adam(1e-3), run_eagerly=True)
+    hist = kd.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    assert np.isfinite(hist.history["loss"]).all(), hist.history
+
+
 def check_joint(case, budget=0.9):
     model = case.build()
     _randomize_stats(model)
@@ -160,3 +184,13 @@ def test_gal_blocks(case, step):
 @pytest.mark.parametrize("case", CASE_PARAMS)
 def test_joint(case, step):
     step(case, "joint", lambda: check_joint(case), EXPECTED_UNSUPPORTED)
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_lasso(case, step):
+    step(case, "lasso", lambda: check_lasso(case), EXPECTED_UNSUPPORTED)
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_distill(case, step):
+    step(case, "distill", lambda: check_distill(case), EXPECTED_UNSUPPORTED)

@@ -177,6 +177,34 @@ def _slim_base():
     return keras.Model(inp, keras.layers.Dense(5)(x))
 
 
+def _slim_wide():
+    """Every slimmable twin: convs of each rank, grouped, separable,
+    transposed, depthwise, BN and GroupNormalization (no EinsumDense: the
+    dependency graph does not prune through it)."""
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input((8, 8, 3))
+    a = L.Conv2D(8, 3, padding="same")(inp)
+    a = L.BatchNormalization()(a)
+    a = L.DepthwiseConv2D(3, padding="same")(a)
+    a = L.Conv2D(8, 3, padding="same", groups=2)(a)
+    a = L.SeparableConv2D(8, 3, padding="same")(a)
+    a = L.GroupNormalization(groups=2)(a)  # not next to the grouped conv
+    a = L.Conv2DTranspose(4, 3, strides=2, padding="same")(a)
+    a = L.GlobalAveragePooling2D()(a)
+    b = L.Reshape((64, 3))(inp)
+    b = L.Conv1D(6, 3, padding="causal")(b)
+    b = L.SeparableConv1D(6, 3, padding="same")(b)
+    b = L.Conv1DTranspose(4, 3, padding="same")(b)
+    b = L.GlobalAveragePooling1D()(b)
+    c = L.Reshape((4, 4, 4, 3))(inp)
+    c = L.Conv3D(4, 2, padding="same")(c)
+    c = L.Conv3DTranspose(4, 2, padding="same")(c)
+    c = L.GlobalAveragePooling3D()(c)
+    x = L.Dense(6, activation="relu")(L.Concatenate()([a, b, c]))
+    return keras.Model(inp, L.Dense(5)(x))
+
+
 def _kinds(x):
     qat = quantize_model(_wide_base(), bits=4)
     calibrate(qat, x)
@@ -203,7 +231,7 @@ def _kinds(x):
         t = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(t)
     t = keras.layers.GlobalAveragePooling2D()(t)
     tnet_model = tnet(keras.Model(inp, keras.layers.Dense(5)(t)), ranks=0.5)
-    slim = to_slimmable(_slim_base(), widths=(0.5, 1.0))
+    slim = to_slimmable(_slim_wide(), widths=(0.5, 1.0))
     gal = apply_gal(_slim_base(), "channels")
     return {"tnet": tnet_model, "slimmable": slim, "gal": gal, "fpgm": fpgm,
             "magnitude": magnitude, "qat": qat,
