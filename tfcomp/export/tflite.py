@@ -21,7 +21,7 @@ import tensorflow as tf
 from tfcomp import _io
 from tfcomp.export.int8 import NO_TFLITE_OPS, prepare_for_tflite
 from tfcomp.export.runtime import make_interpreter, run_interpreter
-from tfcomp.graph import parse_model
+from tfcomp.graph import iter_leaf_layers, parse_model
 from tfcomp.quantization import is_qat_model, strip_quantization
 
 __all__ = ["ExportReport", "VerificationError", "export_tflite",
@@ -207,8 +207,6 @@ def _check_exportable_model(model, verb: str) -> None:
 def _check_builtins(model, verb: str) -> None:
     """A ``ValueError`` naming the layers TFLite has no builtin op for (the
     converter would fail with an MLIR error)."""
-    from tfcomp.graph.walk import iter_leaf_layers
-
     bad = [f"{path} ({type(layer).__name__})"
            for path, layer in iter_leaf_layers(model)
            if isinstance(layer, NO_TFLITE_OPS)]
