@@ -13,7 +13,7 @@ TOOL = os.path.join(os.path.dirname(__file__), os.pardir, os.pardir,
                     "tools", "coverage_matrix.py")
 STEPS = {"profile", "prune", "fpgm", "magnitude", "qat", "int8", "bitserial",
          "slimmable", "metapruning", "gal_channels", "gal_blocks", "joint",
-         "lasso", "distill"}
+         "lasso", "dcp", "distill"}
 
 
 def _tool():

@@ -14,7 +14,13 @@ recording as ``test_pipeline.py``, for the README's coverage matrix):
   masks 1; a 1-epoch ``GAL`` fit (mask step 1); with half the mask entries
   zeroed, ``strip_pruning`` leaves the outputs unchanged and removes MACs;
 * ``lasso``: ``lasso_prune`` to half the channels (LASSO channel selection,
-  least-squares refit on the inputs): fewer MACs, finite outputs;
+  least-squares refit on the inputs): fewer MACs, finite outputs, no group
+  skipped for a transposed / grouped / 3-D convolution consumer; and one
+  AMC rollout at half widths (the same engine): pruned == masked, fewer
+  MACs;
+* ``dcp``: ``dcp_prune`` to half the channels (1 SGD step, 1 head epoch;
+  per-pixel auxiliary heads for per-pixel labels): fewer MACs, finite
+  outputs, the same skip check;
 * ``distill``: a 1-epoch ``Distiller`` fit of a fresh copy from the
   model (per-position losses for per-pixel outputs): finite loss;
 * ``joint``: ``tfcomp.compress`` to 90% of the dense 8/8 BISMO latency
@@ -40,6 +46,7 @@ from tfcomp.pruning import (
     GAL,
     PruningNet,
     apply_gal,
+    dcp_prune,
     export_width,
     lasso_prune,
     set_width,
@@ -47,6 +54,7 @@ from tfcomp.pruning import (
     to_slimmable,
 )
 from tfcomp.quantization import quantize_model
+from tfcomp.tuners.amc import AMCHyperModel
 
 # (model, step) -> (error type, message fragment, why[, matrix rows]); rows
 # () when the limit is the model's shape, not one of its layer types.
@@ -66,6 +74,11 @@ EXPECTED_UNSUPPORTED[("DenseNet121", "joint")] = (
     "its exact cost table (458,752 cells) exceeds the solver's limit; the "
     "error says to search fewer keep ratios or leave groups out",
     ("Add / Concatenate / Multiply",))
+EXPECTED_UNSUPPORTED[("nested", "dcp")] = (
+    ValueError, "dcp_prune does not support nested models",
+    "DCP's stages and auxiliary heads cut the model's own graph: a nested "
+    "model is refused (lasso_prune and AMC prune its outer layers)",
+    ("nested Model",))
 EXPECTED_UNSUPPORTED[("ConvNeXtTiny", "gal_blocks")] = (
     ValueError, _NO_BLOCKS, "residual sums written as `x + y` (keras.ops "
     "add), not Add layers: GAL's block masks need an Add layer",
@@ -131,13 +144,40 @@ def check_gal(case, structures):
     assert _macs(small) < _macs(model), (_macs(small), _macs(model))
 
 
+# consumers the reconstruction engine refits (a group they read is never
+# skipped because of them)
+_REFIT = ("(Conv1DTranspose)", "(Conv2DTranspose)", "(Conv3DTranspose)",
+          "(Conv3D)", "grouped convolution")
+
+
 def check_lasso(case):
     model = case.build()
     _randomize_stats(model)
-    x, _ = case.data(32)
-    small = lasso_prune(model, x, ratio=0.5, max_images=16, verbose=0).model
-    assert np.all(np.isfinite(_np(small(x)))), "pruned outputs not finite"
+    x, y = case.data(32)
+    res = lasso_prune(model, x, ratio=0.5, max_images=16, verbose=0)
+    for gid, why in res.report["skipped"].items():
+        assert not any(k in why for k in _REFIT), (gid, why)
+    assert np.all(np.isfinite(_np(res.model(x)))), "pruned not finite"
+    assert _macs(res.model) < _macs(model), (_macs(res.model), _macs(model))
+    # AMC's per-layer step (the same engine): one rollout at half widths
+    hm = AMCHyperModel(model, x, (x, y), budget=1.0, round_to=1,
+                       max_images=8)
+    values, _, _ = hm.space.rollout(lambda s: [0.5])
+    small, _ = hm.prune(values)
+    _close(small(x), hm._engine().work(x), "AMC pruned vs masked")
     assert _macs(small) < _macs(model), (_macs(small), _macs(model))
+
+
+def check_dcp(case):
+    model = case.build()
+    _randomize_stats(model)
+    x, y = case.data(32)
+    res = dcp_prune(model, (x, y), 0.5, finetune_epochs=0, head_epochs=1,
+                    sgd_steps=1, max_images=16, verbose=0)
+    for gid, why in res.report["skipped"].items():
+        assert not any(k in why for k in _REFIT), (gid, why)
+    assert np.all(np.isfinite(_np(res.model(x)))), "pruned not finite"
+    assert _macs(res.model) < _macs(model), (_macs(res.model), _macs(model))
 
 
 def check_distill(case):
@@ -195,6 +235,11 @@ def test_joint(case, step):
 @pytest.mark.parametrize("case", CASE_PARAMS)
 def test_lasso(case, step):
     step(case, "lasso", lambda: check_lasso(case), EXPECTED_UNSUPPORTED)
+
+
+@pytest.mark.parametrize("case", CASE_PARAMS)
+def test_dcp(case, step):
+    step(case, "dcp", lambda: check_dcp(case), EXPECTED_UNSUPPORTED)
 
 
 @pytest.mark.parametrize("case", CASE_PARAMS)

@@ -27,6 +27,7 @@ import keras
 import numpy as np
 
 from tfcomp._io import check_positive_int
+from tfcomp.graph.calls import override_calls
 from tfcomp.graph.walk import leaf_layers
 
 __all__ = ["recalibrate_batchnorm", "statistics_mode"]
@@ -36,6 +37,15 @@ _STATISTICS = ("moving_mean", "moving_variance")
 
 def _keeps_statistics(layer) -> bool:
     return any(v.name in _STATISTICS for v in layer.weights)
+
+
+def _inference_call(f):
+    """``f`` with ``training=False`` wherever a ``training`` is passed."""
+    def call(*args, **kwargs):
+        if "training" in kwargs:
+            kwargs["training"] = False
+        return f(*args, **kwargs)
+    return call
 
 
 @contextlib.contextmanager
@@ -49,26 +59,10 @@ def statistics_mode(model: keras.Model):
         >>> with statistics_mode(model):
         ...     model(x, training=True)   # BN statistics from x, no dropout
     """
-    saved = []
-    for layer in leaf_layers(model):
-        if _keeps_statistics(layer):
-            continue
-
-        def call(*args, _f=layer.call, **kwargs):
-            if "training" in kwargs:
-                kwargs["training"] = False
-            return _f(*args, **kwargs)
-
-        saved.append((layer, vars(layer).get("call")))
-        layer.call = call
-    try:
+    with override_calls({layer: _inference_call
+                         for layer in leaf_layers(model)
+                         if not _keeps_statistics(layer)}):
         yield model
-    finally:
-        for layer, own in saved:
-            if own is None:
-                del layer.call
-            else:
-                layer.call = own
 
 
 def recalibrate_batchnorm(model: keras.Model, x, batch_size: int = 128,

@@ -131,11 +131,38 @@ def find_stage_ends(model: keras.Model, num_stages: int = 3) -> list:
     return picks
 
 
-def _make_head(shape, num_classes: int, name: str) -> keras.Model:
-    """AvgPool(ReLU(BN(x))) -> Dense (the paper's auxiliary classifier)."""
+def _make_head(shape, num_classes: int, name: str,
+               label_shape: tuple = ()) -> keras.Model:
+    """AvgPool(ReLU(BN(x))) -> Dense (the paper's auxiliary classifier).
+
+    With per-position labels (``label_shape``: their spatial size, e.g. a
+    segmentation mask) the head stays per position instead (not in the
+    paper, which classifies images): ReLU(BN(x)) -> 1x1 convolution ->
+    bilinear resize (2-D) / upsampling (1-D) to the labels' size.
+    """
     inp = keras.Input(shape[1:])
     h = keras.layers.BatchNormalization(name=f"{name}_bn")(inp)
     h = keras.layers.ReLU(name=f"{name}_relu")(h)
+    spatial = tuple(int(d) for d in shape[1:-1])
+    if label_shape:
+        label_shape = tuple(int(d) for d in label_shape)
+        if len(spatial) == 2 and len(label_shape) == 2:
+            h = keras.layers.Conv2D(num_classes, 1, name=f"{name}_fc")(h)
+            out = keras.layers.Resizing(*label_shape,
+                                        name=f"{name}_resize")(h)
+        elif (len(spatial) == 1 and len(label_shape) == 1
+              and label_shape[0] % spatial[0] == 0):
+            h = keras.layers.Conv1D(num_classes, 1, name=f"{name}_fc")(h)
+            out = keras.layers.UpSampling1D(label_shape[0] // spatial[0],
+                                            name=f"{name}_up")(h)
+        else:
+            raise ValueError(
+                f"dcp_prune: per-position labels of shape {label_shape} "
+                f"cannot be predicted from stage features of shape "
+                f"{spatial} by an auxiliary head (2-D maps, or 1-D "
+                "sequences whose length divides the labels'). Pass "
+                "num_stages=1 (the final loss only) or stage_ends.")
+        return keras.Model(inp, out, name=name)
     if len(shape) == 4:
         h = keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(h)
     elif len(shape) == 3:
@@ -367,7 +394,7 @@ class _DCPRun:
         end_t = work.get_layer(self.stage_ends[p]).output
         (feats,) = activations(work, [end_t], self.x, bs)
         head = _make_head((None,) + feats.shape[1:], self.n_cls,
-                          f"{_AUX_PREFIX}{p + 1}")
+                          f"{_AUX_PREFIX}{p + 1}", self.y.shape[1:])
         if head_epochs:
             head.compile(keras.optimizers.Adam(1e-3), self.ce,
                          jit_compile=False)

@@ -31,7 +31,12 @@ import tensorflow as tf  # custom gradient loop (no Keras equivalent)
 from tfcomp.pruning.reconstruction.engine import (
     activations,
     consumer_layers,
-    layer_units,
+    consumer_units,
+)
+from tfcomp.pruning.reconstruction.kernels import (
+    dense_shape,
+    from_dense,
+    to_dense,
 )
 
 __all__ = ["GreedyGroup", "GreedySettings", "Stage"]
@@ -130,15 +135,17 @@ class GreedyGroup:
         orig = state.model
         self.tgt_vals = activations(orig, [orig.get_layer(p).output
                                            for p in paths], x, bs)
+        # weights are handled in the dense view (*k, P, n) of
+        # reconstruction.kernels: grouped / transposed kernels map back
+        self.layers = layers
         self.kernels = [lay.kernel for lay in layers]
-        self.w_init = [keras.ops.convert_to_numpy(k).copy()
-                       for k in self.kernels]
+        self.w_init = self.get_w()
         self.unit_pos = []   # per consumer: (P,) unit ids
         self.row_masks = []  # per consumer: (P,) positions outside the group
         self.col_masks = []  # per consumer: (n,) alive outputs
         for lay, path in zip(layers, paths):
-            n_in, n_out = lay.kernel.shape[-2], lay.kernel.shape[-1]
-            u = layer_units(group, path, n_in)
+            n_out = dense_shape(lay)[-1]
+            u = consumer_units(group, path, lay)
             self.unit_pos.append(u)
             self.row_masks.append((u < 0).astype("float32"))
             om = state.out_mask(path, n_out)
@@ -200,22 +207,30 @@ class GreedyGroup:
 
     # -- weights -----------------------------------------------------------
     def get_w(self) -> list:
-        return [keras.ops.convert_to_numpy(k).copy() for k in self.kernels]
+        """The consumers' kernels in the dense view."""
+        return [to_dense(lay, keras.ops.convert_to_numpy(lay.kernel))
+                for lay in self.layers]
 
     def set_w(self, ws) -> None:
-        for k, w in zip(self.kernels, ws):
-            k.assign(w)
+        for lay, w in zip(self.layers, ws):
+            lay.kernel.assign(from_dense(lay, w))
+
+    def dense_grads(self, grads) -> list:
+        """Gradients of the consumers' kernels in the dense view."""
+        return [to_dense(lay, keras.ops.convert_to_numpy(g))
+                for lay, g in zip(self.layers, grads)]
 
     def kernel_mask(self, active) -> list:
         """Per consumer: 1 at the weights of ``active`` channels (and of
         positions outside the group), 0 elsewhere and at removed outputs."""
         out = []
-        for u, rm, cm, k in zip(self.unit_pos, self.row_masks,
-                                self.col_masks, self.kernels):
+        for u, rm, cm, lay in zip(self.unit_pos, self.row_masks,
+                                  self.col_masks, self.layers):
             rows = rm.copy()
             rows[np.isin(u, active) & (u >= 0)] = 1.0
             m = rows[:, None] * cm[None, :]
-            out.append(np.broadcast_to(m, tuple(k.shape)).astype("float32"))
+            out.append(np.broadcast_to(m, dense_shape(lay)).astype(
+                "float32"))
         return out
 
     # -- the greedy loop ---------------------------------------------------
@@ -225,7 +240,7 @@ class GreedyGroup:
         gsum = None
         for _b in range(self.s.grad_batches):
             _, grads = self.grad_step(*self._random_batch())
-            gnp = [keras.ops.convert_to_numpy(gr) for gr in grads]
+            gnp = self.dense_grads(grads)
             gsum = gnp if gsum is None else [a + b for a, b in zip(gsum, gnp)]
         for gr, u, cm in zip(gsum, self.unit_pos, self.col_masks):
             g3 = gr.reshape(-1, gr.shape[-2], gr.shape[-1]) * cm
@@ -259,8 +274,9 @@ class GreedyGroup:
             _, grads = self.grad_step(*self._random_batch())
             ws = self.get_w()
             new = []
-            for i, (w, gr, m) in enumerate(zip(ws, grads, masks)):
-                gr = keras.ops.convert_to_numpy(gr) + s.weight_decay * w
+            for i, (w, gr, m) in enumerate(zip(ws, self.dense_grads(grads),
+                                               masks)):
+                gr = gr + s.weight_decay * w
                 gr = gr * m
                 vel[i] = s.momentum * vel[i] + gr
                 new.append((w - s.lr * (gr + s.momentum * vel[i])) * m)

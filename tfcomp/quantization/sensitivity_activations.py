@@ -26,11 +26,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections import namedtuple
 
 import keras
 import numpy as np
 
+from tfcomp.graph.calls import override_calls
 from tfcomp.quantization.hessian import _batches, activation_traces
 
 __all__ = ["Operand", "operands", "rows_sum", "parts_meta",
@@ -112,6 +114,11 @@ class _Pointwise:
             y = y + keras.ops.reshape(lay.bias, shape)
         return y if lay.activation is None else lay.activation(y)
 
+    def split_call(self, _call):
+        """The layer's ``call`` while split (an :func:`~tfcomp.graph.calls.
+        override_calls` wrapper): the depthwise half, then this one."""
+        return lambda inputs: self.call(self.depthwise(inputs))
+
 
 @contextlib.contextmanager
 def split_separable(ops):
@@ -131,16 +138,10 @@ def split_separable(ops):
         stage = stages.get(id(o.layer))
         if stage is None:
             stage = stages[id(o.layer)] = _Pointwise(o.layer)
-            o.layer.call = (lambda s: lambda inputs: s.call(
-                s.depthwise(inputs)))(stage)
         out.append(o._replace(target=o.layer if o.part == "depthwise"
                               else stage))
-    try:
+    with override_calls({s.layer: s.split_call for s in stages.values()}):
         yield out
-    finally:
-        for stage in stages.values():
-            if "call" in vars(stage.layer):
-                del stage.layer.call
 
 
 # ------------------------------------------------------------- the grid
@@ -172,9 +173,7 @@ def _input_probe(model, ops, x, batch_size):
     layers inside nested models are reached too (their symbolic ``input``
     belongs to the inner model's graph, which the outer inputs do not
     feed)."""
-    layers = list({id(o.layer): o.layer for o in ops}.values())
     seen: dict = {}
-    saved = {id(lay): vars(lay).get("call") for lay in layers}
 
     def recorder(key, f):
         def call(inputs, *args, **kwargs):
@@ -182,9 +181,8 @@ def _input_probe(model, ops, x, batch_size):
             return f(inputs, *args, **kwargs)
         return call
 
-    try:
-        for lay in layers:
-            lay.call = recorder(id(lay), lay.call)
+    with override_calls({o.layer: functools.partial(recorder, id(o.layer))
+                         for o in ops}):
         for sl in _batches(len(x), batch_size):
             seen.clear()
             model(x[sl], training=False)
@@ -195,12 +193,6 @@ def _input_probe(model, ops, x, batch_size):
                     t = o.target.depthwise(t)
                 got.append(keras.ops.convert_to_numpy(t))
             yield got
-    finally:
-        for lay in layers:
-            if saved[id(lay)] is None:
-                del lay.call
-            else:
-                lay.call = saved[id(lay)]
 
 
 def input_ranges(model, ops, x, batch_size) -> tuple:
@@ -266,8 +258,6 @@ def activation_table(model, ops, n_rows, x, float_out, bits, batch_size,
     table = np.zeros((n_rows, len(bits)))
     grid = keras.Variable(np.zeros((len(ops), 4), np.float32),
                           trainable=False, name="input_grid")
-    targets = [o.target for o in ops]
-    originals = [t.call for t in targets]
 
     def hooked(i, f):
         def call(inputs, *args, **kwargs):
@@ -280,9 +270,8 @@ def activation_table(model, ops, n_rows, x, float_out, bits, batch_size,
             return f(kops.where(on > 0, q, inputs), *args, **kwargs)
         return call
 
-    try:
-        for i, target in enumerate(targets):
-            target.call = hooked(i, originals[i])
+    with override_calls({o.target: functools.partial(hooked, i)
+                         for i, o in enumerate(ops)}):
         forward = forward_fn(model)
         for r in range(n_rows):
             mine = [i for i, o in enumerate(ops) if o.row == r]
@@ -294,11 +283,4 @@ def activation_table(model, ops, n_rows, x, float_out, bits, batch_size,
                 grid.assign(rows)
                 out = predict_fn(model, x, batch_size, forward)
                 table[r, j] = float(np.mean((out - float_out) ** 2))
-    finally:
-        for target, original in zip(targets, originals):
-            if "call" in vars(target):
-                del target.call
-            if isinstance(target, keras.layers.Layer) and (
-                    getattr(original, "__self__", None) is not target):
-                target.call = original  # a split separable's half
     return table

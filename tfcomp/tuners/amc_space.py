@@ -78,7 +78,10 @@ class LayerCosts:
                     seen_tied.add(i)
                     self.cin_terms[i].append((j, npos))
                 elif m.role == "consumer" and m.port == "in":
-                    self.cin_terms[i].append((j, npos))
+                    # a grouped conv's indices are kernel rows: each one
+                    # is an input channel of every group
+                    self.cin_terms[i].append(
+                        (j, npos * max(1, int(spec.groups or 1))))
                 elif m.role == "producer" and m.port == "out":
                     self.cout_terms[i].append((j, npos))
                 else:

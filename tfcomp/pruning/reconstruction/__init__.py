@@ -42,8 +42,14 @@ from the network pruned so far, targets from the original network, removed
 producer filters through the dependency graph); ``lasso_prune``, DCP and AMC
 use it.
 
-Modules: ``sampling`` (step 1), ``selection`` (step 2), ``refit`` (step 3
-and :func:`reconstruct_layer`), ``engine`` (the whole-model loop).
+Consumers: ``Conv1D`` / ``Conv2D`` / ``Conv3D`` (grouped too: each block of
+outputs is refit on the inputs it reads), their transposed forms (patches
+gathered by ``keras.ops.conv_transpose`` on an identity kernel) and
+``Dense``, all seen as one ``(K, P, n)`` kernel (module ``kernels``).
+
+Modules: ``kernels`` (the dense view of each consumer), ``sampling`` (step
+1), ``selection`` (step 2), ``refit`` (step 3 and :func:`reconstruct_layer`),
+``engine`` (the whole-model loop).
 
 Example:
     >>> layer = model.get_layer("s1b1_conv2")
@@ -56,6 +62,7 @@ from tfcomp.pruning.reconstruction.engine import (
     LayerwisePruner,
     PruningState,
 )
+from tfcomp.pruning.reconstruction.kernels import consumer_kind, layer_kernel
 from tfcomp.pruning.reconstruction.refit import (
     LayerReconstruction,
     least_squares_refit,
@@ -64,8 +71,6 @@ from tfcomp.pruning.reconstruction.refit import (
 )
 from tfcomp.pruning.reconstruction.sampling import (
     LayerSamples,
-    consumer_kind,
-    layer_kernel,
     sample_layer,
     sample_patches,
 )

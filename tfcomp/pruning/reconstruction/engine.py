@@ -30,21 +30,26 @@ from tfcomp.graph import DependencyGraph
 from tfcomp.graph.copy import clone_model, copy_weights, refresh_state
 from tfcomp.pruning import targets as tg
 from tfcomp.pruning.plan import Plan, estimate_macs
+from tfcomp.pruning.reconstruction.kernels import (
+    connections,
+    consumer_kind,
+    dense_shape,
+    expand_rows,
+    from_dense,
+    kernel_rows,
+    layer_kernel,
+)
 from tfcomp.pruning.reconstruction.refit import (
     least_squares_refit,
     reconstruction_error,
 )
-from tfcomp.pruning.reconstruction.sampling import (
-    LayerSamples,
-    consumer_kind,
-    layer_kernel,
-    sample_patches,
-)
+from tfcomp.pruning.reconstruction.sampling import LayerSamples, sample_patches
 from tfcomp.pruning.reconstruction.selection import select_channels
 from tfcomp.pruning.surgery import mask_channels, prune_channels
 
 __all__ = ["LayerwisePruner", "PruningState", "activations", "check_model",
-           "consumer_layers", "consumer_support", "iter_activations",
+           "consumer_layers", "consumer_support", "consumer_units",
+           "iter_activations",
            "layer_units", "reconstructible_groups", "reconstruction_targets"]
 
 
@@ -116,6 +121,17 @@ def layer_units(group, path: str, port_size: int) -> np.ndarray:
         if m.layer == path:
             units[m.indices] = m.units
     return units
+
+
+def consumer_units(group, path: str, layer) -> np.ndarray:
+    """:func:`layer_units` of consumer ``path`` (the built ``layer``) over
+    all of its input channels: a grouped convolution's kernel rows repeated
+    over its groups (:func:`~.kernels.expand_rows`).
+
+    Example:
+        >>> consumer_units(g, "conv2", model.get_layer("conv2"))
+    """
+    return expand_rows(layer, layer_units(group, path, kernel_rows(layer)))
 
 
 def iter_activations(extractor, x, batch_size: int):
@@ -342,9 +358,10 @@ class LayerwisePruner(PruningState):
             w, b = layer_kernel(lay)
             out.append(LayerSamples(
                 x=np.concatenate(patches[p], 0), y=self.targets[p],
-                kernel=w, bias=b, units=layer_units(group, p, w.shape[1]),
-                layer=p, kernel_shape=tuple(lay.kernel.shape),
-                out_mask=self.out_mask(p, w.shape[2])))
+                kernel=w, bias=b, units=consumer_units(group, p, lay),
+                layer=p, kernel_shape=dense_shape(lay),
+                out_mask=self.out_mask(p, w.shape[2]),
+                connect=connections(lay)))
         return out
 
     def refit(self, samples: list, keep, report: bool = True):
@@ -364,7 +381,7 @@ class LayerwisePruner(PruningState):
                     "error_zeroed": reconstruction_error(
                         s.x, s.y, zeroed, s.bias, s.out_mask)}
             lay = self.work.get_layer(s.layer)
-            lay.kernel.assign(kernel.astype("float32"))
+            lay.kernel.assign(from_dense(lay, kernel))
             if bias is not None:
                 lay.bias.assign(bias.astype("float32"))
         return errors
@@ -408,9 +425,10 @@ def reconstruction_targets(graph, ratio, *, target_macs=None,
     consumers can be refit, through :func:`tfcomp.pruning.targets.resolve`.
 
     A float ``ratio`` / ``target_macs`` applies to the prunable groups
-    (or ``groups``) whose consumers are ``Conv1D`` / ``Conv2D`` / ``Dense``
-    called once; the others are skipped with the reason. Groups named in a
-    ratio dict or in ``groups`` must be reconstructible.
+    (or ``groups``) whose consumers are convolutions (grouped, transposed,
+    1-3D) or ``Dense`` called once (:func:`~.kernels.consumer_kind`); the
+    others are skipped with the reason. Groups named in a ratio dict or in
+    ``groups`` must be reconstructible.
 
     Returns:
         ``(targets, skipped)``: a :class:`tfcomp.pruning.targets.Targets`

@@ -16,7 +16,13 @@ import dataclasses
 
 import numpy as np
 
-from tfcomp.pruning.reconstruction.sampling import LayerSamples, layer_kernel
+from tfcomp.pruning.reconstruction.kernels import (
+    connections,
+    dense_shape,
+    from_dense,
+    layer_kernel,
+)
+from tfcomp.pruning.reconstruction.sampling import LayerSamples
 from tfcomp.pruning.reconstruction.selection import select_channels
 
 __all__ = ["LayerReconstruction", "least_squares_refit", "reconstruct_layer",
@@ -31,40 +37,13 @@ def _kept_positions(s: LayerSamples, keep) -> np.ndarray:
     return np.flatnonzero((s.units < 0) | np.isin(s.units, keep))
 
 
-def least_squares_refit(samples: LayerSamples, keep, ridge: float = 1e-6
-                        ) -> tuple:
-    """Least-squares kernel (and bias) on the kept channels.
-
-    Solves ``min ||X_kept W' + b' - Y||^2 + r ||W' - W_kept||^2`` where
-    ``r = ridge * mean(diag(X_kept' X_kept))``: a plain least-squares fit
-    with a tiny pull towards the current weights that only matters when the
-    samples do not determine ``W'`` (fewer samples than inputs, dead
-    inputs).
-
-    Args:
-        samples: a :class:`LayerSamples`.
-        keep: kept unit indices (positions with unit ``-1`` are always
-            kept).
-        ridge: relative strength of the pull towards the current weights.
-
-    Returns:
-        ``(kernel, bias, positions)``: ``kernel`` in the layer's kernel
-        shape with zeros at removed input positions (and at masked
-        outputs), ``bias`` (None when the layer has none) and the kept
-        input positions.
-
-    Example:
-        >>> kernel, bias, pos = least_squares_refit(s, keep)
-        >>> layer.kernel.assign(kernel)
-    """
-    s = samples
-    pos = _kept_positions(s, keep)
-    k, p, n = s.kernel.shape
-    m = s.x.shape[0]
-    X = s.x[:, :, pos].reshape(m, -1).astype("float64")
-    Y = s.y.astype("float64")
-    w0 = s.kernel[:, pos, :].reshape(-1, n).astype("float64")
-    if s.fit_intercept:
+def _solve(X, Y, w0, fit_intercept: bool, ridge: float) -> tuple:
+    """``(W, b)`` of ``min ||X W + b - Y||^2 + r ||W - w0||^2``."""
+    X = X.astype("float64")
+    Y = Y.astype("float64")
+    w0 = w0.astype("float64")
+    mx = my = None
+    if fit_intercept:
         mx, my = X.mean(axis=0), Y.mean(axis=0)
         X = X - mx
         Y = Y - my
@@ -83,11 +62,65 @@ def least_squares_refit(samples: LayerSamples, keep, ridge: float = 1e-6
                       check_finite=False)
     except Exception:  # not positive definite numerically
         W = np.linalg.lstsq(A, B, rcond=None)[0]
-    bias = None
-    if s.fit_intercept:
-        bias = (my - mx @ W).astype("float32")
+    bias = (my - mx @ W) if fit_intercept else None
+    return W, bias
+
+
+def least_squares_refit(samples: LayerSamples, keep, ridge: float = 1e-6
+                        ) -> tuple:
+    """Least-squares kernel (and bias) on the kept channels.
+
+    Solves ``min ||X_kept W' + b' - Y||^2 + r ||W' - W_kept||^2`` where
+    ``r = ridge * mean(diag(X_kept' X_kept))``: a plain least-squares fit
+    with a tiny pull towards the current weights that only matters when the
+    samples do not determine ``W'`` (fewer samples than inputs, dead
+    inputs). With ``samples.connect`` (a grouped convolution) each block of
+    outputs is fit on the kept inputs it reads, so the kernel keeps its
+    groups.
+
+    Args:
+        samples: a :class:`LayerSamples`.
+        keep: kept unit indices (positions with unit ``-1`` are always
+            kept).
+        ridge: relative strength of the pull towards the current weights.
+
+    Returns:
+        ``(kernel, bias, positions)``: ``kernel`` in ``samples.kernel_shape``
+        (the dense view, :mod:`~tfcomp.pruning.reconstruction.kernels`)
+        with zeros at removed input positions (and at masked outputs),
+        ``bias`` (None when the layer has none) and the kept input
+        positions.
+
+    Example:
+        >>> kernel, bias, pos = least_squares_refit(s, keep)
+        >>> layer.kernel.assign(from_dense(layer, kernel))
+    """
+    s = samples
+    pos = _kept_positions(s, keep)
+    k, p, n = s.kernel.shape
+    m = s.x.shape[0]
     full = np.zeros((k, p, n), "float32")
-    full[:, pos, :] = W.reshape(k, len(pos), n)
+    bias = np.zeros(n, "float32") if s.fit_intercept else None
+    if s.connect is None:
+        blocks = [(pos, np.arange(n))]
+    else:  # outputs with the same inputs are solved together
+        patterns, inverse = np.unique(s.connect.T, axis=0,
+                                      return_inverse=True)
+        inverse = np.asarray(inverse).ravel()
+        blocks = [(pos[patterns[c][pos]], np.flatnonzero(inverse == c))
+                  for c in range(len(patterns))]
+    for rows, cols in blocks:
+        if not rows.size:
+            if bias is not None:  # nothing left to read: the mean output
+                bias[cols] = s.y[:, cols].mean(axis=0)
+            continue
+        W, b = _solve(s.x[:, :, rows].reshape(m, -1), s.y[:, cols],
+                      s.kernel[:, rows][:, :, cols].reshape(-1, len(cols)),
+                      s.fit_intercept, ridge)
+        full[:, rows[:, None], cols[None, :]] = W.reshape(k, len(rows),
+                                                          len(cols))
+        if bias is not None:
+            bias[cols] = b
     if s.out_mask is not None:
         full[:, :, ~s.out_mask] = 0.0
         if bias is not None:
@@ -137,13 +170,15 @@ class LayerReconstruction:
 
     Attributes:
         keep: sorted kept unit (input channel) indices.
-        kernel: refit kernel in the layer's kernel shape, zeros at the
-            removed input positions (assign it to the layer, then remove
-            the channels with ``prune_channels``).
+        kernel: refit kernel in the layer's kernel shape (the dense view
+            when only ``samples`` were given), zeros at the removed input
+            positions (assign it to the layer, then remove the channels
+            with ``prune_channels``).
         bias: refit bias, or None.
         positions: kept input positions along the kernel's input axis.
-        kernel_kept: ``kernel`` sliced to ``positions`` (the weights of the
-            physically smaller layer).
+        kernel_kept: the dense view ``(*kernel_size, P, n)`` sliced to
+            ``positions`` (the weights of the physically smaller layer;
+            for a grouped or transposed convolution in the dense view).
         error: relative reconstruction error after the refit.
         error_zeroed: relative error when the removed inputs are only
             zeroed (no refit), for comparison.
@@ -177,7 +212,7 @@ def reconstruct_layer(layer, x=None, y=None, num_keep: int | None = None,
     reproduce the original outputs ``y``.
 
     Args:
-        layer: a built ``Conv1D`` / ``Conv2D`` (groups 1) or ``Dense``
+        layer: a built consumer (:func:`~.kernels.consumer_kind`)
             (its current kernel/bias define the contributions ``Z_i``), or
             None when ``samples`` carries the kernel.
         x: ``(M, K, P)`` input patches (:func:`sample_patches`).
@@ -217,7 +252,8 @@ def reconstruct_layer(layer, x=None, y=None, num_keep: int | None = None,
         w, b = layer_kernel(layer)
         samples = LayerSamples(x=x, y=y, kernel=w, bias=b, units=units,
                                layer=layer.name,
-                               kernel_shape=tuple(layer.kernel.shape))
+                               kernel_shape=dense_shape(layer),
+                               connect=connections(layer))
     elif not isinstance(samples, LayerSamples):
         raise TypeError("samples must be a LayerSamples. Received: "
                         f"{type(samples).__name__}")
@@ -250,6 +286,9 @@ def reconstruct_layer(layer, x=None, y=None, num_keep: int | None = None,
     kept_shape = list(samples.kernel_shape)
     kept_shape[-2] = len(pos)
     kernel_kept = k3[:, pos, :].reshape(kept_shape)
+    if layer is not None and tuple(layer.kernel.shape) != tuple(
+            samples.kernel_shape):  # grouped / transposed: the layer's own
+        kernel = from_dense(layer, kernel)
     return LayerReconstruction(keep=np.asarray(keep), kernel=kernel,
                                bias=bias, positions=pos,
                                kernel_kept=kernel_kept, error=err,

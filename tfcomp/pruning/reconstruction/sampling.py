@@ -17,89 +17,20 @@ from __future__ import annotations
 
 import dataclasses
 
-import keras
 import numpy as np
 
-__all__ = ["LayerSamples", "consumer_kind", "layer_kernel", "sample_layer",
-           "sample_patches"]
+from tfcomp.pruning.reconstruction.kernels import (
+    connections,
+    consumer_kind,
+    dense_shape,
+    identity_patches,
+    input_channels,
+    layer_kernel,
+    output_positions,
+    to_dense,
+)
 
-# ---------------------------------------------------------------------------
-# layer kernels
-
-
-def consumer_kind(layer) -> str:
-    """``"conv"`` (Conv1D / Conv2D, groups 1, channels_last) or ``"dense"``.
-
-    Raises:
-        ValueError: for depthwise, separable, transposed, 3-D or grouped
-            convolutions and any other layer, saying why.
-
-    Example:
-        >>> consumer_kind(keras.layers.Dense(4))
-        'dense'
-    """
-    name = getattr(layer, "name", repr(layer))
-    if isinstance(layer, (keras.layers.DepthwiseConv1D,
-                          keras.layers.DepthwiseConv2D)):
-        raise ValueError(
-            f"Layer {name!r} is a depthwise convolution: every output "
-            "channel reads only its own input channel, so it is not a "
-            "channel consumer. Its channels pass through to the next "
-            "pointwise/dense layer; reconstruct that layer instead.")
-    if isinstance(layer, (keras.layers.SeparableConv1D,
-                          keras.layers.SeparableConv2D,
-                          keras.layers.Conv2DTranspose,
-                          keras.layers.Conv1DTranspose,
-                          keras.layers.Conv3D)):
-        raise ValueError(
-            f"Layer {name!r} ({type(layer).__name__}) is not supported by "
-            "reconstruction; supported consumers are Conv1D, Conv2D "
-            "(groups=1, channels_last) and Dense.")
-    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
-        if int(getattr(layer, "groups", 1) or 1) != 1:
-            raise ValueError(
-                f"Layer {name!r} is a grouped convolution (groups="
-                f"{layer.groups}); reconstruction supports groups=1 only.")
-        if getattr(layer, "data_format", "channels_last") != "channels_last":
-            raise ValueError(
-                f"Layer {name!r} uses data_format={layer.data_format!r}; "
-                "reconstruction supports channels_last only.")
-        return "conv"
-    if isinstance(layer, keras.layers.Dense):
-        return "dense"
-    raise ValueError(
-        f"Layer {name!r} ({type(layer).__name__}) is not supported by "
-        "reconstruction; supported consumers are Conv1D, Conv2D (groups=1, "
-        "channels_last) and Dense.")
-
-
-def layer_kernel(layer) -> tuple:
-    """A consumer's kernel as ``(K, P, n)`` and its bias (or None).
-
-    ``K`` is the number of kernel taps (``kh * kw``; 1 for ``Dense``), ``P``
-    the input channels and ``n`` the filters / units, in the tap order used
-    by :func:`sample_patches`.
-
-    Args:
-        layer: a built ``Conv1D`` / ``Conv2D`` (groups 1) or ``Dense``.
-
-    Returns:
-        ``(kernel, bias)`` float32 numpy arrays; ``bias`` is None when the
-        layer has none.
-
-    Example:
-        >>> w, b = layer_kernel(model.get_layer("s1b1_conv2"))
-        >>> w.shape                       # (9, 16, 16)
-    """
-    consumer_kind(layer)
-    if not layer.built:
-        raise ValueError(f"Layer {layer.name!r} is not built.")
-    w = np.asarray(keras.ops.convert_to_numpy(layer.kernel), "float32")
-    b = None
-    if getattr(layer, "use_bias", False) and layer.bias is not None:
-        b = np.asarray(keras.ops.convert_to_numpy(layer.bias), "float32")
-    return w.reshape(-1, w.shape[-2], w.shape[-1]), b
-
+__all__ = ["LayerSamples", "sample_layer", "sample_patches"]
 
 # ---------------------------------------------------------------------------
 # patch sampling
@@ -144,13 +75,14 @@ def _check_inputs(layer, inputs, kind) -> np.ndarray:
         raise ValueError(
             f"inputs of layer {layer.name!r} are empty. Received: "
             f"inputs.shape={x.shape}")
-    cin = int(layer.kernel.shape[-2])
-    if kind == "conv":
+    cin = input_channels(layer)
+    if kind in ("conv", "ops"):
         rank = len(layer.kernel_size) + 2
         if x.ndim != rank or x.shape[-1] != cin:
             raise ValueError(
                 f"inputs of layer {layer.name!r} must have shape (N, "
-                f"{', '.join(['H', 'W'][:rank - 2])}, {cin}). Received: "
+                f"{', '.join(['D', 'H', 'W'][3 - (rank - 2):])}, {cin}). "
+                f"Received: "
                 f"inputs.shape={x.shape}")
     elif x.ndim < 2 or x.shape[-1] != cin:
         raise ValueError(
@@ -184,7 +116,7 @@ def sample_patches(layer, inputs, samples_per_image: int = 10,
     axes, positions along them are drawn like output locations.
 
     Args:
-        layer: a built ``Conv1D`` / ``Conv2D`` (groups 1) or ``Dense``.
+        layer: a built consumer (:func:`~.kernels.consumer_kind`).
         inputs: the layer's input batch, ``(N, H, W, C)`` / ``(N, L, C)``
             / ``(N, ..., C)``.
         samples_per_image: output locations per image (capped at the
@@ -220,6 +152,17 @@ def sample_patches(layer, inputs, samples_per_image: int = 10,
                                    np.random.default_rng(seed))
         img, pos = locations
         return flat[img, pos][:, None, :].astype("float32"), (img, pos)
+    if kind == "ops":  # Conv3D, transposed: through the layer's own op
+        num = output_positions(layer, x.shape)
+        if locations is None:
+            locations = _locations(n, num, samples_per_image,
+                                   np.random.default_rng(seed))
+        img, pos = locations
+        if img.size and (pos.max() >= num or img.max() >= n):
+            raise ValueError(
+                f"locations do not fit the inputs of layer {layer.name!r} "
+                f"({n} images, {num} output positions).")
+        return identity_patches(layer, x, img, pos), (img, pos)
     if x.ndim == 3:  # Conv1D: treat as (N, 1, L, C)
         geo = ((1, 1, 1, 0, 1),) + _geometry(layer, x.shape[1:2])
         x = x[:, None]
@@ -267,9 +210,15 @@ class LayerSamples:
             marks positions outside the selection (kept and refit, e.g.
             channels of another group in a concatenation).
         layer: the layer name.
-        kernel_shape: the layer's kernel shape (to map results back).
+        kernel_shape: the shape results are returned in: the dense view
+            ``(*kernel_size, P, n)`` (:func:`~.kernels.dense_shape`; the
+            layer's own kernel shape except for grouped and transposed
+            convolutions, whose kernels map back with
+            :func:`~.kernels.from_dense`).
         out_mask: ``(n,)`` bool, outputs to reconstruct (False for output
             channels already removed); None means all.
+        connect: ``(P, n)`` bool, True where an output may read an input
+            (a grouped convolution's blocks); None means all.
 
     Example:
         >>> s = sample_layer(layer, x_in, samples_per_image=10)
@@ -284,6 +233,7 @@ class LayerSamples:
     layer: str = ""
     kernel_shape: tuple | None = None
     out_mask: np.ndarray | None = None
+    connect: np.ndarray | None = None
 
     def __post_init__(self):
         self.x = np.asarray(self.x, "float32")
@@ -330,6 +280,8 @@ class LayerSamples:
         self.kernel_shape = tuple(int(d) for d in self.kernel_shape)
         if self.out_mask is not None:
             self.out_mask = np.asarray(self.out_mask, bool).reshape(n)
+        if self.connect is not None:
+            self.connect = np.asarray(self.connect, bool).reshape(p, n)
 
     @property
     def num_units(self) -> int:
@@ -353,7 +305,7 @@ def sample_layer(layer, inputs, original_inputs=None,
     (default the layer's current weights).
 
     Args:
-        layer: a built ``Conv1D`` / ``Conv2D`` (groups 1) or ``Dense``.
+        layer: a built consumer (:func:`~.kernels.consumer_kind`).
         inputs: the layer's inputs in the network being pruned.
         original_inputs: the same images' inputs in the original network.
         samples_per_image: random output locations per image.
@@ -385,11 +337,11 @@ def sample_layer(layer, inputs, original_inputs=None,
     w, b = layer_kernel(layer)
     if original_kernel is not None:
         w0 = np.asarray(original_kernel, "float32")
-        w0 = w0.reshape(-1, w0.shape[-2], w0.shape[-1])
-        if w0.shape != w.shape:
+        if w0.shape != tuple(layer.kernel.shape):
             raise ValueError(
                 f"original_kernel of layer {layer.name!r} has shape "
-                f"{w0.shape}, expected {w.shape}.")
+                f"{w0.shape}, expected {tuple(layer.kernel.shape)}.")
+        w0 = to_dense(layer, w0).reshape(w.shape)
     else:
         w0 = w
     b0 = b if original_bias is None else np.asarray(original_bias,
@@ -398,5 +350,5 @@ def sample_layer(layer, inputs, original_inputs=None,
     if b0 is not None:
         y = y + b0
     return LayerSamples(x=patches, y=y, kernel=w, bias=b, units=units,
-                        layer=layer.name,
-                        kernel_shape=tuple(layer.kernel.shape))
+                        layer=layer.name, kernel_shape=dense_shape(layer),
+                        connect=connections(layer))
