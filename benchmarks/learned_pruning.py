@@ -152,6 +152,10 @@ def _args():
     p.add_argument("--gal-mask-step", type=int, default=1)
     p.add_argument("--gal-structures", default="channels",
                    choices=("channels", "blocks"))
+    p.add_argument("--gal-mask-gradient", default="inference",
+                   choices=("inference", "training"),
+                   help="GAL's mask gradient: inference-mode forward pass "
+                   "(the library's default) or the training one (official)")
     a = p.parse_args()
     if a.quick:
         a.models, a.targets, a.seeds = "resnet8", "0.5", 1
@@ -380,7 +384,8 @@ def _gal_part(a, data, out, result):
             t0 = time.time()
             student = apply_gal(model, a.gal_structures)
             gal = GAL(student, model, lam=a.gal_lambda,
-                      mask_step=a.gal_mask_step)
+                      mask_step=a.gal_mask_step,
+                      mask_gradient=a.gal_mask_gradient)
             gal.compile(keras.optimizers.SGD(0.01, momentum=0.9))
             trace = _MaskTrace()
             gal.fit(x, epochs=a.gal_epochs, batch_size=128, verbose=0,
@@ -404,13 +409,40 @@ def _gal_part(a, data, out, result):
                 rows[key] = _row(model, sm, xt, yt, secs)
                 bc.log(f"{name} gal seed {seed} {key}: {rows[key]}")
             result["gal"] = [r for r in result["gal"] if (
-                r["model"], r["seed"], r.get("structures", "channels"))
-                != (name, seed, a.gal_structures)]
+                r["model"], r["seed"], r.get("structures", "channels"),
+                r.get("mask_gradient", "training"))
+                != (name, seed, a.gal_structures, a.gal_mask_gradient)]
             result["gal"].append({"model": name, "seed": seed,
                                   "structures": a.gal_structures,
+                                  "mask_gradient": a.gal_mask_gradient,
+                                  "lam": a.gal_lambda,
                                   "target": frac, "rows": rows,
                                   "mask_trace": trace.rows})
             _write(out, result)
+
+
+def _gal_label(r) -> str:
+    """A GAL row's setting: structures, and the mask gradient when it is
+    the training forward pass (the rows before session 22)."""
+    label = "GAL" + ("-blocks" if r.get("structures") == "blocks" else "")
+    if r.get("mask_gradient", "training") == "training":
+        label += " (training-mode mask gradient)"
+    return label
+
+
+def _gal_verdicts(groups) -> list:
+    """``- model setting: GAL a vs L1 b (+d points) -> met / NOT met``."""
+    out = []
+    for (model, target, key), rows in sorted(groups.items(), key=str):
+        l1 = groups.get((model, target, "l1"))
+        if key != "gal" or not l1:
+            continue
+        g = float(np.mean([r["acc"] for r in rows]))
+        b = float(np.mean([r["acc"] for r in l1]))
+        out.append(f"- {model} {target}: GAL {g:.4f} vs L1 {b:.4f} "
+                   f"({100 * (g - b):+.2f} points) -> "
+                   f"{'met' if g >= b else 'NOT met'}")
+    return out
 
 
 def _markdown(result) -> str:
@@ -421,16 +453,15 @@ def _markdown(result) -> str:
                   ""]
     lines += ["Dense test accuracy: " + ", ".join(
                   f"{k} {v:.4f}" for k, v in result["dense"].items()), "",
-              "| part | model | target | method | acc (mean ± std) | MACs "
-              "| time s |", "|---|---|---|---|---|---|---|"]
-    errors = []
+              "| part | model | target | method | acc (mean ± std) (seeds) "
+              "| MACs | time s |", "|---|---|---|---|---|---|---|"]
+    errors, verdicts = [], []
     for part in ("meta", "gal"):
         groups = {}
         for r in result[part]:
             # GAL's target is the MACs GAL reached (per seed): group by model
             target = (round(r["target"], 3) if part == "meta" else
-                      "GAL" + ("-blocks" if r.get("structures") == "blocks"
-                               else ""))
+                      _gal_label(r))
             for key, row in r["rows"].items():
                 if "acc" in row:
                     groups.setdefault((r["model"], target, key),
@@ -443,8 +474,13 @@ def _markdown(result) -> str:
             acc = np.array([r["acc"] for r in rows])
             lines.append(
                 f"| {part} | {model} | {target} | {key} | {acc.mean():.4f} "
-                f"± {acc.std():.4f} | {np.mean([r['macs'] for r in rows]):.3f}"
+                f"± {acc.std():.4f} ({len(acc)}) | "
+                f"{np.mean([r['macs'] for r in rows]):.3f}"
                 f" | {np.mean([r['secs'] for r in rows]):.1f} |")
+        if part == "gal":
+            verdicts = _gal_verdicts(groups)
+    lines += ["", "GAL target (GAL >= L1 after the same fine-tune, means "
+              "over seeds):", ""] + verdicts
     if result.get("search"):
         lines += ["", "Search alone (no retraining): MACs (fraction of "
                   "dense) and held-out fitness of the found network", "",
@@ -467,7 +503,7 @@ def _markdown(result) -> str:
             t = r["mask_trace"]
             cells = [t[max(0, round(q * len(t)) - 1)]
                      for q in (0.25, 0.5, 0.75, 1.0)]
-            lines.append(f"| {r['model']} | {r['structures']} | {r['seed']} "
+            lines.append(f"| {r['model']} | {_gal_label(r)} | {r['seed']} "
                          "| " + " | ".join(f"{m:.3f} / {sd:.3f}, {int(z)}"
                                            for m, sd, z in cells) + " |")
     for r in result.get("rank", []):

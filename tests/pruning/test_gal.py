@@ -554,3 +554,63 @@ def test_mirrored_strategy_two_replicas():
     # the two replicas' gradients are averaged: same masks as one device
     assert res["mask_diff"] < 1e-4 and res["moved"] > 0.05
     assert res["kept"] == 4 and res["err"] < 1e-4
+
+
+def _bn_chain(classes=4):
+    """conv -> BN -> ReLU -> conv -> BN -> ReLU -> GAP -> Dense: the first
+    conv's channel mask is read only by a BN-followed conv."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", name="c1")(inp)
+    h = keras.layers.ReLU()(keras.layers.BatchNormalization()(h))
+    h = keras.layers.Conv2D(8, 3, padding="same", name="c2")(h)
+    h = keras.layers.ReLU()(keras.layers.BatchNormalization()(h))
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    return keras.Model(inp, keras.layers.Dense(classes)(h))
+
+
+def test_inference_mask_gradient_sees_a_uniform_mask_scale():
+    """The root cause mask_gradient="inference" fixes: on the training
+    forward pass BatchNormalization normalises a uniform scale of a mask
+    away (its directional derivative along m is ~0); on the inference pass
+    it reaches the loss."""
+    import tensorflow as tf
+
+    teacher = _bn_chain()
+    x = _x()
+    tfcomp.pruning.recalibrate_batchnorm(teacher, x)
+    student = apply_gal(teacher, "channels")
+    gal = GAL(student, teacher, lam=0.0, mask_step=1)
+    gal.compile(keras.optimizers.SGD(0.01))
+    masks = gal.mask_variables()
+    first = next(i for i, lyr in enumerate(gal._mask_layers)
+                 if "c1" in lyr.name)
+    masks[first].assign(0.5 * np.ones(masks[first].shape, "float32"))
+    t = keras.ops.convert_to_numpy(gal.teacher(x, training=False))
+    with tf.GradientTape() as tape:
+        s = student(x, training=True)
+        terms = gal._student_terms(t, s)
+        loss = terms["mse"] + terms["adv"]
+    g_train = tape.gradient(loss, masks)[first]
+    g_inf = gal._inference_mask_grads(x, t, 1.0, masks)[first]
+    m = _np(masks[first])
+    along_train = abs(float(np.sum(m * _np(g_train))))
+    along_inf = abs(float(np.sum(m * _np(g_inf))))
+    # scaling the mask back up towards 1 lowers the loss: seen only there
+    assert along_inf > 1e-3 and along_inf > 50 * along_train, (
+        along_inf, along_train)
+
+
+def test_mask_gradient_argument():
+    teacher = _bn_chain()
+    with pytest.raises(ValueError, match="mask_gradient"):
+        GAL(apply_gal(teacher), teacher, mask_gradient="eval")
+    gal = GAL(apply_gal(teacher), teacher, mask_gradient="training")
+    assert gal.get_config()["mask_gradient"] == "training"
+    # between FISTA steps the inference pass is skipped: zero gradients
+    gal2 = GAL(apply_gal(teacher), teacher, lam=0.0, mask_step=3)
+    gal2.compile(keras.optimizers.SGD(0.01))
+    x = _x()
+    t = keras.ops.convert_to_numpy(gal2.teacher(x, training=False))
+    grads = gal2._inference_mask_grads(x, t, 1.0, gal2.mask_variables())
+    assert all(np.all(_np(g) == 0) for g in grads)
