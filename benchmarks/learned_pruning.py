@@ -152,6 +152,9 @@ def _args():
     p.add_argument("--gal-mask-step", type=int, default=1)
     p.add_argument("--gal-structures", default="channels",
                    choices=("channels", "blocks"))
+    p.add_argument("--gal-lam-weights", default=None, choices=("macs",),
+                   help="GAL's L1 weights per mask entry: the paper's 1 "
+                   "(default) or the entry's MACs (not in the paper)")
     p.add_argument("--gal-mask-gradient", default="inference",
                    choices=("inference", "training"),
                    help="GAL's mask gradient: inference-mode forward pass "
@@ -385,7 +388,8 @@ def _gal_part(a, data, out, result):
             student = apply_gal(model, a.gal_structures)
             gal = GAL(student, model, lam=a.gal_lambda,
                       mask_step=a.gal_mask_step,
-                      mask_gradient=a.gal_mask_gradient)
+                      mask_gradient=a.gal_mask_gradient,
+                      lam_weights=a.gal_lam_weights)
             gal.compile(keras.optimizers.SGD(0.01, momentum=0.9))
             trace = _MaskTrace()
             gal.fit(x, epochs=a.gal_epochs, batch_size=128, verbose=0,
@@ -410,11 +414,13 @@ def _gal_part(a, data, out, result):
                 bc.log(f"{name} gal seed {seed} {key}: {rows[key]}")
             result["gal"] = [r for r in result["gal"] if (
                 r["model"], r["seed"], r.get("structures", "channels"),
-                r.get("mask_gradient", "training"))
-                != (name, seed, a.gal_structures, a.gal_mask_gradient)]
+                r.get("mask_gradient", "training"), r.get("lam_weights"))
+                != (name, seed, a.gal_structures, a.gal_mask_gradient,
+                    a.gal_lam_weights)]
             result["gal"].append({"model": name, "seed": seed,
                                   "structures": a.gal_structures,
                                   "mask_gradient": a.gal_mask_gradient,
+                                  "lam_weights": a.gal_lam_weights,
                                   "lam": a.gal_lambda,
                                   "target": frac, "rows": rows,
                                   "mask_trace": trace.rows})
@@ -427,6 +433,10 @@ def _gal_label(r) -> str:
     label = "GAL" + ("-blocks" if r.get("structures") == "blocks" else "")
     if r.get("mask_gradient", "training") == "training":
         label += " (training-mode mask gradient)"
+    if r.get("lam_weights") == "macs":
+        label += " (MACs-weighted L1, not the paper's)"
+    if r.get("lam") is not None:
+        label += f", λ {r['lam']:g}"
     return label
 
 

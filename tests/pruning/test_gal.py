@@ -614,3 +614,33 @@ def test_mask_gradient_argument():
     t = keras.ops.convert_to_numpy(gal2.teacher(x, training=False))
     grads = gal2._inference_mask_grads(x, t, 1.0, gal2.mask_variables())
     assert all(np.all(_np(g) == 0) for g in grads)
+
+
+def test_macs_weighted_l1_weights_and_threshold():
+    """lam_weights="macs" (not the paper's): an entry weighs its channel's
+    MACs over the mean entry; FISTA's threshold is lr * lam * weight."""
+    from tfcomp.graph import DependencyGraph
+    from tfcomp.pruning.targets import ChannelMacs
+
+    teacher = _bn_chain()
+    student = apply_gal(teacher, "channels")
+    gal = GAL(student, teacher, lam=0.5, mask_step=1, lam_weights="macs")
+    cost = ChannelMacs(DependencyGraph(teacher))
+    per_unit = {g: cost.dense - cost.removed_macs({g: [0]})
+                for g in ("c1", "c2")}
+    w = {lyr.name: _np(v) for lyr, v in zip(gal._mask_layers,
+                                             gal._l1_weights)}
+    assert np.isclose(np.mean(np.concatenate(list(w.values()))), 1.0)
+    assert np.allclose(w["gal_mask_c1"] / w["gal_mask_c2"],
+                       per_unit["c1"] / per_unit["c2"])
+    gal.compile(keras.optimizers.SGD(0.1))
+    masks = gal.mask_variables()
+    gal.mask_optimizer.apply([keras.ops.zeros_like(m) for m in masks], masks)
+    for lyr, m in zip(gal._mask_layers, masks):
+        want = np.maximum(1.0 - 0.1 * 0.5 * w[lyr.name], 0.0)
+        np.testing.assert_allclose(_np(m), want, rtol=1e-6)
+    with pytest.raises(ValueError, match="lam_weights"):
+        GAL(apply_gal(teacher), teacher, lam_weights="flops")
+    with pytest.raises(ValueError, match="block masks"):
+        blocks = apply_gal(_residual(), "blocks")
+        GAL(blocks, _residual(), lam_weights="macs")

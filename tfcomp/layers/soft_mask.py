@@ -147,7 +147,9 @@ class FISTA(keras.optimizers.Optimizer):
     Args:
         learning_rate: float, schedule or callable (GAL passes the
             student optimizer's current rate).
-        lam: the L1 weight (threshold ``lr * lam``).
+        lam: the L1 weight (threshold ``lr * lam``; times the entry's
+            weight in ``l1_weights``, a list of arrays in the order of the
+            variables, when set: GAL's ``lam_weights="macs"``).
         mask_step: batches between two FISTA steps.
 
     Example:
@@ -187,7 +189,11 @@ class FISTA(keras.optimizers.Optimizer):
         a_new = ops.where(reset, ops.ones_like(a),
                           (1.0 + ops.sqrt(1.0 + 4.0 * a * a)) / 2.0)
         y = ops.where(reset, x, x + (a - 1.0) / a_new * (x - prev))
-        new = ops.maximum(y - lr * g - lr * self.lam, 0.0)
+        lam = self.lam
+        weights = getattr(self, "l1_weights", None)
+        if weights is not None:  # per-entry weights of the L1 term
+            lam = lam * ops.cast(weights[i], x.dtype)
+        new = ops.maximum(y - lr * g - lr * lam, 0.0)
         self.assign(prev, ops.where(do, x, prev))
         self.assign(alpha, ops.where(do, a_new, a))
         self.assign(last, ops.where(do, ops.cast(lr, last.dtype), last))

@@ -83,14 +83,16 @@ from __future__ import annotations
 import logging
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfcomp._io import check_number, check_positive_int
 from tfcomp._unpinned import unpinned
+from tfcomp.graph import DependencyGraph
 from tfcomp.graph.copy import clone_model, copy_weights, functional_view
 from tfcomp.graph.walk import iter_leaf_layers
 from tfcomp.layers.soft_mask import FISTA, SoftMask, gal_masks, has_soft_masks
-from tfcomp.pruning.gal_sites import block_sites, channel_sites
+from tfcomp.pruning.gal_sites import block_sites, channel_sites, mask_name
 from tfcomp.pruning.gal_strip import _rebuild, strip_gal
 from tfcomp.pruning.wrappers import _check_model
 
@@ -179,6 +181,37 @@ def apply_gal(model: keras.Model, structures: str = "channels"
 # the adversarial training model
 
 
+def _l1_weights(teacher, masks, lam_weights):
+    """Per mask variable, its entries' weights in the L1 term (None: all 1):
+    ``"macs"``: the MACs one entry's channels cost in ``teacher`` (a unit of
+    its channel group, times the units sharing the entry), over the mean
+    entry."""
+    if lam_weights is None:
+        return None
+    if lam_weights != "macs":
+        raise ValueError("lam_weights must be None or 'macs'. Received: "
+                         f"lam_weights={lam_weights!r}")
+    if any(not lyr.per_channel for lyr in masks):
+        raise ValueError("lam_weights='macs' weighs channel masks; the "
+                         "student has block masks (structures='blocks').")
+    from tfcomp.pruning.targets import ChannelMacs
+
+    graph = DependencyGraph(functional_view(teacher, "GAL"))
+    cost = ChannelMacs(graph)
+    groups = {mask_name(g.id): g for g in graph.prunable_groups}
+    out = []
+    for lyr in masks:
+        g = groups[lyr.name]
+        unit = max(cost.dense - cost.removed_macs({g.id: [0]}), 1)
+        # units: the entry of each input channel (None: one per channel)
+        layout = (np.arange(g.size) if lyr.units is None
+                  else np.asarray(lyr.units))
+        out.append(unit * np.bincount(layout).astype("float32") * g.size
+                   / len(layout))
+    mean = float(np.mean(np.concatenate(out)))
+    return [w / mean for w in out]
+
+
 def make_discriminator(num_classes: int) -> keras.Model:
     """GAL's discriminator: classes -> 128 -> 256 -> 128 -> 1 (ReLU
     between, one logit, no sigmoid; weights N(0, 0.01)). Example:
@@ -251,6 +284,11 @@ class GAL(keras.Model):
             steps (official: 200).
         l1_in_gradient: also add ``lam * sign(m)`` to the mask gradient
             (the official code; the paper's proximal step alone: False).
+        lam_weights: None (the paper: every mask entry weighs 1 in
+            ``lam * ||m||_1``) or ``"macs"`` (not in the paper): a channel
+            entry weighs the MACs its channels cost, relative to the mean
+            entry, so ``lam`` prunes expensive channels first (channel
+            masks only).
         mask_gradient: ``"inference"`` (default): the masks' gradient is
             taken on a second forward pass of the student in inference
             mode (BatchNormalization with its moving statistics), on the
@@ -270,7 +308,8 @@ class GAL(keras.Model):
     def __init__(self, student, teacher, lam: float | None = None,
                  mu: float = 1.0, mask_step: int = 200,
                  l1_in_gradient: bool = False, discriminator=None,
-                 mask_gradient: str = "inference", **kwargs):
+                 mask_gradient: str = "inference", lam_weights=None,
+                 **kwargs):
         super().__init__(**kwargs)
         s_shape = _single_output(student, "student")
         t_shape = _single_output(teacher, "teacher")
@@ -299,6 +338,8 @@ class GAL(keras.Model):
                 f"mask_gradient must be one of {MASK_GRADIENTS}. Received: "
                 f"mask_gradient={mask_gradient!r}")
         self.mask_gradient = mask_gradient
+        self.lam_weights = lam_weights
+        self._l1_weights = _l1_weights(teacher, masks, lam_weights)
         self.student = student
         # a frozen copy: freezing the user's model in place would leave it
         # untrainable afterwards (a later fine-tune of it, or of a model
@@ -343,6 +384,7 @@ class GAL(keras.Model):
         self.d_optimizer = keras.optimizers.get(d_optimizer)
         self.mask_optimizer = FISTA(lambda: opt.learning_rate, lam=self.lam,
                                     mask_step=self.mask_step)
+        self.mask_optimizer.l1_weights = self._l1_weights
         ser = keras.saving.serialize_keras_object
         self._gal_compile = {"optimizer": ser(opt),
                              "d_optimizer": ser(self.d_optimizer),
@@ -369,7 +411,8 @@ class GAL(keras.Model):
                 "discriminator": ser(self.discriminator), "lam": self.lam,
                 "mu": self.mu, "mask_step": self.mask_step,
                 "l1_in_gradient": self.l1_in_gradient,
-                "mask_gradient": self.mask_gradient}
+                "mask_gradient": self.mask_gradient,
+                "lam_weights": self.lam_weights}
 
     @classmethod
     def from_config(cls, config):
@@ -395,8 +438,9 @@ class GAL(keras.Model):
         t, s = _rows(t), _rows(s)
         mse = self.mu * ops.mean(ops.square(t - s))
         adv = _bce(1.0, self.discriminator(s))
-        sparse = self.lam * sum(ops.sum(ops.abs(m))
-                                for m in self.mask_variables())
+        weights = self._l1_weights or [1.0] * len(self.mask_variables())
+        sparse = self.lam * sum(ops.sum(w * ops.abs(m)) for m, w in
+                                zip(self.mask_variables(), weights))
         out = {"mse": mse, "adv": adv, "sparse": sparse,
                "loss": mse + adv + sparse}
         if with_d:
