@@ -18,8 +18,8 @@ recording as ``test_pipeline.py``, for the README's coverage matrix):
   skipped for a transposed / grouped / 3-D convolution consumer; and one
   AMC rollout at half widths (the same engine): pruned == masked, fewer
   MACs;
-* ``dcp``: ``dcp_prune`` to half the channels (a tenth on
-  keras.applications; 1 SGD step, 1 head epoch;
+* ``dcp``: ``dcp_prune`` to half the channels (user models only: too
+  slow for keras.applications on a CPU; 1 SGD step, 1 head epoch;
   per-pixel auxiliary heads for per-pixel labels): fewer MACs, finite
   outputs, the same skip check;
 * ``distill``: a 1-epoch ``Distiller`` fit of a fresh copy from the
@@ -170,14 +170,15 @@ def check_lasso(case):
 
 
 def check_dcp(case):
+    if case.slow:
+        pytest.skip("DCP's greedy adds kept channels one at a time: "
+                    "EfficientNetB0 took 7.5 min, DenseNet121 over 20 min "
+                    "on this CPU; the keras.applications tier is not run")
     model = case.build()
     _randomize_stats(model)
     x, y = case.data(32)
-    # DCP's greedy adds kept channels one at a time: keep 10% of the
-    # keras.applications' channels (ratio 0.5: EfficientNetB0 took 7.5 min)
-    res = dcp_prune(model, (x, y), 0.9 if case.slow else 0.5,
-                    finetune_epochs=0, head_epochs=1, sgd_steps=1,
-                    max_images=16, verbose=0)
+    res = dcp_prune(model, (x, y), 0.5, finetune_epochs=0, head_epochs=1,
+                    sgd_steps=1, max_images=16, verbose=0)
     for gid, why in res.report["skipped"].items():
         assert not any(k in why for k in _REFIT), (gid, why)
     assert np.all(np.isfinite(_np(res.model(x)))), "pruned not finite"
