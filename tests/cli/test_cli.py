@@ -620,3 +620,19 @@ def test_prune_metapruning_rejects_bad_lower(ws, capsys):
                         "--meta-lower", "1.5"], capsys)
     assert code == 2
     assert "--meta-lower" in err and "1.5" in err
+
+
+@pytest.mark.parametrize("extra", [[], ["--gal-lam-weights", "macs",
+                                        "--gal-mask-gradient", "training"]])
+def test_prune_gal(ws, capsys, extra):
+    """``--method gal``: adversarial mask training, then the zero-mask
+    channels stripped; the GAL options reach ``GAL``."""
+    d, macs = ws
+    out_path = d / "gal.keras"
+    code, _, err = run(["prune", d / "model.keras", out_path, "--method",
+                        "gal", "--gal-lambda", "1.0", "--gal-epochs", "1",
+                        "--mask-step", "1", "--gal-lr", "0.05", "--data",
+                        d / "data.npz", "--batch-size", "16", *extra],
+                       capsys)
+    assert code == 0, err
+    assert tfcomp.profile(load(out_path)).macs <= macs

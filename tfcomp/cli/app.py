@@ -138,6 +138,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--gal-lambda", type=positive_float, default=None,
                    help="gal: L1 weight of the masks (default: the paper's "
                         "0.6 blocks / 1e-3 channels)")
+    s.add_argument("--gal-lam-weights", default=None, choices=("macs",),
+                   help="gal: weigh each channel mask's L1 by its MACs "
+                        "(not the paper's)")
+    s.add_argument("--gal-mask-gradient", default="inference",
+                   choices=("inference", "training"),
+                   help="gal: masks' gradient from an inference-mode pass "
+                        "(default) or the training pass (official code)")
     s.add_argument("--gal-epochs", type=positive_int, default=10,
                    help="gal: adversarial training epochs")
     s.add_argument("--gal-lr", type=positive_float, default=0.01,

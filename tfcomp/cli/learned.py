@@ -34,7 +34,9 @@ def _gal(args, model, data):
                     "--target-macs are ignored")
     student = apply_gal(model, getattr(args, "gal_structures", "channels"))
     gal = GAL(student, model, lam=getattr(args, "gal_lambda", None),
-              mask_step=getattr(args, "mask_step", 200))
+              mask_step=getattr(args, "mask_step", 200),
+              lam_weights=getattr(args, "gal_lam_weights", None),
+              mask_gradient=getattr(args, "gal_mask_gradient", "inference"))
     gal.compile(keras.optimizers.SGD(getattr(args, "gal_lr", 0.01),
                                      momentum=0.9),
                 metrics=["sparse_categorical_accuracy"])
