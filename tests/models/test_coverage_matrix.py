@@ -34,7 +34,7 @@ def test_cells_follow_the_outcomes():
                         "rows": ["Embedding"]}}}}
     table = _tool().render(data).splitlines()
     assert table[2] == ("| Conv2D | – | ok | – | – | FAIL [1] | – | – | – | – "
-                        "| – | – | – | – |")
+                        "| – | – | – | – | – |")
     assert table[3].startswith("| Embedding | – | no [2] |")
     assert table[4].startswith("| Dense | – | ok |")  # b's error: Embedding
     assert table[6].startswith("[1] unexpected failure: TypeError: x (a int8)")
