@@ -88,7 +88,8 @@ Probed (channels, mask step 1, 2 epochs): ResNet-20 lambda 0.05 -> 100%,
 over the mean entry; not the paper's): ResNet-20 0.1 -> 86%, 0.15 -> 64%,
 0.18 -> 56%, 0.21 -> 50%; MobileNetV2 0.05 -> 91%, 0.1 -> 56%, 0.11 ->
 53%, 0.2 -> 9%. Blocks (inference-mode gradient): 1.5, 2.5, 3.0 -> 100%,
-3.4 -> 88%, 3.7 -> 13%, 4.0 -> 1% (a cliff; not rerun).
+3.4 -> 88%, 3.5 -> 88%, 3.6 -> 100%, 3.7 -> 13%, 4.0 -> 1% (a cliff, not
+even monotonic: the block rows were not rerun).
 
 Time (2 shared CPU cores, load ~4.5, defaults): ~30 min per seed
 (ResNet-20 per target ~8 min: PruningNet ~50 s per ``--meta-epochs``,
