@@ -162,6 +162,7 @@ class FISTA(keras.optimizers.Optimizer):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.lam = check_number(lam, "lam", minimum=0.0)
         self.mask_step = check_positive_int(mask_step, "mask_step")
+        self.l1_weights = None  # per-variable entry weights (GAL sets them)
 
     def build(self, variables):
         if self.built:
@@ -190,9 +191,8 @@ class FISTA(keras.optimizers.Optimizer):
                           (1.0 + ops.sqrt(1.0 + 4.0 * a * a)) / 2.0)
         y = ops.where(reset, x, x + (a - 1.0) / a_new * (x - prev))
         lam = self.lam
-        weights = getattr(self, "l1_weights", None)
-        if weights is not None:  # per-entry weights of the L1 term
-            lam = lam * ops.cast(weights[i], x.dtype)
+        if self.l1_weights is not None:  # per-entry weights of the L1 term
+            lam = lam * ops.cast(self.l1_weights[i], x.dtype)
         new = ops.maximum(y - lr * g - lr * lam, 0.0)
         self.assign(prev, ops.where(do, x, prev))
         self.assign(alpha, ops.where(do, a_new, a))

@@ -102,6 +102,7 @@ from tfcomp.graph.walk import iter_leaf_layers
 from tfcomp.layers.soft_mask import FISTA, SoftMask, gal_masks, has_soft_masks
 from tfcomp.pruning.gal_sites import block_sites, channel_sites, mask_name
 from tfcomp.pruning.gal_strip import _rebuild, strip_gal
+from tfcomp.pruning.targets import ChannelMacs
 from tfcomp.pruning.wrappers import _check_model
 
 __all__ = ["FISTA", "GAL", "STRUCTURES", "apply_gal", "gal_masks",
@@ -202,8 +203,6 @@ def _l1_weights(teacher, masks, lam_weights):
     if any(not lyr.per_channel for lyr in masks):
         raise ValueError("lam_weights='macs' weighs channel masks; the "
                          "student has block masks (structures='blocks').")
-    from tfcomp.pruning.targets import ChannelMacs
-
     graph = DependencyGraph(functional_view(teacher, "GAL"))
     cost = ChannelMacs(graph)
     groups = {mask_name(g.id): g for g in graph.prunable_groups}

@@ -89,6 +89,9 @@ def consumer_kind(layer) -> str:
 
 
 def _groups(layer) -> int:
+    """Convolution groups (1 for transposed convolutions, which have none)."""
+    if isinstance(layer, _TRANSPOSED):
+        return 1
     return int(getattr(layer, "groups", 1) or 1)
 
 
@@ -115,7 +118,7 @@ def expand_rows(layer, per_row) -> np.ndarray:
         array([0, 1, 0, 1])
     """
     per_row = np.asarray(per_row)
-    g = 1 if isinstance(layer, _TRANSPOSED) else _groups(layer)
+    g = _groups(layer)
     return np.tile(per_row, g) if g > 1 else per_row
 
 
@@ -126,7 +129,7 @@ def kernel_rows(layer) -> int:
         >>> kernel_rows(keras.layers.Conv2D(8, 3, groups=2))  # built, P=6
         3
     """
-    g = 1 if isinstance(layer, _TRANSPOSED) else _groups(layer)
+    g = _groups(layer)
     return input_channels(layer) // g
 
 
@@ -152,7 +155,7 @@ def connections(layer):
         >>> connections(keras.layers.Conv2D(4, 1, groups=2))  # built, 4 in
     """
     g = _groups(layer)
-    if g == 1 or isinstance(layer, _TRANSPOSED):
+    if g == 1:
         return None
     p, n = dense_shape(layer)[-2:]
     rows = np.arange(p) // (p // g)
