@@ -107,3 +107,25 @@ def test_plain_objects():
     with override_calls({h: lambda call: lambda x: call(x) + 1}):
         assert h.call(4) == 3
     assert "call" not in vars(h) and h.call(4) == 2
+
+
+def test_pairs_nest_two_hooks_on_one_layer_and_restore_it():
+    layer = keras.layers.Dense(2)
+    layer.build((None, 3))
+    seen = []
+
+    def tag(name):
+        def wrap(call):
+            def hooked(x, *args, **kwargs):
+                seen.append(name)
+                return call(x, *args, **kwargs)
+            return hooked
+        return wrap
+
+    x = np.ones((1, 3), "float32")
+    with override_calls([(layer, tag("inner")), (layer, tag("outer"))]):
+        layer(x)
+    assert seen == ["outer", "inner"]
+    assert "call" not in vars(layer)
+    layer(x)
+    assert seen == ["outer", "inner"]

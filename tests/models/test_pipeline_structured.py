@@ -40,6 +40,7 @@ from test_pipeline import CASE_PARAMS, _close, _compile, _np, _randomize_stats
 
 import tfcomp
 from tfcomp.distill import Distiller
+from tfcomp.graph import parse_model
 from tfcomp.graph.walk import iter_leaf_layers
 from tfcomp.hardware import BISMO
 from tfcomp.layers.soft_mask import SoftMask
@@ -75,11 +76,6 @@ EXPECTED_UNSUPPORTED[("DenseNet121", "joint")] = (
     "its exact cost table (458,752 cells) exceeds the solver's limit; the "
     "error says to search fewer keep ratios or leave groups out",
     ("Add / Concatenate / Multiply",))
-EXPECTED_UNSUPPORTED[("nested", "dcp")] = (
-    ValueError, "dcp_prune does not support nested models",
-    "DCP's stages and auxiliary heads cut the model's own graph: a nested "
-    "model is refused (lasso_prune and AMC prune its outer layers)",
-    ("nested Model",))
 EXPECTED_UNSUPPORTED[("ConvNeXtTiny", "gal_blocks")] = (
     ValueError, _NO_BLOCKS, "residual sums written as `x + y` (keras.ops "
     "add), not Add layers: GAL's block masks need an Add layer",
@@ -151,13 +147,21 @@ _REFIT = ("(Conv1DTranspose)", "(Conv2DTranspose)", "(Conv3DTranspose)",
           "(Conv3D)", "grouped convolution")
 
 
+def _check_refit(model, res):
+    """No group skipped for a consumer the engine refits; inside a nested
+    model, channels are removed too."""
+    for gid, why in res.report["skipped"].items():
+        assert not any(k in why for k in _REFIT), (gid, why)
+    if parse_model(model).nested:
+        assert any("/" in k for k in res.plan.removed), res.plan.removed
+
+
 def check_lasso(case):
     model = case.build()
     _randomize_stats(model)
     x, y = case.data(32)
     res = lasso_prune(model, x, ratio=0.5, max_images=16, verbose=0)
-    for gid, why in res.report["skipped"].items():
-        assert not any(k in why for k in _REFIT), (gid, why)
+    _check_refit(model, res)
     assert np.all(np.isfinite(_np(res.model(x)))), "pruned not finite"
     assert _macs(res.model) < _macs(model), (_macs(res.model), _macs(model))
     # AMC's per-layer step (the same engine): one rollout at half widths
@@ -179,8 +183,7 @@ def check_dcp(case):
     x, y = case.data(32)
     res = dcp_prune(model, (x, y), 0.5, finetune_epochs=0, head_epochs=1,
                     sgd_steps=1, max_images=16, verbose=0)
-    for gid, why in res.report["skipped"].items():
-        assert not any(k in why for k in _REFIT), (gid, why)
+    _check_refit(model, res)
     assert np.all(np.isfinite(_np(res.model(x)))), "pruned not finite"
     assert _macs(res.model) < _macs(model), (_macs(res.model), _macs(model))
 

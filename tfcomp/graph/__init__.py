@@ -69,6 +69,9 @@ How other methods use the graph (FPGM, LASSO/DCP, AMC, AutoSlim, ...):
 
   Nested functional / Sequential models (called once) are flattened; a
   shared layer gives one node per call; subclassed models raise TypeError.
+  ``tfcomp.graph.replay.FlatView(model)`` calls the model's own layers once
+  more with nested models inlined: ``view.input_of("backbone/conv1")`` is a
+  tensor reachable from the model's input (for activations and sub-models).
   ``iter_leaf_layers(model)`` walks leaf layers without reading the graph.
 
 Example:

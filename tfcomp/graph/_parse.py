@@ -103,6 +103,7 @@ class _Parser:
         self.layers: dict = {}
         self.nested: dict = {}
         self.nested_inputs: dict = {}
+        self.nested_calls: dict = {}
 
     tid = staticmethod(_tid)
 
@@ -173,7 +174,7 @@ class _Parser:
                         self.shapes.setdefault(outputs[j], _shape(t))
                 if isinstance(op, keras.Model):
                     self.nested_model(op, path, ni, len(nodes), inputs,
-                                      outputs, entry)
+                                      outputs, entry, node)
                 else:
                     self.add_leaf(path, op, ni, inputs, outputs, consts,
                                   call_config=node)
@@ -188,7 +189,8 @@ class _Parser:
     def _num_outputs(self, op) -> int:
         return max(1, len(self._outputs_of(op)))
 
-    def nested_model(self, op, path, ni, n_calls, inputs, outputs, entry):
+    def nested_model(self, op, path, ni, n_calls, inputs, outputs, entry,
+                     call=None):
         kind = model_kind(op)
         reason = None
         if n_calls > 1:
@@ -200,6 +202,9 @@ class _Parser:
             self.add_leaf(path, op, ni, inputs, outputs, [], reason)
             return
         self.nested[path] = op
+        kwargs = (call or {}).get("kwargs") or {}
+        self.nested_calls[path] = {k: v for k, v in kwargs.items()
+                                   if not isinstance(v, (dict, list))}
         if kind == "sequential":
             self.sequential(op, path + "/", entry.get("config"), inputs,
                             outputs)
@@ -320,7 +325,8 @@ def parse_model(model) -> ParsedModel:
         inputs = [p.tid("", *r) for r in _flat_io_refs(cfg["input_layers"])]
     parsed = ParsedModel(nodes=[], shapes={}, inputs=[], outputs=[],
                          layers=p.layers, nested=p.nested,
-                         nested_inputs=p.nested_inputs, alias=p.alias)
+                         nested_inputs=p.nested_inputs, alias=p.alias,
+                         nested_calls=p.nested_calls)
     res = parsed.resolve
     for n in p.nodes:
         n.inputs = [res(t) for t in n.inputs]

@@ -26,7 +26,9 @@ def override_calls(wrappers):
     layer or any object with a ``call``) runs ``wrap(call)`` as its
     ``call``, where ``call`` is the one in effect on entry: the bound
     method, or an instance attribute set before (by an enclosing
-    ``override_calls``, say). On exit, errors included, every ``call`` is
+    ``override_calls``, say). ``wrappers`` may also be ``(layer, wrap)``
+    pairs: a layer named twice gets both, the second around the first (two
+    hooks on one layer). On exit, errors included, every ``call`` is
     back as it was: a previous instance attribute is put back, otherwise
     the instance attribute is deleted and the class's method applies.
 
@@ -35,10 +37,14 @@ def override_calls(wrappers):
         ...     return lambda x, training=None: call(x, training=False)
         >>> with override_calls({model.get_layer("drop"): no_training}):
         ...     model(x, training=True)   # the Dropout stays off
+        >>> with override_calls([(conv, hook_a), (conv, hook_b)]):
+        ...     model(x)   # conv runs hook_b(hook_a(conv.call))
     """
     saved = []
     try:
-        for obj, wrap in wrappers.items():
+        pairs = wrappers.items() if isinstance(wrappers, dict) \
+            else wrappers
+        for obj, wrap in pairs:
             saved.append((obj, vars(obj).get("call", _ABSENT)))
             obj.call = wrap(obj.call)
         yield

@@ -88,6 +88,9 @@ class ParsedModel:
         nested_inputs: ``{path of a nested InputLayer: tensor id}``.
         alias: ``{tensor id: tensor id it stands for}`` (nested inputs and
             outputs); :meth:`resolve` follows it.
+        nested_calls: ``{path: plain keyword arguments}`` of each flattened
+            nested model's call (``backbone(x, training=False)`` ->
+            ``{"training": False}``).
 
     Example:
         >>> parsed = parse_model(model)
@@ -104,6 +107,7 @@ class ParsedModel:
     nested: dict
     nested_inputs: dict
     alias: dict
+    nested_calls: dict = dataclasses.field(default_factory=dict)
     _index: dict | None = dataclasses.field(
         default=None, init=False, repr=False, compare=False)
 

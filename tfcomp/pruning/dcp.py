@@ -47,14 +47,10 @@ _AUX_PREFIX = "dcp_aux"
 
 
 def _flat_graph(model, graph: DependencyGraph | None = None):
-    """The model's graph; nested models and shared layers are refused."""
+    """The model's graph (nested models read through); shared layers are
+    refused."""
     graph = graph if graph is not None else DependencyGraph(model)
     parsed = graph.parsed
-    nested = list(parsed.nested) + [n.path for n in parsed.nodes
-                                    if isinstance(n.op, keras.Model)]
-    if nested:
-        raise ValueError(f"dcp_prune does not support nested models (layer "
-                         f"{nested[0]!r}).")
     if parsed.shared_layers:
         raise ValueError(f"dcp_prune needs every layer called exactly once; "
                          f"layer {parsed.shared_layers[0]!r} is called "
@@ -75,7 +71,8 @@ def find_stage_ends(model: keras.Model, num_stages: int = 3) -> list:
     ``[]``.
 
     Args:
-        model: a flat functional model (layers called once).
+        model: a functional model (layers called once; nested models are
+            read through, so a stage may end inside one).
         num_stages: number of stages ``P`` (the paper's 3 for ResNet, 2
             for VGG).
 
@@ -231,8 +228,10 @@ def dcp_prune(model: keras.Model, calibration_data=None,
     across greedy steps (``info`` records the history).
 
     Args:
-        model: a trained flat functional ``keras.Model`` (one input, layers
-            called once, logits or softmax output); left untouched.
+        model: a trained functional ``keras.Model`` (one input, layers
+            called once, logits or softmax output; nested functional /
+            Sequential models are read through, and stage ends may lie
+            inside them); left untouched.
         calibration_data: ``(x, y)`` calibration images and integer (or
             one-hot) labels, or an iterable / ``tf.data.Dataset`` of
             ``(x, y)`` (``data=`` is a deprecated alias).
@@ -269,7 +268,7 @@ def dcp_prune(model: keras.Model, calibration_data=None,
 
     Raises:
         ValueError: missing labels, empty or mis-shaped data, ratios outside
-            [0, 1), unsupported models (nested, shared layers).
+            [0, 1), unsupported models (shared layers).
 
     Reference: Zhuang et al., Discrimination-aware Channel Pruning for Deep
     Neural Networks, NeurIPS 2018, arXiv:1810.11809.
@@ -385,14 +384,18 @@ class _DCPRun:
     def prepare_stage(self, p: int, head_epochs: int,
                       finetune_epochs: int) -> Stage:
         """Trains stage ``p``'s head (and fine-tunes); returns its Stage."""
-        work, bs = self.state.work, self.settings.batch_size
+        bs = self.settings.batch_size
         parsed = self.state.work_graph.parsed
         if p == len(self.stage_ends):
             if finetune_epochs and p > 0:
-                self._fit(work, self.y, self.ce_final, finetune_epochs)
+                # the view (same layers): the working copy stays uncompiled,
+                # so the pruned model carries no DCP optimizer
+                self._fit(self.state.view.model, self.y, self.ce_final,
+                          finetune_epochs)
             return Stage(p, parsed.outputs[0], None, self.probs)
-        end_t = work.get_layer(self.stage_ends[p]).output
-        (feats,) = activations(work, [end_t], self.x, bs)
+        view = self.state.view
+        end_t = view.output_of(self.stage_ends[p])
+        (feats,) = activations(view.model, [end_t], self.x, bs)
         head = _make_head((None,) + feats.shape[1:], self.n_cls,
                           f"{_AUX_PREFIX}{p + 1}", self.y.shape[1:])
         if head_epochs:
@@ -402,8 +405,8 @@ class _DCPRun:
                      verbose=0, shuffle=True)
         del feats
         if finetune_epochs:
-            joint = keras.Model(work.inputs[0],
-                                [work.outputs[0], head(end_t)])
+            joint = keras.Model(view.inputs[0],
+                                [view.outputs[0], head(end_t)])
             self._fit(joint, [self.y, self.y], [self.ce_final, self.ce],
                       finetune_epochs)
         end = parsed.nodes_of(self.stage_ends[p])[0].outputs[0]

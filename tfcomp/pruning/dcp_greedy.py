@@ -78,14 +78,6 @@ class Stage:
         return self.head is None
 
 
-def tensor_of(parsed, tid: str):
-    """The symbolic Keras tensor of tensor id ``tid`` (layers called once).
-    """
-    node = parsed.producer(tid)
-    return keras.tree.flatten(node.op.output)[node.outputs.index(
-        parsed.resolve(tid))]
-
-
 def cut(parsed, paths, fetches) -> list:
     """Tensor ids feeding the layers from ``paths`` to ``fetches``: the
     inputs of the nodes between them that those nodes do not produce."""
@@ -118,23 +110,23 @@ class GreedyGroup:
                  settings: GreedySettings, rng):
         self.group, self.stage, self.s = group, stage, settings
         self.x, self.y, self.rng = x, y, rng
-        work, parsed = state.work, state.work_graph.parsed
+        parsed, view = state.work_graph.parsed, state.view
         paths = consumer_layers(group)
-        layers = [work.get_layer(p) for p in paths]
+        layers = [state.layer(p) for p in paths]
         fetches = [parsed.nodes_of(p)[0].outputs[0] for p in paths]
         fetches.append(stage.end)
         feeds = cut(parsed, paths, fetches)
         unique = list(dict.fromkeys(fetches))  # a consumer may end the stage
         self.fetch_index = [unique.index(t) for t in fetches]
-        self.sub = keras.Model([tensor_of(parsed, t) for t in feeds],
-                               [tensor_of(parsed, t) for t in unique])
+        self.sub = keras.Model([view.tensor(t) for t in feeds],
+                               [view.tensor(t) for t in unique])
         bs = settings.batch_size
         # feeds from the current (pruned so far) network, targets from orig
-        self.feed_vals = activations(work, [tensor_of(parsed, t)
-                                            for t in feeds], x, bs)
-        orig = state.model
-        self.tgt_vals = activations(orig, [orig.get_layer(p).output
-                                           for p in paths], x, bs)
+        self.feed_vals = activations(view.model, [view.tensor(t)
+                                                  for t in feeds], x, bs)
+        orig = state.original_view
+        self.tgt_vals = activations(orig.model, [orig.output_of(p)
+                                                 for p in paths], x, bs)
         # weights are handled in the dense view (*k, P, n) of
         # reconstruction.kernels: grouped / transposed kernels map back
         self.layers = layers

@@ -17,20 +17,20 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import inspect
 
 import keras
 
-from tfcomp.graph import is_tensor_ref, model_kind, parse_model
+from tfcomp.graph import model_kind, parse_model
 from tfcomp.graph.copy import clone_layer as copy_layer
 from tfcomp.graph.copy import clone_model as copy_model
+from tfcomp.graph.replay import (
+    call_arguments,
+    replay_call,
+    takes_training,
+)
 
 __all__ = ["Node", "Graph", "read_graph", "clone_layer", "new_inputs",
            "check_model"]
-
-
-class TensorId(str):
-    """A tensor id inside a node's call arguments (not a plain string)."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -62,13 +62,7 @@ class Node:
     def call(self, layer, tensors: dict, **extra):
         """``layer(*args, **kwargs)`` with tensor ids replaced from
         ``tensors`` (``{tensor id: tensor}``)."""
-        def sub(v):
-            return tensors[v] if isinstance(v, TensorId) else v
-
-        args = keras.tree.map_structure(sub, self.args)
-        kwargs = keras.tree.map_structure(sub, self.kwargs)
-        kwargs.update(extra)
-        return layer(*args, **kwargs)
+        return replay_call(layer, self.args, self.kwargs, tensors, **extra)
 
     # -- compatibility: the original KerasTensors where they exist --------
     def input_list(self) -> list:
@@ -137,7 +131,7 @@ class Graph:
         for node in self.nodes:
             if node.key not in wanted:
                 continue
-            extra = {"training": False} if _takes_training(node.layer) else {}
+            extra = {"training": False} if takes_training(node.layer) else {}
             y = node.call(node.layer, values, **extra)
             for t, v in zip(node.outputs, keras.tree.flatten(y)):
                 values[t] = v
@@ -167,16 +161,6 @@ class Graph:
     producer_of = producer
 
 
-def _takes_training(layer) -> bool:
-    call = getattr(layer, "call", None)
-    if call is None:
-        return False
-    try:
-        return "training" in inspect.signature(call).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def check_model(model, verb: str) -> None:
     """Raises clear errors for non-models, unbuilt and subclassed models."""
     if not isinstance(model, keras.Model):
@@ -195,32 +179,6 @@ def check_model(model, verb: str) -> None:
             f"Model {model.name!r} was never built: {verb} needs a built "
             "functional or Sequential model with known inputs (create it "
             "with keras.Input, or call model.build(input_shape) first).")
-
-
-def _call_args(parsed, pnode) -> tuple:
-    """``(args, kwargs)`` of a call with :class:`TensorId` placeholders."""
-    cfg = pnode.call_config
-    if not isinstance(cfg, dict):  # Sequential layers, opaque nested models
-        ins = [TensorId(t) for t in pnode.inputs]
-        return (ins[0] if len(ins) == 1 else ins,), {}
-    prefix = pnode.path[:pnode.path.rfind("/") + 1]
-
-    def sub(obj):
-        if is_tensor_ref(obj):
-            return TensorId(parsed.tensor_id(obj, prefix))
-        if isinstance(obj, dict):
-            if obj.get("class_name") == "__tuple__":
-                return tuple(sub(v) for v in obj["config"]["value"])
-            if "class_name" in obj and "config" in obj:
-                return keras.saving.deserialize_keras_object(obj)
-            return {k: sub(v) for k, v in obj.items()}
-        if isinstance(obj, (list, tuple)):
-            return [sub(v) for v in obj]
-        return obj
-
-    args = tuple(sub(a) for a in cfg.get("args", []))
-    kwargs = {k: sub(v) for k, v in cfg.get("kwargs", {}).items()}
-    return args, kwargs
 
 
 def _flat_name(path: str, used: set) -> str:
@@ -254,7 +212,7 @@ def read_graph(model, verb: str = "quantize_model") -> Graph:
             names[pnode.path] = (pnode.path if "/" not in pnode.path
                                  else _flat_name(pnode.path, used))
             used.add(names[pnode.path])
-        args, kwargs = _call_args(parsed, pnode)
+        args, kwargs = call_arguments(parsed, pnode)
         ins = list(pnode.inputs)
         node = Node(pnode, names[pnode.path], args, kwargs, ins,
                     list(pnode.outputs))

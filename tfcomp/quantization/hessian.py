@@ -117,12 +117,14 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import keras
 import numpy as np
 
 from tfcomp._io import check_number, check_positive_int
+from tfcomp.graph.calls import override_calls
 
 __all__ = ["hutchinson_trace", "weight_traces", "activation_traces",
            "hessian_table"]
@@ -369,13 +371,15 @@ def _per_layer(hvp, n_layers: int):
     return one_at_a_time
 
 
-def _kernel_hooks(layers, kernels, slot):
-    """Wraps every layer's ``call``: while ``slot`` holds ``(ts, masks,
-    idx)``, layer ``i``'s output on the samples ``masks[i]`` is the one with
-    kernel ``W_i + ts[i]`` (``keras.StatelessScope``; a second pass on the
-    samples ``idx[i]`` only: the mask's, padded with others to a fixed
-    length, one trace for every probe), elsewhere the one with ``W_i``; in
-    an outer second pass an inner hook (SeparableConv2D) runs plain."""
+def _kernel_hooks(layers, kernels, slot) -> list:
+    """``(layer, wrap)`` pairs for :func:`override_calls`: while ``slot``
+    holds ``(ts, masks, idx)``, layer ``i``'s output on the samples
+    ``masks[i]`` is the one with kernel ``W_i + ts[i]``
+    (``keras.StatelessScope``; a second pass on the samples ``idx[i]``
+    only: the mask's, padded with others to a fixed length, one trace for
+    every probe), elsewhere the one with ``W_i``; in an outer second pass
+    an inner hook (SeparableConv2D: two kernels, two hooks on one layer)
+    runs plain."""
     tf = _tf("")
     busy = []  # inside a second pass
 
@@ -402,8 +406,8 @@ def _kernel_hooks(layers, kernels, slot):
             return keras.tree.map_structure(pick, plain, moved)
         return call
 
-    for i, layer in enumerate(layers):
-        layer.call = hooked(i, layer.call)
+    return [(layer, functools.partial(hooked, i))
+            for i, layer in enumerate(layers)]
 
 
 def _indices(keep, size: int) -> list:
@@ -479,13 +483,8 @@ def weight_traces(model, kernels, x, targets, fn, batch_size, *, tol,
 
     hvp = _rotation(_full_hvp(product, x, targets, batch_size,
                               sliced=False), len(kernels), len(x), rows=False)
-    try:
-        _kernel_hooks(layers, kernels, slot)
+    with override_calls(_kernel_hooks(layers, kernels, slot)):
         return hutchinson_trace(hvp, shapes, **hutch)
-    finally:
-        for layer in layers:
-            if "call" in vars(layer):
-                del layer.call
 
 
 def _disjoint(hvp, n_layers: int, n: int, *, keeps: bool = False):
@@ -517,7 +516,6 @@ def activation_traces(model, layers, shapes, x, targets, fn, batch_size, *,
     restored afterwards."""
     tf = _tf(", kind='activations'")
     slot = []  # the d_i of the batch being traced
-    originals = [lay.call for lay in layers]
 
     def hooked(i, f):
         def call(inputs, *args, **kwargs):
@@ -543,9 +541,8 @@ def activation_traces(model, layers, shapes, x, targets, fn, batch_size, *,
                            if g is not None] or [tf.zeros(())])
         return outer.gradient(gv, ds)
 
-    try:
-        for i, layer in enumerate(layers):
-            layer.call = hooked(i, originals[i])
+    with override_calls([(layer, functools.partial(hooked, i))
+                         for i, layer in enumerate(layers)]):
         hvp = _disjoint(_full_hvp(hvp_batch, x, targets, batch_size,
                                   sliced=True), len(layers), len(x),
                         keeps=True)
@@ -553,10 +550,6 @@ def activation_traces(model, layers, shapes, x, targets, fn, batch_size, *,
             hvp, [(len(x), *s) for s in shapes], tol=tol,
             max_probes=max_probes, min_probes=min_probes, seed=seed,
             rel_se=rel_se, stderr=True)
-    finally:
-        for layer in layers:
-            if "call" in vars(layer):
-                del layer.call
 
 
 # ------------------------------------------------------------- the table

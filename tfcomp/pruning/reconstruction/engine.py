@@ -28,6 +28,7 @@ import numpy as np
 
 from tfcomp.graph import DependencyGraph
 from tfcomp.graph.copy import clone_model, copy_weights, refresh_state
+from tfcomp.graph.replay import FlatView
 from tfcomp.pruning import targets as tg
 from tfcomp.pruning.plan import Plan, estimate_macs
 from tfcomp.pruning.reconstruction.kernels import (
@@ -88,7 +89,8 @@ def consumer_layers(group) -> list:
 
 def consumer_support(graph, group) -> str | None:
     """None when every consumer of ``group`` can be reconstructed, else why
-    not (no consumer, nested model, unsupported layer, shared layer).
+    not (no consumer, unsupported layer, shared layer). Consumers inside
+    nested models are reconstructed through :attr:`PruningState.view`.
 
     Example:
         >>> consumer_support(graph, graph.group("conv1")) is None
@@ -97,9 +99,6 @@ def consumer_support(graph, group) -> str | None:
     if not group.consumers:
         return "the group has no consumer layer"
     for m in group.consumers:
-        if "/" in m.layer:
-            return (f"consumer {m.layer!r} is inside a nested model "
-                    "(not supported by reconstruction)")
         try:
             consumer_kind(graph.layer(m.layer))
         except ValueError as e:
@@ -203,6 +202,34 @@ class PruningState:
         self.work_graph = DependencyGraph(self.work)
         self.removed: dict = {}
         self.keeps: dict = {}
+        self._view = None
+        self._original_view = None
+
+    @property
+    def view(self) -> FlatView:
+        """The working copy's :class:`~tfcomp.graph.replay.FlatView`: its
+        own layers with nested models inlined, so every consumer's input
+        and output are tensors of one functional model (built on first
+        use)."""
+        if self._view is None:
+            self._view = FlatView(self.work, self.work_graph.parsed)
+        return self._view
+
+    @property
+    def original_view(self) -> FlatView:
+        """A :class:`~tfcomp.graph.replay.FlatView` of a copy of the
+        original model (its outputs are the reconstruction targets; the
+        user's model itself is never re-called). Built on first use."""
+        if self._original_view is None:
+            ref = clone_model(self.model)
+            copy_weights(self.model, ref)
+            self._original_view = FlatView(ref)
+        return self._original_view
+
+    def layer(self, path: str):
+        """The working copy's layer at ``path`` (``outer/inner`` inside
+        nested models)."""
+        return self.work_graph.layer(path)
 
     def reset(self) -> None:
         """Back to the original weights, nothing removed."""
@@ -309,17 +336,20 @@ class LayerwisePruner(PruningState):
             for p in self.paths[g.id]:
                 if p not in consumers:
                     consumers.append(p)
-        self._sample_targets(model, graph, consumers)
         super().__init__(model, graph)
         self._extractors: dict = {}
+        self._sample_targets(consumers)
 
-    def _sample_targets(self, model, graph, consumers) -> None:
-        """Locations and original outputs of every consumer, drawn once."""
-        orig = {p: graph.layer(p) for p in consumers}
+    def _sample_targets(self, consumers) -> None:
+        """Locations and original outputs of every consumer, drawn once
+        (on the working copy before anything is removed: the original)."""
+        orig = {p: self.layer(p) for p in consumers}
         weights = {p: layer_kernel(orig[p]) for p in consumers}
         self.locations = {p: [] for p in consumers}
         targets = {p: [] for p in consumers}
-        ext = keras.Model(model.inputs[0], [orig[p].input for p in consumers])
+        view = self.view
+        ext = keras.Model(view.inputs[0], [view.input_of(p)
+                                           for p in consumers])
         for a, outs in iter_activations(ext, self.x, self.batch_size):
             for ci, (p, arr) in enumerate(zip(consumers, outs)):
                 rs = np.random.SeedSequence([self.seed, ci, a]
@@ -340,11 +370,12 @@ class LayerwisePruner(PruningState):
         the working copy at the drawn locations, targets from the original.
         """
         paths = self.paths[group.id]
-        layers = [self.work.get_layer(p) for p in paths]
+        layers = [self.layer(p) for p in paths]
         ext = self._extractors.get(group.id)
         if ext is None:
-            ext = keras.Model(self.work.inputs[0],
-                              [lay.input for lay in layers])
+            view = self.view
+            ext = keras.Model(view.inputs[0],
+                              [view.input_of(p) for p in paths])
             self._extractors[group.id] = ext
         patches: dict = {p: [] for p in paths}
         for a, outs in iter_activations(ext, self.x, self.batch_size):
@@ -380,7 +411,7 @@ class LayerwisePruner(PruningState):
                                                   s.out_mask),
                     "error_zeroed": reconstruction_error(
                         s.x, s.y, zeroed, s.bias, s.out_mask)}
-            lay = self.work.get_layer(s.layer)
+            lay = self.layer(s.layer)
             lay.kernel.assign(from_dense(lay, kernel))
             if bias is not None:
                 lay.bias.assign(bias.astype("float32"))
