@@ -53,10 +53,6 @@ L = keras.layers
 # about]). A listed step passes when it works or raises exactly this.
 _NO_BITSERIAL = "has no integer mapping in the bit-serial exporter"
 EXPECTED_UNSUPPORTED = {
-    ("unet", "bitserial"): (
-        ValueError, "(Concatenate) " + _NO_BITSERIAL,
-        "Concatenate has no integer op in the bit-serial IR",
-        ("Add / Concatenate / Multiply",)),
     ("squeeze_excite", "bitserial"): (
         ValueError, "(Multiply) " + _NO_BITSERIAL,
         "Multiply (squeeze-excite) has no integer op in the bit-serial IR",

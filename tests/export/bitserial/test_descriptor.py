@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tfcomp.export.bitserial import (
+    SCHEMA_VERSION,
     BlobIntegrityError,
     DescriptorError,
     SchemaVersionError,
@@ -136,11 +137,12 @@ def test_missing_blob_is_a_clear_error(ir, tmp_path):
 
 def test_newer_schema_version_is_a_clear_error(ir, tmp_path):
     path, desc = _write(ir, tmp_path)
-    desc["schema_version"] = 3
+    desc["schema_version"] = SCHEMA_VERSION + 1
     with open(path, "w") as f:
         json.dump(desc, f)
     with pytest.raises(SchemaVersionError,
-                       match="schema_version 3, newer than the 2"):
+                       match=f"schema_version {SCHEMA_VERSION + 1}, newer "
+                       f"than the {SCHEMA_VERSION}"):
         simulate_bitserial(path, np.zeros((1,) + ir.input_shape))
     assert issubclass(SchemaVersionError, ValueError)
 

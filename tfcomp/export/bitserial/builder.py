@@ -25,6 +25,7 @@ from tfcomp.export.bitserial.ir import (
     QuantParams,
     _infer_shape,
     requant_params,
+    same_grid,
     same_padding,
 )
 from tfcomp.export.bitserial.kernels import window_counts
@@ -202,6 +203,35 @@ class IRBuilder:
                  "shifts": [s1, s2], "output_multiplier": mo,
                  "output_shift": so}
         return self._append(IntOp(name, "add", [a, b], out, attrs,
+                                  act_min=lo, act_max=hi))
+
+    def concat(self, name, inputs, out: QuantParams, relu=False,
+               relu_max=None) -> str:
+        """Adds the concatenation of ``inputs`` (N >= 2 tensor names) on
+        the last axis onto grid ``out``, as TFLite's int8 CONCATENATION:
+        an input on ``out``'s grid (same scale and zero point) is copied,
+        another is requantized by ``in_scale / out.scale`` in fixed point;
+        all are clamped to the output range (and ReLU / ``relu_max``).
+
+        Example:
+            >>> b.concat("cat", ["conv_a", "conv_b"], b.quant("conv_a"))
+            'cat'
+        """
+        if isinstance(inputs, str) or not all(
+                isinstance(n, str) for n in inputs):
+            raise TypeError(f"layer {name!r}: concat inputs must be a list "
+                            f"of tensor names. Received: {inputs!r}")
+        inputs = list(inputs)
+        mults, shifts = [], []
+        for n in inputs:
+            q = self.quant(n)
+            m, s = (None, None) if same_grid(q, out) else \
+                quantize_multiplier(q.scale / out.scale)
+            mults.append(m)
+            shifts.append(s)
+        lo, hi = self._clamp(out, relu, relu_max)
+        return self._append(IntOp(name, "concat", inputs, out,
+                                  {"multipliers": mults, "shifts": shifts},
                                   act_min=lo, act_max=hi))
 
     def _pool(self, op_type, name, x, pool, strides, padding, out=None,

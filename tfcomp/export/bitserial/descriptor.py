@@ -19,7 +19,7 @@ is covered by its length and sha256. The JSON Schema ships as
 
 Schema versions: a descriptor records the lowest version that has every
 feature it uses, so networks of version-1 features stay readable by older
-tfcomp; this tfcomp reads versions 1 and 2.
+tfcomp; this tfcomp reads versions 1 to 3.
 
 - 1: conv2d, depthwise_conv2d, dense, add, max/avg/global_avg_pool,
   flatten, reshape, clamp, requantize.
@@ -30,6 +30,10 @@ tfcomp; this tfcomp reads versions 1 and 2.
   ``gemm.groups`` GEMMs of N = cout / groups; weight rows stay output
   channels) and ``input.rescale`` (a folded Keras ``Rescaling`` applied to
   float inputs before quantization).
+- 3: adds the ``concat`` op (N >= 2 inputs joined on the last axis;
+  ``input_quants`` one per input, ``requant.input_multipliers`` /
+  ``input_shifts`` one per input, ``null`` for an input copied because
+  it is on the output grid).
 
 Writing is crash-safe as a pair: the blob goes first under its
 content-addressed name, the JSON is replaced last (both atomically), then
@@ -58,6 +62,7 @@ import numpy as np
 from tfcomp._io import atomic_write_bytes, remove_stale_temps
 from tfcomp.export.bitserial import packing
 from tfcomp.export.bitserial.descriptor_checks import semantic_errors
+from tfcomp.export.bitserial.descriptor_host import ROUNDING, host_layer
 from tfcomp.export.bitserial.errors import (
     BlobIntegrityError,
     DescriptorError,
@@ -91,11 +96,10 @@ __all__ = [
     "write_descriptor",
 ]
 
-SCHEMA_VERSION = 2  # the newest version this tfcomp reads
+SCHEMA_VERSION = 3  # the newest version this tfcomp reads
 FORMAT = "tfcomp-bitserial"
 TARGETS = HARDWARE  # the accelerators, as the descriptor's "target" names
 ALIGNMENT = 64
-ROUNDING = "tflite_single_rounding"  # see fixedpoint.py
 
 
 def schema_path() -> str:
@@ -312,47 +316,6 @@ def _gemm_layer(op, ir, shapes, target, hw, batch, blob) -> dict:
     return layer
 
 
-def _host_layer(op, ir, shapes) -> dict:
-    layer = {"name": op.name, "op": op.op, "inputs": list(op.inputs),
-             "input_shapes": [list(shapes[n]) for n in op.inputs],
-             "output_shape": list(shapes[op.name]),
-             "out_quant": _quant(op.out), "act_min": op.act_min,
-             "act_max": op.act_max, "engine": "host",
-             "cost": {"cycles": 0, "latency_s": 0.0, "energy_j": None,
-                      "source": "host op (not costed)"}}
-    at = op.attrs
-    if op.op in ("add", "requantize", "avg_pool", "global_avg_pool",
-                 "lut"):
-        layer["input_quants"] = [_quant(ir.quant(n)) for n in op.inputs]
-    if op.op == "add":
-        layer["requant"] = {
-            "left_shift": int(at["left_shift"]),
-            "input_multipliers": _ints(at["multipliers"]),
-            "input_shifts": _ints(at["shifts"]),
-            "output_multiplier": int(at["output_multiplier"]),
-            "output_shift": int(at["output_shift"])}
-    elif op.op == "requantize":
-        layer["requant"] = {"multiplier": int(at["multiplier"]),
-                            "shift": int(at["shift"])}
-    elif op.op in ("avg_pool", "global_avg_pool"):
-        layer["requant"] = {"count_multipliers": [
-            [int(c), int(m), int(s)] for c, m, s in at["count_requant"]]}
-    elif op.op == "reshape":
-        layer["attrs"] = {"shape": list(at["shape"])}
-    elif op.op == "lut":
-        layer["attrs"] = {"table": [_ints(r) for r in at["table"]]}
-    elif op.op == "pad":
-        layer["attrs"] = {"pads": [[int(a), int(b)] for a, b in at["pads"]],
-                          "interior": _ints(at["interior"])}
-    if "requant" in layer:
-        layer["requant"]["rounding"] = ROUNDING
-    if op.op in ("max_pool", "avg_pool"):
-        layer["attrs"] = {"pool": list(at["pool"]),
-                          "strides": list(at["strides"]),
-                          "pads": list(at["pads"])}
-    return layer
-
-
 def required_version(ir: IntegerIR) -> int:
     """The lowest schema version that has every feature ``ir`` uses.
 
@@ -360,6 +323,8 @@ def required_version(ir: IntegerIR) -> int:
         >>> required_version(random_ir(seed=0))
         1
     """
+    if any(op.op == "concat" for op in ir.ops):
+        return 3
     v2 = ir.input_rescale is not None or any(
         op.op in ("pad", "lut") or (op.op == "conv2d" and
                                     groups_of(op) > 1)
@@ -427,7 +392,7 @@ def write_descriptor(ir: IntegerIR, path: str, hardware=None,
             layers.append(_gemm_layer(op, ir, shapes, target, hw, int(batch),
                                       blob))
         else:
-            layers.append(_host_layer(op, ir, shapes))
+            layers.append(host_layer(op, ir, shapes))
     from tfcomp.export.bitserial import __version__
     blob_bytes = bytes(blob)
     digest = hashlib.sha256(blob_bytes).hexdigest()

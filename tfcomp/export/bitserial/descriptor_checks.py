@@ -9,14 +9,17 @@ Example:
 from __future__ import annotations
 
 from tfcomp.export.bitserial import packing
+from tfcomp.export.bitserial.ir import QuantParams, same_grid
+from tfcomp.export.bitserial.shapes import concat_shape
 
 __all__ = ["semantic_errors"]
 
 
 def semantic_errors(desc: dict) -> list[str]:
     """Consistency errors a schema cannot express (names defined before
-    use, GEMM sizes, blob ranges, version-2 features in a version-1
-    descriptor); empty when none.
+    use, one input quantization per input and equal to its producer's,
+    concat shapes and requantization, GEMM sizes, blob ranges, newer
+    features in an older version); empty when none.
 
     Example:
         >>> semantic_errors(json.load(open("net.json")))
@@ -24,6 +27,7 @@ def semantic_errors(desc: dict) -> list[str]:
     """
     errs = []
     names = {desc["input"]["name"]}
+    quants = {desc["input"]["name"]: desc["input"]["quant"]}
     for i, la in enumerate(desc["layers"]):
         where = f"$.layers[{i}] ({la['name']!r})"
         for n in la["inputs"]:
@@ -32,11 +36,17 @@ def semantic_errors(desc: dict) -> list[str]:
         if la["name"] in names:
             errs.append(f"{where}: duplicate name")
         names.add(la["name"])
+        quants[la["name"]] = la["out_quant"]
         groups = la.get("attrs", {}).get("groups", 1)
         if desc["schema_version"] < 2 and (la["op"] in ("pad", "lut") or
                                            groups != 1):
             errs.append(f"{where}: {la['op']} with these attrs needs "
                         "schema_version >= 2")
+        if desc["schema_version"] < 3 and la["op"] == "concat":
+            errs.append(f"{where}: concat needs schema_version >= 3")
+        errs += _input_errors(la, where, quants)
+        if la["op"] == "concat":
+            errs += _concat_errors(la, where)
         if la["engine"] != "array":
             continue
         g = la["gemm"]
@@ -73,3 +83,56 @@ def semantic_errors(desc: dict) -> list[str]:
     if desc["output"] not in names:
         errs.append(f"$.output: {desc['output']!r} is not a tensor")
     return errs
+
+
+def _input_errors(la: dict, where: str, quants: dict) -> list[str]:
+    """``input_shapes`` / ``input_quants``: one per input; each quant the
+    one its input tensor was written with."""
+    errs = []
+    n = len(la["inputs"])
+    for key in ("input_shapes", "input_quants"):
+        if key in la and len(la[key]) != n:
+            errs.append(f"{where}: {key} has {len(la[key])} entries, "
+                        f"expected {n} (one per input)")
+    for j, (name, q) in enumerate(zip(la["inputs"], la.get(
+            "input_quants", ()))):
+        if name in quants and q != quants[name]:
+            errs.append(f"{where}: input_quants[{j}] is {q}, but {name!r} "
+                        f"is quantized as {quants[name]}")
+    return errs
+
+
+def _concat_errors(la: dict, where: str) -> list[str]:
+    """A concat's shapes and per-input requantization (null: a copy, only
+    for an input on the output grid)."""
+    errs = []
+    n, rq = len(la["inputs"]), la["requant"]
+    try:
+        shape = list(concat_shape(la["input_shapes"], la["name"]))
+        if shape != la["output_shape"]:
+            errs.append(f"{where}: output_shape {la['output_shape']} is not "
+                        f"the concatenation of the inputs ({shape})")
+    except ValueError as e:
+        errs.append(f"{where}: {e}")
+    ms, ss = rq["input_multipliers"], rq["input_shifts"]
+    if not len(ms) == len(ss) == n:
+        return errs + [f"{where}: requant.input_multipliers / input_shifts "
+                       f"have {len(ms)} / {len(ss)} entries, expected {n} "
+                       "(one per input)"]
+    for j, (m, s, q) in enumerate(zip(ms, ss, la["input_quants"])):
+        if (m is None) != (s is None):
+            errs.append(f"{where}: input {j}: input_multipliers and "
+                        "input_shifts must both be null (a copy) or both "
+                        f"integers. Received: {m!r}, {s!r}")
+        elif m is None and not _on_grid(q, la["out_quant"]):
+            errs.append(f"{where}: input {j} is copied (null requant) but "
+                        f"its grid {q} is not the output's "
+                        f"{la['out_quant']}")
+    return errs
+
+
+def _on_grid(q: dict, out: dict) -> bool:
+    try:
+        return same_grid(QuantParams.from_dict(q), QuantParams.from_dict(out))
+    except ValueError:  # an invalid quant: reported as not on the grid
+        return False

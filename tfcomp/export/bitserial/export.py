@@ -111,9 +111,11 @@ def export_bitserial(model, path: str, hardware=None,
     DepthwiseConv2D, Dense (QAT or float: 8-bit weights), BinaryConv2D /
     BinaryDense (1-bit sign weights, ``keras_binary``), QuantActivation,
     QuantReLU, ReLU / ReLU6 / linear activations, Add (two inputs),
-    Max/Average/GlobalAverage/GlobalMaxPooling 1D/2D, ZeroPadding1D/2D,
-    Rescaling of the model input, Flatten, Reshape, dropout-like
-    identities and a final softmax; see :func:`build_ir_from_keras`. Any
+    Concatenate (channel axis; N inputs, each requantized onto the output
+    grid unless already on it), Max/Average/GlobalAverage/GlobalMaxPooling
+    1D/2D, ZeroPadding1D/2D, Rescaling of the model input, Flatten,
+    Reshape, dropout-like identities and a final softmax; see
+    :func:`build_ir_from_keras`. Any
     other layer (Embedding, MultiHeadAttention / EinsumDense,
     LayerNormalization, GroupNormalization, an unfolded BatchNormalization,
     Conv3D, Multiply, Lambda, ``keras.ops`` calls, hard-swish, ...) raises a

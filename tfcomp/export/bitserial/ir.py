@@ -13,6 +13,11 @@ Ops (``IntOp.op``):
 - ``depthwise_conv2d``: weights ``(kh, kw, cin, multiplier)``.
 - ``dense``: weights ``(cin, cout)``, applied to the last axis.
 - ``add``: two inputs, TFLite-style integer rescaling (``attrs``).
+- ``concat``: N >= 2 inputs of one shape but the last axis, joined on the
+  last axis (TFLite's int8 CONCATENATION): input ``i`` is copied when it
+  is on the output grid (``attrs["multipliers"][i]`` is None), else
+  requantized ``out_zp + MBQM(q - in_zp, multipliers[i], shifts[i])``;
+  every value is clamped to ``[act_min, act_max]``.
 - ``max_pool`` / ``avg_pool``: ``attrs`` pool, strides, pads; max keeps
   its input's grid, avg requantizes the exact window mean onto its output
   grid (``attrs["count_requant"]``: ``(cells, multiplier, shift)`` per
@@ -52,6 +57,12 @@ import math
 import numpy as np
 
 from tfcomp.export.bitserial.fixedpoint import INT32_MAX, quantize_multiplier
+from tfcomp.export.bitserial.shapes import (
+    concat_shape,
+    conv_output_size,
+    pad_shape,
+    same_padding,
+)
 
 __all__ = [
     "GEMM_OPS",
@@ -60,14 +71,16 @@ __all__ = [
     "IntegerIR",
     "QuantParams",
     "check_rescale",
+    "concat_shape",
     "groups_of",
     "pad_shape",
     "conv_output_size",
+    "same_grid",
     "same_padding",
 ]
 
 GEMM_OPS = ("conv2d", "depthwise_conv2d", "dense")
-OPS = GEMM_OPS + ("add", "max_pool", "avg_pool", "global_avg_pool",
+OPS = GEMM_OPS + ("add", "concat", "max_pool", "avg_pool", "global_avg_pool",
                   "flatten", "reshape", "clamp", "requantize", "pad", "lut")
 ADD_LEFT_SHIFT = 20
 
@@ -219,46 +232,6 @@ def find_named(items, name: str, what: str):
     raise KeyError(f"no {what} named {name!r}")
 
 
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
-    """TF ``padding="same"``: (before, after) for one spatial axis.
-
-    Args:
-        size: input length.
-        kernel: window length.
-        stride: step.
-
-    Returns:
-        ``(before, after)`` padding.
-
-    Example:
-        >>> same_padding(7, 3, 2)
-        (1, 1)
-    """
-    out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
-
-
-def conv_output_size(size: int, kernel: int, stride: int, before: int,
-                     after: int) -> int:
-    """Output length of a window op with explicit padding.
-
-    Args:
-        size: input length.
-        kernel: window length.
-        stride: step.
-        before, after: padding.
-
-    Returns:
-        The output length.
-
-    Example:
-        >>> conv_output_size(7, 3, 2, 1, 1)
-        4
-    """
-    return (size + before + after - kernel) // stride + 1
-
-
 @dataclasses.dataclass
 class IntegerIR:
     """An integer network: the input's quantization and a list of ops.
@@ -353,6 +326,8 @@ def _window_out(shape, attrs, name):
 
 
 def _infer_shape(op: IntOp, ins: list) -> tuple:
+    if op.op == "concat":
+        return concat_shape(ins, op.name)
     n_in = {"add": 2}.get(op.op, 1)
     if len(ins) != n_in:
         raise ValueError(f"layer {op.name!r} ({op.op}) takes {n_in} inputs. "
@@ -439,6 +414,9 @@ def _validate_op(op: IntOp, ir: IntegerIR, shapes: dict) -> None:
                 raise ValueError(f"layer {op.name!r}: requantize needs "
                                  f"attrs[{key!r}]")
         return
+    if op.op == "concat":
+        _validate_concat(op, qin)
+        return
     if op.op == "add":
         for key in ("multipliers", "shifts", "output_multiplier",
                     "output_shift", "left_shift"):
@@ -483,6 +461,35 @@ def _validate_op(op: IntOp, ir: IntegerIR, shapes: dict) -> None:
                          "split the layer")
 
 
+def _validate_concat(op: IntOp, qin: list) -> None:
+    ms, ss = op.attrs.get("multipliers"), op.attrs.get("shifts")
+    if not isinstance(ms, (list, tuple)) or not isinstance(
+            ss, (list, tuple)) or not len(ms) == len(ss) == len(qin):
+        raise ValueError(f"layer {op.name!r}: concat needs attrs "
+                         f"'multipliers' and 'shifts', one per input "
+                         f"({len(qin)}). Received: multipliers={ms!r}, "
+                         f"shifts={ss!r}")
+    for i, (q, m, s) in enumerate(zip(qin, ms, ss)):
+        if (m is None) != (s is None) or (m is None and not same_grid(
+                q, op.out)):
+            raise ValueError(f"layer {op.name!r}: concat input {i} "
+                             f"({op.inputs[i]!r}) is copied (multiplier "
+                             "None) only when it is on the output grid. "
+                             f"Received: multiplier={m!r}, shift={s!r}, "
+                             f"input={q}, out={op.out}")
+
+
+def same_grid(a: QuantParams, b: QuantParams) -> bool:
+    """Whether ``a`` and ``b`` have one grid (scale and zero point; the
+    bits may differ): a code moves between them unchanged.
+
+    Example:
+        >>> same_grid(QuantParams(4, False, .1, 3), QuantParams(8, False, .1, 3))
+        True
+    """
+    return a.scale == b.scale and a.zero_point == b.zero_point
+
+
 def groups_of(op: IntOp) -> int:
     """Convolution groups of a GEMM op (``attrs["groups"]``, default 1).
 
@@ -495,31 +502,6 @@ def groups_of(op: IntOp) -> int:
         raise ValueError(f"layer {op.name!r}: groups must be an int >= 1. "
                          f"Received: groups={g!r}")
     return int(g)
-
-
-def pad_shape(shape, attrs: dict, name: str = "pad") -> tuple:
-    """Output shape of a ``pad`` op (validates its attrs).
-
-    Args:
-        shape: input shape without batch.
-        attrs: ``{"pads": [[before, after], ...], "interior": [...]}``.
-        name: the op's name, for errors.
-
-    Example:
-        >>> pad_shape((3, 4), {"pads": [[1, 1], [0, 0]], "interior": [1, 0]})
-        (7, 4)
-    """
-    pads = [tuple(int(v) for v in p) for p in attrs.get("pads", ())]
-    interior = [int(v) for v in attrs.get("interior", [0] * len(shape))]
-    if len(pads) != len(shape) or len(interior) != len(shape) or any(
-            len(p) != 2 or min(p) < 0 for p in pads) or min(
-            interior, default=0) < 0:
-        raise ValueError(f"layer {name!r}: pad needs [before, after] >= 0 "
-                         f"and an interior >= 0 per axis of {tuple(shape)}."
-                         f" Received: pads={attrs.get('pads')}, "
-                         f"interior={attrs.get('interior')}")
-    return tuple(int(d + (d - 1) * i + a + b) for d, i, (a, b) in
-                 zip(shape, interior, pads))
 
 
 def check_rescale(rescale, input_shape) -> tuple:

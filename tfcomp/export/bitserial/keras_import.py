@@ -15,7 +15,14 @@ tensor on the grid of whatever quantizes it next: the GEMM's requantization
 then targets that grid directly (fused ReLU / ReLU6 as the clamp), as an
 integer-only deployment does. Where a tensor is quantized twice on
 different grids (a QuantActivation, then a layer's input quantizer) a
-``requantize`` op is inserted. Tensors that the model never quantizes
+``requantize`` op is inserted. A Concatenate (last axis) is pending too:
+its ``concat`` lands on the grid of what quantizes it next (the
+QuantActivation after it, or the input quantizer of the one layer reading
+it; ``quantize_model`` puts each input on that grid, so inputs are copied;
+an input on another grid is requantized onto it). Read by an op with no
+quantizer of its own (max pooling, flatten, the model output...), it takes
+its inputs' grid when they all share one, else a calibrated grid, as an
+add does. Tensors that the model never quantizes
 (hand-built models without observers) take a min/max grid calibrated on
 ``calibration_data`` (8 bits; the model output 16 bits).
 
@@ -52,9 +59,12 @@ from tfcomp.export.bitserial.ir import IntegerIR, QuantParams
 from tfcomp.export.bitserial.keras_binary import round_bias, sign_input
 from tfcomp.export.bitserial.keras_layers import (
     LUT_ACTIVATIONS,
+    concat_axis,
     conv_pads,
     gemm_weights,
     lut_table,
+    pool_window,
+    qat_grid,
     rescale_of,
     transpose_geometry,
     unsupported_layer_error,
@@ -78,10 +88,10 @@ L = keras.layers
 class _Pending:
     """A float value not yet on an integer grid."""
 
-    kind: str  # "gemm" | "add" | "avg" | "input" | "pad" | "lut"
+    kind: str  # "gemm" | "add" | "concat" | "avg" | "input" | "pad" | "lut"
     layer: object = None
     x: str | None = None  # IR input (gemm)
-    inputs: tuple = ()  # IR inputs (add)
+    inputs: tuple = ()  # IR inputs (add, concat)
     relu: str = "linear"  # "linear" | "relu" | "relu6"
     keras_tensor: object = None  # pad: the padded Keras tensor
     pads: tuple = (0, 0, 0, 0)  # gemm: folded zero padding; pad: per axis
@@ -89,21 +99,8 @@ class _Pending:
     rescale: tuple | None = None  # input: a folded Rescaling
 
 
-def _window(v) -> tuple:
-    """A pooling window / stride as (h, w); 1D windows are (1, w)."""
-    v = tuple(int(i) for i in v)
-    return (1,) + v if len(v) == 1 else v
-
-
 def _act(layer) -> str:
     return act_name(getattr(layer, "activation", None))
-
-
-def _grid(entry) -> QuantParams | None:
-    if entry is None:
-        return None
-    s, z, b = entry
-    return QuantParams(int(b), False, float(s), int(z))
 
 
 class _Importer:
@@ -185,6 +182,10 @@ class _Importer:
                 grid = self.builder.quant(st)
             elif st.kind == "avg":  # stay on the input's grid
                 grid = self.builder.quant(st.x)
+            elif st.kind == "concat" and len({
+                    (q.scale, q.zero_point) for q in map(
+                        self.builder.quant, st.inputs)}) == 1:
+                grid = self.builder.quant(st.inputs[0])  # the shared grid
             else:
                 grid = self.calibrated(tensor, self.default_bits)
         key = (id(tensor), grid.bits, grid.scale, grid.zero_point, relu)
@@ -221,11 +222,12 @@ class _Importer:
             out = self._emit_avg(st, grid, relu)
         elif st.kind == "lut":
             out = self._emit_lut(st, grid, relu)
-        else:  # add
+        else:  # add / concat (inputs as a list)
             act = st.relu if relu == "linear" else relu
-            out = b.add(self.name(st.layer.name), *st.inputs, grid,
-                        relu=act != "linear",
-                        relu_max=6.0 if act == "relu6" else None)
+            args = st.inputs if st.kind == "add" else (list(st.inputs),)
+            out = getattr(b, st.kind)(
+                self.name(st.layer.name), *args, grid, relu=act != "linear",
+                relu_max=6.0 if act == "relu6" else None)
         self.cache[key] = out
         return out
 
@@ -325,8 +327,8 @@ class _Importer:
                            L.GlobalAveragePooling1D):
             y = b.global_avg_pool(name, st.x, grid, relu=relu == "relu")
             return self.view(y, st.out_shape, f"{layer.name}_keepdims")
-        y = b.avg_pool(name, st.x, _window(layer.pool_size),
-                       _window(layer.strides), layer.padding, grid,
+        y = b.avg_pool(name, st.x, pool_window(layer.pool_size),
+                       pool_window(layer.strides), layer.padding, grid,
                        relu=relu == "relu")
         return self.view(y, st.out_shape, f"{layer.name}_1d")
 
@@ -371,7 +373,7 @@ class _Importer:
             raise ValueError(f"layer {layer.name!r} is a DNAS supernet "
                              "layer; derive its bits first")
         if cls in _GEMM:
-            grid = _grid(p["input"]) if p else None
+            grid = qat_grid(p["input"]) if p else None
             if p and getattr(layer, "input_quantizer", None) is not None \
                     and grid is None:
                 raise ValueError(f"layer {layer.name!r}: its input "
@@ -397,7 +399,7 @@ class _Importer:
                 "gemm", layer, x, relu=act, pads=pads,
                 out_shape=tuple(int(d) for d in out.shape[1:]))
         elif cls in (QuantActivation, QuantReLU):
-            grid = _grid(p["output"])
+            grid = qat_grid(p["output"])
             if grid is None:
                 raise ValueError(f"layer {layer.name!r}: quantizer never saw "
                                  "data; calibrate or train the model first")
@@ -416,20 +418,23 @@ class _Importer:
             relu = relu_kind(layer)
             st = self.state[id(ins[0])]
             if isinstance(st, _Pending) and st.kind in (
-                    "gemm", "add", "lut") and st.relu == "linear":
+                    "gemm", "add", "concat", "lut") and st.relu == "linear":
                 self.state[id(out)] = dataclasses.replace(st, relu=relu)
             else:
                 x = self.as_int(ins[0], layer.name)
                 self.state[id(out)] = self.builder.relu(
                     self.name(layer.name), x, 6.0 if relu == "relu6"
                     else None)
-        elif cls is L.Add:
-            if len(ins) != 2:
+        elif cls in (L.Add, L.Concatenate):
+            if cls is L.Add and len(ins) != 2:
                 raise ValueError(f"layer {layer.name!r}: Add of {len(ins)} "
                                  "tensors; only 2 are supported")
+            if cls is L.Concatenate:
+                concat_axis(layer, len(out.shape))
             xs = tuple(self.as_int(t, f"{layer.name}_in{i}")
                        for i, t in enumerate(ins))
-            self.state[id(out)] = _Pending("add", layer, inputs=xs)
+            self.state[id(out)] = _Pending(
+                "add" if cls is L.Add else "concat", layer, inputs=xs)
         elif cls in (L.ZeroPadding1D, L.ZeroPadding2D):
             self.state[id(out)] = _Pending("pad", layer, keras_tensor=ins[0],
                                            pads=zero_pads(layer))
@@ -457,8 +462,8 @@ class _Importer:
         elif cls in (L.MaxPooling2D, L.MaxPooling1D):
             x = self.window_input(ins[0], layer)
             y = self.builder.max_pool(
-                self.name(layer.name), x, _window(layer.pool_size),
-                _window(layer.strides), layer.padding)
+                self.name(layer.name), x, pool_window(layer.pool_size),
+                pool_window(layer.strides), layer.padding)
             self.state[id(out)] = self.view(y, tuple(out.shape[1:]),
                                             f"{layer.name}_1d")
         elif cls in (L.AveragePooling2D, L.GlobalAveragePooling2D,
@@ -527,7 +532,8 @@ def build_ir_from_keras(model, calibration_data=None, default_bits: int = 8,
     ``1 x k`` conv2d), Conv2D (grouped too), Conv2DTranspose (a stride-1
     conv over the zero-inserted input), DepthwiseConv2D, Dense (QAT forms,
     or float: 8-bit weights; linear / ReLU / ReLU6), QuantActivation,
-    QuantReLU, ReLU, Add (two inputs), pooling 1D/2D, ZeroPadding1D/2D
+    QuantReLU, ReLU, Add (two inputs), Concatenate (last axis; see the
+    module doc for its grid), pooling 1D/2D, ZeroPadding1D/2D
     (folded into a conv's padding, else a ``pad`` op), Rescaling (folded
     into a float input, else a table), a BatchNormalization that reads a
     quantized tensor and element-wise activations (``lut`` tables; also a

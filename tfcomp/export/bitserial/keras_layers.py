@@ -14,6 +14,8 @@ How the Keras layers the IR has no op of its own map onto IR ops, exactly:
   padding of a conv that reads them, else a ``pad`` op.
 - ``Rescaling`` of the model input is folded into the input: float inputs
   are rescaled (float32, as Keras) before quantization.
+- ``Concatenate`` on the last (channel) axis is a ``concat`` op; other
+  axes are refused (:func:`concat_axis`).
 
 Example:
     >>> kernel_as_conv2d("conv1d", np.zeros((3, 4, 8))).shape
@@ -30,10 +32,13 @@ from tfcomp.export.bitserial.ir import QuantParams, same_padding
 __all__ = [
     "LUT_ACTIVATIONS",
     "SUPPORTED_LAYERS",
+    "concat_axis",
     "conv_pads",
     "gemm_weights",
     "kernel_as_conv2d",
     "lut_table",
+    "pool_window",
+    "qat_grid",
     "rescale_of",
     "transpose_geometry",
     "unsupported_layer_error",
@@ -50,7 +55,7 @@ SUPPORTED_LAYERS = (
     "Dense", "their tfcomp Quant* forms", "QuantActivation", "QuantReLU",
     "ReLU", "Activation('relu' | 'relu6' | 'linear' | element-wise)",
     "BatchNormalization (folded, or on a quantized tensor)",
-    "Add (2 inputs)",
+    "Add (2 inputs)", "Concatenate (channel axis)",
     "MaxPooling1D/2D", "AveragePooling1D/2D",
     "GlobalAveragePooling1D/2D", "GlobalMaxPooling1D/2D", "ZeroPadding1D/2D",
     "Rescaling", "Flatten", "Reshape",
@@ -74,6 +79,24 @@ def unsupported_layer_error(layer) -> ValueError:
         f"Supported layer types: {', '.join(SUPPORTED_LAYERS)}. Replace or "
         "remove the layer, or export the model to int8 TFLite instead "
         "(tfcomp.export.export_tflite).")
+
+
+def concat_axis(layer, rank: int) -> int:
+    """The axis of a ``Concatenate`` whose output has ``rank`` axes (batch
+    included), which must be the last one: the IR's ``concat`` joins
+    channels only.
+
+    Example:
+        >>> concat_axis(keras.layers.Concatenate(axis=3), 4)
+        -1
+    """
+    axis = int(layer.axis)
+    if axis not in (-1, rank - 1):
+        raise ValueError(
+            f"layer {layer.name!r} (Concatenate): only the last (channel) "
+            f"axis has an integer concat op in the bit-serial IR. Received: "
+            f"axis={layer.axis} for {rank}-D tensors (batch included)")
+    return -1
 
 
 def kernel_as_conv2d(kind: str, kernel) -> np.ndarray:
@@ -186,6 +209,31 @@ def zero_pads(layer) -> list:
         return [[int(p[0]), int(p[1])], [0, 0]]
     return [[int(p[0][0]), int(p[0][1])], [int(p[1][0]), int(p[1][1])],
             [0, 0]]
+
+
+def pool_window(v) -> tuple:
+    """A pooling window / stride as (h, w); 1D windows are (1, w).
+
+    Example:
+        >>> pool_window((3,))
+        (1, 3)
+    """
+    v = tuple(int(i) for i in v)
+    return (1,) + v if len(v) == 1 else v
+
+
+def qat_grid(entry) -> QuantParams | None:
+    """The QAT activation grid ``(scale, zero_point, bits)`` of a
+    ``quantization_params`` entry as unsigned QuantParams (None: none).
+
+    Example:
+        >>> qat_grid((0.1, 3, 4))
+        QuantParams(bits=4, signed=False, scale=0.1, zero_point=3)
+    """
+    if entry is None:
+        return None
+    s, z, b = entry
+    return QuantParams(int(b), False, float(s), int(z))
 
 
 def rescale_of(layer) -> tuple:

@@ -22,6 +22,7 @@ from tfcomp.export.bitserial.fixedpoint import (
 
 __all__ = [
     "add_op",
+    "concat_op",
     "gemm_output",
     "global_avg_pool_op",
     "im2col",
@@ -207,6 +208,37 @@ def requantize_op(q, in_zero_point, multiplier, shift, out_zero_point,
     """
     x = np.asarray(q, np.int64) - int(in_zero_point)
     return requantize(x, multiplier, shift, out_zero_point, act_min, act_max)
+
+
+def concat_op(xs, in_zero_points, multipliers, shifts, out_zero_point,
+              act_min, act_max) -> np.ndarray:
+    """TFLite int8 CONCATENATION on the last axis: input ``i`` is copied
+    when ``multipliers[i]`` is None (it is on the output grid), else
+    requantized (:func:`requantize_op`); all clamped to the output range.
+
+    Args:
+        xs: integer inputs, equal in shape but for the last axis.
+        in_zero_points: their zero points.
+        multipliers, shifts: per input ``in_scale / out_scale`` in fixed
+            point, or None for a copied input.
+        out_zero_point, act_min, act_max: output zero point and clamp.
+
+    Returns:
+        The concatenated integers on the output grid.
+
+    Example:
+        >>> m, s = quantize_multiplier(0.5)
+        >>> concat_op([np.array([[3, 4]]), np.array([[10]])], [0, 2],
+        ...           [None, m], [None, s], 0, 0, 15)
+        array([[3, 4, 4]])
+    """
+    parts = []
+    for x, z, m, s in zip(xs, in_zero_points, multipliers, shifts):
+        x = np.asarray(x, np.int64)
+        parts.append(np.clip(x, int(act_min), int(act_max)) if m is None
+                     else requantize_op(x, z, m, s, out_zero_point,
+                                        act_min, act_max))
+    return np.concatenate(parts, axis=-1)
 
 
 def window_counts(shape_hw, pool, strides, pads) -> np.ndarray:

@@ -126,6 +126,23 @@ class _RandomNet:
         self.b.add(name, a, c, out, relu=relu)
         return self._run_last()
 
+    def concat(self, name, xs):
+        """Concat onto the grid of the input with the widest range (that
+        input copied) or a calibrated one (every input requantized, a ReLU
+        clamp or not)."""
+        rng, b = self.rng, self.b
+        relu = False
+        if rng.random() < 0.5:
+            out = b.quant(max(xs, key=lambda x: b.quant(x).scale * (
+                b.quant(x).qmax - b.quant(x).qmin)))
+        else:
+            real = np.concatenate([b.quant(x).dequantize(self.t[x])
+                                   for x in xs], axis=-1)
+            out = calibrated_quant(real, self.rbits(), bool(rng.integers(2)))
+            relu = bool(rng.integers(2))
+        b.concat(name, xs, out, relu=relu)
+        return self._run_last()
+
     def host(self, method, name, x, **kw):
         getattr(self.b, method)(name, x, **kw)
         return self._run_last()
@@ -133,11 +150,13 @@ class _RandomNet:
 
 def random_ir(seed: int = 0, input_shape=(8, 8, 3), bits=(2, 8),
               num_classes: int = 10, width: int = 8, head: str | None = None,
-              n_calib: int = 16) -> IntegerIR:
+              n_calib: int = 16, concat: bool | None = False) -> IntegerIR:
     """A random calibrated network covering every IR op.
 
     conv3x3 -> depthwise3x3/2 (multiplier 1 or 2) -> conv1x1 -> residual
-    block (conv, conv, add + ReLU) -> avg_pool 3x3/1 same -> max_pool 2 ->
+    block (conv, conv, add + ReLU) [-> concat of the block's output with
+    a 1x1 conv of it (and a 3x3 conv: 3 inputs), on one input's grid or a
+    calibrated one, ReLU or not] -> avg_pool 3x3/1 same -> max_pool 2 ->
     requantize (new grid) -> head: ``"gap"`` (global average pool -> dense)
     or ``"flatten"`` (flatten -> dense + ReLU6 clamp -> reshape -> dense).
 
@@ -149,6 +168,10 @@ def random_ir(seed: int = 0, input_shape=(8, 8, 3), bits=(2, 8),
         width: channels of the convolutions.
         head: "gap", "flatten" or None (chosen by the seed).
         n_calib: calibration samples.
+        concat: add the concat block (True), leave it out (False, the
+            default: the networks of earlier tfcomp versions, whose
+            descriptors need schema version 1), or let the seed choose
+            (None, half of the seeds).
 
     Returns:
         A validated :class:`IntegerIR`.
@@ -174,6 +197,14 @@ def random_ir(seed: int = 0, input_shape=(8, 8, 3), bits=(2, 8),
     r = net.gemm("conv2d", "res_a", h, width)
     r = net.gemm("conv2d", "res_b", r, width, relu=False)
     h = net.add("add", h, r)
+    if concat is None:
+        concat = bool(rng.integers(2))
+    if concat:
+        xs = [h, net.gemm("conv2d", "cat_a", h, int(rng.integers(1, 5)),
+                          kernel=1, relu=bool(rng.integers(2)))]
+        if rng.random() < 0.5:
+            xs.append(net.gemm("conv2d", "cat_b", h, 3))
+        h = net.concat("concat", xs)
     h = net.host("avg_pool", "avgpool", h, pool=3, strides=1,
                  padding="same")
     h = net.host("max_pool", "maxpool", h, pool=2)

@@ -127,6 +127,11 @@ def run_op(op: IntOp, ins: list, quants: list) -> np.ndarray:
                               a["multipliers"], a["shifts"],
                               a["output_multiplier"], a["output_shift"],
                               op.out.zero_point, op.act_min, op.act_max)
+    if op.op == "concat":
+        a = op.attrs
+        return kernels.concat_op(ins, [q.zero_point for q in quants],
+                                 a["multipliers"], a["shifts"],
+                                 op.out.zero_point, op.act_min, op.act_max)
     if op.op == "requantize":
         return kernels.requantize_op(x, quants[0].zero_point,
                                      op.attrs["multiplier"],

@@ -267,6 +267,13 @@ def _host_layer(layer, ins):
                               rq["output_multiplier"], rq["output_shift"],
                               layer["out_quant"]["zero_point"],
                               layer["act_min"], layer["act_max"])
+    if op == "concat":
+        rq = layer["requant"]
+        return kernels.concat_op(
+            ins, [q["zero_point"] for q in layer["input_quants"]],
+            rq["input_multipliers"], rq["input_shifts"],
+            layer["out_quant"]["zero_point"], layer["act_min"],
+            layer["act_max"])
     if op == "requantize":
         rq = layer["requant"]
         return kernels.requantize_op(x, layer["input_quants"][0]["zero_point"],
