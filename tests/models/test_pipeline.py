@@ -85,10 +85,6 @@ EXPECTED_UNSUPPORTED = {
         ValueError, "(Normalization) " + _NO_BITSERIAL,
         "Normalization has no integer op in the bit-serial IR",
         ("Rescaling / Normalization",)),
-    ("DenseNet121", "bitserial"): (
-        ValueError, "(Concatenate) " + _NO_BITSERIAL,
-        "Concatenate has no integer op in the bit-serial IR",
-        ("Add / Concatenate / Multiply",)),
     ("conv3d", "int8"): (
         ValueError, "(MaxPooling3D)'] have no int8 TFLite kernel",
         "TFLite has no 3D pooling builtin", ("pooling",)),
