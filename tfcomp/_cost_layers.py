@@ -20,6 +20,9 @@ import functools
 import math
 from typing import Iterable
 
+from tfcomp.graph.identity import INFERENCE_IDENTITY
+from tfcomp.graph.identity import keras_layer_classes as _keras_classes
+
 __all__ = [
     "activation_bytes", "attention_macs", "bops", "einsum_axis_sizes",
     "einsum_macs", "layer_macs", "param_count", "size_bytes", "weight_count",
@@ -237,9 +240,7 @@ def activation_bytes(elements: int, a_bits: int) -> float:
 _ZERO_MAC_LAYERS = (
     "InputLayer", "BatchNormalization", "LayerNormalization",
     "GroupNormalization", "UnitNormalization", "Activation", "ReLU", "PReLU",
-    "LeakyReLU", "ELU", "Softmax", "Dropout", "SpatialDropout1D",
-    "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-    "GaussianDropout", "AlphaDropout", "ActivityRegularization",
+    "LeakyReLU", "ELU", "Softmax", *INFERENCE_IDENTITY,
     "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D",
     "AveragePooling2D", "AveragePooling3D", "GlobalMaxPooling1D",
     "GlobalMaxPooling2D", "GlobalMaxPooling3D", "GlobalAveragePooling1D",
@@ -262,13 +263,6 @@ def _kernel_macs(positions: int, kernel_shape) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def _keras_classes(names: tuple) -> tuple:
-    import keras
-
-    return tuple(c for c in (getattr(keras.layers, n, None) for n in names)
-                 if isinstance(c, type))
-
-
 def _known(shape: tuple) -> tuple[tuple, bool]:
     """``shape`` with unknown non-batch sizes as 1, and whether any was."""
     dims = tuple(shape)

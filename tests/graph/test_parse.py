@@ -1,6 +1,7 @@
 """ParsedModel / parse_model: the one model reader, as public API."""
 
 import keras
+import numpy as np
 import pytest
 from keras import layers as L
 
@@ -128,3 +129,28 @@ def test_keras_tensor_gives_the_models_own_tensors():
     assert sub.output_shape == (None, 4)
     with pytest.raises(ValueError, match="no symbolic tensor"):
         parsed.keras_tensor(parsed.nodes_of("shared")[1].outputs[0])
+
+
+def test_a_model_output_straight_from_a_nested_functional_model():
+    """Keras numbers a nested functional model's calls from 1 in
+    ``output_layers`` and from 0 in ``inbound_nodes``: the reader maps
+    both to the same tensor (``keras.Model(x, base(prep(x)))``, the
+    wrapped-backbone shape, used to crash the dependency graph)."""
+    import tfcomp
+    from tfcomp.graph.replay import FlatView
+
+    i = keras.Input((8, 8, 3))
+    h = L.GlobalAveragePooling2D()(L.Conv2D(4, 3, name="c1")(i))
+    base = keras.Model(i, [L.Dense(5, name="logits")(h), h], name="base")
+    x = keras.Input((8, 8, 3))
+    logits, feats = base(L.Rescaling(0.5)(x))
+    model = keras.Model(x, [logits, L.Dense(2, name="aux")(feats)])
+    parsed = parse_model(model)
+    assert parsed.outputs == ["base/logits:0:0", "aux:0:0"]
+    graph = tfcomp.DependencyGraph(model)
+    assert graph.group("base/logits").reason == "model output"
+    xv = np.random.default_rng(0).normal(size=(2, 8, 8, 3)).astype(
+        "float32")
+    for a, b in zip(FlatView(model).model(xv), model(xv)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6)
+    assert tfcomp.profile(model).macs > 0

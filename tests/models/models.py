@@ -243,6 +243,25 @@ def nested():
     return keras.Model(inputs, outputs, name="nested")
 
 
+def wrapped_classifier():
+    """A whole functional classifier used as the last layer of a model
+    (its output is the model's), after a Sequential augmentation block
+    (keras.io's ``data_augmentation``)."""
+    keras.utils.set_random_seed(0)
+    inner_in = keras.Input((12, 12, 3))
+    h = L.Conv2D(8, 3, padding="same", use_bias=False)(inner_in)
+    h = L.ReLU()(L.BatchNormalization()(h))
+    h = L.Conv2D(16, 3, strides=2, padding="same", activation="relu")(h)
+    h = L.GlobalAveragePooling2D()(h)
+    classifier = keras.Model(inner_in, L.Dense(10, activation="softmax")(h),
+                             name="classifier")
+    augment = keras.Sequential([L.RandomFlip("horizontal"),
+                                L.Rescaling(1.0 / 255)], name="augment")
+    inputs = keras.Input((12, 12, 3))
+    return keras.Model(inputs, classifier(augment(inputs)),
+                       name="wrapped_classifier")
+
+
 def lambda_ops():
     """A Lambda layer and keras.ops calls between layers."""
     keras.utils.set_random_seed(0)
@@ -367,6 +386,9 @@ CASES = {c.name: c for c in [
     Case("nested", nested,
          _BASE + ("BatchNormalization", "padding", "nested Model"),
          (12, 12, 3)),
+    Case("wrapped_classifier", wrapped_classifier,
+         _BASE + ("BatchNormalization", "Rescaling / Normalization",
+                  "nested Model"), (12, 12, 3), input_kind="pixels"),
     Case("lambda_ops", lambda_ops,
          ("Conv2D", "Dense", "Lambda / keras.ops"), (12, 12, 3)),
     Case("squeeze_excite", squeeze_excite,

@@ -23,6 +23,7 @@ A step either works or raises the documented clear error listed in
 the README's coverage matrix (see ``conftest.py``).
 """
 
+import json
 import math
 import warnings
 
@@ -32,8 +33,9 @@ import pytest
 from models import CASES
 
 import tfcomp
-from tfcomp.export import export_bitserial, export_tflite
+from tfcomp.export import export_bitserial, export_tflite, simulate_bitserial
 from tfcomp.export.runtime import make_interpreter, run_interpreter
+from tfcomp.graph.replay import FlatView
 from tfcomp.pruning import (
     ConstantSparsity,
     FPGMPruning,
@@ -53,10 +55,6 @@ L = keras.layers
 # about]). A listed step passes when it works or raises exactly this.
 _NO_BITSERIAL = "has no integer mapping in the bit-serial exporter"
 EXPECTED_UNSUPPORTED = {
-    ("squeeze_excite", "bitserial"): (
-        ValueError, "(Multiply) " + _NO_BITSERIAL,
-        "Multiply (squeeze-excite) has no integer op in the bit-serial IR",
-        ("Add / Concatenate / Multiply",)),
     ("text_conv1d", "bitserial"): (
         ValueError, "(QuantEmbedding) " + _NO_BITSERIAL,
         "Embedding (a table lookup) is not a bit-serial GEMM",
@@ -77,14 +75,11 @@ EXPECTED_UNSUPPORTED = {
         ValueError, "keras.ops call 'add' (Add) " + _NO_BITSERIAL,
         "hard-swish's keras.ops calls have no integer ops in the bit-serial "
         "IR", ("Lambda / keras.ops",)),
-    ("EfficientNetB0", "bitserial"): (
-        ValueError, "(Normalization) " + _NO_BITSERIAL,
-        "Normalization has no integer op in the bit-serial IR",
-        ("Rescaling / Normalization",)),
     ("ConvNeXtTiny", "bitserial"): (
-        ValueError, "(Normalization) " + _NO_BITSERIAL,
-        "Normalization has no integer op in the bit-serial IR",
-        ("Rescaling / Normalization",)),
+        ValueError, "(LayerNormalization) " + _NO_BITSERIAL,
+        "LayerNormalization (and then LayerScale, the residual keras.ops "
+        "add) has no integer op in the bit-serial IR",
+        ("LayerNormalization", "Lambda / keras.ops")),
     ("conv3d", "int8"): (
         ValueError, "(MaxPooling3D)'] have no int8 TFLite kernel",
         "TFLite has no 3D pooling builtin", ("pooling",)),
@@ -122,6 +117,12 @@ def _np(t):
     return keras.ops.convert_to_numpy(t)
 
 
+def _infer(model, x):
+    """``model`` in inference mode: Keras 3 runs random augmentation layers
+    (``RandomFlip``...) in any call that does not set ``training``."""
+    return model(x, training=False)
+
+
 def _close(a, b, what: str, tol: float = 1e-4):
     a, b = _np(a), _np(b)
     err = np.abs(a - b).max() / max(np.abs(b).max(), 1e-12)
@@ -153,9 +154,10 @@ def _sharpen(model, x, spread: float = 4.0):
     scores are as far apart as a trained model's: its pre-activation
     outputs get a standard deviation ``spread`` over the classes
     (near-uniform softmax scores tie at the int8 output's resolution)."""
-    last = list(_weight_layers(model))[-1][1]
+    path, last = list(_weight_layers(model))[-1]
     activation, last.activation = last.activation, keras.activations.linear
-    logits = _np(keras.Model(model.inputs, last.output)(x))
+    view = FlatView(model)  # the last layer may sit in a nested model
+    logits = _np(keras.Model(view.inputs, view.output_of(path))(x))
     last.activation = activation
     factor = spread / max(float(np.std(logits, axis=-1).mean()), 1e-6)
     last.kernel.assign(last.kernel * factor)
@@ -239,7 +241,7 @@ def _stable_top1(q, x, step: float, draws: int = 4, frac: float = 0.01,
     """Inputs whose QAT top-1 does not change when ``frac`` of the input
     values move by one input step (``draws`` random draws): the decisions
     an int8 file can be asked to reproduce. Integer (token) inputs: all."""
-    top = _np(q(x, training=False)).argmax(-1)
+    top = _np(_infer(q, x)).argmax(-1)
     stable = np.ones(top.shape, bool)  # per sample (per pixel)
     if not np.issubdtype(x.dtype, np.floating) or not step:
         return stable
@@ -256,7 +258,8 @@ def _stable_top1(q, x, step: float, draws: int = 4, frac: float = 0.01,
 
 _ZERO_MACS = (
     L.InputLayer, L.BatchNormalization, L.LayerNormalization,
-    L.GroupNormalization, L.Activation, L.ReLU, L.Dropout, L.Add,
+    L.GroupNormalization, L.Activation, L.ReLU, L.Dropout, L.RandomFlip,
+    L.Add,
     L.Concatenate, L.Multiply, L.Reshape, L.Flatten, L.Rescaling,
     L.Normalization, L.Lambda, L.Embedding, L.ZeroPadding1D,
     L.ZeroPadding2D, L.ZeroPadding3D, L.MaxPooling1D, L.MaxPooling2D,
@@ -338,7 +341,7 @@ def check_prune(case):
     plan = make_plan(model, ratio=0.5, importance="l1")
     pruned = prune_channels(model, plan)
     masked = mask_channels(model, plan)
-    _close(pruned(x), masked(x), "pruned vs masked")
+    _close(_infer(pruned, x), _infer(masked, x), "pruned vs masked")
     before, after = tfcomp.profile(model).macs, tfcomp.profile(pruned).macs
     assert after < before, f"MACs {before} -> {after}"
     return after
@@ -354,7 +357,7 @@ def check_fpgm(case):
     soft.fit(x, y, epochs=1, batch_size=32, verbose=0,
              callbacks=[FPGMPruning(ratio=0.5)])
     small = strip_pruning(soft)
-    _close(small(x), soft(x), "stripped vs soft-pruned")
+    _close(_infer(small, x), _infer(soft, x), "stripped vs soft-pruned")
     after = tfcomp.profile(small).macs
     # FPGM manages the groups make_plan prunes: the same MACs
     assert after <= plan_macs * 1.01, f"FPGM {after} vs plan {plan_macs}"
@@ -395,7 +398,7 @@ def check_magnitude(case):
         sparse.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[
             MagnitudePruning(ConstantSparsity(0.5, frequency=1))])
     plain = strip_pruning(sparse)
-    _close(plain(x), sparse(x), "stripped vs masked")
+    _close(_infer(plain, x), _infer(sparse, x), "stripped vs masked")
     said = " ".join(str(w.message) for w in caught)
     dense = [name for name, k in _kernels(plain)
              if np.mean(_np(k) == 0) < 0.4 and name not in said]
@@ -444,7 +447,7 @@ def check_qat(case):
                   if path.replace("/", "_") not in known
                   and path.split("/")[-1] not in known]
     assert not unreported, f"neither quantized nor skipped: {unreported}"
-    y = _np(q(x))
+    y = _np(_infer(q, x))
     assert np.all(np.isfinite(y)), "QAT outputs are not finite"
 
 
@@ -457,7 +460,7 @@ def check_int8(case, tmp_path):
     interp = make_interpreter(path)[0]
     step_size = interp.get_output_details()[0]["quantization"][0]
     y_lite = run_interpreter(interp, x)
-    y_q = _np(q(x, training=False))
+    y_q = _np(_infer(q, x))
     top2 = np.sort(y_q, axis=-1)[..., -2:]
     # decisive: a top-2 margin the int8 output can resolve, and a top-1
     # that a one-step change of 1% of the input values does not move
@@ -491,8 +494,28 @@ def check_bitserial(case, tmp_path):
     if not case.slow:
         assert report.max_abs_error <= 1e-3 * max(scale, 1.0), (
             report.max_abs_error, scale)
-    if report.top1_agreement is not None:
+    if report.top1_agreement is None:
+        return
+    if not case.slow:
         assert report.top1_agreement >= 0.99, report
+        return
+    # the deep untrained applications are chaotic (see check_int8): their
+    # decisions are compared where the integer output can resolve them (a
+    # top-2 margin above two output steps) and a one-step change of 1% of
+    # the input values does not move them
+    with open(path) as f:
+        desc = json.load(f)
+    in_step = desc["input"]["quant"]["scale"]
+    out_step = next(layer["out_quant"]["scale"] for layer in desc["layers"]
+                    if layer["name"] == desc["output"])
+    y_sim = simulate_bitserial(path, x[:16], dequantize=True)
+    y_ref = _np(_infer(ref, x[:16]))
+    top2 = np.sort(y_ref, axis=-1)[..., -2:]
+    decisive = ((top2[..., 1] - top2[..., 0]) > 2 * out_step) \
+        & _stable_top1(q, x[:16], in_step)
+    assert decisive.mean() >= 0.5, f"{decisive.mean():.2f} decisive outputs"
+    agree = np.mean((y_sim.argmax(-1) == y_ref.argmax(-1))[decisive])
+    assert agree >= 0.99, (agree, report)
 
 
 # ------------------------------------------------------------ the tests

@@ -72,6 +72,22 @@ def _flat_io_refs(struct) -> list:
     return out
 
 
+def _output_refs(model, cfg) -> list:
+    """``output_layers`` of a functional config as ``(name, node, index)``
+    in the numbering of the layers' ``inbound_nodes``: Keras numbers a
+    nested *functional* model's calls from 1 there (its legacy
+    "pre-existing node"), while the tensors in ``inbound_nodes`` count
+    them from 0."""
+    ops = {op.name: op for op in model.operations}
+    out = []
+    for name, ni, ti in _flat_io_refs(cfg["output_layers"]):
+        op = ops.get(name)
+        if isinstance(op, keras.Model) and model_kind(op) == "functional":
+            ni = max(int(ni) - 1, 0)
+        out.append((name, ni, ti))
+    return out
+
+
 def _shape(t) -> tuple:
     return tuple(None if d is None else int(d) for d in t.shape)
 
@@ -121,7 +137,7 @@ class _Parser:
         ops = {op.name: op for op in model.operations}
         # Input correspondences of a nested model.
         in_refs = _flat_io_refs(cfg["input_layers"])
-        out_refs = _flat_io_refs(cfg["output_layers"])
+        out_refs = _output_refs(model, cfg)
         if outer_inputs is not None:
             if len(outer_inputs) != len(in_refs):
                 raise ValueError(
@@ -321,7 +337,7 @@ def parse_model(model) -> ParsedModel:
     else:
         cfg = model.get_config()
         p.functional(model, "", cfg, None, None)
-        outputs = [p.tid("", *r) for r in _flat_io_refs(cfg["output_layers"])]
+        outputs = [p.tid("", *r) for r in _output_refs(model, cfg)]
         inputs = [p.tid("", *r) for r in _flat_io_refs(cfg["input_layers"])]
     parsed = ParsedModel(nodes=[], shapes={}, inputs=[], outputs=[],
                          layers=p.layers, nested=p.nested,

@@ -69,6 +69,7 @@ from tfcomp.graph.handlers_weighted import (
     ScaleLayerHandler,
     SeparableHandler,
 )
+from tfcomp.graph.identity import INFERENCE_IDENTITY
 from tfcomp.graph.registry import (
     _register_op,
     get_channel_handler,
@@ -132,10 +133,8 @@ def _register_builtins() -> None:
 
 
 _ELEMENTWISE = [
-    "ReLU", "LeakyReLU", "ELU", "Dropout", "SpatialDropout1D",
-    "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise",
-    "GaussianDropout", "AlphaDropout", "ActivityRegularization", "Identity",
-    "Masking", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
+    *INFERENCE_IDENTITY, "ReLU", "LeakyReLU", "ELU", "Masking",
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
     "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
     "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
     "GlobalAveragePooling1D", "GlobalAveragePooling2D",

@@ -58,6 +58,7 @@ import math
 import keras
 
 from tfcomp.cost import einsum_axis_sizes
+from tfcomp.graph.identity import INFERENCE_IDENTITY, keras_layer_classes
 from tfcomp.hardware.spec import LayerSpec
 from tfcomp.layers import QuantActivation, QuantReLU
 
@@ -65,11 +66,9 @@ __all__ = ["FREE_LAYERS", "layer_has_bias", "spec_for_layer", "unwrap"]
 
 # Layer types that cost nothing at deployment (folded into the producing
 # conv, fused as its activation, or pure metadata) and are not "skipped".
-FREE_LAYERS = tuple(getattr(keras.layers, n) for n in (
+FREE_LAYERS = keras_layer_classes((
     "InputLayer", "BatchNormalization", "Activation", "ReLU", "PReLU",
-    "LeakyReLU", "ELU", "Softmax", "Dropout", "SpatialDropout1D",
-    "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-    "ActivityRegularization", "Flatten", "Reshape", "Identity",
+    "LeakyReLU", "ELU", "Softmax", "Flatten", "Reshape", *INFERENCE_IDENTITY,
 )) + (QuantActivation, QuantReLU)
 
 L = keras.layers

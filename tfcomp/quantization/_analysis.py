@@ -19,6 +19,8 @@ import keras
 import numpy as np
 
 from tfcomp._io import BadInputError
+from tfcomp.graph.identity import INFERENCE_IDENTITY
+from tfcomp.graph.identity import keras_layer_classes as keras_classes
 from tfcomp.layers import QUANT_ACTIVATION_LAYERS, QUANT_LAYERS, QuantReLU
 from tfcomp.layers._kernel_ops import parse_dense_equation
 from tfcomp.quantization._graph import read_graph
@@ -39,9 +41,7 @@ QUANT_KINDS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense",
 BASIC_KINDS = ("Conv2D", "DepthwiseConv2D", "Dense")
 _KERNEL_WEIGHTS = ("kernel", "embeddings", "depthwise_kernel",
                    "pointwise_kernel")
-TRANSPARENT = ("Dropout", "SpatialDropout1D", "SpatialDropout2D",
-               "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
-               "AlphaDropout", "ActivityRegularization", "Identity")
+TRANSPARENT = INFERENCE_IDENTITY
 _NONNEG_PRESERVING = TRANSPARENT + (
     "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D",
     "AveragePooling2D", "AveragePooling3D", "GlobalAveragePooling1D",
@@ -72,12 +72,6 @@ AVERAGE_POOLS = ("AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
 
 
 @functools.lru_cache(maxsize=None)
-def keras_classes(names: tuple) -> tuple:
-    """The ``keras.layers`` classes named in ``names`` (for isinstance)."""
-    return tuple(c for c in (getattr(keras.layers, n, None) for n in names)
-                 if isinstance(c, type))
-
-
 def quantizable_kernel(layer, kinds: tuple = BASIC_KINDS) -> bool:
     """A plain Keras layer of one of ``kinds`` (exact class; EinsumDense
     only with a dense-like equation).

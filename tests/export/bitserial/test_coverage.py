@@ -318,17 +318,19 @@ def test_unsupported_layers_are_refused_clearly(build, name, kind,
     assert os.listdir(tmp_path) == []  # nothing written
 
 
-def test_multiply_and_keras_ops_are_refused_clearly(tmp_path):
-    """hard-swish (x * relu6(x + 3) / 6) and squeeze-excite multiplies."""
+def test_multiply_limits_and_keras_ops_are_refused_clearly(tmp_path):
+    """x * hard_sigmoid(x) is a table and a ``mul``; a Multiply of three
+    tensors and a ``keras.ops`` call are refused, naming them."""
     inp = keras.Input((8, 8, 2))
     h = L.Conv2D(4, 3, padding="same", name="c")(inp)
     g = L.Activation("hard_sigmoid", name="hsig")(h)
-    out = L.Multiply(name="hswish")([h, g])
-    model = keras.Model(inp, out)
     x = np.random.default_rng(0).uniform(-1, 1, (4, 8, 8, 2)).astype(
         "float32")
-    with pytest.raises(ValueError, match=r"'hswish' \(Multiply\).*"
-                       "Supported layer types"):
+    ir = build_ir_from_keras(keras.Model(inp, L.Multiply(name="hswish")(
+        [h, g])), x)
+    assert ir.op("hswish").op == "mul" and ir.op("hsig").op == "lut"
+    model = keras.Model(inp, L.Multiply(name="m3")([h, g, h]))
+    with pytest.raises(ValueError, match=r"'m3' \(Multiply\) of 3 tensors"):
         export_bitserial(model, str(tmp_path / "m.json"),
                          calibration_data=x)
     assert os.listdir(tmp_path) == []

@@ -1,6 +1,6 @@
 """A swish built as ``x * QuantActivation(fixed)(sigmoid(x))`` (TFLite's
 LOGISTIC + MUL, ``quantize_model``'s default) exports as one table; other
-multiplies are still refused."""
+multiplies are ``mul`` ops."""
 
 import keras
 import numpy as np
@@ -74,14 +74,17 @@ def _gate_net(x_is_other: bool, extra_reader: bool):
 
 @pytest.mark.parametrize("x_is_other,extra_reader", [(True, False),
                                                      (False, True)])
-def test_other_multiplies_are_refused(tmp_path, x_is_other, extra_reader):
-    """x * gate of another tensor (squeeze-excite), or a gate that another
-    layer reads too: the documented Multiply refusal."""
+def test_other_multiplies_are_mul_ops(tmp_path, x_is_other, extra_reader):
+    """x * gate of another tensor, or a gate that another layer reads too:
+    not the swish pattern, a ``mul`` op (and the sigmoid a table)."""
     model = _gate_net(x_is_other, extra_reader)
     x = _x(8)
     calibrate(model, x)
-    with pytest.raises(ValueError, match=r"'mul' \(Multiply\)"):
-        build_ir_from_keras(model, x)
+    ir = build_ir_from_keras(model, x)
+    assert ir.op("mul").op == "mul" and ir.op("sig").op == "lut"
+    report = export_bitserial(model, str(tmp_path / "m.json"),
+                              calibration_data=x, verify_x=x)
+    assert report.simulator_exact is True
 
 
 def test_hand_built_pattern_matches(tmp_path):

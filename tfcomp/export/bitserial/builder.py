@@ -234,6 +234,25 @@ class IRBuilder:
                                   {"multipliers": mults, "shifts": shifts},
                                   act_min=lo, act_max=hi))
 
+    def mul(self, name, a, b, out: QuantParams, relu=False,
+            relu_max=None) -> str:
+        """Adds ``a * b`` onto grid ``out`` as TFLite's int8 MUL: one
+        shape, or one input a per-channel gate of the other (``(C,)``,
+        ``(1, C)``, ``(1, 1, C)``: squeeze-excite); the product of the
+        zero-point-free codes is requantized by ``s_a * s_b / out.scale``
+        in fixed point and clamped (ReLU / ``relu_max``).
+
+        Example:
+            >>> b.mul("se", "features", "gate", b.quant("features"))
+            'se'
+        """
+        qa, qb = self.quant(a), self.quant(b)
+        m, s = quantize_multiplier(qa.scale * qb.scale / out.scale)
+        lo, hi = self._clamp(out, relu, relu_max)
+        return self._append(IntOp(name, "mul", [a, b], out,
+                                  {"multiplier": m, "shift": s},
+                                  act_min=lo, act_max=hi))
+
     def _pool(self, op_type, name, x, pool, strides, padding, out=None,
               relu=False):
         pool = _pair(pool, "pool")

@@ -19,7 +19,7 @@ is covered by its length and sha256. The JSON Schema ships as
 
 Schema versions: a descriptor records the lowest version that has every
 feature it uses, so networks of version-1 features stay readable by older
-tfcomp; this tfcomp reads versions 1 to 3.
+tfcomp; this tfcomp reads versions 1 to 4.
 
 - 1: conv2d, depthwise_conv2d, dense, add, max/avg/global_avg_pool,
   flatten, reshape, clamp, requantize.
@@ -34,6 +34,10 @@ tfcomp; this tfcomp reads versions 1 to 3.
   ``input_quants`` one per input, ``requant.input_multipliers`` /
   ``input_shifts`` one per input, ``null`` for an input copied because
   it is on the output grid).
+- 4: adds the ``mul`` op (two inputs, one shape or one a per-channel gate
+  ``(C,)`` / ``(1, C)`` / ``(1, 1, C)`` of the other: squeeze-excite;
+  ``input_quants`` one per input, ``requant.multiplier`` / ``shift``:
+  ``s_a * s_b / s_out`` in fixed point, TFLite's int8 MUL).
 
 Writing is crash-safe as a pair: the blob goes first under its
 content-addressed name, the JSON is replaced last (both atomically), then
@@ -96,7 +100,7 @@ __all__ = [
     "write_descriptor",
 ]
 
-SCHEMA_VERSION = 3  # the newest version this tfcomp reads
+SCHEMA_VERSION = 4  # the newest version this tfcomp reads
 FORMAT = "tfcomp-bitserial"
 TARGETS = HARDWARE  # the accelerators, as the descriptor's "target" names
 ALIGNMENT = 64
@@ -323,7 +327,10 @@ def required_version(ir: IntegerIR) -> int:
         >>> required_version(random_ir(seed=0))
         1
     """
-    if any(op.op == "concat" for op in ir.ops):
+    ops = {op.op for op in ir.ops}
+    if "mul" in ops:
+        return 4
+    if "concat" in ops:
         return 3
     v2 = ir.input_rescale is not None or any(
         op.op in ("pad", "lut") or (op.op == "conv2d" and

@@ -9,8 +9,13 @@ Example:
 from __future__ import annotations
 
 from tfcomp.export.bitserial import packing
-from tfcomp.export.bitserial.ir import QuantParams, same_grid
-from tfcomp.export.bitserial.shapes import concat_shape
+from tfcomp.export.bitserial.fixedpoint import INT32_MAX
+from tfcomp.export.bitserial.ir import (
+    QuantParams,
+    mul_product_bound,
+    same_grid,
+)
+from tfcomp.export.bitserial.shapes import concat_shape, mul_shape
 
 __all__ = ["semantic_errors"]
 
@@ -18,8 +23,9 @@ __all__ = ["semantic_errors"]
 def semantic_errors(desc: dict) -> list[str]:
     """Consistency errors a schema cannot express (names defined before
     use, one input quantization per input and equal to its producer's,
-    concat shapes and requantization, GEMM sizes, blob ranges, newer
-    features in an older version); empty when none.
+    concat shapes and requantization, mul shapes and int32 products, GEMM
+    sizes, blob ranges, newer features in an older version); empty when
+    none.
 
     Example:
         >>> semantic_errors(json.load(open("net.json")))
@@ -42,11 +48,15 @@ def semantic_errors(desc: dict) -> list[str]:
                                            groups != 1):
             errs.append(f"{where}: {la['op']} with these attrs needs "
                         "schema_version >= 2")
-        if desc["schema_version"] < 3 and la["op"] == "concat":
-            errs.append(f"{where}: concat needs schema_version >= 3")
+        need = {"concat": 3, "mul": 4}.get(la["op"], 1)
+        if desc["schema_version"] < need:
+            errs.append(f"{where}: {la['op']} needs schema_version >= "
+                        f"{need}")
         errs += _input_errors(la, where, quants)
         if la["op"] == "concat":
             errs += _concat_errors(la, where)
+        elif la["op"] == "mul":
+            errs += _mul_errors(la, where)
         if la["engine"] != "array":
             continue
         g = la["gemm"]
@@ -128,6 +138,28 @@ def _concat_errors(la: dict, where: str) -> list[str]:
             errs.append(f"{where}: input {j} is copied (null requant) but "
                         f"its grid {q} is not the output's "
                         f"{la['out_quant']}")
+    return errs
+
+
+def _mul_errors(la: dict, where: str) -> list[str]:
+    """A mul's shapes (one, or a per-channel gate) and int32 product."""
+    errs = []
+    try:
+        shape = list(mul_shape(la["input_shapes"], la["name"]))
+        if shape != la["output_shape"]:
+            errs.append(f"{where}: output_shape {la['output_shape']} is not "
+                        f"the inputs' broadcast shape ({shape})")
+    except ValueError as e:
+        errs.append(f"{where}: {e}")
+    if len(la["input_quants"]) == 2:
+        try:
+            bound = mul_product_bound(
+                [QuantParams.from_dict(q) for q in la["input_quants"]])
+        except ValueError as e:
+            return errs + [f"{where}: {e}"]
+        if bound > INT32_MAX:
+            errs.append(f"{where}: the int32 product of the inputs may "
+                        f"overflow (worst case {bound})")
     return errs
 
 

@@ -42,7 +42,7 @@ def host_layer(op: IntOp, ir: IntegerIR, shapes: dict) -> dict:
              "cost": {"cycles": 0, "latency_s": 0.0, "energy_j": None,
                       "source": "host op (not costed)"}}
     at = op.attrs
-    if op.op in ("add", "concat", "requantize", "avg_pool",
+    if op.op in ("add", "concat", "mul", "requantize", "avg_pool",
                  "global_avg_pool", "lut"):
         layer["input_quants"] = [_q(ir.quant(n)) for n in op.inputs]
     if op.op == "add":
@@ -58,7 +58,7 @@ def host_layer(op: IntOp, ir: IntegerIR, shapes: dict) -> dict:
                                   for m in at["multipliers"]],
             "input_shifts": [None if v is None else int(v)
                              for v in at["shifts"]]}
-    elif op.op == "requantize":
+    elif op.op in ("requantize", "mul"):
         layer["requant"] = {"multiplier": int(at["multiplier"]),
                             "shift": int(at["shift"])}
     elif op.op in ("avg_pool", "global_avg_pool"):

@@ -110,17 +110,20 @@ def export_bitserial(model, path: str, hardware=None,
     Supported layers: Conv1D, Conv2D (also grouped), Conv2DTranspose,
     DepthwiseConv2D, Dense (QAT or float: 8-bit weights), BinaryConv2D /
     BinaryDense (1-bit sign weights, ``keras_binary``), QuantActivation,
-    QuantReLU, ReLU / ReLU6 / linear activations, Add (two inputs),
+    QuantReLU, ReLU / ReLU6 / linear activations, element-wise
+    activations (tables: sigmoid, swish, ...), Add (two inputs),
     Concatenate (channel axis; N inputs, each requantized onto the output
-    grid unless already on it), Max/Average/GlobalAverage/GlobalMaxPooling
-    1D/2D, ZeroPadding1D/2D, Rescaling of the model input, Flatten,
-    Reshape, dropout-like identities and a final softmax; see
-    :func:`build_ir_from_keras`. Any
-    other layer (Embedding, MultiHeadAttention / EinsumDense,
-    LayerNormalization, GroupNormalization, an unfolded BatchNormalization,
-    Conv3D, Multiply, Lambda, ``keras.ops`` calls, hard-swish, ...) raises a
-    ValueError naming the layer, its type and the supported types, before
-    anything is written.
+    grid unless already on it), Multiply (two inputs of one shape, or a
+    squeeze-excite per-channel gate; TFLite's MUL),
+    Max/Average/GlobalAverage/GlobalMaxPooling 1D/2D, ZeroPadding1D/2D,
+    Rescaling and Normalization (per channel; folded into the model input,
+    else tables), Flatten, Reshape, dropout-like identities and a final
+    softmax; see :func:`build_ir_from_keras`. Any other layer (Embedding,
+    MultiHeadAttention / EinsumDense, LayerNormalization,
+    GroupNormalization, an unfolded BatchNormalization, Conv3D, Lambda,
+    ``keras.ops`` calls, hard-swish's ``x + 3``, ...) raises a ValueError
+    naming the layer, its type and the supported types, before anything
+    is written.
 
     Args:
         model: a calibrated / trained QAT model (``quantize_model``).

@@ -18,6 +18,11 @@ Ops (``IntOp.op``):
   is on the output grid (``attrs["multipliers"][i]`` is None), else
   requantized ``out_zp + MBQM(q - in_zp, multipliers[i], shifts[i])``;
   every value is clamped to ``[act_min, act_max]``.
+- ``mul``: two inputs of one shape, or one a per-channel gate of the
+  other (``(C,)``, ``(1, C)``, ``(1, 1, C)``: squeeze-excite), multiplied
+  as TFLite's int8 MUL: ``out_zp + MBQM((qa - za) * (qb - zb), attrs
+  multiplier, shift)`` (``s_a * s_b / s_out``) clamped to ``[act_min,
+  act_max]``; the int32 product is bounded by the inputs' bits.
 - ``max_pool`` / ``avg_pool``: ``attrs`` pool, strides, pads; max keeps
   its input's grid, avg requantizes the exact window mean onto its output
   grid (``attrs["count_requant"]``: ``(cells, multiplier, shift)`` per
@@ -60,6 +65,7 @@ from tfcomp.export.bitserial.fixedpoint import INT32_MAX, quantize_multiplier
 from tfcomp.export.bitserial.shapes import (
     concat_shape,
     conv_output_size,
+    mul_shape,
     pad_shape,
     same_padding,
 )
@@ -73,6 +79,8 @@ __all__ = [
     "check_rescale",
     "concat_shape",
     "groups_of",
+    "mul_product_bound",
+    "mul_shape",
     "pad_shape",
     "conv_output_size",
     "same_grid",
@@ -80,8 +88,9 @@ __all__ = [
 ]
 
 GEMM_OPS = ("conv2d", "depthwise_conv2d", "dense")
-OPS = GEMM_OPS + ("add", "concat", "max_pool", "avg_pool", "global_avg_pool",
-                  "flatten", "reshape", "clamp", "requantize", "pad", "lut")
+OPS = GEMM_OPS + ("add", "concat", "mul", "max_pool", "avg_pool",
+                  "global_avg_pool", "flatten", "reshape", "clamp",
+                  "requantize", "pad", "lut")
 ADD_LEFT_SHIFT = 20
 
 
@@ -328,6 +337,8 @@ def _window_out(shape, attrs, name):
 def _infer_shape(op: IntOp, ins: list) -> tuple:
     if op.op == "concat":
         return concat_shape(ins, op.name)
+    if op.op == "mul":
+        return mul_shape(ins, op.name)
     n_in = {"add": 2}.get(op.op, 1)
     if len(ins) != n_in:
         raise ValueError(f"layer {op.name!r} ({op.op}) takes {n_in} inputs. "
@@ -417,6 +428,9 @@ def _validate_op(op: IntOp, ir: IntegerIR, shapes: dict) -> None:
     if op.op == "concat":
         _validate_concat(op, qin)
         return
+    if op.op == "mul":
+        _validate_mul(op, qin)
+        return
     if op.op == "add":
         for key in ("multipliers", "shifts", "output_multiplier",
                     "output_shift", "left_shift"):
@@ -477,6 +491,30 @@ def _validate_concat(op: IntOp, qin: list) -> None:
                              "None) only when it is on the output grid. "
                              f"Received: multiplier={m!r}, shift={s!r}, "
                              f"input={q}, out={op.out}")
+
+
+def _validate_mul(op: IntOp, qin: list) -> None:
+    for key in ("multiplier", "shift"):
+        if key not in op.attrs:
+            raise ValueError(f"layer {op.name!r}: mul needs attrs[{key!r}]")
+    bound = mul_product_bound(qin)
+    if bound > INT32_MAX:
+        raise ValueError(f"layer {op.name!r}: the int32 product of the mul "
+                         f"inputs may overflow (worst case {bound}); lower "
+                         f"their bits. Received: {qin[0]}, {qin[1]}")
+
+
+def mul_product_bound(quants) -> int:
+    """The largest ``|(qa - za) * (qb - zb)|`` of two tensors' grids.
+
+    Example:
+        >>> mul_product_bound([QuantParams(8, False, .1, 0)] * 2)
+        65025
+    """
+    bound = 1
+    for q in quants:
+        bound *= max(q.qmax - q.zero_point, q.zero_point - q.qmin)
+    return bound
 
 
 def same_grid(a: QuantParams, b: QuantParams) -> bool:

@@ -15,16 +15,17 @@ tensor on the grid of whatever quantizes it next: the GEMM's requantization
 then targets that grid directly (fused ReLU / ReLU6 as the clamp), as an
 integer-only deployment does. Where a tensor is quantized twice on
 different grids (a QuantActivation, then a layer's input quantizer) a
-``requantize`` op is inserted. A Concatenate (last axis) is pending too:
-its ``concat`` lands on the grid of what quantizes it next (the
-QuantActivation after it, or the input quantizer of the one layer reading
-it; ``quantize_model`` puts each input on that grid, so inputs are copied;
-an input on another grid is requantized onto it). Read by an op with no
-quantizer of its own (max pooling, flatten, the model output...), it takes
-its inputs' grid when they all share one, else a calibrated grid, as an
-add does. Tensors that the model never quantizes
+``requantize`` op is inserted. The merges (``keras_merge``: Add,
+Concatenate on the last axis, Multiply of one shape or by a squeeze-excite
+per-channel gate) are pending too and land on the grid of what quantizes
+them next; read by an op with no quantizer of its own (max pooling, the
+model output...) a concat keeps its inputs' grid when they share one,
+else they take a calibrated grid. Tensors that the model never quantizes
 (hand-built models without observers) take a min/max grid calibrated on
-``calibration_data`` (8 bits; the model output 16 bits).
+``calibration_data`` (8 bits; the model output 16 bits). A
+``Normalization`` on the float model input folds into the input rescale
+(after a folded ``Rescaling``: composed); on a quantized tensor it is a
+per-channel table, as a BatchNormalization there.
 
 The int32 bias is the layer's bias on the accumulator grid ``input_scale
 * weight_scale``; QAT layers add their bias rounded to that grid in the
@@ -37,7 +38,10 @@ step, which cost ~4% top-1 agreement on a HAQ ResNet-8. Other
 approximations: an average pool that no quantizer follows is rounded to
 its input's grid; float (32-bit) weights are quantized to 8 bits per
 channel (noted); binary (1-bit) +-1 weights are exported as 1-bit sign
-codes; a final softmax is dropped (argmax-invariant).
+codes; a final softmax is dropped (argmax-invariant); a folded
+Normalization rescales the input in one float32 multiply-add where Keras
+takes two steps (an input within an ulp of a rounding boundary can land
+one code apart; noted).
 
 Example:
     >>> qat = quantize_model(model, bits=4)
@@ -56,19 +60,24 @@ import numpy as np
 from tfcomp._io import as_arrays
 from tfcomp.export.bitserial.builder import IRBuilder
 from tfcomp.export.bitserial.ir import IntegerIR, QuantParams
-from tfcomp.export.bitserial.keras_binary import round_bias, sign_input
+from tfcomp.export.bitserial.keras_binary import sign_input
+from tfcomp.export.bitserial.keras_gemm import emit_gemm
 from tfcomp.export.bitserial.keras_layers import (
     LUT_ACTIVATIONS,
-    concat_axis,
-    conv_pads,
-    gemm_weights,
+    compose_rescale,
     lut_table,
+    normalization_affine,
     pool_window,
     qat_grid,
     rescale_of,
-    transpose_geometry,
     unsupported_layer_error,
     zero_pads,
+)
+from tfcomp.export.bitserial.keras_merge import (
+    MERGE,
+    emit_merge,
+    merge_inputs,
+    shared_grid,
 )
 from tfcomp.export.bitserial.keras_patterns import GEMM as _GEMM
 from tfcomp.export.bitserial.keras_patterns import IDENTITY as _IDENTITY
@@ -88,15 +97,15 @@ L = keras.layers
 class _Pending:
     """A float value not yet on an integer grid."""
 
-    kind: str  # "gemm" | "add" | "concat" | "avg" | "input" | "pad" | "lut"
+    kind: str  # "gemm", "add", "concat", "mul", "avg", "input", "pad", "lut"
     layer: object = None
     x: str | None = None  # IR input (gemm)
-    inputs: tuple = ()  # IR inputs (add, concat)
+    inputs: tuple = ()  # IR inputs (add, concat, mul)
     relu: str = "linear"  # "linear" | "relu" | "relu6"
     keras_tensor: object = None  # pad: the padded Keras tensor
     pads: tuple = (0, 0, 0, 0)  # gemm: folded zero padding; pad: per axis
     out_shape: tuple = ()  # the Keras output shape (no batch)
-    rescale: tuple | None = None  # input: a folded Rescaling
+    rescale: tuple | None = None  # input: folded Rescaling / Normalization
 
 
 def _act(layer) -> str:
@@ -182,12 +191,9 @@ class _Importer:
                 grid = self.builder.quant(st)
             elif st.kind == "avg":  # stay on the input's grid
                 grid = self.builder.quant(st.x)
-            elif st.kind == "concat" and len({
-                    (q.scale, q.zero_point) for q in map(
-                        self.builder.quant, st.inputs)}) == 1:
-                grid = self.builder.quant(st.inputs[0])  # the shared grid
-            else:
-                grid = self.calibrated(tensor, self.default_bits)
+            elif st.kind in MERGE.values():  # a concat's shared grid
+                grid = shared_grid(self.builder, st.kind, st.inputs)
+            grid = grid or self.calibrated(tensor, self.default_bits)
         key = (id(tensor), grid.bits, grid.scale, grid.zero_point, relu)
         if key in self.cache:
             return self.cache[key]
@@ -203,9 +209,9 @@ class _Importer:
             else:
                 raise ValueError(
                     "the model input is read both before and after a "
-                    "Rescaling layer; only a Rescaling that every reader "
-                    "of the input goes through folds into the input "
-                    "quantization")
+                    "Rescaling / Normalization layer; only one that every "
+                    "reader of the input goes through folds into the "
+                    "input quantization")
             out = "input"
             if on:
                 out = b.relu(self.name(f"{base}_relu"), out, relu_max)
@@ -217,83 +223,16 @@ class _Importer:
                 out = b.requantize(self.name(f"{base}_rq"), st, grid,
                                    relu=on, relu_max=relu_max)
         elif st.kind == "gemm":
-            out = self._emit_gemm(st, grid, relu)
+            out = emit_gemm(self, st, grid, relu)
         elif st.kind == "avg":
             out = self._emit_avg(st, grid, relu)
         elif st.kind == "lut":
             out = self._emit_lut(st, grid, relu)
-        else:  # add / concat (inputs as a list)
-            act = st.relu if relu == "linear" else relu
-            args = st.inputs if st.kind == "add" else (list(st.inputs),)
-            out = getattr(b, st.kind)(
-                self.name(st.layer.name), *args, grid, relu=act != "linear",
-                relu_max=6.0 if act == "relu6" else None)
+        else:  # add / concat / mul
+            out = emit_merge(b, st.kind, self.name(st.layer.name), st.inputs,
+                             grid, st.relu if relu == "linear" else relu)
         self.cache[key] = out
         return out
-
-    def _emit_gemm(self, st: _Pending, grid: QuantParams, relu: str) -> str:
-        layer, b = st.layer, self.builder
-        kind = _GEMM[type(layer)]
-        op = "dense" if kind == "dense" else (
-            "depthwise_conv2d" if kind == "depthwise_conv2d" else "conv2d")
-        p = self.params.get(layer.name, {})
-        codes, w_scale, w_bits = gemm_weights(layer, kind, p, self.notes)
-        x = st.x
-        a = b.quant(x)
-        bias = p.get("bias") if p else (
-            keras.ops.convert_to_numpy(layer.bias) if layer.use_bias
-            else None)
-        n = w_scale.size
-        bias_int = np.zeros(n, np.int64)
-        if bias is not None:
-            step = a.scale * w_scale
-            r = np.asarray(bias, np.float64).reshape(-1) / step
-            bias_int = np.clip(round_bias(layer, r), -(2**31),
-                               2**31 - 1).astype(np.int64)
-            # QAT layers add the bias already rounded to s_in * s_w; a bias
-            # off that grid (float-bias forward pass) makes the integer
-            # network deviate by up to half an accumulator step per channel
-            off = np.abs(r - np.round(r)) * step / grid.scale
-            if off.size and float(off.max()) > 0.01:
-                self.notes.append(
-                    f"{layer.name}: bias is not on the accumulator grid "
-                    f"s_in * s_w; rounding it moves outputs by up to "
-                    f"{float(off.max()):.2f} output steps")
-        act = st.relu if relu == "linear" else relu
-        kw = {"w_bits": w_bits, "relu": act != "linear",
-              "relu_max": 6.0 if act == "relu6" else None}
-        name = self.name(layer.name)
-        self.has_bias[name] = bias is not None  # costed by the hardware
-        if op == "dense":
-            return b.dense(name, x, codes, w_scale, bias_int, grid, **kw)
-        if kind == "conv1d":
-            x = self.view(x, (1,) + tuple(b.shape(x)), f"{layer.name}_in2d")
-            strides = (1, int(layer.strides[0]))
-        else:
-            strides = tuple(int(v) for v in layer.strides)
-        in_hw = b.shape(x)[:2]
-        if kind == "conv2d_transpose":
-            interior, pads = transpose_geometry(layer, in_hw,
-                                                st.out_shape[:2])
-            if any(interior):
-                x = b.pad(self.name(f"{layer.name}_zero_insert"), x,
-                          [[0, 0]] * 3, list(interior) + [0])
-                self.notes.append(
-                    f"{layer.name}: Conv2DTranspose runs as a stride-1 conv "
-                    "over the zero-inserted input (stride**2 x its MACs)")
-            strides = (1, 1)
-        else:
-            pads = conv_pads(layer, kind, in_hw, codes.shape[:2], strides,
-                             st.pads)
-        kw.update(strides=strides, padding=pads)
-        if op == "depthwise_conv2d":
-            return b.depthwise_conv2d(name, x, codes, w_scale, bias_int,
-                                      grid, **kw)
-        y = b.conv2d(name, x, codes, w_scale, bias_int, grid,
-                     groups=int(getattr(layer, "groups", 1)), **kw)
-        if kind == "conv1d":
-            y = self.view(y, tuple(b.shape(y)[1:]), f"{layer.name}_1d")
-        return y
 
     def _emit_lut(self, st: _Pending, grid: QuantParams, relu: str) -> str:
         """The element-wise layer as a table onto ``grid``."""
@@ -381,8 +320,11 @@ class _Importer:
                                  "train the model first")
             act = _act(layer)
             if act not in ("linear", "relu", "relu6"):
-                raise ValueError(f"layer {layer.name!r}: activation {act!r} "
-                                 "has no integer form")
+                raise ValueError(
+                    f"layer {layer.name!r}: activation {act!r} has no "
+                    "integer form fused into the layer; quantize_model "
+                    "splits it off (an observer, then an Activation: a "
+                    "table), or use a separate Activation layer")
             src, pads = ins[0], (0, 0, 0, 0)
             st = self.state[id(src)]
             if isinstance(st, _Pending) and st.kind == "pad" and _GEMM[
@@ -418,34 +360,31 @@ class _Importer:
             relu = relu_kind(layer)
             st = self.state[id(ins[0])]
             if isinstance(st, _Pending) and st.kind in (
-                    "gemm", "add", "concat", "lut") and st.relu == "linear":
+                    "gemm", "add", "concat", "mul", "lut") and \
+                    st.relu == "linear":
                 self.state[id(out)] = dataclasses.replace(st, relu=relu)
             else:
                 x = self.as_int(ins[0], layer.name)
                 self.state[id(out)] = self.builder.relu(
                     self.name(layer.name), x, 6.0 if relu == "relu6"
                     else None)
-        elif cls in (L.Add, L.Concatenate):
-            if cls is L.Add and len(ins) != 2:
-                raise ValueError(f"layer {layer.name!r}: Add of {len(ins)} "
-                                 "tensors; only 2 are supported")
-            if cls is L.Concatenate:
-                concat_axis(layer, len(out.shape))
-            xs = tuple(self.as_int(t, f"{layer.name}_in{i}")
-                       for i, t in enumerate(ins))
-            self.state[id(out)] = _Pending(
-                "add" if cls is L.Add else "concat", layer, inputs=xs)
+        elif cls in MERGE:
+            kind, xs = merge_inputs(self, layer, ins, out)
+            self.state[id(out)] = _Pending(kind, layer, inputs=xs)
         elif cls in (L.ZeroPadding1D, L.ZeroPadding2D):
             self.state[id(out)] = _Pending("pad", layer, keras_tensor=ins[0],
                                            pads=zero_pads(layer))
-        elif cls is L.Rescaling and isinstance(
-                self.state[id(ins[0])], _Pending) and self.state[
-                id(ins[0])].kind == "input" and self.state[
-                id(ins[0])].rescale is None:
+        elif cls in (L.Rescaling, L.Normalization) and self.on_input(
+                ins[0], cls is L.Rescaling):
             # the float model input: fold into the input quantization
-            self.state[id(out)] = _Pending("input", layer,
-                                           rescale=rescale_of(layer))
-        elif cls is L.Rescaling or cls is L.BatchNormalization or (
+            self.state[id(out)] = _Pending("input", layer, rescale=(
+                compose_rescale(self.state[id(ins[0])].rescale, rescale_of(
+                    layer) if cls is L.Rescaling else normalization_affine(
+                    layer))))
+            if cls is L.Normalization:
+                self.notes.append(f"{layer.name}: Normalization folded into "
+                                  "the input rescale (one float32 FMA)")
+        elif cls in (L.Rescaling, L.BatchNormalization, L.Normalization) or (
                 cls is L.Activation and _act(layer) in LUT_ACTIVATIONS):
             st = self.state[id(ins[0])]
             if cls is L.BatchNormalization and isinstance(
@@ -453,7 +392,9 @@ class _Importer:
                 raise ValueError(f"layer {layer.name!r}: BatchNormalization "
                                  "must be folded (quantize_model(..., "
                                  "fold_batchnorm=True))")
-            if getattr(layer, "data_format", "channels_last") not in (
+            if cls is L.Normalization:
+                normalization_affine(layer)  # per channel, or refused
+            elif getattr(layer, "data_format", "channels_last") not in (
                     "channels_last",) or getattr(layer, "axis", -1) not in (
                     -1, len(out.shape) - 1):
                 raise ValueError(f"layer {layer.name!r}: only channels-last "
@@ -500,6 +441,13 @@ class _Importer:
         else:
             raise unsupported_layer_error(layer)
 
+    def on_input(self, tensor, unscaled: bool) -> bool:
+        """Whether ``tensor`` is the float model input (not yet rescaled,
+        when ``unscaled``): a Rescaling / Normalization there folds."""
+        st = self.state[id(tensor)]
+        return isinstance(st, _Pending) and st.kind == "input" and not (
+            unscaled and st.rescale is not None)
+
     def lut(self, layer, tensor, out) -> None:
         """``out`` = ``layer`` (element-wise) of ``tensor``: a pending table."""
         x = self.as_int(tensor, layer.name)
@@ -532,15 +480,17 @@ def build_ir_from_keras(model, calibration_data=None, default_bits: int = 8,
     ``1 x k`` conv2d), Conv2D (grouped too), Conv2DTranspose (a stride-1
     conv over the zero-inserted input), DepthwiseConv2D, Dense (QAT forms,
     or float: 8-bit weights; linear / ReLU / ReLU6), QuantActivation,
-    QuantReLU, ReLU, Add (two inputs), Concatenate (last axis; see the
-    module doc for its grid), pooling 1D/2D, ZeroPadding1D/2D
-    (folded into a conv's padding, else a ``pad`` op), Rescaling (folded
-    into a float input, else a table), a BatchNormalization that reads a
-    quantized tensor and element-wise activations (``lut`` tables; also a
-    swish built as ``x * QuantActivation(fixed)(sigmoid(x))``), Flatten,
-    Reshape, dropout-like identities, a final softmax (dropped). Other
-    layers (Embedding, attention, LayerNormalization, Conv3D, other
-    Multiply, Lambda, ``keras.ops`` calls, ...) raise a ValueError.
+    QuantReLU, ReLU, Add (two inputs), Concatenate (last axis),
+    Multiply (two inputs: one shape, or a per-channel squeeze-excite
+    gate; see the module doc for their grids), pooling 1D/2D,
+    ZeroPadding1D/2D (folded into a conv's padding, else a ``pad`` op),
+    Rescaling and Normalization (folded into a float input, else tables),
+    a BatchNormalization that reads a quantized tensor and element-wise
+    activations (``lut`` tables; also a swish built as ``x *
+    QuantActivation(fixed)(sigmoid(x))``), Flatten, Reshape, dropout-like
+    identities, a final softmax (dropped). Other layers (Embedding,
+    attention, LayerNormalization, Conv3D, Lambda, ``keras.ops`` calls,
+    ...) raise a ValueError.
 
     Args:
         model: a calibrated or trained QAT model (single input and output,

@@ -16,6 +16,12 @@ How the Keras layers the IR has no op of its own map onto IR ops, exactly:
   are rescaled (float32, as Keras) before quantization.
 - ``Concatenate`` on the last (channel) axis is a ``concat`` op; other
   axes are refused (:func:`concat_axis`).
+- ``Normalization`` (per channel, or one mean / variance) is the affine
+  ``x / std - mean / std`` (``invert``: ``x * std + mean``;
+  :func:`normalization_affine`): on the float model input (after a folded
+  ``Rescaling`` or not) it folds into the input rescale
+  (:func:`compose_rescale`), on a quantized tensor it is a per-channel
+  table that Keras computes.
 
 Example:
     >>> kernel_as_conv2d("conv1d", np.zeros((3, 4, 8))).shape
@@ -32,11 +38,13 @@ from tfcomp.export.bitserial.ir import QuantParams, same_padding
 __all__ = [
     "LUT_ACTIVATIONS",
     "SUPPORTED_LAYERS",
+    "compose_rescale",
     "concat_axis",
     "conv_pads",
     "gemm_weights",
     "kernel_as_conv2d",
     "lut_table",
+    "normalization_affine",
     "pool_window",
     "qat_grid",
     "rescale_of",
@@ -55,7 +63,9 @@ SUPPORTED_LAYERS = (
     "Dense", "their tfcomp Quant* forms", "QuantActivation", "QuantReLU",
     "ReLU", "Activation('relu' | 'relu6' | 'linear' | element-wise)",
     "BatchNormalization (folded, or on a quantized tensor)",
+    "Normalization (channel axis)",
     "Add (2 inputs)", "Concatenate (channel axis)",
+    "Multiply (2 inputs: one shape, or a per-channel gate)",
     "MaxPooling1D/2D", "AveragePooling1D/2D",
     "GlobalAveragePooling1D/2D", "GlobalMaxPooling1D/2D", "ZeroPadding1D/2D",
     "Rescaling", "Flatten", "Reshape",
@@ -252,6 +262,61 @@ def rescale_of(layer) -> tuple:
                          f"scales fold into the input quantization. "
                          f"Received: scale={layer.scale}")
     return scale, offset
+
+
+def normalization_affine(layer) -> tuple:
+    """``(scale, offset)`` float tuples (one value, or one per channel) of
+    a ``Normalization``: ``x * scale + offset`` is ``(x - mean) / std``
+    (``invert``: ``mean + x * std``), ``std = max(sqrt(variance),
+    epsilon)`` in float32 as Keras.
+
+    Raises:
+        ValueError: mean / variance vary along another axis than the last.
+
+    Example:
+        >>> normalization_affine(keras.layers.Normalization(
+        ...     mean=1.0, variance=4.0))
+        ((0.5,), (-0.5,))
+    """
+    if not layer.built or getattr(layer, "mean", None) is None:
+        raise ValueError(f"layer {layer.name!r} (Normalization) is not "
+                         "built; adapt it or call the model first")
+    mean = np.asarray(keras.ops.convert_to_numpy(layer.mean), np.float32)
+    var = np.asarray(keras.ops.convert_to_numpy(layer.variance), np.float32)
+    if any(d != 1 for d in mean.shape[:-1]):
+        raise ValueError(
+            f"layer {layer.name!r} (Normalization): only a mean and "
+            "variance per channel (the last axis) or one for all have an "
+            f"affine integer form. Received: axis={layer.axis}, mean of "
+            f"shape {mean.shape}")
+    mean, var = mean.reshape(-1), var.reshape(-1)
+    std = np.maximum(np.sqrt(var), np.float32(keras.config.epsilon()))
+    std = std.astype(np.float64)
+    if layer.invert:
+        scale, offset = std, mean.astype(np.float64)
+    else:
+        scale, offset = 1.0 / std, -mean / std
+    return (tuple(float(v) for v in scale), tuple(float(v) for v in
+                                                  np.broadcast_to(
+                                                      offset, scale.shape)))
+
+
+def compose_rescale(first, second) -> tuple:
+    """``(scale, offset)`` of ``x * scale + offset`` = ``second`` applied
+    after ``first`` (each ``(scale, offset)`` tuples of 1 or C values;
+    ``first`` None: the identity).
+
+    Example:
+        >>> compose_rescale(((0.5,), (1.0,)), ((2.0, 4.0), (0.0, -1.0)))
+        ((1.0, 2.0), (2.0, 3.0))
+    """
+    if first is None:
+        return second
+    (s1, o1), (s2, o2) = ((np.asarray(v, np.float64) for v in r)
+                          for r in (first, second))
+    scale, offset = np.broadcast_arrays(s1 * s2, o1 * s2 + o2)
+    return (tuple(float(v) for v in scale.reshape(-1)),
+            tuple(float(v) for v in offset.reshape(-1)))
 
 
 def lut_table(layer, q_in: QuantParams, channels: int, rank: int,

@@ -19,6 +19,7 @@ import keras
 
 from tfcomp import layers as _tfcomp_layers
 from tfcomp.export.bitserial.keras_binary import BINARY_GEMM
+from tfcomp.graph.identity import INFERENCE_IDENTITY, keras_layer_classes
 from tfcomp.layers import (
     MixedQuantConv2D,
     MixedQuantDense,
@@ -47,9 +48,7 @@ for _name, _kind in (("QuantConv1D", "conv1d"),
 WINDOW_1D = (L.MaxPooling1D, L.AveragePooling1D, L.GlobalAveragePooling1D,
              L.GlobalMaxPooling1D)
 MIXED = (MixedQuantConv2D, MixedQuantDepthwiseConv2D, MixedQuantDense)
-IDENTITY = (L.Dropout, L.SpatialDropout2D, L.GaussianNoise,
-            L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization,
-            L.Identity)
+IDENTITY = keras_layer_classes(INFERENCE_IDENTITY)
 
 
 class SwishLogisticMul:

@@ -28,6 +28,7 @@ __all__ = [
     "im2col",
     "lhs_matrix",
     "lut_op",
+    "mul_op",
     "pad_op",
     "pool_op",
     "requantize",
@@ -239,6 +240,37 @@ def concat_op(xs, in_zero_points, multipliers, shifts, out_zero_point,
                      else requantize_op(x, z, m, s, out_zero_point,
                                         act_min, act_max))
     return np.concatenate(parts, axis=-1)
+
+
+def mul_op(qa, qb, za, zb, multiplier, shift, out_zero_point, act_min,
+           act_max) -> np.ndarray:
+    """TFLite int8 MUL: ``out_zp + MBQM((qa - za) * (qb - zb), multiplier,
+    shift)`` clamped; an input of lower rank is a gate broadcast over the
+    axes after the batch (``(B, C)`` acts as ``(B, 1, 1, C)``).
+
+    Args:
+        qa, qb: integer inputs (batch first), one shape or one a gate.
+        za, zb: their zero points.
+        multiplier, shift: ``s_a * s_b / s_out`` in fixed point.
+        out_zero_point, act_min, act_max: output zero point and clamp.
+
+    Returns:
+        The integer product on the output grid.
+
+    Example:
+        >>> m, s = quantize_multiplier(0.5)
+        >>> mul_op(np.array([[[3, 4]]]), np.array([[2, 6]]), 0, 2, m, s, 1,
+        ...        0, 15)
+        array([[[1, 9]]])
+    """
+    a = np.asarray(qa, np.int64) - int(za)
+    b = np.asarray(qb, np.int64) - int(zb)
+    if a.ndim < b.ndim:
+        a = a.reshape(a.shape[:1] + (1,) * (b.ndim - a.ndim) + a.shape[1:])
+    elif b.ndim < a.ndim:
+        b = b.reshape(b.shape[:1] + (1,) * (a.ndim - b.ndim) + b.shape[1:])
+    return requantize(a * b, multiplier, shift, out_zero_point, act_min,
+                      act_max)
 
 
 def window_counts(shape_hw, pool, strides, pads) -> np.ndarray:

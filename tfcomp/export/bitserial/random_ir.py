@@ -143,6 +143,23 @@ class _RandomNet:
         b.concat(name, xs, out, relu=relu)
         return self._run_last()
 
+    def mul(self, name, a, c):
+        """``a * c`` (either order) onto a calibrated grid, a ReLU clamp or
+        not (not where it would zero nearly every product)."""
+        rng, b = self.rng, self.b
+        if rng.random() < 0.5:
+            a, c = c, a
+        ra, rc = (b.quant(n).dequantize(self.t[n]).astype(np.float64)
+                  for n in (a, c))
+        nd = max(ra.ndim, rc.ndim)  # a gate broadcasts after the batch
+        ra, rc = (v.reshape(v.shape[:1] + (1,) * (nd - v.ndim) + v.shape[1:])
+                  for v in (ra, rc))
+        real = ra * rc
+        out = calibrated_quant(real, self.rbits(), bool(rng.integers(2)))
+        relu = bool(rng.integers(2)) and np.mean(real > 0) >= 0.1
+        b.mul(name, a, c, out, relu=relu)
+        return self._run_last()
+
     def host(self, method, name, x, **kw):
         getattr(self.b, method)(name, x, **kw)
         return self._run_last()
@@ -150,13 +167,17 @@ class _RandomNet:
 
 def random_ir(seed: int = 0, input_shape=(8, 8, 3), bits=(2, 8),
               num_classes: int = 10, width: int = 8, head: str | None = None,
-              n_calib: int = 16, concat: bool | None = False) -> IntegerIR:
+              n_calib: int = 16, concat: bool | None = False,
+              mul: bool | None = False) -> IntegerIR:
     """A random calibrated network covering every IR op.
 
     conv3x3 -> depthwise3x3/2 (multiplier 1 or 2) -> conv1x1 -> residual
     block (conv, conv, add + ReLU) [-> concat of the block's output with
     a 1x1 conv of it (and a 3x3 conv: 3 inputs), on one input's grid or a
-    calibrated one, ReLU or not] -> avg_pool 3x3/1 same -> max_pool 2 ->
+    calibrated one, ReLU or not] [-> squeeze-excite: global average pool
+    -> dense -> gate of shape (C,), (1, C) or (1, 1, C) -> mul with the
+    block's output (either order) -> mul with a 1x1 conv of the block's
+    output (one shape)] -> avg_pool 3x3/1 same -> max_pool 2 ->
     requantize (new grid) -> head: ``"gap"`` (global average pool -> dense)
     or ``"flatten"`` (flatten -> dense + ReLU6 clamp -> reshape -> dense).
 
@@ -172,6 +193,8 @@ def random_ir(seed: int = 0, input_shape=(8, 8, 3), bits=(2, 8),
             default: the networks of earlier tfcomp versions, whose
             descriptors need schema version 1), or let the seed choose
             (None, half of the seeds).
+        mul: add the squeeze-excite ``mul`` block (schema version 4);
+            True, False (default) or None, as ``concat``.
 
     Returns:
         A validated :class:`IntegerIR`.
@@ -205,6 +228,19 @@ def random_ir(seed: int = 0, input_shape=(8, 8, 3), bits=(2, 8),
         if rng.random() < 0.5:
             xs.append(net.gemm("conv2d", "cat_b", h, 3))
         h = net.concat("concat", xs)
+    if mul is None:
+        mul = bool(rng.integers(2))
+    if mul:
+        c = net.b.shape(h)[-1]
+        m = net.gemm("conv2d", "mul_b", h, c, kernel=1, relu=False)
+        g = net.host("global_avg_pool", "se_pool", h)
+        g = net.gemm("dense", "se_fc", g, c, relu=False)
+        rank = int(rng.integers(1, 4))  # (C,), (1, C) or (1, 1, C)
+        if rank > 1:
+            g = net.host("reshape", "se_gate", g,
+                         shape=(1,) * (rank - 1) + (c,))
+        h = net.mul("se_mul", h, g)
+        h = net.mul("mul", h, m)
     h = net.host("avg_pool", "avgpool", h, pool=3, strides=1,
                  padding="same")
     h = net.host("max_pool", "maxpool", h, pool=2)

@@ -132,6 +132,11 @@ def run_op(op: IntOp, ins: list, quants: list) -> np.ndarray:
         return kernels.concat_op(ins, [q.zero_point for q in quants],
                                  a["multipliers"], a["shifts"],
                                  op.out.zero_point, op.act_min, op.act_max)
+    if op.op == "mul":
+        return kernels.mul_op(ins[0], ins[1], quants[0].zero_point,
+                              quants[1].zero_point, op.attrs["multiplier"],
+                              op.attrs["shift"], op.out.zero_point,
+                              op.act_min, op.act_max)
     if op.op == "requantize":
         return kernels.requantize_op(x, quants[0].zero_point,
                                      op.attrs["multiplier"],

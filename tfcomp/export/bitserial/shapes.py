@@ -1,4 +1,4 @@
-"""Shape rules of the IR's window, pad and concat ops (no IR objects).
+"""Shape rules of the IR's window, pad, concat and mul ops (no IR objects).
 
 Example:
     >>> conv_output_size(7, 3, 2, *same_padding(7, 3, 2))
@@ -7,7 +7,8 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["concat_shape", "conv_output_size", "pad_shape", "same_padding"]
+__all__ = ["concat_shape", "conv_output_size", "mul_shape", "pad_shape",
+           "same_padding"]
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -92,3 +93,40 @@ def concat_shape(shapes, name: str = "concat") -> tuple:
                          "shape except the last (channel) axis. Received: "
                          f"{shapes}")
     return shapes[0][:-1] + (sum(s[-1] for s in shapes),)
+
+
+def mul_shape(shapes, name: str = "mul", what: str = "mul") -> tuple:
+    """Output shape of a ``mul`` op of two ``shapes`` (without batch): one
+    shape, or the squeeze-excite broadcast: ``x`` of shape ``(..., C)``
+    times a gate ``(C,)``, ``(1, C)``, ``(1, 1, C)``... of at most ``x``'s
+    rank, every axis but the last 1 (a lower rank gets leading 1s, as
+    Keras' ``Multiply`` expands axis 1); either input may be the gate.
+
+    Example:
+        >>> mul_shape([(4, 4, 8), (1, 1, 8)])
+        (4, 4, 8)
+    """
+    shapes = [tuple(int(d) for d in s) for s in shapes]
+    if len(shapes) != 2:
+        raise ValueError(f"layer {name!r} ({what}) takes 2 inputs. "
+                         f"Received: {len(shapes)}")
+    a, b = shapes
+    if a == b:
+        return a
+    big, small = (a, b) if (len(a), _size(a)) >= (len(b), _size(b)) \
+        else (b, a)
+    if not small or len(small) > len(big) or small[-1] != big[-1] or any(
+            d != 1 for d in small[:-1]):
+        raise ValueError(
+            f"layer {name!r} ({what}): the inputs must have one shape, or "
+            "one must be a per-channel gate ((C,), (1, C), (1, 1, C)) of "
+            f"the other's last axis (squeeze-excite). Received shapes {a} "
+            f"and {b} (without batch)")
+    return big
+
+
+def _size(shape) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n

@@ -274,6 +274,12 @@ def _host_layer(layer, ins):
             rq["input_multipliers"], rq["input_shifts"],
             layer["out_quant"]["zero_point"], layer["act_min"],
             layer["act_max"])
+    if op == "mul":
+        rq = layer["requant"]
+        za, zb = (q["zero_point"] for q in layer["input_quants"])
+        return kernels.mul_op(ins[0], ins[1], za, zb, rq["multiplier"],
+                              rq["shift"], layer["out_quant"]["zero_point"],
+                              layer["act_min"], layer["act_max"])
     if op == "requantize":
         rq = layer["requant"]
         return kernels.requantize_op(x, layer["input_quants"][0]["zero_point"],

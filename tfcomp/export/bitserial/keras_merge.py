@@ -1,0 +1,94 @@
+"""Keras merge layers in the bit-serial importer: ``Add``, ``Concatenate``
+and ``Multiply`` become the IR's ``add``, ``concat`` and ``mul`` ops.
+
+Each is a *pending* value until what reads it fixes its output grid (see
+``keras_import``): the QuantActivation after it or the input quantizer of
+the layer reading it (the TFLite converter gives the op that tensor's
+grid); read by an op with no quantizer of its own (max pooling, flatten,
+the model output...), it takes a grid calibrated on the calibration data,
+except a concat whose inputs share one grid, which keeps it. A ReLU /
+ReLU6 after it is its clamp.
+
+- ``Add``: two inputs of one shape (TFLite's ADD).
+- ``Concatenate``: the last (channel) axis (TFLite's CONCATENATION).
+- ``Multiply``: two inputs of one shape, or a feature map times a
+  per-channel gate (``(1, 1, C)``, ``(1, C)``, ``(C,)``: squeeze-excite),
+  either order (TFLite's MUL). A decomposed swish ``x * q(sigmoid(x))``
+  is one table instead (``keras_patterns``). A product exactly half-way
+  between two output codes is rounded up, as the integer MUL does, where
+  the QAT model's float32 rounds it either way; such ties are common when
+  the output grid was calibrated on the product (its step is then a
+  rational multiple of ``s_a * s_b``): those codes can differ by one.
+
+Example:
+    >>> kind, inputs = merge_inputs(importer, layer, ins, out)
+"""
+
+from __future__ import annotations
+
+import keras
+
+from tfcomp.export.bitserial.keras_layers import concat_axis
+from tfcomp.export.bitserial.shapes import mul_shape
+
+__all__ = ["MERGE", "emit_merge", "merge_inputs", "shared_grid"]
+
+L = keras.layers
+#: Keras merge layer type -> IR op.
+MERGE = {L.Add: "add", L.Concatenate: "concat", L.Multiply: "mul"}
+
+
+def merge_inputs(imp, layer, ins, out) -> tuple:
+    """``(op, IR inputs)`` of merge ``layer`` reading Keras tensors
+    ``ins`` (made integer by importer ``imp``), after checking its form.
+
+    Raises:
+        ValueError: an Add / Multiply of other than two tensors, a
+            Concatenate on another axis, a Multiply whose shapes are
+            neither one nor a per-channel gate (naming layer and shapes).
+
+    Example:
+        >>> merge_inputs(imp, keras.layers.Multiply(name="se"), [x, g], y)
+        ('mul', ('x', 'gate'))
+    """
+    kind = MERGE[type(layer)]
+    cls = type(layer).__name__
+    if kind != "concat" and len(ins) != 2:
+        raise ValueError(f"layer {layer.name!r} ({cls}) of {len(ins)} "
+                         "tensors; only 2 are supported. Received shapes: "
+                         f"{[tuple(t.shape[1:]) for t in ins]}")
+    if kind == "concat":
+        concat_axis(layer, len(out.shape))
+    elif kind == "mul":
+        mul_shape([t.shape[1:] for t in ins], layer.name, cls)
+    return kind, tuple(imp.as_int(t, f"{layer.name}_in{i}")
+                       for i, t in enumerate(ins))
+
+
+def shared_grid(builder, kind: str, inputs):
+    """The grid a pending concat keeps when nothing quantizes it: its
+    inputs' one grid (None: they differ, or another op; calibrate).
+
+    Example:
+        >>> shared_grid(b, "concat", ("a", "b")) == b.quant("a")
+        True
+    """
+    grids = {(q.scale, q.zero_point) for q in map(builder.quant, inputs)}
+    if kind == "concat" and len(grids) == 1:
+        return builder.quant(inputs[0])
+    return None
+
+
+def emit_merge(builder, kind: str, name: str, inputs, grid, act: str) -> str:
+    """Adds merge op ``kind`` over IR ``inputs`` onto ``grid``, ``act``
+    ("linear", "relu" or "relu6") as its clamp; returns its name.
+
+    Example:
+        >>> emit_merge(b, "mul", "se", ("x", "gate"), grid, "linear")
+        'se'
+    """
+    kw = {"relu": act != "linear",
+          "relu_max": 6.0 if act == "relu6" else None}
+    if kind == "concat":
+        return builder.concat(name, list(inputs), grid, **kw)
+    return getattr(builder, kind)(name, *inputs, grid, **kw)
