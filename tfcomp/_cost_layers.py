@@ -20,8 +20,8 @@ import functools
 import math
 from typing import Iterable
 
-from tfcomp.graph.identity import INFERENCE_IDENTITY
-from tfcomp.graph.identity import keras_layer_classes as _keras_classes
+from tfcomp._identity import INFERENCE_IDENTITY
+from tfcomp._identity import keras_layer_classes as _keras_classes
 
 __all__ = [
     "activation_bytes", "attention_macs", "bops", "einsum_axis_sizes",
