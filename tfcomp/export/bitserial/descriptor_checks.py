@@ -112,18 +112,26 @@ def _input_errors(la: dict, where: str, quants: dict) -> list[str]:
     return errs
 
 
+def _shape_errors(rule, la: dict, where: str, what: str) -> list[str]:
+    """The IR's shape ``rule`` (``concat_shape`` / ``mul_shape``) applied to
+    a layer's input shapes: its error, or an ``output_shape`` that differs.
+    """
+    try:
+        shape = list(rule(la["input_shapes"], la["name"]))
+    except ValueError as e:
+        return [f"{where}: {e}"]
+    if shape != la["output_shape"]:
+        return [f"{where}: output_shape {la['output_shape']} is not {what} "
+                f"({shape})"]
+    return []
+
+
 def _concat_errors(la: dict, where: str) -> list[str]:
     """A concat's shapes and per-input requantization (null: a copy, only
     for an input on the output grid)."""
-    errs = []
+    errs = _shape_errors(concat_shape, la, where,
+                         "the concatenation of the inputs")
     n, rq = len(la["inputs"]), la["requant"]
-    try:
-        shape = list(concat_shape(la["input_shapes"], la["name"]))
-        if shape != la["output_shape"]:
-            errs.append(f"{where}: output_shape {la['output_shape']} is not "
-                        f"the concatenation of the inputs ({shape})")
-    except ValueError as e:
-        errs.append(f"{where}: {e}")
     ms, ss = rq["input_multipliers"], rq["input_shifts"]
     if not len(ms) == len(ss) == n:
         return errs + [f"{where}: requant.input_multipliers / input_shifts "
@@ -143,14 +151,7 @@ def _concat_errors(la: dict, where: str) -> list[str]:
 
 def _mul_errors(la: dict, where: str) -> list[str]:
     """A mul's shapes (one, or a per-channel gate) and int32 product."""
-    errs = []
-    try:
-        shape = list(mul_shape(la["input_shapes"], la["name"]))
-        if shape != la["output_shape"]:
-            errs.append(f"{where}: output_shape {la['output_shape']} is not "
-                        f"the inputs' broadcast shape ({shape})")
-    except ValueError as e:
-        errs.append(f"{where}: {e}")
+    errs = _shape_errors(mul_shape, la, where, "the inputs' broadcast shape")
     if len(la["input_quants"]) == 2:
         try:
             bound = mul_product_bound(
