@@ -258,6 +258,22 @@ def render_markdown(res: dict) -> str:
         "measured at equal epochs). The snet_kd and us supernets were "
         "retrained too (one seed each); the MobileNetV2-tiny AutoSlim "
         "rows still come from session 19's US-Net.",
+        "- The paper's own MobileNetV2 anchor (session 24, not measured "
+        "here): the released S-MobileNet v2 (JiahuiYu/slimmable_networks "
+        "model zoo: top-1 error 29.5 / 31.1 / 35.6 / 40.3 at widths 1.0 / "
+        "0.75 / 0.5 / 0.35, 300 / 209 / 97 / 59 MFLOPs) against the "
+        "individually trained MobileNetV2 of the same MFLOPs (tensorflow/"
+        "models slim checkpoints: 71.8 / 69.8 / 65.4 / 60.3 top-1) trails "
+        "by 1.3 / 0.9 / 1.0 / 0.6 points: the S-Net paper's MobileNetV2 "
+        "misses this issue's 1-point target at width 1.0 (and is at it at "
+        "0.5) after its full ImageNet schedule. The measured MobileNetV2-"
+        "tiny gaps (-1.36 / -1.09 / -1.39 at 1.0 / 0.75 / 0.5) are of the "
+        "same size. The paper's US-MobileNet v2 (sandwich rule + in-place "
+        "distillation; the model zoo: 28.5 / 30.4 / 34.9 / 37.7) is at most "
+        "0.3 below the individual models at any width (2.0 above at 0.35)"
+        ": the remedy the "
+        "authors published, which at this 3-epoch horizon measured worse "
+        "(the in-place distillation column).",
         "- Masked slimmable layers cost full-width MACs while training "
         "(static shapes), and the sandwich rule runs 4 widths per batch: a "
         "supernet epoch costs about 2-4 full-width epochs here.",
