@@ -83,7 +83,11 @@ from tfcomp.export.bitserial.keras_patterns import GEMM as _GEMM
 from tfcomp.export.bitserial.keras_patterns import IDENTITY as _IDENTITY
 from tfcomp.export.bitserial.keras_patterns import MIXED as _MIXED
 from tfcomp.export.bitserial.keras_patterns import WINDOW_1D as _WINDOW_1D
-from tfcomp.export.bitserial.keras_patterns import find_swish_muls, visit_swish
+from tfcomp.export.bitserial.keras_patterns import (
+    elementwise_call,
+    find_swish_muls,
+    visit_swish,
+)
 from tfcomp.export.bitserial.random_ir import calibrated_quant
 from tfcomp.layers import QuantActivation, QuantReLU
 from tfcomp.quantization._analysis import act_name, relu_kind
@@ -438,6 +442,8 @@ class _Importer:
             self.source[id(out)] = ins[0]
             self.notes.append(f"{layer.name}: final softmax dropped "
                               "(argmax-invariant)")
+        elif elementwise_call(self.graph, node) is not None:
+            self.lut(elementwise_call(self.graph, node), ins[0], out)
         else:
             raise unsupported_layer_error(layer)
 

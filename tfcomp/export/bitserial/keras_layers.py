@@ -69,6 +69,8 @@ SUPPORTED_LAYERS = (
     "MaxPooling1D/2D", "AveragePooling1D/2D",
     "GlobalAveragePooling1D/2D", "GlobalMaxPooling1D/2D", "ZeroPadding1D/2D",
     "Rescaling", "Flatten", "Reshape",
+    "element-wise keras.ops calls of one tensor and constants (x + 3.0, "
+    "ops.gelu(x): tables)",
     "Dropout-like identities", "a final softmax (dropped)")
 
 

@@ -1,6 +1,7 @@
 """Which Keras layers and layer patterns the bit-serial importer maps to
 which op: the layer-type tables (matched by exact type, not isinstance: a
-subclass may change what ``call`` computes), and decomposed swish.
+subclass may change what ``call`` computes), decomposed swish, and
+element-wise ``keras.ops`` calls.
 
 ``quantize_model`` may build swish / silu as TFLite's int8 file computes it
 (``tfcomp.quantization._rebuild.SWISH_AS_LOGISTIC_MUL``):
@@ -9,6 +10,13 @@ subclass may change what ``call`` computes), and decomposed swish.
 table over ``x``'s codes computing ``x * q(sigmoid(x))`` with the model's
 own layers (:class:`SwishLogisticMul`), and never emits the sigmoid branch.
 
+A ``keras.ops`` call that acts element by element on one tensor, with
+Python scalars or per-channel vectors as its other operands (keras.
+applications' hard sigmoid ``ReLU(6.0)(x + 3.0) * (1.0 / 6.0)``,
+``ops.gelu(x)``, ``2.0 * x``), is a ``lut`` table too: the call replayed on
+every code of its input (:class:`ElementwiseCall`), quantized onto the
+next quantizer's grid, so it computes what the QAT model computes.
+
 Example:
     >>> muls, skipped = find_swish_muls(read_graph(qat_model))
 """
@@ -16,10 +24,12 @@ Example:
 from __future__ import annotations
 
 import keras
+import numpy as np
 
 from tfcomp import layers as _tfcomp_layers
 from tfcomp.export.bitserial.keras_binary import BINARY_GEMM
 from tfcomp.graph.identity import INFERENCE_IDENTITY, keras_layer_classes
+from tfcomp.graph.replay import TensorId
 from tfcomp.layers import (
     MixedQuantConv2D,
     MixedQuantDense,
@@ -31,7 +41,8 @@ from tfcomp.layers import (
 )
 from tfcomp.quantization._analysis import act_name
 
-__all__ = ["GEMM", "IDENTITY", "MIXED", "WINDOW_1D", "SwishLogisticMul",
+__all__ = ["ELEMENTWISE_OPS", "GEMM", "IDENTITY", "MIXED", "WINDOW_1D",
+           "ElementwiseCall", "SwishLogisticMul", "elementwise_call",
            "find_swish_muls", "visit_swish"]
 
 L = keras.layers
@@ -124,3 +135,71 @@ def visit_swish(imp, node) -> bool:
     x, f = imp.swish[node.key]
     imp.lut(f, imp.graph.keras_tensor(x), node.output_list()[0])
     return True
+
+
+#: ``keras.ops`` operations (class names) that act element by element.
+ELEMENTWISE_OPS = frozenset({
+    "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum",
+    "Minimum", "Power", "Negative", "Absolute", "Abs", "Square", "Sqrt",
+    "Exp", "Expm1", "Log", "Log1p", "Tanh", "Sin", "Cos", "Erf", "Sign",
+    "Clip", "Sigmoid", "HardSigmoid", "HardSilu", "HardSwish", "Silu",
+    "Swish", "Gelu", "Elu", "Selu", "Softplus", "Softsign", "Relu", "Relu6",
+    "LeakyRelu", "Mish", "Celu", "Tanhshrink", "SoftShrink", "HardShrink",
+    "LogSigmoid", "Reciprocal"})
+
+
+class ElementwiseCall:
+    """An element-wise ``keras.ops`` call of one tensor as a function of
+    that tensor (the node's own call, its constants kept), for
+    ``lut_table``.
+
+    Example:
+        >>> f = ElementwiseCall(node)   # node: ``x + 3.0``
+        >>> f(np.zeros((1, 4), "float32"))    # 3.0 everywhere
+    """
+
+    def __init__(self, node):
+        self.node, self.name = node, node.name
+
+    def __call__(self, x):
+        x = keras.ops.convert_to_tensor(x, "float32")
+        return self.node.call(self.node.layer, {self.node.inputs[0]: x})
+
+
+def _per_channel(value, channels: int) -> bool:
+    """A constant operand a table can hold: a scalar or a vector along the
+    last (channel) axis."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    try:
+        shape = np.shape(value)
+    except (TypeError, ValueError):
+        return False
+    return all(d == 1 for d in shape[:-1]) and (
+        not shape or shape[-1] in (1, channels))
+
+
+def elementwise_call(graph, node):
+    """The :class:`ElementwiseCall` of ``node`` when it is an element-wise
+    ``keras.ops`` call of one tensor (and constants) that keeps its shape;
+    else None.
+
+    Example:
+        >>> f = elementwise_call(graph, node)
+    """
+    op = node.layer
+    if isinstance(op, keras.layers.Layer) or \
+            type(op).__name__ not in ELEMENTWISE_OPS or \
+            not type(op).__module__.startswith("keras."):
+        return None
+    if len(set(node.inputs)) != 1 or len(node.outputs) != 1:
+        return None
+    shape = tuple(graph.shape(node.inputs[0]))
+    if tuple(graph.shape(node.outputs[0])) != shape or not shape:
+        return None
+    channels = shape[-1]
+    consts = [v for v in keras.tree.flatten((node.args, node.kwargs))
+              if not isinstance(v, TensorId)]
+    if not all(_per_channel(v, channels) for v in consts):
+        return None
+    return ElementwiseCall(node)
