@@ -13,6 +13,14 @@ is the exact cost: the lifted program is an exact linear formulation of
 the non-linear cost ``cost_u(k_in, k_out, w, a)``. Tied layers share
 pairs (``z[a, p] = z[b, p]``). Solved by ``scipy.optimize.milp`` (HiGHS).
 
+A unit after concatenations depends on many groups through the sum of
+the input channels they remove only (``JointSpace.cells`` then returns
+``SummedInputs``): its cells run over the achievable sums ``v``, tied by
+the same marginal constraints to the "mass" of ``v`` in a flow through
+partial sums (:class:`tfcomp.joint.sum_chain.SumChains`), which is one-hot
+on the sum the options give: still exact, and still only ``x`` and ``z``
+integer.
+
 Restricting the allowed options of ``x`` (one per group) or of ``z`` turns
 it into the two subproblems of the alternating solver (channels given bits,
 bits given channels); leaving both free solves the joint problem exactly.
@@ -31,6 +39,8 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+
+from tfcomp.joint.sum_chain import SumChains
 
 __all__ = ["JointProblem"]
 
@@ -151,26 +161,41 @@ class JointProblem:
                     else:
                         row([(zcol[t[0]][p], 1.0)], 0.0, 0.0)
         cost_cols, cost_vals = [], []
-        unit_cells = []
+
+        def new_columns(n):
+            nonlocal col
+            col += n
+            return col - n
+
+        chains = SumChains(new_columns, row,
+                           lambda g, local: xcol[g][xa[g][local]])
+        opts = [[self.options[d][o] for o in xa[d]] for d in range(ng)]
+        pairs = [[self.pairs[i][p] for p in za[i]] for i in range(nl)]
         for u, (_, layer) in enumerate(self.space.units):
-            deps = self.space.deps[u]
-            opts = [[self.options[d][o] for o in xa[d]]
-                    for d in range(ng)]
             lidx = self.space.layers.index(layer) if layer else None
-            pairs = [[self.pairs[i][p] for p in za[i]] for i in range(nl)]
-            combos, costs = self.space.cells(u, opts, pairs)
+            cells = self.space.cells(u, opts, pairs)
+            combos = cells.combos
             base = col
             col += len(combos)
-            unit_cells.append((base, combos, costs))
             cost_cols.extend(range(base, col))
-            cost_vals.extend(costs)
-            for k, d in enumerate(deps):
+            cost_vals.extend(cells.costs)
+            for k, d in enumerate(cells.deps):
                 by = {}
                 for m, cb in enumerate(combos):
                     by.setdefault(cb[k], []).append(base + m)
                 for local, members in by.items():
                     row([(j, 1.0) for j in members] +
                         [(xcol[d][xa[d][local]], -1.0)], 0.0, 0.0)
+            if cells.summed is not None:
+                mass = chains.masses(cells.summed)
+                k = len(cells.deps)
+                by = {}
+                for m, cb in enumerate(combos):
+                    by.setdefault(cb[k], []).append(base + m)
+                for bi, members in by.items():
+                    row([(j, 1.0) for j in members] + [
+                        (j, -cf) for v in cells.summed.buckets[bi]
+                        for j, cf in mass[v]], 0.0, 0.0)
             if lidx is not None:
                 by = {}
                 for m, cb in enumerate(combos):
@@ -179,6 +204,7 @@ class JointProblem:
                     row([(j, 1.0) for j in members] +
                         [(zcol[lidx][za[lidx][local]], -1.0)], 0.0, 0.0)
         c = np.concatenate([c, np.zeros(col - n_int)])
+        integrality = np.r_[np.ones(n_int), np.zeros(col - n_int)]
         scale_s = float(np.max(np.abs(c))) or 1.0
         full = self.space.full_cost
         A = coo_matrix((vals, (rows, cols)), shape=(r, col)).tocsr()
@@ -187,7 +213,6 @@ class JointProblem:
              (np.zeros(len(cost_cols), int), cost_cols)),
             shape=(1, col)).tocsr()
         rhs = (limit - self.space.constant) / full
-        integrality = np.r_[np.ones(n_int), np.zeros(col - n_int)]
         options = {"mip_rel_gap": 0.0}
         if time_limit is not None:
             options["time_limit"] = float(time_limit)

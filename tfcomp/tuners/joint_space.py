@@ -12,10 +12,16 @@ pruned geometry is :func:`tfcomp.hardware.layer_resource` of
 ``CostTable(prune_channels(model, plan)).total(bits)`` costs (a test pins
 it), without building the pruned model.
 
-Every costed layer depends on at most a few searched groups (its producer's
-and its own); :meth:`JointSpace.cells` enumerates a layer's cost over the
+Most costed layers depend on a few searched groups (their producer's and
+their own); :meth:`JointSpace.cells` enumerates a layer's cost over the
 product of those groups' options and its bit pairs, which is what the exact
-integer programs of :mod:`tfcomp.joint` are built from.
+integer programs of :mod:`tfcomp.joint` are built from. A layer after
+concatenations (DenseNet: every earlier layer of the block) reads many
+groups, but only the *sum* of the input channels they remove changes its
+cost: above ``aggregate_above`` product cells its cells run over the
+achievable sums instead (:class:`SummedInputs`; sums a hardware tile
+prices alike share cells), which the program ties to the groups' options
+through a flow over partial sums (:mod:`tfcomp.joint.sum_chain`).
 
 Reference: He et al., AMC, arXiv:1802.03494; Wang et al., HAQ,
 arXiv:1811.08886 (budget as a fraction of the 8/8 cost).
@@ -28,6 +34,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,7 +43,44 @@ from tfcomp.hardware import CostTable, extract_specs, layer_resource
 from tfcomp.hardware.spec import GEMM_OPS
 from tfcomp.tuners.amc_space import LayerCosts
 
-__all__ = ["JointSpace"]
+__all__ = ["JointSpace", "SummedInputs", "UnitCells"]
+
+
+class SummedInputs(NamedTuple):
+    """Groups whose removed input channels only add up in one layer.
+
+    Attributes:
+        groups: group indices (``JointSpace.groups`` order).
+        removed: per group, the input channels it removes at each of its
+            allowed options (the options passed to :meth:`JointSpace.cells`).
+        values: the achievable sums of ``removed``, ascending.
+        buckets: ``values`` split into runs the unit prices alike at every
+            other coordinate (a hardware tile holds several channel
+            counts); the cells index buckets.
+    """
+
+    groups: list
+    removed: list
+    values: list
+    buckets: list
+
+
+class UnitCells(NamedTuple):
+    """One costed unit's cells for the integer program.
+
+    Attributes:
+        deps: group indices whose option is a coordinate of every combo.
+        combos: ``(option index per dep..., [index into summed.buckets],
+            pair index or -1)`` tuples (the middle item only with
+            ``summed``).
+        costs: the price of each combo.
+        summed: None, or the :class:`SummedInputs` the combos sum over.
+    """
+
+    deps: list
+    combos: list
+    costs: np.ndarray
+    summed: SummedInputs | None = None
 
 
 class JointSpace:
@@ -66,6 +110,7 @@ class JointSpace:
     """
 
     max_cells = 200_000  # cost cells of one layer (options x pairs)
+    aggregate_above = 4096  # product cells above which inputs are summed
 
     def __init__(self, model, resource: str, hardware, groups,
                  graph: DependencyGraph | None = None):
@@ -154,9 +199,15 @@ class JointSpace:
         """:meth:`total` as a fraction of the dense 8/8 cost."""
         return self.total(keep, bits) / self.full_cost
 
-    def cells(self, u: int, options: list, pairs: list):
+    def cells(self, u: int, options: list, pairs: list) -> UnitCells:
         """Unit ``u``'s cost over every combination of its groups' options
         and its pairs.
+
+        Above ``aggregate_above`` combinations, the groups that only remove
+        input channels of the unit (two or more: the inputs of a
+        concatenation) are summed: the cells run over the achievable
+        totals of removed channels (:class:`SummedInputs`) instead of
+        their product, with the same prices.
 
         Args:
             u: unit index.
@@ -165,22 +216,28 @@ class JointSpace:
                 ``(w, a)`` pairs.
 
         Returns:
-            ``(combos, costs)``: ``combos`` a list of ``(option index per
-            dependency..., pair index or -1)`` tuples and ``costs`` the
-            matching float array.
+            a :class:`UnitCells`.
+
+        Example:
+            >>> space.cells(0, [[4, 8]] * len(space.groups), pairs).costs
         """
         i, layer = self.units[u]
         deps = self.deps[u]
-        counts = self.sizes.copy()
         lidx = self.layers.index(layer) if layer is not None else None
         choice = range(len(pairs[lidx])) if lidx is not None else [-1]
         n = len(choice) * int(np.prod([len(options[d]) for d in deps]))
+        if n > min(self.aggregate_above, self.max_cells):
+            summed = self._summed_cells(u, options, pairs, choice)
+            if summed is not None:
+                return summed
         if n > self.max_cells:
             raise ValueError(
                 f"layer {self.channels.specs[i].name!r} depends on "
                 f"{len(deps)} channel groups: {n} cost cells exceed "
-                f"max_cells={self.max_cells}; search fewer keep ratios or "
-                "leave some of its groups out (ignored_layers).")
+                f"max_cells={self.max_cells}, also with its input groups "
+                "summed; search fewer keep ratios or leave some of its "
+                "groups out (ignored_layers).")
+        counts = self.sizes.copy()
         combos, costs = [], []
         for opts in itertools.product(*[range(len(options[d]))
                                         for d in deps]):
@@ -191,4 +248,63 @@ class JointSpace:
                 pair = self.table.fixed if p < 0 else pairs[lidx][p]
                 combos.append((*opts, p))
                 costs.append(self._price(i, ch, tuple(pair)))
-        return combos, np.asarray(costs, np.float64)
+        return UnitCells(list(deps), combos, np.asarray(costs, np.float64))
+
+    def _removed_in(self, i: int, j: int, count: int) -> int:
+        """Input channels of spec ``i`` that group ``j`` removes when it
+        keeps ``count`` (LayerCosts.channels' rounding, term by term)."""
+        size = int(self.sizes[j])
+        return sum(int(round(npos * (size - int(count)) / size))
+                   for jj, npos in self.channels.cin_terms[i] if jj == j)
+
+    def _summed_cells(self, u: int, options, pairs, choice):
+        """:meth:`cells` over summed input groups, or None when the unit
+        has fewer than two of them or the sums are no smaller."""
+        i, layer = self.units[u]
+        spec = self.channels.specs[i]
+        outs = {j for j, _ in self.channels.cout_terms[i]}
+        summed = sorted({j for j, _ in self.channels.cin_terms[i]} - outs)
+        if len(summed) < 2:
+            return None
+        rest = [d for d in self.deps[u] if d not in summed]
+        removed = [[self._removed_in(i, j, c) for c in options[j]]
+                   for j in summed]
+        values = {0}
+        for r in removed:
+            values = {v + x for v in values for x in r}
+            if len(values) > self.max_cells:
+                return None
+        values = sorted(values)
+        n = len(values) * len(choice) * int(
+            np.prod([len(options[d]) for d in rest]))
+        if n > self.max_cells:
+            return None
+        lidx = self.layers.index(layer) if layer is not None else None
+        counts = self.sizes.copy()  # the summed groups whole
+        rest_opts = list(itertools.product(*[range(len(options[d]))
+                                             for d in rest]))
+        price = np.empty((len(values), len(rest_opts), len(choice)))
+        for r, opts in enumerate(rest_opts):
+            for d, o in zip(rest, opts):
+                counts[d] = options[d][o]
+            cin_rest = spec.cin - sum(
+                self._removed_in(i, d, counts[d]) for d in rest)
+            _, cout = self.channels.channels(i, counts)
+            for vi, v in enumerate(values):
+                ch = (max(1, cin_rest - v), cout)
+                for k, p in enumerate(choice):
+                    pair = self.table.fixed if p < 0 else pairs[lidx][p]
+                    price[vi, r, k] = self._price(i, ch, tuple(pair))
+        # runs of sums priced alike everywhere share cells
+        starts = [0] + [vi for vi in range(1, len(values)) if not
+                        np.array_equal(price[vi], price[vi - 1])]
+        buckets = [values[a:b] for a, b in
+                   zip(starts, starts[1:] + [len(values)])]
+        combos, costs = [], []
+        for r, opts in enumerate(rest_opts):
+            for bi, a in enumerate(starts):
+                for k, p in enumerate(choice):
+                    combos.append((*opts, bi, p))
+                    costs.append(price[a, r, k])
+        return UnitCells(rest, combos, np.asarray(costs, np.float64),
+                         SummedInputs(summed, removed, values, buckets))
