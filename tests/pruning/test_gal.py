@@ -269,8 +269,9 @@ def test_separable_conv_consumer_mask_folds_into_depthwise():
     assert _macs(small) < _macs(model)
 
 
-def _resnet_block(x, filters, project, branch_first):
-    """keras.io-style: Conv-BN-ReLU-Conv-BN + (projected) shortcut."""
+def _resnet_block(x, filters, project, branch_first, plus=False):
+    """keras.io-style: Conv-BN-ReLU-Conv-BN + (projected) shortcut (an
+    ``Add`` layer, or ``y + s`` when ``plus``)."""
     s = x
     y = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
     y = keras.layers.BatchNormalization()(y)
@@ -280,16 +281,19 @@ def _resnet_block(x, filters, project, branch_first):
     if project:
         s = keras.layers.Conv2D(filters, 1, use_bias=False)(s)
         s = keras.layers.BatchNormalization()(s)
-    y = keras.layers.Add()([y, s] if branch_first else [s, y])
+    if plus:
+        y = y + s if branch_first else s + y
+    else:
+        y = keras.layers.Add()([y, s] if branch_first else [s, y])
     return keras.layers.Activation("relu")(y)
 
 
-def _user_resnet(project=False, branch_first=False):
+def _user_resnet(project=False, branch_first=False, plus=False):
     keras.utils.set_random_seed(0)
     inp = keras.Input((8, 8, 3))
     x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
-    x = _resnet_block(x, 8, False, branch_first)
-    x = _resnet_block(x, 16 if project else 8, project, branch_first)
+    x = _resnet_block(x, 8, False, branch_first, plus)
+    x = _resnet_block(x, 16 if project else 8, project, branch_first, plus)
     x = keras.layers.GlobalAveragePooling2D()(x)
     return keras.Model(inp, keras.layers.Dense(4)(x))
 
@@ -314,8 +318,11 @@ def _three_input_add():
     (lambda: _user_resnet(project=True), [[1], [1]]),
     (lambda: _user_resnet(project=True, branch_first=True), [[0], [0]]),
     (_three_input_add, [[1, 2]]),
+    (lambda: _user_resnet(plus=True), [[1], [1]]),
+    (lambda: _user_resnet(project=True, branch_first=True, plus=True),
+     [[0], [0]]),
 ], ids=["identity", "branch_first", "projection", "projection_first",
-        "add3"])
+        "add3", "plus", "plus_projection_first"])
 def test_user_residual_blocks_strip(build, branches):
     from tfcomp.pruning.gal_sites import block_sites
 

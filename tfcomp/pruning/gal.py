@@ -100,7 +100,13 @@ from tfcomp.graph import DependencyGraph
 from tfcomp.graph.copy import clone_model, copy_weights, functional_view
 from tfcomp.graph.walk import iter_leaf_layers
 from tfcomp.layers.soft_mask import FISTA, SoftMask, gal_masks, has_soft_masks
-from tfcomp.pruning.gal_sites import block_sites, channel_sites, mask_name
+from tfcomp.pruning.gal_sites import (
+    add_operands,
+    block_sites,
+    channel_sites,
+    mask_name,
+    with_operands,
+)
 from tfcomp.pruning.gal_strip import _rebuild, strip_gal
 from tfcomp.pruning.targets import ChannelMacs
 from tfcomp.pruning.wrappers import _check_model
@@ -156,8 +162,8 @@ def apply_gal(model: keras.Model, structures: str = "channels"
     else:
         sites, skipped = block_sites(model)
     if not sites:
-        what = skipped or ("no keras.layers.Add; a residual sum written as "
-                           "`x + y` / keras.ops.add is not masked"
+        what = skipped or ("no residual sum: neither a keras.layers.Add "
+                           "nor an `x + y` of two tensors"
                            if structures == "blocks"
                            else "no prunable channel group")
         raise ValueError(f"apply_gal: model {model.name!r} has no "
@@ -173,10 +179,10 @@ def apply_gal(model: keras.Model, structures: str = "channels"
             name, units = sites[path]
             args = (mask_layer(name, units=units)(args[0]),) + args[1:]
         elif path in sites:
-            ops_ = list(args[0])
+            ops_ = add_operands(layer, args)
             for idx, name in sites[path]:
                 ops_[idx] = mask_layer(name, per_channel=False)(ops_[idx])
-            args = (ops_,) + args[1:]
+            args = with_operands(layer, args, ops_)
         return layer(*args, **kwargs)
 
     student = _rebuild(model, call)

@@ -14,7 +14,9 @@ input weights the mask cannot be folded into (:func:`fold_channel_mask`).
 A SeparableConv consumer's input mask is folded into its depthwise kernel
 (the pointwise kernel reads the same channels, unbiased, inside it).
 
-:func:`block_sites` masks the residual branches of every ``Add``: the
+:func:`block_sites` masks the residual branches of every ``Add`` (the
+layer, or a residual sum written ``x + y`` / ``keras.ops.add`` of two
+tensors, as keras.applications' ConvNeXt writes it): the
 operand(s) with the fewest weighted layers since the operands' common
 ancestors are the shortcut(s), kept; every other operand (the branch) gets
 a scalar mask. Two-input ``Add`` s (either operand order),
@@ -39,8 +41,9 @@ import numpy as np
 
 from tfcomp.graph import CONSUMER, DependencyGraph, parse_model
 
-__all__ = ["block_sites", "channel_sites", "fold_channel_mask",
-           "input_weights", "tensor_units"]
+__all__ = ["add_operands", "block_sites", "channel_sites",
+           "fold_channel_mask", "input_weights", "is_residual_add",
+           "tensor_units", "with_operands"]
 
 
 _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
@@ -49,6 +52,45 @@ _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 def mask_name(key: str) -> str:
     """The SoftMask layer name for a group id / Add path."""
     return "gal_mask_" + re.sub(r"[^0-9A-Za-z_]", "_", key)
+
+
+def is_residual_add(op, n_inputs: int) -> bool:
+    """An ``Add`` layer, or a ``keras.ops`` add of two tensors (``x + y``;
+    ``x + 3.0`` has one tensor input and is not a residual sum).
+
+    Example:
+        >>> is_residual_add(keras.layers.Add(), 2)
+        True
+    """
+    if isinstance(op, keras.layers.Add):
+        return True
+    return (not isinstance(op, keras.layers.Layer)
+            and type(op).__name__ == "Add" and n_inputs == 2
+            and type(op).__module__.startswith("keras."))
+
+
+def add_operands(op, args) -> list:
+    """The summed tensors of an ``Add`` call's positional ``args`` (the
+    layer takes a list, ``keras.ops.add`` two arguments).
+
+    Example:
+        >>> add_operands(keras.layers.Add(), ([a, b],))
+        [a, b]
+    """
+    return list(args[0]) if isinstance(op, keras.layers.Layer) \
+        else list(args[:2])
+
+
+def with_operands(op, args, operands) -> tuple:
+    """``args`` of an ``Add`` call with its summed tensors replaced.
+
+    Example:
+        >>> with_operands(keras.layers.Add(), ([a, b],), [a, masked_b])
+        ([a, masked_b],)
+    """
+    if isinstance(op, keras.layers.Layer):
+        return (list(operands),) + tuple(args[1:])
+    return tuple(operands) + tuple(args[2:])
 
 
 def _has_kernel(layer) -> bool:
@@ -218,7 +260,7 @@ def block_sites(model):
     parsed = parse_model(model)
     sites, skipped = {}, {}
     for node in parsed.nodes:
-        if not isinstance(node.layer, keras.layers.Add):
+        if not is_residual_add(node.layer, len(node.inputs)):
             continue
         if len(parsed.nodes_of(node.path)) != 1:
             skipped[node.path] = "the Add layer is shared"

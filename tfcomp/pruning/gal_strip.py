@@ -29,7 +29,13 @@ from tfcomp.graph import DependencyGraph, parse_model
 from tfcomp.graph.copy import clone_layer, copy_weights, functional_view
 from tfcomp.graph.walk import iter_leaf_layers
 from tfcomp.layers.soft_mask import SoftMask, has_soft_masks
-from tfcomp.pruning.gal_sites import fold_channel_mask, input_weights, tensor_units
+from tfcomp.pruning.gal_sites import (
+    add_operands,
+    fold_channel_mask,
+    input_weights,
+    tensor_units,
+    with_operands,
+)
 from tfcomp.pruning.wrappers import _check_model
 
 __all__ = ["strip_gal"]
@@ -41,6 +47,9 @@ def _rebuild(model, call_function):
     """``keras.models.clone_model`` with tfcomp's layer copier and a
     ``call_function`` that sees the source layer's path."""
     paths = {id(lyr): p for p, lyr in iter_leaf_layers(model)}
+    # keras.ops calls (``x + y``) are not cloned: they keep their identity
+    paths.update({id(n.layer): n.path for n in parse_model(model).nodes
+                  if not isinstance(n.layer, keras.layers.Layer)})
     origin = {}
 
     def clone(layer):
@@ -49,7 +58,8 @@ def _rebuild(model, call_function):
         return new
 
     def call(layer, *args, **kwargs):
-        return call_function(origin.get(id(layer)), layer, args, kwargs)
+        return call_function(origin.get(id(layer), paths.get(id(layer))),
+                             layer, args, kwargs)
 
     return keras.models.clone_model(model, clone_function=clone,
                                     call_function=call, recursive=True)
@@ -158,7 +168,7 @@ def strip_gal(model: keras.Model) -> keras.Model:
             return args[0]
         if path in blocks:
             parts = []
-            for i, t in enumerate(args[0]):
+            for i, t in enumerate(add_operands(layer, args)):
                 m, bn, name = blocks[path].get(i, (1.0, None, None))
                 if m == 0.0:
                     continue
@@ -169,7 +179,7 @@ def strip_gal(model: keras.Model) -> keras.Model:
                 parts.append(t)
             if len(parts) == 1:  # the shortcut alone
                 return parts[0]
-            args = (parts,) + args[1:]
+            args = with_operands(layer, args, parts)
         return layer(*args, **kwargs)
 
     plain = _rebuild(model, call)
