@@ -1,8 +1,9 @@
-"""Element-wise ``keras.ops`` calls in the bit-serial exporter: each is a
-``lut`` table over its input's codes (keras.applications' hard sigmoid
-``ReLU(6.0)(x + 3.0) * (1.0 / 6.0)`` in a squeeze-excite block, ``ops.gelu``,
-a per-channel scale), verified against the QAT model; calls that are not
-element-wise on one tensor keep the clear error."""
+"""``keras.ops`` calls in the bit-serial exporter. Element-wise calls of
+one tensor are ``lut`` tables over its input's codes (keras.applications'
+hard sigmoid ``ReLU(6.0)(x + 3.0) * (1.0 / 6.0)`` in a squeeze-excite
+block, ``ops.gelu``, a per-channel scale); ``x + y`` and ``x * gate`` of two
+tensors are the ``add`` and ``mul`` ops, as the Add / Multiply layers;
+all verified against the QAT model. Other calls keep the clear error."""
 
 import keras
 import numpy as np
@@ -60,17 +61,49 @@ def test_elementwise_ops_are_tables_and_verified(tmp_path, bits, target):
     assert scale, "the per-channel constant gives a table per channel"
 
 
-def test_ops_that_are_not_elementwise_on_one_tensor_are_refused(tmp_path):
+def _plus_resnet():
+    """keras.io-style residual and squeeze-excite written with operators."""
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, padding="same", activation="relu", name="stem")(inp)
+    y = L.Conv2D(8, 3, padding="same", name="branch")(x)
+    y = L.BatchNormalization(name="bn")(y)
+    x = L.Activation("relu", name="post")(x + y)
+    g = L.GlobalAveragePooling2D(keepdims=True, name="squeeze")(x)
+    x = x * L.Conv2D(8, 1, activation="sigmoid", name="gate")(g)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inp, L.Dense(4, name="logits")(x), name="plus")
+
+
+@pytest.mark.parametrize("bits,target", [(8, "bismo"), (4, "bitfusion")])
+def test_two_tensor_add_and_multiply_are_merge_ops(tmp_path, bits, target):
+    x = _x()
+    keras.utils.set_random_seed(0)
+    qat = quantize_model(_plus_resnet(), bits=bits)
+    calibrate(qat, x[:16])
+    report = export_bitserial(qat, str(tmp_path / "m.json"), hardware=target,
+                              verify_x=x[16:])
+    assert report.simulator_exact is True, report
+    assert report.max_abs_error <= 1e-5, report
+    assert report.top1_agreement >= 0.99, report
+    kinds = [op.op for op in build_ir_from_keras(qat).ops]
+    assert "add" in kinds and "mul" in kinds, kinds
+
+
+def test_ops_that_have_no_integer_form_are_refused(tmp_path):
     inp = keras.Input((4, 4, 2))
     a = L.Conv2D(2, 1, name="a")(inp)
     b = L.Conv2D(2, 1, name="b")(inp)
-    y = a * b  # two tensors: keras.ops multiply, not a table
-    model = keras.Model(inp, L.Dense(3)(L.Flatten()(y)))
     x = np.random.default_rng(0).uniform(-1, 1, (8, 4, 4, 2)).astype(
         "float32")
-    qat = quantize_model(model)
-    calibrate(qat, x)
-    with pytest.raises(ValueError, match=r"keras.ops call .*\(Multiply\) has "
-                       "no integer mapping"):
-        export_bitserial(qat, str(tmp_path / "m.json"), verify_x=x)
-    assert not (tmp_path / "m.json").exists()
+    for y, pattern in [
+            (a - b, r"keras.ops call .*\(Subtract\) has no integer mapping"),
+            (a + keras.ops.mean(b, axis=(1, 2), keepdims=True),
+             r"keras.ops call .*\(Mean\) has no integer mapping"),
+            (a + L.GlobalAveragePooling2D(keepdims=True)(b),
+             r"\(Add\) broadcasts two shapes \[\(4, 4, 2\), \(1, 1, 2\)\]")]:
+        model = keras.Model(inp, L.Dense(3)(L.Flatten()(y)))
+        qat = quantize_model(model)
+        calibrate(qat, x)
+        with pytest.raises(ValueError, match=pattern):
+            export_bitserial(qat, str(tmp_path / "m.json"), verify_x=x)
+        assert not (tmp_path / "m.json").exists()

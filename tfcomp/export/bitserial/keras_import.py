@@ -77,6 +77,7 @@ from tfcomp.export.bitserial.keras_merge import (
     MERGE,
     emit_merge,
     merge_inputs,
+    merge_kind,
     shared_grid,
 )
 from tfcomp.export.bitserial.keras_patterns import GEMM as _GEMM
@@ -372,7 +373,7 @@ class _Importer:
                 self.state[id(out)] = self.builder.relu(
                     self.name(layer.name), x, 6.0 if relu == "relu6"
                     else None)
-        elif cls in MERGE:
+        elif merge_kind(layer, len(ins)) is not None:
             kind, xs = merge_inputs(self, layer, ins, out)
             self.state[id(out)] = _Pending(kind, layer, inputs=xs)
         elif cls in (L.ZeroPadding1D, L.ZeroPadding2D):

@@ -9,11 +9,13 @@ the model output...), it takes a grid calibrated on the calibration data,
 except a concat whose inputs share one grid, which keeps it. A ReLU /
 ReLU6 after it is its clamp.
 
-- ``Add``: two inputs of one shape (TFLite's ADD).
+- ``Add``: two inputs of one shape (TFLite's ADD); also ``x + y``
+  (``keras.ops.add`` of two tensors of one shape).
 - ``Concatenate``: the last (channel) axis (TFLite's CONCATENATION).
 - ``Multiply``: two inputs of one shape, or a feature map times a
   per-channel gate (``(1, 1, C)``, ``(1, C)``, ``(C,)``: squeeze-excite),
-  either order (TFLite's MUL). A decomposed swish ``x * q(sigmoid(x))``
+  either order (TFLite's MUL); also ``x * y`` (``keras.ops.multiply``
+  of two tensors). A decomposed swish ``x * q(sigmoid(x))``
   is one table instead (``keras_patterns``). A product exactly half-way
   between two output codes is rounded up, as the integer MUL does, where
   the QAT model's float32 rounds it either way; such ties are common when
@@ -31,11 +33,30 @@ import keras
 from tfcomp.export.bitserial.keras_layers import concat_axis
 from tfcomp.export.bitserial.shapes import mul_shape
 
-__all__ = ["MERGE", "emit_merge", "merge_inputs", "shared_grid"]
+__all__ = ["MERGE", "OPS_MERGE", "emit_merge", "merge_inputs", "merge_kind",
+           "shared_grid"]
 
 L = keras.layers
 #: Keras merge layer type -> IR op.
 MERGE = {L.Add: "add", L.Concatenate: "concat", L.Multiply: "mul"}
+#: ``keras.ops`` operation (class name) of two tensors -> IR op.
+OPS_MERGE = {"Add": "add", "Multiply": "mul"}
+
+
+def merge_kind(op, n_inputs: int) -> str | None:
+    """The IR op of a merge layer, or of a ``keras.ops`` add / multiply
+    of ``n_inputs`` == 2 tensors (``x + y``); None otherwise.
+
+    Example:
+        >>> merge_kind(keras.layers.Concatenate(), 3)
+        'concat'
+    """
+    if type(op) in MERGE:
+        return MERGE[type(op)]
+    if isinstance(op, L.Layer) or n_inputs != 2 or \
+            not type(op).__module__.startswith("keras."):
+        return None
+    return OPS_MERGE.get(type(op).__name__)
 
 
 def merge_inputs(imp, layer, ins, out) -> tuple:
@@ -51,8 +72,15 @@ def merge_inputs(imp, layer, ins, out) -> tuple:
         >>> merge_inputs(imp, keras.layers.Multiply(name="se"), [x, g], y)
         ('mul', ('x', 'gate'))
     """
-    kind = MERGE[type(layer)]
+    kind = merge_kind(layer, len(ins))
     cls = type(layer).__name__
+    if not isinstance(layer, L.Layer) and kind == "add" and \
+            tuple(ins[0].shape[1:]) != tuple(ins[1].shape[1:]):
+        raise ValueError(
+            f"keras.ops call {layer.name!r} ({cls}) broadcasts two shapes "
+            f"{[tuple(t.shape[1:]) for t in ins]}; the IR's add needs one "
+            "shape (TFLite's ADD). Use an Add layer on tensors of one "
+            "shape.")
     if kind != "concat" and len(ins) != 2:
         raise ValueError(f"layer {layer.name!r} ({cls}) of {len(ins)} "
                          "tensors; only 2 are supported. Received shapes: "
