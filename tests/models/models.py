@@ -19,6 +19,8 @@ from typing import Callable
 import keras
 import numpy as np
 
+from tfcomp.graph.identity import INFERENCE_IDENTITY, keras_layer_classes
+
 L = keras.layers
 
 # Rows of the README coverage matrix, in order.
@@ -29,7 +31,8 @@ ROWS = (
     "LayerNormalization", "GroupNormalization", "Embedding", "pooling",
     "padding", "Rescaling / Normalization",
     "Add / Concatenate / Multiply",
-    "Reshape / Flatten", "nested Model", "Lambda / keras.ops",
+    "Reshape / Flatten", "Dropout / noise / augmentation", "nested Model",
+    "Lambda / keras.ops",
 )
 
 
@@ -276,6 +279,29 @@ def lambda_ops():
     return keras.Model(inputs, outputs, name="lambda_ops")
 
 
+def operator_resnet():
+    """A residual CNN written with Python operators, as many keras.io
+    examples write it: ``x + shortcut``, a squeeze-excite ``x * gate`` and
+    a constant scale ``0.5 * x`` (keras.ops calls, no Add / Multiply)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12, 12, 3))
+    x = L.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    for filters in (16, 32):
+        shortcut = x if filters == x.shape[-1] else L.Conv2D(filters, 1)(x)
+        y = L.Conv2D(filters, 3, padding="same")(x)
+        y = L.BatchNormalization()(y)
+        y = L.ReLU()(y)
+        y = L.Conv2D(filters, 3, padding="same")(y)
+        y = L.BatchNormalization()(y)
+        x = L.ReLU()(y + shortcut)
+    gate = L.GlobalAveragePooling2D(keepdims=True)(x)
+    gate = L.Conv2D(32, 1, activation="sigmoid")(gate)
+    x = 0.5 * (x * gate)
+    x = L.GlobalAveragePooling2D()(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="operator_resnet")
+
+
 def squeeze_excite():
     """A MobileNetV3-style block: depthwise conv, then squeeze-and-excitation
     (GAP, Reshape, two Dense, Multiply)."""
@@ -359,20 +385,21 @@ def application(name: str, size: int = 32) -> Callable:
 _BASE = ("Conv2D", "Dense", "pooling")
 CASES = {c.name: c for c in [
     Case("mnist_convnet", mnist_convnet,
-         _BASE + ("Reshape / Flatten",), (16, 16, 1)),
+         _BASE + ("Reshape / Flatten", "Dropout / noise / augmentation"), (16, 16, 1)),
     Case("unet", unet,
          ("Conv2D", "Conv2DTranspose", "BatchNormalization", "pooling",
           "Add / Concatenate / Multiply"), (16, 16, 3), label_shape=(16, 16),
          num_classes=3),
     Case("text_conv1d", text_conv1d,
-         ("Conv1D", "Dense", "Embedding", "pooling"), (24,),
+         ("Conv1D", "Dense", "Embedding", "pooling",
+          "Dropout / noise / augmentation"), (24,),
          input_kind="tokens", vocab=50),
     Case("audio_conv1d", audio_conv1d,
          ("Conv1D", "Dense", "BatchNormalization", "pooling"), (64, 1)),
     Case("xception_mini", xception_mini,
          ("Conv2D", "SeparableConv2D", "Dense", "BatchNormalization",
-          "pooling", "Rescaling / Normalization", "Add / Concatenate / Multiply"),
-         (16, 16, 3), input_kind="pixels"),
+          "pooling", "Rescaling / Normalization", "Add / Concatenate / Multiply",
+          "Dropout / noise / augmentation"), (16, 16, 3), input_kind="pixels"),
     Case("tiny_vit", tiny_vit,
          ("Conv2D", "Dense", "EinsumDense / MultiHeadAttention",
           "LayerNormalization", "pooling", "Add / Concatenate / Multiply",
@@ -388,29 +415,33 @@ CASES = {c.name: c for c in [
          (12, 12, 3)),
     Case("wrapped_classifier", wrapped_classifier,
          _BASE + ("BatchNormalization", "Rescaling / Normalization",
-                  "nested Model"), (12, 12, 3), input_kind="pixels"),
+                  "nested Model", "Dropout / noise / augmentation"), (12, 12, 3),
+         input_kind="pixels"),
     Case("lambda_ops", lambda_ops,
          ("Conv2D", "Dense", "Lambda / keras.ops"), (12, 12, 3)),
+    Case("operator_resnet", operator_resnet,
+         _BASE + ("BatchNormalization", "Lambda / keras.ops"), (12, 12, 3)),
     Case("squeeze_excite", squeeze_excite,
          _BASE + ("DepthwiseConv2D", "BatchNormalization",
                   "Add / Concatenate / Multiply", "Reshape / Flatten"),
          (12, 12, 3)),
     Case("mobilenet_mini", mobilenet_mini,
          _BASE + ("DepthwiseConv2D", "BatchNormalization",
-                  "Add / Concatenate / Multiply"), (16, 16, 3)),
+                  "Add / Concatenate / Multiply", "Dropout / noise / augmentation"),
+         (16, 16, 3)),
     Case("conv_denoiser", conv_denoiser,
          ("Conv2D", "Conv2DTranspose", "pooling"), (16, 16, 1),
          label_shape=(16, 16), num_classes=2),
     Case("MobileNetV3Small", application("MobileNetV3Small"),
          ("Conv2D", "pooling", "DepthwiseConv2D", "BatchNormalization",
           "padding", "Rescaling / Normalization", "Add / Concatenate / Multiply",
-          "Reshape / Flatten", "Lambda / keras.ops"),
+          "Reshape / Flatten", "Lambda / keras.ops", "Dropout / noise / augmentation"),
          (32, 32, 3), input_kind="pixels", slow=True),
     Case("EfficientNetB0", application("EfficientNetB0"),
          _BASE + ("DepthwiseConv2D", "BatchNormalization", "padding",
                   "Rescaling / Normalization",
                   "Add / Concatenate / Multiply",
-                  "Reshape / Flatten"),
+                  "Reshape / Flatten", "Dropout / noise / augmentation"),
          (32, 32, 3), input_kind="pixels", slow=True),
     Case("DenseNet121", application("DenseNet121"),
          _BASE + ("BatchNormalization", "padding",
@@ -450,6 +481,7 @@ _ROW_OF = [  # (classes, row); the first match wins
     ((L.Rescaling, L.Normalization), "Rescaling / Normalization"),
     ((L.Add, L.Concatenate, L.Multiply), "Add / Concatenate / Multiply"),
     ((L.Reshape, L.Flatten), "Reshape / Flatten"),
+    (keras_layer_classes(INFERENCE_IDENTITY), "Dropout / noise / augmentation"),
     ((L.Lambda,), "Lambda / keras.ops"),
 ]
 

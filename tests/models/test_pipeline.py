@@ -71,10 +71,6 @@ EXPECTED_UNSUPPORTED = {
         ValueError, "(GroupNormalization) " + _NO_BITSERIAL,
         "GroupNormalization has no integer op in the bit-serial IR",
         ("GroupNormalization",)),
-    ("MobileNetV3Small", "bitserial"): (
-        ValueError, "keras.ops call 'add' (Add) " + _NO_BITSERIAL,
-        "hard-swish's keras.ops calls have no integer ops in the bit-serial "
-        "IR", ("Lambda / keras.ops",)),
     ("ConvNeXtTiny", "bitserial"): (
         ValueError, "(LayerNormalization) " + _NO_BITSERIAL,
         "LayerNormalization (and then LayerScale, the residual keras.ops "

@@ -78,16 +78,6 @@ EXPECTED_UNSUPPORTED = {
                  "lambda_ops", "squeeze_excite", "conv_denoiser",
                  "DenseNet121")  # DenseNet: Concatenate skips, no Add
 }
-EXPECTED_UNSUPPORTED[("DenseNet121", "joint")] = (
-    ValueError, "cost cells exceed max_cells",
-    "a layer after DenseNet's concatenations depends on 8 channel groups: "
-    "its exact cost table (458,752 cells) exceeds the solver's limit; the "
-    "error says to search fewer keep ratios or leave groups out",
-    ("Add / Concatenate / Multiply",))
-EXPECTED_UNSUPPORTED[("ConvNeXtTiny", "gal_blocks")] = (
-    ValueError, _NO_BLOCKS, "residual sums written as `x + y` (keras.ops "
-    "add), not Add layers: GAL's block masks need an Add layer",
-    ("Lambda / keras.ops",))
 
 
 def _macs(model) -> int:
