@@ -418,7 +418,7 @@ class LayerwisePruner(PruningState):
         return errors
 
     def step(self, group, num_keep: int, selector="lasso",
-             report: bool = True):
+             report: bool = True, samples: list | None = None):
         """Samples, selects ``num_keep`` channels, refits and masks one group.
 
         Args:
@@ -427,13 +427,17 @@ class LayerwisePruner(PruningState):
             selector: ``"lasso"``, ``"l1"``, ``"random"`` or scores.
             report: compute the per-consumer errors (costs two passes over
                 the samples).
+            samples: :meth:`samples` of ``group`` taken in the working
+                copy's present state (e.g. after each :meth:`reset`, once
+                for several keep counts); None samples now.
 
         Returns:
             With ``report``, ``{"size", "kept", "consumers", "alpha",
             "exact", "bisect_iterations"}`` (the LASSO's keys when it ran);
             else the kept unit indices.
         """
-        samples = self.samples(group)
+        if samples is None:
+            samples = self.samples(group)
         keep, info = select_channels(samples, num_keep, selector, self.seed)
         errors = self.refit(samples, keep, report)
         self.commit(group, keep)
