@@ -315,12 +315,16 @@ def _loss(model, loss, out):
     return fn
 
 
-def _outputs(model, x, batch_size) -> np.ndarray:
-    """The model's inference outputs through Keras' compiled predict
-    function (traced once per model: a step's weights are read, not
-    re-traced; the eager call cost 40% of DenseNet121's sensitivity)."""
+def _outputs(model, x, batch_size, compiled: bool = False) -> np.ndarray:
+    """The model's inference outputs; ``compiled``: through Keras' compiled
+    predict function (traced once per model, then a step's new weights are
+    read, not re-traced: for the working copy, evaluated after every step,
+    where eager calls cost 40% of DenseNet121's sensitivity)."""
     return np.concatenate([
-        np.asarray(model.predict_on_batch(x[i:i + batch_size]), np.float64)
+        np.asarray(model.predict_on_batch(x[i:i + batch_size]) if compiled
+                   else keras.ops.convert_to_numpy(
+                       model(x[i:i + batch_size], training=False)),
+                   np.float64)
         for i in range(0, len(x), batch_size)], axis=0)
 
 
@@ -428,7 +432,7 @@ def sensitivity(model, calibration_data, ratios=DEFAULT_RATIOS,
                 rep = pruner.step(g, int(k), selector, report=True,
                                   samples=samples)
                 errs = [c["error"] for c in rep["consumers"].values()]
-                out = _outputs(pruner.work, x, batch_size)
+                out = _outputs(pruner.work, x, batch_size, compiled=True)
                 done[k] = (damage(out) - base, float(np.mean(errs)))
             table[i, j] = done[k][0]
             layer_error.setdefault(g.id, []).append(done[k][1])
