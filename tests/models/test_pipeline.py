@@ -73,8 +73,8 @@ EXPECTED_UNSUPPORTED = {
         ("GroupNormalization",)),
     ("ConvNeXtTiny", "bitserial"): (
         ValueError, "(LayerNormalization) " + _NO_BITSERIAL,
-        "LayerNormalization (and then LayerScale, the residual keras.ops "
-        "add) has no integer op in the bit-serial IR",
+        "LayerNormalization (and then LayerScale) has no integer op in the "
+        "bit-serial IR",
         ("LayerNormalization", "Lambda / keras.ops")),
     ("conv3d", "int8"): (
         ValueError, "(MaxPooling3D)'] have no int8 TFLite kernel",
