@@ -42,17 +42,23 @@ def _x(n=24, seed=1):
         -1.0, 1.0, (n, 8, 8, 3)).astype("float32")
 
 
-@pytest.mark.parametrize("bits,target", [(8, "bismo"), (4, "bitfusion")])
-def test_elementwise_ops_are_tables_and_verified(tmp_path, bits, target):
+def _verified(build, bits, target, tmp_path):
+    """The QAT model of ``build()``, exported and verified exactly."""
     x = _x()
     keras.utils.set_random_seed(0)
-    qat = quantize_model(_mbv3_block(), bits=bits)
+    qat = quantize_model(build(), bits=bits)
     calibrate(qat, x[:16])
     report = export_bitserial(qat, str(tmp_path / "m.json"), hardware=target,
                               verify_x=x[16:])
     assert report.simulator_exact is True, report
     assert report.max_abs_error <= 1e-5, report  # the QAT model's codes
     assert report.top1_agreement >= 0.99, report
+    return qat
+
+
+@pytest.mark.parametrize("bits,target", [(8, "bismo"), (4, "bitfusion")])
+def test_elementwise_ops_are_tables_and_verified(tmp_path, bits, target):
+    qat = _verified(_mbv3_block, bits, target, tmp_path)
     ir = build_ir_from_keras(qat)
     luts = [op for op in ir.ops if op.op == "lut"]
     # hard swish, x + 3, * 1/6, gelu, the per-channel scale, 2 - x
@@ -76,15 +82,7 @@ def _plus_resnet():
 
 @pytest.mark.parametrize("bits,target", [(8, "bismo"), (4, "bitfusion")])
 def test_two_tensor_add_and_multiply_are_merge_ops(tmp_path, bits, target):
-    x = _x()
-    keras.utils.set_random_seed(0)
-    qat = quantize_model(_plus_resnet(), bits=bits)
-    calibrate(qat, x[:16])
-    report = export_bitserial(qat, str(tmp_path / "m.json"), hardware=target,
-                              verify_x=x[16:])
-    assert report.simulator_exact is True, report
-    assert report.max_abs_error <= 1e-5, report
-    assert report.top1_agreement >= 0.99, report
+    qat = _verified(_plus_resnet, bits, target, tmp_path)
     kinds = [op.op for op in build_ir_from_keras(qat).ops]
     assert "add" in kinds and "mul" in kinds, kinds
 

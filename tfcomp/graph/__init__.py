@@ -94,7 +94,11 @@ from tfcomp.graph.dependency import DependencyGraph  # registers the handlers
 from tfcomp.graph.group import Group, Member
 from tfcomp.graph.keep import ChannelKeep, LayerKeep
 from tfcomp.graph.parsed import Node, ParsedModel, is_tensor_ref
-from tfcomp.graph.registry import get_channel_handler, register_channel_handler
+from tfcomp.graph.registry import (
+    get_channel_handler,
+    ops_name,
+    register_channel_handler,
+)
 from tfcomp.graph.walk import iter_leaf_layers, leaf_layers
 
 __all__ = [
@@ -104,7 +108,7 @@ __all__ = [
     "ChannelKeep", "DependencyGraph", "Group", "LayerKeep", "Member", "Port",
     # extending the graph
     "ChannelHandler", "NodeContext", "get_channel_handler",
-    "register_channel_handler",
+    "ops_name", "register_channel_handler",
     # reading a model
     "Node", "ParsedModel", "is_tensor_ref", "iter_leaf_layers",
     "leaf_layers", "model_kind", "parse_model",

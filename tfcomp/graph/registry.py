@@ -14,7 +14,7 @@ import keras
 
 from tfcomp.graph.context import ChannelHandler
 
-__all__ = ["get_channel_handler", "register_channel_handler"]
+__all__ = ["get_channel_handler", "ops_name", "register_channel_handler"]
 
 
 class _FnHandler(ChannelHandler):
@@ -71,6 +71,20 @@ def register_channel_handler(layer_cls, handler) -> None:
 def _register_op(name: str, handler: ChannelHandler) -> None:
     """Registers a ``keras.ops`` operation class name only (not layers)."""
     _OP_NAMES[name] = _as_handler(handler)
+
+
+def ops_name(op) -> str | None:
+    """The class name of a ``keras.ops`` operation (``"Add"`` for a
+    traced ``x + y``), or None for a layer or a non-Keras object.
+
+    Example:
+        >>> ops_name(keras.layers.Add()) is None
+        True
+    """
+    if isinstance(op, keras.layers.Layer) or \
+            not type(op).__module__.startswith("keras."):
+        return None
+    return type(op).__name__
 
 
 def get_channel_handler(op) -> ChannelHandler | None:

@@ -39,7 +39,7 @@ import re
 import keras
 import numpy as np
 
-from tfcomp.graph import CONSUMER, DependencyGraph, parse_model
+from tfcomp.graph import CONSUMER, DependencyGraph, ops_name, parse_model
 
 __all__ = ["add_operands", "block_sites", "channel_sites",
            "fold_channel_mask", "input_weights", "is_residual_add",
@@ -64,9 +64,7 @@ def is_residual_add(op, n_inputs: int) -> bool:
     """
     if isinstance(op, keras.layers.Add):
         return True
-    return (not isinstance(op, keras.layers.Layer)
-            and type(op).__name__ == "Add" and n_inputs == 2
-            and type(op).__module__.startswith("keras."))
+    return ops_name(op) == "Add" and n_inputs == 2
 
 
 def add_operands(op, args) -> list:

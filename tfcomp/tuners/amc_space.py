@@ -89,15 +89,20 @@ class LayerCosts:
                 self.owners[i].add(j)
         self._cache: dict = {}
 
+    def removed(self, terms, j: int, count: int) -> int:
+        """Channels that group ``j`` keeping ``count`` removes from a
+        layer's ``terms`` (its ``cin_terms[i]`` or ``cout_terms[i]``):
+        each position's share, rounded term by term."""
+        size = int(self.sizes[j])
+        return sum(int(round(npos * (size - int(count)) / size))
+                   for jj, npos in terms if jj == j)
+
     def channels(self, i: int, counts) -> tuple[int, int]:
         spec = self.specs[i]
 
         def removed(terms):
-            total = 0
-            for j, npos in terms:
-                size = int(self.sizes[j])
-                total += int(round(npos * (size - int(counts[j])) / size))
-            return total
+            return sum(self.removed(((j, npos),), j, counts[j])
+                       for j, npos in terms)
 
         cin = max(1, spec.cin - removed(self.cin_terms[i]))
         cout = max(1, spec.cout - removed(self.cout_terms[i]))

@@ -250,13 +250,6 @@ class JointSpace:
                 costs.append(self._price(i, ch, tuple(pair)))
         return UnitCells(list(deps), combos, np.asarray(costs, np.float64))
 
-    def _removed_in(self, i: int, j: int, count: int) -> int:
-        """Input channels of spec ``i`` that group ``j`` removes when it
-        keeps ``count`` (LayerCosts.channels' rounding, term by term)."""
-        size = int(self.sizes[j])
-        return sum(int(round(npos * (size - int(count)) / size))
-                   for jj, npos in self.channels.cin_terms[i] if jj == j)
-
     def _summed_cells(self, u: int, options, pairs, choice):
         """:meth:`cells` over summed input groups, or None when the unit
         has fewer than two of them or the sums are no smaller."""
@@ -267,7 +260,8 @@ class JointSpace:
         if len(summed) < 2:
             return None
         rest = [d for d in self.deps[u] if d not in summed]
-        removed = [[self._removed_in(i, j, c) for c in options[j]]
+        removed = [[self.channels.removed(self.channels.cin_terms[i], j, c)
+                    for c in options[j]]
                    for j in summed]
         values = {0}
         for r in removed:
@@ -287,8 +281,8 @@ class JointSpace:
         for r, opts in enumerate(rest_opts):
             for d, o in zip(rest, opts):
                 counts[d] = options[d][o]
-            cin_rest = spec.cin - sum(
-                self._removed_in(i, d, counts[d]) for d in rest)
+            cin_rest = spec.cin - sum(self.channels.removed(
+                self.channels.cin_terms[i], d, counts[d]) for d in rest)
             _, cout = self.channels.channels(i, counts)
             for vi, v in enumerate(values):
                 ch = (max(1, cin_rest - v), cout)

@@ -443,8 +443,8 @@ class _Importer:
             self.source[id(out)] = ins[0]
             self.notes.append(f"{layer.name}: final softmax dropped "
                               "(argmax-invariant)")
-        elif elementwise_call(self.graph, node) is not None:
-            self.lut(elementwise_call(self.graph, node), ins[0], out)
+        elif (call := elementwise_call(self.graph, node)) is not None:
+            self.lut(call, ins[0], out)
         else:
             raise unsupported_layer_error(layer)
 

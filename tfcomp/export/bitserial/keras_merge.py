@@ -32,6 +32,7 @@ import keras
 
 from tfcomp.export.bitserial.keras_layers import concat_axis
 from tfcomp.export.bitserial.shapes import mul_shape
+from tfcomp.graph import ops_name
 
 __all__ = ["MERGE", "OPS_MERGE", "emit_merge", "merge_inputs", "merge_kind",
            "shared_grid"]
@@ -53,10 +54,9 @@ def merge_kind(op, n_inputs: int) -> str | None:
     """
     if type(op) in MERGE:
         return MERGE[type(op)]
-    if isinstance(op, L.Layer) or n_inputs != 2 or \
-            not type(op).__module__.startswith("keras."):
+    if n_inputs != 2:
         return None
-    return OPS_MERGE.get(type(op).__name__)
+    return OPS_MERGE.get(ops_name(op))
 
 
 def merge_inputs(imp, layer, ins, out) -> tuple:

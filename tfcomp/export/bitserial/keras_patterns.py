@@ -28,6 +28,7 @@ import numpy as np
 
 from tfcomp import layers as _tfcomp_layers
 from tfcomp.export.bitserial.keras_binary import BINARY_GEMM
+from tfcomp.graph import ops_name
 from tfcomp.graph.identity import INFERENCE_IDENTITY, keras_layer_classes
 from tfcomp.graph.replay import TensorId
 from tfcomp.layers import (
@@ -187,10 +188,7 @@ def elementwise_call(graph, node):
     Example:
         >>> f = elementwise_call(graph, node)
     """
-    op = node.layer
-    if isinstance(op, keras.layers.Layer) or \
-            type(op).__name__ not in ELEMENTWISE_OPS or \
-            not type(op).__module__.startswith("keras."):
+    if ops_name(node.layer) not in ELEMENTWISE_OPS:
         return None
     if len(set(node.inputs)) != 1 or len(node.outputs) != 1:
         return None
