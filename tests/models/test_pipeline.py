@@ -60,7 +60,7 @@ EXPECTED_UNSUPPORTED = {
         "Embedding (a table lookup) is not a bit-serial GEMM",
         ("Embedding",)),
     ("tiny_vit", "bitserial"): (
-        ValueError, "(LayerNormalization) " + _NO_BITSERIAL,
+        ValueError, "(QuantLayerNormalization) " + _NO_BITSERIAL,
         "LayerNormalization and attention have no integer ops in the "
         "bit-serial IR", ("LayerNormalization",
                           "EinsumDense / MultiHeadAttention")),
@@ -68,11 +68,11 @@ EXPECTED_UNSUPPORTED = {
         ValueError, "(QuantConv3D) " + _NO_BITSERIAL,
         "Conv3D has no integer op in the bit-serial IR", ("Conv3D",)),
     ("group_norm", "bitserial"): (
-        ValueError, "(GroupNormalization) " + _NO_BITSERIAL,
+        ValueError, "(QuantGroupNormalization) " + _NO_BITSERIAL,
         "GroupNormalization has no integer op in the bit-serial IR",
         ("GroupNormalization",)),
     ("ConvNeXtTiny", "bitserial"): (
-        ValueError, "(LayerNormalization) " + _NO_BITSERIAL,
+        ValueError, "(QuantLayerNormalization) " + _NO_BITSERIAL,
         "LayerNormalization (and then LayerScale) has no integer op in the "
         "bit-serial IR",
         ("LayerNormalization", "Lambda / keras.ops")),
@@ -84,18 +84,6 @@ EXPECTED_UNSUPPORTED = {
         "quantize_model keeps MultiHeadAttention float (with a warning), so "
         "a full-integer file refuses it; export float / dynamic instead",
         ("EinsumDense / MultiHeadAttention",)),
-    ("group_norm", "int8"): (
-        ValueError, "have no int8 TFLite builtin: the converter would keep",
-        "TFLite has no int8 GroupNormalization builtin and the QAT model "
-        "has no quantizers inside its MEAN / RSQRT decomposition: the "
-        "converter would keep it float: the export refuses it",
-        ("GroupNormalization",)),
-    ("ConvNeXtTiny", "int8"): (
-        ValueError, "have no int8 TFLite builtin: the converter would keep",
-        "TFLite has no int8 LayerNormalization builtin and the QAT model "
-        "has no quantizers inside its MEAN / RSQRT decomposition: the "
-        "converter would keep its 23 LayerNorms float: the export refuses "
-        "it", ("LayerNormalization",)),
     ("lambda_ops", "bitserial"): (
         ValueError, "(Lambda) " + _NO_BITSERIAL,
         "a Lambda / keras.ops call is arbitrary Python: no integer op",
@@ -451,8 +439,10 @@ def check_int8(case, tmp_path):
     q, _, x = get_qat(case)
     path = str(tmp_path / f"{case.name}_int8.tflite")
     # agreement is checked below, on the inputs the int8 output can decide
-    export_tflite(q, path, quantization="int8", calibration_data=x,
-                  verify=False)
+    report = export_tflite(q, path, quantization="int8", calibration_data=x,
+                           verify=False)
+    assert report.float_ops == [], f"float ops in the int8 file: " \
+        f"{report.float_ops}"
     interp = make_interpreter(path)[0]
     step_size = interp.get_output_details()[0]["quantization"][0]
     y_lite = run_interpreter(interp, x)

@@ -142,6 +142,7 @@ def _wide_base():
     b = L.SeparableConv1D(6, 3, padding="same")(b)
     b = L.DepthwiseConv1D(3, padding="same")(b)
     b = L.Conv1DTranspose(4, 3, padding="same")(b)
+    b = L.LayerNormalization()(b)
     b = L.GlobalAveragePooling1D()(b)
     c = L.Reshape((4, 4, 4, 3))(inp)
     c = L.Conv3D(4, 2, padding="same")(c)

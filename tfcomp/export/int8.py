@@ -70,6 +70,7 @@ from tfcomp.graph.copy import clone_model, refresh_state
 from tfcomp.layers import (
     MIXED_LAYERS,
     QUANT_ACTIVATION_LAYERS,
+    QUANT_NORM_LAYERS,
     QUANT_WEIGHT_LAYERS,
     QuantActivation,
 )
@@ -104,6 +105,9 @@ _NO_INT8_OPS = NO_TFLITE_OPS
 #: Normalizations TFLite has no int8 builtin for: the converter decomposes
 #: them (MEAN, SQUARED_DIFFERENCE, RSQRT, MUL...) and, with no QAT range for
 #: those intermediate tensors, keeps them float in the "int8" file.
+#: ``quantize_model`` makes them QuantLayerNormalization /
+#: QuantGroupNormalization (ranges for every one of those tensors); a float
+#: one left in a QAT model (added by hand, a subclass) is refused.
 _FLOAT_NORMS = (keras.layers.LayerNormalization,
                 keras.layers.GroupNormalization)
 
@@ -119,8 +123,12 @@ def check_exportable(model) -> None:
     for _, layer in iter_leaf_layers(model):
         if isinstance(layer, _NO_INT8_OPS):
             no_int8.append(f"{layer.name} ({type(layer).__name__})")
-        if isinstance(layer, _FLOAT_NORMS):
+        if isinstance(layer, _FLOAT_NORMS) and not isinstance(
+                layer, QUANT_NORM_LAYERS):
             norms.append(f"{layer.name} ({type(layer).__name__})")
+        if isinstance(layer, QUANT_NORM_LAYERS) and not all(
+                q.calibrated for q in layer.step_quantizers.values()):
+            uncal.append(layer.name)
         if isinstance(layer, MIXED_LAYERS):
             mixed.append(layer.name)
         elif isinstance(layer, QUANT_WEIGHT_LAYERS):
@@ -170,7 +178,10 @@ def check_exportable(model) -> None:
             f"Layers {norms[:6]}{' ...' if len(norms) > 6 else ''} have no "
             "int8 TFLite builtin: the converter would keep their MEAN / "
             "RSQRT decomposition in float (the QAT model has no ranges for "
-            "it), not a full-integer file. Export with quantization=None / "
+            "it), not a full-integer file (quantize_model makes a "
+            "Layer / GroupNormalization a QuantLayerNormalization / "
+            "QuantGroupNormalization, which has them). "
+            "Export with quantization=None / "
             "'dynamic' / 'float16', or replace them (e.g. BatchNormalization)"
             ".")
 
@@ -295,6 +306,9 @@ def prepare_for_tflite(model):
             layer._tfcomp_export = {
                 "output": p["output"],
                 "requantize": requant_obs.get(layer.name, 0)}
+    for _, layer in iter_leaf_layers(clone):
+        if isinstance(layer, QUANT_NORM_LAYERS):
+            layer._tfcomp_export = layer.export_grids()
     # The QAT path needs no representative dataset, but TF's converter only
     # knows the graph holds FakeQuant ops after a first check that demands
     # one whenever supported_ops is TFLITE_BUILTINS_INT8 alone: use a

@@ -31,7 +31,7 @@ from tfcomp.hardware.runtime import (
 )
 
 __all__ = ["TFLiteModelError", "dequantize_output", "feed_inputs",
-           "integer_id_bound", "interpreter_class", "interpreter_classes",
+           "float_ops", "integer_id_bound", "interpreter_class", "interpreter_classes",
            "make_interpreter", "quantize_input", "read_tflite",
            "run_interpreter", "time_invokes"]
 
@@ -40,6 +40,31 @@ def _is_raw_integer(detail) -> bool:
     """An integer input that is not quantized (ids, not int8 codes)."""
     scale = detail.get("quantization", (0.0, 0))[0]
     return np.issubdtype(np.dtype(detail["dtype"]), np.integer) and not scale
+
+
+#: Ops whose float output is the file's interface, not float compute.
+_IO_OPS = ("DEQUANTIZE", "QUANTIZE", "DELEGATE")
+
+
+def float_ops(interp) -> list[str]:
+    """Names of the ops of a file that compute in float: a float32 output,
+    the I/O DEQUANTIZE / QUANTIZE (and XNNPACK's DELEGATE entries) aside.
+    An empty list for a full-integer file; None when the runtime cannot
+    list its ops.
+
+    Example:
+        >>> float_ops(make_interpreter("m_int8.tflite")[0])
+        []
+    """
+    try:
+        ops = interp._get_ops_details()  # noqa: SLF001 - only op listing
+        types = {d["index"]: np.dtype(d["dtype"])
+                 for d in interp.get_tensor_details()}
+    except (AttributeError, RuntimeError, ValueError):
+        return None
+    return [op["op_name"] for op in ops
+            if op.get("op_name") not in _IO_OPS and any(
+                types.get(int(t)) == np.float32 for t in op.get("outputs", ()))]
 
 
 def integer_id_bound(interp, tensor_index: int) -> int:

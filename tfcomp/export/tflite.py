@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from tfcomp import _io
 from tfcomp.export.int8 import NO_TFLITE_OPS, prepare_for_tflite
-from tfcomp.export.runtime import make_interpreter, run_interpreter
+from tfcomp.export.runtime import float_ops, make_interpreter, run_interpreter
 from tfcomp.graph import iter_leaf_layers, parse_model
 from tfcomp.quantization import is_qat_model, strip_quantization
 
@@ -65,6 +65,10 @@ class ExportReport:
             layers asked (or, in a QAT model, due) as int4w that stayed
             int8 (an op without int4 support, e.g. DEPTHWISE_CONV_2D in
             ai-edge-quantizer 0.10).
+        float_ops: "int8" files: the ops that still compute in float
+            (``[]`` for a full-integer file; a QAT model's file is one;
+            post-training int8 of a float model may keep a few, e.g. NEG
+            in a LayerNormalization), None for other modes.
     """
 
     path: str
@@ -76,6 +80,7 @@ class ExportReport:
     runtime: str | None = None
     layer_precisions: dict | None = None
     int8_fallback: dict | None = None
+    float_ops: list | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -338,7 +343,9 @@ def _verification_inputs(model, verify_data, x_cal, n, seed):
 
 
 def _check_integer_file(interp, io_type: str, report: ExportReport) -> None:
-    """An "int8" file must run integer kernels (never a float fallback)."""
+    """An "int8" file must run integer kernels (never a float fallback);
+    the ops left float are named in ``report.float_ops``."""
+    report.float_ops = float_ops(interp)
     details = interp.get_tensor_details()
     int8 = [d for d in details if np.dtype(d["dtype"]) == np.int8]
     want = np.int8 if io_type == "int8" else np.float32

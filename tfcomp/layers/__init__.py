@@ -45,6 +45,10 @@ from tfcomp.layers.quant_mixed import (
     MixedQuantDepthwiseConv2D,
 )
 from tfcomp.layers.quant_nd import QuantConv1D, QuantConv2DTranspose, QuantConv3D
+from tfcomp.layers.quant_norm import (
+    QuantGroupNormalization,
+    QuantLayerNormalization,
+)
 from tfcomp.layers.slimmable import (
     SlimmableConv2D,
     SlimmableDense,
@@ -72,8 +76,11 @@ QUANT_WEIGHT_LAYERS = (QuantConv2D, QuantDepthwiseConv2D, QuantDense,
 QUANT_ACTIVATION_LAYERS = (QuantActivation, QuantReLU)
 #: DNAS supernet layers (several candidate bit-width pairs).
 MIXED_LAYERS = (MixedQuantConv2D, MixedQuantDepthwiseConv2D, MixedQuantDense)
+#: Normalizations with 8-bit quantizers inside (their int8 TFLite form).
+QUANT_NORM_LAYERS = (QuantLayerNormalization, QuantGroupNormalization)
 #: Every tfcomp quantization layer.
-QUANT_LAYERS = QUANT_WEIGHT_LAYERS + QUANT_ACTIVATION_LAYERS + MIXED_LAYERS
+QUANT_LAYERS = (QUANT_WEIGHT_LAYERS + QUANT_ACTIVATION_LAYERS + MIXED_LAYERS
+                + QUANT_NORM_LAYERS)
 
 __all__ = [
     "QuantActivation", "QuantReLU", "QuantConv2D", "QuantDepthwiseConv2D",
@@ -88,6 +95,7 @@ __all__ = [
     "MaskedGroupNormalization", "MASKED_CLASSES", "masked_class_for",
     "plain_class_of", "quantizers", "QUANT_WEIGHT_LAYERS",
     "QUANT_ACTIVATION_LAYERS", "MIXED_LAYERS", "QUANT_LAYERS",
+    "QUANT_NORM_LAYERS", "QuantLayerNormalization", "QuantGroupNormalization",
     "TuckerConv2D", "TuckerTensor", "TNetConv2D", "SoftMask", "FISTA",
     "SlimmableConv2D", "SlimmableDense", "SlimmableDepthwiseConv2D",
     "SwitchableBatchNormalization", "SlimmableConv1D", "SlimmableConv3D",

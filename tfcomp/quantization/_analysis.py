@@ -361,20 +361,41 @@ def _plan_layer(graph, name, layer, nodes, fold_batchnorm, report,
     return plan
 
 
+def _channel_affine(layer):
+    """``(scale, offset)`` arrays of a Rescaling, or of a Normalization
+    with statistics per last-axis channel (``x * scale + offset``); None
+    for any other layer."""
+    if type(layer) is keras.layers.Rescaling:
+        return (np.asarray(layer.scale, np.float32),
+                np.asarray(layer.offset, np.float32))
+    if type(layer) is not keras.layers.Normalization or tuple(
+            layer.axis) not in ((-1,), (3,)) or not layer.built:
+        return None
+    mean = np.asarray(keras.ops.convert_to_numpy(layer.mean),
+                      np.float32).reshape(-1)
+    sd = np.maximum(np.sqrt(np.asarray(keras.ops.convert_to_numpy(
+        layer.variance), np.float32).reshape(-1)), keras.config.epsilon())
+    if layer.invert:  # x * sd + mean
+        return sd, mean
+    return 1.0 / sd, -mean / sd  # (x - mean) / sd
+
+
 def _plan_batchnorm(graph, name, layer, node, report, absorbed) -> Plan:
     """A BatchNormalization that follows no conv (pre-activation ResNets,
-    a BN after an ``Add``), or a Rescaling, as an 8-bit 1x1 depthwise
+    a BN after an ``Add``), or a Rescaling / Normalization (keras.
+    applications' preprocessing), as an 8-bit 1x1 depthwise
     conv: ``x * scale + offset`` per channel, its ReLU fused. Its one
     weight per channel is exact at 8 bits, so this is the same function,
     and int8 TFLite runs it
     as one DEPTHWISE_CONV_2D with ranges from the QAT model (a bare
-    BatchNorm is a float MUL + ADD in the file)."""
+    BatchNorm is a float MUL + ADD in the file, a Normalization a float
+    SUB + MUL)."""
     channels = int(graph.shape(node.inputs[0])[-1])
-    if type(layer) is keras.layers.Rescaling:  # x * scale + offset
-        kernel = np.broadcast_to(np.asarray(layer.scale, np.float32),
-                                 (channels,)).reshape(1, 1, channels, 1)
-        bias = np.broadcast_to(np.asarray(layer.offset, np.float32),
-                               (channels,)).copy()
+    affine = _channel_affine(layer)
+    if affine is not None:  # x * scale + offset
+        kernel = np.broadcast_to(affine[0], (channels,)).reshape(
+            1, 1, channels, 1)
+        bias = np.broadcast_to(affine[1], (channels,)).copy()
     else:
         kernel, bias = fold_batchnorm_weights(
             keras.layers.DepthwiseConv2D(1), layer,
@@ -448,7 +469,7 @@ def analyse(model, fold_batchnorm: bool, skip, verb: str,
                 and nodes[0].inputs
                 and len(graph.shape(nodes[0].inputs[0])) == 4
                 and (_bn_foldable(graph, nodes[0], nodes[0].inputs[0])
-                     or type(layer) is keras.layers.Rescaling)):
+                     or _channel_affine(layer) is not None)):
             plans[name] = _plan_batchnorm(graph, name, layer, nodes[0],
                                           report, absorbed)
         elif quantizable_kernel(layer, kinds):

@@ -12,6 +12,11 @@ whose only consumer is a ``Concatenate`` takes the concatenation's
 signedness (``link_shared_inputs`` then gives it the concatenation's grid,
 as the converter does).
 
+A LayerNormalization / GroupNormalization becomes a
+``QuantLayerNormalization`` / ``QuantGroupNormalization`` (8-bit quantizers
+on each tensor of TFLite's MEAN / SUB / MUL / RSQRT form) when observers
+are on.
+
 Shared layers stay shared (one replacement or clone, called once per
 call); nested models come out flattened.
 
@@ -24,7 +29,12 @@ from __future__ import annotations
 import keras
 
 from tfcomp.graph.copy import refresh_state
-from tfcomp.layers import QuantActivation
+from tfcomp.layers import (
+    QUANT_NORM_LAYERS,
+    QuantActivation,
+    QuantGroupNormalization,
+    QuantLayerNormalization,
+)
 from tfcomp.layers import quantizers as qz
 from tfcomp.quantization._analysis import (
     AVERAGE_POOLS,
@@ -52,6 +62,10 @@ __all__ = ["rebuild", "unique_name"]
 #: x's codes (``export.bitserial.keras_patterns``). Off: one swish
 #: ``Activation`` (the QAT model then rounds differently from the file).
 SWISH_AS_LOGISTIC_MUL = True
+
+#: Keras normalization -> its quantized form (exact types).
+_QUANT_NORMS = {keras.layers.LayerNormalization: QuantLayerNormalization,
+                keras.layers.GroupNormalization: QuantGroupNormalization}
 
 
 def unique_name(base: str, used: set) -> str:
@@ -228,14 +242,20 @@ class _Builder:
         layer = self.layers.get(node.name)
         first = layer is None
         if first:
-            layer = clone_layer(node.layer, node.name)
+            layer = self.quant_norm(node) or clone_layer(node.layer,
+                                                         node.name)
             self.layers[node.name] = layer
         tensors = self.tmap
         if self.observers and isinstance(node.layer, keras_classes(
                 ("Concatenate",))):
             tensors = self.concat_inputs(node)
         y = node.call(layer, tensors)
-        if first and isinstance(layer, keras.layers.Layer):
+        if first and isinstance(layer, QUANT_NORM_LAYERS):
+            for mine, theirs in zip((layer.gamma, layer.beta),
+                                    (node.layer.gamma, node.layer.beta)):
+                if mine is not None:
+                    mine.assign(theirs)
+        elif first and isinstance(layer, keras.layers.Layer):
             layer.set_weights(node.layer.get_weights())
             refresh_state(layer)
         keeps_grid = (self.observers and node.inputs
@@ -250,6 +270,18 @@ class _Builder:
                     half_away=isinstance(node.layer, keras_classes(
                         AVERAGE_POOLS)))
             self.tmap[to] = tn
+
+    def quant_norm(self, node):
+        """The quantized normalization of a LayerNormalization /
+        GroupNormalization node (exact types; with observers on), or
+        None."""
+        cls = _QUANT_NORMS.get(type(node.layer))
+        if not self.observers or cls is None:
+            return None
+        cfg = dict(node.layer.get_config(), name=node.name,
+                   momentum=getattr(self.obs_template, "momentum", 0.99))
+        self.a.report.normalizations.append(node.name)
+        return cls.from_config(cfg)
 
     def concat_inputs(self, node) -> dict:
         """``tmap`` with an observer of its own before each input of a

@@ -20,7 +20,7 @@ import numpy as np
 
 from tfcomp._io import iter_batches
 from tfcomp.graph import iter_leaf_layers
-from tfcomp.layers import QuantActivation, QuantReLU
+from tfcomp.layers import QUANT_NORM_LAYERS, QuantActivation, QuantReLU
 from tfcomp.layers import quantizers as qz
 from tfcomp.quantization._graph import read_graph
 from tfcomp.quantization.quantize import link_shared_inputs
@@ -32,8 +32,9 @@ _BINS = 1024
 
 def activation_quantizers(model) -> list:
     """``[(layer, quantizer, kind)]`` for every activation quantizer of a
-    model; ``kind`` is "input" (quantizes ``layer.input``) or "relu"
-    (``QuantReLU``: quantizes ``relu(layer.input)``).
+    model; ``kind`` is "input" (quantizes ``layer.input``), "relu"
+    (``QuantReLU``: quantizes ``relu(layer.input)``) or "step" (a
+    ``QuantLayerNormalization``'s intermediate: its ``step_values``).
 
     Example:
         >>> [l.name for l, q, k in activation_quantizers(qat)][:2]
@@ -44,6 +45,9 @@ def activation_quantizers(model) -> list:
             out.append((layer, layer.quantizer, "relu"))
         elif isinstance(layer, QuantActivation):
             out.append((layer, layer.quantizer, "input"))
+        elif isinstance(layer, QUANT_NORM_LAYERS):
+            out.extend((layer, q, "step")
+                       for q in layer.step_quantizers.values())
         elif hasattr(layer, "activation_quantizers"):
             for q in layer.activation_quantizers():
                 out.append((layer, q, "input"))
@@ -135,12 +139,14 @@ def calibrate(model: keras.Model, calibration_data=None,
         return [keras.ops.convert_to_numpy(y)
                 for y in graph.evaluate(batch, tensors)]
 
-    def values(layer, kind, ys):
+    def values(layer, q, kind, ys):
         """The quantizer's inputs, one array per call of the layer."""
         out = []
         for node in calls[id(layer)]:
             v = ys[index[node.inputs[0]]]
-            if kind == "relu":
+            if kind == "step":
+                v = layer.step_values(v)[q._prefix]
+            elif kind == "relu":
                 v = keras.ops.convert_to_numpy(keras.activations.relu(
                     v, negative_slope=layer.negative_slope,
                     max_value=layer.max_value, threshold=layer.threshold))
@@ -156,8 +162,8 @@ def calibrate(model: keras.Model, calibration_data=None,
     for batch in batches():
         seen = True
         ys = outputs(batch)
-        for j, (layer, _, kind) in enumerate(targets):
-            for v in values(layer, kind, ys):
+        for j, (layer, q, kind) in enumerate(targets):
+            for v in values(layer, q, kind, ys):
                 lo[j] = min(lo[j], float(v.min()))
                 hi[j] = max(hi[j], float(v.max()))
     if not seen:
@@ -174,7 +180,7 @@ def calibrate(model: keras.Model, calibration_data=None,
             for j in kl_targets:
                 layer, q, kind = targets[j]
                 top = max(abs(lo[j]) if q.signed else 0.0, hi[j], 1e-12)
-                for v in values(layer, kind, ys):
+                for v in values(layer, q, kind, ys):
                     # exact zeros (most of a ReLU output) are represented
                     # exactly on an unsigned grid: they must not pull the
                     # clip

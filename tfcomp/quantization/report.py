@@ -19,7 +19,12 @@ import dataclasses
 import keras
 
 from tfcomp.graph import iter_leaf_layers
-from tfcomp.layers import MIXED_LAYERS, QUANT_WEIGHT_LAYERS, QuantActivation
+from tfcomp.layers import (
+    MIXED_LAYERS,
+    QUANT_NORM_LAYERS,
+    QUANT_WEIGHT_LAYERS,
+    QuantActivation,
+)
 
 __all__ = ["QuantizationReport", "quantization_report"]
 
@@ -38,6 +43,9 @@ class QuantizationReport:
         fused: ``{layer: relu layer}`` fused activations.
         observers: names of inserted ``QuantActivation`` layers.
         skipped: ``{layer: reason}`` for layers with weights left float.
+        normalizations: names of the Layer / GroupNormalizations made
+            ``QuantLayerNormalization`` / ``QuantGroupNormalization``
+            (8-bit quantizers inside).
 
     Example:
         >>> print(quantization_report(qmodel).summary())
@@ -48,6 +56,7 @@ class QuantizationReport:
     fused: dict = dataclasses.field(default_factory=dict)
     observers: list = dataclasses.field(default_factory=list)
     skipped: dict = dataclasses.field(default_factory=dict)
+    normalizations: list = dataclasses.field(default_factory=list)
 
     def summary(self) -> str:
         """A readable multi-line summary.
@@ -58,7 +67,9 @@ class QuantizationReport:
         lines = [f"quantized {len(self.quantized)} layers, folded "
                  f"{len(self.folded)} BatchNorms, fused {len(self.fused)} "
                  f"ReLUs, inserted {len(self.observers)} activation "
-                 "quantizers"]
+                 "quantizers"
+                 + (f", quantized {len(self.normalizations)} "
+                    "normalizations" if self.normalizations else "")]
         for name, (w, a) in self.quantized.items():
             lines.append(f"  {name}: w{w}/a{a}")
         for name, why in self.skipped.items():
@@ -114,6 +125,8 @@ def quantization_report(model) -> QuantizationReport:
                                            int(layer.a_bits))
         elif isinstance(layer, QuantActivation):
             found.observers.append(layer.name)
+        elif isinstance(layer, QUANT_NORM_LAYERS):
+            found.normalizations.append(layer.name)
         elif isinstance(layer, float_kernels):
             found.skipped[layer.name] = "kept float"
     if not isinstance(record, QuantizationReport):
@@ -129,7 +142,8 @@ def quantization_report(model) -> QuantizationReport:
     return QuantizationReport(
         quantized={n: found.quantized[n] for n in order},
         folded=dict(record.folded), fused=dict(record.fused),
-        observers=observers, skipped=skipped)
+        observers=observers, skipped=skipped,
+        normalizations=found.normalizations)
 
 
 def attach_record(model, report: QuantizationReport) -> None:

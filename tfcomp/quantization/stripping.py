@@ -23,6 +23,8 @@ from tfcomp.layers import (
     QuantDepthwiseConv2D,
     QuantEinsumDense,
     QuantEmbedding,
+    QuantGroupNormalization,
+    QuantLayerNormalization,
     QuantReLU,
 )
 from tfcomp.quantization._graph import clone_layer, new_inputs, read_graph
@@ -42,6 +44,10 @@ _QUANT_KEYS = ("w_bits", "a_bits", "weight_quantizer", "input_quantizer",
                "lora_rank", "lora_alpha", "quantization_config")
 
 
+_NORMS = {QuantLayerNormalization: keras.layers.LayerNormalization,
+          QuantGroupNormalization: keras.layers.GroupNormalization}
+
+
 def _replacement(layer, name):
     """``(new layer, needs weights)`` for one layer of the QAT model."""
     base = _BASES.get(type(layer))
@@ -59,6 +65,11 @@ def _replacement(layer, name):
         return keras.layers.ReLU(max_value=layer.max_value,
                                  negative_slope=layer.negative_slope,
                                  threshold=layer.threshold, name=name), None
+    norm = _NORMS.get(type(layer))
+    if norm is not None:
+        cfg = dict(layer.get_config(), name=name)
+        cfg.pop("momentum", None)
+        return norm.from_config(cfg), "norm"
     return clone_layer(layer, name), "float"
 
 
@@ -118,6 +129,8 @@ def strip_quantization(model: keras.Model) -> keras.Model:
                 kernel.assign(layer.quantized_kernel())
                 if layer.use_bias:
                     new.bias.assign(layer.quantized_bias())
+            elif first and kind == "norm":  # its 8-bit gamma and beta
+                new.set_weights(layer.quantized_weights())
             elif first and kind == "float" and isinstance(
                     new, keras.layers.Layer):
                 new.set_weights(layer.get_weights())
