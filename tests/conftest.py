@@ -22,6 +22,8 @@ Example:
         ...
 
 Slow tests carry ``@pytest.mark.slow``; ``make test-fast`` skips them.
+Tests of minutes also carry ``@pytest.mark.long``: they are collected
+first (``pytest_collection_modifyitems``).
 """
 
 import os
@@ -34,6 +36,13 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long tests first: under ``-n 2`` the README test (~5 min), collected
+    near the end, ran alone on one worker while the other sat idle."""
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)
+
 
 IMAGE_SHAPE = (16, 16, 1)
 SEQUENCE_SHAPE = (32, 3)

@@ -78,6 +78,7 @@ def test_blocks_are_found():
 
 
 @pytest.mark.slow
+@pytest.mark.long
 def test_readme_snippets_run(tmp_path, monkeypatch, capsys):
     with open(README) as f:
         blocks = readme_blocks(f.read())

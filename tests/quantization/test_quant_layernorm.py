@@ -127,10 +127,31 @@ def test_uncalibrated_equals_layernorm_with_8bit_weights(kwargs):
     # step_values (what calibrate reads) are the call's intermediates
     values = qln.step_values(x)
     assert set(values) == set(qln.step_quantizers)
-    np.testing.assert_allclose(
-        values["inv_std"], 1.0 / np.sqrt(x.var(
-            axis=tuple(a % 3 for a in qln.axis), keepdims=True)
-            + qln.epsilon), rtol=1e-4)
+    shifted = x.var(axis=tuple(a % 3 for a in qln.axis),
+                    keepdims=True) + qln.epsilon
+    np.testing.assert_allclose(  # floored at one step of a max grid
+        values["inv_std"], 1.0 / np.sqrt(np.maximum(
+            shifted, shifted.max() / 255.0)), rtol=1e-4)
+
+
+def test_constant_tokens_keep_ranges_finite():
+    """A constant token (a black background patch) has variance 0: its
+    ``var + eps`` rounds to code 0 and RSQRT would give inf (an inf EMA
+    range, NaN gradients); the floor keeps every range finite."""
+    x = np.random.default_rng(0).normal(size=(64, 6, 8)).astype("float32")
+    x[:, :3] = 0.0  # half the tokens constant
+    inp = keras.Input((6, 8))
+    h = L.Dense(8, name="proj")(L.LayerNormalization(name="ln")(inp))
+    model = keras.Model(inp, L.Dense(2, name="head")(L.Flatten()(h)))
+    qat = quantize_model(model)
+    qat.compile(keras.optimizers.SGD(0.01), "mse")
+    history = qat.fit(x, np.zeros((64, 2)), epochs=2, batch_size=16,
+                      verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    grids = qat.get_layer("ln").export_grids()
+    assert all(np.isfinite(s) and s > 0 for s, _, _ in grids.values())
+    step = grids["shifted"][0]
+    assert grids["inv_std"][0] * 255 <= 1.01 / np.sqrt(step)
 
 
 @pytest.mark.parametrize("build,shape", [(_convnext_mini, (8, 8, 3)),

@@ -13,10 +13,11 @@ QAT model computes::
     mu   = Q(mean(x))              # "mean"
     d    = Q(x - mu)               # "centered"
     var  = Q(mean(Q(d * d)))       # "square", "variance"
-    r    = Q(rsqrt(Q(var + eps)))  # "shifted", "inv_std"
+    r    = Q(rsqrt(max(Q(var + eps), step)))  # "shifted", "inv_std"
     y    = Q(Q(d * r) * Qw(gamma)) + Qw(beta)   # "normalized", "scaled"
 
-(with ``rms_scaling``, Keras' definition: ``x * r * gamma``, no beta).
+(with ``rms_scaling``, Keras' definition: ``x * r * gamma``, no beta;
+``step``: one step of the "shifted" grid, see ``_shift_floor``).
 
 The last op's output is left to the quantizer after the layer (the
 observer or the next layer's input quantizer ``quantize_model`` puts
@@ -93,6 +94,18 @@ class _QuantNormSteps:
             return fake_quant_activation(x, *self._tfcomp_export[name])
         return self.step_quantizers[name](x, training=bool(training))
 
+    def _shift_floor(self):
+        """One step of the ``shifted`` grid: ``var + eps`` rounded to code
+        0 (a constant token: Fashion-MNIST's black background patches)
+        is raised to it before RSQRT (an int8 MAXIMUM in the file), so
+        ``inv_std`` stays finite (no inf in its EMA range, no NaN
+        gradient) and its range ends at ``1 / sqrt(step)``."""
+        if self._tfcomp_export is not None:
+            return float(self._tfcomp_export["shifted"][0])
+        q = self.step_quantizers["shifted"]
+        return ops.where(q.seen > 0, ops.stop_gradient(q.grid()[0]),
+                         float(self.epsilon))
+
     def _normalize(self, x, axes, gamma, beta, training):
         """Keras' order of ops over ``axes`` of float32 ``x``: centered
         moments, ``x * rsqrt(var + eps) * gamma (+ beta)`` (``gamma`` /
@@ -103,7 +116,9 @@ class _QuantNormSteps:
         d = q("centered", x - mu)
         var = q("variance", ops.mean(q("square", d * d), axis=axes,
                                      keepdims=True))
-        r = q("inv_std", ops.rsqrt(q("shifted", var + self.epsilon)))
+        shifted = ops.maximum(q("shifted", var + self.epsilon),
+                              self._shift_floor())
+        r = q("inv_std", ops.rsqrt(shifted))
         y = q("normalized", (x if self._rms else d) * r)
         if gamma is not None:
             y = q("scaled", y * gamma)
@@ -118,7 +133,9 @@ class _QuantNormSteps:
         out["square"] = d * d
         out["variance"] = out["square"].mean(axis=axes, keepdims=True)
         out["shifted"] = out["variance"] + self.epsilon
-        out["inv_std"] = 1.0 / np.sqrt(out["shifted"])
+        # the grid a max calibration gives: one step = max / 255
+        floor = max(float(out["shifted"].max()) / 255.0, self.epsilon)
+        out["inv_std"] = 1.0 / np.sqrt(np.maximum(out["shifted"], floor))
         out["normalized"] = (x if self._rms else d) * out["inv_std"]
         if gamma is not None:
             out["scaled"] = out["normalized"] * gamma
