@@ -82,7 +82,8 @@ EXPECTED_UNSUPPORTED = {
     ("tiny_vit", "int8"): (
         ValueError, "(MultiHeadAttention)'] have float weights",
         "quantize_model keeps MultiHeadAttention float (with a warning), so "
-        "a full-integer file refuses it; export float / dynamic instead",
+        "a full-integer file from the QAT model refuses it; export float / "
+        "dynamic, or post-training int8 of the float model, instead",
         ("EinsumDense / MultiHeadAttention",)),
     ("lambda_ops", "bitserial"): (
         ValueError, "(Lambda) " + _NO_BITSERIAL,

@@ -167,8 +167,11 @@ def check_exportable(model) -> None:
             f"Layers {floats} have float weights (skipped, w_bits=32, or a "
             "layer type quantize_model keeps float: see the warning it "
             "gave); a full-integer int8 file needs every layer with weights "
-            "quantized. Quantize them or export with quantization=None / "
-            "'dynamic' / 'float16'.")
+            "quantized. Quantize them, export with quantization=None / "
+            "'dynamic' / 'float16', or export the float model (before "
+            "quantize_model) with quantization='int8' and calibration_data "
+            "(post-training int8: the converter calibrates those layers "
+            "itself; ExportReport.float_ops names any op it leaves float).")
     if float_in:
         raise ValueError(
             f"Layers {float_in} have float inputs (a_bits=32); a "
