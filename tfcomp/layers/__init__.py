@@ -46,6 +46,7 @@ from tfcomp.layers.quant_mixed import (
 )
 from tfcomp.layers.quant_nd import QuantConv1D, QuantConv2DTranspose, QuantConv3D
 from tfcomp.layers.quant_norm import (
+    QUANT_NORM_OF,
     QuantGroupNormalization,
     QuantLayerNormalization,
 )
@@ -77,7 +78,7 @@ QUANT_ACTIVATION_LAYERS = (QuantActivation, QuantReLU)
 #: DNAS supernet layers (several candidate bit-width pairs).
 MIXED_LAYERS = (MixedQuantConv2D, MixedQuantDepthwiseConv2D, MixedQuantDense)
 #: Normalizations with 8-bit quantizers inside (their int8 TFLite form).
-QUANT_NORM_LAYERS = (QuantLayerNormalization, QuantGroupNormalization)
+QUANT_NORM_LAYERS = tuple(QUANT_NORM_OF.values())
 #: Every tfcomp quantization layer.
 QUANT_LAYERS = (QUANT_WEIGHT_LAYERS + QUANT_ACTIVATION_LAYERS + MIXED_LAYERS
                 + QUANT_NORM_LAYERS)
@@ -95,7 +96,8 @@ __all__ = [
     "MaskedGroupNormalization", "MASKED_CLASSES", "masked_class_for",
     "plain_class_of", "quantizers", "QUANT_WEIGHT_LAYERS",
     "QUANT_ACTIVATION_LAYERS", "MIXED_LAYERS", "QUANT_LAYERS",
-    "QUANT_NORM_LAYERS", "QuantLayerNormalization", "QuantGroupNormalization",
+    "QUANT_NORM_LAYERS", "QUANT_NORM_OF", "QuantLayerNormalization",
+    "QuantGroupNormalization",
     "TuckerConv2D", "TuckerTensor", "TNetConv2D", "SoftMask", "FISTA",
     "SlimmableConv2D", "SlimmableDense", "SlimmableDepthwiseConv2D",
     "SwitchableBatchNormalization", "SlimmableConv1D", "SlimmableConv3D",

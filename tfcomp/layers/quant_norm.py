@@ -44,7 +44,8 @@ from keras import ops
 from tfcomp.layers import quantizers as qz
 from tfcomp.layers.quant_base import fake_quant_activation
 
-__all__ = ["QuantGroupNormalization", "QuantLayerNormalization"]
+__all__ = ["QuantGroupNormalization", "QuantLayerNormalization",
+           "QUANT_NORM_OF"]
 
 #: Each intermediate tensor's quantizer: name -> signed.
 _STEPS = {"mean": True, "centered": True, "square": False,
@@ -150,6 +151,18 @@ class _QuantNormSteps:
         """
         return {name: (*q.numpy_grid(), 8)
                 for name, q in self.step_quantizers.items()}
+
+    def load_float_weights(self, layer) -> None:
+        """Copies ``gamma`` / ``beta`` of the float normalization ``layer``
+        (the Keras layer this one quantizes; both built).
+
+        Example:
+            >>> qln.load_float_weights(ln)
+        """
+        for mine, theirs in zip((self.gamma, self.beta),
+                                (layer.gamma, layer.beta)):
+            if mine is not None:
+                mine.assign(theirs)
 
     def quantized_weights(self) -> list:
         """``get_weights()`` of the plain Keras layer with this layer's
@@ -301,3 +314,9 @@ class QuantGroupNormalization(_QuantNormSteps,
         config = super().get_config()
         config["momentum"] = self.momentum
         return config
+
+
+#: Keras normalization -> its quantized form (exact types; ``quantize_model``
+#: makes it, ``strip_quantization`` maps it back through the inverse).
+QUANT_NORM_OF = {keras.layers.LayerNormalization: QuantLayerNormalization,
+                 keras.layers.GroupNormalization: QuantGroupNormalization}

@@ -380,7 +380,8 @@ def _channel_affine(layer):
     return 1.0 / sd, -mean / sd  # (x - mean) / sd
 
 
-def _plan_batchnorm(graph, name, layer, node, report, absorbed) -> Plan:
+def _plan_batchnorm(graph, name, layer, node, report, absorbed,
+                    affine=None) -> Plan:
     """A BatchNormalization that follows no conv (pre-activation ResNets,
     a BN after an ``Add``), or a Rescaling / Normalization (keras.
     applications' preprocessing), as an 8-bit 1x1 depthwise
@@ -389,9 +390,9 @@ def _plan_batchnorm(graph, name, layer, node, report, absorbed) -> Plan:
     and int8 TFLite runs it
     as one DEPTHWISE_CONV_2D with ranges from the QAT model (a bare
     BatchNorm is a float MUL + ADD in the file, a Normalization a float
-    SUB + MUL)."""
+    SUB + MUL). ``affine``: ``_channel_affine(layer)`` (None for a
+    BatchNormalization)."""
     channels = int(graph.shape(node.inputs[0])[-1])
-    affine = _channel_affine(layer)
     if affine is not None:  # x * scale + offset
         kernel = np.broadcast_to(affine[0], (channels,)).reshape(
             1, 1, channels, 1)
@@ -464,14 +465,15 @@ def analyse(model, fold_batchnorm: bool, skip, verb: str,
     for name, layer, nodes in graph.layers():
         if any(n.key in absorbed for n in nodes):
             continue
+        affine = _channel_affine(layer)
         if ("BatchNormalization" in kinds and fold_batchnorm
                 and len(nodes) == 1 and name not in skip
                 and nodes[0].inputs
                 and len(graph.shape(nodes[0].inputs[0])) == 4
-                and (_bn_foldable(graph, nodes[0], nodes[0].inputs[0])
-                     or _channel_affine(layer) is not None)):
+                and (affine is not None
+                     or _bn_foldable(graph, nodes[0], nodes[0].inputs[0]))):
             plans[name] = _plan_batchnorm(graph, name, layer, nodes[0],
-                                          report, absorbed)
+                                          report, absorbed, affine)
         elif quantizable_kernel(layer, kinds):
             if name in skip or nodes[0].path in skip:
                 report.skipped[name] = "listed in skip (kept float)"

@@ -31,9 +31,8 @@ import keras
 from tfcomp.graph.copy import refresh_state
 from tfcomp.layers import (
     QUANT_NORM_LAYERS,
+    QUANT_NORM_OF,
     QuantActivation,
-    QuantGroupNormalization,
-    QuantLayerNormalization,
 )
 from tfcomp.layers import quantizers as qz
 from tfcomp.quantization._analysis import (
@@ -62,11 +61,6 @@ __all__ = ["rebuild", "unique_name"]
 #: x's codes (``export.bitserial.keras_patterns``). Off: one swish
 #: ``Activation`` (the QAT model then rounds differently from the file).
 SWISH_AS_LOGISTIC_MUL = True
-
-#: Keras normalization -> its quantized form (exact types).
-_QUANT_NORMS = {keras.layers.LayerNormalization: QuantLayerNormalization,
-                keras.layers.GroupNormalization: QuantGroupNormalization}
-
 
 def unique_name(base: str, used: set) -> str:
     """``base``, or ``base_1``, ``base_2``... (the first one not in
@@ -251,10 +245,7 @@ class _Builder:
             tensors = self.concat_inputs(node)
         y = node.call(layer, tensors)
         if first and isinstance(layer, QUANT_NORM_LAYERS):
-            for mine, theirs in zip((layer.gamma, layer.beta),
-                                    (node.layer.gamma, node.layer.beta)):
-                if mine is not None:
-                    mine.assign(theirs)
+            layer.load_float_weights(node.layer)
         elif first and isinstance(layer, keras.layers.Layer):
             layer.set_weights(node.layer.get_weights())
             refresh_state(layer)
@@ -275,7 +266,7 @@ class _Builder:
         """The quantized normalization of a LayerNormalization /
         GroupNormalization node (exact types; with observers on), or
         None."""
-        cls = _QUANT_NORMS.get(type(node.layer))
+        cls = QUANT_NORM_OF.get(type(node.layer))
         if not self.observers or cls is None:
             return None
         cfg = dict(node.layer.get_config(), name=node.name,

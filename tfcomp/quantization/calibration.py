@@ -139,13 +139,17 @@ def calibrate(model: keras.Model, calibration_data=None,
         return [keras.ops.convert_to_numpy(y)
                 for y in graph.evaluate(batch, tensors)]
 
-    def values(layer, q, kind, ys):
-        """The quantizer's inputs, one array per call of the layer."""
+    def values(layer, q, kind, ys, steps_cache):
+        """The quantizer's inputs, one array per call of the layer
+        (``steps_cache``: a normalization's ``step_values`` per call, this
+        batch's, computed once for all its step quantizers)."""
         out = []
         for node in calls[id(layer)]:
             v = ys[index[node.inputs[0]]]
             if kind == "step":
-                v = layer.step_values(v)[q._prefix]
+                if id(node) not in steps_cache:
+                    steps_cache[id(node)] = layer.step_values(v)
+                v = steps_cache[id(node)][q._prefix]
             elif kind == "relu":
                 v = keras.ops.convert_to_numpy(keras.activations.relu(
                     v, negative_slope=layer.negative_slope,
@@ -161,9 +165,9 @@ def calibrate(model: keras.Model, calibration_data=None,
     seen = False
     for batch in batches():
         seen = True
-        ys = outputs(batch)
+        ys, steps_cache = outputs(batch), {}
         for j, (layer, q, kind) in enumerate(targets):
-            for v in values(layer, q, kind, ys):
+            for v in values(layer, q, kind, ys, steps_cache):
                 lo[j] = min(lo[j], float(v.min()))
                 hi[j] = max(hi[j], float(v.max()))
     if not seen:
@@ -176,11 +180,11 @@ def calibrate(model: keras.Model, calibration_data=None,
     hists = {}
     if kl_targets:
         for batch in batches():
-            ys = outputs(batch)
+            ys, steps_cache = outputs(batch), {}
             for j in kl_targets:
                 layer, q, kind = targets[j]
                 top = max(abs(lo[j]) if q.signed else 0.0, hi[j], 1e-12)
-                for v in values(layer, q, kind, ys):
+                for v in values(layer, q, kind, ys, steps_cache):
                     # exact zeros (most of a ReLU output) are represented
                     # exactly on an unsigned grid: they must not pull the
                     # clip

@@ -14,6 +14,7 @@ from tfcomp._compile import carry_compile
 from tfcomp.graph.copy import refresh_state
 from tfcomp.layers import (
     MIXED_LAYERS,
+    QUANT_NORM_OF,
     QuantActivation,
     QuantConv1D,
     QuantConv2D,
@@ -23,8 +24,6 @@ from tfcomp.layers import (
     QuantDepthwiseConv2D,
     QuantEinsumDense,
     QuantEmbedding,
-    QuantGroupNormalization,
-    QuantLayerNormalization,
     QuantReLU,
 )
 from tfcomp.quantization._graph import clone_layer, new_inputs, read_graph
@@ -44,8 +43,7 @@ _QUANT_KEYS = ("w_bits", "a_bits", "weight_quantizer", "input_quantizer",
                "lora_rank", "lora_alpha", "quantization_config")
 
 
-_NORMS = {QuantLayerNormalization: keras.layers.LayerNormalization,
-          QuantGroupNormalization: keras.layers.GroupNormalization}
+_NORMS = {q: plain for plain, q in QUANT_NORM_OF.items()}
 
 
 def _replacement(layer, name):

@@ -89,19 +89,24 @@ class LayerCosts:
                 self.owners[i].add(j)
         self._cache: dict = {}
 
+    def _term_removed(self, j: int, npos: int, count: int) -> int:
+        """Channels group ``j`` keeping ``count`` removes from ``npos``
+        positions of one layer (the one rounding of a term's share)."""
+        size = int(self.sizes[j])
+        return int(round(npos * (size - int(count)) / size))
+
     def removed(self, terms, j: int, count: int) -> int:
         """Channels that group ``j`` keeping ``count`` removes from a
         layer's ``terms`` (its ``cin_terms[i]`` or ``cout_terms[i]``):
         each position's share, rounded term by term."""
-        size = int(self.sizes[j])
-        return sum(int(round(npos * (size - int(count)) / size))
+        return sum(self._term_removed(j, npos, count)
                    for jj, npos in terms if jj == j)
 
     def channels(self, i: int, counts) -> tuple[int, int]:
         spec = self.specs[i]
 
         def removed(terms):
-            return sum(self.removed(((j, npos),), j, counts[j])
+            return sum(self._term_removed(j, npos, counts[j])
                        for j, npos in terms)
 
         cin = max(1, spec.cin - removed(self.cin_terms[i]))
