@@ -1,7 +1,9 @@
-"""A model with MultiHeadAttention: quantize_model keeps the attention
-float, so the QAT model's int8 export refuses it by name and points to
-post-training int8 of the float model, which works (the converter
-calibrates the attention itself) and names the ops it leaves float."""
+"""Attention models to int8: quantize_model makes an unmasked
+MultiHeadAttention a QuantMultiHeadAttention whose int8 file is
+full-integer; a causal (masked) one stays float, so the QAT model's int8
+export refuses it by name and points to post-training int8 of the float
+model, which works (the converter calibrates the attention itself) and
+names the ops it leaves float."""
 
 import os
 
@@ -10,16 +12,18 @@ import numpy as np
 import pytest
 
 from tfcomp.export import export_tflite
-from tfcomp.quantization import calibrate, quantize_model
+from tfcomp.quantization import calibrate, quantization_report, quantize_model
 
 L = keras.layers
 
 
-def _encoder():
-    """keras.io's text-classification transformer block, tiny."""
+def _encoder(causal=False):
+    """keras.io's text-classification transformer block, tiny (``causal``:
+    a GPT-style decoder block)."""
     keras.utils.set_random_seed(0)
     inp = keras.Input((8, 12))
-    h = L.MultiHeadAttention(num_heads=2, key_dim=6, name="mha")(inp, inp)
+    h = L.MultiHeadAttention(num_heads=2, key_dim=6, name="mha")(
+        inp, inp, use_causal_mask=causal)
     x = L.LayerNormalization(epsilon=1e-6, name="ln1")(L.Add()([inp, h]))
     h = L.Dense(16, activation="relu", name="ffn1")(x)
     h = L.Dense(12, name="ffn2")(h)
@@ -28,11 +32,29 @@ def _encoder():
     return keras.Model(inp, L.Dense(3, name="logits")(x))
 
 
-def test_qat_refuses_attention_and_post_training_int8_works(tmp_path):
-    x = np.random.default_rng(0).normal(size=(96, 8, 12)).astype("float32")
-    model = _encoder()
+def _x():
+    return np.random.default_rng(0).normal(size=(96, 8, 12)).astype(
+        "float32")
+
+
+def test_qat_encoder_int8_is_full_integer(tmp_path):
+    x = _x()
+    qat = quantize_model(_encoder())
+    assert quantization_report(qat).attention == ["mha"]
+    calibrate(qat, x[:32])
+    report = export_tflite(qat, os.path.join(tmp_path, "q.tflite"), "int8",
+                           verify_data=x[32:])
+    assert report.float_ops == [], report.float_ops
+    assert report.top1_agreement >= 0.99, report
+
+
+def test_masked_attention_stays_float_and_post_training_int8_works(
+        tmp_path):
+    x = _x()
+    model = _encoder(causal=True)
     with pytest.warns(UserWarning, match="mha"):
         qat = quantize_model(model)
+    assert "use_causal_mask" in quantization_report(qat).skipped["mha"]
     calibrate(qat, x[:32])
     with pytest.raises(ValueError, match=r"'mha \(MultiHeadAttention\)'\] "
                        r"have float weights.*calibration_data"):

@@ -250,8 +250,8 @@ def test_embedding_is_a_gather_with_weights():
 def test_attention_stays_skipped_with_a_reason():
     model = tiny_vit()
     _, skipped = extract_specs(model, return_skipped=True)
-    assert "float" in dict(skipped)["mha"]
-    # quantize_model keeps MultiHeadAttention (and its projections) float
+    assert "fixed 8-bit" in dict(skipped)["mha"]
+    # MultiHeadAttention (and its projections) are not in the bit policy
     assert not [n for n in quantizable_layers(model) if "mha" in n]
 
 

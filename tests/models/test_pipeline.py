@@ -79,12 +79,6 @@ EXPECTED_UNSUPPORTED = {
     ("conv3d", "int8"): (
         ValueError, "(MaxPooling3D)'] have no int8 TFLite kernel",
         "TFLite has no 3D pooling builtin", ("pooling",)),
-    ("tiny_vit", "int8"): (
-        ValueError, "(MultiHeadAttention)'] have float weights",
-        "quantize_model keeps MultiHeadAttention float (with a warning), so "
-        "a full-integer file from the QAT model refuses it; export float / "
-        "dynamic, or post-training int8 of the float model, instead",
-        ("EinsumDense / MultiHeadAttention",)),
     ("lambda_ops", "bitserial"): (
         ValueError, "(Lambda) " + _NO_BITSERIAL,
         "a Lambda / keras.ops call is arbitrary Python: no integer op",
@@ -427,7 +421,7 @@ def get_qat(case):
 def check_qat(case):
     q, model, x = get_qat(case)
     report = quantization_report(q)
-    known = " ".join([*report.quantized, *report.skipped])
+    known = " ".join([*report.quantized, *report.skipped, *report.attention])
     unreported = [path for path, _ in _weight_layers(model)
                   if path.replace("/", "_") not in known
                   and path.split("/")[-1] not in known]

@@ -237,22 +237,16 @@ def test_integer_input_file_keeps_int32_ids_and_times(tmp_path):
     assert r3.top1_agreement >= 0.9
 
 
-def test_attention_stays_float_with_one_warning_and_clear_export_error(
-        tmp_path):
+def test_vit_attention_is_full_integer(tmp_path):
+    """quantize_model makes the MultiHeadAttention a QuantMultiHeadAttention
+    (no float warning), and the int8 file computes it in integers."""
     model = tiny_vit()
-    x = _data(model, 8)
-    with pytest.warns(UserWarning, match="'mha': MultiHeadAttention") as rec:
-        q = quantize_model(model, bits=8)
-    assert sum("weights in float" in str(w.message) for w in rec) == 1
-    assert "mha" in quantization_report(q).skipped
-    calibrate(q, x)
-    np.testing.assert_allclose(_np(q(x)), _np(model(x)), atol=0.1)
-    with pytest.raises(ValueError, match=r"mha \(MultiHeadAttention\)"):
-        export_tflite(q, os.path.join(tmp_path, "vit.tflite"), "int8")
-    assert not os.path.exists(os.path.join(tmp_path, "vit.tflite"))
+    q, report, _ = _qat_int8(model, tmp_path)
+    assert quantization_report(q).attention == ["mha"]
+    assert report.float_ops == [] and report.top1_agreement >= 0.99
 
 
-def test_vit_variants_do_not_crash(tmp_path):
+def test_vit_variants_quantize_their_attention(tmp_path):
     vit = tiny_vit()
     path = os.path.join(tmp_path, "vit.keras")
     vit.save(path)
@@ -260,8 +254,8 @@ def test_vit_variants_do_not_crash(tmp_path):
     nested = keras.Model(inp, L.Dense(3)(tiny_vit()(inp)))
     for model in (keras.saving.load_model(path), nested):
         x = _data(model, 4)
-        with pytest.warns(UserWarning, match="MultiHeadAttention"):
-            q = quantize_model(model)
+        q = quantize_model(model)
+        assert len(quantization_report(q).attention) == 1
         calibrate(q, x)
         assert np.abs(_np(q(x)) - _np(model(x))).max() < 0.2
 

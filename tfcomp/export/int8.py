@@ -71,6 +71,7 @@ from tfcomp.layers import (
     MIXED_LAYERS,
     QUANT_ACTIVATION_LAYERS,
     QUANT_NORM_LAYERS,
+    QUANT_STEP_LAYERS,
     QUANT_WEIGHT_LAYERS,
     QuantActivation,
 )
@@ -126,10 +127,11 @@ def check_exportable(model) -> None:
         if isinstance(layer, _FLOAT_NORMS) and not isinstance(
                 layer, QUANT_NORM_LAYERS):
             norms.append(f"{layer.name} ({type(layer).__name__})")
-        if isinstance(layer, QUANT_NORM_LAYERS) and not all(
-                q.calibrated for q in layer.step_quantizers.values()):
-            uncal.append(layer.name)
-        if isinstance(layer, MIXED_LAYERS):
+        if isinstance(layer, QUANT_STEP_LAYERS):
+            if not all(q.calibrated
+                       for q in layer.step_quantizers.values()):
+                uncal.append(layer.name)
+        elif isinstance(layer, MIXED_LAYERS):
             mixed.append(layer.name)
         elif isinstance(layer, QUANT_WEIGHT_LAYERS):
             if layer.w_bits > 8:
@@ -310,7 +312,7 @@ def prepare_for_tflite(model):
                 "output": p["output"],
                 "requantize": requant_obs.get(layer.name, 0)}
     for _, layer in iter_leaf_layers(clone):
-        if isinstance(layer, QUANT_NORM_LAYERS):
+        if isinstance(layer, QUANT_STEP_LAYERS):
             layer._tfcomp_export = layer.export_grids()
     # The QAT path needs no representative dataset, but TF's converter only
     # knows the graph holds FakeQuant ops after a first check that demands

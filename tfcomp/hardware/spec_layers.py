@@ -38,10 +38,11 @@ checks it), so no second MACs formula exists:
 * ``Embedding``: an ``"embedding"`` spec: a gather, 0 MACs and 0 BOPs (0
   latency on BISMO / Bit Fusion), its table counting for size.
 
-``MultiHeadAttention`` (which ``quantize_model`` keeps float) is reported
-as skipped: ``tfcomp.profile`` counts its projections and its weightless
+``MultiHeadAttention`` (which ``quantize_model`` makes a fixed 8-bit
+``QuantMultiHeadAttention``, not a layer of the bit policy) is reported as
+skipped: ``tfcomp.profile`` counts its projections and its weightless
 ``Q K^T`` / ``softmax(.) V`` products (``tfcomp.cost.attention_macs``) but
-no bit-serial model prices a float layer.
+no bit-serial model prices it.
 
 Example:
     >>> x = keras.Input((16, 8))
@@ -273,7 +274,8 @@ def spec_for_layer(layer, name, in_shapes, out_shape, batch):
             return LayerSpec(op=op, cin=x[-1], cout=x[-1], **g,
                              **common), ""
     if isinstance(inner, L.MultiHeadAttention):
-        return None, ("MultiHeadAttention stays float in quantize_model: "
-                      "no bit-width cost model (its MACs are in "
-                      "tfcomp.profile)")
+        return None, ("MultiHeadAttention is fixed 8-bit in quantize_model "
+                      "(QuantMultiHeadAttention; float when masked), not a "
+                      "searched layer: no bit-width cost model (its MACs "
+                      "are in tfcomp.profile)")
     return None, f"no cost model for {type(inner).__name__}"

@@ -34,6 +34,7 @@ from tfcomp.layers.masked import (
     plain_class_of,
 )
 from tfcomp.layers.quant_activation import QuantActivation, QuantReLU
+from tfcomp.layers.quant_attention import QuantMultiHeadAttention
 from tfcomp.layers.quant_base import QuantMixin
 from tfcomp.layers.quant_conv import QuantConv2D, QuantDepthwiseConv2D
 from tfcomp.layers.quant_dense import QuantDense
@@ -79,9 +80,12 @@ QUANT_ACTIVATION_LAYERS = (QuantActivation, QuantReLU)
 MIXED_LAYERS = (MixedQuantConv2D, MixedQuantDepthwiseConv2D, MixedQuantDense)
 #: Normalizations with 8-bit quantizers inside (their int8 TFLite form).
 QUANT_NORM_LAYERS = tuple(QUANT_NORM_OF.values())
+#: Layers with 8-bit quantizers on intermediate tensors (``step_values``,
+#: ``export_grids``, ``load_float_weights``): normalizations, attention.
+QUANT_STEP_LAYERS = QUANT_NORM_LAYERS + (QuantMultiHeadAttention,)
 #: Every tfcomp quantization layer.
 QUANT_LAYERS = (QUANT_WEIGHT_LAYERS + QUANT_ACTIVATION_LAYERS + MIXED_LAYERS
-                + QUANT_NORM_LAYERS)
+                + QUANT_STEP_LAYERS)
 
 __all__ = [
     "QuantActivation", "QuantReLU", "QuantConv2D", "QuantDepthwiseConv2D",
@@ -97,7 +101,8 @@ __all__ = [
     "plain_class_of", "quantizers", "QUANT_WEIGHT_LAYERS",
     "QUANT_ACTIVATION_LAYERS", "MIXED_LAYERS", "QUANT_LAYERS",
     "QUANT_NORM_LAYERS", "QUANT_NORM_OF", "QuantLayerNormalization",
-    "QuantGroupNormalization",
+    "QuantGroupNormalization", "QuantMultiHeadAttention",
+    "QUANT_STEP_LAYERS",
     "TuckerConv2D", "TuckerTensor", "TNetConv2D", "SoftMask", "FISTA",
     "SlimmableConv2D", "SlimmableDense", "SlimmableDepthwiseConv2D",
     "SwitchableBatchNormalization", "SlimmableConv1D", "SlimmableConv3D",

@@ -55,6 +55,8 @@ class _ActQuantBase(keras.layers.Layer):
     fixed_range = None
 
     def _init_aq(self, a_bits, quantizer):
+        # element-wise: a Keras mask (Embedding(mask_zero=True)) passes on
+        self.supports_masking = True
         self.a_bits = qz.check_bits(a_bits, "a_bits", allow_float=False)
         q = typed_quantizer(quantizer, self._default_quantizer,
                             qz.ActivationQuantizer, "quantizer",

@@ -41,8 +41,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcomp.layers import quantizers as qz
-from tfcomp.layers.quant_base import fake_quant_activation
+from tfcomp.layers.quant_steps import QuantSteps, weight_fake_quant
 
 __all__ = ["QuantGroupNormalization", "QuantLayerNormalization",
            "QUANT_NORM_OF"]
@@ -53,28 +52,14 @@ _STEPS = {"mean": True, "centered": True, "square": False,
           "normalized": True, "scaled": True}
 
 
-def _weight_fq(w):
-    """``w`` on a symmetric 8-bit grid (``[-m, m]``, m = max |w|)."""
-    m = ops.maximum(ops.stop_gradient(ops.max(ops.abs(w))), 1e-8)
-    return keras.quantizers.fake_quant_with_min_max_vars(
-        w, -m, m, num_bits=8, narrow_range=True)
-
-
-class _QuantNormSteps:
+class _QuantNormSteps(QuantSteps):
     """The step quantizers, the quantized normalization and its NumPy
     intermediates, shared by the quantized normalization layers. A layer
     sets ``_has_gamma`` / ``_has_beta`` / ``_rms`` and calls
     ``_init_steps`` in ``__init__`` and ``_build_steps`` in ``build``."""
 
     _rms = False
-
-    def _init_steps(self, momentum: float) -> None:
-        self.momentum = float(momentum)
-        self._tfcomp_export = None
-        self.step_quantizers = {
-            name: qz.ActivationQuantizer(8, signed=signed,
-                                         momentum=self.momentum)
-            for name, signed in _STEPS.items() if self._uses(name)}
+    _STEPS = _STEPS
 
     def _uses(self, name: str) -> bool:
         """Whether step ``name`` is not the layer's last op."""
@@ -83,17 +68,6 @@ class _QuantNormSteps:
         if name == "scaled":  # read by the beta op
             return self._has_gamma and self._has_beta
         return True
-
-    def _build_steps(self) -> None:
-        for name, q in self.step_quantizers.items():
-            q.build(self, name)
-
-    def _q(self, name, x, training):
-        if name not in self.step_quantizers:
-            return x
-        if self._tfcomp_export is not None:
-            return fake_quant_activation(x, *self._tfcomp_export[name])
-        return self.step_quantizers[name](x, training=bool(training))
 
     def _shift_floor(self):
         """One step of the ``shifted`` grid: ``var + eps`` rounded to code
@@ -142,16 +116,6 @@ class _QuantNormSteps:
             out["scaled"] = out["normalized"] * gamma
         return {k: v for k, v in out.items() if k in self.step_quantizers}
 
-    def export_grids(self) -> dict:
-        """``{step: (scale, zero point, 8)}`` of every step quantizer (what
-        int8 export fake-quantizes with).
-
-        Example:
-            >>> ln.export_grids()["mean"]
-        """
-        return {name: (*q.numpy_grid(), 8)
-                for name, q in self.step_quantizers.items()}
-
     def load_float_weights(self, layer) -> None:
         """Copies ``gamma`` / ``beta`` of the float normalization ``layer``
         (the Keras layer this one quantizes; both built).
@@ -172,7 +136,7 @@ class _QuantNormSteps:
             >>> keras.layers.LayerNormalization(**cfg).set_weights(
             ...     qln.quantized_weights())
         """
-        return [keras.ops.convert_to_numpy(_weight_fq(w))
+        return [keras.ops.convert_to_numpy(weight_fake_quant(w))
                 for w in (self.gamma, self.beta) if w is not None]
 
 
@@ -209,7 +173,7 @@ class QuantLayerNormalization(_QuantNormSteps,
         full = [1] * len(shape)
         for dim in self.axis:
             full[dim] = shape[dim]
-        return ops.reshape(_weight_fq(ops.cast(w, "float32")), full)
+        return ops.reshape(weight_fake_quant(ops.cast(w, "float32")), full)
 
     def call(self, inputs, training=None):
         x = ops.cast(inputs, "float32")
@@ -218,7 +182,7 @@ class QuantLayerNormalization(_QuantNormSteps,
                             self._broadcast(self.beta, x.shape), training)
         return ops.cast(y, self.compute_dtype)
 
-    def step_values(self, x) -> dict:
+    def step_values(self, x, **_) -> dict:
         """``{step: float array}``: the float intermediates of input ``x``
         (a NumPy batch), what ``calibrate`` sets the step ranges from.
 
@@ -290,14 +254,14 @@ class QuantGroupNormalization(_QuantNormSteps,
 
         def weight(w):
             return None if w is None else ops.reshape(
-                _weight_fq(ops.cast(w, "float32")), param)
+                weight_fake_quant(ops.cast(w, "float32")), param)
 
         y = self._normalize(g, axes, weight(self.gamma), weight(self.beta),
                             training)
         return ops.cast(ops.reshape(y, ops.shape(inputs)),
                         self.compute_dtype)
 
-    def step_values(self, x) -> dict:
+    def step_values(self, x, **_) -> dict:
         """As :meth:`QuantLayerNormalization.step_values`, on the grouped
         input.
 

@@ -30,11 +30,16 @@ import keras
 
 from tfcomp.graph.copy import refresh_state
 from tfcomp.layers import (
-    QUANT_NORM_LAYERS,
     QUANT_NORM_OF,
+    QUANT_STEP_LAYERS,
     QuantActivation,
+    QuantMultiHeadAttention,
 )
 from tfcomp.layers import quantizers as qz
+from tfcomp.layers.quant_attention import (
+    UnsupportedAttention,
+    unsupported_attention,
+)
 from tfcomp.quantization._analysis import (
     AVERAGE_POOLS,
     FIXED_GRIDS,
@@ -236,15 +241,24 @@ class _Builder:
         layer = self.layers.get(node.name)
         first = layer is None
         if first:
-            layer = self.quant_norm(node) or clone_layer(node.layer,
-                                                         node.name)
+            layer = (self.quant_norm(node) or self.quant_attention(node)
+                     or clone_layer(node.layer, node.name))
             self.layers[node.name] = layer
         tensors = self.tmap
         if self.observers and isinstance(node.layer, keras_classes(
                 ("Concatenate",))):
             tensors = self.concat_inputs(node)
-        y = node.call(layer, tensors)
-        if first and isinstance(layer, QUANT_NORM_LAYERS):
+        try:
+            y = node.call(layer, tensors)
+        except UnsupportedAttention as err:  # a masked call: keep it float
+            self.a.report.attention.remove(node.name)
+            self.a.report.skipped[node.name] = (
+                f"MultiHeadAttention {str(err).split('; ')[-1]}".rstrip(".")
+                + " (kept float)")
+            layer = self.layers[node.name] = clone_layer(node.layer,
+                                                         node.name)
+            y = node.call(layer, tensors)
+        if first and isinstance(layer, QUANT_STEP_LAYERS):
             layer.load_float_weights(node.layer)
         elif first and isinstance(layer, keras.layers.Layer):
             layer.set_weights(node.layer.get_weights())
@@ -273,6 +287,29 @@ class _Builder:
                    momentum=getattr(self.obs_template, "momentum", 0.99))
         self.a.report.normalizations.append(node.name)
         return cls.from_config(cfg)
+
+    def quant_attention(self, node):
+        """The ``QuantMultiHeadAttention`` of a MultiHeadAttention node
+        (exact type, observers on, not in ``skip``, a configuration and
+        call it computes), or None; the report moves it from ``skipped``
+        to ``attention``."""
+        if (not self.observers
+                or type(node.layer) is not keras.layers.MultiHeadAttention
+                or self.a.report.skipped.get(node.name, "").startswith(
+                    "listed in skip")):
+            return None
+        rank = len(self.graph.shape(node.inputs[0])) if node.inputs \
+            else None
+        reason = unsupported_attention(node.layer.get_config(), rank)
+        if reason is not None:
+            self.a.report.skipped[node.name] = (
+                f"MultiHeadAttention with {reason} (kept float)")
+            return None
+        cfg = dict(node.layer.get_config(), name=node.name,
+                   momentum=getattr(self.obs_template, "momentum", 0.99))
+        self.a.report.skipped.pop(node.name, None)
+        self.a.report.attention.append(node.name)
+        return QuantMultiHeadAttention.from_config(cfg)
 
     def concat_inputs(self, node) -> dict:
         """``tmap`` with an observer of its own before each input of a

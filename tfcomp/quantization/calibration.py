@@ -20,7 +20,7 @@ import numpy as np
 
 from tfcomp._io import iter_batches
 from tfcomp.graph import iter_leaf_layers
-from tfcomp.layers import QUANT_NORM_LAYERS, QuantActivation, QuantReLU
+from tfcomp.layers import QUANT_STEP_LAYERS, QuantActivation, QuantReLU
 from tfcomp.layers import quantizers as qz
 from tfcomp.quantization._graph import read_graph
 from tfcomp.quantization.quantize import link_shared_inputs
@@ -33,8 +33,9 @@ _BINS = 1024
 def activation_quantizers(model) -> list:
     """``[(layer, quantizer, kind)]`` for every activation quantizer of a
     model; ``kind`` is "input" (quantizes ``layer.input``), "relu"
-    (``QuantReLU``: quantizes ``relu(layer.input)``) or "step" (a
-    ``QuantLayerNormalization``'s intermediate: its ``step_values``).
+    (``QuantReLU``: quantizes ``relu(layer.input)``) or "step" (an
+    intermediate of a ``QuantLayerNormalization`` /
+    ``QuantMultiHeadAttention``...: its ``step_values``).
 
     Example:
         >>> [l.name for l, q, k in activation_quantizers(qat)][:2]
@@ -45,7 +46,7 @@ def activation_quantizers(model) -> list:
             out.append((layer, layer.quantizer, "relu"))
         elif isinstance(layer, QuantActivation):
             out.append((layer, layer.quantizer, "input"))
-        elif isinstance(layer, QUANT_NORM_LAYERS):
+        elif isinstance(layer, QUANT_STEP_LAYERS):
             out.extend((layer, q, "step")
                        for q in layer.step_quantizers.values())
         elif hasattr(layer, "activation_quantizers"):
@@ -126,12 +127,12 @@ def calibrate(model: keras.Model, calibration_data=None,
             "calibrate (quantize it with quantize_model first).")
     calls = {id(layer): nodes for _, layer, nodes in graph.layers()}
     tensors, index = [], {}
-    for layer, _, _ in targets:
+    for layer, _, kind in targets:
         for node in calls[id(layer)]:
-            t = node.inputs[0]
-            if t not in index:
-                index[t] = len(tensors)
-                tensors.append(t)
+            for t in node.inputs if kind == "step" else node.inputs[:1]:
+                if t not in index:
+                    index[t] = len(tensors)
+                    tensors.append(t)
 
     def outputs(batch):
         # Eager calls: calibration sees a few batches, and tracing a probe
@@ -146,9 +147,11 @@ def calibrate(model: keras.Model, calibration_data=None,
         out = []
         for node in calls[id(layer)]:
             v = ys[index[node.inputs[0]]]
-            if kind == "step":
+            if kind == "step":  # the call's arguments, replayed
                 if id(node) not in steps_cache:
-                    steps_cache[id(node)] = layer.step_values(v)
+                    steps_cache[id(node)] = node.call(
+                        layer.step_values,
+                        {t: ys[index[t]] for t in node.inputs})
                 v = steps_cache[id(node)][q._prefix]
             elif kind == "relu":
                 v = keras.ops.convert_to_numpy(keras.activations.relu(

@@ -24,6 +24,7 @@ from tfcomp.layers import (
     QUANT_NORM_LAYERS,
     QUANT_WEIGHT_LAYERS,
     QuantActivation,
+    QuantMultiHeadAttention,
 )
 
 __all__ = ["QuantizationReport", "quantization_report"]
@@ -46,6 +47,8 @@ class QuantizationReport:
         normalizations: names of the Layer / GroupNormalizations made
             ``QuantLayerNormalization`` / ``QuantGroupNormalization``
             (8-bit quantizers inside).
+        attention: names of the MultiHeadAttentions made
+            ``QuantMultiHeadAttention`` (8-bit weights and intermediates).
 
     Example:
         >>> print(quantization_report(qmodel).summary())
@@ -57,6 +60,7 @@ class QuantizationReport:
     observers: list = dataclasses.field(default_factory=list)
     skipped: dict = dataclasses.field(default_factory=dict)
     normalizations: list = dataclasses.field(default_factory=list)
+    attention: list = dataclasses.field(default_factory=list)
 
     def summary(self) -> str:
         """A readable multi-line summary.
@@ -69,7 +73,9 @@ class QuantizationReport:
                  f"ReLUs, inserted {len(self.observers)} activation "
                  "quantizers"
                  + (f", quantized {len(self.normalizations)} "
-                    "normalizations" if self.normalizations else "")]
+                    "normalizations" if self.normalizations else "")
+                 + (f", quantized {len(self.attention)} attention layers"
+                    if self.attention else "")]
         for name, (w, a) in self.quantized.items():
             lines.append(f"  {name}: w{w}/a{a}")
         for name, why in self.skipped.items():
@@ -127,6 +133,8 @@ def quantization_report(model) -> QuantizationReport:
             found.observers.append(layer.name)
         elif isinstance(layer, QUANT_NORM_LAYERS):
             found.normalizations.append(layer.name)
+        elif isinstance(layer, QuantMultiHeadAttention):
+            found.attention.append(layer.name)
         elif isinstance(layer, float_kernels):
             found.skipped[layer.name] = "kept float"
     if not isinstance(record, QuantizationReport):
@@ -143,7 +151,7 @@ def quantization_report(model) -> QuantizationReport:
         quantized={n: found.quantized[n] for n in order},
         folded=dict(record.folded), fused=dict(record.fused),
         observers=observers, skipped=skipped,
-        normalizations=found.normalizations)
+        normalizations=found.normalizations, attention=found.attention)
 
 
 def attach_record(model, report: QuantizationReport) -> None:

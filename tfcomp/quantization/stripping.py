@@ -24,8 +24,10 @@ from tfcomp.layers import (
     QuantDepthwiseConv2D,
     QuantEinsumDense,
     QuantEmbedding,
+    QuantMultiHeadAttention,
     QuantReLU,
 )
+from tfcomp.layers.quant_attention import attention_projections
 from tfcomp.quantization._graph import clone_layer, new_inputs, read_graph
 from tfcomp.quantization.params import is_qat_model
 
@@ -64,10 +66,14 @@ def _replacement(layer, name):
                                  negative_slope=layer.negative_slope,
                                  threshold=layer.threshold, name=name), None
     norm = _NORMS.get(type(layer))
+    if isinstance(layer, QuantMultiHeadAttention):
+        norm = keras.layers.MultiHeadAttention
     if norm is not None:
         cfg = dict(layer.get_config(), name=name)
         cfg.pop("momentum", None)
-        return norm.from_config(cfg), "norm"
+        return norm.from_config(cfg), (
+            "attention" if norm is keras.layers.MultiHeadAttention
+            else "norm")
     return clone_layer(layer, name), "float"
 
 
@@ -129,6 +135,10 @@ def strip_quantization(model: keras.Model) -> keras.Model:
                     new.bias.assign(layer.quantized_bias())
             elif first and kind == "norm":  # its 8-bit gamma and beta
                 new.set_weights(layer.quantized_weights())
+            elif first and kind == "attention":  # its 8-bit kernels
+                for dense, weights in zip(attention_projections(new),
+                                          layer.quantized_projections()):
+                    dense.set_weights(weights)
             elif first and kind == "float" and isinstance(
                     new, keras.layers.Layer):
                 new.set_weights(layer.get_weights())
