@@ -1,14 +1,19 @@
-"""int8 TFLite files of models with Layer / GroupNormalization on
-Fashion-MNIST: post-training int8 of the float model vs the QAT model's
-file (``QuantLayerNormalization`` / ``QuantGroupNormalization``).
+"""int8 TFLite files of models with Layer / GroupNormalization and
+attention on Fashion-MNIST: post-training int8 of the float model vs the
+QAT model's file (``QuantLayerNormalization`` / ``QuantGroupNormalization``
+/ ``QuantMultiHeadAttention``).
 
-Two keras.io-style models, trained once in float here (``--epochs``):
+Three keras.io-style models, trained once in float here (``--epochs``):
 
 * ``convnext_mini``: a 2x2 patchify stem + LayerNormalization, two
   ConvNeXt blocks (7x7 depthwise conv, LayerNormalization, Dense 4C with
   GELU, Dense C, residual), global pooling, LayerNormalization, Dense;
 * ``groupnorm_cnn``: three Conv2D + GroupNormalization(4) + swish stages
-  (two strided), global pooling, Dense.
+  (two strided), global pooling, Dense;
+* ``vit_mini``: 4x4 patches (49 tokens of 32) + learned positions, two
+  pre-norm transformer blocks (LayerNormalization, MultiHeadAttention with
+  4 heads, residual; LayerNormalization, Dense 64 GELU, Dense 32,
+  residual), LayerNormalization, token pooling, Dense.
 
 Rows, all on the same test subset: the float Keras model; its float32
 file; post-training int8 (``export_tflite(float_model, "int8",
@@ -23,7 +28,7 @@ agreement of each file with the Keras model it was converted from (on
 (ai_edge_litert, XNNPACK, 1 thread, batch 1, interleaved rounds). One run,
 no seeds averaged; CPU scale.
 
-Usage (~6 min on the 2-core host; --quick ~1 min):
+Usage (~9 min on the 2-core host; --quick ~2 min):
     nice -n 10 .venv/bin/python benchmarks/norm_int8.py
     Options: [--train 10000] [--test 2000] [--epochs 3] [--qat-epochs 1]
     [--runs 200] [--rounds 5] [--quick]
@@ -92,7 +97,29 @@ def groupnorm_cnn(shape=(28, 28, 1), classes=10):
                        name="groupnorm_cnn")
 
 
-MODELS = {"convnext_mini": convnext_mini, "groupnorm_cnn": groupnorm_cnn}
+def vit_mini(shape=(28, 28, 1), dim=32, heads=4, classes=10):
+    inp = keras.Input(shape)
+    x = L.Conv2D(dim, 4, strides=4, name="patchify")(inp)
+    tokens = (shape[0] // 4) * (shape[1] // 4)
+    x = L.Reshape((tokens, dim), name="tokens")(x)
+    pos = L.Embedding(tokens, dim, name="pos")(keras.ops.arange(tokens)[None])
+    x = L.Add(name="add_pos")([x, pos])
+    for i in range(2):
+        h = L.LayerNormalization(epsilon=1e-6, name=f"b{i}_ln1")(x)
+        h = L.MultiHeadAttention(heads, dim // heads, name=f"b{i}_mha")(h, h)
+        x = L.Add(name=f"b{i}_add1")([x, h])
+        h = L.LayerNormalization(epsilon=1e-6, name=f"b{i}_ln2")(x)
+        h = L.Dense(2 * dim, activation="gelu", name=f"b{i}_mlp1")(h)
+        h = L.Dense(dim, name=f"b{i}_mlp2")(h)
+        x = L.Add(name=f"b{i}_add2")([x, h])
+    x = L.LayerNormalization(epsilon=1e-6, name="head_ln")(x)
+    x = L.GlobalAveragePooling1D(name="gap")(x)
+    return keras.Model(inp, L.Dense(classes, name="logits")(x),
+                       name="vit_mini")
+
+
+MODELS = {"convnext_mini": convnext_mini, "groupnorm_cnn": groupnorm_cnn,
+          "vit_mini": vit_mini}
 
 
 def _file_accuracy(path, x, y) -> float:
@@ -143,7 +170,8 @@ def run_model(name, data, args, folder) -> dict:
 
 
 def markdown(result) -> str:
-    lines = [f"# {NAME}: int8 TFLite of normalization models",
+    lines = [f"# {NAME}: int8 TFLite of normalization and attention "
+             "models",
              "", result["command"], "",
              "| model | row | test acc | agreement with its Keras model | "
              "float ops in the file | bytes | latency ms |",
@@ -178,6 +206,8 @@ def main():
     p.add_argument("--runs", type=int, default=200)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--models", default=",".join(MODELS),
+                   help="comma-separated subset of " + ", ".join(MODELS))
     args = p.parse_args()
     if args.quick:
         args.train, args.test, args.epochs, args.runs = 2000, 500, 1, 50
@@ -187,7 +217,10 @@ def main():
               "train": args.train, "test": args.test, "epochs": args.epochs,
               "qat_epochs": args.qat_epochs, "models": {}}
     with tempfile.TemporaryDirectory() as folder:
-        for name in MODELS:
+        for name in args.models.split(","):
+            if name not in MODELS:
+                raise SystemExit(f"--models: unknown model {name!r} "
+                                 f"(known: {', '.join(MODELS)})")
             result["models"][name] = run_model(name, data, args, folder)
     write_results(args.out, NAME, result, markdown(result))
     print(markdown(result))

@@ -31,6 +31,13 @@ from typing import Any
 
 import numpy as np
 
+from tfcomp._batches import (  # re-exported (__all__)
+    _is_array,
+    _iterate,
+    _to_numpy,
+    iter_batches,
+    iter_model_batches,
+)
 from tfcomp._checks import (  # re-exported (__all__)
     check_fraction,
     check_number,
@@ -42,7 +49,8 @@ __all__ = [
     "STALE_TEMP_SECONDS", "ParentNotADirectoryError", "atomic_path",
     "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
     "atomic_save_keras", "remove_stale_temps", "make_dirs", "as_arrays",
-    "iter_batches", "check_fraction", "check_number", "check_positive_int",
+    "iter_batches", "iter_model_batches", "check_fraction", "check_number",
+    "check_positive_int",
     "read_json", "read_text",
 ]
 
@@ -321,28 +329,6 @@ def atomic_save_keras(model, path: str) -> None:
 # ------------------------------------------------------ calibration data
 
 
-def _to_numpy(a) -> np.ndarray:
-    if hasattr(a, "numpy") and not isinstance(a, np.ndarray):
-        a = a.numpy()
-    return np.asarray(a)
-
-
-def _is_array(data) -> bool:
-    return (isinstance(data, np.ndarray)
-            or (hasattr(data, "__array__")
-                and not isinstance(data, (tuple, list, dict))
-                and not hasattr(data, "element_spec")))
-
-
-def _iterate(data, name: str):
-    try:
-        return iter(data)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be an array, a tuple (x, y) or an iterable of "
-            f"batches. Received: {type(data).__name__}") from None
-
-
 def _class_labels(y, model, name: str):
     """int64 class indices: one per sample, or one per output position when
     the model's output has positions (a U-Net's per-pixel classes); one-hot
@@ -468,44 +454,6 @@ def as_arrays(data, model=None, max_items: int | None = None,
         raise ValueError(
             f"{name} must hold labels: give (x, y) or batches of (x, y).")
     return x, y
-
-
-def iter_batches(data, batch_size: int = 64, steps: int | None = None,
-                 name: str = "calibration_data"):
-    """Yields float32 numpy input batches from an array, an ``(x, y)``
-    tuple, or an iterable / ``tf.data.Dataset`` of ``x`` or ``(x, y, ...)``
-    batches, without reading more than ``steps`` batches.
-
-    Example:
-        >>> next(iter_batches(np.zeros((10, 4)), batch_size=4)).shape
-        (4, 4)
-    """
-    check_positive_int(batch_size, "batch_size")
-    if isinstance(data, (tuple, list)) and len(data) >= 1 and hasattr(
-            data[0], "shape") and not hasattr(data, "shape"):
-        data = data[0]
-    if _is_array(data):
-        x = np.asarray(_to_numpy(data), dtype=np.float32)
-        if x.ndim == 0 or len(x) == 0:
-            raise ValueError(
-                f"{name} is empty. Received shape {x.shape}")
-        for count, i in enumerate(range(0, len(x), batch_size)):
-            if steps is not None and count >= steps:
-                return
-            yield x[i:i + batch_size]
-        return
-    if data is None:
-        raise ValueError(f"{name} is empty. Received: {name}=None")
-    count = 0
-    for batch in _iterate(data, name):
-        if steps is not None and count >= steps:
-            return
-        if isinstance(batch, (tuple, list)):
-            batch = batch[0]
-        yield np.asarray(_to_numpy(batch), np.float32)
-        count += 1
-    if count == 0:
-        raise ValueError(f"{name} is empty: the iterable yielded no batch.")
 
 
 # ------------------------------------------------------------- reading

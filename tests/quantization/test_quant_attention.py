@@ -166,3 +166,30 @@ def test_uncalibrated_attention_is_refused():
                 sq.set_range(-1.0, 1.0)
     with pytest.raises(ValueError, match="mha"):
         export_tflite(q, "unused.tflite", "int8")
+
+
+def test_two_input_cross_attention_calibrates_from_lists_and_datasets():
+    """A decoder's cross-attention (queries from its tokens, keys / values
+    from an encoder's output): calibrate takes the inputs as model.fit
+    does (a list, ((x1, x2), y), batches of those) and names a wrong
+    shape of data."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    tokens, memory = keras.Input((6, 8)), keras.Input((4, 10))
+    h = L.MultiHeadAttention(2, 4, name="mha")(
+        L.LayerNormalization()(tokens), memory)
+    x = L.GlobalAveragePooling1D()(L.Add()([tokens, h]))
+    q = quantize_model(keras.Model([tokens, memory], L.Dense(3)(x)))
+    rng = np.random.default_rng(0)
+    xs = [rng.normal(size=(32, 6, 8)).astype("float32"),
+          rng.normal(size=(32, 4, 10)).astype("float32")]
+    first = calibrate(q, xs)["mha/scores"]
+    again = calibrate(q, (xs, np.zeros(32)))["mha/scores"]
+    ds = tf.data.Dataset.from_tensor_slices((tuple(xs), np.zeros(32)))
+    batched = calibrate(q, ds.batch(8))["mha/scores"]
+    assert first[1] > 0 and again == pytest.approx(batched, rel=0.05)
+    with pytest.raises(ValueError, match="2 inputs.*Received: ndarray"):
+        calibrate(q, xs[0])
+    with pytest.raises(ValueError, match=r"one length.*\[32, 5\]"):
+        calibrate(q, [xs[0], xs[1][:5]])

@@ -143,6 +143,7 @@ def _wide_base():
     b = L.DepthwiseConv1D(3, padding="same")(b)
     b = L.Conv1DTranspose(4, 3, padding="same")(b)
     b = L.LayerNormalization()(b)
+    b = L.Add()([b, L.MultiHeadAttention(2, 2)(b, b)])
     b = L.GlobalAveragePooling1D()(b)
     c = L.Reshape((4, 4, 4, 3))(inp)
     c = L.Conv3D(4, 2, padding="same")(c)

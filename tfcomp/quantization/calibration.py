@@ -18,7 +18,7 @@ import warnings
 import keras
 import numpy as np
 
-from tfcomp._io import iter_batches
+from tfcomp._io import iter_batches, iter_model_batches
 from tfcomp.graph import iter_leaf_layers
 from tfcomp.layers import QUANT_STEP_LAYERS, QuantActivation, QuantReLU
 from tfcomp.layers import quantizers as qz
@@ -161,7 +161,8 @@ def calibrate(model: keras.Model, calibration_data=None,
         return out
 
     def batches():
-        return iter_batches(calibration_data, batch_size, steps)
+        return iter_model_batches(calibration_data, len(graph.inputs),
+                                  batch_size, steps)
 
     lo = [np.inf] * len(targets)
     hi = [-np.inf] * len(targets)

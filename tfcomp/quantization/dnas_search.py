@@ -120,11 +120,60 @@ class TemperatureAnnealing(keras.callbacks.Callback):
                 "minimum": self.minimum}
 
 
-def _set_phase(supernet, theta_phase: bool, weight_vars: list) -> None:
-    for layer in mixed_layers(supernet):
-        layer.theta.trainable = theta_phase
-    for v in weight_vars:
-        v.trainable = not theta_phase
+class _Variables:
+    """A variable list Keras does not track (a phase's own variables)."""
+
+    def __init__(self, variables):
+        self.list = list(variables)
+
+
+class _PhaseTrainer(keras.Model):
+    """One DNAS phase: trains ``variables`` of ``net`` only. Each phase is
+    compiled once, so its train step is traced once for the whole search
+    (compiling the supernet per epoch and phase traced it 2x``epochs``
+    times: most of a short search's time, and a pinned graph each)."""
+
+    def __init__(self, net, variables, **kwargs):
+        super().__init__(**kwargs)
+        self.net = net
+        self._phase = _Variables(variables)
+
+    def call(self, x, training=None):
+        return self.net(x, training=training)
+
+    def train_step(self, data):
+        import tensorflow as tf  # GradientTape: TensorFlow backend
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        variables = self._phase.list
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self.compute_loss(x=x, y=y, y_pred=y_pred,
+                                     sample_weight=sample_weight)
+        self.optimizer.apply(tape.gradient(loss, variables), variables)
+        return self.compute_metrics(x, y, y_pred, sample_weight)
+
+
+class _OnNet(keras.callbacks.Callback):
+    """Forwards fit's events to ``callback`` with the supernet as its
+    model (fit runs on a :class:`_PhaseTrainer` around it)."""
+
+    def __init__(self, callback, net):
+        super().__init__()
+        self.callback = callback
+        callback.set_model(net)
+
+    def on_train_begin(self, logs=None):
+        self.callback.on_train_begin(logs)
+
+    def on_train_end(self, logs=None):
+        self.callback.on_train_end(logs)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.callback.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.callback.on_epoch_end(epoch, logs)
 
 
 def search(supernet: keras.Model, x, y, epochs: int = 4,
@@ -136,7 +185,9 @@ def search(supernet: keras.Model, x, y, epochs: int = 4,
 
     Each epoch runs one pass of weight updates (theta frozen) on the weight
     split, then one pass of theta updates (weights frozen) on the theta
-    split, both with ``DNASLoss``. The temperature follows ``annealing``.
+    split, both with ``DNASLoss``. The temperature follows ``annealing``
+    (its callbacks see the supernet as their model). Each phase is compiled
+    once and its train step traced once for the whole search.
 
     Args:
         supernet: from ``build_supernet``.
@@ -185,39 +236,36 @@ def search(supernet: keras.Model, x, y, epochs: int = 4,
     opt_w = weight_optimizer or keras.optimizers.Adam(1e-3)
     opt_t = theta_optimizer or keras.optimizers.Adam(0.01)
     annealing = annealing or TemperatureAnnealing()
-    theta_ids = {id(layer.theta) for layer in mixed_layers(supernet)}
+    thetas = [layer.theta for layer in mixed_layers(supernet)]
+    theta_ids = {id(v) for v in thetas}
     weight_vars = [v for v in supernet.trainable_variables
                    if id(v) not in theta_ids]
     loss = DNASLoss(supernet, beta=beta, gamma=gamma)
+    phases = []
+    for variables, opt in ((weight_vars, opt_w), (thetas, opt_t)):
+        trainer = _PhaseTrainer(supernet, variables,
+                                name=f"{supernet.name}_dnas_phase")
+        trainer.compile(optimizer=opt, loss=loss, jit_compile=False)
+        phases.append(trainer)
+    annealing_events = [_OnNet(annealing, supernet)]
     history = []
-    try:
-        for epoch in range(int(epochs)):
-            _set_phase(supernet, False, weight_vars)
-            supernet.compile(optimizer=opt_w, loss=loss, jit_compile=False)
-            hw = supernet.fit(xw, yw, batch_size=batch_size,
-                              epochs=epoch + 1, initial_epoch=epoch,
-                              callbacks=[annealing], verbose=verbose)
-            _set_phase(supernet, True, weight_vars)
-            supernet.compile(optimizer=opt_t, loss=loss, jit_compile=False)
-            ht = supernet.fit(xt, yt, batch_size=batch_size,
-                              epochs=epoch + 1, initial_epoch=epoch,
-                              verbose=verbose)
-            eb = expected_bits(supernet)
-            history.append({
-                "epoch": epoch,
-                "temperature": annealing.temperature(epoch),
-                "weight_loss": float(hw.history["loss"][-1]),
-                "theta_loss": float(ht.history["loss"][-1]),
-                "expected_cost": float(keras.ops.convert_to_numpy(
-                    expected_cost(supernet))),
-                "expected_w_bits": eb["w_bits"],
-                "expected_a_bits": eb["a_bits"],
-            })
-    finally:
-        for v in weight_vars:
-            v.trainable = True
-        for layer in mixed_layers(supernet):
-            layer.theta.trainable = True
+    for epoch in range(int(epochs)):
+        hw = phases[0].fit(xw, yw, batch_size=batch_size, epochs=epoch + 1,
+                           initial_epoch=epoch, callbacks=annealing_events,
+                           verbose=verbose)
+        ht = phases[1].fit(xt, yt, batch_size=batch_size, epochs=epoch + 1,
+                           initial_epoch=epoch, verbose=verbose)
+        eb = expected_bits(supernet)
+        history.append({
+            "epoch": epoch,
+            "temperature": annealing.temperature(epoch),
+            "weight_loss": float(hw.history["loss"][-1]),
+            "theta_loss": float(ht.history["loss"][-1]),
+            "expected_cost": float(keras.ops.convert_to_numpy(
+                expected_cost(supernet))),
+            "expected_w_bits": eb["w_bits"],
+            "expected_a_bits": eb["a_bits"],
+        })
     return {"epochs": history}
 
 
