@@ -38,6 +38,31 @@ def _iterate(data, name: str):
             f"batches. Received: {type(data).__name__}") from None
 
 
+def _sliced(arrays, batch_size: int, steps, single: bool = False):
+    """Batches of ``batch_size`` rows of ``arrays`` (one length), at most
+    ``steps``; the array itself with ``single``, else a list."""
+    for count, i in enumerate(range(0, len(arrays[0]), batch_size)):
+        if steps is not None and count >= steps:
+            return
+        rows = [a[i:i + batch_size] for a in arrays]
+        yield rows[0] if single else rows
+
+
+def _batches_of(data, steps, name: str):
+    """The first ``steps`` batches of an iterable; ValueError when it is
+    None or yields none."""
+    if data is None:
+        raise ValueError(f"{name} is empty. Received: {name}=None")
+    count = 0
+    for batch in _iterate(data, name):
+        if steps is not None and count >= steps:
+            return
+        yield batch
+        count += 1
+    if count == 0:
+        raise ValueError(f"{name} is empty: the iterable yielded no batch.")
+
+
 def iter_batches(data, batch_size: int = 64, steps: int | None = None,
                  name: str = "calibration_data"):
     """Yields float32 numpy input batches from an array, an ``(x, y)``
@@ -57,23 +82,12 @@ def iter_batches(data, batch_size: int = 64, steps: int | None = None,
         if x.ndim == 0 or len(x) == 0:
             raise ValueError(
                 f"{name} is empty. Received shape {x.shape}")
-        for count, i in enumerate(range(0, len(x), batch_size)):
-            if steps is not None and count >= steps:
-                return
-            yield x[i:i + batch_size]
+        yield from _sliced([x], batch_size, steps, single=True)
         return
-    if data is None:
-        raise ValueError(f"{name} is empty. Received: {name}=None")
-    count = 0
-    for batch in _iterate(data, name):
-        if steps is not None and count >= steps:
-            return
+    for batch in _batches_of(data, steps, name):
         if isinstance(batch, (tuple, list)):
             batch = batch[0]
         yield np.asarray(_to_numpy(batch), np.float32)
-        count += 1
-    if count == 0:
-        raise ValueError(f"{name} is empty: the iterable yielded no batch.")
 
 
 def iter_model_batches(data, n_inputs: int, batch_size: int = 64,
@@ -119,18 +133,7 @@ def iter_model_batches(data, n_inputs: int, batch_size: int = 64,
                 f"{name}: the {n_inputs} input arrays must be non-empty and "
                 f"of one length. Received lengths "
                 f"{[len(a) for a in arrays]}")
-        for count, i in enumerate(range(0, len(arrays[0]), batch_size)):
-            if steps is not None and count >= steps:
-                return
-            yield [a[i:i + batch_size] for a in arrays]
+        yield from _sliced(arrays, batch_size, steps)
         return
-    if data is None:
-        raise ValueError(f"{name} is empty. Received: {name}=None")
-    count = 0
-    for batch in _iterate(data, name):
-        if steps is not None and count >= steps:
-            return
+    for batch in _batches_of(data, steps, name):
         yield inputs(batch)
-        count += 1
-    if count == 0:
-        raise ValueError(f"{name} is empty: the iterable yielded no batch.")
