@@ -168,11 +168,12 @@ def test_uncalibrated_attention_is_refused():
         export_tflite(q, "unused.tflite", "int8")
 
 
-def test_two_input_cross_attention_calibrates_from_lists_and_datasets():
+def test_two_input_cross_attention_calibrates_and_exports(tmp_path):
     """A decoder's cross-attention (queries from its tokens, keys / values
     from an encoder's output): calibrate takes the inputs as model.fit
     does (a list, ((x1, x2), y), batches of those) and names a wrong
-    shape of data."""
+    shape of data; export writes its full-integer file unverified only
+    when asked (verification reads single-input models)."""
     import tensorflow as tf
 
     keras.utils.set_random_seed(0)
@@ -193,3 +194,9 @@ def test_two_input_cross_attention_calibrates_from_lists_and_datasets():
         calibrate(q, xs[0])
     with pytest.raises(ValueError, match=r"one length.*\[32, 5\]"):
         calibrate(q, [xs[0], xs[1][:5]])
+    path = os.path.join(tmp_path, "two.tflite")
+    with pytest.raises(ValueError, match="2 inputs.*verify=False"):
+        export_tflite(q, path, "int8")
+    assert not os.path.exists(path)
+    report = export_tflite(q, path, "int8", verify=False)
+    assert report.float_ops == [] and os.path.getsize(path) > 0

@@ -209,6 +209,21 @@ def _check_exportable_model(model, verb: str) -> None:
             "shape); keras.Model(inputs, model(inputs)).")
 
 
+def _check_single_input(model, verify, calibration_data) -> None:
+    """A ``ValueError`` for a multi-input model that would need inputs
+    (verification, post-training calibration): those read one array."""
+    n = len(model.inputs)
+    if n > 1 and (verify or calibration_data is not None):
+        raise ValueError(
+            f"export_tflite: model {model.name!r} has {n} inputs; export "
+            "verifies and calibrates single-input models only. Export it "
+            "with verify=False and no calibration_data (a QAT model's int8 "
+            "file takes its ranges from the model: calibrate it first with "
+            "tfcomp.quantization.calibrate(qat, [x1, x2, ...])). Received: "
+            f"verify={verify!r}, calibration_data="
+            f"{'given' if calibration_data is not None else None}")
+
+
 def _check_builtins(model, verb: str) -> None:
     """A ``ValueError`` naming the layers TFLite has no builtin op for (the
     converter would fail with an MLIR error)."""
@@ -500,6 +515,7 @@ def export_tflite(model: keras.Model, path: str,
         num_verify = _io.check_positive_int(num_verify, "num_verify")
     x_cal = None
     _check_exportable_model(model, "export_tflite")
+    _check_single_input(model, verify, calibration_data)
     if calibration_data is not None:
         # read once (an iterable may be single-pass), checked against the
         # model's input
