@@ -19,6 +19,15 @@ import numpy as np
 import tensorflow as tf
 
 from tfcomp import _io
+from tfcomp.export._inputs import (
+    input_names,
+    is_multi,
+    model_inputs,
+    random_inputs,
+    rows,
+    sliced,
+    take,
+)
 from tfcomp.export.int8 import NO_TFLITE_OPS, prepare_for_tflite
 from tfcomp.export.runtime import float_ops, make_interpreter, run_interpreter
 from tfcomp.graph import iter_leaf_layers, parse_model
@@ -151,17 +160,27 @@ def _as_input_dtype(x, model):
 def _calibration_arrays(data, model, limit: int = _CALIBRATION_ITEMS):
     """``calibration_data`` as an array of the model's input dtype:
     non-empty, numeric, finite and shaped like the model's input (errors
-    name it)."""
+    name it); a list of them for a multi-input model."""
+    if model is not None and is_multi(model):
+        return model_inputs(data, model, limit, "calibration_data")
     return _as_input_dtype(_io.as_arrays(data, model=model, max_items=limit,
                                          name="calibration_data")[0], model)
 
 
 def _representative_gen(data, model=None, limit: int = _CALIBRATION_ITEMS):
+    """The converter's representative dataset: one sample per step, a dict
+    keyed by the signature's input names for a multi-input model (a list
+    is matched to the signature's own input order, not the model's)."""
     x = _calibration_arrays(data, model, limit)
+    names = input_names(model) if isinstance(x, list) else None
 
     def gen():
-        for i in range(len(x)):
-            yield [x[i:i + 1]]
+        for i in range(rows(x)):
+            one = sliced(x, i, i + 1)
+            if names is not None:
+                yield dict(zip(names, one))
+            else:
+                yield one if isinstance(one, list) else [one]
     return gen
 
 
@@ -207,21 +226,6 @@ def _check_exportable_model(model, verb: str) -> None:
             "built functional or Sequential model with known inputs; a "
             "subclassed model can be wrapped first: inputs = keras.Input("
             "shape); keras.Model(inputs, model(inputs)).")
-
-
-def _check_single_input(model, verify, calibration_data) -> None:
-    """A ``ValueError`` for a multi-input model that would need inputs
-    (verification, post-training calibration): those read one array."""
-    n = len(model.inputs)
-    if n > 1 and (verify or calibration_data is not None):
-        raise ValueError(
-            f"export_tflite: model {model.name!r} has {n} inputs; export "
-            "verifies and calibrates single-input models only. Export it "
-            "with verify=False and no calibration_data (a QAT model's int8 "
-            "file takes its ranges from the model: calibrate it first with "
-            "tfcomp.quantization.calibrate(qat, [x1, x2, ...])). Received: "
-            f"verify={verify!r}, calibration_data="
-            f"{'given' if calibration_data is not None else None}")
 
 
 def _check_builtins(model, verb: str) -> None:
@@ -336,6 +340,12 @@ def _id_bound(model) -> int | None:
 
 
 def _verification_inputs(model, verify_data, x_cal, n, seed):
+    if is_multi(model):
+        if verify_data is not None:
+            return model_inputs(verify_data, model, n, "verify_data")
+        if x_cal is not None:
+            return take(x_cal, n)
+        return random_inputs(model, n, np.random.default_rng(seed))
     if verify_data is not None:
         return _as_input_dtype(_io.as_arrays(
             verify_data, model=model, max_items=n, name="verify_data")[0],
@@ -381,7 +391,7 @@ def _range(x) -> str:
 def _scale_hint(x_cal, x_verify) -> str:
     """A sentence when calibration and verification inputs differ in
     scale (e.g. 0..255 vs 0..1), the usual cause of a failed int8 file."""
-    if x_cal is None or x_verify is None:
+    if x_cal is None or x_verify is None or isinstance(x_verify, list):
         return ""
     span_c = float(np.max(x_cal) - np.min(x_cal))
     span_v = float(np.max(x_verify) - np.min(x_verify))
@@ -401,13 +411,15 @@ def _verify(model, flatbuffer, x, report, min_agreement, quantization,
     report.runtime = runtime
     if quantization == "int8" if integer is None else integer:
         _check_integer_file(interp, io_type, report)
-    y_lite = run_interpreter(interp, x)
+    y_lite = run_interpreter(interp, x, input_names=input_names(model)
+                             if is_multi(model) else None)
     y_keras = np.concatenate([
-        keras.ops.convert_to_numpy(model(x[i:i + 256], training=False))
-        for i in range(0, len(x), 256)])
+        keras.ops.convert_to_numpy(model(sliced(x, i, i + 256),
+                                         training=False))
+        for i in range(0, rows(x), 256)])
     y_keras = y_keras.reshape(y_lite.shape)
     report.max_abs_error = float(np.max(np.abs(y_lite - y_keras)))
-    report.num_verified = int(len(x))
+    report.num_verified = int(rows(x))
     if y_lite.ndim == 2 and y_lite.shape[1] > 1:
         report.top1_agreement = float(np.mean(
             y_lite.argmax(1) == y_keras.argmax(1)))
@@ -515,7 +527,12 @@ def export_tflite(model: keras.Model, path: str,
         num_verify = _io.check_positive_int(num_verify, "num_verify")
     x_cal = None
     _check_exportable_model(model, "export_tflite")
-    _check_single_input(model, verify, calibration_data)
+    if mixed and is_multi(model):
+        raise ValueError(
+            f"export_tflite: per-layer quantization={quantization!r} reads "
+            f"single-input models; model {model.name!r} has "
+            f"{len(model.inputs)} inputs (export it with 'int8', "
+            "'dynamic' or 'float16').")
     if calibration_data is not None:
         # read once (an iterable may be single-pass), checked against the
         # model's input
@@ -528,7 +545,8 @@ def export_tflite(model: keras.Model, path: str,
                              min_agreement)
     flatbuffer = convert_to_tflite(
         model, quantization=quantization,
-        calibration_data=None if x_cal is None else x_cal[:_CALIBRATION_ITEMS],
+        calibration_data=None if x_cal is None else take(
+            x_cal, _CALIBRATION_ITEMS),
         sparsity=sparsity, io_type=io_type)
     report = ExportReport(path=str(path), size_bytes=len(flatbuffer),
                           quantization=quantization)

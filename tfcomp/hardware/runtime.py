@@ -39,6 +39,7 @@ from tfcomp.hardware.device_profiler import (
 __all__ = ["TFLiteModelError", "dequantize_output", "feed_random", "interpreter_class",
            "interpreter_classes", "make_interpreter", "new_interpreter",
            "quantize_input", "read_tflite", "run_interpreter",
+           "input_details_in_order",
            "time_interpreters", "time_invokes", "time_samples"]
 
 
@@ -133,26 +134,69 @@ def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
     return y.astype(np.float32)
 
 
-def run_interpreter(interp, x: np.ndarray, batch_size: int = 64
+def input_details_in_order(interp, names=None, shapes=None) -> list:
+    """The interpreter's input details in the Keras model's input order:
+    by the serving signature's input names (``names``: the model's
+    InputLayer names), else by ``shapes`` when each is unique, else the
+    file's order.
+
+    Example:
+        >>> input_details_in_order(interp, ["tokens", "memory"])
+    """
+    details = interp.get_input_details()
+    if len(details) == 1:
+        return details
+    by_index = {d["index"]: d for d in details}
+    if names is not None:
+        try:
+            runner = interp.get_signature_runner()
+            sig = runner.get_input_details()
+            if set(sig) == set(names):
+                return [by_index[sig[n]["index"]] for n in names]
+        except (ValueError, KeyError, AttributeError):
+            pass
+    if shapes is not None:
+        keyed = [tuple(d["shape"][1:]) for d in details]
+        want = [tuple(int(v) if v is not None else -1 for v in s)
+                for s in shapes]
+        if len(set(keyed)) == len(keyed) and all(w in keyed for w in want):
+            return [details[keyed.index(w)] for w in want]
+    return details
+
+
+def run_interpreter(interp, x, batch_size: int = 64, input_names=None
                     ) -> np.ndarray:
-    """Runs a single-input, single-output interpreter over ``x`` in batches.
+    """Runs an interpreter with one output over ``x`` in batches: an array
+    for a single-input file, or a list of arrays (one per input, in the
+    Keras model's order; ``input_names``: its InputLayer names, which the
+    file's signature keeps).
 
     Example:
         >>> y = run_interpreter(interp, x_test[:100])
+        >>> y = run_interpreter(interp, [tokens, memory], input_names=[
+        ...     "tokens", "memory"])
     """
-    inp = interp.get_input_details()[0]
+    xs = list(x) if isinstance(x, (list, tuple)) else [x]
+    ins = input_details_in_order(interp, input_names,
+                                 [a.shape[1:] for a in xs])
+    if len(ins) != len(xs):
+        raise ValueError(
+            f"run_interpreter: the file has {len(ins)} inputs; received "
+            f"{len(xs)} arrays")
     out_detail = interp.get_output_details()[0]
     outs = []
     current = None
-    for start in range(0, len(x), batch_size):
-        chunk = x[start:start + batch_size]
-        if current != len(chunk):
-            interp.resize_tensor_input(inp["index"],
-                                       [len(chunk), *inp["shape"][1:]])
+    for start in range(0, len(xs[0]), batch_size):
+        chunks = [a[start:start + batch_size] for a in xs]
+        if current != len(chunks[0]):
+            for inp, chunk in zip(ins, chunks):
+                interp.resize_tensor_input(inp["index"],
+                                           [len(chunk), *inp["shape"][1:]])
             interp.allocate_tensors()
-            current = len(chunk)
+            current = len(chunks[0])
             out_detail = interp.get_output_details()[0]
-        interp.set_tensor(inp["index"], quantize_input(chunk, inp))
+        for inp, chunk in zip(ins, chunks):
+            interp.set_tensor(inp["index"], quantize_input(chunk, inp))
         interp.invoke()
         outs.append(dequantize_output(
             interp.get_tensor(out_detail["index"]), out_detail))
