@@ -23,11 +23,15 @@ on the 1/256 grid). A subclass of ``keras.layers.MultiHeadAttention``: the
 weights are Keras' own sublayers (``query_dense``...), so the cost model,
 ``.keras`` files and ``strip_quantization`` treat it as the Keras layer.
 
-Supported: 3D inputs ``(batch, tokens, features)`` with the default
-attention axes, no gate, no sliding window, called without masks
-(``attention_mask``, ``use_causal_mask``, Keras masks from
-``mask_zero`` embeddings) or ``return_attention_scores``: such a call
-raises :class:`UnsupportedAttention`, and ``quantize_model`` keeps that
+Masks (``attention_mask``, ``use_causal_mask``, the Keras masks of
+``mask_zero`` embeddings) are combined as Keras does; masked scores become
+the lowest value of the scores' grid and masked probabilities exactly 0
+(two int8 SELECT_V2 in the file): causality holds bit-exactly, but a row's
+kept probabilities are not renormalized for the (small) mass the masked
+scores took before the softmax, as Keras' -1e9 would; QAT trains with
+that. Supported: 3D inputs ``(batch, tokens, features)`` with the default
+attention axes, no gate, no sliding window; ``return_attention_scores``
+raises :class:`UnsupportedAttention`, and ``quantize_model`` keeps such a
 layer float (``QuantizationReport.skipped`` says why). The weights are
 per-tensor (not per output channel) so that the converter writes one
 FULLY_CONNECTED per projection.
@@ -62,10 +66,8 @@ _STEPS = {"query": True, "key": True, "value": True, "query_scaled": True,
 #: (Keras' equations for 3D inputs).
 _DOT = "aecd,abcd->acbe"
 _COMBINE = "acbe,aecd->abcd"
-#: Call arguments the quantized layer does not compute (when set).
-_UNSUPPORTED_ARGS = ("query_mask", "value_mask", "key_mask",
-                     "attention_mask", "use_causal_mask",
-                     "return_attention_scores")
+#: Keras' additive mask value before a float softmax (masked scores).
+_LARGE_NEGATIVE = -1e9
 
 
 class UnsupportedAttention(ValueError):
@@ -175,25 +177,67 @@ class QuantMultiHeadAttention(QuantSteps, keras.layers.MultiHeadAttention):
             y = y + ops.reshape(ops.cast(dense.bias, "float32"), (-1,))
         return ops.reshape(y, (-1, tokens, *out))
 
-    def _check_call(self, arguments: dict) -> None:
-        """Raises :class:`UnsupportedAttention` for a masked call
-        (``arguments``: the call's ``locals()``; checked on symbolic inputs
-        too, so ``quantize_model`` sees it)."""
-        given = [k for k in _UNSUPPORTED_ARGS
-                 if arguments.get(k) is not None
-                 and arguments.get(k) is not False]
-        if given:
+    def _check_call(self, return_attention_scores) -> None:
+        """Raises :class:`UnsupportedAttention` for a call asking for the
+        attention scores (checked on symbolic inputs too, so
+        ``quantize_model`` sees it)."""
+        if return_attention_scores:
             raise UnsupportedAttention(
-                f"QuantMultiHeadAttention {self.name!r} computes unmasked "
-                f"attention only; it was called with {given} (a Keras mask "
-                "comes from an Embedding with mask_zero=True).")
+                f"QuantMultiHeadAttention {self.name!r} does not return "
+                "attention scores; it was called with "
+                "return_attention_scores=True.")
+
+    @staticmethod
+    def attention_mask(query, value, query_mask=None, value_mask=None,
+                       key_mask=None, attention_mask=None,
+                       use_causal_mask=False):
+        """The boolean ``(batch, T, S)`` mask Keras' MultiHeadAttention
+        derives from its arguments (query / value / key masks, an explicit
+        mask, the causal lower triangle), or None.
+
+        Example:
+            >>> QuantMultiHeadAttention.attention_mask(
+            ...     x, x, use_causal_mask=True).shape   # (1, T, T)
+        """
+        mask = None
+        parts = []
+        if query_mask is not None:
+            parts.append(ops.expand_dims(ops.cast(query_mask, "bool"), -1))
+        for m in (value_mask, key_mask):
+            if m is not None:
+                parts.append(ops.expand_dims(ops.cast(m, "bool"), -2))
+        if use_causal_mask:
+            ones = ops.ones((ops.shape(query)[1], ops.shape(value)[1]),
+                            "int32")
+            parts.append(ops.expand_dims(ops.greater_equal(
+                ops.cumsum(ones, axis=-2), ops.cumsum(ones, axis=-1)), 0))
+        if attention_mask is not None:
+            parts.append(ops.cast(attention_mask, "bool"))
+        for part in parts:
+            mask = part if mask is None else ops.logical_and(mask, part)
+        return mask
+
+    def _scores_floor(self):
+        """What masked scores become: the lowest value of the scores' grid
+        (an int8 SELECT_V2 in the file, so their probability is about
+        ``exp(lo - max)``, rounded to 0 on the 1/256 grid when the scores
+        span a few units); Keras' -1e9 before the grid has seen data."""
+        if self._tfcomp_export is not None:
+            scale, zero, _ = self._tfcomp_export["scores"]
+            return -float(zero) * float(scale)
+        q = self.step_quantizers["scores"]
+        if self._recording is not None:
+            return _LARGE_NEGATIVE
+        scale, zero, _, _ = q.grid()
+        return ops.where(q.seen > 0, ops.stop_gradient(-zero * scale),
+                         _LARGE_NEGATIVE)
 
     def compute_output_spec(self, query, value, key=None, query_mask=None,
                             value_mask=None, key_mask=None,
                             attention_mask=None,
                             return_attention_scores=False, training=None,
                             use_causal_mask=False):
-        self._check_call(locals())
+        self._check_call(return_attention_scores)
         return super().compute_output_spec(query, value, key,
                                            training=training)
 
@@ -201,7 +245,9 @@ class QuantMultiHeadAttention(QuantSteps, keras.layers.MultiHeadAttention):
              value_mask=None, key_mask=None, attention_mask=None,
              return_attention_scores=False, training=None,
              use_causal_mask=False):
-        self._check_call(locals())
+        self._check_call(return_attention_scores)
+        mask = self.attention_mask(query, value, query_mask, value_mask,
+                                   key_mask, attention_mask, use_causal_mask)
         key = value if key is None else key
         q = self._q("query", self._project(self.query_dense,
                                            ops.cast(query, "float32")),
@@ -214,9 +260,15 @@ class QuantMultiHeadAttention(QuantSteps, keras.layers.MultiHeadAttention):
         q = self._q("query_scaled", q * (1.0 / math.sqrt(self.key_dim)),
                     training)
         scores = self._q("scores", ops.einsum(_DOT, k, q), training)
+        if mask is not None:  # (batch, 1, T, S): every head
+            scores = ops.where(ops.expand_dims(mask, 1), scores,
+                               self._scores_floor())
         # on TFLite's int8 SOFTMAX output grid (fixed: also when recording)
         probs = fake_quant_activation(ops.softmax(scores, axis=-1),
                                       1.0 / 256.0, 0, 8)
+        if mask is not None:  # masked positions exactly 0 (causality)
+            probs = fake_quant_activation(ops.where(
+                ops.expand_dims(mask, 1), probs, 0.0), 1.0 / 256.0, 0, 8)
         if self._probs_dropout is not None:
             probs = self._probs_dropout(probs, training=training)
         context = self._q("context", ops.einsum(_COMBINE, probs, v),
@@ -224,7 +276,7 @@ class QuantMultiHeadAttention(QuantSteps, keras.layers.MultiHeadAttention):
         y = self._project(self.output_dense, context)
         return ops.cast(y, self.compute_dtype)
 
-    def step_values(self, query, value, key=None, **_) -> dict:
+    def step_values(self, query, value, key=None, **kwargs) -> dict:
         """``{step: float array}``: the float intermediates (8-bit weights,
         probabilities on their fixed grid, no other activation rounding) of
         one call on NumPy batches, what ``calibrate`` sets the step ranges
@@ -235,7 +287,8 @@ class QuantMultiHeadAttention(QuantSteps, keras.layers.MultiHeadAttention):
         """
         self._recording = {}
         try:
-            self.call(query, value, key, training=False)
+            kwargs.pop("training", None)
+            self.call(query, value, key, training=False, **kwargs)
             return {k: np.asarray(keras.ops.convert_to_numpy(v))
                     for k, v in self._recording.items()}
         finally:

@@ -110,9 +110,18 @@ class _Builder:
         return plan is not None and plan.name in quantized and \
             quantized[plan.name][1] != qz.FLOAT_BITS
 
+    def is_float(self, tid) -> bool:
+        """Whether tensor ``tid`` holds floats (integer ids and boolean
+        masks, e.g. an Embedding(mask_zero=True)'s, get no observer)."""
+        try:
+            dtype = self.graph.keras_tensor(tid).dtype
+        except ValueError:
+            return True
+        return "float" in keras.backend.standardize_dtype(dtype)
+
     def needs_observer(self, tid, producer) -> bool:
         graph = self.graph
-        if not self.observers:
+        if not self.observers or not self.is_float(tid):
             return False
         if producer is not None and is_observer(producer.layer):
             return False
