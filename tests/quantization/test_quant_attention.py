@@ -136,12 +136,21 @@ def _text_model(mask_zero=False, gate=False):
     return keras.Model(inp, L.Dense(3)(x))
 
 
-def test_gated_attention_is_kept_float():
+def test_gated_or_score_returning_attention_is_kept_float():
     with pytest.warns(UserWarning, match="mha"):
         q = quantize_model(_text_model(gate=True))
     report = quantization_report(q)
     assert report.attention == [] and "use_gate" in report.skipped["mha"]
     assert type(q.get_layer("mha")) is L.MultiHeadAttention
+    inp = keras.Input((6, 8))
+    out, scores = L.MultiHeadAttention(2, 4, name="mha")(
+        inp, inp, return_attention_scores=True)
+    model = keras.Model(inp, [L.Dense(2)(L.Flatten()(out)), scores])
+    with pytest.warns(UserWarning, match="mha"):
+        q = quantize_model(model)
+    assert quantization_report(q).skipped["mha"] == (
+        "MultiHeadAttention called with return_attention_scores=True (the "
+        "scores are not quantized; kept float)")
 
 
 def test_keras_padding_mask_reaches_the_quantized_attention():

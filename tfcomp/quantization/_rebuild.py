@@ -259,11 +259,11 @@ class _Builder:
             tensors = self.concat_inputs(node)
         try:
             y = node.call(layer, tensors)
-        except UnsupportedAttention as err:  # a masked call: keep it float
+        except UnsupportedAttention:  # return_attention_scores: float
             self.a.report.attention.remove(node.name)
             self.a.report.skipped[node.name] = (
-                f"MultiHeadAttention {str(err).split('; ')[-1]}".rstrip(".")
-                + " (kept float)")
+                "MultiHeadAttention called with return_attention_scores="
+                "True (the scores are not quantized; kept float)")
             layer = self.layers[node.name] = clone_layer(node.layer,
                                                          node.name)
             y = node.call(layer, tensors)
