@@ -15,7 +15,7 @@ import numpy as np
 
 from tfcomp._batches import iter_model_batches
 
-__all__ = ["input_dtype", "input_names", "is_multi", "model_inputs",
+__all__ = ["cast_to_input", "input_dtype", "input_names", "is_multi", "model_inputs",
            "random_inputs", "rows", "sliced", "take"]
 
 
@@ -32,7 +32,9 @@ def input_dtype(tensor) -> np.dtype:
         return np.dtype("float32")
 
 
-def _cast(x, tensor):
+def cast_to_input(x, tensor):
+    """``x`` cast to one model input's dtype (integer ids stay integers,
+    rounded)."""
     dtype = input_dtype(tensor)
     if np.issubdtype(dtype, np.integer):
         return np.round(x).astype(dtype)
@@ -75,7 +77,7 @@ def model_inputs(data, model, limit: int, name: str) -> list:
         if not np.all(np.isfinite(a)):
             raise ValueError(f"{name} input {i} holds NaN or infinite "
                              "values.")
-    return [_cast(a, t) for a, t in zip(arrays, model.inputs)]
+    return [cast_to_input(a, t) for a, t in zip(arrays, model.inputs)]
 
 
 def random_inputs(model, n: int, rng) -> list:

@@ -20,6 +20,8 @@ import tensorflow as tf
 
 from tfcomp import _io
 from tfcomp.export._inputs import (
+    cast_to_input,
+    input_dtype,
     input_names,
     is_multi,
     model_inputs,
@@ -141,20 +143,13 @@ def _calibration_data(calibration_data, representative_data, verb: str):
 
 def _input_dtype(model):
     """The numpy dtype of the model's (first) input."""
-    try:
-        return np.dtype(keras.backend.standardize_dtype(
-            model.inputs[0].dtype))
-    except (AttributeError, IndexError, TypeError, ValueError):
-        return np.dtype("float32")
+    inputs = getattr(model, "inputs", None) or [None]
+    return input_dtype(inputs[0])
 
 
 def _as_input_dtype(x, model):
     """``x`` cast to the model's input dtype (integer ids stay integers)."""
-    dtype = _input_dtype(model) if model is not None else np.dtype(
-        "float32")
-    if np.issubdtype(dtype, np.integer):
-        return np.round(x).astype(dtype)
-    return x
+    return x if model is None else cast_to_input(x, model.inputs[0])
 
 
 def _calibration_arrays(data, model, limit: int = _CALIBRATION_ITEMS):
