@@ -13,7 +13,8 @@ import numpy as np
 
 from tfcomp._checks import check_positive_int
 
-__all__ = ["iter_batches", "iter_model_batches"]
+__all__ = ["index_rows", "input_names", "is_multi", "iter_batches",
+           "iter_model_batches", "model_arrays", "rows", "sliced", "take"]
 
 
 def _to_numpy(a) -> np.ndarray:
@@ -92,12 +93,13 @@ def iter_batches(data, batch_size: int = 64, steps: int | None = None,
 
 def iter_model_batches(data, n_inputs: int, batch_size: int = 64,
                        steps: int | None = None,
-                       name: str = "calibration_data"):
+                       name: str = "calibration_data", names=None):
     """:func:`iter_batches` for a model with ``n_inputs`` inputs: one
     array per batch for one input; for several, a list of float32 arrays
     per batch, from a list of ``n_inputs`` arrays (as ``model.fit`` takes
     them), an ``((x1, x2, ...), y)`` tuple, or an iterable /
-    ``tf.data.Dataset`` of such batches.
+    ``tf.data.Dataset`` of such batches; with the InputLayer ``names``, a
+    dict keyed by them too.
 
     Example:
         >>> [b.shape for b in next(iter_model_batches(
@@ -110,22 +112,10 @@ def iter_model_batches(data, n_inputs: int, batch_size: int = 64,
     check_positive_int(batch_size, "batch_size")
 
     def inputs(batch):
-        if (isinstance(batch, (tuple, list)) and batch
-                and isinstance(batch[0], (tuple, list))):
-            batch = batch[0]  # ((x1, x2), y)
-        if not (isinstance(batch, (tuple, list)) and len(batch) == n_inputs
-                and all(hasattr(b, "shape") for b in batch)):
-            raise ValueError(
-                f"{name}: the model has {n_inputs} inputs, so its data "
-                f"must be a list of {n_inputs} arrays (or ((x1, ...), y), "
-                "or batches of those). Received: "
-                f"{type(batch).__name__}"
-                + (f" of {len(batch)}" if isinstance(batch, (tuple, list))
-                   else ""))
-        return [np.asarray(_to_numpy(b), np.float32) for b in batch]
+        return _split(batch, n_inputs, names, name)[0]
 
-    if isinstance(data, (tuple, list)) and data and all(
-            _is_array(a) or isinstance(a, (tuple, list)) for a in data):
+    if isinstance(data, dict) or (isinstance(data, (tuple, list)) and data and all(
+            _is_array(a) or isinstance(a, (tuple, list, dict)) for a in data)):
         arrays = inputs(data)
         lengths = {len(a) for a in arrays}
         if len(lengths) != 1 or 0 in lengths:
@@ -137,3 +127,139 @@ def iter_model_batches(data, n_inputs: int, batch_size: int = 64,
         return
     for batch in _batches_of(data, steps, name):
         yield inputs(batch)
+
+
+# ---------------------------------------------------------------------------
+# several inputs: a list of arrays, one per model input
+
+
+def is_multi(model) -> bool:
+    """Whether ``model`` has several inputs."""
+    return len(getattr(model, "inputs", None) or ()) > 1
+
+
+def rows(x) -> int:
+    """Samples in ``x`` (an array or a list of arrays, one per input)."""
+    return len(x[0]) if isinstance(x, list) else len(x)
+
+
+def index_rows(x, index):
+    """``x[index]`` of an array, or of each array of a list (``index`` a
+    slice or an index array over the samples).
+
+    Example:
+        >>> index_rows([np.arange(4), np.arange(4) * 2], slice(1, 3))
+        [array([1, 2]), array([2, 4])]
+    """
+    if isinstance(x, list):
+        return [a[index] for a in x]
+    return x[index]
+
+
+def take(x, n: int):
+    """The first ``n`` samples of ``x``."""
+    return sliced(x, 0, n)
+
+
+def sliced(x, start: int, stop: int):
+    """Samples ``start:stop`` of ``x`` (an array or a list of arrays).
+
+    Example:
+        >>> [a.shape for a in sliced([np.zeros((8, 2)), np.zeros((8, 3))],
+        ...                          0, 4)]
+        [(4, 2), (4, 3)]
+    """
+    if isinstance(x, list):
+        return [a[start:stop] for a in x]
+    return x[start:stop]
+
+
+def _split(batch, n_inputs: int, names, name: str) -> tuple:
+    """``(inputs, labels or None)`` of one multi-input batch: ``[x1, x2]``,
+    ``((x1, x2), y[, w])`` or a dict keyed by the InputLayer ``names``
+    (alone or as the first element)."""
+    labels = None
+    if isinstance(batch, (tuple, list)) and batch and isinstance(
+            batch[0], (tuple, list, dict)):
+        labels = batch[1] if len(batch) > 1 else None
+        batch = batch[0]
+    if isinstance(batch, dict):
+        missing = [k for k in (names or []) if k not in batch]
+        if names is None or missing or len(batch) != n_inputs:
+            raise ValueError(
+                f"{name}: a dict of inputs must hold exactly the model's "
+                f"input names {names}. Received keys {sorted(batch)}")
+        batch = [batch[k] for k in names]
+    if not (isinstance(batch, (tuple, list)) and len(batch) == n_inputs
+            and all(hasattr(b, "shape") for b in batch)):
+        raise ValueError(
+            f"{name}: the model has {n_inputs} inputs, so its data must be "
+            f"a list of {n_inputs} arrays (or ((x1, ...), y), or batches of "
+            "those). Received: " + type(batch).__name__
+            + (f" of {len(batch)}" if isinstance(batch, (tuple, list))
+               else ""))
+    arrays = [np.asarray(_to_numpy(b), np.float32) for b in batch]
+    return arrays, (None if labels is None else _to_numpy(labels))
+
+
+def input_names(model) -> list | None:
+    """The InputLayer names of a functional model, in ``model.inputs``
+    order (the names a TFLite file's signature keeps), or None."""
+    try:
+        return [entry[0] for entry in model.get_config()["input_layers"]]
+    except (KeyError, TypeError, IndexError, NotImplementedError):
+        return None
+
+
+def model_arrays(data, model, max_items: int | None = None,
+                 name: str = "calibration_data") -> tuple:
+    """``(inputs, labels or None)`` of a multi-input ``model``'s data, in
+    the forms ``model.fit`` takes (``[x1, x2]``, ``([x1, x2], y)``, a dict
+    by input name, or an iterable / ``tf.data`` of such batches): one
+    float32 array per input (``model.inputs`` order), each checked against
+    its input's shape, finite and non-empty; at most ``max_items`` rows.
+
+    Example:
+        >>> xs, y = model_arrays(([img, meta], labels), model)
+    """
+    n, names = len(model.inputs), input_names(model)
+    if data is None:
+        raise ValueError(f"{name} is empty: give inputs. Received: "
+                         f"{name}=None")
+    if isinstance(data, dict) or (isinstance(data, (tuple, list)) and data
+                                  and all(_is_array(a) or isinstance(
+                                      a, (tuple, list, dict))
+                                      for a in data)):
+        batches = [data]
+    else:
+        batches = _iterate(data, name)
+    parts, labels, count = [[] for _ in range(n)], [], 0
+    for batch in batches:
+        arrays, y = _split(batch, n, names, name)
+        if len({len(a) for a in arrays}) != 1:
+            raise ValueError(
+                f"{name}: the {n} input arrays must be of one length. "
+                f"Received lengths {[len(a) for a in arrays]}")
+        for part, a in zip(parts, arrays):
+            part.append(a)
+        labels.append(y)
+        count += len(arrays[0])
+        if max_items is not None and count >= max_items:
+            break
+    if not count:
+        raise ValueError(f"{name} is empty: no inputs.")
+    stop = count if max_items is None else int(max_items)
+    xs = [np.concatenate(p, 0)[:stop] for p in parts]
+    for i, (a, tensor) in enumerate(zip(xs, model.inputs)):
+        want = tuple(tensor.shape[1:])
+        if len(a.shape[1:]) != len(want) or any(
+                w is not None and w != s for w, s in zip(want, a.shape[1:])):
+            raise ValueError(
+                f"{name} input {i} must have shape {('N',) + want} to fit "
+                f"model {model.name!r}. Received shape {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} input {i} holds NaN or infinite "
+                             "values.")
+    y = None if any(v is None for v in labels) else np.concatenate(
+        labels, 0)[:stop]
+    return xs, y

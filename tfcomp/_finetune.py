@@ -17,6 +17,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from tfcomp._batches import index_rows, rows
 from tfcomp._unpinned import unpinned
 
 __all__ = ["DECAYS", "check_decay", "data_order", "outputs_logits", "short_finetune"]
@@ -81,7 +82,7 @@ def short_finetune(model, x, y, *, steps: int | None = None,
     check_decay(decay)
     if from_logits is None:
         from_logits = outputs_logits(model)
-    order = data_order(len(x), steps, batch_size, epochs, seed)
+    order = data_order(rows(x), steps, batch_size, epochs, seed)
     rate = learning_rate
     if decay == "cosine":
         total = max(1, -(-len(order) // int(batch_size)))
@@ -90,6 +91,7 @@ def short_finetune(model, x, y, *, steps: int | None = None,
         optimizer=unpinned(keras.optimizers.SGD(rate, momentum=0.9)),
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=from_logits))
-    model.fit(np.asarray(x)[order], np.asarray(y)[order],
+    x = x if isinstance(x, list) else np.asarray(x)
+    model.fit(index_rows(x, order), np.asarray(y)[order],
               batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
     return model

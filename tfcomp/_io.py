@@ -35,8 +35,11 @@ from tfcomp._batches import (  # re-exported (__all__)
     _is_array,
     _iterate,
     _to_numpy,
+    is_multi,
     iter_batches,
     iter_model_batches,
+    model_arrays,
+    rows,
 )
 from tfcomp._checks import (  # re-exported (__all__)
     check_fraction,
@@ -362,7 +365,11 @@ def as_arrays(data, model=None, max_items: int | None = None,
 
     Args:
         data: the data, in one of the forms above.
-        model: when given, the inputs must fit its first input's shape.
+        model: when given, the inputs must fit its input's shape; for a
+            model with several inputs, ``x`` is a list of arrays (one per
+            input, ``model.inputs`` order) from a list of arrays,
+            ``([x1, x2], y)``, a dict by input name or batches of those
+            (:func:`tfcomp._batches.model_arrays`).
         max_items: keep at most this many samples (the first ones); an
             iterable is not read further once it has yielded that many.
         need_labels: labels are required.
@@ -390,6 +397,9 @@ def as_arrays(data, model=None, max_items: int | None = None,
     if data is None:
         raise ValueError(f"{name} is empty: give inputs. Received: "
                          f"{name}=None")
+    if model is not None and is_multi(model):
+        x, y = model_arrays(data, model, max_items, name)
+        return x, _labels(y, rows(x), model, need_labels, name)
     x = y = None
     if _is_array(data):
         x = _to_numpy(data)
@@ -444,16 +454,21 @@ def as_arrays(data, model=None, max_items: int | None = None,
     x = x.astype("float32", copy=False)
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} holds NaN or infinite values.")
+    return x, _labels(y, x.shape[0], model, need_labels, name)
+
+
+def _labels(y, n: int, model, need_labels: bool, name: str):
+    """``y`` cut to the ``n`` inputs and as class indices (or None)."""
     if y is not None:
-        if y.shape[0] < x.shape[0]:
+        if y.shape[0] < n:
             raise ValueError(
-                f"{name} labels must have one entry per input ({x.shape[0]})."
+                f"{name} labels must have one entry per input ({n})."
                 f" Received: labels.shape={y.shape}")
-        y = _class_labels(y[:x.shape[0]], model, name)
+        y = _class_labels(y[:n], model, name)
     if need_labels and y is None:
         raise ValueError(
             f"{name} must hold labels: give (x, y) or batches of (x, y).")
-    return x, y
+    return y
 
 
 # ------------------------------------------------------------- reading

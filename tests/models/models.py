@@ -32,7 +32,7 @@ ROWS = (
     "padding", "Rescaling / Normalization",
     "Add / Concatenate / Multiply",
     "Reshape / Flatten", "Dropout / noise / augmentation", "nested Model",
-    "Lambda / keras.ops",
+    "several inputs", "Lambda / keras.ops",
 )
 
 
@@ -52,6 +52,8 @@ class Case:
         num_classes: number of classes of the softmax output.
         vocab: vocabulary size of token inputs.
         slow: the steps take more than a few seconds (keras.applications).
+        side_inputs: shapes of further float inputs (a multi-input model:
+            ``data`` gives a list of arrays, as ``model.fit`` takes them).
     """
 
     name: str
@@ -63,6 +65,7 @@ class Case:
     num_classes: int = 10
     vocab: int = 0
     slow: bool = False
+    side_inputs: tuple = ()
 
     def data(self, n: int = 32, seed: int = 0) -> tuple:
         """``(x, y)``: ``n`` synthetic inputs of this case and labels."""
@@ -75,6 +78,9 @@ class Case:
         else:
             x = rng.uniform(0, 1, shape).astype("float32")
         y = rng.integers(0, self.num_classes, (n, *self.label_shape))
+        if self.side_inputs:
+            x = [x] + [rng.uniform(0, 1, (n, *s)).astype("float32")
+                       for s in self.side_inputs]
         return x, y.astype("int64")
 
 
@@ -367,6 +373,27 @@ def conv_denoiser():
     return keras.Model(inputs, outputs, name="conv_denoiser")
 
 
+def image_and_metadata():
+    """Two inputs (keras.io "The Functional API", models with multiple
+    inputs): an image branch (Conv2D + BatchNormalization + pooling) and a
+    metadata branch (Dense) joined by a Concatenate; named inputs, so data
+    can be given as a list or a dict by name."""
+    keras.utils.set_random_seed(0)
+    image = keras.Input(shape=(12, 12, 3), name="image")
+    metadata = keras.Input(shape=(6,), name="metadata")
+    x = L.Conv2D(16, 3, padding="same", activation="relu")(image)
+    x = L.BatchNormalization()(x)
+    x = L.MaxPooling2D()(x)
+    x = L.Conv2D(16, 3, padding="same", activation="relu")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    m = L.Dense(8, activation="relu")(metadata)
+    h = L.Concatenate()([x, m])
+    h = L.Dense(16, activation="relu")(h)
+    h = L.Dropout(0.2)(h)
+    outputs = L.Dense(10, activation="softmax")(h)
+    return keras.Model([image, metadata], outputs, name="image_and_metadata")
+
+
 def application(name: str, size: int = 32) -> Callable:
     """A builder of ``keras.applications.<name>`` at ``size`` x ``size``."""
 
@@ -432,6 +459,10 @@ CASES = {c.name: c for c in [
     Case("conv_denoiser", conv_denoiser,
          ("Conv2D", "Conv2DTranspose", "pooling"), (16, 16, 1),
          label_shape=(16, 16), num_classes=2),
+    Case("image_and_metadata", image_and_metadata,
+         _BASE + ("BatchNormalization", "Add / Concatenate / Multiply",
+                  "Dropout / noise / augmentation", "several inputs"),
+         (12, 12, 3), side_inputs=((6,),)),
     Case("MobileNetV3Small", application("MobileNetV3Small"),
          ("Conv2D", "pooling", "DepthwiseConv2D", "BatchNormalization",
           "padding", "Rescaling / Normalization", "Add / Concatenate / Multiply",
@@ -494,6 +525,8 @@ def layer_rows(model) -> set:
         ['Conv2D', 'Dense']
     """
     rows = set()
+    if len(getattr(model, "inputs", None) or ()) > 1:
+        rows.add("several inputs")
     for op in getattr(model, "operations", None) or model.layers:
         if isinstance(op, keras.Model):
             rows.add("nested Model")

@@ -33,9 +33,11 @@ import pytest
 from models import CASES
 
 import tfcomp
+from tfcomp._batches import input_names, is_multi, take
 from tfcomp.export import export_bitserial, export_tflite, simulate_bitserial
 from tfcomp.export.runtime import make_interpreter, run_interpreter
 from tfcomp.graph.replay import FlatView
+from tfcomp.hardware.runtime import input_details_in_order
 from tfcomp.pruning import (
     ConstantSparsity,
     FPGMPruning,
@@ -215,20 +217,29 @@ def _fit_application(model, x, y, epochs: int = 20):
     _data_statistics(model, x)
 
 
-def _stable_top1(q, x, step: float, draws: int = 4, frac: float = 0.01,
+def _stable_top1(q, x, step, draws: int = 4, frac: float = 0.01,
                  seed: int = 0):
     """Inputs whose QAT top-1 does not change when ``frac`` of the input
     values move by one input step (``draws`` random draws): the decisions
-    an int8 file can be asked to reproduce. Integer (token) inputs: all."""
+    an int8 file can be asked to reproduce. Integer (token) inputs: all.
+    Several inputs: ``x`` and ``step`` are lists (one per input)."""
     top = _np(_infer(q, x)).argmax(-1)
     stable = np.ones(top.shape, bool)  # per sample (per pixel)
-    if not np.issubdtype(x.dtype, np.floating) or not step:
+    xs, steps = (x, step) if isinstance(x, list) else ([x], [step])
+    if not any(np.issubdtype(a.dtype, np.floating) and s
+               for a, s in zip(xs, steps)):
         return stable
     rng = np.random.default_rng(seed)
     for _ in range(draws):
-        moved = rng.uniform(size=x.shape) < frac
-        sign = rng.choice([-1.0, 1.0], size=x.shape)
-        xp = (x + moved * sign * step).astype(x.dtype)
+        moved = []
+        for a, s in zip(xs, steps):
+            if not (np.issubdtype(a.dtype, np.floating) and s):
+                moved.append(a)
+                continue
+            mask = rng.uniform(size=a.shape) < frac
+            sign = rng.choice([-1.0, 1.0], size=a.shape)
+            moved.append((a + mask * sign * s).astype(a.dtype))
+        xp = moved if isinstance(x, list) else moved[0]
         stable &= _np(q(xp, training=False)).argmax(-1) == top
     return stable
 
@@ -408,7 +419,7 @@ def get_qat(case):
             # fine-tuning rate (see _fit_application), the others from
             # scratch
             _compile(q, _QAT_LR_APPS if case.slow else 1e-3)
-            q.fit(x[:32], y[:32], epochs=1, batch_size=32, verbose=0)
+            q.fit(take(x, 32), y[:32], epochs=1, batch_size=32, verbose=0)
             _QAT[case.name] = (q, model, x)
         except Exception as err:  # re-raised for every step that needs it
             err.pipeline_step = "qat"
@@ -440,14 +451,17 @@ def check_int8(case, tmp_path):
         f"{report.float_ops}"
     interp = make_interpreter(path)[0]
     step_size = interp.get_output_details()[0]["quantization"][0]
-    y_lite = run_interpreter(interp, x)
+    names = input_names(q) if is_multi(q) else None
+    y_lite = run_interpreter(interp, x, input_names=names)
     y_q = _np(_infer(q, x))
     top2 = np.sort(y_q, axis=-1)[..., -2:]
     # decisive: a top-2 margin the int8 output can resolve, and a top-1
     # that a one-step change of 1% of the input values does not move
-    in_step = interp.get_input_details()[0]["quantization"][0]
+    ins = input_details_in_order(interp, names,
+                                 [a.shape[1:] for a in keras.tree.flatten(x)])
+    in_step = [d["quantization"][0] for d in ins]
     decisive = ((top2[..., 1] - top2[..., 0]) > 2 * step_size) & \
-        _stable_top1(q, x, in_step)
+        _stable_top1(q, x, in_step if is_multi(q) else in_step[0])
     assert decisive.mean() >= 0.5, f"{decisive.mean():.2f} decisive outputs"
     agree = np.mean((y_lite.argmax(-1) == y_q.argmax(-1))[decisive])
     assert agree >= 0.99, f"int8 vs QAT top-1 agreement {agree:.3f}"
@@ -457,7 +471,7 @@ def check_bitserial(case, tmp_path):
     q, _, x = get_qat(case)
     path = str(tmp_path / f"{case.name}.json")
     report = export_bitserial(q, path, hardware="bismo", calibration_data=x,
-                              verify_x=x[:16])
+                              verify_x=take(x, 16))
     assert report.simulator_exact is True, report
     # the dequantized simulator output computes the Keras QAT model's
     # (logits, before a dropped softmax): the top-1 check alone is weak on
@@ -467,7 +481,7 @@ def check_bitserial(case, tmp_path):
     if isinstance(last, L.Activation) and getattr(
             last.activation, "__name__", "") == "softmax":
         ref = keras.Model(q.inputs, last.input)  # the exporter drops it
-    scale = float(np.abs(_np(ref(x[:16], training=False))).max())
+    scale = float(np.abs(_np(ref(take(x, 16), training=False))).max())
     # user models: exact up to float32 (measured <= 2e-6 of outputs <= 1).
     # Not asserted on the deep keras.applications nets: one-code rounding
     # ties grow ~1.2x per block (test_coverage_qat.py), ResNet50V2's logits

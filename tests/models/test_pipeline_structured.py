@@ -76,6 +76,7 @@ EXPECTED_UNSUPPORTED = {
                  "grouped_conv", "conv3d", "group_norm", "nested",
                  "wrapped_classifier",
                  "lambda_ops", "squeeze_excite", "conv_denoiser",
+                 "image_and_metadata",
                  "DenseNet121")  # DenseNet: Concatenate skips, no Add
 }
 

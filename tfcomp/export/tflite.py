@@ -65,9 +65,10 @@ class ExportReport:
         size_bytes: file size.
         quantization: the mode used.
         max_abs_error: max |TFLite - Keras| over the verification inputs
-            (None when not verified).
+            and every output (None when not verified).
         top1_agreement: fraction of verification inputs whose argmax agrees
-            (None when not verified or outputs are not class scores).
+            (None when not verified or no output holds class scores; for
+            several class-score outputs, the lowest).
         num_verified: number of verification inputs.
         runtime: the runtime that ran the file.
         layer_precisions: per-layer files ("int4w" or a policy dict):
@@ -406,21 +407,29 @@ def _verify(model, flatbuffer, x, report, min_agreement, quantization,
     report.runtime = runtime
     if quantization == "int8" if integer is None else integer:
         _check_integer_file(interp, io_type, report)
-    y_lite = run_interpreter(interp, x, input_names=input_names(model)
-                             if is_multi(model) else None)
-    y_keras = np.concatenate([
-        keras.ops.convert_to_numpy(model(sliced(x, i, i + 256),
-                                         training=False))
-        for i in range(0, rows(x), 256)])
-    y_keras = y_keras.reshape(y_lite.shape)
-    report.max_abs_error = float(np.max(np.abs(y_lite - y_keras)))
+    lite = run_interpreter(interp, x, input_names=input_names(model)
+                           if is_multi(model) else None, all_outputs=True)
+    parts = [keras.tree.flatten(model(sliced(x, i, i + 256), training=False))
+             for i in range(0, rows(x), 256)]
+    if len(parts[0]) != len(lite):
+        raise VerificationError(
+            f"the TFLite file has {len(lite)} outputs, the Keras model "
+            f"{len(parts[0])}; {report.path!r} was not written.", report)
+    keras_outs = [np.concatenate([keras.ops.convert_to_numpy(p[k])
+                                  for p in parts]) for k in range(len(lite))]
+    report.max_abs_error = max(
+        float(np.max(np.abs(y_lite - y_keras.reshape(y_lite.shape))))
+        for y_lite, y_keras in zip(lite, keras_outs))
     report.num_verified = int(rows(x))
-    if y_lite.ndim == 2 and y_lite.shape[1] > 1:
-        report.top1_agreement = float(np.mean(
-            y_lite.argmax(1) == y_keras.argmax(1)))
+    agreements = [float(np.mean(y_lite.argmax(1) == y_keras.argmax(1)))
+                  for y_lite, y_keras in zip(lite, keras_outs)
+                  if y_lite.ndim == 2 and y_lite.shape[1] > 1]
+    if agreements:  # several class-score outputs: the lowest
+        report.top1_agreement = min(agreements)
     where = f"{report.path!r} was not written"
     if not np.isfinite(report.max_abs_error):
-        bad = "TFLite" if not np.all(np.isfinite(y_lite)) else "Keras"
+        bad = "TFLite" if not all(np.all(np.isfinite(y)) for y in lite) \
+            else "Keras"
         raise VerificationError(
             f"the {bad} outputs of {report.num_verified} verification "
             f"inputs are not all finite (quantization={quantization!r}); "

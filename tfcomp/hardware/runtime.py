@@ -39,7 +39,7 @@ from tfcomp.hardware.device_profiler import (
 __all__ = ["TFLiteModelError", "dequantize_output", "feed_random", "interpreter_class",
            "interpreter_classes", "make_interpreter", "new_interpreter",
            "quantize_input", "read_tflite", "run_interpreter",
-           "input_details_in_order",
+           "input_details_in_order", "output_details_in_order",
            "time_interpreters", "time_invokes", "time_samples"]
 
 
@@ -164,17 +164,41 @@ def input_details_in_order(interp, names=None, shapes=None) -> list:
     return details
 
 
-def run_interpreter(interp, x, batch_size: int = 64, input_names=None
-                    ) -> np.ndarray:
-    """Runs an interpreter with one output over ``x`` in batches: an array
-    for a single-input file, or a list of arrays (one per input, in the
-    Keras model's order; ``input_names``: its InputLayer names, which the
-    file's signature keeps).
+def output_details_in_order(interp) -> list:
+    """The interpreter's output details in the Keras model's output order:
+    the serving signature's ``output_0``, ``output_1``, ... (the file's
+    own order of output tensors can differ), else the file's order.
+
+    Example:
+        >>> [d["shape"] for d in output_details_in_order(interp)]
+    """
+    details = interp.get_output_details()
+    if len(details) == 1:
+        return details
+    by_index = {d["index"]: d for d in details}
+    try:
+        sig = interp.get_signature_runner().get_output_details()
+    except (ValueError, KeyError, AttributeError):
+        return details
+    names = [f"output_{i}" for i in range(len(details))]
+    if set(sig) != set(names):
+        return details
+    return [by_index[sig[n]["index"]] for n in names]
+
+
+def run_interpreter(interp, x, batch_size: int = 64, input_names=None,
+                    all_outputs: bool = False):
+    """Runs an interpreter over ``x`` in batches: an array for a
+    single-input file, or a list of arrays (one per input, in the Keras
+    model's order; ``input_names``: its InputLayer names, which the file's
+    signature keeps). Returns the first output (the Keras model's first),
+    or with ``all_outputs`` a list of every output in the model's order.
 
     Example:
         >>> y = run_interpreter(interp, x_test[:100])
         >>> y = run_interpreter(interp, [tokens, memory], input_names=[
         ...     "tokens", "memory"])
+        >>> scores, box = run_interpreter(interp, x, all_outputs=True)
     """
     xs = list(x) if isinstance(x, (list, tuple)) else [x]
     ins = input_details_in_order(interp, input_names,
@@ -183,9 +207,7 @@ def run_interpreter(interp, x, batch_size: int = 64, input_names=None
         raise ValueError(
             f"run_interpreter: the file has {len(ins)} inputs; received "
             f"{len(xs)} arrays")
-    out_detail = interp.get_output_details()[0]
-    outs = []
-    current = None
+    outs, current = [], None
     for start in range(0, len(xs[0]), batch_size):
         chunks = [a[start:start + batch_size] for a in xs]
         if current != len(chunks[0]):
@@ -194,10 +216,13 @@ def run_interpreter(interp, x, batch_size: int = 64, input_names=None
                                            [len(chunk), *inp["shape"][1:]])
             interp.allocate_tensors()
             current = len(chunks[0])
-            out_detail = interp.get_output_details()[0]
+            out_details = output_details_in_order(interp)
+            if not all_outputs:
+                out_details = out_details[:1]
         for inp, chunk in zip(ins, chunks):
             interp.set_tensor(inp["index"], quantize_input(chunk, inp))
         interp.invoke()
-        outs.append(dequantize_output(
-            interp.get_tensor(out_detail["index"]), out_detail))
-    return np.concatenate(outs, axis=0)
+        outs.append([dequantize_output(interp.get_tensor(d["index"]), d)
+                     for d in out_details])
+    ys = [np.concatenate(parts, axis=0) for parts in zip(*outs)]
+    return ys if all_outputs else ys[0]

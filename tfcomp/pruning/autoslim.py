@@ -42,6 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcomp._batches import rows, sliced
 from tfcomp._io import as_arrays, check_positive_int
 from tfcomp.graph import DependencyGraph
 from tfcomp.layers.slimmable import width_scope
@@ -209,11 +210,11 @@ def autoslim(model, calibration_data, target_macs=(0.75, 0.5, 0.25),
     def evaluate(arch) -> float:
         set_width(model, arch)
         total = 0.0
-        for a in range(0, len(x), batch_size):
-            out = forward(x[a:a + batch_size])
+        for a in range(0, rows(x), batch_size):
+            out = forward(sliced(x, a, a + batch_size))
             total += float(loss_fn(y[a:a + batch_size], out)) * len(
-                x[a:a + batch_size])
-        return total / len(x)
+                y[a:a + batch_size])
+        return total / rows(x)
 
     def record(arch, lossv) -> dict:
         keep = {g: np.arange(n) for g, n in arch.items()

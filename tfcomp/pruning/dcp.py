@@ -27,6 +27,7 @@ import math
 import keras
 import numpy as np
 
+from tfcomp._batches import rows
 from tfcomp._finetune import outputs_logits
 from tfcomp._io import as_arrays, check_positive_int
 from tfcomp._unpinned import unpinned
@@ -345,7 +346,7 @@ def dcp_prune(model: keras.Model, calibration_data=None,
             bar.update(step, values=[("loss", ginfo["loss_history"][-1])])
     meta = {"method": "dcp_prune", "ratio": found.ratio, "lam": float(lam),
             "round_to": int(round_to), "num_stages": len(stage_ends) + 1,
-            "stage_ends": list(stage_ends), "images": int(x.shape[0]),
+            "stage_ends": list(stage_ends), "images": int(rows(x)),
             "seed": int(seed)}
     small, plan = state.result(meta, info)
     return finish(small, plan, info, return_info, "dcp_prune")
@@ -363,7 +364,7 @@ class _DCPRun:
         self.probs = not outputs_logits(state.model)
         self.n_cls = int(state.model.outputs[0].shape[-1])
         bs = settings.batch_size
-        self.eval_idx = np.arange(min(x.shape[0], eval_batches * bs))
+        self.eval_idx = np.arange(min(rows(x), eval_batches * bs))
         self.ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         self.ce_final = keras.losses.SparseCategoricalCrossentropy(
             from_logits=not self.probs)
@@ -405,8 +406,9 @@ class _DCPRun:
                      verbose=0, shuffle=True)
         del feats
         if finetune_epochs:
-            joint = keras.Model(view.inputs[0],
-                                [view.outputs[0], head(end_t)])
+            inputs = view.inputs[0] if len(view.inputs) == 1 \
+                else view.inputs
+            joint = keras.Model(inputs, [view.outputs[0], head(end_t)])
             self._fit(joint, [self.y, self.y], [self.ce_final, self.ce],
                       finetune_epochs)
         end = parsed.nodes_of(self.stage_ends[p])[0].outputs[0]

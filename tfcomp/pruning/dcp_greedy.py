@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf  # custom gradient loop (no Keras equivalent)
 
+from tfcomp._batches import rows
 from tfcomp.pruning.reconstruction.engine import (
     activations,
     consumer_layers,
@@ -192,7 +193,7 @@ class GreedyGroup:
         return tot / len(self.eval_idx)
 
     def _random_batch(self):
-        n = self.x.shape[0]
+        n = rows(self.x)
         bs = self.s.batch_size
         return self._batch(self.rng.choice(n, size=min(bs, n),
                                            replace=False))

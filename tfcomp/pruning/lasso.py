@@ -22,6 +22,7 @@ import warnings
 
 import keras
 
+from tfcomp._batches import rows
 from tfcomp._io import as_arrays, check_positive_int
 from tfcomp.graph import DependencyGraph
 from tfcomp.pruning.reconstruction.engine import (
@@ -155,7 +156,7 @@ def lasso_prune(model: keras.Model, calibration_data=None,
     meta = {"method": "lasso_prune", "selector": selector,
             "ratio": found.ratio, "round_to": int(round_to),
             "samples_per_image": int(samples_per_image),
-            "images": int(x.shape[0]), "seed": int(seed)}
+            "images": int(rows(x)), "seed": int(seed)}
     small, plan = pruner.result(meta, info)
     return finish(small, plan, info, return_info, "lasso_prune")
 

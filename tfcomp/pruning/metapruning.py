@@ -18,7 +18,9 @@ a random width per group from ``scales`` (the paper's 31 scales 0.1, 0.13,
 (``tfcomp.pruning.surgery.prune_channels`` of the original architecture)
 with the generated weights, BatchNorm statistics recomputed on ``x``.
 Nested functional models and ``keras.ops`` / ``Lambda`` calls run as in
-the model (each call with its own arguments).
+the model (each call with its own arguments). A model with several inputs
+takes them as a functional model does: a list (``model.inputs`` order) or
+a dict keyed by the input names (``net.input_names``).
 
 Deviations (CPU scale, stated): cropping is done by zeroing the channels
 beyond the width (the same outputs as slicing, fixed tensor shapes for
@@ -216,6 +218,52 @@ class PruningNet(keras.Model):
         w.assign(keras.ops.convert_to_numpy(v))
         return w
 
+    # -- inputs ----------------------------------------------------------
+    @property
+    def input_names(self) -> list:
+        """The model's input names, in ``model.inputs`` order (the keys of
+        a dict of inputs).
+
+        Example:
+            >>> PruningNet(model).input_names
+            ['image', 'meta']
+        """
+        parsed = self.graph.parsed
+        by_tid = {n.outputs[0]: n.path for n in parsed.nodes
+                  if n.is_input and n.outputs}
+        return [by_tid.get(t, t) for t in parsed.inputs]
+
+    def _bind(self, inputs, name: str = "inputs") -> list:
+        """One value per model input (``model.inputs`` order) from what a
+        functional model takes: a tensor (one input), a list / tuple, or a
+        dict keyed by the input names (or by the keys of the model's dict
+        of inputs)."""
+        names = self.input_names
+        n = len(names)
+        if isinstance(inputs, dict):
+            if all(k in inputs for k in names):
+                return [inputs[k] for k in names]
+            try:
+                struct = self._base.obj.input
+            except (AttributeError, ValueError):
+                struct = None
+            if isinstance(struct, dict) and all(k in inputs for k in struct):
+                return keras.tree.flatten({k: inputs[k] for k in struct})
+            got = f"a dict with keys {sorted(map(str, inputs))}"
+        elif isinstance(inputs, (list, tuple)):
+            if len(inputs) == n:
+                return list(inputs)
+            got = f"a {type(inputs).__name__} of {len(inputs)}"
+        elif n == 1:
+            return [inputs]
+        else:
+            got = f"a {type(inputs).__name__} of shape " \
+                  f"{tuple(getattr(inputs, 'shape', ()))}"
+        raise ValueError(
+            f"{name}: model {self._base.obj.name!r} has {n} input(s) "
+            f"{names}; give a list of {n} tensors (model.inputs order) or a "
+            f"dict keyed by those names. Received: {name}={got}")
+
     # -- widths ----------------------------------------------------------
     def set_widths(self, widths: dict | None) -> None:
         """Fix the widths (``{group id: kept channels}``) of later calls;
@@ -302,7 +350,8 @@ class PruningNet(keras.Model):
                   is not None else self._random_counts())
         parsed = self.graph.parsed
         values = _Values(parsed)
-        values[parsed.resolve(parsed.inputs[0])] = inputs
+        for tid, value in zip(parsed.inputs, self._bind(inputs)):
+            values[parsed.resolve(tid)] = value
         for n in self._nodes:
             layer = n.layer
             if isinstance(layer, keras.layers.BatchNormalization):
@@ -353,7 +402,8 @@ class PruningNet(keras.Model):
         Args:
             widths: ``{group id: kept channels}`` (missing groups: whole).
             x: inputs to recompute the BatchNorm statistics on (None:
-                mean 0, variance 1).
+                mean 0, variance 1); for several inputs a list of arrays
+                (``model.inputs`` order) or a dict by input name.
             batch_size, steps: for the recomputation.
 
         Example:
@@ -386,6 +436,10 @@ class PruningNet(keras.Model):
                         keras.ops.convert_to_numpy(w), spec, keep)
                 layer.set_weights(arrays)
                 refresh_state(layer)
+        if x is not None and (isinstance(x, (dict, list, tuple))
+                              or len(self.input_names) > 1):
+            x = [np.asarray(keras.ops.convert_to_numpy(a))
+                 for a in self._bind(x, "x")]
         if x is not None:
             recalibrate_batchnorm(small, x, batch_size=batch_size,
                                   steps=steps)

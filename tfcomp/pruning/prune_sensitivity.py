@@ -48,6 +48,7 @@ import time
 import keras
 import numpy as np
 
+from tfcomp._batches import rows, sliced
 from tfcomp._io import (
     BadInputError,
     as_arrays,
@@ -316,16 +317,21 @@ def _loss(model, loss, out):
 
 
 def _outputs(model, x, batch_size, compiled: bool = False) -> np.ndarray:
-    """The model's inference outputs; ``compiled``: through Keras' compiled
+    """The model's inference outputs (several: flattened side by side);
+    ``compiled``: through Keras' compiled
     predict function (traced once per model, then a step's new weights are
     read, not re-traced: for the working copy, evaluated after every step,
     where eager calls cost 40% of DenseNet121's sensitivity)."""
-    return np.concatenate([
-        np.asarray(model.predict_on_batch(x[i:i + batch_size]) if compiled
-                   else keras.ops.convert_to_numpy(
-                       model(x[i:i + batch_size], training=False)),
-                   np.float64)
-        for i in range(0, len(x), batch_size)], axis=0)
+    parts = []
+    for i in range(0, rows(x), batch_size):
+        xb = sliced(x, i, i + batch_size)
+        outs = [np.asarray(keras.ops.convert_to_numpy(o), np.float64)
+                for o in keras.tree.flatten(
+                    model.predict_on_batch(xb) if compiled
+                    else model(xb, training=False))]
+        parts.append(outs[0] if len(outs) == 1 else np.concatenate(
+            [o.reshape(len(o), -1) for o in outs], axis=1))
+    return np.concatenate(parts, axis=0)
 
 
 def sensitivity(model, calibration_data, ratios=DEFAULT_RATIOS,
@@ -338,10 +344,12 @@ def sensitivity(model, calibration_data, ratios=DEFAULT_RATIOS,
     group alone with AMC's per-layer step (selection + least-squares refit).
 
     Args:
-        model: a trained functional / Sequential model (one input, one
-            output), left untouched.
+        model: a trained functional / Sequential model (one input or
+            several; several outputs with ``"reconstruction"``, whose MSE
+            is over all of them), left untouched.
         calibration_data: inputs, ``(x, y)`` or a dataset of batches
-            (``tfcomp._io.as_arrays``); ``method="loss"`` needs labels.
+            (``tfcomp._io.as_arrays``; ``[x1, x2]`` / ``([x1, x2], y)``
+            for several inputs); ``method="loss"`` needs labels.
         ratios: keep ratios in (0, 1) (fraction of the group's channels
             kept); keeping the whole group counts 0.
         method: ``"reconstruction"`` (output MSE after the refit) or
@@ -388,10 +396,11 @@ def sensitivity(model, calibration_data, ratios=DEFAULT_RATIOS,
     samples_per_image = check_positive_int(samples_per_image,
                                            "samples_per_image")
     check_model(model)
-    if len(model.outputs) != 1:
+    if len(model.outputs) != 1 and method == "loss":
         raise NotImplementedError(
-            f"pruning sensitivity supports single-output models; model "
-            f"{model.name!r} has {len(model.outputs)} outputs.")
+            f"pruning sensitivity method='loss' supports single-output "
+            f"models; model {model.name!r} has {len(model.outputs)} "
+            "outputs: use method='reconstruction' (the MSE of all outputs).")
     x, y = as_arrays(calibration_data, model=model, max_items=num_samples,
                      need_labels=method == "loss", name="calibration_data")
     start = time.perf_counter()
@@ -439,7 +448,7 @@ def sensitivity(model, calibration_data, ratios=DEFAULT_RATIOS,
     pruner.reset()
     negative = table < 0
     meta = {"selector": selector, "round_to": round_to,
-            "num_samples": int(len(x)), "samples_per_image":
+            "num_samples": int(rows(x)), "samples_per_image":
             samples_per_image, "seed": int(seed), "layer_error": layer_error,
             "labels": "given" if y is not None else "none",
             "model_name": model.name,

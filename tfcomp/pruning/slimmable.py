@@ -65,9 +65,10 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from tfcomp._batches import rows, sliced
 from tfcomp._compile import carry_compile
 from tfcomp._finetune import outputs_logits
-from tfcomp._io import check_positive_int
+from tfcomp._io import as_arrays, check_positive_int
 from tfcomp.graph import DependencyGraph
 from tfcomp.graph.copy import clone_model, copy_weights, functional_view
 from tfcomp.graph.walk import iter_leaf_layers
@@ -475,7 +476,8 @@ def recalibrate_widths(model: SlimmableModel, x, widths=None,
 
     Args:
         model: a :class:`SlimmableModel`.
-        x: input array.
+        x: inputs: an array, ``(x, y)``, batches, or a list of arrays
+            for several inputs (``tfcomp._io.as_arrays``).
         widths: widths (floats or per-group dicts) to calibrate; default
             ``model.widths``.
         batch_size: images per forward pass.
@@ -489,14 +491,12 @@ def recalibrate_widths(model: SlimmableModel, x, widths=None,
     """
     _check_slim(model)
     batch_size = check_positive_int(batch_size, "batch_size")
-    x = np.asarray(x)
-    if not len(x):
-        raise ValueError("x is empty: recalibrate_widths needs inputs.")
+    x, _ = as_arrays(x, model=model, name="x")
     widths = list(model.widths if widths is None else widths)
     previous = getattr(model, "current_width", model.widths[-1])
     bns = [layer for _, layer in _slim_layers(model)
            if isinstance(layer, SwitchableBatchNormalization)]
-    starts = list(range(0, len(x), batch_size))[:steps]
+    starts = list(range(0, rows(x), batch_size))[:steps]
     momentum = [bn.momentum for bn in bns]
     try:
         for w in widths:
@@ -505,7 +505,7 @@ def recalibrate_widths(model: SlimmableModel, x, widths=None,
                 for i, a in enumerate(starts):
                     for bn in bns:
                         bn.momentum = i / (i + 1.0)
-                    model(x[a:a + batch_size], training=True)
+                    model(sliced(x, a, a + batch_size), training=True)
     finally:
         for bn, m in zip(bns, momentum):
             bn.momentum = m
@@ -573,7 +573,6 @@ def export_width(model: SlimmableModel, width, calibration_data=None,
         >>> small = export_width(slim, 0.5)
         >>> tfcomp.export_tflite(small, "w050.tflite")
     """
-    from tfcomp._io import as_arrays
     from tfcomp.pruning.plan import Plan
     from tfcomp.pruning.surgery import prune_channels
 

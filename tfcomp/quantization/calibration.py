@@ -18,6 +18,7 @@ import warnings
 import keras
 import numpy as np
 
+from tfcomp._batches import input_names
 from tfcomp._io import iter_batches, iter_model_batches
 from tfcomp.graph import iter_leaf_layers
 from tfcomp.layers import QUANT_STEP_LAYERS, QuantActivation, QuantReLU
@@ -162,7 +163,8 @@ def calibrate(model: keras.Model, calibration_data=None,
 
     def batches():
         return iter_model_batches(calibration_data, len(graph.inputs),
-                                  batch_size, steps)
+                                  batch_size, steps,
+                                  names=input_names(model))
 
     lo = [np.inf] * len(targets)
     hi = [-np.inf] * len(targets)

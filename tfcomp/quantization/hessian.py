@@ -123,6 +123,8 @@ import warnings
 import keras
 import numpy as np
 
+from tfcomp._batches import index_rows
+from tfcomp._batches import rows as num_rows
 from tfcomp._io import check_number, check_positive_int
 from tfcomp.graph.calls import override_calls
 
@@ -301,7 +303,7 @@ def _full_hvp(hvp_batch, x, targets, batch_size, sliced: bool):
     (its batch columns), or with ``sliced`` keeps block ``i``'s rows
     ``keep[i]`` only."""
     import tensorflow as tf
-    n = len(x)
+    n = num_rows(x)
     slices = _batches(n, batch_size)
 
     def hvp(vs, keep=None):
@@ -310,7 +312,7 @@ def _full_hvp(hvp_batch, x, targets, batch_size, sliced: bool):
         for sl in slices:
             part = [tf.constant(v[sl]) for v in vs] if sliced else shared
             masks = () if keep is None or sliced else (keep[:, sl],)
-            hv = hvp_batch(x[sl], targets[sl], part, *masks)
+            hv = hvp_batch(index_rows(x, sl), targets[sl], part, *masks)
             w = (sl.stop - sl.start) / n
             for i, (t, h) in enumerate(zip(total, hv)):
                 if h is not None and sliced and keep is not None:
@@ -454,8 +456,8 @@ def weight_traces(model, kernels, x, targets, fn, batch_size, *, tol,
         return hutchinson_trace(hvp, shapes, **hutch)
 
     slot = []  # (ts, masks, idx) of the batch being traced
-    rounds = -(-len(kernels) // len(x))  # size >= samples / layer, batch
-    size = -(-min(batch_size, len(x)) // (len(kernels) // rounds))
+    rounds = -(-len(kernels) // num_rows(x))  # size >= samples / layer, batch
+    size = -(-min(batch_size, num_rows(x)) // (len(kernels) // rounds))
 
     @tf.function(reduce_retracing=True, autograph=False)
     def masked_batch(xb, yb, vs, masks, idx):
@@ -482,7 +484,7 @@ def weight_traces(model, kernels, x, targets, fn, batch_size, *, tol,
                             [tf.constant(i) for i in _indices(keep, size)])
 
     hvp = _rotation(_full_hvp(product, x, targets, batch_size,
-                              sliced=False), len(kernels), len(x), rows=False)
+                              sliced=False), len(kernels), num_rows(x), rows=False)
     with override_calls(_kernel_hooks(layers, kernels, slot)):
         return hutchinson_trace(hvp, shapes, **hutch)
 
@@ -544,10 +546,10 @@ def activation_traces(model, layers, shapes, x, targets, fn, batch_size, *,
     with override_calls([(layer, functools.partial(hooked, i))
                          for i, layer in enumerate(layers)]):
         hvp = _disjoint(_full_hvp(hvp_batch, x, targets, batch_size,
-                                  sliced=True), len(layers), len(x),
+                                  sliced=True), len(layers), num_rows(x),
                         keeps=True)
         return hutchinson_trace(
-            hvp, [(len(x), *s) for s in shapes], tol=tol,
+            hvp, [(num_rows(x), *s) for s in shapes], tol=tol,
             max_probes=max_probes, min_probes=min_probes, seed=seed,
             rel_se=rel_se, stderr=True)
 

@@ -64,6 +64,8 @@ import time
 import keras
 import numpy as np
 
+from tfcomp._batches import index_rows
+from tfcomp._batches import rows as num_rows
 from tfcomp._io import as_arrays, check_positive_int
 from tfcomp.layers import quantizers as qz
 from tfcomp.quantization._analysis import QUANT_KINDS, analyse
@@ -240,9 +242,9 @@ def _predict(model, x, batch_size: int, forward=None) -> np.ndarray:
     call."""
     forward = forward or (lambda t: model(t, training=False))
     outs = []
-    for sl in _batches(len(x), batch_size):
+    for sl in _batches(num_rows(x), batch_size):
         parts = [np.asarray(keras.ops.convert_to_numpy(t), np.float64)
-                 for t in keras.tree.flatten(forward(x[sl]))]
+                 for t in keras.tree.flatten(forward(index_rows(x, sl)))]
         outs.append(parts[0] if len(parts) == 1 else np.concatenate(
             [p.reshape(len(p), -1) for p in parts], axis=1))
     return np.concatenate(outs, axis=0)
@@ -311,7 +313,7 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
     Raises:
         ValueError: an unknown method, bits outside [1, 8], data that does
             not fit the model's input, a model without quantizable layers.
-        NotImplementedError: multi-input models; ``"hessian"`` on a
+        NotImplementedError: ``"hessian"`` on a
             backend other than TensorFlow.
 
     Reference: Dong et al., HAWQ-V2, arXiv:1911.03852 (Hessian trace by
@@ -339,10 +341,6 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a keras.Model. Received: "
                         f"{type(model).__name__}")
-    if len(getattr(model, "inputs", None) or []) != 1:
-        raise NotImplementedError(
-            f"sensitivity supports single-input models; model "
-            f"{model.name!r} has {len(model.inputs or [])} inputs.")
     analysis = analyse(model, True, (), "sensitivity", QUANT_KINDS)
     plans = analysis.plans
     names = analysis.quantized_names()
@@ -356,7 +354,7 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
     float_out = _predict(model, x, batch_size)
     hutch = {"tol": tol, "max_probes": max_probes, "min_probes": min_probes,
              "seed": seed, "rel_se": rel_se}
-    meta = {"num_samples": int(len(x)), "batch_size": batch_size}
+    meta = {"num_samples": int(num_rows(x)), "batch_size": batch_size}
     ops = operands(names, layers)
     parts = parts_meta(ops)
     if parts:

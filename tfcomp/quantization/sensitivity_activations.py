@@ -32,6 +32,8 @@ from collections import namedtuple
 import keras
 import numpy as np
 
+from tfcomp._batches import index_rows
+from tfcomp._batches import rows as num_rows
 from tfcomp.graph.calls import override_calls
 from tfcomp.quantization.hessian import _batches, activation_traces
 
@@ -183,9 +185,9 @@ def _input_probe(model, ops, x, batch_size):
 
     with override_calls({o.layer: functools.partial(recorder, id(o.layer))
                          for o in ops}):
-        for sl in _batches(len(x), batch_size):
+        for sl in _batches(num_rows(x), batch_size):
             seen.clear()
-            model(x[sl], training=False)
+            model(index_rows(x, sl), training=False)
             got = []
             for o in ops:
                 t = seen[id(o.layer)]
@@ -225,7 +227,7 @@ def activation_terms(model, ops, x, bits, batch_size, ranges, shapes,
                                                     else []):
                 q = np.clip(np.round(t / scale), qmin, qmax) * scale
                 noise[i, j] += float(np.sum((q.astype(np.float64) - t) ** 2))
-    sizes = [len(x) * int(np.prod(s)) for s in shapes]
+    sizes = [num_rows(x) * int(np.prod(s)) for s in shapes]
     idx = [i for i, f in enumerate(floating) if f]
     meta.update(n_activations=dict(zip(names, sizes)),
                 probing="sample-disjoint",

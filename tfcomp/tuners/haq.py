@@ -55,6 +55,7 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
+from tfcomp._batches import index_rows, rows
 from tfcomp._finetune import data_order, outputs_logits
 from tfcomp._unpinned import unpinned
 from tfcomp.hardware import HardwareModel
@@ -362,10 +363,11 @@ class HAQHyperModel(kt.HyperModel):
             else:
                 self._compile(model)
             xt, yt = self.train_data
-            order = data_order(len(xt), self.finetune_steps,
+            order = data_order(rows(xt), self.finetune_steps,
                                self.batch_size, self.finetune_epochs,
                                self.seed if seed is None else seed)
-            model.fit(xt[order], yt[order], batch_size=self.batch_size,
+            model.fit(index_rows(xt, order), yt[order],
+                      batch_size=self.batch_size,
                       epochs=1, shuffle=False, verbose=0)
         acc = accuracy(model, x, y, max(self.batch_size, 512) if shared
                        else self.batch_size, traced=shared)

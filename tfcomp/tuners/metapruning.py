@@ -56,6 +56,7 @@ import keras_tuner as kt
 import numpy as np
 from keras_tuner.engine.trial import TrialStatus
 
+from tfcomp._batches import take
 from tfcomp._io import atomic_write_text, check_positive_int
 from tfcomp._unpinned import unpinned
 from tfcomp.pruning.metapruning import PAPER_SCALES, PruningNet, kept_count
@@ -328,7 +329,9 @@ def metaprune(model, train_data, val_data, target_macs: float = 0.5,
 
     Args:
         model: the functional model to prune (untouched).
-        train_data: ``(x, y)`` for the PruningNet and BN recomputation.
+        train_data: ``(x, y)`` for the PruningNet and BN recomputation
+            (several inputs: ``([x1, x2], y)``, inputs as ``model.fit``
+            takes them).
         val_data: held-out ``(x, y)`` for the fitness.
         target_macs: fraction of the model's MACs (<= 1) or absolute MACs.
         scales: width scales; epochs, batch_size, optimizer: PruningNet
@@ -375,7 +378,7 @@ def metaprune(model, train_data, val_data, target_macs: float = 0.5,
                 verbose=verbose)
     if resumed:
         oracle.reload()
-    xb = x[:bn_samples]
+    xb = take(x, bn_samples)
     while True:
         trial = oracle.create_trial("metaprune")
         if trial.status != TrialStatus.RUNNING:

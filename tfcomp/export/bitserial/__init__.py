@@ -42,7 +42,7 @@ from tfcomp.export.bitserial.fixedpoint import (
     multiply_by_quantized_multiplier,
     quantize_multiplier,
 )
-from tfcomp.export.bitserial.ir import IntegerIR, IntOp, QuantParams
+from tfcomp.export.bitserial.ir import IntegerIR, IntOp, IRInput, QuantParams
 from tfcomp.export.bitserial.keras_import import build_ir_from_keras
 from tfcomp.export.bitserial.packing import (
     pack_bitplanes,
@@ -67,6 +67,7 @@ __all__ = [
     "BlobIntegrityError",
     "DescriptorError",
     "IRBuilder",
+    "IRInput",
     "IntOp",
     "IntegerIR",
     "LayerStats",

@@ -22,6 +22,7 @@ from tfcomp.export.bitserial.ir import (
     ADD_LEFT_SHIFT,
     IntegerIR,
     IntOp,
+    IRInput,
     QuantParams,
     _infer_shape,
     requant_params,
@@ -71,6 +72,8 @@ class IRBuilder:
         input_rescale: ``(scale, offset)`` applied to float inputs before
             quantization (see :class:`IntegerIR`).
 
+    Further inputs come with :meth:`add_input`.
+
     Example:
         >>> b = IRBuilder((8,), QuantParams(8, False, 1 / 255))
         >>> y = b.dense("fc", "input", np.ones((8, 3), int), 0.01,
@@ -93,6 +96,23 @@ class IRBuilder:
         self.ops: list[IntOp] = []
         self._shapes = {input_name: self.input_shape}
         self._quants = {input_name: input_quant}
+        self.inputs = [IRInput(input_name, self.input_shape, input_quant,
+                               input_rescale)]
+
+    def add_input(self, name: str, shape, quant: QuantParams,
+                  rescale=None) -> str:
+        """Adds another input tensor ``name`` (see :class:`IRInput`).
+
+        Example:
+            >>> b.add_input("meta", (8,), QuantParams(8, False, 0.1))
+            'meta'
+        """
+        if name in self._shapes:
+            raise ValueError(f"duplicate tensor name {name!r}")
+        spec = IRInput(name, shape, quant, rescale)
+        self.inputs.append(spec)
+        self._shapes[name], self._quants[name] = spec.shape, spec.quant
+        return name
 
     def _known(self, name: str) -> None:
         if name not in self._shapes:
@@ -338,10 +358,22 @@ class IRBuilder:
         return self._append(IntOp(name, "clamp", [x], q, act_min=lo,
                                   act_max=hi))
 
-    def build(self, output: str | None = None) -> IntegerIR:
-        """Returns the validated :class:`IntegerIR`."""
-        ir = IntegerIR(self.input_shape, self.input_quant, list(self.ops),
-                       output=output, input_name=self.input_name,
-                       name=self.name, input_rescale=self.input_rescale)
+    def build(self, output: str | None = None,
+              input_order=None) -> IntegerIR:
+        """Returns the validated :class:`IntegerIR`; its inputs in the
+        order added, or as the names in ``input_order`` list them."""
+        ins = self.inputs
+        if input_order is not None:
+            by_name = {i.name: i for i in ins}
+            if sorted(input_order) != sorted(by_name):
+                raise ValueError(f"input_order must list the inputs "
+                                 f"{sorted(by_name)}. Received: "
+                                 f"{list(input_order)}")
+            ins = [by_name[n] for n in input_order]
+        first = ins[0]
+        ir = IntegerIR(first.shape, first.quant, list(self.ops),
+                       output=output, input_name=first.name,
+                       name=self.name, input_rescale=first.rescale,
+                       extra_inputs=ins[1:])
         ir.validate()
         return ir

@@ -17,9 +17,17 @@ hold signs: the plane bit 1 is +1, 0 is -1 (``w = 2b - 1``). The blob
 is covered by its length and sha256. The JSON Schema ships as
 ``tfcomp/export/schemas/bitserial_descriptor.schema.json``.
 
+Inputs: a network of one input has ``input``: ``name``, ``shape`` (no
+batch axis), ``quant`` and, from version 2, ``rescale`` (the format of
+every version). A network of several inputs has ``inputs`` instead
+(version 5): a list, two or more entries of that form, in the order a
+runtime feeds them (the Keras model's ``model.inputs`` order), each named
+by its Keras ``InputLayer`` so a runtime can also feed them by name, each
+with its own quantization and rescale; layers read them by those names.
+
 Schema versions: a descriptor records the lowest version that has every
 feature it uses, so networks of version-1 features stay readable by older
-tfcomp; this tfcomp reads versions 1 to 4.
+tfcomp; this tfcomp reads versions 1 to 5.
 
 - 1: conv2d, depthwise_conv2d, dense, add, max/avg/global_avg_pool,
   flatten, reshape, clamp, requantize.
@@ -38,6 +46,7 @@ tfcomp; this tfcomp reads versions 1 to 4.
   ``(C,)`` / ``(1, C)`` / ``(1, 1, C)`` of the other: squeeze-excite;
   ``input_quants`` one per input, ``requant.multiplier`` / ``shift``:
   ``s_a * s_b / s_out`` in fixed point, TFLite's int8 MUL).
+- 5: adds ``inputs`` (several model inputs, above) in place of ``input``.
 
 Writing is crash-safe as a pair: the blob goes first under its
 content-addressed name, the JSON is replaced last (both atomically), then
@@ -67,6 +76,10 @@ from tfcomp._io import atomic_write_bytes, remove_stale_temps
 from tfcomp.export.bitserial import packing
 from tfcomp.export.bitserial.descriptor_checks import semantic_errors
 from tfcomp.export.bitserial.descriptor_host import ROUNDING, host_layer
+from tfcomp.export.bitserial.descriptor_inputs import (
+    MULTI_INPUT_VERSION,
+    input_fields,
+)
 from tfcomp.export.bitserial.errors import (
     BlobIntegrityError,
     DescriptorError,
@@ -100,7 +113,7 @@ __all__ = [
     "write_descriptor",
 ]
 
-SCHEMA_VERSION = 4  # the newest version this tfcomp reads
+SCHEMA_VERSION = 5  # the newest version this tfcomp reads
 FORMAT = "tfcomp-bitserial"
 TARGETS = HARDWARE  # the accelerators, as the descriptor's "target" names
 ALIGNMENT = 64
@@ -118,7 +131,7 @@ def schema_path() -> str:
 
 
 def load_schema() -> dict:
-    """The descriptor JSON Schema as a dict.
+    """The descriptor JSON Schema as a dict (with version 5's ``inputs``).
 
     Example:
         >>> load_schema()["title"]
@@ -280,10 +293,10 @@ def _gemm_layer(op, ir, shapes, target, hw, batch, blob) -> dict:
                "k": int(rows.shape[1]), "offset": offset,
                "nbytes": len(data)}
     sp = hw.schedule_params
-    src = op.inputs[0]
-    while src != ir.input_name and ir.op(src).op == "reshape":
+    src, names = op.inputs[0], ir.input_names
+    while src not in names and ir.op(src).op == "reshape":
         src = ir.op(src).inputs[0]  # a layout-only view of ...
-    reads_input = src == ir.input_name
+    reads_input = src in names  # a model input
     if target == "bismo":
         weights["words_per_row"] = packing.words_for(rows.shape[1])
         sched = bismo_schedule(gemm["groups"], gemm["M"], gemm["K"],
@@ -328,6 +341,8 @@ def required_version(ir: IntegerIR) -> int:
         1
     """
     ops = {op.op for op in ir.ops}
+    if ir.extra_inputs:
+        return MULTI_INPUT_VERSION
     if "mul" in ops:
         return 4
     if "concat" in ops:
@@ -416,8 +431,7 @@ def write_descriptor(ir: IntegerIR, path: str, hardware=None,
         "hardware": {"name": hw.name, "config": hw.config,
                      "schedule_params": hw.schedule_params,
                      "cost_source": hw.source},
-        "input": {"name": ir.input_name, "shape": list(ir.input_shape),
-                  "quant": _quant(ir.input_quant)},
+        **input_fields(ir),
         "output": ir.output,
         "layers": layers,
         "totals": {
@@ -426,9 +440,6 @@ def write_descriptor(ir: IntegerIR, path: str, hardware=None,
             "energy_j": _total(arr, "energy_j", float),
             "compute_cycles": int(sum(c["compute_cycles"] for c in arr))},
     }
-    if ir.input_rescale is not None:
-        desc["input"]["rescale"] = {"scale": list(ir.input_rescale[0]),
-                                    "offset": list(ir.input_rescale[1])}
     text = json.dumps(desc, indent=1).encode("utf-8")
     replaced = _referenced_blob(path)
     atomic_write_bytes(blob_file, blob_bytes)  # 1. the new blob

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 from tfcomp.export.bitserial import packing
+from tfcomp.export.bitserial.descriptor_inputs import input_errors
 from tfcomp.export.bitserial.fixedpoint import INT32_MAX
 from tfcomp.export.bitserial.ir import (
     QuantParams,
@@ -21,19 +22,18 @@ __all__ = ["semantic_errors"]
 
 
 def semantic_errors(desc: dict) -> list[str]:
-    """Consistency errors a schema cannot express (names defined before
-    use, one input quantization per input and equal to its producer's,
-    concat shapes and requantization, mul shapes and int32 products, GEMM
-    sizes, blob ranges, newer features in an older version); empty when
-    none.
+    """Consistency errors a schema cannot express (model input names
+    unique, names defined before use, one input quantization per input and
+    equal to its producer's, concat shapes and requantization, mul shapes
+    and int32 products, GEMM sizes, blob ranges, newer features in an
+    older version); empty when none.
 
     Example:
         >>> semantic_errors(json.load(open("net.json")))
         []
     """
-    errs = []
-    names = {desc["input"]["name"]}
-    quants = {desc["input"]["name"]: desc["input"]["quant"]}
+    errs, quants = input_errors(desc)
+    names = set(quants)
     for i, la in enumerate(desc["layers"]):
         where = f"$.layers[{i}] ({la['name']!r})"
         for n in la["inputs"]:
@@ -88,8 +88,6 @@ def semantic_errors(desc: dict) -> list[str]:
             errs.append(f"{where}: weights [{w['offset']}, "
                         f"{w['offset'] + w['nbytes']}) lie beyond the blob "
                         f"({desc['blob']['nbytes']} bytes)")
-    if desc["schema_version"] < 2 and "rescale" in desc["input"]:
-        errs.append("$.input.rescale needs schema_version >= 2")
     if desc["output"] not in names:
         errs.append(f"$.output: {desc['output']!r} is not a tensor")
     return errs

@@ -4,6 +4,7 @@ Example:
     >>> report = export_bitserial(qat, "out/net.json", hardware="bitfusion",
     ...                           verify_x=x_test[:64])
     >>> report.top1_agreement, report.latency_s
+    >>> export_bitserial(qat2, "out/two.json", verify_x=[img, meta])
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import warnings
 import keras
 import numpy as np
 
-from tfcomp._io import as_arrays
+from tfcomp.export._inputs import rows, sliced, take
 from tfcomp.export.bitserial.descriptor import (
     descriptor_blob_path,
     write_descriptor,
@@ -24,7 +25,10 @@ from tfcomp.export.bitserial.hardware_hook import (
     hardware_args,
     resolve_hardware,
 )
-from tfcomp.export.bitserial.keras_import import build_ir_from_keras
+from tfcomp.export.bitserial.keras_import import (
+    build_ir_from_keras,
+    model_data,
+)
 from tfcomp.export.bitserial.reference import integer_reference
 from tfcomp.export.bitserial.simulator import simulate_bitserial
 
@@ -87,9 +91,9 @@ def _eager_outputs(model, x, batch_size: int = 256) -> np.ndarray:
     a compiled ``predict`` may round a weight that sits on a rounding tie
     (|w / s - k - 0.5| ~ 1e-7) the other way.
     """
-    outs = [keras.ops.convert_to_numpy(model(x[i:i + batch_size],
+    outs = [keras.ops.convert_to_numpy(model(sliced(x, i, i + batch_size),
                                              training=False))
-            for i in range(0, len(x), batch_size)]
+            for i in range(0, rows(x), batch_size)]
     return np.concatenate(outs, axis=0)
 
 
@@ -133,8 +137,11 @@ def export_bitserial(model, path: str, hardware=None,
         hardware_config: parameters of the accelerator's default model
             (see :func:`write_descriptor`).
         calibration_data: inputs for tensors the model does not quantize
-            (an array, ``(x, y)`` or batches, as ``fit`` takes).
-        verify_x: verification inputs (default: the calibration inputs).
+            (an array, ``(x, y)`` or batches, as ``fit`` takes; for a model
+            of several inputs a list of arrays in ``model.inputs`` order,
+            ``((x1, x2), y)`` or batches of those).
+        verify_x: verification inputs (default: the calibration inputs),
+            in the same forms.
         batch: samples per program run recorded in the descriptor.
         verify: simulate and compare (needs ``verify_x`` or
             ``calibration_data``).
@@ -155,20 +162,20 @@ def export_bitserial(model, path: str, hardware=None,
                       DeprecationWarning, stacklevel=2)
         if calibration_data is None:
             calibration_data = calibration_x
-    cal_x = None if calibration_data is None else as_arrays(
-        calibration_data, model=model)[0]
+    cal_x = None if calibration_data is None else model_data(
+        calibration_data, model)
     x = verify_x if verify_x is not None else cal_x
     if verify and x is not None:  # checked before anything is written
-        x = as_arrays(x, model=model, name="verify_x" if verify_x is not None
-                      else "calibration_data")[0]
+        x = model_data(x, model, "verify_x" if verify_x is not None
+                       else "calibration_data")
         if isinstance(batch, bool) or not isinstance(
                 batch, (int, np.integer)) or batch < 1:
             raise ValueError(f"batch must be an int >= 1. Received: "
                              f"batch={batch!r}")
-        n = (len(x) // batch) * batch
+        n = (rows(x) // batch) * batch
         if n == 0:
             raise ValueError(f"verify_x must hold at least batch={batch} "
-                             f"samples. Received: {len(x)}")
+                             f"samples. Received: {rows(x)}")
     ir = build_ir_from_keras(model, cal_x)
     desc = write_descriptor(ir, path, hw, batch=batch)
     blob = descriptor_blob_path(path, desc)
@@ -183,7 +190,7 @@ def export_bitserial(model, path: str, hardware=None,
         notes=list(ir.notes))
     if not verify or x is None:
         return report
-    x = x[:n]
+    x = take(x, n)
     y_sim = simulate_bitserial(path, x)
     report.simulator_exact = bool(np.array_equal(y_sim,
                                                  integer_reference(ir, x)))

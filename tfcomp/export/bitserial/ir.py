@@ -4,6 +4,9 @@ Every tensor is an integer array ``q`` whose real value is
 ``scale * (q - zero_point)``; a tensor has ``bits`` and a signedness, so
 ``q`` lies in ``[-2**(bits-1), 2**(bits-1) - 1]`` (signed) or
 ``[0, 2**bits - 1]`` (unsigned). Tensors are NHWC with a leading batch axis.
+A network has one input tensor (``input_*`` fields) or several
+(``IntegerIR.inputs``: the first, then ``extra_inputs``), each with its
+own name, shape, quantization and float rescale.
 
 Ops (``IntOp.op``):
 
@@ -62,6 +65,12 @@ import math
 import numpy as np
 
 from tfcomp.export.bitserial.fixedpoint import INT32_MAX, quantize_multiplier
+from tfcomp.export.bitserial.ir_checks import (
+    mul_product_bound,
+    same_grid,
+    validate_concat,
+    validate_mul,
+)
 from tfcomp.export.bitserial.shapes import (
     concat_shape,
     conv_output_size,
@@ -73,6 +82,7 @@ from tfcomp.export.bitserial.shapes import (
 __all__ = [
     "GEMM_OPS",
     "OPS",
+    "IRInput",
     "IntOp",
     "IntegerIR",
     "QuantParams",
@@ -242,6 +252,40 @@ def find_named(items, name: str, what: str):
 
 
 @dataclasses.dataclass
+class IRInput:
+    """One input tensor of an :class:`IntegerIR`.
+
+    Attributes:
+        name: the tensor name ops read it by.
+        shape: shape without the batch axis.
+        quant: quantization of the integer input.
+        rescale: ``(scale, offset)`` applied to float inputs before
+            quantization (see :class:`IntegerIR`), or None.
+
+    Example:
+        >>> IRInput("meta", (8,), QuantParams(8, False, 0.1)).shape
+        (8,)
+    """
+
+    name: str
+    shape: tuple
+    quant: QuantParams
+    rescale: tuple | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise ValueError("an input's name must be a non-empty string. "
+                             f"Received: name={self.name!r}")
+        self.shape = tuple(int(d) for d in self.shape)
+        if not isinstance(self.quant, QuantParams):
+            raise TypeError(f"input {self.name!r}: quant must be a "
+                            "QuantParams. Received: "
+                            f"{type(self.quant).__name__}")
+        if self.rescale is not None:
+            self.rescale = check_rescale(self.rescale, self.shape)
+
+
+@dataclasses.dataclass
 class IntegerIR:
     """An integer network: the input's quantization and a list of ops.
 
@@ -259,6 +303,9 @@ class IntegerIR:
         notes: approximations an importer made (informational).
         keras_output: for imported models, the Keras tensor the output
             stands for (informational; not compared).
+        extra_inputs: further input tensors (:class:`IRInput`) of a
+            network with several; ``inputs`` lists them all, the one of the
+            ``input_*`` fields first.
 
     Example:
         >>> ir = random_ir(seed=1)
@@ -277,19 +324,39 @@ class IntegerIR:
                                     repr=False)
     keras_output: object = dataclasses.field(default=None, compare=False,
                                              repr=False)
+    extra_inputs: list = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         self.input_shape = tuple(int(d) for d in self.input_shape)
         if self.input_rescale is not None:
             self.input_rescale = check_rescale(self.input_rescale,
                                                self.input_shape)
+        self.extra_inputs = list(self.extra_inputs)
+        for i in self.extra_inputs:
+            if not isinstance(i, IRInput):
+                raise TypeError("extra_inputs must hold IRInput objects. "
+                                f"Received: {type(i).__name__}")
         if self.output is None and self.ops:
             self.output = self.ops[-1].name
+
+    @property
+    def inputs(self) -> list:
+        """Every input tensor (:class:`IRInput`), in feeding order."""
+        return [IRInput(self.input_name, self.input_shape, self.input_quant,
+                        self.input_rescale)] + self.extra_inputs
+
+    @property
+    def input_names(self) -> list:
+        """The names of :attr:`inputs`."""
+        return [self.input_name] + [i.name for i in self.extra_inputs]
 
     def quant(self, name: str) -> QuantParams:
         """Quantization of the tensor called ``name``."""
         if name == self.input_name:
             return self.input_quant
+        for i in self.extra_inputs:
+            if i.name == name:
+                return i.quant
         return self.op(name).out
 
     def op(self, name: str) -> IntOp:
@@ -298,7 +365,11 @@ class IntegerIR:
 
     def shapes(self) -> dict:
         """Shapes (without batch) of every tensor; validates the IR."""
-        shapes = {self.input_name: self.input_shape}
+        shapes = {}
+        for i in self.inputs:
+            if i.name in shapes:
+                raise ValueError(f"duplicate input name {i.name!r}")
+            shapes[i.name] = i.shape
         for op in self.ops:
             if op.name in shapes:
                 raise ValueError(f"duplicate tensor name {op.name!r}")
@@ -426,10 +497,10 @@ def _validate_op(op: IntOp, ir: IntegerIR, shapes: dict) -> None:
                                  f"attrs[{key!r}]")
         return
     if op.op == "concat":
-        _validate_concat(op, qin)
+        validate_concat(op, qin)
         return
     if op.op == "mul":
-        _validate_mul(op, qin)
+        validate_mul(op, qin)
         return
     if op.op == "add":
         for key in ("multipliers", "shifts", "output_multiplier",
@@ -473,59 +544,6 @@ def _validate_op(op: IntOp, ir: IntegerIR, shapes: dict) -> None:
         raise ValueError(f"layer {op.name!r}: the int32 accumulator may "
                          f"overflow (worst case {bound}); lower the bits or "
                          "split the layer")
-
-
-def _validate_concat(op: IntOp, qin: list) -> None:
-    ms, ss = op.attrs.get("multipliers"), op.attrs.get("shifts")
-    if not isinstance(ms, (list, tuple)) or not isinstance(
-            ss, (list, tuple)) or not len(ms) == len(ss) == len(qin):
-        raise ValueError(f"layer {op.name!r}: concat needs attrs "
-                         f"'multipliers' and 'shifts', one per input "
-                         f"({len(qin)}). Received: multipliers={ms!r}, "
-                         f"shifts={ss!r}")
-    for i, (q, m, s) in enumerate(zip(qin, ms, ss)):
-        if (m is None) != (s is None) or (m is None and not same_grid(
-                q, op.out)):
-            raise ValueError(f"layer {op.name!r}: concat input {i} "
-                             f"({op.inputs[i]!r}) is copied (multiplier "
-                             "None) only when it is on the output grid. "
-                             f"Received: multiplier={m!r}, shift={s!r}, "
-                             f"input={q}, out={op.out}")
-
-
-def _validate_mul(op: IntOp, qin: list) -> None:
-    for key in ("multiplier", "shift"):
-        if key not in op.attrs:
-            raise ValueError(f"layer {op.name!r}: mul needs attrs[{key!r}]")
-    bound = mul_product_bound(qin)
-    if bound > INT32_MAX:
-        raise ValueError(f"layer {op.name!r}: the int32 product of the mul "
-                         f"inputs may overflow (worst case {bound}); lower "
-                         f"their bits. Received: {qin[0]}, {qin[1]}")
-
-
-def mul_product_bound(quants) -> int:
-    """The largest ``|(qa - za) * (qb - zb)|`` of two tensors' grids.
-
-    Example:
-        >>> mul_product_bound([QuantParams(8, False, .1, 0)] * 2)
-        65025
-    """
-    bound = 1
-    for q in quants:
-        bound *= max(q.qmax - q.zero_point, q.zero_point - q.qmin)
-    return bound
-
-
-def same_grid(a: QuantParams, b: QuantParams) -> bool:
-    """Whether ``a`` and ``b`` have one grid (scale and zero point; the
-    bits may differ): a code moves between them unchanged.
-
-    Example:
-        >>> same_grid(QuantParams(4, False, .1, 3), QuantParams(8, False, .1, 3))
-        True
-    """
-    return a.scale == b.scale and a.zero_point == b.zero_point
 
 
 def groups_of(op: IntOp) -> int:

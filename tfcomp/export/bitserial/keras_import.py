@@ -27,6 +27,13 @@ else they take a calibrated grid. Tensors that the model never quantizes
 (after a folded ``Rescaling``: composed); on a quantized tensor it is a
 per-channel table, as a BatchNormalization there.
 
+A model of several inputs (functional, ``keras.Model([a, b], ...)``)
+gives an IR of several inputs (``IntegerIR.inputs``, ``model.inputs``
+order) named by their InputLayers, each on the grid of what quantizes it
+first (its own folded Rescaling / Normalization too); its calibration data
+is a list of arrays, ``((x1, x2), y)`` or batches of those, as ``fit``
+takes them.
+
 The int32 bias is the layer's bias on the accumulator grid ``input_scale
 * weight_scale``; QAT layers add their bias rounded to that grid in the
 forward pass too (``QuantMixin.quantized_bias``), so the integer network
@@ -47,6 +54,7 @@ Example:
     >>> qat = quantize_model(model, bits=4)
     >>> calibrate(qat, x_train[:256])
     >>> ir = build_ir_from_keras(qat, x_train[:64])
+    >>> ir2 = build_ir_from_keras(qat_two_inputs, [img[:64], meta[:64]])
 """
 
 from __future__ import annotations
@@ -58,6 +66,7 @@ import keras
 import numpy as np
 
 from tfcomp._io import as_arrays
+from tfcomp.export._inputs import input_names, is_multi, model_inputs
 from tfcomp.export.bitserial.builder import IRBuilder
 from tfcomp.export.bitserial.ir import IntegerIR, QuantParams
 from tfcomp.export.bitserial.keras_binary import sign_input
@@ -93,7 +102,7 @@ from tfcomp.export.bitserial.random_ir import calibrated_quant
 from tfcomp.layers import QuantActivation, QuantReLU
 from tfcomp.quantization._analysis import act_name, relu_kind
 
-__all__ = ["build_ir_from_keras"]
+__all__ = ["build_ir_from_keras", "model_data"]
 
 L = keras.layers
 
@@ -111,10 +120,24 @@ class _Pending:
     pads: tuple = (0, 0, 0, 0)  # gemm: folded zero padding; pad: per axis
     out_shape: tuple = ()  # the Keras output shape (no batch)
     rescale: tuple | None = None  # input: folded Rescaling / Normalization
+    index: int = 0  # input: which model input
 
 
 def _act(layer) -> str:
     return act_name(getattr(layer, "activation", None))
+
+
+def model_data(data, model, name: str = "calibration_data"):
+    """``data`` (as ``fit`` takes it) as ``model``'s inputs: one float
+    array, or for a model of several inputs a list of arrays in
+    ``model.inputs`` order; ValueError naming ``name`` when it does not fit.
+
+    Example:
+        >>> xs = model_data(([img, meta], y), model, "verify_x")
+    """
+    if is_multi(model):  # all of it, cast to each input's dtype
+        return model_inputs(data, model, None, name)
+    return as_arrays(data, model=model, name=name)[0]
 
 
 class _Importer:
@@ -125,23 +148,23 @@ class _Importer:
         self.model = model
         self.graph = read_graph(model, "build_ir_from_keras")
         self.params = quantization_params(model)
-        self.cal_x = None if calibration_data is None else as_arrays(
-            calibration_data, model=model)[0]
+        self.cal_x = None if calibration_data is None else model_data(
+            calibration_data, model)
         self.default_bits = default_bits
         self.output_bits = output_bits
         self.state: dict = {}  # id(KerasTensor) -> str (IR name) | _Pending
         self.cache: dict = {}  # (id, grid key, relu) -> IR name
         self.builder: IRBuilder | None = None
         self.inputs = keras.tree.flatten(model.inputs)
-        if len(self.inputs) != 1:
-            raise ValueError("build_ir_from_keras supports single-input "
-                             f"models. Received {len(self.inputs)} inputs")
-        self.in_shape = tuple(int(d) for d in self.inputs[0].shape[1:])
+        # IR input names: "input" for one, the InputLayer names for several
+        self.in_names = ["input"] if len(self.inputs) == 1 else (
+            input_names(model) or [t.name for t in self.inputs])
+        self.fed: set = set()  # indices of the inputs already in the IR
         self._probe_values: dict | None = None
         self.notes: list[str] = []
         self.source: dict = {}  # id(tensor) -> tensor it merely forwards
         self.keras_output = None
-        self.used: set = set()
+        self.used: set = set(self.in_names)
         self.views: dict = {}  # reshape op -> the tensor it views
         self.has_bias: dict = {}  # GEMM op -> whether the layer has a bias
         self.swish, self.skipped = find_swish_muls(self.graph)
@@ -163,13 +186,16 @@ class _Importer:
                 "calibration_data is needed: no quantizer covers "
                 f"{where}; pass calibration inputs or quantize the model "
                 "with tfcomp.quantization.quantize_model")
-        if id(tensor) == id(self.inputs[0]):
-            return np.asarray(self.cal_x, np.float32)
+        xs = self.cal_x if isinstance(self.cal_x, list) else [self.cal_x]
+        xs = [np.asarray(a, np.float32) for a in xs]
+        for t, a in zip(self.inputs, xs):
+            if id(tensor) == id(t):
+                return a
         if self._probe_values is None:
             outs = [n.output_list()[0] for n in self.graph.nodes]
             probe = keras.Model(self.model.inputs, outs)
-            ys = probe.predict(np.asarray(self.cal_x, np.float32),
-                               verbose=0, batch_size=256)
+            ys = probe.predict(xs if len(xs) > 1 else xs[0], verbose=0,
+                               batch_size=256)
             ys = ys if isinstance(ys, list) else [ys]
             self._probe_values = {id(t): y for t, y in zip(outs, ys)}
         return self._probe_values[id(tensor)]
@@ -206,18 +232,8 @@ class _Importer:
         on = relu != "linear"
         b = self.builder
         if isinstance(st, _Pending) and st.kind == "input":
-            if b is None:
-                self.builder = b = IRBuilder(self.in_shape, grid,
-                                             name=self.model.name,
-                                             input_rescale=st.rescale)
-                st = self.state[id(tensor)] = "input"
-            else:
-                raise ValueError(
-                    "the model input is read both before and after a "
-                    "Rescaling / Normalization layer; only one that every "
-                    "reader of the input goes through folds into the "
-                    "input quantization")
-            out = "input"
+            out = self.state[id(tensor)] = self._add_input(st, grid)
+            b = self.builder
             if on:
                 out = b.relu(self.name(f"{base}_relu"), out, relu_max)
         elif isinstance(st, str):
@@ -238,6 +254,26 @@ class _Importer:
                              grid, st.relu if relu == "linear" else relu)
         self.cache[key] = out
         return out
+
+    def _add_input(self, st: _Pending, grid: QuantParams) -> str:
+        """Model input ``st.index`` into the IR on ``grid``: its name."""
+        i, name = st.index, self.in_names[st.index]
+        if i in self.fed:
+            which = "the model input" if len(self.inputs) == 1 else \
+                f"model input {name!r}"
+            raise ValueError(
+                f"{which} is read both before and after a Rescaling / "
+                "Normalization layer; only one that every reader of the "
+                "input goes through folds into the input quantization")
+        shape = tuple(int(d) for d in self.inputs[i].shape[1:])
+        if self.builder is None:
+            self.builder = IRBuilder(shape, grid, input_name=name,
+                                     name=self.model.name,
+                                     input_rescale=st.rescale)
+        else:
+            self.builder.add_input(name, shape, grid, st.rescale)
+        self.fed.add(i)
+        return name
 
     def _emit_lut(self, st: _Pending, grid: QuantParams, relu: str) -> str:
         """The element-wise layer as a table onto ``grid``."""
@@ -283,7 +319,8 @@ class _Importer:
 
     # -- the walk -----------------------------------------------------------
     def run(self) -> IntegerIR:
-        self.state[id(self.inputs[0])] = _Pending("input")
+        for i, t in enumerate(self.inputs):
+            self.state[id(t)] = _Pending("input", index=i)
         for node in self.graph.nodes:
             self.visit(node)
         out_t = keras.tree.flatten(self.model.outputs)
@@ -302,7 +339,13 @@ class _Importer:
         for op in b.ops:
             if op.name in self.has_bias:
                 op.attrs["use_bias"] = self.has_bias[op.name]
-        return b.build(output=st)
+        unread = [n for i, n in enumerate(self.in_names) if i not in
+                  self.fed]
+        if unread:
+            raise ValueError(f"model inputs {unread} never reach the model "
+                             "output; the bit-serial export needs every "
+                             "input to be read")
+        return b.build(output=st, input_order=self.in_names)
 
     def visit(self, node) -> None:
         if visit_swish(self, node):  # x * q(sigmoid(x)): one table
@@ -382,10 +425,11 @@ class _Importer:
         elif cls in (L.Rescaling, L.Normalization) and self.on_input(
                 ins[0], cls is L.Rescaling):
             # the float model input: fold into the input quantization
-            self.state[id(out)] = _Pending("input", layer, rescale=(
-                compose_rescale(self.state[id(ins[0])].rescale, rescale_of(
-                    layer) if cls is L.Rescaling else normalization_affine(
-                    layer))))
+            st = self.state[id(ins[0])]  # that input's pending state
+            affine = rescale_of(layer) if cls is L.Rescaling else \
+                normalization_affine(layer)
+            self.state[id(out)] = dataclasses.replace(
+                st, layer=layer, rescale=compose_rescale(st.rescale, affine))
             if cls is L.Normalization:
                 self.notes.append(f"{layer.name}: Normalization folded into "
                                   "the input rescale (one float32 FMA)")
@@ -500,11 +544,13 @@ def build_ir_from_keras(model, calibration_data=None, default_bits: int = 8,
     ...) raise a ValueError.
 
     Args:
-        model: a calibrated or trained QAT model (single input and output,
-            functional or Sequential).
+        model: a calibrated or trained QAT model (one output; one input,
+            functional or Sequential, or several, functional).
         calibration_data: inputs used only for tensors the model never
             quantizes (min/max grids): an array, ``(x, y)`` or batches, as
-            ``fit`` takes; may be None for ``quantize_model`` output.
+            ``fit`` takes (several inputs: a list of arrays in
+            ``model.inputs`` order, ``((x1, x2), y)`` or batches of those);
+            may be None for ``quantize_model`` output.
         default_bits: bits of such calibrated intermediate grids.
         output_bits: bits of a calibrated model-output grid.
         calibration_x: deprecated name of ``calibration_data``.
@@ -515,7 +561,8 @@ def build_ir_from_keras(model, calibration_data=None, default_bits: int = 8,
 
     Returns:
         A validated :class:`IntegerIR` whose op names follow the Keras
-        layer names; ``ir.notes`` lists approximations made and
+        layer names (its inputs: "input", or the InputLayer names of a
+        model of several); ``ir.notes`` lists approximations made and
         ``ir.keras_output`` is the Keras tensor its output stands for (the
         pre-softmax logits when a final softmax was dropped).
 

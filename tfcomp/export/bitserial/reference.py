@@ -23,7 +23,8 @@ from tfcomp.export.bitserial.ir import (
     groups_of,
 )
 
-__all__ = ["gemm_accumulator", "integer_reference", "prepare_input"]
+__all__ = ["gemm_accumulator", "integer_reference", "prepare_input",
+           "prepare_inputs"]
 
 
 def prepare_input(x, quant: QuantParams, shape, name: str = "x",
@@ -73,6 +74,54 @@ def prepare_input(x, quant: QuantParams, shape, name: str = "x",
         raise ValueError(f"integer {name} must lie in [{quant.qmin}, "
                          f"{quant.qmax}]. Received: [{x.min()}, {x.max()}]")
     return x.astype(np.int64)
+
+
+def prepare_inputs(x, inputs, name: str = "x") -> dict:
+    """Every input of a network, prepared (:func:`prepare_input`), by name.
+
+    Args:
+        x: one array for a network of one input; for several, a list or
+            tuple of arrays in ``inputs`` order, or a dict by input name
+            (also accepted for one input).
+        inputs: the network's inputs (objects with ``name``, ``shape``,
+            ``quant`` and ``rescale``: :class:`IRInput`).
+        name: the argument's name, for error messages.
+
+    Returns:
+        ``{input name: int64 array}``, one number of samples.
+
+    Raises:
+        ValueError: not one array per input, wrong shapes, ranges or
+            numbers of samples.
+
+    Example:
+        >>> xq = prepare_inputs({"image": img, "meta": meta}, ir.inputs)
+    """
+    names = [i.name for i in inputs]
+    if len(inputs) == 1 and not isinstance(x, dict):
+        arrays, labels = [x], [name]
+    elif isinstance(x, dict):
+        if sorted(x) != sorted(names):
+            raise ValueError(f"{name} must hold exactly the inputs {names} "
+                             f"by name. Received keys: {sorted(x)}")
+        arrays, labels = [x[n] for n in names], [f"{name}[{n!r}]"
+                                                 for n in names]
+    elif isinstance(x, (list, tuple)) and len(x) == len(inputs):
+        arrays, labels = list(x), [f"{name}[{i}]" for i in range(len(x))]
+    else:
+        got = f"a {type(x).__name__} of {len(x)}" if isinstance(
+            x, (list, tuple)) else f"{type(x).__name__} of shape " \
+            f"{np.shape(x)}"
+        raise ValueError(f"{name} must be a list of {len(inputs)} arrays, "
+                         f"one per input {names} in that order, or a dict "
+                         f"by input name. Received: {got}")
+    out = {i.name: prepare_input(a, i.quant, i.shape, label, i.rescale)
+           for i, a, label in zip(inputs, arrays, labels)}
+    counts = {n: len(a) for n, a in out.items()}
+    if len(set(counts.values())) > 1:
+        raise ValueError(f"{name}: every input must hold one number of "
+                         f"samples. Received: {counts}")
+    return out
 
 
 def _weight_matrix(op: IntOp) -> np.ndarray:
@@ -170,7 +219,9 @@ def integer_reference(ir: IntegerIR, x, return_all: bool = False):
     Args:
         ir: the integer network.
         x: ``(B,) + ir.input_shape``; floats are quantized with
-            ``ir.input_quant``, integers are used as they are.
+            ``ir.input_quant``, integers are used as they are. A network of
+            several inputs takes a list of arrays (``ir.inputs`` order) or
+            a dict by input name (see :func:`prepare_inputs`).
         return_all: also return every intermediate tensor.
 
     Returns:
@@ -185,9 +236,7 @@ def integer_reference(ir: IntegerIR, x, return_all: bool = False):
         raise TypeError(f"ir must be an IntegerIR. Received: "
                         f"{type(ir).__name__}")
     ir.validate()
-    tensors = {ir.input_name: prepare_input(x, ir.input_quant,
-                                            ir.input_shape,
-                                            rescale=ir.input_rescale)}
+    tensors = prepare_inputs(x, ir.inputs)
     for op in ir.ops:
         tensors[op.name] = run_op(op, [tensors[n] for n in op.inputs],
                                   [ir.quant(n) for n in op.inputs])

@@ -31,8 +31,9 @@ import numpy as np
 
 from tfcomp.export.bitserial import kernels, packing
 from tfcomp.export.bitserial.descriptor import load_descriptor
+from tfcomp.export.bitserial.descriptor_inputs import descriptor_inputs
 from tfcomp.export.bitserial.ir import QuantParams, find_named
-from tfcomp.export.bitserial.reference import prepare_input
+from tfcomp.export.bitserial.reference import prepare_inputs
 from tfcomp.hardware import bismo_exec_list, split_blocks
 
 __all__ = ["LayerStats", "SimulationStats", "simulate_bitserial"]
@@ -323,7 +324,9 @@ def simulate_bitserial(path: str, x, return_stats: bool = False,
         path: descriptor JSON (its blob beside it).
         x: ``(B,) + input shape``; floats are quantized with the descriptor's
             input quantization, integers used as they are. ``B`` must be a
-            multiple of the descriptor's ``batch``.
+            multiple of the descriptor's ``batch``. A descriptor of several
+            ``inputs`` takes a list of such arrays in their order, or a
+            dict by input name.
         return_stats: also return a :class:`SimulationStats`.
         dequantize: return real values instead of output integers.
 
@@ -339,19 +342,17 @@ def simulate_bitserial(path: str, x, return_stats: bool = False,
         >>> y = simulate_bitserial("m.json", x)
         >>> bool((y == integer_reference(ir, x)).all())
         True
+        >>> y2 = simulate_bitserial("two.json", {"image": img, "meta": meta})
     """
     desc, blob = load_descriptor(path)
-    inp = desc["input"]
-    in_quant = QuantParams.from_dict(inp["quant"])
-    rescale = inp.get("rescale")
-    xq = prepare_input(x, in_quant, inp["shape"], rescale=None if rescale
-                       is None else (rescale["scale"], rescale["offset"]))
+    specs = descriptor_inputs(desc)
+    tensors = prepare_inputs(x, specs)
+    quants = {i.name: i.quant for i in specs}
+    samples = len(tensors[specs[0].name])
     batch = desc["batch"]
-    if xq.shape[0] % batch:
+    if samples % batch:
         raise ValueError(f"x must hold a multiple of the descriptor's batch "
-                         f"({batch}) samples. Received: {xq.shape[0]}")
-    tensors = {inp["name"]: xq}
-    quants = {inp["name"]: in_quant}
+                         f"({batch}) samples. Received: {samples}")
     all_stats = []
     for layer in desc["layers"]:
         st = LayerStats(layer["name"], layer["op"], layer["engine"],
@@ -369,5 +370,5 @@ def simulate_bitserial(path: str, x, return_stats: bool = False,
         out = quants[desc["output"]].dequantize(out)
     if return_stats:
         return out, SimulationStats(desc["target"], batch,
-                                    xq.shape[0] // batch, all_stats)
+                                    samples // batch, all_stats)
     return out

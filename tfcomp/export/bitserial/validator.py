@@ -71,10 +71,10 @@ def schema_errors(value, schema: dict, root: dict | None = None,
 
 
 def _check(v, s, root, where, errs, limit):
-    if len(errs) >= limit or s is True or not s:
-        return
-    if s is False:
+    if s is False and len(errs) < limit:
         errs.append(f"{where}: no value is allowed here")
+        return
+    if len(errs) >= limit or s is True or not s:
         return
     if "$ref" in s:
         _check(v, _resolve(s["$ref"], root), root, where, errs, limit)

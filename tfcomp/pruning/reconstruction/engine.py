@@ -26,6 +26,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from tfcomp._batches import rows, sliced
 from tfcomp.graph import DependencyGraph
 from tfcomp.graph.copy import clone_model, copy_weights, refresh_state
 from tfcomp.graph.replay import FlatView
@@ -49,7 +50,7 @@ from tfcomp.pruning.reconstruction.selection import select_channels
 from tfcomp.pruning.surgery import mask_channels, prune_channels
 
 __all__ = ["LayerwisePruner", "PruningState", "activations", "check_model",
-           "consumer_layers", "consumer_support", "consumer_units",
+           "consumer_layers", "input_extractor", "consumer_support", "consumer_units",
            "iter_activations",
            "layer_units", "reconstructible_groups", "reconstruction_targets"]
 
@@ -59,7 +60,7 @@ __all__ = ["LayerwisePruner", "PruningState", "activations", "check_model",
 
 
 def check_model(model) -> None:
-    """A ``keras.Model`` with exactly one input, or a TypeError/ValueError.
+    """A ``keras.Model`` (one input or several), or a TypeError.
 
     Example:
         >>> check_model(tfcomp.zoo.resnet(depth=8))
@@ -67,10 +68,17 @@ def check_model(model) -> None:
     if not isinstance(model, keras.Model):
         raise TypeError(
             f"model must be a keras.Model. Received: {type(model).__name__}")
-    if len(model.inputs) != 1:
-        raise ValueError(
-            f"model {model.name!r} must have exactly one input. Received: "
-            f"{len(model.inputs)} inputs")
+
+
+def input_extractor(model, tensors) -> keras.Model:
+    """A ``keras.Model`` from ``model``'s inputs (one, or all of them) to
+    the symbolic ``tensors``.
+
+    Example:
+        >>> ext = input_extractor(model, [model.get_layer("conv2").input])
+    """
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, list(tensors))
 
 
 def consumer_layers(group) -> list:
@@ -135,15 +143,16 @@ def consumer_units(group, path: str, layer) -> np.ndarray:
 
 def iter_activations(extractor, x, batch_size: int):
     """Yields ``(start, [arrays])``: the outputs of ``extractor`` (a
-    ``keras.Model``) on ``x[start:start + batch_size]``, batch after batch.
+    ``keras.Model``) on ``x[start:start + batch_size]`` (``x`` a list of
+    arrays for several inputs), batch after batch.
 
     Example:
-        >>> ext = keras.Model(model.inputs[0], [layer.input])
+        >>> ext = input_extractor(model, [layer.input])
         >>> for a, (h,) in iter_activations(ext, x, 64):
         ...     pass
     """
-    for a in range(0, x.shape[0], batch_size):
-        out = extractor(x[a:a + batch_size], training=False)
+    for a in range(0, rows(x), batch_size):
+        out = extractor(sliced(x, a, a + batch_size), training=False)
         if not isinstance(out, (list, tuple)):
             out = [out]
         yield a, [keras.ops.convert_to_numpy(o) for o in out]
@@ -156,9 +165,9 @@ def activations(model, tensors, x, batch_size: int) -> list:
         >>> (feats,) = activations(model, [model.get_layer("r2").output], x,
         ...                        64)
     """
-    extractor = keras.Model(model.inputs[0], list(tensors))
     parts = None
-    for _, outs in iter_activations(extractor, x, batch_size):
+    for _, outs in iter_activations(input_extractor(model, tensors), x,
+                                    batch_size):
         parts = [[] for _ in outs] if parts is None else parts
         for i, o in enumerate(outs):
             parts[i].append(o)
@@ -303,7 +312,8 @@ class LayerwisePruner(PruningState):
 
     Args:
         model: the trained original model (left untouched).
-        x: float32 calibration inputs ``(N, *input_shape)``.
+        x: float32 calibration inputs ``(N, *input_shape)`` (a list of
+            them, one per input, for a model with several inputs).
         groups: the groups to prune, in topological order (groups of
             ``graph``; their consumers must be reconstructible, see
             :func:`consumer_support`).
@@ -348,8 +358,7 @@ class LayerwisePruner(PruningState):
         self.locations = {p: [] for p in consumers}
         targets = {p: [] for p in consumers}
         view = self.view
-        ext = keras.Model(view.inputs[0], [view.input_of(p)
-                                           for p in consumers])
+        ext = input_extractor(view, [view.input_of(p) for p in consumers])
         for a, outs in iter_activations(ext, self.x, self.batch_size):
             for ci, (p, arr) in enumerate(zip(consumers, outs)):
                 rs = np.random.SeedSequence([self.seed, ci, a]
@@ -374,8 +383,7 @@ class LayerwisePruner(PruningState):
         ext = self._extractors.get(group.id)
         if ext is None:
             view = self.view
-            ext = keras.Model(view.inputs[0],
-                              [view.input_of(p) for p in paths])
+            ext = input_extractor(view, [view.input_of(p) for p in paths])
             self._extractors[group.id] = ext
         patches: dict = {p: [] for p in paths}
         for a, outs in iter_activations(ext, self.x, self.batch_size):
