@@ -199,6 +199,8 @@ def _split(batch, n_inputs: int, names, name: str) -> tuple:
             + (f" of {len(batch)}" if isinstance(batch, (tuple, list))
                else ""))
     arrays = [np.asarray(_to_numpy(b), np.float32) for b in batch]
+    if isinstance(labels, (tuple, list)) and labels:
+        labels = labels[0]  # several outputs: the first output's labels
     return arrays, (None if labels is None else _to_numpy(labels))
 
 

@@ -369,7 +369,9 @@ def as_arrays(data, model=None, max_items: int | None = None,
             model with several inputs, ``x`` is a list of arrays (one per
             input, ``model.inputs`` order) from a list of arrays,
             ``([x1, x2], y)``, a dict by input name or batches of those
-            (:func:`tfcomp._batches.model_arrays`).
+            (:func:`tfcomp._batches.model_arrays`). For a model with
+            several outputs, ``(x, [y1, y2])`` gives ``y1``: the verbs
+            score the first output.
         max_items: keep at most this many samples (the first ones); an
             iterable is not read further once it has yielded that many.
         need_labels: labels are required.
@@ -406,6 +408,12 @@ def as_arrays(data, model=None, max_items: int | None = None,
     elif isinstance(data, (tuple, list)) and len(data) == 2 and all(
             hasattr(d, "shape") for d in data):
         x, y = _to_numpy(data[0]), _to_numpy(data[1])
+    elif (isinstance(data, (tuple, list)) and len(data) == 2
+          and hasattr(data[0], "shape") and isinstance(data[1], (tuple, list))
+          and data[1] and all(hasattr(d, "shape") for d in data[1])):
+        # (x, [y1, y2, ...]) of a model with several outputs: the verbs
+        # score its first output, so its labels are the first
+        x, y = _to_numpy(data[0]), _to_numpy(data[1][0])
     elif isinstance(data, (tuple, list)) and len(data) == 0:
         raise ValueError(f"{name} is empty: give inputs. Received: "
                          f"{name}=()")

@@ -99,27 +99,54 @@ def load_fashion_mnist(path: str | None = None):
             (images(arrays["x_test"]), arrays["y_test"].astype(np.int64)))
 
 
-def load_npz(path: str):
+def load_npz(path: str, input_names=None):
     """Loads ``((x_train, y_train), (x_test, y_test))`` from an ``.npz`` file.
 
     The file must hold arrays named ``x_train``, ``y_train``, ``x_test`` and
-    ``y_test``; images are returned as float32.
+    ``y_test``; images are returned as float32. For a model with several
+    inputs, pass their InputLayer ``input_names``: the file then holds one
+    ``x_train_<name>`` and one ``x_test_<name>`` per name (plus ``y_train``,
+    ``y_test``), and ``x_train`` / ``x_test`` come back as lists of float32
+    arrays in the order of ``input_names``.
+
+    Raises:
+        BadInputError: a missing array (named, with what the file holds) or
+            an unreadable file.
 
     Example:
         >>> (x, y), (xt, yt) = load_npz("my_data.npz")
+        >>> (xs, y), _ = load_npz("two.npz", input_names=["image", "meta"])
+        >>> [a.shape for a in xs]  # x_train_image, x_train_meta
+        [(100, 12, 12, 3), (100, 6)]
     """
     from tfcomp._io import BadInputError
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No such .npz file: {path!r}")
+    names = None if input_names is None else [str(n) for n in input_names]
+    if names is None:
+        keys = {"x_train": ["x_train"], "x_test": ["x_test"]}
+    else:
+        keys = {split: [f"{split}_{n}" for n in names]
+                for split in ("x_train", "x_test")}
+    wanted = [*keys["x_train"], "y_train", *keys["x_test"], "y_test"]
     try:
         with np.load(path, allow_pickle=False) as f:
-            missing = [k for k in _FILES if k not in f.files]
+            missing = [k for k in wanted if k not in f.files]
             if missing:
+                per_input = "" if names is None else (
+                    " (a model with inputs " + ", ".join(names)
+                    + " needs one x_train_<input name> and one "
+                    "x_test_<input name> array per input)")
                 raise BadInputError(
-                    f"{path!r} lacks arrays {missing}; it holds {f.files}.")
-            return ((f["x_train"].astype(np.float32), f["y_train"]),
-                    (f["x_test"].astype(np.float32), f["y_test"]))
+                    f"{path!r} lacks arrays {missing}{per_input}; it holds "
+                    f"{f.files}.")
+            xs = {s: [f[k].astype(np.float32) for k in ks]
+                  for s, ks in keys.items()}
+            if names is None:
+                xs = {s: v[0] for s, v in xs.items()}
+            return ((xs["x_train"], f["y_train"]),
+                    (xs["x_test"], f["y_test"]))
     except BadInputError:
         raise
     except Exception as e:  # BadZipFile, truncated member, object arrays

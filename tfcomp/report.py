@@ -27,6 +27,7 @@ import os
 
 import numpy as np
 
+from tfcomp._batches import take
 from tfcomp._io import (
     atomic_path,
     atomic_write_text,
@@ -246,10 +247,11 @@ def collect_results(models: dict, data=None, tflite=None, table=None,
         row = {"stage": str(label), "macs": int(p.macs),
                "params": int(p.params)}
         if data is not None:
-            x, y = data[0][:num_images], np.asarray(data[1][:num_images])
+            x = take(data[0], num_images)  # a list for several inputs
+            y = np.asarray(data[1][:num_images])
             out = np.asarray(model.predict(x, batch_size=256, verbose=0))
             pred = out.argmax(-1) if y.ndim > 1 or out.ndim == 2 else \
-                out.reshape(len(x), -1).argmax(-1)
+                out.reshape(len(y), -1).argmax(-1)
             row["accuracy"] = float(np.mean(pred == y))
         if label in tflite:
             from tfcomp.export import measure_latency

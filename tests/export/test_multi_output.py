@@ -74,3 +74,14 @@ def test_pruning_sensitivity_and_compress_read_every_output():
     res = tfcomp.compress(model, x, hardware=BISMO(), budget=0.7,
                           num_samples=32, starts=1, check_gap=False)
     assert res.cost <= 0.7 + 1e-9
+
+
+def test_labels_of_several_outputs_are_the_first_outputs():
+    from tfcomp._io import as_arrays
+
+    model, x = _two_heads(), _x(8)
+    y_cls, y_box = np.arange(8) % 5, np.zeros((8, 4), "float32")
+    got_x, got_y = as_arrays((x, [y_cls, y_box]), model=model,
+                             need_labels=True)
+    np.testing.assert_array_equal(got_x, x)
+    np.testing.assert_array_equal(got_y, y_cls)

@@ -1,10 +1,13 @@
 """The ``tfcomp`` command line: profile, prune, quantize, search, export, ...
 
 Models go in and out as ``.keras`` files; data is ``fashion-mnist`` or an
-``.npz`` file with ``x_train``, ``y_train``, ``x_test``, ``y_test``. Every
-verb has ``--help``; failures print one line ``tfcomp VERB: error: ...`` on
-stderr and exit non-zero (2 for bad arguments or input, 1 for a failure
-inside the work). See ``docs/CLI.md``.
+``.npz`` file with ``x_train``, ``y_train``, ``x_test``, ``y_test`` (for a
+model with several inputs, ``x_train_<input name>`` and
+``x_test_<input name>`` per InputLayer instead of ``x_train`` / ``x_test``,
+e.g. ``x_train_image``, ``x_train_meta``). Every verb has ``--help``;
+failures print one line ``tfcomp VERB: error: ...`` on stderr and exit
+non-zero (2 for bad arguments or input, 1 for a failure inside the work).
+See ``docs/CLI.md``.
 
 One module per verb (``tfcomp.cli.prune``, ...: ``run(args)``), the
 parser (every verb's options) and ``main`` in ``tfcomp.cli.app``, shared

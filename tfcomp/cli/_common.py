@@ -22,13 +22,16 @@ __all__ = [
     "CLIError", "DATA_HELP", "HARDWARE", "set_quiet", "is_quiet", "info",
     "warn", "verbosity", "check_output", "check_writable", "check_folder",
     "write_text", "load_model", "save_model", "load_data",
+    "model_input_names",
     "predict_logits", "evaluate", "fit", "hardware_model", "read_policy",
     "check_policy_layers", "label_path", "ratio", "fractions", "int_in",
     "positive_int", "nonneg_int", "bits", "bits_list", "positive_float",
 ]
 
 HARDWARE = ("bitfusion-edge", "bitfusion-server", "bismo")
-DATA_HELP = "fashion-mnist or FILE.npz (x_train, y_train, x_test, y_test)"
+DATA_HELP = ("fashion-mnist or FILE.npz (x_train, y_train, x_test, y_test; "
+             "for a model with several inputs x_train_<input name> and "
+             "x_test_<input name> per input)")
 _STATE = {"quiet": False}
 
 
@@ -183,25 +186,43 @@ def save_model(model, path: str) -> None:
     print(f"wrote {path}")
 
 
-def load_data(spec: str | None, required: bool = True, model=None):
+def load_data(spec: str | None, required: bool = True, model=None,
+              input_names=None):
     """``((x, y), (x_test, y_test))`` from ``fashion-mnist`` or a ``.npz``.
 
-    Labels come back int64; with ``model``, image shapes are checked
-    against its input. ``None`` when ``spec`` is None and not ``required``.
+    Labels come back int64; with ``model``, input shapes are checked
+    against its inputs. For a model with several inputs the ``.npz`` holds
+    ``x_train_<input name>`` / ``x_test_<input name>`` per InputLayer and
+    ``x`` / ``x_test`` are lists of arrays (``model.inputs`` order). ``None``
+    when ``spec`` is None and not ``required``. Without a model,
+    ``input_names`` (several) names the inputs (a descriptor's).
+
+    Example:
+        >>> (x, y), (xt, yt) = load_data("two.npz", model=two_input_model)
     """
     from tfcomp import data
+    from tfcomp._batches import is_multi
 
     if spec is None:
         if required:
             raise CLIError("this command needs --data fashion-mnist|FILE.npz")
         return None
+    names = model_input_names(model) if is_multi(model) else (
+        list(input_names) if model is None and input_names is not None
+        and len(input_names) > 1 else None)
     if spec in ("fashion-mnist", "fashion_mnist"):
+        if names is not None:
+            raise CLIError(
+                f"--data {spec} is single-input images, but the model has "
+                f"{len(names)} inputs ({', '.join(names)}); give an .npz "
+                "with x_train_<input name> and x_test_<input name> per "
+                "input, y_train and y_test")
         loader, args = data.load_fashion_mnist, ()
     elif spec.endswith(".npz"):
         if not os.path.isfile(spec):
             raise CLIError(f"data file not found: {spec!r}")
         _check_zip(spec, "data file", ".npz")
-        loader, args = data.load_npz, (spec,)
+        loader, args = data.load_npz, (spec, names)
     else:
         raise CLIError("--data must be 'fashion-mnist' or a path ending in "
                        f".npz. Received: {spec!r}")
@@ -210,33 +231,65 @@ def load_data(spec: str | None, required: bool = True, model=None):
         (x, y), (xt, yt) = loader(*args)
     except Exception as e:  # noqa: BLE001 - any unreadable data is input
         raise CLIError(f"cannot read data {spec!r}: {e}") from e
-    import numpy as np
-
-    if len(x) != len(y) or len(xt) != len(yt) or len(x) == 0:
-        raise CLIError(
-            f"data {spec!r}: x/y lengths must match and be > 0. Received: "
-            f"x_train {len(x)}, y_train {len(y)}, x_test {len(xt)}, "
-            f"y_test {len(yt)}")
-    for name, arr in (("x_train", x), ("x_test", xt)):
-        bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
-        if bad:
-            raise CLIError(f"data {spec!r}: {name} holds {bad:,} non-finite"
-                           " values (NaN or inf)")
+    _check_inputs(spec, model, names, x, y, xt, yt)
     classes = None
     if model is not None:
-        want = tuple(model.inputs[0].shape[1:])
-        for name, arr in (("x_train", x), ("x_test", xt)):
-            got = tuple(arr.shape[1:])
-            if len(got) != len(want) or any(
-                    w is not None and w != g for w, g in zip(want, got)):
-                raise CLIError(
-                    f"data {spec!r}: {name} images have shape {got} but "
-                    f"the model expects {want}")
         out = model.outputs[0].shape[-1]
         classes = out if out is not None and out > 1 else None
     y = _labels(y, "y_train", spec, classes)
     yt = _labels(yt, "y_test", spec, classes)
     return (x, y), (xt, yt)
+
+
+def model_input_names(model) -> list:
+    """The InputLayer names of a multi-input ``model`` (the ``.npz`` keys'
+    suffixes, ``x_train_<name>``)."""
+    from tfcomp._batches import input_names
+
+    names = input_names(model) or [getattr(t, "name", None)
+                                   for t in model.inputs]
+    if not all(names) or len(set(names)) != len(names):
+        raise CLIError(f"model {model.name!r} has {len(model.inputs)} "
+                       f"inputs without distinct names ({names}); --data "
+                       "needs them to find x_train_<input name>")
+    return [str(n) for n in names]
+
+
+def _check_inputs(spec: str, model, names, x, y, xt, yt) -> None:
+    """Inputs and labels of one length per split (> 0 for training),
+    finite inputs and, with ``model``, each input's shape against its
+    model input (``names``: a multi-input model's, else None)."""
+    import numpy as np
+
+    tensors = list(model.inputs) if model is not None else []
+    inputs, lengths = [], {}  # (key, array, input index); split: {key: n}
+    for split, xs, ys in (("train", x, y), ("test", xt, yt)):
+        arrays = [xs] if names is None else list(xs)
+        keys = [f"x_{split}"] if names is None else [
+            f"x_{split}_{n}" for n in names]
+        inputs += [(k, a, i) for i, (k, a) in enumerate(zip(keys, arrays))]
+        lengths[split] = {k: len(a) for k, a in zip(keys, arrays)}
+        lengths[split][f"y_{split}"] = len(ys)
+    if any(len(set(v.values())) != 1 for v in lengths.values()) or (
+            lengths["train"]["y_train"] == 0):
+        raise CLIError(
+            f"data {spec!r}: x/y lengths must match and be > 0. Received: "
+            + ", ".join(f"{k} {n}" for v in lengths.values()
+                        for k, n in v.items()))
+    for key, arr, _ in inputs:
+        bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise CLIError(f"data {spec!r}: {key} holds {bad:,} non-finite"
+                           " values (NaN or inf)")
+    for key, arr, i in inputs if tensors else ():
+        want, got = tuple(tensors[i].shape[1:]), tuple(arr.shape[1:])
+        if len(got) != len(want) or any(
+                w is not None and w != g for w, g in zip(want, got)):
+            what = (f"{key} images have" if names is None else
+                    f"{key} has per-sample")
+            to = "" if names is None else f" for its input {names[i]!r}"
+            raise CLIError(f"data {spec!r}: {what} shape {got} but the "
+                           f"model expects {want}{to}")
 
 
 def _labels(y, name: str, spec: str, classes: int | None):
@@ -347,11 +400,14 @@ def hardware_model(spec: str):
 
 
 def predict_logits(model, x):
-    """The model's outputs on ``x`` as a ``(len(x), -1)`` numpy array."""
+    """The model's outputs on ``x`` (an array, or a list of arrays for a
+    model with several inputs) as a ``(samples, -1)`` numpy array."""
     import numpy as np
 
+    from tfcomp._batches import rows
+
     return np.asarray(model.predict(x, batch_size=256, verbose=0)).reshape(
-        len(x), -1)
+        rows(x), -1)
 
 
 def evaluate(model, x, y) -> float:

@@ -121,22 +121,24 @@ def run(args) -> None:
     """Writes the compressed QAT model of ``args.model`` to ``args.output``."""
     _check_args(args)
     from tfcomp import quantization
+    from tfcomp._batches import rows, sliced, take
     from tfcomp.joint import compress
 
     model = common.load_model(args.model)
     (x, y), (xt, yt) = common.load_data(args.data, model=model)
     hw = (common.hardware_model(args.hardware)
           if args.resource in ("latency", "energy") else None)
-    n = min(len(x), args.sensitivity_samples)
+    n = min(rows(x), args.sensitivity_samples)
     common.info(f"sensitivities ({args.objective}) on {n} images, then the "
                 f"{args.method} program at budget {args.budget} of the "
                 f"dense 8/8 {args.resource}")
-    held_out = (x[n:n + 512], y[n:n + 512]) if len(x) > n else None
+    held_out = (sliced(x, n, n + 512), y[n:n + 512]) if rows(x) > n \
+        else None
     if args.selection == "finetune" and held_out is None:
         raise common.CLIError("--selection finetune needs --data with more "
                               f"images than --sensitivity-samples ({n})")
     try:
-        res = compress(model, (x[:n], y[:n]), hardware=hw,
+        res = compress(model, (take(x, n), y[:n]), hardware=hw,
                        validation_data=held_out,
                        resource=args.resource, budget=args.budget,
                        ratios=args.ratios, bits=args.candidate_bits,
@@ -148,9 +150,9 @@ def run(args) -> None:
         raise common.CLIError(str(e)) from e
     print(res.summary())
     qat = quantization.quantize_model(res.model, bits=res.bits)
-    m = min(len(x), args.calibration_size)
+    m = min(rows(x), args.calibration_size)
     common.info(f"calibrating on {m} images")
-    quantization.calibrate(qat, x[:m])
+    quantization.calibrate(qat, take(x, m))
     if args.epochs > 0:
         common.info(f"QAT fine-tuning {args.epochs} epoch(s)")
         common.fit(qat, x, y, args.epochs, args.lr, args.batch_size,

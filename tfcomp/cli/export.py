@@ -46,6 +46,7 @@ def _quantization(value):
 
 def run_tflite(args) -> None:
     """Converts ``args.model`` to a verified ``.tflite`` file."""
+    from tfcomp._batches import take
     from tfcomp.export import export_tflite, measure_latency
 
     common.check_output(args.output, ".tflite")
@@ -57,8 +58,8 @@ def run_tflite(args) -> None:
                               "--data for calibration (or quantize it "
                               "first)")
     data = common.load_data(args.data, required=False, model=model)
-    rep_data = None if data is None else data[0][0][:500]
-    verify = None if data is None else data[1][0][:args.verify]
+    rep_data = None if data is None else take(data[0][0], 500)
+    verify = None if data is None else take(data[1][0], args.verify)
     mode = "per-layer policy" if isinstance(args.quantization, dict) \
         else args.quantization or "float32"
     common.info(f"converting to TFLite ({mode}) and verifying")
@@ -77,6 +78,7 @@ def run_tflite(args) -> None:
 
 def run_bitserial(args) -> None:
     """Writes a bit-serial descriptor (+ blob) of a quantized model."""
+    from tfcomp._batches import take
     from tfcomp.export import export_bitserial
 
     common.check_output(args.output, ".json", "descriptor")
@@ -86,8 +88,8 @@ def run_bitserial(args) -> None:
             "export bitserial needs a quantized model (run `tfcomp "
             f"quantize` first). Received: {args.model!r}")
     data = common.load_data(args.data, required=False, model=model)
-    calib = None if data is None else data[0][0][:256]
-    verify_x = None if data is None else data[1][0][:args.verify]
+    calib = None if data is None else take(data[0][0], 256)
+    verify_x = None if data is None else take(data[1][0], args.verify)
     common.info(f"writing {args.hardware} descriptor"
                 + ("" if verify_x is None else " and simulating it"))
     report = export_bitserial(model, args.output, hardware=args.hardware,

@@ -48,15 +48,17 @@ def _gal(args, model, data):
 
 
 def _metapruning(args, model, data):
+    from tfcomp._batches import rows, sliced
     from tfcomp.pruning import prune_channels
     from tfcomp.tuners.metapruning import metaprune
 
     if args.target_macs is None:
         raise common.CLIError("--method metapruning needs --target-macs")
     (x, y), (xt, yt) = data
-    n = max(1, len(x) // 10)  # held-out split of the training data
+    n = max(1, rows(x) // 10)  # held-out split of the training data
     plan = metaprune(
-        model, (x[n:], y[n:]), (x[:n], y[:n]), target_macs=args.target_macs,
+        model, (sliced(x, n, rows(x)), y[n:]), (sliced(x, 0, n), y[:n]),
+        target_macs=args.target_macs,
         epochs=getattr(args, "meta_epochs", 1), batch_size=args.batch_size,
         generations=getattr(args, "meta_generations", 20),
         population=getattr(args, "meta_population", 50),

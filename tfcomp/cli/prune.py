@@ -31,6 +31,7 @@ def _check_targets(args) -> None:
 def _prune(args, model, data):
     """``(pruned model, plan)`` for ``args.method`` (or ``--apply-plan``)."""
     from tfcomp import pruning
+    from tfcomp._batches import take
 
     n = args.calibration_size
     if args.apply_plan is not None:
@@ -54,17 +55,18 @@ def _prune(args, model, data):
     if args.method == "lasso":
         common.info("LASSO channel selection + least-squares refit")
         return pruning.lasso_prune(
-            model, data[0][0][:n], **targets, max_images=n, seed=args.seed,
+            model, take(data[0][0], n), **targets, max_images=n,
+            seed=args.seed,
             verbose=common.verbosity())
     if args.method == "dcp":
         common.info("discrimination-aware channel pruning (DCP)")
-        xy = (data[0][0][:n], data[0][1][:n])
+        xy = (take(data[0][0], n), data[0][1][:n])
         return pruning.dcp_prune(
             model, xy, **targets, max_images=n, seed=args.seed,
             num_stages=args.dcp_stages, head_epochs=args.dcp_head_epochs,
             finetune_epochs=args.dcp_stage_epochs,
             verbose=common.verbosity())
-    xy = None if data is None else (data[0][0][:n], data[0][1][:n])
+    xy = None if data is None else (take(data[0][0], n), data[0][1][:n])
     plan = pruning.make_plan(
         model, ratio=args.ratio if args.ratio is not None else 0.0,
         importance=args.method, round_to=args.round_to,

@@ -98,6 +98,7 @@ def _policy_table(table, alloc, sens) -> str:
 
 def _auto_policy(args, model, x, y) -> dict:
     """Sensitivity on the training images, then ``allocate_bits``."""
+    from tfcomp._batches import rows, take
     from tfcomp.hardware import CostTable, allocate_bits
     from tfcomp.quantization.sensitivity import combined_sensitivity
 
@@ -109,13 +110,13 @@ def _auto_policy(args, model, x, y) -> dict:
     except ValueError as e:
         raise common.CLIError(f"--auto: {e}") from e
     _check_reachable(table, bits, args.budget)
-    n = min(len(x), args.sensitivity_samples)
+    n = min(rows(x), args.sensitivity_samples)
     common.info(f"sensitivity ({args.method}, weights + input activations) "
                 f"of every layer at bits {bits} on {n} images")
     kw = {"max_probes": HESSIAN_PROBES} if args.method == "hessian" else {}
     try:
-        sens = combined_sensitivity(model, (x[:n], y[:n]), method=args.method,
-                                    bits=bits, **kw)
+        sens = combined_sensitivity(model, (take(x, n), y[:n]),
+                                    method=args.method, bits=bits, **kw)
         alloc = allocate_bits(model, sens, args.resource, hw,
                               budget=args.budget,
                               tie=None if args.tie == "none" else args.tie)
@@ -132,6 +133,7 @@ def _auto_policy(args, model, x, y) -> dict:
 def run(args) -> None:
     """Writes the QAT model of ``args.model`` to ``args.output``."""
     from tfcomp import quantization
+    from tfcomp._batches import rows, take
 
     common.check_output(args.output, ".keras", "output model")
     _check_args(args)
@@ -160,9 +162,9 @@ def run(args) -> None:
                     "(give --data before int8 / bit-serial export)")
     else:
         (x, y), (xt, yt) = data
-        n = min(len(x), args.calibration_size)
+        n = min(rows(x), args.calibration_size)
         common.info(f"calibrating on {n} images")
-        quantization.calibrate(qat, x[:args.calibration_size])
+        quantization.calibrate(qat, take(x, n))
         if args.epochs > 0:
             common.info(f"QAT fine-tuning {args.epochs} epoch(s)")
             common.fit(qat, x, y, args.epochs, args.lr, args.batch_size,

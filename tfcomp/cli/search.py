@@ -33,6 +33,7 @@ def _search(tuner_cls, hm, args, message: str):
 
 def _amc(args, model, xy, val):
     """AMC search; returns ``(best trial, pruned model)``."""
+    from tfcomp._batches import take
     from tfcomp.tuners.amc import AMCHyperModel, AMCTuner
 
     cost = args.cost or "macs"
@@ -40,7 +41,7 @@ def _amc(args, model, xy, val):
         raise common.CLIError("search amc --cost must be macs or latency. "
                               f"Received: {cost!r}")
     hw = common.hardware_model(args.hardware) if cost == "latency" else None
-    hm = AMCHyperModel(model, xy[0][:args.calibration_size], val,
+    hm = AMCHyperModel(model, take(xy[0], args.calibration_size), val,
                        resource=cost, budget=args.budget, hardware=hw,
                        round_to=args.round_to, seed=args.seed,
                        max_images=args.calibration_size)
@@ -55,6 +56,7 @@ def _amc(args, model, xy, val):
 
 def _haq(args, model, xy, val):
     """HAQ search; returns ``(best trial, fine-tuned QAT model)``."""
+    from tfcomp._batches import take
     from tfcomp.tuners.haq import HAQHyperModel, HAQTuner
 
     cost = args.cost or "latency"
@@ -65,7 +67,7 @@ def _haq(args, model, xy, val):
           if cost in ("latency", "energy") else None)
     hm = HAQHyperModel(model, xy, val, hardware=hw, resource=cost,
                        budget=args.budget,
-                       calibration_data=xy[0][:args.calibration_size],
+                       calibration_data=take(xy[0], args.calibration_size),
                        finetune_epochs=args.finetune_epochs,
                        finetune_steps=args.finetune_steps,
                        seed=args.seed)
@@ -83,6 +85,8 @@ def _haq(args, model, xy, val):
 
 def run(args) -> None:
     """Searches, prints the best trial's metrics and saves its model."""
+    from tfcomp._batches import rows, sliced
+
     common.check_output(args.output, ".keras", "output model")
     if args.plan:
         common.check_writable(args.plan, "--plan")
@@ -95,8 +99,8 @@ def run(args) -> None:
             f"--budget must be in (0, 1]. Received: {args.budget}")
     model = common.load_model(args.model)
     (x, y), (xt, yt) = common.load_data(args.data, model=model)
-    v = min(args.val_size, len(x))
-    val = (x[-v:], y[-v:])
+    v = min(args.val_size, rows(x))
+    val = (sliced(x, rows(x) - v, rows(x)), y[len(y) - v:])
     search = _amc if args.algorithm == "amc" else _haq
     best, result = search(args, model, (x, y), val)
     metrics = {k: float(v.get_best_value())

@@ -12,13 +12,18 @@ import os
 from tfcomp.cli import _common as common
 
 
-def _batch(path: str) -> int:
+def _read(path: str) -> tuple:
+    """``(batch, input names or None)`` of a descriptor: the names (its
+    ``inputs``) only for a network of several inputs."""
     if not os.path.isfile(path):
         raise common.CLIError(f"descriptor not found: {path!r}")
     try:
         with open(path) as f:
-            return int(json.load(f).get("batch", 1))
-    except (json.JSONDecodeError, AttributeError, TypeError,
+            desc = json.load(f)
+        names = ([str(e["name"]) for e in desc["inputs"]]
+                 if "inputs" in desc else None)
+        return int(desc.get("batch", 1)), names
+    except (json.JSONDecodeError, AttributeError, TypeError, KeyError,
             ValueError) as e:
         raise common.CLIError(
             f"{path!r} is not a descriptor JSON: {e}") from e
@@ -28,20 +33,33 @@ def run(args) -> None:
     """Prints the simulator's top-1 accuracy (and agreement with Keras)."""
     import numpy as np
 
+    from tfcomp._batches import rows, take
     from tfcomp.export import simulate_bitserial
 
-    batch = _batch(args.descriptor)
+    batch, names = _read(args.descriptor)
     model = common.load_model(args.model) if args.model else None
-    (_, _), (xt, yt) = common.load_data(args.data, model=model)
-    n = (min(args.num, len(xt)) // batch) * batch
+    (_, _), (xt, yt) = common.load_data(args.data, model=model,
+                                        input_names=names)
+    n = (min(args.num, rows(xt)) // batch) * batch
     if n == 0:
         raise common.CLIError(
             f"need at least batch={batch} test images. Received: --num "
-            f"{args.num} ({len(xt)} available)")
-    x, y = xt[:n], yt[:n]
+            f"{args.num} ({rows(xt)} available)")
+    x, y = take(xt, n), yt[:n]
+    feed = x
+    if isinstance(x, list):  # by input name, whatever the descriptor's order
+        keys = (common.model_input_names(model) if model is not None
+                else names)
+        feed = dict(zip(keys, x))
     common.info(f"simulating {n} images bit-serially")
-    out, stats = simulate_bitserial(args.descriptor, x, return_stats=True,
-                                    dequantize=True)
+    try:
+        out, stats = simulate_bitserial(args.descriptor, feed,
+                                        return_stats=True, dequantize=True)
+    except ValueError as e:
+        if names is None and not isinstance(x, list):
+            raise  # one input, as before
+        raise common.CLIError(f"--data {args.data!r} does not fit "
+                              f"descriptor {args.descriptor!r}: {e}") from e
     pred = np.asarray(out).reshape(n, -1).argmax(-1)
     acc = float(np.mean(pred == y))
     result = {"images": n, "top1_accuracy": acc,

@@ -30,6 +30,7 @@ def _tag(w: float) -> str:
 
 def run_slim(args) -> None:
     """Trains a slimmable copy of the model and exports every width."""
+    from tfcomp._batches import take
     from tfcomp.cost import profile
     from tfcomp.pruning.slimmable import (
         export_width,
@@ -50,7 +51,7 @@ def run_slim(args) -> None:
     if args.epochs:
         common.fit(slim, x, y, args.epochs, args.lr, args.batch_size,
                    steps=args.steps)
-    recalibrate_widths(slim, x[:args.calibration_size])
+    recalibrate_widths(slim, take(x, args.calibration_size))
     common.save_model(slim, os.path.join(out, "slimmable.keras"))
     rows = []
     for w in slim.widths:
@@ -71,13 +72,15 @@ def run_slim(args) -> None:
 def run_autoslim(args) -> None:
     """Greedy AutoSlim search; writes one plan per MACs target."""
     import tfcomp.pruning.slimmable  # noqa: F401 - registers SlimmableModel
+    from tfcomp._batches import rows, sliced
     from tfcomp.pruning.autoslim import autoslim
 
     model = common.load_model(args.model)
     (x, y), _ = common.load_data(args.data, model=model)
     out = _out_dir(args.out_dir)
     n = args.batches * args.batch_size
-    held = (x[-n:], y[-n:])
+    start = max(rows(x) - n, 0)
+    held = (sliced(x, start, rows(x)), y[start:])
     try:
         res = autoslim(model, held, target_macs=args.target_macs,
                        step=args.step if args.step < 1 else int(args.step),

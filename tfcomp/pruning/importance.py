@@ -24,6 +24,7 @@ import keras
 import numpy as np
 from scipy.spatial.distance import cdist
 
+from tfcomp._batches import index_rows, rows
 from tfcomp._io import check_positive_int
 from tfcomp.graph import PASS_THROUGH, PRODUCER
 
@@ -149,7 +150,8 @@ class Taylor:
     producer convs instead of BN gates; a few batches, CPU scale.)
 
     Args:
-        data: ``(x, y)`` arrays (or a tuple of arrays). ``y`` integer labels
+        data: ``(x, y)`` arrays (``x`` a list of arrays for a model with
+            several inputs; or a tuple of arrays). ``y`` integer labels
             use sparse categorical cross-entropy on logits, float targets
             MSE; a compiled model's own loss is used when present.
         loss: optional ``loss(y_true, y_pred)`` overriding the above.
@@ -200,14 +202,14 @@ class Taylor:
             for v in getattr(layer, "trainable_weights", []):
                 keys.append((path, v.name))
                 variables.append(v)
-        x = np.asarray(self.x)
-        n = len(x)
+        x = self.x if isinstance(self.x, list) else np.asarray(self.x)
+        n = rows(x)
         out = []
         for b in range(min(self.max_batches,
                            max(1, -(-n // self.batch_size)))):
             sl = slice(b * self.batch_size, (b + 1) * self.batch_size)
-            xb = x[sl]
-            if len(xb) == 0:
+            xb = index_rows(x, sl)
+            if rows(xb) == 0:
                 break
             yb = None if self.y is None else np.asarray(self.y)[sl]
             with tf.GradientTape() as tape:

@@ -55,7 +55,7 @@ import keras
 import keras_tuner as kt
 import numpy as np
 
-from tfcomp._batches import index_rows, rows
+from tfcomp._batches import index_rows, rows, take
 from tfcomp._finetune import data_order, outputs_logits
 from tfcomp._unpinned import unpinned
 from tfcomp.hardware import HardwareModel
@@ -210,9 +210,10 @@ class HAQHyperModel(kt.HyperModel):
         self.train_data = as_xy(train_data, "train_data", model)
         self.validation_data = as_xy(validation_data, "validation_data",
                                      model)
-        self.calibration_x = (self.train_data[0][:512]
+        self.calibration_x = (take(self.train_data[0], 512)
                               if calibration_data is None else
-                              as_images(calibration_data, "calibration_data"))
+                              as_images(calibration_data, "calibration_data",
+                                        model))
         self.finetune_epochs = int(finetune_epochs)
         self.finetune_steps = finetune_steps
         self.batch_size = int(batch_size)
