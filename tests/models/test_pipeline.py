@@ -33,7 +33,7 @@ import pytest
 from models import CASES
 
 import tfcomp
-from tfcomp._batches import input_names, is_multi, take
+from tfcomp._batches import index_rows, input_names, is_multi, rows, take
 from tfcomp.export import export_bitserial, export_tflite, simulate_bitserial
 from tfcomp.export.runtime import make_interpreter, run_interpreter
 from tfcomp.graph.replay import FlatView
@@ -470,9 +470,6 @@ def check_int8(case, tmp_path):
 def check_bitserial(case, tmp_path):
     q, _, x = get_qat(case)
     path = str(tmp_path / f"{case.name}.json")
-    report = export_bitserial(q, path, hardware="bismo", calibration_data=x,
-                              verify_x=take(x, 16))
-    assert report.simulator_exact is True, report
     # the dequantized simulator output computes the Keras QAT model's
     # (logits, before a dropped softmax): the top-1 check alone is weak on
     # untrained nets that give one class for most inputs
@@ -481,6 +478,14 @@ def check_bitserial(case, tmp_path):
     if isinstance(last, L.Activation) and getattr(
             last.activation, "__name__", "") == "softmax":
         ref = keras.Model(q.inputs, last.input)  # the exporter drops it
+    x_all, x = x, take(x, 16)
+    if case.slow:  # simulated: the 16 of the 64 with the widest top-2 gap
+        top2 = np.sort(_np(_infer(ref, x_all)), axis=-1)[..., -2:]
+        gap = (top2[..., 1] - top2[..., 0]).reshape(rows(x_all), -1).min(-1)
+        x = index_rows(x_all, np.sort(np.argsort(-gap)[:16]))
+    report = export_bitserial(q, path, hardware="bismo",
+                              calibration_data=x_all, verify_x=x)
+    assert report.simulator_exact is True, report
     scale = float(np.abs(_np(ref(take(x, 16), training=False))).max())
     # user models: exact up to float32 (measured <= 2e-6 of outputs <= 1).
     # Not asserted on the deep keras.applications nets: one-code rounding
@@ -497,7 +502,9 @@ def check_bitserial(case, tmp_path):
     # the deep untrained applications are chaotic (see check_int8): their
     # decisions are compared where the integer output can resolve them (a
     # top-2 margin above two output steps) and a one-step change of 1% of
-    # the input values does not move them
+    # the input values does not move them; the 16 simulated inputs are the
+    # widest-margin ones (EfficientNetB0: 5 of the first 16 were decisive on
+    # a fresh host, 2026-12-06)
     with open(path) as f:
         desc = json.load(f)
     in_step = desc["input"]["quant"]["scale"]

@@ -58,6 +58,7 @@ from tfcomp.pruning import (
     dcp_prune,
     export_width,
     lasso_prune,
+    make_plan,
     set_width,
     strip_pruning,
     to_slimmable,
@@ -148,10 +149,13 @@ _REFIT = ("(Conv1DTranspose)", "(Conv2DTranspose)", "(Conv3DTranspose)",
 
 def _check_refit(model, res):
     """No group skipped for a consumer the engine refits; inside a nested
-    model, channels are removed too."""
+    model, channels are removed too when the data-free L1 plan removes some
+    there (ConvNeXtTiny's nested stem / downsampling blocks feed residual
+    trunks that hold LayerScale: no plan prunes them)."""
     for gid, why in res.report["skipped"].items():
         assert not any(k in why for k in _REFIT), (gid, why)
-    if parse_model(model).nested:
+    if parse_model(model).nested and any(
+            "/" in k for k in make_plan(model, ratio=0.5).removed):
         assert any("/" in k for k in res.plan.removed), res.plan.removed
 
 
