@@ -169,9 +169,7 @@ def sliced(x, start: int, stop: int):
         ...                          0, 4)]
         [(4, 2), (4, 3)]
     """
-    if isinstance(x, list):
-        return [a[start:stop] for a in x]
-    return x[start:stop]
+    return index_rows(x, slice(start, stop))
 
 
 def _split(batch, n_inputs: int, names, name: str) -> tuple:

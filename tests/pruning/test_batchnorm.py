@@ -64,3 +64,38 @@ def test_no_batchnorm_and_bad_arguments():
         recalibrate_batchnorm(model, x, steps=0)
     with pytest.raises(ValueError, match="empty"):
         recalibrate_batchnorm(model, x[:0])
+
+
+def test_takes_the_forms_model_fit_takes():
+    """(x, y), tf.data, and for two inputs a list, a dict by input name or
+    ([x1, x2], y): the same statistics."""
+    import tensorflow as tf
+    rng = np.random.default_rng(1)
+    x = rng.normal(1.0, 2.0, (32, 6, 6, 2)).astype("float32")
+    y = np.zeros(32, "int64")
+    model = _model()
+    recalibrate_batchnorm(model, x, batch_size=16)
+    ref = keras.ops.convert_to_numpy(model.get_layer("bn2").moving_mean)
+    for data in ((x, y), tf.data.Dataset.from_tensor_slices((x, y)).batch(8)):
+        model = _model()
+        recalibrate_batchnorm(model, data, batch_size=16)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(model.get_layer("bn2").moving_mean),
+            ref, rtol=1e-4, atol=1e-5)
+    img, meta = keras.Input((6, 6, 2), name="image"), keras.Input(
+        (3,), name="meta")
+    h = keras.layers.BatchNormalization(name="bn")(
+        keras.layers.Conv2D(3, 3)(img))
+    h = keras.layers.Concatenate()([keras.layers.GlobalAveragePooling2D()(h),
+                                    meta])
+    two = keras.Model([img, meta], keras.layers.Dense(2)(h))
+    m = rng.normal(size=(32, 3)).astype("float32")
+    means = []
+    for data in ([x, m], {"meta": m, "image": x}, ([x, m], y)):
+        assert recalibrate_batchnorm(two, data, batch_size=16) == 1
+        means.append(keras.ops.convert_to_numpy(
+            two.get_layer("bn").moving_mean).copy())
+    np.testing.assert_allclose(means[1], means[0], rtol=1e-6)
+    np.testing.assert_allclose(means[2], means[0], rtol=1e-6)
+    with pytest.raises(ValueError, match="x: the model has 2 inputs"):
+        recalibrate_batchnorm(two, [x], batch_size=16)

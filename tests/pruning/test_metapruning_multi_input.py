@@ -89,11 +89,20 @@ def test_dict_inputs_match_the_list():
     np.testing.assert_allclose(_np(b([img, meta], training=False)),
                                _np(a([img, meta], training=False)),
                                atol=1e-6)
+    # the forms model.fit takes: ([x1, x2], y) and a tf.data of them
+    import tensorflow as tf
+    y = np.zeros(len(img), "int64")
+    for data in (([img, meta], y), tf.data.Dataset.from_tensor_slices(
+            ((img, meta), y)).batch(4)):
+        c = net.sample(widths, data)
+        np.testing.assert_allclose(_np(c([img, meta], training=False)),
+                                   _np(a([img, meta], training=False)),
+                                   atol=1e-5)
     with pytest.raises(ValueError, match=r"2 input\(s\).*image.*meta"):
         net(img)
     with pytest.raises(ValueError, match=r"keys \['image'\]"):
         net({"image": img})
-    with pytest.raises(ValueError, match=r"Received: x=a list of 1"):
+    with pytest.raises(ValueError, match=r"x: the model has 2 inputs.*list of 1"):
         net.sample(widths, [img])
 
 

@@ -24,9 +24,8 @@ from __future__ import annotations
 import contextlib
 
 import keras
-import numpy as np
 
-from tfcomp._io import check_positive_int
+from tfcomp._io import as_arrays, check_positive_int
 from tfcomp.graph.calls import override_calls
 from tfcomp.graph.walk import leaf_layers
 
@@ -77,7 +76,11 @@ def recalibrate_batchnorm(model: keras.Model, x, batch_size: int = 128,
 
     Args:
         model: a built Keras model.
-        x: input array (or a list of arrays for several inputs).
+        x: inputs in any form ``model.fit`` takes (an array, ``(x, y)``,
+            a ``tf.data.Dataset``; for several inputs a list of arrays, a
+            dict by input name, or batches of those): read through
+            :func:`tfcomp._io.as_arrays`, at most ``steps * batch_size``
+            samples.
         batch_size: images per forward pass (the statistics are per batch,
             as in training).
         steps: at most this many batches (default: all of ``x``).
@@ -96,12 +99,10 @@ def recalibrate_batchnorm(model: keras.Model, x, batch_size: int = 128,
     batch_size = check_positive_int(batch_size, "batch_size")
     if steps is not None:
         steps = check_positive_int(steps, "steps")
-    inputs = [np.asarray(a) for a in x] if isinstance(x, (list, tuple)) \
-        else [np.asarray(x)]
+    x, _ = as_arrays(x, model=model, name="x", max_items=None if steps is None
+                     else int(steps) * int(batch_size))
+    inputs = x if isinstance(x, list) else [x]
     n = len(inputs[0])
-    if n == 0:
-        raise ValueError("x is empty: recalibrate_batchnorm needs at least "
-                         "one batch of inputs.")
     bns = [layer for layer in leaf_layers(model)
            if isinstance(layer, keras.layers.BatchNormalization)]
     if not bns:

@@ -402,8 +402,9 @@ class PruningNet(keras.Model):
         Args:
             widths: ``{group id: kept channels}`` (missing groups: whole).
             x: inputs to recompute the BatchNorm statistics on (None:
-                mean 0, variance 1); for several inputs a list of arrays
-                (``model.inputs`` order) or a dict by input name.
+                mean 0, variance 1), in any form ``model.fit`` takes (for
+                several inputs a list of arrays in ``model.inputs`` order,
+                ``([x1, x2], y)``, a dict by input name, a ``tf.data``).
             batch_size, steps: for the recomputation.
 
         Example:
@@ -436,11 +437,7 @@ class PruningNet(keras.Model):
                         keras.ops.convert_to_numpy(w), spec, keep)
                 layer.set_weights(arrays)
                 refresh_state(layer)
-        if x is not None and (isinstance(x, (dict, list, tuple))
-                              or len(self.input_names) > 1):
-            x = [np.asarray(keras.ops.convert_to_numpy(a))
-                 for a in self._bind(x, "x")]
-        if x is not None:
+        if x is not None:  # any form model.fit takes (as_arrays)
             recalibrate_batchnorm(small, x, batch_size=batch_size,
                                   steps=steps)
         return small
