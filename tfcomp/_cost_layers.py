@@ -308,6 +308,28 @@ def _attention_layer_macs(layer, out_shape) -> tuple[int, str]:
         attention_axes=layer.attention_axes), ""
 
 
+def _recurrent_macs(layer, x) -> tuple[int, str]:
+    """LSTM / GRU / SimpleRNN (a ``Bidirectional`` pair summed): per time
+    step the input and recurrent matmuls of every gate,
+    ``T * (din + units) * G * units`` (gate element-wise products not
+    counted, as activations are not elsewhere)."""
+    import keras
+
+    subs = ([layer.forward_layer, layer.backward_layer]
+            if isinstance(layer, keras.layers.Bidirectional) else [layer])
+    total = 0
+    for sub in subs:
+        cell = getattr(sub, "cell", None)
+        kernel = getattr(cell, "kernel", None)
+        recurrent = getattr(cell, "recurrent_kernel", None)
+        if kernel is None or recurrent is None:
+            return 0, (f"recurrent layer {type(layer).__name__} of cell "
+                       f"{type(cell).__name__}: counted as 0 MACs")
+        total += _prod(kernel.shape) + _prod(recurrent.shape)
+    steps = int(x[1]) if len(x) > 2 else 1
+    return steps * total, ""
+
+
 def _layer_macs_of(layer, in_shapes, out_shapes) -> tuple[int, str]:
     """MACs and note of one layer from shapes with known sizes.
 
@@ -351,6 +373,8 @@ def _layer_macs_of(layer, in_shapes, out_shapes) -> tuple[int, str]:
         v = shapes[1] if len(shapes) > 1 else q
         t, s = _prod(q[1:-1]), _prod(v[1:-1])
         return t * s * (int(q[-1]) + int(v[-1])), ""
+    if isinstance(layer, (L.RNN, L.Bidirectional)):
+        return _recurrent_macs(layer, x)
     # tfcomp's activation quantizers are matched by name: this module sits
     # below tfcomp.layers and cannot import them.
     if cls in _ZERO_MAC_LAYERS or isinstance(

@@ -18,6 +18,10 @@ Conventions (the ones the MobileNet papers use, so published figures match):
   (:func:`attention_macs`). ``Attention`` / ``AdditiveAttention``: scores
   and weighted sum, ``T * S * (d + dv)``. ``Embedding`` is a lookup (0 MACs,
   its table counts as params); normalisations count 0 MACs like BN.
+* ``LSTM`` / ``GRU`` / ``SimpleRNN`` (and ``RNN`` of their cells): per time
+  step every gate's input and recurrent matmul, ``T * (din + units) *
+  gates * units`` (gates 4 / 3 / 1; gate products not counted);
+  ``Bidirectional``: both directions.
 * A dimension unknown until run time (``None``, e.g. a variable sequence
   length) counts as 1 position; the record's note says so.
 * Bits default to 32/32 (float). A layer carrying ``w_bits`` / ``a_bits``

@@ -9,7 +9,8 @@ derived from every model that contains the row's layer type:
 
 * ``ok``: every such model passed the step;
 * ``partly [n]`` / ``no [n]``: some / all of them raise the documented clear
-  error ``[n]`` for this layer type (footnotes under the table);
+  error ``[n]`` for this layer type, or the step runs but leaves layers of
+  this type alone (``limited``, note ``[n]``) (footnotes under the table);
 * ``FAIL [n]``: a test failed (a bug to fix, not a documented limit);
 * ``–``: no model with this layer type got to the step (another layer of
   the model stopped it first, or the tests were not run).
@@ -58,9 +59,12 @@ def _cell(row: str, steps: tuple, data: dict, notes: dict) -> str:
             rec = data["outcomes"].get(model, {}).get(step)
             if rec is None:
                 continue
-            if rec["outcome"] == "ok":
+            if rec["outcome"] == "ok" or (rec["outcome"] == "limited"
+                                          and row not in rec["rows"]):
                 ok = True
                 continue
+            if rec["outcome"] == "limited":
+                ok = True  # it ran, leaving this layer type alone
             if rec["outcome"] == "clear error" and row not in rec["rows"]:
                 continue  # stopped by another layer type of the model
             text = rec["note"].split(": ", 1)[1] if rec["note"].startswith(

@@ -7,6 +7,9 @@ the outcome of ``(model, step)``:
 * ``"clear error"``: the step raised the error listed for it in the test
   module's ``EXPECTED_UNSUPPORTED`` (type and message fragment): the test
   passes;
+* ``"limited"``: the step ran and its checks held, but it leaves a
+  documented part of the model alone (``models.LIMITED``: recurrent units
+  that FPGM cannot mask, say): the matrix says ``partly`` for those rows;
 * ``"fail"``: anything else: the test fails.
 
 With ``TFCOMP_COVERAGE_JSON=path`` set, the outcomes of the session are
@@ -23,7 +26,7 @@ import json
 import os
 
 import pytest
-from models import CASES, ROWS
+from models import CASES, LIMITED, ROWS
 
 OUTCOMES: dict = {}  # (model, step) -> {"outcome": ..., "note": ...}
 ENV = "TFCOMP_COVERAGE_JSON"
@@ -77,6 +80,11 @@ def run_step(case, step: str, fn, expected: dict, upstream: tuple = ()):
     note = ""
     if key in expected:
         note = "works although listed in EXPECTED_UNSUPPORTED"
+    if key in LIMITED:
+        why, rows = LIMITED[key]
+        OUTCOMES[key] = {"outcome": "limited", "note": f"limited: {why}",
+                         "rows": list(rows)}
+        return
     OUTCOMES[key] = {"outcome": "ok", "note": note, "rows": []}
 
 

@@ -32,7 +32,7 @@ ROWS = (
     "padding", "Rescaling / Normalization",
     "Add / Concatenate / Multiply",
     "Reshape / Flatten", "Dropout / noise / augmentation", "nested Model",
-    "several inputs", "Lambda / keras.ops",
+    "several inputs", "Lambda / keras.ops", "LSTM / GRU / SimpleRNN",
 )
 
 
@@ -394,6 +394,32 @@ def image_and_metadata():
     return keras.Model([image, metadata], outputs, name="image_and_metadata")
 
 
+def bidirectional_lstm():
+    """keras.io "Bidirectional LSTM on IMDB": token ids -> Embedding -> two
+    stacked Bidirectional LSTMs -> a softmax classifier (10 classes here)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(None,), dtype="int32")
+    x = L.Embedding(50, 16)(inputs)
+    x = L.Bidirectional(L.LSTM(16, return_sequences=True))(x)
+    x = L.Bidirectional(L.LSTM(16))(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="bidirectional_lstm")
+
+
+def conv_gru():
+    """A sensor / time-series classifier: Conv1D features, a GRU over time
+    (all steps), a SimpleRNN summary, a softmax classifier."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(32, 3))
+    x = L.Conv1D(16, 3, padding="same", activation="relu")(inputs)
+    x = L.MaxPooling1D(2)(x)
+    x = L.GRU(16, return_sequences=True)(x)
+    x = L.SimpleRNN(12)(x)
+    x = L.Dense(16, activation="relu")(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="conv_gru")
+
+
 def application(name: str, size: int = 32) -> Callable:
     """A builder of ``keras.applications.<name>`` at ``size`` x ``size``."""
 
@@ -463,6 +489,11 @@ CASES = {c.name: c for c in [
          _BASE + ("BatchNormalization", "Add / Concatenate / Multiply",
                   "Dropout / noise / augmentation", "several inputs"),
          (12, 12, 3), side_inputs=((6,),)),
+    Case("bidirectional_lstm", bidirectional_lstm,
+         ("Dense", "Embedding", "LSTM / GRU / SimpleRNN"), (24,),
+         input_kind="tokens", vocab=50),
+    Case("conv_gru", conv_gru,
+         ("Conv1D", "Dense", "pooling", "LSTM / GRU / SimpleRNN"), (32, 3)),
     Case("MobileNetV3Small", application("MobileNetV3Small"),
          ("Conv2D", "pooling", "DepthwiseConv2D", "BatchNormalization",
           "padding", "Rescaling / Normalization", "Add / Concatenate / Multiply",
@@ -487,6 +518,30 @@ CASES = {c.name: c for c in [
                   "Rescaling / Normalization", "Lambda / keras.ops"),
          (32, 32, 3), input_kind="pixels", slow=True),
 ]}
+
+
+# (model, step) -> (why, matrix rows): the step runs and its checks hold
+# but it leaves layers of these rows alone (the matrix says "partly").
+_RNN_ROW = ("LSTM / GRU / SimpleRNN",)
+_NO_MASKED_RNN = ("FPGM and magnitude pruning leave recurrent layers whole "
+                  "(no masked twin of LSTM / GRU / SimpleRNN; a UserWarning "
+                  "names them)")
+LIMITED = {
+    ("conv_gru", "fpgm"): (_NO_MASKED_RNN, _RNN_ROW),
+    ("conv_gru", "magnitude"): (_NO_MASKED_RNN, _RNN_ROW),
+    ("bidirectional_lstm", "magnitude"): (_NO_MASKED_RNN, _RNN_ROW),
+    ("conv_gru", "slimmable"): (
+        "no slimmable recurrent layer: groups of recurrent units or read by "
+        "a recurrent layer stay whole", _RNN_ROW),
+    ("conv_gru", "int8"): (
+        "a QAT model's GRU (float in quantize_model) keeps its per-step "
+        "state update h = z*h + (1-z)*hh as a float ADD in the int8 file "
+        "(the converter's QAT + calibration path; post-training int8 of the "
+        "float model is fully integer)", _RNN_ROW),
+    ("conv_gru", "gal_channels"): (
+        "GAL's channel masks skip recurrent units (a mask on a unit's "
+        "output is not a removed unit)", _RNN_ROW),
+}
 
 
 # ------------------------------------------------------------ derived rows
@@ -514,6 +569,8 @@ _ROW_OF = [  # (classes, row); the first match wins
     ((L.Reshape, L.Flatten), "Reshape / Flatten"),
     (keras_layer_classes(INFERENCE_IDENTITY), "Dropout / noise / augmentation"),
     ((L.Lambda,), "Lambda / keras.ops"),
+    ((L.LSTM, L.GRU, L.SimpleRNN, L.Bidirectional, L.RNN),
+     "LSTM / GRU / SimpleRNN"),
 ]
 
 

@@ -77,9 +77,26 @@ EXPECTED_UNSUPPORTED = {
                  "grouped_conv", "conv3d", "group_norm", "nested",
                  "wrapped_classifier",
                  "lambda_ops", "squeeze_excite", "conv_denoiser",
-                 "image_and_metadata",
+                 "image_and_metadata", "bidirectional_lstm", "conv_gru",
                  "DenseNet121")  # DenseNet: Concatenate skips, no Add
 }
+_RNN = ("LSTM / GRU / SimpleRNN",)
+EXPECTED_UNSUPPORTED.update({
+    ("bidirectional_lstm", "slimmable"): (
+        ValueError, "has nothing slimmable",
+        "no slimmable recurrent layer: groups of recurrent units or read by "
+        "a recurrent layer stay whole, and this model has no other", _RNN),
+    ("bidirectional_lstm", "gal_channels"): (
+        ValueError, "has no channels GAL can mask",
+        "GAL's channel masks skip recurrent units (a mask on a unit's output "
+        "is not a removed unit: it still feeds its recurrence), and this "
+        "model has no other group", _RNN),
+    ("bidirectional_lstm", "joint"): (
+        ValueError, "cannot be reached",
+        "quantize_model leaves recurrent layers float, so no hardware cost "
+        "model prices them: the budget counts only the Dense classifier, "
+        "which cannot shrink", _RNN),
+})
 
 
 def _macs(model) -> int:

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcomp import _io
+from tfcomp.export import _recurrent
 from tfcomp.export._inputs import (
     cast_to_input,
     input_dtype,
@@ -78,9 +79,10 @@ class ExportReport:
             int8 (an op without int4 support, e.g. DEPTHWISE_CONV_2D in
             ai-edge-quantizer 0.10).
         float_ops: "int8" files: the ops that still compute in float
-            (``[]`` for a full-integer file; a QAT model's file is one;
-            post-training int8 of a float model may keep a few, e.g. NEG
-            in a LayerNormalization), None for other modes.
+            (``[]`` for a full-integer file; a QAT model's file is one, its
+            recurrent layers too given calibration_data; post-training int8
+            of a float model may keep a few, e.g. NEG in a LayerNormalization),
+            None for other modes.
     """
 
     path: str
@@ -140,12 +142,6 @@ def _calibration_data(calibration_data, representative_data, verb: str):
         if calibration_data is None:
             return representative_data
     return calibration_data
-
-
-def _input_dtype(model):
-    """The numpy dtype of the model's (first) input."""
-    inputs = getattr(model, "inputs", None) or [None]
-    return input_dtype(inputs[0])
 
 
 def _as_input_dtype(x, model):
@@ -259,7 +255,8 @@ def _check_float32_policy(model, verb: str) -> None:
 def convert_to_tflite(model: keras.Model, quantization: str | None = None,
                       calibration_data=None, sparsity: bool = False,
                       io_type: str = "int8", *,
-                      representative_data=None) -> bytes:
+                      representative_data=None,
+                      sequence_length: int | None = None) -> bytes:
     """Converts a Keras model to a TFLite flatbuffer (no file, no checks).
 
     Args:
@@ -273,6 +270,8 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
             inference for block-sparse 1x1 convolutions).
         io_type: "int8" or "float32" model inputs/outputs for "int8".
         representative_data: deprecated name of ``calibration_data``.
+        sequence_length: steps recurrent layers (LSTM, GRU...) are unrolled
+            for (in a copy) if their time axis is None; None: the data's.
 
     Example:
         >>> flatbuffer = convert_to_tflite(model, "float16")
@@ -283,13 +282,16 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
     _check_exportable_model(model, "convert_to_tflite")
     _check_float32_policy(model, "convert_to_tflite")
     converter_kwargs: dict = {}
+    model, calibration_data = _recurrent.unroll_with_data(  # no while_loop in TFLite
+        model, sequence_length, calibration_data, _calibration_arrays)
     # A QAT model goes through the integer path for "int8" (its ranges come
     # from training); the float modes convert ``strip_quantization(model)``:
     # quantized weights baked into plain layers, activations in float.
     is_qat = is_qat_model(model)
     qat = is_qat and quantization == "int8"
-    if qat:
-        model, converter_kwargs = prepare_for_tflite(model)
+    if qat:  # (its float recurrent layers calibrated on calibration_data)
+        model, converter_kwargs = _recurrent.qat_kwargs(
+            *prepare_for_tflite(model), calibration_data)
     elif is_qat:
         model = strip_quantization(model)
     if not qat:  # the QAT int8 path: prepare_for_tflite's check says it
@@ -335,7 +337,7 @@ def _id_bound(model) -> int | None:
     return min(bounds) if bounds else None
 
 
-def _verification_inputs(model, verify_data, x_cal, n, seed):
+def _verification_inputs(model, verify_data, x_cal, n, seed, length=None):
     if is_multi(model):
         if verify_data is not None:
             return model_inputs(verify_data, model, n, "verify_data")
@@ -350,7 +352,8 @@ def _verification_inputs(model, verify_data, x_cal, n, seed):
         return x_cal[:n]
     rng = np.random.default_rng(seed)
     shape = [n, *model.inputs[0].shape[1:]]
-    dtype = _input_dtype(model)
+    shape[1:2] = [length if d is None else d for d in shape[1:2]]  # unrolled RNN's
+    dtype = input_dtype(model.inputs[0])
     if np.issubdtype(dtype, np.integer):
         bound = _id_bound(model)
         if bound is None:
@@ -453,8 +456,8 @@ def export_tflite(model: keras.Model, path: str,
                   sparsity: bool = False, verify_data=None,
                   num_verify: int = 256, io_type: str = "int8",
                   seed: int = 0, *, representative_data=None,
-                  min_agreement: float = DEFAULT_MIN_AGREEMENT
-                  ) -> ExportReport:
+                  min_agreement: float = DEFAULT_MIN_AGREEMENT,
+                  sequence_length: int | None = None) -> ExportReport:
     """Converts a Keras model to ``.tflite``, verifies it, writes it
     atomically.
 
@@ -507,6 +510,7 @@ def export_tflite(model: keras.Model, path: str,
             [0, 1] (default :data:`DEFAULT_MIN_AGREEMENT` = 0.9, every
             mode; 0 disables the check). Only class-score outputs are
             checked.
+        sequence_length: see ``convert_to_tflite`` (None: the data's); data cut to it.
 
     Returns:
         An ``ExportReport``.
@@ -547,15 +551,19 @@ def export_tflite(model: keras.Model, path: str,
         return _export_mixed(model, path, quantization, io_type, verify,
                              verify_data, x_cal, num_verify, seed,
                              min_agreement)
+    length, x = _recurrent.export_length(  # unrolled recurrent layers'
+        model, sequence_length, x_cal, verify_data if verify else None,
+        lambda d: _verification_inputs(model, d, None, num_verify, seed))
     flatbuffer = convert_to_tflite(
         model, quantization=quantization,
         calibration_data=None if x_cal is None else take(
             x_cal, _CALIBRATION_ITEMS),
-        sparsity=sparsity, io_type=io_type)
+        sparsity=sparsity, io_type=io_type, sequence_length=length)
     report = ExportReport(path=str(path), size_bytes=len(flatbuffer),
                           quantization=quantization)
     if verify:
-        x = _verification_inputs(model, verify_data, x_cal, num_verify, seed)
+        x = _recurrent.fit_length(x if x is not None else _verification_inputs(
+            model, verify_data, x_cal, num_verify, seed, length), model, length)
         _verify(model, flatbuffer, x, report, min_agreement, quantization,
                 io_type, x_cal)
     elif quantization == "int8":
@@ -572,8 +580,8 @@ def _export_mixed(model, path, quantization, io_type, verify, verify_data,
 
     _check_float32_policy(model, "export_tflite")
     qat = is_qat_model(model)
-    flatbuffer, precisions, fallback = convert_mixed(model, quantization,
-                                                     io_type)
+    flatbuffer, precisions, fallback = convert_mixed(  # recurrent: fixed length
+        _recurrent.unrolled_for_tflite(model), quantization, io_type)
     label = quantization if isinstance(quantization, str) else "mixed"
     report = ExportReport(path=str(path), size_bytes=len(flatbuffer),
                           quantization=label, layer_precisions=precisions,

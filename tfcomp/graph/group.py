@@ -231,7 +231,9 @@ class Group:
             none of the variables.
         """
         layer = self.graph.layer(member.layer)
-        present = {v.name: v for v in getattr(layer, "weights", [])}
+        present: dict = {}  # name -> variables (a Bidirectional has two)
+        for v in getattr(layer, "weights", []):
+            present.setdefault(v.name, []).append(v)
         blocks = []
         for spec in member.weights:
             name, axis = spec[0], int(spec[1])
@@ -243,11 +245,11 @@ class Group:
                 continue
             arr = None if weights is None else weights.get(
                 (member.layer, name))
-            if arr is None:
-                arr = keras.ops.convert_to_numpy(present[name])
-            arr = np.asarray(arr)
-            a = np.moveaxis(arr, axis, 0)
-            blocks.append(a.reshape(a.shape[0], -1))
+            arrays = [np.asarray(arr)] if arr is not None else [
+                keras.ops.convert_to_numpy(v) for v in present[name]]
+            for arr in arrays:
+                a = np.moveaxis(arr, axis, 0)
+                blocks.append(a.reshape(a.shape[0], -1))
         if not blocks:
             return None
         per_pos = np.concatenate(blocks, axis=1)

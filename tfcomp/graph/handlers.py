@@ -45,6 +45,7 @@ from __future__ import annotations
 import keras
 
 from tfcomp.graph import context, handlers_structural, handlers_weighted
+from tfcomp.graph.handlers_recurrent import RecurrentHandler
 from tfcomp.graph.handlers_structural import (
     ActivationHandler,
     ConcatHandler,
@@ -78,6 +79,7 @@ from tfcomp.graph.registry import (
 
 __all__ = [
     *handlers_weighted.__all__, *handlers_structural.__all__,
+    "RecurrentHandler",
     "get_channel_handler", "register_channel_handler",
 ]
 
@@ -113,6 +115,7 @@ def _register_builtins() -> None:
         ((L.Normalization,), NormalizationHandler),
         ((L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum),
          MergeHandler),
+        ((L.RNN, L.Bidirectional), RecurrentHandler),
     ]
     for classes, handler_cls in table:
         handler = handler_cls()

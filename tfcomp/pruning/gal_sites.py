@@ -220,6 +220,12 @@ def channel_sites(model):
     for g in graph.prunable_groups:
         cons = [m for m in g.consumers if m.port == "in"]
         reason, layout = (None if cons else "no consumer layer"), None
+        recurrent = [m.layer for m in g.producers if isinstance(
+            graph.layer(m.layer), (keras.layers.RNN, keras.layers.Bidirectional))]
+        if recurrent:
+            reason = (f"units of recurrent layer {recurrent[0]!r}: a mask on "
+                      "its output is not a removed unit (the unit still "
+                      "feeds its own recurrence)")
         for m in g.consumers:
             if reason is not None:
                 break
