@@ -64,6 +64,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcomp.export._recurrent import unrolled_for_tflite
 from tfcomp.export.runtime import make_interpreter
 from tfcomp.graph import iter_leaf_layers, parse_model
 from tfcomp.graph.copy import clone_model, refresh_state
@@ -343,7 +344,9 @@ def convert_int8(model, io_type: str = "float32") -> bytes:
     if io_type not in ("float32", "int8"):
         raise ValueError(
             f"io_type must be 'float32' or 'int8'. Received: {io_type!r}")
-    clone, kwargs = prepare_for_tflite(model)
+    # recurrent layers unrolled in a copy (TFLite has no while_loop over
+    # tensor lists); float in the file: export_tflite calibrates them
+    clone, kwargs = prepare_for_tflite(unrolled_for_tflite(model))
     with contextlib.redirect_stdout(io.StringIO()):
         converter = tf.lite.TFLiteConverter.from_keras_model(clone)
         if io_type == "int8":

@@ -524,7 +524,9 @@ def float_kernel_warning(report, verb: str) -> str | None:
             f"{shown}{more}. Training and float export work; a "
             "full-integer int8 TFLite export will refuse the model (export "
             "with quantization='dynamic' or 'float16', or replace these "
-            "layers).")
+            "layers), except recurrent layers (LSTM / GRU / SimpleRNN), "
+            "which export_tflite(quantization='int8', calibration_data=...) "
+            "calibrates.")
 
 
 def _nonneg_map(graph, plans, absorbed) -> dict:
