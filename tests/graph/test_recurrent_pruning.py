@@ -141,13 +141,13 @@ def test_stacked_bidirectional_keras_io_model(tmp_path):
                                atol=1e-6)
 
 
-def test_soft_masking_methods_leave_units_whole_and_say_so():
-    """FPGM / magnitude have no masked recurrent twin (a warning names the
-    layer); GAL's channel masks skip recurrent units (a mask on a unit's
-    output would not remove it: it still feeds its recurrence)."""
+def test_fpgm_masks_units_and_gal_skips_them():
+    """FPGM / magnitude wrap recurrent layers in their masked twins; GAL's
+    channel masks skip recurrent units (a mask on a unit's output would
+    not remove it: it still feeds its recurrence)."""
     model = _seq_model(layers.GRU(6, name="r"))
-    with pytest.warns(UserWarning, match=r"'r' \(GRU\)"):
-        tfcomp.pruning.apply_fpgm(model)
+    soft = tfcomp.pruning.apply_fpgm(model)
+    assert isinstance(soft.get_layer("r"), tfcomp.layers.MaskedGRU)
     from tfcomp.pruning.gal_sites import channel_sites
     sites, skipped = channel_sites(model)
     assert "recurrent layer 'r'" in skipped["r"]

@@ -9,7 +9,7 @@ the outcome of ``(model, step)``:
   passes;
 * ``"limited"``: the step ran and its checks held, but it leaves a
   documented part of the model alone (``models.LIMITED``: recurrent units
-  that FPGM cannot mask, say): the matrix says ``partly`` for those rows;
+  that GAL channel masks skip, say): the matrix says ``partly`` for those rows;
 * ``"fail"``: anything else: the test fails.
 
 With ``TFCOMP_COVERAGE_JSON=path`` set, the outcomes of the session are

@@ -523,13 +523,7 @@ CASES = {c.name: c for c in [
 # (model, step) -> (why, matrix rows): the step runs and its checks hold
 # but it leaves layers of these rows alone (the matrix says "partly").
 _RNN_ROW = ("LSTM / GRU / SimpleRNN",)
-_NO_MASKED_RNN = ("FPGM and magnitude pruning leave recurrent layers whole "
-                  "(no masked twin of LSTM / GRU / SimpleRNN; a UserWarning "
-                  "names them)")
 LIMITED = {
-    ("conv_gru", "fpgm"): (_NO_MASKED_RNN, _RNN_ROW),
-    ("conv_gru", "magnitude"): (_NO_MASKED_RNN, _RNN_ROW),
-    ("bidirectional_lstm", "magnitude"): (_NO_MASKED_RNN, _RNN_ROW),
     ("conv_gru", "slimmable"): (
         "no slimmable recurrent layer: groups of recurrent units or read by "
         "a recurrent layer stay whole", _RNN_ROW),

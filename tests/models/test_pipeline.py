@@ -89,11 +89,6 @@ EXPECTED_UNSUPPORTED = {
         ValueError, "(QuantEmbedding) " + _NO_BITSERIAL,
         "Embedding (a table lookup) is not a bit-serial GEMM",
         ("Embedding",)),
-    ("bidirectional_lstm", "fpgm"): (
-        ValueError, "nothing prunable in model 'bidirectional_lstm'",
-        "FPGM masks no recurrent unit (no masked twin of LSTM / GRU / "
-        "SimpleRNN): a model whose every group is recurrent has nothing "
-        "to prune", ("LSTM / GRU / SimpleRNN",)),
     ("lambda_ops", "bitserial"): (
         ValueError, "(Lambda) " + _NO_BITSERIAL,
         "a Lambda / keras.ops call is arbitrary Python: no integer op",
@@ -367,12 +362,8 @@ def check_prune(case):
 def check_fpgm(case):
     model = case.build()
     x, y = case.data(32)
-    # FPGM masks no recurrent unit (no masked twin): compare with a plan
-    # that leaves them whole too (models.LIMITED)
-    recurrent = [lyr.name for lyr in model.layers
-                 if isinstance(lyr, (L.RNN, L.Bidirectional))]
-    plan_macs = tfcomp.profile(prune_channels(model, make_plan(
-        model, ratio=0.5, ignored_layers=recurrent or None))).macs
+    plan_macs = tfcomp.profile(prune_channels(
+        model, make_plan(model, ratio=0.5))).macs
     soft = apply_fpgm(model)
     _compile(soft)
     soft.fit(x, y, epochs=1, batch_size=32, verbose=0,

@@ -33,6 +33,13 @@ from tfcomp.layers.masked import (
     masked_class_for,
     plain_class_of,
 )
+from tfcomp.layers.masked_recurrent import (
+    MaskedBidirectional,
+    MaskedGRU,
+    MaskedLSTM,
+    MaskedRecurrent,
+    MaskedSimpleRNN,
+)
 from tfcomp.layers.quant_activation import QuantActivation, QuantReLU
 from tfcomp.layers.quant_attention import QuantMultiHeadAttention
 from tfcomp.layers.quant_base import QuantMixin
@@ -97,7 +104,9 @@ __all__ = [
     "MaskedConv1DTranspose", "MaskedConv2DTranspose", "MaskedConv3DTranspose",
     "MaskedDepthwiseConv1D", "MaskedDepthwiseConv2D", "MaskedSeparableConv1D",
     "MaskedSeparableConv2D", "MaskedDense", "MaskedBatchNormalization",
-    "MaskedGroupNormalization", "MASKED_CLASSES", "masked_class_for",
+    "MaskedGroupNormalization", "MaskedLSTM", "MaskedGRU",
+    "MaskedSimpleRNN", "MaskedBidirectional", "MaskedRecurrent",
+    "MASKED_CLASSES", "masked_class_for",
     "plain_class_of", "quantizers", "QUANT_WEIGHT_LAYERS",
     "QUANT_ACTIVATION_LAYERS", "MIXED_LAYERS", "QUANT_LAYERS",
     "QUANT_NORM_LAYERS", "QUANT_NORM_OF", "QuantLayerNormalization",

@@ -18,6 +18,11 @@ How it runs (He et al., CVPR 2019, and their official code):
    appears (needed for residual sums, and so that :func:`strip_pruning`
    can remove
    it without changing the outputs).
+   Recurrent layers (``apply_fpgm`` masks LSTM / GRU / SimpleRNN and
+   Bidirectional of them): a unit's filter is its column in every gate
+   block plus its recurrent-kernel row (side by side); one mask entry per
+   unit zeroes all its gate columns, in both directions of a
+   Bidirectional.
 3. Soft: the selection is recomputed from the current weights at every
    update, with no memory of the previous one, so a channel pruned in one
    epoch can return in a later one.
@@ -77,6 +82,7 @@ from tfcomp._io import check_positive_int
 from tfcomp.graph import PASS_THROUGH, PRODUCER, DependencyGraph
 from tfcomp.graph.walk import iter_leaf_layers
 from tfcomp.layers.masked import MaskedLayer
+from tfcomp.layers.masked_recurrent import MaskedRecurrent
 from tfcomp.pruning import importance as imp
 from tfcomp.pruning.targets import (
     ChannelMacs,
@@ -361,6 +367,11 @@ class FPGMPruning(keras.callbacks.Callback):
                         not layer.channel_mask:
                     return None, (f"producer {m.layer!r} has no channel mask"
                                   " (not wrapped by apply_fpgm)")
+                if m.port == "gates" and isinstance(layer, MaskedRecurrent):
+                    # a unit's gate columns: zeroed with it; its mask is
+                    # the "out" member's (one entry per unit)
+                    producers.append((layer, m))
+                    continue
                 if m.port not in ("out", "channels"):
                     return None, f"producer port {m.port!r} not supported"
                 outputs.append((layer, m))
@@ -439,17 +450,15 @@ class FPGMPruning(keras.callbacks.Callback):
                 pos = m.positions(units)
                 for spec in m.weights:
                     name, axis = spec[0], int(spec[1])
-                    var = next((v for v in layer.weights if v.name == name),
-                               None)
-                    if var is None:
-                        continue
-                    key = (id(layer), name)
-                    if key not in kernels:
-                        kernels[key] = (var, keras.ops.convert_to_numpy(var))
-                    arr = kernels[key][1]
-                    idx = [slice(None)] * arr.ndim
-                    idx[axis] = pos
-                    arr[tuple(idx)] = 0.0
+                    # every variable of the name (a Bidirectional has two)
+                    for var in (v for v in layer.weights if v.name == name):
+                        if id(var) not in kernels:
+                            kernels[id(var)] = (
+                                var, keras.ops.convert_to_numpy(var))
+                        arr = kernels[id(var)][1]
+                        idx = [slice(None)] * arr.ndim
+                        idx[axis] = pos
+                        arr[tuple(idx)] = 0.0
         for layer in self._layers:
             layer.channel_mask_var.assign(masks[id(layer)])
         for var, arr in kernels.values():

@@ -7,7 +7,9 @@ masks live in the layers (see :mod:`tfcomp.layers.masked`): the forward pass
 multiplies the kernel by the mask, so masked weights get zero gradient and,
 through the installed projection, stay exactly 0 after every optimizer
 step. The callback itself only advances the step counter and rewrites masks
-on update steps.
+on update steps. Recurrent layers (LSTM / GRU / SimpleRNN, Bidirectional)
+prune their kernel and recurrent kernel, each to the sparsity (as TFMOT
+prunes RNN cells).
 
 CADNN-style runtime-aware sparsity: ``pattern="xnnpack"`` prunes only the
 1x1 stride-1 convolutions, in blocks of 4 output channels x 1 input channel,
@@ -29,7 +31,8 @@ Example:
 Reference: Han et al., Learning both Weights and Connections for Efficient
 Neural Networks / Deep Compression, arXiv:1506.02626, arXiv:1510.00149;
 Niu et al., CADNN, arXiv:1905.00571; Elsen et al., Fast Sparse ConvNets,
-arXiv:1911.09723 (XNNPACK's sparse kernels).
+arXiv:1911.09723 (XNNPACK's sparse kernels); Narang et al., Exploring
+Sparsity in Recurrent Neural Networks, ICLR 2017, arXiv:1704.05119.
 """
 
 from __future__ import annotations

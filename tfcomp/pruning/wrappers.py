@@ -26,8 +26,13 @@ import numpy as np
 from tfcomp._compile import carry_compile
 from tfcomp.graph import PASS_THROUGH, PRODUCER, DependencyGraph
 from tfcomp.graph.copy import clone_model, copy_weights
+from tfcomp.graph.handlers_recurrent import recurrent_cells
 from tfcomp.graph.walk import iter_leaf_layers, leaf_layers
 from tfcomp.layers.masked import MaskedLayer, masked_class_for, plain_class_of
+from tfcomp.layers.masked_recurrent import (
+    MaskedRecurrent,
+    channel_mask_problem,
+)
 
 __all__ = [
     "apply_fpgm",
@@ -95,6 +100,16 @@ def _check_model(model, name="model"):
             "model (subclassed models cannot be cloned layer by layer).")
 
 
+def _twin(layer):
+    """The masked class that can take ``layer`` (None: no twin, or one
+    that refuses this instance, e.g. a Bidirectional of a custom cell)."""
+    cls = masked_class_for(layer)
+    check = getattr(cls, "unsupported", None)
+    if check is not None and check(layer) is not None:
+        return None
+    return cls
+
+
 def _has_kernel(layer) -> bool:
     """A trainable weight of rank >= 2 (a kernel or an embedding table)."""
     return any(len(v.shape) >= 2 for v in layer.trainable_weights)
@@ -114,7 +129,7 @@ def _group_blockers(model, names) -> list:
         for m in g.members:
             layer = layers.get(m.layer)
             if layer is None or isinstance(layer, MaskedLayer) or \
-                    masked_class_for(layer) is not None or \
+                    _twin(layer) is not None or \
                     (names is not None and layer.name not in names):
                 continue
             held = {v.name for v in layer.weights}
@@ -141,6 +156,18 @@ def _warn_unwrapped(model, skipped: list, what: str) -> None:
     warnings.warn(msg, UserWarning, stacklevel=4)
 
 
+def _warn_no_channel_mask(model, blocked: list, what: str) -> None:
+    """One warning naming the recurrent layers left without channel mask."""
+    if not blocked:
+        return
+    shown = "; ".join(reason for _, reason in blocked[:6])
+    msg = (f"{what}: {len(blocked)} recurrent layer(s) of model "
+           f"{model.name!r} get no channel mask and their units stay whole "
+           f"(the dependency graph keeps them whole too): {shown}.")
+    logger.warning(msg)
+    warnings.warn(msg, UserWarning, stacklevel=4)
+
+
 def _wrap(model, weight_mask: bool, channel_mask: bool, layers=None,
           what: str = "apply_fpgm"):
     _check_model(model)
@@ -154,35 +181,43 @@ def _wrap(model, weight_mask: bool, channel_mask: bool, layers=None,
     skipped = [(p, lyr) for p, lyr in iter_leaf_layers(model)
                if (names is None or lyr.name in names)
                and not isinstance(lyr, MaskedLayer)
-               and masked_class_for(lyr) is None and _has_kernel(lyr)]
+               and _twin(lyr) is None and _has_kernel(lyr)]
+    blocked = {}  # path -> why no channel mask (activation(0) != 0 ...)
     if channel_mask:
         known = {p for p, _ in skipped}
         skipped += [(p, lyr) for p, lyr in _group_blockers(model, names)
                     if p not in known]
+        for p, lyr in iter_leaf_layers(model):
+            why = channel_mask_problem(lyr) if (
+                names is None or lyr.name in names) and (
+                isinstance(lyr, MaskedLayer) or _twin(lyr)) else None
+            if why is not None:
+                blocked[p] = why
 
     def clone(layer):
         if not isinstance(layer, keras.layers.Layer) or (
                 names is not None and layer.name not in names):
             return None
         cfg = layer.get_config()
+        cm = channel_mask and channel_mask_problem(layer) is None
         if isinstance(layer, MaskedLayer):
             cfg["weight_mask"] = bool(cfg.get("weight_mask")) or (
                 weight_mask and layer._has_kernel)
-            cfg["channel_mask"] = bool(cfg.get("channel_mask")) or \
-                channel_mask
+            cfg["channel_mask"] = bool(cfg.get("channel_mask")) or cm
             return layer.__class__.from_config(cfg)
-        cls = masked_class_for(layer)
+        cls = _twin(layer)
         if cls is None:
             return None
         wm = weight_mask and cls._has_kernel
-        if not (wm or channel_mask):
+        if not (wm or cm):
             return None
         return cls.from_config({**cfg, "weight_mask": wm,
-                                "channel_mask": channel_mask})
+                                "channel_mask": cm})
 
     new = clone_model(model, clone)
     copy_weights(model, new)
     _warn_unwrapped(model, skipped, what)
+    _warn_no_channel_mask(model, list(blocked.items()), what)
     return carry_compile(model, new, what=f"the {what} model")
 
 
@@ -203,8 +238,9 @@ _COPY_DOC = """
 def apply_magnitude_pruning(model: keras.Model, layers=None) -> keras.Model:
     """A copy of ``model`` whose kernel layers (Conv1D/2D/3D, their
     transposes, DepthwiseConv1D/2D, SeparableConv1D/2D: both kernels,
-    Dense) carry element-wise weight masks (all ones), ready for
-    :class:`tfcomp.pruning.MagnitudePruning`.
+    Dense; LSTM / GRU / SimpleRNN and Bidirectional of them: kernel and
+    recurrent kernel) carry element-wise weight masks (all ones), ready
+    for :class:`tfcomp.pruning.MagnitudePruning`.
 
     Call it before ``compile`` (and inside ``strategy.scope()`` when training
     with a ``tf.distribute`` strategy). Which wrapped layers are actually
@@ -230,9 +266,12 @@ def apply_magnitude_pruning(model: keras.Model, layers=None) -> keras.Model:
 def apply_fpgm(model: keras.Model, layers=None) -> keras.Model:
     """A copy of ``model`` whose prunable layers (Conv1D/2D/3D, grouped
     convs included, their transposes, DepthwiseConv1D/2D, SeparableConv1D/2D
-    (pointwise filters), Dense, BatchNormalization, GroupNormalization)
+    (pointwise filters), Dense, BatchNormalization, GroupNormalization;
+    LSTM / GRU / SimpleRNN and Bidirectional of them: hidden units)
     carry per-channel output masks (all ones), ready for
-    :class:`tfcomp.pruning.FPGMPruning`.
+    :class:`tfcomp.pruning.FPGMPruning`. A recurrent layer whose
+    ``activation(0) != 0`` stays plain (a masked unit would not output 0;
+    the dependency graph keeps its units whole too), with a warning.
 
     Normalisation (and depthwise) layers are masked too, so a pruned
     channel is exactly zero everywhere in its coupled group and removing it
@@ -268,8 +307,11 @@ apply_fpgm.__doc__ = apply_fpgm.__doc__.replace("{copy}", _COPY_DOC)
 
 
 def _effective_arrays(layer) -> dict:
-    """Plain-layer weights that reproduce the masked layer's outputs."""
+    """Plain-layer weights that reproduce the masked layer's outputs
+    (recurrent layers: set afterwards by :func:`_unwrap`)."""
     out = {}
+    if isinstance(layer, MaskedRecurrent):
+        return out
     gate = None
     if layer.channel_mask:
         gate = keras.ops.convert_to_numpy(layer.channel_gate())
@@ -304,6 +346,17 @@ def _unwrap(model) -> keras.Model:
             else None
 
     copy_weights(model, new, transform)
+    # recurrent cells: several variables of one name (Bidirectional)
+    old_layers = dict(iter_leaf_layers(model))
+    for path, layer in iter_leaf_layers(new):
+        old = old_layers.get(path)
+        if not isinstance(old, MaskedRecurrent):
+            continue
+        for cell, arrays in zip(recurrent_cells(layer),
+                                old.effective_cell_weights()):
+            for var in cell.weights:
+                if var.name in arrays:
+                    var.assign(arrays[var.name])
     return new
 
 
@@ -320,6 +373,9 @@ def _channel_plan(masked_model, plain):
         dead = np.ones(g.size, bool)
         for m in g.members:
             layer = layers.get(m.layer)
+            if m.role == PRODUCER and m.port == "gates" and isinstance(
+                    layer, MaskedRecurrent):
+                continue  # the unit mask is checked on the "out" member
             if m.role == PRODUCER:
                 pass
             elif m.role == PASS_THROUGH and m.port in ("out", "channels"):

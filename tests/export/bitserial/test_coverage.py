@@ -357,6 +357,7 @@ def test_dilated_and_mid_network_limits_are_named():
 
 
 @pytest.mark.slow
+@pytest.mark.apps  # keras.applications: the apps tier
 def test_keras_applications_resnet50v2(tmp_path):
     """ResNet50V2 (32x32, weights=None) through quantize_model: exported
     and simulated exactly (ZeroPadding2D, pre-activation BatchNorm as
@@ -375,6 +376,7 @@ def test_keras_applications_resnet50v2(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.apps  # keras.applications: the apps tier
 def test_keras_applications_mobilenetv3small(tmp_path):
     """MobileNetV3Small: its hard sigmoid (``ReLU(6.0)(x + 3.0) * (1.0 /
     6.0)``, two keras.ops calls) and hard swish are tables, its
