@@ -49,11 +49,21 @@ SEQUENCE_SHAPE = (32, 3)
 NUM_CLASSES = 10
 
 
+_TESTS_PER_GC = 25  # a full gc.collect() costs 1-2 s with TF's heap
+_since_gc = [0]
+
+
 @pytest.fixture(autouse=True)
 def _seed_and_clear():
     keras.utils.set_random_seed(0)
     yield
-    keras.backend.clear_session()
+    # clear_session() collects garbage by default: over half of the suite's
+    # time was that collection after every test; collect every 25th
+    _since_gc[0] += 1
+    free = _since_gc[0] >= _TESTS_PER_GC
+    if free:
+        _since_gc[0] = 0
+    keras.backend.clear_session(free_memory=free)
 
 
 # ------------------------------------------------------------ model builders

@@ -151,7 +151,12 @@ def _wide_base():
     c = L.GlobalAveragePooling3D()(c)
     d = L.Embedding(10, 4)(L.Reshape((192,))(inp))  # ids: int(x) = 0
     d = L.GlobalAveragePooling1D()(d)
-    x = L.Concatenate()([a, b, c, d])
+    e = L.Reshape((16, 12))(inp)  # recurrent layers (their masked twins)
+    e = L.LSTM(4, return_sequences=True)(e)
+    e = L.GRU(4, return_sequences=True)(e)
+    e = L.Bidirectional(L.LSTM(3, return_sequences=True))(e)
+    e = L.SimpleRNN(3)(e)
+    x = L.Concatenate()([a, b, c, d, e])
     x = L.EinsumDense("ab,bc->ac", output_shape=12)(x)
     x = L.Dense(6, activation="relu")(x)
     return keras.Model(inp, L.Dense(5)(x))
