@@ -34,7 +34,7 @@ import numpy as np
 
 from tfcomp.graph.context import CONSUMER, PRODUCER, ChannelHandler
 
-__all__ = ["RecurrentHandler", "recurrent_cells"]
+__all__ = ["RecurrentHandler", "recurrent_cells", "zero_at_zero"]
 
 _CELL_WEIGHTS = ("kernel", "recurrent_kernel", "bias")
 
@@ -57,7 +57,14 @@ def recurrent_cells(layer) -> list:
     return cells if all(isinstance(c, known) for c in cells) else []
 
 
-def _zero_at_zero(activation) -> bool:
+def zero_at_zero(activation) -> bool:
+    """Whether ``activation(0) == 0`` (tanh, relu: a unit whose gates see
+    0 outputs 0, so removing it equals zeroing its weights).
+
+    Example:
+        >>> zero_at_zero(keras.activations.tanh)
+        True
+    """
     try:
         value = keras.ops.convert_to_numpy(
             activation(keras.ops.zeros((1,), "float32")))
@@ -81,7 +88,7 @@ def _units_fixed(ctx, cells) -> str | None:
             getattr(layer, "return_state", False) or ctx.num_outputs > (
                 2 if layer.merge_mode is None else 1)):
         return "Bidirectional returning states"
-    if not all(_zero_at_zero(c.activation) for c in cells):
+    if not all(zero_at_zero(c.activation) for c in cells):
         return "activation(0) != 0: a removed unit would not output 0"
     return None
 

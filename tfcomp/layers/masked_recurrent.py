@@ -42,9 +42,9 @@ import functools
 import threading
 
 import keras
-import numpy as np
 from keras import ops
 
+from tfcomp.graph.handlers_recurrent import zero_at_zero
 from tfcomp.layers.masked import (
     MASKED_CLASSES,
     MaskedLayer,
@@ -141,18 +141,10 @@ _CELLS = {_L.LSTMCell: (_MaskedLSTMCell, 4), _L.GRUCell: (_MaskedGRUCell, 3),
 _CELLS.update({m: (m, g) for m, g in list(_CELLS.values())})
 
 
-def _zero_at_zero(activation) -> bool:
-    try:
-        value = ops.convert_to_numpy(activation(ops.zeros((1,), "float32")))
-    except Exception:  # noqa: BLE001 - an activation we cannot evaluate
-        return False
-    return bool(np.all(value == 0))
-
-
 def _channel_problem(name: str, sites) -> str | None:
     """Why the units of these ``(prefix, cell)`` sites cannot be masked."""
     for _, cell in sites:
-        if not _zero_at_zero(cell.activation):
+        if not zero_at_zero(cell.activation):
             act = getattr(cell.activation, "__name__", cell.activation)
             return (f"layer {name!r}: channel_mask needs activation(0) == 0 "
                     f"(tanh, relu): a masked unit would output "
