@@ -308,11 +308,13 @@ def _attention_layer_macs(layer, out_shape) -> tuple[int, str]:
         attention_axes=layer.attention_axes), ""
 
 
-def _recurrent_macs(layer, x) -> tuple[int, str]:
+def _recurrent_macs(layer, x, y) -> tuple[int, str]:
     """LSTM / GRU / SimpleRNN (a ``Bidirectional`` pair summed): per time
     step the input and recurrent matmuls of every gate,
     ``T * (din + units) * G * units`` (gate element-wise products not
-    counted, as activations are not elsewhere)."""
+    counted, as activations are not elsewhere). ConvLSTM: the same per
+    output position, ``T * H * W * k * k * (din + filters) * 4 * filters``
+    (its recurrent convolution is 'same', stride 1, over the output grid)."""
     import keras
 
     subs = ([layer.forward_layer, layer.backward_layer]
@@ -325,9 +327,27 @@ def _recurrent_macs(layer, x) -> tuple[int, str]:
         if kernel is None or recurrent is None:
             return 0, (f"recurrent layer {type(layer).__name__} of cell "
                        f"{type(cell).__name__}: counted as 0 MACs")
-        total += _prod(kernel.shape) + _prod(recurrent.shape)
-    steps = int(x[1]) if len(x) > 2 else 1
+        rank = int(getattr(cell, "rank", 0) or 0)  # ConvLSTM cells only
+        positions = _prod(y[-1 - rank:-1]) if rank else 1
+        total += positions * (_prod(kernel.shape) + _prod(recurrent.shape))
+    steps = int(x[1]) if len(x) > 2 + int(
+        getattr(getattr(subs[0], "cell", None), "rank", 0) or 0) else 1
     return steps * total, ""
+
+
+def _time_distributed_macs(layer, in_shapes, out_shapes) -> tuple[int, str]:
+    """``TimeDistributed``: T x the inner layer's MACs on one time step
+    (shapes without axis 1); the inner layer's note is kept."""
+    if len(in_shapes[0]) < 3 or len(out_shapes[0]) < 2:
+        return 0, (f"TimeDistributed of {type(layer.layer).__name__} on "
+                   f"input {in_shapes[0]}: counted as 0 MACs")
+
+    def step(s):
+        return tuple(s[:1]) + tuple(s[2:])
+
+    macs, note = _layer_macs_of(layer.layer, [step(s) for s in in_shapes],
+                                [step(s) for s in out_shapes])
+    return int(in_shapes[0][1] or 1) * int(macs), note
 
 
 def _layer_macs_of(layer, in_shapes, out_shapes) -> tuple[int, str]:
@@ -374,7 +394,9 @@ def _layer_macs_of(layer, in_shapes, out_shapes) -> tuple[int, str]:
         t, s = _prod(q[1:-1]), _prod(v[1:-1])
         return t * s * (int(q[-1]) + int(v[-1])), ""
     if isinstance(layer, (L.RNN, L.Bidirectional)):
-        return _recurrent_macs(layer, x)
+        return _recurrent_macs(layer, x, y)
+    if isinstance(layer, L.TimeDistributed):
+        return _time_distributed_macs(layer, in_shapes, out_shapes)
     # tfcomp's activation quantizers are matched by name: this module sits
     # below tfcomp.layers and cannot import them.
     if cls in _ZERO_MAC_LAYERS or isinstance(

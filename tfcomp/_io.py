@@ -335,15 +335,20 @@ def atomic_save_keras(model, path: str) -> None:
 def _class_labels(y, model, name: str):
     """int64 class indices: one per sample, or one per output position when
     the model's output has positions (a U-Net's per-pixel classes); one-hot
-    labels (the output's shape) are converted with argmax."""
+    labels (the output's shape; or soft ones, rows summing to 1) are
+    converted with argmax."""
     out = None
     if model is not None and getattr(model, "outputs", None):
         out = tuple(model.outputs[0].shape[1:])
     if out and y.shape[1:] == out[:-1]:
         return y.astype("int64")  # sparse, per sample or per position
-    if out and out[-1] > 1 and y.shape[1:] == out:
+    # one-hot or soft (mixup) class probabilities, not regression targets
+    one_hot = y.ndim > 1 and bool(np.all(y >= 0)) and bool(
+        np.allclose(y.sum(axis=-1), 1.0, atol=1e-3))
+    if out and out[-1] > 1 and y.shape[1:] == out and one_hot:
         return y.argmax(axis=-1).astype("int64")  # one-hot
-    if y.ndim == 2 and y.shape[1] > 1 and (out is None or len(out) == 1):
+    if y.ndim == 2 and y.shape[1] > 1 and (out is None or len(out) == 1) \
+            and one_hot:
         return y.argmax(axis=1).astype("int64")  # one-hot, no model given
     if y.ndim > 1 and int(np.prod(y.shape[1:])) == 1:
         return y.reshape(-1).astype("int64")  # (N, 1)
@@ -466,13 +471,22 @@ def as_arrays(data, model=None, max_items: int | None = None,
 
 
 def _labels(y, n: int, model, need_labels: bool, name: str):
-    """``y`` cut to the ``n`` inputs and as class indices (or None)."""
+    """``y`` cut to the ``n`` inputs and as class indices (or None).
+
+    Targets that are not class labels (a regression model's, e.g. a next
+    frame or a clean image of the output's shape) are an error only where
+    labels are needed; elsewhere they are ignored (None)."""
     if y is not None:
         if y.shape[0] < n:
             raise ValueError(
                 f"{name} labels must have one entry per input ({n})."
                 f" Received: labels.shape={y.shape}")
-        y = _class_labels(y[:n], model, name)
+        try:
+            y = _class_labels(y[:n], model, name)
+        except ValueError:
+            if need_labels:
+                raise
+            y = None
     if need_labels and y is None:
         raise ValueError(
             f"{name} must hold labels: give (x, y) or batches of (x, y).")

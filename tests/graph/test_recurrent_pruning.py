@@ -152,3 +152,42 @@ def test_fpgm_masks_units_and_gal_skips_them():
     sites, skipped = channel_sites(model)
     assert "recurrent layer 'r'" in skipped["r"]
     assert "r" in sites  # the conv group: a mask on the GRU's input rows
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_conv_lstm_filters_prune_exactly(bidirectional):
+    """keras.io's next-frame ConvLSTM: filters are units (kernel axes -2 /
+    -1), MACs count every output position."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4, 6, 6, 2))
+    h = layers.ConvLSTM2D(6, 3, padding="same", return_sequences=True,
+                          name="c1")(inp)
+    h = layers.BatchNormalization(name="bn")(h)
+    last = layers.ConvLSTM2D(4, 3, padding="same", name="c2")
+    h = (layers.Bidirectional(last, name="c2") if bidirectional else last)(h)
+    model = keras.Model(inp, layers.Conv2D(1, 3, padding="same",
+                                           name="head")(h))
+    rows = {r.name: r.macs for r in tfcomp.profile(model).layers}
+    # 4 steps x 36 positions x 9 taps x (din + filters) x 4 gates x filters
+    assert rows["c1"] == 4 * 36 * 9 * (2 + 6) * 4 * 6
+    assert rows["c2"] == (2 if bidirectional else 1) * 4 * 36 * 9 * (
+        6 + 4) * 4 * 4
+    graph = tfcomp.DependencyGraph(model)
+    assert graph.group("c1").prunable and graph.group("c2").prunable
+    plan = _half(model)
+    pruned, masked = prune_channels(model, plan), mask_channels(model, plan)
+    x = np.random.default_rng(1).normal(size=(3, 4, 6, 6, 2)).astype(
+        "float32")
+    np.testing.assert_allclose(_np(pruned(x, training=False)),
+                               _np(masked(x, training=False)), atol=1e-5)
+    assert pruned.get_layer("c1").cell.filters == 3
+    after = tfcomp.profile(pruned).macs
+    counts = {g.id: g.size // 2 for g in graph.prunable_groups}
+    assert channel_macs(graph, counts) == after < tfcomp.profile(model).macs
+
+
+def test_conv_lstm_channels_first_is_a_barrier():
+    inp = keras.Input((3, 2, 5, 5))
+    h = layers.ConvLSTM2D(4, 3, data_format="channels_first", name="c")(inp)
+    graph = tfcomp.DependencyGraph(keras.Model(inp, layers.Flatten()(h)))
+    assert "channels_first" in graph.group("c").reason

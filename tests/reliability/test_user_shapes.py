@@ -63,3 +63,33 @@ def test_3d_pooling_float_export_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no TFLite builtin op"):
         export_tflite(model, str(tmp_path / "m.tflite"))
     assert not list(tmp_path.iterdir())
+
+
+def test_regression_targets_are_ignored_where_labels_are_not_needed():
+    """A next-frame / denoising model's (x, y) pairs: y is not class
+    labels. Readers that only need x (TFLite calibration, LASSO, BN
+    recalibration) take the pair; those that need labels say why."""
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, L.Conv2D(1, 3, padding="same")(inputs))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 4, 4, 1)).astype("float32")
+    y = rng.normal(size=(6, 4, 4, 1)).astype("float32")
+    got_x, got_y = as_arrays((x, y), model=model)
+    np.testing.assert_array_equal(got_x, x)
+    assert got_y is None
+    with pytest.raises(ValueError, match=r"labels of shape \(6, 4, 4, 1\)"):
+        as_arrays((x, y), model=model, need_labels=True)
+
+
+def test_soft_labels_are_classes_and_rgb_targets_are_not():
+    rng = np.random.default_rng(1)
+    clf = keras.Sequential([keras.Input((4,)), L.Dense(3)])
+    xs = rng.normal(size=(5, 4)).astype("float32")
+    soft = 0.8 * np.eye(3)[np.arange(5) % 3] + 0.2 / 3  # mixup-style
+    np.testing.assert_array_equal(
+        as_arrays((xs, soft), model=clf, need_labels=True)[1],
+        np.arange(5) % 3)
+    inputs = keras.Input((4, 4, 3))
+    denoiser = keras.Model(inputs, L.Conv2D(3, 1)(inputs))
+    x = rng.normal(size=(5, 4, 4, 3)).astype("float32")
+    assert as_arrays((x, x), model=denoiser)[1] is None

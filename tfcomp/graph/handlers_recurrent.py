@@ -1,11 +1,15 @@
 """Channel handler of recurrent layers: ``LSTM``, ``GRU``, ``SimpleRNN``
-(also as ``keras.layers.RNN`` of their cells) and ``Bidirectional`` of them.
+(also as ``keras.layers.RNN`` of their cells), ``ConvLSTM1D/2D/3D`` and
+``Bidirectional`` of them.
 
 A recurrent layer reads its input's channels through the rows of its
 ``kernel`` (``(din, G * units)``, G = 4 gates for LSTM, 3 for GRU, 1 for
 SimpleRNN): a consumer, like Dense. Its hidden units are its output
 channels: unit ``j`` is column ``j`` of every gate block of ``kernel``,
 ``recurrent_kernel`` and ``bias`` and row ``j`` of ``recurrent_kernel``.
+A ``ConvLSTM`` is the same with convolution kernels ``(*k, din, 4 * filters)``
+and ``(*k, filters, 4 * filters)``: its filters are its units (axes -2 /
+-1 of both kernels).
 Removing a unit equals zeroing those weights (its gates' pre-activations
 are 0, so with ``activation(0) == 0`` (tanh, relu) its cell / hidden state
 stays 0 from the zero initial state), so units are pruned like a Dense
@@ -34,14 +38,20 @@ import numpy as np
 
 from tfcomp.graph.context import CONSUMER, PRODUCER, ChannelHandler
 
-__all__ = ["RecurrentHandler", "recurrent_cells", "zero_at_zero"]
+__all__ = ["RecurrentHandler", "cell_units", "recurrent_cells",
+           "zero_at_zero"]
 
 _CELL_WEIGHTS = ("kernel", "recurrent_kernel", "bias")
 
 
+def _is_conv_cell(cell) -> bool:
+    # keras.layers exports no ConvLSTMCell: matched by class name
+    return any(k.__name__ == "ConvLSTMCell" for k in type(cell).__mro__)
+
+
 def recurrent_cells(layer) -> list:
-    """The LSTM / GRU / SimpleRNN cells of a recurrent layer (two for a
-    ``Bidirectional``), or ``[]`` for another cell type.
+    """The LSTM / GRU / SimpleRNN / ConvLSTM cells of a recurrent layer (two
+    for a ``Bidirectional``), or ``[]`` for another cell type.
 
     Example:
         >>> [type(c).__name__ for c in recurrent_cells(L.LSTM(4))]
@@ -54,7 +64,18 @@ def recurrent_cells(layer) -> list:
     else:
         subs = [layer]
     cells = [getattr(s, "cell", None) for s in subs]
-    return cells if all(isinstance(c, known) for c in cells) else []
+    return cells if all(isinstance(c, known) or _is_conv_cell(c)
+                        for c in cells) else []
+
+
+def cell_units(cell) -> int:
+    """Hidden units of a recurrent cell (a ConvLSTM cell's ``filters``).
+
+    Example:
+        >>> cell_units(recurrent_cells(L.ConvLSTM2D(8, 3))[0])
+        8
+    """
+    return int(cell.filters if _is_conv_cell(cell) else cell.units)
 
 
 def zero_at_zero(activation) -> bool:
@@ -82,7 +103,7 @@ def _units_fixed(ctx, cells) -> str | None:
         return "stateful recurrent layer"
     if ctx.num_inputs > 1:
         return "initial states given as inputs"
-    if len({int(c.units) for c in cells}) != 1:
+    if len({cell_units(c) for c in cells}) != 1:
         return "forward and backward layers of different sizes"
     if isinstance(layer, keras.layers.Bidirectional) and (
             getattr(layer, "return_state", False) or ctx.num_outputs > (
@@ -94,7 +115,7 @@ def _units_fixed(ctx, cells) -> str | None:
 
 
 class RecurrentHandler(ChannelHandler):
-    """LSTM / GRU / SimpleRNN / Bidirectional: input channels are kernel
+    """LSTM / GRU / SimpleRNN / ConvLSTM / Bidirectional: input channels are kernel
     rows (a consumer); hidden units are pruned with every gate's column
     (ports ``out`` = units, ``gates`` = G * units columns)."""
 
@@ -103,7 +124,10 @@ class RecurrentHandler(ChannelHandler):
         cells = recurrent_cells(layer)
         if not cells:
             return ctx.barrier(f"{type(layer).__name__} of an unknown cell")
-        pin = ctx.port("in", ctx.in_channels(), CONSUMER, [("kernel", 0)],
+        if any(getattr(c, "data_format", None) == "channels_first"
+               for c in cells):
+            return ctx.barrier("channels_first data format")
+        pin = ctx.port("in", ctx.in_channels(), CONSUMER, [("kernel", -2)],
                        macs=True)
         ctx.link_input(0, pin)
         reason = _units_fixed(ctx, cells)
@@ -111,16 +135,20 @@ class RecurrentHandler(ChannelHandler):
             for j in range(ctx.num_outputs):
                 ctx.source(j, f"produced by {ctx.path}: {reason}")
             return None
-        units = int(cells[0].units)
+        units = cell_units(cells[0])
         gates = int(cells[0].kernel.shape[-1]) // units
-        # LSTM / GRU / SimpleRNN keep "units" in their config; RNN(cell)
-        # and Bidirectional in nested ones (update_config)
-        plain = isinstance(layer, (keras.layers.LSTM, keras.layers.GRU,
-                                   keras.layers.SimpleRNN))
-        pout = ctx.port("out", units, PRODUCER, [("recurrent_kernel", 0)],
-                        config_key="units" if plain else None, macs=True)
+        # LSTM / GRU / SimpleRNN keep "units" in their config, ConvLSTM
+        # "filters"; RNN(cell) and Bidirectional in nested ones
+        # (update_config)
+        L = keras.layers
+        key = ("units" if isinstance(layer, (L.LSTM, L.GRU, L.SimpleRNN))
+               else "filters" if isinstance(
+                   layer, (L.ConvLSTM1D, L.ConvLSTM2D, L.ConvLSTM3D))
+               else None)
+        pout = ctx.port("out", units, PRODUCER, [("recurrent_kernel", -2)],
+                        config_key=key, macs=True)
         pgates = ctx.port("gates", gates * units, PRODUCER,
-                          [("kernel", 1), ("recurrent_kernel", 1),
+                          [("kernel", -1), ("recurrent_kernel", -1),
                            ("bias", -1)], shared=True)
         ctx.tie(pgates, pout, np.arange(gates * units) % units)
         for j in range(ctx.num_outputs):
@@ -136,15 +164,16 @@ class RecurrentHandler(ChannelHandler):
         for sub in subs:
             if isinstance(sub, dict) and "config" in sub:
                 sub.pop("build_config", None)  # built for the old input
-                if keep.has_port("out") and "units" in sub["config"]:
-                    sub["config"]["units"] = int(keep.port("out").sum())
+                for key in ("units", "filters"):
+                    if keep.has_port("out") and key in sub["config"]:
+                        sub["config"][key] = int(keep.port("out").sum())
         return super().update_config(config, keep)
 
     def macs_scale(self, fractions, layer):
         cells = recurrent_cells(layer)
         if not cells:
             return None
-        din = int(cells[0].kernel.shape[0])
-        units = int(cells[0].units)
+        din = int(cells[0].kernel.shape[-2])
+        units = cell_units(cells[0])
         f_in, f_out = fractions.get("in", 1.0), fractions.get("out", 1.0)
         return (din * f_in + units * f_out) * f_out / (din + units)
