@@ -6,9 +6,12 @@ The connectivity comes from the model's own serialised graph
 ``keras_history`` references), shapes from the same references and from the
 public ``layer.output`` / ``model.outputs`` tensors. Nothing is traced and no
 private attribute is read. Functional and Sequential models nested inside the
-model (called once) are flattened: their layers get ``outer/inner`` paths and
-their input / output tensors are aliased to the outer tensors. A layer called
-several times (shared) gives one :class:`Node` per call.
+model are flattened: their layers get ``outer/inner`` paths and their input /
+output tensors are aliased to the outer tensors. A layer called several times
+(shared) gives one :class:`Node` per call; so does every layer of a nested
+model called several times (a siamese network's encoder): call ``k`` of the
+nested model is call ``k * c + i`` of an inner layer that the nested graph
+calls ``c`` times.
 
 Tensors are named by string ids ``"<outer/>layer:node:index"``; the result
 is a :class:`~tfcomp.graph.parsed.ParsedModel`.
@@ -124,17 +127,28 @@ class _Parser:
     tid = staticmethod(_tid)
 
     def add_leaf(self, path, op, ni, inputs, outputs, constants,
-                 reason=None, call_config=None):
+                 reason=None, call_config=None, ref_ids=None):
         self.layers[path] = op
         self.nodes.append(Node(f"{path}#{ni}", path, op, ni, list(inputs),
                                list(outputs), list(constants), reason,
-                               call_config))
+                               call_config, ref_ids))
 
     # -- functional ------------------------------------------------------
     def functional(self, model, prefix: str, cfg: dict | None,
-                   outer_inputs: list | None, outer_outputs: list | None):
+                   outer_inputs: list | None, outer_outputs: list | None,
+                   call: int = 0):
         cfg = cfg if cfg is not None else model.get_config()
         ops = {op.name: op for op in model.operations}
+        # call ``call`` of a nested model: its layers' nodes and tensors
+        # are numbered after those of the earlier calls
+        counts = {(e.get("name") or e["config"]["name"]):
+                  max(1, len(e.get("inbound_nodes") or []))
+                  for e in cfg["layers"]}
+
+        def tid(name, ni, ti):
+            return self.tid(prefix, name, int(ni) + call * counts.get(
+                name, 1), ti)
+
         # Input correspondences of a nested model.
         in_refs = _flat_io_refs(cfg["input_layers"])
         out_refs = _output_refs(model, cfg)
@@ -145,16 +159,16 @@ class _Parser:
                     f"{len(outer_inputs)} tensors but has {len(in_refs)} "
                     "inputs.")
             for (name, ni, ti), outer in zip(in_refs, outer_inputs):
-                inner = self.tid(prefix, name, ni, ti)
+                inner = tid(name, ni, ti)
                 self.alias[inner] = outer
-                self.nested_inputs[prefix + name] = inner
+                self.nested_inputs.setdefault(prefix + name, inner)
         # Shapes of model outputs.
         for (name, ni, ti), t in zip(out_refs, keras.tree.flatten(
                 model.outputs)):
-            self.shapes.setdefault(self.tid(prefix, name, ni, ti), _shape(t))
+            self.shapes.setdefault(tid(name, ni, ti), _shape(t))
         if outer_outputs is not None:
             for (name, ni, ti), outer in zip(out_refs, outer_outputs):
-                self.alias[outer] = self.tid(prefix, name, ni, ti)
+                self.alias[outer] = tid(name, ni, ti)
         for entry in cfg["layers"]:
             name = entry.get("name") or entry["config"]["name"]
             op = ops.get(name)
@@ -166,7 +180,7 @@ class _Parser:
             nodes = entry.get("inbound_nodes") or []
             if isinstance(op, keras.layers.InputLayer):
                 if outer_inputs is None:
-                    out = self.tid(prefix, name, 0, 0)
+                    out = tid(name, 0, 0)
                     self.shapes.setdefault(out, _shape(op.output))
                     self.add_leaf(path, op, 0, [], [out], [])
                 continue
@@ -175,25 +189,28 @@ class _Parser:
                 _walk_refs(node, refs)
                 consts: list = []
                 _walk_constants(node.get("args", []), consts)
-                inputs = []
+                inputs, ref_ids = [], {}
                 for r in refs:
                     h = r["config"]["keras_history"]
-                    t = self.tid(prefix, h[0], int(h[1]), int(h[2]))
+                    t = tid(h[0], h[1], h[2])
                     inputs.append(t)
+                    if call:
+                        ref_ids[self.tid(prefix, h[0], h[1], h[2])] = t
                     shape = r["config"].get("shape")
                     if shape is not None:
                         self.shapes.setdefault(t, tuple(shape))
                 n_out = self._num_outputs(op)
-                outputs = [self.tid(prefix, name, ni, j) for j in range(n_out)]
+                outputs = [tid(name, ni, j) for j in range(n_out)]
                 if ni == 0:
                     for j, t in enumerate(self._outputs_of(op)):
                         self.shapes.setdefault(outputs[j], _shape(t))
+                index = ni + call * counts[name]
                 if isinstance(op, keras.Model):
-                    self.nested_model(op, path, ni, len(nodes), inputs,
-                                      outputs, entry, node)
+                    self.nested_model(op, path, index, inputs, outputs,
+                                      entry, node)
                 else:
-                    self.add_leaf(path, op, ni, inputs, outputs, consts,
-                                  call_config=node)
+                    self.add_leaf(path, op, index, inputs, outputs, consts,
+                                  call_config=node, ref_ids=ref_ids or None)
 
     @staticmethod
     def _outputs_of(op) -> list:
@@ -205,32 +222,32 @@ class _Parser:
     def _num_outputs(self, op) -> int:
         return max(1, len(self._outputs_of(op)))
 
-    def nested_model(self, op, path, ni, n_calls, inputs, outputs, entry,
+    def nested_model(self, op, path, ni, inputs, outputs, entry,
                      call=None):
+        """Flattens call ``ni`` of nested model ``op`` (a leaf with a
+        reason if its graph cannot be read)."""
         kind = model_kind(op)
-        reason = None
-        if n_calls > 1:
-            reason = f"nested model called {n_calls} times"
-        elif kind == "subclassed":
+        if kind == "subclassed":
             reason = (f"subclassed nested model (class "
                       f"{type(op).__name__}) has no readable graph")
-        if reason is not None:
             self.add_leaf(path, op, ni, inputs, outputs, [], reason)
             return
         self.nested[path] = op
         kwargs = (call or {}).get("kwargs") or {}
-        self.nested_calls[path] = {k: v for k, v in kwargs.items()
-                                   if not isinstance(v, (dict, list))}
+        self.nested_calls.setdefault(path, {
+            k: v for k, v in kwargs.items()
+            if not isinstance(v, (dict, list))})
         if kind == "sequential":
             self.sequential(op, path + "/", entry.get("config"), inputs,
-                            outputs)
+                            outputs, call=ni)
         else:
             self.functional(op, path + "/", entry.get("config"), inputs,
-                            outputs)
+                            outputs, call=ni)
 
     # -- sequential ------------------------------------------------------
     def sequential(self, model, prefix: str, cfg: dict | None,
-                   outer_inputs: list | None, outer_outputs: list | None):
+                   outer_inputs: list | None, outer_outputs: list | None,
+                   call: int = 0):
         cfg = cfg if cfg is not None else model.get_config()
         entries = list(cfg["layers"])
         layers = list(model.layers)
@@ -238,10 +255,10 @@ class _Parser:
             in_name = entries[0]["config"]["name"]
         else:
             in_name = f"{model.name}_input"
-        prev = self.tid(prefix, in_name, 0, 0)
+        prev = self.tid(prefix, in_name, call, 0)
         if outer_inputs is not None:
             self.alias[prev] = outer_inputs[0]
-            self.nested_inputs[prefix + in_name] = prev
+            self.nested_inputs.setdefault(prefix + in_name, prev)
         else:
             self.shapes[prev] = _shape(model.inputs[0])
             in_layer = None
@@ -251,7 +268,7 @@ class _Parser:
             self.add_leaf(prefix + in_name, in_layer, 0, [], [prev], [])
         for layer in layers:
             path = prefix + layer.name
-            out = self.tid(prefix, layer.name, 0, 0)
+            out = self.tid(prefix, layer.name, call, 0)
             try:
                 self.shapes[out] = _shape(layer.output)
             except Exception as e:
@@ -260,12 +277,12 @@ class _Parser:
                     f"{model.name!r} has no output shape; build the model "
                     "first.") from e
             if isinstance(layer, keras.Model):
-                self.nested_model(layer, path, 0, 1, [prev], [out],
+                self.nested_model(layer, path, call, [prev], [out],
                                   {"config": layer.get_config()
                                    if model_kind(layer) != "subclassed"
                                    else None})
             else:
-                self.add_leaf(path, layer, 0, [prev], [out], [])
+                self.add_leaf(path, layer, call, [prev], [out], [])
             prev = out
         if outer_outputs is not None:
             self.alias[outer_outputs[0]] = prev

@@ -42,6 +42,9 @@ class Node:
         constants: non-tensor positional arguments (``x + 3.0`` -> [3.0]).
         barrier_reason: set for leaves the reader refuses to enter
             (subclassed or repeatedly called nested models).
+        ref_ids: for a layer inside a nested model's later call, its
+            config's tensor ids (those of the nested model's first call) ->
+            this call's; None otherwise.
         call_config: the call's serialised ``inbound_nodes`` entry
             (``args`` / ``kwargs`` with ``__keras_tensor__`` references);
             None for Sequential models.
@@ -61,6 +64,7 @@ class Node:
     constants: list
     barrier_reason: str | None = None
     call_config: dict | None = None
+    ref_ids: dict | None = None  # later calls of a nested model: see below
 
     @property
     def layer(self):
@@ -121,19 +125,22 @@ class ParsedModel:
                 raise RuntimeError(f"alias cycle at tensor {tid}")
         return tid
 
-    def tensor_id(self, ref: dict, prefix: str = "") -> str:
+    def tensor_id(self, ref: dict, prefix: str = "",
+                  ref_ids: dict | None = None) -> str:
         """Resolved id of a ``__keras_tensor__`` reference of a config.
 
         Args:
             ref: the serialised tensor (see :func:`is_tensor_ref`).
             prefix: ``"outer/"`` when the config is a nested model's.
+            ref_ids: a node's ``ref_ids`` (a nested model's later call).
 
         Example:
             >>> parsed.tensor_id(entry["inbound_nodes"][0]["args"][0])
             'conv1:0:0'
         """
         h = ref["config"]["keras_history"]
-        return self.resolve(_tid(prefix, h[0], h[1], h[2]))
+        tid = _tid(prefix, h[0], h[1], h[2])
+        return self.resolve((ref_ids or {}).get(tid, tid))
 
     def keras_tensor(self, tid: str):
         """The model's own symbolic tensor (``KerasTensor``) for ``tid``.

@@ -48,7 +48,7 @@ def call_arguments(parsed, node) -> tuple:
 
     def sub(obj):
         if is_tensor_ref(obj):
-            return TensorId(parsed.tensor_id(obj, prefix))
+            return TensorId(parsed.tensor_id(obj, prefix, node.ref_ids))
         if isinstance(obj, dict):
             if obj.get("class_name") == "__tuple__":
                 return tuple(sub(v) for v in obj["config"]["value"])
