@@ -117,3 +117,20 @@ def test_profile_bits_from_layer_attributes():
     p = profile(keras.Model(inp, FakeQuantDense(3, name="q")(inp)))
     assert p.by_name("q").bops == 15 * 4 * 6
     assert np.isclose(p.weight_bytes, (15 + 3) * 4 / 8)
+
+
+def test_every_call_of_a_shared_layer_counts():
+    """A siamese encoder (a nested model called twice) and a Conv1D shared
+    by two inputs compute once per call: each call's MACs count."""
+    L = keras.layers
+    enc_in = keras.Input((8, 8, 1))
+    enc = keras.Model(enc_in, L.Conv2D(4, 3, name="c")(enc_in), name="enc")
+    a, b = keras.Input((8, 8, 1)), keras.Input((8, 8, 1))
+    shared = L.Conv1D(2, 1, name="s")
+    ta, tb = keras.Input((5, 3)), keras.Input((7, 3))
+    model = keras.Model([a, b, ta, tb], [L.Add()([enc(a), enc(b)]),
+                                         shared(ta), shared(tb)])
+    rows = {r.name: r for r in tfcomp.profile(model).layers}
+    assert rows["enc/c"].macs == 2 * 6 * 6 * 9 * 4
+    assert rows["s"].macs == (5 + 7) * 3 * 2  # each call at its own length
+    assert "called 2 times" in rows["s"].note

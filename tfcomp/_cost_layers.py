@@ -245,7 +245,7 @@ _ZERO_MAC_LAYERS = (
     "AveragePooling2D", "AveragePooling3D", "GlobalMaxPooling1D",
     "GlobalMaxPooling2D", "GlobalMaxPooling3D", "GlobalAveragePooling1D",
     "GlobalAveragePooling2D", "GlobalAveragePooling3D", "Add", "Subtract",
-    "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot",
+    "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
     "Flatten", "Reshape", "Permute", "RepeatVector", "Cropping1D",
     "Cropping2D", "Cropping3D", "ZeroPadding1D", "ZeroPadding2D",
     "ZeroPadding3D", "UpSampling1D", "UpSampling2D", "UpSampling3D",
@@ -395,6 +395,11 @@ def _layer_macs_of(layer, in_shapes, out_shapes) -> tuple[int, str]:
         return t * s * (int(q[-1]) + int(v[-1])), ""
     if isinstance(layer, (L.RNN, L.Bidirectional)):
         return _recurrent_macs(layer, x, y)
+    if isinstance(layer, L.Dot):
+        # a batched matmul: every output element sums one contracted axis
+        axes = layer.axes if isinstance(layer.axes, (list, tuple)) else [
+            layer.axes] * 2
+        return _prod(y[1:]) * int(x[int(axes[0]) % len(x)]), ""
     if isinstance(layer, L.TimeDistributed):
         return _time_distributed_macs(layer, in_shapes, out_shapes)
     # tfcomp's activation quantizers are matched by name: this module sits

@@ -22,6 +22,7 @@ Conventions (the ones the MobileNet papers use, so published figures match):
   step every gate's input and recurrent matmul, ``T * (din + units) *
   gates * units`` (gates 4 / 3 / 1; gate products not counted);
   ``Bidirectional``: both directions.
+* ``TimeDistributed``: T times its inner layer's MACs on one time step.
 * A dimension unknown until run time (``None``, e.g. a variable sequence
   length) counts as 1 position; the record's note says so.
 * Bits default to 32/32 (float). A layer carrying ``w_bits`` / ``a_bits``
@@ -245,12 +246,61 @@ def _layer_bits(layer, bits: dict | None, name: str) -> tuple[int, int]:
     return int(w), int(a)
 
 
+def _called_more_than_once(cfg) -> bool:
+    """Whether a functional / Sequential config calls a layer (or a nested
+    model) more than once, at any depth."""
+    for entry in (cfg or {}).get("layers", []) if isinstance(
+            cfg, dict) else []:
+        if len(entry.get("inbound_nodes") or []) > 1 or \
+                _called_more_than_once(entry.get("config")):
+            return True
+    return False
+
+
+def _calls(model) -> dict:
+    """``{path: [(input shapes, output shapes), ...]}`` of the leaf layers
+    called more than once (shared layers, the layers of a nested model
+    called twice): each call computes, so each call counts."""
+    from tfcomp.graph import parse_model
+
+    try:
+        if not _called_more_than_once(model.get_config()):
+            return {}
+        parsed = parse_model(model)
+    except Exception:  # noqa: BLE001 - no readable graph: first calls only
+        return {}
+    out = {}
+    for path in parsed.shared_layers:
+        out[path] = [([parsed.shapes.get(t) for t in n.inputs],
+                      [parsed.shapes.get(t) for t in n.outputs])
+                     for n in parsed.nodes_of(path)]
+    return out
+
+
+def _macs_of_calls(layer, calls: list) -> tuple[int, str]:
+    total, notes = 0, []
+    for ins, outs in calls:
+        if any(s is None for s in ins + outs):
+            return _count_macs(layer, *_io_shapes(layer))
+        macs, note = _count_macs(layer, ins, outs)
+        total += macs
+        if note and note not in notes:
+            notes.append(note)
+    notes.append(f"called {len(calls)} times: every call counted")
+    return total, "; ".join(notes)
+
+
 def _walk(model, prefix: str, bits, records: list) -> None:
     from tfcomp.graph.walk import iter_leaf_layers
 
+    calls = _calls(model) if not prefix else {}
     for name, layer in iter_leaf_layers(model, prefix):
-        in_shapes, out_shapes = _io_shapes(layer)
-        macs, note = _count_macs(layer, in_shapes, out_shapes)
+        if name in calls:
+            macs, note = _macs_of_calls(layer, calls[name])
+            in_shapes, out_shapes = _io_shapes(layer)
+        else:
+            in_shapes, out_shapes = _io_shapes(layer)
+            macs, note = _count_macs(layer, in_shapes, out_shapes)
         w_bits, a_bits = _layer_bits(layer, bits, name)
         params = int(sum(_prod(w.shape) for w in layer.weights))
         out_shape = tuple(out_shapes[0][1:]) if out_shapes else ()

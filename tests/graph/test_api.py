@@ -94,7 +94,8 @@ def test_handler_lookup_uses_isinstance_for_subclasses():
 
     assert isinstance(get_channel_handler(MyConv(4, 1)), ConvHandler)
     assert isinstance(get_channel_handler(MyDense(4)), DenseHandler)
-    assert get_channel_handler(L.Permute((2, 1))) is None
+    assert get_channel_handler(L.Cropping1D((1, 1))) is not None
+    assert get_channel_handler(L.Dot(axes=1)) is None
 
 
 def test_no_private_graph_access_outside_graph_package():

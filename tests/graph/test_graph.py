@@ -137,7 +137,8 @@ def test_grouped_conv_ties_positions():
 def test_barrier_reports_reason_and_locks_neighbours():
     inp = keras.Input((6, 6, 3))
     x = L.Conv2D(4, 1, name="c")(inp)
-    x = L.Permute((2, 1, 3), name="perm")(x)
+    x = L.Permute((3, 1, 2), name="perm")(x)   # channels first
+    x = L.Permute((2, 3, 1), name="back")(x)
     x = L.Conv2D(5, 1, name="d")(x)
     out = L.Conv2D(2, 1, name="head")(x)
     g = DependencyGraph(keras.Model(inp, out))
@@ -282,3 +283,32 @@ def test_register_channel_handler_for_custom_layer():
     assert ("scale", "channels") in _members(g.group("c"), "pass-through")
     with pytest.raises(TypeError, match="handler"):
         register_channel_handler(ChannelScale, 3)
+
+
+def test_permute_keeping_channels_last_passes_and_repeat_vector_passes():
+    inp = keras.Input((6, 5, 3))
+    h = L.Conv2D(8, 3, padding="same", name="c")(inp)
+    h = L.Permute((2, 1, 3), name="swap_hw")(h)   # channels stay last
+    v = L.RepeatVector(4, name="rep")(L.GlobalAveragePooling2D()(h))
+    out = L.Conv1D(2, 1, name="head")(v)
+    moved = L.Permute((3, 1, 2), name="to_cf")(h)
+    graph = tfcomp.DependencyGraph(keras.Model(inp, [out, moved]))
+    assert graph.group("c").size == 8
+    assert "moves the channel axis" in graph.group("c").reason
+    model = keras.Model(inp, out)
+    assert DependencyGraph(model).group("c").prunable
+    from tfcomp.pruning import make_plan, mask_channels, prune_channels
+    plan = make_plan(model, ratio=0.5)
+    x = np.random.default_rng(0).random((2, 6, 5, 3), dtype=np.float32)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(prune_channels(model, plan)(x)),
+        keras.ops.convert_to_numpy(mask_channels(model, plan)(x)),
+        atol=1e-5)
+
+
+def test_dot_counts_a_batched_matmul():
+    a, b = keras.Input((5, 4)), keras.Input((6, 4))
+    d = L.Dot(axes=(2, 2), name="dot")([a, b])   # (5, 6), 4 summed
+    rows = {r.name: r.macs for r in tfcomp.profile(
+        keras.Model([a, b], d)).layers}
+    assert rows["dot"] == 5 * 6 * 4

@@ -532,9 +532,14 @@ LIMITED = {
         "state update h = z*h + (1-z)*hh as a float ADD in the int8 file "
         "(the converter's QAT + calibration path; post-training int8 of the "
         "float model is fully integer)", _RNN_ROW),
-    ("conv_gru", "gal_channels"): (
+    **{(name, "gal_channels"): (
         "GAL's channel masks skip recurrent units (a mask on a unit's "
-        "output is not a removed unit)", _RNN_ROW),
+        "output is not a removed unit)", _RNN_ROW)
+       for name in ("conv_gru", "bidirectional_lstm")},
+    **{(name, "fpgm"): (
+        "no masked twin of Embedding: FPGM leaves the embedding columns "
+        "(which prune_channels prunes) whole", ("Embedding",))
+       for name in ("text_conv1d", "bidirectional_lstm")},
 }
 
 

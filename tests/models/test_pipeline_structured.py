@@ -86,11 +86,6 @@ EXPECTED_UNSUPPORTED.update({
         ValueError, "has nothing slimmable",
         "no slimmable recurrent layer: groups of recurrent units or read by "
         "a recurrent layer stay whole, and this model has no other", _RNN),
-    ("bidirectional_lstm", "gal_channels"): (
-        ValueError, "has no channels GAL can mask",
-        "GAL's channel masks skip recurrent units (a mask on a unit's output "
-        "is not a removed unit: it still feeds its recurrence), and this "
-        "model has no other group", _RNN),
     ("bidirectional_lstm", "joint"): (
         ValueError, "cannot be reached",
         "quantize_model leaves recurrent layers float, so no hardware cost "

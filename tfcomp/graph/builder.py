@@ -17,6 +17,7 @@ import numpy as np
 
 from tfcomp.graph.context import NodeContext
 from tfcomp.graph.handlers import InputHandler, get_channel_handler
+from tfcomp.graph.parsed import is_tensor_ref
 
 __all__ = ["Port"]
 
@@ -143,6 +144,16 @@ class _Builder:
         if size:
             self.locks.append((np.arange(start, start + size), reason))
 
+    def _unknown_channels(self, ctx, handler) -> bool:
+        """Whether a channel tensor of the call has an unknown size (the
+        handler's :meth:`~ChannelHandler.non_channel_tensors` excepted)."""
+        skip_in, skip_out = (handler.non_channel_tensors(ctx)
+                             if handler is not None else ((), ()))
+        tensors = [t for i, t in enumerate(ctx._inputs) if i not in skip_in]
+        tensors += [t for j, t in enumerate(ctx._node.outputs)
+                    if j not in skip_out]
+        return any(t in self.unknown for t in tensors)
+
     # -------------------------------------------------------------------
     def run(self):
         parsed = self.parsed
@@ -152,20 +163,25 @@ class _Builder:
             for t in node.inputs + node.outputs:
                 self.ensure_tensor(t)
             self.layer_nodes[node.path].append(node)
+            masks = _mask_inputs(node)
             ctx = NodeContext(self,
                               node,
                               [parsed.shapes.get(t) for t in node.inputs],
-                              [parsed.shapes.get(t) for t in node.outputs])
+                              [parsed.shapes.get(t) for t in node.outputs],
+                              masks)
+            for t in ctx.mask_inputs:
+                # a mask's last axis is positions, never channels
+                self.lock_tensor(t, f"mask read by {node.path}")
             if node.is_input:
                 InputHandler().connect(ctx)
                 continue
             if node.barrier_reason:
                 ctx.barrier(node.barrier_reason)
                 continue
-            if any(t in self.unknown for t in node.inputs + node.outputs):
+            handler = get_channel_handler(node.op)
+            if self._unknown_channels(ctx, handler):
                 ctx.barrier("unknown channel count")
                 continue
-            handler = get_channel_handler(node.op)
             if handler is None:
                 ctx.barrier(f"no channel handler for "
                             f"{type(node.op).__name__}")
@@ -193,3 +209,31 @@ class _Builder:
             self.lock_tensor(t, "model output")
         return self
 
+
+def _mask_inputs(node) -> list:
+    """Indices in ``node.inputs`` of the tensors passed as ``mask=`` (found
+    in the call's serialised ``kwargs``, walked in the parser's order)."""
+    flags: list = []
+
+    def walk(obj, is_mask):
+        if is_tensor_ref(obj):
+            flags.append(is_mask)
+        elif isinstance(obj, dict):
+            for k in obj:
+                walk(obj[k], is_mask)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                walk(v, is_mask)
+
+    call = node.call_config
+    if not isinstance(call, dict):
+        return []
+    for key in call:
+        if key == "kwargs" and isinstance(call[key], dict):
+            for k, v in call[key].items():
+                walk(v, k == "mask")
+        else:
+            walk(call[key], False)
+    if len(flags) != len(node.inputs):  # not the parser's walk: no masks
+        return []
+    return [i for i, f in enumerate(flags) if f]

@@ -42,19 +42,29 @@ class NodeContext:
         input_shapes: shapes (with batch axis) of the tensor inputs.
         output_shapes: shapes of the outputs.
         constants: non-tensor positional arguments (``x + 3.0`` -> [3.0]).
+        mask_inputs: tensor ids passed as ``mask=`` (an
+            ``Embedding(mask_zero=True)``'s mask reaching an ``LSTM``):
+            not channel tensors, so not among the inputs above; the
+            builder locks them.
 
     Example:
         >>> def connect(ctx):          # an element-wise layer
         ...     ctx.pass_through()
     """
 
-    def __init__(self, builder, node, input_shapes, output_shapes):
+    def __init__(self, builder, node, input_shapes, output_shapes,
+                 mask_inputs=()):
         self._b = builder
         self._node = node
         self.layer = node.op
         self.path = node.path
         self.node_index = node.node_index
-        self.input_shapes = list(input_shapes)
+        masks = set(mask_inputs)
+        self._inputs = [t for i, t in enumerate(node.inputs)
+                        if i not in masks]
+        self.mask_inputs = [node.inputs[i] for i in sorted(masks)]
+        self.input_shapes = [s for i, s in enumerate(input_shapes)
+                             if i not in masks]
         self.output_shapes = list(output_shapes)
         self.constants = list(node.constants)
         self.linked_outputs: set = set()
@@ -70,7 +80,7 @@ class NodeContext:
 
     def in_channels(self, i: int = 0) -> int:
         """Channels (last axis) of tensor input ``i``."""
-        return self._b.tensor_size(self._node.inputs[i])
+        return self._b.tensor_size(self._inputs[i])
 
     def out_channels(self, j: int = 0) -> int:
         """Channels (last axis) of output ``j``."""
@@ -109,7 +119,7 @@ class NodeContext:
 
     def link_input(self, i: int, port: str, mapping=None) -> None:
         """Channel ``c`` of input ``i`` is position ``mapping[c]`` of port."""
-        self._b.link_tensor(self._node.inputs[i], port, mapping)
+        self._b.link_tensor(self._inputs[i], port, mapping)
 
     def link_output(self, j: int, port: str, mapping=None) -> None:
         """Channel ``k`` of output ``j`` is position ``mapping[k]``."""
@@ -136,7 +146,7 @@ class NodeContext:
 
     def lock_input(self, i: int, reason: str) -> None:
         """Channels of input ``i`` must not be pruned."""
-        self._b.lock_tensor(self._node.inputs[i], reason)
+        self._b.lock_tensor(self._inputs[i], reason)
 
     def lock_output(self, j: int, reason: str) -> None:
         """Channels of output ``j`` must not be pruned."""
@@ -185,6 +195,18 @@ class ChannelHandler:
         for key, n in keep.config_ports.items():
             config[key] = int(n)
         return config
+
+    def non_channel_tensors(self, ctx: NodeContext) -> tuple:
+        """``(input indices, output indices)`` whose last axis is not a
+        channel axis (an Embedding's token ids, attention scores): their
+        sizes may be unknown (``None``-length sequences) without making the
+        layer a barrier. The handler must not link them (lock them).
+
+        Example:
+            >>> EmbeddingHandler().non_channel_tensors(ctx)
+            ((0,), ())
+        """
+        return (), ()
 
     def macs_scale(self, fractions: dict, layer) -> float | None:
         """MACs after pruning / before, from kept fractions per port name.

@@ -27,8 +27,10 @@ Register handlers for your own layers with :func:`register_channel_handler`.
 This module holds the registrations of the built-in handlers; the interface
 is in :mod:`tfcomp.graph.context`, the registry in
 :mod:`tfcomp.graph.registry`, the handlers in
-:mod:`tfcomp.graph.handlers_weighted` (convolutions, Dense, normalisations)
-and :mod:`tfcomp.graph.handlers_structural` (element-wise, merges, reshapes).
+:mod:`tfcomp.graph.handlers_weighted` (convolutions, Dense, Embedding,
+normalisations), :mod:`tfcomp.graph.handlers_attention` (Attention,
+AdditiveAttention) and :mod:`tfcomp.graph.handlers_structural`
+(element-wise, merges, reshapes).
 
 Example:
     >>> class Scale(tfcomp.graph.ChannelHandler):
@@ -45,6 +47,7 @@ from __future__ import annotations
 import keras
 
 from tfcomp.graph import context, handlers_structural, handlers_weighted
+from tfcomp.graph.handlers_attention import AttentionHandler
 from tfcomp.graph.handlers_recurrent import RecurrentHandler
 from tfcomp.graph.handlers_structural import (
     ActivationHandler,
@@ -53,6 +56,7 @@ from tfcomp.graph.handlers_structural import (
     FlattenHandler,
     MergeHandler,
     OpElementwiseHandler,
+    PermuteHandler,
     RescalingHandler,
     ReshapeHandler,
     SoftmaxHandler,
@@ -63,6 +67,7 @@ from tfcomp.graph.handlers_weighted import (
     ConvTransposeHandler,
     DenseHandler,
     DepthwiseHandler,
+    EmbeddingHandler,
     InputHandler,
     LayerNormHandler,
     NormalizationHandler,
@@ -70,6 +75,7 @@ from tfcomp.graph.handlers_weighted import (
     ScaleLayerHandler,
     SeparableHandler,
 )
+from tfcomp.graph.handlers_wrapped import TimeDistributedHandler
 from tfcomp.graph.identity import INFERENCE_IDENTITY
 from tfcomp.graph.registry import (
     _register_op,
@@ -79,7 +85,7 @@ from tfcomp.graph.registry import (
 
 __all__ = [
     *handlers_weighted.__all__, *handlers_structural.__all__,
-    "RecurrentHandler",
+    "RecurrentHandler", "TimeDistributedHandler", "AttentionHandler",
     "get_channel_handler", "register_channel_handler",
 ]
 
@@ -111,11 +117,15 @@ def _register_builtins() -> None:
         ((L.Concatenate,), ConcatHandler),
         ((L.Flatten,), FlattenHandler),
         ((L.Reshape,), ReshapeHandler),
+        ((L.Permute,), PermuteHandler),
         ((L.Rescaling,), RescalingHandler),
         ((L.Normalization,), NormalizationHandler),
         ((L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum),
          MergeHandler),
         ((L.RNN, L.Bidirectional), RecurrentHandler),
+        ((L.Embedding,), EmbeddingHandler),
+        ((L.Attention, L.AdditiveAttention), AttentionHandler),
+        ((L.TimeDistributed,), TimeDistributedHandler),
     ]
     for classes, handler_cls in table:
         handler = handler_cls()
@@ -144,7 +154,7 @@ _ELEMENTWISE = [
     "GlobalAveragePooling3D", "ZeroPadding1D", "ZeroPadding2D",
     "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
     "UpSampling1D", "UpSampling2D", "UpSampling3D", "Resizing",
-    "CenterCrop",
+    "CenterCrop", "RepeatVector",
 ]
 _OPS = [
     "Add", "Subtract", "Multiply", "Divide", "TrueDivide", "Maximum",

@@ -28,6 +28,7 @@ __all__ = [
     "FlattenHandler",
     "MergeHandler",
     "OpElementwiseHandler",
+    "PermuteHandler",
     "RescalingHandler",
     "ReshapeHandler",
     "SoftmaxHandler",
@@ -155,6 +156,21 @@ class FlattenHandler(_ChannelsLastHandler):
             return ctx.barrier("unknown spatial size")
         c = ctx.in_channels()
         _expand(ctx, c, math.prod(spatial) * c)
+
+
+class PermuteHandler(ChannelHandler):
+    """Permute: channels pass through when the last axis stays last
+    (``Permute((2, 1, 3))`` on images); moving it is a barrier.
+
+    Example:
+        >>> tfcomp.graph.get_channel_handler(keras.layers.Permute((2, 1)))
+    """
+
+    def connect(self, ctx):
+        dims = tuple(int(d) for d in ctx.layer.dims)
+        if not dims or dims[-1] != len(dims):
+            return ctx.barrier(f"Permute{dims} moves the channel axis")
+        ctx.pass_through()
 
 
 class ReshapeHandler(ChannelHandler):

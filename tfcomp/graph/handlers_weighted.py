@@ -1,6 +1,6 @@
 """Built-in channel handlers of layers with per-channel weights:
 convolutions (plain, grouped, transposed, depthwise, separable), Dense,
-normalisations, PReLU and per-channel scales.
+Embedding, normalisations, PReLU and per-channel scales.
 
 Example:
     >>> from tfcomp.graph.handlers_weighted import ConvHandler
@@ -30,6 +30,7 @@ __all__ = [
     "ConvTransposeHandler",
     "DenseHandler",
     "DepthwiseHandler",
+    "EmbeddingHandler",
     "InputHandler",
     "LayerNormHandler",
     "NormalizationHandler",
@@ -154,6 +155,48 @@ class DenseHandler(ChannelHandler):
                             [("kernel", 1)] + _bias(ctx.layer), "units")
         ctx.link_input(0, pin)
         ctx.link_output(0, pout)
+
+
+def _embedding_unsupported(layer) -> str | None:
+    """Why an Embedding's columns cannot be sliced, or None."""
+    if getattr(layer, "lora_enabled", False):
+        return ("Embedding with LoRA enabled (merge or drop the low-rank "
+                "update first)")
+    mode = getattr(layer, "quantization_mode", None)
+    if mode:
+        return f"quantized Embedding (quantization_mode={mode!r})"
+    return None
+
+
+class EmbeddingHandler(ChannelHandler):
+    """Embedding: its output channels are the columns of ``embeddings``
+    (vocab, dim), a producer (``output_dim``); its input holds token ids,
+    not channels (locked, and its size may be unknown). A lookup: no MACs.
+    LoRA-enabled and Keras-quantized (int8 / int4) tables are barriers.
+
+    Example:
+        >>> graph = tfcomp.DependencyGraph(model)   # Embedding -> Conv1D
+        >>> graph.group("embedding").size           # output_dim
+        32
+    """
+
+    def non_channel_tensors(self, ctx):
+        return tuple(range(ctx.num_inputs)), ()
+
+    def connect(self, ctx):
+        reason = _embedding_unsupported(ctx.layer)
+        if reason is not None:
+            return ctx.barrier(reason)
+        for i in range(ctx.num_inputs):
+            ctx.lock_input(i, f"token ids read by {ctx.path}")
+        dim = int(ctx.layer.output_dim)
+        if ctx.out_channels() != dim:
+            return ctx.barrier(f"output's last axis ({ctx.out_channels()}) "
+                               f"is not output_dim ({dim})")
+        p = ctx.port("out", dim, PRODUCER, [("embeddings", -1)],
+                     config_key="output_dim")
+        ctx.link_output(0, p)
+        return None
 
 
 def _channel_port(ctx, weights=(), shared=None):

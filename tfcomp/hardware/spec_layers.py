@@ -35,6 +35,8 @@ checks it), so no second MACs formula exists:
   a grouped 1x1 ``"conv"`` (one GEMM per group). A bias over part of the
   output axes is counted as N biases (``quantize_model`` quantizes only
   equations whose bias covers them all).
+* ``TimeDistributed``: its inner layer's spec with the T time steps folded
+  into the batch (``batch * T`` images; MACs T x the inner layer's).
 * ``Embedding``: an ``"embedding"`` spec: a gather, 0 MACs and 0 BOPs (0
   latency on BISMO / Bit Fusion), its table counting for size.
 
@@ -182,11 +184,31 @@ def _split_einsum(equation: str, x: tuple, kernel: tuple):
     return g, m, kk, n
 
 
+def _time_distributed_spec(layer, name, in_shapes, out_shape, batch):
+    """``TimeDistributed``: the inner layer's spec with the T time steps
+    folded into the batch (T images per sample: MACs T x the inner's)."""
+    x = in_shapes[0]
+    if len(x) < 3 or len(out_shape) < 2:
+        return None, (f"TimeDistributed of {type(layer.layer).__name__} on "
+                      f"input {tuple(x)}: no cost model")
+    if x[1] is None:
+        raise ValueError(
+            f"Layer {name!r} needs a defined time axis to be costed (fix "
+            f"the sequence length of the model's input). Received: {x}")
+
+    def step(s):
+        return tuple(s[:1]) + tuple(s[2:])
+
+    return spec_for_layer(layer.layer, name, [step(s) for s in in_shapes],
+                          step(out_shape), batch * int(x[1]))
+
+
 def spec_for_layer(layer, name, in_shapes, out_shape, batch):
     """``(LayerSpec | None, skip reason)`` of one leaf layer.
 
     Args:
-        layer: the layer (a wrapper is unwrapped).
+        layer: the layer (a wrapper is unwrapped; a ``TimeDistributed``
+            is its inner layer with the time steps folded into the batch).
         name: its path in the model (``outer/inner``).
         in_shapes, out_shape: its input shapes and first output shape,
             batch axis included.
@@ -205,6 +227,9 @@ def spec_for_layer(layer, name, in_shapes, out_shape, batch):
         ...                1)[0].op
         'conv'
     """
+    if isinstance(layer, L.TimeDistributed) and in_shapes:
+        return _time_distributed_spec(layer, name, in_shapes, out_shape,
+                                      batch)
     inner = unwrap(layer)
     common = {"name": name, "batch": batch}
     if isinstance(inner, FREE_LAYERS) or not in_shapes:

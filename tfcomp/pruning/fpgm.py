@@ -84,6 +84,7 @@ from tfcomp.graph.walk import iter_leaf_layers
 from tfcomp.layers.masked import MaskedLayer
 from tfcomp.layers.masked_recurrent import MaskedRecurrent
 from tfcomp.pruning import importance as imp
+from tfcomp.pruning._time_distributed import masked_or_self
 from tfcomp.pruning.targets import (
     ChannelMacs,
     check_ratio,
@@ -330,7 +331,8 @@ class FPGMPruning(keras.callbacks.Callback):
                 "layers. Prepare it first: model = tfcomp.pruning."
                 "apply_fpgm(model), then compile and fit.")
         graph = DependencyGraph(model)
-        layers = dict(iter_leaf_layers(model))
+        layers = {p: masked_or_self(lyr)  # TimeDistributed: the inner one
+                  for p, lyr in iter_leaf_layers(model)}
         self._graph = graph
         self._cost = None
         self._groups = []

@@ -51,6 +51,7 @@ from tfcomp.layers.masked import (
     MaskedDepthwiseConv1D,
     MaskedDepthwiseConv2D,
 )
+from tfcomp.pruning._time_distributed import wrapper_names
 from tfcomp.pruning.schedules import PolynomialDecay, get_schedule
 from tfcomp.pruning.targets import check_ratio
 from tfcomp.pruning.wrappers import masked_layers, pruning_target
@@ -253,9 +254,9 @@ class MagnitudePruning(keras.callbacks.Callback):
         return self.ignored_layers
 
     # -- selection -------------------------------------------------------
-    def _skipped(self, layer) -> bool:
+    def _skipped(self, layer, wrapper=None) -> bool:
         for s in self.ignored_layers:
-            if isinstance(s, str) and layer.name == s:
+            if isinstance(s, str) and s in (layer.name, wrapper):
                 return True
             if isinstance(s, type) and isinstance(layer, s):
                 return True
@@ -269,7 +270,9 @@ class MagnitudePruning(keras.callbacks.Callback):
                 f"MagnitudePruning: model {model.name!r} has no weight-masked "
                 "layers. Prepare it first: model = tfcomp.pruning."
                 "apply_magnitude_pruning(model), then compile and fit.")
-        chosen = [lyr for lyr in candidates if not self._skipped(lyr)]
+        wrappers = wrapper_names(model)  # TimeDistributed names
+        chosen = [lyr for lyr in candidates
+                  if not self._skipped(lyr, wrappers.get(id(lyr)))]
         if self.pattern == "xnnpack":
             chosen = [lyr for lyr in chosen if _xnnpack_eligible(lyr)]
         if not chosen:

@@ -33,6 +33,13 @@ from tfcomp.layers.masked_recurrent import (
     MaskedRecurrent,
     channel_mask_problem,
 )
+from tfcomp.pruning._time_distributed import (
+    inner_twin,
+    masked_of,
+    masked_or_self,
+    plain_time_distributed,
+    twin_time_distributed,
+)
 
 __all__ = [
     "apply_fpgm",
@@ -70,7 +77,8 @@ def masked_layers(model, kind: str | None = None) -> list:
     """
     out = []
     for layer in leaf_layers(model):
-        if not isinstance(layer, MaskedLayer):
+        layer = masked_of(layer)  # TimeDistributed(masked): the inner one
+        if layer is None:
             continue
         if kind == "weight" and not layer.weight_mask:
             continue
@@ -102,7 +110,10 @@ def _check_model(model, name="model"):
 
 def _twin(layer):
     """The masked class that can take ``layer`` (None: no twin, or one
-    that refuses this instance, e.g. a Bidirectional of a custom cell)."""
+    that refuses this instance, e.g. a Bidirectional of a custom cell;
+    a TimeDistributed: its inner layer's)."""
+    if isinstance(layer, keras.layers.TimeDistributed):
+        return inner_twin(layer)
     cls = masked_class_for(layer)
     check = getattr(cls, "unsupported", None)
     if check is not None and check(layer) is not None:
@@ -128,7 +139,7 @@ def _group_blockers(model, names) -> list:
     for g in graph.prunable_groups:
         for m in g.members:
             layer = layers.get(m.layer)
-            if layer is None or isinstance(layer, MaskedLayer) or \
+            if layer is None or masked_of(layer) is not None or \
                     _twin(layer) is not None or \
                     (names is not None and layer.name not in names):
                 continue
@@ -180,7 +191,7 @@ def _wrap(model, weight_mask: bool, channel_mask: bool, layers=None,
                              f"{model.name!r}.")
     skipped = [(p, lyr) for p, lyr in iter_leaf_layers(model)
                if (names is None or lyr.name in names)
-               and not isinstance(lyr, MaskedLayer)
+               and masked_of(lyr) is None
                and _twin(lyr) is None and _has_kernel(lyr)]
     blocked = {}  # path -> why no channel mask (activation(0) != 0 ...)
     if channel_mask:
@@ -198,6 +209,11 @@ def _wrap(model, weight_mask: bool, channel_mask: bool, layers=None,
         if not isinstance(layer, keras.layers.Layer) or (
                 names is not None and layer.name not in names):
             return None
+        if isinstance(layer, keras.layers.TimeDistributed):
+            return twin_time_distributed(layer, one)
+        return one(layer)
+
+    def one(layer):
         cfg = layer.get_config()
         cm = channel_mask and channel_mask_problem(layer) is None
         if isinstance(layer, MaskedLayer):
@@ -239,8 +255,9 @@ def apply_magnitude_pruning(model: keras.Model, layers=None) -> keras.Model:
     """A copy of ``model`` whose kernel layers (Conv1D/2D/3D, their
     transposes, DepthwiseConv1D/2D, SeparableConv1D/2D: both kernels,
     Dense; LSTM / GRU / SimpleRNN and Bidirectional of them: kernel and
-    recurrent kernel) carry element-wise weight masks (all ones), ready
-    for :class:`tfcomp.pruning.MagnitudePruning`.
+    recurrent kernel; these inside ``TimeDistributed`` too) carry
+    element-wise weight masks (all ones), ready for
+    :class:`tfcomp.pruning.MagnitudePruning`.
 
     Call it before ``compile`` (and inside ``strategy.scope()`` when training
     with a ``tf.distribute`` strategy). Which wrapped layers are actually
@@ -267,8 +284,10 @@ def apply_fpgm(model: keras.Model, layers=None) -> keras.Model:
     """A copy of ``model`` whose prunable layers (Conv1D/2D/3D, grouped
     convs included, their transposes, DepthwiseConv1D/2D, SeparableConv1D/2D
     (pointwise filters), Dense, BatchNormalization, GroupNormalization;
-    LSTM / GRU / SimpleRNN and Bidirectional of them: hidden units)
-    carry per-channel output masks (all ones), ready for
+    LSTM / GRU / SimpleRNN and Bidirectional of them: hidden units;
+    non-recurrent ones inside ``TimeDistributed`` too, which becomes
+    ``TimeDistributed(MaskedConv2D)``...) carry per-channel output masks
+    (all ones), ready for
     :class:`tfcomp.pruning.FPGMPruning`. A recurrent layer whose
     ``activation(0) != 0`` stays plain (a masked unit would not output 0;
     the dependency graph keeps its units whole too), with a warning.
@@ -331,6 +350,9 @@ def _unwrap(model) -> keras.Model:
     """Plain clone with the masks folded into the weights."""
 
     def clone(layer):
+        td = plain_time_distributed(layer, _MASK_KEYS)
+        if td is not None:
+            return td
         plain = plain_class_of(layer)
         if plain is None:
             return None
@@ -342,8 +364,8 @@ def _unwrap(model) -> keras.Model:
     new = clone_model(model, clone)
 
     def transform(old):
-        return _effective_arrays(old) if isinstance(old, MaskedLayer) \
-            else None
+        old = masked_of(old)
+        return _effective_arrays(old) if old is not None else None
 
     copy_weights(model, new, transform)
     # recurrent cells: several variables of one name (Bidirectional)
@@ -367,7 +389,8 @@ def _channel_plan(masked_model, plain):
     from tfcomp.pruning.plan import Plan
 
     graph = DependencyGraph(plain)
-    layers = dict(iter_leaf_layers(masked_model))
+    layers = {p: masked_or_self(lyr)
+              for p, lyr in iter_leaf_layers(masked_model)}
     removed = {}
     for g in graph.prunable_groups:
         dead = np.ones(g.size, bool)

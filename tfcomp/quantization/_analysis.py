@@ -501,6 +501,9 @@ def _float_reason(layer, kinds) -> str:
     if type(layer) is keras.layers.EinsumDense and cls in kinds:
         return (f"EinsumDense equation {layer.equation!r} (bias_axes="
                 f"{layer.bias_axes!r}) is not dense-like (kept float)")
+    if isinstance(layer, keras.layers.TimeDistributed):
+        return (f"TimeDistributed({type(layer.layer).__name__}): layers "
+                "inside TimeDistributed are not quantized (kept float)")
     if cls in QUANT_KINDS:
         return (f"{cls} is not among the layer types this verb quantizes "
                 f"({', '.join(kinds)}; kept float)")

@@ -58,6 +58,12 @@ def consumer_kind(layer) -> str:
         'dense'
     """
     name = getattr(layer, "name", repr(layer))
+    if isinstance(layer, keras.layers.TimeDistributed):
+        raise ValueError(
+            f"Layer {name!r} is a TimeDistributed("
+            f"{type(layer.layer).__name__}) consumer: reconstruction does "
+            "not fold the time axis into the batch; prune this group with "
+            "tfcomp.pruning.make_plan and prune_channels instead.")
     if isinstance(layer, (keras.layers.DepthwiseConv1D,
                           keras.layers.DepthwiseConv2D)):
         raise ValueError(
