@@ -340,12 +340,18 @@ def _class_labels(y, model, name: str):
     out = None
     if model is not None and getattr(model, "outputs", None):
         out = tuple(model.outputs[0].shape[1:])
-    if out and y.shape[1:] == out[:-1]:
+
+    def fits(shape, want) -> bool:  # None (a variable length) fits any
+        return len(shape) == len(want) and all(
+            w is None or int(d) == int(w) for d, w in zip(shape, want))
+
+    if out and fits(y.shape[1:], out[:-1]):
         return y.astype("int64")  # sparse, per sample or per position
     # one-hot or soft (mixup) class probabilities, not regression targets
     one_hot = y.ndim > 1 and bool(np.all(y >= 0)) and bool(
         np.allclose(y.sum(axis=-1), 1.0, atol=1e-3))
-    if out and out[-1] > 1 and y.shape[1:] == out and one_hot:
+    if out and out[-1] and out[-1] > 1 and fits(y.shape[1:], out) \
+            and one_hot:
         return y.argmax(axis=-1).astype("int64")  # one-hot
     if y.ndim == 2 and y.shape[1] > 1 and (out is None or len(out) == 1) \
             and one_hot:

@@ -22,7 +22,10 @@ Conventions (the ones the MobileNet papers use, so published figures match):
   step every gate's input and recurrent matmul, ``T * (din + units) *
   gates * units`` (gates 4 / 3 / 1; gate products not counted);
   ``Bidirectional``: both directions.
-* ``TimeDistributed``: T times its inner layer's MACs on one time step.
+* ``TimeDistributed``: T times its inner layer's MACs on one time step;
+  so are layers after a ``keras.ops.reshape`` that folds T steps into the
+  batch (``quantize_model``'s form of ``TimeDistributed``) until one
+  unfolds them (the record's note says so).
 * A dimension unknown until run time (``None``, e.g. a variable sequence
   length) counts as 1 position; the record's note says so.
 * Bits default to 32/32 (float). A layer carrying ``w_bits`` / ``a_bits``
@@ -257,10 +260,15 @@ def _called_more_than_once(cfg) -> bool:
     return False
 
 
-def _calls(model) -> dict:
+def call_shapes(model) -> dict:
     """``{path: [(input shapes, output shapes), ...]}`` of the leaf layers
     called more than once (shared layers, the layers of a nested model
-    called twice): each call computes, so each call counts."""
+    called twice): each call computes, so each call counts.
+
+    Example:
+        >>> call_shapes(siamese)["encoder/conv1"]   # two calls
+        [([(None, 12, 12, 1)], [(None, 10, 10, 8)]), ...]
+    """
     from tfcomp.graph import parse_model
 
     try:
@@ -290,10 +298,59 @@ def _macs_of_calls(layer, calls: list) -> tuple[int, str]:
     return total, "; ".join(notes)
 
 
+def _batch_reshape(op) -> bool:
+    """A ``keras.ops.reshape`` operation (it may move axes into or out of
+    the batch axis; a ``keras.layers.Reshape`` never does)."""
+    import keras
+
+    return type(op).__name__ == "Reshape" and not isinstance(
+        op, keras.layers.Layer)
+
+
+def _has_batch_reshape(model) -> bool:
+    import keras
+
+    return any(_batch_reshape(op) or (isinstance(op, keras.Model)
+                                      and _has_batch_reshape(op))
+               for op in getattr(model, "operations", ()))
+
+
+def _batch_factors(model) -> dict:
+    """``{path: n}`` of the layers that run on ``n > 1`` rows per model
+    sample: after a ``keras.ops.reshape`` that folds axes into the batch
+    (``quantize_model`` folds a ``TimeDistributed``'s T steps: ``(B, T,
+    ...) -> (B*T, ...)``), until one unfolds them."""
+    from fractions import Fraction
+
+    from tfcomp.graph import parse_model
+
+    try:
+        if not _has_batch_reshape(model):
+            return {}
+        parsed = parse_model(model)
+    except Exception:  # noqa: BLE001 - no readable graph: no factors
+        return {}
+    factor, out = {}, {}
+    for node in parsed.nodes:
+        f = max((factor.get(t, Fraction(1)) for t in node.inputs),
+                default=Fraction(1))
+        if _batch_reshape(node.op) and node.inputs:
+            x = parsed.shapes.get(node.inputs[0])
+            y = parsed.shapes.get(node.outputs[0])
+            if x and y and None not in tuple(x[1:]) + tuple(y[1:]):
+                f *= Fraction(_prod(x[1:]), _prod(y[1:]))
+        out.setdefault(node.path, f)
+        for t in node.outputs:
+            factor[t] = f
+    return {p: int(f) for p, f in out.items()
+            if f.denominator == 1 and f > 1}
+
+
 def _walk(model, prefix: str, bits, records: list) -> None:
     from tfcomp.graph.walk import iter_leaf_layers
 
-    calls = _calls(model) if not prefix else {}
+    calls = call_shapes(model) if not prefix else {}
+    factors = _batch_factors(model) if not prefix else {}
     for name, layer in iter_leaf_layers(model, prefix):
         if name in calls:
             macs, note = _macs_of_calls(layer, calls[name])
@@ -301,12 +358,19 @@ def _walk(model, prefix: str, bits, records: list) -> None:
         else:
             in_shapes, out_shapes = _io_shapes(layer)
             macs, note = _count_macs(layer, in_shapes, out_shapes)
+        rows = factors.get(name, 1)
+        if rows > 1 and macs:
+            macs *= rows
+            note = "; ".join(filter(None, [
+                note, f"runs on {rows} rows per sample (time steps folded "
+                f"into the batch): counted {rows} times"]))
         w_bits, a_bits = _layer_bits(layer, bits, name)
         params = int(sum(_prod(w.shape) for w in layer.weights))
         out_shape = tuple(out_shapes[0][1:]) if out_shapes else ()
         if params == 0:
             w_bits = FLOAT_BITS if not hasattr(layer, "w_bits") else w_bits
-        act_elems = sum(_prod(s[1:]) for s in out_shapes if None not in s[1:])
+        act_elems = rows * sum(_prod(s[1:]) for s in out_shapes
+                               if None not in s[1:])
         records.append(LayerProfile(
             name=name,
             type=type(layer).__name__,

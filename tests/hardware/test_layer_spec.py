@@ -145,3 +145,20 @@ def test_subclassed_model_error():
         extract_specs(m)
     with pytest.raises(TypeError, match="keras.Model"):
         extract_specs("model")
+
+
+def _siamese():
+    enc_in = keras.Input((8, 8, 1))
+    enc = keras.Model(enc_in, keras.layers.Conv2D(4, 3, name="c")(enc_in),
+                      name="enc")
+    a, b = keras.Input((8, 8, 1)), keras.Input((8, 8, 1))
+    return keras.Model([a, b], keras.layers.Add()([enc(a), enc(b)]))
+
+
+def test_a_layer_called_twice_runs_twice_on_the_hardware():
+    """A siamese encoder's layers run once per call: their spec is costed
+    at batch x calls, and the MACs equal the profile's (both calls)."""
+    model = _siamese()
+    spec = {s.name: s for s in extract_specs(model)}["enc/c"]
+    assert spec.macs == 2 * 6 * 6 * 9 * 4 == tfcomp.profile(model).macs
+    assert spec.batch == 2

@@ -651,3 +651,21 @@ def test_macs_weighted_l1_weights_and_threshold():
     with pytest.raises(ValueError, match="block masks"):
         blocks = apply_gal(_residual(), "blocks")
         GAL(blocks, _residual(), lam_weights="macs")
+
+
+def test_channel_masks_skip_attention_query_key_channels():
+    """A mask placed on the consumers after an Attention layer is not a
+    removed query / key channel (the channel still adds to the scores):
+    GAL skips the group with a reason and masks the others."""
+    from tfcomp.pruning.gal_sites import channel_sites
+
+    tokens = keras.Input((6,), dtype="int32")
+    emb = keras.layers.Embedding(20, 8, name="emb")(tokens)
+    q = keras.layers.Conv1D(8, 1, name="q")(emb)
+    v = keras.layers.Conv1D(8, 1, name="v")(emb)
+    a = keras.layers.Attention(name="att")([q, v])
+    out = keras.layers.Dense(3, name="head")(
+        keras.layers.GlobalAveragePooling1D()(a))
+    sites, skipped = channel_sites(keras.Model(tokens, out))
+    assert "attention scores" in skipped["q"]
+    assert "q" in sites  # the embedding group, read by q and v

@@ -93,3 +93,15 @@ def test_soft_labels_are_classes_and_rgb_targets_are_not():
     denoiser = keras.Model(inputs, L.Conv2D(3, 1)(inputs))
     x = rng.normal(size=(5, 4, 4, 3)).astype("float32")
     assert as_arrays((x, x), model=denoiser)[1] is None
+
+
+def test_per_position_labels_of_a_variable_length_output():
+    """keras.io's next-frame ConvLSTM takes a variable number of frames:
+    labels per frame and pixel match an output of shape (None, T?, H, W,
+    classes)."""
+    inputs = keras.Input((None, 4, 4, 1))
+    model = keras.Model(inputs, L.Conv3D(2, 1)(inputs))
+    x = np.zeros((3, 5, 4, 4, 1), "float32")
+    y = np.ones((3, 5, 4, 4), "int64")
+    np.testing.assert_array_equal(
+        as_arrays((x, y), model=model, need_labels=True)[1], y)

@@ -463,6 +463,7 @@ def extract_specs(model: keras.Model, batch: int = 1,
         raise ValueError(f"batch must be a positive int. Received: "
                          f"batch={batch!r}")
     records = {r.name: r for r in cost.profile(model).layers}
+    calls = cost.call_shapes(model)
     layers = list(iter_leaf_layers(model))
     try:
         in_ids = {id(t) for t in keras.tree.flatten(model.inputs)}
@@ -484,8 +485,16 @@ def extract_specs(model: keras.Model, batch: int = 1,
                 f"or Sequential model. ({e})") from e
         in_shapes = [_shape_of(t) for t in ins]
         out_shape = _shape_of(outs[0])
+        n_calls = 1
+        if name in calls:  # a shared layer: each call runs on the hardware
+            if len({repr(c) for c in calls[name]}) > 1:
+                raise ValueError(
+                    f"Layer {name!r} is called {len(calls[name])} times on "
+                    "different shapes; the hardware cost model prices one "
+                    "geometry per layer.")
+            n_calls = len(calls[name])
         spec, reason = spec_for_layer(layer, name, in_shapes, out_shape,
-                                      batch)
+                                      batch * n_calls)
         if spec is None:
             if reason:
                 skipped.append((name, reason))

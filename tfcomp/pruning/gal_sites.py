@@ -226,6 +226,12 @@ def channel_sites(model):
             reason = (f"units of recurrent layer {recurrent[0]!r}: a mask on "
                       "its output is not a removed unit (the unit still "
                       "feeds its own recurrence)")
+        scores = [m.layer for m in g.members if m.port == "qk"]
+        if scores and reason is None:
+            reason = (f"query / key channels of attention layer "
+                      f"{scores[0]!r}: a mask on its consumers' inputs is "
+                      "not a removed channel (the channel still adds to the "
+                      "attention scores)")
         for m in g.consumers:
             if reason is not None:
                 break

@@ -3,6 +3,7 @@
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -289,3 +290,24 @@ def test_nan_inputs_name_the_input(ir, tmp_path):
     x.flat[-1] = -np.inf
     with pytest.raises(ValueError, match="x holds 1 NaN or infinite"):
         integer_reference(ir, x)
+
+
+def test_models_the_descriptor_cannot_map_are_refused_by_name():
+    from tfcomp.export.bitserial import build_ir_from_keras
+    from tfcomp.quantization import calibrate, quantize_model
+
+    enc_in = keras.Input((6, 6, 1))
+    enc = keras.Model(enc_in, keras.layers.Conv2D(2, 3, name="c")(enc_in),
+                      name="enc")
+    a, b = keras.Input((6, 6, 1)), keras.Input((6, 6, 1))
+    q = quantize_model(keras.Model([a, b], keras.layers.Add()(
+        [enc(a), enc(b)])))
+    x = [np.random.default_rng(0).random((4, 6, 6, 1), np.float32)] * 2
+    calibrate(q, x)
+    with pytest.raises(ValueError, match="called more than once"):
+        build_ir_from_keras(q, x)
+    seq = keras.Input((None, 3))
+    q = quantize_model(keras.Model(seq, keras.layers.Conv1D(2, 1)(seq)))
+    calibrate(q, np.ones((2, 5, 3), np.float32))
+    with pytest.raises(ValueError, match="needs every size but the batch"):
+        build_ir_from_keras(q, np.ones((2, 5, 3), np.float32))

@@ -73,7 +73,9 @@ from tfcomp.export.bitserial.keras_binary import sign_input
 from tfcomp.export.bitserial.keras_gemm import emit_gemm
 from tfcomp.export.bitserial.keras_layers import (
     LUT_ACTIVATIONS,
+    check_single_calls,
     compose_rescale,
+    fixed_shape,
     lut_table,
     normalization_affine,
     pool_window,
@@ -265,7 +267,7 @@ class _Importer:
                 f"{which} is read both before and after a Rescaling / "
                 "Normalization layer; only one that every reader of the "
                 "input goes through folds into the input quantization")
-        shape = tuple(int(d) for d in self.inputs[i].shape[1:])
+        shape = fixed_shape(self.inputs[i], name)
         if self.builder is None:
             self.builder = IRBuilder(shape, grid, input_name=name,
                                      name=self.model.name,
@@ -585,6 +587,7 @@ def build_ir_from_keras(model, calibration_data=None, default_bits: int = 8,
                              f"{name}={v!r}")
     from tfcomp.quantization.quantize import link_shared_inputs
 
+    check_single_calls(model)
     link_shared_inputs(model)  # one grid per tensor, as int8 TFLite export
     imp = _Importer(model, calibration_data, default_bits, output_bits)
     ir = imp.run()

@@ -389,3 +389,37 @@ def gemm_weights(layer, kind: str, p: dict, notes: list) -> tuple:
         w_scale, w_bits = s.reshape(-1), 8
         notes.append(f"{layer.name}: float weights quantized to 8 bits")
     return codes, w_scale, w_bits  # 1 bit: sign codes {-1, +1}
+
+
+def fixed_shape(tensor, name: str) -> tuple:
+    """A model input's shape without the batch axis, every size fixed.
+
+    Example:
+        >>> fixed_shape(model.inputs[0], "input")
+        (28, 28, 1)
+    """
+    if any(d is None for d in tensor.shape[1:]):
+        raise ValueError(
+            f"model input {name!r} has shape {tuple(tensor.shape)}: the "
+            "bit-serial descriptor needs every size but the batch fixed "
+            "(give the model a fixed sequence length / image size)")
+    return tuple(int(d) for d in tensor.shape[1:])
+
+
+def check_single_calls(model) -> None:
+    """Refuses a model that calls a layer more than once (a shared layer,
+    a siamese encoder): the descriptor maps one call per layer.
+
+    Example:
+        >>> check_single_calls(qat_model)
+    """
+    from tfcomp.graph import parse_model
+
+    shared = parse_model(model).shared_layers
+    if shared:
+        raise ValueError(
+            f"layer {shared[0]!r} of model {model.name!r} is called more "
+            "than once (a shared layer, or a nested model called several "
+            "times, e.g. a siamese encoder): the bit-serial descriptor maps "
+            "one call per layer. Export a model that calls it once (e.g. "
+            "the encoder alone).")
