@@ -32,7 +32,9 @@ ROWS = (
     "padding", "Rescaling / Normalization",
     "Add / Concatenate / Multiply",
     "Reshape / Flatten", "Dropout / noise / augmentation", "nested Model",
-    "several inputs", "Lambda / keras.ops", "LSTM / GRU / SimpleRNN",
+    "several inputs", "Lambda / keras.ops",
+    "LSTM / GRU / SimpleRNN / ConvLSTM", "TimeDistributed",
+    "Attention / AdditiveAttention",
 )
 
 
@@ -420,6 +422,80 @@ def conv_gru():
     return keras.Model(inputs, outputs, name="conv_gru")
 
 
+def siamese():
+    """keras.io "Image similarity estimation using a Siamese Network": one
+    encoder (a nested functional model) applied to both images, the
+    squared difference of the embeddings, a classifier."""
+    keras.utils.set_random_seed(0)
+    enc_in = keras.Input(shape=(12, 12, 1))
+    x = L.Conv2D(8, 3, activation="relu")(enc_in)
+    x = L.BatchNormalization()(x)
+    x = L.MaxPooling2D()(x)
+    x = L.Conv2D(16, 3, activation="relu")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    encoder = keras.Model(enc_in, L.Dense(16)(x), name="encoder")
+    a = keras.Input(shape=(12, 12, 1))
+    b = keras.Input(shape=(12, 12, 1))
+    d = L.Subtract()([encoder(a), encoder(b)])
+    d = L.Multiply()([d, d])
+    outputs = L.Dense(10, activation="softmax")(d)
+    return keras.Model([a, b], outputs, name="siamese")
+
+
+def video_time_distributed():
+    """keras.io-style video classifier: a small CNN applied to every frame
+    with ``TimeDistributed``, a GRU over the frames."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(4, 12, 12, 3))
+    x = L.TimeDistributed(L.Conv2D(8, 3, activation="relu"))(inputs)
+    x = L.TimeDistributed(L.BatchNormalization())(x)
+    x = L.TimeDistributed(L.MaxPooling2D())(x)
+    x = L.TimeDistributed(L.Conv2D(16, 3, activation="relu"))(x)
+    x = L.TimeDistributed(L.GlobalAveragePooling2D())(x)
+    x = L.GRU(16)(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="video_time_distributed")
+
+
+def next_frame_convlstm():
+    """keras.io "Next-frame video prediction with convolutional LSTMs":
+    stacked ConvLSTM2D + BatchNormalization over a variable number of
+    frames, a Conv3D head (per-pixel classes here instead of the example's
+    sigmoid intensities)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(None, 8, 8, 1))
+    x = L.ConvLSTM2D(8, (5, 5), padding="same", return_sequences=True,
+                     activation="relu")(inputs)
+    x = L.BatchNormalization()(x)
+    x = L.ConvLSTM2D(8, (3, 3), padding="same", return_sequences=True,
+                     activation="relu")(x)
+    x = L.BatchNormalization()(x)
+    x = L.ConvLSTM2D(8, (1, 1), padding="same", return_sequences=True,
+                     activation="relu")(x)
+    outputs = L.Conv3D(2, (3, 3, 3), activation="softmax",
+                       padding="same")(x)
+    return keras.Model(inputs, outputs, name="next_frame_convlstm")
+
+
+def text_attention():
+    """A text classifier with Keras' dot-product and additive attention
+    layers (the ``keras.layers.Attention`` docstring's CNN + attention
+    example): query and value encodings by Conv1D, both attentions, pooled
+    and concatenated."""
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input(shape=(16,), dtype="int32")
+    emb = L.Embedding(50, 16)(tokens)
+    query = L.Conv1D(16, 3, padding="same")(emb)
+    value = L.Conv1D(16, 3, padding="same")(emb)
+    dot = L.Attention()([query, value])
+    additive = L.AdditiveAttention()([query, value])
+    x = L.Concatenate()([L.GlobalAveragePooling1D()(query),
+                         L.GlobalAveragePooling1D()(dot),
+                         L.GlobalAveragePooling1D()(additive)])
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(tokens, outputs, name="text_attention")
+
+
 def application(name: str, size: int = 32) -> Callable:
     """A builder of ``keras.applications.<name>`` at ``size`` x ``size``."""
 
@@ -490,10 +566,25 @@ CASES = {c.name: c for c in [
                   "Dropout / noise / augmentation", "several inputs"),
          (12, 12, 3), side_inputs=((6,),)),
     Case("bidirectional_lstm", bidirectional_lstm,
-         ("Dense", "Embedding", "LSTM / GRU / SimpleRNN"), (24,),
+         ("Dense", "Embedding", "LSTM / GRU / SimpleRNN / ConvLSTM"), (24,),
          input_kind="tokens", vocab=50),
     Case("conv_gru", conv_gru,
-         ("Conv1D", "Dense", "pooling", "LSTM / GRU / SimpleRNN"), (32, 3)),
+         ("Conv1D", "Dense", "pooling", "LSTM / GRU / SimpleRNN / ConvLSTM"), (32, 3)),
+    Case("siamese", siamese,
+         _BASE + ("BatchNormalization", "Add / Concatenate / Multiply",
+                  "nested Model", "several inputs"),
+         (12, 12, 1), side_inputs=((12, 12, 1),)),
+    Case("video_time_distributed", video_time_distributed,
+         _BASE + ("BatchNormalization", "TimeDistributed",
+                  "LSTM / GRU / SimpleRNN / ConvLSTM"), (4, 12, 12, 3)),
+    Case("next_frame_convlstm", next_frame_convlstm,
+         ("Conv3D", "BatchNormalization",
+          "LSTM / GRU / SimpleRNN / ConvLSTM"), (4, 8, 8, 1),
+         label_shape=(4, 8, 8), num_classes=2),
+    Case("text_attention", text_attention,
+         ("Conv1D", "Dense", "Embedding", "pooling",
+          "Add / Concatenate / Multiply", "Attention / AdditiveAttention"),
+         (16,), input_kind="tokens", vocab=50),
     Case("MobileNetV3Small", application("MobileNetV3Small"),
          ("Conv2D", "pooling", "DepthwiseConv2D", "BatchNormalization",
           "padding", "Rescaling / Normalization", "Add / Concatenate / Multiply",
@@ -522,8 +613,20 @@ CASES = {c.name: c for c in [
 
 # (model, step) -> (why, matrix rows): the step runs and its checks hold
 # but it leaves layers of these rows alone (the matrix says "partly").
-_RNN_ROW = ("LSTM / GRU / SimpleRNN",)
+_RNN_ROW = ("LSTM / GRU / SimpleRNN / ConvLSTM",)
 LIMITED = {
+    ("siamese", "int8"): (
+        "a BatchNormalization after a ReLU (kept, not folded) in an encoder "
+        "called twice: the converter shares its constants between the calls "
+        "and leaves its MUL / ADD float", ("nested Model",)),
+    ("next_frame_convlstm", "int8"): (
+        "a QAT model's ConvLSTM2D (float in quantize_model) keeps its "
+        "per-step output gate product o * act(c) as a float MUL in the int8 "
+        "file", _RNN_ROW),
+    ("text_attention", "int8"): (
+        "Attention / AdditiveAttention have no quantization-aware form: "
+        "their score, softmax and weighted-sum ops stay float in the int8 "
+        "file", ("Attention / AdditiveAttention",)),
     ("conv_gru", "slimmable"): (
         "no slimmable recurrent layer: groups of recurrent units or read by "
         "a recurrent layer stay whole", _RNN_ROW),
@@ -536,10 +639,6 @@ LIMITED = {
         "GAL's channel masks skip recurrent units (a mask on a unit's "
         "output is not a removed unit)", _RNN_ROW)
        for name in ("conv_gru", "bidirectional_lstm")},
-    **{(name, "fpgm"): (
-        "no masked twin of Embedding: FPGM leaves the embedding columns "
-        "(which prune_channels prunes) whole", ("Embedding",))
-       for name in ("text_conv1d", "bidirectional_lstm")},
 }
 
 
@@ -569,7 +668,8 @@ _ROW_OF = [  # (classes, row); the first match wins
     (keras_layer_classes(INFERENCE_IDENTITY), "Dropout / noise / augmentation"),
     ((L.Lambda,), "Lambda / keras.ops"),
     ((L.LSTM, L.GRU, L.SimpleRNN, L.Bidirectional, L.RNN),
-     "LSTM / GRU / SimpleRNN"),
+     "LSTM / GRU / SimpleRNN / ConvLSTM"),
+    ((L.Attention, L.AdditiveAttention), "Attention / AdditiveAttention"),
 ]
 
 
@@ -584,16 +684,20 @@ def layer_rows(model) -> set:
     if len(getattr(model, "inputs", None) or ()) > 1:
         rows.add("several inputs")
     for op in getattr(model, "operations", None) or model.layers:
-        if isinstance(op, keras.Model):
-            rows.add("nested Model")
-            rows |= layer_rows(op)
-        elif not isinstance(op, L.Layer):
-            rows.add("Lambda / keras.ops")  # a keras.ops call
-        elif isinstance(op, L.Conv2D):
-            rows.add("grouped Conv2D" if op.groups > 1 else "Conv2D")
-        else:
-            for classes, row in _ROW_OF:
-                if isinstance(op, classes):
-                    rows.add(row)
-                    break
+        rows |= _op_rows(op)
     return rows
+
+
+def _op_rows(op) -> set:
+    if isinstance(op, keras.Model):
+        return {"nested Model"} | layer_rows(op)
+    if not isinstance(op, L.Layer):
+        return {"Lambda / keras.ops"}  # a keras.ops call
+    if isinstance(op, L.TimeDistributed):
+        return {"TimeDistributed"} | _op_rows(op.layer)
+    if isinstance(op, L.Conv2D):
+        return {"grouped Conv2D" if op.groups > 1 else "Conv2D"}
+    for classes, row in _ROW_OF:
+        if isinstance(op, classes):
+            return {row}
+    return set()

@@ -84,11 +84,27 @@ EXPECTED_UNSUPPORTED = {
     ("conv_gru", "bitserial"): (
         ValueError, "(GRU) " + _NO_BITSERIAL,
         "recurrent layers (LSTM / GRU / SimpleRNN) have no integer op in the "
-        "bit-serial IR", ("LSTM / GRU / SimpleRNN",)),
+        "bit-serial IR", ("LSTM / GRU / SimpleRNN / ConvLSTM",)),
     ("bidirectional_lstm", "bitserial"): (
         ValueError, "(QuantEmbedding) " + _NO_BITSERIAL,
         "Embedding (a table lookup) is not a bit-serial GEMM",
         ("Embedding",)),
+    ("next_frame_convlstm", "fpgm"): (
+        ValueError, "nothing prunable",
+        "no masked ConvLSTM twin: FPGM leaves ConvLSTM filters whole, and "
+        "this model has no other group", ("LSTM / GRU / SimpleRNN / ConvLSTM",)),
+    ("siamese", "bitserial"): (
+        ValueError, "is called more than once",
+        "a nested model called twice (shared layers): the descriptor maps "
+        "one call per layer", ("nested Model",)),
+    ("next_frame_convlstm", "bitserial"): (
+        ValueError, "needs every size but the batch fixed",
+        "a variable number of frames (time axis None): the descriptor "
+        "needs fixed sizes", ()),
+    ("text_attention", "bitserial"): (
+        ValueError, "(QuantEmbedding) " + _NO_BITSERIAL,
+        "Embedding (a table lookup) and attention have no integer ops in "
+        "the bit-serial IR", ("Embedding", "Attention / AdditiveAttention")),
     ("lambda_ops", "bitserial"): (
         ValueError, "(Lambda) " + _NO_BITSERIAL,
         "a Lambda / keras.ops call is arbitrary Python: no integer op",
@@ -263,7 +279,7 @@ _ZERO_MACS = (
     L.ZeroPadding2D, L.ZeroPadding3D, L.MaxPooling1D, L.MaxPooling2D,
     L.MaxPooling3D, L.AveragePooling2D, L.GlobalMaxPooling1D,
     L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
-    L.GlobalAveragePooling3D,
+    L.GlobalAveragePooling3D, L.Subtract,
 )
 
 
@@ -277,13 +293,24 @@ def _positions(shape) -> int:
     return math.prod(d or 1 for d in shape[1:-1])
 
 
-def _layer_macs(layer) -> int:
-    """MACs of one call of ``layer`` (batch 1), from its config."""
+def _layer_macs(layer, x=None, y=None) -> int:
+    """MACs of one call of ``layer`` (batch 1), from its config (shapes
+    ``x`` / ``y``: its first call's unless given)."""
     if isinstance(layer, L.InputLayer):
         return 0
-    x = _shapes(layer.input)[0]
-    y = _shapes(layer.output)[0]
+    x = _shapes(layer.input)[0] if x is None else x
+    y = _shapes(layer.output)[0] if y is None else y
     cin, k = x[-1], math.prod(getattr(layer, "kernel_size", ()) or (1,))
+    if isinstance(layer, L.TimeDistributed):
+        # the inner layer on every time step (unknown T counts as 1)
+        return (x[1] or 1) * _layer_macs(layer.layer, x[:1] + x[2:],
+                                         y[:1] + y[2:])
+    if isinstance(layer, (L.ConvLSTM1D, L.ConvLSTM2D, L.ConvLSTM3D)):
+        # per step and output position: the input and recurrent
+        # convolutions of the 4 gates
+        f = layer.filters
+        return (x[1] or 1) * math.prod(y[-1 - len(layer.kernel_size):-1]) \
+            * k * (cin + f) * 4 * f
     if isinstance(layer, (L.RNN, L.Bidirectional)):
         # per step, every gate's input and recurrent matmul (a
         # Bidirectional: both directions); an unknown length counts as 1
@@ -292,6 +319,11 @@ def _layer_macs(layer) -> int:
         gates = {"LSTM": 4, "GRU": 3, "SimpleRNN": 1}
         return sum((x[1] or 1) * (cin + s.units) * gates[type(s).__name__]
                    * s.units for s in subs)
+    if isinstance(layer, (L.Attention, L.AdditiveAttention)):
+        # scores (query x key over the channels) and their weighted sum of
+        # the values: T * S * (dq + dv)
+        q, v = _shapes(layer.input)[:2]
+        return _positions(q) * _positions(v) * (q[-1] + v[-1])
     positions = _positions(y)
     if isinstance(layer, L.Conv2DTranspose):
         return _positions(x) * k * cin * layer.filters
@@ -325,9 +357,17 @@ def hand_macs(model, prefix: str = "") -> dict:
         True
     """
     out = {}
+    entries = model.get_config().get("layers", []) if not isinstance(
+        model, keras.Sequential) else []
+    calls = {e["name"]: len(e.get("inbound_nodes") or []) or 1
+             for e in entries if isinstance(e, dict) and "name" in e}
     for layer in model.layers:
         if isinstance(layer, keras.Model):
-            out.update(hand_macs(layer, f"{prefix}{layer.name}/"))
+            # a nested model called n times (a siamese encoder) computes n
+            # times
+            n = calls.get(layer.name, 1)
+            out.update({k: n * v for k, v in hand_macs(
+                layer, f"{prefix}{layer.name}/").items()})
         else:
             out[prefix + layer.name] = _layer_macs(layer)
     return out
@@ -362,12 +402,8 @@ def check_prune(case):
 def check_fpgm(case):
     model = case.build()
     x, y = case.data(32)
-    # layers with no masked twin (Embedding) stay plain: FPGM leaves their
-    # groups whole (models.LIMITED)
-    plain = [lyr.name for lyr in model.layers
-             if isinstance(lyr, L.Embedding)]
     plan_macs = tfcomp.profile(prune_channels(
-        model, make_plan(model, ratio=0.5, ignored_layers=plain))).macs
+        model, make_plan(model, ratio=0.5))).macs
     soft = apply_fpgm(model)
     _compile(soft)
     soft.fit(x, y, epochs=1, batch_size=32, verbose=0,

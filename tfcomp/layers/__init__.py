@@ -33,6 +33,7 @@ from tfcomp.layers.masked import (
     masked_class_for,
     plain_class_of,
 )
+from tfcomp.layers.masked_embedding import MaskedEmbedding
 from tfcomp.layers.masked_recurrent import (
     MaskedBidirectional,
     MaskedGRU,
@@ -106,6 +107,7 @@ __all__ = [
     "MaskedSeparableConv2D", "MaskedDense", "MaskedBatchNormalization",
     "MaskedGroupNormalization", "MaskedLSTM", "MaskedGRU",
     "MaskedSimpleRNN", "MaskedBidirectional", "MaskedRecurrent",
+    "MaskedEmbedding",
     "MASKED_CLASSES", "masked_class_for",
     "plain_class_of", "quantizers", "QUANT_WEIGHT_LAYERS",
     "QUANT_ACTIVATION_LAYERS", "MIXED_LAYERS", "QUANT_LAYERS",

@@ -1,9 +1,9 @@
 """Keras layers carrying pruning masks in their own (non-trainable) variables.
 
-Every layer type ``tfcomp.pruning.make_plan`` prunes has a masked twin
-(``MASKED_CLASSES``): Conv1D/2D/3D (grouped too), Conv1D/2D/3DTranspose,
-DepthwiseConv1D/2D, SeparableConv1D/2D, Dense, Batch/GroupNormalization,
-LSTM/GRU/SimpleRNN/Bidirectional (:mod:`.masked_recurrent`), with two switches:
+Every layer type ``make_plan`` prunes has a twin (``MASKED_CLASSES``):
+Conv1D/2D/3D (grouped too), Conv1D/2D/3DTranspose, DepthwiseConv1D/2D,
+SeparableConv1D/2D, Dense, Batch/GroupNormalization, LSTM/GRU/SimpleRNN/
+Bidirectional (:mod:`.masked_recurrent`), Embedding (:mod:`.masked_embedding`):
 
 * ``weight_mask=True`` adds ``kernel_mask`` (same shape as the kernel, 0/1;
   separable convs: ``depthwise_kernel_mask`` and ``pointwise_kernel_mask``)

@@ -22,7 +22,9 @@ How it runs (He et al., CVPR 2019, and their official code):
    Bidirectional of them): a unit's filter is its column in every gate
    block plus its recurrent-kernel row (side by side); one mask entry per
    unit zeroes all its gate columns, in both directions of a
-   Bidirectional.
+   Bidirectional. Embedding (``MaskedEmbedding``): output channel ``j``'s
+   filter is the table's column ``embeddings[:, j]`` (``input_dim``
+   values).
 3. Soft: the selection is recomputed from the current weights at every
    update, with no memory of the previous one, so a channel pruned in one
    epoch can return in a later one.

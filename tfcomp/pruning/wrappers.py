@@ -126,6 +126,15 @@ def _has_kernel(layer) -> bool:
     return any(len(v.shape) >= 2 for v in layer.trainable_weights)
 
 
+def _refusal(layer) -> str | None:
+    """Why the masked twin of ``layer``'s class refuses it (a quantized or
+    LoRA Embedding, a Bidirectional of a custom cell), else None."""
+    if isinstance(layer, keras.layers.TimeDistributed):
+        layer = layer.layer
+    check = getattr(masked_class_for(layer), "unsupported", None)
+    return None if check is None else check(layer)
+
+
 def _group_blockers(model, names) -> list:
     """``(path, layer)`` of plain layers with per-channel weights in a
     prunable channel group: the group cannot be masked without them."""
@@ -155,11 +164,15 @@ def _warn_unwrapped(model, skipped: list, what: str) -> None:
     """One warning naming the layers ``what`` leaves plain."""
     if not skipped:
         return
-    shown = ", ".join(f"{p!r} ({type(lyr).__name__})"
-                      for p, lyr in skipped[:12])
+    def one(path, lyr):
+        why = _refusal(lyr)
+        return f"{path!r} ({type(lyr).__name__}{': ' + why if why else ''})"
+
+    shown = ", ".join(one(p, lyr) for p, lyr in skipped[:12])
     more = f" and {len(skipped) - 12} more" if len(skipped) > 12 else ""
     msg = (f"{what}: {len(skipped)} layer(s) of model {model.name!r} with "
-           f"prunable weights have no masked twin and stay plain and "
+           f"prunable weights have no masked twin (or one that refuses "
+           f"them) and stay plain and "
            f"unpruned: {shown}{more}. Their weights are copied unchanged, "
            "channel groups that need them are left whole, and a "
            "target_macs budget still counts their MACs.")
@@ -192,7 +205,8 @@ def _wrap(model, weight_mask: bool, channel_mask: bool, layers=None,
     skipped = [(p, lyr) for p, lyr in iter_leaf_layers(model)
                if (names is None or lyr.name in names)
                and masked_of(lyr) is None
-               and _twin(lyr) is None and _has_kernel(lyr)]
+               and _twin(lyr) is None
+               and (_has_kernel(lyr) or _refusal(lyr) is not None)]
     blocked = {}  # path -> why no channel mask (activation(0) != 0 ...)
     if channel_mask:
         known = {p for p, _ in skipped}
@@ -246,8 +260,9 @@ _COPY_DOC = """
     hyper-parameters with its ``iterations`` and slots, loss, metrics), so
     ``fit`` can follow without ``compile``; compile again to change them.
     Layers with a kernel but no masked twin (``MultiHeadAttention`` /
-    ``EinsumDense``, ``Embedding``, subclasses of Keras layers) stay plain
-    with their weights unchanged, and one ``UserWarning`` lists them.
+    ``EinsumDense``, subclasses of Keras layers) or one that refuses them
+    (a LoRA or Keras-quantized ``Embedding``) stay plain with their weights
+    unchanged, and one ``UserWarning`` lists them (with the reason).
 """
 
 
@@ -255,7 +270,8 @@ def apply_magnitude_pruning(model: keras.Model, layers=None) -> keras.Model:
     """A copy of ``model`` whose kernel layers (Conv1D/2D/3D, their
     transposes, DepthwiseConv1D/2D, SeparableConv1D/2D: both kernels,
     Dense; LSTM / GRU / SimpleRNN and Bidirectional of them: kernel and
-    recurrent kernel; these inside ``TimeDistributed`` too) carry
+    recurrent kernel; Embedding: its table; these inside
+    ``TimeDistributed`` too) carry
     element-wise weight masks (all ones), ready for
     :class:`tfcomp.pruning.MagnitudePruning`.
 
@@ -285,7 +301,8 @@ def apply_fpgm(model: keras.Model, layers=None) -> keras.Model:
     convs included, their transposes, DepthwiseConv1D/2D, SeparableConv1D/2D
     (pointwise filters), Dense, BatchNormalization, GroupNormalization;
     LSTM / GRU / SimpleRNN and Bidirectional of them: hidden units;
-    non-recurrent ones inside ``TimeDistributed`` too, which becomes
+    Embedding: columns of the table (``output_dim``); non-recurrent ones
+    inside ``TimeDistributed`` too, which becomes
     ``TimeDistributed(MaskedConv2D)``...) carry per-channel output masks
     (all ones), ready for
     :class:`tfcomp.pruning.FPGMPruning`. A recurrent layer whose
