@@ -243,3 +243,19 @@ def test_subclassed_model_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="functional or Sequential"):
         export_tflite(m, str(tmp_path / "m.tflite"))
     assert not list(tmp_path.iterdir())
+
+
+def test_string_inputs_are_a_clear_error(tmp_path):
+    """keras.io's end-to-end text model (TextVectorization inside): TFLite
+    has no string builtins, so the export says which input and what to do
+    instead of an MLIR error, and writes nothing."""
+    vec = keras.layers.TextVectorization(max_tokens=20,
+                                         output_sequence_length=4)
+    vec.adapt(["a b c", "d e"])
+    inp = keras.Input((1,), dtype="string")
+    model = keras.Model(inp, keras.layers.Dense(2)(
+        keras.layers.Embedding(20, 3)(vec(inp))))
+    path = tmp_path / "text.tflite"
+    with pytest.raises(ValueError, match="string tensor"):
+        export_tflite(model, path)
+    assert not path.exists()

@@ -22,8 +22,9 @@ from tfcomp._batches import (  # re-exported (__all__)
     take,
 )
 
-__all__ = ["cast_to_input", "input_dtype", "input_names", "is_multi", "model_inputs",
-           "random_inputs", "rows", "sliced", "take"]
+__all__ = ["cast_to_input", "check_numeric_inputs", "input_dtype",
+           "input_names", "is_multi", "model_inputs", "random_inputs",
+           "rows", "sliced", "take"]
 
 
 def input_dtype(tensor) -> np.dtype:
@@ -68,3 +69,23 @@ def random_inputs(model, n: int, rng) -> list:
             "(or calibration_data) or verify=False.")
     return [rng.uniform(0, 1, size=[n, *t.shape[1:]]).astype(np.float32)
             for t in model.inputs]
+
+
+def check_numeric_inputs(model, verb: str) -> None:
+    """A ``ValueError`` naming a string input (a ``TextVectorization`` /
+    ``StringLookup`` inside the model): TFLite builtins have no string ops,
+    the converter would fail with an MLIR error.
+
+    Example:
+        >>> check_numeric_inputs(model, "export_tflite")
+    """
+    for t in keras.tree.flatten(model.inputs):
+        name = getattr(t, "name", "input")
+        if "string" in str(getattr(t, "dtype", "")):
+            raise ValueError(
+                f"{verb}: input {name!r} of model {model.name!r} is a string "
+                "tensor (text preprocessing such as TextVectorization inside "
+                "the model): TFLite builtins have no string ops. Export the "
+                "model from the first layer after the preprocessing, e.g. "
+                "keras.Model(vectorizer.output, model.output), and run the "
+                "preprocessing on the host.")

@@ -22,6 +22,7 @@ from tfcomp import _io
 from tfcomp.export import _recurrent
 from tfcomp.export._inputs import (
     cast_to_input,
+    check_numeric_inputs,
     input_dtype,
     input_names,
     is_multi,
@@ -205,9 +206,8 @@ def _make_converter(model):
 
 
 def _check_exportable_model(model, verb: str) -> None:
-    """A built functional / Sequential model with symbolic inputs, or a
-    ``TypeError`` / ``ValueError`` naming the model (a subclassed model has
-    no ``inputs``: wrap it in a functional model first)."""
+    """A built functional / Sequential model with numeric symbolic inputs,
+    or a ``TypeError`` / ``ValueError`` naming the model."""
     if not isinstance(model, keras.Model):
         raise TypeError(f"{verb} expects a keras.Model. Received: "
                         f"model={type(model).__name__}")
@@ -215,9 +215,9 @@ def _check_exportable_model(model, verb: str) -> None:
     if not inputs:
         raise ValueError(
             f"{verb}: model {model.name!r} ({type(model).__name__}) must be a "
-            "built functional or Sequential model with known inputs; a "
-            "subclassed model can be wrapped first: inputs = keras.Input("
-            "shape); keras.Model(inputs, model(inputs)).")
+            "built functional or Sequential model with known inputs; wrap a "
+            "subclassed one: keras.Model(inputs, model(inputs)).")
+    check_numeric_inputs(model, verb)
 
 
 def _check_builtins(model, verb: str) -> None:
