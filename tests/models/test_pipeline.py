@@ -89,10 +89,6 @@ EXPECTED_UNSUPPORTED = {
         ValueError, "(QuantEmbedding) " + _NO_BITSERIAL,
         "Embedding (a table lookup) is not a bit-serial GEMM",
         ("Embedding",)),
-    ("next_frame_convlstm", "fpgm"): (
-        ValueError, "nothing prunable",
-        "no masked ConvLSTM twin: FPGM leaves ConvLSTM filters whole, and "
-        "this model has no other group", ("LSTM / GRU / SimpleRNN / ConvLSTM",)),
     ("siamese", "bitserial"): (
         ValueError, "is called more than once",
         "a nested model called twice (shared layers): the descriptor maps "

@@ -36,6 +36,9 @@ from tfcomp.layers.masked import (
 from tfcomp.layers.masked_embedding import MaskedEmbedding
 from tfcomp.layers.masked_recurrent import (
     MaskedBidirectional,
+    MaskedConvLSTM1D,
+    MaskedConvLSTM2D,
+    MaskedConvLSTM3D,
     MaskedGRU,
     MaskedLSTM,
     MaskedRecurrent,
@@ -107,6 +110,7 @@ __all__ = [
     "MaskedSeparableConv2D", "MaskedDense", "MaskedBatchNormalization",
     "MaskedGroupNormalization", "MaskedLSTM", "MaskedGRU",
     "MaskedSimpleRNN", "MaskedBidirectional", "MaskedRecurrent",
+    "MaskedConvLSTM1D", "MaskedConvLSTM2D", "MaskedConvLSTM3D",
     "MaskedEmbedding",
     "MASKED_CLASSES", "masked_class_for",
     "plain_class_of", "quantizers", "QUANT_WEIGHT_LAYERS",

@@ -1,12 +1,15 @@
-"""Masked twins of the recurrent layers: ``LSTM``, ``GRU``, ``SimpleRNN``
-and ``Bidirectional`` of them (see :mod:`tfcomp.layers.masked`).
+"""Masked twins of the recurrent layers: ``LSTM``, ``GRU``, ``SimpleRNN``,
+``ConvLSTM1D/2D/3D`` and ``Bidirectional`` of them (see
+:mod:`tfcomp.layers.masked`).
 
 * ``weight_mask=True``: element-wise ``kernel_mask`` and
   ``recurrent_kernel_mask`` (unstructured magnitude pruning of the cell's
   two kernels, as TFMOT's ``prune_low_magnitude`` does for RNN cells).
 * ``channel_mask=True``: one ``channel_mask`` entry per hidden unit. Unit
   ``j`` is column ``j`` of every gate block (G = 4 for LSTM, 3 for GRU, 1
-  for SimpleRNN) of ``kernel``, ``recurrent_kernel`` and ``bias``: the
+  for SimpleRNN) of ``kernel``, ``recurrent_kernel`` and ``bias`` (a
+  ConvLSTM's units are its ``filters``: kernels ``(*k, din, 4 * filters)``
+  and ``(*k, filters, 4 * filters)``, masked on their last axis): the
   mask, tiled G times, gates those columns, so a masked unit's gates see 0
   and, from the zero initial state, its output is exactly 0 (needs
   ``activation(0) == 0``: tanh, relu; another activation is refused with a
@@ -22,7 +25,8 @@ variables keeps masked entries exactly 0 under any optimizer.
 ``MaskedBidirectional`` holds the masks of both directions: one kernel
 mask per direction and kernel, and ONE channel mask for both (the
 dependency graph prunes the same units in both directions); its inner
-layers stay plain ``LSTM`` / ``GRU`` / ``SimpleRNN`` in its config.
+layers stay plain ``LSTM`` / ``GRU`` / ``SimpleRNN`` / ``ConvLSTM*D`` in
+its config.
 
 Reference: Narang et al., Exploring Sparsity in Recurrent Neural Networks,
 ICLR 2017, arXiv:1704.05119; Wen et al., Learning Intrinsic Sparse
@@ -44,7 +48,7 @@ import threading
 import keras
 from keras import ops
 
-from tfcomp.graph.handlers_recurrent import zero_at_zero
+from tfcomp.graph.handlers_recurrent import cell_units, zero_at_zero
 from tfcomp.layers.masked import (
     MASKED_CLASSES,
     MaskedLayer,
@@ -53,14 +57,16 @@ from tfcomp.layers.masked import (
 )
 
 __all__ = [
-    "MaskedBidirectional", "MaskedGRU", "MaskedLSTM", "MaskedRecurrent",
+    "MaskedBidirectional", "MaskedConvLSTM1D", "MaskedConvLSTM2D",
+    "MaskedConvLSTM3D", "MaskedGRU", "MaskedLSTM", "MaskedRecurrent",
     "MaskedSimpleRNN", "channel_mask_problem",
 ]
 
 _L = keras.layers
 _CELL_WEIGHTS = ("kernel", "recurrent_kernel", "bias")
 _KERNELS = ("kernel", "recurrent_kernel")
-_RNN_TYPES = (_L.LSTM, _L.GRU, _L.SimpleRNN)
+_CONV_LSTM_TYPES = (_L.ConvLSTM1D, _L.ConvLSTM2D, _L.ConvLSTM3D)
+_RNN_TYPES = (_L.LSTM, _L.GRU, _L.SimpleRNN, *_CONV_LSTM_TYPES)
 
 
 def _raw(cell, name: str):
@@ -141,6 +147,28 @@ _CELLS = {_L.LSTMCell: (_MaskedLSTMCell, 4), _L.GRUCell: (_MaskedGRUCell, 3),
 _CELLS.update({m: (m, g) for m, g in list(_CELLS.values())})
 
 
+@functools.cache
+def _conv_lstm_twin(kind):
+    """The masked subclass of Keras' ``ConvLSTMCell`` (``kind``): made on
+    first use, as ``keras.layers`` does not export the cell class."""
+    name = "_MaskedConvLSTMCell"
+    return type(name, (_MaskedCell, kind),
+                {"__module__": __name__, "__qualname__": name})
+
+
+def _masked_cell(cell):
+    """``(masked cell type, gate blocks G)`` of a Keras cell (exact type;
+    a ConvLSTM cell: 4 gate blocks of ``filters`` columns)."""
+    kind = type(cell)
+    if kind in _CELLS:
+        return _CELLS[kind]
+    if kind.__name__ == "_MaskedConvLSTMCell":
+        return kind, 4
+    if kind.__name__ != "ConvLSTMCell":
+        raise TypeError(f"no masked twin of the cell {kind.__name__}")
+    return _conv_lstm_twin(kind), 4
+
+
 def _channel_problem(name: str, sites) -> str | None:
     """Why the units of these ``(prefix, cell)`` sites cannot be masked."""
     for _, cell in sites:
@@ -149,7 +177,7 @@ def _channel_problem(name: str, sites) -> str | None:
             return (f"layer {name!r}: channel_mask needs activation(0) == 0 "
                     f"(tanh, relu): a masked unit would output "
                     f"activation(0) != 0. Received: activation={act!r}")
-    if len({int(c.units) for _, c in sites}) != 1:
+    if len({cell_units(c) for _, c in sites}) != 1:
         return (f"layer {name!r}: channel_mask needs forward and backward "
                 "layers with the same units")
     return None
@@ -178,7 +206,7 @@ class MaskedRecurrent(MaskedLayer):
         super()._init_masks(weight_mask, channel_mask)
         gates = {}
         for prefix, cell in self._sites():
-            masked, g = _CELLS[type(cell)]
+            masked, g = _masked_cell(cell)
             # the parent built a plain Keras cell; give it the masked
             # properties (same state, no new variables or config)
             cell.__class__ = masked
@@ -217,7 +245,7 @@ class MaskedRecurrent(MaskedLayer):
                 trainable=False, dtype="int64")
         if self.channel_mask:
             self.channel_mask_var = self.add_weight(
-                name="channel_mask", shape=(int(sites[0][1].units),),
+                name="channel_mask", shape=(cell_units(sites[0][1]),),
                 initializer="ones", trainable=False, dtype="float32")
             self.mask_active = self.add_weight(
                 name="mask_active", shape=(), initializer="ones",
@@ -291,7 +319,7 @@ class MaskedRecurrent(MaskedLayer):
 
 
 class _MaskedRNN(MaskedRecurrent):
-    """LSTM / GRU / SimpleRNN: masks built after the cell."""
+    """LSTM / GRU / SimpleRNN / ConvLSTM: masks built after the cell."""
 
     def build(self, sequences_shape, initial_state_shape=None):
         super().build(sequences_shape, initial_state_shape)
@@ -336,11 +364,47 @@ class MaskedSimpleRNN(_MaskedRNN, _L.SimpleRNN):
     """
 
 
+@_register
+class MaskedConvLSTM1D(_MaskedRNN, _L.ConvLSTM1D):
+    """``keras.layers.ConvLSTM1D`` with pruning masks (see
+    :class:`MaskedConvLSTM2D`).
+
+    Example:
+        >>> conv_lstm = MaskedConvLSTM1D(8, 3, weight_mask=True)
+    """
+
+
+@_register
+class MaskedConvLSTM2D(_MaskedRNN, _L.ConvLSTM2D):
+    """``keras.layers.ConvLSTM2D`` with pruning masks: element-wise masks on
+    the kernel ``(*k, din, 4 * filters)`` and the recurrent kernel ``(*k,
+    filters, 4 * filters)``; a per-filter channel mask over the 4 gate
+    blocks of their last axis and of the bias.
+
+    Example:
+        >>> conv_lstm = MaskedConvLSTM2D(8, 3, padding="same",
+        ...                              channel_mask=True)
+        >>> y = conv_lstm(np.zeros((2, 5, 8, 8, 1), "float32"))
+        >>> conv_lstm.channel_mask_var.shape
+        (8,)
+    """
+
+
+@_register
+class MaskedConvLSTM3D(_MaskedRNN, _L.ConvLSTM3D):
+    """``keras.layers.ConvLSTM3D`` with pruning masks (see
+    :class:`MaskedConvLSTM2D`).
+
+    Example:
+        >>> conv_lstm = MaskedConvLSTM3D(8, 3, channel_mask=True)
+    """
+
+
 def _inner_problem(layer) -> str | None:
     if (plain_class_of(layer) or type(layer)) in _RNN_TYPES:
         return None
     return (f"Bidirectional of {type(layer).__name__}: only LSTM, GRU and "
-            "SimpleRNN have masked twins")
+            "SimpleRNN (and ConvLSTM1D/2D/3D) have masked twins")
 
 
 def _plain_inner(layer):
@@ -351,8 +415,8 @@ def _plain_inner(layer):
     if layer.weight_mask or layer.channel_mask:
         raise ValueError(
             f"MaskedBidirectional: inner layer {layer.name!r} carries its "
-            "own masks; pass a plain LSTM / GRU / SimpleRNN and put the "
-            "masks on the Bidirectional, e.g. MaskedBidirectional("
+            "own masks; pass a plain LSTM / GRU / SimpleRNN / ConvLSTM and "
+            "put the masks on the Bidirectional, e.g. MaskedBidirectional("
             "LSTM(8), weight_mask=True)")
     cfg = layer.get_config()
     cfg.pop("weight_mask", None)
@@ -362,8 +426,8 @@ def _plain_inner(layer):
 
 @_register
 class MaskedBidirectional(MaskedRecurrent, _L.Bidirectional):
-    """``keras.layers.Bidirectional`` of LSTM / GRU / SimpleRNN with pruning
-    masks: kernel masks per direction (``forward_kernel_mask``, ...) and
+    """``keras.layers.Bidirectional`` of LSTM / GRU / SimpleRNN / ConvLSTM
+    with pruning masks: kernel masks per direction (``forward_kernel_mask``, ...) and
     one per-unit ``channel_mask`` shared by both directions.
 
     Example:
@@ -429,4 +493,7 @@ def channel_mask_problem(layer) -> str | None:
 
 MASKED_CLASSES.update({_L.LSTM: MaskedLSTM, _L.GRU: MaskedGRU,
                        _L.SimpleRNN: MaskedSimpleRNN,
+                       _L.ConvLSTM1D: MaskedConvLSTM1D,
+                       _L.ConvLSTM2D: MaskedConvLSTM2D,
+                       _L.ConvLSTM3D: MaskedConvLSTM3D,
                        _L.Bidirectional: MaskedBidirectional})

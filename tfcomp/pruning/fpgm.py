@@ -18,9 +18,10 @@ How it runs (He et al., CVPR 2019, and their official code):
    appears (needed for residual sums, and so that :func:`strip_pruning`
    can remove
    it without changing the outputs).
-   Recurrent layers (``apply_fpgm`` masks LSTM / GRU / SimpleRNN and
-   Bidirectional of them): a unit's filter is its column in every gate
-   block plus its recurrent-kernel row (side by side); one mask entry per
+   Recurrent layers (``apply_fpgm`` masks LSTM / GRU / SimpleRNN,
+   ConvLSTM1D/2D/3D and Bidirectional of them): a unit's (a ConvLSTM's:
+   a filter's) weights are its column in every gate block of both kernels
+   plus its recurrent-kernel row (distances added); one mask entry per
    unit zeroes all its gate columns, in both directions of a
    Bidirectional. Embedding (``MaskedEmbedding``): output channel ``j``'s
    filter is the table's column ``embeddings[:, j]`` (``input_dim``

@@ -7,9 +7,9 @@ masks live in the layers (see :mod:`tfcomp.layers.masked`): the forward pass
 multiplies the kernel by the mask, so masked weights get zero gradient and,
 through the installed projection, stay exactly 0 after every optimizer
 step. The callback itself only advances the step counter and rewrites masks
-on update steps. Recurrent layers (LSTM / GRU / SimpleRNN, Bidirectional)
-prune their kernel and recurrent kernel, each to the sparsity (as TFMOT
-prunes RNN cells).
+on update steps. Recurrent layers (LSTM / GRU / SimpleRNN, ConvLSTM1D/2D/3D,
+Bidirectional) prune their kernel and recurrent kernel, each to the
+sparsity (as TFMOT prunes RNN cells).
 
 CADNN-style runtime-aware sparsity: ``pattern="xnnpack"`` prunes only the
 1x1 stride-1 convolutions, in blocks of 4 output channels x 1 input channel,

@@ -269,8 +269,8 @@ _COPY_DOC = """
 def apply_magnitude_pruning(model: keras.Model, layers=None) -> keras.Model:
     """A copy of ``model`` whose kernel layers (Conv1D/2D/3D, their
     transposes, DepthwiseConv1D/2D, SeparableConv1D/2D: both kernels,
-    Dense; LSTM / GRU / SimpleRNN and Bidirectional of them: kernel and
-    recurrent kernel; Embedding: its table; these inside
+    Dense; LSTM / GRU / SimpleRNN / ConvLSTM1D/2D/3D and Bidirectional of
+    them: kernel and recurrent kernel; Embedding: its table; these inside
     ``TimeDistributed`` too) carry
     element-wise weight masks (all ones), ready for
     :class:`tfcomp.pruning.MagnitudePruning`.
@@ -300,7 +300,8 @@ def apply_fpgm(model: keras.Model, layers=None) -> keras.Model:
     """A copy of ``model`` whose prunable layers (Conv1D/2D/3D, grouped
     convs included, their transposes, DepthwiseConv1D/2D, SeparableConv1D/2D
     (pointwise filters), Dense, BatchNormalization, GroupNormalization;
-    LSTM / GRU / SimpleRNN and Bidirectional of them: hidden units;
+    LSTM / GRU / SimpleRNN / ConvLSTM1D/2D/3D and Bidirectional of them:
+    hidden units (a ConvLSTM's filters);
     Embedding: columns of the table (``output_dim``); non-recurrent ones
     inside ``TimeDistributed`` too, which becomes
     ``TimeDistributed(MaskedConv2D)``...) carry per-channel output masks
