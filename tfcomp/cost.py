@@ -81,7 +81,7 @@ if TYPE_CHECKING:  # Keras is imported on first use: ``import tfcomp`` and
 __all__ = [
     "FLOAT_BITS", "LayerProfile", "ModelProfile", "activation_bytes",
     "attention_macs", "bops", "einsum_axis_sizes", "einsum_macs",
-    "layer_macs", "param_count",
+    "batch_rows", "layer_macs", "param_count",
     "profile", "size_bytes", "weight_count",
 ]
 
@@ -315,11 +315,16 @@ def _has_batch_reshape(model) -> bool:
                for op in getattr(model, "operations", ()))
 
 
-def _batch_factors(model) -> dict:
+def batch_rows(model) -> dict:
     """``{path: n}`` of the layers that run on ``n > 1`` rows per model
     sample: after a ``keras.ops.reshape`` that folds axes into the batch
     (``quantize_model`` folds a ``TimeDistributed``'s T steps: ``(B, T,
-    ...) -> (B*T, ...)``), until one unfolds them."""
+    ...) -> (B*T, ...)``), until one unfolds them.
+
+    Example:
+        >>> batch_rows(quantize_model(video_model))["time_distributed"]
+        4
+    """
     from fractions import Fraction
 
     from tfcomp.graph import parse_model
@@ -350,7 +355,7 @@ def _walk(model, prefix: str, bits, records: list) -> None:
     from tfcomp.graph.walk import iter_leaf_layers
 
     calls = call_shapes(model) if not prefix else {}
-    factors = _batch_factors(model) if not prefix else {}
+    factors = batch_rows(model) if not prefix else {}
     for name, layer in iter_leaf_layers(model, prefix):
         if name in calls:
             macs, note = _macs_of_calls(layer, calls[name])

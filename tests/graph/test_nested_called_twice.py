@@ -94,5 +94,10 @@ def test_quantized_siamese_exports_int8_per_call(tmp_path):
     assert np.corrcoef(got, want)[0, 1] > 0.95
     report = export_tflite(q, tmp_path / "s.tflite", quantization="int8",
                            calibration_data=x)
+    # the encoder's BatchNormalization (after a ReLU: not foldable into the
+    # conv) is one shared 1x1 depthwise conv, integer in both calls (kept
+    # a BatchNormalization, the converter left both calls' MUL / ADD float)
+    assert type(q.get_layer("encoder_bn")).__name__ == \
+        "QuantDepthwiseConv2D"
     assert not report.float_ops
     assert report.max_abs_error < 0.05

@@ -1,8 +1,9 @@
 """``keras.layers.TimeDistributed`` across tfcomp: MACs (T x the inner
 layer's), channel groups through TimeDistributed(Conv2D / Dense /
 BatchNormalization / DepthwiseConv2D / Flatten), pruning == masking,
-hardware specs, FPGM / magnitude masks on the inner layer, and clear
-reasons where it stays whole (reconstruction, quantize_model)."""
+hardware specs, FPGM / magnitude masks on the inner layer, a clear
+reason where it stays whole (reconstruction) and quantize_model's
+folding (tests/quantization/test_quantize_time_distributed.py)."""
 
 import keras
 import numpy as np
@@ -130,15 +131,17 @@ def test_hardware_specs_fold_time_into_the_batch():
         assert specs[name].macs == 2 * prof.by_name(name).macs
 
 
-def test_reconstruction_and_quantization_skip_with_a_reason():
+def test_reconstruction_skips_with_a_reason_quantization_folds():
     from tfcomp.pruning.reconstruction import consumer_kind
-    from tfcomp.quantization import quantize_model
+    from tfcomp.quantization import quantization_report, quantize_model
 
     model = _video()
     with pytest.raises(ValueError, match="TimeDistributed\\(Conv2D\\)"):
         consumer_kind(model.get_layer("c2"))
-    with pytest.warns(UserWarning, match="inside TimeDistributed"):
-        quantize_model(model)
+    with pytest.warns(UserWarning, match="'gru'"):  # the GRU alone
+        report = quantization_report(quantize_model(model))
+    assert {"c1", "dw", "c2", "fc"} <= set(report.quantized)
+    assert list(report.skipped) == ["gru"]
 
 
 def _fit_data(n=4):

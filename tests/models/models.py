@@ -615,10 +615,6 @@ CASES = {c.name: c for c in [
 # but it leaves layers of these rows alone (the matrix says "partly").
 _RNN_ROW = ("LSTM / GRU / SimpleRNN / ConvLSTM",)
 LIMITED = {
-    ("siamese", "int8"): (
-        "a BatchNormalization after a ReLU (kept, not folded) in an encoder "
-        "called twice: the converter shares its constants between the calls "
-        "and leaves its MUL / ADD float", ("nested Model",)),
     ("next_frame_convlstm", "int8"): (
         "a QAT model's ConvLSTM2D (float in quantize_model) keeps its "
         "per-step output gate product o * act(c) as a float MUL in the int8 "

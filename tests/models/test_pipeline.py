@@ -89,6 +89,11 @@ EXPECTED_UNSUPPORTED = {
         ValueError, "(QuantEmbedding) " + _NO_BITSERIAL,
         "Embedding (a table lookup) is not a bit-serial GEMM",
         ("Embedding",)),
+    ("video_time_distributed", "bitserial"): (
+        ValueError, _NO_BITSERIAL,
+        "TimeDistributed (quantized as the layer between reshapes that fold "
+        "time into the batch) and the GRU have no ops in the bit-serial IR",
+        ("TimeDistributed", "LSTM / GRU / SimpleRNN / ConvLSTM")),
     ("siamese", "bitserial"): (
         ValueError, "is called more than once",
         "a nested model called twice (shared layers): the descriptor maps "

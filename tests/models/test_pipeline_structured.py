@@ -88,6 +88,11 @@ EXPECTED_UNSUPPORTED.update({
         ValueError, "has nothing slimmable",
         "no slimmable recurrent layer: groups of recurrent units or read by "
         "a recurrent layer stay whole, and this model has no other", _RNN),
+    ("video_time_distributed", "slimmable"): (
+        ValueError, "has nothing slimmable",
+        "no slimmable TimeDistributed or recurrent layer: their groups stay "
+        "whole, and this model has no other",
+        ("TimeDistributed", "LSTM / GRU / SimpleRNN / ConvLSTM")),
     ("next_frame_convlstm", "slimmable"): (
         ValueError, "has nothing slimmable",
         "no slimmable recurrent layer: ConvLSTM filters stay whole, and this "

@@ -82,7 +82,7 @@ from tfcomp.quantization import (
     link_shared_inputs,
     quantization_params,
 )
-from tfcomp.quantization._analysis import SAME_SCALE
+from tfcomp.quantization._analysis import SAME_SCALE, keras_classes
 
 __all__ = ["prepare_for_tflite", "check_exportable", "convert_int8",
            "tflite_weight_levels"]
@@ -96,8 +96,7 @@ _SAME_SCALE = SAME_SCALE
 
 
 def _classes(names) -> tuple:
-    return tuple(c for c in (getattr(keras.layers, n, None) for n in names)
-                 if isinstance(c, type))
+    return keras_classes(tuple(names))
 
 
 #: Keras layers the TFLite converter cannot lower to int8 builtins.

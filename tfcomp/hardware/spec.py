@@ -464,6 +464,7 @@ def extract_specs(model: keras.Model, batch: int = 1,
                          f"batch={batch!r}")
     records = {r.name: r for r in cost.profile(model).layers}
     calls = cost.call_shapes(model)
+    rows = cost.batch_rows(model)  # TimeDistributed steps folded by QAT
     layers = list(iter_leaf_layers(model))
     try:
         in_ids = {id(t) for t in keras.tree.flatten(model.inputs)}
@@ -494,7 +495,7 @@ def extract_specs(model: keras.Model, batch: int = 1,
                     "geometry per layer.")
             n_calls = len(calls[name])
         spec, reason = spec_for_layer(layer, name, in_shapes, out_shape,
-                                      batch * n_calls)
+                                      batch * n_calls * rows.get(name, 1))
         if spec is None:
             if reason:
                 skipped.append((name, reason))

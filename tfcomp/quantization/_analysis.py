@@ -19,11 +19,14 @@ import keras
 import numpy as np
 
 from tfcomp._io import BadInputError
-from tfcomp.graph.identity import INFERENCE_IDENTITY
-from tfcomp.graph.identity import keras_layer_classes as keras_classes
+from tfcomp.graph.identity import INFERENCE_IDENTITY, keras_layer_classes
 from tfcomp.layers import QUANT_ACTIVATION_LAYERS, QUANT_LAYERS, QuantReLU
 from tfcomp.layers._kernel_ops import parse_dense_equation
 from tfcomp.quantization._graph import read_graph
+from tfcomp.quantization._time_fold import (
+    fold_time_distributed,
+    reshape_op_class,
+)
 from tfcomp.quantization.report import QuantizationReport
 
 __all__ = ["Plan", "Analysis", "analyse", "fold_batchnorm_weights",
@@ -69,6 +72,17 @@ FIXED_GRIDS = {"sigmoid": (0.0, 255.0 / 256.0),
 #: then MUL; the QAT model computes it as these layers too.
 SWISH_ACTS = ("silu", "swish")
 AVERAGE_POOLS = ("AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
+
+
+def keras_classes(names) -> tuple:
+    """The ``keras.layers`` classes named in ``names``; "Reshape" also
+    matches ``keras.ops.reshape``'s operation (TFLite's RESHAPE either way).
+
+    Example:
+        >>> keras_classes(("MaxPooling2D",))
+    """
+    classes = keras_layer_classes(tuple(names))
+    return classes + (reshape_op_class(),) if "Reshape" in names else classes
 
 
 @functools.lru_cache(maxsize=None)
@@ -288,6 +302,7 @@ class Analysis:
     absorbed: set  # keys of nodes folded / fused away
     nonneg: dict  # tensor id -> bool
     report: QuantizationReport
+    aliases: dict = None  # "outer/inner" -> "outer_inner" (model read)
 
     def quantized_names(self) -> list:
         """Planned layer names in graph order (a shared layer once); the
@@ -298,6 +313,8 @@ class Analysis:
 
     def path_aliases(self) -> dict:
         """``{"outer/inner": "outer_inner"}`` for layers of nested models."""
+        if self.aliases is not None:
+            return dict(self.aliases)
         return {n.path: n.name for n in self.graph.nodes if n.path != n.name}
 
     def plan_of(self, node):
@@ -380,7 +397,7 @@ def _channel_affine(layer):
     return 1.0 / sd, -mean / sd  # (x - mean) / sd
 
 
-def _plan_batchnorm(graph, name, layer, node, report, absorbed,
+def _plan_batchnorm(graph, name, layer, nodes, report, absorbed,
                     affine=None) -> Plan:
     """A BatchNormalization that follows no conv (pre-activation ResNets,
     a BN after an ``Add``), or a Rescaling / Normalization (keras.
@@ -391,7 +408,9 @@ def _plan_batchnorm(graph, name, layer, node, report, absorbed,
     as one DEPTHWISE_CONV_2D with ranges from the QAT model (a bare
     BatchNorm is a float MUL + ADD in the file, a Normalization a float
     SUB + MUL). ``affine``: ``_channel_affine(layer)`` (None for a
-    BatchNormalization)."""
+    BatchNormalization). A layer called several times (a siamese
+    encoder's) is one shared depthwise conv; its ReLUs stay apart."""
+    node = nodes[0]
     channels = int(graph.shape(node.inputs[0])[-1])
     if affine is not None:  # x * scale + offset
         kernel = np.broadcast_to(affine[0], (channels,)).reshape(
@@ -403,12 +422,12 @@ def _plan_batchnorm(graph, name, layer, node, report, absorbed,
             np.ones((1, 1, channels, 1), np.float32), None)
     cfg = {"kernel_size": (1, 1), "depth_multiplier": 1, "use_bias": True,
            "padding": "valid", "dtype": layer.get_config().get("dtype")}
-    plan = Plan(name=name, layer=layer, nodes=[node], policy_name=name,
+    plan = Plan(name=name, layer=layer, nodes=list(nodes), policy_name=name,
                 kind="DepthwiseConv2D", config=cfg, kernel=kernel,
                 bias=bias, fixed_bits=(8, 8))
     tail = node.outputs[0]
     cons = graph.consumers(tail)
-    if (len(cons) == 1 and not graph.is_output(tail)
+    if (len(nodes) == 1 and len(cons) == 1 and not graph.is_output(tail)
             and relu_kind(cons[0].layer) is not None):
         plan.relu = cons[0]
         plan.activation = relu_kind(cons[0].layer)
@@ -416,6 +435,7 @@ def _plan_batchnorm(graph, name, layer, node, report, absorbed,
         absorbed.add(cons[0].key)
         report.fused[name] = cons[0].name
     plan.tails = {node.key: tail}
+    plan.tails.update({n.key: n.outputs[0] for n in nodes[1:]})
     report.quantized[name] = (8, 8)
     return plan
 
@@ -447,10 +467,13 @@ def _check_float_model(model, graph, verb: str) -> None:
 
 
 def analyse(model, fold_batchnorm: bool, skip, verb: str,
-            kinds: tuple = BASIC_KINDS) -> Analysis:
+            kinds: tuple = BASIC_KINDS, fold_time: bool = False) -> Analysis:
     """Plans the quantization of ``model`` (see the module docstring):
     layers of ``kinds`` (Keras class names) are planned, every other layer
-    holding a kernel is listed in ``report.skipped`` with the reason."""
+    holding a kernel is listed in ``report.skipped`` with the reason.
+    ``fold_time``: plan a rewrite of ``model`` whose ``TimeDistributed``
+    calls run their inner layer on the steps folded into the batch
+    (``_time_fold``; ``analysis.graph.model`` is then that float model)."""
     graph = read_graph(model, verb)
     _check_float_model(model, graph, verb)
     report = QuantizationReport()
@@ -461,21 +484,29 @@ def analyse(model, fold_batchnorm: bool, skip, verb: str,
         raise ValueError(
             f"skip names layers that model {model.name!r} does not have: "
             f"{unknown}")
+    aliases = {n.path: n.name for n in graph.nodes if n.path != n.name}
+    skip, kept = {aliases.get(s, s) for s in skip}, {}
+    if fold_time:
+        folded = fold_time_distributed(graph)
+        kept = folded.kept
+        if folded.model is not None:
+            graph = read_graph(folded.model, verb)
     plans, absorbed = {}, set()
     for name, layer, nodes in graph.layers():
         if any(n.key in absorbed for n in nodes):
             continue
         affine = _channel_affine(layer)
         if ("BatchNormalization" in kinds and fold_batchnorm
-                and len(nodes) == 1 and name not in skip
-                and nodes[0].inputs
-                and len(graph.shape(nodes[0].inputs[0])) == 4
+                and name not in skip
+                and all(n.inputs and len(graph.shape(n.inputs[0])) == 4
+                        for n in nodes)
                 and (affine is not None
-                     or _bn_foldable(graph, nodes[0], nodes[0].inputs[0]))):
-            plans[name] = _plan_batchnorm(graph, name, layer, nodes[0],
+                     or all(_bn_foldable(graph, n, n.inputs[0])
+                            for n in nodes))):
+            plans[name] = _plan_batchnorm(graph, name, layer, nodes,
                                           report, absorbed, affine)
         elif quantizable_kernel(layer, kinds):
-            if name in skip or nodes[0].path in skip:
+            if name in skip:
                 report.skipped[name] = "listed in skip (kept float)"
             elif any(len(n.outputs) != 1 for n in nodes):
                 report.skipped[name] = "multiple outputs (kept float)"
@@ -486,14 +517,15 @@ def analyse(model, fold_batchnorm: bool, skip, verb: str,
             report.skipped[name] = (
                 "nested model (kept float: tfcomp cannot read its graph)")
         elif has_kernel(layer) and not is_quant_layer(layer):
-            report.skipped[name] = _float_reason(layer, kinds)
+            report.skipped[name] = kept.get(name) or _float_reason(
+                layer, kinds)
     order = [n.name for n in graph.nodes if n.name in plans
              and plans[n.name].fixed_bits is None]
     if order:
         plans[order[0]].first = True
         plans[order[-1]].last = True
     nonneg = _nonneg_map(graph, plans, absorbed)
-    return Analysis(graph, plans, absorbed, nonneg, report)
+    return Analysis(graph, plans, absorbed, nonneg, report, aliases)
 
 
 def _float_reason(layer, kinds) -> str:

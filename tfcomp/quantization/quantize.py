@@ -6,7 +6,11 @@ Steps (each listed in :func:`~tfcomp.quantization.quantization_report`):
    Conv2DTranspose / EinsumDense (dense-like equations) / Embedding layers
    become their ``Quant*`` counterparts with the requested bits; a
    SeparableConv2D becomes a QuantDepthwiseConv2D (``<name>_depthwise``)
-   followed by a 1x1 QuantConv2D (``<name>``), both with its bits. Layers
+   followed by a 1x1 QuantConv2D (``<name>``), both with its bits. A
+   ``TimeDistributed(inner)`` with a static time axis becomes reshape ->
+   ``inner``'s replacement (named like the wrapper) -> reshape, the steps
+   folded into the batch (``_time_fold``), and is planned like ``inner``.
+   Layers
    with weights that stay float (MultiHeadAttention, other EinsumDense
    equations, subclasses of these layers...) are listed in
    ``quantization_report(new).skipped`` and named in one warning: a
@@ -102,7 +106,7 @@ def quantizable_layers(model) -> list:
         ['stem_conv', 's1b1_conv1']
     """
     return analyse(model, True, (), "quantizable_layers",
-                   QUANT_KINDS).quantized_names()
+                   QUANT_KINDS, fold_time=True).quantized_names()
 
 
 def quantize_model(model: keras.Model, bits=8, fold_batchnorm: bool = True,
@@ -159,7 +163,7 @@ def quantize_model(model: keras.Model, bits=8, fold_batchnorm: bool = True,
         >>> qat.compile("adam", "sparse_categorical_crossentropy")
     """
     analysis = analyse(model, fold_batchnorm, skip, "quantize_model",
-                       QUANT_KINDS)
+                       QUANT_KINDS, fold_time=True)
     names = analysis.quantized_names()
     first = names[0] if names else None
     last = names[-1] if names else None

@@ -341,7 +341,11 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
     if not isinstance(model, keras.Model):
         raise TypeError(f"model must be a keras.Model. Received: "
                         f"{type(model).__name__}")
-    analysis = analyse(model, True, (), "sensitivity", QUANT_KINDS)
+    analysis = analyse(model, True, (), "sensitivity", QUANT_KINDS,
+                       fold_time=True)
+    # layers inside TimeDistributed are measured in the rewrite that
+    # quantize_model plans (the same function, time folded into the batch)
+    model = analysis.graph.model
     plans = analysis.plans
     names = analysis.quantized_names()
     if not names:
