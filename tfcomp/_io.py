@@ -420,11 +420,12 @@ def as_arrays(data, model=None, max_items: int | None = None,
             hasattr(d, "shape") for d in data):
         x, y = _to_numpy(data[0]), _to_numpy(data[1])
     elif (isinstance(data, (tuple, list)) and len(data) == 2
-          and hasattr(data[0], "shape") and isinstance(data[1], (tuple, list))
-          and data[1] and all(hasattr(d, "shape") for d in data[1])):
-        # (x, [y1, y2, ...]) of a model with several outputs: the verbs
-        # score its first output, so its labels are the first
-        x, y = _to_numpy(data[0]), _to_numpy(data[1][0])
+          and hasattr(data[0], "shape")
+          and _first_output_labels(data[1], model) is not None):
+        # (x, [y1, y2, ...]) or (x, {name: y}) of a model with several
+        # outputs: the verbs score its first output, so its labels
+        x = _to_numpy(data[0])
+        y = _to_numpy(_first_output_labels(data[1], model))
     elif isinstance(data, (tuple, list)) and len(data) == 0:
         raise ValueError(f"{name} is empty: give inputs. Received: "
                          f"{name}=()")
@@ -437,7 +438,10 @@ def as_arrays(data, model=None, max_items: int | None = None,
                     f"Received a dict with keys {sorted(batch)[:5]}")
             if isinstance(batch, (tuple, list)):
                 bx = _to_numpy(batch[0])
-                by = _to_numpy(batch[1]) if len(batch) > 1 else None
+                first = _first_output_labels(batch[1], model) if len(
+                    batch) > 1 else None
+                by = None if len(batch) < 2 else _to_numpy(
+                    batch[1] if first is None else first)
             else:
                 bx, by = _to_numpy(batch), None
             xs.append(bx)
@@ -474,6 +478,20 @@ def as_arrays(data, model=None, max_items: int | None = None,
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} holds NaN or infinite values.")
     return x, _labels(y, x.shape[0], model, need_labels, name)
+
+
+def _first_output_labels(y, model):
+    """The first output's labels of a several-output model's ``y`` (a list,
+    or a dict by output name as ``fit`` takes them), else None."""
+    if isinstance(y, (tuple, list)) and y and all(
+            hasattr(v, "shape") for v in y):
+        return y[0]
+    if isinstance(y, dict) and y and all(hasattr(v, "shape")
+                                         for v in y.values()):
+        names = list(getattr(model, "output_names", None) or [])
+        first = next((n for n in names if n in y), sorted(y)[0])
+        return y[first]
+    return None
 
 
 def _labels(y, n: int, model, need_labels: bool, name: str):

@@ -259,3 +259,18 @@ def test_string_inputs_are_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="string tensor"):
         export_tflite(model, path)
     assert not path.exists()
+
+
+def test_dict_outputs_are_verified_by_name(tmp_path):
+    """A model with a dict of outputs (a class head and a box head): the
+    file's outputs are matched to Keras' (sorted keys), so verification
+    compares each head with itself."""
+    inputs = keras.Input((6, 6, 3))
+    h = keras.layers.GlobalAveragePooling2D()(
+        keras.layers.Conv2D(4, 3, activation="relu")(inputs))
+    model = keras.Model(inputs, {"cls": keras.layers.Dense(5, name="cls")(h),
+                                 "box": keras.layers.Dense(4, name="box")(h)})
+    x = np.random.default_rng(0).random((16, 6, 6, 3), dtype=np.float32)
+    report = export_tflite(model, tmp_path / "two.tflite",
+                           calibration_data=x)
+    assert report.max_abs_error < 1e-4

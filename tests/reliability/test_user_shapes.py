@@ -105,3 +105,26 @@ def test_per_position_labels_of_a_variable_length_output():
     y = np.ones((3, 5, 4, 4), "int64")
     np.testing.assert_array_equal(
         as_arrays((x, y), model=model, need_labels=True)[1], y)
+
+
+def test_labels_of_a_dict_output_model_are_the_first_outputs():
+    """``fit``'s (x, {name: y}) form of a model with a dict of outputs, as
+    a pair and as tf.data batches: the verbs score the first output."""
+    import tensorflow as tf
+
+    inputs = keras.Input((4,))
+    h = L.Dense(8)(inputs)
+    model = keras.Model(inputs, {"cls": L.Dense(3, name="cls")(h),
+                                 "box": L.Dense(2, name="box")(h)})
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 4)).astype("float32")
+    y = {"cls": np.arange(6) % 3,
+         "box": rng.normal(size=(6, 2)).astype("float32")}
+    first = model.output_names[0]
+    got = as_arrays((x, y), model=model)[1]
+    if first == "cls":
+        np.testing.assert_array_equal(got, np.arange(6) % 3)
+    else:  # the box targets are not class labels: ignored
+        assert got is None
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    np.testing.assert_array_equal(as_arrays(ds, model=model)[0], x)

@@ -167,7 +167,8 @@ def input_details_in_order(interp, names=None, shapes=None) -> list:
 def output_details_in_order(interp) -> list:
     """The interpreter's output details in the Keras model's output order:
     the serving signature's ``output_0``, ``output_1``, ... (the file's
-    own order of output tensors can differ), else the file's order.
+    own order of output tensors can differ), its keys in sorted order for a
+    model with a dict of outputs (as ``keras.tree.flatten`` orders them).
 
     Example:
         >>> [d["shape"] for d in output_details_in_order(interp)]
@@ -182,6 +183,10 @@ def output_details_in_order(interp) -> list:
         return details
     names = [f"output_{i}" for i in range(len(details))]
     if set(sig) != set(names):
+        # a model with a dict of outputs: the signature keeps its keys, and
+        # Keras flattens a dict in sorted key order
+        names = sorted(sig)
+    if len(names) != len(details):
         return details
     return [by_index[sig[n]["index"]] for n in names]
 
