@@ -619,10 +619,6 @@ LIMITED = {
         "a QAT model's ConvLSTM2D (float in quantize_model) keeps its "
         "per-step output gate product o * act(c) as a float MUL in the int8 "
         "file", _RNN_ROW),
-    ("text_attention", "int8"): (
-        "Attention / AdditiveAttention have no quantization-aware form: "
-        "their score, softmax and weighted-sum ops stay float in the int8 "
-        "file", ("Attention / AdditiveAttention",)),
     ("conv_gru", "slimmable"): (
         "no slimmable recurrent layer: groups of recurrent units or read by "
         "a recurrent layer stay whole", _RNN_ROW),

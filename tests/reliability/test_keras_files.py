@@ -22,7 +22,14 @@ import pytest
 
 import tfcomp
 from tfcomp import _saving
-from tfcomp.layers import BinaryConv2D, BinaryDense, QuantReLU, TuckerConv2D
+from tfcomp.layers import (
+    BinaryConv2D,
+    BinaryDense,
+    QuantAdditiveAttention,
+    QuantAttention,
+    QuantReLU,
+    TuckerConv2D,
+)
 from tfcomp.pruning import (
     ConstantSparsity,
     PolynomialDecay,
@@ -175,6 +182,11 @@ def _layers_model():
     x = TuckerConv2D(4, 3, ranks=(2, 2, 2, 3), padding="same")(x)
     x = BinaryConv2D(4, 3, padding="same")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
+    s = keras.layers.Reshape((64, 3))(inp)  # Keras' attention layers
+    s = QuantAttention(use_scale=True, score_mode="concat")([s, s])
+    s = QuantAdditiveAttention()([s, s])
+    x = keras.layers.Concatenate()(
+        [x, keras.layers.GlobalAveragePooling1D()(s)])
     return keras.Model(inp, BinaryDense(5)(x))
 
 

@@ -50,6 +50,11 @@ from tfcomp.layers.quant_base import QuantMixin
 from tfcomp.layers.quant_conv import QuantConv2D, QuantDepthwiseConv2D
 from tfcomp.layers.quant_dense import QuantDense
 from tfcomp.layers.quant_einsum import QuantEinsumDense, QuantEmbedding
+from tfcomp.layers.quant_keras_attention import (
+    KERAS_ATTENTION_OF,
+    QuantAdditiveAttention,
+    QuantAttention,
+)
 from tfcomp.layers.quant_mixed import (
     MixedMixin,
     MixedQuantConv2D,
@@ -91,9 +96,12 @@ QUANT_ACTIVATION_LAYERS = (QuantActivation, QuantReLU)
 MIXED_LAYERS = (MixedQuantConv2D, MixedQuantDepthwiseConv2D, MixedQuantDense)
 #: Normalizations with 8-bit quantizers inside (their int8 TFLite form).
 QUANT_NORM_LAYERS = tuple(QUANT_NORM_OF.values())
+#: Keras' Attention / AdditiveAttention made quantization-aware.
+QUANT_KERAS_ATTENTION_LAYERS = (QuantAttention, QuantAdditiveAttention)
 #: Layers with 8-bit quantizers on intermediate tensors (``step_values``,
 #: ``export_grids``, ``load_float_weights``): normalizations, attention.
-QUANT_STEP_LAYERS = QUANT_NORM_LAYERS + (QuantMultiHeadAttention,)
+QUANT_STEP_LAYERS = (QUANT_NORM_LAYERS + (QuantMultiHeadAttention,)
+                     + QUANT_KERAS_ATTENTION_LAYERS)
 #: Every tfcomp quantization layer.
 QUANT_LAYERS = (QUANT_WEIGHT_LAYERS + QUANT_ACTIVATION_LAYERS + MIXED_LAYERS
                 + QUANT_STEP_LAYERS)
@@ -117,6 +125,8 @@ __all__ = [
     "QUANT_ACTIVATION_LAYERS", "MIXED_LAYERS", "QUANT_LAYERS",
     "QUANT_NORM_LAYERS", "QUANT_NORM_OF", "QuantLayerNormalization",
     "QuantGroupNormalization", "QuantMultiHeadAttention",
+    "QuantAttention", "QuantAdditiveAttention", "KERAS_ATTENTION_OF",
+    "QUANT_KERAS_ATTENTION_LAYERS",
     "QUANT_STEP_LAYERS",
     "TuckerConv2D", "TuckerTensor", "TNetConv2D", "SoftMask", "FISTA",
     "SlimmableConv2D", "SlimmableDense", "SlimmableDepthwiseConv2D",

@@ -513,6 +513,8 @@ def analyse(model, fold_batchnorm: bool, skip, verb: str,
             else:
                 plans[name] = _plan_layer(graph, name, layer, nodes,
                                           fold_batchnorm, report, absorbed)
+        elif name in skip and isinstance(layer, keras.layers.Attention):
+            report.skipped[name] = "listed in skip (kept float)"
         elif isinstance(layer, keras.Model):
             report.skipped[name] = (
                 "nested model (kept float: tfcomp cannot read its graph)")

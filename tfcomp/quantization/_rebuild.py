@@ -30,6 +30,7 @@ import keras
 
 from tfcomp.graph.copy import refresh_state
 from tfcomp.layers import (
+    KERAS_ATTENTION_OF,
     QUANT_NORM_OF,
     QUANT_STEP_LAYERS,
     QuantActivation,
@@ -40,6 +41,7 @@ from tfcomp.layers.quant_attention import (
     UnsupportedAttention,
     unsupported_attention,
 )
+from tfcomp.layers.quant_keras_attention import unsupported_keras_attention
 from tfcomp.quantization._analysis import (
     AVERAGE_POOLS,
     FIXED_GRIDS,
@@ -251,6 +253,7 @@ class _Builder:
         first = layer is None
         if first:
             layer = (self.quant_norm(node) or self.quant_attention(node)
+                     or self.quant_keras_attention(node)
                      or clone_layer(node.layer, node.name))
             self.layers[node.name] = layer
         tensors = self.tmap
@@ -319,6 +322,27 @@ class _Builder:
         self.a.report.skipped.pop(node.name, None)
         self.a.report.attention.append(node.name)
         return QuantMultiHeadAttention.from_config(cfg)
+
+    def quant_keras_attention(self, node):
+        """The ``QuantAttention`` / ``QuantAdditiveAttention`` of a Keras
+        Attention / AdditiveAttention node (exact types, observers on, not
+        in ``skip``, 3D inputs), or None; refused ones are reported in
+        ``skipped`` with the reason."""
+        cls = KERAS_ATTENTION_OF.get(type(node.layer))
+        if (not self.observers or cls is None
+                or node.name in self.a.report.skipped):
+            return None
+        rank = len(self.graph.shape(node.inputs[0])) if node.inputs \
+            else None
+        reason = unsupported_keras_attention(rank)
+        if reason is not None:
+            self.a.report.skipped[node.name] = (
+                f"{type(node.layer).__name__} with {reason} (kept float)")
+            return None
+        self.a.report.attention.append(node.name)
+        return cls.from_config(dict(
+            node.layer.get_config(), name=node.name,
+            momentum=getattr(self.obs_template, "momentum", 0.99)))
 
     def concat_inputs(self, node) -> dict:
         """``tmap`` with an observer of its own before each input of a

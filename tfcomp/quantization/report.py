@@ -21,6 +21,7 @@ import keras
 from tfcomp.graph import iter_leaf_layers
 from tfcomp.layers import (
     MIXED_LAYERS,
+    QUANT_KERAS_ATTENTION_LAYERS,
     QUANT_NORM_LAYERS,
     QUANT_WEIGHT_LAYERS,
     QuantActivation,
@@ -48,7 +49,9 @@ class QuantizationReport:
             ``QuantLayerNormalization`` / ``QuantGroupNormalization``
             (8-bit quantizers inside).
         attention: names of the MultiHeadAttentions made
-            ``QuantMultiHeadAttention`` (8-bit weights and intermediates).
+            ``QuantMultiHeadAttention`` (8-bit weights and intermediates)
+            and of the Attention / AdditiveAttentions made
+            ``QuantAttention`` / ``QuantAdditiveAttention``.
 
     Example:
         >>> print(quantization_report(qmodel).summary())
@@ -133,7 +136,8 @@ def quantization_report(model) -> QuantizationReport:
             found.observers.append(layer.name)
         elif isinstance(layer, QUANT_NORM_LAYERS):
             found.normalizations.append(layer.name)
-        elif isinstance(layer, QuantMultiHeadAttention):
+        elif isinstance(layer, (QuantMultiHeadAttention,
+                                *QUANT_KERAS_ATTENTION_LAYERS)):
             found.attention.append(layer.name)
         elif isinstance(layer, float_kernels):
             found.skipped[layer.name] = "kept float"

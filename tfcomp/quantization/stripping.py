@@ -13,6 +13,7 @@ import keras
 from tfcomp._compile import carry_compile
 from tfcomp.graph.copy import refresh_state
 from tfcomp.layers import (
+    KERAS_ATTENTION_OF,
     MIXED_LAYERS,
     QUANT_NORM_OF,
     QuantActivation,
@@ -46,6 +47,8 @@ _QUANT_KEYS = ("w_bits", "a_bits", "weight_quantizer", "input_quantizer",
 
 
 _NORMS = {q: plain for plain, q in QUANT_NORM_OF.items()}
+# Attention / AdditiveAttention: their 8-bit weights, as a norm's
+_NORMS.update({q: plain for plain, q in KERAS_ATTENTION_OF.items()})
 
 
 def _replacement(layer, name):
