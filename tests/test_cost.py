@@ -134,3 +134,16 @@ def test_every_call_of_a_shared_layer_counts():
     assert rows["enc/c"].macs == 2 * 6 * 6 * 9 * 4
     assert rows["s"].macs == (5 + 7) * 3 * 2  # each call at its own length
     assert "called 2 times" in rows["s"].note
+
+
+def test_call_counts_are_read_once_per_model_and_follow_add():
+    """profile reads a model's call graph once (it runs in search loops);
+    a Sequential that grows by add() is read again."""
+    from tfcomp import cost
+
+    L = keras.layers
+    model = keras.Sequential([keras.Input((4,)), L.Dense(3)])
+    before = tfcomp.profile(model).macs
+    assert cost.call_shapes(model) is cost.call_shapes(model)
+    model.add(L.Dense(2))
+    assert tfcomp.profile(model).macs == before + 3 * 2

@@ -51,6 +51,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import TYPE_CHECKING, Any
 
 # The formulas and the per-layer MAC counter live in tfcomp._cost_layers;
@@ -260,6 +261,9 @@ def _called_more_than_once(cfg) -> bool:
     return False
 
 
+_CALLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def call_shapes(model) -> dict:
     """``{path: [(input shapes, output shapes), ...]}`` of the leaf layers
     called more than once (shared layers, the layers of a nested model
@@ -271,17 +275,26 @@ def call_shapes(model) -> dict:
     """
     from tfcomp.graph import parse_model
 
-    try:
-        if not _called_more_than_once(model.get_config()):
-            return {}
-        parsed = parse_model(model)
-    except Exception:  # noqa: BLE001 - no readable graph: first calls only
-        return {}
+    # a built model's call graph is fixed (a Sequential grows only by add):
+    # read once per model and layer count (profile runs in search loops)
+    key = len(getattr(model, "layers", ()) or ())
+    cached = _CALLS.get(model)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     out = {}
-    for path in parsed.shared_layers:
-        out[path] = [([parsed.shapes.get(t) for t in n.inputs],
-                      [parsed.shapes.get(t) for t in n.outputs])
-                     for n in parsed.nodes_of(path)]
+    try:
+        if _called_more_than_once(model.get_config()):
+            parsed = parse_model(model)
+            for path in parsed.shared_layers:
+                out[path] = [([parsed.shapes.get(t) for t in n.inputs],
+                              [parsed.shapes.get(t) for t in n.outputs])
+                             for n in parsed.nodes_of(path)]
+    except Exception:  # noqa: BLE001 - no readable graph: first calls only
+        out = {}
+    try:
+        _CALLS[model] = (key, out)
+    except TypeError:  # not weak-referenceable
+        pass
     return out
 
 
