@@ -15,9 +15,9 @@ from collections import defaultdict
 
 import numpy as np
 
+from tfcomp.graph._parse import _walk_refs
 from tfcomp.graph.context import NodeContext
 from tfcomp.graph.handlers import InputHandler, get_channel_handler
-from tfcomp.graph.parsed import is_tensor_ref
 
 __all__ = ["Port"]
 
@@ -212,28 +212,18 @@ class _Builder:
 
 def _mask_inputs(node) -> list:
     """Indices in ``node.inputs`` of the tensors passed as ``mask=`` (found
-    in the call's serialised ``kwargs``, walked in the parser's order)."""
-    flags: list = []
-
-    def walk(obj, is_mask):
-        if is_tensor_ref(obj):
-            flags.append(is_mask)
-        elif isinstance(obj, dict):
-            for k in obj:
-                walk(obj[k], is_mask)
-        elif isinstance(obj, (list, tuple)):
-            for v in obj:
-                walk(v, is_mask)
-
+    in the call's serialised ``kwargs``, walked as the parser walks)."""
     call = node.call_config
     if not isinstance(call, dict):
         return []
-    for key in call:
-        if key == "kwargs" and isinstance(call[key], dict):
-            for k, v in call[key].items():
-                walk(v, k == "mask")
-        else:
-            walk(call[key], False)
+    flags: list = []
+    for key, value in call.items():
+        parts = value.items() if key == "kwargs" and isinstance(
+            value, dict) else [(None, value)]
+        for name, part in parts:
+            refs: list = []
+            _walk_refs(part, refs)
+            flags += [name == "mask"] * len(refs)
     if len(flags) != len(node.inputs):  # not the parser's walk: no masks
         return []
     return [i for i, f in enumerate(flags) if f]

@@ -157,9 +157,15 @@ class DenseHandler(ChannelHandler):
         ctx.link_output(0, pout)
 
 
-def _embedding_unsupported(layer) -> str | None:
-    """Why an Embedding's columns cannot be sliced, or None."""
-    if getattr(layer, "lora_enabled", False):
+def embedding_unsupported(layer) -> str | None:
+    """Why an Embedding's columns cannot be sliced or masked (LoRA enabled,
+    Keras quantization), or None.
+
+    Example:
+        >>> embedding_unsupported(keras.layers.Embedding(10, 4))  # None
+    """
+    if getattr(layer, "lora_enabled", False) or \
+            getattr(layer, "lora_rank", None):
         return ("Embedding with LoRA enabled (merge or drop the low-rank "
                 "update first)")
     mode = getattr(layer, "quantization_mode", None)
@@ -184,7 +190,7 @@ class EmbeddingHandler(ChannelHandler):
         return tuple(range(ctx.num_inputs)), ()
 
     def connect(self, ctx):
-        reason = _embedding_unsupported(ctx.layer)
+        reason = embedding_unsupported(ctx.layer)
         if reason is not None:
             return ctx.barrier(reason)
         for i in range(ctx.num_inputs):

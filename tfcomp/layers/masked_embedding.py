@@ -36,26 +36,21 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from tfcomp.graph.handlers_weighted import embedding_unsupported
 from tfcomp.layers.masked import MASKED_CLASSES, MaskedLayer, _SavesMasks
 
 __all__ = ["MaskedEmbedding", "embedding_problem"]
 
 
 def embedding_problem(layer) -> str | None:
-    """Why an Embedding cannot get a masked twin (LoRA enabled, Keras
-    quantization), else None (as the dependency graph's handler).
+    """Why an Embedding cannot get a masked twin, else None: the dependency
+    graph's reason (:func:`tfcomp.graph.handlers_weighted.
+    embedding_unsupported`).
 
     Example:
         >>> embedding_problem(keras.layers.Embedding(10, 4))  # None
     """
-    if getattr(layer, "lora_enabled", False) or \
-            getattr(layer, "lora_rank", None):
-        return ("Embedding with LoRA enabled (merge or drop the low-rank "
-                "update first)")
-    mode = getattr(layer, "quantization_mode", None)
-    if mode:
-        return f"quantized Embedding (quantization_mode={mode!r})"
-    return None
+    return embedding_unsupported(layer)
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")
