@@ -180,6 +180,11 @@ class ChannelHandler:
         ...         ctx.pass_through()
     """
 
+    #: True when the layer's per-channel weights map a zero channel to
+    #: zero (PReLU's alpha, LayerScale's gamma): a soft-pruned channel stays
+    #: zero through it without a channel mask of its own.
+    zero_preserving = False
+
     def connect(self, ctx: NodeContext) -> None:  # pragma: no cover
         raise NotImplementedError
 

@@ -305,6 +305,8 @@ class NormalizationHandler(ChannelHandler):
 
 
 class PReLUHandler(ChannelHandler):
+    zero_preserving = True  # max(0, x) + alpha * min(0, x) is 0 at x = 0
+
     def connect(self, ctx):
         c = ctx.in_channels()
         alpha = getattr(ctx.layer, "alpha", None)
@@ -316,6 +318,8 @@ class PReLUHandler(ChannelHandler):
 
 class ScaleLayerHandler(ChannelHandler):
     """Per-channel scale layers such as ConvNeXt's LayerScale (gamma)."""
+
+    zero_preserving = True  # gamma * 0 == 0
 
     def connect(self, ctx):
         c = ctx.in_channels()

@@ -82,7 +82,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 
 from tfcomp._io import check_positive_int
-from tfcomp.graph import PASS_THROUGH, PRODUCER, DependencyGraph
+from tfcomp.graph import PRODUCER, DependencyGraph
 from tfcomp.graph.walk import iter_leaf_layers
 from tfcomp.layers.masked import MaskedLayer
 from tfcomp.layers.masked_recurrent import MaskedRecurrent
@@ -95,7 +95,11 @@ from tfcomp.pruning.targets import (
     ignored_group_ids,
     resolve,
 )
-from tfcomp.pruning.wrappers import masked_layers, pruning_target
+from tfcomp.pruning.wrappers import (
+    masked_layers,
+    needs_pass_through_mask,
+    pruning_target,
+)
 
 __all__ = ["CRITERIA", "FPGMPruning", "channels_to_remove", "select_channels"]
 
@@ -381,11 +385,7 @@ class FPGMPruning(keras.callbacks.Callback):
                     return None, f"producer port {m.port!r} not supported"
                 outputs.append((layer, m))
                 producers.append((layer, m))
-            elif m.role == PASS_THROUGH and m.port in ("out", "channels"):
-                names = {v.name for v in getattr(layer, "weights", [])}
-                weighted = any(spec[0] in names for spec in m.weights)
-                if not weighted:
-                    continue
+            elif needs_pass_through_mask(m, layer):
                 if not isinstance(layer, MaskedLayer) or \
                         not layer.channel_mask:
                     return None, (f"{m.layer!r} ({m.layer_type}) has "

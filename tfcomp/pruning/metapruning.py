@@ -173,6 +173,13 @@ class PruningNet(keras.Model):
         self.groups = [g for g in self.graph.prunable_groups
                        if g.id not in self.excluded]
         self.sizes = {g.id: g.size for g in self.groups}
+        if not self.groups:
+            raise ValueError(
+                f"PruningNet: model {model.name!r} has no prunable channel "
+                "group to search (the dependency graph prunes none, or each "
+                f"touches a weight no generator covers). Excluded: "
+                f"{self.excluded or 'none'}; barriers: "
+                f"{dict(list(self.graph.barriers.items())[:5])}.")
         tids = [t for n in parsed.nodes for t in n.outputs
                 if self.graph.has_tensor(t)] + list(parsed.inputs)
         ports = [a[1] for specs in self._specs.values() for s in specs

@@ -27,6 +27,7 @@ from tfcomp._compile import carry_compile
 from tfcomp.graph import PASS_THROUGH, PRODUCER, DependencyGraph
 from tfcomp.graph.copy import clone_model, copy_weights
 from tfcomp.graph.handlers_recurrent import recurrent_cells
+from tfcomp.graph.registry import get_channel_handler
 from tfcomp.graph.walk import iter_leaf_layers, leaf_layers
 from tfcomp.layers.masked import MaskedLayer, masked_class_for, plain_class_of
 from tfcomp.layers.masked_recurrent import (
@@ -122,7 +123,10 @@ def _twin(layer):
 
 
 def _has_kernel(layer) -> bool:
-    """A trainable weight of rank >= 2 (a kernel or an embedding table)."""
+    """A trainable weight of rank >= 2 (a kernel or an embedding table;
+    not PReLU's per-position alpha, which keeps zero channels zero)."""
+    if getattr(get_channel_handler(layer), "zero_preserving", False):
+        return False
     return any(len(v.shape) >= 2 for v in layer.trainable_weights)
 
 
@@ -133,6 +137,28 @@ def _refusal(layer) -> str | None:
         layer = layer.layer
     check = getattr(masked_class_for(layer), "unsupported", None)
     return None if check is None else check(layer)
+
+
+def needs_pass_through_mask(member, layer) -> bool:
+    """True when ``member`` is a pass-through channel port of ``layer``
+    whose per-channel weights would make a soft-pruned (zero) channel
+    non-zero, so the layer needs a channel mask of its own (BatchNorm's
+    beta). PReLU's alpha and LayerScale's gamma keep a zero channel zero
+    (their handler's ``zero_preserving``): no mask needed.
+
+    Example:
+        >>> [m.layer for m in group.members if needs_pass_through_mask(
+        ...     m, model.get_layer(m.layer))]
+        ['bn1']
+    """
+    if member.role != PASS_THROUGH or member.port not in ("out", "channels") \
+            or layer is None:
+        return False
+    held = {v.name for v in getattr(layer, "weights", [])}
+    if not any(spec[0] in held for spec in member.weights):
+        return False
+    handler = get_channel_handler(layer)
+    return not getattr(handler, "zero_preserving", False)
 
 
 def _group_blockers(model, names) -> list:
@@ -152,10 +178,7 @@ def _group_blockers(model, names) -> list:
                     _twin(layer) is not None or \
                     (names is not None and layer.name not in names):
                 continue
-            held = {v.name for v in layer.weights}
-            if m.role == PRODUCER or (
-                    m.role == PASS_THROUGH and m.port in ("out", "channels")
-                    and any(spec[0] in held for spec in m.weights)):
+            if m.role == PRODUCER or needs_pass_through_mask(m, layer):
                 out[m.layer] = layer
     return list(out.items())
 
@@ -312,10 +335,11 @@ def apply_fpgm(model: keras.Model, layers=None) -> keras.Model:
 
     Normalisation (and depthwise) layers are masked too, so a pruned
     channel is exactly zero everywhere in its coupled group and removing it
-    later does not change the outputs. A channel group that passes through
-    a plain layer with per-channel weights (PReLU, a layer without masked
-    twin) is left whole by the callback (named in the warning), and its
-    MACs stay in a ``target_macs`` budget.
+    later does not change the outputs. PReLU and LayerScale need no mask
+    (their weights keep a zero channel zero). A channel group that passes
+    through another plain layer with per-channel weights (a layer without
+    masked twin) is left whole by the callback (named in the warning), and
+    its MACs stay in a ``target_macs`` budget.
     {copy}
     Args:
         model: a built functional or Sequential model.
@@ -417,15 +441,7 @@ def _channel_plan(masked_model, plain):
             if m.role == PRODUCER and m.port == "gates" and isinstance(
                     layer, MaskedRecurrent):
                 continue  # the unit mask is checked on the "out" member
-            if m.role == PRODUCER:
-                pass
-            elif m.role == PASS_THROUGH and m.port in ("out", "channels"):
-                weighted = layer is not None and any(
-                    spec[0] in {v.name for v in layer.weights}
-                    for spec in m.weights)
-                if not weighted:
-                    continue
-            else:
+            if m.role != PRODUCER and not needs_pass_through_mask(m, layer):
                 continue
             if not isinstance(layer, MaskedLayer) or not layer.channel_mask:
                 dead[:] = False
