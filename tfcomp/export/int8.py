@@ -67,7 +67,7 @@ import tensorflow as tf
 from tfcomp.export._recurrent import unrolled_for_tflite
 from tfcomp.export.runtime import make_interpreter
 from tfcomp.graph import iter_leaf_layers, parse_model
-from tfcomp.graph.copy import clone_model, refresh_state
+from tfcomp.graph.copy import clone_model, refresh_state, user_layer_class
 from tfcomp.layers import (
     MIXED_LAYERS,
     QUANT_ACTIVATION_LAYERS,
@@ -142,7 +142,8 @@ def check_exportable(model) -> None:
                 float_in.append(layer.name)
             elif not layer.input_quantizer.calibrated:
                 uncal.append(layer.name)
-        elif isinstance(layer, _classes(_FLOAT_KERNELS)):
+        elif isinstance(layer, _classes(_FLOAT_KERNELS)) or (
+                user_layer_class(type(layer)) and layer.weights):
             floats.append(f"{layer.name} ({type(layer).__name__})")
         elif (isinstance(layer, QUANT_ACTIVATION_LAYERS)
               and not layer.quantizer.calibrated):

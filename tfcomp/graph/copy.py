@@ -22,6 +22,13 @@ functional model are copied as Keras copies them.
 * :func:`model_from_config`: ``keras.saving.deserialize_keras_object`` of a
   (possibly rewritten) ``serialize_keras_object(model)``, with the
   ``Lambda`` functions taken from ``model``.
+* :func:`rebuild_layer`: ``cls.from_config(config)``, or, for a user's
+  layer whose ``__init__`` takes no ``**kwargs`` (keras.io's
+  ``TransformerBlock``: Keras' default ``from_config`` then fails on
+  ``name`` / ``trainable`` / ``dtype``), the constructor with the
+  arguments it names, then those three set on the new layer. Copies of a
+  model also find its unregistered layer classes (defined in a script or
+  notebook) from the live model, as the ``Lambda`` functions above.
 * :func:`refresh_state`: after a layer's variables were assigned, layers
   caching tensors derived from them (an adapted ``Normalization``'s mean
   and variance) recompute those, as Keras' loader does; every copy here
@@ -40,6 +47,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import re
 
 import keras
@@ -47,7 +55,11 @@ import keras
 from tfcomp.graph.walk import iter_leaf_layers
 
 __all__ = ["clone_layer", "clone_model", "copy_weights", "functional_view",
-           "model_from_config", "refresh_state"]
+           "model_from_config", "rebuild_layer", "refresh_state",
+           "user_layer_class"]
+
+# Keras' base layer arguments that a user's ``__init__`` may not accept.
+_BASE_ARGS = ("name", "trainable", "dtype")
 
 # Lambda config key -> the Lambda attribute holding the in-memory object.
 _FUNCTION_ATTRS = {"function": "function", "output_shape": "_output_shape",
@@ -92,12 +104,100 @@ def clone_layer(layer, config: dict | None = None):
         >>> twin = clone_layer(keras.layers.Lambda(lambda t: t * 2.0))
     """
     config = layer.get_config() if config is None else dict(config)
+    if user_layer_class(type(layer)):  # Keras' auto-config omits the name
+        config.setdefault("name", layer.name)
     if not isinstance(layer, keras.layers.Lambda):
-        return layer.__class__.from_config(config)
+        return rebuild_layer(layer.__class__, config)
     objects = {}
     _use_live_functions(layer, config, objects)
     with keras.saving.custom_object_scope(objects):
         return layer.__class__.from_config(config)
+
+
+def user_layer_class(cls) -> bool:
+    """A layer class of the user's own (not Keras', not tfcomp's).
+
+    Example:
+        >>> user_layer_class(keras.layers.Dense)
+        False
+    """
+    module = getattr(cls, "__module__", "") or ""
+    return not module.startswith(("keras", "tfcomp", "tf_keras"))
+
+
+def rebuild_layer(cls, config: dict):
+    """``cls.from_config(config)``; for a user's layer class whose
+    ``__init__`` rejects Keras' base arguments (no ``**kwargs``), the
+    constructor with the arguments it names, then ``name`` / ``trainable``
+    / ``dtype`` set on the new layer.
+
+    Raises:
+        TypeError: naming the class and the config keys its ``__init__``
+            does not take (beyond those three), with the fix.
+
+    Example:
+        >>> twin = rebuild_layer(type(block), block.get_config())
+    """
+    try:
+        return cls.from_config(config)
+    except TypeError as exc:
+        if not user_layer_class(cls) or not isinstance(config, dict):
+            raise
+        error = exc
+    params = inspect.signature(cls.__init__).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        raise error
+    unknown = sorted(k for k in config if k not in params
+                     and k not in _BASE_ARGS)
+    if unknown:
+        raise TypeError(
+            f"Cannot rebuild layer {config.get('name')!r} of class "
+            f"{cls.__name__} from its config: its __init__ takes no "
+            f"{unknown} (nor **kwargs). Give the class a get_config() that "
+            "returns exactly its constructor arguments and accept **kwargs "
+            "(passed to super().__init__), as Keras' guide 'Making new "
+            "layers and models via subclassing' shows; keras.saving needs "
+            f"the same to load the model. ({error})") from error
+    layer = cls(**{k: v for k, v in config.items() if k in params})
+    if config.get("name"):
+        layer.name = config["name"]
+    if "trainable" in config:
+        layer.trainable = bool(config["trainable"])
+    dtype = config.get("dtype")
+    if dtype is not None and "dtype" not in params:
+        policy = keras.saving.deserialize_keras_object(dtype) if \
+            isinstance(dtype, dict) else keras.DTypePolicy(dtype)
+        layer.dtype_policy = policy
+    return layer
+
+
+class _LiveClass:
+    """Stands for a user's layer class during a copy: Keras finds it by its
+    registered name even when it was never registered, and builds it with
+    :func:`rebuild_layer`."""
+
+    def __init__(self, cls):
+        self.cls = cls
+
+    def from_config(self, config):
+        return rebuild_layer(self.cls, config)
+
+
+def _live_classes(source: keras.Model) -> dict:
+    """``{registered name: _LiveClass}`` of the user's own layer classes of
+    ``source`` (leaf layers and nested models)."""
+    out = {}
+    stack = [source]
+    while stack:
+        model = stack.pop()
+        for layer in getattr(model, "layers", []):
+            if isinstance(layer, keras.Model) and not user_layer_class(
+                    type(layer)):
+                stack.append(layer)
+            cls = type(layer)
+            if user_layer_class(cls):
+                out[keras.saving.get_registered_name(cls)] = _LiveClass(cls)
+    return out
 
 
 def refresh_state(layer) -> None:
@@ -282,12 +382,29 @@ def model_from_config(serialized: dict, source: keras.Model) -> keras.Model:
     layers = dict(iter_leaf_layers(source))
     lambdas = [lyr for lyr in layers.values()
                if isinstance(lyr, keras.layers.Lambda)]
-    objects = {}
+    objects = _live_classes(source)
     if lambdas:
         names = [lyr.name for lyr in lambdas]
         by_name = {lyr.name: lyr for lyr in lambdas
                    if names.count(lyr.name) == 1}
         _live_functions(serialized.get("config") or {}, "", layers, by_name,
                         objects)
+    if objects:
+        _name_user_layers(serialized.get("config") or {}, objects)
     with keras.saving.custom_object_scope(objects):
         return keras.saving.deserialize_keras_object(serialized)
+
+
+def _name_user_layers(cfg: dict, objects: dict) -> None:
+    """Keras keeps a layer's name beside its config; a user's layer class
+    built by :func:`rebuild_layer` gets it inside, so the copy keeps the
+    original names (layer paths)."""
+    for entry in cfg.get("layers") or []:
+        sub = entry.get("config") if isinstance(entry, dict) else None
+        if not isinstance(sub, dict):
+            continue
+        if isinstance(objects.get(entry.get("registered_name")),
+                      _LiveClass) and entry.get("name"):
+            sub.setdefault("name", entry["name"])
+        elif "layers" in sub:
+            _name_user_layers(sub, objects)
