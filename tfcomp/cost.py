@@ -28,6 +28,11 @@ Conventions (the ones the MobileNet papers use, so published figures match):
   unfolds them (the record's note says so).
 * A dimension unknown until run time (``None``, e.g. a variable sequence
   length) counts as 1 position; the record's note says so.
+* A user's own layer holding inner Keras layers (a Transformer block) and
+  a subclassed ``keras.Model`` have no readable graph: their MACs are
+  traced from one call on zeros, each inner layer's call counted by these
+  formulas (``tfcomp._cost_trace``); ``keras.ops`` products written in a
+  ``call`` are not counted (the record's note says so).
 * Bits default to 32/32 (float). A layer carrying ``w_bits`` / ``a_bits``
   attributes (tfcomp's quantized layers) contributes its own widths; the
   ``bits`` argument overrides both.
@@ -364,43 +369,139 @@ def batch_rows(model) -> dict:
             if f.denominator == 1 and f > 1}
 
 
+def _subclassed(model) -> bool:
+    """A subclassed ``keras.Model``: no graph (a functional model has its
+    ``inputs`` / ``outputs``, even one whose config cannot be written)."""
+    import keras
+
+    return not isinstance(model, keras.Sequential) and not (
+        getattr(model, "inputs", None) and getattr(model, "outputs", None))
+
+
+def _walk_items(model, prefix: str):
+    """``(path, layer, subclassed)`` of ``iter_leaf_layers``' leaves, a
+    nested subclassed model given whole (``subclassed`` True)."""
+    import keras
+
+    for layer in model.layers:
+        path = f"{prefix}{layer.name}"
+        if not (isinstance(layer, keras.Model) and layer.layers):
+            yield path, layer, False
+        elif _subclassed(layer):
+            yield path, layer, True
+        else:
+            yield from _walk_items(layer, path + "/")
+
+
+def _traced_layer(layer, name, graph_args, shared) -> tuple[int, str]:
+    """MACs and note of a user layer holding inner layers: one trace per
+    call of it in the graph."""
+    from tfcomp._cost_trace import cached_trace, traced_macs, unknown_sizes
+
+    first = _io_shapes(layer)
+    calls = shared or [first]
+    total, notes = 0, []
+    for i, (ins, _) in enumerate(calls):
+        traced, error = cached_trace(
+            layer, (i, tuple(map(tuple, ins))),
+            lambda i=i: graph_args(name, i, layer))
+        if error:
+            return 0, (f"unknown MACs: trace of its inner layers failed "
+                       f"({error}), counted as 0")
+        macs, note = traced_macs(layer, traced)
+        total += macs
+        for n in (note, unknown_sizes(ins)):
+            if n and n not in notes:
+                notes.append(n)
+    if shared:
+        notes.append(f"called {len(calls)} times: every call counted")
+    return total, "; ".join(notes)
+
+
+def _record(name, layer, macs, note, out_shapes, rows, bits
+            ) -> LayerProfile:
+    w_bits, a_bits = _layer_bits(layer, bits, name)
+    params = int(sum(_prod(w.shape) for w in layer.weights))
+    out_shape = tuple(out_shapes[0][1:]) if out_shapes else ()
+    if params == 0:
+        w_bits = FLOAT_BITS if not hasattr(layer, "w_bits") else w_bits
+    act_elems = rows * sum(_prod(s[1:]) for s in out_shapes
+                           if None not in s[1:])
+    return LayerProfile(
+        name=name, type=type(layer).__name__, output_shape=out_shape,
+        params=params, macs=int(macs), w_bits=w_bits, a_bits=a_bits,
+        bops=bops(macs, w_bits, a_bits),
+        act_bytes=activation_bytes(act_elems, a_bits), note=note)
+
+
+def _rows_factor(macs, note, rows):
+    if rows > 1 and macs:
+        macs *= rows
+        note = "; ".join(filter(None, [
+            note, f"runs on {rows} rows per sample (time steps folded "
+            f"into the batch): counted {rows} times"]))
+    return macs, note
+
+
+def _traced_model(model, prefix, key, make_args, bits, records,
+                  rows: int = 1, raise_errors: bool = False) -> None:
+    """One row per inner leaf layer of a subclassed model, from one call
+    traced on zeros (``make_args()``)."""
+    from tfcomp._cost_trace import cached_trace, inner_leaves, leaf_calls_macs
+
+    traced, error = cached_trace(model, key, make_args)
+    if error and raise_errors:
+        raise ValueError(
+            f"Cannot profile subclassed model {model.name!r} (class "
+            f"{type(model).__name__}): calling it once on zeros of its "
+            f"input shape {model.get_build_config()} to trace its layers "
+            f"failed ({error}). Wrap it as a functional model, "
+            "keras.Model(inputs, model(inputs)) with keras.Input(...) inputs, "
+            "and profile that.")
+    for name, leaf in inner_leaves(model, prefix):
+        calls = traced.get(id(leaf), [])
+        macs, notes = leaf_calls_macs(leaf, calls)
+        if error:
+            notes = [f"unknown MACs: trace of subclassed model "
+                     f"{model.name!r} failed ({error}), counted as 0"]
+        elif not calls:
+            notes = ["not called in the traced call"]
+        elif len(calls) > 1:
+            notes.append(f"called {len(calls)} times: every call counted")
+        notes.append(f"traced from one call of subclassed model "
+                     f"{model.name!r}")
+        macs, note = _rows_factor(macs, "; ".join(notes), rows)
+        records.append(_record(name, leaf, macs, note,
+                               calls[0][1] if calls else [], rows, bits))
+
+
 def _walk(model, prefix: str, bits, records: list) -> None:
-    from tfcomp.graph.walk import iter_leaf_layers
+    from tfcomp._cost_trace import GraphArgs, is_container
 
     calls = call_shapes(model) if not prefix else {}
     factors = batch_rows(model) if not prefix else {}
-    for name, layer in iter_leaf_layers(model, prefix):
+    graph_args = GraphArgs(model)
+    for name, layer, subclassed in _walk_items(model, prefix):
+        rows = factors.get(name, 1)
+        if subclassed:
+            ins = tuple(map(tuple, _io_shapes(layer)[0]))
+            _traced_model(layer, name + "/", (0, ins),
+                          lambda n=name, lyr=layer: graph_args(n, 0, lyr),
+                          bits, records, rows)
+            continue
         if name in calls:
             macs, note = _macs_of_calls(layer, calls[name])
             in_shapes, out_shapes = _io_shapes(layer)
         else:
             in_shapes, out_shapes = _io_shapes(layer)
             macs, note = _count_macs(layer, in_shapes, out_shapes)
-        rows = factors.get(name, 1)
-        if rows > 1 and macs:
-            macs *= rows
-            note = "; ".join(filter(None, [
-                note, f"runs on {rows} rows per sample (time steps folded "
-                f"into the batch): counted {rows} times"]))
-        w_bits, a_bits = _layer_bits(layer, bits, name)
-        params = int(sum(_prod(w.shape) for w in layer.weights))
-        out_shape = tuple(out_shapes[0][1:]) if out_shapes else ()
-        if params == 0:
-            w_bits = FLOAT_BITS if not hasattr(layer, "w_bits") else w_bits
-        act_elems = rows * sum(_prod(s[1:]) for s in out_shapes
-                               if None not in s[1:])
-        records.append(LayerProfile(
-            name=name,
-            type=type(layer).__name__,
-            output_shape=out_shape,
-            params=params,
-            macs=int(macs),
-            w_bits=w_bits,
-            a_bits=a_bits,
-            bops=bops(macs, w_bits, a_bits),
-            act_bytes=activation_bytes(act_elems, a_bits),
-            note=note,
-        ))
+        if not macs and note.startswith("unknown layer type") and \
+                is_container(layer):
+            macs, note = _traced_layer(layer, name, graph_args,
+                                       calls.get(name))
+        macs, note = _rows_factor(macs, note, rows)
+        records.append(_record(name, layer, macs, note, out_shapes, rows,
+                               bits))
 
 
 def profile(model: keras.Model, bits: dict[str, Any] | None = None
@@ -409,13 +510,19 @@ def profile(model: keras.Model, bits: dict[str, Any] | None = None
 
     Args:
         model: a built functional or Sequential ``keras.Model``; nested
-            functional models are recursed into.
+            functional models are recursed into. A built subclassed model
+            is traced: one call on zeros of its build input shape, one
+            record per inner layer.
         bits: optional ``{layer_name: (w_bits, a_bits)}`` overriding the
             layers' own widths (names as in the profile, ``outer/inner``
             for nested models, or the bare layer name).
 
     Returns:
         A ``ModelProfile`` with per-layer ``LayerProfile`` records.
+
+    Raises:
+        ValueError: an unbuilt model; a subclassed model whose input shape
+            is unknown or whose call on zeros of it fails.
 
     Example:
         >>> import tfcomp
@@ -439,5 +546,12 @@ def profile(model: keras.Model, bits: dict[str, Any] | None = None
                     f"bits[{k!r}] must be a (w_bits, a_bits) pair. "
                     f"Received: {v!r}")
     records: list[LayerProfile] = []
-    _walk(model, "", bits, records)
+    if _subclassed(model):
+        from tfcomp._cost_trace import build_call_args
+
+        args = build_call_args(model)  # a clear ValueError if unknown
+        _traced_model(model, "", repr(model.get_build_config()),
+                      lambda: args, bits, records, raise_errors=True)
+    else:
+        _walk(model, "", bits, records)
     return ModelProfile(name=model.name, layers=records)

@@ -497,6 +497,11 @@ def extract_specs(model: keras.Model, batch: int = 1,
         spec, reason = spec_for_layer(layer, name, in_shapes, out_shape,
                                       batch * n_calls * rows.get(name, 1))
         if spec is None:
+            if reason.startswith("no cost model") and rec is not None \
+                    and rec.macs:
+                # a user layer's MACs traced by the profile: not priced here
+                reason += (f" ({rec.macs:,} MACs in tfcomp.profile are not "
+                           "priced)")
             if reason:
                 skipped.append((name, reason))
             continue
