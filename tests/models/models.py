@@ -19,6 +19,7 @@ from typing import Callable
 import keras
 import numpy as np
 
+from tfcomp.graph.copy import user_layer_class
 from tfcomp.graph.identity import INFERENCE_IDENTITY, keras_layer_classes
 
 L = keras.layers
@@ -34,7 +35,7 @@ ROWS = (
     "Reshape / Flatten", "Dropout / noise / augmentation", "nested Model",
     "several inputs", "Lambda / keras.ops",
     "LSTM / GRU / SimpleRNN / ConvLSTM", "TimeDistributed",
-    "Attention / AdditiveAttention",
+    "Attention / AdditiveAttention", "your own Layer subclass",
 )
 
 
@@ -496,6 +497,71 @@ def text_attention():
     return keras.Model(tokens, outputs, name="text_attention")
 
 
+class TransformerBlock(L.Layer):
+    """keras.io "Text classification with Transformer", as written there:
+    never registered, no ``get_config``, no ``**kwargs``."""
+
+    def __init__(self, embed_dim, num_heads, ff_dim, rate=0.1):
+        super().__init__()
+        self.att = L.MultiHeadAttention(num_heads=num_heads,
+                                        key_dim=embed_dim)
+        self.ffn = keras.Sequential([L.Dense(ff_dim, activation="relu"),
+                                     L.Dense(embed_dim)])
+        self.layernorm1 = L.LayerNormalization(epsilon=1e-6)
+        self.layernorm2 = L.LayerNormalization(epsilon=1e-6)
+        self.dropout1 = L.Dropout(rate)
+        self.dropout2 = L.Dropout(rate)
+
+    def call(self, inputs):
+        attn_output = self.dropout1(self.att(inputs, inputs))
+        out1 = self.layernorm1(inputs + attn_output)
+        ffn_output = self.dropout2(self.ffn(out1))
+        return self.layernorm2(out1 + ffn_output)
+
+    def hand_macs(self, x, y) -> int:
+        """By hand: self-attention (projections, scores, weighted sum,
+        output projection) and the two FFN matmuls, per position."""
+        t, e = x[1], x[-1]
+        h, kd = self.att.num_heads, self.att.key_dim
+        ff = self.ffn.layers[0].units
+        return (t * e * h * kd * 3 + h * t * t * 2 * kd + t * h * kd * e
+                + 2 * t * e * ff)
+
+
+class TokenAndPositionEmbedding(L.Layer):
+    """keras.io's token + position embedding (two lookups: no MACs)."""
+
+    def __init__(self, maxlen, vocab_size, embed_dim):
+        super().__init__()
+        self.token_emb = L.Embedding(input_dim=vocab_size,
+                                     output_dim=embed_dim)
+        self.pos_emb = L.Embedding(input_dim=maxlen, output_dim=embed_dim)
+
+    def call(self, x):
+        maxlen = keras.ops.shape(x)[-1]
+        positions = self.pos_emb(keras.ops.arange(0, maxlen, 1))
+        return self.token_emb(x) + positions
+
+    def hand_macs(self, x, y) -> int:
+        return 0
+
+
+def text_transformer():
+    """keras.io "Text classification with Transformer", narrowed: the
+    user's own layer classes (a Transformer block, token + position
+    embeddings) around a pooled Dense head."""
+    keras.utils.set_random_seed(0)
+    inputs = L.Input(shape=(12,))
+    x = TokenAndPositionEmbedding(12, 50, 8)(inputs)
+    x = TransformerBlock(8, 2, 8)(x)
+    x = L.GlobalAveragePooling1D()(x)
+    x = L.Dropout(0.1)(x)
+    x = L.Dense(12, activation="relu")(x)
+    x = L.Dropout(0.1)(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="text_transformer")
+
+
 def application(name: str, size: int = 32) -> Callable:
     """A builder of ``keras.applications.<name>`` at ``size`` x ``size``."""
 
@@ -585,6 +651,9 @@ CASES = {c.name: c for c in [
          ("Conv1D", "Dense", "Embedding", "pooling",
           "Add / Concatenate / Multiply", "Attention / AdditiveAttention"),
          (16,), input_kind="tokens", vocab=50),
+    Case("text_transformer", text_transformer,
+         ("Dense", "pooling", "Dropout / noise / augmentation",
+          "your own Layer subclass"), (12,), input_kind="tokens", vocab=50),
     Case("MobileNetV3Small", application("MobileNetV3Small"),
          ("Conv2D", "pooling", "DepthwiseConv2D", "BatchNormalization",
           "padding", "Rescaling / Normalization", "Add / Concatenate / Multiply",
@@ -687,6 +756,8 @@ def _op_rows(op) -> set:
         return {"Lambda / keras.ops"}  # a keras.ops call
     if isinstance(op, L.TimeDistributed):
         return {"TimeDistributed"} | _op_rows(op.layer)
+    if user_layer_class(type(op)):
+        return {"your own Layer subclass"}
     if isinstance(op, L.Conv2D):
         return {"grouped Conv2D" if op.groups > 1 else "Conv2D"}
     for classes, row in _ROW_OF:

@@ -106,6 +106,15 @@ EXPECTED_UNSUPPORTED = {
         ValueError, "(QuantEmbedding) " + _NO_BITSERIAL,
         "Embedding (a table lookup) and attention have no integer ops in "
         "the bit-serial IR", ("Embedding", "Attention / AdditiveAttention")),
+    ("text_transformer", "int8"): (
+        ValueError, "(TransformerBlock)'] have float weights",
+        "quantize_model keeps your own layer classes float (named in its "
+        "warning): export the float model with 'int8' and calibration data "
+        "instead", ("your own Layer subclass",)),
+    ("text_transformer", "bitserial"): (
+        ValueError, "(TokenAndPositionEmbedding) " + _NO_BITSERIAL,
+        "your own layer classes have no integer mapping",
+        ("your own Layer subclass",)),
     ("lambda_ops", "bitserial"): (
         ValueError, "(Lambda) " + _NO_BITSERIAL,
         "a Lambda / keras.ops call is arbitrary Python: no integer op",
@@ -301,6 +310,8 @@ def _layer_macs(layer, x=None, y=None) -> int:
         return 0
     x = _shapes(layer.input)[0] if x is None else x
     y = _shapes(layer.output)[0] if y is None else y
+    if hasattr(layer, "hand_macs"):  # a case's own layer class counts itself
+        return layer.hand_macs(x, y)
     cin, k = x[-1], math.prod(getattr(layer, "kernel_size", ()) or (1,))
     if isinstance(layer, L.TimeDistributed):
         # the inner layer on every time step (unknown T counts as 1)
