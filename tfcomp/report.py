@@ -138,8 +138,8 @@ def _channels(model, profile) -> dict:
     from tfcomp.graph.walk import iter_leaf_layers
 
     L = keras.layers
-    kinds = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D,
-             L.Dense)
+    kinds = (L.Conv1D, L.Conv2D, L.DepthwiseConv1D, L.DepthwiseConv2D,
+             L.SeparableConv1D, L.SeparableConv2D, L.Dense)
     paths = {path for path, layer in iter_leaf_layers(model)
              if isinstance(layer, kinds)}
     return {r.name: int(r.output_shape[-1]) for r in profile.layers

@@ -44,6 +44,7 @@ from tfcomp.layers.masked_recurrent import (
     MaskedRecurrent,
     MaskedSimpleRNN,
 )
+from tfcomp.layers.quant_1d import QuantConv1DTranspose, QuantDepthwiseConv1D
 from tfcomp.layers.quant_activation import QuantActivation, QuantReLU
 from tfcomp.layers.quant_attention import QuantMultiHeadAttention
 from tfcomp.layers.quant_base import QuantMixin
@@ -61,7 +62,12 @@ from tfcomp.layers.quant_mixed import (
     MixedQuantDense,
     MixedQuantDepthwiseConv2D,
 )
-from tfcomp.layers.quant_nd import QuantConv1D, QuantConv2DTranspose, QuantConv3D
+from tfcomp.layers.quant_nd import (
+    QuantConv1D,
+    QuantConv2DTranspose,
+    QuantConv3D,
+    QuantConv3DTranspose,
+)
 from tfcomp.layers.quant_norm import (
     QUANT_NORM_OF,
     QuantGroupNormalization,
@@ -89,7 +95,8 @@ from tfcomp.layers.tucker import TNetConv2D, TuckerConv2D, TuckerTensor
 #: Quantization-aware layers with a kernel (one bit-width pair each).
 QUANT_WEIGHT_LAYERS = (QuantConv2D, QuantDepthwiseConv2D, QuantDense,
                        QuantConv1D, QuantConv3D, QuantConv2DTranspose,
-                       QuantEinsumDense, QuantEmbedding)
+                       QuantDepthwiseConv1D, QuantConv1DTranspose,
+                       QuantConv3DTranspose, QuantEinsumDense, QuantEmbedding)
 #: Activation quantizer layers.
 QUANT_ACTIVATION_LAYERS = (QuantActivation, QuantReLU)
 #: DNAS supernet layers (several candidate bit-width pairs).
@@ -109,6 +116,7 @@ QUANT_LAYERS = (QUANT_WEIGHT_LAYERS + QUANT_ACTIVATION_LAYERS + MIXED_LAYERS
 __all__ = [
     "QuantActivation", "QuantReLU", "QuantConv2D", "QuantDepthwiseConv2D",
     "QuantDense", "QuantConv1D", "QuantConv3D", "QuantConv2DTranspose",
+    "QuantDepthwiseConv1D", "QuantConv1DTranspose", "QuantConv3DTranspose",
     "QuantEinsumDense", "QuantEmbedding", "QuantMixin", "MixedMixin",
     "MixedQuantConv2D",
     "MixedQuantDepthwiseConv2D", "MixedQuantDense", "gumbel_softmax",

@@ -1,10 +1,11 @@
-"""Quantization-aware Conv1D, Conv3D and Conv2DTranspose.
+"""Quantization-aware Conv1D, Conv3D, Conv2DTranspose and Conv3DTranspose.
 
 Their int8 TFLite export path (``_export_call``) only uses ops TFLite runs
 in int8 with per-channel weights: Conv1D is a CONV_2D over a height-1
 image, Conv3D a CONV_2D over the depth taps stacked on the channel axis
-(TFLite's CONV_3D is float only) and Conv2DTranspose a CONV_2D of the
-zero-upsampled input with the flipped kernel (the converter cannot keep
+(TFLite's CONV_3D is float only) and a transposed convolution the
+convolution of the zero-upsampled input with the flipped kernel (CONV_2D;
+Conv3DTranspose as Conv3D's stacked taps; the converter cannot keep
 per-channel ranges through TRANSPOSE_CONV's weight transpose). All are exact
 rewrites: the file accumulates the same integer products as the QAT layer.
 
@@ -16,13 +17,16 @@ Example:
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfcomp.layers._kernel_ops import ConvOp, ConvTransposeOp, causal_pad
 from tfcomp.layers.quant_base import fake_quant_weights
 from tfcomp.layers.quant_conv import _Q_DOC, _QuantLayer
 
-__all__ = ["QuantConv1D", "QuantConv3D", "QuantConv2DTranspose"]
+__all__ = ["QuantConv1D", "QuantConv3D", "QuantConv2DTranspose",
+           "QuantConv3DTranspose", "flipped_kernel",
+           "transpose_as_valid_conv"]
 
 
 def _check_channels_last(layer) -> None:
@@ -70,19 +74,23 @@ class QuantConv1D(ConvOp, _QuantLayer, keras.layers.Conv1D):
         return self._apply_bias_activation(ops.squeeze(y, 1))
 
 
-def _undilated(kernel, rate: int):
-    """A Conv1D kernel with ``rate - 1`` zero taps between its taps: the
-    same convolution without dilation. TF lowers a dilated convolution to
-    SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND around it, which the int8
-    converter leaves float; zero weights are exact int8 codes."""
+def _undilated(kernel, rate: int, axis: int = 0):
+    """A kernel with ``rate - 1`` zero taps between its taps along spatial
+    ``axis``: the same convolution without dilation. TF lowers a dilated
+    convolution to SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND around it, which
+    the int8 converter leaves float; zero weights are exact int8 codes."""
+    rate, n = int(rate), int(kernel.shape[axis])
     if rate == 1:
         return kernel
-    zeros = ops.zeros((rate - 1,) + tuple(kernel.shape[1:]), kernel.dtype)
+    shape = list(kernel.shape)
+    shape[axis] = rate - 1
+    zeros = ops.zeros(tuple(shape), kernel.dtype)
     parts = []
-    for i in range(kernel.shape[0]):
-        parts += [kernel[i:i + 1]] + ([zeros] if i < kernel.shape[0] - 1
-                                      else [])
-    return ops.concatenate(parts, axis=0)
+    for i in range(n):
+        parts.append(kernel[(slice(None),) * axis + (slice(i, i + 1),)])
+        if i < n - 1:
+            parts.append(zeros)
+    return ops.concatenate(parts, axis=axis)
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")
@@ -108,28 +116,38 @@ class QuantConv3D(ConvOp, _QuantLayer, keras.layers.Conv3D):
                 f"int8 TFLite export of grouped Conv3D {self.name!r} is not "
                 f"supported. Received: groups={self.groups}")
         x = self._export_inputs(inputs)
-        kd, kh, kw, cin, cout = self.kernel.shape
-        sd, dd = self.strides[0], self.dilation_rate[0]
-        depth = int(x.shape[1])
-        out = self.compute_output_shape(tuple(x.shape))
-        d_out = int(out[1])
+        kd, sd, dd = self.kernel.shape[0], self.strides[0], \
+            self.dilation_rate[0]
+        d_out = int(self.compute_output_shape(tuple(x.shape))[1])
         if self.padding == "same":
-            before, after = _same_pad(depth, d_out, kd, sd, dd)
+            before, after = _same_pad(int(x.shape[1]), d_out, kd, sd, dd)
             if before or after:
                 x = ops.pad(x, ((0, 0), (before, after), (0, 0), (0, 0),
                                 (0, 0)))
-        span = (d_out - 1) * sd + 1
-        taps = [x[:, i * dd:i * dd + span:sd] for i in range(kd)]
-        x = taps[0] if kd == 1 else ops.concatenate(taps, axis=-1)
-        h, w = int(x.shape[2]), int(x.shape[3])
-        x = ops.reshape(x, (-1, h, w, kd * cin))
-        k = ops.reshape(ops.transpose(self.kernel, (1, 2, 0, 3, 4)),
-                        (kh, kw, kd * cin, cout))
-        k = fake_quant_weights(k, self._tfcomp_export["fq_max"], axis=-1)
-        y = ops.conv(x, k, strides=self.strides[1:], padding=self.padding,
-                     dilation_rate=self.dilation_rate[1:])
-        y = ops.reshape(y, (-1, d_out) + tuple(y.shape[1:]))
+        y = _conv3d_as_conv2d(x, self.kernel, self.strides, self.padding,
+                              self.dilation_rate, d_out,
+                              self._tfcomp_export["fq_max"])
         return self._apply_bias_activation(y)
+
+
+def _conv3d_as_conv2d(x, kernel, strides, padding, dilation, d_out: int,
+                      fq_max):
+    """A Conv3D of ``x`` (depth already padded) as one CONV_2D: the ``kd``
+    depth taps stacked on the channel axis (TFLite's CONV_3D is float
+    only), the kernel fake-quantized per output channel."""
+    kd, kh, kw, cin, cout = kernel.shape
+    sd, dd = strides[0], dilation[0]
+    span = (d_out - 1) * sd + 1
+    taps = [x[:, i * dd:i * dd + span:sd] for i in range(kd)]
+    x = taps[0] if kd == 1 else ops.concatenate(taps, axis=-1)
+    h, w = int(x.shape[2]), int(x.shape[3])
+    x = ops.reshape(x, (-1, h, w, kd * cin))
+    k = ops.reshape(ops.transpose(kernel, (1, 2, 0, 3, 4)),
+                    (kh, kw, kd * cin, cout))
+    k = fake_quant_weights(k, fq_max, axis=-1)
+    y = ops.conv(x, k, strides=strides[1:], padding=padding,
+                 dilation_rate=dilation[1:])
+    return ops.reshape(y, (-1, d_out) + tuple(y.shape[1:]))
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")
@@ -151,44 +169,89 @@ class QuantConv2DTranspose(ConvTransposeOp, _QuantLayer,
     _kernel_reduce_axes = (0, 1, 3)
 
     def _export_call(self, inputs):
-        _check_channels_last(self)
-        if tuple(self.dilation_rate) != (1, 1):
-            raise NotImplementedError(
-                f"int8 TFLite export of Conv2DTranspose {self.name!r} needs "
-                f"dilation_rate=1. Received: {self.dilation_rate}")
-        x = self._export_inputs(inputs)
-        out = self.compute_output_shape(tuple(x.shape))
-        kh, kw, cout, cin = self.kernel.shape
-        pads = []
-        for axis, (k, s) in enumerate(zip((kh, kw), self.strides)):
-            size, n_out = int(x.shape[1 + axis]), int(out[1 + axis])
-            if s > 1:
-                x = _zero_upsample(x, axis, s)
-            before = 0
-            if self.padding == "same":
-                before = max((size - 1) * s + k - n_out, 0) // 2
-            left = k - 1 - before
-            right = n_out + k - 1 - size * s - left
-            if right < 0:
-                x = x[:, :right] if axis == 0 else x[:, :, :right]
-                right = 0
-            pads.append((left, right))
-        x = ops.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-        k = ops.transpose(ops.flip(ops.flip(self.kernel, 0), 1),
-                          (0, 1, 3, 2))
-        k = fake_quant_weights(k, self._tfcomp_export["fq_max"], axis=-1)
+        x = transpose_as_valid_conv(self, self._export_inputs(inputs))
+        k = fake_quant_weights(flipped_kernel(self),
+                               self._tfcomp_export["fq_max"], axis=-1)
         y = ops.conv(x, k, padding="valid")
         return self._apply_bias_activation(y)
 
 
+@keras.saving.register_keras_serializable(package="tfcomp")
+class QuantConv3DTranspose(ConvTransposeOp, _QuantLayer,
+                           keras.layers.Conv3DTranspose):
+    """``keras.layers.Conv3DTranspose`` with fake-quantized weights and
+    inputs; the weight scale is per output channel (kernel axis 3).
+
+    Its int8 export is a stride-1 Conv3D of the zero-upsampled input with
+    the flipped kernel, as QuantConv3D's one CONV_2D over stacked depth
+    taps.
+
+    Args:
+        *args, **kwargs: ``keras.layers.Conv3DTranspose`` arguments.
+    """ + _Q_DOC + """
+    Reference: Wang et al., HAQ, arXiv:1811.08886.
+
+    Example:
+        >>> layer = QuantConv3DTranspose(4, 2, strides=2, w_bits=8)
+        >>> y = layer(np.zeros((1, 4, 4, 4, 2), "float32"))
+    """
+
+    _kernel_reduce_axes = (0, 1, 2, 4)
+
+    def _export_call(self, inputs):
+        x = transpose_as_valid_conv(self, self._export_inputs(inputs))
+        k = flipped_kernel(self)
+        d_out = int(x.shape[1]) - int(k.shape[0]) + 1
+        y = _conv3d_as_conv2d(x, k, (1, 1, 1), "valid", (1, 1, 1), d_out,
+                              self._tfcomp_export["fq_max"])
+        return self._apply_bias_activation(y)
+
+
+def flipped_kernel(layer):
+    """A transposed convolution's ``(*k, out, in)`` kernel as the
+    ``(*k', in, out)`` kernel of the equivalent stride-1 convolution:
+    dilated with zero taps, flipped along every spatial axis."""
+    k = layer.kernel
+    rank = len(k.shape) - 2
+    for axis in range(rank):
+        k = ops.flip(_undilated(k, layer.dilation_rate[axis], axis), axis)
+    return ops.transpose(k, tuple(range(rank)) + (rank + 1, rank))
+
+
+def transpose_as_valid_conv(layer, x):
+    """The input of a transposed convolution ``layer`` (channels last)
+    zero-upsampled by its strides and padded so that a valid stride-1
+    convolution with :func:`flipped_kernel` gives its output
+    (``padding``, ``output_padding``, dilation included): exact, and only
+    PAD / RESHAPE ops, which TFLite runs in int8."""
+    _check_channels_last(layer)
+    out = layer.compute_output_shape(tuple(x.shape))
+    pads = [(0, 0)]
+    for axis, (k, s, d) in enumerate(zip(
+            layer.kernel_size, layer.strides, layer.dilation_rate)):
+        size, n_out = int(x.shape[1 + axis]), int(out[1 + axis])
+        k = (k - 1) * d + 1
+        if s > 1:
+            x = _zero_upsample(x, axis, s)
+        before = 0
+        if layer.padding == "same":
+            before = max((size - 1) * s + k - n_out, 0) // 2
+        left = k - 1 - before
+        right = n_out + k - 1 - size * s - left
+        if right < 0:
+            x = x[(slice(None),) * (1 + axis) + (slice(None, right),)]
+            right = 0
+        pads.append((left, right))
+    return ops.pad(x, tuple(pads) + ((0, 0),))
+
+
 def _zero_upsample(x, axis: int, s: int):
     """``x`` with ``s - 1`` zeros after every element along spatial
-    ``axis`` (0: height, 1: width) of an NHWC tensor, by reshape + pad."""
-    h, w, c = (int(d) for d in x.shape[1:])
-    if axis == 0:
-        y = ops.reshape(x, (-1, h, 1, w * c))
-        y = ops.pad(y, ((0, 0), (0, 0), (0, s - 1), (0, 0)))
-        return ops.reshape(y, (-1, h * s, w, c))
-    y = ops.reshape(x, (-1, w, 1, c))
+    ``axis`` (0: the first spatial axis) of a channels-last tensor, by
+    reshape + a 4-D pad."""
+    shape = [int(d) for d in x.shape[1:]]
+    n = shape[axis]
+    y = ops.reshape(x, (-1, n, 1, int(np.prod(shape[axis + 1:]))))
     y = ops.pad(y, ((0, 0), (0, 0), (0, s - 1), (0, 0)))
-    return ops.reshape(y, (-1, h, w * s, c))
+    shape[axis] = n * s
+    return ops.reshape(y, (-1,) + tuple(shape))

@@ -23,6 +23,7 @@ from tfcomp.graph.identity import INFERENCE_IDENTITY, keras_layer_classes
 from tfcomp.layers import QUANT_ACTIVATION_LAYERS, QUANT_LAYERS, QuantReLU
 from tfcomp.layers._kernel_ops import parse_dense_equation
 from tfcomp.quantization._graph import read_graph
+from tfcomp.quantization._separable import SEPARABLE, separable_parts
 from tfcomp.quantization._time_fold import (
     fold_time_distributed,
     reshape_op_class,
@@ -37,9 +38,11 @@ __all__ = ["Plan", "Analysis", "analyse", "fold_batchnorm_weights",
            "keras_classes", "FIXED_RANGE_ACTS", "FIXED_GRIDS", "SAME_SCALE"]
 
 #: Keras layer types ``quantize_model`` replaces (exact types).
-QUANT_KINDS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense",
-               "SeparableConv2D", "Conv2DTranspose", "EinsumDense",
-               "Embedding", "BatchNormalization")
+QUANT_KINDS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D",
+               "DepthwiseConv2D", "Dense", "SeparableConv1D",
+               "SeparableConv2D", "Conv1DTranspose", "Conv2DTranspose",
+               "Conv3DTranspose", "EinsumDense", "Embedding",
+               "BatchNormalization")
 #: The subset DNAS supernets support.
 BASIC_KINDS = ("Conv2D", "DepthwiseConv2D", "Dense")
 _KERNEL_WEIGHTS = ("kernel", "embeddings", "depthwise_kernel",
@@ -174,11 +177,11 @@ def fold_batchnorm_weights(layer, bn, kernel=None, bias=None):
     """Kernel and bias of ``layer`` with ``bn`` (inference mode) folded in.
 
     Args:
-        layer: a built Conv1D / Conv2D / Conv3D, DepthwiseConv2D,
-            Conv2DTranspose or Dense.
+        layer: a built Conv1D / Conv2D / Conv3D, DepthwiseConv1D / 2D,
+            Conv1D / 2D / 3DTranspose or Dense.
         bn: the BatchNormalization that follows it (last-axis).
         kernel, bias: the weights to fold (default: the layer's own; a
-            SeparableConv2D passes its pointwise kernel).
+            separable conv passes its pointwise kernel).
 
     Returns:
         ``(kernel, bias)`` numpy arrays.
@@ -212,9 +215,11 @@ def fold_batchnorm_weights(layer, bn, kernel=None, bias=None):
 def _channel_shape(layer, kernel_shape) -> tuple:
     """The kernel's shape with every axis but the output channels' set to 1
     (broadcasts a per-output-channel vector against the kernel)."""
-    if isinstance(layer, keras.layers.DepthwiseConv2D):
-        return (1, 1) + tuple(kernel_shape[2:])
-    if isinstance(layer, keras.layers.Conv2DTranspose):
+    L = keras.layers
+    if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
+        return (1,) * (len(kernel_shape) - 2) + tuple(kernel_shape[-2:])
+    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose,
+                          L.Conv3DTranspose)):
         return (1,) * (len(kernel_shape) - 2) + (kernel_shape[-2], 1)
     return (1,) * (len(kernel_shape) - 1) + (kernel_shape[-1],)
 
@@ -225,8 +230,9 @@ class Plan:
     folded weights and the tensor each call's result stands for.
 
     ``kind`` names the Keras class whose quantized counterpart is built
-    (a SeparableConv2D becomes a depthwise ``pre`` plan followed by a 1x1
-    "Conv2D"); ``policy_name`` is the layer whose bits it takes.
+    (a SeparableConv1D / 2D becomes a depthwise ``pre`` plan followed by a
+    1x1 "Conv1D" / "Conv2D", see ``_separable``); ``policy_name`` is the
+    layer whose bits it takes.
     """
 
     name: str
@@ -264,35 +270,6 @@ class Plan:
         if self.bias is not None and "use_bias" in cfg:
             cfg["use_bias"] = True
         return cfg
-
-
-_SEPARABLE_DW = ("kernel_size", "strides", "padding", "data_format",
-                 "dilation_rate", "depth_multiplier", "trainable", "dtype")
-
-
-def _separable_parts(plan, layer) -> None:
-    """Turns ``plan`` (a SeparableConv2D) into a depthwise ``pre`` plan and
-    a 1x1 Conv2D (the pointwise part, which keeps the layer's name)."""
-    cfg = layer.get_config()
-    dw_cfg = {k: cfg[k] for k in _SEPARABLE_DW if k in cfg}
-    dw_cfg.update(use_bias=False,
-                  depthwise_initializer=cfg["depthwise_initializer"],
-                  depthwise_regularizer=cfg["depthwise_regularizer"],
-                  depthwise_constraint=cfg["depthwise_constraint"])
-    plan.pre = Plan(name=f"{plan.name}_depthwise", layer=layer,
-                    nodes=plan.nodes, kind="DepthwiseConv2D",
-                    policy_name=plan.name, config=dw_cfg,
-                    kernel=keras.ops.convert_to_numpy(layer.depthwise_kernel))
-    pw_cfg = {k: cfg[k] for k in ("filters", "data_format", "use_bias",
-                                  "bias_initializer", "bias_regularizer",
-                                  "bias_constraint", "activity_regularizer",
-                                  "trainable", "dtype") if k in cfg}
-    pw_cfg.update(kernel_size=(1, 1), strides=(1, 1), padding="valid",
-                  kernel_initializer=cfg["pointwise_initializer"],
-                  kernel_regularizer=cfg["pointwise_regularizer"],
-                  kernel_constraint=cfg["pointwise_constraint"])
-    plan.kind, plan.config = "Conv2D", pw_cfg
-    plan.kernel = keras.ops.convert_to_numpy(layer.pointwise_kernel)
 
 
 @dataclasses.dataclass
@@ -344,8 +321,8 @@ def _plan_layer(graph, name, layer, nodes, fold_batchnorm, report,
     if embedding:
         plan.kernel = keras.ops.convert_to_numpy(layer.embeddings)
         return plan
-    if type(layer) is keras.layers.SeparableConv2D:
-        _separable_parts(plan, layer)
+    if type(layer) in SEPARABLE:
+        separable_parts(plan, layer)
     else:
         plan.kernel = keras.ops.convert_to_numpy(layer.kernel)
     foldable = type(layer) is not keras.layers.EinsumDense

@@ -148,7 +148,6 @@ def make_bits_dynamic(model) -> DynamicBits:
         layers[layer.name] = layer
     if not layers:
         raise ValueError(
-            f"Model {model.name!r} has no quantized Conv2D / "
-            "DepthwiseConv2D / Dense layer (quantize it with "
-            "quantize_model first).")
+            f"Model {model.name!r} has no quantized conv / dense layer "
+            "(quantize it with quantize_model first).")
     return DynamicBits(model, layers)

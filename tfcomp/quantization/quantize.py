@@ -2,11 +2,12 @@
 
 Steps (each listed in :func:`~tfcomp.quantization.quantization_report`):
 
-1. Conv1D / Conv2D (grouped too) / Conv3D / DepthwiseConv2D / Dense /
-   Conv2DTranspose / EinsumDense (dense-like equations) / Embedding layers
-   become their ``Quant*`` counterparts with the requested bits; a
-   SeparableConv2D becomes a QuantDepthwiseConv2D (``<name>_depthwise``)
-   followed by a 1x1 QuantConv2D (``<name>``), both with its bits. A
+1. Conv1D / Conv2D (grouped too) / Conv3D / DepthwiseConv1D / 2D / Dense /
+   Conv1D / 2D / 3DTranspose / EinsumDense (dense-like equations) /
+   Embedding layers become their ``Quant*`` counterparts with the requested
+   bits; a SeparableConv2D (SeparableConv1D) becomes a QuantDepthwiseConv2D
+   (QuantDepthwiseConv1D, ``<name>_depthwise``) followed by a 1x1
+   QuantConv2D (QuantConv1D, ``<name>``), both with its bits. A
    ``TimeDistributed(inner)`` with a static time axis becomes reshape ->
    ``inner``'s replacement (named like the wrapper) -> reshape, the steps
    folded into the batch (``_time_fold``), and is planned like ``inner``.
@@ -60,10 +61,13 @@ from tfcomp.layers import (
     QUANT_WEIGHT_LAYERS,
     QuantActivation,
     QuantConv1D,
+    QuantConv1DTranspose,
     QuantConv2D,
     QuantConv2DTranspose,
     QuantConv3D,
+    QuantConv3DTranspose,
     QuantDense,
+    QuantDepthwiseConv1D,
     QuantDepthwiseConv2D,
     QuantEinsumDense,
     QuantEmbedding,
@@ -90,9 +94,12 @@ __all__ = ["quantize_model", "QuantizationReport", "fold_batchnorm_weights",
 
 _QUANT_CLASSES = {"Conv1D": QuantConv1D, "Conv2D": QuantConv2D,
                   "Conv3D": QuantConv3D,
+                  "DepthwiseConv1D": QuantDepthwiseConv1D,
                   "DepthwiseConv2D": QuantDepthwiseConv2D,
                   "Dense": QuantDense,
+                  "Conv1DTranspose": QuantConv1DTranspose,
                   "Conv2DTranspose": QuantConv2DTranspose,
+                  "Conv3DTranspose": QuantConv3DTranspose,
                   "EinsumDense": QuantEinsumDense,
                   "Embedding": QuantEmbedding}
 

@@ -98,8 +98,10 @@ class QuantizationReport:
 
 def _float_kernels() -> tuple:
     L = keras.layers
-    return (L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv2D, L.Dense,
-            L.SeparableConv2D, L.Conv2DTranspose, L.EinsumDense)
+    return (L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D,
+            L.DepthwiseConv2D, L.Dense, L.SeparableConv1D, L.SeparableConv2D,
+            L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose,
+            L.EinsumDense)
 
 
 def quantization_report(model) -> QuantizationReport:

@@ -31,13 +31,13 @@ with ``a = w`` the two tables add per layer and width (pass the sum, a
 ``kind="weights"`` table, to :func:`tfcomp.hardware.allocate_bits`:
 :func:`combined_sensitivity`).
 
-A ``SeparableConv2D``, which ``quantize_model`` quantizes as a depthwise
-conv ``<name>_depthwise`` and a 1x1 conv ``<name>`` at the layer's bits,
-is one row: its weights' sensitivity quantizes both kernels
-(``"distortion"``) or sums the two kernels' terms ``Tr(H_k) / n_k *
-||Q_b(W_k) - W_k||^2`` (``"hessian"``); its activations' quantizes, or
-sums the terms of, the layer's input and the depthwise output the 1x1 conv
-reads. ``meta`` keys the traces and noise by part name
+A ``SeparableConv2D`` (``SeparableConv1D``), which ``quantize_model``
+quantizes as a depthwise conv ``<name>_depthwise`` and a 1x1 conv
+``<name>`` at the layer's bits, is one row: its weights' sensitivity
+quantizes both kernels (``"distortion"``) or sums the two kernels'
+terms ``Tr(H_k) / n_k * ||Q_b(W_k) - W_k||^2`` (``"hessian"``); its
+activations' quantizes, or sums the terms of, the layer's input and the
+depthwise output the 1x1 conv reads. ``meta`` keys the traces and noise by part name
 (``meta["parts"]``: ``{layer: [parts]}``).
 
 For weights, ``Q_b`` is ``quantize_model``'s weight quantizer (symmetric
@@ -69,6 +69,7 @@ from tfcomp._batches import rows as num_rows
 from tfcomp._io import as_arrays, check_positive_int
 from tfcomp.layers import quantizers as qz
 from tfcomp.quantization._analysis import QUANT_KINDS, analyse
+from tfcomp.quantization._separable import is_separable, part_kinds
 from tfcomp.quantization.hessian import (  # noqa: F401 - public re-exports
     PROBINGS,
     _batches,
@@ -100,29 +101,30 @@ KINDS = ("weights", "activations")
 DEFAULT_BITS = (2, 3, 4, 5, 6, 7, 8)
 
 
-_SEPARABLE_PARTS = {"depthwise": ("depthwise_kernel", "DepthwiseConv2D"),
-                    "pointwise": ("pointwise_kernel", "Conv2D")}
+_SEPARABLE_PARTS = {"depthwise": ("depthwise_kernel", 0),
+                    "pointwise": ("pointwise_kernel", 1)}
 
 
 def _check_part(layer, part):
     """``part`` if it fits ``layer`` (one of ``_SEPARABLE_PARTS`` for a
-    SeparableConv2D, else None)."""
-    if isinstance(layer, keras.layers.SeparableConv2D):
+    SeparableConv1D / 2D, else None)."""
+    if is_separable(layer):
         if part not in _SEPARABLE_PARTS:
             raise ValueError(
-                "part must be 'depthwise' or 'pointwise' for SeparableConv2D"
-                f" layer {layer.name!r} (quantize_model quantizes both "
-                f"kernels at the layer's bits). Received: part={part!r}")
+                f"part must be 'depthwise' or 'pointwise' for "
+                f"{type(layer).__name__} layer {layer.name!r} (quantize_model"
+                " quantizes both kernels at the layer's bits). Received: "
+                f"part={part!r}")
     elif part is not None:
-        raise ValueError(f"part is for SeparableConv2D layers only. Received:"
-                         f" part={part!r} (layer {layer.name!r}, "
-                         f"{type(layer).__name__})")
+        raise ValueError("part is for SeparableConv1D / SeparableConv2D "
+                         f"layers only. Received: part={part!r} (layer "
+                         f"{layer.name!r}, {type(layer).__name__})")
     return part
 
 
 def _weight(layer, part=None):
     """The variable QAT quantizes: the kernel, an Embedding's table, or a
-    SeparableConv2D's ``part`` ("depthwise" / "pointwise") kernel."""
+    separable conv's ``part`` ("depthwise" / "pointwise") kernel."""
     if _check_part(layer, part) is not None:
         return getattr(layer, _SEPARABLE_PARTS[part][0])
     if isinstance(layer, keras.layers.Embedding):
@@ -133,10 +135,11 @@ def _weight(layer, part=None):
 def _reduce_axes(layer, part=None) -> tuple:
     """The axes the per-channel weight scale reduces over, from the QAT
     class ``quantize_model`` builds for ``layer`` (one table, so every
-    quantized kind is covered; a SeparableConv2D's parts: its depthwise
-    and 1x1 Conv2D halves)."""
+    quantized kind is covered; a separable conv's parts: its depthwise
+    and 1x1 conv halves)."""
     if _check_part(layer, part) is not None:
-        return _QUANT_CLASSES[_SEPARABLE_PARTS[part][1]]._kernel_reduce_axes
+        kind = part_kinds(layer)[_SEPARABLE_PARTS[part][1]]
+        return _QUANT_CLASSES[kind]._kernel_reduce_axes
     quant_cls = _QUANT_CLASSES.get(type(layer).__name__)
     if quant_cls is None:
         for cls in type(layer).__mro__:  # QAT layers, subclasses
@@ -195,7 +198,7 @@ def quantized_kernel(layer, bits: int, weight_quantizer="symmetric",
         weight_quantizer: quantizer alias / dict / instance (as
             ``quantize_model``'s).
         kernel: the kernel value (default: the layer's).
-        part: for a SeparableConv2D, "depthwise" or "pointwise" (its
+        part: for a SeparableConv2D / 1D, "depthwise" or "pointwise" (its
             halves' kernels, per-channel as ``quantize_model``'s
             DepthwiseConv2D and 1x1 Conv2D); None otherwise.
 

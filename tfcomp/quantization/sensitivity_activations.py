@@ -5,13 +5,14 @@ HAWQ-V2's activation term; and the operands (parts) of a layer that
 ``quantize_model`` quantizes as two.
 
 A layer's operands are what QAT quantizes at its bits: its kernel and its
-input, or for a ``SeparableConv2D``, which ``quantize_model`` splits into
-a depthwise conv ``<name>_depthwise`` and a 1x1 conv ``<name>`` at the
-layer's bits, both kernels, and both the layer's input and the depthwise
-output the 1x1 conv reads. While its activations are measured such a layer
-runs as its two halves (:func:`split_separable`: ``keras.ops.
-depthwise_conv`` then ``keras.ops.conv``, the same arithmetic), so hooks
-reach the tensor between them.
+input, or for a ``SeparableConv2D`` (``SeparableConv1D``), which
+``quantize_model`` splits into a depthwise conv ``<name>_depthwise`` and
+a 1x1 conv ``<name>`` at the layer's bits, both kernels, and both the
+layer's input and the depthwise output the 1x1 conv reads. While its
+activations are measured such a layer runs as its two halves
+(:func:`split_separable`: ``keras.ops.depthwise_conv`` then
+``keras.ops.conv``, the same arithmetic), so hooks reach the tensor
+between them.
 
 Reference: Dong et al., HAWQ-V2, arXiv:1911.03852 (activation term); Sony
 Model Compression Toolkit (MCT) mixed precision (output distortion).
@@ -35,6 +36,7 @@ import numpy as np
 from tfcomp._batches import index_rows
 from tfcomp._batches import rows as num_rows
 from tfcomp.graph.calls import override_calls
+from tfcomp.quantization._separable import is_separable
 from tfcomp.quantization.hessian import _batches, activation_traces
 
 __all__ = ["Operand", "operands", "rows_sum", "parts_meta",
@@ -60,7 +62,7 @@ def operands(names, layers) -> list:
     """
     out = []
     for i, (name, layer) in enumerate(zip(names, layers)):
-        if isinstance(layer, keras.layers.SeparableConv2D):
+        if is_separable(layer):
             out += [Operand(i, f"{name}_depthwise", layer, "depthwise", None),
                     Operand(i, name, layer, "pointwise", None)]
         else:
@@ -110,9 +112,10 @@ class _Pointwise:
         y = keras.ops.conv(mid, lay.pointwise_kernel, strides=1,
                            padding="valid", data_format=lay.data_format)
         if lay.use_bias:
-            shape = ((1, 1, 1, lay.filters)
+            ones = (1,) * len(lay.kernel_size)
+            shape = ((1,) + ones + (lay.filters,)
                      if lay.data_format == "channels_last"
-                     else (1, lay.filters, 1, 1))
+                     else (1, lay.filters) + ones)
             y = y + keras.ops.reshape(lay.bias, shape)
         return y if lay.activation is None else lay.activation(y)
 
