@@ -207,10 +207,25 @@ def test_unrolled_copy_nested_and_untouched():
     assert unrolled_for_tflite(plain) is plain
 
 
-def test_unregistered_custom_layer_is_a_clear_error():
-    class Scale(L.Layer):  # not registered: cannot rebuild from config
+def test_unregistered_custom_layer_is_rebuilt_from_its_live_class():
+    class Scale(L.Layer):  # not registered, as a script defines it
         def call(self, x):
             return 2.0 * x
+
+    inp = keras.Input((T, 3))
+    model = keras.Model(inp, L.LSTM(4)(Scale()(inp)))
+    copy = unrolled_for_tflite(model)
+    x = np.random.default_rng(0).normal(size=(2, T, 3)).astype("float32")
+    np.testing.assert_allclose(copy(x), model(x), atol=1e-5)
+
+
+def test_custom_layer_whose_config_cannot_rebuild_is_a_clear_error():
+    class Scale(L.Layer):
+        def call(self, x):
+            return 2.0 * x
+
+        def get_config(self):  # a key its __init__ does not take
+            return {**super().get_config(), "factor": 2.0}
 
     inp = keras.Input((T, 3))
     model = keras.Model(inp, L.LSTM(4)(Scale()(inp)))

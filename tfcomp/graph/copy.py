@@ -33,6 +33,8 @@ functional model are copied as Keras copies them.
   caching tensors derived from them (an adapted ``Normalization``'s mean
   and variance) recompute those, as Keras' loader does; every copy here
   calls it.
+* :func:`model_like`: a new functional model of the user's own
+  ``keras.Model`` subclass when the model was one (its ``train_step``).
 * :func:`functional_view`: a functional model over a Sequential model's
   own layers (for the rewrites ``clone_model(call_function=...)`` and
   ``model.input`` need), or the model itself.
@@ -49,14 +51,15 @@ from __future__ import annotations
 
 import inspect
 import re
+import warnings
 
 import keras
 
 from tfcomp.graph.walk import iter_leaf_layers
 
 __all__ = ["clone_layer", "clone_model", "copy_weights", "functional_view",
-           "model_from_config", "rebuild_layer", "refresh_state",
-           "user_layer_class"]
+           "model_from_config", "model_like", "rebuild_layer",
+           "refresh_state", "user_layer_class"]
 
 # Keras' base layer arguments that a user's ``__init__`` may not accept.
 _BASE_ARGS = ("name", "trainable", "dtype")
@@ -184,15 +187,17 @@ class _LiveClass:
 
 
 def _live_classes(source: keras.Model) -> dict:
-    """``{registered name: _LiveClass}`` of the user's own layer classes of
-    ``source`` (leaf layers and nested models)."""
+    """``{registered name: _LiveClass}`` of the user's own layer and model
+    classes of ``source`` (itself, leaf layers and nested models)."""
     out = {}
     stack = [source]
+    if user_layer_class(type(source)):  # keras.io's CustomModel(inputs, ..)
+        out[keras.saving.get_registered_name(type(source))] = _LiveClass(
+            type(source))
     while stack:
         model = stack.pop()
         for layer in getattr(model, "layers", []):
-            if isinstance(layer, keras.Model) and not user_layer_class(
-                    type(layer)):
+            if isinstance(layer, keras.Model):
                 stack.append(layer)
             cls = type(layer)
             if user_layer_class(cls):
@@ -249,6 +254,32 @@ def functional_view(model, what: str = "this step") -> keras.Model:
                 f"build it (keras.Input first) before {what}.")
         return keras.Model(model.inputs, model.outputs, name=model.name)
     return model
+
+
+def model_like(model: keras.Model, inputs, outputs) -> keras.Model:
+    """A functional model of ``inputs`` -> ``outputs`` named like ``model``
+    and, when ``model`` is an instance of the user's own ``keras.Model``
+    subclass built functionally (keras.io's ``CustomModel(inputs, outputs)``
+    with its own ``train_step``), of that class, so ``fit`` keeps running
+    the user's step. A class whose constructor does not take
+    ``(inputs, outputs, name)`` gives a plain ``keras.Model`` and a warning.
+
+    Example:
+        >>> q = model_like(model, new_inputs, new_outputs)
+        >>> type(q) is type(model)
+        True
+    """
+    cls = type(model)
+    if user_layer_class(cls) and not isinstance(model, keras.Sequential):
+        try:
+            return cls(inputs=inputs, outputs=outputs, name=model.name)
+        except TypeError as exc:
+            warnings.warn(
+                f"The new model is a plain keras.Model, not a "
+                f"{cls.__name__}: {cls.__name__}(inputs=..., outputs=..., "
+                f"name=...) failed ({exc}). Its own train_step / test_step "
+                "are not carried over.", UserWarning, stacklevel=3)
+    return keras.Model(inputs, outputs, name=model.name)
 
 
 def clone_model(model: keras.Model, clone_function=None) -> keras.Model:
