@@ -183,7 +183,17 @@ class _LiveClass:
         self.cls = cls
 
     def from_config(self, config):
-        return rebuild_layer(self.cls, config)
+        if not issubclass(self.cls, keras.Model):
+            return rebuild_layer(self.cls, config)
+        try:
+            return self.cls.from_config(config)
+        except TypeError as exc:  # a constructor beyond (inputs, outputs)
+            warnings.warn(
+                f"The new model is a plain keras.Model, not a "
+                f"{self.cls.__name__}: its from_config failed ({exc}). Its "
+                "own train_step / test_step are not carried over.",
+                UserWarning, stacklevel=2)
+            return keras.Model.from_config(config)
 
 
 def _live_classes(source: keras.Model) -> dict:
@@ -256,7 +266,8 @@ def functional_view(model, what: str = "this step") -> keras.Model:
     return model
 
 
-def model_like(model: keras.Model, inputs, outputs) -> keras.Model:
+def model_like(model: keras.Model, inputs, outputs,
+               name: str | None = None) -> keras.Model:
     """A functional model of ``inputs`` -> ``outputs`` named like ``model``
     and, when ``model`` is an instance of the user's own ``keras.Model``
     subclass built functionally (keras.io's ``CustomModel(inputs, outputs)``
@@ -270,16 +281,17 @@ def model_like(model: keras.Model, inputs, outputs) -> keras.Model:
         True
     """
     cls = type(model)
+    name = model.name if name is None else name
     if user_layer_class(cls) and not isinstance(model, keras.Sequential):
         try:
-            return cls(inputs=inputs, outputs=outputs, name=model.name)
+            return cls(inputs=inputs, outputs=outputs, name=name)
         except TypeError as exc:
             warnings.warn(
                 f"The new model is a plain keras.Model, not a "
                 f"{cls.__name__}: {cls.__name__}(inputs=..., outputs=..., "
                 f"name=...) failed ({exc}). Its own train_step / test_step "
                 "are not carried over.", UserWarning, stacklevel=3)
-    return keras.Model(inputs, outputs, name=model.name)
+    return keras.Model(inputs, outputs, name=name)
 
 
 def clone_model(model: keras.Model, clone_function=None) -> keras.Model:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import keras
 
-from tfcomp.graph.copy import refresh_state
+from tfcomp.graph.copy import model_like, refresh_state
 from tfcomp.layers import (
     KERAS_ATTENTION_OF,
     QUANT_NORM_OF,
@@ -412,7 +412,7 @@ class _Builder:
             outputs = outputs[0]
         if isinstance(model.inputs, list) and len(inputs) == 1:
             inputs = inputs[0]
-        return keras.Model(inputs, outputs, name=model.name)
+        return model_like(model, inputs, outputs)
 
 
 def rebuild(analysis, make_layer, observers: bool = True,

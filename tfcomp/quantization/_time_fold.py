@@ -31,7 +31,7 @@ import inspect
 
 import keras
 
-from tfcomp.graph.copy import refresh_state
+from tfcomp.graph.copy import model_like, refresh_state
 from tfcomp.graph.replay import TensorId
 from tfcomp.quantization._graph import clone_layer, new_inputs
 
@@ -197,7 +197,7 @@ class _Folder:
             outputs = outputs[0]
         if isinstance(model.inputs, list) and len(inputs) == 1:
             inputs = inputs[0]
-        return keras.Model(inputs, outputs, name=model.name)
+        return model_like(model, inputs, outputs)
 
 
 def fold_time_distributed(graph) -> Folded:

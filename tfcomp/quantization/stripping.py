@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 
 from tfcomp._compile import carry_compile
-from tfcomp.graph.copy import refresh_state
+from tfcomp.graph.copy import model_like, refresh_state
 from tfcomp.layers import (
     KERAS_ATTENTION_OF,
     MIXED_LAYERS,
@@ -158,6 +158,6 @@ def strip_quantization(model: keras.Model) -> keras.Model:
         model.outputs, [tmap[t] for t in graph.outputs])
     if len(outputs) == 1:
         outputs = outputs[0]
-    plain = keras.Model(inputs[0] if len(inputs) == 1 else inputs, outputs,
-                        name=f"{model.name}_stripped")
+    plain = model_like(model, inputs[0] if len(inputs) == 1 else inputs,
+                       outputs, name=f"{model.name}_stripped")
     return carry_compile(model, plain, what="the stripped model")
