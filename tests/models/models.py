@@ -26,8 +26,8 @@ L = keras.layers
 
 # Rows of the README coverage matrix, in order.
 ROWS = (
-    "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D",
-    "Conv2DTranspose", "grouped Conv2D", "Dense",
+    "Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D / 2D", "SeparableConv1D / 2D",
+    "Conv1D / 2D / 3D Transpose", "grouped Conv2D", "Dense",
     "EinsumDense / MultiHeadAttention", "BatchNormalization",
     "LayerNormalization", "GroupNormalization", "Embedding", "pooling",
     "padding", "Rescaling / Normalization",
@@ -497,6 +497,32 @@ def text_attention():
     return keras.Model(tokens, outputs, name="text_attention")
 
 
+def wavenet1d():
+    """keras.io-style WaveNet / time-series net: causal dilated Conv1D with
+    gated tanh * sigmoid units and residual adds, PReLU, a SeparableConv1D,
+    a DepthwiseConv1D and a Conv1DTranspose decoder step."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 2))
+    x = L.Conv1D(8, 2, padding="causal")(inputs)
+    x = L.PReLU(shared_axes=[1])(x)
+    for rate in (1, 2, 4):
+        t = L.Conv1D(8, 2, dilation_rate=rate, padding="causal",
+                     activation="tanh")(x)
+        s = L.Conv1D(8, 2, dilation_rate=rate, padding="causal",
+                     activation="sigmoid")(x)
+        g = L.Conv1D(8, 1)(L.Multiply()([t, s]))
+        x = L.Add()([x, g])
+    x = L.SeparableConv1D(16, 3, padding="same", activation="relu")(x)
+    x = L.DepthwiseConv1D(3, padding="same")(x)
+    x = L.UpSampling1D(2)(x)
+    x = L.Cropping1D((2, 2))(x)
+    x = L.Conv1DTranspose(8, 3, strides=2, padding="same",
+                          activation="relu")(x)
+    x = L.GlobalMaxPooling1D()(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="wavenet1d")
+
+
 class TransformerBlock(L.Layer):
     """keras.io "Text classification with Transformer", as written there:
     never registered, no ``get_config``, no ``**kwargs``."""
@@ -582,7 +608,7 @@ CASES = {c.name: c for c in [
     Case("mnist_convnet", mnist_convnet,
          _BASE + ("Reshape / Flatten", "Dropout / noise / augmentation"), (16, 16, 1)),
     Case("unet", unet,
-         ("Conv2D", "Conv2DTranspose", "BatchNormalization", "pooling",
+         ("Conv2D", "Conv1D / 2D / 3D Transpose", "BatchNormalization", "pooling",
           "Add / Concatenate / Multiply"), (16, 16, 3), label_shape=(16, 16),
          num_classes=3),
     Case("text_conv1d", text_conv1d,
@@ -592,7 +618,7 @@ CASES = {c.name: c for c in [
     Case("audio_conv1d", audio_conv1d,
          ("Conv1D", "Dense", "BatchNormalization", "pooling"), (64, 1)),
     Case("xception_mini", xception_mini,
-         ("Conv2D", "SeparableConv2D", "Dense", "BatchNormalization",
+         ("Conv2D", "SeparableConv1D / 2D", "Dense", "BatchNormalization",
           "pooling", "Rescaling / Normalization", "Add / Concatenate / Multiply",
           "Dropout / noise / augmentation"), (16, 16, 3), input_kind="pixels"),
     Case("tiny_vit", tiny_vit,
@@ -617,15 +643,15 @@ CASES = {c.name: c for c in [
     Case("operator_resnet", operator_resnet,
          _BASE + ("BatchNormalization", "Lambda / keras.ops"), (12, 12, 3)),
     Case("squeeze_excite", squeeze_excite,
-         _BASE + ("DepthwiseConv2D", "BatchNormalization",
+         _BASE + ("DepthwiseConv1D / 2D", "BatchNormalization",
                   "Add / Concatenate / Multiply", "Reshape / Flatten"),
          (12, 12, 3)),
     Case("mobilenet_mini", mobilenet_mini,
-         _BASE + ("DepthwiseConv2D", "BatchNormalization",
+         _BASE + ("DepthwiseConv1D / 2D", "BatchNormalization",
                   "Add / Concatenate / Multiply", "Dropout / noise / augmentation"),
          (16, 16, 3)),
     Case("conv_denoiser", conv_denoiser,
-         ("Conv2D", "Conv2DTranspose", "pooling"), (16, 16, 1),
+         ("Conv2D", "Conv1D / 2D / 3D Transpose", "pooling"), (16, 16, 1),
          label_shape=(16, 16), num_classes=2),
     Case("image_and_metadata", image_and_metadata,
          _BASE + ("BatchNormalization", "Add / Concatenate / Multiply",
@@ -651,16 +677,20 @@ CASES = {c.name: c for c in [
          ("Conv1D", "Dense", "Embedding", "pooling",
           "Add / Concatenate / Multiply", "Attention / AdditiveAttention"),
          (16,), input_kind="tokens", vocab=50),
+    Case("wavenet1d", wavenet1d,
+         ("Conv1D", "DepthwiseConv1D / 2D", "SeparableConv1D / 2D",
+          "Conv1D / 2D / 3D Transpose", "Dense", "pooling",
+          "Add / Concatenate / Multiply"), (32, 2)),
     Case("text_transformer", text_transformer,
          ("Dense", "pooling", "Dropout / noise / augmentation",
           "your own Layer subclass"), (12,), input_kind="tokens", vocab=50),
     Case("MobileNetV3Small", application("MobileNetV3Small"),
-         ("Conv2D", "pooling", "DepthwiseConv2D", "BatchNormalization",
+         ("Conv2D", "pooling", "DepthwiseConv1D / 2D", "BatchNormalization",
           "padding", "Rescaling / Normalization", "Add / Concatenate / Multiply",
           "Reshape / Flatten", "Lambda / keras.ops", "Dropout / noise / augmentation"),
          (32, 32, 3), input_kind="pixels", slow=True),
     Case("EfficientNetB0", application("EfficientNetB0"),
-         _BASE + ("DepthwiseConv2D", "BatchNormalization", "padding",
+         _BASE + ("DepthwiseConv1D / 2D", "BatchNormalization", "padding",
                   "Rescaling / Normalization",
                   "Add / Concatenate / Multiply",
                   "Reshape / Flatten", "Dropout / noise / augmentation"),
@@ -706,9 +736,10 @@ LIMITED = {
 # ------------------------------------------------------------ derived rows
 
 _ROW_OF = [  # (classes, row); the first match wins
-    ((L.Conv2DTranspose,), "Conv2DTranspose"),
-    ((L.SeparableConv2D,), "SeparableConv2D"),
-    ((L.DepthwiseConv2D,), "DepthwiseConv2D"),
+    ((L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose),
+     "Conv1D / 2D / 3D Transpose"),
+    ((L.SeparableConv1D, L.SeparableConv2D), "SeparableConv1D / 2D"),
+    ((L.DepthwiseConv1D, L.DepthwiseConv2D), "DepthwiseConv1D / 2D"),
     ((L.Conv1D,), "Conv1D"),
     ((L.Conv3D,), "Conv3D"),
     ((L.Dense,), "Dense"),

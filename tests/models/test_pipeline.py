@@ -106,6 +106,12 @@ EXPECTED_UNSUPPORTED = {
         ValueError, "(QuantEmbedding) " + _NO_BITSERIAL,
         "Embedding (a table lookup) and attention have no integer ops in "
         "the bit-serial IR", ("Embedding", "Attention / AdditiveAttention")),
+    ("wavenet1d", "bitserial"): (
+        ValueError, "(PReLU) " + _NO_BITSERIAL,
+        "PReLU, dilated Conv1D and the 1-D depthwise / separable / "
+        "transposed convs have no mapping in the bit-serial IR",
+        ("Conv1D", "DepthwiseConv1D / 2D", "SeparableConv1D / 2D",
+         "Conv1D / 2D / 3D Transpose")),
     ("text_transformer", "int8"): (
         ValueError, "(TransformerBlock)'] have float weights",
         "quantize_model keeps your own layer classes float (named in its "
@@ -289,7 +295,8 @@ _ZERO_MACS = (
     L.ZeroPadding2D, L.ZeroPadding3D, L.MaxPooling1D, L.MaxPooling2D,
     L.MaxPooling3D, L.AveragePooling2D, L.GlobalMaxPooling1D,
     L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
-    L.GlobalAveragePooling3D, L.Subtract,
+    L.GlobalAveragePooling3D, L.Subtract, L.PReLU, L.UpSampling1D,
+    L.Cropping1D,
 )
 
 
@@ -337,11 +344,12 @@ def _layer_macs(layer, x=None, y=None) -> int:
         q, v = _shapes(layer.input)[:2]
         return _positions(q) * _positions(v) * (q[-1] + v[-1])
     positions = _positions(y)
-    if isinstance(layer, L.Conv2DTranspose):
+    if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose,
+                          L.Conv3DTranspose)):
         return _positions(x) * k * cin * layer.filters
-    if isinstance(layer, L.DepthwiseConv2D):
+    if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
         return positions * k * cin * layer.depth_multiplier
-    if isinstance(layer, L.SeparableConv2D):
+    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
         mid = cin * layer.depth_multiplier
         return positions * (k * mid + mid * layer.filters)
     if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)):
