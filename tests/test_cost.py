@@ -147,3 +147,23 @@ def test_call_counts_are_read_once_per_model_and_follow_add():
     assert cost.call_shapes(model) is cost.call_shapes(model)
     model.add(L.Dense(2))
     assert tfcomp.profile(model).macs == before + 3 * 2
+
+
+@pytest.mark.parametrize("layer, per_position", [
+    (keras.layers.Conv2D(8, 3, padding="same", data_format="channels_first"),
+     9 * 3 * 8),
+    (keras.layers.DepthwiseConv2D(3, padding="same",
+                                  data_format="channels_first"), 9 * 3),
+    (keras.layers.SeparableConv2D(8, 3, padding="same",
+                                  data_format="channels_first"),
+     9 * 3 + 3 * 8),
+    (keras.layers.Conv2DTranspose(8, 3, padding="same",
+                                  data_format="channels_first"), 9 * 3 * 8),
+])
+def test_channels_first_convs_count_spatial_positions(layer, per_position):
+    # (3, 16, 12) channels first: 16 x 12 positions, not 16 x 3 (before,
+    # profile took the last axis as the channels and the channel axis as
+    # a spatial one)
+    inputs = keras.Input((3, 16, 12))
+    model = keras.Model(inputs, layer(inputs))
+    assert tfcomp.profile(model).macs == 16 * 12 * per_position

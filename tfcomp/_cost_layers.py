@@ -350,6 +350,14 @@ def _time_distributed_macs(layer, in_shapes, out_shapes) -> tuple[int, str]:
     return int(in_shapes[0][1] or 1) * int(macs), note
 
 
+def _positions(layer, shape) -> int:
+    """Output (or input) positions of a conv: every axis but the batch and
+    the channel axis (``data_format="channels_first"``: axis 1)."""
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        return _prod(shape[2:])
+    return _prod(shape[1:-1])
+
+
 def _layer_macs_of(layer, in_shapes, out_shapes) -> tuple[int, str]:
     """MACs and note of one layer from shapes with known sizes.
 
@@ -363,18 +371,18 @@ def _layer_macs_of(layer, in_shapes, out_shapes) -> tuple[int, str]:
     x, y = in_shapes[0], out_shapes[0]
     if isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)):
         kernel = layer.kernel.shape  # (*k, cin/groups, cout)
-        return _kernel_macs(_prod(y[1:-1]), kernel), ""
+        return _kernel_macs(_positions(layer, y), kernel), ""
     if isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose,
                           L.Conv3DTranspose)):
         kernel = layer.kernel.shape  # (*k, cout, cin)
-        return _kernel_macs(_prod(x[1:-1]), kernel), ""
+        return _kernel_macs(_positions(layer, x), kernel), ""
     if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)):
         kernel = layer.kernel.shape  # (*k, cin, dm)
-        return _kernel_macs(_prod(y[1:-1]), kernel), ""
+        return _kernel_macs(_positions(layer, y), kernel), ""
     if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
         dk = layer.depthwise_kernel.shape  # (*k, cin, dm)
         pk = layer.pointwise_kernel.shape  # (1.., cin*dm, cout)
-        positions = _prod(y[1:-1])
+        positions = _positions(layer, y)
         return (_kernel_macs(positions, dk)
                 + _kernel_macs(positions, pk)), ""
     if isinstance(layer, L.Dense):
