@@ -42,6 +42,47 @@ class CLIError(Exception):
 # ------------------------------------------------------------ messages
 
 
+def set_custom_objects(paths) -> None:
+    """Imports each ``--custom-objects`` Python file (or module name) and
+    makes its Keras layer / model classes known to :func:`load_model`,
+    registered or not (keras.io's ``TransformerBlock`` as a script defines
+    it). A missing file or an import error is a ``CLIError`` naming it."""
+    import importlib
+    import importlib.util
+    import inspect
+
+    classes = []
+    for spec in paths or ():
+        if spec.endswith(".py") or os.sep in spec:
+            if not os.path.isfile(spec):
+                raise CLIError(f"--custom-objects file not found: {spec!r}")
+            name = "custom_objects_" + os.path.splitext(
+                os.path.basename(spec))[0]
+            found = importlib.util.spec_from_file_location(name, spec)
+            module = importlib.util.module_from_spec(found)
+            sys.modules[name] = module
+            try:
+                found.loader.exec_module(module)
+            except Exception as e:  # the user's code
+                sys.modules.pop(name, None)
+                raise CLIError(f"--custom-objects {spec!r} failed to "
+                               f"import: {type(e).__name__}: {e}") from e
+        else:
+            try:
+                module = importlib.import_module(spec)
+            except Exception as e:
+                raise CLIError(f"--custom-objects module {spec!r} failed to "
+                               f"import: {type(e).__name__}: {e}") from e
+        import keras
+
+        classes += [c for _, c in inspect.getmembers(module, inspect.isclass)
+                    if issubclass(c, keras.layers.Layer)
+                    and c.__module__ == module.__name__]
+    from tfcomp.graph.copy import live_class_objects
+
+    _STATE["custom_objects"] = live_class_objects(classes) or None
+
+
 def set_quiet(quiet: bool) -> None:
     """Silences (or restores) progress output for the running command."""
     _STATE["quiet"] = bool(quiet)
@@ -171,9 +212,13 @@ def load_model(path: str):
 
     info(f"loading {path}")
     try:  # tfcomp's classes registered; an unknown class names its package
-        return load_keras(path)
+        return load_keras(path, custom_objects=_STATE.get("custom_objects"))
     except Exception as e:  # unknown layer, bad weights, ...
-        raise CLIError(f"cannot load model {path!r}: "
+        hint = (" (it needs your own layer classes: pass the Python file "
+                "defining them, tfcomp --custom-objects FILE.py COMMAND ...)"
+                if any(w in str(e) for w in ("locate class", "deserializ",
+                                             "not registered")) else "")
+        raise CLIError(f"cannot load model {path!r}{hint}: "
                        f"{type(e).__name__}: {e}") from e
 
 

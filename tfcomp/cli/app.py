@@ -41,6 +41,7 @@ from tfcomp.cli._common import (
     positive_float,
     positive_int,
     ratio,
+    set_custom_objects,
     set_quiet,
 )
 
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no progress output (results still printed)")
     p.add_argument("--traceback", action="store_true",
                    help="show the full traceback on errors")
+    p.add_argument("--custom-objects", action="append", metavar="FILE.py",
+                   help="a Python file (or module) defining your own Keras "
+                        "layer / model classes, registered or not; "
+                        "repeatable")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser(
@@ -511,6 +516,7 @@ def main(argv=None) -> int:
     set_quiet(args.quiet)
     verb = _verb(args)
     try:
+        set_custom_objects(args.custom_objects)
         args.func(args)
     except CLIError as e:
         if args.traceback:

@@ -58,8 +58,8 @@ import keras
 from tfcomp.graph.walk import iter_leaf_layers
 
 __all__ = ["clone_layer", "clone_model", "copy_weights", "functional_view",
-           "model_from_config", "model_like", "rebuild_layer",
-           "refresh_state", "user_layer_class"]
+           "live_class_objects", "model_from_config", "model_like",
+           "rebuild_layer", "refresh_state", "user_layer_class"]
 
 # Keras' base layer arguments that a user's ``__init__`` may not accept.
 _BASE_ARGS = ("name", "trainable", "dtype")
@@ -125,7 +125,7 @@ def user_layer_class(cls) -> bool:
         False
     """
     module = getattr(cls, "__module__", "") or ""
-    return not module.startswith(("keras", "tfcomp", "tf_keras"))
+    return module.split(".")[0] not in ("keras", "tfcomp", "tf_keras")
 
 
 def rebuild_layer(cls, config: dict):
@@ -194,6 +194,24 @@ class _LiveClass:
                 "own train_step / test_step are not carried over.",
                 UserWarning, stacklevel=2)
             return keras.Model.from_config(config)
+
+
+def live_class_objects(classes) -> dict:
+    """``custom_objects`` for ``keras.saving.load_model`` /
+    ``deserialize_keras_object`` that build the user's ``classes`` with
+    :func:`rebuild_layer` (unregistered ones too: keyed by registered name
+    and by class name).
+
+    Example:
+        >>> keras.saving.load_model("m.keras", custom_objects=
+        ...     live_class_objects([TransformerBlock]))
+    """
+    out = {}
+    for cls in classes:
+        live = _LiveClass(cls)
+        out[cls.__name__] = live
+        out[keras.saving.get_registered_name(cls)] = live
+    return out
 
 
 def _live_classes(source: keras.Model) -> dict:
