@@ -541,11 +541,20 @@ def test_keras_application_qat_int8(name, tmp_path):
         assert rel <= 0.05, f"{name}: logits relative error {rel:.3f}"
 
 
-def test_mixed_float16_export_gives_a_clear_error(tmp_path):
+@pytest.mark.parametrize("quantization", [None, "float16"])
+def test_mixed_float16_model_exports_as_float32(tmp_path, quantization):
+    # a model trained under mixed precision (the GPU default) exports: the
+    # file is converted and verified from a float32-compute copy (its
+    # variables are float32 already); before, a ValueError asked the user
+    # to rebuild it
     keras.config.set_dtype_policy("mixed_float16")
     try:
         model = sequential_net()
     finally:
         keras.config.set_dtype_policy("float32")
-    with pytest.raises(ValueError, match="mixed_float16"):
-        export_tflite(model, os.path.join(tmp_path, "m.tflite"))
+    x = np.random.default_rng(0).uniform(
+        size=(16, *model.input_shape[1:])).astype("float32")
+    report = export_tflite(model, os.path.join(tmp_path, "m.tflite"),
+                           quantization=quantization, calibration_data=x)
+    assert report.top1_agreement >= 0.9
+    assert str(model.layers[0].dtype_policy.compute_dtype) == "float16"

@@ -35,6 +35,7 @@ from tfcomp.export._inputs import (
 from tfcomp.export.int8 import NO_TFLITE_OPS, prepare_for_tflite
 from tfcomp.export.runtime import float_ops, make_interpreter, run_interpreter
 from tfcomp.graph import iter_leaf_layers, parse_model
+from tfcomp.graph.copy import float32_copy
 from tfcomp.quantization import is_qat_model, strip_quantization
 
 __all__ = ["ExportReport", "VerificationError", "export_tflite",
@@ -233,25 +234,6 @@ def _check_builtins(model, verb: str) -> None:
             "strided Conv3D, or GlobalAveragePooling3D) before exporting.")
 
 
-def _check_float32_policy(model, verb: str) -> None:
-    """A model whose layers compute in float16 / bfloat16 (a
-    ``mixed_float16`` policy) fails in TF's converter with no hint; name
-    the layers and say how to export it."""
-    mixed = [layer.name for layer in model._flatten_layers(include_self=False)
-             if str(getattr(getattr(layer, "dtype_policy", None),
-                            "compute_dtype", "float32")) in ("float16",
-                                                             "bfloat16")]
-    if mixed:
-        raise ValueError(
-            f"{verb}: model {model.name!r} computes in reduced precision "
-            f"(a 'mixed_float16' / 'mixed_bfloat16' dtype policy; layers "
-            f"{mixed[:5]}{' ...' if len(mixed) > 5 else ''}), which the "
-            "TFLite converter cannot convert. Rebuild the model under "
-            "keras.config.set_dtype_policy('float32'), copy the weights "
-            "(new.set_weights(model.get_weights())) and export that; use "
-            "quantization='float16' for a half-precision file.")
-
-
 def convert_to_tflite(model: keras.Model, quantization: str | None = None,
                       calibration_data=None, sparsity: bool = False,
                       io_type: str = "int8", *,
@@ -280,7 +262,7 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
         calibration_data, representative_data, "convert_to_tflite")
     _check_modes(quantization, io_type)
     _check_exportable_model(model, "convert_to_tflite")
-    _check_float32_policy(model, "convert_to_tflite")
+    model = float32_copy(model)  # mixed_float16 compute: not convertible
     converter_kwargs: dict = {}
     model, calibration_data = _recurrent.unroll_with_data(  # no while_loop in TFLite
         model, sequence_length, calibration_data, _calibration_arrays)
@@ -535,6 +517,7 @@ def export_tflite(model: keras.Model, path: str,
         num_verify = _io.check_positive_int(num_verify, "num_verify")
     x_cal = None
     _check_exportable_model(model, "export_tflite")
+    model = float32_copy(model)  # verified as the float32 model it is
     if mixed and is_multi(model):
         raise ValueError(
             f"export_tflite: per-layer quantization={quantization!r} reads "
@@ -578,7 +561,6 @@ def _export_mixed(model, path, quantization, io_type, verify, verify_data,
     :mod:`tfcomp.export.litert_quant`): convert, verify, write."""
     from tfcomp.export.litert_quant import convert_mixed
 
-    _check_float32_policy(model, "export_tflite")
     qat = is_qat_model(model)
     flatbuffer, precisions, fallback = convert_mixed(  # recurrent: fixed length
         _recurrent.unrolled_for_tflite(model), quantization, io_type)

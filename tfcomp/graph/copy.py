@@ -58,7 +58,8 @@ import keras
 from tfcomp.graph.walk import iter_leaf_layers
 
 __all__ = ["clone_layer", "clone_model", "copy_weights", "functional_view",
-           "live_class_objects", "model_from_config", "model_like",
+           "float32_copy", "live_class_objects", "model_from_config",
+           "model_like",
            "rebuild_layer", "refresh_state", "user_layer_class"]
 
 # Keras' base layer arguments that a user's ``__init__`` may not accept.
@@ -310,6 +311,40 @@ def model_like(model: keras.Model, inputs, outputs,
                 f"name=...) failed ({exc}). Its own train_step / test_step "
                 "are not carried over.", UserWarning, stacklevel=3)
     return keras.Model(inputs, outputs, name=name)
+
+
+def _reduced_precision(layer) -> bool:
+    policy = getattr(layer, "dtype_policy", None)
+    return str(getattr(policy, "compute_dtype", "float32")) in (
+        "float16", "bfloat16")
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """``model`` itself when every layer computes in float32; else a copy
+    whose layers compute in float32 (a model built under a
+    ``mixed_float16`` / ``mixed_bfloat16`` policy, as GPU training sets it:
+    its variables are float32 already, so the weights copy unchanged).
+    The TFLite converter cannot convert reduced-precision compute.
+
+    Example:
+        >>> tflite_ready = float32_copy(mixed_model)
+    """
+    if not any(_reduced_precision(lyr) for _, lyr in iter_leaf_layers(model)):
+        return model
+
+    def clone(layer):
+        if not _reduced_precision(layer):
+            return None
+        return clone_layer(layer, {**layer.get_config(), "dtype": "float32"})
+
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")  # sublayers built in __init__
+    try:
+        new = clone_model(model, clone)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    copy_weights(model, new)
+    return new
 
 
 def clone_model(model: keras.Model, clone_function=None) -> keras.Model:
