@@ -1,11 +1,14 @@
-"""GEMM layers (Conv1D / Conv2D / Conv2DTranspose / DepthwiseConv2D /
-Dense, and their tfcomp QAT forms) as the IR's conv2d, depthwise_conv2d
-and dense ops, for the bit-serial importer (``keras_import``).
+"""GEMM layers (Conv1D / Conv2D / Conv1DTranspose / Conv2DTranspose /
+DepthwiseConv1D / DepthwiseConv2D / Dense, and their tfcomp QAT forms) as
+the IR's conv2d, depthwise_conv2d and dense ops, for the bit-serial
+importer (``keras_import``).
 
 The int32 bias is the layer's bias on the accumulator grid ``input_scale
-* weight_scale`` (off that grid: rounded and noted); Conv1D runs on the
-``(1, L, C)`` view, Conv2DTranspose as a stride-1 conv over the
-zero-inserted input (``keras_layers``).
+* weight_scale`` (off that grid: rounded and noted); the 1D convs run as
+their 2D forms on the ``(1, L, C)`` view, a transposed conv as a stride-1
+conv over the zero-inserted input, a dilated conv as the undilated kernel
+with zero taps (its MACs and cycles count them; noted in ``ir.notes``;
+``keras_layers``).
 
 Example:
     >>> y = emit_gemm(importer, pending_conv, grid, "relu")
@@ -20,12 +23,18 @@ from tfcomp.export.bitserial.ir import QuantParams
 from tfcomp.export.bitserial.keras_binary import round_bias
 from tfcomp.export.bitserial.keras_layers import (
     conv_pads,
+    dilation_of,
     gemm_weights,
+    pool_window,
     transpose_geometry,
 )
 from tfcomp.export.bitserial.keras_patterns import GEMM
 
 __all__ = ["emit_gemm"]
+
+#: 1D GEMM kinds -> the 2D kind they run as on the ``(1, L, C)`` view.
+_AS_2D = {"conv1d": "conv2d", "depthwise_conv1d": "depthwise_conv2d",
+          "conv1d_transpose": "conv2d_transpose"}
 
 
 def emit_gemm(imp, st, grid: QuantParams, relu: str) -> str:
@@ -40,8 +49,10 @@ def emit_gemm(imp, st, grid: QuantParams, relu: str) -> str:
     """
     layer, b = st.layer, imp.builder
     kind = GEMM[type(layer)]
+    one_d = kind in _AS_2D  # runs on the (1, L, C) view
+    kind2d = _AS_2D.get(kind, kind)
     op = "dense" if kind == "dense" else (
-        "depthwise_conv2d" if kind == "depthwise_conv2d" else "conv2d")
+        "depthwise_conv2d" if kind2d == "depthwise_conv2d" else "conv2d")
     p = imp.params.get(layer.name, {})
     codes, w_scale, w_bits = gemm_weights(layer, kind, p, imp.notes)
     x = st.x
@@ -72,31 +83,40 @@ def emit_gemm(imp, st, grid: QuantParams, relu: str) -> str:
     imp.has_bias[name] = bias is not None  # costed by the hardware
     if op == "dense":
         return b.dense(name, x, codes, w_scale, bias_int, grid, **kw)
-    if kind == "conv1d":
+    out_hw = tuple(st.out_shape[:2])
+    if one_d:
         x = imp.view(x, (1,) + tuple(b.shape(x)), f"{layer.name}_in2d")
-        strides = (1, int(layer.strides[0]))
-    else:
-        strides = tuple(int(v) for v in layer.strides)
+        out_hw = (1, int(st.out_shape[0]))
+    strides = pool_window(layer.strides)
     in_hw = b.shape(x)[:2]
-    if kind == "conv2d_transpose":
-        interior, pads = transpose_geometry(layer, in_hw,
-                                            st.out_shape[:2])
+    if kind2d == "conv2d_transpose":
+        interior, pads = transpose_geometry(layer, in_hw, out_hw)
         if any(interior):
             x = b.pad(imp.name(f"{layer.name}_zero_insert"), x,
                       [[0, 0]] * 3, list(interior) + [0])
             imp.notes.append(
-                f"{layer.name}: Conv2DTranspose runs as a stride-1 conv "
-                "over the zero-inserted input (stride**2 x its MACs)")
+                f"{layer.name}: {type(layer).__name__} runs as a stride-1 "
+                "conv over the zero-inserted input "
+                f"({int(np.prod(layer.strides))}x its MACs)")
         strides = (1, 1)
     else:
         pads = conv_pads(layer, kind, in_hw, codes.shape[:2], strides,
                          st.pads)
+        rates = dilation_of(layer)
+        if max(rates) > 1:
+            taps = [int(v) for v in codes.shape[:2]]
+            real = np.prod([(k - 1) // r + 1 for k, r in zip(taps, rates)])
+            imp.notes.append(
+                f"{layer.name}: dilation_rate {tuple(layer.dilation_rate)} "
+                f"runs as the undilated {taps[0]}x{taps[1]} kernel with zero"
+                f" taps ({np.prod(taps) / real:.2g}x its MACs and cycles)")
     kw.update(strides=strides, padding=pads)
     if op == "depthwise_conv2d":
-        return b.depthwise_conv2d(name, x, codes, w_scale, bias_int,
-                                  grid, **kw)
-    y = b.conv2d(name, x, codes, w_scale, bias_int, grid,
-                 groups=int(getattr(layer, "groups", 1)), **kw)
-    if kind == "conv1d":
+        y = b.depthwise_conv2d(name, x, codes, w_scale, bias_int, grid,
+                               **kw)
+    else:
+        y = b.conv2d(name, x, codes, w_scale, bias_int, grid,
+                     groups=int(getattr(layer, "groups", 1)), **kw)
+    if one_d:
         y = imp.view(y, tuple(b.shape(y)[1:]), f"{layer.name}_1d")
     return y

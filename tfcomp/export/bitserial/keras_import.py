@@ -378,7 +378,7 @@ class _Importer:
             src, pads = ins[0], (0, 0, 0, 0)
             st = self.state[id(src)]
             if isinstance(st, _Pending) and st.kind == "pad" and _GEMM[
-                    cls] in ("conv2d", "depthwise_conv2d", "conv1d"):
+                    cls] != "dense" and "transpose" not in _GEMM[cls]:
                 # a ZeroPadding read by a conv folds into the conv's pads
                 spatial = st.pads[:-1]
                 pads = tuple(v for ax in ([[0, 0]] + spatial if len(
@@ -435,8 +435,9 @@ class _Importer:
             if cls is L.Normalization:
                 self.notes.append(f"{layer.name}: Normalization folded into "
                                   "the input rescale (one float32 FMA)")
-        elif cls in (L.Rescaling, L.BatchNormalization, L.Normalization) or (
-                cls is L.Activation and _act(layer) in LUT_ACTIVATIONS):
+        elif cls in (L.Rescaling, L.BatchNormalization, L.Normalization,
+                     L.PReLU) or (cls is L.Activation and _act(layer) in
+                                  LUT_ACTIVATIONS):
             st = self.state[id(ins[0])]
             if cls is L.BatchNormalization and isinstance(
                     st, _Pending) and st.kind == "gemm":
@@ -529,10 +530,12 @@ def build_ir_from_keras(model, calibration_data=None, default_bits: int = 8,
                         calibration_x=None) -> IntegerIR:
     """Maps a quantization-aware Keras model to an :class:`IntegerIR`.
 
-    Supported layers (``keras_layers.SUPPORTED_LAYERS``): Conv1D (a
-    ``1 x k`` conv2d), Conv2D (grouped too), Conv2DTranspose (a stride-1
-    conv over the zero-inserted input), DepthwiseConv2D, Dense (QAT forms,
-    or float: 8-bit weights; linear / ReLU / ReLU6), QuantActivation,
+    Supported layers (``keras_layers.SUPPORTED_LAYERS``): Conv1D /
+    DepthwiseConv1D / Conv1DTranspose (their 2D forms at height 1), Conv2D
+    (grouped too), Conv2DTranspose (a stride-1 conv over the
+    zero-inserted input), DepthwiseConv2D, dilated convs (zero taps),
+    Dense (QAT forms, or float: 8-bit weights; linear / ReLU / ReLU6),
+    PReLU (a slope per channel: a table), QuantActivation,
     QuantReLU, ReLU, Add (two inputs), Concatenate (last axis),
     Multiply (two inputs: one shape, or a per-channel squeeze-excite
     gate; see the module doc for their grids), pooling 1D/2D,

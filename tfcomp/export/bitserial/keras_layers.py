@@ -4,6 +4,14 @@ How the Keras layers the IR has no op of its own map onto IR ops, exactly:
 
 - ``Conv1D`` is a ``1 x k`` conv2d on the ``(1, L, C)`` view of its input
   (``padding="causal"`` pads ``k - 1`` on the left); groups allowed.
+  ``DepthwiseConv1D`` (``SeparableConv1D``'s first half after
+  ``quantize_model``) is a ``1 x k`` depthwise_conv2d on that view,
+  ``Conv1DTranspose`` the height-1 form of ``Conv2DTranspose``.
+- A dilated conv / depthwise conv (``dilation_rate > 1``) is the undilated
+  conv whose kernel has ``rate - 1`` zero taps between its taps
+  (:func:`dilate_taps`): exact, and the op's kernel, MACs and cycles are
+  those of the undilated ``(k - 1) * rate + 1`` kernel, zero taps
+  included (the accelerator multiplies them).
 - ``Conv2DTranspose`` is a stride-1 conv2d with the spatially flipped,
   in/out-swapped kernel over the input with ``stride - 1`` zero points
   inserted between neighbours (a ``pad`` op) and ``k - 1 - p`` padded at
@@ -22,6 +30,8 @@ How the Keras layers the IR has no op of its own map onto IR ops, exactly:
   ``Rescaling`` or not) it folds into the input rescale
   (:func:`compose_rescale`), on a quantized tensor it is a per-channel
   table that Keras computes.
+- ``PReLU`` whose alpha varies only along the channel axis is such a
+  per-channel table too (:class:`ChannelPReLU`).
 
 Example:
     >>> kernel_as_conv2d("conv1d", np.zeros((3, 4, 8))).shape
@@ -37,10 +47,12 @@ from tfcomp.export.bitserial.ir import QuantParams, same_padding
 
 __all__ = [
     "LUT_ACTIVATIONS",
+    "ChannelPReLU",
     "SUPPORTED_LAYERS",
     "compose_rescale",
     "concat_axis",
     "conv_pads",
+    "dilate_taps",
     "gemm_weights",
     "kernel_as_conv2d",
     "lut_table",
@@ -59,11 +71,14 @@ LUT_ACTIVATIONS = ("sigmoid", "hard_sigmoid", "tanh", "swish", "silu",
                    "softplus", "softsign", "leaky_relu", "mish")
 
 SUPPORTED_LAYERS = (
-    "Conv1D", "Conv2D (groups >= 1)", "Conv2DTranspose", "DepthwiseConv2D",
-    "Dense", "their tfcomp Quant* forms", "QuantActivation", "QuantReLU",
+    "Conv1D", "Conv2D (groups >= 1; both dilated too)", "Conv1DTranspose",
+    "Conv2DTranspose", "DepthwiseConv1D/2D (dilated too)",
+    "SeparableConv1D/2D as quantize_model splits them", "Dense",
+    "their tfcomp Quant* forms", "QuantActivation", "QuantReLU",
     "ReLU", "Activation('relu' | 'relu6' | 'linear' | element-wise)",
     "BatchNormalization (folded, or on a quantized tensor)",
     "Normalization (channel axis)",
+    "PReLU (alpha per channel: shared_axes = the non-channel axes)",
     "Add (2 inputs; or x + y)", "Concatenate (channel axis)",
     "Multiply (2 inputs: one shape, or a per-channel gate; or x * y)",
     "MaxPooling1D/2D", "AveragePooling1D/2D",
@@ -113,12 +128,13 @@ def concat_axis(layer, rank: int) -> int:
 
 def kernel_as_conv2d(kind: str, kernel) -> np.ndarray:
     """A Keras kernel (or its integer codes) as conv2d weights
-    ``(kh, kw, cin / groups, cout)``.
+    ``(kh, kw, cin / groups, cout)`` (depthwise: ``(kh, kw, cin, mult)``).
 
     Args:
-        kind: "conv1d" (``(k, cin, cout)``), "conv2d_transpose"
-            (``(kh, kw, cout, cin)``: flipped and swapped) or a kind whose
-            kernel is already in conv2d layout.
+        kind: "conv1d" / "depthwise_conv1d" (``(k, cin, cout)``: height
+            1), "conv2d_transpose" (``(kh, kw, cout, cin)``: flipped and
+            swapped), "conv1d_transpose" (``(k, cout, cin)``: likewise,
+            height 1) or a kind whose kernel is already in conv2d layout.
         kernel: the array.
 
     Example:
@@ -126,11 +142,43 @@ def kernel_as_conv2d(kind: str, kernel) -> np.ndarray:
         (3, 2, 4, 8)
     """
     k = np.asarray(kernel)
-    if kind == "conv1d":
-        return k[None]
-    if kind == "conv2d_transpose":
+    if kind in ("conv1d", "depthwise_conv1d", "conv1d_transpose"):
+        k = k[None]
+    if kind in ("conv2d_transpose", "conv1d_transpose"):
         return k[::-1, ::-1].transpose(0, 1, 3, 2)
     return k
+
+
+def dilate_taps(kernel, rates) -> np.ndarray:
+    """A conv2d-layout kernel ``(kh, kw, ...)`` with ``rate - 1`` zero taps
+    between neighbouring taps per spatial axis: the undilated kernel of a
+    conv with dilation ``rates`` (h, w). The same outputs, exactly; the
+    accelerator runs the ``((kh - 1) * rh + 1) x ((kw - 1) * rw + 1)``
+    kernel, so the descriptor's MACs and cycles count the zero taps.
+
+    Example:
+        >>> dilate_taps(np.ones((1, 3, 1, 1), int), (1, 2))[0, :, 0, 0]
+        array([1, 0, 1, 0, 1])
+    """
+    k = np.asarray(kernel)
+    for axis, rate in enumerate(int(r) for r in rates):
+        if rate > 1:
+            shape = list(k.shape)
+            shape[axis] = (shape[axis] - 1) * rate + 1
+            out = np.zeros(shape, k.dtype)
+            out[(slice(None),) * axis + (slice(None, None, rate),)] = k
+            k = out
+    return k
+
+
+def dilation_of(layer) -> tuple:
+    """A conv layer's dilation as (h, w); 1D layers are (1, d).
+
+    Example:
+        >>> dilation_of(keras.layers.Conv1D(4, 3, dilation_rate=2))
+        (1, 2)
+    """
+    return pool_window(getattr(layer, "dilation_rate", (1, 1)))
 
 
 def _check(layer) -> None:
@@ -147,10 +195,12 @@ def conv_pads(layer, kind: str, in_hw, kernel, strides,
     folded ``ZeroPadding`` grows by ``extra`` (both pad with real 0).
 
     Args:
-        layer: the Keras conv layer (``padding``, ``dilation_rate``).
-        kind: "conv2d", "depthwise_conv2d" or "conv1d".
-        in_hw: the unpadded input (H, W) (``(1, L)`` for conv1d).
-        kernel, strides: the conv2d geometry.
+        layer: the Keras conv layer (``padding``).
+        kind: "conv2d", "depthwise_conv2d", "conv1d" or
+            "depthwise_conv1d".
+        in_hw: the unpadded input (H, W) (``(1, L)`` for 1D convs).
+        kernel, strides: the conv2d geometry (``kernel``: a dilated
+            conv's undilated kernel, :func:`dilate_taps`).
         extra: folded zero padding.
 
     Example:
@@ -159,9 +209,6 @@ def conv_pads(layer, kind: str, in_hw, kernel, strides,
         (0, 0, 2, 0)
     """
     _check(layer)
-    if any(int(d) != 1 for d in layer.dilation_rate):
-        raise ValueError(f"layer {layer.name!r}: dilation_rate must be 1. "
-                         f"Received: dilation_rate={layer.dilation_rate}")
     h = in_hw[0] + extra[0] + extra[1]
     w = in_hw[1] + extra[2] + extra[3]
     padding = layer.padding.lower()
@@ -178,7 +225,9 @@ def conv_pads(layer, kind: str, in_hw, kernel, strides,
 def transpose_geometry(layer, in_hw, out_hw) -> tuple:
     """``(interior, pads)`` of a Conv2DTranspose as a stride-1 conv:
     ``stride - 1`` zero points between inputs, ``pads`` (top, bottom, left,
-    right) so the conv yields the Keras output size ``out_hw``.
+    right) so the conv yields the Keras output size ``out_hw``. A
+    Conv1DTranspose is the height-1 case (``in_hw`` / ``out_hw`` ``(1,
+    L)``). A dilated transposed conv is refused.
 
     Example:
         >>> transpose_geometry(keras.layers.Conv2DTranspose(
@@ -187,23 +236,25 @@ def transpose_geometry(layer, in_hw, out_hw) -> tuple:
     """
     _check(layer)
     if any(int(d) != 1 for d in layer.dilation_rate):
-        raise ValueError(f"layer {layer.name!r}: dilation_rate must be 1. "
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): "
+                         "a dilated transposed conv has no mapping in the "
+                         "bit-serial exporter; dilation_rate must be 1. "
                          f"Received: dilation_rate={layer.dilation_rate}")
     pads = []
-    for size, out, k, s in zip(in_hw, out_hw, layer.kernel_size,
-                               layer.strides):
+    for size, out, k, s in zip(in_hw, out_hw, pool_window(layer.kernel_size),
+                               pool_window(layer.strides)):
         before = 0  # the forward conv (out -> size) pads `before`
         if layer.padding.lower() == "same":
             before = max((size - 1) * s + k - out, 0) // 2
         left = k - 1 - before
         right = out + k - 1 - left - ((size - 1) * s + 1)
         if left < 0 or right < 0:
-            raise ValueError(f"layer {layer.name!r}: this Conv2DTranspose "
+            raise ValueError(f"layer {layer.name!r}: this transposed conv "
                              "geometry has no stride-1 conv form. Received:"
                              f" kernel_size={layer.kernel_size}, strides="
                              f"{layer.strides}, padding={layer.padding!r}")
         pads += [left, right]
-    interior = tuple(int(s) - 1 for s in layer.strides)
+    interior = tuple(int(s) - 1 for s in pool_window(layer.strides))
     return interior, tuple(pads)
 
 
@@ -321,6 +372,40 @@ def compose_rescale(first, second) -> tuple:
             tuple(float(v) for v in offset.reshape(-1)))
 
 
+class ChannelPReLU:
+    """A ``PReLU`` as a per-channel element-wise function: Keras' own
+    ``relu(x) + -alpha * relu(-x)`` (float32) with ``alpha`` one value per
+    channel (or one for all), for :func:`lut_table`.
+
+    Raises:
+        ValueError: alpha varies along another axis than the channels (a
+            PReLU without ``shared_axes`` on a sequence / image has one
+            slope per position: no per-channel table).
+
+    Example:
+        >>> f = ChannelPReLU(keras.layers.PReLU(shared_axes=[1]))
+    """
+
+    def __init__(self, layer):
+        if not layer.built:
+            raise ValueError(f"layer {layer.name!r} (PReLU) is not built")
+        a = np.asarray(keras.ops.convert_to_numpy(layer.alpha), np.float32)
+        flat = a.reshape(-1, a.shape[-1] if a.ndim else 1)
+        if np.any(flat != flat[:1]):
+            raise ValueError(
+                f"layer {layer.name!r} (PReLU): its alpha (shape {a.shape}) "
+                "varies along axes other than the channels; only a slope "
+                "per channel has an integer (per-channel table) form in the "
+                "bit-serial exporter. Use shared_axes for every axis but "
+                "the channels (e.g. PReLU(shared_axes=[1]) on (L, C))")
+        self.alpha, self.name = flat[0], layer.name
+
+    def __call__(self, x):
+        x = keras.ops.convert_to_tensor(x, "float32")
+        neg = -self.alpha * keras.ops.relu(-x)
+        return keras.ops.relu(x) + neg
+
+
 def lut_table(layer, q_in: QuantParams, channels: int, rank: int,
               grid: QuantParams, act: str = "linear") -> np.ndarray:
     """The ``lut`` table of an element-wise layer: Keras computes it on
@@ -328,7 +413,8 @@ def lut_table(layer, q_in: QuantParams, channels: int, rank: int,
     (``act``) and quantization onto ``grid``.
 
     Args:
-        layer: the Keras layer (Rescaling, BatchNormalization, Activation).
+        layer: the Keras layer (Rescaling, BatchNormalization, Activation,
+            PReLU: :class:`ChannelPReLU`).
         q_in: the input grid.
         channels: the last axis' size.
         rank: the layer input's rank without batch.
@@ -344,6 +430,8 @@ def lut_table(layer, q_in: QuantParams, channels: int, rank: int,
         ...           3, 3, QuantParams(4, False, 1.0))
         array([[0, 2, 4, 6]])
     """
+    if isinstance(layer, keras.layers.PReLU):
+        layer = ChannelPReLU(layer)
     codes = np.arange(q_in.qmin, q_in.qmax + 1)
     v = np.repeat(q_in.dequantize(codes)[:, None], channels, axis=1)
     probe = v.reshape((1,) * (rank - 1) + v.shape)
@@ -361,7 +449,8 @@ def lut_table(layer, q_in: QuantParams, channels: int, rank: int,
 def gemm_weights(layer, kind: str, p: dict, notes: list) -> tuple:
     """``(codes, w_scale, w_bits)`` of a GEMM layer in conv2d / dense
     layout: the QAT codes from ``quantization_params`` entry ``p``, else
-    the float kernel quantized to 8 bits per output channel (noted).
+    the float kernel quantized to 8 bits per output channel (noted); a
+    dilated conv's codes with zero taps (:func:`dilate_taps`).
 
     Example:
         >>> codes, s, b = gemm_weights(keras.layers.Dense(2), "dense", {},
@@ -374,20 +463,22 @@ def gemm_weights(layer, kind: str, p: dict, notes: list) -> tuple:
         codes = kernel_as_conv2d(kind, np.asarray(p["codes"], np.int64))
         w_scale = np.asarray(p["scale"], np.float64).reshape(-1)
         w_bits = int(getattr(layer, "w_bits", 1))
-        if w_scale.size != codes.shape[-1] and kind != "depthwise_conv2d":
+        if w_scale.size != codes.shape[-1] and "depthwise" not in kind:
             raise ValueError(f"layer {layer.name!r}: expected one weight "
                              f"scale per output channel "
                              f"({codes.shape[-1]}). Received: "
                              f"{w_scale.size}")
     else:  # float weights: 8-bit symmetric per output channel
         k = kernel_as_conv2d(kind, kernel.astype(np.float64))
-        axes = (0, 1) if kind == "depthwise_conv2d" else tuple(
+        axes = (0, 1) if "depthwise" in kind else tuple(
             range(k.ndim - 1))
         amax = np.maximum(np.abs(k).max(axis=axes, keepdims=True), 1e-12)
         s = amax / 127.0
         codes = np.clip(np.round(k / s), -127, 127).astype(np.int64)
         w_scale, w_bits = s.reshape(-1), 8
         notes.append(f"{layer.name}: float weights quantized to 8 bits")
+    if "transpose" not in kind:  # transposed convs: refused if dilated
+        codes = dilate_taps(codes, dilation_of(layer))
     return codes, w_scale, w_bits  # 1 bit: sign codes {-1, +1}
 
 

@@ -52,9 +52,12 @@ GEMM = {QuantConv2D: "conv2d", QuantDepthwiseConv2D: "depthwise_conv2d",
         QuantDense: "dense", L.Conv2D: "conv2d",
         L.DepthwiseConv2D: "depthwise_conv2d", L.Dense: "dense",
         L.Conv1D: "conv1d", L.Conv2DTranspose: "conv2d_transpose",
-        **BINARY_GEMM}
+        L.DepthwiseConv1D: "depthwise_conv1d",
+        L.Conv1DTranspose: "conv1d_transpose", **BINARY_GEMM}
 for _name, _kind in (("QuantConv1D", "conv1d"),
-                     ("QuantConv2DTranspose", "conv2d_transpose")):
+                     ("QuantConv2DTranspose", "conv2d_transpose"),
+                     ("QuantDepthwiseConv1D", "depthwise_conv1d"),
+                     ("QuantConv1DTranspose", "conv1d_transpose")):
     if getattr(_tfcomp_layers, _name, None) is not None:  # QAT forms
         GEMM[getattr(_tfcomp_layers, _name)] = _kind
 WINDOW_1D = (L.MaxPooling1D, L.AveragePooling1D, L.GlobalAveragePooling1D,
