@@ -4,43 +4,13 @@ models: MACs traced from one call of their inner layers."""
 import keras
 import numpy as np
 import pytest
+from _keras_io_layers import TokenAndPositionEmbedding, TransformerBlock
 
 import tfcomp
 from tfcomp.cost import layer_macs
 from tfcomp.hardware.spec import extract_specs
 
 L = keras.layers
-
-
-class TransformerBlock(L.Layer):
-    """keras.io "Text classification with Transformer"."""
-
-    def __init__(self, embed_dim, num_heads, ff_dim, rate=0.1, **kwargs):
-        super().__init__(**kwargs)
-        self.att = L.MultiHeadAttention(num_heads=num_heads, key_dim=embed_dim)
-        self.ffn = keras.Sequential(
-            [L.Dense(ff_dim, activation="relu"), L.Dense(embed_dim)])
-        self.layernorm1 = L.LayerNormalization(epsilon=1e-6)
-        self.layernorm2 = L.LayerNormalization(epsilon=1e-6)
-        self.dropout1 = L.Dropout(rate)
-        self.dropout2 = L.Dropout(rate)
-
-    def call(self, inputs):
-        attn_output = self.dropout1(self.att(inputs, inputs))
-        out1 = self.layernorm1(inputs + attn_output)
-        return self.layernorm2(out1 + self.dropout2(self.ffn(out1)))
-
-
-class TokenAndPositionEmbedding(L.Layer):
-    def __init__(self, maxlen, vocab_size, embed_dim, **kwargs):
-        super().__init__(**kwargs)
-        self.token_emb = L.Embedding(input_dim=vocab_size, output_dim=embed_dim)
-        self.pos_emb = L.Embedding(input_dim=maxlen, output_dim=embed_dim)
-
-    def call(self, x):
-        positions = self.pos_emb(
-            keras.ops.arange(0, keras.ops.shape(x)[-1], 1))
-        return self.token_emb(x) + positions
 
 
 class ConvBN(L.Layer):
@@ -95,8 +65,11 @@ class TwoArgs(keras.Model):
 
 def _transformer_model():
     inputs = L.Input(shape=(20,))
-    x = TokenAndPositionEmbedding(20, 100, 16, name="emb")(inputs)
-    x = TransformerBlock(16, 2, 16, name="block")(x)
+    emb = TokenAndPositionEmbedding(20, 100, 16)
+    emb.name = "emb"  # keras.io's classes take no name argument
+    block = TransformerBlock(16, 2, 16)
+    block.name = "block"
+    x = block(emb(inputs))
     x = L.GlobalAveragePooling1D()(x)
     x = L.Dense(20, activation="relu")(x)
     return keras.Model(inputs, L.Dense(2, activation="softmax")(x))

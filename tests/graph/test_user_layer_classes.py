@@ -14,6 +14,7 @@ barriers) and float.
 import keras
 import numpy as np
 import pytest
+from _keras_io_layers import TokenAndPositionEmbedding, TransformerBlock
 
 import tfcomp
 from tfcomp.export import export_tflite
@@ -22,38 +23,6 @@ from tfcomp.pruning import apply_fpgm, make_plan, mask_channels, prune_channels
 from tfcomp.quantization import calibrate, quantize_model
 
 L = keras.layers
-
-
-class TransformerBlock(L.Layer):
-    def __init__(self, embed_dim, num_heads, ff_dim, rate=0.1):
-        super().__init__()
-        self.att = L.MultiHeadAttention(num_heads=num_heads,
-                                        key_dim=embed_dim)
-        self.ffn = keras.Sequential([L.Dense(ff_dim, activation="relu"),
-                                     L.Dense(embed_dim)])
-        self.layernorm1 = L.LayerNormalization(epsilon=1e-6)
-        self.layernorm2 = L.LayerNormalization(epsilon=1e-6)
-        self.dropout1 = L.Dropout(rate)
-        self.dropout2 = L.Dropout(rate)
-
-    def call(self, inputs):
-        attn_output = self.dropout1(self.att(inputs, inputs))
-        out1 = self.layernorm1(inputs + attn_output)
-        ffn_output = self.dropout2(self.ffn(out1))
-        return self.layernorm2(out1 + ffn_output)
-
-
-class TokenAndPositionEmbedding(L.Layer):
-    def __init__(self, maxlen, vocab_size, embed_dim):
-        super().__init__()
-        self.token_emb = L.Embedding(input_dim=vocab_size,
-                                     output_dim=embed_dim)
-        self.pos_emb = L.Embedding(input_dim=maxlen, output_dim=embed_dim)
-
-    def call(self, x):
-        maxlen = keras.ops.shape(x)[-1]
-        positions = self.pos_emb(keras.ops.arange(0, maxlen, 1))
-        return self.token_emb(x) + positions
 
 
 def text_transformer():

@@ -18,6 +18,7 @@ from typing import Callable
 
 import keras
 import numpy as np
+from _keras_io_layers import TokenAndPositionEmbedding, TransformerBlock
 
 from tfcomp.graph.copy import user_layer_class
 from tfcomp.graph.identity import INFERENCE_IDENTITY, keras_layer_classes
@@ -521,55 +522,6 @@ def wavenet1d():
     x = L.GlobalMaxPooling1D()(x)
     outputs = L.Dense(10, activation="softmax")(x)
     return keras.Model(inputs, outputs, name="wavenet1d")
-
-
-class TransformerBlock(L.Layer):
-    """keras.io "Text classification with Transformer", as written there:
-    never registered, no ``get_config``, no ``**kwargs``."""
-
-    def __init__(self, embed_dim, num_heads, ff_dim, rate=0.1):
-        super().__init__()
-        self.att = L.MultiHeadAttention(num_heads=num_heads,
-                                        key_dim=embed_dim)
-        self.ffn = keras.Sequential([L.Dense(ff_dim, activation="relu"),
-                                     L.Dense(embed_dim)])
-        self.layernorm1 = L.LayerNormalization(epsilon=1e-6)
-        self.layernorm2 = L.LayerNormalization(epsilon=1e-6)
-        self.dropout1 = L.Dropout(rate)
-        self.dropout2 = L.Dropout(rate)
-
-    def call(self, inputs):
-        attn_output = self.dropout1(self.att(inputs, inputs))
-        out1 = self.layernorm1(inputs + attn_output)
-        ffn_output = self.dropout2(self.ffn(out1))
-        return self.layernorm2(out1 + ffn_output)
-
-    def hand_macs(self, x, y) -> int:
-        """By hand: self-attention (projections, scores, weighted sum,
-        output projection) and the two FFN matmuls, per position."""
-        t, e = x[1], x[-1]
-        h, kd = self.att.num_heads, self.att.key_dim
-        ff = self.ffn.layers[0].units
-        return (t * e * h * kd * 3 + h * t * t * 2 * kd + t * h * kd * e
-                + 2 * t * e * ff)
-
-
-class TokenAndPositionEmbedding(L.Layer):
-    """keras.io's token + position embedding (two lookups: no MACs)."""
-
-    def __init__(self, maxlen, vocab_size, embed_dim):
-        super().__init__()
-        self.token_emb = L.Embedding(input_dim=vocab_size,
-                                     output_dim=embed_dim)
-        self.pos_emb = L.Embedding(input_dim=maxlen, output_dim=embed_dim)
-
-    def call(self, x):
-        maxlen = keras.ops.shape(x)[-1]
-        positions = self.pos_emb(keras.ops.arange(0, maxlen, 1))
-        return self.token_emb(x) + positions
-
-    def hand_macs(self, x, y) -> int:
-        return 0
 
 
 def text_transformer():

@@ -106,12 +106,6 @@ EXPECTED_UNSUPPORTED = {
         ValueError, "(QuantEmbedding) " + _NO_BITSERIAL,
         "Embedding (a table lookup) and attention have no integer ops in "
         "the bit-serial IR", ("Embedding", "Attention / AdditiveAttention")),
-    ("wavenet1d", "bitserial"): (
-        ValueError, "(UpSampling1D) " + _NO_BITSERIAL,
-        "UpSampling1D (and Cropping1D) have no op in the bit-serial IR; "
-        "the dilated causal Conv1D, PReLU, gated units and 1-D depthwise / "
-        "separable / transposed convs before them map "
-        "(tests/export/bitserial/test_bitserial_conv1d_variants.py)", ()),
     ("text_transformer", "int8"): (
         ValueError, "(TransformerBlock)'] have float weights",
         "quantize_model keeps your own layer classes float (named in its "

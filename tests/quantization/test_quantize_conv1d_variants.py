@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from tfcomp.export import export_tflite
-from tfcomp.export.bitserial import export_bitserial
 from tfcomp.export.runtime import make_interpreter, run_interpreter
 from tfcomp.layers import (
     QuantConv1D,
@@ -204,26 +203,6 @@ def test_wavenet1d_quantizes_every_weight_layer(tmp_path):
     q.save(path)
     np.testing.assert_allclose(_np(keras.saving.load_model(path)(x)),
                                _np(q(x)), atol=1e-6)
-
-
-@pytest.mark.parametrize("make,name,cls", [
-    (lambda: L.DepthwiseConv1D(3, name="k"), "k", "QuantDepthwiseConv1D"),
-    (lambda: L.SeparableConv1D(4, 3, name="k"), "k_depthwise",
-     "QuantDepthwiseConv1D"),
-    (lambda: L.Conv1DTranspose(4, 3, strides=2, name="k"), "k",
-     "QuantConv1DTranspose")])
-def test_bitserial_refuses_them_by_name(make, name, cls, tmp_path):
-    """The bit-serial IR has no 1-D depthwise / transposed conv: a clear
-    error naming the layer, before anything is written."""
-    i = keras.Input((16, 3))
-    x = make()(L.Conv1D(4, 3, activation="relu")(i))
-    model = keras.Model(i, L.Dense(3)(L.GlobalAveragePooling1D()(x)))
-    q = quantize_model(model, bits=8)
-    calibrate(q, _x((16, 3), 8))
-    with pytest.raises(ValueError, match=rf"'{name}' \({cls}\) has no "
-                       "integer mapping"):
-        export_bitserial(q, str(tmp_path / "m.json"), verify=False)
-    assert not list(tmp_path.iterdir())
 
 
 def test_strip_equals_qat_in_float():

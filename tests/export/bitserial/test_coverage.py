@@ -299,7 +299,8 @@ def _conv3d():
      "GroupNormalization"),
     (_conv3d, "c3d", "Conv3D"),
     (_lambda, "lam", "Lambda"),
-    (_conv_then(L.UpSampling2D(name="up")), "up", "UpSampling2D"),
+    (_conv_then(L.UpSampling2D(interpolation="bilinear", name="up")), "up",
+     "UpSampling2D"),
 ])
 def test_unsupported_layers_are_refused_clearly(build, name, kind,
                                                 tmp_path):

@@ -345,6 +345,18 @@ class IRBuilder:
                  [int(i) for i in interior]}
         return self._append(IntOp(name, "pad", [x], self.quant(x), attrs))
 
+    def upsample(self, name, x, factors) -> str:
+        """Adds a nearest-neighbour upsampling (keeps the grid): each value
+        repeated ``factors[a]`` times along non-batch axis ``a``."""
+        return self._append(IntOp(name, "upsample", [x], self.quant(x),
+                                  {"factors": [int(f) for f in factors]}))
+
+    def crop(self, name, x, crops) -> str:
+        """Adds a crop (keeps the grid): ``crops[a] = [before, after]``
+        values dropped at the ends of non-batch axis ``a``."""
+        return self._append(IntOp(name, "crop", [x], self.quant(x), {
+            "crops": [[int(a), int(b)] for a, b in crops]}))
+
     def lut(self, name, x, table, out: QuantParams) -> str:
         """Adds an element-wise table lookup onto grid ``out``: ``table``
         ``(1 or C, 2**in_bits)`` integers indexed by ``q - in_qmin``."""

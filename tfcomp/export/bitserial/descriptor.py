@@ -27,7 +27,7 @@ with its own quantization and rescale; layers read them by those names.
 
 Schema versions: a descriptor records the lowest version that has every
 feature it uses, so networks of version-1 features stay readable by older
-tfcomp; this tfcomp reads versions 1 to 5.
+tfcomp; this tfcomp reads versions 1 to 6.
 
 - 1: conv2d, depthwise_conv2d, dense, add, max/avg/global_avg_pool,
   flatten, reshape, clamp, requantize.
@@ -47,6 +47,10 @@ tfcomp; this tfcomp reads versions 1 to 5.
   ``input_quants`` one per input, ``requant.multiplier`` / ``shift``:
   ``s_a * s_b / s_out`` in fixed point, TFLite's int8 MUL).
 - 5: adds ``inputs`` (several model inputs, above) in place of ``input``.
+- 6: adds the ``upsample`` op (``attrs.factors``: each value repeated
+  that many times per non-batch axis, nearest-neighbour UpSampling1D /
+  2D) and the ``crop`` op (``attrs.crops``: ``[before, after]`` values
+  dropped per non-batch axis, Cropping1D / 2D); both keep the grid.
 
 Writing is crash-safe as a pair: the blob goes first under its
 content-addressed name, the JSON is replaced last (both atomically), then
@@ -113,7 +117,7 @@ __all__ = [
     "write_descriptor",
 ]
 
-SCHEMA_VERSION = 5  # the newest version this tfcomp reads
+SCHEMA_VERSION = 6  # the newest version this tfcomp reads
 FORMAT = "tfcomp-bitserial"
 TARGETS = HARDWARE  # the accelerators, as the descriptor's "target" names
 ALIGNMENT = 64
@@ -131,7 +135,7 @@ def schema_path() -> str:
 
 
 def load_schema() -> dict:
-    """The descriptor JSON Schema as a dict (with version 5's ``inputs``).
+    """The descriptor JSON Schema as a dict (versions 1 to 6).
 
     Example:
         >>> load_schema()["title"]
@@ -341,6 +345,8 @@ def required_version(ir: IntegerIR) -> int:
         1
     """
     ops = {op.op for op in ir.ops}
+    if ops & {"upsample", "crop"}:
+        return 6
     if ir.extra_inputs:
         return MULTI_INPUT_VERSION
     if "mul" in ops:

@@ -16,7 +16,12 @@ from tfcomp.export.bitserial.ir import (
     mul_product_bound,
     same_grid,
 )
-from tfcomp.export.bitserial.shapes import concat_shape, mul_shape
+from tfcomp.export.bitserial.shapes import (
+    concat_shape,
+    crop_shape,
+    mul_shape,
+    upsample_shape,
+)
 
 __all__ = ["semantic_errors"]
 
@@ -25,8 +30,8 @@ def semantic_errors(desc: dict) -> list[str]:
     """Consistency errors a schema cannot express (model input names
     unique, names defined before use, one input quantization per input and
     equal to its producer's, concat shapes and requantization, mul shapes
-    and int32 products, GEMM sizes, blob ranges, newer features in an
-    older version); empty when none.
+    and int32 products, upsample / crop shapes and grids, GEMM sizes, blob
+    ranges, newer features in an older version); empty when none.
 
     Example:
         >>> semantic_errors(json.load(open("net.json")))
@@ -48,7 +53,8 @@ def semantic_errors(desc: dict) -> list[str]:
                                            groups != 1):
             errs.append(f"{where}: {la['op']} with these attrs needs "
                         "schema_version >= 2")
-        need = {"concat": 3, "mul": 4}.get(la["op"], 1)
+        need = {"concat": 3, "mul": 4, "upsample": 6, "crop": 6}.get(
+            la["op"], 1)
         if desc["schema_version"] < need:
             errs.append(f"{where}: {la['op']} needs schema_version >= "
                         f"{need}")
@@ -57,6 +63,8 @@ def semantic_errors(desc: dict) -> list[str]:
             errs += _concat_errors(la, where)
         elif la["op"] == "mul":
             errs += _mul_errors(la, where)
+        elif la["op"] in _MOVES:
+            errs += _move_errors(la, where, quants)
         if la["engine"] != "array":
             continue
         g = la["gemm"]
@@ -159,6 +167,27 @@ def _mul_errors(la: dict, where: str) -> list[str]:
         if bound > INT32_MAX:
             errs.append(f"{where}: the int32 product of the inputs may "
                         f"overflow (worst case {bound})")
+    return errs
+
+
+_MOVES = {"upsample": upsample_shape, "crop": crop_shape}
+
+
+def _move_errors(la: dict, where: str, quants: dict) -> list[str]:
+    """An upsample's / crop's output shape (from its attrs) and grid (its
+    input's: the values are only moved)."""
+    rule = _MOVES[la["op"]]
+    if len(la["input_shapes"]) != 1:
+        return []  # reported by _input_errors / the schema
+    errs = _shape_errors(
+        lambda shapes, name: rule(shapes[0], la.get("attrs", {}), name), la,
+        where, f"the {la['op']} of the input")
+    src = la["inputs"][0] if la["inputs"] else None
+    if src in quants and src != la["name"] and \
+            quants[src] != la["out_quant"]:
+        errs.append(f"{where}: {la['op']} keeps its input's grid, but "
+                    f"out_quant {la['out_quant']} is not {src!r}'s "
+                    f"{quants[src]}")
     return errs
 
 

@@ -71,6 +71,10 @@ def host_layer(op: IntOp, ir: IntegerIR, shapes: dict) -> dict:
     elif op.op == "pad":
         layer["attrs"] = {"pads": [[int(a), int(b)] for a, b in at["pads"]],
                           "interior": _ints(at["interior"])}
+    elif op.op == "upsample":
+        layer["attrs"] = {"factors": _ints(at["factors"])}
+    elif op.op == "crop":
+        layer["attrs"] = {"crops": [[int(a), int(b)] for a, b in at["crops"]]}
     if "requant" in layer:
         layer["requant"]["rounding"] = ROUNDING
     if op.op in ("max_pool", "avg_pool"):

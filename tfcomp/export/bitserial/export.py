@@ -120,12 +120,15 @@ def export_bitserial(model, path: str, hardware=None,
     grid unless already on it), Multiply (two inputs of one shape, or a
     squeeze-excite per-channel gate; TFLite's MUL),
     Max/Average/GlobalAverage/GlobalMaxPooling 1D/2D, ZeroPadding1D/2D,
-    Rescaling and Normalization (per channel; folded into the model input,
-    else tables), Flatten, Reshape, dropout-like identities and a final
-    softmax; see :func:`build_ir_from_keras`. Any other layer (Embedding,
+    UpSampling1D/2D (interpolation="nearest") and Cropping1D/2D (values
+    moved on their input's grid), Rescaling and Normalization (per
+    channel; folded into the model input, else tables), Flatten, Reshape,
+    dropout-like identities and a final softmax; see
+    :func:`build_ir_from_keras`. Any other layer (Embedding,
     MultiHeadAttention / EinsumDense, LayerNormalization,
     GroupNormalization, an unfolded BatchNormalization, Conv3D, Lambda,
-    ``keras.ops`` calls, hard-swish's ``x + 3``, ...) raises a ValueError
+    bilinear UpSampling2D, UpSampling3D / Cropping3D, ``keras.ops``
+    calls, hard-swish's ``x + 3``, ...) raises a ValueError
     naming the layer, its type and the supported types, before anything
     is written.
 

@@ -37,6 +37,10 @@ Ops (``IntOp.op``):
   values, keeping the grid: ``attrs["pads"]`` ``[[before, after], ...]``
   per non-batch axis, ``attrs["interior"]`` values inserted between
   neighbours per axis (XLA's Pad; zero insertion of a transposed conv).
+- ``upsample`` / ``crop``: move values, keeping the grid: each value
+  repeated ``attrs["factors"][a]`` times along non-batch axis ``a``
+  (nearest-neighbour UpSampling), or ``attrs["crops"][a]`` ``[before,
+  after]`` values dropped at the ends of axis ``a`` (Cropping).
 - ``lut``: an element-wise function as a table: ``out = table[c][q -
   in_qmin]`` with ``attrs["table"]`` one row (every channel) or one row per
   channel (last axis) of ``2**in_bits`` output integers (a folded
@@ -72,6 +76,7 @@ from tfcomp.export.bitserial.ir_checks import (
     validate_mul,
 )
 from tfcomp.export.bitserial.shapes import (
+    MOVE_SHAPES,
     concat_shape,
     conv_output_size,
     mul_shape,
@@ -100,7 +105,7 @@ __all__ = [
 GEMM_OPS = ("conv2d", "depthwise_conv2d", "dense")
 OPS = GEMM_OPS + ("add", "concat", "mul", "max_pool", "avg_pool",
                   "global_avg_pool", "flatten", "reshape", "clamp",
-                  "requantize", "pad", "lut")
+                  "requantize", "pad", "lut", "upsample", "crop")
 ADD_LEFT_SHIFT = 20
 
 
@@ -457,8 +462,8 @@ def _infer_shape(op: IntOp, ins: list) -> tuple:
             raise ValueError(f"layer {op.name!r}: cannot reshape {s} to "
                              f"{new}")
         return new
-    if op.op == "pad":
-        return pad_shape(s, op.attrs, op.name)
+    if op.op in MOVE_SHAPES:  # pad, upsample, crop
+        return MOVE_SHAPES[op.op](s, op.attrs, op.name)
     return tuple(s)  # clamp, requantize
 
 
@@ -473,7 +478,7 @@ def _validate_op(op: IntOp, ir: IntegerIR, shapes: dict) -> None:
             raise ValueError(f"layer {op.name!r}: {op.op} needs "
                              "attrs['count_requant']")
         return
-    if op.op in ("max_pool", "flatten", "reshape", "clamp", "pad"):
+    if op.op in ("max_pool", "flatten", "reshape", "clamp", *MOVE_SHAPES):
         if op.out != qin[0]:
             raise ValueError(f"layer {op.name!r} ({op.op}) keeps its input's"
                              f" quantization. Received: out={op.out}, "

@@ -82,7 +82,6 @@ from tfcomp.export.bitserial.keras_layers import (
     qat_grid,
     rescale_of,
     unsupported_layer_error,
-    zero_pads,
 )
 from tfcomp.export.bitserial.keras_merge import (
     MERGE,
@@ -91,6 +90,13 @@ from tfcomp.export.bitserial.keras_merge import (
     merge_kind,
     shared_grid,
 )
+from tfcomp.export.bitserial.keras_moves import (
+    MOVES,
+    emit_move,
+    move_of,
+    moved_source,
+)
+from tfcomp.export.bitserial.keras_moves import Pending as _Pending
 from tfcomp.export.bitserial.keras_patterns import GEMM as _GEMM
 from tfcomp.export.bitserial.keras_patterns import IDENTITY as _IDENTITY
 from tfcomp.export.bitserial.keras_patterns import MIXED as _MIXED
@@ -107,22 +113,6 @@ from tfcomp.quantization._analysis import act_name, relu_kind
 __all__ = ["build_ir_from_keras", "model_data"]
 
 L = keras.layers
-
-
-@dataclasses.dataclass
-class _Pending:
-    """A float value not yet on an integer grid."""
-
-    kind: str  # "gemm", "add", "concat", "mul", "avg", "input", "pad", "lut"
-    layer: object = None
-    x: str | None = None  # IR input (gemm)
-    inputs: tuple = ()  # IR inputs (add, concat, mul)
-    relu: str = "linear"  # "linear" | "relu" | "relu6"
-    keras_tensor: object = None  # pad: the padded Keras tensor
-    pads: tuple = (0, 0, 0, 0)  # gemm: folded zero padding; pad: per axis
-    out_shape: tuple = ()  # the Keras output shape (no batch)
-    rescale: tuple | None = None  # input: folded Rescaling / Normalization
-    index: int = 0  # input: which model input
 
 
 def _act(layer) -> str:
@@ -209,13 +199,13 @@ class _Importer:
     def materialize(self, tensor, grid: QuantParams | None,
                     relu: str = "linear", base: str = "t") -> str:
         st = self.state[id(tensor)]
-        if isinstance(st, _Pending) and st.kind == "pad":
-            # padding with real 0 commutes with quantization and ReLU
+        if isinstance(st, _Pending) and st.kind in MOVES:
+            # moving values (padding with real 0, upsampling, cropping)
+            # commutes with quantization and ReLU
             src = self.materialize(st.keras_tensor, grid, relu, base)
             key = (id(tensor), src)
             if key not in self.cache:
-                self.cache[key] = self.builder.pad(
-                    self.name(st.layer.name), src, st.pads)
+                self.cache[key] = emit_move(self, st, src)
             return self.cache[key]
         if grid is None:
             if isinstance(st, str) and relu == "linear":
@@ -331,9 +321,11 @@ class _Importer:
                              f"models. Received {len(out_t)} outputs")
         st = self.state[id(out_t[0])]
         self.keras_output = self.source.get(id(out_t[0]), out_t[0])
-        if not isinstance(st, str):
-            st = self.materialize(self.keras_output, self.calibrated(
-                self.keras_output, self.output_bits), base="output")
+        if not isinstance(st, str):  # moved integers keep their grid
+            grid = None if isinstance(moved_source(
+                self.state, self.keras_output), str) else self.calibrated(
+                self.keras_output, self.output_bits)
+            st = self.materialize(self.keras_output, grid, base="output")
         b = self.builder
         used = {st} | {n for op in b.ops for n in op.inputs}
         b.ops = [op for op in b.ops if op.name in used or op.name not in
@@ -421,9 +413,9 @@ class _Importer:
         elif merge_kind(layer, len(ins)) is not None:
             kind, xs = merge_inputs(self, layer, ins, out)
             self.state[id(out)] = _Pending(kind, layer, inputs=xs)
-        elif cls in (L.ZeroPadding1D, L.ZeroPadding2D):
-            self.state[id(out)] = _Pending("pad", layer, keras_tensor=ins[0],
-                                           pads=zero_pads(layer))
+        elif (move := move_of(layer)) is not None:  # pad, upsample, crop
+            self.state[id(out)] = _Pending(move[0], layer,
+                                           keras_tensor=ins[0], pads=move[1])
         elif cls in (L.Rescaling, L.Normalization) and self.on_input(
                 ins[0], cls is L.Rescaling):
             # the float model input: fold into the input quantization
@@ -540,13 +532,15 @@ def build_ir_from_keras(model, calibration_data=None, default_bits: int = 8,
     Multiply (two inputs: one shape, or a per-channel squeeze-excite
     gate; see the module doc for their grids), pooling 1D/2D,
     ZeroPadding1D/2D (folded into a conv's padding, else a ``pad`` op),
+    UpSampling1D/2D (interpolation="nearest": an ``upsample`` op) and
+    Cropping1D/2D (a ``crop`` op), on their input's grid,
     Rescaling and Normalization (folded into a float input, else tables),
     a BatchNormalization that reads a quantized tensor and element-wise
     activations (``lut`` tables; also a swish built as ``x *
     QuantActivation(fixed)(sigmoid(x))``), Flatten, Reshape, dropout-like
     identities, a final softmax (dropped). Other layers (Embedding,
     attention, LayerNormalization, Conv3D, Lambda, ``keras.ops`` calls,
-    ...) raise a ValueError.
+    bilinear UpSampling2D, ...) raise a ValueError.
 
     Args:
         model: a calibrated or trained QAT model (one output; one input,

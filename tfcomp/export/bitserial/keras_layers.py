@@ -20,6 +20,9 @@ How the Keras layers the IR has no op of its own map onto IR ops, exactly:
   transposed conv's MACs.
 - ``ZeroPadding1D/2D`` pad with the zero point (real 0): folded into the
   padding of a conv that reads them, else a ``pad`` op.
+- ``UpSampling1D/2D`` (interpolation="nearest", integer sizes) and
+  ``Cropping1D/2D`` only move values: ``upsample`` / ``crop`` ops on the
+  grid of their input (``keras_moves``); bilinear upsampling is refused.
 - ``Rescaling`` of the model input is folded into the input: float inputs
   are rescaled (float32, as Keras) before quantization.
 - ``Concatenate`` on the last (channel) axis is a ``concat`` op; other
@@ -83,14 +86,16 @@ SUPPORTED_LAYERS = (
     "Multiply (2 inputs: one shape, or a per-channel gate; or x * y)",
     "MaxPooling1D/2D", "AveragePooling1D/2D",
     "GlobalAveragePooling1D/2D", "GlobalMaxPooling1D/2D", "ZeroPadding1D/2D",
+    "UpSampling1D/2D (interpolation='nearest')", "Cropping1D/2D",
     "Rescaling", "Flatten", "Reshape",
     "element-wise keras.ops calls of one tensor and constants (x + 3.0, "
     "ops.gelu(x): tables)",
     "Dropout-like identities", "a final softmax (dropped)")
 
 
-def unsupported_layer_error(layer) -> ValueError:
-    """The error for a layer (or ``keras.ops`` call) with no integer form.
+def unsupported_layer_error(layer, detail: str = "") -> ValueError:
+    """The error for a layer (or ``keras.ops`` call) with no integer form;
+    ``detail`` (the setting refused, then why) follows its name.
 
     Example:
         >>> str(unsupported_layer_error(keras.layers.LayerNormalization(
@@ -102,7 +107,8 @@ def unsupported_layer_error(layer) -> ValueError:
         layer, keras.layers.Layer) else
         f"keras.ops call {getattr(layer, 'name', cls)!r} ({cls})")
     return ValueError(
-        f"{what} has no integer mapping in the bit-serial exporter. "
+        f"{what}{' ' + detail if detail else ''} has no integer mapping in "
+        "the bit-serial exporter. "
         f"Supported layer types: {', '.join(SUPPORTED_LAYERS)}. Replace or "
         "remove the layer, or export the model to int8 TFLite instead "
         "(tfcomp.export.export_tflite).")

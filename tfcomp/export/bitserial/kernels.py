@@ -23,6 +23,7 @@ from tfcomp.export.bitserial.fixedpoint import (
 __all__ = [
     "add_op",
     "concat_op",
+    "crop_op",
     "gemm_output",
     "global_avg_pool_op",
     "im2col",
@@ -33,6 +34,7 @@ __all__ = [
     "pool_op",
     "requantize",
     "requantize_op",
+    "upsample_op",
     "window_counts",
 ]
 
@@ -393,6 +395,38 @@ def pad_op(x, pads, interior=None, value=0) -> np.ndarray:
                              for i in interior)] = x
     return np.pad(y, [(0, 0)] + [(int(a), int(b)) for a, b in pads],
                   constant_values=int(value))
+
+
+def upsample_op(x, factors) -> np.ndarray:
+    """Nearest-neighbour upsampling of a batch-first tensor: each value
+    repeated ``factors[a]`` times along non-batch axis ``a`` (Keras'
+    UpSampling1D / UpSampling2D with interpolation="nearest").
+
+    Example:
+        >>> upsample_op(np.array([[[1, 2], [3, 4]]]), [2, 1])
+        array([[[1, 2],
+                [1, 2],
+                [3, 4],
+                [3, 4]]])
+    """
+    x = np.asarray(x, np.int64)
+    for axis, f in enumerate(factors, start=1):
+        if int(f) != 1:
+            x = np.repeat(x, int(f), axis=axis)
+    return x
+
+
+def crop_op(x, crops) -> np.ndarray:
+    """Drops ``crops[a] = [before, after]`` values at the ends of each
+    non-batch axis ``a`` of a batch-first tensor (Keras' Cropping1D / 2D).
+
+    Example:
+        >>> crop_op(np.array([[1, 2, 3, 4, 5]]), [[1, 2]])
+        array([[2, 3]])
+    """
+    x = np.asarray(x, np.int64)
+    return x[(slice(None),) + tuple(slice(int(a), d - int(b)) for d, (a, b)
+                                    in zip(x.shape[1:], crops))]
 
 
 def lut_op(x, table, in_min) -> np.ndarray:

@@ -206,6 +206,10 @@ def run_op(op: IntOp, ins: list, quants: list) -> np.ndarray:
     if op.op == "pad":
         return kernels.pad_op(x, op.attrs["pads"], op.attrs.get("interior"),
                               quants[0].zero_point)
+    if op.op == "upsample":
+        return kernels.upsample_op(x, op.attrs["factors"])
+    if op.op == "crop":
+        return kernels.crop_op(x, op.attrs["crops"])
     if op.op == "flatten":
         return x.reshape(x.shape[0], -1)
     if op.op == "reshape":

@@ -1,4 +1,5 @@
-"""Shape rules of the IR's window, pad, concat and mul ops (no IR objects).
+"""Shape rules of the IR's window, pad, upsample, crop, concat and mul ops
+(no IR objects).
 
 Example:
     >>> conv_output_size(7, 3, 2, *same_padding(7, 3, 2))
@@ -7,8 +8,10 @@ Example:
 
 from __future__ import annotations
 
-__all__ = ["concat_shape", "conv_output_size", "mul_shape", "pad_shape",
-           "same_padding"]
+import numbers
+
+__all__ = ["MOVE_SHAPES", "concat_shape", "conv_output_size", "crop_shape",
+           "mul_shape", "pad_shape", "same_padding", "upsample_shape"]
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -76,6 +79,50 @@ def pad_shape(shape, attrs: dict, name: str = "pad") -> tuple:
                  zip(shape, interior, pads))
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def upsample_shape(shape, attrs: dict, name: str = "upsample") -> tuple:
+    """Output shape of an ``upsample`` op (validates its attrs): each value
+    repeated ``attrs["factors"][a]`` (an int >= 1) times along non-batch
+    axis ``a`` (nearest-neighbour upsampling).
+
+    Example:
+        >>> upsample_shape((3, 4, 2), {"factors": [2, 3, 1]})
+        (6, 12, 2)
+    """
+    f = attrs.get("factors")
+    if not isinstance(f, (list, tuple)) or len(f) != len(shape) or not all(
+            _is_int(v) and v >= 1 for v in f):
+        raise ValueError(f"layer {name!r}: upsample needs an int factor >= 1"
+                         f" per axis of {tuple(shape)}. Received: "
+                         f"factors={f!r}")
+    return tuple(int(d) * int(v) for d, v in zip(shape, f))
+
+
+def crop_shape(shape, attrs: dict, name: str = "crop") -> tuple:
+    """Output shape of a ``crop`` op (validates its attrs): ``attrs["crops"]
+    [a] = [before, after]`` (ints >= 0) values dropped at the ends of
+    non-batch axis ``a``, at least one value left.
+
+    Example:
+        >>> crop_shape((8, 6, 2), {"crops": [[1, 2], [0, 3], [0, 0]]})
+        (5, 3, 2)
+    """
+    c = attrs.get("crops")
+    ok = isinstance(c, (list, tuple)) and len(c) == len(shape) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and all(
+            _is_int(v) and v >= 0 for v in p) for p in c)
+    out = tuple(int(d) - int(p[0]) - int(p[1]) for d, p in zip(shape, c)) \
+        if ok else ()
+    if not ok or min(out, default=1) < 1:
+        raise ValueError(f"layer {name!r}: crop needs [before, after] ints "
+                         f">= 0 per axis of {tuple(shape)}, leaving >= 1 "
+                         f"value per axis. Received: crops={c!r}")
+    return out
+
+
 def concat_shape(shapes, name: str = "concat") -> tuple:
     """Output shape of a ``concat`` op: N >= 2 ``shapes`` (without batch)
     equal but for the last axis, whose sizes add up.
@@ -130,3 +177,8 @@ def _size(shape) -> int:
     for d in shape:
         n *= d
     return n
+
+
+#: The data-movement ops that keep their input's grid -> their shape rule.
+MOVE_SHAPES = {"pad": pad_shape, "upsample": upsample_shape,
+               "crop": crop_shape}

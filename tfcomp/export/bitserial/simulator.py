@@ -309,6 +309,10 @@ def _host_layer(layer, ins):
         at = layer["attrs"]
         return kernels.pad_op(x, at["pads"], at.get("interior"),
                               layer["out_quant"]["zero_point"])
+    if op == "upsample":
+        return kernels.upsample_op(x, layer["attrs"]["factors"])
+    if op == "crop":
+        return kernels.crop_op(x, layer["attrs"]["crops"])
     if op == "flatten":
         return x.reshape(x.shape[0], -1)
     if op == "reshape":
