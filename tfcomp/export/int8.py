@@ -64,6 +64,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfcomp.export._converter_errors import run_converter
 from tfcomp.export._recurrent import unrolled_for_tflite
 from tfcomp.export.runtime import make_interpreter
 from tfcomp.graph import iter_leaf_layers, parse_model
@@ -349,12 +350,12 @@ def convert_int8(model, io_type: str = "float32") -> bytes:
     clone, kwargs = prepare_for_tflite(unrolled_for_tflite(model))
     with contextlib.redirect_stdout(io.StringIO()):
         converter = tf.lite.TFLiteConverter.from_keras_model(clone)
-        if io_type == "int8":
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-        for key, value in kwargs.items():
-            setattr(converter, key, value)
-        return converter.convert()
+    if io_type == "int8":
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    for key, value in kwargs.items():
+        setattr(converter, key, value)
+    return run_converter(converter, model, "export_tflite")
 
 
 def tflite_weight_levels(model) -> dict:

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from tfcomp import _io
 from tfcomp.export import _recurrent
+from tfcomp.export._converter_errors import run_converter
 from tfcomp.export._inputs import (
     cast_to_input,
     check_numeric_inputs,
@@ -305,8 +306,7 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
             converter.inference_output_type = tf.int8
     for key, value in converter_kwargs.items():
         setattr(converter, key, value)
-    with contextlib.redirect_stdout(io.StringIO()):
-        return converter.convert()
+    return run_converter(converter, model)
 
 
 def _id_bound(model) -> int | None:

@@ -1,0 +1,65 @@
+"""The TFLite converter's "op is neither a custom op nor a flex op" errors
+as one clear message naming the TensorFlow ops and the model's layers that
+use them (a VAE's sampling layer: ``keras.random.normal``), instead of the
+MLIR dump.
+
+Example:
+    >>> flatbuffer = run_converter(converter, model)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+
+from tfcomp.graph.walk import iter_leaf_layers
+
+__all__ = ["run_converter", "unsupported_ops_message"]
+
+_OP = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
+_LOC = re.compile(r'fused\["(\w+):", "([^"@]+)')
+
+
+def _layer_of(path: str, names: set) -> str | None:
+    """The model layer a traced op path (``model_1/sampling_1/...``)
+    belongs to: its first segment that names a layer (Keras' tracing may
+    append ``_<n>``)."""
+    for seg in path.split("/"):
+        for cand in (seg, re.sub(r"_\d+$", "", seg)):
+            if cand in names:
+                return cand
+    return None
+
+
+def unsupported_ops_message(text: str, model, verb: str) -> str | None:
+    """The clear message for a converter error ``text``, or None when it
+    is not an unsupported-op error."""
+    ops = sorted(set(_OP.findall(text)))
+    if not ops:
+        return None
+    names = {layer.name for _, layer in iter_leaf_layers(model)}
+    layers = sorted({lyr for op, path in _LOC.findall(text) if op in ops
+                     for lyr in [_layer_of(path, names)] if lyr})
+    random = any("Random" in op for op in ops)
+    where = f" in layer(s) {layers}" if layers else ""
+    return (f"{verb}: TFLite has no builtin op for TensorFlow op(s) {ops}"
+            f"{where} of model {model.name!r}"
+            f"{' (random sampling, e.g. a VAE sampling layer)' if random else ''}"
+            ". Export the part of the model a device runs without them, e.g. "
+            "keras.Model(model.input, model.get_layer(NAME).output), or "
+            "replace the layer.")
+
+
+def run_converter(converter, model, verb: str = "convert_to_tflite"
+                  ) -> bytes:
+    """``converter.convert()`` (its stdout silenced); an unsupported-op
+    error becomes a ``ValueError`` naming the ops and layers."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return converter.convert()
+    except Exception as e:  # the converter's own error type is internal
+        message = unsupported_ops_message(str(e), model, verb)
+        if message is None:
+            raise
+        raise ValueError(message) from e
