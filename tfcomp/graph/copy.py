@@ -58,8 +58,8 @@ import keras
 from tfcomp.graph.walk import iter_leaf_layers
 
 __all__ = ["clone_layer", "clone_model", "copy_weights", "functional_view",
-           "float32_copy", "live_class_objects", "model_from_config",
-           "model_like",
+           "float32_copy", "live_class_objects", "live_config",
+           "model_from_config", "model_like",
            "rebuild_layer", "refresh_state", "user_layer_class"]
 
 # Keras' base layer arguments that a user's ``__init__`` may not accept.
@@ -90,6 +90,43 @@ def _use_live_functions(layer, config: dict, objects: dict) -> None:
                        "config": name, "registered_name": name}
 
 
+# Config keys holding an activation function (a user's own function or
+# lambda serialises as a dict Keras cannot read back under safe_mode).
+_ACTIVATION_KEYS = ("activation", "recurrent_activation")
+
+
+def live_config(layer, config: dict | None = None) -> dict:
+    """``layer.get_config()`` (or ``config``) with a user's own activation
+    function (a named function or a lambda: ``activation=my_act``) as the
+    live callable instead of its serialised form, which Keras cannot read
+    back (an unregistered function, or bytecode under ``safe_mode``).
+    Keras layers accept a callable activation in their constructor.
+
+    Example:
+        >>> cfg = live_config(conv)     # cfg["activation"] is my_act
+        >>> twin = type(conv).from_config(cfg)
+    """
+    config = layer.get_config() if config is None else dict(config)
+    for key in _ACTIVATION_KEYS:
+        fn = getattr(layer, key, None)
+        if isinstance(config.get(key), dict) and callable(fn):
+            config[key] = fn
+    return config
+
+
+def _use_live_activations(layer, config: dict, objects: dict) -> None:
+    """Points a serialised user activation function of ``config`` at
+    ``layer``'s own function (registered in ``objects``)."""
+    for key in _ACTIVATION_KEYS:
+        fn = getattr(layer, key, None)
+        if not (isinstance(config.get(key), dict) and callable(fn)):
+            continue
+        name = f"tfcomp_copy>{key}_{id(fn)}"
+        objects[name] = fn
+        config[key] = {"module": None, "class_name": "function",
+                       "config": name, "registered_name": name}
+
+
 def clone_layer(layer, config: dict | None = None):
     """A new, unbuilt layer of ``layer``'s class from ``config`` (default:
     ``layer.get_config()``).
@@ -107,7 +144,7 @@ def clone_layer(layer, config: dict | None = None):
     Example:
         >>> twin = clone_layer(keras.layers.Lambda(lambda t: t * 2.0))
     """
-    config = layer.get_config() if config is None else dict(config)
+    config = live_config(layer, config)
     if user_layer_class(type(layer)):  # Keras' auto-config omits the name
         config.setdefault("name", layer.name)
     if not isinstance(layer, keras.layers.Lambda):
@@ -456,6 +493,8 @@ def _live_functions(cfg: dict, prefix: str, layers: dict, by_name: dict,
                 _use_live_functions(layer, sub, objects)
         elif "layers" in sub:
             _live_functions(sub, path + "/", layers, by_name, objects)
+        elif path in layers:
+            _use_live_activations(layers[path], sub, objects)
 
 
 def model_from_config(serialized: dict, source: keras.Model) -> keras.Model:
@@ -479,12 +518,11 @@ def model_from_config(serialized: dict, source: keras.Model) -> keras.Model:
     lambdas = [lyr for lyr in layers.values()
                if isinstance(lyr, keras.layers.Lambda)]
     objects = _live_classes(source)
-    if lambdas:
-        names = [lyr.name for lyr in lambdas]
-        by_name = {lyr.name: lyr for lyr in lambdas
-                   if names.count(lyr.name) == 1}
-        _live_functions(serialized.get("config") or {}, "", layers, by_name,
-                        objects)
+    names = [lyr.name for lyr in lambdas]
+    by_name = {lyr.name: lyr for lyr in lambdas
+               if names.count(lyr.name) == 1}
+    _live_functions(serialized.get("config") or {}, "", layers, by_name,
+                    objects)
     if objects:
         _name_user_layers(serialized.get("config") or {}, objects)
     with keras.saving.custom_object_scope(objects):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import keras
 
+from tfcomp.graph.copy import live_config
 from tfcomp.layers.masked import MaskedLayer, masked_class_for, plain_class_of
 
 __all__ = ["inner_twin", "masked_of", "masked_or_self",
@@ -69,7 +70,7 @@ def rewrap(layer, inner):
         >>> rewrap(td, keras.layers.Dense(4)).name == td.name
         True
     """
-    cfg = layer.get_config()
+    cfg = live_config(layer)
     cfg.pop("layer", None)
     return _TD(inner, **cfg)
 
@@ -100,7 +101,7 @@ def plain_time_distributed(layer, mask_keys):
     inner = masked_of(layer)
     if inner is None or inner is layer:
         return None
-    cfg = inner.get_config()
+    cfg = live_config(inner)
     for key in mask_keys:
         cfg.pop(key, None)
     return rewrap(layer, plain_class_of(inner).from_config(cfg))

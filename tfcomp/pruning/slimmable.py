@@ -70,7 +70,7 @@ from tfcomp._compile import carry_compile
 from tfcomp._finetune import outputs_logits
 from tfcomp._io import as_arrays, check_positive_int
 from tfcomp.graph import DependencyGraph
-from tfcomp.graph.copy import clone_model, copy_weights, functional_view
+from tfcomp.graph.copy import clone_model, copy_weights, functional_view, live_config
 from tfcomp.graph.walk import iter_leaf_layers
 from tfcomp.layers.slimmable import (
     SwitchableBatchNormalization,
@@ -269,7 +269,7 @@ def _slim_layer(layer, keys, switches, universal):
             segments=keys.get("segments", []), name=layer.name,
             dtype=layer.dtype_policy)
     cls = SLIMMABLE_CLASSES[type(layer)]
-    cfg = layer.get_config()
+    cfg = live_config(layer)
     for port in cls._PORTS:
         cfg[port[0]] = keys.get(port[0], [])
     return cls.from_config(cfg)
@@ -525,7 +525,7 @@ def _plain_layer(layer):
             dtype=layer.dtype_policy)
     for plain, slim in SLIMMABLE_CLASSES.items():
         if type(layer) is slim:
-            cfg = layer.get_config()
+            cfg = live_config(layer)
             for seg_attr, _ in slim._PORTS:
                 cfg.pop(seg_attr, None)
             return plain.from_config(cfg)

@@ -25,7 +25,7 @@ import numpy as np
 
 from tfcomp._compile import carry_compile
 from tfcomp.graph import PASS_THROUGH, PRODUCER, DependencyGraph
-from tfcomp.graph.copy import clone_model, copy_weights
+from tfcomp.graph.copy import clone_model, copy_weights, live_config
 from tfcomp.graph.handlers_recurrent import recurrent_cells
 from tfcomp.graph.registry import get_channel_handler
 from tfcomp.graph.walk import iter_leaf_layers, leaf_layers
@@ -251,7 +251,7 @@ def _wrap(model, weight_mask: bool, channel_mask: bool, layers=None,
         return one(layer)
 
     def one(layer):
-        cfg = layer.get_config()
+        cfg = live_config(layer)
         cm = channel_mask and channel_mask_problem(layer) is None
         if isinstance(layer, MaskedLayer):
             cfg["weight_mask"] = bool(cfg.get("weight_mask")) or (
@@ -398,7 +398,7 @@ def _unwrap(model) -> keras.Model:
         plain = plain_class_of(layer)
         if plain is None:
             return None
-        cfg = layer.get_config()
+        cfg = live_config(layer)
         for key in _MASK_KEYS:
             cfg.pop(key, None)
         return plain.from_config(cfg)

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 
 from tfcomp._io import BadInputError
+from tfcomp.graph.copy import live_config
 from tfcomp.graph.identity import INFERENCE_IDENTITY, keras_layer_classes
 from tfcomp.layers import QUANT_ACTIVATION_LAYERS, QUANT_LAYERS, QuantReLU
 from tfcomp.layers._kernel_ops import parse_dense_equation
@@ -131,8 +132,9 @@ def act_name(fn) -> str:
     if fn is None:
         return "linear"
     name = keras.activations.serialize(fn)
-    if isinstance(name, dict):
-        name = name.get("config", {}).get("name", str(name))
+    if isinstance(name, dict):  # a user's function: {"config": "my_act"}
+        cfg = name.get("config", {})
+        name = cfg.get("name", str(name)) if isinstance(cfg, dict) else cfg
     return str(name)
 
 
@@ -313,7 +315,7 @@ def _plan_layer(graph, name, layer, nodes, fold_batchnorm, report,
                 absorbed) -> Plan:
     embedding = type(layer) is keras.layers.Embedding
     plan = Plan(name=name, layer=layer, nodes=nodes, policy_name=name,
-                kind=type(layer).__name__, config=layer.get_config(),
+                kind=type(layer).__name__, config=live_config(layer),
                 activation=("linear" if embedding
                             else act_name(layer.activation)))
     plan.tails = {n.key: n.outputs[0] for n in nodes}
@@ -350,9 +352,20 @@ def _plan_layer(graph, name, layer, nodes, fold_batchnorm, report,
             report.fused[name] = cons[0].name
         plan.tails[node.key] = tail
     if plan.activation not in ("linear", "relu", "relu6"):
-        plan.post_activation = keras.activations.serialize(layer.activation)
+        plan.post_activation = _activation_ref(layer.activation)
         plan.activation = "linear"
     return plan
+
+
+def _activation_ref(fn):
+    """A Keras activation's name, or a user's own function (named or a
+    lambda: Keras cannot look it up by name) as the live object."""
+    name = keras.activations.serialize(fn)
+    try:
+        known = isinstance(name, str) and keras.activations.get(name) is fn
+    except (ValueError, TypeError):
+        known = False
+    return name if known else fn
 
 
 def _channel_affine(layer):

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import keras
 
-from tfcomp.graph.copy import model_like, refresh_state
+from tfcomp.graph.copy import live_config, model_like, refresh_state
 from tfcomp.layers import (
     KERAS_ATTENTION_OF,
     QUANT_NORM_OF,
@@ -295,7 +295,7 @@ class _Builder:
         cls = QUANT_NORM_OF.get(type(node.layer))
         if not self.observers or cls is None:
             return None
-        cfg = dict(node.layer.get_config(), name=node.name,
+        cfg = dict(live_config(node.layer), name=node.name,
                    momentum=getattr(self.obs_template, "momentum", 0.99))
         self.a.report.normalizations.append(node.name)
         return cls.from_config(cfg)
@@ -341,7 +341,7 @@ class _Builder:
             return None
         self.a.report.attention.append(node.name)
         return cls.from_config(dict(
-            node.layer.get_config(), name=node.name,
+            live_config(node.layer), name=node.name,
             momentum=getattr(self.obs_template, "momentum", 0.99)))
 
     def concat_inputs(self, node) -> dict:

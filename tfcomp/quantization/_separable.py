@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import keras
 
+from tfcomp.graph.copy import live_config
+
 __all__ = ["SEPARABLE", "is_separable", "part_kinds", "separable_parts"]
 
 #: The Keras separable convolutions (exact types are planned).
@@ -43,7 +45,7 @@ def separable_parts(plan, layer) -> None:
     """Turns ``plan`` (a separable conv's) into a depthwise ``pre`` plan
     (of the same plan class) and a 1x1 conv, the pointwise part, which
     keeps the layer's name."""
-    cfg = layer.get_config()
+    cfg = live_config(layer)
     dw_kind, pw_kind = part_kinds(layer)
     dw_cfg = {k: cfg[k] for k in _DW_KEYS if k in cfg}
     dw_cfg.update(use_bias=False,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 
 from tfcomp._compile import carry_compile
-from tfcomp.graph.copy import model_like, refresh_state
+from tfcomp.graph.copy import live_config, model_like, refresh_state
 from tfcomp.layers import (
     KERAS_ATTENTION_OF,
     MIXED_LAYERS,
@@ -65,7 +65,7 @@ def _replacement(layer, name):
             if isinstance(layer, cls):
                 base = plain
     if base is not None:
-        cfg = layer.get_config()
+        cfg = live_config(layer)
         for k in _QUANT_KEYS:
             cfg.pop(k, None)
         cfg["name"] = name
@@ -78,7 +78,7 @@ def _replacement(layer, name):
     if isinstance(layer, QuantMultiHeadAttention):
         norm = keras.layers.MultiHeadAttention
     if norm is not None:
-        cfg = dict(layer.get_config(), name=name)
+        cfg = dict(live_config(layer), name=name)
         cfg.pop("momentum", None)
         return norm.from_config(cfg), (
             "attention" if norm is keras.layers.MultiHeadAttention
