@@ -75,19 +75,21 @@ def _is_function_config(value) -> bool:
         "__lambda__", "function")
 
 
+def _point_at_live(config: dict, key: str, fn, objects: dict) -> None:
+    """``config[key]`` refers to ``fn``, registered in ``objects`` under a
+    unique name."""
+    name = f"tfcomp_copy>{key}_{id(fn)}"
+    objects[name] = fn
+    config[key] = {"module": None, "class_name": "function",
+                   "config": name, "registered_name": name}
+
+
 def _use_live_functions(layer, config: dict, objects: dict) -> None:
-    """Points a Lambda config's functions at ``layer``'s own objects
-    (registered in ``objects`` under unique names)."""
+    """Points a Lambda config's functions at ``layer``'s own objects."""
     for key, attr in _FUNCTION_ATTRS.items():
-        if not _is_function_config(config.get(key)):
-            continue
         fn = getattr(layer, attr, None)
-        if not callable(fn):
-            continue
-        name = f"tfcomp_copy>{key}_{id(fn)}"
-        objects[name] = fn
-        config[key] = {"module": None, "class_name": "function",
-                       "config": name, "registered_name": name}
+        if _is_function_config(config.get(key)) and callable(fn):
+            _point_at_live(config, key, fn, objects)
 
 
 # Config keys holding an activation function (a user's own function or
@@ -119,12 +121,8 @@ def _use_live_activations(layer, config: dict, objects: dict) -> None:
     ``layer``'s own function (registered in ``objects``)."""
     for key in _ACTIVATION_KEYS:
         fn = getattr(layer, key, None)
-        if not (isinstance(config.get(key), dict) and callable(fn)):
-            continue
-        name = f"tfcomp_copy>{key}_{id(fn)}"
-        objects[name] = fn
-        config[key] = {"module": None, "class_name": "function",
-                       "config": name, "registered_name": name}
+        if isinstance(config.get(key), dict) and callable(fn):
+            _point_at_live(config, key, fn, objects)
 
 
 def clone_layer(layer, config: dict | None = None):
