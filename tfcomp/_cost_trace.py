@@ -50,12 +50,6 @@ _TRACES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _NOT_COUNTED = "keras.ops matmuls written directly in its call are not counted"
 
 
-def _is_builtin(layer) -> bool:
-    """Keras's own layers and tfcomp's: their formulas know them."""
-    module = type(layer).__module__ or ""
-    return module.split(".")[0] in ("keras", "tfcomp")
-
-
 def _attr_layers(obj, depth: int = 0):
     import keras
 
@@ -90,7 +84,9 @@ def children(layer) -> list:
 
 def is_container(layer) -> bool:
     """A user's layer (not Keras's or tfcomp's) holding inner layers."""
-    return not _is_builtin(layer) and bool(children(layer))
+    from tfcomp.graph.copy import user_layer_class
+
+    return user_layer_class(type(layer)) and bool(children(layer))
 
 
 def inner_leaves(layer, prefix: str = "") -> list:

@@ -235,38 +235,30 @@ class _LiveClass:
 def live_class_objects(classes) -> dict:
     """``custom_objects`` for ``keras.saving.load_model`` /
     ``deserialize_keras_object`` that build the user's ``classes`` with
-    :func:`rebuild_layer` (unregistered ones too: keyed by registered name
-    and by class name).
+    :func:`rebuild_layer` (unregistered ones too), keyed as a ``.keras``
+    file names them.
 
     Example:
         >>> keras.saving.load_model("m.keras", custom_objects=
         ...     live_class_objects([TransformerBlock]))
     """
-    out = {}
-    for cls in classes:
-        live = _LiveClass(cls)
-        out[cls.__name__] = live
-        out[keras.saving.get_registered_name(cls)] = live
-    return out
+    # the registered name is the class name for an unregistered class
+    return {keras.saving.get_registered_name(cls): _LiveClass(cls)
+            for cls in classes}
 
 
 def _live_classes(source: keras.Model) -> dict:
     """``{registered name: _LiveClass}`` of the user's own layer and model
     classes of ``source`` (itself, leaf layers and nested models)."""
-    out = {}
+    classes = {type(source)}  # keras.io's CustomModel(inputs, outputs)
     stack = [source]
-    if user_layer_class(type(source)):  # keras.io's CustomModel(inputs, ..)
-        out[keras.saving.get_registered_name(type(source))] = _LiveClass(
-            type(source))
     while stack:
         model = stack.pop()
         for layer in getattr(model, "layers", []):
             if isinstance(layer, keras.Model):
                 stack.append(layer)
-            cls = type(layer)
-            if user_layer_class(cls):
-                out[keras.saving.get_registered_name(cls)] = _LiveClass(cls)
-    return out
+            classes.add(type(layer))
+    return live_class_objects(c for c in classes if user_layer_class(c))
 
 
 def refresh_state(layer) -> None:
