@@ -176,6 +176,30 @@ def test_keras_padding_mask_reaches_the_quantized_attention():
 
     err = np.abs(attended(q) - attended(model)).max()
     assert err < 0.25 * np.abs(attended(unmasked) - attended(model)).max()
+    # the padding keys take ~0 softmax mass (the scores' grid reaches
+    # MASK_MARGIN below each row's max): within 8-bit rounding of Keras'
+    rel = np.abs(attended(q) - attended(model)).mean() / np.abs(
+        attended(model)).mean()
+    assert rel < 0.06, rel
+
+
+def test_padding_mask_after_qat_steps_and_in_the_int8_file(tmp_path):
+    """The EMA ranges of QAT training reach low enough for the masked
+    scores too, and the int8 file (SELECT_V2 at the grid's floor) follows
+    the masked float model."""
+    model = _text_model(mask_zero=True)
+    ids = np.random.default_rng(0).integers(1, 20, (64, 6))
+    ids[:, 3:] = 0
+    y = np.random.default_rng(1).integers(0, 3, 64)
+    q = quantize_model(model)
+    q.compile("sgd", "sparse_categorical_crossentropy")
+    q.fit(ids, y, epochs=1, batch_size=16, verbose=0)  # lr 0.01: small
+    scores_lo = _np(q.get_layer("mha").step_quantizers["scores"].range_min)
+    assert scores_lo < -5.0, scores_lo
+    calibrate(q, ids[:32])
+    report = export_tflite(q, os.path.join(tmp_path, "m.tflite"), "int8",
+                           verify_data=ids[32:])
+    assert report.top1_agreement >= 0.95, report
 
 
 def _cross_model():

@@ -25,7 +25,9 @@ weights are Keras' own sublayers (``query_dense``...), so the cost model,
 
 Masks (``attention_mask``, ``use_causal_mask``, the Keras masks of
 ``mask_zero`` embeddings) are combined as Keras does; masked scores become
-the lowest value of the scores' grid and masked probabilities exactly 0
+the lowest value of the scores' grid, which (EMA, ``calibrate``) is made
+to reach ``MASK_MARGIN`` below each row's max, and masked probabilities
+exactly 0
 (two int8 SELECT_V2 in the file): causality holds bit-exactly, but a row's
 kept probabilities are not renormalized for the (small) mass the masked
 scores took before the softmax, as Keras' -1e9 would; QAT trains with
@@ -68,6 +70,36 @@ _DOT = "aecd,abcd->acbe"
 _COMBINE = "acbe,aecd->abcd"
 #: Keras' additive mask value before a float softmax (masked scores).
 _LARGE_NEGATIVE = -1e9
+#: How far below its row's max a masked score is kept in the scores' range
+#: (EMA / ``calibrate``): its softmax mass exp(-10) rounds to 0 on the
+#: 1/256 grid, so the kept probabilities are Keras' (-1e9) within rounding.
+MASK_MARGIN = 10.0
+
+
+def lift_masked_scores(raw, mask):
+    """``raw`` scores with each masked one at its row's max less
+    ``MASK_MARGIN`` (a fully masked row: the batch's lowest score), what the
+    scores' quantizer sees: its range then reaches low enough for masked
+    scores, put at the grid's floor, to get ~0 probability.
+
+    Example:
+        >>> lift_masked_scores(scores, mask)   # same shape as scores
+    """
+    top = ops.max(ops.where(mask, raw, ops.min(raw)), axis=-1, keepdims=True)
+    return ops.where(mask, raw, ops.stop_gradient(top) - MASK_MARGIN)
+
+
+def with_margin_column(raw):
+    """``raw`` with one more key per row, at the row's max less
+    ``MASK_MARGIN``: what ``calibrate`` records for the scores of a layer
+    called with Keras masks, which the replayed call does not see.
+
+    Example:
+        >>> with_margin_column(scores).shape[-1] == scores.shape[-1] + 1
+        True
+    """
+    floor = ops.max(raw, axis=-1, keepdims=True) - MASK_MARGIN
+    return ops.concatenate([raw, floor], -1)
 
 
 class UnsupportedAttention(ValueError):
@@ -139,6 +171,7 @@ class QuantMultiHeadAttention(QuantSteps, keras.layers.MultiHeadAttention):
                 f"{reason}.")
         self._init_steps(momentum)
         self._recording = None
+        self._masked = False  # called with a mask (Keras' or given)
         self._probs_dropout = (keras.layers.Dropout(self.dropout,
                                                     seed=self.seed)
                                if self.dropout > 0 else None)
@@ -238,6 +271,9 @@ class QuantMultiHeadAttention(QuantSteps, keras.layers.MultiHeadAttention):
                             return_attention_scores=False, training=None,
                             use_causal_mask=False):
         self._check_call(return_attention_scores)
+        if any(m is not None for m in (query_mask, value_mask, key_mask,
+                                       attention_mask)) or use_causal_mask:
+            self._masked = True  # a symbolic call with masks
         return super().compute_output_spec(query, value, key,
                                            training=training)
 
@@ -259,16 +295,24 @@ class QuantMultiHeadAttention(QuantSteps, keras.layers.MultiHeadAttention):
                     training)
         q = self._q("query_scaled", q * (1.0 / math.sqrt(self.key_dim)),
                     training)
-        scores = self._q("scores", ops.einsum(_DOT, k, q), training)
-        if mask is not None:  # (batch, 1, T, S): every head
-            scores = ops.where(ops.expand_dims(mask, 1), scores,
-                               self._scores_floor())
+        raw = ops.einsum(_DOT, k, q)
+        if mask is not None:
+            mask = ops.expand_dims(mask, 1)  # (batch, 1, T, S): every head
+            self._masked = True
+            if self._tfcomp_export is None:
+                raw = lift_masked_scores(raw, mask)
+        scores = self._q("scores", raw, training)
+        if self._masked and self._recording is not None:
+            # calibrate replays the call without Keras' masks
+            self._recording["scores"] = with_margin_column(raw)
+        if mask is not None:
+            scores = ops.where(mask, scores, self._scores_floor())
         # on TFLite's int8 SOFTMAX output grid (fixed: also when recording)
         probs = fake_quant_activation(ops.softmax(scores, axis=-1),
                                       1.0 / 256.0, 0, 8)
         if mask is not None:  # masked positions exactly 0 (causality)
-            probs = fake_quant_activation(ops.where(
-                ops.expand_dims(mask, 1), probs, 0.0), 1.0 / 256.0, 0, 8)
+            probs = fake_quant_activation(ops.where(mask, probs, 0.0),
+                                          1.0 / 256.0, 0, 8)
         if self._probs_dropout is not None:
             probs = self._probs_dropout(probs, training=training)
         context = self._q("context", ops.einsum(_COMBINE, probs, v),

@@ -46,7 +46,11 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcomp.layers.quant_attention import UnsupportedAttention
+from tfcomp.layers.quant_attention import (
+    UnsupportedAttention,
+    lift_masked_scores,
+    with_margin_column,
+)
 from tfcomp.layers.quant_base import fake_quant_activation
 from tfcomp.layers.quant_steps import QuantSteps, weight_fake_quant
 
@@ -55,9 +59,6 @@ __all__ = ["QuantAttention", "QuantAdditiveAttention", "KERAS_ATTENTION_OF",
 
 #: Keras' additive mask value before a float softmax (masked scores).
 _LARGE_NEGATIVE = -1e9
-#: How far below its row's max a masked score is kept in the scores' range
-#: (``calibrate`` / EMA): exp(-10) rounds to 0 on the softmax grid.
-_MASK_MARGIN = 10.0
 #: TFLite's int8 TANH / SOFTMAX output grids: (scale, zero point).
 _TANH_GRID = (1.0 / 128.0, 128)
 _SOFTMAX_GRID = (1.0 / 256.0, 0)
@@ -171,19 +172,13 @@ class _QuantScoreAttention(QuantSteps):
         raw = self._scores(q, k, training)
         smask = self._score_mask(raw, v_mask, use_causal_mask)
         if smask is not None and self._tfcomp_export is None:
-            # masked scores _MASK_MARGIN below their row's max: the grid
-            # then reaches low enough for them to get probability ~0
-            top = ops.max(ops.where(smask, raw, ops.min(raw)), axis=-1,
-                          keepdims=True)
-            raw = ops.where(smask, raw,
-                            ops.stop_gradient(top) - _MASK_MARGIN)
+            raw = lift_masked_scores(raw, smask)
         scores = self._q("scores", raw, training)
         self._masked = self._masked or v_mask is not None
         if self._masked and smask is None and self._recording is not None:
             # calibrate replays the call without Keras' masks: the range
-            # must still reach _MASK_MARGIN below each row's max
-            floor = ops.max(raw, axis=-1, keepdims=True) - _MASK_MARGIN
-            self._recording["scores"] = ops.concatenate([raw, floor], -1)
+            # must still reach MASK_MARGIN below each row's max
+            self._recording["scores"] = with_margin_column(raw)
         if smask is not None:
             scores = ops.where(smask, scores, self._scores_floor())
         probs = fake_quant_activation(ops.softmax(scores, axis=-1),
