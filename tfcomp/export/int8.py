@@ -83,7 +83,7 @@ from tfcomp.quantization import (
     link_shared_inputs,
     quantization_params,
 )
-from tfcomp.quantization._analysis import SAME_SCALE, keras_classes
+from tfcomp.quantization._analysis import keeps_scale, keras_classes
 
 __all__ = ["prepare_for_tflite", "check_exportable", "convert_int8",
            "tflite_weight_levels"]
@@ -93,7 +93,6 @@ _FLOAT_KERNELS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense",
                   "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
                   "EinsumDense", "Embedding", "MultiHeadAttention",
                   "GroupedQueryAttention")
-_SAME_SCALE = SAME_SCALE
 
 
 def _classes(names) -> tuple:
@@ -193,11 +192,11 @@ def check_exportable(model) -> None:
             ".")
 
 
-def _quantizer_behind(parsed, t, same_scale):
+def _quantizer_behind(parsed, t):
     """The activation quantizer node whose output reaches tensor ``t``
     through same-scale layers (max pooling, padding, reshape...), or None."""
     prod = parsed.producer(t)
-    while prod is not None and isinstance(prod.layer, same_scale):
+    while prod is not None and keeps_scale(prod.layer):
         prod = parsed.producer(prod.inputs[0]) if prod.inputs else None
     if prod is None or not isinstance(prod.layer, QUANT_ACTIVATION_LAYERS):
         return None
@@ -211,7 +210,6 @@ def _requantized_inputs(model, params) -> dict:
     grid. Their export path requantizes with ``exact_requantize`` (see its
     docstring); readers of one tensor get distinct codes 127, 126, ..."""
     parsed = parse_model(model)
-    same_scale = _classes(_SAME_SCALE)
     out, per_tensor, seen = {}, {}, set()
     for node in parsed.nodes:
         layer = node.layer
@@ -221,7 +219,7 @@ def _requantized_inputs(model, params) -> dict:
             continue
         seen.add(node.path)
         t = node.inputs[0]
-        prod = _quantizer_behind(parsed, t, same_scale)
+        prod = _quantizer_behind(parsed, t)
         if prod is None:
             continue
         grid = params.get(prod.layer.name, {}).get("output")
@@ -244,7 +242,6 @@ def _requantized_observers(model, params) -> dict:
     ``exact_requantize`` (codes 1, 2, ... per tensor; readers requantized
     by ``_requantized_inputs`` use 127, 126, ...)."""
     parsed = parse_model(model)
-    same_scale = _classes(_SAME_SCALE)
     out, per_tensor = {}, {}
     for node in parsed.nodes:
         layer = node.layer
@@ -252,7 +249,7 @@ def _requantized_observers(model, params) -> dict:
                 or layer.name in out:
             continue
         t = node.inputs[0]
-        prod = _quantizer_behind(parsed, t, same_scale)
+        prod = _quantizer_behind(parsed, t)
         if prod is None:
             continue
         grid = params.get(prod.layer.name, {}).get("output")

@@ -289,18 +289,22 @@ def spec_for_layer(layer, name, in_shapes, out_shape, batch):
              ((L.GlobalMaxPooling1D, L.GlobalMaxPooling2D),
               "global_maxpool"))
     for classes, op in pools:
+        if isinstance(inner, classes) and op.startswith("global_"):
+            _defined(x, name)
+            # channels_first (keras.io's time-series transformer pools the
+            # features of each step): the same reduction, channels on axis 1
+            first = getattr(inner, "data_format", None) == "channels_first"
+            c, space = (x[1], x[2:]) if first else (x[-1], x[1:-1])
+            g = ({"in_h": 1, "in_w": space[0]} if len(space) == 1
+                 else {"in_h": space[0], "in_w": space[1]})
+            return LayerSpec(op=op, cin=c, cout=c, **g, **common), ""
         if isinstance(inner, classes):
-            g = _geometry(inner, name, x, y) if not op.startswith(
-                "global_") else {"in_h": 1, "in_w": x[1]} if len(x) == 3 \
-                else {"in_h": x[1], "in_w": x[2]}
-            if op.startswith("global_"):
-                _channels_last(inner, name)
-                _defined(x, name)
+            g = _geometry(inner, name, x, y)
             return LayerSpec(op=op, cin=x[-1], cout=x[-1], **g,
                              **common), ""
     if isinstance(inner, L.MultiHeadAttention):
         return None, ("MultiHeadAttention is fixed 8-bit in quantize_model "
-                      "(QuantMultiHeadAttention; float when masked), not a "
+                      "(QuantMultiHeadAttention), not a "
                       "searched layer: no bit-width cost model (its MACs "
                       "are in tfcomp.profile)")
     return None, f"no cost model for {type(inner).__name__}"

@@ -21,6 +21,7 @@ import numpy as np
 from tfcomp._io import BadInputError
 from tfcomp.graph.copy import live_config
 from tfcomp.graph.identity import INFERENCE_IDENTITY, keras_layer_classes
+from tfcomp.graph.registry import ops_name
 from tfcomp.layers import QUANT_ACTIVATION_LAYERS, QUANT_LAYERS, QuantReLU
 from tfcomp.layers._kernel_ops import parse_dense_equation
 from tfcomp.quantization._graph import read_graph
@@ -36,7 +37,8 @@ __all__ = ["Plan", "Analysis", "analyse", "fold_batchnorm_weights",
            "float_kernel_warning", "plan_bias", "act_name", "relu_kind",
            "fixed_range", "fixed_grid", "is_quant_layer", "SWISH_ACTS",
            "AVERAGE_POOLS",
-           "keras_classes", "FIXED_RANGE_ACTS", "FIXED_GRIDS", "SAME_SCALE"]
+           "keras_classes", "FIXED_RANGE_ACTS", "FIXED_GRIDS", "SAME_SCALE",
+           "keeps_scale"]
 
 #: Keras layer types ``quantize_model`` replaces (exact types).
 QUANT_KINDS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D",
@@ -64,6 +66,9 @@ SAME_SCALE = ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
               "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
               "Cropping1D", "Cropping2D", "Cropping3D", "Reshape", "Flatten",
               "Permute") + TRANSPARENT
+#: ``keras.ops`` calls that are TFLite's same-scale TRANSPOSE / RESHAPE
+#: (``ops.transpose``, ``ops.squeeze``... between layers).
+SAME_SCALE_OPS = ("Transpose", "Reshape", "Squeeze", "ExpandDims")
 RELU_FUSING_PRODUCERS = ("Add", "Subtract")
 FIXED_RANGE_ACTS = ("softmax", "sigmoid", "tanh", "hard_sigmoid")
 #: The fixed output grids ``(lo, hi)`` of TFLite's int8 kernels (scale
@@ -156,23 +161,51 @@ def relu_kind(layer) -> str | None:
     return None
 
 
+#: ``keras.ops`` calls in a functional model (``ops.softmax(x, axis=1)``,
+#: keras.io's sequence pooling) that are these activations.
+_ACTIVATION_OPS = {"Softmax": "softmax", "Sigmoid": "sigmoid",
+                   "Tanh": "tanh", "HardSigmoid": "hard_sigmoid"}
+
+
+def squashing_activation(layer) -> str | None:
+    """``"softmax"`` / ``"sigmoid"`` / ``"tanh"`` / ``"hard_sigmoid"`` when
+    the layer or ``keras.ops`` call is that activation alone (a
+    ``Softmax`` / ``Activation`` layer, ``ops.softmax``...), else None.
+
+    Example:
+        >>> squashing_activation(keras.layers.Activation("sigmoid"))
+        'sigmoid'
+    """
+    if type(layer) is keras.layers.Softmax:
+        return "softmax"
+    if type(layer) is keras.layers.Activation:
+        name = act_name(layer.activation)
+        return name if name in FIXED_RANGE_ACTS else None
+    return _ACTIVATION_OPS.get(ops_name(layer))
+
+
+def keeps_scale(layer) -> bool:
+    """Whether the layer or ``keras.ops`` call is one TFLite runs in int8
+    with its input's scale (:data:`SAME_SCALE`, :data:`SAME_SCALE_OPS`):
+    its output keeps the input's grid.
+
+    Example:
+        >>> keeps_scale(keras.layers.MaxPooling2D())
+        True
+    """
+    return isinstance(layer, keras_classes(SAME_SCALE)) or \
+        ops_name(layer) in SAME_SCALE_OPS
+
+
 def fixed_range(layer) -> bool:
     """Softmax-like outputs whose range is known (no observer needed)."""
-    if type(layer) is keras.layers.Softmax:
-        return True
-    if type(layer) is keras.layers.Activation:
-        return act_name(layer.activation) in FIXED_RANGE_ACTS
-    return False
+    return squashing_activation(layer) is not None
 
 
 def fixed_grid(layer):
     """``(lo, hi)`` of the fixed int8 output grid of a sigmoid / softmax /
-    tanh layer (see :data:`FIXED_GRIDS`), else None."""
-    if type(layer) is keras.layers.Softmax:
-        return FIXED_GRIDS["softmax"]
-    if type(layer) is keras.layers.Activation:
-        return FIXED_GRIDS.get(act_name(layer.activation))
-    return None
+    tanh layer or op (see :data:`FIXED_GRIDS`), else None."""
+    return FIXED_GRIDS.get(squashing_activation(layer))
 
 
 def fold_batchnorm_weights(layer, bn, kernel=None, bias=None):
@@ -575,8 +608,8 @@ def _nonneg_map(graph, plans, absorbed) -> dict:
             value = True
         elif isinstance(layer, preserving):
             value = all(nonneg.get(t, False) for t in node.inputs)
-        elif type(layer) is keras.layers.Activation and act_name(
-                layer.activation) in ("sigmoid", "softmax", "hard_sigmoid"):
+        elif squashing_activation(layer) in ("sigmoid", "softmax",
+                                             "hard_sigmoid"):
             value = True
         else:
             value = False

@@ -47,13 +47,13 @@ from tfcomp.quantization._analysis import (
     FIXED_GRIDS,
     FIXED_RANGE_ACTS,
     RELU_FUSING_PRODUCERS,
-    SAME_SCALE,
     SWISH_ACTS,
     TRANSPARENT,
     act_name,
     fixed_grid,
     fixed_range,
     is_observer,
+    keeps_scale,
     keras_classes,
     relu_kind,
 )
@@ -276,7 +276,7 @@ class _Builder:
             layer.set_weights(node.layer.get_weights())
             refresh_state(layer)
         keeps_grid = (self.observers and node.inputs
-                      and isinstance(node.layer, keras_classes(SAME_SCALE))
+                      and keeps_scale(node.layer)
                       and all(t in self.on_grid for t in node.inputs))
         for to, tn in zip(node.outputs, keras.tree.flatten(y)):
             if keeps_grid:  # max pool, padding, reshape...: the input's grid

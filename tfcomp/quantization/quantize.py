@@ -76,10 +76,10 @@ from tfcomp.layers import quantizers as qz
 from tfcomp.quantization._analysis import (
     AVERAGE_POOLS,
     QUANT_KINDS,
-    SAME_SCALE,
     analyse,
     float_kernel_warning,
     fold_batchnorm_weights,
+    keeps_scale,
     keras_classes,
 )
 from tfcomp.quantization._graph import read_graph
@@ -278,8 +278,7 @@ def _link_pool_observers(model) -> list:
     same way. Returns the linked observers' names.
     """
     graph = read_graph(model, "link_shared_inputs")
-    pools, same_scale = keras_classes(_AVERAGE_POOLS), keras_classes(
-        SAME_SCALE)
+    pools = keras_classes(_AVERAGE_POOLS)
     linked = []
     for _, layer, nodes in graph.layers():
         if not isinstance(layer, QuantActivation) or len(nodes) != 1:
@@ -288,7 +287,7 @@ def _link_pool_observers(model) -> list:
         if pool is None or not isinstance(pool.layer, pools):
             continue
         src = graph.producer(pool.inputs[0])
-        while src is not None and isinstance(src.layer, same_scale) \
+        while src is not None and keeps_scale(src.layer) \
                 and src.inputs:
             src = graph.producer(src.inputs[0])
         if src is None or not isinstance(src.layer, QUANT_ACTIVATION_LAYERS):
@@ -305,7 +304,6 @@ def _concat_target(graph, node, calls):
     """The quantizer that rounds a Concatenate's output: its observer, or
     the input quantizer of the one quantized layer reading it (through
     reshape / padding...); None otherwise."""
-    same_scale = keras_classes(SAME_SCALE)
     tid = node.outputs[0]
     while True:
         cons = graph.consumers(tid)
@@ -317,7 +315,7 @@ def _concat_target(graph, node, calls):
         if isinstance(c.layer, QUANT_WEIGHT_LAYERS):
             iq = getattr(c.layer, "input_quantizer", None)
             return iq if calls[id(c.layer)] == 1 else None
-        if not (isinstance(c.layer, same_scale) and c.outputs):
+        if not (keeps_scale(c.layer) and c.outputs):
             return None
         tid = c.outputs[0]
 
@@ -374,11 +372,10 @@ def input_observers(model) -> list:
         [('s1b1_conv1', 'stem_conv_aq')]
     """
     graph = read_graph(model, "link_shared_inputs")
-    same_scale = keras_classes(SAME_SCALE)
 
     def producer(tid):  # through max pooling, padding, reshape...
         p = graph.producer(tid)
-        while p is not None and isinstance(p.layer, same_scale) \
+        while p is not None and keeps_scale(p.layer) \
                 and p.inputs:
             p = graph.producer(p.inputs[0])
         return p
