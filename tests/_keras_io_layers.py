@@ -61,3 +61,27 @@ class TokenAndPositionEmbedding(L.Layer):
 
     def hand_macs(self, x, y) -> int:
         return 0
+
+
+class StochasticDepth(L.Layer):
+    """keras.io CCT's stochastic depth: drops the whole residual branch of
+    a sample in training (a random per-sample keep), the identity at
+    inference."""
+
+    def __init__(self, drop_prop, **kwargs):
+        super().__init__(**kwargs)
+        self.drop_prob = drop_prop
+        self.seed_generator = keras.random.SeedGenerator(1337)
+
+    def call(self, x, training=None):
+        if training:
+            keep_prob = 1 - self.drop_prob
+            shape = (keras.ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
+            random_tensor = keep_prob + keras.random.uniform(
+                shape, 0, 1, seed=self.seed_generator)
+            random_tensor = keras.ops.floor(random_tensor)
+            return (x / keep_prob) * random_tensor
+        return x
+
+    def hand_macs(self, x, y) -> int:
+        return 0

@@ -18,7 +18,11 @@ from typing import Callable
 
 import keras
 import numpy as np
-from _keras_io_layers import TokenAndPositionEmbedding, TransformerBlock
+from _keras_io_layers import (
+    StochasticDepth,
+    TokenAndPositionEmbedding,
+    TransformerBlock,
+)
 
 from tfcomp.graph.copy import user_layer_class
 from tfcomp.graph.identity import INFERENCE_IDENTITY, keras_layer_classes
@@ -540,6 +544,92 @@ def text_transformer():
     return keras.Model(inputs, outputs, name="text_transformer")
 
 
+def mlp_mixer():
+    """keras.io "Image classification with modern MLP models" (MLP-Mixer):
+    patches, then token mixing (a Dense across the patches between two
+    ``Permute((2, 1))``) and channel mixing, each residual and pre-norm."""
+    keras.utils.set_random_seed(0)
+    inputs = L.Input((16, 16, 3))
+    x = L.Rescaling(1 / 255.0)(inputs)
+    x = L.Conv2D(16, 4, strides=4)(x)  # 16 patches of 16 channels
+    x = L.Reshape((16, 16))(x)
+    for _ in range(2):
+        h = L.LayerNormalization(epsilon=1e-6)(x)
+        h = L.Permute((2, 1))(h)
+        h = L.Dense(16, activation="gelu")(h)
+        h = L.Dense(16)(h)
+        h = L.Permute((2, 1))(h)
+        x = L.Add()([x, h])
+        h = L.LayerNormalization(epsilon=1e-6)(x)
+        h = L.Dense(32, activation="gelu")(h)
+        h = L.Dense(16)(h)
+        x = L.Add()([x, h])
+    x = L.GlobalAveragePooling1D()(x)
+    x = L.Dropout(0.2)(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="mlp_mixer")
+
+
+def ts_transformer():
+    """keras.io "Timeseries classification with a Transformer model":
+    pre-norm encoder blocks written with ``+``, a Conv1D(kernel 1)
+    feed-forward, and ``GlobalAveragePooling1D(data_format=
+    "channels_first")`` (the features of each step pooled)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((32, 1))
+    x = inputs
+    for _ in range(2):
+        h = L.LayerNormalization(epsilon=1e-6)(x)
+        h = L.MultiHeadAttention(key_dim=8, num_heads=2, dropout=0.1)(h, h)
+        h = L.Dropout(0.1)(h)
+        res = h + x
+        h = L.LayerNormalization(epsilon=1e-6)(res)
+        h = L.Conv1D(filters=4, kernel_size=1, activation="relu")(h)
+        h = L.Dropout(0.1)(h)
+        h = L.Conv1D(filters=inputs.shape[-1], kernel_size=1)(h)
+        x = h + res
+    x = L.GlobalAveragePooling1D(data_format="channels_first")(x)
+    x = L.Dense(16, activation="relu")(x)
+    x = L.Dropout(0.1)(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="ts_transformer")
+
+
+def cct():
+    """keras.io "Compact Convolutional Transformers": a conv tokenizer
+    (Conv2D, ZeroPadding2D, MaxPooling2D), transformer blocks with the
+    user's ``StochasticDepth`` layer, and sequence pooling written with
+    ``keras.ops`` (softmax over the tokens, a matmul)."""
+    keras.utils.set_random_seed(0)
+    inputs = L.Input((16, 16, 3))
+    x = L.Rescaling(1 / 255.0)(inputs)
+    for filters in (8, 16):
+        x = L.Conv2D(filters, 3, padding="valid", use_bias=False,
+                     activation="relu")(x)
+        x = L.ZeroPadding2D(1)(x)
+        x = L.MaxPooling2D(3, 2, "same")(x)
+    x = L.Reshape((-1, 16))(x)
+    for i in range(2):
+        x1 = L.LayerNormalization(epsilon=1e-5)(x)
+        att = L.MultiHeadAttention(num_heads=2, key_dim=8,
+                                   dropout=0.1)(x1, x1)
+        att = StochasticDepth(0.1 * i)(att)
+        x2 = L.Add()([att, x])
+        x3 = L.LayerNormalization(epsilon=1e-5)(x2)
+        x3 = L.Dense(16, activation=keras.activations.gelu)(x3)
+        x3 = L.Dropout(0.1)(x3)
+        x3 = L.Dense(16, activation=keras.activations.gelu)(x3)
+        x3 = StochasticDepth(0.1 * i)(x3)
+        x = L.Add()([x3, x2])
+    rep = L.LayerNormalization(epsilon=1e-5)(x)
+    weights = keras.ops.softmax(L.Dense(1)(rep), axis=1)
+    pooled = keras.ops.matmul(keras.ops.transpose(weights, axes=(0, 2, 1)),
+                              rep)
+    pooled = keras.ops.squeeze(pooled, -2)
+    outputs = L.Dense(10, activation="softmax")(pooled)
+    return keras.Model(inputs, outputs, name="cct")
+
+
 def application(name: str, size: int = 32) -> Callable:
     """A builder of ``keras.applications.<name>`` at ``size`` x ``size``."""
 
@@ -636,6 +726,22 @@ CASES = {c.name: c for c in [
     Case("text_transformer", text_transformer,
          ("Dense", "pooling", "Dropout / noise / augmentation",
           "your own Layer subclass"), (12,), input_kind="tokens", vocab=50),
+    Case("mlp_mixer", mlp_mixer,
+         ("Add / Concatenate / Multiply", "Conv2D", "Dense",
+          "Dropout / noise / augmentation", "LayerNormalization",
+          "Rescaling / Normalization", "Reshape / Flatten", "pooling"),
+         (16, 16, 3), input_kind="pixels"),
+    Case("ts_transformer", ts_transformer,
+         ("Conv1D", "Dense", "Dropout / noise / augmentation",
+          "EinsumDense / MultiHeadAttention", "Lambda / keras.ops",
+          "LayerNormalization", "pooling"), (32, 1)),
+    Case("cct", cct,
+         ("Add / Concatenate / Multiply", "Conv2D", "Dense",
+          "Dropout / noise / augmentation",
+          "EinsumDense / MultiHeadAttention", "Lambda / keras.ops",
+          "LayerNormalization", "Rescaling / Normalization",
+          "Reshape / Flatten", "padding", "pooling",
+          "your own Layer subclass"), (16, 16, 3), input_kind="pixels"),
     Case("MobileNetV3Small", application("MobileNetV3Small"),
          ("Conv2D", "pooling", "DepthwiseConv1D / 2D", "BatchNormalization",
           "padding", "Rescaling / Normalization", "Add / Concatenate / Multiply",

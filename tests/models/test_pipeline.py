@@ -66,6 +66,20 @@ EXPECTED_UNSUPPORTED = {
         "LayerNormalization and attention have no integer ops in the "
         "bit-serial IR", ("LayerNormalization",
                           "EinsumDense / MultiHeadAttention")),
+    ("mlp_mixer", "bitserial"): (
+        ValueError, "(QuantLayerNormalization) " + _NO_BITSERIAL,
+        "LayerNormalization has no integer ops in the bit-serial IR",
+        ("LayerNormalization",)),
+    ("ts_transformer", "bitserial"): (
+        ValueError, "(QuantLayerNormalization) " + _NO_BITSERIAL,
+        "LayerNormalization and attention have no integer ops in the "
+        "bit-serial IR", ("LayerNormalization",
+                          "EinsumDense / MultiHeadAttention")),
+    ("cct", "bitserial"): (
+        ValueError, "(QuantLayerNormalization) " + _NO_BITSERIAL,
+        "LayerNormalization and attention have no integer ops in the "
+        "bit-serial IR", ("LayerNormalization",
+                          "EinsumDense / MultiHeadAttention")),
     ("conv3d", "bitserial"): (
         ValueError, "(QuantConv3D) " + _NO_BITSERIAL,
         "Conv3D has no integer op in the bit-serial IR", ("Conv3D",)),
@@ -290,7 +304,7 @@ _ZERO_MACS = (
     L.MaxPooling3D, L.AveragePooling2D, L.GlobalMaxPooling1D,
     L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
     L.GlobalAveragePooling3D, L.Subtract, L.PReLU, L.UpSampling1D,
-    L.Cropping1D,
+    L.Cropping1D, L.Permute,
 )
 
 
