@@ -71,7 +71,16 @@ def run_tflite(args) -> None:
     out = report.to_dict()
     if args.latency:
         common.info("measuring latency")
-        lat = measure_latency(args.output, runs=args.runs)
+        # a dynamic length (None) is timed at the data's (one input)
+        shapes = None if verify is None or isinstance(
+            verify, (list, tuple, dict)) else [(1, *verify.shape[1:])]
+        try:
+            lat = measure_latency(args.output, runs=args.runs,
+                                  input_shapes=shapes)
+        except ValueError as e:
+            raise common.CLIError(
+                f"--latency: {e} (the tfcomp command times a "
+                "single-input file at the size of its --data)") from None
         out["latency_median_ms"] = lat.median_ms
     _print_report(out, args.output)
 

@@ -39,8 +39,40 @@ class LatencyResult:
         return dataclasses.asdict(self)
 
 
+def _fix_dynamic_shapes(interp, input_shapes, where: str) -> None:
+    """Resizes the inputs of a file with dynamic sizes (a Keras ``None``
+    sequence length: shape signature -1) to ``input_shapes``; a dynamic
+    size without one is an error (the file's placeholder size, 1, would be
+    timed silently)."""
+    details = interp.get_input_details()
+    sigs = [[int(v) for v in d.get("shape_signature", d["shape"])]
+            for d in details]
+    if input_shapes is None:
+        dynamic = [(d["name"], sig) for d, sig in zip(details, sigs)
+                   if -1 in sig[1:]]
+        if dynamic:
+            raise ValueError(
+                f"{where}: input {dynamic[0][0]!r} has a dynamic size (shape "
+                f"signature {dynamic[0][1]}, -1: any): pass input_shapes="
+                f"[(1, ...)] with the sizes to time, one shape per input")
+        return
+    shapes = [tuple(int(v) for v in s) for s in input_shapes]
+    if len(shapes) != len(details) or any(
+            len(s) != len(sig) or any(f not in (-1, v) for f, v in
+                                      zip(sig[1:], s[1:]))
+            for s, sig in zip(shapes, sigs)):
+        raise ValueError(
+            f"{where}: input_shapes must give one shape per input, of the "
+            f"file's sizes where they are fixed (-1: any): {sigs}. "
+            f"Received: input_shapes={input_shapes!r}")
+    for d, shape in zip(details, shapes):
+        interp.resize_tensor_input(d["index"], list(shape))
+    interp.allocate_tensors()
+
+
 def measure_latency(tflite_path, runs: int = 50, warmup: int = 5,
-                    threads: int = 1, seed: int = 0) -> LatencyResult:
+                    threads: int = 1, seed: int = 0,
+                    input_shapes=None) -> LatencyResult:
     """Times ``invoke()`` of a TFLite model on random inputs (integer id
     inputs get valid ids: see ``tfcomp.export.runtime.feed_inputs``).
 
@@ -50,6 +82,9 @@ def measure_latency(tflite_path, runs: int = 50, warmup: int = 5,
         warmup: untimed invocations first.
         threads: interpreter threads.
         seed: seed of the random inputs.
+        input_shapes: one shape per input (batch included), required when
+            the file has dynamic sizes (a model with a ``None`` sequence
+            length): the sizes to time it at.
 
     Returns:
         A ``LatencyResult`` naming the runtime used.
@@ -66,6 +101,7 @@ def measure_latency(tflite_path, runs: int = 50, warmup: int = 5,
     warmup = check_positive_int(warmup, "warmup", minimum=0)
     threads = check_positive_int(threads, "threads")
     interp, runtime = make_interpreter(tflite_path, threads=threads)
+    _fix_dynamic_shapes(interp, input_shapes, "measure_latency")
     feed_inputs(interp, np.random.default_rng(seed))
     seconds = time_interpreters([interp], runs=runs, warmup=warmup,
                                 rounds=1)[0]
@@ -77,11 +113,13 @@ def measure_latency(tflite_path, runs: int = 50, warmup: int = 5,
 
 
 def measure_latencies(paths: dict, runs: int = 50, warmup: int = 5,
-                      threads: int = 1, rounds: int = 3) -> dict:
+                      threads: int = 1, rounds: int = 3,
+                      input_shapes=None) -> dict:
     """Measures several files side by side, interleaved over ``rounds``.
 
     Interleaving keeps slow drifts of a shared machine from favouring one
-    file; each file's result is the median over all its timed runs.
+    file; each file's result is the median over all its timed runs
+    (``input_shapes``: as in :func:`measure_latency`, for every file).
 
     Example:
         >>> measure_latencies({"dense": "a.tflite", "pruned": "b.tflite"})
@@ -94,7 +132,7 @@ def measure_latencies(paths: dict, runs: int = 50, warmup: int = 5,
     for _ in range(rounds):
         for key, path in paths.items():
             r = measure_latency(path, runs=per_round, warmup=warmup,
-                                threads=threads)
+                                threads=threads, input_shapes=input_shapes)
             samples[key].append(r.median_ms)
             last[key] = r
     return {

@@ -191,6 +191,21 @@ def output_details_in_order(interp) -> list:
     return [by_index[sig[n]["index"]] for n in names]
 
 
+def _feed_shape(detail, chunk) -> list:
+    """The input shape that feeds ``chunk``: its batch, and its sizes on
+    the axes the file left dynamic (a Keras ``None``: a variable sequence
+    length, shape signature -1); the file's sizes elsewhere."""
+    sig = detail.get("shape_signature", detail["shape"])
+    if len(sig) != chunk.ndim:
+        raise ValueError(
+            f"run_interpreter: input {detail.get('name')!r} has shape "
+            f"{list(sig)} (-1: any size); received an array of shape "
+            f"{chunk.shape}")
+    return [len(chunk)] + [int(c) if int(s) == -1 else int(f) for c, s, f
+                           in zip(chunk.shape[1:], sig[1:],
+                                  detail["shape"][1:])]
+
+
 def run_interpreter(interp, x, batch_size: int = 64, input_names=None,
                     all_outputs: bool = False):
     """Runs an interpreter over ``x`` in batches: an array for a
@@ -215,12 +230,12 @@ def run_interpreter(interp, x, batch_size: int = 64, input_names=None,
     outs, current = [], None
     for start in range(0, len(xs[0]), batch_size):
         chunks = [a[start:start + batch_size] for a in xs]
-        if current != len(chunks[0]):
-            for inp, chunk in zip(ins, chunks):
-                interp.resize_tensor_input(inp["index"],
-                                           [len(chunk), *inp["shape"][1:]])
+        shapes = [_feed_shape(inp, chunk) for inp, chunk in zip(ins, chunks)]
+        if current != shapes:
+            for inp, shape in zip(ins, shapes):
+                interp.resize_tensor_input(inp["index"], shape)
             interp.allocate_tensors()
-            current = len(chunks[0])
+            current = shapes
             out_details = output_details_in_order(interp)
             if not all_outputs:
                 out_details = out_details[:1]

@@ -66,7 +66,9 @@ class QuantDepthwiseConv1D(DepthwiseOp, _QuantLayer,
                                ops.reshape(k, (1, kw, cin, mult)),
                                strides=(1, self.strides[0]),
                                padding=self.padding)
-        return self._apply_bias_activation(ops.squeeze(y, 1))
+        # bias and activation on the 4D result: the converter then fuses
+        # them into the CONV_2D also when the length is dynamic (None)
+        return ops.squeeze(self._apply_bias_activation(y), 1)
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")
@@ -95,4 +97,6 @@ class QuantConv1DTranspose(ConvTransposeOp, _QuantLayer,
         k = fake_quant_weights(ops.expand_dims(flipped_kernel(self), 0),
                                self._tfcomp_export["fq_max"], axis=-1)
         y = ops.conv(ops.expand_dims(x, 1), k, padding="valid")
-        return self._apply_bias_activation(ops.squeeze(y, 1))
+        # bias and activation on the 4D result: the converter then fuses
+        # them into the CONV_2D also when the length is dynamic (None)
+        return ops.squeeze(self._apply_bias_activation(y), 1)

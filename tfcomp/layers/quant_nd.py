@@ -71,7 +71,9 @@ class QuantConv1D(ConvOp, _QuantLayer, keras.layers.Conv1D):
             self._tfcomp_export["fq_max"], axis=-1)
         y = ops.conv(ops.expand_dims(x, 1), k, strides=(1, self.strides[0]),
                      padding=padding)
-        return self._apply_bias_activation(ops.squeeze(y, 1))
+        # bias and activation on the 4D result: the converter then fuses
+        # them into the CONV_2D also when the length is dynamic (None)
+        return ops.squeeze(self._apply_bias_activation(y), 1)
 
 
 def _undilated(kernel, rate: int, axis: int = 0):

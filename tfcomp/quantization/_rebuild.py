@@ -28,7 +28,12 @@ from __future__ import annotations
 
 import keras
 
-from tfcomp.graph.copy import live_config, model_like, refresh_state
+from tfcomp.graph.copy import (
+    live_config,
+    model_like,
+    output_structure,
+    refresh_state,
+)
 from tfcomp.layers import (
     KERAS_ATTENTION_OF,
     QUANT_NORM_OF,
@@ -407,8 +412,8 @@ class _Builder:
             else:
                 self.cloned(node)
         outputs = keras.tree.pack_sequence_as(
-            model.outputs, [self.tmap[t] for t in graph.outputs])
-        if isinstance(model.outputs, list) and len(outputs) == 1:
+            output_structure(model), [self.tmap[t] for t in graph.outputs])
+        if isinstance(outputs, list) and len(outputs) == 1:
             outputs = outputs[0]
         if isinstance(model.inputs, list) and len(inputs) == 1:
             inputs = inputs[0]

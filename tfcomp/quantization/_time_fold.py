@@ -31,7 +31,7 @@ import inspect
 
 import keras
 
-from tfcomp.graph.copy import model_like, refresh_state
+from tfcomp.graph.copy import model_like, output_structure, refresh_state
 from tfcomp.graph.replay import TensorId
 from tfcomp.quantization._graph import clone_layer, new_inputs
 
@@ -192,8 +192,8 @@ class _Folder:
             if first:
                 self.load(layer, source)
         outputs = keras.tree.pack_sequence_as(
-            model.outputs, [self.unfolded(t) for t in graph.outputs])
-        if isinstance(model.outputs, list) and len(outputs) == 1:
+            output_structure(model), [self.unfolded(t) for t in graph.outputs])
+        if isinstance(outputs, list) and len(outputs) == 1:
             outputs = outputs[0]
         if isinstance(model.inputs, list) and len(inputs) == 1:
             inputs = inputs[0]

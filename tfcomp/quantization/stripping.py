@@ -11,7 +11,12 @@ from __future__ import annotations
 import keras
 
 from tfcomp._compile import carry_compile
-from tfcomp.graph.copy import live_config, model_like, refresh_state
+from tfcomp.graph.copy import (
+    live_config,
+    model_like,
+    output_structure,
+    refresh_state,
+)
 from tfcomp.layers import (
     KERAS_ATTENTION_OF,
     MIXED_LAYERS,
@@ -155,8 +160,8 @@ def strip_quantization(model: keras.Model) -> keras.Model:
         for to, tn in zip(node.outputs, keras.tree.flatten(y)):
             tmap[to] = tn
     outputs = keras.tree.pack_sequence_as(
-        model.outputs, [tmap[t] for t in graph.outputs])
-    if len(outputs) == 1:
+        output_structure(model), [tmap[t] for t in graph.outputs])
+    if isinstance(outputs, list) and len(outputs) == 1:
         outputs = outputs[0]
     plain = model_like(model, inputs[0] if len(inputs) == 1 else inputs,
                        outputs, name=f"{model.name}_stripped")
