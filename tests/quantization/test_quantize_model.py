@@ -314,3 +314,25 @@ def test_deprecated_names_warn_and_still_work(resnet, data):
     sys.modules.pop("tfcomp.quantization.gumbel", None)
     with pytest.warns(DeprecationWarning, match="tfcomp.layers.gumbel"):
         importlib.import_module("tfcomp.quantization.gumbel")
+
+
+def test_frozen_base_and_preprocessing_stay_untrained():
+    """keras.io transfer learning: a frozen base called with
+    ``training=False`` under a new head. The QAT model trains what the
+    float model trains: the head only (the base's BatchNorm, quantized as
+    a 1x1 depthwise conv, stays frozen; a Rescaling's constants are not
+    trained either)."""
+    keras.utils.set_random_seed(0)
+    base_in = keras.Input((12, 12, 3))
+    b = keras.layers.Conv2D(8, 3, activation="relu")(base_in)
+    b = keras.layers.BatchNormalization()(b)
+    base = keras.Model(base_in, keras.layers.Conv2D(8, 3)(b), name="base")
+    base.trainable = False
+    inp = keras.Input((12, 12, 3))
+    x = base(keras.layers.Rescaling(1 / 255.0)(inp), training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(4, name="head")(x))
+    q = quantize_model(model)
+    assert sorted(w.path for w in q.trainable_weights) == sorted(
+        w.path for w in model.trainable_weights) == ["head/bias",
+                                                     "head/kernel"]

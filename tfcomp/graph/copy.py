@@ -404,9 +404,9 @@ def _keep_output_names(model, new):
     output names of ``model`` where its own (its layers') differ."""
     names = list(getattr(model, "output_names", None) or [])
     mine = list(getattr(new, "output_names", None) or [])
-    if not names or len(mine) != len(names) or mine == names \
+    if len(names) < 2 or len(mine) != len(names) or mine == names \
             or len(set(names)) != len(names):
-        return new
+        return new  # one output: Keras' losses need no name
     if not user_layer_class(type(new)):  # a plain functional model
         return NamedOutputsModel(new.inputs if len(new.inputs) > 1
                                  else new.inputs[0], new.output,

@@ -443,8 +443,11 @@ def _plan_batchnorm(graph, name, layer, nodes, report, absorbed,
         kernel, bias = fold_batchnorm_weights(
             keras.layers.DepthwiseConv2D(1), layer,
             np.ones((1, 1, channels, 1), np.float32), None)
+    # a Rescaling's / Normalization's constants stay constants (not
+    # trained in QAT); a frozen BatchNorm (transfer learning) stays frozen
     cfg = {"kernel_size": (1, 1), "depth_multiplier": 1, "use_bias": True,
-           "padding": "valid", "dtype": layer.get_config().get("dtype")}
+           "padding": "valid", "dtype": layer.get_config().get("dtype"),
+           "trainable": bool(layer.trainable and affine is None)}
     plan = Plan(name=name, layer=layer, nodes=list(nodes), policy_name=name,
                 kind="DepthwiseConv2D", config=cfg, kernel=kernel,
                 bias=bias, fixed_bits=(8, 8))
