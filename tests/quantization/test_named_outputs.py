@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tfcomp.export import export_tflite
+from tfcomp.pruning import apply_fpgm
 from tfcomp.quantization import calibrate, quantize_model, strip_quantization
 
 L = keras.layers
@@ -59,6 +60,8 @@ def test_named_outputs_train_save_strip_and_export(as_dict, tmp_path):
     loaded.fit(x, y, epochs=1, batch_size=16, verbose=0)  # its compile
     plain = strip_quantization(loaded)
     assert plain.output_names == model.output_names
+    # and through the copies pruning makes of it
+    assert apply_fpgm(plain).output_names == model.output_names
     _compile(plain)
     plain.fit(x, y, epochs=1, batch_size=16, verbose=0)
     report = export_tflite(loaded, os.path.join(tmp_path, "q.tflite"),

@@ -470,8 +470,12 @@ def clone_model(model: keras.Model, clone_function=None) -> keras.Model:
         new = clone_function(layer) if clone_function is not None else None
         return clone_layer(layer) if new is None else new
 
-    return keras.models.clone_model(model, clone_function=clone,
-                                    recursive=True)
+    new = keras.models.clone_model(model, clone_function=clone,
+                                   recursive=True)
+    if isinstance(model, NamedOutputsModel) and isinstance(
+            new, NamedOutputsModel):  # Keras' clone names them by layer
+        new.output_names = list(model.output_names)
+    return new
 
 
 # Keras names a variable created without a name "variable_<n>", n from a
