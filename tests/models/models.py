@@ -630,6 +630,45 @@ def cct():
     return keras.Model(inputs, outputs, name="cct")
 
 
+def segmentation_unet():
+    """keras.io "Image segmentation with a U-Net-like architecture": an
+    Xception-style encoder (SeparableConv2D, strided 1x1 projections added
+    back) and a decoder of Conv2DTranspose, UpSampling2D and upsampled 1x1
+    projections, a per-pixel softmax."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = L.Conv2D(8, 3, strides=2, padding="same")(inputs)
+    x = L.BatchNormalization()(x)
+    x = L.Activation("relu")(x)
+    previous_block_activation = x
+    for filters in [16, 32]:
+        x = L.Activation("relu")(x)
+        x = L.SeparableConv2D(filters, 3, padding="same")(x)
+        x = L.BatchNormalization()(x)
+        x = L.Activation("relu")(x)
+        x = L.SeparableConv2D(filters, 3, padding="same")(x)
+        x = L.BatchNormalization()(x)
+        x = L.MaxPooling2D(3, strides=2, padding="same")(x)
+        residual = L.Conv2D(filters, 1, strides=2, padding="same")(
+            previous_block_activation)
+        x = L.add([x, residual])
+        previous_block_activation = x
+    for filters in [32, 16, 8]:
+        x = L.Activation("relu")(x)
+        x = L.Conv2DTranspose(filters, 3, padding="same")(x)
+        x = L.BatchNormalization()(x)
+        x = L.Activation("relu")(x)
+        x = L.Conv2DTranspose(filters, 3, padding="same")(x)
+        x = L.BatchNormalization()(x)
+        x = L.UpSampling2D(2)(x)
+        residual = L.UpSampling2D(2)(previous_block_activation)
+        residual = L.Conv2D(filters, 1, padding="same")(residual)
+        x = L.add([x, residual])
+        previous_block_activation = x
+    outputs = L.Conv2D(3, 3, activation="softmax", padding="same")(x)
+    return keras.Model(inputs, outputs, name="segmentation_unet")
+
+
 def application(name: str, size: int = 32) -> Callable:
     """A builder of ``keras.applications.<name>`` at ``size`` x ``size``."""
 
@@ -726,6 +765,10 @@ CASES = {c.name: c for c in [
     Case("text_transformer", text_transformer,
          ("Dense", "pooling", "Dropout / noise / augmentation",
           "your own Layer subclass"), (12,), input_kind="tokens", vocab=50),
+    Case("segmentation_unet", segmentation_unet,
+         ("Add / Concatenate / Multiply", "BatchNormalization",
+          "Conv1D / 2D / 3D Transpose", "Conv2D", "SeparableConv1D / 2D",
+          "pooling"), (16, 16, 3), label_shape=(16, 16), num_classes=3),
     Case("mlp_mixer", mlp_mixer,
          ("Add / Concatenate / Multiply", "Conv2D", "Dense",
           "Dropout / noise / augmentation", "LayerNormalization",

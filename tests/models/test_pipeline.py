@@ -304,7 +304,7 @@ _ZERO_MACS = (
     L.MaxPooling3D, L.AveragePooling2D, L.GlobalMaxPooling1D,
     L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
     L.GlobalAveragePooling3D, L.Subtract, L.PReLU, L.UpSampling1D,
-    L.Cropping1D, L.Permute,
+    L.Cropping1D, L.Permute, L.UpSampling2D,
 )
 
 

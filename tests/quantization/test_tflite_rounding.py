@@ -240,3 +240,25 @@ def test_keras_ops_activations_round_on_the_kernels_grids():
     # RESHAPE are same-scale in int8): no observer of their own
     assert not {"transpose_aq", "squeeze_aq"} & {la.name for la in q.layers}
     assert err <= 1.0 + 1e-6
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_nearest_upsampling_keeps_its_input_grid_and_static_shape(rank):
+    """UpSampling (nearest) is same-scale in int8 (no observer of its own),
+    and the export clone states its output shape: Keras' repeat lost it,
+    and the conv reading it stayed a float (Flex) Conv2D the converter
+    refused (keras.io's segmentation U-Net decoder)."""
+    keras.utils.set_random_seed(0)
+    conv, up = ((L.Conv1D, L.UpSampling1D) if rank == 1
+                else (L.Conv2D, L.UpSampling2D))
+    shape = (6, 3) if rank == 1 else (6, 6, 3)
+    inp = keras.Input(shape)
+    a = conv(4, 3, padding="same", name="a")(inp)
+    x = L.Add(name="add")([a, conv(4, 1, name="c")(inp)])
+    residual = conv(5, 1, name="b")(up(2, name="up")(x))
+    x = up(2, name="up2")(conv(5, 3, padding="same", name="d")(x))
+    model = keras.Model(inp, L.Add(name="out")([x, residual]))
+    q = _qat(model, _data(shape))
+    assert not {"up_aq", "up2_aq"} & {layer.name for layer in q.layers}
+    err, ops = _file_vs_qat(q, _data(shape, seed=1))
+    assert err <= 1.0 + 1e-6 and "DEQUANTIZE" not in ops, ops

@@ -66,6 +66,7 @@ import tensorflow as tf
 
 from tfcomp.export._converter_errors import run_converter
 from tfcomp.export._recurrent import unrolled_for_tflite
+from tfcomp.export._upsampling import static_upsampling
 from tfcomp.export.runtime import make_interpreter
 from tfcomp.graph import iter_leaf_layers, parse_model
 from tfcomp.graph.copy import clone_model, refresh_state, user_layer_class
@@ -289,7 +290,9 @@ def prepare_for_tflite(model):
     params = quantization_params(model)
     requant = _requantized_inputs(model, params)
     requant_obs = _requantized_observers(model, params)
-    clone = clone_model(model)  # Lambda layers keep their function
+    # Lambda layers keep their function; nearest upsampling states its
+    # shape (a conv after it needs its input channels in int8)
+    clone = clone_model(model, clone_function=static_upsampling)
     clone.set_weights(model.get_weights())
     refresh_state(clone)
     for _, layer in iter_leaf_layers(clone):

@@ -65,7 +65,8 @@ _NONNEG_PRESERVING = TRANSPARENT + (
 SAME_SCALE = ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
               "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
               "Cropping1D", "Cropping2D", "Cropping3D", "Reshape", "Flatten",
-              "Permute") + TRANSPARENT
+              "Permute", "UpSampling1D", "UpSampling2D",
+              "UpSampling3D") + TRANSPARENT
 #: ``keras.ops`` calls that are TFLite's same-scale TRANSPOSE / RESHAPE
 #: (``ops.transpose``, ``ops.squeeze``... between layers).
 SAME_SCALE_OPS = ("Transpose", "Reshape", "Squeeze", "ExpandDims")
