@@ -636,3 +636,20 @@ def test_prune_gal(ws, capsys, extra):
                        capsys)
     assert code == 0, err
     assert tfcomp.profile(load(out_path)).macs <= macs
+
+
+def test_export_a_variable_length_model_with_latency(tmp_path, capsys):
+    """``keras.Input((None, 4))``: verified on random inputs of length 32
+    without --data, timed at that size (the output says which)."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, 4))
+    h = keras.layers.Conv1D(8, 3, padding="same", activation="relu")(inp)
+    out = keras.layers.Dense(3)(keras.layers.GlobalMaxPooling1D()(h))
+    keras.Model(inp, out).save(tmp_path / "dyn.keras")
+    code, out, err = run(["export", "tflite", tmp_path / "dyn.keras",
+                          tmp_path / "dyn.tflite", "--latency", "--runs",
+                          "3"], capsys)
+    assert code == 0, err
+    rep = json.loads(out[:out.rindex("}") + 1])
+    assert rep["max_abs_error"] < 1e-4
+    assert rep["latency_input_shape"] == [1, 32, 4]

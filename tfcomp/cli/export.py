@@ -48,6 +48,7 @@ def run_tflite(args) -> None:
     """Converts ``args.model`` to a verified ``.tflite`` file."""
     from tfcomp._batches import take
     from tfcomp.export import export_tflite, measure_latency
+    from tfcomp.export._inputs import random_shape
 
     common.check_output(args.output, ".tflite")
     args.quantization = _quantization(args.quantization)
@@ -71,17 +72,20 @@ def run_tflite(args) -> None:
     out = report.to_dict()
     if args.latency:
         common.info("measuring latency")
-        # a dynamic length (None) is timed at the data's (one input)
-        shapes = None if verify is None or isinstance(
-            verify, (list, tuple, dict)) else [(1, *verify.shape[1:])]
+        # a dynamic size (None) is timed at the data's, or the random
+        # verification inputs' (one input)
+        shapes = None
+        if len(model.inputs) == 1:
+            shapes = [random_shape(model.inputs[0], 1) if verify is None
+                      else (1, *verify.shape[1:])]
         try:
             lat = measure_latency(args.output, runs=args.runs,
                                   input_shapes=shapes)
         except ValueError as e:
-            raise common.CLIError(
-                f"--latency: {e} (the tfcomp command times a "
-                "single-input file at the size of its --data)") from None
+            raise common.CLIError(f"--latency: {e}") from None
         out["latency_median_ms"] = lat.median_ms
+        if shapes is not None:
+            out["latency_input_shape"] = list(shapes[0])
     _print_report(out, args.output)
 
 

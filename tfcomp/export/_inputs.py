@@ -67,8 +67,29 @@ def random_inputs(model, n: int, rng) -> list:
             f"export_tflite: inputs {ints} of model {model.name!r} are "
             "integer, so valid random inputs are unknown: pass verify_data "
             "(or calibration_data) or verify=False.")
-    return [rng.uniform(0, 1, size=[n, *t.shape[1:]]).astype(np.float32)
+    return [rng.uniform(0, 1, size=random_shape(t, n)).astype(np.float32)
             for t in model.inputs]
+
+
+#: The size random verification inputs get on a dynamic axis (a Keras
+#: ``None`` sequence length or image size).
+RANDOM_DYNAMIC_SIZE = 32
+
+
+def random_shape(tensor, n: int, length: int | None = None) -> list:
+    """``[n, *shape]`` of random inputs for a model input: its dynamic
+    sizes (None) as ``length`` (an unrolled RNN's) on the first axis, else
+    :data:`RANDOM_DYNAMIC_SIZE`.
+
+    Example:
+        >>> random_shape(keras.Input((None, 4)), 8)
+        [8, 32, 4]
+    """
+    dims = list(tensor.shape[1:])
+    if dims and dims[0] is None and length is not None:
+        dims[0] = length
+    return [n] + [RANDOM_DYNAMIC_SIZE if d is None else int(d)
+                  for d in dims]
 
 
 def check_numeric_inputs(model, verb: str) -> None:

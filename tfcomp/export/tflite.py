@@ -29,6 +29,7 @@ from tfcomp.export._inputs import (
     is_multi,
     model_inputs,
     random_inputs,
+    random_shape,
     rows,
     sliced,
     take,
@@ -333,8 +334,7 @@ def _verification_inputs(model, verify_data, x_cal, n, seed, length=None):
     if x_cal is not None:
         return x_cal[:n]
     rng = np.random.default_rng(seed)
-    shape = [n, *model.inputs[0].shape[1:]]
-    shape[1:2] = [length if d is None else d for d in shape[1:2]]  # unrolled RNN's
+    shape = random_shape(model.inputs[0], n, length)  # unrolled RNN's
     dtype = input_dtype(model.inputs[0])
     if np.issubdtype(dtype, np.integer):
         bound = _id_bound(model)
