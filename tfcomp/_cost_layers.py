@@ -275,6 +275,8 @@ def _count_macs(layer, in_shapes, out_shapes) -> tuple[int, str]:
 
     Unknown sizes (``None``) count as 1 and are noted.
     """
+    if type(layer).__name__ == "InputLayer":
+        return 0, ""
     if not in_shapes or not out_shapes:
         return 0, "not called in the graph"
     known = [_known(s) for s in list(in_shapes) + list(out_shapes)]
