@@ -20,15 +20,24 @@ import numpy as np
 
 from tfcomp._io import BadInputError
 from tfcomp.graph.copy import live_config
-from tfcomp.graph.identity import INFERENCE_IDENTITY, keras_layer_classes
-from tfcomp.graph.registry import ops_name
 from tfcomp.layers import QUANT_ACTIVATION_LAYERS, QUANT_LAYERS, QuantReLU
 from tfcomp.layers._kernel_ops import parse_dense_equation
 from tfcomp.quantization._graph import read_graph
+from tfcomp.quantization._int8_ops import (
+    FIXED_GRIDS,
+    FIXED_RANGE_ACTS,
+    SAME_SCALE,
+    TRANSPARENT,
+    act_name,
+    fixed_grid,
+    fixed_range,
+    keeps_scale,
+    keras_classes,
+    squashing_activation,
+)
 from tfcomp.quantization._separable import SEPARABLE, separable_parts
 from tfcomp.quantization._time_fold import (
     fold_time_distributed,
-    reshape_op_class,
 )
 from tfcomp.quantization.report import QuantizationReport
 
@@ -50,7 +59,6 @@ QUANT_KINDS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv1D",
 BASIC_KINDS = ("Conv2D", "DepthwiseConv2D", "Dense")
 _KERNEL_WEIGHTS = ("kernel", "embeddings", "depthwise_kernel",
                    "pointwise_kernel")
-TRANSPARENT = INFERENCE_IDENTITY
 _NONNEG_PRESERVING = TRANSPARENT + (
     "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D",
     "AveragePooling2D", "AveragePooling3D", "GlobalAveragePooling1D",
@@ -59,40 +67,14 @@ _NONNEG_PRESERVING = TRANSPARENT + (
     "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D",
     "Cropping2D", "Cropping3D", "UpSampling1D", "UpSampling2D",
     "UpSampling3D", "Add", "Concatenate", "Maximum", "Average", "Multiply")
-#: Ops TFLite runs in int8 with the same scale on input and output (the
-#: converter refuses other ranges): their output keeps the grid of their
-#: quantized input, no new activation quantizer.
-SAME_SCALE = ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
-              "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D",
-              "Cropping1D", "Cropping2D", "Cropping3D", "Reshape", "Flatten",
-              "Permute", "UpSampling1D", "UpSampling2D",
-              "UpSampling3D") + TRANSPARENT
-#: ``keras.ops`` calls that are TFLite's same-scale TRANSPOSE / RESHAPE
-#: (``ops.transpose``, ``ops.squeeze``... between layers).
-SAME_SCALE_OPS = ("Transpose", "Reshape", "Squeeze", "ExpandDims")
 RELU_FUSING_PRODUCERS = ("Add", "Subtract")
-FIXED_RANGE_ACTS = ("softmax", "sigmoid", "tanh", "hard_sigmoid")
-#: The fixed output grids ``(lo, hi)`` of TFLite's int8 kernels (scale
-#: 1/256, zero point -128; tanh: 1/128, 0): the QAT model rounds these
-#: activations' outputs onto them (a constant-range ``QuantActivation``).
-FIXED_GRIDS = {"sigmoid": (0.0, 255.0 / 256.0),
-               "softmax": (0.0, 255.0 / 256.0),
-               "tanh": (-1.0, 127.0 / 128.0)}
 #: ``x * sigmoid(x)``: TFLite computes it as LOGISTIC (onto the 1/256 grid)
 #: then MUL; the QAT model computes it as these layers too.
 SWISH_ACTS = ("silu", "swish")
 AVERAGE_POOLS = ("AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
 
 
-def keras_classes(names) -> tuple:
-    """The ``keras.layers`` classes named in ``names``; "Reshape" also
-    matches ``keras.ops.reshape``'s operation (TFLite's RESHAPE either way).
 
-    Example:
-        >>> keras_classes(("MaxPooling2D",))
-    """
-    classes = keras_layer_classes(tuple(names))
-    return classes + (reshape_op_class(),) if "Reshape" in names else classes
 
 
 @functools.lru_cache(maxsize=None)
@@ -134,16 +116,6 @@ def is_quant_layer(layer) -> bool:
     return isinstance(layer, QUANT_LAYERS)
 
 
-def act_name(fn) -> str:
-    if fn is None:
-        return "linear"
-    name = keras.activations.serialize(fn)
-    if isinstance(name, dict):  # a user's function: {"config": "my_act"}
-        cfg = name.get("config", {})
-        name = cfg.get("name", str(name)) if isinstance(cfg, dict) else cfg
-    return str(name)
-
-
 def relu_kind(layer) -> str | None:
     """"relu" / "relu6" for a plain ReLU (or ReLU activation) layer."""
     if type(layer) is keras.layers.ReLU:
@@ -160,53 +132,6 @@ def relu_kind(layer) -> str | None:
         if name in ("relu", "relu6"):
             return name
     return None
-
-
-#: ``keras.ops`` calls in a functional model (``ops.softmax(x, axis=1)``,
-#: keras.io's sequence pooling) that are these activations.
-_ACTIVATION_OPS = {"Softmax": "softmax", "Sigmoid": "sigmoid",
-                   "Tanh": "tanh", "HardSigmoid": "hard_sigmoid"}
-
-
-def squashing_activation(layer) -> str | None:
-    """``"softmax"`` / ``"sigmoid"`` / ``"tanh"`` / ``"hard_sigmoid"`` when
-    the layer or ``keras.ops`` call is that activation alone (a
-    ``Softmax`` / ``Activation`` layer, ``ops.softmax``...), else None.
-
-    Example:
-        >>> squashing_activation(keras.layers.Activation("sigmoid"))
-        'sigmoid'
-    """
-    if type(layer) is keras.layers.Softmax:
-        return "softmax"
-    if type(layer) is keras.layers.Activation:
-        name = act_name(layer.activation)
-        return name if name in FIXED_RANGE_ACTS else None
-    return _ACTIVATION_OPS.get(ops_name(layer))
-
-
-def keeps_scale(layer) -> bool:
-    """Whether the layer or ``keras.ops`` call is one TFLite runs in int8
-    with its input's scale (:data:`SAME_SCALE`, :data:`SAME_SCALE_OPS`):
-    its output keeps the input's grid.
-
-    Example:
-        >>> keeps_scale(keras.layers.MaxPooling2D())
-        True
-    """
-    return isinstance(layer, keras_classes(SAME_SCALE)) or \
-        ops_name(layer) in SAME_SCALE_OPS
-
-
-def fixed_range(layer) -> bool:
-    """Softmax-like outputs whose range is known (no observer needed)."""
-    return squashing_activation(layer) is not None
-
-
-def fixed_grid(layer):
-    """``(lo, hi)`` of the fixed int8 output grid of a sigmoid / softmax /
-    tanh layer or op (see :data:`FIXED_GRIDS`), else None."""
-    return FIXED_GRIDS.get(squashing_activation(layer))
 
 
 def fold_batchnorm_weights(layer, bn, kernel=None, bias=None):

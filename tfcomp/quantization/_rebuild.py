@@ -31,9 +31,9 @@ import keras
 from tfcomp.graph.copy import (
     live_config,
     model_like,
-    output_structure,
     refresh_state,
 )
+from tfcomp.graph.outputs import output_structure
 from tfcomp.layers import (
     KERAS_ATTENTION_OF,
     QUANT_NORM_OF,

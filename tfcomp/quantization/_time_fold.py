@@ -31,7 +31,8 @@ import inspect
 
 import keras
 
-from tfcomp.graph.copy import model_like, output_structure, refresh_state
+from tfcomp.graph.copy import model_like, refresh_state
+from tfcomp.graph.outputs import output_structure
 from tfcomp.graph.replay import TensorId
 from tfcomp.quantization._graph import clone_layer, new_inputs
 

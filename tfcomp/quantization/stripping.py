@@ -14,9 +14,9 @@ from tfcomp._compile import carry_compile
 from tfcomp.graph.copy import (
     live_config,
     model_like,
-    output_structure,
     refresh_state,
 )
+from tfcomp.graph.outputs import output_structure
 from tfcomp.layers import (
     KERAS_ATTENTION_OF,
     MIXED_LAYERS,
