@@ -59,3 +59,29 @@ def test_the_deployable_part_exports(tmp_path):
 def test_other_converter_errors_are_left_alone():
     assert unsupported_ops_message("some other failure", vae_encoder(),
                                    "export_tflite") is None
+
+
+def test_adapted_lookup_copies_and_refuses_tflite_by_name(tmp_path):
+    """keras.io structured data: an adapted ``IntegerLookup`` inside the
+    model. ``quantize_model``'s copy keeps its vocabulary (it started
+    empty, and Keras refused the copy), and every export path names the
+    layer: TFLite builtins have no hash tables."""
+    from tfcomp.quantization import calibrate, quantize_model
+
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 4, (64, 1))
+    lookup = keras.layers.IntegerLookup(output_mode="one_hot")
+    lookup.adapt(ids)
+    inp = keras.Input((1,), dtype="int64")
+    model = keras.Model(inp, keras.layers.Dense(2)(lookup(inp)))
+    q = quantize_model(model)
+    calibrate(q, ids)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(q(ids)),
+                               keras.ops.convert_to_numpy(model(ids)),
+                               atol=0.05)
+    for m, mode in ((model, None), (q, "int8")):
+        with pytest.raises(ValueError, match=r"integer_lookup.*\(IntegerLo"
+                           r"okup\)'\] of model .* hash table"):
+            export_tflite(m, str(tmp_path / "t.tflite"), mode,
+                          verify_data=ids)
+    assert not (tmp_path / "t.tflite").exists()

@@ -1,9 +1,11 @@
 """The TFLite converter's "op is neither a custom op nor a flex op" errors
 as one clear message naming the TensorFlow ops and the model's layers that
 use them (a VAE's sampling layer: ``keras.random.normal``), instead of the
-MLIR dump.
+MLIR dump; and the layers known to have no builtin op (3D pooling, hash
+table lookups), refused by name before converting.
 
 Example:
+    >>> check_tables(model, "export_tflite")
     >>> flatbuffer = run_converter(converter, model)
 """
 
@@ -13,9 +15,12 @@ import contextlib
 import io
 import re
 
+import keras
+
 from tfcomp.graph.walk import iter_leaf_layers
 
-__all__ = ["run_converter", "unsupported_ops_message"]
+__all__ = ["run_converter", "unsupported_ops_message", "check_builtins",
+           "check_tables", "TABLE_LAYERS", "NO_TFLITE_OPS"]
 
 _OP = re.compile(r"'tf\.(\w+)' op is neither a custom op nor a flex op")
 _LOC = re.compile(r'fused\["(\w+):", "([^"@]+)')
@@ -63,3 +68,39 @@ def run_converter(converter, model, verb: str = "convert_to_tflite"
         if message is None:
             raise
         raise ValueError(message) from e
+
+
+#: Layers TFLite has no builtin for (float or int8): 3D pooling.
+NO_TFLITE_OPS = (keras.layers.MaxPooling3D, keras.layers.AveragePooling3D)
+#: Preprocessing layers computed with TensorFlow hash tables.
+TABLE_LAYERS = (keras.layers.IntegerLookup, keras.layers.StringLookup,
+                 keras.layers.Hashing)
+
+
+def check_builtins(model, verb: str) -> None:
+    """A ``ValueError`` naming the layers TFLite has no builtin op for (the
+    converter would fail with an MLIR error)."""
+    bad = [f"{path} ({type(layer).__name__})"
+           for path, layer in iter_leaf_layers(model)
+           if isinstance(layer, NO_TFLITE_OPS)]
+    if bad:
+        raise ValueError(
+            f"{verb}: layers {bad} of model {model.name!r} have no TFLite "
+            "builtin op (TFLite has no 3D pooling); replace them (e.g. a "
+            "strided Conv3D, or GlobalAveragePooling3D) before exporting.")
+
+
+def check_tables(model, verb: str) -> None:
+    """A ``ValueError`` naming the hash-table preprocessing layers inside
+    the model (TFLite builtins have none; the QAT path's converter error
+    names no layer)."""
+    tables = [f"{path} ({type(layer).__name__})"
+              for path, layer in iter_leaf_layers(model)
+              if isinstance(layer, TABLE_LAYERS)]
+    if tables:
+        raise ValueError(
+            f"{verb}: layers {tables} of model {model.name!r} look values up "
+            "in a hash table, which TFLite builtins do not have. Export the "
+            "part of the model after them (feed it their outputs, e.g. "
+            "one-hot or index inputs) and keep the lookup in the app's "
+            "preprocessing.")

@@ -64,7 +64,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcomp.export._converter_errors import run_converter
+from tfcomp.export._converter_errors import NO_TFLITE_OPS, run_converter
 from tfcomp.export._recurrent import unrolled_for_tflite
 from tfcomp.export._upsampling import static_upsampling
 from tfcomp.export.runtime import make_interpreter
@@ -101,8 +101,6 @@ def _classes(names) -> tuple:
 
 
 #: Keras layers the TFLite converter cannot lower to int8 builtins.
-#: Layers TFLite has no builtin for (float or int8): 3D pooling.
-NO_TFLITE_OPS = (keras.layers.MaxPooling3D, keras.layers.AveragePooling3D)
 _NO_INT8_OPS = NO_TFLITE_OPS
 #: Normalizations TFLite has no int8 builtin for: the converter decomposes
 #: them (MEAN, SQUARED_DIFFERENCE, RSQRT, MUL...) and, with no QAT range for

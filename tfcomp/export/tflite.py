@@ -20,7 +20,11 @@ import tensorflow as tf
 
 from tfcomp import _io
 from tfcomp.export import _recurrent
-from tfcomp.export._converter_errors import run_converter
+from tfcomp.export._converter_errors import (
+    check_builtins,
+    check_tables,
+    run_converter,
+)
 from tfcomp.export._inputs import (
     cast_to_input,
     check_numeric_inputs,
@@ -34,9 +38,9 @@ from tfcomp.export._inputs import (
     sliced,
     take,
 )
-from tfcomp.export.int8 import NO_TFLITE_OPS, prepare_for_tflite
+from tfcomp.export.int8 import prepare_for_tflite
 from tfcomp.export.runtime import float_ops, make_interpreter, run_interpreter
-from tfcomp.graph import iter_leaf_layers, parse_model
+from tfcomp.graph import parse_model
 from tfcomp.graph.copy import float32_copy
 from tfcomp.quantization import is_qat_model, strip_quantization
 
@@ -223,19 +227,6 @@ def _check_exportable_model(model, verb: str) -> None:
     check_numeric_inputs(model, verb)
 
 
-def _check_builtins(model, verb: str) -> None:
-    """A ``ValueError`` naming the layers TFLite has no builtin op for (the
-    converter would fail with an MLIR error)."""
-    bad = [f"{path} ({type(layer).__name__})"
-           for path, layer in iter_leaf_layers(model)
-           if isinstance(layer, NO_TFLITE_OPS)]
-    if bad:
-        raise ValueError(
-            f"{verb}: layers {bad} of model {model.name!r} have no TFLite "
-            "builtin op (TFLite has no 3D pooling); replace them (e.g. a "
-            "strided Conv3D, or GlobalAveragePooling3D) before exporting.")
-
-
 def convert_to_tflite(model: keras.Model, quantization: str | None = None,
                       calibration_data=None, sparsity: bool = False,
                       io_type: str = "int8", *,
@@ -271,6 +262,7 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
     # A QAT model goes through the integer path for "int8" (its ranges come
     # from training); the float modes convert ``strip_quantization(model)``:
     # quantized weights baked into plain layers, activations in float.
+    check_tables(model, "convert_to_tflite")
     is_qat = is_qat_model(model)
     qat = is_qat and quantization == "int8"
     if qat:  # (its float recurrent layers calibrated on calibration_data)
@@ -279,7 +271,7 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
     elif is_qat:
         model = strip_quantization(model)
     if not qat:  # the QAT int8 path: prepare_for_tflite's check says it
-        _check_builtins(model, "convert_to_tflite")
+        check_builtins(model, "convert_to_tflite")
     if quantization == "int8" and calibration_data is None and not qat:
         raise ValueError(
             "quantization='int8' needs calibration_data (a few hundred "

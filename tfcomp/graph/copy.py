@@ -146,12 +146,32 @@ def clone_layer(layer, config: dict | None = None):
     config = live_config(layer, config)
     if user_layer_class(type(layer)):  # Keras' auto-config omits the name
         config.setdefault("name", layer.name)
+    _adapted_vocabulary(layer, config)
     if not isinstance(layer, keras.layers.Lambda):
         return rebuild_layer(layer.__class__, config)
     objects = {}
     _use_live_functions(layer, config, objects)
     with keras.saving.custom_object_scope(objects):
         return layer.__class__.from_config(config)
+
+
+def _adapted_vocabulary(layer, config: dict) -> None:
+    """An adapted ``IntegerLookup`` / ``StringLookup`` / ``TextVectorization``
+    keeps its vocabulary outside its config (Keras saves it as an asset):
+    the copy gets it in its config, or it would start empty."""
+    if not hasattr(layer, "get_vocabulary") or config.get(
+            "vocabulary") is not None:
+        return
+    try:
+        vocabulary = layer.get_vocabulary(include_special_tokens=False)
+    except (TypeError, ValueError, RuntimeError):
+        return
+    if len(vocabulary):
+        config["vocabulary"] = list(vocabulary)
+        idf = getattr(layer, "idf_weights", None)
+        if idf is not None and config.get("output_mode") == "tf_idf":
+            config["idf_weights"] = keras.ops.convert_to_numpy(idf)[
+                -len(vocabulary):]
 
 
 def user_layer_class(cls) -> bool:
