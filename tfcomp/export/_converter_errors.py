@@ -74,15 +74,20 @@ def run_converter(converter, model, verb: str = "convert_to_tflite"
 NO_TFLITE_OPS = (keras.layers.MaxPooling3D, keras.layers.AveragePooling3D)
 #: Preprocessing layers computed with TensorFlow hash tables.
 TABLE_LAYERS = (keras.layers.IntegerLookup, keras.layers.StringLookup,
-                 keras.layers.Hashing)
+                keras.layers.Hashing)
+
+
+def _named(model, classes) -> list:
+    """``["path (Class)", ...]`` of the model's layers of ``classes``."""
+    return [f"{path} ({type(layer).__name__})"
+            for path, layer in iter_leaf_layers(model)
+            if isinstance(layer, classes)]
 
 
 def check_builtins(model, verb: str) -> None:
     """A ``ValueError`` naming the layers TFLite has no builtin op for (the
     converter would fail with an MLIR error)."""
-    bad = [f"{path} ({type(layer).__name__})"
-           for path, layer in iter_leaf_layers(model)
-           if isinstance(layer, NO_TFLITE_OPS)]
+    bad = _named(model, NO_TFLITE_OPS)
     if bad:
         raise ValueError(
             f"{verb}: layers {bad} of model {model.name!r} have no TFLite "
@@ -94,9 +99,7 @@ def check_tables(model, verb: str) -> None:
     """A ``ValueError`` naming the hash-table preprocessing layers inside
     the model (TFLite builtins have none; the QAT path's converter error
     names no layer)."""
-    tables = [f"{path} ({type(layer).__name__})"
-              for path, layer in iter_leaf_layers(model)
-              if isinstance(layer, TABLE_LAYERS)]
+    tables = _named(model, TABLE_LAYERS)
     if tables:
         raise ValueError(
             f"{verb}: layers {tables} of model {model.name!r} look values up "

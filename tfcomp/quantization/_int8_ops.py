@@ -37,8 +37,9 @@ SAME_SCALE = ("MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
               "Permute", "UpSampling1D", "UpSampling2D",
               "UpSampling3D") + TRANSPARENT
 #: ``keras.ops`` calls that are TFLite's same-scale TRANSPOSE / RESHAPE
-#: (``ops.transpose``, ``ops.squeeze``... between layers).
-SAME_SCALE_OPS = ("Transpose", "Reshape", "Squeeze", "ExpandDims")
+#: (``ops.transpose``, ``ops.squeeze``... between layers; ``ops.reshape``
+#: is matched with the Reshape layer by :func:`keras_classes`).
+SAME_SCALE_OPS = ("Transpose", "Squeeze", "ExpandDims")
 FIXED_RANGE_ACTS = ("softmax", "sigmoid", "tanh", "hard_sigmoid")
 #: The fixed output grids ``(lo, hi)`` of TFLite's int8 kernels (scale
 #: 1/256, zero point -128; tanh: 1/128, 0): the QAT model rounds these

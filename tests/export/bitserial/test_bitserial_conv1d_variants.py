@@ -10,49 +10,23 @@ import json
 import keras
 import numpy as np
 import pytest
+from _exact_checks import check_exact, qat_of
 
 from tfcomp.export.bitserial import (
     build_ir_from_keras,
-    export_bitserial,
-    integer_reference,
-    simulate_bitserial,
 )
 from tfcomp.export.bitserial.keras_layers import dilate_taps
 from tfcomp.layers import QuantConv1DTranspose, QuantDepthwiseConv1D
-from tfcomp.quantization import calibrate, quantize_model
+from tfcomp.quantization import calibrate
 
 L = keras.layers
 
 
-def _qat(build, shape, seed=0, bits=8):
-    keras.utils.set_random_seed(seed)
-    x = np.random.default_rng(seed).normal(size=(40,) + shape)
-    x = x.astype("float32")
-    qat = quantize_model(build(keras.Input(shape)), bits=bits)
-    calibrate(qat, x[:24])
-    return qat, x[24:]
+_qat = qat_of
 
 
 def _check(model, x, tmp_path, hardware=("bismo", "bitfusion")):
-    """Simulation == reference bit for bit on each target, and the
-    dequantized integer output is the Keras QAT model's."""
-    ir = build_ir_from_keras(model)
-    ref = integer_reference(ir, x)
-    for hw in hardware:
-        path = str(tmp_path / f"{hw}.json")
-        report = export_bitserial(model, path, hardware=hw, verify_x=x)
-        assert report.simulator_exact is True, report
-        assert np.array_equal(simulate_bitserial(path, x), ref)
-    out_q = ir.quant(ir.output)
-    y_int = out_q.dequantize(ref).reshape(len(x), -1)
-    ref_model = keras.Model(model.inputs, ir.keras_output)
-    y_keras = keras.ops.convert_to_numpy(ref_model(x, training=False))
-    err = np.abs(y_int - y_keras.reshape(len(x), -1))
-    assert np.mean(err <= 1e-5) >= 0.95, float(np.mean(err <= 1e-5))
-    assert np.mean(err <= out_q.scale * 1.001) >= 0.99
-    scale = float(np.abs(y_keras).max())
-    assert float(err.max()) <= 1e-3 * max(scale, 1.0) + out_q.scale
-    return ir
+    return check_exact(model, x, tmp_path, hardware)
 
 
 def _model(body):

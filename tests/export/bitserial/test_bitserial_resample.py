@@ -12,13 +12,13 @@ import os
 import keras
 import numpy as np
 import pytest
+from _exact_checks import check_exact, qat_of
 
 from tfcomp.export.bitserial import (
     SCHEMA_VERSION,
     DescriptorError,
     IRBuilder,
     QuantParams,
-    build_ir_from_keras,
     export_bitserial,
     integer_reference,
     simulate_bitserial,
@@ -28,43 +28,16 @@ from tfcomp.export.bitserial import (
 from tfcomp.export.bitserial.keras_moves import move_of
 from tfcomp.export.bitserial.kernels import crop_op, upsample_op
 from tfcomp.export.bitserial.shapes import upsample_shape
-from tfcomp.quantization import calibrate, quantize_model
 
 L = keras.layers
 
 
-def _qat(body, shape, seed=0, bits=8):
-    keras.utils.set_random_seed(seed)
-    x = np.random.default_rng(seed).normal(size=(40,) + shape)
-    x = x.astype("float32")
-    inp = keras.Input(shape)
-    qat = quantize_model(keras.Model(inp, body(inp)), bits=bits)
-    calibrate(qat, x[:24])
-    return qat, x[24:]
+_qat = qat_of
 
 
 def _check(model, x, tmp_path, hardware=("bismo", "bitfusion")):
-    """Simulation == reference bit for bit on each target (schema version
-    6), and the dequantized integer output is the Keras QAT model's."""
-    ir = build_ir_from_keras(model)
-    ref = integer_reference(ir, x)
-    for hw in hardware:
-        path = str(tmp_path / f"{hw}.json")
-        report = export_bitserial(model, path, hardware=hw, verify_x=x)
-        assert report.simulator_exact is True, report
-        assert np.array_equal(simulate_bitserial(path, x), ref)
-        assert validate_descriptor(path)["schema_version"] == 6
-    out_q = ir.quant(ir.output)
-    y_int = out_q.dequantize(ref).reshape(len(x), -1)
-    ref_model = keras.Model(model.inputs, ir.keras_output)
-    y_keras = keras.ops.convert_to_numpy(ref_model(x, training=False))
-    err = np.abs(y_int - y_keras.reshape(len(x), -1))
-    assert np.mean(err <= 1e-5) >= 0.95, float(np.mean(err <= 1e-5))
-    assert np.mean(err <= out_q.scale * 1.001) >= 0.99
-    scale = float(np.abs(y_keras).max())
-    assert float(err.max()) <= 1e-3 * max(scale, 1.0) + out_q.scale
-    assert len(np.unique(ref)) > 3  # not a constant output
-    return ir
+    return check_exact(model, x, tmp_path, hardware, schema_version=6,
+                       varied=True)
 
 
 def _op(ir, name):
