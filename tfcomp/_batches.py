@@ -204,11 +204,28 @@ def _split(batch, n_inputs: int, names, name: str) -> tuple:
 
 def input_names(model) -> list | None:
     """The InputLayer names of a functional model, in ``model.inputs``
-    order (the names a TFLite file's signature keeps), or None."""
+    order (the keys of a dict of inputs ``model.fit`` takes), or None."""
     try:
         return [entry[0] for entry in model.get_config()["input_layers"]]
     except (KeyError, TypeError, IndexError, NotImplementedError):
         return None
+
+
+def signature_input_names(model) -> list | None:
+    """The names a TFLite (or SavedModel) signature gives a model's inputs,
+    in ``model.inputs`` order: the input tensors' own names. An unnamed
+    ``keras.Input`` is ``keras_tensor_N`` there, not its InputLayer's
+    ``input_layer_N``; a named one is its name.
+
+    Example:
+        >>> signature_input_names(keras.Model([a, b], out))
+        ['keras_tensor', 'keras_tensor_1']
+    """
+    try:
+        names = [t.name for t in model.inputs]
+    except (AttributeError, TypeError, ValueError):
+        return None
+    return names if all(names) and len(set(names)) == len(names) else None
 
 
 def model_arrays(data, model, max_items: int | None = None,

@@ -1,5 +1,6 @@
 """Multi-input models to TFLite: the file's inputs are fed by the Keras
-model's input names (the signature keeps them; a file may order its inputs
+model's input tensors' names (the signature keeps them: a named Input's
+name, an unnamed one's ``keras_tensor_N``; a file may order its inputs
 otherwise), post-training int8 calibrates on every input, and the forms of
 data model.fit takes are accepted."""
 
@@ -14,12 +15,13 @@ from tfcomp.export import export_tflite
 L = keras.layers
 
 
-def _two_inputs():
-    """Two inputs of one shape, named against alphabetical order, used
-    differently: a swapped feed changes the outputs."""
+def _two_inputs(named=True):
+    """Two inputs of one shape, named against alphabetical order (or
+    unnamed, as keras.io's siamese examples write them), used differently:
+    a swapped feed changes the outputs."""
     keras.utils.set_random_seed(0)
-    second, first = keras.Input((5, 4), name="b_second"), \
-        keras.Input((5, 4), name="a_first")
+    second, first = keras.Input((5, 4), name="b_second" if named else None), \
+        keras.Input((5, 4), name="a_first" if named else None)
     x = L.Concatenate()([second, L.Dense(4)(first)])
     return keras.Model([second, first], L.Dense(3)(L.Flatten()(x)))
 
@@ -30,18 +32,37 @@ def _data(n=48):
             3 * rng.normal(size=(n, 5, 4)).astype("float32")]
 
 
-def test_float_file_is_fed_by_input_name(tmp_path):
-    report = export_tflite(_two_inputs(), os.path.join(tmp_path, "f.tflite"),
+@pytest.mark.parametrize("named", [True, False])
+def test_float_file_is_fed_by_input_name(tmp_path, named):
+    report = export_tflite(_two_inputs(named),
+                           os.path.join(tmp_path, "f.tflite"),
                            verify_data=_data())
     assert report.max_abs_error < 1e-5 and report.num_verified == 48
 
 
-def test_post_training_int8_calibrates_every_input(tmp_path):
+def test_inputs_of_one_shape_need_the_signature_names(tmp_path):
+    from tfcomp.hardware.runtime import make_interpreter, run_interpreter
+
+    model, xs = _two_inputs(named=False), _data()
+    path = os.path.join(tmp_path, "f.tflite")
+    export_tflite(model, path, verify=False)
+    interp, _ = make_interpreter(path)
+    with pytest.raises(ValueError, match="keras_tensor.*input_names="):
+        run_interpreter(interp, xs, input_names=["input_layer",
+                                                 "input_layer_1"])
+    y = run_interpreter(interp, xs, input_names=[t.name for t in
+                                                 model.inputs])
+    np.testing.assert_allclose(y, model.predict(xs, verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_post_training_int8_calibrates_every_input(tmp_path, named):
     import tensorflow as tf
 
     xs = _data()
     ds = tf.data.Dataset.from_tensor_slices((tuple(xs), np.zeros(48)))
-    report = export_tflite(_two_inputs(), os.path.join(tmp_path, "q.tflite"),
+    report = export_tflite(_two_inputs(named),
+                           os.path.join(tmp_path, "q.tflite"),
                            "int8", calibration_data=ds.batch(16),
                            verify_data=(xs, np.zeros(48)))
     assert report.float_ops == [] and report.top1_agreement >= 0.9

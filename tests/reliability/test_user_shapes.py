@@ -128,3 +128,23 @@ def test_labels_of_a_dict_output_model_are_the_first_outputs():
         assert got is None
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
     np.testing.assert_array_equal(as_arrays(ds, model=model)[0], x)
+
+
+def test_a_fixed_batch_size_exports_and_verifies(tmp_path):
+    """keras.Input(batch_size=8) bakes the batch into Flatten's reshape:
+    the file is fed 8 rows at a time (the last chunk padded) and
+    post-training int8 calibrates on batches of 8."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 2), batch_size=8)
+    h = L.Conv2D(4, 3, activation="relu")(inputs)
+    model = keras.Model(inputs, L.Dense(3)(L.Flatten()(h)))
+    x = np.random.default_rng(0).normal(size=(20, 6, 6, 2)).astype("float32")
+    report = export_tflite(model, str(tmp_path / "f.tflite"), verify_data=x)
+    assert report.num_verified == 20 and report.max_abs_error < 1e-5
+    report = export_tflite(model, str(tmp_path / "q.tflite"), "int8",
+                           calibration_data=x, verify_data=x)
+    assert report.float_ops == [] and report.top1_agreement >= 0.9
+    with pytest.raises(ValueError, match="fixes its batch size at 8"):
+        export_tflite(model, str(tmp_path / "e.tflite"), "int8",
+                      calibration_data=x[:5], verify_data=x)
+    assert not (tmp_path / "e.tflite").exists()

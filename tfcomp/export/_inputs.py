@@ -18,13 +18,14 @@ from tfcomp._batches import (  # re-exported (__all__)
     is_multi,
     model_arrays,
     rows,
+    signature_input_names,
     sliced,
     take,
 )
 
 __all__ = ["cast_to_input", "check_numeric_inputs", "input_dtype",
            "input_names", "is_multi", "model_inputs", "random_inputs",
-           "rows", "sliced", "take"]
+           "rows", "signature_input_names", "sliced", "take"]
 
 
 def input_dtype(tensor) -> np.dtype:

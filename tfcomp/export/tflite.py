@@ -29,12 +29,12 @@ from tfcomp.export._inputs import (
     cast_to_input,
     check_numeric_inputs,
     input_dtype,
-    input_names,
     is_multi,
     model_inputs,
     random_inputs,
     random_shape,
     rows,
+    signature_input_names,
     sliced,
     take,
 )
@@ -168,20 +168,36 @@ def _calibration_arrays(data, model, limit: int = _CALIBRATION_ITEMS):
 
 
 def _representative_gen(data, model=None, limit: int = _CALIBRATION_ITEMS):
-    """The converter's representative dataset: one sample per step, a dict
-    keyed by the signature's input names for a multi-input model (a list
-    is matched to the signature's own input order, not the model's)."""
+    """The converter's representative dataset: one sample per step (``B``
+    for a model whose input fixes the batch size ``B``), a dict
+    keyed by the signature's input names (the input tensors' names) for a
+    multi-input model (a list is matched to the signature's own input
+    order, not the model's)."""
     x = _calibration_arrays(data, model, limit)
-    names = input_names(model) if isinstance(x, list) else None
+    names = signature_input_names(model) if isinstance(x, list) else None
+    step = _fixed_batch(model) or 1  # keras.Input(batch_size=B): B rows
+    if rows(x) < step:
+        raise ValueError(
+            f"calibration_data has {rows(x)} rows, but model {model.name!r} "
+            f"fixes its batch size at {step} (keras.Input(batch_size="
+            f"{step})): give at least {step}")
 
     def gen():
-        for i in range(rows(x)):
-            one = sliced(x, i, i + 1)
+        for i in range(0, rows(x) - step + 1, step):
+            one = sliced(x, i, i + step)
             if names is not None:
                 yield dict(zip(names, one))
             else:
                 yield one if isinstance(one, list) else [one]
     return gen
+
+
+def _fixed_batch(model) -> int | None:
+    """The batch size ``keras.Input(batch_size=B)`` fixes, or None."""
+    sizes = {getattr(t, "shape", (None,))[0] for t in model.inputs} \
+        if model is not None else {None}
+    return int(next(iter(sizes))) if len(sizes) == 1 and None not in sizes \
+        else None
 
 
 def _is_mixed(quantization) -> bool:
@@ -384,7 +400,7 @@ def _verify(model, flatbuffer, x, report, min_agreement, quantization,
     report.runtime = runtime
     if quantization == "int8" if integer is None else integer:
         _check_integer_file(interp, io_type, report)
-    lite = run_interpreter(interp, x, input_names=input_names(model)
+    lite = run_interpreter(interp, x, input_names=signature_input_names(model)
                            if is_multi(model) else None, all_outputs=True)
     parts = [keras.tree.flatten(model(sliced(x, i, i + 256), training=False))
              for i in range(0, rows(x), 256)]

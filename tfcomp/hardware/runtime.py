@@ -136,9 +136,10 @@ def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
 
 def input_details_in_order(interp, names=None, shapes=None) -> list:
     """The interpreter's input details in the Keras model's input order:
-    by the serving signature's input names (``names``: the model's
-    InputLayer names), else by ``shapes`` when each is unique, else the
-    file's order.
+    by the serving signature's input names (``names``: the model's input
+    tensors' names, ``tfcomp._batches.signature_input_names``), else by
+    ``shapes`` when each is unique, else (no ``shapes``) the file's order;
+    a ``ValueError`` when inputs of one shape cannot be told apart.
 
     Example:
         >>> input_details_in_order(interp, ["tokens", "memory"])
@@ -156,12 +157,26 @@ def input_details_in_order(interp, names=None, shapes=None) -> list:
         except (ValueError, KeyError, AttributeError):
             pass
     if shapes is not None:
-        keyed = [tuple(d["shape"][1:]) for d in details]
+        keyed = [tuple(int(v) for v in d["shape"][1:]) for d in details]
         want = [tuple(int(v) if v is not None else -1 for v in s)
                 for s in shapes]
         if len(set(keyed)) == len(keyed) and all(w in keyed for w in want):
             return [details[keyed.index(w)] for w in want]
+        if len(set(keyed)) != len(keyed):
+            raise ValueError(
+                f"run_interpreter: the file's {len(details)} inputs share "
+                f"shapes {sorted(set(keyed))}, so the arrays' order cannot "
+                "be told from their shapes; pass input_names= the file's "
+                f"signature input names in the Keras model's order (here "
+                f"{_signature_inputs(interp)}). Received: input_names={names!r}")
     return details
+
+
+def _signature_inputs(interp) -> list:
+    try:
+        return sorted(interp.get_signature_runner().get_input_details())
+    except (ValueError, KeyError, AttributeError):
+        return []
 
 
 def output_details_in_order(interp) -> list:
@@ -210,9 +225,13 @@ def run_interpreter(interp, x, batch_size: int = 64, input_names=None,
                     all_outputs: bool = False):
     """Runs an interpreter over ``x`` in batches: an array for a
     single-input file, or a list of arrays (one per input, in the Keras
-    model's order; ``input_names``: its InputLayer names, which the file's
-    signature keeps). Returns the first output (the Keras model's first),
-    or with ``all_outputs`` a list of every output in the model's order.
+    model's order; ``input_names``: the file's signature names for them,
+    the model's input tensors' names: ``signature_input_names(model)``,
+    needed when two inputs have one shape). Returns the first output (the
+    Keras model's first), or with ``all_outputs`` a list of every output
+    in the model's order.
+    A file with a fixed batch size (``keras.Input(batch_size=B)``) is run
+    ``B`` rows at a time, the last chunk padded.
 
     Example:
         >>> y = run_interpreter(interp, x_test[:100])
@@ -227,9 +246,15 @@ def run_interpreter(interp, x, batch_size: int = 64, input_names=None,
         raise ValueError(
             f"run_interpreter: the file has {len(ins)} inputs; received "
             f"{len(xs)} arrays")
-    outs, current = [], None
-    for start in range(0, len(xs[0]), batch_size):
+    fixed = _fixed_batch(ins)
+    if fixed is not None:  # keras.Input(batch_size=B): B rows per invoke
+        batch_size = fixed
+    outs, current, n = [], None, len(xs[0])
+    for start in range(0, n, batch_size):
         chunks = [a[start:start + batch_size] for a in xs]
+        if fixed is not None and len(chunks[0]) < fixed:  # pad the tail
+            chunks = [np.concatenate([c, np.repeat(c[-1:], fixed - len(c),
+                                                   0)]) for c in chunks]
         shapes = [_feed_shape(inp, chunk) for inp, chunk in zip(ins, chunks)]
         if current != shapes:
             for inp, shape in zip(ins, shapes):
@@ -244,5 +269,14 @@ def run_interpreter(interp, x, batch_size: int = 64, input_names=None,
         interp.invoke()
         outs.append([dequantize_output(interp.get_tensor(d["index"]), d)
                      for d in out_details])
-    ys = [np.concatenate(parts, axis=0) for parts in zip(*outs)]
+    ys = [np.concatenate(parts, axis=0)[:n] for parts in zip(*outs)]
     return ys if all_outputs else ys[0]
+
+
+def _fixed_batch(details) -> int | None:
+    """The batch size a file fixes (a ``keras.Input(batch_size=B)``: shape
+    signature B, not -1), or None."""
+    sizes = {int(d.get("shape_signature", d["shape"])[0]) for d in details
+             if len(d.get("shape_signature", d["shape"]))}
+    fixed = [b for b in sizes if b > 0]
+    return fixed[0] if len(fixed) == 1 and len(sizes) == 1 else None
