@@ -126,6 +126,10 @@ def run(args) -> None:
 
     model = common.load_model(args.model)
     (x, y), (xt, yt) = common.load_data(args.data, model=model)
+    if args.objective != "distortion" or args.selection == "finetune":
+        common.require_classes(y, f"tfcomp compress --objective "
+                               f"{args.objective} --selection "
+                               f"{args.selection}", args.data)
     hw = (common.hardware_model(args.hardware)
           if args.resource in ("latency", "energy") else None)
     n = min(rows(x), args.sensitivity_samples)
@@ -157,7 +161,8 @@ def run(args) -> None:
         common.info(f"QAT fine-tuning {args.epochs} epoch(s)")
         common.fit(qat, x, y, args.epochs, args.lr, args.batch_size,
                    args.steps_per_epoch)
-    print(f"test accuracy: float {common.evaluate(model, xt, yt):.4f}, "
+    print(f"test {common.score_name(yt)}: float "
+          f"{common.evaluate(model, xt, yt):.4f}, "
           f"pruned (refit) {common.evaluate(res.model, xt, yt):.4f}, "
           f"compressed {common.evaluate(qat, xt, yt):.4f}")
     common.save_model(qat, args.output)

@@ -79,6 +79,8 @@ def run(args) -> None:
         common.check_writable(args.plan, "--plan")
     model = common.load_model(args.model)
     data = common.load_data(args.data, required=True, model=model)
+    common.require_classes(data[0][1], f"tfcomp prune --method {args.method}",
+                           args.data)
     if args.method == "gal":
         pruned, plan = _gal(args, model, data)
     else:
@@ -96,5 +98,6 @@ def run(args) -> None:
     before, after = profile(model).macs, profile(pruned).macs
     print(f"MACs {before:,} -> {after:,} ({after / max(before, 1):.1%})")
     (_, _), (xt, yt) = data
-    print(f"test accuracy: {common.evaluate(model, xt, yt):.4f} -> "
+    print(f"test {common.score_name(yt)}: "
+          f"{common.evaluate(model, xt, yt):.4f} -> "
           f"{common.evaluate(pruned, xt, yt):.4f}")

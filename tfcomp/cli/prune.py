@@ -90,6 +90,10 @@ def run(args) -> None:
     needs_data = args.method in ("lasso", "dcp", "taylor") and (
         args.apply_plan is None)
     data = common.load_data(args.data, required=needs_data, model=model)
+    if data is not None and args.method in ("dcp", "taylor") and (
+            args.apply_plan is None):
+        common.require_classes(data[0][1], f"tfcomp prune --method "
+                               f"{args.method}", args.data)
     pruned, plan = _prune(args, model, data)
     if data is not None and args.finetune_epochs > 0:
         common.info(f"fine-tuning {args.finetune_epochs} epoch(s)")
@@ -102,5 +106,6 @@ def run(args) -> None:
     print(f"MACs {before:,} -> {after:,} ({after / max(before, 1):.1%})")
     if data is not None:
         (_, _), (xt, yt) = data
-        print(f"test accuracy: {common.evaluate(model, xt, yt):.4f} -> "
+        print(f"test {common.score_name(yt)}: "
+              f"{common.evaluate(model, xt, yt):.4f} -> "
               f"{common.evaluate(pruned, xt, yt):.4f}")

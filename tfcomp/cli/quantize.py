@@ -169,6 +169,7 @@ def run(args) -> None:
             common.info(f"QAT fine-tuning {args.epochs} epoch(s)")
             common.fit(qat, x, y, args.epochs, args.lr, args.batch_size,
                        args.steps_per_epoch)
-        print(f"test accuracy: float {common.evaluate(model, xt, yt):.4f}, "
+        print(f"test {common.score_name(yt)}: float "
+              f"{common.evaluate(model, xt, yt):.4f}, "
               f"quantized {common.evaluate(qat, xt, yt):.4f}")
     common.save_model(qat, args.output)

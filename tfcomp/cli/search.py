@@ -99,6 +99,7 @@ def run(args) -> None:
             f"--budget must be in (0, 1]. Received: {args.budget}")
     model = common.load_model(args.model)
     (x, y), (xt, yt) = common.load_data(args.data, model=model)
+    common.require_classes(y, f"tfcomp search {args.algorithm}", args.data)
     v = min(args.val_size, rows(x))
     val = (sliced(x, rows(x) - v, rows(x)), y[len(y) - v:])
     search = _amc if args.algorithm == "amc" else _haq
@@ -106,6 +107,6 @@ def run(args) -> None:
     metrics = {k: float(v.get_best_value())
                for k, v in best.metrics.metrics.items()}
     print("best trial: " + json.dumps(metrics, sort_keys=True))
-    print(f"test accuracy of the best model: "
+    print(f"test {common.score_name(yt)} of the best model: "
           f"{common.evaluate(result, xt, yt):.4f}")
     common.save_model(result, args.output)

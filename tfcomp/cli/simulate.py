@@ -45,6 +45,7 @@ def run(args) -> None:
         raise common.CLIError(
             f"need at least batch={batch} test images. Received: --num "
             f"{args.num} ({rows(xt)} available)")
+    common.require_classes(yt, "tfcomp simulate", args.data)
     x, y = take(xt, n), yt[:n]
     feed = x
     if isinstance(x, list):  # by input name, whatever the descriptor's order

@@ -61,9 +61,10 @@ def run_slim(args) -> None:
         common.save_model(small, path)
         rows.append({"width": w, "file": os.path.basename(path),
                      "macs": int(profile(small).macs),
-                     "accuracy": common.evaluate(small, xt, yt)})
-        print(f"width {w:g}: {rows[-1]['macs']:,} MACs, test accuracy "
-              f"{rows[-1]['accuracy']:.4f}")
+                     common.score_name(yt): common.evaluate(small, xt, yt)})
+        print(f"width {w:g}: {rows[-1]['macs']:,} MACs, test "
+              f"{common.score_name(yt)} "
+              f"{rows[-1][common.score_name(yt)]:.4f}")
     set_width(slim, slim.widths[-1])
     common.write_text(os.path.join(out, "slim.json"),
                       json.dumps({"widths": rows}, indent=2))
@@ -77,6 +78,7 @@ def run_autoslim(args) -> None:
 
     model = common.load_model(args.model)
     (x, y), _ = common.load_data(args.data, model=model)
+    common.require_classes(y, "tfcomp autoslim", args.data)
     out = _out_dir(args.out_dir)
     n = args.batches * args.batch_size
     start = max(rows(x) - n, 0)
