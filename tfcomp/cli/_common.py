@@ -18,6 +18,16 @@ import os
 import sys
 import zipfile
 
+from tfcomp.cli._errors import CLIError
+from tfcomp.cli._labels import (
+    evaluate,
+    is_targets,
+    labels,
+    loss_for,
+    require_classes,
+    score_name,
+)
+
 __all__ = [
     "CLIError", "DATA_HELP", "HARDWARE", "set_quiet", "is_quiet", "info",
     "warn", "verbosity", "check_output", "check_writable", "check_folder",
@@ -35,10 +45,6 @@ DATA_HELP = ("fashion-mnist or FILE.npz (x_train, y_train, x_test, y_test; "
              "x_test_<input name> per input; labels: classes per row or per "
              "position, or float targets shaped like the output)")
 _STATE = {"quiet": False}
-
-
-class CLIError(Exception):
-    """An error reported to the user as one line (exit code 2)."""
 
 
 # ------------------------------------------------------------ messages
@@ -279,8 +285,8 @@ def load_data(spec: str | None, required: bool = True, model=None,
     except Exception as e:  # noqa: BLE001 - any unreadable data is input
         raise CLIError(f"cannot read data {spec!r}: {e}") from e
     _check_inputs(spec, model, names, x, y, xt, yt)
-    y = _labels(y, "y_train", spec, model)
-    yt = _labels(yt, "y_test", spec, model)
+    y = labels(y, "y_train", spec, model)
+    yt = labels(yt, "y_test", spec, model)
     return (x, y), (xt, yt)
 
 
@@ -333,87 +339,6 @@ def _check_inputs(spec: str, model, names, x, y, xt, yt) -> None:
             to = "" if names is None else f" for its input {names[i]!r}"
             raise CLIError(f"data {spec!r}: {what} shape {got} but the "
                            f"model expects {want}{to}")
-
-
-def _labels(y, name: str, spec: str, model):
-    """The labels the CLI fine-tunes and scores with. Integer classes come
-    back int64: one per row (``(N,)`` or ``(N, 1)``), one per position
-    shaped like the model's first output without its class axis (a
-    U-Net's ``(N, H, W)`` for ``(N, H, W, C)`` logits), or one-hot rows
-    (turned into classes); in ``[0, classes)``. Float targets shaped like
-    the model's output (regression, multi-label 0/1) come back float32
-    (``is_targets``)."""
-    import numpy as np
-
-    y = np.asarray(y)
-    if not (np.issubdtype(y.dtype, np.integer)
-            or np.issubdtype(y.dtype, np.floating) or y.dtype == bool):
-        raise CLIError(f"data {spec!r}: {name} must hold numbers. Received:"
-                       f" {y.dtype} array of shape {y.shape}")
-    if not np.all(np.isfinite(y)):
-        raise CLIError(f"data {spec!r}: {name} holds non-finite values")
-    out = None if model is None else tuple(model.outputs[0].shape[1:])
-    classes = out[-1] if out and out[-1] is not None and out[-1] > 1 \
-        else None
-    whole = np.issubdtype(y.dtype, np.integer) or bool(np.all(y == np.round(
-        y)))
-    if (whole and classes is not None and y.shape[1:] == out
-            and y.ndim > 1 and np.all((y == 0) | (y == 1))
-            and np.all(y.sum(-1) == 1)):
-        y = y.argmax(-1)  # one-hot rows -> classes
-    elif y.ndim == 2 and y.shape[1] == 1 and (out is None or classes):
-        y = y[:, 0]
-    per_row = out is None or classes is not None and _fits(y.shape[1:],
-                                                            out[:-1])
-    if whole and per_row and (out is not None or y.ndim == 1):
-        y = y.astype("int64")
-        lo, hi = (int(y.min()), int(y.max())) if y.size else (0, 0)
-        if lo < 0 or (classes is not None and hi >= classes):
-            top = "" if classes is None else f", < {classes} (the " \
-                "model's outputs)"
-            raise CLIError(f"data {spec!r}: {name} labels must be >= 0"
-                           f"{top}. Received labels in [{lo}, {hi}]")
-        return y
-    if out is not None and (_fits(y.shape[1:], out) or (
-            out == (1,) and y.ndim == 1)):
-        return y.astype("float32").reshape((len(y),) + tuple(
-            d if d is not None else y.shape[i + 1]
-            for i, d in enumerate(out)))
-    want = "integer class labels, shape (N,)" if out is None else (
-        f"integer class labels of shape {_n_shape(out[:-1])} or targets of "
-        f"shape {_n_shape(out)}" if classes else
-        f"targets of shape {_n_shape(out)}")
-    raise CLIError(f"data {spec!r}: {name} must hold {want}"
-                   f"{'' if model is None else ' for model ' + repr(model.name)}"
-                   f". Received: {y.dtype} array of shape {y.shape}")
-
-
-def _n_shape(dims) -> str:
-    return "(N,)" if not dims else f"(N, {', '.join(map(str, dims))})"
-
-
-def _fits(shape, want) -> bool:
-    return len(shape) == len(want) and all(
-        w is None or w == s for s, w in zip(shape, want))
-
-
-def is_targets(y) -> bool:
-    """Float targets (regression, multi-label), not class labels."""
-    import numpy as np
-
-    return np.issubdtype(np.asarray(y).dtype, np.floating)
-
-
-def require_classes(y, what: str, spec: str) -> None:
-    """A ``CLIError`` when ``what`` needs class labels and ``y`` holds
-    float targets."""
-    if is_targets(y):
-        raise CLIError(
-            f"{what} scores models by top-1 accuracy and needs integer class"
-            f" labels (per row or per position); data {spec!r} holds float "
-            f"targets of shape {tuple(y.shape)} (regression / multi-label). "
-            "Use the Python API with your own loss, or prune / quantize / "
-            "compress / export, which take targets.")
 
 
 POLICY_BITS = (*range(1, 9), 16, 32)
@@ -507,49 +432,9 @@ def predict_logits(model, x):
         rows(x), -1)
 
 
-def evaluate(model, x, y) -> float:
-    """Top-1 accuracy of ``model`` on ``(x, y)`` (per position for
-    per-position labels), or for float targets their mean squared error
-    (``score_name``)."""
-    import numpy as np
-
-    out = model.predict(x, batch_size=256, verbose=0)
-    out = np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
-    if is_targets(y):
-        return float(np.mean((out.reshape(y.shape) - y) ** 2))
-    return float(np.mean(out.reshape(y.shape + (-1,)).argmax(-1) == y))
-
-
-def score_name(y) -> str:
-    """What ``evaluate`` measures on labels ``y``: accuracy or mse."""
-    return "mse" if is_targets(y) else "accuracy"
-
-
-def _from_logits(model) -> bool:
-    act = getattr(model.layers[-1], "activation", None)
-    return getattr(act, "__name__", "") != "softmax"
-
-
-def _loss(model, y):
-    """Sparse cross-entropy for class labels; for float targets binary
-    cross-entropy when they are 0/1 and the output a sigmoid, else mean
-    squared error."""
-    import keras
-    import numpy as np
-
-    if not is_targets(y):
-        return keras.losses.SparseCategoricalCrossentropy(
-            from_logits=_from_logits(model)), ["accuracy"]
-    act = getattr(getattr(model.layers[-1], "activation", None), "__name__",
-                  "")
-    if act == "sigmoid" and np.all((y == 0) | (y == 1)):
-        return keras.losses.BinaryCrossentropy(), []
-    return keras.losses.MeanSquaredError(), []
-
-
 def fit(model, x, y, epochs: int, lr: float, batch_size: int,
         steps: int | None = None) -> None:
-    """Fine-tunes with Adam and the Keras progress bar (the loss: ``_loss``).
+    """Fine-tunes with Adam and the Keras progress bar (the loss: ``loss_for``).
 
     Raises:
         FloatingPointError: training left NaN / inf in the weights (the
@@ -560,7 +445,7 @@ def fit(model, x, y, epochs: int, lr: float, batch_size: int,
 
     from tfcomp._unpinned import unpinned
 
-    loss, metrics = _loss(model, y)
+    loss, metrics = loss_for(model, y)
     model.compile(optimizer=unpinned(keras.optimizers.Adam(lr)), loss=loss,
                   metrics=metrics)
     history = model.fit(x, y, batch_size=batch_size, epochs=epochs,
