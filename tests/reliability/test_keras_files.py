@@ -27,7 +27,10 @@ from tfcomp.layers import (
     BinaryDense,
     QuantAdditiveAttention,
     QuantAttention,
+    QuantAverage,
+    QuantHardSigmoid,
     QuantReLU,
+    QuantSELU,
     TuckerConv2D,
 )
 from tfcomp.pruning import (
@@ -181,6 +184,7 @@ def _layers_model():
     x = QuantReLU(max_value=6.0, a_bits=4, name="qrelu")(inp)
     x = TuckerConv2D(4, 3, ranks=(2, 2, 2, 3), padding="same")(x)
     x = BinaryConv2D(4, 3, padding="same")(x)
+    x = QuantAverage()([QuantHardSigmoid()(x), QuantSELU()(x)])
     x = keras.layers.GlobalAveragePooling2D()(x)
     s = keras.layers.Reshape((64, 3))(inp)  # Keras' attention layers
     s = QuantAttention(use_scale=True, score_mode="concat")([s, s])

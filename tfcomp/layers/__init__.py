@@ -51,6 +51,13 @@ from tfcomp.layers.quant_base import QuantMixin
 from tfcomp.layers.quant_conv import QuantConv2D, QuantDepthwiseConv2D
 from tfcomp.layers.quant_dense import QuantDense
 from tfcomp.layers.quant_einsum import QuantEinsumDense, QuantEmbedding
+from tfcomp.layers.quant_elementwise import (
+    QUANT_ELEMENTWISE_LAYERS,
+    QuantAverage,
+    QuantHardSigmoid,
+    QuantSELU,
+    quant_activation_class,
+)
 from tfcomp.layers.quant_keras_attention import (
     KERAS_ATTENTION_OF,
     QuantAdditiveAttention,
@@ -106,9 +113,11 @@ QUANT_NORM_LAYERS = tuple(QUANT_NORM_OF.values())
 #: Keras' Attention / AdditiveAttention made quantization-aware.
 QUANT_KERAS_ATTENTION_LAYERS = (QuantAttention, QuantAdditiveAttention)
 #: Layers with 8-bit quantizers on intermediate tensors (``step_values``,
-#: ``export_grids``, ``load_float_weights``): normalizations, attention.
+#: ``export_grids``, ``load_float_weights``): normalizations, attention,
+#: the element-wise layers of quant_elementwise (Average, hard_sigmoid...).
 QUANT_STEP_LAYERS = (QUANT_NORM_LAYERS + (QuantMultiHeadAttention,)
-                     + QUANT_KERAS_ATTENTION_LAYERS)
+                     + QUANT_KERAS_ATTENTION_LAYERS
+                     + QUANT_ELEMENTWISE_LAYERS)
 #: Every tfcomp quantization layer.
 QUANT_LAYERS = (QUANT_WEIGHT_LAYERS + QUANT_ACTIVATION_LAYERS + MIXED_LAYERS
                 + QUANT_STEP_LAYERS)
@@ -135,7 +144,8 @@ __all__ = [
     "QuantGroupNormalization", "QuantMultiHeadAttention",
     "QuantAttention", "QuantAdditiveAttention", "KERAS_ATTENTION_OF",
     "QUANT_KERAS_ATTENTION_LAYERS",
-    "QUANT_STEP_LAYERS",
+    "QUANT_STEP_LAYERS", "QUANT_ELEMENTWISE_LAYERS", "QuantAverage",
+    "QuantHardSigmoid", "QuantSELU", "quant_activation_class",
     "TuckerConv2D", "TuckerTensor", "TNetConv2D", "SoftMask", "FISTA",
     "SlimmableConv2D", "SlimmableDense", "SlimmableDepthwiseConv2D",
     "SwitchableBatchNormalization", "SlimmableConv1D", "SlimmableConv3D",

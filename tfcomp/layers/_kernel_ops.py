@@ -10,7 +10,7 @@ from __future__ import annotations
 from keras import ops
 
 __all__ = ["ConvOp", "ConvTransposeOp", "DenseOp", "DepthwiseOp", "EinsumOp",
-           "causal_pad", "parse_dense_equation"]
+           "causal_pad", "parse_dense_equation", "undilated"]
 
 
 def causal_pad(x, layer):
@@ -20,6 +20,25 @@ def causal_pad(x, layer):
     if layer.data_format == "channels_last":
         return ops.pad(x, ((0, 0), (n, 0), (0, 0)))
     return ops.pad(x, ((0, 0), (0, 0), (n, 0)))
+
+
+def undilated(kernel, rate: int, axis: int = 0):
+    """A kernel with ``rate - 1`` zero taps between its taps along spatial
+    ``axis``: the same convolution without dilation. TF lowers a dilated
+    convolution to SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND around it, which
+    the int8 converter leaves float; zero weights are exact int8 codes."""
+    rate, n = int(rate), int(kernel.shape[axis])
+    if rate == 1:
+        return kernel
+    shape = list(kernel.shape)
+    shape[axis] = rate - 1
+    zeros = ops.zeros(tuple(shape), kernel.dtype)
+    parts = []
+    for i in range(n):
+        parts.append(kernel[(slice(None),) * axis + (slice(i, i + 1),)])
+        if i < n - 1:
+            parts.append(zeros)
+    return ops.concatenate(parts, axis=axis)
 
 
 class ConvOp:

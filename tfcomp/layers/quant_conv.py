@@ -10,10 +10,55 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfcomp.layers._kernel_ops import ConvOp, DepthwiseOp
+from tfcomp.layers._kernel_ops import ConvOp, DepthwiseOp, undilated
 from tfcomp.layers.quant_base import QuantMixin, fake_quant_weights, pop_unsupported
 
 __all__ = ["QuantConv2D", "QuantDepthwiseConv2D"]
+
+
+#: The most MACs widening a dilated kernel may cost, as a multiple of the
+#: dilated conv's (3x3 at rate 2: 25 / 9 = 2.8x). Beyond it (DeepLab's
+#: rate 6+) the file keeps TF's dilated form: a float CONV_2D between
+#: SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND, listed in ``float_ops``.
+MAX_UNDILATED_COST = 4.0
+
+
+def widens(layer) -> bool:
+    """Whether the int8 export writes ``layer``'s dilation as zero taps."""
+    cost = 1.0
+    for k, r in zip(layer.kernel_size, layer.dilation_rate):
+        cost *= ((int(k) - 1) * int(r) + 1) / int(k)
+    return 1.0 < cost <= MAX_UNDILATED_COST
+
+
+def _spatially_undilated(layer, kernel):
+    """``kernel`` with the layer's dilation as zero taps along its two
+    spatial axes. A dilated convolution with a dynamic batch is lowered to
+    SPACE_TO_BATCH_ND -> CONV_2D -> BATCH_TO_SPACE_ND, which the converter
+    fuses back only for a static batch (its dilated-conv pass); unfused,
+    the CONV_2D output between them has no FakeQuant range and stays
+    float. The undilated kernel gives one int8 convolution computing the
+    same integer sums (zero weights are exact codes), at up to
+    ``MAX_UNDILATED_COST`` times the MACs (``widens``)."""
+    if not widens(layer):
+        return kernel
+    for axis, rate in enumerate(layer.dilation_rate):
+        kernel = undilated(kernel, rate, axis)
+    return kernel
+
+
+class _UndilatedExport:
+    """The int8 export call of a 2D (depthwise) convolution: a dilation as
+    zero taps (see ``_spatially_undilated``), the strides and padding of
+    the layer (Keras refuses strides > 1 with a dilation)."""
+
+    def _export_call(self, inputs):
+        x = self._export_inputs(inputs)
+        if not widens(self):
+            y = self._op(x, self._export_kernel())
+        else:
+            y = self._undilated_op(x, self._export_kernel())
+        return self._apply_bias_activation(y)
 
 _Q_DOC = """
         w_bits: weight bits in [1, 8], or 32 for float weights.
@@ -43,7 +88,8 @@ class _QuantLayer(QuantMixin):
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")
-class QuantConv2D(ConvOp, _QuantLayer, keras.layers.Conv2D):
+class QuantConv2D(_UndilatedExport, ConvOp, _QuantLayer,
+                  keras.layers.Conv2D):
     """``keras.layers.Conv2D`` with fake-quantized weights and inputs.
 
     Forward: ``activation(conv(Qa(x), Qw(W)) + b)`` with straight-through
@@ -63,12 +109,16 @@ class QuantConv2D(ConvOp, _QuantLayer, keras.layers.Conv2D):
     """
 
     def _export_kernel(self):
-        return fake_quant_weights(self.kernel, self._tfcomp_export["fq_max"],
-                                  axis=-1)
+        return fake_quant_weights(_spatially_undilated(self, self.kernel),
+                                  self._tfcomp_export["fq_max"], axis=-1)
+
+    def _undilated_op(self, x, k):
+        return ops.conv(x, k, strides=self.strides, padding=self.padding,
+                        data_format=self.data_format)
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")
-class QuantDepthwiseConv2D(DepthwiseOp, _QuantLayer,
+class QuantDepthwiseConv2D(_UndilatedExport, DepthwiseOp, _QuantLayer,
                            keras.layers.DepthwiseConv2D):
     """``keras.layers.DepthwiseConv2D`` with fake-quantized weights/inputs.
 
@@ -88,9 +138,15 @@ class QuantDepthwiseConv2D(DepthwiseOp, _QuantLayer,
     _unsupported = ()
 
     def _export_kernel(self):
-        kh, kw, cin, mult = self.kernel.shape
+        k = _spatially_undilated(self, self.kernel)
+        kh, kw, cin, mult = k.shape
         # TFLite stores depthwise weights as (1, kh, kw, cin * mult) and
         # quantizes them per last axis; fake-quantize in that layout.
-        k = ops.reshape(self.kernel, (1, kh, kw, cin * mult))
+        k = ops.reshape(k, (1, kh, kw, cin * mult))
         k = fake_quant_weights(k, self._tfcomp_export["fq_max"], axis=-1)
         return ops.reshape(k, (kh, kw, cin, mult))
+
+    def _undilated_op(self, x, k):
+        return ops.depthwise_conv(x, k, strides=self.strides,
+                                  padding=self.padding,
+                                  data_format=self.data_format)

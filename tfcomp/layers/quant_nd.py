@@ -20,7 +20,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcomp.layers._kernel_ops import ConvOp, ConvTransposeOp, causal_pad
+from tfcomp.layers._kernel_ops import (
+    ConvOp,
+    ConvTransposeOp,
+    causal_pad,
+)
+from tfcomp.layers._kernel_ops import undilated as _undilated
 from tfcomp.layers.quant_base import fake_quant_weights
 from tfcomp.layers.quant_conv import _Q_DOC, _QuantLayer
 
@@ -74,25 +79,6 @@ class QuantConv1D(ConvOp, _QuantLayer, keras.layers.Conv1D):
         # bias and activation on the 4D result: the converter then fuses
         # them into the CONV_2D also when the length is dynamic (None)
         return ops.squeeze(self._apply_bias_activation(y), 1)
-
-
-def _undilated(kernel, rate: int, axis: int = 0):
-    """A kernel with ``rate - 1`` zero taps between its taps along spatial
-    ``axis``: the same convolution without dilation. TF lowers a dilated
-    convolution to SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND around it, which
-    the int8 converter leaves float; zero weights are exact int8 codes."""
-    rate, n = int(rate), int(kernel.shape[axis])
-    if rate == 1:
-        return kernel
-    shape = list(kernel.shape)
-    shape[axis] = rate - 1
-    zeros = ops.zeros(tuple(shape), kernel.dtype)
-    parts = []
-    for i in range(n):
-        parts.append(kernel[(slice(None),) * axis + (slice(i, i + 1),)])
-        if i < n - 1:
-            parts.append(zeros)
-    return ops.concatenate(parts, axis=axis)
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")

@@ -12,6 +12,11 @@ whose only consumer is a ``Concatenate`` takes the concatenation's
 signedness (``link_shared_inputs`` then gives it the concatenation's grid,
 as the converter does).
 
+An Average, a hard_sigmoid and a selu (layer or split-off activation)
+become ``QuantAverage`` / ``QuantHardSigmoid`` / ``QuantSELU`` (8-bit
+quantizers on the tensors of their multi-op TFLite form) when observers
+are on.
+
 A LayerNormalization / GroupNormalization becomes a
 ``QuantLayerNormalization`` / ``QuantGroupNormalization`` (8-bit quantizers
 on each tensor of TFLite's MEAN / SUB / MUL / RSQRT form) when observers
@@ -39,7 +44,9 @@ from tfcomp.layers import (
     QUANT_NORM_OF,
     QUANT_STEP_LAYERS,
     QuantActivation,
+    QuantAverage,
     QuantMultiHeadAttention,
+    quant_activation_class,
 )
 from tfcomp.layers import quantizers as qz
 from tfcomp.layers.quant_attention import (
@@ -50,7 +57,6 @@ from tfcomp.layers.quant_keras_attention import unsupported_keras_attention
 from tfcomp.quantization._analysis import (
     AVERAGE_POOLS,
     FIXED_GRIDS,
-    FIXED_RANGE_ACTS,
     RELU_FUSING_PRODUCERS,
     SWISH_ACTS,
     TRANSPARENT,
@@ -136,8 +142,8 @@ class _Builder:
         if self.grid_of(producer) is not None and not graph.is_output(tid):
             return True  # the kernel's fixed grid, even before a conv
         if graph.is_output(tid):
-            if isinstance(producer, _FakeProducer):
-                return producer.post_activation not in FIXED_RANGE_ACTS
+            if isinstance(producer, _FakeProducer):  # hard_sigmoid: MUL
+                return producer.post_activation not in FIXED_GRIDS
             return not (producer is not None and fixed_range(producer.layer))
         if len(cons) != 1:
             return len(cons) > 1
@@ -240,8 +246,7 @@ class _Builder:
                     and plan.post_activation in SWISH_ACTS):
                 y = self.swish(y, name, name)
             else:
-                y = keras.layers.Activation(plan.post_activation,
-                                            name=name)(y)
+                y = self.activation(plan.post_activation, name)(y)
         tail, fake = plan.tails[node.key], _FakeProducer(plan)
         if self.needs_observer(tail, fake):
             y = self.observe(y, tail, node.name, grid=fake.grid)
@@ -259,6 +264,7 @@ class _Builder:
         if first:
             layer = (self.quant_norm(node) or self.quant_attention(node)
                      or self.quant_keras_attention(node)
+                     or self.quant_elementwise(node)
                      or clone_layer(node.layer, node.name))
             self.layers[node.name] = layer
         tensors = self.tmap
@@ -304,6 +310,35 @@ class _Builder:
                    momentum=getattr(self.obs_template, "momentum", 0.99))
         self.a.report.normalizations.append(node.name)
         return cls.from_config(cfg)
+
+    def activation(self, name, layer_name):
+        """The split-off activation ``name`` of a quantized layer: a
+        ``QuantHardSigmoid`` / ``QuantSELU`` (with observers on) where
+        TFLite's int8 form is several ops, else a Keras Activation."""
+        cls = quant_activation_class(name) if self.observers else None
+        if cls is None:
+            return keras.layers.Activation(name, name=layer_name)
+        return cls(name=layer_name,
+                   momentum=getattr(self.obs_template, "momentum", 0.99))
+
+    def quant_elementwise(self, node):
+        """The ``QuantAverage`` of an Average node, the ``QuantHardSigmoid``
+        / ``QuantSELU`` of such an Activation node (exact types, observers
+        on), or None: their int8 TFLite form is several ops, each needing
+        a range (see ``tfcomp.layers.quant_elementwise``)."""
+        layer = node.layer
+        if not self.observers:
+            return None
+        momentum = getattr(self.obs_template, "momentum", 0.99)
+        if type(layer) is keras.layers.Average:
+            return QuantAverage(name=node.name, momentum=momentum,
+                                dtype=layer.dtype_policy)
+        if type(layer) is keras.layers.Activation:
+            cls = quant_activation_class(act_name(layer.activation))
+            if cls is not None:
+                return cls(name=node.name, momentum=momentum,
+                           dtype=layer.dtype_policy)
+        return None
 
     def quant_attention(self, node):
         """The ``QuantMultiHeadAttention`` of a MultiHeadAttention node

@@ -20,6 +20,7 @@ from tfcomp.graph.outputs import output_structure
 from tfcomp.layers import (
     KERAS_ATTENTION_OF,
     MIXED_LAYERS,
+    QUANT_ELEMENTWISE_LAYERS,
     QUANT_NORM_OF,
     QuantActivation,
     QuantConv1D,
@@ -75,6 +76,8 @@ def _replacement(layer, name):
             cfg.pop(k, None)
         cfg["name"] = name
         return base.from_config(cfg), "quantized"
+    if isinstance(layer, QUANT_ELEMENTWISE_LAYERS):
+        return layer.plain_layer(name), None
     if isinstance(layer, QuantReLU):
         return keras.layers.ReLU(max_value=layer.max_value,
                                  negative_slope=layer.negative_slope,

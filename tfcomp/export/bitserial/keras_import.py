@@ -107,7 +107,7 @@ from tfcomp.export.bitserial.keras_patterns import (
     visit_swish,
 )
 from tfcomp.export.bitserial.random_ir import calibrated_quant
-from tfcomp.layers import QuantActivation, QuantReLU
+from tfcomp.layers import QuantActivation, QuantHardSigmoid, QuantReLU, QuantSELU
 from tfcomp.quantization._analysis import act_name, relu_kind
 
 __all__ = ["build_ir_from_keras", "model_data"]
@@ -443,6 +443,8 @@ class _Importer:
                     -1, len(out.shape) - 1):
                 raise ValueError(f"layer {layer.name!r}: only channels-last "
                                  "element-wise layers have a table form")
+            self.lut(layer, ins[0], out)
+        elif cls in (QuantHardSigmoid, QuantSELU):  # a table of its steps
             self.lut(layer, ins[0], out)
         elif cls in (L.MaxPooling2D, L.MaxPooling1D):
             x = self.window_input(ins[0], layer)
