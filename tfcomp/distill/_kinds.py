@@ -1,0 +1,282 @@
+"""What each output of a distilled model is, and its losses per kind.
+
+A student output is one of three kinds, each with its own hard loss (to the
+labels) and soft loss (to the teacher's output):
+
+* ``"classification"``: multi-class logits (or a softmax, read as
+  ``log p``). Hard: cross entropy of the labels; soft: Hinton's
+  ``T**2 * KL(softmax(t / T) || softmax(s / T))``.
+* ``"binary"``: one-unit or multi-label logits (or a sigmoid, read as
+  probabilities: logit ``log p - log(1 - p)``). Hard: binary cross entropy
+  of the 0/1 labels; soft: ``T**2 * BCE(sigmoid(t / T), sigmoid(s / T))``
+  per unit (:func:`binary_kd_loss`).
+* ``"regression"``: real values (a box, a reconstruction, a score). Hard:
+  squared error to the targets; soft: squared error to the teacher's
+  output (:func:`regression_kd_loss`); the temperature does not apply.
+
+``"auto"`` infers the kind of an output (:func:`infer_kind`) from the loss
+it was compiled with, else its activation, else its width.
+
+Example:
+    >>> kinds = resolve_kinds("auto", student, ["output"], [student.output])
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+__all__ = ["KINDS", "resolve_kinds", "infer_kind", "loss_kind",
+           "is_sigmoid", "binary_logits", "binary_kd_loss",
+           "regression_kd_loss", "binary_hard_loss", "regression_hard_loss"]
+
+KINDS = ("classification", "binary", "regression")
+_CHOICES = ("auto",) + KINDS
+
+# compiled losses by class / function / string name (lower case, no "_")
+_BY_NAME = {
+    "regression": ("meansquarederror", "mse", "meanabsoluteerror", "mae",
+                   "huber", "huberloss", "logcosh",
+                   "meansquaredlogarithmicerror", "msle",
+                   "meanabsolutepercentageerror", "mape"),
+    "binary": ("binarycrossentropy", "binaryfocalcrossentropy"),
+    "classification": ("categoricalcrossentropy",
+                       "sparsecategoricalcrossentropy",
+                       "categoricalfocalcrossentropy"),
+}
+_BY_CLASS = {
+    "regression": ("MeanSquaredError", "MeanAbsoluteError", "Huber",
+                   "LogCosh", "MeanSquaredLogarithmicError",
+                   "MeanAbsolutePercentageError"),
+    "binary": ("BinaryCrossentropy", "BinaryFocalCrossentropy"),
+    "classification": ("CategoricalCrossentropy",
+                       "SparseCategoricalCrossentropy",
+                       "CategoricalFocalCrossentropy"),
+}
+
+
+def _name_kind(name) -> str | None:
+    key = str(name).lower().replace("_", "")
+    for kind, names in _BY_NAME.items():
+        if key in names:
+            return kind
+    return None
+
+
+def loss_kind(loss) -> str | None:
+    """The kind a compiled loss implies: ``"regression"`` for MSE, MAE,
+    Huber, LogCosh, MSLE, MAPE; ``"binary"`` for (focal) binary cross
+    entropy; ``"classification"`` for the categorical ones; ``None`` for
+    anything else (a custom loss). Takes a loss object, function, string
+    name or its serialized form (``get_compile_config()``)."""
+    if loss is None:
+        return None
+    if isinstance(loss, str):
+        return _name_kind(loss)
+    if isinstance(loss, dict):  # serialized: a class or a function
+        if loss.get("class_name") == "function":
+            return _name_kind(loss.get("config", ""))
+        return _name_kind(loss.get("class_name", ""))
+    for kind, classes in _BY_CLASS.items():
+        if isinstance(loss, tuple(getattr(keras.losses, c)
+                                  for c in classes)):
+            return kind
+    fn = getattr(loss, "fn", None) or loss  # a wrapped loss function
+    return _name_kind(getattr(fn, "__name__", ""))
+
+
+def _compiled_loss(model):
+    """``model``'s compiled loss (as passed to ``compile``), else the one
+    in its compile config (a copy compiled like its source), else None."""
+    loss = getattr(model, "loss", None)
+    if loss is None and getattr(model, "compiled", False):
+        try:
+            loss = (model.get_compile_config() or {}).get("loss")
+        except (AttributeError, TypeError, ValueError):
+            loss = None
+    return loss
+
+
+def _loss_for(loss, keys, i):
+    """Output ``i``'s share of a compiled loss: a list by position, a dict
+    by output name, one loss for every output."""
+    if isinstance(loss, (list, tuple)):
+        return loss[i] if len(loss) == len(keys) else None
+    if isinstance(loss, dict) and not ("class_name" in loss
+                                       and "config" in loss):
+        if len(keys) == 1 and len(loss) == 1:
+            return next(iter(loss.values()))
+        return loss.get(keys[i])
+    return loss
+
+
+def _producer(model, tensor):
+    """The layer of ``model`` whose output is ``tensor``, or None."""
+    for layer in reversed(getattr(model, "layers", []) or []):
+        try:
+            if layer.output is tensor:
+                return layer
+        except (AttributeError, ValueError, RuntimeError):
+            continue
+    return None
+
+
+def is_sigmoid(model, tensor) -> bool:
+    """Whether ``tensor`` (a symbolic output of ``model``) comes out of a
+    sigmoid: a layer with ``activation="sigmoid"``, an
+    ``Activation("sigmoid")``, either inside a wrapper (``TimeDistributed``,
+    a pruning wrapper). False where it cannot be told (a subclassed
+    model, a last layer without an activation)."""
+    layer = _producer(model, tensor) if model is not None else None
+    while layer is not None:
+        act = getattr(layer, "activation", None)
+        if act is not None:
+            return act is keras.activations.sigmoid or getattr(
+                act, "__name__", None) == "sigmoid"
+        layer = getattr(layer, "layer", None)
+    return False
+
+
+def infer_kind(loss, tensor, sigmoid: bool) -> tuple[str, str]:
+    """``(kind, why)`` of one output: its compiled loss's kind where it
+    has one, else ``"binary"`` for a sigmoid output, else
+    ``"regression"`` for a one-unit output, else ``"classification"``."""
+    kind = loss_kind(loss)
+    if kind is not None:
+        return kind, f"compiled loss {loss!r}"
+    if sigmoid:
+        return "binary", "sigmoid output"
+    try:
+        units = tensor.shape[-1]
+    except (AttributeError, IndexError, TypeError):
+        units = None
+    if units == 1:
+        return "regression", "one-unit output without a sigmoid"
+    return "classification", "several units"
+
+
+def _check(kinds, keys):
+    bad = f"Received: kinds={kinds!r}"
+    msg = (f"kinds must be one of {_CHOICES}, a list of them (one per "
+           f"output, in order) or a dict by output name. {bad}")
+    if isinstance(kinds, str):
+        if kinds not in _CHOICES:
+            raise ValueError(msg)
+        return [kinds] * len(keys)
+    if isinstance(kinds, dict):
+        if any(v not in _CHOICES for v in kinds.values()):
+            raise ValueError(msg)
+        extra = sorted(str(k) for k in kinds if str(k) not in keys)
+        if keys and extra:
+            raise ValueError(f"kinds names outputs {extra} the student does "
+                             f"not have; its outputs are {keys}. {bad}")
+        by_name = {str(k): v for k, v in kinds.items()}
+        return [by_name.get(k, "auto") for k in keys]
+    if isinstance(kinds, (list, tuple)):
+        if any(not isinstance(v, str) or v not in _CHOICES for v in kinds):
+            raise ValueError(msg)
+        if keys and len(kinds) != len(keys):
+            raise ValueError(f"kinds needs one entry per student output "
+                             f"{keys} (a list in that order or a dict by "
+                             f"name). {bad}")
+        return list(kinds)
+    raise ValueError(msg)
+
+
+def check_kinds(kinds) -> None:
+    """A ``ValueError`` naming ``kinds`` when it is not a kind, a list or a
+    dict of kinds (the outputs are checked when known)."""
+    _check(kinds, [])
+
+
+def resolve_kinds(kinds, student, keys, flat, losses=()) -> list[str]:
+    """The kind of each of ``student``'s outputs ``flat`` (named ``keys``):
+    ``kinds`` (one for all, a list in output order or a dict by name;
+    ``"auto"`` or a missing name: :func:`infer_kind` from the first of
+    ``losses`` that has one for the output, then ``student``'s compiled
+    loss, its activation and width). A ``ValueError`` for a bad value, and
+    for ``"classification"`` on a one-unit output (a softmax over one unit
+    is 1: nothing would be learned)."""
+    asked = _check(kinds, keys)
+    sources = list(losses) + [_compiled_loss(student)]
+    out = []
+    for i, (key, kind, t) in enumerate(zip(keys, asked, flat)):
+        if kind == "auto":
+            loss = next((lo for lo in (_loss_for(s, keys, i)
+                                       for s in sources)
+                         if loss_kind(lo) is not None), None)
+            kind, _ = infer_kind(loss, t, is_sigmoid(student, t))
+        units = getattr(t, "shape", (None,))[-1]
+        if kind == "classification" and units == 1:
+            raise ValueError(
+                f"the student's output {key!r} has one unit: a softmax over "
+                "one unit is constant, so its classification (cross "
+                "entropy and KD) losses are 0 and nothing is learned. Pass "
+                "kinds='binary' (a logit or sigmoid) or kinds='regression' "
+                f"for it. Received: kinds={kinds!r}")
+        out.append(kind)
+    return out
+
+
+def binary_logits(out, probabilities: bool):
+    """Logits of a binary / multi-label output: ``log p - log(1 - p)`` for
+    probabilities (a sigmoid output), else ``out`` itself."""
+    out = ops.cast(out, "float32")
+    if not probabilities:
+        return out
+    p = ops.clip(out, 1e-7, 1.0 - 1e-7)
+    return ops.log(p) - ops.log(1.0 - p)
+
+
+def _bce(p, z):
+    """Per element ``-p log sigmoid(z) - (1 - p) log(1 - sigmoid(z))``,
+    stable: ``softplus(z) - p * z``."""
+    return ops.softplus(z) - p * z
+
+
+def binary_kd_loss(teacher_logits, student_logits, temperature: float):
+    """Per sample (per position) ``T**2 * BCE(sigmoid(t / T), sigmoid(s /
+    T))``, averaged over the units: Hinton's KD for sigmoid units. A logit
+    ``z`` is the two-class softmax over ``(z, 0)``, so this is Hinton et
+    al.'s ``T**2 * KL`` on that pair of classes per unit, plus the
+    teacher's entropy (a constant: the same gradients).
+
+    Example:
+        >>> binary_kd_loss(keras.ops.ones((2, 1)), keras.ops.zeros((2, 1)),
+        ...                4.0)
+    """
+    t = ops.cast(teacher_logits, "float32") / temperature
+    s = ops.cast(student_logits, "float32") / temperature
+    return ops.mean(_bce(ops.sigmoid(t), s), axis=-1) * temperature ** 2
+
+
+def regression_kd_loss(teacher_out, student_out):
+    """Per sample (per position) mean squared error between the teacher's
+    and the student's outputs (no temperature).
+
+    Example:
+        >>> regression_kd_loss(keras.ops.ones((2, 4)), keras.ops.zeros((2, 4)))
+    """
+    d = ops.cast(student_out, "float32") - ops.cast(teacher_out, "float32")
+    return ops.mean(ops.square(d), axis=-1)
+
+
+def _like(y, z):
+    y = ops.cast(y, "float32")
+    if len(y.shape) == len(z.shape) - 1 and z.shape[-1] == 1:
+        y = ops.expand_dims(y, -1)  # (N,) labels of a (N, 1) head
+    return y
+
+
+def binary_hard_loss(y, z):
+    """Per sample (per position) binary cross entropy of the 0/1 labels
+    ``y`` (shaped like the output, or without its last axis of 1) given
+    the logits ``z``, averaged over the units."""
+    z = ops.cast(z, "float32")
+    return ops.mean(_bce(_like(y, z), z), axis=-1)
+
+
+def regression_hard_loss(y, out):
+    """Per sample (per position) mean squared error to the targets."""
+    out = ops.cast(out, "float32")
+    return ops.mean(ops.square(out - _like(y, out)), axis=-1)
