@@ -178,6 +178,29 @@ def test_mixed_policy_of_a_recurrent_model(text, tmp_path):
     assert r.layer_precisions == {"dense": "int8"} and r.top1_agreement == 1.0
 
 
+def test_masked_lstm_int8_runs_where_xnnpack_fails(tmp_path):
+    """A post-training int8 LSTM behind a Masking layer (padded series):
+    XNNPACK fails to prepare the file, so it is verified on the reference
+    kernels, as a TFLite app runs it, and the report says so."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 3))
+    h = L.LSTM(8)(L.Masking(0.0)(inp))
+    model = keras.Model(inp, L.Dense(CLASSES)(h))
+    x = np.random.default_rng(0).normal(size=(48, 8, 3)).astype("float32")
+    x[:, 6:] = 0.0
+    report = export_tflite(model, str(tmp_path / "m.tflite"), "int8",
+                           calibration_data=x[:32], verify_data=x[32:])
+    # the mask's ZEROS_LIKE / SELECT_V2 stay float (the converter's
+    # choice); every LSTM op is integer
+    assert set(report.float_ops) <= {"ZEROS_LIKE", "SELECT_V2"}, report
+    assert report.top1_agreement >= 0.9, report
+    assert "XNNPACK failed to prepare" in report.runtime, report.runtime
+    interp, runtime = make_interpreter(str(tmp_path / "m.tflite"))
+    assert runtime == report.runtime
+    np.testing.assert_allclose(run_interpreter(interp, x[32:]),
+                               model.predict(x[32:], verbose=0), atol=0.2)
+
+
 def test_stateful_rnn_is_a_clear_error(tmp_path):
     inp = keras.Input((5, 3), batch_size=2)
     model = keras.Model(inp, L.GRU(4, stateful=True, name="gru_s")(inp))

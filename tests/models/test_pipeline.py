@@ -33,7 +33,13 @@ import pytest
 from models import CASES, LIMITED
 
 import tfcomp
-from tfcomp._batches import index_rows, input_names, is_multi, rows, take
+from tfcomp._batches import (
+    index_rows,
+    is_multi,
+    rows,
+    signature_input_names,
+    take,
+)
 from tfcomp.export import export_bitserial, export_tflite, simulate_bitserial
 from tfcomp.export.runtime import make_interpreter, run_interpreter
 from tfcomp.graph.replay import FlatView
@@ -304,7 +310,8 @@ _ZERO_MACS = (
     L.MaxPooling3D, L.AveragePooling2D, L.GlobalMaxPooling1D,
     L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
     L.GlobalAveragePooling3D, L.Subtract, L.PReLU, L.UpSampling1D,
-    L.Cropping1D, L.Permute, L.UpSampling2D,
+    L.Cropping1D, L.Cropping2D, L.Cropping3D, L.Permute, L.UpSampling2D,
+    L.UpSampling3D,
 )
 
 
@@ -544,7 +551,7 @@ def check_int8(case, tmp_path):
             f"{report.float_ops}"
     interp = make_interpreter(path)[0]
     step_size = interp.get_output_details()[0]["quantization"][0]
-    names = input_names(q) if is_multi(q) else None
+    names = signature_input_names(q) if is_multi(q) else None
     y_lite = run_interpreter(interp, x, input_names=names)
     y_q = _np(_infer(q, x))
     top2 = np.sort(y_q, axis=-1)[..., -2:]

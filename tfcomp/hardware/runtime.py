@@ -51,7 +51,9 @@ def make_interpreter(model, threads: int = 1):
         threads: number of CPU threads for the interpreter.
 
     Returns:
-        ``(interpreter, runtime_name)``.
+        ``(interpreter, runtime_name)``; a graph the runtime's default
+        XNNPACK delegate fails to prepare runs on the reference kernels,
+        and the name says so.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -72,7 +74,11 @@ def make_interpreter(model, threads: int = 1):
     errors = []
     for name, cls in interpreter_classes():
         try:
-            return new_interpreter(cls, buf, threads, name=label), name
+            interp = new_interpreter(cls, buf, threads, name=label)
+            if _default_delegate_fails(interp):
+                return _without_default_delegates(cls, buf, threads), \
+                    f"{name} (reference kernels: XNNPACK failed to prepare)"
+            return interp, name
         except TFLiteModelError:
             raise  # never hand a rejected model to the next runtime
         except (ValueError, RuntimeError) as e:  # e.g. an op it lacks
@@ -82,6 +88,43 @@ def make_interpreter(model, threads: int = 1):
                            "ai-edge-litert, tflite-runtime or tensorflow.")
     raise RuntimeError(f"No TFLite runtime could load {label}: "
                        + "; ".join(errors))
+
+
+def _default_delegate_fails(interp) -> bool:
+    """Whether the runtime's default XNNPACK delegate fails to prepare the
+    graph once the inputs are resized, as ``run_interpreter`` resizes them
+    (one invoke on zeros; seen on a post-training int8 LSTM behind a
+    Masking layer)."""
+    details = interp.get_input_details()
+    try:
+        for d in details:
+            sig = d.get("shape_signature", d["shape"])
+            interp.resize_tensor_input(d["index"], [
+                2 if i == 0 and int(s) == -1 else int(v)
+                for i, (s, v) in enumerate(zip(sig, d["shape"]))])
+        interp.allocate_tensors()
+        for d in interp.get_input_details():
+            interp.set_tensor(d["index"], np.zeros(d["shape"], d["dtype"]))
+        interp.invoke()  # XNNPACK builds its runtime here
+        for d in details:
+            interp.resize_tensor_input(d["index"], list(d["shape"]))
+        interp.allocate_tensors()
+    except RuntimeError as e:  # anything else surfaces on the real run
+        return "XNNPACK" in str(e) or "Delegate" in str(e)
+    return False
+
+
+def _without_default_delegates(cls, buf: bytes, threads: int):
+    """An allocated ``cls`` interpreter on the builtin reference kernels
+    (no default delegate), as a TFLite app runs a graph XNNPACK rejects."""
+    import sys
+
+    resolver = sys.modules[cls.__module__].OpResolverType
+    interp = cls(model_content=buf, num_threads=threads,
+                 experimental_op_resolver_type=(
+                     resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    interp.allocate_tensors()
+    return interp
 
 
 def time_invokes(model, runs: int = 50, warmup: int = 5, threads: int = 1,
