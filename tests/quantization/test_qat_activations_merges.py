@@ -5,7 +5,7 @@ full-integer and compute what the QAT model computes.
 A dilated Conv2D / DepthwiseConv2D is exported with its dilation as zero
 taps (the converter leaves a dynamic-batch SPACE_TO_BATCH_ND ->
 CONV_2D -> BATCH_TO_SPACE_ND float); Average, hard_sigmoid and selu become
-``QuantAverage`` / ``QuantHardSigmoid`` / ``QuantSELU``, with a quantizer
+``QuantAverage`` / ``QuantHardSigmoid`` / ``QuantSELU`` / ``QuantELU``, with a quantizer
 on each tensor of their TFLite form (ADD + MUL; ADD + MUL; GREATER, MUL,
 EXP, SUB, MUL, SELECT_V2). ELU has no int8 TFLite kernel: it stays float
 in the QAT file exactly as in post-training int8."""
@@ -18,7 +18,7 @@ import pytest
 
 from tfcomp.export import export_tflite
 from tfcomp.export.runtime import make_interpreter, run_interpreter
-from tfcomp.layers import QuantAverage, QuantHardSigmoid, QuantSELU
+from tfcomp.layers import QuantAverage, QuantELU, QuantHardSigmoid, QuantSELU
 from tfcomp.quantization import (
     calibrate,
     quantize_model,
@@ -144,23 +144,31 @@ def test_merges_are_int8(tmp_path):
     assert report.top1_agreement >= 0.95, report
 
 
-def test_elu_is_float_as_in_post_training_int8(tmp_path):
+def test_elu_is_int8_where_post_training_leaves_it_float(tmp_path):
+    """TFLite's ELU builtin has no int8 kernel in the converter
+    (post-training int8 keeps DEQUANTIZE, ELU, QUANTIZE); QAT writes it as
+    RELU, MINIMUM, EXP, SUB, MUL, ADD, all int8 (``QuantELU``), for the
+    ELU layer (any alpha) and activation="elu" alike."""
     keras.utils.set_random_seed(0)
     inp = keras.Input((12, 12, 3))
-    x = L.ELU()(L.Conv2D(8, 3, padding="same")(inp))
+    x = L.ELU(alpha=0.5)(L.Conv2D(8, 3, padding="same")(inp))
+    x = L.Conv2D(8, 3, padding="same", activation="elu")(x)
     x = L.GlobalAveragePooling2D()(x)
     model = keras.Model(inp, L.Dense(10)(x))
     x = _images()
-    _, report, steps = _qat_file(model, x, tmp_path)
+    qat, report, steps = _qat_file(model, x, tmp_path)
+    elus = [lay for lay in qat.layers if isinstance(lay, QuantELU)]
+    assert sorted(lay.alpha for lay in elus) == [0.5, 1.0]
     ptq = export_tflite(model, os.path.join(tmp_path, "p.tflite"), "int8",
                         calibration_data=x[:32], verify_data=x[32:])
-    # TFLite has no int8 ELU kernel: DEQUANTIZE, ELU, QUANTIZE in both
-    assert report.float_ops == ptq.float_ops == ["ELU"]
-    assert steps <= 1.01, steps
+    assert "ELU" in ptq.float_ops and report.float_ops == [], report.float_ops
+    assert steps <= 2.01, steps
+    plain = strip_quantization(qat)
+    assert [type(lay).__name__ for lay in plain.layers].count("ELU") == 1
 
 
 @pytest.mark.parametrize("cls,name", [(QuantHardSigmoid, "hard_sigmoid"),
-                                      (QuantSELU, "selu")])
+                                      (QuantSELU, "selu"), (QuantELU, "elu")])
 def test_activation_layer_contract_and_float_equality(cls, name):
     run_layer_test(cls, {"momentum": 0.9}, input_shape=(2, 5, 4),
                    atol=1e-5)

@@ -28,6 +28,7 @@ from tfcomp.layers import (
     QuantAdditiveAttention,
     QuantAttention,
     QuantAverage,
+    QuantELU,
     QuantHardSigmoid,
     QuantReLU,
     QuantSELU,
@@ -184,7 +185,8 @@ def _layers_model():
     x = QuantReLU(max_value=6.0, a_bits=4, name="qrelu")(inp)
     x = TuckerConv2D(4, 3, ranks=(2, 2, 2, 3), padding="same")(x)
     x = BinaryConv2D(4, 3, padding="same")(x)
-    x = QuantAverage()([QuantHardSigmoid()(x), QuantSELU()(x)])
+    x = QuantAverage()([QuantHardSigmoid()(x), QuantSELU()(x),
+                        QuantELU(alpha=0.5)(x)])
     x = keras.layers.GlobalAveragePooling2D()(x)
     s = keras.layers.Reshape((64, 3))(inp)  # Keras' attention layers
     s = QuantAttention(use_scale=True, score_mode="concat")([s, s])

@@ -54,6 +54,7 @@ from tfcomp.layers.quant_einsum import QuantEinsumDense, QuantEmbedding
 from tfcomp.layers.quant_elementwise import (
     QUANT_ELEMENTWISE_LAYERS,
     QuantAverage,
+    QuantELU,
     QuantHardSigmoid,
     QuantSELU,
     quant_activation_class,
@@ -145,7 +146,7 @@ __all__ = [
     "QuantAttention", "QuantAdditiveAttention", "KERAS_ATTENTION_OF",
     "QUANT_KERAS_ATTENTION_LAYERS",
     "QUANT_STEP_LAYERS", "QUANT_ELEMENTWISE_LAYERS", "QuantAverage",
-    "QuantHardSigmoid", "QuantSELU", "quant_activation_class",
+    "QuantELU", "QuantHardSigmoid", "QuantSELU", "quant_activation_class",
     "TuckerConv2D", "TuckerTensor", "TNetConv2D", "SoftMask", "FISTA",
     "SlimmableConv2D", "SlimmableDense", "SlimmableDepthwiseConv2D",
     "SwitchableBatchNormalization", "SlimmableConv1D", "SlimmableConv3D",

@@ -41,7 +41,7 @@ from keras import ops
 
 from tfcomp.layers.quant_steps import QuantSteps
 
-__all__ = ["QuantAverage", "QuantHardSigmoid", "QuantSELU",
+__all__ = ["QuantAverage", "QuantELU", "QuantHardSigmoid", "QuantSELU",
            "QUANT_ELEMENTWISE_LAYERS", "quant_activation_class"]
 
 #: SELU's constants (Klambauer et al.; Keras' and TensorFlow's values).
@@ -223,14 +223,60 @@ class QuantSELU(_QuantActivationSteps):
         return ops.where(ops.greater(x, 0.0), pos, neg)
 
 
+@keras.saving.register_keras_serializable(package="tfcomp")
+class QuantELU(_QuantActivationSteps):
+    """``keras.layers.ELU(alpha)`` / ``Activation("elu")`` written as
+    ``relu(x) + alpha * (exp(min(x, 0)) - 1)`` with 8-bit quantizers on
+    ``relu(x)``, ``exp``, ``exp - 1`` and the negative part: TFLite's ELU builtin has
+    no int8 kernel in the converter (post-training int8 leaves it float),
+    while RELU, MINIMUM, EXP, SUB, MUL and ADD are all int8.
+
+    Args:
+        alpha: ELU's negative-side scale (Keras' default 1.0).
+        momentum: EMA momentum of the steps' ranges.
+        **kwargs: base layer arguments.
+
+    Example:
+        >>> y = QuantELU(alpha=0.5)(x)   # == keras.layers.ELU(0.5)(x)
+    """
+
+    _ACTIVATION = "elu"
+    _STEPS = {"positive": False, "exp": False, "expm1": True,
+              "negative": True}
+
+    def __init__(self, alpha=1.0, momentum=0.99, **kwargs):
+        super().__init__(momentum=momentum, **kwargs)
+        self.alpha = float(alpha)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha}
+
+    def _forward(self, x, q):
+        e = q("exp", ops.exp(ops.minimum(x, 0.0)))
+        em1 = q("expm1", ops.subtract(e, 1.0))
+        neg = q("negative", ops.multiply(em1, self.alpha))
+        # relu(x) + negative part, not a SELECT_V2: int8 SELECT_V2 needs
+        # one scale on both branches, ADD rescales each input
+        return ops.add(q("positive", ops.relu(x)), neg)
+
+    def plain_layer(self, name: str):
+        if self.alpha == 1.0:
+            return super().plain_layer(name)
+        return keras.layers.ELU(self.alpha, name=name,
+                                dtype=self.dtype_policy)
+
+
 #: The quantized element-wise layers (all QuantSteps layers).
-QUANT_ELEMENTWISE_LAYERS = (QuantAverage, QuantHardSigmoid, QuantSELU)
-_ACTIVATIONS = {"hard_sigmoid": QuantHardSigmoid, "selu": QuantSELU}
+QUANT_ELEMENTWISE_LAYERS = (QuantAverage, QuantHardSigmoid, QuantSELU,
+                            QuantELU)
+_ACTIVATIONS = {"hard_sigmoid": QuantHardSigmoid, "selu": QuantSELU,
+                "elu": QuantELU}
 
 
 def quant_activation_class(name: str):
     """The quantized Activation layer class of activation ``name`` whose
-    int8 TFLite form is several ops ("hard_sigmoid", "selu"), else None.
+    int8 TFLite form is several ops ("hard_sigmoid", "selu", "elu"), else
+    None.
 
     Example:
         >>> quant_activation_class("selu")

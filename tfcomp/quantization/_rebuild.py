@@ -12,8 +12,9 @@ whose only consumer is a ``Concatenate`` takes the concatenation's
 signedness (``link_shared_inputs`` then gives it the concatenation's grid,
 as the converter does).
 
-An Average, a hard_sigmoid and a selu (layer or split-off activation)
-become ``QuantAverage`` / ``QuantHardSigmoid`` / ``QuantSELU`` (8-bit
+An Average, a hard_sigmoid, a selu and an elu (layer or split-off
+activation; ``keras.layers.ELU`` too) become ``QuantAverage`` /
+``QuantHardSigmoid`` / ``QuantSELU`` / ``QuantELU`` (8-bit
 quantizers on the tensors of their multi-op TFLite form) when observers
 are on.
 
@@ -45,6 +46,7 @@ from tfcomp.layers import (
     QUANT_STEP_LAYERS,
     QuantActivation,
     QuantAverage,
+    QuantELU,
     QuantMultiHeadAttention,
     quant_activation_class,
 )
@@ -338,6 +340,9 @@ class _Builder:
             if cls is not None:
                 return cls(name=node.name, momentum=momentum,
                            dtype=layer.dtype_policy)
+        if type(layer) is keras.layers.ELU:
+            return QuantELU(alpha=layer.alpha, name=node.name,
+                            momentum=momentum, dtype=layer.dtype_policy)
         return None
 
     def quant_attention(self, node):

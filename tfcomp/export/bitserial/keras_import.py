@@ -107,7 +107,13 @@ from tfcomp.export.bitserial.keras_patterns import (
     visit_swish,
 )
 from tfcomp.export.bitserial.random_ir import calibrated_quant
-from tfcomp.layers import QuantActivation, QuantHardSigmoid, QuantReLU, QuantSELU
+from tfcomp.layers import (
+    QuantActivation,
+    QuantELU,
+    QuantHardSigmoid,
+    QuantReLU,
+    QuantSELU,
+)
 from tfcomp.quantization._analysis import act_name, relu_kind
 
 __all__ = ["build_ir_from_keras", "model_data"]
@@ -444,7 +450,7 @@ class _Importer:
                 raise ValueError(f"layer {layer.name!r}: only channels-last "
                                  "element-wise layers have a table form")
             self.lut(layer, ins[0], out)
-        elif cls in (QuantHardSigmoid, QuantSELU):  # a table of its steps
+        elif cls in (QuantHardSigmoid, QuantSELU, QuantELU):  # a table
             self.lut(layer, ins[0], out)
         elif cls in (L.MaxPooling2D, L.MaxPooling1D):
             x = self.window_input(ins[0], layer)
