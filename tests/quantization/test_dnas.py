@@ -11,9 +11,11 @@ from scipy import stats
 
 from tfcomp.cost import profile
 from tfcomp.layers import (
+    MixedQuantConv1D,
     MixedQuantConv2D,
     MixedQuantDense,
     MixedQuantDepthwiseConv2D,
+    QuantConv1D,
     QuantConv2D,
     QuantDense,
     QuantDepthwiseConv2D,
@@ -117,6 +119,9 @@ LAYER_PAIRS = {
     "depthwise": (MixedQuantDepthwiseConv2D, QuantDepthwiseConv2D,
                   {"kernel_size": 3, "depth_multiplier": 2}, (2, 7, 7, 3)),
     "dense": (MixedQuantDense, QuantDense, {"units": 6}, (4, 9)),
+    "conv1d": (MixedQuantConv1D, QuantConv1D,
+               {"filters": 5, "kernel_size": 3, "padding": "causal",
+                "dilation_rate": 2}, (2, 9, 3)),
 }
 
 

@@ -66,6 +66,7 @@ from tfcomp.layers.quant_keras_attention import (
 )
 from tfcomp.layers.quant_mixed import (
     MixedMixin,
+    MixedQuantConv1D,
     MixedQuantConv2D,
     MixedQuantDense,
     MixedQuantDepthwiseConv2D,
@@ -108,7 +109,8 @@ QUANT_WEIGHT_LAYERS = (QuantConv2D, QuantDepthwiseConv2D, QuantDense,
 #: Activation quantizer layers.
 QUANT_ACTIVATION_LAYERS = (QuantActivation, QuantReLU)
 #: DNAS supernet layers (several candidate bit-width pairs).
-MIXED_LAYERS = (MixedQuantConv2D, MixedQuantDepthwiseConv2D, MixedQuantDense)
+MIXED_LAYERS = (MixedQuantConv2D, MixedQuantDepthwiseConv2D, MixedQuantDense,
+                MixedQuantConv1D)
 #: Normalizations with 8-bit quantizers inside (their int8 TFLite form).
 QUANT_NORM_LAYERS = tuple(QUANT_NORM_OF.values())
 #: Keras' Attention / AdditiveAttention made quantization-aware.
@@ -129,7 +131,8 @@ __all__ = [
     "QuantDepthwiseConv1D", "QuantConv1DTranspose", "QuantConv3DTranspose",
     "QuantEinsumDense", "QuantEmbedding", "QuantMixin", "MixedMixin",
     "MixedQuantConv2D",
-    "MixedQuantDepthwiseConv2D", "MixedQuantDense", "gumbel_softmax",
+    "MixedQuantDepthwiseConv2D", "MixedQuantDense", "MixedQuantConv1D",
+    "gumbel_softmax",
     "MaskedLayer", "MaskedConv1D", "MaskedConv2D", "MaskedConv3D",
     "MaskedConv1DTranspose", "MaskedConv2DTranspose", "MaskedConv3DTranspose",
     "MaskedDepthwiseConv1D", "MaskedDepthwiseConv2D", "MaskedSeparableConv1D",

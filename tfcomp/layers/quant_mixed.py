@@ -34,8 +34,8 @@ from tfcomp.layers.quant_base import (
     round_bias,
 )
 
-__all__ = ["gumbel_softmax", "MixedQuantConv2D", "MixedQuantDepthwiseConv2D",
-           "MixedQuantDense", "MixedMixin"]
+__all__ = ["gumbel_softmax", "MixedQuantConv1D", "MixedQuantConv2D",
+           "MixedQuantDepthwiseConv2D", "MixedQuantDense", "MixedMixin"]
 
 
 def _check_candidates(candidates, layer_name):
@@ -225,6 +225,24 @@ class MixedQuantConv2D(ConvOp, MixedMixin, keras.layers.Conv2D):
     Example:
         >>> layer = MixedQuantConv2D(16, 3, candidates=[(2, 4), (4, 4), (8, 8)])
     """
+
+
+@keras.saving.register_keras_serializable(package="tfcomp")
+class MixedQuantConv1D(ConvOp, MixedMixin, keras.layers.Conv1D):
+    """Conv1D supernet layer for DNAS mixed-precision search (grouped,
+    dilated and causal convolutions included; time series, text).
+
+    Args:
+        *args, **kwargs: ``keras.layers.Conv1D`` arguments (filters,
+            kernel_size, strides, padding, ...).
+    """ + _MIXED_DOC + """
+    Reference: Wu et al., arXiv:1812.00090.
+
+    Example:
+        >>> layer = MixedQuantConv1D(16, 3, candidates=[(2, 4), (8, 8)])
+    """
+
+    _kernel_reduce_axes = (0, 1)
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")

@@ -17,6 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfcomp._batches import index_rows, is_multi, model_arrays, rows, sliced
 from tfcomp._unpinned import unpinned
 from tfcomp.quantization.dnas_supernet import (
     _info,
@@ -219,20 +220,20 @@ def search(supernet: keras.Model, x, y, epochs: int = 4,
             f"weight_fraction={weight_fraction}")
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1. Received: epochs={epochs}")
-    x = np.asarray(x)
+    x = _model_inputs(supernet, x)
     y = np.asarray(y)
-    if len(x) != len(y):
+    if rows(x) != len(y):
         raise ValueError(
-            f"x and y lengths differ: {len(x)} != {len(y)}")
+            f"x and y lengths differ: {rows(x)} != {len(y)}")
     rng = np.random.default_rng(seed)
-    perm = rng.permutation(len(x))
-    cut = int(round(len(x) * float(weight_fraction)))
-    if cut < 1 or cut >= len(x):
+    perm = rng.permutation(rows(x))
+    cut = int(round(rows(x) * float(weight_fraction)))
+    if cut < 1 or cut >= rows(x):
         raise ValueError(
-            f"Too few samples ({len(x)}) to split {weight_fraction:.0%} / "
+            f"Too few samples ({rows(x)}) to split {weight_fraction:.0%} / "
             f"{1 - weight_fraction:.0%}.")
-    xw, yw = x[perm[:cut]], y[perm[:cut]]
-    xt, yt = x[perm[cut:]], y[perm[cut:]]
+    xw, yw = index_rows(x, perm[:cut]), y[perm[:cut]]
+    xt, yt = index_rows(x, perm[cut:]), y[perm[cut:]]
     opt_w = weight_optimizer or keras.optimizers.Adam(1e-3)
     opt_t = theta_optimizer or keras.optimizers.Adam(0.01)
     annealing = annealing or TemperatureAnnealing()
@@ -312,7 +313,9 @@ def select_best(model: keras.Model, architectures, x, y, validation_data,
                          f"{architectures!r}")
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1. Received: epochs={epochs}")
-    xv, yv = (np.asarray(v) for v in validation_data)
+    xv, yv = _model_inputs(model, validation_data[0]), np.asarray(
+        validation_data[1])
+    x = _model_inputs(model, x)
     seen, scores = {}, []
     for bits in archs:
         key = tuple(sorted((k, tuple(v)) for k, v in bits.items()))
@@ -323,14 +326,23 @@ def select_best(model: keras.Model, architectures, x, y, validation_data,
                           float(learning_rate))),
                       loss=keras.losses.SparseCategoricalCrossentropy(
                           from_logits=from_logits), jit_compile=False)
-            q.fit(np.asarray(x), np.asarray(y), batch_size=int(batch_size),
+            q.fit(x, np.asarray(y), batch_size=int(batch_size),
                   epochs=int(epochs), shuffle=True, verbose=verbose)
             correct = 0
-            for a in range(0, len(xv), 500):
-                out = keras.ops.convert_to_numpy(q(xv[a:a + 500],
+            for a in range(0, rows(xv), 500):
+                out = keras.ops.convert_to_numpy(q(sliced(xv, a, a + 500),
                                                    training=False))
                 correct += int((out.argmax(-1) == yv[a:a + 500]).sum())
-            seen[key] = correct / max(1, len(xv))
+            seen[key] = correct / max(1, np.size(yv))  # per pixel too
         scores.append({"bits": bits, "val_accuracy": seen[key]})
     best = max(range(len(scores)), key=lambda i: scores[i]["val_accuracy"])
     return archs[best], scores
+
+
+def _model_inputs(model, x):
+    """``x`` as ``model`` takes it: an array, or for a model with several
+    inputs a list of arrays in ``model.inputs`` order (from a list, a
+    tuple or a dict by input name, as ``model.fit`` takes them)."""
+    if is_multi(model):
+        return model_arrays(x, model, name="x")[0]
+    return np.asarray(x)

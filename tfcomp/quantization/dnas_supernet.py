@@ -21,9 +21,11 @@ from keras import ops
 
 from tfcomp.layers import (
     MIXED_LAYERS,
+    MixedQuantConv1D,
     MixedQuantConv2D,
     MixedQuantDense,
     MixedQuantDepthwiseConv2D,
+    QuantConv1D,
     QuantConv2D,
     QuantDense,
     QuantDepthwiseConv2D,
@@ -42,10 +44,14 @@ __all__ = ["build_supernet", "derive", "sample_architectures",
 DEFAULT_CANDIDATES = tuple(itertools.product((2, 4, 8), (4, 8)))
 _QUANT_CLS = {keras.layers.Conv2D: QuantConv2D,
               keras.layers.DepthwiseConv2D: QuantDepthwiseConv2D,
-              keras.layers.Dense: QuantDense}
+              keras.layers.Dense: QuantDense,
+              keras.layers.Conv1D: QuantConv1D}
 _MIXED_CLS = {keras.layers.Conv2D: MixedQuantConv2D,
               keras.layers.DepthwiseConv2D: MixedQuantDepthwiseConv2D,
-              keras.layers.Dense: MixedQuantDense}
+              keras.layers.Dense: MixedQuantDense,
+              keras.layers.Conv1D: MixedQuantConv1D}
+#: The Keras layer types a supernet searches (exact class names).
+DNAS_KINDS = tuple(cls.__name__ for cls in _MIXED_CLS)
 
 
 @dataclasses.dataclass
@@ -176,7 +182,8 @@ def build_supernet(model: keras.Model, candidates=None,
              for w, a in (DEFAULT_CANDIDATES if candidates is None
                           else candidates)]
     cands = native_candidates(cands, hardware, bits)
-    analysis = analyse(model, fold_batchnorm, skip, "build_supernet")
+    analysis = analyse(model, fold_batchnorm, skip, "build_supernet",
+                       DNAS_KINDS)
     fn, kind = _cost_fn(model, cost)
     names = analysis.quantized_names()
     fixed = {}
@@ -184,6 +191,13 @@ def build_supernet(model: keras.Model, candidates=None,
         fl = qz.check_bits(first_last_bits, "first_last_bits")
         fixed = {names[0]: (fl, fl), names[-1]: (fl, fl)}
     searched = [n for n in names if n not in fixed]
+    if not searched:
+        raise ValueError(
+            f"build_supernet: model {model.name!r} has no layer to search: "
+            f"a supernet searches {', '.join(DNAS_KINDS)} layers "
+            f"(found {names or 'none'}"
+            f"{'; the first and last keep first_last_bits' if fixed else ''}"
+            f"); kept float: {dict(analysis.report.skipped) or 'nothing'}")
     report = analysis.report
     for name in names:
         report.quantized[name] = fixed.get(name, max(cands))

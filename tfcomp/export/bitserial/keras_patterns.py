@@ -32,9 +32,6 @@ from tfcomp.graph import ops_name
 from tfcomp.graph.identity import INFERENCE_IDENTITY, keras_layer_classes
 from tfcomp.graph.replay import TensorId
 from tfcomp.layers import (
-    MixedQuantConv2D,
-    MixedQuantDense,
-    MixedQuantDepthwiseConv2D,
     QuantActivation,
     QuantConv2D,
     QuantDense,
@@ -62,7 +59,7 @@ for _name, _kind in (("QuantConv1D", "conv1d"),
         GEMM[getattr(_tfcomp_layers, _name)] = _kind
 WINDOW_1D = (L.MaxPooling1D, L.AveragePooling1D, L.GlobalAveragePooling1D,
              L.GlobalMaxPooling1D)
-MIXED = (MixedQuantConv2D, MixedQuantDepthwiseConv2D, MixedQuantDense)
+MIXED = _tfcomp_layers.MIXED_LAYERS
 IDENTITY = keras_layer_classes(INFERENCE_IDENTITY)
 
 
