@@ -53,6 +53,7 @@ from tfcomp.layers.quant_dense import QuantDense
 from tfcomp.layers.quant_einsum import QuantEinsumDense, QuantEmbedding
 from tfcomp.layers.quant_elementwise import (
     QUANT_ELEMENTWISE_LAYERS,
+    QUANT_STEP_ACTIVATIONS,
     QuantAverage,
     QuantELU,
     QuantHardSigmoid,
@@ -148,7 +149,8 @@ __all__ = [
     "QuantGroupNormalization", "QuantMultiHeadAttention",
     "QuantAttention", "QuantAdditiveAttention", "KERAS_ATTENTION_OF",
     "QUANT_KERAS_ATTENTION_LAYERS",
-    "QUANT_STEP_LAYERS", "QUANT_ELEMENTWISE_LAYERS", "QuantAverage",
+    "QUANT_STEP_LAYERS", "QUANT_ELEMENTWISE_LAYERS", "QUANT_STEP_ACTIVATIONS",
+    "QuantAverage",
     "QuantELU", "QuantHardSigmoid", "QuantSELU", "quant_activation_class",
     "TuckerConv2D", "TuckerTensor", "TNetConv2D", "SoftMask", "FISTA",
     "SlimmableConv2D", "SlimmableDense", "SlimmableDepthwiseConv2D",

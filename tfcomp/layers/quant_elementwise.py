@@ -42,7 +42,8 @@ from keras import ops
 from tfcomp.layers.quant_steps import QuantSteps
 
 __all__ = ["QuantAverage", "QuantELU", "QuantHardSigmoid", "QuantSELU",
-           "QUANT_ELEMENTWISE_LAYERS", "quant_activation_class"]
+           "QUANT_ELEMENTWISE_LAYERS", "QUANT_STEP_ACTIVATIONS",
+           "quant_activation_class"]
 
 #: SELU's constants (Klambauer et al.; Keras' and TensorFlow's values).
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -271,6 +272,8 @@ QUANT_ELEMENTWISE_LAYERS = (QuantAverage, QuantHardSigmoid, QuantSELU,
                             QuantELU)
 _ACTIVATIONS = {"hard_sigmoid": QuantHardSigmoid, "selu": QuantSELU,
                 "elu": QuantELU}
+#: The element-wise activations among them (one input: a table per code).
+QUANT_STEP_ACTIVATIONS = tuple(_ACTIVATIONS.values())
 
 
 def quant_activation_class(name: str):

@@ -107,13 +107,7 @@ from tfcomp.export.bitserial.keras_patterns import (
     visit_swish,
 )
 from tfcomp.export.bitserial.random_ir import calibrated_quant
-from tfcomp.layers import (
-    QuantActivation,
-    QuantELU,
-    QuantHardSigmoid,
-    QuantReLU,
-    QuantSELU,
-)
+from tfcomp.layers import QUANT_STEP_ACTIVATIONS, QuantActivation, QuantReLU
 from tfcomp.quantization._analysis import act_name, relu_kind
 
 __all__ = ["build_ir_from_keras", "model_data"]
@@ -450,7 +444,7 @@ class _Importer:
                 raise ValueError(f"layer {layer.name!r}: only channels-last "
                                  "element-wise layers have a table form")
             self.lut(layer, ins[0], out)
-        elif cls in (QuantHardSigmoid, QuantSELU, QuantELU):  # a table
+        elif issubclass(cls, QUANT_STEP_ACTIVATIONS):  # a table of codes
             self.lut(layer, ins[0], out)
         elif cls in (L.MaxPooling2D, L.MaxPooling1D):
             x = self.window_input(ins[0], layer)
