@@ -465,10 +465,7 @@ def _one_code_flips(q, x, step, pixels=((16, 16, 0), (5, 20, 1),
 @pytest.mark.parametrize("name", [
     "MobileNetV3Small", "EfficientNetB0", "ResNet50V2",
     "DenseNet121",  # concatenation inputs on its grid, pool ties
-    pytest.param("ConvNeXtTiny", marks=pytest.mark.xfail(
-        reason="LayerNormalization has no int8 TFLite builtin: "
-               "check_exportable raises the documented ValueError",
-        strict=False))])
+    "ConvNeXtTiny"])  # LayerNormalization: QuantLayerNormalization
 def test_keras_application_qat_int8(name, tmp_path):
     """QAT -> int8 file of an untrained keras.applications model at 32x32.
 
