@@ -65,6 +65,24 @@ def test_unet_per_pixel_labels_prune_quantize_export(ws, capsys):
                           ws / "q.tflite", "--quantization", "int8",
                           "--data", ws / "seg.npz"], capsys)
     assert code == 0 and '"float_ops": []' in out, err
+    # bit-serial: the simulator scores per pixel too (before: 0.0, the
+    # flattened argmax against (N, H, W) labels)
+    code, out, err = run(["export", "bitserial", ws / "q.keras",
+                          ws / "q.json", "--hardware", "bismo", "--data",
+                          ws / "seg.npz"], capsys)
+    assert code == 0, err
+    code, out, err = run(["simulate", ws / "q.json", "--data",
+                          ws / "seg.npz", "--num", "16", "--model",
+                          ws / "q.keras"], capsys)
+    assert code == 0, err
+    model = keras.saving.load_model(ws / "q.keras")
+    data = np.load(ws / "seg.npz")
+    keras_acc = float(np.mean(model.predict(data["x_test"][:16], verbose=0)
+                              .argmax(-1) == data["y_test"][:16]))
+    sim_acc = float(out.split("top-1 ")[1].split(" ")[0])
+    assert keras_acc > 0.2 and abs(sim_acc - keras_acc) <= 0.02, out
+    assert "agreement with" in out and float(out.split(
+        "agreement with ")[1].split(": ")[1].split()[0]) >= 0.98
 
 
 def test_regression_targets_fine_tune_and_score_by_mse(ws, capsys):

@@ -61,13 +61,16 @@ def run(args) -> None:
             raise  # one input, as before
         raise common.CLIError(f"--data {args.data!r} does not fit "
                               f"descriptor {args.descriptor!r}: {e}") from e
-    pred = np.asarray(out).reshape(n, -1).argmax(-1)
+    # classes on the last axis: one per image, or per position (a U-Net's
+    # (N, H, W) labels)
+    pred = np.asarray(out).reshape(y.shape + (-1,)).argmax(-1)
     acc = float(np.mean(pred == y))
     result = {"images": n, "top1_accuracy": acc,
               "compute_cycles": int(stats.compute_cycles)}
     print(f"bit-serial simulator: top-1 {acc:.4f} on {n} test images")
     if model is not None:
-        ref = common.predict_logits(model, x).argmax(-1)
+        ref = common.predict_logits(model, x).reshape(
+            y.shape + (-1,)).argmax(-1)
         agree = float(np.mean(pred == ref))
         result["top1_agreement"] = agree
         print(f"top-1 agreement with {args.model}: {agree:.4f}")
