@@ -17,6 +17,12 @@ labels) and soft loss (to the teacher's output):
 ``"auto"`` infers the kind of an output (:func:`infer_kind`) from the loss
 it was compiled with, else its activation, else its width.
 
+Reference: Hinton et al., arXiv:1503.02531 (softened-softmax KD; the
+binary form is its two-class case on ``(z, 0)``); the regression soft loss
+is plain L2 to the teacher's output, not Chen et al. 2017's
+teacher-bounded regression loss (NeurIPS, "Learning efficient object
+detection models with knowledge distillation").
+
 Example:
     >>> kinds = resolve_kinds("auto", student, ["output"], [student.output])
 """
