@@ -19,6 +19,13 @@ def run(args, capsys):
     return code, out, err
 
 
+def ok(capsys, *args):
+    """The stdout of a verb that must succeed."""
+    code, out, err = run(args, capsys)
+    assert code == 0, err
+    return out
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     d = tmp_path_factory.mktemp("targets")
@@ -50,31 +57,23 @@ def ws(tmp_path_factory):
 
 
 def test_unet_per_pixel_labels_prune_quantize_export(ws, capsys):
-    code, out, err = run(["prune", ws / "unet.keras", ws / "p.keras",
-                          "--method", "fpgm", "--target-macs", "0.5",
-                          "--data", ws / "seg.npz", "--finetune-epochs",
-                          "1"], capsys)
-    assert code == 0, err
+    out = ok(capsys, "prune", ws / "unet.keras", ws / "p.keras", "--method",
+             "fpgm", "--target-macs", "0.5", "--data", ws / "seg.npz",
+             "--finetune-epochs", "1")
     before, after = out.split("test accuracy: ")[1].split(" -> ")
     assert 0 <= float(before) <= 1 and 0 <= float(after) <= 1
-    code, out, err = run(["quantize", ws / "p.keras", ws / "q.keras",
-                          "--bits", "8", "--data", ws / "seg_onehot.npz",
-                          "--epochs", "1"], capsys)
-    assert code == 0 and "test accuracy: float" in out, err
-    code, out, err = run(["export", "tflite", ws / "q.keras",
-                          ws / "q.tflite", "--quantization", "int8",
-                          "--data", ws / "seg.npz"], capsys)
-    assert code == 0 and '"float_ops": []' in out, err
+    out = ok(capsys, "quantize", ws / "p.keras", ws / "q.keras", "--bits",
+             "8", "--data", ws / "seg_onehot.npz", "--epochs", "1")
+    assert "test accuracy: float" in out
+    out = ok(capsys, "export", "tflite", ws / "q.keras", ws / "q.tflite",
+             "--quantization", "int8", "--data", ws / "seg.npz")
+    assert '"float_ops": []' in out
     # bit-serial: the simulator scores per pixel too (before: 0.0, the
     # flattened argmax against (N, H, W) labels)
-    code, out, err = run(["export", "bitserial", ws / "q.keras",
-                          ws / "q.json", "--hardware", "bismo", "--data",
-                          ws / "seg.npz"], capsys)
-    assert code == 0, err
-    code, out, err = run(["simulate", ws / "q.json", "--data",
-                          ws / "seg.npz", "--num", "16", "--model",
-                          ws / "q.keras"], capsys)
-    assert code == 0, err
+    ok(capsys, "export", "bitserial", ws / "q.keras", ws / "q.json",
+       "--hardware", "bismo", "--data", ws / "seg.npz")
+    out = ok(capsys, "simulate", ws / "q.json", "--data", ws / "seg.npz",
+             "--num", "16", "--model", ws / "q.keras")
     model = keras.saving.load_model(ws / "q.keras")
     data = np.load(ws / "seg.npz")
     keras_acc = float(np.mean(model.predict(data["x_test"][:16], verbose=0)
@@ -86,21 +85,18 @@ def test_unet_per_pixel_labels_prune_quantize_export(ws, capsys):
 
 
 def test_regression_targets_fine_tune_and_score_by_mse(ws, capsys):
-    code, out, err = run(["prune", ws / "reg.keras", ws / "r.keras",
-                          "--method", "l1", "--target-macs", "0.5",
-                          "--data", ws / "reg.npz", "--finetune-epochs",
-                          "1"], capsys)
-    assert code == 0, err
+    out = ok(capsys, "prune", ws / "reg.keras", ws / "r.keras", "--method",
+             "l1", "--target-macs", "0.5", "--data", ws / "reg.npz",
+             "--finetune-epochs", "1")
     before, after = map(float, out.split("test mse: ")[1].split(" -> "))
     model = keras.saving.load_model(ws / "r.keras")
     data = np.load(ws / "reg.npz")
     mse = float(np.mean((model.predict(data["x_test"], verbose=0)
                          - data["y_test"]) ** 2))
     assert after == pytest.approx(mse, abs=1e-4) and before > 0
-    code, out, err = run(["quantize", ws / "r.keras", ws / "rq.keras",
-                          "--bits", "8", "--data", ws / "reg.npz",
-                          "--epochs", "1"], capsys)
-    assert code == 0 and "test mse: float" in out, err
+    out = ok(capsys, "quantize", ws / "r.keras", ws / "rq.keras", "--bits",
+             "8", "--data", ws / "reg.npz", "--epochs", "1")
+    assert "test mse: float" in out
 
 
 @pytest.mark.parametrize("args, message", [
