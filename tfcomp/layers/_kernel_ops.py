@@ -43,17 +43,19 @@ def undilated(kernel, rate: int, axis: int = 0):
 
 class ConvOp:
     """``ops.conv`` with the layer's strides, padding and dilation (N-d,
-    grouped convolutions included; Conv1D's ``"causal"`` padding too)."""
+    grouped convolutions included; Conv1D's ``"causal"`` padding too;
+    ``dilation_rate`` overrides the layer's, e.g. 1 for a kernel whose
+    dilation is already zero taps: ``undilated``)."""
 
     _kernel_reduce_axes = (0, 1, 2)
 
-    def _op(self, x, k):
+    def _op(self, x, k, dilation_rate=None):
         padding = self.padding
         if padding == "causal":
             x, padding = causal_pad(x, self), "valid"
         return ops.conv(x, k, strides=self.strides, padding=padding,
                         data_format=self.data_format,
-                        dilation_rate=self.dilation_rate)
+                        dilation_rate=dilation_rate or self.dilation_rate)
 
 
 class ConvTransposeOp:
@@ -69,14 +71,15 @@ class ConvTransposeOp:
 
 class DepthwiseOp:
     """``ops.depthwise_conv``; the per-channel scale is per output channel
-    (``in_channel * depth_multiplier``)."""
+    (``in_channel * depth_multiplier``); ``dilation_rate`` as ``ConvOp``'s."""
 
     _kernel_reduce_axes = (0, 1)
 
-    def _op(self, x, k):
+    def _op(self, x, k, dilation_rate=None):
         return ops.depthwise_conv(x, k, strides=self.strides,
                                   padding=self.padding,
-                                  dilation_rate=self.dilation_rate,
+                                  dilation_rate=dilation_rate
+                                  or self.dilation_rate,
                                   data_format=self.data_format)
 
 

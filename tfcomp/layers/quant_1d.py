@@ -19,12 +19,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfcomp.layers._kernel_ops import ConvTransposeOp, DepthwiseOp
+from tfcomp.layers._kernel_ops import ConvTransposeOp, DepthwiseOp, undilated
 from tfcomp.layers.quant_base import fake_quant_weights
 from tfcomp.layers.quant_conv import _Q_DOC, _QuantLayer
 from tfcomp.layers.quant_nd import (
     _check_channels_last,
-    _undilated,
     flipped_kernel,
     transpose_as_valid_conv,
 )
@@ -56,7 +55,7 @@ class QuantDepthwiseConv1D(DepthwiseOp, _QuantLayer,
     def _export_call(self, inputs):
         _check_channels_last(self)
         x = self._export_inputs(inputs)
-        k = _undilated(self.kernel, self.dilation_rate[0])
+        k = undilated(self.kernel, self.dilation_rate[0])
         kw, cin, mult = k.shape
         # TFLite's depthwise weights are (1, kh, kw, cin * mult), quantized
         # per last axis: fake-quantize in that layout

@@ -53,11 +53,10 @@ class _UndilatedExport:
     the layer (Keras refuses strides > 1 with a dilation)."""
 
     def _export_call(self, inputs):
-        x = self._export_inputs(inputs)
         if not widens(self):
-            y = self._op(x, self._export_kernel())
-        else:
-            y = self._undilated_op(x, self._export_kernel())
+            return super()._export_call(inputs)
+        y = self._op(self._export_inputs(inputs), self._export_kernel(),
+                     dilation_rate=1)
         return self._apply_bias_activation(y)
 
 _Q_DOC = """
@@ -112,10 +111,6 @@ class QuantConv2D(_UndilatedExport, ConvOp, _QuantLayer,
         return fake_quant_weights(_spatially_undilated(self, self.kernel),
                                   self._tfcomp_export["fq_max"], axis=-1)
 
-    def _undilated_op(self, x, k):
-        return ops.conv(x, k, strides=self.strides, padding=self.padding,
-                        data_format=self.data_format)
-
 
 @keras.saving.register_keras_serializable(package="tfcomp")
 class QuantDepthwiseConv2D(_UndilatedExport, DepthwiseOp, _QuantLayer,
@@ -145,8 +140,3 @@ class QuantDepthwiseConv2D(_UndilatedExport, DepthwiseOp, _QuantLayer,
         k = ops.reshape(k, (1, kh, kw, cin * mult))
         k = fake_quant_weights(k, self._tfcomp_export["fq_max"], axis=-1)
         return ops.reshape(k, (kh, kw, cin, mult))
-
-    def _undilated_op(self, x, k):
-        return ops.depthwise_conv(x, k, strides=self.strides,
-                                  padding=self.padding,
-                                  data_format=self.data_format)

@@ -24,8 +24,8 @@ from tfcomp.layers._kernel_ops import (
     ConvOp,
     ConvTransposeOp,
     causal_pad,
+    undilated,
 )
-from tfcomp.layers._kernel_ops import undilated as _undilated
 from tfcomp.layers.quant_base import fake_quant_weights
 from tfcomp.layers.quant_conv import _Q_DOC, _QuantLayer
 
@@ -71,7 +71,7 @@ class QuantConv1D(ConvOp, _QuantLayer, keras.layers.Conv1D):
         padding = self.padding
         if padding == "causal":
             x, padding = causal_pad(x, self), "valid"
-        k = fake_quant_weights(ops.expand_dims(_undilated(
+        k = fake_quant_weights(ops.expand_dims(undilated(
             self.kernel, self.dilation_rate[0]), 0),
             self._tfcomp_export["fq_max"], axis=-1)
         y = ops.conv(ops.expand_dims(x, 1), k, strides=(1, self.strides[0]),
@@ -202,7 +202,7 @@ def flipped_kernel(layer):
     k = layer.kernel
     rank = len(k.shape) - 2
     for axis in range(rank):
-        k = ops.flip(_undilated(k, layer.dilation_rate[axis], axis), axis)
+        k = ops.flip(undilated(k, layer.dilation_rate[axis], axis), axis)
     return ops.transpose(k, tuple(range(rank)) + (rank + 1, rank))
 
 

@@ -315,8 +315,9 @@ class _Builder:
 
     def activation(self, name, layer_name):
         """The split-off activation ``name`` of a quantized layer: a
-        ``QuantHardSigmoid`` / ``QuantSELU`` (with observers on) where
-        TFLite's int8 form is several ops, else a Keras Activation."""
+        ``QuantHardSigmoid`` / ``QuantSELU`` / ``QuantELU`` (with observers
+        on) where TFLite's int8 form is several ops, else a Keras
+        Activation."""
         cls = quant_activation_class(name) if self.observers else None
         if cls is None:
             return keras.layers.Activation(name, name=layer_name)
@@ -325,9 +326,10 @@ class _Builder:
 
     def quant_elementwise(self, node):
         """The ``QuantAverage`` of an Average node, the ``QuantHardSigmoid``
-        / ``QuantSELU`` of such an Activation node (exact types, observers
-        on), or None: their int8 TFLite form is several ops, each needing
-        a range (see ``tfcomp.layers.quant_elementwise``)."""
+        / ``QuantSELU`` / ``QuantELU`` of such an Activation node or an ELU
+        layer (exact types, observers on), or None: their int8 TFLite form
+        is several ops, each needing a range (see
+        ``tfcomp.layers.quant_elementwise``)."""
         layer = node.layer
         if not self.observers:
             return None
