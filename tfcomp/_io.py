@@ -52,6 +52,7 @@ __all__ = [
     "STALE_TEMP_SECONDS", "ParentNotADirectoryError", "atomic_path",
     "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
     "atomic_save_keras", "remove_stale_temps", "make_dirs", "as_arrays",
+    "class_labels",
     "iter_batches", "iter_model_batches", "check_fraction", "check_number",
     "check_positive_int",
     "read_json", "read_text",
@@ -332,11 +333,16 @@ def atomic_save_keras(model, path: str) -> None:
 # ------------------------------------------------------ calibration data
 
 
-def _class_labels(y, model, name: str):
+def class_labels(y, model, name: str):
     """int64 class indices: one per sample, or one per output position when
     the model's output has positions (a U-Net's per-pixel classes); one-hot
     labels (the output's shape; or soft ones, rows summing to 1) are
-    converted with argmax."""
+    converted with argmax. A ``ValueError`` for labels of another shape.
+
+    Example:
+        >>> class_labels(np.eye(3)[[0, 2]], model, "y")   # one-hot
+        array([0, 2])
+    """
     out = None
     if model is not None and getattr(model, "outputs", None):
         out = tuple(model.outputs[0].shape[1:])
@@ -506,7 +512,7 @@ def _labels(y, n: int, model, need_labels: bool, name: str):
                 f"{name} labels must have one entry per input ({n})."
                 f" Received: labels.shape={y.shape}")
         try:
-            y = _class_labels(y[:n], model, name)
+            y = class_labels(y[:n], model, name)
         except ValueError:
             if need_labels:
                 raise

@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+from tfcomp._io import class_labels
 from tfcomp.cli._errors import CLIError
 
 __all__ = ["labels", "is_targets", "require_classes", "evaluate",
@@ -21,7 +22,8 @@ def labels(y, name: str, spec: str, model):
     back int64: one per row (``(N,)`` or ``(N, 1)``), one per position
     shaped like the model's first output without its class axis (a
     U-Net's ``(N, H, W)`` for ``(N, H, W, C)`` logits), or one-hot rows
-    (turned into classes); in ``[0, classes)``. Float targets shaped like
+    (turned into classes: ``tfcomp._io.class_labels``, the Python API's
+    reading); in ``[0, classes)``. Float targets shaped like
     the model's output (regression, multi-label 0/1) come back float32
     (``is_targets``)."""
     import numpy as np
@@ -38,23 +40,20 @@ def labels(y, name: str, spec: str, model):
         else None
     whole = np.issubdtype(y.dtype, np.integer) or bool(np.all(y == np.round(
         y)))
-    if (whole and classes is not None and y.shape[1:] == out
-            and y.ndim > 1 and np.all((y == 0) | (y == 1))
-            and np.all(y.sum(-1) == 1)):
-        y = y.argmax(-1)  # one-hot rows -> classes
-    elif y.ndim == 2 and y.shape[1] == 1 and (out is None or classes):
-        y = y[:, 0]
-    per_row = out is None or classes is not None and _fits(y.shape[1:],
-                                                            out[:-1])
-    if whole and per_row and (out is not None or y.ndim == 1):
-        y = y.astype("int64")
-        lo, hi = (int(y.min()), int(y.max())) if y.size else (0, 0)
-        if lo < 0 or (classes is not None and hi >= classes):
-            top = "" if classes is None else f", < {classes} (the " \
-                "model's outputs)"
-            raise CLIError(f"data {spec!r}: {name} labels must be >= 0"
-                           f"{top}. Received labels in [{lo}, {hi}]")
-        return y
+    if whole and (out is None or classes is not None):
+        try:  # per row or position, one-hot: the library's own reading
+            cls = class_labels(y, model, name)
+        except ValueError:
+            cls = None
+        if cls is not None and (out is None or _fits(cls.shape[1:],
+                                                     out[:-1])):
+            lo, hi = (int(cls.min()), int(cls.max())) if cls.size else (0, 0)
+            if lo < 0 or (classes is not None and hi >= classes):
+                top = "" if classes is None else f", < {classes} (the " \
+                    "model's outputs)"
+                raise CLIError(f"data {spec!r}: {name} labels must be >= 0"
+                               f"{top}. Received labels in [{lo}, {hi}]")
+            return cls
     if out is not None and (_fits(y.shape[1:], out) or (
             out == (1,) and y.ndim == 1)):
         return y.astype("float32").reshape((len(y),) + tuple(
