@@ -20,6 +20,8 @@ __all__ = ["QuantConv2D", "QuantDepthwiseConv2D"]
 #: dilated conv's (3x3 at rate 2: 25 / 9 = 2.8x). Beyond it (DeepLab's
 #: rate 6+) the file keeps TF's dilated form: a float CONV_2D between
 #: SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND, listed in ``float_ops``.
+#: (``QuantConv1D`` widens at any rate, as it did before this bound: a
+#: WaveNet's kernel 2 at rate 8 costs 4.5x.)
 MAX_UNDILATED_COST = 4.0
 
 
