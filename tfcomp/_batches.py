@@ -13,7 +13,7 @@ import numpy as np
 
 from tfcomp._checks import check_positive_int
 
-__all__ = ["index_rows", "input_names", "is_multi", "iter_batches",
+__all__ = ["as_model_input", "index_rows", "input_names", "is_multi", "iter_batches",
            "iter_model_batches", "model_arrays", "rows", "sliced", "take"]
 
 
@@ -199,16 +199,53 @@ def _split(batch, n_inputs: int, names, name: str) -> tuple:
     arrays = [np.asarray(_to_numpy(b), np.float32) for b in batch]
     if isinstance(labels, (tuple, list)) and labels:
         labels = labels[0]  # several outputs: the first output's labels
+    elif isinstance(labels, dict) and labels:  # Keras flattens by sorted key
+        labels = labels[sorted(labels)[0]]
     return arrays, (None if labels is None else _to_numpy(labels))
 
 
 def input_names(model) -> list | None:
     """The InputLayer names of a functional model, in ``model.inputs``
-    order (the keys of a dict of inputs ``model.fit`` takes), or None."""
+    order (the keys of a dict of inputs ``model.fit`` takes), or None. A
+    model built on a dict of inputs takes that dict's keys (Keras orders
+    ``model.inputs`` by sorted key).
+
+    Example:
+        >>> input_names(keras.Model({"image": a, "meta": b}, out))
+        ['image', 'meta']
+    """
     try:
-        return [entry[0] for entry in model.get_config()["input_layers"]]
-    except (KeyError, TypeError, IndexError, NotImplementedError):
+        refs = model.get_config()["input_layers"]
+    except (KeyError, TypeError, AttributeError, NotImplementedError):
         return None
+    if isinstance(refs, dict):
+        return sorted(refs)
+    if (isinstance(refs, (list, tuple)) and len(refs) == 3
+            and isinstance(refs[0], str) and isinstance(refs[1], int)):
+        return [refs[0]]  # one input, not wrapped in a list
+    try:
+        return [entry[0] for entry in refs]
+    except (TypeError, IndexError):
+        return None
+
+
+def as_model_input(model, x):
+    """``x`` (an array, or a list of arrays in ``model.inputs`` order) in
+    the structure ``model`` is called with: a dict by input name for a
+    model built on a dict of inputs (Keras refuses a list there unless the
+    dict's keys are in sorted order), else ``x`` itself.
+
+    Example:
+        >>> model.predict(as_model_input(model, [image, meta]))
+    """
+    if not isinstance(x, (list, tuple)):
+        return x
+    try:
+        struct = model.input
+    except (AttributeError, ValueError, TypeError):
+        return x
+    return dict(zip(input_names(model), x)) if isinstance(struct, dict) \
+        else x
 
 
 def signature_input_names(model) -> list | None:

@@ -27,7 +27,7 @@ import os
 
 import numpy as np
 
-from tfcomp._batches import take
+from tfcomp._batches import as_model_input, take
 from tfcomp._io import (
     atomic_path,
     atomic_write_text,
@@ -249,7 +249,8 @@ def collect_results(models: dict, data=None, tflite=None, table=None,
         if data is not None:
             x = take(data[0], num_images)  # a list for several inputs
             y = np.asarray(data[1][:num_images])
-            out = np.asarray(model.predict(x, batch_size=256, verbose=0))
+            out = np.asarray(model.predict(as_model_input(model, x),
+                                             batch_size=256, verbose=0))
             pred = out.argmax(-1) if y.ndim > 1 or out.ndim == 2 else \
                 out.reshape(len(y), -1).argmax(-1)
             row["accuracy"] = float(np.mean(pred == y))

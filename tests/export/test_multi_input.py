@@ -78,3 +78,32 @@ def test_bad_multi_input_data_and_modes_are_named(tmp_path):
     with pytest.raises(ValueError, match="single-input models"):
         export_tflite(model, path, "int4w", calibration_data=xs)
     assert not os.path.exists(path)
+
+
+def test_model_built_on_a_dict_of_inputs_takes_its_keys(tmp_path):
+    """``keras.Model({"image": a, "meta": b}, ...)``: data is a dict by the
+    model's keys (Keras orders model.inputs by sorted key), labels a dict
+    by output name; the file is fed and calibrated on the right inputs."""
+    from tfcomp._batches import input_names, model_arrays
+
+    keras.utils.set_random_seed(0)
+    meta, image = keras.Input((4,), name="meta"), keras.Input((5, 4),
+                                                              name="image")
+    h = L.Concatenate()([L.Flatten()(image), L.Dense(4)(meta)])
+    model = keras.Model({"meta": meta, "image": image},
+                        {"score": L.Dense(1, name="score")(h),
+                         "cls": L.Dense(3, name="cls")(h)})
+    assert input_names(model) == ["image", "meta"]
+    rng = np.random.default_rng(0)
+    x = {"meta": rng.normal(size=(48, 4)).astype("float32"),
+         "image": 3 * rng.normal(size=(48, 5, 4)).astype("float32")}
+    y = {"cls": rng.integers(0, 3, 48), "score": rng.normal(size=(48, 1))}
+    xs, labels = model_arrays((x, y), model)
+    assert [a.shape for a in xs] == [(48, 5, 4), (48, 4)]
+    np.testing.assert_array_equal(labels, y["cls"])  # first output by key
+    report = export_tflite(model, os.path.join(tmp_path, "f.tflite"),
+                           verify_data=x)
+    assert report.max_abs_error < 1e-5 and report.num_verified == 48
+    report = export_tflite(model, os.path.join(tmp_path, "q.tflite"),
+                           "int8", calibration_data=(x, y), verify_data=x)
+    assert report.top1_agreement >= 0.9

@@ -426,9 +426,10 @@ def predict_logits(model, x):
     model with several inputs) as a ``(samples, -1)`` numpy array."""
     import numpy as np
 
-    from tfcomp._batches import rows
+    from tfcomp._batches import as_model_input, rows
 
-    return np.asarray(model.predict(x, batch_size=256, verbose=0)).reshape(
+    return np.asarray(model.predict(as_model_input(model, x), batch_size=256,
+                                    verbose=0)).reshape(
         rows(x), -1)
 
 

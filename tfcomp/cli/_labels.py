@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+from tfcomp._batches import as_model_input
 from tfcomp._io import class_labels
 from tfcomp.cli._errors import CLIError
 
@@ -102,7 +103,7 @@ def evaluate(model, x, y) -> float:
     (``score_name``)."""
     import numpy as np
 
-    out = model.predict(x, batch_size=256, verbose=0)
+    out = model.predict(as_model_input(model, x), batch_size=256, verbose=0)
     out = np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
     if is_targets(y):
         return float(np.mean((out.reshape(y.shape) - y) ** 2))

@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcomp import _io
+from tfcomp._batches import as_model_input
 from tfcomp.export import _recurrent
 from tfcomp.export._converter_errors import (
     check_builtins,
@@ -218,14 +219,19 @@ def _check_modes(quantization, io_type, mixed: bool = False) -> None:
 
 
 def _make_converter(model):
-    """A converter from the Keras model (weights frozen as constants)."""
+    """A converter from the Keras model (weights frozen as constants). A
+    model built on a dict of inputs goes through Keras' own SavedModel
+    exporter: TF's Keras path calls it on a flat list of inputs, which
+    fails unless the dict's keys happen to be in sorted order."""
     try:
-        return tf.lite.TFLiteConverter.from_keras_model(model)
+        if not isinstance(getattr(model, "input", None), dict):
+            return tf.lite.TFLiteConverter.from_keras_model(model)
     except (ValueError, TypeError, AttributeError):
-        # Fallback: through a SavedModel written by Keras' own exporter.
-        tmp = tempfile.mkdtemp(prefix="tfcomp-savedmodel-")
-        model.export(tmp, format="tf_saved_model", verbose=False)
-        return tf.lite.TFLiteConverter.from_saved_model(tmp)
+        pass
+    # through a SavedModel written by Keras' own exporter (inference mode)
+    tmp = tempfile.mkdtemp(prefix="tfcomp-savedmodel-")
+    model.export(tmp, format="tf_saved_model", verbose=False)
+    return tf.lite.TFLiteConverter.from_saved_model(tmp)
 
 
 def _check_exportable_model(model, verb: str) -> None:
@@ -402,7 +408,8 @@ def _verify(model, flatbuffer, x, report, min_agreement, quantization,
         _check_integer_file(interp, io_type, report)
     lite = run_interpreter(interp, x, input_names=signature_input_names(model)
                            if is_multi(model) else None, all_outputs=True)
-    parts = [keras.tree.flatten(model(sliced(x, i, i + 256), training=False))
+    parts = [keras.tree.flatten(model(as_model_input(model, sliced(
+        x, i, i + 256)), training=False))
              for i in range(0, rows(x), 256)]
     if len(parts[0]) != len(lite):
         raise VerificationError(

@@ -57,6 +57,7 @@ from tfcomp.graph.handlers_structural import (
     MergeHandler,
     OpElementwiseHandler,
     PermuteHandler,
+    ReduceOpHandler,
     RescalingHandler,
     ReshapeHandler,
     SoftmaxHandler,
@@ -143,6 +144,10 @@ def _register_builtins() -> None:
     op_handler = OpElementwiseHandler()
     for name in _OPS:
         _register_op(name, op_handler)
+    reduce_handler = ReduceOpHandler()
+    for name in _REDUCE_OPS:
+        _register_op(name, reduce_handler)
+    _register_op("Concatenate", ConcatHandler())
 
 
 _ELEMENTWISE = [
@@ -166,4 +171,7 @@ _OPS = [
     "Reciprocal", "Mish", "Celu", "SoftShrink", "HardShrink",
     "HardTanh", "ThresholdedRelu",
 ]
+#: keras.ops reductions: channel pass-through unless they reduce the last axis.
+_REDUCE_OPS = ["Mean", "Sum", "Max", "Min", "Amax", "Amin", "Prod", "Var",
+               "Std", "Logsumexp"]
 _register_builtins()

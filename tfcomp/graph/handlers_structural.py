@@ -29,6 +29,7 @@ __all__ = [
     "MergeHandler",
     "OpElementwiseHandler",
     "PermuteHandler",
+    "ReduceOpHandler",
     "RescalingHandler",
     "ReshapeHandler",
     "SoftmaxHandler",
@@ -110,6 +111,28 @@ class OpElementwiseHandler(ChannelHandler):
         if ctx.num_outputs != 1 or ctx.num_inputs < 1:
             return ctx.barrier("unexpected arity")
         MergeHandler().connect(ctx)
+
+
+class ReduceOpHandler(ChannelHandler):
+    """``keras.ops`` reductions (``mean``, ``sum``, ``max``...) in a
+    functional graph. Over axes other than the last they carry each channel
+    through (``ops.mean(x, axis=(1, 2))`` is a hand-written global average
+    pooling); over the last axis (or every axis) they mix the channels, so
+    they are a barrier.
+
+    Example:
+        >>> s = keras.ops.mean(x, axis=(1, 2), keepdims=True)  # pass-through
+    """
+
+    def connect(self, ctx):
+        if ctx.num_inputs != 1 or ctx.num_outputs != 1:
+            return ctx.barrier("expected one input and one output")
+        rank = len(ctx.input_shapes[0])
+        axis = getattr(ctx.layer, "axis", None)
+        if rank < 2 or axis is None or rank - 1 in _axes(axis, rank) \
+                or 0 in _axes(axis, rank):
+            return ctx.barrier("reduces the channel (or batch) axis")
+        ctx.pass_through()
 
 
 class ConcatHandler(ChannelHandler):

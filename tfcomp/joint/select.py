@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from tfcomp._batches import as_model_input
 from tfcomp._finetune import check_decay, outputs_logits, short_finetune
 from tfcomp.pruning.plan import Plan, make_plan
 from tfcomp.pruning.reconstruction import LayerwisePruner
@@ -85,8 +86,10 @@ def agreement(model, small, bits, x, batch_size: int = 256,
     q = quantize_model(small, bits=bits)
     calibrate(q, x, batch_size=batch_size)
     x_eval = x if x_eval is None else x_eval
-    ref = model.predict(x_eval, batch_size=batch_size, verbose=0)
-    out = q.predict(x_eval, batch_size=batch_size, verbose=0)
+    ref = model.predict(as_model_input(model, x_eval), batch_size=batch_size,
+                        verbose=0)
+    out = q.predict(as_model_input(q, x_eval), batch_size=batch_size,
+                    verbose=0)
     return float(np.mean(np.argmax(out, -1) == np.argmax(ref, -1)))
 
 
@@ -141,7 +144,7 @@ class FinetuneScore:
                        learning_rate=self.learning_rate, seed=self.seed,
                        from_logits=outputs_logits(model), decay=self.decay)
         xv, yv = self.val
-        out = q.predict(xv, batch_size=256, verbose=0)
+        out = q.predict(as_model_input(q, xv), batch_size=256, verbose=0)
         return float(np.mean(np.argmax(out, -1) == np.asarray(yv)))
 
 

@@ -302,11 +302,20 @@ class QuantMixin(KernelLayerMixin):
 
     # -- forward --------------------------------------------------------------
     def call(self, inputs, training=None):
+        inputs = self._float_inputs(inputs)
         if self._tfcomp_export is not None:
             return self._export_call(inputs)
         x = self._quantized_inputs(inputs, training)
         y = self._op(x, self._quantized_kernel())
         return self._apply_bias_activation(y, self._quantized_bias())
+
+    def _float_inputs(self, inputs):
+        """An integer input (a uint8 image read by a Rescaling that became
+        a 1x1 depthwise conv) cast to the compute dtype, as
+        ``keras.layers.Rescaling`` casts it; float inputs pass unchanged."""
+        if "float" in keras.backend.standardize_dtype(inputs.dtype):
+            return inputs
+        return ops.cast(inputs, self.compute_dtype)
 
     def _export_call(self, inputs):
         y = self._op(self._export_inputs(inputs), self._export_kernel())

@@ -33,9 +33,9 @@ import keras_tuner as kt
 import numpy as np
 from keras_tuner.engine.trial import TrialStatus
 
-from tfcomp._batches import rows, sliced
 from tfcomp._io import as_arrays, atomic_write_text
 from tfcomp._io import check_fraction as _check_fraction
+from tfcomp.tuners._accuracy import accuracy
 from tfcomp.tuners._lease import (
     DEFAULT_LEASE_TIMEOUT,
     Heartbeat,
@@ -177,26 +177,6 @@ def check_ints(**checks) -> None:
                 or v < lo:
             raise ValueError(f"{nm} must be an int >= {lo}. Received: "
                              f"{nm}={v!r}")
-
-
-def accuracy(model, x, y, batch_size: int = 256, traced: bool = False
-             ) -> float:
-    """Top-1 accuracy of ``model`` (per position for per-pixel labels) on
-    ``x`` (a list of arrays for several inputs): eager calls, or
-    ``model.predict`` (``traced=True``: a model evaluated again and again)."""
-    if traced:
-        out = model.predict(x, batch_size=batch_size, verbose=0)
-        if isinstance(out, (list, tuple)):
-            out = out[0]
-        return float(np.mean(np.asarray(out).argmax(-1) == y))
-    correct = 0
-    for a in range(0, rows(x), batch_size):
-        out = model(sliced(x, a, a + batch_size), training=False)
-        if isinstance(out, (list, tuple)):
-            out = out[0]
-        pred = np.asarray(keras.ops.convert_to_numpy(out)).argmax(-1)
-        correct += int((pred == y[a:a + batch_size]).sum())
-    return correct / max(1, np.size(y))  # per position for per-pixel labels
 
 
 def _jsonable_transitions(transitions) -> list:

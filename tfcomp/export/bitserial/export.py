@@ -16,6 +16,7 @@ import warnings
 import keras
 import numpy as np
 
+from tfcomp._batches import as_model_input
 from tfcomp.export._inputs import rows, sliced, take
 from tfcomp.export.bitserial.descriptor import (
     descriptor_blob_path,
@@ -91,8 +92,8 @@ def _eager_outputs(model, x, batch_size: int = 256) -> np.ndarray:
     a compiled ``predict`` may round a weight that sits on a rounding tie
     (|w / s - k - 0.5| ~ 1e-7) the other way.
     """
-    outs = [keras.ops.convert_to_numpy(model(sliced(x, i, i + batch_size),
-                                             training=False))
+    outs = [keras.ops.convert_to_numpy(model(as_model_input(
+        model, sliced(x, i, i + batch_size)), training=False))
             for i in range(0, rows(x), batch_size)]
     return np.concatenate(outs, axis=0)
 

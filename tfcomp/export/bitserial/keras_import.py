@@ -104,6 +104,7 @@ from tfcomp.export.bitserial.keras_patterns import WINDOW_1D as _WINDOW_1D
 from tfcomp.export.bitserial.keras_patterns import (
     elementwise_call,
     find_swish_muls,
+    pooling_of_reduce,
     visit_swish,
 )
 from tfcomp.export.bitserial.random_ir import calibrated_quant
@@ -344,7 +345,7 @@ class _Importer:
     def visit(self, node) -> None:
         if visit_swish(self, node):  # x * q(sigmoid(x)): one table
             return
-        layer = node.layer
+        layer = pooling_of_reduce(node) or node.layer  # ops.mean: pooling
         cls = type(layer)
         ins = node.input_list()
         outs = node.output_list()

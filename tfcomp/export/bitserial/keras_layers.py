@@ -82,10 +82,12 @@ SUPPORTED_LAYERS = (
     "BatchNormalization (folded, or on a quantized tensor)",
     "Normalization (channel axis)",
     "PReLU (alpha per channel: shared_axes = the non-channel axes)",
-    "Add (2 inputs; or x + y)", "Concatenate (channel axis)",
+    "Add (2 inputs; or x + y)",
+    "Concatenate (channel axis; or ops.concatenate)",
     "Multiply (2 inputs: one shape, or a per-channel gate; or x * y)",
     "MaxPooling1D/2D", "AveragePooling1D/2D",
-    "GlobalAveragePooling1D/2D", "GlobalMaxPooling1D/2D", "ZeroPadding1D/2D",
+    "GlobalAveragePooling1D/2D", "GlobalMaxPooling1D/2D (or ops.mean / "
+    "ops.max over every spatial axis)", "ZeroPadding1D/2D",
     "UpSampling1D/2D (interpolation='nearest')", "Cropping1D/2D",
     "Rescaling", "Flatten", "Reshape",
     "element-wise keras.ops calls of one tensor and constants (x + 3.0, "

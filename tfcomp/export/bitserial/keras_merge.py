@@ -54,6 +54,8 @@ def merge_kind(op, n_inputs: int) -> str | None:
     """
     if type(op) in MERGE:
         return MERGE[type(op)]
+    if ops_name(op) == "Concatenate":  # ops.concatenate([x, y], axis=-1)
+        return "concat"
     if n_inputs != 2:
         return None
     return OPS_MERGE.get(ops_name(op))

@@ -41,7 +41,7 @@ from tfcomp.quantization._analysis import act_name
 
 __all__ = ["ELEMENTWISE_OPS", "GEMM", "IDENTITY", "MIXED", "WINDOW_1D",
            "ElementwiseCall", "SwishLogisticMul", "elementwise_call",
-           "find_swish_muls", "visit_swish"]
+           "find_swish_muls", "pooling_of_reduce", "visit_swish"]
 
 L = keras.layers
 #: GEMM layer type -> its kind.
@@ -201,3 +201,37 @@ def elementwise_call(graph, node):
     if not all(_per_channel(v, channels) for v in consts):
         return None
     return ElementwiseCall(node)
+
+
+#: ``keras.ops`` reduction (class name) -> the global pooling layers it is
+#: over every spatial axis, by input rank.
+_REDUCE_POOLING = {
+    "Mean": {3: L.GlobalAveragePooling1D, 4: L.GlobalAveragePooling2D},
+    "Max": {3: L.GlobalMaxPooling1D, 4: L.GlobalMaxPooling2D},
+    "Amax": {3: L.GlobalMaxPooling1D, 4: L.GlobalMaxPooling2D},
+}
+
+
+def pooling_of_reduce(node):
+    """The global pooling layer a ``keras.ops`` mean / max over every
+    spatial axis computes (``ops.mean(x, axis=(1, 2), keepdims=True)`` is
+    ``GlobalAveragePooling2D(keepdims=True)``), named like the call, or
+    None for any other node.
+
+    Example:
+        >>> type(pooling_of_reduce(node)).__name__
+        'GlobalAveragePooling2D'
+    """
+    table = _REDUCE_POOLING.get(ops_name(node.layer))
+    ins = node.input_list()
+    if table is None or len(ins) != 1:
+        return None
+    rank = len(ins[0].shape)
+    axis = getattr(node.layer, "axis", None)
+    axes = sorted(int(a) % rank for a in (
+        axis if isinstance(axis, (list, tuple)) else [axis])) \
+        if axis is not None else None
+    if rank not in table or axes != list(range(1, rank - 1)):
+        return None
+    return table[rank](keepdims=bool(getattr(node.layer, "keepdims", False)),
+                       name=node.layer.name)
