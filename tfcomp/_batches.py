@@ -139,13 +139,16 @@ def is_multi(model) -> bool:
 
 
 def rows(x) -> int:
-    """Samples in ``x`` (an array or a list of arrays, one per input)."""
+    """Samples in ``x`` (an array, or a list / dict of arrays, one per
+    input)."""
+    if isinstance(x, dict):
+        return len(next(iter(x.values())))
     return len(x[0]) if isinstance(x, list) else len(x)
 
 
 def index_rows(x, index):
-    """``x[index]`` of an array, or of each array of a list (``index`` a
-    slice or an index array over the samples).
+    """``x[index]`` of an array, or of each array of a list or dict
+    (``index`` a slice or an index array over the samples).
 
     Example:
         >>> index_rows([np.arange(4), np.arange(4) * 2], slice(1, 3))
@@ -153,6 +156,8 @@ def index_rows(x, index):
     """
     if isinstance(x, list):
         return [a[index] for a in x]
+    if isinstance(x, dict):  # by input name
+        return {k: a[index] for k, a in x.items()}
     return x[index]
 
 

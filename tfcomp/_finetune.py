@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tfcomp._batches import index_rows, rows
+from tfcomp._batches import as_model_input, index_rows, rows
 from tfcomp._unpinned import unpinned
 
 __all__ = ["DECAYS", "check_decay", "data_order", "outputs_logits", "short_finetune"]
@@ -91,7 +91,8 @@ def short_finetune(model, x, y, *, steps: int | None = None,
         optimizer=unpinned(keras.optimizers.SGD(rate, momentum=0.9)),
         loss=keras.losses.SparseCategoricalCrossentropy(
             from_logits=from_logits))
-    x = x if isinstance(x, list) else np.asarray(x)
-    model.fit(index_rows(x, order), np.asarray(y)[order],
+    x = x if isinstance(x, (list, dict)) else np.asarray(x)
+    model.fit(as_model_input(model, index_rows(x, order)),
+              np.asarray(y)[order],
               batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
     return model

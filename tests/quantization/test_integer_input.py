@@ -40,3 +40,22 @@ def test_uint8_input_trains_and_exports_after_quantize_model(tmp_path):
                            verify_data=x[:32])
     assert report.top1_agreement >= 0.9
     assert report.float_ops == ["CAST"]  # uint8 pixels to float, then int8
+
+
+def test_bitserial_file_reads_float_pixels_as_keras_casts_them(tmp_path):
+    """Pixels given as floats (254.9) reach a uint8 input truncated, as
+    Keras casts them; the simulator must read the same codes."""
+    from tfcomp.export import export_bitserial
+    from tfcomp.quantization import calibrate
+
+    model = _uint8_net()
+    x = np.random.default_rng(1).uniform(0, 255, (32, 8, 8, 1)).astype(
+        "float32")
+    qat = quantize_model(model)
+    calibrate(qat, x)
+    report = export_bitserial(qat, str(tmp_path / "m.json"),
+                              hardware="bismo", calibration_data=x,
+                              verify_x=x[:16])
+    assert report.simulator_exact is True
+    scale = float(np.abs(qat.predict(x[:16], verbose=0)).max())
+    assert report.max_abs_error <= 1e-3 * max(scale, 1.0), report

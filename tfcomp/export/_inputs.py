@@ -22,9 +22,10 @@ from tfcomp._batches import (  # re-exported (__all__)
     sliced,
     take,
 )
+from tfcomp._io import as_arrays
 
 __all__ = ["cast_to_input", "check_numeric_inputs", "input_dtype",
-           "input_names", "is_multi", "model_inputs", "random_inputs",
+           "input_names", "is_multi", "model_data", "model_inputs", "random_inputs",
            "rows", "signature_input_names", "sliced", "take"]
 
 
@@ -37,11 +38,13 @@ def input_dtype(tensor) -> np.dtype:
 
 
 def cast_to_input(x, tensor):
-    """``x`` cast to one model input's dtype (integer ids stay integers,
-    rounded)."""
+    """``x`` cast to one model input's dtype as Keras casts it when the
+    model is called (an integer input truncates: 254.9 -> 254 for a uint8
+    image, as ``tf.cast`` does), so a file and the Keras model it is checked
+    against read the same values."""
     dtype = input_dtype(tensor)
     if np.issubdtype(dtype, np.integer):
-        return np.round(x).astype(dtype)
+        return np.asarray(x).astype(dtype)
     return x
 
 
@@ -56,6 +59,20 @@ def model_inputs(data, model, limit: int | None, name: str) -> list:
     """
     arrays, _ = model_arrays(data, model, limit, name)
     return [cast_to_input(a, t) for a, t in zip(arrays, model.inputs)]
+
+
+def model_data(data, model, name: str = "calibration_data"):
+    """``data`` (as ``fit`` takes it) as ``model``'s inputs (cast to their
+    dtypes): one array, or a list in ``model.inputs`` order; ValueError
+    naming ``name`` when it does not fit.
+
+    Example:
+        >>> xs = model_data(([img, meta], y), model, "verify_x")
+    """
+    if is_multi(model):  # all of it, cast to each input's dtype
+        return model_inputs(data, model, None, name)
+    x = as_arrays(data, model=model, name=name)[0]
+    return cast_to_input(x, model.inputs[0])  # uint8 pixels: as Keras does
 
 
 def random_inputs(model, n: int, rng) -> list:

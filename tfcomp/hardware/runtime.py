@@ -267,7 +267,8 @@ def _feed_shape(detail, chunk) -> list:
 def run_interpreter(interp, x, batch_size: int = 64, input_names=None,
                     all_outputs: bool = False):
     """Runs an interpreter over ``x`` in batches: an array for a
-    single-input file, or a list of arrays (one per input, in the Keras
+    single-input file, a dict of arrays by the file's signature input
+    names, or a list of arrays (one per input, in the Keras
     model's order; ``input_names``: the file's signature names for them,
     the model's input tensors' names: ``signature_input_names(model)``,
     needed when two inputs have one shape). Returns the first output (the
@@ -282,6 +283,8 @@ def run_interpreter(interp, x, batch_size: int = 64, input_names=None,
         ...     "tokens", "memory"])
         >>> scores, box = run_interpreter(interp, x, all_outputs=True)
     """
+    if isinstance(x, dict):  # by signature name (a model's input names)
+        input_names, x = list(x), list(x.values())
     xs = list(x) if isinstance(x, (list, tuple)) else [x]
     ins = input_details_in_order(interp, input_names,
                                  [a.shape[1:] for a in xs])

@@ -42,7 +42,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfcomp._batches import rows, sliced
+from tfcomp._batches import as_model_input, rows, sliced
 from tfcomp._io import as_arrays, check_positive_int
 from tfcomp.graph import DependencyGraph
 from tfcomp.layers.slimmable import width_scope
@@ -211,7 +211,7 @@ def autoslim(model, calibration_data, target_macs=(0.75, 0.5, 0.25),
         set_width(model, arch)
         total = 0.0
         for a in range(0, rows(x), batch_size):
-            out = forward(sliced(x, a, a + batch_size))
+            out = forward(as_model_input(model, sliced(x, a, a + batch_size)))
             total += float(loss_fn(y[a:a + batch_size], out)) * len(
                 y[a:a + batch_size])
         return total / rows(x)

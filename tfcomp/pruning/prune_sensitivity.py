@@ -48,7 +48,7 @@ import time
 import keras
 import numpy as np
 
-from tfcomp._batches import rows, sliced
+from tfcomp._batches import as_model_input, rows, sliced
 from tfcomp._io import (
     BadInputError,
     as_arrays,
@@ -324,7 +324,7 @@ def _outputs(model, x, batch_size, compiled: bool = False) -> np.ndarray:
     where eager calls cost 40% of DenseNet121's sensitivity)."""
     parts = []
     for i in range(0, rows(x), batch_size):
-        xb = sliced(x, i, i + batch_size)
+        xb = as_model_input(model, sliced(x, i, i + batch_size))
         outs = [np.asarray(keras.ops.convert_to_numpy(o), np.float64)
                 for o in keras.tree.flatten(
                     model.predict_on_batch(xb) if compiled

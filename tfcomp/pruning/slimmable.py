@@ -65,7 +65,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from tfcomp._batches import rows, sliced
+from tfcomp._batches import as_model_input, rows, sliced
 from tfcomp._compile import carry_compile
 from tfcomp._finetune import outputs_logits
 from tfcomp._io import as_arrays, check_positive_int
@@ -505,7 +505,8 @@ def recalibrate_widths(model: SlimmableModel, x, widths=None,
                 for i, a in enumerate(starts):
                     for bn in bns:
                         bn.momentum = i / (i + 1.0)
-                    model(sliced(x, a, a + batch_size), training=True)
+                    model(as_model_input(model, sliced(x, a, a + batch_size)),
+                          training=True)
     finally:
         for bn, m in zip(bns, momentum):
             bn.momentum = m

@@ -123,7 +123,7 @@ import warnings
 import keras
 import numpy as np
 
-from tfcomp._batches import index_rows
+from tfcomp._batches import as_model_input, index_rows
 from tfcomp._batches import rows as num_rows
 from tfcomp._io import check_number, check_positive_int
 from tfcomp.graph.calls import override_calls
@@ -441,7 +441,8 @@ def weight_traces(model, kernels, x, targets, fn, batch_size, *, tol,
         def hvp_batch(xb, yb, vs):
             with tf.GradientTape() as outer:
                 with tf.GradientTape() as inner:
-                    loss = tf.reduce_mean(fn(yb, model(xb, training=False)))
+                    out = model(as_model_input(model, xb), training=False)
+                    loss = tf.reduce_mean(fn(yb, out))
                 # dense tensors: an Embedding's gradient is IndexedSlices
                 grads = [None if g is None else tf.convert_to_tensor(g)
                          for g in inner.gradient(loss, kernels)]
@@ -468,7 +469,8 @@ def weight_traces(model, kernels, x, targets, fn, batch_size, *, tol,
                 inner.watch(ts)
                 slot.append((ts, masks, idx))
                 try:
-                    loss = tf.reduce_mean(fn(yb, model(xb, training=False)))
+                    out = model(as_model_input(model, xb), training=False)
+                    loss = tf.reduce_mean(fn(yb, out))
                 finally:
                     slot.clear()
             grads = [None if g is None else tf.convert_to_tensor(g)
@@ -535,7 +537,8 @@ def activation_traces(model, layers, shapes, x, targets, fn, batch_size, *,
                 inner.watch(ds)
                 slot.append(ds)
                 try:
-                    loss = tf.reduce_mean(fn(yb, model(xb, training=False)))
+                    out = model(as_model_input(model, xb), training=False)
+                    loss = tf.reduce_mean(fn(yb, out))
                 finally:
                     slot.clear()
             grads = inner.gradient(loss, ds)

@@ -64,7 +64,7 @@ import time
 import keras
 import numpy as np
 
-from tfcomp._batches import index_rows
+from tfcomp._batches import as_model_input, index_rows
 from tfcomp._batches import rows as num_rows
 from tfcomp._io import as_arrays, check_positive_int
 from tfcomp.layers import quantizers as qz
@@ -247,7 +247,8 @@ def _predict(model, x, batch_size: int, forward=None) -> np.ndarray:
     outs = []
     for sl in _batches(num_rows(x), batch_size):
         parts = [np.asarray(keras.ops.convert_to_numpy(t), np.float64)
-                 for t in keras.tree.flatten(forward(index_rows(x, sl)))]
+                 for t in keras.tree.flatten(forward(as_model_input(
+                     model, index_rows(x, sl))))]
         outs.append(parts[0] if len(parts) == 1 else np.concatenate(
             [p.reshape(len(p), -1) for p in parts], axis=1))
     return np.concatenate(outs, axis=0)

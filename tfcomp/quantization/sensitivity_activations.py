@@ -33,7 +33,7 @@ from collections import namedtuple
 import keras
 import numpy as np
 
-from tfcomp._batches import index_rows
+from tfcomp._batches import as_model_input, index_rows
 from tfcomp._batches import rows as num_rows
 from tfcomp.graph.calls import override_calls
 from tfcomp.quantization._separable import is_separable
@@ -190,7 +190,7 @@ def _input_probe(model, ops, x, batch_size):
                          for o in ops}):
         for sl in _batches(num_rows(x), batch_size):
             seen.clear()
-            model(index_rows(x, sl), training=False)
+            model(as_model_input(model, index_rows(x, sl)), training=False)
             got = []
             for o in ops:
                 t = seen[id(o.layer)]

@@ -65,8 +65,7 @@ import warnings
 import keras
 import numpy as np
 
-from tfcomp._io import as_arrays
-from tfcomp.export._inputs import input_names, is_multi, model_inputs
+from tfcomp.export._inputs import input_names, model_data
 from tfcomp.export.bitserial.builder import IRBuilder
 from tfcomp.export.bitserial.ir import IntegerIR, QuantParams
 from tfcomp.export.bitserial.keras_binary import sign_input
@@ -118,19 +117,6 @@ L = keras.layers
 
 def _act(layer) -> str:
     return act_name(getattr(layer, "activation", None))
-
-
-def model_data(data, model, name: str = "calibration_data"):
-    """``data`` (as ``fit`` takes it) as ``model``'s inputs: one float
-    array, or for a model of several inputs a list of arrays in
-    ``model.inputs`` order; ValueError naming ``name`` when it does not fit.
-
-    Example:
-        >>> xs = model_data(([img, meta], y), model, "verify_x")
-    """
-    if is_multi(model):  # all of it, cast to each input's dtype
-        return model_inputs(data, model, None, name)
-    return as_arrays(data, model=model, name=name)[0]
 
 
 class _Importer:
