@@ -653,3 +653,20 @@ def test_export_a_variable_length_model_with_latency(tmp_path, capsys):
     rep = json.loads(out[:out.rindex("}") + 1])
     assert rep["max_abs_error"] < 1e-4
     assert rep["latency_input_shape"] == [1, 32, 4]
+
+
+def test_legacy_h5_model_is_read(ws, capsys):
+    """A model saved as a legacy ``.h5`` (older Keras) is read by every
+    verb; outputs stay ``.keras``; a file that is not HDF5 is named."""
+    d = ws[0]
+    model = load(d / "model.keras")
+    model.save(d / "legacy.h5")
+    code, out, err = run(["profile", d / "legacy.h5"], capsys)
+    assert code == 0 and "Total MACs" in out, err
+    code, _, err = run(["prune", d / "legacy.h5", d / "from_h5.keras",
+                        "--ratio", "0.5"], capsys)
+    assert code == 0, err
+    assert load(d / "from_h5.keras").count_params() < model.count_params()
+    (d / "bad.h5").write_bytes(b"not hdf5")
+    code, _, err = run(["profile", d / "bad.h5"], capsys)
+    assert code == 2 and "'" + str(d / "bad.h5") + "' is not an HDF5" in err

@@ -206,16 +206,30 @@ def write_text(path: str, text: str) -> None:
     print(f"wrote {path}")
 
 
+#: The first bytes of every HDF5 file (a legacy Keras ``.h5`` model).
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
 def load_model(path: str):
-    """Loads a ``.keras`` file (tfcomp's layers registered); a missing,
-    empty, truncated or corrupt file is a ``CLIError`` naming it."""
+    """Loads a ``.keras`` file, or a legacy Keras ``.h5`` one (tfcomp's
+    layers registered); a missing, empty, truncated or corrupt file is a
+    ``CLIError`` naming it. Outputs are always ``.keras`` files."""
     if not os.path.exists(path):
         raise CLIError(f"model file not found: {path!r}")
     if os.path.isdir(path):
-        raise CLIError(f"model {path!r} is a folder, not a .keras file")
-    if not path.endswith(".keras"):
-        raise CLIError(f"model must be a .keras file. Received: {path!r}")
-    _check_zip(path, "model file", ".keras", member="config.json")
+        raise CLIError(f"model {path!r} is a folder, not a .keras file "
+                       "(a SavedModel folder cannot be loaded as a Keras 3 "
+                       "model: load it in its Keras and save a .keras file)")
+    if path.endswith((".h5", ".hdf5")):
+        with open(path, "rb") as f:
+            if f.read(8) != _HDF5_MAGIC:
+                raise CLIError(f"model file {path!r} is not an HDF5 file "
+                               "(empty, truncated or another format)")
+    elif not path.endswith(".keras"):
+        raise CLIError("model must be a .keras file (or a legacy .h5). "
+                       f"Received: {path!r}")
+    else:
+        _check_zip(path, "model file", ".keras", member="config.json")
     from tfcomp._saving import load_model as load_keras
 
     info(f"loading {path}")

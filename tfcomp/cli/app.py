@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tfcomp",
         description="Model compression for Keras 3: profile, prune, "
                     "quantize, search, build latency tables, export, "
-                    "simulate and report. Models are .keras files.",
+                    "simulate and report. Models are .keras files (legacy "
+                    ".h5 read too).",
         epilog="Run `tfcomp COMMAND --help` for a command's options.")
     p.add_argument("--version", action="version",
                    version=f"tfcomp {__version__}")
