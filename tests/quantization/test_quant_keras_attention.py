@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from tfcomp.export import export_tflite
-from tfcomp.export.tflite import make_interpreter, run_interpreter
+from tfcomp.export.runtime import make_interpreter, run_interpreter
 from tfcomp.layers import QuantAdditiveAttention, QuantAttention
 from tfcomp.quantization import (
     calibrate,

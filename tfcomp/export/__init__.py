@@ -19,12 +19,8 @@ from tfcomp.export.bitserial import (
 from tfcomp.export.int8 import convert_int8, tflite_weight_levels
 from tfcomp.export.latency import LatencyResult, measure_latencies, measure_latency
 from tfcomp.export.litert_quant import layer_precisions
-from tfcomp.export.tflite import (
-    ExportReport,
-    VerificationError,
-    convert_to_tflite,
-    export_tflite,
-)
+from tfcomp.export.tflite import convert_to_tflite, export_tflite
+from tfcomp.export.tflite_verify import ExportReport, VerificationError
 
 __all__ = [
     "BitSerialReport", "ExportReport", "LatencyResult", "convert_int8",

@@ -9,7 +9,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import tempfile
 import warnings
@@ -19,7 +18,6 @@ import numpy as np
 import tensorflow as tf
 
 from tfcomp import _io
-from tfcomp._batches import as_model_input
 from tfcomp.export import _recurrent
 from tfcomp.export._converter_errors import (
     check_builtins,
@@ -40,7 +38,13 @@ from tfcomp.export._inputs import (
     take,
 )
 from tfcomp.export.int8 import prepare_for_tflite
-from tfcomp.export.runtime import float_ops, make_interpreter, run_interpreter
+from tfcomp.export.runtime import make_interpreter
+from tfcomp.export.tflite_verify import (
+    ExportReport,
+    VerificationError,
+    check_integer_file,
+    verify_file,
+)
 from tfcomp.graph import parse_model
 from tfcomp.graph.copy import float32_copy
 from tfcomp.quantization import is_qat_model, strip_quantization
@@ -64,69 +68,6 @@ DEFAULT_MIN_AGREEMENT = 0.9
 # Calibration inputs read once by export_tflite (conversion uses the first
 # 512, verification the first ``num_verify``).
 _CALIBRATION_ITEMS = 512
-
-
-@dataclasses.dataclass
-class ExportReport:
-    """What ``export_tflite`` wrote and how closely it matches Keras.
-
-    Attributes:
-        path: the written file.
-        size_bytes: file size.
-        quantization: the mode used.
-        max_abs_error: max |TFLite - Keras| over the verification inputs
-            and every output (None when not verified).
-        top1_agreement: fraction of verification inputs whose argmax agrees
-            (None when not verified or no output holds class scores; for
-            several class-score outputs, the lowest).
-        num_verified: number of verification inputs.
-        runtime: the runtime that ran the file.
-        layer_precisions: per-layer files ("int4w" or a policy dict):
-            ``{layer: precision}`` read back from the file's weight types.
-        int8_fallback: per-layer files: ``{layer: reason}`` for the
-            layers asked (or, in a QAT model, due) as int4w that stayed
-            int8 (an op without int4 support, e.g. DEPTHWISE_CONV_2D in
-            ai-edge-quantizer 0.10).
-        float_ops: "int8" files: the ops that still compute in float
-            (``[]`` for a full-integer file; a QAT model's file is one, its
-            recurrent layers too given calibration_data; post-training int8
-            of a float model may keep a few, e.g. NEG in a LayerNormalization),
-            None for other modes.
-    """
-
-    path: str
-    size_bytes: int
-    quantization: str | None
-    max_abs_error: float | None = None
-    top1_agreement: float | None = None
-    num_verified: int = 0
-    runtime: str | None = None
-    layer_precisions: dict | None = None
-    int8_fallback: dict | None = None
-    float_ops: list | None = None
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-class VerificationError(_io.BadInputError):
-    """A converted ``.tflite`` file does not compute what its Keras model
-    does (top-1 agreement below ``min_agreement``, non-finite outputs, or
-    an "int8" file that is not integer). Nothing was written under the
-    final name; ``error.report`` holds the measurements.
-
-    Example:
-        >>> try:
-        ...     export_tflite(model, "m.tflite", "int8",
-        ...                   calibration_data=x_train * 255,
-        ...                   verify_data=x_test)
-        ... except VerificationError as e:
-        ...     e.report.top1_agreement
-    """
-
-    def __init__(self, message: str, report: ExportReport):
-        super().__init__(message)
-        self.report = report
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
@@ -362,91 +303,6 @@ def _verification_inputs(model, verify_data, x_cal, n, seed, length=None):
     return rng.uniform(0, 1, size=shape).astype(np.float32)
 
 
-def _check_integer_file(interp, io_type: str, report: ExportReport) -> None:
-    """An "int8" file must run integer kernels (never a float fallback);
-    the ops left float are named in ``report.float_ops``."""
-    report.float_ops = float_ops(interp)
-    details = interp.get_tensor_details()
-    int8 = [d for d in details if np.dtype(d["dtype"]) == np.int8]
-    want = np.int8 if io_type == "int8" else np.float32
-    got = np.dtype(interp.get_input_details()[0]["dtype"])
-    if np.issubdtype(got, np.integer) and got != np.int8:
-        want = got  # integer ids (Embedding inputs) stay integer
-    if not int8 or got != want:
-        raise VerificationError(
-            f"the converter did not produce an integer file for "
-            f"quantization='int8' (input type {got}, {len(int8)} int8 "
-            f"tensors); {report.path!r} was not written.", report)
-
-
-def _range(x) -> str:
-    return f"[{float(np.min(x)):.4g}, {float(np.max(x)):.4g}]"
-
-
-def _scale_hint(x_cal, x_verify) -> str:
-    """A sentence when calibration and verification inputs differ in
-    scale (e.g. 0..255 vs 0..1), the usual cause of a failed int8 file."""
-    if x_cal is None or x_verify is None or isinstance(x_verify, list):
-        return ""
-    span_c = float(np.max(x_cal) - np.min(x_cal))
-    span_v = float(np.max(x_verify) - np.min(x_verify))
-    lo, hi = sorted((span_c, span_v))
-    if hi > 0 and (lo == 0 or hi / lo > 4):
-        return (f" calibration_data spans {_range(x_cal)} but the "
-                f"verification inputs span {_range(x_verify)}: calibrate "
-                "on inputs scaled as the model sees them at inference.")
-    return ""
-
-
-def _verify(model, flatbuffer, x, report, min_agreement, quantization,
-            io_type, x_cal, integer: bool | None = None) -> None:
-    """Runs ``flatbuffer`` on ``x``, fills ``report``, raises
-    ``VerificationError`` when it disagrees with ``model``."""
-    interp, runtime = make_interpreter(flatbuffer)
-    report.runtime = runtime
-    if quantization == "int8" if integer is None else integer:
-        _check_integer_file(interp, io_type, report)
-    lite = run_interpreter(interp, x, input_names=signature_input_names(model)
-                           if is_multi(model) else None, all_outputs=True)
-    parts = [keras.tree.flatten(model(as_model_input(model, sliced(
-        x, i, i + 256)), training=False))
-             for i in range(0, rows(x), 256)]
-    if len(parts[0]) != len(lite):
-        raise VerificationError(
-            f"the TFLite file has {len(lite)} outputs, the Keras model "
-            f"{len(parts[0])}; {report.path!r} was not written.", report)
-    keras_outs = [np.concatenate([keras.ops.convert_to_numpy(p[k])
-                                  for p in parts]) for k in range(len(lite))]
-    report.max_abs_error = max(
-        float(np.max(np.abs(y_lite - y_keras.reshape(y_lite.shape))))
-        for y_lite, y_keras in zip(lite, keras_outs))
-    report.num_verified = int(rows(x))
-    agreements = [float(np.mean(y_lite.argmax(1) == y_keras.argmax(1)))
-                  for y_lite, y_keras in zip(lite, keras_outs)
-                  if y_lite.ndim == 2 and y_lite.shape[1] > 1]
-    if agreements:  # several class-score outputs: the lowest
-        report.top1_agreement = min(agreements)
-    where = f"{report.path!r} was not written"
-    if not np.isfinite(report.max_abs_error):
-        bad = "TFLite" if not all(np.all(np.isfinite(y)) for y in lite) \
-            else "Keras"
-        raise VerificationError(
-            f"the {bad} outputs of {report.num_verified} verification "
-            f"inputs are not all finite (quantization={quantization!r}); "
-            f"{where}.", report)
-    if report.top1_agreement is not None \
-            and report.top1_agreement < min_agreement:
-        raise VerificationError(
-            f"the TFLite file (quantization={quantization!r}) agrees with "
-            f"the Keras model on the top-1 class of "
-            f"{report.top1_agreement:.1%} of {report.num_verified} "
-            f"verification inputs, below min_agreement={min_agreement:g} "
-            f"(max |error| {report.max_abs_error:.4g}); {where}."
-            + _scale_hint(x_cal, x)
-            + " Pass min_agreement=... to accept a lower agreement.",
-            report)
-
-
 def export_tflite(model: keras.Model, path: str,
                   quantization: str | None = None,
                   calibration_data=None, verify: bool = True,
@@ -469,8 +325,9 @@ def export_tflite(model: keras.Model, path: str,
     Verification runs the converted bytes in the TFLite runtime on
     ``verify_data`` (else the calibration inputs, else uniform random
     inputs) and compares with Keras. It fails when, for class-score
-    outputs (``(N, classes)``), fewer than ``min_agreement`` of the inputs
-    get the same top-1 class, when an output is not finite, or when an
+    outputs (``(N, classes)``; per position for a segmentation net's
+    softmax), fewer than ``min_agreement`` of the inputs (positions) get
+    the same top-1 class, when an output is not finite, or when an
     "int8" file is not integer. A failed file raises
     ``VerificationError`` and is not written: ``path`` keeps what it held.
     Calibration inputs on another scale than the inputs the model is run on
@@ -562,10 +419,10 @@ def export_tflite(model: keras.Model, path: str,
     if verify:
         x = _recurrent.fit_length(x if x is not None else _verification_inputs(
             model, verify_data, x_cal, num_verify, seed, length), model, length)
-        _verify(model, flatbuffer, x, report, min_agreement, quantization,
+        verify_file(model, flatbuffer, x, report, min_agreement, quantization,
                 io_type, x_cal)
     elif quantization == "int8":
-        _check_integer_file(make_interpreter(flatbuffer)[0], io_type, report)
+        check_integer_file(make_interpreter(flatbuffer)[0], io_type, report)
     _io.atomic_write_bytes(path, flatbuffer)
     return report
 
@@ -589,9 +446,9 @@ def _export_mixed(model, path, quantization, io_type, verify, verify_data,
             f"int4w: {fallback}", stacklevel=3)
     if verify:
         x = _verification_inputs(model, verify_data, x_cal, num_verify, seed)
-        _verify(model, flatbuffer, x, report, min_agreement, label,
+        verify_file(model, flatbuffer, x, report, min_agreement, label,
                 io_type, x_cal, integer=qat)
     elif qat:
-        _check_integer_file(make_interpreter(flatbuffer)[0], io_type, report)
+        check_integer_file(make_interpreter(flatbuffer)[0], io_type, report)
     _io.atomic_write_bytes(path, flatbuffer)
     return report

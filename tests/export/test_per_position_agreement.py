@@ -1,0 +1,67 @@
+"""Top-1 agreement of a TFLite file with Keras per position: a
+segmentation net's per-pixel softmax (or logits, compiled with a sparse
+categorical cross-entropy) is checked pixel by pixel against
+``min_agreement``; a multi-feature regression output (an autoencoder) is
+not read as class scores."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tfcomp.export import VerificationError, export_tflite
+
+L = keras.layers
+
+
+def _segmenter(softmax=True):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    out = L.Conv2D(4, 1, activation="softmax" if softmax else None)(x)
+    return keras.Model(inp, out)
+
+
+def _x(n=16):
+    return np.random.default_rng(0).uniform(size=(n, 8, 8, 3)).astype(
+        "float32")
+
+
+def test_per_pixel_softmax_agreement_is_measured(tmp_path):
+    report = export_tflite(_segmenter(), os.path.join(tmp_path, "s.tflite"),
+                           verify_data=_x())
+    assert report.top1_agreement == 1.0  # float file: every pixel
+
+
+def test_per_pixel_logits_need_a_categorical_loss_to_count(tmp_path):
+    model = _segmenter(softmax=False)
+    report = export_tflite(model, os.path.join(tmp_path, "a.tflite"),
+                           verify_data=_x())
+    assert report.top1_agreement is None  # logits or a regression: unknown
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    report = export_tflite(model, os.path.join(tmp_path, "b.tflite"),
+                           verify_data=_x())
+    assert report.top1_agreement == 1.0
+
+
+def test_per_pixel_disagreement_fails_the_file(tmp_path):
+    """Calibrated on inputs 100x larger than it runs on, an int8 file
+    mislabels pixels: the per-pixel gate refuses it (it used to pass,
+    checked by its max error only)."""
+    path = os.path.join(tmp_path, "q.tflite")
+    with pytest.raises(VerificationError, match="top-1 class"):
+        export_tflite(_segmenter(), path, "int8",
+                      calibration_data=_x(64) * 100, verify_data=_x())
+    assert not os.path.exists(path)
+
+
+def test_sequence_autoencoder_output_is_not_class_scores(tmp_path):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 3))
+    model = keras.Model(inp, L.Dense(3)(L.Dense(8, activation="relu")(inp)))
+    x = np.random.default_rng(0).normal(size=(16, 6, 3)).astype("float32")
+    report = export_tflite(model, os.path.join(tmp_path, "r.tflite"),
+                           verify_data=x)
+    assert report.top1_agreement is None
