@@ -20,6 +20,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -420,7 +422,15 @@ def qat_kwargs(model, kwargs: dict, data) -> tuple:
     Example:
         >>> clone, kw = qat_kwargs(*prepare_for_tflite(qat), x_cal)
     """
-    if data is None or not recurrent_layers(model):
+    recurrent = recurrent_layers(model)
+    if recurrent and data is None:
+        warnings.warn(
+            f"the QAT model's recurrent layer(s) {[p for p, _ in recurrent]} "
+            "have no quantized form and stay float ops in this 'int8' file "
+            "(listed in report.float_ops); pass calibration_data (a few "
+            "hundred training inputs) to calibrate them to int8 too.",
+            stacklevel=4)
+    if data is None or not recurrent:
         return model, kwargs
     return model, {k: v for k, v in kwargs.items()
                    if k not in ("representative_dataset", "target_spec")}
