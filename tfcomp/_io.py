@@ -46,6 +46,7 @@ from tfcomp._checks import (  # re-exported (__all__)
     check_number,
     check_positive_int,
 )
+from tfcomp._class_labels import class_labels, labels_for
 
 __all__ = [
     "BadInputError",
@@ -333,49 +334,9 @@ def atomic_save_keras(model, path: str) -> None:
 # ------------------------------------------------------ calibration data
 
 
-def class_labels(y, model, name: str):
-    """int64 class indices: one per sample, or one per output position when
-    the model's output has positions (a U-Net's per-pixel classes); one-hot
-    labels (the output's shape; or soft ones, rows summing to 1) are
-    converted with argmax. A ``ValueError`` for labels of another shape.
-
-    Example:
-        >>> class_labels(np.eye(3)[[0, 2]], model, "y")   # one-hot
-        array([0, 2])
-    """
-    out = None
-    if model is not None and getattr(model, "outputs", None):
-        out = tuple(model.outputs[0].shape[1:])
-
-    def fits(shape, want) -> bool:  # None (a variable length) fits any
-        return len(shape) == len(want) and all(
-            w is None or int(d) == int(w) for d, w in zip(shape, want))
-
-    if out and fits(y.shape[1:], out[:-1]):
-        return y.astype("int64")  # sparse, per sample or per position
-    # one-hot or soft (mixup) class probabilities, not regression targets
-    one_hot = y.ndim > 1 and bool(np.all(y >= 0)) and bool(
-        np.allclose(y.sum(axis=-1), 1.0, atol=1e-3))
-    if out and out[-1] and out[-1] > 1 and fits(y.shape[1:], out) \
-            and one_hot:
-        return y.argmax(axis=-1).astype("int64")  # one-hot
-    if y.ndim == 2 and y.shape[1] > 1 and (out is None or len(out) == 1) \
-            and one_hot:
-        return y.argmax(axis=1).astype("int64")  # one-hot, no model given
-    if y.ndim > 1 and int(np.prod(y.shape[1:])) == 1:
-        return y.reshape(-1).astype("int64")  # (N, 1)
-    if y.ndim > 1:
-        raise ValueError(
-            f"{name} labels of shape {y.shape} do not match the model's "
-            f"output shape {('N',) + out if out else 'unknown'}: give one "
-            "class index per sample (or per output position), or one-hot "
-            "labels of the output's shape.")
-    return y.astype("int64")
-
-
 def as_arrays(data, model=None, max_items: int | None = None,
-              need_labels: bool = False, name: str = "calibration_data"
-              ) -> tuple:
+              need_labels: bool = False, name: str = "calibration_data",
+              targets: bool = False) -> tuple:
     """Inputs (and labels) as numpy arrays from any of the forms Keras'
     ``fit`` takes: an array, an ``(x, y)`` pair of arrays, or an iterable /
     ``tf.data.Dataset`` of batches (arrays or ``(x, y, ...)`` tuples).
@@ -393,6 +354,10 @@ def as_arrays(data, model=None, max_items: int | None = None,
             iterable is not read further once it has yielded that many.
         need_labels: labels are required.
         name: the argument's name, for error messages.
+        targets: float targets of the model's output shape (regression)
+            come back as float32, for a loss; else labels are class
+            indices and non-integer floats are an error (where labels are
+            needed) or ignored.
 
     Returns:
         ``(x, y)``: float32 inputs; ``y`` None when there are no labels,
@@ -418,7 +383,7 @@ def as_arrays(data, model=None, max_items: int | None = None,
                          f"{name}=None")
     if model is not None and is_multi(model):
         x, y = model_arrays(data, model, max_items, name)
-        return x, _labels(y, rows(x), model, need_labels, name)
+        return x, labels_for(y, rows(x), model, need_labels, name, targets)
     x = y = None
     if _is_array(data):
         x = _to_numpy(data)
@@ -483,7 +448,7 @@ def as_arrays(data, model=None, max_items: int | None = None,
     x = x.astype("float32", copy=False)
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} holds NaN or infinite values.")
-    return x, _labels(y, x.shape[0], model, need_labels, name)
+    return x, labels_for(y, x.shape[0], model, need_labels, name, targets)
 
 
 def _first_output_labels(y, model):
@@ -498,29 +463,6 @@ def _first_output_labels(y, model):
         first = next((n for n in names if n in y), sorted(y)[0])
         return y[first]
     return None
-
-
-def _labels(y, n: int, model, need_labels: bool, name: str):
-    """``y`` cut to the ``n`` inputs and as class indices (or None).
-
-    Targets that are not class labels (a regression model's, e.g. a next
-    frame or a clean image of the output's shape) are an error only where
-    labels are needed; elsewhere they are ignored (None)."""
-    if y is not None:
-        if y.shape[0] < n:
-            raise ValueError(
-                f"{name} labels must have one entry per input ({n})."
-                f" Received: labels.shape={y.shape}")
-        try:
-            y = class_labels(y[:n], model, name)
-        except ValueError:
-            if need_labels:
-                raise
-            y = None
-    if need_labels and y is None:
-        raise ValueError(
-            f"{name} must hold labels: give (x, y) or batches of (x, y).")
-    return y
 
 
 # ------------------------------------------------------------- reading

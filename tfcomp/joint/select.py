@@ -41,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 from tfcomp._batches import as_model_input
@@ -76,7 +77,9 @@ def agreement(model, small, bits, x, batch_size: int = 256,
               x_eval=None) -> float:
     """Top-1 agreement between ``model`` and ``small`` quantized at
     ``bits`` (calibrated on ``x``, not fine-tuned), on ``x_eval`` (default
-    ``x``).
+    ``x``); on the first output, per position for per-pixel scores. For
+    an output of one unit (regression, a binary logit) there is no top-1:
+    ``1 - MSE / Var`` of the float model's output (1 when equal).
 
     Example:
         >>> agreement(model, res.model, res.bits, x[:256], x_eval=x_val)
@@ -86,11 +89,13 @@ def agreement(model, small, bits, x, batch_size: int = 256,
     q = quantize_model(small, bits=bits)
     calibrate(q, x, batch_size=batch_size)
     x_eval = x if x_eval is None else x_eval
-    ref = model.predict(as_model_input(model, x_eval), batch_size=batch_size,
-                        verbose=0)
-    out = q.predict(as_model_input(q, x_eval), batch_size=batch_size,
-                    verbose=0)
-    return float(np.mean(np.argmax(out, -1) == np.argmax(ref, -1)))
+    ref, out = (np.asarray(keras.tree.flatten(m.predict(
+        as_model_input(m, x_eval), batch_size=batch_size, verbose=0))[0])
+        for m in (model, q))
+    if ref.shape[-1] > 1:
+        return float(np.mean(np.argmax(out, -1) == np.argmax(ref, -1)))
+    return float(1.0 - np.mean((out - ref) ** 2) / max(float(np.var(ref)),
+                                                        1e-12))
 
 
 class AgreementScore:

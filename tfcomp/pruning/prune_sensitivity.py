@@ -402,7 +402,8 @@ def sensitivity(model, calibration_data, ratios=DEFAULT_RATIOS,
             f"models; model {model.name!r} has {len(model.outputs)} "
             "outputs: use method='reconstruction' (the MSE of all outputs).")
     x, y = as_arrays(calibration_data, model=model, max_items=num_samples,
-                     need_labels=method == "loss", name="calibration_data")
+                     need_labels=method == "loss", name="calibration_data",
+                     targets=True)
     start = time.perf_counter()
     graph = DependencyGraph(model)
     todo, skipped = reconstructible_groups(graph, groups, ignored_layers,

@@ -356,7 +356,7 @@ def sensitivity(model, calibration_data, method: str = "hessian", bits=None,
         raise ValueError(f"model {model.name!r} has no quantizable layers "
                          "(see quantize_model).")
     x, y = as_arrays(calibration_data, model=model, max_items=num_samples,
-                     name="calibration_data")
+                     name="calibration_data", targets=True)
     start = time.perf_counter()
     layers = [plans[n].layer for n in names]
     float_out = _predict(model, x, batch_size)

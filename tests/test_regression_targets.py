@@ -1,0 +1,75 @@
+"""Float regression targets are never read as class labels: truncated to
+integers they made the accuracy-ranked searches score nonsense silently.
+Verbs that rank by top-1 accuracy refuse them by name; the loss-based
+sensitivities take them with the model's compiled loss; the joint
+allocator's default selection compares one-unit outputs by their error."""
+
+import keras
+import numpy as np
+import pytest
+
+import tfcomp
+from tfcomp._io import as_arrays, class_labels
+from tfcomp.hardware import BISMO
+
+L = keras.layers
+
+
+def _regressor():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    x = L.Conv2D(8, 3, activation="relu", name="c1")(inp)
+    x = L.Conv2D(8, 3, activation="relu", name="c2")(x)
+    model = keras.Model(inp, L.Dense(1, name="out")(
+        L.GlobalAveragePooling2D()(x)))
+    model.compile("adam", "mse")
+    return model
+
+
+def _data(n=48):
+    rng = np.random.default_rng(0)
+    return (rng.uniform(size=(n, 8, 8, 1)).astype("float32"),
+            rng.normal(size=(n, 1)).astype("float32"))
+
+
+def test_float_targets_are_not_class_labels():
+    model, (x, y) = _regressor(), _data()
+    with pytest.raises(ValueError, match="y labels hold non-integer values"):
+        class_labels(y, model, "y")
+    _, kept = as_arrays((x, y), model=model, targets=True)
+    np.testing.assert_array_equal(kept, y)  # as float32 targets
+    _, ignored = as_arrays((x, y), model=model)
+    assert ignored is None  # labels not needed here: ignored
+    # whole-number floats (labels saved as float32) are still classes
+    assert class_labels(np.array([0.0, 2.0]), None, "y").tolist() == [0, 2]
+
+
+def test_accuracy_ranked_search_refuses_regression_targets():
+    from tfcomp.tuners import AMCHyperModel
+
+    model, (x, y) = _regressor(), _data()
+    with pytest.raises(ValueError,
+                       match="validation_data labels hold non-integer"):
+        AMCHyperModel(model, x, (x, y), target_macs=0.8)
+
+
+def test_loss_sensitivity_uses_the_regression_targets():
+    model, (x, y) = _regressor(), _data()
+    a = tfcomp.pruning.sensitivity(model, (x, y), ratios=(0.5,),
+                                   method="loss", num_samples=32)
+    b = tfcomp.pruning.sensitivity(model, (x, y + 5.0), ratios=(0.5,),
+                                   method="loss", num_samples=32)
+    assert np.all(np.isfinite(a.table))
+    assert not np.allclose(a.table, b.table)  # the targets are read
+
+
+def test_joint_selection_scores_a_one_unit_output_by_its_error():
+    from tfcomp.joint.select import agreement
+
+    model, (x, _) = _regressor(), _data()
+    bits = {name: (8, 8) for name in ("c1", "c2", "out")}
+    score = agreement(model, model, bits, x)
+    assert 0.9 < score <= 1.0  # 8-bit copy of itself: nearly equal
+    res = tfcomp.compress(model, x, hardware=BISMO(), budget=0.8,
+                          num_samples=32, starts=1, check_gap=False)
+    assert res.cost <= 0.8 + 1e-9
