@@ -504,8 +504,8 @@ def _walk(model, prefix: str, bits, records: list) -> None:
                                bits))
 
 
-def profile(model: keras.Model, bits: dict[str, Any] | None = None
-            ) -> ModelProfile:
+def profile(model: keras.Model, bits: dict[str, Any] | None = None,
+            input_shape=None) -> ModelProfile:
     """Profiles a built Keras model layer by layer (batch size 1).
 
     Args:
@@ -516,6 +516,11 @@ def profile(model: keras.Model, bits: dict[str, Any] | None = None
         bits: optional ``{layer_name: (w_bits, a_bits)}`` overriding the
             layers' own widths (names as in the profile, ``outer/inner``
             for nested models, or the bare layer name).
+        input_shape: the input size to count a model with open sizes at
+            (a fully convolutional net's ``keras.Input((None, None, 3))``:
+            ``(256, 256, 3)``; a list of shapes for several inputs).
+            Without it, a size known at run time only is counted as 1
+            (each such layer's note says so).
 
     Returns:
         A ``ModelProfile`` with per-layer ``LayerProfile`` records.
@@ -539,6 +544,10 @@ def profile(model: keras.Model, bits: dict[str, Any] | None = None
         raise ValueError(
             f"Model {model.name!r} is not built; call it on data or build it "
             "with an input shape before profiling.")
+    if input_shape is not None:
+        from tfcomp.graph.static_shape import with_input_shape
+
+        model = with_input_shape(model, input_shape)
     if bits is not None:
         for k, v in bits.items():
             if not (isinstance(v, (tuple, list)) and len(v) == 2):

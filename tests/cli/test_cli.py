@@ -670,3 +670,15 @@ def test_legacy_h5_model_is_read(ws, capsys):
     (d / "bad.h5").write_bytes(b"not hdf5")
     code, _, err = run(["profile", d / "bad.h5"], capsys)
     assert code == 2 and "'" + str(d / "bad.h5") + "' is not an HDF5" in err
+
+
+def test_profile_counts_open_sizes_at_input_shape(tmp_path, capsys):
+    inp = keras.Input((None, None, 3))
+    out = keras.layers.Conv2D(4, 3, padding="same", name="c")(inp)
+    keras.Model(inp, out).save(tmp_path / "fcn.keras")
+    code, out_text, err = run(["profile", tmp_path / "fcn.keras",
+                               "--input-shape", "8,8,3"], capsys)
+    assert code == 0 and f"Total MACs:   {8 * 8 * 4 * 27:,}" in out_text, err
+    code, _, err = run(["profile", tmp_path / "fcn.keras",
+                        "--input-shape", "8,8"], capsys)
+    assert code == 2 and "--input-shape: input_shape must give" in err

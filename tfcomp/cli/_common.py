@@ -509,6 +509,16 @@ def fractions(text: str) -> tuple:
     return out
 
 
+def shape(text: str) -> tuple:
+    """An argparse type: comma-separated sizes > 0 (``256,256,3``)."""
+    out = _parse(text, lambda t: tuple(int(v) for v in t.split(",")),
+                 "must be comma-separated integers (e.g. 256,256,3)")
+    if not out or any(d < 1 for d in out):
+        raise argparse.ArgumentTypeError(
+            f"sizes must be integers >= 1. Received: {text!r}")
+    return out
+
+
 def int_in(lo: int, hi: int | None = None):
     """An argparse type: an integer in [lo, hi] (no upper bound if None)."""
     what = "an integer" if hi is None else f"an integer in [{lo}, {hi}]"

@@ -43,6 +43,7 @@ from tfcomp.cli._common import (
     ratio,
     set_custom_objects,
     set_quiet,
+    shape,
 )
 
 __all__ = ["build_parser", "main"]
@@ -104,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--policy", help="JSON {layer: [w_bits, a_bits]} to "
                    "profile the model at these bits")
     s.add_argument("--output", help="also write the profile JSON here")
+    s.add_argument("--input-shape", type=shape, metavar="H,W,C",
+                   help="count a model with open input sizes (a fully "
+                   "convolutional Input((None, None, 3))) at this size, "
+                   "without the batch axis")
     s.set_defaults(func=profile.run)
 
     s = sub.add_parser(

@@ -2,6 +2,7 @@
 
 Example:
     $ tfcomp profile model.keras --json --output profile.json
+    $ tfcomp profile unet.keras --input-shape 256,256,3
 """
 
 from __future__ import annotations
@@ -21,6 +22,13 @@ def run(args) -> None:
     model = common.load_model(args.model)
     if bits is not None:
         common.check_policy_layers(bits, model, args.policy)
+    if args.input_shape:
+        from tfcomp.graph.static_shape import with_input_shape
+
+        try:
+            model = with_input_shape(model, args.input_shape)
+        except ValueError as e:  # a shape that does not fit the model
+            raise common.CLIError(f"--input-shape: {e}") from None
     p = profile(model, bits=bits)
     if args.json:
         print(json.dumps(p.to_dict(), indent=2, default=str))

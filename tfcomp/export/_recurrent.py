@@ -28,6 +28,7 @@ import numpy as np
 from tfcomp._checks import check_positive_int
 from tfcomp.graph import parse_model
 from tfcomp.graph.copy import model_from_config, refresh_state
+from tfcomp.graph.static_shape import set_input_shapes
 
 __all__ = ["recurrent_layers", "unbounded_recurrent", "needs_length",
            "data_length", "fit_length", "check_unrollable",
@@ -216,19 +217,7 @@ def _set_length(shape, length: int):
 def _fix_input_length(serialized: dict, length: int) -> None:
     """Sets axis 1 of the top-level InputLayers (and a Sequential model's
     build shape) to ``length`` where it is None."""
-    config = serialized.get("config") or {}
-    for entry in config.get("layers") or []:
-        if isinstance(entry, dict) and entry.get("class_name") == "InputLayer":
-            cfg = entry.get("config") or {}
-            for key in ("batch_shape", "batch_input_shape"):
-                if key in cfg:
-                    cfg[key] = _set_length(cfg[key], length)
-    if "build_input_shape" in config:
-        config["build_input_shape"] = _set_length(
-            config["build_input_shape"], length)
-    build = serialized.get("build_config")
-    if isinstance(build, dict) and "input_shape" in build:
-        build["input_shape"] = _set_length(build["input_shape"], length)
+    set_input_shapes(serialized, lambda shape, _: _set_length(shape, length))
 
 
 def _nested_models(model, prefix: str = "") -> list:
