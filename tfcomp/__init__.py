@@ -51,6 +51,7 @@ _LAZY = {
     "SnapshotDistillation": ("tfcomp.distill", "SnapshotDistillation"),
     "BENN": ("tfcomp.binary", "BENN"),
     "unpinned": ("tfcomp._unpinned", "unpinned"),
+    "with_input_shape": ("tfcomp.graph.static_shape", "with_input_shape"),
 }
 _SUBMODULES = ("zoo", "data", "graph", "pruning", "quantization", "layers",
                "hardware", "tuners", "export", "testing", "tensorized",

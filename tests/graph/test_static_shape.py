@@ -49,3 +49,21 @@ def test_shapes_that_do_not_fit_are_named(shape):
     with pytest.raises(ValueError, match=r"input_shape must give every size"
                        r".*\(None, None, 3\)"):
         tfcomp.profile(_fcn(), input_shape=shape)
+
+
+def test_hardware_costs_name_the_fix_and_run_on_the_copy():
+    from tfcomp.hardware import BISMO
+
+    inp = keras.Input((None, None, 3))
+    x = L.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    x = L.Conv2D(8, 3, padding="same", activation="relu")(x)
+    model = keras.Model(inp, L.Conv2D(4, 1)(L.MaxPooling2D()(x)))
+    x = np.random.default_rng(0).uniform(size=(16, 16, 16, 3)).astype(
+        "float32")
+    with pytest.raises(ValueError, match="tfcomp.with_input_shape"):
+        tfcomp.compress(model, x, hardware=BISMO(), budget=0.8,
+                        num_samples=16, starts=1, check_gap=False)
+    res = tfcomp.compress(tfcomp.with_input_shape(model, (16, 16, 3)), x,
+                          hardware=BISMO(), budget=0.8, num_samples=16,
+                          starts=1, check_gap=False)
+    assert res.cost <= 0.8 + 1e-9

@@ -105,8 +105,9 @@ def _defined(shape, name, rank=None) -> tuple:
         what = f"rank-{rank} " if rank else ""
         raise ValueError(
             f"Layer {name!r} needs a fully defined {what}input shape to be "
-            f"costed (fix the sequence length / image size of the model's "
-            f"input). Received: {shape}")
+            f"costed: fix the sequence length / image size of the model's "
+            "input, e.g. model = tfcomp.with_input_shape(model, (256, 256, "
+            f"3)) (same weights). Received: {shape}")
     return shape
 
 
