@@ -1,8 +1,10 @@
 """Top-1 agreement of a TFLite file with Keras per position: a
 segmentation net's per-pixel softmax (or logits, compiled with a sparse
 categorical cross-entropy) is checked pixel by pixel against
-``min_agreement``; a multi-feature regression output (an autoencoder) is
-not read as class scores."""
+``min_agreement``; a one-unit binary output (a sigmoid, or a logit of a
+model compiled with a binary cross-entropy) by the side of its threshold;
+a multi-feature regression output (an autoencoder) is not read as class
+scores."""
 
 import os
 
@@ -65,3 +67,35 @@ def test_sequence_autoencoder_output_is_not_class_scores(tmp_path):
     report = export_tflite(model, os.path.join(tmp_path, "r.tflite"),
                            verify_data=x)
     assert report.top1_agreement is None
+
+
+def _binary(sigmoid=True):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,))
+    h = L.Dense(8, activation="relu")(inp)
+    return keras.Model(inp, L.Dense(1, activation="sigmoid" if sigmoid
+                                    else None)(h))
+
+
+def test_binary_output_agreement_is_the_side_of_its_threshold(tmp_path):
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    report = export_tflite(_binary(), os.path.join(tmp_path, "p.tflite"),
+                           verify_data=x)
+    assert report.top1_agreement == 1.0  # a sigmoid: 0.5
+    logits = _binary(sigmoid=False)
+    report = export_tflite(logits, os.path.join(tmp_path, "l.tflite"),
+                           verify_data=x)
+    assert report.top1_agreement is None  # a logit or a regression: unknown
+    logits.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True))
+    report = export_tflite(logits, os.path.join(tmp_path, "c.tflite"),
+                           verify_data=x)
+    assert report.top1_agreement == 1.0  # compiled: 0 on the logit
+
+
+def test_binary_decisions_that_flip_fail_the_file(tmp_path):
+    path = os.path.join(tmp_path, "q.tflite")
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    with pytest.raises(VerificationError, match="top-1 class"):
+        export_tflite(_binary(), path, "int8", calibration_data=x * 0.01,
+                      verify_data=x, min_agreement=0.99)  # measured 0.92
+    assert not os.path.exists(path)

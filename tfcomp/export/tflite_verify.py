@@ -38,8 +38,10 @@ class ExportReport:
         top1_agreement: fraction of verification inputs whose argmax agrees
             (per position for per-pixel / per-step class scores: a
             softmax output, or logits of a model compiled with a
-            categorical cross-entropy; None when not verified or no output
-            holds class scores; for several class-score outputs, the
+            categorical cross-entropy; for a one-unit binary output, a
+            sigmoid or a model compiled with a binary cross-entropy, the
+            side of 0.5 (of 0 for logits); None when not verified or no
+            output holds class scores; for several such outputs, the
             lowest).
         num_verified: number of verification inputs.
         runtime: the runtime that ran the file.
@@ -151,6 +153,41 @@ def _class_scores(model, y, num_outputs: int) -> bool:
     return name in _CATEGORICAL_LOSSES
 
 
+_BINARY_LOSSES = ("binary_crossentropy", "BinaryCrossentropy",
+                  "binary_focal_crossentropy", "BinaryFocalCrossentropy")
+
+
+def _binary_threshold(model, y, num_outputs: int) -> float | None:
+    """The decision threshold of a one-unit binary output (0.5 on a
+    sigmoid's probability, 0 on a logit), or None when ``y`` is not known
+    to be one: a model of one output compiled with a binary cross-entropy
+    (its ``from_logits``), or ending in a sigmoid with outputs in [0, 1]."""
+    if y.ndim < 2 or y.shape[-1] != 1 or num_outputs != 1:
+        return None
+    loss = getattr(model, "loss", None)
+    name = loss if isinstance(loss, str) else type(loss).__name__
+    if name in _BINARY_LOSSES:
+        return 0.0 if getattr(loss, "from_logits", False) else 0.5
+    acts = [getattr(getattr(layer, "activation", None), "__name__", "")
+            for layer in model.layers[-2:]]
+    if "sigmoid" in acts and np.all((y >= 0) & (y <= 1)):
+        return 0.5
+    return None
+
+
+def _agreement(model, y_lite, y_keras, num_outputs: int) -> float | None:
+    """The fraction of rows (positions) where the file decides as Keras:
+    the top-1 class of class scores, the side of the threshold of a
+    binary output; None for other outputs (regression)."""
+    y_keras = y_keras.reshape(y_lite.shape)
+    if _class_scores(model, y_keras, num_outputs):
+        return float(np.mean(y_lite.argmax(-1) == y_keras.argmax(-1)))
+    t = _binary_threshold(model, y_keras, num_outputs)
+    if t is None:
+        return None
+    return float(np.mean((y_lite > t) == (y_keras > t)))
+
+
 def verify_file(model, flatbuffer, x, report, min_agreement, quantization,
             io_type, x_cal, integer: bool | None = None) -> None:
     """Runs ``flatbuffer`` on ``x``, fills ``report``, raises
@@ -174,10 +211,9 @@ def verify_file(model, flatbuffer, x, report, min_agreement, quantization,
         float(np.max(np.abs(y_lite - y_keras.reshape(y_lite.shape))))
         for y_lite, y_keras in zip(lite, keras_outs))
     report.num_verified = int(rows(x))
-    agreements = [float(np.mean(y_lite.argmax(-1) == y_keras.reshape(
-                      y_lite.shape).argmax(-1)))
-                  for y_lite, y_keras in zip(lite, keras_outs)
-                  if _class_scores(model, y_keras, len(keras_outs))]
+    agreements = [a for y_lite, y_keras in zip(lite, keras_outs)
+                  if (a := _agreement(model, y_lite, y_keras,
+                                      len(keras_outs))) is not None]
     if agreements:  # several class-score outputs: the lowest
         report.top1_agreement = min(agreements)
     where = f"{report.path!r} was not written"
