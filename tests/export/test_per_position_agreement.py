@@ -99,3 +99,23 @@ def test_binary_decisions_that_flip_fail_the_file(tmp_path):
         export_tflite(_binary(), path, "int8", calibration_data=x * 0.01,
                       verify_data=x, min_agreement=0.99)  # measured 0.92
     assert not os.path.exists(path)
+
+
+def test_multi_label_sigmoid_head_is_checked_per_label(tmp_path):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,))
+    model = keras.Model(inp, L.Dense(5, activation="sigmoid")(
+        L.Dense(8, activation="relu")(inp)))
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    report = export_tflite(model, os.path.join(tmp_path, "m.tflite"),
+                           verify_data=x)
+    assert report.top1_agreement == 1.0
+    from tfcomp.hardware.runtime import make_interpreter, run_interpreter
+
+    path = os.path.join(tmp_path, "q.tflite")
+    report = export_tflite(model, path, "int8", calibration_data=x * 0.01,
+                           verify_data=x, min_agreement=0.0)
+    lite = run_interpreter(make_interpreter(path)[0], x)
+    keras_y = model.predict(x, verbose=0)
+    per_label = float(np.mean((lite > 0.5) == (keras_y > 0.5)))
+    assert report.top1_agreement == pytest.approx(per_label)  # 320 decisions

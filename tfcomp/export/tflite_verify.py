@@ -158,11 +158,12 @@ _BINARY_LOSSES = ("binary_crossentropy", "BinaryCrossentropy",
 
 
 def _binary_threshold(model, y, num_outputs: int) -> float | None:
-    """The decision threshold of a one-unit binary output (0.5 on a
-    sigmoid's probability, 0 on a logit), or None when ``y`` is not known
-    to be one: a model of one output compiled with a binary cross-entropy
-    (its ``from_logits``), or ending in a sigmoid with outputs in [0, 1]."""
-    if y.ndim < 2 or y.shape[-1] != 1 or num_outputs != 1:
+    """The decision threshold of binary outputs, one unit or several
+    independent labels (multi-label): 0.5 on a sigmoid's probability, 0 on
+    a logit; None when ``y`` is not known to be such: a model of one
+    output compiled with a binary cross-entropy (its ``from_logits``), or
+    ending in a sigmoid with outputs in [0, 1]."""
+    if y.ndim < 2 or num_outputs != 1:
         return None
     loss = getattr(model, "loss", None)
     name = loss if isinstance(loss, str) else type(loss).__name__
@@ -177,15 +178,16 @@ def _binary_threshold(model, y, num_outputs: int) -> float | None:
 
 def _agreement(model, y_lite, y_keras, num_outputs: int) -> float | None:
     """The fraction of rows (positions) where the file decides as Keras:
-    the top-1 class of class scores, the side of the threshold of a
-    binary output; None for other outputs (regression)."""
+    the side of the threshold of binary outputs (per label of a
+    multi-label head), the top-1 class of class scores; None for other
+    outputs (regression)."""
     y_keras = y_keras.reshape(y_lite.shape)
+    t = _binary_threshold(model, y_keras, num_outputs)
+    if t is not None:  # per label, for a multi-label head
+        return float(np.mean((y_lite > t) == (y_keras > t)))
     if _class_scores(model, y_keras, num_outputs):
         return float(np.mean(y_lite.argmax(-1) == y_keras.argmax(-1)))
-    t = _binary_threshold(model, y_keras, num_outputs)
-    if t is None:
-        return None
-    return float(np.mean((y_lite > t) == (y_keras > t)))
+    return None
 
 
 def verify_file(model, flatbuffer, x, report, min_agreement, quantization,
