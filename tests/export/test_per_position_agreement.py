@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from tfcomp.export import VerificationError, export_tflite
+from tfcomp.export.tflite_verify import side_agreement
 
 L = keras.layers
 
@@ -117,5 +118,26 @@ def test_multi_label_sigmoid_head_is_checked_per_label(tmp_path):
                            verify_data=x, min_agreement=0.0)
     lite = run_interpreter(make_interpreter(path)[0], x)
     keras_y = model.predict(x, verbose=0)
-    per_label = float(np.mean((lite > 0.5) == (keras_y > 0.5)))
-    assert report.top1_agreement == pytest.approx(per_label)  # 320 decisions
+    per_label = side_agreement(lite, keras_y, 0.5)  # 320 decisions
+    assert report.top1_agreement == pytest.approx(per_label)
+    assert side_agreement(np.array([0.5, 0.9]), np.array([0.5003, 0.2]),
+                          0.5) == 0.5  # a tie at the threshold agrees
+
+
+def test_bitserial_sigmoid_head_reports_its_decisions(tmp_path):
+    """The bit-serial report reads a sigmoid head the same way; outputs on
+    the int8 grid's 0.5 where Keras sits a hair off it are ties."""
+    from tfcomp.export import export_bitserial
+    from tfcomp.quantization import calibrate, quantize_model
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,))
+    model = keras.Model(inp, L.Dense(3, activation="sigmoid")(
+        L.Dense(8, activation="relu")(inp)))
+    x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32")
+    qat = quantize_model(model)
+    calibrate(qat, x)
+    report = export_bitserial(qat, str(tmp_path / "m.json"),
+                              hardware="bismo", calibration_data=x,
+                              verify_x=x[:16])
+    assert report.simulator_exact and report.top1_agreement == 1.0

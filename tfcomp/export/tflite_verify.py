@@ -21,8 +21,8 @@ from tfcomp._batches import as_model_input
 from tfcomp.export._inputs import is_multi, rows, signature_input_names, sliced
 from tfcomp.export.runtime import float_ops, make_interpreter, run_interpreter
 
-__all__ = ["ExportReport", "VerificationError", "check_integer_file",
-           "verify_file"]
+__all__ = ["ExportReport", "VerificationError", "binary_threshold",
+           "check_integer_file", "side_agreement", "verify_file"]
 
 
 @dataclasses.dataclass
@@ -38,11 +38,11 @@ class ExportReport:
         top1_agreement: fraction of verification inputs whose argmax agrees
             (per position for per-pixel / per-step class scores: a
             softmax output, or logits of a model compiled with a
-            categorical cross-entropy; for a one-unit binary output, a
-            sigmoid or a model compiled with a binary cross-entropy, the
-            side of 0.5 (of 0 for logits); None when not verified or no
-            output holds class scores; for several such outputs, the
-            lowest).
+            categorical cross-entropy; for binary outputs, a sigmoid or a
+            model compiled with a binary cross-entropy, the side of 0.5
+            (of 0 for logits), per label of a multi-label head; None when
+            not verified or no output holds class scores; for several
+            such outputs, the lowest).
         num_verified: number of verification inputs.
         runtime: the runtime that ran the file.
         layer_precisions: per-layer files ("int4w" or a policy dict):
@@ -157,7 +157,7 @@ _BINARY_LOSSES = ("binary_crossentropy", "BinaryCrossentropy",
                   "binary_focal_crossentropy", "BinaryFocalCrossentropy")
 
 
-def _binary_threshold(model, y, num_outputs: int) -> float | None:
+def binary_threshold(model, y, num_outputs: int) -> float | None:
     """The decision threshold of binary outputs, one unit or several
     independent labels (multi-label): 0.5 on a sigmoid's probability, 0 on
     a logit; None when ``y`` is not known to be such: a model of one
@@ -176,15 +176,33 @@ def _binary_threshold(model, y, num_outputs: int) -> float | None:
     return None
 
 
+#: Outputs this close to a binary threshold are a tie: an int8 sigmoid
+#: puts 0.5 on its grid (code 128), where the float model may sit a hair
+#: above or below (a quarter of the 1/256 step).
+TIE = 1e-3
+
+
+def side_agreement(y_a, y_b, t: float) -> float:
+    """The fraction of values of ``y_a`` and ``y_b`` on the same side of
+    threshold ``t``; two values both within :data:`TIE` of it agree.
+
+    Example:
+        >>> side_agreement(np.array([0.5, 0.9]), np.array([0.5003, 0.2]), 0.5)
+        0.5
+    """
+    tie = (np.abs(y_a - t) <= TIE) & (np.abs(y_b - t) <= TIE)
+    return float(np.mean(((y_a > t) == (y_b > t)) | tie))
+
+
 def _agreement(model, y_lite, y_keras, num_outputs: int) -> float | None:
     """The fraction of rows (positions) where the file decides as Keras:
     the side of the threshold of binary outputs (per label of a
     multi-label head), the top-1 class of class scores; None for other
     outputs (regression)."""
     y_keras = y_keras.reshape(y_lite.shape)
-    t = _binary_threshold(model, y_keras, num_outputs)
+    t = binary_threshold(model, y_keras, num_outputs)
     if t is not None:  # per label, for a multi-label head
-        return float(np.mean((y_lite > t) == (y_keras > t)))
+        return side_agreement(y_lite, y_keras, t)
     if _class_scores(model, y_keras, num_outputs):
         return float(np.mean(y_lite.argmax(-1) == y_keras.argmax(-1)))
     return None

@@ -32,6 +32,7 @@ from tfcomp.export.bitserial.keras_import import (
 )
 from tfcomp.export.bitserial.reference import integer_reference
 from tfcomp.export.bitserial.simulator import simulate_bitserial
+from tfcomp.export.tflite_verify import binary_threshold, side_agreement
 
 __all__ = ["BitSerialReport", "export_bitserial"]
 
@@ -56,7 +57,8 @@ class BitSerialReport:
             pre-softmax tensor when a final softmax was dropped).
         top1_agreement: fraction of inputs (of output positions, for
             per-pixel outputs) whose argmax over the last axis agrees with
-            Keras.
+            Keras; for a sigmoid output, whose side of 0.5 agrees (per
+            label of a multi-label head).
         notes: approximations made by the importer.
 
     Example:
@@ -208,7 +210,10 @@ def export_bitserial(model, path: str, hardware=None,
     y_real = ir.quant(ir.output).dequantize(y_sim).reshape(y_keras.shape)
     report.num_verified = n
     report.max_abs_error = float(np.max(np.abs(y_real - y_keras)))
-    if y_keras.shape[-1] > 1:  # per input, or per position (per pixel)
+    t = binary_threshold(model, y_keras, 1)
+    if t is not None:  # a sigmoid: its decisions (per label)
+        report.top1_agreement = side_agreement(y_real, y_keras, t)
+    elif y_keras.shape[-1] > 1:  # per input, or per position (per pixel)
         report.top1_agreement = float(np.mean(
             y_real.argmax(-1) == y_keras.argmax(-1)))
     return report
