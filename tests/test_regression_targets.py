@@ -44,6 +44,18 @@ def test_float_targets_are_not_class_labels():
     assert class_labels(np.array([0.0, 2.0]), None, "y").tolist() == [0, 2]
 
 
+def test_soft_class_labels_stay_classes_for_the_loss_verbs():
+    """Mixup / label-smoothed rows (summing to 1) of a classifier are class
+    labels, not regression targets, where targets pass through."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,))
+    clf = keras.Model(inp, L.Dense(3, activation="softmax")(inp))
+    soft = np.array([[0.8, 0.1, 0.1], [0.05, 0.05, 0.9]], "float32")
+    _, y = as_arrays((np.zeros((2, 4), "float32"), soft), model=clf,
+                     targets=True)
+    assert y.tolist() == [0, 2]
+
+
 def test_accuracy_ranked_search_refuses_regression_targets():
     from tfcomp.tuners import AMCHyperModel
 

@@ -83,6 +83,10 @@ def _float_targets(y, model):
     if any(d is None for d in out) or int(np.prod(y.shape[1:])) != int(
             np.prod(out)) or np.all(y == np.round(y)):
         return None
+    soft = y.ndim > 1 and y.shape[-1] > 1 and bool(np.all(y >= 0)) and \
+        bool(np.allclose(y.sum(axis=-1), 1.0, atol=1e-3))
+    if soft:  # soft class labels (mixup, label smoothing): classes
+        return None
     return y.reshape((len(y),) + out).astype(np.float32)
 
 

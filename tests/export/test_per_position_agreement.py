@@ -141,3 +141,17 @@ def test_bitserial_sigmoid_head_reports_its_decisions(tmp_path):
                               hardware="bismo", calibration_data=x,
                               verify_x=x[:16])
     assert report.simulator_exact and report.top1_agreement == 1.0
+
+
+def test_a_softmax_after_a_sigmoid_layer_is_read_as_classes():
+    from tfcomp.export.tflite_verify import binary_threshold
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,))
+    model = keras.Model(inp, L.Dense(4, activation="softmax")(
+        L.Dense(8, activation="sigmoid")(inp)))
+    y = model.predict(np.ones((2, 6)), verbose=0)
+    assert binary_threshold(model, y, 1) is None
+    logits = keras.Model(inp, L.Dense(1)(L.Dense(8, activation="sigmoid")(
+        inp)))
+    assert binary_threshold(logits, np.full((2, 1), 0.3), 1) is None

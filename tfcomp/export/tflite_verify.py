@@ -169,10 +169,11 @@ def binary_threshold(model, y, num_outputs: int) -> float | None:
     name = loss if isinstance(loss, str) else type(loss).__name__
     if name in _BINARY_LOSSES:
         return 0.0 if getattr(loss, "from_logits", False) else 0.5
-    acts = [getattr(getattr(layer, "activation", None), "__name__", "")
-            for layer in model.layers[-2:]]
-    if "sigmoid" in acts and np.all((y >= 0) & (y <= 1)):
-        return 0.5
+    for layer in reversed(model.layers[-2:]):  # past a range observer
+        act = getattr(getattr(layer, "activation", None), "__name__", None)
+        if act is not None:  # the output layer's activation decides
+            return 0.5 if act == "sigmoid" and np.all((y >= 0) & (y <= 1)) \
+                else None
     return None
 
 
