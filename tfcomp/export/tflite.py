@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import tempfile
 import warnings
+import weakref
 
 import keras
 import numpy as np
@@ -169,10 +171,13 @@ def _make_converter(model):
             return tf.lite.TFLiteConverter.from_keras_model(model)
     except (ValueError, TypeError, AttributeError):
         pass
-    # through a SavedModel written by Keras' own exporter (inference mode)
+    # through a SavedModel written by Keras' own exporter (inference mode),
+    # removed once the converter (which reads it when converting) is gone
     tmp = tempfile.mkdtemp(prefix="tfcomp-savedmodel-")
     model.export(tmp, format="tf_saved_model", verbose=False)
-    return tf.lite.TFLiteConverter.from_saved_model(tmp)
+    converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+    weakref.finalize(converter, shutil.rmtree, tmp, True)
+    return converter
 
 
 def _check_exportable_model(model, verb: str) -> None:
