@@ -249,8 +249,8 @@ def as_model_input(model, x):
         struct = model.input
     except (AttributeError, ValueError, TypeError):
         return x
-    return dict(zip(input_names(model), x)) if isinstance(struct, dict) \
-        else x
+    # model.inputs flattens the dict by sorted key (as input_names says)
+    return dict(zip(sorted(struct), x)) if isinstance(struct, dict) else x
 
 
 def signature_input_names(model) -> list | None:

@@ -35,9 +35,7 @@ def class_labels(y, model, name: str):
 
     if out and fits(y.shape[1:], out[:-1]):
         return _as_classes(y, name)  # sparse, per sample or per position
-    # one-hot or soft (mixup) class probabilities, not regression targets
-    one_hot = y.ndim > 1 and bool(np.all(y >= 0)) and bool(
-        np.allclose(y.sum(axis=-1), 1.0, atol=1e-3))
+    one_hot = _class_rows(y)
     if out and out[-1] and out[-1] > 1 and fits(y.shape[1:], out) \
             and one_hot:
         return y.argmax(axis=-1).astype("int64")  # one-hot
@@ -53,6 +51,13 @@ def class_labels(y, model, name: str):
             "class index per sample (or per output position), or one-hot "
             "labels of the output's shape.")
     return _as_classes(y, name)
+
+
+def _class_rows(y) -> bool:
+    """Whether ``y``'s last axis holds one-hot or soft (mixup, label
+    smoothing) class probabilities, not regression targets."""
+    return y.ndim > 1 and bool(np.all(y >= 0)) and bool(
+        np.allclose(y.sum(axis=-1), 1.0, atol=1e-3))
 
 
 def _as_classes(y, name: str) -> np.ndarray:
@@ -83,9 +88,7 @@ def _float_targets(y, model):
     if any(d is None for d in out) or int(np.prod(y.shape[1:])) != int(
             np.prod(out)) or np.all(y == np.round(y)):
         return None
-    soft = y.ndim > 1 and y.shape[-1] > 1 and bool(np.all(y >= 0)) and \
-        bool(np.allclose(y.sum(axis=-1), 1.0, atol=1e-3))
-    if soft:  # soft class labels (mixup, label smoothing): classes
+    if y.shape[-1] > 1 and _class_rows(y):  # mixup / smoothed: classes
         return None
     return y.reshape((len(y),) + out).astype(np.float32)
 

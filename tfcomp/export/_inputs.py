@@ -61,17 +61,19 @@ def model_inputs(data, model, limit: int | None, name: str) -> list:
     return [cast_to_input(a, t) for a, t in zip(arrays, model.inputs)]
 
 
-def model_data(data, model, name: str = "calibration_data"):
+def model_data(data, model, name: str = "calibration_data",
+               limit: int | None = None):
     """``data`` (as ``fit`` takes it) as ``model``'s inputs (cast to their
-    dtypes): one array, or a list in ``model.inputs`` order; ValueError
-    naming ``name`` when it does not fit.
+    dtypes): one array, or a list in ``model.inputs`` order; the first
+    ``limit`` samples (None: all); ValueError naming ``name`` when it does
+    not fit.
 
     Example:
         >>> xs = model_data(([img, meta], y), model, "verify_x")
     """
-    if is_multi(model):  # all of it, cast to each input's dtype
-        return model_inputs(data, model, None, name)
-    x = as_arrays(data, model=model, name=name)[0]
+    if is_multi(model):  # cast to each input's dtype
+        return model_inputs(data, model, limit, name)
+    x = as_arrays(data, model=model, max_items=limit, name=name)[0]
     return cast_to_input(x, model.inputs[0])  # uint8 pixels: as Keras does
 
 

@@ -27,11 +27,10 @@ from tfcomp.export._converter_errors import (
     run_converter,
 )
 from tfcomp.export._inputs import (
-    cast_to_input,
     check_numeric_inputs,
     input_dtype,
     is_multi,
-    model_inputs,
+    model_data,
     random_inputs,
     random_shape,
     rows,
@@ -96,22 +95,14 @@ def _calibration_data(calibration_data, representative_data, verb: str):
     return calibration_data
 
 
-def _as_input_dtype(x, model):
-    """``x`` cast to the model's input dtype (integer ids stay integers)."""
-    return x if model is None else cast_to_input(x, model.inputs[0])
-
-
 def _calibration_arrays(data, model, limit: int = _CALIBRATION_ITEMS):
     """``calibration_data`` as an array of the model's input dtype:
     non-empty, numeric, finite and shaped like the model's input (errors
     name it); a list of them for a multi-input model."""
-    if model is not None and is_multi(model):
-        return model_inputs(data, model, limit, "calibration_data")
-    return _as_input_dtype(_io.as_arrays(data, model=model, max_items=limit,
-                                         name="calibration_data")[0], model)
+    return model_data(data, model, "calibration_data", limit)
 
 
-def _representative_gen(data, model=None, limit: int = _CALIBRATION_ITEMS):
+def _representative_gen(data, model, limit: int = _CALIBRATION_ITEMS):
     """The converter's representative dataset: one sample per step (``B``
     for a model whose input fixes the batch size ``B``), a dict
     keyed by the signature's input names (the input tensors' names) for a
@@ -281,18 +272,12 @@ def _id_bound(model) -> int | None:
 
 
 def _verification_inputs(model, verify_data, x_cal, n, seed, length=None):
-    if is_multi(model):
-        if verify_data is not None:
-            return model_inputs(verify_data, model, n, "verify_data")
-        if x_cal is not None:
-            return take(x_cal, n)
-        return random_inputs(model, n, np.random.default_rng(seed))
     if verify_data is not None:
-        return _as_input_dtype(_io.as_arrays(
-            verify_data, model=model, max_items=n, name="verify_data")[0],
-            model)
+        return model_data(verify_data, model, "verify_data", n)
     if x_cal is not None:
-        return x_cal[:n]
+        return take(x_cal, n)
+    if is_multi(model):
+        return random_inputs(model, n, np.random.default_rng(seed))
     rng = np.random.default_rng(seed)
     shape = random_shape(model.inputs[0], n, length)  # unrolled RNN's
     dtype = input_dtype(model.inputs[0])

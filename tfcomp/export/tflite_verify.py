@@ -18,6 +18,7 @@ import numpy as np
 
 from tfcomp import _io
 from tfcomp._batches import as_model_input
+from tfcomp._output_kinds import compiled_loss, is_sigmoid, loss_kind
 from tfcomp.export._inputs import is_multi, rows, signature_input_names, sliced
 from tfcomp.export.runtime import float_ops, make_interpreter, run_interpreter
 
@@ -129,10 +130,10 @@ def _scale_hint(x_cal, x_verify) -> str:
     return ""
 
 
-_CATEGORICAL_LOSSES = ("sparse_categorical_crossentropy",
-                       "categorical_crossentropy",
-                       "SparseCategoricalCrossentropy",
-                       "CategoricalCrossentropy")
+def _single_loss_kind(model, num_outputs: int) -> str | None:
+    """The kind (:func:`tfcomp._output_kinds.loss_kind`) of the loss a
+    model of one output is compiled with; None for several outputs."""
+    return loss_kind(compiled_loss(model)) if num_outputs == 1 else None
 
 
 def _class_scores(model, y, num_outputs: int) -> bool:
@@ -148,32 +149,25 @@ def _class_scores(model, y, num_outputs: int) -> bool:
         return True
     if np.all(y >= 0) and np.allclose(y.sum(-1), 1.0, atol=1e-3):
         return True
-    loss = getattr(model, "loss", None) if num_outputs == 1 else None
-    name = loss if isinstance(loss, str) else type(loss).__name__
-    return name in _CATEGORICAL_LOSSES
+    return _single_loss_kind(model, num_outputs) == "classification"
 
 
-_BINARY_LOSSES = ("binary_crossentropy", "BinaryCrossentropy",
-                  "binary_focal_crossentropy", "BinaryFocalCrossentropy")
-
-
-def binary_threshold(model, y, num_outputs: int) -> float | None:
+def binary_threshold(model, y, num_outputs: int,
+                     index: int = 0) -> float | None:
     """The decision threshold of binary outputs, one unit or several
     independent labels (multi-label): 0.5 on a sigmoid's probability, 0 on
-    a logit; None when ``y`` is not known to be such: a model of one
-    output compiled with a binary cross-entropy (its ``from_logits``), or
-    ending in a sigmoid with outputs in [0, 1]."""
-    if y.ndim < 2 or num_outputs != 1:
+    a logit; None when output ``index`` (``y``) is not known to be such: a
+    model of one output compiled with a binary cross-entropy (its
+    ``from_logits``), or an output that comes out of a sigmoid
+    (:func:`tfcomp._output_kinds.is_sigmoid`)."""
+    if y.ndim < 2:
         return None
-    loss = getattr(model, "loss", None)
-    name = loss if isinstance(loss, str) else type(loss).__name__
-    if name in _BINARY_LOSSES:
+    if _single_loss_kind(model, num_outputs) == "binary":
+        loss = compiled_loss(model)
         return 0.0 if getattr(loss, "from_logits", False) else 0.5
-    for layer in reversed(model.layers[-2:]):  # past a range observer
-        act = getattr(getattr(layer, "activation", None), "__name__", None)
-        if act is not None:  # the output layer's activation decides
-            return 0.5 if act == "sigmoid" and np.all((y >= 0) & (y <= 1)) \
-                else None
+    outputs = keras.tree.flatten(getattr(model, "outputs", None) or [])
+    if index < len(outputs) and is_sigmoid(model, outputs[index]):
+        return 0.5
     return None
 
 
@@ -195,13 +189,14 @@ def side_agreement(y_a, y_b, t: float) -> float:
     return float(np.mean(((y_a > t) == (y_b > t)) | tie))
 
 
-def _agreement(model, y_lite, y_keras, num_outputs: int) -> float | None:
-    """The fraction of rows (positions) where the file decides as Keras:
-    the side of the threshold of binary outputs (per label of a
-    multi-label head), the top-1 class of class scores; None for other
-    outputs (regression)."""
+def _agreement(model, y_lite, y_keras, num_outputs: int,
+               index: int) -> float | None:
+    """The fraction of rows (positions) where output ``index`` of the file
+    decides as Keras: the side of the threshold of binary outputs (per
+    label of a multi-label head), the top-1 class of class scores; None
+    for other outputs (regression)."""
     y_keras = y_keras.reshape(y_lite.shape)
-    t = binary_threshold(model, y_keras, num_outputs)
+    t = binary_threshold(model, y_keras, num_outputs, index)
     if t is not None:  # per label, for a multi-label head
         return side_agreement(y_lite, y_keras, t)
     if _class_scores(model, y_keras, num_outputs):
@@ -232,9 +227,10 @@ def verify_file(model, flatbuffer, x, report, min_agreement, quantization,
         float(np.max(np.abs(y_lite - y_keras.reshape(y_lite.shape))))
         for y_lite, y_keras in zip(lite, keras_outs))
     report.num_verified = int(rows(x))
-    agreements = [a for y_lite, y_keras in zip(lite, keras_outs)
+    agreements = [a for i, (y_lite, y_keras) in enumerate(zip(
+                      lite, keras_outs))
                   if (a := _agreement(model, y_lite, y_keras,
-                                      len(keras_outs))) is not None]
+                                      len(keras_outs), i)) is not None]
     if agreements:  # several class-score outputs: the lowest
         report.top1_agreement = min(agreements)
     where = f"{report.path!r} was not written"
