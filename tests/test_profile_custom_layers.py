@@ -189,3 +189,13 @@ def test_custom_layer_priced_by_hardware_is_reported_skipped():
     reasons = dict(skipped)
     assert "MACs in tfcomp.profile are not priced" in reasons["convbn"]
     assert [s.name for s in specs] == ["dense"]
+
+
+def test_spectral_normalization_counts_its_layer():
+    # a GAN discriminator's wrapped convs were counted as 0 MACs
+    inp = keras.Input((16, 16, 3))
+    h = L.SpectralNormalization(L.Conv2D(8, 3, padding="same"))(inp)
+    h = L.Flatten()(h)
+    out = L.SpectralNormalization(L.Dense(1))(h)
+    p = tfcomp.profile(keras.Model(inp, out))
+    assert p.macs == 16 * 16 * 27 * 8 + 16 * 16 * 8

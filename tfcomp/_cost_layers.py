@@ -412,6 +412,12 @@ def _layer_macs_of(layer, in_shapes, out_shapes) -> tuple[int, str]:
         return _prod(y[1:]) * int(x[int(axes[0]) % len(x)]), ""
     if isinstance(layer, L.TimeDistributed):
         return _time_distributed_macs(layer, in_shapes, out_shapes)
+    if isinstance(layer, L.Wrapper) and isinstance(
+            getattr(layer, "layer", None), L.Layer):
+        # SpectralNormalization (a GAN's discriminator) and other wrappers
+        # that call their layer once on their own input: the layer's MACs
+        macs, note = _layer_macs_of(layer.layer, in_shapes, out_shapes)
+        return macs, note and f"{cls} of {note}"
     # tfcomp's activation quantizers are matched by name: this module sits
     # below tfcomp.layers and cannot import them.
     if cls in _ZERO_MAC_LAYERS or isinstance(

@@ -155,3 +155,33 @@ def test_a_softmax_after_a_sigmoid_layer_is_read_as_classes():
     logits = keras.Model(inp, L.Dense(1)(L.Dense(8, activation="sigmoid")(
         inp)))
     assert binary_threshold(logits, np.full((2, 1), 0.3), 1) is None
+
+
+def test_top1_agreement_counts_classes_tied_on_the_int8_grid():
+    from tfcomp.export.tflite_verify import top1_agreement
+    file_out = np.array([[51, 51, 51], [10, 200, 45], [85, 85, 85]]) / 256
+    keras_out = np.array([[0.3330, 0.3337, 0.3333], [0.6, 0.3, 0.1],
+                          [0.2, 0.7, 0.1]])
+    # row 0: Keras's scores lie within the file's 1/256 step, which ties
+    # them; row 2: a collapsed row of the file, Keras's scores are apart
+    assert top1_agreement(file_out, keras_out, 1 / 256) == 1 / 3
+    assert top1_agreement(keras_out, file_out, 1 / 256) == 1 / 3
+    assert top1_agreement(file_out, keras_out) == 0.0
+
+
+def test_int8_file_of_an_untrained_softmax_verifies(tmp_path):
+    # near-uniform class scores (a model not trained yet) differ by less
+    # than the int8 output's 1/256 step: the file ties them, which is not
+    # a disagreement (before, argmax took the first tied class: 20-30%)
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8,))
+    h = L.Dense(16, activation="relu")(inp)
+    out = L.Dense(5, activation="softmax",
+                  kernel_initializer=keras.initializers.RandomNormal(
+                      stddev=1e-4))(h)
+    model = keras.Model(inp, out)
+    x = np.random.default_rng(0).uniform(size=(64, 8)).astype("float32")
+    report = export_tflite(model, os.path.join(tmp_path, "u.tflite"),
+                           quantization="int8", calibration_data=x,
+                           verify_data=x)
+    assert report.top1_agreement >= 0.9

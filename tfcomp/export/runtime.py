@@ -24,6 +24,7 @@ from tfcomp.hardware.runtime import (
     interpreter_class,
     interpreter_classes,
     make_interpreter,
+    output_details_in_order,
     quantize_input,
     read_tflite,
     run_interpreter,
@@ -32,7 +33,8 @@ from tfcomp.hardware.runtime import (
 
 __all__ = ["TFLiteModelError", "dequantize_output", "feed_inputs",
            "float_ops", "integer_id_bound", "interpreter_class", "interpreter_classes",
-           "make_interpreter", "quantize_input", "read_tflite",
+           "make_interpreter", "output_details_in_order", "quantize_input",
+           "read_tflite",
            "run_interpreter", "time_invokes"]
 
 

@@ -20,10 +20,16 @@ from tfcomp import _io
 from tfcomp._batches import as_model_input
 from tfcomp._output_kinds import compiled_loss, is_sigmoid, loss_kind
 from tfcomp.export._inputs import is_multi, rows, signature_input_names, sliced
-from tfcomp.export.runtime import float_ops, make_interpreter, run_interpreter
+from tfcomp.export.runtime import (
+    float_ops,
+    make_interpreter,
+    output_details_in_order,
+    run_interpreter,
+)
 
 __all__ = ["ExportReport", "VerificationError", "binary_threshold",
-           "check_integer_file", "side_agreement", "verify_file"]
+           "check_integer_file", "side_agreement", "top1_agreement",
+           "verify_file"]
 
 
 @dataclasses.dataclass
@@ -189,8 +195,48 @@ def side_agreement(y_a, y_b, t: float) -> float:
     return float(np.mean(((y_a > t) == (y_b > t)) | tie))
 
 
+def top1_agreement(y_a, y_b, step: float = 0.0) -> float:
+    """The fraction of rows (last axis: classes) whose top-1 class agrees.
+    ``step``: the resolution of an output (an int8 file's output scale,
+    1/256 for a softmax); a row whose two top classes differ still agrees
+    when each output scores the other's top class within ``step`` of its
+    own maximum: the near-uniform scores of an untrained model tie on the
+    int8 grid, where numpy's argmax takes the first. A file that collapsed
+    (every class equal) still disagrees wherever Keras's scores are apart.
+
+    Example:
+        >>> top1_agreement(np.array([[0.5, 0.5], [0.9, 0.1]]),
+        ...                np.array([[0.499, 0.501], [0.2, 0.8]]), 1 / 256)
+        0.5
+    """
+    y_a, y_b = np.asarray(y_a), np.asarray(y_b)
+
+    def near_max(y, other):
+        top = np.take_along_axis(y, other.argmax(-1)[..., None], -1)
+        return top[..., 0] >= y.max(-1) - step
+
+    same = y_a.argmax(-1) == y_b.argmax(-1)
+    return float(np.mean(same | (near_max(y_a, y_b) & near_max(y_b, y_a))))
+
+
+#: TFLite's int8 softmax / logistic output grid: scale 1/256, zero point
+#: -128, whatever the calibration
+_PROBABILITY_GRID = (1 / 256, -128)
+
+
+def _fixed_probability_step(detail) -> float:
+    """The 1/256 step of an int8 probability output (a softmax's), whose
+    grid calibration does not choose; 0 for any other output, so a file
+    calibrated on the wrong scale, whose coarse grid ties every class,
+    still fails."""
+    scale, zero_point = detail["quantization"]
+    return float(scale) if (
+        np.isclose(scale, _PROBABILITY_GRID[0])
+        and int(zero_point) == _PROBABILITY_GRID[1]) else 0.0
+
+
 def _agreement(model, y_lite, y_keras, num_outputs: int,
-               index: int) -> float | None:
+               index: int, step: float = 0.0) -> float | None:
     """The fraction of rows (positions) where output ``index`` of the file
     decides as Keras: the side of the threshold of binary outputs (per
     label of a multi-label head), the top-1 class of class scores; None
@@ -200,7 +246,7 @@ def _agreement(model, y_lite, y_keras, num_outputs: int,
     if t is not None:  # per label, for a multi-label head
         return side_agreement(y_lite, y_keras, t)
     if _class_scores(model, y_keras, num_outputs):
-        return float(np.mean(y_lite.argmax(-1) == y_keras.argmax(-1)))
+        return top1_agreement(y_lite, y_keras, step)
     return None
 
 
@@ -227,10 +273,13 @@ def verify_file(model, flatbuffer, x, report, min_agreement, quantization,
         float(np.max(np.abs(y_lite - y_keras.reshape(y_lite.shape))))
         for y_lite, y_keras in zip(lite, keras_outs))
     report.num_verified = int(rows(x))
+    steps = [_fixed_probability_step(d)
+             for d in output_details_in_order(interp)]
     agreements = [a for i, (y_lite, y_keras) in enumerate(zip(
                       lite, keras_outs))
                   if (a := _agreement(model, y_lite, y_keras,
-                                      len(keras_outs), i)) is not None]
+                                      len(keras_outs), i,
+                                      steps[i])) is not None]
     if agreements:  # several class-score outputs: the lowest
         report.top1_agreement = min(agreements)
     where = f"{report.path!r} was not written"

@@ -114,6 +114,7 @@ class _Builder:
         self.used = {n.name for n in self.graph.nodes} | set(
             self.graph.parsed.layers)
         self.tmap = {}
+        self.policy = None  # the dtype policy of the node being rebuilt
         self.layers = {}  # layer name -> replacement / clone
         self.on_grid = set()  # tensor ids holding quantized values
         self.observed = set()  # tensor ids that are an observer's output
@@ -191,18 +192,19 @@ class _Builder:
         name = unique_name(f"{base_name}_aq", self.used)
         self.a.report.observers.append(name)
         return QuantActivation(a_bits=8, quantizer=q, fixed_range=grid,
-                               round_half_away=half_away,
-                               name=name)(tensor_new)
+                               round_half_away=half_away, name=name,
+                               dtype=self.policy)(tensor_new)
 
     def swish(self, x, name, base):
         """``x * sigmoid(x)`` as TFLite's int8 file computes it: the sigmoid
         rounded onto LOGISTIC's 1/256 grid, then multiplied (``name``: the
         ``Multiply``'s)."""
         s = keras.layers.Activation(
-            "sigmoid", name=unique_name(f"{base}_sigmoid", self.used))(x)
+            "sigmoid", name=unique_name(f"{base}_sigmoid", self.used),
+            dtype=self.policy)(x)
         s = self.observe(s, None, f"{base}_sigmoid",
                          grid=FIXED_GRIDS["sigmoid"])
-        return keras.layers.Multiply(name=name)([x, s])
+        return keras.layers.Multiply(name=name, dtype=self.policy)([x, s])
 
     # -- calls ------------------------------------------------------------------
     def _made(self, plan, signed):
@@ -320,8 +322,9 @@ class _Builder:
         Activation."""
         cls = quant_activation_class(name) if self.observers else None
         if cls is None:
-            return keras.layers.Activation(name, name=layer_name)
-        return cls(name=layer_name,
+            return keras.layers.Activation(name, name=layer_name,
+                                           dtype=self.policy)
+        return cls(name=layer_name, dtype=self.policy,
                    momentum=getattr(self.obs_template, "momentum", 0.99))
 
     def quant_elementwise(self, node):
@@ -408,8 +411,8 @@ class _Builder:
             q.signed = signed
             name = unique_name(f"{node.name}_input_aq", self.used)
             self.a.report.observers.append(name)
-            tensors[tid] = QuantActivation(a_bits=8, quantizer=q,
-                                           name=name)(self.tmap[tid])
+            tensors[tid] = QuantActivation(a_bits=8, quantizer=q, name=name,
+                                           dtype=self.policy)(self.tmap[tid])
         return tensors
 
     def cloned_swish(self, node):
@@ -421,12 +424,12 @@ class _Builder:
             q = qz.get(self.obs_template)
             q.signed = False
             obs = QuantActivation(
-                a_bits=8, quantizer=q, fixed_range=grid,
+                a_bits=8, quantizer=q, fixed_range=grid, dtype=self.policy,
                 name=unique_name(f"{node.name}_sigmoid_aq", self.used))
             self.a.report.observers.append(obs.name)
             made = (keras.layers.Activation("sigmoid", name=unique_name(
-                f"{node.name}_sigmoid", self.used)), obs,
-                keras.layers.Multiply(name=node.name))
+                f"{node.name}_sigmoid", self.used), dtype=self.policy), obs,
+                keras.layers.Multiply(name=node.name, dtype=self.policy))
             self.layers[node.name] = made
         sig, obs, mul = made
         x = self.tmap[node.inputs[0]]
@@ -448,6 +451,10 @@ class _Builder:
         for node in graph.nodes:
             if node.key in self.a.absorbed:
                 continue
+            # the layers made for a node (observers, split-off activations)
+            # compute as it did: a float32 head under mixed_bfloat16 stays
+            # float32, not the global policy's bf16 (ties in a softmax)
+            self.policy = getattr(node.layer, "dtype_policy", None)
             plan = self.a.plan_of(node)
             if plan is not None:
                 self.planned(node, plan)

@@ -32,7 +32,7 @@ from tfcomp.export.bitserial.keras_import import (
 )
 from tfcomp.export.bitserial.reference import integer_reference
 from tfcomp.export.bitserial.simulator import simulate_bitserial
-from tfcomp.export.tflite_verify import binary_threshold, side_agreement
+from tfcomp.export.tflite_verify import binary_threshold, side_agreement, top1_agreement
 
 __all__ = ["BitSerialReport", "export_bitserial"]
 
@@ -214,6 +214,5 @@ def export_bitserial(model, path: str, hardware=None,
     if t is not None:  # a sigmoid: its decisions (per label)
         report.top1_agreement = side_agreement(y_real, y_keras, t)
     elif y_keras.shape[-1] > 1:  # per input, or per position (per pixel)
-        report.top1_agreement = float(np.mean(
-            y_real.argmax(-1) == y_keras.argmax(-1)))
+        report.top1_agreement = top1_agreement(y_real, y_keras)
     return report
