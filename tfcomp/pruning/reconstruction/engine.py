@@ -155,7 +155,15 @@ def iter_activations(extractor, x, batch_size: int):
         out = extractor(sliced(x, a, a + batch_size), training=False)
         if not isinstance(out, (list, tuple)):
             out = [out]
-        yield a, [keras.ops.convert_to_numpy(o) for o in out]
+        # a mixed-precision model's bf16 / float16 activations: the least
+        # squares solve in float32 (numpy does not count bf16 a number)
+        yield a, [_float32(keras.ops.convert_to_numpy(o)) for o in out]
+
+
+def _float32(a: np.ndarray) -> np.ndarray:
+    """``a`` as float32 when it is a narrower float (bfloat16, float16)."""
+    kind = keras.backend.standardize_dtype(a.dtype)
+    return a.astype("float32") if kind in ("bfloat16", "float16") else a
 
 
 def activations(model, tensors, x, batch_size: int) -> list:
