@@ -66,3 +66,22 @@ def test_tflite_file_runs_on_a_dict_by_input_name(tmp_path):
     assert out.shape == (64, 3)
     assert np.mean(out.argmax(-1) == model.predict(x, verbose=0).argmax(
         -1)) >= 0.9
+
+
+def test_rebuilt_models_keep_the_dict_of_inputs(tmp_path):
+    # quantize_model / strip_quantization gave a list of inputs: the copy's
+    # .input, its signature and a Sequential-style call differed from the
+    # user's model (prune_channels, through clone_model, kept the dict)
+    model, (x, _) = _tabular(), _data()
+    qat = tfcomp.quantize_model(model)
+    assert isinstance(qat.input, dict) and list(qat.input) == list(
+        model.input)
+    tfcomp.quantization.calibrate(qat, x)
+    plain = tfcomp.quantization.strip_quantization(qat)
+    assert isinstance(plain.input, dict)
+    path = os.path.join(tmp_path, "q.keras")
+    qat.save(path)
+    again = keras.saving.load_model(path)
+    assert isinstance(again.input, dict)
+    np.testing.assert_allclose(np.asarray(again(x)), np.asarray(qat(x)),
+                               atol=1e-6)

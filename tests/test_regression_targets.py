@@ -1,8 +1,10 @@
 """Float regression targets are never read as class labels: truncated to
 integers they made the accuracy-ranked searches score nonsense silently.
-Verbs that rank by top-1 accuracy refuse them by name; the loss-based
-sensitivities take them with the model's compiled loss; the joint
-allocator's default selection compares one-unit outputs by their error."""
+Verbs that rank by top-1 accuracy refuse them by name, but the AMC / HAQ /
+joint searches score them by R^2 (``tfcomp._score``) and fine-tune on the
+model's compiled loss; the loss-based sensitivities take them with the
+model's compiled loss; the joint allocator's default selection compares
+one-unit outputs by their error."""
 
 import keras
 import numpy as np
@@ -56,13 +58,56 @@ def test_soft_class_labels_stay_classes_for_the_loss_verbs():
     assert y.tolist() == [0, 2]
 
 
-def test_accuracy_ranked_search_refuses_regression_targets():
+def _random_policy(seed):
+    rng = np.random.default_rng(seed)
+    return lambda state: float(rng.uniform())
+
+
+def test_amc_scores_a_regression_model_by_r2():
+    # the searches refused float targets; they score 1 - MSE / Var(y)
+    from tfcomp._score import score
     from tfcomp.tuners import AMCHyperModel
 
     model, (x, y) = _regressor(), _data()
-    with pytest.raises(ValueError,
-                       match="validation_data labels hold non-integer"):
-        AMCHyperModel(model, x, (x, y), target_macs=0.8)
+    hm = AMCHyperModel(model, x, (x, y), budget=0.8, round_to=1)
+    assert hm.validation_data[1].dtype == np.float32
+    values, _, _ = hm.space.rollout(_random_policy(0))
+    metrics, _ = hm.evaluate(values)
+    small, _ = hm.prune(values)
+    assert metrics["accuracy"] == pytest.approx(score(small, x, y),
+                                                abs=1e-4)
+    assert metrics["reward"] == pytest.approx(metrics["accuracy"] - 1.0)
+    perfect = np.asarray(model(x))
+    assert score(model, x, perfect) == pytest.approx(1.0)
+
+
+def test_haq_fine_tunes_a_regression_model_on_its_compiled_loss():
+    from tfcomp.tuners import HAQHyperModel
+
+    model, (x, y) = _regressor(), _data()
+    hm = HAQHyperModel(model, (x, y), (x, y), hardware=BISMO(dm=2, dk=64, dn=2),
+                       budget=0.9,
+                       finetune_steps=2, batch_size=16)
+    values, _, _ = hm.space.rollout(_random_policy(0))
+    q = hm.build(values)
+    metrics = hm.fit(values, q)
+    assert q.loss == "mse" and np.isfinite(metrics["accuracy"])
+    assert metrics["accuracy"] <= 1.0
+
+
+def test_a_binary_classifier_is_scored_by_the_side_of_its_threshold():
+    # one sigmoid unit: argmax over one unit said class 0 for every row
+    from tfcomp._score import score
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((1,))
+    out = L.Dense(1, activation="sigmoid", kernel_initializer="ones",
+                  bias_initializer="zeros")(inp)
+    clf = keras.Model(inp, out)
+    x = np.array([[-2.0], [-1.0], [1.0], [2.0]], "float32")
+    assert score(clf, x, np.array([0, 0, 1, 1])) == 1.0
+    logit = keras.Model(inp, L.Dense(1, kernel_initializer="ones")(inp))
+    assert score(logit, x, np.array([0, 1, 1, 1])) == 0.75
 
 
 def test_loss_sensitivity_uses_the_regression_targets():

@@ -1,6 +1,8 @@
 """The short fine-tune a search scores a proposal with: SGD with momentum
 0.9 (HAQ's fine-tune) on labelled data for a few batches, sparse
-cross-entropy on the model's logits (or probabilities after a softmax).
+cross-entropy on the model's logits (or probabilities after a softmax);
+binary cross-entropy for a one-unit binary output, the model's compiled
+loss (else mean squared error) for a regression model's float targets.
 
 Used by :class:`tfcomp.tuners.JointHyperModel` (a trial's reward) and by
 :mod:`tfcomp.joint.select` (choosing among the allocator's candidates).
@@ -20,7 +22,8 @@ import numpy as np
 from tfcomp._batches import as_model_input, index_rows, rows
 from tfcomp._unpinned import unpinned
 
-__all__ = ["DECAYS", "check_decay", "data_order", "outputs_logits", "short_finetune"]
+__all__ = ["DECAYS", "check_decay", "data_order", "finetune_loss",
+           "outputs_logits", "short_finetune"]
 
 
 def outputs_logits(model) -> bool:
@@ -29,6 +32,34 @@ def outputs_logits(model) -> bool:
     act = getattr(last, "activation", None)
     return not (isinstance(last, keras.layers.Softmax)
                 or getattr(act, "__name__", "") == "softmax")
+
+
+def finetune_loss(model, y, from_logits: bool | None = None):
+    """The loss a short fine-tune of ``model`` on labels ``y`` minimises:
+    for float targets (regression) the model's compiled loss, else mean
+    squared error; for integer labels with one output unit per label (a
+    binary classifier) a binary cross-entropy; else a sparse categorical
+    cross-entropy (``from_logits``: None reads the model's last layer).
+
+    Example:
+        >>> finetune_loss(model, np.array([0, 3, 1]))
+        <SparseCategoricalCrossentropy ...>
+    """
+    from tfcomp._output_kinds import compiled_loss
+    from tfcomp._score import binary_threshold, is_targets
+
+    y = np.asarray(y)
+    if is_targets(y):
+        loss = compiled_loss(model)  # a config dict or a loss per output:
+        return loss if isinstance(loss, (str, keras.losses.Loss)) or (
+            callable(loss)) else keras.losses.MeanSquaredError()
+    out = keras.tree.flatten(model.outputs)[0]
+    if int(np.prod(out.shape[1:])) * len(y) == y.size:  # one unit per label
+        return keras.losses.BinaryCrossentropy(
+            from_logits=binary_threshold(model) == 0.0)
+    if from_logits is None:
+        from_logits = outputs_logits(model)
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
 
 
 def data_order(n: int, steps: int | None, batch_size: int, epochs: int,
@@ -80,8 +111,6 @@ def short_finetune(model, x, y, *, steps: int | None = None,
     file), so they train without normalisation; at 3e-3 the same fine-tune
     diverged (10% accuracy) while the float model trained at 1e-2."""
     check_decay(decay)
-    if from_logits is None:
-        from_logits = outputs_logits(model)
     order = data_order(rows(x), steps, batch_size, epochs, seed)
     rate = learning_rate
     if decay == "cosine":
@@ -89,8 +118,7 @@ def short_finetune(model, x, y, *, steps: int | None = None,
         rate = keras.optimizers.schedules.CosineDecay(learning_rate, total)
     model.compile(
         optimizer=unpinned(keras.optimizers.SGD(rate, momentum=0.9)),
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=from_logits))
+        loss=finetune_loss(model, y, from_logits))
     x = x if isinstance(x, (list, dict)) else np.asarray(x)
     model.fit(as_model_input(model, index_rows(x, order)),
               np.asarray(y)[order],

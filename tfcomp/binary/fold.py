@@ -16,6 +16,7 @@ from __future__ import annotations
 import keras
 
 from tfcomp.graph.copy import clone_layer as copy_layer
+from tfcomp.graph.outputs import pack_like_inputs
 from tfcomp.layers.binary import BinaryConv2D, BinaryDense
 from tfcomp.quantization import fold_batchnorm_weights
 from tfcomp.quantization._graph import clone_layer, new_inputs, read_graph
@@ -84,7 +85,8 @@ def fold_binary_batchnorm(model: keras.Model) -> keras.Model:
         for tid, t in zip(node.outputs, keras.tree.flatten(out)):
             tensors[tid] = t
     outs = [tensors[t] for t in graph.outputs]
-    new = keras.Model(ins, outs[0] if len(outs) == 1 else outs,
+    new = keras.Model(pack_like_inputs(model, ins),
+                      outs[0] if len(outs) == 1 else outs,
                       name=model.name)
     for old, twin in made.values():
         if old.name in pairs:

@@ -126,7 +126,7 @@ def run(args) -> None:
 
     model = common.load_model(args.model)
     (x, y), (xt, yt) = common.load_data(args.data, model=model)
-    if args.objective != "distortion" or args.selection == "finetune":
+    if args.objective != "distortion":
         common.require_classes(y, f"tfcomp compress --objective "
                                f"{args.objective} --selection "
                                f"{args.selection}", args.data)

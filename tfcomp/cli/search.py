@@ -99,7 +99,6 @@ def run(args) -> None:
             f"--budget must be in (0, 1]. Received: {args.budget}")
     model = common.load_model(args.model)
     (x, y), (xt, yt) = common.load_data(args.data, model=model)
-    common.require_classes(y, f"tfcomp search {args.algorithm}", args.data)
     v = min(args.val_size, rows(x))
     val = (sliced(x, rows(x) - v, rows(x)), y[len(y) - v:])
     search = _amc if args.algorithm == "amc" else _haq

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import keras
 
-__all__ = ["NamedOutputsModel", "output_structure", "keep_output_names"]
+__all__ = ["NamedOutputsModel", "output_structure", "keep_output_names",
+           "pack_like_inputs"]
 
 
 def output_structure(model: keras.Model):
@@ -38,6 +39,29 @@ def output_structure(model: keras.Model):
             a is not b for a, b in zip(flat, model.outputs)):
         return model.outputs
     return structure
+
+
+def pack_like_inputs(model: keras.Model, flat: list):
+    """New input tensors ``flat`` (in ``model.inputs`` order) packed as
+    ``model``'s inputs are: a dict by key for a model built on a dict of
+    inputs (so the rebuilt model is called, fitted and exported as the
+    user's was), a list, or one tensor.
+
+    Example:
+        >>> q = keras.Model(pack_like_inputs(model, new_inputs(model)), y)
+    """
+    try:
+        structure = model.input
+    except (AttributeError, ValueError):
+        structure = model.inputs
+    leaves = keras.tree.flatten(structure)
+    if len(leaves) != len(model.inputs) or any(
+            a is not b for a, b in zip(leaves, model.inputs)):
+        structure = list(model.inputs)
+    packed = keras.tree.pack_sequence_as(structure, list(flat))
+    if isinstance(packed, (list, tuple)) and len(packed) == 1:
+        return packed[0]
+    return packed
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")

@@ -299,7 +299,7 @@ def compress(model, calibration_data=None, hardware=None,
                          need_labels=("loss" in names and measure) or (
                              selection == "finetune" and finetune_data
                              is None),
-                         name="calibration_data")
+                         name="calibration_data", targets=True)
     elif measure or refit:
         raise ValueError("calibration_data is needed to measure the "
                          "sensitivities and to refit (give both "
@@ -420,9 +420,10 @@ def _score(model, selection, validation_data, finetune_data, data, steps,
                          "(labelled held-out data). Received: "
                          "validation_data=None")
     val = as_arrays(validation_data, model=model, need_labels=True,
-                    name="validation_data")
+                    name="validation_data", targets=True)
     train = data if finetune_data is None else as_arrays(
-        finetune_data, model=model, need_labels=True, name="finetune_data")
+        finetune_data, model=model, need_labels=True, name="finetune_data",
+        targets=True)
     if not isinstance(train, tuple) or train[1] is None:
         raise ValueError("selection='finetune' needs labelled "
                          "calibration_data=(x, y) or finetune_data=(x, y). "

@@ -39,7 +39,7 @@ from tfcomp.graph.copy import (
     model_like,
     refresh_state,
 )
-from tfcomp.graph.outputs import output_structure
+from tfcomp.graph.outputs import output_structure, pack_like_inputs
 from tfcomp.layers import (
     KERAS_ATTENTION_OF,
     QUANT_NORM_OF,
@@ -464,9 +464,7 @@ class _Builder:
             output_structure(model), [self.tmap[t] for t in graph.outputs])
         if isinstance(outputs, list) and len(outputs) == 1:
             outputs = outputs[0]
-        if isinstance(model.inputs, list) and len(inputs) == 1:
-            inputs = inputs[0]
-        return model_like(model, inputs, outputs)
+        return model_like(model, pack_like_inputs(model, inputs), outputs)
 
 
 def rebuild(analysis, make_layer, observers: bool = True,

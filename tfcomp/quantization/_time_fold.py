@@ -32,7 +32,7 @@ import inspect
 import keras
 
 from tfcomp.graph.copy import model_like, refresh_state
-from tfcomp.graph.outputs import output_structure
+from tfcomp.graph.outputs import output_structure, pack_like_inputs
 from tfcomp.graph.replay import TensorId
 from tfcomp.quantization._graph import clone_layer, new_inputs
 
@@ -196,8 +196,7 @@ class _Folder:
             output_structure(model), [self.unfolded(t) for t in graph.outputs])
         if isinstance(outputs, list) and len(outputs) == 1:
             outputs = outputs[0]
-        if isinstance(model.inputs, list) and len(inputs) == 1:
-            inputs = inputs[0]
+        inputs = pack_like_inputs(model, inputs)
         return model_like(model, inputs, outputs)
 
 

@@ -16,7 +16,7 @@ from tfcomp.graph.copy import (
     model_like,
     refresh_state,
 )
-from tfcomp.graph.outputs import output_structure
+from tfcomp.graph.outputs import output_structure, pack_like_inputs
 from tfcomp.layers import (
     KERAS_ATTENTION_OF,
     MIXED_LAYERS,
@@ -166,6 +166,6 @@ def strip_quantization(model: keras.Model) -> keras.Model:
         output_structure(model), [tmap[t] for t in graph.outputs])
     if isinstance(outputs, list) and len(outputs) == 1:
         outputs = outputs[0]
-    plain = model_like(model, inputs[0] if len(inputs) == 1 else inputs,
+    plain = model_like(model, pack_like_inputs(model, inputs),
                        outputs, name=f"{model.name}_stripped")
     return carry_compile(model, plain, what="the stripped model")

@@ -100,14 +100,16 @@ def check_fraction(name: str, value, lo_open: bool = True) -> float:
                          f"{name}={value!r}") from None
 
 
-def as_xy(data, name: str, model=None):
+def as_xy(data, name: str, model=None, targets: bool = False):
     """``(x, y)`` numpy arrays from any form ``tfcomp._io.as_arrays`` takes
-    (labels required; with ``model``, per-pixel labels kept).
+    (labels required; with ``model``, per-pixel labels kept; with
+    ``targets``, a regression model's float targets too, as float32).
 
     Example:
         >>> x, y = as_xy((x_val, y_val), "validation_data", model)
     """
-    return as_arrays(data, model=model, need_labels=True, name=name)
+    return as_arrays(data, model=model, need_labels=True, name=name,
+                     targets=targets)
 
 
 def as_images(data, name: str, model=None, max_items: int | None = None

@@ -214,8 +214,8 @@ class AMCHyperModel(kt.HyperModel):
         self.seed = int(seed)
         self.calibration_x = common.as_images(
             calibration_data, "calibration_data", model, max_images)
-        self.validation_data = common.as_xy(validation_data,
-                                            "validation_data", model)
+        self.validation_data = common.as_xy(
+            validation_data, "validation_data", model, targets=True)
         self.space = AMCSpace(model, resource, budget, hardware, bits,
                               lbound, self.round_to, ignored_layers)
         self._pruner = None
@@ -336,7 +336,7 @@ class AMCHyperModel(kt.HyperModel):
     def _metrics(self, model, counts, validation_data) -> dict:
         x, y = (self.validation_data if validation_data is None
                 else common.as_xy(validation_data, "validation_data",
-                                  self.model))
+                                  self.model, targets=True))
         acc = common.accuracy(model, x, y, self.batch_size)
         macs = float(self.space.macs(counts))
         cost = float(self.space.cost(counts))

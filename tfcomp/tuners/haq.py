@@ -56,7 +56,7 @@ import keras_tuner as kt
 import numpy as np
 
 from tfcomp._batches import index_rows, rows, take
-from tfcomp._finetune import data_order, outputs_logits
+from tfcomp._finetune import data_order, finetune_loss, outputs_logits
 from tfcomp._unpinned import unpinned
 from tfcomp.hardware import HardwareModel
 from tfcomp.quantization import calibrate, make_bits_dynamic, quantize_model
@@ -207,9 +207,10 @@ class HAQHyperModel(kt.HyperModel):
         self.model = model
         self.hardware, self.resource, self.budget = hardware, resource, budget
         self.b_min, self.b_max = int(b_min), int(b_max)
-        self.train_data = as_xy(train_data, "train_data", model)
+        self.train_data = as_xy(train_data, "train_data", model,
+                                targets=True)
         self.validation_data = as_xy(validation_data, "validation_data",
-                                     model)
+                                     model, targets=True)
         self.calibration_x = (take(self.train_data[0], 512)
                               if calibration_data is None else
                               as_images(calibration_data, "calibration_data",
@@ -340,8 +341,7 @@ class HAQHyperModel(kt.HyperModel):
         model.compile(
             optimizer=unpinned(keras.optimizers.SGD(self.learning_rate,
                                                     momentum=0.9)),
-            loss=keras.losses.SparseCategoricalCrossentropy(
-                from_logits=self.from_logits))
+            loss=finetune_loss(model, self.train_data[1], self.from_logits))
 
     def fit(self, hp, model, *args, validation_data=None, seed=None,
             **kwargs):
@@ -354,7 +354,8 @@ class HAQHyperModel(kt.HyperModel):
             ``{"reward", "accuracy", "cost", "cost_ratio"}``.
         """
         x, y = (self.validation_data if validation_data is None
-                else as_xy(validation_data, "validation_data", self.model))
+                else as_xy(validation_data, "validation_data", self.model,
+                           targets=True))
         shared = self._search is not None and model is self._search[0]
         if self.finetune_epochs > 0:
             if shared:  # a fresh optimizer, without retracing

@@ -138,9 +138,10 @@ class JointHyperModel(kt.HyperModel):
         self.batch_size, self.learning_rate = int(batch_size), learning_rate
         self.seed = int(seed)
         self.decay = check_decay(decay)
-        self.train_data = as_xy(train_data, "train_data", model)
+        self.train_data = as_xy(train_data, "train_data", model,
+                                targets=True)
         self.validation_data = as_xy(validation_data, "validation_data",
-                                     model)
+                                     model, targets=True)
         self.calibration_x = as_images(self.train_data[0], "train_data",
                                        model, max_images)
         self.space = JointEnv(model, resource, hardware, budget,
@@ -211,7 +212,8 @@ class JointHyperModel(kt.HyperModel):
         """Short fine-tune, then ``{"reward", "accuracy", "cost",
         "cost_ratio"}`` on the held-out split."""
         x, y = (self.validation_data if validation_data is None
-                else as_xy(validation_data, "validation_data", self.model))
+                else as_xy(validation_data, "validation_data", self.model,
+                           targets=True))
         if self.finetune_epochs > 0:
             short_finetune(model, *self.train_data,
                            steps=self.finetune_steps,
