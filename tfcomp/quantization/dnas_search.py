@@ -17,7 +17,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfcomp._batches import index_rows, is_multi, model_arrays, rows, sliced
+from tfcomp._batches import index_rows, is_multi, model_arrays, rows
+from tfcomp._finetune import finetune_loss
+from tfcomp._score import score
 from tfcomp._unpinned import unpinned
 from tfcomp.quantization.dnas_supernet import (
     _info,
@@ -324,16 +326,11 @@ def select_best(model: keras.Model, architectures, x, y, validation_data,
             q = quantize_model(model, bits=bits)
             q.compile(optimizer=unpinned(keras.optimizers.Adam(
                           float(learning_rate))),
-                      loss=keras.losses.SparseCategoricalCrossentropy(
-                          from_logits=from_logits), jit_compile=False)
+                      loss=finetune_loss(q, y, from_logits),
+                      jit_compile=False)
             q.fit(x, np.asarray(y), batch_size=int(batch_size),
                   epochs=int(epochs), shuffle=True, verbose=verbose)
-            correct = 0
-            for a in range(0, rows(xv), 500):
-                out = keras.ops.convert_to_numpy(q(sliced(xv, a, a + 500),
-                                                   training=False))
-                correct += int((out.argmax(-1) == yv[a:a + 500]).sum())
-            seen[key] = correct / max(1, np.size(yv))  # per pixel too
+            seen[key] = score(q, xv, yv, batch_size=500)  # per pixel too
         scores.append({"bits": bits, "val_accuracy": seen[key]})
     best = max(range(len(scores)), key=lambda i: scores[i]["val_accuracy"])
     return archs[best], scores
