@@ -215,6 +215,10 @@ def test_kinds_inferred_from_compiled_losses_and_activations():
     assert kind(two) == ["classification", "regression"]
     two.compile("sgd", {"box": "mse"})
     assert kind(two) == ["classification", "regression"]
+    # an uncompiled student (a pruned copy) of a compiled binary teacher
+    teacher = _head(1)
+    teacher.compile("sgd", keras.losses.BinaryCrossentropy(from_logits=True))
+    assert Distiller(_head(1), teacher).kinds == "binary"
     # the Distiller's own compiled loss
     kd = Distiller(_head(4), _head(4))
     assert kd.kinds == "classification"

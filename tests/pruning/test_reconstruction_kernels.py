@@ -1,6 +1,7 @@
-"""Reconstruction through grouped, transposed and 3-D convolutions: the
-dense view of each consumer, its patches, the block-wise refit, and the
-whole-model methods (LASSO, AMC, DCP) on models built from them."""
+"""Reconstruction through grouped, transposed, separable and 3-D
+convolutions: the dense view of each consumer, its patches, the
+block-wise refit, and the whole-model methods (LASSO, AMC, DCP) on models
+built from them."""
 
 import keras
 import numpy as np
@@ -19,6 +20,7 @@ from tfcomp.pruning.reconstruction.kernels import (
     connections,
     consumer_kind,
     from_dense,
+    kernel_variable,
     layer_kernel,
     to_dense,
 )
@@ -47,6 +49,10 @@ CONSUMERS = [
         8, 3, strides=2, padding="same", groups=2), (3, 7, 7, 6)),
     ("grouped_conv1d_causal", lambda: L.Conv1D(
         9, 3, padding="causal", groups=3, dilation_rate=2), (3, 9, 6)),
+    ("separable_conv2d_dm2", lambda: L.SeparableConv2D(
+        5, 3, strides=2, padding="same", depth_multiplier=2), (3, 7, 7, 6)),
+    ("separable_conv1d_dilated", lambda: L.SeparableConv1D(
+        5, 3, padding="same", dilation_rate=2), (3, 9, 6)),
 ]
 
 
@@ -60,7 +66,7 @@ def test_patches_times_dense_kernel_equal_the_layer(name, make, shape):
     layer = make()
     x = np.random.default_rng(0).normal(size=shape).astype("float32")
     y = _np(layer(x))
-    kernel = _np(layer.kernel)
+    kernel = _np(kernel_variable(layer))
     np.testing.assert_array_equal(from_dense(layer, to_dense(layer, kernel)),
                                   kernel)
     w, b = layer_kernel(layer)
@@ -99,11 +105,25 @@ def test_transposed_reconstruct_layer_assigns_to_the_layer():
     assert np.all(_np(layer.kernel)[..., removed] == 0)
 
 
-def test_separable_and_depthwise_are_still_refused_with_reasons():
+def test_depthwise_is_still_refused_with_reasons():
     with pytest.raises(ValueError, match="depthwise"):
         consumer_kind(L.DepthwiseConv2D(3))
-    with pytest.raises(ValueError, match="SeparableConv2D"):
-        consumer_kind(L.SeparableConv2D(4, 3))
+    assert consumer_kind(L.SeparableConv2D(4, 3)) == "separable"
+
+
+def test_separable_refit_rows_follow_the_depth_multiplier():
+    # channel c's depthwise outputs are pointwise rows c*dm .. c*dm+dm-1
+    layer = L.SeparableConv2D(4, 3, padding="same", depth_multiplier=2)
+    x = np.random.default_rng(3).normal(size=(8, 6, 6, 5)).astype("float32")
+    layer(x)
+    s = sample_layer(layer, x, samples_per_image=20,
+                     units=np.repeat(np.arange(5), 2))
+    r = reconstruct_layer(layer, samples=s, num_keep=3)
+    assert r.error < r.error_zeroed
+    assert r.kernel.shape == tuple(layer.pointwise_kernel.shape)
+    removed = np.setdiff1d(np.arange(5), r.keep)
+    rows = np.concatenate([[2 * c, 2 * c + 1] for c in removed])
+    assert np.all(r.kernel[..., rows, :] == 0)
 
 
 def _unet(classes=3):
@@ -132,7 +152,25 @@ def _resnext():
     return keras.Model(inputs, L.Dense(4)(x), name="resnext")
 
 
-@pytest.mark.parametrize("build", [_unet, _resnext], ids=["unet", "resnext"])
+def _xception():
+    """keras.io's "image classification from scratch" net, small: separable
+    convs in residual blocks with strided 1x1 projections, one logit."""
+    inputs = keras.Input((16, 16, 3))
+    x = L.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inputs)
+    prev = x
+    for size in (8, 16):
+        x = L.SeparableConv2D(size, 3, padding="same")(L.ReLU()(x))
+        x = L.BatchNormalization()(x)
+        x = L.SeparableConv2D(size, 3, padding="same")(L.ReLU()(x))
+        x = L.MaxPooling2D(3, strides=2, padding="same")(x)
+        x = L.add([x, L.Conv2D(size, 1, strides=2, padding="same")(prev)])
+        prev = x
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, L.Dense(1)(x), name="xception")
+
+
+@pytest.mark.parametrize("build", [_unet, _resnext, _xception],
+                         ids=["unet", "resnext", "xception"])
 def test_every_group_is_reconstructed_and_pruned_equals_masked(build):
     keras.utils.set_random_seed(0)
     model = build()

@@ -105,16 +105,20 @@ def check_kinds(kinds) -> None:
     _check(kinds, [])
 
 
-def resolve_kinds(kinds, student, keys, flat, losses=()) -> list[str]:
+def resolve_kinds(kinds, student, keys, flat, losses=(),
+                  teacher=None) -> list[str]:
     """The kind of each of ``student``'s outputs ``flat`` (named ``keys``):
     ``kinds`` (one for all, a list in output order or a dict by name;
     ``"auto"`` or a missing name: :func:`infer_kind` from the first of
     ``losses`` that has one for the output, then ``student``'s compiled
-    loss, its activation and width). A ``ValueError`` for a bad value, and
+    loss, then ``teacher``'s (a pruned copy of a binary classifier is not
+    compiled, its teacher is), its activation and width). A ``ValueError``
+    for a bad value, and
     for ``"classification"`` on a one-unit output (a softmax over one unit
     is 1: nothing would be learned)."""
     asked = _check(kinds, keys)
-    sources = list(losses) + [compiled_loss(student)]
+    sources = list(losses) + [compiled_loss(student)] + (
+        [] if teacher is None else [compiled_loss(teacher)])
     out = []
     for i, (key, kind, t) in enumerate(zip(keys, asked, flat)):
         if kind == "auto":

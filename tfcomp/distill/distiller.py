@@ -169,8 +169,8 @@ class Distiller(keras.Model):
             ``"regression"`` or ``"auto"`` (default), one for every output,
             a list in output order or a dict by output name (missing names:
             "auto"). "auto" takes the kind from the loss the output is
-            compiled with (the student's, or this Distiller's
-            ``compile(loss=...)``): MSE, MAE, Huber, LogCosh, MSLE, MAPE
+            compiled with (this Distiller's ``compile(loss=...)``, the
+            student's, else the teacher's): MSE, MAE, Huber, LogCosh, MSLE, MAPE
             -> regression; (focal) binary cross entropy -> binary; the
             categorical ones -> classification; without one, a sigmoid
             output is binary, a one-unit output regression (a one-unit
@@ -373,7 +373,8 @@ class Distiller(keras.Model):
         own = getattr(self, "loss", None)
         self._kinds = tuple(resolve_kinds(
             self._kinds_asked, self.student, keys, flat,
-            [own] if own is not None else []))
+            [own] if own is not None else [],
+            teacher=getattr(self, "teacher", None)))
         self._kinds_loss = id(own)
         return self._kinds
 

@@ -37,6 +37,7 @@ from tfcomp.pruning.reconstruction.engine import (
 from tfcomp.pruning.reconstruction.kernels import (
     dense_shape,
     from_dense,
+    kernel_variable,
     to_dense,
 )
 
@@ -131,7 +132,7 @@ class GreedyGroup:
         # weights are handled in the dense view (*k, P, n) of
         # reconstruction.kernels: grouped / transposed kernels map back
         self.layers = layers
-        self.kernels = [lay.kernel for lay in layers]
+        self.kernels = [kernel_variable(lay) for lay in layers]
         self.w_init = self.get_w()
         self.unit_pos = []   # per consumer: (P,) unit ids
         self.row_masks = []  # per consumer: (P,) positions outside the group
@@ -201,12 +202,12 @@ class GreedyGroup:
     # -- weights -----------------------------------------------------------
     def get_w(self) -> list:
         """The consumers' kernels in the dense view."""
-        return [to_dense(lay, keras.ops.convert_to_numpy(lay.kernel))
+        return [to_dense(lay, keras.ops.convert_to_numpy(kernel_variable(lay)))
                 for lay in self.layers]
 
     def set_w(self, ws) -> None:
         for lay, w in zip(self.layers, ws):
-            lay.kernel.assign(from_dense(lay, w))
+            kernel_variable(lay).assign(from_dense(lay, w))
 
     def dense_grads(self, grads) -> list:
         """Gradients of the consumers' kernels in the dense view."""

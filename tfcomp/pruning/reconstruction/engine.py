@@ -39,6 +39,7 @@ from tfcomp.pruning.reconstruction.kernels import (
     expand_rows,
     from_dense,
     kernel_rows,
+    kernel_variable,
     layer_kernel,
 )
 from tfcomp.pruning.reconstruction.refit import (
@@ -428,7 +429,7 @@ class LayerwisePruner(PruningState):
                     "error_zeroed": reconstruction_error(
                         s.x, s.y, zeroed, s.bias, s.out_mask)}
             lay = self.layer(s.layer)
-            lay.kernel.assign(from_dense(lay, kernel))
+            kernel_variable(lay).assign(from_dense(lay, kernel))
             if bias is not None:
                 lay.bias.assign(bias.astype("float32"))
         return errors

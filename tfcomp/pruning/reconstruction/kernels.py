@@ -19,8 +19,16 @@ from that view:
   an identity kernel (:func:`identity_patches`), so strides, padding,
   ``output_padding`` and dilation are exactly the layer's.
 
-Depthwise and separable convolutions are not channel consumers of this
-kind (:func:`consumer_kind` says why); ``channels_first`` is refused.
+- ``SeparableConv1D`` / ``SeparableConv2D``: the pointwise kernel over the
+  depthwise outputs (``P * depth_multiplier`` of them, channel ``c``'s at
+  ``c * dm .. c * dm + dm - 1``), as AMC reconstructs MobileNet's pointwise
+  convolutions: the depthwise kernel is kept, its output at each sampled
+  location is the "patch" (one tap) and the pointwise kernel is refit on
+  the kept channels' outputs (:func:`kernel_variable`: the variable the
+  dense view maps to).
+
+Depthwise convolutions are not channel consumers of this kind
+(:func:`consumer_kind` says why); ``channels_first`` is refused.
 
 Reference: He, Zhang & Sun, arXiv:1707.06168 (the per-layer step).
 
@@ -36,21 +44,25 @@ import numpy as np
 
 __all__ = ["connections", "consumer_kind", "dense_shape", "expand_rows",
            "from_dense", "identity_patches", "input_channels", "kernel_rows",
-           "layer_kernel", "output_positions", "to_dense"]
+           "kernel_variable", "layer_kernel", "output_positions", "to_dense",
+           "depthwise_outputs"]
 
 _TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
                keras.layers.Conv3DTranspose)
+_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 _SUPPORTED = ("Conv1D, Conv2D, Conv3D (grouped too), Conv1DTranspose, "
-              "Conv2DTranspose, Conv3DTranspose (channels_last) and Dense")
+              "Conv2DTranspose, Conv3DTranspose, SeparableConv1D, "
+              "SeparableConv2D (channels_last) and Dense")
 
 
 def consumer_kind(layer) -> str:
     """``"conv"`` (Conv1D / Conv2D: patches gathered in numpy), ``"ops"``
-    (Conv3D and transposed convolutions: patches through ``keras.ops``) or
+    (Conv3D and transposed convolutions: patches through ``keras.ops``),
+    ``"separable"`` (the depthwise outputs, through ``keras.ops``) or
     ``"dense"``.
 
     Raises:
-        ValueError: for depthwise or separable convolutions,
+        ValueError: for depthwise convolutions,
             ``channels_first`` layers and any other layer, saying why.
 
     Example:
@@ -71,18 +83,14 @@ def consumer_kind(layer) -> str:
             "channel reads only its own input channel, so it is not a "
             "channel consumer. Its channels pass through to the next "
             "pointwise/dense layer; reconstruct that layer instead.")
-    if isinstance(layer, (keras.layers.SeparableConv1D,
-                          keras.layers.SeparableConv2D)):
-        raise ValueError(
-            f"Layer {name!r} ({type(layer).__name__}) is not supported by "
-            "reconstruction (its depthwise-then-pointwise kernel is not "
-            f"one free linear map); supported consumers are {_SUPPORTED}.")
     if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D,
-                          keras.layers.Conv3D) + _TRANSPOSED):
+                          keras.layers.Conv3D) + _TRANSPOSED + _SEPARABLE):
         if getattr(layer, "data_format", "channels_last") != "channels_last":
             raise ValueError(
                 f"Layer {name!r} uses data_format={layer.data_format!r}; "
                 "reconstruction supports channels_last only.")
+        if isinstance(layer, _SEPARABLE):
+            return "separable"
         if isinstance(layer, _TRANSPOSED) or isinstance(
                 layer, keras.layers.Conv3D):
             return "ops"
@@ -92,6 +100,22 @@ def consumer_kind(layer) -> str:
     raise ValueError(
         f"Layer {name!r} ({type(layer).__name__}) is not supported by "
         f"reconstruction; supported consumers are {_SUPPORTED}.")
+
+
+def kernel_variable(layer):
+    """The variable the dense view maps to: ``kernel``, or a separable
+    convolution's ``pointwise_kernel``.
+
+    Example:
+        >>> kernel_variable(sep).assign(from_dense(sep, refit))
+    """
+    return layer.pointwise_kernel if isinstance(layer, _SEPARABLE) \
+        else layer.kernel
+
+
+def _depth_multiplier(layer) -> int:
+    """Depthwise outputs per input channel of a separable convolution."""
+    return int(layer.depthwise_kernel.shape[-1])
 
 
 def _groups(layer) -> int:
@@ -107,6 +131,8 @@ def input_channels(layer) -> int:
     Example:
         >>> input_channels(keras.layers.Conv2D(8, 3, groups=2))  # built
     """
+    if isinstance(layer, _SEPARABLE):
+        return int(layer.depthwise_kernel.shape[-2])
     shape = tuple(layer.kernel.shape)
     if isinstance(layer, _TRANSPOSED):
         return int(shape[-1])
@@ -124,6 +150,8 @@ def expand_rows(layer, per_row) -> np.ndarray:
         array([0, 1, 0, 1])
     """
     per_row = np.asarray(per_row)
+    if isinstance(layer, _SEPARABLE):  # channel c: depthwise outputs c*dm+m
+        return np.repeat(per_row, _depth_multiplier(layer))
     g = _groups(layer)
     return np.tile(per_row, g) if g > 1 else per_row
 
@@ -147,9 +175,11 @@ def dense_shape(layer) -> tuple:
         >>> dense_shape(conv_t)     # Conv2DTranspose(8, 3) on 16 channels
         (3, 3, 16, 8)
     """
-    shape = tuple(int(d) for d in layer.kernel.shape)
+    shape = tuple(int(d) for d in kernel_variable(layer).shape)
     if isinstance(layer, _TRANSPOSED):
         return shape[:-2] + (shape[-1], shape[-2])
+    if isinstance(layer, _SEPARABLE):  # (1.., P * dm, n)
+        return shape
     return shape[:-2] + (input_channels(layer), shape[-1])
 
 
@@ -160,7 +190,7 @@ def connections(layer):
     Example:
         >>> connections(keras.layers.Conv2D(4, 1, groups=2))  # built, 4 in
     """
-    g = _groups(layer)
+    g = 1 if isinstance(layer, _SEPARABLE) else _groups(layer)
     if g == 1:
         return None
     p, n = dense_shape(layer)[-2:]
@@ -179,6 +209,8 @@ def to_dense(layer, kernel) -> np.ndarray:
     w = np.asarray(kernel, "float32")
     if isinstance(layer, _TRANSPOSED):
         return np.swapaxes(w, -1, -2)
+    if isinstance(layer, _SEPARABLE):
+        return w
     g = _groups(layer)
     if g == 1:
         return w
@@ -198,10 +230,12 @@ def from_dense(layer, dense) -> np.ndarray:
     Example:
         >>> layer.kernel.assign(from_dense(layer, refit_kernel))
     """
-    shape = tuple(int(d) for d in layer.kernel.shape)
+    shape = tuple(int(d) for d in kernel_variable(layer).shape)
     w = np.asarray(dense, "float32").reshape(dense_shape(layer))
     if isinstance(layer, _TRANSPOSED):
         return np.swapaxes(w, -1, -2).reshape(shape)
+    if isinstance(layer, _SEPARABLE):
+        return w.reshape(shape)
     g = _groups(layer)
     if g == 1:
         return w.reshape(shape)
@@ -225,7 +259,7 @@ def layer_kernel(layer) -> tuple:
     consumer_kind(layer)
     if not layer.built:
         raise ValueError(f"Layer {layer.name!r} is not built.")
-    w = to_dense(layer, keras.ops.convert_to_numpy(layer.kernel))
+    w = to_dense(layer, keras.ops.convert_to_numpy(kernel_variable(layer)))
     b = None
     if getattr(layer, "use_bias", False) and layer.bias is not None:
         b = np.asarray(keras.ops.convert_to_numpy(layer.bias), "float32")
@@ -311,4 +345,40 @@ def identity_patches(layer, x, img, pos,
         res = np.asarray(keras.ops.convert_to_numpy(res), "float32")
         res = res.reshape(res.shape[0], -1, taps, p)
         out[sel] = res[img[sel] - a, pos[sel]]
+    return out
+
+
+def depthwise_outputs(layer, x, img, pos,
+                      max_floats: int = 16_000_000) -> np.ndarray:
+    """A separable convolution's depthwise outputs at output locations
+    ``(img, pos)`` (its strides, padding and dilation, through
+    ``keras.ops.depthwise_conv``), a few images at a time.
+
+    Returns:
+        ``(M, 1, P * dm)`` float32, so that ``out @ pointwise_kernel`` is
+        the layer's pre-activation output there (before its bias).
+
+    Example:
+        >>> z = depthwise_outputs(sep, x_in, img, pos)
+    """
+    dk = np.asarray(keras.ops.convert_to_numpy(layer.depthwise_kernel),
+                    "float32")
+    width = dk.shape[-2] * dk.shape[-1]
+    x = np.asarray(x, "float32")
+    img = np.asarray(img, np.int64)
+    pos = np.asarray(pos, np.int64)
+    per_image = output_positions(layer, x.shape) * width
+    step = max(1, int(max_floats) // max(per_image, 1))
+    out = np.zeros((len(img), 1, width), "float32")
+    for a in range(0, x.shape[0], step):
+        sel = np.flatnonzero((img >= a) & (img < a + step))
+        if not sel.size:
+            continue
+        res = keras.ops.depthwise_conv(
+            x[a:a + step], dk, strides=tuple(layer.strides),
+            padding=layer.padding, dilation_rate=layer.dilation_rate,
+            data_format="channels_last")
+        res = np.asarray(keras.ops.convert_to_numpy(res), "float32")
+        out[sel, 0] = res.reshape(res.shape[0], -1, width)[img[sel] - a,
+                                                            pos[sel]]
     return out

@@ -20,6 +20,7 @@ from tfcomp.pruning.reconstruction.kernels import (
     connections,
     dense_shape,
     from_dense,
+    kernel_variable,
     layer_kernel,
 )
 from tfcomp.pruning.reconstruction.sampling import LayerSamples
@@ -286,7 +287,7 @@ def reconstruct_layer(layer, x=None, y=None, num_keep: int | None = None,
     kept_shape = list(samples.kernel_shape)
     kept_shape[-2] = len(pos)
     kernel_kept = k3[:, pos, :].reshape(kept_shape)
-    if layer is not None and tuple(layer.kernel.shape) != tuple(
+    if layer is not None and tuple(kernel_variable(layer).shape) != tuple(
             samples.kernel_shape):  # grouped / transposed: the layer's own
         kernel = from_dense(layer, kernel)
     return LayerReconstruction(keep=np.asarray(keep), kernel=kernel,

@@ -23,8 +23,10 @@ from tfcomp.pruning.reconstruction.kernels import (
     connections,
     consumer_kind,
     dense_shape,
+    depthwise_outputs,
     identity_patches,
     input_channels,
+    kernel_variable,
     layer_kernel,
     output_positions,
     to_dense,
@@ -76,7 +78,7 @@ def _check_inputs(layer, inputs, kind) -> np.ndarray:
             f"inputs of layer {layer.name!r} are empty. Received: "
             f"inputs.shape={x.shape}")
     cin = input_channels(layer)
-    if kind in ("conv", "ops"):
+    if kind in ("conv", "ops", "separable"):
         rank = len(layer.kernel_size) + 2
         if x.ndim != rank or x.shape[-1] != cin:
             raise ValueError(
@@ -152,7 +154,7 @@ def sample_patches(layer, inputs, samples_per_image: int = 10,
                                    np.random.default_rng(seed))
         img, pos = locations
         return flat[img, pos][:, None, :].astype("float32"), (img, pos)
-    if kind == "ops":  # Conv3D, transposed: through the layer's own op
+    if kind in ("ops", "separable"):  # through keras.ops
         num = output_positions(layer, x.shape)
         if locations is None:
             locations = _locations(n, num, samples_per_image,
@@ -162,6 +164,8 @@ def sample_patches(layer, inputs, samples_per_image: int = 10,
             raise ValueError(
                 f"locations do not fit the inputs of layer {layer.name!r} "
                 f"({n} images, {num} output positions).")
+        if kind == "separable":
+            return depthwise_outputs(layer, x, img, pos), (img, pos)
         return identity_patches(layer, x, img, pos), (img, pos)
     if x.ndim == 3:  # Conv1D: treat as (N, 1, L, C)
         geo = ((1, 1, 1, 0, 1),) + _geometry(layer, x.shape[1:2])
@@ -337,10 +341,11 @@ def sample_layer(layer, inputs, original_inputs=None,
     w, b = layer_kernel(layer)
     if original_kernel is not None:
         w0 = np.asarray(original_kernel, "float32")
-        if w0.shape != tuple(layer.kernel.shape):
+        want = tuple(kernel_variable(layer).shape)
+        if w0.shape != want:
             raise ValueError(
                 f"original_kernel of layer {layer.name!r} has shape "
-                f"{w0.shape}, expected {tuple(layer.kernel.shape)}.")
+                f"{w0.shape}, expected {want}.")
         w0 = to_dense(layer, w0).reshape(w.shape)
     else:
         w0 = w
