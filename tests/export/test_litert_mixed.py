@@ -123,15 +123,16 @@ def test_qat_int4_weights_are_the_qat_integer_weights(tmp_path, qat, data):
                     params[name]["codes"], stored.shape)):
                 matched.add(name)
     assert matched == {"dw_b", "conv_c", "fc"}
-    # the int4 ops run in LiteRT's built-in kernels: there the int4 file
-    # computes exactly what the int8 file (= the QAT model) computes
-    assert _builtin_outputs(fb, data) == pytest.approx(
-        _builtin_outputs((tmp_path / "qat8.tflite").read_bytes(), data),
-        abs=0)
-    # and with XNNPACK for the int8 ops it is within one output step of the
-    # QAT model (built-in and XNNPACK kernels round some ties apart)
+    # the int4 ops run in LiteRT's built-in kernels: there the int4 file is
+    # within one output step of the int8 file, whose weights hold the codes
+    # times a power of two at a scale divided by it (XNNPACK's limit): the
+    # same product, requantized with one rounding less (measured: 95 of
+    # 640 outputs one step off the QAT model in the int8 file, 146 in the
+    # int4 file)
     out = _builtin_outputs(fb, data)
     step = float(np.min(np.diff(np.unique(out))))
+    assert np.abs(np.array(out) - np.array(_builtin_outputs(
+        (tmp_path / "qat8.tflite").read_bytes(), data))).max() <= step * 1.01
     assert r.top1_agreement >= 0.9
     assert r.max_abs_error <= r8.max_abs_error + step * 1.01
     assert r.size_bytes < r8.size_bytes

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from tfcomp.export import export_tflite, tflite_weight_levels
-from tfcomp.export.int8 import convert_int8
+from tfcomp.export.int8 import code_multiplier, convert_int8
 from tfcomp.export.runtime import make_interpreter, run_interpreter
 from tfcomp.quantization import (
     calibrate,
@@ -127,7 +127,8 @@ def _weight_tensors(exported):
     for name, p in exported["params"].items():
         if "codes" not in p:
             continue
-        want = _tflite_layout(p["type"], p["codes"])
+        want = _tflite_layout(p["type"], p["codes"]) * code_multiplier(
+            p["codes"])
         for d, v in tensors:
             if (v is not None and d["dtype"] == np.int8
                     and v.shape == want.shape and np.array_equal(v, want)):
@@ -162,12 +163,14 @@ def test_weights_are_the_qat_integer_codes_and_scales(exported):
     weighted = {n for n, p in exported["params"].items() if "codes" in p}
     assert weighted == {"c1", "dw", "c2", "d1", "logits"}
     assert set(found) == weighted  # every layer's codes, exactly
-    for name, (d, _) in found.items():
+    for name, (d, v) in found.items():
         qp = d["quantization_parameters"]
-        np.testing.assert_allclose(qp["scales"],
-                                   exported["params"][name]["scale"],
+        p = exported["params"][name]
+        m = code_multiplier(p["codes"])  # 127 // max|codes|: XNNPACK's limit
+        np.testing.assert_allclose(qp["scales"], p["scale"] / m,
                                    rtol=1e-6, err_msg=name)
         assert np.all(qp["zero_points"] == 0)
+        assert np.abs(v).max() <= 127
 
 
 @pytest.mark.parametrize("name", ["dw", "c2", "d1", "c1", "logits"])
@@ -179,7 +182,9 @@ def test_low_bit_layers_store_at_most_2b_minus_1_levels(exported, name):
     levels = [np.unique(r).size for r in rows]
     assert max(levels) <= 2 ** w_bits - 1, (name, levels)
     qmax = 2 ** (w_bits - 1) - 1
-    assert np.abs(v).max() <= qmax
+    m = code_multiplier(exported["params"][name]["codes"])
+    assert m * qmax <= 127 < 2 * m * qmax  # the codes times a power of 2
+    assert np.all(v % m == 0) and np.abs(v).max() <= 127
     if w_bits < 8:  # the low-bit grid is used, not a 2-level degenerate one
         assert max(levels) > 2
     # tflite_weight_levels reports the same counts for this tensor

@@ -23,11 +23,17 @@ How b-bit layers map onto int8 TFLite (TF 2.21's converter only accepts
 
 * weights: the kernel is replaced by its dequantized b-bit values
   ``codes * s`` and fake-quantized per output channel with
-  ``narrow_range=True`` on ``[-127 s, 127 s]``, so the int8 tensor stores the
-  b-bit integer codes themselves with scale ``s``: at most ``2^b - 1``
-  distinct levels per output channel. Dense layers are emitted as 1x1
-  CONV_2D (the converter cannot keep per-channel ranges through
-  FULLY_CONNECTED's transpose).
+  ``narrow_range=True`` on ``[-127 s / m, 127 s / m]``, so the int8 tensor
+  stores the b-bit integer codes times ``m``, the largest power of two
+  with ``m * max|codes| <= 127`` (:func:`code_multiplier`: 64 at 2 bits, 1
+  at 8), with scale ``s / m`` (exact): the
+  same values, at most ``2^b - 1`` distinct levels per output channel. The
+  multiplier keeps the requantization scale ``s_in * s_w / s_out`` of a
+  low-bit layer below XNNPACK's limit of 256 (a 2-bit layer's codes at
+  scale ``s`` exceeded it, and the file failed to load in TFLite's default
+  CPU delegate, as on phones); the integer arithmetic is unchanged.
+  Dense layers are emitted as 1x1 CONV_2D (the converter cannot keep
+  per-channel ranges through FULLY_CONNECTED's transpose).
 * activations at ``b < 8`` bits: the int8 tensor gets the b-bit scale and
   zero point, and a MINIMUM op clamps at the top of the b-bit range, so
   TFLite rounds and clips exactly like the QAT model.
@@ -86,8 +92,8 @@ from tfcomp.quantization import (
 )
 from tfcomp.quantization._analysis import keeps_scale, keras_classes
 
-__all__ = ["prepare_for_tflite", "check_exportable", "convert_int8",
-           "tflite_weight_levels"]
+__all__ = ["prepare_for_tflite", "check_exportable", "code_multiplier",
+           "convert_int8", "tflite_weight_levels"]
 
 _FLOAT_KERNELS = ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Dense",
                   "SeparableConv1D", "SeparableConv2D", "DepthwiseConv1D",
@@ -191,11 +197,25 @@ def check_exportable(model) -> None:
             ".")
 
 
+def _keeps_grid(layer) -> bool:
+    """Same-scale layers, and a plain ReLU: ``max(x, 0)`` of values on a
+    grid whose zero point is an integer stays on that grid (a second ReLU
+    after a conv's own, as keras.io's Xception blocks start)."""
+    if keeps_scale(layer):
+        return True
+    if isinstance(layer, keras.layers.ReLU):
+        return (layer.max_value is None and not layer.negative_slope
+                and not layer.threshold)
+    return type(layer) is keras.layers.Activation and getattr(
+        layer.activation, "__name__", "") == "relu"
+
+
 def _quantizer_behind(parsed, t):
     """The activation quantizer node whose output reaches tensor ``t``
-    through same-scale layers (max pooling, padding, reshape...), or None."""
+    through same-grid layers (max pooling, padding, reshape, a plain
+    ReLU...), or None."""
     prod = parsed.producer(t)
-    while prod is not None and keeps_scale(prod.layer):
+    while prod is not None and _keeps_grid(prod.layer):
         prod = parsed.producer(prod.inputs[0]) if prod.inputs else None
     if prod is None or not isinstance(prod.layer, QUANT_ACTIVATION_LAYERS):
         return None
@@ -263,6 +283,22 @@ def _requantized_observers(model, params) -> dict:
     return out
 
 
+def code_multiplier(codes) -> int:
+    """The power of two ``m`` a layer's b-bit weight codes are stored times
+    in its int8 tensor (scale divided by ``m``, exactly): the largest with
+    ``m * max|codes| <= 127``.
+
+    Example:
+        >>> code_multiplier(np.array([-1, 0, 1]))     # 2-bit codes
+        64
+        >>> code_multiplier(np.array([-127, 5]))
+        1
+    """
+    top = int(np.max(np.abs(codes))) if np.size(codes) else 0
+    room = max(1, 127 // max(1, top))
+    return 1 << (room.bit_length() - 1)
+
+
 def prepare_for_tflite(model):
     """A FakeQuant clone of a QAT model and the converter kwargs to use.
 
@@ -304,7 +340,8 @@ def prepare_for_tflite(model):
             layer.kernel.assign((p["codes"] * scale_b).astype(np.float32))
             if p["bias"] is not None:  # already on the s_in * s_w grid
                 layer.bias.assign(np.asarray(p["bias"], np.float32))
-            layer._tfcomp_export = {"fq_max": 127.0 * p["scale"],
+            m = code_multiplier(p["codes"])
+            layer._tfcomp_export = {"fq_max": 127.0 * p["scale"] / m,
                                     "input": p["input"], "n_out": n_out,
                                     "requantize": requant.get(layer.name, 0)}
         elif isinstance(layer, QUANT_ACTIVATION_LAYERS):

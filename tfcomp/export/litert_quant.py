@@ -14,12 +14,13 @@
   weight layer at int4w. ai-edge-quantizer 0.10 has no int4 recipe for
   DEPTHWISE_CONV_2D: such layers become int8 and are named in
   ``ExportReport.int8_fallback``.
-* **tfcomp QAT models** (``tfcomp.quantization.quantize_model``): the
-  full-integer int8 file of :mod:`tfcomp.export.int8` (unchanged), whose
-  int8 weight tensors of the int4w layers are rewritten as int4 tensors
-  with the same per-channel scales. The codes are the QAT model's integer
-  weights (``quantization_params``), so the int4 file holds exactly the
-  QAT grid; ai-edge-quantizer cannot do this (it quantizes float files,
+* **tfcomp QAT models** (``tfcomp.quantization.quantize_model``): the full-
+  integer int8 file of :mod:`tfcomp.export.int8` (unchanged), whose int8
+  weight tensors of the int4w layers are rewritten as int4 tensors of the
+  QAT codes at the QAT per-channel scales (the int8 file stores them times
+  :func:`tfcomp.export.int8.code_multiplier`). The codes are the QAT model's
+  integer weights (``quantization_params``), so the int4 file holds exactly
+  the QAT grid; ai-edge-quantizer cannot do this (it quantizes float files,
   with scales of its own). ``"int4w"`` (or a layer absent from a policy)
   means int4 for every layer with ``w_bits <= 4`` and int8 otherwise; a
   policy may only ask int8 or int4w (the file is full-integer). A layer
@@ -55,6 +56,7 @@ import tempfile
 import keras
 import numpy as np
 
+from tfcomp.export.int8 import code_multiplier
 from tfcomp.graph import iter_leaf_layers
 from tfcomp.hardware.precision import (
     PRECISIONS,
@@ -266,13 +268,14 @@ def _qat_int4(model, flatbuffer, wanted: dict):
                               "int4's [-8, 7]")
             continue
         match = None
+        m = code_multiplier(codes)  # the int8 file stores codes * m
         for w in ops:
             t = sg.tensors[w.tensor]
             data = np.asarray(fb.buffers[t.buffer].data, np.uint8)
             stored = data.view(np.int8)
-            if any(np.array_equal(stored, c.reshape(-1))
+            if any(np.array_equal(stored, c.reshape(-1) * m)
                    for c in _file_layouts(codes, t.shape)):
-                match = w
+                match = (w, m)
                 break
         if match is None:
             fallback[name] = (
@@ -280,11 +283,15 @@ def _qat_int4(model, flatbuffer, wanted: dict):
                 "its weights (no int4 kernel for its op)")
         else:
             done[name] = match
-    for w in {m.tensor: m for m in done.values()}.values():
+    for w, m in {w.tensor: (w, m) for w, m in done.values()}.values():
         t = sg.tensors[w.tensor]
         buf = fb.buffers[t.buffer]
-        buf.data = pack_int4(np.asarray(buf.data, np.uint8).view(np.int8))
+        codes = np.asarray(buf.data, np.uint8).view(np.int8) // m
+        buf.data = pack_int4(codes.astype(np.int8))
+        t.quantization.scale = np.asarray(t.quantization.scale,
+                                          np.float32) * m  # the QAT scale
         t.type = schema.TensorType.INT4
+    done = {name: w for name, (w, _) in done.items()}
     builder = flatbuffers.Builder(1024)
     builder.Finish(fb.Pack(builder), file_identifier=b"TFL3")
     return bytes(builder.Output()), done, fallback

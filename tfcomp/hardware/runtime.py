@@ -82,6 +82,13 @@ def make_interpreter(model, threads: int = 1):
         except TFLiteModelError:
             raise  # never hand a rejected model to the next runtime
         except (ValueError, RuntimeError) as e:  # e.g. an op it lacks
+            if "XNNPACK" in str(e):  # failed to prepare on creation
+                try:
+                    return _without_default_delegates(cls, buf, threads), \
+                        f"{name} (reference kernels: XNNPACK failed to " \
+                        "prepare)"
+                except (ValueError, RuntimeError):
+                    pass
             errors.append(f"{name}: {e}")
     if not errors:
         raise RuntimeError("No TFLite runtime is installed: install "
