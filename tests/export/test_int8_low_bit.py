@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tfcomp.export import export_tflite
 from tfcomp.export.int8 import convert_int8
+from tfcomp.export.runtime import float_ops, make_interpreter
 from tfcomp.quantization import calibrate, quantize_model
 
 L = keras.layers
@@ -68,7 +69,6 @@ def test_a_file_xnnpack_cannot_prepare_runs_on_the_reference_kernels(
     # the bare-codes encoding of the model above (code multiplier 1): the
     # interpreter failed on creation ("No TFLite runtime could load")
     import tfcomp.export.int8 as int8
-    from tfcomp.export.runtime import make_interpreter
 
     monkeypatch.setattr(int8, "code_multiplier", lambda codes: 1)
     qat, _ = _cancelling_2bit()
@@ -90,6 +90,8 @@ def test_relu_after_a_relu_requantizes_exactly_for_a_low_bit_reader(
         "float32")
     qat = quantize_model(model, bits={"t": (4, 4)})
     calibrate(qat, x)
-    report = export_tflite(qat, os.path.join(tmp_path, "r.tflite"),
-                           quantization="int8", verify_data=x)
+    path = os.path.join(tmp_path, "r.tflite")
+    report = export_tflite(qat, path, quantization="int8", verify_data=x)
     assert report.max_abs_error <= 1e-5
+    # the ReLU takes the observer's grid first: no float RELU in the file
+    assert float_ops(make_interpreter(path)[0]) == []

@@ -197,12 +197,10 @@ def check_exportable(model) -> None:
             ".")
 
 
-def _keeps_grid(layer) -> bool:
-    """Same-scale layers, and a plain ReLU: ``max(x, 0)`` of values on a
-    grid whose zero point is an integer stays on that grid (a second ReLU
-    after a conv's own, as keras.io's Xception blocks start)."""
-    if keeps_scale(layer):
-        return True
+def _plain_relu(layer) -> bool:
+    """A plain ReLU: ``max(x, 0)`` of values on a grid whose zero point is
+    an integer stays on that grid (a second ReLU after a conv's own, as
+    keras.io's Xception blocks start)."""
     if isinstance(layer, keras.layers.ReLU):
         return (layer.max_value is None and not layer.negative_slope
                 and not layer.threshold)
@@ -210,12 +208,16 @@ def _keeps_grid(layer) -> bool:
         layer.activation, "__name__", "") == "relu"
 
 
-def _quantizer_behind(parsed, t):
+def _quantizer_behind(parsed, t, through_relu: list | None = None):
     """The activation quantizer node whose output reaches tensor ``t``
-    through same-grid layers (max pooling, padding, reshape, a plain
-    ReLU...), or None."""
+    through same-scale layers (max pooling, padding, reshape...), or None.
+    With a list ``through_relu``, plain ReLUs are walked through too
+    (:func:`_plain_relu`) and the list gets True when one was."""
     prod = parsed.producer(t)
-    while prod is not None and _keeps_grid(prod.layer):
+    while prod is not None and (keeps_scale(prod.layer) or (
+            through_relu is not None and _plain_relu(prod.layer))):
+        if through_relu is not None and _plain_relu(prod.layer):
+            through_relu.append(True)
         prod = parsed.producer(prod.inputs[0]) if prod.inputs else None
     if prod is None or not isinstance(prod.layer, QUANT_ACTIVATION_LAYERS):
         return None
@@ -223,11 +225,14 @@ def _quantizer_behind(parsed, t):
 
 
 def _requantized_inputs(model, params) -> dict:
-    """``{layer name: weight code}`` of the quantized layers whose input the
-    int8 file must requantize: the input is an activation quantizer's output
-    (possibly through same-scale layers such as max pooling) on a different
-    grid. Their export path requantizes with ``exact_requantize`` (see its
-    docstring); readers of one tensor get distinct codes 127, 126, ..."""
+    """``{layer name: (weight code, source grid or None)}`` of the quantized
+    layers whose input the int8 file must requantize: the input is an
+    activation quantizer's output (possibly through same-scale layers such
+    as max pooling, or a plain ReLU on a nonnegative grid, where it is the
+    identity: then the source grid, which the ReLU's output takes first) on
+    a different grid. Their export path requantizes
+    with ``exact_requantize`` (see its docstring); readers of one tensor get
+    distinct codes 127, 126, ..."""
     parsed = parse_model(model)
     out, per_tensor, seen = {}, {}, set()
     for node in parsed.nodes:
@@ -238,16 +243,21 @@ def _requantized_inputs(model, params) -> dict:
             continue
         seen.add(node.path)
         t = node.inputs[0]
-        prod = _quantizer_behind(parsed, t)
+        relu = []
+        prod = _quantizer_behind(parsed, t, relu)
         if prod is None:
             continue
         grid = params.get(prod.layer.name, {}).get("output")
+        if relu and (grid is None or grid[1] != 0):
+            continue  # a signed grid: the ReLU changes values (TFLite's RELU)
         s, z, _ = params[layer.name]["input"]
         if grid is None or not (np.isclose(grid[0], s, rtol=1e-6, atol=0)
                                 and grid[1] == z):
             n = per_tensor.get(t, 0)
             per_tensor[t] = n + 1
-            out[layer.name] = 127 - n % 127
+            # behind a ReLU the tensor has no range of its own in the file
+            # (the RELU op would stay float): it gets the source's grid
+            out[layer.name] = (127 - n % 127, grid if relu else None)
     return out
 
 
@@ -343,7 +353,10 @@ def prepare_for_tflite(model):
             m = code_multiplier(p["codes"])
             layer._tfcomp_export = {"fq_max": 127.0 * p["scale"] / m,
                                     "input": p["input"], "n_out": n_out,
-                                    "requantize": requant.get(layer.name, 0)}
+                                    "requantize": requant.get(
+                                        layer.name, (0, None))[0],
+                                    "requantize_from": requant.get(
+                                        layer.name, (0, None))[1]}
         elif isinstance(layer, QUANT_ACTIVATION_LAYERS):
             layer._tfcomp_export = {
                 "output": p["output"],

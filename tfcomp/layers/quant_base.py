@@ -352,6 +352,8 @@ class QuantMixin(KernelLayerMixin):
         if spec.get("input") is None:
             return inputs
         s, z, b = spec["input"]
+        if spec.get("requantize_from") is not None:  # behind a plain ReLU
+            inputs = fake_quant_activation(inputs, *spec["requantize_from"])
         if spec.get("requantize"):
             inputs = exact_requantize(inputs, spec["requantize"])
         return fake_quant_activation(inputs, s, z, b)
