@@ -119,5 +119,6 @@ def test_targets_where_classes_are_needed_are_named(ws, capsys, args,
 
 def test_amc_search_runs_on_a_regression_model(ws, capsys):
     out = ok(capsys, "search", "amc", ws / "reg.keras", ws / "s.keras",
-             "--data", ws / "reg.npz", "--trials", "1", "--round-to", "1")
+             "--data", ws / "reg.npz", "--trials", "1", "--round-to", "1",
+             "--directory", ws / "search")
     assert "test mse of the best model" in out and (ws / "s.keras").exists()
