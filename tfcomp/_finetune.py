@@ -23,7 +23,7 @@ from tfcomp._batches import as_model_input, index_rows, rows
 from tfcomp._unpinned import unpinned
 
 __all__ = ["DECAYS", "check_decay", "data_order", "finetune_loss",
-           "outputs_logits", "short_finetune"]
+           "outputs_logits", "short_finetune", "task_loss"]
 
 
 def outputs_logits(model) -> bool:
@@ -60,6 +60,32 @@ def finetune_loss(model, y, from_logits: bool | None = None):
     if from_logits is None:
         from_logits = outputs_logits(model)
     return keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits)
+
+
+def task_loss(model, y, loss=None):
+    """The loss a loss-based criterion scores ``model`` on labels ``y``
+    with, as a callable ``fn(y, out)``: ``loss`` (a Keras loss, function
+    or name), else the model's compiled loss (one loss, not a dict or list
+    of them), else :func:`finetune_loss`'s choice (sparse / binary cross
+    entropy, squared error for float targets).
+
+    Example:
+        >>> task_loss(model, y)(y, model.predict(x))
+    """
+    from tfcomp._output_kinds import compiled_loss
+
+    if loss is None:
+        found = compiled_loss(model)
+        if isinstance(found, (str, keras.losses.Loss)) or (
+                callable(found) and not isinstance(found, dict)):
+            loss = found
+    if loss is None:
+        loss = finetune_loss(model, y)
+    fn = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
+    if not callable(fn):
+        raise ValueError(f"loss must be a Keras loss or callable. Received: "
+                         f"loss={loss!r}")
+    return fn
 
 
 def data_order(n: int, steps: int | None, batch_size: int, epochs: int,

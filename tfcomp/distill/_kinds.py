@@ -34,8 +34,10 @@ from keras import ops
 from tfcomp._output_kinds import compiled_loss, is_sigmoid, loss_kind
 
 __all__ = ["KINDS", "resolve_kinds", "infer_kind", "loss_kind",
-           "is_sigmoid", "binary_logits", "binary_kd_loss",
-           "regression_kd_loss", "binary_hard_loss", "regression_hard_loss"]
+           "is_sigmoid", "as_logits", "kd_loss", "binary_logits",
+           "binary_kd_loss", "regression_kd_loss", "read_output",
+           "soft_loss", "check_kind", "single_output_kind",
+           "binary_hard_loss", "regression_hard_loss"]
 
 KINDS = ("classification", "binary", "regression")
 _CHOICES = ("auto",) + KINDS
@@ -105,6 +107,42 @@ def check_kinds(kinds) -> None:
     _check(kinds, [])
 
 
+def check_kind(kind, name: str = "kind") -> str:
+    """``kind`` when it is one of :data:`KINDS`, else a ``ValueError``
+    naming ``name`` and the value."""
+    if kind not in KINDS:
+        raise ValueError(f"{name} must be one of {KINDS}. Received: "
+                         f"{name}={kind!r}")
+    return kind
+
+
+def single_output_kind(model, kind: str = "auto", source=None,
+                       name: str = "kind") -> str:
+    """The kind of a single-output ``model``'s output: ``kind``, or for
+    "auto" :func:`infer_kind` from the compiled loss of ``source`` (the
+    model it was copied from) or of ``model``. A ``ValueError`` naming
+    ``name`` for a bad value or a classification of one unit.
+
+    Example:
+        >>> single_output_kind(binary_classifier)
+        'binary'
+    """
+    out = model.outputs[0]
+    if kind == "auto":
+        loss = compiled_loss(source) if source is not None else None
+        kind, _ = infer_kind(loss if loss is not None else compiled_loss(
+            model), out, is_sigmoid(model, out))
+    else:
+        check_kind(kind, name)
+    if kind == "classification" and out.shape[-1] == 1:
+        raise ValueError(
+            f"{model.name!r} has one output unit: a softmax over one unit is "
+            f"constant, nothing would be learned as a classification. Pass "
+            f"{name}='binary' or {name}='regression'. Received: "
+            f"{name}={kind!r}")
+    return kind
+
+
 def resolve_kinds(kinds, student, keys, flat, losses=(),
                   teacher=None) -> list[str]:
     """The kind of each of ``student``'s outputs ``flat`` (named ``keys``):
@@ -136,6 +174,79 @@ def resolve_kinds(kinds, student, keys, flat, losses=(),
                 f"for it. Received: kinds={kinds!r}")
         out.append(kind)
     return out
+
+
+def as_logits(out, kind: str = "auto"):
+    """Logits of a classifier output: ``log p`` for probabilities.
+
+    ``kind="auto"`` decides per batch: rows in [0, 1] that sum to 1 (within
+    1e-3) are probabilities, as ``sensitivity._probabilities`` reads them.
+
+    Example:
+        >>> z = as_logits(keras.ops.softmax(keras.ops.ones((2, 3))))
+    """
+    out = ops.cast(out, "float32")
+    if kind == "logits":
+        return out
+    logp = ops.log(ops.clip(out, 1e-12, 1.0))
+    if kind == "probabilities":
+        return logp
+    is_prob = ops.logical_and(
+        ops.logical_and(ops.all(out >= -1e-6), ops.all(out <= 1 + 1e-6)),
+        ops.all(ops.abs(ops.sum(out, axis=-1) - 1.0) <= 1e-3))
+    return ops.where(is_prob, logp, out)
+
+
+def kd_loss(teacher_logits, student_logits, temperature: float):
+    """Per-sample (per-position for per-pixel outputs) ``T**2 *
+    KL(softmax(t / T) || softmax(s / T))`` over the last axis.
+
+    Example:
+        >>> kd_loss(keras.ops.ones((2, 3)), keras.ops.zeros((2, 3)), 4.0)
+    """
+    t = ops.cast(teacher_logits, "float32") / temperature
+    s = ops.cast(student_logits, "float32") / temperature
+    log_pt = ops.log_softmax(t, axis=-1)
+    log_ps = ops.log_softmax(s, axis=-1)
+    kl = ops.sum(ops.exp(log_pt) * (log_pt - log_ps), axis=-1)
+    return kl * (temperature ** 2)
+
+
+def read_output(kind: str, out, form: str = "auto"):
+    """What the soft loss of a ``kind`` output compares: logits of a
+    classification output (:func:`as_logits`; ``form`` "auto", "logits"
+    or "probabilities"), logits of a binary one (``form``
+    "probabilities": a sigmoid's output, else logits), the float32 values
+    of a regression one.
+
+    Example:
+        >>> read_output("binary", keras.ops.ones((2, 1)) * 0.5,
+        ...             "probabilities")  # logit 0
+    """
+    if kind == "regression":
+        return ops.cast(out, "float32")
+    if kind == "binary":
+        return binary_logits(out, form == "probabilities")
+    return as_logits(out, form)
+
+
+def soft_loss(kind: str, teacher_z, student_z, temperature: float = 1.0):
+    """Per sample (per position) soft loss of one ``kind`` output, given
+    :func:`read_output`'s values (the teacher's detached by the caller):
+    :func:`kd_loss`, :func:`binary_kd_loss` or :func:`regression_kd_loss`.
+    At ``temperature`` 1 a classification soft loss is the cross entropy
+    to the teacher's softmax less its entropy (the same gradients):
+    slimmable networks' in-place distillation.
+
+    Example:
+        >>> soft_loss("regression", keras.ops.ones((2, 4)),
+        ...           keras.ops.zeros((2, 4)))
+    """
+    if kind == "regression":
+        return regression_kd_loss(teacher_z, student_z)
+    if kind == "binary":
+        return binary_kd_loss(teacher_z, student_z, temperature)
+    return kd_loss(teacher_z, student_z, temperature)
 
 
 def binary_logits(out, probabilities: bool):

@@ -61,14 +61,15 @@ from keras import ops
 
 from tfcomp._io import check_fraction, check_number
 from tfcomp.distill._kinds import (
+    as_logits,
     binary_hard_loss,
-    binary_kd_loss,
-    binary_logits,
     check_kinds,
     is_sigmoid,
+    kd_loss,
+    read_output,
     regression_hard_loss,
-    regression_kd_loss,
     resolve_kinds,
+    soft_loss,
 )
 from tfcomp.distill._outputs import (
     is_multi,
@@ -82,42 +83,6 @@ from tfcomp.distill._outputs import (
 __all__ = ["Distiller", "kd_loss", "as_logits"]
 
 _OUTPUTS = ("auto", "logits", "probabilities")
-
-
-def as_logits(out, kind: str = "auto"):
-    """Logits of a classifier output: ``log p`` for probabilities.
-
-    ``kind="auto"`` decides per batch: rows in [0, 1] that sum to 1 (within
-    1e-3) are probabilities, as ``sensitivity._probabilities`` reads them.
-
-    Example:
-        >>> z = as_logits(keras.ops.softmax(keras.ops.ones((2, 3))))
-    """
-    out = ops.cast(out, "float32")
-    if kind == "logits":
-        return out
-    logp = ops.log(ops.clip(out, 1e-12, 1.0))
-    if kind == "probabilities":
-        return logp
-    is_prob = ops.logical_and(
-        ops.logical_and(ops.all(out >= -1e-6), ops.all(out <= 1 + 1e-6)),
-        ops.all(ops.abs(ops.sum(out, axis=-1) - 1.0) <= 1e-3))
-    return ops.where(is_prob, logp, out)
-
-
-def kd_loss(teacher_logits, student_logits, temperature: float):
-    """Per-sample (per-position for per-pixel outputs) ``T**2 *
-    KL(softmax(t / T) || softmax(s / T))`` over the last axis.
-
-    Example:
-        >>> kd_loss(keras.ops.ones((2, 3)), keras.ops.zeros((2, 3)), 4.0)
-    """
-    t = ops.cast(teacher_logits, "float32") / temperature
-    s = ops.cast(student_logits, "float32") / temperature
-    log_pt = ops.log_softmax(t, axis=-1)
-    log_ps = ops.log_softmax(s, axis=-1)
-    kl = ops.sum(ops.exp(log_pt) * (log_pt - log_ps), axis=-1)
-    return kl * (temperature ** 2)
 
 
 def _shape(model):
@@ -389,32 +354,29 @@ class Distiller(keras.Model):
             self._resolve_kinds(flat, keys)
         return self._kinds
 
-    def _probabilities(self, teacher: bool, i: int) -> bool:
-        """Whether a binary output is read as probabilities: by
+    def _form(self, teacher: bool, i: int) -> str:
+        """How a binary output is read ("logits" / "probabilities"): by
         ``student_outputs`` / ``teacher_outputs``, "auto": a sigmoid."""
         mode = self.teacher_outputs if teacher else self.student_outputs
         if mode != "auto":
-            return mode == "probabilities"
+            return mode
         flags = self._sigmoid[1 if teacher else 0]
-        return bool(flags[i]) if i < len(flags) else False
+        sig = bool(flags[i]) if i < len(flags) else False
+        return "probabilities" if sig else "logits"
 
     def _part(self, kind, i, j, y, s_out, t_out, sample_weight):
         """``(hard, soft)`` of student output ``i`` (teacher output ``j``),
         each reduced over the batch; ``hard`` is None without labels."""
-        if kind == "regression":
-            z_s = ops.cast(s_out, "float32")
-            z_t = ops.stop_gradient(ops.cast(t_out, "float32"))
-            soft, hard = regression_kd_loss(z_t, z_s), regression_hard_loss
-        elif kind == "binary":
-            z_s = binary_logits(s_out, self._probabilities(False, i))
-            z_t = ops.stop_gradient(
-                binary_logits(t_out, self._probabilities(True, j)))
-            soft = binary_kd_loss(z_t, z_s, self.temperature)
-            hard = binary_hard_loss
+        if kind == "binary":
+            s_form = self._form(False, i)
+            t_form = self._form(True, j)
         else:
-            z_s = as_logits(s_out, self.student_outputs)
-            z_t = ops.stop_gradient(as_logits(t_out, self.teacher_outputs))
-            soft, hard = kd_loss(z_t, z_s, self.temperature), _cross_entropy
+            s_form, t_form = self.student_outputs, self.teacher_outputs
+        z_s = read_output(kind, s_out, s_form)
+        z_t = ops.stop_gradient(read_output(kind, t_out, t_form))
+        soft = soft_loss(kind, z_t, z_s, self.temperature)
+        hard = {"regression": regression_hard_loss,
+                "binary": binary_hard_loss}.get(kind, _cross_entropy)
         soft = self._reduce(soft, sample_weight)
         if y is None:
             return None, soft

@@ -43,13 +43,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfcomp._batches import as_model_input, rows, sliced
+from tfcomp._finetune import finetune_loss
 from tfcomp._io import as_arrays, check_positive_int
 from tfcomp.graph import DependencyGraph
 from tfcomp.layers.slimmable import width_scope
 from tfcomp.pruning.plan import Plan
+from tfcomp.pruning.slim_plain import full_width_plain
 from tfcomp.pruning.slimmable import (
     SlimmableModel,
-    _full_width_plain,
     _groups,
     set_width,
     to_slimmable,
@@ -154,8 +155,11 @@ def autoslim(model, calibration_data, target_macs=(0.75, 0.5, 0.25),
             ``round_to`` step.
         batches: held-out batches per evaluation (the released code: 1).
         batch_size: samples per batch.
-        loss: a Keras loss; default sparse categorical cross-entropy
-            (``from_logits`` as the model).
+        loss: a Keras loss; default the one a short fine-tune would use
+            (``tfcomp._finetune.finetune_loss``): sparse categorical
+            cross-entropy for class labels, binary cross-entropy for a
+            one-unit binary classifier, the compiled loss (else mean
+            squared error) for float targets.
         criterion: ``"loss"`` (the paper: the step whose held-out loss is
             lowest) or ``"loss_per_mac"`` (not in the paper; NetAdapt's
             idea: the lowest loss increase per MAC the step removes, so a
@@ -188,12 +192,13 @@ def autoslim(model, calibration_data, target_macs=(0.75, 0.5, 0.25),
         model = to_slimmable(model, widths=(1.0,), universal=True)
     x, y = as_arrays(calibration_data, model=model,
                      max_items=batches * batch_size, need_labels=True,
-                     name="calibration_data")
-    loss_fn = loss or keras.losses.SparseCategoricalCrossentropy(
-        from_logits=model.from_logits)
+                     name="calibration_data", targets=True)
+    loss_fn = loss or finetune_loss(model, y, from_logits=model.from_logits)
+    if isinstance(loss_fn, str):
+        loss_fn = keras.losses.get(loss_fn)
     previous = getattr(model, "current_width", model.widths[-1])
     set_width(model, model.widths[-1])
-    plain = _full_width_plain(model)
+    plain = full_width_plain(model)
     graph = DependencyGraph(plain)
     cost = ChannelMacs(graph)
     groups = _groups(model)
@@ -212,8 +217,9 @@ def autoslim(model, calibration_data, target_macs=(0.75, 0.5, 0.25),
         total = 0.0
         for a in range(0, rows(x), batch_size):
             out = forward(as_model_input(model, sliced(x, a, a + batch_size)))
-            total += float(loss_fn(y[a:a + batch_size], out)) * len(
-                y[a:a + batch_size])
+            value = loss_fn(y[a:a + batch_size], out)  # a loss function
+            total += float(np.mean(keras.ops.convert_to_numpy(value))) * len(
+                y[a:a + batch_size])  # gives one value per sample
         return total / rows(x)
 
     def record(arch, lossv) -> dict:

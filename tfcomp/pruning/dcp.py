@@ -28,8 +28,9 @@ import keras
 import numpy as np
 
 from tfcomp._batches import rows
-from tfcomp._finetune import outputs_logits
+from tfcomp._finetune import finetune_loss
 from tfcomp._io import as_arrays, check_positive_int
+from tfcomp._score import is_targets
 from tfcomp._unpinned import unpinned
 from tfcomp.graph import DependencyGraph
 from tfcomp.pruning.dcp_greedy import GreedyGroup, GreedySettings, Stage
@@ -127,6 +128,27 @@ def find_stage_ends(model: keras.Model, num_stages: int = 3) -> list:
         if cands[idx].path not in picks:
             picks.append(cands[idx].path)
     return picks
+
+
+def _kind(model, y) -> str:
+    """What ``y`` asks of ``model``'s output, read as ``finetune_loss``
+    reads it: "regression" for float targets, "binary" for one 0 / 1 label
+    per output unit, else "classification"."""
+    loss = finetune_loss(model, y)
+    if is_targets(y):
+        return "regression"
+    return "binary" if isinstance(
+        loss, keras.losses.BinaryCrossentropy) else "classification"
+
+
+# the auxiliary heads' losses (a head outputs logits, or a regression's
+# values): not in the paper, which classifies
+_HEAD_LOSSES = {
+    "classification": lambda: keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True),
+    "binary": lambda: keras.losses.BinaryCrossentropy(from_logits=True),
+    "regression": keras.losses.MeanSquaredError,
+}
 
 
 def _make_head(shape, num_classes: int, name: str,
@@ -290,9 +312,11 @@ def dcp_prune(model: keras.Model, calibration_data=None,
     check_positive_int(finetune_epochs, "finetune_epochs", minimum=0)
     check_positive_int(head_epochs, "head_epochs", minimum=0)
     calibration_data = legacy_data(calibration_data, data, "dcp_prune")
-    x, y = as_arrays(calibration_data, model, max_images, need_labels=True)
+    x, y = as_arrays(calibration_data, model, max_images, need_labels=True,
+                     targets=True)
     n_cls = int(model.outputs[0].shape[-1])
-    if y.min() < 0 or y.max() >= n_cls:
+    if _kind(model, y) == "classification" and (y.min() < 0
+                                                or y.max() >= n_cls):
         raise ValueError(
             f"labels must be class indices in [0, {n_cls}). Received: "
             f"min={y.min()}, max={y.max()}")
@@ -361,13 +385,13 @@ class _DCPRun:
                  settings: GreedySettings, eval_batches: int):
         self.state, self.x, self.y = state, x, y
         self.stage_ends, self.rng, self.settings = stage_ends, rng, settings
-        self.probs = not outputs_logits(state.model)
         self.n_cls = int(state.model.outputs[0].shape[-1])
         bs = settings.batch_size
         self.eval_idx = np.arange(min(rows(x), eval_batches * bs))
-        self.ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        self.ce_final = keras.losses.SparseCategoricalCrossentropy(
-            from_logits=not self.probs)
+        self.ce = _HEAD_LOSSES[_kind(state.model, y)]()  # heads give logits
+        final = finetune_loss(state.model, y)
+        self.ce_final = keras.losses.get(final) if isinstance(
+            final, str) else final
 
     def _sgd(self):
         s = self.settings
@@ -393,12 +417,13 @@ class _DCPRun:
                 # so the pruned model carries no DCP optimizer
                 self._fit(self.state.view.model, self.y, self.ce_final,
                           finetune_epochs)
-            return Stage(p, parsed.outputs[0], None, self.probs)
+            return Stage(p, parsed.outputs[0], None, self.ce_final)
         view = self.state.view
         end_t = view.output_of(self.stage_ends[p])
         (feats,) = activations(view.model, [end_t], self.x, bs)
         head = _make_head((None,) + feats.shape[1:], self.n_cls,
-                          f"{_AUX_PREFIX}{p + 1}", self.y.shape[1:])
+                          f"{_AUX_PREFIX}{p + 1}",
+                          self.y.shape[1:len(view.outputs[0].shape) - 1])
         if head_epochs:
             head.compile(keras.optimizers.Adam(1e-3), self.ce,
                          jit_compile=False)
@@ -412,4 +437,4 @@ class _DCPRun:
             self._fit(joint, [self.y, self.y], [self.ce_final, self.ce],
                       finetune_epochs)
         end = parsed.nodes_of(self.stage_ends[p])[0].outputs[0]
-        return Stage(p, end, head)
+        return Stage(p, end, head, self.ce)

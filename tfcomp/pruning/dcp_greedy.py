@@ -67,13 +67,14 @@ class Stage:
             end: a stage-end layer's output, or the model output.
         head: the auxiliary classifier (None for the last stage, which uses
             the model's own output).
-        probs: the model output is a softmax (last stage only).
+        loss: ``loss(labels, output)`` of the stage's end (the head's
+            output, or the model's): a Keras loss or loss function.
     """
 
     index: int
     end: str
     head: keras.Model | None = None
-    probs: bool = False
+    loss: object = None
 
     @property
     def final(self) -> bool:
@@ -168,12 +169,9 @@ class GreedyGroup:
         if self.s.lam == 0:
             return lm
         end = outs[-1]
-        if self.stage.final:
-            ls = keras.losses.sparse_categorical_crossentropy(
-                yb, end, from_logits=not self.stage.probs)
-        else:
-            ls = keras.losses.sparse_categorical_crossentropy(
-                yb, self.stage.head(end, training=False), from_logits=True)
+        if not self.stage.final:
+            end = self.stage.head(end, training=False)
+        ls = self.stage.loss(yb, end)
         return lm + self.s.lam * tf.reduce_mean(ls)
 
     def _grad_step(self, fv, tv, yb):

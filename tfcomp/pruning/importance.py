@@ -25,7 +25,9 @@ import numpy as np
 from scipy.spatial.distance import cdist
 
 from tfcomp._batches import index_rows, rows
+from tfcomp._finetune import task_loss
 from tfcomp._io import check_positive_int
+from tfcomp._output_kinds import compiled_loss
 from tfcomp.graph import PASS_THROUGH, PRODUCER
 
 __all__ = [
@@ -152,8 +154,9 @@ class Taylor:
     Args:
         data: ``(x, y)`` arrays (``x`` a list of arrays for a model with
             several inputs; or a tuple of arrays). ``y`` integer labels
-            use sparse categorical cross-entropy on logits, float targets
-            MSE; a compiled model's own loss is used when present.
+            use the compiled loss, else sparse categorical cross-entropy
+            (on logits, or a softmax's probabilities), binary cross entropy
+            for a one-unit classifier, MSE for float targets.
         loss: optional ``loss(y_true, y_pred)`` overriding the above.
         batch_size: samples per gradient batch.
         max_batches: number of batches used.
@@ -178,16 +181,10 @@ class Taylor:
         self._cache: dict = {}
 
     def _loss_fn(self, model):
-        if self.loss is not None:
-            return self.loss
-        if getattr(model, "loss", None) is not None:
-            return keras.losses.get(model.loss)
-        if self.y is None:
+        if self.y is None and self.loss is None and compiled_loss(
+                model) is None:
             return lambda y, p: keras.ops.mean(keras.ops.square(p))
-        y = np.asarray(self.y)
-        if np.issubdtype(y.dtype, np.integer):
-            return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        return keras.losses.MeanSquaredError()
+        return task_loss(model, self.y, self.loss)
 
     def _products(self, graph) -> list:
         key = id(graph)

@@ -49,6 +49,7 @@ import keras
 import numpy as np
 
 from tfcomp._batches import as_model_input, rows, sliced
+from tfcomp._finetune import task_loss
 from tfcomp._io import (
     BadInputError,
     as_arrays,
@@ -298,22 +299,10 @@ def check_keep_ratios(ratios) -> list:
                    for r in items})
 
 
-def _loss(model, loss, out):
-    """The per-sample loss: ``loss``, the compiled one, else sparse
-    categorical cross-entropy (from logits unless the outputs are
-    probabilities)."""
-    if loss is None:
-        loss = getattr(model, "loss", None)
-    if loss is None:
-        probs = out.ndim == 2 and np.all(out >= 0) and np.allclose(
-            out.sum(-1), 1.0, atol=1e-3)
-        return keras.losses.SparseCategoricalCrossentropy(
-            from_logits=not probs, reduction=None)
-    fn = keras.losses.get(loss) if isinstance(loss, str) else loss
-    if not callable(fn):
-        raise ValueError(f"loss must be a Keras loss or callable. Received: "
-                         f"loss={loss!r}")
-    return fn
+def _loss(model, loss, y):
+    """The loss of the 'loss' method: ``loss``, the compiled one, else the
+    one ``y`` asks for (``tfcomp._finetune.task_loss``)."""
+    return task_loss(model, y, loss)
 
 
 def _outputs(model, x, batch_size, compiled: bool = False) -> np.ndarray:
@@ -364,8 +353,9 @@ def sensitivity(model, calibration_data, ratios=DEFAULT_RATIOS,
         num_samples: calibration images used (the first ones).
         samples_per_image: refit samples per image and consumer.
         batch_size: images per forward pass.
-        loss: the loss for ``"loss"`` (default the compiled one, else sparse
-            categorical cross-entropy).
+        loss: the loss for ``"loss"`` (default the compiled one, else the
+            labels' own: sparse categorical cross-entropy, a binary cross
+            entropy for a one-unit classifier, squared error for targets).
         seed: seeds the refit's sample locations.
 
     Returns:
@@ -413,7 +403,7 @@ def sensitivity(model, calibration_data, ratios=DEFAULT_RATIOS,
                              batch_size=batch_size, seed=seed)
     float_out = _outputs(model, x, batch_size)
     if method == "loss":
-        fn = _loss(model, loss, float_out)
+        fn = _loss(model, loss, y)
 
         def damage(out):
             return float(np.mean(keras.ops.convert_to_numpy(

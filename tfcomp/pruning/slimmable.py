@@ -69,6 +69,13 @@ from tfcomp._batches import as_model_input, rows, sliced
 from tfcomp._compile import carry_compile
 from tfcomp._finetune import outputs_logits
 from tfcomp._io import as_arrays, check_positive_int
+from tfcomp.distill._kinds import (
+    check_kind,
+    is_sigmoid,
+    read_output,
+    single_output_kind,
+    soft_loss,
+)
 from tfcomp.graph import DependencyGraph
 from tfcomp.graph.copy import clone_model, copy_weights, functional_view, live_config
 from tfcomp.graph.walk import iter_leaf_layers
@@ -85,6 +92,7 @@ from tfcomp.layers.slimmable_groups import (
     group_segments,
 )
 from tfcomp.pruning.batchnorm import recalibrate_batchnorm, statistics_mode
+from tfcomp.pruning.slim_plain import full_width_plain
 from tfcomp.pruning.targets import ignored_group_ids, unit_round_to
 
 __all__ = ["DEFAULT_WIDTHS", "SlimmableModel", "check_widths",
@@ -93,7 +101,7 @@ __all__ = ["DEFAULT_WIDTHS", "SlimmableModel", "check_widths",
 
 DEFAULT_WIDTHS = (0.25, 0.5, 0.75, 1.0)
 _OPTIONS = ("widths", "universal", "inplace_distillation", "from_logits",
-            "num_random", "seed", "shared_bn")
+            "num_random", "seed", "shared_bn", "distill_kind")
 
 
 @keras.saving.register_keras_serializable(package="tfcomp")
@@ -111,8 +119,12 @@ class SlimmableModel(keras.Model):
         universal: any width in ``[min(widths), max(widths)]``.
         inplace_distillation: widths below the max learn from the max
             width's detached soft output (else from the labels).
-        from_logits: the output is logits (softmax is applied to the
-            teacher); False for probability outputs.
+        from_logits: the output is logits; False for a softmax's or a
+            sigmoid's probabilities.
+        distill_kind: the output's kind for in-place distillation
+            (``tfcomp.distill``'s kinds): "classification" (soft labels),
+            "binary" (a logit or sigmoid per unit), "regression" (L2 to
+            the max width's output).
         num_random: random widths per step besides max and min.
         seed: seed of the random widths.
 
@@ -130,7 +142,8 @@ class SlimmableModel(keras.Model):
 
     def _set_options(self, widths=DEFAULT_WIDTHS, universal=False,
                      inplace_distillation=True, from_logits=True,
-                     num_random=2, seed=0, shared_bn=False):
+                     num_random=2, seed=0, shared_bn=False,
+                     distill_kind="classification"):
         self.widths = check_widths(widths)
         self.shared_bn = bool(shared_bn)
         self.universal = bool(universal)
@@ -138,8 +151,7 @@ class SlimmableModel(keras.Model):
         self.from_logits = bool(from_logits)
         self.num_random = check_positive_int(num_random, "num_random", 0)
         self.seed = int(seed)
-        self._distill = keras.losses.CategoricalCrossentropy(
-            from_logits=self.from_logits)
+        self.distill_kind = check_kind(distill_kind, "distill_kind")
 
     @property
     def num_switches(self) -> int:
@@ -177,7 +189,8 @@ class SlimmableModel(keras.Model):
             "widths": list(self.widths), "universal": self.universal,
             "inplace_distillation": self.inplace_distillation,
             "from_logits": self.from_logits, "num_random": self.num_random,
-            "seed": self.seed, "shared_bn": self.shared_bn}
+            "seed": self.seed, "shared_bn": self.shared_bn,
+            "distill_kind": self.distill_kind}
         return config
 
     @classmethod
@@ -231,18 +244,18 @@ class SlimmableModel(keras.Model):
                                     training=training)
         if not (training and self._sandwich):
             return loss
-        teacher = None
+        teacher, kind = None, self.distill_kind
+        form = "logits" if self.from_logits else "probabilities"
         if self.inplace_distillation and not isinstance(y_pred, (list,
                                                                  tuple,
                                                                  dict)):
-            soft = ops.softmax(y_pred, axis=-1) if self.from_logits \
-                else y_pred
-            teacher = ops.stop_gradient(soft)
+            teacher = ops.stop_gradient(read_output(kind, y_pred, form))
         for width, switch in self._sampled_widths():
             with width_scope(width, switch=switch):
                 out = self(x, training=True)
             if teacher is not None:
-                loss = loss + self._distill(teacher, out)
+                loss = loss + ops.mean(soft_loss(
+                    kind, teacher, read_output(kind, out, form)))
             else:
                 loss = loss + super().compute_loss(
                     x, y, out, sample_weight, training=training)
@@ -293,7 +306,8 @@ def to_slimmable(model: keras.Model, widths=DEFAULT_WIDTHS,
                  universal: bool = False, *, round_to: int = 1,
                  ignored_layers=None, inplace_distillation: bool = True,
                  from_logits: bool | None = None, num_random: int = 2,
-                 seed: int = 0, shared_bn: bool = False) -> SlimmableModel:
+                 seed: int = 0, shared_bn: bool = False,
+                 distill_kind: str = "auto") -> SlimmableModel:
     """A slimmable copy of ``model`` (weights copied, ``model`` untouched).
 
     Args:
@@ -307,11 +321,16 @@ def to_slimmable(model: keras.Model, widths=DEFAULT_WIDTHS,
         ignored_layers: layers whose groups keep their full width.
         inplace_distillation: smaller widths learn from the max width.
         from_logits: whether the output is logits; None: False when the
-            last layer ends in a softmax, else True.
+            last layer ends in a softmax or a sigmoid, else True.
         num_random: random widths per step besides max and min (2).
         seed: seed of the random widths.
         shared_bn: one BN for every width (the paper's ablation: the
             smallest widths collapse); default private BN per switch.
+        distill_kind: how smaller widths match the max width's output
+            (in-place distillation): "auto" reads the compiled loss, else
+            the activation and width (a one-unit logit or sigmoid is
+            "binary", not a softmax over one unit, which learns nothing);
+            or "classification", "binary", "regression".
 
     Returns:
         A :class:`SlimmableModel` at the max width, compiled like
@@ -365,13 +384,17 @@ def to_slimmable(model: keras.Model, widths=DEFAULT_WIDTHS,
 
     base = clone_model(view, clone_function=clone)
     copy_weights(view, base, transform=_bn_rows(k, universal))
+    out = base.outputs[0]
     if from_logits is None:
-        from_logits = outputs_logits(base)
+        from_logits = outputs_logits(base) and not is_sigmoid(base, out)
+    kind = "classification" if len(base.outputs) > 1 else (
+        single_output_kind(base, distill_kind, model, "distill_kind"))
     slim = SlimmableModel(base.input, base.output, name=model.name,
                           widths=widths, universal=universal,
                           inplace_distillation=inplace_distillation,
                           from_logits=from_logits, num_random=num_random,
-                          seed=seed, shared_bn=shared_bn)
+                          seed=seed, shared_bn=shared_bn,
+                          distill_kind=kind)
     slim.skipped_groups = skipped
     set_width(slim, widths[-1])
     return carry_compile(model, slim, what="the slimmable model")
@@ -518,38 +541,6 @@ def recalibrate_widths(model: SlimmableModel, x, widths=None,
 # export
 
 
-def _plain_layer(layer):
-    if isinstance(layer, SwitchableBatchNormalization):
-        return keras.layers.BatchNormalization(
-            momentum=layer.momentum, epsilon=layer.epsilon,
-            center=layer.center, scale=layer.scale, name=layer.name,
-            dtype=layer.dtype_policy)
-    for plain, slim in SLIMMABLE_CLASSES.items():
-        if type(layer) is slim:
-            cfg = live_config(layer)
-            for seg_attr, _ in slim._PORTS:
-                cfg.pop(seg_attr, None)
-            return plain.from_config(cfg)
-    return None
-
-
-def _full_width_plain(model: SlimmableModel) -> keras.Model:
-    """The plain Keras model at full channel counts holding the current BN
-    slot's parameters."""
-    base = clone_model(model, clone_function=_plain_layer)
-    plain = keras.Model(base.input, base.output, name=model.name)
-
-    def bn_row(src):
-        if not isinstance(src, SwitchableBatchNormalization):
-            return None
-        k = int(keras.ops.convert_to_numpy(src.switch))
-        return {v.name: keras.ops.convert_to_numpy(v)[k] for v in src.weights
-                if len(v.shape) == 2}
-
-    copy_weights(model, plain, transform=bn_row)
-    return plain
-
-
 def export_width(model: SlimmableModel, width, calibration_data=None,
                  batch_size: int = 128) -> keras.Model:
     """The plain Keras model (no tfcomp layers) of one width.
@@ -582,7 +573,7 @@ def export_width(model: SlimmableModel, width, calibration_data=None,
     try:
         set_width(model, width)
         counts = group_counts(model, width)
-        plain = _full_width_plain(model)
+        plain = full_width_plain(model)
     finally:
         set_width(model, previous)
     graph = DependencyGraph(plain)

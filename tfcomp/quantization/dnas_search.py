@@ -18,7 +18,7 @@ import numpy as np
 from keras import ops
 
 from tfcomp._batches import index_rows, is_multi, model_arrays, rows
-from tfcomp._finetune import finetune_loss
+from tfcomp._finetune import finetune_loss, outputs_logits
 from tfcomp._score import score
 from tfcomp._unpinned import unpinned
 from tfcomp.quantization.dnas_supernet import (
@@ -39,7 +39,11 @@ class DNASLoss(keras.losses.Loss):
         supernet: the model from ``build_supernet``.
         beta: multiplier of the cost factor.
         gamma: exponent of the cost factor (the accuracy / cost trade-off).
-        from_logits: whether the model outputs logits.
+        from_logits: whether the model outputs logits (of the default
+            sparse cross entropy).
+        task_loss: the loss in place of CE (a Keras loss or loss function:
+            a binary cross entropy, a regression's squared error; not in
+            the paper, which classifies); None: sparse cross entropy.
         name: loss name.
 
     Reference: Wu et al., arXiv:1812.00090, eq. for ``C(Cost(a))``.
@@ -49,7 +53,8 @@ class DNASLoss(keras.losses.Loss):
     """
 
     def __init__(self, supernet, beta: float = 0.2, gamma: float = 0.6,
-                 from_logits: bool = True, name: str = "dnas_loss", **kwargs):
+                 from_logits: bool = True, task_loss=None,
+                 name: str = "dnas_loss", **kwargs):
         super().__init__(name=name, **kwargs)
         _info(supernet)
         if not float(beta) > 0:
@@ -60,19 +65,28 @@ class DNASLoss(keras.losses.Loss):
         self.beta = float(beta)
         self.gamma = float(gamma)
         self.from_logits = bool(from_logits)
+        self.task_loss = keras.losses.get(task_loss) if isinstance(
+            task_loss, (str, dict)) else task_loss
 
     def cost_factor(self):
         c = ops.maximum(expected_cost(self.supernet), math.e)
         return self.beta * ops.power(ops.log(c), self.gamma)
 
     def call(self, y_true, y_pred):
-        ce = keras.losses.sparse_categorical_crossentropy(
-            y_true, y_pred, from_logits=self.from_logits)
+        task = self.task_loss
+        if task is None:
+            ce = keras.losses.sparse_categorical_crossentropy(
+                y_true, y_pred, from_logits=self.from_logits)
+        else:  # a Loss object's call is per sample, as a loss function's
+            ce = (task.call if isinstance(task, keras.losses.Loss)
+                  else task)(y_true, y_pred)
         return ce * self.cost_factor()
 
     def get_config(self):
         return {"name": self.name, "beta": self.beta, "gamma": self.gamma,
-                "from_logits": self.from_logits}
+                "from_logits": self.from_logits,
+                "task_loss": None if self.task_loss is None
+                else keras.losses.serialize(self.task_loss)}
 
 
 class TemperatureAnnealing(keras.callbacks.Callback):
@@ -140,6 +154,8 @@ class _PhaseTrainer(keras.Model):
         super().__init__(**kwargs)
         self.net = net
         self._phase = _Variables(variables)
+        # the epoch's mean loss: compute_loss alone leaves fit's "loss" 0
+        self.phase_loss = keras.metrics.Mean(name="loss")
 
     def call(self, x, training=None):
         return self.net(x, training=training)
@@ -154,7 +170,9 @@ class _PhaseTrainer(keras.Model):
             loss = self.compute_loss(x=x, y=y, y_pred=y_pred,
                                      sample_weight=sample_weight)
         self.optimizer.apply(tape.gradient(loss, variables), variables)
-        return self.compute_metrics(x, y, y_pred, sample_weight)
+        self.phase_loss.update_state(loss)
+        logs = self.compute_metrics(x, y, y_pred, sample_weight)
+        return {**logs, "loss": self.phase_loss.result()}
 
 
 class _OnNet(keras.callbacks.Callback):
@@ -194,7 +212,10 @@ def search(supernet: keras.Model, x, y, epochs: int = 4,
 
     Args:
         supernet: from ``build_supernet``.
-        x, y: training inputs and integer labels (arrays).
+        x, y: training inputs and integer labels (arrays); or 0 / 1 labels
+            of a one-unit binary classifier, or float targets of a
+            regression model (the loss is then ``finetune_loss``'s: binary
+            cross entropy, the compiled loss or squared error).
         epochs: search epochs.
         batch_size: batch size of both phases.
         beta, gamma: ``DNASLoss`` coefficients.
@@ -243,7 +264,12 @@ def search(supernet: keras.Model, x, y, epochs: int = 4,
     theta_ids = {id(v) for v in thetas}
     weight_vars = [v for v in supernet.trainable_variables
                    if id(v) not in theta_ids]
-    loss = DNASLoss(supernet, beta=beta, gamma=gamma)
+    task = finetune_loss(supernet, y)  # sparse CE unless y says otherwise
+    loss = DNASLoss(supernet, beta=beta, gamma=gamma,
+                    from_logits=outputs_logits(supernet),
+                    task_loss=None if isinstance(
+                        task, keras.losses.SparseCategoricalCrossentropy)
+                    else task)
     phases = []
     for variables, opt in ((weight_vars, opt_w), (thetas, opt_t)):
         trainer = _PhaseTrainer(supernet, variables,
@@ -274,7 +300,7 @@ def search(supernet: keras.Model, x, y, epochs: int = 4,
 
 def select_best(model: keras.Model, architectures, x, y, validation_data,
                 epochs: int = 1, batch_size: int = 64,
-                learning_rate: float = 5e-4, from_logits: bool = True,
+                learning_rate: float = 5e-4, from_logits: bool | None = None,
                 seed: int = 0, verbose: int = 0):
     """Trains each architecture briefly and keeps the most accurate one.
 
@@ -293,7 +319,8 @@ def select_best(model: keras.Model, architectures, x, y, validation_data,
         epochs: fine-tune epochs per architecture (paper: full training;
             one epoch at CPU scale).
         batch_size, learning_rate: of the fine-tune.
-        from_logits: whether the model outputs logits.
+        from_logits: whether the model outputs logits; None reads its
+            last layer (a softmax: probabilities).
         seed: every architecture is trained from the same seed.
         verbose: Keras verbosity of ``fit``.
 

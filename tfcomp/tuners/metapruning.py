@@ -356,10 +356,12 @@ def metaprune(model, train_data, val_data, target_macs: float = 0.5,
 
     import keras
 
+    from tfcomp._finetune import finetune_loss
+
     common.check_model(model)
     check_positive_int(epochs, "epochs", minimum=0)
-    x, y = common.as_xy(train_data, "train_data", model)
-    xv, yv = common.as_xy(val_data, "val_data", model)
+    x, y = common.as_xy(train_data, "train_data", model, targets=True)
+    xv, yv = common.as_xy(val_data, "val_data", model, targets=True)
     net = PruningNet(model, scales=scales, seed=seed)
     macs = ChannelMacs(net.graph)
     target = check_target_macs(target_macs)
@@ -372,8 +374,7 @@ def metaprune(model, train_data, val_data, target_macs: float = 0.5,
     if epochs:
         net.compile(unpinned(optimizer or keras.optimizers.SGD(
                         0.05, momentum=0.9)),
-                    keras.losses.SparseCategoricalCrossentropy(
-                        from_logits=True), jit_compile=False)
+                    finetune_loss(model, y), jit_compile=False)
         net.fit(x, y, epochs=epochs, batch_size=batch_size,
                 verbose=verbose)
     if resumed:
