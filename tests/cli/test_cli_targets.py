@@ -2,7 +2,8 @@
 users bring them: a U-Net with per-pixel class labels ``(N, H, W)`` and a
 Conv1D regression net with float targets (fine-tuned with mean squared
 error and scored by it); the searches score a regression model by R^2;
-the verbs that rank models by accuracy refuse targets by name."""
+the loss-ranked methods (Taylor, DCP, MetaPruning) take the targets'
+loss; the verbs that rank models by accuracy refuse targets by name."""
 
 import keras
 import numpy as np
@@ -100,9 +101,9 @@ def test_regression_targets_fine_tune_and_score_by_mse(ws, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["prune", "{d}/reg.keras", "{d}/s.keras", "--method", "taylor",
-      "--ratio", "0.5", "--data", "{d}/reg.npz"],
-     "--method taylor scores models by top-1 accuracy"),
+    (["prune", "{d}/reg.keras", "{d}/s.keras", "--method", "gal",
+      "--data", "{d}/reg.npz"],
+     "--method gal scores models by top-1 accuracy"),
     (["prune", "{d}/reg.keras", "{d}/s.keras", "--ratio", "0.5",
       "--data", "{d}/bad.npz"],
      "y_train must hold targets of shape \\(N, 1\\) for model .*Received: "
@@ -115,6 +116,16 @@ def test_targets_where_classes_are_needed_are_named(ws, capsys, args,
     code, _, err = run([a.format(d=ws) for a in args], capsys)
     assert code != 0 and re.search(message, err), err
     assert not (ws / "s.keras").exists()
+
+
+@pytest.mark.parametrize("method", ["taylor", "dcp", "metapruning"])
+def test_loss_ranked_methods_prune_a_regression_model(ws, capsys, method):
+    out = ok(capsys, "prune", ws / "reg.keras", ws / f"{method}.keras",
+             "--method", method, "--target-macs", "0.6", "--data",
+             ws / "reg.npz", *(["--meta-generations", "1",
+                                "--meta-population", "4", "--meta-lower",
+                                "0.3"] if method == "metapruning" else []))
+    assert "test mse: " in out and (ws / f"{method}.keras").exists()
 
 
 def test_amc_search_runs_on_a_regression_model(ws, capsys):

@@ -79,9 +79,9 @@ def run(args) -> None:
         common.check_writable(args.plan, "--plan")
     model = common.load_model(args.model)
     data = common.load_data(args.data, required=True, model=model)
-    common.require_classes(data[0][1], f"tfcomp prune --method {args.method}",
-                           args.data)
-    if args.method == "gal":
+    if args.method == "gal":  # MetaPruning takes targets, GAL's loss not
+        common.require_classes(data[0][1], "tfcomp prune --method gal",
+                               args.data)
         pruned, plan = _gal(args, model, data)
     else:
         pruned, plan = _metapruning(args, model, data)

@@ -90,10 +90,6 @@ def run(args) -> None:
     needs_data = args.method in ("lasso", "dcp", "taylor") and (
         args.apply_plan is None)
     data = common.load_data(args.data, required=needs_data, model=model)
-    if data is not None and args.method in ("dcp", "taylor") and (
-            args.apply_plan is None):
-        common.require_classes(data[0][1], f"tfcomp prune --method "
-                               f"{args.method}", args.data)
     pruned, plan = _prune(args, model, data)
     if data is not None and args.finetune_epochs > 0:
         common.info(f"fine-tuning {args.finetune_epochs} epoch(s)")

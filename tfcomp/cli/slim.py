@@ -78,7 +78,6 @@ def run_autoslim(args) -> None:
 
     model = common.load_model(args.model)
     (x, y), _ = common.load_data(args.data, model=model)
-    common.require_classes(y, "tfcomp autoslim", args.data)
     out = _out_dir(args.out_dir)
     n = args.batches * args.batch_size
     start = max(rows(x) - n, 0)
