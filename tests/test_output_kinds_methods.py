@@ -11,7 +11,8 @@ import pytest
 
 import tfcomp
 from tfcomp._finetune import task_loss
-from tfcomp.pruning import autoslim, dcp_prune, set_width, to_slimmable
+from tfcomp.pruning import dcp_prune, set_width, to_slimmable
+from tfcomp.pruning.autoslim import autoslim
 
 
 def _images(n=192, seed=0):
@@ -94,8 +95,7 @@ def test_slimmable_regression_trains_every_width():
     assert np.all(np.isfinite(hist.history["loss"]))
 
 
-def test_autoslim_is_the_function_and_takes_targets_and_binary_labels():
-    assert callable(tfcomp.pruning.autoslim)
+def test_autoslim_takes_targets_and_binary_labels():
     x = _images(128)
     for model, y in ((_net(2), _targets(x)), (_net(1), _binary_labels(x))):
         res = autoslim(model, (x, y), target_macs=(0.5,), step=0.25,
@@ -162,3 +162,15 @@ def test_loss_criteria_read_the_labels_of_an_uncompiled_model():
     s = sensitivity(binary, (x, y), ratios=(0.5,), method="loss",
                     batch_size=32, num_samples=64)
     assert np.max(s.table) > 0  # sparse CE over one unit: all zeros
+
+
+def test_hessian_sensitivity_of_a_one_unit_model_is_not_zero():
+    from tfcomp.quantization.sensitivity import sensitivity
+
+    x = _images(64)
+    binary = _net(1, bn=False)
+    for data in (x, (x, _binary_labels(x))):  # own outputs, or 0 / 1 labels
+        s = sensitivity(binary, data, method="hessian", bits=(4,),
+                        num_samples=32)
+        # sparse CE over one unit (the old default) has a Hessian of 0
+        assert max(s.value(n, 4) for n in s.layers) > 0

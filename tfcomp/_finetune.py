@@ -34,6 +34,19 @@ def outputs_logits(model) -> bool:
                 or getattr(act, "__name__", "") == "softmax")
 
 
+def _one_unit_per_label(out_shape: tuple, y_shape: tuple) -> bool:
+    """Labels shaped like the output (a binary or multi-label output), or
+    like it without its last axis of one unit; ``None`` (an open size of
+    the output) matches any size."""
+    def fits(a, b):
+        return len(a) == len(b) and all(
+            o is None or int(o) == int(s) for o, s in zip(a, b))
+
+    if fits(out_shape[1:], y_shape[1:]):
+        return True
+    return out_shape[-1] == 1 and fits(out_shape[1:-1], y_shape[1:])
+
+
 def finetune_loss(model, y, from_logits: bool | None = None):
     """The loss a short fine-tune of ``model`` on labels ``y`` minimises:
     for float targets (regression) the model's compiled loss, else mean
@@ -54,7 +67,7 @@ def finetune_loss(model, y, from_logits: bool | None = None):
         return loss if isinstance(loss, (str, keras.losses.Loss)) or (
             callable(loss)) else keras.losses.MeanSquaredError()
     out = keras.tree.flatten(model.outputs)[0]
-    if int(np.prod(out.shape[1:])) * len(y) == y.size:  # one unit per label
+    if _one_unit_per_label(tuple(out.shape), y.shape):
         return keras.losses.BinaryCrossentropy(
             from_logits=binary_threshold(model) == 0.0)
     if from_logits is None:

@@ -33,7 +33,7 @@ arXiv:1911.03852; Wang et al., HAQ, arXiv:1811.08886 (first / last layer
 at 8 bits, budget as a fraction of the 8-bit cost).
 
 Example:
-    >>> s = tfcomp.quantization.sensitivity(model, (x, y))
+    >>> s = tfcomp.quantization.sensitivity.sensitivity(model, (x, y))
     >>> policy = allocate_bits(model, s, "latency", BISMO(), budget=0.4)
     >>> qat = tfcomp.quantize_model(model, bits=policy)
 """

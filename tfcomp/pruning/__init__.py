@@ -17,10 +17,8 @@ Example:
 
 import warnings
 
-from tfcomp.pruning import importance, prune_sensitivity, targets
-
-# the function, not its module (importing the module bound the name to it)
-from tfcomp.pruning.autoslim import AutoSlimResult, autoslim
+from tfcomp.pruning import autoslim, importance, prune_sensitivity, targets
+from tfcomp.pruning.autoslim import AutoSlimResult
 from tfcomp.pruning.batchnorm import recalibrate_batchnorm
 from tfcomp.pruning.dcp import dcp_prune
 from tfcomp.pruning.fpgm import FPGMPruning

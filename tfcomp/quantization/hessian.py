@@ -127,6 +127,12 @@ from tfcomp._batches import as_model_input, index_rows
 from tfcomp._batches import rows as num_rows
 from tfcomp._io import check_number, check_positive_int
 from tfcomp.graph.calls import override_calls
+from tfcomp.quantization._hessian_loss import (
+    _check_loss,
+    _loss_fn,
+    _probabilities,
+    _targets,
+)
 
 __all__ = ["hutchinson_trace", "weight_traces", "activation_traces",
            "hessian_table"]
@@ -207,78 +213,6 @@ def hutchinson_trace(hvp, shapes, *, tol: float = 0.01,
 
 def _batches(n: int, batch_size: int) -> list:
     return [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-
-
-# ------------------------------------------------------------- the loss
-
-
-def _probabilities(out: np.ndarray) -> bool:
-    """Outputs that look like softmax probabilities (rows sum to 1)."""
-    if out.ndim < 2 or out.shape[-1] < 2:
-        return False
-    return bool(np.all(out >= -1e-6) and np.all(out <= 1 + 1e-6) and np.allclose(
-        out.sum(axis=-1), 1.0, atol=1e-3))
-
-
-def _loss_fn(model, loss, probs: bool):
-    """``(fn(y, p) -> per-sample or scalar loss, kind)``; kind "sparse",
-    "onehot" (categorical cross-entropy) or "raw"."""
-    if loss is None:
-        loss = getattr(model, "loss", None)
-    if loss is None:
-        return (keras.losses.SparseCategoricalCrossentropy(
-            from_logits=not probs), "sparse")
-    if isinstance(loss, (dict, list, tuple)):
-        raise NotImplementedError(
-            "sensitivity needs one loss for a single-output model. Received: "
-            f"loss={loss!r}; pass loss=<one loss> instead.")
-    fn = keras.losses.get(loss) if isinstance(loss, str) else loss
-    if not callable(fn):
-        raise ValueError(f"loss must be a Keras loss or callable. Received: "
-                         f"loss={loss!r}")
-    name = str(getattr(fn, "name", None) or getattr(fn, "__name__", "")
-               or type(fn).__name__).lower()
-    if "sparse_categorical" in name or "sparsecategorical" in name:
-        return fn, "sparse"
-    if "categorical_crossentropy" in name or "categoricalcrossentropy" in name:
-        return fn, "onehot"
-    return fn, "raw"
-
-
-def _targets(kind: str, y, out: np.ndarray):
-    """Loss targets: labels as the loss wants them, or the float model's own
-    predictions when there are no labels."""
-    if y is None:
-        if kind == "raw":
-            return out.astype(np.float32)
-        y = out.reshape(out.shape[0], -1).argmax(axis=-1)
-    if kind in ("sparse", "onehot"):
-        n = int(out.shape[-1])
-        if y.min() < 0 or y.max() >= n:
-            raise ValueError(
-                f"calibration_data labels must be class indices in [0, {n}) "
-                f"for a model with {n} outputs. Received: labels in "
-                f"[{y.min()}, {y.max()}]")
-    if kind == "onehot":
-        return np.eye(out.shape[-1], dtype=np.float32)[y]
-    if kind == "raw":
-        return y.astype(np.float32)
-    return y
-
-
-def _check_loss(fn, targets, out, name: str) -> None:
-    try:
-        value = keras.ops.convert_to_numpy(keras.ops.mean(fn(
-            targets[:2], keras.ops.convert_to_tensor(out[:2], "float32"))))
-    except Exception as e:  # noqa: BLE001 - re-raised with context
-        raise ValueError(
-            f"The loss cannot be computed on model {name!r}'s outputs "
-            f"(shape {out.shape[1:]}) and the labels / targets (shape "
-            f"{np.shape(targets)[1:]}): {type(e).__name__}: {e}. Pass "
-            "loss=... or labels that fit it.") from None
-    if not np.isfinite(value):
-        raise ValueError(f"The loss of model {name!r} on the calibration "
-                         "data is not finite.")
 
 
 def _tf(what: str):
@@ -573,7 +507,8 @@ def hessian_table(model, names, x, y, float_out, noise, sizes, traces_of,
             f"sensitivity(method='hessian') supports single-output models; "
             f"model {model.name!r} has {len(model.outputs)} outputs. Use "
             "method='distortion'.")
-    fn, kind = _loss_fn(model, loss, _probabilities(out2d))
+    fn, kind = _loss_fn(model, loss, _probabilities(out2d),
+                        int(float_out.shape[-1]), y)
     targets = _targets(kind, y, float_out)
     _check_loss(fn, targets, float_out, model.name)
     traces, probes, se = traces_of(targets, fn)

@@ -52,7 +52,7 @@ class Sensitivity:
             element counts, input ranges for activations, ...).
 
     Example:
-        >>> s = tfcomp.quantization.sensitivity(model, x[:256])
+        >>> s = tfcomp.quantization.sensitivity.sensitivity(model, x[:256])
         >>> print(s)
         >>> s.to_json("sens.json"); Sensitivity.from_json("sens.json")
     """
