@@ -43,9 +43,10 @@ import tensorflow  # noqa: E402, F401
 import tfcomp  # noqa: E402, F401
 
 # TensorFlow's and Keras' module-level objects (~400k) live for the whole
-# run: frozen, no later gc.collect() walks them again (keras-tuner collects
-# after every trial, clear_session(free_memory=True) every 25th test; each
-# walk cost 0.2 s at start, 1-2 s later in a worker)
+# run: frozen, no gc.collect() but the periodic full one below walks them
+# again (keras-tuner collects after every trial; a walk cost 0.2 s at
+# start, 2-3 s later in a worker: 30 s for a 6-trial test that takes 0.1 s
+# alone)
 gc.collect()
 gc.freeze()
 
@@ -75,7 +76,10 @@ def _seed_and_clear():
     free = _since_gc[0] >= _TESTS_PER_GC
     if free:
         _since_gc[0] = 0
+        gc.unfreeze()  # a full collection, then the survivors frozen again:
     keras.backend.clear_session(free_memory=free)
+    if free:  # the collections in between (keras-tuner's after every trial:
+        gc.freeze()  # 2-3 s each late in a worker) walk only newer objects
 
 
 # ------------------------------------------------------------ model builders
