@@ -174,3 +174,29 @@ def test_hessian_sensitivity_of_a_one_unit_model_is_not_zero():
                         num_samples=32)
         # sparse CE over one unit (the old default) has a Hessian of 0
         assert max(s.value(n, 4) for n in s.layers) > 0
+
+
+def test_binary_masks_shaped_like_a_sigmoid_output():
+    """keras.io-style binary segmentation: (N, H, W, 1) 0/1 masks for a
+    one-unit sigmoid head (refused as 'do not match the output' before)."""
+    from tfcomp._class_labels import class_labels
+    from tfcomp.tuners import HAQHyperModel
+
+    x = _images(64)
+    masks = (x[..., :1] > 0).astype("int32")
+    inp = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    h = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(h)
+    model = keras.Model(inp, keras.layers.Conv2D(1, 1, activation="sigmoid")(h))
+    assert class_labels(masks, model, "y").shape == (64, 8, 8)
+    assert class_labels(masks.astype("float32"), model, "y").shape == (
+        64, 8, 8)
+    small, _ = dcp_prune(model, (x, masks), target_macs=0.6, sgd_steps=1,
+                         head_epochs=1, finetune_epochs=0, batch_size=32,
+                         eval_batches=1, grad_batches=1, verbose=0)
+    assert small.output_shape == model.output_shape
+    hm = HAQHyperModel(model, (x, masks), (x, masks), resource="bops",
+                       budget=0.5, finetune_steps=1, batch_size=32)
+    values = {n: 4 for n in hm.hyperparameter_names}
+    acc = hm.fit(values, hm.build(values))["accuracy"]
+    assert 0.0 <= acc <= 1.0  # per-pixel: the side of 0.5

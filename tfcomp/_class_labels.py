@@ -44,6 +44,10 @@ def class_labels(y, model, name: str):
         return y.argmax(axis=1).astype("int64")  # one-hot, no model given
     if y.ndim > 1 and int(np.prod(y.shape[1:])) == 1:
         return _as_classes(y.reshape(-1), name)  # (N, 1)
+    if out and out[-1] == 1 and fits(y.shape[1:], out):
+        # a binary mask shaped like a one-unit output ((N, H, W, 1) for a
+        # sigmoid segmentation head): one 0 / 1 label per position
+        return _as_classes(y[..., 0], name)
     if y.ndim > 1:
         raise ValueError(
             f"{name} labels of shape {y.shape} do not match the model's "
