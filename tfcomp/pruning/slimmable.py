@@ -387,8 +387,14 @@ def to_slimmable(model: keras.Model, widths=DEFAULT_WIDTHS,
     out = base.outputs[0]
     if from_logits is None:
         from_logits = outputs_logits(base) and not is_sigmoid(base, out)
-    kind = "classification" if len(base.outputs) > 1 else (
-        single_output_kind(base, distill_kind, model, "distill_kind"))
+    kind = "classification"  # several outputs: the labels teach (no KD)
+    if len(base.outputs) == 1:
+        try:
+            kind = single_output_kind(base, distill_kind, model,
+                                      "distill_kind")
+        except ValueError:  # a softmax over one unit: only KD needs a kind
+            if inplace_distillation or distill_kind != "auto":
+                raise
     slim = SlimmableModel(base.input, base.output, name=model.name,
                           widths=widths, universal=universal,
                           inplace_distillation=inplace_distillation,

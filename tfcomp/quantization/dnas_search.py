@@ -327,7 +327,7 @@ def select_best(model: keras.Model, architectures, x, y, validation_data,
         seed: every architecture is trained from the same seed, on the
             same data order. One QAT model serves them all (its bits
             made dynamic, its initial weights and optimizer state restored
-            per architecture): its training graph is traced once (about 5x
+            per architecture): its training graph is traced once (about 4x
             faster per architecture on a small CPU model, where tracing a
             new QAT graph costs more than a short fine-tune).
         verbose: Keras verbosity of ``fit``.
