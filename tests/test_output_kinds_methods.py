@@ -200,3 +200,26 @@ def test_binary_masks_shaped_like_a_sigmoid_output():
     values = {n: 4 for n in hm.hyperparameter_names}
     acc = hm.fit(values, hm.build(values))["accuracy"]
     assert 0.0 <= acc <= 1.0  # per-pixel: the side of 0.5
+
+
+def test_multi_label_tags_of_a_sigmoid_head():
+    """Multi-label tagging (a K-unit sigmoid, 0/1 per tag): the labels stay
+    one per unit (a row with one tag is not read as a one-hot class), the
+    methods train them with a binary cross-entropy."""
+    from tfcomp._class_labels import class_labels
+
+    x = _images(64)
+    tags = np.stack([x[..., c].mean((1, 2)) > 0 for c in range(3)],
+                    -1).astype("int32")
+    tags[0] = [0, 1, 0]  # one tag only: still multi-label, not a class
+    model = _net(3, "sigmoid")
+    got = class_labels(tags, model, "y")
+    assert got.shape == (64, 3) and got[0].tolist() == [0, 1, 0]
+    np.testing.assert_array_equal(
+        class_labels(np.eye(3)[[0, 2]], _net(3, "softmax"), "y"), [0, 2])
+    assert isinstance(task_loss(model, got), keras.losses.BinaryCrossentropy)
+    small, _ = dcp_prune(model, (x, tags.astype("float32")), target_macs=0.6,
+                         sgd_steps=1, head_epochs=1, finetune_epochs=0,
+                         batch_size=32, eval_batches=1, grad_batches=1,
+                         verbose=0)
+    assert small.output_shape == model.output_shape

@@ -19,7 +19,9 @@ def class_labels(y, model, name: str):
     """int64 class indices: one per sample, or one per output position when
     the model's output has positions (a U-Net's per-pixel classes); one-hot
     labels (the output's shape; or soft ones, rows summing to 1) are
-    converted with argmax. A ``ValueError`` for labels of another shape.
+    converted with argmax; 0 / 1 labels of a sigmoid (or binary
+    cross-entropy) output's shape stay one per unit (multi-label tagging,
+    a binary mask). A ``ValueError`` for labels of another shape.
 
     Example:
         >>> class_labels(np.eye(3)[[0, 2]], model, "y")   # one-hot
@@ -35,6 +37,9 @@ def class_labels(y, model, name: str):
 
     if out and fits(y.shape[1:], out[:-1]):
         return _as_classes(y, name)  # sparse, per sample or per position
+    if out and out[-1] and out[-1] > 1 and fits(y.shape[1:], out) \
+            and _zero_one(y) and _binary_output(model):
+        return _as_classes(y, name)  # multi-label: 0 / 1 per sigmoid unit
     one_hot = _class_rows(y)
     if out and out[-1] and out[-1] > 1 and fits(y.shape[1:], out) \
             and one_hot:
@@ -55,6 +60,19 @@ def class_labels(y, model, name: str):
             "class index per sample (or per output position), or one-hot "
             "labels of the output's shape.")
     return _as_classes(y, name)
+
+
+def _zero_one(y) -> bool:
+    return bool(np.all((y == 0) | (y == 1)))
+
+
+def _binary_output(model) -> bool:
+    """A model whose (first) output is binary per unit: a sigmoid, or
+    compiled with a binary cross-entropy (multi-label tagging)."""
+    from tfcomp._output_kinds import compiled_loss, is_sigmoid, loss_kind
+
+    return is_sigmoid(model, model.outputs[0]) or loss_kind(
+        compiled_loss(model)) == "binary"
 
 
 def _class_rows(y) -> bool:
