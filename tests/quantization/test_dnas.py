@@ -631,7 +631,8 @@ def test_select_best_trains_each_architecture_once_and_keeps_the_best(
     """The paper's last step: train the sampled architectures, keep the
     most accurate. A 1-bit architecture cannot fit the task that its 8-bit
     sibling fits; duplicates are trained once; scores keep input order."""
-    from tfcomp.quantization import dnas_search as search_module
+    # select_best's QAT models come from dynamic_bits.PolicyModels
+    from tfcomp.quantization import dynamic_bits as search_module
 
     model = _dense_model()
     rng = np.random.default_rng(0)

@@ -27,8 +27,7 @@ from tfcomp.quantization.dnas_supernet import (
     expected_cost,
     mixed_layers,
 )
-from tfcomp.quantization.dynamic_bits import make_bits_dynamic
-from tfcomp.quantization.quantize import quantize_model
+from tfcomp.quantization.dynamic_bits import PolicyModels
 
 __all__ = ["DNASLoss", "TemperatureAnnealing", "search", "select_best"]
 
@@ -353,12 +352,19 @@ def select_best(model: keras.Model, architectures, x, y, validation_data,
     xv, yv = _model_inputs(model, validation_data[0]), np.asarray(
         validation_data[1])
     x = _model_inputs(model, x)
-    trainer = _PolicyTrainer(model, y, learning_rate, from_logits)
+
+    def compile_fn(q):
+        q.compile(optimizer=unpinned(keras.optimizers.Adam(
+                      float(learning_rate))),
+                  loss=finetune_loss(q, y, from_logits), jit_compile=False)
+
+    keras.utils.set_random_seed(int(seed))
+    models = PolicyModels(model, compile_fn)
     seen, scores = {}, []
     for bits in archs:
         key = tuple(sorted((k, tuple(v)) for k, v in bits.items()))
         if key not in seen:
-            q = trainer.model_for(bits, seed)
+            q = models.model_for(bits)
             order = data_order(rows(x), None, int(batch_size), int(epochs),
                                seed)  # the same order for every candidate
             q.fit(index_rows(x, order), np.asarray(y)[order],
@@ -368,50 +374,6 @@ def select_best(model: keras.Model, architectures, x, y, validation_data,
         scores.append({"bits": bits, "val_accuracy": seen[key]})
     best = max(range(len(scores)), key=lambda i: scores[i]["val_accuracy"])
     return archs[best], scores
-
-
-class _PolicyTrainer:
-    """The QAT model of one bit policy after another: the first from
-    ``quantize_model``, made bit-dynamic (``make_bits_dynamic``), then
-    reconfigured in place (initial weights, the policy, a fresh optimizer
-    state), so its training graph is traced once (HAQ's ``reuse_graph``).
-    A model the dynamic bits do not cover (k-means weights) is rebuilt
-    per policy."""
-
-    def __init__(self, model, y, learning_rate, from_logits):
-        self.model, self.y = model, y
-        self.learning_rate, self.from_logits = learning_rate, from_logits
-        self.state = None  # (q, DynamicBits, weights, optimizer state)
-
-    def _fresh(self, bits, seed):
-        keras.utils.set_random_seed(int(seed))
-        q = quantize_model(self.model, bits=bits)
-        q.compile(optimizer=unpinned(keras.optimizers.Adam(
-                      float(self.learning_rate))),
-                  loss=finetune_loss(q, self.y, self.from_logits),
-                  jit_compile=False)
-        return q
-
-    def model_for(self, bits, seed):
-        if self.state is False:
-            return self._fresh(bits, seed)
-        if self.state is None:
-            q = self._fresh(bits, seed)
-            try:
-                dyn = make_bits_dynamic(q)
-            except (TypeError, ValueError):
-                self.state = False
-                return q
-            q.optimizer.build(q.trainable_variables)
-            self.state = (q, dyn, q.get_weights(), [
-                keras.ops.convert_to_numpy(v) for v in q.optimizer.variables])
-            return q
-        q, dyn, weights, opt_state = self.state
-        q.set_weights(weights)
-        dyn.set_policy(bits)
-        for v, value in zip(q.optimizer.variables, opt_state):
-            v.assign(value)
-        return q
 
 
 def _model_inputs(model, x):

@@ -33,11 +33,13 @@ Example:
 
 from __future__ import annotations
 
+import keras
+
 from tfcomp.layers import QUANT_WEIGHT_LAYERS
 from tfcomp.layers import quantizers as qz
-from tfcomp.quantization.quantize import input_observers
+from tfcomp.quantization.quantize import input_observers, quantize_model
 
-__all__ = ["DynamicBits", "make_bits_dynamic"]
+__all__ = ["DynamicBits", "PolicyModels", "make_bits_dynamic"]
 
 
 class DynamicBits:
@@ -151,3 +153,68 @@ def make_bits_dynamic(model) -> DynamicBits:
             f"Model {model.name!r} has no quantized conv / dense layer "
             "(quantize it with quantize_model first).")
     return DynamicBits(model, layers)
+
+
+class PolicyModels:
+    """The QAT model of one bit policy after another, from one traced graph:
+    the first from ``quantize_model`` (then ``compile_fn(q)`` and its
+    optimizer built), made bit-dynamic; each later policy restores its
+    initial weights and optimizer state and sets the bits in place. A
+    model the dynamic bits do not cover (k-means weights, 1 bit) is
+    rebuilt and compiled per policy. HAQ's ``reuse_graph`` and DNAS's
+    ``select_best`` train their candidates on it.
+
+    Example:
+        >>> models = PolicyModels(model, lambda q: q.compile("sgd", loss))
+        >>> for policy in policies:
+        ...     q = models.model_for(policy)   # calibrate / fit it
+    """
+
+    def __init__(self, model, compile_fn):
+        self.model, self.compile_fn = model, compile_fn
+        self._state = None  # (q, DynamicBits, weights, optimizer state)
+        self._dynamic = True
+
+    @property
+    def shared(self):
+        """The reconfigured model (None before the first, or when every
+        policy gets a new one)."""
+        return self._state[0] if self._state else None
+
+    def _fresh(self, bits):
+        q = quantize_model(self.model, bits=bits)
+        self.compile_fn(q)
+        return q
+
+    def model_for(self, bits: dict):
+        """The compiled QAT model of ``bits`` (``{layer: (w, a)}``), at the
+        initial weights with a fresh optimizer state."""
+        if not self._dynamic:
+            return self._fresh(bits)
+        if self._state is None:
+            q = quantize_model(self.model, bits=bits)
+            try:
+                dyn = make_bits_dynamic(q)
+            except (TypeError, ValueError):
+                self._dynamic = False
+                self.compile_fn(q)
+                return q
+            weights = q.get_weights()  # before calibration: ranges unseen
+            self.compile_fn(q)
+            q.optimizer.build(q.trainable_variables)
+            self._state = (q, dyn, weights, [
+                keras.ops.convert_to_numpy(v) for v in q.optimizer.variables])
+            return q
+        q, dyn, weights, _ = self._state
+        q.set_weights(weights)
+        dyn.set_policy(bits)  # also refreshes the weight clip ratios
+        self.reset_optimizer()
+        return q
+
+    def reset_optimizer(self) -> None:
+        """The shared model's optimizer back to its fresh state (without
+        compiling again: no retracing)."""
+        if self._state:
+            for v, value in zip(self._state[0].optimizer.variables,
+                                self._state[3]):
+                v.assign(value)

@@ -59,7 +59,8 @@ from tfcomp._batches import index_rows, rows, take
 from tfcomp._finetune import data_order, finetune_loss, outputs_logits
 from tfcomp._unpinned import unpinned
 from tfcomp.hardware import HardwareModel
-from tfcomp.quantization import calibrate, make_bits_dynamic, quantize_model
+from tfcomp.quantization import calibrate, quantize_model
+from tfcomp.quantization.dynamic_bits import PolicyModels
 from tfcomp.tuners._common import (
     DDPGSearchTuner,
     EpisodeOracle,
@@ -227,7 +228,7 @@ class HAQHyperModel(kt.HyperModel):
                               self.b_max, bits)
         self._float_accuracy = None
         self.reuse_graph = bool(reuse_graph)
-        self._search = None  # (model, DynamicBits, weights, optimizer state)
+        self._policies = PolicyModels(model, self._compile)  # reuse_graph
 
     @property
     def target(self) -> str:
@@ -310,19 +311,7 @@ class HAQHyperModel(kt.HyperModel):
             self.declare_hyperparameters(hp)
         if not self.reuse_graph:
             return self.quantized_model(hp)
-        policy = self.policy(hp)
-        if self._search is None:
-            q = quantize_model(self.model, bits=policy)
-            dyn = make_bits_dynamic(q)
-            weights = q.get_weights()  # before calibration: ranges unseen
-            self._compile(q)
-            q.optimizer.build(q.trainable_variables)
-            opt_state = [keras.ops.convert_to_numpy(v)
-                         for v in q.optimizer.variables]
-            self._search = (q, dyn, weights, opt_state)
-        q, dyn, weights, _ = self._search
-        q.set_weights(weights)
-        dyn.set_policy(policy)  # also refreshes the weight clip ratios
+        q = self._policies.model_for(self.policy(hp))
         calibrate(q, self.calibration_x, batch_size=self.batch_size,
                   refresh_weights=False)
         return q
@@ -356,12 +345,10 @@ class HAQHyperModel(kt.HyperModel):
         x, y = (self.validation_data if validation_data is None
                 else as_xy(validation_data, "validation_data", self.model,
                            targets=True))
-        shared = self._search is not None and model is self._search[0]
+        shared = model is not None and model is self._policies.shared
         if self.finetune_epochs > 0:
             if shared:  # a fresh optimizer, without retracing
-                for v, value in zip(model.optimizer.variables,
-                                    self._search[3]):
-                    v.assign(value)
+                self._policies.reset_optimizer()
             else:
                 self._compile(model)
             xt, yt = self.train_data
