@@ -223,3 +223,29 @@ def test_multi_label_tags_of_a_sigmoid_head():
                          batch_size=32, eval_batches=1, grad_batches=1,
                          verbose=0)
     assert small.output_shape == model.output_shape
+
+
+def test_loss_sensitivities_of_a_model_compiled_with_a_loss_function():
+    """keras.io's binary classifier, compiled with the string
+    ``"binary_crossentropy"`` (a plain function, not a ``Loss``) and
+    labelled ``(N,)`` for its ``(N, 1)`` output: ``fit`` aligns the ranks,
+    the loss criteria must too (they raised 'must have the same rank')."""
+    from tfcomp.pruning.prune_sensitivity import sensitivity as prune_sens
+    from tfcomp.quantization.sensitivity import sensitivity as quant_sens
+
+    x = _images(64)
+    y = _binary_labels(x)
+    model = _net(1, "sigmoid", bn=False)
+    model.compile(keras.optimizers.Adam(1e-2), "binary_crossentropy")
+    model.fit(x, y, epochs=8, verbose=0)
+    fn = task_loss(model, y)
+    out = model.predict(x, verbose=0)
+    want = keras.losses.BinaryCrossentropy()(y[:, None], out)
+    np.testing.assert_allclose(float(np.mean(fn(y, out))), float(want),
+                               rtol=1e-5)
+    s = prune_sens(model, (x, y), ratios=(0.5,), method="loss",
+                   batch_size=32, num_samples=64)
+    assert np.all(np.isfinite(s.table)) and np.max(s.table) > 0
+    q = quant_sens(model, (x, y), method="hessian", bits=(4,),
+                   num_samples=32)
+    assert max(q.value(n, 4) for n in q.layers) > 0

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["class_labels", "labels_for"]
+__all__ = ["binary_output", "class_labels", "labels_for"]
 
 
 def class_labels(y, model, name: str):
@@ -38,7 +38,7 @@ def class_labels(y, model, name: str):
     if out and fits(y.shape[1:], out[:-1]):
         return _as_classes(y, name)  # sparse, per sample or per position
     if out and out[-1] and out[-1] > 1 and fits(y.shape[1:], out) \
-            and _zero_one(y) and _binary_output(model):
+            and _zero_one(y) and binary_output(model):
         return _as_classes(y, name)  # multi-label: 0 / 1 per sigmoid unit
     one_hot = _class_rows(y)
     if out and out[-1] and out[-1] > 1 and fits(y.shape[1:], out) \
@@ -66,9 +66,15 @@ def _zero_one(y) -> bool:
     return bool(np.all((y == 0) | (y == 1)))
 
 
-def _binary_output(model) -> bool:
+def binary_output(model) -> bool:
     """A model whose (first) output is binary per unit: a sigmoid, or
-    compiled with a binary cross-entropy (multi-label tagging)."""
+    compiled with a binary cross-entropy (multi-label tagging).
+
+    Example:
+        >>> binary_output(keras.Sequential([keras.Input((3,)),
+        ...     keras.layers.Dense(1, activation="sigmoid")]))
+        True
+    """
     from tfcomp._output_kinds import compiled_loss, is_sigmoid, loss_kind
 
     return is_sigmoid(model, model.outputs[0]) or loss_kind(

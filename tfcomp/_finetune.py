@@ -98,7 +98,23 @@ def task_loss(model, y, loss=None):
     if not callable(fn):
         raise ValueError(f"loss must be a Keras loss or callable. Received: "
                          f"loss={loss!r}")
-    return fn
+    return fn if isinstance(fn, keras.losses.Loss) else _rank_aligned(fn)
+
+
+def _rank_aligned(fn):
+    """A loss function that, as Keras' ``Loss`` objects and ``fit`` do,
+    gives labels one axis short of a one-unit output that axis (a binary
+    classifier's ``(N,)`` labels of its ``(N, 1)`` output): Keras' plain
+    loss functions (a compiled ``"binary_crossentropy"``) refuse the two
+    ranks."""
+    def aligned(y_true, y_pred):
+        if len(y_true.shape) == len(y_pred.shape) - 1 \
+                and y_pred.shape[-1] == 1:
+            y_true = keras.ops.expand_dims(y_true, -1)
+        return fn(y_true, y_pred)
+
+    aligned.__name__ = getattr(fn, "__name__", "loss")
+    return aligned
 
 
 def data_order(n: int, steps: int | None, batch_size: int, epochs: int,

@@ -20,8 +20,8 @@ import numpy as np
 from tfcomp._batches import as_model_input, rows, sliced
 from tfcomp._output_kinds import compiled_loss, is_sigmoid, loss_kind
 
-__all__ = ["binary_threshold", "first_output", "is_targets", "score",
-           "score_outputs", "top1"]
+__all__ = ["binary_threshold", "first_output", "is_targets", "predicted",
+           "score", "score_outputs", "top1"]
 
 
 def first_output(model, x, batch_size: int = 256,
@@ -86,6 +86,22 @@ def binary_threshold(model) -> float:
     return 0.0
 
 
+def predicted(out, shape: tuple, threshold: float = 0.0) -> np.ndarray:
+    """The classes ``out`` predicts for labels of ``shape``: the top-1 class
+    (per position when ``shape`` has positions), or, when ``out`` has one
+    unit per label (a binary classifier, a binary mask, multi-label tags),
+    1 where it is above ``threshold`` (:func:`binary_threshold`).
+
+    Example:
+        >>> predicted(np.array([[0.8], [0.3]]), (2,), 0.5)
+        array([1, 0])
+    """
+    out = np.asarray(out)
+    if out.size == int(np.prod(shape)):  # one unit per label: binary
+        return (out.reshape(shape) > threshold).astype(np.int64)
+    return out.reshape(tuple(shape) + (-1,)).argmax(-1)
+
+
 def score_outputs(out, y, threshold: float = 0.0) -> float:
     """:func:`top1` for class labels, or the side of ``threshold`` when
     ``out`` has one unit per label (a binary classifier, per row or per
@@ -101,10 +117,7 @@ def score_outputs(out, y, threshold: float = 0.0) -> float:
     out = np.asarray(out)
     if not is_targets(y):
         y = np.asarray(y)
-        if out.size == y.size:  # one unit per label: binary
-            return float(np.mean((out.reshape(y.shape) > threshold)
-                                 == (y > 0)))
-        return top1(out, y)
+        return float(np.mean(predicted(out, y.shape, threshold) == y))
     y = np.asarray(y, np.float64)
     err = np.mean((np.asarray(out, np.float64).reshape(y.shape) - y) ** 2)
     return float(1.0 - err / max(float(np.var(y)), 1e-12))

@@ -24,9 +24,11 @@ def labels(y, name: str, spec: str, model):
     shaped like the model's first output without its class axis (a
     U-Net's ``(N, H, W)`` for ``(N, H, W, C)`` logits), or one-hot rows
     (turned into classes: ``tfcomp._io.class_labels``, the Python API's
-    reading); in ``[0, classes)``. Float targets shaped like
-    the model's output (regression, multi-label 0/1) come back float32
-    (``is_targets``)."""
+    reading); in ``[0, classes)``. 0 / 1 labels of a binary output (a
+    one-unit classifier's integer labels; a sigmoid head's masks or
+    multi-label tags, float too) are classes per unit, as the library
+    reads them. Float targets shaped like the model's output (regression)
+    come back float32 (``is_targets``)."""
     import numpy as np
 
     y = np.asarray(y)
@@ -41,13 +43,15 @@ def labels(y, name: str, spec: str, model):
         else None
     whole = np.issubdtype(y.dtype, np.integer) or bool(np.all(y == np.round(
         y)))
-    if whole and (out is None or classes is not None):
+    binary = out is not None and _binary_labels(y, model)
+    if whole and (out is None or classes is not None or binary):
         try:  # per row or position, one-hot: the library's own reading
             cls = class_labels(y, model, name)
         except ValueError:
             cls = None
-        if cls is not None and (out is None or _fits(cls.shape[1:],
-                                                     out[:-1])):
+        if cls is not None and (out is None or _fits(
+                cls.shape[1:], out[:-1]) or (binary and _fits(cls.shape[1:],
+                                                              out))):
             lo, hi = (int(cls.min()), int(cls.max())) if cls.size else (0, 0)
             if lo < 0 or (classes is not None and hi >= classes):
                 top = "" if classes is None else f", < {classes} (the " \
@@ -67,6 +71,23 @@ def labels(y, name: str, spec: str, model):
     raise CLIError(f"data {spec!r}: {name} must hold {want}"
                    f"{'' if model is None else ' for model ' + repr(model.name)}"
                    f". Received: {y.dtype} array of shape {y.shape}")
+
+
+def _binary_labels(y, model) -> bool:
+    """0 / 1 labels of a binary output: integer (or bool) ones of a
+    one-unit output (a logit or sigmoid classifier), or any 0 / 1 labels of
+    a sigmoid / binary cross-entropy output (a binary mask, multi-label
+    tags: ``tfcomp._class_labels.binary_output``). Float 0 / 1 targets of
+    another one-unit output stay regression targets."""
+    import numpy as np
+
+    from tfcomp._class_labels import binary_output
+
+    if y.size == 0 or not np.all((y == 0) | (y == 1)):
+        return False
+    integer = np.issubdtype(y.dtype, np.integer) or y.dtype == bool
+    return (integer and model.outputs[0].shape[-1] == 1) or binary_output(
+        model)
 
 
 def _n_shape(dims) -> str:
@@ -99,15 +120,18 @@ def require_classes(y, what: str, spec: str) -> None:
 
 def evaluate(model, x, y) -> float:
     """Top-1 accuracy of ``model`` on ``(x, y)`` (per position for
-    per-position labels), or for float targets their mean squared error
-    (``score_name``)."""
+    per-position labels; for a binary output the side of its threshold,
+    per unit: ``tfcomp._score.score_outputs``), or for float targets their
+    mean squared error (``score_name``)."""
     import numpy as np
+
+    from tfcomp._score import binary_threshold, score_outputs
 
     out = model.predict(as_model_input(model, x), batch_size=256, verbose=0)
     out = np.asarray(out[0] if isinstance(out, (list, tuple)) else out)
     if is_targets(y):
         return float(np.mean((out.reshape(y.shape) - y) ** 2))
-    return float(np.mean(out.reshape(y.shape + (-1,)).argmax(-1) == y))
+    return score_outputs(out, y, binary_threshold(model))
 
 
 def score_name(y) -> str:
@@ -115,23 +139,21 @@ def score_name(y) -> str:
     return "mse" if is_targets(y) else "accuracy"
 
 
-def _from_logits(model) -> bool:
-    act = getattr(model.layers[-1], "activation", None)
-    return getattr(act, "__name__", "") != "softmax"
-
-
 def loss_for(model, y):
-    """Sparse cross-entropy for class labels; for float targets binary
-    cross-entropy when they are 0/1 and the output a sigmoid, else mean
-    squared error."""
+    """``(loss, metrics)`` of a CLI fine-tune: the library's rule
+    (``tfcomp._finetune.finetune_loss``: sparse cross-entropy for class
+    labels, binary cross-entropy for a binary output's 0 / 1 labels, the
+    model's compiled loss or mean squared error for float targets) and
+    the accuracy metric that goes with it."""
     import keras
-    import numpy as np
 
-    if not is_targets(y):
-        return keras.losses.SparseCategoricalCrossentropy(
-            from_logits=_from_logits(model)), ["accuracy"]
-    act = getattr(getattr(model.layers[-1], "activation", None), "__name__",
-                  "")
-    if act == "sigmoid" and np.all((y == 0) | (y == 1)):
-        return keras.losses.BinaryCrossentropy(), []
-    return keras.losses.MeanSquaredError(), []
+    from tfcomp._finetune import finetune_loss
+    from tfcomp._score import binary_threshold
+
+    loss = finetune_loss(model, y)
+    if is_targets(y):
+        return loss, []
+    if isinstance(loss, keras.losses.BinaryCrossentropy):
+        return loss, [keras.metrics.BinaryAccuracy(
+            threshold=binary_threshold(model))]
+    return loss, ["accuracy"]

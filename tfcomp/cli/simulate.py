@@ -13,8 +13,11 @@ from tfcomp.cli import _common as common
 
 
 def _read(path: str) -> tuple:
-    """``(batch, input names or None)`` of a descriptor: the names (its
-    ``inputs``) only for a network of several inputs."""
+    """``(batch, input names or None, threshold)`` of a descriptor: the
+    names (its ``inputs``) only for a network of several inputs; the
+    threshold a one-unit output decides class 1 at without ``--model``:
+    0.5 for unsigned outputs (a sigmoid's probabilities), else 0 (a
+    logit)."""
     if not os.path.isfile(path):
         raise common.CLIError(f"descriptor not found: {path!r}")
     try:
@@ -22,7 +25,11 @@ def _read(path: str) -> tuple:
             desc = json.load(f)
         names = ([str(e["name"]) for e in desc["inputs"]]
                  if "inputs" in desc else None)
-        return int(desc.get("batch", 1)), names
+        out = desc.get("output")
+        last = {e.get("name"): e for e in desc.get("layers", [])}.get(
+            out if isinstance(out, str) else None, {})
+        unsigned = last.get("out_quant", {}).get("signed", True) is False
+        return int(desc.get("batch", 1)), names, 0.5 if unsigned else 0.0
     except (json.JSONDecodeError, AttributeError, TypeError, KeyError,
             ValueError) as e:
         raise common.CLIError(
@@ -34,9 +41,10 @@ def run(args) -> None:
     import numpy as np
 
     from tfcomp._batches import rows, take
+    from tfcomp._score import binary_threshold, predicted
     from tfcomp.export import simulate_bitserial
 
-    batch, names = _read(args.descriptor)
+    batch, names, threshold = _read(args.descriptor)
     model = common.load_model(args.model) if args.model else None
     (_, _), (xt, yt) = common.load_data(args.data, model=model,
                                         input_names=names)
@@ -62,15 +70,15 @@ def run(args) -> None:
         raise common.CLIError(f"--data {args.data!r} does not fit "
                               f"descriptor {args.descriptor!r}: {e}") from e
     # classes on the last axis: one per image, or per position (a U-Net's
-    # (N, H, W) labels)
-    pred = np.asarray(out).reshape(y.shape + (-1,)).argmax(-1)
+    # (N, H, W) labels); a binary output's: the side of its threshold
+    thr = binary_threshold(model) if model is not None else threshold
+    pred = predicted(out, y.shape, thr)
     acc = float(np.mean(pred == y))
     result = {"images": n, "top1_accuracy": acc,
               "compute_cycles": int(stats.compute_cycles)}
     print(f"bit-serial simulator: top-1 {acc:.4f} on {n} test images")
     if model is not None:
-        ref = common.predict_logits(model, x).reshape(
-            y.shape + (-1,)).argmax(-1)
+        ref = predicted(common.predict_logits(model, x), y.shape, thr)
         agree = float(np.mean(pred == ref))
         result["top1_agreement"] = agree
         print(f"top-1 agreement with {args.model}: {agree:.4f}")

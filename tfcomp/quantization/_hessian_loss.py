@@ -48,10 +48,7 @@ def _loss_fn(model, loss, probs: bool, units: int = 2, y=None):
         raise NotImplementedError(
             "sensitivity needs one loss for a single-output model. Received: "
             f"loss={loss!r}; pass loss=<one loss> instead.")
-    fn = keras.losses.get(loss) if isinstance(loss, str) else loss
-    if not callable(fn):
-        raise ValueError(f"loss must be a Keras loss or callable. Received: "
-                         f"loss={loss!r}")
+    fn = task_loss(model, y, loss)  # ranks aligned as Keras' fit does
     name = str(getattr(fn, "name", None) or getattr(fn, "__name__", "")
                or type(fn).__name__).lower()
     if "sparse_categorical" in name or "sparsecategorical" in name:
