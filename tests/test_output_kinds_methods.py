@@ -249,3 +249,6 @@ def test_loss_sensitivities_of_a_model_compiled_with_a_loss_function():
     q = quant_sens(model, (x, y), method="hessian", bits=(4,),
                    num_samples=32)
     assert max(q.value(n, 4) for n in q.layers) > 0
+    res = autoslim(model, (x, y), target_macs=(0.5,), step=0.25, batches=2,
+                   batch_size=32, loss="binary_crossentropy")
+    assert res.architectures[0.5]["macs"] <= 0.5 * res.dense_macs

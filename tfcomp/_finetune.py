@@ -23,7 +23,7 @@ from tfcomp._batches import as_model_input, index_rows, rows
 from tfcomp._unpinned import unpinned
 
 __all__ = ["DECAYS", "check_decay", "data_order", "finetune_loss",
-           "outputs_logits", "short_finetune", "task_loss"]
+           "loss_callable", "outputs_logits", "short_finetune", "task_loss"]
 
 
 def outputs_logits(model) -> bool:
@@ -94,6 +94,19 @@ def task_loss(model, y, loss=None):
             loss = found
     if loss is None:
         loss = finetune_loss(model, y)
+    return loss_callable(loss)
+
+
+def loss_callable(loss):
+    """``loss`` (a Keras loss, its name or config, or a function) as a
+    callable ``fn(y_true, y_pred)``; a plain function is given labels one
+    axis short of a one-unit output that axis, as Keras' ``Loss`` objects
+    and ``fit`` do (:func:`_rank_aligned`).
+
+    Example:
+        >>> loss_callable("binary_crossentropy")(np.array([1.0]),
+        ...                                      np.array([[0.9]]))
+    """
     fn = keras.losses.get(loss) if isinstance(loss, (str, dict)) else loss
     if not callable(fn):
         raise ValueError(f"loss must be a Keras loss or callable. Received: "

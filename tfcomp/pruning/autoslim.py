@@ -43,7 +43,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcomp._batches import as_model_input, rows, sliced
-from tfcomp._finetune import finetune_loss
+from tfcomp._finetune import finetune_loss, loss_callable
 from tfcomp._io import as_arrays, check_positive_int
 from tfcomp.graph import DependencyGraph
 from tfcomp.layers.slimmable import width_scope
@@ -193,9 +193,8 @@ def autoslim(model, calibration_data, target_macs=(0.75, 0.5, 0.25),
     x, y = as_arrays(calibration_data, model=model,
                      max_items=batches * batch_size, need_labels=True,
                      name="calibration_data", targets=True)
-    loss_fn = loss or finetune_loss(model, y, from_logits=model.from_logits)
-    if isinstance(loss_fn, str):
-        loss_fn = keras.losses.get(loss_fn)
+    loss_fn = loss_callable(loss or finetune_loss(
+        model, y, from_logits=model.from_logits))
     previous = getattr(model, "current_width", model.widths[-1])
     set_width(model, model.widths[-1])
     plain = full_width_plain(model)

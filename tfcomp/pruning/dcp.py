@@ -28,7 +28,7 @@ import keras
 import numpy as np
 
 from tfcomp._batches import rows
-from tfcomp._finetune import finetune_loss
+from tfcomp._finetune import finetune_loss, loss_callable
 from tfcomp._io import as_arrays, check_positive_int
 from tfcomp._score import is_targets
 from tfcomp._unpinned import unpinned
@@ -389,9 +389,7 @@ class _DCPRun:
         bs = settings.batch_size
         self.eval_idx = np.arange(min(rows(x), eval_batches * bs))
         self.ce = _HEAD_LOSSES[_kind(state.model, y)]()  # heads give logits
-        final = finetune_loss(state.model, y)
-        self.ce_final = keras.losses.get(final) if isinstance(
-            final, str) else final
+        self.ce_final = loss_callable(finetune_loss(state.model, y))
 
     def _sgd(self):
         s = self.settings
