@@ -1,7 +1,7 @@
 """Bit-serial export of the 1D conv variants quantize_model produces
 (QuantDepthwiseConv1D, a SeparableConv1D split into a depthwise and a 1x1
-conv, QuantConv1DTranspose), dilated convs (zero taps) and PReLU (a
-per-channel table): each tiny QAT net is simulated bit for bit equal to
+conv, QuantConv1DTranspose), dilated convs (zero taps), PReLU (a
+per-channel table) and LeakyReLU / ELU / leaky ReLUs (tables): each tiny QAT net is simulated bit for bit equal to
 the integer reference, and its dequantized output is the Keras QAT
 model's (as tests/export/bitserial/test_coverage.py checks)."""
 
@@ -155,3 +155,19 @@ def test_prelu_per_position_is_refused():
         size=pp.alpha.shape).astype("float32"))
     with pytest.raises(ValueError, match=r"'pp' \(PReLU\).*shared_axes"):
         build_ir_from_keras(qat)
+
+
+@pytest.mark.parametrize("act", [
+    lambda: L.LeakyReLU(0.2), lambda: L.ELU(),
+    lambda: L.ReLU(negative_slope=0.1, max_value=4.0),
+    lambda: L.ReLU(threshold=0.25)])
+def test_leaky_relu_elu_and_other_relus_are_tables(tmp_path, act):
+    """LeakyReLU (GAN discriminators, YOLO-style nets), ELU and a ReLU
+    with a slope or threshold: element-wise, so tables, as PReLU is (they
+    were refused as 'no integer mapping')."""
+    def body(h):
+        h = act()(L.Conv2D(4, 3, name="c")(h))
+        return L.Dense(3)(L.Flatten()(L.Conv2D(4, 3)(h)))
+    qat, x = _qat(_model(body), (7, 7, 2), seed=9)
+    ir = _check(qat, x, tmp_path, hardware=("bismo",))
+    assert "lut" in {o.op for o in ir.ops}

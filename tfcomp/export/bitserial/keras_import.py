@@ -415,8 +415,9 @@ class _Importer:
                 self.notes.append(f"{layer.name}: Normalization folded into "
                                   "the input rescale (one float32 FMA)")
         elif cls in (L.Rescaling, L.BatchNormalization, L.Normalization,
-                     L.PReLU) or (cls is L.Activation and _act(layer) in
-                                  LUT_ACTIVATIONS):
+                     L.PReLU, L.LeakyReLU, L.ELU, L.ReLU) or (
+                         cls is L.Activation and _act(layer) in
+                         LUT_ACTIVATIONS):  # ReLU here: leaky, thresholded
             st = self.state[id(ins[0])]
             if cls is L.BatchNormalization and isinstance(
                     st, _Pending) and st.kind == "gemm":
@@ -516,8 +517,8 @@ def build_ir_from_keras(model, calibration_data=None, default_bits: int = 8,
     (grouped too), Conv2DTranspose (a stride-1 conv over the
     zero-inserted input), DepthwiseConv2D, dilated convs (zero taps),
     Dense (QAT forms, or float: 8-bit weights; linear / ReLU / ReLU6),
-    PReLU (a slope per channel: a table), QuantActivation,
-    QuantReLU, ReLU, Add (two inputs), Concatenate (last axis),
+    PReLU (a slope per channel: a table), LeakyReLU / ELU / a leaky or
+    thresholded ReLU (tables), QuantActivation, QuantReLU, ReLU, Add (two inputs), Concatenate (last axis),
     Multiply (two inputs: one shape, or a per-channel squeeze-excite
     gate; see the module doc for their grids), pooling 1D/2D,
     ZeroPadding1D/2D (folded into a conv's padding, else a ``pad`` op),
