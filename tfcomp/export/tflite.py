@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import shutil
@@ -414,7 +415,23 @@ def export_tflite(model: keras.Model, path: str,
     elif quantization == "int8":
         check_integer_file(make_interpreter(flatbuffer)[0], io_type, report)
     _io.atomic_write_bytes(path, flatbuffer)
+    if quantization == "int8":
+        _warn_float_ops(path, report)
     return report
+
+
+def _warn_float_ops(path, report) -> None:
+    """A warning naming the ops an "int8" file still computes in float."""
+    if report.float_ops:
+        counts = collections.Counter(report.float_ops)
+        warnings.warn(
+            f"export_tflite: {str(path)!r} computes {len(report.float_ops)} "
+            f"op(s) in float ({', '.join(f'{k} x{v}' for k, v in counts.items())}"
+            "): TFLite has no integer kernel for them (e.g. softplus, mish, "
+            "UnitNormalization) or the model keeps them float; they run "
+            "between DEQUANTIZE / QUANTIZE ops, which an integer-only "
+            "accelerator delegate may refuse (report.float_ops).",
+            stacklevel=3)
 
 
 def _export_mixed(model, path, quantization, io_type, verify, verify_data,
@@ -441,4 +458,6 @@ def _export_mixed(model, path, quantization, io_type, verify, verify_data,
     elif qat:
         check_integer_file(make_interpreter(flatbuffer)[0], io_type, report)
     _io.atomic_write_bytes(path, flatbuffer)
+    if label == "int8":
+        _warn_float_ops(path, report)
     return report
