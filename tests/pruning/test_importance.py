@@ -106,6 +106,14 @@ def test_taylor_scores_dead_filter_zero():
     assert plan.removed["d"] == [2]
     with pytest.raises(ValueError, match="needs data"):
         make_plan(model, ratio=0.25, importance="taylor")
+    # a tf.data pipeline of (x, y, sample_weight) batches, as fit takes
+    # (a TypeError 'len() of unsized object' before)
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices(
+        (*data, np.ones(64, "float32"))).batch(16)
+    got = importance.get("taylor", data=ds)(DependencyGraph(model).group("d"))
+    np.testing.assert_allclose(got, scores, rtol=1e-4, atol=1e-12)
 
 
 def test_callable_and_registry():

@@ -26,7 +26,7 @@ from scipy.spatial.distance import cdist
 
 from tfcomp._batches import index_rows, rows
 from tfcomp._finetune import task_loss
-from tfcomp._io import check_positive_int
+from tfcomp._io import as_arrays, check_positive_int
 from tfcomp._output_kinds import compiled_loss
 from tfcomp.graph import PASS_THROUGH, PRODUCER
 
@@ -153,7 +153,9 @@ class Taylor:
 
     Args:
         data: ``(x, y)`` arrays (``x`` a list of arrays for a model with
-            several inputs; or a tuple of arrays). ``y`` integer labels
+            several inputs), inputs alone, or a ``tf.data.Dataset`` /
+            iterable of such batches (``tfcomp._io.as_arrays``; the first
+            ``max_batches * batch_size`` samples). ``y`` integer labels
             use the compiled loss, else sparse categorical cross-entropy
             (on logits, or a softmax's probabilities), binary cross entropy
             for a one-unit classifier, MSE for float targets.
@@ -171,10 +173,9 @@ class Taylor:
         if data is None:
             raise ValueError(
                 "importance='taylor' needs data=(x, y). Received: data=None")
-        if isinstance(data, (tuple, list)) and len(data) == 2:
-            self.x, self.y = data
-        else:
-            self.x, self.y = data, None
+        self.data = data  # read per model by tfcomp._io.as_arrays
+        self.y = data[1] if isinstance(data, (tuple, list)) and len(
+            data) == 2 else None
         self.loss = loss
         self.batch_size = check_positive_int(batch_size, "batch_size")
         self.max_batches = check_positive_int(max_batches, "max_batches")
@@ -193,13 +194,14 @@ class Taylor:
         import tensorflow as tf  # no public Keras API for gradients
 
         model = graph.model
+        x, self.y = as_arrays(self.data, model=model, max_items=(
+            self.max_batches * self.batch_size), name="data", targets=True)
         loss_fn = self._loss_fn(model)
         keys, variables = [], []
         for path, layer in graph.layers.items():
             for v in getattr(layer, "trainable_weights", []):
                 keys.append((path, v.name))
                 variables.append(v)
-        x = self.x if isinstance(self.x, list) else np.asarray(self.x)
         n = rows(x)
         out = []
         for b in range(min(self.max_batches,
