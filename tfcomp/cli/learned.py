@@ -39,7 +39,7 @@ def _gal(args, model, data):
               mask_gradient=getattr(args, "gal_mask_gradient", "inference"))
     gal.compile(keras.optimizers.SGD(getattr(args, "gal_lr", 0.01),
                                      momentum=0.9),
-                metrics=["sparse_categorical_accuracy"])
+                metrics=common.loss_for(model, y)[1])  # binary: a side
     common.info(f"GAL: {getattr(args, 'gal_epochs', 1)} epoch(s), "
                 f"lam={gal.lam}")
     gal.fit(x, y, epochs=getattr(args, "gal_epochs", 1),
