@@ -108,3 +108,34 @@ def test_collect_results_channels_bits_and_heatmap(tmp_path):
         assert "hardware_table.png" in f.read()
     with pytest.raises(ValueError, match="match no model"):
         collect_results({"dense": model}, tflite={"other": "x.tflite"})
+
+
+def test_collect_results_scores_labels_as_every_verb_does(tmp_path):
+    """One-hot labels, a binary classifier's (N,) labels of its one unit and
+    a regression's float targets (argmax was compared with them: one-hot
+    rows broadcast, one unit was always class 0)."""
+    import keras
+    import numpy as np
+
+    from tfcomp.report import collect_results
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    inp = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="relu")(inp)
+    soft = keras.Model(inp, keras.layers.Dense(3, activation="softmax")(h))
+    binary = keras.Model(inp, keras.layers.Dense(1, activation="sigmoid")(h))
+    reg = keras.Model(inp, keras.layers.Dense(1)(h))
+    cls = soft.predict(x, verbose=0).argmax(-1)
+    row = collect_results({"s": soft}, data=(x, np.eye(3)[cls]))["rows"][0]
+    assert row["accuracy"] == 1.0
+    side = (binary.predict(x, verbose=0)[:, 0] > 0.5).astype("int64")
+    row = collect_results({"b": binary}, data=(x, side))["rows"][0]
+    assert row["accuracy"] == 1.0
+    target = reg.predict(x, verbose=0)
+    res = collect_results({"r": reg}, data=(x, target + 1e-3 * rng.normal(
+        size=target.shape).astype("float32")))
+    assert "accuracy" not in res["rows"][0]
+    assert res["rows"][0]["r2"] > 0.99
+    with open(write_report(res, str(tmp_path / "r"))) as f:
+        assert "R^2" in f.read()

@@ -27,8 +27,8 @@ import os
 
 import numpy as np
 
-from tfcomp._batches import as_model_input, take
 from tfcomp._io import (
+    as_arrays,
     atomic_path,
     atomic_write_text,
     check_positive_int,
@@ -63,8 +63,8 @@ def pareto_front(costs, accs) -> list[int]:
 
 
 
-_NUMERIC = ("accuracy", "macs", "params", "tflite_bytes", "latency_ms",
-            "accel_ms")
+_NUMERIC = ("accuracy", "r2", "macs", "params", "tflite_bytes",
+            "latency_ms", "accel_ms")
 
 
 def load_results(results) -> dict:
@@ -199,7 +199,11 @@ def collect_results(models: dict, data=None, tflite=None, table=None,
     Args:
         models: ``{label: keras.Model}`` in order; the first is the
             reference whose channel counts are "original".
-        data: optional ``(x_test, y_test)`` for top-1 accuracy.
+        data: optional ``(x_test, y_test)`` (or batches of them): top-1
+            accuracy for class labels (per position for per-pixel labels,
+            the side of the threshold for a binary output:
+            ``tfcomp._score``), ``r2`` (``1 - MSE / Var(y)``) for a
+            regression model's float targets.
         tflite: optional ``{label: path}``; each file's size and measured
             median latency go to that label's row.
         table: optional ``LatencyTable`` / ``HardwareModel``: ``accel_ms``
@@ -226,6 +230,7 @@ def collect_results(models: dict, data=None, tflite=None, table=None,
         ...                       data=(x_test, y_test))
         >>> write_report(res, "report")
     """
+    from tfcomp._score import is_targets, score
     from tfcomp.cost import profile
 
     tflite = dict(tflite or {})
@@ -246,14 +251,11 @@ def collect_results(models: dict, data=None, tflite=None, table=None,
         profiles[label] = p
         row = {"stage": str(label), "macs": int(p.macs),
                "params": int(p.params)}
-        if data is not None:
-            x = take(data[0], num_images)  # a list for several inputs
-            y = np.asarray(data[1][:num_images])
-            out = np.asarray(model.predict(as_model_input(model, x),
-                                             batch_size=256, verbose=0))
-            pred = out.argmax(-1) if y.ndim > 1 or out.ndim == 2 else \
-                out.reshape(len(y), -1).argmax(-1)
-            row["accuracy"] = float(np.mean(pred == y))
+        if data is not None:  # labels read and scored as every verb does
+            x, y = as_arrays(data, model=model, max_items=num_images,
+                             need_labels=True, name="data", targets=True)
+            row["r2" if is_targets(y) else "accuracy"] = score(
+                model, x, y, traced=True)
         if label in tflite:
             from tfcomp.export import measure_latency
 
@@ -372,6 +374,7 @@ def _heatmap(table: dict, path: str):
 
 def _markdown_table(rows) -> str:
     cols = [("stage", "stage", "{}", 1), ("accuracy", "top-1", "{:.4f}", 1),
+            ("r2", "R^2", "{:.4f}", 1),
             ("macs", "MACs (M)", "{:.2f}", 1e6),
             ("params", "params (K)", "{:.1f}", 1e3),
             ("tflite_bytes", "TFLite KB", "{:.1f}", 1e3),
