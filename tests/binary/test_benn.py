@@ -196,6 +196,13 @@ def test_errors():
         BENN(_build, sampling="bootstrap")
     with pytest.raises(TypeError, match="warm_start"):
         BENN(_build, warm_start="yes")
+
+    def one_unit():  # a sigmoid binary classifier: a vote of one unit is 1
+        inp = keras.Input((8, 8, 1))
+        return keras.Model(inp, keras.layers.Dense(1, activation="sigmoid")(
+            keras.layers.Flatten()(inp)))
+    with pytest.raises(ValueError, match="1 output unit.*2-unit head"):
+        BENN(one_unit, members=2).fit(*xy(8))
     x, y = xy(8)
     with pytest.raises(ValueError, match="sample_weight"):
         BENN(_build).fit(x, y, sample_weight=np.ones(8))

@@ -278,6 +278,12 @@ class BENN:
                 prev = self.members_[-1] if self.warm_start and k else None
                 m, train = self._build(k, prev), True
             num_classes = int(m.outputs[0].shape[-1])
+            if num_classes < 2:
+                raise ValueError(
+                    f"BENN votes over classes (one-hot votes, SAMME): "
+                    f"build_fn's model {m.name!r} has {num_classes} output "
+                    "unit(s). For a binary task give it a 2-unit head "
+                    "(logits or a softmax) and labels 0 / 1.")
             if self.mode == "bagging":
                 idx = rng.integers(0, n, n)
                 self.samples_.append(idx)
