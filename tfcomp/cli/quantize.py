@@ -80,7 +80,10 @@ def _check_reachable(table, bits, budget) -> None:
         raise common.CLIError(
             f"--budget {budget} of the all-8/8 {table.resource} cannot be "
             f"reached with widths {bits}: the cheapest policy costs at "
-            f"least {low / table.full_cost:.4f} of it")
+            f"least {low / table.full_cost:.4f} of it (the first and last "
+            f"layers, {layers[0]!r} and {layers[-1]!r}, stay 8/8"
+            + ("; the model has no other layer)" if len(layers) <= 2
+               else ")"))
 
 
 def _policy_table(table, alloc, sens) -> str:
