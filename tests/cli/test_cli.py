@@ -220,6 +220,9 @@ def test_prune_round_to_applies_to_every_method(ws, tiny_models, method,
      "needs a quantized model"),
     (["export", "tflite", "{d}/model.keras", "{d}/o.tflite",
       "--quantization", "int8"], 2, "needs --data"),
+    (["export", "tflite", "{d}/model.keras", "{d}/o.tflite",
+      "--quantization", "int16x8"], 2, "int16x8 of a float model needs "
+     "--data"),
     (["simulate", "{d}/missing.json", "--data", "{d}/data.npz"], 2,
      "descriptor not found"),
     (["lut", "build", "{d}/model.keras", "{d}/t.json", "--bits", "0-9"], 2,
@@ -395,6 +398,13 @@ def test_export_tflite_float_and_int8(ws, capsys):
     rep = json.loads(out[:out.rindex("}") + 1])
     assert rep["quantization"] == "int8"
     assert rep["size_bytes"] < os.path.getsize(d / "model.tflite")
+    code, out, err = run(["export", "tflite", d / "model.keras",
+                          d / "i16.tflite", "--quantization", "int16x8",
+                          "--data", d / "data.npz", "--verify", "16"],
+                         capsys)
+    assert code == 0, err
+    rep = json.loads(out[:out.rindex("}") + 1])
+    assert rep["quantization"] == "int16x8" and rep["float_ops"] == []
 
 
 @pytest.mark.slow

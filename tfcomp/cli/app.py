@@ -389,11 +389,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("model", help="input .keras file")
     t.add_argument("output", help="output .tflite file")
     t.add_argument("--quantization", default=None,
-                   help="dynamic | float16 | int8 | int4w, or a .json "
+                   help="dynamic | float16 | int8 | int16x8 (int16 "
+                        "activations, int8 weights) | int4w, or a .json "
                         "policy {layer: float32|float16|int8|int4w} "
                         "(float models need tfcomp[litert])")
-    t.add_argument("--data", help=DATA_HELP + "; int8 calibration of "
-                   "float models and verification inputs")
+    t.add_argument("--data", help=DATA_HELP + "; int8 / int16x8 "
+                   "calibration of float models and verification inputs")
     t.add_argument("--verify", type=nonneg_int, default=256,
                    help="verification inputs (0 = do not verify)")
     t.add_argument("--latency", action="store_true",

@@ -53,11 +53,13 @@ def run_tflite(args) -> None:
     common.check_output(args.output, ".tflite")
     args.quantization = _quantization(args.quantization)
     model = common.load_model(args.model)
-    needs = args.quantization == "int8" and not _is_qat(model)
+    needs = args.quantization == "int16x8" or (
+        args.quantization == "int8" and not _is_qat(model))
     if needs and not args.data:
-        raise common.CLIError("--quantization int8 of a float model needs "
-                              "--data for calibration (or quantize it "
-                              "first)")
+        raise common.CLIError(f"--quantization {args.quantization} of a "
+                              "float model needs --data for calibration"
+                              + (" (or quantize it first)"
+                                 if args.quantization == "int8" else ""))
     data = common.load_data(args.data, required=False, model=model)
     rep_data = None if data is None else take(data[0][0], 500)
     verify = None if data is None else take(data[1][0], args.verify)

@@ -54,7 +54,11 @@ from tfcomp.quantization import is_qat_model, strip_quantization
 __all__ = ["ExportReport", "VerificationError", "export_tflite",
            "convert_to_tflite", "atomic_write_bytes", "DEFAULT_MIN_AGREEMENT"]
 
-QUANTIZATION_MODES = (None, "dynamic", "float16", "int8")
+QUANTIZATION_MODES = (None, "dynamic", "float16", "int8", "int16x8")
+#: Full-integer modes: int8 activations, or int16 ones with int8 weights
+#: (TFLite's 16x8 quantization, for models int8 activations hurt:
+#: super-resolution, audio, regression).
+INTEGER_MODES = ("int8", "int16x8")
 #: Per-layer modes (:mod:`tfcomp.export.litert_quant`): "int4w" or a
 #: ``{layer name: "float32" | "float16" | "int8" | "int4w"}`` dict.
 MIXED_MODES = ("int4w",)
@@ -196,7 +200,8 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
 
     Args:
         model: a built single-input Keras model.
-        quantization: None (float32), "dynamic", "float16" or "int8".
+        quantization: None (float32), "dynamic", "float16", "int8" or
+            "int16x8".
         calibration_data: calibration inputs for "int8" (an array, an
             ``(x, y)`` tuple or an iterable / ``tf.data`` of batches; the
             first 512 inputs are used). Checked: non-empty, numeric, finite
@@ -232,16 +237,17 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
         model = strip_quantization(model)
     if not qat:  # the QAT int8 path: prepare_for_tflite's check says it
         check_builtins(model, "convert_to_tflite")
-    if quantization == "int8" and calibration_data is None and not qat:
+    if quantization in INTEGER_MODES and calibration_data is None \
+            and not qat:
         raise ValueError(
-            "quantization='int8' needs calibration_data (a few hundred "
+            f"quantization={quantization!r} needs calibration_data (a few hundred "
             "training inputs) to calibrate activation ranges. Received: "
             "calibration_data=None")
 
     with contextlib.redirect_stdout(io.StringIO()):
         converter = _make_converter(model)
     optimizations = []
-    if quantization in ("dynamic", "float16", "int8"):
+    if quantization in ("dynamic", "float16", *INTEGER_MODES):
         optimizations.append(tf.lite.Optimize.DEFAULT)
     if sparsity:
         optimizations.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
@@ -257,6 +263,14 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
         if io_type == "int8":
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
+    if quantization == "int16x8":
+        converter.representative_dataset = _representative_gen(
+            calibration_data, model)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.
+            EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+        if io_type == "int8":  # integer I/O
+            converter.inference_input_type = tf.int16
+            converter.inference_output_type = tf.int16
     for key, value in converter_kwargs.items():
         setattr(converter, key, value)
     return run_converter(converter, model)
@@ -308,6 +322,9 @@ def export_tflite(model: keras.Model, path: str,
     ``quantization="int8"`` is full-integer quantization: every op in int8,
     activation ranges calibrated on ``calibration_data`` (or taken from
     a tfcomp quantization-aware model, whose ranges are used as trained).
+    ``"int16x8"`` is TFLite's 16x8 mode: int16 activations calibrated on
+    ``calibration_data`` and int8 weights (a QAT model's b-bit weights
+    baked in; its int8 ranges are not used).
     The float modes export a QAT model as
     ``tfcomp.quantization.strip_quantization`` does (its b-bit weights baked
     in, activations in float), so its verification against the QAT model
@@ -327,8 +344,8 @@ def export_tflite(model: keras.Model, path: str,
     Args:
         model: a built single-input Keras model.
         path: output ``.tflite`` path.
-        quantization: None (float32), "dynamic", "float16", "int8", or
-            per layer (:mod:`tfcomp.export.litert_quant`, needs the extra
+        quantization: None (float32), "dynamic", "float16", "int8",
+            "int16x8", or per layer (:mod:`tfcomp.export.litert_quant`, needs the extra
             ``tfcomp[litert]`` for float models): a ``{layer name:
             "float32" | "float16" | "int8" | "int4w"}`` policy (float
             models: unlisted layers stay float32; int8 / int4w are
@@ -348,7 +365,8 @@ def export_tflite(model: keras.Model, path: str,
             data, else uniform random inputs in [0, 1)); checked like
             ``calibration_data``.
         num_verify: number of verification inputs.
-        io_type: input/output type of "int8" models.
+        io_type: input/output type of "int8" models ("int8" or
+            "float32"); for "int16x8" "int8" means integer (int16) I/O.
         seed: seed of the random verification inputs.
         representative_data: deprecated name of ``calibration_data``.
         min_agreement: the lowest accepted top-1 agreement with Keras, in
@@ -412,20 +430,21 @@ def export_tflite(model: keras.Model, path: str,
             model, verify_data, x_cal, num_verify, seed, length), model, length)
         verify_file(model, flatbuffer, x, report, min_agreement, quantization,
                 io_type, x_cal)
-    elif quantization == "int8":
+    elif quantization in INTEGER_MODES:
         check_integer_file(make_interpreter(flatbuffer)[0], io_type, report)
     _io.atomic_write_bytes(path, flatbuffer)
-    if quantization == "int8":
+    if quantization in INTEGER_MODES:
         _warn_float_ops(path, report)
     return report
 
 
 def _warn_float_ops(path, report) -> None:
-    """A warning naming the ops an "int8" file still computes in float."""
+    """A warning naming the ops an integer file still computes in float."""
     if report.float_ops:
         counts = collections.Counter(report.float_ops)
         warnings.warn(
-            f"export_tflite: {str(path)!r} computes {len(report.float_ops)} "
+            f"export_tflite: {str(path)!r} ({report.quantization}) computes "
+            f"{len(report.float_ops)} "
             f"op(s) in float ({', '.join(f'{k} x{v}' for k, v in counts.items())}"
             "): TFLite has no integer kernel for them (e.g. softplus, mish, "
             "UnitNormalization) or the model keeps them float; they run "

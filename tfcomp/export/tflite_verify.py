@@ -101,20 +101,23 @@ class VerificationError(_io.BadInputError):
 
 
 def check_integer_file(interp, io_type: str, report: ExportReport) -> None:
-    """An "int8" file must run integer kernels (never a float fallback);
-    the ops left float are named in ``report.float_ops``."""
+    """An "int8" / "int16x8" file must run integer kernels (int8 / int16
+    activations, never a float fallback); the ops left float are named in
+    ``report.float_ops``."""
     report.float_ops = float_ops(interp)
     details = interp.get_tensor_details()
-    int8 = [d for d in details if np.dtype(d["dtype"]) == np.int8]
-    want = np.int8 if io_type == "int8" else np.float32
+    act = np.int16 if report.quantization == "int16x8" else np.int8
+    codes = [d for d in details if np.dtype(d["dtype"]) == act]
+    want = act if io_type == "int8" else np.float32
     got = np.dtype(interp.get_input_details()[0]["dtype"])
-    if np.issubdtype(got, np.integer) and got != np.int8:
+    if np.issubdtype(got, np.integer) and got != act:
         want = got  # integer ids (Embedding inputs) stay integer
-    if not int8 or got != want:
+    if not codes or got != want:
         raise VerificationError(
             f"the converter did not produce an integer file for "
-            f"quantization='int8' (input type {got}, {len(int8)} int8 "
-            f"tensors); {report.path!r} was not written.", report)
+            f"quantization={report.quantization!r} (input type {got}, "
+            f"{len(codes)} {np.dtype(act).name} tensors); {report.path!r} "
+            "was not written.", report)
 
 
 def _range(x) -> str:
@@ -256,7 +259,7 @@ def verify_file(model, flatbuffer, x, report, min_agreement, quantization,
     ``VerificationError`` when it disagrees with ``model``."""
     interp, runtime = make_interpreter(flatbuffer)
     report.runtime = runtime
-    if quantization == "int8" if integer is None else integer:
+    if quantization in ("int8", "int16x8") if integer is None else integer:
         check_integer_file(interp, io_type, report)
     lite = run_interpreter(interp, x, input_names=signature_input_names(model)
                            if is_multi(model) else None, all_outputs=True)

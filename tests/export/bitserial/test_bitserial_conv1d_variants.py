@@ -1,9 +1,10 @@
 """Bit-serial export of the 1D conv variants quantize_model produces
 (QuantDepthwiseConv1D, a SeparableConv1D split into a depthwise and a 1x1
 conv, QuantConv1DTranspose), dilated convs (zero taps), PReLU (a
-per-channel table) and LeakyReLU / ELU / leaky ReLUs (tables): each tiny QAT net is simulated bit for bit equal to
-the integer reference, and its dequantized output is the Keras QAT
-model's (as tests/export/bitserial/test_coverage.py checks)."""
+per-channel table) and LeakyReLU / ELU / leaky ReLUs (tables): each tiny
+QAT net is simulated bit for bit equal to the integer reference, and its
+dequantized output is the Keras QAT model's (as
+tests/export/bitserial/test_coverage.py checks)."""
 
 import json
 

@@ -518,7 +518,8 @@ def build_ir_from_keras(model, calibration_data=None, default_bits: int = 8,
     zero-inserted input), DepthwiseConv2D, dilated convs (zero taps),
     Dense (QAT forms, or float: 8-bit weights; linear / ReLU / ReLU6),
     PReLU (a slope per channel: a table), LeakyReLU / ELU / a leaky or
-    thresholded ReLU (tables), QuantActivation, QuantReLU, ReLU, Add (two inputs), Concatenate (last axis),
+    thresholded ReLU (tables), QuantActivation, QuantReLU, ReLU, Add (two
+    inputs), Concatenate (last axis),
     Multiply (two inputs: one shape, or a per-channel squeeze-excite
     gate; see the module doc for their grids), pooling 1D/2D,
     ZeroPadding1D/2D (folded into a conv's padding, else a ``pad`` op),
