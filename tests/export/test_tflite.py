@@ -293,3 +293,27 @@ def test_dict_outputs_are_verified_by_name(tmp_path):
     report = export_tflite(model, tmp_path / "two.tflite",
                            calibration_data=x)
     assert report.max_abs_error < 1e-4
+
+
+def test_int16x8_refusals_are_clear(tmp_path, data):
+    """TFLite's 16x8 mode has no int16 NEG (a LayerNormalization's
+    decomposition) and cannot calibrate integer token ids: both named,
+    nothing written (the converter's RuntimeError before)."""
+    inp = keras.Input((12, 12, 1))
+    h = keras.layers.LayerNormalization()(keras.layers.Conv2D(4, 3)(inp))
+    model = keras.Model(inp, keras.layers.Dense(3)(
+        keras.layers.GlobalAveragePooling2D()(h)))
+    with pytest.raises(ValueError, match="16x8 mode.*no int16 kernel for "
+                       "op 'NEG'.*quantization='int8'"):
+        export_tflite(model, str(tmp_path / "ln.tflite"), "int16x8",
+                      calibration_data=data)
+    tokens = keras.Input((6,), dtype="int32")
+    text = keras.Model(tokens, keras.layers.Dense(2)(
+        keras.layers.GlobalAveragePooling1D()(
+            keras.layers.Embedding(20, 4)(tokens))))
+    ids = np.random.default_rng(0).integers(0, 20, (16, 6)).astype("int32")
+    with pytest.raises(ValueError, match="16x8 mode.*cannot calibrate.*"
+                       "token ids"):
+        export_tflite(text, str(tmp_path / "t.tflite"), "int16x8",
+                      calibration_data=ids)
+    assert not os.listdir(tmp_path)

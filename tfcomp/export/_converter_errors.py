@@ -37,9 +37,36 @@ def _layer_of(path: str, names: set) -> str | None:
     return None
 
 
+_OP_16X8 = re.compile(r"16x8-bit not yet supported for op: '(\w+)'")
+_UNCALIBRATED = re.compile(r"Max and min for dynamic tensors should be "
+                           r"recorded during calibration: Failed for tensor "
+                           r"(\S+)")
+
+
+def _int16x8_message(text: str, model, verb: str) -> str | None:
+    """TFLite's 16x8 mode's refusals, or None: an op it has no int16
+    kernel for (the NEG of Layer / GroupNormalization's decomposition), or
+    an input it cannot calibrate (integer token ids of an Embedding)."""
+    if m := _OP_16X8.search(text):
+        return (f"{verb}: TFLite's 16x8 mode (quantization='int16x8') has "
+                f"no int16 kernel for op {m.group(1)!r} in model "
+                f"{model.name!r} (a Layer / GroupNormalization decomposes "
+                "into NEG); export it with quantization='int8' (a tfcomp "
+                "QAT model's normalizations are integer there) or 'float16'.")
+    if m := _UNCALIBRATED.search(text):
+        return (f"{verb}: TFLite's 16x8 mode (quantization='int16x8') "
+                f"cannot calibrate tensor {m.group(1)!r} of model "
+                f"{model.name!r} (integer token ids of an Embedding input "
+                "have no int16 range); export it with quantization='int8' "
+                "or 'float16'.")
+    return None
+
+
 def unsupported_ops_message(text: str, model, verb: str) -> str | None:
     """The clear message for a converter error ``text``, or None when it
     is not an unsupported-op error."""
+    if (message := _int16x8_message(text, model, verb)) is not None:
+        return message
     ops = sorted(set(_OP.findall(text)))
     if not ops:
         return None
