@@ -390,21 +390,15 @@ def test_export_tflite_float_and_int8(ws, capsys):
     assert rep["max_abs_error"] < 1e-4
     assert rep["num_verified"] == 16
     assert rep["latency_median_ms"] > 0
-    code, out, err = run(["export", "tflite", d / "model.keras",
-                          d / "int8.tflite", "--quantization", "int8",
-                          "--data", d / "data.npz", "--verify", "16"],
-                         capsys)
-    assert code == 0, err
-    rep = json.loads(out[:out.rindex("}") + 1])
-    assert rep["quantization"] == "int8"
-    assert rep["size_bytes"] < os.path.getsize(d / "model.tflite")
-    code, out, err = run(["export", "tflite", d / "model.keras",
-                          d / "i16.tflite", "--quantization", "int16x8",
-                          "--data", d / "data.npz", "--verify", "16"],
-                         capsys)
-    assert code == 0, err
-    rep = json.loads(out[:out.rindex("}") + 1])
-    assert rep["quantization"] == "int16x8" and rep["float_ops"] == []
+    for mode in ("int8", "int16x8"):
+        code, out, err = run(["export", "tflite", d / "model.keras",
+                              d / f"{mode}.tflite", "--quantization", mode,
+                              "--data", d / "data.npz", "--verify", "16"],
+                             capsys)
+        assert code == 0, err
+        rep = json.loads(out[:out.rindex("}") + 1])
+        assert rep["quantization"] == mode and rep["float_ops"] == []
+        assert rep["size_bytes"] < os.path.getsize(d / "model.tflite")
 
 
 @pytest.mark.slow
