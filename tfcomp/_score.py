@@ -63,8 +63,12 @@ def top1(out, y) -> float:
         0.5
     """
     y = np.asarray(y)
-    out = np.asarray(out).reshape(y.shape + (-1,))
-    return float(np.mean(out.argmax(-1) == y))
+    return float(np.mean(_top_class(out, y.shape) == y))
+
+
+def _top_class(out, shape: tuple) -> np.ndarray:
+    """The top-1 class of ``out`` read as ``shape`` + a class axis."""
+    return np.asarray(out).reshape(tuple(shape) + (-1,)).argmax(-1)
 
 
 def binary_threshold(model) -> float:
@@ -99,7 +103,7 @@ def predicted(out, shape: tuple, threshold: float = 0.0) -> np.ndarray:
     out = np.asarray(out)
     if out.size == int(np.prod(shape)):  # one unit per label: binary
         return (out.reshape(shape) > threshold).astype(np.int64)
-    return out.reshape(tuple(shape) + (-1,)).argmax(-1)
+    return _top_class(out, shape)
 
 
 def score_outputs(out, y, threshold: float = 0.0) -> float:

@@ -42,6 +42,7 @@ from tfcomp.export._inputs import (
 from tfcomp.export.int8 import prepare_for_tflite
 from tfcomp.export.runtime import make_interpreter
 from tfcomp.export.tflite_verify import (
+    INTEGER_MODES,
     ExportReport,
     VerificationError,
     check_integer_file,
@@ -54,11 +55,11 @@ from tfcomp.quantization import is_qat_model, strip_quantization
 __all__ = ["ExportReport", "VerificationError", "export_tflite",
            "convert_to_tflite", "atomic_write_bytes", "DEFAULT_MIN_AGREEMENT"]
 
-QUANTIZATION_MODES = (None, "dynamic", "float16", "int8", "int16x8")
-#: Full-integer modes: int8 activations, or int16 ones with int8 weights
-#: (TFLite's 16x8 quantization, for models int8 activations hurt:
-#: super-resolution, audio, regression).
-INTEGER_MODES = ("int8", "int16x8")
+QUANTIZATION_MODES = (None, "dynamic", "float16", *INTEGER_MODES)
+#: The converter's op set of each integer mode.
+_OPS_SETS = {"int8": tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+             "int16x8": tf.lite.OpsSet.
+             EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8}
 #: Per-layer modes (:mod:`tfcomp.export.litert_quant`): "int4w" or a
 #: ``{layer name: "float32" | "float16" | "int8" | "int4w"}`` dict.
 MIXED_MODES = ("int4w",)
@@ -254,23 +255,15 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
     converter.optimizations = optimizations
     if quantization == "float16":
         converter.target_spec.supported_types = [tf.float16]
-    if quantization == "int8":
+    if quantization in INTEGER_MODES:
         if calibration_data is not None:
             converter.representative_dataset = _representative_gen(
                 calibration_data, model)
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if io_type == "int8":
-            converter.inference_input_type = tf.int8
-            converter.inference_output_type = tf.int8
-    if quantization == "int16x8":
-        converter.representative_dataset = _representative_gen(
-            calibration_data, model)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.
-            EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-        if io_type == "int8":  # integer I/O
-            converter.inference_input_type = tf.int16
-            converter.inference_output_type = tf.int16
+        converter.target_spec.supported_ops = [_OPS_SETS[quantization]]
+        if io_type == "int8":  # integer I/O: int8, or int16 for 16x8
+            io_dtype = tf.as_dtype(INTEGER_MODES[quantization])
+            converter.inference_input_type = io_dtype
+            converter.inference_output_type = io_dtype
     for key, value in converter_kwargs.items():
         setattr(converter, key, value)
     return run_converter(converter, model)
