@@ -369,3 +369,26 @@ def test_mirrored_strategy_two_replicas():
     assert res["mirrored"] == "MirroredVariable"
     assert res["masked"] == 4 and res["dead_max"] == 0.0
     assert res["small_filters"] == 4 and res["err"] < 1e-4
+
+
+def test_unbuilt_and_subclassed_models_name_the_cause():
+    """An unbuilt Sequential is 'never built' (not 'subclassed')."""
+    unbuilt = keras.Sequential([keras.layers.Conv2D(4, 3),
+                                keras.layers.Flatten(),
+                                keras.layers.Dense(2)])
+    for wrap in (apply_fpgm, strip_pruning):
+        with pytest.raises(ValueError, match="'sequential.*' was never built"):
+            wrap(unbuilt)
+
+    class Sub(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    sub = Sub()
+    sub(np.ones((1, 3), "float32"))
+    with pytest.raises(ValueError, match=r"\(class Sub\) is a subclassed"):
+        apply_fpgm(sub)
