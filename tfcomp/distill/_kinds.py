@@ -135,12 +135,17 @@ def single_output_kind(model, kind: str = "auto", source=None,
     else:
         check_kind(kind, name)
     if kind == "classification" and out.shape[-1] == 1:
-        raise ValueError(
-            f"{model.name!r} has one output unit: a softmax over one unit is "
-            f"constant, nothing would be learned as a classification. Pass "
-            f"{name}='binary' or {name}='regression'. Received: "
-            f"{name}={kind!r}")
+        _refuse_one_unit(f"{model.name!r} has one output unit", name, kind)
     return kind
+
+
+def _refuse_one_unit(what: str, name: str, received) -> None:
+    """The ValueError of a classification asked of a one-unit output."""
+    raise ValueError(
+        f"{what}: a softmax over one unit is constant, so a classification "
+        "loss (cross entropy, KD) is 0 and nothing is learned. Pass "
+        f"{name}='binary' (a logit or sigmoid) or {name}='regression'. "
+        f"Received: {name}={received!r}")
 
 
 def resolve_kinds(kinds, student, keys, flat, losses=(),
@@ -166,12 +171,8 @@ def resolve_kinds(kinds, student, keys, flat, losses=(),
             kind, _ = infer_kind(loss, t, is_sigmoid(student, t))
         units = getattr(t, "shape", (None,))[-1]
         if kind == "classification" and units == 1:
-            raise ValueError(
-                f"the student's output {key!r} has one unit: a softmax over "
-                "one unit is constant, so its classification (cross "
-                "entropy and KD) losses are 0 and nothing is learned. Pass "
-                "kinds='binary' (a logit or sigmoid) or kinds='regression' "
-                f"for it. Received: kinds={kinds!r}")
+            _refuse_one_unit(f"the student's output {key!r} has one unit",
+                             "kinds", kinds)
         out.append(kind)
     return out
 
