@@ -98,9 +98,6 @@ EXPECTED_UNSUPPORTED = {
         "LayerNormalization (and then LayerScale) has no integer op in the "
         "bit-serial IR",
         ("LayerNormalization", "Lambda / keras.ops")),
-    ("conv3d", "int8"): (
-        ValueError, "(MaxPooling3D)'] have no int8 TFLite kernel",
-        "TFLite has no 3D pooling builtin", ("pooling",)),
     ("conv_gru", "bitserial"): (
         ValueError, "(GRU) " + _NO_BITSERIAL,
         "recurrent layers (LSTM / GRU / SimpleRNN) have no integer op in the "

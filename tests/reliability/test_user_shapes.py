@@ -1,5 +1,5 @@
 """Inputs and outputs of user models that are not one class per image:
-per-pixel labels, token inputs, 3D pooling."""
+per-pixel labels, token inputs (3D pooling: tests/export/test_pooling3d.py)."""
 
 import keras
 import numpy as np
@@ -54,15 +54,6 @@ def test_dynamic_bits_cover_an_embedding_table():
     name = next(n for n in dyn.layers if "embedding" in n)
     dyn.set_policy({name: (4, 8)})  # before: "no dynamic bit-widths"
     assert dyn.policy()[name][0] == 4
-
-
-def test_3d_pooling_float_export_is_a_clear_error(tmp_path):
-    inputs = keras.Input((4, 4, 4, 1))
-    h = L.MaxPooling3D(2)(L.Conv3D(2, 3, padding="same")(inputs))
-    model = keras.Model(inputs, L.Dense(2)(L.Flatten()(h)))
-    with pytest.raises(ValueError, match="no TFLite builtin op"):
-        export_tflite(model, str(tmp_path / "m.tflite"))
-    assert not list(tmp_path.iterdir())
 
 
 def test_regression_targets_are_ignored_where_labels_are_not_needed():

@@ -114,12 +114,16 @@ def _named(model, classes) -> list:
 def check_builtins(model, verb: str) -> None:
     """A ``ValueError`` naming the layers TFLite has no builtin op for (the
     converter would fail with an MLIR error)."""
-    bad = _named(model, NO_TFLITE_OPS)
+    bad = [f"{path} ({type(layer).__name__})"
+           for path, layer in iter_leaf_layers(model)
+           if type(layer) in NO_TFLITE_OPS]  # not the export twins
     if bad:
         raise ValueError(
             f"{verb}: layers {bad} of model {model.name!r} have no TFLite "
-            "builtin op (TFLite has no 3D pooling); replace them (e.g. a "
-            "strided Conv3D, or GlobalAveragePooling3D) before exporting.")
+            "builtin op (TFLite has no 3D pooling; a channels_last one with "
+            "a static input shape is exported as two 2D poolings); replace "
+            "them (e.g. a strided Conv3D, or GlobalAveragePooling3D) before "
+            "exporting.")
 
 
 def check_tables(model, verb: str) -> None:

@@ -71,6 +71,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfcomp.export._converter_errors import NO_TFLITE_OPS, run_converter
+from tfcomp.export._pooling3d import lowerable, separable_pooling3d
 from tfcomp.export._recurrent import unrolled_for_tflite
 from tfcomp.export._upsampling import static_upsampling
 from tfcomp.export.runtime import make_interpreter
@@ -127,7 +128,7 @@ def check_exportable(model) -> None:
     mixed, floats, float_in, uncal, no_int8 = [], [], [], [], []
     norms = []
     for _, layer in iter_leaf_layers(model):
-        if isinstance(layer, _NO_INT8_OPS):
+        if isinstance(layer, _NO_INT8_OPS) and not lowerable(layer):
             no_int8.append(f"{layer.name} ({type(layer).__name__})")
         if isinstance(layer, _FLOAT_NORMS) and not isinstance(
                 layer, QUANT_NORM_LAYERS):
@@ -156,8 +157,9 @@ def check_exportable(model) -> None:
     if no_int8:
         raise ValueError(
             f"Layers {no_int8} have no int8 TFLite kernel (TFLite has no "
-            "3D pooling builtin, float or int8); replace them (e.g. a "
-            "strided Conv3D, or GlobalAveragePooling3D).")
+            "3D pooling builtin, float or int8; a channels_last one with a "
+            "static input shape is exported as two 2D poolings); replace "
+            "them (e.g. a strided Conv3D, or GlobalAveragePooling3D).")
     if mixed:
         raise ValueError(
             f"Layers {mixed} are DNAS supernet layers; derive bits with "
@@ -335,8 +337,10 @@ def prepare_for_tflite(model):
     requant = _requantized_inputs(model, params)
     requant_obs = _requantized_observers(model, params)
     # Lambda layers keep their function; nearest upsampling states its
-    # shape (a conv after it needs its input channels in int8)
-    clone = clone_model(model, clone_function=static_upsampling)
+    # shape (a conv after it needs its input channels in int8); 3D pooling
+    # becomes two 2D poolings (no 3D pooling builtin)
+    clone = clone_model(model, clone_function=lambda layer: (
+        static_upsampling(layer) or separable_pooling3d(layer)))
     clone.set_weights(model.get_weights())
     refresh_state(clone)
     for _, layer in iter_leaf_layers(clone):

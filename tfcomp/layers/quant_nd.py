@@ -112,17 +112,20 @@ class QuantConv3D(ConvOp, _QuantLayer, keras.layers.Conv3D):
             if before or after:
                 x = ops.pad(x, ((0, 0), (before, after), (0, 0), (0, 0),
                                 (0, 0)))
-        y = _conv3d_as_conv2d(x, self.kernel, self.strides, self.padding,
-                              self.dilation_rate, d_out,
-                              self._tfcomp_export["fq_max"])
-        return self._apply_bias_activation(y)
+        return _conv3d_as_conv2d(x, self.kernel, self.strides, self.padding,
+                                 self.dilation_rate, d_out,
+                                 self._tfcomp_export["fq_max"],
+                                 self._apply_bias_activation)
 
 
 def _conv3d_as_conv2d(x, kernel, strides, padding, dilation, d_out: int,
-                      fq_max):
+                      fq_max, finish):
     """A Conv3D of ``x`` (depth already padded) as one CONV_2D: the ``kd``
     depth taps stacked on the channel axis (TFLite's CONV_3D is float
-    only), the kernel fake-quantized per output channel."""
+    only), the kernel fake-quantized per output channel; ``finish`` (the
+    bias and activation) applied to the 4D result, before the reshape to
+    5D, so the converter fuses it into the CONV_2D (after the reshape, a
+    nonzero bias was a float ADD and the conv a float CONV_2D)."""
     kd, kh, kw, cin, cout = kernel.shape
     sd, dd = strides[0], dilation[0]
     span = (d_out - 1) * sd + 1
@@ -133,8 +136,8 @@ def _conv3d_as_conv2d(x, kernel, strides, padding, dilation, d_out: int,
     k = ops.reshape(ops.transpose(kernel, (1, 2, 0, 3, 4)),
                     (kh, kw, kd * cin, cout))
     k = fake_quant_weights(k, fq_max, axis=-1)
-    y = ops.conv(x, k, strides=strides[1:], padding=padding,
-                 dilation_rate=dilation[1:])
+    y = finish(ops.conv(x, k, strides=strides[1:], padding=padding,
+                        dilation_rate=dilation[1:]))
     return ops.reshape(y, (-1, d_out) + tuple(y.shape[1:]))
 
 
@@ -190,9 +193,9 @@ class QuantConv3DTranspose(ConvTransposeOp, _QuantLayer,
         x = transpose_as_valid_conv(self, self._export_inputs(inputs))
         k = flipped_kernel(self)
         d_out = int(x.shape[1]) - int(k.shape[0]) + 1
-        y = _conv3d_as_conv2d(x, k, (1, 1, 1), "valid", (1, 1, 1), d_out,
-                              self._tfcomp_export["fq_max"])
-        return self._apply_bias_activation(y)
+        return _conv3d_as_conv2d(x, k, (1, 1, 1), "valid", (1, 1, 1),
+                                 d_out, self._tfcomp_export["fq_max"],
+                                 self._apply_bias_activation)
 
 
 def flipped_kernel(layer):

@@ -327,15 +327,15 @@ def _activation_ref(fn):
     return name if known else fn
 
 
-def _channel_affine(layer):
+def _channel_affine(layer, rank):
     """``(scale, offset)`` arrays of a Rescaling, or of a Normalization
-    with statistics per last-axis channel (``x * scale + offset``); None
-    for any other layer."""
+    with statistics per last-axis channel of its rank-``rank`` input
+    (``x * scale + offset``); None for any other layer."""
     if type(layer) is keras.layers.Rescaling:
         return (np.asarray(layer.scale, np.float32),
                 np.asarray(layer.offset, np.float32))
     if type(layer) is not keras.layers.Normalization or tuple(
-            layer.axis) not in ((-1,), (3,)) or not layer.built:
+            layer.axis) not in ((-1,), (rank - 1,)) or not layer.built:
         return None
     mean = np.asarray(keras.ops.convert_to_numpy(layer.mean),
                       np.float32).reshape(-1)
@@ -360,23 +360,25 @@ def _plan_batchnorm(graph, name, layer, nodes, report, absorbed,
     BatchNormalization). A layer called several times (a siamese
     encoder's) is one shared depthwise conv; its ReLUs stay apart."""
     node = nodes[0]
-    channels = int(graph.shape(node.inputs[0])[-1])
+    shape = graph.shape(node.inputs[0])
+    channels = int(shape[-1])
     if affine is not None:  # x * scale + offset
-        kernel = np.broadcast_to(affine[0], (channels,)).reshape(
-            1, 1, channels, 1)
+        scale = np.broadcast_to(affine[0], (channels,))
         bias = np.broadcast_to(affine[1], (channels,)).copy()
     else:
         kernel, bias = fold_batchnorm_weights(
             keras.layers.DepthwiseConv2D(1), layer,
             np.ones((1, 1, channels, 1), np.float32), None)
+        scale = kernel.reshape(channels)
+    kind, cfg, kernel = _per_channel_conv(len(shape), scale)
     # a Rescaling's / Normalization's constants stay constants (not
     # trained in QAT); a frozen BatchNorm (transfer learning) stays frozen
-    cfg = {"kernel_size": (1, 1), "depth_multiplier": 1, "use_bias": True,
-           "padding": "valid", "dtype": layer.get_config().get("dtype"),
-           "trainable": bool(layer.trainable and affine is None)}
+    cfg.update(use_bias=True, padding="valid",
+               dtype=layer.get_config().get("dtype"),
+               trainable=bool(layer.trainable and affine is None))
     plan = Plan(name=name, layer=layer, nodes=list(nodes), policy_name=name,
-                kind="DepthwiseConv2D", config=cfg, kernel=kernel,
-                bias=bias, fixed_bits=(8, 8))
+                kind=kind, config=cfg, kernel=kernel, bias=bias,
+                fixed_bits=(8, 8))
     tail = node.outputs[0]
     cons = graph.consumers(tail)
     if (len(nodes) == 1 and len(cons) == 1 and not graph.is_output(tail)
@@ -390,6 +392,27 @@ def _plan_batchnorm(graph, name, layer, nodes, report, absorbed,
     plan.tails.update({n.key: n.outputs[0] for n in nodes[1:]})
     report.quantized[name] = (8, 8)
     return plan
+
+
+#: Ranks of the tensors a standalone per-channel affine becomes a conv on.
+AFFINE_RANKS = (3, 4, 5)
+
+
+def _per_channel_conv(rank: int, scale) -> tuple:
+    """``(kind, config, kernel)`` of the 1x1 conv computing ``x * scale``
+    per last-axis channel of a rank-``rank`` tensor: a DepthwiseConv1D /
+    2D (one weight per channel), or for a volume (rank 5; Keras has no
+    DepthwiseConv3D) a 1x1x1 Conv3D with a diagonal kernel: C times the
+    multiplies, exact at 8 bits too (one nonzero per output channel) and an
+    integer CONV_3D in the int8 file."""
+    c = len(scale)
+    if rank == 5:
+        kernel = np.diag(np.asarray(scale, np.float32)).reshape(1, 1, 1, c, c)
+        return "Conv3D", {"filters": c, "kernel_size": (1, 1, 1)}, kernel
+    size = (1,) * (rank - 2)
+    kernel = np.asarray(scale, np.float32).reshape(*size, c, 1)
+    return (f"DepthwiseConv{rank - 2}D",
+            {"kernel_size": size, "depth_multiplier": 1}, kernel)
 
 
 def plan_bias(layer):
@@ -447,11 +470,13 @@ def analyse(model, fold_batchnorm: bool, skip, verb: str,
     for name, layer, nodes in graph.layers():
         if any(n.key in absorbed for n in nodes):
             continue
-        affine = _channel_affine(layer)
+        rank = len(graph.shape(nodes[0].inputs[0])) if nodes and \
+            nodes[0].inputs else 0
+        affine = _channel_affine(layer, rank)
         if ("BatchNormalization" in kinds and fold_batchnorm
                 and name not in skip
-                and all(n.inputs and len(graph.shape(n.inputs[0])) == 4
-                        for n in nodes)
+                and all(n.inputs and len(graph.shape(n.inputs[0]))
+                        in AFFINE_RANKS for n in nodes)
                 and (affine is not None
                      or all(_bn_foldable(graph, n, n.inputs[0])
                             for n in nodes))):
