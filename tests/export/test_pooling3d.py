@@ -72,3 +72,20 @@ def test_unknown_depth_is_a_clear_error(tmp_path):
                        r"'\] of model .* have no TFLite builtin op"):
         export_tflite(model, str(tmp_path / "m.tflite"))
     assert not list(tmp_path.iterdir())
+
+
+def test_trained_dense_on_a_volume_is_integer(tmp_path):
+    """A Dense on a volume (rank 5) with a nonzero bias: its bias was added
+    after the reshape back to 5D, a float CONV_2D + ADD in the file."""
+    inputs = keras.Input((3, 3, 3, 2))
+    model = keras.Model(inputs, L.Dense(3)(L.Flatten()(L.Dense(4)(inputs))))
+    rng = np.random.default_rng(0)
+    model.set_weights([np.abs(rng.normal(size=w.shape)).astype("float32")
+                       + (0.6 if w.ndim == 1 else 0.0)
+                       for w in model.get_weights()])
+    x = rng.uniform(size=(32, 3, 3, 3, 2)).astype("float32")
+    q = quantize_model(model)
+    calibrate(q, x)
+    report = export_tflite(q, str(tmp_path / "q.tflite"), "int8",
+                           calibration_data=x)
+    assert report.float_ops == []

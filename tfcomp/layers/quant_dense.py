@@ -47,6 +47,7 @@ class QuantDense(DenseOp, _QuantLayer, keras.layers.Dense):
         x4 = ops.reshape(x, (-1, 1, 1, n_in))
         k = ops.reshape(self.kernel, (1, 1, n_in, n_out))
         k = fake_quant_weights(k, self._tfcomp_export["fq_max"], axis=-1)
-        y = ops.conv(x4, k, padding="valid")
-        y = ops.reshape(y, (-1,) + tuple(x.shape[1:-1]) + (n_out,))
-        return self._apply_bias_activation(y)
+        # bias and activation on the 4D result, fused into the CONV_2D (after
+        # the reshape back, a volume's (rank 5) stayed a float ADD)
+        y = self._apply_bias_activation(ops.conv(x4, k, padding="valid"))
+        return ops.reshape(y, (-1,) + tuple(x.shape[1:-1]) + (n_out,))
