@@ -1,5 +1,5 @@
 """Inputs and outputs of user models that are not one class per image:
-per-pixel labels, token inputs (3D pooling: tests/export/test_pooling3d.py)."""
+per-pixel labels, token inputs (3D pooling: tests/export/test_volumes.py)."""
 
 import keras
 import numpy as np

@@ -71,9 +71,9 @@ import numpy as np
 import tensorflow as tf
 
 from tfcomp.export._converter_errors import NO_TFLITE_OPS, run_converter
-from tfcomp.export._pooling3d import lowerable, separable_pooling3d
 from tfcomp.export._recurrent import unrolled_for_tflite
 from tfcomp.export._upsampling import static_upsampling
+from tfcomp.export._volumes import lowerable, separable_pooling3d
 from tfcomp.export.runtime import make_interpreter
 from tfcomp.graph import iter_leaf_layers, parse_model
 from tfcomp.graph.copy import clone_model, refresh_state, user_layer_class

@@ -39,7 +39,7 @@ from tfcomp.export._inputs import (
     sliced,
     take,
 )
-from tfcomp.export._pooling3d import lower_pooling3d
+from tfcomp.export._volumes import lower_volume_layers
 from tfcomp.export.int8 import prepare_for_tflite
 from tfcomp.export.runtime import make_interpreter
 from tfcomp.export.tflite_verify import (
@@ -238,7 +238,8 @@ def convert_to_tflite(model: keras.Model, quantization: str | None = None,
     elif is_qat:
         model = strip_quantization(model)
     if not qat:  # the QAT int8 path: prepare_for_tflite's check says it
-        model = lower_pooling3d(model)  # no 3D pooling builtin
+        model = lower_volume_layers(  # no 3D pooling, no int8 CONV_3D
+            model, integer=quantization in INTEGER_MODES)
         check_builtins(model, "convert_to_tflite")
     if quantization in INTEGER_MODES and calibration_data is None \
             and not qat:

@@ -30,7 +30,8 @@ from tfcomp.layers.quant_base import fake_quant_weights
 from tfcomp.layers.quant_conv import _Q_DOC, _QuantLayer
 
 __all__ = ["QuantConv1D", "QuantConv3D", "QuantConv2DTranspose",
-           "QuantConv3DTranspose", "flipped_kernel",
+           "QuantConv3DTranspose", "conv3d_as_conv2d",
+           "conv3d_transpose_as_conv2d", "flipped_kernel",
            "transpose_as_valid_conv"]
 
 
@@ -98,24 +99,50 @@ class QuantConv3D(ConvOp, _QuantLayer, keras.layers.Conv3D):
     _kernel_reduce_axes = (0, 1, 2, 3)
 
     def _export_call(self, inputs):
-        _check_channels_last(self)
-        if self.groups != 1:
-            raise NotImplementedError(
-                f"int8 TFLite export of grouped Conv3D {self.name!r} is not "
-                f"supported. Received: groups={self.groups}")
-        x = self._export_inputs(inputs)
-        kd, sd, dd = self.kernel.shape[0], self.strides[0], \
-            self.dilation_rate[0]
-        d_out = int(self.compute_output_shape(tuple(x.shape))[1])
-        if self.padding == "same":
-            before, after = _same_pad(int(x.shape[1]), d_out, kd, sd, dd)
-            if before or after:
-                x = ops.pad(x, ((0, 0), (before, after), (0, 0), (0, 0),
-                                (0, 0)))
-        return _conv3d_as_conv2d(x, self.kernel, self.strides, self.padding,
-                                 self.dilation_rate, d_out,
-                                 self._tfcomp_export["fq_max"],
-                                 self._apply_bias_activation)
+        return conv3d_as_conv2d(self, self._export_inputs(inputs),
+                                self._tfcomp_export["fq_max"],
+                                self._apply_bias_activation)
+
+
+def conv3d_as_conv2d(layer, x, fq_max, finish):
+    """Conv3D ``layer`` (channels last, groups 1) of ``x`` as one CONV_2D
+    over its stacked depth taps (:func:`_conv3d_as_conv2d`; "same" depth
+    padding first), ``fq_max``: per-channel fake-quant maxima of the kernel
+    (None: the float kernel), ``finish``: bias and activation.
+
+    Example:
+        >>> y = conv3d_as_conv2d(layer, x, None, lambda y: y + layer.bias)
+    """
+    _check_channels_last(layer)
+    if layer.groups != 1:
+        raise NotImplementedError(
+            f"int8 TFLite export of grouped Conv3D {layer.name!r} is not "
+            f"supported. Received: groups={layer.groups}")
+    kd, sd, dd = layer.kernel.shape[0], layer.strides[0], \
+        layer.dilation_rate[0]
+    d_out = int(layer.compute_output_shape(tuple(x.shape))[1])
+    if layer.padding == "same":
+        before, after = _same_pad(int(x.shape[1]), d_out, kd, sd, dd)
+        if before or after:
+            x = ops.pad(x, ((0, 0), (before, after), (0, 0), (0, 0),
+                            (0, 0)))
+    return _conv3d_as_conv2d(x, layer.kernel, layer.strides, layer.padding,
+                             layer.dilation_rate, d_out, fq_max, finish)
+
+
+def conv3d_transpose_as_conv2d(layer, x, fq_max, finish):
+    """Conv3DTranspose ``layer`` of ``x`` as the CONV_2D of its
+    zero-upsampled input with the flipped kernel's stacked depth taps
+    (arguments as :func:`conv3d_as_conv2d`).
+
+    Example:
+        >>> y = conv3d_transpose_as_conv2d(layer, x, None, lambda y: y)
+    """
+    x = transpose_as_valid_conv(layer, x)
+    k = flipped_kernel(layer)
+    d_out = int(x.shape[1]) - int(k.shape[0]) + 1
+    return _conv3d_as_conv2d(x, k, (1, 1, 1), "valid", (1, 1, 1), d_out,
+                             fq_max, finish)
 
 
 def _conv3d_as_conv2d(x, kernel, strides, padding, dilation, d_out: int,
@@ -135,7 +162,8 @@ def _conv3d_as_conv2d(x, kernel, strides, padding, dilation, d_out: int,
     x = ops.reshape(x, (-1, h, w, kd * cin))
     k = ops.reshape(ops.transpose(kernel, (1, 2, 0, 3, 4)),
                     (kh, kw, kd * cin, cout))
-    k = fake_quant_weights(k, fq_max, axis=-1)
+    if fq_max is not None:
+        k = fake_quant_weights(k, fq_max, axis=-1)
     y = finish(ops.conv(x, k, strides=strides[1:], padding=padding,
                         dilation_rate=dilation[1:]))
     return ops.reshape(y, (-1, d_out) + tuple(y.shape[1:]))
@@ -190,12 +218,9 @@ class QuantConv3DTranspose(ConvTransposeOp, _QuantLayer,
     _kernel_reduce_axes = (0, 1, 2, 4)
 
     def _export_call(self, inputs):
-        x = transpose_as_valid_conv(self, self._export_inputs(inputs))
-        k = flipped_kernel(self)
-        d_out = int(x.shape[1]) - int(k.shape[0]) + 1
-        return _conv3d_as_conv2d(x, k, (1, 1, 1), "valid", (1, 1, 1),
-                                 d_out, self._tfcomp_export["fq_max"],
-                                 self._apply_bias_activation)
+        return conv3d_transpose_as_conv2d(
+            self, self._export_inputs(inputs), self._tfcomp_export["fq_max"],
+            self._apply_bias_activation)
 
 
 def flipped_kernel(layer):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tfcomp.export import export_tflite
-from tfcomp.export._pooling3d import lower_pooling3d
+from tfcomp.export._volumes import lower_volume_layers
 from tfcomp.quantization import calibrate, quantize_model
 
 L = keras.layers
@@ -25,7 +25,7 @@ def test_lowered_pooling_equals_keras(layer, tmp_path):
     model = keras.Model(inputs, layer(L.Conv3D(4, 1)(inputs)))
     x = np.random.default_rng(0).normal(size=(4, 7, 9, 6, 3)).astype(
         "float32")
-    low = lower_pooling3d(model)
+    low = lower_volume_layers(model, integer=False)
     assert low is not model and low.layers[-1].name == layer.name
     assert low.output.shape == model.output.shape
     np.testing.assert_allclose(low(x), model(x), atol=1e-5)
@@ -67,7 +67,7 @@ def test_unknown_depth_is_a_clear_error(tmp_path):
     inputs = keras.Input((None, 4, 4, 1))
     h = L.MaxPooling3D(2)(L.Conv3D(2, 3, padding="same")(inputs))
     model = keras.Model(inputs, L.Dense(2)(L.GlobalAveragePooling3D()(h)))
-    assert lower_pooling3d(model) is model
+    assert lower_volume_layers(model, integer=False) is model
     with pytest.raises(ValueError, match=r"max_pooling3d.* \(MaxPooling3D\)"
                        r"'\] of model .* have no TFLite builtin op"):
         export_tflite(model, str(tmp_path / "m.tflite"))
@@ -89,3 +89,28 @@ def test_trained_dense_on_a_volume_is_integer(tmp_path):
     report = export_tflite(q, str(tmp_path / "q.tflite"), "int8",
                            calibration_data=x)
     assert report.float_ops == []
+
+
+@pytest.mark.parametrize("layer", [
+    L.Conv3D(4, 3, strides=(2, 1, 2), padding="same", activation="relu"),
+    L.Conv3D(4, (2, 3, 1), dilation_rate=(2, 1, 1)),
+    L.Conv3DTranspose(4, 3, strides=2, padding="same"),
+], ids=["conv3d_same_strided", "conv3d_dilated", "conv3d_transpose"])
+def test_float_volume_convs_post_training_int8_are_integer(layer, tmp_path):
+    """A float model's Conv3D / Conv3DTranspose: TFLite's CONV_3D /
+    CONV_3D_TRANSPOSE are float only; an integer file takes the CONV_2D
+    twin (the float file keeps CONV_3D)."""
+    inputs = keras.Input((6, 6, 6, 2))
+    model = keras.Model(inputs, L.Dense(3)(L.Flatten()(layer(inputs))))
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(size=w.shape).astype("float32") * 0.5
+                       + (0.3 if w.ndim == 1 else 0.0)
+                       for w in model.get_weights()])
+    x = rng.uniform(size=(32, 6, 6, 6, 2)).astype("float32")
+    twin = lower_volume_layers(model, integer=True)
+    np.testing.assert_allclose(twin(x), model(x), atol=1e-4)
+    assert lower_volume_layers(model, integer=False) is model
+    report = export_tflite(model, str(tmp_path / "q.tflite"), "int8",
+                           calibration_data=x)
+    assert report.float_ops == []
+    assert report.top1_agreement >= 0.95
