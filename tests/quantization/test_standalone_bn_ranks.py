@@ -1,7 +1,8 @@
 """A BatchNormalization that follows no conv (after a pooling, an Add or a
-ReLU) on sequences and volumes: an 8-bit per-channel conv in the QAT model
-(DepthwiseConv1D; a diagonal 1x1x1 Conv3D for a volume), the same function,
-and integer in the int8 file (it was a float MUL + ADD)."""
+ReLU) on features, sequences and volumes: an 8-bit per-channel layer in the
+QAT model (DepthwiseConv1D; a diagonal Dense / 1x1x1 Conv3D for features /
+a volume), the same function, and integer in the int8 file (it was a float
+MUL + ADD)."""
 
 import keras
 import numpy as np
@@ -14,6 +15,10 @@ L = keras.layers
 
 
 def _model(rank):
+    if rank == 2:  # an MLP: Dense -> ReLU -> BatchNormalization
+        inputs = keras.Input((8,))
+        x = L.BatchNormalization()(L.Dense(4, activation="relu")(inputs))
+        return keras.Model(inputs, L.Dense(3)(L.Dense(6, "relu")(x)))
     conv, pool, gap = {3: (L.Conv1D, L.MaxPooling1D, L.GlobalAveragePooling1D),
                        5: (L.Conv3D, L.MaxPooling3D,
                            L.GlobalAveragePooling3D)}[rank]
@@ -25,14 +30,16 @@ def _model(rank):
     return keras.Model(inputs, L.Dense(3)(gap()(x)))
 
 
-@pytest.mark.parametrize("rank,kind", [(3, "QuantDepthwiseConv1D"),
+@pytest.mark.parametrize("rank,kind", [(2, "QuantDense"),
+                                       (3, "QuantDepthwiseConv1D"),
                                        (5, "QuantConv3D")])
 def test_standalone_batchnorm_is_an_integer_conv(rank, kind, tmp_path):
     keras.utils.set_random_seed(0)
     model = _model(rank)
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(48, *model.input_shape[1:])).astype("float32")
-    bn = model.layers[3]
+    bn = next(la for la in model.layers
+              if isinstance(la, L.BatchNormalization))
     bn.set_weights([rng.uniform(0.5, 2, 4), rng.normal(size=4),
                     rng.normal(size=4), rng.uniform(0.5, 2, 4)])
     q = quantize_model(model)

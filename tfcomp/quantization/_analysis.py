@@ -373,9 +373,10 @@ def _plan_batchnorm(graph, name, layer, nodes, report, absorbed,
     kind, cfg, kernel = _per_channel_conv(len(shape), scale)
     # a Rescaling's / Normalization's constants stay constants (not
     # trained in QAT); a frozen BatchNorm (transfer learning) stays frozen
-    cfg.update(use_bias=True, padding="valid",
-               dtype=layer.get_config().get("dtype"),
+    cfg.update(use_bias=True, dtype=layer.get_config().get("dtype"),
                trainable=bool(layer.trainable and affine is None))
+    if kind != "Dense":
+        cfg["padding"] = "valid"
     plan = Plan(name=name, layer=layer, nodes=list(nodes), policy_name=name,
                 kind=kind, config=cfg, kernel=kernel, bias=bias,
                 fixed_bits=(8, 8))
@@ -395,20 +396,23 @@ def _plan_batchnorm(graph, name, layer, nodes, report, absorbed,
 
 
 #: Ranks of the tensors a standalone per-channel affine becomes a conv on.
-AFFINE_RANKS = (3, 4, 5)
+AFFINE_RANKS = (2, 3, 4, 5)
 
 
 def _per_channel_conv(rank: int, scale) -> tuple:
     """``(kind, config, kernel)`` of the 1x1 conv computing ``x * scale``
     per last-axis channel of a rank-``rank`` tensor: a DepthwiseConv1D /
-    2D (one weight per channel), or for a volume (rank 5; Keras has no
-    DepthwiseConv3D) a 1x1x1 Conv3D with a diagonal kernel: C times the
-    multiplies, exact at 8 bits too (one nonzero per output channel) and an
-    integer CONV_3D in the int8 file."""
+    2D (one weight per channel), or for features (rank 2) and volumes
+    (rank 5; Keras has no DepthwiseConv3D) a Dense / 1x1x1 Conv3D with a
+    diagonal kernel: C times the multiplies, exact at 8 bits too (one
+    nonzero per output channel) and an integer op in the int8 file."""
     c = len(scale)
-    if rank == 5:
-        kernel = np.diag(np.asarray(scale, np.float32)).reshape(1, 1, 1, c, c)
-        return "Conv3D", {"filters": c, "kernel_size": (1, 1, 1)}, kernel
+    if rank in (2, 5):
+        diag = np.diag(np.asarray(scale, np.float32))
+        if rank == 2:
+            return "Dense", {"units": c}, diag
+        return ("Conv3D", {"filters": c, "kernel_size": (1, 1, 1)},
+                diag.reshape(1, 1, 1, c, c))
     size = (1,) * (rank - 2)
     kernel = np.asarray(scale, np.float32).reshape(*size, c, 1)
     return (f"DepthwiseConv{rank - 2}D",
