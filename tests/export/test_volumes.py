@@ -1,5 +1,7 @@
-"""3D pooling in TFLite files: exported as two 2D poolings (TFLite has no
-3D pooling builtin), equal to Keras; keras.io's CT-scan volume classifier
+"""Volume models in TFLite files: 3D pooling exported as two 2D poolings
+(TFLite has no 3D pooling builtin), equal to Keras; Conv3D /
+Conv3DTranspose as int8 CONV_2D in QAT and post-training integer files
+(TFLite's CONV_3D is float only); keras.io's CT-scan volume classifier
 (Conv3D + MaxPool3D + BatchNormalization), trained, exports float and
 full-integer."""
 
