@@ -154,3 +154,32 @@ def test_simulator_agrees_with_int8_tflite_at_8_bits(tmp_path):
     step = build_ir_from_keras(qat).quant("logits").scale
     assert np.max(np.abs(y_sim - y_tfl)) <= step * 1.001
     assert np.mean(y_sim.argmax(1) == y_tfl.argmax(1)) >= 0.99
+
+
+def test_average_merge_is_an_add_onto_half_the_sum_grid(tmp_path):
+    """``Average`` of two branches (an ensemble head, a multi-scale block):
+    the QAT model's QuantAverage (sum on its own grid, then * 1/2) is one
+    ``add`` whose codes are the sum's, on a grid of half its step: exact in
+    the simulator and Keras' codes."""
+    keras.utils.set_random_seed(4)
+    inp = keras.Input((8, 8, 2))
+    a = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inp)
+    b = keras.layers.Conv2D(4, 1, activation="relu")(inp)
+    h = keras.layers.Average(name="avg")([a, b])
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(inp, keras.layers.Dense(5)(h))
+    x = np.random.default_rng(5).uniform(0, 1, (96, 8, 8, 2)).astype(
+        "float32")
+    qat = quantize_model(model)
+    calibrate(qat, x[:64])
+    report = export_bitserial(qat, str(tmp_path / "avg.json"), "bismo",
+                              verify_x=x[64:])
+    assert report.simulator_exact is True
+    assert report.top1_agreement >= 0.95
+    ir = build_ir_from_keras(qat)
+    assert ir.op("avg").op == "add"
+    assert report.max_abs_error <= 1e-5  # the same integer codes as Keras
+    three = quantize_model(keras.Model(inp, keras.layers.Average()([a, b, a])))
+    calibrate(three, x[:8])
+    with pytest.raises(ValueError, match="of 3 tensors; only 2"):
+        build_ir_from_keras(three)

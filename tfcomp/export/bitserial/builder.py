@@ -210,14 +210,17 @@ class IRBuilder:
                           w_bits, w_signed, w_zero_point, relu, relu_max, {})
 
     def add(self, name, a, b, out: QuantParams, relu=False,
-            relu_max=None) -> str:
-        """Adds ``a + b`` with TFLite's integer rescaling (left shift 20)."""
+            relu_max=None, scale: float = 1.0) -> str:
+        """Adds ``scale * (a + b)`` with TFLite's integer rescaling (left
+        shift 20); ``scale`` (0.5: an average) goes into the output
+        multiplier."""
         qa, qb = self.quant(a), self.quant(b)
         left = min(ADD_LEFT_SHIFT, 30 - max(qa.bits, qb.bits) - 1)
         twice_max = 2.0 * max(qa.scale, qb.scale)
         m1, s1 = quantize_multiplier(qa.scale / twice_max)
         m2, s2 = quantize_multiplier(qb.scale / twice_max)
-        mo, so = quantize_multiplier(twice_max / ((1 << left) * out.scale))
+        mo, so = quantize_multiplier(
+            scale * twice_max / ((1 << left) * out.scale))
         lo, hi = self._clamp(out, relu, relu_max)
         attrs = {"left_shift": left, "multipliers": [m1, m2],
                  "shifts": [s1, s2], "output_multiplier": mo,

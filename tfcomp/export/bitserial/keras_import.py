@@ -84,6 +84,7 @@ from tfcomp.export.bitserial.keras_layers import (
 )
 from tfcomp.export.bitserial.keras_merge import (
     MERGE,
+    emit_average,
     emit_merge,
     merge_inputs,
     merge_kind,
@@ -107,7 +108,12 @@ from tfcomp.export.bitserial.keras_patterns import (
     visit_swish,
 )
 from tfcomp.export.bitserial.random_ir import calibrated_quant
-from tfcomp.layers import QUANT_STEP_ACTIVATIONS, QuantActivation, QuantReLU
+from tfcomp.layers import (
+    QUANT_STEP_ACTIVATIONS,
+    QuantActivation,
+    QuantAverage,
+    QuantReLU,
+)
 from tfcomp.quantization._analysis import act_name, relu_kind
 
 __all__ = ["build_ir_from_keras", "model_data"]
@@ -397,6 +403,8 @@ class _Importer:
                 self.state[id(out)] = self.builder.relu(
                     self.name(layer.name), x, 6.0 if relu == "relu6"
                     else None)
+        elif isinstance(layer, QuantAverage):
+            self.state[id(out)] = emit_average(self, layer, ins)
         elif merge_kind(layer, len(ins)) is not None:
             kind, xs = merge_inputs(self, layer, ins, out)
             self.state[id(out)] = _Pending(kind, layer, inputs=xs)

@@ -83,7 +83,7 @@ SUPPORTED_LAYERS = (
     "BatchNormalization (folded, or on a quantized tensor)",
     "Normalization (channel axis)",
     "PReLU (alpha per channel: shared_axes = the non-channel axes)",
-    "Add (2 inputs; or x + y)",
+    "Add (2 inputs; or x + y)", "Average (2 inputs)",
     "Concatenate (channel axis; or ops.concatenate)",
     "Multiply (2 inputs: one shape, or a per-channel gate; or x * y)",
     "MaxPooling1D/2D", "AveragePooling1D/2D",

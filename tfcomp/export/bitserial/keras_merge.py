@@ -1,5 +1,8 @@
 """Keras merge layers in the bit-serial importer: ``Add``, ``Concatenate``
-and ``Multiply`` become the IR's ``add``, ``concat`` and ``mul`` ops.
+and ``Multiply`` become the IR's ``add``, ``concat`` and ``mul`` ops; the
+QAT model's ``QuantAverage`` of two tensors (TFLite's ADD onto its "sum"
+grid, then MUL by 1/2) an ``add`` onto the sum's grid with half its scale
+(:func:`emit_average`).
 
 Each is a *pending* value until what reads it fixes its output grid (see
 ``keras_import``): the QuantActivation after it or the input quantizer of
@@ -30,12 +33,13 @@ from __future__ import annotations
 
 import keras
 
+from tfcomp.export.bitserial.ir import QuantParams
 from tfcomp.export.bitserial.keras_layers import concat_axis
 from tfcomp.export.bitserial.shapes import mul_shape
 from tfcomp.graph import ops_name
 
-__all__ = ["MERGE", "OPS_MERGE", "emit_merge", "merge_inputs", "merge_kind",
-           "shared_grid"]
+__all__ = ["MERGE", "OPS_MERGE", "emit_average", "emit_merge",
+           "merge_inputs", "merge_kind", "shared_grid"]
 
 L = keras.layers
 #: Keras merge layer type -> IR op.
@@ -122,3 +126,30 @@ def emit_merge(builder, kind: str, name: str, inputs, grid, act: str) -> str:
     if kind == "concat":
         return builder.concat(name, list(inputs), grid, **kw)
     return getattr(builder, kind)(name, *inputs, grid, **kw)
+
+
+def emit_average(imp, layer, ins) -> str:
+    """The IR tensor of a ``QuantAverage`` ``layer`` of two Keras tensors
+    ``ins``: the add's codes are those of its "sum" quantizer, and read on
+    a grid of half that step they are the average (the QAT layer's float
+    ``* 0.5`` is exact), so one ``add`` with its output rescaling halved.
+
+    Raises:
+        ValueError: not two inputs, or a sum quantizer that never saw data.
+
+    Example:
+        >>> name = emit_average(importer, qat.get_layer("avg"), [a, b])
+    """
+    if len(ins) != 2:
+        raise ValueError(f"layer {layer.name!r} (QuantAverage) of {len(ins)} "
+                         "tensors; only 2 are supported. Received shapes: "
+                         f"{[tuple(t.shape[1:]) for t in ins]}")
+    q = layer.step_quantizers.get("sum")
+    if q is None or not q.calibrated:
+        raise ValueError(f"layer {layer.name!r} (QuantAverage): its sum's "
+                         "quantizer never saw data; calibrate the model "
+                         "first (tfcomp.quantization.calibrate)")
+    s, z = q.numpy_grid()
+    half = QuantParams(int(q.bits), False, float(s) / 2, int(z))
+    a, b = (imp.as_int(t, f"{layer.name}_in{i}") for i, t in enumerate(ins))
+    return imp.builder.add(imp.name(layer.name), a, b, half, scale=0.5)
