@@ -390,5 +390,5 @@ def test_unbuilt_and_subclassed_models_name_the_cause():
 
     sub = Sub()
     sub(np.ones((1, 3), "float32"))
-    with pytest.raises(ValueError, match=r"\(class Sub\) is a subclassed"):
+    with pytest.raises(ValueError, match=r"is subclassed \(class Sub\)"):
         apply_fpgm(sub)

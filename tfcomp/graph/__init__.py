@@ -79,7 +79,7 @@ Example:
     >>> graph.summary(prunable_only=True)
 """
 
-from tfcomp.graph._parse import model_kind, parse_model
+from tfcomp.graph._parse import check_built_model, model_kind, parse_model
 from tfcomp.graph.builder import Port
 from tfcomp.graph.context import (
     CONSUMER,
@@ -111,5 +111,5 @@ __all__ = [
     "ops_name", "register_channel_handler",
     # reading a model
     "Node", "ParsedModel", "is_tensor_ref", "iter_leaf_layers",
-    "leaf_layers", "model_kind", "parse_model",
+    "check_built_model", "leaf_layers", "model_kind", "parse_model",
 ]

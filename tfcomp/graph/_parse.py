@@ -114,6 +114,35 @@ def model_kind(model) -> str:
     return "subclassed"
 
 
+def check_built_model(model, verb: str, name: str = "model") -> None:
+    """Raises clear errors for a non-model (TypeError), a subclassed model
+    and an unbuilt one (ValueError), naming ``verb`` and the model: what
+    every verb that reads or copies a model's layer graph needs.
+
+    Example:
+        >>> check_built_model(keras.Sequential([keras.layers.Dense(2)]),
+        ...                   "quantize_model")  # raises: never built
+    """
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"{verb} expects a keras.Model as {name}. Received: "
+                        f"{type(model)!r}")
+    if model_kind(model) == "subclassed":
+        raise ValueError(
+            f"{verb} supports functional and Sequential models; model "
+            f"{model.name!r} is subclassed (class {type(model).__name__}): "
+            "it cannot be read or cloned layer by layer. Rebuild it "
+            "functionally (keras.Input -> layers -> keras.Model).")
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        inputs = None
+    if not model.built or not inputs:
+        raise ValueError(
+            f"Model {model.name!r} was never built: {verb} needs a built "
+            "functional or Sequential model with known inputs (create it "
+            "with keras.Input, or call model.build(input_shape) first).")
+
+
 class _Parser:
     def __init__(self):
         self.nodes: list[Node] = []

@@ -24,7 +24,12 @@ import keras
 import numpy as np
 
 from tfcomp._compile import carry_compile
-from tfcomp.graph import PASS_THROUGH, PRODUCER, DependencyGraph, model_kind
+from tfcomp.graph import (
+    PASS_THROUGH,
+    PRODUCER,
+    DependencyGraph,
+    check_built_model,
+)
 from tfcomp.graph.copy import clone_model, copy_weights, live_config
 from tfcomp.graph.handlers_recurrent import recurrent_cells
 from tfcomp.graph.registry import get_channel_handler
@@ -103,20 +108,7 @@ def _check_model(model, name="model"):
     if not isinstance(model, keras.Model):
         raise TypeError(f"{name} must be a keras.Model. Received: "
                         f"{type(model).__name__}")
-    if model_kind(model) == "subclassed":
-        raise ValueError(
-            f"{name} {model.name!r} (class {type(model).__name__}) is a "
-            "subclassed keras.Model: it cannot be cloned layer by layer. "
-            "Rebuild it as a functional or Sequential model.")
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        inputs = None
-    if not model.built or not inputs:
-        raise ValueError(
-            f"{name} {model.name!r} was never built: give it a "
-            "keras.Input (or an input_shape), or call "
-            "model.build(input_shape) first.")
+    check_built_model(model, "tfcomp.pruning", name)
 
 
 def _twin(layer):

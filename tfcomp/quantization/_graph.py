@@ -20,7 +20,7 @@ import dataclasses
 
 import keras
 
-from tfcomp.graph import model_kind, parse_model
+from tfcomp.graph import check_built_model, parse_model
 from tfcomp.graph.copy import clone_layer as copy_layer
 from tfcomp.graph.copy import clone_model as copy_model
 from tfcomp.graph.replay import (
@@ -162,23 +162,9 @@ class Graph:
 
 
 def check_model(model, verb: str) -> None:
-    """Raises clear errors for non-models, unbuilt and subclassed models."""
-    if not isinstance(model, keras.Model):
-        raise TypeError(
-            f"{verb} expects a keras.Model. Received: {type(model)!r}")
-    if model_kind(model) == "subclassed":
-        raise ValueError(
-            f"{verb} supports functional and Sequential models; model "
-            f"{model.name!r} is subclassed. Rebuild it functionally.")
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        inputs = None
-    if not model.built or not inputs:
-        raise ValueError(
-            f"Model {model.name!r} was never built: {verb} needs a built "
-            "functional or Sequential model with known inputs (create it "
-            "with keras.Input, or call model.build(input_shape) first).")
+    """Raises clear errors for non-models, unbuilt and subclassed models
+    (``tfcomp.graph.check_built_model``)."""
+    check_built_model(model, verb)
 
 
 def _flat_name(path: str, used: set) -> str:
