@@ -58,7 +58,7 @@ def summary(rows: dict, first: int = 3) -> dict:
         best = max(seq, key=lambda k: np.mean(seq[k])) if seq else None
         out[tag] = {
             "seeds": n,
-            "vs_" + "uniform": paired(j[:n], rows["uniform"]["seeds"][:n]),
+            "vs_uniform": paired(j[:n], rows["uniform"]["seeds"][:n]),
             **{f"vs_{k}": paired(j[:n], v) for k, v in seq.items()},
             "best_sequential": best,
             "vs_best_sequential": paired(j[:n], seq[best]) if best else None,

@@ -104,19 +104,19 @@ TABLE_LAYERS = (keras.layers.IntegerLookup, keras.layers.StringLookup,
                 keras.layers.Hashing)
 
 
-def _named(model, classes) -> list:
-    """``["path (Class)", ...]`` of the model's layers of ``classes``."""
+def _named(model, classes, exact: bool = False) -> list:
+    """``["path (Class)", ...]`` of the model's layers of ``classes``
+    (``exact``: of those very classes, not their subclasses)."""
     return [f"{path} ({type(layer).__name__})"
             for path, layer in iter_leaf_layers(model)
-            if isinstance(layer, classes)]
+            if (type(layer) in classes if exact
+                else isinstance(layer, classes))]
 
 
 def check_builtins(model, verb: str) -> None:
     """A ``ValueError`` naming the layers TFLite has no builtin op for (the
     converter would fail with an MLIR error)."""
-    bad = [f"{path} ({type(layer).__name__})"
-           for path, layer in iter_leaf_layers(model)
-           if type(layer) in NO_TFLITE_OPS]  # not the export twins
+    bad = _named(model, NO_TFLITE_OPS, exact=True)  # not the export twins
     if bad:
         raise ValueError(
             f"{verb}: layers {bad} of model {model.name!r} have no TFLite "

@@ -33,8 +33,7 @@ from tfcomp.layers.quant_nd import (
     conv3d_transpose_as_conv2d,
 )
 
-__all__ = ["POOLING_3D", "integer_conv3d", "lower_volume_layers",
-           "lowerable", "separable_pooling3d"]
+__all__ = ["POOLING_3D", "lower_volume_layers", "lowerable", "volume_twin"]
 
 #: The 3D pooling layers the export clone replaces.
 POOLING_3D = (keras.layers.MaxPooling3D, keras.layers.AveragePooling3D)
@@ -81,19 +80,6 @@ _TWINS = {keras.layers.MaxPooling3D: _SeparableMaxPooling3D,
           keras.layers.AveragePooling3D: _SeparableAveragePooling3D}
 
 
-def separable_pooling3d(layer):
-    """A ``clone_model`` clone function: the two-2D-poolings twin of a
-    :func:`lowerable` 3D pooling (same config and name), None for any
-    other layer.
-
-    Example:
-        >>> twin = separable_pooling3d(model.get_layer("max_pooling3d"))
-    """
-    if not lowerable(layer):
-        return None
-    return _TWINS[type(layer)].from_config(layer.get_config())
-
-
 class _Conv3DAsConv2D(keras.layers.Conv3D):
     def call(self, inputs):
         return conv3d_as_conv2d(self, inputs, None, _bias_activation(self))
@@ -126,25 +112,33 @@ def _static_5d(layer) -> bool:
     return len(shape) == 5 and all(d is not None for d in shape[1:])
 
 
-def integer_conv3d(layer):
-    """A ``clone_model`` clone function: the CONV_2D twin of a channels_last
-    ``Conv3D`` (groups 1) / ``Conv3DTranspose`` with a static input shape
-    (same config and name), None for any other layer.
+def _twin_class(layer, integer: bool):
+    """The twin class of ``layer`` (None: it stays): a :func:`lowerable`
+    3D pooling's, or for an ``integer`` file a channels_last Conv3D
+    (groups 1) / Conv3DTranspose's with a static input shape."""
+    if lowerable(layer):
+        return _TWINS[type(layer)]
+    if integer and type(layer) in _CONV_TWINS and \
+            layer.data_format == "channels_last" and \
+            getattr(layer, "groups", 1) == 1 and _static_5d(layer):
+        return _CONV_TWINS[type(layer)]
+    return None
+
+
+def volume_twin(layer, integer: bool = False):
+    """A ``clone_model`` clone function: the 2D-op twin of ``layer`` (same
+    config and name; see :func:`_twin_class`), None for any other layer.
 
     Example:
-        >>> twin = integer_conv3d(model.get_layer("conv3d"))
+        >>> twin = volume_twin(model.get_layer("max_pooling3d"))
     """
-    twin = _CONV_TWINS.get(type(layer))
-    if twin is None or layer.data_format != "channels_last" or \
-            getattr(layer, "groups", 1) != 1 or not _static_5d(layer):
-        return None
-    return twin.from_config(layer.get_config())
+    cls = _twin_class(layer, integer)
+    return None if cls is None else cls.from_config(layer.get_config())
 
 
 def lower_volume_layers(model, integer: bool):
-    """``model``, or when it holds a :func:`lowerable` 3D pooling (or, for
-    an ``integer`` file, a Conv3D / Conv3DTranspose :func:`integer_conv3d`
-    takes) a copy (same weights) with each replaced by its twin.
+    """``model``, or when it holds a layer with a twin (:func:`volume_twin`)
+    a copy (same weights) with each replaced by its twin.
 
     Example:
         >>> plain = lower_volume_layers(keras.Model(inp, pool(inp)), False)
@@ -152,13 +146,10 @@ def lower_volume_layers(model, integer: bool):
     from tfcomp.graph.copy import clone_model
     from tfcomp.graph.walk import iter_leaf_layers
 
-    def twin(layer):
-        return separable_pooling3d(layer) or (
-            integer_conv3d(layer) if integer else None)
-
-    if not any(twin(layer) is not None
-               for _, layer in iter_leaf_layers(model)):
+    if all(_twin_class(layer, integer) is None
+           for _, layer in iter_leaf_layers(model)):
         return model
-    clone = clone_model(model, clone_function=twin)
+    clone = clone_model(model, clone_function=lambda layer: volume_twin(
+        layer, integer))
     clone.set_weights(model.get_weights())
     return clone

@@ -73,7 +73,7 @@ import tensorflow as tf
 from tfcomp.export._converter_errors import NO_TFLITE_OPS, run_converter
 from tfcomp.export._recurrent import unrolled_for_tflite
 from tfcomp.export._upsampling import static_upsampling
-from tfcomp.export._volumes import lowerable, separable_pooling3d
+from tfcomp.export._volumes import lowerable, volume_twin
 from tfcomp.export.runtime import make_interpreter
 from tfcomp.graph import iter_leaf_layers, parse_model
 from tfcomp.graph.copy import clone_model, refresh_state, user_layer_class
@@ -340,7 +340,7 @@ def prepare_for_tflite(model):
     # shape (a conv after it needs its input channels in int8); 3D pooling
     # becomes two 2D poolings (no 3D pooling builtin)
     clone = clone_model(model, clone_function=lambda layer: (
-        static_upsampling(layer) or separable_pooling3d(layer)))
+        static_upsampling(layer) or volume_twin(layer)))
     clone.set_weights(model.get_weights())
     refresh_state(clone)
     for _, layer in iter_leaf_layers(clone):

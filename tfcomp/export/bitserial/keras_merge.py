@@ -33,8 +33,7 @@ from __future__ import annotations
 
 import keras
 
-from tfcomp.export.bitserial.ir import QuantParams
-from tfcomp.export.bitserial.keras_layers import concat_axis
+from tfcomp.export.bitserial.keras_layers import concat_axis, qat_grid
 from tfcomp.export.bitserial.shapes import mul_shape
 from tfcomp.graph import ops_name
 
@@ -87,16 +86,23 @@ def merge_inputs(imp, layer, ins, out) -> tuple:
             f"{[tuple(t.shape[1:]) for t in ins]}; the IR's add needs one "
             "shape (TFLite's ADD). Use an Add layer on tensors of one "
             "shape.")
-    if kind != "concat" and len(ins) != 2:
-        raise ValueError(f"layer {layer.name!r} ({cls}) of {len(ins)} "
-                         "tensors; only 2 are supported. Received shapes: "
-                         f"{[tuple(t.shape[1:]) for t in ins]}")
+    if kind != "concat":
+        _check_two(layer, ins)
     if kind == "concat":
         concat_axis(layer, len(out.shape))
     elif kind == "mul":
         mul_shape([t.shape[1:] for t in ins], layer.name, cls)
     return kind, tuple(imp.as_int(t, f"{layer.name}_in{i}")
                        for i, t in enumerate(ins))
+
+
+def _check_two(layer, ins) -> None:
+    """A ValueError naming ``layer`` unless it reads two tensors."""
+    if len(ins) != 2:
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) "
+                         f"of {len(ins)} tensors; only 2 are supported. "
+                         "Received shapes: "
+                         f"{[tuple(t.shape[1:]) for t in ins]}")
 
 
 def shared_grid(builder, kind: str, inputs):
@@ -140,16 +146,13 @@ def emit_average(imp, layer, ins) -> str:
     Example:
         >>> name = emit_average(importer, qat.get_layer("avg"), [a, b])
     """
-    if len(ins) != 2:
-        raise ValueError(f"layer {layer.name!r} (QuantAverage) of {len(ins)} "
-                         "tensors; only 2 are supported. Received shapes: "
-                         f"{[tuple(t.shape[1:]) for t in ins]}")
+    _check_two(layer, ins)
     q = layer.step_quantizers.get("sum")
     if q is None or not q.calibrated:
         raise ValueError(f"layer {layer.name!r} (QuantAverage): its sum's "
                          "quantizer never saw data; calibrate the model "
                          "first (tfcomp.quantization.calibrate)")
     s, z = q.numpy_grid()
-    half = QuantParams(int(q.bits), False, float(s) / 2, int(z))
+    half = qat_grid((float(s) / 2, z, q.bits))
     a, b = (imp.as_int(t, f"{layer.name}_in{i}") for i, t in enumerate(ins))
     return imp.builder.add(imp.name(layer.name), a, b, half, scale=0.5)
