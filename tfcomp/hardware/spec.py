@@ -431,9 +431,11 @@ def extract_specs(model: keras.Model, batch: int = 1,
     Names, output shapes, MACs and the layers' own ``w_bits``/``a_bits``
     come from ``tfcomp.profile``; kernel, stride, padding and groups from the
     layer config. Nested functional models are recursed into (``outer/inner``
-    names, as in the profile). Every layer ``quantize_model`` quantizes gets
-    a spec; 1-D / 3-D, transposed, separable, einsum and embedding layers
-    are mapped as ``tfcomp.hardware.spec_layers`` documents.
+    names, as in the profile); the user's own layer classes are opened as
+    ``quantize_model`` opens them (``<layer>_<attribute>`` names). Every
+    layer ``quantize_model`` quantizes gets a spec; 1-D / 3-D, transposed,
+    separable, einsum and embedding layers are mapped as
+    ``tfcomp.hardware.spec_layers`` documents.
 
     Args:
         model: a built functional or Sequential ``keras.Model``.
@@ -455,6 +457,7 @@ def extract_specs(model: keras.Model, batch: int = 1,
         True
     """
     from tfcomp.hardware.spec_layers import layer_has_bias, spec_for_layer
+    from tfcomp.quantization._inline import opened_model
 
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -462,6 +465,9 @@ def extract_specs(model: keras.Model, batch: int = 1,
     if not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch must be a positive int. Received: "
                          f"batch={batch!r}")
+    # the user's own layer classes opened as quantize_model opens them:
+    # their convs / dense layers get specs under the names it quantizes
+    model = opened_model(model)
     records = {r.name: r for r in cost.profile(model).layers}
     calls = cost.call_shapes(model)
     rows = cost.batch_rows(model)  # TimeDistributed steps folded by QAT

@@ -23,6 +23,7 @@ from tfcomp.graph.copy import live_config
 from tfcomp.layers import QUANT_ACTIVATION_LAYERS, QUANT_LAYERS, QuantReLU
 from tfcomp.layers._kernel_ops import parse_dense_equation
 from tfcomp.quantization._graph import read_graph
+from tfcomp.quantization._inline import inline_user_layers
 from tfcomp.quantization._int8_ops import (
     FIXED_GRIDS,
     FIXED_RANGE_ACTS,
@@ -458,16 +459,25 @@ def analyse(model, fold_batchnorm: bool, skip, verb: str,
     report = QuantizationReport()
     skip = set(skip or ())
     names = {n.name for n in graph.nodes} | {n.path for n in graph.nodes}
+    aliases = {n.path: n.name for n in graph.nodes if n.path != n.name}
+    skip, kept = {aliases.get(s, s) for s in skip}, {}
+    opened = inline_user_layers(graph, whole=skip)
+    kept.update(opened.kept)
+    if opened.model is not None:
+        graph = read_graph(opened.model, verb)
+        report.opened = list(opened.names)
+        names |= {n.name for n in graph.nodes} | {n.path for n in graph.nodes}
+        aliases.update({n.path: n.name for n in graph.nodes
+                        if n.path != n.name})
+        skip = {aliases.get(s, s) for s in skip}
     unknown = sorted(skip - names)
     if unknown:
         raise ValueError(
             f"skip names layers that model {model.name!r} does not have: "
             f"{unknown}")
-    aliases = {n.path: n.name for n in graph.nodes if n.path != n.name}
-    skip, kept = {aliases.get(s, s) for s in skip}, {}
     if fold_time:
         folded = fold_time_distributed(graph)
-        kept = folded.kept
+        kept.update(folded.kept)
         if folded.model is not None:
             graph = read_graph(folded.model, verb)
     plans, absorbed = {}, set()

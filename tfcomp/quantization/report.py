@@ -52,6 +52,9 @@ class QuantizationReport:
             ``QuantMultiHeadAttention`` (8-bit weights and intermediates)
             and of the Attention / AdditiveAttentions made
             ``QuantAttention`` / ``QuantAdditiveAttention``.
+        opened: the user's own layer classes opened into the Keras layers
+            their ``call`` uses, which were then quantized like the
+            model's other layers (``tfcomp.quantization._inline``).
 
     Example:
         >>> print(quantization_report(qmodel).summary())
@@ -64,6 +67,7 @@ class QuantizationReport:
     skipped: dict = dataclasses.field(default_factory=dict)
     normalizations: list = dataclasses.field(default_factory=list)
     attention: list = dataclasses.field(default_factory=list)
+    opened: list = dataclasses.field(default_factory=list)
 
     def summary(self) -> str:
         """A readable multi-line summary.
@@ -79,6 +83,9 @@ class QuantizationReport:
                     "normalizations" if self.normalizations else "")
                  + (f", quantized {len(self.attention)} attention layers"
                     if self.attention else "")]
+        if self.opened:
+            lines.append("  opened your layers into the layers they call: "
+                         + ", ".join(self.opened))
         for name, (w, a) in self.quantized.items():
             lines.append(f"  {name}: w{w}/a{a}")
         for name, why in self.skipped.items():
@@ -109,7 +116,8 @@ def quantization_report(model) -> QuantizationReport:
 
     ``quantized`` (current bits, so a ``make_bits_dynamic`` policy shows),
     ``observers`` and the float conv / dense layers are read from the
-    model's layers; ``folded``, ``fused`` and the skip reasons come from
+    model's layers; ``folded``, ``fused``, ``opened`` and the skip reasons
+    come from
     the ``quantize_model`` / ``build_supernet`` call that built this model
     object (empty for a loaded model).
 
@@ -157,7 +165,8 @@ def quantization_report(model) -> QuantizationReport:
         quantized={n: found.quantized[n] for n in order},
         folded=dict(record.folded), fused=dict(record.fused),
         observers=observers, skipped=skipped,
-        normalizations=found.normalizations, attention=found.attention)
+        normalizations=found.normalizations, attention=found.attention,
+        opened=list(record.opened))
 
 
 def attach_record(model, report: QuantizationReport) -> None:
