@@ -85,3 +85,25 @@ class StochasticDepth(L.Layer):
 
     def hand_macs(self, x, y) -> int:
         return 0
+
+
+class ResidualBlock(L.Layer):
+    """A residual block written as a layer class (as many users write
+    them): conv -> BN -> ReLU -> conv -> BN, added to its input."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.conv1 = L.Conv2D(filters, 3, padding="same", use_bias=False)
+        self.bn1 = L.BatchNormalization()
+        self.conv2 = L.Conv2D(filters, 3, padding="same", use_bias=False)
+        self.bn2 = L.BatchNormalization()
+
+    def call(self, x):
+        y = keras.ops.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return keras.ops.relu(x + y)
+
+    def hand_macs(self, x, y) -> int:
+        """Two 3x3 "same" convs, C -> C, per output pixel."""
+        h, w, c = x[1], x[2], x[3]
+        return 2 * h * w * 9 * c * c

@@ -19,6 +19,7 @@ from typing import Callable
 import keras
 import numpy as np
 from _keras_io_layers import (
+    ResidualBlock,
     StochasticDepth,
     TokenAndPositionEmbedding,
     TransformerBlock,
@@ -635,6 +636,22 @@ def cct():
     return keras.Model(inputs, outputs, name="cct")
 
 
+def block_class_cnn():
+    """A CNN whose residual blocks are the user's own ``Layer`` subclass
+    (``ResidualBlock``: convs, BN and ``keras.ops`` inside); plain convs
+    before it and a Dense head after it."""
+    keras.utils.set_random_seed(0)
+    inputs = L.Input((16, 16, 3))
+    x = L.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    x = L.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
+    x = ResidualBlock(8)(x)
+    x = ResidualBlock(8)(x)
+    x = L.GlobalAveragePooling2D()(x)
+    x = L.Dense(16, activation="relu")(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="block_class_cnn")
+
+
 def segmentation_unet():
     """keras.io "Image segmentation with a U-Net-like architecture": an
     Xception-style encoder (SeparableConv2D, strided 1x1 projections added
@@ -771,6 +788,9 @@ CASES = {c.name: c for c in [
     Case("text_transformer", text_transformer,
          ("Dense", "pooling", "Dropout / noise / augmentation",
           "your own Layer subclass"), (12,), input_kind="tokens", vocab=50),
+    Case("block_class_cnn", block_class_cnn,
+         ("Conv2D", "Dense", "pooling", "your own Layer subclass"),
+         (16, 16, 3), input_kind="pixels"),
     Case("segmentation_unet", segmentation_unet,
          ("Add / Concatenate / Multiply", "BatchNormalization",
           "Conv1D / 2D / 3D Transpose", "Conv2D", "SeparableConv1D / 2D",

@@ -123,15 +123,11 @@ EXPECTED_UNSUPPORTED = {
         ValueError, "(QuantEmbedding) " + _NO_BITSERIAL,
         "Embedding (a table lookup) and attention have no integer ops in "
         "the bit-serial IR", ("Embedding", "Attention / AdditiveAttention")),
-    ("text_transformer", "int8"): (
-        ValueError, "(TransformerBlock)'] have float weights",
-        "quantize_model keeps your own layer classes float (named in its "
-        "warning): export the float model with 'int8' and calibration data "
-        "instead", ("your own Layer subclass",)),
     ("text_transformer", "bitserial"): (
-        ValueError, "(TokenAndPositionEmbedding) " + _NO_BITSERIAL,
-        "your own layer classes have no integer mapping",
-        ("your own Layer subclass",)),
+        ValueError, _NO_BITSERIAL,
+        "the embedding lookups and attention inside keras.io's Transformer "
+        "classes (opened by quantize_model) have no integer ops in the "
+        "bit-serial IR", ("your own Layer subclass",)),
     ("lambda_ops", "bitserial"): (
         ValueError, "(Lambda) " + _NO_BITSERIAL,
         "a Lambda / keras.ops call is arbitrary Python: no integer op",

@@ -84,6 +84,11 @@ EXPECTED_UNSUPPORTED = {
 }
 _RNN = ("LSTM / GRU / SimpleRNN / ConvLSTM",)
 EXPECTED_UNSUPPORTED.update({
+    ("block_class_cnn", "gal_blocks"): (
+        ValueError, _NO_BLOCKS,
+        "a residual sum inside your own layer class is not seen by GAL's "
+        "block masks (the class is one layer to the graph)",
+        ("your own Layer subclass",)),
     ("bidirectional_lstm", "slimmable"): (
         ValueError, "has nothing slimmable",
         "no slimmable recurrent layer: groups of recurrent units or read by "

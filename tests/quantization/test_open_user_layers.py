@@ -11,6 +11,7 @@ import pytest
 from _keras_io_layers import TokenAndPositionEmbedding, TransformerBlock
 
 from tfcomp.export import export_tflite
+from tfcomp.layers import Constant
 from tfcomp.quantization import (
     calibrate,
     quantization_report,
@@ -140,7 +141,7 @@ def test_layers_that_cannot_be_opened_stay_whole(layer, reason):
     assert reason in quantization_report(q).skipped[layer.name]
 
 
-def test_keras_io_transformer_block_opened_embedding_kept():
+def test_keras_io_text_transformer_opens_and_its_positions_train(tmp_path):
     keras.utils.set_random_seed(0)
     inputs = L.Input(shape=(12,))
     x = TokenAndPositionEmbedding(12, 50, 8)(inputs)
@@ -148,10 +149,23 @@ def test_keras_io_transformer_block_opened_embedding_kept():
     x = L.GlobalAveragePooling1D()(x)
     model = keras.Model(inputs, L.Dense(2)(x))
     opened = inline_user_layers(read_graph(model))
-    assert opened.names == ["transformer_block"]
-    # its position lookup runs on a constant: opening would freeze it
-    assert "called on a constant" in opened.kept[
-        "token_and_position_embedding"]
-    tokens = np.random.default_rng(0).integers(1, 50, (4, 12))
+    assert opened.names == ["token_and_position_embedding",
+                            "transformer_block"]
+    # the position lookup on ops.arange reads a Constant layer: a node
+    const = opened.model.get_layer("token_and_position_embedding_pos_emb_const")
+    assert isinstance(const, Constant)
+    tokens = np.random.default_rng(0).integers(1, 50, (32, 12))
     np.testing.assert_allclose(opened.model(tokens), model(tokens),
                                atol=1e-5)
+    q = quantize_model(model)
+    q.compile("adam", keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))
+    pos = q.get_layer("token_and_position_embedding_pos_emb")
+    before = keras.ops.convert_to_numpy(pos.embeddings).copy()
+    q.fit(tokens, tokens[:, 0] % 2, epochs=1, verbose=0)
+    assert np.abs(keras.ops.convert_to_numpy(pos.embeddings)
+                  - before).max() > 0
+    q.save(tmp_path / "q.keras")
+    again = keras.saving.load_model(tmp_path / "q.keras")
+    np.testing.assert_allclose(again.predict(tokens, verbose=0),
+                               q.predict(tokens, verbose=0), atol=1e-6)

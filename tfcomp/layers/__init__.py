@@ -13,6 +13,7 @@ Example:
 
 from tfcomp.layers import quantizers
 from tfcomp.layers.binary import BinaryConv2D, BinaryDense
+from tfcomp.layers.constant import Constant
 from tfcomp.layers.gumbel import gumbel_softmax
 from tfcomp.layers.masked import (
     MASKED_CLASSES,
@@ -127,7 +128,8 @@ QUANT_LAYERS = (QUANT_WEIGHT_LAYERS + QUANT_ACTIVATION_LAYERS + MIXED_LAYERS
                 + QUANT_STEP_LAYERS)
 
 __all__ = [
-    "QuantActivation", "QuantReLU", "QuantConv2D", "QuantDepthwiseConv2D",
+    "Constant", "QuantActivation", "QuantReLU", "QuantConv2D",
+    "QuantDepthwiseConv2D",
     "QuantDense", "QuantConv1D", "QuantConv3D", "QuantConv2DTranspose",
     "QuantDepthwiseConv1D", "QuantConv1DTranspose", "QuantConv3DTranspose",
     "QuantEinsumDense", "QuantEmbedding", "QuantMixin", "MixedMixin",

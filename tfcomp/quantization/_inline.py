@@ -17,14 +17,20 @@ layers by index: flat names ``transformer_block_ffn_0``, ...), so two calls
 of ``quantize_model`` (or a sensitivity pass and the ``quantize_model`` it
 feeds) name them alike.
 
+An inner layer called on constants only (keras.io's
+``TokenAndPositionEmbedding`` and ViT ``PatchEncoder`` look their position
+embeddings up on ``ops.arange(...)``) reads them from a
+:class:`~tfcomp.layers.Constant` layer fed by the block's input, so it is
+a node whose weights train (traced eagerly, its result would be a frozen
+constant).
+
 A layer stays one float layer (its reason in the report) when opening it
 would not give the same trainable model: a weight of its own (``add_weight``
-in the class) or an inner layer called on a constant (keras.io's
-``TokenAndPositionEmbedding`` looks its positions up on ``ops.arange``: the
-traced graph would freeze that lookup), an inner layer not held by an
-attribute, a ``call`` that takes other arguments than tensors, or a ``call``
-that traces to different operations with ``training=True`` (a Python branch
-on ``training`` the functional graph cannot keep).
+in the class) or one read outside the inner layers, an inner layer not held
+by an attribute, a ``call`` that takes other arguments than tensors, does
+not run on symbolic tensors (``tf.*`` functions), or traces to different
+operations with ``training=True`` (a Python branch on ``training`` the
+functional graph cannot keep).
 
 Example:
     >>> opened = inline_user_layers(read_graph(model))
@@ -34,6 +40,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 
@@ -42,6 +49,7 @@ import keras
 from tfcomp.graph.copy import model_like, refresh_state, user_layer_class
 from tfcomp.graph.outputs import output_structure, pack_like_inputs
 from tfcomp.graph.replay import TensorId, replay_call
+from tfcomp.layers.constant import Constant
 from tfcomp.quantization._graph import clone_layer, new_inputs, read_graph
 
 __all__ = ["Inlined", "inline_user_layers", "opened_model"]
@@ -102,9 +110,59 @@ def _rename_inside(owner, prefix: str) -> None:
             _rename_inside(layer, layer.name)
 
 
+class _ConstantFeed:
+    """Stands in for an inner layer while its owner's ``call`` is traced:
+    a call on constants only (no symbolic tensor) gets them from
+    :class:`~tfcomp.layers.Constant` layers fed by ``anchor``, so the inner
+    layer is a node of the graph (its weights train) instead of an eager
+    call frozen into a constant."""
+
+    def __init__(self, layer, anchor, name: str):
+        self.layer, self.anchor, self.name, self.made = layer, anchor, name, 0
+
+    def _symbolic(self, value):
+        if isinstance(value, keras.KerasTensor) or not hasattr(
+                value, "shape") or not hasattr(value, "dtype"):
+            return value
+        self.made += 1
+        suffix = "" if self.made == 1 else f"_{self.made}"
+        value = keras.ops.convert_to_numpy(value)
+        return Constant(value, name=f"{self.name}_const{suffix}")(self.anchor)
+
+    def __call__(self, *args, **kwargs):
+        flat = keras.tree.flatten((args, kwargs))
+        if not any(isinstance(v, keras.KerasTensor) for v in flat):
+            args, kwargs = keras.tree.map_structure(self._symbolic,
+                                                    (args, kwargs))
+        return self.layer(*args, **kwargs)
+
+    def __getattr__(self, attr):
+        return getattr(self.layer, attr)
+
+
+@contextlib.contextmanager
+def _constant_feeds(twin, anchor):
+    """Puts a :class:`_ConstantFeed` in place of each layer ``twin`` holds
+    in a plain attribute, for the duration of the block."""
+    held = [(attr, layer) for attr, layer in _held_layers(twin)
+            if vars(twin).get(attr) is layer]
+    try:
+        for attr, layer in held:
+            object.__setattr__(twin, attr,
+                               _ConstantFeed(layer, anchor, layer.name))
+        yield
+    finally:
+        for attr, layer in held:
+            object.__setattr__(twin, attr, layer)
+
+
 def _trace(twin, node, tensors, **extra):
-    """``twin.call`` on the symbolic tensors of ``node``'s arguments."""
-    return replay_call(twin.call, node.args, node.kwargs, tensors, **extra)
+    """``twin.call`` on the symbolic tensors of ``node``'s arguments, its
+    inner layers' calls on constants fed from the first of them."""
+    anchor = tensors[node.inputs[0]]
+    with _constant_feeds(twin, anchor):
+        return replay_call(twin.call, node.args, node.kwargs, tensors,
+                           **extra)
 
 
 def _op_classes(inputs, outputs) -> list:
@@ -162,9 +220,8 @@ class _Opener:
         if frozen:
             raise _Refused(
                 f"{type(layer).__name__}: its weights {frozen[:3]} are not "
-                "read through an inner layer called on its inputs (an "
-                "add_weight of its own, or a layer called on a constant) "
-                "(kept float)")
+                "read through an inner layer called in its call (an "
+                "add_weight of its own?) (kept float)")
         if "training" in inspect.signature(twin.call).parameters:
             try:
                 trained = _op_classes(inputs, keras.tree.flatten(
