@@ -1,5 +1,5 @@
 """``quantize_model`` opens the user's own layer classes into the Keras
-layers their ``call`` uses (``tfcomp.quantization._inline``), so a
+layers their ``call`` uses (``tfcomp.graph.open_layers``), so a
 residual block or a Transformer block written as a ``Layer`` subclass (as
 keras.io writes them) is quantized inside and exports as a full-integer
 int8 file; layers that cannot be opened faithfully stay whole, with the
@@ -11,14 +11,13 @@ import pytest
 from _keras_io_layers import TokenAndPositionEmbedding, TransformerBlock
 
 from tfcomp.export import export_tflite
+from tfcomp.graph.open_layers import open_layers
 from tfcomp.layers import Constant
 from tfcomp.quantization import (
     calibrate,
     quantization_report,
     quantize_model,
 )
-from tfcomp.quantization._graph import read_graph
-from tfcomp.quantization._inline import inline_user_layers
 
 L = keras.layers
 
@@ -83,7 +82,7 @@ def _images(n=32):
 
 def test_opened_model_computes_the_same_with_the_same_weights():
     model = _residual_model()
-    opened = inline_user_layers(read_graph(model))
+    opened = open_layers(model)
     assert opened.names == ["residual_block", "block2"]
     assert opened.kept == {}
     names = [layer.name for layer in opened.model.layers]
@@ -92,7 +91,7 @@ def test_opened_model_computes_the_same_with_the_same_weights():
     np.testing.assert_allclose(opened.model(x), model(x), atol=1e-6)
     # the user's layers gained no nodes; a second opening names alike
     assert len(model.get_layer("block2").conv1._inbound_nodes) == 0
-    again = inline_user_layers(read_graph(model))
+    again = open_layers(model)
     assert [lyr.name for lyr in again.model.layers] == names
 
 
@@ -133,7 +132,7 @@ def test_bits_and_skip_name_the_inner_layers():
 def test_layers_that_cannot_be_opened_stay_whole(layer, reason):
     inp = L.Input((6,))
     model = keras.Model(inp, L.Dense(2)(layer(inp)))
-    opened = inline_user_layers(read_graph(model))
+    opened = open_layers(model)
     assert opened.model is None and opened.names == []
     assert reason in opened.kept[layer.name]
     with pytest.warns(UserWarning, match=type(layer).__name__):
@@ -148,7 +147,7 @@ def test_keras_io_text_transformer_opens_and_its_positions_train(tmp_path):
     x = TransformerBlock(8, 2, 8)(x)
     x = L.GlobalAveragePooling1D()(x)
     model = keras.Model(inputs, L.Dense(2)(x))
-    opened = inline_user_layers(read_graph(model))
+    opened = open_layers(model)
     assert opened.names == ["token_and_position_embedding",
                             "transformer_block"]
     # the position lookup on ops.arange reads a Constant layer: a node

@@ -74,6 +74,11 @@ How other methods use the graph (FPGM, LASSO/DCP, AMC, AutoSlim, ...):
   tensor reachable from the model's input (for activations and sub-models).
   ``iter_leaf_layers(model)`` walks leaf layers without reading the graph.
 
+* **Your own layer classes** are one layer (a barrier) to the channel
+  graph; ``open_user_layers(model)`` returns the model with them opened
+  into the Keras layers their ``call`` uses (``tfcomp.graph.open_layers``),
+  so pruning reaches inside them.
+
 Example:
     >>> graph = tfcomp.DependencyGraph(tfcomp.zoo.resnet(depth=8))
     >>> graph.summary(prunable_only=True)
@@ -93,6 +98,7 @@ from tfcomp.graph.context import (
 from tfcomp.graph.dependency import DependencyGraph  # registers the handlers
 from tfcomp.graph.group import Group, Member
 from tfcomp.graph.keep import ChannelKeep, LayerKeep
+from tfcomp.graph.open_layers import open_user_layers
 from tfcomp.graph.parsed import Node, ParsedModel, is_tensor_ref
 from tfcomp.graph.registry import (
     get_channel_handler,
@@ -112,4 +118,6 @@ __all__ = [
     # reading a model
     "Node", "ParsedModel", "is_tensor_ref", "iter_leaf_layers",
     "check_built_model", "leaf_layers", "model_kind", "parse_model",
+    # your own layer classes opened into the layers they call
+    "open_user_layers",
 ]

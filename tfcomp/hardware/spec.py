@@ -456,8 +456,8 @@ def extract_specs(model: keras.Model, batch: int = 1,
         >>> sum(s.macs for s in specs) == tfcomp.profile(model).macs
         True
     """
+    from tfcomp.graph.open_layers import opened_model
     from tfcomp.hardware.spec_layers import layer_has_bias, spec_for_layer
-    from tfcomp.quantization._inline import opened_model
 
     if not isinstance(model, keras.Model):
         raise TypeError(

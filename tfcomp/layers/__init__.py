@@ -11,9 +11,9 @@ Example:
     >>> layer = QuantConv2D(16, 3, padding="same", w_bits=4, a_bits=4)
 """
 
+from tfcomp.graph.constant import Constant
 from tfcomp.layers import quantizers
 from tfcomp.layers.binary import BinaryConv2D, BinaryDense
-from tfcomp.layers.constant import Constant
 from tfcomp.layers.gumbel import gumbel_softmax
 from tfcomp.layers.masked import (
     MASKED_CLASSES,

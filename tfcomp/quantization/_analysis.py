@@ -20,10 +20,10 @@ import numpy as np
 
 from tfcomp._io import BadInputError
 from tfcomp.graph.copy import live_config
+from tfcomp.graph.open_layers import open_layers
 from tfcomp.layers import QUANT_ACTIVATION_LAYERS, QUANT_LAYERS, QuantReLU
 from tfcomp.layers._kernel_ops import parse_dense_equation
 from tfcomp.quantization._graph import read_graph
-from tfcomp.quantization._inline import inline_user_layers
 from tfcomp.quantization._int8_ops import (
     FIXED_GRIDS,
     FIXED_RANGE_ACTS,
@@ -461,7 +461,7 @@ def analyse(model, fold_batchnorm: bool, skip, verb: str,
     names = {n.name for n in graph.nodes} | {n.path for n in graph.nodes}
     aliases = {n.path: n.name for n in graph.nodes if n.path != n.name}
     skip, kept = {aliases.get(s, s) for s in skip}, {}
-    opened = inline_user_layers(graph, whole=skip)
+    opened = open_layers(model, keep=skip)
     kept.update(opened.kept)
     if opened.model is not None:
         graph = read_graph(opened.model, verb)
@@ -510,8 +510,9 @@ def analyse(model, fold_batchnorm: bool, skip, verb: str,
             report.skipped[name] = (
                 "nested model (kept float: tfcomp cannot read its graph)")
         elif has_kernel(layer) and not is_quant_layer(layer):
-            report.skipped[name] = kept.get(name) or _float_reason(
-                layer, kinds)
+            report.skipped[name] = kept.get(name) or (
+                "listed in skip (kept float)" if name in skip
+                else _float_reason(layer, kinds))
     order = [n.name for n in graph.nodes if n.name in plans
              and plans[n.name].fixed_bits is None]
     if order:

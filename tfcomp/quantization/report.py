@@ -54,7 +54,7 @@ class QuantizationReport:
             ``QuantAttention`` / ``QuantAdditiveAttention``.
         opened: the user's own layer classes opened into the Keras layers
             their ``call`` uses, which were then quantized like the
-            model's other layers (``tfcomp.quantization._inline``).
+            model's other layers (``tfcomp.graph.open_layers``).
 
     Example:
         >>> print(quantization_report(qmodel).summary())

@@ -10,7 +10,7 @@ for its place in the graph only), so the inner layer is a node whose
 weights train; the TFLite converter folds the constant away.
 
 Example:
-    >>> from tfcomp.layers import Constant
+    >>> from tfcomp.layers import Constant  # or tfcomp.graph.constant
     >>> positions = Constant(np.arange(12))(x)   # shape (12,), any x
 """
 

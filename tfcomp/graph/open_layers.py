@@ -1,14 +1,18 @@
 """The user's own layer classes opened up into the Keras layers they call,
-so ``quantize_model`` quantizes what is inside them.
+so tfcomp's verbs see what is inside them.
 
 keras.io writes a Transformer block as a ``keras.layers.Layer`` subclass
 holding a ``MultiHeadAttention``, a ``Sequential`` of ``Dense`` layers and
 ``LayerNormalization`` s; as one opaque layer it stayed float in a QAT
-model (and so in its int8 file). ``inline_user_layers(graph)`` rebuilds the
-float model with each such call replaced by the layer's own ``call`` run on
-the symbolic tensors: Keras then records the inner layers and the
+model (and so in its int8 file), and a channel-graph barrier for pruning.
+:func:`open_user_layers` rebuilds the model (``keras.models.clone_model``
+with a ``call_function``; the other layers are reused, nested functional
+models opened too) with each such call replaced by the layer's own ``call``
+run on the symbolic tensors: Keras then records the inner layers and the
 ``keras.ops`` between them as nodes of the new functional model (the same
-function, the same weights), which the planner reads like any other model.
+function, the same weights). ``quantize_model`` (and every quantization
+verb, and the hardware cost models) opens them itself; pruning verbs keep
+your classes whole unless you open the model first.
 
 A copy of the layer is opened (the user's objects gain no nodes); its inner
 layers are renamed after the attributes holding them
@@ -33,9 +37,8 @@ operations with ``training=True`` (a Python branch on ``training`` the
 functional graph cannot keep).
 
 Example:
-    >>> opened = inline_user_layers(read_graph(model))
-    >>> opened.names
-    ['transformer_block']
+    >>> opened = tfcomp.graph.open_user_layers(model)
+    >>> plan = tfcomp.pruning.make_plan(opened, ratio=0.5)  # inside too
 """
 
 from __future__ import annotations
@@ -43,21 +46,25 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import warnings
 
 import keras
 
-from tfcomp.graph.copy import model_like, refresh_state, user_layer_class
-from tfcomp.graph.outputs import output_structure, pack_like_inputs
-from tfcomp.graph.replay import TensorId, replay_call
-from tfcomp.layers.constant import Constant
-from tfcomp.quantization._graph import clone_layer, new_inputs, read_graph
+from tfcomp.graph.constant import Constant
+from tfcomp.graph.copy import (
+    clone_layer,
+    functional_view,
+    refresh_state,
+    user_layer_class,
+)
+from tfcomp.graph.walk import iter_leaf_layers
 
-__all__ = ["Inlined", "inline_user_layers", "opened_model"]
+__all__ = ["Opened", "open_layers", "open_user_layers", "opened_model"]
 
 
 @dataclasses.dataclass
-class Inlined:
-    """The result of :func:`inline_user_layers`.
+class Opened:
+    """The result of :func:`open_layers`.
 
     Attributes:
         model: the rewritten float model, or None when nothing was opened.
@@ -156,13 +163,13 @@ def _constant_feeds(twin, anchor):
             object.__setattr__(twin, attr, layer)
 
 
-def _trace(twin, node, tensors, **extra):
-    """``twin.call`` on the symbolic tensors of ``node``'s arguments, its
-    inner layers' calls on constants fed from the first of them."""
-    anchor = tensors[node.inputs[0]]
+def _trace(twin, args, kwargs):
+    """``twin.call`` on symbolic tensors, its inner layers' calls on
+    constants fed from the first of them."""
+    anchor = next(v for v in keras.tree.flatten((args, kwargs))
+                  if isinstance(v, keras.KerasTensor))
     with _constant_feeds(twin, anchor):
-        return replay_call(twin.call, node.args, node.kwargs, tensors,
-                           **extra)
+        return twin.call(*args, **kwargs)
 
 
 def _op_classes(inputs, outputs) -> list:
@@ -171,151 +178,163 @@ def _op_classes(inputs, outputs) -> list:
 
 
 class _Opener:
-    def __init__(self, graph):
-        self.graph = graph
-        self.twins = {}  # user layer name -> built, renamed copy
+    """The ``call_function`` of the rebuild: opens the calls of the user
+    layers not in ``kept`` (adding to ``opened`` / ``kept``)."""
 
-    def twin(self, name: str, layer, node, tensors):
-        """The copy of ``layer`` to open, built on ``node``'s inputs with
+    def __init__(self, opened: list, kept: dict):
+        self.opened, self.kept = opened, kept
+        self.twins = {}  # id(user layer) -> built, renamed copy
+
+    def __call__(self, layer, *args, **kwargs):
+        if _candidate(layer) and layer.name not in self.kept:
+            try:
+                out = self.open(layer, args, kwargs)
+            except _Refused as exc:
+                self.kept[layer.name] = str(exc)
+            else:
+                if layer.name not in self.opened:
+                    self.opened.append(layer.name)
+                return out
+        return layer(*args, **kwargs)
+
+    def twin(self, layer, args):
+        """The copy of ``layer`` to open, built on the call's inputs with
         ``layer``'s weights, its inner layers renamed."""
-        if name in self.twins:
-            return self.twins[name]
-        simple = all(isinstance(a, TensorId) for a in node.args) and all(
-            v is None for k, v in node.kwargs.items() if k != "training")
-        if not simple:
-            raise _Refused(f"{type(layer).__name__}: called with other "
-                           "arguments than tensors (kept float)")
+        if id(layer) in self.twins:
+            return self.twins[id(layer)]
         try:
-            twin = clone_layer(layer, name)
+            twin = clone_layer(layer)
         except Exception as exc:  # a class that cannot be rebuilt
             raise _Refused(f"{type(layer).__name__}: cannot be copied to "
                            f"open it ({exc}) (kept float)") from None
-        _rename_inside(twin, name)
-        replay_call(twin, node.args, {}, tensors)  # builds it
+        _rename_inside(twin, layer.name)
+        twin(*args)  # builds it
         twin.set_weights(layer.get_weights())
         refresh_state(twin)
-        self.twins[name] = twin
+        self.twins[id(layer)] = twin
         return twin
 
-    def open(self, name: str, layer, node, tensors):
-        """The outputs of ``node`` traced through its layer's ``call``."""
-        twin = self.twin(name, layer, node, tensors)
-        inputs = [tensors[t] for t in node.inputs]
+    def open(self, layer, args, kwargs):
+        """The outputs of one call of ``layer`` traced through its
+        ``call``."""
+        cls = type(layer).__name__
+        inputs = [v for v in keras.tree.flatten(args)
+                  if isinstance(v, keras.KerasTensor)]
+        plain = [v for v in keras.tree.flatten(args)
+                 if not isinstance(v, keras.KerasTensor)]
+        if not inputs or plain or any(
+                v is not None for k, v in kwargs.items() if k != "training"):
+            raise _Refused(f"{cls}: called with other arguments than "
+                           "tensors (kept float)")
+        twin = self.twin(layer, args)
         try:
-            out = _trace(twin, node, tensors)
+            out = _trace(twin, args, kwargs)
         except Exception as exc:  # tf.* calls, value-dependent Python
-            raise _Refused(f"{type(layer).__name__}: its call does not run "
-                           f"on symbolic tensors ({exc}) (kept float)"
-                           ) from None
+            raise _Refused(f"{cls}: its call does not run on symbolic "
+                           f"tensors ({exc}) (kept float)") from None
         flat = keras.tree.flatten(out)
         probe = keras.Model(inputs, flat)
         stray = [inner.name for inner in probe.layers
                  if not isinstance(inner, keras.layers.InputLayer)
-                 and not inner.name.startswith(f"{name}_")]
+                 and not inner.name.startswith(f"{layer.name}_")]
         if stray:
-            raise _Refused(f"{type(layer).__name__}: calls layers not held "
-                           f"in its attributes ({stray[:3]}) (kept float)")
+            raise _Refused(f"{cls}: calls layers not held in its attributes "
+                           f"({stray[:3]}) (kept float)")
         reached = {id(v) for v in probe.weights}
         frozen = [v.path for v in twin.weights if id(v) not in reached]
         if frozen:
             raise _Refused(
-                f"{type(layer).__name__}: its weights {frozen[:3]} are not "
-                "read through an inner layer called in its call (an "
-                "add_weight of its own?) (kept float)")
+                f"{cls}: its weights {frozen[:3]} are not read through an "
+                "inner layer called in its call (an add_weight of its own?) "
+                "(kept float)")
         if "training" in inspect.signature(twin.call).parameters:
             try:
-                trained = _op_classes(inputs, keras.tree.flatten(
-                    _trace(twin, node, tensors, training=True)))
+                trained = _op_classes(inputs, keras.tree.flatten(_trace(
+                    twin, args, {**kwargs, "training": True})))
             except Exception:  # the training branch does not trace
                 trained = None
             if trained != _op_classes(inputs, flat):
-                raise _Refused(
-                    f"{type(layer).__name__}: its call branches on "
-                    "'training' in Python (kept float)")
+                raise _Refused(f"{cls}: its call branches on 'training' in "
+                               "Python (kept float)")
         return out
 
-    def build(self, opened: list, kept: dict):
-        graph, model = self.graph, self.graph.model
-        inputs = new_inputs(model)
-        tensors = dict(zip(graph.inputs, inputs))
-        for node in graph.nodes:
-            out = None
-            if _candidate(node.layer) and node.name not in kept:
-                try:
-                    out = self.open(node.name, node.layer, node, tensors)
-                    if node.name not in opened:
-                        opened.append(node.name)
-                except _Refused as exc:
-                    kept[node.name] = str(exc)
-            if out is None:
-                out = node.call(node.layer, tensors)
-            for t, v in zip(node.outputs, keras.tree.flatten(out)):
-                tensors[t] = v
-        outputs = keras.tree.pack_sequence_as(
-            output_structure(model), [tensors[t] for t in graph.outputs])
-        if isinstance(outputs, list) and len(outputs) == 1:
-            outputs = outputs[0]
-        return model_like(model, pack_like_inputs(model, inputs), outputs)
 
-
-def inline_user_layers(graph, whole=()) -> Inlined:
-    """The float model of ``graph`` with the user's own layers that hold
-    weights opened into the layers they call (see the module doc).
+def open_layers(model, keep=()) -> Opened:
+    """The model with the user's own layers that hold weights opened into
+    the layers they call (see the module doc), and what was opened.
 
     Args:
-        graph: a :func:`~tfcomp.quantization._graph.read_graph` graph.
-        whole: names of layers to leave whole (``quantize_model``'s
-            ``skip``).
+        model: a built functional or Sequential model.
+        keep: names of user layers to leave whole.
 
     Returns:
-        An :class:`Inlined` (``model`` None when no layer was opened).
+        An :class:`Opened` (``model`` None when no layer was opened).
 
     Example:
-        >>> inline_user_layers(read_graph(model)).kept
-        {'token_and_position_embedding': 'TokenAndPositionEmbedding: ...'}
+        >>> open_layers(model).kept
+        {'scaled': 'OwnWeight: its weights [...] are not read ...'}
     """
-    if not any(_candidate(layer) for _, layer, _ in graph.layers()):
-        return Inlined(None, [], {})
-    opened = []
-    kept = {n: "listed in skip (kept float)" for n in whole
-            if any(n == name and _candidate(layer)
-                   for name, layer, _ in graph.layers())}
+    if not any(_candidate(layer) for _, layer in iter_leaf_layers(model)):
+        return Opened(None, [], {})
+    kept = {name: "listed in skip (kept float)" for name in keep}
+    view = functional_view(model)
     # a layer refused at its second call must be whole at its first too:
     # rebuild until no new refusal
-    for _ in range(len(graph.nodes) + 1):
-        before = dict(kept)
-        opener = _Opener(graph)
-        try:
-            model = opener.build(opened, kept)
-        except ValueError as exc:  # e.g. a name clash in the new model
-            names = [name for name, layer, _ in graph.layers()
-                     if _candidate(layer)]
-            return Inlined(None, [], {
-                n: f"opening it failed ({exc}) (kept float)" for n in names})
-        opened = [n for n in opened if n not in kept]
+    for _ in range(len(view.layers) + 1):
+        before, opened = dict(kept), []
+        new = keras.models.clone_model(
+            view, clone_function=lambda layer: layer,
+            call_function=_Opener(opened, kept), recursive=True)
         if kept == before:
             break
+    kept = {name: why for name, why in kept.items() if name not in keep}
     if not opened:
-        return Inlined(None, [], kept)
-    return Inlined(model, opened, kept)
+        return Opened(None, [], kept)
+    return Opened(new, opened, kept)
+
+
+def open_user_layers(model, keep=()):
+    """``model`` with your own layer classes opened into the Keras layers
+    their ``call`` uses, so pruning (and every other verb) sees inside them.
+
+    The new model computes the same function with the same weights (the
+    inner layers are copies named ``<your layer>_<attribute>``); classes
+    that cannot be opened faithfully stay whole, named in one warning with
+    the reason. ``quantize_model`` opens them by itself.
+
+    Args:
+        model: a built functional or Sequential model.
+        keep: names of your layers to leave whole.
+
+    Returns:
+        A new functional model, or ``model`` when nothing was opened.
+
+    Example:
+        >>> opened = tfcomp.graph.open_user_layers(model)
+        >>> small = tfcomp.pruning.prune_channels(
+        ...     opened, tfcomp.pruning.make_plan(opened, ratio=0.5))
+    """
+    result = open_layers(model, keep)
+    if result.kept:
+        warnings.warn(
+            "open_user_layers kept these layers whole: " + "; ".join(
+                f"{name!r}: {why}" for name, why in result.kept.items()),
+            stacklevel=2)
+    return model if result.model is None else result.model
 
 
 def opened_model(model):
     """``model`` with its user layers opened as ``quantize_model`` opens
-    them (the same names), or ``model`` itself when none opens (or it is not
-    a functional / Sequential model): what the hardware cost models price,
-    so a policy over ``quantizable_layers(model)`` has a spec per layer.
+    them (the same names), or ``model`` itself when none opens (or it is
+    not a functional / Sequential model): what the hardware cost models
+    price, so a policy over ``quantizable_layers(model)`` has a spec per
+    layer.
 
     Example:
         >>> [s.name for s in extract_specs(opened_model(model))][:2]
         ['stem', 'residual_block_conv1']
     """
-    from tfcomp.graph import iter_leaf_layers
-
-    if not any(_candidate(layer) for _, layer in iter_leaf_layers(model)):
-        return model
     try:
-        graph = read_graph(model)
-    except (TypeError, ValueError):
+        return open_layers(model).model or model
+    except (TypeError, ValueError, AttributeError):
         return model
-    return inline_user_layers(graph).model or model
