@@ -83,3 +83,17 @@ def test_bad_custom_objects_are_named(ws, capsys, spec, words):
     assert main(["--custom-objects", spec, "profile",
                  str(d / "model.keras")]) == 2
     assert words in capsys.readouterr().err
+
+
+def test_open_layers_prunes_inside_the_class(ws, capsys):
+    d, model, x = ws
+    out = d / "opened_pruned.keras"
+    assert main(["--custom-objects", str(d / "my_layers.py"),
+                 "--open-layers", "prune", str(d / "model.keras"), str(out),
+                 "--ratio", "0.5"]) == 0
+    assert "opened transformer_block" in capsys.readouterr().err
+    small = keras.saving.load_model(out)  # no custom objects: opened
+    names = [lyr.name for lyr in small.layers]
+    assert "transformer_block_ffn" in names
+    ffn = small.get_layer("transformer_block_ffn")
+    assert ffn.layers[0].units < 8  # the block's hidden Dense was pruned

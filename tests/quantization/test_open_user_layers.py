@@ -168,3 +168,18 @@ def test_keras_io_text_transformer_opens_and_its_positions_train(tmp_path):
     again = keras.saving.load_model(tmp_path / "q.keras")
     np.testing.assert_allclose(again.predict(tokens, verbose=0),
                                q.predict(tokens, verbose=0), atol=1e-6)
+
+
+def test_compiled_with_a_custom_loss_function():
+    """Opening rebuilds the model uncompiled (Keras' clone would compile it
+    from its config, which cannot find an unregistered loss function)."""
+    model = _residual_model()
+
+    def my_loss(y_true, y_pred):
+        return keras.ops.mean(keras.ops.square(y_pred), axis=-1)
+
+    model.compile("adam", my_loss)
+    q = quantize_model(model)
+    assert quantization_report(q).opened == ["residual_block", "block2"]
+    assert q.compiled
+    q.fit(_images(8), np.zeros(8), verbose=0)

@@ -29,7 +29,8 @@ from tfcomp.cli._labels import (
 )
 
 __all__ = [
-    "CLIError", "DATA_HELP", "HARDWARE", "set_quiet", "is_quiet", "info",
+    "CLIError", "DATA_HELP", "HARDWARE", "set_quiet", "set_open_layers",
+    "is_quiet", "info",
     "warn", "verbosity", "check_output", "check_writable", "check_folder",
     "write_text", "load_model", "save_model", "load_data",
     "model_input_names",
@@ -89,6 +90,12 @@ def set_custom_objects(paths) -> None:
     from tfcomp.graph.copy import live_class_objects
 
     _STATE["custom_objects"] = live_class_objects(classes) or None
+
+
+def set_open_layers(flag: bool) -> None:
+    """``--open-layers``: models are opened once loaded (see
+    :func:`load_model`)."""
+    _STATE["open_layers"] = bool(flag)
 
 
 def set_quiet(quiet: bool) -> None:
@@ -234,7 +241,7 @@ def load_model(path: str):
 
     info(f"loading {path}")
     try:  # tfcomp's classes registered; an unknown class names its package
-        return load_keras(path, custom_objects=_STATE.get("custom_objects"))
+        model = load_keras(path, custom_objects=_STATE.get("custom_objects"))
     except Exception as e:  # unknown layer, bad weights, ...
         hint = (" (it needs your own layer classes: pass the Python file "
                 "defining them, tfcomp --custom-objects FILE.py COMMAND ...)"
@@ -242,6 +249,16 @@ def load_model(path: str):
                                              "not registered")) else "")
         raise CLIError(f"cannot load model {path!r}{hint}: "
                        f"{type(e).__name__}: {e}") from e
+    if _STATE.get("open_layers"):
+        from tfcomp.graph.open_layers import open_layers
+
+        opened = open_layers(model)
+        for name, why in opened.kept.items():
+            info(f"kept {name} whole: {why}")
+        if opened.model is not None:
+            info(f"opened {', '.join(opened.names)}")
+            model = opened.model
+    return model
 
 
 def save_model(model, path: str) -> None:

@@ -42,6 +42,7 @@ from tfcomp.cli._common import (
     positive_int,
     ratio,
     set_custom_objects,
+    set_open_layers,
     set_quiet,
     shape,
 )
@@ -93,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a Python file (or module) defining your own Keras "
                         "layer / model classes, registered or not; "
                         "repeatable")
+    p.add_argument("--open-layers", action="store_true",
+                   help="open your own layer classes into the Keras layers "
+                        "their call uses once a model is loaded "
+                        "(tfcomp.graph.open_user_layers), so pruning reaches "
+                        "inside them")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser(
@@ -524,6 +530,7 @@ def main(argv=None) -> int:
     verb = _verb(args)
     try:
         set_custom_objects(args.custom_objects)
+        set_open_layers(args.open_layers)
         args.func(args)
     except CLIError as e:
         if args.traceback:

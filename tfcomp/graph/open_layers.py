@@ -54,6 +54,7 @@ from tfcomp.graph.constant import Constant
 from tfcomp.graph.copy import (
     clone_layer,
     functional_view,
+    model_like,
     refresh_state,
     user_layer_class,
 )
@@ -278,6 +279,9 @@ def open_layers(model, keep=()) -> Opened:
         return Opened(None, [], {})
     kept = {name: "listed in skip (kept float)" for name in keep}
     view = functional_view(model)
+    # an uncompiled model over the same graph: clone_model would compile
+    # its copy from the config, which fails for a custom loss function
+    view = keras.Model(view.input, view.output, name=view.name)
     # a layer refused at its second call must be whole at its first too:
     # rebuild until no new refusal
     for _ in range(len(view.layers) + 1):
@@ -290,7 +294,7 @@ def open_layers(model, keep=()) -> Opened:
     kept = {name: why for name, why in kept.items() if name not in keep}
     if not opened:
         return Opened(None, [], kept)
-    return Opened(new, opened, kept)
+    return Opened(model_like(model, new.input, new.output), opened, kept)
 
 
 def open_user_layers(model, keep=()):
