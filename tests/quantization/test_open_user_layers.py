@@ -183,3 +183,17 @@ def test_compiled_with_a_custom_loss_function():
     assert quantization_report(q).opened == ["residual_block", "block2"]
     assert q.compiled
     q.fit(_images(8), np.zeros(8), verbose=0)
+
+
+def test_hardware_costs_price_the_opened_layers():
+    """The hardware cost models open the classes as quantize_model does:
+    a bit policy over the inner layers has a cost spec per layer."""
+    from tfcomp.hardware import CostTable, extract_specs
+
+    model = _residual_model()
+    names = [s.name for s in extract_specs(model)]
+    assert {"residual_block_conv1", "block2_conv2"} <= set(names)
+    table = CostTable(model, "latency", "bismo")
+    assert table.layers == list(quantization_report(
+        quantize_model(model)).quantized)
+    assert table.cost("block2_conv1", 4, 4) < table.cost("block2_conv1", 8, 8)
