@@ -107,3 +107,18 @@ class ResidualBlock(L.Layer):
         """Two 3x3 "same" convs, C -> C, per output pixel."""
         h, w, c = x[1], x[2], x[3]
         return 2 * h * w * 9 * c * c
+
+
+class ScaledDense(L.Layer):
+    """A Dense with a learned scale of the class's own (``add_weight``):
+    opening it would drop that weight, so tfcomp keeps it whole."""
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = L.Dense(units)
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(shape=(), initializer="ones")
+
+    def call(self, x):
+        return self.dense(x) * self.scale

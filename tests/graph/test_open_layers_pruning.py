@@ -7,27 +7,13 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from _keras_io_layers import ResidualBlock
+from _keras_io_layers import ResidualBlock, ScaledDense
 
 import tfcomp
 from tfcomp.graph import DependencyGraph, open_user_layers
 from tfcomp.pruning import make_plan, mask_channels, prune_channels
 
 L = keras.layers
-
-
-class Scaled(L.Layer):
-    """A class with a weight of its own: cannot be opened."""
-
-    def __init__(self, units, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = L.Dense(units)
-
-    def build(self, input_shape):
-        self.scale = self.add_weight(shape=(), initializer="ones")
-
-    def call(self, x):
-        return self.dense(x) * self.scale
 
 
 def _cnn():
@@ -80,7 +66,7 @@ def test_sequential_and_nested_models_open():
 
 def test_classes_that_cannot_open_stay_whole_with_a_warning():
     inp = L.Input((6,))
-    model = keras.Model(inp, L.Dense(2)(Scaled(4, name="scaled")(inp)))
+    model = keras.Model(inp, L.Dense(2)(ScaledDense(4, name="scaled")(inp)))
     with pytest.warns(UserWarning, match="'scaled'.*add_weight"):
         assert open_user_layers(model) is model
     # keep= leaves a class whole on purpose (no warning)

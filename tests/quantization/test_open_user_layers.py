@@ -8,7 +8,12 @@ reason."""
 import keras
 import numpy as np
 import pytest
-from _keras_io_layers import TokenAndPositionEmbedding, TransformerBlock
+from _keras_io_layers import (
+    ResidualBlock,
+    ScaledDense,
+    TokenAndPositionEmbedding,
+    TransformerBlock,
+)
 
 from tfcomp.export import export_tflite
 from tfcomp.graph.open_layers import open_layers
@@ -20,36 +25,6 @@ from tfcomp.quantization import (
 )
 
 L = keras.layers
-
-
-class ResidualBlock(L.Layer):
-    """A keras.io-style residual block class: two convs with BN."""
-
-    def __init__(self, filters, **kwargs):
-        super().__init__(**kwargs)
-        self.conv1 = L.Conv2D(filters, 3, padding="same")
-        self.bn1 = L.BatchNormalization()
-        self.conv2 = L.Conv2D(filters, 3, padding="same")
-        self.bn2 = L.BatchNormalization()
-
-    def call(self, x):
-        y = keras.ops.relu(self.bn1(self.conv1(x)))
-        y = self.bn2(self.conv2(y))
-        return keras.ops.relu(x + y)
-
-
-class OwnWeight(L.Layer):
-    """A layer with an ``add_weight`` of its own (a learned scale)."""
-
-    def __init__(self, units, **kwargs):
-        super().__init__(**kwargs)
-        self.dense = L.Dense(units)
-
-    def build(self, input_shape):
-        self.scale = self.add_weight(shape=(), initializer="ones")
-
-    def call(self, x):
-        return self.dense(x) * self.scale
 
 
 class TrainingBranch(L.Layer):
@@ -126,7 +101,7 @@ def test_bits_and_skip_name_the_inner_layers():
 
 
 @pytest.mark.parametrize("layer, reason", [
-    (OwnWeight(4), "add_weight of its own"),
+    (ScaledDense(4), "add_weight of its own"),
     (TrainingBranch(4), "branches on 'training'"),
 ])
 def test_layers_that_cannot_be_opened_stay_whole(layer, reason):

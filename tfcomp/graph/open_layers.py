@@ -7,7 +7,8 @@ holding a ``MultiHeadAttention``, a ``Sequential`` of ``Dense`` layers and
 model (and so in its int8 file), and a channel-graph barrier for pruning.
 :func:`open_user_layers` rebuilds the model (``keras.models.clone_model``
 with a ``call_function``; the other layers are reused, nested functional
-models opened too) with each such call replaced by the layer's own ``call``
+models opened too, Keras' clone of a nested ``Sequential`` takes no
+``call_function``: a class inside one stays whole) with each such call replaced by the layer's own ``call``
 run on the symbolic tensors: Keras then records the inner layers and the
 ``keras.ops`` between them as nodes of the new functional model (the same
 function, the same weights). ``quantize_model`` (and every quantization
