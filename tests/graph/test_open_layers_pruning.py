@@ -74,3 +74,42 @@ def test_classes_that_cannot_open_stay_whole_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert open_user_layers(cnn, keep=["block1", "block2"]) is cnn
+
+
+class PositionAdd(L.Layer):
+    """keras.io-style position embedding added to its input (a lookup on
+    ``ops.arange``), used twice in one model below."""
+
+    def __init__(self, length, dim, **kwargs):
+        super().__init__(**kwargs)
+        self.length = length
+        self.table = L.Embedding(length, dim)
+        inp = keras.Input((length, dim))
+        self.mix = keras.Model(inp, L.Dense(dim)(inp))  # a held functional
+
+    def call(self, x):
+        return self.mix(x) + self.table(keras.ops.arange(self.length))
+
+
+def test_shared_layer_with_constant_lookups_and_a_held_model():
+    keras.utils.set_random_seed(0)
+    block = PositionAdd(5, 4, name="pos")
+    a, b = L.Input((5, 4)), L.Input((5, 4))
+    model = keras.Model([a, b], L.Add()([block(a), block(b)]))
+    x = [np.ones((2, 5, 4), np.float32), np.zeros((2, 5, 4), np.float32)]
+    opened = open_user_layers(model)
+    names = [lyr.name for lyr in opened.layers]
+    assert {"pos_table_const", "pos_table_const_2", "pos_mix"} <= set(names)
+    assert [lyr.name for lyr in opened.get_layer("pos_mix").layers][1:] == \
+        ["0"]  # the held model's layers named by index: same every time
+    np.testing.assert_allclose(opened(x), model(x), atol=1e-6)
+    again = open_user_layers(model)
+    assert [lyr.name for lyr in again.layers] == names
+
+
+def test_a_name_clash_keeps_the_class_whole():
+    inp = L.Input((8, 8, 3))
+    x = L.Conv2D(8, 1, name="block1_conv1")(inp)  # the name opening needs
+    model = keras.Model(inp, ResidualBlock(8, name="block1")(x))
+    with pytest.warns(UserWarning, match="'block1': opening failed"):
+        assert open_user_layers(model) is model

@@ -3,17 +3,18 @@ so tfcomp's verbs see what is inside them.
 
 keras.io writes a Transformer block as a ``keras.layers.Layer`` subclass
 holding a ``MultiHeadAttention``, a ``Sequential`` of ``Dense`` layers and
-``LayerNormalization`` s; as one opaque layer it stayed float in a QAT
-model (and so in its int8 file), and a channel-graph barrier for pruning.
+``LayerNormalization`` s; as one opaque layer it stayed float in a QAT model
+(and so in its int8 file), and a channel-graph barrier for pruning.
 :func:`open_user_layers` rebuilds the model (``keras.models.clone_model``
 with a ``call_function``; the other layers are reused, nested functional
 models opened too, Keras' clone of a nested ``Sequential`` takes no
-``call_function``: a class inside one stays whole) with each such call replaced by the layer's own ``call``
-run on the symbolic tensors: Keras then records the inner layers and the
-``keras.ops`` between them as nodes of the new functional model (the same
-function, the same weights). ``quantize_model`` (and every quantization
-verb, and the hardware cost models) opens them itself; pruning verbs keep
-your classes whole unless you open the model first.
+``call_function``: a class inside one stays whole) with each such call
+replaced by the layer's own ``call`` run on the symbolic tensors: Keras then
+records the inner layers and the ``keras.ops`` between them as nodes of the
+new functional model (the same function, the same weights).
+``quantize_model`` (and every quantization verb, and the hardware cost
+models) opens them itself; pruning verbs keep your classes whole unless you
+open the model first.
 
 A copy of the layer is opened (the user's objects gain no nodes); its inner
 layers are renamed after the attributes holding them
@@ -105,13 +106,15 @@ def _held_layers(owner) -> list:
 
 def _rename_inside(owner, prefix: str) -> None:
     """Names every layer ``owner`` holds ``<prefix>_<attribute>`` (the
-    layers of a held ``Sequential`` by their index: flat names
-    ``<its name>_<index>``), recursively
-    through the user's own classes (Keras' layers keep their insides)."""
+    layers of a held ``Sequential`` / functional model by their index: flat
+    names ``<its name>_<index>``), recursively through the user's own
+    classes (Keras' layers keep their insides)."""
     for attr, layer in _held_layers(owner):
         layer.name = f"{prefix}_{attr}"
-        if isinstance(layer, keras.Sequential):
-            for i, inner in enumerate(layer.layers):
+        if isinstance(layer, keras.Model):  # Sequential or functional
+            inners = [inner for inner in layer.layers
+                      if not isinstance(inner, keras.layers.InputLayer)]
+            for i, inner in enumerate(inners):
                 inner.name = str(i)
                 if user_layer_class(type(inner)):
                     _rename_inside(inner, f"{layer.name}_{i}")
@@ -126,17 +129,18 @@ class _ConstantFeed:
     layer is a node of the graph (its weights train) instead of an eager
     call frozen into a constant."""
 
-    def __init__(self, layer, anchor, name: str):
-        self.layer, self.anchor, self.name, self.made = layer, anchor, name, 0
+    def __init__(self, layer, anchor, made: dict):
+        self.layer, self.anchor, self.made = layer, anchor, made
 
     def _symbolic(self, value):
         if isinstance(value, keras.KerasTensor) or not hasattr(
                 value, "shape") or not hasattr(value, "dtype"):
             return value
-        self.made += 1
-        suffix = "" if self.made == 1 else f"_{self.made}"
+        base = f"{self.layer.name}_const"
+        n = self.made[base] = self.made.get(base, 0) + 1  # one per use
+        name = base if n == 1 else f"{base}_{n}"
         value = keras.ops.convert_to_numpy(value)
-        return Constant(value, name=f"{self.name}_const{suffix}")(self.anchor)
+        return Constant(value, name=name)(self.anchor)
 
     def __call__(self, *args, **kwargs):
         flat = keras.tree.flatten((args, kwargs))
@@ -150,27 +154,28 @@ class _ConstantFeed:
 
 
 @contextlib.contextmanager
-def _constant_feeds(twin, anchor):
+def _constant_feeds(twin, anchor, made: dict):
     """Puts a :class:`_ConstantFeed` in place of each layer ``twin`` holds
-    in a plain attribute, for the duration of the block."""
+    in a plain attribute, for the duration of the block (``made`` counts
+    the Constant layers per name, so a shared layer's calls get distinct
+    ones)."""
     held = [(attr, layer) for attr, layer in _held_layers(twin)
             if vars(twin).get(attr) is layer]
     try:
         for attr, layer in held:
-            object.__setattr__(twin, attr,
-                               _ConstantFeed(layer, anchor, layer.name))
+            object.__setattr__(twin, attr, _ConstantFeed(layer, anchor, made))
         yield
     finally:
         for attr, layer in held:
             object.__setattr__(twin, attr, layer)
 
 
-def _trace(twin, args, kwargs):
+def _trace(twin, args, kwargs, made: dict):
     """``twin.call`` on symbolic tensors, its inner layers' calls on
     constants fed from the first of them."""
     anchor = next(v for v in keras.tree.flatten((args, kwargs))
                   if isinstance(v, keras.KerasTensor))
-    with _constant_feeds(twin, anchor):
+    with _constant_feeds(twin, anchor, made):
         return twin.call(*args, **kwargs)
 
 
@@ -186,6 +191,7 @@ class _Opener:
     def __init__(self, opened: list, kept: dict):
         self.opened, self.kept = opened, kept
         self.twins = {}  # id(user layer) -> built, renamed copy
+        self.made = {}  # Constant layer name -> count
 
     def __call__(self, layer, *args, **kwargs):
         if _candidate(layer) and layer.name not in self.kept:
@@ -230,7 +236,7 @@ class _Opener:
                            "tensors (kept float)")
         twin = self.twin(layer, args)
         try:
-            out = _trace(twin, args, kwargs)
+            out = _trace(twin, args, kwargs, self.made)
         except Exception as exc:  # tf.* calls, value-dependent Python
             raise _Refused(f"{cls}: its call does not run on symbolic "
                            f"tensors ({exc}) (kept float)") from None
@@ -252,7 +258,7 @@ class _Opener:
         if "training" in inspect.signature(twin.call).parameters:
             try:
                 trained = _op_classes(inputs, keras.tree.flatten(_trace(
-                    twin, args, {**kwargs, "training": True})))
+                    twin, args, {**kwargs, "training": True}, {})))
             except Exception:  # the training branch does not trace
                 trained = None
             if trained != _op_classes(inputs, flat):
@@ -287,9 +293,15 @@ def open_layers(model, keep=()) -> Opened:
     # rebuild until no new refusal
     for _ in range(len(view.layers) + 1):
         before, opened = dict(kept), []
-        new = keras.models.clone_model(
-            view, clone_function=lambda layer: layer,
-            call_function=_Opener(opened, kept), recursive=True)
+        try:
+            new = keras.models.clone_model(
+                view, clone_function=lambda layer: layer,
+                call_function=_Opener(opened, kept), recursive=True)
+        except ValueError as exc:  # e.g. an inner name taken in the model
+            names = {layer.name for _, layer in iter_leaf_layers(model)
+                     if _candidate(layer) and layer.name not in keep}
+            return Opened(None, [], {n: f"opening failed ({exc}) (kept "
+                                        "float)" for n in sorted(names)})
         if kept == before:
             break
     kept = {name: why for name, why in kept.items() if name not in keep}
