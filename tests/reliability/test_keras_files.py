@@ -25,6 +25,7 @@ from tfcomp import _saving
 from tfcomp.layers import (
     BinaryConv2D,
     BinaryDense,
+    Constant,
     QuantAdditiveAttention,
     QuantAttention,
     QuantAverage,
@@ -206,7 +207,8 @@ def _layers_model():
     s = QuantAdditiveAttention()([s, s])
     x = keras.layers.Concatenate()(
         [x, keras.layers.GlobalAveragePooling1D()(s)])
-    return keras.Model(inp, BinaryDense(5)(x))
+    offset = Constant(np.linspace(0, 1, 5), value_dtype="float32")(inp)
+    return keras.Model(inp, keras.ops.add(BinaryDense(5)(x), offset))
 
 
 def _slim_base():
