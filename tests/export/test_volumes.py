@@ -97,7 +97,9 @@ def test_trained_dense_on_a_volume_is_integer(tmp_path):
     L.Conv3D(4, 3, strides=(2, 1, 2), padding="same", activation="relu"),
     L.Conv3D(4, (2, 3, 1), dilation_rate=(2, 1, 1)),
     L.Conv3DTranspose(4, 3, strides=2, padding="same"),
-], ids=["conv3d_same_strided", "conv3d_dilated", "conv3d_transpose"])
+    L.Conv3D(4, (2, 3, 3), strides=(2, 1, 1), groups=2),
+], ids=["conv3d_same_strided", "conv3d_dilated", "conv3d_transpose",
+        "conv3d_grouped"])
 def test_float_volume_convs_post_training_int8_are_integer(layer, tmp_path):
     """A float model's Conv3D / Conv3DTranspose: TFLite's CONV_3D /
     CONV_3D_TRANSPOSE are float only; an integer file takes the CONV_2D
@@ -116,3 +118,19 @@ def test_float_volume_convs_post_training_int8_are_integer(layer, tmp_path):
                            calibration_data=x)
     assert report.float_ops == []
     assert report.top1_agreement >= 0.95
+
+
+def test_qat_grouped_conv3d_exports_full_integer(tmp_path):
+    """A grouped Conv3D's CONV_2D form stacks the depth taps inside each
+    group, so the CONV_2D is grouped too (it was refused)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4, 6, 6, 4))
+    x = L.Conv3D(8, 3, padding="same", groups=4, activation="relu")(inputs)
+    model = keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling3D()(x)))
+    x = np.random.default_rng(0).uniform(size=(16, 4, 6, 6, 4)).astype(
+        "float32")
+    q = quantize_model(model)
+    calibrate(q, x)
+    report = export_tflite(q, str(tmp_path / "q.tflite"), "int8",
+                           calibration_data=x)
+    assert report.float_ops == [] and report.max_abs_error < 1e-4

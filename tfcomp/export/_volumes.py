@@ -115,12 +115,11 @@ def _static_5d(layer) -> bool:
 def _twin_class(layer, integer: bool):
     """The twin class of ``layer`` (None: it stays): a :func:`lowerable`
     3D pooling's, or for an ``integer`` file a channels_last Conv3D
-    (groups 1) / Conv3DTranspose's with a static input shape."""
+    (grouped too) / Conv3DTranspose's with a static input shape."""
     if lowerable(layer):
         return _TWINS[type(layer)]
     if integer and type(layer) in _CONV_TWINS and \
-            layer.data_format == "channels_last" and \
-            getattr(layer, "groups", 1) == 1 and _static_5d(layer):
+            layer.data_format == "channels_last" and _static_5d(layer):
         return _CONV_TWINS[type(layer)]
     return None
 

@@ -105,7 +105,7 @@ class QuantConv3D(ConvOp, _QuantLayer, keras.layers.Conv3D):
 
 
 def conv3d_as_conv2d(layer, x, fq_max, finish):
-    """Conv3D ``layer`` (channels last, groups 1) of ``x`` as one CONV_2D
+    """Conv3D ``layer`` (channels last, grouped too) of ``x`` as one CONV_2D
     over its stacked depth taps (:func:`_conv3d_as_conv2d`; "same" depth
     padding first), ``fq_max``: per-channel fake-quant maxima of the kernel
     (None: the float kernel), ``finish``: bias and activation.
@@ -114,10 +114,6 @@ def conv3d_as_conv2d(layer, x, fq_max, finish):
         >>> y = conv3d_as_conv2d(layer, x, None, lambda y: y + layer.bias)
     """
     _check_channels_last(layer)
-    if layer.groups != 1:
-        raise NotImplementedError(
-            f"int8 TFLite export of grouped Conv3D {layer.name!r} is not "
-            f"supported. Received: groups={layer.groups}")
     kd, sd, dd = layer.kernel.shape[0], layer.strides[0], \
         layer.dilation_rate[0]
     d_out = int(layer.compute_output_shape(tuple(x.shape))[1])
@@ -127,7 +123,8 @@ def conv3d_as_conv2d(layer, x, fq_max, finish):
             x = ops.pad(x, ((0, 0), (before, after), (0, 0), (0, 0),
                             (0, 0)))
     return _conv3d_as_conv2d(x, layer.kernel, layer.strides, layer.padding,
-                             layer.dilation_rate, d_out, fq_max, finish)
+                             layer.dilation_rate, d_out, fq_max, finish,
+                             groups=layer.groups)
 
 
 def conv3d_transpose_as_conv2d(layer, x, fq_max, finish):
@@ -146,22 +143,32 @@ def conv3d_transpose_as_conv2d(layer, x, fq_max, finish):
 
 
 def _conv3d_as_conv2d(x, kernel, strides, padding, dilation, d_out: int,
-                      fq_max, finish):
+                      fq_max, finish, groups: int = 1):
     """A Conv3D of ``x`` (depth already padded) as one CONV_2D: the ``kd``
     depth taps stacked on the channel axis (TFLite's CONV_3D is float
     only), the kernel fake-quantized per output channel; ``finish`` (the
     bias and activation) applied to the 4D result, before the reshape to
     5D, so the converter fuses it into the CONV_2D (after the reshape, a
-    nonzero bias was a float ADD and the conv a float CONV_2D)."""
-    kd, kh, kw, cin, cout = kernel.shape
+    nonzero bias was a float ADD and the conv a float CONV_2D). A grouped
+    conv (``groups`` > 1) stacks the taps inside each group (channels
+    ``[group][tap][channel of the group]``), so the CONV_2D is grouped
+    too, as Keras' grouped Conv2D exports."""
+    kd, kh, kw, cg, cout = kernel.shape  # cg: input channels per group
     sd, dd = strides[0], dilation[0]
     span = (d_out - 1) * sd + 1
     taps = [x[:, i * dd:i * dd + span:sd] for i in range(kd)]
-    x = taps[0] if kd == 1 else ops.concatenate(taps, axis=-1)
     h, w = int(x.shape[2]), int(x.shape[3])
-    x = ops.reshape(x, (-1, h, w, kd * cin))
+    if groups == 1:
+        x = taps[0] if kd == 1 else ops.concatenate(taps, axis=-1)
+    else:  # (.., tap, group, cg) -> (.., group, tap, cg), 5D at most
+        # (TFLite's TRANSPOSE takes up to 6 axes; batch, depth, height and
+        # width merged into two)
+        x = ops.stack(taps, axis=-2)
+        x = ops.reshape(x, (-1, h * w, kd, groups, cg))
+        x = ops.transpose(x, (0, 1, 3, 2, 4))
+    x = ops.reshape(x, (-1, h, w, kd * cg * groups))
     k = ops.reshape(ops.transpose(kernel, (1, 2, 0, 3, 4)),
-                    (kh, kw, kd * cin, cout))
+                    (kh, kw, kd * cg, cout))
     if fq_max is not None:
         k = fake_quant_weights(k, fq_max, axis=-1)
     y = finish(ops.conv(x, k, strides=strides[1:], padding=padding,
