@@ -62,6 +62,13 @@ def test_sequential_and_nested_models_open():
     inner = [lyr for lyr in opened.layers if isinstance(lyr, keras.Model)]
     assert "block1_conv2" in [lyr.name for lyr in inner[0].layers]
     np.testing.assert_allclose(opened(x), outer(x), atol=1e-6)
+    # a nested Sequential's class too
+    inp = L.Input((8, 8, 3))
+    wrapped = keras.Model(inp, L.Dense(2)(L.Flatten()(seq(inp))))
+    opened = open_user_layers(wrapped)
+    inner = [lyr for lyr in opened.layers if isinstance(lyr, keras.Model)]
+    assert "blk_conv2" in [lyr.name for lyr in inner[0].layers]
+    np.testing.assert_allclose(opened(x), wrapped(x), atol=1e-6)
 
 
 def test_classes_that_cannot_open_stay_whole_with_a_warning():

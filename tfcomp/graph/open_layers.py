@@ -7,8 +7,7 @@ holding a ``MultiHeadAttention``, a ``Sequential`` of ``Dense`` layers and
 (and so in its int8 file), and a channel-graph barrier for pruning.
 :func:`open_user_layers` rebuilds the model (``keras.models.clone_model``
 with a ``call_function``; the other layers are reused, nested functional
-models opened too, Keras' clone of a nested ``Sequential`` takes no
-``call_function``: a class inside one stays whole) with each such call
+and ``Sequential`` models opened the same way) with each such call
 replaced by the layer's own ``call`` run on the symbolic tensors: Keras then
 records the inner layers and the ``keras.ops`` between them as nodes of the
 new functional model (the same function, the same weights).
@@ -267,6 +266,26 @@ class _Opener:
         return out
 
 
+class _Nested:
+    """The ``clone_function`` of the rebuild: a nested model (functional
+    or ``Sequential``) opened by :func:`open_layers` itself (once per
+    model), any other layer reused."""
+
+    def __init__(self, keep, opened: list, kept: dict):
+        self.keep, self.opened, self.kept = keep, opened, kept
+        self.done = {}
+
+    def __call__(self, layer):
+        if not isinstance(layer, keras.Model):
+            return layer
+        if id(layer) not in self.done:
+            sub = open_layers(layer, self.keep)
+            self.kept.update(sub.kept)
+            self.opened.extend(n for n in sub.names if n not in self.opened)
+            self.done[id(layer)] = sub.model or layer
+        return self.done[id(layer)]
+
+
 def open_layers(model, keep=()) -> Opened:
     """The model with the user's own layers that hold weights opened into
     the layers they call (see the module doc), and what was opened.
@@ -295,8 +314,8 @@ def open_layers(model, keep=()) -> Opened:
         before, opened = dict(kept), []
         try:
             new = keras.models.clone_model(
-                view, clone_function=lambda layer: layer,
-                call_function=_Opener(opened, kept), recursive=True)
+                view, clone_function=_Nested(keep, opened, kept),
+                call_function=_Opener(opened, kept))
         except ValueError as exc:  # e.g. an inner name taken in the model
             names = {layer.name for _, layer in iter_leaf_layers(model)
                      if _candidate(layer) and layer.name not in keep}
