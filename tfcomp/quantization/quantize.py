@@ -2,6 +2,11 @@
 
 Steps (each listed in :func:`~tfcomp.quantization.quantization_report`):
 
+0. The user's own layer classes holding Keras layers (a residual block, a
+   Transformer block) are opened into the layers their ``call`` uses
+   (``tfcomp.graph.open_layers``; names ``<layer>_<attribute>``), so the
+   steps below reach inside them; a class that cannot be opened
+   faithfully stays one float layer, with the reason.
 1. Conv1D / Conv2D (grouped too) / Conv3D / DepthwiseConv1D / 2D / Dense /
    Conv1D / 2D / 3DTranspose / EinsumDense (dense-like equations) /
    Embedding layers become their ``Quant*`` counterparts with the requested
