@@ -126,8 +126,12 @@ def accuracy(model, x, y, batch_size: int = 256) -> float:
 
 
 def clone_with_weights(model):
-    """A new model of the same architecture holding ``model``'s weights."""
-    new = keras.models.clone_model(model)
+    """A new model of the same architecture holding ``model``'s weights
+    (tfcomp's copier: the user's own layer classes written as keras.io
+    writes them, no ``**kwargs``, copy too)."""
+    from tfcomp.graph.copy import clone_model
+
+    new = clone_model(model)
     new.set_weights(model.get_weights())
     return new
 

@@ -13,7 +13,12 @@ Three keras.io-style models, trained once in float here (``--epochs``):
 * ``vit_mini``: 4x4 patches (49 tokens of 32) + learned positions, two
   pre-norm transformer blocks (LayerNormalization, MultiHeadAttention with
   4 heads, residual; LayerNormalization, Dense 64 GELU, Dense 32,
-  residual), LayerNormalization, token pooling, Dense.
+  residual), LayerNormalization, token pooling, Dense;
+* ``vit_classes``: the same ViT written with the user's own layer classes
+  as keras.io writes them (``Patches``, ``PatchEncoder`` with its
+  position lookup on ``ops.arange``, a ``TransformerBlock`` class; flattened
+  patches projected by a Dense instead of a 4x4 conv), which
+  ``quantize_model`` opens into the layers they call.
 
 Rows, all on the same test subset: the float Keras model; its float32
 file; post-training int8 (``export_tflite(float_model, "int8",
@@ -31,7 +36,7 @@ no seeds averaged; CPU scale.
 Usage (~9 min on the 2-core host; --quick ~2 min):
     nice -n 10 .venv/bin/python benchmarks/norm_int8.py
     Options: [--train 10000] [--test 2000] [--epochs 3] [--qat-epochs 1]
-    [--runs 200] [--rounds 5] [--quick]
+    [--runs 200] [--rounds 5] [--quick] [--models a,b --merge]
 
 Writes ``norm_int8.json`` and ``norm_int8.md`` into ``--out``.
 
@@ -56,6 +61,7 @@ from _common import (
     fashion_mnist_subset,
     log,
     parser,
+    read_json,
     time_tflite,
     write_results,
 )
@@ -118,8 +124,76 @@ def vit_mini(shape=(28, 28, 1), dim=32, heads=4, classes=10):
                        name="vit_mini")
 
 
+class Patches(L.Layer):
+    """keras.io "Image classification with Vision Transformer"'s patch
+    layer, as written there (no weights: it stays one layer)."""
+
+    def __init__(self, patch_size):
+        super().__init__()
+        self.patch_size = patch_size
+
+    def call(self, images):
+        shape = keras.ops.shape(images)
+        patches = keras.ops.image.extract_patches(images, size=self.patch_size)
+        return keras.ops.reshape(patches, (
+            shape[0], (shape[1] // self.patch_size)
+            * (shape[2] // self.patch_size),
+            self.patch_size * self.patch_size * shape[3]))
+
+
+class PatchEncoder(L.Layer):
+    """keras.io's ViT patch encoder, as written there: a Dense projection
+    plus a position embedding looked up on ``ops.arange``."""
+
+    def __init__(self, num_patches, projection_dim):
+        super().__init__()
+        self.num_patches = num_patches
+        self.projection = L.Dense(units=projection_dim)
+        self.position_embedding = L.Embedding(input_dim=num_patches,
+                                              output_dim=projection_dim)
+
+    def call(self, patch):
+        positions = keras.ops.expand_dims(
+            keras.ops.arange(start=0, stop=self.num_patches, step=1), axis=0)
+        return self.projection(patch) + self.position_embedding(positions)
+
+
+class TransformerBlock(L.Layer):
+    """A pre-norm transformer block written as a layer class (as keras.io
+    writes its Transformer blocks): vit_mini's block."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.ln1 = L.LayerNormalization(epsilon=1e-6)
+        self.mha = L.MultiHeadAttention(heads, dim // heads)
+        self.ln2 = L.LayerNormalization(epsilon=1e-6)
+        self.mlp1 = L.Dense(2 * dim, activation="gelu")
+        self.mlp2 = L.Dense(dim)
+
+    def call(self, x):
+        h = self.ln1(x)
+        x = x + self.mha(h, h)
+        return x + self.mlp2(self.mlp1(self.ln2(x)))
+
+
+def vit_classes(shape=(28, 28, 1), dim=32, heads=4, classes=10):
+    """vit_mini written with the user's own layer classes (keras.io's
+    ``Patches`` / ``PatchEncoder`` and a ``TransformerBlock``):
+    ``quantize_model`` opens them (before, their weights stayed float and
+    the QAT int8 export was refused)."""
+    inp = keras.Input(shape)
+    x = Patches(4)(inp)
+    x = PatchEncoder((shape[0] // 4) * (shape[1] // 4), dim)(x)
+    for _ in range(2):
+        x = TransformerBlock(dim, heads)(x)
+    x = L.LayerNormalization(epsilon=1e-6, name="head_ln")(x)
+    x = L.GlobalAveragePooling1D(name="gap")(x)
+    return keras.Model(inp, L.Dense(classes, name="logits")(x),
+                       name="vit_classes")
+
+
 MODELS = {"convnext_mini": convnext_mini, "groupnorm_cnn": groupnorm_cnn,
-          "vit_mini": vit_mini}
+          "vit_mini": vit_mini, "vit_classes": vit_classes}
 
 
 def _file_accuracy(path, x, y) -> float:
@@ -208,6 +282,9 @@ def main():
     p.add_argument("--quick", action="store_true")
     p.add_argument("--models", default=",".join(MODELS),
                    help="comma-separated subset of " + ", ".join(MODELS))
+    p.add_argument("--merge", action="store_true",
+                   help="keep the other models' rows of the results json "
+                        "in --out (rerun some models only)")
     args = p.parse_args()
     if args.quick:
         args.train, args.test, args.epochs, args.runs = 2000, 500, 1, 50
@@ -216,6 +293,16 @@ def main():
               + (" --quick" if args.quick else "") + "`",
               "train": args.train, "test": args.test, "epochs": args.epochs,
               "qat_epochs": args.qat_epochs, "models": {}}
+    previous = os.path.join(args.out, f"{NAME}.json")
+    if args.merge and os.path.exists(previous):
+        kept = read_json(previous)
+        if (kept["train"], kept["test"], kept["epochs"]) != (
+                args.train, args.test, args.epochs):
+            raise SystemExit("--merge: the results json was measured with "
+                             "other --train / --test / --epochs")
+        result["models"] = kept["models"]
+        result["merged"] = sorted(set(kept.get("merged", []))
+                                  | set(args.models.split(",")))
     with tempfile.TemporaryDirectory() as folder:
         for name in args.models.split(","):
             if name not in MODELS:
