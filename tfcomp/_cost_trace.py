@@ -50,36 +50,17 @@ _TRACES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _NOT_COUNTED = "keras.ops matmuls written directly in its call are not counted"
 
 
-def _attr_layers(obj, depth: int = 0):
-    import keras
-
-    if isinstance(obj, keras.layers.Layer):
-        yield obj
-        return
-    if depth > 8:
-        return
-    if isinstance(obj, dict):
-        values = list(obj.values())
-    elif isinstance(obj, (list, tuple)):
-        values = list(obj)
-    else:
-        return
-    for v in values:
-        yield from _attr_layers(v, depth + 1)
-
-
 def children(layer) -> list:
     """Inner layers of ``layer``: a model's ``layers``; otherwise the layers
-    among its public attributes (lists / tuples / dicts searched)."""
+    among its public attributes (lists / tuples / dicts searched:
+    ``tfcomp.graph.walk.held_layers``)."""
     import keras
+
+    from tfcomp.graph.walk import held_layers
 
     if isinstance(layer, keras.Model):
         return list(layer.layers)
-    out = []
-    for key, value in vars(layer).items():
-        if not key.startswith("_"):
-            out.extend(_attr_layers(value))
-    return out
+    return [inner for _, inner in held_layers(layer)]
 
 
 def is_container(layer) -> bool:

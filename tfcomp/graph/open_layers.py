@@ -32,10 +32,13 @@ constant).
 A layer stays one float layer (its reason in the report) when opening it
 would not give the same trainable model: a weight of its own (``add_weight``
 in the class) or one read outside the inner layers, an inner layer not held
-by an attribute, a ``call`` that takes other arguments than tensors, does
+by an attribute or a list of them (one in a dict stays unnamed: the class
+is kept whole), a ``call`` that takes other arguments than tensors, does
 not run on symbolic tensors (``tf.*`` functions), or traces to different
 operations with ``training=True`` (a Python branch on ``training`` the
-functional graph cannot keep).
+functional graph cannot keep). Python side effects of a ``call`` (a
+counter, a print) run when the class is opened, not at each call of the
+opened model.
 
 Example:
     >>> opened = tfcomp.graph.open_user_layers(model)
@@ -59,7 +62,7 @@ from tfcomp.graph.copy import (
     refresh_state,
     user_layer_class,
 )
-from tfcomp.graph.walk import iter_leaf_layers
+from tfcomp.graph.walk import held_layers, iter_leaf_layers
 
 __all__ = ["Opened", "open_layers", "open_user_layers", "opened_model"]
 
@@ -88,27 +91,12 @@ def _candidate(layer) -> bool:
             and not isinstance(layer, keras.Model))
 
 
-def _held_layers(owner) -> list:
-    """``[(attribute, layer)]`` of the layers ``owner`` holds in its
-    attributes (lists and tuples of layers indexed), in assignment order."""
-    held = []
-    for attr, value in vars(owner).items():
-        if attr.startswith("_"):
-            continue
-        if isinstance(value, keras.layers.Layer):
-            held.append((attr, value))
-        elif isinstance(value, (list, tuple)):
-            held.extend((f"{attr}_{i}", v) for i, v in enumerate(value)
-                        if isinstance(v, keras.layers.Layer))
-    return held
-
-
 def _rename_inside(owner, prefix: str) -> None:
     """Names every layer ``owner`` holds ``<prefix>_<attribute>`` (the
     layers of a held ``Sequential`` / functional model by their index: flat
     names ``<its name>_<index>``), recursively through the user's own
     classes (Keras' layers keep their insides)."""
-    for attr, layer in _held_layers(owner):
+    for attr, layer in held_layers(owner, dicts=False):
         layer.name = f"{prefix}_{attr}"
         if isinstance(layer, keras.Model):  # Sequential or functional
             inners = [inner for inner in layer.layers
@@ -158,7 +146,7 @@ def _constant_feeds(twin, anchor, made: dict):
     in a plain attribute, for the duration of the block (``made`` counts
     the Constant layers per name, so a shared layer's calls get distinct
     ones)."""
-    held = [(attr, layer) for attr, layer in _held_layers(twin)
+    held = [(attr, layer) for attr, layer in held_layers(twin, dicts=False)
             if vars(twin).get(attr) is layer]
     try:
         for attr, layer in held:
@@ -225,11 +213,9 @@ class _Opener:
         """The outputs of one call of ``layer`` traced through its
         ``call``."""
         cls = type(layer).__name__
-        inputs = [v for v in keras.tree.flatten(args)
-                  if isinstance(v, keras.KerasTensor)]
-        plain = [v for v in keras.tree.flatten(args)
-                 if not isinstance(v, keras.KerasTensor)]
-        if not inputs or plain or any(
+        flat_args = keras.tree.flatten(args)
+        inputs = [v for v in flat_args if isinstance(v, keras.KerasTensor)]
+        if not inputs or len(inputs) < len(flat_args) or any(
                 v is not None for k, v in kwargs.items() if k != "training"):
             raise _Refused(f"{cls}: called with other arguments than "
                            "tensors (kept float)")
