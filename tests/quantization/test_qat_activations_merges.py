@@ -3,8 +3,8 @@ multi-op activations (hard_sigmoid, selu) and merges (Average, ...) are
 full-integer and compute what the QAT model computes.
 
 A dilated Conv2D / DepthwiseConv2D is exported with its dilation as zero
-taps (the converter leaves a dynamic-batch SPACE_TO_BATCH_ND ->
-CONV_2D -> BATCH_TO_SPACE_ND float); Average, hard_sigmoid and selu become
+taps, or beyond 4x the MACs on its phase sub-images (the converter leaves
+a dynamic-batch SPACE_TO_BATCH_ND -> CONV_2D -> BATCH_TO_SPACE_ND float); Average, hard_sigmoid and selu become
 ``QuantAverage`` / ``QuantHardSigmoid`` / ``QuantSELU`` / ``QuantELU``, with a quantizer
 on each tensor of their TFLite form (ADD + MUL; ADD + MUL; GREATER, MUL,
 EXP, SUB, MUL, SELECT_V2). ELU has no int8 TFLite kernel: it stays float
@@ -116,14 +116,60 @@ def test_dilated_conv_with_scaleless_batchnorm_is_int8(tmp_path, depthwise):
 
 def test_only_cheap_dilations_are_widened():
     """Zero taps cost ((k - 1) * r + 1) / k MACs per axis: 3x3 at rate 2
-    (2.8x) is widened; at rate 6 (DeepLab, 18x) the file keeps TF's
-    dilated form (a float CONV_2D, listed in float_ops)."""
+    (2.8x) is widened; at rate 6 (DeepLab, 18x) the file runs the conv on
+    the phase sub-images instead (next test)."""
     from tfcomp.layers.quant_conv import widens
 
     assert widens(L.Conv2D(4, 3, dilation_rate=2))
     assert widens(L.DepthwiseConv2D(3, dilation_rate=(1, 4)))  # 3x
     assert not widens(L.Conv2D(4, 3, dilation_rate=6))
     assert not widens(L.Conv2D(4, 3))
+
+
+def _aspp(size=(16, 14)):
+    """keras.io DeepLabV3+'s atrous pyramid: dilated 3x3 convs at rates
+    6, 12 and 18 (the cheapest widening would cost 18x to 144x the MACs),
+    a dilated depthwise conv, a non-square rate and a "valid" one."""
+    inp = keras.Input((*size, 3))
+    x = L.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    branches = [L.Conv2D(8, 3, padding="same", dilation_rate=r,
+                         use_bias=False)(x) for r in (6, 12, 18)]
+    branches.append(L.DepthwiseConv2D(3, padding="same",
+                                      dilation_rate=(3, 5))(x))
+    x = L.Concatenate()([L.ReLU()(L.BatchNormalization()(b))
+                         for b in branches])
+    x = L.Conv2D(8, 3, dilation_rate=(4, 3), activation="relu")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, L.Dense(10)(x))
+
+
+def test_wide_dilations_export_int8_on_phase_images(tmp_path):
+    """Beyond the widening bound, the export runs the undilated kernel on
+    the input's rate x rate phase sub-images stacked on the batch axis
+    (PAD, RESHAPE, TRANSPOSE, CONV_2D, ..., STRIDED_SLICE): every op int8,
+    the file equal to the QAT model within one output step (TF's own
+    lowering left the CONV_2D, BATCH_TO_SPACE_ND and bias ADD float)."""
+    keras.utils.set_random_seed(0)
+    qat, report, steps = _qat_file(_aspp(), _images(size=16)[..., :14, :],
+                                   tmp_path)
+    assert report.float_ops == [], report.float_ops
+    assert steps <= 1.01, steps
+    assert report.top1_agreement >= 0.95, report
+
+
+def test_dilated_as_batches_equals_the_dilated_conv():
+    from tfcomp.layers._kernel_ops import dilated_as_batches
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 11, 9, 3)).astype("float32")
+    k = rng.normal(size=(3, 2, 3, 4)).astype("float32")
+    for rate, padding in (((6, 6), "same"), ((3, 2), "same"),
+                          ((2, 3), "valid")):
+        want = keras.ops.conv(x, k, padding=padding, dilation_rate=rate)
+        got = dilated_as_batches(
+            x, rate, (3, 2), padding,
+            lambda b: keras.ops.conv(b, k, padding="valid"))
+        np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 def test_selu_and_hard_sigmoid_are_int8(tmp_path):

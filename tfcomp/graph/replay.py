@@ -134,23 +134,64 @@ class FlatView:
         self.tensors: dict = dict(zip(p.inputs, self.inputs))
         frozen = {path for path, kw in p.nested_calls.items()
                   if kw.get("training") is not None}
+        self._frozen = frozen
         for node in p.nodes:
-            if node.is_input:
-                continue
-            args, kwargs = call_arguments(p, node)
-            extra = {}
-            mode = self._outer_training(node.path, frozen)
-            if mode is not None and "training" not in kwargs and \
-                    takes_training(node.op):
-                extra["training"] = mode
-            out = replay_call(node.op, args, kwargs, self.tensors, **extra)
-            for tid, t in zip(node.outputs, keras.tree.flatten(out)):
-                self.tensors[tid] = t
+            if not node.is_input:
+                self._replay(node, self.tensors)
         self.outputs = [self.tensors[t] for t in p.outputs]
         self.model = keras.Model(
             self.inputs[0] if len(self.inputs) == 1 else self.inputs,
             self.outputs[0] if len(self.outputs) == 1 else self.outputs,
             name=f"{model.name}_flat")
+
+    def _replay(self, node, tensors: dict) -> None:
+        """Calls ``node``'s layer again on ``tensors`` (adds its outputs)."""
+        args, kwargs = call_arguments(self.parsed, node)
+        extra = {}
+        mode = self._outer_training(node.path, self._frozen)
+        if mode is not None and "training" not in kwargs and \
+                takes_training(node.op):
+            extra["training"] = mode
+        out = replay_call(node.op, args, kwargs, tensors, **extra)
+        for tid, t in zip(node.outputs, keras.tree.flatten(out)):
+            tensors[tid] = t
+
+    def sub_model(self, feeds, fetches, name: str | None = None):
+        """A model from the tensors ``feeds`` to ``fetches`` (parsed tensor
+        ids): each feed a new ``keras.Input``, the layers between them
+        called again (shared, as in the view).
+
+        ``keras.Model(view.tensor(a), view.tensor(b))`` on inner tensors
+        clones Keras' graph nodes instead, and when a feed is a model input
+        that the cloned part also reaches (a layer reading the input and an
+        inner tensor, as PointNet's ``Dot``), the clone rewrites that
+        input's history: the model no longer serialises ("could not find
+        node key").
+
+        Example:
+            >>> sub = view.sub_model(["conv1:0:0"], ["head:0:0"])
+        """
+        p = self.parsed
+        tensors: dict = {}
+        inputs = []
+        for tid in feeds:
+            t = self.tensor(tid)
+            inputs.append(keras.Input(batch_shape=t.shape, dtype=t.dtype))
+            tensors[p.resolve(tid)] = inputs[-1]
+        want = [p.resolve(t) for t in fetches]
+        for node in p.nodes:
+            if all(w in tensors for w in want):
+                break
+            if node.is_input or any(o in tensors for o in node.outputs) or \
+                    not all(p.resolve(i) in tensors for i in node.inputs):
+                continue
+            self._replay(node, tensors)
+        missing = [f for f, w in zip(fetches, want) if w not in tensors]
+        if missing:
+            raise ValueError(f"sub_model: tensors {missing} are not computed "
+                             f"from the feeds {list(feeds)} in model view "
+                             f"{self.model.name!r}.")
+        return keras.Model(inputs, [tensors[w] for w in want], name=name)
 
     def _outer_training(self, path: str, frozen: set):
         """The ``training`` argument the innermost enclosing nested call

@@ -10,7 +10,8 @@ from __future__ import annotations
 from keras import ops
 
 __all__ = ["ConvOp", "ConvTransposeOp", "DenseOp", "DepthwiseOp", "EinsumOp",
-           "causal_pad", "parse_dense_equation", "undilated"]
+           "causal_pad", "dilated_as_batches", "parse_dense_equation",
+           "undilated"]
 
 
 def causal_pad(x, layer):
@@ -41,6 +42,51 @@ def undilated(kernel, rate: int, axis: int = 0):
     return ops.concatenate(parts, axis=axis)
 
 
+def _phase_plan(n: int, k: int, r: int, padding: str) -> tuple:
+    """``(out, per_phase, pad_before, pad_after)`` of one spatial axis of
+    a stride-1 convolution with kernel ``k`` at dilation ``r``."""
+    if padding == "same":
+        out, before = n, (k - 1) * r // 2
+    else:
+        out, before = n - (k - 1) * r, 0
+    q = -(-out // r)
+    return out, q, before, r * (q + k - 1) - n - before
+
+
+def dilated_as_batches(x, rate, kernel_size, padding: str, conv):
+    """A stride-1 dilated 2D convolution (channels last, static height and
+    width) as ``conv`` (valid, undilated) on the ``rate[0] * rate[1]``
+    phase sub-images of the padded input stacked on the batch axis.
+
+    Output position ``q * r + s`` reads input taps ``(q + i) * r + s``: the
+    undilated kernel run on the phase-``s`` sub-image ``x[s::r]``. Written
+    with PAD / RESHAPE / TRANSPOSE / STRIDED_SLICE around one CONV_2D, every
+    op of it is int8 in a TFLite file, where TF's own lowering
+    (SPACE_TO_BATCH_ND -> CONV_2D -> BATCH_TO_SPACE_ND, then the bias ADD)
+    leaves the convolution float for a dynamic batch. ``conv`` should add
+    the bias and the (element-wise) activation: they commute with the
+    rearrangement, and then the int8 convolution has its output range.
+
+    Example:
+        >>> y = dilated_as_batches(x, (6, 6), (3, 3), "same",
+        ...                        lambda b: ops.conv(b, k, padding="valid"))
+    """
+    (rh, rw), (kh, kw) = rate, kernel_size
+    h, w, c = x.shape[1:]
+    ho, qh, bh, ah = _phase_plan(int(h), int(kh), int(rh), padding)
+    wo, qw, bw, aw = _phase_plan(int(w), int(kw), int(rw), padding)
+    hq, wq = qh + kh - 1, qw + kw - 1
+    x = ops.pad(x, ((0, 0), (bh, ah), (bw, aw), (0, 0)))
+    x = ops.reshape(x, (-1, hq, rh, wq, rw, c))
+    x = ops.transpose(x, (2, 4, 0, 1, 3, 5))
+    y = conv(ops.reshape(x, (-1, hq, wq, c)))
+    co = y.shape[-1]
+    y = ops.reshape(y, (rh, rw, -1, qh, qw, co))
+    y = ops.transpose(y, (2, 3, 0, 4, 1, 5))
+    y = ops.reshape(y, (-1, qh * rh, qw * rw, co))
+    return y[:, :ho, :wo, :]
+
+
 class ConvOp:
     """``ops.conv`` with the layer's strides, padding and dilation (N-d,
     grouped convolutions included; Conv1D's ``"causal"`` padding too;
@@ -49,8 +95,8 @@ class ConvOp:
 
     _kernel_reduce_axes = (0, 1, 2)
 
-    def _op(self, x, k, dilation_rate=None):
-        padding = self.padding
+    def _op(self, x, k, dilation_rate=None, padding=None):
+        padding = padding or self.padding
         if padding == "causal":
             x, padding = causal_pad(x, self), "valid"
         return ops.conv(x, k, strides=self.strides, padding=padding,
@@ -75,9 +121,9 @@ class DepthwiseOp:
 
     _kernel_reduce_axes = (0, 1)
 
-    def _op(self, x, k, dilation_rate=None):
+    def _op(self, x, k, dilation_rate=None, padding=None):
         return ops.depthwise_conv(x, k, strides=self.strides,
-                                  padding=self.padding,
+                                  padding=padding or self.padding,
                                   dilation_rate=dilation_rate
                                   or self.dilation_rate,
                                   data_format=self.data_format)

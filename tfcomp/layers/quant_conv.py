@@ -10,7 +10,12 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from tfcomp.layers._kernel_ops import ConvOp, DepthwiseOp, undilated
+from tfcomp.layers._kernel_ops import (
+    ConvOp,
+    DepthwiseOp,
+    dilated_as_batches,
+    undilated,
+)
 from tfcomp.layers.quant_base import QuantMixin, fake_quant_weights, pop_unsupported
 
 __all__ = ["QuantConv2D", "QuantDepthwiseConv2D"]
@@ -18,10 +23,13 @@ __all__ = ["QuantConv2D", "QuantDepthwiseConv2D"]
 
 #: The most MACs widening a dilated kernel may cost, as a multiple of the
 #: dilated conv's (3x3 at rate 2: 25 / 9 = 2.8x). Beyond it (DeepLab's
-#: rate 6+) the file keeps TF's dilated form: a float CONV_2D between
-#: SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND, listed in ``float_ops``.
-#: (``QuantConv1D`` widens at any rate, as it did before this bound: a
-#: WaveNet's kernel 2 at rate 8 costs 4.5x.)
+#: rate 6+) the file runs the dilated conv on the input's phase
+#: sub-images stacked on the batch axis (``dilated_as_batches``: the
+#: dilated conv's MACs, plus reshapes / transposes), all int8; a dynamic
+#: height or width, or channels first, keeps TF's dilated form: a float
+#: CONV_2D between SPACE_TO_BATCH_ND / BATCH_TO_SPACE_ND, listed in
+#: ``float_ops``. (``QuantConv1D`` widens at any rate, as it did before
+#: this bound: a WaveNet's kernel 2 at rate 8 costs 4.5x.)
 MAX_UNDILATED_COST = 4.0
 
 
@@ -55,11 +63,26 @@ class _UndilatedExport:
     the layer (Keras refuses strides > 1 with a dilation)."""
 
     def _export_call(self, inputs):
-        if not widens(self):
-            return super()._export_call(inputs)
-        y = self._op(self._export_inputs(inputs), self._export_kernel(),
-                     dilation_rate=1)
-        return self._apply_bias_activation(y)
+        if widens(self):
+            y = self._op(self._export_inputs(inputs), self._export_kernel(),
+                         dilation_rate=1)
+            return self._apply_bias_activation(y)
+        if _phases_apply(self, inputs):
+            k = self._export_kernel()
+            return dilated_as_batches(
+                self._export_inputs(inputs), self.dilation_rate,
+                self.kernel_size, self.padding,
+                lambda b: self._apply_bias_activation(
+                    self._op(b, k, dilation_rate=1, padding="valid")))
+        return super()._export_call(inputs)
+
+
+def _phases_apply(layer, inputs) -> bool:
+    """Whether the export writes ``layer``'s dilation on phase sub-images
+    (``dilated_as_batches``): dilated beyond ``MAX_UNDILATED_COST``,
+    channels last, static height and width."""
+    return max(layer.dilation_rate) > 1 and layer._channels_last() and \
+        all(d is not None for d in inputs.shape[1:3])
 
 _Q_DOC = """
         w_bits: weight bits in [1, 8], or 32 for float weights.

@@ -121,8 +121,7 @@ class GreedyGroup:
         feeds = cut(parsed, paths, fetches)
         unique = list(dict.fromkeys(fetches))  # a consumer may end the stage
         self.fetch_index = [unique.index(t) for t in fetches]
-        self.sub = keras.Model([view.tensor(t) for t in feeds],
-                               [view.tensor(t) for t in unique])
+        self.sub = view.sub_model(feeds, unique)
         bs = settings.batch_size
         # feeds from the current (pruned so far) network, targets from orig
         self.feed_vals = activations(view.model, [view.tensor(t)
