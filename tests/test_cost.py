@@ -54,14 +54,14 @@ def test_conv1d_depthwise_separable_transpose_dense_macs():
 
 
 def test_zero_mac_layers_and_unknown_layer_note():
-    class Mystery(keras.layers.Layer):
-        def call(self, x):
-            return x * 2.0
+    class Mystery(keras.layers.Layer):  # two tensors: not traced
+        def call(self, x, scale):
+            return x * scale
 
     inp = keras.Input((4, 4, 3))
     x = keras.layers.BatchNormalization()(inp)
     x = keras.layers.MaxPooling2D()(x)
-    y = Mystery(name="mystery")(x)
+    y = Mystery(name="mystery")(x, x)
     out = keras.layers.Add()([x, y])
     p = profile(keras.Model(inp, out))
     assert p.macs == 0
@@ -69,6 +69,33 @@ def test_zero_mac_layers_and_unknown_layer_note():
     assert rec.macs == 0 and "unknown" in rec.note
     assert p.unknown_layers == ["mystery"]
     assert p.by_name("batch_normalization").params == 12
+
+
+def test_keras_ops_products_count():
+    """ops.matmul / einsum / tensordot / dot nodes of a functional graph,
+    and those a Lambda or a weightless layer class computes, count
+    (output elements) x (contracted size); element-wise ops count 0."""
+
+    class PixelAttention(keras.layers.Layer):  # weightless, keras.ops only
+        def call(self, x):
+            s = keras.ops.softmax(keras.ops.matmul(
+                x, keras.ops.transpose(x, (0, 2, 1))))
+            return keras.ops.matmul(s, x) * 0.5
+
+    ops = keras.ops
+    inp = keras.Input((8, 4))
+    a = ops.matmul(inp, ops.transpose(inp, (0, 2, 1)))      # 8*8*4
+    b = ops.einsum("btc,bsc->bts", inp, inp)                 # 8*8*4
+    c = ops.tensordot(inp, ops.ones((4, 3)), axes=1)         # 8*3*4
+    d = keras.layers.Lambda(lambda t: ops.dot(t, ops.ones((4, 2))))(inp)
+    e = PixelAttention(name="pix")(inp)                      # 2 * 8*8*4
+    p = profile(keras.Model(inp, [a, b, c, d, e]))
+    macs = {r.type: r.macs for r in p.layers}
+    assert macs["Matmul"] == macs["Einsum"] == 256
+    assert macs["Tensordot"] == 96 and macs["Lambda"] == 64
+    assert p.by_name("pix").macs == 512 and "traced" in p.by_name("pix").note
+    assert macs["Transpose"] == 0 and p.unknown_layers == []
+    assert p.macs == 256 * 2 + 96 + 64 + 512
 
 
 def test_nested_model_and_bits_bops():

@@ -383,9 +383,14 @@ def _walk_items(model, prefix: str):
     nested subclassed model given whole (``subclassed`` True)."""
     import keras
 
-    for layer in model.layers:
+    from tfcomp._cost_ops import is_keras_op
+
+    # a functional model's operations: its layers and its keras.ops nodes
+    for layer in getattr(model, "operations", None) or model.layers:
         path = f"{prefix}{layer.name}"
-        if not (isinstance(layer, keras.Model) and layer.layers):
+        if is_keras_op(layer):
+            yield path, layer, False
+        elif not (isinstance(layer, keras.Model) and layer.layers):
             yield path, layer, False
         elif _subclassed(layer):
             yield path, layer, True
@@ -418,10 +423,27 @@ def _traced_layer(layer, name, graph_args, shared) -> tuple[int, str]:
     return total, "; ".join(notes)
 
 
+def _ops_macs(layer, name, calls, in_shapes, out_shapes, note
+              ) -> tuple[int, str]:
+    """MACs of a ``keras.ops`` node, or of the products a Lambda /
+    weightless layer class computes in its call (``tfcomp._cost_ops``);
+    ``note`` kept when its call cannot be traced."""
+    from tfcomp._cost_ops import is_keras_op, op_macs, traced_call_macs
+
+    if is_keras_op(layer):
+        return op_macs(layer, in_shapes, out_shapes), ""
+    macs = traced_call_macs(layer)
+    if macs is None:
+        return 0, note
+    n = len(calls.get(name) or ()) or 1  # a shared layer: every call
+    return macs * n, (f"keras.ops in its call traced ({n} calls)" if n > 1
+                      else "keras.ops in its call traced")
+
+
 def _record(name, layer, macs, note, out_shapes, rows, bits
             ) -> LayerProfile:
     w_bits, a_bits = _layer_bits(layer, bits, name)
-    params = int(sum(_prod(w.shape) for w in layer.weights))
+    params = int(sum(_prod(w.shape) for w in getattr(layer, "weights", ())))
     out_shape = tuple(out_shapes[0][1:]) if out_shapes else ()
     if params == 0:
         w_bits = FLOAT_BITS if not hasattr(layer, "w_bits") else w_bits
@@ -495,10 +517,13 @@ def _walk(model, prefix: str, bits, records: list) -> None:
         else:
             in_shapes, out_shapes = _io_shapes(layer)
             macs, note = _count_macs(layer, in_shapes, out_shapes)
-        if not macs and note.startswith("unknown layer type") and \
-                is_container(layer):
-            macs, note = _traced_layer(layer, name, graph_args,
-                                       calls.get(name))
+        if not macs and note.startswith("unknown layer type"):
+            if is_container(layer):
+                macs, note = _traced_layer(layer, name, graph_args,
+                                           calls.get(name))
+            else:  # a keras.ops node, a Lambda, a weightless layer class
+                macs, note = _ops_macs(layer, name, calls, in_shapes,
+                                       out_shapes, note)
         macs, note = _rows_factor(macs, note, rows)
         records.append(_record(name, layer, macs, note, out_shapes, rows,
                                bits))

@@ -4,9 +4,10 @@ full-integer and compute what the QAT model computes.
 
 A dilated Conv2D / DepthwiseConv2D is exported with its dilation as zero
 taps, or beyond 4x the MACs on its phase sub-images (the converter leaves
-a dynamic-batch SPACE_TO_BATCH_ND -> CONV_2D -> BATCH_TO_SPACE_ND float); Average, hard_sigmoid and selu become
-``QuantAverage`` / ``QuantHardSigmoid`` / ``QuantSELU`` / ``QuantELU``, with a quantizer
-on each tensor of their TFLite form (ADD + MUL; ADD + MUL; GREATER, MUL,
+a dynamic-batch SPACE_TO_BATCH_ND -> CONV_2D -> BATCH_TO_SPACE_ND
+float); Average, hard_sigmoid and selu become ``QuantAverage`` /
+``QuantHardSigmoid`` / ``QuantSELU`` / ``QuantELU``, with a quantizer on
+each tensor of their TFLite form (ADD + MUL; ADD + MUL; GREATER, MUL,
 EXP, SUB, MUL, SELECT_V2). ELU has no int8 TFLite kernel: it stays float
 in the QAT file exactly as in post-training int8."""
 
