@@ -122,3 +122,49 @@ class ScaledDense(L.Layer):
 
     def call(self, x):
         return self.dense(x) * self.scale
+
+
+@keras.saving.register_keras_serializable(package="keras_io_pointnet")
+class OrthogonalRegularizer(keras.regularizers.Regularizer):
+    """keras.io "Point cloud classification with PointNet": pushes a
+    T-net's feature transform towards an orthogonal matrix."""
+
+    def __init__(self, num_features, l2reg=0.001):
+        self.num_features = num_features
+        self.l2reg = l2reg
+        self.identity = keras.ops.eye(num_features)
+
+    def __call__(self, x):
+        x = keras.ops.reshape(x, (-1, self.num_features, self.num_features))
+        xxt = keras.ops.tensordot(x, x, axes=(2, 2))
+        xxt = keras.ops.reshape(xxt, (-1, self.num_features,
+                                      self.num_features))
+        return keras.ops.sum(self.l2reg * keras.ops.square(
+            xxt - self.identity))
+
+    def get_config(self):
+        return {"num_features": self.num_features, "l2reg": self.l2reg}
+
+
+@keras.saving.register_keras_serializable(package="keras_io_espcn")
+class DepthToSpace(L.Layer):
+    """keras.io "Image super-resolution using an efficient sub-pixel CNN":
+    the sub-pixel shuffle, written with ``keras.ops`` (no weights)."""
+
+    def __init__(self, block_size, **kwargs):
+        super().__init__(**kwargs)
+        self.block_size = block_size
+
+    def call(self, x):
+        _, h, w, c = keras.ops.shape(x)
+        bs = self.block_size
+        x = keras.ops.reshape(x, (-1, h, w, bs, bs, c // (bs * bs)))
+        x = keras.ops.transpose(x, (0, 1, 3, 2, 4, 5))
+        return keras.ops.reshape(x, (-1, h * bs, w * bs, c // (bs * bs)))
+
+    def get_config(self):
+        return {**super().get_config(), "block_size": self.block_size}
+
+    def hand_macs(self, x, y) -> int:
+        """A data movement: no MACs."""
+        return 0

@@ -19,6 +19,8 @@ from typing import Callable
 import keras
 import numpy as np
 from _keras_io_layers import (
+    DepthToSpace,
+    OrthogonalRegularizer,
     ResidualBlock,
     StochasticDepth,
     TokenAndPositionEmbedding,
@@ -38,7 +40,9 @@ ROWS = (
     "LayerNormalization", "GroupNormalization", "Embedding", "pooling",
     "padding", "Rescaling / Normalization",
     "Add / Concatenate / Multiply",
-    "Reshape / Flatten", "Dropout / noise / augmentation", "nested Model",
+    "Subtract / Maximum / Minimum / Average / Dot",
+    "UpSampling / Resizing / Cropping", "Reshape / Flatten",
+    "Dropout / noise / augmentation", "nested Model",
     "several inputs", "Lambda / keras.ops",
     "LSTM / GRU / SimpleRNN / ConvLSTM", "TimeDistributed",
     "Attention / AdditiveAttention", "your own Layer subclass",
@@ -691,6 +695,130 @@ def segmentation_unet():
     return keras.Model(inputs, outputs, name="segmentation_unet")
 
 
+def convmixer():
+    """keras.io "Image classification with ConvMixer": a patch conv, GELU,
+    residual depthwise token mixing, pointwise channel mixing."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    x = L.Rescaling(scale=1.0 / 255)(inputs)
+    x = L.Conv2D(16, kernel_size=2, strides=2)(x)
+    x = L.BatchNormalization()(L.Activation("gelu")(x))
+    for _ in range(2):
+        x0 = x
+        x = L.DepthwiseConv2D(kernel_size=3, padding="same")(x)
+        x = L.Add()([L.BatchNormalization()(L.Activation("gelu")(x)), x0])
+        x = L.Conv2D(16, kernel_size=1)(x)
+        x = L.BatchNormalization()(L.Activation("gelu")(x))
+    x = L.GlobalAvgPool2D()(x)
+    outputs = L.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="convmixer")
+
+
+def _pointnet_conv(x, filters):
+    x = L.Conv1D(filters, kernel_size=1, padding="valid")(x)
+    return L.Activation("relu")(L.BatchNormalization(momentum=0.0)(x))
+
+
+def _pointnet_dense(x, filters):
+    x = L.Dense(filters)(x)
+    return L.Activation("relu")(L.BatchNormalization(momentum=0.0)(x))
+
+
+def _tnet(inputs, num_features):
+    """PointNet's T-net: a learned ``num_features`` x ``num_features``
+    transform (Dense -> Reshape), applied with a ``Dot`` layer."""
+    bias = keras.initializers.Constant(np.eye(num_features).flatten())
+    x = _pointnet_conv(inputs, 8)
+    x = L.GlobalMaxPooling1D()(_pointnet_conv(x, 16))
+    x = _pointnet_dense(x, 16)
+    x = L.Dense(num_features * num_features, kernel_initializer="zeros",
+                bias_initializer=bias,
+                activity_regularizer=OrthogonalRegularizer(num_features))(x)
+    feat_t = L.Reshape((num_features, num_features))(x)
+    return L.Dot(axes=(2, 1))([inputs, feat_t])
+
+
+def pointnet():
+    """keras.io "Point cloud classification with PointNet": T-nets (a
+    ``Dot`` of the points and a learned transform, an activity
+    regularizer of the user's own class), pointwise Conv1D, max pooling."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(32, 3))
+    x = _tnet(inputs, 3)
+    x = _pointnet_conv(_pointnet_conv(x, 8), 8)
+    x = _tnet(x, 8)
+    x = _pointnet_conv(_pointnet_conv(x, 8), 16)
+    x = _pointnet_dense(L.GlobalMaxPooling1D()(x), 16)
+    outputs = L.Dense(10, activation="softmax")(L.Dropout(0.3)(x))
+    return keras.Model(inputs, outputs, name="pointnet")
+
+
+def _deeplab_block(x, filters=8, kernel_size=3, dilation_rate=1):
+    x = L.Conv2D(filters, kernel_size, dilation_rate=dilation_rate,
+                 padding="same", use_bias=False,
+                 kernel_initializer=keras.initializers.HeNormal())(x)
+    return keras.ops.nn.relu(L.BatchNormalization()(x))
+
+
+def deeplab_mini():
+    """keras.io "Multiclass semantic segmentation using DeepLabV3+": an
+    atrous pyramid (dilated 3x3 convs; rates 2 and 3 at this 4x4 size,
+    6 / 12 / 18 there), image pooling upsampled bilinearly, a low-level
+    skip, ``keras.ops.nn.relu``; a small conv backbone for ResNet50."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    low = L.MaxPooling2D()(_deeplab_block(inputs))   # 8x8 low level
+    x = L.MaxPooling2D()(_deeplab_block(low))        # 4x4
+    pool = L.AveragePooling2D(pool_size=(4, 4))(x)
+    pool = _deeplab_block(pool, kernel_size=1)
+    pool = L.UpSampling2D(size=(4, 4), interpolation="bilinear")(pool)
+    branches = [_deeplab_block(x, kernel_size=1)] + [
+        _deeplab_block(x, dilation_rate=r) for r in (2, 3)]
+    x = _deeplab_block(L.Concatenate()([pool, *branches]), kernel_size=1)
+    x = L.UpSampling2D(size=(2, 2), interpolation="bilinear")(x)
+    x = L.Concatenate()([x, _deeplab_block(low, filters=4, kernel_size=1)])
+    x = L.UpSampling2D(size=(2, 2), interpolation="bilinear")(
+        _deeplab_block(x))
+    outputs = L.Conv2D(3, kernel_size=1, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="deeplab_mini")
+
+
+def espcn():
+    """keras.io "Image super-resolution using an efficient sub-pixel CNN":
+    convs, then the user's weightless ``DepthToSpace`` layer (a per-pixel
+    2-class head here, so the files can be checked by top-1)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(8, 8, 1))
+    conv_args = {"activation": "relu", "kernel_initializer": "orthogonal",
+                 "padding": "same"}
+    x = L.Conv2D(16, 5, **conv_args)(inputs)
+    x = L.Conv2D(8, 3, **conv_args)(x)
+    x = L.Conv2D(8, 3, **conv_args)(x)
+    x = L.Conv2D(2 * 2 ** 2, 3, **conv_args)(x)
+    outputs = L.Softmax()(DepthToSpace(2)(x))
+    return keras.Model(inputs, outputs, name="espcn")
+
+
+def misc_layers():
+    """The long tail of Keras layers a user reaches for: LeakyReLU, ELU,
+    hard_silu, Subtract, Maximum, Minimum, Average, ReLU(max_value),
+    SpatialDropout2D, Cropping2D, UpSampling2D, Resizing,
+    ActivityRegularization, silu."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((16, 16, 3))
+    a = L.LeakyReLU(negative_slope=0.1)(L.Conv2D(8, 3, padding="same")(inputs))
+    b = L.ELU()(L.Conv2D(8, 3, padding="same")(inputs))
+    c = L.Conv2D(8, 3, padding="same", activation="hard_silu")(inputs)
+    x = L.Maximum()([L.Subtract()([a, b]), c])
+    x = L.Average()([L.Minimum()([x, a]), b])
+    x = L.SpatialDropout2D(0.1)(L.ReLU(max_value=6.0)(x))
+    x = L.Conv2D(8, 3, strides=2, padding="same")(L.Cropping2D(1)(x))
+    x = L.Resizing(8, 8)(L.UpSampling2D()(x))
+    x = L.Conv2D(8, 1, activation="silu")(L.ActivityRegularization(1e-4)(x))
+    outputs = L.Dense(10, activation="softmax")(L.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, outputs, name="misc_layers")
+
+
 def application(name: str, size: int = 32) -> Callable:
     """A builder of ``keras.applications.<name>`` at ``size`` x ``size``."""
 
@@ -768,6 +896,7 @@ CASES = {c.name: c for c in [
          ("Conv1D", "Dense", "pooling", "LSTM / GRU / SimpleRNN / ConvLSTM"), (32, 3)),
     Case("siamese", siamese,
          _BASE + ("BatchNormalization", "Add / Concatenate / Multiply",
+                  "Subtract / Maximum / Minimum / Average / Dot",
                   "nested Model", "several inputs"),
          (12, 12, 1), side_inputs=((12, 12, 1),)),
     Case("video_time_distributed", video_time_distributed,
@@ -784,7 +913,8 @@ CASES = {c.name: c for c in [
     Case("wavenet1d", wavenet1d,
          ("Conv1D", "DepthwiseConv1D / 2D", "SeparableConv1D / 2D",
           "Conv1D / 2D / 3D Transpose", "Dense", "pooling",
-          "Add / Concatenate / Multiply"), (32, 2)),
+          "Add / Concatenate / Multiply", "UpSampling / Resizing / Cropping"),
+         (32, 2)),
     Case("text_transformer", text_transformer,
          ("Dense", "pooling", "Dropout / noise / augmentation",
           "your own Layer subclass"), (12,), input_kind="tokens", vocab=50),
@@ -794,7 +924,8 @@ CASES = {c.name: c for c in [
     Case("segmentation_unet", segmentation_unet,
          ("Add / Concatenate / Multiply", "BatchNormalization",
           "Conv1D / 2D / 3D Transpose", "Conv2D", "SeparableConv1D / 2D",
-          "pooling"), (16, 16, 3), label_shape=(16, 16), num_classes=3),
+          "pooling", "UpSampling / Resizing / Cropping"), (16, 16, 3),
+         label_shape=(16, 16), num_classes=3),
     Case("mlp_mixer", mlp_mixer,
          ("Add / Concatenate / Multiply", "Conv2D", "Dense",
           "Dropout / noise / augmentation", "LayerNormalization",
@@ -811,6 +942,25 @@ CASES = {c.name: c for c in [
           "LayerNormalization", "Rescaling / Normalization",
           "Reshape / Flatten", "padding", "pooling",
           "your own Layer subclass"), (16, 16, 3), input_kind="pixels"),
+    Case("convmixer", convmixer,
+         _BASE + ("DepthwiseConv1D / 2D", "BatchNormalization",
+                  "Add / Concatenate / Multiply", "Rescaling / Normalization"),
+         (16, 16, 3), input_kind="pixels"),
+    Case("pointnet", pointnet,
+         ("Conv1D", "Dense", "BatchNormalization", "pooling",
+          "Subtract / Maximum / Minimum / Average / Dot", "Reshape / Flatten",
+          "Dropout / noise / augmentation"), (32, 3)),
+    Case("deeplab_mini", deeplab_mini,
+         ("Conv2D", "BatchNormalization", "pooling",
+          "Add / Concatenate / Multiply", "UpSampling / Resizing / Cropping",
+          "Lambda / keras.ops"), (16, 16, 3), label_shape=(16, 16),
+         num_classes=3),
+    Case("espcn", espcn, ("Conv2D", "your own Layer subclass"), (8, 8, 1),
+         label_shape=(16, 16), num_classes=2),
+    Case("misc_layers", misc_layers,
+         _BASE + ("Subtract / Maximum / Minimum / Average / Dot",
+                  "UpSampling / Resizing / Cropping",
+                  "Dropout / noise / augmentation"), (16, 16, 3)),
     Case("MobileNetV3Small", application("MobileNetV3Small"),
          ("Conv2D", "pooling", "DepthwiseConv1D / 2D", "BatchNormalization",
           "padding", "Rescaling / Normalization", "Add / Concatenate / Multiply",
@@ -883,6 +1033,11 @@ _ROW_OF = [  # (classes, row); the first match wins
     ((L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D), "padding"),
     ((L.Rescaling, L.Normalization), "Rescaling / Normalization"),
     ((L.Add, L.Concatenate, L.Multiply), "Add / Concatenate / Multiply"),
+    ((L.Subtract, L.Maximum, L.Minimum, L.Average, L.Dot),
+     "Subtract / Maximum / Minimum / Average / Dot"),
+    ((L.UpSampling1D, L.UpSampling2D, L.UpSampling3D, L.Resizing,
+      L.Cropping1D, L.Cropping2D, L.Cropping3D),
+     "UpSampling / Resizing / Cropping"),
     ((L.Reshape, L.Flatten), "Reshape / Flatten"),
     (keras_layer_classes(INFERENCE_IDENTITY), "Dropout / noise / augmentation"),
     ((L.Lambda,), "Lambda / keras.ops"),

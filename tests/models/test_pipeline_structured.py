@@ -79,7 +79,8 @@ EXPECTED_UNSUPPORTED = {
                  "lambda_ops", "squeeze_excite", "conv_denoiser",
                  "image_and_metadata", "bidirectional_lstm", "conv_gru",
                  "siamese", "video_time_distributed", "next_frame_convlstm",
-                 "text_attention", "text_transformer",
+                 "text_attention", "text_transformer", "pointnet",
+                 "deeplab_mini", "espcn", "misc_layers",
                  "DenseNet121")  # DenseNet: Concatenate skips, no Add
 }
 _RNN = ("LSTM / GRU / SimpleRNN / ConvLSTM",)

@@ -121,6 +121,9 @@ class QuantActivation(_ActQuantBase):
             from zero, as TFLite's int8 AVERAGE_POOL_2D does
             (``quantize_model`` sets it on the observer after an average
             pooling, which shares the pool's input grid).
+        round_ties_up: round ties up, found through float error (a
+            bilinear RESIZE_BILINEAR as XNNPACK computes it: ``quantize_model``
+            sets it on the observer after a bilinear upsampling).
         **kwargs: base layer arguments (name, dtype, ...).
 
     Reference: Jacob et al., arXiv:1712.05877.
@@ -132,10 +135,16 @@ class QuantActivation(_ActQuantBase):
     """
 
     def __init__(self, a_bits=8, quantizer=None, fixed_range=None,
-                 round_half_away: bool = False, **kwargs):
+                 round_half_away: bool = False, round_ties_up: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
         self._init_aq(a_bits, quantizer)
         self.round_half_away = bool(round_half_away)
+        self.round_ties_up = bool(round_ties_up)
+        if self.round_half_away and self.round_ties_up:
+            raise ValueError(
+                f"layer {self.name!r}: round_half_away and round_ties_up "
+                "are exclusive. Received: both True")
         self.fixed_range = _check_fixed_range(fixed_range, self.name)
         if (self.fixed_range is not None and self.fixed_range[0] < 0
                 and not self.quantizer.signed):
@@ -146,21 +155,26 @@ class QuantActivation(_ActQuantBase):
 
     def call(self, inputs, training=None):
         y = self._quantize(inputs, training)
-        if self.round_half_away and self._tfcomp_export is None:
+        if (self.round_half_away or self.round_ties_up) and \
+                self._tfcomp_export is None:
             y = y + ops.stop_gradient(self._half_away_shift(inputs, y))
         return y
 
     def _half_away_shift(self, x, y):
-        """What moves ``y`` (FakeQuant: half up, through float error) to
-        the code TFLite's int8 AVERAGE_POOL_2D gives: the int8 value
-        ``code - 128`` rounded half away from zero. A mean of n codes is a
-        multiple of 1/n step: the 1e-3 step tolerance finds ties through
-        float error for n < 500."""
+        """What moves ``y`` (FakeQuant: half up, but float error breaks
+        exact ties either way) to the code TFLite gives: the int8 value
+        ``code - 128`` rounded half away from zero (AVERAGE_POOL_2D) or
+        half up (``round_ties_up``). A mean of n codes is a multiple of
+        1/n step: the 1e-3 step tolerance finds ties through float error
+        for n < 500."""
         q = self.quantizer
         s, z, _, _ = q.grid()
         s, z = ops.stop_gradient(s), ops.stop_gradient(z)
         r = ops.stop_gradient(x) / s + z - 128.0
-        raw = ops.sign(r) * ops.floor(ops.abs(r) + 0.5 + 1e-3)
+        if self.round_ties_up:
+            raw = ops.floor(r + 0.5 + 1e-3)
+        else:
+            raw = ops.sign(r) * ops.floor(ops.abs(r) + 0.5 + 1e-3)
         code = ops.clip(raw + 128.0, 0.0, float(q.levels))
         shift = (code - z) * s - ops.stop_gradient(y)
         return ops.where(q.seen > 0, shift, ops.zeros_like(shift))
@@ -170,7 +184,8 @@ class QuantActivation(_ActQuantBase):
         config.update({"a_bits": self.a_bits, "quantizer": self._q_config,
                        "fixed_range": None if self.fixed_range is None
                        else list(self.fixed_range),
-                       "round_half_away": self.round_half_away})
+                       "round_half_away": self.round_half_away,
+                       "round_ties_up": self.round_ties_up})
         return config
 
 

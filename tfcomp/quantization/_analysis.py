@@ -25,6 +25,7 @@ from tfcomp.layers import QUANT_ACTIVATION_LAYERS, QUANT_LAYERS, QuantReLU
 from tfcomp.layers._kernel_ops import parse_dense_equation
 from tfcomp.quantization._graph import read_graph
 from tfcomp.quantization._int8_ops import (
+    AVERAGE_POOLS,
     FIXED_GRIDS,
     FIXED_RANGE_ACTS,
     SAME_SCALE,
@@ -32,6 +33,7 @@ from tfcomp.quantization._int8_ops import (
     act_name,
     fixed_grid,
     fixed_range,
+    interpolates,
     keeps_scale,
     keras_classes,
     squashing_activation,
@@ -46,7 +48,7 @@ __all__ = ["Plan", "Analysis", "analyse", "fold_batchnorm_weights",
            "QUANT_KINDS", "BASIC_KINDS", "quantizable_kernel", "has_kernel",
            "float_kernel_warning", "plan_bias", "act_name", "relu_kind",
            "fixed_range", "fixed_grid", "is_quant_layer", "SWISH_ACTS",
-           "AVERAGE_POOLS",
+           "interpolates", "AVERAGE_POOLS",
            "keras_classes", "FIXED_RANGE_ACTS", "FIXED_GRIDS", "SAME_SCALE",
            "keeps_scale"]
 
@@ -72,7 +74,6 @@ RELU_FUSING_PRODUCERS = ("Add", "Subtract")
 #: ``x * sigmoid(x)``: TFLite computes it as LOGISTIC (onto the 1/256 grid)
 #: then MUL; the QAT model computes it as these layers too.
 SWISH_ACTS = ("silu", "swish")
-AVERAGE_POOLS = ("AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
 
 
 

@@ -25,7 +25,7 @@ from tfcomp.quantization._time_fold import reshape_op_class
 __all__ = ["TRANSPARENT", "SAME_SCALE", "SAME_SCALE_OPS", "FIXED_RANGE_ACTS",
            "FIXED_GRIDS", "keras_classes", "act_name",
            "squashing_activation", "keeps_scale", "fixed_range",
-           "fixed_grid"]
+           "fixed_grid", "interpolates", "AVERAGE_POOLS"]
 
 TRANSPARENT = INFERENCE_IDENTITY
 #: Ops TFLite runs in int8 with the same scale on input and output (the
@@ -100,6 +100,32 @@ def squashing_activation(layer) -> str | None:
     return _ACTIVATION_OPS.get(ops_name(layer))
 
 
+#: TFLite's int8 AVERAGE_POOL_2D.
+AVERAGE_POOLS = ("AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
+_RESIZES = ("UpSampling2D", "Resizing")
+
+
+def interpolates(layer) -> bool:
+    """Whether TFLite computes the layer in int8 on its input's grid from
+    a weighted mean of input codes: an average pooling (AVERAGE_POOL_2D,
+    ties rounded away from zero) or a bilinear ``UpSampling2D`` /
+    ``Resizing`` (RESIZE_BILINEAR: measured, its 2x weights exact, ties
+    rounded half up by XNNPACK, the default CPU runtime, and away from
+    zero by the builtin kernel without a delegate; the QAT model follows
+    XNNPACK). The QAT model rounds the output onto the input's grid (an
+    observer after it, linked to that grid), even when a quantized layer
+    reads it directly.
+
+    Example:
+        >>> interpolates(keras.layers.UpSampling2D(interpolation="bilinear"))
+        True
+    """
+    if isinstance(layer, keras_classes(AVERAGE_POOLS)):
+        return True
+    return isinstance(layer, keras_classes(_RESIZES)) and \
+        getattr(layer, "interpolation", "nearest") == "bilinear"
+
+
 def keeps_scale(layer) -> bool:
     """Whether the layer or ``keras.ops`` call is one TFLite runs in int8
     with its input's scale (:data:`SAME_SCALE`, :data:`SAME_SCALE_OPS`):
@@ -109,6 +135,8 @@ def keeps_scale(layer) -> bool:
         >>> keeps_scale(keras.layers.MaxPooling2D())
         True
     """
+    if interpolates(layer):  # a bilinear upsampling is not a copy
+        return False
     return isinstance(layer, keras_classes(SAME_SCALE)) or \
         ops_name(layer) in SAME_SCALE_OPS
 

@@ -65,6 +65,7 @@ from tfcomp.quantization._analysis import (
     act_name,
     fixed_grid,
     fixed_range,
+    interpolates,
     is_observer,
     keeps_scale,
     keras_classes,
@@ -151,6 +152,8 @@ class _Builder:
         if len(cons) != 1:
             return len(cons) > 1
         c = cons[0]
+        if producer is not None and interpolates(producer.layer):
+            return True  # TFLite rounds it onto its input's grid
         if self.is_quant_consumer(c):
             return False
         if isinstance(c.layer, keras_classes(TRANSPARENT)):
@@ -184,7 +187,7 @@ class _Builder:
         return not self.a.nonneg.get(tid, False)
 
     def observe(self, tensor_new, tid, base_name, grid=None,
-                half_away=False):
+                half_away=False, ties_up=False):
         self.on_grid.add(tid)
         self.observed.add(tid)
         q = qz.get(self.obs_template)
@@ -192,7 +195,8 @@ class _Builder:
         name = unique_name(f"{base_name}_aq", self.used)
         self.a.report.observers.append(name)
         return QuantActivation(a_bits=8, quantizer=q, fixed_range=grid,
-                               round_half_away=half_away, name=name,
+                               round_half_away=half_away,
+                               round_ties_up=ties_up, name=name,
                                dtype=self.policy)(tensor_new)
 
     def swish(self, x, name, base):
@@ -297,10 +301,11 @@ class _Builder:
             if keeps_grid:  # max pool, padding, reshape...: the input's grid
                 self.on_grid.add(to)
             elif self.needs_observer(to, node):
-                tn = self.observe(  # an average pool's: TFLite's ties
+                pool = isinstance(node.layer, keras_classes(AVERAGE_POOLS))
+                tn = self.observe(  # pools / bilinear resizes: TFLite's ties
                     tn, to, node.name, grid=self.grid_of(node),
-                    half_away=isinstance(node.layer, keras_classes(
-                        AVERAGE_POOLS)))
+                    half_away=pool,
+                    ties_up=not pool and interpolates(node.layer))
             self.tmap[to] = tn
 
     def quant_norm(self, node):
@@ -401,11 +406,17 @@ class _Builder:
         padding). ``link_shared_inputs`` gives these observers the
         concatenation's grid: TFLite requantizes such an input onto it
         (QUANTIZE) for the concatenation only, or, through same-scale ops,
-        for every reader of the pooled tensor (DenseNet's pool1)."""
+        for every reader of the pooled tensor (DenseNet's pool1), and after
+        an average pool / bilinear resize (its output on its input's grid).
+        """
         tensors = dict(self.tmap)
         signed = not self.a.nonneg.get(node.outputs[0], False)
         for tid in dict.fromkeys(node.inputs):
-            if tid in self.observed and len(self.graph.consumers(tid)) == 1:
+            src = self.graph.producer(tid)
+            if tid in self.observed and len(self.graph.consumers(tid)) == 1 \
+                    and not (src is not None and interpolates(src.layer)):
+                # (a pool's / bilinear resize's observer keeps its input's
+                # grid: TFLite requantizes its output for the concat)
                 continue
             q = qz.get(self.obs_template)
             q.signed = signed

@@ -79,11 +79,11 @@ from tfcomp.layers import (
 )
 from tfcomp.layers import quantizers as qz
 from tfcomp.quantization._analysis import (
-    AVERAGE_POOLS,
     QUANT_KINDS,
     analyse,
     float_kernel_warning,
     fold_batchnorm_weights,
+    interpolates,
     keeps_scale,
     keras_classes,
 )
@@ -268,9 +268,6 @@ def _same_kind(a, b) -> bool:
             and a.range_mode == b.range_mode)
 
 
-_AVERAGE_POOLS = AVERAGE_POOLS
-
-
 def _link_pool_observers(model) -> list:
     """Gives the observer after an average pooling its input's grid.
 
@@ -283,13 +280,12 @@ def _link_pool_observers(model) -> list:
     same way. Returns the linked observers' names.
     """
     graph = read_graph(model, "link_shared_inputs")
-    pools = keras_classes(_AVERAGE_POOLS)
     linked = []
     for _, layer, nodes in graph.layers():
         if not isinstance(layer, QuantActivation) or len(nodes) != 1:
             continue
         pool = graph.producer(nodes[0].inputs[0])
-        if pool is None or not isinstance(pool.layer, pools):
+        if pool is None or not interpolates(pool.layer):
             continue
         src = graph.producer(pool.inputs[0])
         while src is not None and keeps_scale(src.layer) \
