@@ -25,7 +25,8 @@ from tfcomp._identity import keras_layer_classes as _keras_classes
 
 __all__ = [
     "activation_bytes", "attention_macs", "bops", "einsum_axis_sizes",
-    "einsum_macs", "layer_macs", "param_count", "size_bytes", "weight_count",
+    "einsum_macs", "is_keras_op", "layer_macs", "op_macs", "param_count",
+    "size_bytes", "weight_count",
 ]
 
 
@@ -368,6 +369,8 @@ def _layer_macs_of(layer, in_shapes, out_shapes) -> tuple[int, str]:
     """
     import keras
 
+    if is_keras_op(layer):  # a keras.ops node of a functional graph
+        return op_macs(layer, in_shapes, out_shapes), ""
     cls = type(layer).__name__
     L = keras.layers
     x, y = in_shapes[0], out_shapes[0]
@@ -426,3 +429,54 @@ def _layer_macs_of(layer, in_shapes, out_shapes) -> tuple[int, str]:
     if hasattr(layer, "tfcomp_macs"):
         return int(layer.tfcomp_macs(in_shapes, out_shapes)), ""
     return 0, f"unknown layer type {cls}: counted as 0 MACs"
+
+
+# ---------------------------------------------------- keras.ops products
+
+#: ``keras.ops`` operations with MACs: a functional model's
+#: ``ops.matmul`` / ``einsum`` / ``tensordot`` / ``dot`` nodes (attention
+#: written by hand, keras.io CCT's token pooling). Element-wise ops,
+#: reductions and data movement count 0, as the corresponding layers do.
+_PRODUCTS = ("Matmul", "Einsum", "Tensordot", "Dot")
+
+
+def is_keras_op(obj) -> bool:
+    """A ``keras.ops`` node of a functional graph (an operation, not a
+    layer)."""
+    import keras
+
+    return isinstance(obj, keras.Operation) and not isinstance(
+        obj, keras.layers.Layer)
+
+
+def op_macs(op, in_shapes, out_shapes) -> int:
+    """MACs (batch 1) of one ``keras.ops`` node from its shapes (the batch
+    axis and unknown sizes count 1): a product counts ``(output elements)
+    x (contracted size)``, any other op 0.
+
+    Example:
+        >>> op_macs(matmul_op, [(1, 8, 4), (1, 4, 8)], [(1, 8, 8)])
+        256
+    """
+    cls = type(op).__name__
+    if cls not in _PRODUCTS or not in_shapes or not out_shapes:
+        return 0
+    out = _prod(out_shapes[0][1:])
+    x = in_shapes[0]
+    if cls == "Einsum":  # two operands, as EinsumDense's input, kernel
+        eq = str(getattr(op, "subscripts", "")).replace(" ", "")
+        if len(in_shapes) != 2 or "->" not in eq or \
+                eq.split("->")[0].count(",") != 1:
+            return 0
+        return einsum_macs(eq, x, tuple(d or 1 for d in in_shapes[1]),
+                           out_shapes[0])
+    if cls == "Tensordot":
+        axes = getattr(op, "axes", 2)
+        if isinstance(axes, int):
+            k = _prod(d or 1 for d in x[len(x) - axes:]) if axes else 1
+        else:
+            first = axes[0] if isinstance(axes[0], (list, tuple)) \
+                else [axes[0]]
+            k = _prod(x[int(a)] or 1 for a in first)
+        return out * k
+    return out * int(x[-1] or 1)  # matmul / dot: x's last axis

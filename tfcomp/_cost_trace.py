@@ -11,8 +11,12 @@ temporarily replaced by a recorder of its input and output shapes
 (``tfcomp.graph.calls.override_calls``: restored on exit, errors
 included). Each recorded call is then counted by the per-layer formulas
 (``_count_macs``), the same ones as every built-in layer of a graph.
-``keras.ops`` products written directly in a ``call`` are not layers and
-are not counted.
+``keras.ops`` products written directly in such a ``call`` are not layers
+and are not counted. A ``Lambda``, or a weightless layer class of your own,
+is traced symbolically instead (:func:`traced_call_macs`): its ``call`` run
+once on new ``keras.Input`` s of its first call's shapes, the ``keras.ops``
+products of the graph it builds counted by the same formulas
+(``op_macs``).
 
 Inner layers are found through the layer's public attributes
 (``vars(layer)``, names without a leading underscore): layers, and lists /
@@ -36,11 +40,12 @@ import logging
 import re
 import weakref
 
-from tfcomp._cost_layers import _count_macs
+from tfcomp._cost_layers import _count_macs, is_keras_op
 
 __all__ = ["GraphArgs", "build_call_args", "cached_trace",
            "graph_call_args", "inner_leaves", "is_container",
-           "leaf_calls_macs", "trace_calls", "traced_macs", "unknown_sizes"]
+           "leaf_calls_macs", "trace_calls", "traced_call_macs", "traced_macs",
+           "unknown_sizes"]
 
 _log = logging.getLogger(__name__)
 
@@ -338,3 +343,33 @@ def traced_macs(layer, calls: dict) -> tuple[int, str]:
     head = (f"traced from one call of its inner layers ({named})" if named
             else "traced: no inner layer was called")
     return total, "; ".join([f"{head}: {_NOT_COUNTED}", *notes])
+
+
+def traced_call_macs(layer) -> int | None:
+    """MACs of the ``keras.ops`` products ``layer.call`` computes, traced on
+    new symbolic inputs of its first call's shapes and dtypes; None when
+    the call cannot be traced that way (several positional tensors, a
+    layer inside, a failure).
+
+    Example:
+        >>> traced_call_macs(keras.layers.Lambda(
+        ...     lambda t: keras.ops.matmul(t, t)))  # once called on (4, 4)
+        64
+    """
+    import keras
+
+    try:
+        fresh = keras.tree.map_structure(
+            lambda t: keras.Input(batch_shape=t.shape, dtype=t.dtype),
+            layer.input)
+        traced = keras.Model(fresh, layer.call(fresh))
+    except Exception:  # noqa: BLE001 - arbitrary Python: not traceable
+        return None
+    total = 0
+    for op in traced.operations:
+        if isinstance(op, keras.layers.InputLayer):
+            continue
+        if not is_keras_op(op):
+            return None  # a layer inside: its own formula, not traced here
+        total += _count_macs(op, _shapes(op.input), _shapes(op.output))[0]
+    return total

@@ -75,6 +75,7 @@ from tfcomp._cost_layers import (
     bops,
     einsum_axis_sizes,
     einsum_macs,
+    is_keras_op,
     layer_macs,
     param_count,
     size_bytes,
@@ -383,8 +384,6 @@ def _walk_items(model, prefix: str):
     nested subclassed model given whole (``subclassed`` True)."""
     import keras
 
-    from tfcomp._cost_ops import is_keras_op
-
     # a functional model's operations: its layers and its keras.ops nodes
     for layer in getattr(model, "operations", None) or model.layers:
         path = f"{prefix}{layer.name}"
@@ -423,15 +422,12 @@ def _traced_layer(layer, name, graph_args, shared) -> tuple[int, str]:
     return total, "; ".join(notes)
 
 
-def _ops_macs(layer, name, calls, in_shapes, out_shapes, note
-              ) -> tuple[int, str]:
-    """MACs of a ``keras.ops`` node, or of the products a Lambda /
-    weightless layer class computes in its call (``tfcomp._cost_ops``);
-    ``note`` kept when its call cannot be traced."""
-    from tfcomp._cost_ops import is_keras_op, op_macs, traced_call_macs
+def _traced_ops_macs(layer, name, calls, note) -> tuple[int, str]:
+    """MACs of the ``keras.ops`` products a Lambda / weightless layer class
+    computes in its call (``_cost_trace.traced_call_macs``); ``note`` kept
+    when its call cannot be traced."""
+    from tfcomp._cost_trace import traced_call_macs
 
-    if is_keras_op(layer):
-        return op_macs(layer, in_shapes, out_shapes), ""
     macs = traced_call_macs(layer)
     if macs is None:
         return 0, note
@@ -521,9 +517,8 @@ def _walk(model, prefix: str, bits, records: list) -> None:
             if is_container(layer):
                 macs, note = _traced_layer(layer, name, graph_args,
                                            calls.get(name))
-            else:  # a keras.ops node, a Lambda, a weightless layer class
-                macs, note = _ops_macs(layer, name, calls, in_shapes,
-                                       out_shapes, note)
+            else:  # a Lambda, a weightless layer class
+                macs, note = _traced_ops_macs(layer, name, calls, note)
         macs, note = _rows_factor(macs, note, rows)
         records.append(_record(name, layer, macs, note, out_shapes, rows,
                                bits))

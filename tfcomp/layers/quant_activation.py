@@ -157,10 +157,10 @@ class QuantActivation(_ActQuantBase):
         y = self._quantize(inputs, training)
         if (self.round_half_away or self.round_ties_up) and \
                 self._tfcomp_export is None:
-            y = y + ops.stop_gradient(self._half_away_shift(inputs, y))
+            y = y + ops.stop_gradient(self._tie_shift(inputs, y))
         return y
 
-    def _half_away_shift(self, x, y):
+    def _tie_shift(self, x, y):
         """What moves ``y`` (FakeQuant: half up, but float error breaks
         exact ties either way) to the code TFLite gives: the int8 value
         ``code - 128`` rounded half away from zero (AVERAGE_POOL_2D) or
