@@ -269,15 +269,16 @@ def _same_kind(a, b) -> bool:
 
 
 def _link_pool_observers(model) -> list:
-    """Gives the observer after an average pooling its input's grid.
+    """Gives the observer after an average pooling or a bilinear resize
+    (``interpolates``) its input's grid.
 
-    TFLite's int8 AVERAGE_POOL_2D keeps its input's scale and zero point
-    (the converter refuses other ranges: "quantization parameters violate
-    the same scale constraint"; DenseNet's transition pools): it rounds
-    the mean of the codes onto the input grid. The ``QuantActivation``
-    after the pool then shares the range of the activation quantizer
-    before it (through padding / reshape...), so the QAT model rounds the
-    same way. Returns the linked observers' names.
+    TFLite's int8 AVERAGE_POOL_2D and RESIZE_BILINEAR keep their input's
+    scale and zero point (the converter refuses other ranges: "quantization
+    parameters violate the same scale constraint"; DenseNet's transition
+    pools): they round the weighted mean of the codes onto the input grid.
+    The ``QuantActivation`` after the pool then shares the range of the
+    activation quantizer before it (through padding / reshape...), so the
+    QAT model rounds the same way. Returns the linked observers' names.
     """
     graph = read_graph(model, "link_shared_inputs")
     linked = []
